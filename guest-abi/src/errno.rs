@@ -1,0 +1,82 @@
+//! Xen error numbers (`public/errno.h`). Hypercalls return them negated.
+
+/// A Xen error number. The discriminant is the positive value; hypercalls return `-value`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(i64)]
+pub enum Errno {
+    /// Operation not permitted.
+    EPERM = 1,
+    /// No such entry.
+    ENOENT = 2,
+    /// No such domain.
+    ESRCH = 3,
+    /// I/O error.
+    EIO = 5,
+    /// Argument list too long.
+    E2BIG = 7,
+    /// Exec format error.
+    ENOEXEC = 8,
+    /// Try again.
+    EAGAIN = 11,
+    /// Out of memory.
+    ENOMEM = 12,
+    /// Permission denied.
+    EACCES = 13,
+    /// Bad address (a guest pointer that cannot be accessed).
+    EFAULT = 14,
+    /// Busy (page-type conflict).
+    EBUSY = 16,
+    /// Already exists.
+    EEXIST = 17,
+    /// No such device.
+    ENODEV = 19,
+    /// Invalid argument.
+    EINVAL = 22,
+    /// No space.
+    ENOSPC = 28,
+    /// Out of range.
+    ERANGE = 34,
+    /// Function not implemented (unknown hypercall or sub-op).
+    ENOSYS = 38,
+    /// Timer expired.
+    ETIME = 62,
+    /// Value too large.
+    EOVERFLOW = 75,
+    /// Internal: restart the hypercall (continuation).
+    ERESTART = 85,
+    /// Operation not supported.
+    EOPNOTSUPP = 95,
+}
+
+impl Errno {
+    /// The value a hypercall returns in RAX for this error.
+    pub const fn to_ret(self) -> i64 {
+        -(self as i64)
+    }
+
+    /// Decodes a negative hypercall return value.
+    pub fn from_ret(ret: i64) -> Option<Errno> {
+        use Errno::*;
+        const ALL: [Errno; 21] = [
+            EPERM, ENOENT, ESRCH, EIO, E2BIG, ENOEXEC, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY,
+            EEXIST, ENODEV, EINVAL, ENOSPC, ERANGE, ENOSYS, ETIME, EOVERFLOW, ERESTART, EOPNOTSUPP,
+        ];
+        ALL.into_iter().find(|e| e.to_ret() == ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_xens() {
+        assert_eq!(Errno::EFAULT.to_ret(), -14);
+        assert_eq!(Errno::ENOSYS.to_ret(), -38);
+        assert_eq!(Errno::EINVAL.to_ret(), -22);
+        assert_eq!(Errno::EOPNOTSUPP as i64, 95);
+        assert_eq!(Errno::from_ret(-22), Some(Errno::EINVAL));
+        assert_eq!(Errno::from_ret(-4), None);
+        assert_eq!(Errno::from_ret(0), None);
+    }
+}

@@ -1,0 +1,117 @@
+//! The hypervisor command line.
+//!
+//! Options are space separated `name` or `name=value` words. Anything after a lone `--` is
+//! dom0's command line when the bootloader gives the dom0 module no string of its own (the
+//! PVH path). Recognised options:
+//!
+//! - `loglvl=<error|warn|info|debug|trace>`: console verbosity (default `info`).
+//! - `dom0_mem=<size>`: dom0's memory, with a `K`, `M` or `G` suffix (default 64M).
+//! - `debug-exit`: under QEMU, end the run through isa-debug-exit when dom0 shuts down.
+
+/// Console verbosity.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Default dom0 memory.
+pub const DEFAULT_DOM0_MEM: u64 = 64 << 20;
+
+/// Parsed options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options<'a> {
+    pub loglvl: LogLevel,
+    pub dom0_mem: u64,
+    pub debug_exit: bool,
+    /// Text after ` -- `, if any.
+    pub dom0_cmdline: Option<&'a str>,
+    /// The first option not understood, to be reported.
+    pub unknown: Option<&'a str>,
+}
+
+/// Parses a size such as `64M`, `1G`, `4096`, `512k`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        b't' | b'T' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+/// Parses the whole command line.
+pub fn parse(cmdline: &str) -> Options<'_> {
+    let (own, dom0) = match cmdline.find(" -- ") {
+        Some(i) => (&cmdline[..i], Some(cmdline[i + 4..].trim())),
+        None => match cmdline.strip_prefix("-- ") {
+            Some(rest) => ("", Some(rest.trim())),
+            None => (cmdline, None),
+        },
+    };
+    let mut o = Options {
+        loglvl: LogLevel::Info,
+        dom0_mem: DEFAULT_DOM0_MEM,
+        debug_exit: false,
+        dom0_cmdline: dom0,
+        unknown: None,
+    };
+    for word in own.split_ascii_whitespace() {
+        let (k, v) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word, None),
+        };
+        let ok = match (k, v) {
+            ("loglvl", Some(v)) => {
+                let l = match v {
+                    "error" => Some(LogLevel::Error),
+                    "warn" | "warning" => Some(LogLevel::Warn),
+                    "info" => Some(LogLevel::Info),
+                    "debug" => Some(LogLevel::Debug),
+                    "trace" | "all" => Some(LogLevel::Trace),
+                    _ => None,
+                };
+                l.map(|l| o.loglvl = l).is_some()
+            }
+            ("dom0_mem", Some(v)) => parse_size(v).map(|s| o.dom0_mem = s).is_some(),
+            ("debug-exit", None) => {
+                o.debug_exit = true;
+                true
+            }
+            _ => false,
+        };
+        if !ok && o.unknown.is_none() {
+            o.unknown = Some(word);
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let o = parse("loglvl=debug dom0_mem=32M debug-exit -- shutdown quiet");
+        assert_eq!(o.loglvl, LogLevel::Debug);
+        assert_eq!(o.dom0_mem, 32 << 20);
+        assert!(o.debug_exit);
+        assert_eq!(o.dom0_cmdline, Some("shutdown quiet"));
+        assert_eq!(o.unknown, None);
+        let o = parse("loglvl=loud frobnicate");
+        assert_eq!(o.loglvl, LogLevel::Info);
+        assert_eq!(o.unknown, Some("loglvl=loud"));
+        assert_eq!(parse("").dom0_mem, DEFAULT_DOM0_MEM);
+        assert_eq!(parse("-- x").dom0_cmdline, Some("x"));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("99999999999T"), None);
+        assert_eq!(parse_size("M"), None);
+    }
+}

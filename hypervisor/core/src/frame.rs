@@ -1,0 +1,268 @@
+//! The frame table: one record per machine frame.
+//!
+//! # The model
+//!
+//! Every machine frame has exactly one **owner**: free, the hypervisor, a domain, or I/O
+//! (MMIO that is not RAM). Two counters guard how a frame may be used:
+//!
+//! - the **general reference count** counts every use of the frame: each present page-table
+//!   entry that maps it, each root (CR3) or pin that holds it, each hypervisor-internal
+//!   reference. A frame with a non-zero count is never freed or given away.
+//! - the **type** (none, writable, L1, L2, L3, L4, segment descriptor) with its **type count**
+//!   says what the frame is currently used *as*. A frame has one type at a time, and changes
+//!   type only when its type count is zero. Every writable mapping of a frame holds one
+//!   `Writable` type reference; every entry of a level-N table (N ≥ 2) that points at a frame
+//!   holds one level-(N−1) type reference on it; a root or pin holds one reference of its
+//!   level. So a frame in use as a page table or descriptor table can never also be mapped
+//!   writable, and a frame mapped writable anywhere can never become a table.
+//! - taking the first page-table type reference of a frame means its entries must be
+//!   validated (the **validated** flag caches the result until the type count drops to 0);
+//!   **pinned** records an explicit pin, which holds one type reference.
+//!
+//! Invariants: `type_count > 0` implies `ty != None`; `type_count <= count` for domain
+//! frames (each type reference travels with a general reference); free frames have both
+//! counts zero.
+
+use crate::mem::Mfn;
+use guest_abi::errno::Errno;
+use guest_abi::DomId;
+
+/// Who owns a frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// Not RAM, or not usable (firmware, holes): never handed out.
+    #[default]
+    None,
+    /// Free RAM in the allocator.
+    Free,
+    /// Used by the hypervisor itself (image, heap, its page tables, per-CPU data).
+    Xen,
+    /// Owned by a domain.
+    Dom(DomId),
+    /// MMIO owned by `DOMID_IO`.
+    Io,
+}
+
+/// What a frame is currently used as.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum PageType {
+    #[default]
+    None,
+    Writable,
+    L1,
+    L2,
+    L3,
+    L4,
+    SegDesc,
+}
+
+impl PageType {
+    /// The page-table type of level `n` (1..=4).
+    pub fn table(level: u32) -> Option<PageType> {
+        match level {
+            1 => Some(PageType::L1),
+            2 => Some(PageType::L2),
+            3 => Some(PageType::L3),
+            4 => Some(PageType::L4),
+            _ => None,
+        }
+    }
+
+    /// Is this a page-table or descriptor-table type (never writable-mappable)?
+    pub fn is_protected(self) -> bool {
+        matches!(self, PageType::L1 | PageType::L2 | PageType::L3 | PageType::L4 | PageType::SegDesc)
+    }
+}
+
+/// One frame's record.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub owner: Owner,
+    pub count: u32,
+    pub ty: PageType,
+    pub type_count: u32,
+    pub validated: bool,
+    pub pinned: bool,
+}
+
+/// Why a frame-table operation was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The MFN is beyond the table.
+    NoSuchFrame,
+    /// The frame does not belong to the domain that named it.
+    NotOwner,
+    /// The frame has a different type with references.
+    TypeConflict,
+    /// A counter would overflow.
+    Overflow,
+    /// A counter would drop below zero (a hypervisor bug, reported, never panicking).
+    Underflow,
+    /// The frame is in use and cannot change owner.
+    InUse,
+}
+
+impl From<FrameError> for Errno {
+    fn from(e: FrameError) -> Errno {
+        match e {
+            FrameError::TypeConflict | FrameError::InUse => Errno::EBUSY,
+            FrameError::Overflow => Errno::EOVERFLOW,
+            _ => Errno::EINVAL,
+        }
+    }
+}
+
+/// The frame table over some storage of [`FrameInfo`] records, indexed by MFN.
+pub struct FrameTable<S> {
+    frames: S,
+}
+
+impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
+    pub fn new(frames: S) -> Self {
+        FrameTable { frames }
+    }
+
+    /// Number of frames described.
+    pub fn len(&self) -> usize {
+        self.frames.as_ref().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The record of `mfn`.
+    pub fn get(&self, mfn: Mfn) -> Option<&FrameInfo> {
+        self.frames.as_ref().get(usize::try_from(mfn.0).ok()?)
+    }
+
+    fn get_mut(&mut self, mfn: Mfn) -> Result<&mut FrameInfo, FrameError> {
+        let i = usize::try_from(mfn.0).map_err(|_| FrameError::NoSuchFrame)?;
+        self.frames.as_mut().get_mut(i).ok_or(FrameError::NoSuchFrame)
+    }
+
+    /// Sets the owner of a frame that is not in use (boot-time classification, allocation
+    /// and release).
+    pub fn set_owner(&mut self, mfn: Mfn, owner: Owner) -> Result<(), FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.count != 0 || f.type_count != 0 {
+            return Err(FrameError::InUse);
+        }
+        *f = FrameInfo { owner, ..FrameInfo::default() };
+        Ok(())
+    }
+
+    /// The owner of a frame (`Owner::None` beyond the table).
+    pub fn owner(&self, mfn: Mfn) -> Owner {
+        self.get(mfn).map(|f| f.owner).unwrap_or(Owner::None)
+    }
+
+    /// Takes a general reference on a frame owned by `dom`.
+    pub fn get_page(&mut self, mfn: Mfn, dom: DomId) -> Result<(), FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.owner != Owner::Dom(dom) {
+            return Err(FrameError::NotOwner);
+        }
+        f.count = f.count.checked_add(1).ok_or(FrameError::Overflow)?;
+        Ok(())
+    }
+
+    /// Drops a general reference.
+    pub fn put_page(&mut self, mfn: Mfn) -> Result<(), FrameError> {
+        let f = self.get_mut(mfn)?;
+        f.count = f.count.checked_sub(1).ok_or(FrameError::Underflow)?;
+        Ok(())
+    }
+
+    /// Takes a type reference of type `ty`. Returns `true` when this was the first reference
+    /// (the caller must then validate a table type and call [`Self::mark_validated`]).
+    pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.type_count == 0 {
+            f.ty = ty;
+            f.validated = false;
+            f.type_count = 1;
+            return Ok(true);
+        }
+        if f.ty != ty {
+            return Err(FrameError::TypeConflict);
+        }
+        f.type_count = f.type_count.checked_add(1).ok_or(FrameError::Overflow)?;
+        Ok(false)
+    }
+
+    /// Drops a type reference. Returns `true` when it was the last one.
+    pub fn put_type(&mut self, mfn: Mfn) -> Result<bool, FrameError> {
+        let f = self.get_mut(mfn)?;
+        f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
+        if f.type_count == 0 {
+            f.validated = false;
+            f.pinned = false;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Records that a table-typed frame's entries were validated.
+    pub fn mark_validated(&mut self, mfn: Mfn) -> Result<(), FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.type_count == 0 {
+            return Err(FrameError::Underflow);
+        }
+        f.validated = true;
+        Ok(())
+    }
+
+    /// Iterates over (mfn, record).
+    pub fn iter(&self) -> impl Iterator<Item = (Mfn, &FrameInfo)> {
+        self.frames.as_ref().iter().enumerate().map(|(i, f)| (Mfn(i as u64), f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    fn table(n: usize) -> FrameTable<std::vec::Vec<FrameInfo>> {
+        FrameTable::new(vec![FrameInfo::default(); n])
+    }
+
+    #[test]
+    fn ownership_is_checked() {
+        let mut ft = table(4);
+        ft.set_owner(Mfn(1), Owner::Dom(0)).unwrap();
+        assert_eq!(ft.get_page(Mfn(1), 0), Ok(()));
+        assert_eq!(ft.get_page(Mfn(1), 1), Err(FrameError::NotOwner));
+        assert_eq!(ft.get_page(Mfn(2), 0), Err(FrameError::NotOwner));
+        assert_eq!(ft.get_page(Mfn(9), 0), Err(FrameError::NoSuchFrame));
+        // A referenced frame cannot change hands.
+        assert_eq!(ft.set_owner(Mfn(1), Owner::Free), Err(FrameError::InUse));
+        ft.put_page(Mfn(1)).unwrap();
+        assert_eq!(ft.put_page(Mfn(1)), Err(FrameError::Underflow));
+        ft.set_owner(Mfn(1), Owner::Free).unwrap();
+    }
+
+    #[test]
+    fn type_changes_only_at_zero() {
+        let mut ft = table(2);
+        ft.set_owner(Mfn(0), Owner::Dom(0)).unwrap();
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(true));
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(false));
+        assert_eq!(ft.get_type(Mfn(0), PageType::Writable), Err(FrameError::TypeConflict));
+        ft.mark_validated(Mfn(0)).unwrap();
+        assert_eq!(ft.put_type(Mfn(0)), Ok(false));
+        assert!(ft.get(Mfn(0)).unwrap().validated);
+        assert_eq!(ft.put_type(Mfn(0)), Ok(true));
+        assert!(!ft.get(Mfn(0)).unwrap().validated);
+        assert_eq!(ft.get_type(Mfn(0), PageType::Writable), Ok(true));
+        assert_eq!(ft.put_type(Mfn(0)), Ok(true));
+        assert_eq!(ft.put_type(Mfn(0)), Err(FrameError::Underflow));
+    }
+
+    #[test]
+    fn errors_map_to_xen_codes() {
+        assert_eq!(Errno::from(FrameError::TypeConflict), Errno::EBUSY);
+        assert_eq!(Errno::from(FrameError::NotOwner), Errno::EINVAL);
+    }
+}

@@ -1,0 +1,19 @@
+//! Hypervisor logic that needs no CPU: it builds without `std` and is tested on the host.
+//!
+//! Hardware-touching code lives in `hv-arch`; this crate sees memory only through the
+//! [`mem::PhysMem`] trait, so host tests plug in a vector of pages.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod builder;
+pub mod cmdline;
+pub mod frame;
+pub mod frame_alloc;
+pub mod guest_access;
+pub mod mem;
+pub mod memmap;
+pub mod pte;
+pub mod pv_image;

@@ -1,0 +1,80 @@
+//! x86-64 page-table entries.
+
+use crate::mem::Mfn;
+
+bitflags::bitflags! {
+    /// Flag bits of a 4-level page-table entry.
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    pub struct PteFlags: u64 {
+        /// Present.
+        const P = 1 << 0;
+        /// Writable.
+        const RW = 1 << 1;
+        /// User-accessible (CPL 3).
+        const US = 1 << 2;
+        /// Write-through.
+        const PWT = 1 << 3;
+        /// Cache disable.
+        const PCD = 1 << 4;
+        /// Accessed.
+        const A = 1 << 5;
+        /// Dirty.
+        const D = 1 << 6;
+        /// Page size (L2/L3) or PAT (L1).
+        const PSE = 1 << 7;
+        /// Global.
+        const G = 1 << 8;
+        /// No-execute.
+        const NX = 1 << 63;
+    }
+}
+
+/// Bits 12..51: the frame address.
+pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// A page-table entry.
+#[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
+pub struct Pte(pub u64);
+
+impl Pte {
+    pub const fn new(mfn: Mfn, flags: PteFlags) -> Pte {
+        Pte((mfn.0 << 12) & ADDR_MASK | flags.bits())
+    }
+    pub const fn mfn(self) -> Mfn {
+        Mfn((self.0 & ADDR_MASK) >> 12)
+    }
+    pub const fn flags(self) -> PteFlags {
+        PteFlags::from_bits_retain(self.0 & !ADDR_MASK)
+    }
+    pub const fn present(self) -> bool {
+        self.0 & PteFlags::P.bits() != 0
+    }
+    pub const fn writable(self) -> bool {
+        self.0 & PteFlags::RW.bits() != 0
+    }
+}
+
+/// Index of `va` in the table at `level` (1 = L1 .. 4 = L4).
+pub const fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * (level - 1))) & 511) as usize
+}
+
+/// Bytes covered by one entry at `level`.
+pub const fn entry_span(level: u32) -> u64 {
+    1u64 << (12 + 9 * (level - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn pte_roundtrip() {
+        let p = Pte::new(Mfn(0x1234), PteFlags::P | PteFlags::RW | PteFlags::NX);
+        assert_eq!(p.mfn(), Mfn(0x1234));
+        assert!(p.present() && p.writable());
+        assert!(p.flags().contains(PteFlags::NX));
+        assert_eq!(index(0xFFFF_8000_0000_0000, 4), 256);
+        assert_eq!(index(0x20_0000, 2), 1);
+        assert_eq!(entry_span(2), 2 << 20);
+    }
+}
