@@ -33,8 +33,13 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameAllocator<S> {
         self.nr_frames
     }
 
-    fn is_free(&self, mfn: u64) -> bool {
+    fn bit(&self, mfn: u64) -> bool {
         self.bitmap.as_ref()[(mfn / 64) as usize] & (1 << (mfn % 64)) != 0
+    }
+
+    /// Is `mfn` free (false beyond the bitmap)?
+    pub fn is_free(&self, mfn: Mfn) -> bool {
+        mfn.0 < self.nr_frames && self.bit(mfn.0)
     }
 
     /// Marks `[start, end)` free (frames beyond the bitmap are ignored).
@@ -47,7 +52,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameAllocator<S> {
     /// Marks `[start, end)` in use.
     pub fn reserve_range(&mut self, start: Mfn, end: Mfn) {
         for m in start.0..end.0.min(self.nr_frames) {
-            if self.is_free(m) {
+            if self.bit(m) {
                 self.bitmap.as_mut()[(m / 64) as usize] &= !(1 << (m % 64));
                 self.free -= 1;
             }
@@ -57,7 +62,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameAllocator<S> {
     /// Returns a frame. Freeing a free frame or one outside the bitmap is ignored and
     /// reported as `false`.
     pub fn free(&mut self, mfn: Mfn) -> bool {
-        if mfn.0 >= self.nr_frames || self.is_free(mfn.0) {
+        if mfn.0 >= self.nr_frames || self.bit(mfn.0) {
             return false;
         }
         let w = (mfn.0 / 64) as usize;
@@ -86,7 +91,7 @@ impl<S: AsRef<[u64]> + AsMut<[u64]>> FrameAllocator<S> {
         }
         let mut start = 0;
         while start + n <= self.nr_frames {
-            match (start..start + n).find(|&m| !self.is_free(m)) {
+            match (start..start + n).find(|&m| !self.bit(m)) {
                 None => {
                     self.reserve_range(Mfn(start), Mfn(start + n));
                     return Some(Mfn(start));

@@ -1,0 +1,404 @@
+//! From the bootloader to Rust: the multiboot2 header, the Xen PVH note, the 32-bit entry
+//! that enters long mode on an early page table, and the parse of the boot information.
+//!
+//! Early page table: 2 MiB pages mapping physical [0, 4 GiB) three times: identity (for the
+//! jump into long mode), at the direct map (slot 262), and the first GiB at the image's
+//! virtual base (slot 261). `paging` replaces it with the real tables.
+
+use crate::layout::{phys_to_virt, IMAGE_BASE};
+use core::arch::global_asm;
+use hv_core::memmap::{Range, RangeSet};
+
+/// Multiboot2 loader magic in EAX.
+pub const MB2_LOADER_MAGIC: u32 = 0x36D7_6289;
+/// PVH `hvm_start_info` magic.
+pub const PVH_MAGIC: u32 = 0x336E_C578;
+
+global_asm!(
+    r#"
+    .section .multiboot2, "a"
+    .balign 8
+mb2_header:
+    .long 0xE85250D6
+    .long 0
+    .long mb2_header_end - mb2_header
+    .long 0x100000000 - (0xE85250D6 + (mb2_header_end - mb2_header))
+    .balign 8
+    .short 0, 0
+    .long 8
+mb2_header_end:
+
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 8
+    .long {PHYS32_ENTRY}
+    .asciz "Xen"
+    .quad _start_pvh
+
+    .section .boot.text, "ax"
+    .code32
+    .global _start32
+_start32:
+    mov %eax, %edi
+    mov %ebx, %esi
+    jmp 1f
+    .global _start_pvh
+_start_pvh:
+    mov ${PVH_MAGIC}, %edi
+    mov %ebx, %esi
+1:
+    cli
+    cld
+    mov $boot32_stack_top, %esp
+
+    /* Long mode and NX are required. */
+    mov $0x80000001, %eax
+    cpuid
+    test $(1 << 29), %edx
+    jz 9f
+    test $(1 << 20), %edx
+    jz 9f
+
+    /* Zero the early tables (7 pages), then fill them. */
+    push %edi
+    mov $early_l4, %edi
+    mov $(7 * 1024), %ecx
+    xor %eax, %eax
+    rep stosl
+    pop %edi
+
+    mov $early_l2, %ebx
+    mov $0x83, %eax           /* P | RW | PS */
+    xor %edx, %edx
+    mov $2048, %ecx
+2:  mov %eax, (%ebx)
+    mov %edx, 4(%ebx)
+    add $0x200000, %eax
+    adc $0, %edx
+    add $8, %ebx
+    loop 2b
+
+    mov $early_l2, %eax
+    or $3, %eax
+    mov %eax, early_l3_low + 0
+    add $0x1000, %eax
+    mov %eax, early_l3_low + 8
+    add $0x1000, %eax
+    mov %eax, early_l3_low + 16
+    add $0x1000, %eax
+    mov %eax, early_l3_low + 24
+    mov $early_l2, %eax
+    or $3, %eax
+    mov %eax, early_l3_img + {IMG_L3} * 8
+    mov $early_l3_low, %eax
+    or $3, %eax
+    mov %eax, early_l4 + 0
+    mov %eax, early_l4 + {DM_SLOT} * 8
+    mov $early_l3_img, %eax
+    or $3, %eax
+    mov %eax, early_l4 + {IMG_SLOT} * 8
+
+    mov %cr4, %eax
+    or $(1 << 5), %eax        /* PAE */
+    mov %eax, %cr4
+    mov $early_l4, %eax
+    mov %eax, %cr3
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $((1 << 8) | (1 << 11)), %eax   /* LME | NXE */
+    wrmsr
+    mov %cr0, %eax
+    or $((1 << 31) | (1 << 16) | 1), %eax  /* PG | WP | PE */
+    mov %eax, %cr0
+    lgdt early_gdtr
+    ljmp $0x08, $long_entry
+9:  hlt
+    jmp 9b
+
+    .code64
+long_entry:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    xor %eax, %eax
+    mov %ax, %fs
+    mov %ax, %gs
+    mov %edi, %r12d
+    mov %esi, %r13d
+    movabs $__bss_start, %rdi
+    movabs $__bss_end, %rcx
+    sub %rdi, %rcx
+    shr $3, %rcx
+    xor %eax, %eax
+    rep stosq
+    movabs $boot_stack_top, %rsp
+    xor %ebp, %ebp
+    mov %r12, %rdi
+    mov %r13, %rsi
+    movabs $hv_arch_entry, %rax
+    call *%rax
+    ud2
+
+    .section .boot.data, "aw"
+    .balign 8
+early_gdt:
+    .quad 0
+    .quad 0x00AF9B000000FFFF
+    .quad 0x00CF93000000FFFF
+early_gdtr:
+    .short early_gdtr - early_gdt - 1
+    .long early_gdt
+
+    .balign 4096
+early_l4:     .fill 4096, 1, 0
+early_l3_low: .fill 4096, 1, 0
+early_l3_img: .fill 4096, 1, 0
+early_l2:     .fill 4 * 4096, 1, 0
+    .fill 1024, 1, 0
+boot32_stack_top:
+
+    .section .bss.boot_stack, "aw", @nobits
+    .balign 16
+    .global boot_stack_top
+boot_stack_bottom:
+    .fill 65536, 1, 0
+boot_stack_top:
+"#,
+    PHYS32_ENTRY = const guest_abi::elfnote::PHYS32_ENTRY,
+    PVH_MAGIC = const PVH_MAGIC,
+    IMG_L3 = const ((IMAGE_BASE >> 30) & 511),
+    IMG_SLOT = const ((IMAGE_BASE >> 39) & 511),
+    DM_SLOT = const crate::layout::SLOT_DIRECTMAP,
+    options(att_syntax)
+);
+
+extern "C" {
+    static __image_phys_start: u8;
+    static __image_end: u8;
+}
+
+/// Physical extent of the loaded image, boot section included.
+pub fn image_phys_range() -> Range {
+    // SAFETY: linker-defined symbols; only their addresses are taken.
+    let (s, e) = unsafe { (&__image_phys_start as *const u8 as u64, &__image_end as *const u8 as u64) };
+    Range::new(s, crate::layout::image_to_phys(e))
+}
+
+/// How the hypervisor was booted.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BootKind {
+    Multiboot2,
+    Pvh,
+}
+
+/// A boot module.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Module {
+    pub start: u64,
+    pub end: u64,
+    pub cmdline: &'static str,
+}
+
+impl Module {
+    /// The module's bytes (direct-mapped; the range stays reserved for good).
+    pub fn bytes(&self) -> &'static [u8] {
+        // SAFETY: module ranges are RAM the bootloader filled, reserved from the allocator
+        // and never written by the hypervisor; the direct map covers them.
+        unsafe {
+            core::slice::from_raw_parts(
+                phys_to_virt(self.start) as *const u8,
+                (self.end - self.start) as usize,
+            )
+        }
+    }
+}
+
+/// Most modules recorded.
+pub const MAX_MODULES: usize = 16;
+
+/// What the bootloader told us, in one shape for both boot paths.
+#[derive(Clone, Debug)]
+pub struct BootInfo {
+    pub kind: BootKind,
+    pub cmdline: &'static str,
+    pub loader: &'static str,
+    /// Usable RAM as the firmware reports it.
+    pub ram: RangeSet,
+    /// Everything that must not be reused: boot information, strings, modules.
+    pub reserved: RangeSet,
+    pub modules: [Module; MAX_MODULES],
+    pub nr_modules: usize,
+}
+
+/// Why the boot information could not be used.
+#[derive(Copy, Clone, Debug)]
+pub enum BootInfoError {
+    UnknownLoader(u32),
+    BadMultiboot2,
+    BadPvh,
+    NoMemoryMap,
+    TooManyRanges,
+}
+
+/// Reads a NUL-terminated string at a machine address below 4 GiB (at most 4 KiB).
+fn cstr_at(pa: u64) -> (&'static str, Range) {
+    if pa == 0 || pa >= (1 << 32) {
+        return ("", Range::default());
+    }
+    // SAFETY: the early map covers [0, 4 GiB); the bootloader placed a string here and the
+    // range is reserved below before memory is reused.
+    let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, 4096) };
+    let n = bytes.iter().position(|&b| b == 0).unwrap_or(4095);
+    (core::str::from_utf8(&bytes[..n]).unwrap_or(""), Range::new(pa, pa + n as u64 + 1))
+}
+
+fn read<T: Copy>(pa: u64) -> T {
+    // SAFETY: the early map covers [0, 4 GiB); callers pass bootloader-provided addresses of
+    // structures of type T (read unaligned, so any placement is fine).
+    unsafe { core::ptr::read_unaligned(phys_to_virt(pa) as *const T) }
+}
+
+fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
+    use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+    // SAFETY: EAX held the multiboot2 magic, so EBX is the boot information address; the
+    // early map covers it.
+    let mbi = unsafe { BootInformation::load(phys_to_virt(pa) as *const BootInformationHeader) }
+        .map_err(|_| BootInfoError::BadMultiboot2)?;
+    let mut bi = BootInfo {
+        kind: BootKind::Multiboot2,
+        cmdline: "",
+        loader: "",
+        ram: RangeSet::default(),
+        reserved: RangeSet::default(),
+        modules: [Module::default(); MAX_MODULES],
+        nr_modules: 0,
+    };
+    let size = (mbi.end_address() - mbi.start_address()) as u64;
+    bi.reserved.add(Range::new(pa, pa + size)).map_err(|_| BootInfoError::TooManyRanges)?;
+    // Strings point into the MBI, which stays reserved: extend their lifetime.
+    let leak = |s: &str| -> &'static str {
+        // SAFETY: the MBI range is reserved forever and never written.
+        unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(s.as_ptr(), s.len())) }
+    };
+    if let Some(c) = mbi.command_line_tag().and_then(|t| t.cmdline().ok()) {
+        bi.cmdline = leak(c);
+    }
+    if let Some(n) = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()) {
+        bi.loader = leak(n);
+    }
+    let mm = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
+    for a in mm.memory_areas() {
+        if a.typ() == MemoryAreaType::Available {
+            bi.ram
+                .add(Range::new(a.start_address(), a.end_address()))
+                .map_err(|_| BootInfoError::TooManyRanges)?;
+        }
+    }
+    for m in mbi.module_tags() {
+        if bi.nr_modules == MAX_MODULES {
+            break;
+        }
+        let (s, e) = (m.start_address() as u64, m.end_address() as u64);
+        bi.modules[bi.nr_modules] =
+            Module { start: s, end: e.max(s), cmdline: m.cmdline().map(leak).unwrap_or("") };
+        bi.nr_modules += 1;
+        bi.reserved.add(Range::new(s, e)).map_err(|_| BootInfoError::TooManyRanges)?;
+    }
+    Ok(bi)
+}
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+struct HvmStartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+struct HvmModlistEntry {
+    paddr: u64,
+    size: u64,
+    cmdline_paddr: u64,
+    reserved: u64,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+struct HvmMemmapEntry {
+    addr: u64,
+    size: u64,
+    ty: u32,
+    reserved: u32,
+}
+
+fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
+    let si: HvmStartInfo = read(pa);
+    if si.magic != PVH_MAGIC || si.version < 1 || si.memmap_entries == 0 {
+        return Err(BootInfoError::BadPvh);
+    }
+    let mut bi = BootInfo {
+        kind: BootKind::Pvh,
+        cmdline: "",
+        loader: "QEMU PVH",
+        ram: RangeSet::default(),
+        reserved: RangeSet::default(),
+        modules: [Module::default(); MAX_MODULES],
+        nr_modules: 0,
+    };
+    let e = |_| BootInfoError::TooManyRanges;
+    bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;
+    let (c, r) = cstr_at(si.cmdline_paddr);
+    bi.cmdline = c;
+    bi.reserved.add(r).map_err(e)?;
+    for i in 0..si.memmap_entries.min(256) as u64 {
+        let m: HvmMemmapEntry = read(si.memmap_paddr + i * 24);
+        if m.ty == 1 {
+            bi.ram.add(Range::new(m.addr, m.addr.saturating_add(m.size))).map_err(e)?;
+        }
+    }
+    bi.reserved
+        .add(Range::new(si.memmap_paddr, si.memmap_paddr + 24 * si.memmap_entries as u64))
+        .map_err(e)?;
+    for i in 0..(si.nr_modules as usize).min(MAX_MODULES) {
+        let m: HvmModlistEntry = read(si.modlist_paddr + 32 * i as u64);
+        let (c, r) = cstr_at(m.cmdline_paddr);
+        bi.modules[i] = Module { start: m.paddr, end: m.paddr + m.size, cmdline: c };
+        bi.nr_modules += 1;
+        bi.reserved.add(Range::new(m.paddr, m.paddr + m.size)).map_err(e)?;
+        bi.reserved.add(r).map_err(e)?;
+    }
+    bi.reserved
+        .add(Range::new(si.modlist_paddr, si.modlist_paddr + 32 * si.nr_modules as u64))
+        .map_err(e)?;
+    Ok(bi)
+}
+
+extern "Rust" {
+    /// The hypervisor's main function, defined by the binary.
+    fn hv_main(info: Result<BootInfo, BootInfoError>) -> !;
+}
+
+/// First Rust code: runs on the boot stack with the early page table.
+#[no_mangle]
+extern "C" fn hv_arch_entry(magic: u64, info: u64) -> ! {
+    crate::time::mark_boot();
+    crate::console::init();
+    let bi = match magic as u32 {
+        MB2_LOADER_MAGIC => parse_multiboot2(info),
+        PVH_MAGIC => parse_pvh(info),
+        m => Err(BootInfoError::UnknownLoader(m)),
+    };
+    // SAFETY: `hv_main` is defined by the hypervisor binary with exactly this signature.
+    unsafe { hv_main(bi) }
+}

@@ -1,0 +1,104 @@
+//! The serial console (COM1) and the `log` backend.
+//!
+//! Each log line carries a timestamp (seconds since boot, from the calibrated TSC) and, where
+//! the caller gives one, the domain. Guest console output is written raw through
+//! [`write_bytes`].
+
+use core::fmt::{self, Write};
+use spin::Mutex;
+use uart_16550::SerialPort;
+
+/// COM1.
+pub const COM1: u16 = 0x3F8;
+
+static PORT: Mutex<Option<SerialPort>> = Mutex::new(None);
+
+/// Initialises COM1 (115200 8N1).
+pub fn init() {
+    // SAFETY: COM1 is a standard 16550 at 0x3F8 that only this module drives.
+    let mut p = unsafe { SerialPort::new(COM1) };
+    p.init();
+    *PORT.lock() = Some(p);
+}
+
+/// Writes raw bytes (`\n` becomes `\r\n`).
+pub fn write_bytes(b: &[u8]) {
+    if let Some(p) = PORT.lock().as_mut() {
+        for &c in b {
+            if c == b'\n' {
+                p.send(b'\r');
+            }
+            p.send(c);
+        }
+    }
+}
+
+struct Writer;
+
+impl Write for Writer {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes formatted text without a log prefix.
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    let _ = Writer.write_fmt(args);
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let ns = crate::time::now_ns();
+        let lvl = match r.level() {
+            log::Level::Error => "ERR",
+            log::Level::Warn => "WRN",
+            log::Level::Info => "INF",
+            log::Level::Debug => "DBG",
+            log::Level::Trace => "TRC",
+        };
+        write_fmt(format_args!(
+            "[{:4}.{:06}] (XEN) {} {}\n",
+            ns / 1_000_000_000,
+            (ns / 1000) % 1_000_000,
+            lvl,
+            r.args()
+        ));
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+/// Installs the logger at `level`.
+pub fn init_log(level: log::LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+/// Reads whatever input bytes the UART holds now, without waiting.
+pub fn read_available(buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    if let Some(p) = PORT.lock().as_mut() {
+        while n < buf.len() {
+            match p.try_receive() {
+                Ok(b) => {
+                    buf[n] = b;
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    n
+}

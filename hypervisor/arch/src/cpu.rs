@@ -1,0 +1,213 @@
+//! Thin wrappers over privileged instructions.
+
+use core::arch::asm;
+
+/// Writes a byte to an I/O port.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: port I/O has no memory effects visible to Rust; callers name device ports.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as for `outb`.
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Writes a 32-bit value to an I/O port.
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads a counter.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// CPUID leaf/subleaf → (eax, ebx, ecx, edx).
+pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+pub fn read_cr0() -> u64 {
+    let v;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)) }
+    v
+}
+
+pub fn read_cr2() -> u64 {
+    let v;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) }
+    v
+}
+
+pub fn read_cr3() -> u64 {
+    let v;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)) }
+    v
+}
+
+pub fn read_cr4() -> u64 {
+    let v;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)) }
+    v
+}
+
+/// Loads CR3.
+///
+/// # Safety
+/// `v` must be the address of a root table that maps all code and data in use.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack)) }
+}
+
+/// Loads CR4.
+///
+/// # Safety
+/// The bits must be supported and consistent with the rest of the CPU state.
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack)) }
+}
+
+/// Reads an MSR.
+///
+/// # Safety
+/// The MSR must exist.
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) }
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist and the value must not break the hypervisor's invariants.
+pub unsafe fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
+    }
+}
+
+/// Halts forever with interrupts disabled.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: cli; hlt stops this CPU and touches no memory.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) }
+    }
+}
+
+/// Ends a QEMU run through isa-debug-exit (no effect where there is no such device), then
+/// halts.
+pub fn debug_exit(code: guest_abi::harness::ExitCode) -> ! {
+    outl(guest_abi::harness::DEBUG_EXIT_PORT, code as u32);
+    halt_forever()
+}
+
+/// CR4 bits.
+pub mod cr4 {
+    pub const PAE: u64 = 1 << 5;
+    pub const PGE: u64 = 1 << 7;
+    pub const OSFXSR: u64 = 1 << 9;
+    pub const OSXMMEXCPT: u64 = 1 << 10;
+    pub const UMIP: u64 = 1 << 11;
+    pub const FSGSBASE: u64 = 1 << 16;
+    pub const PCIDE: u64 = 1 << 17;
+    pub const OSXSAVE: u64 = 1 << 18;
+    pub const SMEP: u64 = 1 << 20;
+    pub const SMAP: u64 = 1 << 21;
+}
+
+/// CPU features the hypervisor uses, read once.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Features {
+    pub smep: bool,
+    pub smap: bool,
+    pub umip: bool,
+    pub fsgsbase: bool,
+    pub pcid: bool,
+    pub invpcid: bool,
+    pub xsave: bool,
+    pub invariant_tsc: bool,
+}
+
+impl Features {
+    pub fn detect() -> Features {
+        let (_, _, ecx1, _) = cpuid(1, 0);
+        let (max, ..) = cpuid(0, 0);
+        let (_, ebx7, ecx7, _) = if max >= 7 { cpuid(7, 0) } else { (0, 0, 0, 0) };
+        let (emax, ..) = cpuid(0x8000_0000, 0);
+        let (_, _, _, edx87) = if emax >= 0x8000_0007 { cpuid(0x8000_0007, 0) } else { (0, 0, 0, 0) };
+        Features {
+            smep: ebx7 & (1 << 7) != 0,
+            smap: ebx7 & (1 << 20) != 0,
+            umip: ecx7 & (1 << 2) != 0,
+            fsgsbase: ebx7 & 1 != 0,
+            pcid: ecx1 & (1 << 17) != 0,
+            invpcid: ebx7 & (1 << 10) != 0,
+            xsave: ecx1 & (1 << 26) != 0,
+            invariant_tsc: edx87 & (1 << 8) != 0,
+        }
+    }
+}
+
+/// Legacy PIC vectors after [`mask_legacy_pic`].
+pub const PIC_VECTOR_BASE: u8 = 0x20;
+
+/// Remaps the legacy 8259 PICs to vectors 0x20–0x2F (away from the exceptions) and masks
+/// every line: the hypervisor takes no legacy interrupts.
+pub fn mask_legacy_pic() {
+    for (port, v) in [
+        (0x20, 0x11),
+        (0xA0, 0x11),
+        (0x21, PIC_VECTOR_BASE),
+        (0xA1, PIC_VECTOR_BASE + 8),
+        (0x21, 4),
+        (0xA1, 2),
+        (0x21, 1),
+        (0xA1, 1),
+        (0x21, 0xFF),
+        (0xA1, 0xFF),
+    ] {
+        outb(port, v);
+    }
+}
+
+/// Acknowledges a (spurious) legacy interrupt; other vectors need nothing.
+pub fn ack_legacy_irq(vector: u8) {
+    if (PIC_VECTOR_BASE..PIC_VECTOR_BASE + 16).contains(&vector) {
+        if vector >= PIC_VECTOR_BASE + 8 {
+            outb(0xA0, 0x20);
+        }
+        outb(0x20, 0x20);
+    }
+}
+
+/// Turns on the protections and extensions the hypervisor relies on, where the CPU has them:
+/// SMEP, SMAP, UMIP, FSGSBASE, and SSE state support.
+pub fn enable_features(f: &Features) {
+    let mut c = read_cr4() | cr4::OSFXSR | cr4::OSXMMEXCPT;
+    for (has, bit) in [(f.smep, cr4::SMEP), (f.smap, cr4::SMAP), (f.umip, cr4::UMIP), (f.fsgsbase, cr4::FSGSBASE)] {
+        if has {
+            c |= bit;
+        }
+    }
+    // SAFETY: every bit set was checked against CPUID; the hypervisor never touches user
+    // pages (SMAP) nor executes them (SMEP).
+    unsafe { write_cr4(c) }
+}

@@ -1,0 +1,306 @@
+//! Entry and exit stubs: the only code that runs on the guest root besides the guest.
+//!
+//! # Entry (interrupt, exception, hypercall)
+//! From a guest (CS RPL ≠ 0) the CPU has pushed its frame on this CPU's entry stack (or an IST
+//! stack) in the entry area. The stub pushes RAX and RCX there, **loads the hypervisor root
+//! into CR3 before touching anything else** (the value comes from the read-only [`EntryRo`]
+//! page at a fixed address), switches to the hypervisor stack of `PerCpu`, copies the frame
+//! across and saves the remaining registers, building a [`TrapFrame`]. Then Rust runs.
+//!
+//! From the hypervisor itself (CS RPL = 0), the stub saves registers in place, saves CR3 and
+//! loads the hypervisor root (a fault or NMI can arrive inside an exit stub after it switched
+//! to the guest root), calls Rust, and returns the way it came.
+//!
+//! # Exit
+//! [`exit_to_guest`] runs at the entry-area alias of the text: it restores registers from the
+//! `TrapFrame`, moves the IRET frame onto the entry stack, loads the guest root and `iretq`s.
+
+use crate::layout::{ENTRY_RO, ENTRY_STACK_TOP, ENTRY_TEXT, PERCPU_DATA};
+use core::arch::global_asm;
+
+/// Saved guest (or hypervisor) state on entry, lowest address first.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+impl TrapFrame {
+    /// Did the trap come from a guest (ring 1 or 3)?
+    pub fn from_guest(&self) -> bool {
+        self.cs & 3 != 0
+    }
+}
+
+/// The read-only constants the stubs read at a fixed address before and after CR3 switches.
+#[repr(C)]
+#[derive(Debug)]
+pub struct EntryRo {
+    pub hv_cr3: u64,
+    pub guest_cr3: u64,
+}
+
+global_asm!(
+    r#"
+    .section .entry.text, "ax"
+    .balign 4096
+    .global __entry_text_start
+__entry_text_start:
+    .global entry_stubs
+entry_stubs:
+    .set vec, 0
+    .rept 256
+    .balign 16
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $vec
+    jmp common_entry
+    .set vec, vec + 1
+    .endr
+
+common_entry:
+    testb $3, 24(%rsp)
+    jz from_hypervisor
+
+    /* From a guest: switch address space first. */
+    push %rax
+    push %rcx
+    movabs {HV_CR3}, %rax
+    mov %rax, %cr3
+    mov %rsp, %rcx
+    movabs {HV_STACK}, %rax
+    mov %rax, %rsp
+    pushq 64(%rcx)
+    pushq 56(%rcx)
+    pushq 48(%rcx)
+    pushq 40(%rcx)
+    pushq 32(%rcx)
+    pushq 24(%rcx)
+    pushq 16(%rcx)
+    pushq 8(%rcx)
+    pushq (%rcx)
+    push %rbx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    cld
+    movabs $hv_trap_from_guest, %rax
+    call *%rax
+    ud2
+
+from_hypervisor:
+    push %rax
+    push %rcx
+    push %rbx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    mov %cr3, %rax
+    push %rax
+    movabs {HV_CR3}, %rax
+    mov %rax, %cr3
+    mov %rsp, %rbx
+    and $-16, %rsp
+    cld
+    movabs $hv_trap_from_hypervisor, %rax
+    call *%rax
+    mov %rbx, %rsp
+    pop %rax
+    mov %rax, %cr3
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rbx
+    pop %rcx
+    pop %rax
+    add $16, %rsp
+    iretq
+
+    /* rdi = &TrapFrame on the hypervisor stack. Runs from the entry-area alias. */
+    .global exit_to_guest_stub
+exit_to_guest_stub:
+    mov %rdi, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rbx
+    movabs ${EXIT_FRAME}, %rax
+    pop %rcx
+    mov %rcx, (%rax)
+    pop %rcx
+    mov %rcx, 8(%rax)
+    add $16, %rsp
+    pop %rcx
+    mov %rcx, 16(%rax)
+    pop %rcx
+    mov %rcx, 24(%rax)
+    pop %rcx
+    mov %rcx, 32(%rax)
+    pop %rcx
+    mov %rcx, 40(%rax)
+    pop %rcx
+    mov %rcx, 48(%rax)
+    mov %rax, %rsp
+    movabs {GUEST_CR3}, %rax
+    mov %rax, %cr3
+    pop %rcx
+    pop %rax
+    iretq
+
+    /* Hypercall round-trip baseline for benchmarks: a bare int+iretq gate target. */
+    .global bare_iret_stub
+bare_iret_stub:
+    iretq
+    .balign 4096
+    .global __entry_text_end
+__entry_text_end:
+"#,
+    HV_CR3 = const ENTRY_RO,
+    GUEST_CR3 = const ENTRY_RO + 8,
+    HV_STACK = const PERCPU_DATA + crate::percpu::HV_STACK_TOP_OFFSET as u64,
+    EXIT_FRAME = const ENTRY_STACK_TOP - 56,
+    options(att_syntax)
+);
+
+extern "C" {
+    static __entry_text_start: u8;
+    static __entry_text_end: u8;
+    static entry_stubs: u8;
+    static exit_to_guest_stub: u8;
+    static bare_iret_stub: u8;
+}
+
+/// Image address of a symbol in `.entry.text`.
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// Start and end (image addresses) of the entry text.
+pub fn entry_text_range() -> (u64, u64) {
+    // SAFETY: linker symbols; only addresses are taken.
+    unsafe { (sym(&__entry_text_start), sym(&__entry_text_end)) }
+}
+
+/// Entry-area address of an image address inside `.entry.text`.
+fn alias(image_va: u64) -> u64 {
+    ENTRY_TEXT + (image_va - entry_text_range().0)
+}
+
+/// Entry-area address of the stub for `vector`.
+pub fn stub_address(vector: u8) -> u64 {
+    // SAFETY: linker symbol; only its address is taken.
+    alias(unsafe { sym(&entry_stubs) }) + 16 * vector as u64
+}
+
+/// Entry-area address of the bare `iretq` stub (benchmark baseline gate).
+pub fn bare_iret_address() -> u64 {
+    // SAFETY: linker symbol; only its address is taken.
+    alias(unsafe { sym(&bare_iret_stub) })
+}
+
+/// What the binary installs to handle traps.
+pub struct Handlers {
+    /// A trap from a guest; on return the (possibly modified) frame is resumed.
+    pub guest: fn(&mut TrapFrame),
+    /// A trap inside the hypervisor; on return the frame is resumed.
+    pub hypervisor: fn(&mut TrapFrame),
+}
+
+static HANDLERS: spin::Once<Handlers> = spin::Once::new();
+
+/// Installs the trap handlers (once).
+pub fn set_handlers(h: Handlers) {
+    HANDLERS.call_once(|| h);
+}
+
+#[no_mangle]
+extern "C" fn hv_trap_from_guest(frame: &mut TrapFrame) -> ! {
+    match HANDLERS.get() {
+        Some(h) => (h.guest)(frame),
+        None => crate::cpu::halt_forever(),
+    }
+    exit_to_guest(frame)
+}
+
+#[no_mangle]
+extern "C" fn hv_trap_from_hypervisor(frame: &mut TrapFrame) {
+    match HANDLERS.get() {
+        Some(h) => (h.hypervisor)(frame),
+        None => crate::cpu::halt_forever(),
+    }
+}
+
+/// Resumes a guest with `frame`. The frame must live on this CPU's hypervisor stack area or
+/// any hypervisor memory; its CS/SS must be guest selectors and RIP canonical.
+pub fn exit_to_guest(frame: &TrapFrame) -> ! {
+    // SAFETY: linker symbol; only its address is taken.
+    let stub = alias(unsafe { sym(&exit_to_guest_stub) });
+    // SAFETY: the stub restores `frame` and iretqs to the guest on the guest root; it runs
+    // from the entry-area alias, which both roots map. It never returns.
+    unsafe {
+        core::arch::asm!("jmp {}", in(reg) stub, in("rdi") frame as *const TrapFrame, options(noreturn))
+    }
+}

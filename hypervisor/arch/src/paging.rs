@@ -1,0 +1,356 @@
+//! The hypervisor's page tables: the shared hypervisor mappings, and per CPU a hypervisor
+//! root and a guest root (split roots, DESIGN §2).
+//!
+//! - The **hypervisor root** maps the guest's slots (copied from the current guest L4), the
+//!   read-only M2P (slot 256), this CPU's private area (259), its entry area (260), the image
+//!   (261) and the direct map (262–271).
+//! - The **guest root** maps the guest's slots, the read-only M2P and this CPU's entry area,
+//!   and nothing else of the hypervisor.
+//!
+//! No hypervisor mapping is global, so a CR3 switch without PCID drops them all from the TLB.
+
+use crate::descriptors::{self, Tss};
+use crate::entry::EntryRo;
+use crate::layout::*;
+use crate::percpu::PerCpu;
+use hv_core::mem::Mfn;
+use hv_core::memmap::RangeSet;
+use hv_core::pte::{self, Pte, PteFlags};
+
+/// Where page-table and data frames come from. Frames must be zeroed and, before
+/// [`activate`], below 4 GiB (the early map's direct-map window).
+pub trait FrameSource {
+    fn frame(&mut self) -> Option<Mfn>;
+    fn contiguous(&mut self, n: u64) -> Option<Mfn>;
+}
+
+/// Out of frames while building tables.
+#[derive(Copy, Clone, Debug)]
+pub struct OutOfFrames;
+
+fn entry_ptr(table: Mfn, idx: usize) -> *mut u64 {
+    (phys_to_virt(table.maddr()) + 8 * idx as u64) as *mut u64
+}
+
+fn read_entry(table: Mfn, idx: usize) -> Pte {
+    // SAFETY: `table` is a hypervisor page-table frame, direct-mapped; idx < 512.
+    Pte(unsafe { entry_ptr(table, idx).read_volatile() })
+}
+
+fn write_entry(table: Mfn, idx: usize, e: Pte) {
+    // SAFETY: as for `read_entry`; the hypervisor owns these tables.
+    unsafe { entry_ptr(table, idx).write_volatile(e.0) }
+}
+
+/// Zeroes a direct-mapped frame.
+pub fn zero_frame(mfn: Mfn) {
+    // SAFETY: callers pass frames they own; the direct map covers them.
+    unsafe { core::ptr::write_bytes(phys_to_virt(mfn.maddr()) as *mut u8, 0, 4096) }
+}
+
+const TABLE: PteFlags = PteFlags::P.union(PteFlags::RW);
+
+/// Walks to the table at `level` for `va`, creating tables on the way.
+fn table_for(
+    root: Mfn,
+    va: u64,
+    level: u32,
+    src: &mut dyn FrameSource,
+) -> Result<Mfn, OutOfFrames> {
+    let mut t = root;
+    for l in ((level + 1)..=4).rev() {
+        let i = pte::index(va, l);
+        let e = read_entry(t, i);
+        t = if e.present() {
+            e.mfn()
+        } else {
+            let n = src.frame().ok_or(OutOfFrames)?;
+            write_entry(t, i, Pte::new(n, TABLE));
+            n
+        };
+    }
+    Ok(t)
+}
+
+/// Maps one 4 KiB page.
+pub fn map_4k(
+    root: Mfn,
+    va: u64,
+    pa: u64,
+    flags: PteFlags,
+    src: &mut dyn FrameSource,
+) -> Result<(), OutOfFrames> {
+    let t = table_for(root, va, 1, src)?;
+    write_entry(t, pte::index(va, 1), Pte::new(Mfn::of(pa), flags | PteFlags::P));
+    Ok(())
+}
+
+/// Maps `[pa, pa+len)` at `va`, with 2 MiB pages where alignment allows.
+pub fn map_range(
+    root: Mfn,
+    va: u64,
+    pa: u64,
+    len: u64,
+    flags: PteFlags,
+    src: &mut dyn FrameSource,
+) -> Result<(), OutOfFrames> {
+    let mut off = 0;
+    while off < len {
+        let (v, p) = (va + off, pa + off);
+        if v % (2 << 20) == 0 && p % (2 << 20) == 0 && len - off >= (2 << 20) {
+            let t = table_for(root, v, 2, src)?;
+            write_entry(t, pte::index(v, 2), Pte::new(Mfn::of(p), flags | PteFlags::P | PteFlags::PSE));
+            off += 2 << 20;
+        } else {
+            map_4k(root, v, p, flags, src)?;
+            off += 4096;
+        }
+    }
+    Ok(())
+}
+
+extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __image_end: u8;
+}
+
+fn addr(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+const RW_NX: PteFlags = PteFlags::RW.union(PteFlags::NX);
+
+/// Mappings every CPU's hypervisor root shares.
+pub struct Shared {
+    /// L4 entries for slots 256..272 of a hypervisor root.
+    pub slots: [Pte; 16],
+    /// The zero frame that backs the guest part of every GDT.
+    pub zero: Mfn,
+}
+
+/// Builds the shared hypervisor mappings into `template` (the BSP's hypervisor root):
+/// the direct map of `ram`, the image with per-section permissions, and the read-only M2P
+/// backed by `m2p_frames` contiguous frames at `m2p`.
+pub fn build_shared(
+    template: Mfn,
+    ram: &RangeSet,
+    m2p: Mfn,
+    m2p_frames: u64,
+    src: &mut dyn FrameSource,
+) -> Result<Shared, OutOfFrames> {
+    for r in ram.as_slice() {
+        let (s, e) = (r.start & !0xFFF, (r.end + 0xFFF) & !0xFFF);
+        if e <= DIRECTMAP_SIZE {
+            map_range(template, phys_to_virt(s), s, e - s, RW_NX, src)?;
+        }
+    }
+    // SAFETY: linker symbols; only addresses are taken.
+    let (ts, te, rs, re, ds, ie) = unsafe {
+        (
+            addr(&__text_start),
+            addr(&__text_end),
+            addr(&__rodata_start),
+            addr(&__rodata_end),
+            addr(&__data_start),
+            addr(&__image_end),
+        )
+    };
+    for (s, e, f) in [(ts, te, PteFlags::empty()), (rs, re, PteFlags::NX), (ds, ie, RW_NX)] {
+        let mut va = s & !0xFFF;
+        while va < e {
+            map_4k(template, va, image_to_phys(va), f, src)?;
+            va += 4096;
+        }
+    }
+    for i in 0..m2p_frames {
+        map_4k(template, M2P_BASE + i * 4096, m2p.maddr() + i * 4096, PteFlags::NX, src)?;
+    }
+    let zero = src.frame().ok_or(OutOfFrames)?;
+    let mut slots = [Pte::default(); 16];
+    for (i, s) in slots.iter_mut().enumerate() {
+        *s = read_entry(template, 256 + i);
+    }
+    Ok(Shared { slots, zero })
+}
+
+/// One CPU's roots and tables.
+#[derive(Copy, Clone, Debug)]
+pub struct CpuTables {
+    hv_root: Mfn,
+    guest_root: Mfn,
+    tss: Mfn,
+    idt: Mfn,
+    gdt: Mfn,
+}
+
+impl CpuTables {
+    /// This CPU's hypervisor root.
+    pub fn hv_root(&self) -> Mfn {
+        self.hv_root
+    }
+    /// This CPU's guest root.
+    pub fn guest_root(&self) -> Mfn {
+        self.guest_root
+    }
+}
+
+/// Builds a CPU's private area and entry area, and its two roots. `hv_root` may be the
+/// template of [`build_shared`] (the BSP) or a fresh frame.
+pub fn build_cpu(
+    cpu_id: u32,
+    hv_root: Mfn,
+    shared: &Shared,
+    src: &mut dyn FrameSource,
+) -> Result<CpuTables, OutOfFrames> {
+    for (i, s) in shared.slots.iter().enumerate() {
+        if s.present() {
+            write_entry(hv_root, 256 + i, *s);
+        }
+    }
+    let guest_root = src.frame().ok_or(OutOfFrames)?;
+    let mut f = || src.frame().ok_or(OutOfFrames);
+
+    // Private area.
+    let percpu = f()?;
+    let mut stack = [Mfn(0); HV_STACK_PAGES as usize];
+    for s in stack.iter_mut() {
+        *s = f()?;
+    }
+    // Entry area.
+    let gdt = f()?;
+    let idt = f()?;
+    let entry_ro = f()?;
+    let entry_stack = f()?;
+    let tss = src.contiguous(TSS_PAGES).ok_or(OutOfFrames)?;
+    let mut ist = [[Mfn(0); IST_PAGES as usize]; NR_IST];
+    for s in ist.iter_mut().flatten() {
+        *s = src.frame().ok_or(OutOfFrames)?;
+    }
+
+    map_4k(hv_root, PERCPU_DATA, percpu.maddr(), RW_NX, src)?;
+    for (i, s) in stack.iter().enumerate() {
+        map_4k(hv_root, HV_STACK_BOTTOM + 4096 * i as u64, s.maddr(), RW_NX, src)?;
+    }
+    for p in 0..14 {
+        map_4k(hv_root, ENTRY_GDT + 4096 * p, shared.zero.maddr(), PteFlags::NX, src)?;
+    }
+    map_4k(hv_root, ENTRY_GDT + 14 * 4096, gdt.maddr(), PteFlags::NX, src)?;
+    map_4k(hv_root, ENTRY_IDT, idt.maddr(), PteFlags::NX, src)?;
+    for p in 0..TSS_PAGES {
+        map_4k(hv_root, ENTRY_TSS + 4096 * p, tss.maddr() + 4096 * p, PteFlags::NX, src)?;
+    }
+    map_4k(hv_root, ENTRY_RO, entry_ro.maddr(), PteFlags::NX, src)?;
+    let (ets, ete) = crate::entry::entry_text_range();
+    assert!(ete - ets <= ENTRY_TEXT_MAX_PAGES * 4096, "entry text too large");
+    let mut va = ets;
+    while va < ete {
+        map_4k(hv_root, ENTRY_TEXT + (va - ets), image_to_phys(va), PteFlags::empty(), src)?;
+        va += 4096;
+    }
+    map_4k(hv_root, ENTRY_STACK, entry_stack.maddr(), RW_NX, src)?;
+    for (n, pages) in ist.iter().enumerate() {
+        for (i, p) in pages.iter().enumerate() {
+            map_4k(hv_root, ist_bottom(n + 1) + 4096 * i as u64, p.maddr(), RW_NX, src)?;
+        }
+    }
+
+    // The guest root shares the M2P and entry-area tables, nothing else.
+    write_entry(guest_root, SLOT_M2P, read_entry(hv_root, SLOT_M2P));
+    write_entry(guest_root, SLOT_ENTRY, read_entry(hv_root, SLOT_ENTRY));
+
+    // Contents.
+    // SAFETY: all of these frames were just allocated for this CPU and are direct-mapped.
+    unsafe {
+        let ro = phys_to_virt(entry_ro.maddr()) as *mut EntryRo;
+        ro.write(EntryRo { hv_cr3: hv_root.maddr(), guest_cr3: guest_root.maddr() });
+        let pc = phys_to_virt(percpu.maddr()) as *mut PerCpu;
+        pc.write(PerCpu {
+            cpu_id,
+            _pad: 0,
+            hv_stack_top: HV_STACK_TOP,
+            hv_root: hv_root.maddr(),
+            guest_root: guest_root.maddr(),
+            tss_maddr: tss.maddr(),
+            idt_maddr: idt.maddr(),
+        });
+        let t = phys_to_virt(tss.maddr()) as *mut u8;
+        let mut hdr = Tss { iomap_base: descriptors::TSS_HEADER as u16, ..Tss::default() };
+        hdr.rsp[0] = ENTRY_STACK_TOP;
+        for n in 0..NR_IST {
+            hdr.ist[n] = ist_top(n + 1);
+        }
+        (t as *mut Tss).write_unaligned(hdr);
+        // I/O bitmap: every port denied, plus the terminating byte.
+        core::ptr::write_bytes(t.add(descriptors::TSS_HEADER), 0xFF, 8192 + 1);
+        let g = phys_to_virt(gdt.maddr()) as *mut u64;
+        for (i, d) in descriptors::reserved_gdt(ENTRY_TSS, descriptors::TSS_LIMIT).iter().enumerate() {
+            g.add(i).write(*d);
+        }
+        let idtp = phys_to_virt(idt.maddr()) as *mut [u64; 2];
+        for v in 0..256usize {
+            let (dpl, ist) = gate_policy(v as u8);
+            idtp.add(v).write(descriptors::idt_gate(crate::entry::stub_address(v as u8), dpl, ist));
+        }
+    }
+    Ok(CpuTables { hv_root, guest_root, tss, idt, gdt })
+}
+
+/// DPL and IST of each gate.
+fn gate_policy(v: u8) -> (u8, u8) {
+    use guest_abi::traps::vector::*;
+    match v {
+        NMI => (0, 1),
+        DF => (0, 2),
+        MC => (0, 3),
+        DB => (0, 4),
+        BP | OF => (3, 0),
+        guest_abi::hypercall::HYPERCALL_VECTOR => (1, 0),
+        _ => (0, 0),
+    }
+}
+
+/// Points IDT vector `v` of this CPU at `handler` with DPL `dpl` (benchmark gates).
+pub fn set_gate(t: &CpuTables, v: u8, handler: u64, dpl: u8) {
+    // SAFETY: the IDT frame belongs to this CPU and is direct-mapped; the CPU reads the gate
+    // only when the vector is raised.
+    unsafe {
+        (phys_to_virt(t.idt.maddr()) as *mut [u64; 2])
+            .add(v as usize)
+            .write(descriptors::idt_gate(handler, dpl, 0));
+    }
+}
+
+/// Switches this CPU to its hypervisor root and loads its descriptor tables. `CpuTables`
+/// only comes from [`build_cpu`], whose root holds the shared mappings (image, direct map),
+/// so the running code, stack and data stay mapped.
+pub fn activate(t: &CpuTables) {
+    // SAFETY: see above; the GDT alias base puts the reserved page at page 14.
+    unsafe {
+        crate::cpu::write_cr3(t.hv_root.maddr());
+        descriptors::load(phys_to_virt(t.gdt.maddr()) - 14 * 4096);
+    }
+}
+
+/// Copies the guest's L4 slots (all but 256–271) into both of this CPU's roots.
+pub fn sync_guest_slots(t: &CpuTables, guest_l4: Mfn) {
+    for i in (0..256).chain(272..512) {
+        let e = read_entry(guest_l4, i);
+        write_entry(t.hv_root, i, e);
+        write_entry(t.guest_root, i, e);
+    }
+}
+
+/// Sets TSS.RSP1 (the guest kernel stack for ring 3 → ring 1 gates) on this CPU.
+pub fn set_rsp1(t: &CpuTables, rsp1: u64) {
+    // SAFETY: the TSS frame belongs to this CPU; the CPU reads RSP1 only on a ring change.
+    unsafe {
+        let p = phys_to_virt(t.tss.maddr()) as *mut Tss;
+        let mut h = p.read_unaligned();
+        h.rsp[1] = rsp1;
+        p.write_unaligned(h);
+    }
+}

@@ -1,0 +1,127 @@
+//! Building domain 0 from the first boot module.
+
+use crate::domain::{Domain, Vcpu};
+use crate::mm::Mm;
+use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+use guest_abi::shared_info;
+use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
+use hv_arch::entry::TrapFrame;
+use hv_arch::paging::FrameSource;
+use hv_arch::physmem::DirectMap;
+use hv_core::builder::{self, BuildParams};
+use hv_core::frame::Owner;
+use hv_core::mem::PhysMem;
+use hv_core::pv_image;
+
+/// Frames kept back for the hypervisor when sizing dom0.
+const HYPERVISOR_RESERVE_PAGES: u64 = 1024;
+
+/// Why dom0 could not be built; printed with the module's name.
+pub enum Dom0Error {
+    NoModule,
+    Image(pv_image::ImageError),
+    Build(builder::BuildError),
+    TooMuchMemory { want: u64, free: u64 },
+    OutOfMemory,
+}
+
+impl core::fmt::Display for Dom0Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Dom0Error::NoModule => write!(f, "no boot module: nothing to run as dom0"),
+            Dom0Error::Image(e) => write!(f, "bad image: {}", e),
+            Dom0Error::Build(e) => write!(f, "cannot build: {}", e),
+            Dom0Error::TooMuchMemory { want, free } => write!(
+                f,
+                "dom0_mem of {} MiB is more than the {} MiB of free memory",
+                want >> 8,
+                free >> 8
+            ),
+            Dom0Error::OutOfMemory => write!(f, "out of memory while building"),
+        }
+    }
+}
+
+/// Builds dom0 from `image` with `nr_pages` pages and command line `cmdline`.
+/// Returns the domain and its first register frame.
+pub fn build(
+    mm: &mut Mm,
+    image: &[u8],
+    nr_pages: u64,
+    cmdline: &str,
+) -> Result<(Domain, TrapFrame), Dom0Error> {
+    let img = pv_image::parse(image).map_err(Dom0Error::Image)?;
+    let free = mm.free_frames();
+    if nr_pages + HYPERVISOR_RESERVE_PAGES > free {
+        return Err(Dom0Error::TooMuchMemory { want: nr_pages, free: free.saturating_sub(HYPERVISOR_RESERVE_PAGES) });
+    }
+    let layout = builder::compute_layout(&img, nr_pages).map_err(Dom0Error::Build)?;
+    log::info!(
+        "dom0: {} '{}' virt_base {:#x} image {:#x}-{:#x} entry {:#x}, {} MiB",
+        img.guest_os,
+        img.guest_version,
+        img.virt_base,
+        img.vstart,
+        img.vend,
+        img.entry,
+        nr_pages >> 8
+    );
+    let mut p2m = alloc::vec::Vec::new();
+    p2m.try_reserve_exact(nr_pages as usize).map_err(|_| Dom0Error::OutOfMemory)?;
+    for _ in 0..nr_pages {
+        p2m.push(mm.alloc.alloc().ok_or(Dom0Error::OutOfMemory)?);
+    }
+    for &m in &p2m {
+        let _ = mm.ft.set_owner(m, Owner::Free);
+    }
+
+    // shared_info: a hypervisor page the domain may map.
+    let si = mm.frame().ok_or(Dom0Error::OutOfMemory)?;
+    let _ = mm.ft.set_owner(si, Owner::Dom(0));
+    let _ = mm.ft.get_page(si, 0);
+    if let Some(p) = DirectMap.frame_mut(si) {
+        for v in 0..shared_info::MAX_VIRT_CPUS {
+            p[shared_info::upcall_mask_offset(v)] = 1;
+        }
+    }
+
+    let params = BuildParams {
+        domid: 0,
+        flags: SIF_PRIVILEGED | SIF_INITDOMAIN,
+        cmdline: cmdline.as_bytes(),
+        shared_info_maddr: si.maddr(),
+    };
+    let built = builder::build(&mut DirectMap, &mut mm.ft, &img, &layout, &p2m, &params)
+        .map_err(Dom0Error::Build)?;
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        mm.set_m2p(mfn, pfn as u64);
+    }
+    log::info!(
+        "dom0: start_info {:#x}, page tables {:#x} ({} frames, L4 {:?}), stack top {:#x}",
+        built.start_info_va,
+        layout.pt_va,
+        layout.nr_pt_frames,
+        built.l4,
+        built.stack_top
+    );
+
+    let dom = Domain {
+        id: 0,
+        privileged: true,
+        nr_pages,
+        shared_info: si,
+        vm_assist: 0,
+        vcpu: Vcpu::new(0, built.l4),
+    };
+    let frame = TrapFrame {
+        rip: built.entry,
+        cs: FLAT_KERNEL_CS as u64,
+        rflags: 0x202,
+        rsp: built.stack_top,
+        ss: FLAT_KERNEL_SS as u64,
+        rsi: built.start_info_va,
+        ..TrapFrame::default()
+    };
+    Ok((dom, frame))
+}
+

@@ -1,0 +1,91 @@
+//! Domains and vCPUs: what the hypervisor remembers about each guest.
+
+use guest_abi::shared_info;
+use guest_abi::traps::TrapInfo;
+use guest_abi::DomId;
+use hv_arch::entry::TrapFrame;
+use hv_arch::physmem::DirectMap;
+use hv_core::guest_access::GuestView;
+use hv_core::mem::{Mfn, PhysMem};
+
+/// Guest callbacks registered with `set_callbacks` / `callback_op`.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Callbacks {
+    pub event: u64,
+    pub failsafe: u64,
+    pub syscall: u64,
+    pub syscall32: u64,
+    pub sysenter: u64,
+    pub nmi: u64,
+}
+
+/// A virtual CPU.
+pub struct Vcpu {
+    pub id: u32,
+    /// Root of the guest's page tables (its CR3).
+    pub l4: Mfn,
+    /// The virtual IDT.
+    pub traps: [TrapInfo; 256],
+    /// Kernel stack for entries from guest user mode (`stack_switch`).
+    pub kernel_ss: u16,
+    pub kernel_sp: u64,
+    pub callbacks: Callbacks,
+    /// Saved registers while the vCPU is not running.
+    pub frame: TrapFrame,
+}
+
+impl Vcpu {
+    pub fn new(id: u32, l4: Mfn) -> Vcpu {
+        Vcpu {
+            id,
+            l4,
+            traps: [TrapInfo::default(); 256],
+            kernel_ss: 0,
+            kernel_sp: 0,
+            callbacks: Callbacks::default(),
+            frame: TrapFrame::default(),
+        }
+    }
+}
+
+/// A domain.
+pub struct Domain {
+    pub id: DomId,
+    pub privileged: bool,
+    pub nr_pages: u64,
+    pub shared_info: Mfn,
+    /// Enabled `vm_assist` types.
+    pub vm_assist: u64,
+    pub vcpu: Vcpu,
+}
+
+impl Domain {
+    /// The byte at `off` in the shared-info page.
+    pub fn shared_byte(&self, off: usize) -> u8 {
+        DirectMap.frame(self.shared_info).map(|p| p[off]).unwrap_or(0)
+    }
+
+    pub fn set_shared_byte(&self, off: usize, v: u8) {
+        if let Some(p) = DirectMap.frame_mut(self.shared_info) {
+            p[off] = v;
+        }
+    }
+
+    pub fn set_shared_u64(&self, off: usize, v: u64) {
+        if let Some(p) = DirectMap.frame_mut(self.shared_info) {
+            p[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// vCPU 0's virtual interrupt mask.
+    pub fn upcall_mask(&self) -> u8 {
+        self.shared_byte(shared_info::upcall_mask_offset(self.vcpu.id as usize))
+    }
+}
+
+/// Runs `f` with a view of the domain's address space for checked guest accesses.
+pub fn with_view<R>(d: &Domain, ft: &hv_core::frame::FrameTable<&'static mut [hv_core::frame::FrameInfo]>, f: impl FnOnce(&GuestView<'_>) -> R) -> R {
+    let id = d.id;
+    let owns = |m: Mfn| ft.owner(m) == hv_core::frame::Owner::Dom(id);
+    f(&GuestView { l4: d.vcpu.l4, owns: &owns })
+}

@@ -1,0 +1,36 @@
+//! `console_io`: the hypervisor console for privileged domains.
+
+use super::{read_guest, write_guest, HcResult};
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::hypercall::console_io::{READ, WRITE};
+
+/// Largest single write, as Xen bounds its per-call work.
+const MAX_WRITE: u64 = 1 << 16;
+
+pub fn console_io(hv: &mut Hv, cmd: u64, count: u64, buf: u64) -> HcResult {
+    if !hv.dom0.privileged {
+        return Err(Errno::EPERM);
+    }
+    match cmd {
+        WRITE => {
+            let count = count.min(MAX_WRITE) as usize;
+            let mut chunk = [0u8; 256];
+            let mut done = 0;
+            while done < count {
+                let n = (count - done).min(chunk.len());
+                read_guest(hv, buf.wrapping_add(done as u64), &mut chunk[..n])?;
+                hv_arch::console::write_bytes(&chunk[..n]);
+                done += n;
+            }
+            Ok(0)
+        }
+        READ => {
+            let mut chunk = [0u8; 256];
+            let n = hv_arch::console::read_available(&mut chunk[..(count as usize).min(256)]);
+            write_guest(hv, buf, &chunk[..n])?;
+            Ok(n as i64)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

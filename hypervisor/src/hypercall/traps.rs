@@ -1,0 +1,112 @@
+//! `set_trap_table`, `stack_switch`, `set_callbacks`, `callback_op`.
+
+use super::{read_guest, HcResult};
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::layout::is_guest_va;
+use guest_abi::selectors::{self, FLAT_KERNEL_CS, GUEST_KERNEL_RPL};
+use guest_abi::traps::*;
+
+/// Largest trap table accepted in one call.
+const MAX_TRAPS: u64 = 256;
+
+/// A handler address must be a canonical guest address (0 means "none").
+fn check_handler(a: u64) -> Result<(), Errno> {
+    if a == 0 || is_guest_va(a) {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+/// Raises a selector's RPL to the guest kernel's ring; only the flat kernel code selector is
+/// usable until guests can load GDTs of their own.
+fn fixup_cs(cs: u16) -> Result<u16, Errno> {
+    let cs = if selectors::rpl(cs) < GUEST_KERNEL_RPL { (cs & !3) | GUEST_KERNEL_RPL as u16 } else { cs };
+    if cs == FLAT_KERNEL_CS {
+        Ok(cs)
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
+    if list == 0 {
+        hv.dom0.vcpu.traps = [TrapInfo::default(); 256];
+        return Ok(0);
+    }
+    for i in 0..MAX_TRAPS {
+        let mut b = [0u8; 16];
+        read_guest(hv, list.wrapping_add(16 * i), &mut b)?;
+        let t = TrapInfo {
+            vector: b[0],
+            flags: b[1],
+            cs: u16::from_le_bytes([b[2], b[3]]),
+            _pad: 0,
+            address: u64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?),
+        };
+        if t.address == 0 {
+            break;
+        }
+        check_handler(t.address)?;
+        let cs = fixup_cs(t.cs)?;
+        hv.dom0.vcpu.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
+    }
+    Ok(0)
+}
+
+pub fn stack_switch(hv: &mut Hv, ss: u64, sp: u64) -> HcResult {
+    let ss = ss as u16;
+    let ss = if selectors::rpl(ss) < GUEST_KERNEL_RPL { (ss & !3) | GUEST_KERNEL_RPL as u16 } else { ss };
+    hv.dom0.vcpu.kernel_ss = ss;
+    hv.dom0.vcpu.kernel_sp = sp;
+    hv_arch::paging::set_rsp1(&hv.cpu, sp);
+    Ok(0)
+}
+
+pub fn set_callbacks(hv: &mut Hv, event: u64, failsafe: u64, syscall: u64) -> HcResult {
+    for a in [event, failsafe, syscall] {
+        check_handler(a)?;
+    }
+    let cb = &mut hv.dom0.vcpu.callbacks;
+    cb.event = event;
+    cb.failsafe = failsafe;
+    cb.syscall = syscall;
+    Ok(0)
+}
+
+pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+    match cmd {
+        CALLBACKOP_REGISTER => {
+            let mut b = [0u8; 16];
+            read_guest(hv, arg, &mut b)?;
+            let ty = u16::from_le_bytes([b[0], b[1]]);
+            let address = u64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
+            check_handler(address)?;
+            let cb = &mut hv.dom0.vcpu.callbacks;
+            let slot = match ty {
+                CALLBACKTYPE_EVENT => &mut cb.event,
+                CALLBACKTYPE_FAILSAFE => &mut cb.failsafe,
+                CALLBACKTYPE_SYSCALL => &mut cb.syscall,
+                CALLBACKTYPE_SYSCALL32 => &mut cb.syscall32,
+                CALLBACKTYPE_SYSENTER => &mut cb.sysenter,
+                CALLBACKTYPE_NMI => &mut cb.nmi,
+                _ => return Err(Errno::EINVAL),
+            };
+            *slot = address;
+            Ok(0)
+        }
+        CALLBACKOP_UNREGISTER => {
+            let mut b = [0u8; 4];
+            read_guest(hv, arg, &mut b)?;
+            match u16::from_le_bytes([b[0], b[1]]) {
+                CALLBACKTYPE_NMI => {
+                    hv.dom0.vcpu.callbacks.nmi = 0;
+                    Ok(0)
+                }
+                _ => Err(Errno::EINVAL),
+            }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

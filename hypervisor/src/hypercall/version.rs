@@ -1,0 +1,63 @@
+//! `xen_version`. Fixed-size outputs are zero-filled after their text (no stale bytes).
+
+use super::{write_guest, HcResult};
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::version::*;
+
+/// Capabilities: 64-bit PV with ring-1 kernels (a deviation, see docs/abi-deviations.md).
+pub const CAPABILITIES: &str = "xen-3.0-x86_64r1";
+pub const EXTRAVERSION: &str = ".0-rxen";
+
+fn text<const N: usize>(s: &str) -> [u8; N] {
+    let mut b = [0u8; N];
+    let n = s.len().min(N - 1);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    b
+}
+
+pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+    match cmd {
+        XENVER_VERSION => Ok(((VERSION_MAJOR << 16) | VERSION_MINOR) as i64),
+        XENVER_EXTRAVERSION => write_guest(hv, arg, &text::<EXTRAVERSION_LEN>(EXTRAVERSION)).map(|_| 0),
+        XENVER_COMPILE_INFO => {
+            let mut b = [0u8; 144];
+            b[..64].copy_from_slice(&text::<64>("rustc (stable)"));
+            b[64..80].copy_from_slice(&text::<16>("rxen"));
+            b[80..112].copy_from_slice(&text::<32>("localdomain"));
+            b[112..144].copy_from_slice(&text::<32>(option_env!("RXEN_BUILD_DATE").unwrap_or("unknown")));
+            write_guest(hv, arg, &b).map(|_| 0)
+        }
+        XENVER_CAPABILITIES => write_guest(hv, arg, &text::<CAPABILITIES_LEN>(CAPABILITIES)).map(|_| 0),
+        XENVER_CHANGESET => {
+            let cs = option_env!("RXEN_CHANGESET").unwrap_or("unavailable");
+            write_guest(hv, arg, &text::<CHANGESET_LEN>(cs)).map(|_| 0)
+        }
+        XENVER_PLATFORM_PARAMETERS => {
+            write_guest(hv, arg, &guest_abi::layout::HYPERVISOR_VIRT_START.to_le_bytes()).map(|_| 0)
+        }
+        XENVER_GET_FEATURES => {
+            let mut b = [0u8; 8];
+            super::read_guest(hv, arg, &mut b[..4])?;
+            let idx = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if idx != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let mut map = 0u32;
+            if hv.dom0.privileged {
+                map |= 1 << feat::DOM0;
+            }
+            b[4..8].copy_from_slice(&map.to_le_bytes());
+            write_guest(hv, arg, &b).map(|_| 0)
+        }
+        XENVER_PAGESIZE => Ok(4096),
+        XENVER_GUEST_HANDLE => write_guest(hv, arg, &[0u8; GUEST_HANDLE_LEN]).map(|_| 0),
+        XENVER_COMMANDLINE => {
+            if !hv.dom0.privileged {
+                return Err(Errno::EPERM);
+            }
+            write_guest(hv, arg, &text::<COMMANDLINE_LEN>(hv.cmdline)).map(|_| 0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

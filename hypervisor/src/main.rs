@@ -1,0 +1,166 @@
+//! The hypervisor: boots, builds dom0 from the first boot module and runs it in ring 1.
+//!
+//! This file wires the x86-64 layer (`hv-arch`) to the core logic (`hv-core`); all `unsafe`
+//! lives in `hv-arch`.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+mod dom0;
+mod domain;
+mod hypercall;
+mod mm;
+mod traps;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use guest_abi::harness::ExitCode;
+use hv_arch::boot::{BootInfo, BootInfoError};
+use hv_arch::cpu::{self, Features};
+use hv_arch::entry::{self, TrapFrame};
+use hv_arch::paging::{self, CpuTables, FrameSource};
+use hv_core::cmdline::{self, LogLevel};
+
+/// Global hypervisor state (one CPU so far).
+pub struct Hv {
+    pub mm: mm::Mm,
+    pub cpu: CpuTables,
+    pub dom0: domain::Domain,
+    pub cmdline: &'static str,
+}
+
+static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
+static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
+
+impl Hv {
+    /// Ends the run: under QEMU with `debug-exit`, through isa-debug-exit with `code`.
+    pub fn end_run(&self, why: &str, code: ExitCode) -> ! {
+        end(why, code)
+    }
+}
+
+fn end(why: &str, code: ExitCode) -> ! {
+    log::info!("{}: halting ({:?})", why, code);
+    if DEBUG_EXIT.load(Ordering::Relaxed) {
+        cpu::debug_exit(code);
+    }
+    cpu::halt_forever()
+}
+
+/// After a fatal hypervisor error.
+pub fn panic_exit() -> ! {
+    if DEBUG_EXIT.load(Ordering::Relaxed) {
+        cpu::debug_exit(ExitCode::HypervisorPanic);
+    }
+    cpu::halt_forever()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    hv_arch::console::write_fmt(format_args!("(XEN) PANIC: {}\n", info));
+    panic_exit()
+}
+
+/// Drops a leading path word (`/boot/xen ...`): bootloaders differ on whether they pass it.
+fn strip_path(s: &str) -> &str {
+    let s = s.trim();
+    if s.starts_with('/') {
+        s.split_once(' ').map(|x| x.1.trim_start()).unwrap_or("")
+    } else {
+        s
+    }
+}
+
+fn guest_trap(f: &mut TrapFrame) {
+    let mut g = HV.lock();
+    match g.as_mut() {
+        Some(hv) => traps::guest_trap(hv, f),
+        None => panic!("guest trap before the hypervisor is up"),
+    }
+}
+
+#[no_mangle]
+#[allow(unsafe_code)] // the symbol the arch layer's boot code calls
+fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
+    hv_arch::console::init_log(log::LevelFilter::Info);
+    let boot = match boot {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("unusable boot information: {:?}", e);
+            panic_exit()
+        }
+    };
+    let hv_cmdline = strip_path(boot.cmdline);
+    let opts = cmdline::parse(hv_cmdline);
+    DEBUG_EXIT.store(opts.debug_exit, Ordering::Relaxed);
+    log::set_max_level(match opts.loglvl {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    });
+    hv_arch::time::calibrate(5);
+    log::info!("rxen {} booting via {:?} ({})", env!("CARGO_PKG_VERSION"), boot.kind, boot.loader);
+    log::info!("command line: {}", hv_cmdline);
+    if let Some(u) = opts.unknown {
+        log::warn!("unknown option '{}' ignored", u);
+    }
+    let feat = Features::detect();
+    log::info!("TSC {} kHz; CPU features {:?}", hv_arch::time::tsc_khz(), feat);
+    for r in boot.ram.as_slice() {
+        log::debug!("RAM {:#012x}-{:#012x}", r.start, r.end);
+    }
+    let image = hv_arch::boot::image_phys_range();
+    let mut mm = match mm::Mm::init(&boot.ram, &boot.reserved, image) {
+        Ok(m) => m,
+        Err(e) => {
+            log::error!("memory setup failed: {}", e);
+            panic_exit()
+        }
+    };
+    log::info!(
+        "memory: {} MiB RAM, {} MiB free, image {:#x}-{:#x}, {} module(s)",
+        boot.ram.total() >> 20,
+        mm.free_frames() >> 8,
+        image.start,
+        image.end,
+        boot.nr_modules
+    );
+
+    let root = mm.frame().unwrap_or_else(|| panic!("no frame for the root table"));
+    let shared = paging::build_shared(root, &boot.ram, mm.m2p, mm.m2p_frames, &mut mm)
+        .unwrap_or_else(|_| panic!("out of memory building the hypervisor's tables"));
+    let cpu_tables = paging::build_cpu(0, root, &shared, &mut mm)
+        .unwrap_or_else(|_| panic!("out of memory building CPU 0's tables"));
+    paging::activate(&cpu_tables);
+    cpu::mask_legacy_pic();
+    entry::set_handlers(entry::Handlers { guest: guest_trap, hypervisor: traps::hypervisor_trap });
+    cpu::enable_features(&feat);
+    log::info!("CPU 0: split roots up (hypervisor root {:#x}, guest root {:#x})", cpu_tables.hv_root().maddr(), cpu_tables.guest_root().maddr());
+
+    // dom0: the first module; its string, else the text after " -- ".
+    let refuse = |name: &str, why: &dyn core::fmt::Display| -> ! {
+        log::error!("dom0 module {}: refused: {}", name, why);
+        end("no dom0", ExitCode::BootRefused)
+    };
+    if boot.nr_modules == 0 {
+        refuse("(none)", &dom0::Dom0Error::NoModule);
+    }
+    let m = boot.modules[0];
+    let name = if m.cmdline.is_empty() { "0" } else { m.cmdline };
+    let mut dom0_cmdline = strip_path(m.cmdline);
+    if dom0_cmdline.is_empty() {
+        dom0_cmdline = opts.dom0_cmdline.unwrap_or("");
+    }
+    let (dom, frame) = match dom0::build(&mut mm, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline) {
+        Ok(x) => x,
+        Err(e) => refuse(name, &e),
+    };
+    paging::sync_guest_slots(&cpu_tables, dom.vcpu.l4);
+    paging::set_rsp1(&cpu_tables, 0);
+    log::info!("dom0: entering ring 1 at {:#x}", frame.rip);
+    *HV.lock() = Some(Hv { mm, cpu: cpu_tables, dom0: dom, cmdline: hv_cmdline });
+    entry::exit_to_guest(&frame)
+}

@@ -1,0 +1,99 @@
+//! Machine memory at boot: the usable-RAM map, the frame allocator, the frame table, the
+//! heap and the machine-to-physical table.
+
+use hv_arch::layout::{phys_to_virt, DIRECTMAP_SIZE};
+use hv_arch::paging::{zero_frame, FrameSource};
+use hv_core::frame::{FrameInfo, FrameTable, Owner};
+use hv_core::frame_alloc::FrameAllocator;
+use hv_core::mem::Mfn;
+use hv_arch::physmem::{carve, carve_static};
+use hv_core::memmap::{Range, RangeSet};
+
+/// Size of the hypervisor heap.
+pub const HEAP_SIZE: u64 = 4 << 20;
+
+pub struct Mm {
+    pub alloc: FrameAllocator<&'static mut [u64]>,
+    pub ft: FrameTable<&'static mut [FrameInfo]>,
+    pub max_mfn: u64,
+    /// Contiguous backing of the M2P (read-only to guests at slot 256).
+    pub m2p: Mfn,
+    pub m2p_frames: u64,
+}
+
+impl Mm {
+    /// Sets up memory from the firmware's RAM map minus `reserved` (image, boot information,
+    /// modules) and the first MiB.
+    pub fn init(ram: &RangeSet, reserved: &RangeSet, image: Range) -> Result<Mm, &'static str> {
+        let mut usable = ram.clone();
+        let too_many = |_| "memory map too fragmented";
+        usable.remove(Range::new(0, 1 << 20)).map_err(too_many)?;
+        usable.remove(image).map_err(too_many)?;
+        for r in reserved.as_slice() {
+            usable.remove(*r).map_err(too_many)?;
+        }
+        usable.page_align();
+        let top = ram.as_slice().last().map(|r| r.end).ok_or("no RAM")?.min(DIRECTMAP_SIZE);
+        let max_mfn = top.div_ceil(4096);
+
+        let words = max_mfn.div_ceil(64) as usize;
+        let bitmap = carve_static::<u64>(&mut usable, words).ok_or("no room for the frame bitmap")?;
+        let frames = carve_static::<FrameInfo>(&mut usable, max_mfn as usize)
+            .ok_or("no room for the frame table")?;
+        hv_arch::heap::init(&mut usable, HEAP_SIZE as usize).ok_or("no room for the heap")?;
+        let m2p_frames = (max_mfn * 8).div_ceil(4096);
+        let m2p = carve(&mut usable, m2p_frames * 4096).ok_or("no room for the M2P")?;
+        usable.page_align();
+
+        let mut alloc = FrameAllocator::new(bitmap, max_mfn);
+        let mut ft = FrameTable::new(frames);
+        for r in ram.as_slice() {
+            for m in Mfn::of(r.start).0..Mfn::of(r.end).0.min(max_mfn) {
+                let _ = ft.set_owner(Mfn(m), Owner::Xen);
+            }
+        }
+        for r in usable.as_slice() {
+            alloc.free_range(Mfn::of(r.start), Mfn::of(r.end));
+            for m in Mfn::of(r.start).0..Mfn::of(r.end).0.min(max_mfn) {
+                let _ = ft.set_owner(Mfn(m), Owner::Free);
+            }
+        }
+        let mut mm = Mm { alloc, ft, max_mfn, m2p: Mfn::of(m2p), m2p_frames };
+        for i in 0..max_mfn {
+            mm.set_m2p(Mfn(i), guest_abi::layout::INVALID_M2P_ENTRY);
+        }
+        hv_arch::physmem::set_limit(max_mfn);
+        Ok(mm)
+    }
+
+    /// Records M2P[mfn] = pfn.
+    pub fn set_m2p(&mut self, mfn: Mfn, pfn: u64) {
+        if mfn.0 < self.max_mfn {
+            hv_arch::physmem::write_u64(phys_to_virt(self.m2p.maddr() + 8 * mfn.0), pfn);
+        }
+    }
+
+    /// Frames still free.
+    pub fn free_frames(&self) -> u64 {
+        self.alloc.free_frames()
+    }
+}
+
+impl FrameSource for Mm {
+    /// A zeroed frame owned by the hypervisor.
+    fn frame(&mut self) -> Option<Mfn> {
+        let m = self.alloc.alloc()?;
+        let _ = self.ft.set_owner(m, Owner::Xen);
+        zero_frame(m);
+        Some(m)
+    }
+
+    fn contiguous(&mut self, n: u64) -> Option<Mfn> {
+        let m = self.alloc.alloc_contig(n, 1)?;
+        for i in 0..n {
+            let _ = self.ft.set_owner(Mfn(m.0 + i), Owner::Xen);
+            zero_frame(Mfn(m.0 + i));
+        }
+        Some(m)
+    }
+}

@@ -1,0 +1,149 @@
+//! Exceptions and interrupts: bouncing a guest's faults to its own handlers, crashing a
+//! domain that cannot take them, and fatal traps inside the hypervisor.
+
+use crate::domain::{with_view, Domain};
+use crate::Hv;
+use guest_abi::harness::ExitCode;
+use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+use guest_abi::shared_info;
+use guest_abi::traps::{has_error_code, vector, TI_MASK_EVENTS};
+use hv_arch::entry::TrapFrame;
+use hv_arch::physmem::DirectMap;
+use hv_core::guest_access::copy_to_guest;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_IOPL: u64 = 3 << 12;
+/// TF, NT, RF, VM, AC: cleared on delivery, as hardware does for an interrupt gate.
+const RFLAGS_CLEAR_ON_ENTRY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
+
+/// Exception names for messages.
+pub fn vector_name(v: u64) -> &'static str {
+    const N: [&str; 32] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP",
+        "#SS", "#GP", "#PF", "#SPV", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23",
+        "#24", "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+    ];
+    N.get(v as usize).copied().unwrap_or("IRQ")
+}
+
+/// Prints a register dump.
+pub fn dump(f: &TrapFrame, cr2: u64) {
+    use hv_arch::console::write_fmt as p;
+    p(format_args!(
+        "(XEN) vector {} ({}) error {:#06x}  CR2 {:#018x}\n",
+        f.vector,
+        vector_name(f.vector),
+        f.error_code,
+        cr2
+    ));
+    p(format_args!("(XEN) RIP {:04x}:{:#018x}  RFLAGS {:#018x}\n", f.cs, f.rip, f.rflags));
+    p(format_args!("(XEN) RSP {:04x}:{:#018x}\n", f.ss, f.rsp));
+    p(format_args!("(XEN) rax {:#018x} rbx {:#018x} rcx {:#018x}\n", f.rax, f.rbx, f.rcx));
+    p(format_args!("(XEN) rdx {:#018x} rsi {:#018x} rdi {:#018x}\n", f.rdx, f.rsi, f.rdi));
+    p(format_args!("(XEN) rbp {:#018x} r8  {:#018x} r9  {:#018x}\n", f.rbp, f.r8, f.r9));
+    p(format_args!("(XEN) r10 {:#018x} r11 {:#018x} r12 {:#018x}\n", f.r10, f.r11, f.r12));
+    p(format_args!("(XEN) r13 {:#018x} r14 {:#018x} r15 {:#018x}\n", f.r13, f.r14, f.r15));
+}
+
+/// Crashes the domain: reports why with a register dump, then ends it. Dom0 is the only
+/// domain so far, so the run ends.
+pub fn crash_domain(hv: &Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) -> ! {
+    log::error!("d{}v{} crashed: {}", hv.dom0.id, hv.dom0.vcpu.id, why);
+    dump(f, hv_arch::cpu::read_cr2());
+    hv.end_run("Domain 0 crashed", ExitCode::Crash)
+}
+
+/// Delivers exception `vec` to the guest's handler on its kernel stack, as a ring-1 interrupt
+/// gate would: see `guest_abi::traps` for the frame. A guest that cannot take it (no handler,
+/// unusable stack) is crashed.
+pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64) {
+    let ti = hv.dom0.vcpu.traps[vec as usize];
+    if ti.address == 0 {
+        crash_domain(
+            hv,
+            f,
+            format_args!("{} with no handler registered", vector_name(vec as u64)),
+        );
+    }
+    let d: &Domain = &hv.dom0;
+    let from_user = f.cs & 3 == 3;
+    let sp = if from_user { d.vcpu.kernel_sp } else { f.rsp };
+    let mask = d.upcall_mask();
+    let mut words = [0u64; 6];
+    let mut n = 0;
+    if has_error_code(vec) {
+        words[n] = error_code;
+        n += 1;
+    }
+    let rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
+    for w in [f.rip, (f.cs & 0xFFFF) | ((mask as u64) << 32), rflags, f.rsp, f.ss] {
+        words[n] = w;
+        n += 1;
+    }
+    let new_sp = (sp & !15).wrapping_sub(8 * n as u64);
+    let mut bytes = [0u8; 48];
+    for (i, w) in words[..n].iter().enumerate() {
+        bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    let res = with_view(d, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, new_sp, &bytes[..8 * n]));
+    if let Err(e) = res {
+        crash_domain(
+            hv,
+            f,
+            format_args!(
+                "cannot deliver {}: kernel stack {:#x} unusable ({:?})",
+                vector_name(vec as u64),
+                new_sp,
+                e
+            ),
+        );
+    }
+    let vid = d.vcpu.id as usize;
+    if vec == vector::PF {
+        d.set_shared_u64(shared_info::cr2_offset(vid), cr2);
+    }
+    if ti.flags & TI_MASK_EVENTS != 0 {
+        d.set_shared_byte(shared_info::upcall_mask_offset(vid), 1);
+    }
+    f.rip = ti.address;
+    f.cs = FLAT_KERNEL_CS as u64;
+    f.ss = FLAT_KERNEL_SS as u64;
+    f.rsp = new_sp;
+    f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
+}
+
+/// A trap from guest context.
+pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
+    let v = f.vector;
+    match v {
+        v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
+        v if v == vector::NMI as u64 => log::warn!("NMI while in guest context"),
+        v if v == vector::MC as u64 => {
+            log::error!("machine check");
+            dump(f, 0);
+            hv.end_run("machine check", ExitCode::HypervisorPanic)
+        }
+        v if v < 32 => {
+            let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
+            bounce(hv, f, v as u8, f.error_code, cr2)
+        }
+        _ => hv_arch::cpu::ack_legacy_irq(v as u8),
+    }
+}
+
+/// A trap while the hypervisor itself runs: fatal unless it is an NMI or a stray interrupt.
+pub fn hypervisor_trap(f: &mut TrapFrame) {
+    match f.vector {
+        2 => log::warn!("NMI in hypervisor context"),
+        v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
+        _ => {
+            let cr2 = hv_arch::cpu::read_cr2();
+            hv_arch::console::write_fmt(format_args!(
+                "(XEN) ----[ FATAL TRAP {} in hypervisor ]----\n",
+                vector_name(f.vector)
+            ));
+            dump(f, cr2);
+            crate::panic_exit()
+        }
+    }
+}
