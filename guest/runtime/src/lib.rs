@@ -1,1 +1,29 @@
+//! The PV guest runtime: what every guest of this hypervisor links against.
+//!
+//! It provides the ELF notes the builder reads, the entry point (`_start`, RSI = start_info),
+//! the hypercall page and typed wrappers, the console, and exception handling through the
+//! virtual IDT. A guest binary defines `guest_main(&StartInfo) -> !` and links with
+//! `guest-high.ld` (VIRT_BASE −2 GiB) or `guest-low.ld` (VIRT_BASE 0, image at 1 MiB).
 #![no_std]
+
+pub mod console;
+pub mod entry;
+pub mod hypercall;
+pub mod traps;
+
+pub use guest_abi;
+pub use guest_abi::start_info::StartInfo;
+
+/// The current privilege level (CPL), from CS.
+pub fn cpl() -> u16 {
+    let cs: u16;
+    // SAFETY: reading CS has no side effects.
+    unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack)) };
+    cs & 3
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("guest panic: {}", info);
+    hypercall::shutdown(guest_abi::sched::ShutdownReason::Crash)
+}

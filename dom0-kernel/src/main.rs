@@ -1,0 +1,119 @@
+//! dom0: the privileged Rust PV kernel, running in ring 1.
+//!
+//! For now it proves the platform: it parses `start_info`, prints a banner with its command
+//! line, memory, flags and privilege level, installs its trap table (printing any fault it
+//! receives), then either shuts down (`shutdown` on its command line, for tests) or offers a
+//! tiny console prompt.
+#![no_std]
+#![no_main]
+
+use guest_abi::sched::ShutdownReason;
+use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
+use pv_runtime::traps::Frame;
+use pv_runtime::{hypercall, print, println, StartInfo};
+
+fn report_fault(f: &mut Frame) {
+    println!(
+        "dom0: exception {} error {:#x} at {:#x}; skipping the faulting instruction is not possible, stopping",
+        f.vector, f.error_code, f.rip
+    );
+    hypercall::shutdown(ShutdownReason::Crash)
+}
+
+fn flags_text(flags: u32) -> &'static str {
+    match (flags & SIF_PRIVILEGED != 0, flags & SIF_INITDOMAIN != 0) {
+        (true, true) => "PRIVILEGED|INITDOMAIN",
+        (true, false) => "PRIVILEGED",
+        (false, true) => "INITDOMAIN",
+        (false, false) => "none",
+    }
+}
+
+fn version() -> (i64, [u8; 16]) {
+    let mut extra = [0u8; 16];
+    // SAFETY: XENVER_version takes no buffer; XENVER_extraversion writes 16 bytes.
+    unsafe {
+        let v = hypercall::xen_version(guest_abi::version::XENVER_VERSION, 0);
+        hypercall::xen_version(guest_abi::version::XENVER_EXTRAVERSION, extra.as_mut_ptr() as u64);
+        (v, extra)
+    }
+}
+
+fn prompt() -> ! {
+    println!("dom0: commands: help, info, poweroff, reboot, crash");
+    let mut line = [0u8; 128];
+    let mut n = 0;
+    print!("dom0> ");
+    loop {
+        let mut b = [0u8; 16];
+        let got = hypercall::console_read(&mut b);
+        if got <= 0 {
+            hypercall::yield_now();
+            continue;
+        }
+        for &c in &b[..got as usize] {
+            match c {
+                b'\r' | b'\n' => {
+                    println!();
+                    run(core::str::from_utf8(&line[..n]).unwrap_or("").trim());
+                    n = 0;
+                    print!("dom0> ");
+                }
+                0x7F | 0x08 if n > 0 => {
+                    n -= 1;
+                    print!("\x08 \x08");
+                }
+                c if (0x20..0x7F).contains(&c) && n < line.len() => {
+                    line[n] = c;
+                    n += 1;
+                    hypercall::console_write(&[c]);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn run(cmd: &str) {
+    match cmd {
+        "" => {}
+        "help" => println!("help, info, poweroff, reboot, crash"),
+        "info" => {
+            let (v, extra) = version();
+            let e = core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0');
+            println!("hypervisor {}.{}{}, dom0 at CPL {}", v >> 16, v & 0xFFFF, e, pv_runtime::cpl());
+        }
+        "poweroff" => hypercall::shutdown(ShutdownReason::Poweroff),
+        "reboot" => hypercall::shutdown(ShutdownReason::Reboot),
+        "crash" => hypercall::shutdown(ShutdownReason::Crash),
+        other => println!("unknown command '{}'", other),
+    }
+}
+
+#[no_mangle]
+fn guest_main(si: &'static StartInfo) -> ! {
+    pv_runtime::traps::on_unexpected(report_fault);
+    let traps = pv_runtime::traps::install();
+    let cmdline = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("<not UTF-8>");
+    let (v, extra) = version();
+    let extra = core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0');
+    println!("dom0: rxen dom0 kernel {} on hypervisor {}.{}{}", env!("CARGO_PKG_VERSION"), v >> 16, v & 0xFFFF, extra);
+    println!("dom0: command line '{}'", cmdline);
+    println!(
+        "dom0: {} pages ({} MiB), flags {}, running at CPL {}, trap table {}",
+        si.nr_pages,
+        si.nr_pages >> 8,
+        flags_text(si.flags),
+        pv_runtime::cpl(),
+        if traps == 0 { "installed" } else { "REFUSED" }
+    );
+    println!(
+        "dom0: page tables at {:#x} ({} frames), P2M at {:#x}, shared_info at machine {:#x}",
+        si.pt_base, si.nr_pt_frames, si.mfn_list, si.shared_info
+    );
+    if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
+        println!("dom0: shutting down as asked");
+        hypercall::shutdown(ShutdownReason::Poweroff)
+    }
+    prompt()
+}

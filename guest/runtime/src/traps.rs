@@ -1,0 +1,204 @@
+//! Exceptions through the virtual IDT.
+//!
+//! The runtime registers a handler for every exception vector with `set_trap_table`. The
+//! hypervisor bounces a fault with a hardware-shaped frame on the kernel stack
+//! (`[error code], RIP, CS, RFLAGS, RSP, SS`), so the stubs here look like native ones and
+//! return with `iretq`.
+//!
+//! Tests use [`probe`]-style recovery: before a deliberate fault they store a resume address
+//! in [`RECOVER`]; the handler then records the fault in [`LAST_FAULT`] and resumes there.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use guest_abi::selectors::FLAT_KERNEL_CS;
+use guest_abi::traps::TrapInfo;
+
+/// Registers as the stubs save them, then the bounce frame.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Frame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+global_asm!(
+    r#"
+    .section .text.guest_traps, "ax"
+    .global guest_trap_stubs
+    .balign 16
+guest_trap_stubs:
+    .set vec, 0
+    .rept 32
+    .balign 16
+    .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $vec
+    jmp guest_trap_common
+    .set vec, vec + 1
+    .endr
+guest_trap_common:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rdi
+    mov %rsp, %rbx
+    and $-16, %rsp
+    cld
+    movabs $pv_runtime_trap, %rax
+    call *%rax
+    mov %rbx, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    add $16, %rsp
+    iretq
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    static guest_trap_stubs: u8;
+}
+
+/// Where to resume after an expected fault (0 = none expected).
+pub static RECOVER: AtomicU64 = AtomicU64::new(0);
+
+/// The last recovered fault: (vector, error code, rip), vector = u64::MAX when none.
+pub static LAST_FAULT: [AtomicU64; 3] =
+    [AtomicU64::new(u64::MAX), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// A fault the handler recovered from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub vector: u8,
+    pub error_code: u64,
+    pub rip: u64,
+}
+
+/// Takes the last recovered fault, if any.
+pub fn take_fault() -> Option<Fault> {
+    let v = LAST_FAULT[0].swap(u64::MAX, Ordering::SeqCst);
+    (v != u64::MAX).then(|| Fault {
+        vector: v as u8,
+        error_code: LAST_FAULT[1].load(Ordering::SeqCst),
+        rip: LAST_FAULT[2].load(Ordering::SeqCst),
+    })
+}
+
+/// Hook for unexpected faults (dom0 prints them; tests fail).
+static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the function called for faults nobody expected. It may return to resume the frame.
+pub fn on_unexpected(f: fn(&mut Frame)) {
+    UNEXPECTED.store(f as usize as u64, Ordering::SeqCst);
+}
+
+#[no_mangle]
+extern "C" fn pv_runtime_trap(f: &mut Frame) {
+    let r = RECOVER.swap(0, Ordering::SeqCst);
+    if r != 0 {
+        LAST_FAULT[1].store(f.error_code, Ordering::SeqCst);
+        LAST_FAULT[2].store(f.rip, Ordering::SeqCst);
+        LAST_FAULT[0].store(f.vector, Ordering::SeqCst);
+        f.rip = r;
+        return;
+    }
+    let h = UNEXPECTED.load(Ordering::SeqCst);
+    if h != 0 {
+        // SAFETY: only `on_unexpected` stores here, from a `fn(&mut Frame)`.
+        let h: fn(&mut Frame) = unsafe { core::mem::transmute(h as usize) };
+        h(f);
+        return;
+    }
+    crate::println!(
+        "unexpected exception {} error {:#x} at {:#x}",
+        f.vector,
+        f.error_code,
+        f.rip
+    );
+    crate::hypercall::shutdown(guest_abi::sched::ShutdownReason::Crash)
+}
+
+/// Registers handlers for vectors 0–31 (events masked on delivery for none of them).
+pub fn install() -> i64 {
+    let base = core::ptr::addr_of!(guest_trap_stubs) as u64;
+    let mut table = [TrapInfo::default(); 33];
+    for (v, t) in table.iter_mut().take(32).enumerate() {
+        // #BP and #OF may be raised with int3/into from any ring, like native gates.
+        let dpl = if v == 3 || v == 4 { 3 } else { 0 };
+        *t = TrapInfo { vector: v as u8, flags: dpl, cs: FLAT_KERNEL_CS, _pad: 0, address: base + 16 * v as u64 };
+    }
+    // SAFETY: the table ends with a zero entry and stays valid during the call.
+    unsafe {
+        crate::hypercall::hypercall5(guest_abi::hypercall::SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0, 0, 0)
+    }
+}
+
+/// Runs `$insn` (assembly) expecting a fault: returns the fault, or `None` if the
+/// instruction completed.
+#[macro_export]
+macro_rules! probe {
+    ($($insn:tt)*) => {{
+        // SAFETY: the instruction is expected to fault; the runtime's handler resumes at
+        // label 2 and records the fault.
+        unsafe {
+            core::arch::asm!(
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [rip + {rec}], {tmp}",
+                $($insn)*,
+                "2:",
+                "mov qword ptr [rip + {rec}], 0",
+                rec = sym $crate::traps::RECOVER,
+                tmp = out(reg) _,
+                out("rax") _, out("rcx") _, out("rdx") _,
+            );
+        }
+        $crate::traps::take_fault()
+    }};
+}
