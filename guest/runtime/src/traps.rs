@@ -180,20 +180,21 @@ pub fn install() -> i64 {
     }
 }
 
-/// Runs `$insn` (assembly) expecting a fault: returns the fault, or `None` if the
-/// instruction completed.
+/// Runs the assembly lines expecting a fault: returns the fault, or `None` if they ran to
+/// completion. Operands follow a `;`: `probe!("mov rax, [{a}]"; a = in(reg) va)`.
 #[macro_export]
 macro_rules! probe {
-    ($($insn:tt)*) => {{
-        // SAFETY: the instruction is expected to fault; the runtime's handler resumes at
+    ($($insn:literal),+ $(; $($op:tt)*)?) => {{
+        // SAFETY: the instructions are expected to fault; the runtime's handler resumes at
         // label 2 and records the fault.
         unsafe {
             core::arch::asm!(
                 "lea {tmp}, [rip + 2f]",
                 "mov qword ptr [rip + {rec}], {tmp}",
-                $($insn)*,
+                $($insn),+,
                 "2:",
                 "mov qword ptr [rip + {rec}], 0",
+                $($($op)*,)?
                 rec = sym $crate::traps::RECOVER,
                 tmp = out(reg) _,
                 out("rax") _, out("rcx") _, out("rdx") _,

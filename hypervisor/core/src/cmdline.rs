@@ -48,12 +48,16 @@ pub fn parse_size(s: &str) -> Option<u64> {
 
 /// Parses the whole command line.
 pub fn parse(cmdline: &str) -> Options<'_> {
-    let (own, dom0) = match cmdline.find(" -- ") {
-        Some(i) => (&cmdline[..i], Some(cmdline[i + 4..].trim())),
-        None => match cmdline.strip_prefix("-- ") {
-            Some(rest) => ("", Some(rest.trim())),
-            None => (cmdline, None),
-        },
+    // A lone `--` word splits the line (at the start, in the middle or at the end).
+    let padded_start = cmdline.starts_with("--") && cmdline[2..].chars().next().is_none_or(|c| c == ' ');
+    let (own, dom0) = if padded_start {
+        ("", Some(cmdline[2..].trim()))
+    } else if let Some(i) = cmdline.find(" -- ") {
+        (&cmdline[..i], Some(cmdline[i + 4..].trim()))
+    } else if let Some(own) = cmdline.strip_suffix(" --") {
+        (own, Some(""))
+    } else {
+        (cmdline, None)
     };
     let mut o = Options {
         loglvl: LogLevel::Info,
@@ -110,6 +114,11 @@ mod tests {
         assert_eq!(o.unknown, Some("loglvl=loud"));
         assert_eq!(parse("").dom0_mem, DEFAULT_DOM0_MEM);
         assert_eq!(parse("-- x").dom0_cmdline, Some("x"));
+        assert_eq!(parse("--").dom0_cmdline, Some(""));
+        let o = parse("debug-exit --");
+        assert!(o.debug_exit && o.unknown.is_none());
+        assert_eq!(o.dom0_cmdline, Some(""));
+        assert_eq!(parse("--x").unknown, Some("--x"));
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("99999999999T"), None);
         assert_eq!(parse_size("M"), None);

@@ -1,1 +1,63 @@
-fn main(){}
+//! `cargo xtask <command>`: the one orchestration program.
+//!
+//! - `build`: every bare-metal image, and the GRUB ISO at `target/hypervisor.iso`.
+//! - `run [--pvh] [--kvm] [-- <hypervisor options>]`: boot the ISO (or PVH) in QEMU with
+//!   the serial console on the terminal.
+//! - `test [--only NAME]`: host tests, then every QEMU scenario.
+//! - `bench`: boot-time and hypercall benchmarks, printed and written to
+//!   `target/bench.json`.
+
+mod bench;
+mod images;
+mod qemu;
+mod scenarios;
+
+use std::process::ExitCode;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: cargo xtask <build|run|test|bench> [options]");
+    eprintln!("  run [--pvh] [--kvm] [-- hypervisor options]");
+    eprintln!("  test [--only NAME] [--no-host]");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else { return usage() };
+    let rest = &args[1..];
+    let r = match cmd.as_str() {
+        "build" => images::build_all().and_then(|i| images::iso(&i, &images::default_grub_cfg(), "hypervisor")).map(|p| {
+            println!("ISO: {}", p.display());
+        }),
+        "run" => run(rest),
+        "test" => scenarios::run_all(rest),
+        "bench" => bench::run(),
+        _ => return usage(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let imgs = images::build_all()?;
+    let pvh = args.iter().any(|a| a == "--pvh");
+    let kvm = args.iter().any(|a| a == "--kvm");
+    let extra: Vec<&str> = match args.iter().position(|a| a == "--") {
+        Some(i) => args[i + 1..].iter().map(String::as_str).collect(),
+        None => vec![],
+    };
+    let hv_opts = extra.join(" ");
+    let mut cfg = qemu::Config::new(if kvm { qemu::Accel::Kvm } else { qemu::Accel::Tcg });
+    if pvh {
+        cfg.boot = qemu::Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv_opts} -- interactive") };
+    } else {
+        let grub = images::grub_cfg(&hv_opts, "interactive");
+        cfg.boot = qemu::Boot::Iso(images::iso(&imgs, &grub, "hypervisor")?);
+    }
+    qemu::interactive(&cfg)
+}

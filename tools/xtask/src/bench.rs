@@ -1,0 +1,95 @@
+//! `cargo xtask bench`: numbers printed and written to `target/bench.json`; nothing asserted.
+//!
+//! - QEMU start → dom0 banner, wall clock, via GRUB and via PVH (median of 5 runs).
+//! - Instructions from QEMU start (hypervisor entry) to dom0's first output, with
+//!   `-icount shift=0` (the TSC then counts instructions, so the figure is deterministic).
+//! - Null hypercall (`xen_version`) round trip from ring 1: median of 10^5 calls in TSC ticks,
+//!   under TCG and under icount (= instructions).
+
+use crate::images;
+use crate::qemu::{self, Accel, Boot, Config};
+use std::time::Duration;
+
+const BANNER: &str = "dom0: rxen dom0 kernel";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+fn bench_values(out: &str) -> Vec<(String, f64)> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("BENCH "))
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| v.trim().parse().ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// The hypervisor's timestamp of a log line containing `needle`, in ns (TSC-calibrated).
+fn log_time_ns(out: &str, needle: &str) -> Option<f64> {
+    let l = out.lines().find(|l| l.contains(needle))?;
+    let t = l.strip_prefix('[')?.split(']').next()?.trim();
+    let (s, us) = t.split_once('.')?;
+    Some(s.parse::<f64>().ok()? * 1e9 + us.parse::<f64>().ok()? * 1e3)
+}
+
+pub fn run() -> Result<(), String> {
+    let imgs = images::build_all()?;
+    let mut results: Vec<(String, f64)> = Vec::new();
+    let hv = "debug-exit loglvl=info dom0_mem=16M";
+
+    let grub_iso = images::iso(&imgs, &images::grub_cfg(hv, "shutdown"), "bench-grub")?;
+    for (name, boot) in [
+        ("boot_to_banner_ms_grub", Boot::Iso(grub_iso.clone())),
+        ("boot_to_banner_ms_pvh", Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv} -- shutdown") }),
+    ] {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            let mut c = Config::new(Accel::Tcg);
+            c.boot = boot.clone();
+            c.timeout = Duration::from_secs(30);
+            let o = qemu::run(&c, Some(BANNER))?;
+            let t = o.marker_at.ok_or_else(|| format!("{name}: no banner\n{}", o.output))?;
+            v.push(t.as_secs_f64() * 1e3);
+        }
+        results.push((name.into(), median(v)));
+    }
+
+    // Instructions to dom0's first line under icount: with shift=0 one instruction = 1 ns of
+    // virtual time and the TSC follows virtual time, so hypervisor timestamps count
+    // instructions (at the calibrated rate).
+    let mut c = Config::new(Accel::Tcg);
+    c.icount = true;
+    c.timeout = Duration::from_secs(60);
+    c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv} -- shutdown") };
+    let o = qemu::run(&c, None)?;
+    if let (Some(entry), Some(first)) = (log_time_ns(&o.output, "booting via"), log_time_ns(&o.output, "entering ring 1")) {
+        results.push(("icount_ns_boot_log_to_dom0_entry".into(), first - entry));
+    }
+
+    for (suffix, icount) in [("tcg", false), ("icount", true)] {
+        let mut c = Config::new(Accel::Tcg);
+        c.icount = icount;
+        c.timeout = Duration::from_secs(300);
+        c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("nullcall"), cmdline: hv.into() };
+        let o = qemu::run(&c, None)?;
+        let vals = bench_values(&o.output);
+        if vals.is_empty() {
+            return Err(format!("nullcall produced no numbers:\n{}", o.output));
+        }
+        for (k, v) in vals {
+            results.push((format!("{k}_{suffix}"), v));
+        }
+    }
+
+    let mut json = String::from("{\n");
+    for (i, (k, v)) in results.iter().enumerate() {
+        println!("{k:<45} {v:>12.2}");
+        json.push_str(&format!("  \"{k}\": {v:.3}{}\n", if i + 1 < results.len() { "," } else { "" }));
+    }
+    json.push_str("}\n");
+    let p = images::target().join("bench.json");
+    std::fs::write(&p, json).map_err(|e| e.to_string())?;
+    println!("written to {}", p.display());
+    Ok(())
+}

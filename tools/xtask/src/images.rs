@@ -1,0 +1,95 @@
+//! Building the bare-metal images and GRUB ISOs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Paths of the built images.
+#[derive(Clone, Debug)]
+pub struct Images {
+    pub hypervisor: PathBuf,
+    pub dom0: PathBuf,
+    pub guest_dir: PathBuf,
+}
+
+impl Images {
+    /// A test guest binary.
+    pub fn guest(&self, name: &str) -> PathBuf {
+        self.guest_dir.join(name)
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+pub fn target() -> PathBuf {
+    root().join("target")
+}
+
+fn changeset() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unavailable".into())
+}
+
+/// Builds the hypervisor, dom0 and the test guests (release, bare metal).
+pub fn build_all() -> Result<Images, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(root())
+        .env("RXEN_CHANGESET", changeset())
+        .args([
+            "build", "--release", "--target", "x86_64-unknown-none",
+            "-p", "hypervisor", "-p", "dom0-kernel", "-p", "test-guests",
+        ])
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err("building the bare-metal images failed".into());
+    }
+    let dir = target().join("x86_64-unknown-none/release");
+    Ok(Images { hypervisor: dir.join("hypervisor"), dom0: dir.join("dom0"), guest_dir: dir })
+}
+
+/// grub.cfg for the hypervisor with `hv_opts` and the dom0 module with `dom0_args`.
+pub fn grub_cfg(hv_opts: &str, dom0_args: &str) -> String {
+    format!(
+        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
+         menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n    module2 /boot/dom0 {dom0_args}\n    boot\n}}\n"
+    )
+}
+
+/// The grub.cfg of the ISO a user writes to a USB stick: an interactive dom0.
+pub fn default_grub_cfg() -> String {
+    grub_cfg("loglvl=info", "interactive")
+}
+
+/// Builds `target/<name>.iso` holding the hypervisor, `dom0` (the dom0 module) and `cfg`.
+pub fn iso_with(hypervisor: &Path, dom0: &Path, cfg: &str, name: &str) -> Result<PathBuf, String> {
+    let dir = target().join("iso").join(name);
+    let boot = dir.join("boot");
+    std::fs::create_dir_all(boot.join("grub")).map_err(|e| e.to_string())?;
+    std::fs::copy(hypervisor, boot.join("hypervisor")).map_err(|e| format!("{}: {e}", hypervisor.display()))?;
+    std::fs::copy(dom0, boot.join("dom0")).map_err(|e| format!("{}: {e}", dom0.display()))?;
+    std::fs::write(boot.join("grub/grub.cfg"), cfg).map_err(|e| e.to_string())?;
+    let out = target().join(format!("{name}.iso"));
+    let o = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&out)
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("grub-mkrescue: {e} (run scripts/setup.sh)"))?;
+    if !o.status.success() {
+        return Err(format!("grub-mkrescue failed: {}", String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(out)
+}
+
+pub fn iso(i: &Images, cfg: &str, name: &str) -> Result<PathBuf, String> {
+    iso_with(&i.hypervisor, &i.dom0, cfg, name)
+}

@@ -1,0 +1,144 @@
+//! Running QEMU: the scenario runner (hard timeout, serial capture, isa-debug-exit decoding)
+//! and interactive runs.
+
+use guest_abi::harness::{ExitCode, DEBUG_EXIT_PORT};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+#[derive(Clone, Debug)]
+pub enum Boot {
+    /// `-kernel` via the Xen PVH note; the module goes in as `-initrd`.
+    Pvh { kernel: PathBuf, module: PathBuf, cmdline: String },
+    /// A GRUB ISO (multiboot2).
+    Iso(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub accel: Accel,
+    pub boot: Boot,
+    pub memory_mb: u32,
+    pub timeout: Duration,
+    pub icount: bool,
+}
+
+impl Config {
+    pub fn new(accel: Accel) -> Config {
+        Config {
+            accel,
+            boot: Boot::Iso(PathBuf::new()),
+            memory_mb: 256,
+            timeout: Duration::from_secs(60),
+            icount: false,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        match self.accel {
+            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+        };
+        c.args(["-m", &format!("{}M", self.memory_mb), "-display", "none", "-no-reboot", "-serial", "stdio"]);
+        c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
+        c.args(["-monitor", "none", "-nodefaults", "-vga", "none"]);
+        if self.icount {
+            c.args(["-icount", "shift=0"]);
+        }
+        match &self.boot {
+            Boot::Pvh { kernel, module, cmdline } => {
+                c.arg("-kernel").arg(kernel).arg("-initrd").arg(module).arg("-append").arg(cmdline);
+            }
+            Boot::Iso(p) => {
+                c.arg("-cdrom").arg(p).args(["-boot", "d"]);
+            }
+        }
+        c
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub output: String,
+    /// Decoded isa-debug-exit code; `None` for other exits.
+    pub code: Option<ExitCode>,
+    pub status: Option<i32>,
+    pub timed_out: bool,
+    pub wall: Duration,
+    /// Wall time from QEMU start until `marker` first appeared on the serial line.
+    pub marker_at: Option<Duration>,
+}
+
+/// Runs to completion (or the timeout), capturing the serial output.
+pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
+    let start = Instant::now();
+    let mut child = cfg
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64: {e} (run scripts/setup.sh)"))?;
+    let mut out = child.stdout.take().ok_or("no stdout")?;
+    let marker = marker.map(str::to_owned);
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut seen = None;
+        while let Ok(n) = out.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if seen.is_none() {
+                if let Some(m) = &marker {
+                    if String::from_utf8_lossy(&buf).contains(m.as_str()) {
+                        seen = Some(start.elapsed());
+                    }
+                }
+            }
+        }
+        (buf, seen)
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if start.elapsed() > cfg.timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().map_err(|e| e.to_string())?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wall = start.elapsed();
+    let (buf, marker_at) = reader.join().map_err(|_| "serial reader panicked")?;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let mut output = String::from_utf8_lossy(&buf).replace('\r', "");
+    if !err.trim().is_empty() {
+        output.push_str("\n[qemu stderr] ");
+        output.push_str(err.trim());
+    }
+    let code = status.code().and_then(ExitCode::from_qemu_status);
+    Ok(Outcome { output, code, status: status.code(), timed_out, wall, marker_at })
+}
+
+/// Runs with the serial console on this terminal.
+pub fn interactive(cfg: &Config) -> Result<(), String> {
+    let st = cfg.command().status().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
+    println!("\nQEMU exited with {:?}", st.code().and_then(ExitCode::from_qemu_status).map(|c| format!("{c:?}")).unwrap_or_else(|| format!("status {:?}", st.code())));
+    Ok(())
+}

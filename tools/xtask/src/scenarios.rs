@@ -1,0 +1,205 @@
+//! The QEMU scenarios: one small PV guest (or image) per scenario, booted as dom0, each with
+//! an expected verdict and exit code.
+
+use crate::images::{self, Images};
+use crate::qemu::{self, Accel, Boot, Config};
+use guest_abi::harness::{ExitCode, VERDICT_PREFIX};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// What a scenario boots as dom0.
+#[derive(Clone, Debug)]
+enum Image {
+    Dom0,
+    Guest(&'static str),
+    /// The hypervisor's own ELF: ELF64 x86-64, but without the PV notes.
+    HypervisorElf,
+    /// Bytes that are no ELF at all.
+    Garbage,
+}
+
+#[derive(Clone, Debug)]
+enum Expect {
+    /// `Test result: SUCCESS` and a poweroff.
+    Success,
+    /// This exit code, and each string somewhere in the output.
+    Exit(ExitCode, &'static [&'static str]),
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    name: &'static str,
+    image: Image,
+    grub: bool,
+    hv_opts: &'static str,
+    dom0_args: &'static str,
+    expect: Expect,
+}
+
+const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect }
+}
+
+fn scenarios() -> Vec<Scenario> {
+    use ExitCode::*;
+    vec![
+        Scenario {
+            grub: true,
+            dom0_args: "shutdown from-grub",
+            ..sc("boot-grub", Image::Dom0, Expect::Exit(Poweroff, &[
+                "booting via Multiboot2",
+                "dom0: command line 'shutdown from-grub'",
+                "flags PRIVILEGED|INITDOMAIN, running at CPL 1, trap table installed",
+                "shutdown: reason poweroff",
+            ]))
+        },
+        Scenario {
+            dom0_args: "shutdown from-pvh",
+            ..sc("boot-pvh", Image::Dom0, Expect::Exit(Poweroff, &[
+                "booting via Pvh",
+                "dom0: command line 'shutdown from-pvh'",
+                "running at CPL 1",
+            ]))
+        },
+        sc("hypercalls", Image::Guest("hypercalls"), Expect::Success),
+        sc("console-fault", Image::Guest("console_fault"), Expect::Success),
+        sc("hv-memory", Image::Guest("hv_memory"), Expect::Success),
+        sc("privileged", Image::Guest("privileged"), Expect::Success),
+        sc("no-handler", Image::Guest("no_handler"), Expect::Exit(Crash, &[
+            "d0v0 crashed: #UD with no handler registered",
+            "rax 0x1122334455667788",
+            "RIP e019:",
+        ])),
+        sc("bad-stack", Image::Guest("bad_stack"), Expect::Exit(Crash, &[
+            "d0v0 crashed: cannot deliver #UD: kernel stack 0xffff8300000fffd8 unusable",
+        ])),
+        sc("garbage-dom0", Image::Garbage, Expect::Exit(BootRefused, &[
+            "refused: bad image: not an ELF file (bad magic)",
+        ])),
+        sc("notes-missing-dom0", Image::HypervisorElf, Expect::Exit(BootRefused, &[
+            "refused: bad image: missing Xen ELF note GUEST_OS",
+        ])),
+        Scenario {
+            hv_opts: "dom0_mem=64G",
+            ..sc("dom0-mem-too-large", Image::Dom0, Expect::Exit(BootRefused, &[
+                "dom0_mem of 65536 MiB is more than the",
+            ]))
+        },
+    ]
+}
+
+fn image_path(i: &Images, img: &Image) -> Result<PathBuf, String> {
+    Ok(match img {
+        Image::Dom0 => i.dom0.clone(),
+        Image::Guest(n) => i.guest(n),
+        Image::HypervisorElf => i.hypervisor.clone(),
+        Image::Garbage => {
+            let p = images::target().join("garbage.bin");
+            let mut x: u32 = 0x1234_5678;
+            let bytes: Vec<u8> = (0..8192)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(&p, bytes).map_err(|e| e.to_string())?;
+            p
+        }
+    })
+}
+
+/// The config for a scenario.
+fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
+    let module = image_path(i, &s.image)?;
+    let mut cfg = Config::new(Accel::Tcg);
+    cfg.timeout = Duration::from_secs(60);
+    let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M {}", s.hv_opts);
+    cfg.boot = if s.grub {
+        let grub = images::grub_cfg(&hv_opts, s.dom0_args);
+        Boot::Iso(images::iso_with(&i.hypervisor, &module, &grub, &format!("test-{}", s.name))?)
+    } else {
+        let cmdline = if s.dom0_args.is_empty() { hv_opts } else { format!("{hv_opts} -- {}", s.dom0_args) };
+        Boot::Pvh { kernel: i.hypervisor.clone(), module, cmdline }
+    };
+    Ok(cfg)
+}
+
+/// Judges an outcome; `Err` says why it failed.
+fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
+    if o.timed_out {
+        return Err("timed out".into());
+    }
+    match &s.expect {
+        Expect::Success => {
+            let verdict = o.output.lines().rev().find_map(|l| l.strip_prefix(VERDICT_PREFIX));
+            match (verdict, o.code) {
+                (Some("SUCCESS"), Some(ExitCode::Poweroff)) => Ok(()),
+                (v, c) => Err(format!("verdict {:?}, exit {:?} (status {:?})", v, c, o.status)),
+            }
+        }
+        Expect::Exit(code, needles) => {
+            if o.code != Some(*code) {
+                return Err(format!("exit {:?} (status {:?}), want {:?}", o.code, o.status, code));
+            }
+            match needles.iter().find(|n| !o.output.contains(**n)) {
+                Some(n) => Err(format!("output lacks {n:?}")),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn host_tests() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(images::root())
+        .args(["test", "--workspace", "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "dom0-kernel", "--exclude", "test-guests"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err("host tests failed".into())
+    }
+}
+
+pub fn run_all(args: &[String]) -> Result<(), String> {
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    if !args.iter().any(|a| a == "--no-host") && only.is_none() {
+        host_tests()?;
+    }
+    let imgs = images::build_all()?;
+    let log_dir = images::target().join("scenario-logs");
+    std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
+    let (mut passed, mut failed) = (0, 0);
+    for s in scenarios() {
+        if only.as_deref().is_some_and(|o| o != s.name) {
+            continue;
+        }
+        let cfg = config(&imgs, &s)?;
+        let o = qemu::run(&cfg, None)?;
+        std::fs::write(log_dir.join(format!("{}.log", s.name)), &o.output).map_err(|e| e.to_string())?;
+        match judge(&s, &o) {
+            Ok(()) => {
+                passed += 1;
+                println!("PASS {:<22} {:>6} ms", s.name, o.wall.as_millis());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {:<22} {:>6} ms: {}", s.name, o.wall.as_millis(), why);
+                for l in o.output.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
+                    println!("    | {l}");
+                }
+            }
+        }
+    }
+    println!("scenarios: {passed} passed, {failed} failed");
+    if failed == 0 && passed > 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} scenario(s) failed"))
+    }
+}
