@@ -138,6 +138,11 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     cpu::mask_legacy_pic();
     entry::set_handlers(entry::Handlers { guest: guest_trap, hypervisor: traps::hypervisor_trap });
     cpu::enable_features(&feat);
+    if opts.bench {
+        log::info!("BENCH cr3_switch_pair_tsc={}", cpu::measure_cr3_pair(1000));
+        paging::set_gate(&cpu_tables, cmdline::BENCH_VECTOR, entry::bare_iret_address(), 1);
+        log::warn!("bench mode: baseline gate {:#x} open", cmdline::BENCH_VECTOR);
+    }
     log::info!("CPU 0: split roots up (hypervisor root {:#x}, guest root {:#x})", cpu_tables.hv_root().maddr(), cpu_tables.guest_root().maddr());
 
     // dom0: the first module; its string, else the text after " -- ".

@@ -7,6 +7,8 @@
 //! - `loglvl=<error|warn|info|debug|trace>`: console verbosity (default `info`).
 //! - `dom0_mem=<size>`: dom0's memory, with a `K`, `M` or `G` suffix (default 64M).
 //! - `debug-exit`: under QEMU, end the run through isa-debug-exit when dom0 shuts down.
+//! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gate
+//!   (vector [`BENCH_VECTOR`], DPL 1, a lone `iretq`) for `cargo xtask bench`.
 
 /// Console verbosity.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,12 +23,16 @@ pub enum LogLevel {
 /// Default dom0 memory.
 pub const DEFAULT_DOM0_MEM: u64 = 64 << 20;
 
+/// Vector of the benchmark-only baseline gate.
+pub const BENCH_VECTOR: u8 = 0x83;
+
 /// Parsed options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options<'a> {
     pub loglvl: LogLevel,
     pub dom0_mem: u64,
     pub debug_exit: bool,
+    pub bench: bool,
     /// Text after ` -- `, if any.
     pub dom0_cmdline: Option<&'a str>,
     /// The first option not understood, to be reported.
@@ -63,6 +69,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         loglvl: LogLevel::Info,
         dom0_mem: DEFAULT_DOM0_MEM,
         debug_exit: false,
+        bench: false,
         dom0_cmdline: dom0,
         unknown: None,
     };
@@ -86,6 +93,10 @@ pub fn parse(cmdline: &str) -> Options<'_> {
             ("dom0_mem", Some(v)) => parse_size(v).map(|s| o.dom0_mem = s).is_some(),
             ("debug-exit", None) => {
                 o.debug_exit = true;
+                true
+            }
+            ("bench", None) => {
+                o.bench = true;
                 true
             }
             _ => false,

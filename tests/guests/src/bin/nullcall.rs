@@ -34,6 +34,14 @@ fn guest_main(_si: &'static pv_runtime::StartInfo) -> ! {
     }
     let null = median(s);
     println!("BENCH null_hypercall_tsc={}", null);
+    // Baseline: int + iretq through the benchmark gate (a lone iretq in ring 0, no CR3 switch).
+    for x in s.iter_mut() {
+        let t0 = rdtsc();
+        // SAFETY: with the `bench` option vector 0x83 is a DPL-1 gate to a lone iretq.
+        unsafe { core::arch::asm!("int 0x83") };
+        *x = (rdtsc() - t0) as u32;
+    }
+    println!("BENCH bare_int_iret_tsc={}", median(s));
     let t0 = rdtsc();
     for _ in 0..N {
         // SAFETY: as above.
