@@ -129,6 +129,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         boot.nr_modules
     );
 
+    let pcid = paging::enable_pcid(&feat);
+    log::info!("TLB: {}", if pcid { "PCID tagged CR3 switches" } else { "no PCID: full flush on each root switch" });
     let root = mm.frame().unwrap_or_else(|| panic!("no frame for the root table"));
     let shared = paging::build_shared(root, &boot.ram, mm.m2p, mm.m2p_frames, &mut mm)
         .unwrap_or_else(|_| panic!("out of memory building the hypervisor's tables"));

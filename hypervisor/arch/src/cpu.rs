@@ -228,3 +228,11 @@ pub fn measure_cr3_pair(n: usize) -> u64 {
     }
     best
 }
+
+/// INVPCID type 1: drops every non-global TLB entry tagged `pcid` on this CPU.
+pub fn invpcid_single(pcid: u64) {
+    let desc: [u64; 2] = [pcid, 0];
+    // SAFETY: only called when INVPCID exists (see `paging::enable_pcid`); invalidating TLB
+    // entries never breaks memory safety.
+    unsafe { asm!("invpcid {0}, [{1}]", in(reg) 1u64, in(reg) &desc, options(nostack)) }
+}

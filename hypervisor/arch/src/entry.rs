@@ -9,7 +9,10 @@
 //!
 //! From the hypervisor itself (CS RPL = 0), the stub saves registers in place, saves CR3 and
 //! loads the hypervisor root (a fault or NMI can arrive inside an exit stub after it switched
-//! to the guest root), calls Rust, and returns the way it came.
+//! to the guest root), calls Rust, and returns the way it came. IST stacks live in the entry
+//! area, which the guest can read, so on the way out the stub scrubs the handler's stack and
+//! the saved registers; only the 5-word IRET frame of the interrupted hypervisor context
+//! stays there.
 //!
 //! # Exit
 //! [`exit_to_guest`] runs at the entry-area alias of the text: it restores registers from the
@@ -150,6 +153,22 @@ from_hypervisor:
     movabs $hv_trap_from_hypervisor, %rax
     call *%rax
     mov %rbx, %rsp
+    /* On an IST stack (entry area, readable by the guest): scrub what the handler left
+       below the saved registers. */
+    movabs ${IST_BASE}, %rax
+    mov %rsp, %rcx
+    sub %rax, %rcx
+    cmp ${IST_SPAN}, %rcx
+    jae 3f
+    mov %rsp, %rdi
+    and $~0xFFFF, %rdi
+    add $0x1000, %rdi
+    mov %rsp, %rcx
+    sub %rdi, %rcx
+    shr $3, %rcx
+    xor %eax, %eax
+    rep stosq
+3:
     pop %rax
     mov %rax, %cr3
     pop %r15
@@ -167,6 +186,13 @@ from_hypervisor:
     pop %rbx
     pop %rcx
     pop %rax
+    /* Scrub the saved registers (and CR3) just popped: they may sit on a guest-readable
+       IST stack. Immediate stores need no register. */
+    .set off, 8
+    .rept 16
+    movq $0, -off(%rsp)
+    .set off, off + 8
+    .endr
     add $16, %rsp
     iretq
 
@@ -222,6 +248,8 @@ __entry_text_end:
     GUEST_CR3 = const ENTRY_RO + 8,
     HV_STACK = const PERCPU_DATA + crate::percpu::HV_STACK_TOP_OFFSET as u64,
     EXIT_FRAME = const ENTRY_STACK_TOP - 56,
+    IST_BASE = const crate::layout::ENTRY_IST_BASE,
+    IST_SPAN = const crate::layout::NR_IST as u64 * 0x1_0000,
     options(att_syntax)
 );
 

@@ -177,6 +177,52 @@ pub fn build_shared(
     Ok(Shared { slots, zero })
 }
 
+/// PCID of every hypervisor root (when PCID is in use).
+pub const PCID_HV: u64 = 1;
+/// PCID of every guest root.
+pub const PCID_GUEST: u64 = 2;
+/// CR3 bit 63: keep this PCID's TLB entries.
+pub const CR3_NOFLUSH: u64 = 1 << 63;
+
+static USE_PCID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Are tagged CR3 switches in use (PCID and INVPCID present)?
+pub fn pcid_enabled() -> bool {
+    USE_PCID.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// The CR3 values the entry stubs load: with PCID, tagged and non-flushing; without, the
+/// plain roots (each switch then flushes the TLB, which is correct, only slower).
+fn cr3_values(hv_root: Mfn, guest_root: Mfn) -> (u64, u64) {
+    if pcid_enabled() {
+        (hv_root.maddr() | PCID_HV | CR3_NOFLUSH, guest_root.maddr() | PCID_GUEST | CR3_NOFLUSH)
+    } else {
+        (hv_root.maddr(), guest_root.maddr())
+    }
+}
+
+/// Chooses tagged CR3 switches when the CPU has PCID and INVPCID; sets CR4.PCIDE. Call once,
+/// before the first [`build_cpu`], while CR3's PCID field is 0.
+pub fn enable_pcid(f: &crate::cpu::Features) -> bool {
+    if !(f.pcid && f.invpcid) {
+        return false;
+    }
+    // SAFETY: PCID is supported (CPUID), long mode is active and CR3[11:0] is 0 now.
+    unsafe { crate::cpu::write_cr4(crate::cpu::read_cr4() | crate::cpu::cr4::PCIDE) };
+    USE_PCID.store(true, core::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+/// Drops every TLB entry of guest address spaces on this CPU (after the guest's slots of
+/// the roots changed). Without PCID the CR3 load on exit already does it.
+pub fn flush_guest_tlb() {
+    if pcid_enabled() {
+        for pcid in [PCID_GUEST, PCID_HV] {
+            crate::cpu::invpcid_single(pcid);
+        }
+    }
+}
+
 /// One CPU's roots and tables.
 #[derive(Copy, Clone, Debug)]
 pub struct CpuTables {
@@ -266,7 +312,8 @@ pub fn build_cpu(
     // SAFETY: all of these frames were just allocated for this CPU and are direct-mapped.
     unsafe {
         let ro = phys_to_virt(entry_ro.maddr()) as *mut EntryRo;
-        ro.write(EntryRo { hv_cr3: hv_root.maddr(), guest_cr3: guest_root.maddr() });
+        let (hv_cr3, guest_cr3) = cr3_values(hv_root, guest_root);
+        ro.write(EntryRo { hv_cr3, guest_cr3 });
         let pc = phys_to_virt(percpu.maddr()) as *mut PerCpu;
         pc.write(PerCpu {
             cpu_id,
@@ -330,7 +377,8 @@ pub fn set_gate(t: &CpuTables, v: u8, handler: u64, dpl: u8) {
 pub fn activate(t: &CpuTables) {
     // SAFETY: see above; the GDT alias base puts the reserved page at page 14.
     unsafe {
-        crate::cpu::write_cr3(t.hv_root.maddr());
+        let pcid = if pcid_enabled() { PCID_HV } else { 0 };
+        crate::cpu::write_cr3(t.hv_root.maddr() | pcid);
         descriptors::load(phys_to_virt(t.gdt.maddr()) - 14 * 4096);
     }
 }
@@ -342,6 +390,7 @@ pub fn sync_guest_slots(t: &CpuTables, guest_l4: Mfn) {
         write_entry(t.hv_root, i, e);
         write_entry(t.guest_root, i, e);
     }
+    flush_guest_tlb();
 }
 
 /// Sets TSS.RSP1 (the guest kernel stack for ring 3 → ring 1 gates) on this CPU.
