@@ -213,6 +213,16 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
         Ok(())
     }
 
+    /// Sets or clears the pinned flag of a frame with type references.
+    pub fn set_pinned(&mut self, mfn: Mfn, pinned: bool) -> Result<(), FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.type_count == 0 {
+            return Err(FrameError::Underflow);
+        }
+        f.pinned = pinned;
+        Ok(())
+    }
+
     /// Iterates over (mfn, record).
     pub fn iter(&self) -> impl Iterator<Item = (Mfn, &FrameInfo)> {
         self.frames.as_ref().iter().enumerate().map(|(i, f)| (Mfn(i as u64), f))

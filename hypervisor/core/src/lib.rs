@@ -15,5 +15,6 @@ pub mod frame_alloc;
 pub mod guest_access;
 pub mod mem;
 pub mod memmap;
+pub mod pt;
 pub mod pte;
 pub mod pv_image;

@@ -1,0 +1,675 @@
+//! Validated page-table and descriptor-table updates: the type system at work.
+//!
+//! This module applies the rules of [`crate::frame`] to guest page tables (see the model
+//! there). Every path that makes a frame reachable goes through it:
+//!
+//! - **Taking a table type** (pin, root, or an entry of the level above pointing at it) for
+//!   the first time validates all 512 entries, taking the references each one holds; the
+//!   last type reference drops them again ("devalidation"), recursively.
+//! - **An L1 entry** takes a general reference on its frame, plus a `Writable` type
+//!   reference if it is writable. So a frame that is any kind of table can never be mapped
+//!   writable, and a frame mapped writable can never become a table.
+//! - **An entry of an L2/L3/L4** takes a general reference and a type reference of the level
+//!   below. Linear (recursive) page tables are **refused outright**: an entry pointing at a
+//!   table of its own level, or at its own table, is a type conflict.
+//! - **Segment-descriptor pages** (GDT/LDT frames) get their own type; every descriptor is
+//!   checked (and fixed up) when the type is taken.
+//!
+//! Entry rules (`-EINVAL` when broken): the frame belongs to the domain named as the owner of
+//! mapped data (`fd`); no PSE, PWT, PCD or Global at L2–L4; no cache-attribute bits at L1
+//! without I/O permission; no reserved bit (62) set; nothing in the hypervisor's L4 slots
+//! 256–271; a non-present entry must be zero in its address bits or point above RAM (L1TF).
+//!
+//! Errors never leave references half-taken: every failing path undoes what it took.
+
+use crate::frame::{FrameError, FrameInfo, FrameTable, Owner, PageType};
+use crate::mem::{Mfn, PhysMem};
+use crate::pte::{Pte, PteFlags, ADDR_MASK};
+use guest_abi::errno::Errno;
+use guest_abi::layout::is_reserved_l4_slot;
+use guest_abi::DomId;
+
+/// Why an update was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PtError {
+    /// A frame-table rule refused it (ownership, type conflict, counter).
+    Frame(FrameError),
+    /// A flag not allowed at this level.
+    BadFlags,
+    /// An entry in the hypervisor's L4 slots.
+    ReservedSlot,
+    /// A non-present entry whose address points into RAM (L1TF).
+    L1tf,
+    /// The table frame is not a validated table of a known level, or not the caller's.
+    NotATable,
+    /// A descriptor the guest may not install.
+    BadDescriptor,
+    /// Pin state wrong (already pinned / not pinned).
+    PinState,
+}
+
+impl From<FrameError> for PtError {
+    fn from(e: FrameError) -> Self {
+        PtError::Frame(e)
+    }
+}
+
+impl From<PtError> for Errno {
+    fn from(e: PtError) -> Errno {
+        match e {
+            PtError::Frame(FrameError::Overflow) => Errno::EOVERFLOW,
+            _ => Errno::EINVAL,
+        }
+    }
+}
+
+type Res<T = ()> = Result<T, PtError>;
+
+const SOFT_BITS: u64 = 0x0E00 | (0x3FF << 52); // bits 9-11 and 52-61
+const BASE: u64 = PteFlags::P.bits()
+    | PteFlags::RW.bits()
+    | PteFlags::US.bits()
+    | PteFlags::A.bits()
+    | PteFlags::D.bits()
+    | PteFlags::NX.bits()
+    | SOFT_BITS;
+const CACHE: u64 = PteFlags::PWT.bits() | PteFlags::PCD.bits() | PteFlags::PSE.bits(); // PSE = PAT at L1
+/// Flags an L1 entry may carry (cache bits only with I/O permission).
+const L1_ALLOWED: u64 = BASE | PteFlags::G.bits();
+/// Flags an L2–L4 entry may carry.
+const UPPER_ALLOWED: u64 = BASE;
+/// Flags whose change needs no revalidation (same frame, same presence and writability).
+const FAST_BITS: u64 = PteFlags::A.bits() | PteFlags::D.bits() | PteFlags::NX.bits() | PteFlags::G.bits() | PteFlags::US.bits() | SOFT_BITS;
+
+/// The state a page-table operation works on.
+pub struct Pt<'a, M: PhysMem + ?Sized, S> {
+    pub mem: &'a mut M,
+    pub ft: &'a mut FrameTable<S>,
+    /// One past the highest RAM frame (the L1TF boundary).
+    pub ram_end: Mfn,
+    /// May the domain use cache-attribute bits (it has I/O resources)?
+    pub io_allowed: bool,
+}
+
+/// Checks one segment descriptor and returns it fixed up: DPL raised to at least 1, accessed
+/// bit set on code/data. Gates, TSS and LDT descriptors are refused. (`upper` marks the
+/// second half of a 16-byte descriptor: never accepted here, as no system descriptor is.)
+pub fn check_descriptor(d: u64) -> Result<u64, PtError> {
+    const P: u64 = 1 << 47;
+    const S: u64 = 1 << 44;
+    const ACCESSED: u64 = 1 << 40;
+    if d & P == 0 {
+        return Ok(d);
+    }
+    if d & S == 0 {
+        // System descriptor: type 0 is reserved (loading it faults); all others (LDT, TSS,
+        // call/interrupt/trap/task gates) are refused.
+        return if (d >> 40) & 0xF == 0 { Ok(d) } else { Err(PtError::BadDescriptor) };
+    }
+    let dpl = (d >> 45) & 3;
+    let d = if dpl < 1 { (d & !(3 << 45)) | (1 << 45) } else { d };
+    Ok(d | ACCESSED)
+}
+
+impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, S> {
+    fn read(&self, t: Mfn, i: usize) -> Res<Pte> {
+        self.mem.read_u64(t, i).map(Pte).ok_or(PtError::NotATable)
+    }
+
+    fn write(&mut self, t: Mfn, i: usize, e: Pte) -> Res {
+        self.mem.write_u64(t, i, e.0).ok_or(PtError::NotATable)
+    }
+
+    fn check_non_present(&self, e: Pte) -> Res {
+        let addr = e.0 & ADDR_MASK;
+        if addr == 0 || Mfn::of(addr) >= self.ram_end {
+            Ok(())
+        } else {
+            Err(PtError::L1tf)
+        }
+    }
+
+    /// Takes the references an entry of a level-`level` table holds. `fd` owns the frame.
+    pub fn get_entry(&mut self, level: u32, e: Pte, fd: DomId) -> Res {
+        if !e.present() {
+            return self.check_non_present(e);
+        }
+        let flags = e.0 & !ADDR_MASK;
+        let allowed = if level == 1 {
+            L1_ALLOWED | if self.io_allowed { CACHE } else { 0 }
+        } else {
+            UPPER_ALLOWED
+        };
+        if flags & !allowed != 0 {
+            return Err(PtError::BadFlags);
+        }
+        let mfn = e.mfn();
+        self.ft.get_page(mfn, fd)?;
+        let r = if level == 1 {
+            if e.writable() {
+                self.ft.get_type(mfn, PageType::Writable).map(|_| ()).map_err(PtError::from)
+            } else {
+                Ok(())
+            }
+        } else {
+            self.get_table(mfn, level - 1, fd)
+        };
+        if r.is_err() {
+            let _ = self.ft.put_page(mfn);
+        }
+        r
+    }
+
+    /// Drops the references an entry holds (the entry was validated when it was installed).
+    pub fn put_entry(&mut self, level: u32, e: Pte) {
+        if !e.present() {
+            return;
+        }
+        let mfn = e.mfn();
+        if level == 1 {
+            if e.writable() {
+                let _ = self.ft.put_type(mfn);
+            }
+        } else {
+            self.put_table(mfn, level - 1);
+        }
+        let _ = self.ft.put_page(mfn);
+    }
+
+    /// Takes a level-`level` table type reference on `mfn`, validating it the first time.
+    fn get_table(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
+        let ty = PageType::table(level).ok_or(PtError::NotATable)?;
+        if self.ft.get_type(mfn, ty)? {
+            if let Err(e) = self.validate(mfn, level, dom) {
+                let _ = self.ft.put_type(mfn);
+                return Err(e);
+            }
+            self.ft.mark_validated(mfn)?;
+        }
+        Ok(())
+    }
+
+    /// Drops a table type reference, devalidating at the last one.
+    fn put_table(&mut self, mfn: Mfn, level: u32) {
+        if let Ok(true) = self.ft.put_type(mfn) {
+            self.devalidate(mfn, level, 512);
+        }
+    }
+
+    fn validate(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
+        for i in 0..512 {
+            let e = self.read(mfn, i)?;
+            let r = if level == 4 && is_reserved_l4_slot(i) {
+                if e.0 == 0 { Ok(()) } else { Err(PtError::ReservedSlot) }
+            } else {
+                self.get_entry(level, e, dom)
+            };
+            if let Err(err) = r {
+                self.devalidate(mfn, level, i);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the references of entries `0..upto`.
+    fn devalidate(&mut self, mfn: Mfn, level: u32, upto: usize) {
+        for i in 0..upto {
+            if level == 4 && is_reserved_l4_slot(i) {
+                continue;
+            }
+            if let Ok(e) = self.read(mfn, i) {
+                self.put_entry(level, e);
+            }
+        }
+    }
+
+    /// The level of a validated table frame owned by `dom`.
+    pub fn table_level(&self, mfn: Mfn, dom: DomId) -> Option<u32> {
+        let f = self.ft.get(mfn)?;
+        if f.owner != Owner::Dom(dom) || f.type_count == 0 {
+            return None;
+        }
+        match f.ty {
+            PageType::L1 => Some(1),
+            PageType::L2 => Some(2),
+            PageType::L3 => Some(3),
+            PageType::L4 => Some(4),
+            _ => None,
+        }
+    }
+
+    /// `MMU_NORMAL_PT_UPDATE`: writes `new` at entry `idx` of frame `table` (owned by `pfd`),
+    /// mapping data owned by `fd`. A validated table is updated with full checks; any other
+    /// frame of the domain is written as plain memory if it can be typed writable.
+    pub fn update_entry(
+        &mut self,
+        table: Mfn,
+        idx: usize,
+        new: Pte,
+        pfd: DomId,
+        fd: DomId,
+        preserve_ad: bool,
+    ) -> Res {
+        let info = self.ft.get(table).copied().ok_or(PtError::NotATable)?;
+        if info.owner != Owner::Dom(pfd) {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        let level = match (info.ty, info.type_count) {
+            (PageType::L1, n) if n > 0 => 1,
+            (PageType::L2, n) if n > 0 => 2,
+            (PageType::L3, n) if n > 0 => 3,
+            (PageType::L4, n) if n > 0 => 4,
+            (PageType::SegDesc, n) if n > 0 => return Err(PtError::NotATable),
+            _ => {
+                // Plain memory: a writable type reference for the duration of the write.
+                self.ft.get_type(table, PageType::Writable)?;
+                let r = self.write(table, idx, new);
+                let _ = self.ft.put_type(table);
+                return r;
+            }
+        };
+        if level > 1 && fd != pfd {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        if level == 4 && is_reserved_l4_slot(idx) {
+            return Err(PtError::ReservedSlot);
+        }
+        let old = self.read(table, idx)?;
+        let new = if preserve_ad {
+            Pte(new.0 | (old.0 & (PteFlags::A.bits() | PteFlags::D.bits())))
+        } else {
+            new
+        };
+        // Fast path: same frame, same presence and writability, only harmless bits differ.
+        if old.present() && new.present() && old.mfn() == new.mfn() && old.writable() == new.writable()
+            && (old.0 ^ new.0) & !FAST_BITS == 0
+        {
+            let allowed = if level == 1 { L1_ALLOWED | if self.io_allowed { CACHE } else { 0 } } else { UPPER_ALLOWED };
+            if new.0 & !ADDR_MASK & !allowed != 0 {
+                return Err(PtError::BadFlags);
+            }
+            return self.write(table, idx, new);
+        }
+        self.get_entry(level, new, fd)?;
+        if let Err(e) = self.write(table, idx, new) {
+            self.put_entry(level, new);
+            return Err(e);
+        }
+        self.put_entry(level, old);
+        Ok(())
+    }
+
+    /// `MMUEXT_PIN_Ln_TABLE`.
+    pub fn pin(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
+        let f = self.ft.get(mfn).copied().ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
+        if f.owner != Owner::Dom(dom) {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        if f.pinned {
+            return Err(PtError::PinState);
+        }
+        self.ft.get_page(mfn, dom)?;
+        if let Err(e) = self.get_table(mfn, level, dom) {
+            let _ = self.ft.put_page(mfn);
+            return Err(e);
+        }
+        self.ft.set_pinned(mfn, true)?;
+        Ok(())
+    }
+
+    /// `MMUEXT_UNPIN_TABLE`.
+    pub fn unpin(&mut self, mfn: Mfn, dom: DomId) -> Res {
+        let f = self.ft.get(mfn).copied().ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
+        if f.owner != Owner::Dom(dom) {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        if !f.pinned {
+            return Err(PtError::PinState);
+        }
+        let level = self.table_level(mfn, dom).ok_or(PtError::NotATable)?;
+        self.ft.set_pinned(mfn, false)?;
+        self.put_table(mfn, level);
+        let _ = self.ft.put_page(mfn);
+        Ok(())
+    }
+
+    /// Takes the root reference for a new CR3 (an L4).
+    pub fn get_root(&mut self, mfn: Mfn, dom: DomId) -> Res {
+        self.ft.get_page(mfn, dom)?;
+        if let Err(e) = self.get_table(mfn, 4, dom) {
+            let _ = self.ft.put_page(mfn);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops a root reference.
+    pub fn put_root(&mut self, mfn: Mfn) {
+        self.put_table(mfn, 4);
+        let _ = self.ft.put_page(mfn);
+    }
+
+    /// Takes a segment-descriptor type reference (GDT/LDT frame), checking and fixing up
+    /// every descriptor the first time.
+    pub fn get_segdesc(&mut self, mfn: Mfn, dom: DomId) -> Res {
+        self.ft.get_page(mfn, dom)?;
+        let first = match self.ft.get_type(mfn, PageType::SegDesc) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = self.ft.put_page(mfn);
+                return Err(e.into());
+            }
+        };
+        if first {
+            let mut fixed = [0u64; 512];
+            let mut bad = false;
+            for (i, slot) in fixed.iter_mut().enumerate() {
+                match self.read(mfn, i).and_then(|d| check_descriptor(d.0)) {
+                    Ok(d) => *slot = d,
+                    Err(_) => bad = true,
+                }
+            }
+            if bad {
+                let _ = self.ft.put_type(mfn);
+                let _ = self.ft.put_page(mfn);
+                return Err(PtError::BadDescriptor);
+            }
+            for (i, d) in fixed.iter().enumerate() {
+                self.write(mfn, i, Pte(*d))?;
+            }
+            self.ft.mark_validated(mfn)?;
+        }
+        Ok(())
+    }
+
+    /// Drops a segment-descriptor reference.
+    pub fn put_segdesc(&mut self, mfn: Mfn) {
+        let _ = self.ft.put_type(mfn);
+        let _ = self.ft.put_page(mfn);
+    }
+
+    /// `update_descriptor`: writes one checked descriptor at machine address `maddr`.
+    pub fn update_descriptor(&mut self, maddr: u64, desc: u64, dom: DomId) -> Res {
+        if maddr % 8 != 0 {
+            return Err(PtError::BadDescriptor);
+        }
+        let mfn = Mfn::of(maddr);
+        let idx = ((maddr & 0xFFF) / 8) as usize;
+        let d = check_descriptor(desc)?;
+        let f = self.ft.get(mfn).copied().ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
+        if f.owner != Owner::Dom(dom) {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        if f.ty == PageType::SegDesc && f.type_count > 0 {
+            return self.write(mfn, idx, Pte(d));
+        }
+        self.ft.get_type(mfn, PageType::Writable)?;
+        let r = self.write(mfn, idx, Pte(d));
+        let _ = self.ft.put_type(mfn);
+        r
+    }
+
+    /// Finds the L1 table and index mapping `va` in the tables rooted at `l4`, requiring
+    /// every level to be present, not a superpage, and owned by `dom`.
+    pub fn l1_for_va(&self, l4: Mfn, va: u64, dom: DomId) -> Option<(Mfn, usize)> {
+        if !guest_abi::layout::is_guest_va(va) {
+            return None;
+        }
+        let mut t = l4;
+        for level in (2..=4).rev() {
+            let e = self.read(t, crate::pte::index(va, level)).ok()?;
+            if !e.present() || e.flags().contains(PteFlags::PSE) {
+                return None;
+            }
+            t = e.mfn();
+        }
+        (self.table_level(t, dom) == Some(1)).then_some((t, crate::pte::index(va, 1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::VecMem;
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    const N: u64 = 24;
+    /// Frames 0..20 belong to dom 0, 20..22 to dom 1, 22..24 are free.
+    fn world() -> (VecMem, FrameTable<Vec<FrameInfo>>) {
+        let mut ft = FrameTable::new(vec![FrameInfo::default(); N as usize]);
+        for m in 0..N {
+            let o = match m {
+                0..=19 => Owner::Dom(0),
+                20 | 21 => Owner::Dom(1),
+                _ => Owner::Free,
+            };
+            ft.set_owner(Mfn(m), o).unwrap();
+        }
+        (VecMem::new(0, N as usize), ft)
+    }
+
+    fn pt<'a>(m: &'a mut VecMem, ft: &'a mut FrameTable<Vec<FrameInfo>>) -> Pt<'a, VecMem, Vec<FrameInfo>> {
+        Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false }
+    }
+
+    const P: u64 = 1;
+    const RW: u64 = 2;
+
+    fn e(mfn: u64, f: u64) -> Pte {
+        Pte(mfn << 12 | f)
+    }
+
+    #[test]
+    fn l1_rules() {
+        let (mut m, mut ft) = world();
+        let mut p = pt(&mut m, &mut ft);
+        p.pin(Mfn(1), 1, 0).unwrap();
+        // Map frame 5 writable, frame 6 read-only.
+        p.update_entry(Mfn(1), 0, e(5, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 1, e(6, P), 0, 0, false).unwrap();
+        assert_eq!(p.ft.get(Mfn(5)).unwrap().ty, PageType::Writable);
+        // The L1 itself cannot be mapped writable, by itself or elsewhere.
+        assert_eq!(p.update_entry(Mfn(1), 2, e(1, P | RW), 0, 0, false), Err(PtError::Frame(FrameError::TypeConflict)));
+        // Read-only is fine.
+        p.update_entry(Mfn(1), 2, e(1, P), 0, 0, false).unwrap();
+        // A frame mapped writable cannot become a table.
+        assert!(p.pin(Mfn(5), 1, 0).is_err());
+        // Another domain's frame, a free frame, a frame beyond RAM.
+        assert_eq!(p.update_entry(Mfn(1), 3, e(20, P), 0, 0, false), Err(PtError::Frame(FrameError::NotOwner)));
+        assert_eq!(p.update_entry(Mfn(1), 3, e(22, P), 0, 0, false), Err(PtError::Frame(FrameError::NotOwner)));
+        assert!(p.update_entry(Mfn(1), 3, e(500, P), 0, 0, false).is_err());
+        // Cache bits need I/O permission; bit 62 is reserved.
+        assert_eq!(p.update_entry(Mfn(1), 3, e(7, P | 0x10), 0, 0, false), Err(PtError::BadFlags));
+        assert_eq!(p.update_entry(Mfn(1), 3, e(7, P | 1 << 62), 0, 0, false), Err(PtError::BadFlags));
+        // L1TF: non-present entries must not point into RAM.
+        assert_eq!(p.update_entry(Mfn(1), 3, e(7, 0), 0, 0, false), Err(PtError::L1tf));
+        p.update_entry(Mfn(1), 3, Pte(0x2), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 3, e(1 << 30, 0), 0, 0, false).unwrap();
+        // Fast path keeps accounting: toggle Accessed/NX on the writable mapping.
+        p.update_entry(Mfn(1), 0, e(5, P | RW | 0x20 | 1 << 63), 0, 0, false).unwrap();
+        assert_eq!(p.ft.get(Mfn(5)).unwrap().type_count, 1);
+        // Remove the writable mapping: frame 5 may become a table now.
+        p.update_entry(Mfn(1), 0, Pte(0), 0, 0, false).unwrap();
+        assert_eq!(p.ft.get(Mfn(5)).unwrap().type_count, 0);
+        p.pin(Mfn(5), 1, 0).unwrap();
+        assert_eq!(p.pin(Mfn(5), 1, 0), Err(PtError::PinState), "double pin");
+        p.unpin(Mfn(5), 0).unwrap();
+        assert_eq!(p.unpin(Mfn(5), 0), Err(PtError::PinState));
+    }
+
+    #[test]
+    fn upper_levels_and_linear_tables() {
+        let (mut m, mut ft) = world();
+        let mut p = pt(&mut m, &mut ft);
+        // Build L4(2) -> L3(3) -> L2(4) -> L1(8) by writing plain memory, then pin the L4.
+        p.update_entry(Mfn(2), 0, e(3, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(3), 0, e(4, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(4), 0, e(8, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(8), 0, e(9, P | RW), 0, 0, false).unwrap();
+        p.pin(Mfn(2), 4, 0).unwrap();
+        for (m, t) in [(2, PageType::L4), (3, PageType::L3), (4, PageType::L2), (8, PageType::L1), (9, PageType::Writable)] {
+            assert_eq!(p.ft.get(Mfn(m)).unwrap().ty, t);
+        }
+        // Superpages, cache bits and Global at L2..L4.
+        assert_eq!(p.update_entry(Mfn(4), 1, e(10, P | RW | 0x80), 0, 0, false), Err(PtError::BadFlags));
+        assert_eq!(p.update_entry(Mfn(3), 1, e(10, P | 0x80), 0, 0, false), Err(PtError::BadFlags));
+        assert_eq!(p.update_entry(Mfn(4), 1, e(10, P | 0x100), 0, 0, false), Err(PtError::BadFlags));
+        // Linear page tables are refused at every level, read-only or not.
+        assert!(p.update_entry(Mfn(2), 1, e(2, P), 0, 0, false).is_err(), "L4 self-map");
+        assert!(p.update_entry(Mfn(4), 1, e(4, P), 0, 0, false).is_err(), "L2 self-map");
+        assert!(p.update_entry(Mfn(3), 1, e(3, P | RW), 0, 0, false).is_err(), "L3 self-map");
+        assert!(p.update_entry(Mfn(2), 1, e(4, P), 0, 0, false).is_err(), "L4 -> L2");
+        // Reserved L4 slots.
+        assert_eq!(p.update_entry(Mfn(2), 256, e(10, P), 0, 0, false), Err(PtError::ReservedSlot));
+        assert_eq!(p.update_entry(Mfn(2), 271, Pte(0), 0, 0, false), Err(PtError::ReservedSlot));
+        // A table with something in a reserved slot cannot become an L4.
+        p.update_entry(Mfn(11), 260, e(12, P), 0, 0, false).unwrap(); // plain memory write
+        assert_eq!(p.pin(Mfn(11), 4, 0), Err(PtError::ReservedSlot));
+        assert_eq!(p.ft.get(Mfn(12)).unwrap().count, 0);
+        p.update_entry(Mfn(11), 260, Pte(0), 0, 0, false).unwrap();
+        // Unpin the whole hierarchy: everything returns to zero.
+        p.unpin(Mfn(2), 0).unwrap();
+        for m in 0..N {
+            let f = p.ft.get(Mfn(m)).unwrap();
+            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
+        }
+    }
+
+    #[test]
+    fn descriptors() {
+        // Flat DPL0 code: raised to DPL1, accessed set.
+        let code0 = 0x00AF_9A00_0000_FFFFu64;
+        assert_eq!(check_descriptor(code0), Ok(0x00AF_BB00_0000_FFFF));
+        assert_eq!(check_descriptor(0x00CF_F300_0000_FFFF), Ok(0x00CF_F300_0000_FFFF));
+        assert_eq!(check_descriptor(0), Ok(0));
+        // Call gate, interrupt gate, trap gate, TSS, LDT: refused.
+        for ty in [0xC, 0xE, 0xF, 0x9, 0xB, 0x2, 0x5] {
+            let d = (1u64 << 47) | (ty << 40);
+            assert_eq!(check_descriptor(d), Err(PtError::BadDescriptor), "type {ty:#x}");
+        }
+        let (mut m, mut ft) = world();
+        let mut p = pt(&mut m, &mut ft);
+        p.mem.write_u64(Mfn(6), 1, code0);
+        p.get_segdesc(Mfn(6), 0).unwrap();
+        assert_eq!(p.mem.read_u64(Mfn(6), 1), Some(0x00AF_BB00_0000_FFFF));
+        // A descriptor page cannot be mapped writable.
+        p.pin(Mfn(1), 1, 0).unwrap();
+        assert!(p.update_entry(Mfn(1), 0, e(6, P | RW), 0, 0, false).is_err());
+        // update_descriptor checks the new descriptor and keeps the type.
+        p.update_descriptor(6 << 12 | 16, code0, 0).unwrap();
+        assert_eq!(p.update_descriptor(6 << 12 | 16, (1 << 47) | (0xC << 40), 0), Err(PtError::BadDescriptor));
+        assert_eq!(p.update_descriptor(6 << 12 | 17, 0, 0), Err(PtError::BadDescriptor));
+        assert!(p.update_descriptor(20 << 12, 0, 0).is_err(), "other domain's frame");
+        // A page with a gate in it cannot become a descriptor page; a writable-mapped page
+        // neither.
+        p.mem.write_u64(Mfn(7), 3, (1 << 47) | (0xC << 40));
+        assert_eq!(p.get_segdesc(Mfn(7), 0), Err(PtError::BadDescriptor));
+        p.update_entry(Mfn(1), 1, e(9, P | RW), 0, 0, false).unwrap();
+        assert!(p.get_segdesc(Mfn(9), 0).is_err());
+        p.put_segdesc(Mfn(6));
+        assert_eq!(p.ft.get(Mfn(6)).unwrap().type_count, 0);
+        assert_eq!(p.ft.get(Mfn(7)).unwrap().count, 0, "failed attempt left no reference");
+    }
+
+    /// Recomputes every count from the tables, pins and roots, and checks the invariants.
+    fn audit(p: &Pt<'_, VecMem, Vec<FrameInfo>>, roots: &[Mfn]) {
+        let mut cnt = vec![0u32; N as usize];
+        let mut tcnt = vec![0u32; N as usize];
+        for m in 0..N {
+            let f = *p.ft.get(Mfn(m)).unwrap();
+            if f.pinned {
+                cnt[m as usize] += 1;
+                tcnt[m as usize] += 1;
+            }
+            let Some(level) = p.table_level(Mfn(m), 0) else { continue };
+            assert!(f.validated, "table {m} in use but not validated");
+            for i in (0..IDX).chain(256..258) {
+                if level == 4 && is_reserved_l4_slot(i) {
+                    assert_eq!(p.mem.read_u64(Mfn(m), i), Some(0));
+                    continue;
+                }
+                let e = Pte(p.mem.read_u64(Mfn(m), i).unwrap());
+                if !e.present() {
+                    continue;
+                }
+                let t = e.mfn().0 as usize;
+                cnt[t] += 1;
+                let tf = p.ft.get(e.mfn()).unwrap();
+                if level > 1 {
+                    tcnt[t] += 1;
+                    assert_eq!(Some(tf.ty), PageType::table(level - 1));
+                } else if e.writable() {
+                    tcnt[t] += 1;
+                    assert_eq!(tf.ty, PageType::Writable, "writable mapping of a {:?}", tf.ty);
+                }
+            }
+        }
+        for r in roots {
+            cnt[r.0 as usize] += 1;
+            tcnt[r.0 as usize] += 1;
+        }
+        for m in 0..N as usize {
+            let f = p.ft.get(Mfn(m as u64)).unwrap();
+            assert_eq!((f.count, f.type_count), (cnt[m], tcnt[m]), "mfn {m}: {f:?}");
+        }
+    }
+
+    const IDX: usize = 4;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Update { table: u64, idx: usize, target: u64, flags: u64, fd: DomId },
+        Pin { mfn: u64, level: u32 },
+        Unpin { mfn: u64 },
+        NewRoot { mfn: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let flags = prop::sample::select(vec![0u64, P, P | RW, P | RW | 0x80, P | 0x10, P | RW | 0x60, 2, P | 1 << 63]);
+        prop_oneof![
+            6 => (0..N, prop::sample::select(vec![0usize, 1, 2, 3, 256]), 0..N, flags, prop::sample::select(vec![0u16, 0, 0, 1]))
+                .prop_map(|(table, idx, target, flags, fd)| Op::Update { table, idx, target, flags, fd }),
+            2 => (0..N, 1..=4u32).prop_map(|(mfn, level)| Op::Pin { mfn, level }),
+            1 => (0..N).prop_map(|mfn| Op::Unpin { mfn }),
+            1 => (0..N).prop_map(|mfn| Op::NewRoot { mfn }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+        /// 100 cases × 1000 operations = 10^5 operations per run.
+        #[test]
+        fn random_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1000)) {
+            let (mut m, mut ft) = world();
+            let mut p = pt(&mut m, &mut ft);
+            let mut root: Option<Mfn> = None;
+            for o in ops {
+                match o {
+                    Op::Update { table, idx, target, flags, fd } => {
+                        let _ = p.update_entry(Mfn(table), idx, e(target, flags), 0, fd, false);
+                    }
+                    Op::Pin { mfn, level } => { let _ = p.pin(Mfn(mfn), level, 0); }
+                    Op::Unpin { mfn } => { let _ = p.unpin(Mfn(mfn), 0); }
+                    Op::NewRoot { mfn } => {
+                        if p.get_root(Mfn(mfn), 0).is_ok() {
+                            if let Some(old) = root.replace(Mfn(mfn)) { p.put_root(old); }
+                        }
+                    }
+                }
+                audit(&p, root.as_slice());
+            }
+            // Tear everything down: every count returns to zero.
+            if let Some(r) = root.take() { p.put_root(r); }
+            for m in 0..N {
+                if p.ft.get(Mfn(m)).unwrap().pinned { p.unpin(Mfn(m), 0).unwrap(); }
+            }
+            for m in 0..N {
+                let f = p.ft.get(Mfn(m)).unwrap();
+                prop_assert_eq!((f.count, f.type_count), (0, 0), "mfn {} after teardown", m);
+            }
+        }
+    }
+}
