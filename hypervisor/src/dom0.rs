@@ -108,7 +108,12 @@ pub fn build(
     let dom = Domain {
         id: 0,
         privileged: true,
-        nr_pages,
+        tot_pages: nr_pages,
+        max_pages: nr_pages,
+        gdt: [None; 14],
+        ldt: [None; 16],
+        ldt_ents: 0,
+        fpu_ts: false,
         shared_info: si,
         vm_assist: 0,
         vcpu: Vcpu::new(0, built.l4),

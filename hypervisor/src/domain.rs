@@ -52,7 +52,16 @@ impl Vcpu {
 pub struct Domain {
     pub id: DomId,
     pub privileged: bool,
-    pub nr_pages: u64,
+    /// Pages the domain owns now, and the most it may own (`maximum_reservation`).
+    pub tot_pages: u64,
+    pub max_pages: u64,
+    /// Frames of the guest's own GDT (`set_gdt`), by GDT page.
+    pub gdt: [Option<Mfn>; 14],
+    /// Frames of the LDT (`MMUEXT_SET_LDT`) and its size in descriptors.
+    pub ldt: [Option<Mfn>; 16],
+    pub ldt_ents: u32,
+    /// Virtual CR0.TS (`fpu_taskswitch`).
+    pub fpu_ts: bool,
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,

@@ -28,6 +28,8 @@ pub struct Hv {
     pub cpu: CpuTables,
     pub dom0: domain::Domain,
     pub cmdline: &'static str,
+    /// Inside a multicall: handlers must not create continuations.
+    pub in_multicall: bool,
 }
 
 static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
@@ -168,6 +170,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     paging::sync_guest_slots(&cpu_tables, dom.vcpu.l4);
     paging::set_rsp1(&cpu_tables, 0);
     log::info!("dom0: entering ring 1 at {:#x}", frame.rip);
-    *HV.lock() = Some(Hv { mm, cpu: cpu_tables, dom0: dom, cmdline: hv_cmdline });
+    *HV.lock() = Some(Hv { mm, cpu: cpu_tables, dom0: dom, cmdline: hv_cmdline, in_multicall: false });
     entry::exit_to_guest(&frame)
 }

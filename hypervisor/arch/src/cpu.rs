@@ -236,3 +236,48 @@ pub fn invpcid_single(pcid: u64) {
     // entries never breaks memory safety.
     unsafe { asm!("invpcid {0}, [{1}]", in(reg) 1u64, in(reg) &desc, options(nostack)) }
 }
+
+/// INVPCID type 0: drops the translation of `va` tagged `pcid`.
+pub fn invpcid_address(pcid: u64, va: u64) {
+    let desc: [u64; 2] = [pcid, va];
+    // SAFETY: as for `invpcid_single`; the address is only a lookup key.
+    unsafe { asm!("invpcid {0}, [{1}]", in(reg) 0u64, in(reg) &desc, options(nostack)) }
+}
+
+/// MSRs a guest may set through `set_segment_base`.
+#[derive(Copy, Clone, Debug)]
+pub enum SegBase {
+    Fs = 0xC000_0100,
+    Gs = 0xC000_0101,
+    KernelGs = 0xC000_0102,
+}
+
+/// Sets a segment base. Returns false (and does nothing) for a non-canonical base, which
+/// would make `wrmsr` fault.
+pub fn set_segment_base(which: SegBase, base: u64) -> bool {
+    if !guest_abi::layout::is_canonical(base) {
+        return false;
+    }
+    // SAFETY: the FS/GS base MSRs exist in long mode and take any canonical value; the
+    // hypervisor never uses FS or GS.
+    unsafe { wrmsr(which as u32, base) };
+    true
+}
+
+/// Sets or clears CR0.TS (the guest's virtual `fpu_taskswitch`; the hypervisor uses no FPU).
+pub fn set_ts(on: bool) {
+    // SAFETY: TS only makes FPU/SSE instructions raise #NM; the hypervisor executes none.
+    unsafe {
+        if on {
+            asm!("mov {t}, cr0", "or {t}, 8", "mov cr0, {t}", t = out(reg) _, options(nostack));
+        } else {
+            asm!("clts", options(nostack));
+        }
+    }
+}
+
+/// Writes back and invalidates the caches (`MMUEXT_FLUSH_CACHE` for privileged domains).
+pub fn wbinvd() {
+    // SAFETY: wbinvd has no effect on memory contents.
+    unsafe { asm!("wbinvd", options(nostack)) }
+}

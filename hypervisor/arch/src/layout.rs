@@ -66,6 +66,11 @@ pub const fn ist_bottom(n: usize) -> u64 {
     ENTRY_IST_BASE + (n as u64 - 1) * 0x1_0000 + 0x1000
 }
 
+/// The guest's LDT, mapped read-only from its frames by `MMUEXT_SET_LDT` (16 pages = 8192
+/// descriptors).
+pub const ENTRY_LDT: u64 = ENTRY_BASE + 0x8_0000;
+pub const LDT_PAGES: u64 = 16;
+
 /// Top of IST stack `n` (1-based, as in the TSS).
 pub const fn ist_top(n: usize) -> u64 {
     ist_bottom(n) + IST_PAGES * 0x1000

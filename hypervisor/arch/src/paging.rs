@@ -231,6 +231,7 @@ pub struct CpuTables {
     tss: Mfn,
     idt: Mfn,
     gdt: Mfn,
+    zero: Mfn,
 }
 
 impl CpuTables {
@@ -285,6 +286,9 @@ pub fn build_cpu(
         map_4k(hv_root, ENTRY_GDT + 4096 * p, shared.zero.maddr(), PteFlags::NX, src)?;
     }
     map_4k(hv_root, ENTRY_GDT + 14 * 4096, gdt.maddr(), PteFlags::NX, src)?;
+    for p in 0..LDT_PAGES {
+        map_4k(hv_root, ENTRY_LDT + 4096 * p, shared.zero.maddr(), PteFlags::NX, src)?;
+    }
     map_4k(hv_root, ENTRY_IDT, idt.maddr(), PteFlags::NX, src)?;
     for p in 0..TSS_PAGES {
         map_4k(hv_root, ENTRY_TSS + 4096 * p, tss.maddr() + 4096 * p, PteFlags::NX, src)?;
@@ -343,7 +347,7 @@ pub fn build_cpu(
             idtp.add(v).write(descriptors::idt_gate(crate::entry::stub_address(v as u8), dpl, ist));
         }
     }
-    Ok(CpuTables { hv_root, guest_root, tss, idt, gdt })
+    Ok(CpuTables { hv_root, guest_root, tss, idt, gdt, zero: shared.zero })
 }
 
 /// DPL and IST of each gate.
@@ -401,5 +405,68 @@ pub fn set_rsp1(t: &CpuTables, rsp1: u64) {
         let mut h = p.read_unaligned();
         h.rsp[1] = rsp1;
         p.write_unaligned(h);
+    }
+}
+
+/// Replaces the frame behind an already-mapped 4 KiB page of this CPU's entry area.
+fn remap_entry_page(t: &CpuTables, va: u64, mfn: Mfn) {
+    let mut table = t.hv_root;
+    for level in (2..=4).rev() {
+        let e = read_entry(table, pte::index(va, level));
+        assert!(e.present(), "entry-area page {va:#x} is not mapped");
+        table = e.mfn();
+    }
+    write_entry(table, pte::index(va, 1), Pte::new(mfn, PteFlags::P | PteFlags::NX));
+    // SAFETY: invlpg only drops a translation.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack)) };
+    flush_guest_tlb();
+}
+
+/// Maps guest GDT page `idx` (0..14) to `mfn`, read-only, or back to the zero page.
+pub fn map_gdt_page(t: &CpuTables, idx: usize, mfn: Option<Mfn>) {
+    assert!(idx < guest_abi::selectors::FIRST_RESERVED_GDT_PAGE);
+    remap_entry_page(t, ENTRY_GDT + 4096 * idx as u64, mfn.unwrap_or(t.zero));
+}
+
+/// Maps LDT page `idx` (0..16) to `mfn`, read-only, or back to the zero page.
+pub fn map_ldt_page(t: &CpuTables, idx: usize, mfn: Option<Mfn>) {
+    assert!((idx as u64) < LDT_PAGES);
+    remap_entry_page(t, ENTRY_LDT + 4096 * idx as u64, mfn.unwrap_or(t.zero));
+}
+
+/// Loads an LDT of `ents` descriptors from the LDT area (0 = no LDT).
+pub fn load_ldt(t: &CpuTables, ents: u32) {
+    let g = phys_to_virt(t.gdt.maddr()) as *mut u64;
+    let (lo, hi) = if ents == 0 {
+        (0, 0)
+    } else {
+        let lim = ents as u64 * 8 - 1;
+        let base = ENTRY_LDT;
+        ((lim & 0xFFFF) | ((base & 0xFF_FFFF) << 16) | (0x82u64 << 40) | (((lim >> 16) & 0xF) << 48)
+            | (((base >> 24) & 0xFF) << 56), base >> 32)
+    };
+    // SAFETY: the reserved GDT page belongs to this CPU; entries 10/11 (selector 0xE050) are
+    // the LDT descriptor, which the CPU reads only on `lldt`.
+    unsafe {
+        g.add(10).write_volatile(lo);
+        g.add(11).write_volatile(hi);
+        let sel: u16 = if ents == 0 { 0 } else { guest_abi::selectors::LDT_SELECTOR };
+        core::arch::asm!("lldt {0:x}", in(reg) sel, options(nostack));
+    }
+}
+
+/// Flushes this CPU's TLB entries for guest address spaces and reloads the hypervisor root.
+pub fn flush_local(t: &CpuTables) {
+    let pcid = if pcid_enabled() { PCID_HV } else { 0 };
+    // SAFETY: reloading this CPU's own hypervisor root (flushing form).
+    unsafe { crate::cpu::write_cr3(t.hv_root.maddr() | pcid) };
+    flush_guest_tlb();
+}
+
+/// Drops the guest translation of `va` on this CPU. Without PCID the next guest-root load
+/// flushes everything anyway.
+pub fn invlpg_guest(va: u64) {
+    if pcid_enabled() {
+        crate::cpu::invpcid_address(PCID_GUEST, va);
     }
 }

@@ -4,6 +4,10 @@
 //! unknown numbers and sub-ops return `-ENOSYS`.
 
 mod console;
+mod desc;
+mod memory;
+pub mod mmu;
+mod multicall;
 mod sched;
 mod traps;
 mod version;
@@ -24,10 +28,20 @@ pub type HcResult = Result<i64, Errno>;
 pub struct Args(pub [u64; 5]);
 
 /// The hypercall table.
-fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
-    let [a1, a2, a3, _a4, _a5] = a.0;
+pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    let [a1, a2, a3, a4, _a5] = a.0;
     match n {
         nr::SET_TRAP_TABLE => traps::set_trap_table(hv, a1),
+        nr::MMU_UPDATE => mmu::mmu_update(hv, f, a1, a2, a3, a4),
+        nr::SET_GDT => desc::set_gdt(hv, a1, a2),
+        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(hv, a1),
+        nr::UPDATE_DESCRIPTOR => desc::update_descriptor(hv, a1, a2),
+        nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
+        nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
+        nr::UPDATE_VA_MAPPING => mmu::update_va_mapping(hv, a1, a2, a3),
+        nr::UPDATE_VA_MAPPING_OTHERDOMAIN => mmu::update_va_mapping_otherdomain(hv, a1, a2, a3, a4),
+        nr::SET_SEGMENT_BASE => desc::set_segment_base(hv, a1, a2),
+        nr::MMUEXT_OP => mmu::mmuext_op(hv, f, a1, a2, a3, a4),
         nr::STACK_SWITCH => traps::stack_switch(hv, a1, a2),
         nr::SET_CALLBACKS => traps::set_callbacks(hv, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
@@ -44,11 +58,41 @@ fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     let n = f.rax;
-    let r = call(hv, f, n, args);
-    f.rax = match r {
-        Ok(v) => v as u64,
-        Err(e) => e.to_ret() as u64,
-    };
+    match call(hv, f, n, args) {
+        Ok(v) => f.rax = v as u64,
+        // A continuation already set RAX, the arguments and RIP.
+        Err(Errno::ERESTART) => {}
+        Err(e) => f.rax = e.to_ret() as u64,
+    }
+}
+
+/// Makes the guest re-issue hypercall `n` with new first arguments: RIP goes back over the
+/// 2-byte `int 0x82`, exactly as Xen rewinds over `syscall`.
+pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
+    f.rax = n;
+    f.rdi = a[0];
+    f.rsi = a[1];
+    f.rdx = a[2];
+    f.r10 = a[3];
+    f.rip -= 2;
+    Err(Errno::ERESTART)
+}
+
+/// The domain a hypercall names: `DOMID_SELF` or the caller's id. Others need privilege,
+/// and no other domain exists yet.
+pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
+    if d == guest_abi::DOMID_SELF || d == hv.dom0.id {
+        Ok(hv.dom0.id)
+    } else if hv.dom0.privileged {
+        Err(Errno::ESRCH)
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+/// Translates a guest address through the current tables.
+pub fn translate(hv: &Hv, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
+    with_view(&hv.dom0, &hv.mm.ft, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.

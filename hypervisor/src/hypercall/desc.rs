@@ -1,0 +1,79 @@
+//! `set_gdt`, `update_descriptor`, `set_segment_base`, `fpu_taskswitch`.
+
+use super::{read_guest, HcResult};
+use crate::hypercall::mmu::pt;
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::selectors::FIRST_RESERVED_GDT_ENTRY;
+use hv_arch::cpu::{self, SegBase};
+use hv_arch::paging;
+use hv_arch::physmem::DirectMap;
+use hv_core::mem::Mfn;
+use hv_core::pt::Pt;
+
+/// `set_gdt(frame_list, entries)`: the guest's own GDT, at most 7168 entries, in frames that
+/// pass the descriptor checks and are never writable while in use.
+pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
+    if entries > FIRST_RESERVED_GDT_ENTRY as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let n = entries.div_ceil(512) as usize;
+    let mut frames = [0u64; 14];
+    for (i, f) in frames.iter_mut().enumerate().take(n) {
+        let mut b = [0u8; 8];
+        read_guest(hv, list.wrapping_add(8 * i as u64), &mut b)?;
+        *f = u64::from_le_bytes(b);
+    }
+    let dom = hv.dom0.id;
+    let mut dm = DirectMap;
+    let mut new = [None; 14];
+    for i in 0..n {
+        if let Err(e) = pt!(hv, dm).get_segdesc(Mfn(frames[i]), dom) {
+            for m in new.iter().flatten() {
+                pt!(hv, dm).put_segdesc(*m);
+            }
+            return Err(e.into());
+        }
+        new[i] = Some(Mfn(frames[i]));
+    }
+    let old = core::mem::replace(&mut hv.dom0.gdt, new);
+    for (i, m) in new.iter().enumerate() {
+        if m.is_some() || old[i].is_some() {
+            paging::map_gdt_page(&hv.cpu, i, *m);
+        }
+    }
+    for m in old.iter().flatten() {
+        pt!(hv, dm).put_segdesc(*m);
+    }
+    Ok(0)
+}
+
+pub fn update_descriptor(hv: &mut Hv, maddr: u64, desc: u64) -> HcResult {
+    let dom = hv.dom0.id;
+    let mut dm = DirectMap;
+    pt!(hv, dm).update_descriptor(maddr, desc, dom)?;
+    Ok(0)
+}
+
+/// `set_segment_base(which, base)`. Ring-1 guests can load selectors and (with FSGSBASE)
+/// bases themselves; this sets the FS, GS and shadow (swapgs) GS base MSRs for them.
+pub fn set_segment_base(hv: &mut Hv, which: u64, base: u64) -> HcResult {
+    let _ = hv;
+    let reg = match which {
+        0 => SegBase::Fs,
+        1 => SegBase::KernelGs,
+        2 => SegBase::Gs,
+        _ => return Err(Errno::ENOSYS),
+    };
+    if cpu::set_segment_base(reg, base) {
+        Ok(0)
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+pub fn fpu_taskswitch(hv: &mut Hv, set: u64) -> HcResult {
+    hv.dom0.fpu_ts = set != 0;
+    cpu::set_ts(set != 0);
+    Ok(0)
+}

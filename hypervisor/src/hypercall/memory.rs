@@ -1,0 +1,247 @@
+//! `memory_op`: reservations (ballooning), populate, exchange and the information queries.
+//!
+//! For a PV (non-translated) guest GMFN = MFN. Frames handed back are freed only when no
+//! reference to them remains, and the TLB is flushed before they can be reused. The caller's
+//! `max_pages` bounds every increase. Long operations continue through `cmd >> 6` (the start
+//! extent), as in Xen.
+
+use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::hypercall as nr;
+use hv_arch::entry::TrapFrame;
+use hv_arch::paging::{self, zero_frame};
+use hv_core::frame::Owner;
+use hv_core::mem::Mfn;
+
+pub const XENMEM_INCREASE_RESERVATION: u64 = 0;
+pub const XENMEM_DECREASE_RESERVATION: u64 = 1;
+pub const XENMEM_MAXIMUM_RAM_PAGE: u64 = 2;
+pub const XENMEM_CURRENT_RESERVATION: u64 = 3;
+pub const XENMEM_MAXIMUM_RESERVATION: u64 = 4;
+pub const XENMEM_POPULATE_PHYSMAP: u64 = 6;
+pub const XENMEM_MEMORY_MAP: u64 = 9;
+pub const XENMEM_EXCHANGE: u64 = 11;
+pub const XENMEM_MACHPHYS_MAPPING: u64 = 12;
+
+/// Extents handled before a continuation.
+const BATCH: u64 = 512;
+
+/// `struct xen_memory_reservation`.
+struct Reservation {
+    extent_start: u64,
+    nr_extents: u64,
+    extent_order: u32,
+    mem_flags: u32,
+    domid: u16,
+}
+
+fn read_reservation(hv: &Hv, p: u64) -> Result<Reservation, Errno> {
+    let mut b = [0u8; 32];
+    read_guest(hv, p, &mut b)?;
+    let u64at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+    Ok(Reservation {
+        extent_start: u64at(0),
+        nr_extents: u64at(8),
+        extent_order: u32::from_le_bytes(b[16..20].try_into().unwrap_or_default()),
+        mem_flags: u32::from_le_bytes(b[20..24].try_into().unwrap_or_default()),
+        domid: u16::from_le_bytes([b[24], b[25]]),
+    })
+}
+
+/// Checks the flags: address width, NUMA node (XSA-231: only node 0 exists), no others.
+fn check_flags(r: &Reservation) -> Result<u64, Errno> {
+    let node = (r.mem_flags >> 8) & 0xFF;
+    if node > 1 || r.mem_flags >> 16 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let bits = r.mem_flags & 0xFF;
+    Ok(if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << (bits - 12).min(52) })
+}
+
+fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64) -> Option<Mfn> {
+    if hv.dom0.tot_pages >= hv.dom0.max_pages {
+        return None;
+    }
+    let m = hv.mm.alloc.alloc()?;
+    if m.0 >= mfn_limit {
+        hv.mm.alloc.free(m);
+        return None;
+    }
+    zero_frame(m);
+    let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.dom0.id));
+    hv.dom0.tot_pages += 1;
+    Some(m)
+}
+
+/// Gives a frame back: only if the domain owns it and nothing references it.
+fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
+    let id = hv.dom0.id;
+    let f = hv.mm.ft.get(m).copied().ok_or(Errno::EINVAL)?;
+    if f.owner != Owner::Dom(id) {
+        return Err(Errno::EINVAL);
+    }
+    if f.count != 0 || f.type_count != 0 {
+        return Err(Errno::EBUSY);
+    }
+    hv.mm.ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
+    hv.mm.set_m2p(m, guest_abi::layout::INVALID_M2P_ENTRY);
+    hv.mm.alloc.free(m);
+    hv.dom0.tot_pages -= 1;
+    Ok(())
+}
+
+fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64) -> HcResult {
+    let r = read_reservation(hv, arg)?;
+    resolve_dom(hv, r.domid)?;
+    let limit = check_flags(&r)?;
+    if r.extent_order != 0 {
+        // Only single pages; larger extents are reported as not done (as Xen does for an
+        // order above its maximum).
+        return Ok(start as i64);
+    }
+    if r.nr_extents > (1 << 40) {
+        return Err(Errno::EINVAL);
+    }
+    let mut i = start;
+    let mut freed = false;
+    while i < r.nr_extents {
+        if i - start >= BATCH && !hv.in_multicall {
+            if freed {
+                paging::flush_guest_tlb();
+            }
+            return continuation(f, nr::MEMORY_OP, [op | (i << 6), arg, 0, 0]);
+        }
+        let slot = r.extent_start.wrapping_add(8 * i);
+        match op {
+            XENMEM_INCREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
+                let gpfn = if op == XENMEM_POPULATE_PHYSMAP {
+                    let mut b = [0u8; 8];
+                    read_guest(hv, slot, &mut b)?;
+                    Some(u64::from_le_bytes(b))
+                } else {
+                    None
+                };
+                let Some(m) = alloc_for_guest(hv, limit) else { break };
+                if r.extent_start != 0 || gpfn.is_some() {
+                    if let Err(e) = write_guest(hv, slot, &m.0.to_le_bytes()) {
+                        let _ = free_from_guest(hv, m);
+                        return Err(e);
+                    }
+                }
+                if let Some(p) = gpfn {
+                    hv.mm.set_m2p(m, p);
+                }
+            }
+            _ => {
+                let mut b = [0u8; 8];
+                read_guest(hv, slot, &mut b)?;
+                if free_from_guest(hv, Mfn(u64::from_le_bytes(b))).is_err() {
+                    break;
+                }
+                freed = true;
+            }
+        }
+        i += 1;
+    }
+    if freed {
+        paging::flush_guest_tlb();
+    }
+    Ok(i as i64)
+}
+
+/// `XENMEM_exchange`: trades the caller's frames for new ones. Every array element address
+/// is checked as it is used (XSA-212); `nr_exchanged` makes it restartable.
+fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
+    let inr = read_reservation(hv, arg)?;
+    let out = read_reservation(hv, arg + 32)?;
+    let mut b = [0u8; 8];
+    read_guest(hv, arg + 64, &mut b)?;
+    let mut done = u64::from_le_bytes(b);
+    resolve_dom(hv, inr.domid)?;
+    resolve_dom(hv, out.domid)?;
+    let limit = check_flags(&out)?;
+    check_flags(&inr)?;
+    if inr.extent_order != 0 || out.extent_order != 0 || inr.nr_extents != out.nr_extents || done > inr.nr_extents {
+        return Err(Errno::EINVAL);
+    }
+    let mut result = Ok(0);
+    while done < inr.nr_extents {
+        let mut g = [0u8; 8];
+        if let Err(e) = read_guest(hv, inr.extent_start.wrapping_add(8 * done), &mut g) {
+            result = Err(e);
+            break;
+        }
+        let old = Mfn(u64::from_le_bytes(g));
+        // Check the old frame and the output slot before anything changes hands.
+        let f = hv.mm.ft.get(old).copied();
+        if f.is_none_or(|f| f.owner != Owner::Dom(hv.dom0.id) || f.count != 0 || f.type_count != 0) {
+            result = Err(Errno::EINVAL);
+            break;
+        }
+        let slot = out.extent_start.wrapping_add(8 * done);
+        if let Err(e) = super::translate(hv, slot, true).and_then(|_| hv_core::guest_access::check_range(slot, 8).map_err(Errno::from)) {
+            result = Err(e);
+            break;
+        }
+        let Some(new) = alloc_for_guest(hv, limit) else {
+            result = Err(Errno::ENOMEM);
+            break;
+        };
+        write_guest(hv, slot, &new.0.to_le_bytes())?;
+        let pfn = hv_arch::physmem::read_u64(hv_arch::layout::phys_to_virt(hv.mm.m2p.maddr() + 8 * old.0));
+        let _ = free_from_guest(hv, old);
+        hv.mm.set_m2p(new, pfn);
+        done += 1;
+    }
+    paging::flush_guest_tlb();
+    write_guest(hv, arg + 64, &done.to_le_bytes())?;
+    result
+}
+
+pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult {
+    let op = cmd & 0x3F;
+    let start = cmd >> 6;
+    match op {
+        XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
+            reservation_op(hv, f, op, start, arg)
+        }
+        XENMEM_MAXIMUM_RAM_PAGE => Ok(hv.mm.max_mfn as i64 - 1),
+        XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
+            let mut b = [0u8; 2];
+            read_guest(hv, arg, &mut b)?;
+            resolve_dom(hv, u16::from_le_bytes(b))?;
+            Ok(if op == XENMEM_CURRENT_RESERVATION { hv.dom0.tot_pages } else { hv.dom0.max_pages } as i64)
+        }
+        XENMEM_MACHPHYS_MAPPING => {
+            let mut b = [0u8; 24];
+            b[..8].copy_from_slice(&guest_abi::layout::MACH2PHYS_VIRT_START.to_le_bytes());
+            b[8..16].copy_from_slice(&(guest_abi::layout::MACH2PHYS_VIRT_START + 8 * hv.mm.max_mfn).to_le_bytes());
+            b[16..].copy_from_slice(&(hv.mm.max_mfn - 1).to_le_bytes());
+            write_guest(hv, arg, &b)?;
+            Ok(0)
+        }
+        XENMEM_MEMORY_MAP => {
+            let mut b = [0u8; 16];
+            read_guest(hv, arg, &mut b)?;
+            let n = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
+            let buf = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+            if n < 1 {
+                return Err(Errno::EINVAL);
+            }
+            let mut e = [0u8; 20];
+            e[8..16].copy_from_slice(&(hv.dom0.max_pages * 4096).to_le_bytes());
+            e[16..20].copy_from_slice(&1u32.to_le_bytes());
+            write_guest(hv, buf, &e)?;
+            write_guest(hv, arg, &1u32.to_le_bytes())?;
+            Ok(0)
+        }
+        XENMEM_EXCHANGE => {
+            if start != 0 {
+                return Err(Errno::EINVAL);
+            }
+            exchange(hv, arg)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}

@@ -1,0 +1,357 @@
+//! `mmu_update`, `mmuext_op`, `update_va_mapping(_otherdomain)`: guest page-table updates,
+//! each validated by `hv_core::pt`.
+//!
+//! Batches are preemptible: after [`BATCH`] entries (outside multicalls) the hypercall is
+//! re-issued as a continuation, Xen style (`count | MMU_UPDATE_PREEMPTED`, `done` carried in
+//! the guest's `done` word), so a long batch gives the same result as an uninterrupted one.
+
+use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::hypercall as nr;
+use guest_abi::DomId;
+use hv_arch::entry::TrapFrame;
+use hv_arch::paging;
+use hv_arch::physmem::DirectMap;
+use hv_core::frame::{Owner, PageType};
+use hv_core::mem::{Mfn, PhysMem};
+use hv_core::pt::Pt;
+use hv_core::pte::Pte;
+
+/// Entries handled before a continuation.
+pub const BATCH: u64 = 256;
+/// `count` flag of a preempted `mmu_update`/`mmuext_op`.
+pub const MMU_UPDATE_PREEMPTED: u64 = 1 << 31;
+
+pub const MMU_NORMAL_PT_UPDATE: u64 = 0;
+pub const MMU_MACHPHYS_UPDATE: u64 = 1;
+pub const MMU_PT_UPDATE_PRESERVE_AD: u64 = 2;
+
+/// A page-table context over the direct map.
+macro_rules! pt {
+    ($hv:expr, $dm:ident) => {
+        Pt { mem: &mut $dm, ft: &mut $hv.mm.ft, ram_end: Mfn($hv.mm.max_mfn), io_allowed: false }
+    };
+}
+pub(crate) use pt;
+
+/// After the current root's L4 changed: copy its slots into this CPU's roots.
+pub fn resync_root(hv: &Hv) {
+    paging::sync_guest_slots(&hv.cpu, hv.dom0.vcpu.l4);
+}
+
+/// Splits `foreigndom` into (data owner FD, page-table owner PFD).
+fn foreign(hv: &Hv, fdom: u64) -> Result<(DomId, DomId), Errno> {
+    let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
+    let pfd = match fdom >> 16 {
+        0 => hv.dom0.id,
+        n => resolve_dom(hv, (n - 1) as u16)?,
+    };
+    Ok((fd, pfd))
+}
+
+/// Reads the `done` carried over a continuation.
+fn done_so_far(hv: &Hv, count: u64, pdone: u64) -> Result<u64, Errno> {
+    if count & MMU_UPDATE_PREEMPTED == 0 || pdone == 0 {
+        return Ok(0);
+    }
+    let mut b = [0u8; 4];
+    read_guest(hv, pdone, &mut b)?;
+    Ok(u32::from_le_bytes(b) as u64)
+}
+
+fn put_done(hv: &Hv, pdone: u64, done: u64) -> Result<(), Errno> {
+    if pdone != 0 {
+        write_guest(hv, pdone, &(done as u32).to_le_bytes())?;
+    }
+    Ok(())
+}
+
+pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
+    let base = done_so_far(hv, count, pdone)?;
+    let count = count & !MMU_UPDATE_PREEMPTED;
+    if count > u32::MAX as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let (fd, pfd) = foreign(hv, fdom)?;
+    let mut resync = false;
+    let mut result = Ok(0);
+    let mut i = 0;
+    while i < count {
+        if i >= BATCH && !hv.in_multicall {
+            put_done(hv, pdone, base + i)?;
+            return continuation(f, nr::MMU_UPDATE, [reqs + 16 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
+        }
+        let mut b = [0u8; 16];
+        if let Err(e) = read_guest(hv, reqs.wrapping_add(16 * i), &mut b) {
+            result = Err(e);
+            break;
+        }
+        let ptr = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+        let val = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+        let r = match ptr & 3 {
+            cmd @ (MMU_NORMAL_PT_UPDATE | MMU_PT_UPDATE_PRESERVE_AD) => {
+                let table = Mfn::of(ptr);
+                let idx = ((ptr & 0xFFF) >> 3) as usize;
+                let mut dm = DirectMap;
+                let r = pt!(hv, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
+                if r.is_ok() && table == hv.dom0.vcpu.l4 {
+                    resync = true;
+                }
+                r.map_err(Errno::from)
+            }
+            MMU_MACHPHYS_UPDATE => {
+                let mfn = Mfn::of(ptr);
+                if pfd != hv.dom0.id || hv.mm.ft.owner(mfn) != Owner::Dom(fd) {
+                    Err(Errno::EINVAL)
+                } else {
+                    hv.mm.set_m2p(mfn, val);
+                    Ok(())
+                }
+            }
+            _ => Err(Errno::ENOSYS),
+        };
+        if let Err(e) = r {
+            result = Err(e);
+            break;
+        }
+        i += 1;
+    }
+    if resync {
+        resync_root(hv);
+    }
+    if i > 0 {
+        paging::flush_guest_tlb();
+    }
+    put_done(hv, pdone, base + i)?;
+    result
+}
+
+/// `MMUEXT_*` commands.
+pub mod ext {
+    pub const PIN_L1_TABLE: u32 = 0;
+    pub const PIN_L4_TABLE: u32 = 3;
+    pub const UNPIN_TABLE: u32 = 4;
+    pub const NEW_BASEPTR: u32 = 5;
+    pub const TLB_FLUSH_LOCAL: u32 = 6;
+    pub const INVLPG_LOCAL: u32 = 7;
+    pub const TLB_FLUSH_MULTI: u32 = 8;
+    pub const INVLPG_MULTI: u32 = 9;
+    pub const TLB_FLUSH_ALL: u32 = 10;
+    pub const INVLPG_ALL: u32 = 11;
+    pub const FLUSH_CACHE: u32 = 12;
+    pub const SET_LDT: u32 = 13;
+    pub const NEW_USER_BASEPTR: u32 = 15;
+    pub const CLEAR_PAGE: u32 = 16;
+    pub const COPY_PAGE: u32 = 17;
+    pub const FLUSH_CACHE_GLOBAL: u32 = 18;
+    pub const MARK_SUPER: u32 = 19;
+    pub const UNMARK_SUPER: u32 = 20;
+}
+
+/// Reads a vCPU bitmap for the MULTI variants (checks the pointer).
+fn read_vcpumask(hv: &Hv, p: u64) -> Result<u64, Errno> {
+    let mut b = [0u8; 8];
+    read_guest(hv, p, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn check_invlpg_va(va: u64) -> Result<(), Errno> {
+    // XSA-279: never hand a non-canonical address to a TLB instruction.
+    if guest_abi::layout::is_canonical(va) {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
+    let dom = hv.dom0.id;
+    let mut dm = DirectMap;
+    pt!(hv, dm).get_root(mfn, dom)?;
+    let old = core::mem::replace(&mut hv.dom0.vcpu.l4, mfn);
+    pt!(hv, dm).put_root(old);
+    resync_root(hv);
+    Ok(())
+}
+
+fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
+    if ents > 8192 || base % 4096 != 0 || (ents > 0 && !hv_core::pv_image::is_guest_range(base, base + ents * 8)) {
+        return Err(Errno::EINVAL);
+    }
+    let pages = (ents * 8).div_ceil(4096) as usize;
+    let dom = hv.dom0.id;
+    let mut new = [None; 16];
+    let mut dm = DirectMap;
+    for (i, slot) in new.iter_mut().enumerate().take(pages) {
+        let va = base + 4096 * i as u64;
+        let mfn = super::translate(hv, va, false);
+        let r = mfn.and_then(|m| pt!(hv, dm).get_segdesc(m, dom).map(|_| m).map_err(Errno::from));
+        match r {
+            Ok(m) => *slot = Some(m),
+            Err(e) => {
+                for m in new.iter().flatten() {
+                    pt!(hv, dm).put_segdesc(*m);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let old = core::mem::replace(&mut hv.dom0.ldt, new);
+    for (i, m) in new.iter().enumerate() {
+        if m.is_some() || old[i].is_some() {
+            paging::map_ldt_page(&hv.cpu, i, *m);
+        }
+    }
+    for m in old.iter().flatten() {
+        pt!(hv, dm).put_segdesc(*m);
+    }
+    hv.dom0.ldt_ents = ents as u32;
+    paging::load_ldt(&hv.cpu, ents as u32);
+    Ok(())
+}
+
+fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
+    use ext::*;
+    let dom = hv.dom0.id;
+    let mut dm = DirectMap;
+    match cmd {
+        PIN_L1_TABLE..=PIN_L4_TABLE => pt!(hv, dm).pin(Mfn(arg1), cmd + 1, fd).map_err(Errno::from),
+        UNPIN_TABLE => pt!(hv, dm).unpin(Mfn(arg1), fd).map_err(Errno::from),
+        NEW_BASEPTR => {
+            if fd != dom {
+                return Err(Errno::EINVAL);
+            }
+            new_baseptr(hv, Mfn(arg1))
+        }
+        TLB_FLUSH_LOCAL | TLB_FLUSH_ALL => {
+            paging::flush_local(&hv.cpu);
+            Ok(())
+        }
+        TLB_FLUSH_MULTI => {
+            read_vcpumask(hv, arg2)?;
+            paging::flush_local(&hv.cpu);
+            Ok(())
+        }
+        INVLPG_LOCAL | INVLPG_ALL => {
+            check_invlpg_va(arg1)?;
+            paging::invlpg_guest(arg1);
+            Ok(())
+        }
+        INVLPG_MULTI => {
+            check_invlpg_va(arg1)?;
+            read_vcpumask(hv, arg2)?;
+            paging::invlpg_guest(arg1);
+            Ok(())
+        }
+        FLUSH_CACHE | FLUSH_CACHE_GLOBAL => {
+            if !hv.dom0.privileged {
+                return Err(Errno::EACCES);
+            }
+            hv_arch::cpu::wbinvd();
+            Ok(())
+        }
+        SET_LDT => set_ldt(hv, arg1, arg2),
+        CLEAR_PAGE | COPY_PAGE => {
+            let dst = Mfn(arg1);
+            if hv.mm.ft.owner(dst) != Owner::Dom(fd) {
+                return Err(Errno::EINVAL);
+            }
+            let src = Mfn(arg2);
+            if cmd == COPY_PAGE && hv.mm.ft.owner(src) != Owner::Dom(fd) {
+                return Err(Errno::EINVAL);
+            }
+            hv.mm.ft.get_type(dst, PageType::Writable).map_err(|_| Errno::EINVAL)?;
+            let data = if cmd == COPY_PAGE { dm.frame(src).copied() } else { Some([0u8; 4096]) };
+            if let (Some(d), Some(p)) = (data, dm.frame_mut(dst)) {
+                *p = d;
+            }
+            let _ = hv.mm.ft.put_type(dst);
+            Ok(())
+        }
+        MARK_SUPER | UNMARK_SUPER => Err(Errno::EOPNOTSUPP),
+        // Guest kernel and user share one root in the ring-1 model.
+        NEW_USER_BASEPTR => Err(Errno::EOPNOTSUPP),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
+    let base = done_so_far(hv, count, pdone)?;
+    let count = count & !MMU_UPDATE_PREEMPTED;
+    if count > u32::MAX as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
+    let mut result = Ok(0);
+    let mut i = 0;
+    while i < count {
+        if i >= BATCH && !hv.in_multicall {
+            put_done(hv, pdone, base + i)?;
+            return continuation(f, nr::MMUEXT_OP, [ops + 24 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
+        }
+        let mut b = [0u8; 24];
+        if let Err(e) = read_guest(hv, ops.wrapping_add(24 * i), &mut b) {
+            result = Err(e);
+            break;
+        }
+        let cmd = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
+        let a1 = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
+        let a2 = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+        if let Err(e) = one_ext(hv, cmd, a1, a2, fd) {
+            result = Err(e);
+            break;
+        }
+        i += 1;
+    }
+    if i > 0 {
+        paging::flush_guest_tlb();
+    }
+    put_done(hv, pdone, base + i)?;
+    result
+}
+
+/// `UVMF_*` flags.
+const UVMF_FLUSHTYPE_MASK: u64 = 3;
+const UVMF_TLB_FLUSH: u64 = 1;
+const UVMF_INVLPG: u64 = 2;
+const UVMF_ALL: u64 = 4;
+
+fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
+    if !guest_abi::layout::is_guest_va(va) {
+        return Err(Errno::EINVAL);
+    }
+    let dom = hv.dom0.id;
+    let l4 = hv.dom0.vcpu.l4;
+    let mut dm = DirectMap;
+    let (l1, idx) = pt!(hv, dm).l1_for_va(l4, va, dom).ok_or(Errno::EINVAL)?;
+    let ty = flags & UVMF_FLUSHTYPE_MASK;
+    if ty == 3 {
+        return Err(Errno::EINVAL);
+    }
+    // A MULTI mask pointer must be readable before anything changes.
+    if flags & UVMF_ALL == 0 && flags & !7 != 0 {
+        read_vcpumask(hv, flags & !7)?;
+    }
+    pt!(hv, dm).update_entry(l1, idx, Pte(val), dom, fd, false)?;
+    match ty {
+        UVMF_TLB_FLUSH => paging::flush_local(&hv.cpu),
+        UVMF_INVLPG => paging::invlpg_guest(va),
+        _ => {}
+    }
+    paging::flush_guest_tlb();
+    Ok(0)
+}
+
+pub fn update_va_mapping(hv: &mut Hv, va: u64, val: u64, flags: u64) -> HcResult {
+    let me = hv.dom0.id;
+    uvm(hv, va, val, flags, me)
+}
+
+pub fn update_va_mapping_otherdomain(hv: &mut Hv, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
+    if !hv.dom0.privileged {
+        return Err(Errno::EPERM);
+    }
+    let fd = resolve_dom(hv, domid as u16)?;
+    uvm(hv, va, val, flags, fd)
+}

@@ -1,0 +1,53 @@
+//! `multicall(list, nr)`: runs a batch of hypercalls, writing each entry's result.
+//!
+//! Nested multicalls get `-EINVAL`. An entry that changes the vCPU's privilege or stack
+//! context (`iret`, `sched_op`, `stack_switch`) ends the batch after it runs (the XSA-213
+//! lesson: later entries must not run in a context the guest no longer has). Inner calls do
+//! not create continuations; the batch itself does after [`BATCH`] entries.
+
+use super::{continuation, read_guest, write_guest, Args, HcResult};
+use crate::Hv;
+use guest_abi::errno::Errno;
+use guest_abi::hypercall as nr;
+use hv_arch::entry::TrapFrame;
+
+const BATCH: u64 = 128;
+const ENTRY: u64 = 64;
+
+fn ends_batch(op: u64) -> bool {
+    matches!(op, nr::IRET | nr::SCHED_OP | nr::SCHED_OP_COMPAT | nr::STACK_SWITCH)
+}
+
+pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcResult {
+    if hv.in_multicall {
+        return Err(Errno::EINVAL);
+    }
+    for i in 0..count {
+        if i >= BATCH {
+            return continuation(f, nr::MULTICALL, [list + ENTRY * i, count - i, 0, 0]);
+        }
+        let at = list.wrapping_add(ENTRY * i);
+        let mut b = [0u8; 64];
+        read_guest(hv, at, &mut b)?;
+        let word = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap_or_default());
+        let op = word(0);
+        let args = Args([word(2), word(3), word(4), word(5), word(6)]);
+        let r = if op == nr::MULTICALL {
+            Err(Errno::EINVAL)
+        } else {
+            hv.in_multicall = true;
+            let r = super::call(hv, f, op, args);
+            hv.in_multicall = false;
+            r
+        };
+        let v = match r {
+            Ok(v) => v,
+            Err(e) => e.to_ret(),
+        };
+        write_guest(hv, at + 8, &v.to_le_bytes())?;
+        if ends_batch(op) {
+            break;
+        }
+    }
+    Ok(0)
+}
