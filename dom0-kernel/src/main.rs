@@ -7,6 +7,8 @@
 #![no_std]
 #![no_main]
 
+mod memory;
+
 use guest_abi::sched::ShutdownReason;
 use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
 use pv_runtime::traps::Frame;
@@ -111,6 +113,10 @@ fn guest_main(si: &'static StartInfo) -> ! {
         "dom0: page tables at {:#x} ({} frames), P2M at {:#x}, shared_info at machine {:#x}",
         si.pt_base, si.nr_pt_frames, si.mfn_list, si.shared_info
     );
+    if memory::bring_up(si).is_err() {
+        println!("dom0: memory bring-up failed");
+        hypercall::shutdown(ShutdownReason::Crash)
+    }
     if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)

@@ -99,3 +99,106 @@ pub fn stack_switch(ss: u16, sp: u64) -> i64 {
     // SAFETY: takes no pointer.
     unsafe { hypercall5(nr::STACK_SWITCH, ss as u64, sp, 0, 0, 0) }
 }
+
+/// `struct mmu_update`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct MmuUpdate {
+    pub ptr: u64,
+    pub val: u64,
+}
+
+/// `struct mmuext_op`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct MmuextOp {
+    pub cmd: u32,
+    pub _pad: u32,
+    pub arg1: u64,
+    pub arg2: u64,
+}
+
+/// `struct multicall_entry`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct MulticallEntry {
+    pub op: u64,
+    pub result: i64,
+    pub args: [u64; 6],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<MmuUpdate>() == 16);
+    assert!(core::mem::size_of::<MmuextOp>() == 24);
+    assert!(core::mem::size_of::<MulticallEntry>() == 64);
+};
+
+/// `DOMID_SELF` as a foreigndom argument.
+pub const SELF: u64 = guest_abi::DOMID_SELF as u64;
+
+/// `mmu_update(reqs, count, &done, SELF)`: returns (result, done).
+pub fn mmu_update(reqs: &[MmuUpdate]) -> (i64, u32) {
+    let mut done = 0u32;
+    // SAFETY: the request array and `done` are valid for the call.
+    let r = unsafe {
+        hypercall5(nr::MMU_UPDATE, reqs.as_ptr() as u64, reqs.len() as u64, &mut done as *mut u32 as u64, SELF, 0)
+    };
+    (r, done)
+}
+
+/// `mmuext_op(ops, count, &done, SELF)`: returns (result, done).
+pub fn mmuext_op(ops: &[MmuextOp]) -> (i64, u32) {
+    let mut done = 0u32;
+    // SAFETY: as for `mmu_update`.
+    let r = unsafe {
+        hypercall5(nr::MMUEXT_OP, ops.as_ptr() as u64, ops.len() as u64, &mut done as *mut u32 as u64, SELF, 0)
+    };
+    (r, done)
+}
+
+/// One mmuext op.
+pub fn mmuext1(cmd: u32, arg1: u64, arg2: u64) -> i64 {
+    mmuext_op(&[MmuextOp { cmd, _pad: 0, arg1, arg2 }]).0
+}
+
+/// `update_va_mapping(va, pte, flags)`.
+pub fn update_va_mapping(va: u64, pte: u64, flags: u64) -> i64 {
+    // SAFETY: takes no pointer (a MULTI flag pointer is the caller's responsibility).
+    unsafe { hypercall5(nr::UPDATE_VA_MAPPING, va, pte, flags, 0, 0) }
+}
+
+/// `multicall(entries)`: per-entry results land in the entries.
+pub fn multicall(entries: &mut [MulticallEntry]) -> i64 {
+    // SAFETY: the entries are valid for reads and writes during the call, and whatever
+    // pointers their arguments hold are the caller's to keep valid.
+    unsafe { hypercall5(nr::MULTICALL, entries.as_mut_ptr() as u64, entries.len() as u64, 0, 0, 0) }
+}
+
+/// `memory_op(cmd, arg)`.
+///
+/// # Safety
+/// `arg` must point to the structure `cmd` expects, with valid embedded pointers.
+pub unsafe fn memory_op(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { hypercall5(nr::MEMORY_OP, cmd, arg, 0, 0, 0) }
+}
+
+/// `struct xen_memory_reservation`.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Reservation {
+    pub extent_start: u64,
+    pub nr_extents: u64,
+    pub extent_order: u32,
+    pub mem_flags: u32,
+    pub domid: u16,
+    pub _pad: [u8; 6],
+}
+
+const _: () = assert!(core::mem::size_of::<Reservation>() == 32);
+
+/// `set_gdt(frames, entries)`.
+pub fn set_gdt(frames: &[u64], entries: u64) -> i64 {
+    // SAFETY: the frame list is valid for reads.
+    unsafe { hypercall5(nr::SET_GDT, frames.as_ptr() as u64, entries, 0, 0, 0) }
+}

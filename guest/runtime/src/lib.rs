@@ -9,6 +9,7 @@
 pub mod console;
 pub mod entry;
 pub mod hypercall;
+pub mod mm;
 pub mod traps;
 
 pub use guest_abi;
@@ -26,4 +27,13 @@ pub fn cpl() -> u16 {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("guest panic: {}", info);
     hypercall::shutdown(guest_abi::sched::ShutdownReason::Crash)
+}
+
+extern "C" {
+    static __virt_base: u8;
+}
+
+/// This guest's `VIRT_BASE` (from its linker script).
+pub fn virt_base() -> u64 {
+    core::ptr::addr_of!(__virt_base) as u64
 }

@@ -51,6 +51,8 @@ fn scenarios() -> Vec<Scenario> {
                 "booting via Multiboot2",
                 "dom0: command line 'shutdown from-grub'",
                 "flags PRIVILEGED|INITDOMAIN, running at CPL 1, trap table installed",
+                "pinned, switched to L4 mfn",
+                "own GDT loaded (code DPL 1, ring-1 data selector usable); balloon -64 pages (4032) +64 pages (4096); all updates accepted",
                 "shutdown: reason poweroff",
             ]))
         },
@@ -60,6 +62,8 @@ fn scenarios() -> Vec<Scenario> {
                 "booting via Pvh",
                 "dom0: command line 'shutdown from-pvh'",
                 "running at CPL 1",
+                "(vcpu0 upcall mask 1)",
+                "all updates accepted",
             ]))
         },
         sc("hypercalls", Image::Guest("hypercalls"), Expect::Success),

@@ -1,0 +1,172 @@
+//! Guest-side memory management: a frame allocator over the P2M, and page-table building
+//! through validated hypercalls (batched `mmu_update`s inside `multicall`s).
+//!
+//! The bootstrap region is mapped 1:1 from `VIRT_BASE`; PFNs past its end are free RAM the
+//! guest may use as new page tables or give back to the hypervisor.
+
+use crate::hypercall::{self as hc, MmuUpdate, MmuextOp, MulticallEntry};
+use crate::StartInfo;
+use guest_abi::hypercall as nr;
+
+pub const P: u64 = 1;
+pub const RW: u64 = 2;
+pub const A: u64 = 1 << 5;
+pub const D: u64 = 1 << 6;
+
+/// `MMUEXT_*` numbers used here.
+pub const PIN_L4: u32 = 3;
+pub const UNPIN: u32 = 4;
+pub const NEW_BASEPTR: u32 = 5;
+pub const CLEAR_PAGE: u32 = 16;
+/// `MMU_MACHPHYS_UPDATE`.
+pub const MACHPHYS_UPDATE: u64 = 1;
+
+/// The domain's memory as the guest sees it.
+pub struct GuestMem {
+    pub virt_base: u64,
+    /// P2M list (PFN → MFN), mapped in the bootstrap region.
+    pub p2m: &'static mut [u64],
+    /// First PFN past the bootstrap region (not mapped by the bootstrap tables).
+    pub region_end_pfn: u64,
+    /// Next free PFN for [`GuestMem::alloc_pfn`].
+    next_pfn: u64,
+}
+
+impl GuestMem {
+    /// # Safety
+    /// `si` must be this guest's start_info, with the P2M list mapped where it says.
+    pub unsafe fn new(si: &StartInfo, virt_base: u64) -> GuestMem {
+        // SAFETY: the builder maps the P2M list writable at `mfn_list` for `nr_pages` entries.
+        let p2m = unsafe { core::slice::from_raw_parts_mut(si.mfn_list as *mut u64, si.nr_pages as usize) };
+        let end = si.pt_base + (si.nr_pt_frames + 1) * 4096 + (512 << 10);
+        let end = (end + (4 << 20) - 1) & !((4 << 20) - 1);
+        let region_end_pfn = (end - virt_base) / 4096;
+        GuestMem { virt_base, p2m, region_end_pfn, next_pfn: region_end_pfn }
+    }
+
+    /// A PFN past the bootstrap region, never handed out before. Its frame is zeroed with
+    /// `MMUEXT_CLEAR_PAGE`.
+    pub fn alloc_pfn(&mut self) -> Option<u64> {
+        if self.next_pfn as usize >= self.p2m.len() {
+            return None;
+        }
+        let pfn = self.next_pfn;
+        self.next_pfn += 1;
+        (hc::mmuext1(CLEAR_PAGE, self.p2m[pfn as usize], 0) == 0).then_some(pfn)
+    }
+
+    pub fn mfn(&self, pfn: u64) -> u64 {
+        self.p2m[pfn as usize]
+    }
+
+    /// Frames left for [`GuestMem::alloc_pfn`].
+    pub fn free_pfns(&self) -> u64 {
+        self.p2m.len() as u64 - self.next_pfn
+    }
+}
+
+/// Batches PTE writes: up to `REQS` per `mmu_update`, `CALLS` calls per `multicall`.
+pub struct Batch {
+    reqs: [[MmuUpdate; Batch::REQS]; Batch::CALLS],
+    n: usize,
+    pub updates: u64,
+    pub multicalls: u64,
+    pub failed: u64,
+}
+
+impl Batch {
+    pub const REQS: usize = 128;
+    pub const CALLS: usize = 8;
+
+    pub const fn new() -> Batch {
+        Batch { reqs: [[MmuUpdate { ptr: 0, val: 0 }; Batch::REQS]; Batch::CALLS], n: 0, updates: 0, multicalls: 0, failed: 0 }
+    }
+
+    /// Queues "write `val` at machine address `maddr`".
+    pub fn push(&mut self, maddr: u64, val: u64) {
+        if self.n == Self::REQS * Self::CALLS {
+            self.flush();
+        }
+        self.reqs[self.n / Self::REQS][self.n % Self::REQS] = MmuUpdate { ptr: maddr, val };
+        self.n += 1;
+    }
+
+    /// Issues everything queued as one multicall of `mmu_update`s.
+    pub fn flush(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        let mut done = [0u32; Batch::CALLS];
+        let mut mc = [MulticallEntry::default(); Batch::CALLS];
+        let calls = self.n.div_ceil(Self::REQS);
+        for c in 0..calls {
+            let len = (self.n - c * Self::REQS).min(Self::REQS);
+            mc[c] = MulticallEntry {
+                op: nr::MMU_UPDATE,
+                result: 0,
+                args: [self.reqs[c].as_ptr() as u64, len as u64, &mut done[c] as *mut u32 as u64, hc::SELF, 0, 0],
+            };
+        }
+        hc::multicall(&mut mc[..calls]);
+        self.failed += mc[..calls].iter().filter(|e| e.result != 0).count() as u64;
+        self.updates += self.n as u64;
+        self.multicalls += 1;
+        self.n = 0;
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+/// Builds a fresh 4-level hierarchy mapping `[va, va + pages * 4096)` onto PFNs from
+/// `first_pfn`, read-only for PFNs in `ro_pfns`, into frames from `mem`. Returns the new
+/// L4's MFN and the number of table frames used. Tables are plain memory until pinned.
+pub fn build_tables(
+    mem: &mut GuestMem,
+    batch: &mut Batch,
+    va: u64,
+    first_pfn: u64,
+    pages: u64,
+    ro_pfns: core::ops::Range<u64>,
+) -> Option<(u64, u64)> {
+    let l4_pfn = mem.alloc_pfn()?;
+    let l4 = mem.mfn(l4_pfn);
+    let mut used = 1;
+    // Current tables at levels 3, 2, 1 and the index range they cover.
+    let mut cur = [(u64::MAX, 0u64); 4];
+    for i in 0..pages {
+        let v = va + i * 4096;
+        let mut parent = l4;
+        for level in (2..=4u32).rev() {
+            let span_shift = 12 + 9 * (level - 1);
+            let key = v >> span_shift;
+            let slot = (level - 1) as usize;
+            if cur[slot].0 != key {
+                let t_pfn = mem.alloc_pfn()?;
+                let t = mem.mfn(t_pfn);
+                used += 1;
+                let idx = (v >> span_shift) & 511;
+                batch.push((parent << 12) + idx * 8, (t << 12) | P | RW | A);
+                cur[slot] = (key, t);
+            }
+            parent = cur[slot].1;
+        }
+        let pfn = first_pfn + i;
+        let flags = if ro_pfns.contains(&pfn) { P | A } else { P | RW | A | D };
+        batch.push((parent << 12) + ((v >> 12) & 511) * 8, (mem.mfn(pfn) << 12) | flags);
+    }
+    batch.flush();
+    Some((l4, used))
+}
+
+/// Pins `l4` and makes it the current root.
+pub fn switch_root(l4: u64) -> i64 {
+    let ops = [
+        MmuextOp { cmd: PIN_L4, _pad: 0, arg1: l4, arg2: 0 },
+        MmuextOp { cmd: NEW_BASEPTR, _pad: 0, arg1: l4, arg2: 0 },
+    ];
+    hc::mmuext_op(&ops).0
+}
