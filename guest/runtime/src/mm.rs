@@ -55,6 +55,12 @@ impl GuestMem {
         (hc::mmuext1(CLEAR_PAGE, self.p2m[pfn as usize], 0) == 0).then_some(pfn)
     }
 
+    /// [`GuestMem::alloc_pfn`], returning the frame's MFN.
+    pub fn alloc_mfn(&mut self) -> Option<u64> {
+        let pfn = self.alloc_pfn()?;
+        Some(self.mfn(pfn))
+    }
+
     pub fn mfn(&self, pfn: u64) -> u64 {
         self.p2m[pfn as usize]
     }

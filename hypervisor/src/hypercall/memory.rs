@@ -59,8 +59,10 @@ fn check_flags(r: &Reservation) -> Result<u64, Errno> {
     Ok(if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << (bits - 12).min(52) })
 }
 
-fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64) -> Option<Mfn> {
-    if hv.dom0.tot_pages >= hv.dom0.max_pages {
+/// A zeroed frame for the domain, counted in `tot_pages`. `replacing` says one of its frames
+/// is about to be given back (exchange), so the maximum does not stand in the way.
+fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
+    if hv.dom0.tot_pages >= hv.dom0.max_pages + u64::from(replacing) {
         return None;
     }
     let m = hv.mm.alloc.alloc()?;
@@ -122,7 +124,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
                 } else {
                     None
                 };
-                let Some(m) = alloc_for_guest(hv, limit) else { break };
+                let Some(m) = alloc_for_guest(hv, limit, false) else { break };
                 if r.extent_start != 0 || gpfn.is_some() {
                     if let Err(e) = write_guest(hv, slot, &m.0.to_le_bytes()) {
                         let _ = free_from_guest(hv, m);
@@ -184,7 +186,7 @@ fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
             result = Err(e);
             break;
         }
-        let Some(new) = alloc_for_guest(hv, limit) else {
+        let Some(new) = alloc_for_guest(hv, limit, true) else {
             result = Err(Errno::ENOMEM);
             break;
         };

@@ -41,9 +41,24 @@ const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
     Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect }
 }
 
+/// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
+const MM_CASES: &[&str] = &[
+    "l1-writable", "l2-writable", "l3-writable", "l4-writable", "pt-readonly-ok", "linear-l4",
+    "linear-l2-xsa182", "pse-xsa148", "map-hypervisor-frame", "map-free-frame",
+    "reserved-l4-slots", "l1tf", "cache-bits", "reserved-bit62", "gdt-dpl0", "gdt-call-gate",
+    "gdt-tss", "gdt-limits", "gdt-no-writable-alias", "ldt-writable", "exchange-xsa212",
+    "multicall-xsa213", "invlpg-xsa279", "mixed-xsa286", "unpin-cr3", "decrease-cr3",
+    "double-pin", "continuation", "uvm-bad", "clear-copy-page", "memop-xsa231", "machphys",
+    "new-baseptr",
+];
+
 fn scenarios() -> Vec<Scenario> {
     use ExitCode::*;
-    vec![
+    let mm = MM_CASES.iter().map(|c| Scenario {
+        dom0_args: c,
+        ..sc(Box::leak(format!("mm-{c}").into_boxed_str()), Image::Guest("mm_hostile"), Expect::Success)
+    });
+    let mut v = vec![
         Scenario {
             grub: true,
             dom0_args: "shutdown from-grub",
@@ -90,7 +105,9 @@ fn scenarios() -> Vec<Scenario> {
                 "dom0_mem of 65536 MiB is more than the",
             ]))
         },
-    ]
+    ];
+    v.extend(mm);
+    v
 }
 
 fn image_path(i: &Images, img: &Image) -> Result<PathBuf, String> {
@@ -180,7 +197,7 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
     let (mut passed, mut failed) = (0, 0);
     for s in scenarios() {
-        if only.as_deref().is_some_and(|o| o != s.name) {
+        if only.as_deref().is_some_and(|o| !s.name.starts_with(o)) {
             continue;
         }
         let cfg = config(&imgs, &s)?;

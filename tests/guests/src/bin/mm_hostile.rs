@@ -1,0 +1,426 @@
+//! Hostile-guest scenarios for the PV memory-management rules (one per boot: the command
+//! line names the case). Each attack must be refused with Xen's error code, or end in a
+//! bounced fault, and the hypervisor must keep running (every case ends with hypercalls that
+//! still work and a verdict).
+#![no_std]
+#![no_main]
+
+use guest_abi::errno::Errno::{self, *};
+use guest_abi::hypercall as nr;
+use pv_runtime::hypercall::{self as hc, hypercall5, MmuUpdate, MmuextOp, MulticallEntry, Reservation};
+use pv_runtime::mm::{GuestMem, A, D, P, RW};
+use test_guests::*;
+
+const PCD: u64 = 1 << 4;
+const PSE: u64 = 1 << 7;
+const M2P: u64 = 0xFFFF_8000_0000_0000;
+const ENTRY_GDT: u64 = 0xFFFF_8200_0000_0000;
+/// A hypervisor frame (its image is loaded at 1 MiB).
+const HV_MFN: u64 = 0x100;
+
+struct Env {
+    mem: GuestMem,
+    vb: u64,
+    l4: u64,
+    /// A writable scratch page in the bootstrap region's slack, and its PTE's address.
+    scratch_va: u64,
+}
+
+fn m2p(mfn: u64) -> u64 {
+    // SAFETY: the read-only M2P is mapped in every guest root.
+    unsafe { ((M2P + 8 * mfn) as *const u64).read_volatile() }
+}
+
+impl Env {
+    fn table_va(&self, mfn: u64) -> u64 {
+        self.vb + 4096 * m2p(mfn)
+    }
+    fn entry(&self, table: u64, idx: u64) -> u64 {
+        // SAFETY: bootstrap tables are mapped read-only in the region.
+        unsafe { ((self.table_va(table) + 8 * idx) as *const u64).read_volatile() }
+    }
+    /// Table MFN at `level` (4..1) on the way to `va`.
+    fn table(&self, va: u64, level: u32) -> u64 {
+        let mut t = self.l4;
+        for l in ((level + 1)..=4).rev() {
+            let idx = (va >> (12 + 9 * (l - 1))) & 511;
+            t = (self.entry(t, idx) & 0x000F_FFFF_FFFF_F000) >> 12;
+        }
+        t
+    }
+    /// Machine address of the level-`level` entry for `va`.
+    fn entry_maddr(&self, va: u64, level: u32) -> u64 {
+        (self.table(va, level) << 12) + 8 * ((va >> (12 + 9 * (level - 1))) & 511)
+    }
+    fn mfn_of_va(&self, va: u64) -> u64 {
+        (self.entry(self.table(va, 1), (va >> 12) & 511) & 0x000F_FFFF_FFFF_F000) >> 12
+    }
+}
+
+fn mmu1(ptr: u64, val: u64) -> i64 {
+    hc::mmu_update(&[MmuUpdate { ptr, val }]).0
+}
+
+fn ext1(cmd: u32, a1: u64, a2: u64) -> i64 {
+    hc::mmuext1(cmd, a1, a2)
+}
+
+fn e(what: &str, got: i64, want: Errno) {
+    expect_err(what, got, want)
+}
+
+fn ok(what: &str, got: i64) {
+    expect_ret(what, got, 0)
+}
+
+fn cur_res() -> i64 {
+    let d = guest_abi::DOMID_SELF;
+    // SAFETY: current_reservation reads a domid.
+    unsafe { hc::memory_op(3, &d as *const u16 as u64) }
+}
+
+/// Writing through `va` faults (stale-mapping checks).
+fn write_faults(va: u64) -> bool {
+    probe!("mov qword ptr [{a}], 1"; a = in(reg) va).is_some_and(|f| f.vector == 14)
+}
+
+fn run(env: &mut Env, case: &str) -> bool {
+    let l4 = env.l4;
+    let l3 = env.table(env.vb, 3);
+    let l2 = env.table(env.vb, 2);
+    let l1 = env.table(env.scratch_va, 1);
+    let pte = env.entry_maddr(env.scratch_va, 1);
+    let own = env.mfn_of_va(env.scratch_va);
+    match case {
+        "l1-writable" => e("map own L1 writable", mmu1(pte, l1 << 12 | P | RW | A), EINVAL),
+        "l2-writable" => e("map own L2 writable", mmu1(pte, l2 << 12 | P | RW | A), EINVAL),
+        "l3-writable" => e("map own L3 writable", mmu1(pte, l3 << 12 | P | RW | A), EINVAL),
+        "l4-writable" => e("map own L4 writable", mmu1(pte, l4 << 12 | P | RW | A), EINVAL),
+        "pt-readonly-ok" => {
+            ok("map own L1 read-only", mmu1(pte, l1 << 12 | P | A));
+            check("a read-only table mapping stays read-only", write_faults(env.scratch_va));
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+        }
+        "linear-l4" => {
+            let slot = (l4 << 12) + 8 * 100;
+            e("recursive L4 entry, read-only", mmu1(slot, l4 << 12 | P | A), EINVAL);
+            e("recursive L4 entry, writable", mmu1(slot, l4 << 12 | P | RW | A), EINVAL);
+        }
+        "linear-l2-xsa182" => {
+            let slot = (l2 << 12) + 8 * 100;
+            e("recursive L2 entry, read-only", mmu1(slot, l2 << 12 | P | A), EINVAL);
+            // XSA-182: flipping RW on a read-only recursive entry must be refused too.
+            e("then flip it writable", mmu1(slot, l2 << 12 | P | RW | A), EINVAL);
+            e("L4 entry to an L2 (cross-level)", mmu1((l4 << 12) + 8 * 100, l2 << 12 | P | A), EINVAL);
+            e("L4 entry to an L1 (cross-level)", mmu1((l4 << 12) + 8 * 100, l1 << 12 | P | A), EINVAL);
+            // Sharing an L2 between two L3 slots is ordinary, not linear.
+            ok("second L3 slot sharing the L2", mmu1((l3 << 12) + 8 * 100, l2 << 12 | P | RW | A));
+            ok("and gone again", mmu1((l3 << 12) + 8 * 100, 0));
+        }
+        "pse-xsa148" => {
+            let slot = (l2 << 12) + 8 * 100;
+            e("2 MiB superpage over machine frame 0", mmu1(slot, P | RW | PSE | A), EINVAL);
+            e("superpage over the hypervisor image", mmu1(slot, HV_MFN << 12 | P | RW | PSE | A), EINVAL);
+            e("1 GiB superpage in the L3", mmu1((l3 << 12) + 8 * 100, P | RW | PSE | A), EINVAL);
+        }
+        "map-hypervisor-frame" => {
+            e("map a hypervisor frame", mmu1(pte, HV_MFN << 12 | P | A), EINVAL);
+            e("map machine frame 0", mmu1(pte, P | A), EINVAL);
+        }
+        "map-free-frame" => {
+            // SAFETY: maximum_ram_page takes no argument.
+            let top = unsafe { hc::memory_op(2, 0) } as u64;
+            e("map the last RAM frame (free)", mmu1(pte, top << 12 | P | A), EINVAL);
+            e("map a frame beyond RAM", mmu1(pte, (top + 0x1000) << 12 | P | A), EINVAL);
+        }
+        "reserved-l4-slots" => {
+            for slot in [256u64, 260, 271] {
+                e("write a reserved L4 slot", mmu1((l4 << 12) + 8 * slot, l3 << 12 | P | RW | A), EINVAL);
+                e("clear a reserved L4 slot", mmu1((l4 << 12) + 8 * slot, 0), EINVAL);
+            }
+            ok("slot 272 is the guest's", mmu1((l4 << 12) + 8 * 272, 0));
+        }
+        "l1tf" => {
+            e("non-present PTE pointing at RAM", mmu1(pte, own << 12), EINVAL);
+            e("non-present PTE pointing at the hypervisor", mmu1(pte, HV_MFN << 12 | 0x800), EINVAL);
+            ok("non-present zero PTE", mmu1(pte, 0));
+            check("the page is gone", probe!("mov rax, [{a}]"; a = in(reg) env.scratch_va).is_some());
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+        }
+        "cache-bits" => e("PCD without I/O permission", mmu1(pte, own << 12 | P | RW | PCD), EINVAL),
+        "reserved-bit62" => e("PTE bit 62", mmu1(pte, own << 12 | P | RW | 1 << 62), EINVAL),
+        "gdt-dpl0" => {
+            let m = env.mem.alloc_mfn().unwrap_or(0);
+            ok("write descriptor", mmu1(m << 12 | 8, 0x00AF_9A00_0000_FFFF));
+            ok("set_gdt with a DPL-0 code segment", hc::set_gdt(&[m], 2));
+            // SAFETY: the entry-area GDT is readable from ring 1.
+            let d = unsafe { ((ENTRY_GDT + 8) as *const u64).read_volatile() };
+            check("DPL raised to 1, accessed set", (d >> 45) & 3 == 1 && d & (1 << 40) != 0);
+            expect_fault("lgdt still faults", probe!("lgdt [rsp]"), 13, Some(0));
+        }
+        "gdt-call-gate" => {
+            let m = env.mem.alloc_mfn().unwrap_or(0);
+            ok("write a call gate", mmu1(m << 12 | 8, (1 << 47) | (0xC << 40) | (0xE019 << 16)));
+            e("set_gdt with a call gate", hc::set_gdt(&[m], 2), EINVAL);
+            ok("frame not kept: writable again", mmu1(m << 12 | 8, 0));
+        }
+        "gdt-tss" => {
+            let m = env.mem.alloc_mfn().unwrap_or(0);
+            ok("write a TSS descriptor", mmu1(m << 12 | 16, (1 << 47) | (0x9 << 40) | 0x67));
+            e("set_gdt with a TSS descriptor", hc::set_gdt(&[m], 3), EINVAL);
+            ok("write an interrupt gate", mmu1(m << 12 | 16, (1 << 47) | (0xE << 40)));
+            e("set_gdt with an interrupt gate", hc::set_gdt(&[m], 3), EINVAL);
+            ok("write an LDT descriptor", mmu1(m << 12 | 16, (1 << 47) | (0x2 << 40)));
+            e("set_gdt with an LDT descriptor", hc::set_gdt(&[m], 3), EINVAL);
+        }
+        "gdt-limits" => {
+            let m = env.mem.alloc_mfn().unwrap_or(0);
+            e("7169 entries", hc::set_gdt(&[m; 15], 7169), EINVAL);
+            e("frame of the hypervisor", hc::set_gdt(&[HV_MFN], 1), EINVAL);
+            e("frame list unmapped", unsafe_set_gdt(0x4000_0000, 1), EFAULT);
+            e("own writable-mapped page", hc::set_gdt(&[own], 1), EINVAL);
+            e("own page table", hc::set_gdt(&[l1], 1), EINVAL);
+        }
+        "gdt-no-writable-alias" => {
+            let m = env.mem.alloc_mfn().unwrap_or(0);
+            ok("set_gdt", hc::set_gdt(&[m], 8));
+            e("map the GDT frame writable", mmu1(pte, m << 12 | P | RW | A), EINVAL);
+            e("plain mmu_update store into it", mmu1(m << 12 | 8, 0x00CF_F300_0000_FFFF), EINVAL);
+            // SAFETY: update_descriptor takes a machine address and a value.
+            let ud = |ma: u64, d: u64| unsafe { hypercall5(nr::UPDATE_DESCRIPTOR, ma, d, 0, 0, 0) };
+            e("update_descriptor with a call gate", ud(m << 12 | 8, (1 << 47) | (0xC << 40)), EINVAL);
+            e("update_descriptor misaligned", ud(m << 12 | 9, 0), EINVAL);
+            e("update_descriptor on the hypervisor", ud(HV_MFN << 12, 0), EINVAL);
+            ok("update_descriptor with a data segment", ud(m << 12 | 8, 0x00CF_B200_0000_FFFF));
+            // SAFETY: loads GDT entry 1 (ring-1 data) into DS and back to null.
+            unsafe { core::arch::asm!("mov eax, 0x9", "mov ds, ax", "xor eax, eax", "mov ds, ax", out("eax") _) };
+            ok("read-only mapping is fine", mmu1(pte, m << 12 | P | A));
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+        }
+        "ldt-writable" => {
+            e("LDT over a writable page", ext1(13, env.scratch_va, 16), EINVAL);
+            e("LDT misaligned", ext1(13, env.scratch_va + 8, 16), EINVAL);
+            e("LDT too long", ext1(13, env.scratch_va, 8193), EINVAL);
+            e("LDT in the hypervisor area", ext1(13, 0xFFFF_8300_0000_0000, 16), EINVAL);
+            ok("read-only mapping first", mmu1(pte, own << 12 | P | A));
+            ok("LDT over a read-only page", ext1(13, env.scratch_va, 16));
+            e("now it cannot be mapped writable", mmu1(pte, own << 12 | P | RW | A), EINVAL);
+            ok("drop the LDT", ext1(13, 0, 0));
+            ok("writable again", mmu1(pte, own << 12 | P | RW | A | D));
+        }
+        "exchange-xsa212" => {
+            let before = cur_res();
+            let victim = env.mem.alloc_mfn().unwrap_or(0);
+            let mut inl = [victim];
+            let mk = |p: u64| Reservation { extent_start: p, nr_extents: 1, domid: guest_abi::DOMID_SELF, ..Reservation::default() };
+            let mut ex = [0u64; 9];
+            fn setx(ex: &mut [u64; 9], i: Reservation, o: Reservation, n: u64) {
+                let w = |r: Reservation| [r.extent_start, r.nr_extents, r.extent_order as u64 | (r.mem_flags as u64) << 32, r.domid as u64];
+                ex[..4].copy_from_slice(&w(i));
+                ex[4..8].copy_from_slice(&w(o));
+                ex[8] = n;
+            }
+            setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(0xFFFF_8300_0000_1000), 0);
+            // SAFETY: `ex` is a valid xen_memory_exchange; embedded pointers are deliberately bad.
+            e("output array in the hypervisor", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EFAULT);
+            setx(&mut ex, mk(0x4000_0000), mk(inl.as_mut_ptr() as u64), 0);
+            e("input array unmapped", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EFAULT);
+            setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(inl.as_mut_ptr() as u64), 5);
+            e("nr_exchanged beyond nr_extents", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EINVAL);
+            let mut o = [0u64; 1];
+            setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(o.as_mut_ptr() as u64), 0);
+            ok("a good exchange", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) });
+            check("nr_exchanged = 1", ex[8] == 1 && o[0] != 0 && o[0] != victim);
+            inl[0] = l1;
+            setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(o.as_mut_ptr() as u64), 0);
+            e("exchange away a page table", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EINVAL);
+            check("no frames lost or gained", cur_res() == before);
+        }
+        "multicall-xsa213" => {
+            let mut mc = [
+                MulticallEntry { op: nr::IRET, result: 0x5555, args: [0; 6] },
+                MulticallEntry { op: nr::XEN_VERSION, result: 0x5555, args: [0; 6] },
+            ];
+            ok("multicall", hc::multicall(&mut mc));
+            e("iret entry", mc[0].result, ENOSYS);
+            check("batch ended after iret", mc[1].result == 0x5555);
+            let mut nested = [
+                MulticallEntry { op: nr::MULTICALL, result: 0, args: [0; 6] },
+                MulticallEntry { op: nr::XEN_VERSION, result: 0, args: [0; 6] },
+            ];
+            ok("multicall", hc::multicall(&mut nested));
+            e("nested multicall", nested[0].result, EINVAL);
+            check("next entry ran", nested[1].result == (4 << 16) | 19);
+            // SAFETY: deliberately bad list pointer.
+            e("multicall list in the hypervisor", unsafe { hypercall5(nr::MULTICALL, 0xFFFF_8300_0000_0000, 1, 0, 0, 0) }, EFAULT);
+        }
+        "invlpg-xsa279" => {
+            let nc = 0x8000_0000_0000_0000u64;
+            e("INVLPG_LOCAL non-canonical", ext1(7, nc, 0), EINVAL);
+            e("INVLPG_ALL non-canonical", ext1(11, nc, 0), EINVAL);
+            let mask = 1u64;
+            e("INVLPG_MULTI non-canonical", ext1(9, nc, &mask as *const u64 as u64), EINVAL);
+            e("TLB_FLUSH_MULTI bad mask pointer", ext1(8, 0, 0xFFFF_8300_0000_0000), EFAULT);
+            ok("INVLPG_LOCAL canonical", ext1(7, env.scratch_va, 0));
+            ok("TLB_FLUSH_ALL", ext1(10, 0, 0));
+            e("update_va_mapping non-canonical", hc::update_va_mapping(nc, 0, 2), EINVAL);
+            e("update_va_mapping in the hypervisor area", hc::update_va_mapping(0xFFFF_8300_0000_0000, 0, 2), EINVAL);
+        }
+        "mixed-xsa286" => {
+            // In one multicall: update_va_mapping makes the page writable, then mmu_update
+            // takes it away. Afterwards no stale writable translation may remain.
+            let reqs = [MmuUpdate { ptr: pte, val: own << 12 | P | A }];
+            let mut done = 0u32;
+            let mut mc = [
+                MulticallEntry { op: nr::UPDATE_VA_MAPPING, result: -1, args: [env.scratch_va, own << 12 | P | RW | A | D, 2, 0, 0, 0] },
+                MulticallEntry { op: nr::MMU_UPDATE, result: -1, args: [reqs.as_ptr() as u64, 1, &mut done as *mut u32 as u64, hc::SELF, 0, 0] },
+            ];
+            // SAFETY: touch the page so a writable translation is cached.
+            unsafe { (env.scratch_va as *mut u64).write_volatile(7) };
+            ok("multicall", hc::multicall(&mut mc));
+            check("both entries succeeded", mc[0].result == 0 && mc[1].result == 0);
+            check("no stale writable mapping", write_faults(env.scratch_va));
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+            check("writable again", !write_faults(env.scratch_va));
+        }
+        "unpin-cr3" => {
+            e("unpin the (unpinned) current root", ext1(4, l4, 0), EINVAL);
+            ok("pin the current root", ext1(3, l4, 0));
+            e("pin it again", ext1(3, l4, 0), EINVAL);
+            ok("unpin it", ext1(4, l4, 0));
+            check("still running on it", cur_res() > 0);
+            e("pin the L4 as an L1", ext1(0, l4, 0), EINVAL);
+        }
+        "decrease-cr3" => {
+            let before = cur_res();
+            for (what, m) in [("current L4", l4), ("an L1 in use", l1), ("a mapped page", own)] {
+                let mut a = [m];
+                let mut r = Reservation { extent_start: a.as_mut_ptr() as u64, nr_extents: 1, domid: guest_abi::DOMID_SELF, ..Reservation::default() };
+                // SAFETY: valid reservation.
+                let got = unsafe { hc::memory_op(1, &mut r as *mut _ as u64) };
+                expect_ret(what, got, 0);
+            }
+            check("nothing freed", cur_res() == before);
+        }
+        "double-pin" => {
+            let t = env.mem.alloc_mfn().unwrap_or(0);
+            ok("pin an L1", ext1(0, t, 0));
+            e("pin it again", ext1(0, t, 0), EINVAL);
+            e("pin it as an L2 too", ext1(1, t, 0), EINVAL);
+            e("map it writable", mmu1(pte, t << 12 | P | RW | A), EINVAL);
+            ok("unpin", ext1(4, t, 0));
+            e("unpin again", ext1(4, t, 0), EINVAL);
+            e("pin a writable-mapped page", ext1(0, own, 0), EINVAL);
+            e("pin a hypervisor frame", ext1(0, HV_MFN, 0), EINVAL);
+            e("MARK_SUPER", ext1(19, own, 0), EOPNOTSUPP);
+            e("unknown mmuext command", ext1(99, 0, 0), ENOSYS);
+        }
+        "continuation" => {
+            // A batch longer than the hypervisor's preemption batch: 600 updates of the same
+            // PTE, alternating writable and read-only, ending writable.
+            let mut reqs = [MmuUpdate::default(); 600];
+            for (i, r) in reqs.iter_mut().enumerate() {
+                r.ptr = pte;
+                r.val = own << 12 | P | A | if i % 2 == 1 { RW | D } else { 0 };
+            }
+            let (r, done) = hc::mmu_update(&reqs);
+            ok("600-entry batch", r);
+            expect_ret("done", done as i64, 600);
+            check("final state writable", !write_faults(env.scratch_va));
+            // A failure at entry 400 stops there, with done = 400.
+            reqs[400].val = l1 << 12 | P | RW;
+            let (r, done) = hc::mmu_update(&reqs);
+            e("batch failing at 400", r, EINVAL);
+            expect_ret("done at the failure", done as i64, 400);
+            check("state of entry 399 (writable)", !write_faults(env.scratch_va));
+            // The same for mmuext: 300 TLB flushes.
+            let ops = [MmuextOp { cmd: 6, _pad: 0, arg1: 0, arg2: 0 }; 300];
+            let (r, done) = hc::mmuext_op(&ops);
+            ok("300 mmuext ops", r);
+            expect_ret("mmuext done", done as i64, 300);
+        }
+        "uvm-bad" => {
+            e("no L1 for the address", hc::update_va_mapping(0x40_0000_0000, 0, 0), EINVAL);
+            e("flush type 3", hc::update_va_mapping(env.scratch_va, own << 12 | P | RW | A, 3), EINVAL);
+            e("MULTI mask pointer in the hypervisor", hc::update_va_mapping(env.scratch_va, own << 12 | P | RW | A, 0xFFFF_8300_0000_0000), EFAULT);
+            e("map own L1 writable by VA", hc::update_va_mapping(env.scratch_va, l1 << 12 | P | RW | A, 2), EINVAL);
+            ok("a good update with INVLPG", hc::update_va_mapping(env.scratch_va, own << 12 | P | RW | A | D, 2));
+            // SAFETY: update_va_mapping_otherdomain with an unknown domain.
+            let r = unsafe { hypercall5(nr::UPDATE_VA_MAPPING_OTHERDOMAIN, env.scratch_va, own << 12 | P | A, 2, 7, 0) };
+            e("otherdomain with no such domain", r, ESRCH);
+        }
+        "clear-copy-page" => {
+            e("CLEAR_PAGE on an L1 in use", ext1(16, l1, 0), EINVAL);
+            e("COPY_PAGE into the L4", ext1(17, l4, own), EINVAL);
+            e("COPY_PAGE from the hypervisor", ext1(17, own, HV_MFN), EINVAL);
+            e("CLEAR_PAGE of a hypervisor frame", ext1(16, HV_MFN, 0), EINVAL);
+            ok("CLEAR_PAGE of own page", ext1(16, own, 0));
+        }
+        "memop-xsa231" => {
+            let mut frames = [0u64; 4];
+            let mut r = Reservation { extent_start: frames.as_mut_ptr() as u64, nr_extents: 4, domid: guest_abi::DOMID_SELF, ..Reservation::default() };
+            r.mem_flags = 5 << 8;
+            // SAFETY: valid reservations with deliberately bad fields.
+            e("bogus NUMA node", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, EINVAL);
+            r.mem_flags = 1 << 16;
+            e("populate-on-demand flag", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, EINVAL);
+            r.mem_flags = 0;
+            r.domid = 9;
+            e("another domain", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, ESRCH);
+            r.domid = guest_abi::DOMID_SELF;
+            expect_ret("increase beyond the maximum", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, 0);
+            r.extent_start = 0xFFFF_8300_0000_0000;
+            e("decrease with an array in the hypervisor", unsafe { hc::memory_op(1, &mut r as *mut _ as u64) }, EFAULT);
+            e("unknown memory_op", unsafe { hc::memory_op(40, &mut r as *mut _ as u64) }, ENOSYS);
+            let mut mm = [0u64; 3];
+            ok("machphys_mapping", unsafe { hc::memory_op(12, mm.as_mut_ptr() as u64) });
+            check("M2P at Xen's address", mm[0] == M2P && mm[1] > mm[0]);
+        }
+        "machphys" => {
+            e("MACHPHYS_UPDATE of a hypervisor frame", mmu1(HV_MFN << 12 | 1, 5), EINVAL);
+            let m = env.mem.alloc_mfn().unwrap_or(0);
+            ok("MACHPHYS_UPDATE of an own frame", mmu1(m << 12 | 1, 0x1234));
+            check("M2P reads back", m2p(m) == 0x1234);
+            e("mmu_update command 3", mmu1(pte | 3, 0), ENOSYS);
+            // SAFETY: deliberately bad request and done pointers.
+            e("requests in the hypervisor", unsafe { hypercall5(nr::MMU_UPDATE, 0xFFFF_8300_0000_0000, 1, 0, hc::SELF, 0) }, EFAULT);
+            let req = MmuUpdate { ptr: pte, val: own << 12 | P | RW | A | D };
+            e("done pointer unmapped", unsafe { hypercall5(nr::MMU_UPDATE, &req as *const _ as u64, 1, 0x4000_0000, hc::SELF, 0) }, EFAULT);
+            e("foreign domain 5", unsafe { hypercall5(nr::MMU_UPDATE, &req as *const _ as u64, 1, 0, 5, 0) }, ESRCH);
+        }
+        "new-baseptr" => {
+            let t = env.mem.alloc_mfn().unwrap_or(0);
+            ok("junk in a reserved slot of a would-be L4", mmu1(t << 12 | 8 * 260, l3 << 12 | P | RW | A));
+            e("NEW_BASEPTR to it", ext1(5, t, 0), EINVAL);
+            e("NEW_BASEPTR to a writable-mapped page", ext1(5, own, 0), EINVAL);
+            e("NEW_BASEPTR to the hypervisor", ext1(5, HV_MFN, 0), EINVAL);
+            e("NEW_USER_BASEPTR", ext1(15, l4, 0), EOPNOTSUPP);
+            check("still running", cur_res() > 0);
+        }
+        _ => {
+            println!("unknown case '{}'", case);
+            return false;
+        }
+    }
+    true
+}
+
+fn unsafe_set_gdt(list: u64, n: u64) -> i64 {
+    // SAFETY: deliberately bad list pointer.
+    unsafe { hypercall5(nr::SET_GDT, list, n, 0, 0, 0) }
+}
+
+#[no_mangle]
+fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
+    let case = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
+    start(case);
+    let vb = pv_runtime::virt_base();
+    // SAFETY: `si` is ours.
+    let mem = unsafe { GuestMem::new(si, vb) };
+    let l4 = mem.mfn((si.pt_base - vb) / 4096);
+    let scratch_va = vb + (mem.region_end_pfn - 2) * 4096;
+    let mut env = Env { mem, vb, l4, scratch_va };
+    check("case known", run(&mut env, case));
+    check("hypervisor still answers", pv_runtime::hypercall::yield_now() == 0);
+    finish(case)
+}
