@@ -108,6 +108,9 @@ extern "C" {
 
 /// Where to resume after an expected fault (0 = none expected).
 pub static RECOVER: AtomicU64 = AtomicU64::new(0);
+/// With [`RECOVER`], for faults taken in ring 3: the kernel stack pointer to resume on (the
+/// handler then returns to ring 1).
+pub static RECOVER_RSP: AtomicU64 = AtomicU64::new(0);
 
 /// The last recovered fault: (vector, error code, rip), vector = u64::MAX when none.
 pub static LAST_FAULT: [AtomicU64; 3] =
@@ -147,6 +150,11 @@ extern "C" fn pv_runtime_trap(f: &mut Frame) {
         LAST_FAULT[2].store(f.rip, Ordering::SeqCst);
         LAST_FAULT[0].store(f.vector, Ordering::SeqCst);
         f.rip = r;
+        if f.cs & 3 == 3 {
+            f.cs = FLAT_KERNEL_CS as u64;
+            f.ss = guest_abi::selectors::FLAT_KERNEL_SS as u64;
+            f.rsp = RECOVER_RSP.swap(0, Ordering::SeqCst);
+        }
         return;
     }
     let h = UNEXPECTED.load(Ordering::SeqCst);
@@ -202,4 +210,34 @@ macro_rules! probe {
         }
         $crate::traps::take_fault()
     }};
+}
+
+/// Runs user code at `rip` in ring 3 on `user_rsp` and returns the fault that brought the
+/// CPU back to ring 1 (`None` is impossible: user code can only come back by faulting).
+pub fn run_user(rip: u64, user_rsp: u64) -> Option<Fault> {
+    // SAFETY: enters ring 3 with iretq; the only way back is a fault, which the handler turns
+    // into a return to label 2 on the saved kernel stack.
+    unsafe {
+        core::arch::asm!(
+            "lea rax, [rip + 2f]",
+            "mov qword ptr [rip + {rec}], rax",
+            "mov qword ptr [rip + {rsp}], rsp",
+            "push r8",
+            "push r9",
+            "push 0x202",
+            "push r10",
+            "push r11",
+            "iretq",
+            "2:",
+            rec = sym RECOVER,
+            rsp = sym RECOVER_RSP,
+            in("r8") guest_abi::selectors::FLAT_USER_SS as u64,
+            in("r9") user_rsp,
+            in("r10") guest_abi::selectors::FLAT_USER_CS as u64,
+            in("r11") rip,
+            // User code may change any caller-saved register before it faults.
+            clobber_abi("C"),
+        );
+    }
+    take_fault()
 }
