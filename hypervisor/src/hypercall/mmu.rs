@@ -20,6 +20,8 @@ use hv_core::pte::Pte;
 
 /// Entries handled before a continuation.
 pub const BATCH: u64 = 256;
+/// Requests copied from the guest at a time.
+const CHUNK: usize = 32;
 /// `count` flag of a preempted `mmu_update`/`mmuext_op`.
 pub const MMU_UPDATE_PREEMPTED: u64 = 1 << 31;
 
@@ -77,16 +79,23 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     let mut resync = false;
     let mut result = Ok(0);
     let mut i = 0;
+    // Requests are copied in chunks: one checked guest access per chunk, not per entry.
+    let mut chunk = [0u8; 16 * CHUNK];
+    let mut have = 0..0;
     while i < count {
         if i >= BATCH && !hv.in_multicall {
             put_done(hv, pdone, base + i)?;
             return continuation(f, nr::MMU_UPDATE, [reqs + 16 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
         }
-        let mut b = [0u8; 16];
-        if let Err(e) = read_guest(hv, reqs.wrapping_add(16 * i), &mut b) {
-            result = Err(e);
-            break;
+        if !have.contains(&i) {
+            let n = (count - i).min(CHUNK as u64) as usize;
+            if let Err(e) = read_guest(hv, reqs.wrapping_add(16 * i), &mut chunk[..16 * n]) {
+                result = Err(e);
+                break;
+            }
+            have = i..i + n as u64;
         }
+        let b = &chunk[16 * (i - have.start) as usize..][..16];
         let ptr = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
         let val = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
         let r = match ptr & 3 {
