@@ -5,16 +5,17 @@ use hv_core::mem::{Mfn, Page, PhysMem};
 use hv_core::memmap::{Range, RangeSet};
 
 /// Highest machine frame (exclusive) the direct map covers; set once RAM is known.
-static LIMIT: spin::Once<u64> = spin::Once::new();
+static LIMIT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Records the end of the direct-mapped RAM.
+/// Records the end of the direct-mapped RAM (once).
 pub fn set_limit(max_mfn: u64) {
-    LIMIT.call_once(|| max_mfn.min(DIRECTMAP_SIZE >> 12));
+    let _ = LIMIT.compare_exchange(0, max_mfn.min(DIRECTMAP_SIZE >> 12), core::sync::atomic::Ordering::Relaxed, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Is `mfn` RAM covered by the direct map?
+#[inline]
 pub fn is_mapped(mfn: Mfn) -> bool {
-    mfn.0 < *LIMIT.get().unwrap_or(&0)
+    mfn.0 < LIMIT.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// The direct map as a [`PhysMem`]. Only frames below the RAM limit are reachable; holes in

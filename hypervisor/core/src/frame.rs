@@ -174,6 +174,46 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
         Ok(())
     }
 
+    /// [`Self::get_page`] and, if `ty` is given, [`Self::get_type`] in one lookup; nothing
+    /// is taken on failure. Returns whether the type reference was the first.
+    pub fn get_page_and_type(&mut self, mfn: Mfn, dom: DomId, ty: Option<PageType>) -> Result<bool, FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.owner != Owner::Dom(dom) {
+            return Err(FrameError::NotOwner);
+        }
+        let count = f.count.checked_add(1).ok_or(FrameError::Overflow)?;
+        let mut first = false;
+        if let Some(ty) = ty {
+            if f.type_count == 0 {
+                f.ty = ty;
+                f.validated = false;
+                first = true;
+            } else if f.ty != ty {
+                return Err(FrameError::TypeConflict);
+            }
+            f.type_count = f.type_count.checked_add(1).ok_or(FrameError::Overflow)?;
+        }
+        f.count = count;
+        Ok(first)
+    }
+
+    /// Drops a type reference (if `typed`) and a general reference in one lookup. Returns
+    /// whether the type reference was the last.
+    pub fn put_page_and_type(&mut self, mfn: Mfn, typed: bool) -> Result<bool, FrameError> {
+        let f = self.get_mut(mfn)?;
+        let mut last = false;
+        if typed {
+            f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
+            if f.type_count == 0 {
+                f.validated = false;
+                f.pinned = false;
+                last = true;
+            }
+        }
+        f.count = f.count.checked_sub(1).ok_or(FrameError::Underflow)?;
+        Ok(last)
+    }
+
     /// Takes a type reference of type `ty`. Returns `true` when this was the first reference
     /// (the caller must then validate a table type and call [`Self::mark_validated`]).
     pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {

@@ -144,16 +144,13 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
             return Err(PtError::BadFlags);
         }
         let mfn = e.mfn();
+        if level == 1 {
+            let ty = e.writable().then_some(PageType::Writable);
+            self.ft.get_page_and_type(mfn, fd, ty)?;
+            return Ok(());
+        }
         self.ft.get_page(mfn, fd)?;
-        let r = if level == 1 {
-            if e.writable() {
-                self.ft.get_type(mfn, PageType::Writable).map(|_| ()).map_err(PtError::from)
-            } else {
-                Ok(())
-            }
-        } else {
-            self.get_table(mfn, level - 1, fd)
-        };
+        let r = self.get_table(mfn, level - 1, fd);
         if r.is_err() {
             let _ = self.ft.put_page(mfn);
         }
@@ -167,12 +164,10 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         }
         let mfn = e.mfn();
         if level == 1 {
-            if e.writable() {
-                let _ = self.ft.put_type(mfn);
-            }
-        } else {
-            self.put_table(mfn, level - 1);
+            let _ = self.ft.put_page_and_type(mfn, e.writable());
+            return;
         }
+        self.put_table(mfn, level - 1);
         let _ = self.ft.put_page(mfn);
     }
 
