@@ -6,6 +6,7 @@
 //! tiny console prompt.
 #![no_std]
 #![no_main]
+#![deny(unsafe_code)]
 
 mod memory;
 
@@ -32,13 +33,7 @@ fn flags_text(flags: u32) -> &'static str {
 }
 
 fn version() -> (i64, [u8; 16]) {
-    let mut extra = [0u8; 16];
-    // SAFETY: XENVER_version takes no buffer; XENVER_extraversion writes 16 bytes.
-    unsafe {
-        let v = hypercall::xen_version(guest_abi::version::XENVER_VERSION, 0);
-        hypercall::xen_version(guest_abi::version::XENVER_EXTRAVERSION, extra.as_mut_ptr() as u64);
-        (v, extra)
-    }
+    (hypercall::xen_version_number(), hypercall::xen_extraversion())
 }
 
 fn prompt() -> ! {
@@ -93,6 +88,7 @@ fn run(cmd: &str) {
 }
 
 #[no_mangle]
+#[allow(unsafe_code)] // the symbol the runtime's entry calls
 fn guest_main(si: &'static StartInfo) -> ! {
     pv_runtime::traps::on_unexpected(report_fault);
     let traps = pv_runtime::traps::install();

@@ -202,3 +202,37 @@ pub fn set_gdt(frames: &[u64], entries: u64) -> i64 {
     // SAFETY: the frame list is valid for reads.
     unsafe { hypercall5(nr::SET_GDT, frames.as_ptr() as u64, entries, 0, 0, 0) }
 }
+
+/// `xen_version(XENVER_version)`: `major << 16 | minor`.
+pub fn xen_version_number() -> i64 {
+    // SAFETY: XENVER_version takes no buffer.
+    unsafe { xen_version(guest_abi::version::XENVER_VERSION, 0) }
+}
+
+/// `xen_version(XENVER_extraversion)`.
+pub fn xen_extraversion() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // SAFETY: XENVER_extraversion writes 16 bytes into `b`.
+    unsafe { xen_version(guest_abi::version::XENVER_EXTRAVERSION, b.as_mut_ptr() as u64) };
+    b
+}
+
+/// `XENMEM_increase_reservation` (0) or `decrease_reservation` (1) of order-0 extents for
+/// this domain: `frames` holds the MFNs to give back, or receives the new ones.
+pub fn reservation(op: u64, frames: &mut [u64]) -> i64 {
+    let r = Reservation {
+        extent_start: frames.as_mut_ptr() as u64,
+        nr_extents: frames.len() as u64,
+        domid: guest_abi::DOMID_SELF,
+        ..Reservation::default()
+    };
+    // SAFETY: the reservation and its extent array are valid for the call.
+    unsafe { memory_op(op & 1, &r as *const Reservation as u64) }
+}
+
+/// `XENMEM_current_reservation` for this domain, in pages.
+pub fn current_reservation() -> i64 {
+    let d = guest_abi::DOMID_SELF;
+    // SAFETY: current_reservation reads one domid.
+    unsafe { memory_op(3, &d as *const u16 as u64) }
+}

@@ -33,10 +33,10 @@ pub struct GuestMem {
 }
 
 impl GuestMem {
-    /// # Safety
-    /// `si` must be this guest's start_info, with the P2M list mapped where it says.
-    pub unsafe fn new(si: &StartInfo, virt_base: u64) -> GuestMem {
-        // SAFETY: the builder maps the P2M list writable at `mfn_list` for `nr_pages` entries.
+    /// The guest's memory from its start_info (call once: it hands out the P2M list).
+    pub fn new(si: &StartInfo, virt_base: u64) -> GuestMem {
+        // SAFETY: the builder maps the P2M list writable at `mfn_list` for `nr_pages` entries
+        // (Xen's start-of-day contract), and nothing else in the runtime refers to it.
         let p2m = unsafe { core::slice::from_raw_parts_mut(si.mfn_list as *mut u64, si.nr_pages as usize) };
         let end = si.pt_base + (si.nr_pt_frames + 1) * 4096 + (512 << 10);
         let end = (end + (4 << 20) - 1) & !((4 << 20) - 1);
@@ -175,4 +175,44 @@ pub fn switch_root(l4: u64) -> i64 {
         MmuextOp { cmd: NEW_BASEPTR, _pad: 0, arg1: l4, arg2: 0 },
     ];
     hc::mmuext_op(&ops).0
+}
+
+/// `shared_info` mapped into the guest (see [`map_shared_info`]).
+pub struct SharedInfoMap {
+    va: u64,
+}
+
+/// Maps the domain's `shared_info` page at `va` (a page whose L1 exists) with
+/// `update_va_mapping`, as Xen guests do at boot.
+pub fn map_shared_info(si: &StartInfo, va: u64) -> Result<SharedInfoMap, i64> {
+    match hc::update_va_mapping(va, si.shared_info | P | RW | A | D, 2) {
+        0 => Ok(SharedInfoMap { va }),
+        e => Err(e),
+    }
+}
+
+impl SharedInfoMap {
+    pub fn va(&self) -> u64 {
+        self.va
+    }
+
+    /// vCPU `n`'s `evtchn_upcall_mask`.
+    pub fn upcall_mask(&self, vcpu: usize) -> u8 {
+        // SAFETY: the page is mapped at `va` for as long as this value exists (nothing in
+        // the runtime unmaps it); the offset is inside the page.
+        unsafe { ((self.va + guest_abi::shared_info::upcall_mask_offset(vcpu) as u64) as *const u8).read_volatile() }
+    }
+}
+
+/// The descriptor the CPU sees at GDT entry `i` (the entry-area GDT is readable from ring 1).
+pub fn gdt_entry(i: usize) -> u64 {
+    const ENTRY_GDT: u64 = 0xFFFF_8200_0000_0000;
+    assert!(i < 8192);
+    // SAFETY: the hypervisor maps its per-CPU GDT window read-only in every guest root.
+    unsafe { ((ENTRY_GDT + 8 * i as u64) as *const u64).read_volatile() }
+}
+
+/// Loads `sel` into DS and back to the null selector; false if the load faulted.
+pub fn try_load_ds(sel: u16) -> bool {
+    crate::probe!("mov ds, {s:x}", "xor eax, eax", "mov ds, ax"; s = in(reg) sel).is_none()
 }

@@ -68,6 +68,16 @@ pub struct EntryRo {
 
 global_asm!(
     r#"
+    /* The TrapFrame registers below RCX/RAX, in frame order. */
+    .macro push_gprs
+    push %rbx; push %rdx; push %rsi; push %rdi; push %rbp
+    push %r8; push %r9; push %r10; push %r11; push %r12; push %r13; push %r14; push %r15
+    .endm
+    .macro pop_gprs
+    pop %r15; pop %r14; pop %r13; pop %r12; pop %r11; pop %r10; pop %r9; pop %r8
+    pop %rbp; pop %rdi; pop %rsi; pop %rdx; pop %rbx
+    .endm
+
     .section .entry.text, "ax"
     .balign 4096
     .global __entry_text_start
@@ -107,19 +117,7 @@ common_entry:
     pushq 16(%rcx)
     pushq 8(%rcx)
     pushq (%rcx)
-    push %rbx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    push_gprs
     mov %rsp, %rdi
     cld
     movabs $hv_trap_from_guest, %rax
@@ -129,19 +127,7 @@ common_entry:
 from_hypervisor:
     push %rax
     push %rcx
-    push %rbx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    push_gprs
     mov %rsp, %rdi
     mov %cr3, %rax
     push %rax
@@ -171,19 +157,7 @@ from_hypervisor:
 3:
     pop %rax
     mov %rax, %cr3
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rbx
+    pop_gprs
     pop %rcx
     pop %rax
     /* Scrub the saved registers (and CR3) just popped: they may sit on a guest-readable
@@ -200,19 +174,7 @@ from_hypervisor:
     .global exit_to_guest_stub
 exit_to_guest_stub:
     mov %rdi, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rbx
+    pop_gprs
     movabs ${EXIT_FRAME}, %rax
     pop %rcx
     mov %rcx, (%rax)

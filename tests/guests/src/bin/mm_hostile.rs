@@ -76,7 +76,7 @@ fn ok(what: &str, got: i64) {
 fn cur_res() -> i64 {
     let d = guest_abi::DOMID_SELF;
     // SAFETY: current_reservation reads a domid.
-    unsafe { hc::memory_op(3, &d as *const u16 as u64) }
+    memop(3, &d as *const u16 as u64)
 }
 
 /// Writing through `va` faults (stale-mapping checks).
@@ -129,7 +129,7 @@ fn run(env: &mut Env, case: &str) -> bool {
         }
         "map-free-frame" => {
             // SAFETY: maximum_ram_page takes no argument.
-            let top = unsafe { hc::memory_op(2, 0) } as u64;
+            let top = memop(2, 0) as u64;
             e("map the last RAM frame (free)", mmu1(pte, top << 12 | P | A), EINVAL);
             e("map a frame beyond RAM", mmu1(pte, (top + 0x1000) << 12 | P | A), EINVAL);
         }
@@ -187,7 +187,7 @@ fn run(env: &mut Env, case: &str) -> bool {
             e("map the GDT frame writable", mmu1(pte, m << 12 | P | RW | A), EINVAL);
             e("plain mmu_update store into it", mmu1(m << 12 | 8, 0x00CF_F300_0000_FFFF), EINVAL);
             // SAFETY: update_descriptor takes a machine address and a value.
-            let ud = |ma: u64, d: u64| unsafe { hypercall5(nr::UPDATE_DESCRIPTOR, ma, d, 0, 0, 0) };
+            let ud = |ma: u64, d: u64| raw(nr::UPDATE_DESCRIPTOR, ma, d, 0, 0, 0);
             e("update_descriptor with a call gate", ud(m << 12 | 8, (1 << 47) | (0xC << 40)), EINVAL);
             e("update_descriptor misaligned", ud(m << 12 | 9, 0), EINVAL);
             e("update_descriptor on the hypervisor", ud(HV_MFN << 12, 0), EINVAL);
@@ -222,18 +222,18 @@ fn run(env: &mut Env, case: &str) -> bool {
             }
             setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(0xFFFF_8300_0000_1000), 0);
             // SAFETY: `ex` is a valid xen_memory_exchange; embedded pointers are deliberately bad.
-            e("output array in the hypervisor", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EFAULT);
+            e("output array in the hypervisor", memop(11, ex.as_mut_ptr() as u64), EFAULT);
             setx(&mut ex, mk(0x4000_0000), mk(inl.as_mut_ptr() as u64), 0);
-            e("input array unmapped", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EFAULT);
+            e("input array unmapped", memop(11, ex.as_mut_ptr() as u64), EFAULT);
             setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(inl.as_mut_ptr() as u64), 5);
-            e("nr_exchanged beyond nr_extents", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EINVAL);
+            e("nr_exchanged beyond nr_extents", memop(11, ex.as_mut_ptr() as u64), EINVAL);
             let mut o = [0u64; 1];
             setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(o.as_mut_ptr() as u64), 0);
-            ok("a good exchange", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) });
+            ok("a good exchange", memop(11, ex.as_mut_ptr() as u64));
             check("nr_exchanged = 1", ex[8] == 1 && o[0] != 0 && o[0] != victim);
             inl[0] = l1;
             setx(&mut ex, mk(inl.as_mut_ptr() as u64), mk(o.as_mut_ptr() as u64), 0);
-            e("exchange away a page table", unsafe { hc::memory_op(11, ex.as_mut_ptr() as u64) }, EINVAL);
+            e("exchange away a page table", memop(11, ex.as_mut_ptr() as u64), EINVAL);
             check("no frames lost or gained", cur_res() == before);
         }
         "multicall-xsa213" => {
@@ -252,7 +252,7 @@ fn run(env: &mut Env, case: &str) -> bool {
             e("nested multicall", nested[0].result, EINVAL);
             check("next entry ran", nested[1].result == (4 << 16) | 19);
             // SAFETY: deliberately bad list pointer.
-            e("multicall list in the hypervisor", unsafe { hypercall5(nr::MULTICALL, 0xFFFF_8300_0000_0000, 1, 0, 0, 0) }, EFAULT);
+            e("multicall list in the hypervisor", raw(nr::MULTICALL, 0xFFFF_8300_0000_0000, 1, 0, 0, 0), EFAULT);
         }
         "invlpg-xsa279" => {
             let nc = 0x8000_0000_0000_0000u64;
@@ -297,7 +297,7 @@ fn run(env: &mut Env, case: &str) -> bool {
                 let mut a = [m];
                 let mut r = Reservation { extent_start: a.as_mut_ptr() as u64, nr_extents: 1, domid: guest_abi::DOMID_SELF, ..Reservation::default() };
                 // SAFETY: valid reservation.
-                let got = unsafe { hc::memory_op(1, &mut r as *mut _ as u64) };
+                let got = memop(1, &mut r as *mut _ as u64);
                 expect_ret(what, got, 0);
             }
             check("nothing freed", cur_res() == before);
@@ -346,7 +346,7 @@ fn run(env: &mut Env, case: &str) -> bool {
             e("map own L1 writable by VA", hc::update_va_mapping(env.scratch_va, l1 << 12 | P | RW | A, 2), EINVAL);
             ok("a good update with INVLPG", hc::update_va_mapping(env.scratch_va, own << 12 | P | RW | A | D, 2));
             // SAFETY: update_va_mapping_otherdomain with an unknown domain.
-            let r = unsafe { hypercall5(nr::UPDATE_VA_MAPPING_OTHERDOMAIN, env.scratch_va, own << 12 | P | A, 2, 7, 0) };
+            let r = raw(nr::UPDATE_VA_MAPPING_OTHERDOMAIN, env.scratch_va, own << 12 | P | A, 2, 7, 0);
             e("otherdomain with no such domain", r, ESRCH);
         }
         "clear-copy-page" => {
@@ -361,19 +361,19 @@ fn run(env: &mut Env, case: &str) -> bool {
             let mut r = Reservation { extent_start: frames.as_mut_ptr() as u64, nr_extents: 4, domid: guest_abi::DOMID_SELF, ..Reservation::default() };
             r.mem_flags = 5 << 8;
             // SAFETY: valid reservations with deliberately bad fields.
-            e("bogus NUMA node", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, EINVAL);
+            e("bogus NUMA node", memop(0, &mut r as *mut _ as u64), EINVAL);
             r.mem_flags = 1 << 16;
-            e("populate-on-demand flag", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, EINVAL);
+            e("populate-on-demand flag", memop(0, &mut r as *mut _ as u64), EINVAL);
             r.mem_flags = 0;
             r.domid = 9;
-            e("another domain", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, ESRCH);
+            e("another domain", memop(0, &mut r as *mut _ as u64), ESRCH);
             r.domid = guest_abi::DOMID_SELF;
-            expect_ret("increase beyond the maximum", unsafe { hc::memory_op(0, &mut r as *mut _ as u64) }, 0);
+            expect_ret("increase beyond the maximum", memop(0, &mut r as *mut _ as u64), 0);
             r.extent_start = 0xFFFF_8300_0000_0000;
-            e("decrease with an array in the hypervisor", unsafe { hc::memory_op(1, &mut r as *mut _ as u64) }, EFAULT);
-            e("unknown memory_op", unsafe { hc::memory_op(40, &mut r as *mut _ as u64) }, ENOSYS);
+            e("decrease with an array in the hypervisor", memop(1, &mut r as *mut _ as u64), EFAULT);
+            e("unknown memory_op", memop(40, &mut r as *mut _ as u64), ENOSYS);
             let mut mm = [0u64; 3];
-            ok("machphys_mapping", unsafe { hc::memory_op(12, mm.as_mut_ptr() as u64) });
+            ok("machphys_mapping", memop(12, mm.as_mut_ptr() as u64));
             check("M2P at Xen's address", mm[0] == M2P && mm[1] > mm[0]);
         }
         "machphys" => {
@@ -383,10 +383,10 @@ fn run(env: &mut Env, case: &str) -> bool {
             check("M2P reads back", m2p(m) == 0x1234);
             e("mmu_update command 3", mmu1(pte | 3, 0), ENOSYS);
             // SAFETY: deliberately bad request and done pointers.
-            e("requests in the hypervisor", unsafe { hypercall5(nr::MMU_UPDATE, 0xFFFF_8300_0000_0000, 1, 0, hc::SELF, 0) }, EFAULT);
+            e("requests in the hypervisor", raw(nr::MMU_UPDATE, 0xFFFF_8300_0000_0000, 1, 0, hc::SELF, 0), EFAULT);
             let req = MmuUpdate { ptr: pte, val: own << 12 | P | RW | A | D };
-            e("done pointer unmapped", unsafe { hypercall5(nr::MMU_UPDATE, &req as *const _ as u64, 1, 0x4000_0000, hc::SELF, 0) }, EFAULT);
-            e("foreign domain 5", unsafe { hypercall5(nr::MMU_UPDATE, &req as *const _ as u64, 1, 0, 5, 0) }, ESRCH);
+            e("done pointer unmapped", raw(nr::MMU_UPDATE, &req as *const _ as u64, 1, 0x4000_0000, hc::SELF, 0), EFAULT);
+            e("foreign domain 5", raw(nr::MMU_UPDATE, &req as *const _ as u64, 1, 0, 5, 0), ESRCH);
         }
         "new-baseptr" => {
             let t = env.mem.alloc_mfn().unwrap_or(0);
@@ -406,8 +406,20 @@ fn run(env: &mut Env, case: &str) -> bool {
 }
 
 fn unsafe_set_gdt(list: u64, n: u64) -> i64 {
-    // SAFETY: deliberately bad list pointer.
-    unsafe { hypercall5(nr::SET_GDT, list, n, 0, 0, 0) }
+    raw(nr::SET_GDT, list, n, 0, 0, 0)
+}
+
+/// `memory_op` with an argument the case built, possibly deliberately bad: checking it is the
+/// hypervisor's job, and the buffers the good cases pass outlive the call.
+fn memop(cmd: u64, arg: u64) -> i64 {
+    // SAFETY: see above; a refused pointer is never dereferenced by the hypervisor.
+    unsafe { hc::memory_op(cmd, arg) }
+}
+
+/// A raw hypercall with possibly hostile arguments (as `memop`).
+fn raw(n: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    // SAFETY: as for `memop`.
+    unsafe { hypercall5(n, a1, a2, a3, a4, a5) }
 }
 
 #[no_mangle]
@@ -415,8 +427,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let case = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
     start(case);
     let vb = pv_runtime::virt_base();
-    // SAFETY: `si` is ours.
-    let mem = unsafe { GuestMem::new(si, vb) };
+    let mem = GuestMem::new(si, vb);
     let l4 = mem.mfn((si.pt_base - vb) / 4096);
     let scratch_va = vb + (mem.region_end_pfn - 2) * 4096;
     let mut env = Env { mem, vb, l4, scratch_va };

@@ -25,8 +25,7 @@ static mut BATCH: Batch = Batch::new();
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let vb = pv_runtime::virt_base();
-    // SAFETY: `si` is ours.
-    let mut mem = unsafe { GuestMem::new(si, vb) };
+    let mut mem = GuestMem::new(si, vb);
     // The PTE of a slack page, and two own frames it alternates between (each update
     // swaps the mapped frame: full validation, reference moves, no fast path).
     let va = vb + (mem.region_end_pfn - 2) * 4096;

@@ -23,8 +23,7 @@ fn m2p(mfn: u64) -> u64 {
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     start("ring3");
     let vb = pv_runtime::virt_base();
-    // SAFETY: `si` is ours.
-    let mem = unsafe { GuestMem::new(si, vb) };
+    let mem = GuestMem::new(si, vb);
     let code = vb + (mem.region_end_pfn - 2) * 4096;
     let stack = vb + (mem.region_end_pfn - 3) * 4096;
     // User code: "mov eax, 17 (xen_version); xor edi, edi; int 0x82; ud2" at +0, "cli" at +16,
