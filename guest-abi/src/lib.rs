@@ -16,6 +16,7 @@
 
 pub mod elfnote;
 pub mod errno;
+pub mod evtchn;
 pub mod harness;
 pub mod hypercall;
 pub mod layout;

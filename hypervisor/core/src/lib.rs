@@ -5,11 +5,13 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod builder;
 pub mod cmdline;
+pub mod evtchn;
 pub mod frame;
 pub mod frame_alloc;
 pub mod guest_access;

@@ -1,0 +1,542 @@
+//! Event channels: ports, bindings and 2-level delivery.
+//!
+//! Each domain has a table of ports (port 0 is never allocated). A port is free, unbound
+//! (waiting for a given remote domain to bind), interdomain (connected to a port of another
+//! or the same domain), bound to a VIRQ on a vCPU, or an IPI port. Sending sets the pending
+//! bit of the *receiving* port and, unless it is masked, the 2-level selector bit and
+//! `evtchn_upcall_pending` of the port's notify vCPU — in exactly Xen's order — and reports
+//! that vCPU to be kicked. The bits live in the guest's `shared_info`; this module reaches
+//! them through [`Bits`], so host tests use plain arrays.
+//!
+//! Invariants: an interdomain port's peer is an interdomain port pointing back at it; a VIRQ
+//! binding and the VIRQ table agree; a closed interdomain peer returns to unbound (remote =
+//! the closer), as in Xen.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use guest_abi::errno::Errno;
+use guest_abi::evtchn::*;
+use guest_abi::DomId;
+
+/// Most vCPUs per domain tracked here.
+pub const MAX_VCPUS: usize = 64;
+
+/// What a port is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    Free,
+    Unbound { remote: DomId },
+    Interdomain { remote: DomId, remote_port: Port },
+    Virq { virq: u32 },
+    Ipi,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Chan {
+    state: State,
+    vcpu: u32,
+}
+
+/// The 2-level ABI bits in a domain's shared_info.
+pub trait Bits {
+    /// Sets `pending[port]`; returns its previous value.
+    fn test_and_set_pending(&mut self, dom: DomId, port: Port) -> bool;
+    fn clear_pending(&mut self, dom: DomId, port: Port);
+    fn is_pending(&self, dom: DomId, port: Port) -> bool;
+    fn is_masked(&self, dom: DomId, port: Port) -> bool;
+    /// Clears `mask[port]`; returns its previous value.
+    fn test_and_clear_mask(&mut self, dom: DomId, port: Port) -> bool;
+    /// Sets the vCPU's `evtchn_pending_sel` bit `word`; returns its previous value.
+    fn test_and_set_sel(&mut self, dom: DomId, vcpu: u32, word: u32) -> bool;
+    /// Sets the vCPU's `evtchn_upcall_pending`.
+    fn set_upcall_pending(&mut self, dom: DomId, vcpu: u32);
+}
+
+/// A vCPU that must be woken or interrupted (it has a new unmasked event).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Kick {
+    pub dom: DomId,
+    pub vcpu: u32,
+}
+
+/// One domain's ports.
+#[derive(Clone, Debug)]
+pub struct DomainEvents {
+    chans: Vec<Chan>,
+    max_port: Port,
+    nr_vcpus: u32,
+    /// VIRQ → port, per vCPU.
+    virqs: BTreeMap<(u32, u32), Port>,
+}
+
+/// Event-channel state of every domain.
+#[derive(Default, Debug)]
+pub struct Events {
+    doms: BTreeMap<DomId, DomainEvents>,
+}
+
+/// What `status` reports.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub status: u32,
+    pub vcpu: u32,
+    /// unbound: remote domain; interdomain: (remote domain, remote port); virq: virq.
+    pub a: u32,
+    pub b: u32,
+}
+
+impl Events {
+    /// Registers a domain with ports `1..=max_port` (at most the 2-level limit).
+    pub fn add_domain(&mut self, dom: DomId, max_port: Port, nr_vcpus: u32) {
+        let max_port = max_port.clamp(1, NR_EVTCHN_2L - 1);
+        self.doms.insert(
+            dom,
+            DomainEvents { chans: Vec::new(), max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new() },
+        );
+    }
+
+    /// Forgets a domain, closing its ports first (peers return to unbound).
+    pub fn remove_domain(&mut self, dom: DomId, bits: &mut dyn Bits) {
+        let _ = self.reset(dom, bits);
+        self.doms.remove(&dom);
+    }
+
+    fn d(&self, dom: DomId) -> Result<&DomainEvents, Errno> {
+        self.doms.get(&dom).ok_or(Errno::ESRCH)
+    }
+
+    fn dm(&mut self, dom: DomId) -> Result<&mut DomainEvents, Errno> {
+        self.doms.get_mut(&dom).ok_or(Errno::ESRCH)
+    }
+
+    fn chan(&self, dom: DomId, port: Port) -> Result<Chan, Errno> {
+        let d = self.d(dom)?;
+        if port == 0 || port > d.max_port {
+            return Err(Errno::EINVAL);
+        }
+        Ok(d.chans.get(port as usize).copied().unwrap_or(Chan { state: State::Free, vcpu: 0 }))
+    }
+
+    fn set(&mut self, dom: DomId, port: Port, c: Chan) -> Result<(), Errno> {
+        let d = self.dm(dom)?;
+        if d.chans.len() <= port as usize {
+            d.chans.resize(port as usize + 1, Chan { state: State::Free, vcpu: 0 });
+        }
+        d.chans[port as usize] = c;
+        Ok(())
+    }
+
+    /// The lowest free port, or -ENOSPC.
+    fn free_port(&self, dom: DomId) -> Result<Port, Errno> {
+        let d = self.d(dom)?;
+        (1..=d.max_port)
+            .find(|&p| d.chans.get(p as usize).is_none_or(|c| c.state == State::Free))
+            .ok_or(Errno::ENOSPC)
+    }
+
+    fn check_vcpu(&self, dom: DomId, vcpu: u32) -> Result<(), Errno> {
+        if vcpu < self.d(dom)?.nr_vcpus {
+            Ok(())
+        } else {
+            Err(Errno::ENOENT)
+        }
+    }
+
+    /// `alloc_unbound`: a port in `dom` that `remote` may bind to.
+    pub fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<Port, Errno> {
+        self.d(remote)?;
+        let p = self.free_port(dom)?;
+        self.set(dom, p, Chan { state: State::Unbound { remote }, vcpu: 0 })?;
+        Ok(p)
+    }
+
+    /// `bind_interdomain`: connects a new port of `dom` to `remote`'s unbound `remote_port`
+    /// (which must accept `dom`). The new local port is set pending at once, as Xen does.
+    pub fn bind_interdomain(
+        &mut self,
+        dom: DomId,
+        remote: DomId,
+        remote_port: Port,
+        bits: &mut dyn Bits,
+    ) -> Result<(Port, Option<Kick>), Errno> {
+        self.d(dom)?;
+        let rc = self.chan(remote, remote_port)?;
+        if rc.state != (State::Unbound { remote: dom }) {
+            return Err(Errno::EINVAL);
+        }
+        let p = self.free_port(dom)?;
+        if dom == remote && p == remote_port {
+            return Err(Errno::EINVAL);
+        }
+        self.set(dom, p, Chan { state: State::Interdomain { remote, remote_port }, vcpu: 0 })?;
+        self.set(remote, remote_port, Chan { state: State::Interdomain { remote: dom, remote_port: p }, vcpu: rc.vcpu })?;
+        let kick = self.raise(dom, p, bits)?;
+        Ok((p, kick))
+    }
+
+    /// `bind_virq`.
+    pub fn bind_virq(&mut self, dom: DomId, virq: u32, vcpu: u32) -> Result<Port, Errno> {
+        if virq >= NR_VIRQS {
+            return Err(Errno::EINVAL);
+        }
+        if !virq_is_per_vcpu(virq) && vcpu != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.check_vcpu(dom, vcpu)?;
+        if self.d(dom)?.virqs.contains_key(&(virq, vcpu)) {
+            return Err(Errno::EEXIST);
+        }
+        let p = self.free_port(dom)?;
+        self.set(dom, p, Chan { state: State::Virq { virq }, vcpu })?;
+        self.dm(dom)?.virqs.insert((virq, vcpu), p);
+        Ok(p)
+    }
+
+    /// `bind_ipi`.
+    pub fn bind_ipi(&mut self, dom: DomId, vcpu: u32) -> Result<Port, Errno> {
+        self.check_vcpu(dom, vcpu)?;
+        let p = self.free_port(dom)?;
+        self.set(dom, p, Chan { state: State::Ipi, vcpu })?;
+        Ok(p)
+    }
+
+    /// `close`. The peer of an interdomain port goes back to unbound.
+    pub fn close(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<(), Errno> {
+        let c = self.chan(dom, port)?;
+        match c.state {
+            State::Free => return Err(Errno::EINVAL),
+            State::Interdomain { remote, remote_port } => {
+                if let Ok(rc) = self.chan(remote, remote_port) {
+                    self.set(remote, remote_port, Chan { state: State::Unbound { remote: dom }, vcpu: rc.vcpu })?;
+                }
+            }
+            State::Virq { virq } => {
+                self.dm(dom)?.virqs.remove(&(virq, c.vcpu));
+            }
+            _ => {}
+        }
+        self.set(dom, port, Chan { state: State::Free, vcpu: 0 })?;
+        bits.clear_pending(dom, port);
+        Ok(())
+    }
+
+    /// Marks `port` of `dom` pending and works out whom to notify (Xen's 2-level order).
+    fn raise(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        let c = self.chan(dom, port)?;
+        if bits.test_and_set_pending(dom, port) || bits.is_masked(dom, port) {
+            return Ok(None);
+        }
+        Ok(self.notify(dom, c.vcpu, port, bits))
+    }
+
+    fn notify(&self, dom: DomId, vcpu: u32, port: Port, bits: &mut dyn Bits) -> Option<Kick> {
+        if bits.test_and_set_sel(dom, vcpu, port / 64) {
+            return None;
+        }
+        bits.set_upcall_pending(dom, vcpu);
+        Some(Kick { dom, vcpu })
+    }
+
+    /// `send` on `port` of `dom`.
+    pub fn send(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        match self.chan(dom, port)?.state {
+            State::Interdomain { remote, remote_port } => self.raise(remote, remote_port, bits),
+            State::Ipi => self.raise(dom, port, bits),
+            State::Unbound { .. } => Ok(None),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Raises a VIRQ (from the hypervisor). Unbound VIRQs are dropped.
+    pub fn send_virq(&mut self, dom: DomId, virq: u32, vcpu: u32, bits: &mut dyn Bits) -> Option<Kick> {
+        let p = *self.d(dom).ok()?.virqs.get(&(virq, vcpu))?;
+        self.raise(dom, p, bits).ok().flatten()
+    }
+
+    /// `unmask`: clears the mask and, if the port is pending, raises the upcall.
+    pub fn unmask(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        let c = self.chan(dom, port)?;
+        if bits.test_and_clear_mask(dom, port) && bits.is_pending(dom, port) {
+            return Ok(self.notify(dom, c.vcpu, port, bits));
+        }
+        Ok(None)
+    }
+
+    /// `bind_vcpu`: retargets notifications (not for per-vCPU VIRQs or IPIs). An event
+    /// already pending and unmasked is re-announced on the new vCPU, so none is lost.
+    pub fn bind_vcpu(&mut self, dom: DomId, port: Port, vcpu: u32, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        self.check_vcpu(dom, vcpu)?;
+        let c = self.chan(dom, port)?;
+        match c.state {
+            State::Unbound { .. } | State::Interdomain { .. } => {}
+            State::Virq { virq } if !virq_is_per_vcpu(virq) => {
+                let d = self.dm(dom)?;
+                d.virqs.remove(&(virq, c.vcpu));
+                d.virqs.insert((virq, vcpu), port);
+            }
+            _ => return Err(Errno::EINVAL),
+        }
+        self.set(dom, port, Chan { vcpu, ..c })?;
+        if bits.is_pending(dom, port) && !bits.is_masked(dom, port) {
+            return Ok(self.notify(dom, vcpu, port, bits));
+        }
+        Ok(None)
+    }
+
+    /// `status` of `port` in `dom`.
+    pub fn status(&self, dom: DomId, port: Port) -> Result<Status, Errno> {
+        let c = self.chan(dom, port)?;
+        let (status, a, b) = match c.state {
+            State::Free => (EVTCHNSTAT_CLOSED, 0, 0),
+            State::Unbound { remote } => (EVTCHNSTAT_UNBOUND, remote as u32, 0),
+            State::Interdomain { remote, remote_port } => (EVTCHNSTAT_INTERDOMAIN, remote as u32, remote_port),
+            State::Virq { virq } => (EVTCHNSTAT_VIRQ, virq, 0),
+            State::Ipi => (EVTCHNSTAT_IPI, 0, 0),
+        };
+        Ok(Status { status, vcpu: c.vcpu, a, b })
+    }
+
+    /// `reset`: closes every port of `dom`.
+    pub fn reset(&mut self, dom: DomId, bits: &mut dyn Bits) -> Result<(), Errno> {
+        let n = self.d(dom)?.chans.len() as Port;
+        for p in 1..n {
+            if self.chan(dom, p)?.state != State::Free {
+                self.close(dom, p, bits)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the cross-domain invariants (for tests and debug builds).
+    pub fn check(&self) -> Result<(), &'static str> {
+        for (&dom, d) in &self.doms {
+            for (p, c) in d.chans.iter().enumerate() {
+                match c.state {
+                    State::Interdomain { remote, remote_port } => {
+                        let back = self.chan(remote, remote_port).map_err(|_| "dangling peer")?;
+                        if back.state != (State::Interdomain { remote: dom, remote_port: p as Port }) {
+                            return Err("peer does not point back");
+                        }
+                    }
+                    State::Virq { virq } => {
+                        if d.virqs.get(&(virq, c.vcpu)) != Some(&(p as Port)) {
+                            return Err("VIRQ table disagrees");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for (&(_, vcpu), &p) in &d.virqs {
+                if !matches!(d.chans.get(p as usize), Some(Chan { state: State::Virq { .. }, vcpu: v }) if *v == vcpu) {
+                    return Err("VIRQ entry without a bound port");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap as Map, BTreeSet};
+    use std::vec;
+
+    /// Plain-array model of the shared_info bits.
+    #[derive(Default)]
+    struct FakeBits {
+        pending: BTreeSet<(DomId, Port)>,
+        masked: BTreeSet<(DomId, Port)>,
+        sel: BTreeSet<(DomId, u32, u32)>,
+        upcall: Map<(DomId, u32), bool>,
+    }
+
+    impl Bits for FakeBits {
+        fn test_and_set_pending(&mut self, d: DomId, p: Port) -> bool {
+            !self.pending.insert((d, p))
+        }
+        fn clear_pending(&mut self, d: DomId, p: Port) {
+            self.pending.remove(&(d, p));
+        }
+        fn is_pending(&self, d: DomId, p: Port) -> bool {
+            self.pending.contains(&(d, p))
+        }
+        fn is_masked(&self, d: DomId, p: Port) -> bool {
+            self.masked.contains(&(d, p))
+        }
+        fn test_and_clear_mask(&mut self, d: DomId, p: Port) -> bool {
+            self.masked.remove(&(d, p))
+        }
+        fn test_and_set_sel(&mut self, d: DomId, v: u32, w: u32) -> bool {
+            !self.sel.insert((d, v, w))
+        }
+        fn set_upcall_pending(&mut self, d: DomId, v: u32) {
+            self.upcall.insert((d, v), true);
+        }
+    }
+
+    fn two() -> (Events, FakeBits) {
+        let mut e = Events::default();
+        e.add_domain(0, 1023, 2);
+        e.add_domain(1, 64, 1);
+        (e, FakeBits::default())
+    }
+
+    #[test]
+    fn interdomain_round_trip() {
+        let (mut e, mut b) = two();
+        let p1 = e.alloc_unbound(1, 0).unwrap();
+        assert_eq!(p1, 1);
+        assert_eq!(e.status(1, p1).unwrap(), Status { status: EVTCHNSTAT_UNBOUND, vcpu: 0, a: 0, b: 0 });
+        // dom 2 does not exist; dom 0 may bind, dom 1 may not bind to its own port for dom 0.
+        assert_eq!(e.bind_interdomain(2, 1, p1, &mut b), Err(Errno::ESRCH));
+        let (p0, kick) = e.bind_interdomain(0, 1, p1, &mut b).unwrap();
+        assert_eq!(kick, Some(Kick { dom: 0, vcpu: 0 }), "local port pending at bind");
+        assert_eq!(e.status(0, p0).unwrap().status, EVTCHNSTAT_INTERDOMAIN);
+        assert_eq!(e.bind_interdomain(0, 1, p1, &mut b), Err(Errno::EINVAL), "already bound");
+        // Sending from dom 0 raises dom 1's port; a second send before the guest clears
+        // anything sets no new upcall.
+        assert_eq!(e.send(0, p0, &mut b).unwrap(), Some(Kick { dom: 1, vcpu: 0 }));
+        assert_eq!(e.send(0, p0, &mut b).unwrap(), None);
+        assert!(b.is_pending(1, p1));
+        // Closing one end makes the other unbound (remote = the closer).
+        e.close(0, p0, &mut b).unwrap();
+        assert_eq!(e.status(1, p1).unwrap(), Status { status: EVTCHNSTAT_UNBOUND, vcpu: 0, a: 0, b: 0 });
+        assert_eq!(e.close(0, p0, &mut b), Err(Errno::EINVAL));
+        e.check().unwrap();
+    }
+
+    #[test]
+    fn masking_and_unmask() {
+        let (mut e, mut b) = two();
+        let p = e.bind_ipi(0, 1).unwrap();
+        b.masked.insert((0, p));
+        assert_eq!(e.send(0, p, &mut b).unwrap(), None, "masked: pending only");
+        assert!(b.is_pending(0, p) && b.upcall.is_empty());
+        assert_eq!(e.unmask(0, p, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 1 }));
+        assert_eq!(b.upcall.get(&(0, 1)), Some(&true));
+        assert!(b.sel.contains(&(0, 1, p / 64)));
+    }
+
+    #[test]
+    fn virq_rules() {
+        let (mut e, mut b) = two();
+        let t0 = e.bind_virq(0, VIRQ_TIMER, 0).unwrap();
+        let t1 = e.bind_virq(0, VIRQ_TIMER, 1).unwrap();
+        assert_ne!(t0, t1);
+        assert_eq!(e.bind_virq(0, VIRQ_TIMER, 1), Err(Errno::EEXIST));
+        assert_eq!(e.bind_virq(0, VIRQ_TIMER, 2), Err(Errno::ENOENT), "no vCPU 2");
+        assert_eq!(e.bind_virq(0, VIRQ_CONSOLE, 1), Err(Errno::EINVAL), "global VIRQ on vCPU 1");
+        assert_eq!(e.bind_virq(0, 24, 0), Err(Errno::EINVAL));
+        assert_eq!(e.bind_virq(0, u32::MAX, 0), Err(Errno::EINVAL));
+        let c = e.bind_virq(0, VIRQ_CONSOLE, 0).unwrap();
+        assert_eq!(e.send_virq(0, VIRQ_TIMER, 1, &mut b), Some(Kick { dom: 0, vcpu: 1 }));
+        assert_eq!(e.send(0, t0, &mut b), Err(Errno::EINVAL), "VIRQ ports cannot be sent");
+        assert_eq!(e.bind_vcpu(0, t0, 1, &mut b), Err(Errno::EINVAL), "per-vCPU VIRQ stays");
+        e.bind_vcpu(0, c, 1, &mut b).unwrap();
+        assert_eq!(e.send_virq(0, VIRQ_CONSOLE, 1, &mut b), None, "vCPU 1's selector word is already pending");
+        assert!(b.is_pending(0, c));
+        assert_eq!(e.status(0, c).unwrap(), Status { status: EVTCHNSTAT_VIRQ, vcpu: 1, a: VIRQ_CONSOLE, b: 0 });
+        e.close(0, c, &mut b).unwrap();
+        assert_eq!(e.send_virq(0, VIRQ_CONSOLE, 1, &mut b), None);
+        e.check().unwrap();
+    }
+
+    #[test]
+    fn bad_ports_and_limits() {
+        let (mut e, mut b) = two();
+        for p in [0, 65, 4096, u32::MAX] {
+            assert_eq!(e.send(1, p, &mut b), Err(Errno::EINVAL), "port {p}");
+            assert_eq!(e.status(1, p).map(|_| ()), Err(Errno::EINVAL));
+        }
+        assert_eq!(e.send(1, 5, &mut b), Err(Errno::EINVAL), "closed port");
+        for _ in 0..64 {
+            e.bind_ipi(1, 0).unwrap();
+        }
+        assert_eq!(e.bind_ipi(1, 0), Err(Errno::ENOSPC), "per-domain port limit");
+        e.reset(1, &mut b).unwrap();
+        assert_eq!(e.bind_ipi(1, 0), Ok(1));
+        assert_eq!(e.alloc_unbound(1, 9), Err(Errno::ESRCH));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc(DomId, DomId),
+        Bind(DomId, DomId, Port),
+        Virq(DomId, u32, u32),
+        Ipi(DomId, u32),
+        Close(DomId, Port),
+        Send(DomId, Port),
+        Mask(DomId, Port),
+        Unmask(DomId, Port),
+        BindVcpu(DomId, Port, u32),
+        Reset(DomId),
+        Ack(DomId, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let d = 0u16..3;
+        let p = 0u32..12;
+        prop_oneof![
+            (d.clone(), d.clone()).prop_map(|(a, b)| Op::Alloc(a, b)),
+            (d.clone(), d.clone(), p.clone()).prop_map(|(a, b, c)| Op::Bind(a, b, c)),
+            (d.clone(), 0u32..5, 0u32..3).prop_map(|(a, b, c)| Op::Virq(a, b, c)),
+            (d.clone(), 0u32..3).prop_map(|(a, b)| Op::Ipi(a, b)),
+            (d.clone(), p.clone()).prop_map(|(a, b)| Op::Close(a, b)),
+            (d.clone(), p.clone()).prop_map(|(a, b)| Op::Send(a, b)),
+            (d.clone(), p.clone()).prop_map(|(a, b)| Op::Mask(a, b)),
+            (d.clone(), p.clone()).prop_map(|(a, b)| Op::Unmask(a, b)),
+            (d.clone(), p.clone(), 0u32..3).prop_map(|(a, b, c)| Op::BindVcpu(a, b, c)),
+            d.clone().prop_map(Op::Reset),
+            (d, 0u32..3).prop_map(|(a, b)| Op::Ack(a, b)),
+        ]
+    }
+
+    proptest! {
+        /// Random operation sequences keep the bindings consistent, and no unmasked pending
+        /// event is ever left without a pending upcall on its vCPU (no lost wake-up).
+        #[test]
+        fn random_sequences(ops in prop::collection::vec(op(), 1..300)) {
+            let mut e = Events::default();
+            e.add_domain(0, 10, 2);
+            e.add_domain(1, 10, 2);
+            e.add_domain(2, 10, 1);
+            let mut b = FakeBits::default();
+            for o in ops {
+                let _ = match o {
+                    Op::Alloc(a, r) => e.alloc_unbound(a, r).map(|_| ()),
+                    Op::Bind(a, r, p) => e.bind_interdomain(a, r, p, &mut b).map(|_| ()),
+                    Op::Virq(a, v, c) => e.bind_virq(a, v, c).map(|_| ()),
+                    Op::Ipi(a, c) => e.bind_ipi(a, c).map(|_| ()),
+                    Op::Close(a, p) => e.close(a, p, &mut b),
+                    Op::Send(a, p) => e.send(a, p, &mut b).map(|_| ()),
+                    Op::Mask(a, p) => { b.masked.insert((a, p)); Ok(()) }
+                    Op::Unmask(a, p) => e.unmask(a, p, &mut b).map(|_| ()),
+                    Op::BindVcpu(a, p, v) => e.bind_vcpu(a, p, v, &mut b).map(|_| ()),
+                    Op::Reset(a) => e.reset(a, &mut b),
+                    Op::Ack(a, v) => {
+                        // The guest's upcall handler: clear upcall_pending and the selector,
+                        // then handle and clear every unmasked pending port of that vCPU.
+                        b.upcall.remove(&(a, v));
+                        b.sel.retain(|&(d, vv, _)| !(d == a && vv == v));
+                        let mine: Vec<Port> = b.pending.iter().filter(|&&(d, p)| d == a && !b.masked.contains(&(d, p))
+                            && e.status(a, p).map(|s| s.vcpu == v).unwrap_or(false)).map(|&(_, p)| p).collect();
+                        for p in mine { b.pending.remove(&(a, p)); }
+                        Ok(())
+                    }
+                };
+                prop_assert!(e.check().is_ok(), "{:?}", e.check());
+                // No lost wake-up: every pending, unmasked, bound port has its selector bit
+                // and its vCPU's upcall flag set.
+                for &(d, p) in &b.pending {
+                    if b.masked.contains(&(d, p)) { continue; }
+                    let Ok(s) = e.status(d, p) else { continue };
+                    if s.status == EVTCHNSTAT_CLOSED { continue; }
+                    prop_assert!(b.sel.contains(&(d, s.vcpu, p / 64)), "sel bit missing for port {} of d{}", p, d);
+                    prop_assert_eq!(b.upcall.get(&(d, s.vcpu)), Some(&true), "no upcall for port {} of d{}", p, d);
+                }
+            }
+        }
+    }
+}
