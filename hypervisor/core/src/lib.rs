@@ -20,3 +20,4 @@ pub mod memmap;
 pub mod pt;
 pub mod pte;
 pub mod pv_image;
+pub mod sched;
