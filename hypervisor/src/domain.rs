@@ -32,6 +32,10 @@ pub struct Vcpu {
     pub callbacks: Callbacks,
     /// Saved registers while the vCPU is not running.
     pub frame: TrapFrame,
+    /// One-shot timer (system time, ns), and the periodic timer (0 = off).
+    pub single_deadline: Option<u64>,
+    pub period_ns: u64,
+    pub period_next: u64,
 }
 
 impl Vcpu {
@@ -44,6 +48,9 @@ impl Vcpu {
             kernel_sp: 0,
             callbacks: Callbacks::default(),
             frame: TrapFrame::default(),
+            single_deadline: None,
+            period_ns: crate::events::DEFAULT_PERIOD_NS,
+            period_next: crate::events::now() + crate::events::DEFAULT_PERIOD_NS,
         }
     }
 }

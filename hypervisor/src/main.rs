@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod dom0;
 mod domain;
+mod events;
 mod hypercall;
 mod mm;
 mod traps;
@@ -30,6 +31,7 @@ pub struct Hv {
     pub cmdline: &'static str,
     /// Inside a multicall: handlers must not create continuations.
     pub in_multicall: bool,
+    pub events: hv_core::evtchn::Events,
 }
 
 static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
@@ -140,6 +142,11 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         .unwrap_or_else(|_| panic!("out of memory building CPU 0's tables"));
     paging::activate(&cpu_tables);
     cpu::mask_legacy_pic();
+    if paging::map_mmio(root, hv_arch::layout::LAPIC_VA, hv_arch::lapic::phys_base(), &mut mm).is_err() {
+        panic!("out of memory mapping the local APIC");
+    }
+    hv_arch::lapic::init();
+    log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
     entry::set_handlers(entry::Handlers { guest: guest_trap, hypervisor: traps::hypervisor_trap });
     cpu::enable_features(&feat);
     if opts.bench {
@@ -168,8 +175,15 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         Err(e) => refuse(name, &e),
     };
     paging::sync_guest_slots(&cpu_tables, dom.vcpu.l4);
+    let mut events = hv_core::evtchn::Events::default();
+    events.add_domain(dom.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, 1);
+    events::set_wallclock(&dom, hv_arch::time::rtc_unix_seconds());
+    events::update_time(&dom);
     paging::set_rsp1(&cpu_tables, 0);
     log::info!("dom0: entering ring 1 at {:#x}", frame.rip);
-    *HV.lock() = Some(Hv { mm, cpu: cpu_tables, dom0: dom, cmdline: hv_cmdline, in_multicall: false });
+    *HV.lock() = Some(Hv { mm, cpu: cpu_tables, dom0: dom, cmdline: hv_cmdline, in_multicall: false, events });
+    if let Some(hv) = HV.lock().as_ref() {
+        events::arm(hv, None);
+    }
     entry::exit_to_guest(&frame)
 }

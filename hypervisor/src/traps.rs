@@ -59,20 +59,28 @@ pub fn crash_domain(hv: &Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) -> ! 
 pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64) {
     let ti = hv.dom0.vcpu.traps[vec as usize];
     if ti.address == 0 {
-        crash_domain(
-            hv,
-            f,
-            format_args!("{} with no handler registered", vector_name(vec as u64)),
-        );
+        crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
+    if vec == vector::PF {
+        hv.dom0.set_shared_u64(shared_info::cr2_offset(hv.dom0.vcpu.id as usize), cr2);
+    }
+    let err = has_error_code(vec).then_some(error_code);
+    enter_guest_handler(hv, f, ti.address, err, ti.flags & TI_MASK_EVENTS != 0, vector_name(vec as u64));
+}
+
+/// Builds a hardware-shaped frame (`[error code], RIP, CS, RFLAGS, RSP, SS`, with the saved
+/// upcall mask in CS bits 32–39 and RFLAGS.IF = !mask) on the guest kernel stack and points
+/// `f` at `handler` in ring 1. Optionally masks events. A stack that cannot take the frame
+/// crashes the domain.
+pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_code: Option<u64>, mask_events: bool, what: &str) {
     let d: &Domain = &hv.dom0;
     let from_user = f.cs & 3 == 3;
     let sp = if from_user { d.vcpu.kernel_sp } else { f.rsp };
     let mask = d.upcall_mask();
     let mut words = [0u64; 6];
     let mut n = 0;
-    if has_error_code(vec) {
-        words[n] = error_code;
+    if let Some(e) = error_code {
+        words[n] = e;
         n += 1;
     }
     let rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
@@ -87,25 +95,12 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
     }
     let res = with_view(d, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
-        crash_domain(
-            hv,
-            f,
-            format_args!(
-                "cannot deliver {}: kernel stack {:#x} unusable ({:?})",
-                vector_name(vec as u64),
-                new_sp,
-                e
-            ),
-        );
+        crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
     }
-    let vid = d.vcpu.id as usize;
-    if vec == vector::PF {
-        d.set_shared_u64(shared_info::cr2_offset(vid), cr2);
+    if mask_events {
+        d.set_shared_byte(shared_info::upcall_mask_offset(d.vcpu.id as usize), 1);
     }
-    if ti.flags & TI_MASK_EVENTS != 0 {
-        d.set_shared_byte(shared_info::upcall_mask_offset(vid), 1);
-    }
-    f.rip = ti.address;
+    f.rip = handler;
     f.cs = FLAT_KERNEL_CS as u64;
     f.ss = FLAT_KERNEL_SS as u64;
     f.rsp = new_sp;
@@ -127,14 +122,23 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
             bounce(hv, f, v as u8, f.error_code, cr2)
         }
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64 => {
+            hv_arch::lapic::eoi();
+            crate::events::process_timers(hv);
+        }
+        v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         _ => hv_arch::cpu::ack_legacy_irq(v as u8),
     }
+    crate::events::deliver_upcall(hv, f);
 }
 
 /// A trap while the hypervisor itself runs: fatal unless it is an NMI or a stray interrupt.
 pub fn hypervisor_trap(f: &mut TrapFrame) {
     match f.vector {
         2 => log::warn!("NMI in hypervisor context"),
+        // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64 => hv_arch::lapic::eoi(),
+        v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
         _ => {
             let cr2 = hv_arch::cpu::read_cr2();

@@ -281,3 +281,15 @@ pub fn wbinvd() {
     // SAFETY: wbinvd has no effect on memory contents.
     unsafe { asm!("wbinvd", options(nostack)) }
 }
+
+/// Waits for an interrupt with interrupts enabled just for the wait (`sti; hlt` cannot lose
+/// a wake-up: interrupts open only after `hlt` has begun), then disables them again.
+pub fn wait_for_interrupt() {
+    // SAFETY: the hypervisor's interrupt handlers run on the current stack and return here.
+    unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) }
+}
+
+/// Is a byte waiting in COM1's receive buffer (line status, without reading it)?
+pub fn serial_has_input() -> bool {
+    inb(crate::console::COM1 + 5) & 1 != 0
+}

@@ -13,6 +13,9 @@
 
 /// Physical load address of the image (its first section).
 pub const PHYS_BASE: u64 = 0x10_0000;
+/// The local APIC's registers (uncached), in slot 261 below the image.
+pub const LAPIC_VA: u64 = 0xFFFF_8280_0000_0000;
+
 /// Virtual address = physical address + this, for the image.
 pub const IMAGE_BASE: u64 = 0xFFFF_82D0_4000_0000;
 /// Direct map of machine memory.

@@ -470,3 +470,9 @@ pub fn invlpg_guest(va: u64) {
         crate::cpu::invpcid_address(PCID_GUEST, va);
     }
 }
+
+/// Maps one page of MMIO (uncached, no-execute) at `va` in the shared hypervisor slots of
+/// `template` (its upper-level tables are shared by every CPU's hypervisor root).
+pub fn map_mmio(template: Mfn, va: u64, pa: u64, src: &mut dyn FrameSource) -> Result<(), OutOfFrames> {
+    map_4k(template, va, pa, RW_NX | PteFlags::PCD | PteFlags::PWT, src)
+}

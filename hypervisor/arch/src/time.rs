@@ -54,3 +54,59 @@ pub fn now_ns() -> u64 {
     let d = rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)) as u128;
     (d * 1024 * 1000 / k as u128) as u64
 }
+
+/// The TSC value at `ns` nanoseconds since boot.
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    let k = TSC_PER_US_X1024.load(Ordering::Relaxed);
+    BOOT_TSC.load(Ordering::Relaxed) + ((ns as u128 * k as u128) / (1024 * 1000)) as u64
+}
+
+/// (TSC, ns since boot) read together.
+pub fn now_pair() -> (u64, u64) {
+    let t = rdtsc();
+    let k = TSC_PER_US_X1024.load(Ordering::Relaxed).max(1);
+    let d = t.saturating_sub(BOOT_TSC.load(Ordering::Relaxed)) as u128;
+    (t, (d * 1024 * 1000 / k as u128) as u64)
+}
+
+/// Seconds since the Unix epoch from the CMOS real-time clock (UTC assumed).
+pub fn rtc_unix_seconds() -> u64 {
+    let rd = |r: u8| {
+        outb(0x70, r);
+        inb(0x71)
+    };
+    // Wait for no update in progress, then read twice until stable.
+    let read_all = || {
+        let mut n = 0;
+        while rd(0x0A) & 0x80 != 0 && n < 1_000_000 {
+            n += 1;
+        }
+        [rd(0x00), rd(0x02), rd(0x04), rd(0x07), rd(0x08), rd(0x09), rd(0x32)]
+    };
+    let mut v = read_all();
+    for _ in 0..3 {
+        let w = read_all();
+        if w == v {
+            break;
+        }
+        v = w;
+    }
+    let bcd = rd(0x0B) & 0x04 == 0;
+    let h24 = rd(0x0B) & 0x02 != 0;
+    let conv = |x: u8| if bcd { (x & 0x0F) + (x >> 4) * 10 } else { x } as u64;
+    let (sec, min, day, mon, yr) = (conv(v[0]), conv(v[1]), conv(v[3]), conv(v[4]), conv(v[5]));
+    let mut hour = conv(v[2] & 0x7F);
+    if !h24 && v[2] & 0x80 != 0 {
+        hour = (hour % 12) + 12;
+    }
+    let century = if v[6] != 0 && v[6] != 0xFF { conv(v[6]) } else { 20 };
+    let year = century * 100 + yr;
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if mon <= 2 { (year - 1, mon + 9) } else { (year, mon - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hour * 3600 + min * 60 + sec
+}

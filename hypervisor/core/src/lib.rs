@@ -21,3 +21,4 @@ pub mod pt;
 pub mod pte;
 pub mod pv_image;
 pub mod sched;
+pub mod time;

@@ -1,0 +1,185 @@
+//! Events for domains: the 2-level bits in shared_info, time (pvclock, wallclock), guest
+//! timers, and upcall delivery on the way back to a guest.
+
+use crate::domain::Domain;
+use crate::Hv;
+use guest_abi::evtchn::{Port, VIRQ_CONSOLE, VIRQ_TIMER};
+use guest_abi::shared_info;
+use guest_abi::DomId;
+use hv_arch::entry::TrapFrame;
+use hv_arch::physmem::DirectMap;
+use hv_core::evtchn::Bits;
+use hv_core::mem::{Mfn, PhysMem};
+
+/// Default periodic timer of a new vCPU (as Xen: 10 ms).
+pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
+/// Housekeeping period (console input polling).
+const HOUSEKEEPING_NS: u64 = 10_000_000;
+
+const PENDING: usize = 2048;
+const MASK: usize = 2560;
+
+/// The bits of one domain's shared_info page (only one domain so far).
+pub struct SharedBits {
+    pub page: Mfn,
+}
+
+impl SharedBits {
+    fn bit(&self, base: usize, port: Port) -> (usize, u8) {
+        (base + (port / 8) as usize, 1 << (port % 8))
+    }
+    fn with<R>(&self, f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
+        DirectMap.frame_mut(self.page).map(f)
+    }
+    fn test_and_set(&self, base: usize, port: Port) -> bool {
+        let (o, m) = self.bit(base, port);
+        self.with(|p| {
+            let was = p[o] & m != 0;
+            p[o] |= m;
+            was
+        })
+        .unwrap_or(true)
+    }
+}
+
+impl Bits for SharedBits {
+    fn test_and_set_pending(&mut self, _d: DomId, port: Port) -> bool {
+        self.test_and_set(PENDING, port)
+    }
+    fn clear_pending(&mut self, _d: DomId, port: Port) {
+        let (o, m) = self.bit(PENDING, port);
+        self.with(|p| p[o] &= !m);
+    }
+    fn is_pending(&self, _d: DomId, port: Port) -> bool {
+        let (o, m) = self.bit(PENDING, port);
+        self.with(|p| p[o] & m != 0).unwrap_or(false)
+    }
+    fn is_masked(&self, _d: DomId, port: Port) -> bool {
+        let (o, m) = self.bit(MASK, port);
+        self.with(|p| p[o] & m != 0).unwrap_or(true)
+    }
+    fn test_and_clear_mask(&mut self, _d: DomId, port: Port) -> bool {
+        let (o, m) = self.bit(MASK, port);
+        self.with(|p| {
+            let was = p[o] & m != 0;
+            p[o] &= !m;
+            was
+        })
+        .unwrap_or(false)
+    }
+    fn test_and_set_sel(&mut self, _d: DomId, vcpu: u32, word: u32) -> bool {
+        let off = vcpu as usize * 64 + 8 + (word / 8) as usize;
+        let m = 1u8 << (word % 8);
+        self.with(|p| {
+            let was = p[off] & m != 0;
+            p[off] |= m;
+            was
+        })
+        .unwrap_or(true)
+    }
+    fn set_upcall_pending(&mut self, _d: DomId, vcpu: u32) {
+        self.with(|p| p[vcpu as usize * 64] = 1);
+    }
+}
+
+/// The shared-info bits of `d`.
+pub fn bits(d: &Domain) -> SharedBits {
+    SharedBits { page: d.shared_info }
+}
+
+/// Nanoseconds since boot.
+pub fn now() -> u64 {
+    hv_arch::time::now_ns()
+}
+
+/// Writes vCPU 0's `vcpu_time_info` (pvclock), seqlock-style.
+pub fn update_time(d: &Domain) {
+    let (tsc, ns) = hv_arch::time::now_pair();
+    let (mul, shift) = hv_core::time::scale(hv_arch::time::tsc_khz() * 1000);
+    let base = d.vcpu.id as usize * 64 + 32;
+    if let Some(p) = DirectMap.frame_mut(d.shared_info) {
+        let v = u32::from_le_bytes(p[base..base + 4].try_into().unwrap_or_default()).wrapping_add(1) | 1;
+        p[base..base + 4].copy_from_slice(&v.to_le_bytes());
+        p[base + 8..base + 16].copy_from_slice(&tsc.to_le_bytes());
+        p[base + 16..base + 24].copy_from_slice(&ns.to_le_bytes());
+        p[base + 24..base + 28].copy_from_slice(&mul.to_le_bytes());
+        p[base + 28] = shift as u8;
+        p[base + 29] = 1; // TSC_STABLE
+        p[base..base + 4].copy_from_slice(&v.wrapping_add(1).to_le_bytes());
+    }
+}
+
+/// Writes the wallclock (Unix time of system time 0) into shared_info.
+pub fn set_wallclock(d: &Domain, boot_unix: u64) {
+    if let Some(p) = DirectMap.frame_mut(d.shared_info) {
+        let v = u32::from_le_bytes(p[3072..3076].try_into().unwrap_or_default()).wrapping_add(1) | 1;
+        p[3072..3076].copy_from_slice(&v.to_le_bytes());
+        p[3076..3080].copy_from_slice(&(boot_unix as u32).to_le_bytes());
+        p[3080..3084].copy_from_slice(&0u32.to_le_bytes());
+        p[3084..3088].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
+        p[3072..3076].copy_from_slice(&v.wrapping_add(1).to_le_bytes());
+    }
+}
+
+/// Raises a VIRQ on vCPU 0 of dom0 (dropped if unbound).
+pub fn send_virq(hv: &mut Hv, virq: u32) {
+    let mut b = bits(&hv.dom0);
+    hv.events.send_virq(hv.dom0.id, virq, 0, &mut b);
+}
+
+/// Fires due guest timers, polls console input, refreshes time and re-arms the LAPIC.
+pub fn process_timers(hv: &mut Hv) {
+    let now = now();
+    let v = &mut hv.dom0.vcpu;
+    let mut fire = false;
+    if v.single_deadline.is_some_and(|d| d <= now) {
+        v.single_deadline = None;
+        fire = true;
+    }
+    if v.period_ns != 0 && v.period_next <= now {
+        fire = true;
+        while v.period_next <= now {
+            v.period_next += v.period_ns;
+        }
+    }
+    if fire {
+        send_virq(hv, VIRQ_TIMER);
+    }
+    if hv_arch::cpu::serial_has_input() {
+        send_virq(hv, VIRQ_CONSOLE);
+    }
+    update_time(&hv.dom0);
+    arm(hv, None);
+}
+
+/// Programs the LAPIC for the next guest timer (or `extra`), at most one housekeeping period
+/// away.
+pub fn arm(hv: &Hv, extra: Option<u64>) {
+    let v = &hv.dom0.vcpu;
+    let mut next = now() + HOUSEKEEPING_NS;
+    for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), extra].into_iter().flatten() {
+        next = next.min(t);
+    }
+    hv_arch::lapic::arm(hv_arch::time::ns_to_tsc(next));
+}
+
+/// Is an upcall due for vCPU 0?
+pub fn upcall_due(d: &Domain) -> bool {
+    let off = d.vcpu.id as usize * 64;
+    DirectMap.frame(d.shared_info).is_some_and(|p| p[off] != 0 && p[off + 1] == 0)
+}
+
+/// On the way back to the guest: delivers a due upcall to the event callback (events are
+/// masked on delivery, as Xen does).
+pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
+    if f.cs & 3 == 0 || hv.dom0.vcpu.callbacks.event == 0 || !upcall_due(&hv.dom0) {
+        return;
+    }
+    let cb = hv.dom0.vcpu.callbacks.event;
+    crate::traps::enter_guest_handler(hv, f, cb, None, true, "event upcall");
+}
+
+/// `shared_info` offset of vCPU 0's upcall mask.
+pub fn set_upcall_mask(d: &Domain, v: u8) {
+    d.set_shared_byte(shared_info::upcall_mask_offset(d.vcpu.id as usize), v);
+}
