@@ -95,7 +95,7 @@ pub fn now() -> u64 {
 /// Writes vCPU 0's `vcpu_time_info` (pvclock), seqlock-style.
 pub fn update_time(d: &Domain) {
     let (tsc, ns) = hv_arch::time::now_pair();
-    let (mul, shift) = hv_core::time::scale(hv_arch::time::tsc_khz() * 1000);
+    let (mul, shift) = hv_arch::time::scale();
     let base = d.vcpu.id as usize * 64 + 32;
     if let Some(p) = DirectMap.frame_mut(d.shared_info) {
         let v = u32::from_le_bytes(p[base..base + 4].try_into().unwrap_or_default()).wrapping_add(1) | 1;

@@ -8,6 +8,7 @@
 
 pub mod console;
 pub mod entry;
+pub mod events;
 pub mod hypercall;
 pub mod mm;
 pub mod traps;

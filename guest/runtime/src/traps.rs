@@ -139,7 +139,7 @@ static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 
 /// Sets the function called for faults nobody expected. It may return to resume the frame.
 pub fn on_unexpected(f: fn(&mut Frame)) {
-    UNEXPECTED.store(f as usize as u64, Ordering::SeqCst);
+    UNEXPECTED.store(f as *const () as u64, Ordering::SeqCst);
 }
 
 #[no_mangle]

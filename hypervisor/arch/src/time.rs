@@ -32,6 +32,8 @@ pub fn calibrate(ms: u64) {
     let t1 = rdtsc();
     let per_us_x1024 = ((t1 - t0) * 1024) / (ms * 1000).max(1);
     TSC_PER_US_X1024.store(per_us_x1024.max(1), Ordering::Relaxed);
+    let (mul, shift) = hv_core::time::scale(tsc_khz() * 1000);
+    SCALE.store(mul as u64 | ((shift as u8 as u64) << 32), Ordering::Relaxed);
     BOOT_TSC.compare_exchange(0, t0, Ordering::Relaxed, Ordering::Relaxed).ok();
 }
 
@@ -45,28 +47,36 @@ pub fn tsc_khz() -> u64 {
     TSC_PER_US_X1024.load(Ordering::Relaxed) * 1000 / 1024
 }
 
-/// Nanoseconds since boot (0 before calibration).
-pub fn now_ns() -> u64 {
-    let k = TSC_PER_US_X1024.load(Ordering::Relaxed);
-    if k == 0 {
-        return 0;
-    }
-    let d = rdtsc().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)) as u128;
-    (d * 1024 * 1000 / k as u128) as u64
+/// (mul, shift) converting TSC ticks to ns: the same scale guests get in their pvclock, so
+/// the hypervisor's and the guests' system time agree.
+static SCALE: AtomicU64 = AtomicU64::new(0);
+
+/// The pvclock scale of the calibrated TSC.
+pub fn scale() -> (u32, i8) {
+    let s = SCALE.load(Ordering::Relaxed);
+    (s as u32, (s >> 32) as u8 as i8)
 }
 
-/// The TSC value at `ns` nanoseconds since boot.
+/// Nanoseconds since boot (0 before calibration).
+pub fn now_ns() -> u64 {
+    now_pair().1
+}
+
+/// The first TSC value at or after `ns` nanoseconds since boot.
 pub fn ns_to_tsc(ns: u64) -> u64 {
     let k = TSC_PER_US_X1024.load(Ordering::Relaxed);
-    BOOT_TSC.load(Ordering::Relaxed) + ((ns as u128 * k as u128) / (1024 * 1000)) as u64
+    // Round up, then add a tick of margin against the scale's rounding.
+    BOOT_TSC.load(Ordering::Relaxed) + ((ns as u128 * k as u128).div_ceil(1024 * 1000)) as u64 + 1
 }
 
 /// (TSC, ns since boot) read together.
 pub fn now_pair() -> (u64, u64) {
     let t = rdtsc();
-    let k = TSC_PER_US_X1024.load(Ordering::Relaxed).max(1);
-    let d = t.saturating_sub(BOOT_TSC.load(Ordering::Relaxed)) as u128;
-    (t, (d * 1024 * 1000 / k as u128) as u64)
+    let (mul, shift) = scale();
+    if mul == 0 {
+        return (t, 0);
+    }
+    (t, hv_core::time::scale_delta(t.saturating_sub(BOOT_TSC.load(Ordering::Relaxed)), mul, shift))
 }
 
 /// Seconds since the Unix epoch from the CMOS real-time clock (UTC assumed).

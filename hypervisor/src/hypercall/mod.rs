@@ -5,11 +5,13 @@
 
 mod console;
 mod desc;
+mod evtchn;
 mod memory;
 pub mod mmu;
 mod multicall;
 mod sched;
 mod traps;
+mod vcpu;
 mod version;
 
 use crate::domain::with_view;
@@ -42,6 +44,10 @@ pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult 
         nr::UPDATE_VA_MAPPING_OTHERDOMAIN => mmu::update_va_mapping_otherdomain(hv, a1, a2, a3, a4),
         nr::SET_SEGMENT_BASE => desc::set_segment_base(hv, a1, a2),
         nr::MMUEXT_OP => mmu::mmuext_op(hv, f, a1, a2, a3, a4),
+        nr::EVENT_CHANNEL_OP => evtchn::event_channel_op(hv, a1, a2),
+        nr::EVENT_CHANNEL_OP_COMPAT => evtchn::event_channel_op_compat(hv, a1),
+        nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
+        nr::SET_TIMER_OP => vcpu::set_timer_op(hv, a1),
         nr::STACK_SWITCH => traps::stack_switch(hv, a1, a2),
         nr::SET_CALLBACKS => traps::set_callbacks(hv, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),

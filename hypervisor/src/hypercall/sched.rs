@@ -1,4 +1,4 @@
-//! `sched_op`: so far yield and shutdown (one vCPU, no events yet).
+//! `sched_op`: yield, block, poll and shutdown (one vCPU so far).
 
 use super::{read_guest, HcResult};
 use crate::Hv;
@@ -24,9 +24,59 @@ fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
     hv.end_run("Domain 0 shut down", code)
 }
 
+/// Most ports one `SCHEDOP_poll` may name.
+const MAX_POLL_PORTS: u32 = 128;
+
+/// `SCHEDOP_block`: re-enables events and sleeps until one is pending (returns at once if
+/// one already is: no lost wake-up).
+fn block(hv: &mut Hv) -> HcResult {
+    crate::events::set_upcall_mask(&hv.dom0, 0);
+    loop {
+        crate::events::process_timers(hv);
+        if crate::events::upcall_due(&hv.dom0) {
+            return Ok(0);
+        }
+        hv_arch::cpu::wait_for_interrupt();
+    }
+}
+
+/// `SCHEDOP_poll`: sleeps until one of the ports is pending or the timeout (absolute system
+/// time, 0 = none) passes. Works with events masked.
+fn poll(hv: &mut Hv, arg: u64) -> HcResult {
+    let mut b = [0u8; 24];
+    read_guest(hv, arg, &mut b)?;
+    let ports = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let nr = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
+    let timeout = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
+    if nr > MAX_POLL_PORTS {
+        return Err(Errno::EINVAL);
+    }
+    let mut list = [0u32; MAX_POLL_PORTS as usize];
+    for (i, p) in list.iter_mut().enumerate().take(nr as usize) {
+        let mut w = [0u8; 4];
+        read_guest(hv, ports.wrapping_add(4 * i as u64), &mut w)?;
+        *p = u32::from_le_bytes(w);
+        hv.events.status(hv.dom0.id, *p)?;
+    }
+    loop {
+        crate::events::process_timers(hv);
+        let bits = crate::events::bits(&hv.dom0);
+        if list[..nr as usize].iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.dom0.id, p)) {
+            return Ok(0);
+        }
+        if timeout != 0 && crate::events::now() >= timeout {
+            return Ok(0);
+        }
+        crate::events::arm(hv, (timeout != 0).then_some(timeout));
+        hv_arch::cpu::wait_for_interrupt();
+    }
+}
+
 pub fn sched_op(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
     match cmd {
         SCHEDOP_YIELD => Ok(0),
+        SCHEDOP_BLOCK => block(hv),
+        SCHEDOP_POLL => poll(hv, arg),
         SCHEDOP_SHUTDOWN => {
             let mut b = [0u8; 4];
             read_guest(hv, arg, &mut b)?;
@@ -40,6 +90,7 @@ pub fn sched_op(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
 pub fn sched_op_compat(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
     match cmd {
         SCHEDOP_YIELD => Ok(0),
+        SCHEDOP_BLOCK => block(hv),
         SCHEDOP_SHUTDOWN => shutdown(hv, f, arg),
         _ => Err(Errno::ENOSYS),
     }

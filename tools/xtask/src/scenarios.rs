@@ -86,6 +86,7 @@ fn scenarios() -> Vec<Scenario> {
         sc("hv-memory", Image::Guest("hv_memory"), Expect::Success),
         sc("privileged", Image::Guest("privileged"), Expect::Success),
         sc("ring3-hypercall", Image::Guest("ring3"), Expect::Success),
+        sc("events-timers", Image::Guest("events"), Expect::Success),
         sc("no-handler", Image::Guest("no_handler"), Expect::Exit(Crash, &[
             "d0v0 crashed: #UD with no handler registered",
             "rax 0x1122334455667788",

@@ -1,0 +1,299 @@
+//! Guest side of events: the upcall entry, the 2-level scan, per-port counters and handler,
+//! pvclock time, and typed wrappers for event channels and timers.
+//!
+//! The hypervisor enters [`UPCALL_ENTRY`](upcall_entry) with a hardware-shaped frame and
+//! events masked. The handler clears `evtchn_upcall_pending`, takes the selector word, and for
+//! each pending and unmasked port clears the pending bit, counts it and calls the
+//! registered handler; then it unmasks events and loops if more arrived meanwhile.
+
+use crate::hypercall::hypercall5;
+use crate::mm::SharedInfoMap;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use guest_abi::evtchn::*;
+use guest_abi::hypercall as nr;
+
+/// Ports whose deliveries are counted.
+pub const COUNTED_PORTS: usize = 256;
+static COUNTS: [AtomicU32; COUNTED_PORTS] = [const { AtomicU32::new(0) }; COUNTED_PORTS];
+static SHARED: AtomicU64 = AtomicU64::new(0);
+static HANDLER: AtomicU64 = AtomicU64::new(0);
+/// Upcalls taken.
+pub static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+global_asm!(
+    r#"
+    .section .text.upcall, "ax"
+    .global pv_upcall_entry
+pv_upcall_entry:
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov %rsp, %rbx
+    and $-16, %rsp
+    cld
+    movabs $pv_runtime_upcall, %rax
+    call *%rax
+    mov %rbx, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    iretq
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn pv_upcall_entry();
+}
+
+fn si() -> u64 {
+    SHARED.load(Ordering::Relaxed)
+}
+
+fn byte(off: u64) -> &'static AtomicU8 {
+    // SAFETY: `init` stored the address of the mapped shared_info page; offsets are inside it.
+    unsafe { AtomicU8::from_ptr((si() + off) as *mut u8) }
+}
+
+fn word(off: u64) -> &'static AtomicU64 {
+    // SAFETY: as for `byte`; the offsets used are 8-aligned.
+    unsafe { AtomicU64::from_ptr((si() + off) as *mut u64) }
+}
+
+const PENDING: u64 = 2048;
+const MASK: u64 = 2560;
+
+#[no_mangle]
+extern "C" fn pv_runtime_upcall() {
+    UPCALLS.fetch_add(1, Ordering::Relaxed);
+    loop {
+        byte(0).store(0, Ordering::SeqCst); // evtchn_upcall_pending (vCPU 0)
+        let sel = word(8).swap(0, Ordering::SeqCst);
+        let mut s = sel;
+        while s != 0 {
+            let w = s.trailing_zeros() as u64;
+            s &= s - 1;
+            let ready = word(PENDING + 8 * w).load(Ordering::SeqCst) & !word(MASK + 8 * w).load(Ordering::SeqCst);
+            let mut r = ready;
+            while r != 0 {
+                let b = r.trailing_zeros() as u64;
+                r &= r - 1;
+                word(PENDING + 8 * w).fetch_and(!(1 << b), Ordering::SeqCst);
+                let port = (w * 64 + b) as usize;
+                if port < COUNTED_PORTS {
+                    COUNTS[port].fetch_add(1, Ordering::SeqCst);
+                }
+                let h = HANDLER.load(Ordering::SeqCst);
+                if h != 0 {
+                    // SAFETY: only `set_handler` stores here, from a `fn(Port)`.
+                    let f: fn(Port) = unsafe { core::mem::transmute(h as usize) };
+                    f(port as Port);
+                }
+            }
+        }
+        // Re-enable events, then look again: anything that arrived meanwhile is handled here.
+        byte(1).store(0, Ordering::SeqCst);
+        if byte(0).load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        byte(1).store(1, Ordering::SeqCst);
+    }
+}
+
+/// Registers the upcall with the hypervisor; events stay masked until [`enable`].
+pub fn init(shared: &SharedInfoMap) -> i64 {
+    SHARED.store(shared.va(), Ordering::SeqCst);
+    let cb = guest_abi::traps::CallbackRegister {
+        ty: guest_abi::traps::CALLBACKTYPE_EVENT,
+        flags: 0,
+        _pad: 0,
+        address: pv_upcall_entry as *const () as u64,
+    };
+    // SAFETY: `cb` is valid for the call.
+    unsafe { hypercall5(nr::CALLBACK_OP, 0, &cb as *const _ as u64, 0, 0, 0) }
+}
+
+/// Calls `f(port)` for every delivered event.
+pub fn set_handler(f: fn(Port)) {
+    HANDLER.store(f as *const () as u64, Ordering::SeqCst);
+}
+
+/// Deliveries of `port` so far.
+pub fn count(port: Port) -> u32 {
+    COUNTS.get(port as usize).map(|c| c.load(Ordering::SeqCst)).unwrap_or(0)
+}
+
+/// Clears vCPU 0's upcall mask (virtual `sti`); a pending upcall arrives at the next entry.
+pub fn enable() {
+    byte(1).store(0, Ordering::SeqCst);
+}
+
+/// Sets vCPU 0's upcall mask (virtual `cli`).
+pub fn disable() {
+    byte(1).store(1, Ordering::SeqCst);
+}
+
+/// Masks or unmasks one port in the shared bitmap (unmask should then go through
+/// [`unmask`] so a pending event is re-announced).
+pub fn set_port_mask(port: Port, masked: bool) {
+    let w = word(MASK + 8 * (port as u64 / 64));
+    let m = 1u64 << (port % 64);
+    if masked {
+        w.fetch_or(m, Ordering::SeqCst);
+    } else {
+        w.fetch_and(!m, Ordering::SeqCst);
+    }
+}
+
+/// Is `port` pending in the shared bitmap?
+pub fn is_pending(port: Port) -> bool {
+    word(PENDING + 8 * (port as u64 / 64)).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+}
+
+/// System time in ns from vCPU 0's pvclock.
+pub fn system_time() -> u64 {
+    loop {
+        let base = si() + 32;
+        // SAFETY: vcpu_time_info of vCPU 0 lies inside the mapped shared_info page.
+        let (v1, tsc0, sys, mul, shift, v2) = unsafe {
+            let v1 = ((base) as *const u32).read_volatile();
+            core::sync::atomic::fence(Ordering::SeqCst);
+            let tsc0 = ((base + 8) as *const u64).read_volatile();
+            let sys = ((base + 16) as *const u64).read_volatile();
+            let mul = ((base + 24) as *const u32).read_volatile();
+            let shift = ((base + 28) as *const i8).read_volatile();
+            core::sync::atomic::fence(Ordering::SeqCst);
+            (v1, tsc0, sys, mul, shift, ((base) as *const u32).read_volatile())
+        };
+        if v1 & 1 != 0 || v1 != v2 {
+            continue;
+        }
+        let (lo, hi): (u32, u32);
+        // SAFETY: rdtsc is allowed at CPL 1.
+        unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+        let d = (((hi as u64) << 32) | lo as u64).saturating_sub(tsc0);
+        let d = if shift >= 0 { d << shift } else { d >> (-shift) };
+        return sys + ((d as u128 * mul as u128) >> 32) as u64;
+    }
+}
+
+/// `event_channel_op(cmd, &arg)` on a small argument array.
+fn evtchn_op(cmd: u64, arg: &mut [u32]) -> i64 {
+    // SAFETY: `arg` is valid for reads and writes of its length during the call.
+    unsafe { hypercall5(nr::EVENT_CHANNEL_OP, cmd, arg.as_mut_ptr() as u64, 0, 0, 0) }
+}
+
+/// Result of an event-channel call: the port, or the negative error.
+pub type PortResult = Result<Port, i64>;
+
+fn port_or(r: i64, p: u32) -> PortResult {
+    if r == 0 { Ok(p) } else { Err(r) }
+}
+
+pub fn bind_virq(virq: u32, vcpu: u32) -> PortResult {
+    let mut a = [virq, vcpu, 0];
+    let r = evtchn_op(EVTCHNOP_BIND_VIRQ, &mut a);
+    port_or(r, a[2])
+}
+
+pub fn bind_ipi(vcpu: u32) -> PortResult {
+    let mut a = [vcpu, 0];
+    let r = evtchn_op(EVTCHNOP_BIND_IPI, &mut a);
+    port_or(r, a[1])
+}
+
+/// `alloc_unbound` in `dom` for `remote` (both may be `DOMID_SELF`).
+pub fn alloc_unbound(dom: u16, remote: u16) -> PortResult {
+    let mut a = [dom as u32 | (remote as u32) << 16, 0];
+    let r = evtchn_op(EVTCHNOP_ALLOC_UNBOUND, &mut a);
+    port_or(r, a[1])
+}
+
+pub fn bind_interdomain(remote: u16, remote_port: Port) -> PortResult {
+    let mut a = [remote as u32, remote_port, 0];
+    let r = evtchn_op(EVTCHNOP_BIND_INTERDOMAIN, &mut a);
+    port_or(r, a[2])
+}
+
+pub fn send(port: Port) -> i64 {
+    evtchn_op(EVTCHNOP_SEND, &mut [port])
+}
+
+pub fn close(port: Port) -> i64 {
+    evtchn_op(EVTCHNOP_CLOSE, &mut [port])
+}
+
+pub fn unmask(port: Port) -> i64 {
+    evtchn_op(EVTCHNOP_UNMASK, &mut [port])
+}
+
+pub fn bind_vcpu(port: Port, vcpu: u32) -> i64 {
+    evtchn_op(EVTCHNOP_BIND_VCPU, &mut [port, vcpu])
+}
+
+/// `status`: (status, vcpu, remote dom or VIRQ, remote port) or the error.
+pub fn status(dom: u16, port: Port) -> Result<(u32, u32, u32, u32), i64> {
+    let mut a = [dom as u32, port, 0, 0, 0, 0];
+    let r = evtchn_op(EVTCHNOP_STATUS, &mut a);
+    if r == 0 { Ok((a[2], a[3], a[4], a[5])) } else { Err(r) }
+}
+
+/// `set_timer_op(abs_ns)`.
+pub fn set_timer(abs_ns: u64) -> i64 {
+    // SAFETY: takes no pointer.
+    unsafe { hypercall5(nr::SET_TIMER_OP, abs_ns, 0, 0, 0, 0) }
+}
+
+/// `vcpu_op(cmd, vcpu, arg)`.
+///
+/// # Safety
+/// `arg` must point to what `cmd` reads or writes.
+pub unsafe fn vcpu_op(cmd: u64, vcpu: u64, arg: u64) -> i64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { hypercall5(nr::VCPU_OP, cmd, vcpu, arg, 0, 0) }
+}
+
+/// `SCHEDOP_block`.
+pub fn block() -> i64 {
+    // SAFETY: takes no pointer.
+    unsafe { hypercall5(nr::SCHED_OP, guest_abi::sched::SCHEDOP_BLOCK, 0, 0, 0, 0) }
+}
+
+/// `SCHEDOP_poll` on `ports` until one is pending or `timeout` (absolute ns, 0 = none).
+pub fn poll(ports: &[Port], timeout: u64) -> i64 {
+    #[repr(C)]
+    struct Poll {
+        ports: u64,
+        nr: u32,
+        _pad: u32,
+        timeout: u64,
+    }
+    let p = Poll { ports: ports.as_ptr() as u64, nr: ports.len() as u32, _pad: 0, timeout };
+    // SAFETY: `p` and the port list are valid for the call.
+    unsafe { hypercall5(nr::SCHED_OP, guest_abi::sched::SCHEDOP_POLL, &p as *const Poll as u64, 0, 0, 0) }
+}
