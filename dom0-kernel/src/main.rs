@@ -36,7 +36,14 @@ fn version() -> (i64, [u8; 16]) {
     (hypercall::xen_version_number(), hypercall::xen_extraversion())
 }
 
-fn prompt() -> ! {
+/// The console prompt: sleeps in SCHEDOP_block until VIRQ_CONSOLE says input arrived.
+fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
+    use pv_runtime::events;
+    let sleeping = events::init(shared) == 0
+        && events::bind_virq(guest_abi::evtchn::VIRQ_CONSOLE, 0).is_ok();
+    if sleeping {
+        events::enable();
+    }
     println!("dom0: commands: help, info, poweroff, reboot, crash");
     let mut line = [0u8; 128];
     let mut n = 0;
@@ -45,7 +52,11 @@ fn prompt() -> ! {
         let mut b = [0u8; 16];
         let got = hypercall::console_read(&mut b);
         if got <= 0 {
-            hypercall::yield_now();
+            if sleeping {
+                events::block();
+            } else {
+                hypercall::yield_now();
+            }
             continue;
         }
         for &c in &b[..got as usize] {
@@ -109,13 +120,13 @@ fn guest_main(si: &'static StartInfo) -> ! {
         "dom0: page tables at {:#x} ({} frames), P2M at {:#x}, shared_info at machine {:#x}",
         si.pt_base, si.nr_pt_frames, si.mfn_list, si.shared_info
     );
-    if memory::bring_up(si).is_err() {
+    let Ok(shared) = memory::bring_up(si) else {
         println!("dom0: memory bring-up failed");
         hypercall::shutdown(ShutdownReason::Crash)
-    }
+    };
     if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)
     }
-    prompt()
+    prompt(&shared)
 }

@@ -8,12 +8,12 @@ use pv_runtime::{println, StartInfo};
 
 const BALLOON: usize = 64;
 
-fn fail(what: &str, r: i64) -> Result<(), ()> {
+fn fail<T>(what: &str, r: i64) -> Result<T, ()> {
     println!("dom0: mm: {} failed ({})", what, r);
     Err(())
 }
 
-pub fn bring_up(si: &StartInfo) -> Result<(), ()> {
+pub fn bring_up(si: &StartInfo) -> Result<mm::SharedInfoMap, ()> {
     let vb = pv_runtime::virt_base();
     let mut mem = GuestMem::new(si, vb);
     let region = mem.region_end_pfn;
@@ -93,5 +93,5 @@ pub fn bring_up(si: &StartInfo) -> Result<(), ()> {
         now,
         if batch.failed == 0 { "all updates accepted" } else { "SOME UPDATES FAILED" }
     );
-    Ok(())
+    Ok(shared)
 }

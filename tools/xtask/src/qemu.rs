@@ -28,6 +28,8 @@ pub struct Config {
     pub memory_mb: u32,
     pub timeout: Duration,
     pub icount: bool,
+    /// Serial input typed once `input_after` first appears on the output.
+    pub input: Option<(&'static str, &'static str)>,
 }
 
 impl Config {
@@ -38,6 +40,7 @@ impl Config {
             memory_mb: 256,
             timeout: Duration::from_secs(60),
             icount: false,
+            input: None,
         }
     }
 
@@ -83,13 +86,15 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     let start = Instant::now();
     let mut child = cfg
         .command()
-        .stdin(Stdio::null())
+        .stdin(if cfg.input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("qemu-system-x86_64: {e} (run scripts/setup.sh)"))?;
     let mut out = child.stdout.take().ok_or("no stdout")?;
     let marker = marker.map(str::to_owned);
+    let mut stdin = child.stdin.take();
+    let input = cfg.input;
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -99,6 +104,17 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
+            if let (Some((after, text)), Some(w)) = (input, stdin.as_mut()) {
+                if String::from_utf8_lossy(&buf).contains(after) {
+                    use std::io::Write;
+                    for line in text.split_inclusive('\r') {
+                        let _ = w.write_all(line.as_bytes());
+                        let _ = w.flush();
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    stdin = None;
+                }
+            }
             if seen.is_none() {
                 if let Some(m) = &marker {
                     if String::from_utf8_lossy(&buf).contains(m.as_str()) {

@@ -35,10 +35,11 @@ struct Scenario {
     hv_opts: &'static str,
     dom0_args: &'static str,
     expect: Expect,
+    input: Option<(&'static str, &'static str)>,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -87,6 +88,15 @@ fn scenarios() -> Vec<Scenario> {
         sc("privileged", Image::Guest("privileged"), Expect::Success),
         sc("ring3-hypercall", Image::Guest("ring3"), Expect::Success),
         sc("events-timers", Image::Guest("events"), Expect::Success),
+        Scenario {
+            dom0_args: "interactive",
+            input: Some(("dom0> ", "info\rpoweroff\r")),
+            ..sc("dom0-console-input", Image::Dom0, Expect::Exit(Poweroff, &[
+                "dom0> info",
+                "hypervisor 4.19.0-rxen, dom0 at CPL 1",
+                "dom0> poweroff",
+            ]))
+        },
         sc("no-handler", Image::Guest("no_handler"), Expect::Exit(Crash, &[
             "d0v0 crashed: #UD with no handler registered",
             "rax 0x1122334455667788",
@@ -139,6 +149,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     let module = image_path(i, &s.image)?;
     let mut cfg = Config::new(Accel::Tcg);
     cfg.timeout = Duration::from_secs(60);
+    cfg.input = s.input;
     let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M {}", s.hv_opts);
     cfg.boot = if s.grub {
         let grub = images::grub_cfg(&hv_opts, s.dom0_args);
