@@ -8,6 +8,7 @@ use guest_abi::shared_info;
 use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
+use alloc::collections::BTreeMap;
 use hv_core::evtchn::Bits;
 use hv_core::mem::{Mfn, PhysMem};
 
@@ -19,72 +20,67 @@ const HOUSEKEEPING_NS: u64 = 10_000_000;
 const PENDING: usize = 2048;
 const MASK: usize = 2560;
 
-/// The bits of one domain's shared_info page (only one domain so far).
-pub struct SharedBits {
-    pub page: Mfn,
+/// The 2-level bits of every domain's shared_info page.
+pub struct SharedBits<'a> {
+    pub pages: &'a BTreeMap<DomId, Mfn>,
 }
 
-impl SharedBits {
-    fn bit(&self, base: usize, port: Port) -> (usize, u8) {
-        (base + (port / 8) as usize, 1 << (port % 8))
+impl SharedBits<'_> {
+    fn with<R>(&self, dom: DomId, f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
+        let page = *self.pages.get(&dom)?;
+        DirectMap.frame_mut(page).map(f)
     }
-    fn with<R>(&self, f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
-        DirectMap.frame_mut(self.page).map(f)
-    }
-    fn test_and_set(&self, base: usize, port: Port) -> bool {
-        let (o, m) = self.bit(base, port);
-        self.with(|p| {
-            let was = p[o] & m != 0;
-            p[o] |= m;
-            was
-        })
-        .unwrap_or(true)
-    }
-}
-
-impl Bits for SharedBits {
-    fn test_and_set_pending(&mut self, _d: DomId, port: Port) -> bool {
-        self.test_and_set(PENDING, port)
-    }
-    fn clear_pending(&mut self, _d: DomId, port: Port) {
-        let (o, m) = self.bit(PENDING, port);
-        self.with(|p| p[o] &= !m);
-    }
-    fn is_pending(&self, _d: DomId, port: Port) -> bool {
-        let (o, m) = self.bit(PENDING, port);
-        self.with(|p| p[o] & m != 0).unwrap_or(false)
-    }
-    fn is_masked(&self, _d: DomId, port: Port) -> bool {
-        let (o, m) = self.bit(MASK, port);
-        self.with(|p| p[o] & m != 0).unwrap_or(true)
-    }
-    fn test_and_clear_mask(&mut self, _d: DomId, port: Port) -> bool {
-        let (o, m) = self.bit(MASK, port);
-        self.with(|p| {
-            let was = p[o] & m != 0;
-            p[o] &= !m;
-            was
-        })
-        .unwrap_or(false)
-    }
-    fn test_and_set_sel(&mut self, _d: DomId, vcpu: u32, word: u32) -> bool {
-        let off = vcpu as usize * 64 + 8 + (word / 8) as usize;
-        let m = 1u8 << (word % 8);
-        self.with(|p| {
+    fn test_and_set(&self, dom: DomId, off: usize, m: u8) -> bool {
+        self.with(dom, |p| {
             let was = p[off] & m != 0;
             p[off] |= m;
             was
         })
         .unwrap_or(true)
     }
-    fn set_upcall_pending(&mut self, _d: DomId, vcpu: u32) {
-        self.with(|p| p[vcpu as usize * 64] = 1);
+}
+
+fn bit(base: usize, port: Port) -> (usize, u8) {
+    (base + (port / 8) as usize, 1 << (port % 8))
+}
+
+impl Bits for SharedBits<'_> {
+    fn test_and_set_pending(&mut self, d: DomId, port: Port) -> bool {
+        let (o, m) = bit(PENDING, port);
+        self.test_and_set(d, o, m)
+    }
+    fn clear_pending(&mut self, d: DomId, port: Port) {
+        let (o, m) = bit(PENDING, port);
+        self.with(d, |p| p[o] &= !m);
+    }
+    fn is_pending(&self, d: DomId, port: Port) -> bool {
+        let (o, m) = bit(PENDING, port);
+        self.with(d, |p| p[o] & m != 0).unwrap_or(false)
+    }
+    fn is_masked(&self, d: DomId, port: Port) -> bool {
+        let (o, m) = bit(MASK, port);
+        self.with(d, |p| p[o] & m != 0).unwrap_or(true)
+    }
+    fn test_and_clear_mask(&mut self, d: DomId, port: Port) -> bool {
+        let (o, m) = bit(MASK, port);
+        self.with(d, |p| {
+            let was = p[o] & m != 0;
+            p[o] &= !m;
+            was
+        })
+        .unwrap_or(false)
+    }
+    fn test_and_set_sel(&mut self, d: DomId, vcpu: u32, word: u32) -> bool {
+        self.test_and_set(d, vcpu as usize * 64 + 8 + (word / 8) as usize, 1 << (word % 8))
+    }
+    fn set_upcall_pending(&mut self, d: DomId, vcpu: u32) {
+        self.with(d, |p| p[vcpu as usize * 64] = 1);
     }
 }
 
-/// The shared-info bits of `d`.
-pub fn bits(d: &Domain) -> SharedBits {
-    SharedBits { page: d.shared_info }
+/// The shared-info bits of every domain.
+pub fn bits(hv: &Hv) -> SharedBits<'_> {
+    SharedBits { pages: &hv.shared_pages }
 }
 
 /// Nanoseconds since boot.
@@ -121,16 +117,16 @@ pub fn set_wallclock(d: &Domain, boot_unix: u64) {
     }
 }
 
-/// Raises a VIRQ on vCPU 0 of dom0 (dropped if unbound).
-pub fn send_virq(hv: &mut Hv, virq: u32) {
-    let mut b = bits(&hv.dom0);
-    hv.events.send_virq(hv.dom0.id, virq, 0, &mut b);
+/// Raises a VIRQ on vCPU 0 of `dom` (dropped if unbound).
+pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32) {
+    let mut b = SharedBits { pages: &hv.shared_pages };
+    hv.events.send_virq(dom, virq, 0, &mut b);
 }
 
 /// Fires due guest timers, polls console input, refreshes time and re-arms the LAPIC.
 pub fn process_timers(hv: &mut Hv) {
     let now = now();
-    let v = &mut hv.dom0.vcpu;
+    let v = &mut hv.cur.vcpu;
     let mut fire = false;
     if v.single_deadline.is_some_and(|d| d <= now) {
         v.single_deadline = None;
@@ -143,19 +139,20 @@ pub fn process_timers(hv: &mut Hv) {
         }
     }
     if fire {
-        send_virq(hv, VIRQ_TIMER);
+        let d = hv.cur.id;
+        send_virq(hv, d, VIRQ_TIMER);
     }
     if hv_arch::cpu::serial_has_input() {
-        send_virq(hv, VIRQ_CONSOLE);
+        send_virq(hv, 0, VIRQ_CONSOLE);
     }
-    update_time(&hv.dom0);
+    update_time(&hv.cur);
     arm(hv, None);
 }
 
 /// Programs the LAPIC for the next guest timer (or `extra`), at most one housekeeping period
 /// away.
 pub fn arm(hv: &Hv, extra: Option<u64>) {
-    let v = &hv.dom0.vcpu;
+    let v = &hv.cur.vcpu;
     let mut next = now() + HOUSEKEEPING_NS;
     for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), extra].into_iter().flatten() {
         next = next.min(t);
@@ -172,10 +169,10 @@ pub fn upcall_due(d: &Domain) -> bool {
 /// On the way back to the guest: delivers a due upcall to the event callback (events are
 /// masked on delivery, as Xen does).
 pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
-    if f.cs & 3 == 0 || hv.dom0.vcpu.callbacks.event == 0 || !upcall_due(&hv.dom0) {
+    if f.cs & 3 == 0 || hv.cur.vcpu.callbacks.event == 0 || !upcall_due(&hv.cur) {
         return;
     }
-    let cb = hv.dom0.vcpu.callbacks.event;
+    let cb = hv.cur.vcpu.callbacks.event;
     crate::traps::enter_guest_handler(hv, f, cb, None, true, "event upcall");
 }
 

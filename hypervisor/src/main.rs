@@ -27,7 +27,12 @@ use hv_core::cmdline::{self, LogLevel};
 pub struct Hv {
     pub mm: mm::Mm,
     pub cpu: CpuTables,
-    pub dom0: domain::Domain,
+    /// The domain whose vCPU runs on this CPU (or last ran).
+    pub cur: alloc::boxed::Box<domain::Domain>,
+    /// Every other domain, waiting.
+    pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Domain>>,
+    /// Each domain's shared_info frame, for event delivery across domains.
+    pub shared_pages: alloc::collections::BTreeMap<guest_abi::DomId, hv_core::mem::Mfn>,
     pub cmdline: &'static str,
     /// Inside a multicall: handlers must not create continuations.
     pub in_multicall: bool,
@@ -181,7 +186,18 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     events::update_time(&dom);
     paging::set_rsp1(&cpu_tables, 0);
     log::info!("dom0: entering ring 1 at {:#x}", frame.rip);
-    *HV.lock() = Some(Hv { mm, cpu: cpu_tables, dom0: dom, cmdline: hv_cmdline, in_multicall: false, events });
+    let mut shared_pages = alloc::collections::BTreeMap::new();
+    shared_pages.insert(dom.id, dom.shared_info);
+    *HV.lock() = Some(Hv {
+        mm,
+        cpu: cpu_tables,
+        cur: alloc::boxed::Box::new(dom),
+        others: alloc::vec::Vec::new(),
+        shared_pages,
+        cmdline: hv_cmdline,
+        in_multicall: false,
+        events,
+    });
     if let Some(hv) = HV.lock().as_ref() {
         events::arm(hv, None);
     }

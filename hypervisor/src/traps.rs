@@ -48,7 +48,7 @@ pub fn dump(f: &TrapFrame, cr2: u64) {
 /// Crashes the domain: reports why with a register dump, then ends it. Dom0 is the only
 /// domain so far, so the run ends.
 pub fn crash_domain(hv: &Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) -> ! {
-    log::error!("d{}v{} crashed: {}", hv.dom0.id, hv.dom0.vcpu.id, why);
+    log::error!("d{}v{} crashed: {}", hv.cur.id, hv.cur.vcpu.id, why);
     dump(f, hv_arch::cpu::read_cr2());
     hv.end_run("Domain 0 crashed", ExitCode::Crash)
 }
@@ -57,12 +57,12 @@ pub fn crash_domain(hv: &Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) -> ! 
 /// gate would: see `guest_abi::traps` for the frame. A guest that cannot take it (no handler,
 /// unusable stack) is crashed.
 pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64) {
-    let ti = hv.dom0.vcpu.traps[vec as usize];
+    let ti = hv.cur.vcpu.traps[vec as usize];
     if ti.address == 0 {
         crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
     if vec == vector::PF {
-        hv.dom0.set_shared_u64(shared_info::cr2_offset(hv.dom0.vcpu.id as usize), cr2);
+        hv.cur.set_shared_u64(shared_info::cr2_offset(hv.cur.vcpu.id as usize), cr2);
     }
     let err = has_error_code(vec).then_some(error_code);
     enter_guest_handler(hv, f, ti.address, err, ti.flags & TI_MASK_EVENTS != 0, vector_name(vec as u64));
@@ -73,7 +73,7 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
 /// `f` at `handler` in ring 1. Optionally masks events. A stack that cannot take the frame
 /// crashes the domain.
 pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_code: Option<u64>, mask_events: bool, what: &str) {
-    let d: &Domain = &hv.dom0;
+    let d: &Domain = &hv.cur;
     let from_user = f.cs & 3 == 3;
     let sp = if from_user { d.vcpu.kernel_sp } else { f.rsp };
     let mask = d.upcall_mask();

@@ -9,7 +9,7 @@ use guest_abi::hypercall::console_io::{READ, WRITE};
 const MAX_WRITE: u64 = 1 << 16;
 
 pub fn console_io(hv: &mut Hv, cmd: u64, count: u64, buf: u64) -> HcResult {
-    if !hv.dom0.privileged {
+    if !hv.cur.privileged {
         return Err(Errno::EPERM);
     }
     match cmd {

@@ -24,7 +24,7 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
         read_guest(hv, list.wrapping_add(8 * i as u64), &mut b)?;
         *f = u64::from_le_bytes(b);
     }
-    let dom = hv.dom0.id;
+    let dom = hv.cur.id;
     let mut dm = DirectMap;
     let mut new = [None; 14];
     for i in 0..n {
@@ -36,7 +36,7 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
         }
         new[i] = Some(Mfn(frames[i]));
     }
-    let old = core::mem::replace(&mut hv.dom0.gdt, new);
+    let old = core::mem::replace(&mut hv.cur.gdt, new);
     for (i, m) in new.iter().enumerate() {
         if m.is_some() || old[i].is_some() {
             paging::map_gdt_page(&hv.cpu, i, *m);
@@ -49,7 +49,7 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
 }
 
 pub fn update_descriptor(hv: &mut Hv, maddr: u64, desc: u64) -> HcResult {
-    let dom = hv.dom0.id;
+    let dom = hv.cur.id;
     let mut dm = DirectMap;
     pt!(hv, dm).update_descriptor(maddr, desc, dom)?;
     Ok(0)
@@ -73,7 +73,7 @@ pub fn set_segment_base(hv: &mut Hv, which: u64, base: u64) -> HcResult {
 }
 
 pub fn fpu_taskswitch(hv: &mut Hv, set: u64) -> HcResult {
-    hv.dom0.fpu_ts = set != 0;
+    hv.cur.fpu_ts = set != 0;
     cpu::set_ts(set != 0);
     Ok(0)
 }

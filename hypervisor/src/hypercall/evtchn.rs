@@ -1,7 +1,6 @@
 //! `event_channel_op` (and the legacy `event_channel_op_compat`).
 
 use super::{read_guest, resolve_dom, write_guest, HcResult};
-use crate::events::bits;
 use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::evtchn::*;
@@ -46,8 +45,8 @@ pub fn event_channel_op_compat(hv: &mut Hv, arg: u64) -> HcResult {
 
 /// Runs `cmd` with its argument bytes in `b`; outputs go back to `arg + base + offset`.
 fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult {
-    let me = hv.dom0.id;
-    let mut bits = bits(&hv.dom0);
+    let me = hv.cur.id;
+    let mut bits = crate::events::SharedBits { pages: &hv.shared_pages };
     let out = |hv: &Hv, off: u64, v: u32| write_guest(hv, arg + base + off, &v.to_le_bytes());
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {

@@ -62,7 +62,7 @@ fn check_flags(r: &Reservation) -> Result<u64, Errno> {
 /// A zeroed frame for the domain, counted in `tot_pages`. `replacing` says one of its frames
 /// is about to be given back (exchange), so the maximum does not stand in the way.
 fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
-    if hv.dom0.tot_pages >= hv.dom0.max_pages + u64::from(replacing) {
+    if hv.cur.tot_pages >= hv.cur.max_pages + u64::from(replacing) {
         return None;
     }
     let m = hv.mm.alloc.alloc()?;
@@ -71,14 +71,14 @@ fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
         return None;
     }
     zero_frame(m);
-    let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.dom0.id));
-    hv.dom0.tot_pages += 1;
+    let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.cur.id));
+    hv.cur.tot_pages += 1;
     Some(m)
 }
 
 /// Gives a frame back: only if the domain owns it and nothing references it.
 fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
-    let id = hv.dom0.id;
+    let id = hv.cur.id;
     let f = hv.mm.ft.get(m).copied().ok_or(Errno::EINVAL)?;
     if f.owner != Owner::Dom(id) {
         return Err(Errno::EINVAL);
@@ -89,7 +89,7 @@ fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
     hv.mm.ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
     hv.mm.set_m2p(m, guest_abi::layout::INVALID_M2P_ENTRY);
     hv.mm.alloc.free(m);
-    hv.dom0.tot_pages -= 1;
+    hv.cur.tot_pages -= 1;
     Ok(())
 }
 
@@ -177,7 +177,7 @@ fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
         let old = Mfn(u64::from_le_bytes(g));
         // Check the old frame and the output slot before anything changes hands.
         let f = hv.mm.ft.get(old).copied();
-        if f.is_none_or(|f| f.owner != Owner::Dom(hv.dom0.id) || f.count != 0 || f.type_count != 0) {
+        if f.is_none_or(|f| f.owner != Owner::Dom(hv.cur.id) || f.count != 0 || f.type_count != 0) {
             result = Err(Errno::EINVAL);
             break;
         }
@@ -213,7 +213,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
             let mut b = [0u8; 2];
             read_guest(hv, arg, &mut b)?;
             resolve_dom(hv, u16::from_le_bytes(b))?;
-            Ok(if op == XENMEM_CURRENT_RESERVATION { hv.dom0.tot_pages } else { hv.dom0.max_pages } as i64)
+            Ok(if op == XENMEM_CURRENT_RESERVATION { hv.cur.tot_pages } else { hv.cur.max_pages } as i64)
         }
         XENMEM_MACHPHYS_MAPPING => {
             let mut b = [0u8; 24];
@@ -232,7 +232,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
                 return Err(Errno::EINVAL);
             }
             let mut e = [0u8; 20];
-            e[8..16].copy_from_slice(&(hv.dom0.max_pages * 4096).to_le_bytes());
+            e[8..16].copy_from_slice(&(hv.cur.max_pages * 4096).to_le_bytes());
             e[16..20].copy_from_slice(&1u32.to_le_bytes());
             write_guest(hv, buf, &e)?;
             write_guest(hv, arg, &1u32.to_le_bytes())?;

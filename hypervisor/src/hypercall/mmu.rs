@@ -39,14 +39,14 @@ pub(crate) use pt;
 
 /// After the current root's L4 changed: copy its slots into this CPU's roots.
 pub fn resync_root(hv: &Hv) {
-    paging::sync_guest_slots(&hv.cpu, hv.dom0.vcpu.l4);
+    paging::sync_guest_slots(&hv.cpu, hv.cur.vcpu.l4);
 }
 
 /// Splits `foreigndom` into (data owner FD, page-table owner PFD).
 fn foreign(hv: &Hv, fdom: u64) -> Result<(DomId, DomId), Errno> {
     let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
     let pfd = match fdom >> 16 {
-        0 => hv.dom0.id,
+        0 => hv.cur.id,
         n => resolve_dom(hv, (n - 1) as u16)?,
     };
     Ok((fd, pfd))
@@ -104,14 +104,14 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
                 let idx = ((ptr & 0xFFF) >> 3) as usize;
                 let mut dm = DirectMap;
                 let r = pt!(hv, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
-                if r.is_ok() && table == hv.dom0.vcpu.l4 {
+                if r.is_ok() && table == hv.cur.vcpu.l4 {
                     resync = true;
                 }
                 r.map_err(Errno::from)
             }
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::of(ptr);
-                if pfd != hv.dom0.id || hv.mm.ft.owner(mfn) != Owner::Dom(fd) {
+                if pfd != hv.cur.id || hv.mm.ft.owner(mfn) != Owner::Dom(fd) {
                     Err(Errno::EINVAL)
                 } else {
                     hv.mm.set_m2p(mfn, val);
@@ -175,10 +175,10 @@ fn check_invlpg_va(va: u64) -> Result<(), Errno> {
 }
 
 fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
-    let dom = hv.dom0.id;
+    let dom = hv.cur.id;
     let mut dm = DirectMap;
     pt!(hv, dm).get_root(mfn, dom)?;
-    let old = core::mem::replace(&mut hv.dom0.vcpu.l4, mfn);
+    let old = core::mem::replace(&mut hv.cur.vcpu.l4, mfn);
     pt!(hv, dm).put_root(old);
     resync_root(hv);
     Ok(())
@@ -189,7 +189,7 @@ fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     let pages = (ents * 8).div_ceil(4096) as usize;
-    let dom = hv.dom0.id;
+    let dom = hv.cur.id;
     let mut new = [None; 16];
     let mut dm = DirectMap;
     for (i, slot) in new.iter_mut().enumerate().take(pages) {
@@ -206,7 +206,7 @@ fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
             }
         }
     }
-    let old = core::mem::replace(&mut hv.dom0.ldt, new);
+    let old = core::mem::replace(&mut hv.cur.ldt, new);
     for (i, m) in new.iter().enumerate() {
         if m.is_some() || old[i].is_some() {
             paging::map_ldt_page(&hv.cpu, i, *m);
@@ -215,14 +215,14 @@ fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
     for m in old.iter().flatten() {
         pt!(hv, dm).put_segdesc(*m);
     }
-    hv.dom0.ldt_ents = ents as u32;
+    hv.cur.ldt_ents = ents as u32;
     paging::load_ldt(&hv.cpu, ents as u32);
     Ok(())
 }
 
 fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
     use ext::*;
-    let dom = hv.dom0.id;
+    let dom = hv.cur.id;
     let mut dm = DirectMap;
     match cmd {
         PIN_L1_TABLE..=PIN_L4_TABLE => pt!(hv, dm).pin(Mfn(arg1), cmd + 1, fd).map_err(Errno::from),
@@ -254,7 +254,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             Ok(())
         }
         FLUSH_CACHE | FLUSH_CACHE_GLOBAL => {
-            if !hv.dom0.privileged {
+            if !hv.cur.privileged {
                 return Err(Errno::EACCES);
             }
             hv_arch::cpu::wbinvd();
@@ -330,8 +330,8 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if !guest_abi::layout::is_guest_va(va) {
         return Err(Errno::EINVAL);
     }
-    let dom = hv.dom0.id;
-    let l4 = hv.dom0.vcpu.l4;
+    let dom = hv.cur.id;
+    let l4 = hv.cur.vcpu.l4;
     let mut dm = DirectMap;
     let (l1, idx) = pt!(hv, dm).l1_for_va(l4, va, dom).ok_or(Errno::EINVAL)?;
     let ty = flags & UVMF_FLUSHTYPE_MASK;
@@ -353,12 +353,12 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
 }
 
 pub fn update_va_mapping(hv: &mut Hv, va: u64, val: u64, flags: u64) -> HcResult {
-    let me = hv.dom0.id;
+    let me = hv.cur.id;
     uvm(hv, va, val, flags, me)
 }
 
 pub fn update_va_mapping_otherdomain(hv: &mut Hv, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
-    if !hv.dom0.privileged {
+    if !hv.cur.privileged {
         return Err(Errno::EPERM);
     }
     let fd = resolve_dom(hv, domid as u16)?;

@@ -87,9 +87,9 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
 /// The domain a hypercall names: `DOMID_SELF` or the caller's id. Others need privilege,
 /// and no other domain exists yet.
 pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
-    if d == guest_abi::DOMID_SELF || d == hv.dom0.id {
-        Ok(hv.dom0.id)
-    } else if hv.dom0.privileged {
+    if d == guest_abi::DOMID_SELF || d == hv.cur.id {
+        Ok(hv.cur.id)
+    } else if hv.cur.privileged {
         Err(Errno::ESRCH)
     } else {
         Err(Errno::EPERM)
@@ -98,17 +98,17 @@ pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
 
 /// Translates a guest address through the current tables.
 pub fn translate(hv: &Hv, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    with_view(&hv.dom0, &hv.mm.ft, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+    with_view(&hv.cur, &hv.mm.ft, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.
 pub fn read_guest(hv: &Hv, va: u64, out: &mut [u8]) -> Result<(), Errno> {
-    with_view(&hv.dom0, &hv.mm.ft, |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+    with_view(&hv.cur, &hv.mm.ft, |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.
 pub fn write_guest(hv: &Hv, va: u64, data: &[u8]) -> Result<(), Errno> {
-    with_view(&hv.dom0, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+    with_view(&hv.cur, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
 /// `vm_assist(cmd, type)`.
@@ -118,8 +118,8 @@ fn vm_assist(hv: &mut Hv, cmd: u64, ty: u64) -> HcResult {
         return Err(Errno::EINVAL);
     }
     match cmd {
-        ENABLE => hv.dom0.vm_assist |= 1 << ty,
-        DISABLE => hv.dom0.vm_assist &= !(1 << ty),
+        ENABLE => hv.cur.vm_assist |= 1 << ty,
+        DISABLE => hv.cur.vm_assist &= !(1 << ty),
         _ => return Err(Errno::ENOSYS),
     }
     Ok(0)

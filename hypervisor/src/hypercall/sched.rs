@@ -17,10 +17,10 @@ fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
         _ => ExitCode::OtherShutdown,
     };
     if r == ShutdownReason::Crash {
-        log::error!("d{} requested a crash shutdown", hv.dom0.id);
+        log::error!("d{} requested a crash shutdown", hv.cur.id);
         crate::traps::dump(f, 0);
     }
-    log::info!("d{}: shutdown: reason {}", hv.dom0.id, r.name());
+    log::info!("d{}: shutdown: reason {}", hv.cur.id, r.name());
     hv.end_run("Domain 0 shut down", code)
 }
 
@@ -30,10 +30,10 @@ const MAX_POLL_PORTS: u32 = 128;
 /// `SCHEDOP_block`: re-enables events and sleeps until one is pending (returns at once if
 /// one already is: no lost wake-up).
 fn block(hv: &mut Hv) -> HcResult {
-    crate::events::set_upcall_mask(&hv.dom0, 0);
+    crate::events::set_upcall_mask(&hv.cur, 0);
     loop {
         crate::events::process_timers(hv);
-        if crate::events::upcall_due(&hv.dom0) {
+        if crate::events::upcall_due(&hv.cur) {
             return Ok(0);
         }
         hv_arch::cpu::wait_for_interrupt();
@@ -56,12 +56,12 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
         let mut w = [0u8; 4];
         read_guest(hv, ports.wrapping_add(4 * i as u64), &mut w)?;
         *p = u32::from_le_bytes(w);
-        hv.events.status(hv.dom0.id, *p)?;
+        hv.events.status(hv.cur.id, *p)?;
     }
     loop {
         crate::events::process_timers(hv);
-        let bits = crate::events::bits(&hv.dom0);
-        if list[..nr as usize].iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.dom0.id, p)) {
+        let bits = crate::events::bits(hv);
+        if list[..nr as usize].iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.cur.id, p)) {
             return Ok(0);
         }
         if timeout != 0 && crate::events::now() >= timeout {

@@ -32,7 +32,7 @@ fn fixup_cs(cs: u16) -> Result<u16, Errno> {
 
 pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
     if list == 0 {
-        hv.dom0.vcpu.traps = [TrapInfo::default(); 256];
+        hv.cur.vcpu.traps = [TrapInfo::default(); 256];
         return Ok(0);
     }
     for i in 0..MAX_TRAPS {
@@ -50,7 +50,7 @@ pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
         }
         check_handler(t.address)?;
         let cs = fixup_cs(t.cs)?;
-        hv.dom0.vcpu.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
+        hv.cur.vcpu.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
     }
     Ok(0)
 }
@@ -58,8 +58,8 @@ pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
 pub fn stack_switch(hv: &mut Hv, ss: u64, sp: u64) -> HcResult {
     let ss = ss as u16;
     let ss = if selectors::rpl(ss) < GUEST_KERNEL_RPL { (ss & !3) | GUEST_KERNEL_RPL as u16 } else { ss };
-    hv.dom0.vcpu.kernel_ss = ss;
-    hv.dom0.vcpu.kernel_sp = sp;
+    hv.cur.vcpu.kernel_ss = ss;
+    hv.cur.vcpu.kernel_sp = sp;
     hv_arch::paging::set_rsp1(&hv.cpu, sp);
     Ok(0)
 }
@@ -68,7 +68,7 @@ pub fn set_callbacks(hv: &mut Hv, event: u64, failsafe: u64, syscall: u64) -> Hc
     for a in [event, failsafe, syscall] {
         check_handler(a)?;
     }
-    let cb = &mut hv.dom0.vcpu.callbacks;
+    let cb = &mut hv.cur.vcpu.callbacks;
     cb.event = event;
     cb.failsafe = failsafe;
     cb.syscall = syscall;
@@ -83,7 +83,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             let ty = u16::from_le_bytes([b[0], b[1]]);
             let address = u64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
             check_handler(address)?;
-            let cb = &mut hv.dom0.vcpu.callbacks;
+            let cb = &mut hv.cur.vcpu.callbacks;
             let slot = match ty {
                 CALLBACKTYPE_EVENT => &mut cb.event,
                 CALLBACKTYPE_FAILSAFE => &mut cb.failsafe,
@@ -101,7 +101,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             read_guest(hv, arg, &mut b)?;
             match u16::from_le_bytes([b[0], b[1]]) {
                 CALLBACKTYPE_NMI => {
-                    hv.dom0.vcpu.callbacks.nmi = 0;
+                    hv.cur.vcpu.callbacks.nmi = 0;
                     Ok(0)
                 }
                 _ => Err(Errno::EINVAL),

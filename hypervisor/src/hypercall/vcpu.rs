@@ -17,7 +17,7 @@ const SSHOT_FUTURE: u32 = 1;
 const MIN_PERIOD_NS: u64 = 1_000_000;
 
 pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
-    if vcpu != hv.dom0.vcpu.id as u64 {
+    if vcpu != hv.cur.vcpu.id as u64 {
         return Err(Errno::ENOENT);
     }
     match cmd {
@@ -37,14 +37,14 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if p < MIN_PERIOD_NS {
                 return Err(Errno::EINVAL);
             }
-            let v = &mut hv.dom0.vcpu;
+            let v = &mut hv.cur.vcpu;
             v.period_ns = p;
             v.period_next = now() + p;
             arm(hv, None);
             Ok(0)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            hv.dom0.vcpu.period_ns = 0;
+            hv.cur.vcpu.period_ns = 0;
             Ok(0)
         }
         VCPUOP_SET_SINGLESHOT_TIMER => {
@@ -55,12 +55,12 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if flags & SSHOT_FUTURE != 0 && t < now() {
                 return Err(Errno::ETIME);
             }
-            hv.dom0.vcpu.single_deadline = Some(t);
+            hv.cur.vcpu.single_deadline = Some(t);
             crate::events::process_timers(hv);
             Ok(0)
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
-            hv.dom0.vcpu.single_deadline = None;
+            hv.cur.vcpu.single_deadline = None;
             Ok(0)
         }
         _ => Err(Errno::ENOSYS),
@@ -70,7 +70,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
 /// `set_timer_op(timeout)`: a one-shot VIRQ_TIMER at absolute system time; 0 cancels; a time
 /// in the past fires at once.
 pub fn set_timer_op(hv: &mut Hv, timeout: u64) -> HcResult {
-    hv.dom0.vcpu.single_deadline = (timeout != 0).then_some(timeout);
+    hv.cur.vcpu.single_deadline = (timeout != 0).then_some(timeout);
     crate::events::process_timers(hv);
     Ok(0)
 }
