@@ -1,4 +1,6 @@
-//! Building domain 0 from the first boot module.
+//! Building domains from boot modules: dom0 from the first, and boot-time domUs (in the
+//! spirit of Xen's dom0less/hyperlaunch) from further modules whose string starts with
+//! `domU`: `domU [mem=<size>] [weight=<n>] [cap=<pct>] [-- <guest command line>]`.
 
 use crate::domain::{Domain, Vcpu};
 use crate::mm::Mm;
@@ -42,14 +44,51 @@ impl core::fmt::Display for Dom0Error {
     }
 }
 
-/// Builds dom0 from `image` with `nr_pages` pages and command line `cmdline`.
+/// Options of a boot-time domU module.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DomUOpts<'a> {
+    pub mem: u64,
+    pub weight: u32,
+    pub cap: u32,
+    pub cmdline: &'a str,
+}
+
+/// Parses a module string: `Some` for a domU module, `None` for anything else.
+pub fn parse_domu(s: &str) -> Option<Result<DomUOpts<'_>, &str>> {
+    let s = s.trim();
+    let rest = s.strip_prefix("domU")?;
+    if !(rest.is_empty() || rest.starts_with(' ')) {
+        return None;
+    }
+    let (opts, cmdline) = match rest.find(" -- ") {
+        Some(i) => (&rest[..i], rest[i + 4..].trim()),
+        None => (rest, ""),
+    };
+    let mut o = DomUOpts { mem: 16 << 20, weight: hv_core::sched::DEFAULT_WEIGHT, cap: 0, cmdline };
+    for w in opts.split_ascii_whitespace() {
+        let ok = match w.split_once('=') {
+            Some(("mem", v)) => hv_core::cmdline::parse_size(v).map(|m| o.mem = m).is_some(),
+            Some(("weight", v)) => v.parse().ok().filter(|&x: &u32| (1..=65535).contains(&x)).map(|x| o.weight = x).is_some(),
+            Some(("cap", v)) => v.parse().ok().filter(|&x: &u32| x <= 100).map(|x| o.cap = x).is_some(),
+            _ => false,
+        };
+        if !ok {
+            return Some(Err(w));
+        }
+    }
+    Some(Ok(o))
+}
+
+/// Builds domain `id` from `image` with `nr_pages` pages and command line `cmdline`.
 /// Returns the domain and its first register frame.
 pub fn build(
     mm: &mut Mm,
+    id: guest_abi::DomId,
     image: &[u8],
     nr_pages: u64,
     cmdline: &str,
 ) -> Result<(Domain, TrapFrame), Dom0Error> {
+    let privileged = id == 0;
     let img = pv_image::parse(image).map_err(Dom0Error::Image)?;
     let free = mm.free_frames();
     if nr_pages + HYPERVISOR_RESERVE_PAGES > free {
@@ -57,7 +96,8 @@ pub fn build(
     }
     let layout = builder::compute_layout(&img, nr_pages).map_err(Dom0Error::Build)?;
     log::info!(
-        "dom0: {} '{}' virt_base {:#x} image {:#x}-{:#x} entry {:#x}, {} MiB",
+        "d{}: {} '{}' virt_base {:#x} image {:#x}-{:#x} entry {:#x}, {} MiB",
+        id,
         img.guest_os,
         img.guest_version,
         img.virt_base,
@@ -77,8 +117,8 @@ pub fn build(
 
     // shared_info: a hypervisor page the domain may map.
     let si = mm.frame().ok_or(Dom0Error::OutOfMemory)?;
-    let _ = mm.ft.set_owner(si, Owner::Dom(0));
-    let _ = mm.ft.get_page(si, 0);
+    let _ = mm.ft.set_owner(si, Owner::Dom(id));
+    let _ = mm.ft.get_page(si, id);
     if let Some(p) = DirectMap.frame_mut(si) {
         for v in 0..shared_info::MAX_VIRT_CPUS {
             p[shared_info::upcall_mask_offset(v)] = 1;
@@ -86,8 +126,8 @@ pub fn build(
     }
 
     let params = BuildParams {
-        domid: 0,
-        flags: SIF_PRIVILEGED | SIF_INITDOMAIN,
+        domid: id,
+        flags: if privileged { SIF_PRIVILEGED | SIF_INITDOMAIN } else { 0 },
         cmdline: cmdline.as_bytes(),
         shared_info_maddr: si.maddr(),
     };
@@ -97,7 +137,8 @@ pub fn build(
         mm.set_m2p(mfn, pfn as u64);
     }
     log::info!(
-        "dom0: start_info {:#x}, page tables {:#x} ({} frames, L4 {:?}), stack top {:#x}",
+        "d{}: start_info {:#x}, page tables {:#x} ({} frames, L4 {:?}), stack top {:#x}",
+        id,
         built.start_info_va,
         layout.pt_va,
         layout.nr_pt_frames,
@@ -106,14 +147,17 @@ pub fn build(
     );
 
     let dom = Domain {
-        id: 0,
-        privileged: true,
+        id,
+        privileged,
         tot_pages: nr_pages,
         max_pages: nr_pages,
         gdt: [None; 14],
         ldt: [None; 16],
         ldt_ents: 0,
         fpu_ts: false,
+        sched_dom: 0,
+        dead: None,
+        console_line_start: true,
         shared_info: si,
         vm_assist: 0,
         vcpu: Vcpu::new(0, built.l4),
@@ -129,4 +173,5 @@ pub fn build(
     };
     Ok((dom, frame))
 }
+
 

@@ -36,6 +36,18 @@ pub struct Vcpu {
     pub single_deadline: Option<u64>,
     pub period_ns: u64,
     pub period_next: u64,
+    /// The scheduler's handle for this vCPU.
+    pub sched_id: usize,
+    /// Sleeping in SCHEDOP_block or SCHEDOP_poll.
+    pub blocked: bool,
+    /// SCHEDOP_poll: the ports and the deadline (0 = none).
+    pub poll_ports: alloc::vec::Vec<u32>,
+    pub poll_deadline: u64,
+    /// Saved while another vCPU runs.
+    pub fpu: alloc::boxed::Box<hv_arch::cpu::FxArea>,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub kernel_gs_base: u64,
 }
 
 impl Vcpu {
@@ -51,6 +63,14 @@ impl Vcpu {
             single_deadline: None,
             period_ns: crate::events::DEFAULT_PERIOD_NS,
             period_next: crate::events::now() + crate::events::DEFAULT_PERIOD_NS,
+            sched_id: 0,
+            blocked: false,
+            poll_ports: alloc::vec::Vec::new(),
+            poll_deadline: 0,
+            fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
+            fs_base: 0,
+            gs_base: 0,
+            kernel_gs_base: 0,
         }
     }
 }
@@ -69,6 +89,12 @@ pub struct Domain {
     pub ldt_ents: u32,
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
+    /// The scheduler's handle for this domain.
+    pub sched_dom: usize,
+    /// Shut down or crashed (a zombie until a toolstack destroys it).
+    pub dead: Option<guest_abi::sched::ShutdownReason>,
+    /// Console output of an unprivileged domain is prefixed at line starts.
+    pub console_line_start: bool,
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,

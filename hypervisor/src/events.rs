@@ -120,44 +120,71 @@ pub fn set_wallclock(d: &Domain, boot_unix: u64) {
 /// Raises a VIRQ on vCPU 0 of `dom` (dropped if unbound).
 pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32) {
     let mut b = SharedBits { pages: &hv.shared_pages };
-    hv.events.send_virq(dom, virq, 0, &mut b);
+    let k = hv.events.send_virq(dom, virq, 0, &mut b);
+    kick(hv, k);
 }
 
-/// Fires due guest timers, polls console input, refreshes time and re-arms the LAPIC.
+/// Fires due guest timers of every domain, polls console input, refreshes time, wakes
+/// sleepers and re-arms the LAPIC.
 pub fn process_timers(hv: &mut Hv) {
     let now = now();
-    let v = &mut hv.cur.vcpu;
-    let mut fire = false;
-    if v.single_deadline.is_some_and(|d| d <= now) {
-        v.single_deadline = None;
-        fire = true;
-    }
-    if v.period_ns != 0 && v.period_next <= now {
-        fire = true;
-        while v.period_next <= now {
-            v.period_next += v.period_ns;
+    let mut fired = alloc::vec::Vec::new();
+    for d in core::iter::once(&mut hv.cur).chain(hv.others.iter_mut()) {
+        if d.dead.is_some() {
+            continue;
         }
+        let v = &mut d.vcpu;
+        let mut fire = false;
+        if v.single_deadline.is_some_and(|t| t <= now) {
+            v.single_deadline = None;
+            fire = true;
+        }
+        if v.period_ns != 0 && v.period_next <= now {
+            fire = true;
+            while v.period_next <= now {
+                v.period_next += v.period_ns;
+            }
+        }
+        if fire {
+            fired.push(d.id);
+        }
+        update_time(d);
     }
-    if fire {
-        let d = hv.cur.id;
-        send_virq(hv, d, VIRQ_TIMER);
+    for id in fired {
+        send_virq(hv, id, VIRQ_TIMER);
     }
     if hv_arch::cpu::serial_has_input() {
         send_virq(hv, 0, VIRQ_CONSOLE);
     }
-    update_time(&hv.cur);
+    crate::schedule::check_sleepers(hv);
     arm(hv, None);
 }
 
-/// Programs the LAPIC for the next guest timer (or `extra`), at most one housekeeping period
-/// away.
+/// Programs the LAPIC for the earliest of: any guest timer or poll deadline, the end of the
+/// current slice, `extra`, and one housekeeping period from now.
 pub fn arm(hv: &Hv, extra: Option<u64>) {
-    let v = &hv.cur.vcpu;
     let mut next = now() + HOUSEKEEPING_NS;
-    for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), extra].into_iter().flatten() {
+    for d in core::iter::once(&hv.cur).chain(hv.others.iter()) {
+        let v = &d.vcpu;
+        let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
+        for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {
+            next = next.min(t);
+        }
+    }
+    if hv.slice_until != 0 {
+        next = next.min(hv.slice_until);
+    }
+    if let Some(t) = extra {
         next = next.min(t);
     }
     hv_arch::lapic::arm(hv_arch::time::ns_to_tsc(next));
+}
+
+/// Acts on a vCPU that has a new event: wakes it if it sleeps.
+pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
+    if let Some(k) = k {
+        crate::schedule::wake(hv, k.dom);
+    }
 }
 
 /// Is an upcall due for vCPU 0?

@@ -13,6 +13,7 @@ mod domain;
 mod events;
 mod hypercall;
 mod mm;
+mod schedule;
 mod traps;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,13 @@ pub struct Hv {
     /// Inside a multicall: handlers must not create continuations.
     pub in_multicall: bool,
     pub events: hv_core::evtchn::Events,
+    pub sched: hv_core::sched::Credit,
+    /// A vCPU with higher priority woke, or the current one stopped: pick again on exit.
+    pub need_resched: bool,
+    /// The current vCPU yielded.
+    pub yielded: bool,
+    /// End of the current vCPU's slice (system time).
+    pub slice_until: u64,
 }
 
 static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
@@ -175,31 +183,65 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     if dom0_cmdline.is_empty() {
         dom0_cmdline = opts.dom0_cmdline.unwrap_or("");
     }
-    let (dom, frame) = match dom0::build(&mut mm, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline) {
+    let (dom, frame) = match dom0::build(&mut mm, 0, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline) {
         Ok(x) => x,
         Err(e) => refuse(name, &e),
     };
-    paging::sync_guest_slots(&cpu_tables, dom.vcpu.l4);
+    let mut doms = alloc::vec![(dom, frame, hv_core::sched::DEFAULT_WEIGHT, 0u32)];
+    for (i, m) in boot.modules[1..boot.nr_modules].iter().enumerate() {
+        match dom0::parse_domu(strip_path(m.cmdline)) {
+            None => log::warn!("module {} ('{}') is not a domU: ignored", i + 1, m.cmdline),
+            Some(Err(w)) => log::error!("domU module {}: bad option '{}': not built", i + 1, w),
+            Some(Ok(o)) => {
+                let id = doms.len() as u16;
+                match dom0::build(&mut mm, id, m.bytes(), o.mem / 4096, o.cmdline) {
+                    Ok((d, f)) => doms.push((d, f, o.weight, o.cap)),
+                    Err(e) => log::error!("domU module {}: refused: {}", i + 1, e),
+                }
+            }
+        }
+    }
     let mut events = hv_core::evtchn::Events::default();
-    events.add_domain(dom.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, 1);
-    events::set_wallclock(&dom, hv_arch::time::rtc_unix_seconds());
-    events::update_time(&dom);
-    paging::set_rsp1(&cpu_tables, 0);
-    log::info!("dom0: entering ring 1 at {:#x}", frame.rip);
+    let mut sched = hv_core::sched::Credit::new(1);
     let mut shared_pages = alloc::collections::BTreeMap::new();
-    shared_pages.insert(dom.id, dom.shared_info);
-    *HV.lock() = Some(Hv {
+    let boot_unix = hv_arch::time::rtc_unix_seconds();
+    let mut domains = alloc::vec::Vec::new();
+    for (mut d, f, weight, cap) in doms {
+        events.add_domain(d.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, 1);
+        d.sched_dom = sched.add_domain(weight, cap);
+        d.vcpu.sched_id = sched.add_vcpu(d.sched_dom, 1);
+        d.vcpu.frame = f;
+        shared_pages.insert(d.id, d.shared_info);
+        events::set_wallclock(&d, boot_unix);
+        events::update_time(&d);
+        domains.push(alloc::boxed::Box::new(d));
+    }
+    let now = events::now();
+    for d in &domains {
+        sched.wake(d.vcpu.sched_id, now);
+    }
+    let mut others = domains;
+    let cur = others.remove(0);
+    paging::sync_guest_slots(&cpu_tables, cur.vcpu.l4);
+    paging::set_rsp1(&cpu_tables, 0);
+    let mut frame = cur.vcpu.frame;
+    log::info!("d0: entering ring 1 at {:#x} ({} domain(s))", frame.rip, others.len() + 1);
+    let mut guard = HV.lock();
+    let hv = guard.insert(Hv {
         mm,
         cpu: cpu_tables,
-        cur: alloc::boxed::Box::new(dom),
-        others: alloc::vec::Vec::new(),
+        cur,
+        others,
         shared_pages,
         cmdline: hv_cmdline,
         in_multicall: false,
         events,
+        sched,
+        need_resched: false,
+        yielded: false,
+        slice_until: 0,
     });
-    if let Some(hv) = HV.lock().as_ref() {
-        events::arm(hv, None);
-    }
+    schedule::reschedule(hv, &mut frame, false);
+    drop(guard);
     entry::exit_to_guest(&frame)
 }

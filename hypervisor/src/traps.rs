@@ -45,12 +45,33 @@ pub fn dump(f: &TrapFrame, cr2: u64) {
     p(format_args!("(XEN) r13 {:#018x} r14 {:#018x} r15 {:#018x}\n", f.r13, f.r14, f.r15));
 }
 
-/// Crashes the domain: reports why with a register dump, then ends it. Dom0 is the only
-/// domain so far, so the run ends.
-pub fn crash_domain(hv: &Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) -> ! {
+/// Crashes the current domain: reports why with a register dump and takes it off the CPU;
+/// the other domains carry on. dom0 crashing ends the run.
+pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
     log::error!("d{}v{} crashed: {}", hv.cur.id, hv.cur.vcpu.id, why);
     dump(f, hv_arch::cpu::read_cr2());
-    hv.end_run("Domain 0 crashed", ExitCode::Crash)
+    domain_ended(hv, guest_abi::sched::ShutdownReason::Crash);
+}
+
+/// The current domain shut down or crashed: dom0 ends the run; a domU becomes a zombie and
+/// dom0 hears of it through VIRQ_DOM_EXC.
+pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
+    use guest_abi::sched::ShutdownReason::*;
+    if hv.cur.id == 0 {
+        let code = match why {
+            Poweroff => ExitCode::Poweroff,
+            Reboot => ExitCode::Reboot,
+            Suspend => ExitCode::Suspend,
+            Crash => ExitCode::Crash,
+            _ => ExitCode::OtherShutdown,
+        };
+        let msg = if why == Crash { "Domain 0 crashed" } else { "Domain 0 shut down" };
+        hv.end_run(msg, code)
+    }
+    log::info!("d{} is dead ({}); the others carry on", hv.cur.id, why.name());
+    hv.cur.dead = Some(why);
+    crate::schedule::block_current(hv);
+    crate::events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC);
 }
 
 /// Delivers exception `vec` to the guest's handler on its kernel stack, as a ring-1 interrupt
@@ -59,7 +80,7 @@ pub fn crash_domain(hv: &Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) -> ! 
 pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64) {
     let ti = hv.cur.vcpu.traps[vec as usize];
     if ti.address == 0 {
-        crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
+        return crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
     if vec == vector::PF {
         hv.cur.set_shared_u64(shared_info::cr2_offset(hv.cur.vcpu.id as usize), cr2);
@@ -95,7 +116,7 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_c
     }
     let res = with_view(d, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
-        crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
+        return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
     }
     if mask_events {
         d.set_shared_byte(shared_info::upcall_mask_offset(d.vcpu.id as usize), 1);
@@ -118,6 +139,9 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
             dump(f, 0);
             hv.end_run("machine check", ExitCode::HypervisorPanic)
         }
+        v if v == vector::DF as u64 => {
+            crash_domain(hv, f, format_args!("double fault"));
+        }
         v if v < 32 => {
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
             bounce(hv, f, v as u8, f.error_code, cr2)
@@ -128,6 +152,11 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         _ => hv_arch::cpu::ack_legacy_irq(v as u8),
+    }
+    crate::schedule::check_sleepers(hv);
+    let yielded = core::mem::take(&mut hv.yielded);
+    if hv.need_resched || yielded || hv.cur.vcpu.blocked || crate::events::now() >= hv.slice_until {
+        crate::schedule::reschedule(hv, f, yielded);
     }
     crate::events::deliver_upcall(hv, f);
 }

@@ -293,3 +293,37 @@ pub fn wait_for_interrupt() {
 pub fn serial_has_input() -> bool {
     inb(crate::console::COM1 + 5) & 1 != 0
 }
+
+/// Reads a segment base MSR.
+pub fn segment_base(which: SegBase) -> u64 {
+    // SAFETY: the FS/GS base MSRs exist in long mode.
+    unsafe { rdmsr(which as u32) }
+}
+
+/// An FXSAVE image (x87, MMX, SSE state), 16-byte aligned as the instruction needs.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FxArea(pub [u8; 512]);
+
+impl FxArea {
+    /// The state after `fninit` with SSE exceptions masked (FCW 0x37F, MXCSR 0x1F80).
+    pub fn initial() -> FxArea {
+        let mut a = [0u8; 512];
+        a[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
+        a[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
+        FxArea(a)
+    }
+}
+
+/// Saves this CPU's FPU/SSE state (clears CR0.TS first; the caller restores the guest's TS).
+pub fn fxsave(a: &mut FxArea) {
+    // SAFETY: `a` is a 512-byte, 16-aligned buffer; clts only re-enables FPU instructions.
+    unsafe { asm!("clts", "fxsave64 [{}]", in(reg) a.0.as_mut_ptr(), options(nostack)) }
+}
+
+/// Loads FPU/SSE state saved by [`fxsave`] or [`FxArea::initial`].
+pub fn fxrstor(a: &FxArea) {
+    // SAFETY: as for `fxsave`; the image's reserved MXCSR bits are zero (it came from fxsave
+    // or `initial`, and guests cannot write it directly).
+    unsafe { asm!("clts", "fxrstor64 [{}]", in(reg) a.0.as_ptr(), options(nostack)) }
+}

@@ -1,4 +1,4 @@
-//! `console_io`: the hypervisor console for privileged domains.
+//! `console_io`: the hypervisor console.
 
 use super::{read_guest, write_guest, HcResult};
 use crate::Hv;
@@ -8,8 +8,27 @@ use guest_abi::hypercall::console_io::{READ, WRITE};
 /// Largest single write, as Xen bounds its per-call work.
 const MAX_WRITE: u64 = 1 << 16;
 
+/// Writes an unprivileged domain's output with `(dN) ` at each line start.
+fn write_prefixed(hv: &mut Hv, bytes: &[u8]) {
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if hv.cur.console_line_start {
+            hv_arch::console::write_bytes(&bytes[start..i]);
+            start = i;
+            hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.id));
+            hv.cur.console_line_start = false;
+        }
+        if c == b'\n' {
+            hv.cur.console_line_start = true;
+        }
+    }
+    hv_arch::console::write_bytes(&bytes[start..]);
+}
+
+/// `console_io`: every byte of a privileged domain goes straight to the console; other
+/// domains may write (prefixed with their id) but not read.
 pub fn console_io(hv: &mut Hv, cmd: u64, count: u64, buf: u64) -> HcResult {
-    if !hv.cur.privileged {
+    if cmd == READ && !hv.cur.privileged {
         return Err(Errno::EPERM);
     }
     match cmd {
@@ -20,7 +39,11 @@ pub fn console_io(hv: &mut Hv, cmd: u64, count: u64, buf: u64) -> HcResult {
             while done < count {
                 let n = (count - done).min(chunk.len());
                 read_guest(hv, buf.wrapping_add(done as u64), &mut chunk[..n])?;
-                hv_arch::console::write_bytes(&chunk[..n]);
+                if hv.cur.privileged {
+                    hv_arch::console::write_bytes(&chunk[..n]);
+                } else {
+                    write_prefixed(hv, &chunk[..n]);
+                }
                 done += n;
             }
             Ok(0)

@@ -63,7 +63,8 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
                 guest_abi::DOMID_SELF => me,
                 r => r,
             };
-            let (p, _kick) = hv.events.bind_interdomain(me, remote, u32at(b, 4), &mut bits)?;
+            let (p, k) = hv.events.bind_interdomain(me, remote, u32at(b, 4), &mut bits)?;
+            crate::events::kick(hv, k);
             out(hv, 8, p)?;
         }
         EVTCHNOP_BIND_VIRQ => {
@@ -76,13 +77,16 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
         }
         EVTCHNOP_CLOSE => hv.events.close(me, u32at(b, 0), &mut bits)?,
         EVTCHNOP_SEND => {
-            hv.events.send(me, u32at(b, 0), &mut bits)?;
+            let k = hv.events.send(me, u32at(b, 0), &mut bits)?;
+            crate::events::kick(hv, k);
         }
         EVTCHNOP_UNMASK => {
-            hv.events.unmask(me, u32at(b, 0), &mut bits)?;
+            let k = hv.events.unmask(me, u32at(b, 0), &mut bits)?;
+            crate::events::kick(hv, k);
         }
         EVTCHNOP_BIND_VCPU => {
-            hv.events.bind_vcpu(me, u32at(b, 0), u32at(b, 4), &mut bits)?;
+            let k = hv.events.bind_vcpu(me, u32at(b, 0), u32at(b, 4), &mut bits)?;
+            crate::events::kick(hv, k);
         }
         EVTCHNOP_STATUS => {
             let dom = resolve_dom(hv, u16at(b, 0))?;

@@ -21,7 +21,9 @@ fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
         crate::traps::dump(f, 0);
     }
     log::info!("d{}: shutdown: reason {}", hv.cur.id, r.name());
-    hv.end_run("Domain 0 shut down", code)
+    let _ = code;
+    crate::traps::domain_ended(hv, r);
+    Ok(0)
 }
 
 /// Most ports one `SCHEDOP_poll` may name.
@@ -31,13 +33,10 @@ const MAX_POLL_PORTS: u32 = 128;
 /// one already is: no lost wake-up).
 fn block(hv: &mut Hv) -> HcResult {
     crate::events::set_upcall_mask(&hv.cur, 0);
-    loop {
-        crate::events::process_timers(hv);
-        if crate::events::upcall_due(&hv.cur) {
-            return Ok(0);
-        }
-        hv_arch::cpu::wait_for_interrupt();
+    if !crate::events::upcall_due(&hv.cur) {
+        crate::schedule::block_current(hv);
     }
+    Ok(0)
 }
 
 /// `SCHEDOP_poll`: sleeps until one of the ports is pending or the timeout (absolute system
@@ -51,30 +50,31 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
     if nr > MAX_POLL_PORTS {
         return Err(Errno::EINVAL);
     }
-    let mut list = [0u32; MAX_POLL_PORTS as usize];
-    for (i, p) in list.iter_mut().enumerate().take(nr as usize) {
+    let mut list = alloc::vec::Vec::with_capacity(nr as usize);
+    for i in 0..nr as u64 {
         let mut w = [0u8; 4];
-        read_guest(hv, ports.wrapping_add(4 * i as u64), &mut w)?;
-        *p = u32::from_le_bytes(w);
-        hv.events.status(hv.cur.id, *p)?;
+        read_guest(hv, ports.wrapping_add(4 * i), &mut w)?;
+        let p = u32::from_le_bytes(w);
+        hv.events.status(hv.cur.id, p)?;
+        list.push(p);
     }
-    loop {
-        crate::events::process_timers(hv);
-        let bits = crate::events::bits(hv);
-        if list[..nr as usize].iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.cur.id, p)) {
-            return Ok(0);
-        }
-        if timeout != 0 && crate::events::now() >= timeout {
-            return Ok(0);
-        }
-        crate::events::arm(hv, (timeout != 0).then_some(timeout));
-        hv_arch::cpu::wait_for_interrupt();
+    let bits = crate::events::bits(hv);
+    let pending = list.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.cur.id, p));
+    if pending || list.is_empty() || (timeout != 0 && crate::events::now() >= timeout) {
+        return Ok(0);
     }
+    hv.cur.vcpu.poll_ports = list;
+    hv.cur.vcpu.poll_deadline = timeout;
+    crate::schedule::block_current(hv);
+    Ok(0)
 }
 
 pub fn sched_op(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
     match cmd {
-        SCHEDOP_YIELD => Ok(0),
+        SCHEDOP_YIELD => {
+            hv.yielded = true;
+            Ok(0)
+        }
         SCHEDOP_BLOCK => block(hv),
         SCHEDOP_POLL => poll(hv, arg),
         SCHEDOP_SHUTDOWN => {
@@ -89,7 +89,10 @@ pub fn sched_op(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
 /// Legacy `sched_op_compat(cmd, arg)`: the shutdown reason is the argument itself.
 pub fn sched_op_compat(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
     match cmd {
-        SCHEDOP_YIELD => Ok(0),
+        SCHEDOP_YIELD => {
+            hv.yielded = true;
+            Ok(0)
+        }
         SCHEDOP_BLOCK => block(hv),
         SCHEDOP_SHUTDOWN => shutdown(hv, f, arg),
         _ => Err(Errno::ENOSYS),
