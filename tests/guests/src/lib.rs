@@ -72,3 +72,11 @@ pub fn start(name: &str) {
     println!("--- {} (CPL {}) ---", name, pv_runtime::cpl());
     check("set_trap_table accepted", r == 0);
 }
+
+/// For boot-time domUs: gives dom0 time to get ready (bind its VIRQs) before this domain
+/// does anything observable, by yielding the CPU many times.
+pub fn settle() {
+    for _ in 0..3000 {
+        pv_runtime::hypercall::yield_now();
+    }
+}

@@ -64,18 +64,29 @@ pub fn grub_cfg(hv_opts: &str, dom0_args: &str) -> String {
     )
 }
 
-/// The grub.cfg of the ISO a user writes to a USB stick: an interactive dom0.
-pub fn default_grub_cfg() -> String {
-    grub_cfg("loglvl=info", "interactive")
+/// grub.cfg with several modules: `(file in /boot, module string)`, dom0 first.
+pub fn grub_cfg_modules(hv_opts: &str, modules: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
+         menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n"
+    );
+    for (file, args) in modules {
+        s.push_str(&format!("    module2 /boot/{file} {args}\n"));
+    }
+    s.push_str("    boot\n}\n");
+    s
 }
 
-/// Builds `target/<name>.iso` holding the hypervisor, `dom0` (the dom0 module) and `cfg`.
-pub fn iso_with(hypervisor: &Path, dom0: &Path, cfg: &str, name: &str) -> Result<PathBuf, String> {
+/// Builds `target/<name>.iso` with the hypervisor and extra files `(source, name in /boot)`.
+pub fn iso_files(hypervisor: &Path, files: &[(&Path, &str)], cfg: &str, name: &str) -> Result<PathBuf, String> {
     let dir = target().join("iso").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
     let boot = dir.join("boot");
     std::fs::create_dir_all(boot.join("grub")).map_err(|e| e.to_string())?;
     std::fs::copy(hypervisor, boot.join("hypervisor")).map_err(|e| format!("{}: {e}", hypervisor.display()))?;
-    std::fs::copy(dom0, boot.join("dom0")).map_err(|e| format!("{}: {e}", dom0.display()))?;
+    for (src, dst) in files {
+        std::fs::copy(src, boot.join(dst)).map_err(|e| format!("{}: {e}", src.display()))?;
+    }
     std::fs::write(boot.join("grub/grub.cfg"), cfg).map_err(|e| e.to_string())?;
     let out = target().join(format!("{name}.iso"));
     let o = Command::new("grub-mkrescue")
@@ -88,6 +99,16 @@ pub fn iso_with(hypervisor: &Path, dom0: &Path, cfg: &str, name: &str) -> Result
         return Err(format!("grub-mkrescue failed: {}", String::from_utf8_lossy(&o.stderr)));
     }
     Ok(out)
+}
+
+/// The grub.cfg of the ISO a user writes to a USB stick: an interactive dom0.
+pub fn default_grub_cfg() -> String {
+    grub_cfg("loglvl=info", "interactive")
+}
+
+/// Builds `target/<name>.iso` holding the hypervisor, `dom0` (the dom0 module) and `cfg`.
+pub fn iso_with(hypervisor: &Path, dom0: &Path, cfg: &str, name: &str) -> Result<PathBuf, String> {
+    iso_files(hypervisor, &[(dom0, "dom0")], cfg, name)
 }
 
 pub fn iso(i: &Images, cfg: &str, name: &str) -> Result<PathBuf, String> {

@@ -36,10 +36,12 @@ struct Scenario {
     dom0_args: &'static str,
     expect: Expect,
     input: Option<(&'static str, &'static str)>,
+    /// Boot-time domUs: (test guest, module options); these scenarios boot from GRUB.
+    domus: &'static [(&'static str, &'static str)],
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[] }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -88,6 +90,40 @@ fn scenarios() -> Vec<Scenario> {
         sc("privileged", Image::Guest("privileged"), Expect::Success),
         sc("ring3-hypercall", Image::Guest("ring3"), Expect::Success),
         sc("events-timers", Image::Guest("events"), Expect::Success),
+        Scenario {
+            dom0_args: "server",
+            domus: &[("pingpong", "domU mem=16M -- client")],
+            ..sc("multi-pingpong", Image::Guest("pingpong"), Expect::Exit(Poweroff, &[
+                "(d1) pingpong client: 100 round trips",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
+            dom0_args: "domexc",
+            domus: &[("crasher", "domU mem=8M")],
+            ..sc("multi-domu-crash", Image::Guest("watcher"), Expect::Exit(Poweroff, &[
+                "d1v0 crashed: #UD with no handler registered",
+                "d1 is dead (crash); the others carry on",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
+            dom0_args: "slices",
+            domus: &[("spinner", "domU mem=8M")],
+            ..sc("multi-masked-spinner", Image::Guest("watcher"), Expect::Exit(Poweroff, &[
+                "(d1) spinner: spinning with events masked",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
+            dom0_args: "domexc",
+            domus: &[("unpriv", "domU mem=8M weight=512")],
+            ..sc("multi-domu-eperm", Image::Guest("watcher"), Expect::Exit(Poweroff, &[
+                "(d1) Test result: SUCCESS",
+                "d1 is dead (poweroff)",
+                "Test result: SUCCESS",
+            ]))
+        },
         Scenario {
             dom0_args: "interactive",
             input: Some(("dom0> ", "info\rpoweroff\r")),
@@ -151,7 +187,17 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.timeout = Duration::from_secs(60);
     cfg.input = s.input;
     let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M {}", s.hv_opts);
-    cfg.boot = if s.grub {
+    cfg.boot = if !s.domus.is_empty() {
+        let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
+        let mut mods: Vec<(&str, &str)> = vec![("dom0", s.dom0_args)];
+        for (k, (_, args)) in s.domus.iter().enumerate() {
+            mods.push((paths[k].1.as_str(), args));
+        }
+        let grub = images::grub_cfg_modules(&hv_opts, &mods);
+        let mut files: Vec<(&std::path::Path, &str)> = vec![(module.as_path(), "dom0")];
+        files.extend(paths.iter().map(|(p, n)| (p.as_path(), n.as_str())));
+        Boot::Iso(images::iso_files(&i.hypervisor, &files, &grub, &format!("test-{}", s.name))?)
+    } else if s.grub {
         let grub = images::grub_cfg(&hv_opts, s.dom0_args);
         Boot::Iso(images::iso_with(&i.hypervisor, &module, &grub, &format!("test-{}", s.name))?)
     } else {
