@@ -165,7 +165,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     if opts.bench {
         log::info!("BENCH cr3_switch_pair_tsc={}", cpu::measure_cr3_pair(1000));
         paging::set_gate(&cpu_tables, cmdline::BENCH_VECTOR, entry::bare_iret_address(), 1);
-        log::warn!("bench mode: baseline gate {:#x} open", cmdline::BENCH_VECTOR);
+        paging::set_gate(&cpu_tables, cmdline::BENCH_VECTOR + 1, entry::bare_iret_address(), 3);
+        log::warn!("bench mode: baseline gates {:#x} (DPL 1) and {:#x} (DPL 3) open", cmdline::BENCH_VECTOR, cmdline::BENCH_VECTOR + 1);
     }
     log::info!("CPU 0: split roots up (hypervisor root {:#x}, guest root {:#x})", cpu_tables.hv_root().maddr(), cpu_tables.guest_root().maddr());
 

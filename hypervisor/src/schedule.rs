@@ -94,6 +94,20 @@ fn load_state(hv: &Hv) {
         paging::map_ldt_page(&hv.cpu, i, *m);
     }
     paging::load_ldt(&hv.cpu, d.ldt_ents);
+    load_direct_gates(hv);
+}
+
+/// Vectors a guest may take directly from user mode (no hypervisor entry).
+pub const DIRECT_VECTORS: [u8; 1] = [0x80];
+
+/// Programs this CPU's direct gates for the current vCPU's trap table: a vector registered
+/// with DPL 3 goes straight to the guest kernel.
+pub fn load_direct_gates(hv: &Hv) {
+    for v in DIRECT_VECTORS {
+        let t = hv.cur.vcpu.traps[v as usize];
+        let direct = (t.address != 0 && t.flags & guest_abi::traps::TI_DPL_MASK == 3).then_some(t.address);
+        paging::set_direct_gate(&hv.cpu, v, direct);
+    }
 }
 
 /// Chooses what runs next and makes `f` resume it. If nothing is runnable, idles (timers

@@ -58,6 +58,12 @@ guest_trap_stubs:
     jmp guest_trap_common
     .set vec, vec + 1
     .endr
+    /* int 0x80 (system calls): the same frame, vector 0x80. */
+    .global guest_int80_stub
+guest_int80_stub:
+    pushq $0
+    pushq $0x80
+    jmp guest_trap_common
 guest_trap_common:
     push %rax
     push %rbx
@@ -104,6 +110,24 @@ guest_trap_common:
 
 extern "C" {
     static guest_trap_stubs: u8;
+    static guest_int80_stub: u8;
+}
+
+/// Registers the runtime's handler for `int 0x80`, callable from guest user mode (DPL 3):
+/// the hypervisor then points the vector straight at it, so a system call enters the guest
+/// kernel without entering the hypervisor.
+pub fn install_int80() -> i64 {
+    install_vector(0x80, core::ptr::addr_of!(guest_int80_stub) as u64, 3)
+}
+
+/// Registers `handler` for `vector` with the given DPL (one-entry `set_trap_table`).
+pub fn install_vector(vector: u8, handler: u64, dpl: u8) -> i64 {
+    let table = [
+        TrapInfo { vector, flags: dpl & 3, cs: FLAT_KERNEL_CS, _pad: 0, address: handler },
+        TrapInfo::default(),
+    ];
+    // SAFETY: the table ends with a zero entry and stays valid during the call.
+    unsafe { crate::hypercall::hypercall5(guest_abi::hypercall::SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0, 0, 0) }
 }
 
 /// Where to resume after an expected fault (0 = none expected).

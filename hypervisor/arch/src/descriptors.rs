@@ -59,6 +59,15 @@ pub fn idt_gate(handler: u64, dpl: u8, ist: u8) -> [u64; 2] {
     [lo, handler >> 32]
 }
 
+/// A trap gate (IF unchanged) into guest code: `sel` must be a ring-1 code selector.
+pub fn guest_trap_gate(handler: u64, sel: u16, dpl: u8) -> [u64; 2] {
+    let lo = (handler & 0xFFFF)
+        | ((sel as u64) << 16)
+        | ((0x8F | ((dpl as u64 & 3) << 5)) << 40)
+        | (((handler >> 16) & 0xFFFF) << 48);
+    [lo, handler >> 32]
+}
+
 #[repr(C, packed)]
 struct DescPtr {
     limit: u16,

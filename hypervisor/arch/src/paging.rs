@@ -476,3 +476,19 @@ pub fn invlpg_guest(va: u64) {
 pub fn map_mmio(template: Mfn, va: u64, pa: u64, src: &mut dyn FrameSource) -> Result<(), OutOfFrames> {
     map_4k(template, va, pa, RW_NX | PteFlags::PCD | PteFlags::PWT, src)
 }
+
+/// Points IDT vector `v` of this CPU straight at guest code: a DPL-3 trap gate to `handler`
+/// in the guest kernel's ring-1 code segment, so `int v` from guest user mode enters the
+/// guest kernel on TSS.RSP1 without entering the hypervisor. `None` restores the
+/// hypervisor's own gate.
+pub fn set_direct_gate(t: &CpuTables, v: u8, handler: Option<u64>) {
+    let gate = match handler {
+        Some(h) if guest_abi::layout::is_guest_va(h) => {
+            descriptors::guest_trap_gate(h, guest_abi::selectors::FLAT_KERNEL_CS, 3)
+        }
+        _ => descriptors::idt_gate(crate::entry::stub_address(v), gate_policy(v).0, gate_policy(v).1),
+    };
+    // SAFETY: this CPU's IDT frame, direct-mapped; the CPU reads a gate only when the vector
+    // is raised, and both halves are written before the guest runs again.
+    unsafe { (phys_to_virt(t.idt.maddr()) as *mut [u64; 2]).add(v as usize).write(gate) };
+}

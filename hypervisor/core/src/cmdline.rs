@@ -7,8 +7,9 @@
 //! - `loglvl=<error|warn|info|debug|trace>`: console verbosity (default `info`).
 //! - `dom0_mem=<size>`: dom0's memory, with a `K`, `M` or `G` suffix (default 64M).
 //! - `debug-exit`: under QEMU, end the run through isa-debug-exit when dom0 shuts down.
-//! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gate
-//!   (vector [`BENCH_VECTOR`], DPL 1, a lone `iretq`) for `cargo xtask bench`.
+//! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gates
+//!   (vectors [`BENCH_VECTOR`] at DPL 1 and `BENCH_VECTOR + 1` at DPL 3, each a lone
+//!   `iretq`) for `cargo xtask bench`.
 
 /// Console verbosity.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

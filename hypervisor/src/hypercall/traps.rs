@@ -31,6 +31,13 @@ fn fixup_cs(cs: u16) -> Result<u16, Errno> {
 }
 
 pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
+    let r = update_trap_table(hv, list);
+    // Entries before a refused one did change: reprogram the direct gates either way.
+    crate::schedule::load_direct_gates(hv);
+    r
+}
+
+fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
     if list == 0 {
         hv.cur.vcpu.traps = [TrapInfo::default(); 256];
         return Ok(0);

@@ -80,3 +80,39 @@ pub fn settle() {
         pv_runtime::hypercall::yield_now();
     }
 }
+
+/// Makes two slack pages of the bootstrap region user-accessible (validated updates: US on
+/// the L4/L3/L2 entries, then the leaves), copies `code` to the first and returns
+/// (code address, user stack pointer). The kernel stack for ring-3 entries is set too.
+pub fn user_pages(si: &pv_runtime::StartInfo, code: &[u8]) -> (u64, u64) {
+    use pv_runtime::hypercall::{self as hc, MmuUpdate};
+    use pv_runtime::mm::{GuestMem, A, D, P, RW};
+    const US: u64 = 4;
+    const M2P: u64 = 0xFFFF_8000_0000_0000;
+    static mut KSTACK: [u8; 16384] = [0; 16384];
+    let vb = pv_runtime::virt_base();
+    let mem = GuestMem::new(si, vb);
+    let code_va = vb + (mem.region_end_pfn - 2) * 4096;
+    let stack_va = vb + (mem.region_end_pfn - 3) * 4096;
+    // SAFETY: the slack page is ours and still a supervisor page (no SMAP issue).
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), code_va as *mut u8, code.len().min(4096)) };
+    let mut t = mem.mfn((si.pt_base - vb) / 4096);
+    for level in (2..=4u32).rev() {
+        let idx = (code_va >> (12 + 9 * (level - 1))) & 511;
+        // SAFETY: the M2P and the bootstrap tables are readable (tables map read-only).
+        let e = unsafe {
+            let pfn = ((M2P + 8 * t) as *const u64).read_volatile();
+            ((vb + 4096 * pfn + 8 * idx) as *const u64).read_volatile()
+        };
+        let (r, _) = hc::mmu_update(&[MmuUpdate { ptr: (t << 12) + 8 * idx, val: e | US }]);
+        expect_ret("set US on an upper-level entry", r, 0);
+        t = (e & 0x000F_FFFF_FFFF_F000) >> 12;
+    }
+    let code_mfn = mem.mfn((code_va - vb) / 4096);
+    let stack_mfn = mem.mfn((stack_va - vb) / 4096);
+    expect_ret("user code page", hc::update_va_mapping(code_va, code_mfn << 12 | P | US | A, 2), 0);
+    expect_ret("user stack page", hc::update_va_mapping(stack_va, stack_mfn << 12 | P | RW | US | A | D, 2), 0);
+    let kstack_top = core::ptr::addr_of_mut!(KSTACK) as u64 + 16384;
+    expect_ret("stack_switch", hc::stack_switch(guest_abi::selectors::FLAT_KERNEL_SS, kstack_top), 0);
+    (code_va, stack_va + 4096 - 64)
+}

@@ -110,6 +110,66 @@ pub fn run() -> Result<(), String> {
         }
     }
 
+    // Guest system call: direct int 0x80 gate vs a native ring 3 -> ring 0 int round trip.
+    {
+        let mut c = Config::new(Accel::Tcg);
+        c.timeout = Duration::from_secs(120);
+        c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("syscall_bench"), cmdline: format!("{hv} bench") };
+        let o = qemu::run(&c, None)?;
+        let vals = bench_values(&o.output);
+        let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|x| x.1);
+        if let (Some(direct), Some(native)) = (get("int80_direct_tsc"), get("int_ring3_ring0_tsc")) {
+            results.push(("int80_direct_over_native_tcg".into(), direct / native.max(1.0)));
+        }
+        for (k, v) in vals.into_iter().filter(|(k, _)| k.starts_with("int")) {
+            results.push((format!("{k}_tcg"), v));
+        }
+    }
+    // Event-channel round trip between two domains on one CPU, and CPU shares of three
+    // hog domains with weights 1:2:4 (GRUB, boot-time domUs).
+    {
+        let iso = images::iso_files(
+            &imgs.hypervisor,
+            &[(imgs.guest("pingpong").as_path(), "dom0"), (imgs.guest("pingpong").as_path(), "domu0")],
+            &images::grub_cfg_modules(hv, &[("dom0", "server"), ("domu0", "domU mem=16M -- client")]),
+            "bench-pingpong",
+        )?;
+        let mut c = Config::new(Accel::Tcg);
+        c.timeout = Duration::from_secs(60);
+        c.boot = Boot::Iso(iso);
+        let o = qemu::run(&c, None)?;
+        for (k, v) in bench_values(&o.output) {
+            results.push((format!("{k}_tcg"), v));
+        }
+    }
+    {
+        let hog = imgs.guest("hog");
+        let iso = images::iso_files(
+            &imgs.hypervisor,
+            &[(imgs.guest("watcher").as_path(), "dom0"), (hog.as_path(), "h1"), (hog.as_path(), "h2"), (hog.as_path(), "h4")],
+            &images::grub_cfg_modules(hv, &[("dom0", "shares"), ("h1", "domU mem=8M weight=256"), ("h2", "domU mem=8M weight=512"), ("h4", "domU mem=8M weight=1024")]),
+            "bench-shares",
+        )?;
+        let mut c = Config::new(Accel::Tcg);
+        c.timeout = Duration::from_secs(120);
+        c.boot = Boot::Iso(iso);
+        let o = qemu::run(&c, None)?;
+        let counts: Vec<f64> = (1..=3)
+            .filter_map(|d| {
+                let tag = format!("(d{d}) hog: ");
+                o.output.lines().filter_map(|l| l.split_once(tag.as_str())).filter_map(|(_, r)| r.split_whitespace().next()?.parse::<f64>().ok()).last()
+            })
+            .collect();
+        if counts.len() == 3 {
+            let total: f64 = counts.iter().sum();
+            for (d, c) in counts.iter().enumerate() {
+                results.push((format!("cpu_share_weight{}_pct", 256 << d), 100.0 * c / total.max(1.0)));
+            }
+        } else {
+            return Err(format!("hog shares not found:\n{}", o.output));
+        }
+    }
+
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
         println!("{k:<45} {v:>12.2}");

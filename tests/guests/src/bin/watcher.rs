@@ -3,6 +3,7 @@
 //!   runs on.
 //! - `slices`: sleeps 10 ms five times; it can only wake if the hypervisor preempts a domU
 //!   that spins with events masked.
+//! - `shares`: sleeps 3 s while CPU-hog domUs compete (for the share benchmark).
 #![no_std]
 #![no_main]
 
@@ -50,6 +51,14 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             let took = ev::system_time() - start_t;
             println!("five 10 ms sleeps took {} ms", took / MS);
             check("dom0 kept getting the CPU", took < 2000 * MS);
+        }
+        "shares" => {
+            // Sleep 3 s while the hog domUs compete, then end the run.
+            let t = ev::count(tmr);
+            ev::set_timer(ev::system_time() + 3000 * MS);
+            while ev::count(tmr) == t {
+                ev::block();
+            }
         }
         _ => check("known mode", false),
     }
