@@ -157,6 +157,14 @@ pub fn process_timers(hv: &mut Hv) {
         send_virq(hv, 0, VIRQ_CONSOLE);
     }
     crate::schedule::check_sleepers(hv);
+    if now >= hv.next_tick {
+        // The scheduler's tick: charges the running vCPU, ends a boost, runs accounting.
+        hv.sched.tick(0, now);
+        hv.next_tick = now + hv_core::sched::TICK_NS;
+    }
+    if now >= hv.slice_until {
+        hv.need_resched = true;
+    }
     arm(hv, None);
 }
 
@@ -174,6 +182,7 @@ pub fn arm(hv: &Hv, extra: Option<u64>) {
     if hv.slice_until != 0 {
         next = next.min(hv.slice_until);
     }
+    next = next.min(hv.next_tick.max(now() + 1));
     if let Some(t) = extra {
         next = next.min(t);
     }

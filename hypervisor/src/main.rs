@@ -45,6 +45,8 @@ pub struct Hv {
     pub yielded: bool,
     /// End of the current vCPU's slice (system time).
     pub slice_until: u64,
+    /// When the scheduler's next tick is due.
+    pub next_tick: u64,
 }
 
 static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
@@ -241,6 +243,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         need_resched: false,
         yielded: false,
         slice_until: 0,
+        next_tick: hv_core::sched::TICK_NS,
     });
     schedule::reschedule(hv, &mut frame, false);
     drop(guard);

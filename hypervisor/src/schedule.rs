@@ -47,7 +47,8 @@ pub fn block_current(hv: &mut Hv) {
 /// a due upcall.
 pub fn check_sleepers(hv: &mut Hv) {
     let now = events::now();
-    let mut to_wake = alloc::vec::Vec::new();
+    let mut to_wake = [0 as DomId; 16];
+    let mut n = 0;
     let bits = events::bits(hv);
     for d in core::iter::once(&hv.cur).chain(hv.others.iter()) {
         let v = &d.vcpu;
@@ -60,11 +61,12 @@ pub fn check_sleepers(hv: &mut Hv) {
             v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
                 || (v.poll_deadline != 0 && now >= v.poll_deadline)
         };
-        if ready {
-            to_wake.push(d.id);
+        if ready && n < to_wake.len() {
+            to_wake[n] = d.id;
+            n += 1;
         }
     }
-    for id in to_wake {
+    for &id in &to_wake[..n] {
         wake(hv, id);
     }
 }

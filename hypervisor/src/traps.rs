@@ -153,9 +153,10 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         _ => hv_arch::cpu::ack_legacy_irq(v as u8),
     }
-    crate::schedule::check_sleepers(hv);
+    // Sleepers are woken where that can change (timer ticks, event-channel operations) and
+    // the end of a slice arrives as a timer interrupt, so this path only tests flags.
     let yielded = core::mem::take(&mut hv.yielded);
-    if hv.need_resched || yielded || hv.cur.vcpu.blocked || crate::events::now() >= hv.slice_until {
+    if hv.need_resched || yielded || hv.cur.vcpu.blocked {
         crate::schedule::reschedule(hv, f, yielded);
     }
     crate::events::deliver_upcall(hv, f);

@@ -111,5 +111,7 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
         }
         _ => return Err(Errno::ENOSYS),
     }
+    // A poller may wait on the port that just became pending.
+    crate::schedule::check_sleepers(hv);
     Ok(0)
 }
