@@ -164,6 +164,11 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
     entry::set_handlers(entry::Handlers { guest: guest_trap, hypervisor: traps::hypervisor_trap });
     cpu::enable_features(&feat);
+    let xcr0 = cpu::enable_xsave(&feat);
+    log::info!("vCPU state: {}", if xcr0 != 0 { "XSAVE" } else { "FXSAVE" });
+    if xcr0 != 0 {
+        log::info!("XCR0 {:#x}", xcr0);
+    }
     if opts.bench {
         log::info!("BENCH cr3_switch_pair_tsc={}", cpu::measure_cr3_pair(1000));
         paging::set_gate(&cpu_tables, cmdline::BENCH_VECTOR, entry::bare_iret_address(), 1);

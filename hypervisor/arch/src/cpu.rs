@@ -300,30 +300,73 @@ pub fn segment_base(which: SegBase) -> u64 {
     unsafe { rdmsr(which as u32) }
 }
 
-/// An FXSAVE image (x87, MMX, SSE state), 16-byte aligned as the instruction needs.
-#[repr(C, align(16))]
+/// A vCPU's extended state (x87, SSE, AVX…): an XSAVE area, or an FXSAVE image where the CPU
+/// has no XSAVE. 64-byte aligned, large enough for every component up to AVX-512.
+#[repr(C, align(64))]
 #[derive(Clone)]
-pub struct FxArea(pub [u8; 512]);
+pub struct FxArea(pub [u8; 4096]);
 
 impl FxArea {
-    /// The state after `fninit` with SSE exceptions masked (FCW 0x37F, MXCSR 0x1F80).
+    /// The initial state: `fninit` control word, SSE exceptions masked, every XSAVE
+    /// component in its init state.
     pub fn initial() -> FxArea {
-        let mut a = [0u8; 512];
+        let mut a = [0u8; 4096];
         a[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
         a[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
         FxArea(a)
     }
 }
 
-/// Saves this CPU's FPU/SSE state (clears CR0.TS first; the caller restores the guest's TS).
-pub fn fxsave(a: &mut FxArea) {
-    // SAFETY: `a` is a 512-byte, 16-aligned buffer; clts only re-enables FPU instructions.
-    unsafe { asm!("clts", "fxsave64 [{}]", in(reg) a.0.as_mut_ptr(), options(nostack)) }
+/// XCR0 in use (0 = XSAVE not enabled: FXSAVE is used).
+static XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Enables XSAVE with x87, SSE and (when present) AVX state, if the CPU has XSAVE and its
+/// area fits [`FxArea`]. Returns the XCR0 chosen (0 = FXSAVE only).
+pub fn enable_xsave(f: &Features) -> u64 {
+    if !f.xsave {
+        return 0;
+    }
+    let (supported_lo, _, _, supported_hi) = cpuid(0xD, 0);
+    let supported = supported_lo as u64 | (supported_hi as u64) << 32;
+    let want = supported & 0b111; // x87 | SSE | AVX
+    // SAFETY: XSAVE is supported (CPUID); OSXSAVE only makes XGETBV/XSETBV usable and the
+    // XCR0 value is a subset of the supported mask that includes x87.
+    unsafe {
+        write_cr4(read_cr4() | cr4::OSXSAVE);
+        asm!("xsetbv", in("ecx") 0u32, in("eax") want as u32, in("edx") (want >> 32) as u32, options(nostack));
+    }
+    let (_, size, _, _) = cpuid(0xD, 0);
+    if size as usize > core::mem::size_of::<FxArea>() {
+        return 0;
+    }
+    XCR0.store(want, core::sync::atomic::Ordering::Relaxed);
+    want
 }
 
-/// Loads FPU/SSE state saved by [`fxsave`] or [`FxArea::initial`].
+/// Saves this CPU's extended state (clears CR0.TS first; the caller restores the guest's TS).
+pub fn fxsave(a: &mut FxArea) {
+    let m = XCR0.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: `a` is 4 KiB and 64-byte aligned, enough for the enabled components; clts only
+    // re-enables FPU instructions.
+    unsafe {
+        if m != 0 {
+            asm!("clts", "xsave64 [{}]", in(reg) a.0.as_mut_ptr(), in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack));
+        } else {
+            asm!("clts", "fxsave64 [{}]", in(reg) a.0.as_mut_ptr(), options(nostack));
+        }
+    }
+}
+
+/// Loads state saved by [`fxsave`] or [`FxArea::initial`].
 pub fn fxrstor(a: &FxArea) {
-    // SAFETY: as for `fxsave`; the image's reserved MXCSR bits are zero (it came from fxsave
-    // or `initial`, and guests cannot write it directly).
-    unsafe { asm!("clts", "fxrstor64 [{}]", in(reg) a.0.as_ptr(), options(nostack)) }
+    let m = XCR0.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as for `fxsave`; the image came from `fxsave` or `initial` (valid MXCSR, zero
+    // XSAVE header), and guests cannot write it.
+    unsafe {
+        if m != 0 {
+            asm!("clts", "xrstor64 [{}]", in(reg) a.0.as_ptr(), in("eax") m as u32, in("edx") (m >> 32) as u32, options(nostack));
+        } else {
+            asm!("clts", "fxrstor64 [{}]", in(reg) a.0.as_ptr(), options(nostack));
+        }
+    }
 }

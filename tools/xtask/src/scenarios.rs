@@ -116,6 +116,15 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
         Scenario {
+            dom0_args: "dom0",
+            domus: &[("fpustate", "domU mem=8M -- domu")],
+            ..sc("multi-fpu-isolation", Image::Guest("fpustate"), Expect::Exit(Poweroff, &[
+                "vCPU state: XSAVE",
+                "(d1) Test result: SUCCESS",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
             dom0_args: "domexc",
             domus: &[("unpriv", "domU mem=8M weight=512")],
             ..sc("multi-domu-eperm", Image::Guest("watcher"), Expect::Exit(Poweroff, &[

@@ -28,6 +28,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     // SAFETY: stop_periodic_timer takes no argument.
     unsafe { ev::vcpu_op(7, 0, 0) };
     ev::enable();
+    // A tick of the default periodic timer may already be pending: let it arrive first.
+    pv_runtime::hypercall::yield_now();
     match mode {
         "domexc" => {
             let t = ev::count(tmr);
