@@ -131,6 +131,10 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     for r in boot.ram.as_slice() {
         log::debug!("RAM {:#012x}-{:#012x}", r.start, r.end);
     }
+    match &boot.madt {
+        Some(m) => log::info!("ACPI: {} CPU(s), APIC ids {:?}", m.nr_cpus, m.cpus()),
+        None => log::warn!("ACPI: no usable MADT; running on the boot CPU only"),
+    }
     let image = hv_arch::boot::image_phys_range();
     let mut mm = match mm::Mm::init(&boot.ram, &boot.reserved, image) {
         Ok(m) => m,

@@ -230,6 +230,27 @@ pub struct BootInfo {
     pub reserved: RangeSet,
     pub modules: [Module; MAX_MODULES],
     pub nr_modules: usize,
+    /// The CPUs the ACPI MADT lists (`None`: no usable ACPI tables).
+    pub madt: Option<hv_core::acpi::Madt>,
+}
+
+/// Reads physical memory below 4 GiB through the early map (for firmware tables).
+fn early_read(pa: u64, buf: &mut [u8]) -> bool {
+    let Some(end) = pa.checked_add(buf.len() as u64) else { return false };
+    if end > 1 << 32 {
+        return false;
+    }
+    // SAFETY: the early map covers [0, 4 GiB) read/write; reading firmware memory has no
+    // side effects, and the range was checked above.
+    unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(pa) as *const u8, buf.as_mut_ptr(), buf.len()) };
+    true
+}
+
+/// Finds the CPUs: through `rsdp` if the bootloader gave one, else by scanning the BIOS area.
+fn find_cpus(rsdp: Option<u64>) -> Option<hv_core::acpi::Madt> {
+    use hv_core::acpi;
+    let rsdp = rsdp.filter(|&p| acpi::check_rsdp(&early_read, p)).or_else(|| acpi::find_rsdp(&early_read, 0xE0000, 0x10_0000))?;
+    acpi::parse(&early_read, rsdp).ok()
 }
 
 /// Why the boot information could not be used.
@@ -274,8 +295,16 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         reserved: RangeSet::default(),
         modules: [Module::default(); MAX_MODULES],
         nr_modules: 0,
+        madt: None,
     };
     let size = (mbi.end_address() - mbi.start_address()) as u64;
+    // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI.
+    let rsdp = mbi
+        .rsdp_v2_tag()
+        .map(|t| t as *const _ as *const u8 as u64)
+        .or_else(|| mbi.rsdp_v1_tag().map(|t| t as *const _ as *const u8 as u64))
+        .map(|va| va - crate::layout::DIRECTMAP_BASE + 8);
+    bi.madt = find_cpus(rsdp);
     bi.reserved.add(Range::new(pa, pa + size)).map_err(|_| BootInfoError::TooManyRanges)?;
     // Strings point into the MBI, which stays reserved: extend their lifetime.
     let leak = |s: &str| -> &'static str {
@@ -355,6 +384,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         reserved: RangeSet::default(),
         modules: [Module::default(); MAX_MODULES],
         nr_modules: 0,
+        madt: find_cpus((si.rsdp_paddr != 0).then_some(si.rsdp_paddr)),
     };
     let e = |_| BootInfoError::TooManyRanges;
     bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;

@@ -1,0 +1,251 @@
+//! Just enough ACPI to find the CPUs: RSDP → RSDT/XSDT → MADT local-APIC entries.
+//!
+//! Firmware tables are read through a callback, every length and offset is bounds-checked
+//! and every checksum verified, so a broken table is an error, never a panic.
+
+/// Largest table read (on the boot stack: RSDTs and MADTs are far smaller).
+pub const TABLE_MAX: usize = 8192;
+
+/// Most CPUs recorded.
+pub const MAX_CPUS: usize = 64;
+
+/// What the MADT says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Madt {
+    pub lapic_addr: u64,
+    /// APIC ids of the usable (enabled) processors, in table order.
+    pub apic_ids: [u32; MAX_CPUS],
+    pub nr_cpus: usize,
+}
+
+impl Madt {
+    pub fn cpus(&self) -> &[u32] {
+        &self.apic_ids[..self.nr_cpus]
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AcpiError {
+    NoRsdp,
+    BadChecksum(&'static str),
+    Unreadable,
+    NoMadt,
+    Malformed,
+}
+
+/// Reads `buf.len()` bytes at physical address `pa`; false if not readable.
+pub type Reader<'a> = &'a dyn Fn(u64, &mut [u8]) -> bool;
+
+fn sum(b: &[u8]) -> u8 {
+    b.iter().fold(0u8, |a, &x| a.wrapping_add(x))
+}
+
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn u64le(b: &[u8], o: usize) -> u64 {
+    u32le(b, o) as u64 | (u32le(b, o + 4) as u64) << 32
+}
+
+/// Is there a valid RSDP at `pa`?
+pub fn check_rsdp(read: Reader<'_>, pa: u64) -> bool {
+    let mut b = [0u8; 20];
+    read(pa, &mut b) && &b[..8] == b"RSD PTR " && sum(&b) == 0
+}
+
+/// Looks for the RSDP on 16-byte boundaries of `[start, end)` (the BIOS area).
+pub fn find_rsdp(read: Reader<'_>, start: u64, end: u64) -> Option<u64> {
+    (start..end).step_by(16).find(|&pa| check_rsdp(read, pa))
+}
+
+/// Reads a whole table (header length checked, at most [`TABLE_MAX`]) with its checksum verified.
+fn table(read: Reader<'_>, pa: u64, buf: &mut [u8; TABLE_MAX]) -> Result<usize, AcpiError> {
+    let mut h = [0u8; 36];
+    if !read(pa, &mut h) {
+        return Err(AcpiError::Unreadable);
+    }
+    let len = u32le(&h, 4) as usize;
+    if !(36..=buf.len()).contains(&len) {
+        return Err(AcpiError::Malformed);
+    }
+    if !read(pa, &mut buf[..len]) {
+        return Err(AcpiError::Unreadable);
+    }
+    if sum(&buf[..len]) != 0 {
+        return Err(AcpiError::BadChecksum("table"));
+    }
+    Ok(len)
+}
+
+/// Finds the MADT through the RSDP at `rsdp` and lists the enabled processors.
+pub fn parse(read: Reader<'_>, rsdp: u64) -> Result<Madt, AcpiError> {
+    let mut r = [0u8; 36];
+    if !read(rsdp, &mut r[..20]) || &r[..8] != b"RSD PTR " {
+        return Err(AcpiError::NoRsdp);
+    }
+    if sum(&r[..20]) != 0 {
+        return Err(AcpiError::BadChecksum("RSDP"));
+    }
+    let (root, entry_size) = if r[15] >= 2 && read(rsdp, &mut r) && sum(&r) == 0 && u64le(&r, 24) != 0 {
+        (u64le(&r, 24), 8)
+    } else {
+        (u32le(&r, 16) as u64, 4)
+    };
+    let mut buf = [0u8; TABLE_MAX];
+    let n = table(read, root, &mut buf)?;
+    // Copied out: `buf` is reused for the tables themselves. (No allocation: this runs before
+    // the hypervisor has a heap.)
+    let mut entries = [0u64; 256];
+    let mut count = 0;
+    for c in buf[36..n].chunks_exact(entry_size).take(entries.len()) {
+        entries[count] = if entry_size == 8 { u64le(c, 0) } else { u32le(c, 0) as u64 };
+        count += 1;
+    }
+    for &pa in &entries[..count] {
+        let mut sig = [0u8; 4];
+        if !read(pa, &mut sig) || &sig != b"APIC" {
+            continue;
+        }
+        let n = table(read, pa, &mut buf)?;
+        if n < 44 {
+            return Err(AcpiError::Malformed);
+        }
+        let mut m = Madt { lapic_addr: u32le(&buf, 36) as u64, apic_ids: [0; MAX_CPUS], nr_cpus: 0 };
+        let mut o = 44;
+        while o + 2 <= n {
+            let (ty, len) = (buf[o], buf[o + 1] as usize);
+            if len < 2 || o + len > n {
+                return Err(AcpiError::Malformed);
+            }
+            let e = &buf[o..o + len];
+            let cpu = match (ty, len) {
+                (0, 8) => Some((e[3] as u32, u32le(e, 4))),
+                (9, 16) => Some((u32le(e, 4), u32le(e, 8))),
+                (5, 12) => {
+                    m.lapic_addr = u64le(e, 4);
+                    None
+                }
+                _ => None,
+            };
+            if let Some((id, flags)) = cpu {
+                if flags & 1 != 0 && m.nr_cpus < MAX_CPUS && !m.cpus().contains(&id) {
+                    m.apic_ids[m.nr_cpus] = id;
+                    m.nr_cpus += 1;
+                }
+            }
+            o += len;
+        }
+        return Ok(m);
+    }
+    Err(AcpiError::NoMadt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn fix(t: &mut Vec<u8>, sum_at: usize) {
+        t[sum_at] = 0;
+        t[sum_at] = 0u8.wrapping_sub(sum(t));
+    }
+
+    fn sdt(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend_from_slice(sig);
+        t.extend_from_slice(&((36 + body.len()) as u32).to_le_bytes());
+        t.extend_from_slice(&[1, 0]);
+        t.extend_from_slice(&[0; 26]);
+        t.extend_from_slice(body);
+        fix(&mut t, 9);
+        t
+    }
+
+    /// Memory: RSDP at 0x1000, RSDT at 0x2000, MADT at 0x3000.
+    fn machine(madt_body: &[u8]) -> Vec<u8> {
+        let mut mem = std::vec![0u8; 0x4000 + madt_body.len() + 64];
+        let mut rsdp = Vec::new();
+        rsdp.extend_from_slice(b"RSD PTR ");
+        rsdp.push(0);
+        rsdp.extend_from_slice(b"OEMID ");
+        rsdp.push(0);
+        rsdp.extend_from_slice(&0x2000u32.to_le_bytes());
+        fix(&mut rsdp, 8);
+        mem[0x1000..0x1000 + 20].copy_from_slice(&rsdp);
+        let rsdt = sdt(b"RSDT", &0x3000u32.to_le_bytes());
+        mem[0x2000..0x2000 + rsdt.len()].copy_from_slice(&rsdt);
+        let madt = sdt(b"APIC", madt_body);
+        mem[0x3000..0x3000 + madt.len()].copy_from_slice(&madt);
+        mem
+    }
+
+    fn madt_body(cpus: &[(u8, u8, u32)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0xFEE0_0000u32.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        for &(uid, id, flags) in cpus {
+            b.extend_from_slice(&[0, 8, uid, id]);
+            b.extend_from_slice(&flags.to_le_bytes());
+        }
+        b.extend_from_slice(&[1, 12, 0, 0, 0, 0, 0xC0, 0xFE, 0, 0, 0, 0]); // an I/O APIC
+        b
+    }
+
+    fn reader(mem: &[u8]) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
+        move |pa, buf| {
+            let s = pa as usize;
+            match mem.get(s..s + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        }
+    }
+
+    #[test]
+    fn finds_enabled_cpus() {
+        let mem = machine(&madt_body(&[(0, 0, 1), (1, 1, 1), (2, 4, 0), (3, 6, 1)]));
+        let r = reader(&mem);
+        assert_eq!(find_rsdp(&r, 0, 0x4000), Some(0x1000));
+        let m = parse(&r, 0x1000).unwrap();
+        assert_eq!(m.cpus(), &[0, 1, 6]);
+        assert_eq!(m.lapic_addr, 0xFEE0_0000);
+    }
+
+    #[test]
+    fn broken_tables_are_errors() {
+        let mut mem = machine(&madt_body(&[(0, 0, 1)]));
+        let r = reader(&mem);
+        assert_eq!(parse(&r, 0x1008), Err(AcpiError::NoRsdp));
+        drop(r);
+        mem[0x3000 + 40] ^= 1; // corrupt the MADT
+        assert_eq!(parse(&reader(&mem), 0x1000), Err(AcpiError::BadChecksum("table")));
+        let mut mem = machine(&madt_body(&[(0, 0, 1)]));
+        // An entry whose length runs past the table.
+        let at = 0x3000 + 44;
+        mem[at + 1] = 200;
+        let mut t = mem[0x3000..0x3000 + 44 + 8 + 12].to_vec();
+        fix(&mut t, 9);
+        mem[0x3000..0x3000 + t.len()].copy_from_slice(&t);
+        assert_eq!(parse(&reader(&mem), 0x1000), Err(AcpiError::Malformed));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x = 0x1234_5678u32;
+        for _ in 0..200 {
+            let mut mem = machine(&madt_body(&[(0, 0, 1), (1, 1, 1)]));
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let i = 0x1000 + (x as usize % 0x3000);
+                mem[i] = (x >> 8) as u8;
+            }
+            let _ = parse(&reader(&mem), 0x1000);
+        }
+    }
+}
