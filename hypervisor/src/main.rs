@@ -50,6 +50,25 @@ pub struct Hv {
 }
 
 static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
+/// Each CPU's roots and tables (index = CPU number), set before the APs start.
+static CPU_TABLES: spin::Once<alloc::vec::Vec<CpuTables>> = spin::Once::new();
+/// CPUs that have come up (the BSP included).
+static CPUS_ONLINE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+
+/// First Rust code of an application processor after the trampoline.
+fn ap_main(cpu: u32) -> ! {
+    let Some(t) = CPU_TABLES.get().and_then(|v| v.get(cpu as usize)).copied() else { cpu::halt_forever() };
+    paging::activate(&t);
+    let feat = Features::detect();
+    cpu::enable_features(&feat);
+    cpu::enable_xsave(&feat);
+    hv_arch::lapic::init();
+    log::info!("CPU {} up (APIC id {})", cpu, hv_arch::lapic::id());
+    CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
+    loop {
+        cpu::wait_for_interrupt();
+    }
+}
 static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
 
 impl Hv {
@@ -159,6 +178,26 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         .unwrap_or_else(|_| panic!("out of memory building the hypervisor's tables"));
     let cpu_tables = paging::build_cpu(0, root, &shared, &mut mm)
         .unwrap_or_else(|_| panic!("out of memory building CPU 0's tables"));
+    // The other CPUs' tables, built now while memory setup is simple.
+    let apic_ids: alloc::vec::Vec<u32> = boot.madt.as_ref().map(|m| m.cpus().to_vec()).unwrap_or_default();
+    let want = if opts.cpus == 0 { apic_ids.len().max(1) } else { opts.cpus.min(apic_ids.len().max(1)) };
+    let mut tables = alloc::vec![cpu_tables];
+    for n in 1..want {
+        let r = mm.frame().and_then(|r| paging::build_cpu(n as u32, r, &shared, &mut mm).ok());
+        match r {
+            Some(t) => tables.push(t),
+            None => {
+                log::error!("out of memory for CPU {}'s tables: using {} CPU(s)", n, n);
+                break;
+            }
+        }
+    }
+    let ap_boot = if tables.len() > 1 { paging::build_ap_boot_root(root, &mut mm).ok() } else { None };
+    let mut ap_stacks = alloc::vec::Vec::new();
+    for _ in 1..tables.len() {
+        ap_stacks.push(mm.contiguous(4).map(|m| hv_arch::layout::phys_to_virt(m.maddr()) + 4 * 4096));
+    }
+    CPU_TABLES.call_once(|| tables);
     paging::activate(&cpu_tables);
     cpu::mask_legacy_pic();
     if paging::map_mmio(root, hv_arch::layout::LAPIC_VA, hv_arch::lapic::phys_base(), &mut mm).is_err() {
@@ -256,5 +295,26 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     });
     schedule::reschedule(hv, &mut frame, false);
     drop(guard);
+    // Start the application processors (after the global state exists: they lock it).
+    if let (Some(boot_cr3), Some(tables)) = (ap_boot, CPU_TABLES.get()) {
+        hv_arch::smp::set_ap_main(ap_main);
+        let my_apic = hv_arch::lapic::id();
+        let others = apic_ids.iter().copied().filter(|&id| id != my_apic);
+        for (n, (id, stack)) in others.zip(ap_stacks).enumerate().take(tables.len() - 1) {
+            let cpu = n as u32 + 1;
+            let ok = stack.is_some_and(|s| hv_arch::smp::start_ap(id, cpu, boot_cr3.maddr(), s));
+            if !ok {
+                log::error!("CPU {} (APIC id {}) did not start", cpu, id);
+            }
+        }
+        // Each AP counts itself in a moment after it reports starting.
+        for _ in 0..1_000_000 {
+            if CPUS_ONLINE.load(Ordering::SeqCst) >= tables.len() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        log::info!("{} CPU(s) online", CPUS_ONLINE.load(Ordering::SeqCst));
+    }
     entry::exit_to_guest(&frame)
 }

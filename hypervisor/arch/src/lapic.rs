@@ -99,3 +99,31 @@ pub fn eoi() {
 pub fn id() -> u32 {
     read(REG_ID) >> 24
 }
+
+const REG_ICR_LO: u64 = 0x300;
+const REG_ICR_HI: u64 = 0x310;
+
+fn send_ipi(dest: u32, lo: u32) {
+    write(REG_ICR_HI, dest << 24);
+    write(REG_ICR_LO, lo);
+    let mut n = 0;
+    while read(REG_ICR_LO) & (1 << 12) != 0 && n < 1_000_000 {
+        n += 1;
+        core::hint::spin_loop();
+    }
+}
+
+/// INIT (level assert) to the CPU with APIC id `dest`.
+pub fn send_init(dest: u32) {
+    send_ipi(dest, 0x4500);
+}
+
+/// Startup IPI: the CPU starts in real mode at `page << 12`.
+pub fn send_sipi(dest: u32, page: u8) {
+    send_ipi(dest, 0x4600 | page as u32);
+}
+
+/// A fixed-vector interrupt to another CPU.
+pub fn send_vector(dest: u32, vector: u8) {
+    send_ipi(dest, 0x4000 | vector as u32);
+}

@@ -18,4 +18,5 @@ pub mod layout;
 pub mod paging;
 pub mod percpu;
 pub mod physmem;
+pub mod smp;
 pub mod time;

@@ -492,3 +492,18 @@ pub fn set_direct_gate(t: &CpuTables, v: u8, handler: Option<u64>) {
     // is raised, and both halves are written before the guest runs again.
     unsafe { (phys_to_virt(t.idt.maddr()) as *mut [u64; 2]).add(v as usize).write(gate) };
 }
+
+/// A root for starting APs: the shared hypervisor slots of `template` plus an identity map
+/// of the first 2 MiB (the trampoline runs there until it jumps to the image).
+pub fn build_ap_boot_root(template: Mfn, src: &mut dyn FrameSource) -> Result<Mfn, OutOfFrames> {
+    let root = src.frame().ok_or(OutOfFrames)?;
+    for i in 256..272 {
+        write_entry(root, i, read_entry(template, i));
+    }
+    let l3 = src.frame().ok_or(OutOfFrames)?;
+    let l2 = src.frame().ok_or(OutOfFrames)?;
+    write_entry(root, 0, Pte::new(l3, TABLE));
+    write_entry(l3, 0, Pte::new(l2, TABLE));
+    write_entry(l2, 0, Pte::new(Mfn(0), PteFlags::P | PteFlags::RW | PteFlags::PSE));
+    Ok(root)
+}

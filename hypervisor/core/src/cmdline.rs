@@ -7,6 +7,7 @@
 //! - `loglvl=<error|warn|info|debug|trace>`: console verbosity (default `info`).
 //! - `dom0_mem=<size>`: dom0's memory, with a `K`, `M` or `G` suffix (default 64M).
 //! - `debug-exit`: under QEMU, end the run through isa-debug-exit when dom0 shuts down.
+//! - `cpus=<n>`: use at most `n` CPUs (default: every CPU the ACPI MADT lists).
 //! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gates
 //!   (vectors [`BENCH_VECTOR`] at DPL 1 and `BENCH_VECTOR + 1` at DPL 3, each a lone
 //!   `iretq`) for `cargo xtask bench`.
@@ -34,6 +35,8 @@ pub struct Options<'a> {
     pub dom0_mem: u64,
     pub debug_exit: bool,
     pub bench: bool,
+    /// Most CPUs to use (0 = all).
+    pub cpus: usize,
     /// Text after ` -- `, if any.
     pub dom0_cmdline: Option<&'a str>,
     /// The first option not understood, to be reported.
@@ -71,6 +74,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         dom0_mem: DEFAULT_DOM0_MEM,
         debug_exit: false,
         bench: false,
+        cpus: 0,
         dom0_cmdline: dom0,
         unknown: None,
     };
@@ -92,6 +96,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
                 l.map(|l| o.loglvl = l).is_some()
             }
             ("dom0_mem", Some(v)) => parse_size(v).map(|s| o.dom0_mem = s).is_some(),
+            ("cpus", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.cpus = n).is_some(),
             ("debug-exit", None) => {
                 o.debug_exit = true;
                 true
@@ -121,6 +126,8 @@ mod tests {
         assert!(o.debug_exit);
         assert_eq!(o.dom0_cmdline, Some("shutdown quiet"));
         assert_eq!(o.unknown, None);
+        assert_eq!(parse("cpus=2").cpus, 2);
+        assert_eq!(parse("cpus=0").unknown, Some("cpus=0"));
         let o = parse("loglvl=loud frobnicate");
         assert_eq!(o.loglvl, LogLevel::Info);
         assert_eq!(o.unknown, Some("loglvl=loud"));
