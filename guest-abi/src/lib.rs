@@ -35,6 +35,8 @@ pub const DOMID_SELF: DomId = 0x7FF0;
 pub const DOMID_IO: DomId = 0x7FF1;
 /// `DOMID_XEN`: owner of hypervisor frames.
 pub const DOMID_XEN: DomId = 0x7FF2;
+/// `DOMID_IDLE`: the idle domain.
+pub const DOMID_IDLE: DomId = 0x7FFF;
 /// `DOMID_INVALID`.
 pub const DOMID_INVALID: DomId = 0x7FF4;
 

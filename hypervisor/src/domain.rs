@@ -102,6 +102,34 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Stands in for "no domain" in a CPU's slot while that CPU is idle. Never scheduled,
+    /// never given events (see [`Domain::is_placeholder`]).
+    pub fn placeholder() -> Domain {
+        let mut vcpu = Vcpu::new(0, Mfn(0));
+        vcpu.sched_id = usize::MAX;
+        vcpu.period_ns = 0;
+        Domain {
+            id: guest_abi::DOMID_IDLE,
+            privileged: false,
+            tot_pages: 0,
+            max_pages: 0,
+            shared_info: Mfn(0),
+            vm_assist: 0,
+            gdt: [None; 14],
+            ldt: [None; 16],
+            ldt_ents: 0,
+            fpu_ts: false,
+            sched_dom: usize::MAX,
+            dead: None,
+            console_line_start: true,
+            vcpu,
+        }
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.id == guest_abi::DOMID_IDLE
+    }
+
     /// The byte at `off` in the shared-info page.
     pub fn shared_byte(&self, off: usize) -> u8 {
         DirectMap.frame(self.shared_info).map(|p| p[off]).unwrap_or(0)

@@ -129,8 +129,9 @@ pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32) {
 pub fn process_timers(hv: &mut Hv) {
     let now = now();
     let mut fired = alloc::vec::Vec::new();
-    for d in core::iter::once(&mut hv.cur).chain(hv.others.iter_mut()) {
-        if d.dead.is_some() {
+    let all = core::iter::once(&mut hv.cur).chain(hv.others.iter_mut()).chain(hv.running.iter_mut());
+    for d in all {
+        if d.dead.is_some() || d.is_placeholder() {
             continue;
         }
         let v = &mut d.vcpu;
@@ -153,13 +154,13 @@ pub fn process_timers(hv: &mut Hv) {
     for id in fired {
         send_virq(hv, id, VIRQ_TIMER);
     }
-    if hv_arch::cpu::serial_has_input() {
+    if hv.this == 0 && hv_arch::cpu::serial_has_input() {
         send_virq(hv, 0, VIRQ_CONSOLE);
     }
     crate::schedule::check_sleepers(hv);
     if now >= hv.next_tick {
         // The scheduler's tick: charges the running vCPU, ends a boost, runs accounting.
-        hv.sched.tick(0, now);
+        hv.sched.tick(hv.this, now);
         hv.next_tick = now + hv_core::sched::TICK_NS;
     }
     if now >= hv.slice_until {
@@ -172,7 +173,7 @@ pub fn process_timers(hv: &mut Hv) {
 /// current slice, `extra`, and one housekeeping period from now.
 pub fn arm(hv: &Hv, extra: Option<u64>) {
     let mut next = now() + HOUSEKEEPING_NS;
-    for d in core::iter::once(&hv.cur).chain(hv.others.iter()) {
+    for d in crate::schedule::domains(hv) {
         let v = &d.vcpu;
         let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
         for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {

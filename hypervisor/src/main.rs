@@ -27,7 +27,21 @@ use hv_core::cmdline::{self, LogLevel};
 /// Global hypervisor state (one CPU so far).
 pub struct Hv {
     pub mm: mm::Mm,
+    /// This CPU's tables, during a locked section (see `schedule::enter`).
     pub cpu: CpuTables,
+    /// Every CPU's tables and APIC id.
+    pub cpus: alloc::vec::Vec<CpuTables>,
+    pub apic_ids: alloc::vec::Vec<u32>,
+    /// The CPU of the current locked section.
+    pub this: usize,
+    /// Per CPU: the domain it runs (a placeholder when idle, and while that CPU is inside a
+    /// section, when the domain sits in `cur`), its slice end and next tick, a pending
+    /// reschedule request, and a spare placeholder.
+    pub running: alloc::vec::Vec<alloc::boxed::Box<domain::Domain>>,
+    pub slices: alloc::vec::Vec<u64>,
+    pub ticks: alloc::vec::Vec<u64>,
+    pub resched: alloc::vec::Vec<bool>,
+    pub spare: alloc::vec::Vec<Option<alloc::boxed::Box<domain::Domain>>>,
     /// The domain whose vCPU runs on this CPU (or last ran).
     pub cur: alloc::boxed::Box<domain::Domain>,
     /// Every other domain, waiting.
@@ -65,9 +79,7 @@ fn ap_main(cpu: u32) -> ! {
     hv_arch::lapic::init();
     log::info!("CPU {} up (APIC id {})", cpu, hv_arch::lapic::id());
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
-    loop {
-        cpu::wait_for_interrupt();
-    }
+    schedule::idle_loop()
 }
 static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
 
@@ -110,10 +122,15 @@ fn strip_path(s: &str) -> &str {
     }
 }
 
-fn guest_trap(f: &mut TrapFrame) {
+fn guest_trap(f: &mut TrapFrame) -> bool {
     let mut g = HV.lock();
     match g.as_mut() {
-        Some(hv) => traps::guest_trap(hv, f),
+        Some(hv) => {
+            schedule::enter(hv);
+            let resume = traps::guest_trap(hv, f);
+            schedule::leave(hv);
+            resume
+        }
         None => panic!("guest trap before the hypervisor is up"),
     }
 }
@@ -205,7 +222,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     }
     hv_arch::lapic::init();
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
-    entry::set_handlers(entry::Handlers { guest: guest_trap, hypervisor: traps::hypervisor_trap });
+    entry::set_handlers(entry::Handlers { guest: guest_trap, hypervisor: traps::hypervisor_trap, idle: schedule::idle_loop });
     cpu::enable_features(&feat);
     let xcr0 = cpu::enable_xsave(&feat);
     log::info!("vCPU state: {}", if xcr0 != 0 { "XSAVE" } else { "FXSAVE" });
@@ -253,14 +270,16 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         }
     }
     let mut events = hv_core::evtchn::Events::default();
-    let mut sched = hv_core::sched::Credit::new(1);
+    let tables = CPU_TABLES.get().cloned().unwrap_or_else(|| alloc::vec![cpu_tables]);
+    let ncpus = tables.len();
+    let mut sched = hv_core::sched::Credit::new(ncpus);
     let mut shared_pages = alloc::collections::BTreeMap::new();
     let boot_unix = hv_arch::time::rtc_unix_seconds();
     let mut domains = alloc::vec::Vec::new();
     for (mut d, f, weight, cap) in doms {
         events.add_domain(d.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, 1);
         d.sched_dom = sched.add_domain(weight, cap);
-        d.vcpu.sched_id = sched.add_vcpu(d.sched_dom, 1);
+        d.vcpu.sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
         d.vcpu.frame = f;
         shared_pages.insert(d.id, d.shared_info);
         events::set_wallclock(&d, boot_unix);
@@ -271,18 +290,25 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     for d in &domains {
         sched.wake(d.vcpu.sched_id, now);
     }
-    let mut others = domains;
-    let cur = others.remove(0);
-    paging::sync_guest_slots(&cpu_tables, cur.vcpu.l4);
-    paging::set_rsp1(&cpu_tables, 0);
-    let mut frame = cur.vcpu.frame;
-    log::info!("d0: entering ring 1 at {:#x} ({} domain(s))", frame.rip, others.len() + 1);
+    log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", domains[0].vcpu.frame.rip, domains.len(), ncpus);
+    let my_apic = hv_arch::lapic::id();
+    let mut cpu_apics = alloc::vec![my_apic];
+    cpu_apics.extend(apic_ids.iter().copied().filter(|&id| id != my_apic).take(ncpus - 1));
+    let placeholder = || alloc::boxed::Box::new(domain::Domain::placeholder());
     let mut guard = HV.lock();
-    let hv = guard.insert(Hv {
+    *guard = Some(Hv {
         mm,
         cpu: cpu_tables,
-        cur,
-        others,
+        cpus: tables.clone(),
+        apic_ids: cpu_apics,
+        this: 0,
+        running: (0..ncpus).map(|_| placeholder()).collect(),
+        slices: alloc::vec![0; ncpus],
+        ticks: alloc::vec![hv_core::sched::TICK_NS; ncpus],
+        resched: alloc::vec![false; ncpus],
+        spare: (0..ncpus).map(|_| None).collect(),
+        cur: placeholder(),
+        others: domains,
         shared_pages,
         cmdline: hv_cmdline,
         in_multicall: false,
@@ -293,10 +319,10 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         slice_until: 0,
         next_tick: hv_core::sched::TICK_NS,
     });
-    schedule::reschedule(hv, &mut frame, false);
     drop(guard);
     // Start the application processors (after the global state exists: they lock it).
     if let (Some(boot_cr3), Some(tables)) = (ap_boot, CPU_TABLES.get()) {
+        let tables = tables.clone();
         hv_arch::smp::set_ap_main(ap_main);
         let my_apic = hv_arch::lapic::id();
         let others = apic_ids.iter().copied().filter(|&id| id != my_apic);
@@ -316,5 +342,5 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         }
         log::info!("{} CPU(s) online", CPUS_ONLINE.load(Ordering::SeqCst));
     }
-    entry::exit_to_guest(&frame)
+    schedule::idle_loop()
 }

@@ -1,21 +1,77 @@
-//! Running several domains on this CPU: the glue between the credit scheduler
-//! (`hv_core::sched`, pure policy) and the CPU (saving and loading vCPU state).
+//! Running domains on the CPUs: the glue between the credit scheduler (`hv_core::sched`,
+//! pure policy) and the CPUs (saving and loading vCPU state).
 //!
-//! The current domain lives in `hv.cur`; a switch swaps another domain in and loads its
-//! vCPU's registers into the trap frame the exit path resumes. Per-vCPU state switched:
-//! registers, FPU/SSE (eagerly, FXSAVE), FS/GS bases, CR0.TS, the guest slots of this CPU's
-//! roots, TSS.RSP1, and the GDT/LDT frames mapped in the entry area.
+//! All hypervisor work happens under one lock (`HV`). During a locked section on CPU `k`,
+//! `hv.cur` holds the domain CPU `k` runs (swapped in from `hv.running[k]` by [`enter`] and
+//! back by [`leave`]), and `hv.cpu` its tables; the rest of the hypervisor therefore always
+//! works on "the current domain" without knowing about other CPUs. An idle CPU holds a
+//! placeholder domain. A switch swaps another domain in and loads its vCPU's registers into
+//! the trap frame the exit path resumes. Per-vCPU state switched: registers, XSAVE state,
+//! FS/GS bases, CR0.TS, the guest slots of this CPU's roots, TSS.RSP1, the GDT/LDT frames
+//! mapped in the entry area, and the direct `int 0x80` gate.
+//!
+//! Only one vCPU per domain exists so far, so a domain runs on at most one CPU at a time and
+//! needs no TLB shootdown: every CPU flushes guest translations when it loads a domain.
 
 use crate::domain::Domain;
 use crate::events;
 use crate::Hv;
+use alloc::boxed::Box;
 use guest_abi::DomId;
 use hv_arch::cpu::{self, SegBase};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 
-/// Puts a blocked vCPU back in the run queue.
+/// Begins a locked section on this CPU.
+pub fn enter(hv: &mut Hv) {
+    let k = hv_arch::percpu::cpu_id();
+    hv.this = k;
+    core::mem::swap(&mut hv.cur, &mut hv.running[k]);
+    hv.cpu = hv.cpus[k];
+    hv.slice_until = hv.slices[k];
+    hv.next_tick = hv.ticks[k];
+    hv.need_resched |= core::mem::take(&mut hv.resched[k]);
+}
+
+/// Ends a locked section on this CPU.
+pub fn leave(hv: &mut Hv) {
+    let k = hv.this;
+    hv.slices[k] = hv.slice_until;
+    hv.ticks[k] = hv.next_tick;
+    hv.need_resched = false;
+    core::mem::swap(&mut hv.cur, &mut hv.running[k]);
+}
+
+/// Every real domain, wherever it is.
+pub fn domains(hv: &Hv) -> impl Iterator<Item = &Domain> {
+    core::iter::once(&*hv.cur)
+        .chain(hv.others.iter().map(|d| &**d))
+        .chain(hv.running.iter().map(|d| &**d))
+        .filter(|d| !d.is_placeholder())
+}
+
+/// The CPU a domain is running on (other than this one), if any.
+fn running_on(hv: &Hv, dom: DomId) -> Option<usize> {
+    hv.running.iter().position(|d| d.id == dom && !d.is_placeholder())
+}
+
+/// Asks CPU `cpu` to look again (reschedule, deliver upcalls).
+fn poke(hv: &mut Hv, cpu: usize) {
+    if cpu == hv.this {
+        hv.need_resched = true;
+    } else if let Some(&apic) = hv.apic_ids.get(cpu) {
+        hv.resched[cpu] = true;
+        hv_arch::lapic::send_vector(apic, hv_arch::lapic::IPI_VECTOR);
+    }
+}
+
+/// A domain has a new event: wakes its vCPU if it sleeps, or interrupts the CPU it runs on
+/// so the upcall is delivered now.
 pub fn wake(hv: &mut Hv, dom: DomId) {
+    if let Some(cpu) = running_on(hv, dom) {
+        poke(hv, cpu);
+        return;
+    }
     let now = events::now();
     let d: &mut Domain = if hv.cur.id == dom {
         &mut hv.cur
@@ -31,15 +87,15 @@ pub fn wake(hv: &mut Hv, dom: DomId) {
     d.vcpu.blocked = false;
     d.vcpu.poll_ports.clear();
     let id = d.vcpu.sched_id;
-    if hv.sched.wake(id, now).is_some() {
-        hv.need_resched = true;
+    if let Some(cpu) = hv.sched.wake(id, now) {
+        poke(hv, cpu);
     }
 }
 
 /// Takes the current vCPU off the CPU (it blocks, polls or died).
 pub fn block_current(hv: &mut Hv) {
     hv.cur.vcpu.blocked = true;
-    hv.sched.block(0, events::now());
+    hv.sched.block(hv.this, events::now());
     hv.need_resched = true;
 }
 
@@ -50,7 +106,7 @@ pub fn check_sleepers(hv: &mut Hv) {
     let mut to_wake = [0 as DomId; 16];
     let mut n = 0;
     let bits = events::bits(hv);
-    for d in core::iter::once(&hv.cur).chain(hv.others.iter()) {
+    for d in domains(hv) {
         let v = &d.vcpu;
         if !v.blocked || d.dead.is_some() {
             continue;
@@ -112,32 +168,84 @@ pub fn load_direct_gates(hv: &Hv) {
     }
 }
 
-/// Chooses what runs next and makes `f` resume it. If nothing is runnable, idles (timers
-/// and events keep being processed) until something is.
-pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) {
+/// Chooses what this CPU runs next and makes `f` resume it. Returns false when there is
+/// nothing to run: the caller leaves the section and idles.
+pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
     hv.need_resched = false;
-    let mut d = hv.sched.schedule(0, events::now(), yielding, false);
-    while d.next.is_none() {
-        if hv.cur.id == 0 && hv.cur.dead.is_some() {
-            return;
-        }
-        events::arm(hv, Some(d.until));
-        cpu::wait_for_interrupt();
-        events::process_timers(hv);
-        check_sleepers(hv);
-        d = hv.sched.schedule(0, events::now(), false, false);
+    if hv.cur.id == 0 && hv.cur.dead.is_some() {
+        return false;
     }
-    hv.slice_until = d.until;
-    let next = d.next.unwrap_or(hv.cur.vcpu.sched_id);
-    if next != hv.cur.vcpu.sched_id {
-        if let Some(i) = hv.others.iter().position(|o| o.vcpu.sched_id == next) {
-            hv.cur.vcpu.frame = *f;
-            save_state(&mut hv.cur);
-            core::mem::swap(&mut hv.cur, &mut hv.others[i]);
+    let d = hv.sched.schedule(hv.this, events::now(), yielding, false);
+    let idle = hv.cur.is_placeholder();
+    match d.next {
+        Some(next) if !idle && next == hv.cur.vcpu.sched_id => {}
+        Some(next) => {
+            let Some(i) = hv.others.iter().position(|o| o.vcpu.sched_id == next) else {
+                log::error!("scheduler chose vCPU {} that is not waiting", next);
+                return !idle;
+            };
+            let incoming = hv.others.swap_remove(i);
+            let outgoing = core::mem::replace(&mut hv.cur, incoming);
+            park(hv, outgoing, f);
             load_state(hv);
             *f = hv.cur.vcpu.frame;
-            log::trace!("switched to d{}", hv.cur.id);
+            log::trace!("CPU {} runs d{}", hv.this, hv.cur.id);
+        }
+        None => {
+            if !idle {
+                let ph = placeholder(hv);
+                let outgoing = core::mem::replace(&mut hv.cur, ph);
+                park(hv, outgoing, f);
+            }
+            hv.slice_until = 0;
+            return false;
         }
     }
+    hv.slice_until = d.until;
     events::arm(hv, None);
+    true
+}
+
+/// Puts the domain that was running into the waiting list (its registers are `f`).
+fn park(hv: &mut Hv, mut d: Box<Domain>, f: &TrapFrame) {
+    if d.is_placeholder() {
+        hv.spare[hv.this] = Some(d);
+        return;
+    }
+    d.vcpu.frame = *f;
+    save_state(&mut d);
+    hv.others.push(d);
+}
+
+fn placeholder(hv: &mut Hv) -> Box<Domain> {
+    hv.spare[hv.this].take().unwrap_or_else(|| Box::new(Domain::placeholder()))
+}
+
+/// This CPU's idle loop: halts until an interrupt, then looks for work; resumes the chosen
+/// vCPU. Runs outside the lock while halted.
+pub fn idle_loop() -> ! {
+    loop {
+        let mut frame = TrapFrame::default();
+        let mut resume = false;
+        {
+            let mut g = crate::HV.lock();
+            if let Some(hv) = g.as_mut() {
+                enter(hv);
+                events::process_timers(hv);
+                check_sleepers(hv);
+                if reschedule(hv, &mut frame, false) {
+                    events::deliver_upcall(hv, &mut frame);
+                    resume = true;
+                } else {
+                    let t = if hv.slice_until != 0 { hv.slice_until } else { events::now() + hv_core::sched::TICK_NS };
+                    events::arm(hv, Some(t));
+                }
+                leave(hv);
+            }
+        }
+        if resume {
+            hv_arch::entry::exit_to_guest(&frame);
+        }
+        cpu::wait_for_interrupt();
+    }
 }

@@ -128,8 +128,8 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_c
     f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
-/// A trap from guest context.
-pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
+/// A trap from guest context. Returns false when this CPU has nothing left to run.
+pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let v = f.vector;
     match v {
         v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
@@ -151,15 +151,17 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) {
             crate::events::process_timers(hv);
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
+        v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
         _ => hv_arch::cpu::ack_legacy_irq(v as u8),
     }
     // Sleepers are woken where that can change (timer ticks, event-channel operations) and
     // the end of a slice arrives as a timer interrupt, so this path only tests flags.
     let yielded = core::mem::take(&mut hv.yielded);
-    if hv.need_resched || yielded || hv.cur.vcpu.blocked {
-        crate::schedule::reschedule(hv, f, yielded);
+    if (hv.need_resched || yielded || hv.cur.vcpu.blocked) && !crate::schedule::reschedule(hv, f, yielded) {
+        return false;
     }
     crate::events::deliver_upcall(hv, f);
+    true
 }
 
 /// A trap while the hypervisor itself runs: fatal unless it is an NMI or a stray interrupt.
@@ -167,7 +169,7 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     match f.vector {
         2 => log::warn!("NMI in hypervisor context"),
         // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
-        v if v == hv_arch::lapic::TIMER_VECTOR as u64 => hv_arch::lapic::eoi(),
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64 || v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
         _ => {

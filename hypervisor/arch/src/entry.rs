@@ -253,10 +253,13 @@ pub fn bare_iret_address() -> u64 {
 
 /// What the binary installs to handle traps.
 pub struct Handlers {
-    /// A trap from a guest; on return the (possibly modified) frame is resumed.
-    pub guest: fn(&mut TrapFrame),
+    /// A trap from a guest; returns true to resume the (possibly modified) frame, false when
+    /// this CPU has nothing to run (then `idle` takes over).
+    pub guest: fn(&mut TrapFrame) -> bool,
     /// A trap inside the hypervisor; on return the frame is resumed.
     pub hypervisor: fn(&mut TrapFrame),
+    /// This CPU's idle loop: waits for work and resumes a guest.
+    pub idle: fn() -> !,
 }
 
 static HANDLERS: spin::Once<Handlers> = spin::Once::new();
@@ -269,7 +272,11 @@ pub fn set_handlers(h: Handlers) {
 #[no_mangle]
 extern "C" fn hv_trap_from_guest(frame: &mut TrapFrame) -> ! {
     match HANDLERS.get() {
-        Some(h) => (h.guest)(frame),
+        Some(h) => {
+            if !(h.guest)(frame) {
+                (h.idle)()
+            }
+        }
         None => crate::cpu::halt_forever(),
     }
     exit_to_guest(frame)

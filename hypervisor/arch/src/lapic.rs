@@ -11,6 +11,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub const TIMER_VECTOR: u8 = 0xF0;
 /// Spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
+/// Inter-processor "look again" interrupt (reschedule, deliver an upcall).
+pub const IPI_VECTOR: u8 = 0xF1;
 
 const IA32_APIC_BASE: u32 = 0x1B;
 const IA32_TSC_DEADLINE: u32 = 0x6E0;

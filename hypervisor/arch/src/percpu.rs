@@ -35,3 +35,8 @@ pub fn this_cpu() -> &'static PerCpu {
     // written during that CPU's bring-up.
     unsafe { &*(PERCPU_DATA as *const PerCpu) }
 }
+
+/// This CPU's number (0 = the boot CPU).
+pub fn cpu_id() -> usize {
+    this_cpu().cpu_id as usize
+}

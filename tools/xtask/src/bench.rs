@@ -134,12 +134,16 @@ pub fn run() -> Result<(), String> {
             &images::grub_cfg_modules(hv, &[("dom0", "server"), ("domu0", "domU mem=16M -- client")]),
             "bench-pingpong",
         )?;
-        let mut c = Config::new(Accel::Tcg);
-        c.timeout = Duration::from_secs(60);
-        c.boot = Boot::Iso(iso);
-        let o = qemu::run(&c, None)?;
-        for (k, v) in bench_values(&o.output) {
-            results.push((format!("{k}_tcg"), v));
+        for smp in [1u32, 2] {
+            let mut c = Config::new(Accel::Tcg);
+            c.timeout = Duration::from_secs(60);
+            c.smp = smp;
+            c.boot = Boot::Iso(iso.clone());
+            let o = qemu::run(&c, None)?;
+            for (k, v) in bench_values(&o.output) {
+                let k = k.replace("_same_cpu", "");
+                results.push((format!("{k}_smp{smp}_tcg"), v));
+            }
         }
     }
     {

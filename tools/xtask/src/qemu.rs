@@ -30,6 +30,8 @@ pub struct Config {
     pub icount: bool,
     /// Serial input typed once `input_after` first appears on the output.
     pub input: Option<(&'static str, &'static str)>,
+    /// Number of CPUs (`-smp`).
+    pub smp: u32,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             timeout: Duration::from_secs(60),
             icount: false,
             input: None,
+            smp: 1,
         }
     }
 
@@ -50,7 +53,7 @@ impl Config {
             Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
         };
-        c.args(["-m", &format!("{}M", self.memory_mb), "-display", "none", "-no-reboot", "-serial", "stdio"]);
+        c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", "stdio"]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
         c.args(["-monitor", "none", "-nodefaults", "-vga", "none"]);
         if self.icount {

@@ -38,10 +38,12 @@ struct Scenario {
     input: Option<(&'static str, &'static str)>,
     /// Boot-time domUs: (test guest, module options); these scenarios boot from GRUB.
     domus: &'static [(&'static str, &'static str)],
+    /// CPUs.
+    smp: u32,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[] }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1 }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -61,6 +63,47 @@ fn scenarios() -> Vec<Scenario> {
         dom0_args: c,
         ..sc(Box::leak(format!("mm-{c}").into_boxed_str()), Image::Guest("mm_hostile"), Expect::Success)
     });
+    // The same scenarios on several CPUs (application processors started, domains spread).
+    let smp = [
+        Scenario {
+            smp: 4,
+            dom0_args: "shutdown",
+            ..sc("boot-pvh-smp4", Image::Dom0, Expect::Exit(Poweroff, &[
+                "ACPI: 4 CPU(s), APIC ids [0, 1, 2, 3]",
+                "4 CPU(s) online",
+                "all updates accepted",
+            ]))
+        },
+        Scenario { smp: 2, ..sc("events-timers-smp2", Image::Guest("events"), Expect::Success) },
+        Scenario {
+            smp: 2,
+            dom0_args: "server",
+            domus: &[("pingpong", "domU mem=16M -- client")],
+            ..sc("multi-pingpong-smp2", Image::Guest("pingpong"), Expect::Exit(Poweroff, &[
+                "2 CPU(s) online",
+                "(d1) pingpong client: 100 round trips",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
+            smp: 4,
+            dom0_args: "domexc",
+            domus: &[("crasher", "domU mem=8M")],
+            ..sc("multi-domu-crash-smp4", Image::Guest("watcher"), Expect::Exit(Poweroff, &[
+                "d1v0 crashed: #UD with no handler registered",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
+            smp: 2,
+            dom0_args: "dom0",
+            domus: &[("fpustate", "domU mem=8M -- domu")],
+            ..sc("multi-fpu-isolation-smp2", Image::Guest("fpustate"), Expect::Exit(Poweroff, &[
+                "(d1) Test result: SUCCESS",
+                "Test result: SUCCESS",
+            ]))
+        },
+    ];
     let mut v = vec![
         Scenario {
             grub: true,
@@ -164,6 +207,7 @@ fn scenarios() -> Vec<Scenario> {
         },
     ];
     v.extend(mm);
+    v.extend(smp);
     v
 }
 
@@ -195,6 +239,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     let mut cfg = Config::new(Accel::Tcg);
     cfg.timeout = Duration::from_secs(60);
     cfg.input = s.input;
+    cfg.smp = s.smp;
     let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
