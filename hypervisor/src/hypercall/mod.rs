@@ -80,7 +80,7 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
     f.rsi = a[1];
     f.rdx = a[2];
     f.r10 = a[3];
-    f.rip -= 2;
+    f.rip = f.rip.wrapping_sub(2);
     Err(Errno::ERESTART)
 }
 

@@ -15,6 +15,8 @@ pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
 const SSHOT_FUTURE: u32 = 1;
 /// Shortest periodic timer accepted (as Xen: 1 ms).
 const MIN_PERIOD_NS: u64 = 1_000_000;
+/// Longest periodic timer accepted (one day): keeps every deadline far from overflow.
+const MAX_PERIOD_NS: u64 = 86_400 * 1_000_000_000;
 
 pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
     if vcpu != hv.cur.vcpu.id as u64 {
@@ -34,7 +36,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             let mut b = [0u8; 8];
             read_guest(hv, arg, &mut b)?;
             let p = u64::from_le_bytes(b);
-            if p < MIN_PERIOD_NS {
+            if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&p) {
                 return Err(Errno::EINVAL);
             }
             let v = &mut hv.cur.vcpu;

@@ -89,6 +89,15 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let tiny = 10_000u64;
     // SAFETY: as above.
     e("periodic timer of 10 us", unsafe { ev::vcpu_op(6, 0, &tiny as *const u64 as u64) }, EINVAL);
+    let huge = u64::MAX;
+    // SAFETY: as above.
+    e("periodic timer of 2^64-1 ns", unsafe { ev::vcpu_op(6, 0, &huge as *const u64 as u64) }, EINVAL);
+    // A far-future one-shot is accepted and simply never fires; the hypervisor stays alive.
+    let far = [u64::MAX, 0u64];
+    // SAFETY: set_singleshot_timer reads {u64 timeout, u32 flags}.
+    expect_ret("singleshot at 2^64-1 ns", unsafe { ev::vcpu_op(8, 0, far.as_ptr() as u64) }, 0);
+    expect_ret("set_timer_op 2^64-1", ev::set_timer(u64::MAX), 0);
+    check("hypervisor alive after absurd timers", pv_runtime::hypercall::yield_now() == 0);
     let past = [system_time() - MS, 1u64];
     // SAFETY: set_singleshot_timer reads {u64 timeout, u32 flags}.
     e("singleshot in the past with FUTURE", unsafe { ev::vcpu_op(8, 0, past.as_ptr() as u64) }, ETIME);
