@@ -286,10 +286,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         events::update_time(&d);
         domains.push(alloc::boxed::Box::new(d));
     }
-    let now = events::now();
-    for d in &domains {
-        sched.wake(d.vcpu.sched_id, now);
-    }
     log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", domains[0].vcpu.frame.rip, domains.len(), ncpus);
     let my_apic = hv_arch::lapic::id();
     let mut cpu_apics = alloc::vec![my_apic];
@@ -341,6 +337,16 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
             core::hint::spin_loop();
         }
         log::info!("{} CPU(s) online", CPUS_ONLINE.load(Ordering::SeqCst));
+    }
+    // Every CPU is up: make the domains runnable.
+    if let Some(hv) = HV.lock().as_mut() {
+        let now = events::now();
+        for d in hv.others.iter() {
+            hv.sched.wake(d.vcpu.sched_id, now);
+        }
+        for &apic in hv.apic_ids.iter().skip(1) {
+            hv_arch::lapic::send_vector(apic, hv_arch::lapic::IPI_VECTOR);
+        }
     }
     schedule::idle_loop()
 }

@@ -26,44 +26,12 @@ global_asm!(
     .section .text.upcall, "ax"
     .global pv_upcall_entry
 pv_upcall_entry:
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    mov %rsp, %rbx
-    and $-16, %rsp
-    cld
-    movabs $pv_runtime_upcall, %rax
-    call *%rax
-    mov %rbx, %rsp
-    pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %r11
-    pop %r10
-    pop %r9
-    pop %r8
-    pop %rbp
-    pop %rdi
-    pop %rsi
-    pop %rdx
-    pop %rcx
-    pop %rbx
-    pop %rax
-    iretq
+    /* Same frame as an exception without error code: reuse the common trap path. */
+    pushq $0
+    pushq ${UPCALL}
+    jmp guest_trap_common
 "#,
+    UPCALL = const crate::traps::UPCALL_VECTOR,
     options(att_syntax)
 );
 
@@ -88,8 +56,8 @@ fn word(off: u64) -> &'static AtomicU64 {
 const PENDING: u64 = 2048;
 const MASK: u64 = 2560;
 
-#[no_mangle]
-extern "C" fn pv_runtime_upcall() {
+/// The event upcall (called by the trap path for [`crate::traps::UPCALL_VECTOR`]).
+pub(crate) fn upcall() {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
     loop {
         byte(0).store(0, Ordering::SeqCst); // evtchn_upcall_pending (vCPU 0)

@@ -64,6 +64,7 @@ guest_int80_stub:
     pushq $0
     pushq $0x80
     jmp guest_trap_common
+    .global guest_trap_common
 guest_trap_common:
     push %rax
     push %rbx
@@ -130,6 +131,9 @@ pub fn install_vector(vector: u8, handler: u64, dpl: u8) -> i64 {
     unsafe { crate::hypercall::hypercall5(guest_abi::hypercall::SET_TRAP_TABLE, table.as_ptr() as u64, 0, 0, 0, 0) }
 }
 
+/// Pseudo-vector the event upcall entry passes to the common trap path.
+pub const UPCALL_VECTOR: u64 = 0x100;
+
 /// Where to resume after an expected fault (0 = none expected).
 pub static RECOVER: AtomicU64 = AtomicU64::new(0);
 /// With [`RECOVER`], for faults taken in ring 3: the kernel stack pointer to resume on (the
@@ -168,6 +172,10 @@ pub fn on_unexpected(f: fn(&mut Frame)) {
 
 #[no_mangle]
 extern "C" fn pv_runtime_trap(f: &mut Frame) {
+    if f.vector == UPCALL_VECTOR {
+        crate::events::upcall();
+        return;
+    }
     let r = RECOVER.swap(0, Ordering::SeqCst);
     if r != 0 {
         LAST_FAULT[1].store(f.error_code, Ordering::SeqCst);

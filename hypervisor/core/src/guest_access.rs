@@ -81,6 +81,22 @@ pub fn check_range(va: u64, len: usize) -> Result<(), GuestFault> {
     }
 }
 
+/// Splits `[va, va+len)` at page boundaries: (address, offset in page, length, bytes before).
+fn pieces(va: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize, usize)> {
+    let mut done = 0;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let cur = va + done as u64;
+        let off = (cur & 0xFFF) as usize;
+        let n = (4096 - off).min(len - done);
+        let item = (cur, off, n, done);
+        done += n;
+        Some(item)
+    })
+}
+
 /// Copies `out.len()` bytes from guest address `va`.
 pub fn copy_from_guest<M: PhysMem + ?Sized>(
     mem: &M,
@@ -89,15 +105,10 @@ pub fn copy_from_guest<M: PhysMem + ?Sized>(
     out: &mut [u8],
 ) -> Result<(), GuestFault> {
     check_range(va, out.len())?;
-    let mut done = 0;
-    while done < out.len() {
-        let cur = va + done as u64;
-        let off = (cur & 0xFFF) as usize;
-        let n = (4096 - off).min(out.len() - done);
+    for (cur, off, n, done) in pieces(va, out.len()) {
         let mfn = translate(mem, view, cur, false)?;
         let page = mem.frame(mfn).ok_or(GuestFault::NotOwned)?;
         out[done..done + n].copy_from_slice(&page[off..off + n]);
-        done += n;
     }
     Ok(())
 }
@@ -111,20 +122,13 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
 ) -> Result<(), GuestFault> {
     check_range(va, data.len())?;
     // Check first, so a fault leaves guest memory untouched.
-    let mut p = va & !0xFFF;
-    while p < va + data.len() as u64 {
-        translate(mem, view, p.max(va), true)?;
-        p += 4096;
+    for (cur, ..) in pieces(va, data.len()) {
+        translate(mem, view, cur, true)?;
     }
-    let mut done = 0;
-    while done < data.len() {
-        let cur = va + done as u64;
-        let off = (cur & 0xFFF) as usize;
-        let n = (4096 - off).min(data.len() - done);
+    for (cur, off, n, done) in pieces(va, data.len()) {
         let mfn = translate(mem, view, cur, true)?;
         let page = mem.frame_mut(mfn).ok_or(GuestFault::NotOwned)?;
         page[off..off + n].copy_from_slice(&data[done..done + n]);
-        done += n;
     }
     Ok(())
 }
