@@ -42,6 +42,8 @@ pub struct Hv {
     pub ticks: alloc::vec::Vec<u64>,
     pub resched: alloc::vec::Vec<bool>,
     pub spare: alloc::vec::Vec<Option<alloc::boxed::Box<domain::Domain>>>,
+    /// Per CPU: the guest GDT and LDT frames its entry area maps now, and the LDT size.
+    pub mapped_desc: alloc::vec::Vec<schedule::MappedDesc>,
     /// The domain whose vCPU runs on this CPU (or last ran).
     pub cur: alloc::boxed::Box<domain::Domain>,
     /// Every other domain, waiting.
@@ -303,6 +305,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         ticks: alloc::vec![hv_core::sched::TICK_NS; ncpus],
         resched: alloc::vec![false; ncpus],
         spare: (0..ncpus).map(|_| None).collect(),
+        mapped_desc: alloc::vec![schedule::MappedDesc::default(); ncpus],
         cur: placeholder(),
         others: domains,
         shared_pages,

@@ -135,7 +135,32 @@ fn save_state(d: &mut Domain) {
     cpu::fxsave(&mut v.fpu);
 }
 
-fn load_state(hv: &Hv) {
+/// What a CPU's entry area maps of a guest's descriptor tables.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MappedDesc {
+    pub gdt: [Option<hv_core::mem::Mfn>; 14],
+    pub ldt: [Option<hv_core::mem::Mfn>; 16],
+    pub ldt_ents: u32,
+}
+
+fn load_state(hv: &mut Hv) {
+    // Descriptor-table windows: remap only the pages that differ from what this CPU maps.
+    let want = MappedDesc { gdt: hv.cur.gdt, ldt: hv.cur.ldt, ldt_ents: hv.cur.ldt_ents };
+    let have = hv.mapped_desc[hv.this];
+    for i in 0..want.gdt.len() {
+        if want.gdt[i] != have.gdt[i] {
+            paging::map_gdt_page(&hv.cpu, i, want.gdt[i]);
+        }
+    }
+    for i in 0..want.ldt.len() {
+        if want.ldt[i] != have.ldt[i] {
+            paging::map_ldt_page(&hv.cpu, i, want.ldt[i]);
+        }
+    }
+    if want.ldt_ents != have.ldt_ents || want.ldt != have.ldt {
+        paging::load_ldt(&hv.cpu, want.ldt_ents);
+    }
+    hv.mapped_desc[hv.this] = want;
     let d = &hv.cur;
     let v = &d.vcpu;
     cpu::fxrstor(&v.fpu);
@@ -145,13 +170,6 @@ fn load_state(hv: &Hv) {
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
     paging::sync_guest_slots(&hv.cpu, v.l4);
     paging::set_rsp1(&hv.cpu, v.kernel_sp);
-    for (i, m) in d.gdt.iter().enumerate() {
-        paging::map_gdt_page(&hv.cpu, i, *m);
-    }
-    for (i, m) in d.ldt.iter().enumerate() {
-        paging::map_ldt_page(&hv.cpu, i, *m);
-    }
-    paging::load_ldt(&hv.cpu, d.ldt_ents);
     load_direct_gates(hv);
 }
 

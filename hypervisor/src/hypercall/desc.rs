@@ -45,6 +45,8 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
     for m in old.iter().flatten() {
         pt!(hv, dm).put_segdesc(*m);
     }
+    let this = hv.this;
+    hv.mapped_desc[this].gdt = new;
     Ok(0)
 }
 

@@ -217,6 +217,9 @@ fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
     }
     hv.cur.ldt_ents = ents as u32;
     paging::load_ldt(&hv.cpu, ents as u32);
+    let this = hv.this;
+    hv.mapped_desc[this].ldt = new;
+    hv.mapped_desc[this].ldt_ents = ents as u32;
     Ok(())
 }
 

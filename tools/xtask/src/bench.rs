@@ -174,6 +174,32 @@ pub fn run() -> Result<(), String> {
         }
     }
 
+    // vCPU context switch: yields alone vs yields alternating with another domain on 1 CPU.
+    {
+        let mut c = Config::new(Accel::Tcg);
+        c.timeout = Duration::from_secs(120);
+        c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("yielder"), cmdline: format!("{hv} -- alone") };
+        let alone = bench_values(&qemu::run(&c, None)?.output);
+        let y = imgs.guest("yielder");
+        let iso = images::iso_files(
+            &imgs.hypervisor,
+            &[(y.as_path(), "dom0"), (y.as_path(), "domu0")],
+            &images::grub_cfg_modules(hv, &[("dom0", "pair"), ("domu0", "domU mem=8M -- partner")]),
+            "bench-yield",
+        )?;
+        c.boot = Boot::Iso(iso);
+        let pair = bench_values(&qemu::run(&c, None)?.output);
+        let get = |v: &[(String, f64)], k: &str| v.iter().find(|(n, _)| n == k).map(|x| x.1);
+        if let (Some(a), Some(p)) = (get(&alone, "yield_alone_tsc"), get(&pair, "yield_pair_tsc")) {
+            results.push(("yield_alone_tsc_tcg".into(), a));
+            results.push(("yield_pair_tsc_tcg".into(), p));
+            // Each paired yield is two hypercalls and two switches.
+            results.push(("context_switch_tsc_tcg".into(), ((p - 2.0 * a) / 2.0).max(0.0)));
+        } else {
+            return Err("yielder produced no numbers".into());
+        }
+    }
+
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
         println!("{k:<45} {v:>12.2}");
