@@ -116,3 +116,38 @@ pub fn user_pages(si: &pv_runtime::StartInfo, code: &[u8]) -> (u64, u64) {
     expect_ret("stack_switch", hc::stack_switch(guest_abi::selectors::FLAT_KERNEL_SS, kstack_top), 0);
     (code_va, stack_va + 4096 - 64)
 }
+
+/// Serialised TSC read (rdtsc is allowed at CPL 1).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: lfence; rdtsc only reads the counter.
+    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nostack)) };
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// Maps shared_info at the last page of the bootstrap region and registers the event upcall.
+pub fn events_up(si: &pv_runtime::StartInfo) -> bool {
+    let vb = pv_runtime::virt_base();
+    let mem = pv_runtime::mm::GuestMem::new(si, vb);
+    match pv_runtime::mm::map_shared_info(si, vb + (mem.region_end_pfn - 1) * 4096) {
+        Ok(shared) => pv_runtime::events::init(&shared) == 0,
+        Err(_) => false,
+    }
+}
+
+/// For dom0 in multi-domain scenarios: events on and VIRQ_DOM_EXC bound (0 on failure).
+pub fn watch_domain_exits(si: &pv_runtime::StartInfo) -> u32 {
+    if !events_up(si) {
+        return 0;
+    }
+    let p = pv_runtime::events::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0).unwrap_or(0);
+    pv_runtime::events::enable();
+    p
+}
+
+/// Sleeps until the VIRQ_DOM_EXC port `p` has fired at least once.
+pub fn wait_domain_exit(p: u32) {
+    while p != 0 && pv_runtime::events::count(p) == 0 {
+        pv_runtime::events::block();
+    }
+}

@@ -3,8 +3,6 @@
 #![no_std]
 #![no_main]
 
-use pv_runtime::events as ev;
-use pv_runtime::mm::{self, GuestMem};
 use test_guests::*;
 
 fn has_avx() -> bool {
@@ -44,13 +42,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     // dom0 gets ready to hear of the domU's exit before the two start taking turns.
     let mut exc = 0;
     if role != "domu" {
-        let vb = pv_runtime::virt_base();
-        let mem = GuestMem::new(si, vb);
-        if let Ok(shared) = mm::map_shared_info(si, vb + (mem.region_end_pfn - 1) * 4096) {
-            ev::init(&shared);
-            exc = ev::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0).unwrap_or(0);
-            ev::enable();
-        }
+        exc = watch_domain_exits(si);
     } else {
         for _ in 0..50 {
             pv_runtime::hypercall::yield_now();
@@ -67,9 +59,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check(if avx { "XMM0 and YMM1 kept across switches" } else { "XMM0 kept across switches" }, ok);
     if role != "domu" {
         check("VIRQ_DOM_EXC bound", exc != 0);
-        while exc != 0 && ev::count(exc) == 0 {
-            ev::block();
-        }
+        wait_domain_exit(exc);
     }
     finish(role)
 }

@@ -8,16 +8,11 @@ use guest_abi::hypercall as nr;
 use pv_runtime::hypercall::{self as hc, MmuUpdate, MulticallEntry};
 use pv_runtime::mm::{self, Batch, GuestMem, A, D, P, RW};
 use pv_runtime::println;
+use test_guests::rdtsc;
 
 const TOTAL: usize = 8192;
 const M2P: u64 = 0xFFFF_8000_0000_0000;
 
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: rdtsc is allowed at CPL 1.
-    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nostack)) };
-    ((hi as u64) << 32) | lo as u64
-}
 
 static mut REQS: [MmuUpdate; TOTAL] = [MmuUpdate { ptr: 0, val: 0 }; TOTAL];
 static mut BATCH: Batch = Batch::new();

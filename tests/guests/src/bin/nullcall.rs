@@ -5,15 +5,10 @@
 #![no_main]
 
 use pv_runtime::println;
+use test_guests::rdtsc;
 
 const N: usize = 100_000;
 
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: rdtsc is allowed at CPL 1 (CR4.TSD clear).
-    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nostack)) };
-    ((hi as u64) << 32) | lo as u64
-}
 
 fn median(v: &mut [u32]) -> u32 {
     v.sort_unstable();

@@ -6,7 +6,6 @@
 #![no_main]
 
 use pv_runtime::events as ev;
-use pv_runtime::mm::{self, GuestMem};
 use test_guests::*;
 
 const ROUNDS: u32 = 100;
@@ -15,10 +14,7 @@ const ROUNDS: u32 = 100;
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let role = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
     start(role);
-    let vb = pv_runtime::virt_base();
-    let mem = GuestMem::new(si, vb);
-    let Ok(shared) = mm::map_shared_info(si, vb + (mem.region_end_pfn - 1) * 4096) else { finish(role) };
-    check("event callback", ev::init(&shared) == 0);
+    check("events up", events_up(si));
     ev::enable();
     if role == "server" {
         let p = ev::alloc_unbound(guest_abi::DOMID_SELF, 1);
@@ -41,9 +37,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         println!("BENCH evtchn_round_trip_ns_same_cpu={}", dt / (ROUNDS as u64 - 1));
         check("all pings answered", seen >= ROUNDS);
         // Let the client report and shut down before ending the run.
-        while ev::count(exc) == 0 {
-            ev::block();
-        }
+        wait_domain_exit(exc);
         finish("pingpong server")
     } else {
         settle();

@@ -20,12 +20,6 @@ extern "C" {
     static bench_ring1_iret: u8;
 }
 
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: rdtsc is allowed at CPL 1.
-    unsafe { core::arch::asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nostack)) };
-    ((hi as u64) << 32) | lo as u64
-}
 
 /// User code: `mov ecx, N; 1: int V; dec ecx; jnz 1b; ud2`, for V = 0x80 at +0 and the
 /// baseline vector 0x84 at +32, and an empty loop at +64 (the loop's own cost).

@@ -9,7 +9,6 @@
 
 use guest_abi::evtchn::{VIRQ_DOM_EXC, VIRQ_TIMER};
 use pv_runtime::events as ev;
-use pv_runtime::mm::{self, GuestMem};
 use test_guests::*;
 
 const MS: u64 = 1_000_000;
@@ -18,10 +17,7 @@ const MS: u64 = 1_000_000;
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let mode = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
     start(mode);
-    let vb = pv_runtime::virt_base();
-    let mem = GuestMem::new(si, vb);
-    let Ok(shared) = mm::map_shared_info(si, vb + (mem.region_end_pfn - 1) * 4096) else { finish(mode) };
-    check("event callback", ev::init(&shared) == 0);
+    check("events up", events_up(si));
     let exc = ev::bind_virq(VIRQ_DOM_EXC, 0).unwrap_or(0);
     let tmr = ev::bind_virq(VIRQ_TIMER, 0).unwrap_or(0);
     check("VIRQs bound", exc != 0 && tmr != 0);
