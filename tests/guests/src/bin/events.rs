@@ -56,7 +56,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     }
     let now = system_time();
     check("one-shot fired, not early", now >= deadline);
-    check("one-shot fired within 20 ms", now < deadline + 20 * MS);
+    // Lateness depends on the host (TCG threads can be descheduled): only gross delays fail.
+    check("one-shot fired within 500 ms", now < deadline + 500 * MS);
 
     // Two one-shots in a row fire in order (each re-arm replaces the previous one).
     let mut last = 0;
@@ -148,7 +149,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     ev::send(q);
     let t = system_time();
     expect_ret("poll on a pending port", ev::poll(&[q], t + 500 * MS), 0);
-    check("poll returned at once", system_time() < t + 100 * MS);
+    check("poll returned at once (well before its 500 ms timeout)", system_time() < t + 400 * MS);
     ev::enable();
     pv_runtime::hypercall::yield_now();
 
