@@ -1,8 +1,8 @@
 //! `cargo xtask <command>`: the one orchestration program.
 //!
 //! - `build`: every bare-metal image, and the GRUB ISO at `target/hypervisor.iso`.
-//! - `run [--pvh] [--kvm] [-- <hypervisor options>]`: boot the ISO (or PVH) in QEMU with
-//!   the serial console on the terminal.
+//! - `run [--pvh] [--kvm] [--smp N] [-- <hypervisor options>]`: boot the ISO (or PVH) in
+//!   QEMU (2 CPUs by default) with the serial console on the terminal.
 //! - `test [--only NAME]`: host tests, then every QEMU scenario.
 //! - `bench`: boot-time and hypercall benchmarks, printed and written to
 //!   `target/bench.json`.
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!("usage: cargo xtask <build|run|test|bench> [options]");
-    eprintln!("  run [--pvh] [--kvm] [-- hypervisor options]");
+    eprintln!("  run [--pvh] [--kvm] [--smp N] [-- hypervisor options]");
     eprintln!("  test [--only NAME] [--no-host]");
     ExitCode::from(2)
 }
@@ -51,8 +51,11 @@ fn run(args: &[String]) -> Result<(), String> {
         Some(i) => args[i + 1..].iter().map(String::as_str).collect(),
         None => vec![],
     };
-    let hv_opts = extra.join(" ");
+    // debug-exit: dom0's `poweroff` also ends QEMU (it has no effect on real hardware).
+    let hv_opts = format!("debug-exit {}", extra.join(" "));
     let mut cfg = qemu::Config::new(if kvm { qemu::Accel::Kvm } else { qemu::Accel::Tcg });
+    cfg.interactive = true;
+    cfg.smp = args.iter().position(|a| a == "--smp").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(2);
     if pvh {
         cfg.boot = qemu::Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv_opts} -- interactive") };
     } else {

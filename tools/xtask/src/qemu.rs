@@ -32,6 +32,8 @@ pub struct Config {
     pub input: Option<(&'static str, &'static str)>,
     /// Number of CPUs (`-smp`).
     pub smp: u32,
+    /// Serial multiplexed with the QEMU monitor on the terminal (Ctrl-A x quits).
+    pub interactive: bool,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             icount: false,
             input: None,
             smp: 1,
+            interactive: false,
         }
     }
 
@@ -53,9 +56,13 @@ impl Config {
             Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
         };
-        c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", "stdio"]);
+        let serial = if self.interactive { "mon:stdio" } else { "stdio" };
+        c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
-        c.args(["-monitor", "none", "-nodefaults", "-vga", "none"]);
+        c.args(["-nodefaults", "-vga", "none"]);
+        if !self.interactive {
+            c.args(["-monitor", "none"]);
+        }
         if self.icount {
             c.args(["-icount", "shift=0"]);
         }
