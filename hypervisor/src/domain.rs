@@ -48,7 +48,17 @@ pub struct Vcpu {
     pub fs_base: u64,
     pub gs_base: u64,
     pub kernel_gs_base: u64,
+    /// Runstate (`RUNSTATE_*`), when it was entered, and the time spent in each state.
+    pub runstate: u32,
+    pub runstate_entry: u64,
+    pub runstate_time: [u64; 4],
 }
+
+/// `RUNSTATE_*` values (`public/vcpu.h`).
+pub const RUNSTATE_RUNNING: u32 = 0;
+pub const RUNSTATE_RUNNABLE: u32 = 1;
+pub const RUNSTATE_BLOCKED: u32 = 2;
+pub const RUNSTATE_OFFLINE: u32 = 3;
 
 impl Vcpu {
     pub fn new(id: u32, l4: Mfn) -> Vcpu {
@@ -71,7 +81,25 @@ impl Vcpu {
             fs_base: 0,
             gs_base: 0,
             kernel_gs_base: 0,
+            runstate: RUNSTATE_RUNNABLE,
+            runstate_entry: crate::events::now(),
+            runstate_time: [0; 4],
         }
+    }
+
+    /// Moves to runstate `to` at time `now`, charging the time spent in the old one.
+    pub fn set_runstate(&mut self, to: u32, now: u64) {
+        let s = self.runstate as usize & 3;
+        self.runstate_time[s] += now.saturating_sub(self.runstate_entry);
+        self.runstate = to;
+        self.runstate_entry = now;
+    }
+
+    /// (state, entry time, times) as of `now`, the current state's time included.
+    pub fn runstate_at(&self, now: u64) -> (u32, u64, [u64; 4]) {
+        let mut t = self.runstate_time;
+        t[self.runstate as usize & 3] += now.saturating_sub(self.runstate_entry);
+        (self.runstate, self.runstate_entry, t)
     }
 }
 

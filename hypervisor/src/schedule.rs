@@ -86,6 +86,7 @@ pub fn wake(hv: &mut Hv, dom: DomId) {
     }
     d.vcpu.blocked = false;
     d.vcpu.poll_ports.clear();
+    d.vcpu.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
     let id = d.vcpu.sched_id;
     if let Some(cpu) = hv.sched.wake(id, now) {
         poke(hv, cpu);
@@ -128,6 +129,15 @@ pub fn check_sleepers(hv: &mut Hv) {
 }
 
 fn save_state(d: &mut Domain) {
+    use crate::domain::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE};
+    let state = if d.dead.is_some() {
+        RUNSTATE_OFFLINE
+    } else if d.vcpu.blocked {
+        RUNSTATE_BLOCKED
+    } else {
+        RUNSTATE_RUNNABLE
+    };
+    d.vcpu.set_runstate(state, events::now());
     let v = &mut d.vcpu;
     v.fs_base = cpu::segment_base(SegBase::Fs);
     v.gs_base = cpu::segment_base(SegBase::Gs);
@@ -161,6 +171,7 @@ fn load_state(hv: &mut Hv) {
         paging::load_ldt(&hv.cpu, want.ldt_ents);
     }
     hv.mapped_desc[hv.this] = want;
+    hv.cur.vcpu.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
     let d = &hv.cur;
     let v = &d.vcpu;
     cpu::fxrstor(&v.fpu);

@@ -25,10 +25,13 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
     match cmd {
         VCPUOP_IS_UP => Ok(1),
         VCPUOP_GET_RUNSTATE_INFO => {
-            let t = now();
+            let (state, entry, times) = hv.cur.vcpu.runstate_at(now());
             let mut b = [0u8; 48];
-            b[8..16].copy_from_slice(&t.to_le_bytes());
-            b[16..24].copy_from_slice(&t.to_le_bytes());
+            b[..4].copy_from_slice(&state.to_le_bytes());
+            b[8..16].copy_from_slice(&entry.to_le_bytes());
+            for (i, t) in times.iter().enumerate() {
+                b[16 + 8 * i..24 + 8 * i].copy_from_slice(&t.to_le_bytes());
+            }
             write_guest(hv, arg, &b)?;
             Ok(0)
         }

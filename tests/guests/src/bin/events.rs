@@ -106,6 +106,14 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     e("vcpu_op on vCPU 5", unsafe { ev::vcpu_op(3, 5, 0) }, ENOENT);
     // SAFETY: is_up takes no argument.
     expect_ret("vCPU 0 is up", unsafe { ev::vcpu_op(3, 0, 0) }, 1);
+    // Runstate: we are running, and the sleeps above count as blocked time.
+    let mut rs = [0u64; 6];
+    // SAFETY: get_runstate_info writes 48 bytes.
+    expect_ret("get_runstate_info", unsafe { ev::vcpu_op(4, 0, rs.as_mut_ptr() as u64) }, 0);
+    check("runstate: running", rs[0] as u32 == 0);
+    check("runstate: blocked time from the timer waits (> 10 ms)", rs[4] > 10 * MS);
+    check("runstate: running time counted", rs[2] > 0);
+    check("runstate: entry time not in the future", rs[1] <= system_time());
 
     // No lost wake-up: an event already pending makes block return at once.
     let ipi = port("bind_ipi", ev::bind_ipi(0));
