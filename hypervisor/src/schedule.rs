@@ -22,8 +22,13 @@ use hv_arch::cpu::{self, SegBase};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 
-/// Begins a locked section on this CPU.
+/// Begins a locked section on this CPU. With a single CPU the current domain simply stays
+/// in `hv.cur` between sections (nothing to swap).
 pub fn enter(hv: &mut Hv) {
+    if hv.cpus.len() == 1 {
+        hv.this = 0;
+        return;
+    }
     let k = hv_arch::percpu::cpu_id();
     hv.this = k;
     core::mem::swap(&mut hv.cur, &mut hv.running[k]);
@@ -35,6 +40,10 @@ pub fn enter(hv: &mut Hv) {
 
 /// Ends a locked section on this CPU.
 pub fn leave(hv: &mut Hv) {
+    if hv.cpus.len() == 1 {
+        hv.need_resched = false;
+        return;
+    }
     let k = hv.this;
     hv.slices[k] = hv.slice_until;
     hv.ticks[k] = hv.next_tick;

@@ -68,9 +68,10 @@ pub fn run() -> Result<(), String> {
         results.push(("icount_ns_boot_log_to_dom0_entry".into(), first - entry));
     }
 
-    for (suffix, icount) in [("tcg", false), ("icount", true)] {
+    for (suffix, icount, smp) in [("tcg", false, 1), ("icount", true, 1), ("icount_smp2", true, 2)] {
         let mut c = Config::new(Accel::Tcg);
         c.icount = icount;
+        c.smp = smp;
         c.timeout = Duration::from_secs(300);
         c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("nullcall"), cmdline: format!("{hv} bench") };
         let o = qemu::run(&c, None)?;
