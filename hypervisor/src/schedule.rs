@@ -210,9 +210,6 @@ pub fn load_direct_gates(hv: &Hv) {
 /// nothing to run: the caller leaves the section and idles.
 pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
     hv.need_resched = false;
-    if hv.cur.id == 0 && hv.cur.dead.is_some() {
-        return false;
-    }
     let d = hv.sched.schedule(hv.this, events::now(), yielding, false);
     let idle = hv.cur.is_placeholder();
     match d.next {
@@ -269,8 +266,7 @@ pub fn idle_loop() -> ! {
             let mut g = crate::HV.lock();
             if let Some(hv) = g.as_mut() {
                 enter(hv);
-                events::process_timers(hv);
-                check_sleepers(hv);
+                events::process_timers(hv); // also wakes sleepers
                 if reschedule(hv, &mut frame, false) {
                     events::deliver_upcall(hv, &mut frame);
                     resume = true;

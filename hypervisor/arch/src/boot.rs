@@ -265,11 +265,11 @@ pub enum BootInfoError {
 
 /// Reads a NUL-terminated string at a machine address below 4 GiB (at most 4 KiB).
 fn cstr_at(pa: u64) -> (&'static str, Range) {
-    if pa == 0 || pa >= (1 << 32) {
+    if pa == 0 || pa > (1 << 32) - 4096 {
         return ("", Range::default());
     }
-    // SAFETY: the early map covers [0, 4 GiB); the bootloader placed a string here and the
-    // range is reserved below before memory is reused.
+    // SAFETY: the early map covers [0, 4 GiB) and the 4 KiB read stays below it (checked);
+    // the bootloader placed a string here and the range is reserved before memory is reused.
     let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, 4096) };
     let n = bytes.iter().position(|&b| b == 0).unwrap_or(4095);
     (core::str::from_utf8(&bytes[..n]).unwrap_or(""), Range::new(pa, pa + n as u64 + 1))

@@ -62,11 +62,10 @@ pub fn now_ns() -> u64 {
     now_pair().1
 }
 
-/// The first TSC value at or after `ns` nanoseconds since boot.
+/// The first TSC value at which the system clock ([`now_ns`]) reads at least `ns`.
 pub fn ns_to_tsc(ns: u64) -> u64 {
-    let k = TSC_PER_US_X1024.load(Ordering::Relaxed);
-    // Round up, then add a tick of margin against the scale's rounding.
-    BOOT_TSC.load(Ordering::Relaxed) + ((ns as u128 * k as u128).div_ceil(1024 * 1000)) as u64 + 1
+    let (mul, shift) = scale();
+    BOOT_TSC.load(Ordering::Relaxed).saturating_add(hv_core::time::inverse_delta(ns, mul, shift))
 }
 
 /// (TSC, ns since boot) read together.

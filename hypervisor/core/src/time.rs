@@ -25,6 +25,18 @@ pub fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
     ((d as u128 * mul as u128) >> 32) as u64
 }
 
+/// The smallest TSC delta that [`scale_delta`] turns into at least `ns`: the inverse of the
+/// same scale, so a timer armed with it never fires before the clock reads `ns`.
+pub fn inverse_delta(ns: u64, mul: u32, shift: i8) -> u64 {
+    if mul == 0 {
+        return 0;
+    }
+    // d_shifted = ceil(ns * 2^32 / mul); then undo the shift, rounding up.
+    let ds = ((ns as u128) << 32).div_ceil(mul as u128);
+    let d = if shift >= 0 { ds.div_ceil(1u128 << shift) } else { ds << (-shift) };
+    d.min(u64::MAX as u128) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +49,21 @@ mod tests {
             assert!((ns as i64 - 1_000_000_000).abs() <= 2, "{hz} Hz: {ns} ns");
             let ns = scale_delta(hz / 1000, mul, shift);
             assert!((ns as i64 - 1_000_000).abs() <= 2, "{hz} Hz: 1 ms = {ns} ns");
+        }
+    }
+
+    #[test]
+    fn inverse_is_never_early_and_tight() {
+        for hz in [1_000_000u64, 999_999_999, 1_000_000_001, 2_500_000_000, 7_000_000_000] {
+            let (mul, shift) = scale(hz);
+            for ns in [0u64, 1, 999, 1_000_000, 123_456_789_012, 1 << 50] {
+                let d = inverse_delta(ns, mul, shift);
+                assert!(scale_delta(d, mul, shift) >= ns, "{hz} Hz, {ns} ns: early");
+                // One tick less would be early (or the result is within a tick of exact).
+                assert!(d == 0 || scale_delta(d - 1, mul, shift) < ns || scale_delta(d - 1, mul, shift) == ns,
+                    "{hz} Hz, {ns} ns: not tight");
+                assert!(scale_delta(d, mul, shift) - ns <= 1 + 1_000_000_000 / hz, "{hz} Hz, {ns} ns: late");
+            }
         }
     }
 }
