@@ -66,14 +66,14 @@ pub struct Hv {
 }
 
 static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
-/// Each CPU's roots and tables (index = CPU number), set before the APs start.
-static CPU_TABLES: spin::Once<alloc::vec::Vec<CpuTables>> = spin::Once::new();
 /// CPUs that have come up (the BSP included).
 static CPUS_ONLINE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 
 /// First Rust code of an application processor after the trampoline.
 fn ap_main(cpu: u32) -> ! {
-    let Some(t) = CPU_TABLES.get().and_then(|v| v.get(cpu as usize)).copied() else { cpu::halt_forever() };
+    // The global state exists before any AP starts; its tables were built for every CPU.
+    let tables = HV.lock().as_ref().and_then(|hv| hv.cpus.get(cpu as usize).copied());
+    let Some(t) = tables else { cpu::halt_forever() };
     paging::activate(&t);
     let feat = Features::detect();
     cpu::enable_features(&feat);
@@ -216,7 +216,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     for _ in 1..tables.len() {
         ap_stacks.push(mm.contiguous(4).map(|m| hv_arch::layout::phys_to_virt(m.maddr()) + 4 * 4096));
     }
-    CPU_TABLES.call_once(|| tables);
     paging::activate(&cpu_tables);
     cpu::mask_legacy_pic();
     if paging::map_mmio(root, hv_arch::layout::LAPIC_VA, hv_arch::lapic::phys_base(), &mut mm).is_err() {
@@ -272,7 +271,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         }
     }
     let mut events = hv_core::evtchn::Events::default();
-    let tables = CPU_TABLES.get().cloned().unwrap_or_else(|| alloc::vec![cpu_tables]);
     let ncpus = tables.len();
     let mut sched = hv_core::sched::Credit::new(ncpus);
     let mut shared_pages = alloc::collections::BTreeMap::new();
@@ -297,7 +295,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     *guard = Some(Hv {
         mm,
         cpu: cpu_tables,
-        cpus: tables.clone(),
+        cpus: tables,
         apic_ids: cpu_apics,
         this: 0,
         running: (0..ncpus).map(|_| placeholder()).collect(),
@@ -320,12 +318,11 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     });
     drop(guard);
     // Start the application processors (after the global state exists: they lock it).
-    if let (Some(boot_cr3), Some(tables)) = (ap_boot, CPU_TABLES.get()) {
-        let tables = tables.clone();
+    if let Some(boot_cr3) = ap_boot {
         hv_arch::smp::set_ap_main(ap_main);
         let my_apic = hv_arch::lapic::id();
         let others = apic_ids.iter().copied().filter(|&id| id != my_apic);
-        for (n, (id, stack)) in others.zip(ap_stacks).enumerate().take(tables.len() - 1) {
+        for (n, (id, stack)) in others.zip(ap_stacks).enumerate().take(ncpus - 1) {
             let cpu = n as u32 + 1;
             let ok = stack.is_some_and(|s| hv_arch::smp::start_ap(id, cpu, boot_cr3.maddr(), s));
             if !ok {
@@ -334,7 +331,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         }
         // Each AP counts itself in a moment after it reports starting.
         for _ in 0..1_000_000 {
-            if CPUS_ONLINE.load(Ordering::SeqCst) >= tables.len() {
+            if CPUS_ONLINE.load(Ordering::SeqCst) >= ncpus {
                 break;
             }
             core::hint::spin_loop();
