@@ -1,6 +1,6 @@
 //! Building domains from boot modules: dom0 from the first, and boot-time domUs (in the
 //! spirit of Xen's dom0less/hyperlaunch) from further modules whose string starts with
-//! `domU`: `domU [mem=<size>] [weight=<n>] [cap=<pct>] [-- <guest command line>]`.
+//! `domU`: `domU [mem=<size>] [vcpus=<n>] [weight=<n>] [cap=<pct>] [-- <guest command line>]`.
 
 use crate::domain::{Domain, Vcpu};
 use crate::mm::Mm;
@@ -50,6 +50,7 @@ pub struct DomUOpts<'a> {
     pub mem: u64,
     pub weight: u32,
     pub cap: u32,
+    pub vcpus: u32,
     pub cmdline: &'a str,
 }
 
@@ -64,12 +65,15 @@ pub fn parse_domu(s: &str) -> Option<Result<DomUOpts<'_>, &str>> {
         Some(i) => (&rest[..i], rest[i + 4..].trim()),
         None => (rest, ""),
     };
-    let mut o = DomUOpts { mem: 16 << 20, weight: hv_core::sched::DEFAULT_WEIGHT, cap: 0, cmdline };
+    let mut o = DomUOpts { mem: 16 << 20, weight: hv_core::sched::DEFAULT_WEIGHT, cap: 0, vcpus: 1, cmdline };
     for w in opts.split_ascii_whitespace() {
         let ok = match w.split_once('=') {
             Some(("mem", v)) => hv_core::cmdline::parse_size(v).map(|m| o.mem = m).is_some(),
             Some(("weight", v)) => v.parse().ok().filter(|&x: &u32| (1..=65535).contains(&x)).map(|x| o.weight = x).is_some(),
             Some(("cap", v)) => v.parse().ok().filter(|&x: &u32| x <= 100).map(|x| o.cap = x).is_some(),
+            Some(("vcpus", v)) => {
+                v.parse().ok().filter(|&x: &u32| (1..=crate::domain::MAX_VCPUS as u32).contains(&x)).map(|x| o.vcpus = x).is_some()
+            }
             _ => false,
         };
         if !ok {
@@ -79,15 +83,17 @@ pub fn parse_domu(s: &str) -> Option<Result<DomUOpts<'_>, &str>> {
     Some(Ok(o))
 }
 
-/// Builds domain `id` from `image` with `nr_pages` pages and command line `cmdline`.
-/// Returns the domain and its first register frame.
+/// Builds domain `id` from `image` with `nr_pages` pages, command line `cmdline` and
+/// `nr_vcpus` vCPUs. Returns the domain and its vCPU 0, ready to run (the other vCPUs are
+/// created down, for `VCPUOP_initialise`).
 pub fn build(
     mm: &mut Mm,
     id: guest_abi::DomId,
     image: &[u8],
     nr_pages: u64,
     cmdline: &str,
-) -> Result<(Domain, TrapFrame), Dom0Error> {
+    nr_vcpus: u32,
+) -> Result<(Domain, Vcpu), Dom0Error> {
     let privileged = id == 0;
     let img = pv_image::parse(image).map_err(Dom0Error::Image)?;
     let free = mm.free_frames();
@@ -146,23 +152,9 @@ pub fn build(
         built.stack_top
     );
 
-    let dom = Domain {
-        id,
-        privileged,
-        tot_pages: nr_pages,
-        max_pages: nr_pages,
-        gdt: [None; 14],
-        ldt: [None; 16],
-        ldt_ents: 0,
-        fpu_ts: false,
-        sched_dom: 0,
-        dead: None,
-        console_line_start: true,
-        shared_info: si,
-        vm_assist: 0,
-        vcpu: Vcpu::new(0, built.l4),
-    };
-    let frame = TrapFrame {
+    let dom = Domain::new(id, privileged, nr_pages, si, nr_vcpus);
+    let mut vcpu = Vcpu::new(id, 0, built.l4);
+    vcpu.frame = TrapFrame {
         rip: built.entry,
         cs: FLAT_KERNEL_CS as u64,
         rflags: 0x202,
@@ -171,7 +163,7 @@ pub fn build(
         rsi: built.start_info_va,
         ..TrapFrame::default()
     };
-    Ok((dom, frame))
+    Ok((dom, vcpu))
 }
 
 

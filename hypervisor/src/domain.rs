@@ -19,10 +19,14 @@ pub struct Callbacks {
     pub nmi: u64,
 }
 
-/// A virtual CPU.
+/// A virtual CPU. A vCPU lives in exactly one place: the slot of the CPU running it
+/// (`Hv::running`, or `Hv::cur` during that CPU's locked section) or the waiting list
+/// (`Hv::others`), whatever its domain's other vCPUs do.
 pub struct Vcpu {
+    /// Its domain and its number in that domain.
+    pub dom: DomId,
     pub id: u32,
-    /// Root of the guest's page tables (its CR3).
+    /// Root of the guest's page tables (its CR3); `Mfn(0)` before `VCPUOP_initialise`.
     pub l4: Mfn,
     /// The virtual IDT.
     pub traps: [TrapInfo; 256],
@@ -30,6 +34,13 @@ pub struct Vcpu {
     pub kernel_ss: u16,
     pub kernel_sp: u64,
     pub callbacks: Callbacks,
+    /// Frames of the guest's own GDT (`set_gdt`), by GDT page.
+    pub gdt: [Option<Mfn>; 14],
+    /// Frames of the LDT (`MMUEXT_SET_LDT`) and its size in descriptors.
+    pub ldt: [Option<Mfn>; 16],
+    pub ldt_ents: u32,
+    /// Virtual CR0.TS (`fpu_taskswitch`).
+    pub fpu_ts: bool,
     /// Saved registers while the vCPU is not running.
     pub frame: TrapFrame,
     /// One-shot timer (system time, ns), and the periodic timer (0 = off).
@@ -40,6 +51,10 @@ pub struct Vcpu {
     pub sched_id: usize,
     /// Sleeping in SCHEDOP_block or SCHEDOP_poll.
     pub blocked: bool,
+    /// Has a context (vCPU 0 from the builder, others from `VCPUOP_initialise`).
+    pub initialised: bool,
+    /// Offline (`VCPUOP_down`, or never brought up).
+    pub down: bool,
     /// SCHEDOP_poll: the ports and the deadline (0 = none).
     pub poll_ports: alloc::vec::Vec<u32>,
     pub poll_deadline: u64,
@@ -61,30 +76,58 @@ pub const RUNSTATE_BLOCKED: u32 = 2;
 pub const RUNSTATE_OFFLINE: u32 = 3;
 
 impl Vcpu {
-    pub fn new(id: u32, l4: Mfn) -> Vcpu {
+    /// A vCPU of `dom`: vCPU 0 starts initialised and up on `l4`, the others down and
+    /// without a context until `VCPUOP_initialise`.
+    pub fn new(dom: DomId, id: u32, l4: Mfn) -> Vcpu {
+        let first = id == 0;
         Vcpu {
+            dom,
             id,
-            l4,
+            l4: if first { l4 } else { Mfn(0) },
             traps: [TrapInfo::default(); 256],
             kernel_ss: 0,
             kernel_sp: 0,
             callbacks: Callbacks::default(),
+            gdt: [None; 14],
+            ldt: [None; 16],
+            ldt_ents: 0,
+            fpu_ts: false,
             frame: TrapFrame::default(),
             single_deadline: None,
             period_ns: crate::events::DEFAULT_PERIOD_NS,
             period_next: crate::events::now() + crate::events::DEFAULT_PERIOD_NS,
             sched_id: 0,
             blocked: false,
+            initialised: first,
+            down: !first,
             poll_ports: alloc::vec::Vec::new(),
             poll_deadline: 0,
             fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
             fs_base: 0,
             gs_base: 0,
             kernel_gs_base: 0,
-            runstate: RUNSTATE_RUNNABLE,
+            runstate: if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
             runstate_entry: crate::events::now(),
             runstate_time: [0; 4],
         }
+    }
+
+    /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
+    /// never given events (see [`Vcpu::is_placeholder`]).
+    pub fn placeholder() -> Vcpu {
+        let mut v = Vcpu::new(guest_abi::DOMID_IDLE, 0, Mfn(0));
+        v.sched_id = usize::MAX;
+        v.period_ns = 0;
+        v
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.dom == guest_abi::DOMID_IDLE
+    }
+
+    /// Can the scheduler run it (given that its domain is alive)?
+    pub fn runnable(&self) -> bool {
+        !self.blocked && !self.down
     }
 
     /// Moves to runstate `to` at time `now`, charging the time spent in the old one.
@@ -103,20 +146,30 @@ impl Vcpu {
     }
 }
 
-/// A domain.
+/// Where a vCPU's `vcpu_info` lives: a frame and the byte offset in it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct VcpuInfoAt {
+    pub frame: Mfn,
+    pub offset: usize,
+}
+
+/// `vcpu_info` field offsets.
+pub mod vi {
+    pub const UPCALL_PENDING: usize = 0;
+    pub const UPCALL_MASK: usize = 1;
+    pub const PENDING_SEL: usize = 8;
+    pub const CR2: usize = 16;
+    pub const TIME: usize = 32;
+    pub const SIZE: usize = 64;
+}
+
+/// A domain: what its vCPUs share.
 pub struct Domain {
     pub id: DomId,
     pub privileged: bool,
     /// Pages the domain owns now, and the most it may own (`maximum_reservation`).
     pub tot_pages: u64,
     pub max_pages: u64,
-    /// Frames of the guest's own GDT (`set_gdt`), by GDT page.
-    pub gdt: [Option<Mfn>; 14],
-    /// Frames of the LDT (`MMUEXT_SET_LDT`) and its size in descriptors.
-    pub ldt: [Option<Mfn>; 16],
-    pub ldt_ents: u32,
-    /// Virtual CR0.TS (`fpu_taskswitch`).
-    pub fpu_ts: bool,
     /// The scheduler's handle for this domain.
     pub sched_dom: usize,
     /// Shut down or crashed (a zombie until a toolstack destroys it).
@@ -126,64 +179,99 @@ pub struct Domain {
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
-    pub vcpu: Vcpu,
+    /// Each vCPU's `vcpu_info`: its legacy slot in shared_info, or where
+    /// `VCPUOP_register_vcpu_info` moved it. The length is the domain's vCPU count.
+    pub vcpu_info: alloc::vec::Vec<VcpuInfoAt>,
+    /// vCPUs brought up (not `down`), kept by `VCPUOP_up`/`down`.
+    pub online: u64,
+    /// Which vCPUs moved their `vcpu_info` (once each, as Xen).
+    pub vcpu_info_registered: u64,
 }
 
 impl Domain {
-    /// Stands in for "no domain" in a CPU's slot while that CPU is idle. Never scheduled,
-    /// never given events (see [`Domain::is_placeholder`]).
-    pub fn placeholder() -> Domain {
-        let mut vcpu = Vcpu::new(0, Mfn(0));
-        vcpu.sched_id = usize::MAX;
-        vcpu.period_ns = 0;
+    /// A domain with `nr_vcpus` vCPUs (at most [`MAX_VCPUS`]), vCPU 0 online.
+    pub fn new(id: DomId, privileged: bool, nr_pages: u64, shared_info: Mfn, nr_vcpus: u32) -> Domain {
+        let n = (nr_vcpus as usize).clamp(1, MAX_VCPUS);
         Domain {
-            id: guest_abi::DOMID_IDLE,
-            privileged: false,
-            tot_pages: 0,
-            max_pages: 0,
-            shared_info: Mfn(0),
-            vm_assist: 0,
-            gdt: [None; 14],
-            ldt: [None; 16],
-            ldt_ents: 0,
-            fpu_ts: false,
+            id,
+            privileged,
+            tot_pages: nr_pages,
+            max_pages: nr_pages,
             sched_dom: usize::MAX,
             dead: None,
             console_line_start: true,
-            vcpu,
+            shared_info,
+            vm_assist: 0,
+            vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),
+            online: 1,
+            vcpu_info_registered: 0,
         }
     }
 
-    pub fn is_placeholder(&self) -> bool {
+    /// Stands in for "no domain" behind the placeholder vCPU of an idle CPU.
+    pub fn idle() -> Domain {
+        let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
+        d.vcpu_info.clear();
+        d.online = 0;
+        d
+    }
+
+    pub fn is_idle(&self) -> bool {
         self.id == guest_abi::DOMID_IDLE
     }
 
-    /// The byte at `off` in the shared-info page.
-    pub fn shared_byte(&self, off: usize) -> u8 {
-        DirectMap.frame(self.shared_info).map(|p| p[off]).unwrap_or(0)
+    pub fn nr_vcpus(&self) -> u32 {
+        self.vcpu_info.len() as u32
     }
 
-    pub fn set_shared_byte(&self, off: usize, v: u8) {
-        if let Some(p) = DirectMap.frame_mut(self.shared_info) {
-            p[off] = v;
+    /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
+    pub fn vi_byte(&self, v: u32, off: usize) -> u8 {
+        self.vcpu_info
+            .get(v as usize)
+            .and_then(|at| DirectMap.frame(at.frame).map(|p| p[at.offset + off]))
+            .unwrap_or(0)
+    }
+
+    pub fn set_vi_byte(&self, v: u32, off: usize, val: u8) {
+        if let Some(at) = self.vcpu_info.get(v as usize) {
+            if let Some(p) = DirectMap.frame_mut(at.frame) {
+                p[at.offset + off] = val;
+            }
         }
     }
 
-    pub fn set_shared_u64(&self, off: usize, v: u64) {
-        if let Some(p) = DirectMap.frame_mut(self.shared_info) {
-            p[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    pub fn set_vi_u64(&self, v: u32, off: usize, val: u64) {
+        if let Some(at) = self.vcpu_info.get(v as usize) {
+            if let Some(p) = DirectMap.frame_mut(at.frame) {
+                p[at.offset + off..at.offset + off + 8].copy_from_slice(&val.to_le_bytes());
+            }
         }
     }
 
-    /// vCPU 0's virtual interrupt mask.
-    pub fn upcall_mask(&self) -> u8 {
-        self.shared_byte(shared_info::upcall_mask_offset(self.vcpu.id as usize))
+    /// Runs `f` on vCPU `v`'s `vcpu_info` bytes.
+    pub fn with_vi<R>(&self, v: u32, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        let at = *self.vcpu_info.get(v as usize)?;
+        DirectMap.frame_mut(at.frame).map(|p| f(&mut p[at.offset..at.offset + vi::SIZE]))
+    }
+
+    /// vCPU `v`'s virtual interrupt mask.
+    pub fn upcall_mask(&self, v: u32) -> u8 {
+        self.vi_byte(v, vi::UPCALL_MASK)
     }
 }
 
-/// Runs `f` with a view of the domain's address space for checked guest accesses.
-pub fn with_view<R>(d: &Domain, ft: &hv_core::frame::FrameTable<&'static mut [hv_core::frame::FrameInfo]>, f: impl FnOnce(&GuestView<'_>) -> R) -> R {
-    let id = d.id;
-    let owns = |m: Mfn| ft.owner(m) == hv_core::frame::Owner::Dom(id);
-    f(&GuestView { l4: d.vcpu.l4, owns: &owns })
+/// Most vCPUs per domain: the legacy `vcpu_info` slots of shared_info (every vCPU then has
+/// a `vcpu_info` from the start, as Xen requires before `VCPUOP_initialise`).
+pub const MAX_VCPUS: usize = shared_info::MAX_VIRT_CPUS;
+
+/// Runs `f` with a view of `dom`'s address space through root `l4` for checked guest
+/// accesses.
+pub fn with_view<R>(
+    dom: DomId,
+    l4: Mfn,
+    ft: &hv_core::frame::FrameTable<&'static mut [hv_core::frame::FrameInfo]>,
+    f: impl FnOnce(&GuestView<'_>) -> R,
+) -> R {
+    let owns = |m: Mfn| ft.owner(m) == hv_core::frame::Owner::Dom(dom);
+    f(&GuestView { l4, owns: &owns })
 }

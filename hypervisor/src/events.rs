@@ -1,16 +1,15 @@
 //! Events for domains: the 2-level bits in shared_info, time (pvclock, wallclock), guest
 //! timers, and upcall delivery on the way back to a guest.
 
-use crate::domain::Domain;
+use crate::domain::{vi, Domain};
 use crate::Hv;
 use guest_abi::evtchn::{Port, VIRQ_CONSOLE, VIRQ_TIMER};
-use guest_abi::shared_info;
 use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use alloc::collections::BTreeMap;
 use hv_core::evtchn::Bits;
-use hv_core::mem::{Mfn, PhysMem};
+use hv_core::mem::PhysMem;
 
 /// Default periodic timer of a new vCPU (as Xen: 10 ms).
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
@@ -20,15 +19,15 @@ const HOUSEKEEPING_NS: u64 = 10_000_000;
 const PENDING: usize = 2048;
 const MASK: usize = 2560;
 
-/// The 2-level bits of every domain's shared_info page.
+/// The 2-level bits of every domain's shared_info page and its vCPUs' `vcpu_info`.
 pub struct SharedBits<'a> {
-    pub pages: &'a BTreeMap<DomId, Mfn>,
+    pub doms: &'a BTreeMap<DomId, Domain>,
 }
 
 impl SharedBits<'_> {
     fn with<R>(&self, dom: DomId, f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
-        let page = *self.pages.get(&dom)?;
-        DirectMap.frame_mut(page).map(f)
+        let d = self.doms.get(&dom).filter(|d| !d.is_idle())?;
+        DirectMap.frame_mut(d.shared_info).map(f)
     }
     fn test_and_set(&self, dom: DomId, off: usize, m: u8) -> bool {
         self.with(dom, |p| {
@@ -71,16 +70,27 @@ impl Bits for SharedBits<'_> {
         .unwrap_or(false)
     }
     fn test_and_set_sel(&mut self, d: DomId, vcpu: u32, word: u32) -> bool {
-        self.test_and_set(d, vcpu as usize * 64 + 8 + (word / 8) as usize, 1 << (word % 8))
+        let (o, m) = (vi::PENDING_SEL + (word / 8) as usize, 1u8 << (word % 8));
+        let dom = self.doms.get(&d);
+        dom.and_then(|dom| {
+            dom.with_vi(vcpu, |b| {
+                let was = b[o] & m != 0;
+                b[o] |= m;
+                was
+            })
+        })
+        .unwrap_or(true)
     }
     fn set_upcall_pending(&mut self, d: DomId, vcpu: u32) {
-        self.with(d, |p| p[vcpu as usize * 64] = 1);
+        if let Some(dom) = self.doms.get(&d) {
+            dom.set_vi_byte(vcpu, vi::UPCALL_PENDING, 1);
+        }
     }
 }
 
 /// The shared-info bits of every domain.
 pub fn bits(hv: &Hv) -> SharedBits<'_> {
-    SharedBits { pages: &hv.shared_pages }
+    SharedBits { doms: &hv.domains }
 }
 
 /// Nanoseconds since boot.
@@ -88,12 +98,12 @@ pub fn now() -> u64 {
     hv_arch::time::now_ns()
 }
 
-/// Writes vCPU 0's `vcpu_time_info` (pvclock), seqlock-style.
-pub fn update_time(d: &Domain) {
+/// Writes vCPU `v`'s `vcpu_time_info` (pvclock), seqlock-style.
+pub fn update_time(d: &Domain, v: u32) {
     let (tsc, ns) = hv_arch::time::now_pair();
     let (mul, shift) = hv_arch::time::scale();
-    let base = d.vcpu.id as usize * 64 + 32;
-    if let Some(p) = DirectMap.frame_mut(d.shared_info) {
+    let base = vi::TIME;
+    d.with_vi(v, |p| {
         let v = u32::from_le_bytes(p[base..base + 4].try_into().unwrap_or_default()).wrapping_add(1) | 1;
         p[base..base + 4].copy_from_slice(&v.to_le_bytes());
         p[base + 8..base + 16].copy_from_slice(&tsc.to_le_bytes());
@@ -102,7 +112,7 @@ pub fn update_time(d: &Domain) {
         p[base + 28] = shift as u8;
         p[base + 29] = 1; // TSC_STABLE
         p[base..base + 4].copy_from_slice(&v.wrapping_add(1).to_le_bytes());
-    }
+    });
 }
 
 /// Writes the wallclock (Unix time of system time 0) into shared_info.
@@ -117,10 +127,10 @@ pub fn set_wallclock(d: &Domain, boot_unix: u64) {
     }
 }
 
-/// Raises a VIRQ on vCPU 0 of `dom` (dropped if unbound).
-pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32) {
-    let mut b = SharedBits { pages: &hv.shared_pages };
-    let k = hv.events.send_virq(dom, virq, 0, &mut b);
+/// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound).
+pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
+    let mut b = SharedBits { doms: &hv.domains };
+    let k = hv.events.send_virq(dom, virq, vcpu, &mut b);
     kick(hv, k);
 }
 
@@ -130,11 +140,11 @@ pub fn process_timers(hv: &mut Hv) {
     let now = now();
     let mut fired = alloc::vec::Vec::new();
     let all = core::iter::once(&mut hv.cur).chain(hv.others.iter_mut()).chain(hv.running.iter_mut());
-    for d in all {
-        if d.dead.is_some() || d.is_placeholder() {
+    for v in all {
+        let Some(d) = hv.domains.get(&v.dom) else { continue };
+        if d.dead.is_some() || v.is_placeholder() || v.down {
             continue;
         }
-        let v = &mut d.vcpu;
         let mut fire = false;
         if v.single_deadline.is_some_and(|t| t <= now) {
             v.single_deadline = None;
@@ -147,15 +157,15 @@ pub fn process_timers(hv: &mut Hv) {
             v.period_next = v.period_next.saturating_add(missed.saturating_mul(v.period_ns));
         }
         if fire {
-            fired.push(d.id);
+            fired.push((v.dom, v.id));
         }
-        update_time(d);
+        update_time(d, v.id);
     }
-    for id in fired {
-        send_virq(hv, id, VIRQ_TIMER);
+    for (dom, vcpu) in fired {
+        send_virq(hv, dom, VIRQ_TIMER, vcpu);
     }
     if hv.this == 0 && hv_arch::cpu::serial_has_input() {
-        send_virq(hv, 0, VIRQ_CONSOLE);
+        send_virq(hv, 0, VIRQ_CONSOLE, 0);
     }
     crate::schedule::check_sleepers(hv);
     if now >= hv.next_tick {
@@ -173,8 +183,7 @@ pub fn process_timers(hv: &mut Hv) {
 /// current slice, `extra`, and one housekeeping period from now.
 pub fn arm(hv: &Hv, extra: Option<u64>) {
     let mut next = now() + HOUSEKEEPING_NS;
-    for d in crate::schedule::domains(hv) {
-        let v = &d.vcpu;
+    for v in crate::schedule::vcpus(hv) {
         let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
         for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {
             next = next.min(t);
@@ -193,27 +202,26 @@ pub fn arm(hv: &Hv, extra: Option<u64>) {
 /// Acts on a vCPU that has a new event: wakes it if it sleeps.
 pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
     if let Some(k) = k {
-        crate::schedule::wake(hv, k.dom);
+        crate::schedule::wake(hv, k.dom, k.vcpu);
     }
 }
 
-/// Is an upcall due for vCPU 0?
-pub fn upcall_due(d: &Domain) -> bool {
-    let off = d.vcpu.id as usize * 64;
-    DirectMap.frame(d.shared_info).is_some_and(|p| p[off] != 0 && p[off + 1] == 0)
+/// Is an upcall due for vCPU `v` (pending and not masked)?
+pub fn upcall_due(d: &Domain, v: u32) -> bool {
+    d.with_vi(v, |b| b[vi::UPCALL_PENDING] != 0 && b[vi::UPCALL_MASK] == 0).unwrap_or(false)
 }
 
 /// On the way back to the guest: delivers a due upcall to the event callback (events are
 /// masked on delivery, as Xen does).
 pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
-    if f.cs & 3 == 0 || hv.cur.vcpu.callbacks.event == 0 || !upcall_due(&hv.cur) {
+    if f.cs & 3 == 0 || hv.cur.callbacks.event == 0 || !upcall_due(hv.dom(), hv.cur.id) {
         return;
     }
-    let cb = hv.cur.vcpu.callbacks.event;
+    let cb = hv.cur.callbacks.event;
     crate::traps::enter_guest_handler(hv, f, cb, None, true, "event upcall");
 }
 
-/// `shared_info` offset of vCPU 0's upcall mask.
-pub fn set_upcall_mask(d: &Domain, v: u8) {
-    d.set_shared_byte(shared_info::upcall_mask_offset(d.vcpu.id as usize), v);
+/// Sets vCPU `v`'s upcall mask.
+pub fn set_upcall_mask(d: &Domain, v: u32, val: u8) {
+    d.set_vi_byte(v, vi::UPCALL_MASK, val);
 }

@@ -34,22 +34,22 @@ pub struct Hv {
     pub apic_ids: alloc::vec::Vec<u32>,
     /// The CPU of the current locked section.
     pub this: usize,
-    /// Per CPU: the domain it runs (a placeholder when idle, and while that CPU is inside a
-    /// section, when the domain sits in `cur`), its slice end and next tick, a pending
+    /// Per CPU: the vCPU it runs (a placeholder when idle, and while that CPU is inside a
+    /// section, when the vCPU sits in `cur`), its slice end and next tick, a pending
     /// reschedule request, and a spare placeholder.
-    pub running: alloc::vec::Vec<alloc::boxed::Box<domain::Domain>>,
+    pub running: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     pub slices: alloc::vec::Vec<u64>,
     pub ticks: alloc::vec::Vec<u64>,
     pub resched: alloc::vec::Vec<bool>,
-    pub spare: alloc::vec::Vec<Option<alloc::boxed::Box<domain::Domain>>>,
+    pub spare: alloc::vec::Vec<Option<alloc::boxed::Box<domain::Vcpu>>>,
     /// Per CPU: the guest GDT and LDT frames its entry area maps now, and the LDT size.
     pub mapped_desc: alloc::vec::Vec<schedule::MappedDesc>,
-    /// The domain whose vCPU runs on this CPU (or last ran).
-    pub cur: alloc::boxed::Box<domain::Domain>,
-    /// Every other domain, waiting.
-    pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Domain>>,
-    /// Each domain's shared_info frame, for event delivery across domains.
-    pub shared_pages: alloc::collections::BTreeMap<guest_abi::DomId, hv_core::mem::Mfn>,
+    /// The vCPU running on this CPU (or that last ran), or a placeholder.
+    pub cur: alloc::boxed::Box<domain::Vcpu>,
+    /// Every other vCPU that is not on a CPU: runnable, blocked or down.
+    pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
+    /// Every domain, by id, and the idle domain behind placeholders.
+    pub domains: alloc::collections::BTreeMap<guest_abi::DomId, domain::Domain>,
     pub cmdline: &'static str,
     /// Inside a multicall: handlers must not create continuations.
     pub in_multicall: bool,
@@ -86,6 +86,15 @@ fn ap_main(cpu: u32) -> ! {
 static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
 
 impl Hv {
+    /// The current vCPU's domain.
+    pub fn dom(&self) -> &domain::Domain {
+        self.domains.get(&self.cur.dom).expect("every vCPU's domain exists")
+    }
+
+    pub fn dom_mut(&mut self) -> &mut domain::Domain {
+        self.domains.get_mut(&self.cur.dom).expect("every vCPU's domain exists")
+    }
+
     /// Ends the run: under QEMU with `debug-exit`, through isa-debug-exit with `code`.
     pub fn end_run(&self, why: &str, code: ExitCode) -> ! {
         end(why, code)
@@ -93,6 +102,11 @@ impl Hv {
 }
 
 fn end(why: &str, code: ExitCode) -> ! {
+    // A guest system call through a direct gate never enters: with a DPL-0 gate `int 0x80`
+    // from ring 3 would arrive as #GP, with a hypervisor DPL-3 gate as vector 0x80.
+    let (v80, total) = schedule::entries(0x80);
+    let (gp, _) = schedule::entries(13);
+    log::info!("hypervisor entries from guests: total={} gp={} int80={}", total, gp, v80);
     log::info!("{}: halting ({:?})", why, code);
     if DEBUG_EXIT.load(Ordering::Relaxed) {
         cpu::debug_exit(code);
@@ -125,6 +139,13 @@ fn strip_path(s: &str) -> &str {
 }
 
 fn guest_trap(f: &mut TrapFrame) -> bool {
+    schedule::count_entry(f.vector);
+    if f.vector == hv_arch::lapic::FLUSH_VECTOR as u64 {
+        // Never takes the lock: the CPU that sent it holds the lock until this flushed.
+        schedule::flush_ipi();
+        return true;
+    }
+    schedule::left_guest();
     let mut g = HV.lock();
     match g.as_mut() {
         Some(hv) => {
@@ -252,19 +273,22 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     if dom0_cmdline.is_empty() {
         dom0_cmdline = opts.dom0_cmdline.unwrap_or("");
     }
-    let (dom, frame) = match dom0::build(&mut mm, 0, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline) {
+    // dom0 gets a vCPU per CPU unless told (as Xen's dom0_max_vcpus), vCPU 0 up.
+    let want_vcpus = if opts.dom0_max_vcpus == 0 { tables.len() as u32 } else { opts.dom0_max_vcpus };
+    let dom0_vcpus = want_vcpus.min(domain::MAX_VCPUS as u32);
+    let (dom, vcpu) = match dom0::build(&mut mm, 0, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline, dom0_vcpus) {
         Ok(x) => x,
         Err(e) => refuse(name, &e),
     };
-    let mut doms = alloc::vec![(dom, frame, hv_core::sched::DEFAULT_WEIGHT, 0u32)];
+    let mut doms = alloc::vec![(dom, vcpu, hv_core::sched::DEFAULT_WEIGHT, 0u32)];
     for (i, m) in boot.modules[1..boot.nr_modules].iter().enumerate() {
         match dom0::parse_domu(strip_path(m.cmdline)) {
             None => log::warn!("module {} ('{}') is not a domU: ignored", i + 1, m.cmdline),
             Some(Err(w)) => log::error!("domU module {}: bad option '{}': not built", i + 1, w),
             Some(Ok(o)) => {
                 let id = doms.len() as u16;
-                match dom0::build(&mut mm, id, m.bytes(), o.mem / 4096, o.cmdline) {
-                    Ok((d, f)) => doms.push((d, f, o.weight, o.cap)),
+                match dom0::build(&mut mm, id, m.bytes(), o.mem / 4096, o.cmdline, o.vcpus) {
+                    Ok((d, v)) => doms.push((d, v, o.weight, o.cap)),
                     Err(e) => log::error!("domU module {}: refused: {}", i + 1, e),
                 }
             }
@@ -273,24 +297,31 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     let mut events = hv_core::evtchn::Events::default();
     let ncpus = tables.len();
     let mut sched = hv_core::sched::Credit::new(ncpus);
-    let mut shared_pages = alloc::collections::BTreeMap::new();
     let boot_unix = hv_arch::time::rtc_unix_seconds();
-    let mut domains = alloc::vec::Vec::new();
-    for (mut d, f, weight, cap) in doms {
-        events.add_domain(d.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, 1);
+    let mut domains = alloc::collections::BTreeMap::new();
+    let mut vcpus = alloc::vec::Vec::new();
+    for (mut d, v0, weight, cap) in doms {
+        events.add_domain(d.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, d.nr_vcpus());
         d.sched_dom = sched.add_domain(weight, cap);
-        d.vcpu.sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
-        d.vcpu.frame = f;
-        shared_pages.insert(d.id, d.shared_info);
+        let mut v0 = Some(v0);
+        for n in 0..d.nr_vcpus() {
+            let mut v = v0.take().unwrap_or_else(|| domain::Vcpu::new(d.id, n, hv_core::mem::Mfn(0)));
+            v.sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
+            events::update_time(&d, n);
+            vcpus.push(alloc::boxed::Box::new(v));
+        }
         events::set_wallclock(&d, boot_unix);
-        events::update_time(&d);
-        domains.push(alloc::boxed::Box::new(d));
+        if d.nr_vcpus() > 1 {
+            log::info!("d{}: {} vCPUs (vCPU 0 up)", d.id, d.nr_vcpus());
+        }
+        domains.insert(d.id, d);
     }
-    log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", domains[0].vcpu.frame.rip, domains.len(), ncpus);
+    domains.insert(guest_abi::DOMID_IDLE, domain::Domain::idle());
+    log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", vcpus[0].frame.rip, domains.len() - 1, ncpus);
     let my_apic = hv_arch::lapic::id();
     let mut cpu_apics = alloc::vec![my_apic];
     cpu_apics.extend(apic_ids.iter().copied().filter(|&id| id != my_apic).take(ncpus - 1));
-    let placeholder = || alloc::boxed::Box::new(domain::Domain::placeholder());
+    let placeholder = || alloc::boxed::Box::new(domain::Vcpu::placeholder());
     let mut guard = HV.lock();
     *guard = Some(Hv {
         mm,
@@ -305,8 +336,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         spare: (0..ncpus).map(|_| None).collect(),
         mapped_desc: alloc::vec![schedule::MappedDesc::default(); ncpus],
         cur: placeholder(),
-        others: domains,
-        shared_pages,
+        others: vcpus,
+        domains,
         cmdline: hv_cmdline,
         in_multicall: false,
         events,
@@ -341,8 +372,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     // Every CPU is up: make the domains runnable.
     if let Some(hv) = HV.lock().as_mut() {
         let now = events::now();
-        for d in hv.others.iter() {
-            hv.sched.wake(d.vcpu.sched_id, now);
+        for v in hv.others.iter().filter(|v| v.runnable()) {
+            hv.sched.wake(v.sched_id, now);
         }
         for &apic in hv.apic_ids.iter().skip(1) {
             hv_arch::lapic::send_vector(apic, hv_arch::lapic::IPI_VECTOR);

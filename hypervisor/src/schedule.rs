@@ -1,19 +1,21 @@
-//! Running domains on the CPUs: the glue between the credit scheduler (`hv_core::sched`,
+//! Running vCPUs on the CPUs: the glue between the credit scheduler (`hv_core::sched`,
 //! pure policy) and the CPUs (saving and loading vCPU state).
 //!
 //! All hypervisor work happens under one lock (`HV`). During a locked section on CPU `k`,
-//! `hv.cur` holds the domain CPU `k` runs (swapped in from `hv.running[k]` by [`enter`] and
+//! `hv.cur` holds the vCPU CPU `k` runs (swapped in from `hv.running[k]` by [`enter`] and
 //! back by [`leave`]), and `hv.cpu` its tables; the rest of the hypervisor therefore always
-//! works on "the current domain" without knowing about other CPUs. An idle CPU holds a
-//! placeholder domain. A switch swaps another domain in and loads its vCPU's registers into
-//! the trap frame the exit path resumes. Per-vCPU state switched: registers, XSAVE state,
-//! FS/GS bases, CR0.TS, the guest slots of this CPU's roots, TSS.RSP1, the GDT/LDT frames
-//! mapped in the entry area, and the direct `int 0x80` gate.
+//! works on "the current vCPU" (and `hv.dom()`, its domain) without knowing about other
+//! CPUs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in and loads its
+//! registers into the trap frame the exit path resumes. Per-vCPU state switched: registers,
+//! XSAVE state, FS/GS bases, CR0.TS, the guest slots of this CPU's roots, TSS.RSP1, the
+//! GDT/LDT frames mapped in the entry area, and the direct `int 0x80` gate.
 //!
-//! Only one vCPU per domain exists so far, so a domain runs on at most one CPU at a time and
-//! needs no TLB shootdown: every CPU flushes guest translations when it loads a domain.
+//! Several vCPUs of one domain may run at once on different CPUs, sharing its page tables:
+//! after a change to a domain's tables [`shootdown`] makes every other CPU running that
+//! domain resynchronise its roots and flush its TLB before it runs another guest
+//! instruction (see `hv_arch::flush` for the protocol).
 
-use crate::domain::Domain;
+use crate::domain::Vcpu;
 use crate::events;
 use crate::Hv;
 use alloc::boxed::Box;
@@ -21,6 +23,80 @@ use guest_abi::DomId;
 use hv_arch::cpu::{self, SegBase};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+const NO_BOOL: AtomicBool = AtomicBool::new(false);
+/// Per CPU: it resumes (or runs) a guest. Set at the end of a locked section that resumes
+/// one, cleared first thing on a guest entry (before the lock is taken).
+static IN_GUEST: [AtomicBool; hv_core::acpi::MAX_CPUS] = [NO_BOOL; hv_core::acpi::MAX_CPUS];
+/// Per CPU: it owes a TLB flush before running guest code (set by [`shootdown`]).
+static FLUSH: [AtomicBool; hv_core::acpi::MAX_CPUS] = [NO_BOOL; hv_core::acpi::MAX_CPUS];
+const NO_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Hypervisor entries from guests, by vector (every CPU).
+static ENTRIES: [AtomicU64; 256] = [NO_COUNT; 256];
+
+/// Counts a hypervisor entry from a guest through `vector`.
+pub fn count_entry(vector: u64) {
+    ENTRIES[vector as usize & 255].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Hypervisor entries from guests through `vector` since boot, and through any vector.
+pub fn entries(vector: u8) -> (u64, u64) {
+    let r = core::sync::atomic::Ordering::Relaxed;
+    (ENTRIES[vector as usize].load(r), ENTRIES.iter().map(|c| c.load(r)).sum())
+}
+
+/// This CPU left guest context (a guest entry, before taking the lock).
+pub fn left_guest() {
+    IN_GUEST[hv_arch::percpu::cpu_id()].store(false, SeqCst);
+}
+
+/// The TLB-shootdown IPI, in guest context and without the lock: the CPU that sent it holds
+/// the lock and waits for this CPU to drop its guest translations. Without PCID the CR3
+/// load on the way back to the guest flushes; with PCID the guest tags are invalidated.
+pub fn flush_ipi() {
+    let k = hv_arch::percpu::cpu_id();
+    if FLUSH[k].load(SeqCst) {
+        paging::flush_guest_tlb();
+        FLUSH[k].store(false, SeqCst);
+    }
+    hv_arch::lapic::eoi();
+}
+
+/// After a change to the page tables of the domains `doms`: every other CPU running a vCPU
+/// of one of them resynchronises its roots and drops its guest translations before it runs
+/// another guest instruction. CPUs in guest context are sent the flush IPI and waited for;
+/// CPUs inside the hypervisor flush at the end of their next locked section ([`leave`]).
+/// CPUs running other domains need nothing: loading a vCPU always flushes.
+pub fn shootdown(hv: &Hv, doms: &[DomId]) {
+    if hv.cpus.len() == 1 {
+        return;
+    }
+    let mut wait = 0u64;
+    for (k, v) in hv.running.iter().enumerate() {
+        if k == hv.this || v.is_placeholder() || !doms.contains(&v.dom) {
+            continue;
+        }
+        paging::copy_guest_slots(&hv.cpus[k], v.l4);
+        FLUSH[k].store(true, SeqCst);
+        if IN_GUEST[k].load(SeqCst) {
+            if let Some(&apic) = hv.apic_ids.get(k) {
+                hv_arch::lapic::send_vector(apic, hv_arch::lapic::FLUSH_VECTOR);
+                wait |= 1 << k;
+            }
+        }
+    }
+    while wait != 0 {
+        let k = wait.trailing_zeros() as usize;
+        // Done when it flushed, or when it entered the hypervisor (it then flushes in
+        // `leave` before resuming; it may be spinning for this lock with interrupts off).
+        if !FLUSH[k].load(SeqCst) || !IN_GUEST[k].load(SeqCst) {
+            wait &= !(1 << k);
+        } else {
+            core::hint::spin_loop();
+        }
+    }
+}
 
 /// Begins a locked section on this CPU. With a single CPU the current domain simply stays
 /// in `hv.cur` between sections (nothing to swap).
@@ -45,23 +121,38 @@ pub fn leave(hv: &mut Hv) {
         return;
     }
     let k = hv.this;
+    if FLUSH[k].swap(false, SeqCst) {
+        paging::flush_guest_tlb();
+    }
+    // From here until the guest runs, a shootdown sends this CPU the flush IPI (it arrives
+    // once the guest runs with interrupts on).
+    IN_GUEST[k].store(!hv.cur.is_placeholder(), SeqCst);
     hv.slices[k] = hv.slice_until;
     hv.ticks[k] = hv.next_tick;
     hv.need_resched = false;
     core::mem::swap(&mut hv.cur, &mut hv.running[k]);
 }
 
-/// Every real domain, wherever it is.
-pub fn domains(hv: &Hv) -> impl Iterator<Item = &Domain> {
+/// Every real vCPU, wherever it is.
+pub fn vcpus(hv: &Hv) -> impl Iterator<Item = &Vcpu> {
     core::iter::once(&*hv.cur)
-        .chain(hv.others.iter().map(|d| &**d))
-        .chain(hv.running.iter().map(|d| &**d))
-        .filter(|d| !d.is_placeholder())
+        .chain(hv.others.iter().map(|v| &**v))
+        .chain(hv.running.iter().map(|v| &**v))
+        .filter(|v| !v.is_placeholder())
 }
 
-/// The CPU a domain is running on (other than this one), if any.
-fn running_on(hv: &Hv, dom: DomId) -> Option<usize> {
-    hv.running.iter().position(|d| d.id == dom && !d.is_placeholder())
+/// vCPU `vcpu` of `dom`, wherever it is.
+pub fn vcpu_mut(hv: &mut Hv, dom: DomId, vcpu: u32) -> Option<&mut Vcpu> {
+    core::iter::once(&mut hv.cur)
+        .chain(hv.others.iter_mut())
+        .chain(hv.running.iter_mut())
+        .map(|v| &mut **v)
+        .find(|v| v.dom == dom && v.id == vcpu && !v.is_placeholder())
+}
+
+/// The CPU (other than this one) running vCPU `vcpu` of `dom`, if any.
+fn running_on(hv: &Hv, dom: DomId, vcpu: u32) -> Option<usize> {
+    hv.running.iter().position(|v| v.dom == dom && v.id == vcpu && !v.is_placeholder())
 }
 
 /// Asks CPU `cpu` to look again (reschedule, deliver upcalls).
@@ -74,80 +165,101 @@ fn poke(hv: &mut Hv, cpu: usize) {
     }
 }
 
-/// A domain has a new event: wakes its vCPU if it sleeps, or interrupts the CPU it runs on
-/// so the upcall is delivered now.
-pub fn wake(hv: &mut Hv, dom: DomId) {
-    if let Some(cpu) = running_on(hv, dom) {
-        poke(hv, cpu);
-        return;
-    }
+/// Can `v` run (it is runnable and its domain alive)?
+fn can_run(hv: &Hv, v: &Vcpu) -> bool {
+    v.runnable() && hv.domains.get(&v.dom).is_some_and(|d| d.dead.is_none())
+}
+
+/// A vCPU has a new event or was brought up: wakes it if it sleeps, or interrupts the CPU
+/// it runs on so the upcall is delivered now.
+pub fn wake(hv: &mut Hv, dom: DomId, vcpu: u32) {
     let now = events::now();
-    let d: &mut Domain = if hv.cur.id == dom {
-        &mut hv.cur
-    } else {
-        match hv.others.iter_mut().find(|d| d.id == dom) {
-            Some(d) => d,
-            None => return,
-        }
-    };
-    if !d.vcpu.blocked || d.dead.is_some() {
+    let alive = hv.domains.get(&dom).is_some_and(|d| d.dead.is_none());
+    let running = running_on(hv, dom, vcpu);
+    let here = hv.cur.dom == dom && hv.cur.id == vcpu;
+    let Some(v) = vcpu_mut(hv, dom, vcpu) else { return };
+    if !alive || v.down {
         return;
     }
-    d.vcpu.blocked = false;
-    d.vcpu.poll_ports.clear();
-    d.vcpu.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
-    let id = d.vcpu.sched_id;
-    if let Some(cpu) = hv.sched.wake(id, now) {
+    v.blocked = false;
+    v.poll_ports.clear();
+    if running.is_none() && !here {
+        v.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
+    }
+    let id = v.sched_id;
+    // A no-op for the scheduler if it already counts the vCPU runnable.
+    let tickle = hv.sched.wake(id, now);
+    if let Some(cpu) = running.or(tickle) {
         poke(hv, cpu);
     }
 }
 
-/// Takes the current vCPU off the CPU (it blocks, polls or died).
+/// Takes the current vCPU off the CPU (it blocks, polls, went down or died).
 pub fn block_current(hv: &mut Hv) {
-    hv.cur.vcpu.blocked = true;
+    if !hv.cur.down && hv.dom().dead.is_none() {
+        hv.cur.blocked = true;
+    }
     hv.sched.block(hv.this, events::now());
     hv.need_resched = true;
+}
+
+/// Stops vCPU `vcpu` of `dom` wherever it is (it went down, or its domain died): off the
+/// run queues, and the CPU running it is interrupted to deschedule it.
+pub fn stop(hv: &mut Hv, dom: DomId, vcpu: u32) {
+    if hv.cur.dom == dom && hv.cur.id == vcpu {
+        return block_current(hv);
+    }
+    let now = events::now();
+    let running = running_on(hv, dom, vcpu);
+    let Some(v) = vcpu_mut(hv, dom, vcpu) else { return };
+    let id = v.sched_id;
+    if running.is_none() {
+        v.set_runstate(crate::domain::RUNSTATE_OFFLINE, now);
+    }
+    hv.sched.sleep(id);
+    if let Some(cpu) = running {
+        poke(hv, cpu);
+    }
 }
 
 /// Wakes pollers whose port became pending or whose deadline passed, and blocked vCPUs with
 /// a due upcall.
 pub fn check_sleepers(hv: &mut Hv) {
     let now = events::now();
-    let mut to_wake = [0 as DomId; 16];
+    let mut to_wake = [(0 as DomId, 0u32); 16];
     let mut n = 0;
     let bits = events::bits(hv);
-    for d in domains(hv) {
-        let v = &d.vcpu;
-        if !v.blocked || d.dead.is_some() {
+    for v in vcpus(hv) {
+        if !v.blocked || v.down {
             continue;
         }
+        let Some(d) = hv.domains.get(&v.dom).filter(|d| d.dead.is_none()) else { continue };
         let ready = if v.poll_ports.is_empty() {
-            events::upcall_due(d)
+            events::upcall_due(d, v.id)
         } else {
             v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
                 || (v.poll_deadline != 0 && now >= v.poll_deadline)
         };
         if ready && n < to_wake.len() {
-            to_wake[n] = d.id;
+            to_wake[n] = (v.dom, v.id);
             n += 1;
         }
     }
-    for &id in &to_wake[..n] {
-        wake(hv, id);
+    for &(dom, vcpu) in &to_wake[..n] {
+        wake(hv, dom, vcpu);
     }
 }
 
-fn save_state(d: &mut Domain) {
+fn save_state(v: &mut Vcpu, dead: bool) {
     use crate::domain::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE};
-    let state = if d.dead.is_some() {
+    let state = if dead || v.down {
         RUNSTATE_OFFLINE
-    } else if d.vcpu.blocked {
+    } else if v.blocked {
         RUNSTATE_BLOCKED
     } else {
         RUNSTATE_RUNNABLE
     };
-    d.vcpu.set_runstate(state, events::now());
-    let v = &mut d.vcpu;
+    v.set_runstate(state, events::now());
     v.fs_base = cpu::segment_base(SegBase::Fs);
     v.gs_base = cpu::segment_base(SegBase::Gs);
     v.kernel_gs_base = cpu::segment_base(SegBase::KernelGs);
@@ -180,11 +292,10 @@ fn load_state(hv: &mut Hv) {
         paging::load_ldt(&hv.cpu, want.ldt_ents);
     }
     hv.mapped_desc[hv.this] = want;
-    hv.cur.vcpu.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
-    let d = &hv.cur;
-    let v = &d.vcpu;
+    hv.cur.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
+    let v = &hv.cur;
     cpu::fxrstor(&v.fpu);
-    cpu::set_ts(d.fpu_ts);
+    cpu::set_ts(v.fpu_ts);
     cpu::set_segment_base(SegBase::Fs, v.fs_base);
     cpu::set_segment_base(SegBase::Gs, v.gs_base);
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
@@ -200,7 +311,7 @@ pub const DIRECT_VECTORS: [u8; 1] = [0x80];
 /// with DPL 3 goes straight to the guest kernel.
 pub fn load_direct_gates(hv: &Hv) {
     for v in DIRECT_VECTORS {
-        let t = hv.cur.vcpu.traps[v as usize];
+        let t = hv.cur.traps[v as usize];
         let direct = (t.address != 0 && t.flags & guest_abi::traps::TI_DPL_MASK == 3).then_some(t.address);
         paging::set_direct_gate(&hv.cpu, v, direct);
     }
@@ -210,12 +321,16 @@ pub fn load_direct_gates(hv: &Hv) {
 /// nothing to run: the caller leaves the section and idles.
 pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
     hv.need_resched = false;
-    let d = hv.sched.schedule(hv.this, events::now(), yielding, false);
     let idle = hv.cur.is_placeholder();
+    if !idle && !can_run(hv, &hv.cur) {
+        // Blocked, down, or its domain died (perhaps on another CPU): off the CPU.
+        hv.sched.block(hv.this, events::now());
+    }
+    let d = hv.sched.schedule(hv.this, events::now(), yielding, false);
     match d.next {
-        Some(next) if !idle && next == hv.cur.vcpu.sched_id => {}
+        Some(next) if !idle && next == hv.cur.sched_id => {}
         Some(next) => {
-            let Some(i) = hv.others.iter().position(|o| o.vcpu.sched_id == next) else {
+            let Some(i) = hv.others.iter().position(|o| o.sched_id == next) else {
                 log::error!("scheduler chose vCPU {} that is not waiting", next);
                 return !idle;
             };
@@ -223,8 +338,8 @@ pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
             let outgoing = core::mem::replace(&mut hv.cur, incoming);
             park(hv, outgoing, f);
             load_state(hv);
-            *f = hv.cur.vcpu.frame;
-            log::trace!("CPU {} runs d{}", hv.this, hv.cur.id);
+            *f = hv.cur.frame;
+            log::trace!("CPU {} runs d{}v{}", hv.this, hv.cur.dom, hv.cur.id);
         }
         None => {
             if !idle {
@@ -241,19 +356,20 @@ pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
     true
 }
 
-/// Puts the domain that was running into the waiting list (its registers are `f`).
-fn park(hv: &mut Hv, mut d: Box<Domain>, f: &TrapFrame) {
-    if d.is_placeholder() {
-        hv.spare[hv.this] = Some(d);
+/// Puts the vCPU that was running into the waiting list (its registers are `f`).
+fn park(hv: &mut Hv, mut v: Box<Vcpu>, f: &TrapFrame) {
+    if v.is_placeholder() {
+        hv.spare[hv.this] = Some(v);
         return;
     }
-    d.vcpu.frame = *f;
-    save_state(&mut d);
-    hv.others.push(d);
+    v.frame = *f;
+    let dead = hv.domains.get(&v.dom).is_none_or(|d| d.dead.is_some());
+    save_state(&mut v, dead);
+    hv.others.push(v);
 }
 
-fn placeholder(hv: &mut Hv) -> Box<Domain> {
-    hv.spare[hv.this].take().unwrap_or_else(|| Box::new(Domain::placeholder()))
+fn placeholder(hv: &mut Hv) -> Box<Vcpu> {
+    hv.spare[hv.this].take().unwrap_or_else(|| Box::new(Vcpu::placeholder()))
 }
 
 /// This CPU's idle loop: halts until an interrupt, then looks for work; resumes the chosen

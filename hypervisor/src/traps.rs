@@ -1,11 +1,10 @@
 //! Exceptions and interrupts: bouncing a guest's faults to its own handlers, crashing a
 //! domain that cannot take them, and fatal traps inside the hypervisor.
 
-use crate::domain::{with_view, Domain};
+use crate::domain::{vi, with_view, Domain, Vcpu};
 use crate::Hv;
 use guest_abi::harness::ExitCode;
 use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
-use guest_abi::shared_info;
 use guest_abi::traps::{has_error_code, vector, TI_MASK_EVENTS};
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
@@ -48,16 +47,17 @@ pub fn dump(f: &TrapFrame, cr2: u64) {
 /// Crashes the current domain: reports why with a register dump and takes it off the CPU;
 /// the other domains carry on. dom0 crashing ends the run.
 pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
-    log::error!("d{}v{} crashed: {}", hv.cur.id, hv.cur.vcpu.id, why);
+    log::error!("d{}v{} crashed: {}", hv.cur.dom, hv.cur.id, why);
     dump(f, hv_arch::cpu::read_cr2());
     domain_ended(hv, guest_abi::sched::ShutdownReason::Crash);
 }
 
-/// The current domain shut down or crashed: dom0 ends the run; a domU becomes a zombie and
-/// dom0 hears of it through VIRQ_DOM_EXC.
+/// The current domain shut down or crashed: dom0 ends the run; a domU becomes a zombie (all
+/// its vCPUs stop, on every CPU) and dom0 hears of it through VIRQ_DOM_EXC.
 pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
     use guest_abi::sched::ShutdownReason::*;
-    if hv.cur.id == 0 {
+    let dom = hv.cur.dom;
+    if dom == 0 {
         let code = match why {
             Poweroff => ExitCode::Poweroff,
             Reboot => ExitCode::Reboot,
@@ -68,22 +68,27 @@ pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
         let msg = if why == Crash { "Domain 0 crashed" } else { "Domain 0 shut down" };
         hv.end_run(msg, code)
     }
-    log::info!("d{} is dead ({}); the others carry on", hv.cur.id, why.name());
-    hv.cur.dead = Some(why);
-    crate::schedule::block_current(hv);
-    crate::events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC);
+    if hv.dom().dead.is_some() {
+        return;
+    }
+    log::info!("d{} is dead ({}); the others carry on", dom, why.name());
+    hv.dom_mut().dead = Some(why);
+    for v in 0..hv.dom().nr_vcpus() {
+        crate::schedule::stop(hv, dom, v);
+    }
+    crate::events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
 }
 
 /// Delivers exception `vec` to the guest's handler on its kernel stack, as a ring-1 interrupt
 /// gate would: see `guest_abi::traps` for the frame. A guest that cannot take it (no handler,
 /// unusable stack) is crashed.
 pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64) {
-    let ti = hv.cur.vcpu.traps[vec as usize];
+    let ti = hv.cur.traps[vec as usize];
     if ti.address == 0 {
         return crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
     if vec == vector::PF {
-        hv.cur.set_shared_u64(shared_info::cr2_offset(hv.cur.vcpu.id as usize), cr2);
+        hv.dom().set_vi_u64(hv.cur.id, vi::CR2, cr2);
     }
     let err = has_error_code(vec).then_some(error_code);
     enter_guest_handler(hv, f, ti.address, err, ti.flags & TI_MASK_EVENTS != 0, vector_name(vec as u64));
@@ -94,10 +99,10 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
 /// `f` at `handler` in ring 1. Optionally masks events. A stack that cannot take the frame
 /// crashes the domain.
 pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_code: Option<u64>, mask_events: bool, what: &str) {
-    let d: &Domain = &hv.cur;
+    let (d, v): (&Domain, &Vcpu) = (hv.dom(), &hv.cur);
     let from_user = f.cs & 3 == 3;
-    let sp = if from_user { d.vcpu.kernel_sp } else { f.rsp };
-    let mask = d.upcall_mask();
+    let sp = if from_user { v.kernel_sp } else { f.rsp };
+    let mask = d.upcall_mask(v.id);
     let mut words = [0u64; 6];
     let mut n = 0;
     if let Some(e) = error_code {
@@ -114,12 +119,12 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_c
     for (i, w) in words[..n].iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
-    let res = with_view(d, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, new_sp, &bytes[..8 * n]));
+    let res = with_view(d.id, v.l4, &hv.mm.ft, |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
         return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
     }
     if mask_events {
-        d.set_shared_byte(shared_info::upcall_mask_offset(d.vcpu.id as usize), 1);
+        d.set_vi_byte(v.id, vi::UPCALL_MASK, 1);
     }
     f.rip = handler;
     f.cs = FLAT_KERNEL_CS as u64;
@@ -157,7 +162,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // Sleepers are woken where that can change (timer ticks, event-channel operations) and
     // the end of a slice arrives as a timer interrupt, so this path only tests flags.
     let yielded = core::mem::take(&mut hv.yielded);
-    if (hv.need_resched || yielded || hv.cur.vcpu.blocked) && !crate::schedule::reschedule(hv, f, yielded) {
+    if (hv.need_resched || yielded || !hv.cur.runnable()) && !crate::schedule::reschedule(hv, f, yielded) {
         return false;
     }
     crate::events::deliver_upcall(hv, f);
@@ -169,7 +174,13 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     match f.vector {
         2 => log::warn!("NMI in hypervisor context"),
         // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
-        v if v == hv_arch::lapic::TIMER_VECTOR as u64 || v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
+        // A flush owed is done at the end of this CPU's next locked section.
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64
+            || v == hv_arch::lapic::IPI_VECTOR as u64
+            || v == hv_arch::lapic::FLUSH_VECTOR as u64 =>
+        {
+            hv_arch::lapic::eoi()
+        }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
         _ => {

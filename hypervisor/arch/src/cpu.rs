@@ -315,7 +315,28 @@ impl FxArea {
         a[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
         FxArea(a)
     }
+
+    /// The state in a guest-supplied FXSAVE image (x87 and SSE registers; other XSAVE
+    /// components in their init state). `None` if MXCSR has reserved bits set, which would
+    /// make the restore fault.
+    pub fn from_legacy(img: &[u8; 512]) -> Option<FxArea> {
+        let mxcsr = u32::from_le_bytes([img[24], img[25], img[26], img[27]]);
+        if mxcsr & !MXCSR_MASK != 0 {
+            return None;
+        }
+        let mut a = [0u8; 4096];
+        a[..512].copy_from_slice(img);
+        // MXCSR_MASK (bytes 28-31) is ignored by the restore; clear it and the reserved area.
+        a[28..32].fill(0);
+        a[464..512].fill(0);
+        // XSAVE header: XSTATE_BV = x87 | SSE, standard format.
+        a[512] = 3;
+        Some(FxArea(a))
+    }
 }
+
+/// MXCSR bits every x86-64 CPU this hypervisor runs on implements (DAZ included).
+const MXCSR_MASK: u32 = 0xFFFF;
 
 /// XCR0 in use (0 = XSAVE not enabled: FXSAVE is used).
 static XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);

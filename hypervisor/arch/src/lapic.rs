@@ -13,6 +13,8 @@ pub const TIMER_VECTOR: u8 = 0xF0;
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 /// Inter-processor "look again" interrupt (reschedule, deliver an upcall).
 pub const IPI_VECTOR: u8 = 0xF1;
+/// TLB shootdown IPI: handled without the hypervisor lock (see `schedule::shootdown`).
+pub const FLUSH_VECTOR: u8 = 0xF2;
 
 const IA32_APIC_BASE: u32 = 0x1B;
 const IA32_TSC_DEADLINE: u32 = 0x6E0;

@@ -387,14 +387,21 @@ pub fn activate(t: &CpuTables) {
     }
 }
 
-/// Copies the guest's L4 slots (all but 256–271) into both of this CPU's roots.
+/// Copies the guest's L4 slots (all but 256–271) into both of this CPU's roots and drops
+/// this CPU's guest translations.
 pub fn sync_guest_slots(t: &CpuTables, guest_l4: Mfn) {
+    copy_guest_slots(t, guest_l4);
+    flush_guest_tlb();
+}
+
+/// Copies the guest's L4 slots into both roots of any CPU (`t` may be another CPU's: that
+/// CPU must then flush its TLB before running guest code again).
+pub fn copy_guest_slots(t: &CpuTables, guest_l4: Mfn) {
     for i in (0..256).chain(272..512) {
         let e = read_entry(guest_l4, i);
         write_entry(t.hv_root, i, e);
         write_entry(t.guest_root, i, e);
     }
-    flush_guest_tlb();
 }
 
 /// Sets TSS.RSP1 (the guest kernel stack for ring 3 → ring 1 gates) on this CPU.

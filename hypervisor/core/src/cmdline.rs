@@ -8,6 +8,7 @@
 //! - `dom0_mem=<size>`: dom0's memory, with a `K`, `M` or `G` suffix (default 64M).
 //! - `debug-exit`: under QEMU, end the run through isa-debug-exit when dom0 shuts down.
 //! - `cpus=<n>`: use at most `n` CPUs (default: every CPU the ACPI MADT lists).
+//! - `dom0_max_vcpus=<n>`: dom0's vCPU count (as Xen; default: one per CPU in use).
 //! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gates
 //!   (vectors [`BENCH_VECTOR`] at DPL 1 and `BENCH_VECTOR + 1` at DPL 3, each a lone
 //!   `iretq`) for `cargo xtask bench`.
@@ -37,6 +38,8 @@ pub struct Options<'a> {
     pub bench: bool,
     /// Most CPUs to use (0 = all).
     pub cpus: usize,
+    /// dom0's vCPUs (0 = one per CPU).
+    pub dom0_max_vcpus: u32,
     /// Text after ` -- `, if any.
     pub dom0_cmdline: Option<&'a str>,
     /// The first option not understood, to be reported.
@@ -75,6 +78,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         debug_exit: false,
         bench: false,
         cpus: 0,
+        dom0_max_vcpus: 0,
         dom0_cmdline: dom0,
         unknown: None,
     };
@@ -96,6 +100,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
                 l.map(|l| o.loglvl = l).is_some()
             }
             ("dom0_mem", Some(v)) => parse_size(v).map(|s| o.dom0_mem = s).is_some(),
+            ("dom0_max_vcpus", Some(v)) => v.parse().ok().filter(|&n: &u32| n >= 1).map(|n| o.dom0_max_vcpus = n).is_some(),
             ("cpus", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.cpus = n).is_some(),
             ("debug-exit", None) => {
                 o.debug_exit = true;
@@ -127,6 +132,8 @@ mod tests {
         assert_eq!(o.dom0_cmdline, Some("shutdown quiet"));
         assert_eq!(o.unknown, None);
         assert_eq!(parse("cpus=2").cpus, 2);
+        assert_eq!(parse("dom0_max_vcpus=3").dom0_max_vcpus, 3);
+        assert_eq!(parse("dom0_max_vcpus=0").unknown, Some("dom0_max_vcpus=0"));
         assert_eq!(parse("cpus=0").unknown, Some("cpus=0"));
         let o = parse("loglvl=loud frobnicate");
         assert_eq!(o.loglvl, LogLevel::Info);

@@ -218,6 +218,22 @@ impl Credit {
         }
     }
 
+    /// A vCPU stops being runnable wherever it is (taken down, or its domain died): off its
+    /// run queue; a CPU running it must call [`Credit::schedule`] soon (the caller asks it).
+    pub fn sleep(&mut self, v: VcpuId) {
+        let vc = &mut self.vcpus[v];
+        vc.runnable = false;
+        if vc.prio == Prio::Boost {
+            vc.prio = Prio::Under;
+        }
+        if vc.queued {
+            vc.queued = false;
+            for c in self.cpus.iter_mut() {
+                c.runq.retain(|&q| q != v);
+            }
+        }
+    }
+
     /// Picks the best eligible vCPU from `cpu`'s queue (removing it), by priority then FIFO.
     fn take_best(&mut self, cpu: usize, min: Prio, for_cpu: usize) -> Option<VcpuId> {
         let mut best: Option<(usize, Prio)> = None;

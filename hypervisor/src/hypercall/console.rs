@@ -12,14 +12,14 @@ const MAX_WRITE: u64 = 1 << 16;
 fn write_prefixed(hv: &mut Hv, bytes: &[u8]) {
     let mut start = 0;
     for (i, &c) in bytes.iter().enumerate() {
-        if hv.cur.console_line_start {
+        if hv.dom().console_line_start {
             hv_arch::console::write_bytes(&bytes[start..i]);
             start = i;
-            hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.id));
-            hv.cur.console_line_start = false;
+            hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.dom));
+            hv.dom_mut().console_line_start = false;
         }
         if c == b'\n' {
-            hv.cur.console_line_start = true;
+            hv.dom_mut().console_line_start = true;
         }
     }
     hv_arch::console::write_bytes(&bytes[start..]);
@@ -28,7 +28,7 @@ fn write_prefixed(hv: &mut Hv, bytes: &[u8]) {
 /// `console_io`: every byte of a privileged domain goes straight to the console; other
 /// domains may write (prefixed with their id) but not read.
 pub fn console_io(hv: &mut Hv, cmd: u64, count: u64, buf: u64) -> HcResult {
-    if cmd == READ && !hv.cur.privileged {
+    if cmd == READ && !hv.dom().privileged {
         return Err(Errno::EPERM);
     }
     match cmd {
@@ -39,7 +39,7 @@ pub fn console_io(hv: &mut Hv, cmd: u64, count: u64, buf: u64) -> HcResult {
             while done < count {
                 let n = (count - done).min(chunk.len());
                 read_guest(hv, buf.wrapping_add(done as u64), &mut chunk[..n])?;
-                if hv.cur.privileged {
+                if hv.dom().privileged {
                     hv_arch::console::write_bytes(&chunk[..n]);
                 } else {
                     write_prefixed(hv, &chunk[..n]);

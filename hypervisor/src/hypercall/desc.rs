@@ -24,34 +24,44 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
         read_guest(hv, list.wrapping_add(8 * i as u64), &mut b)?;
         *f = u64::from_le_bytes(b);
     }
-    let dom = hv.cur.id;
-    let mut dm = DirectMap;
-    let mut new = [None; 14];
-    for i in 0..n {
-        if let Err(e) = pt!(hv, dm).get_segdesc(Mfn(frames[i]), dom) {
-            for m in new.iter().flatten() {
-                pt!(hv, dm).put_segdesc(*m);
-            }
-            return Err(e.into());
-        }
-        new[i] = Some(Mfn(frames[i]));
-    }
+    let new = acquire_gdt(hv, &frames[..n])?;
     let old = core::mem::replace(&mut hv.cur.gdt, new);
     for (i, m) in new.iter().enumerate() {
         if m.is_some() || old[i].is_some() {
             paging::map_gdt_page(&hv.cpu, i, *m);
         }
     }
-    for m in old.iter().flatten() {
-        pt!(hv, dm).put_segdesc(*m);
-    }
+    release(hv, &old);
     let this = hv.this;
     hv.mapped_desc[this].gdt = new;
     Ok(0)
 }
 
+/// Takes descriptor-page references on the GDT frames `frames` (all or none).
+pub fn acquire_gdt(hv: &mut Hv, frames: &[u64]) -> Result<[Option<Mfn>; 14], Errno> {
+    let dom = hv.cur.dom;
+    let mut dm = DirectMap;
+    let mut new = [None; 14];
+    for (i, &f) in frames.iter().enumerate().take(14) {
+        if let Err(e) = pt!(hv, dm).get_segdesc(Mfn(f), dom) {
+            release(hv, &new);
+            return Err(e.into());
+        }
+        new[i] = Some(Mfn(f));
+    }
+    Ok(new)
+}
+
+/// Drops the descriptor-page references on GDT or LDT frames.
+pub fn release(hv: &mut Hv, frames: &[Option<Mfn>]) {
+    let mut dm = DirectMap;
+    for m in frames.iter().flatten() {
+        pt!(hv, dm).put_segdesc(*m);
+    }
+}
+
 pub fn update_descriptor(hv: &mut Hv, maddr: u64, desc: u64) -> HcResult {
-    let dom = hv.cur.id;
+    let dom = hv.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).update_descriptor(maddr, desc, dom)?;
     Ok(0)

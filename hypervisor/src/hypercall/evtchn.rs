@@ -45,8 +45,8 @@ pub fn event_channel_op_compat(hv: &mut Hv, arg: u64) -> HcResult {
 
 /// Runs `cmd` with its argument bytes in `b`; outputs go back to `arg + base + offset`.
 fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult {
-    let me = hv.cur.id;
-    let mut bits = crate::events::SharedBits { pages: &hv.shared_pages };
+    let me = hv.cur.dom;
+    let mut bits = crate::events::SharedBits { doms: &hv.domains };
     let out = |hv: &Hv, off: u64, v: u32| write_guest(hv, arg + base + off, &v.to_le_bytes());
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {

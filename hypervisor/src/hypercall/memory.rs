@@ -10,7 +10,7 @@ use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use hv_arch::entry::TrapFrame;
-use hv_arch::paging::{self, zero_frame};
+use hv_arch::paging::zero_frame;
 use hv_core::frame::Owner;
 use hv_core::mem::Mfn;
 
@@ -62,7 +62,7 @@ fn check_flags(r: &Reservation) -> Result<u64, Errno> {
 /// A zeroed frame for the domain, counted in `tot_pages`. `replacing` says one of its frames
 /// is about to be given back (exchange), so the maximum does not stand in the way.
 fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
-    if hv.cur.tot_pages >= hv.cur.max_pages + u64::from(replacing) {
+    if hv.dom().tot_pages >= hv.dom().max_pages + u64::from(replacing) {
         return None;
     }
     let m = hv.mm.alloc.alloc()?;
@@ -71,14 +71,14 @@ fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
         return None;
     }
     zero_frame(m);
-    let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.cur.id));
-    hv.cur.tot_pages += 1;
+    let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.cur.dom));
+    hv.dom_mut().tot_pages += 1;
     Some(m)
 }
 
 /// Gives a frame back: only if the domain owns it and nothing references it.
 fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
-    let id = hv.cur.id;
+    let id = hv.cur.dom;
     let f = hv.mm.ft.get(m).copied().ok_or(Errno::EINVAL)?;
     if f.owner != Owner::Dom(id) {
         return Err(Errno::EINVAL);
@@ -89,7 +89,7 @@ fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
     hv.mm.ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
     hv.mm.set_m2p(m, guest_abi::layout::INVALID_M2P_ENTRY);
     hv.mm.alloc.free(m);
-    hv.cur.tot_pages -= 1;
+    hv.dom_mut().tot_pages -= 1;
     Ok(())
 }
 
@@ -110,7 +110,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
     while i < r.nr_extents {
         if i - start >= BATCH && !hv.in_multicall {
             if freed {
-                paging::flush_guest_tlb();
+                super::mmu::tables_changed(hv, &[hv.cur.dom]);
             }
             return continuation(f, nr::MEMORY_OP, [op | (i << 6), arg, 0, 0]);
         }
@@ -147,7 +147,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
         i += 1;
     }
     if freed {
-        paging::flush_guest_tlb();
+        super::mmu::tables_changed(hv, &[hv.cur.dom]);
     }
     Ok(i as i64)
 }
@@ -177,7 +177,7 @@ fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
         let old = Mfn(u64::from_le_bytes(g));
         // Check the old frame and the output slot before anything changes hands.
         let f = hv.mm.ft.get(old).copied();
-        if f.is_none_or(|f| f.owner != Owner::Dom(hv.cur.id) || f.count != 0 || f.type_count != 0) {
+        if f.is_none_or(|f| f.owner != Owner::Dom(hv.cur.dom) || f.count != 0 || f.type_count != 0) {
             result = Err(Errno::EINVAL);
             break;
         }
@@ -196,7 +196,7 @@ fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
         hv.mm.set_m2p(new, pfn);
         done += 1;
     }
-    paging::flush_guest_tlb();
+    super::mmu::tables_changed(hv, &[hv.cur.dom]);
     write_guest(hv, arg + 64, &done.to_le_bytes())?;
     result
 }
@@ -213,7 +213,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
             let mut b = [0u8; 2];
             read_guest(hv, arg, &mut b)?;
             resolve_dom(hv, u16::from_le_bytes(b))?;
-            Ok(if op == XENMEM_CURRENT_RESERVATION { hv.cur.tot_pages } else { hv.cur.max_pages } as i64)
+            Ok(if op == XENMEM_CURRENT_RESERVATION { hv.dom().tot_pages } else { hv.dom().max_pages } as i64)
         }
         XENMEM_MACHPHYS_MAPPING => {
             let mut b = [0u8; 24];
@@ -232,7 +232,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
                 return Err(Errno::EINVAL);
             }
             let mut e = [0u8; 20];
-            e[8..16].copy_from_slice(&(hv.cur.max_pages * 4096).to_le_bytes());
+            e[8..16].copy_from_slice(&(hv.dom().max_pages * 4096).to_le_bytes());
             e[16..20].copy_from_slice(&1u32.to_le_bytes());
             write_guest(hv, buf, &e)?;
             write_guest(hv, arg, &1u32.to_le_bytes())?;

@@ -39,14 +39,22 @@ pub(crate) use pt;
 
 /// After the current root's L4 changed: copy its slots into this CPU's roots.
 pub fn resync_root(hv: &Hv) {
-    paging::sync_guest_slots(&hv.cpu, hv.cur.vcpu.l4);
+    paging::sync_guest_slots(&hv.cpu, hv.cur.l4);
+}
+
+/// After page-table or page-type changes affecting `doms`: drops this CPU's guest
+/// translations and those of every other CPU running one of those domains (shootdown), so no
+/// CPU keeps using a mapping that is gone before the next guest instruction anywhere.
+pub fn tables_changed(hv: &Hv, doms: &[DomId]) {
+    paging::flush_guest_tlb();
+    crate::schedule::shootdown(hv, doms);
 }
 
 /// Splits `foreigndom` into (data owner FD, page-table owner PFD).
 fn foreign(hv: &Hv, fdom: u64) -> Result<(DomId, DomId), Errno> {
     let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
     let pfd = match fdom >> 16 {
-        0 => hv.cur.id,
+        0 => hv.cur.dom,
         n => resolve_dom(hv, (n - 1) as u16)?,
     };
     Ok((fd, pfd))
@@ -84,6 +92,10 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     let mut have = 0..0;
     while i < count {
         if i >= BATCH && !hv.in_multicall {
+            if resync {
+                resync_root(hv);
+            }
+            tables_changed(hv, &[hv.cur.dom, fd, pfd]);
             put_done(hv, pdone, base + i)?;
             return continuation(f, nr::MMU_UPDATE, [reqs + 16 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
         }
@@ -104,14 +116,14 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
                 let idx = ((ptr & 0xFFF) >> 3) as usize;
                 let mut dm = DirectMap;
                 let r = pt!(hv, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
-                if r.is_ok() && table == hv.cur.vcpu.l4 {
+                if r.is_ok() && table == hv.cur.l4 {
                     resync = true;
                 }
                 r.map_err(Errno::from)
             }
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::of(ptr);
-                if pfd != hv.cur.id || hv.mm.ft.owner(mfn) != Owner::Dom(fd) {
+                if pfd != hv.cur.dom || hv.mm.ft.owner(mfn) != Owner::Dom(fd) {
                     Err(Errno::EINVAL)
                 } else {
                     hv.mm.set_m2p(mfn, val);
@@ -130,7 +142,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
         resync_root(hv);
     }
     if i > 0 {
-        paging::flush_guest_tlb();
+        tables_changed(hv, &[hv.cur.dom, fd, pfd]);
     }
     put_done(hv, pdone, base + i)?;
     result
@@ -175,46 +187,49 @@ fn check_invlpg_va(va: u64) -> Result<(), Errno> {
 }
 
 fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
-    let dom = hv.cur.id;
+    let dom = hv.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).get_root(mfn, dom)?;
-    let old = core::mem::replace(&mut hv.cur.vcpu.l4, mfn);
+    let old = core::mem::replace(&mut hv.cur.l4, mfn);
     pt!(hv, dm).put_root(old);
     resync_root(hv);
     Ok(())
 }
 
-fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
+/// Takes descriptor-page references on the frames behind an LDT of `ents` descriptors at
+/// `base`, translated through root `l4` (all or none).
+pub fn acquire_ldt(hv: &mut Hv, l4: Mfn, base: u64, ents: u64) -> Result<[Option<Mfn>; 16], Errno> {
     if ents > 8192 || base % 4096 != 0 || (ents > 0 && !hv_core::pv_image::is_guest_range(base, base + ents * 8)) {
         return Err(Errno::EINVAL);
     }
     let pages = (ents * 8).div_ceil(4096) as usize;
-    let dom = hv.cur.id;
+    let dom = hv.cur.dom;
     let mut new = [None; 16];
     let mut dm = DirectMap;
     for (i, slot) in new.iter_mut().enumerate().take(pages) {
         let va = base + 4096 * i as u64;
-        let mfn = super::translate(hv, va, false);
+        let mfn = super::translate_in(hv, l4, va, false);
         let r = mfn.and_then(|m| pt!(hv, dm).get_segdesc(m, dom).map(|_| m).map_err(Errno::from));
         match r {
             Ok(m) => *slot = Some(m),
             Err(e) => {
-                for m in new.iter().flatten() {
-                    pt!(hv, dm).put_segdesc(*m);
-                }
+                super::desc::release(hv, &new);
                 return Err(e);
             }
         }
     }
+    Ok(new)
+}
+
+fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
+    let new = acquire_ldt(hv, hv.cur.l4, base, ents)?;
     let old = core::mem::replace(&mut hv.cur.ldt, new);
     for (i, m) in new.iter().enumerate() {
         if m.is_some() || old[i].is_some() {
             paging::map_ldt_page(&hv.cpu, i, *m);
         }
     }
-    for m in old.iter().flatten() {
-        pt!(hv, dm).put_segdesc(*m);
-    }
+    super::desc::release(hv, &old);
     hv.cur.ldt_ents = ents as u32;
     paging::load_ldt(&hv.cpu, ents as u32);
     let this = hv.this;
@@ -225,7 +240,7 @@ fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
 
 fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
     use ext::*;
-    let dom = hv.cur.id;
+    let dom = hv.cur.dom;
     let mut dm = DirectMap;
     match cmd {
         PIN_L1_TABLE..=PIN_L4_TABLE => pt!(hv, dm).pin(Mfn(arg1), cmd + 1, fd).map_err(Errno::from),
@@ -257,7 +272,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             Ok(())
         }
         FLUSH_CACHE | FLUSH_CACHE_GLOBAL => {
-            if !hv.cur.privileged {
+            if !hv.dom().privileged {
                 return Err(Errno::EACCES);
             }
             hv_arch::cpu::wbinvd();
@@ -299,6 +314,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
     let mut i = 0;
     while i < count {
         if i >= BATCH && !hv.in_multicall {
+            tables_changed(hv, &[hv.cur.dom, fd]);
             put_done(hv, pdone, base + i)?;
             return continuation(f, nr::MMUEXT_OP, [ops + 24 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
         }
@@ -317,7 +333,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
         i += 1;
     }
     if i > 0 {
-        paging::flush_guest_tlb();
+        tables_changed(hv, &[hv.cur.dom, fd]);
     }
     put_done(hv, pdone, base + i)?;
     result
@@ -333,8 +349,8 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if !guest_abi::layout::is_guest_va(va) {
         return Err(Errno::EINVAL);
     }
-    let dom = hv.cur.id;
-    let l4 = hv.cur.vcpu.l4;
+    let dom = hv.cur.dom;
+    let l4 = hv.cur.l4;
     let mut dm = DirectMap;
     let (l1, idx) = pt!(hv, dm).l1_for_va(l4, va, dom).ok_or(Errno::EINVAL)?;
     let ty = flags & UVMF_FLUSHTYPE_MASK;
@@ -351,17 +367,17 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
         UVMF_INVLPG => paging::invlpg_guest(va),
         _ => {}
     }
-    paging::flush_guest_tlb();
+    tables_changed(hv, &[dom, fd]);
     Ok(0)
 }
 
 pub fn update_va_mapping(hv: &mut Hv, va: u64, val: u64, flags: u64) -> HcResult {
-    let me = hv.cur.id;
+    let me = hv.cur.dom;
     uvm(hv, va, val, flags, me)
 }
 
 pub fn update_va_mapping_otherdomain(hv: &mut Hv, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
-    if !hv.cur.privileged {
+    if !hv.dom().privileged {
         return Err(Errno::EPERM);
     }
     let fd = resolve_dom(hv, domid as u16)?;

@@ -87,9 +87,9 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
 /// The domain a hypercall names: `DOMID_SELF` or the caller's id. Others need privilege,
 /// and no other domain exists yet.
 pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
-    if d == guest_abi::DOMID_SELF || d == hv.cur.id {
-        Ok(hv.cur.id)
-    } else if hv.cur.privileged {
+    if d == guest_abi::DOMID_SELF || d == hv.cur.dom {
+        Ok(hv.cur.dom)
+    } else if hv.dom().privileged {
         Err(Errno::ESRCH)
     } else {
         Err(Errno::EPERM)
@@ -98,17 +98,22 @@ pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
 
 /// Translates a guest address through the current tables.
 pub fn translate(hv: &Hv, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    with_view(&hv.cur, &hv.mm.ft, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+    translate_in(hv, hv.cur.l4, va, write)
+}
+
+/// Translates a guest address of the current domain through root `l4`.
+pub fn translate_in(hv: &Hv, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
+    with_view(hv.cur.dom, l4, &hv.mm.ft, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.
 pub fn read_guest(hv: &Hv, va: u64, out: &mut [u8]) -> Result<(), Errno> {
-    with_view(&hv.cur, &hv.mm.ft, |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.
 pub fn write_guest(hv: &Hv, va: u64, data: &[u8]) -> Result<(), Errno> {
-    with_view(&hv.cur, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
 /// `vm_assist(cmd, type)`.
@@ -118,8 +123,8 @@ fn vm_assist(hv: &mut Hv, cmd: u64, ty: u64) -> HcResult {
         return Err(Errno::EINVAL);
     }
     match cmd {
-        ENABLE => hv.cur.vm_assist |= 1 << ty,
-        DISABLE => hv.cur.vm_assist &= !(1 << ty),
+        ENABLE => hv.dom_mut().vm_assist |= 1 << ty,
+        DISABLE => hv.dom_mut().vm_assist &= !(1 << ty),
         _ => return Err(Errno::ENOSYS),
     }
     Ok(0)

@@ -11,7 +11,7 @@ use guest_abi::traps::*;
 const MAX_TRAPS: u64 = 256;
 
 /// A handler address must be a canonical guest address (0 means "none").
-fn check_handler(a: u64) -> Result<(), Errno> {
+pub(super) fn check_handler(a: u64) -> Result<(), Errno> {
     if a == 0 || is_guest_va(a) {
         Ok(())
     } else {
@@ -21,7 +21,7 @@ fn check_handler(a: u64) -> Result<(), Errno> {
 
 /// Raises a selector's RPL to the guest kernel's ring; only the flat kernel code selector is
 /// usable until guests can load GDTs of their own.
-fn fixup_cs(cs: u16) -> Result<u16, Errno> {
+pub(super) fn fixup_cs(cs: u16) -> Result<u16, Errno> {
     let cs = if selectors::rpl(cs) < GUEST_KERNEL_RPL { (cs & !3) | GUEST_KERNEL_RPL as u16 } else { cs };
     if cs == FLAT_KERNEL_CS {
         Ok(cs)
@@ -39,7 +39,7 @@ pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
 
 fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
     if list == 0 {
-        hv.cur.vcpu.traps = [TrapInfo::default(); 256];
+        hv.cur.traps = [TrapInfo::default(); 256];
         return Ok(0);
     }
     for i in 0..MAX_TRAPS {
@@ -57,16 +57,24 @@ fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
         }
         check_handler(t.address)?;
         let cs = fixup_cs(t.cs)?;
-        hv.cur.vcpu.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
+        hv.cur.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
     }
     Ok(0)
 }
 
+/// Raises a stack selector's RPL to the guest kernel's ring.
+pub(super) fn fixup_ss(ss: u16) -> u16 {
+    if selectors::rpl(ss) < GUEST_KERNEL_RPL {
+        (ss & !3) | GUEST_KERNEL_RPL as u16
+    } else {
+        ss
+    }
+}
+
 pub fn stack_switch(hv: &mut Hv, ss: u64, sp: u64) -> HcResult {
-    let ss = ss as u16;
-    let ss = if selectors::rpl(ss) < GUEST_KERNEL_RPL { (ss & !3) | GUEST_KERNEL_RPL as u16 } else { ss };
-    hv.cur.vcpu.kernel_ss = ss;
-    hv.cur.vcpu.kernel_sp = sp;
+    let ss = fixup_ss(ss as u16);
+    hv.cur.kernel_ss = ss;
+    hv.cur.kernel_sp = sp;
     hv_arch::paging::set_rsp1(&hv.cpu, sp);
     Ok(0)
 }
@@ -75,7 +83,7 @@ pub fn set_callbacks(hv: &mut Hv, event: u64, failsafe: u64, syscall: u64) -> Hc
     for a in [event, failsafe, syscall] {
         check_handler(a)?;
     }
-    let cb = &mut hv.cur.vcpu.callbacks;
+    let cb = &mut hv.cur.callbacks;
     cb.event = event;
     cb.failsafe = failsafe;
     cb.syscall = syscall;
@@ -90,7 +98,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             let ty = u16::from_le_bytes([b[0], b[1]]);
             let address = u64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
             check_handler(address)?;
-            let cb = &mut hv.cur.vcpu.callbacks;
+            let cb = &mut hv.cur.callbacks;
             let slot = match ty {
                 CALLBACKTYPE_EVENT => &mut cb.event,
                 CALLBACKTYPE_FAILSAFE => &mut cb.failsafe,
@@ -108,7 +116,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             read_guest(hv, arg, &mut b)?;
             match u16::from_le_bytes([b[0], b[1]]) {
                 CALLBACKTYPE_NMI => {
-                    hv.cur.vcpu.callbacks.nmi = 0;
+                    hv.cur.callbacks.nmi = 0;
                     Ok(0)
                 }
                 _ => Err(Errno::EINVAL),

@@ -1,16 +1,30 @@
-//! `vcpu_op` and `set_timer_op` (one vCPU per domain so far).
+//! `vcpu_op` (bringing vCPUs up and down, their context, `vcpu_info` placement, timers,
+//! runstate) and `set_timer_op`.
 
 use super::{read_guest, write_guest, HcResult};
+use crate::domain::{vi, Vcpu, VcpuInfoAt};
 use crate::events::{arm, now};
 use crate::Hv;
 use guest_abi::errno::Errno;
+use guest_abi::layout::is_canonical;
+use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_USER_SS};
+use guest_abi::traps::TrapInfo;
+use hv_arch::entry::TrapFrame;
+use hv_arch::physmem::DirectMap;
+use hv_core::frame::PageType;
+use hv_core::mem::{Mfn, PhysMem};
+use hv_core::pt::Pt;
 
+pub const VCPUOP_INITIALISE: u64 = 0;
+pub const VCPUOP_UP: u64 = 1;
+pub const VCPUOP_DOWN: u64 = 2;
 pub const VCPUOP_IS_UP: u64 = 3;
 pub const VCPUOP_GET_RUNSTATE_INFO: u64 = 4;
 pub const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
 pub const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
 pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
+pub const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 /// `VCPU_SSHOTTMR_future`: fail with -ETIME if the deadline has passed.
 const SSHOT_FUTURE: u32 = 1;
 /// Shortest periodic timer accepted (as Xen: 1 ms).
@@ -19,13 +33,47 @@ const MIN_PERIOD_NS: u64 = 1_000_000;
 const MAX_PERIOD_NS: u64 = 86_400 * 1_000_000_000;
 
 pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
-    if vcpu != hv.cur.vcpu.id as u64 {
+    let dom = hv.cur.dom;
+    if vcpu >= hv.dom().nr_vcpus() as u64 {
         return Err(Errno::ENOENT);
     }
+    let id = vcpu as u32;
+    let is_me = id == hv.cur.id;
+    fn target(hv: &mut Hv, dom: guest_abi::DomId, id: u32) -> Result<&mut Vcpu, Errno> {
+        crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)
+    }
     match cmd {
-        VCPUOP_IS_UP => Ok(1),
+        VCPUOP_INITIALISE => initialise(hv, id, arg),
+        VCPUOP_UP => {
+            let v = target(hv, dom, id)?;
+            if !v.initialised {
+                return Err(Errno::EINVAL);
+            }
+            if v.down {
+                v.down = false;
+                hv.dom_mut().online |= 1 << id;
+                crate::schedule::wake(hv, dom, id);
+            }
+            Ok(0)
+        }
+        VCPUOP_DOWN => {
+            let v = target(hv, dom, id)?;
+            if v.down {
+                return Ok(0);
+            }
+            if hv.dom().online & !(1u64 << id) == 0 {
+                // The last vCPU going down: the domain powers off (as Xen).
+                crate::traps::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff);
+                return Ok(0);
+            }
+            target(hv, dom, id)?.down = true;
+            hv.dom_mut().online &= !(1 << id);
+            crate::schedule::stop(hv, dom, id);
+            Ok(0)
+        }
+        VCPUOP_IS_UP => Ok(i64::from(!target(hv, dom, id)?.down)),
         VCPUOP_GET_RUNSTATE_INFO => {
-            let (state, entry, times) = hv.cur.vcpu.runstate_at(now());
+            let (state, entry, times) = target(hv, dom, id)?.runstate_at(now());
             let mut b = [0u8; 48];
             b[..4].copy_from_slice(&state.to_le_bytes());
             b[8..16].copy_from_slice(&entry.to_le_bytes());
@@ -42,16 +90,18 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&p) {
                 return Err(Errno::EINVAL);
             }
-            let v = &mut hv.cur.vcpu;
+            let v = target(hv, dom, id)?;
             v.period_ns = p;
             v.period_next = now() + p;
             arm(hv, None);
             Ok(0)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            hv.cur.vcpu.period_ns = 0;
+            target(hv, dom, id)?.period_ns = 0;
             Ok(0)
         }
+        // As Xen: one-shot timers only on the calling vCPU.
+        VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if !is_me => Err(Errno::EINVAL),
         VCPUOP_SET_SINGLESHOT_TIMER => {
             let mut b = [0u8; 16];
             read_guest(hv, arg, &mut b[..12])?;
@@ -60,14 +110,15 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if flags & SSHOT_FUTURE != 0 && t < now() {
                 return Err(Errno::ETIME);
             }
-            hv.cur.vcpu.single_deadline = Some(t);
+            hv.cur.single_deadline = Some(t);
             crate::events::process_timers(hv);
             Ok(0)
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
-            hv.cur.vcpu.single_deadline = None;
+            hv.cur.single_deadline = None;
             Ok(0)
         }
+        VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(hv, id, arg),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -75,7 +126,219 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
 /// `set_timer_op(timeout)`: a one-shot VIRQ_TIMER at absolute system time; 0 cancels; a time
 /// in the past fires at once.
 pub fn set_timer_op(hv: &mut Hv, timeout: u64) -> HcResult {
-    hv.cur.vcpu.single_deadline = (timeout != 0).then_some(timeout);
+    hv.cur.single_deadline = (timeout != 0).then_some(timeout);
     crate::events::process_timers(hv);
+    Ok(0)
+}
+
+/// `VCPUOP_register_vcpu_info {mfn, offset}`: moves vCPU `id`'s `vcpu_info` into a page of
+/// the domain's own (held with a writable type reference, so it can never become a page
+/// table or descriptor page). Once per vCPU; the area must not cross the page.
+fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
+    let mut b = [0u8; 16];
+    read_guest(hv, arg, &mut b)?;
+    let mfn = Mfn(u64::from_le_bytes(b[..8].try_into().unwrap_or_default()));
+    let offset = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default()) as usize;
+    if offset > 4096 - vi::SIZE || hv.dom().vcpu_info_registered & (1 << id) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let dom = hv.cur.dom;
+    hv.mm.ft.get_page_and_type(mfn, dom, Some(PageType::Writable)).map_err(|_| Errno::EINVAL)?;
+    // Carry the current contents over; then mark everything pending so that nothing raised
+    // around the move is lost (as Xen does).
+    let old = hv.dom().with_vi(id, |p| {
+        let mut c = [0u8; vi::SIZE];
+        c.copy_from_slice(p);
+        c
+    });
+    if let (Some(mut c), Some(p)) = (old, DirectMap.frame_mut(mfn)) {
+        c[vi::UPCALL_PENDING] = 1;
+        c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        p[offset..offset + vi::SIZE].copy_from_slice(&c);
+    }
+    let d = hv.dom_mut();
+    d.vcpu_info[id as usize] = VcpuInfoAt { frame: mfn, offset };
+    d.vcpu_info_registered |= 1 << id;
+    crate::schedule::wake(hv, dom, id);
+    Ok(0)
+}
+
+/// `vcpu_guest_context` (x86_64) field offsets.
+mod ctx {
+    pub const SIZE: usize = 5168;
+    pub const FLAGS: usize = 512;
+    pub const USER_REGS: usize = 520;
+    pub const TRAP_CTXT: usize = 720;
+    pub const LDT_BASE: usize = 4816;
+    pub const LDT_ENTS: usize = 4824;
+    pub const GDT_FRAMES: usize = 4832;
+    pub const GDT_ENTS: usize = 4960;
+    pub const KERNEL_SS: usize = 4968;
+    pub const KERNEL_SP: usize = 4976;
+    pub const CTRLREG: usize = 4984;
+    pub const DEBUGREG: usize = 5048;
+    pub const EVENT_CALLBACK: usize = 5112;
+    pub const FAILSAFE_CALLBACK: usize = 5120;
+    pub const SYSCALL_CALLBACK: usize = 5128;
+    pub const FS_BASE: usize = 5144;
+    pub const GS_BASE_KERNEL: usize = 5152;
+    pub const GS_BASE_USER: usize = 5160;
+    /// `VGCF_i387_valid`.
+    pub const VGCF_I387_VALID: u64 = 1;
+}
+
+fn u64at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
+}
+
+/// Status flags a guest may set; IF is always on (events are masked virtually), IOPL 0.
+const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0400 | 0x0800 | (1 << 18) | (1 << 21);
+
+/// The registers of a `cpu_user_regs` image, checked: canonical RIP/RSP, the flat kernel or
+/// user selectors (a kernel selector's RPL 0 is raised to 1), safe RFLAGS.
+fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
+    let at = |o: usize| u64at(r, o);
+    let (rip, rsp) = (at(128), at(152));
+    let mut cs = at(136) as u16;
+    let mut ss = at(160) as u16;
+    if cs & 3 == 0 {
+        cs |= 1;
+    }
+    if ss & 3 == 0 {
+        ss |= 1;
+    }
+    let ok_sel = (cs == FLAT_KERNEL_CS && ss == FLAT_KERNEL_SS) || (cs == FLAT_USER_CS && ss == FLAT_USER_SS);
+    if !ok_sel || !is_canonical(rip) || !is_canonical(rsp) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(TrapFrame {
+        r15: at(0),
+        r14: at(8),
+        r13: at(16),
+        r12: at(24),
+        rbp: at(32),
+        rbx: at(40),
+        r11: at(48),
+        r10: at(56),
+        r9: at(64),
+        r8: at(72),
+        rax: at(80),
+        rcx: at(88),
+        rdx: at(96),
+        rsi: at(104),
+        rdi: at(112),
+        vector: 0,
+        error_code: 0,
+        rip,
+        cs: cs as u64,
+        rflags: (at(144) & RFLAGS_GUEST) | 0x202,
+        rsp,
+        ss: ss as u64,
+    })
+}
+
+/// `VCPUOP_initialise(vcpu, vcpu_guest_context)`: gives a vCPU that has never run its
+/// registers, trap table, callbacks, kernel stack, page-table root, GDT and LDT; it stays
+/// down until `VCPUOP_up`. Once only (-EEXIST). Every field is checked as the hypercall
+/// that would set it checks it; on any failure nothing is kept.
+fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
+    let dom = hv.cur.dom;
+    if crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)?.initialised {
+        return Err(Errno::EEXIST);
+    }
+    let mut c = alloc::vec![0u8; ctx::SIZE];
+    read_guest(hv, arg, &mut c)?;
+    let frame = user_regs(&c[ctx::USER_REGS..ctx::TRAP_CTXT])?;
+    let mut traps = [TrapInfo::default(); 256];
+    for (i, t) in traps.iter_mut().enumerate() {
+        let e = &c[ctx::TRAP_CTXT + 16 * i..][..16];
+        let address = u64at(e, 8);
+        if address == 0 {
+            continue;
+        }
+        super::traps::check_handler(address)?;
+        let cs = super::traps::fixup_cs(u16::from_le_bytes([e[2], e[3]]))?;
+        *t = TrapInfo { vector: i as u8, flags: e[1], cs, _pad: 0, address };
+    }
+    let callbacks = crate::domain::Callbacks {
+        event: u64at(&c, ctx::EVENT_CALLBACK),
+        failsafe: u64at(&c, ctx::FAILSAFE_CALLBACK),
+        syscall: u64at(&c, ctx::SYSCALL_CALLBACK),
+        ..Default::default()
+    };
+    for a in [callbacks.event, callbacks.failsafe, callbacks.syscall] {
+        super::traps::check_handler(a)?;
+    }
+    let (fs, gs_kernel, gs_user) = (u64at(&c, ctx::FS_BASE), u64at(&c, ctx::GS_BASE_KERNEL), u64at(&c, ctx::GS_BASE_USER));
+    let kernel_sp = u64at(&c, ctx::KERNEL_SP);
+    if ![fs, gs_kernel, gs_user, kernel_sp].iter().all(|&a| is_canonical(a)) {
+        return Err(Errno::EINVAL);
+    }
+    // Debug registers are not virtualised: no breakpoint may be enabled.
+    let dr = |n: usize| u64at(&c, ctx::DEBUGREG + 8 * n);
+    if (0..4).any(|n| dr(n) != 0) || dr(7) & 0xFF != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let cr3 = u64at(&c, ctx::CTRLREG + 8 * 3);
+    let user_cr3 = u64at(&c, ctx::CTRLREG + 8);
+    if cr3 & 0xFFF != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // Guest kernel and user share one root in the ring-1 model (as NEW_USER_BASEPTR).
+    if user_cr3 != 0 && user_cr3 != cr3 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let fpu = if u64at(&c, ctx::FLAGS) & ctx::VGCF_I387_VALID != 0 {
+        let img: &[u8; 512] = c[..512].try_into().map_err(|_| Errno::EINVAL)?;
+        hv_arch::cpu::FxArea::from_legacy(img).ok_or(Errno::EINVAL)?
+    } else {
+        hv_arch::cpu::FxArea::initial()
+    };
+    let gdt_ents = u64at(&c, ctx::GDT_ENTS);
+    if gdt_ents > guest_abi::selectors::FIRST_RESERVED_GDT_ENTRY as u64 {
+        return Err(Errno::EINVAL);
+    }
+    let mut gdt_frames = [0u64; 14];
+    for (i, f) in gdt_frames.iter_mut().enumerate() {
+        *f = u64at(&c, ctx::GDT_FRAMES + 8 * i);
+    }
+    let (ldt_base, ldt_ents) = (u64at(&c, ctx::LDT_BASE), u64at(&c, ctx::LDT_ENTS));
+
+    // Take the references: root, GDT frames, LDT frames (through the new root).
+    let l4 = Mfn(cr3 >> 12);
+    let mut dm = DirectMap;
+    super::mmu::pt!(hv, dm).get_root(l4, dom)?;
+    let gdt = match super::desc::acquire_gdt(hv, &gdt_frames[..gdt_ents.div_ceil(512) as usize]) {
+        Ok(g) => g,
+        Err(e) => {
+            super::mmu::pt!(hv, dm).put_root(l4);
+            return Err(e);
+        }
+    };
+    let ldt = match super::mmu::acquire_ldt(hv, l4, ldt_base, ldt_ents) {
+        Ok(l) => l,
+        Err(e) => {
+            super::desc::release(hv, &gdt);
+            super::mmu::pt!(hv, dm).put_root(l4);
+            return Err(e);
+        }
+    };
+    let v = crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)?;
+    v.frame = frame;
+    v.traps = traps;
+    v.callbacks = callbacks;
+    v.kernel_ss = super::traps::fixup_ss(u64at(&c, ctx::KERNEL_SS) as u16);
+    v.kernel_sp = kernel_sp;
+    v.l4 = l4;
+    v.gdt = gdt;
+    v.ldt = ldt;
+    v.ldt_ents = ldt_ents as u32;
+    v.fpu_ts = false;
+    *v.fpu = fpu;
+    v.fs_base = fs;
+    v.gs_base = gs_kernel;
+    v.kernel_gs_base = gs_user;
+    v.initialised = true;
+    log::debug!("d{}v{} initialised: rip {:#x} rsp {:#x} root {:?}", dom, id, frame.rip, frame.rsp, l4);
     Ok(0)
 }

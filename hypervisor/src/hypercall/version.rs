@@ -44,7 +44,7 @@ pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
                 return Err(Errno::EINVAL);
             }
             let mut map = 0u32;
-            if hv.cur.privileged {
+            if hv.dom().privileged {
                 map |= 1 << feat::DOM0;
             }
             b[4..8].copy_from_slice(&map.to_le_bytes());
@@ -53,7 +53,7 @@ pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
         XENVER_PAGESIZE => Ok(4096),
         XENVER_GUEST_HANDLE => write_guest(hv, arg, &[0u8; GUEST_HANDLE_LEN]).map(|_| 0),
         XENVER_COMMANDLINE => {
-            if !hv.cur.privileged {
+            if !hv.dom().privileged {
                 return Err(Errno::EPERM);
             }
             write_guest(hv, arg, &text::<COMMANDLINE_LEN>(hv.cmdline)).map(|_| 0)

@@ -53,11 +53,16 @@ pub fn expect_fault(what: &str, f: Option<Fault>, vector: u8, error_code: Option
     check(what, ok);
 }
 
-/// Prints the verdict and ends the guest.
-pub fn finish(name: &str) -> ! {
+/// Prints the check counts; true when there were checks and all passed.
+pub fn verdict_ok(name: &str) -> bool {
     let (n, f) = (CHECKS.load(Ordering::SeqCst), FAILURES.load(Ordering::SeqCst));
     println!("{}: {} checks, {} failed", name, n, f);
-    if f == 0 && n > 0 {
+    f == 0 && n > 0
+}
+
+/// Prints the verdict and ends the guest.
+pub fn finish(name: &str) -> ! {
+    if verdict_ok(name) {
         println!("Test result: SUCCESS");
         pv_runtime::hypercall::shutdown(ShutdownReason::Poweroff)
     } else {

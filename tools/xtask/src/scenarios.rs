@@ -57,6 +57,9 @@ const MM_CASES: &[&str] = &[
     "new-baseptr",
 ];
 
+/// Two vCPUs in dom0; the verdict, then the last vCPU's down powers the domain off.
+const VCPUS_EXPECT: &[&str] = &["d0: 2 vCPUs (vCPU 0 up)", "Test result: SUCCESS", "Domain 0 shut down"];
+
 fn scenarios() -> Vec<Scenario> {
     use ExitCode::*;
     let mm = MM_CASES.iter().map(|c| Scenario {
@@ -75,6 +78,8 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
         Scenario { smp: 2, ..sc("events-timers-smp2", Image::Guest("events"), Expect::Success) },
+        Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("vcpus-smp2", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
+        Scenario { smp: 4, hv_opts: "dom0_max_vcpus=2", ..sc("vcpus-smp4", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
         Scenario {
             smp: 2,
             dom0_args: "server",
@@ -133,6 +138,7 @@ fn scenarios() -> Vec<Scenario> {
         sc("privileged", Image::Guest("privileged"), Expect::Success),
         sc("ring3-hypercall", Image::Guest("ring3"), Expect::Success),
         sc("events-timers", Image::Guest("events"), Expect::Success),
+        Scenario { hv_opts: "dom0_max_vcpus=2", ..sc("vcpus", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
         Scenario {
             dom0_args: "server",
             domus: &[("pingpong", "domU mem=16M -- client")],

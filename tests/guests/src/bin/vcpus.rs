@@ -1,0 +1,327 @@
+//! Several vCPUs in one domain (booted as dom0 with `dom0_max_vcpus=2`): VCPUOP_initialise
+//! with hostile contexts, up/down/is_up, per-vCPU event delivery and wake-up,
+//! `register_vcpu_info`, the TLB shootdown (vCPU 0 remaps a page vCPU 1 keeps reading, then
+//! TLB_FLUSH_ALL: vCPU 1 must see the new page at once), and the last vCPU going down powering
+//! the domain off.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use guest_abi::errno::Errno;
+use pv_runtime::events::vcpu_op;
+use pv_runtime::hypercall as hc;
+use pv_runtime::mm::{GuestMem, A, D, P, RW};
+use test_guests::*;
+
+const INITIALISE: u64 = 0;
+const UP: u64 = 1;
+const DOWN: u64 = 2;
+const IS_UP: u64 = 3;
+const RUNSTATE: u64 = 4;
+const SINGLESHOT: u64 = 8;
+const REGISTER_VCPU_INFO: u64 = 10;
+const TLB_FLUSH_ALL: u32 = 10;
+const CTX_SIZE: usize = 5168;
+
+/// What vCPU 1 does (set by vCPU 0).
+static CMD: AtomicU32 = AtomicU32::new(SPIN);
+const SPIN: u32 = 0;
+const READ_X: u32 = 1;
+const BLOCK: u32 = 2;
+const DOWN_SELF: u32 = 3;
+static STARTED: AtomicBool = AtomicBool::new(false);
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+static X_VA: AtomicU64 = AtomicU64::new(0);
+static READS: AtomicU64 = AtomicU64::new(0);
+static FLUSHED: AtomicBool = AtomicBool::new(false);
+static AFTER: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicBool = AtomicBool::new(false);
+static WOKE: AtomicU32 = AtomicU32::new(0);
+static SELF_DOWN_RET: AtomicU64 = AtomicU64::new(1);
+static SHARED_VA: AtomicU64 = AtomicU64::new(0);
+
+static mut AP_STACK: [u8; 16384] = [0; 16384];
+static mut CTX: [u8; CTX_SIZE] = [0; CTX_SIZE];
+
+fn vi_byte(vcpu: u64, off: u64) -> &'static core::sync::atomic::AtomicU8 {
+    // SAFETY: shared_info is mapped at SHARED_VA for the guest's life; the offset is in it.
+    unsafe { core::sync::atomic::AtomicU8::from_ptr((SHARED_VA.load(SeqCst) + 64 * vcpu + off) as *mut u8) }
+}
+
+fn vi_sel(base: u64) -> &'static AtomicU64 {
+    // SAFETY: as for `vi_byte`: a vcpu_info's pending_sel word, 8-aligned.
+    unsafe { AtomicU64::from_ptr((base + 8) as *mut u64) }
+}
+
+/// vCPU 1's code: started by VCPUOP_up with the stack from the context.
+extern "C" fn ap_main() -> ! {
+    STARTED.store(true, SeqCst);
+    loop {
+        match CMD.load(SeqCst) {
+            READ_X => {
+                let flushed = FLUSHED.load(SeqCst);
+                // SAFETY: X is a mapped page of ours (vCPU 0 keeps a mapping there).
+                let v = unsafe { (X_VA.load(SeqCst) as *const u64).read_volatile() };
+                READS.fetch_add(1, SeqCst);
+                if flushed {
+                    AFTER.store(v, SeqCst);
+                    DONE.store(true, SeqCst);
+                    CMD.store(SPIN, SeqCst);
+                }
+            }
+            BLOCK => {
+                vi_byte(1, 0).store(0, SeqCst);
+                vi_sel(SHARED_VA.load(SeqCst) + 64).store(0, SeqCst);
+                CMD.store(SPIN, SeqCst);
+                pv_runtime::events::block();
+                WOKE.fetch_add(1, SeqCst);
+            }
+            DOWN_SELF => {
+                CMD.store(SPIN, SeqCst);
+                // SAFETY: takes no pointer.
+                let r = unsafe { vcpu_op(DOWN, 1, 0) };
+                SELF_DOWN_RET.store(r as u64, SeqCst);
+            }
+            _ => {
+                COUNTER.fetch_add(1, SeqCst);
+            }
+        }
+    }
+}
+
+fn op(cmd: u64, vcpu: u64, arg: u64) -> i64 {
+    // SAFETY: every caller passes a pointer to a buffer of the size `cmd` reads or writes
+    // (or a deliberately bad one, which the hypervisor must refuse with -EFAULT).
+    unsafe { vcpu_op(cmd, vcpu, arg) }
+}
+
+fn runstate(vcpu: u64) -> i32 {
+    let mut b = [0u64; 6];
+    let r = op(RUNSTATE, vcpu, b.as_mut_ptr() as u64);
+    if r != 0 {
+        return -1;
+    }
+    b[0] as u32 as i32
+}
+
+/// Waits (yielding) until `f` holds; false after about 5 s of system time.
+fn wait(f: impl Fn() -> bool) -> bool {
+    let end = pv_runtime::events::system_time() + 5_000_000_000;
+    while !f() {
+        if pv_runtime::events::system_time() > end {
+            return false;
+        }
+        hc::yield_now();
+    }
+    true
+}
+
+fn ctx() -> &'static mut [u8; CTX_SIZE] {
+    // SAFETY: only vCPU 0 touches the context buffer, one call at a time.
+    unsafe { &mut *core::ptr::addr_of_mut!(CTX) }
+}
+
+fn put(c: &mut [u8], off: usize, v: u64) {
+    c[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A good context for vCPU 1 on root `l4_mfn`.
+fn good_ctx(l4_mfn: u64) {
+    let c = ctx();
+    c.fill(0);
+    let regs = 520;
+    let stack_top = core::ptr::addr_of_mut!(AP_STACK) as u64 + 16384 - 8;
+    put(c, regs + 128, ap_main as *const () as u64);
+    put(c, regs + 136, guest_abi::selectors::FLAT_KERNEL_CS as u64);
+    put(c, regs + 144, 0x202);
+    put(c, regs + 152, stack_top);
+    put(c, regs + 160, guest_abi::selectors::FLAT_KERNEL_SS as u64);
+    put(c, 4968, guest_abi::selectors::FLAT_KERNEL_SS as u64);
+    put(c, 4976, stack_top);
+    put(c, 4984 + 24, l4_mfn << 12);
+}
+
+fn init_with(what: &str, l4: u64, edit: impl FnOnce(&mut [u8]), want: Errno) {
+    good_ctx(l4);
+    edit(ctx());
+    expect_err(what, op(INITIALISE, 1, ctx().as_ptr() as u64), want);
+}
+
+#[no_mangle]
+fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
+    start("vcpus");
+    let vb = pv_runtime::virt_base();
+    let mem = GuestMem::new(si, vb);
+    let l4 = mem.mfn((si.pt_base - vb) / 4096);
+    let slack = |n: u64| (vb + (mem.region_end_pfn - n) * 4096, mem.mfn(mem.region_end_pfn - n));
+    let (shared_va, _) = slack(1);
+    check("shared_info mapped", pv_runtime::mm::map_shared_info(si, shared_va).is_ok());
+    SHARED_VA.store(shared_va, SeqCst);
+
+    // Which vCPUs exist.
+    expect_ret("is_up(0)", op(IS_UP, 0, 0), 1);
+    expect_ret("is_up(1) before up", op(IS_UP, 1, 0), 0);
+    expect_err("is_up(2): no such vCPU", op(IS_UP, 2, 0), Errno::ENOENT);
+    expect_err("is_up(2^40)", op(IS_UP, 1 << 40, 0), Errno::ENOENT);
+    expect_ret("vCPU 1 offline", runstate(1) as i64, 3);
+    expect_err("up(1) before initialise", op(UP, 1, 0), Errno::EINVAL);
+    expect_err("bind_ipi to vCPU 2", pv_runtime::events::bind_ipi(2).err().unwrap_or(0), Errno::ENOENT);
+    expect_err("bind_virq TIMER on vCPU 9", pv_runtime::events::bind_virq(0, 9).err().unwrap_or(0), Errno::ENOENT);
+    let t = [0u64; 2];
+    expect_err("singleshot timer of another vCPU", op(SINGLESHOT, 1, t.as_ptr() as u64), Errno::EINVAL);
+
+    // Hostile contexts: each refused, nothing kept.
+    expect_err("initialise: context unmapped", op(INITIALISE, 1, 0xdead_0000_0000), Errno::EFAULT);
+    expect_err("initialise: context straddles the hypervisor", op(INITIALISE, 1, 0xFFFF_8000_0000_0000 - 100), Errno::EFAULT);
+    expect_err("initialise: no vCPU 5", op(INITIALISE, 5, ctx().as_ptr() as u64), Errno::ENOENT);
+    init_with("initialise: non-canonical rip", l4, |c| put(c, 520 + 128, 0x0000_8000_0000_0000), Errno::EINVAL);
+    init_with("initialise: hypervisor CS", l4, |c| put(c, 520 + 136, 0xE008), Errno::EINVAL);
+    init_with("initialise: user CS with kernel SS", l4, |c| put(c, 520 + 136, 0xE033), Errno::EINVAL);
+    init_with("initialise: root is a data page", l4, |c| put(c, 4984 + 24, slack(4).1 << 12), Errno::EINVAL);
+    init_with("initialise: root not ours", l4, |c| put(c, 4984 + 24, 0x1000), Errno::EINVAL);
+    init_with("initialise: user root differs", l4, |c| put(c, 4984 + 8, slack(4).1 << 12), Errno::EOPNOTSUPP);
+    init_with("initialise: breakpoint enabled in DR7", l4, |c| put(c, 5048 + 56, 1), Errno::EINVAL);
+    init_with(
+        "initialise: MXCSR reserved bits",
+        l4,
+        |c| {
+            put(c, 512, 1);
+            c[24..28].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        },
+        Errno::EINVAL,
+    );
+    init_with("initialise: 8000 GDT entries", l4, |c| put(c, 4960, 8000), Errno::EINVAL);
+    init_with("initialise: GDT frame is a page table", l4, |c| {
+        put(c, 4960, 16);
+        put(c, 4832, l4);
+    }, Errno::EINVAL);
+    init_with("initialise: LDT base unaligned", l4, |c| {
+        put(c, 4816, 0x1008);
+        put(c, 4824, 4);
+    }, Errno::EINVAL);
+    init_with("initialise: non-canonical trap handler", l4, |c| put(c, 720 + 16 * 14 + 8, 0x0000_9000_0000_0000), Errno::EINVAL);
+    init_with("initialise: event callback in the hypervisor", l4, |c| put(c, 5112, 0xFFFF_8300_0000_0000), Errno::EINVAL);
+    init_with("initialise: non-canonical FS base", l4, |c| put(c, 5144, 0x0001_0000_0000_0000), Errno::EINVAL);
+    expect_ret("vCPU 1 still not up", op(IS_UP, 1, 0), 0);
+
+    // The real thing.
+    good_ctx(l4);
+    expect_ret("initialise vCPU 1", op(INITIALISE, 1, ctx().as_ptr() as u64), 0);
+    expect_err("initialise twice", op(INITIALISE, 1, ctx().as_ptr() as u64), Errno::EEXIST);
+    expect_err("initialise vCPU 0", op(INITIALISE, 0, ctx().as_ptr() as u64), Errno::EEXIST);
+    expect_ret("up(1)", op(UP, 1, 0), 0);
+    check("vCPU 1 runs", wait(|| STARTED.load(SeqCst)));
+    expect_ret("is_up(1)", op(IS_UP, 1, 0), 1);
+    expect_ret("up(1) again", op(UP, 1, 0), 0);
+    let c0 = COUNTER.load(SeqCst);
+    check("vCPU 1 makes progress", wait(|| COUNTER.load(SeqCst) > c0 + 1000));
+
+    // TLB shootdown: vCPU 1 keeps reading X (mapped to page A); vCPU 0 remaps X to page B
+    // and flushes all vCPUs' TLBs; vCPU 1's first read afterwards must see B.
+    let (x, _) = slack(4);
+    let (b_va, b_mfn) = slack(6);
+    // SAFETY: both are slack pages of ours, mapped writable.
+    unsafe {
+        (x as *mut u64).write_volatile(0xAAAA_AAAA);
+        (b_va as *mut u64).write_volatile(0xBBBB_BBBB);
+    }
+    X_VA.store(x, SeqCst);
+    for round in 0..20u64 {
+        let (new_mfn, want) = if round % 2 == 0 { (b_mfn, 0xBBBB_BBBB) } else { (slack(4).1, 0xAAAA_AAAA) };
+        DONE.store(false, SeqCst);
+        FLUSHED.store(false, SeqCst);
+        let r0 = READS.load(SeqCst);
+        CMD.store(READ_X, SeqCst);
+        check("vCPU 1 reads X", wait(|| READS.load(SeqCst) > r0 + 100));
+        expect_ret("remap X", hc::update_va_mapping(x, new_mfn << 12 | P | RW | A | D, 0), 0);
+        expect_ret("TLB_FLUSH_ALL", hc::mmuext1(TLB_FLUSH_ALL, 0, 0), 0);
+        FLUSHED.store(true, SeqCst);
+        check("vCPU 1 read after the flush", wait(|| DONE.load(SeqCst)));
+        let got = AFTER.load(SeqCst);
+        if got != want {
+            println!("  round {}: vCPU 1 read {:#x} through the old mapping (want {:#x})", round, got, want);
+        }
+        check("no stale translation on vCPU 1", got == want);
+    }
+
+    // Events for vCPU 1: an IPI port bound to it marks its vcpu_info and wakes it.
+    let ipi = pv_runtime::events::bind_ipi(1).unwrap_or(0);
+    check("bind_ipi(1)", ipi != 0);
+    CMD.store(BLOCK, SeqCst);
+    check("vCPU 1 blocked", wait(|| runstate(1) == 2));
+    let w0 = WOKE.load(SeqCst);
+    expect_ret("send to vCPU 1's port", pv_runtime::events::send(ipi), 0);
+    check("vCPU 1 woke", wait(|| WOKE.load(SeqCst) > w0));
+    check("vCPU 1's upcall pending", vi_byte(1, 0).load(SeqCst) == 1);
+    check("vCPU 1's selector bit", vi_sel(shared_va + 64).load(SeqCst) & (1 << (ipi / 64)) != 0);
+
+    // register_vcpu_info for vCPU 1.
+    let (area_va, area_mfn) = slack(5);
+    let reg = |mfn: u64, off: u32| {
+        let a = [mfn, off as u64];
+        op(REGISTER_VCPU_INFO, 1, a.as_ptr() as u64)
+    };
+    expect_err("vcpu_info crossing the page", reg(area_mfn, 4096 - 32), Errno::EINVAL);
+    expect_err("vcpu_info in a page table", reg(l4, 0), Errno::EINVAL);
+    expect_err("vcpu_info in a frame not ours", reg(1, 0), Errno::EINVAL);
+    expect_err("vcpu_info for vCPU 3", op(REGISTER_VCPU_INFO, 3, [area_mfn, 0].as_ptr() as u64), Errno::ENOENT);
+    expect_ret("vcpu_info moved", reg(area_mfn, 128), 0);
+    expect_err("vcpu_info moved twice", reg(area_mfn, 256), Errno::EINVAL);
+    let area = area_va + 128;
+    // SAFETY: the registered area is in our own mapped page.
+    let pending = || unsafe { (area as *const u8).read_volatile() };
+    check("moved vcpu_info marked pending", pending() == 1 && vi_sel(area).load(SeqCst) == u64::MAX);
+    // SAFETY: as above.
+    unsafe { (area as *mut u8).write_volatile(0) };
+    vi_sel(area).store(0, SeqCst);
+    vi_byte(1, 0).store(0, SeqCst);
+    // The port is still pending from before (nobody handled it on vCPU 1): clear it so the
+    // send notifies again.
+    // SAFETY: evtchn_pending words of the mapped shared_info page.
+    let pend = unsafe { AtomicU64::from_ptr((shared_va + 2048 + 8 * (ipi as u64 / 64)) as *mut u64) };
+    pend.fetch_and(!(1 << (ipi % 64)), SeqCst);
+    expect_ret("send after the move", pv_runtime::events::send(ipi), 0);
+    check("new vcpu_info gets the event", pending() == 1 && vi_sel(area).load(SeqCst) != 0);
+    check("legacy slot no longer used", vi_byte(1, 0).load(SeqCst) == 0);
+    // SAFETY: as above; version word of the time info at +32.
+    let tver = || unsafe { ((area + 32) as *const u32).read_volatile() };
+    let (v1, _) = (tver(), hc::yield_now());
+    check("time info kept in the new area", wait(|| tver() != v1));
+    // Down and up from outside.
+    expect_ret("down(1)", op(DOWN, 1, 0), 0);
+    expect_ret("is_up(1) after down", op(IS_UP, 1, 0), 0);
+    check("vCPU 1 offline", wait(|| runstate(1) == 3));
+    let c1 = COUNTER.load(SeqCst);
+    for _ in 0..200 {
+        hc::yield_now();
+    }
+    check("vCPU 1 stopped", COUNTER.load(SeqCst) == c1);
+    expect_ret("down(1) again", op(DOWN, 1, 0), 0);
+    expect_ret("up(1) after down", op(UP, 1, 0), 0);
+    check("vCPU 1 resumed", wait(|| COUNTER.load(SeqCst) > c1 + 1000));
+
+    // vCPU 1 takes itself down; up makes its hypercall return 0.
+    CMD.store(DOWN_SELF, SeqCst);
+    check("vCPU 1 went down itself", wait(|| op(IS_UP, 1, 0) == 0 && runstate(1) == 3));
+    expect_ret("up(1) after its own down", op(UP, 1, 0), 0);
+    check("its down returned 0", wait(|| SELF_DOWN_RET.load(SeqCst) == 0));
+
+    // The end: vCPU 1 down, then vCPU 0: the last vCPU going down powers the domain off.
+    expect_ret("down(1) at the end", op(DOWN, 1, 0), 0);
+    println!("vcpus: the last vCPU goes down next");
+    finish_by_down()
+}
+
+/// Prints the verdict, then takes the last vCPU down, which must power the domain off.
+fn finish_by_down() -> ! {
+    check("vCPU 1 down before the end", wait(|| runstate(1) == 3));
+    // Same verdict lines as `finish`, then the down instead of a shutdown.
+    if verdict_ok("vcpus") {
+        println!("Test result: SUCCESS");
+        op(DOWN, 0, 0);
+        println!("FAIL: down of the last vCPU returned");
+    } else {
+        println!("Test result: FAILURE");
+    }
+    hc::shutdown(guest_abi::sched::ShutdownReason::Crash)
+}
