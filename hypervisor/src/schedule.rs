@@ -218,6 +218,7 @@ pub fn stop(hv: &mut Hv, dom: DomId, vcpu: u32) {
     }
     hv.sched.sleep(id);
     if let Some(cpu) = running {
+        log::info!("d{}v{}: taken off CPU {}", dom, vcpu, cpu);
         poke(hv, cpu);
     }
 }
@@ -365,7 +366,11 @@ fn park(hv: &mut Hv, mut v: Box<Vcpu>, f: &TrapFrame) {
     v.frame = *f;
     let dead = hv.domains.get(&v.dom).is_none_or(|d| d.dead.is_some());
     save_state(&mut v, dead);
+    let dom = v.dom;
     hv.others.push(v);
+    if dead && !hv.running.iter().any(|r| r.dom == dom) {
+        log::info!("d{}: every vCPU is off the CPUs", dom);
+    }
 }
 
 fn placeholder(hv: &mut Hv) -> Box<Vcpu> {

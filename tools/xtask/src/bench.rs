@@ -3,6 +3,8 @@
 //! - QEMU start → dom0 banner, wall clock, via GRUB and via PVH (median of 5 runs).
 //! - Instructions from QEMU start (hypervisor entry) to dom0's first output, with
 //!   `-icount shift=0` (the TSC then counts instructions, so the figure is deterministic).
+//! - Guest system call through the direct `int 0x80` gate against a native ring 3 → ring 0
+//!   `int`, with the hypervisor's count of entries an `int 0x80` could cause (target: 0).
 //! - Null hypercall (`xen_version`) round trip from ring 1: median of 10^5 calls in TSC ticks,
 //!   under TCG and under icount (= instructions), against the baseline of a bare `int`+`iretq`
 //!   (the `bench` gate) plus one CR3 switch pair measured by the hypervisor in the same run.
@@ -124,6 +126,19 @@ pub fn run() -> Result<(), String> {
         }
         for (k, v) in vals.into_iter().filter(|(k, _)| k.starts_with("int")) {
             results.push((format!("{k}_tcg"), v));
+        }
+        // The hypervisor's own count of guest entries an `int 0x80` could have caused (as
+        // vector 0x80, or as #GP through a DPL-0 gate) over the whole run: 2 x 10^5 calls.
+        let entries = o.output.lines().find_map(|l| l.split_once("hypervisor entries from guests: ").map(|x| x.1.to_string()));
+        let field = |e: &str, k: &str| e.split_whitespace().find_map(|w| w.strip_prefix(k)?.parse::<f64>().ok());
+        match entries {
+            Some(e) => {
+                if let (Some(gp), Some(v80), Some(total)) = (field(&e, "gp="), field(&e, "int80="), field(&e, "total=")) {
+                    results.push(("int80_hypervisor_entries".into(), gp + v80));
+                    results.push(("syscall_bench_all_hypervisor_entries".into(), total));
+                }
+            }
+            None => return Err(format!("syscall_bench: no entry count\n{}", o.output)),
         }
     }
     // Event-channel round trip between two domains on one CPU, and CPU shares of three

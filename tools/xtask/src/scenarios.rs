@@ -101,6 +101,19 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             smp: 2,
+            dom0_args: "domexc",
+            domus: &[("vcpus", "domU mem=8M vcpus=2 -- crash")],
+            ..sc("multi-vcpu-domu-crash-smp2", Image::Guest("watcher"), Expect::Exit(Poweroff, &[
+                "d1: 2 vCPUs (vCPU 0 up)",
+                "(d1) vcpus: crashing with vCPU 1 running",
+                "d1 is dead (crash)",
+                "d1v1: taken off CPU",
+                "d1: every vCPU is off the CPUs",
+                "Test result: SUCCESS",
+            ]))
+        },
+        Scenario {
+            smp: 2,
             dom0_args: "dom0",
             domus: &[("fpustate", "domU mem=8M -- domu")],
             ..sc("multi-fpu-isolation-smp2", Image::Guest("fpustate"), Expect::Exit(Poweroff, &[

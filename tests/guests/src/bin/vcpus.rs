@@ -3,6 +3,9 @@
 //! `register_vcpu_info`, the TLB shootdown (vCPU 0 remaps a page vCPU 1 keeps reading, then
 //! TLB_FLUSH_ALL: vCPU 1 must see the new page at once), and the last vCPU going down powering
 //! the domain off.
+//!
+//! With the command line `crash` (a domU with `vcpus=2`): brings vCPU 1 up spinning, then
+//! crashes the domain; the hypervisor must take vCPU 1 off its CPU too.
 #![no_std]
 #![no_main]
 
@@ -154,6 +157,16 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let mem = GuestMem::new(si, vb);
     let l4 = mem.mfn((si.pt_base - vb) / 4096);
     let slack = |n: u64| (vb + (mem.region_end_pfn - n) * 4096, mem.mfn(mem.region_end_pfn - n));
+    if core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim() == "crash" {
+        settle(); // dom0 binds VIRQ_DOM_EXC first
+        good_ctx(l4);
+        expect_ret("initialise vCPU 1", op(INITIALISE, 1, ctx().as_ptr() as u64), 0);
+        expect_ret("up(1)", op(UP, 1, 0), 0);
+        let c0 = COUNTER.load(SeqCst);
+        check("vCPU 1 spins", wait(|| COUNTER.load(SeqCst) > c0 + 1000));
+        println!("vcpus: crashing with vCPU 1 running");
+        hc::shutdown(guest_abi::sched::ShutdownReason::Crash)
+    }
     let (shared_va, _) = slack(1);
     check("shared_info mapped", pv_runtime::mm::map_shared_info(si, shared_va).is_ok());
     SHARED_VA.store(shared_va, SeqCst);
