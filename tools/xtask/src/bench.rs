@@ -128,7 +128,7 @@ pub fn run() -> Result<(), String> {
             results.push((format!("{k}_tcg"), v));
         }
         // The hypervisor's own count of guest entries an `int 0x80` could have caused (as
-        // vector 0x80, or as #GP through a DPL-0 gate) over the whole run: 2 x 10^5 calls.
+        // vector 0x80, or as #GP through a DPL-0 gate) over the whole run, which makes 10^5 of them.
         let entries = o.output.lines().find_map(|l| l.split_once("hypervisor entries from guests: ").map(|x| x.1.to_string()));
         let field = |e: &str, k: &str| e.split_whitespace().find_map(|w| w.strip_prefix(k)?.parse::<f64>().ok());
         match entries {
