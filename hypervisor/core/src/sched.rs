@@ -564,6 +564,36 @@ mod tests {
     }
 
     #[test]
+    fn a_vcpu_put_to_sleep_is_never_chosen_until_woken() {
+        let mut c = Credit::new(2);
+        let d = c.add_domain(256, 0);
+        let (v0, v1, v2) = (c.add_vcpu(d, 1), c.add_vcpu(d, 1), c.add_vcpu(d, 1));
+        for v in [v0, v1, v2] {
+            c.wake(v, 0);
+        }
+        let first = c.schedule(0, 0, false, false).next.unwrap();
+        // Sleep one queued vCPU and the running one (as VCPUOP_down / domain death do).
+        let queued = [v0, v1, v2].into_iter().find(|&v| v != first).unwrap();
+        c.sleep(queued);
+        c.sleep(first);
+        let mut t = 0;
+        for _ in 0..100 {
+            t += TICK_NS;
+            c.tick(0, t);
+            let n = c.schedule(0, t, false, false).next;
+            assert!(n != Some(queued) && n != Some(first), "a sleeping vCPU ran");
+            assert!(n.is_some(), "the runnable vCPU must run");
+        }
+        c.wake(queued, t);
+        let mut seen = false;
+        for _ in 0..10 {
+            t += TICK_NS;
+            seen |= c.schedule(0, t, true, false).next == Some(queued);
+        }
+        assert!(seen, "woken again, it runs");
+    }
+
+    #[test]
     fn cap_holds() {
         let mut s = Sim::new(1);
         let d = s.s.add_domain(256, 50);
