@@ -183,7 +183,10 @@ pub fn process_timers(hv: &mut Hv) {
 /// current slice, `extra`, and one housekeeping period from now.
 pub fn arm(hv: &Hv, extra: Option<u64>) {
     let mut next = now() + HOUSEKEEPING_NS;
-    for v in crate::schedule::vcpus(hv) {
+    // Timers of down vCPUs and dead domains never fire (their deadlines are not advanced):
+    // they must not arm the LAPIC either.
+    let live = |v: &&crate::domain::Vcpu| !v.down && hv.domains.get(&v.dom).is_some_and(|d| d.dead.is_none());
+    for v in crate::schedule::vcpus(hv).filter(live) {
         let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
         for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {
             next = next.min(t);
