@@ -260,6 +260,63 @@ impl Domain {
     }
 }
 
+/// Every domain, indexed by id (ids are handed out in order), and the idle domain behind
+/// placeholder vCPUs: O(1) lookups on the hypercall path.
+pub struct Domains {
+    list: alloc::vec::Vec<Domain>,
+    idle: Domain,
+}
+
+impl Domains {
+    pub fn new() -> Domains {
+        Domains { list: alloc::vec::Vec::new(), idle: Domain::idle() }
+    }
+
+    /// Adds a domain; its id must be the next one.
+    pub fn push(&mut self, d: Domain) {
+        assert_eq!(d.id as usize, self.list.len(), "domain ids are handed out in order");
+        self.list.push(d);
+    }
+
+    pub fn get(&self, id: DomId) -> Option<&Domain> {
+        if id == guest_abi::DOMID_IDLE {
+            Some(&self.idle)
+        } else {
+            self.list.get(id as usize)
+        }
+    }
+
+    pub fn get_mut(&mut self, id: DomId) -> Option<&mut Domain> {
+        if id == guest_abi::DOMID_IDLE {
+            Some(&mut self.idle)
+        } else {
+            self.list.get_mut(id as usize)
+        }
+    }
+
+    /// Domain `id`, or the idle domain if there is none such (never the case for the domain
+    /// of an existing vCPU). Panic-free for the hypercall path.
+    pub fn of(&self, id: DomId) -> &Domain {
+        match self.list.get(id as usize) {
+            Some(d) => d,
+            None => &self.idle,
+        }
+    }
+
+    pub fn of_mut(&mut self, id: DomId) -> &mut Domain {
+        let Domains { list, idle } = self;
+        match list.get_mut(id as usize) {
+            Some(d) => d,
+            None => idle,
+        }
+    }
+
+    /// Real domains (not the idle one).
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
 /// Most vCPUs per domain: the legacy `vcpu_info` slots of shared_info (every vCPU then has
 /// a `vcpu_info` from the start, as Xen requires before `VCPUOP_initialise`).
 pub const MAX_VCPUS: usize = shared_info::MAX_VIRT_CPUS;

@@ -7,7 +7,6 @@ use guest_abi::evtchn::{Port, VIRQ_CONSOLE, VIRQ_TIMER};
 use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
-use alloc::collections::BTreeMap;
 use hv_core::evtchn::Bits;
 use hv_core::mem::PhysMem;
 
@@ -21,12 +20,12 @@ const MASK: usize = 2560;
 
 /// The 2-level bits of every domain's shared_info page and its vCPUs' `vcpu_info`.
 pub struct SharedBits<'a> {
-    pub doms: &'a BTreeMap<DomId, Domain>,
+    pub doms: &'a crate::domain::Domains,
 }
 
 impl SharedBits<'_> {
     fn with<R>(&self, dom: DomId, f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
-        let d = self.doms.get(&dom).filter(|d| !d.is_idle())?;
+        let d = self.doms.get(dom).filter(|d| !d.is_idle())?;
         DirectMap.frame_mut(d.shared_info).map(f)
     }
     fn test_and_set(&self, dom: DomId, off: usize, m: u8) -> bool {
@@ -71,7 +70,7 @@ impl Bits for SharedBits<'_> {
     }
     fn test_and_set_sel(&mut self, d: DomId, vcpu: u32, word: u32) -> bool {
         let (o, m) = (vi::PENDING_SEL + (word / 8) as usize, 1u8 << (word % 8));
-        let dom = self.doms.get(&d);
+        let dom = self.doms.get(d);
         dom.and_then(|dom| {
             dom.with_vi(vcpu, |b| {
                 let was = b[o] & m != 0;
@@ -82,7 +81,7 @@ impl Bits for SharedBits<'_> {
         .unwrap_or(true)
     }
     fn set_upcall_pending(&mut self, d: DomId, vcpu: u32) {
-        if let Some(dom) = self.doms.get(&d) {
+        if let Some(dom) = self.doms.get(d) {
             dom.set_vi_byte(vcpu, vi::UPCALL_PENDING, 1);
         }
     }
@@ -141,7 +140,7 @@ pub fn process_timers(hv: &mut Hv) {
     let mut fired = alloc::vec::Vec::new();
     let all = core::iter::once(&mut hv.cur).chain(hv.others.iter_mut()).chain(hv.running.iter_mut());
     for v in all {
-        let Some(d) = hv.domains.get(&v.dom) else { continue };
+        let Some(d) = hv.domains.get(v.dom) else { continue };
         if d.dead.is_some() || v.is_placeholder() || v.down {
             continue;
         }
@@ -185,7 +184,7 @@ pub fn arm(hv: &Hv, extra: Option<u64>) {
     let mut next = now() + HOUSEKEEPING_NS;
     // Timers of down vCPUs and dead domains never fire (their deadlines are not advanced):
     // they must not arm the LAPIC either.
-    let live = |v: &&crate::domain::Vcpu| !v.down && hv.domains.get(&v.dom).is_some_and(|d| d.dead.is_none());
+    let live = |v: &&crate::domain::Vcpu| !v.down && hv.domains.get(v.dom).is_some_and(|d| d.dead.is_none());
     for v in crate::schedule::vcpus(hv).filter(live) {
         let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
         for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {
@@ -216,8 +215,16 @@ pub fn upcall_due(d: &Domain, v: u32) -> bool {
 
 /// On the way back to the guest: delivers a due upcall to the event callback (events are
 /// masked on delivery, as Xen does).
+#[inline]
 pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
-    if f.cs & 3 == 0 || hv.cur.callbacks.event == 0 || !upcall_due(hv.dom(), hv.cur.id) {
+    if f.cs & 3 != 0 && hv.cur.callbacks.event != 0 {
+        deliver_upcall_if_due(hv, f);
+    }
+}
+
+#[inline(never)]
+fn deliver_upcall_if_due(hv: &mut Hv, f: &mut TrapFrame) {
+    if !upcall_due(hv.dom(), hv.cur.id) {
         return;
     }
     let cb = hv.cur.callbacks.event;

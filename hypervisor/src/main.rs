@@ -49,7 +49,7 @@ pub struct Hv {
     /// Every other vCPU that is not on a CPU: runnable, blocked or down.
     pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     /// Every domain, by id, and the idle domain behind placeholders.
-    pub domains: alloc::collections::BTreeMap<guest_abi::DomId, domain::Domain>,
+    pub domains: domain::Domains,
     pub cmdline: &'static str,
     /// Inside a multicall: handlers must not create continuations.
     pub in_multicall: bool,
@@ -88,11 +88,11 @@ static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
 impl Hv {
     /// The current vCPU's domain.
     pub fn dom(&self) -> &domain::Domain {
-        self.domains.get(&self.cur.dom).expect("every vCPU's domain exists")
+        self.domains.of(self.cur.dom)
     }
 
     pub fn dom_mut(&mut self) -> &mut domain::Domain {
-        self.domains.get_mut(&self.cur.dom).expect("every vCPU's domain exists")
+        self.domains.of_mut(self.cur.dom)
     }
 
     /// Ends the run: under QEMU with `debug-exit`, through isa-debug-exit with `code`.
@@ -298,7 +298,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     let ncpus = tables.len();
     let mut sched = hv_core::sched::Credit::new(ncpus);
     let boot_unix = hv_arch::time::rtc_unix_seconds();
-    let mut domains = alloc::collections::BTreeMap::new();
+    let mut domains = domain::Domains::new();
     let mut vcpus = alloc::vec::Vec::new();
     for (mut d, v0, weight, cap) in doms {
         events.add_domain(d.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, d.nr_vcpus());
@@ -314,10 +314,9 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         if d.nr_vcpus() > 1 {
             log::info!("d{}: {} vCPUs (vCPU 0 up)", d.id, d.nr_vcpus());
         }
-        domains.insert(d.id, d);
+        domains.push(d);
     }
-    domains.insert(guest_abi::DOMID_IDLE, domain::Domain::idle());
-    log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", vcpus[0].frame.rip, domains.len() - 1, ncpus);
+    log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", vcpus[0].frame.rip, domains.len(), ncpus);
     let my_apic = hv_arch::lapic::id();
     let mut cpu_apics = alloc::vec![my_apic];
     cpu_apics.extend(apic_ids.iter().copied().filter(|&id| id != my_apic).take(ncpus - 1));

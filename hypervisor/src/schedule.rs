@@ -98,8 +98,9 @@ pub fn shootdown(hv: &Hv, doms: &[DomId]) {
     }
 }
 
-/// Begins a locked section on this CPU. With a single CPU the current domain simply stays
+/// Begins a locked section on this CPU. With a single CPU the current vCPU simply stays
 /// in `hv.cur` between sections (nothing to swap).
+#[inline]
 pub fn enter(hv: &mut Hv) {
     if hv.cpus.len() == 1 {
         hv.this = 0;
@@ -115,6 +116,7 @@ pub fn enter(hv: &mut Hv) {
 }
 
 /// Ends a locked section on this CPU.
+#[inline]
 pub fn leave(hv: &mut Hv) {
     if hv.cpus.len() == 1 {
         hv.need_resched = false;
@@ -167,14 +169,14 @@ fn poke(hv: &mut Hv, cpu: usize) {
 
 /// Can `v` run (it is runnable and its domain alive)?
 fn can_run(hv: &Hv, v: &Vcpu) -> bool {
-    v.runnable() && hv.domains.get(&v.dom).is_some_and(|d| d.dead.is_none())
+    v.runnable() && hv.domains.get(v.dom).is_some_and(|d| d.dead.is_none())
 }
 
 /// A vCPU has a new event or was brought up: wakes it if it sleeps, or interrupts the CPU
 /// it runs on so the upcall is delivered now.
 pub fn wake(hv: &mut Hv, dom: DomId, vcpu: u32) {
     let now = events::now();
-    let alive = hv.domains.get(&dom).is_some_and(|d| d.dead.is_none());
+    let alive = hv.domains.get(dom).is_some_and(|d| d.dead.is_none());
     let running = running_on(hv, dom, vcpu);
     let here = hv.cur.dom == dom && hv.cur.id == vcpu;
     let Some(v) = vcpu_mut(hv, dom, vcpu) else { return };
@@ -234,7 +236,7 @@ pub fn check_sleepers(hv: &mut Hv) {
         if !v.blocked || v.down {
             continue;
         }
-        let Some(d) = hv.domains.get(&v.dom).filter(|d| d.dead.is_none()) else { continue };
+        let Some(d) = hv.domains.get(v.dom).filter(|d| d.dead.is_none()) else { continue };
         let ready = if v.poll_ports.is_empty() {
             events::upcall_due(d, v.id)
         } else {
@@ -364,7 +366,7 @@ fn park(hv: &mut Hv, mut v: Box<Vcpu>, f: &TrapFrame) {
         return;
     }
     v.frame = *f;
-    let dead = hv.domains.get(&v.dom).is_none_or(|d| d.dead.is_some());
+    let dead = hv.domains.get(v.dom).is_none_or(|d| d.dead.is_some());
     save_state(&mut v, dead);
     let dom = v.dom;
     hv.others.push(v);

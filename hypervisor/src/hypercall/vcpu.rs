@@ -240,7 +240,9 @@ fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
 /// `VCPUOP_initialise(vcpu, vcpu_guest_context)`: gives a vCPU that has never run its
 /// registers, trap table, callbacks, kernel stack, page-table root, GDT and LDT; it stays
 /// down until `VCPUOP_up`. Once only (-EEXIST). Every field is checked as the hypercall
-/// that would set it checks it; on any failure nothing is kept.
+/// that would set it checks it; on any failure nothing is kept. Never inlined: its 4 KiB
+/// trap table must not enlarge the stack frame of the hypercall dispatch.
+#[inline(never)]
 fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     let dom = hv.cur.dom;
     if crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)?.initialised {

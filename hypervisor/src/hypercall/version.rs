@@ -17,8 +17,17 @@ fn text<const N: usize>(s: &str) -> [u8; N] {
 }
 
 pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+    // The null-hypercall path stays tiny; everything that copies lives out of line.
     match cmd {
         XENVER_VERSION => Ok(((VERSION_MAJOR << 16) | VERSION_MINOR) as i64),
+        XENVER_PAGESIZE => Ok(4096),
+        _ => xen_version_copying(hv, cmd, arg),
+    }
+}
+
+#[inline(never)]
+fn xen_version_copying(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+    match cmd {
         XENVER_EXTRAVERSION => write_guest(hv, arg, &text::<EXTRAVERSION_LEN>(EXTRAVERSION)).map(|_| 0),
         XENVER_COMPILE_INFO => {
             let mut b = [0u8; 144];
@@ -50,7 +59,6 @@ pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             b[4..8].copy_from_slice(&map.to_le_bytes());
             write_guest(hv, arg, &b).map(|_| 0)
         }
-        XENVER_PAGESIZE => Ok(4096),
         XENVER_GUEST_HANDLE => write_guest(hv, arg, &[0u8; GUEST_HANDLE_LEN]).map(|_| 0),
         XENVER_COMMANDLINE => {
             if !hv.dom().privileged {
