@@ -133,6 +133,23 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_c
     f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
 }
 
+/// Is the instruction at `rip` a `syscall` (0F 05)?
+fn is_syscall_at(hv: &Hv, rip: u64) -> bool {
+    let mut b = [0u8; 2];
+    crate::hypercall::read_guest(hv, rip, &mut b).is_ok() && b == [0x0F, 0x05]
+}
+
+/// A guest's `syscall` from user mode (EFER.SCE is off, so it arrives as #UD): delivered to
+/// the kernel's syscall callback with RCX and R11 as the instruction sets them (return RIP,
+/// RFLAGS) and the usual hardware-shaped frame returning after the `syscall`.
+fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
+    f.rip = f.rip.wrapping_add(2);
+    f.rcx = f.rip;
+    f.r11 = f.rflags;
+    let cb = hv.cur.callbacks.syscall;
+    enter_guest_handler(hv, f, cb, None, false, "syscall");
+}
+
 /// A trap from guest context. Returns false when this CPU has nothing left to run.
 pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let v = f.vector;
@@ -146,6 +163,9 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         }
         v if v == vector::DF as u64 => {
             crash_domain(hv, f, format_args!("double fault"));
+        }
+        v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
+            syscall_bounce(hv, f)
         }
         v if v < 32 => {
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };

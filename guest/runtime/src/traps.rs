@@ -118,7 +118,12 @@ extern "C" {
 /// the hypervisor then points the vector straight at it, so a system call enters the guest
 /// kernel without entering the hypervisor.
 pub fn install_int80() -> i64 {
-    install_vector(0x80, core::ptr::addr_of!(guest_int80_stub) as u64, 3)
+    install_vector(0x80, int80_stub_address(), 3)
+}
+
+/// The address of the runtime's `int 0x80` entry (reports vector 0x80 to `run_user`).
+pub fn int80_stub_address() -> u64 {
+    core::ptr::addr_of!(guest_int80_stub) as u64
 }
 
 /// Registers `handler` for `vector` with the given DPL (one-entry `set_trap_table`).

@@ -14,12 +14,14 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     // User code: "mov eax, 17 (xen_version); xor edi, edi; int 0x82; ud2" at +0, "cli" at +16,
     // "mov rax, [kernel page]" at +32, "int3" at +48, "int 0x80" at +64.
     let mut bytes = [0xCCu8; 80];
+    // "syscall" at +72.
     bytes[..13].copy_from_slice(&[0xB8, 17, 0, 0, 0, 0x31, 0xFF, 0xCD, 0x82, 0x0F, 0x0B, 0x90, 0x90]);
     bytes[16] = 0xFA;
     bytes[32..34].copy_from_slice(&[0x48, 0xA1]);
     bytes[34..42].copy_from_slice(&si.pt_base.to_le_bytes());
     bytes[48] = 0xCC;
     bytes[64..66].copy_from_slice(&[0xCD, 0x80]);
+    bytes[72..74].copy_from_slice(&[0x0F, 0x05]); // syscall
     let (code, user_sp) = user_pages(si, &bytes);
     let f = run_user(code, user_sp);
     let gp_0x82 = |f: Option<pv_runtime::traps::Fault>| {
@@ -51,6 +53,23 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("IDT 0x80 back to the hypervisor's gate", (idt80 >> 16) & 0xFFFF == guest_abi::selectors::HYPERVISOR_CS as u64);
     let f = run_user(code + 64, user_sp);
     check("and int 0x80 from ring 3 is #GP again", f.is_some_and(|f| f.vector == 13));
+    // `syscall` from ring 3: #UD without a syscall callback; with one, the hypervisor bounces
+    // it to the callback (here the runtime's int 0x80 stub, which reports vector 0x80).
+    expect_fault("syscall without a callback is #UD", run_user(code + 72, user_sp), 6, None);
+    let cb = guest_abi::traps::CallbackRegister {
+        ty: guest_abi::traps::CALLBACKTYPE_SYSCALL,
+        flags: 0,
+        _pad: 0,
+        address: pv_runtime::traps::int80_stub_address(),
+    };
+    // SAFETY: `cb` is valid for the call.
+    let r = unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::CALLBACK_OP, 0, &cb as *const _ as u64, 0, 0, 0) };
+    expect_ret("register the syscall callback", r, 0);
+    let f = run_user(code + 72, user_sp);
+    if !f.is_some_and(|f| f.vector == 0x80 && f.rip == code + 74) {
+        println!("  syscall: got {:?}", f);
+    }
+    check("syscall from ring 3 reaches the callback, returning after it", f.is_some_and(|f| f.vector == 0x80 && f.rip == code + 74));
     check("back in ring 1", pv_runtime::cpl() == 1);
     check("hypercalls still work from ring 1", hc::yield_now() == 0);
     finish("ring3")
