@@ -182,8 +182,6 @@ pub struct Domain {
     /// Each vCPU's `vcpu_info`: its legacy slot in shared_info, or where
     /// `VCPUOP_register_vcpu_info` moved it. The length is the domain's vCPU count.
     pub vcpu_info: alloc::vec::Vec<VcpuInfoAt>,
-    /// vCPUs brought up (not `down`), kept by `VCPUOP_up`/`down`.
-    pub online: u64,
     /// Which vCPUs moved their `vcpu_info` (once each, as Xen).
     pub vcpu_info_registered: u64,
 }
@@ -203,7 +201,6 @@ impl Domain {
             shared_info,
             vm_assist: 0,
             vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),
-            online: 1,
             vcpu_info_registered: 0,
         }
     }
@@ -212,7 +209,6 @@ impl Domain {
     pub fn idle() -> Domain {
         let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
         d.vcpu_info.clear();
-        d.online = 0;
         d
     }
 
@@ -226,26 +222,15 @@ impl Domain {
 
     /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
     pub fn vi_byte(&self, v: u32, off: usize) -> u8 {
-        self.vcpu_info
-            .get(v as usize)
-            .and_then(|at| DirectMap.frame(at.frame).map(|p| p[at.offset + off]))
-            .unwrap_or(0)
+        self.with_vi(v, |b| b[off]).unwrap_or(0)
     }
 
     pub fn set_vi_byte(&self, v: u32, off: usize, val: u8) {
-        if let Some(at) = self.vcpu_info.get(v as usize) {
-            if let Some(p) = DirectMap.frame_mut(at.frame) {
-                p[at.offset + off] = val;
-            }
-        }
+        self.with_vi(v, |b| b[off] = val);
     }
 
     pub fn set_vi_u64(&self, v: u32, off: usize, val: u64) {
-        if let Some(at) = self.vcpu_info.get(v as usize) {
-            if let Some(p) = DirectMap.frame_mut(at.frame) {
-                p[at.offset + off..at.offset + off + 8].copy_from_slice(&val.to_le_bytes());
-            }
-        }
+        self.with_vi(v, |b| b[off..off + 8].copy_from_slice(&val.to_le_bytes()));
     }
 
     /// Runs `f` on vCPU `v`'s `vcpu_info` bytes.
@@ -283,14 +268,6 @@ impl Domains {
             Some(&self.idle)
         } else {
             self.list.get(id as usize)
-        }
-    }
-
-    pub fn get_mut(&mut self, id: DomId) -> Option<&mut Domain> {
-        if id == guest_abi::DOMID_IDLE {
-            Some(&mut self.idle)
-        } else {
-            self.list.get_mut(id as usize)
         }
     }
 

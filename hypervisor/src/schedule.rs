@@ -229,8 +229,7 @@ pub fn stop(hv: &mut Hv, dom: DomId, vcpu: u32) {
 /// a due upcall.
 pub fn check_sleepers(hv: &mut Hv) {
     let now = events::now();
-    let mut to_wake = [(0 as DomId, 0u32); 16];
-    let mut n = 0;
+    let mut to_wake = alloc::vec::Vec::new();
     let bits = events::bits(hv);
     for v in vcpus(hv) {
         if !v.blocked || v.down {
@@ -243,12 +242,11 @@ pub fn check_sleepers(hv: &mut Hv) {
             v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
                 || (v.poll_deadline != 0 && now >= v.poll_deadline)
         };
-        if ready && n < to_wake.len() {
-            to_wake[n] = (v.dom, v.id);
-            n += 1;
+        if ready {
+            to_wake.push((v.dom, v.id));
         }
     }
-    for &(dom, vcpu) in &to_wake[..n] {
+    for (dom, vcpu) in to_wake {
         wake(hv, dom, vcpu);
     }
 }
@@ -371,7 +369,9 @@ fn park(hv: &mut Hv, mut v: Box<Vcpu>, f: &TrapFrame) {
     let dom = v.dom;
     hv.others.push(v);
     if dead && !hv.running.iter().any(|r| r.dom == dom) {
+        // The domain is fully stopped: now tell dom0 (Xen's shutdown finalisation).
         log::info!("d{}: every vCPU is off the CPUs", dom);
+        events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
     }
 }
 

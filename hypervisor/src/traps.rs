@@ -53,7 +53,9 @@ pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
 }
 
 /// The current domain shut down or crashed: dom0 ends the run; a domU becomes a zombie (all
-/// its vCPUs stop, on every CPU) and dom0 hears of it through VIRQ_DOM_EXC.
+/// its vCPUs stop, on every CPU) and, as in Xen, dom0 hears of it through VIRQ_DOM_EXC once
+/// the last of them is off its CPU (`schedule::park`; the current one is parked before this
+/// section ends).
 pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
     use guest_abi::sched::ShutdownReason::*;
     let dom = hv.cur.dom;
@@ -76,7 +78,6 @@ pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
     for v in 0..hv.dom().nr_vcpus() {
         crate::schedule::stop(hv, dom, v);
     }
-    crate::events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
 }
 
 /// Delivers exception `vec` to the guest's handler on its kernel stack, as a ring-1 interrupt

@@ -51,7 +51,6 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             }
             if v.down {
                 v.down = false;
-                hv.dom_mut().online |= 1 << id;
                 crate::schedule::wake(hv, dom, id);
             }
             Ok(0)
@@ -61,13 +60,13 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if v.down {
                 return Ok(0);
             }
-            if hv.dom().online & !(1u64 << id) == 0 {
+            let others_up = crate::schedule::vcpus(hv).any(|v| v.dom == dom && v.id != id && !v.down);
+            if !others_up {
                 // The last vCPU going down: the domain powers off (as Xen).
                 crate::traps::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff);
                 return Ok(0);
             }
             target(hv, dom, id)?.down = true;
-            hv.dom_mut().online &= !(1 << id);
             crate::schedule::stop(hv, dom, id);
             Ok(0)
         }
