@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the system packages the build and the QEMU tests need (Debian/Ubuntu).
-# As root it installs what is missing; otherwise it says what to install.
+# Installs what the build and the QEMU tests need on a fresh Debian/Ubuntu machine: the
+# system packages (as root; otherwise it says what to install) and the pinned Rust
+# toolchain's bare-metal target and components (idempotent, ~1 s when present).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 pkgs=(qemu-system-x86 grub-pc-bin grub-common xorriso)
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
@@ -19,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
 fi
-command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
-# rust-toolchain.toml pins the toolchain and the x86_64-unknown-none target; this installs them.
-cd "$(dirname "$0")/.." && rustup show active-toolchain >/dev/null
+command -v rustup >/dev/null || { echo "rustup not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+# rust-toolchain.toml pins the toolchain; rustup installs its targets and components only
+# when it installs the toolchain itself, so add them explicitly (no-ops when present).
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+rustup toolchain install "$toolchain" --profile minimal --no-self-update >/dev/null 2>&1 || true
+rustup target add --toolchain "$toolchain" x86_64-unknown-none
+rustup component add --toolchain "$toolchain" clippy rustfmt

@@ -25,15 +25,13 @@ use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
-const NO_BOOL: AtomicBool = AtomicBool::new(false);
 /// Per CPU: it resumes (or runs) a guest. Set at the end of a locked section that resumes
 /// one, cleared first thing on a guest entry (before the lock is taken).
-static IN_GUEST: [AtomicBool; hv_core::acpi::MAX_CPUS] = [NO_BOOL; hv_core::acpi::MAX_CPUS];
+static IN_GUEST: [AtomicBool; hv_core::acpi::MAX_CPUS] = [const { AtomicBool::new(false) }; hv_core::acpi::MAX_CPUS];
 /// Per CPU: it owes a TLB flush before running guest code (set by [`shootdown`]).
-static FLUSH: [AtomicBool; hv_core::acpi::MAX_CPUS] = [NO_BOOL; hv_core::acpi::MAX_CPUS];
-const NO_COUNT: AtomicU64 = AtomicU64::new(0);
+static FLUSH: [AtomicBool; hv_core::acpi::MAX_CPUS] = [const { AtomicBool::new(false) }; hv_core::acpi::MAX_CPUS];
 /// Hypervisor entries from guests, by vector (every CPU).
-static ENTRIES: [AtomicU64; 256] = [NO_COUNT; 256];
+static ENTRIES: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
 /// Counts a hypervisor entry from a guest through `vector`.
 pub fn count_entry(vector: u64) {

@@ -230,8 +230,11 @@ pub fn install() -> i64 {
 #[macro_export]
 macro_rules! probe {
     ($($insn:literal),+ $(; $($op:tt)*)?) => {{
+        // The caller's instructions and operands are the point of this macro: they can only
+        // go inside the asm block (the caller's own `unsafe` obligations are the instructions').
         // SAFETY: the instructions are expected to fault; the runtime's handler resumes at
         // label 2 and records the fault.
+        #[allow(clippy::macro_metavars_in_unsafe)]
         unsafe {
             core::arch::asm!(
                 "lea {tmp}, [rip + 2f]",

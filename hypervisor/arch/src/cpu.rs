@@ -247,9 +247,20 @@ pub fn invpcid_address(pcid: u64, va: u64) {
 /// MSRs a guest may set through `set_segment_base`.
 #[derive(Copy, Clone, Debug)]
 pub enum SegBase {
-    Fs = 0xC000_0100,
-    Gs = 0xC000_0101,
-    KernelGs = 0xC000_0102,
+    Fs,
+    Gs,
+    KernelGs,
+}
+
+impl SegBase {
+    /// The base's MSR.
+    const fn msr(self) -> u32 {
+        match self {
+            SegBase::Fs => 0xC000_0100,
+            SegBase::Gs => 0xC000_0101,
+            SegBase::KernelGs => 0xC000_0102,
+        }
+    }
 }
 
 /// Sets a segment base. Returns false (and does nothing) for a non-canonical base, which
@@ -260,7 +271,7 @@ pub fn set_segment_base(which: SegBase, base: u64) -> bool {
     }
     // SAFETY: the FS/GS base MSRs exist in long mode and take any canonical value; the
     // hypervisor never uses FS or GS.
-    unsafe { wrmsr(which as u32, base) };
+    unsafe { wrmsr(which.msr(), base) };
     true
 }
 
@@ -297,7 +308,7 @@ pub fn serial_has_input() -> bool {
 /// Reads a segment base MSR.
 pub fn segment_base(which: SegBase) -> u64 {
     // SAFETY: the FS/GS base MSRs exist in long mode.
-    unsafe { rdmsr(which as u32) }
+    unsafe { rdmsr(which.msr()) }
 }
 
 /// A vCPU's extended state (x87, SSE, AVX…): an XSAVE area, or an FXSAVE image where the CPU

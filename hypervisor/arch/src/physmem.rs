@@ -69,7 +69,7 @@ pub fn carve_static<T: Default>(usable: &mut RangeSet, count: usize) -> Option<&
 
 /// Writes a u64 at a direct-map address the hypervisor owns (e.g. its M2P backing).
 pub fn write_u64(va: u64, v: u64) {
-    assert!(va >= crate::layout::DIRECTMAP_BASE && va % 8 == 0);
+    assert!(va >= crate::layout::DIRECTMAP_BASE && va.is_multiple_of(8));
     // SAFETY: callers pass direct-map addresses of hypervisor-owned RAM (checked to be in
     // the direct map and aligned above).
     unsafe { (va as *mut u64).write_volatile(v) }
@@ -77,7 +77,7 @@ pub fn write_u64(va: u64, v: u64) {
 
 /// Reads a u64 at a direct-map address.
 pub fn read_u64(va: u64) -> u64 {
-    assert!(va >= crate::layout::DIRECTMAP_BASE && va % 8 == 0);
+    assert!(va >= crate::layout::DIRECTMAP_BASE && va.is_multiple_of(8));
     // SAFETY: as for `write_u64`.
     unsafe { (va as *const u64).read_volatile() }
 }

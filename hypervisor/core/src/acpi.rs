@@ -146,7 +146,7 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    fn fix(t: &mut Vec<u8>, sum_at: usize) {
+    fn fix(t: &mut [u8], sum_at: usize) {
         t[sum_at] = 0;
         t[sum_at] = 0u8.wrapping_sub(sum(t));
     }

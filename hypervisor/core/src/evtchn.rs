@@ -318,10 +318,8 @@ impl Events {
                             return Err("peer does not point back");
                         }
                     }
-                    State::Virq { virq } => {
-                        if d.virqs.get(&(virq, c.vcpu)) != Some(&(p as Port)) {
-                            return Err("VIRQ table disagrees");
-                        }
+                    State::Virq { virq } if d.virqs.get(&(virq, c.vcpu)) != Some(&(p as Port)) => {
+                        return Err("VIRQ table disagrees");
                     }
                     _ => {}
                 }

@@ -386,7 +386,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
 
     /// `update_descriptor`: writes one checked descriptor at machine address `maddr`.
     pub fn update_descriptor(&mut self, maddr: u64, desc: u64, dom: DomId) -> Res {
-        if maddr % 8 != 0 {
+        if !maddr.is_multiple_of(8) {
             return Err(PtError::BadDescriptor);
         }
         let mfn = Mfn::of(maddr);

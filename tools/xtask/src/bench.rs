@@ -177,7 +177,7 @@ pub fn run() -> Result<(), String> {
         let counts: Vec<f64> = (1..=3)
             .filter_map(|d| {
                 let tag = format!("(d{d}) hog: ");
-                o.output.lines().filter_map(|l| l.split_once(tag.as_str())).filter_map(|(_, r)| r.split_whitespace().next()?.parse::<f64>().ok()).last()
+                o.output.lines().filter_map(|l| l.split_once(tag.as_str())).filter_map(|(_, r)| r.split_whitespace().next()?.parse::<f64>().ok()).next_back()
             })
             .collect();
         if counts.len() == 3 {

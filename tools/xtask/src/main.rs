@@ -3,7 +3,8 @@
 //! - `build`: every bare-metal image, and the GRUB ISO at `target/hypervisor.iso`.
 //! - `run [--pvh] [--kvm] [--smp N] [-- <hypervisor options>]`: boot the ISO (or PVH) in
 //!   QEMU (2 CPUs by default) with the serial console on the terminal.
-//! - `test [--only NAME]`: host tests, then every QEMU scenario.
+//! - `test [--only NAME]`: clippy on every crate, host tests, then every QEMU scenario.
+//! - `clippy`: clippy with warnings denied on every crate (host and bare metal).
 //! - `bench`: boot-time and hypercall benchmarks, printed and written to
 //!   `target/bench.json`.
 
@@ -15,7 +16,7 @@ mod scenarios;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <build|run|test|bench> [options]");
+    eprintln!("usage: cargo xtask <build|run|test|clippy|bench> [options]");
     eprintln!("  run [--pvh] [--kvm] [--smp N] [-- hypervisor options]");
     eprintln!("  test [--only NAME] [--no-host]");
     ExitCode::from(2)
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         }),
         "run" => run(rest),
         "test" => scenarios::run_all(rest),
+        "clippy" => scenarios::clippy(),
         "bench" => bench::run(),
         _ => return usage(),
     };

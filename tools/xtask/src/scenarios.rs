@@ -305,23 +305,45 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
     }
 }
 
-fn host_tests() -> Result<(), String> {
+/// The host crates (tested and linted for the host) and the bare-metal ones.
+const HOST_EXCLUDES: [&str; 10] = [
+    "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "dom0-kernel", "--exclude", "test-guests",
+];
+const BARE_METAL: [&str; 10] = ["-p", "hypervisor", "-p", "hv-arch", "-p", "pv-runtime", "-p", "dom0-kernel", "-p", "test-guests"];
+
+fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .current_dir(images::root())
-        .args(["test", "--workspace", "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "dom0-kernel", "--exclude", "test-guests"])
-        .status()
-        .map_err(|e| e.to_string())?;
+    let st = Command::new(cargo).current_dir(images::root()).args(args).status().map_err(|e| e.to_string())?;
     if st.success() {
         Ok(())
     } else {
-        Err("host tests failed".into())
+        Err(format!("cargo {} failed", args.join(" ")))
     }
+}
+
+/// Clippy with warnings denied on every crate: the host crates (with their tests) and the
+/// bare-metal ones for their target.
+pub fn clippy() -> Result<(), String> {
+    let mut host = vec!["clippy", "--workspace", "--all-targets"];
+    host.extend(HOST_EXCLUDES);
+    host.extend(["--", "-D", "warnings"]);
+    cargo(&host)?;
+    let mut bare = vec!["clippy", "--release", "--target", "x86_64-unknown-none"];
+    bare.extend(BARE_METAL);
+    bare.extend(["--", "-D", "warnings"]);
+    cargo(&bare)
+}
+
+fn host_tests() -> Result<(), String> {
+    let mut args = vec!["test", "--workspace"];
+    args.extend(HOST_EXCLUDES);
+    cargo(&args)
 }
 
 pub fn run_all(args: &[String]) -> Result<(), String> {
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     if !args.iter().any(|a| a == "--no-host") && only.is_none() {
+        clippy()?;
         host_tests()?;
     }
     let imgs = images::build_all()?;

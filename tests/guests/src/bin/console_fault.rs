@@ -12,8 +12,8 @@ use test_guests::*;
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     start("console-fault");
     let ok = b"console-fault: a good buffer\n";
-    // SAFETY (whole block): each pointer is either a valid local buffer or deliberately bad
-    // and expected to be refused without being touched.
+    // SAFETY: each pointer is either a valid local buffer or deliberately bad and expected to
+    // be refused without being touched.
     unsafe {
         expect_ret("console_io good buffer", hc(nr::CONSOLE_IO, 0, ok.len() as u64, ok.as_ptr() as u64, 0, 0), 0);
         expect_ret("console_io zero length, NULL", hc(nr::CONSOLE_IO, 0, 0, 0, 0, 0), 0);

@@ -8,7 +8,7 @@ fn guest_main(_si: &'static pv_runtime::StartInfo) -> ! {
     let mut n: u64 = 0;
     loop {
         n += 1;
-        if n % 100_000 == 0 {
+        if n.is_multiple_of(100_000) {
             pv_runtime::println!("hog: {} loops", n);
         }
         core::hint::spin_loop();

@@ -15,7 +15,7 @@ const NONCANON: u64 = 0x8000_0000_0000_0000;
 #[no_mangle]
 fn guest_main(_si: &'static pv_runtime::StartInfo) -> ! {
     start("hypercalls");
-    // SAFETY (whole block): every pointer passed is to a local buffer of the size the call
+    // SAFETY: every pointer passed is to a local buffer of the size the call
     // writes, or deliberately invalid and expected to be refused.
     unsafe {
         expect_ret("xen_version(version)", hc(nr::XEN_VERSION, XENVER_VERSION, 0, 0, 0, 0), (4 << 16) | 19);

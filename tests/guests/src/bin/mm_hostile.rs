@@ -390,7 +390,7 @@ fn run(env: &mut Env, case: &str) -> bool {
         }
         "new-baseptr" => {
             let t = env.mem.alloc_mfn().unwrap_or(0);
-            ok("junk in a reserved slot of a would-be L4", mmu1(t << 12 | 8 * 260, l3 << 12 | P | RW | A));
+            ok("junk in a reserved slot of a would-be L4", mmu1((t << 12) | (8 * 260), l3 << 12 | P | RW | A));
             e("NEW_BASEPTR to it", ext1(5, t, 0), EINVAL);
             e("NEW_BASEPTR to a writable-mapped page", ext1(5, own, 0), EINVAL);
             e("NEW_BASEPTR to the hypervisor", ext1(5, HV_MFN, 0), EINVAL);

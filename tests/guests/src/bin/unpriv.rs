@@ -27,7 +27,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_err("xen_version commandline", raw(nr::XEN_VERSION, 9, buf.as_mut_ptr() as u64, 0, 0), EPERM);
     expect_err("FLUSH_CACHE", hc::mmuext1(12, 0, 0), EACCES);
     expect_err("console_io read", hc::console_read(&mut buf[..8]), EPERM);
-    let mut a = [0u32 | (guest_abi::DOMID_SELF as u32) << 16, 0];
+    let mut a = [(guest_abi::DOMID_SELF as u32) << 16, 0];
     expect_err("alloc_unbound in dom0", raw(nr::EVENT_CHANNEL_OP, 6, a.as_mut_ptr() as u64, 0, 0), EPERM);
     let mut fi = [0u32; 2];
     expect_ret("get_features", raw(nr::XEN_VERSION, 6, fi.as_mut_ptr() as u64, 0, 0), 0);
