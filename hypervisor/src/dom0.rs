@@ -11,7 +11,7 @@ use hv_arch::entry::TrapFrame;
 use hv_arch::paging::FrameSource;
 use hv_arch::physmem::DirectMap;
 use hv_core::builder::{self, BuildParams};
-use hv_core::frame::Owner;
+use hv_core::frame::{Owner, PageType};
 use hv_core::mem::PhysMem;
 use hv_core::pv_image;
 
@@ -121,10 +121,12 @@ pub fn build(
         let _ = mm.ft.set_owner(m, Owner::Free);
     }
 
-    // shared_info: a hypervisor page the domain may map.
+    // shared_info: a page the hypervisor writes (event bits, vcpu_info, time) and the domain
+    // may map. It holds a permanent writable type reference (Xen's share_xen_page_with_guest),
+    // so it can never become a page table or descriptor page while the hypervisor writes it.
     let si = mm.frame().ok_or(Dom0Error::OutOfMemory)?;
     let _ = mm.ft.set_owner(si, Owner::Dom(id));
-    let _ = mm.ft.get_page(si, id);
+    mm.ft.get_page_and_type(si, id, Some(PageType::Writable)).map_err(|_| Dom0Error::OutOfMemory)?;
     if let Some(p) = DirectMap.frame_mut(si) {
         for v in 0..shared_info::MAX_VIRT_CPUS {
             p[shared_info::upcall_mask_offset(v)] = 1;

@@ -54,7 +54,7 @@ const MM_CASES: &[&str] = &[
     "gdt-tss", "gdt-limits", "gdt-no-writable-alias", "ldt-writable", "exchange-xsa212",
     "multicall-xsa213", "invlpg-xsa279", "mixed-xsa286", "unpin-cr3", "decrease-cr3",
     "double-pin", "continuation", "uvm-bad", "clear-copy-page", "memop-xsa231", "machphys",
-    "new-baseptr",
+    "new-baseptr", "shinfo-typed", "vcpuinfo-typed",
 ];
 
 /// Two vCPUs in dom0; the verdict, then the last vCPU's down powers the domain off.
@@ -62,9 +62,12 @@ const VCPUS_EXPECT: &[&str] = &["d0: 2 vCPUs (vCPU 0 up)", "Test result: SUCCESS
 
 fn scenarios() -> Vec<Scenario> {
     use ExitCode::*;
-    let mm = MM_CASES.iter().map(|c| Scenario {
-        dom0_args: c,
-        ..sc(Box::leak(format!("mm-{c}").into_boxed_str()), Image::Guest("mm_hostile"), Expect::Success)
+    // Every hostile case on 1 and on 2 CPUs.
+    let mm = [1, 2].into_iter().flat_map(|smp| {
+        MM_CASES.iter().map(move |c| {
+            let name = if smp == 1 { format!("mm-{c}") } else { format!("mm-{c}-smp{smp}") };
+            Scenario { dom0_args: c, smp, ..sc(Box::leak(name.into_boxed_str()), Image::Guest("mm_hostile"), Expect::Success) }
+        })
     });
     // The same scenarios on several CPUs (application processors started, domains spread).
     let smp = [

@@ -24,6 +24,8 @@ struct Env {
     l4: u64,
     /// A writable scratch page in the bootstrap region's slack, and its PTE's address.
     scratch_va: u64,
+    /// The shared_info frame.
+    si_mfn: u64,
 }
 
 fn m2p(mfn: u64) -> u64 {
@@ -397,6 +399,36 @@ fn run(env: &mut Env, case: &str) -> bool {
             e("NEW_USER_BASEPTR", ext1(15, l4, 0), EOPNOTSUPP);
             check("still running", cur_res() > 0);
         }
+        "shinfo-typed" | "vcpuinfo-typed" => {
+            // Pages the hypervisor writes on the guest's behalf must never take a page-table
+            // or descriptor type: event sends would then write chosen bits into a validated
+            // table (a PTE naming any frame).
+            let m = if case == "shinfo-typed" {
+                env.si_mfn
+            } else {
+                let m = env.mem.alloc_mfn().unwrap_or(0);
+                let area = [m, 0u64];
+                // SAFETY: register_vcpu_info reads a {mfn, offset} pair from `area`.
+                let r = unsafe { pv_runtime::events::vcpu_op(10, 0, area.as_ptr() as u64) };
+                ok("register vcpu_info in an own page", r);
+                m
+            };
+            for (level, cmd) in [(1, 0u32), (2, 1), (3, 2), (4, 3)] {
+                let r = ext1(cmd, m, 0);
+                if r == 0 {
+                    println!("  pinned it as an L{}", level);
+                    ext1(4, m, 0);
+                }
+                e("pin it as a page table", r, EINVAL);
+            }
+            e("set_gdt with it", hc::set_gdt(&[m], 1), EINVAL);
+            ok("map it read-only", mmu1(pte, m << 12 | P | A));
+            e("SET_LDT over it", ext1(13, env.scratch_va, 16), EINVAL);
+            e("hook it into the L2 as an L1", mmu1((l2 << 12) + 8 * 100, m << 12 | P | RW | A), EINVAL);
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+            ok("it can still be mapped writable", hc::update_va_mapping(env.scratch_va, m << 12 | P | RW | A | D, 2));
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+        }
         _ => {
             println!("unknown case '{}'", case);
             return false;
@@ -430,7 +462,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let mem = GuestMem::new(si, vb);
     let l4 = mem.mfn((si.pt_base - vb) / 4096);
     let scratch_va = vb + (mem.region_end_pfn - 2) * 4096;
-    let mut env = Env { mem, vb, l4, scratch_va };
+    let mut env = Env { mem, vb, l4, scratch_va, si_mfn: si.shared_info >> 12 };
     check("case known", run(&mut env, case));
     check("hypervisor still answers", pv_runtime::hypercall::yield_now() == 0);
     finish(case)
