@@ -63,6 +63,8 @@ pub struct Vcpu {
     pub fs_base: u64,
     pub gs_base: u64,
     pub kernel_gs_base: u64,
+    /// DS, ES, FS, GS selectors (loaded before the bases on a switch).
+    pub sel: hv_arch::cpu::DataSelectors,
     /// Runstate (`RUNSTATE_*`), when it was entered, and the time spent in each state.
     pub runstate: u32,
     pub runstate_entry: u64,
@@ -106,6 +108,7 @@ impl Vcpu {
             fs_base: 0,
             gs_base: 0,
             kernel_gs_base: 0,
+            sel: [0; 4],
             runstate: if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
             runstate_entry: crate::events::now(),
             runstate_time: [0; 4],

@@ -228,7 +228,7 @@ fn deliver_upcall_if_due(hv: &mut Hv, f: &mut TrapFrame) {
         return;
     }
     let cb = hv.cur.callbacks.event;
-    crate::traps::enter_guest_handler(hv, f, cb, None, true, "event upcall");
+    crate::traps::enter_guest_handler(hv, f, cb, &[], true, "event upcall");
 }
 
 /// Sets vCPU `v`'s upcall mask.

@@ -166,7 +166,7 @@ fn poke(hv: &mut Hv, cpu: usize) {
 }
 
 /// Can `v` run (it is runnable and its domain alive)?
-fn can_run(hv: &Hv, v: &Vcpu) -> bool {
+pub fn can_run(hv: &Hv, v: &Vcpu) -> bool {
     v.runnable() && hv.domains.get(v.dom).is_some_and(|d| d.dead.is_none())
 }
 
@@ -259,6 +259,7 @@ fn save_state(v: &mut Vcpu, dead: bool) {
         RUNSTATE_RUNNABLE
     };
     v.set_runstate(state, events::now());
+    v.sel = cpu::data_selectors();
     v.fs_base = cpu::segment_base(SegBase::Fs);
     v.gs_base = cpu::segment_base(SegBase::Gs);
     v.kernel_gs_base = cpu::segment_base(SegBase::KernelGs);
@@ -273,7 +274,9 @@ pub struct MappedDesc {
     pub ldt_ents: u32,
 }
 
-fn load_state(hv: &mut Hv) {
+/// Loads the current vCPU's state onto this CPU. Returns the data selectors the CPU refused
+/// (bit n for DS, ES, FS, GS; those were replaced by the null selector).
+fn load_state(hv: &mut Hv) -> u8 {
     // Descriptor-table windows: remap only the pages that differ from what this CPU maps.
     let want = MappedDesc { gdt: hv.cur.gdt, ldt: hv.cur.ldt, ldt_ents: hv.cur.ldt_ents };
     let have = hv.mapped_desc[hv.this];
@@ -295,12 +298,15 @@ fn load_state(hv: &mut Hv) {
     let v = &hv.cur;
     cpu::fxrstor(&v.fpu);
     cpu::set_ts(v.fpu_ts);
+    // Selectors first: loading FS or GS overwrites its base. The LDT is loaded already.
+    let refused = cpu::load_data_selectors(v.sel);
     cpu::set_segment_base(SegBase::Fs, v.fs_base);
     cpu::set_segment_base(SegBase::Gs, v.gs_base);
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
     paging::sync_guest_slots(&hv.cpu, v.l4);
     paging::set_rsp1(&hv.cpu, v.kernel_sp);
     load_direct_gates(hv);
+    refused
 }
 
 /// Vectors a guest may take directly from user mode (no hypervisor entry).
@@ -336,8 +342,16 @@ pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
             let incoming = hv.others.swap_remove(i);
             let outgoing = core::mem::replace(&mut hv.cur, incoming);
             park(hv, outgoing, f);
-            load_state(hv);
+            let refused = load_state(hv);
             *f = hv.cur.frame;
+            if refused != 0 {
+                // As Xen's load_segments: the failsafe callback hears of the selectors.
+                let sels = hv.cur.sel;
+                crate::traps::failsafe(hv, f, sels, format_args!("data selectors {:x?} refused (mask {:#x})", sels, refused));
+                if !can_run(hv, &hv.cur) {
+                    return reschedule(hv, f, false);
+                }
+            }
             log::trace!("CPU {} runs d{}v{}", hv.this, hv.cur.dom, hv.cur.id);
         }
         None => {
@@ -390,8 +404,9 @@ pub fn idle_loop() -> ! {
                 events::process_timers(hv); // also wakes sleepers
                 if reschedule(hv, &mut frame, false) {
                     events::deliver_upcall(hv, &mut frame);
-                    resume = true;
-                } else {
+                    resume = crate::traps::check_resume(hv, &mut frame);
+                }
+                if !resume {
                     let t = if hv.slice_until != 0 { hv.slice_until } else { events::now() + hv_core::sched::TICK_NS };
                     events::arm(hv, Some(t));
                 }

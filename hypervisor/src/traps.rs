@@ -91,23 +91,25 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
     if vec == vector::PF {
         hv.dom().set_vi_u64(hv.cur.id, vi::CR2, cr2);
     }
-    let err = has_error_code(vec).then_some(error_code);
-    enter_guest_handler(hv, f, ti.address, err, ti.flags & TI_MASK_EVENTS != 0, vector_name(vec as u64));
+    let err = [error_code];
+    let below = if has_error_code(vec) { &err[..] } else { &[] };
+    enter_guest_handler(hv, f, ti.address, below, ti.flags & TI_MASK_EVENTS != 0, vector_name(vec as u64));
 }
 
-/// Builds a hardware-shaped frame (`[error code], RIP, CS, RFLAGS, RSP, SS`, with the saved
+/// Builds a hardware-shaped frame (`[below...], RIP, CS, RFLAGS, RSP, SS`, with the saved
 /// upcall mask in CS bits 32–39 and RFLAGS.IF = !mask) on the guest kernel stack and points
-/// `f` at `handler` in ring 1. Optionally masks events. A stack that cannot take the frame
-/// crashes the domain.
-pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_code: Option<u64>, mask_events: bool, what: &str) {
+/// `f` at `handler` in ring 1. `below` holds the words under RIP: an error code, or the data
+/// selectors of a failsafe frame. Optionally masks events. A stack that cannot take the frame
+/// crashes the domain (and returns false).
+pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool, what: &str) -> bool {
     let (d, v): (&Domain, &Vcpu) = (hv.dom(), &hv.cur);
     let from_user = f.cs & 3 == 3;
     let sp = if from_user { v.kernel_sp } else { f.rsp };
     let mask = d.upcall_mask(v.id);
-    let mut words = [0u64; 6];
+    let mut words = [0u64; 9];
     let mut n = 0;
-    if let Some(e) = error_code {
-        words[n] = e;
+    for &w in below.iter().take(4) {
+        words[n] = w;
         n += 1;
     }
     let rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
@@ -116,13 +118,14 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_c
         n += 1;
     }
     let new_sp = (sp & !15).wrapping_sub(8 * n as u64);
-    let mut bytes = [0u8; 48];
+    let mut bytes = [0u8; 72];
     for (i, w) in words[..n].iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
     let res = with_view(d.id, v.l4, &hv.mm.ft, |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
-        return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
+        crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
+        return false;
     }
     if mask_events {
         d.set_vi_byte(v.id, vi::UPCALL_MASK, 1);
@@ -132,6 +135,32 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, error_c
     f.ss = FLAT_KERNEL_SS as u64;
     f.rsp = new_sp;
     f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
+    true
+}
+
+/// The CPU refused to resume the current vCPU with `f` (its exit `iretq` faulted: a selector
+/// whose descriptor the guest removed, a non-canonical RIP, ...; `f.vector` carries the fault
+/// and [`hv_arch::entry::FAILED_RETURN`]). As Xen: the guest's failsafe callback gets the
+/// frame, or the domain is crashed when it has none.
+pub fn failed_return(hv: &mut Hv, f: &mut TrapFrame) {
+    let vec = f.vector & 0xFF;
+    f.vector = vec;
+    let (cs, rip, ss, err) = (f.cs & 0xFFFF, f.rip, f.ss & 0xFFFF, f.error_code);
+    let sels = hv_arch::cpu::data_selectors();
+    failsafe(hv, f, sels, format_args!("cannot resume {:#x}:{:#x} (ss {:#x}): {} error {:#x}", cs, rip, ss, vector_name(vec), err));
+}
+
+/// Delivers the failsafe callback (frame `DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS`: Xen's
+/// without RCX/R11, as rxen's other frames), or crashes the domain when it has none or when
+/// the failure is the failsafe handler's own.
+pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelectors, why: core::fmt::Arguments<'_>) {
+    let cb = hv.cur.callbacks.failsafe;
+    if cb == 0 || (f.rip == cb && f.cs == FLAT_KERNEL_CS as u64) {
+        return crash_domain(hv, f, format_args!("{} (no failsafe callback)", why));
+    }
+    log::warn!("d{}v{}: {}: failsafe callback", hv.cur.dom, hv.cur.id, why);
+    let below = sels.map(u64::from);
+    enter_guest_handler(hv, f, cb, &below, false, "failsafe callback");
 }
 
 /// Is the instruction at `rip` a `syscall` (0F 05)?
@@ -148,7 +177,7 @@ fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
     f.rcx = f.rip;
     f.r11 = f.rflags;
     let cb = hv.cur.callbacks.syscall;
-    enter_guest_handler(hv, f, cb, None, false, "syscall");
+    enter_guest_handler(hv, f, cb, &[], false, "syscall");
 }
 
 /// A trap from guest context. Returns false when this CPU has nothing left to run.
@@ -156,6 +185,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let v = f.vector;
     match v {
         v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
+        v if v & hv_arch::entry::FAILED_RETURN != 0 => failed_return(hv, f),
         v if v == vector::NMI as u64 => log::warn!("NMI while in guest context"),
         v if v == vector::MC as u64 => {
             log::error!("machine check");
@@ -187,6 +217,25 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         return false;
     }
     crate::events::deliver_upcall(hv, f);
+    check_resume(hv, f)
+}
+
+/// The last check before `f` is resumed: a RIP that is not canonical cannot be returned to
+/// (real CPUs fault on the `iretq`, which the exit path catches as well; QEMU's TCG resumes and
+/// faults at the guest's first fetch), so it is a failed return right away. Returns false
+/// when this CPU has nothing left to run.
+pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    while !guest_abi::layout::is_canonical(f.rip) {
+        f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
+        f.error_code = 0;
+        failed_return(hv, f);
+        if !crate::schedule::can_run(hv, &hv.cur) {
+            if !crate::schedule::reschedule(hv, f, false) {
+                return false;
+            }
+            crate::events::deliver_upcall(hv, f);
+        }
+    }
     true
 }
 
@@ -204,6 +253,10 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
+        // A guest selector the CPU refused while the hypervisor loaded it for the guest.
+        v if (10..=13).contains(&v) && hv_arch::cpu::fixup(f.rip).is_some() => {
+            f.rip = hv_arch::cpu::fixup(f.rip).unwrap_or(f.rip);
+        }
         _ => {
             let cr2 = hv_arch::cpu::read_cr2();
             hv_arch::console::write_fmt(format_args!(

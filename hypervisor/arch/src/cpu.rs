@@ -402,3 +402,97 @@ pub fn fxrstor(a: &FxArea) {
         }
     }
 }
+
+/// A guest's data segment selectors: DS, ES, FS, GS.
+pub type DataSelectors = [u16; 4];
+
+/// The data segment selectors loaded now (in the hypervisor these are still the guest's: the
+/// hypervisor never loads DS, ES, FS or GS).
+pub fn data_selectors() -> DataSelectors {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no side effects.
+    unsafe {
+        asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack, preserves_flags))
+    }
+    [ds, es, fs, gs]
+}
+
+// Loads of guest selectors that may fault (a descriptor the guest removed or never had):
+// each `mov` has a fixup (see [`fixup`]) that loads the null selector instead and returns 1.
+core::arch::global_asm!(
+    r#"
+    .pushsection .text.rxen_seg_loaders, "ax"
+    .macro seg_loader name, reg
+    .global rxen_load_\name
+    .global rxen_load_\name\()_insn
+    .global rxen_load_\name\()_fix
+rxen_load_\name:
+    xor %eax, %eax
+rxen_load_\name\()_insn:
+    mov %di, %\reg
+    ret
+rxen_load_\name\()_fix:
+    xor %edi, %edi
+    mov %di, %\reg
+    mov $1, %eax
+    ret
+    .endm
+    seg_loader ds, ds
+    seg_loader es, es
+    seg_loader fs, fs
+    seg_loader gs, gs
+    .popsection
+"#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn rxen_load_ds(sel: u64) -> u64;
+    fn rxen_load_es(sel: u64) -> u64;
+    fn rxen_load_fs(sel: u64) -> u64;
+    fn rxen_load_gs(sel: u64) -> u64;
+    static rxen_load_ds_insn: u8;
+    static rxen_load_es_insn: u8;
+    static rxen_load_fs_insn: u8;
+    static rxen_load_gs_insn: u8;
+    static rxen_load_ds_fix: u8;
+    static rxen_load_es_fix: u8;
+    static rxen_load_fs_fix: u8;
+    static rxen_load_gs_fix: u8;
+}
+
+/// Loads a guest's data selectors (DS, ES, FS, GS; FS and GS before their bases, which a
+/// selector load overwrites). A selector the CPU refuses (#GP/#NP) is replaced by the null
+/// selector; bit n of the result says selector n was refused.
+pub fn load_data_selectors(s: DataSelectors) -> u8 {
+    let mut failed = 0;
+    // SAFETY: each loader only loads a segment register; a refused selector faults into the
+    // hypervisor's handler, which resumes at the loader's fixup ([`fixup`]). The hypervisor
+    // itself does not use DS, ES, FS or GS.
+    unsafe {
+        for (i, r) in [rxen_load_ds(s[0] as u64), rxen_load_es(s[1] as u64), rxen_load_fs(s[2] as u64), rxen_load_gs(s[3] as u64)]
+            .into_iter()
+            .enumerate()
+        {
+            failed |= (r as u8 & 1) << i;
+        }
+    }
+    failed
+}
+
+/// The exception fixup for a hypervisor instruction at `rip` that may fault on guest input
+/// (a selector load): where to resume instead. Only the handlers of #NP, #SS and #GP use it.
+pub fn fixup(rip: u64) -> Option<u64> {
+    let a = |s: &u8| s as *const u8 as u64;
+    // SAFETY: linker symbols; only their addresses are taken.
+    let table = unsafe {
+        [
+            (a(&rxen_load_ds_insn), a(&rxen_load_ds_fix)),
+            (a(&rxen_load_es_insn), a(&rxen_load_es_fix)),
+            (a(&rxen_load_fs_insn), a(&rxen_load_fs_fix)),
+            (a(&rxen_load_gs_insn), a(&rxen_load_gs_fix)),
+        ]
+    };
+    table.iter().find(|(insn, _)| *insn == rip).map(|&(_, fix)| fix)
+}

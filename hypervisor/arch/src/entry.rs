@@ -117,6 +117,13 @@ common_entry:
     pushq 16(%rcx)
     pushq 8(%rcx)
     pushq (%rcx)
+    /* The entry (or IST) stack is readable by whichever guest runs here next: scrub the 9
+       words this entry left there (the exit path writes only the resumed vCPU's own). */
+    .set off, 0
+    .rept 9
+    movq $0, off(%rcx)
+    .set off, off + 8
+    .endr
     push_gprs
     mov %rsp, %rdi
     cld
@@ -124,8 +131,58 @@ common_entry:
     call *%rax
     ud2
 
-from_hypervisor:
+    /* The exit iretq faulted (#NP, #SS, #GP, #PF): the CPU refused a selector or the RIP of
+       the frame it was to resume. CR3 is still the guest root and RSP is on the entry stack,
+       right below the rejected 5-word frame; the registers hold the guest's. Enter as from
+       the guest, with the frame it was to resume and the fault as vector | FAILED_RETURN. */
+failed_return:
     push %rax
+    push %rcx
+    movabs {HV_CR3}, %rax
+    mov %rax, %cr3
+    mov %rsp, %rcx
+    movabs {HV_STACK}, %rax
+    mov %rax, %rsp
+    movabs ${EXIT_IRET_FRAME}, %rax
+    pushq 32(%rax)
+    pushq 24(%rax)
+    pushq 16(%rax)
+    pushq 8(%rax)
+    pushq (%rax)
+    pushq 24(%rcx)
+    mov 16(%rcx), %rax
+    or ${FAILED_RETURN}, %rax
+    push %rax
+    pushq 8(%rcx)
+    pushq (%rcx)
+    push_gprs
+    /* Scrub the entry stack from the fault frame up (nothing of it stays for the next guest). */
+    cld
+    mov %rcx, %rdi
+    movabs ${ENTRY_STACK_TOP}, %rcx
+    sub %rdi, %rcx
+    shr $3, %rcx
+    xor %eax, %eax
+    rep stosq
+    mov %rsp, %rdi
+    movabs $hv_trap_from_guest, %rax
+    call *%rax
+    ud2
+
+from_hypervisor:
+    /* A fault of the exit iretq (not an NMI or #DB landing on it: those have vectors outside
+       10..14) is a failed return to the guest, not a hypervisor bug. */
+    push %rax
+    movabs ${ENTRY_TEXT} + (exit_iret - __entry_text_start), %rax
+    cmp %rax, 24(%rsp)
+    jne 1f
+    mov 8(%rsp), %rax
+    sub $10, %rax
+    cmp $4, %rax
+    ja 1f
+    pop %rax
+    jmp failed_return
+1:  /* RAX is pushed already: the TrapFrame's RAX slot. */
     push %rcx
     push_gprs
     mov %rsp, %rdi
@@ -196,6 +253,8 @@ exit_to_guest_stub:
     mov %rax, %cr3
     pop %rcx
     pop %rax
+    .global exit_iret
+exit_iret:
     iretq
 
     /* Hypercall round-trip baseline for benchmarks: a bare int+iretq gate target. */
@@ -210,10 +269,19 @@ __entry_text_end:
     GUEST_CR3 = const ENTRY_RO + 8,
     HV_STACK = const PERCPU_DATA + crate::percpu::HV_STACK_TOP_OFFSET as u64,
     EXIT_FRAME = const ENTRY_STACK_TOP - 56,
+    EXIT_IRET_FRAME = const ENTRY_STACK_TOP - 40,
+    ENTRY_STACK_TOP = const ENTRY_STACK_TOP,
+    ENTRY_TEXT = const ENTRY_TEXT,
+    FAILED_RETURN = const FAILED_RETURN,
     IST_BASE = const crate::layout::ENTRY_IST_BASE,
     IST_SPAN = const crate::layout::NR_IST as u64 * 0x1_0000,
     options(att_syntax)
 );
+
+/// Marks a [`TrapFrame::vector`] that reports a failed return: the exit `iretq` faulted with
+/// the vector in the low byte and its error code in `error_code`; the rest of the frame is
+/// the one it refused (the guest's registers, RIP, CS, RFLAGS, RSP and SS).
+pub const FAILED_RETURN: u64 = 0x200;
 
 extern "C" {
     static __entry_text_start: u8;

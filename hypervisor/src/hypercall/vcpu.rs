@@ -336,6 +336,10 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     v.ldt_ents = ldt_ents as u32;
     v.fpu_ts = false;
     *v.fpu = fpu;
+    // DS, ES, FS, GS of cpu_user_regs: loaded (and refused to the failsafe callback, as
+    // Xen) when the vCPU first runs.
+    let r = &c[ctx::USER_REGS..ctx::TRAP_CTXT];
+    v.sel = [176, 168, 184, 192].map(|o| u64at(r, o) as u16);
     v.fs_base = fs;
     v.gs_base = gs_kernel;
     v.kernel_gs_base = gs_user;

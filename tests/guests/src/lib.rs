@@ -156,3 +156,72 @@ pub fn wait_domain_exit(p: u32) {
         pv_runtime::events::block();
     }
 }
+
+/// The guest's own page tables, read through the read-only M2P and the bootstrap region
+/// (where the builder maps every table read-only).
+pub struct Tables {
+    pub vb: u64,
+    pub l4: u64,
+}
+
+impl Tables {
+    const M2P: u64 = 0xFFFF_8000_0000_0000;
+
+    /// The tables rooted at the bootstrap L4.
+    pub fn new(si: &pv_runtime::StartInfo) -> Tables {
+        let vb = pv_runtime::virt_base();
+        // SAFETY: the P2M list is mapped at mfn_list (Xen's start-of-day contract).
+        let l4 = unsafe { ((si.mfn_list + 8 * ((si.pt_base - vb) / 4096)) as *const u64).read_volatile() };
+        Tables { vb, l4 }
+    }
+
+    /// M2P[mfn].
+    pub fn m2p(mfn: u64) -> u64 {
+        // SAFETY: the read-only M2P is mapped in every guest root.
+        unsafe { ((Self::M2P + 8 * mfn) as *const u64).read_volatile() }
+    }
+
+    /// Entry `idx` of table frame `table` (a frame of the bootstrap region).
+    pub fn entry(&self, table: u64, idx: u64) -> u64 {
+        // SAFETY: bootstrap tables are mapped read-only in the region.
+        unsafe { ((self.vb + 4096 * Self::m2p(table) + 8 * idx) as *const u64).read_volatile() }
+    }
+
+    /// Table MFN at `level` (4..1) on the way to `va`.
+    pub fn table(&self, va: u64, level: u32) -> u64 {
+        let mut t = self.l4;
+        for l in ((level + 1)..=4).rev() {
+            let idx = (va >> (12 + 9 * (l - 1))) & 511;
+            t = (self.entry(t, idx) & 0x000F_FFFF_FFFF_F000) >> 12;
+        }
+        t
+    }
+
+    /// Machine address of the level-`level` entry for `va`.
+    pub fn entry_maddr(&self, va: u64, level: u32) -> u64 {
+        (self.table(va, level) << 12) + 8 * ((va >> (12 + 9 * (level - 1))) & 511)
+    }
+
+    /// The frame `va` maps.
+    pub fn mfn_of_va(&self, va: u64) -> u64 {
+        (self.entry(self.table(va, 1), (va >> 12) & 511) & 0x000F_FFFF_FFFF_F000) >> 12
+    }
+}
+
+/// Registers `address` as the failsafe callback (`callback_op`).
+pub fn register_failsafe(address: u64) -> i64 {
+    let cb = guest_abi::traps::CallbackRegister { ty: guest_abi::traps::CALLBACKTYPE_FAILSAFE, flags: 0, _pad: 0, address };
+    // SAFETY: `cb` is valid for the call.
+    unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::CALLBACK_OP, 0, &cb as *const _ as u64, 0, 0, 0) }
+}
+
+/// The data segment selectors DS, ES, FS, GS.
+pub fn data_selectors() -> [u16; 4] {
+    let (ds, es, fs, gs): (u16, u16, u16, u16);
+    // SAFETY: reading segment registers has no side effects.
+    unsafe {
+        core::arch::asm!("mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+            out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, options(nomem, nostack, preserves_flags))
+    }
+    [ds, es, fs, gs]
+}

@@ -125,6 +125,34 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
     ];
+    // Failed returns to the guest (tests/guests/src/bin/failsafe.rs), on 1 and 2 CPUs: with
+    // a failsafe callback the guest carries on; without, dom0 is crashed (not the hypervisor).
+    let failsafe = [1u32, 2].into_iter().flat_map(|smp| {
+        let suffix = if smp == 1 { "" } else { "-smp2" };
+        let name = move |c: &str| -> &'static str { Box::leak(format!("failsafe-{c}{suffix}").into_boxed_str()) };
+        let domus: &'static [(&'static str, &'static str)] = if smp == 1 {
+            &[("failsafe", "domU mem=8M -- domu")]
+        } else {
+            &[("failsafe", "domU mem=8M -- domu"), ("failsafe", "domU mem=8M -- domu")]
+        };
+        let cases: [(&'static str, &'static [&'static str]); 4] = [
+            ("ldt-ss", &["d0v0 crashed: cannot resume 0xe019:", "(ss 0x5): #GP error 0x4 (no failsafe callback)"]),
+            ("gdt-cs", &["d0v0 crashed: cannot resume 0x9:", "#GP error 0x8 (no failsafe callback)"]),
+            ("rip", &["d0v0 crashed: cannot resume 0xe019:0x800000000000 (ss 0xe021): #GP error 0x0 (no failsafe callback)"]),
+            ("segs", &["d0v0 crashed: data selectors [5, 5, 5, 5] refused (mask 0xf) (no failsafe callback)"]),
+        ];
+        cases.into_iter().flat_map(move |(c, crash)| {
+            let d = if c == "segs" { domus } else { &[] };
+            let cb = Scenario { smp, dom0_args: c, domus: d, ..sc(name(c), Image::Guest("failsafe"), Expect::Success) };
+            let nocb = Scenario {
+                smp,
+                dom0_args: Box::leak(format!("{c} nocb").into_boxed_str()),
+                domus: d,
+                ..sc(name(&format!("{c}-nocb")), Image::Guest("failsafe"), Expect::Exit(Crash, crash))
+            };
+            [cb, nocb]
+        })
+    });
     let mut v = vec![
         Scenario {
             grub: true,
@@ -229,6 +257,7 @@ fn scenarios() -> Vec<Scenario> {
         },
     ];
     v.extend(mm);
+    v.extend(failsafe);
     v.extend(smp);
     v
 }

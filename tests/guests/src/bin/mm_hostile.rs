@@ -20,8 +20,7 @@ const HV_MFN: u64 = 0x100;
 
 struct Env {
     mem: GuestMem,
-    vb: u64,
-    l4: u64,
+    t: Tables,
     /// A writable scratch page in the bootstrap region's slack, and its PTE's address.
     scratch_va: u64,
     /// The shared_info frame.
@@ -29,33 +28,18 @@ struct Env {
 }
 
 fn m2p(mfn: u64) -> u64 {
-    // SAFETY: the read-only M2P is mapped in every guest root.
-    unsafe { ((M2P + 8 * mfn) as *const u64).read_volatile() }
+    Tables::m2p(mfn)
 }
 
 impl Env {
-    fn table_va(&self, mfn: u64) -> u64 {
-        self.vb + 4096 * m2p(mfn)
-    }
-    fn entry(&self, table: u64, idx: u64) -> u64 {
-        // SAFETY: bootstrap tables are mapped read-only in the region.
-        unsafe { ((self.table_va(table) + 8 * idx) as *const u64).read_volatile() }
-    }
-    /// Table MFN at `level` (4..1) on the way to `va`.
     fn table(&self, va: u64, level: u32) -> u64 {
-        let mut t = self.l4;
-        for l in ((level + 1)..=4).rev() {
-            let idx = (va >> (12 + 9 * (l - 1))) & 511;
-            t = (self.entry(t, idx) & 0x000F_FFFF_FFFF_F000) >> 12;
-        }
-        t
+        self.t.table(va, level)
     }
-    /// Machine address of the level-`level` entry for `va`.
     fn entry_maddr(&self, va: u64, level: u32) -> u64 {
-        (self.table(va, level) << 12) + 8 * ((va >> (12 + 9 * (level - 1))) & 511)
+        self.t.entry_maddr(va, level)
     }
     fn mfn_of_va(&self, va: u64) -> u64 {
-        (self.entry(self.table(va, 1), (va >> 12) & 511) & 0x000F_FFFF_FFFF_F000) >> 12
+        self.t.mfn_of_va(va)
     }
 }
 
@@ -87,9 +71,9 @@ fn write_faults(va: u64) -> bool {
 }
 
 fn run(env: &mut Env, case: &str) -> bool {
-    let l4 = env.l4;
-    let l3 = env.table(env.vb, 3);
-    let l2 = env.table(env.vb, 2);
+    let l4 = env.t.l4;
+    let l3 = env.table(env.t.vb, 3);
+    let l2 = env.table(env.t.vb, 2);
     let l1 = env.table(env.scratch_va, 1);
     let pte = env.entry_maddr(env.scratch_va, 1);
     let own = env.mfn_of_va(env.scratch_va);
@@ -460,9 +444,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     start(case);
     let vb = pv_runtime::virt_base();
     let mem = GuestMem::new(si, vb);
-    let l4 = mem.mfn((si.pt_base - vb) / 4096);
     let scratch_va = vb + (mem.region_end_pfn - 2) * 4096;
-    let mut env = Env { mem, vb, l4, scratch_va, si_mfn: si.shared_info >> 12 };
+    let mut env = Env { mem, t: Tables::new(si), scratch_va, si_mfn: si.shared_info >> 12 };
     check("case known", run(&mut env, case));
     check("hypervisor still answers", pv_runtime::hypercall::yield_now() == 0);
     finish(case)
