@@ -71,7 +71,13 @@ pub(super) fn fixup_ss(ss: u16) -> u16 {
     }
 }
 
+/// `stack_switch(ss, sp)`: the kernel stack for entries from guest user mode (TSS.RSP1 for
+/// the direct gates). The top of stack must be a guest address (canonical, outside the
+/// hypervisor's slots): the CPU itself pushes the direct gates' frames there.
 pub fn stack_switch(hv: &mut Hv, ss: u64, sp: u64) -> HcResult {
+    if !is_guest_va(sp) {
+        return Err(Errno::EINVAL);
+    }
     let ss = fixup_ss(ss as u16);
     hv.cur.kernel_ss = ss;
     hv.cur.kernel_sp = sp;

@@ -227,6 +227,17 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
         Scenario {
+            dom0_args: "dom0",
+            domus: &[("stackleak", "domU mem=8M -- domu")],
+            ..sc("multi-stackleak", Image::Guest("stackleak"), Expect::Success)
+        },
+        Scenario {
+            smp: 2,
+            dom0_args: "dom0",
+            domus: &[("stackleak", "domU mem=8M -- domu"), ("stackleak", "domU mem=8M -- domu")],
+            ..sc("multi-stackleak-smp2", Image::Guest("stackleak"), Expect::Success)
+        },
+        Scenario {
             dom0_args: "interactive",
             input: Some(("dom0> ", "info\rpoweroff\r")),
             ..sc("dom0-console-input", Image::Dom0, Expect::Exit(Poweroff, &[

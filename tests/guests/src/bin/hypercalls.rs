@@ -96,6 +96,8 @@ fn guest_main(_si: &'static pv_runtime::StartInfo) -> ! {
         let f = probe!("ud2");
         expect_fault("#UD still delivered", f, 6, None);
 
+        expect_err("stack_switch into the entry stack", pv_runtime::hypercall::stack_switch(0xE021, 0xFFFF_8200_0003_1000), Errno::EINVAL);
+        expect_err("stack_switch non-canonical", pv_runtime::hypercall::stack_switch(0xE021, 0x0000_8000_0000_1000), Errno::EINVAL);
         expect_ret("stack_switch", pv_runtime::hypercall::stack_switch(0xE021, 0x20_0000), 0);
         expect_err("sched_op unknown", hc(nr::SCHED_OP, 77, 0, 0, 0, 0), Errno::ENOSYS);
         let bad_reason = guest_abi::sched::SchedShutdown { reason: 9 };
