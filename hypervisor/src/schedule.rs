@@ -84,10 +84,42 @@ pub fn shootdown(hv: &Hv, doms: &[DomId]) {
             }
         }
     }
+    wait_flushed(wait);
+}
+
+/// Drops the guest translations of every CPU (this one included) before this one carries
+/// on: the [`hv_core::pt::TlbFlush`] of page-table operations (a frame changing its kind of
+/// type, see the TLB clock in `hv_core::frame`). CPUs in guest context get the flush IPI and
+/// are waited for; the others flush before they next run guest code ([`leave`]); idle CPUs
+/// and CPUs switching vCPUs flush when they load one anyway.
+pub struct FlushAll<'a> {
+    pub apic_ids: &'a [u32],
+    pub this: usize,
+}
+
+impl hv_core::pt::TlbFlush for FlushAll<'_> {
+    fn flush_all(&mut self) {
+        paging::flush_guest_tlb();
+        let mut wait = 0u64;
+        for (k, &apic) in self.apic_ids.iter().enumerate() {
+            if k == self.this {
+                continue;
+            }
+            FLUSH[k].store(true, SeqCst);
+            if IN_GUEST[k].load(SeqCst) {
+                hv_arch::lapic::send_vector(apic, hv_arch::lapic::FLUSH_VECTOR);
+                wait |= 1 << k;
+            }
+        }
+        wait_flushed(wait);
+    }
+}
+
+/// Waits until every CPU in `wait` flushed or entered the hypervisor (it then flushes in
+/// [`leave`] before resuming; it may be spinning for the lock with interrupts off).
+fn wait_flushed(mut wait: u64) {
     while wait != 0 {
         let k = wait.trailing_zeros() as usize;
-        // Done when it flushed, or when it entered the hypervisor (it then flushes in
-        // `leave` before resuming; it may be spinning for this lock with interrupts off).
         if !FLUSH[k].load(SeqCst) || !IN_GUEST[k].load(SeqCst) {
             wait &= !(1 << k);
         } else {

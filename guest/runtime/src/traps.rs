@@ -210,6 +210,12 @@ extern "C" fn pv_runtime_trap(f: &mut Frame) {
     crate::hypercall::shutdown(guest_abi::sched::ShutdownReason::Crash)
 }
 
+/// The runtime's entry for exception `vector` (0..32), for trap tables built by hand (e.g. a
+/// `vcpu_guest_context`).
+pub fn vector_stub(vector: u8) -> u64 {
+    core::ptr::addr_of!(guest_trap_stubs) as u64 + 16 * (vector as u64 & 31)
+}
+
 /// Registers handlers for vectors 0–31 (events masked on delivery for none of them).
 pub fn install() -> i64 {
     let base = core::ptr::addr_of!(guest_trap_stubs) as u64;

@@ -24,7 +24,8 @@ fn main() {
     for m in 0..16 {
         ft.set_owner(Mfn(m), Owner::Dom(D)).unwrap();
     }
-    let mut pt = Pt { mem: &mut mem, ft: &mut ft, ram_end: Mfn(16), io_allowed: false };
+    let mut tlb = hv_core::pt::CountFlushes::default();
+    let mut pt = Pt { mem: &mut mem, ft: &mut ft, ram_end: Mfn(16), io_allowed: false, tlb: &mut tlb };
     pt.pin(Mfn(1), 1, D).unwrap();
     for i in 0..n {
         let target = if i % 2 == 0 { 5 } else { 6 };

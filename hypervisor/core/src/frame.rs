@@ -22,6 +22,18 @@
 //! Invariants: `type_count > 0` implies `ty != None`; `type_count <= count` for domain
 //! frames (each type reference travels with a general reference); free frames have both
 //! counts zero.
+//!
+//! # The TLB clock
+//!
+//! When the last type reference of a frame goes away, other CPUs may still hold stale
+//! translations through it: a writable TLB entry for a former `Writable` frame, or a
+//! paging-structure cache walking through a former table. So a frame whose type count fell to
+//! zero may take a *different kind* of type (a table or descriptor type after anything else,
+//! or anything after a table or descriptor type) only once every CPU's guest TLB was flushed
+//! since (Xen's TLB clock, in its simplest form): [`FrameTable::needs_flush`] says so, the
+//! table refuses such a type change with [`FrameError::StaleTlb`], and the caller
+//! (`pt::Pt`) flushes and calls [`FrameTable::flushed`] first. The clock counts those
+//! flushes; each frame remembers the clock value when its type count last fell to zero.
 
 use crate::mem::Mfn;
 use guest_abi::errno::Errno;
@@ -83,6 +95,8 @@ pub struct FrameInfo {
     pub type_count: u32,
     pub validated: bool,
     pub pinned: bool,
+    /// The TLB clock when the type count last fell to zero (0: never).
+    pub tlb_stamp: u32,
 }
 
 /// Why a frame-table operation was refused.
@@ -100,6 +114,8 @@ pub enum FrameError {
     Underflow,
     /// The frame is in use and cannot change owner.
     InUse,
+    /// The type change needs a TLB flush everywhere first (see the module's TLB clock).
+    StaleTlb,
 }
 
 impl From<FrameError> for Errno {
@@ -115,11 +131,45 @@ impl From<FrameError> for Errno {
 /// The frame table over some storage of [`FrameInfo`] records, indexed by MFN.
 pub struct FrameTable<S> {
     frames: S,
+    /// The TLB clock: flushes everywhere so far, plus one (so that a stamp of 0 never matches).
+    clock: u32,
+}
+
+/// Would a frame with record `f` need a TLB flush everywhere before taking type `ty`?
+fn stale(f: &FrameInfo, ty: PageType, clock: u32) -> bool {
+    f.type_count == 0 && f.tlb_stamp == clock && f.ty != ty && (f.ty.is_protected() || ty.is_protected())
 }
 
 impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        FrameTable { frames }
+        FrameTable { frames, clock: 1 }
+    }
+
+    /// Must every CPU's guest TLB be flushed before `mfn` may take type `ty`?
+    pub fn needs_flush(&self, mfn: Mfn, ty: PageType) -> bool {
+        self.get(mfn).is_some_and(|f| stale(f, ty, self.clock))
+    }
+
+    /// The TLB clock (1 + flushes recorded so far, modulo wrap-around).
+    pub fn tlb_clock(&self) -> u32 {
+        self.clock
+    }
+
+    /// Records that every CPU's guest TLB was flushed just now.
+    pub fn flushed(&mut self) {
+        self.clock = self.clock.wrapping_add(1).max(1);
+    }
+
+    /// Takes the type count of a record down by one, stamping it at zero.
+    fn drop_type(f: &mut FrameInfo, clock: u32) -> Result<bool, FrameError> {
+        f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
+        if f.type_count == 0 {
+            f.validated = false;
+            f.pinned = false;
+            f.tlb_stamp = clock;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Number of frames described.
@@ -148,7 +198,8 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
         if f.count != 0 || f.type_count != 0 {
             return Err(FrameError::InUse);
         }
-        *f = FrameInfo { owner, ..FrameInfo::default() };
+        // The stamp and last type survive a change of hands: stale translations do too.
+        *f = FrameInfo { owner, ty: f.ty, tlb_stamp: f.tlb_stamp, ..FrameInfo::default() };
         Ok(())
     }
 
@@ -177,6 +228,7 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     /// [`Self::get_page`] and, if `ty` is given, [`Self::get_type`] in one lookup; nothing
     /// is taken on failure. Returns whether the type reference was the first.
     pub fn get_page_and_type(&mut self, mfn: Mfn, dom: DomId, ty: Option<PageType>) -> Result<bool, FrameError> {
+        let clock = self.clock;
         let f = self.get_mut(mfn)?;
         if f.owner != Owner::Dom(dom) {
             return Err(FrameError::NotOwner);
@@ -184,6 +236,9 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
         let count = f.count.checked_add(1).ok_or(FrameError::Overflow)?;
         let mut first = false;
         if let Some(ty) = ty {
+            if stale(f, ty, clock) {
+                return Err(FrameError::StaleTlb);
+            }
             if f.type_count == 0 {
                 f.ty = ty;
                 f.validated = false;
@@ -200,15 +255,11 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     /// Drops a type reference (if `typed`) and a general reference in one lookup. Returns
     /// whether the type reference was the last.
     pub fn put_page_and_type(&mut self, mfn: Mfn, typed: bool) -> Result<bool, FrameError> {
+        let clock = self.clock;
         let f = self.get_mut(mfn)?;
         let mut last = false;
         if typed {
-            f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
-            if f.type_count == 0 {
-                f.validated = false;
-                f.pinned = false;
-                last = true;
-            }
+            last = Self::drop_type(f, clock)?;
         }
         f.count = f.count.checked_sub(1).ok_or(FrameError::Underflow)?;
         Ok(last)
@@ -217,7 +268,11 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     /// Takes a type reference of type `ty`. Returns `true` when this was the first reference
     /// (the caller must then validate a table type and call [`Self::mark_validated`]).
     pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {
+        let clock = self.clock;
         let f = self.get_mut(mfn)?;
+        if stale(f, ty, clock) {
+            return Err(FrameError::StaleTlb);
+        }
         if f.type_count == 0 {
             f.ty = ty;
             f.validated = false;
@@ -233,14 +288,9 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
 
     /// Drops a type reference. Returns `true` when it was the last one.
     pub fn put_type(&mut self, mfn: Mfn) -> Result<bool, FrameError> {
+        let clock = self.clock;
         let f = self.get_mut(mfn)?;
-        f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
-        if f.type_count == 0 {
-            f.validated = false;
-            f.pinned = false;
-            return Ok(true);
-        }
-        Ok(false)
+        Self::drop_type(f, clock)
     }
 
     /// Records that a table-typed frame's entries were validated.
@@ -305,9 +355,49 @@ mod tests {
         assert!(ft.get(Mfn(0)).unwrap().validated);
         assert_eq!(ft.put_type(Mfn(0)), Ok(true));
         assert!(!ft.get(Mfn(0)).unwrap().validated);
+        ft.flushed(); // a former table becomes writable only after a flush (the TLB clock)
         assert_eq!(ft.get_type(Mfn(0), PageType::Writable), Ok(true));
         assert_eq!(ft.put_type(Mfn(0)), Ok(true));
         assert_eq!(ft.put_type(Mfn(0)), Err(FrameError::Underflow));
+    }
+
+    #[test]
+    fn tlb_clock() {
+        let mut ft = table(3);
+        for m in 0..3 {
+            ft.set_owner(Mfn(m), Owner::Dom(0)).unwrap();
+        }
+        // A fresh frame may become anything.
+        assert!(!ft.needs_flush(Mfn(0), PageType::L1));
+        // Writable, then its last mapping goes: it may be mapped writable again at once, but
+        // becomes a table only after a flush everywhere.
+        ft.get_type(Mfn(0), PageType::Writable).unwrap();
+        ft.put_type(Mfn(0)).unwrap();
+        assert!(!ft.needs_flush(Mfn(0), PageType::Writable));
+        assert!(ft.needs_flush(Mfn(0), PageType::L1));
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Err(FrameError::StaleTlb));
+        assert_eq!(ft.get_page_and_type(Mfn(0), 0, Some(PageType::SegDesc)), Err(FrameError::StaleTlb));
+        assert_eq!(ft.get(Mfn(0)).unwrap().count, 0, "nothing taken on refusal");
+        ft.flushed();
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(true));
+        // The mirror: a table unhooked becomes writable only after a flush; the same table
+        // type again needs none.
+        ft.put_type(Mfn(0)).unwrap();
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(true));
+        ft.put_type(Mfn(0)).unwrap();
+        assert!(ft.needs_flush(Mfn(0), PageType::Writable));
+        assert!(ft.needs_flush(Mfn(0), PageType::L2));
+        // Freeing and reallocating the frame keeps the stamp.
+        ft.set_owner(Mfn(0), Owner::Free).unwrap();
+        ft.set_owner(Mfn(0), Owner::Dom(1)).unwrap();
+        assert!(ft.needs_flush(Mfn(0), PageType::Writable));
+        ft.flushed();
+        assert!(!ft.needs_flush(Mfn(0), PageType::Writable));
+        // A type still referenced elsewhere is no type change at all.
+        ft.get_type(Mfn(1), PageType::Writable).unwrap();
+        ft.get_type(Mfn(1), PageType::Writable).unwrap();
+        ft.put_type(Mfn(1)).unwrap();
+        assert!(!ft.needs_flush(Mfn(1), PageType::L1), "still typed: the type conflict refuses it instead");
     }
 
     #[test]

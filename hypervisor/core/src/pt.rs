@@ -81,6 +81,24 @@ const UPPER_ALLOWED: u64 = BASE;
 /// Flags whose change needs no revalidation (same frame, same presence and writability).
 const FAST_BITS: u64 = PteFlags::A.bits() | PteFlags::D.bits() | PteFlags::NX.bits() | PteFlags::G.bits() | PteFlags::US.bits() | SOFT_BITS;
 
+/// Drops every CPU's guest translations (and waits until they are gone): what a frame
+/// whose type count fell to zero needs before it takes another kind of type (see the TLB
+/// clock in [`crate::frame`]).
+pub trait TlbFlush {
+    fn flush_all(&mut self);
+}
+
+/// A [`TlbFlush`] for callers that have one CPU and no guest running during the operation
+/// (the builder, host tests): counts the flushes.
+#[derive(Debug, Default)]
+pub struct CountFlushes(pub u64);
+
+impl TlbFlush for CountFlushes {
+    fn flush_all(&mut self) {
+        self.0 += 1;
+    }
+}
+
 /// The state a page-table operation works on.
 pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub mem: &'a mut M,
@@ -89,6 +107,8 @@ pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub ram_end: Mfn,
     /// May the domain use cache-attribute bits (it has I/O resources)?
     pub io_allowed: bool,
+    /// Flushes every CPU when a type change needs it.
+    pub tlb: &'a mut dyn TlbFlush,
 }
 
 /// Checks one segment descriptor and returns it fixed up: DPL raised to at least 1, accessed
@@ -112,6 +132,26 @@ pub fn check_descriptor(d: u64) -> Result<u64, PtError> {
 }
 
 impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, S> {
+    /// Before `mfn` may take type `ty`: flushes everywhere if its last type reference went
+    /// away since the last flush and the kind of type changes.
+    fn prepare(&mut self, mfn: Mfn, ty: PageType) {
+        if self.ft.needs_flush(mfn, ty) {
+            self.tlb.flush_all();
+            self.ft.flushed();
+        }
+    }
+
+    /// Takes a writable type reference on `mfn` (owned by `dom`) for a hypervisor write into
+    /// it, flushing first if the frame was a table until now.
+    pub fn get_writable(&mut self, mfn: Mfn, dom: DomId) -> Res {
+        if self.ft.owner(mfn) != Owner::Dom(dom) {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        self.prepare(mfn, PageType::Writable);
+        self.ft.get_type(mfn, PageType::Writable)?;
+        Ok(())
+    }
+
     fn read(&self, t: Mfn, i: usize) -> Res<Pte> {
         self.mem.read_u64(t, i).map(Pte).ok_or(PtError::NotATable)
     }
@@ -146,6 +186,9 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         let mfn = e.mfn();
         if level == 1 {
             let ty = e.writable().then_some(PageType::Writable);
+            if let Some(t) = ty {
+                self.prepare(mfn, t);
+            }
             self.ft.get_page_and_type(mfn, fd, ty)?;
             return Ok(());
         }
@@ -174,6 +217,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
     /// Takes a level-`level` table type reference on `mfn`, validating it the first time.
     fn get_table(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
         let ty = PageType::table(level).ok_or(PtError::NotATable)?;
+        self.prepare(mfn, ty);
         if self.ft.get_type(mfn, ty)? {
             if let Err(e) = self.validate(mfn, level, dom) {
                 let _ = self.ft.put_type(mfn);
@@ -258,6 +302,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
             (PageType::SegDesc, n) if n > 0 => return Err(PtError::NotATable),
             _ => {
                 // Plain memory: a writable type reference for the duration of the write.
+                self.prepare(table, PageType::Writable);
                 self.ft.get_type(table, PageType::Writable)?;
                 let r = self.write(table, idx, new);
                 let _ = self.ft.put_type(table);
@@ -349,6 +394,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
     /// every descriptor the first time.
     pub fn get_segdesc(&mut self, mfn: Mfn, dom: DomId) -> Res {
         self.ft.get_page(mfn, dom)?;
+        self.prepare(mfn, PageType::SegDesc);
         let first = match self.ft.get_type(mfn, PageType::SegDesc) {
             Ok(f) => f,
             Err(e) => {
@@ -399,6 +445,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         if f.ty == PageType::SegDesc && f.type_count > 0 {
             return self.write(mfn, idx, Pte(d));
         }
+        self.prepare(mfn, PageType::Writable);
         self.ft.get_type(mfn, PageType::Writable)?;
         let r = self.write(mfn, idx, Pte(d));
         let _ = self.ft.put_type(mfn);
@@ -446,8 +493,8 @@ mod tests {
         (VecMem::new(0, N as usize), ft)
     }
 
-    fn pt<'a>(m: &'a mut VecMem, ft: &'a mut FrameTable<Vec<FrameInfo>>) -> Pt<'a, VecMem, Vec<FrameInfo>> {
-        Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false }
+    fn pt<'a>(m: &'a mut VecMem, ft: &'a mut FrameTable<Vec<FrameInfo>>, tlb: &'a mut CountFlushes) -> Pt<'a, VecMem, Vec<FrameInfo>> {
+        Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false, tlb }
     }
 
     const P: u64 = 1;
@@ -460,7 +507,8 @@ mod tests {
     #[test]
     fn l1_rules() {
         let (mut m, mut ft) = world();
-        let mut p = pt(&mut m, &mut ft);
+        let mut tlb = CountFlushes::default();
+        let mut p = pt(&mut m, &mut ft, &mut tlb);
         p.pin(Mfn(1), 1, 0).unwrap();
         // Map frame 5 writable, frame 6 read-only.
         p.update_entry(Mfn(1), 0, e(5, P | RW), 0, 0, false).unwrap();
@@ -498,7 +546,8 @@ mod tests {
     #[test]
     fn upper_levels_and_linear_tables() {
         let (mut m, mut ft) = world();
-        let mut p = pt(&mut m, &mut ft);
+        let mut tlb = CountFlushes::default();
+        let mut p = pt(&mut m, &mut ft, &mut tlb);
         // Build L4(2) -> L3(3) -> L2(4) -> L1(8) by writing plain memory, then pin the L4.
         p.update_entry(Mfn(2), 0, e(3, P | RW), 0, 0, false).unwrap();
         p.update_entry(Mfn(3), 0, e(4, P | RW), 0, 0, false).unwrap();
@@ -534,6 +583,49 @@ mod tests {
     }
 
     #[test]
+    fn type_changes_flush_stale_translations() {
+        let (mut m, mut ft) = world();
+        let mut tlb = CountFlushes::default();
+        let mut p = pt(&mut m, &mut ft, &mut tlb);
+        p.pin(Mfn(1), 1, 0).unwrap();
+        // In one "batch": frame 5 mapped writable, unmapped, then hooked as an L1 (via an L2
+        // entry): another CPU may still hold the writable translation, so a flush comes first.
+        p.update_entry(Mfn(1), 0, e(5, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 0, Pte(0), 0, 0, false).unwrap();
+        assert_eq!(flushes(&p), 0);
+        p.update_entry(Mfn(2), 0, e(5, P | RW), 0, 0, false).unwrap(); // plain write into 2
+        p.pin(Mfn(2), 2, 0).unwrap();
+        assert_eq!(flushes(&p), 1, "writable -> L1 flushed first");
+        // Writable mappings come and go without flushes.
+        p.update_entry(Mfn(1), 1, e(6, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 1, Pte(0), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 1, e(6, P | RW), 0, 0, false).unwrap();
+        assert_eq!(flushes(&p), 1);
+        // The mirror: the L1 (5) unhooked, then written as plain memory or mapped writable.
+        p.update_entry(Mfn(2), 0, Pte(0), 0, 0, false).unwrap();
+        p.update_entry(Mfn(5), 3, e(7, P), 0, 0, false).unwrap();
+        assert_eq!(flushes(&p), 2, "L1 -> writable flushed first");
+        // Re-hooking a table as the same type needs nothing.
+        p.update_entry(Mfn(1), 1, Pte(0), 0, 0, false).unwrap();
+        p.update_entry(Mfn(5), 3, Pte(0), 0, 0, false).unwrap();
+        p.update_entry(Mfn(2), 1, e(5, P), 0, 0, false).unwrap();
+        let n = flushes(&p);
+        p.update_entry(Mfn(2), 1, Pte(0), 0, 0, false).unwrap();
+        p.update_entry(Mfn(2), 1, e(5, P), 0, 0, false).unwrap();
+        assert_eq!(flushes(&p), n, "L1 -> L1 needs no flush");
+        // A writable-mapped frame becomes a descriptor page only after a flush.
+        p.update_entry(Mfn(1), 2, e(9, P | RW), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 2, Pte(0), 0, 0, false).unwrap();
+        p.get_segdesc(Mfn(9), 0).unwrap();
+        assert_eq!(flushes(&p), n + 1);
+    }
+
+    /// Flushes so far (the TLB clock starts at 1).
+    fn flushes(p: &Pt<'_, VecMem, Vec<FrameInfo>>) -> u64 {
+        u64::from(p.ft.tlb_clock() - 1)
+    }
+
+    #[test]
     fn descriptors() {
         // Flat DPL0 code: raised to DPL1, accessed set.
         let code0 = 0x00AF_9A00_0000_FFFFu64;
@@ -546,7 +638,8 @@ mod tests {
             assert_eq!(check_descriptor(d), Err(PtError::BadDescriptor), "type {ty:#x}");
         }
         let (mut m, mut ft) = world();
-        let mut p = pt(&mut m, &mut ft);
+        let mut tlb = CountFlushes::default();
+        let mut p = pt(&mut m, &mut ft, &mut tlb);
         p.mem.write_u64(Mfn(6), 1, code0);
         p.get_segdesc(Mfn(6), 0).unwrap();
         assert_eq!(p.mem.read_u64(Mfn(6), 1), Some(0x00AF_BB00_0000_FFFF));
@@ -639,21 +732,26 @@ mod tests {
         #[test]
         fn random_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1000)) {
             let (mut m, mut ft) = world();
-            let mut p = pt(&mut m, &mut ft);
+            let mut tlb = CountFlushes::default();
+        let mut p = pt(&mut m, &mut ft, &mut tlb);
             let mut root: Option<Mfn> = None;
             for o in ops {
-                match o {
+                let r = match o {
                     Op::Update { table, idx, target, flags, fd } => {
-                        let _ = p.update_entry(Mfn(table), idx, e(target, flags), 0, fd, false);
+                        p.update_entry(Mfn(table), idx, e(target, flags), 0, fd, false)
                     }
-                    Op::Pin { mfn, level } => { let _ = p.pin(Mfn(mfn), level, 0); }
-                    Op::Unpin { mfn } => { let _ = p.unpin(Mfn(mfn), 0); }
+                    Op::Pin { mfn, level } => p.pin(Mfn(mfn), level, 0),
+                    Op::Unpin { mfn } => p.unpin(Mfn(mfn), 0),
                     Op::NewRoot { mfn } => {
-                        if p.get_root(Mfn(mfn), 0).is_ok() {
+                        let r = p.get_root(Mfn(mfn), 0);
+                        if r.is_ok() {
                             if let Some(old) = root.replace(Mfn(mfn)) { p.put_root(old); }
                         }
+                        r
                     }
-                }
+                };
+                // Every path flushes before a type change that needs it (never refused for it).
+                prop_assert_ne!(r, Err(PtError::Frame(FrameError::StaleTlb)));
                 audit(&p, root.as_slice());
             }
             // Tear everything down: every count returns to zero.

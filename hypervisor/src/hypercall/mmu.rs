@@ -13,7 +13,7 @@ use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 use hv_arch::physmem::DirectMap;
-use hv_core::frame::{Owner, PageType};
+use hv_core::frame::Owner;
 use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pt::Pt;
 use hv_core::pte::Pte;
@@ -32,7 +32,13 @@ pub const MMU_PT_UPDATE_PRESERVE_AD: u64 = 2;
 /// A page-table context over the direct map.
 macro_rules! pt {
     ($hv:expr, $dm:ident) => {
-        Pt { mem: &mut $dm, ft: &mut $hv.mm.ft, ram_end: Mfn($hv.mm.max_mfn), io_allowed: false }
+        Pt {
+            mem: &mut $dm,
+            ft: &mut $hv.mm.ft,
+            ram_end: Mfn($hv.mm.max_mfn),
+            io_allowed: false,
+            tlb: &mut $crate::schedule::FlushAll { apic_ids: &$hv.apic_ids, this: $hv.this },
+        }
     };
 }
 pub(crate) use pt;
@@ -288,7 +294,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             if cmd == COPY_PAGE && hv.mm.ft.owner(src) != Owner::Dom(fd) {
                 return Err(Errno::EINVAL);
             }
-            hv.mm.ft.get_type(dst, PageType::Writable).map_err(|_| Errno::EINVAL)?;
+            pt!(hv, dm).get_writable(dst, fd).map_err(|_| Errno::EINVAL)?;
             let data = if cmd == COPY_PAGE { dm.frame(src).copied() } else { Some([0u8; 4096]) };
             if let (Some(d), Some(p)) = (data, dm.frame_mut(dst)) {
                 *p = d;

@@ -11,7 +11,6 @@ use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_US
 use guest_abi::traps::TrapInfo;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
-use hv_core::frame::PageType;
 use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pt::Pt;
 
@@ -142,7 +141,12 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
         return Err(Errno::EINVAL);
     }
     let dom = hv.cur.dom;
-    hv.mm.ft.get_page_and_type(mfn, dom, Some(PageType::Writable)).map_err(|_| Errno::EINVAL)?;
+    let mut dm = DirectMap;
+    super::mmu::pt!(hv, dm).get_writable(mfn, dom).map_err(|_| Errno::EINVAL)?;
+    if hv.mm.ft.get_page(mfn, dom).is_err() {
+        let _ = hv.mm.ft.put_type(mfn);
+        return Err(Errno::EINVAL);
+    }
     // Carry the current contents over; then mark everything pending so that nothing raised
     // around the move is lost (as Xen does).
     let old = hv.dom().with_vi(id, |p| {

@@ -83,6 +83,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { smp: 2, ..sc("events-timers-smp2", Image::Guest("events"), Expect::Success) },
         Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("vcpus-smp2", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
         Scenario { smp: 4, hv_opts: "dom0_max_vcpus=2", ..sc("vcpus-smp4", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
+        Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", dom0_args: "tlbclock", ..sc("vcpus-tlbclock-smp2", Image::Guest("vcpus"), Expect::Success) },
         Scenario {
             smp: 2,
             dom0_args: "server",

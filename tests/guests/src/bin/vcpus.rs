@@ -12,7 +12,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use guest_abi::errno::Errno;
 use pv_runtime::events::vcpu_op;
-use pv_runtime::hypercall as hc;
+use pv_runtime::hypercall::{self as hc, MmuUpdate};
 use pv_runtime::mm::{GuestMem, A, D, P, RW};
 use test_guests::*;
 
@@ -32,6 +32,14 @@ const SPIN: u32 = 0;
 const READ_X: u32 = 1;
 const BLOCK: u32 = 2;
 const DOWN_SELF: u32 = 3;
+/// `tlbclock`: keep X's writable translation warm; once HOOK_MADDR's entry is present, store
+/// ATTACK_PTE into X through it.
+const ATTACK: u32 = 4;
+static HOOK_VA: AtomicU64 = AtomicU64::new(0);
+static ATTACKED: AtomicBool = AtomicBool::new(false);
+static LANDED: AtomicU64 = AtomicU64::new(0);
+/// A PTE naming a hypervisor frame (its image is at 1 MiB).
+const ATTACK_PTE: u64 = 0x100 << 12 | P | A;
 static STARTED: AtomicBool = AtomicBool::new(false);
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static X_VA: AtomicU64 = AtomicU64::new(0);
@@ -78,6 +86,25 @@ extern "C" fn ap_main() -> ! {
                 CMD.store(SPIN, SeqCst);
                 pv_runtime::events::block();
                 WOKE.fetch_add(1, SeqCst);
+            }
+            ATTACK => {
+                let x = X_VA.load(SeqCst);
+                // SAFETY: the hook entry is in a bootstrap L2, mapped read-only.
+                let hooked = unsafe { (HOOK_VA.load(SeqCst) as *const u64).read_volatile() } & P != 0;
+                if !hooked {
+                    // Keep the writable translation in this CPU's TLB.
+                    let _ = pv_runtime::probe!("mov qword ptr [{a}], 0"; a = in(reg) x + 8 * 511);
+                    continue;
+                }
+                // X is a validated L1 now: no write may reach it any more.
+                for i in 0..8u64 {
+                    let f = pv_runtime::probe!("mov qword ptr [{a}], {v}"; a = in(reg) x + 8 * i, v = in(reg) ATTACK_PTE);
+                    if f.is_none() {
+                        LANDED.fetch_add(1, SeqCst);
+                    }
+                }
+                CMD.store(SPIN, SeqCst);
+                ATTACKED.store(true, SeqCst);
             }
             DOWN_SELF => {
                 CMD.store(SPIN, SeqCst);
@@ -166,6 +193,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         check("vCPU 1 spins", wait(|| COUNTER.load(SeqCst) > c0 + 1000));
         println!("vcpus: crashing with vCPU 1 running");
         hc::shutdown(guest_abi::sched::ShutdownReason::Crash)
+    }
+    if core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim() == "tlbclock" {
+        tlb_clock(si, l4, &slack);
     }
     let (shared_va, _) = slack(1);
     check("shared_info mapped", pv_runtime::mm::map_shared_info(si, shared_va).is_ok());
@@ -323,6 +353,66 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_ret("down(1) at the end", op(DOWN, 1, 0), 0);
     println!("vcpus: the last vCPU goes down next");
     finish_by_down()
+}
+
+/// Within one `mmu_update` batch, frame X loses its last writable mapping and becomes an L1
+/// (hooked into an L2), followed by 250 no-op entries; vCPU 1, on the other CPU, keeps
+/// X's writable translation warm and stores a PTE naming a hypervisor frame into X as soon as
+/// the hook is visible. The hypervisor must flush vCPU 1's TLB before validating X (Xen's TLB
+/// clock), so none of those stores may land in the validated table.
+fn tlb_clock(si: &pv_runtime::StartInfo, l4: u64, slack: &dyn Fn(u64) -> (u64, u64)) -> ! {
+    let t = Tables::new(si);
+    good_ctx(l4);
+    // vCPU 1 takes its own (recovered) page faults: the runtime's handlers in its trap table.
+    for v in 0..32u8 {
+        let e = 720 + 16 * v as usize;
+        ctx()[e] = v;
+        ctx()[e + 2..e + 4].copy_from_slice(&guest_abi::selectors::FLAT_KERNEL_CS.to_le_bytes());
+        put(ctx(), e + 8, pv_runtime::traps::vector_stub(v));
+    }
+    expect_ret("initialise vCPU 1", op(INITIALISE, 1, ctx().as_ptr() as u64), 0);
+    expect_ret("up(1)", op(UP, 1, 0), 0);
+    check("vCPU 1 runs", wait(|| STARTED.load(SeqCst)));
+    let (x_va, x) = slack(4);
+    let (ro_va, own_ro) = slack(5);
+    let (noop_va, noop_mfn) = slack(6);
+    let l2 = t.table(0, 2);
+    let hook = (l2 << 12) | (8 * 100);
+    HOOK_VA.store(t.vb + 4096 * Tables::m2p(l2) + 8 * 100, SeqCst);
+    X_VA.store(x_va, SeqCst);
+    let x_pte = t.entry_maddr(x_va, 1);
+    let noop = MmuUpdate { ptr: t.entry_maddr(noop_va, 1), val: noop_mfn << 12 | P | RW | A | D };
+    let mut bad = 0;
+    for _round in 0..10 {
+        expect_ret("map X writable", hc::update_va_mapping(x_va, x << 12 | P | RW | A | D, 2), 0);
+        // SAFETY: X is ours and mapped writable at x_va.
+        unsafe { core::ptr::write_bytes(x_va as *mut u8, 0, 4096) };
+        ATTACKED.store(false, SeqCst);
+        CMD.store(ATTACK, SeqCst);
+        for _ in 0..2000 {
+            core::hint::spin_loop();
+        }
+        let mut reqs = [noop; 252];
+        reqs[0] = MmuUpdate { ptr: x_pte, val: 0 };
+        reqs[1] = MmuUpdate { ptr: hook, val: x << 12 | P | RW | A };
+        let (r, done) = hc::mmu_update(&reqs);
+        expect_ret("one batch: unmap X, hook it as an L1, 250 no-ops", r, 0);
+        expect_ret("all done", done as i64, 252);
+        check("vCPU 1 saw the hook", wait(|| ATTACKED.load(SeqCst)));
+        // Read X back through a read-only mapping.
+        expect_ret("map X read-only", hc::update_va_mapping(ro_va, x << 12 | P | A, 2), 0);
+        for i in 0..512u64 {
+            // SAFETY: mapped read-only just above.
+            let e = unsafe { ((ro_va + 8 * i) as *const u64).read_volatile() };
+            bad += u64::from(e != 0);
+        }
+        expect_ret("unmap the read-only view", hc::update_va_mapping(ro_va, own_ro << 12 | P | RW | A | D, 2), 0);
+        expect_ret("unhook X", hc::mmu_update(&[MmuUpdate { ptr: hook, val: 0 }]).0, 0);
+    }
+    println!("tlbclock: {} stores of vCPU 1 landed after the hook, {} entries of validated X were not ours", LANDED.load(SeqCst), bad);
+    check("no unvalidated entry in the validated L1", bad == 0);
+    check("no store through the stale translation", LANDED.load(SeqCst) == 0);
+    finish("tlbclock")
 }
 
 /// Prints the verdict, then takes the last vCPU down, which must power the domain off.
