@@ -16,7 +16,6 @@ pub struct Callbacks {
     pub syscall: u64,
     pub syscall32: u64,
     pub sysenter: u64,
-    pub nmi: u64,
 }
 
 /// A virtual CPU. A vCPU lives in exactly one place: the slot of the CPU running it

@@ -124,7 +124,7 @@ pub fn panic_exit() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    hv_arch::console::write_fmt(format_args!("(XEN) PANIC: {}\n", info));
+    hv_arch::console::emergency_write_fmt(format_args!("(XEN) PANIC: {}\n", info));
     panic_exit()
 }
 

@@ -25,9 +25,9 @@ pub fn vector_name(v: u64) -> &'static str {
     N.get(v as usize).copied().unwrap_or("IRQ")
 }
 
-/// Prints a register dump.
+/// Prints a register dump (never blocking on the console lock: it serves fatal paths).
 pub fn dump(f: &TrapFrame, cr2: u64) {
-    use hv_arch::console::write_fmt as p;
+    use hv_arch::console::emergency_write_fmt as p;
     p(format_args!(
         "(XEN) vector {} ({}) error {:#06x}  CR2 {:#018x}\n",
         f.vector,
@@ -186,11 +186,11 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     match v {
         v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
         v if v & hv_arch::entry::FAILED_RETURN != 0 => failed_return(hv, f),
-        v if v == vector::NMI as u64 => log::warn!("NMI while in guest context"),
+        v if v == vector::NMI as u64 => nmi("guest"),
         v if v == vector::MC as u64 => {
-            log::error!("machine check");
+            hv_arch::console::emergency_write_fmt(format_args!("(XEN) machine check in guest context\n"));
             dump(f, 0);
-            hv.end_run("machine check", ExitCode::HypervisorPanic)
+            crate::panic_exit()
         }
         v if v == vector::DF as u64 => {
             crash_domain(hv, f, format_args!("double fault"));
@@ -239,10 +239,24 @@ pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     true
 }
 
+/// NMIs seen (any CPU, any context).
+static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// An NMI: counted, and reported (at the 1st, 2nd, 4th, 8th, ...) without blocking on the
+/// console lock, which the interrupted code may hold. NMIs are not delivered to guests
+/// (`CALLBACKTYPE_NMI` is refused).
+fn nmi(context: &str) {
+    let n = NMIS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        hv_arch::console::emergency_write_fmt(format_args!("(XEN) NMI in {} context ({} so far)\n", context, n));
+    }
+}
+
 /// A trap while the hypervisor itself runs: fatal unless it is an NMI or a stray interrupt.
+/// Runs with whatever locks the interrupted code holds: nothing here may take one.
 pub fn hypervisor_trap(f: &mut TrapFrame) {
     match f.vector {
-        2 => log::warn!("NMI in hypervisor context"),
+        2 => nmi("hypervisor"),
         // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
         // A flush owed is done at the end of this CPU's next locked section.
         v if v == hv_arch::lapic::TIMER_VECTOR as u64
@@ -259,7 +273,7 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
         }
         _ => {
             let cr2 = hv_arch::cpu::read_cr2();
-            hv_arch::console::write_fmt(format_args!(
+            hv_arch::console::emergency_write_fmt(format_args!(
                 "(XEN) ----[ FATAL TRAP {} in hypervisor ]----\n",
                 vector_name(f.vector)
             ));

@@ -33,6 +33,64 @@ pub fn write_bytes(b: &[u8]) {
     }
 }
 
+/// Writes formatted text from a context that must never block on the console lock: NMI,
+/// #MC, #DF, fatal traps and panics (the interrupted code of this very CPU may hold it).
+/// Takes the lock if it comes free within a short spin; otherwise writes to the UART
+/// directly, beside whoever holds it (lines may interleave, nothing deadlocks).
+pub fn emergency_write_fmt(args: fmt::Arguments<'_>) {
+    for _ in 0..100_000 {
+        if let Some(mut g) = PORT.try_lock() {
+            if let Some(p) = g.as_mut() {
+                let _ = LockedWriter(p).write_fmt(args);
+            }
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    let _ = RawWriter.write_fmt(args);
+}
+
+struct LockedWriter<'a>(&'a mut SerialPort);
+
+impl Write for LockedWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &c in s.as_bytes() {
+            if c == b'\n' {
+                self.0.send(b'\r');
+            }
+            self.0.send(c);
+        }
+        Ok(())
+    }
+}
+
+/// COM1 without the lock: polls the line status (bounded) and writes the data register.
+struct RawWriter;
+
+impl RawWriter {
+    fn send(c: u8) {
+        for _ in 0..100_000 {
+            if crate::cpu::inb(COM1 + 5) & 0x20 != 0 {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        crate::cpu::outb(COM1, c);
+    }
+}
+
+impl Write for RawWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &c in s.as_bytes() {
+            if c == b'\n' {
+                Self::send(b'\r');
+            }
+            Self::send(c);
+        }
+        Ok(())
+    }
+}
+
 struct Writer;
 
 impl Write for Writer {

@@ -111,7 +111,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
                 CALLBACKTYPE_SYSCALL => &mut cb.syscall,
                 CALLBACKTYPE_SYSCALL32 => &mut cb.syscall32,
                 CALLBACKTYPE_SYSENTER => &mut cb.sysenter,
-                CALLBACKTYPE_NMI => &mut cb.nmi,
+                // NMIs are not delivered to guests: refused rather than stored and ignored.
                 _ => return Err(Errno::EINVAL),
             };
             *slot = address;
@@ -121,10 +121,8 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             let mut b = [0u8; 4];
             read_guest(hv, arg, &mut b)?;
             match u16::from_le_bytes([b[0], b[1]]) {
-                CALLBACKTYPE_NMI => {
-                    hv.cur.callbacks.nmi = 0;
-                    Ok(0)
-                }
+                // Never registered (see above): nothing to undo, as Xen allows.
+                CALLBACKTYPE_NMI => Ok(0),
                 _ => Err(Errno::EINVAL),
             }
         }

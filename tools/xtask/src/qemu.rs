@@ -34,6 +34,8 @@ pub struct Config {
     pub smp: u32,
     /// Serial multiplexed with the QEMU monitor on the terminal (Ctrl-A x quits).
     pub interactive: bool,
+    /// Inject an NMI into every CPU through the monitor this often (scenario runs only).
+    pub nmi_every: Option<Duration>,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             input: None,
             smp: 1,
             interactive: false,
+            nmi_every: None,
         }
     }
 
@@ -60,7 +63,7 @@ impl Config {
         c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
         c.args(["-nodefaults", "-vga", "none"]);
-        if !self.interactive {
+        if !self.interactive && self.nmi_every.is_none() {
             c.args(["-monitor", "none"]);
         }
         if self.icount {
@@ -94,8 +97,14 @@ pub struct Outcome {
 /// Runs to completion (or the timeout), capturing the serial output.
 pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     let start = Instant::now();
-    let mut child = cfg
-        .command()
+    let mut cmd = cfg.command();
+    let monitor = cfg.nmi_every.map(|_| {
+        let p = std::env::temp_dir().join(format!("rxen-monitor-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        cmd.arg("-monitor").arg(format!("unix:{},server=on,wait=off", p.display()));
+        p
+    });
+    let mut child = cmd
         .stdin(if cfg.input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,6 +113,10 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     let mut out = child.stdout.take().ok_or("no stdout")?;
     let marker = marker.map(str::to_owned);
     let mut stdin = child.stdin.take();
+    // NMIs start once the hypervisor runs its first guest (before its IDT exists an NMI would
+    // triple-fault the machine, as on hardware).
+    let booted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let booted_w = booted.clone();
     let input = cfg.input;
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -114,6 +127,9 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
+            if !booted_w.load(std::sync::atomic::Ordering::Relaxed) && String::from_utf8_lossy(&buf).contains("entering ring 1") {
+                booted_w.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             if let (Some((after, text)), Some(w)) = (input, stdin.as_mut()) {
                 if String::from_utf8_lossy(&buf).contains(after) {
                     use std::io::Write;
@@ -135,6 +151,20 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
         }
         (buf, seen)
     });
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let injector = match (monitor.clone(), cfg.nmi_every) {
+        (Some(path), Some(every)) => {
+            let done = done.clone();
+            let booted = booted.clone();
+            Some(std::thread::spawn(move || {
+                while !booted.load(std::sync::atomic::Ordering::SeqCst) && !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                inject_nmis(&path, every, &done)
+            }))
+        }
+        _ => None,
+    };
     let mut timed_out = false;
     let status = loop {
         if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
@@ -148,6 +178,11 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let wall = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let nmis = injector.map(|t| t.join().unwrap_or(0));
+    if let Some(p) = &monitor {
+        let _ = std::fs::remove_file(p);
+    }
     let (buf, marker_at) = reader.join().map_err(|_| "serial reader panicked")?;
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
@@ -158,6 +193,9 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
         output.push_str("\n[qemu stderr] ");
         output.push_str(err.trim());
     }
+    if let Some(n) = nmis {
+        output.push_str(&format!("\n[runner] {n} NMIs injected through the monitor"));
+    }
     let code = status.code().and_then(ExitCode::from_qemu_status);
     Ok(Outcome { output, code, status: status.code(), timed_out, wall, marker_at })
 }
@@ -167,4 +205,40 @@ pub fn interactive(cfg: &Config) -> Result<(), String> {
     let st = cfg.command().status().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
     println!("\nQEMU exited with {:?}", st.code().and_then(ExitCode::from_qemu_status).map(|c| format!("{c:?}")).unwrap_or_else(|| format!("status {:?}", st.code())));
     Ok(())
+}
+
+/// Connects to QEMU's monitor socket and sends `nmi` (every CPU) every `every` until `done`;
+/// returns how many were sent.
+fn inject_nmis(path: &std::path::Path, every: Duration, done: &std::sync::atomic::AtomicBool) -> u64 {
+    use std::io::Write;
+    let mut sock = None;
+    for _ in 0..500 {
+        if done.load(std::sync::atomic::Ordering::SeqCst) {
+            return 0;
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => {
+                sock = Some(s);
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let Some(mut s) = sock else { return 0 };
+    // The monitor's output is not needed: drain it so QEMU never blocks writing it.
+    if let Ok(mut r) = s.try_clone() {
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while matches!(r.read(&mut b), Ok(n) if n > 0) {}
+        });
+    }
+    let mut n = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        if s.write_all(b"nmi\n").is_err() {
+            break;
+        }
+        n += 1;
+        std::thread::sleep(every);
+    }
+    n
 }

@@ -40,10 +40,12 @@ struct Scenario {
     domus: &'static [(&'static str, &'static str)],
     /// CPUs.
     smp: u32,
+    /// NMIs injected through QEMU's monitor every 2 ms.
+    nmis: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1 }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -238,6 +240,8 @@ fn scenarios() -> Vec<Scenario> {
             domus: &[("stackleak", "domU mem=8M -- domu"), ("stackleak", "domU mem=8M -- domu")],
             ..sc("multi-stackleak-smp2", Image::Guest("stackleak"), Expect::Success)
         },
+        Scenario { nmis: true, ..sc("nmi-console-flood", Image::Guest("conflood"), Expect::Success) },
+        Scenario { nmis: true, smp: 2, ..sc("nmi-console-flood-smp2", Image::Guest("conflood"), Expect::Success) },
         Scenario {
             dom0_args: "interactive",
             input: Some(("dom0> ", "info\rpoweroff\r")),
@@ -303,6 +307,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.timeout = Duration::from_secs(60);
     cfg.input = s.input;
     cfg.smp = s.smp;
+    cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();

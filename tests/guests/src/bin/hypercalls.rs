@@ -64,10 +64,12 @@ fn guest_main(_si: &'static pv_runtime::StartInfo) -> ! {
         let cb = |ty: u16, addr: u64| CallbackRegister { ty, flags: 0, _pad: 0, address: addr };
         let ev = cb(CALLBACKTYPE_EVENT, 0x10_1000);
         expect_ret("register event callback", hc(nr::CALLBACK_OP, CALLBACKOP_REGISTER, &ev as *const _ as u64, 0, 0, 0), 0);
-        for ty in [CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER, CALLBACKTYPE_FAILSAFE, CALLBACKTYPE_NMI] {
+        for ty in [CALLBACKTYPE_SYSCALL, CALLBACKTYPE_SYSCALL32, CALLBACKTYPE_SYSENTER, CALLBACKTYPE_FAILSAFE] {
             let c = cb(ty, 0x10_1000);
             expect_ret("register callback type", hc(nr::CALLBACK_OP, CALLBACKOP_REGISTER, &c as *const _ as u64, 0, 0, 0), 0);
         }
+        let nmi = cb(CALLBACKTYPE_NMI, 0x10_1000);
+        expect_err("NMI callback (NMIs are not delivered to guests)", hc(nr::CALLBACK_OP, CALLBACKOP_REGISTER, &nmi as *const _ as u64, 0, 0, 0), Errno::EINVAL);
         let bad = cb(99, 0x10_1000);
         expect_err("callback type 99", hc(nr::CALLBACK_OP, CALLBACKOP_REGISTER, &bad as *const _ as u64, 0, 0, 0), Errno::EINVAL);
         let nc = cb(CALLBACKTYPE_EVENT, NONCANON);
