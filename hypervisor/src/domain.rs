@@ -178,6 +178,11 @@ pub struct Domain {
     pub dead: Option<guest_abi::sched::ShutdownReason>,
     /// Console output of an unprivileged domain is prefixed at line starts.
     pub console_line_start: bool,
+    /// Its console rate limit: bytes it may still print, when the bucket was last refilled,
+    /// bytes dropped so far.
+    pub console_tokens: u64,
+    pub console_refilled: u64,
+    pub console_dropped: u64,
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
@@ -186,6 +191,8 @@ pub struct Domain {
     pub vcpu_info: alloc::vec::Vec<VcpuInfoAt>,
     /// Which vCPUs moved their `vcpu_info` (once each, as Xen).
     pub vcpu_info_registered: u64,
+    /// Preempted page-table (de)validation (see `hv_core::pt`).
+    pub jobs: hv_core::pt::Jobs,
 }
 
 impl Domain {
@@ -200,10 +207,14 @@ impl Domain {
             sched_dom: usize::MAX,
             dead: None,
             console_line_start: true,
+            console_tokens: crate::hypercall::console::DOMU_BURST,
+            console_refilled: 0,
+            console_dropped: 0,
             shared_info,
             vm_assist: 0,
             vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),
             vcpu_info_registered: 0,
+            jobs: hv_core::pt::Jobs::default(),
         }
     }
 

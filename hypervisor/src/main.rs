@@ -51,8 +51,14 @@ pub struct Hv {
     /// Every domain, by id, and the idle domain behind placeholders.
     pub domains: domain::Domains,
     pub cmdline: &'static str,
-    /// Inside a multicall: handlers must not create continuations.
+    /// Inside a multicall (nested multicalls are refused).
     pub in_multicall: bool,
+    /// The current hypercall's start (system time) and the work units it has done: long
+    /// operations check `hypercall::preempt` between units and continue later.
+    pub hc_start: u64,
+    pub work: u64,
+    /// Page-table entries the current hypercall may still validate or devalidate.
+    pub pt_budget: u64,
     pub events: hv_core::evtchn::Events,
     pub sched: hv_core::sched::Credit,
     /// A vCPU with higher priority woke, or the current one stopped: pick again on exit.
@@ -339,6 +345,9 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         domains,
         cmdline: hv_cmdline,
         in_multicall: false,
+        hc_start: 0,
+        work: 0,
+        pt_budget: 0,
         events,
         sched,
         need_resched: false,

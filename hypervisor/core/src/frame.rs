@@ -303,6 +303,17 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
         Ok(())
     }
 
+    /// Marks a table-typed frame busy (not validated) while a job drops its entries'
+    /// references: it cannot be updated, mapped writable or retyped until then.
+    pub fn set_busy(&mut self, mfn: Mfn) -> Result<(), FrameError> {
+        let f = self.get_mut(mfn)?;
+        if f.type_count == 0 {
+            return Err(FrameError::Underflow);
+        }
+        f.validated = false;
+        Ok(())
+    }
+
     /// Sets or clears the pinned flag of a frame with type references.
     pub fn set_pinned(&mut self, mfn: Mfn, pinned: bool) -> Result<(), FrameError> {
         let f = self.get_mut(mfn)?;

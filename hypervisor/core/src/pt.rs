@@ -21,6 +21,19 @@
 //! 256–271; a non-present entry must be zero in its address bits or point above RAM (L1TF).
 //!
 //! Errors never leave references half-taken: every failing path undoes what it took.
+//!
+//! # Preemption (Xen's partial validation)
+//!
+//! Validating a tree and devalidating one cost up to 512 entries per table, and a guest can
+//! build trees of thousands of tables: neither may run unbounded. Both are iterative (a stack
+//! of at most four tables, one per level) and spend a per-call entry budget
+//! ([`Pt::budget`]). When it runs out, the work becomes the domain's [`Jobs`] entry and the
+//! operation reports [`PtError::Preempted`]: the hypercall continues later and every
+//! page-table hypercall of the domain first calls [`Pt::drive`]. A validation belongs to the
+//! vCPU that started it (only its hypercalls advance it; others are asked to retry); once it
+//! is done its references are *parked* until that vCPU's re-issued operation claims them.
+//! A devalidation belongs to the domain (any of its hypercalls advances it). Tables inside a
+//! job are typed but not validated: busy, never updated, mapped writable or retyped.
 
 use crate::frame::{FrameError, FrameInfo, FrameTable, Owner, PageType};
 use crate::mem::{Mfn, PhysMem};
@@ -46,6 +59,10 @@ pub enum PtError {
     BadDescriptor,
     /// Pin state wrong (already pinned / not pinned).
     PinState,
+    /// The budget ran out: the work is the domain's pending job; call again later.
+    Preempted,
+    /// The table is being validated or devalidated by a pending job.
+    Busy,
 }
 
 impl From<FrameError> for PtError {
@@ -58,6 +75,7 @@ impl From<PtError> for Errno {
     fn from(e: PtError) -> Errno {
         match e {
             PtError::Frame(FrameError::Overflow) => Errno::EOVERFLOW,
+            PtError::Preempted => Errno::ERESTART,
             _ => Errno::EINVAL,
         }
     }
@@ -99,6 +117,80 @@ impl TlbFlush for CountFlushes {
     }
 }
 
+/// One table of a job's stack: `next` is the next entry to validate (validation) or the
+/// number of entries still holding references (devalidation).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+struct Level {
+    mfn: Mfn,
+    level: u32,
+    next: u32,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum JobKind {
+    /// Validating a tree for vCPU `owner`, whose entries name frames of `dom`.
+    Validate { owner: u32, dom: DomId },
+    /// Dropping the references of tables whose last type reference went.
+    Devalidate,
+}
+
+/// Preempted work: a depth-first walk, one table per level.
+#[derive(Copy, Clone, Debug)]
+struct Job {
+    kind: JobKind,
+    stack: [Level; 4],
+    depth: usize,
+}
+
+impl Job {
+    fn new(kind: JobKind, mfn: Mfn, level: u32, next: u32) -> Job {
+        let mut stack = [Level::default(); 4];
+        stack[0] = Level { mfn, level, next };
+        Job { kind, stack, depth: 1 }
+    }
+}
+
+/// A validation that finished in [`Pt::drive`]: its outcome (on success, its root's general
+/// and type reference) waits for the re-issued operation of vCPU `owner` that asked for it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Parked {
+    mfn: Mfn,
+    level: u32,
+    owner: u32,
+    result: Result<(), PtError>,
+}
+
+/// A domain's preempted page-table work (see the module's "Preemption").
+#[derive(Clone, Debug, Default)]
+pub struct Jobs {
+    pending: Option<Job>,
+    parked: Option<Parked>,
+}
+
+impl Jobs {
+    /// Is work pending (the domain's page-table hypercalls must call [`Pt::drive`] first)?
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Is a finished validation waiting to be claimed?
+    pub fn has_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+}
+
+/// What a run of a job came to.
+enum Run {
+    Done,
+    Pending(Job),
+}
+
+/// One step of a validation.
+enum Step {
+    Next,
+    Push(Mfn),
+}
+
 /// The state a page-table operation works on.
 pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub mem: &'a mut M,
@@ -109,6 +201,11 @@ pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub io_allowed: bool,
     /// Flushes every CPU when a type change needs it.
     pub tlb: &'a mut dyn TlbFlush,
+    /// The domain's preempted work, the calling vCPU, and the entries this call may still
+    /// validate or devalidate.
+    pub jobs: &'a mut Jobs,
+    pub vcpu: u32,
+    pub budget: &'a mut u64,
 }
 
 /// Checks one segment descriptor and returns it fixed up: DPL raised to at least 1, accessed
@@ -174,15 +271,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         if !e.present() {
             return self.check_non_present(e);
         }
-        let flags = e.0 & !ADDR_MASK;
-        let allowed = if level == 1 {
-            L1_ALLOWED | if self.io_allowed { CACHE } else { 0 }
-        } else {
-            UPPER_ALLOWED
-        };
-        if flags & !allowed != 0 {
-            return Err(PtError::BadFlags);
-        }
+        self.check_flags(level, e)?;
         let mfn = e.mfn();
         if level == 1 {
             let ty = e.writable().then_some(PageType::Writable);
@@ -192,12 +281,19 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
             self.ft.get_page_and_type(mfn, fd, ty)?;
             return Ok(());
         }
-        self.ft.get_page(mfn, fd)?;
-        let r = self.get_table(mfn, level - 1, fd);
-        if r.is_err() {
-            let _ = self.ft.put_page(mfn);
+        self.get_table_ref(mfn, level - 1, fd)
+    }
+
+    fn check_flags(&self, level: u32, e: Pte) -> Res {
+        let allowed = if level == 1 {
+            L1_ALLOWED | if self.io_allowed { CACHE } else { 0 }
+        } else {
+            UPPER_ALLOWED
+        };
+        if e.0 & !ADDR_MASK & !allowed != 0 {
+            return Err(PtError::BadFlags);
         }
-        r
+        Ok(())
     }
 
     /// Drops the references an entry holds (the entry was validated when it was installed).
@@ -210,55 +306,228 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
             let _ = self.ft.put_page_and_type(mfn, e.writable());
             return;
         }
-        self.put_table(mfn, level - 1);
-        let _ = self.ft.put_page(mfn);
+        self.release_table(mfn, level - 1);
     }
 
-    /// Takes a level-`level` table type reference on `mfn`, validating it the first time.
-    fn get_table(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
+    /// Takes a general and a level-`level` table type reference on `mfn` (owned by `dom`),
+    /// validating the tree below it the first time, within the budget. `Preempted` leaves
+    /// both references with the domain's pending job (the caller takes nothing back); the
+    /// operation then claims them when it is re-issued.
+    fn get_table_ref(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
+        if let Some(p) = self.jobs.parked.filter(|p| (p.mfn, p.level, p.owner) == (mfn, level, self.vcpu)) {
+            self.jobs.parked = None;
+            return p.result;
+        }
         let ty = PageType::table(level).ok_or(PtError::NotATable)?;
+        self.ft.get_page(mfn, dom)?;
         self.prepare(mfn, ty);
-        if self.ft.get_type(mfn, ty)? {
-            if let Err(e) = self.validate(mfn, level, dom) {
-                let _ = self.ft.put_type(mfn);
-                return Err(e);
+        let first = match self.ft.get_type(mfn, ty) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = self.ft.put_page(mfn);
+                return Err(e.into());
             }
-            self.ft.mark_validated(mfn)?;
+        };
+        let busy = !first && !self.ft.get(mfn).is_some_and(|f| f.validated);
+        if busy || (first && self.jobs.pending.is_some()) {
+            // A table inside a pending job; or a second job while one is pending (the
+            // callers drive the pending one first, so this does not happen).
+            let _ = self.ft.put_type(mfn);
+            let _ = self.ft.put_page(mfn);
+            return Err(PtError::Busy);
         }
-        Ok(())
+        if !first {
+            return Ok(());
+        }
+        match self.validate(Job::new(JobKind::Validate { owner: self.vcpu, dom }, mfn, level, 0)) {
+            Ok(Run::Done) => Ok(()),
+            Ok(Run::Pending(job)) => {
+                self.jobs.pending = Some(job);
+                Err(PtError::Preempted)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Drops a table type reference, devalidating at the last one.
-    fn put_table(&mut self, mfn: Mfn, level: u32) {
-        if let Ok(true) = self.ft.put_type(mfn) {
-            self.devalidate(mfn, level, 512);
+    /// Drops a general and a table type reference on `mfn`; the last type reference first
+    /// drops the references of the table's entries (within the budget; the rest becomes the
+    /// domain's pending devalidation, and the table stays busy until it is done).
+    fn release_table(&mut self, mfn: Mfn, level: u32) {
+        let last = self.ft.get(mfn).is_some_and(|f| f.type_count == 1);
+        if !last {
+            let _ = self.ft.put_type(mfn);
+            let _ = self.ft.put_page(mfn);
+            return;
         }
+        let _ = self.ft.set_busy(mfn);
+        self.devalidate_job(Job::new(JobKind::Devalidate, mfn, level, 512));
     }
 
-    fn validate(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
-        for i in 0..512 {
-            let e = self.read(mfn, i)?;
-            let r = if level == 4 && is_reserved_l4_slot(i) {
-                if e.0 == 0 { Ok(()) } else { Err(PtError::ReservedSlot) }
+    /// Runs a devalidation; what the budget does not cover becomes the pending job.
+    fn devalidate_job(&mut self, job: Job) {
+        if let Run::Pending(job) = self.devalidate(job, false) {
+            if self.jobs.pending.is_none() {
+                self.jobs.pending = Some(job);
             } else {
-                self.get_entry(level, e, dom)
-            };
-            if let Err(err) = r {
-                self.devalidate(mfn, level, i);
-                return Err(err);
+                // Only one job at a time: finish this one now (never happens: callers stop a
+                // batch as soon as a job is pending).
+                self.devalidate(job, true);
             }
         }
-        Ok(())
     }
 
-    /// Drops the references of entries `0..upto`.
-    fn devalidate(&mut self, mfn: Mfn, level: u32, upto: usize) {
-        for i in 0..upto {
-            if level == 4 && is_reserved_l4_slot(i) {
+    /// Advances the domain's pending job. `Ok` when none is left; `Preempted` when work
+    /// remains (or belongs to another vCPU, which will do it): the hypercall is to be
+    /// re-issued unchanged.
+    pub fn drive(&mut self) -> Res {
+        let Some(job) = self.jobs.pending.take() else { return Ok(()) };
+        match job.kind {
+            JobKind::Validate { owner, .. } if owner != self.vcpu => {
+                self.jobs.pending = Some(job);
+                return Err(PtError::Preempted);
+            }
+            JobKind::Validate { owner, .. } => {
+                let root = job.stack[0];
+                let result = match self.validate(job) {
+                    Ok(Run::Pending(job)) => {
+                        self.jobs.pending = Some(job);
+                        return Err(PtError::Preempted);
+                    }
+                    Ok(Run::Done) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                // Park the outcome for the re-issued operation (an unclaimed earlier success
+                // gives its references back).
+                if let Some(old) = self.jobs.parked.take() {
+                    if old.result.is_ok() {
+                        self.release_table(old.mfn, old.level);
+                    }
+                }
+                self.jobs.parked = Some(Parked { mfn: root.mfn, level: root.level, owner, result });
+            }
+            JobKind::Devalidate => {
+                if let Run::Pending(job) = self.devalidate(job, false) {
+                    self.jobs.pending = Some(job);
+                }
+            }
+        }
+        if self.jobs.pending.is_some() {
+            Err(PtError::Preempted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Spends one unit of the budget; false when there is none left.
+    fn spend(&mut self) -> bool {
+        if *self.budget == 0 {
+            return false;
+        }
+        *self.budget -= 1;
+        true
+    }
+
+    /// Validates a job's tree depth-first. On an invalid entry every reference the job took
+    /// is dropped again (a devalidation, pending if long) and the error returned.
+    fn validate(&mut self, mut job: Job) -> Result<Run, PtError> {
+        let JobKind::Validate { dom, .. } = job.kind else { return Ok(Run::Done) };
+        loop {
+            let top = job.stack[job.depth - 1];
+            if top.next == 512 {
+                self.ft.mark_validated(top.mfn)?;
+                job.depth -= 1;
+                if job.depth == 0 {
+                    return Ok(Run::Done);
+                }
+                job.stack[job.depth - 1].next += 1;
                 continue;
             }
-            if let Ok(e) = self.read(mfn, i) {
-                self.put_entry(level, e);
+            if !self.spend() {
+                return Ok(Run::Pending(job));
+            }
+            match self.validate_entry(top, dom) {
+                Ok(Step::Next) => job.stack[job.depth - 1].next += 1,
+                Ok(Step::Push(child)) => {
+                    job.stack[job.depth] = Level { mfn: child, level: top.level - 1, next: 0 };
+                    job.depth += 1;
+                }
+                Err(e) => {
+                    // Entries [0, next) of every table on the stack hold references, and each
+                    // table above the bottom holds its own (taken by the entry below it).
+                    job.kind = JobKind::Devalidate;
+                    self.devalidate_job(job);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Takes the references of entry `t.next` of table `t` (frames of `dom`).
+    fn validate_entry(&mut self, t: Level, dom: DomId) -> Result<Step, PtError> {
+        let i = t.next as usize;
+        let e = self.read(t.mfn, i)?;
+        if t.level == 4 && is_reserved_l4_slot(i) {
+            return if e.0 == 0 { Ok(Step::Next) } else { Err(PtError::ReservedSlot) };
+        }
+        if !e.present() || t.level == 1 {
+            return self.get_entry(t.level, e, dom).map(|_| Step::Next);
+        }
+        self.check_flags(t.level, e)?;
+        let child = e.mfn();
+        let ty = PageType::table(t.level - 1).ok_or(PtError::NotATable)?;
+        self.ft.get_page(child, dom)?;
+        self.prepare(child, ty);
+        match self.ft.get_type(child, ty) {
+            Ok(true) => Ok(Step::Push(child)),
+            Ok(false) if self.ft.get(child).is_some_and(|f| f.validated) => Ok(Step::Next),
+            r => {
+                if r.is_ok() {
+                    let _ = self.ft.put_type(child);
+                }
+                let _ = self.ft.put_page(child);
+                Err(r.err().map(PtError::from).unwrap_or(PtError::Busy))
+            }
+        }
+    }
+
+    /// Drops the references of a job's tables, last entry first; a table's own general and
+    /// type reference go once its entries are done. `unbounded` ignores the budget.
+    fn devalidate(&mut self, mut job: Job, unbounded: bool) -> Run {
+        loop {
+            let top = job.stack[job.depth - 1];
+            if top.next == 0 {
+                let _ = self.ft.put_type(top.mfn);
+                let _ = self.ft.put_page(top.mfn);
+                job.depth -= 1;
+                if job.depth == 0 {
+                    return Run::Done;
+                }
+                continue;
+            }
+            if !unbounded && !self.spend() {
+                return Run::Pending(job);
+            }
+            let i = top.next - 1;
+            job.stack[job.depth - 1].next = i;
+            if top.level == 4 && is_reserved_l4_slot(i as usize) {
+                continue;
+            }
+            let Ok(e) = self.read(top.mfn, i as usize) else { continue };
+            if !e.present() {
+                continue;
+            }
+            if top.level == 1 {
+                let _ = self.ft.put_page_and_type(e.mfn(), e.writable());
+                continue;
+            }
+            let child = e.mfn();
+            if self.ft.get(child).is_some_and(|f| f.type_count == 1) {
+                let _ = self.ft.set_busy(child);
+                job.stack[job.depth] = Level { mfn: child, level: top.level - 1, next: 512 };
+                job.depth += 1;
+            } else {
+                let _ = self.ft.put_type(child);
+                let _ = self.ft.put_page(child);
             }
         }
     }
@@ -266,7 +535,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
     /// The level of a validated table frame owned by `dom`.
     pub fn table_level(&self, mfn: Mfn, dom: DomId) -> Option<u32> {
         let f = self.ft.get(mfn)?;
-        if f.owner != Owner::Dom(dom) || f.type_count == 0 {
+        if f.owner != Owner::Dom(dom) || f.type_count == 0 || !f.validated {
             return None;
         }
         match f.ty {
@@ -295,6 +564,9 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
             return Err(PtError::Frame(FrameError::NotOwner));
         }
         let level = match (info.ty, info.type_count) {
+            (PageType::L1 | PageType::L2 | PageType::L3 | PageType::L4, n) if n > 0 && !info.validated => {
+                return Err(PtError::Busy)
+            }
             (PageType::L1, n) if n > 0 => 1,
             (PageType::L2, n) if n > 0 => 2,
             (PageType::L3, n) if n > 0 => 3,
@@ -325,10 +597,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         if old.present() && new.present() && old.mfn() == new.mfn() && old.writable() == new.writable()
             && (old.0 ^ new.0) & !FAST_BITS == 0
         {
-            let allowed = if level == 1 { L1_ALLOWED | if self.io_allowed { CACHE } else { 0 } } else { UPPER_ALLOWED };
-            if new.0 & !ADDR_MASK & !allowed != 0 {
-                return Err(PtError::BadFlags);
-            }
+            self.check_flags(level, new)?;
             return self.write(table, idx, new);
         }
         self.get_entry(level, new, fd)?;
@@ -349,11 +618,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         if f.pinned {
             return Err(PtError::PinState);
         }
-        self.ft.get_page(mfn, dom)?;
-        if let Err(e) = self.get_table(mfn, level, dom) {
-            let _ = self.ft.put_page(mfn);
-            return Err(e);
-        }
+        self.get_table_ref(mfn, level, dom)?;
         self.ft.set_pinned(mfn, true)?;
         Ok(())
     }
@@ -369,25 +634,18 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         }
         let level = self.table_level(mfn, dom).ok_or(PtError::NotATable)?;
         self.ft.set_pinned(mfn, false)?;
-        self.put_table(mfn, level);
-        let _ = self.ft.put_page(mfn);
+        self.release_table(mfn, level);
         Ok(())
     }
 
     /// Takes the root reference for a new CR3 (an L4).
     pub fn get_root(&mut self, mfn: Mfn, dom: DomId) -> Res {
-        self.ft.get_page(mfn, dom)?;
-        if let Err(e) = self.get_table(mfn, 4, dom) {
-            let _ = self.ft.put_page(mfn);
-            return Err(e);
-        }
-        Ok(())
+        self.get_table_ref(mfn, 4, dom)
     }
 
     /// Drops a root reference.
     pub fn put_root(&mut self, mfn: Mfn) {
-        self.put_table(mfn, 4);
-        let _ = self.ft.put_page(mfn);
+        self.release_table(mfn, 4);
     }
 
     /// Takes a segment-descriptor type reference (GDT/LDT frame), checking and fixing up
@@ -493,8 +751,21 @@ mod tests {
         (VecMem::new(0, N as usize), ft)
     }
 
-    fn pt<'a>(m: &'a mut VecMem, ft: &'a mut FrameTable<Vec<FrameInfo>>, tlb: &'a mut CountFlushes) -> Pt<'a, VecMem, Vec<FrameInfo>> {
-        Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false, tlb }
+    /// What a `Pt` borrows besides memory and the frame table.
+    struct Extra {
+        tlb: CountFlushes,
+        jobs: Jobs,
+        budget: u64,
+    }
+
+    impl Default for Extra {
+        fn default() -> Extra {
+            Extra { tlb: CountFlushes::default(), jobs: Jobs::default(), budget: u64::MAX }
+        }
+    }
+
+    fn pt<'a>(m: &'a mut VecMem, ft: &'a mut FrameTable<Vec<FrameInfo>>, x: &'a mut Extra) -> Pt<'a, VecMem, Vec<FrameInfo>> {
+        Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false, tlb: &mut x.tlb, jobs: &mut x.jobs, vcpu: 0, budget: &mut x.budget }
     }
 
     const P: u64 = 1;
@@ -507,8 +778,8 @@ mod tests {
     #[test]
     fn l1_rules() {
         let (mut m, mut ft) = world();
-        let mut tlb = CountFlushes::default();
-        let mut p = pt(&mut m, &mut ft, &mut tlb);
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
         p.pin(Mfn(1), 1, 0).unwrap();
         // Map frame 5 writable, frame 6 read-only.
         p.update_entry(Mfn(1), 0, e(5, P | RW), 0, 0, false).unwrap();
@@ -546,8 +817,8 @@ mod tests {
     #[test]
     fn upper_levels_and_linear_tables() {
         let (mut m, mut ft) = world();
-        let mut tlb = CountFlushes::default();
-        let mut p = pt(&mut m, &mut ft, &mut tlb);
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
         // Build L4(2) -> L3(3) -> L2(4) -> L1(8) by writing plain memory, then pin the L4.
         p.update_entry(Mfn(2), 0, e(3, P | RW), 0, 0, false).unwrap();
         p.update_entry(Mfn(3), 0, e(4, P | RW), 0, 0, false).unwrap();
@@ -585,8 +856,8 @@ mod tests {
     #[test]
     fn type_changes_flush_stale_translations() {
         let (mut m, mut ft) = world();
-        let mut tlb = CountFlushes::default();
-        let mut p = pt(&mut m, &mut ft, &mut tlb);
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
         p.pin(Mfn(1), 1, 0).unwrap();
         // In one "batch": frame 5 mapped writable, unmapped, then hooked as an L1 (via an L2
         // entry): another CPU may still hold the writable translation, so a flush comes first.
@@ -638,8 +909,8 @@ mod tests {
             assert_eq!(check_descriptor(d), Err(PtError::BadDescriptor), "type {ty:#x}");
         }
         let (mut m, mut ft) = world();
-        let mut tlb = CountFlushes::default();
-        let mut p = pt(&mut m, &mut ft, &mut tlb);
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
         p.mem.write_u64(Mfn(6), 1, code0);
         p.get_segdesc(Mfn(6), 0).unwrap();
         assert_eq!(p.mem.read_u64(Mfn(6), 1), Some(0x00AF_BB00_0000_FFFF));
@@ -674,7 +945,7 @@ mod tests {
             }
             let Some(level) = p.table_level(Mfn(m), 0) else { continue };
             assert!(f.validated, "table {m} in use but not validated");
-            for i in (0..IDX).chain(256..258) {
+            for i in 0..512 {
                 if level == 4 && is_reserved_l4_slot(i) {
                     assert_eq!(p.mem.read_u64(Mfn(m), i), Some(0));
                     continue;
@@ -705,7 +976,6 @@ mod tests {
         }
     }
 
-    const IDX: usize = 4;
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -726,14 +996,180 @@ mod tests {
         ]
     }
 
+    fn run_op(p: &mut Pt<'_, VecMem, Vec<FrameInfo>>, o: &Op, root: &mut Option<Mfn>) -> Res {
+        match *o {
+            Op::Update { table, idx, target, flags, fd } => p.update_entry(Mfn(table), idx, e(target, flags), 0, fd, false),
+            Op::Pin { mfn, level } => p.pin(Mfn(mfn), level, 0),
+            Op::Unpin { mfn } => p.unpin(Mfn(mfn), 0),
+            Op::NewRoot { mfn } => {
+                let r = p.get_root(Mfn(mfn), 0);
+                if r.is_ok() {
+                    if let Some(old) = root.replace(Mfn(mfn)) {
+                        p.put_root(old);
+                    }
+                }
+                r
+            }
+        }
+    }
+
+    /// A tree of `n` L1s (frames 8..8+n) under L2 4, L3 3, L4 2, every L1 mapping frame 7.
+    fn tree(p: &mut Pt<'_, VecMem, Vec<FrameInfo>>, n: u64) {
+        for l1 in 8..8 + n {
+            for i in 0..512 {
+                p.mem.write_u64(Mfn(l1), i, e(7, P).0);
+            }
+            p.mem.write_u64(Mfn(4), (l1 - 8) as usize, e(l1, P | RW).0);
+        }
+        p.mem.write_u64(Mfn(3), 0, e(4, P | RW).0);
+        p.mem.write_u64(Mfn(2), 0, e(3, P | RW).0);
+    }
+
+    #[test]
+    fn validation_is_preemptible() {
+        let (mut m, mut ft) = world();
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
+        tree(&mut p, 10);
+        *p.budget = 700;
+        assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
+        assert!(p.jobs.is_pending());
+        // Inside the job: busy, not writable, not updatable, not pinnable elsewhere.
+        // Frame 8 (the first L1) is validated already, frame 9 is halfway.
+        assert_eq!(p.update_entry(Mfn(8), 0, e(7, P), 0, 0, false), Ok(()));
+        assert_eq!(p.update_entry(Mfn(9), 0, Pte(0), 0, 0, false), Err(PtError::Busy));
+        assert_eq!(p.pin(Mfn(9), 1, 0), Err(PtError::Busy));
+        // Another vCPU cannot advance it; the owner can, a little at a time.
+        p.vcpu = 1;
+        *p.budget = 1_000_000;
+        assert_eq!(p.drive(), Err(PtError::Preempted));
+        p.vcpu = 0;
+        let mut rounds = 0;
+        loop {
+            *p.budget = 700;
+            rounds += 1;
+            if p.drive().is_ok() {
+                break;
+            }
+        }
+        assert!(rounds >= 6, "10 L1s of 512 entries take several budgets ({rounds})");
+        assert!(p.jobs.has_parked());
+        // The re-issued pin claims the parked references.
+        assert_eq!(p.pin(Mfn(2), 4, 0), Ok(()));
+        assert!(!p.jobs.has_parked());
+        audit(&p, &[]);
+        // Unpinning with a small budget leaves a pending devalidation; tables stay busy.
+        // (Last entry first: the L4's, the L3's and the L2's empty entries, then into the
+        // last L1, frame 17.)
+        *p.budget = 2000;
+        assert_eq!(p.unpin(Mfn(2), 0), Ok(()));
+        assert!(p.jobs.is_pending());
+        assert_eq!(p.pin(Mfn(17), 1, 0), Err(PtError::Busy), "a table being devalidated cannot be pinned");
+        assert_eq!(p.update_entry(Mfn(17), 0, Pte(0), 0, 0, false), Err(PtError::Busy));
+        p.vcpu = 1; // any vCPU advances a devalidation
+        while p.drive().is_err() {
+            *p.budget = 100;
+        }
+        for m in 0..N {
+            let f = p.ft.get(Mfn(m)).unwrap();
+            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
+        }
+    }
+
+    #[test]
+    fn failed_preempted_validation_drops_everything() {
+        let (mut m, mut ft) = world();
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
+        tree(&mut p, 8);
+        p.mem.write_u64(Mfn(15), 511, e(20, P).0); // the last L1's last entry: another domain's frame
+        *p.budget = 600;
+        assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
+        loop {
+            *p.budget = 600;
+            if p.drive().is_ok() {
+                break;
+            }
+        }
+        assert!(p.jobs.has_parked(), "the failure waits for the re-issued pin");
+        *p.budget = 600;
+        assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Frame(FrameError::NotOwner)));
+        assert!(!p.jobs.has_parked());
+        while p.drive().is_err() {
+            *p.budget = 600;
+        }
+        for m in 0..N {
+            let f = p.ft.get(Mfn(m)).unwrap();
+            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// The same operations with budgets of a few entries (each operation re-issued until it
+        /// is not preempted, pending work driven as later hypercalls would) give the same
+        /// results and the same frame table as with no budget at all.
+        #[test]
+        fn preemption_gives_the_same_results(ops in prop::collection::vec(op(), 300), budgets in prop::collection::vec(1u64..40, 300), tree_l1s in 0u64..10) {
+            let (mut ma, mut fta) = world();
+            let (mut mb, mut ftb) = world();
+            let (mut xa, mut xb) = (Extra::default(), Extra::default());
+            let mut pa = pt(&mut ma, &mut fta, &mut xa);
+            let mut pb = pt(&mut mb, &mut ftb, &mut xb);
+            tree(&mut pa, tree_l1s);
+            tree(&mut pb, tree_l1s);
+            let (mut ra_root, mut rb_root) = (None, None);
+            for (k, o) in ops.iter().enumerate() {
+                let b = budgets[k];
+                let ra = run_op(&mut pa, o, &mut ra_root);
+                let mut reissues = 0;
+                let rb = loop {
+                    *pb.budget = b;
+                    let r = run_op(&mut pb, o, &mut rb_root);
+                    if r != Err(PtError::Preempted) {
+                        break r;
+                    }
+                    reissues += 1;
+                    prop_assert!(reissues < 1000, "op {} {:?} never completes", k, o);
+                    let mut spins = 0;
+                    loop {
+                        *pb.budget = b;
+                        if pb.drive().is_ok() {
+                            break;
+                        }
+                        spins += 1;
+                        prop_assert!(spins < 100_000, "drive makes no progress after op {} {:?}: {:?}", k, o, pb.jobs);
+                    }
+                };
+                let mut spins = 0;
+                while pb.jobs.is_pending() {
+                    *pb.budget = b;
+                    let _ = pb.drive();
+                    spins += 1;
+                    prop_assert!(spins < 100_000, "pending work never ends after op {} {:?}: {:?}", k, o, pb.jobs);
+                }
+                prop_assert_eq!(ra, rb, "op {} {:?}", k, o);
+                prop_assert!(!pb.jobs.has_parked());
+                for m in 0..N {
+                    let (fa, fb) = (*pa.ft.get(Mfn(m)).unwrap(), *pb.ft.get(Mfn(m)).unwrap());
+                    prop_assert_eq!((fa.count, fa.type_count, fa.validated, fa.pinned), (fb.count, fb.type_count, fb.validated, fb.pinned), "mfn {} after op {}", m, k);
+                    if fa.type_count > 0 {
+                        prop_assert_eq!(fa.ty, fb.ty);
+                    }
+                }
+                audit(&pb, rb_root.as_slice());
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
         /// 100 cases × 1000 operations = 10^5 operations per run.
         #[test]
         fn random_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1000)) {
             let (mut m, mut ft) = world();
-            let mut tlb = CountFlushes::default();
-        let mut p = pt(&mut m, &mut ft, &mut tlb);
+            let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
             let mut root: Option<Mfn> = None;
             for o in ops {
                 let r = match o {

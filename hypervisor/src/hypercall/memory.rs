@@ -2,8 +2,8 @@
 //!
 //! For a PV (non-translated) guest GMFN = MFN. Frames handed back are freed only when no
 //! reference to them remains, and the TLB is flushed before they can be reused. The caller's
-//! `max_pages` bounds every increase. Long operations continue through `cmd >> 6` (the start
-//! extent), as in Xen.
+//! `max_pages` bounds every increase. Long operations are preemptible: reservations continue
+//! through `cmd >> 6` (the start extent), exchanges through `nr_exchanged`, as in Xen.
 
 use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
 use crate::Hv;
@@ -23,9 +23,6 @@ pub const XENMEM_POPULATE_PHYSMAP: u64 = 6;
 pub const XENMEM_MEMORY_MAP: u64 = 9;
 pub const XENMEM_EXCHANGE: u64 = 11;
 pub const XENMEM_MACHPHYS_MAPPING: u64 = 12;
-
-/// Extents handled before a continuation.
-const BATCH: u64 = 512;
 
 /// `struct xen_memory_reservation`.
 struct Reservation {
@@ -108,7 +105,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
     let mut i = start;
     let mut freed = false;
     while i < r.nr_extents {
-        if i - start >= BATCH && !hv.in_multicall {
+        if i > start && super::preempt(hv, 1) {
             if freed {
                 super::mmu::tables_changed(hv, &[hv.cur.dom]);
             }
@@ -154,7 +151,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
 
 /// `XENMEM_exchange`: trades the caller's frames for new ones. Every array element address
 /// is checked as it is used (XSA-212); `nr_exchanged` makes it restartable.
-fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
+fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
     let inr = read_reservation(hv, arg)?;
     let out = read_reservation(hv, arg + 32)?;
     let mut b = [0u8; 8];
@@ -168,7 +165,14 @@ fn exchange(hv: &mut Hv, arg: u64) -> HcResult {
         return Err(Errno::EINVAL);
     }
     let mut result = Ok(0);
+    let first = done;
     while done < inr.nr_extents {
+        if done > first && super::preempt(hv, 1) {
+            // nr_exchanged carries the progress, as in Xen.
+            super::mmu::tables_changed(hv, &[hv.cur.dom]);
+            write_guest(hv, arg + 64, &done.to_le_bytes())?;
+            return continuation(f, nr::MEMORY_OP, [XENMEM_EXCHANGE, arg, 0, 0]);
+        }
         let mut g = [0u8; 8];
         if let Err(e) = read_guest(hv, inr.extent_start.wrapping_add(8 * done), &mut g) {
             result = Err(e);
@@ -242,7 +246,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
             if start != 0 {
                 return Err(Errno::EINVAL);
             }
-            exchange(hv, arg)
+            exchange(hv, f, arg)
         }
         _ => Err(Errno::ENOSYS),
     }

@@ -1,9 +1,10 @@
 //! `mmu_update`, `mmuext_op`, `update_va_mapping(_otherdomain)`: guest page-table updates,
 //! each validated by `hv_core::pt`.
 //!
-//! Batches are preemptible: after [`BATCH`] entries (outside multicalls) the hypercall is
-//! re-issued as a continuation, Xen style (`count | MMU_UPDATE_PREEMPTED`, `done` carried in
-//! the guest's `done` word), so a long batch gives the same result as an uninterrupted one.
+//! Batches are preemptible, inside multicalls too: once the hypercall's work budget is spent
+//! (`super::preempt`) the hypercall is re-issued as a continuation, Xen style
+//! (`count | MMU_UPDATE_PREEMPTED`, `done` carried in the guest's `done` word), so a long
+//! batch gives the same result as an uninterrupted one.
 
 use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
 use crate::Hv;
@@ -18,8 +19,6 @@ use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pt::Pt;
 use hv_core::pte::Pte;
 
-/// Entries handled before a continuation.
-pub const BATCH: u64 = 256;
 /// Requests copied from the guest at a time.
 const CHUNK: usize = 32;
 /// `count` flag of a preempted `mmu_update`/`mmuext_op`.
@@ -38,10 +37,19 @@ macro_rules! pt {
             ram_end: Mfn($hv.mm.max_mfn),
             io_allowed: false,
             tlb: &mut $crate::schedule::FlushAll { apic_ids: &$hv.apic_ids, this: $hv.this },
+            jobs: &mut $hv.domains.of_mut($hv.cur.dom).jobs,
+            vcpu: $hv.cur.id,
+            budget: &mut $hv.pt_budget,
         }
     };
 }
 pub(crate) use pt;
+
+/// Advances the current domain's preempted page-table work (`Err`: not done yet).
+pub fn drive(hv: &mut Hv) -> Result<(), Errno> {
+    let mut dm = DirectMap;
+    pt!(hv, dm).drive().map_err(Errno::from)
+}
 
 /// After the current root's L4 changed: copy its slots into this CPU's roots.
 pub fn resync_root(hv: &Hv) {
@@ -97,13 +105,8 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     let mut chunk = [0u8; 16 * CHUNK];
     let mut have = 0..0;
     while i < count {
-        if i >= BATCH && !hv.in_multicall {
-            if resync {
-                resync_root(hv);
-            }
-            tables_changed(hv, &[hv.cur.dom, fd, pfd]);
-            put_done(hv, pdone, base + i)?;
-            return continuation(f, nr::MMU_UPDATE, [reqs + 16 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
+        if i > 0 && super::preempt(hv, 1) {
+            return mmu_update_later(hv, f, (reqs, count, pdone, fdom), base, i, resync);
         }
         if !have.contains(&i) {
             let n = (count - i).min(CHUNK as u64) as usize;
@@ -138,11 +141,20 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
             }
             _ => Err(Errno::ENOSYS),
         };
-        if let Err(e) = r {
-            result = Err(e);
-            break;
+        match r {
+            // The entry's validation was preempted (it is the domain's pending job now): this
+            // entry again, later.
+            Err(Errno::ERESTART) => return mmu_update_later(hv, f, (reqs, count, pdone, fdom), base, i, resync),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+            Ok(()) => i += 1,
         }
-        i += 1;
+        // A devalidation left pending: the rest of the batch waits for it.
+        if i < count && hv.dom().jobs.is_pending() {
+            return mmu_update_later(hv, f, (reqs, count, pdone, fdom), base, i, resync);
+        }
     }
     if resync {
         resync_root(hv);
@@ -152,6 +164,18 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     }
     put_done(hv, pdone, base + i)?;
     result
+}
+
+/// Continues `mmu_update(reqs, count, pdone, fdom)` at entry `i` (of this call; `base` were
+/// done before it).
+fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): (u64, u64, u64, u64), base: u64, i: u64, resync: bool) -> HcResult {
+    if resync {
+        resync_root(hv);
+    }
+    let (fd, pfd) = foreign(hv, fdom)?;
+    tables_changed(hv, &[hv.cur.dom, fd, pfd]);
+    put_done(hv, pdone, base + i)?;
+    continuation(f, nr::MMU_UPDATE, [reqs.wrapping_add(16 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
 }
 
 /// `MMUEXT_*` commands.
@@ -319,10 +343,8 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
     let mut result = Ok(0);
     let mut i = 0;
     while i < count {
-        if i >= BATCH && !hv.in_multicall {
-            tables_changed(hv, &[hv.cur.dom, fd]);
-            put_done(hv, pdone, base + i)?;
-            return continuation(f, nr::MMUEXT_OP, [ops + 24 * i, (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom]);
+        if i > 0 && super::preempt(hv, 1) {
+            return mmuext_later(hv, f, (ops, count, pdone, fdom), base, i);
         }
         let mut b = [0u8; 24];
         if let Err(e) = read_guest(hv, ops.wrapping_add(24 * i), &mut b) {
@@ -332,17 +354,31 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
         let cmd = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
         let a1 = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
         let a2 = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
-        if let Err(e) = one_ext(hv, cmd, a1, a2, fd) {
-            result = Err(e);
-            break;
+        match one_ext(hv, cmd, a1, a2, fd) {
+            Err(Errno::ERESTART) => return mmuext_later(hv, f, (ops, count, pdone, fdom), base, i),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+            Ok(()) => i += 1,
         }
-        i += 1;
+        if i < count && hv.dom().jobs.is_pending() {
+            return mmuext_later(hv, f, (ops, count, pdone, fdom), base, i);
+        }
     }
     if i > 0 {
         tables_changed(hv, &[hv.cur.dom, fd]);
     }
     put_done(hv, pdone, base + i)?;
     result
+}
+
+/// Continues `mmuext_op(ops, count, pdone, fdom)` at operation `i` of this call.
+fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), base: u64, i: u64) -> HcResult {
+    let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
+    tables_changed(hv, &[hv.cur.dom, fd]);
+    put_done(hv, pdone, base + i)?;
+    continuation(f, nr::MMUEXT_OP, [ops.wrapping_add(24 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
 }
 
 /// `UVMF_*` flags.

@@ -3,7 +3,7 @@
 //! Every argument is hostile. Guest pointers go through `hv_core::guest_access` (→ `-EFAULT`),
 //! unknown numbers and sub-ops return `-ENOSYS`.
 
-mod console;
+pub mod console;
 mod desc;
 mod evtchn;
 mod memory;
@@ -11,7 +11,7 @@ pub mod mmu;
 mod multicall;
 mod sched;
 mod traps;
-mod vcpu;
+pub mod vcpu;
 mod version;
 
 use crate::domain::with_view;
@@ -29,8 +29,29 @@ pub type HcResult = Result<i64, Errno>;
 #[derive(Copy, Clone, Debug)]
 pub struct Args(pub [u64; 5]);
 
-/// The hypercall table.
+/// Page-table entries one hypercall may validate or devalidate before it continues later.
+pub const PT_BUDGET: u64 = 16384;
+
+/// Hypercalls that change page tables or page types: they first advance the domain's
+/// preempted (de)validation, and wait for it (are re-issued) while it is not done.
+fn touches_page_tables(n: u64, a1: u64) -> bool {
+    matches!(n, nr::MMU_UPDATE | nr::MMUEXT_OP | nr::UPDATE_VA_MAPPING | nr::UPDATE_VA_MAPPING_OTHERDOMAIN)
+        || (n == nr::VCPU_OP && a1 == vcpu::VCPUOP_INITIALISE)
+}
+
+/// The hypercall table. A handler's `-ERESTART` without a continuation of its own means
+/// "re-issue me unchanged".
 pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    let [a1, a2, a3, a4, _a5] = a.0;
+    let rip = f.rip;
+    let r = if touches_page_tables(n, a1) && mmu::drive(hv).is_err() { Err(Errno::ERESTART) } else { call_one(hv, f, n, a) };
+    if r == Err(Errno::ERESTART) && f.rip == rip {
+        return continuation(f, n, [a1, a2, a3, a4]);
+    }
+    r
+}
+
+fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     let [a1, a2, a3, a4, _a5] = a.0;
     match n {
         nr::SET_TRAP_TABLE => traps::set_trap_table(hv, a1),
@@ -52,7 +73,7 @@ pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult 
         nr::SET_CALLBACKS => traps::set_callbacks(hv, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
         nr::XEN_VERSION => version::xen_version(hv, a1, a2),
-        nr::CONSOLE_IO => console::console_io(hv, a1, a2, a3),
+        nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
         nr::VM_ASSIST => vm_assist(hv, a1, a2),
         nr::SCHED_OP => sched::sched_op(hv, f, a1, a2),
         nr::CALLBACK_OP => traps::callback_op(hv, a1, a2),
@@ -60,8 +81,25 @@ pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult 
     }
 }
 
+/// Work units one hypercall may do before it continues later: page-table entries, mmuext
+/// operations, extents, multicall entries, console chunks.
+pub const WORK_LIMIT: u64 = 256;
+/// Time one hypercall may take before it continues later (whatever its units cost).
+pub const TIME_LIMIT_NS: u64 = 1_000_000;
+
+/// Records `units` of work done by the current hypercall and says whether it should stop
+/// here and continue later (a continuation, or a multicall continuing at this entry).
+/// Callers ask only after making progress, so every call moves forward.
+pub fn preempt(hv: &mut Hv, units: u64) -> bool {
+    hv.work = hv.work.saturating_add(units);
+    hv.work >= WORK_LIMIT || crate::events::now().saturating_sub(hv.hc_start) >= TIME_LIMIT_NS
+}
+
 /// Runs the hypercall in `f` and stores its result in RAX.
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
+    hv.work = 0;
+    hv.hc_start = crate::events::now();
+    hv.pt_budget = PT_BUDGET;
     let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     let n = f.rax;
     match call(hv, f, n, args) {

@@ -156,6 +156,21 @@ fn scenarios() -> Vec<Scenario> {
             [cb, nocb]
         })
     });
+    // A hostile domU keeps the hypervisor busy while dom0 measures the gaps between its timer
+    // ticks (tests/guests/src/bin/hammer.rs): none may exceed 100 ms.
+    let gaps = [1u32, 2].into_iter().flat_map(|smp| {
+        ["mmu-alias", "console", "pin-tree"].into_iter().map(move |m| {
+            let suffix = if smp == 1 { "" } else { "-smp2" };
+            let domu: &'static [(&'static str, &'static str)] =
+                Box::leak(vec![("hammer", &*Box::leak(format!("domU mem=32M -- hammer {m}").into_boxed_str()))].into_boxed_slice());
+            Scenario {
+                smp,
+                dom0_args: "gaps 2000",
+                domus: domu,
+                ..sc(Box::leak(format!("multi-gaps-{m}{suffix}").into_boxed_str()), Image::Guest("hammer"), Expect::Success)
+            }
+        })
+    });
     let mut v = vec![
         Scenario {
             grub: true,
@@ -274,6 +289,7 @@ fn scenarios() -> Vec<Scenario> {
     ];
     v.extend(mm);
     v.extend(failsafe);
+    v.extend(gaps);
     v.extend(smp);
     v
 }
