@@ -5,6 +5,8 @@
 //!   `-icount shift=0` (the TSC then counts instructions, so the figure is deterministic).
 //! - Guest system call through the direct `int 0x80` gate against a native ring 3 → ring 0
 //!   `int`, with the hypervisor's count of entries an `int 0x80` could cause (target: 0).
+//! - The worst gap between dom0's timer ticks while a hostile domU runs the longest
+//!   operations it can ask for (availability; target: well under 100 ms).
 //! - Null hypercall (`xen_version`) round trip from ring 1: median of 10^5 calls in TSC ticks,
 //!   under TCG and under icount (= instructions), against the baseline of a bare `int`+`iretq`
 //!   (the `bench` gate) plus one CR3 switch pair measured by the hypervisor in the same run.
@@ -213,6 +215,29 @@ pub fn run() -> Result<(), String> {
             results.push(("context_switch_tsc_tcg".into(), ((p - 2.0 * a) / 2.0).max(0.0)));
         } else {
             return Err("yielder produced no numbers".into());
+        }
+    }
+
+    // Availability: the worst gap between dom0's 10 ms timer ticks while a domU hammers the
+    // hypervisor with its longest operations (tests/guests/src/bin/hammer.rs), per mode.
+    {
+        let h = imgs.guest("hammer");
+        for mode in ["mmu-alias", "console", "pin-tree"] {
+            let args = format!("domU mem=32M -- hammer {mode}");
+            let iso = images::iso_files(
+                &imgs.hypervisor,
+                &[(h.as_path(), "dom0"), (h.as_path(), "domu0")],
+                &images::grub_cfg_modules(hv, &[("dom0", "gaps 2000"), ("domu0", &args)]),
+                &format!("bench-gaps-{mode}"),
+            )?;
+            let mut c = Config::new(Accel::Tcg);
+            c.timeout = Duration::from_secs(60);
+            c.boot = Boot::Iso(iso);
+            let vals = bench_values(&qemu::run(&c, None)?.output);
+            match vals.iter().find(|(k, _)| k == "worst_tick_gap_us") {
+                Some((_, v)) => results.push((format!("worst_tick_gap_us_{}_tcg", mode.replace('-', "_")), *v)),
+                None => return Err(format!("gaps ({mode}) produced no number")),
+            }
         }
     }
 
