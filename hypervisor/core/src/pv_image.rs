@@ -279,8 +279,11 @@ pub fn parse(data: &[u8]) -> Result<PvImage<'_>, ImageError> {
         return Err(ImageError::EntryOutsideImage);
     }
     if let Some(hp) = img.hypercall_page {
-        let inside = img.segments().iter().any(|s| s.vaddr <= hp && hp + 4096 <= s.vaddr + s.memsz);
-        if hp % 4096 != 0 || !inside {
+        // Every value here comes from the image: checked arithmetic (segment ends are known not
+        // to wrap, see SegmentWraps).
+        let end = hp.checked_add(4096);
+        let inside = end.is_some_and(|end| img.segments().iter().any(|s| s.vaddr <= hp && end <= s.vaddr + s.memsz));
+        if !hp.is_multiple_of(4096) || !inside {
             return Err(ImageError::HypercallPageOutsideImage);
         }
     }
@@ -439,6 +442,11 @@ mod tests {
         assert_eq!(parse(&wraps).unwrap_err(), ImageError::SegmentWraps);
         let bad_hc = build(BASE, &[(BASE, vec![0; 16], 0x1000, true)], &std_notes(BASE, BASE + 8));
         assert_eq!(parse(&bad_hc).unwrap_err(), ImageError::HypercallPageOutsideImage);
+        // A hypercall page whose end overflows: refused, no overflow (debug builds would panic).
+        let top_hc = build(BASE, &[(BASE, vec![0; 16], 0x1000, true)], &std_notes(BASE, 0xFFFF_FFFF_FFFF_F000));
+        assert_eq!(parse(&top_hc).unwrap_err(), ImageError::HypercallPageOutsideImage);
+        let top_unaligned = build(BASE, &[(BASE, vec![0; 16], 0x1000, true)], &std_notes(BASE, u64::MAX - 8));
+        assert_eq!(parse(&top_unaligned).unwrap_err(), ImageError::HypercallPageOutsideImage);
         let mut d = good();
         let n = d.len();
         d.truncate(n - 40); // cut the notes: segment data outside the file

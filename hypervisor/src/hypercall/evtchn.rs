@@ -39,7 +39,7 @@ pub fn event_channel_op_compat(hv: &mut Hv, arg: u64) -> HcResult {
     let cmd = u32::from_le_bytes(c) as u64;
     let n = arg_size(cmd).ok_or(Errno::ENOSYS)?;
     let mut b = [0u8; 24];
-    read_guest(hv, arg + 8, &mut b[..n])?;
+    read_guest(hv, arg.wrapping_add(8), &mut b[..n])?;
     run(hv, cmd, arg, &mut b, 8)
 }
 
@@ -47,7 +47,7 @@ pub fn event_channel_op_compat(hv: &mut Hv, arg: u64) -> HcResult {
 fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult {
     let me = hv.cur.dom;
     let mut bits = crate::events::SharedBits { doms: &hv.domains };
-    let out = |hv: &Hv, off: u64, v: u32| write_guest(hv, arg + base + off, &v.to_le_bytes());
+    let out = |hv: &Hv, off: u64, v: u32| write_guest(hv, arg.wrapping_add(base).wrapping_add(off), &v.to_le_bytes());
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {
             let dom = resolve_dom(hv, u16at(b, 0))?;
@@ -103,7 +103,7 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
                 EVTCHNSTAT_VIRQ => o[8..12].copy_from_slice(&s.a.to_le_bytes()),
                 _ => {}
             }
-            write_guest(hv, arg + base + 8, &o)?;
+            write_guest(hv, arg.wrapping_add(base).wrapping_add(8), &o)?;
         }
         EVTCHNOP_RESET => {
             let dom = resolve_dom(hv, u16at(b, 0))?;

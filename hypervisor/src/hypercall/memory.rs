@@ -153,9 +153,9 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
 /// is checked as it is used (XSA-212); `nr_exchanged` makes it restartable.
 fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
     let inr = read_reservation(hv, arg)?;
-    let out = read_reservation(hv, arg + 32)?;
+    let out = read_reservation(hv, arg.wrapping_add(32))?;
     let mut b = [0u8; 8];
-    read_guest(hv, arg + 64, &mut b)?;
+    read_guest(hv, arg.wrapping_add(64), &mut b)?;
     let mut done = u64::from_le_bytes(b);
     resolve_dom(hv, inr.domid)?;
     resolve_dom(hv, out.domid)?;
@@ -170,7 +170,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
         if done > first && super::preempt(hv, 1) {
             // nr_exchanged carries the progress, as in Xen.
             super::mmu::tables_changed(hv, &[hv.cur.dom]);
-            write_guest(hv, arg + 64, &done.to_le_bytes())?;
+            write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
             return continuation(f, nr::MEMORY_OP, [XENMEM_EXCHANGE, arg, 0, 0]);
         }
         let mut g = [0u8; 8];
@@ -201,7 +201,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
         done += 1;
     }
     super::mmu::tables_changed(hv, &[hv.cur.dom]);
-    write_guest(hv, arg + 64, &done.to_le_bytes())?;
+    write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
     result
 }
 

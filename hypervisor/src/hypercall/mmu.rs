@@ -229,7 +229,8 @@ fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
 /// Takes descriptor-page references on the frames behind an LDT of `ents` descriptors at
 /// `base`, translated through root `l4` (all or none).
 pub fn acquire_ldt(hv: &mut Hv, l4: Mfn, base: u64, ents: u64) -> Result<[Option<Mfn>; 16], Errno> {
-    if ents > 8192 || !base.is_multiple_of(4096) || (ents > 0 && !hv_core::pv_image::is_guest_range(base, base + ents * 8)) {
+    let end = base.checked_add(ents * 8).ok_or(Errno::EINVAL)?;
+    if ents > 8192 || !base.is_multiple_of(4096) || (ents > 0 && !hv_core::pv_image::is_guest_range(base, end)) {
         return Err(Errno::EINVAL);
     }
     let pages = (ents * 8).div_ceil(4096) as usize;
