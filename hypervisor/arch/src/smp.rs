@@ -5,6 +5,13 @@
 //! identity map of the first 2 MiB for the trampoline itself), switches to a small boot
 //! stack in the direct map and calls the AP main function the binary registered; that
 //! function loads the CPU's own roots and tables.
+//!
+//! The trampoline page is rewritten for each AP, so an AP that starts late (after the BSP's
+//! timeout) could otherwise run with the next AP's number and stack. Each start therefore
+//! names the APIC id it is for, and the AP claims it with a compare-and-swap of a claim word
+//! (0 → 1) once it checked that the id is its own (CPUID's initial APIC id); the BSP, on its
+//! timeout, abandons the start with the same compare-and-swap (0 → 2). An AP that finds
+//! another id, or an abandoned start, halts for good without touching anything.
 
 use crate::layout::phys_to_virt;
 use core::arch::global_asm;
@@ -50,11 +57,24 @@ tr_pm:
     ljmp $0x18, $({T} + (tr_lm - ap_trampoline_start))
     .code64
 tr_lm:
+    /* Is this start for me (initial APIC id), and still open? Claim it. */
+    mov $1, %eax
+    cpuid
+    shr $24, %ebx
+    cmpb ({T} + (tr_apic - ap_trampoline_start)), %bl
+    jne 1f
+    xor %eax, %eax
+    mov $1, %ecx
+    lock cmpxchgl %ecx, ({T} + (tr_claim - ap_trampoline_start))
+    jne 1f
     mov ({T} + (tr_stack - ap_trampoline_start)), %rsp
     mov ({T} + (tr_cpu - ap_trampoline_start)), %rdi
     mov ({T} + (tr_entry - ap_trampoline_start)), %rax
     call *%rax
     ud2
+1:  cli
+    hlt
+    jmp 1b
     .balign 8
 tr_gdt:
     .quad 0
@@ -65,6 +85,8 @@ tr_gdtr:
     .short 31
     .long {T} + (tr_gdt - ap_trampoline_start)
     .balign 8
+tr_apic: .quad 0
+tr_claim: .quad 0
 tr_cr3: .quad 0
 tr_stack: .quad 0
 tr_entry: .quad 0
@@ -108,8 +130,12 @@ fn delay_us(us: u64) {
 }
 
 /// Starts the AP with `apic_id` as CPU `cpu` on `boot_cr3` (below 4 GiB) with the stack
-/// `stack_top` (direct-mapped). Returns once it runs Rust code, or false after 100 ms.
+/// `stack_top` (direct-mapped). Returns once it runs Rust code, or false after 100 ms (the
+/// start is then abandoned: see the module documentation).
 pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
+    if TRAMPOLINE_STUCK.load(Ordering::SeqCst) {
+        return false;
+    }
     // SAFETY: linker symbols; only addresses are taken.
     let (s, e) = unsafe { (&ap_trampoline_start as *const u8, &ap_trampoline_end as *const u8) };
     let len = e as usize - s as usize;
@@ -126,6 +152,9 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
         core::ptr::copy_nonoverlapping(s, dst, len);
     }
     let tail = len - 32; // tr_cr3, tr_stack, tr_entry, tr_cpu: the last four quads
+    let claim = tail - 8;
+    slot(tail - 16, apic_id as u64 & 0xFF);
+    slot(claim, CLAIM_OPEN);
     slot(tail, boot_cr3);
     slot(tail + 8, stack_top);
     slot(tail + 16, ap_rust_entry as *const () as u64);
@@ -143,5 +172,27 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
         }
         delay_us(100);
     }
+    // Abandon the start unless the AP claimed it at the last moment (then it is on its way).
+    // SAFETY: the claim word lies in the trampoline page written above; the AP accesses it
+    // only with `lock cmpxchg` as well.
+    let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(dst.add(claim) as *mut u64) };
+    if word.compare_exchange(CLAIM_OPEN, CLAIM_ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        return false;
+    }
+    for _ in 0..10_000 {
+        if STARTED.load(Ordering::SeqCst) == cpu {
+            return true;
+        }
+        delay_us(100);
+    }
+    // Claimed but never reached Rust: the page may still be in use, so no other AP starts.
+    TRAMPOLINE_STUCK.store(true, Ordering::SeqCst);
     false
 }
+
+/// An AP claimed the trampoline and never reported: the page is not reused.
+static TRAMPOLINE_STUCK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The trampoline's claim word: open for the AP, claimed by it, abandoned by the BSP.
+const CLAIM_OPEN: u64 = 0;
+const CLAIM_ABANDONED: u64 = 2;
