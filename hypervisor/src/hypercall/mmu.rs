@@ -419,6 +419,8 @@ pub fn update_va_mapping(hv: &mut Hv, va: u64, val: u64, flags: u64) -> HcResult
     uvm(hv, va, val, flags, me)
 }
 
+/// `update_va_mapping_otherdomain`: only the caller itself can be named until foreign
+/// mappings come with the toolstack (see `resolve_dom`).
 pub fn update_va_mapping_otherdomain(hv: &mut Hv, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
     if !hv.dom().privileged {
         return Err(Errno::EPERM);

@@ -122,15 +122,19 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
     Err(Errno::ERESTART)
 }
 
-/// The domain a hypercall names: `DOMID_SELF` or the caller's id. Others need privilege,
-/// and no other domain exists yet.
+/// The domain a hypercall names: `DOMID_SELF` or the caller's id. Acting on another domain
+/// (foreign page-table updates, another domain's reservation or event channels) needs
+/// privilege and is not implemented yet: `-EOPNOTSUPP` for an existing domain, `-ESRCH`
+/// for none, `-EPERM` without privilege (docs/abi-deviations.md).
 pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
     if d == guest_abi::DOMID_SELF || d == hv.cur.dom {
         Ok(hv.cur.dom)
-    } else if hv.dom().privileged {
-        Err(Errno::ESRCH)
-    } else {
+    } else if !hv.dom().privileged {
         Err(Errno::EPERM)
+    } else if (d as usize) < hv.domains.len() {
+        Err(Errno::EOPNOTSUPP)
+    } else {
+        Err(Errno::ESRCH)
     }
 }
 
