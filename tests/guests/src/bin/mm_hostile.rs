@@ -230,6 +230,21 @@ fn run(env: &mut Env, case: &str) -> bool {
             ok("multicall", hc::multicall(&mut mc));
             e("iret entry", mc[0].result, ENOSYS);
             check("batch ended after iret", mc[1].result == 0x5555);
+            // sched_op and stack_switch end the batch too.
+            let kstack = [0u8; 64];
+            let sp = kstack.as_ptr() as u64 + 64;
+            for (what, first) in [
+                ("sched_op(yield)", MulticallEntry { op: nr::SCHED_OP, result: 0x5555, args: [0; 6] }),
+                ("stack_switch", MulticallEntry { op: nr::STACK_SWITCH, result: 0x5555, args: [guest_abi::selectors::FLAT_KERNEL_SS as u64, sp, 0, 0, 0, 0] }),
+            ] {
+                let mut mc = [first, MulticallEntry { op: nr::XEN_VERSION, result: 0x5555, args: [0; 6] }];
+                ok("multicall", hc::multicall(&mut mc));
+                expect_ret(what, mc[0].result, 0);
+                if mc[1].result != 0x5555 {
+                    println!("  entry after {} ran", what);
+                }
+                check("the batch ended after it", mc[1].result == 0x5555);
+            }
             let mut nested = [
                 MulticallEntry { op: nr::MULTICALL, result: 0, args: [0; 6] },
                 MulticallEntry { op: nr::XEN_VERSION, result: 0, args: [0; 6] },
@@ -274,7 +289,10 @@ fn run(env: &mut Env, case: &str) -> bool {
             ok("pin the current root", ext1(3, l4, 0));
             e("pin it again", ext1(3, l4, 0), EINVAL);
             ok("unpin it", ext1(4, l4, 0));
-            check("still running on it", cur_res() > 0);
+            // The root reference still holds its L4 type: it must not become writable.
+            e("the unpinned current root cannot be mapped writable", mmu1(pte, l4 << 12 | P | RW | A), EINVAL);
+            ok("it can be mapped read-only", mmu1(pte, l4 << 12 | P | A));
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
             e("pin the L4 as an L1", ext1(0, l4, 0), EINVAL);
         }
         "decrease-cr3" => {
