@@ -24,7 +24,7 @@ use hv_arch::entry::{self, TrapFrame};
 use hv_arch::paging::{self, CpuTables, FrameSource};
 use hv_core::cmdline::{self, LogLevel};
 
-/// Global hypervisor state (one CPU so far).
+/// Global hypervisor state, under one lock for every CPU (see `schedule`).
 pub struct Hv {
     pub mm: mm::Mm,
     /// This CPU's tables, during a locked section (see `schedule::enter`).

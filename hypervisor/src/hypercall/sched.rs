@@ -1,4 +1,4 @@
-//! `sched_op`: yield, block, poll and shutdown (one vCPU so far).
+//! `sched_op`: yield, block, poll and shutdown of the calling vCPU (shutdown: its domain).
 
 use super::{read_guest, HcResult};
 use crate::Hv;
