@@ -8,7 +8,6 @@ use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use guest_abi::shared_info;
 use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
 use hv_arch::entry::TrapFrame;
-use hv_arch::paging::FrameSource;
 use hv_arch::physmem::DirectMap;
 use hv_core::builder::{self, BuildParams};
 use hv_core::frame::{Owner, PageType};
@@ -124,13 +123,12 @@ pub fn build(
     // shared_info: a page the hypervisor writes (event bits, vcpu_info, time) and the domain
     // may map. It holds a permanent writable type reference (Xen's share_xen_page_with_guest),
     // so it can never become a page table or descriptor page while the hypervisor writes it.
-    let si = mm.frame().ok_or(Dom0Error::OutOfMemory)?;
+    let si = mm.alloc.alloc().ok_or(Dom0Error::OutOfMemory)?;
     let _ = mm.ft.set_owner(si, Owner::Dom(id));
     mm.ft.get_page_and_type(si, id, Some(PageType::Writable)).map_err(|_| Dom0Error::OutOfMemory)?;
-    if let Some(p) = DirectMap.frame_mut(si) {
-        for v in 0..shared_info::MAX_VIRT_CPUS {
-            p[shared_info::upcall_mask_offset(v)] = 1;
-        }
+    DirectMap.zero(si).ok_or(Dom0Error::OutOfMemory)?;
+    for v in 0..shared_info::MAX_VIRT_CPUS {
+        DirectMap.store_u8(si, shared_info::upcall_mask_offset(v), 1);
     }
 
     let params = BuildParams {

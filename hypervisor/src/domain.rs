@@ -233,23 +233,39 @@ impl Domain {
         self.vcpu_info.len() as u32
     }
 
+    /// Where vCPU `v`'s `vcpu_info` is (a guest-shared page: accessed by copies and atomic
+    /// byte operations only, never through references).
+    pub fn vi_at(&self, v: u32) -> Option<VcpuInfoAt> {
+        self.vcpu_info.get(v as usize).copied()
+    }
+
     /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
     pub fn vi_byte(&self, v: u32, off: usize) -> u8 {
-        self.with_vi(v, |b| b[off]).unwrap_or(0)
+        self.vi_at(v).and_then(|at| DirectMap.load_u8(at.frame, at.offset + off)).unwrap_or(0)
     }
 
     pub fn set_vi_byte(&self, v: u32, off: usize, val: u8) {
-        self.with_vi(v, |b| b[off] = val);
+        if let Some(at) = self.vi_at(v) {
+            DirectMap.store_u8(at.frame, at.offset + off, val);
+        }
+    }
+
+    /// Sets bits of a byte of vCPU `v`'s `vcpu_info`; the old byte (0xFF if it has none).
+    pub fn vi_fetch_or(&self, v: u32, off: usize, m: u8) -> u8 {
+        self.vi_at(v).and_then(|at| DirectMap.fetch_or_u8(at.frame, at.offset + off, m)).unwrap_or(0xFF)
+    }
+
+    /// Writes `data` at `off` of vCPU `v`'s `vcpu_info`.
+    pub fn vi_write(&self, v: u32, off: usize, data: &[u8]) {
+        if let Some(at) = self.vi_at(v) {
+            if off + data.len() <= vi::SIZE {
+                DirectMap.write(at.frame, at.offset + off, data);
+            }
+        }
     }
 
     pub fn set_vi_u64(&self, v: u32, off: usize, val: u64) {
-        self.with_vi(v, |b| b[off..off + 8].copy_from_slice(&val.to_le_bytes()));
-    }
-
-    /// Runs `f` on vCPU `v`'s `vcpu_info` bytes.
-    pub fn with_vi<R>(&self, v: u32, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-        let at = *self.vcpu_info.get(v as usize)?;
-        DirectMap.frame_mut(at.frame).map(|p| f(&mut p[at.offset..at.offset + vi::SIZE]))
+        self.vi_write(v, off, &val.to_le_bytes());
     }
 
     /// vCPU `v`'s virtual interrupt mask.

@@ -8,7 +8,7 @@ use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::evtchn::Bits;
-use hv_core::mem::PhysMem;
+use hv_core::mem::{Mfn, PhysMem};
 
 /// Default periodic timer of a new vCPU (as Xen: 10 ms).
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
@@ -24,17 +24,12 @@ pub struct SharedBits<'a> {
 }
 
 impl SharedBits<'_> {
-    fn with<R>(&self, dom: DomId, f: impl FnOnce(&mut [u8; 4096]) -> R) -> Option<R> {
-        let d = self.doms.get(dom).filter(|d| !d.is_idle())?;
-        DirectMap.frame_mut(d.shared_info).map(f)
+    /// The shared_info frame of `dom` (none for the idle domain).
+    fn page(&self, dom: DomId) -> Option<Mfn> {
+        self.doms.get(dom).filter(|d| !d.is_idle()).map(|d| d.shared_info)
     }
     fn test_and_set(&self, dom: DomId, off: usize, m: u8) -> bool {
-        self.with(dom, |p| {
-            let was = p[off] & m != 0;
-            p[off] |= m;
-            was
-        })
-        .unwrap_or(true)
+        self.page(dom).and_then(|p| DirectMap.fetch_or_u8(p, off, m)).is_none_or(|old| old & m != 0)
     }
 }
 
@@ -49,36 +44,25 @@ impl Bits for SharedBits<'_> {
     }
     fn clear_pending(&mut self, d: DomId, port: Port) {
         let (o, m) = bit(PENDING, port);
-        self.with(d, |p| p[o] &= !m);
+        if let Some(p) = self.page(d) {
+            DirectMap.fetch_and_u8(p, o, !m);
+        }
     }
     fn is_pending(&self, d: DomId, port: Port) -> bool {
         let (o, m) = bit(PENDING, port);
-        self.with(d, |p| p[o] & m != 0).unwrap_or(false)
+        self.page(d).and_then(|p| DirectMap.load_u8(p, o)).is_some_and(|b| b & m != 0)
     }
     fn is_masked(&self, d: DomId, port: Port) -> bool {
         let (o, m) = bit(MASK, port);
-        self.with(d, |p| p[o] & m != 0).unwrap_or(true)
+        self.page(d).and_then(|p| DirectMap.load_u8(p, o)).is_none_or(|b| b & m != 0)
     }
     fn test_and_clear_mask(&mut self, d: DomId, port: Port) -> bool {
         let (o, m) = bit(MASK, port);
-        self.with(d, |p| {
-            let was = p[o] & m != 0;
-            p[o] &= !m;
-            was
-        })
-        .unwrap_or(false)
+        self.page(d).and_then(|p| DirectMap.fetch_and_u8(p, o, !m)).is_some_and(|old| old & m != 0)
     }
     fn test_and_set_sel(&mut self, d: DomId, vcpu: u32, word: u32) -> bool {
         let (o, m) = (vi::PENDING_SEL + (word / 8) as usize, 1u8 << (word % 8));
-        let dom = self.doms.get(d);
-        dom.and_then(|dom| {
-            dom.with_vi(vcpu, |b| {
-                let was = b[o] & m != 0;
-                b[o] |= m;
-                was
-            })
-        })
-        .unwrap_or(true)
+        self.doms.get(d).is_none_or(|dom| dom.vi_fetch_or(vcpu, o, m) & m != 0)
     }
     fn set_upcall_pending(&mut self, d: DomId, vcpu: u32) {
         if let Some(dom) = self.doms.get(d) {
@@ -97,33 +81,44 @@ pub fn now() -> u64 {
     hv_arch::time::now_ns()
 }
 
-/// Writes vCPU `v`'s `vcpu_time_info` (pvclock), seqlock-style.
+/// Writes vCPU `v`'s `vcpu_time_info` (pvclock), seqlock-style: version odd, the fields,
+/// version even (volatile stores in program order; x86 keeps store order).
 pub fn update_time(d: &Domain, v: u32) {
     let (tsc, ns) = hv_arch::time::now_pair();
     let (mul, shift) = hv_arch::time::scale();
-    let base = vi::TIME;
-    d.with_vi(v, |p| {
-        let v = u32::from_le_bytes(p[base..base + 4].try_into().unwrap_or_default()).wrapping_add(1) | 1;
-        p[base..base + 4].copy_from_slice(&v.to_le_bytes());
-        p[base + 8..base + 16].copy_from_slice(&tsc.to_le_bytes());
-        p[base + 16..base + 24].copy_from_slice(&ns.to_le_bytes());
-        p[base + 24..base + 28].copy_from_slice(&mul.to_le_bytes());
-        p[base + 28] = shift as u8;
-        p[base + 29] = 1; // TSC_STABLE
-        p[base..base + 4].copy_from_slice(&v.wrapping_add(1).to_le_bytes());
-    });
+    let Some(at) = d.vi_at(v) else { return };
+    let base = at.offset + vi::TIME;
+    let mut ver = [0u8; 4];
+    if DirectMap.read(at.frame, base, &mut ver).is_none() {
+        return;
+    }
+    let odd = u32::from_le_bytes(ver).wrapping_add(1) | 1;
+    let mut fields = [0u8; 24];
+    fields[..8].copy_from_slice(&tsc.to_le_bytes());
+    fields[8..16].copy_from_slice(&ns.to_le_bytes());
+    fields[16..20].copy_from_slice(&mul.to_le_bytes());
+    fields[20] = shift as u8;
+    fields[21] = 1; // TSC_STABLE
+    let mut dm = DirectMap;
+    dm.write(at.frame, base, &odd.to_le_bytes());
+    dm.write(at.frame, base + 8, &fields[..22]);
+    dm.write(at.frame, base, &odd.wrapping_add(1).to_le_bytes());
 }
 
 /// Writes the wallclock (Unix time of system time 0) into shared_info.
 pub fn set_wallclock(d: &Domain, boot_unix: u64) {
-    if let Some(p) = DirectMap.frame_mut(d.shared_info) {
-        let v = u32::from_le_bytes(p[3072..3076].try_into().unwrap_or_default()).wrapping_add(1) | 1;
-        p[3072..3076].copy_from_slice(&v.to_le_bytes());
-        p[3076..3080].copy_from_slice(&(boot_unix as u32).to_le_bytes());
-        p[3080..3084].copy_from_slice(&0u32.to_le_bytes());
-        p[3084..3088].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
-        p[3072..3076].copy_from_slice(&v.wrapping_add(1).to_le_bytes());
+    let mut dm = DirectMap;
+    let mut ver = [0u8; 4];
+    if dm.read(d.shared_info, 3072, &mut ver).is_none() {
+        return;
     }
+    let odd = u32::from_le_bytes(ver).wrapping_add(1) | 1;
+    let mut f = [0u8; 12];
+    f[..4].copy_from_slice(&(boot_unix as u32).to_le_bytes());
+    f[8..12].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
+    dm.write(d.shared_info, 3072, &odd.to_le_bytes());
+    dm.write(d.shared_info, 3076, &f);
+    dm.write(d.shared_info, 3072, &odd.wrapping_add(1).to_le_bytes());
 }
 
 /// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound).
@@ -210,7 +205,7 @@ pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
 
 /// Is an upcall due for vCPU `v` (pending and not masked)?
 pub fn upcall_due(d: &Domain, v: u32) -> bool {
-    d.with_vi(v, |b| b[vi::UPCALL_PENDING] != 0 && b[vi::UPCALL_MASK] == 0).unwrap_or(false)
+    d.vi_at(v).is_some() && d.vi_byte(v, vi::UPCALL_PENDING) != 0 && d.vi_byte(v, vi::UPCALL_MASK) == 0
 }
 
 /// On the way back to the guest: delivers a due upcall to the event callback (events are

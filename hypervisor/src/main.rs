@@ -71,7 +71,10 @@ pub struct Hv {
     pub next_tick: u64,
 }
 
-static HV: spin::Mutex<Option<Hv>> = spin::Mutex::new(None);
+/// The hypervisor lock: a ticket lock, so CPUs get it in the order they asked (a plain spin
+/// lock let a CPU re-issuing continuations back to back starve the others for hundreds of
+/// milliseconds under TCG).
+static HV: spin::mutex::TicketMutex<Option<Hv>> = spin::mutex::TicketMutex::new(None);
 /// CPUs that have come up (the BSP included).
 static CPUS_ONLINE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 
@@ -220,7 +223,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     let pcid = paging::enable_pcid(&feat);
     log::info!("TLB: {}", if pcid { "PCID tagged CR3 switches" } else { "no PCID: full flush on each root switch" });
     let root = mm.frame().unwrap_or_else(|| panic!("no frame for the root table"));
-    let shared = paging::build_shared(root, &boot.ram, mm.m2p, mm.m2p_frames, &mut mm)
+    let m2p = mm.m2p.clone();
+    let shared = paging::build_shared(root, &boot.ram, &m2p, &mut mm)
         .unwrap_or_else(|_| panic!("out of memory building the hypervisor's tables"));
     let cpu_tables = paging::build_cpu(0, root, &shared, &mut mm)
         .unwrap_or_else(|_| panic!("out of memory building CPU 0's tables"));
@@ -245,7 +249,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     }
     paging::activate(&cpu_tables);
     cpu::mask_legacy_pic();
-    if paging::map_mmio(root, hv_arch::layout::LAPIC_VA, hv_arch::lapic::phys_base(), &mut mm).is_err() {
+    if paging::map_lapic(root, &mut mm).is_err() {
         panic!("out of memory mapping the local APIC");
     }
     hv_arch::lapic::init();

@@ -1,12 +1,12 @@
 //! Machine memory at boot: the usable-RAM map, the frame allocator, the frame table, the
 //! heap and the machine-to-physical table.
 
-use hv_arch::layout::{phys_to_virt, DIRECTMAP_SIZE};
-use hv_arch::paging::{zero_frame, FrameSource};
+use hv_arch::layout::DIRECTMAP_SIZE;
+use hv_arch::paging::FrameSource;
 use hv_core::frame::{FrameInfo, FrameTable, Owner};
 use hv_core::frame_alloc::FrameAllocator;
 use hv_core::mem::Mfn;
-use hv_arch::physmem::{carve, carve_static};
+use hv_arch::physmem::{carve_static, claim_private, M2p, PrivateFrame};
 use hv_core::memmap::{Range, RangeSet};
 
 /// Size of the hypervisor heap.
@@ -16,9 +16,8 @@ pub struct Mm {
     pub alloc: FrameAllocator<&'static mut [u64]>,
     pub ft: FrameTable<&'static mut [FrameInfo]>,
     pub max_mfn: u64,
-    /// Contiguous backing of the M2P (read-only to guests at slot 256).
-    pub m2p: Mfn,
-    pub m2p_frames: u64,
+    /// The M2P (read-only to guests at slot 256).
+    pub m2p: M2p,
 }
 
 impl Mm {
@@ -36,13 +35,14 @@ impl Mm {
         let top = ram.as_slice().last().map(|r| r.end).ok_or("no RAM")?.min(DIRECTMAP_SIZE);
         let max_mfn = top.div_ceil(4096);
 
+        // First: which frames are the hypervisor's own (everything not in `usable`).
+        hv_arch::physmem::init_private(&mut usable, max_mfn).ok_or("no room for the private-frame bitmap")?;
         let words = max_mfn.div_ceil(64) as usize;
         let bitmap = carve_static::<u64>(&mut usable, words).ok_or("no room for the frame bitmap")?;
         let frames = carve_static::<FrameInfo>(&mut usable, max_mfn as usize)
             .ok_or("no room for the frame table")?;
         hv_arch::heap::init(&mut usable, HEAP_SIZE as usize).ok_or("no room for the heap")?;
-        let m2p_frames = (max_mfn * 8).div_ceil(4096);
-        let m2p = carve(&mut usable, m2p_frames * 4096).ok_or("no room for the M2P")?;
+        let m2p = M2p::carve(&mut usable, max_mfn).ok_or("no room for the M2P")?;
         usable.page_align();
 
         let mut alloc = FrameAllocator::new(bitmap, max_mfn);
@@ -58,7 +58,7 @@ impl Mm {
                 let _ = ft.set_owner(Mfn(m), Owner::Free);
             }
         }
-        let mut mm = Mm { alloc, ft, max_mfn, m2p: Mfn::of(m2p), m2p_frames };
+        let mut mm = Mm { alloc, ft, max_mfn, m2p };
         for i in 0..max_mfn {
             mm.set_m2p(Mfn(i), guest_abi::layout::INVALID_M2P_ENTRY);
         }
@@ -68,9 +68,7 @@ impl Mm {
 
     /// Records M2P[mfn] = pfn.
     pub fn set_m2p(&mut self, mfn: Mfn, pfn: u64) {
-        if mfn.0 < self.max_mfn {
-            hv_arch::physmem::write_u64(phys_to_virt(self.m2p.maddr() + 8 * mfn.0), pfn);
-        }
+        self.m2p.set(mfn, pfn);
     }
 
     /// Frames still free.
@@ -80,20 +78,18 @@ impl Mm {
 }
 
 impl FrameSource for Mm {
-    /// A zeroed frame owned by the hypervisor.
-    fn frame(&mut self) -> Option<Mfn> {
+    /// A zeroed frame for the hypervisor's own use.
+    fn frame(&mut self) -> Option<PrivateFrame> {
         let m = self.alloc.alloc()?;
         let _ = self.ft.set_owner(m, Owner::Xen);
-        zero_frame(m);
-        Some(m)
+        claim_private(m, 1)
     }
 
-    fn contiguous(&mut self, n: u64) -> Option<Mfn> {
+    fn contiguous(&mut self, n: u64) -> Option<PrivateFrame> {
         let m = self.alloc.alloc_contig(n, 1)?;
         for i in 0..n {
             let _ = self.ft.set_owner(Mfn(m.0 + i), Owner::Xen);
-            zero_frame(Mfn(m.0 + i));
         }
-        Some(m)
+        claim_private(m, n)
     }
 }

@@ -15,13 +15,19 @@ use crate::layout::*;
 use crate::percpu::PerCpu;
 use hv_core::mem::Mfn;
 use hv_core::memmap::RangeSet;
+use crate::physmem::PrivateFrame;
 use hv_core::pte::{self, Pte, PteFlags};
 
-/// Where page-table and data frames come from. Frames must be zeroed and, before
-/// [`activate`], below 4 GiB (the early map's direct-map window).
+/// Where page-table and data frames come from: frames the hypervisor claimed for itself
+/// ([`crate::physmem::claim_private`], zeroed). Before [`activate`] they must lie below 4 GiB
+/// (the early map's direct-map window).
 pub trait FrameSource {
-    fn frame(&mut self) -> Option<Mfn>;
-    fn contiguous(&mut self, n: u64) -> Option<Mfn>;
+    fn frame(&mut self) -> Option<PrivateFrame>;
+    fn contiguous(&mut self, n: u64) -> Option<PrivateFrame>;
+}
+
+fn frame_of(src: &mut dyn FrameSource) -> Result<Mfn, OutOfFrames> {
+    src.frame().map(|f| f.mfn()).ok_or(OutOfFrames)
 }
 
 /// Out of frames while building tables.
@@ -42,12 +48,6 @@ fn write_entry(table: Mfn, idx: usize, e: Pte) {
     unsafe { entry_ptr(table, idx).write_volatile(e.0) }
 }
 
-/// Zeroes a direct-mapped frame.
-pub fn zero_frame(mfn: Mfn) {
-    // SAFETY: callers pass frames they own; the direct map covers them.
-    unsafe { core::ptr::write_bytes(phys_to_virt(mfn.maddr()) as *mut u8, 0, 4096) }
-}
-
 const TABLE: PteFlags = PteFlags::P.union(PteFlags::RW);
 
 /// Walks to the table at `level` for `va`, creating tables on the way.
@@ -64,7 +64,7 @@ fn table_for(
         t = if e.present() {
             e.mfn()
         } else {
-            let n = src.frame().ok_or(OutOfFrames)?;
+            let n = frame_of(src)?;
             write_entry(t, i, Pte::new(n, TABLE));
             n
         };
@@ -72,8 +72,8 @@ fn table_for(
     Ok(t)
 }
 
-/// Maps one 4 KiB page.
-pub fn map_4k(
+/// Maps one 4 KiB page (in tables this module built).
+fn map_4k(
     root: Mfn,
     va: u64,
     pa: u64,
@@ -86,7 +86,7 @@ pub fn map_4k(
 }
 
 /// Maps `[pa, pa+len)` at `va`, with 2 MiB pages where alignment allows.
-pub fn map_range(
+fn map_range(
     root: Mfn,
     va: u64,
     pa: u64,
@@ -136,12 +136,13 @@ pub struct Shared {
 /// the direct map of `ram`, the image with per-section permissions, and the read-only M2P
 /// backed by `m2p_frames` contiguous frames at `m2p`.
 pub fn build_shared(
-    template: Mfn,
+    template: PrivateFrame,
     ram: &RangeSet,
-    m2p: Mfn,
-    m2p_frames: u64,
+    m2p: &crate::physmem::M2p,
     src: &mut dyn FrameSource,
 ) -> Result<Shared, OutOfFrames> {
+    let template = template.mfn();
+    let (m2p, m2p_frames) = m2p.frames();
     for r in ram.as_slice() {
         let (s, e) = (r.start & !0xFFF, (r.end + 0xFFF) & !0xFFF);
         if e <= DIRECTMAP_SIZE {
@@ -169,7 +170,7 @@ pub fn build_shared(
     for i in 0..m2p_frames {
         map_4k(template, M2P_BASE + i * 4096, m2p.maddr() + i * 4096, PteFlags::NX, src)?;
     }
-    let zero = src.frame().ok_or(OutOfFrames)?;
+    let zero = frame_of(src)?;
     let mut slots = [Pte::default(); 16];
     for (i, s) in slots.iter_mut().enumerate() {
         *s = read_entry(template, 256 + i);
@@ -249,17 +250,18 @@ impl CpuTables {
 /// template of [`build_shared`] (the BSP) or a fresh frame.
 pub fn build_cpu(
     cpu_id: u32,
-    hv_root: Mfn,
+    hv_root: PrivateFrame,
     shared: &Shared,
     src: &mut dyn FrameSource,
 ) -> Result<CpuTables, OutOfFrames> {
+    let hv_root = hv_root.mfn();
     for (i, s) in shared.slots.iter().enumerate() {
         if s.present() {
             write_entry(hv_root, 256 + i, *s);
         }
     }
-    let guest_root = src.frame().ok_or(OutOfFrames)?;
-    let mut f = || src.frame().ok_or(OutOfFrames);
+    let guest_root = frame_of(src)?;
+    let mut f = || frame_of(src);
 
     // Private area.
     let percpu = f()?;
@@ -272,10 +274,10 @@ pub fn build_cpu(
     let idt = f()?;
     let entry_ro = f()?;
     let entry_stack = f()?;
-    let tss = src.contiguous(TSS_PAGES).ok_or(OutOfFrames)?;
+    let tss = src.contiguous(TSS_PAGES).ok_or(OutOfFrames)?.mfn();
     let mut ist = [[Mfn(0); IST_PAGES as usize]; NR_IST];
     for s in ist.iter_mut().flatten() {
-        *s = src.frame().ok_or(OutOfFrames)?;
+        *s = frame_of(src)?;
     }
 
     map_4k(hv_root, PERCPU_DATA, percpu.maddr(), RW_NX, src)?;
@@ -478,10 +480,11 @@ pub fn invlpg_guest(va: u64) {
     }
 }
 
-/// Maps one page of MMIO (uncached, no-execute) at `va` in the shared hypervisor slots of
-/// `template` (its upper-level tables are shared by every CPU's hypervisor root).
-pub fn map_mmio(template: Mfn, va: u64, pa: u64, src: &mut dyn FrameSource) -> Result<(), OutOfFrames> {
-    map_4k(template, va, pa, RW_NX | PteFlags::PCD | PteFlags::PWT, src)
+/// Maps the local APIC's registers (uncached, no-execute) at `LAPIC_VA` in the shared
+/// hypervisor slots of `template` (its upper-level tables are shared by every CPU's
+/// hypervisor root).
+pub fn map_lapic(template: PrivateFrame, src: &mut dyn FrameSource) -> Result<(), OutOfFrames> {
+    map_4k(template.mfn(), LAPIC_VA, crate::lapic::phys_base(), RW_NX | PteFlags::PCD | PteFlags::PWT, src)
 }
 
 /// Points IDT vector `v` of this CPU straight at guest code: a DPL-3 trap gate to `handler`
@@ -502,13 +505,14 @@ pub fn set_direct_gate(t: &CpuTables, v: u8, handler: Option<u64>) {
 
 /// A root for starting APs: the shared hypervisor slots of `template` plus an identity map
 /// of the first 2 MiB (the trampoline runs there until it jumps to the image).
-pub fn build_ap_boot_root(template: Mfn, src: &mut dyn FrameSource) -> Result<Mfn, OutOfFrames> {
-    let root = src.frame().ok_or(OutOfFrames)?;
+pub fn build_ap_boot_root(template: PrivateFrame, src: &mut dyn FrameSource) -> Result<Mfn, OutOfFrames> {
+    let template = template.mfn();
+    let root = frame_of(src)?;
     for i in 256..272 {
         write_entry(root, i, read_entry(template, i));
     }
-    let l3 = src.frame().ok_or(OutOfFrames)?;
-    let l2 = src.frame().ok_or(OutOfFrames)?;
+    let l3 = frame_of(src)?;
+    let l2 = frame_of(src)?;
     write_entry(root, 0, Pte::new(l3, TABLE));
     write_entry(l3, 0, Pte::new(l2, TABLE));
     write_entry(l2, 0, Pte::new(Mfn(0), PteFlags::P | PteFlags::RW | PteFlags::PSE));

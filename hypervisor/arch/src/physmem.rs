@@ -1,53 +1,234 @@
-//! Machine memory through the direct map.
+//! Machine memory through the direct map, with an honest boundary.
+//!
+//! Every frame is either **private** (the hypervisor's own: image, boot information and
+//! modules, the first MiB, everything carved at boot, frames it took for its own tables and
+//! stacks) or not (guest and free frames). Private frames may back Rust objects; the others
+//! never do. A bitmap records which is which ([`init_private`]); frames only ever become
+//! private, never the other way.
+//!
+//! - [`DirectMap`] reaches non-private frames only, and only by copies (volatile, word by
+//!   word): no Rust reference to guest memory is ever made, so a guest writing its pages on
+//!   another CPU races with nothing in Rust's model, and two handles alias nothing.
+//!   Pages shared with a guest that both sides update (event bits, `vcpu_info`) are changed
+//!   with atomic byte operations.
+//! - [`PrivateFrame`] is the capability to a frame the hypervisor took for itself: only
+//!   [`claim_private`] makes one, from a frame that was not private (so no Rust object lives
+//!   there), zeroed. The page-table builders take these, never a bare MFN.
+//! - [`M2p`] is the machine-to-physical table carved at boot; it writes only inside itself.
 
 use crate::layout::{phys_to_virt, DIRECTMAP_SIZE};
-use hv_core::mem::{Mfn, Page, PhysMem};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use hv_core::mem::{Mfn, PhysMem};
 use hv_core::memmap::{Range, RangeSet};
 
 /// Highest machine frame (exclusive) the direct map covers; set once RAM is known.
-static LIMIT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static LIMIT: AtomicU64 = AtomicU64::new(0);
+/// The private-frame bitmap (direct-map address, words) once [`init_private`] ran.
+static PRIVATE: AtomicU64 = AtomicU64::new(0);
+static PRIVATE_WORDS: AtomicU64 = AtomicU64::new(0);
 
 /// Records the end of the direct-mapped RAM (once).
 pub fn set_limit(max_mfn: u64) {
-    let _ = LIMIT.compare_exchange(0, max_mfn.min(DIRECTMAP_SIZE >> 12), core::sync::atomic::Ordering::Relaxed, core::sync::atomic::Ordering::Relaxed);
+    let _ = LIMIT.compare_exchange(0, max_mfn.min(DIRECTMAP_SIZE >> 12), Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// Is `mfn` RAM covered by the direct map?
 #[inline]
 pub fn is_mapped(mfn: Mfn) -> bool {
-    mfn.0 < LIMIT.load(core::sync::atomic::Ordering::Relaxed)
+    mfn.0 < LIMIT.load(Ordering::Relaxed)
 }
 
-/// The direct map as a [`PhysMem`]. Only frames below the RAM limit are reachable; holes in
-/// RAM are mapped too, but only RAM frames are ever handed to this type by the frame table.
+fn private_word(mfn: Mfn) -> Option<&'static AtomicU64> {
+    let base = PRIVATE.load(Ordering::Acquire);
+    let w = mfn.0 / 64;
+    if base == 0 || w >= PRIVATE_WORDS.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: the bitmap was carved for this purpose alone by `init_private` (private itself,
+    // so nothing else reaches it) and covers `PRIVATE_WORDS` words.
+    Some(unsafe { AtomicU64::from_ptr((base + 8 * w) as *mut u64) })
+}
+
+/// Is `mfn` private (or beyond the bitmap, which counts as private)?
+pub fn is_private(mfn: Mfn) -> bool {
+    private_word(mfn).is_none_or(|w| w.load(Ordering::Relaxed) & (1 << (mfn.0 % 64)) != 0)
+}
+
+/// Marks `mfn` private; returns whether it was not private before.
+fn mark_private(mfn: Mfn) -> bool {
+    match private_word(mfn) {
+        Some(w) => w.fetch_or(1 << (mfn.0 % 64), Ordering::AcqRel) & (1 << (mfn.0 % 64)) == 0,
+        None => false,
+    }
+}
+
+/// Sets up the private-frame bitmap for `max_mfn` frames with storage carved from `usable`,
+/// and marks private: every frame that is not in `usable` (the first MiB, the image, boot
+/// information and modules, holes) and the bitmap itself. Once, before any other carve.
+pub fn init_private(usable: &mut RangeSet, max_mfn: u64) -> Option<()> {
+    if PRIVATE.load(Ordering::Acquire) != 0 {
+        return None;
+    }
+    let words = max_mfn.div_ceil(64).max(1);
+    let bytes = (words * 8).div_ceil(4096) * 4096;
+    let r = *usable.as_slice().iter().find(|r| r.len() >= bytes && r.start + bytes <= 1 << 32)?;
+    usable.remove(Range::new(r.start, r.start + bytes)).ok()?;
+    let base = phys_to_virt(r.start);
+    // Everything private to start with, then the usable ranges (now without the bitmap) cleared.
+    for i in 0..words {
+        // SAFETY: the range was just removed from `usable`: RAM nobody uses, direct-mapped
+        // (below 4 GiB, in the early map too).
+        unsafe { ((base + 8 * i) as *mut u64).write_volatile(u64::MAX) };
+    }
+    PRIVATE_WORDS.store(words, Ordering::Relaxed);
+    PRIVATE.store(base, Ordering::Release);
+    for u in usable.as_slice() {
+        for m in Mfn::of(u.start + 0xFFF).0..Mfn::of(u.end).0.min(max_mfn) {
+            if let Some(w) = private_word(Mfn(m)) {
+                w.fetch_and(!(1 << (m % 64)), Ordering::AcqRel);
+            }
+        }
+    }
+    Some(())
+}
+
+/// A frame the hypervisor took for its own use (page tables, per-CPU data, stacks): zeroed
+/// when claimed, private for good.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PrivateFrame(Mfn);
+
+impl PrivateFrame {
+    pub fn mfn(self) -> Mfn {
+        self.0
+    }
+    pub fn maddr(self) -> u64 {
+        self.0.maddr()
+    }
+}
+
+/// Makes the `n` frames from `first` private and zeroes them: `None` (and nothing changed
+/// but the frames that were claimed already) if any of them was private already or is not
+/// direct-mapped RAM.
+pub fn claim_private(first: Mfn, n: u64) -> Option<PrivateFrame> {
+    for i in 0..n {
+        let m = Mfn(first.0 + i);
+        if !is_mapped(m) || is_private(m) {
+            return None;
+        }
+    }
+    for i in 0..n {
+        let m = Mfn(first.0 + i);
+        if !mark_private(m) {
+            return None;
+        }
+        // SAFETY: the frame was not private, so no Rust object lives there; it is
+        // direct-mapped; from now on only the holder of the capability uses it.
+        unsafe { core::ptr::write_bytes(phys_to_virt(m.maddr()) as *mut u8, 0, 4096) };
+    }
+    Some(PrivateFrame(first))
+}
+
+/// Guest and free frames through the direct map (see the module documentation). Accesses to
+/// private frames, frames beyond RAM and ranges crossing the frame's end return `None`.
+#[derive(Debug, Default)]
 pub struct DirectMap;
 
-impl PhysMem for DirectMap {
-    fn frame(&self, mfn: Mfn) -> Option<&Page> {
-        if !is_mapped(mfn) {
+impl DirectMap {
+    /// The direct-map address of `len` bytes at `off` of a frame `DirectMap` may reach.
+    fn at(mfn: Mfn, off: usize, len: usize) -> Option<u64> {
+        if !is_mapped(mfn) || is_private(mfn) || off.checked_add(len)? > 4096 {
             return None;
         }
-        // SAFETY: the direct map covers every frame below the limit for the hypervisor's
-        // lifetime; frames are plain bytes with no validity invariants.
-        Some(unsafe { &*(phys_to_virt(mfn.maddr()) as *const Page) })
+        Some(phys_to_virt(mfn.maddr()) + off as u64)
     }
 
-    fn frame_mut(&mut self, mfn: Mfn) -> Option<&mut Page> {
-        if !is_mapped(mfn) {
-            return None;
+    /// The byte at `off` of a frame shared with a guest, as an atomic.
+    fn byte(mfn: Mfn, off: usize) -> Option<&'static AtomicU8> {
+        let a = Self::at(mfn, off, 1)?;
+        // SAFETY: a non-private frame is never a Rust object and stays mapped; atomics are
+        // the right access for bytes a guest updates concurrently.
+        Some(unsafe { AtomicU8::from_ptr(a as *mut u8) })
+    }
+
+    /// Reads a byte of a guest frame.
+    pub fn load_u8(&self, mfn: Mfn, off: usize) -> Option<u8> {
+        Some(Self::byte(mfn, off)?.load(Ordering::SeqCst))
+    }
+
+    /// Writes a byte of a guest frame.
+    pub fn store_u8(&self, mfn: Mfn, off: usize, v: u8) -> Option<()> {
+        Self::byte(mfn, off)?.store(v, Ordering::SeqCst);
+        Some(())
+    }
+
+    /// Sets bits of a byte of a guest frame; returns the old byte.
+    pub fn fetch_or_u8(&self, mfn: Mfn, off: usize, m: u8) -> Option<u8> {
+        Some(Self::byte(mfn, off)?.fetch_or(m, Ordering::SeqCst))
+    }
+
+    /// Clears the bits not in `m` of a byte of a guest frame; returns the old byte.
+    pub fn fetch_and_u8(&self, mfn: Mfn, off: usize, m: u8) -> Option<u8> {
+        Some(Self::byte(mfn, off)?.fetch_and(m, Ordering::SeqCst))
+    }
+}
+
+impl PhysMem for DirectMap {
+    fn read(&self, mfn: Mfn, off: usize, out: &mut [u8]) -> Option<()> {
+        let a = Self::at(mfn, off, out.len())?;
+        let mut i = 0;
+        while i < out.len() {
+            let p = a + i as u64;
+            if p.is_multiple_of(8) && out.len() - i >= 8 {
+                // SAFETY: in a non-private, mapped frame (checked above); volatile: the guest
+                // may write it concurrently.
+                let w = unsafe { (p as *const u64).read_volatile() };
+                out[i..i + 8].copy_from_slice(&w.to_le_bytes());
+                i += 8;
+            } else {
+                // SAFETY: as above.
+                out[i] = unsafe { (p as *const u8).read_volatile() };
+                i += 1;
+            }
         }
-        // SAFETY: as above. Exclusive access: the hypervisor is single-threaded per frame
-        // operation and `&mut self` serialises users of this handle.
-        Some(unsafe { &mut *(phys_to_virt(mfn.maddr()) as *mut Page) })
+        Some(())
+    }
+
+    fn write(&mut self, mfn: Mfn, off: usize, data: &[u8]) -> Option<()> {
+        let a = Self::at(mfn, off, data.len())?;
+        let mut i = 0;
+        while i < data.len() {
+            let p = a + i as u64;
+            if p.is_multiple_of(8) && data.len() - i >= 8 {
+                let w = u64::from_le_bytes(data[i..i + 8].try_into().ok()?);
+                // SAFETY: as for `read`.
+                unsafe { (p as *mut u64).write_volatile(w) };
+                i += 8;
+            } else {
+                // SAFETY: as for `read`.
+                unsafe { (p as *mut u8).write_volatile(data[i]) };
+                i += 1;
+            }
+        }
+        Some(())
     }
 }
 
 /// Takes `bytes` (rounded up to pages) from the lowest range of `usable` below 4 GiB with
-/// room, and returns its machine address. Boot time only: `usable` must list RAM nobody uses.
+/// room, marks it private, and returns its machine address. `None` if no range has room or
+/// any of it is private already (nothing then changes hands).
 pub fn carve(usable: &mut RangeSet, bytes: u64) -> Option<u64> {
     let bytes = bytes.div_ceil(4096) * 4096;
     let r = *usable.as_slice().iter().find(|r| r.len() >= bytes && r.start + bytes <= 1 << 32)?;
+    let first = Mfn::of(r.start);
+    let n = bytes / 4096;
+    // (Before `init_private` every frame counts as private: the bitmap comes first.)
+    if (0..n).any(|i| is_private(Mfn(first.0 + i))) {
+        return None;
+    }
     usable.remove(Range::new(r.start, r.start + bytes)).ok()?;
+    for i in 0..n {
+        mark_private(Mfn(first.0 + i));
+    }
     Some(r.start)
 }
 
@@ -59,25 +240,55 @@ pub fn carve_static<T: Default>(usable: &mut RangeSet, count: usize) -> Option<&
     let pa = carve(usable, bytes.max(1))?;
     let p = phys_to_virt(pa) as *mut T;
     for i in 0..count {
-        // SAFETY: the range was just removed from `usable`, so it is RAM nobody else uses; the
-        // early map (and later the direct map) covers it below 4 GiB; page alignment suits T.
+        // SAFETY: `carve` took the range out of `usable` and made it private (it was not
+        // before, so no Rust object lives there); the early map (and later the direct map)
+        // covers it below 4 GiB; page alignment suits T.
         unsafe { p.add(i).write(T::default()) };
     }
     // SAFETY: as above; every element is initialised and the memory is never handed out again.
     Some(unsafe { core::slice::from_raw_parts_mut(p, count) })
 }
 
-/// Writes a u64 at a direct-map address the hypervisor owns (e.g. its M2P backing).
-pub fn write_u64(va: u64, v: u64) {
-    assert!(va >= crate::layout::DIRECTMAP_BASE && va.is_multiple_of(8));
-    // SAFETY: callers pass direct-map addresses of hypervisor-owned RAM (checked to be in
-    // the direct map and aligned above).
-    unsafe { (va as *mut u64).write_volatile(v) }
+/// The machine-to-physical table: one u64 per machine frame, carved at boot, read-only to
+/// guests at Xen's address. Handles may be cloned: the table is no Rust object, every access
+/// is a volatile one inside it.
+#[derive(Clone, Debug)]
+pub struct M2p {
+    base: u64,
+    entries: u64,
 }
 
-/// Reads a u64 at a direct-map address.
-pub fn read_u64(va: u64) -> u64 {
-    assert!(va >= crate::layout::DIRECTMAP_BASE && va.is_multiple_of(8));
-    // SAFETY: as for `write_u64`.
-    unsafe { (va as *const u64).read_volatile() }
+impl M2p {
+    /// Carves the table for `max_mfn` frames from `usable`.
+    pub fn carve(usable: &mut RangeSet, max_mfn: u64) -> Option<M2p> {
+        let pa = carve(usable, max_mfn.checked_mul(8)?.max(1))?;
+        Some(M2p { base: pa, entries: max_mfn })
+    }
+
+    /// First frame and frame count of the table (for the read-only guest mapping).
+    pub fn frames(&self) -> (Mfn, u64) {
+        (Mfn::of(self.base), (self.entries * 8).div_ceil(4096))
+    }
+
+    fn slot(&self, mfn: Mfn) -> Option<*mut u64> {
+        (mfn.0 < self.entries).then(|| phys_to_virt(self.base + 8 * mfn.0) as *mut u64)
+    }
+
+    /// M2P[mfn] = pfn (ignored beyond the table).
+    pub fn set(&self, mfn: Mfn, pfn: u64) {
+        if let Some(p) = self.slot(mfn) {
+            // SAFETY: inside the carved, private table, which only this type accesses (guests
+            // read it through a read-only mapping).
+            unsafe { p.write_volatile(pfn) }
+        }
+    }
+
+    /// M2P[mfn] (the invalid entry beyond the table).
+    pub fn get(&self, mfn: Mfn) -> u64 {
+        match self.slot(mfn) {
+            // SAFETY: as for `set`.
+            Some(p) => unsafe { p.read_volatile() },
+            None => guest_abi::layout::INVALID_M2P_ENTRY,
+        }
+    }
 }

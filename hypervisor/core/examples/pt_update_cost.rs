@@ -8,11 +8,13 @@ use hv_core::pte::Pte;
 
 struct Mem(Vec<Page>);
 impl PhysMem for Mem {
-    fn frame(&self, m: Mfn) -> Option<&Page> {
-        self.0.get(m.0 as usize)
+    fn read(&self, m: Mfn, off: usize, out: &mut [u8]) -> Option<()> {
+        out.copy_from_slice(self.0.get(m.0 as usize)?.get(off..off + out.len())?);
+        Some(())
     }
-    fn frame_mut(&mut self, m: Mfn) -> Option<&mut Page> {
-        self.0.get_mut(m.0 as usize)
+    fn write(&mut self, m: Mfn, off: usize, data: &[u8]) -> Option<()> {
+        self.0.get_mut(m.0 as usize)?.get_mut(off..off + data.len())?.copy_from_slice(data);
+        Some(())
     }
 }
 

@@ -176,10 +176,6 @@ pub struct Built {
     pub l4: Mfn,
 }
 
-fn page_mut<M: PhysMem>(mem: &mut M, mfn: Mfn) -> Result<&mut [u8; 4096], BuildError> {
-    mem.frame_mut(mfn).ok_or(BuildError::NoMemory)
-}
-
 /// Writes bytes at a region address (may span pages).
 fn write_va<M: PhysMem>(
     mem: &mut M,
@@ -194,7 +190,7 @@ fn write_va<M: PhysMem>(
         let off = (cur % PAGE) as usize;
         let n = (PAGE as usize - off).min(data.len() - done);
         let mfn = *p2m.get(l.pfn(cur) as usize).ok_or(BuildError::BadP2m)?;
-        page_mut(mem, mfn)?[off..off + n].copy_from_slice(&data[done..done + n]);
+        mem.write(mfn, off, &data[done..done + n]).ok_or(BuildError::NoMemory)?;
         done += n;
     }
     Ok(())
@@ -239,7 +235,7 @@ where
     let dom = params.domid;
     for &mfn in p2m {
         ft.set_owner(mfn, Owner::Dom(dom))?;
-        page_mut(mem, mfn)?.fill(0);
+        mem.zero(mfn).ok_or(BuildError::NoMemory)?;
     }
 
     // The image.

@@ -107,8 +107,7 @@ pub fn copy_from_guest<M: PhysMem + ?Sized>(
     check_range(va, out.len())?;
     for (cur, off, n, done) in pieces(va, out.len()) {
         let mfn = translate(mem, view, cur, false)?;
-        let page = mem.frame(mfn).ok_or(GuestFault::NotOwned)?;
-        out[done..done + n].copy_from_slice(&page[off..off + n]);
+        mem.read(mfn, off, &mut out[done..done + n]).ok_or(GuestFault::NotOwned)?;
     }
     Ok(())
 }
@@ -127,8 +126,7 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
     }
     for (cur, off, n, done) in pieces(va, data.len()) {
         let mfn = translate(mem, view, cur, true)?;
-        let page = mem.frame_mut(mfn).ok_or(GuestFault::NotOwned)?;
-        page[off..off + n].copy_from_slice(&data[done..done + n]);
+        mem.write(mfn, off, &data[done..done + n]).ok_or(GuestFault::NotOwned)?;
     }
     Ok(())
 }

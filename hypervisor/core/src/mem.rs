@@ -36,25 +36,46 @@ impl fmt::Debug for Pfn {
 /// One 4 KiB frame's contents.
 pub type Page = [u8; 4096];
 
-/// Access to machine memory, one frame at a time.
+/// Access to machine memory, one frame at a time, by copies only: no reference into a
+/// frame is ever handed out (guest frames change under the hypervisor's feet, on other CPUs).
 ///
-/// The hypervisor implements it over its direct map; host tests over a vector of pages.
-/// Returning `None` means the frame is not RAM the hypervisor can reach.
+/// The hypervisor implements it over its direct map (guest and free frames only); host tests
+/// over a vector of pages. `None` means the frame is not memory this handle may reach, or the
+/// range crosses the frame's end.
 pub trait PhysMem {
-    fn frame(&self, mfn: Mfn) -> Option<&Page>;
-    fn frame_mut(&mut self, mfn: Mfn) -> Option<&mut Page>;
+    /// Copies `out.len()` bytes from byte `off` of frame `mfn`.
+    fn read(&self, mfn: Mfn, off: usize, out: &mut [u8]) -> Option<()>;
+    /// Copies `data` to byte `off` of frame `mfn`.
+    fn write(&mut self, mfn: Mfn, off: usize, data: &[u8]) -> Option<()>;
 
     /// Reads the little-endian u64 at `index` (0..512) of a frame.
     fn read_u64(&self, mfn: Mfn, index: usize) -> Option<u64> {
-        let f = self.frame(mfn)?;
-        let b = f.get(index * 8..index * 8 + 8)?;
-        Some(u64::from_le_bytes(b.try_into().ok()?))
+        let mut b = [0u8; 8];
+        self.read(mfn, index.checked_mul(8)?, &mut b)?;
+        Some(u64::from_le_bytes(b))
     }
 
     /// Writes the little-endian u64 at `index` (0..512) of a frame.
     fn write_u64(&mut self, mfn: Mfn, index: usize, v: u64) -> Option<()> {
-        let f = self.frame_mut(mfn)?;
-        f.get_mut(index * 8..index * 8 + 8)?.copy_from_slice(&v.to_le_bytes());
+        self.write(mfn, index.checked_mul(8)?, &v.to_le_bytes())
+    }
+
+    /// Zeroes a frame.
+    fn zero(&mut self, mfn: Mfn) -> Option<()> {
+        let z = [0u8; 512];
+        for k in 0..8 {
+            self.write(mfn, 512 * k, &z)?;
+        }
+        Some(())
+    }
+
+    /// Copies frame `src` to frame `dst`.
+    fn copy_frame(&mut self, dst: Mfn, src: Mfn) -> Option<()> {
+        let mut b = [0u8; 512];
+        for k in 0..8 {
+            self.read(src, 512 * k, &mut b)?;
+            self.write(dst, 512 * k, &b)?;
+        }
         Some(())
     }
 }
@@ -71,14 +92,21 @@ impl VecMem {
     pub fn new(base: u64, n: usize) -> Self {
         VecMem { base, pages: std::vec![[0u8; 4096]; n] }
     }
+
+    fn page(&self, mfn: Mfn) -> Option<&Page> {
+        self.pages.get(usize::try_from(mfn.0.checked_sub(self.base)?).ok()?)
+    }
 }
 
 #[cfg(test)]
 impl PhysMem for VecMem {
-    fn frame(&self, mfn: Mfn) -> Option<&Page> {
-        self.pages.get(usize::try_from(mfn.0.checked_sub(self.base)?).ok()?)
+    fn read(&self, mfn: Mfn, off: usize, out: &mut [u8]) -> Option<()> {
+        out.copy_from_slice(self.page(mfn)?.get(off..off.checked_add(out.len())?)?);
+        Some(())
     }
-    fn frame_mut(&mut self, mfn: Mfn) -> Option<&mut Page> {
-        self.pages.get_mut(usize::try_from(mfn.0.checked_sub(self.base)?).ok()?)
+    fn write(&mut self, mfn: Mfn, off: usize, data: &[u8]) -> Option<()> {
+        let i = usize::try_from(mfn.0.checked_sub(self.base)?).ok()?;
+        self.pages.get_mut(i)?.get_mut(off..off.checked_add(data.len())?)?.copy_from_slice(data);
+        Some(())
     }
 }

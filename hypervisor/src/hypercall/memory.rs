@@ -10,7 +10,8 @@ use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use hv_arch::entry::TrapFrame;
-use hv_arch::paging::zero_frame;
+use hv_arch::physmem::DirectMap;
+use hv_core::mem::PhysMem;
 use hv_core::frame::Owner;
 use hv_core::mem::Mfn;
 
@@ -67,7 +68,7 @@ fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
         hv.mm.alloc.free(m);
         return None;
     }
-    zero_frame(m);
+    DirectMap.zero(m);
     let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.cur.dom));
     hv.dom_mut().tot_pages += 1;
     Some(m)
@@ -195,7 +196,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             break;
         };
         write_guest(hv, slot, &new.0.to_le_bytes())?;
-        let pfn = hv_arch::physmem::read_u64(hv_arch::layout::phys_to_virt(hv.mm.m2p.maddr() + 8 * old.0));
+        let pfn = hv.mm.m2p.get(old);
         let _ = free_from_guest(hv, old);
         hv.mm.set_m2p(new, pfn);
         done += 1;

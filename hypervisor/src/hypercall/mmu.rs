@@ -320,9 +320,10 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
                 return Err(Errno::EINVAL);
             }
             pt!(hv, dm).get_writable(dst, fd).map_err(|_| Errno::EINVAL)?;
-            let data = if cmd == COPY_PAGE { dm.frame(src).copied() } else { Some([0u8; 4096]) };
-            if let (Some(d), Some(p)) = (data, dm.frame_mut(dst)) {
-                *p = d;
+            if cmd == COPY_PAGE {
+                dm.copy_frame(dst, src);
+            } else {
+                dm.zero(dst);
             }
             let _ = hv.mm.ft.put_type(dst);
             Ok(())

@@ -149,16 +149,13 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     }
     // Carry the current contents over; then mark everything pending so that nothing raised
     // around the move is lost (as Xen does).
-    let old = hv.dom().with_vi(id, |p| {
-        let mut c = [0u8; vi::SIZE];
-        c.copy_from_slice(p);
-        c
-    });
-    if let (Some(mut c), Some(p)) = (old, DirectMap.frame_mut(mfn)) {
-        c[vi::UPCALL_PENDING] = 1;
-        c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-        p[offset..offset + vi::SIZE].copy_from_slice(&c);
+    let mut c = [0u8; vi::SIZE];
+    if let Some(at) = hv.dom().vi_at(id) {
+        DirectMap.read(at.frame, at.offset, &mut c);
     }
+    c[vi::UPCALL_PENDING] = 1;
+    c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    DirectMap.write(mfn, offset, &c);
     let d = hv.dom_mut();
     d.vcpu_info[id as usize] = VcpuInfoAt { frame: mfn, offset };
     d.vcpu_info_registered |= 1 << id;
