@@ -358,9 +358,14 @@ extern "C" fn hv_trap_from_hypervisor(frame: &mut TrapFrame) {
     }
 }
 
-/// Resumes a guest with `frame`. The frame must live on this CPU's hypervisor stack area or
-/// any hypervisor memory; its CS/SS must be guest selectors and RIP canonical.
+/// Resumes a guest with `frame` (any hypervisor memory). A frame whose CS or SS has RPL 0
+/// would return to ring 0 on the guest root: that is never done (the CPU halts instead). A
+/// selector or RIP the CPU refuses comes back as a failed return (`FAILED_RETURN`).
 pub fn exit_to_guest(frame: &TrapFrame) -> ! {
+    if frame.cs & 3 == 0 || frame.ss & 3 == 0 {
+        crate::console::emergency_write_fmt(format_args!("(XEN) refusing to resume {:#x}:{:#x} in ring 0\n", frame.cs, frame.rip));
+        crate::cpu::halt_forever()
+    }
     // SAFETY: linker symbol; only its address is taken.
     let stub = alias(unsafe { sym(&exit_to_guest_stub) });
     // SAFETY: the stub restores `frame` and iretqs to the guest on the guest root; it runs

@@ -399,8 +399,10 @@ pub fn sync_guest_slots(t: &CpuTables, guest_l4: Mfn) {
 /// Copies the guest's L4 slots into both roots of any CPU (`t` may be another CPU's: that
 /// CPU must then flush its TLB before running guest code again).
 pub fn copy_guest_slots(t: &CpuTables, guest_l4: Mfn) {
+    // A hypervisor frame is never a guest's root: copy nothing of it.
+    let private = crate::physmem::is_private(guest_l4);
     for i in (0..256).chain(272..512) {
-        let e = read_entry(guest_l4, i);
+        let e = if private { Pte::default() } else { read_entry(guest_l4, i) };
         write_entry(t.hv_root, i, e);
         write_entry(t.guest_root, i, e);
     }
@@ -408,6 +410,8 @@ pub fn copy_guest_slots(t: &CpuTables, guest_l4: Mfn) {
 
 /// Sets TSS.RSP1 (the guest kernel stack for ring 3 → ring 1 gates) on this CPU.
 pub fn set_rsp1(t: &CpuTables, rsp1: u64) {
+    // The CPU pushes ring-1 frames there through the guest root: guest addresses only.
+    let rsp1 = if guest_abi::layout::is_guest_va(rsp1) { rsp1 } else { 0 };
     // SAFETY: the TSS frame belongs to this CPU; the CPU reads RSP1 only on a ring change.
     unsafe {
         let p = phys_to_virt(t.tss.maddr()) as *mut Tss;
@@ -431,16 +435,22 @@ fn remap_entry_page(t: &CpuTables, va: u64, mfn: Mfn) {
     flush_guest_tlb();
 }
 
+/// A guest descriptor frame for the entry area's windows: never a hypervisor frame (the guest
+/// can read these windows), the zero page instead.
+fn guest_desc_frame(t: &CpuTables, mfn: Option<Mfn>) -> Mfn {
+    mfn.filter(|&m| crate::physmem::is_mapped(m) && !crate::physmem::is_private(m)).unwrap_or(t.zero)
+}
+
 /// Maps guest GDT page `idx` (0..14) to `mfn`, read-only, or back to the zero page.
 pub fn map_gdt_page(t: &CpuTables, idx: usize, mfn: Option<Mfn>) {
     assert!(idx < guest_abi::selectors::FIRST_RESERVED_GDT_PAGE);
-    remap_entry_page(t, ENTRY_GDT + 4096 * idx as u64, mfn.unwrap_or(t.zero));
+    remap_entry_page(t, ENTRY_GDT + 4096 * idx as u64, guest_desc_frame(t, mfn));
 }
 
 /// Maps LDT page `idx` (0..16) to `mfn`, read-only, or back to the zero page.
 pub fn map_ldt_page(t: &CpuTables, idx: usize, mfn: Option<Mfn>) {
     assert!((idx as u64) < LDT_PAGES);
-    remap_entry_page(t, ENTRY_LDT + 4096 * idx as u64, mfn.unwrap_or(t.zero));
+    remap_entry_page(t, ENTRY_LDT + 4096 * idx as u64, guest_desc_frame(t, mfn));
 }
 
 /// Loads an LDT of `ents` descriptors from the LDT area (0 = no LDT).
