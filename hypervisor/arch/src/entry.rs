@@ -73,6 +73,18 @@ global_asm!(
     push %rbx; push %rdx; push %rsi; push %rdi; push %rbp
     push %r8; push %r9; push %r10; push %r11; push %r12; push %r13; push %r14; push %r15
     .endm
+    /* From guest context: save RAX/RCX where we are (entry or IST stack), load the hypervisor
+       root before touching anything else, switch to the hypervisor stack; RCX then points at
+       the saved RCX, RAX, and what the CPU pushed above them. */
+    .macro enter_hv_from_guest
+    push %rax
+    push %rcx
+    movabs {HV_CR3}, %rax
+    mov %rax, %cr3
+    mov %rsp, %rcx
+    movabs {HV_STACK}, %rax
+    mov %rax, %rsp
+    .endm
     .macro pop_gprs
     pop %r15; pop %r14; pop %r13; pop %r12; pop %r11; pop %r10; pop %r9; pop %r8
     pop %rbp; pop %rdi; pop %rsi; pop %rdx; pop %rbx
@@ -101,13 +113,7 @@ common_entry:
     jz from_hypervisor
 
     /* From a guest: switch address space first. */
-    push %rax
-    push %rcx
-    movabs {HV_CR3}, %rax
-    mov %rax, %cr3
-    mov %rsp, %rcx
-    movabs {HV_STACK}, %rax
-    mov %rax, %rsp
+    enter_hv_from_guest
     pushq 64(%rcx)
     pushq 56(%rcx)
     pushq 48(%rcx)
@@ -136,13 +142,7 @@ common_entry:
        right below the rejected 5-word frame; the registers hold the guest's. Enter as from
        the guest, with the frame it was to resume and the fault as vector | FAILED_RETURN. */
 failed_return:
-    push %rax
-    push %rcx
-    movabs {HV_CR3}, %rax
-    mov %rax, %cr3
-    mov %rsp, %rcx
-    movabs {HV_STACK}, %rax
-    mov %rax, %rsp
+    enter_hv_from_guest
     movabs ${EXIT_IRET_FRAME}, %rax
     pushq 32(%rax)
     pushq 24(%rax)
