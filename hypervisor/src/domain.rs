@@ -176,8 +176,8 @@ pub struct Domain {
     pub sched_dom: usize,
     /// Shut down or crashed (a zombie until a toolstack destroys it).
     pub dead: Option<guest_abi::sched::ShutdownReason>,
-    /// Console output of an unprivileged domain is prefixed at line starts.
-    pub console_line_start: bool,
+    /// An unprivileged domain's console output not yet at the end of a line.
+    pub console_line: alloc::vec::Vec<u8>,
     /// Its console rate limit: bytes it may still print, when the bucket was last refilled,
     /// bytes dropped so far.
     pub console_tokens: u64,
@@ -206,7 +206,7 @@ impl Domain {
             max_pages: nr_pages,
             sched_dom: usize::MAX,
             dead: None,
-            console_line_start: true,
+            console_line: alloc::vec::Vec::new(),
             console_tokens: crate::hypercall::console::DOMU_BURST,
             console_refilled: 0,
             console_dropped: 0,

@@ -199,9 +199,11 @@ pub fn ack_legacy_irq(vector: u8) {
 }
 
 /// Turns on the protections and extensions the hypervisor relies on, where the CPU has them:
-/// SMEP, SMAP, UMIP, FSGSBASE, and SSE state support.
+/// SMEP, SMAP, UMIP, FSGSBASE, and SSE state support; and turns global pages off (the
+/// hypervisor maps nothing global, and a guest's Global bit must never let a translation
+/// survive the flushes the TLB clock and shootdowns rely on).
 pub fn enable_features(f: &Features) {
-    let mut c = read_cr4() | cr4::OSFXSR | cr4::OSXMMEXCPT;
+    let mut c = (read_cr4() & !cr4::PGE) | cr4::OSFXSR | cr4::OSXMMEXCPT;
     for (has, bit) in [(f.smep, cr4::SMEP), (f.smap, cr4::SMAP), (f.umip, cr4::UMIP), (f.fsgsbase, cr4::FSGSBASE)] {
         if has {
             c |= bit;

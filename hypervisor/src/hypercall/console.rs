@@ -1,10 +1,13 @@
 //! `console_io`: the hypervisor console.
 //!
 //! Writes are preemptible (the UART is slow: 64 KiB take about 5.7 s at 115200 baud): they
-//! go out in chunks and continue later once the hypercall's budget is spent. Unprivileged
-//! domains are rate-limited on top (a token bucket of [`DOMU_BURST`] bytes refilled at
-//! [`DOMU_RATE`] bytes/s); what exceeds it is dropped and counted, as Xen drops guest output
-//! beyond its rate limit.
+//! go out in small chunks and continue later (a domU's after every chunk, dom0's once the
+//! hypercall's budget is spent), so no write holds the hypervisor for more than about 11 ms
+//! of UART time. Unprivileged domains are rate-limited on top (a token bucket of
+//! [`DOMU_BURST`] bytes refilled at [`DOMU_RATE`] bytes/s, charged with what reaches the UART,
+//! prefixes and CRs included), and their output goes out a whole line at a time (Xen
+//! buffers guest lines the same way), so lines of different domains never mix; lines over
+//! the rate are dropped and counted, as Xen drops guest output beyond its rate limit.
 
 use super::{continuation, read_guest, write_guest, HcResult};
 use crate::Hv;
@@ -13,30 +16,55 @@ use guest_abi::hypercall as nr;
 use guest_abi::hypercall::console_io::{READ, WRITE};
 use hv_arch::entry::TrapFrame;
 
-/// Bytes per chunk (one work unit).
-const CHUNK: usize = 256;
-/// A domU's console burst and sustained rate (bytes, bytes per second).
+/// Bytes per chunk (one work unit): at most 128 bytes reach the UART per chunk for dom0
+/// (`\n` becomes `\r\n`), about 11 ms at 115200 baud.
+const CHUNK: usize = 64;
+/// A domU's chunk: it completes at most 16 lines (each with its prefix and CR) or one full
+/// line buffer: at most about 140 bytes of UART time per hypercall.
+const DOMU_CHUNK: usize = 16;
+/// A domU's console burst and sustained rate (bytes that reach the UART, bytes per second).
 pub const DOMU_BURST: u64 = 4096;
 pub const DOMU_RATE: u64 = 4096;
 
-/// Writes an unprivileged domain's output with `(dN) ` at each line start.
-fn write_prefixed(hv: &mut Hv, bytes: &[u8]) {
-    let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        if hv.dom().console_line_start {
-            hv_arch::console::write_bytes(&bytes[start..i]);
-            start = i;
-            hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.dom));
-            hv.dom_mut().console_line_start = false;
-        }
-        if c == b'\n' {
-            hv.dom_mut().console_line_start = true;
+/// Longest line a domU's output is gathered into before it goes out.
+pub const DOMU_LINE: usize = 128;
+
+/// Takes a domU's bytes into its line buffer; each complete (or full) line goes to the UART
+/// at once, as `(dN) line`, so lines of different domains never mix. Lines over the rate
+/// limit are dropped and counted.
+fn domu_bytes(hv: &mut Hv, bytes: &[u8]) {
+    for &c in bytes {
+        hv.dom_mut().console_line.push(c);
+        if c == b'\n' || hv.dom().console_line.len() >= DOMU_LINE {
+            flush_domu_line(hv);
         }
     }
-    hv_arch::console::write_bytes(&bytes[start..]);
 }
 
-/// May an unprivileged domain print `n` more bytes now (taking them from its bucket)?
+fn flush_domu_line(hv: &mut Hv) {
+    let mut line = core::mem::take(&mut hv.dom_mut().console_line);
+    if !line.ends_with(b"\n") {
+        line.push(b'\n');
+    }
+    // What reaches the UART: the prefix, the line, a CR for its LF.
+    let cost = 8 + line.len() as u64;
+    if domu_allowance(hv, cost) {
+        hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.dom));
+        hv_arch::console::write_bytes(&line);
+    } else {
+        let d = hv.dom_mut();
+        let before = d.console_dropped;
+        d.console_dropped = before.saturating_add(line.len() as u64);
+        if before >> 12 != d.console_dropped >> 12 || before == 0 {
+            log::warn!("d{}: console output rate-limited ({} bytes dropped so far)", hv.cur.dom, hv.dom().console_dropped);
+        }
+    }
+    line.clear();
+    hv.dom_mut().console_line = line;
+}
+
+/// May an unprivileged domain send `n` more bytes to the UART now (taking them from its
+/// bucket)?
 fn domu_allowance(hv: &mut Hv, n: u64) -> bool {
     let now = crate::events::now();
     let d = hv.dom_mut();
@@ -61,27 +89,22 @@ pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64
     match cmd {
         WRITE => {
             let count = count.min(u32::MAX as u64);
+            let privileged = hv.dom().privileged;
+            let size = if privileged { CHUNK } else { DOMU_CHUNK };
             let mut chunk = [0u8; CHUNK];
             let mut done = 0;
             while done < count {
-                if done > 0 && super::preempt(hv, 1) {
+                // A domU's write goes out one chunk per hypercall (the UART is slow: no domain
+                // holds the hypervisor long); dom0's within the usual budget.
+                if done > 0 && (!privileged || super::preempt(hv, 1)) {
                     return continuation(f, nr::CONSOLE_IO, [WRITE, count - done, buf.wrapping_add(done), 0]);
                 }
-                let n = (count - done).min(CHUNK as u64) as usize;
+                let n = (count - done).min(size as u64) as usize;
                 read_guest(hv, buf.wrapping_add(done), &mut chunk[..n])?;
-                if hv.dom().privileged {
+                if privileged {
                     hv_arch::console::write_bytes(&chunk[..n]);
-                } else if domu_allowance(hv, n as u64) {
-                    write_prefixed(hv, &chunk[..n]);
                 } else {
-                    // Whole chunks are dropped, so lines are not cut at arbitrary places.
-                    {
-                        let d = hv.dom_mut();
-                        d.console_dropped += n as u64;
-                        if d.console_dropped.is_power_of_two() {
-                            log::warn!("d{}: console output rate-limited ({} bytes dropped so far)", hv.cur.dom, hv.dom().console_dropped);
-                        }
-                    }
+                    domu_bytes(hv, &chunk[..n]);
                 }
                 done += n as u64;
             }

@@ -273,7 +273,8 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     }
     let (fs, gs_kernel, gs_user) = (u64at(&c, ctx::FS_BASE), u64at(&c, ctx::GS_BASE_KERNEL), u64at(&c, ctx::GS_BASE_USER));
     let kernel_sp = u64at(&c, ctx::KERNEL_SP);
-    if ![fs, gs_kernel, gs_user, kernel_sp].iter().all(|&a| is_canonical(a)) {
+    // The kernel stack becomes TSS.RSP1 (as `stack_switch`): a guest address.
+    if ![fs, gs_kernel, gs_user].iter().all(|&a| is_canonical(a)) || !guest_abi::layout::is_guest_va(kernel_sp) {
         return Err(Errno::EINVAL);
     }
     // Debug registers are not virtualised: no breakpoint may be enabled.
