@@ -177,6 +177,22 @@ impl Jobs {
     pub fn has_parked(&self) -> bool {
         self.parked.is_some()
     }
+
+    /// The vCPU a pending validation belongs to.
+    pub fn validation_owner(&self) -> Option<u32> {
+        match self.pending.map(|j| j.kind) {
+            Some(JobKind::Validate { owner, .. }) => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Gives a pending validation to vCPU `vcpu` (its owner went down and will not finish
+    /// it); its outcome, unclaimed, is then given back before `vcpu`'s next validation.
+    pub fn adopt(&mut self, vcpu: u32) {
+        if let Some(Job { kind: JobKind::Validate { owner, .. }, .. }) = self.pending.as_mut() {
+            *owner = vcpu;
+        }
+    }
 }
 
 /// What a run of a job came to.
@@ -1080,6 +1096,33 @@ mod tests {
             *p.budget = 100;
         }
         for m in 0..N {
+            let f = p.ft.get(Mfn(m)).unwrap();
+            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
+        }
+    }
+
+    #[test]
+    fn a_pending_validation_can_be_adopted() {
+        let (mut m, mut ft) = world();
+        let mut x = Extra::default();
+        let mut p = pt(&mut m, &mut ft, &mut x);
+        tree(&mut p, 4);
+        *p.budget = 300;
+        assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
+        assert_eq!(p.jobs.validation_owner(), Some(0));
+        p.vcpu = 1;
+        *p.budget = 300;
+        assert_eq!(p.drive(), Err(PtError::Preempted), "vCPU 0's work");
+        p.jobs.adopt(1);
+        while p.drive().is_err() {
+            *p.budget = 300;
+        }
+        assert!(p.jobs.has_parked());
+        // vCPU 1's own next operation gives the unclaimed outcome back.
+        *p.budget = u64::MAX;
+        assert_eq!(p.pin(Mfn(19), 1, 0), Ok(()));
+        assert_eq!(p.unpin(Mfn(19), 0), Ok(()));
+        for m in (2..19).filter(|&m| m != 7) {
             let f = p.ft.get(Mfn(m)).unwrap();
             assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
         }

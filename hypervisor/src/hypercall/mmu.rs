@@ -45,8 +45,17 @@ macro_rules! pt {
 }
 pub(crate) use pt;
 
-/// Advances the current domain's preempted page-table work (`Err`: not done yet).
+/// Advances the current domain's preempted page-table work (`Err`: not done yet). A pending
+/// validation whose vCPU went down is taken over by the caller (nobody else would finish it).
 pub fn drive(hv: &mut Hv) -> Result<(), Errno> {
+    if let Some(owner) = hv.dom().jobs.validation_owner() {
+        let dom = hv.cur.dom;
+        let gone = crate::schedule::vcpus(hv).find(|v| v.dom == dom && v.id == owner).is_none_or(|v| v.down);
+        if owner != hv.cur.id && gone {
+            let me = hv.cur.id;
+            hv.dom_mut().jobs.adopt(me);
+        }
+    }
     let mut dm = DirectMap;
     pt!(hv, dm).drive().map_err(Errno::from)
 }
