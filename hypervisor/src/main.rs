@@ -53,8 +53,8 @@ pub struct Hv {
     pub cmdline: &'static str,
     /// Inside a multicall (nested multicalls are refused).
     pub in_multicall: bool,
-    /// The current hypercall's start (system time) and the work units it has done: long
-    /// operations check `hypercall::preempt` between units and continue later.
+    /// The current hypercall's start (TSC) and the work units it has done: long operations
+    /// check `hypercall::preempt` between units and continue later.
     pub hc_start: u64,
     pub work: u64,
     /// Page-table entries the current hypercall may still validate or devalidate.

@@ -173,6 +173,20 @@ impl DirectMap {
 }
 
 impl PhysMem for DirectMap {
+    fn read_u64(&self, mfn: Mfn, index: usize) -> Option<u64> {
+        let a = Self::at(mfn, index.checked_mul(8)?, 8)?;
+        // SAFETY: an aligned word of a non-private, mapped frame (checked); volatile: the
+        // guest may write it concurrently.
+        Some(unsafe { (a as *const u64).read_volatile() })
+    }
+
+    fn write_u64(&mut self, mfn: Mfn, index: usize, v: u64) -> Option<()> {
+        let a = Self::at(mfn, index.checked_mul(8)?, 8)?;
+        // SAFETY: as for `read_u64`.
+        unsafe { (a as *mut u64).write_volatile(v) };
+        Some(())
+    }
+
     fn read(&self, mfn: Mfn, off: usize, out: &mut [u8]) -> Option<()> {
         let a = Self::at(mfn, off, out.len())?;
         let mut i = 0;

@@ -89,16 +89,25 @@ pub const TIME_LIMIT_NS: u64 = 1_000_000;
 
 /// Records `units` of work done by the current hypercall and says whether it should stop
 /// here and continue later (a continuation, or a multicall continuing at this entry).
-/// Callers ask only after making progress, so every call moves forward.
+/// Callers ask only after making progress, so every call moves forward. The clock is read
+/// every 8 units (raw TSC: this runs once per page-table entry).
 pub fn preempt(hv: &mut Hv, units: u64) -> bool {
+    let before = hv.work;
     hv.work = hv.work.saturating_add(units);
-    hv.work >= WORK_LIMIT || crate::events::now().saturating_sub(hv.hc_start) >= TIME_LIMIT_NS
+    if hv.work >= WORK_LIMIT {
+        return true;
+    }
+    if before / 8 == hv.work / 8 {
+        return false;
+    }
+    let limit = hv_arch::time::tsc_khz().saturating_mul(TIME_LIMIT_NS / 1000);
+    hv_arch::cpu::rdtsc().saturating_sub(hv.hc_start) >= limit
 }
 
 /// Runs the hypercall in `f` and stores its result in RAX.
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
     hv.work = 0;
-    hv.hc_start = crate::events::now();
+    hv.hc_start = hv_arch::cpu::rdtsc();
     hv.pt_budget = PT_BUDGET;
     let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     let n = f.rax;
