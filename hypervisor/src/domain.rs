@@ -183,6 +183,8 @@ pub struct Domain {
     pub console_tokens: u64,
     pub console_refilled: u64,
     pub console_dropped: u64,
+    /// When the hypervisor last logged that output was dropped (0: never).
+    pub console_dropped_noted: u64,
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
@@ -210,6 +212,7 @@ impl Domain {
             console_tokens: crate::hypercall::console::DOMU_BURST,
             console_refilled: 0,
             console_dropped: 0,
+            console_dropped_noted: 0,
             shared_info,
             vm_assist: 0,
             vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),

@@ -83,6 +83,7 @@ fn ap_main(cpu: u32) -> ! {
     // The global state exists before any AP starts; its tables were built for every CPU.
     let tables = HV.lock().as_ref().and_then(|hv| hv.cpus.get(cpu as usize).copied());
     let Some(t) = tables else { cpu::halt_forever() };
+    paging::enable_pcid_ap();
     paging::activate(&t);
     let feat = Features::detect();
     cpu::enable_features(&feat);

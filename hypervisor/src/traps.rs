@@ -225,7 +225,9 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 /// faults at the guest's first fetch), so it is a failed return right away. Returns false
 /// when this CPU has nothing left to run.
 pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    while !guest_abi::layout::is_canonical(f.rip) {
+    // (A frame returning to ring 0 would be a hypervisor bug: treated as a failed return,
+    // before `exit_to_guest`'s last-resort refusal.)
+    while !guest_abi::layout::is_canonical(f.rip) || f.cs & 3 == 0 || f.ss & 3 == 0 {
         f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
         f.error_code = 0;
         failed_return(hv, f);

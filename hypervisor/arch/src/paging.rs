@@ -214,6 +214,16 @@ pub fn enable_pcid(f: &crate::cpu::Features) -> bool {
     true
 }
 
+/// On an application processor: sets CR4.PCIDE if the boot CPU chose tagged CR3 switches
+/// (every CPU's entry stubs load tagged CR3 values). Call before [`activate`], while CR3's
+/// PCID field is 0 (the AP boot root).
+pub fn enable_pcid_ap() {
+    if pcid_enabled() {
+        // SAFETY: the boot CPU found PCID and INVPCID (all CPUs are alike); CR3[11:0] is 0.
+        unsafe { crate::cpu::write_cr4(crate::cpu::read_cr4() | crate::cpu::cr4::PCIDE) };
+    }
+}
+
 /// Drops every TLB entry of guest address spaces on this CPU (after the guest's slots of
 /// the roots changed). Without PCID the CR3 load on exit already does it.
 pub fn flush_guest_tlb() {

@@ -198,6 +198,11 @@ impl PhysMem for DirectMap {
                 let w = unsafe { (p as *const u64).read_volatile() };
                 out[i..i + 8].copy_from_slice(&w.to_le_bytes());
                 i += 8;
+            } else if p.is_multiple_of(4) && out.len() - i >= 4 {
+                // SAFETY: as above.
+                let w = unsafe { (p as *const u32).read_volatile() };
+                out[i..i + 4].copy_from_slice(&w.to_le_bytes());
+                i += 4;
             } else {
                 // SAFETY: as above.
                 out[i] = unsafe { (p as *const u8).read_volatile() };
@@ -217,6 +222,12 @@ impl PhysMem for DirectMap {
                 // SAFETY: as for `read`.
                 unsafe { (p as *mut u64).write_volatile(w) };
                 i += 8;
+            } else if p.is_multiple_of(4) && data.len() - i >= 4 {
+                // Aligned 32-bit words in one store (pvclock and wallclock versions).
+                let w = u32::from_le_bytes(data[i..i + 4].try_into().ok()?);
+                // SAFETY: as for `read`.
+                unsafe { (p as *mut u32).write_volatile(w) };
+                i += 4;
             } else {
                 // SAFETY: as for `read`.
                 unsafe { (p as *mut u8).write_volatile(data[i]) };

@@ -19,8 +19,8 @@ use hv_arch::entry::TrapFrame;
 /// Bytes per chunk (one work unit): at most 128 bytes reach the UART per chunk for dom0
 /// (`\n` becomes `\r\n`), about 11 ms at 115200 baud.
 const CHUNK: usize = 64;
-/// A domU's chunk: it completes at most 16 lines (each with its prefix and CR) or one full
-/// line buffer: at most about 140 bytes of UART time per hypercall.
+/// A domU's chunk: it completes at most one full line buffer plus 15 short lines (each with
+/// its prefix and CR): at most about 260 bytes, 23 ms at 115200 baud, per hypercall.
 const DOMU_CHUNK: usize = 16;
 /// A domU's console burst and sustained rate (bytes that reach the UART, bytes per second).
 pub const DOMU_BURST: u64 = 4096;
@@ -46,21 +46,53 @@ fn flush_domu_line(hv: &mut Hv) {
     if !line.ends_with(b"\n") {
         line.push(b'\n');
     }
-    // What reaches the UART: the prefix, the line, a CR for its LF.
-    let cost = 8 + line.len() as u64;
+    // Only printable bytes and tabs reach the console: no CR, escape sequence or backspace
+    // can move over the `(dN) ` prefix or fake another domain's or the hypervisor's lines.
+    let end = line.len() - 1;
+    for c in &mut line[..end] {
+        if !(c.is_ascii_graphic() || *c == b' ' || *c == b'\t') {
+            *c = b'.';
+        }
+    }
+    // What reaches the UART: the prefix (up to 9 bytes), the line, a CR for its LF.
+    let cost = 10 + line.len() as u64;
     if domu_allowance(hv, cost) {
         hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.dom));
         hv_arch::console::write_bytes(&line);
     } else {
+        let now = crate::events::now();
         let d = hv.dom_mut();
-        let before = d.console_dropped;
-        d.console_dropped = before.saturating_add(line.len() as u64);
-        if before >> 12 != d.console_dropped >> 12 || before == 0 {
+        d.console_dropped = d.console_dropped.saturating_add(line.len() as u64);
+        // The note about it is itself rate-limited: once a second per domain.
+        if now.saturating_sub(d.console_dropped_noted) >= 1_000_000_000 || d.console_dropped_noted == 0 {
+            d.console_dropped_noted = now.max(1);
             log::warn!("d{}: console output rate-limited ({} bytes dropped so far)", hv.cur.dom, hv.dom().console_dropped);
         }
     }
     line.clear();
     hv.dom_mut().console_line = line;
+}
+
+/// All unprivileged domains together may send this many bytes per second to the UART (about
+/// half of 115200 baud), beside their own buckets: several domUs cannot fill it either.
+const ALL_DOMU_RATE: u64 = 6144;
+static ALL_TOKENS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(ALL_DOMU_RATE);
+static ALL_REFILLED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Takes `n` bytes from the bucket all domUs share (under the hypervisor lock).
+fn all_domu_allowance(now: u64, n: u64) -> bool {
+    use core::sync::atomic::Ordering::Relaxed;
+    let refill = now.saturating_sub(ALL_REFILLED.load(Relaxed)).saturating_mul(ALL_DOMU_RATE) / 1_000_000_000;
+    if refill > 0 {
+        ALL_TOKENS.store((ALL_TOKENS.load(Relaxed) + refill).min(ALL_DOMU_RATE), Relaxed);
+        ALL_REFILLED.store(now, Relaxed);
+    }
+    let t = ALL_TOKENS.load(Relaxed);
+    if n > t {
+        return false;
+    }
+    ALL_TOKENS.store(t - n, Relaxed);
+    true
 }
 
 /// May an unprivileged domain send `n` more bytes to the UART now (taking them from its
@@ -73,7 +105,7 @@ fn domu_allowance(hv: &mut Hv, n: u64) -> bool {
         d.console_tokens = (d.console_tokens + refill).min(DOMU_BURST);
         d.console_refilled = now;
     }
-    if n > d.console_tokens {
+    if n > d.console_tokens || !all_domu_allowance(now, n) {
         return false;
     }
     d.console_tokens -= n;
@@ -96,7 +128,7 @@ pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64
             while done < count {
                 // A domU's write goes out one chunk per hypercall (the UART is slow: no domain
                 // holds the hypervisor long); dom0's within the usual budget.
-                if done > 0 && (!privileged || super::preempt(hv, 1)) {
+                if done > 0 && (!privileged || super::preempt(hv, 8)) {
                     return continuation(f, nr::CONSOLE_IO, [WRITE, count - done, buf.wrapping_add(done), 0]);
                 }
                 let n = (count - done).min(size as u64) as usize;
@@ -106,6 +138,8 @@ pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64
                 } else {
                     domu_bytes(hv, &chunk[..n]);
                 }
+                // UART time: whoever checks next (a multicall between entries) reads the clock.
+                hv.work = hv.work.saturating_add(8);
                 done += n as u64;
             }
             Ok(0)
