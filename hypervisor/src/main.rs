@@ -368,7 +368,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         let others = apic_ids.iter().copied().filter(|&id| id != my_apic);
         for (n, (id, stack)) in others.zip(ap_stacks).enumerate().take(ncpus - 1) {
             let cpu = n as u32 + 1;
-            let ok = stack.is_some_and(|s| hv_arch::smp::start_ap(id, cpu, boot_cr3.maddr(), s));
+            let late = opts.ap_late == cpu as usize;
+            let ok = stack.is_some_and(|s| hv_arch::smp::start_ap(id, cpu, boot_cr3.maddr(), s, late));
             if !ok {
                 log::error!("CPU {} (APIC id {}) did not start", cpu, id);
             }

@@ -8,10 +8,11 @@
 //!
 //! The trampoline page is rewritten for each AP, so an AP that starts late (after the BSP's
 //! timeout) could otherwise run with the next AP's number and stack. Each start therefore
-//! names the APIC id it is for, and the AP claims it with a compare-and-swap of a claim word
-//! (0 → 1) once it checked that the id is its own (CPUID's initial APIC id); the BSP, on its
-//! timeout, abandons the start with the same compare-and-swap (0 → 2). An AP that finds
-//! another id, or an abandoned start, halts for good without touching anything.
+//! holds a claim word naming the APIC id it is for (`id << 2 | state`), and the AP claims it
+//! with one compare-and-swap from `its id, open` to `its id, claimed` (its id: CPUID's initial
+//! APIC id); the BSP, on its timeout, abandons the start with the same compare-and-swap to
+//! `id, abandoned`. A late AP finds either its own start abandoned or another AP's id, fails
+//! the swap and halts for good without touching anything.
 
 use crate::layout::phys_to_virt;
 use core::arch::global_asm;
@@ -57,14 +58,14 @@ tr_pm:
     ljmp $0x18, $({T} + (tr_lm - ap_trampoline_start))
     .code64
 tr_lm:
-    /* Is this start for me (initial APIC id), and still open? Claim it. */
+    /* Claim the start if it is open and for me (initial APIC id): one compare-and-swap of
+       `id << 2 | open` to `id << 2 | claimed`. */
     mov $1, %eax
     cpuid
     shr $24, %ebx
-    cmpb ({T} + (tr_apic - ap_trampoline_start)), %bl
-    jne 1f
-    xor %eax, %eax
-    mov $1, %ecx
+    shl $2, %ebx
+    mov %ebx, %eax
+    lea 1(%rbx), %ecx
     lock cmpxchgl %ecx, ({T} + (tr_claim - ap_trampoline_start))
     jne 1f
     mov ({T} + (tr_stack - ap_trampoline_start)), %rsp
@@ -85,7 +86,6 @@ tr_gdtr:
     .short 31
     .long {T} + (tr_gdt - ap_trampoline_start)
     .balign 8
-tr_apic: .quad 0
 tr_claim: .quad 0
 tr_cr3: .quad 0
 tr_stack: .quad 0
@@ -132,7 +132,9 @@ fn delay_us(us: u64) {
 /// Starts the AP with `apic_id` as CPU `cpu` on `boot_cr3` (below 4 GiB) with the stack
 /// `stack_top` (direct-mapped). Returns once it runs Rust code, or false after 100 ms (the
 /// start is then abandoned: see the module documentation).
-pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
+/// `abandon_at_once` (tests only) abandons the start before the AP runs, as a timeout would,
+/// so the AP arrives late.
+pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64, abandon_at_once: bool) -> bool {
     if TRAMPOLINE_STUCK.load(Ordering::SeqCst) {
         return false;
     }
@@ -153,18 +155,28 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
     }
     let tail = len - 32; // tr_cr3, tr_stack, tr_entry, tr_cpu: the last four quads
     let claim = tail - 8;
-    slot(tail - 16, apic_id as u64 & 0xFF);
-    slot(claim, CLAIM_OPEN);
+    let open = (apic_id as u64 & 0xFF) << 2;
+    slot(claim, open);
     slot(tail, boot_cr3);
     slot(tail + 8, stack_top);
     slot(tail + 16, ap_rust_entry as *const () as u64);
     slot(tail + 24, cpu as u64);
     STARTED.store(0, Ordering::SeqCst);
+    // SAFETY: the claim word lies in the trampoline page written above; the AP accesses it
+    // only with `lock cmpxchg` as well (the low 32 bits; the high ones stay 0).
+    let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(dst.add(claim) as *mut u64) };
+    if abandon_at_once {
+        // Tests: the start is abandoned before the AP even runs, so it arrives "late".
+        word.store(open | CLAIM_ABANDONED, Ordering::SeqCst);
+    }
     crate::lapic::send_init(apic_id);
     delay_us(10_000);
     for _ in 0..2 {
         crate::lapic::send_sipi(apic_id, (TRAMPOLINE >> 12) as u8);
         delay_us(200);
+    }
+    if abandon_at_once {
+        return false;
     }
     for _ in 0..1000 {
         if STARTED.load(Ordering::SeqCst) == cpu {
@@ -173,10 +185,7 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
         delay_us(100);
     }
     // Abandon the start unless the AP claimed it at the last moment (then it is on its way).
-    // SAFETY: the claim word lies in the trampoline page written above; the AP accesses it
-    // only with `lock cmpxchg` as well.
-    let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(dst.add(claim) as *mut u64) };
-    if word.compare_exchange(CLAIM_OPEN, CLAIM_ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+    if word.compare_exchange(open, open | CLAIM_ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
         return false;
     }
     for _ in 0..10_000 {
@@ -193,6 +202,5 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64) -> bool {
 /// An AP claimed the trampoline and never reported: the page is not reused.
 static TRAMPOLINE_STUCK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// The trampoline's claim word: open for the AP, claimed by it, abandoned by the BSP.
-const CLAIM_OPEN: u64 = 0;
+/// The state bits of the trampoline's claim word (0: open, 1: claimed by the AP).
 const CLAIM_ABANDONED: u64 = 2;

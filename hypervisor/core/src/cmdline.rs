@@ -40,6 +40,9 @@ pub struct Options<'a> {
     pub cpus: usize,
     /// dom0's vCPUs (0 = one per CPU).
     pub dom0_max_vcpus: u32,
+    /// Test only: abandon the start of this CPU at once, as after a timeout, so that the AP
+    /// arrives late (0 = none).
+    pub ap_late: usize,
     /// Text after ` -- `, if any.
     pub dom0_cmdline: Option<&'a str>,
     /// The first option not understood, to be reported.
@@ -79,6 +82,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         bench: false,
         cpus: 0,
         dom0_max_vcpus: 0,
+        ap_late: 0,
         dom0_cmdline: dom0,
         unknown: None,
     };
@@ -102,6 +106,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
             ("dom0_mem", Some(v)) => parse_size(v).map(|s| o.dom0_mem = s).is_some(),
             ("dom0_max_vcpus", Some(v)) => v.parse().ok().filter(|&n: &u32| n >= 1).map(|n| o.dom0_max_vcpus = n).is_some(),
             ("cpus", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.cpus = n).is_some(),
+            ("debug-ap-late", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.ap_late = n).is_some(),
             ("debug-exit", None) => {
                 o.debug_exit = true;
                 true
@@ -145,6 +150,8 @@ mod tests {
         assert!(o.debug_exit && o.unknown.is_none());
         assert_eq!(o.dom0_cmdline, Some(""));
         assert_eq!(parse("--x").unknown, Some("--x"));
+        assert_eq!(parse("debug-ap-late=2").ap_late, 2);
+        assert_eq!(parse("debug-ap-late=0").unknown, Some("debug-ap-late=0"));
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("99999999999T"), None);
         assert_eq!(parse_size("M"), None);

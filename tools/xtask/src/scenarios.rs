@@ -83,6 +83,19 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
         Scenario { smp: 2, ..sc("events-timers-smp2", Image::Guest("events"), Expect::Success) },
+        // CPU 1's start is abandoned before it runs (as after a timeout): arriving late, it must
+        // halt, and CPU 2, whose start reuses the trampoline, must come up as itself.
+        Scenario {
+            smp: 3,
+            hv_opts: "debug-ap-late=1 dom0_max_vcpus=1",
+            dom0_args: "shutdown",
+            ..sc("boot-pvh-smp3-late-ap", Image::Dom0, Expect::Exit(Poweroff, &[
+                "CPU 1 (APIC id 1) did not start",
+                "CPU 2 up (APIC id 2)",
+                "2 CPU(s) online",
+                "all updates accepted",
+            ]))
+        },
         Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("vcpus-smp2", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
         Scenario { smp: 4, hv_opts: "dom0_max_vcpus=2", ..sc("vcpus-smp4", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
         Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", dom0_args: "tlbclock", ..sc("vcpus-tlbclock-smp2", Image::Guest("vcpus"), Expect::Success) },
