@@ -126,11 +126,6 @@ pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64
             let mut chunk = [0u8; CHUNK];
             let mut done = 0;
             while done < count {
-                // A domU's write goes out one chunk per hypercall (the UART is slow: no domain
-                // holds the hypervisor long); dom0's within the usual budget.
-                if done > 0 && (!privileged || super::preempt(hv, 8)) {
-                    return continuation(f, nr::CONSOLE_IO, [WRITE, count - done, buf.wrapping_add(done), 0]);
-                }
                 let n = (count - done).min(size as u64) as usize;
                 read_guest(hv, buf.wrapping_add(done), &mut chunk[..n])?;
                 if privileged {
@@ -138,9 +133,13 @@ pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64
                 } else {
                     domu_bytes(hv, &chunk[..n]);
                 }
-                // UART time: whoever checks next (a multicall between entries) reads the clock.
-                hv.work = hv.work.saturating_add(8);
                 done += n as u64;
+                // UART time is slow work (8 units: the clock is read). A domU's write goes out
+                // one chunk per hypercall, dom0's within the usual budget.
+                let stop = super::preempt(hv, 8);
+                if done < count && (stop || !privileged) {
+                    return continuation(f, nr::CONSOLE_IO, [WRITE, count - done, buf.wrapping_add(done), 0]);
+                }
             }
             Ok(0)
         }

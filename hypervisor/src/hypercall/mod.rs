@@ -90,8 +90,9 @@ pub const TIME_LIMIT_NS: u64 = 1_000_000;
 /// Records `units` of work done by the current hypercall and says whether it should stop
 /// here and continue later (a continuation, or a multicall continuing at this entry).
 /// Callers ask only after making progress, so every call moves forward. The clock is read
-/// every 8 units (raw TSC: this runs once per page-table entry); slow work (console chunks)
-/// counts 8 units, so the clock is read after each.
+/// every 8 units (raw TSC: this runs once per page-table entry); slow work (a console chunk)
+/// counts 8 units, so the clock is read after each. Once it says stop, it keeps saying so
+/// for the rest of the hypercall (a multicall stops after an entry that ran out of time).
 pub fn preempt(hv: &mut Hv, units: u64) -> bool {
     let before = hv.work;
     hv.work = hv.work.saturating_add(units);
@@ -103,7 +104,11 @@ pub fn preempt(hv: &mut Hv, units: u64) -> bool {
     }
     // tsc_khz is ticks per millisecond.
     let limit = hv_arch::time::tsc_khz().saturating_mul(TIME_LIMIT_NS) / 1_000_000;
-    hv_arch::cpu::rdtsc().saturating_sub(hv.hc_start) >= limit
+    if hv_arch::cpu::rdtsc().saturating_sub(hv.hc_start) < limit {
+        return false;
+    }
+    hv.work = WORK_LIMIT;
+    true
 }
 
 /// Runs the hypercall in `f` and stores its result in RAX.
