@@ -345,26 +345,15 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
                 }
             }
         }
-        let ty = PageType::table(level).ok_or(PtError::NotATable)?;
-        self.ft.get_page(mfn, dom)?;
-        self.prepare(mfn, ty);
-        let first = match self.ft.get_type(mfn, ty) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = self.ft.put_page(mfn);
-                return Err(e.into());
-            }
-        };
-        let busy = !first && !self.ft.get(mfn).is_some_and(|f| f.validated);
-        if busy || (first && self.jobs.pending.is_some()) {
-            // A table inside a pending job; or a second job while one is pending (the
-            // callers drive the pending one first, so this does not happen).
+        if !self.take_table_ref(mfn, level, dom)? {
+            return Ok(());
+        }
+        if self.jobs.pending.is_some() {
+            // A second job while one is pending (callers drive the pending one first, so this
+            // does not happen).
             let _ = self.ft.put_type(mfn);
             let _ = self.ft.put_page(mfn);
             return Err(PtError::Busy);
-        }
-        if !first {
-            return Ok(());
         }
         match self.validate(Job::new(JobKind::Validate { owner: self.vcpu, dom }, mfn, level, 0)) {
             Ok(Run::Done) => Ok(()),
@@ -373,6 +362,27 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
                 Err(PtError::Preempted)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Takes a general and a level-`level` table type reference on `mfn` (owned by `dom`),
+    /// flushing first if the TLB clock asks for it. `Ok(true)`: the first type reference (the
+    /// caller validates); `Ok(false)`: an already validated table. A table inside a pending
+    /// job is `Busy`. Nothing is held on error.
+    fn take_table_ref(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Result<bool, PtError> {
+        let ty = PageType::table(level).ok_or(PtError::NotATable)?;
+        self.ft.get_page(mfn, dom)?;
+        self.prepare(mfn, ty);
+        match self.ft.get_type(mfn, ty) {
+            Ok(true) => Ok(true),
+            Ok(false) if self.ft.get(mfn).is_some_and(|f| f.validated) => Ok(false),
+            r => {
+                if r.is_ok() {
+                    let _ = self.ft.put_type(mfn);
+                }
+                let _ = self.ft.put_page(mfn);
+                Err(r.err().map(PtError::from).unwrap_or(PtError::Busy))
+            }
         }
     }
 
@@ -499,20 +509,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         }
         self.check_flags(t.level, e)?;
         let child = e.mfn();
-        let ty = PageType::table(t.level - 1).ok_or(PtError::NotATable)?;
-        self.ft.get_page(child, dom)?;
-        self.prepare(child, ty);
-        match self.ft.get_type(child, ty) {
-            Ok(true) => Ok(Step::Push(child)),
-            Ok(false) if self.ft.get(child).is_some_and(|f| f.validated) => Ok(Step::Next),
-            r => {
-                if r.is_ok() {
-                    let _ = self.ft.put_type(child);
-                }
-                let _ = self.ft.put_page(child);
-                Err(r.err().map(PtError::from).unwrap_or(PtError::Busy))
-            }
-        }
+        Ok(if self.take_table_ref(child, t.level - 1, dom)? { Step::Push(child) } else { Step::Next })
     }
 
     /// Drops the references of a job's tables, last entry first; a table's own general and
