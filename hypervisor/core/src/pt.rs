@@ -265,6 +265,15 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         Ok(())
     }
 
+    /// Takes a general and a writable type reference on `mfn` (owned by `dom`) for a page
+    /// the hypervisor keeps writing for the guest (a registered `vcpu_info`), flushing first
+    /// if the frame was a table until now.
+    pub fn get_writable_page(&mut self, mfn: Mfn, dom: DomId) -> Res {
+        self.prepare(mfn, PageType::Writable);
+        self.ft.get_page_and_type(mfn, dom, Some(PageType::Writable))?;
+        Ok(())
+    }
+
     fn read(&self, t: Mfn, i: usize) -> Res<Pte> {
         self.mem.read_u64(t, i).map(Pte).ok_or(PtError::NotATable)
     }

@@ -142,11 +142,7 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     }
     let dom = hv.cur.dom;
     let mut dm = DirectMap;
-    super::mmu::pt!(hv, dm).get_writable(mfn, dom).map_err(|_| Errno::EINVAL)?;
-    if hv.mm.ft.get_page(mfn, dom).is_err() {
-        let _ = hv.mm.ft.put_type(mfn);
-        return Err(Errno::EINVAL);
-    }
+    super::mmu::pt!(hv, dm).get_writable_page(mfn, dom).map_err(|_| Errno::EINVAL)?;
     // Carry the current contents over; then mark everything pending so that nothing raised
     // around the move is lost (as Xen does).
     let mut c = [0u8; vi::SIZE];
