@@ -100,8 +100,8 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
 /// upcall mask in CS bits 32–39 and RFLAGS.IF = !mask) on the guest kernel stack and points
 /// `f` at `handler` in ring 1. `below` holds the words under RIP: an error code, or the data
 /// selectors of a failsafe frame. Optionally masks events. A stack that cannot take the frame
-/// crashes the domain (and returns false).
-pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool, what: &str) -> bool {
+/// crashes the domain.
+pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool, what: &str) {
     let (d, v): (&Domain, &Vcpu) = (hv.dom(), &hv.cur);
     let from_user = f.cs & 3 == 3;
     let sp = if from_user { v.kernel_sp } else { f.rsp };
@@ -124,8 +124,7 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: 
     }
     let res = with_view(d.id, v.l4, &hv.mm.ft, |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
-        crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
-        return false;
+        return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
     }
     if mask_events {
         d.set_vi_byte(v.id, vi::UPCALL_MASK, 1);
@@ -135,7 +134,6 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: 
     f.ss = FLAT_KERNEL_SS as u64;
     f.rsp = new_sp;
     f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
-    true
 }
 
 /// The CPU refused to resume the current vCPU with `f` (its exit `iretq` faulted: a selector

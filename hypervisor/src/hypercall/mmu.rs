@@ -115,7 +115,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     let mut have = 0..0;
     while i < count {
         if i > 0 && super::preempt(hv, 1) {
-            return mmu_update_later(hv, f, (reqs, count, pdone, fdom), base, i, resync);
+            return mmu_update_later(hv, f, (reqs, count, pdone, fdom), &[fd, pfd], base, i, resync);
         }
         if !have.contains(&i) {
             let n = (count - i).min(CHUNK as u64) as usize;
@@ -153,7 +153,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
         match r {
             // The entry's validation was preempted (it is the domain's pending job now): this
             // entry again, later.
-            Err(Errno::ERESTART) => return mmu_update_later(hv, f, (reqs, count, pdone, fdom), base, i, resync),
+            Err(Errno::ERESTART) => return mmu_update_later(hv, f, (reqs, count, pdone, fdom), &[fd, pfd], base, i, resync),
             Err(e) => {
                 result = Err(e);
                 break;
@@ -162,7 +162,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
         }
         // A devalidation left pending: the rest of the batch waits for it.
         if i < count && hv.dom().jobs.is_pending() {
-            return mmu_update_later(hv, f, (reqs, count, pdone, fdom), base, i, resync);
+            return mmu_update_later(hv, f, (reqs, count, pdone, fdom), &[fd, pfd], base, i, resync);
         }
     }
     if resync {
@@ -176,13 +176,12 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
 }
 
 /// Continues `mmu_update(reqs, count, pdone, fdom)` at entry `i` (of this call; `base` were
-/// done before it).
-fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): (u64, u64, u64, u64), base: u64, i: u64, resync: bool) -> HcResult {
+/// done before it); `doms` are the data and page-table owners it named.
+fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): (u64, u64, u64, u64), doms: &[DomId; 2], base: u64, i: u64, resync: bool) -> HcResult {
     if resync {
         resync_root(hv);
     }
-    let (fd, pfd) = foreign(hv, fdom)?;
-    tables_changed(hv, &[hv.cur.dom, fd, pfd]);
+    tables_changed(hv, &[hv.cur.dom, doms[0], doms[1]]);
     put_done(hv, pdone, base + i)?;
     continuation(f, nr::MMU_UPDATE, [reqs.wrapping_add(16 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
 }
@@ -355,7 +354,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
     let mut i = 0;
     while i < count {
         if i > 0 && super::preempt(hv, 1) {
-            return mmuext_later(hv, f, (ops, count, pdone, fdom), base, i);
+            return mmuext_later(hv, f, (ops, count, pdone, fdom), fd, base, i);
         }
         let mut b = [0u8; 24];
         if let Err(e) = read_guest(hv, ops.wrapping_add(24 * i), &mut b) {
@@ -366,7 +365,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
         let a1 = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
         let a2 = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
         match one_ext(hv, cmd, a1, a2, fd) {
-            Err(Errno::ERESTART) => return mmuext_later(hv, f, (ops, count, pdone, fdom), base, i),
+            Err(Errno::ERESTART) => return mmuext_later(hv, f, (ops, count, pdone, fdom), fd, base, i),
             Err(e) => {
                 result = Err(e);
                 break;
@@ -374,7 +373,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
             Ok(()) => i += 1,
         }
         if i < count && hv.dom().jobs.is_pending() {
-            return mmuext_later(hv, f, (ops, count, pdone, fdom), base, i);
+            return mmuext_later(hv, f, (ops, count, pdone, fdom), fd, base, i);
         }
     }
     if i > 0 {
@@ -384,9 +383,9 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
     result
 }
 
-/// Continues `mmuext_op(ops, count, pdone, fdom)` at operation `i` of this call.
-fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), base: u64, i: u64) -> HcResult {
-    let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
+/// Continues `mmuext_op(ops, count, pdone, fdom)` at operation `i` of this call (`fd` is the
+/// domain it named).
+fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), fd: DomId, base: u64, i: u64) -> HcResult {
     tables_changed(hv, &[hv.cur.dom, fd]);
     put_done(hv, pdone, base + i)?;
     continuation(f, nr::MMUEXT_OP, [ops.wrapping_add(24 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
