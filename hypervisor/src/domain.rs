@@ -176,15 +176,8 @@ pub struct Domain {
     pub sched_dom: usize,
     /// Shut down or crashed (a zombie until a toolstack destroys it).
     pub dead: Option<guest_abi::sched::ShutdownReason>,
-    /// An unprivileged domain's console output not yet at the end of a line.
-    pub console_line: alloc::vec::Vec<u8>,
-    /// Its console rate limit: bytes it may still print, when the bucket was last refilled,
-    /// bytes dropped so far.
-    pub console_tokens: u64,
-    pub console_refilled: u64,
-    pub console_dropped: u64,
-    /// When the hypervisor last logged that output was dropped (0: never).
-    pub console_dropped_noted: u64,
+    /// An unprivileged domain's console (line buffer, rate limit).
+    pub console: crate::hypercall::console::GuestConsole,
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
@@ -208,11 +201,7 @@ impl Domain {
             max_pages: nr_pages,
             sched_dom: usize::MAX,
             dead: None,
-            console_line: alloc::vec::Vec::new(),
-            console_tokens: crate::hypercall::console::DOMU_BURST,
-            console_refilled: 0,
-            console_dropped: 0,
-            console_dropped_noted: 0,
+            console: Default::default(),
             shared_info,
             vm_assist: 0,
             vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),

@@ -59,6 +59,8 @@ pub struct Hv {
     pub work: u64,
     /// Page-table entries the current hypercall may still validate or devalidate.
     pub pt_budget: u64,
+    /// The console rate limit all unprivileged domains share.
+    pub console_all: hv_core::ratelimit::TokenBucket,
     pub events: hv_core::evtchn::Events,
     pub sched: hv_core::sched::Credit,
     /// A vCPU with higher priority woke, or the current one stopped: pick again on exit.
@@ -353,6 +355,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         hc_start: 0,
         work: 0,
         pt_budget: 0,
+        console_all: hypercall::console::all_domu_bucket(),
         events,
         sched,
         need_resched: false,

@@ -21,5 +21,6 @@ pub mod memmap;
 pub mod pt;
 pub mod pte;
 pub mod pv_image;
+pub mod ratelimit;
 pub mod sched;
 pub mod time;

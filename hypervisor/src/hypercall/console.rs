@@ -15,6 +15,7 @@ use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use guest_abi::hypercall::console_io::{READ, WRITE};
 use hv_arch::entry::TrapFrame;
+use hv_core::ratelimit::TokenBucket;
 
 /// Bytes per chunk (one work unit): at most 128 bytes reach the UART per chunk for dom0
 /// (`\n` becomes `\r\n`), about 11 ms at 115200 baud.
@@ -23,93 +24,80 @@ const CHUNK: usize = 64;
 /// its prefix and CR): at most about 260 bytes, 23 ms at 115200 baud, per hypercall.
 const DOMU_CHUNK: usize = 16;
 /// A domU's console burst and sustained rate (bytes that reach the UART, bytes per second).
-pub const DOMU_BURST: u64 = 4096;
-pub const DOMU_RATE: u64 = 4096;
-
+const DOMU_BURST: u64 = 4096;
+const DOMU_RATE: u64 = 4096;
+/// All unprivileged domains together may send this many bytes per second to the UART (about
+/// half of 115200 baud), beside their own buckets: several domUs cannot fill it either.
+const ALL_DOMU_RATE: u64 = 6144;
 /// Longest line a domU's output is gathered into before it goes out.
-pub const DOMU_LINE: usize = 128;
+const DOMU_LINE: usize = 128;
+
+/// The bucket all unprivileged domains share.
+pub fn all_domu_bucket() -> TokenBucket {
+    TokenBucket::new(ALL_DOMU_RATE, ALL_DOMU_RATE)
+}
+
+/// An unprivileged domain's console: the line being gathered, its rate limit, what was
+/// dropped (and when the hypervisor last said so).
+#[derive(Debug)]
+pub struct GuestConsole {
+    line: [u8; DOMU_LINE + 1],
+    len: usize,
+    bucket: TokenBucket,
+    dropped: u64,
+    noted: Option<u64>,
+}
+
+impl Default for GuestConsole {
+    fn default() -> GuestConsole {
+        GuestConsole { line: [0; DOMU_LINE + 1], len: 0, bucket: TokenBucket::new(DOMU_BURST, DOMU_RATE), dropped: 0, noted: None }
+    }
+}
 
 /// Takes a domU's bytes into its line buffer; each complete (or full) line goes to the UART
 /// at once, as `(dN) line`, so lines of different domains never mix. Lines over the rate
 /// limit are dropped and counted.
 fn domu_bytes(hv: &mut Hv, bytes: &[u8]) {
     for &c in bytes {
-        hv.dom_mut().console_line.push(c);
-        if c == b'\n' || hv.dom().console_line.len() >= DOMU_LINE {
+        let con = &mut hv.dom_mut().console;
+        con.line[con.len] = c;
+        con.len += 1;
+        if c == b'\n' || con.len == DOMU_LINE {
             flush_domu_line(hv);
         }
     }
 }
 
 fn flush_domu_line(hv: &mut Hv) {
-    let mut line = core::mem::take(&mut hv.dom_mut().console_line);
-    if !line.ends_with(b"\n") {
-        line.push(b'\n');
+    let now = crate::events::now();
+    let Hv { domains, cur, console_all, .. } = hv;
+    let dom = cur.dom;
+    let con = &mut domains.of_mut(dom).console;
+    let mut n = core::mem::take(&mut con.len);
+    if con.line[n - 1] != b'\n' {
+        con.line[n] = b'\n';
+        n += 1;
     }
     // Only printable bytes and tabs reach the console: no CR, escape sequence or backspace
     // can move over the `(dN) ` prefix or fake another domain's or the hypervisor's lines.
-    let end = line.len() - 1;
-    for c in &mut line[..end] {
+    for c in &mut con.line[..n - 1] {
         if !(c.is_ascii_graphic() || *c == b' ' || *c == b'\t') {
             *c = b'.';
         }
     }
     // What reaches the UART: the prefix (up to 9 bytes), the line, a CR for its LF.
-    let cost = 10 + line.len() as u64;
-    if domu_allowance(hv, cost) {
-        hv_arch::console::write_fmt(format_args!("(d{}) ", hv.cur.dom));
-        hv_arch::console::write_bytes(&line);
-    } else {
-        let now = crate::events::now();
-        let d = hv.dom_mut();
-        d.console_dropped = d.console_dropped.saturating_add(line.len() as u64);
-        // The note about it is itself rate-limited: once a second per domain.
-        if now.saturating_sub(d.console_dropped_noted) >= 1_000_000_000 || d.console_dropped_noted == 0 {
-            d.console_dropped_noted = now.max(1);
-            log::warn!("d{}: console output rate-limited ({} bytes dropped so far)", hv.cur.dom, hv.dom().console_dropped);
-        }
+    let cost = 10 + n as u64;
+    if TokenBucket::take_all(&mut [&mut con.bucket, console_all], now, cost) {
+        hv_arch::console::write_fmt(format_args!("(d{}) ", dom));
+        hv_arch::console::write_bytes(&con.line[..n]);
+        return;
     }
-    line.clear();
-    hv.dom_mut().console_line = line;
-}
-
-/// All unprivileged domains together may send this many bytes per second to the UART (about
-/// half of 115200 baud), beside their own buckets: several domUs cannot fill it either.
-const ALL_DOMU_RATE: u64 = 6144;
-static ALL_TOKENS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(ALL_DOMU_RATE);
-static ALL_REFILLED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// Takes `n` bytes from the bucket all domUs share (under the hypervisor lock).
-fn all_domu_allowance(now: u64, n: u64) -> bool {
-    use core::sync::atomic::Ordering::Relaxed;
-    let refill = now.saturating_sub(ALL_REFILLED.load(Relaxed)).saturating_mul(ALL_DOMU_RATE) / 1_000_000_000;
-    if refill > 0 {
-        ALL_TOKENS.store((ALL_TOKENS.load(Relaxed) + refill).min(ALL_DOMU_RATE), Relaxed);
-        ALL_REFILLED.store(now, Relaxed);
+    con.dropped = con.dropped.saturating_add(n as u64);
+    // The note about it is itself rate-limited: once a second per domain.
+    if con.noted.is_none_or(|t| now.saturating_sub(t) >= 1_000_000_000) {
+        con.noted = Some(now);
+        log::warn!("d{}: console output rate-limited ({} bytes dropped so far)", dom, con.dropped);
     }
-    let t = ALL_TOKENS.load(Relaxed);
-    if n > t {
-        return false;
-    }
-    ALL_TOKENS.store(t - n, Relaxed);
-    true
-}
-
-/// May an unprivileged domain send `n` more bytes to the UART now (taking them from its
-/// bucket)?
-fn domu_allowance(hv: &mut Hv, n: u64) -> bool {
-    let now = crate::events::now();
-    let d = hv.dom_mut();
-    let refill = now.saturating_sub(d.console_refilled).saturating_mul(DOMU_RATE) / 1_000_000_000;
-    if refill > 0 {
-        d.console_tokens = (d.console_tokens + refill).min(DOMU_BURST);
-        d.console_refilled = now;
-    }
-    if n > d.console_tokens || !all_domu_allowance(now, n) {
-        return false;
-    }
-    d.console_tokens -= n;
-    true
 }
 
 /// `console_io`: a privileged domain's bytes go straight to the console; other domains may
