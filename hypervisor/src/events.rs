@@ -81,44 +81,42 @@ pub fn now() -> u64 {
     hv_arch::time::now_ns()
 }
 
-/// Writes vCPU `v`'s `vcpu_time_info` (pvclock), seqlock-style: version odd, the fields,
-/// version even (volatile stores in program order; x86 keeps store order).
+/// Writes `fields` at byte `at` of a guest page under the 32-bit version word at byte `ver`,
+/// seqlock-style as Xen's time records: version odd, the fields, version even (volatile
+/// stores in program order; x86 keeps store order).
+fn write_versioned(page: Mfn, ver: usize, at: usize, fields: &[u8]) {
+    let mut dm = DirectMap;
+    let mut v = [0u8; 4];
+    if dm.read(page, ver, &mut v).is_none() {
+        return;
+    }
+    let odd = u32::from_le_bytes(v).wrapping_add(1) | 1;
+    dm.write(page, ver, &odd.to_le_bytes());
+    dm.write(page, at, fields);
+    dm.write(page, ver, &odd.wrapping_add(1).to_le_bytes());
+}
+
+/// Writes vCPU `v`'s `vcpu_time_info` (pvclock).
 pub fn update_time(d: &Domain, v: u32) {
     let (tsc, ns) = hv_arch::time::now_pair();
     let (mul, shift) = hv_arch::time::scale();
     let Some(at) = d.vi_at(v) else { return };
+    let mut f = [0u8; 22];
+    f[..8].copy_from_slice(&tsc.to_le_bytes());
+    f[8..16].copy_from_slice(&ns.to_le_bytes());
+    f[16..20].copy_from_slice(&mul.to_le_bytes());
+    f[20] = shift as u8;
+    f[21] = 1; // TSC_STABLE
     let base = at.offset + vi::TIME;
-    let mut ver = [0u8; 4];
-    if DirectMap.read(at.frame, base, &mut ver).is_none() {
-        return;
-    }
-    let odd = u32::from_le_bytes(ver).wrapping_add(1) | 1;
-    let mut fields = [0u8; 24];
-    fields[..8].copy_from_slice(&tsc.to_le_bytes());
-    fields[8..16].copy_from_slice(&ns.to_le_bytes());
-    fields[16..20].copy_from_slice(&mul.to_le_bytes());
-    fields[20] = shift as u8;
-    fields[21] = 1; // TSC_STABLE
-    let mut dm = DirectMap;
-    dm.write(at.frame, base, &odd.to_le_bytes());
-    dm.write(at.frame, base + 8, &fields[..22]);
-    dm.write(at.frame, base, &odd.wrapping_add(1).to_le_bytes());
+    write_versioned(at.frame, base, base + 8, &f);
 }
 
 /// Writes the wallclock (Unix time of system time 0) into shared_info.
 pub fn set_wallclock(d: &Domain, boot_unix: u64) {
-    let mut dm = DirectMap;
-    let mut ver = [0u8; 4];
-    if dm.read(d.shared_info, 3072, &mut ver).is_none() {
-        return;
-    }
-    let odd = u32::from_le_bytes(ver).wrapping_add(1) | 1;
     let mut f = [0u8; 12];
     f[..4].copy_from_slice(&(boot_unix as u32).to_le_bytes());
     f[8..12].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
-    dm.write(d.shared_info, 3072, &odd.to_le_bytes());
-    dm.write(d.shared_info, 3076, &f);
-    dm.write(d.shared_info, 3072, &odd.wrapping_add(1).to_le_bytes());
+    write_versioned(d.shared_info, 3072, 3076, &f);
 }
 
 /// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound).
