@@ -21,15 +21,30 @@ pub fn init() {
     *PORT.lock() = Some(p);
 }
 
+/// Sends `b` byte by byte, `\n` as `\r\n`.
+fn crlf(b: &[u8], mut send: impl FnMut(u8)) {
+    for &c in b {
+        if c == b'\n' {
+            send(b'\r');
+        }
+        send(c);
+    }
+}
+
+/// A `fmt::Write` over a byte sender (with [`crlf`]).
+struct Sink<F: FnMut(u8)>(F);
+
+impl<F: FnMut(u8)> Write for Sink<F> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        crlf(s.as_bytes(), &mut self.0);
+        Ok(())
+    }
+}
+
 /// Writes raw bytes (`\n` becomes `\r\n`).
 pub fn write_bytes(b: &[u8]) {
     if let Some(p) = PORT.lock().as_mut() {
-        for &c in b {
-            if c == b'\n' {
-                p.send(b'\r');
-            }
-            p.send(c);
-        }
+        crlf(b, |c| p.send(c));
     }
 }
 
@@ -41,68 +56,31 @@ pub fn emergency_write_fmt(args: fmt::Arguments<'_>) {
     for _ in 0..100_000 {
         if let Some(mut g) = PORT.try_lock() {
             if let Some(p) = g.as_mut() {
-                let _ = LockedWriter(p).write_fmt(args);
+                let _ = Sink(|c| p.send(c)).write_fmt(args);
             }
             return;
         }
         core::hint::spin_loop();
     }
-    let _ = RawWriter.write_fmt(args);
-}
-
-struct LockedWriter<'a>(&'a mut SerialPort);
-
-impl Write for LockedWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &c in s.as_bytes() {
-            if c == b'\n' {
-                self.0.send(b'\r');
-            }
-            self.0.send(c);
-        }
-        Ok(())
-    }
+    let _ = Sink(raw_send).write_fmt(args);
 }
 
 /// COM1 without the lock: polls the line status (bounded) and writes the data register.
-struct RawWriter;
-
-impl RawWriter {
-    fn send(c: u8) {
-        for _ in 0..100_000 {
-            if crate::cpu::inb(COM1 + 5) & 0x20 != 0 {
-                break;
-            }
-            core::hint::spin_loop();
+fn raw_send(c: u8) {
+    for _ in 0..100_000 {
+        if crate::cpu::inb(COM1 + 5) & 0x20 != 0 {
+            break;
         }
-        crate::cpu::outb(COM1, c);
+        core::hint::spin_loop();
     }
-}
-
-impl Write for RawWriter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &c in s.as_bytes() {
-            if c == b'\n' {
-                Self::send(b'\r');
-            }
-            Self::send(c);
-        }
-        Ok(())
-    }
-}
-
-struct Writer;
-
-impl Write for Writer {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_bytes(s.as_bytes());
-        Ok(())
-    }
+    crate::cpu::outb(COM1, c);
 }
 
 /// Writes formatted text without a log prefix.
 pub fn write_fmt(args: fmt::Arguments<'_>) {
-    let _ = Writer.write_fmt(args);
+    if let Some(p) = PORT.lock().as_mut() {
+        let _ = Sink(|c| p.send(c)).write_fmt(args);
+    }
 }
 
 struct Logger;
