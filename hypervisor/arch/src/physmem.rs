@@ -70,9 +70,8 @@ pub fn init_private(usable: &mut RangeSet, max_mfn: u64) -> Option<()> {
         return None;
     }
     let words = max_mfn.div_ceil(64).max(1);
-    let bytes = (words * 8).div_ceil(4096) * 4096;
-    let r = *usable.as_slice().iter().find(|r| r.len() >= bytes && r.start + bytes <= 1 << 32)?;
-    usable.remove(Range::new(r.start, r.start + bytes)).ok()?;
+    let r = find_range(usable, words * 8)?;
+    usable.remove(r).ok()?;
     let base = phys_to_virt(r.start);
     // Everything private to start with, then the usable ranges (now without the bitmap) cleared.
     for i in 0..words {
@@ -242,19 +241,25 @@ impl PhysMem for DirectMap {
 /// room, marks it private, and returns its machine address. `None` if no range has room or
 /// any of it is private already (nothing then changes hands).
 pub fn carve(usable: &mut RangeSet, bytes: u64) -> Option<u64> {
-    let bytes = bytes.div_ceil(4096) * 4096;
-    let r = *usable.as_slice().iter().find(|r| r.len() >= bytes && r.start + bytes <= 1 << 32)?;
-    let first = Mfn::of(r.start);
-    let n = bytes / 4096;
+    let r = find_range(usable, bytes)?;
+    let (first, n) = (Mfn::of(r.start), r.len() / 4096);
     // (Before `init_private` every frame counts as private: the bitmap comes first.)
     if (0..n).any(|i| is_private(Mfn(first.0 + i))) {
         return None;
     }
-    usable.remove(Range::new(r.start, r.start + bytes)).ok()?;
+    usable.remove(r).ok()?;
     for i in 0..n {
         mark_private(Mfn(first.0 + i));
     }
     Some(r.start)
+}
+
+/// The first `bytes` (rounded up to pages) of the lowest range of `usable` below 4 GiB with
+/// room.
+fn find_range(usable: &RangeSet, bytes: u64) -> Option<Range> {
+    let bytes = bytes.div_ceil(4096) * 4096;
+    let r = usable.as_slice().iter().find(|r| r.len() >= bytes && r.start + bytes <= 1 << 32)?;
+    Some(Range::new(r.start, r.start + bytes))
 }
 
 /// Carves memory for `count` values of `T` from `usable` (as [`carve`]) and returns them as
