@@ -222,10 +222,27 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 /// (real CPUs fault on the `iretq`, which the exit path catches as well; QEMU's TCG resumes and
 /// faults at the guest's first fetch), so it is a failed return right away. Returns false
 /// when this CPU has nothing left to run.
+#[inline]
 pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // (A frame returning to ring 0 would be a hypervisor bug: treated as a failed return,
-    // before `exit_to_guest`'s last-resort refusal.)
-    while !guest_abi::layout::is_canonical(f.rip) || f.cs & 3 == 0 || f.ss & 3 == 0 {
+    // before `exit_to_guest`'s last-resort refusal.) The common case costs a few
+    // instructions on every exit; the rest is out of line.
+    if resumable(f) {
+        return true;
+    }
+    refuse_resume(hv, f)
+}
+
+/// Can `f` be resumed as it is (canonical RIP, CS and SS not ring 0)? Branch-free.
+#[inline]
+fn resumable(f: &TrapFrame) -> bool {
+    let canonical = ((f.rip as i64) << 16 >> 16) as u64 == f.rip;
+    canonical & (f.cs & 3 != 0) & (f.ss & 3 != 0)
+}
+
+#[inline(never)]
+fn refuse_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    while !resumable(f) {
         f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
         f.error_code = 0;
         failed_return(hv, f);
