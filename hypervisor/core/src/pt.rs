@@ -927,6 +927,26 @@ mod tests {
         u64::from(p.ft.tlb_clock() - 1)
     }
 
+    /// Drives the pending job to its end, `budget` entries per call; returns the calls made.
+    fn drive_to_end(p: &mut Pt<'_, VecMem, Vec<FrameInfo>>, budget: u64) -> u32 {
+        let mut calls = 0;
+        loop {
+            *p.budget = budget;
+            calls += 1;
+            if p.drive().is_ok() {
+                return calls;
+            }
+        }
+    }
+
+    /// Every frame in `frames` is back to no references.
+    fn assert_unreferenced(p: &Pt<'_, VecMem, Vec<FrameInfo>>, frames: impl Iterator<Item = u64>) {
+        for m in frames {
+            let f = p.ft.get(Mfn(m)).unwrap();
+            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
+        }
+    }
+
     #[test]
     fn descriptors() {
         // Flat DPL0 code: raised to DPL1, accessed set.
@@ -1075,14 +1095,7 @@ mod tests {
         *p.budget = 1_000_000;
         assert_eq!(p.drive(), Err(PtError::Preempted));
         p.vcpu = 0;
-        let mut rounds = 0;
-        loop {
-            *p.budget = 700;
-            rounds += 1;
-            if p.drive().is_ok() {
-                break;
-            }
-        }
+        let rounds = drive_to_end(&mut p, 700);
         assert!(rounds >= 6, "10 L1s of 512 entries take several budgets ({rounds})");
         assert!(p.jobs.has_parked());
         // The re-issued pin claims the parked references.
@@ -1098,13 +1111,8 @@ mod tests {
         assert_eq!(p.pin(Mfn(17), 1, 0), Err(PtError::Busy), "a table being devalidated cannot be pinned");
         assert_eq!(p.update_entry(Mfn(17), 0, Pte(0), 0, 0, false), Err(PtError::Busy));
         p.vcpu = 1; // any vCPU advances a devalidation
-        while p.drive().is_err() {
-            *p.budget = 100;
-        }
-        for m in 0..N {
-            let f = p.ft.get(Mfn(m)).unwrap();
-            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
-        }
+        drive_to_end(&mut p, 100);
+        assert_unreferenced(&p, 0..N);
     }
 
     #[test]
@@ -1120,18 +1128,13 @@ mod tests {
         *p.budget = 300;
         assert_eq!(p.drive(), Err(PtError::Preempted), "vCPU 0's work");
         p.jobs.adopt(1);
-        while p.drive().is_err() {
-            *p.budget = 300;
-        }
+        drive_to_end(&mut p, 300);
         assert!(p.jobs.has_parked());
         // vCPU 1's own next operation gives the unclaimed outcome back.
         *p.budget = u64::MAX;
         assert_eq!(p.pin(Mfn(19), 1, 0), Ok(()));
         assert_eq!(p.unpin(Mfn(19), 0), Ok(()));
-        for m in (2..19).filter(|&m| m != 7) {
-            let f = p.ft.get(Mfn(m)).unwrap();
-            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
-        }
+        assert_unreferenced(&p, (2..19).filter(|&m| m != 7));
     }
 
     #[test]
@@ -1143,23 +1146,13 @@ mod tests {
         p.mem.write_u64(Mfn(15), 511, e(20, P).0); // the last L1's last entry: another domain's frame
         *p.budget = 600;
         assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
-        loop {
-            *p.budget = 600;
-            if p.drive().is_ok() {
-                break;
-            }
-        }
+        drive_to_end(&mut p, 600);
         assert!(p.jobs.has_parked(), "the failure waits for the re-issued pin");
         *p.budget = 600;
         assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Frame(FrameError::NotOwner)));
         assert!(!p.jobs.has_parked());
-        while p.drive().is_err() {
-            *p.budget = 600;
-        }
-        for m in 0..N {
-            let f = p.ft.get(Mfn(m)).unwrap();
-            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
-        }
+        drive_to_end(&mut p, 600);
+        assert_unreferenced(&p, 0..N);
     }
 
     /// An unclaimed outcome (its operation failed before claiming it) is given back as
@@ -1172,9 +1165,7 @@ mod tests {
         tree(&mut p, 10);
         *p.budget = 600;
         assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
-        while p.drive().is_err() {
-            *p.budget = 600;
-        }
+        drive_to_end(&mut p, 600);
         assert!(p.jobs.has_parked(), "A's validation done, never claimed");
         // Another validation by the same vCPU: A's references go back first, 600 at a time.
         for i in 0..512 {
@@ -1184,21 +1175,11 @@ mod tests {
         let r = p.pin(Mfn(19), 1, 0);
         assert_eq!(r, Err(PtError::Preempted), "A's release is pending work first");
         assert!(!p.jobs.has_parked() && p.jobs.is_pending());
-        let mut calls = 0;
-        loop {
-            *p.budget = 600;
-            calls += 1;
-            if p.drive().is_ok() {
-                break;
-            }
-        }
+        let calls = drive_to_end(&mut p, 600);
         assert!(calls >= 8, "5120+ entries released 600 at a time ({calls} calls)");
         *p.budget = 600;
         assert_eq!(p.pin(Mfn(19), 1, 0), Ok(()));
-        for m in (2..19).filter(|&m| m != 7) {
-            let f = p.ft.get(Mfn(m)).unwrap();
-            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
-        }
+        assert_unreferenced(&p, (2..19).filter(|&m| m != 7));
     }
 
     proptest! {
