@@ -20,11 +20,14 @@ pub mod evtchn;
 pub mod harness;
 pub mod hypercall;
 pub mod layout;
+pub mod memory;
+pub mod mm;
 pub mod sched;
 pub mod selectors;
 pub mod shared_info;
 pub mod start_info;
 pub mod traps;
+pub mod vcpu;
 pub mod version;
 
 /// A Xen domain id.

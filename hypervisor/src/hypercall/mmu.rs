@@ -21,12 +21,7 @@ use hv_core::pte::Pte;
 
 /// Requests copied from the guest at a time.
 const CHUNK: usize = 32;
-/// `count` flag of a preempted `mmu_update`/`mmuext_op`.
-pub const MMU_UPDATE_PREEMPTED: u64 = 1 << 31;
-
-pub const MMU_NORMAL_PT_UPDATE: u64 = 0;
-pub const MMU_MACHPHYS_UPDATE: u64 = 1;
-pub const MMU_PT_UPDATE_PRESERVE_AD: u64 = 2;
+pub use guest_abi::mm::{ext, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD, MMU_UPDATE_PREEMPTED};
 
 /// A page-table context over the direct map.
 macro_rules! pt {
@@ -186,27 +181,6 @@ fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): 
     continuation(f, nr::MMU_UPDATE, [reqs.wrapping_add(16 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
 }
 
-/// `MMUEXT_*` commands.
-pub mod ext {
-    pub const PIN_L1_TABLE: u32 = 0;
-    pub const PIN_L4_TABLE: u32 = 3;
-    pub const UNPIN_TABLE: u32 = 4;
-    pub const NEW_BASEPTR: u32 = 5;
-    pub const TLB_FLUSH_LOCAL: u32 = 6;
-    pub const INVLPG_LOCAL: u32 = 7;
-    pub const TLB_FLUSH_MULTI: u32 = 8;
-    pub const INVLPG_MULTI: u32 = 9;
-    pub const TLB_FLUSH_ALL: u32 = 10;
-    pub const INVLPG_ALL: u32 = 11;
-    pub const FLUSH_CACHE: u32 = 12;
-    pub const SET_LDT: u32 = 13;
-    pub const NEW_USER_BASEPTR: u32 = 15;
-    pub const CLEAR_PAGE: u32 = 16;
-    pub const COPY_PAGE: u32 = 17;
-    pub const FLUSH_CACHE_GLOBAL: u32 = 18;
-    pub const MARK_SUPER: u32 = 19;
-    pub const UNMARK_SUPER: u32 = 20;
-}
 
 /// Reads a vCPU bitmap for the MULTI variants (checks the pointer).
 fn read_vcpumask(hv: &Hv, p: u64) -> Result<u64, Errno> {
@@ -392,10 +366,7 @@ fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64,
 }
 
 /// `UVMF_*` flags.
-const UVMF_FLUSHTYPE_MASK: u64 = 3;
-const UVMF_TLB_FLUSH: u64 = 1;
-const UVMF_INVLPG: u64 = 2;
-const UVMF_ALL: u64 = 4;
+use guest_abi::mm::{UVMF_ALL, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_TLB_FLUSH};
 
 fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if !guest_abi::layout::is_guest_va(va) {

@@ -13,17 +13,8 @@ use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pt::Pt;
+pub use guest_abi::vcpu::*;
 
-pub const VCPUOP_INITIALISE: u64 = 0;
-pub const VCPUOP_UP: u64 = 1;
-pub const VCPUOP_DOWN: u64 = 2;
-pub const VCPUOP_IS_UP: u64 = 3;
-pub const VCPUOP_GET_RUNSTATE_INFO: u64 = 4;
-pub const VCPUOP_SET_PERIODIC_TIMER: u64 = 6;
-pub const VCPUOP_STOP_PERIODIC_TIMER: u64 = 7;
-pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
-pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
-pub const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 /// `VCPU_SSHOTTMR_future`: fail with -ETIME if the deadline has passed.
 const SSHOT_FUTURE: u32 = 1;
 /// Shortest periodic timer accepted (as Xen: 1 ms).

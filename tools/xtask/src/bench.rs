@@ -38,9 +38,50 @@ fn log_time_ns(out: &str, needle: &str) -> Option<f64> {
     Some(s.parse::<f64>().ok()? * 1e9 + us.parse::<f64>().ok()? * 1e3)
 }
 
-pub fn run() -> Result<(), String> {
+/// Hot paths as an independent guest measures them (tests/guests/src/bin/hotpaths.rs), on
+/// 1 and 2 CPUs, in instructions (icount) and TSC ticks (plain TCG).
+fn hotpaths(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
+    for (suffix, icount, smp) in [("icount", true, 1), ("icount_smp2", true, 2), ("tcg", false, 1), ("tcg_smp2", false, 2)] {
+        let mut c = Config::new(Accel::Tcg);
+        c.icount = icount;
+        c.smp = smp;
+        c.timeout = Duration::from_secs(300);
+        c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("hotpaths"), cmdline: "debug-exit loglvl=info dom0_mem=16M".into() };
+        let o = qemu::run(&c, None)?;
+        let vals = bench_values(&o.output);
+        if vals.is_empty() || !o.output.contains("Test result: SUCCESS") {
+            return Err(format!("hotpaths failed:\n{}", o.output));
+        }
+        for (k, v) in vals {
+            let k = k.strip_suffix("_tsc").unwrap_or(&k).to_string();
+            let unit = if icount { "instructions" } else { "tsc" };
+            results.push((format!("{k}_{unit}_{suffix}"), v));
+        }
+    }
+    Ok(())
+}
+
+fn write_results(results: &[(String, f64)]) -> Result<(), String> {
+    let mut json = String::from("{\n");
+    for (i, (k, v)) in results.iter().enumerate() {
+        println!("{k:<50} {v:>12.2}");
+        json.push_str(&format!("  \"{k}\": {v:.3}{}\n", if i + 1 < results.len() { "," } else { "" }));
+    }
+    json.push_str("}\n");
+    let p = images::target().join("bench.json");
+    std::fs::write(&p, json).map_err(|e| e.to_string())?;
+    println!("written to {}", p.display());
+    Ok(())
+}
+
+/// `--only hotpaths` runs just the hot-path section.
+pub fn run(args: &[String]) -> Result<(), String> {
     let imgs = images::build_all()?;
     let mut results: Vec<(String, f64)> = Vec::new();
+    if args.windows(2).any(|w| w[0] == "--only" && w[1] == "hotpaths") {
+        hotpaths(&imgs, &mut results)?;
+        return write_results(&results);
+    }
     let hv = "debug-exit loglvl=info dom0_mem=16M";
 
     let grub_iso = images::iso(&imgs, &images::grub_cfg(hv, "shutdown"), "bench-grub")?;
@@ -241,14 +282,6 @@ pub fn run() -> Result<(), String> {
         }
     }
 
-    let mut json = String::from("{\n");
-    for (i, (k, v)) in results.iter().enumerate() {
-        println!("{k:<45} {v:>12.2}");
-        json.push_str(&format!("  \"{k}\": {v:.3}{}\n", if i + 1 < results.len() { "," } else { "" }));
-    }
-    json.push_str("}\n");
-    let p = images::target().join("bench.json");
-    std::fs::write(&p, json).map_err(|e| e.to_string())?;
-    println!("written to {}", p.display());
-    Ok(())
+    hotpaths(&imgs, &mut results)?;
+    write_results(&results)
 }

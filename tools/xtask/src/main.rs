@@ -5,8 +5,8 @@
 //!   QEMU (2 CPUs by default) with the serial console on the terminal.
 //! - `test [--only NAME]`: clippy on every crate, host tests, then every QEMU scenario.
 //! - `clippy`: clippy with warnings denied on every crate (host and bare metal).
-//! - `bench`: boot-time and hypercall benchmarks, printed and written to
-//!   `target/bench.json`.
+//! - `bench [--only hotpaths]`: boot-time, hypercall and hot-path benchmarks, printed and
+//!   written to `target/bench.json`.
 
 mod bench;
 mod images;
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         "run" => run(rest),
         "test" => scenarios::run_all(rest),
         "clippy" => scenarios::clippy(),
-        "bench" => bench::run(),
+        "bench" => bench::run(rest),
         _ => return usage(),
     };
     match r {
