@@ -116,7 +116,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let pte_ma = tables.entry_maddr(va, 1);
     let fa = mem.mfn((va - vb) / 4096);
     let fb = mem.mfn((va - vb) / 4096 - 1);
-    let pte = |i: u64| (if i % 2 == 0 { fb } else { fa }) << 12 | P | RW | A | D;
+    let pte = |i: u64| (if i.is_multiple_of(2) { fb } else { fa }) << 12 | P | RW | A | D;
     let mut n = 0u64;
     measure("update_va_mapping_invlpg_read", BATCH, || {
         for _ in 0..BATCH {
