@@ -68,6 +68,8 @@ pub struct Vcpu {
     pub runstate: u32,
     pub runstate_entry: u64,
     pub runstate_time: [u64; 4],
+    /// Recent guest translations through `l4` (see `hv_core::guest_access`).
+    pub xlat: hv_core::guest_access::XlatCache,
 }
 
 /// `RUNSTATE_*` values (`public/vcpu.h`).
@@ -111,6 +113,7 @@ impl Vcpu {
             runstate: if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
             runstate_entry: crate::events::now(),
             runstate_time: [0; 4],
+            xlat: Default::default(),
         }
     }
 
@@ -320,13 +323,15 @@ impl Domains {
 pub const MAX_VCPUS: usize = shared_info::MAX_VIRT_CPUS;
 
 /// Runs `f` with a view of `dom`'s address space through root `l4` for checked guest
-/// accesses.
+/// accesses; with `cache` (the vCPU's, when `l4` is its validated current root) walks are
+/// remembered until a table entry or an owner changes.
 pub fn with_view<R>(
     dom: DomId,
     l4: Mfn,
     ft: &hv_core::frame::FrameTable<&'static mut [hv_core::frame::FrameInfo]>,
+    cache: Option<&hv_core::guest_access::XlatCache>,
     f: impl FnOnce(&GuestView<'_>) -> R,
 ) -> R {
     let owns = |m: Mfn| ft.owner(m) == hv_core::frame::Owner::Dom(dom);
-    f(&GuestView { l4, owns: &owns })
+    f(&GuestView { l4, owns: &owns, cache: cache.map(|c| (c, ft.xlat_gen())) })
 }

@@ -133,6 +133,10 @@ pub struct FrameTable<S> {
     frames: S,
     /// The TLB clock: flushes everywhere so far, plus one (so that a stamp of 0 never matches).
     clock: u32,
+    /// The translation generation (never 0): moves on every hypervisor write into a
+    /// page-table frame ([`crate::pt`]) and every change of owner, which is what makes a
+    /// cached guest translation stale (`guest_access::XlatCache`).
+    xlat_gen: u64,
 }
 
 /// Would a frame with record `f` need a TLB flush everywhere before taking type `ty`?
@@ -142,7 +146,17 @@ fn stale(f: &FrameInfo, ty: PageType, clock: u32) -> bool {
 
 impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        FrameTable { frames, clock: 1 }
+        FrameTable { frames, clock: 1, xlat_gen: 1 }
+    }
+
+    /// The translation generation now.
+    pub fn xlat_gen(&self) -> u64 {
+        self.xlat_gen
+    }
+
+    /// Makes every cached guest translation stale (a table entry or an owner changed).
+    pub fn invalidate_translations(&mut self) {
+        self.xlat_gen = self.xlat_gen.wrapping_add(1).max(1);
     }
 
     /// Must every CPU's guest TLB be flushed before `mfn` may take type `ty`?
@@ -194,6 +208,7 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     /// Sets the owner of a frame that is not in use (boot-time classification, allocation
     /// and release).
     pub fn set_owner(&mut self, mfn: Mfn, owner: Owner) -> Result<(), FrameError> {
+        self.invalidate_translations();
         let f = self.get_mut(mfn)?;
         if f.count != 0 || f.type_count != 0 {
             return Err(FrameError::InUse);

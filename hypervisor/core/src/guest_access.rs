@@ -6,6 +6,13 @@
 //! frame must belong to the domain. The bytes are then reached through the hypervisor's own
 //! mapping of machine memory, never through the guest's address space, so no guest pointer
 //! is ever dereferenced directly and a bad one is an error code, not a fault.
+//!
+//! A walk is four table reads and four ownership checks, so each vCPU keeps the last few
+//! results in an [`XlatCache`], tagged with the root and the frame table's translation
+//! generation ([`crate::frame::FrameTable::xlat_gen`]). The generation moves on every write
+//! the hypervisor makes into a page-table frame and on every change of a frame's owner;
+//! validated tables are read-only to their guest, so as long as it has not moved and the
+//! root is a validated table, a fresh walk would give the same result.
 
 use crate::mem::{Mfn, PhysMem};
 use crate::pte::{self, Pte, PteFlags};
@@ -39,6 +46,59 @@ pub struct GuestView<'a> {
     pub l4: Mfn,
     /// Does the domain own this frame (so that the hypervisor may touch it on its behalf)?
     pub owns: &'a dyn Fn(Mfn) -> bool,
+    /// The vCPU's translation cache and the frame table's generation now; `None` for a root
+    /// that is not known to be a validated table (its entries could change unseen).
+    pub cache: Option<(&'a XlatCache, u64)>,
+}
+
+/// One cached walk: generation 0 marks an empty slot.
+#[derive(Copy, Clone, Debug, Default)]
+struct XlatEntry {
+    gen: u64,
+    l4: Mfn,
+    vpn: u64,
+    mfn: Mfn,
+    writable: bool,
+}
+
+/// The last few translations of one vCPU (round-robin replacement).
+#[derive(Debug, Default)]
+pub struct XlatCache {
+    slots: [core::cell::Cell<XlatEntry>; 4],
+    next: core::cell::Cell<usize>,
+}
+
+impl XlatCache {
+    fn lookup(&self, gen: u64, l4: Mfn, vpn: u64) -> Option<(Mfn, bool)> {
+        self.slots.iter().map(|c| c.get()).find(|e| e.gen == gen && e.l4 == l4 && e.vpn == vpn).map(|e| (e.mfn, e.writable))
+    }
+
+    fn fill(&self, e: XlatEntry) {
+        let i = self.next.get() % self.slots.len();
+        self.slots[i].set(e);
+        self.next.set(i + 1);
+    }
+}
+
+/// Walks the guest's tables to the frame holding `va`: (frame, writable at every level).
+fn walk<M: PhysMem + ?Sized>(mem: &M, view: &GuestView<'_>, va: u64) -> Result<(Mfn, bool), GuestFault> {
+    let mut table = view.l4;
+    let mut writable = true;
+    for level in (1..=4).rev() {
+        let e = Pte(mem.read_u64(table, pte::index(va, level)).ok_or(GuestFault::NotOwned)?);
+        if !e.present() {
+            return Err(GuestFault::NotPresent);
+        }
+        writable &= e.writable();
+        if level > 1 && e.flags().contains(PteFlags::PSE) {
+            return Err(GuestFault::Superpage);
+        }
+        table = e.mfn();
+        if !(view.owns)(table) {
+            return Err(GuestFault::NotOwned);
+        }
+    }
+    Ok((table, writable))
 }
 
 /// Translates one guest virtual address to the machine frame holding it.
@@ -51,24 +111,22 @@ pub fn translate<M: PhysMem + ?Sized>(
     if !layout::is_guest_va(va) {
         return Err(GuestFault::BadAddress);
     }
-    let mut table = view.l4;
-    for level in (1..=4).rev() {
-        let e = Pte(mem.read_u64(table, pte::index(va, level)).ok_or(GuestFault::NotOwned)?);
-        if !e.present() {
-            return Err(GuestFault::NotPresent);
+    let vpn = va >> 12;
+    let hit = view.cache.and_then(|(c, gen)| c.lookup(gen, view.l4, vpn));
+    let (mfn, writable) = match hit {
+        Some(x) => x,
+        None => {
+            let x = walk(mem, view, va)?;
+            if let Some((c, gen)) = view.cache {
+                c.fill(XlatEntry { gen, l4: view.l4, vpn, mfn: x.0, writable: x.1 });
+            }
+            x
         }
-        if write && !e.writable() {
-            return Err(GuestFault::ReadOnly);
-        }
-        if level > 1 && e.flags().contains(PteFlags::PSE) {
-            return Err(GuestFault::Superpage);
-        }
-        table = e.mfn();
-        if !(view.owns)(table) {
-            return Err(GuestFault::NotOwned);
-        }
+    };
+    if write && !writable {
+        return Err(GuestFault::ReadOnly);
     }
-    Ok(table)
+    Ok(mfn)
 }
 
 /// Checks that `[va, va+len)` is a range of guest addresses.
@@ -120,6 +178,11 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
     data: &[u8],
 ) -> Result<(), GuestFault> {
     check_range(va, data.len())?;
+    if (va & 0xFFF) as usize + data.len() <= 4096 {
+        // One page: one translation.
+        let mfn = translate(mem, view, va, true)?;
+        return mem.write(mfn, (va & 0xFFF) as usize, data).ok_or(GuestFault::NotOwned);
+    }
     // Check first, so a fault leaves guest memory untouched.
     for (cur, ..) in pieces(va, data.len()) {
         translate(mem, view, cur, true)?;
@@ -158,7 +221,7 @@ mod tests {
     #[test]
     fn translation_rules() {
         let m = setup();
-        let v = GuestView { l4: Mfn(0), owns: &owns };
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None };
         assert_eq!(translate(&m, &v, 0x40_0123, true), Ok(Mfn(4)));
         assert_eq!(translate(&m, &v, 0x40_1000, false), Ok(Mfn(5)));
         assert_eq!(translate(&m, &v, 0x40_1000, true), Err(GuestFault::ReadOnly));
@@ -172,7 +235,7 @@ mod tests {
     #[test]
     fn copies_span_pages_and_fail_atomically() {
         let mut m = setup();
-        let v = GuestView { l4: Mfn(0), owns: &owns };
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None };
         copy_to_guest(&mut m, &v, 0x40_0FFE, &[1, 2]).unwrap();
         let mut b = [0u8; 4];
         copy_from_guest(&m, &v, 0x40_0FFC, &mut b).unwrap();
@@ -188,5 +251,32 @@ mod tests {
             "a range running off the canonical lower half"
         );
         assert_eq!(Errno::from(GuestFault::NotPresent), Errno::EFAULT);
+    }
+
+    /// The cache answers as a walk would until the generation moves; a write through a
+    /// cached read-only translation is still refused.
+    #[test]
+    fn cached_translations_follow_the_generation() {
+        let mut m = setup();
+        let c = XlatCache::default();
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 1)) };
+        assert_eq!(translate(&m, &v, 0x40_0123, true), Ok(Mfn(4)));
+        assert_eq!(translate(&m, &v, 0x40_1000, false), Ok(Mfn(5)));
+        assert_eq!(translate(&m, &v, 0x40_1000, true), Err(GuestFault::ReadOnly), "cached read-only entry");
+        // The L1 entry changes: a cache at the old generation still has the old answer (which
+        // is why every table write moves the generation), the new generation sees the change.
+        m.write_u64(Mfn(3), 0, Pte::new(Mfn(5), PteFlags::P | PteFlags::RW).0);
+        assert_eq!(translate(&m, &v, 0x40_0000, false), Ok(Mfn(4)));
+        let v2 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 2)) };
+        assert_eq!(translate(&m, &v2, 0x40_0000, false), Ok(Mfn(5)));
+        // Another root never hits entries of this one.
+        m.write_u64(Mfn(7), 0, 0);
+        let v3 = GuestView { l4: Mfn(7), owns: &owns, cache: Some((&c, 2)) };
+        assert_eq!(translate(&m, &v3, 0x40_0000, false), Err(GuestFault::NotPresent));
+        // Failed walks are not cached.
+        assert_eq!(translate(&m, &v2, 0x40_3000, false), Err(GuestFault::NotPresent));
+        m.write_u64(Mfn(3), 3, Pte::new(Mfn(4), PteFlags::P).0);
+        let v4 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 3)) };
+        assert_eq!(translate(&m, &v4, 0x40_3000, false), Ok(Mfn(4)));
     }
 }

@@ -278,7 +278,10 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         self.mem.read_u64(t, i).map(Pte).ok_or(PtError::NotATable)
     }
 
+    /// Every write the hypervisor makes into a guest table (or a plain frame through
+    /// `update_entry`) goes through here, and makes cached guest translations stale.
     fn write(&mut self, t: Mfn, i: usize, e: Pte) -> Res {
+        self.ft.invalidate_translations();
         self.mem.write_u64(t, i, e.0).ok_or(PtError::NotATable)
     }
 

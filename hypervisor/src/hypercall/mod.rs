@@ -161,17 +161,18 @@ pub fn translate(hv: &Hv, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Err
 
 /// Translates a guest address of the current domain through root `l4`.
 pub fn translate_in(hv: &Hv, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    with_view(hv.cur.dom, l4, &hv.mm.ft, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+    let cache = (l4 == hv.cur.l4).then_some(&hv.cur.xlat);
+    with_view(hv.cur.dom, l4, &hv.mm.ft, cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.
 pub fn read_guest(hv: &Hv, va: u64, out: &mut [u8]) -> Result<(), Errno> {
-    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, Some(&hv.cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.
 pub fn write_guest(hv: &Hv, va: u64, data: &[u8]) -> Result<(), Errno> {
-    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, Some(&hv.cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
 /// `vm_assist(cmd, type)`.
