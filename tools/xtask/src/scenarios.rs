@@ -56,7 +56,7 @@ const MM_CASES: &[&str] = &[
     "gdt-tss", "gdt-limits", "gdt-no-writable-alias", "ldt-writable", "exchange-xsa212",
     "multicall-xsa213", "invlpg-xsa279", "mixed-xsa286", "unpin-cr3", "decrease-cr3",
     "double-pin", "continuation", "uvm-bad", "clear-copy-page", "memop-xsa231", "machphys",
-    "new-baseptr", "shinfo-typed", "vcpuinfo-typed",
+    "new-baseptr", "shinfo-typed", "vcpuinfo-typed", "xlat-stale",
 ];
 
 /// Two vCPUs in dom0; the verdict, then the last vCPU's down powers the domain off.

@@ -431,6 +431,43 @@ fn run(env: &mut Env, case: &str) -> bool {
             ok("it can still be mapped writable", hc::update_va_mapping(env.scratch_va, m << 12 | P | RW | A | D, 2));
             ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
         }
+        "xlat-stale" => {
+            // The hypervisor caches guest translations: a remap must be seen by the next
+            // guest-buffer write, inside one multicall and across hypercalls.
+            let other = env.mfn_of_va(env.scratch_va - 4096);
+            let va = env.scratch_va;
+            let extra = |va: u64| raw(nr::XEN_VERSION, guest_abi::version::XENVER_EXTRAVERSION, va, 0, 0, 0);
+            let ro = [MmuUpdate { ptr: pte, val: other << 12 | P | A }];
+            let mut done = 0u32;
+            let mut mc = [
+                MulticallEntry { op: nr::XEN_VERSION, result: 0x5555, args: [guest_abi::version::XENVER_EXTRAVERSION, va, 0, 0, 0, 0] },
+                MulticallEntry { op: nr::MMU_UPDATE, result: 0x5555, args: [ro.as_ptr() as u64, 1, &mut done as *mut u32 as u64, hc::SELF, 0, 0] },
+                MulticallEntry { op: nr::XEN_VERSION, result: 0x5555, args: [guest_abi::version::XENVER_EXTRAVERSION, va, 0, 0, 0, 0] },
+            ];
+            ok("multicall", hc::multicall(&mut mc));
+            ok("write through the writable mapping", mc[0].result);
+            ok("remap read-only", mc[1].result);
+            e("write through the read-only remap (same multicall)", mc[2].result, EFAULT);
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+            ok("write again", extra(va));
+            ok("remap read-only", mmu1(pte, other << 12 | P | A));
+            e("write through the read-only remap (next hypercall)", extra(va), EFAULT);
+            // Writable to another frame: the bytes land there, not in the old frame.
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+            // SAFETY: the scratch page is ours and mapped writable: a pattern in the old frame.
+            unsafe { core::ptr::write_bytes(va as *mut u8, 0xAA, 16) };
+            ok("remap writable to the other frame", mmu1(pte, other << 12 | P | RW | A | D));
+            // SAFETY: as above, now the other frame.
+            unsafe { core::ptr::write_bytes(va as *mut u8, 0, 16) };
+            ok("write to the other frame", extra(va));
+            // SAFETY: mapped writable just above.
+            let got = unsafe { core::ptr::read_volatile(va as *const u8) };
+            check("the other frame got the bytes", got != 0);
+            ok("restore", mmu1(pte, own << 12 | P | RW | A | D));
+            // SAFETY: mapped again.
+            let kept = unsafe { core::ptr::read_volatile(va as *const [u8; 16]) };
+            check("the old frame kept its bytes", kept == [0xAA; 16]);
+        }
         _ => {
             println!("unknown case '{}'", case);
             return false;
