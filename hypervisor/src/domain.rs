@@ -325,6 +325,7 @@ pub const MAX_VCPUS: usize = shared_info::MAX_VIRT_CPUS;
 /// Runs `f` with a view of `dom`'s address space through root `l4` for checked guest
 /// accesses; with `cache` (the vCPU's, when `l4` is its validated current root) walks are
 /// remembered until a table entry or an owner changes.
+#[inline]
 pub fn with_view<R>(
     dom: DomId,
     l4: Mfn,

@@ -61,22 +61,23 @@ struct XlatEntry {
     writable: bool,
 }
 
-/// The last few translations of one vCPU (round-robin replacement).
+/// The last few translations of one vCPU, direct-mapped by the page number's low bits.
 #[derive(Debug, Default)]
 pub struct XlatCache {
-    slots: [core::cell::Cell<XlatEntry>; 4],
-    next: core::cell::Cell<usize>,
+    slots: [core::cell::Cell<XlatEntry>; XLAT_SLOTS],
 }
 
+const XLAT_SLOTS: usize = 8;
+
 impl XlatCache {
+    #[inline]
     fn lookup(&self, gen: u64, l4: Mfn, vpn: u64) -> Option<(Mfn, bool)> {
-        self.slots.iter().map(|c| c.get()).find(|e| e.gen == gen && e.l4 == l4 && e.vpn == vpn).map(|e| (e.mfn, e.writable))
+        let e = self.slots[vpn as usize % XLAT_SLOTS].get();
+        (e.gen == gen && e.l4 == l4 && e.vpn == vpn).then_some((e.mfn, e.writable))
     }
 
     fn fill(&self, e: XlatEntry) {
-        let i = self.next.get() % self.slots.len();
-        self.slots[i].set(e);
-        self.next.set(i + 1);
+        self.slots[e.vpn as usize % XLAT_SLOTS].set(e);
     }
 }
 
@@ -102,6 +103,7 @@ fn walk<M: PhysMem + ?Sized>(mem: &M, view: &GuestView<'_>, va: u64) -> Result<(
 }
 
 /// Translates one guest virtual address to the machine frame holding it.
+#[inline]
 pub fn translate<M: PhysMem + ?Sized>(
     mem: &M,
     view: &GuestView<'_>,
@@ -162,6 +164,12 @@ pub fn copy_from_guest<M: PhysMem + ?Sized>(
     va: u64,
     out: &mut [u8],
 ) -> Result<(), GuestFault> {
+    if (va & 0xFFF) as usize + out.len() <= 4096 {
+        // One page: the translation's own check covers the range (guest and hypervisor
+        // ranges are whole pages).
+        let mfn = translate(mem, view, va, false)?;
+        return mem.read(mfn, (va & 0xFFF) as usize, out).ok_or(GuestFault::NotOwned);
+    }
     check_range(va, out.len())?;
     for (cur, off, n, done) in pieces(va, out.len()) {
         let mfn = translate(mem, view, cur, false)?;
@@ -177,12 +185,12 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
     va: u64,
     data: &[u8],
 ) -> Result<(), GuestFault> {
-    check_range(va, data.len())?;
     if (va & 0xFFF) as usize + data.len() <= 4096 {
-        // One page: one translation.
+        // One page: one translation, whose own check covers the range (as above).
         let mfn = translate(mem, view, va, true)?;
         return mem.write(mfn, (va & 0xFFF) as usize, data).ok_or(GuestFault::NotOwned);
     }
+    check_range(va, data.len())?;
     // Check first, so a fault leaves guest memory untouched.
     for (cur, ..) in pieces(va, data.len()) {
         translate(mem, view, cur, true)?;
