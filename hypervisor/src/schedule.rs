@@ -13,7 +13,7 @@
 //! Several vCPUs of one domain may run at once on different CPUs, sharing its page tables:
 //! after a change to a domain's tables [`shootdown`] makes every other CPU running that
 //! domain resynchronise its roots and flush its TLB before it runs another guest
-//! instruction (see `hv_arch::flush` for the protocol).
+//! instruction (see `hv_core::shootdown` for the protocol, model-checked on the host).
 
 use crate::domain::Vcpu;
 use crate::events;
@@ -23,13 +23,12 @@ use guest_abi::DomId;
 use hv_arch::cpu::{self, SegBase};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::AtomicU64;
+use hv_core::shootdown::{CpuFlags, Ticket};
 
-/// Per CPU: it resumes (or runs) a guest. Set at the end of a locked section that resumes
-/// one, cleared first thing on a guest entry (before the lock is taken).
-static IN_GUEST: [AtomicBool; hv_core::acpi::MAX_CPUS] = [const { AtomicBool::new(false) }; hv_core::acpi::MAX_CPUS];
-/// Per CPU: it owes a TLB flush before running guest code (set by [`shootdown`]).
-static FLUSH: [AtomicBool; hv_core::acpi::MAX_CPUS] = [const { AtomicBool::new(false) }; hv_core::acpi::MAX_CPUS];
+/// Per CPU: the TLB-shootdown handshake (`hv_core::shootdown`, model-checked on the host):
+/// whether it runs guest code, and the flushes asked of it and done.
+static SHOOTDOWN: [CpuFlags; hv_core::acpi::MAX_CPUS] = [const { CpuFlags::new() }; hv_core::acpi::MAX_CPUS];
 /// Hypervisor entries from guests, by vector (every CPU).
 static ENTRIES: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
@@ -46,18 +45,14 @@ pub fn entries(vector: u8) -> (u64, u64) {
 
 /// This CPU left guest context (a guest entry, before taking the lock).
 pub fn left_guest() {
-    IN_GUEST[hv_arch::percpu::cpu_id()].store(false, SeqCst);
+    SHOOTDOWN[hv_arch::percpu::cpu_id()].left_guest();
 }
 
 /// The TLB-shootdown IPI, in guest context and without the lock: the CPU that sent it holds
 /// the lock and waits for this CPU to drop its guest translations. Without PCID the CR3
 /// load on the way back to the guest flushes; with PCID the guest tags are invalidated.
 pub fn flush_ipi() {
-    let k = hv_arch::percpu::cpu_id();
-    if FLUSH[k].load(SeqCst) {
-        paging::flush_guest_tlb();
-        FLUSH[k].store(false, SeqCst);
-    }
+    SHOOTDOWN[hv_arch::percpu::cpu_id()].on_flush_ipi(paging::flush_guest_tlb);
     hv_arch::lapic::eoi();
 }
 
@@ -70,21 +65,15 @@ pub fn shootdown(hv: &Hv, doms: &[DomId]) {
     if hv.cpus.len() == 1 {
         return;
     }
-    let mut wait = 0u64;
+    let mut wait = Waits::default();
     for (k, v) in hv.running.iter().enumerate() {
         if k == hv.this || v.is_placeholder() || !doms.contains(&v.dom) {
             continue;
         }
         paging::copy_guest_slots(&hv.cpus[k], v.l4);
-        FLUSH[k].store(true, SeqCst);
-        if IN_GUEST[k].load(SeqCst) {
-            if let Some(&apic) = hv.apic_ids.get(k) {
-                hv_arch::lapic::send_vector(apic, hv_arch::lapic::FLUSH_VECTOR);
-                wait |= 1 << k;
-            }
-        }
+        wait.ask(k, hv.apic_ids.get(k).copied());
     }
-    wait_flushed(wait);
+    wait.finish();
 }
 
 /// Drops the guest translations of every CPU (this one included) before this one carries
@@ -100,30 +89,49 @@ pub struct FlushAll<'a> {
 impl hv_core::pt::TlbFlush for FlushAll<'_> {
     fn flush_all(&mut self) {
         paging::flush_guest_tlb();
-        let mut wait = 0u64;
+        let mut wait = Waits::default();
         for (k, &apic) in self.apic_ids.iter().enumerate() {
-            if k == self.this {
-                continue;
-            }
-            FLUSH[k].store(true, SeqCst);
-            if IN_GUEST[k].load(SeqCst) {
-                hv_arch::lapic::send_vector(apic, hv_arch::lapic::FLUSH_VECTOR);
-                wait |= 1 << k;
+            if k != self.this {
+                wait.ask(k, Some(apic));
             }
         }
-        wait_flushed(wait);
+        wait.finish();
     }
 }
 
-/// Waits until every CPU in `wait` flushed or entered the hypervisor (it then flushes in
-/// [`leave`] before resuming; it may be spinning for the lock with interrupts off).
-fn wait_flushed(mut wait: u64) {
-    while wait != 0 {
-        let k = wait.trailing_zeros() as usize;
-        if !FLUSH[k].load(SeqCst) || !IN_GUEST[k].load(SeqCst) {
-            wait &= !(1 << k);
-        } else {
-            core::hint::spin_loop();
+/// The CPUs a shootdown asked to flush that were in guest context, and their tickets.
+struct Waits {
+    cpus: u64,
+    tickets: [Ticket; hv_core::acpi::MAX_CPUS],
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Waits { cpus: 0, tickets: [Ticket::default(); hv_core::acpi::MAX_CPUS] }
+    }
+}
+
+impl Waits {
+    /// Asks CPU `k` (APIC id `apic`) for a flush: one in guest context gets the flush IPI.
+    fn ask(&mut self, k: usize, apic: Option<u32>) {
+        let (t, in_guest) = SHOOTDOWN[k].request();
+        if let (true, Some(apic)) = (in_guest, apic) {
+            hv_arch::lapic::send_vector(apic, hv_arch::lapic::FLUSH_VECTOR);
+            self.cpus |= 1 << k;
+            self.tickets[k] = t;
+        }
+    }
+
+    /// Waits until every CPU asked flushed or entered the hypervisor (it then flushes in
+    /// [`leave`] before resuming; it may be spinning for the lock with interrupts off).
+    fn finish(mut self) {
+        while self.cpus != 0 {
+            let k = self.cpus.trailing_zeros() as usize;
+            if SHOOTDOWN[k].flushed_or_left(self.tickets[k]) {
+                self.cpus &= !(1 << k);
+            } else {
+                core::hint::spin_loop();
+            }
         }
     }
 }
@@ -153,12 +161,9 @@ pub fn leave(hv: &mut Hv) {
         return;
     }
     let k = hv.this;
-    if FLUSH[k].swap(false, SeqCst) {
-        paging::flush_guest_tlb();
-    }
-    // From here until the guest runs, a shootdown sends this CPU the flush IPI (it arrives
-    // once the guest runs with interrupts on).
-    IN_GUEST[k].store(!hv.cur.is_placeholder(), SeqCst);
+    // A flush asked before this is done now; from here until the guest runs, a shootdown
+    // sends this CPU the flush IPI (it arrives once the guest runs with interrupts on).
+    SHOOTDOWN[k].before_resume(!hv.cur.is_placeholder(), paging::flush_guest_tlb);
     hv.slices[k] = hv.slice_until;
     hv.ticks[k] = hv.next_tick;
     hv.need_resched = false;

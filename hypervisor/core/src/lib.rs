@@ -23,4 +23,5 @@ pub mod pte;
 pub mod pv_image;
 pub mod ratelimit;
 pub mod sched;
+pub mod shootdown;
 pub mod time;

@@ -415,7 +415,23 @@ pub fn clippy() -> Result<(), String> {
 fn host_tests() -> Result<(), String> {
     let mut args = vec!["test", "--workspace"];
     args.extend(HOST_EXCLUDES);
-    cargo(&args)
+    cargo(&args)?;
+    loom_tests()
+}
+
+/// The lock-free protocols under the loom model checker (`--cfg loom` rebuilds hv-core with
+/// loom's atomics; a separate target directory keeps the normal build's cache).
+fn loom_tests() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let dir = images::target().join("loom");
+    let st = Command::new(cargo)
+        .current_dir(images::root())
+        .env("RUSTFLAGS", "--cfg loom")
+        .args(["test", "--release", "-p", "hv-core", "--test", "shootdown_loom", "--target-dir"])
+        .arg(&dir)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() { Ok(()) } else { Err("the loom model checks failed".into()) }
 }
 
 pub fn run_all(args: &[String]) -> Result<(), String> {
