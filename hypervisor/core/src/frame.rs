@@ -134,8 +134,10 @@ pub struct FrameTable<S> {
     /// The TLB clock: flushes everywhere so far, plus one (so that a stamp of 0 never matches).
     clock: u32,
     /// The translation generation (never 0): moves on every hypervisor write into a
-    /// page-table frame ([`crate::pt`]) and every change of owner, which is what makes a
-    /// cached guest translation stale (`guest_access::XlatCache`).
+    /// page-table frame ([`crate::pt`]), every change of owner, and whenever a frame's last
+    /// type reference goes (a table leaving every validated tree may then be rewritten, and
+    /// a root frame number reused with other contents; a writable frame may become a
+    /// table): what makes a cached guest translation stale (`guest_access::XlatCache`).
     xlat_gen: u64,
 }
 
@@ -277,6 +279,9 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
             last = Self::drop_type(f, clock)?;
         }
         f.count = f.count.checked_sub(1).ok_or(FrameError::Underflow)?;
+        if last {
+            self.invalidate_translations();
+        }
         Ok(last)
     }
 
@@ -305,7 +310,11 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
     pub fn put_type(&mut self, mfn: Mfn) -> Result<bool, FrameError> {
         let clock = self.clock;
         let f = self.get_mut(mfn)?;
-        Self::drop_type(f, clock)
+        let last = Self::drop_type(f, clock)?;
+        if last {
+            self.invalidate_translations();
+        }
+        Ok(last)
     }
 
     /// Records that a table-typed frame's entries were validated.
@@ -352,6 +361,30 @@ mod tests {
 
     fn table(n: usize) -> FrameTable<std::vec::Vec<FrameInfo>> {
         FrameTable::new(vec![FrameInfo::default(); n])
+    }
+
+    /// Cached guest translations go stale when a frame's last type reference goes (a root
+    /// or table leaving every validated tree may be rewritten and validated again under the
+    /// same number; a writable frame may become a table) and on owner changes; other
+    /// reference changes leave them valid.
+    #[test]
+    fn translation_generation_moves_when_a_type_goes() {
+        let mut ft = table(4);
+        ft.set_owner(Mfn(1), Owner::Dom(0)).unwrap();
+        let g = ft.xlat_gen();
+        ft.get_page_and_type(Mfn(1), 0, Some(PageType::L4)).unwrap();
+        ft.mark_validated(Mfn(1)).unwrap();
+        ft.get_page_and_type(Mfn(1), 0, Some(PageType::L4)).unwrap();
+        assert_eq!(ft.xlat_gen(), g, "taking references keeps cached walks valid");
+        assert_eq!(ft.put_page_and_type(Mfn(1), true), Ok(false));
+        assert_eq!(ft.xlat_gen(), g, "a type reference that is not the last");
+        assert_eq!(ft.put_page_and_type(Mfn(1), true), Ok(true));
+        let g2 = ft.xlat_gen();
+        assert_ne!(g2, g, "the root lost its type: it may be rewritten now");
+        ft.flushed(); // the TLB clock: a former table needs a flush before it is writable
+        ft.get_type(Mfn(1), PageType::Writable).unwrap();
+        assert_eq!(ft.put_type(Mfn(1)), Ok(true));
+        assert_ne!(ft.xlat_gen(), g2, "a writable frame lost its type: it may become a table");
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //! A walk is four table reads and four ownership checks, so each vCPU keeps the last few
 //! results in an [`XlatCache`], tagged with the root and the frame table's translation
 //! generation ([`crate::frame::FrameTable::xlat_gen`]). The generation moves on every write
-//! the hypervisor makes into a page-table frame and on every change of a frame's owner;
-//! validated tables are read-only to their guest, so as long as it has not moved and the
-//! root is a validated table, a fresh walk would give the same result.
+//! the hypervisor makes into a page-table frame, on every change of a frame's owner, and
+//! whenever a frame's last type reference goes (a table leaving every validated tree may be
+//! rewritten and validated again under the same frame number). Validated tables are
+//! read-only to their guest, so as long as it has not moved and the root is a validated
+//! table, a fresh walk would give the same result.
 
 use crate::mem::{Mfn, PhysMem};
 use crate::pte::{self, Pte, PteFlags};
