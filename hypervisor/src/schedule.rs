@@ -65,15 +65,19 @@ pub fn shootdown(hv: &Hv, doms: &[DomId]) {
     if hv.cpus.len() == 1 {
         return;
     }
-    let mut wait = Waits::default();
+    // Built at the first target only: most calls find none, and this runs after every
+    // page-table hypercall.
+    let mut wait: Option<Waits> = None;
     for (k, v) in hv.running.iter().enumerate() {
         if k == hv.this || v.is_placeholder() || !doms.contains(&v.dom) {
             continue;
         }
         paging::copy_guest_slots(&hv.cpus[k], v.l4);
-        wait.ask(k, hv.apic_ids.get(k).copied());
+        wait.get_or_insert_with(Waits::default).ask(k, hv.apic_ids.get(k).copied());
     }
-    wait.finish();
+    if let Some(w) = wait {
+        w.finish();
+    }
 }
 
 /// Drops the guest translations of every CPU (this one included) before this one carries

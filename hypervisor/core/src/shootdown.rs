@@ -40,18 +40,6 @@ pub struct CpuFlags {
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ticket(u64);
 
-impl Ticket {
-    /// The ticket with number `n` (for the model checker's bookkeeping).
-    #[cfg(loom)]
-    pub fn at(n: u64) -> Ticket {
-        Ticket(n)
-    }
-
-    /// The ticket's number.
-    pub fn number(self) -> u64 {
-        self.0
-    }
-}
 
 impl CpuFlags {
     #[cfg(not(loom))]
@@ -116,12 +104,6 @@ impl CpuFlags {
     #[inline]
     pub fn flushed_or_left(&self, t: Ticket) -> bool {
         self.ack.load(SeqCst) >= t.0 || !self.in_guest.load(SeqCst)
-    }
-
-    /// (in_guest, req, ack) now, for the model checker's messages.
-    #[cfg(loom)]
-    pub fn state(&self) -> (bool, u64, u64) {
-        (self.in_guest.load(SeqCst), self.req.load(SeqCst), self.ack.load(SeqCst))
     }
 
     /// [`CpuFlags::before_resume`] with its two steps the other way round, for the model

@@ -236,8 +236,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     if !PROFILE.load(Ordering::Relaxed) && upcalls != BATCH * (ROUNDS as u64 + 1) {
         fail("upcalls counted", upcalls as i64);
     }
-    let tport = events::bind_virq(VIRQ_TIMER, 0).unwrap_or_else(|e| fail("bind VIRQ_TIMER", e));
-    let _ = tport;
+    if let Err(e) = events::bind_virq(VIRQ_TIMER, 0) {
+        fail("bind VIRQ_TIMER", e);
+    }
     measure("set_timer_past_upcall", ops(200), || {
         for _ in 0..ops(200) {
             let c = HP_COUNT.load(Ordering::SeqCst);
