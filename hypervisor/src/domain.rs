@@ -329,7 +329,7 @@ pub const MAX_VCPUS: usize = shared_info::MAX_VIRT_CPUS;
 pub fn with_view<R>(
     dom: DomId,
     l4: Mfn,
-    ft: &hv_core::frame::FrameTable<&'static mut [hv_core::frame::FrameInfo]>,
+    ft: &hv_core::frame::FrameTable<&'static [hv_core::frame::FrameSlot]>,
     cache: Option<&hv_core::guest_access::XlatCache>,
     f: impl FnOnce(&GuestView<'_>) -> R,
 ) -> R {

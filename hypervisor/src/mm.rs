@@ -3,7 +3,7 @@
 
 use hv_arch::layout::DIRECTMAP_SIZE;
 use hv_arch::paging::FrameSource;
-use hv_core::frame::{FrameInfo, FrameTable, Owner};
+use hv_core::frame::{FrameSlot, FrameTable, Owner};
 use hv_core::frame_alloc::FrameAllocator;
 use hv_core::mem::Mfn;
 use hv_arch::physmem::{carve_static, claim_private, M2p, PrivateFrame};
@@ -14,7 +14,7 @@ pub const HEAP_SIZE: u64 = 4 << 20;
 
 pub struct Mm {
     pub alloc: FrameAllocator<&'static mut [u64]>,
-    pub ft: FrameTable<&'static mut [FrameInfo]>,
+    pub ft: FrameTable<&'static [FrameSlot]>,
     pub max_mfn: u64,
     /// The M2P (read-only to guests at slot 256).
     pub m2p: M2p,
@@ -39,14 +39,14 @@ impl Mm {
         hv_arch::physmem::init_private(&mut usable, max_mfn).ok_or("no room for the private-frame bitmap")?;
         let words = max_mfn.div_ceil(64) as usize;
         let bitmap = carve_static::<u64>(&mut usable, words).ok_or("no room for the frame bitmap")?;
-        let frames = carve_static::<FrameInfo>(&mut usable, max_mfn as usize)
+        let frames: &'static [FrameSlot] = carve_static::<FrameSlot>(&mut usable, max_mfn as usize)
             .ok_or("no room for the frame table")?;
         hv_arch::heap::init(&mut usable, HEAP_SIZE as usize).ok_or("no room for the heap")?;
         let m2p = M2p::carve(&mut usable, max_mfn).ok_or("no room for the M2P")?;
         usable.page_align();
 
         let mut alloc = FrameAllocator::new(bitmap, max_mfn);
-        let mut ft = FrameTable::new(frames);
+        let ft = FrameTable::new(frames);
         for r in ram.as_slice() {
             for m in Mfn::of(r.start).0..Mfn::of(r.end).0.min(max_mfn) {
                 let _ = ft.set_owner(Mfn(m), Owner::Xen);

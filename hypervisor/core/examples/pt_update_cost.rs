@@ -1,7 +1,7 @@
 //! Host profile of the validated L1 update path (run under `valgrind --tool=callgrind` to
 //! count instructions): N updates of one L1 entry alternating between two writable frames.
 use guest_abi::DomId;
-use hv_core::frame::{FrameInfo, FrameTable, Owner};
+use hv_core::frame::{FrameTable, Owner};
 use hv_core::mem::{Mfn, Page, PhysMem};
 use hv_core::pt::Pt;
 use hv_core::pte::Pte;
@@ -21,7 +21,7 @@ impl PhysMem for Mem {
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mut mem = Mem(vec![[0u8; 4096]; 16]);
-    let mut ft = FrameTable::new(vec![FrameInfo::default(); 16]);
+    let ft = FrameTable::new(hv_core::frame::slots(16));
     const D: DomId = 0;
     for m in 0..16 {
         ft.set_owner(Mfn(m), Owner::Dom(D)).unwrap();
@@ -29,7 +29,7 @@ fn main() {
     let mut tlb = hv_core::pt::CountFlushes::default();
     let mut jobs = hv_core::pt::Jobs::default();
     let mut budget = u64::MAX;
-    let mut pt = Pt { mem: &mut mem, ft: &mut ft, ram_end: Mfn(16), io_allowed: false, tlb: &mut tlb, jobs: &mut jobs, vcpu: 0, budget: &mut budget };
+    let mut pt = Pt { mem: &mut mem, ft: &ft, ram_end: Mfn(16), io_allowed: false, tlb: &mut tlb, jobs: &mut jobs, vcpu: 0, budget: &mut budget };
     pt.pin(Mfn(1), 1, D).unwrap();
     for i in 0..n {
         let target = if i % 2 == 0 { 5 } else { 6 };

@@ -197,9 +197,9 @@ fn write_va<M: PhysMem>(
 }
 
 /// Takes the references a present entry of a level-`level` table holds on its target.
-fn account_entry<S>(ft: &mut FrameTable<S>, dom: DomId, level: u32, e: Pte) -> Result<(), BuildError>
+fn account_entry<S>(ft: &FrameTable<S>, dom: DomId, level: u32, e: Pte) -> Result<(), BuildError>
 where
-    S: AsRef<[crate::frame::FrameInfo]> + AsMut<[crate::frame::FrameInfo]>,
+    S: AsRef<[crate::frame::FrameSlot]>,
 {
     ft.get_page(e.mfn(), dom)?;
     let ty = match level {
@@ -217,14 +217,14 @@ where
 /// frame table; they become the domain's.
 pub fn build<M: PhysMem, S>(
     mem: &mut M,
-    ft: &mut FrameTable<S>,
+    ft: &FrameTable<S>,
     img: &PvImage<'_>,
     l: &Layout,
     p2m: &[Mfn],
     params: &BuildParams<'_>,
 ) -> Result<Built, BuildError>
 where
-    S: AsRef<[crate::frame::FrameInfo]> + AsMut<[crate::frame::FrameInfo]>,
+    S: AsRef<[crate::frame::FrameSlot]>,
 {
     if p2m.len() as u64 != l.nr_pages {
         return Err(BuildError::BadP2m);
@@ -352,7 +352,6 @@ pub fn start_info_bytes(si: &StartInfo) -> [u8; core::mem::size_of::<StartInfo>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::FrameInfo;
     use crate::guest_access::{copy_from_guest, translate, GuestView};
     use crate::mem::VecMem;
     use crate::pv_image::{parse, testelf};
@@ -369,13 +368,13 @@ mod tests {
 
     struct World {
         mem: VecMem,
-        ft: FrameTable<Vec<FrameInfo>>,
+        ft: FrameTable<Vec<crate::frame::FrameSlot>>,
         p2m: Vec<Mfn>,
     }
 
     /// A machine of `frames` frames; the domain gets every other frame from 100 on.
     fn world(frames: usize, nr_pages: u64) -> World {
-        let mut ft = FrameTable::new(vec![FrameInfo::default(); frames]);
+        let ft = FrameTable::new(crate::frame::slots(frames));
         for m in 0..frames as u64 {
             ft.set_owner(Mfn(m), Owner::Free).unwrap();
         }

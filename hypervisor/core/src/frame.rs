@@ -36,6 +36,7 @@
 //! flushes; each frame remembers the clock value when its type count last fell to zero.
 
 use crate::mem::Mfn;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guest_abi::errno::Errno;
 use guest_abi::DomId;
 
@@ -128,17 +129,157 @@ impl From<FrameError> for Errno {
     }
 }
 
-/// The frame table over some storage of [`FrameInfo`] records, indexed by MFN.
+/// One frame's record as stored: two words, each read and changed atomically, so that any
+/// CPU may read a record while another changes it. Zero is a valid record (no owner, no
+/// references): the table may live in zeroed memory.
+///
+/// `refs`: general count (bits 0–31), owner kind (32–34), owner domain (48–63).
+/// `types`: type count (0–31), type (32–34), validated (35), pinned (36), TLB stamp (40–63).
+///
+/// # Concurrency
+///
+/// A frame's record changes only under its owner's lock: the owning domain's for its frames
+/// (a domain's own page-table operations, and the owner changes that give a frame to it or
+/// take it away), the allocator's for free frames. Each word is updated with a
+/// compare-and-swap, so the counts stay exact whatever the callers do; what the lock adds
+/// is that the two words of one record move together for every reader holding it. A reader
+/// without that lock (another domain's guest access checking ownership) sees each word
+/// whole, and only ever an owner the frame really had.
+#[derive(Debug, Default)]
+pub struct FrameSlot {
+    refs: AtomicU64,
+    types: AtomicU64,
+}
+
+const OWNER_SHIFT: u32 = 32;
+const DOM_SHIFT: u32 = 48;
+const TY_SHIFT: u32 = 32;
+const VALIDATED: u64 = 1 << 35;
+const PINNED: u64 = 1 << 36;
+const STAMP_SHIFT: u32 = 40;
+/// TLB stamps (and so the clock) have 24 bits; a wrapped clock can only ask for an extra
+/// flush (a stamp equal to the clock means "maybe stale").
+const STAMP_MASK: u32 = (1 << 24) - 1;
+
+fn owner_bits(o: Owner) -> u64 {
+    let (kind, dom) = match o {
+        Owner::None => (0u64, 0u16),
+        Owner::Free => (1, 0),
+        Owner::Xen => (2, 0),
+        Owner::Dom(d) => (3, d),
+        Owner::Io => (4, 0),
+    };
+    (kind << OWNER_SHIFT) | ((dom as u64) << DOM_SHIFT)
+}
+
+fn owner_of(refs: u64) -> Owner {
+    match (refs >> OWNER_SHIFT) & 7 {
+        1 => Owner::Free,
+        2 => Owner::Xen,
+        3 => Owner::Dom((refs >> DOM_SHIFT) as u16),
+        4 => Owner::Io,
+        _ => Owner::None,
+    }
+}
+
+fn ty_bits(t: PageType) -> u64 {
+    (match t {
+        PageType::None => 0u64,
+        PageType::Writable => 1,
+        PageType::L1 => 2,
+        PageType::L2 => 3,
+        PageType::L3 => 4,
+        PageType::L4 => 5,
+        PageType::SegDesc => 6,
+    }) << TY_SHIFT
+}
+
+fn ty_of(types: u64) -> PageType {
+    match (types >> TY_SHIFT) & 7 {
+        1 => PageType::Writable,
+        2 => PageType::L1,
+        3 => PageType::L2,
+        4 => PageType::L3,
+        5 => PageType::L4,
+        6 => PageType::SegDesc,
+        _ => PageType::None,
+    }
+}
+
+fn pack_types(f: &FrameInfo) -> u64 {
+    f.type_count as u64
+        | ty_bits(f.ty)
+        | if f.validated { VALIDATED } else { 0 }
+        | if f.pinned { PINNED } else { 0 }
+        | (((f.tlb_stamp & STAMP_MASK) as u64) << STAMP_SHIFT)
+}
+
+fn unpack(refs: u64, types: u64) -> FrameInfo {
+    FrameInfo {
+        owner: owner_of(refs),
+        count: refs as u32,
+        ty: ty_of(types),
+        type_count: types as u32,
+        validated: types & VALIDATED != 0,
+        pinned: types & PINNED != 0,
+        tlb_stamp: (types >> STAMP_SHIFT) as u32 & STAMP_MASK,
+    }
+}
+
+impl FrameSlot {
+    pub const fn new() -> FrameSlot {
+        FrameSlot { refs: AtomicU64::new(0), types: AtomicU64::new(0) }
+    }
+
+    /// A snapshot of the record.
+    pub fn load(&self) -> FrameInfo {
+        unpack(self.refs.load(Ordering::Acquire), self.types.load(Ordering::Acquire))
+    }
+
+    fn owner(&self) -> Owner {
+        owner_of(self.refs.load(Ordering::Acquire))
+    }
+
+    /// Changes the general word with `f` (which sees the owner and count) atomically.
+    fn update_refs(&self, mut f: impl FnMut(Owner, u32) -> Result<u32, FrameError>) -> Result<(), FrameError> {
+        let mut cur = self.refs.load(Ordering::Acquire);
+        loop {
+            let count = f(owner_of(cur), cur as u32)?;
+            let new = (cur & !0xFFFF_FFFF) | count as u64;
+            match self.refs.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Changes the type word with `f` (which sees and edits the type fields) atomically.
+    fn update_types<R>(&self, mut f: impl FnMut(&mut FrameInfo) -> Result<R, FrameError>) -> Result<R, FrameError> {
+        let mut cur = self.types.load(Ordering::Acquire);
+        loop {
+            let mut rec = unpack(0, cur);
+            let r = f(&mut rec)?;
+            match self.types.compare_exchange_weak(cur, pack_types(&rec), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(r),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// The frame table over some storage of [`FrameSlot`] records, indexed by MFN. Every
+/// operation takes `&self` (see [`FrameSlot`] for who may change a record).
 pub struct FrameTable<S> {
     frames: S,
-    /// The TLB clock: flushes everywhere so far, plus one (so that a stamp of 0 never matches).
-    clock: u32,
+    /// The TLB clock: flushes everywhere so far, plus one (so that a stamp of 0 never
+    /// matches), in 24 bits.
+    clock: AtomicU32,
     /// The translation generation (never 0): moves on every hypervisor write into a
     /// page-table frame ([`crate::pt`]), every change of owner, and whenever a frame's last
     /// type reference goes (a table leaving every validated tree may then be rewritten, and
     /// a root frame number reused with other contents; a writable frame may become a
     /// table): what makes a cached guest translation stale (`guest_access::XlatCache`).
-    xlat_gen: u64,
+    xlat_gen: AtomicU64,
 }
 
 /// Would a frame with record `f` need a TLB flush everywhere before taking type `ty`?
@@ -146,46 +287,65 @@ fn stale(f: &FrameInfo, ty: PageType, clock: u32) -> bool {
     f.type_count == 0 && f.tlb_stamp == clock && f.ty != ty && (f.ty.is_protected() || ty.is_protected())
 }
 
-impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
+/// Takes the type count of a record down by one, stamping it at zero.
+fn drop_type(f: &mut FrameInfo, clock: u32) -> Result<bool, FrameError> {
+    f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
+    if f.type_count == 0 {
+        f.validated = false;
+        f.pinned = false;
+        f.tlb_stamp = clock;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Takes a type reference of type `ty` on record `f`; true when it was the first.
+fn take_type(f: &mut FrameInfo, ty: PageType, clock: u32) -> Result<bool, FrameError> {
+    if stale(f, ty, clock) {
+        return Err(FrameError::StaleTlb);
+    }
+    if f.type_count == 0 {
+        f.ty = ty;
+        f.validated = false;
+        f.type_count = 1;
+        return Ok(true);
+    }
+    if f.ty != ty {
+        return Err(FrameError::TypeConflict);
+    }
+    f.type_count = f.type_count.checked_add(1).ok_or(FrameError::Overflow)?;
+    Ok(false)
+}
+
+impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        FrameTable { frames, clock: 1, xlat_gen: 1 }
+        FrameTable { frames, clock: AtomicU32::new(1), xlat_gen: AtomicU64::new(1) }
     }
 
     /// The translation generation now.
+    #[inline]
     pub fn xlat_gen(&self) -> u64 {
-        self.xlat_gen
+        self.xlat_gen.load(Ordering::Acquire)
     }
 
     /// Makes every cached guest translation stale (a table entry or an owner changed).
-    pub fn invalidate_translations(&mut self) {
-        self.xlat_gen = self.xlat_gen.wrapping_add(1).max(1);
+    pub fn invalidate_translations(&self) {
+        let _ = self.xlat_gen.fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| Some(g.wrapping_add(1).max(1)));
     }
 
     /// Must every CPU's guest TLB be flushed before `mfn` may take type `ty`?
     pub fn needs_flush(&self, mfn: Mfn, ty: PageType) -> bool {
-        self.get(mfn).is_some_and(|f| stale(f, ty, self.clock))
+        self.get(mfn).is_some_and(|f| stale(&f, ty, self.tlb_clock()))
     }
 
     /// The TLB clock (1 + flushes recorded so far, modulo wrap-around).
     pub fn tlb_clock(&self) -> u32 {
-        self.clock
+        self.clock.load(Ordering::Acquire)
     }
 
     /// Records that every CPU's guest TLB was flushed just now.
-    pub fn flushed(&mut self) {
-        self.clock = self.clock.wrapping_add(1).max(1);
-    }
-
-    /// Takes the type count of a record down by one, stamping it at zero.
-    fn drop_type(f: &mut FrameInfo, clock: u32) -> Result<bool, FrameError> {
-        f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
-        if f.type_count == 0 {
-            f.validated = false;
-            f.pinned = false;
-            f.tlb_stamp = clock;
-            return Ok(true);
-        }
-        Ok(false)
+    pub fn flushed(&self) {
+        let _ = self.clock.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.wrapping_add(1) & STAMP_MASK).map(|c| c.max(1)));
     }
 
     /// Number of frames described.
@@ -197,170 +357,139 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
         self.len() == 0
     }
 
-    /// The record of `mfn`.
-    pub fn get(&self, mfn: Mfn) -> Option<&FrameInfo> {
-        self.frames.as_ref().get(usize::try_from(mfn.0).ok()?)
+    fn slot(&self, mfn: Mfn) -> Result<&FrameSlot, FrameError> {
+        let i = usize::try_from(mfn.0).map_err(|_| FrameError::NoSuchFrame)?;
+        self.frames.as_ref().get(i).ok_or(FrameError::NoSuchFrame)
     }
 
-    fn get_mut(&mut self, mfn: Mfn) -> Result<&mut FrameInfo, FrameError> {
-        let i = usize::try_from(mfn.0).map_err(|_| FrameError::NoSuchFrame)?;
-        self.frames.as_mut().get_mut(i).ok_or(FrameError::NoSuchFrame)
+    /// A snapshot of the record of `mfn`.
+    pub fn get(&self, mfn: Mfn) -> Option<FrameInfo> {
+        self.slot(mfn).ok().map(FrameSlot::load)
     }
 
     /// Sets the owner of a frame that is not in use (boot-time classification, allocation
-    /// and release).
-    pub fn set_owner(&mut self, mfn: Mfn, owner: Owner) -> Result<(), FrameError> {
+    /// and release). The type and TLB stamp survive a change of hands: stale translations
+    /// do too.
+    pub fn set_owner(&self, mfn: Mfn, owner: Owner) -> Result<(), FrameError> {
         self.invalidate_translations();
-        let f = self.get_mut(mfn)?;
-        if f.count != 0 || f.type_count != 0 {
+        let s = self.slot(mfn)?;
+        let cur = s.refs.load(Ordering::Acquire);
+        if cur as u32 != 0 || s.types.load(Ordering::Acquire) as u32 != 0 {
             return Err(FrameError::InUse);
         }
-        // The stamp and last type survive a change of hands: stale translations do too.
-        *f = FrameInfo { owner, ty: f.ty, tlb_stamp: f.tlb_stamp, ..FrameInfo::default() };
+        s.refs.compare_exchange(cur, owner_bits(owner), Ordering::AcqRel, Ordering::Acquire).map_err(|_| FrameError::InUse)?;
+        let _ = s.update_types(|f| {
+            f.validated = false;
+            f.pinned = false;
+            Ok(())
+        });
         Ok(())
     }
 
     /// The owner of a frame (`Owner::None` beyond the table).
+    #[inline]
     pub fn owner(&self, mfn: Mfn) -> Owner {
-        self.get(mfn).map(|f| f.owner).unwrap_or(Owner::None)
+        self.slot(mfn).map(FrameSlot::owner).unwrap_or(Owner::None)
     }
 
     /// Takes a general reference on a frame owned by `dom`.
-    pub fn get_page(&mut self, mfn: Mfn, dom: DomId) -> Result<(), FrameError> {
-        let f = self.get_mut(mfn)?;
-        if f.owner != Owner::Dom(dom) {
-            return Err(FrameError::NotOwner);
-        }
-        f.count = f.count.checked_add(1).ok_or(FrameError::Overflow)?;
-        Ok(())
+    pub fn get_page(&self, mfn: Mfn, dom: DomId) -> Result<(), FrameError> {
+        self.slot(mfn)?.update_refs(|o, c| {
+            if o != Owner::Dom(dom) {
+                return Err(FrameError::NotOwner);
+            }
+            c.checked_add(1).ok_or(FrameError::Overflow)
+        })
     }
 
     /// Drops a general reference.
-    pub fn put_page(&mut self, mfn: Mfn) -> Result<(), FrameError> {
-        let f = self.get_mut(mfn)?;
-        f.count = f.count.checked_sub(1).ok_or(FrameError::Underflow)?;
-        Ok(())
+    pub fn put_page(&self, mfn: Mfn) -> Result<(), FrameError> {
+        self.slot(mfn)?.update_refs(|_, c| c.checked_sub(1).ok_or(FrameError::Underflow))
     }
 
-    /// [`Self::get_page`] and, if `ty` is given, [`Self::get_type`] in one lookup; nothing
-    /// is taken on failure. Returns whether the type reference was the first.
-    pub fn get_page_and_type(&mut self, mfn: Mfn, dom: DomId, ty: Option<PageType>) -> Result<bool, FrameError> {
-        let clock = self.clock;
-        let f = self.get_mut(mfn)?;
-        if f.owner != Owner::Dom(dom) {
-            return Err(FrameError::NotOwner);
-        }
-        let count = f.count.checked_add(1).ok_or(FrameError::Overflow)?;
-        let mut first = false;
-        if let Some(ty) = ty {
-            if stale(f, ty, clock) {
-                return Err(FrameError::StaleTlb);
+    /// [`Self::get_page`] and, if `ty` is given, [`Self::get_type`]; nothing is taken on
+    /// failure. Returns whether the type reference was the first.
+    pub fn get_page_and_type(&self, mfn: Mfn, dom: DomId, ty: Option<PageType>) -> Result<bool, FrameError> {
+        self.get_page(mfn, dom)?;
+        let Some(ty) = ty else { return Ok(false) };
+        match self.get_type(mfn, ty) {
+            Ok(first) => Ok(first),
+            Err(e) => {
+                let _ = self.put_page(mfn);
+                Err(e)
             }
-            if f.type_count == 0 {
-                f.ty = ty;
-                f.validated = false;
-                first = true;
-            } else if f.ty != ty {
-                return Err(FrameError::TypeConflict);
-            }
-            f.type_count = f.type_count.checked_add(1).ok_or(FrameError::Overflow)?;
         }
-        f.count = count;
-        Ok(first)
     }
 
-    /// Drops a type reference (if `typed`) and a general reference in one lookup. Returns
-    /// whether the type reference was the last.
-    pub fn put_page_and_type(&mut self, mfn: Mfn, typed: bool) -> Result<bool, FrameError> {
-        let clock = self.clock;
-        let f = self.get_mut(mfn)?;
-        let mut last = false;
-        if typed {
-            last = Self::drop_type(f, clock)?;
-        }
-        f.count = f.count.checked_sub(1).ok_or(FrameError::Underflow)?;
-        if last {
-            self.invalidate_translations();
-        }
+    /// Drops a type reference (if `typed`) and a general reference. Returns whether the
+    /// type reference was the last.
+    pub fn put_page_and_type(&self, mfn: Mfn, typed: bool) -> Result<bool, FrameError> {
+        let last = if typed { self.put_type(mfn)? } else { false };
+        self.put_page(mfn)?;
         Ok(last)
     }
 
     /// Takes a type reference of type `ty`. Returns `true` when this was the first reference
     /// (the caller must then validate a table type and call [`Self::mark_validated`]).
-    pub fn get_type(&mut self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {
-        let clock = self.clock;
-        let f = self.get_mut(mfn)?;
-        if stale(f, ty, clock) {
-            return Err(FrameError::StaleTlb);
-        }
-        if f.type_count == 0 {
-            f.ty = ty;
-            f.validated = false;
-            f.type_count = 1;
-            return Ok(true);
-        }
-        if f.ty != ty {
-            return Err(FrameError::TypeConflict);
-        }
-        f.type_count = f.type_count.checked_add(1).ok_or(FrameError::Overflow)?;
-        Ok(false)
+    pub fn get_type(&self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {
+        let clock = self.tlb_clock();
+        self.slot(mfn)?.update_types(|f| take_type(f, ty, clock))
     }
 
     /// Drops a type reference. Returns `true` when it was the last one.
-    pub fn put_type(&mut self, mfn: Mfn) -> Result<bool, FrameError> {
-        let clock = self.clock;
-        let f = self.get_mut(mfn)?;
-        let last = Self::drop_type(f, clock)?;
+    pub fn put_type(&self, mfn: Mfn) -> Result<bool, FrameError> {
+        let clock = self.tlb_clock();
+        let last = self.slot(mfn)?.update_types(|f| drop_type(f, clock))?;
         if last {
             self.invalidate_translations();
         }
         Ok(last)
     }
 
+    /// Sets the validated flag of a frame with type references.
+    fn set_flag(&self, mfn: Mfn, flag: fn(&mut FrameInfo) -> &mut bool, on: bool) -> Result<(), FrameError> {
+        self.slot(mfn)?.update_types(|f| {
+            if f.type_count == 0 {
+                return Err(FrameError::Underflow);
+            }
+            *flag(f) = on;
+            Ok(())
+        })
+    }
+
     /// Records that a table-typed frame's entries were validated.
-    pub fn mark_validated(&mut self, mfn: Mfn) -> Result<(), FrameError> {
-        let f = self.get_mut(mfn)?;
-        if f.type_count == 0 {
-            return Err(FrameError::Underflow);
-        }
-        f.validated = true;
-        Ok(())
+    pub fn mark_validated(&self, mfn: Mfn) -> Result<(), FrameError> {
+        self.set_flag(mfn, |f| &mut f.validated, true)
     }
 
     /// Marks a table-typed frame busy (not validated) while a job drops its entries'
     /// references: it cannot be updated, mapped writable or retyped until then.
-    pub fn set_busy(&mut self, mfn: Mfn) -> Result<(), FrameError> {
-        let f = self.get_mut(mfn)?;
-        if f.type_count == 0 {
-            return Err(FrameError::Underflow);
-        }
-        f.validated = false;
-        Ok(())
+    pub fn set_busy(&self, mfn: Mfn) -> Result<(), FrameError> {
+        self.set_flag(mfn, |f| &mut f.validated, false)
     }
 
     /// Sets or clears the pinned flag of a frame with type references.
-    pub fn set_pinned(&mut self, mfn: Mfn, pinned: bool) -> Result<(), FrameError> {
-        let f = self.get_mut(mfn)?;
-        if f.type_count == 0 {
-            return Err(FrameError::Underflow);
-        }
-        f.pinned = pinned;
-        Ok(())
+    pub fn set_pinned(&self, mfn: Mfn, pinned: bool) -> Result<(), FrameError> {
+        self.set_flag(mfn, |f| &mut f.pinned, pinned)
     }
 
-    /// Iterates over (mfn, record).
-    pub fn iter(&self) -> impl Iterator<Item = (Mfn, &FrameInfo)> {
-        self.frames.as_ref().iter().enumerate().map(|(i, f)| (Mfn(i as u64), f))
+    /// Iterates over (mfn, snapshot of its record).
+    pub fn iter(&self) -> impl Iterator<Item = (Mfn, FrameInfo)> + '_ {
+        self.frames.as_ref().iter().enumerate().map(|(i, f)| (Mfn(i as u64), f.load()))
     }
+}
+
+/// Storage of `n` empty records (host tests and tools).
+pub fn slots(n: usize) -> alloc::vec::Vec<FrameSlot> {
+    (0..n).map(|_| FrameSlot::new()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::vec;
 
-    fn table(n: usize) -> FrameTable<std::vec::Vec<FrameInfo>> {
-        FrameTable::new(vec![FrameInfo::default(); n])
+    fn table(n: usize) -> FrameTable<std::vec::Vec<FrameSlot>> {
+        FrameTable::new(slots(n))
     }
 
     /// Cached guest translations go stale when a frame's last type reference goes (a root
@@ -369,7 +498,7 @@ mod tests {
     /// reference changes leave them valid.
     #[test]
     fn translation_generation_moves_when_a_type_goes() {
-        let mut ft = table(4);
+        let ft = table(4);
         ft.set_owner(Mfn(1), Owner::Dom(0)).unwrap();
         let g = ft.xlat_gen();
         ft.get_page_and_type(Mfn(1), 0, Some(PageType::L4)).unwrap();
@@ -389,7 +518,7 @@ mod tests {
 
     #[test]
     fn ownership_is_checked() {
-        let mut ft = table(4);
+        let ft = table(4);
         ft.set_owner(Mfn(1), Owner::Dom(0)).unwrap();
         assert_eq!(ft.get_page(Mfn(1), 0), Ok(()));
         assert_eq!(ft.get_page(Mfn(1), 1), Err(FrameError::NotOwner));
@@ -404,7 +533,7 @@ mod tests {
 
     #[test]
     fn type_changes_only_at_zero() {
-        let mut ft = table(2);
+        let ft = table(2);
         ft.set_owner(Mfn(0), Owner::Dom(0)).unwrap();
         assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(true));
         assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(false));
@@ -422,7 +551,7 @@ mod tests {
 
     #[test]
     fn tlb_clock() {
-        let mut ft = table(3);
+        let ft = table(3);
         for m in 0..3 {
             ft.set_owner(Mfn(m), Owner::Dom(0)).unwrap();
         }

@@ -35,7 +35,7 @@
 //! A devalidation belongs to the domain (any of its hypercalls advances it). Tables inside a
 //! job are typed but not validated: busy, never updated, mapped writable or retyped.
 
-use crate::frame::{FrameError, FrameInfo, FrameTable, Owner, PageType};
+use crate::frame::{FrameError, FrameSlot, FrameTable, Owner, PageType};
 use crate::mem::{Mfn, PhysMem};
 use crate::pte::{Pte, PteFlags, ADDR_MASK};
 use guest_abi::errno::Errno;
@@ -210,7 +210,7 @@ enum Step {
 /// The state a page-table operation works on.
 pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub mem: &'a mut M,
-    pub ft: &'a mut FrameTable<S>,
+    pub ft: &'a FrameTable<S>,
     /// One past the highest RAM frame (the L1TF boundary).
     pub ram_end: Mfn,
     /// May the domain use cache-attribute bits (it has I/O resources)?
@@ -244,7 +244,7 @@ pub fn check_descriptor(d: u64) -> Result<u64, PtError> {
     Ok(d | ACCESSED)
 }
 
-impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, S> {
+impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// Before `mfn` may take type `ty`: flushes everywhere if its last type reference went
     /// away since the last flush and the kind of type changes.
     fn prepare(&mut self, mfn: Mfn, ty: PageType) {
@@ -593,7 +593,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         fd: DomId,
         preserve_ad: bool,
     ) -> Res {
-        let info = self.ft.get(table).copied().ok_or(PtError::NotATable)?;
+        let info = self.ft.get(table).ok_or(PtError::NotATable)?;
         if info.owner != Owner::Dom(pfd) {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
@@ -645,7 +645,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
 
     /// `MMUEXT_PIN_Ln_TABLE`.
     pub fn pin(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
-        let f = self.ft.get(mfn).copied().ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
+        let f = self.ft.get(mfn).ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
         if f.owner != Owner::Dom(dom) {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
@@ -659,7 +659,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
 
     /// `MMUEXT_UNPIN_TABLE`.
     pub fn unpin(&mut self, mfn: Mfn, dom: DomId) -> Res {
-        let f = self.ft.get(mfn).copied().ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
+        let f = self.ft.get(mfn).ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
         if f.owner != Owner::Dom(dom) {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
@@ -730,7 +730,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> Pt<'_, M, 
         let mfn = Mfn::of(maddr);
         let idx = ((maddr & 0xFFF) / 8) as usize;
         let d = check_descriptor(desc)?;
-        let f = self.ft.get(mfn).copied().ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
+        let f = self.ft.get(mfn).ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
         if f.owner != Owner::Dom(dom) {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
@@ -772,8 +772,8 @@ mod tests {
 
     const N: u64 = 24;
     /// Frames 0..20 belong to dom 0, 20..22 to dom 1, 22..24 are free.
-    fn world() -> (VecMem, FrameTable<Vec<FrameInfo>>) {
-        let mut ft = FrameTable::new(vec![FrameInfo::default(); N as usize]);
+    fn world() -> (VecMem, FrameTable<Vec<FrameSlot>>) {
+        let ft = FrameTable::new(crate::frame::slots(N as usize));
         for m in 0..N {
             let o = match m {
                 0..=19 => Owner::Dom(0),
@@ -798,7 +798,7 @@ mod tests {
         }
     }
 
-    fn pt<'a>(m: &'a mut VecMem, ft: &'a mut FrameTable<Vec<FrameInfo>>, x: &'a mut Extra) -> Pt<'a, VecMem, Vec<FrameInfo>> {
+    fn pt<'a>(m: &'a mut VecMem, ft: &'a FrameTable<Vec<FrameSlot>>, x: &'a mut Extra) -> Pt<'a, VecMem, Vec<FrameSlot>> {
         Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false, tlb: &mut x.tlb, jobs: &mut x.jobs, vcpu: 0, budget: &mut x.budget }
     }
 
@@ -811,9 +811,9 @@ mod tests {
 
     #[test]
     fn l1_rules() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         p.pin(Mfn(1), 1, 0).unwrap();
         // Map frame 5 writable, frame 6 read-only.
         p.update_entry(Mfn(1), 0, e(5, P | RW), 0, 0, false).unwrap();
@@ -850,9 +850,9 @@ mod tests {
 
     #[test]
     fn upper_levels_and_linear_tables() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         // Build L4(2) -> L3(3) -> L2(4) -> L1(8) by writing plain memory, then pin the L4.
         p.update_entry(Mfn(2), 0, e(3, P | RW), 0, 0, false).unwrap();
         p.update_entry(Mfn(3), 0, e(4, P | RW), 0, 0, false).unwrap();
@@ -889,9 +889,9 @@ mod tests {
 
     #[test]
     fn type_changes_flush_stale_translations() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         p.pin(Mfn(1), 1, 0).unwrap();
         // In one "batch": frame 5 mapped writable, unmapped, then hooked as an L1 (via an L2
         // entry): another CPU may still hold the writable translation, so a flush comes first.
@@ -926,12 +926,12 @@ mod tests {
     }
 
     /// Flushes so far (the TLB clock starts at 1).
-    fn flushes(p: &Pt<'_, VecMem, Vec<FrameInfo>>) -> u64 {
+    fn flushes(p: &Pt<'_, VecMem, Vec<FrameSlot>>) -> u64 {
         u64::from(p.ft.tlb_clock() - 1)
     }
 
     /// Drives the pending job to its end, `budget` entries per call; returns the calls made.
-    fn drive_to_end(p: &mut Pt<'_, VecMem, Vec<FrameInfo>>, budget: u64) -> u32 {
+    fn drive_to_end(p: &mut Pt<'_, VecMem, Vec<FrameSlot>>, budget: u64) -> u32 {
         let mut calls = 0;
         loop {
             *p.budget = budget;
@@ -943,7 +943,7 @@ mod tests {
     }
 
     /// Every frame in `frames` is back to no references.
-    fn assert_unreferenced(p: &Pt<'_, VecMem, Vec<FrameInfo>>, frames: impl Iterator<Item = u64>) {
+    fn assert_unreferenced(p: &Pt<'_, VecMem, Vec<FrameSlot>>, frames: impl Iterator<Item = u64>) {
         for m in frames {
             let f = p.ft.get(Mfn(m)).unwrap();
             assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}");
@@ -962,9 +962,9 @@ mod tests {
             let d = (1u64 << 47) | (ty << 40);
             assert_eq!(check_descriptor(d), Err(PtError::BadDescriptor), "type {ty:#x}");
         }
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         p.mem.write_u64(Mfn(6), 1, code0);
         p.get_segdesc(Mfn(6), 0).unwrap();
         assert_eq!(p.mem.read_u64(Mfn(6), 1), Some(0x00AF_BB00_0000_FFFF));
@@ -988,11 +988,11 @@ mod tests {
     }
 
     /// Recomputes every count from the tables, pins and roots, and checks the invariants.
-    fn audit(p: &Pt<'_, VecMem, Vec<FrameInfo>>, roots: &[Mfn]) {
+    fn audit(p: &Pt<'_, VecMem, Vec<FrameSlot>>, roots: &[Mfn]) {
         let mut cnt = vec![0u32; N as usize];
         let mut tcnt = vec![0u32; N as usize];
         for m in 0..N {
-            let f = *p.ft.get(Mfn(m)).unwrap();
+            let f = p.ft.get(Mfn(m)).unwrap();
             if f.pinned {
                 cnt[m as usize] += 1;
                 tcnt[m as usize] += 1;
@@ -1050,7 +1050,7 @@ mod tests {
         ]
     }
 
-    fn run_op(p: &mut Pt<'_, VecMem, Vec<FrameInfo>>, o: &Op, root: &mut Option<Mfn>) -> Res {
+    fn run_op(p: &mut Pt<'_, VecMem, Vec<FrameSlot>>, o: &Op, root: &mut Option<Mfn>) -> Res {
         match *o {
             Op::Update { table, idx, target, flags, fd } => p.update_entry(Mfn(table), idx, e(target, flags), 0, fd, false),
             Op::Pin { mfn, level } => p.pin(Mfn(mfn), level, 0),
@@ -1068,7 +1068,7 @@ mod tests {
     }
 
     /// A tree of `n` L1s (frames 8..8+n) under L2 4, L3 3, L4 2, every L1 mapping frame 7.
-    fn tree(p: &mut Pt<'_, VecMem, Vec<FrameInfo>>, n: u64) {
+    fn tree(p: &mut Pt<'_, VecMem, Vec<FrameSlot>>, n: u64) {
         for l1 in 8..8 + n {
             for i in 0..512 {
                 p.mem.write_u64(Mfn(l1), i, e(7, P).0);
@@ -1081,9 +1081,9 @@ mod tests {
 
     #[test]
     fn validation_is_preemptible() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         tree(&mut p, 10);
         *p.budget = 700;
         assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
@@ -1120,9 +1120,9 @@ mod tests {
 
     #[test]
     fn a_pending_validation_can_be_adopted() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         tree(&mut p, 4);
         *p.budget = 300;
         assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
@@ -1142,9 +1142,9 @@ mod tests {
 
     #[test]
     fn failed_preempted_validation_drops_everything() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         tree(&mut p, 8);
         p.mem.write_u64(Mfn(15), 511, e(20, P).0); // the last L1's last entry: another domain's frame
         *p.budget = 600;
@@ -1162,9 +1162,9 @@ mod tests {
     /// budgeted work before the next validation, never all at once.
     #[test]
     fn unclaimed_outcomes_are_released_within_budget() {
-        let (mut m, mut ft) = world();
+        let (mut m, ft) = world();
         let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
         tree(&mut p, 10);
         *p.budget = 600;
         assert_eq!(p.pin(Mfn(2), 4, 0), Err(PtError::Preempted));
@@ -1192,11 +1192,11 @@ mod tests {
         /// results and the same frame table as with no budget at all.
         #[test]
         fn preemption_gives_the_same_results(ops in prop::collection::vec(op(), 300), budgets in prop::collection::vec(1u64..40, 300), tree_l1s in 0u64..10) {
-            let (mut ma, mut fta) = world();
-            let (mut mb, mut ftb) = world();
+            let (mut ma, fta) = world();
+            let (mut mb, ftb) = world();
             let (mut xa, mut xb) = (Extra::default(), Extra::default());
-            let mut pa = pt(&mut ma, &mut fta, &mut xa);
-            let mut pb = pt(&mut mb, &mut ftb, &mut xb);
+            let mut pa = pt(&mut ma, &fta, &mut xa);
+            let mut pb = pt(&mut mb, &ftb, &mut xb);
             tree(&mut pa, tree_l1s);
             tree(&mut pb, tree_l1s);
             let (mut ra_root, mut rb_root) = (None, None);
@@ -1232,7 +1232,7 @@ mod tests {
                 prop_assert_eq!(ra, rb, "op {} {:?}", k, o);
                 prop_assert!(!pb.jobs.has_parked());
                 for m in 0..N {
-                    let (fa, fb) = (*pa.ft.get(Mfn(m)).unwrap(), *pb.ft.get(Mfn(m)).unwrap());
+                    let (fa, fb) = (pa.ft.get(Mfn(m)).unwrap(), pb.ft.get(Mfn(m)).unwrap());
                     prop_assert_eq!((fa.count, fa.type_count, fa.validated, fa.pinned), (fb.count, fb.type_count, fb.validated, fb.pinned), "mfn {} after op {}", m, k);
                     if fa.type_count > 0 {
                         prop_assert_eq!(fa.ty, fb.ty);
@@ -1248,9 +1248,9 @@ mod tests {
         /// 100 cases × 1000 operations = 10^5 operations per run.
         #[test]
         fn random_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1000)) {
-            let (mut m, mut ft) = world();
+            let (mut m, ft) = world();
             let mut x = Extra::default();
-        let mut p = pt(&mut m, &mut ft, &mut x);
+        let mut p = pt(&mut m, &ft, &mut x);
             let mut root: Option<Mfn> = None;
             for o in ops {
                 let r = match o {

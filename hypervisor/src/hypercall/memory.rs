@@ -69,7 +69,7 @@ fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
 /// Gives a frame back: only if the domain owns it and nothing references it.
 fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
     let id = hv.cur.dom;
-    let f = hv.mm.ft.get(m).copied().ok_or(Errno::EINVAL)?;
+    let f = hv.mm.ft.get(m).ok_or(Errno::EINVAL)?;
     if f.owner != Owner::Dom(id) {
         return Err(Errno::EINVAL);
     }
@@ -173,7 +173,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
         }
         let old = Mfn(u64::from_le_bytes(g));
         // Check the old frame and the output slot before anything changes hands.
-        let f = hv.mm.ft.get(old).copied();
+        let f = hv.mm.ft.get(old);
         if f.is_none_or(|f| f.owner != Owner::Dom(hv.cur.dom) || f.count != 0 || f.type_count != 0) {
             result = Err(Errno::EINVAL);
             break;
