@@ -137,7 +137,7 @@ pub fn build(
         cmdline: cmdline.as_bytes(),
         shared_info_maddr: si.maddr(),
     };
-    let built = builder::build(&mut DirectMap, &mut mm.ft, &img, &layout, &p2m, &params)
+    let built = builder::build(&mut DirectMap, &mm.ft, &img, &layout, &p2m, &params)
         .map_err(Dom0Error::Build)?;
     for (pfn, &mfn) in p2m.iter().enumerate() {
         mm.set_m2p(mfn, pfn as u64);

@@ -416,7 +416,7 @@ mod tests {
         let mut w = world(100 + 2 * nr as usize, nr);
         let l = compute_layout(&img, nr).unwrap();
         let params = BuildParams { domid: 0, flags: 3, cmdline: b"hello dom0", shared_info_maddr: 0x5000 };
-        let b = build(&mut w.mem, &mut w.ft, &img, &l, &w.p2m, &params).unwrap();
+        let b = build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &params).unwrap();
         assert_eq!(b.l4, w.p2m[l.pfn(l.pt_va) as usize]);
         let ft = &w.ft;
         let owns = |m: Mfn| ft.owner(m) == Owner::Dom(0);
@@ -504,9 +504,9 @@ mod tests {
         let l = compute_layout(&img, 2048).unwrap();
         let long = [b'x'; 1024];
         let p = BuildParams { domid: 0, flags: 0, cmdline: &long, shared_info_maddr: 0 };
-        assert_eq!(build(&mut w.mem, &mut w.ft, &img, &l, &w.p2m, &p), Err(BuildError::CmdlineTooLong));
+        assert_eq!(build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &p), Err(BuildError::CmdlineTooLong));
         let p = BuildParams { domid: 0, flags: 0, cmdline: b"", shared_info_maddr: 0 };
         let short = &w.p2m[..10].to_vec();
-        assert_eq!(build(&mut w.mem, &mut w.ft, &img, &l, short, &p), Err(BuildError::BadP2m));
+        assert_eq!(build(&mut w.mem, &w.ft, &img, &l, short, &p), Err(BuildError::BadP2m));
     }
 }
