@@ -18,9 +18,10 @@ pub struct Callbacks {
     pub sysenter: u64,
 }
 
-/// A virtual CPU. A vCPU lives in exactly one place: the slot of the CPU running it
-/// (`Hv::running`, or `Hv::cur` during that CPU's locked section) or the waiting list
-/// (`Hv::others`), whatever its domain's other vCPUs do.
+/// A virtual CPU's context: what it runs with. It lives in exactly one place: the
+/// per-CPU structure of the CPU running it (`PerCpu::cur`, owned by that CPU alone) or the
+/// hypervisor's waiting list (`Global::others`). What other CPUs need to see of a vCPU
+/// (whether it sleeps, its timers, its runstate) is its [`VcpuState`], kept in its domain.
 pub struct Vcpu {
     /// Its domain and its number in that domain.
     pub dom: DomId,
@@ -42,6 +43,20 @@ pub struct Vcpu {
     pub fpu_ts: bool,
     /// Saved registers while the vCPU is not running.
     pub frame: TrapFrame,
+    /// Saved while another vCPU runs.
+    pub fpu: alloc::boxed::Box<hv_arch::cpu::FxArea>,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub kernel_gs_base: u64,
+    /// DS, ES, FS, GS selectors (loaded before the bases on a switch).
+    pub sel: hv_arch::cpu::DataSelectors,
+    /// Recent guest translations through `l4` (see `hv_core::guest_access`).
+    pub xlat: hv_core::guest_access::XlatCache,
+}
+
+/// What the scheduler, timers and events need of a vCPU, wherever its context is: kept in
+/// its domain (`Domain::vcpus`), under the hypervisor lock.
+pub struct VcpuState {
     /// One-shot timer (system time, ns), and the periodic timer (0 = off).
     pub single_deadline: Option<u64>,
     pub period_ns: u64,
@@ -57,19 +72,12 @@ pub struct Vcpu {
     /// SCHEDOP_poll: the ports and the deadline (0 = none).
     pub poll_ports: alloc::vec::Vec<u32>,
     pub poll_deadline: u64,
-    /// Saved while another vCPU runs.
-    pub fpu: alloc::boxed::Box<hv_arch::cpu::FxArea>,
-    pub fs_base: u64,
-    pub gs_base: u64,
-    pub kernel_gs_base: u64,
-    /// DS, ES, FS, GS selectors (loaded before the bases on a switch).
-    pub sel: hv_arch::cpu::DataSelectors,
+    /// The CPU running it, if any.
+    pub on_cpu: Option<usize>,
     /// Runstate (`RUNSTATE_*`), when it was entered, and the time spent in each state.
     pub runstate: u32,
     pub runstate_entry: u64,
     pub runstate_time: [u64; 4],
-    /// Recent guest translations through `l4` (see `hv_core::guest_access`).
-    pub xlat: hv_core::guest_access::XlatCache,
 }
 
 /// `RUNSTATE_*` values (`public/vcpu.h`).
@@ -79,14 +87,13 @@ pub const RUNSTATE_BLOCKED: u32 = 2;
 pub const RUNSTATE_OFFLINE: u32 = 3;
 
 impl Vcpu {
-    /// A vCPU of `dom`: vCPU 0 starts initialised and up on `l4`, the others down and
-    /// without a context until `VCPUOP_initialise`.
+    /// vCPU `id` of `dom`: vCPU 0 runs on `l4`, the others have no context until
+    /// `VCPUOP_initialise`.
     pub fn new(dom: DomId, id: u32, l4: Mfn) -> Vcpu {
-        let first = id == 0;
         Vcpu {
             dom,
             id,
-            l4: if first { l4 } else { Mfn(0) },
+            l4: if id == 0 { l4 } else { Mfn(0) },
             traps: [TrapInfo::default(); 256],
             kernel_ss: 0,
             kernel_sp: 0,
@@ -96,23 +103,11 @@ impl Vcpu {
             ldt_ents: 0,
             fpu_ts: false,
             frame: TrapFrame::default(),
-            single_deadline: None,
-            period_ns: crate::events::DEFAULT_PERIOD_NS,
-            period_next: crate::events::now() + crate::events::DEFAULT_PERIOD_NS,
-            sched_id: 0,
-            blocked: false,
-            initialised: first,
-            down: !first,
-            poll_ports: alloc::vec::Vec::new(),
-            poll_deadline: 0,
             fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
             fs_base: 0,
             gs_base: 0,
             kernel_gs_base: 0,
             sel: [0; 4],
-            runstate: if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
-            runstate_entry: crate::events::now(),
-            runstate_time: [0; 4],
             xlat: Default::default(),
         }
     }
@@ -120,14 +115,34 @@ impl Vcpu {
     /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
     /// never given events (see [`Vcpu::is_placeholder`]).
     pub fn placeholder() -> Vcpu {
-        let mut v = Vcpu::new(guest_abi::DOMID_IDLE, 0, Mfn(0));
-        v.sched_id = usize::MAX;
-        v.period_ns = 0;
-        v
+        Vcpu::new(guest_abi::DOMID_IDLE, 0, Mfn(0))
     }
 
     pub fn is_placeholder(&self) -> bool {
         self.dom == guest_abi::DOMID_IDLE
+    }
+}
+
+impl VcpuState {
+    /// vCPU `id`: vCPU 0 starts initialised and up, the others down and without a context.
+    pub fn new(id: u32) -> VcpuState {
+        let first = id == 0;
+        let now = crate::events::now();
+        VcpuState {
+            single_deadline: None,
+            period_ns: crate::events::DEFAULT_PERIOD_NS,
+            period_next: now + crate::events::DEFAULT_PERIOD_NS,
+            sched_id: usize::MAX,
+            blocked: false,
+            initialised: first,
+            down: !first,
+            poll_ports: alloc::vec::Vec::new(),
+            poll_deadline: 0,
+            on_cpu: None,
+            runstate: if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
+            runstate_entry: now,
+            runstate_time: [0; 4],
+        }
     }
 
     /// Can the scheduler run it (given that its domain is alive)?
@@ -191,6 +206,8 @@ pub struct Domain {
     pub vcpu_info_registered: u64,
     /// Preempted page-table (de)validation (see `hv_core::pt`).
     pub jobs: hv_core::pt::Jobs,
+    /// What the rest of the hypervisor sees of each vCPU, by vCPU number.
+    pub vcpus: alloc::vec::Vec<VcpuState>,
 }
 
 impl Domain {
@@ -210,6 +227,7 @@ impl Domain {
             vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),
             vcpu_info_registered: 0,
             jobs: hv_core::pt::Jobs::default(),
+            vcpus: (0..n as u32).map(VcpuState::new).collect(),
         }
     }
 
@@ -217,6 +235,7 @@ impl Domain {
     pub fn idle() -> Domain {
         let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
         d.vcpu_info.clear();
+        d.vcpus.clear();
         d
     }
 
@@ -315,6 +334,24 @@ impl Domains {
     /// Real domains (not the idle one).
     pub fn len(&self) -> usize {
         self.list.len()
+    }
+
+    /// Every real domain.
+    pub fn iter(&self) -> impl Iterator<Item = &Domain> {
+        self.list.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Domain> {
+        self.list.iter_mut()
+    }
+
+    /// What the hypervisor sees of vCPU `vcpu` of `dom` (none for the idle domain).
+    pub fn vcpu(&self, dom: DomId, vcpu: u32) -> Option<&VcpuState> {
+        self.list.get(dom as usize)?.vcpus.get(vcpu as usize)
+    }
+
+    pub fn vcpu_mut(&mut self, dom: DomId, vcpu: u32) -> Option<&mut VcpuState> {
+        self.list.get_mut(dom as usize)?.vcpus.get_mut(vcpu as usize)
     }
 }
 

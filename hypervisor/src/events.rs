@@ -72,8 +72,8 @@ impl Bits for SharedBits<'_> {
 }
 
 /// The shared-info bits of every domain.
-pub fn bits(hv: &Hv) -> SharedBits<'_> {
-    SharedBits { doms: &hv.domains }
+pub fn bits<'a>(hv: &'a Hv<'_>) -> SharedBits<'a> {
+    SharedBits { doms: &hv.g.domains }
 }
 
 /// Nanoseconds since boot.
@@ -121,8 +121,8 @@ pub fn set_wallclock(d: &Domain, boot_unix: u64) {
 
 /// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound).
 pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
-    let mut b = SharedBits { doms: &hv.domains };
-    let k = hv.events.send_virq(dom, virq, vcpu, &mut b);
+    let mut b = SharedBits { doms: &hv.g.domains };
+    let k = hv.g.events.send_virq(dom, virq, vcpu, &mut b);
     kick(hv, k);
 }
 
@@ -131,63 +131,66 @@ pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
 pub fn process_timers(hv: &mut Hv) {
     let now = now();
     let mut fired = alloc::vec::Vec::new();
-    let all = core::iter::once(&mut hv.cur).chain(hv.others.iter_mut()).chain(hv.running.iter_mut());
-    for v in all {
-        let Some(d) = hv.domains.get(v.dom) else { continue };
-        if d.dead.is_some() || v.is_placeholder() || v.down {
-            continue;
+    for d in hv.g.domains.iter_mut().filter(|d| d.dead.is_none()) {
+        let (dom, vcpus) = (d.id, &mut d.vcpus);
+        for (id, v) in vcpus.iter_mut().enumerate().filter(|(_, v)| !v.down) {
+            let id = id as u32;
+            let mut fire = false;
+            if v.single_deadline.is_some_and(|t| t <= now) {
+                v.single_deadline = None;
+                fire = true;
+            }
+            if v.period_ns != 0 && v.period_next <= now {
+                fire = true;
+                // Skip missed periods in one step (no loop a guest could stretch).
+                let missed = (now - v.period_next) / v.period_ns + 1;
+                v.period_next = v.period_next.saturating_add(missed.saturating_mul(v.period_ns));
+            }
+            if fire {
+                fired.push((dom, id));
+            }
         }
-        let mut fire = false;
-        if v.single_deadline.is_some_and(|t| t <= now) {
-            v.single_deadline = None;
-            fire = true;
+        for id in 0..d.nr_vcpus() {
+            if !d.vcpus[id as usize].down {
+                update_time(d, id);
+            }
         }
-        if v.period_ns != 0 && v.period_next <= now {
-            fire = true;
-            // Skip missed periods in one step (no loop a guest could stretch).
-            let missed = (now - v.period_next) / v.period_ns + 1;
-            v.period_next = v.period_next.saturating_add(missed.saturating_mul(v.period_ns));
-        }
-        if fire {
-            fired.push((v.dom, v.id));
-        }
-        update_time(d, v.id);
     }
     for (dom, vcpu) in fired {
         send_virq(hv, dom, VIRQ_TIMER, vcpu);
     }
-    if hv.this == 0 && hv_arch::cpu::serial_has_input() {
+    if hv.pc.id == 0 && hv_arch::cpu::serial_has_input() {
         send_virq(hv, 0, VIRQ_CONSOLE, 0);
     }
     crate::schedule::check_sleepers(hv);
-    if now >= hv.next_tick {
+    if now >= hv.pc.next_tick {
         // The scheduler's tick: charges the running vCPU, ends a boost, runs accounting.
-        hv.sched.tick(hv.this, now);
-        hv.next_tick = now + hv_core::sched::TICK_NS;
+        hv.g.sched.tick(hv.pc.id, now);
+        hv.pc.next_tick = now + hv_core::sched::TICK_NS;
     }
-    if now >= hv.slice_until {
-        hv.need_resched = true;
+    if now >= hv.pc.slice_until {
+        hv.pc.need_resched = true;
     }
     arm(hv, None);
 }
 
 /// Programs the LAPIC for the earliest of: any guest timer or poll deadline, the end of the
 /// current slice, `extra`, and one housekeeping period from now.
-pub fn arm(hv: &Hv, extra: Option<u64>) {
+pub fn arm(hv: &Hv<'_>, extra: Option<u64>) {
     let mut next = now() + HOUSEKEEPING_NS;
     // Timers of down vCPUs and dead domains never fire (their deadlines are not advanced):
     // they must not arm the LAPIC either.
-    let live = |v: &&crate::domain::Vcpu| !v.down && hv.domains.get(v.dom).is_some_and(|d| d.dead.is_none());
-    for v in crate::schedule::vcpus(hv).filter(live) {
+    let live = hv.g.domains.iter().filter(|d| d.dead.is_none()).flat_map(|d| d.vcpus.iter()).filter(|v| !v.down);
+    for v in live {
         let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
         for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {
             next = next.min(t);
         }
     }
-    if hv.slice_until != 0 {
-        next = next.min(hv.slice_until);
+    if hv.pc.slice_until != 0 {
+        next = next.min(hv.pc.slice_until);
     }
-    next = next.min(hv.next_tick.max(now() + 1));
+    next = next.min(hv.pc.next_tick.max(now() + 1));
     if let Some(t) = extra {
         next = next.min(t);
     }
@@ -210,17 +213,17 @@ pub fn upcall_due(d: &Domain, v: u32) -> bool {
 /// masked on delivery, as Xen does).
 #[inline]
 pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
-    if f.cs & 3 != 0 && hv.cur.callbacks.event != 0 {
+    if f.cs & 3 != 0 && hv.pc.cur.callbacks.event != 0 {
         deliver_upcall_if_due(hv, f);
     }
 }
 
 #[inline(never)]
 fn deliver_upcall_if_due(hv: &mut Hv, f: &mut TrapFrame) {
-    if !upcall_due(hv.dom(), hv.cur.id) {
+    if !upcall_due(hv.dom(), hv.pc.cur.id) {
         return;
     }
-    let cb = hv.cur.callbacks.event;
+    let cb = hv.pc.cur.callbacks.event;
     crate::traps::enter_guest_handler(hv, f, cb, &[], true, "event upcall");
 }
 

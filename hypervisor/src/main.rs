@@ -12,7 +12,9 @@ mod dom0;
 mod domain;
 mod events;
 mod hypercall;
+mod locks;
 mod mm;
+mod percpu;
 mod schedule;
 mod traps;
 
@@ -24,67 +26,50 @@ use hv_arch::entry::{self, TrapFrame};
 use hv_arch::paging::{self, CpuTables, FrameSource};
 use hv_core::cmdline::{self, LogLevel};
 
-/// Global hypervisor state, under one lock for every CPU (see `schedule`).
-pub struct Hv {
+/// The hypervisor's shared state, under the hypervisor lock (see `locks` for the order).
+/// What belongs to one CPU is in its `percpu::PerCpu` instead.
+pub struct Global {
     pub mm: mm::Mm,
-    /// This CPU's tables, during a locked section (see `schedule::enter`).
-    pub cpu: CpuTables,
     /// Every CPU's tables and APIC id.
     pub cpus: alloc::vec::Vec<CpuTables>,
     pub apic_ids: alloc::vec::Vec<u32>,
-    /// The CPU of the current locked section.
-    pub this: usize,
-    /// Per CPU: the vCPU it runs (a placeholder when idle, and while that CPU is inside a
-    /// section, when the vCPU sits in `cur`), its slice end and next tick, a pending
-    /// reschedule request, and a spare placeholder.
-    pub running: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
-    pub slices: alloc::vec::Vec<u64>,
-    pub ticks: alloc::vec::Vec<u64>,
-    pub resched: alloc::vec::Vec<bool>,
-    pub spare: alloc::vec::Vec<Option<alloc::boxed::Box<domain::Vcpu>>>,
-    /// Per CPU: the guest GDT and LDT frames its entry area maps now, and the LDT size.
-    pub mapped_desc: alloc::vec::Vec<schedule::MappedDesc>,
-    /// The vCPU running on this CPU (or that last ran), or a placeholder.
-    pub cur: alloc::boxed::Box<domain::Vcpu>,
-    /// Every other vCPU that is not on a CPU: runnable, blocked or down.
+    /// Per CPU: the vCPU it runs (domain, number, root), for shootdowns and wakeups.
+    pub running: alloc::vec::Vec<Option<schedule::Running>>,
+    /// Every vCPU context that is not on a CPU: runnable, blocked or down.
     pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     /// Every domain, by id, and the idle domain behind placeholders.
     pub domains: domain::Domains,
     pub cmdline: &'static str,
-    /// Inside a multicall (nested multicalls are refused).
-    pub in_multicall: bool,
-    /// The current hypercall's start (TSC) and the work units it has done: long operations
-    /// check `hypercall::preempt` between units and continue later.
-    pub hc_start: u64,
-    pub work: u64,
-    /// Page-table entries the current hypercall may still validate or devalidate.
-    pub pt_budget: u64,
     /// The console rate limit all unprivileged domains share.
     pub console_all: hv_core::ratelimit::TokenBucket,
     pub events: hv_core::evtchn::Events,
     pub sched: hv_core::sched::Credit,
-    /// A vCPU with higher priority woke, or the current one stopped: pick again on exit.
-    pub need_resched: bool,
-    /// The current vCPU yielded.
-    pub yielded: bool,
-    /// End of the current vCPU's slice (system time).
-    pub slice_until: u64,
-    /// When the scheduler's next tick is due.
-    pub next_tick: u64,
+}
+
+/// What a hypervisor entry works with: this CPU's structure (the current vCPU in it) and
+/// the shared state.
+pub struct Hv<'a> {
+    pub pc: &'a mut percpu::PerCpu,
+    pub g: &'a mut Global,
 }
 
 /// The hypervisor lock: a ticket lock, so CPUs get it in the order they asked (a plain spin
 /// lock let a CPU re-issuing continuations back to back starve the others for hundreds of
 /// milliseconds under TCG).
-static HV: spin::mutex::TicketMutex<Option<Hv>> = spin::mutex::TicketMutex::new(None);
+static HV: spin::mutex::TicketMutex<Option<Global>> = spin::mutex::TicketMutex::new(None);
+
+/// Takes the hypervisor lock (after this CPU's own structure, if at all: `locks`).
+pub fn global() -> locks::Ordered<spin::mutex::TicketMutexGuard<'static, Option<Global>>> {
+    locks::Ordered::new(locks::Level::Global, || HV.lock())
+}
+
 /// CPUs that have come up (the BSP included).
 static CPUS_ONLINE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 
 /// First Rust code of an application processor after the trampoline.
 fn ap_main(cpu: u32) -> ! {
-    // The global state exists before any AP starts; its tables were built for every CPU.
-    let tables = HV.lock().as_ref().and_then(|hv| hv.cpus.get(cpu as usize).copied());
-    let Some(t) = tables else { cpu::halt_forever() };
+    // Every CPU's structure exists before any AP starts.
+    let Some(t) = percpu::tables_of(cpu as usize) else { cpu::halt_forever() };
     paging::enable_pcid_ap();
     paging::activate(&t);
     let feat = Features::detect();
@@ -97,14 +82,19 @@ fn ap_main(cpu: u32) -> ! {
 }
 static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
 
-impl Hv {
+impl Hv<'_> {
     /// The current vCPU's domain.
     pub fn dom(&self) -> &domain::Domain {
-        self.domains.of(self.cur.dom)
+        self.g.domains.of(self.pc.cur.dom)
     }
 
     pub fn dom_mut(&mut self) -> &mut domain::Domain {
-        self.domains.of_mut(self.cur.dom)
+        self.g.domains.of_mut(self.pc.cur.dom)
+    }
+
+    /// What the rest of the hypervisor sees of the current vCPU (`None` when idle).
+    pub fn vs(&mut self) -> Option<&mut domain::VcpuState> {
+        self.g.domains.vcpu_mut(self.pc.cur.dom, self.pc.cur.id)
     }
 
     /// Ends the run: under QEMU with `debug-exit`, through isa-debug-exit with `code`.
@@ -158,16 +148,15 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
         return true;
     }
     schedule::left_guest();
-    let mut g = HV.lock();
-    match g.as_mut() {
-        Some(hv) => {
-            schedule::enter(hv);
-            let resume = traps::guest_trap(hv, f);
-            schedule::leave(hv);
-            resume
-        }
-        None => panic!("guest trap before the hypervisor is up"),
-    }
+    let mut pg = percpu::this();
+    let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
+    schedule::enter(pc);
+    let mut gg = global();
+    let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
+    let mut hv = Hv { pc, g };
+    let resume = traps::guest_trap(&mut hv, f);
+    schedule::leave(&mut hv);
+    resume
 }
 
 #[no_mangle]
@@ -318,8 +307,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         d.sched_dom = sched.add_domain(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
-            let mut v = v0.take().unwrap_or_else(|| domain::Vcpu::new(d.id, n, hv_core::mem::Mfn(0)));
-            v.sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
+            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(d.id, n, hv_core::mem::Mfn(0)));
+            d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
             events::update_time(&d, n);
             vcpus.push(alloc::boxed::Box::new(v));
         }
@@ -333,35 +322,21 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     let my_apic = hv_arch::lapic::id();
     let mut cpu_apics = alloc::vec![my_apic];
     cpu_apics.extend(apic_ids.iter().copied().filter(|&id| id != my_apic).take(ncpus - 1));
-    let placeholder = || alloc::boxed::Box::new(domain::Vcpu::placeholder());
-    let mut guard = HV.lock();
-    *guard = Some(Hv {
+    for (k, t) in tables.iter().enumerate() {
+        percpu::install(percpu::PerCpu::new(k, *t));
+    }
+    let mut guard = global();
+    *guard = Some(Global {
         mm,
-        cpu: cpu_tables,
         cpus: tables,
         apic_ids: cpu_apics,
-        this: 0,
-        running: (0..ncpus).map(|_| placeholder()).collect(),
-        slices: alloc::vec![0; ncpus],
-        ticks: alloc::vec![hv_core::sched::TICK_NS; ncpus],
-        resched: alloc::vec![false; ncpus],
-        spare: (0..ncpus).map(|_| None).collect(),
-        mapped_desc: alloc::vec![schedule::MappedDesc::default(); ncpus],
-        cur: placeholder(),
+        running: alloc::vec![None; ncpus],
         others: vcpus,
         domains,
         cmdline: hv_cmdline,
-        in_multicall: false,
-        hc_start: 0,
-        work: 0,
-        pt_budget: 0,
         console_all: hypercall::console::all_domu_bucket(),
         events,
         sched,
-        need_resched: false,
-        yielded: false,
-        slice_until: 0,
-        next_tick: hv_core::sched::TICK_NS,
     });
     drop(guard);
     // Start the application processors (after the global state exists: they lock it).
@@ -387,13 +362,13 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         log::info!("{} CPU(s) online", CPUS_ONLINE.load(Ordering::SeqCst));
     }
     // Every CPU is up: make the domains runnable.
-    if let Some(hv) = HV.lock().as_mut() {
+    if let Some(g) = global().as_mut() {
         let now = events::now();
-        for v in hv.others.iter().filter(|v| v.runnable()) {
-            hv.sched.wake(v.sched_id, now);
+        for v in g.domains.iter().flat_map(|d| d.vcpus.iter()).filter(|v| v.runnable()) {
+            g.sched.wake(v.sched_id, now);
         }
-        for &apic in hv.apic_ids.iter().skip(1) {
-            hv_arch::lapic::send_vector(apic, hv_arch::lapic::IPI_VECTOR);
+        for (k, &apic) in g.apic_ids.iter().enumerate().skip(1) {
+            percpu::poke(k, apic);
         }
     }
     schedule::idle_loop()

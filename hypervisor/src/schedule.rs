@@ -1,23 +1,24 @@
 //! Running vCPUs on the CPUs: the glue between the credit scheduler (`hv_core::sched`,
 //! pure policy) and the CPUs (saving and loading vCPU state).
 //!
-//! All hypervisor work happens under one lock (`HV`). During a locked section on CPU `k`,
-//! `hv.cur` holds the vCPU CPU `k` runs (swapped in from `hv.running[k]` by [`enter`] and
-//! back by [`leave`]), and `hv.cpu` its tables; the rest of the hypervisor therefore always
-//! works on "the current vCPU" (and `hv.dom()`, its domain) without knowing about other
-//! CPUs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in and loads its
-//! registers into the trap frame the exit path resumes. Per-vCPU state switched: registers,
-//! XSAVE state, FS/GS bases, CR0.TS, the guest slots of this CPU's roots, TSS.RSP1, the
-//! GDT/LDT frames mapped in the entry area, and the direct `int 0x80` gate.
+//! Each CPU keeps the vCPU it runs in its own structure (`percpu::PerCpu::cur`); the
+//! others wait in `Global::others`. What other CPUs need of a vCPU (asleep or not, its
+//! timers, the CPU it is on) is its `VcpuState` in its domain, and `Global::running` says
+//! what each CPU runs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in
+//! and loads its registers into the trap frame the exit path resumes. Per-vCPU state
+//! switched: registers, XSAVE state, FS/GS bases, CR0.TS, the guest slots of this CPU's
+//! roots, TSS.RSP1, the GDT/LDT frames mapped in the entry area, and the direct `int 0x80`
+//! gate.
 //!
 //! Several vCPUs of one domain may run at once on different CPUs, sharing its page tables:
 //! after a change to a domain's tables [`shootdown`] makes every other CPU running that
 //! domain resynchronise its roots and flush its TLB before it runs another guest
 //! instruction (see `hv_core::shootdown` for the protocol, model-checked on the host).
 
-use crate::domain::Vcpu;
+use crate::domain::{Vcpu, VcpuState};
 use crate::events;
-use crate::Hv;
+use crate::percpu::PerCpu;
+use crate::{Global, Hv};
 use alloc::boxed::Box;
 use guest_abi::DomId;
 use hv_arch::cpu::{self, SegBase};
@@ -61,19 +62,17 @@ pub fn flush_ipi() {
 /// another guest instruction. CPUs in guest context are sent the flush IPI and waited for;
 /// CPUs inside the hypervisor flush at the end of their next locked section ([`leave`]).
 /// CPUs running other domains need nothing: loading a vCPU always flushes.
-pub fn shootdown(hv: &Hv, doms: &[DomId]) {
-    if hv.cpus.len() == 1 {
+pub fn shootdown(hv: &Hv<'_>, doms: &[DomId]) {
+    if hv.g.cpus.len() == 1 {
         return;
     }
     // Built at the first target only: most calls find none, and this runs after every
     // page-table hypercall.
     let mut wait: Option<Waits> = None;
-    for (k, v) in hv.running.iter().enumerate() {
-        if k == hv.this || v.is_placeholder() || !doms.contains(&v.dom) {
-            continue;
-        }
-        paging::copy_guest_slots(&hv.cpus[k], v.l4);
-        wait.get_or_insert_with(Waits::default).ask(k, hv.apic_ids.get(k).copied());
+    for (k, r) in hv.g.running.iter().enumerate() {
+        let Some(r) = r.filter(|r| k != hv.pc.id && doms.contains(&r.dom)) else { continue };
+        paging::copy_guest_slots(&hv.g.cpus[k], r.l4);
+        wait.get_or_insert_with(Waits::default).ask(k, hv.g.apic_ids.get(k).copied());
     }
     if let Some(w) = wait {
         w.finish();
@@ -140,85 +139,74 @@ impl Waits {
     }
 }
 
-/// Begins a locked section on this CPU. With a single CPU the current vCPU simply stays
-/// in `hv.cur` between sections (nothing to swap).
-#[inline]
-pub fn enter(hv: &mut Hv) {
-    if hv.cpus.len() == 1 {
-        hv.this = 0;
-        return;
-    }
-    let k = hv_arch::percpu::cpu_id();
-    hv.this = k;
-    core::mem::swap(&mut hv.cur, &mut hv.running[k]);
-    hv.cpu = hv.cpus[k];
-    hv.slice_until = hv.slices[k];
-    hv.next_tick = hv.ticks[k];
-    hv.need_resched |= core::mem::take(&mut hv.resched[k]);
+/// What a CPU runs, as other CPUs see it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Running {
+    pub dom: DomId,
+    pub id: u32,
+    /// Its root: a shootdown copies the guest slots into that CPU's roots.
+    pub l4: hv_core::mem::Mfn,
 }
 
-/// Ends a locked section on this CPU.
+/// Begins a hypervisor entry on this CPU: takes the reschedule requests of other CPUs.
 #[inline]
-pub fn leave(hv: &mut Hv) {
-    if hv.cpus.len() == 1 {
-        hv.need_resched = false;
-        return;
+pub fn enter(pc: &mut PerCpu) {
+    if crate::percpu::take_resched(pc.id) {
+        pc.need_resched = true;
     }
-    let k = hv.this;
+}
+
+/// Ends a hypervisor entry on this CPU.
+#[inline]
+pub fn leave(hv: &mut Hv<'_>) {
     // A flush asked before this is done now; from here until the guest runs, a shootdown
     // sends this CPU the flush IPI (it arrives once the guest runs with interrupts on).
-    SHOOTDOWN[k].before_resume(!hv.cur.is_placeholder(), paging::flush_guest_tlb);
-    hv.slices[k] = hv.slice_until;
-    hv.ticks[k] = hv.next_tick;
-    hv.need_resched = false;
-    core::mem::swap(&mut hv.cur, &mut hv.running[k]);
+    SHOOTDOWN[hv.pc.id].before_resume(!hv.pc.cur.is_placeholder(), paging::flush_guest_tlb);
+    hv.pc.need_resched = false;
 }
 
-/// Every real vCPU, wherever it is.
-pub fn vcpus(hv: &Hv) -> impl Iterator<Item = &Vcpu> {
-    core::iter::once(&*hv.cur)
-        .chain(hv.others.iter().map(|v| &**v))
-        .chain(hv.running.iter().map(|v| &**v))
-        .filter(|v| !v.is_placeholder())
+/// The current vCPU switched to root `l4` (other CPUs' shootdowns copy from it).
+pub fn set_root(hv: &mut Hv<'_>, l4: hv_core::mem::Mfn) {
+    if let Some(r) = hv.g.running.get_mut(hv.pc.id).and_then(|r| r.as_mut()) {
+        r.l4 = l4;
+    }
 }
 
-/// vCPU `vcpu` of `dom`, wherever it is.
-pub fn vcpu_mut(hv: &mut Hv, dom: DomId, vcpu: u32) -> Option<&mut Vcpu> {
-    core::iter::once(&mut hv.cur)
-        .chain(hv.others.iter_mut())
-        .chain(hv.running.iter_mut())
-        .map(|v| &mut **v)
+/// The context of vCPU `vcpu` of `dom` if it is on this CPU or waiting (a vCPU running on
+/// another CPU belongs to that CPU).
+pub fn ctx_mut<'a>(hv: &'a mut Hv<'_>, dom: DomId, vcpu: u32) -> Option<&'a mut Vcpu> {
+    core::iter::once(&mut *hv.pc.cur)
+        .chain(hv.g.others.iter_mut().map(|v| &mut **v))
         .find(|v| v.dom == dom && v.id == vcpu && !v.is_placeholder())
 }
 
 /// The CPU (other than this one) running vCPU `vcpu` of `dom`, if any.
-fn running_on(hv: &Hv, dom: DomId, vcpu: u32) -> Option<usize> {
-    hv.running.iter().position(|v| v.dom == dom && v.id == vcpu && !v.is_placeholder())
+fn running_on(hv: &Hv<'_>, dom: DomId, vcpu: u32) -> Option<usize> {
+    hv.g.domains.vcpu(dom, vcpu)?.on_cpu.filter(|&c| c != hv.pc.id)
 }
 
 /// Asks CPU `cpu` to look again (reschedule, deliver upcalls).
-fn poke(hv: &mut Hv, cpu: usize) {
-    if cpu == hv.this {
-        hv.need_resched = true;
-    } else if let Some(&apic) = hv.apic_ids.get(cpu) {
-        hv.resched[cpu] = true;
-        hv_arch::lapic::send_vector(apic, hv_arch::lapic::IPI_VECTOR);
+fn poke(hv: &mut Hv<'_>, cpu: usize) {
+    if cpu == hv.pc.id {
+        hv.pc.need_resched = true;
+    } else if let Some(&apic) = hv.g.apic_ids.get(cpu) {
+        crate::percpu::poke(cpu, apic);
     }
 }
 
-/// Can `v` run (it is runnable and its domain alive)?
-pub fn can_run(hv: &Hv, v: &Vcpu) -> bool {
-    v.runnable() && hv.domains.get(v.dom).is_some_and(|d| d.dead.is_none())
+/// Can vCPU `vcpu` of `dom` run (it is runnable and its domain alive)? Never a placeholder.
+pub fn can_run(g: &Global, dom: DomId, vcpu: u32) -> bool {
+    g.domains.vcpu(dom, vcpu).is_some_and(VcpuState::runnable) && g.domains.get(dom).is_some_and(|d| d.dead.is_none())
 }
 
 /// A vCPU has a new event or was brought up: wakes it if it sleeps, or interrupts the CPU
 /// it runs on so the upcall is delivered now.
-pub fn wake(hv: &mut Hv, dom: DomId, vcpu: u32) {
+pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
     let now = events::now();
-    let alive = hv.domains.get(dom).is_some_and(|d| d.dead.is_none());
+    let alive = hv.g.domains.get(dom).is_some_and(|d| d.dead.is_none());
     let running = running_on(hv, dom, vcpu);
-    let here = hv.cur.dom == dom && hv.cur.id == vcpu;
-    let Some(v) = vcpu_mut(hv, dom, vcpu) else { return };
+    let here = hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu;
+    let Some(v) = hv.g.domains.vcpu_mut(dom, vcpu) else { return };
     if !alive || v.down {
         return;
     }
@@ -229,35 +217,38 @@ pub fn wake(hv: &mut Hv, dom: DomId, vcpu: u32) {
     }
     let id = v.sched_id;
     // A no-op for the scheduler if it already counts the vCPU runnable.
-    let tickle = hv.sched.wake(id, now);
+    let tickle = hv.g.sched.wake(id, now);
     if let Some(cpu) = running.or(tickle) {
         poke(hv, cpu);
     }
 }
 
 /// Takes the current vCPU off the CPU (it blocks, polls, went down or died).
-pub fn block_current(hv: &mut Hv) {
-    if !hv.cur.down && hv.dom().dead.is_none() {
-        hv.cur.blocked = true;
+pub fn block_current(hv: &mut Hv<'_>) {
+    let alive = hv.dom().dead.is_none();
+    if let Some(v) = hv.vs() {
+        if !v.down && alive {
+            v.blocked = true;
+        }
     }
-    hv.sched.block(hv.this, events::now());
-    hv.need_resched = true;
+    hv.g.sched.block(hv.pc.id, events::now());
+    hv.pc.need_resched = true;
 }
 
 /// Stops vCPU `vcpu` of `dom` wherever it is (it went down, or its domain died): off the
 /// run queues, and the CPU running it is interrupted to deschedule it.
-pub fn stop(hv: &mut Hv, dom: DomId, vcpu: u32) {
-    if hv.cur.dom == dom && hv.cur.id == vcpu {
+pub fn stop(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
+    if hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu {
         return block_current(hv);
     }
     let now = events::now();
     let running = running_on(hv, dom, vcpu);
-    let Some(v) = vcpu_mut(hv, dom, vcpu) else { return };
+    let Some(v) = hv.g.domains.vcpu_mut(dom, vcpu) else { return };
     let id = v.sched_id;
     if running.is_none() {
         v.set_runstate(crate::domain::RUNSTATE_OFFLINE, now);
     }
-    hv.sched.sleep(id);
+    hv.g.sched.sleep(id);
     if let Some(cpu) = running {
         log::info!("d{}v{}: taken off CPU {}", dom, vcpu, cpu);
         poke(hv, cpu);
@@ -266,23 +257,25 @@ pub fn stop(hv: &mut Hv, dom: DomId, vcpu: u32) {
 
 /// Wakes pollers whose port became pending or whose deadline passed, and blocked vCPUs with
 /// a due upcall.
-pub fn check_sleepers(hv: &mut Hv) {
+pub fn check_sleepers(hv: &mut Hv<'_>) {
     let now = events::now();
     let mut to_wake = alloc::vec::Vec::new();
     let bits = events::bits(hv);
-    for v in vcpus(hv) {
-        if !v.blocked || v.down {
-            continue;
-        }
-        let Some(d) = hv.domains.get(v.dom).filter(|d| d.dead.is_none()) else { continue };
-        let ready = if v.poll_ports.is_empty() {
-            events::upcall_due(d, v.id)
-        } else {
-            v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
-                || (v.poll_deadline != 0 && now >= v.poll_deadline)
-        };
-        if ready {
-            to_wake.push((v.dom, v.id));
+    for d in hv.g.domains.iter().filter(|d| d.dead.is_none()) {
+        for (id, v) in d.vcpus.iter().enumerate() {
+            if !v.blocked || v.down {
+                continue;
+            }
+            let id = id as u32;
+            let ready = if v.poll_ports.is_empty() {
+                events::upcall_due(d, id)
+            } else {
+                v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
+                    || (v.poll_deadline != 0 && now >= v.poll_deadline)
+            };
+            if ready {
+                to_wake.push((d.id, id));
+            }
         }
     }
     for (dom, vcpu) in to_wake {
@@ -290,16 +283,19 @@ pub fn check_sleepers(hv: &mut Hv) {
     }
 }
 
-fn save_state(v: &mut Vcpu, dead: bool) {
+fn save_state(v: &mut Vcpu, vs: Option<&mut VcpuState>, dead: bool) {
     use crate::domain::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE};
-    let state = if dead || v.down {
-        RUNSTATE_OFFLINE
-    } else if v.blocked {
-        RUNSTATE_BLOCKED
-    } else {
-        RUNSTATE_RUNNABLE
-    };
-    v.set_runstate(state, events::now());
+    if let Some(vs) = vs {
+        let state = if dead || vs.down {
+            RUNSTATE_OFFLINE
+        } else if vs.blocked {
+            RUNSTATE_BLOCKED
+        } else {
+            RUNSTATE_RUNNABLE
+        };
+        vs.set_runstate(state, events::now());
+        vs.on_cpu = None;
+    }
     v.sel = cpu::data_selectors();
     v.fs_base = cpu::segment_base(SegBase::Fs);
     v.gs_base = cpu::segment_base(SegBase::Gs);
@@ -307,36 +303,33 @@ fn save_state(v: &mut Vcpu, dead: bool) {
     cpu::fxsave(&mut v.fpu);
 }
 
-/// What a CPU's entry area maps of a guest's descriptor tables.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MappedDesc {
-    pub gdt: [Option<hv_core::mem::Mfn>; 14],
-    pub ldt: [Option<hv_core::mem::Mfn>; 16],
-    pub ldt_ents: u32,
-}
-
 /// Loads the current vCPU's state onto this CPU. Returns the data selectors the CPU refused
 /// (bit n for DS, ES, FS, GS; those were replaced by the null selector).
-fn load_state(hv: &mut Hv) -> u8 {
+fn load_state(hv: &mut Hv<'_>) -> u8 {
     // Descriptor-table windows: remap only the pages that differ from what this CPU maps.
-    let want = MappedDesc { gdt: hv.cur.gdt, ldt: hv.cur.ldt, ldt_ents: hv.cur.ldt_ents };
-    let have = hv.mapped_desc[hv.this];
+    let want = crate::percpu::MappedDesc { gdt: hv.pc.cur.gdt, ldt: hv.pc.cur.ldt, ldt_ents: hv.pc.cur.ldt_ents };
+    let have = hv.pc.mapped_desc;
     for i in 0..want.gdt.len() {
         if want.gdt[i] != have.gdt[i] {
-            paging::map_gdt_page(&hv.cpu, i, want.gdt[i]);
+            paging::map_gdt_page(&hv.pc.tables, i, want.gdt[i]);
         }
     }
     for i in 0..want.ldt.len() {
         if want.ldt[i] != have.ldt[i] {
-            paging::map_ldt_page(&hv.cpu, i, want.ldt[i]);
+            paging::map_ldt_page(&hv.pc.tables, i, want.ldt[i]);
         }
     }
     if want.ldt_ents != have.ldt_ents || want.ldt != have.ldt {
-        paging::load_ldt(&hv.cpu, want.ldt_ents);
+        paging::load_ldt(&hv.pc.tables, want.ldt_ents);
     }
-    hv.mapped_desc[hv.this] = want;
-    hv.cur.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
-    let v = &hv.cur;
+    hv.pc.mapped_desc = want;
+    let (k, dom, id, l4) = (hv.pc.id, hv.pc.cur.dom, hv.pc.cur.id, hv.pc.cur.l4);
+    if let Some(vs) = hv.vs() {
+        vs.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
+        vs.on_cpu = Some(k);
+    }
+    hv.g.running[k] = Some(Running { dom, id, l4 });
+    let v = &hv.pc.cur;
     cpu::fxrstor(&v.fpu);
     cpu::set_ts(v.fpu_ts);
     // Selectors first: loading FS or GS overwrites its base. The LDT is loaded already.
@@ -344,8 +337,8 @@ fn load_state(hv: &mut Hv) -> u8 {
     cpu::set_segment_base(SegBase::Fs, v.fs_base);
     cpu::set_segment_base(SegBase::Gs, v.gs_base);
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
-    paging::sync_guest_slots(&hv.cpu, v.l4);
-    paging::set_rsp1(&hv.cpu, v.kernel_sp);
+    paging::sync_guest_slots(&hv.pc.tables, v.l4);
+    paging::set_rsp1(&hv.pc.tables, v.kernel_sp);
     load_direct_gates(hv);
     refused
 }
@@ -355,103 +348,108 @@ pub const DIRECT_VECTORS: [u8; 1] = [0x80];
 
 /// Programs this CPU's direct gates for the current vCPU's trap table: a vector registered
 /// with DPL 3 goes straight to the guest kernel.
-pub fn load_direct_gates(hv: &Hv) {
+pub fn load_direct_gates(hv: &Hv<'_>) {
     for v in DIRECT_VECTORS {
-        let t = hv.cur.traps[v as usize];
+        let t = hv.pc.cur.traps[v as usize];
         let direct = (t.address != 0 && t.flags & guest_abi::traps::TI_DPL_MASK == 3).then_some(t.address);
-        paging::set_direct_gate(&hv.cpu, v, direct);
+        paging::set_direct_gate(&hv.pc.tables, v, direct);
     }
 }
 
 /// Chooses what this CPU runs next and makes `f` resume it. Returns false when there is
 /// nothing to run: the caller leaves the section and idles.
-pub fn reschedule(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
-    hv.need_resched = false;
-    let idle = hv.cur.is_placeholder();
-    if !idle && !can_run(hv, &hv.cur) {
+pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> bool {
+    hv.pc.need_resched = false;
+    let idle = hv.pc.cur.is_placeholder();
+    if !idle && !can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
         // Blocked, down, or its domain died (perhaps on another CPU): off the CPU.
-        hv.sched.block(hv.this, events::now());
+        hv.g.sched.block(hv.pc.id, events::now());
     }
-    let d = hv.sched.schedule(hv.this, events::now(), yielding, false);
+    let d = hv.g.sched.schedule(hv.pc.id, events::now(), yielding, false);
+    let sched_id = |g: &Global, v: &Vcpu| g.domains.vcpu(v.dom, v.id).map(|s| s.sched_id);
     match d.next {
-        Some(next) if !idle && next == hv.cur.sched_id => {}
+        Some(next) if !idle && Some(next) == sched_id(hv.g, &hv.pc.cur) => {}
         Some(next) => {
-            let Some(i) = hv.others.iter().position(|o| o.sched_id == next) else {
+            let g = &*hv.g;
+            let Some(i) = g.others.iter().position(|o| sched_id(g, o) == Some(next)) else {
                 log::error!("scheduler chose vCPU {} that is not waiting", next);
                 return !idle;
             };
-            let incoming = hv.others.swap_remove(i);
-            let outgoing = core::mem::replace(&mut hv.cur, incoming);
+            let incoming = hv.g.others.swap_remove(i);
+            let outgoing = core::mem::replace(&mut hv.pc.cur, incoming);
             park(hv, outgoing, f);
             let refused = load_state(hv);
-            *f = hv.cur.frame;
+            *f = hv.pc.cur.frame;
             if refused != 0 {
                 // As Xen's load_segments: the failsafe callback hears of the selectors.
-                let sels = hv.cur.sel;
+                let sels = hv.pc.cur.sel;
                 crate::traps::failsafe(hv, f, sels, format_args!("data selectors {:x?} refused (mask {:#x})", sels, refused));
-                if !can_run(hv, &hv.cur) {
+                if !can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
                     return reschedule(hv, f, false);
                 }
             }
-            log::trace!("CPU {} runs d{}v{}", hv.this, hv.cur.dom, hv.cur.id);
+            log::trace!("CPU {} runs d{}v{}", hv.pc.id, hv.pc.cur.dom, hv.pc.cur.id);
         }
         None => {
             if !idle {
                 let ph = placeholder(hv);
-                let outgoing = core::mem::replace(&mut hv.cur, ph);
+                let outgoing = core::mem::replace(&mut hv.pc.cur, ph);
                 park(hv, outgoing, f);
             }
-            hv.slice_until = 0;
+            hv.pc.slice_until = 0;
             return false;
         }
     }
-    hv.slice_until = d.until;
+    hv.pc.slice_until = d.until;
     events::arm(hv, None);
     true
 }
 
 /// Puts the vCPU that was running into the waiting list (its registers are `f`).
-fn park(hv: &mut Hv, mut v: Box<Vcpu>, f: &TrapFrame) {
+fn park(hv: &mut Hv<'_>, mut v: Box<Vcpu>, f: &TrapFrame) {
     if v.is_placeholder() {
-        hv.spare[hv.this] = Some(v);
+        hv.pc.spare = Some(v);
         return;
     }
+    hv.g.running[hv.pc.id] = None;
     v.frame = *f;
-    let dead = hv.domains.get(v.dom).is_none_or(|d| d.dead.is_some());
-    save_state(&mut v, dead);
-    let dom = v.dom;
-    hv.others.push(v);
-    if dead && !hv.running.iter().any(|r| r.dom == dom) {
+    let dead = hv.g.domains.get(v.dom).is_none_or(|d| d.dead.is_some());
+    let (dom, id) = (v.dom, v.id);
+    save_state(&mut v, hv.g.domains.vcpu_mut(dom, id), dead);
+    hv.g.others.push(v);
+    if dead && !hv.g.running.iter().flatten().any(|r| r.dom == dom) {
         // The domain is fully stopped: now tell dom0 (Xen's shutdown finalisation).
         log::info!("d{}: every vCPU is off the CPUs", dom);
         events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
     }
 }
 
-fn placeholder(hv: &mut Hv) -> Box<Vcpu> {
-    hv.spare[hv.this].take().unwrap_or_else(|| Box::new(Vcpu::placeholder()))
+fn placeholder(hv: &mut Hv<'_>) -> Box<Vcpu> {
+    hv.pc.spare.take().unwrap_or_else(|| Box::new(Vcpu::placeholder()))
 }
 
 /// This CPU's idle loop: halts until an interrupt, then looks for work; resumes the chosen
-/// vCPU. Runs outside the lock while halted.
+/// vCPU. Holds no lock while halted.
 pub fn idle_loop() -> ! {
     loop {
         let mut frame = TrapFrame::default();
         let mut resume = false;
         {
-            let mut g = crate::HV.lock();
-            if let Some(hv) = g.as_mut() {
-                enter(hv);
-                events::process_timers(hv); // also wakes sleepers
-                if reschedule(hv, &mut frame, false) {
-                    events::deliver_upcall(hv, &mut frame);
-                    resume = crate::traps::check_resume(hv, &mut frame);
+            let mut pg = crate::percpu::this();
+            let mut gg = crate::global();
+            if let (Some(pc), Some(g)) = (pg.as_mut(), gg.as_mut()) {
+                enter(pc);
+                let mut hv = Hv { pc, g };
+                events::process_timers(&mut hv); // also wakes sleepers
+                if reschedule(&mut hv, &mut frame, false) {
+                    events::deliver_upcall(&mut hv, &mut frame);
+                    resume = crate::traps::check_resume(&mut hv, &mut frame);
                 }
                 if !resume {
-                    let t = if hv.slice_until != 0 { hv.slice_until } else { events::now() + hv_core::sched::TICK_NS };
-                    events::arm(hv, Some(t));
+                    let t = if hv.pc.slice_until != 0 { hv.pc.slice_until } else { events::now() + hv_core::sched::TICK_NS };
+                    events::arm(&hv, Some(t));
                 }
-                leave(hv);
+                leave(&mut hv);
             }
         }
         if resume {

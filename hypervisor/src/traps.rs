@@ -47,7 +47,7 @@ pub fn dump(f: &TrapFrame, cr2: u64) {
 /// Crashes the current domain: reports why with a register dump and takes it off the CPU;
 /// the other domains carry on. dom0 crashing ends the run.
 pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
-    log::error!("d{}v{} crashed: {}", hv.cur.dom, hv.cur.id, why);
+    log::error!("d{}v{} crashed: {}", hv.pc.cur.dom, hv.pc.cur.id, why);
     dump(f, hv_arch::cpu::read_cr2());
     domain_ended(hv, guest_abi::sched::ShutdownReason::Crash);
 }
@@ -58,7 +58,7 @@ pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
 /// section ends).
 pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
     use guest_abi::sched::ShutdownReason::*;
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     if dom == 0 {
         let code = match why {
             Poweroff => ExitCode::Poweroff,
@@ -84,12 +84,12 @@ pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
 /// gate would: see `guest_abi::traps` for the frame. A guest that cannot take it (no handler,
 /// unusable stack) is crashed.
 pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64) {
-    let ti = hv.cur.traps[vec as usize];
+    let ti = hv.pc.cur.traps[vec as usize];
     if ti.address == 0 {
         return crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
     if vec == vector::PF {
-        hv.dom().set_vi_u64(hv.cur.id, vi::CR2, cr2);
+        hv.dom().set_vi_u64(hv.pc.cur.id, vi::CR2, cr2);
     }
     let err = [error_code];
     let below = if has_error_code(vec) { &err[..] } else { &[] };
@@ -102,7 +102,7 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
 /// selectors of a failsafe frame. Optionally masks events. A stack that cannot take the frame
 /// crashes the domain.
 pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool, what: &str) {
-    let (d, v): (&Domain, &Vcpu) = (hv.dom(), &hv.cur);
+    let (d, v): (&Domain, &Vcpu) = (hv.dom(), &hv.pc.cur);
     let from_user = f.cs & 3 == 3;
     let sp = if from_user { v.kernel_sp } else { f.rsp };
     let mask = d.upcall_mask(v.id);
@@ -122,7 +122,7 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: 
     for (i, w) in words[..n].iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
-    let res = with_view(d.id, v.l4, &hv.mm.ft, Some(&v.xlat), |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
+    let res = with_view(d.id, v.l4, &hv.g.mm.ft, Some(&v.xlat), |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
         return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
     }
@@ -152,11 +152,11 @@ pub fn failed_return(hv: &mut Hv, f: &mut TrapFrame) {
 /// without RCX/R11, as rxen's other frames), or crashes the domain when it has none or when
 /// the failure is the failsafe handler's own.
 pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelectors, why: core::fmt::Arguments<'_>) {
-    let cb = hv.cur.callbacks.failsafe;
+    let cb = hv.pc.cur.callbacks.failsafe;
     if cb == 0 || (f.rip == cb && f.cs == FLAT_KERNEL_CS as u64) {
         return crash_domain(hv, f, format_args!("{} (no failsafe callback)", why));
     }
-    log::warn!("d{}v{}: {}: failsafe callback", hv.cur.dom, hv.cur.id, why);
+    log::warn!("d{}v{}: {}: failsafe callback", hv.pc.cur.dom, hv.pc.cur.id, why);
     let below = sels.map(u64::from);
     enter_guest_handler(hv, f, cb, &below, false, "failsafe callback");
 }
@@ -174,7 +174,7 @@ fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
     f.rip = f.rip.wrapping_add(2);
     f.rcx = f.rip;
     f.r11 = f.rflags;
-    let cb = hv.cur.callbacks.syscall;
+    let cb = hv.pc.cur.callbacks.syscall;
     enter_guest_handler(hv, f, cb, &[], false, "syscall");
 }
 
@@ -193,7 +193,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == vector::DF as u64 => {
             crash_domain(hv, f, format_args!("double fault"));
         }
-        v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
+        v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
             syscall_bounce(hv, f)
         }
         v if v < 32 => {
@@ -210,8 +210,9 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     }
     // Sleepers are woken where that can change (timer ticks, event-channel operations) and
     // the end of a slice arrives as a timer interrupt, so this path only tests flags.
-    let yielded = core::mem::take(&mut hv.yielded);
-    if (hv.need_resched || yielded || !hv.cur.runnable()) && !crate::schedule::reschedule(hv, f, yielded) {
+    let yielded = core::mem::take(&mut hv.pc.yielded);
+    let runnable = hv.g.domains.vcpu(hv.pc.cur.dom, hv.pc.cur.id).is_some_and(|v| v.runnable());
+    if (hv.pc.need_resched || yielded || !runnable) && !crate::schedule::reschedule(hv, f, yielded) {
         return false;
     }
     crate::events::deliver_upcall(hv, f);
@@ -246,7 +247,7 @@ fn refuse_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
         f.error_code = 0;
         failed_return(hv, f);
-        if !crate::schedule::can_run(hv, &hv.cur) {
+        if !crate::schedule::can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
             if !crate::schedule::reschedule(hv, f, false) {
                 return false;
             }

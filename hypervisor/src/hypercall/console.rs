@@ -70,8 +70,8 @@ fn domu_bytes(hv: &mut Hv, bytes: &[u8]) {
 
 fn flush_domu_line(hv: &mut Hv) {
     let now = crate::events::now();
-    let Hv { domains, cur, console_all, .. } = hv;
-    let dom = cur.dom;
+    let dom = hv.pc.cur.dom;
+    let crate::Global { domains, console_all, .. } = &mut *hv.g;
     let con = &mut domains.of_mut(dom).console;
     let mut n = core::mem::take(&mut con.len);
     if con.line[n - 1] != b'\n' {

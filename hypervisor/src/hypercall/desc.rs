@@ -25,21 +25,20 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
         *f = u64::from_le_bytes(b);
     }
     let new = acquire_gdt(hv, &frames[..n])?;
-    let old = core::mem::replace(&mut hv.cur.gdt, new);
+    let old = core::mem::replace(&mut hv.pc.cur.gdt, new);
     for (i, m) in new.iter().enumerate() {
         if m.is_some() || old[i].is_some() {
-            paging::map_gdt_page(&hv.cpu, i, *m);
+            paging::map_gdt_page(&hv.pc.tables, i, *m);
         }
     }
     release(hv, &old);
-    let this = hv.this;
-    hv.mapped_desc[this].gdt = new;
+    hv.pc.mapped_desc.gdt = new;
     Ok(0)
 }
 
 /// Takes descriptor-page references on the GDT frames `frames` (all or none).
 pub fn acquire_gdt(hv: &mut Hv, frames: &[u64]) -> Result<[Option<Mfn>; 14], Errno> {
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     let mut new = [None; 14];
     for (i, &f) in frames.iter().enumerate().take(14) {
@@ -61,7 +60,7 @@ pub fn release(hv: &mut Hv, frames: &[Option<Mfn>]) {
 }
 
 pub fn update_descriptor(hv: &mut Hv, maddr: u64, desc: u64) -> HcResult {
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).update_descriptor(maddr, desc, dom)?;
     Ok(0)
@@ -85,7 +84,7 @@ pub fn set_segment_base(hv: &mut Hv, which: u64, base: u64) -> HcResult {
 }
 
 pub fn fpu_taskswitch(hv: &mut Hv, set: u64) -> HcResult {
-    hv.cur.fpu_ts = set != 0;
+    hv.pc.cur.fpu_ts = set != 0;
     cpu::set_ts(set != 0);
     Ok(0)
 }

@@ -45,8 +45,8 @@ pub fn event_channel_op_compat(hv: &mut Hv, arg: u64) -> HcResult {
 
 /// Runs `cmd` with its argument bytes in `b`; outputs go back to `arg + base + offset`.
 fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult {
-    let me = hv.cur.dom;
-    let mut bits = crate::events::SharedBits { doms: &hv.domains };
+    let me = hv.pc.cur.dom;
+    let mut bits = crate::events::SharedBits { doms: &hv.g.domains };
     let out = |hv: &Hv, off: u64, v: u32| write_guest(hv, arg.wrapping_add(base).wrapping_add(off), &v.to_le_bytes());
     match cmd {
         EVTCHNOP_ALLOC_UNBOUND => {
@@ -55,7 +55,7 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
                 guest_abi::DOMID_SELF => me,
                 r => r,
             };
-            let p = hv.events.alloc_unbound(dom, remote)?;
+            let p = hv.g.events.alloc_unbound(dom, remote)?;
             out(hv, 4, p)?;
         }
         EVTCHNOP_BIND_INTERDOMAIN => {
@@ -63,34 +63,34 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
                 guest_abi::DOMID_SELF => me,
                 r => r,
             };
-            let (p, k) = hv.events.bind_interdomain(me, remote, u32at(b, 4), &mut bits)?;
+            let (p, k) = hv.g.events.bind_interdomain(me, remote, u32at(b, 4), &mut bits)?;
             crate::events::kick(hv, k);
             out(hv, 8, p)?;
         }
         EVTCHNOP_BIND_VIRQ => {
-            let p = hv.events.bind_virq(me, u32at(b, 0), u32at(b, 4))?;
+            let p = hv.g.events.bind_virq(me, u32at(b, 0), u32at(b, 4))?;
             out(hv, 8, p)?;
         }
         EVTCHNOP_BIND_IPI => {
-            let p = hv.events.bind_ipi(me, u32at(b, 0))?;
+            let p = hv.g.events.bind_ipi(me, u32at(b, 0))?;
             out(hv, 4, p)?;
         }
-        EVTCHNOP_CLOSE => hv.events.close(me, u32at(b, 0), &mut bits)?,
+        EVTCHNOP_CLOSE => hv.g.events.close(me, u32at(b, 0), &mut bits)?,
         EVTCHNOP_SEND => {
-            let k = hv.events.send(me, u32at(b, 0), &mut bits)?;
+            let k = hv.g.events.send(me, u32at(b, 0), &mut bits)?;
             crate::events::kick(hv, k);
         }
         EVTCHNOP_UNMASK => {
-            let k = hv.events.unmask(me, u32at(b, 0), &mut bits)?;
+            let k = hv.g.events.unmask(me, u32at(b, 0), &mut bits)?;
             crate::events::kick(hv, k);
         }
         EVTCHNOP_BIND_VCPU => {
-            let k = hv.events.bind_vcpu(me, u32at(b, 0), u32at(b, 4), &mut bits)?;
+            let k = hv.g.events.bind_vcpu(me, u32at(b, 0), u32at(b, 4), &mut bits)?;
             crate::events::kick(hv, k);
         }
         EVTCHNOP_STATUS => {
             let dom = resolve_dom(hv, u16at(b, 0))?;
-            let s = hv.events.status(dom, u32at(b, 4))?;
+            let s = hv.g.events.status(dom, u32at(b, 4))?;
             let mut o = [0u8; 16];
             o[..4].copy_from_slice(&s.status.to_le_bytes());
             o[4..8].copy_from_slice(&s.vcpu.to_le_bytes());
@@ -107,7 +107,7 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
         }
         EVTCHNOP_RESET => {
             let dom = resolve_dom(hv, u16at(b, 0))?;
-            hv.events.reset(dom, &mut bits)?;
+            hv.g.events.reset(dom, &mut bits)?;
         }
         _ => return Err(Errno::ENOSYS),
     }

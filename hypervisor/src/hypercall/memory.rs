@@ -55,30 +55,30 @@ fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
     if hv.dom().tot_pages >= hv.dom().max_pages + u64::from(replacing) {
         return None;
     }
-    let m = hv.mm.alloc.alloc()?;
+    let m = hv.g.mm.alloc.alloc()?;
     if m.0 >= mfn_limit {
-        hv.mm.alloc.free(m);
+        hv.g.mm.alloc.free(m);
         return None;
     }
     DirectMap.zero(m);
-    let _ = hv.mm.ft.set_owner(m, Owner::Dom(hv.cur.dom));
+    let _ = hv.g.mm.ft.set_owner(m, Owner::Dom(hv.pc.cur.dom));
     hv.dom_mut().tot_pages += 1;
     Some(m)
 }
 
 /// Gives a frame back: only if the domain owns it and nothing references it.
 fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
-    let id = hv.cur.dom;
-    let f = hv.mm.ft.get(m).ok_or(Errno::EINVAL)?;
+    let id = hv.pc.cur.dom;
+    let f = hv.g.mm.ft.get(m).ok_or(Errno::EINVAL)?;
     if f.owner != Owner::Dom(id) {
         return Err(Errno::EINVAL);
     }
     if f.count != 0 || f.type_count != 0 {
         return Err(Errno::EBUSY);
     }
-    hv.mm.ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
-    hv.mm.set_m2p(m, guest_abi::layout::INVALID_M2P_ENTRY);
-    hv.mm.alloc.free(m);
+    hv.g.mm.ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
+    hv.g.mm.set_m2p(m, guest_abi::layout::INVALID_M2P_ENTRY);
+    hv.g.mm.alloc.free(m);
     hv.dom_mut().tot_pages -= 1;
     Ok(())
 }
@@ -100,7 +100,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
     while i < r.nr_extents {
         if i > start && super::preempt(hv, 1) {
             if freed {
-                super::mmu::tables_changed(hv, &[hv.cur.dom]);
+                super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
             }
             return continuation(f, nr::MEMORY_OP, [op | (i << 6), arg, 0, 0]);
         }
@@ -122,7 +122,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
                     }
                 }
                 if let Some(p) = gpfn {
-                    hv.mm.set_m2p(m, p);
+                    hv.g.mm.set_m2p(m, p);
                 }
             }
             _ => {
@@ -137,7 +137,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
         i += 1;
     }
     if freed {
-        super::mmu::tables_changed(hv, &[hv.cur.dom]);
+        super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
     }
     Ok(i as i64)
 }
@@ -162,7 +162,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
     while done < inr.nr_extents {
         if done > first && super::preempt(hv, 1) {
             // nr_exchanged carries the progress, as in Xen.
-            super::mmu::tables_changed(hv, &[hv.cur.dom]);
+            super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
             write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
             return continuation(f, nr::MEMORY_OP, [XENMEM_EXCHANGE, arg, 0, 0]);
         }
@@ -173,8 +173,8 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
         }
         let old = Mfn(u64::from_le_bytes(g));
         // Check the old frame and the output slot before anything changes hands.
-        let f = hv.mm.ft.get(old);
-        if f.is_none_or(|f| f.owner != Owner::Dom(hv.cur.dom) || f.count != 0 || f.type_count != 0) {
+        let f = hv.g.mm.ft.get(old);
+        if f.is_none_or(|f| f.owner != Owner::Dom(hv.pc.cur.dom) || f.count != 0 || f.type_count != 0) {
             result = Err(Errno::EINVAL);
             break;
         }
@@ -188,12 +188,12 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             break;
         };
         write_guest(hv, slot, &new.0.to_le_bytes())?;
-        let pfn = hv.mm.m2p.get(old);
+        let pfn = hv.g.mm.m2p.get(old);
         let _ = free_from_guest(hv, old);
-        hv.mm.set_m2p(new, pfn);
+        hv.g.mm.set_m2p(new, pfn);
         done += 1;
     }
-    super::mmu::tables_changed(hv, &[hv.cur.dom]);
+    super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
     write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
     result
 }
@@ -205,7 +205,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
         XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
             reservation_op(hv, f, op, start, arg)
         }
-        XENMEM_MAXIMUM_RAM_PAGE => Ok(hv.mm.max_mfn as i64 - 1),
+        XENMEM_MAXIMUM_RAM_PAGE => Ok(hv.g.mm.max_mfn as i64 - 1),
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
             let mut b = [0u8; 2];
             read_guest(hv, arg, &mut b)?;
@@ -215,8 +215,8 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
         XENMEM_MACHPHYS_MAPPING => {
             let mut b = [0u8; 24];
             b[..8].copy_from_slice(&guest_abi::layout::MACH2PHYS_VIRT_START.to_le_bytes());
-            b[8..16].copy_from_slice(&(guest_abi::layout::MACH2PHYS_VIRT_START + 8 * hv.mm.max_mfn).to_le_bytes());
-            b[16..].copy_from_slice(&(hv.mm.max_mfn - 1).to_le_bytes());
+            b[8..16].copy_from_slice(&(guest_abi::layout::MACH2PHYS_VIRT_START + 8 * hv.g.mm.max_mfn).to_le_bytes());
+            b[16..].copy_from_slice(&(hv.g.mm.max_mfn - 1).to_le_bytes());
             write_guest(hv, arg, &b)?;
             Ok(0)
         }

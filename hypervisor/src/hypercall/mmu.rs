@@ -28,13 +28,13 @@ macro_rules! pt {
     ($hv:expr, $dm:ident) => {
         Pt {
             mem: &mut $dm,
-            ft: &mut $hv.mm.ft,
-            ram_end: Mfn($hv.mm.max_mfn),
+            ft: &mut $hv.g.mm.ft,
+            ram_end: Mfn($hv.g.mm.max_mfn),
             io_allowed: false,
-            tlb: &mut $crate::schedule::FlushAll { apic_ids: &$hv.apic_ids, this: $hv.this },
-            jobs: &mut $hv.domains.of_mut($hv.cur.dom).jobs,
-            vcpu: $hv.cur.id,
-            budget: &mut $hv.pt_budget,
+            tlb: &mut $crate::schedule::FlushAll { apic_ids: &$hv.g.apic_ids, this: $hv.pc.id },
+            jobs: &mut $hv.g.domains.of_mut($hv.pc.cur.dom).jobs,
+            vcpu: $hv.pc.cur.id,
+            budget: &mut $hv.pc.pt_budget,
         }
     };
 }
@@ -44,10 +44,10 @@ pub(crate) use pt;
 /// validation whose vCPU went down is taken over by the caller (nobody else would finish it).
 pub fn drive(hv: &mut Hv) -> Result<(), Errno> {
     if let Some(owner) = hv.dom().jobs.validation_owner() {
-        let dom = hv.cur.dom;
-        let gone = crate::schedule::vcpus(hv).find(|v| v.dom == dom && v.id == owner).is_none_or(|v| v.down);
-        if owner != hv.cur.id && gone {
-            let me = hv.cur.id;
+        let dom = hv.pc.cur.dom;
+        let gone = hv.g.domains.vcpu(dom, owner).is_none_or(|v| v.down);
+        if owner != hv.pc.cur.id && gone {
+            let me = hv.pc.cur.id;
             hv.dom_mut().jobs.adopt(me);
         }
     }
@@ -57,7 +57,7 @@ pub fn drive(hv: &mut Hv) -> Result<(), Errno> {
 
 /// After the current root's L4 changed: copy its slots into this CPU's roots.
 pub fn resync_root(hv: &Hv) {
-    paging::sync_guest_slots(&hv.cpu, hv.cur.l4);
+    paging::sync_guest_slots(&hv.pc.tables, hv.pc.cur.l4);
 }
 
 /// After page-table or page-type changes affecting `doms`: drops this CPU's guest
@@ -72,7 +72,7 @@ pub fn tables_changed(hv: &Hv, doms: &[DomId]) {
 fn foreign(hv: &Hv, fdom: u64) -> Result<(DomId, DomId), Errno> {
     let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
     let pfd = match fdom >> 16 {
-        0 => hv.cur.dom,
+        0 => hv.pc.cur.dom,
         n => resolve_dom(hv, (n - 1) as u16)?,
     };
     Ok((fd, pfd))
@@ -129,17 +129,17 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
                 let idx = ((ptr & 0xFFF) >> 3) as usize;
                 let mut dm = DirectMap;
                 let r = pt!(hv, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
-                if r.is_ok() && table == hv.cur.l4 {
+                if r.is_ok() && table == hv.pc.cur.l4 {
                     resync = true;
                 }
                 r.map_err(Errno::from)
             }
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::of(ptr);
-                if pfd != hv.cur.dom || hv.mm.ft.owner(mfn) != Owner::Dom(fd) {
+                if pfd != hv.pc.cur.dom || hv.g.mm.ft.owner(mfn) != Owner::Dom(fd) {
                     Err(Errno::EINVAL)
                 } else {
-                    hv.mm.set_m2p(mfn, val);
+                    hv.g.mm.set_m2p(mfn, val);
                     Ok(())
                 }
             }
@@ -164,7 +164,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
         resync_root(hv);
     }
     if i > 0 {
-        tables_changed(hv, &[hv.cur.dom, fd, pfd]);
+        tables_changed(hv, &[hv.pc.cur.dom, fd, pfd]);
     }
     put_done(hv, pdone, base + i)?;
     result
@@ -176,7 +176,7 @@ fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): 
     if resync {
         resync_root(hv);
     }
-    tables_changed(hv, &[hv.cur.dom, doms[0], doms[1]]);
+    tables_changed(hv, &[hv.pc.cur.dom, doms[0], doms[1]]);
     put_done(hv, pdone, base + i)?;
     continuation(f, nr::MMU_UPDATE, [reqs.wrapping_add(16 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
 }
@@ -199,10 +199,11 @@ fn check_invlpg_va(va: u64) -> Result<(), Errno> {
 }
 
 fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).get_root(mfn, dom)?;
-    let old = core::mem::replace(&mut hv.cur.l4, mfn);
+    let old = core::mem::replace(&mut hv.pc.cur.l4, mfn);
+    crate::schedule::set_root(hv, mfn);
     pt!(hv, dm).put_root(old);
     resync_root(hv);
     Ok(())
@@ -216,7 +217,7 @@ pub fn acquire_ldt(hv: &mut Hv, l4: Mfn, base: u64, ents: u64) -> Result<[Option
         return Err(Errno::EINVAL);
     }
     let pages = (ents * 8).div_ceil(4096) as usize;
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     let mut new = [None; 16];
     let mut dm = DirectMap;
     for (i, slot) in new.iter_mut().enumerate().take(pages) {
@@ -235,25 +236,24 @@ pub fn acquire_ldt(hv: &mut Hv, l4: Mfn, base: u64, ents: u64) -> Result<[Option
 }
 
 fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
-    let new = acquire_ldt(hv, hv.cur.l4, base, ents)?;
-    let old = core::mem::replace(&mut hv.cur.ldt, new);
+    let new = acquire_ldt(hv, hv.pc.cur.l4, base, ents)?;
+    let old = core::mem::replace(&mut hv.pc.cur.ldt, new);
     for (i, m) in new.iter().enumerate() {
         if m.is_some() || old[i].is_some() {
-            paging::map_ldt_page(&hv.cpu, i, *m);
+            paging::map_ldt_page(&hv.pc.tables, i, *m);
         }
     }
     super::desc::release(hv, &old);
-    hv.cur.ldt_ents = ents as u32;
-    paging::load_ldt(&hv.cpu, ents as u32);
-    let this = hv.this;
-    hv.mapped_desc[this].ldt = new;
-    hv.mapped_desc[this].ldt_ents = ents as u32;
+    hv.pc.cur.ldt_ents = ents as u32;
+    paging::load_ldt(&hv.pc.tables, ents as u32);
+    hv.pc.mapped_desc.ldt = new;
+    hv.pc.mapped_desc.ldt_ents = ents as u32;
     Ok(())
 }
 
 fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
     use ext::*;
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     match cmd {
         PIN_L1_TABLE..=PIN_L4_TABLE => pt!(hv, dm).pin(Mfn(arg1), cmd + 1, fd).map_err(Errno::from),
@@ -265,12 +265,12 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             new_baseptr(hv, Mfn(arg1))
         }
         TLB_FLUSH_LOCAL | TLB_FLUSH_ALL => {
-            paging::flush_local(&hv.cpu);
+            paging::flush_local(&hv.pc.tables);
             Ok(())
         }
         TLB_FLUSH_MULTI => {
             read_vcpumask(hv, arg2)?;
-            paging::flush_local(&hv.cpu);
+            paging::flush_local(&hv.pc.tables);
             Ok(())
         }
         INVLPG_LOCAL | INVLPG_ALL => {
@@ -294,11 +294,11 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
         SET_LDT => set_ldt(hv, arg1, arg2),
         CLEAR_PAGE | COPY_PAGE => {
             let dst = Mfn(arg1);
-            if hv.mm.ft.owner(dst) != Owner::Dom(fd) {
+            if hv.g.mm.ft.owner(dst) != Owner::Dom(fd) {
                 return Err(Errno::EINVAL);
             }
             let src = Mfn(arg2);
-            if cmd == COPY_PAGE && hv.mm.ft.owner(src) != Owner::Dom(fd) {
+            if cmd == COPY_PAGE && hv.g.mm.ft.owner(src) != Owner::Dom(fd) {
                 return Err(Errno::EINVAL);
             }
             pt!(hv, dm).get_writable(dst, fd).map_err(|_| Errno::EINVAL)?;
@@ -307,7 +307,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             } else {
                 dm.zero(dst);
             }
-            let _ = hv.mm.ft.put_type(dst);
+            let _ = hv.g.mm.ft.put_type(dst);
             Ok(())
         }
         MARK_SUPER | UNMARK_SUPER => Err(Errno::EOPNOTSUPP),
@@ -351,7 +351,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
         }
     }
     if i > 0 {
-        tables_changed(hv, &[hv.cur.dom, fd]);
+        tables_changed(hv, &[hv.pc.cur.dom, fd]);
     }
     put_done(hv, pdone, base + i)?;
     result
@@ -360,7 +360,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
 /// Continues `mmuext_op(ops, count, pdone, fdom)` at operation `i` of this call (`fd` is the
 /// domain it named).
 fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), fd: DomId, base: u64, i: u64) -> HcResult {
-    tables_changed(hv, &[hv.cur.dom, fd]);
+    tables_changed(hv, &[hv.pc.cur.dom, fd]);
     put_done(hv, pdone, base + i)?;
     continuation(f, nr::MMUEXT_OP, [ops.wrapping_add(24 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
 }
@@ -372,8 +372,8 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if !guest_abi::layout::is_guest_va(va) {
         return Err(Errno::EINVAL);
     }
-    let dom = hv.cur.dom;
-    let l4 = hv.cur.l4;
+    let dom = hv.pc.cur.dom;
+    let l4 = hv.pc.cur.l4;
     let mut dm = DirectMap;
     let (l1, idx) = pt!(hv, dm).l1_for_va(l4, va, dom).ok_or(Errno::EINVAL)?;
     let ty = flags & UVMF_FLUSHTYPE_MASK;
@@ -386,7 +386,7 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     }
     pt!(hv, dm).update_entry(l1, idx, Pte(val), dom, fd, false)?;
     match ty {
-        UVMF_TLB_FLUSH => paging::flush_local(&hv.cpu),
+        UVMF_TLB_FLUSH => paging::flush_local(&hv.pc.tables),
         UVMF_INVLPG => paging::invlpg_guest(va),
         _ => {}
     }
@@ -395,7 +395,7 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
 }
 
 pub fn update_va_mapping(hv: &mut Hv, va: u64, val: u64, flags: u64) -> HcResult {
-    let me = hv.cur.dom;
+    let me = hv.pc.cur.dom;
     uvm(hv, va, val, flags, me)
 }
 

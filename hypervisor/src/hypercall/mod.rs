@@ -94,28 +94,28 @@ pub const TIME_LIMIT_NS: u64 = 1_000_000;
 /// counts 8 units, so the clock is read after each. Once it says stop, it keeps saying so
 /// for the rest of the hypercall (a multicall stops after an entry that ran out of time).
 pub fn preempt(hv: &mut Hv, units: u64) -> bool {
-    let before = hv.work;
-    hv.work = hv.work.saturating_add(units);
-    if hv.work >= WORK_LIMIT {
+    let before = hv.pc.work;
+    hv.pc.work = hv.pc.work.saturating_add(units);
+    if hv.pc.work >= WORK_LIMIT {
         return true;
     }
-    if before / 8 == hv.work / 8 {
+    if before / 8 == hv.pc.work / 8 {
         return false;
     }
     // tsc_khz is ticks per millisecond.
     let limit = hv_arch::time::tsc_khz().saturating_mul(TIME_LIMIT_NS) / 1_000_000;
-    if hv_arch::cpu::rdtsc().saturating_sub(hv.hc_start) < limit {
+    if hv_arch::cpu::rdtsc().saturating_sub(hv.pc.hc_start) < limit {
         return false;
     }
-    hv.work = WORK_LIMIT;
+    hv.pc.work = WORK_LIMIT;
     true
 }
 
 /// Runs the hypercall in `f` and stores its result in RAX.
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
-    hv.work = 0;
-    hv.hc_start = hv_arch::cpu::rdtsc();
-    hv.pt_budget = PT_BUDGET;
+    hv.pc.work = 0;
+    hv.pc.hc_start = hv_arch::cpu::rdtsc();
+    hv.pc.pt_budget = PT_BUDGET;
     let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     let n = f.rax;
     match call(hv, f, n, args) {
@@ -143,11 +143,11 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
 /// privilege and is not implemented yet: `-EOPNOTSUPP` for an existing domain, `-ESRCH`
 /// for none, `-EPERM` without privilege (docs/abi-deviations.md).
 pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
-    if d == guest_abi::DOMID_SELF || d == hv.cur.dom {
-        Ok(hv.cur.dom)
+    if d == guest_abi::DOMID_SELF || d == hv.pc.cur.dom {
+        Ok(hv.pc.cur.dom)
     } else if !hv.dom().privileged {
         Err(Errno::EPERM)
-    } else if (d as usize) < hv.domains.len() {
+    } else if (d as usize) < hv.g.domains.len() {
         Err(Errno::EOPNOTSUPP)
     } else {
         Err(Errno::ESRCH)
@@ -156,23 +156,23 @@ pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
 
 /// Translates a guest address through the current tables.
 pub fn translate(hv: &Hv, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    translate_in(hv, hv.cur.l4, va, write)
+    translate_in(hv, hv.pc.cur.l4, va, write)
 }
 
 /// Translates a guest address of the current domain through root `l4`.
 pub fn translate_in(hv: &Hv, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    let cache = (l4 == hv.cur.l4).then_some(&hv.cur.xlat);
-    with_view(hv.cur.dom, l4, &hv.mm.ft, cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+    let cache = (l4 == hv.pc.cur.l4).then_some(&hv.pc.cur.xlat);
+    with_view(hv.pc.cur.dom, l4, &hv.g.mm.ft, cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.
 pub fn read_guest(hv: &Hv, va: u64, out: &mut [u8]) -> Result<(), Errno> {
-    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, Some(&hv.cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+    with_view(hv.pc.cur.dom, hv.pc.cur.l4, &hv.g.mm.ft, Some(&hv.pc.cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.
 pub fn write_guest(hv: &Hv, va: u64, data: &[u8]) -> Result<(), Errno> {
-    with_view(hv.cur.dom, hv.cur.l4, &hv.mm.ft, Some(&hv.cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+    with_view(hv.pc.cur.dom, hv.pc.cur.l4, &hv.g.mm.ft, Some(&hv.pc.cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
 /// `vm_assist(cmd, type)`.

@@ -22,7 +22,7 @@ fn ends_batch(op: u64) -> bool {
 }
 
 pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcResult {
-    if hv.in_multicall {
+    if hv.pc.in_multicall {
         return Err(Errno::EINVAL);
     }
     for i in 0..count {
@@ -40,9 +40,9 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcRes
         } else {
             // The inner call's own frame: a continuation it makes lands here, not in `f`.
             let mut g = *f;
-            hv.in_multicall = true;
+            hv.pc.in_multicall = true;
             let r = super::call(hv, &mut g, op, args);
-            hv.in_multicall = false;
+            hv.pc.in_multicall = false;
             if r == Err(Errno::ERESTART) {
                 let mut a = [0u8; 32];
                 for (k, v) in [g.rdi, g.rsi, g.rdx, g.r10].iter().enumerate() {

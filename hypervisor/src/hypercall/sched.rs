@@ -17,10 +17,10 @@ fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
         _ => ExitCode::OtherShutdown,
     };
     if r == ShutdownReason::Crash {
-        log::error!("d{}v{} requested a crash shutdown", hv.cur.dom, hv.cur.id);
+        log::error!("d{}v{} requested a crash shutdown", hv.pc.cur.dom, hv.pc.cur.id);
         crate::traps::dump(f, 0);
     }
-    log::info!("d{}: shutdown: reason {}", hv.cur.dom, r.name());
+    log::info!("d{}: shutdown: reason {}", hv.pc.cur.dom, r.name());
     let _ = code;
     crate::traps::domain_ended(hv, r);
     Ok(0)
@@ -32,8 +32,8 @@ const MAX_POLL_PORTS: u32 = 128;
 /// `SCHEDOP_block`: re-enables events and sleeps until one is pending (returns at once if
 /// one already is: no lost wake-up).
 fn block(hv: &mut Hv) -> HcResult {
-    crate::events::set_upcall_mask(hv.dom(), hv.cur.id, 0);
-    if !crate::events::upcall_due(hv.dom(), hv.cur.id) {
+    crate::events::set_upcall_mask(hv.dom(), hv.pc.cur.id, 0);
+    if !crate::events::upcall_due(hv.dom(), hv.pc.cur.id) {
         crate::schedule::block_current(hv);
     }
     Ok(0)
@@ -55,16 +55,18 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
         let mut w = [0u8; 4];
         read_guest(hv, ports.wrapping_add(4 * i), &mut w)?;
         let p = u32::from_le_bytes(w);
-        hv.events.status(hv.cur.dom, p)?;
+        hv.g.events.status(hv.pc.cur.dom, p)?;
         list.push(p);
     }
     let bits = crate::events::bits(hv);
-    let pending = list.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.cur.dom, p));
+    let pending = list.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.pc.cur.dom, p));
     if pending || list.is_empty() || (timeout != 0 && crate::events::now() >= timeout) {
         return Ok(0);
     }
-    hv.cur.poll_ports = list;
-    hv.cur.poll_deadline = timeout;
+    if let Some(v) = hv.vs() {
+        v.poll_ports = list;
+        v.poll_deadline = timeout;
+    }
     crate::schedule::block_current(hv);
     Ok(0)
 }
@@ -72,7 +74,7 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
 pub fn sched_op(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
     match cmd {
         SCHEDOP_YIELD => {
-            hv.yielded = true;
+            hv.pc.yielded = true;
             Ok(0)
         }
         SCHEDOP_BLOCK => block(hv),
@@ -90,7 +92,7 @@ pub fn sched_op(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
 pub fn sched_op_compat(hv: &mut Hv, f: &TrapFrame, cmd: u64, arg: u64) -> HcResult {
     match cmd {
         SCHEDOP_YIELD => {
-            hv.yielded = true;
+            hv.pc.yielded = true;
             Ok(0)
         }
         SCHEDOP_BLOCK => block(hv),

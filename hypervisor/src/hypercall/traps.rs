@@ -39,7 +39,7 @@ pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
 
 fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
     if list == 0 {
-        hv.cur.traps = [TrapInfo::default(); 256];
+        hv.pc.cur.traps = [TrapInfo::default(); 256];
         return Ok(0);
     }
     for i in 0..MAX_TRAPS {
@@ -57,7 +57,7 @@ fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
         }
         check_handler(t.address)?;
         let cs = fixup_cs(t.cs)?;
-        hv.cur.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
+        hv.pc.cur.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
     }
     Ok(0)
 }
@@ -79,9 +79,9 @@ pub fn stack_switch(hv: &mut Hv, ss: u64, sp: u64) -> HcResult {
         return Err(Errno::EINVAL);
     }
     let ss = fixup_ss(ss as u16);
-    hv.cur.kernel_ss = ss;
-    hv.cur.kernel_sp = sp;
-    hv_arch::paging::set_rsp1(&hv.cpu, sp);
+    hv.pc.cur.kernel_ss = ss;
+    hv.pc.cur.kernel_sp = sp;
+    hv_arch::paging::set_rsp1(&hv.pc.tables, sp);
     Ok(0)
 }
 
@@ -89,7 +89,7 @@ pub fn set_callbacks(hv: &mut Hv, event: u64, failsafe: u64, syscall: u64) -> Hc
     for a in [event, failsafe, syscall] {
         check_handler(a)?;
     }
-    let cb = &mut hv.cur.callbacks;
+    let cb = &mut hv.pc.cur.callbacks;
     cb.event = event;
     cb.failsafe = failsafe;
     cb.syscall = syscall;
@@ -104,7 +104,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             let ty = u16::from_le_bytes([b[0], b[1]]);
             let address = u64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
             check_handler(address)?;
-            let cb = &mut hv.cur.callbacks;
+            let cb = &mut hv.pc.cur.callbacks;
             let slot = match ty {
                 CALLBACKTYPE_EVENT => &mut cb.event,
                 CALLBACKTYPE_FAILSAFE => &mut cb.failsafe,

@@ -2,7 +2,7 @@
 //! runstate) and `set_timer_op`.
 
 use super::{read_guest, write_guest, HcResult};
-use crate::domain::{vi, Vcpu, VcpuInfoAt};
+use crate::domain::{vi, VcpuInfoAt, VcpuState};
 use crate::events::{arm, now};
 use crate::Hv;
 use guest_abi::errno::Errno;
@@ -23,14 +23,14 @@ const MIN_PERIOD_NS: u64 = 1_000_000;
 const MAX_PERIOD_NS: u64 = 86_400 * 1_000_000_000;
 
 pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     if vcpu >= hv.dom().nr_vcpus() as u64 {
         return Err(Errno::ENOENT);
     }
     let id = vcpu as u32;
-    let is_me = id == hv.cur.id;
-    fn target(hv: &mut Hv, dom: guest_abi::DomId, id: u32) -> Result<&mut Vcpu, Errno> {
-        crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)
+    let is_me = id == hv.pc.cur.id;
+    fn target<'a>(hv: &'a mut Hv<'_>, dom: guest_abi::DomId, id: u32) -> Result<&'a mut VcpuState, Errno> {
+        hv.g.domains.vcpu_mut(dom, id).ok_or(Errno::ENOENT)
     }
     match cmd {
         VCPUOP_INITIALISE => initialise(hv, id, arg),
@@ -50,7 +50,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if v.down {
                 return Ok(0);
             }
-            let others_up = crate::schedule::vcpus(hv).any(|v| v.dom == dom && v.id != id && !v.down);
+            let others_up = hv.dom().vcpus.iter().enumerate().any(|(n, v)| n as u32 != id && !v.down);
             if !others_up {
                 // The last vCPU going down: the domain powers off (as Xen).
                 crate::traps::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff);
@@ -99,12 +99,16 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if flags & SSHOT_FUTURE != 0 && t < now() {
                 return Err(Errno::ETIME);
             }
-            hv.cur.single_deadline = Some(t);
+            if let Some(v) = hv.vs() {
+                v.single_deadline = Some(t);
+            }
             crate::events::process_timers(hv);
             Ok(0)
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
-            hv.cur.single_deadline = None;
+            if let Some(v) = hv.vs() {
+                v.single_deadline = None;
+            }
             Ok(0)
         }
         VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(hv, id, arg),
@@ -115,7 +119,9 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
 /// `set_timer_op(timeout)`: a one-shot VIRQ_TIMER at absolute system time; 0 cancels; a time
 /// in the past fires at once.
 pub fn set_timer_op(hv: &mut Hv, timeout: u64) -> HcResult {
-    hv.cur.single_deadline = (timeout != 0).then_some(timeout);
+    if let Some(v) = hv.vs() {
+        v.single_deadline = (timeout != 0).then_some(timeout);
+    }
     crate::events::process_timers(hv);
     Ok(0)
 }
@@ -131,7 +137,7 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     if offset > 4096 - vi::SIZE || hv.dom().vcpu_info_registered & (1 << id) != 0 {
         return Err(Errno::EINVAL);
     }
-    let dom = hv.cur.dom;
+    let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     super::mmu::pt!(hv, dm).get_writable_page(mfn, dom).map_err(|_| Errno::EINVAL)?;
     // Carry the current contents over; then mark everything pending so that nothing raised
@@ -231,8 +237,8 @@ fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
 /// trap table must not enlarge the stack frame of the hypercall dispatch.
 #[inline(never)]
 fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
-    let dom = hv.cur.dom;
-    if crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)?.initialised {
+    let dom = hv.pc.cur.dom;
+    if hv.g.domains.vcpu(dom, id).ok_or(Errno::ENOENT)?.initialised {
         return Err(Errno::EEXIST);
     }
     let mut c = alloc::vec![0u8; ctx::SIZE];
@@ -313,7 +319,8 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
             return Err(e);
         }
     };
-    let v = crate::schedule::vcpu_mut(hv, dom, id).ok_or(Errno::ENOENT)?;
+    // Never initialised, so never run: its context waits here.
+    let v = crate::schedule::ctx_mut(hv, dom, id).ok_or(Errno::ENOENT)?;
     v.frame = frame;
     v.traps = traps;
     v.callbacks = callbacks;
@@ -332,7 +339,9 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     v.fs_base = fs;
     v.gs_base = gs_kernel;
     v.kernel_gs_base = gs_user;
-    v.initialised = true;
+    if let Some(s) = hv.g.domains.vcpu_mut(dom, id) {
+        s.initialised = true;
+    }
     log::debug!("d{}v{} initialised: rip {:#x} rsp {:#x} root {:?}", dom, id, frame.rip, frame.rsp, l4);
     Ok(0)
 }

@@ -64,7 +64,7 @@ fn xen_version_copying(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             if !hv.dom().privileged {
                 return Err(Errno::EPERM);
             }
-            write_guest(hv, arg, &text::<COMMANDLINE_LEN>(hv.cmdline)).map(|_| 0)
+            write_guest(hv, arg, &text::<COMMANDLINE_LEN>(hv.g.cmdline)).map(|_| 0)
         }
         _ => Err(Errno::ENOSYS),
     }

@@ -1,0 +1,69 @@
+//! The hypervisor's locks, their order, and its check.
+//!
+//! A CPU takes locks only in increasing [`Level`]: its own [`crate::percpu::PerCpu`], then
+//! the hypervisor lock (`Global`). Leaf locks inside the layers below (the console's) are
+//! taken last and hold nothing else. Every CPU keeps a record of the levels it holds; taking
+//! a level at or below one already held panics, so an order violation shows on the first
+//! run that reaches it rather than as a rare deadlock (a few instructions per lock: the check
+//! is always on).
+
+use core::sync::atomic::{AtomicU8, Ordering};
+use hv_core::acpi::MAX_CPUS;
+
+/// Lock levels, lowest first.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    /// A CPU's own structure (`percpu`).
+    PerCpu = 0,
+    /// The hypervisor lock over the shared state (`Global`).
+    Global = 1,
+}
+
+/// Per CPU: bit n set while level n is held.
+static HELD: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+
+fn held() -> &'static AtomicU8 {
+    &HELD[hv_arch::percpu::cpu_id() % MAX_CPUS]
+}
+
+/// A lock guard of a known level: taken through [`Ordered::new`], which checks the order.
+pub struct Ordered<G> {
+    level: Level,
+    guard: G,
+}
+
+impl<G> Ordered<G> {
+    /// Checks that this CPU holds no lock at `level` or above, then runs `take`.
+    pub fn new(level: Level, take: impl FnOnce() -> G) -> Ordered<G> {
+        let h = held();
+        let bits = h.load(Ordering::Relaxed);
+        let bit = 1u8 << level as u8;
+        if bits & !(bit - 1) != 0 {
+            panic!("lock order: taking {:?} while holding levels {:#b}", level, bits);
+        }
+        let guard = take();
+        h.store(bits | bit, Ordering::Relaxed);
+        Ordered { level, guard }
+    }
+}
+
+impl<G> Drop for Ordered<G> {
+    fn drop(&mut self) {
+        let h = held();
+        h.store(h.load(Ordering::Relaxed) & !(1 << self.level as u8), Ordering::Relaxed);
+    }
+}
+
+impl<G: core::ops::Deref> core::ops::Deref for Ordered<G> {
+    type Target = G::Target;
+    fn deref(&self) -> &G::Target {
+        &self.guard
+    }
+}
+
+impl<G: core::ops::DerefMut> core::ops::DerefMut for Ordered<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        &mut self.guard
+    }
+}
