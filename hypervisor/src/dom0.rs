@@ -153,7 +153,7 @@ pub fn build(
     );
 
     let dom = Domain::new(id, privileged, nr_pages, si, nr_vcpus);
-    let mut vcpu = Vcpu::new(id, 0, built.l4);
+    let mut vcpu = Vcpu::new(id, 0, built.l4, dom.vcpu_info.clone());
     vcpu.frame = TrapFrame {
         rip: built.entry,
         cs: FLAT_KERNEL_CS as u64,

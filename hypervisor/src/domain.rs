@@ -52,6 +52,8 @@ pub struct Vcpu {
     pub sel: hv_arch::cpu::DataSelectors,
     /// Recent guest translations through `l4` (see `hv_core::guest_access`).
     pub xlat: hv_core::guest_access::XlatCache,
+    /// Its domain's `vcpu_info` placements.
+    pub infos: alloc::sync::Arc<VcpuInfos>,
 }
 
 /// What the scheduler, timers and events need of a vCPU, wherever its context is: kept in
@@ -87,9 +89,9 @@ pub const RUNSTATE_BLOCKED: u32 = 2;
 pub const RUNSTATE_OFFLINE: u32 = 3;
 
 impl Vcpu {
-    /// vCPU `id` of `dom`: vCPU 0 runs on `l4`, the others have no context until
-    /// `VCPUOP_initialise`.
-    pub fn new(dom: DomId, id: u32, l4: Mfn) -> Vcpu {
+    /// vCPU `id` of `dom` (whose `vcpu_info` placements are `infos`): vCPU 0 runs on `l4`,
+    /// the others have no context until `VCPUOP_initialise`.
+    pub fn new(dom: DomId, id: u32, l4: Mfn, infos: alloc::sync::Arc<VcpuInfos>) -> Vcpu {
         Vcpu {
             dom,
             id,
@@ -109,13 +111,14 @@ impl Vcpu {
             kernel_gs_base: 0,
             sel: [0; 4],
             xlat: Default::default(),
+            infos,
         }
     }
 
     /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
     /// never given events (see [`Vcpu::is_placeholder`]).
     pub fn placeholder() -> Vcpu {
-        Vcpu::new(guest_abi::DOMID_IDLE, 0, Mfn(0))
+        Vcpu::new(guest_abi::DOMID_IDLE, 0, Mfn(0), alloc::sync::Arc::new(VcpuInfos::legacy(Mfn(0), 0)))
     }
 
     pub fn is_placeholder(&self) -> bool {
@@ -173,6 +176,41 @@ pub struct VcpuInfoAt {
     pub offset: usize,
 }
 
+/// Where each vCPU of a domain has its `vcpu_info`: shared (through an `Arc`) by the domain
+/// and its vCPUs' contexts, so that the CPU running a vCPU reads it without the hypervisor
+/// lock. Each entry is one atomic word: the machine address of the area.
+pub struct VcpuInfos(alloc::vec::Vec<core::sync::atomic::AtomicU64>);
+
+impl VcpuInfos {
+    /// The legacy slots of `shared_info` for `n` vCPUs.
+    pub fn legacy(shared_info: Mfn, n: usize) -> VcpuInfos {
+        VcpuInfos((0..n).map(|v| core::sync::atomic::AtomicU64::new(shared_info.maddr() + (v * vi::SIZE) as u64)).collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn get(&self, v: u32) -> Option<VcpuInfoAt> {
+        let a = self.0.get(v as usize)?.load(core::sync::atomic::Ordering::Acquire);
+        Some(VcpuInfoAt { frame: Mfn(a >> 12), offset: (a & 0xFFF) as usize })
+    }
+
+    pub fn set(&self, v: u32, at: VcpuInfoAt) {
+        if let Some(w) = self.0.get(v as usize) {
+            w.store(at.frame.maddr() + at.offset as u64, core::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Is an upcall due for vCPU `v` (pending and not masked)?
+    #[inline]
+    pub fn upcall_due(&self, v: u32) -> bool {
+        let Some(at) = self.get(v) else { return false };
+        let byte = |off: usize| DirectMap.load_u8(at.frame, at.offset + off).unwrap_or(0);
+        byte(vi::UPCALL_PENDING) != 0 && byte(vi::UPCALL_MASK) == 0
+    }
+}
+
 /// `vcpu_info` field offsets.
 pub mod vi {
     pub const UPCALL_PENDING: usize = 0;
@@ -201,7 +239,7 @@ pub struct Domain {
     pub vm_assist: u64,
     /// Each vCPU's `vcpu_info`: its legacy slot in shared_info, or where
     /// `VCPUOP_register_vcpu_info` moved it. The length is the domain's vCPU count.
-    pub vcpu_info: alloc::vec::Vec<VcpuInfoAt>,
+    pub vcpu_info: alloc::sync::Arc<VcpuInfos>,
     /// Which vCPUs moved their `vcpu_info` (once each, as Xen).
     pub vcpu_info_registered: u64,
     /// Preempted page-table (de)validation (see `hv_core::pt`).
@@ -224,7 +262,7 @@ impl Domain {
             console: Default::default(),
             shared_info,
             vm_assist: 0,
-            vcpu_info: (0..n).map(|v| VcpuInfoAt { frame: shared_info, offset: v * vi::SIZE }).collect(),
+            vcpu_info: alloc::sync::Arc::new(VcpuInfos::legacy(shared_info, n)),
             vcpu_info_registered: 0,
             jobs: hv_core::pt::Jobs::default(),
             vcpus: (0..n as u32).map(VcpuState::new).collect(),
@@ -234,7 +272,7 @@ impl Domain {
     /// Stands in for "no domain" behind the placeholder vCPU of an idle CPU.
     pub fn idle() -> Domain {
         let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
-        d.vcpu_info.clear();
+        d.vcpu_info = alloc::sync::Arc::new(VcpuInfos::legacy(Mfn(0), 0));
         d.vcpus.clear();
         d
     }
@@ -250,7 +288,7 @@ impl Domain {
     /// Where vCPU `v`'s `vcpu_info` is (a guest-shared page: accessed by copies and atomic
     /// byte operations only, never through references).
     pub fn vi_at(&self, v: u32) -> Option<VcpuInfoAt> {
-        self.vcpu_info.get(v as usize).copied()
+        self.vcpu_info.get(v)
     }
 
     /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
@@ -370,6 +408,6 @@ pub fn with_view<R>(
     cache: Option<&hv_core::guest_access::XlatCache>,
     f: impl FnOnce(&GuestView<'_>) -> R,
 ) -> R {
-    let owns = |m: Mfn| ft.owner(m) == hv_core::frame::Owner::Dom(dom);
+    let owns = |m: Mfn| ft.owned_by(m, dom);
     f(&GuestView { l4, owns: &owns, cache: cache.map(|c| (c, ft.xlat_gen())) })
 }

@@ -21,8 +21,9 @@ pub enum Level {
 }
 
 /// Per CPU: bit n set while level n is held.
-static HELD: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+static HELD: [crate::schedule::Line<AtomicU8>; MAX_CPUS] = [const { crate::schedule::Line(AtomicU8::new(0)) }; MAX_CPUS];
 
+#[inline]
 fn held() -> &'static AtomicU8 {
     &HELD[hv_arch::percpu::cpu_id() % MAX_CPUS]
 }
@@ -35,6 +36,7 @@ pub struct Ordered<G> {
 
 impl<G> Ordered<G> {
     /// Checks that this CPU holds no lock at `level` or above, then runs `take`.
+    #[inline]
     pub fn new(level: Level, take: impl FnOnce() -> G) -> Ordered<G> {
         let h = held();
         let bits = h.load(Ordering::Relaxed);

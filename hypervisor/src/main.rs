@@ -106,8 +106,7 @@ impl Hv<'_> {
 fn end(why: &str, code: ExitCode) -> ! {
     // A guest system call through a direct gate never enters: with a DPL-0 gate `int 0x80`
     // from ring 3 would arrive as #GP, with a hypervisor DPL-3 gate as vector 0x80.
-    let (v80, total) = schedule::entries(0x80);
-    let (gp, _) = schedule::entries(13);
+    let (total, gp, v80) = schedule::entries();
     log::info!("hypervisor entries from guests: total={} gp={} int80={}", total, gp, v80);
     log::info!("{}: halting ({:?})", why, code);
     if DEBUG_EXIT.load(Ordering::Relaxed) {
@@ -151,11 +150,18 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
     let mut pg = percpu::this();
     let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
     schedule::enter(pc);
+    // Hypercalls that need only this CPU's structure run without the hypervisor lock, and so
+    // does the way back when there is nothing else to do on it.
+    let local = f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 && hypercall::local(pc, f);
+    if local && schedule::may_resume_locally(pc, f) {
+        schedule::leave_cpu(pc);
+        return true;
+    }
     let mut gg = global();
     let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
     let mut hv = Hv { pc, g };
-    let resume = traps::guest_trap(&mut hv, f);
-    schedule::leave(&mut hv);
+    let resume = if local { traps::exit(&mut hv, f) } else { traps::guest_trap(&mut hv, f) };
+    schedule::leave_cpu(hv.pc);
     resume
 }
 
@@ -307,7 +313,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         d.sched_dom = sched.add_domain(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
-            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(d.id, n, hv_core::mem::Mfn(0)));
+            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(d.id, n, hv_core::mem::Mfn(0), d.vcpu_info.clone()));
             d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
             events::update_time(&d, n);
             vcpus.push(alloc::boxed::Box::new(v));

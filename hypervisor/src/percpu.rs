@@ -77,6 +77,7 @@ pub fn install(pc: PerCpu) {
 }
 
 /// This CPU's structure. Panics if it has none (a CPU that never came up does not run).
+#[inline]
 pub fn this() -> Ordered<spin::MutexGuard<'static, Option<PerCpu>>> {
     Ordered::new(Level::PerCpu, || CPUS[hv_arch::percpu::cpu_id()].lock())
 }

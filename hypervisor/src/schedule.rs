@@ -28,20 +28,41 @@ use core::sync::atomic::AtomicU64;
 use hv_core::shootdown::{CpuFlags, Ticket};
 
 /// Per CPU: the TLB-shootdown handshake (`hv_core::shootdown`, model-checked on the host):
-/// whether it runs guest code, and the flushes asked of it and done.
-static SHOOTDOWN: [CpuFlags; hv_core::acpi::MAX_CPUS] = [const { CpuFlags::new() }; hv_core::acpi::MAX_CPUS];
-/// Hypervisor entries from guests, by vector (every CPU).
-static ENTRIES: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+/// whether it runs guest code, and the flushes asked of it and done. One cache line each.
+static SHOOTDOWN: [Line<CpuFlags>; hv_core::acpi::MAX_CPUS] = [const { Line(CpuFlags::new()) }; hv_core::acpi::MAX_CPUS];
+/// Per CPU: hypervisor entries from guests, in all, through #GP and through `int 0x80`.
+static ENTRIES: [Line<[AtomicU64; 3]>; hv_core::acpi::MAX_CPUS] =
+    [const { Line([const { AtomicU64::new(0) }; 3]) }; hv_core::acpi::MAX_CPUS];
 
-/// Counts a hypervisor entry from a guest through `vector`.
-pub fn count_entry(vector: u64) {
-    ENTRIES[vector as usize & 255].fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+/// A cache line of its own (what one CPU writes on every entry stays off the others' lines).
+#[repr(align(64))]
+pub struct Line<T>(pub T);
+
+impl<T> core::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
-/// Hypervisor entries from guests through `vector` since boot, and through any vector.
-pub fn entries(vector: u8) -> (u64, u64) {
+/// Counts a hypervisor entry from a guest through `vector`.
+#[inline]
+pub fn count_entry(vector: u64) {
+    let c = &ENTRIES[hv_arch::percpu::cpu_id() % hv_core::acpi::MAX_CPUS];
     let r = core::sync::atomic::Ordering::Relaxed;
-    (ENTRIES[vector as usize].load(r), ENTRIES.iter().map(|c| c.load(r)).sum())
+    c[0].fetch_add(1, r);
+    match vector {
+        13 => c[1].fetch_add(1, r),
+        0x80 => c[2].fetch_add(1, r),
+        _ => 0,
+    };
+}
+
+/// Hypervisor entries from guests since boot (every CPU): (in all, #GP, `int 0x80`).
+pub fn entries() -> (u64, u64, u64) {
+    let r = core::sync::atomic::Ordering::Relaxed;
+    let sum = |i: usize| ENTRIES.iter().map(|c| c[i].load(r)).sum();
+    (sum(0), sum(1), sum(2))
 }
 
 /// This CPU left guest context (a guest entry, before taking the lock).
@@ -158,11 +179,23 @@ pub fn enter(pc: &mut PerCpu) {
 
 /// Ends a hypervisor entry on this CPU.
 #[inline]
-pub fn leave(hv: &mut Hv<'_>) {
+pub fn leave_cpu(pc: &mut PerCpu) {
     // A flush asked before this is done now; from here until the guest runs, a shootdown
     // sends this CPU the flush IPI (it arrives once the guest runs with interrupts on).
-    SHOOTDOWN[hv.pc.id].before_resume(!hv.pc.cur.is_placeholder(), paging::flush_guest_tlb);
-    hv.pc.need_resched = false;
+    SHOOTDOWN[pc.id].before_resume(!pc.cur.is_placeholder(), paging::flush_guest_tlb);
+    pc.need_resched = false;
+}
+
+/// After a hypercall handled without the hypervisor lock: can `f` resume the current vCPU
+/// as it is? Not when another CPU asked this one to pick again (a wakeup, the vCPU stopped
+/// or its domain died: those come with a reschedule request), an upcall is due, or the
+/// frame needs the refusal path. The vCPU was runnable when it entered and such
+/// hypercalls neither block nor yield.
+#[inline]
+pub fn may_resume_locally(pc: &PerCpu, f: &TrapFrame) -> bool {
+    let v = &pc.cur;
+    let upcall = f.cs & 3 != 0 && v.callbacks.event != 0 && v.infos.upcall_due(v.id);
+    !pc.need_resched && !upcall && crate::traps::resumable(f)
 }
 
 /// The current vCPU switched to root `l4` (other CPUs' shootdowns copy from it).
@@ -449,7 +482,7 @@ pub fn idle_loop() -> ! {
                     let t = if hv.pc.slice_until != 0 { hv.pc.slice_until } else { events::now() + hv_core::sched::TICK_NS };
                     events::arm(&hv, Some(t));
                 }
-                leave(&mut hv);
+                leave_cpu(hv.pc);
             }
         }
         if resume {

@@ -208,6 +208,13 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
         _ => hv_arch::cpu::ack_legacy_irq(v as u8),
     }
+    exit(hv, f)
+}
+
+/// The way back to the guest after an entry: picks again if asked to (or if the current
+/// vCPU cannot go on), delivers a due upcall and checks the frame. Returns false when this
+/// CPU has nothing left to run.
+pub fn exit(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // Sleepers are woken where that can change (timer ticks, event-channel operations) and
     // the end of a slice arrives as a timer interrupt, so this path only tests flags.
     let yielded = core::mem::take(&mut hv.pc.yielded);
@@ -236,7 +243,7 @@ pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 
 /// Can `f` be resumed as it is (canonical RIP, CS and SS not ring 0)? Branch-free.
 #[inline]
-fn resumable(f: &TrapFrame) -> bool {
+pub fn resumable(f: &TrapFrame) -> bool {
     let canonical = ((f.rip as i64) << 16 >> 16) as u64 == f.rip;
     canonical & (f.cs & 3 != 0) & (f.ss & 3 != 0)
 }

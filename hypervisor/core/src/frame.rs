@@ -161,6 +161,7 @@ const STAMP_SHIFT: u32 = 40;
 /// flush (a stamp equal to the clock means "maybe stale").
 const STAMP_MASK: u32 = (1 << 24) - 1;
 
+#[inline]
 fn owner_bits(o: Owner) -> u64 {
     let (kind, dom) = match o {
         Owner::None => (0u64, 0u16),
@@ -182,6 +183,7 @@ fn owner_of(refs: u64) -> Owner {
     }
 }
 
+#[inline]
 fn ty_bits(t: PageType) -> u64 {
     (match t {
         PageType::None => 0u64,
@@ -194,6 +196,7 @@ fn ty_bits(t: PageType) -> u64 {
     }) << TY_SHIFT
 }
 
+#[inline]
 fn ty_of(types: u64) -> PageType {
     match (types >> TY_SHIFT) & 7 {
         1 => PageType::Writable,
@@ -204,14 +207,6 @@ fn ty_of(types: u64) -> PageType {
         6 => PageType::SegDesc,
         _ => PageType::None,
     }
-}
-
-fn pack_types(f: &FrameInfo) -> u64 {
-    f.type_count as u64
-        | ty_bits(f.ty)
-        | if f.validated { VALIDATED } else { 0 }
-        | if f.pinned { PINNED } else { 0 }
-        | (((f.tlb_stamp & STAMP_MASK) as u64) << STAMP_SHIFT)
 }
 
 fn unpack(refs: u64, types: u64) -> FrameInfo {
@@ -240,30 +235,57 @@ impl FrameSlot {
         owner_of(self.refs.load(Ordering::Acquire))
     }
 
-    /// Changes the general word with `f` (which sees the owner and count) atomically.
-    fn update_refs(&self, mut f: impl FnMut(Owner, u32) -> Result<u32, FrameError>) -> Result<(), FrameError> {
-        let mut cur = self.refs.load(Ordering::Acquire);
+    /// Replaces the word `w` by `f(old)` atomically; `f` refuses with an error.
+    #[inline]
+    fn update(w: &AtomicU64, f: impl Fn(u64) -> Result<u64, FrameError>) -> Result<u64, FrameError> {
+        let mut cur = w.load(Ordering::Acquire);
         loop {
-            let count = f(owner_of(cur), cur as u32)?;
-            let new = (cur & !0xFFFF_FFFF) | count as u64;
-            match self.refs.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(()),
+            let new = f(cur)?;
+            match w.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(cur),
                 Err(now) => cur = now,
             }
         }
     }
+}
 
-    /// Changes the type word with `f` (which sees and edits the type fields) atomically.
-    fn update_types<R>(&self, mut f: impl FnMut(&mut FrameInfo) -> Result<R, FrameError>) -> Result<R, FrameError> {
-        let mut cur = self.types.load(Ordering::Acquire);
-        loop {
-            let mut rec = unpack(0, cur);
-            let r = f(&mut rec)?;
-            match self.types.compare_exchange_weak(cur, pack_types(&rec), Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(r),
-                Err(now) => cur = now,
-            }
+const COUNT: u64 = 0xFFFF_FFFF;
+const TY_BITS: u64 = 7 << TY_SHIFT;
+const STAMP_BITS: u64 = (STAMP_MASK as u64) << STAMP_SHIFT;
+
+fn is_protected_bits(t: u64) -> bool {
+    // L1..L4 and SegDesc (2..=6).
+    (2..=6).contains(&(t >> TY_SHIFT))
+}
+
+/// The type word after taking a reference of type bits `ty` (see [`FrameTable::get_type`]).
+#[inline]
+fn type_taken(cur: u64, ty: u64, clock: u32) -> Result<u64, FrameError> {
+    let (count, have) = (cur & COUNT, cur & TY_BITS);
+    if count == 0 {
+        let stamp = (cur >> STAMP_SHIFT) as u32 & STAMP_MASK;
+        if stamp == clock && have != ty && (is_protected_bits(have) || is_protected_bits(ty)) {
+            return Err(FrameError::StaleTlb);
         }
+        // A new type: not validated, not pinned; the stamp stays.
+        return Ok((cur & STAMP_BITS) | ty | 1);
+    }
+    if have != ty {
+        return Err(FrameError::TypeConflict);
+    }
+    if count == COUNT {
+        return Err(FrameError::Overflow);
+    }
+    Ok(cur + 1)
+}
+
+/// The type word after dropping a reference (stamped with `clock` at zero).
+#[inline]
+fn type_dropped(cur: u64, clock: u32) -> Result<u64, FrameError> {
+    match cur & COUNT {
+        0 => Err(FrameError::Underflow),
+        1 => Ok((cur & TY_BITS) | ((clock as u64 & STAMP_MASK as u64) << STAMP_SHIFT)),
+        _ => Ok(cur - 1),
     }
 }
 
@@ -280,41 +302,6 @@ pub struct FrameTable<S> {
     /// a root frame number reused with other contents; a writable frame may become a
     /// table): what makes a cached guest translation stale (`guest_access::XlatCache`).
     xlat_gen: AtomicU64,
-}
-
-/// Would a frame with record `f` need a TLB flush everywhere before taking type `ty`?
-fn stale(f: &FrameInfo, ty: PageType, clock: u32) -> bool {
-    f.type_count == 0 && f.tlb_stamp == clock && f.ty != ty && (f.ty.is_protected() || ty.is_protected())
-}
-
-/// Takes the type count of a record down by one, stamping it at zero.
-fn drop_type(f: &mut FrameInfo, clock: u32) -> Result<bool, FrameError> {
-    f.type_count = f.type_count.checked_sub(1).ok_or(FrameError::Underflow)?;
-    if f.type_count == 0 {
-        f.validated = false;
-        f.pinned = false;
-        f.tlb_stamp = clock;
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// Takes a type reference of type `ty` on record `f`; true when it was the first.
-fn take_type(f: &mut FrameInfo, ty: PageType, clock: u32) -> Result<bool, FrameError> {
-    if stale(f, ty, clock) {
-        return Err(FrameError::StaleTlb);
-    }
-    if f.type_count == 0 {
-        f.ty = ty;
-        f.validated = false;
-        f.type_count = 1;
-        return Ok(true);
-    }
-    if f.ty != ty {
-        return Err(FrameError::TypeConflict);
-    }
-    f.type_count = f.type_count.checked_add(1).ok_or(FrameError::Overflow)?;
-    Ok(false)
 }
 
 impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
@@ -334,8 +321,27 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     }
 
     /// Must every CPU's guest TLB be flushed before `mfn` may take type `ty`?
+    #[inline]
     pub fn needs_flush(&self, mfn: Mfn, ty: PageType) -> bool {
-        self.get(mfn).is_some_and(|f| stale(&f, ty, self.tlb_clock()))
+        let Ok(s) = self.slot(mfn) else { return false };
+        type_taken(s.types.load(Ordering::Acquire), ty_bits(ty), self.tlb_clock()) == Err(FrameError::StaleTlb)
+    }
+
+    /// Does `dom` own `mfn`? (One look at one word.)
+    #[inline]
+    pub fn owned_by(&self, mfn: Mfn, dom: DomId) -> bool {
+        self.slot(mfn).is_ok_and(|s| s.refs.load(Ordering::Acquire) & !COUNT == owner_bits(Owner::Dom(dom)))
+    }
+
+    /// The type, type count and validated flag of `mfn`, which `dom` must own.
+    #[inline]
+    pub fn typed_by(&self, mfn: Mfn, dom: DomId) -> Result<(PageType, u32, bool), FrameError> {
+        let s = self.slot(mfn)?;
+        if s.refs.load(Ordering::Acquire) & !COUNT != owner_bits(Owner::Dom(dom)) {
+            return Err(FrameError::NotOwner);
+        }
+        let t = s.types.load(Ordering::Acquire);
+        Ok((ty_of(t), t as u32, t & VALIDATED != 0))
     }
 
     /// The TLB clock (1 + flushes recorded so far, modulo wrap-around).
@@ -357,6 +363,7 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
         self.len() == 0
     }
 
+    #[inline]
     fn slot(&self, mfn: Mfn) -> Result<&FrameSlot, FrameError> {
         let i = usize::try_from(mfn.0).map_err(|_| FrameError::NoSuchFrame)?;
         self.frames.as_ref().get(i).ok_or(FrameError::NoSuchFrame)
@@ -378,11 +385,7 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
             return Err(FrameError::InUse);
         }
         s.refs.compare_exchange(cur, owner_bits(owner), Ordering::AcqRel, Ordering::Acquire).map_err(|_| FrameError::InUse)?;
-        let _ = s.update_types(|f| {
-            f.validated = false;
-            f.pinned = false;
-            Ok(())
-        });
+        let _ = FrameSlot::update(&s.types, |cur| Ok(cur & !(VALIDATED | PINNED)));
         Ok(())
     }
 
@@ -394,17 +397,23 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
 
     /// Takes a general reference on a frame owned by `dom`.
     pub fn get_page(&self, mfn: Mfn, dom: DomId) -> Result<(), FrameError> {
-        self.slot(mfn)?.update_refs(|o, c| {
-            if o != Owner::Dom(dom) {
+        let owner = owner_bits(Owner::Dom(dom));
+        FrameSlot::update(&self.slot(mfn)?.refs, |cur| {
+            if cur & !COUNT != owner {
                 return Err(FrameError::NotOwner);
             }
-            c.checked_add(1).ok_or(FrameError::Overflow)
+            if cur & COUNT == COUNT {
+                return Err(FrameError::Overflow);
+            }
+            Ok(cur + 1)
         })
+        .map(|_| ())
     }
 
     /// Drops a general reference.
     pub fn put_page(&self, mfn: Mfn) -> Result<(), FrameError> {
-        self.slot(mfn)?.update_refs(|_, c| c.checked_sub(1).ok_or(FrameError::Underflow))
+        FrameSlot::update(&self.slot(mfn)?.refs, |cur| if cur & COUNT == 0 { Err(FrameError::Underflow) } else { Ok(cur - 1) })
+            .map(|_| ())
     }
 
     /// [`Self::get_page`] and, if `ty` is given, [`Self::get_type`]; nothing is taken on
@@ -433,44 +442,45 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     /// (the caller must then validate a table type and call [`Self::mark_validated`]).
     pub fn get_type(&self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {
         let clock = self.tlb_clock();
-        self.slot(mfn)?.update_types(|f| take_type(f, ty, clock))
+        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_taken(cur, ty_bits(ty), clock))?;
+        Ok(old & COUNT == 0)
     }
 
     /// Drops a type reference. Returns `true` when it was the last one.
     pub fn put_type(&self, mfn: Mfn) -> Result<bool, FrameError> {
         let clock = self.tlb_clock();
-        let last = self.slot(mfn)?.update_types(|f| drop_type(f, clock))?;
+        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_dropped(cur, clock))?;
+        let last = old & COUNT == 1;
         if last {
             self.invalidate_translations();
         }
         Ok(last)
     }
 
-    /// Sets the validated flag of a frame with type references.
-    fn set_flag(&self, mfn: Mfn, flag: fn(&mut FrameInfo) -> &mut bool, on: bool) -> Result<(), FrameError> {
-        self.slot(mfn)?.update_types(|f| {
-            if f.type_count == 0 {
-                return Err(FrameError::Underflow);
-            }
-            *flag(f) = on;
-            Ok(())
+    /// Sets or clears `flag` of a frame with type references.
+    fn set_flag(&self, mfn: Mfn, flag: u64, on: bool) -> Result<(), FrameError> {
+        FrameSlot::update(&self.slot(mfn)?.types, |cur| match (cur & COUNT, on) {
+            (0, _) => Err(FrameError::Underflow),
+            (_, true) => Ok(cur | flag),
+            (_, false) => Ok(cur & !flag),
         })
+        .map(|_| ())
     }
 
     /// Records that a table-typed frame's entries were validated.
     pub fn mark_validated(&self, mfn: Mfn) -> Result<(), FrameError> {
-        self.set_flag(mfn, |f| &mut f.validated, true)
+        self.set_flag(mfn, VALIDATED, true)
     }
 
     /// Marks a table-typed frame busy (not validated) while a job drops its entries'
     /// references: it cannot be updated, mapped writable or retyped until then.
     pub fn set_busy(&self, mfn: Mfn) -> Result<(), FrameError> {
-        self.set_flag(mfn, |f| &mut f.validated, false)
+        self.set_flag(mfn, VALIDATED, false)
     }
 
     /// Sets or clears the pinned flag of a frame with type references.
     pub fn set_pinned(&self, mfn: Mfn, pinned: bool) -> Result<(), FrameError> {
-        self.set_flag(mfn, |f| &mut f.pinned, pinned)
+        self.set_flag(mfn, PINNED, pinned)
     }
 
     /// Iterates over (mfn, snapshot of its record).
@@ -514,6 +524,48 @@ mod tests {
         ft.get_type(Mfn(1), PageType::Writable).unwrap();
         assert_eq!(ft.put_type(Mfn(1)), Ok(true));
         assert_ne!(ft.xlat_gen(), g2, "a writable frame lost its type: it may become a table");
+    }
+
+    /// Records change with compare-and-swap: CPUs taking and dropping references on the same
+    /// frames at once leave exact counts, and a type is never shared between two kinds.
+    #[test]
+    fn concurrent_references_stay_exact() {
+        let ft = std::sync::Arc::new(table(4));
+        for m in 0..4 {
+            ft.set_owner(Mfn(m), Owner::Dom(0)).unwrap();
+        }
+        let threads: std::vec::Vec<_> = (0..4)
+            .map(|t| {
+                let ft = ft.clone();
+                std::thread::spawn(move || {
+                    let mut conflicts = 0u32;
+                    for i in 0..20_000u32 {
+                        let m = Mfn(((i + t) % 4) as u64);
+                        // Threads 0 and 1 want frames writable, 2 and 3 want them as L1s.
+                        let ty = if t < 2 { PageType::Writable } else { PageType::L1 };
+                        match ft.get_page_and_type(m, 0, Some(ty)) {
+                            Ok(_) => {
+                                assert_eq!(ft.get(m).unwrap().ty, ty, "a type taken is the frame's type");
+                                ft.put_page_and_type(m, true).unwrap();
+                            }
+                            Err(FrameError::TypeConflict | FrameError::StaleTlb) => {
+                                conflicts += 1;
+                                ft.flushed();
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    conflicts
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for m in 0..4 {
+            let f = ft.get(Mfn(m)).unwrap();
+            assert_eq!((f.count, f.type_count), (0, 0), "mfn {m}: {f:?}");
+        }
     }
 
     #[test]

@@ -257,7 +257,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// Takes a writable type reference on `mfn` (owned by `dom`) for a hypervisor write into
     /// it, flushing first if the frame was a table until now.
     pub fn get_writable(&mut self, mfn: Mfn, dom: DomId) -> Res {
-        if self.ft.owner(mfn) != Owner::Dom(dom) {
+        if !self.ft.owned_by(mfn, dom) {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
         self.prepare(mfn, PageType::Writable);
@@ -568,11 +568,11 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
 
     /// The level of a validated table frame owned by `dom`.
     pub fn table_level(&self, mfn: Mfn, dom: DomId) -> Option<u32> {
-        let f = self.ft.get(mfn)?;
-        if f.owner != Owner::Dom(dom) || f.type_count == 0 || !f.validated {
+        let (ty, count, validated) = self.ft.typed_by(mfn, dom).ok()?;
+        if count == 0 || !validated {
             return None;
         }
-        match f.ty {
+        match ty {
             PageType::L1 => Some(1),
             PageType::L2 => Some(2),
             PageType::L3 => Some(3),
@@ -593,12 +593,13 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         fd: DomId,
         preserve_ad: bool,
     ) -> Res {
-        let info = self.ft.get(table).ok_or(PtError::NotATable)?;
-        if info.owner != Owner::Dom(pfd) {
-            return Err(PtError::Frame(FrameError::NotOwner));
-        }
-        let level = match (info.ty, info.type_count) {
-            (PageType::L1 | PageType::L2 | PageType::L3 | PageType::L4, n) if n > 0 && !info.validated => {
+        let (ty, count, validated) = match self.ft.typed_by(table, pfd) {
+            Ok(x) => x,
+            Err(FrameError::NoSuchFrame) => return Err(PtError::NotATable),
+            Err(e) => return Err(PtError::Frame(e)),
+        };
+        let level = match (ty, count) {
+            (PageType::L1 | PageType::L2 | PageType::L3 | PageType::L4, n) if n > 0 && !validated => {
                 return Err(PtError::Busy)
             }
             (PageType::L1, n) if n > 0 => 1,

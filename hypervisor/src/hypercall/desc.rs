@@ -83,8 +83,8 @@ pub fn set_segment_base(hv: &mut Hv, which: u64, base: u64) -> HcResult {
     }
 }
 
-pub fn fpu_taskswitch(hv: &mut Hv, set: u64) -> HcResult {
-    hv.pc.cur.fpu_ts = set != 0;
+pub fn fpu_taskswitch(pc: &mut crate::percpu::PerCpu, set: u64) -> HcResult {
+    pc.cur.fpu_ts = set != 0;
     cpu::set_ts(set != 0);
     Ok(0)
 }

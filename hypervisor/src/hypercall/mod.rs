@@ -57,7 +57,7 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         nr::SET_TRAP_TABLE => traps::set_trap_table(hv, a1),
         nr::MMU_UPDATE => mmu::mmu_update(hv, f, a1, a2, a3, a4),
         nr::SET_GDT => desc::set_gdt(hv, a1, a2),
-        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(hv, a1),
+        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(hv.pc, a1),
         nr::UPDATE_DESCRIPTOR => desc::update_descriptor(hv, a1, a2),
         nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
         nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
@@ -69,8 +69,8 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         nr::EVENT_CHANNEL_OP_COMPAT => evtchn::event_channel_op_compat(hv, a1),
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
         nr::SET_TIMER_OP => vcpu::set_timer_op(hv, a1),
-        nr::STACK_SWITCH => traps::stack_switch(hv, a1, a2),
-        nr::SET_CALLBACKS => traps::set_callbacks(hv, a1, a2, a3),
+        nr::STACK_SWITCH => traps::stack_switch(hv.pc, a1, a2),
+        nr::SET_CALLBACKS => traps::set_callbacks(hv.pc, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
         nr::XEN_VERSION => version::xen_version(hv, a1, a2),
         nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
@@ -79,6 +79,28 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         nr::CALLBACK_OP => traps::callback_op(hv, a1, a2),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Runs the hypercall in `f` if it needs nothing but this CPU's structure (the current
+/// vCPU's own registers and settings): without the hypervisor lock, so such hypercalls of
+/// different CPUs run at once. Returns false, having done nothing, for every other one.
+#[inline]
+pub fn local(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
+    let r = match f.rax {
+        nr::XEN_VERSION => match version::local(f.rdi) {
+            Some(r) => r,
+            None => return false,
+        },
+        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(pc, f.rdi),
+        nr::STACK_SWITCH => traps::stack_switch(pc, f.rdi, f.rsi),
+        nr::SET_CALLBACKS => traps::set_callbacks(pc, f.rdi, f.rsi, f.rdx),
+        _ => return false,
+    };
+    f.rax = match r {
+        Ok(v) => v as u64,
+        Err(e) => e.to_ret() as u64,
+    };
+    true
 }
 
 /// Work units one hypercall may do before it continues later: page-table entries, mmuext

@@ -74,22 +74,22 @@ pub(super) fn fixup_ss(ss: u16) -> u16 {
 /// `stack_switch(ss, sp)`: the kernel stack for entries from guest user mode (TSS.RSP1 for
 /// the direct gates). The top of stack must be a guest address (canonical, outside the
 /// hypervisor's slots): the CPU itself pushes the direct gates' frames there.
-pub fn stack_switch(hv: &mut Hv, ss: u64, sp: u64) -> HcResult {
+pub fn stack_switch(pc: &mut crate::percpu::PerCpu, ss: u64, sp: u64) -> HcResult {
     if !is_guest_va(sp) {
         return Err(Errno::EINVAL);
     }
     let ss = fixup_ss(ss as u16);
-    hv.pc.cur.kernel_ss = ss;
-    hv.pc.cur.kernel_sp = sp;
-    hv_arch::paging::set_rsp1(&hv.pc.tables, sp);
+    pc.cur.kernel_ss = ss;
+    pc.cur.kernel_sp = sp;
+    hv_arch::paging::set_rsp1(&pc.tables, sp);
     Ok(0)
 }
 
-pub fn set_callbacks(hv: &mut Hv, event: u64, failsafe: u64, syscall: u64) -> HcResult {
+pub fn set_callbacks(pc: &mut crate::percpu::PerCpu, event: u64, failsafe: u64, syscall: u64) -> HcResult {
     for a in [event, failsafe, syscall] {
         check_handler(a)?;
     }
-    let cb = &mut hv.pc.cur.callbacks;
+    let cb = &mut pc.cur.callbacks;
     cb.event = event;
     cb.failsafe = failsafe;
     cb.syscall = syscall;

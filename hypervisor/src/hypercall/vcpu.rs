@@ -150,7 +150,7 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     DirectMap.write(mfn, offset, &c);
     let d = hv.dom_mut();
-    d.vcpu_info[id as usize] = VcpuInfoAt { frame: mfn, offset };
+    d.vcpu_info.set(id, VcpuInfoAt { frame: mfn, offset });
     d.vcpu_info_registered |= 1 << id;
     crate::schedule::wake(hv, dom, id);
     Ok(0)

@@ -17,11 +17,19 @@ fn text<const N: usize>(s: &str) -> [u8; N] {
 }
 
 pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
-    // The null-hypercall path stays tiny; everything that copies lives out of line.
+    match local(cmd) {
+        Some(r) => r,
+        None => xen_version_copying(hv, cmd, arg),
+    }
+}
+
+/// The sub-operations that return a number (no guest memory, no shared state).
+#[inline]
+pub fn local(cmd: u64) -> Option<HcResult> {
     match cmd {
-        XENVER_VERSION => Ok(((VERSION_MAJOR << 16) | VERSION_MINOR) as i64),
-        XENVER_PAGESIZE => Ok(4096),
-        _ => xen_version_copying(hv, cmd, arg),
+        XENVER_VERSION => Some(Ok(((VERSION_MAJOR << 16) | VERSION_MINOR) as i64)),
+        XENVER_PAGESIZE => Some(Ok(4096)),
+        _ => None,
     }
 }
 
