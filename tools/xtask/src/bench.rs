@@ -61,6 +61,37 @@ fn hotpaths(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(
     Ok(())
 }
 
+/// Parallelism: two domUs on two CPUs running the same hypercall loop at once, against one
+/// of them alone in the same boot (tests/guests/src/bin/parallel.rs). Plain TCG only: under
+/// icount QEMU runs the CPUs in turn on one thread.
+fn parallel(imgs: &images::Images, hv: &str, results: &mut Vec<(String, f64)>) -> Result<(), String> {
+    let par = imgs.guest("parallel");
+    let iso = images::iso_files(
+        &imgs.hypervisor,
+        &[(par.as_path(), "dom0"), (par.as_path(), "w1"), (par.as_path(), "w2")],
+        &images::grub_cfg_modules(hv, &[("dom0", "coordinator"), ("w1", "domU mem=8M -- worker 1"), ("w2", "domU mem=8M -- worker 2")]),
+        "bench-parallel",
+    )?;
+    let mut c = Config::new(Accel::Tcg);
+    c.timeout = Duration::from_secs(120);
+    c.smp = 2;
+    c.boot = Boot::Iso(iso);
+    let o = qemu::run(&c, None)?;
+    let vals = bench_values(&o.output);
+    let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|x| x.1);
+    for op in ["null", "mmu512"] {
+        let (alone, w1, w2) = (get(&format!("par_{op}_alone")), get(&format!("par_{op}_both_w1")), get(&format!("par_{op}_both_w2")));
+        let (Some(alone), Some(w1), Some(w2)) = (alone, w1, w2) else {
+            return Err(format!("parallel {op}: numbers missing\n{}", o.output));
+        };
+        let unit = if op == "null" { "calls" } else { "ptes" };
+        results.push((format!("par_{op}_{unit}_per_ms_one_domu_tcg"), alone));
+        results.push((format!("par_{op}_{unit}_per_ms_two_domus_tcg"), w1 + w2));
+        results.push((format!("par_{op}_aggregate_over_one_tcg"), (w1 + w2) / alone.max(1.0)));
+    }
+    Ok(())
+}
+
 fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
@@ -74,15 +105,20 @@ fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     Ok(())
 }
 
-/// `--only hotpaths` runs just the hot-path section.
+/// `--only hotpaths` runs just the hot-path section, `--only parallel` the parallelism one.
 pub fn run(args: &[String]) -> Result<(), String> {
     let imgs = images::build_all()?;
     let mut results: Vec<(String, f64)> = Vec::new();
-    if args.windows(2).any(|w| w[0] == "--only" && w[1] == "hotpaths") {
+    let only = args.windows(2).find(|w| w[0] == "--only").map(|w| w[1].as_str());
+    if only == Some("hotpaths") {
         hotpaths(&imgs, &mut results)?;
         return write_results(&results);
     }
     let hv = "debug-exit loglvl=info dom0_mem=16M";
+    if only == Some("parallel") {
+        parallel(&imgs, hv, &mut results)?;
+        return write_results(&results);
+    }
 
     let grub_iso = images::iso(&imgs, &images::grub_cfg(hv, "shutdown"), "bench-grub")?;
     for (name, boot) in [
@@ -205,6 +241,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
+    parallel(&imgs, hv, &mut results)?;
     {
         let hog = imgs.guest("hog");
         let iso = images::iso_files(
