@@ -137,7 +137,7 @@ pub fn build(
         cmdline: cmdline.as_bytes(),
         shared_info_maddr: si.maddr(),
     };
-    let built = builder::build(&mut DirectMap, &mm.ft, &img, &layout, &p2m, &params)
+    let built = builder::build(&mut DirectMap, mm.ft, &img, &layout, &p2m, &params)
         .map_err(Dom0Error::Build)?;
     for (pfn, &mfn) in p2m.iter().enumerate() {
         mm.set_m2p(mfn, pfn as u64);
@@ -153,7 +153,7 @@ pub fn build(
     );
 
     let dom = Domain::new(id, privileged, nr_pages, si, nr_vcpus);
-    let mut vcpu = Vcpu::new(id, 0, built.l4, dom.vcpu_info.clone());
+    let mut vcpu = Vcpu::new(0, built.l4, dom.shared.clone());
     vcpu.frame = TrapFrame {
         rip: built.entry,
         cs: FLAT_KERNEL_CS as u64,

@@ -52,8 +52,8 @@ pub struct Vcpu {
     pub sel: hv_arch::cpu::DataSelectors,
     /// Recent guest translations through `l4` (see `hv_core::guest_access`).
     pub xlat: hv_core::guest_access::XlatCache,
-    /// Its domain's `vcpu_info` placements.
-    pub infos: alloc::sync::Arc<VcpuInfos>,
+    /// What of its domain it reaches without the hypervisor lock.
+    pub shared: alloc::sync::Arc<DomShared>,
 }
 
 /// What the scheduler, timers and events need of a vCPU, wherever its context is: kept in
@@ -89,9 +89,10 @@ pub const RUNSTATE_BLOCKED: u32 = 2;
 pub const RUNSTATE_OFFLINE: u32 = 3;
 
 impl Vcpu {
-    /// vCPU `id` of `dom` (whose `vcpu_info` placements are `infos`): vCPU 0 runs on `l4`,
-    /// the others have no context until `VCPUOP_initialise`.
-    pub fn new(dom: DomId, id: u32, l4: Mfn, infos: alloc::sync::Arc<VcpuInfos>) -> Vcpu {
+    /// vCPU `id` of the domain `shared`: vCPU 0 runs on `l4`, the others have no context
+    /// until `VCPUOP_initialise`.
+    pub fn new(id: u32, l4: Mfn, shared: alloc::sync::Arc<DomShared>) -> Vcpu {
+        let dom = shared.id;
         Vcpu {
             dom,
             id,
@@ -111,14 +112,14 @@ impl Vcpu {
             kernel_gs_base: 0,
             sel: [0; 4],
             xlat: Default::default(),
-            infos,
+            shared,
         }
     }
 
     /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
     /// never given events (see [`Vcpu::is_placeholder`]).
     pub fn placeholder() -> Vcpu {
-        Vcpu::new(guest_abi::DOMID_IDLE, 0, Mfn(0), alloc::sync::Arc::new(VcpuInfos::legacy(Mfn(0), 0)))
+        Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, VcpuInfos::legacy(Mfn(0), 0))))
     }
 
     pub fn is_placeholder(&self) -> bool {
@@ -176,9 +177,56 @@ pub struct VcpuInfoAt {
     pub offset: usize,
 }
 
-/// Where each vCPU of a domain has its `vcpu_info`: shared (through an `Arc`) by the domain
-/// and its vCPUs' contexts, so that the CPU running a vCPU reads it without the hypervisor
-/// lock. Each entry is one atomic word: the machine address of the area.
+/// What of a domain its vCPUs reach without the hypervisor lock: shared (through an `Arc`)
+/// by the domain and its vCPUs' contexts.
+pub struct DomShared {
+    pub id: DomId,
+    pub privileged: bool,
+    pub vcpu_info: VcpuInfos,
+    /// Bit n set while vCPU n is up (mirrors `VcpuState::down`, which changes under the
+    /// hypervisor lock).
+    pub up: core::sync::atomic::AtomicU64,
+    /// The domain's memory lock (see `locks`): its page-table operations and every change of
+    /// its frames' owners happen under it.
+    mm: spin::Mutex<DomMm>,
+}
+
+/// What the domain's memory lock guards.
+#[derive(Default)]
+pub struct DomMm {
+    /// Preempted page-table (de)validation (see `hv_core::pt`).
+    pub jobs: hv_core::pt::Jobs,
+}
+
+impl DomShared {
+    pub fn new(id: DomId, privileged: bool, vcpu_info: VcpuInfos) -> DomShared {
+        DomShared { id, privileged, vcpu_info, up: core::sync::atomic::AtomicU64::new(1), mm: spin::Mutex::new(DomMm::default()) }
+    }
+
+    /// Takes the domain's memory lock.
+    pub fn mm(&self) -> crate::locks::Ordered<spin::MutexGuard<'_, DomMm>> {
+        crate::locks::Ordered::new(crate::locks::Level::DomainMm, || self.mm.lock())
+    }
+
+    /// Is vCPU `v` up?
+    pub fn is_up(&self, v: u32) -> bool {
+        v < 64 && self.up.load(core::sync::atomic::Ordering::Acquire) & (1 << v) != 0
+    }
+
+    pub fn set_up(&self, v: u32, up: bool) {
+        if v < 64 {
+            if up {
+                self.up.fetch_or(1 << v, core::sync::atomic::Ordering::AcqRel);
+            } else {
+                self.up.fetch_and(!(1 << v), core::sync::atomic::Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Where each vCPU of a domain has its `vcpu_info`, so that the CPU running a vCPU reads it
+/// without the hypervisor lock. Each entry is one atomic word: the machine address of the
+/// area.
 pub struct VcpuInfos(alloc::vec::Vec<core::sync::atomic::AtomicU64>);
 
 impl VcpuInfos {
@@ -237,13 +285,12 @@ pub struct Domain {
     pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
-    /// Each vCPU's `vcpu_info`: its legacy slot in shared_info, or where
-    /// `VCPUOP_register_vcpu_info` moved it. The length is the domain's vCPU count.
-    pub vcpu_info: alloc::sync::Arc<VcpuInfos>,
+    /// What its vCPUs reach without the hypervisor lock: each vCPU's `vcpu_info` (its legacy
+    /// slot in shared_info, or where `VCPUOP_register_vcpu_info` moved it; the length is the
+    /// domain's vCPU count), which vCPUs are up, the memory lock.
+    pub shared: alloc::sync::Arc<DomShared>,
     /// Which vCPUs moved their `vcpu_info` (once each, as Xen).
     pub vcpu_info_registered: u64,
-    /// Preempted page-table (de)validation (see `hv_core::pt`).
-    pub jobs: hv_core::pt::Jobs,
     /// What the rest of the hypervisor sees of each vCPU, by vCPU number.
     pub vcpus: alloc::vec::Vec<VcpuState>,
 }
@@ -262,9 +309,8 @@ impl Domain {
             console: Default::default(),
             shared_info,
             vm_assist: 0,
-            vcpu_info: alloc::sync::Arc::new(VcpuInfos::legacy(shared_info, n)),
+            shared: alloc::sync::Arc::new(DomShared::new(id, privileged, VcpuInfos::legacy(shared_info, n))),
             vcpu_info_registered: 0,
-            jobs: hv_core::pt::Jobs::default(),
             vcpus: (0..n as u32).map(VcpuState::new).collect(),
         }
     }
@@ -272,7 +318,7 @@ impl Domain {
     /// Stands in for "no domain" behind the placeholder vCPU of an idle CPU.
     pub fn idle() -> Domain {
         let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
-        d.vcpu_info = alloc::sync::Arc::new(VcpuInfos::legacy(Mfn(0), 0));
+        d.shared = alloc::sync::Arc::new(DomShared::new(d.id, false, VcpuInfos::legacy(Mfn(0), 0)));
         d.vcpus.clear();
         d
     }
@@ -282,13 +328,13 @@ impl Domain {
     }
 
     pub fn nr_vcpus(&self) -> u32 {
-        self.vcpu_info.len() as u32
+        self.shared.vcpu_info.len() as u32
     }
 
     /// Where vCPU `v`'s `vcpu_info` is (a guest-shared page: accessed by copies and atomic
     /// byte operations only, never through references).
     pub fn vi_at(&self, v: u32) -> Option<VcpuInfoAt> {
-        self.vcpu_info.get(v)
+        self.shared.vcpu_info.get(v)
     }
 
     /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).

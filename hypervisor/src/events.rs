@@ -206,7 +206,7 @@ pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
 
 /// Is an upcall due for vCPU `v` (pending and not masked)?
 pub fn upcall_due(d: &Domain, v: u32) -> bool {
-    d.vcpu_info.upcall_due(v)
+    d.shared.vcpu_info.upcall_due(v)
 }
 
 /// On the way back to the guest: delivers a due upcall to the event callback (events are

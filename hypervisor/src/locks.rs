@@ -1,7 +1,8 @@
 //! The hypervisor's locks, their order, and its check.
 //!
 //! A CPU takes locks only in increasing [`Level`]: its own [`crate::percpu::PerCpu`], then
-//! the hypervisor lock (`Global`). Leaf locks inside the layers below (the console's) are
+//! the hypervisor lock (`Global`), then one domain's memory lock (`DomShared::mm`). The
+//! page-table hypercalls take the memory lock without the hypervisor lock. Leaf locks inside the layers below (the console's) are
 //! taken last and hold nothing else. Every CPU keeps a record of the levels it holds; taking
 //! a level at or below one already held panics, so an order violation shows on the first
 //! run that reaches it rather than as a rare deadlock (a few instructions per lock: the check
@@ -18,6 +19,8 @@ pub enum Level {
     PerCpu = 0,
     /// The hypervisor lock over the shared state (`Global`).
     Global = 1,
+    /// A domain's memory lock (`DomShared::mm`): page-table operations, owner changes.
+    DomainMm = 2,
 }
 
 /// Per CPU: bit n set while level n is held.

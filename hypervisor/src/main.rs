@@ -13,6 +13,7 @@ mod domain;
 mod events;
 mod hypercall;
 mod locks;
+mod machine;
 mod mm;
 mod percpu;
 mod schedule;
@@ -152,7 +153,8 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
     schedule::enter(pc);
     // Hypercalls that need only this CPU's structure run without the hypervisor lock, and so
     // does the way back when there is nothing else to do on it.
-    let local = f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 && hypercall::local(pc, f);
+    // Page-table hypercalls run under the current domain's memory lock alone.
+    let local = f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 && (hypercall::local(pc, f) || hypercall::on_domain(pc, f));
     if local && schedule::may_resume_locally(pc, f) {
         schedule::leave_cpu(pc);
         return true;
@@ -313,7 +315,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         d.sched_dom = sched.add_domain(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
-            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(d.id, n, hv_core::mem::Mfn(0), d.vcpu_info.clone()));
+            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(n, hv_core::mem::Mfn(0), d.shared.clone()));
             d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
             events::update_time(&d, n);
             vcpus.push(alloc::boxed::Box::new(v));
@@ -331,6 +333,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     for (k, t) in tables.iter().enumerate() {
         percpu::install(percpu::PerCpu::new(k, *t));
     }
+    machine::init(machine::Machine { ft: mm.ft, max_mfn: mm.max_mfn, m2p: mm.m2p.clone(), cpus: tables.clone(), apic_ids: cpu_apics.clone(), nr_domains: domains.len() });
     let mut guard = global();
     *guard = Some(Global {
         mm,

@@ -14,7 +14,7 @@ pub const HEAP_SIZE: u64 = 4 << 20;
 
 pub struct Mm {
     pub alloc: FrameAllocator<&'static mut [u64]>,
-    pub ft: FrameTable<&'static [FrameSlot]>,
+    pub ft: &'static FrameTable<&'static [FrameSlot]>,
     pub max_mfn: u64,
     /// The M2P (read-only to guests at slot 256).
     pub m2p: M2p,
@@ -46,7 +46,7 @@ impl Mm {
         usable.page_align();
 
         let mut alloc = FrameAllocator::new(bitmap, max_mfn);
-        let ft = FrameTable::new(frames);
+        let ft: &'static FrameTable<&'static [FrameSlot]> = alloc::boxed::Box::leak(alloc::boxed::Box::new(FrameTable::new(frames)));
         for r in ram.as_slice() {
             for m in Mfn::of(r.start).0..Mfn::of(r.end).0.min(max_mfn) {
                 let _ = ft.set_owner(Mfn(m), Owner::Xen);

@@ -34,6 +34,36 @@ static SHOOTDOWN: [Line<CpuFlags>; hv_core::acpi::MAX_CPUS] = [const { Line(CpuF
 static ENTRIES: [Line<[AtomicU64; 3]>; hv_core::acpi::MAX_CPUS] =
     [const { Line([const { AtomicU64::new(0) }; 3]) }; hv_core::acpi::MAX_CPUS];
 
+/// Per CPU: what it runs, 0 for nothing, else `(domain + 1) << 48 | vCPU << 40 | root`.
+/// Written only by that CPU (when it loads or parks a vCPU, or its root changes), read by
+/// shootdowns and wakeups on any CPU.
+static RUNNING: [Line<AtomicU64>; hv_core::acpi::MAX_CPUS] = [const { Line(AtomicU64::new(0)) }; hv_core::acpi::MAX_CPUS];
+
+/// What CPU `k` runs.
+pub fn running(k: usize) -> Option<Running> {
+    let w = RUNNING.get(k)?.load(core::sync::atomic::Ordering::SeqCst);
+    (w != 0).then(|| Running { dom: ((w >> 48) - 1) as DomId, id: ((w >> 40) & 0xFF) as u32, l4: hv_core::mem::Mfn(w & ((1 << 40) - 1)) })
+}
+
+/// Records what this CPU (`k`) runs. A full barrier: whatever page tables the CPU reads
+/// after this (its root's slots, its TLB refill), a shootdown that missed the record was
+/// ordered before it (see [`shootdown`]).
+fn set_running(k: usize, r: Option<Running>) {
+    let w = r.map_or(0, |r| ((r.dom as u64 + 1) << 48) | ((r.id as u64 & 0xFF) << 40) | (r.l4.0 & ((1 << 40) - 1)));
+    if let Some(c) = RUNNING.get(k) {
+        c.store(w, core::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Drops this CPU's guest translations after a shootdown asked for it, and takes its root's
+/// guest slots again from the root it runs (the guest's L4 may have changed).
+fn resync_and_flush(k: usize) {
+    match (running(k), crate::machine::get().cpus.get(k)) {
+        (Some(r), Some(t)) => paging::sync_guest_slots(t, r.l4),
+        _ => paging::flush_guest_tlb(),
+    }
+}
+
 /// A cache line of its own (what one CPU writes on every entry stays off the others' lines).
 #[repr(align(64))]
 pub struct Line<T>(pub T);
@@ -74,26 +104,33 @@ pub fn left_guest() {
 /// the lock and waits for this CPU to drop its guest translations. Without PCID the CR3
 /// load on the way back to the guest flushes; with PCID the guest tags are invalidated.
 pub fn flush_ipi() {
-    SHOOTDOWN[hv_arch::percpu::cpu_id()].on_flush_ipi(paging::flush_guest_tlb);
+    let k = hv_arch::percpu::cpu_id();
+    SHOOTDOWN[k].on_flush_ipi(|| resync_and_flush(k));
     hv_arch::lapic::eoi();
 }
 
 /// After a change to the page tables of the domains `doms`: every other CPU running a vCPU
 /// of one of them resynchronises its roots and drops its guest translations before it runs
 /// another guest instruction. CPUs in guest context are sent the flush IPI and waited for;
-/// CPUs inside the hypervisor flush at the end of their next locked section ([`leave`]).
-/// CPUs running other domains need nothing: loading a vCPU always flushes.
-pub fn shootdown(hv: &Hv<'_>, doms: &[DomId]) {
-    if hv.g.cpus.len() == 1 {
+/// CPUs inside the hypervisor do it before they resume their guest. CPUs running other
+/// domains need nothing: loading a vCPU always resynchronises and flushes. Needs no lock:
+/// what each CPU runs is read from its record (`RUNNING`), after a full barrier that orders
+/// the caller's table writes before it (a CPU that starts running one of `doms` after that
+/// read loads the new tables itself).
+pub fn shootdown(this: usize, doms: &[DomId]) {
+    let m = crate::machine::get();
+    if m.cpus.len() == 1 {
         return;
     }
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     // Built at the first target only: most calls find none, and this runs after every
     // page-table hypercall.
     let mut wait: Option<Waits> = None;
-    for (k, r) in hv.g.running.iter().enumerate() {
-        let Some(r) = r.filter(|r| k != hv.pc.id && doms.contains(&r.dom)) else { continue };
-        paging::copy_guest_slots(&hv.g.cpus[k], r.l4);
-        wait.get_or_insert_with(Waits::default).ask(k, hv.g.apic_ids.get(k).copied());
+    for k in 0..m.cpus.len() {
+        if k == this || !running(k).is_some_and(|r| doms.contains(&r.dom)) {
+            continue;
+        }
+        wait.get_or_insert_with(Waits::default).ask(k, m.apic_ids.get(k).copied());
     }
     if let Some(w) = wait {
         w.finish();
@@ -182,7 +219,8 @@ pub fn enter(pc: &mut PerCpu) {
 pub fn leave_cpu(pc: &mut PerCpu) {
     // A flush asked before this is done now; from here until the guest runs, a shootdown
     // sends this CPU the flush IPI (it arrives once the guest runs with interrupts on).
-    SHOOTDOWN[pc.id].before_resume(!pc.cur.is_placeholder(), paging::flush_guest_tlb);
+    let (k, t, l4) = (pc.id, &pc.tables, pc.cur.l4);
+    SHOOTDOWN[k].before_resume(!pc.cur.is_placeholder(), || paging::sync_guest_slots(t, l4));
     pc.need_resched = false;
 }
 
@@ -194,15 +232,14 @@ pub fn leave_cpu(pc: &mut PerCpu) {
 #[inline]
 pub fn may_resume_locally(pc: &PerCpu, f: &TrapFrame) -> bool {
     let v = &pc.cur;
-    let upcall = f.cs & 3 != 0 && v.callbacks.event != 0 && v.infos.upcall_due(v.id);
+    let upcall = f.cs & 3 != 0 && v.callbacks.event != 0 && v.shared.vcpu_info.upcall_due(v.id);
     !pc.need_resched && !upcall && crate::traps::resumable(f)
 }
 
 /// The current vCPU switched to root `l4` (other CPUs' shootdowns copy from it).
-pub fn set_root(hv: &mut Hv<'_>, l4: hv_core::mem::Mfn) {
-    if let Some(r) = hv.g.running.get_mut(hv.pc.id).and_then(|r| r.as_mut()) {
-        r.l4 = l4;
-    }
+pub fn set_root(pc: &PerCpu) {
+    let (dom, id, l4) = (pc.cur.dom, pc.cur.id, pc.cur.l4);
+    set_running(pc.id, Some(Running { dom, id, l4 }));
 }
 
 /// The context of vCPU `vcpu` of `dom` if it is on this CPU or waiting (a vCPU running on
@@ -361,7 +398,7 @@ fn load_state(hv: &mut Hv<'_>) -> u8 {
         vs.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
         vs.on_cpu = Some(k);
     }
-    hv.g.running[k] = Some(Running { dom, id, l4 });
+    set_running(k, Some(Running { dom, id, l4 }));
     let v = &hv.pc.cur;
     cpu::fxrstor(&v.fpu);
     cpu::set_ts(v.fpu_ts);
@@ -444,13 +481,13 @@ fn park(hv: &mut Hv<'_>, mut v: Box<Vcpu>, f: &TrapFrame) {
         hv.pc.spare = Some(v);
         return;
     }
-    hv.g.running[hv.pc.id] = None;
+    set_running(hv.pc.id, None);
     v.frame = *f;
     let dead = hv.g.domains.get(v.dom).is_none_or(|d| d.dead.is_some());
     let (dom, id) = (v.dom, v.id);
     save_state(&mut v, hv.g.domains.vcpu_mut(dom, id), dead);
     hv.g.others.push(v);
-    if dead && !hv.g.running.iter().flatten().any(|r| r.dom == dom) {
+    if dead && !(0..crate::machine::get().cpus.len()).any(|k| running(k).is_some_and(|r| r.dom == dom)) {
         // The domain is fully stopped: now tell dom0 (Xen's shutdown finalisation).
         log::info!("d{}: every vCPU is off the CPUs", dom);
         events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);

@@ -2,7 +2,7 @@
 
 use super::{read_guest, HcResult};
 use crate::hypercall::mmu::pt;
-use crate::Hv;
+use super::Mx;
 use guest_abi::errno::Errno;
 use guest_abi::selectors::FIRST_RESERVED_GDT_ENTRY;
 use hv_arch::cpu::{self, SegBase};
@@ -13,7 +13,7 @@ use hv_core::pt::Pt;
 
 /// `set_gdt(frame_list, entries)`: the guest's own GDT, at most 7168 entries, in frames that
 /// pass the descriptor checks and are never writable while in use.
-pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
+pub fn set_gdt(hv: &mut Mx, list: u64, entries: u64) -> HcResult {
     if entries > FIRST_RESERVED_GDT_ENTRY as u64 {
         return Err(Errno::EINVAL);
     }
@@ -37,7 +37,7 @@ pub fn set_gdt(hv: &mut Hv, list: u64, entries: u64) -> HcResult {
 }
 
 /// Takes descriptor-page references on the GDT frames `frames` (all or none).
-pub fn acquire_gdt(hv: &mut Hv, frames: &[u64]) -> Result<[Option<Mfn>; 14], Errno> {
+pub fn acquire_gdt(hv: &mut Mx, frames: &[u64]) -> Result<[Option<Mfn>; 14], Errno> {
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     let mut new = [None; 14];
@@ -52,14 +52,14 @@ pub fn acquire_gdt(hv: &mut Hv, frames: &[u64]) -> Result<[Option<Mfn>; 14], Err
 }
 
 /// Drops the descriptor-page references on GDT or LDT frames.
-pub fn release(hv: &mut Hv, frames: &[Option<Mfn>]) {
+pub fn release(hv: &mut Mx, frames: &[Option<Mfn>]) {
     let mut dm = DirectMap;
     for m in frames.iter().flatten() {
         pt!(hv, dm).put_segdesc(*m);
     }
 }
 
-pub fn update_descriptor(hv: &mut Hv, maddr: u64, desc: u64) -> HcResult {
+pub fn update_descriptor(hv: &mut Mx, maddr: u64, desc: u64) -> HcResult {
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).update_descriptor(maddr, desc, dom)?;
@@ -68,8 +68,7 @@ pub fn update_descriptor(hv: &mut Hv, maddr: u64, desc: u64) -> HcResult {
 
 /// `set_segment_base(which, base)`. Ring-1 guests can load selectors and (with FSGSBASE)
 /// bases themselves; this sets the FS, GS and shadow (swapgs) GS base MSRs for them.
-pub fn set_segment_base(hv: &mut Hv, which: u64, base: u64) -> HcResult {
-    let _ = hv;
+pub fn set_segment_base(which: u64, base: u64) -> HcResult {
     let reg = match which {
         0 => SegBase::Fs,
         1 => SegBase::KernelGs,

@@ -199,6 +199,11 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
 }
 
 pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult {
+    // Frames change hands only under the domain's memory lock: its page-table hypercalls and
+    // guest copies on other CPUs (which run without the hypervisor lock) never see a frame
+    // leave it halfway.
+    let shared = hv.pc.cur.shared.clone();
+    let _mm = shared.mm();
     let op = cmd & 0x3F;
     let start = cmd >> 6;
     match op {

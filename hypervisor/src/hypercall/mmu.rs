@@ -7,7 +7,7 @@
 //! batch gives the same result as an uninterrupted one.
 
 use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
-use crate::Hv;
+use super::Mx;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use guest_abi::DomId;
@@ -23,18 +23,18 @@ use hv_core::pte::Pte;
 const CHUNK: usize = 32;
 pub use guest_abi::mm::{ext, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD, MMU_UPDATE_PREEMPTED};
 
-/// A page-table context over the direct map.
+/// A page-table context over the direct map, for the current domain (`$mx`: an [`Mx`]).
 macro_rules! pt {
-    ($hv:expr, $dm:ident) => {
+    ($mx:expr, $dm:ident) => {
         Pt {
             mem: &mut $dm,
-            ft: &mut $hv.g.mm.ft,
-            ram_end: Mfn($hv.g.mm.max_mfn),
+            ft: $crate::machine::frames(),
+            ram_end: Mfn($crate::machine::get().max_mfn),
             io_allowed: false,
-            tlb: &mut $crate::schedule::FlushAll { apic_ids: &$hv.g.apic_ids, this: $hv.pc.id },
-            jobs: &mut $hv.g.domains.of_mut($hv.pc.cur.dom).jobs,
-            vcpu: $hv.pc.cur.id,
-            budget: &mut $hv.pc.pt_budget,
+            tlb: &mut $crate::schedule::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $mx.pc.id },
+            jobs: &mut $mx.mm.jobs,
+            vcpu: $mx.pc.cur.id,
+            budget: &mut $mx.pc.pt_budget,
         }
     };
 }
@@ -42,13 +42,12 @@ pub(crate) use pt;
 
 /// Advances the current domain's preempted page-table work (`Err`: not done yet). A pending
 /// validation whose vCPU went down is taken over by the caller (nobody else would finish it).
-pub fn drive(hv: &mut Hv) -> Result<(), Errno> {
-    if let Some(owner) = hv.dom().jobs.validation_owner() {
-        let dom = hv.pc.cur.dom;
-        let gone = hv.g.domains.vcpu(dom, owner).is_none_or(|v| v.down);
+pub fn drive(hv: &mut Mx) -> Result<(), Errno> {
+    if let Some(owner) = hv.mm.jobs.validation_owner() {
+        let gone = !hv.pc.cur.shared.is_up(owner);
         if owner != hv.pc.cur.id && gone {
             let me = hv.pc.cur.id;
-            hv.dom_mut().jobs.adopt(me);
+            hv.mm.jobs.adopt(me);
         }
     }
     let mut dm = DirectMap;
@@ -56,20 +55,21 @@ pub fn drive(hv: &mut Hv) -> Result<(), Errno> {
 }
 
 /// After the current root's L4 changed: copy its slots into this CPU's roots.
-pub fn resync_root(hv: &Hv) {
-    paging::sync_guest_slots(&hv.pc.tables, hv.pc.cur.l4);
+pub fn resync_root(hv: &impl super::OnCpu) {
+    let pc = hv.pc();
+    paging::sync_guest_slots(&pc.tables, pc.cur.l4);
 }
 
 /// After page-table or page-type changes affecting `doms`: drops this CPU's guest
 /// translations and those of every other CPU running one of those domains (shootdown), so no
 /// CPU keeps using a mapping that is gone before the next guest instruction anywhere.
-pub fn tables_changed(hv: &Hv, doms: &[DomId]) {
+pub fn tables_changed(hv: &impl super::OnCpu, doms: &[DomId]) {
     paging::flush_guest_tlb();
-    crate::schedule::shootdown(hv, doms);
+    crate::schedule::shootdown(hv.pc().id, doms);
 }
 
 /// Splits `foreigndom` into (data owner FD, page-table owner PFD).
-fn foreign(hv: &Hv, fdom: u64) -> Result<(DomId, DomId), Errno> {
+fn foreign(hv: &Mx, fdom: u64) -> Result<(DomId, DomId), Errno> {
     let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
     let pfd = match fdom >> 16 {
         0 => hv.pc.cur.dom,
@@ -79,7 +79,7 @@ fn foreign(hv: &Hv, fdom: u64) -> Result<(DomId, DomId), Errno> {
 }
 
 /// Reads the `done` carried over a continuation.
-fn done_so_far(hv: &Hv, count: u64, pdone: u64) -> Result<u64, Errno> {
+fn done_so_far(hv: &Mx, count: u64, pdone: u64) -> Result<u64, Errno> {
     if count & MMU_UPDATE_PREEMPTED == 0 || pdone == 0 {
         return Ok(0);
     }
@@ -88,14 +88,14 @@ fn done_so_far(hv: &Hv, count: u64, pdone: u64) -> Result<u64, Errno> {
     Ok(u32::from_le_bytes(b) as u64)
 }
 
-fn put_done(hv: &Hv, pdone: u64, done: u64) -> Result<(), Errno> {
+fn put_done(hv: &Mx, pdone: u64, done: u64) -> Result<(), Errno> {
     if pdone != 0 {
         write_guest(hv, pdone, &(done as u32).to_le_bytes())?;
     }
     Ok(())
 }
 
-pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
+pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
     let base = done_so_far(hv, count, pdone)?;
     let count = count & !MMU_UPDATE_PREEMPTED;
     if count > u32::MAX as u64 {
@@ -136,10 +136,10 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
             }
             MMU_MACHPHYS_UPDATE => {
                 let mfn = Mfn::of(ptr);
-                if pfd != hv.pc.cur.dom || hv.g.mm.ft.owner(mfn) != Owner::Dom(fd) {
+                if pfd != hv.pc.cur.dom || crate::machine::frames().owner(mfn) != Owner::Dom(fd) {
                     Err(Errno::EINVAL)
                 } else {
-                    hv.g.mm.set_m2p(mfn, val);
+                    crate::machine::get().m2p.set(mfn, val);
                     Ok(())
                 }
             }
@@ -156,7 +156,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
             Ok(()) => i += 1,
         }
         // A devalidation left pending: the rest of the batch waits for it.
-        if i < count && hv.dom().jobs.is_pending() {
+        if i < count && hv.mm.jobs.is_pending() {
             return mmu_update_later(hv, f, (reqs, count, pdone, fdom), &[fd, pfd], base, i, resync);
         }
     }
@@ -172,7 +172,7 @@ pub fn mmu_update(hv: &mut Hv, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
 
 /// Continues `mmu_update(reqs, count, pdone, fdom)` at entry `i` (of this call; `base` were
 /// done before it); `doms` are the data and page-table owners it named.
-fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): (u64, u64, u64, u64), doms: &[DomId; 2], base: u64, i: u64, resync: bool) -> HcResult {
+fn mmu_update_later(hv: &mut Mx, f: &mut TrapFrame, (reqs, count, pdone, fdom): (u64, u64, u64, u64), doms: &[DomId; 2], base: u64, i: u64, resync: bool) -> HcResult {
     if resync {
         resync_root(hv);
     }
@@ -183,7 +183,7 @@ fn mmu_update_later(hv: &mut Hv, f: &mut TrapFrame, (reqs, count, pdone, fdom): 
 
 
 /// Reads a vCPU bitmap for the MULTI variants (checks the pointer).
-fn read_vcpumask(hv: &Hv, p: u64) -> Result<u64, Errno> {
+fn read_vcpumask(hv: &Mx, p: u64) -> Result<u64, Errno> {
     let mut b = [0u8; 8];
     read_guest(hv, p, &mut b)?;
     Ok(u64::from_le_bytes(b))
@@ -198,12 +198,12 @@ fn check_invlpg_va(va: u64) -> Result<(), Errno> {
     }
 }
 
-fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
+fn new_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).get_root(mfn, dom)?;
     let old = core::mem::replace(&mut hv.pc.cur.l4, mfn);
-    crate::schedule::set_root(hv, mfn);
+    crate::schedule::set_root(hv.pc);
     pt!(hv, dm).put_root(old);
     resync_root(hv);
     Ok(())
@@ -211,7 +211,7 @@ fn new_baseptr(hv: &mut Hv, mfn: Mfn) -> Result<(), Errno> {
 
 /// Takes descriptor-page references on the frames behind an LDT of `ents` descriptors at
 /// `base`, translated through root `l4` (all or none).
-pub fn acquire_ldt(hv: &mut Hv, l4: Mfn, base: u64, ents: u64) -> Result<[Option<Mfn>; 16], Errno> {
+pub fn acquire_ldt(hv: &mut Mx, l4: Mfn, base: u64, ents: u64) -> Result<[Option<Mfn>; 16], Errno> {
     let end = base.checked_add(ents * 8).ok_or(Errno::EINVAL)?;
     if ents > 8192 || !base.is_multiple_of(4096) || (ents > 0 && !hv_core::pv_image::is_guest_range(base, end)) {
         return Err(Errno::EINVAL);
@@ -235,7 +235,7 @@ pub fn acquire_ldt(hv: &mut Hv, l4: Mfn, base: u64, ents: u64) -> Result<[Option
     Ok(new)
 }
 
-fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
+fn set_ldt(hv: &mut Mx, base: u64, ents: u64) -> Result<(), Errno> {
     let new = acquire_ldt(hv, hv.pc.cur.l4, base, ents)?;
     let old = core::mem::replace(&mut hv.pc.cur.ldt, new);
     for (i, m) in new.iter().enumerate() {
@@ -251,7 +251,7 @@ fn set_ldt(hv: &mut Hv, base: u64, ents: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
+fn one_ext(hv: &mut Mx, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
     use ext::*;
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
@@ -285,7 +285,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             Ok(())
         }
         FLUSH_CACHE | FLUSH_CACHE_GLOBAL => {
-            if !hv.dom().privileged {
+            if !hv.pc.cur.shared.privileged {
                 return Err(Errno::EACCES);
             }
             hv_arch::cpu::wbinvd();
@@ -294,11 +294,11 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
         SET_LDT => set_ldt(hv, arg1, arg2),
         CLEAR_PAGE | COPY_PAGE => {
             let dst = Mfn(arg1);
-            if hv.g.mm.ft.owner(dst) != Owner::Dom(fd) {
+            if crate::machine::frames().owner(dst) != Owner::Dom(fd) {
                 return Err(Errno::EINVAL);
             }
             let src = Mfn(arg2);
-            if cmd == COPY_PAGE && hv.g.mm.ft.owner(src) != Owner::Dom(fd) {
+            if cmd == COPY_PAGE && crate::machine::frames().owner(src) != Owner::Dom(fd) {
                 return Err(Errno::EINVAL);
             }
             pt!(hv, dm).get_writable(dst, fd).map_err(|_| Errno::EINVAL)?;
@@ -307,7 +307,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             } else {
                 dm.zero(dst);
             }
-            let _ = hv.g.mm.ft.put_type(dst);
+            let _ = crate::machine::frames().put_type(dst);
             Ok(())
         }
         MARK_SUPER | UNMARK_SUPER => Err(Errno::EOPNOTSUPP),
@@ -317,7 +317,7 @@ fn one_ext(hv: &mut Hv, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
     }
 }
 
-pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
+pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
     let base = done_so_far(hv, count, pdone)?;
     let count = count & !MMU_UPDATE_PREEMPTED;
     if count > u32::MAX as u64 {
@@ -346,7 +346,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
             }
             Ok(()) => i += 1,
         }
-        if i < count && hv.dom().jobs.is_pending() {
+        if i < count && hv.mm.jobs.is_pending() {
             return mmuext_later(hv, f, (ops, count, pdone, fdom), fd, base, i);
         }
     }
@@ -359,7 +359,7 @@ pub fn mmuext_op(hv: &mut Hv, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
 
 /// Continues `mmuext_op(ops, count, pdone, fdom)` at operation `i` of this call (`fd` is the
 /// domain it named).
-fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), fd: DomId, base: u64, i: u64) -> HcResult {
+fn mmuext_later(hv: &mut Mx, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), fd: DomId, base: u64, i: u64) -> HcResult {
     tables_changed(hv, &[hv.pc.cur.dom, fd]);
     put_done(hv, pdone, base + i)?;
     continuation(f, nr::MMUEXT_OP, [ops.wrapping_add(24 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
@@ -368,7 +368,7 @@ fn mmuext_later(hv: &mut Hv, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64,
 /// `UVMF_*` flags.
 use guest_abi::mm::{UVMF_ALL, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_TLB_FLUSH};
 
-fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
+fn uvm(hv: &mut Mx, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if !guest_abi::layout::is_guest_va(va) {
         return Err(Errno::EINVAL);
     }
@@ -394,15 +394,15 @@ fn uvm(hv: &mut Hv, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     Ok(0)
 }
 
-pub fn update_va_mapping(hv: &mut Hv, va: u64, val: u64, flags: u64) -> HcResult {
+pub fn update_va_mapping(hv: &mut Mx, va: u64, val: u64, flags: u64) -> HcResult {
     let me = hv.pc.cur.dom;
     uvm(hv, va, val, flags, me)
 }
 
 /// `update_va_mapping_otherdomain`: only the caller itself can be named until foreign
 /// mappings come with the toolstack (see `resolve_dom`).
-pub fn update_va_mapping_otherdomain(hv: &mut Hv, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
-    if !hv.dom().privileged {
+pub fn update_va_mapping_otherdomain(hv: &mut Mx, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
+    if !hv.pc.cur.shared.privileged {
         return Err(Errno::EPERM);
     }
     let fd = resolve_dom(hv, domid as u16)?;

@@ -14,7 +14,8 @@ mod traps;
 pub mod vcpu;
 mod version;
 
-use crate::domain::with_view;
+use crate::domain::{with_view, DomMm};
+use crate::percpu::PerCpu;
 use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
@@ -39,12 +40,83 @@ fn touches_page_tables(n: u64, a1: u64) -> bool {
         || (n == nr::VCPU_OP && a1 == vcpu::VCPUOP_INITIALISE)
 }
 
+/// Hypercalls that work on the current domain's memory alone: they run under its memory
+/// lock, without the hypervisor lock ([`on_domain`]), so different domains' page-table
+/// work runs at once.
+fn domain_class(n: u64) -> bool {
+    matches!(n, nr::MMU_UPDATE | nr::MMUEXT_OP | nr::UPDATE_VA_MAPPING | nr::UPDATE_VA_MAPPING_OTHERDOMAIN | nr::SET_GDT | nr::UPDATE_DESCRIPTOR)
+}
+
+/// A page-table hypercall's context: this CPU's structure and the current domain's memory,
+/// its lock held.
+pub struct Mx<'a> {
+    pub pc: &'a mut PerCpu,
+    pub mm: &'a mut DomMm,
+}
+
+/// What hypercall helpers run on: this CPU's structure, whatever lock is held besides.
+pub trait OnCpu {
+    fn pc(&self) -> &PerCpu;
+    fn pc_mut(&mut self) -> &mut PerCpu;
+}
+
+impl OnCpu for Hv<'_> {
+    fn pc(&self) -> &PerCpu {
+        self.pc
+    }
+    fn pc_mut(&mut self) -> &mut PerCpu {
+        self.pc
+    }
+}
+
+impl OnCpu for Mx<'_> {
+    fn pc(&self) -> &PerCpu {
+        self.pc
+    }
+    fn pc_mut(&mut self) -> &mut PerCpu {
+        self.pc
+    }
+}
+
+/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock).
+pub fn with_mm<R>(hv: &mut Hv<'_>, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
+    let shared = hv.pc.cur.shared.clone();
+    let mut mm = shared.mm();
+    f(&mut Mx { pc: hv.pc, mm: &mut mm })
+}
+
 /// The hypercall table. A handler's `-ERESTART` without a continuation of its own means
 /// "re-issue me unchanged".
 pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    if domain_class(n) {
+        return with_mm(hv, |mx| call_mm(mx, f, n, a));
+    }
     let [a1, a2, a3, a4, _a5] = a.0;
     let rip = f.rip;
-    let r = if touches_page_tables(n, a1) && mmu::drive(hv).is_err() { Err(Errno::ERESTART) } else { call_one(hv, f, n, a) };
+    let r = if touches_page_tables(n, a1) && with_mm(hv, mmu::drive).is_err() { Err(Errno::ERESTART) } else { call_one(hv, f, n, a) };
+    if r == Err(Errno::ERESTART) && f.rip == rip {
+        return continuation(f, n, [a1, a2, a3, a4]);
+    }
+    r
+}
+
+/// The domain-class hypercalls, the domain's memory lock held.
+fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    let [a1, a2, a3, a4, _a5] = a.0;
+    let rip = f.rip;
+    let r = if touches_page_tables(n, a1) && mmu::drive(mx).is_err() {
+        Err(Errno::ERESTART)
+    } else {
+        match n {
+            nr::MMU_UPDATE => mmu::mmu_update(mx, f, a1, a2, a3, a4),
+            nr::MMUEXT_OP => mmu::mmuext_op(mx, f, a1, a2, a3, a4),
+            nr::UPDATE_VA_MAPPING => mmu::update_va_mapping(mx, a1, a2, a3),
+            nr::UPDATE_VA_MAPPING_OTHERDOMAIN => mmu::update_va_mapping_otherdomain(mx, a1, a2, a3, a4),
+            nr::SET_GDT => desc::set_gdt(mx, a1, a2),
+            nr::UPDATE_DESCRIPTOR => desc::update_descriptor(mx, a1, a2),
+            _ => Err(Errno::ENOSYS),
+        }
+    };
     if r == Err(Errno::ERESTART) && f.rip == rip {
         return continuation(f, n, [a1, a2, a3, a4]);
     }
@@ -52,19 +124,13 @@ pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult 
 }
 
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
-    let [a1, a2, a3, a4, _a5] = a.0;
+    let [a1, a2, a3, _a4, _a5] = a.0;
     match n {
         nr::SET_TRAP_TABLE => traps::set_trap_table(hv, a1),
-        nr::MMU_UPDATE => mmu::mmu_update(hv, f, a1, a2, a3, a4),
-        nr::SET_GDT => desc::set_gdt(hv, a1, a2),
         nr::FPU_TASKSWITCH => desc::fpu_taskswitch(hv.pc, a1),
-        nr::UPDATE_DESCRIPTOR => desc::update_descriptor(hv, a1, a2),
         nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
         nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
-        nr::UPDATE_VA_MAPPING => mmu::update_va_mapping(hv, a1, a2, a3),
-        nr::UPDATE_VA_MAPPING_OTHERDOMAIN => mmu::update_va_mapping_otherdomain(hv, a1, a2, a3, a4),
-        nr::SET_SEGMENT_BASE => desc::set_segment_base(hv, a1, a2),
-        nr::MMUEXT_OP => mmu::mmuext_op(hv, f, a1, a2, a3, a4),
+        nr::SET_SEGMENT_BASE => desc::set_segment_base(a1, a2),
         nr::EVENT_CHANNEL_OP => evtchn::event_channel_op(hv, a1, a2),
         nr::EVENT_CHANNEL_OP_COMPAT => evtchn::event_channel_op_compat(hv, a1),
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
@@ -94,6 +160,7 @@ pub fn local(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
         nr::FPU_TASKSWITCH => desc::fpu_taskswitch(pc, f.rdi),
         nr::STACK_SWITCH => traps::stack_switch(pc, f.rdi, f.rsi),
         nr::SET_CALLBACKS => traps::set_callbacks(pc, f.rdi, f.rsi, f.rdx),
+        nr::SET_SEGMENT_BASE => desc::set_segment_base(f.rdi, f.rsi),
         _ => return false,
     };
     f.rax = match r {
@@ -101,6 +168,39 @@ pub fn local(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
         Err(e) => e.to_ret() as u64,
     };
     true
+}
+
+/// Runs the hypercall in `f` if it is a domain-class one ([`domain_class`]): under the
+/// current domain's memory lock, without the hypervisor lock. Returns false, having done
+/// nothing, for every other one.
+pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
+    let n = f.rax;
+    if !domain_class(n) || pc.cur.is_placeholder() {
+        return false;
+    }
+    begin(pc);
+    let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
+    let shared = pc.cur.shared.clone();
+    let mut mm = shared.mm();
+    let r = call_mm(&mut Mx { pc, mm: &mut mm }, f, n, args);
+    store_result(f, r);
+    true
+}
+
+/// A new hypercall on this CPU: its work and time budgets start.
+fn begin(pc: &mut PerCpu) {
+    pc.work = 0;
+    pc.hc_start = hv_arch::cpu::rdtsc();
+    pc.pt_budget = PT_BUDGET;
+}
+
+/// Puts a hypercall's result in RAX (a continuation already set RAX, the arguments and RIP).
+fn store_result(f: &mut TrapFrame, r: HcResult) {
+    match r {
+        Ok(v) => f.rax = v as u64,
+        Err(Errno::ERESTART) => {}
+        Err(e) => f.rax = e.to_ret() as u64,
+    }
 }
 
 /// Work units one hypercall may do before it continues later: page-table entries, mmuext
@@ -115,37 +215,32 @@ pub const TIME_LIMIT_NS: u64 = 1_000_000;
 /// every 8 units (raw TSC: this runs once per page-table entry); slow work (a console chunk)
 /// counts 8 units, so the clock is read after each. Once it says stop, it keeps saying so
 /// for the rest of the hypercall (a multicall stops after an entry that ran out of time).
-pub fn preempt(hv: &mut Hv, units: u64) -> bool {
-    let before = hv.pc.work;
-    hv.pc.work = hv.pc.work.saturating_add(units);
-    if hv.pc.work >= WORK_LIMIT {
+pub fn preempt(c: &mut impl OnCpu, units: u64) -> bool {
+    let pc = c.pc_mut();
+    let before = pc.work;
+    pc.work = pc.work.saturating_add(units);
+    if pc.work >= WORK_LIMIT {
         return true;
     }
-    if before / 8 == hv.pc.work / 8 {
+    if before / 8 == pc.work / 8 {
         return false;
     }
     // tsc_khz is ticks per millisecond.
     let limit = hv_arch::time::tsc_khz().saturating_mul(TIME_LIMIT_NS) / 1_000_000;
-    if hv_arch::cpu::rdtsc().saturating_sub(hv.pc.hc_start) < limit {
+    if hv_arch::cpu::rdtsc().saturating_sub(pc.hc_start) < limit {
         return false;
     }
-    hv.pc.work = WORK_LIMIT;
+    pc.work = WORK_LIMIT;
     true
 }
 
 /// Runs the hypercall in `f` and stores its result in RAX.
 pub fn dispatch(hv: &mut Hv, f: &mut TrapFrame) {
-    hv.pc.work = 0;
-    hv.pc.hc_start = hv_arch::cpu::rdtsc();
-    hv.pc.pt_budget = PT_BUDGET;
+    begin(hv.pc);
     let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
     let n = f.rax;
-    match call(hv, f, n, args) {
-        Ok(v) => f.rax = v as u64,
-        // A continuation already set RAX, the arguments and RIP.
-        Err(Errno::ERESTART) => {}
-        Err(e) => f.rax = e.to_ret() as u64,
-    }
+    let r = call(hv, f, n, args);
+    store_result(f, r);
 }
 
 /// Makes the guest re-issue hypercall `n` with new first arguments: RIP goes back over the
@@ -164,12 +259,13 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
 /// (foreign page-table updates, another domain's reservation or event channels) needs
 /// privilege and is not implemented yet: `-EOPNOTSUPP` for an existing domain, `-ESRCH`
 /// for none, `-EPERM` without privilege (docs/abi-deviations.md).
-pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
-    if d == guest_abi::DOMID_SELF || d == hv.pc.cur.dom {
-        Ok(hv.pc.cur.dom)
-    } else if !hv.dom().privileged {
+pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
+    let cur = &c.pc().cur;
+    if d == guest_abi::DOMID_SELF || d == cur.dom {
+        Ok(cur.dom)
+    } else if !cur.shared.privileged {
         Err(Errno::EPERM)
-    } else if (d as usize) < hv.g.domains.len() {
+    } else if (d as usize) < crate::machine::get().nr_domains {
         Err(Errno::EOPNOTSUPP)
     } else {
         Err(Errno::ESRCH)
@@ -177,24 +273,27 @@ pub fn resolve_dom(hv: &Hv, d: u16) -> Result<u16, Errno> {
 }
 
 /// Translates a guest address through the current tables.
-pub fn translate(hv: &Hv, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    translate_in(hv, hv.pc.cur.l4, va, write)
+pub fn translate(c: &impl OnCpu, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
+    translate_in(c, c.pc().cur.l4, va, write)
 }
 
 /// Translates a guest address of the current domain through root `l4`.
-pub fn translate_in(hv: &Hv, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    let cache = (l4 == hv.pc.cur.l4).then_some(&hv.pc.cur.xlat);
-    with_view(hv.pc.cur.dom, l4, &hv.g.mm.ft, cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+pub fn translate_in(c: &impl OnCpu, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
+    let cur = &c.pc().cur;
+    let cache = (l4 == cur.l4).then_some(&cur.xlat);
+    with_view(cur.dom, l4, crate::machine::frames(), cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.
-pub fn read_guest(hv: &Hv, va: u64, out: &mut [u8]) -> Result<(), Errno> {
-    with_view(hv.pc.cur.dom, hv.pc.cur.l4, &hv.g.mm.ft, Some(&hv.pc.cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+pub fn read_guest(c: &impl OnCpu, va: u64, out: &mut [u8]) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    with_view(cur.dom, cur.l4, crate::machine::frames(), Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.
-pub fn write_guest(hv: &Hv, va: u64, data: &[u8]) -> Result<(), Errno> {
-    with_view(hv.pc.cur.dom, hv.pc.cur.l4, &hv.g.mm.ft, Some(&hv.pc.cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+pub fn write_guest(c: &impl OnCpu, va: u64, data: &[u8]) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    with_view(cur.dom, cur.l4, crate::machine::frames(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
 /// `vm_assist(cmd, type)`.

@@ -41,6 +41,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             }
             if v.down {
                 v.down = false;
+                hv.dom().shared.set_up(id, true);
                 crate::schedule::wake(hv, dom, id);
             }
             Ok(0)
@@ -57,6 +58,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
                 return Ok(0);
             }
             target(hv, dom, id)?.down = true;
+            hv.dom().shared.set_up(id, false);
             crate::schedule::stop(hv, dom, id);
             Ok(0)
         }
@@ -139,7 +141,7 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     }
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
-    super::mmu::pt!(hv, dm).get_writable_page(mfn, dom).map_err(|_| Errno::EINVAL)?;
+    super::with_mm(hv, |mx| super::mmu::pt!(mx, dm).get_writable_page(mfn, dom)).map_err(|_| Errno::EINVAL)?;
     // Carry the current contents over; then mark everything pending so that nothing raised
     // around the move is lost (as Xen does).
     let mut c = [0u8; vi::SIZE];
@@ -150,7 +152,7 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
     DirectMap.write(mfn, offset, &c);
     let d = hv.dom_mut();
-    d.vcpu_info.set(id, VcpuInfoAt { frame: mfn, offset });
+    d.shared.vcpu_info.set(id, VcpuInfoAt { frame: mfn, offset });
     d.vcpu_info_registered |= 1 << id;
     crate::schedule::wake(hv, dom, id);
     Ok(0)
@@ -302,23 +304,25 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
 
     // Take the references: root, GDT frames, LDT frames (through the new root).
     let l4 = Mfn(cr3 >> 12);
-    let mut dm = DirectMap;
-    super::mmu::pt!(hv, dm).get_root(l4, dom)?;
-    let gdt = match super::desc::acquire_gdt(hv, &gdt_frames[..gdt_ents.div_ceil(512) as usize]) {
-        Ok(g) => g,
-        Err(e) => {
-            super::mmu::pt!(hv, dm).put_root(l4);
-            return Err(e);
+    let (gdt, ldt) = super::with_mm(hv, |mx| {
+        let mut dm = DirectMap;
+        super::mmu::pt!(mx, dm).get_root(l4, dom)?;
+        let gdt = match super::desc::acquire_gdt(mx, &gdt_frames[..gdt_ents.div_ceil(512) as usize]) {
+            Ok(g) => g,
+            Err(e) => {
+                super::mmu::pt!(mx, dm).put_root(l4);
+                return Err(e);
+            }
+        };
+        match super::mmu::acquire_ldt(mx, l4, ldt_base, ldt_ents) {
+            Ok(l) => Ok((gdt, l)),
+            Err(e) => {
+                super::desc::release(mx, &gdt);
+                super::mmu::pt!(mx, dm).put_root(l4);
+                Err(e)
+            }
         }
-    };
-    let ldt = match super::mmu::acquire_ldt(hv, l4, ldt_base, ldt_ents) {
-        Ok(l) => l,
-        Err(e) => {
-            super::desc::release(hv, &gdt);
-            super::mmu::pt!(hv, dm).put_root(l4);
-            return Err(e);
-        }
-    };
+    })?;
     // Never initialised, so never run: its context waits here.
     let v = crate::schedule::ctx_mut(hv, dom, id).ok_or(Errno::ENOENT)?;
     v.frame = frame;
