@@ -490,7 +490,34 @@ fn park(hv: &mut Hv<'_>, mut v: Box<Vcpu>, f: &TrapFrame) {
     if dead && !(0..crate::machine::get().cpus.len()).any(|k| running(k).is_some_and(|r| r.dom == dom)) {
         // The domain is fully stopped: now tell dom0 (Xen's shutdown finalisation).
         log::info!("d{}: every vCPU is off the CPUs", dom);
+        audit(hv.g, dom);
         events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
+    }
+}
+
+/// Recomputes every count of a stopped domain's frames from its tables and the references
+/// the hypervisor holds for it (`hv_core::audit`), and logs the verdict.
+fn audit(g: &Global, dom: DomId) {
+    use hv_core::audit::Hold;
+    let Some(d) = g.domains.get(dom) else { return };
+    let _mm = d.shared.mm();
+    let mut holds = alloc::vec![Hold { mfn: d.shared_info, typed: true }];
+    for v in 0..d.nr_vcpus() {
+        if d.vcpu_info_registered & (1 << v) != 0 {
+            holds.extend(d.vi_at(v).map(|at| Hold { mfn: at.frame, typed: true }));
+        }
+    }
+    for v in g.others.iter().filter(|v| v.dom == dom) {
+        if d.vcpus.get(v.id as usize).is_some_and(|s| s.initialised) {
+            holds.push(Hold { mfn: v.l4, typed: true });
+        }
+        holds.extend(v.gdt.iter().chain(v.ldt.iter()).flatten().map(|&mfn| Hold { mfn, typed: true }));
+    }
+    let r = hv_core::audit::audit(&hv_arch::physmem::DirectMap, crate::machine::frames(), dom, &holds);
+    if r.consistent() {
+        log::info!("audit d{}: {} frames, {} tables: counts consistent", dom, r.frames, r.tables);
+    } else {
+        log::error!("audit d{}: INCONSISTENT: {:?}", dom, r);
     }
 }
 

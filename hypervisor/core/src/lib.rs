@@ -10,6 +10,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acpi;
+pub mod audit;
 pub mod builder;
 pub mod cmdline;
 pub mod evtchn;

@@ -184,6 +184,25 @@ fn scenarios() -> Vec<Scenario> {
             }
         })
     });
+    // SMP stress (tests/guests/src/bin/smpstress.rs): a two-vCPU domU races itself in the
+    // hypervisor; when it is gone the hypervisor audits its frames. On 1, 2 and 4 CPUs.
+    let stress = [1u32, 2, 4].into_iter().flat_map(|smp| {
+        let cases: [(&'static str, &'static [&'static str]); 3] = [
+            ("tables", &["(d1) smpstress tables: ", "(d1) Test result: SUCCESS", "counts consistent", "Test result: SUCCESS"]),
+            ("evtchn", &["(d1) smpstress evtchn: ", "(d1) Test result: SUCCESS", "counts consistent", "Test result: SUCCESS"]),
+            ("crash", &["(d1) smpstress crash: crashing with vCPU 1 inside hypercalls", "d1 is dead (crash)", "counts consistent", "Test result: SUCCESS"]),
+        ];
+        cases.into_iter().map(move |(c, expect)| {
+            let domu: &'static [(&'static str, &'static str)] =
+                Box::leak(vec![("smpstress", &*Box::leak(format!("domU mem=8M vcpus=2 -- {c}").into_boxed_str()))].into_boxed_slice());
+            Scenario {
+                smp,
+                dom0_args: "domexc",
+                domus: domu,
+                ..sc(Box::leak(format!("smp-stress-{c}-smp{smp}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, expect))
+            }
+        })
+    });
     let mut v = vec![
         Scenario {
             grub: true,
@@ -304,6 +323,7 @@ fn scenarios() -> Vec<Scenario> {
     v.extend(failsafe);
     v.extend(gaps);
     v.extend(smp);
+    v.extend(stress);
     v
 }
 

@@ -157,18 +157,8 @@ fn put(c: &mut [u8], off: usize, v: u64) {
 
 /// A good context for vCPU 1 on root `l4_mfn`.
 fn good_ctx(l4_mfn: u64) {
-    let c = ctx();
-    c.fill(0);
-    let regs = 520;
     let stack_top = core::ptr::addr_of_mut!(AP_STACK) as u64 + 16384 - 8;
-    put(c, regs + 128, ap_main as *const () as u64);
-    put(c, regs + 136, guest_abi::selectors::FLAT_KERNEL_CS as u64);
-    put(c, regs + 144, 0x202);
-    put(c, regs + 152, stack_top);
-    put(c, regs + 160, guest_abi::selectors::FLAT_KERNEL_SS as u64);
-    put(c, 4968, guest_abi::selectors::FLAT_KERNEL_SS as u64);
-    put(c, 4976, stack_top);
-    put(c, 4984 + 24, l4_mfn << 12);
+    vcpu_context(ctx(), ap_main as *const () as u64, stack_top, l4_mfn);
 }
 
 fn init_with(what: &str, l4: u64, edit: impl FnOnce(&mut [u8]), want: Errno) {
