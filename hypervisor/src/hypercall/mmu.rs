@@ -43,6 +43,9 @@ pub(crate) use pt;
 /// Advances the current domain's preempted page-table work (`Err`: not done yet). A pending
 /// validation whose vCPU went down is taken over by the caller (nobody else would finish it).
 pub fn drive(hv: &mut Mx) -> Result<(), Errno> {
+    if !hv.mm.jobs.is_pending() {
+        return Ok(());
+    }
     if let Some(owner) = hv.mm.jobs.validation_owner() {
         let gone = !hv.pc.cur.shared.is_up(owner);
         if owner != hv.pc.cur.id && gone {

@@ -456,6 +456,8 @@ fn loom_tests() -> Result<(), String> {
 
 pub fn run_all(args: &[String]) -> Result<(), String> {
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    // `--smp N`: every single-CPU scenario on N CPUs instead (the others are skipped).
+    let smp: Option<u32> = args.iter().position(|a| a == "--smp").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok());
     if !args.iter().any(|a| a == "--no-host") && only.is_none() {
         clippy()?;
         host_tests()?;
@@ -464,9 +466,16 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     let log_dir = images::target().join("scenario-logs");
     std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
     let (mut passed, mut failed) = (0, 0);
-    for s in scenarios() {
+    for mut s in scenarios() {
         if only.as_deref().is_some_and(|o| !s.name.starts_with(o)) {
             continue;
+        }
+        if let Some(n) = smp {
+            if s.smp != 1 {
+                continue;
+            }
+            s.smp = n;
+            s.name = Box::leak(format!("{}-as-smp{n}", s.name).into_boxed_str());
         }
         let cfg = config(&imgs, &s)?;
         let o = qemu::run(&cfg, None)?;
