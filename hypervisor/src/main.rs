@@ -143,7 +143,7 @@ fn strip_path(s: &str) -> &str {
 fn guest_trap(f: &mut TrapFrame) -> bool {
     schedule::count_entry(f.vector);
     if f.vector == hv_arch::lapic::FLUSH_VECTOR as u64 {
-        // Never takes the lock: the CPU that sent it holds the lock until this flushed.
+        // Takes no lock: the CPU that sent it (perhaps holding locks) waits until this flushed.
         schedule::flush_ipi();
         return true;
     }

@@ -95,13 +95,13 @@ pub fn entries() -> (u64, u64, u64) {
     (sum(0), sum(1), sum(2))
 }
 
-/// This CPU left guest context (a guest entry, before taking the lock).
+/// This CPU left guest context (a guest entry, before taking any lock).
 pub fn left_guest() {
     SHOOTDOWN[hv_arch::percpu::cpu_id()].left_guest();
 }
 
-/// The TLB-shootdown IPI, in guest context and without the lock: the CPU that sent it holds
-/// the lock and waits for this CPU to drop its guest translations. Without PCID the CR3
+/// The TLB-shootdown IPI, in guest context and without any lock: the CPU that sent it waits
+/// for this CPU to take its root's guest slots again and drop its guest translations. Without PCID the CR3
 /// load on the way back to the guest flushes; with PCID the guest tags are invalidated.
 pub fn flush_ipi() {
     let k = hv_arch::percpu::cpu_id();
@@ -140,7 +140,7 @@ pub fn shootdown(this: usize, doms: &[DomId]) {
 /// Drops the guest translations of every CPU (this one included) before this one carries
 /// on: the [`hv_core::pt::TlbFlush`] of page-table operations (a frame changing its kind of
 /// type, see the TLB clock in `hv_core::frame`). CPUs in guest context get the flush IPI and
-/// are waited for; the others flush before they next run guest code ([`leave`]); idle CPUs
+/// are waited for; the others flush before they next run guest code ([`leave_cpu`]); idle CPUs
 /// and CPUs switching vCPUs flush when they load one anyway.
 pub struct FlushAll<'a> {
     pub apic_ids: &'a [u32],
@@ -184,7 +184,7 @@ impl Waits {
     }
 
     /// Waits until every CPU asked flushed or entered the hypervisor (it then flushes in
-    /// [`leave`] before resuming; it may be spinning for the lock with interrupts off).
+    /// [`leave_cpu`] before resuming; it may be spinning for a lock with interrupts off).
     fn finish(mut self) {
         while self.cpus != 0 {
             let k = self.cpus.trailing_zeros() as usize;

@@ -283,7 +283,7 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     match f.vector {
         2 => nmi("hypervisor"),
         // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
-        // A flush owed is done at the end of this CPU's next locked section.
+        // A flush owed is done before this CPU next resumes a guest (`schedule::leave_cpu`).
         v if v == hv_arch::lapic::TIMER_VECTOR as u64
             || v == hv_arch::lapic::IPI_VECTOR as u64
             || v == hv_arch::lapic::FLUSH_VECTOR as u64 =>
