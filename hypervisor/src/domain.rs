@@ -187,8 +187,10 @@ pub struct DomShared {
     /// hypervisor lock).
     pub up: core::sync::atomic::AtomicU64,
     /// The domain's memory lock (see `locks`): its page-table operations and every change of
-    /// its frames' owners happen under it.
-    mm: spin::Mutex<DomMm>,
+    /// its frames' owners happen under it. A ticket lock: a CPU that holds the hypervisor
+    /// lock and waits for it is served in turn, however busy the domain's other vCPUs keep
+    /// it.
+    mm: spin::mutex::TicketMutex<DomMm>,
 }
 
 /// What the domain's memory lock guards.
@@ -200,11 +202,11 @@ pub struct DomMm {
 
 impl DomShared {
     pub fn new(id: DomId, privileged: bool, vcpu_info: VcpuInfos) -> DomShared {
-        DomShared { id, privileged, vcpu_info, up: core::sync::atomic::AtomicU64::new(1), mm: spin::Mutex::new(DomMm::default()) }
+        DomShared { id, privileged, vcpu_info, up: core::sync::atomic::AtomicU64::new(1), mm: spin::mutex::TicketMutex::new(DomMm::default()) }
     }
 
     /// Takes the domain's memory lock.
-    pub fn mm(&self) -> crate::locks::Ordered<spin::MutexGuard<'_, DomMm>> {
+    pub fn mm(&self) -> crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, DomMm>> {
         crate::locks::Ordered::new(crate::locks::Level::DomainMm, || self.mm.lock())
     }
 
@@ -445,15 +447,20 @@ pub const MAX_VCPUS: usize = shared_info::MAX_VIRT_CPUS;
 
 /// Runs `f` with a view of `dom`'s address space through root `l4` for checked guest
 /// accesses; with `cache` (the vCPU's, when `l4` is its validated current root) walks are
-/// remembered until a table entry or an owner changes.
+/// remembered until a table entry or an owner changes. `mm_held`: the caller holds `dom`'s
+/// memory lock, so no frame of it changes hands or kind meanwhile; otherwise every copy
+/// holds its frame (`hv_core::guest_access::Pins`).
 #[inline]
 pub fn with_view<R>(
     dom: DomId,
     l4: Mfn,
-    ft: &hv_core::frame::FrameTable<&'static [hv_core::frame::FrameSlot]>,
+    mm_held: bool,
     cache: Option<&hv_core::guest_access::XlatCache>,
     f: impl FnOnce(&GuestView<'_>) -> R,
 ) -> R {
+    let ft = crate::machine::frames();
     let owns = |m: Mfn| ft.owned_by(m, dom);
-    f(&GuestView { l4, owns: &owns, cache: cache.map(|c| (c, ft.xlat_gen())) })
+    let pins = hv_core::guest_access::FramePins { ft, dom };
+    let pins: Option<&dyn hv_core::guest_access::Pins> = if mm_held { None } else { Some(&pins) };
+    f(&GuestView { l4, owns: &owns, cache: cache.map(|c| (c, ft.xlat_gen())), pins })
 }

@@ -34,8 +34,6 @@ pub struct Global {
     /// Every CPU's tables and APIC id.
     pub cpus: alloc::vec::Vec<CpuTables>,
     pub apic_ids: alloc::vec::Vec<u32>,
-    /// Per CPU: the vCPU it runs (domain, number, root), for shootdowns and wakeups.
-    pub running: alloc::vec::Vec<Option<schedule::Running>>,
     /// Every vCPU context that is not on a CPU: runnable, blocked or down.
     pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     /// Every domain, by id, and the idle domain behind placeholders.
@@ -339,7 +337,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         mm,
         cpus: tables,
         apic_ids: cpu_apics,
-        running: alloc::vec![None; ncpus],
         others: vcpus,
         domains,
         cmdline: hv_cmdline,

@@ -3,8 +3,8 @@
 //!
 //! Each CPU keeps the vCPU it runs in its own structure (`percpu::PerCpu::cur`); the
 //! others wait in `Global::others`. What other CPUs need of a vCPU (asleep or not, its
-//! timers, the CPU it is on) is its `VcpuState` in its domain, and `Global::running` says
-//! what each CPU runs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in
+//! timers, the CPU it is on) is its `VcpuState` in its domain, and each CPU's `RUNNING`
+//! record says what it runs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in
 //! and loads its registers into the trap frame the exit path resumes. Per-vCPU state
 //! switched: registers, XSAVE state, FS/GS bases, CR0.TS, the guest slots of this CPU's
 //! roots, TSS.RSP1, the GDT/LDT frames mapped in the entry area, and the direct `int 0x80`

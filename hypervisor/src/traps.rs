@@ -122,7 +122,8 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: 
     for (i, w) in words[..n].iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
-    let res = with_view(d.id, v.l4, hv.g.mm.ft, Some(&v.xlat), |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
+    // No memory lock here: the copy holds its frames.
+    let res = with_view(d.id, v.l4, false, Some(&v.xlat), |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
     if let Err(e) = res {
         return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
     }

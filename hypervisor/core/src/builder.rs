@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(b.l4, w.p2m[l.pfn(l.pt_va) as usize]);
         let ft = &w.ft;
         let owns = |m: Mfn| ft.owner(m) == Owner::Dom(0);
-        let view = GuestView { l4: b.l4, owns: &owns, cache: None };
+        let view = GuestView { l4: b.l4, owns: &owns, cache: None, pins: None };
 
         // The image, start_info and hypercall page read back through the guest's tables.
         let mut byte = [0u8; 1];

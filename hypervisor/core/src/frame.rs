@@ -134,7 +134,7 @@ impl From<FrameError> for Errno {
 /// references): the table may live in zeroed memory.
 ///
 /// `refs`: general count (bits 0–31), owner kind (32–34), owner domain (48–63).
-/// `types`: type count (0–31), type (32–34), validated (35), pinned (36), TLB stamp (40–63).
+/// `types`: type count (0–27), type (28–30), validated (31), pinned (32), TLB stamp (33–63).
 ///
 /// # Concurrency
 ///
@@ -153,13 +153,13 @@ pub struct FrameSlot {
 
 const OWNER_SHIFT: u32 = 32;
 const DOM_SHIFT: u32 = 48;
-const TY_SHIFT: u32 = 32;
-const VALIDATED: u64 = 1 << 35;
-const PINNED: u64 = 1 << 36;
-const STAMP_SHIFT: u32 = 40;
-/// TLB stamps (and so the clock) have 24 bits; a wrapped clock can only ask for an extra
-/// flush (a stamp equal to the clock means "maybe stale").
-const STAMP_MASK: u32 = (1 << 24) - 1;
+const TY_SHIFT: u32 = 28;
+const VALIDATED: u64 = 1 << 31;
+const PINNED: u64 = 1 << 32;
+const STAMP_SHIFT: u32 = 33;
+/// TLB stamps and the flush counters have 31 bits, compared modulo 2^31 (see [`Clock`]).
+const STAMP_MASK: u32 = (1 << 31) - 1;
+const HALF: u32 = 1 << 30;
 
 #[inline]
 fn owner_bits(o: Owner) -> u64 {
@@ -214,7 +214,7 @@ fn unpack(refs: u64, types: u64) -> FrameInfo {
         owner: owner_of(refs),
         count: refs as u32,
         ty: ty_of(types),
-        type_count: types as u32,
+        type_count: (types & TCOUNT) as u32,
         validated: types & VALIDATED != 0,
         pinned: types & PINNED != 0,
         tlb_stamp: (types >> STAMP_SHIFT) as u32 & STAMP_MASK,
@@ -250,6 +250,8 @@ impl FrameSlot {
 }
 
 const COUNT: u64 = 0xFFFF_FFFF;
+/// Type counts have 28 bits (more references are refused with `Overflow`).
+const TCOUNT: u64 = (1 << 28) - 1;
 const TY_BITS: u64 = 7 << TY_SHIFT;
 const STAMP_BITS: u64 = (STAMP_MASK as u64) << STAMP_SHIFT;
 
@@ -258,13 +260,39 @@ fn is_protected_bits(t: u64) -> bool {
     (2..=6).contains(&(t >> TY_SHIFT))
 }
 
+/// The TLB clock as of one look: flushes everywhere begun and the newest one completed.
+///
+/// A frame whose last type reference goes is stamped with `started` (read after a full
+/// barrier, so any flush that takes that ticket or a later one began after the frame's last
+/// mapping was gone). It may change kind once a flush with such a ticket has *completed*
+/// (`done` past the stamp). A flush that was already under way when the stamp was taken does
+/// not count: a CPU it had already passed may have cached the mapping again before it went.
+#[derive(Copy, Clone, Debug)]
+struct Clock {
+    started: u32,
+    done: u32,
+}
+
+/// Is `a` later than `b` modulo 2^31 (by less than half the range)?
+fn later(a: u32, b: u32) -> bool {
+    (1..HALF).contains(&(a.wrapping_sub(b) & STAMP_MASK))
+}
+
+impl Clock {
+    /// Has every CPU flushed since a frame was stamped `stamp`? A stamp half the range
+    /// behind the begun count is that old: long flushed.
+    fn flushed_since(self, stamp: u32) -> bool {
+        later(self.done, stamp) || self.started.wrapping_sub(stamp) & STAMP_MASK >= HALF
+    }
+}
+
 /// The type word after taking a reference of type bits `ty` (see [`FrameTable::get_type`]).
 #[inline]
-fn type_taken(cur: u64, ty: u64, clock: u32) -> Result<u64, FrameError> {
-    let (count, have) = (cur & COUNT, cur & TY_BITS);
+fn type_taken(cur: u64, ty: u64, clock: Clock) -> Result<u64, FrameError> {
+    let (count, have) = (cur & TCOUNT, cur & TY_BITS);
     if count == 0 {
         let stamp = (cur >> STAMP_SHIFT) as u32 & STAMP_MASK;
-        if stamp == clock && have != ty && (is_protected_bits(have) || is_protected_bits(ty)) {
+        if have != ty && (is_protected_bits(have) || is_protected_bits(ty)) && !clock.flushed_since(stamp) {
             return Err(FrameError::StaleTlb);
         }
         // A new type: not validated, not pinned; the stamp stays.
@@ -273,18 +301,18 @@ fn type_taken(cur: u64, ty: u64, clock: u32) -> Result<u64, FrameError> {
     if have != ty {
         return Err(FrameError::TypeConflict);
     }
-    if count == COUNT {
+    if count == TCOUNT {
         return Err(FrameError::Overflow);
     }
     Ok(cur + 1)
 }
 
-/// The type word after dropping a reference (stamped with `clock` at zero).
+/// The type word after dropping a reference (stamped with `stamp` at zero).
 #[inline]
-fn type_dropped(cur: u64, clock: u32) -> Result<u64, FrameError> {
-    match cur & COUNT {
+fn type_dropped(cur: u64, stamp: u32) -> Result<u64, FrameError> {
+    match cur & TCOUNT {
         0 => Err(FrameError::Underflow),
-        1 => Ok((cur & TY_BITS) | ((clock as u64 & STAMP_MASK as u64) << STAMP_SHIFT)),
+        1 => Ok((cur & TY_BITS) | (((stamp & STAMP_MASK) as u64) << STAMP_SHIFT)),
         _ => Ok(cur - 1),
     }
 }
@@ -293,9 +321,10 @@ fn type_dropped(cur: u64, clock: u32) -> Result<u64, FrameError> {
 /// operation takes `&self` (see [`FrameSlot`] for who may change a record).
 pub struct FrameTable<S> {
     frames: S,
-    /// The TLB clock: flushes everywhere so far, plus one (so that a stamp of 0 never
-    /// matches), in 24 bits.
-    clock: AtomicU32,
+    /// The TLB clock ([`Clock`]): flushes everywhere begun and the newest ticket completed
+    /// plus one. Both start at 1, so a fresh frame (stamp 0) counts as flushed.
+    started: AtomicU32,
+    done: AtomicU32,
     /// The translation generation (never 0): moves on every hypervisor write into a
     /// page-table frame ([`crate::pt`]), every change of owner, and whenever a frame's last
     /// type reference goes (a table leaving every validated tree may then be rewritten, and
@@ -306,7 +335,7 @@ pub struct FrameTable<S> {
 
 impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        FrameTable { frames, clock: AtomicU32::new(1), xlat_gen: AtomicU64::new(1) }
+        FrameTable { frames, started: AtomicU32::new(1), done: AtomicU32::new(1), xlat_gen: AtomicU64::new(1) }
     }
 
     /// The translation generation now.
@@ -324,7 +353,7 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     #[inline]
     pub fn needs_flush(&self, mfn: Mfn, ty: PageType) -> bool {
         let Ok(s) = self.slot(mfn) else { return false };
-        type_taken(s.types.load(Ordering::Acquire), ty_bits(ty), self.tlb_clock()) == Err(FrameError::StaleTlb)
+        type_taken(s.types.load(Ordering::Acquire), ty_bits(ty), self.clock()) == Err(FrameError::StaleTlb)
     }
 
     /// Does `dom` own `mfn`? (One look at one word.)
@@ -341,17 +370,36 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
             return Err(FrameError::NotOwner);
         }
         let t = s.types.load(Ordering::Acquire);
-        Ok((ty_of(t), t as u32, t & VALIDATED != 0))
+        Ok((ty_of(t), (t & TCOUNT) as u32, t & VALIDATED != 0))
     }
 
-    /// The TLB clock (1 + flushes recorded so far, modulo wrap-around).
+    fn clock(&self) -> Clock {
+        Clock { started: self.started.load(Ordering::SeqCst), done: self.done.load(Ordering::SeqCst) }
+    }
+
+    /// Flushes everywhere begun so far (modulo 2^31; for tests and statistics).
     pub fn tlb_clock(&self) -> u32 {
-        self.clock.load(Ordering::Acquire)
+        self.started.load(Ordering::SeqCst).wrapping_sub(1) & STAMP_MASK
     }
 
-    /// Records that every CPU's guest TLB was flushed just now.
+    /// A flush of every CPU's guest TLB begins now: its ticket, for [`Self::flush_done`].
+    /// Call it before asking any CPU to flush.
+    pub fn flush_begin(&self) -> u32 {
+        core::sync::atomic::fence(Ordering::SeqCst);
+        self.started.fetch_add(1, Ordering::SeqCst) & STAMP_MASK
+    }
+
+    /// The flush with ticket `t` has completed on every CPU.
+    pub fn flush_done(&self, t: u32) {
+        let end = t.wrapping_add(1) & STAMP_MASK;
+        let _ = self.done.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| later(end, d).then_some(end));
+    }
+
+    /// Records a flush everywhere that begins and ends now (a caller that flushed with
+    /// nothing running concurrently).
     pub fn flushed(&self) {
-        let _ = self.clock.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.wrapping_add(1) & STAMP_MASK).map(|c| c.max(1)));
+        let t = self.flush_begin();
+        self.flush_done(t);
     }
 
     /// Number of frames described.
@@ -381,7 +429,7 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
         self.invalidate_translations();
         let s = self.slot(mfn)?;
         let cur = s.refs.load(Ordering::Acquire);
-        if cur as u32 != 0 || s.types.load(Ordering::Acquire) as u32 != 0 {
+        if cur as u32 != 0 || s.types.load(Ordering::Acquire) & TCOUNT != 0 {
             return Err(FrameError::InUse);
         }
         s.refs.compare_exchange(cur, owner_bits(owner), Ordering::AcqRel, Ordering::Acquire).map_err(|_| FrameError::InUse)?;
@@ -441,16 +489,19 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     /// Takes a type reference of type `ty`. Returns `true` when this was the first reference
     /// (the caller must then validate a table type and call [`Self::mark_validated`]).
     pub fn get_type(&self, mfn: Mfn, ty: PageType) -> Result<bool, FrameError> {
-        let clock = self.tlb_clock();
+        let clock = self.clock();
         let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_taken(cur, ty_bits(ty), clock))?;
-        Ok(old & COUNT == 0)
+        Ok(old & TCOUNT == 0)
     }
 
     /// Drops a type reference. Returns `true` when it was the last one.
     pub fn put_type(&self, mfn: Mfn) -> Result<bool, FrameError> {
-        let clock = self.tlb_clock();
-        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_dropped(cur, clock))?;
-        let last = old & COUNT == 1;
+        // The stamp is read after a full barrier: the mapping that held this reference is
+        // gone (written) before any flush that takes this ticket begins.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        let stamp = self.started.load(Ordering::SeqCst) & STAMP_MASK;
+        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_dropped(cur, stamp))?;
+        let last = old & TCOUNT == 1;
         if last {
             self.invalidate_translations();
         }
@@ -459,7 +510,7 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
 
     /// Sets or clears `flag` of a frame with type references.
     fn set_flag(&self, mfn: Mfn, flag: u64, on: bool) -> Result<(), FrameError> {
-        FrameSlot::update(&self.slot(mfn)?.types, |cur| match (cur & COUNT, on) {
+        FrameSlot::update(&self.slot(mfn)?.types, |cur| match (cur & TCOUNT, on) {
             (0, _) => Err(FrameError::Underflow),
             (_, true) => Ok(cur | flag),
             (_, false) => Ok(cur & !flag),
@@ -638,6 +689,35 @@ mod tests {
         ft.get_type(Mfn(1), PageType::Writable).unwrap();
         ft.put_type(Mfn(1)).unwrap();
         assert!(!ft.needs_flush(Mfn(1), PageType::L1), "still typed: the type conflict refuses it instead");
+    }
+
+    /// A flush already under way when a frame's last type reference went does not make the
+    /// frame safe to change kind: only a flush begun after it, once completed.
+    #[test]
+    fn a_flush_under_way_does_not_count() {
+        let ft = table(2);
+        ft.set_owner(Mfn(0), Owner::Dom(0)).unwrap();
+        let early = ft.flush_begin(); // another CPU starts flushing everyone
+        ft.get_type(Mfn(0), PageType::Writable).unwrap();
+        ft.put_type(Mfn(0)).unwrap(); // the last writable mapping goes meanwhile
+        ft.flush_done(early);
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Err(FrameError::StaleTlb), "the early flush may have passed a CPU that then cached the mapping");
+        let late = ft.flush_begin();
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Err(FrameError::StaleTlb), "begun is not done");
+        ft.flush_done(late);
+        assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(true));
+    }
+
+    /// The counters wrap at 2^31: stamps from before the wrap compare right, and a stamp half
+    /// the range old counts as flushed.
+    #[test]
+    fn clock_wraps() {
+        let c = |started: u32, done: u32| Clock { started, done };
+        assert!(c(5, 5).flushed_since(4));
+        assert!(!c(5, 4).flushed_since(4));
+        assert!(c(2, 2).flushed_since(STAMP_MASK), "across the wrap");
+        assert!(!c(1, STAMP_MASK).flushed_since(STAMP_MASK));
+        assert!(c(HALF + 10, 0).flushed_since(5), "ancient");
     }
 
     #[test]

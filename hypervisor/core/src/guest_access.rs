@@ -42,6 +42,52 @@ impl From<GuestFault> for Errno {
     }
 }
 
+/// Keeps frames from leaving the domain or changing kind while the hypervisor copies to or
+/// from them. Needed when the copy runs without the lock under which the domain's frames
+/// change hands and type (another vCPU of the domain may retype or free the frame between
+/// the translation and the copy).
+pub trait Pins {
+    /// Holds `mfn` for a read, or for a write (then it must stay usable as data: not a
+    /// table or descriptor page). False if it cannot be held: not the domain's any more, or
+    /// no longer plain data.
+    fn hold(&self, mfn: Mfn, write: bool) -> bool;
+    /// Ends a hold taken with the same arguments.
+    fn release(&self, mfn: Mfn, write: bool);
+}
+
+/// The frame table as [`Pins`] for domain `dom`: a general reference (a referenced frame
+/// never changes hands) and, for a write, a writable type reference (a frame with one
+/// never becomes a table or descriptor page).
+pub struct FramePins<'a, S> {
+    pub ft: &'a crate::frame::FrameTable<S>,
+    pub dom: guest_abi::DomId,
+}
+
+impl<S: AsRef<[crate::frame::FrameSlot]>> Pins for FramePins<'_, S> {
+    fn hold(&self, mfn: Mfn, write: bool) -> bool {
+        let ty = write.then_some(crate::frame::PageType::Writable);
+        self.ft.get_page_and_type(mfn, self.dom, ty).is_ok()
+    }
+
+    fn release(&self, mfn: Mfn, write: bool) {
+        let _ = self.ft.put_page_and_type(mfn, write);
+    }
+}
+
+/// Copies between guest frame `mfn` and the hypervisor with the frame held (if `pins`).
+fn held<R>(pins: Option<&dyn Pins>, mfn: Mfn, write: bool, f: impl FnOnce() -> Option<R>) -> Result<R, GuestFault> {
+    if let Some(p) = pins {
+        if !p.hold(mfn, write) {
+            return Err(GuestFault::NotOwned);
+        }
+    }
+    let r = f();
+    if let Some(p) = pins {
+        p.release(mfn, write);
+    }
+    r.ok_or(GuestFault::NotOwned)
+}
+
 /// What a translation needs to know about the domain.
 pub struct GuestView<'a> {
     /// Root (L4) of the domain's current page tables.
@@ -51,6 +97,9 @@ pub struct GuestView<'a> {
     /// The vCPU's translation cache and the frame table's generation now; `None` for a root
     /// that is not known to be a validated table (its entries could change unseen).
     pub cache: Option<(&'a XlatCache, u64)>,
+    /// Holds on the frames copied to or from, when the caller does not hold the domain's
+    /// memory lock ([`Pins`]).
+    pub pins: Option<&'a dyn Pins>,
 }
 
 /// One cached walk: generation 0 marks an empty slot.
@@ -170,12 +219,12 @@ pub fn copy_from_guest<M: PhysMem + ?Sized>(
         // One page: the translation's own check covers the range (guest and hypervisor
         // ranges are whole pages).
         let mfn = translate(mem, view, va, false)?;
-        return mem.read(mfn, (va & 0xFFF) as usize, out).ok_or(GuestFault::NotOwned);
+        return held(view.pins, mfn, false, || mem.read(mfn, (va & 0xFFF) as usize, out));
     }
     check_range(va, out.len())?;
     for (cur, off, n, done) in pieces(va, out.len()) {
         let mfn = translate(mem, view, cur, false)?;
-        mem.read(mfn, off, &mut out[done..done + n]).ok_or(GuestFault::NotOwned)?;
+        held(view.pins, mfn, false, || mem.read(mfn, off, &mut out[done..done + n]))?;
     }
     Ok(())
 }
@@ -190,7 +239,7 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
     if (va & 0xFFF) as usize + data.len() <= 4096 {
         // One page: one translation, whose own check covers the range (as above).
         let mfn = translate(mem, view, va, true)?;
-        return mem.write(mfn, (va & 0xFFF) as usize, data).ok_or(GuestFault::NotOwned);
+        return held(view.pins, mfn, true, || mem.write(mfn, (va & 0xFFF) as usize, data));
     }
     check_range(va, data.len())?;
     // Check first, so a fault leaves guest memory untouched.
@@ -199,7 +248,7 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
     }
     for (cur, off, n, done) in pieces(va, data.len()) {
         let mfn = translate(mem, view, cur, true)?;
-        mem.write(mfn, off, &data[done..done + n]).ok_or(GuestFault::NotOwned)?;
+        held(view.pins, mfn, true, || mem.write(mfn, off, &data[done..done + n]))?;
     }
     Ok(())
 }
@@ -231,7 +280,7 @@ mod tests {
     #[test]
     fn translation_rules() {
         let m = setup();
-        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None };
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None, pins: None };
         assert_eq!(translate(&m, &v, 0x40_0123, true), Ok(Mfn(4)));
         assert_eq!(translate(&m, &v, 0x40_1000, false), Ok(Mfn(5)));
         assert_eq!(translate(&m, &v, 0x40_1000, true), Err(GuestFault::ReadOnly));
@@ -242,10 +291,41 @@ mod tests {
         assert_eq!(translate(&m, &v, 0xFFFF_8300_0000_0000, false), Err(GuestFault::BadAddress));
     }
 
+    /// With pins, a copy holds its frame: a frame retyped as a table (or given away) between
+    /// the translation and the copy is refused, and a copy leaves no reference behind.
+    #[test]
+    fn pinned_copies_refuse_retyped_frames() {
+        use crate::frame::{slots, FrameTable, Owner, PageType};
+        let mut m = setup();
+        let ft = FrameTable::new(slots(8));
+        for f in 0..6 {
+            ft.set_owner(Mfn(f), Owner::Dom(3)).unwrap();
+        }
+        let pins = FramePins { ft: &ft, dom: 3 };
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None, pins: Some(&pins) };
+        copy_to_guest(&mut m, &v, 0x40_0010, &[7; 8]).unwrap();
+        let mut b = [0u8; 8];
+        copy_from_guest(&m, &v, 0x40_0010, &mut b).unwrap();
+        assert_eq!(b, [7; 8]);
+        assert_eq!(ft.get(Mfn(4)).map(|f| (f.count, f.type_count)), Some((0, 0)), "holds released");
+        // Another vCPU makes the data page an L1 (its writable mapping, not shown, is gone).
+        ft.flushed();
+        ft.get_type(Mfn(4), PageType::L1).unwrap();
+        assert_eq!(copy_to_guest(&mut m, &v, 0x40_0010, &[9; 8]), Err(GuestFault::NotOwned));
+        assert_eq!(m.read_u64(Mfn(4), 2), Some(u64::from_le_bytes([7; 8])), "nothing written into the table");
+        // Without pins the stale walk would have written into it.
+        let unpinned = GuestView { pins: None, ..v };
+        assert_eq!(copy_to_guest(&mut m, &unpinned, 0x40_0010, &[9; 8]), Ok(()));
+        // A frame given away: a read is refused too.
+        ft.put_type(Mfn(4)).unwrap();
+        ft.set_owner(Mfn(4), Owner::Dom(5)).unwrap();
+        assert_eq!(copy_from_guest(&m, &v, 0x40_0010, &mut b), Err(GuestFault::NotOwned));
+    }
+
     #[test]
     fn copies_span_pages_and_fail_atomically() {
         let mut m = setup();
-        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None };
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: None, pins: None };
         copy_to_guest(&mut m, &v, 0x40_0FFE, &[1, 2]).unwrap();
         let mut b = [0u8; 4];
         copy_from_guest(&m, &v, 0x40_0FFC, &mut b).unwrap();
@@ -269,7 +349,7 @@ mod tests {
     fn cached_translations_follow_the_generation() {
         let mut m = setup();
         let c = XlatCache::default();
-        let v = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 1)) };
+        let v = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 1)), pins: None };
         assert_eq!(translate(&m, &v, 0x40_0123, true), Ok(Mfn(4)));
         assert_eq!(translate(&m, &v, 0x40_1000, false), Ok(Mfn(5)));
         assert_eq!(translate(&m, &v, 0x40_1000, true), Err(GuestFault::ReadOnly), "cached read-only entry");
@@ -277,16 +357,16 @@ mod tests {
         // is why every table write moves the generation), the new generation sees the change.
         m.write_u64(Mfn(3), 0, Pte::new(Mfn(5), PteFlags::P | PteFlags::RW).0);
         assert_eq!(translate(&m, &v, 0x40_0000, false), Ok(Mfn(4)));
-        let v2 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 2)) };
+        let v2 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 2)), pins: None };
         assert_eq!(translate(&m, &v2, 0x40_0000, false), Ok(Mfn(5)));
         // Another root never hits entries of this one.
         m.write_u64(Mfn(7), 0, 0);
-        let v3 = GuestView { l4: Mfn(7), owns: &owns, cache: Some((&c, 2)) };
+        let v3 = GuestView { l4: Mfn(7), owns: &owns, cache: Some((&c, 2)), pins: None };
         assert_eq!(translate(&m, &v3, 0x40_0000, false), Err(GuestFault::NotPresent));
         // Failed walks are not cached.
         assert_eq!(translate(&m, &v2, 0x40_3000, false), Err(GuestFault::NotPresent));
         m.write_u64(Mfn(3), 3, Pte::new(Mfn(4), PteFlags::P).0);
-        let v4 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 3)) };
+        let v4 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 3)), pins: None };
         assert_eq!(translate(&m, &v4, 0x40_3000, false), Ok(Mfn(4)));
     }
 }

@@ -249,8 +249,9 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// away since the last flush and the kind of type changes.
     fn prepare(&mut self, mfn: Mfn, ty: PageType) {
         if self.ft.needs_flush(mfn, ty) {
+            let t = self.ft.flush_begin();
             self.tlb.flush_all();
-            self.ft.flushed();
+            self.ft.flush_done(t);
         }
     }
 
@@ -281,8 +282,10 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// Every write the hypervisor makes into a guest table (or a plain frame through
     /// `update_entry`) goes through here, and makes cached guest translations stale.
     fn write(&mut self, t: Mfn, i: usize, e: Pte) -> Res {
+        let r = self.mem.write_u64(t, i, e.0).ok_or(PtError::NotATable);
+        // After the write: a walk that read the old entry cached it under the old generation.
         self.ft.invalidate_translations();
-        self.mem.write_u64(t, i, e.0).ok_or(PtError::NotATable)
+        r
     }
 
     fn check_non_present(&self, e: Pte) -> Res {
@@ -926,9 +929,9 @@ mod tests {
         assert_eq!(flushes(&p), n + 1);
     }
 
-    /// Flushes so far (the TLB clock starts at 1).
+    /// Flushes everywhere so far.
     fn flushes(p: &Pt<'_, VecMem, Vec<FrameSlot>>) -> u64 {
-        u64::from(p.ft.tlb_clock() - 1)
+        u64::from(p.ft.tlb_clock())
     }
 
     /// Drives the pending job to its end, `budget` entries per call; returns the calls made.

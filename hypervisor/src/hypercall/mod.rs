@@ -58,6 +58,10 @@ pub struct Mx<'a> {
 pub trait OnCpu {
     fn pc(&self) -> &PerCpu;
     fn pc_mut(&mut self) -> &mut PerCpu;
+    /// Is the current domain's memory lock held (guest copies then need no frame holds)?
+    fn mm_held(&self) -> bool {
+        false
+    }
 }
 
 impl OnCpu for Hv<'_> {
@@ -75,6 +79,9 @@ impl OnCpu for Mx<'_> {
     }
     fn pc_mut(&mut self) -> &mut PerCpu {
         self.pc
+    }
+    fn mm_held(&self) -> bool {
+        true
     }
 }
 
@@ -281,19 +288,19 @@ pub fn translate(c: &impl OnCpu, va: u64, write: bool) -> Result<hv_core::mem::M
 pub fn translate_in(c: &impl OnCpu, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
     let cur = &c.pc().cur;
     let cache = (l4 == cur.l4).then_some(&cur.xlat);
-    with_view(cur.dom, l4, crate::machine::frames(), cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+    with_view(cur.dom, l4, c.mm_held(), cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
 /// Copies bytes from the current domain's memory.
 pub fn read_guest(c: &impl OnCpu, va: u64, out: &mut [u8]) -> Result<(), Errno> {
     let cur = &c.pc().cur;
-    with_view(cur.dom, cur.l4, crate::machine::frames(), Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.
 pub fn write_guest(c: &impl OnCpu, va: u64, data: &[u8]) -> Result<(), Errno> {
     let cur = &c.pc().cur;
-    with_view(cur.dom, cur.l4, crate::machine::frames(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
 /// `vm_assist(cmd, type)`.
