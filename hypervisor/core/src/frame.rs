@@ -32,8 +32,13 @@
 //! or anything after a table or descriptor type) only once every CPU's guest TLB was flushed
 //! since (Xen's TLB clock, in its simplest form): [`FrameTable::needs_flush`] says so, the
 //! table refuses such a type change with [`FrameError::StaleTlb`], and the caller
-//! (`pt::Pt`) flushes and calls [`FrameTable::flushed`] first. The clock counts those
-//! flushes; each frame remembers the clock value when its type count last fell to zero.
+//! (`pt::Pt`) flushes first, between [`FrameTable::flush_begin`] and
+//! [`FrameTable::flush_done`]. The clock counts flushes begun and the newest one completed;
+//! each frame is stamped with the begun count when its type count falls to zero, and may
+//! change kind once a flush begun at or after its stamp has completed. (Several CPUs flush
+//! at once, for different domains: a flush already under way when the stamp was taken does
+//! not count, since a CPU it had already passed may have cached the mapping again before it
+//! went.)
 
 use crate::mem::Mfn;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
