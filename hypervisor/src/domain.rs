@@ -252,6 +252,33 @@ impl VcpuInfos {
         }
     }
 
+    /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none). The areas are
+    /// guest-shared pages held for the domain's life (shared_info, or a registered page with
+    /// a writable type reference): accessed by copies and atomic byte operations only.
+    pub fn byte(&self, v: u32, off: usize) -> u8 {
+        self.get(v).and_then(|at| DirectMap.load_u8(at.frame, at.offset + off)).unwrap_or(0)
+    }
+
+    pub fn set_byte(&self, v: u32, off: usize, val: u8) {
+        if let Some(at) = self.get(v) {
+            DirectMap.store_u8(at.frame, at.offset + off, val);
+        }
+    }
+
+    /// Sets bits of a byte of vCPU `v`'s `vcpu_info`; the old byte (0xFF if it has none).
+    pub fn fetch_or(&self, v: u32, off: usize, m: u8) -> u8 {
+        self.get(v).and_then(|at| DirectMap.fetch_or_u8(at.frame, at.offset + off, m)).unwrap_or(0xFF)
+    }
+
+    /// Writes `data` at `off` of vCPU `v`'s `vcpu_info`.
+    pub fn write(&self, v: u32, off: usize, data: &[u8]) {
+        if let Some(at) = self.get(v) {
+            if off + data.len() <= vi::SIZE {
+                DirectMap.write(at.frame, at.offset + off, data);
+            }
+        }
+    }
+
     /// Is an upcall due for vCPU `v` (pending and not masked)?
     #[inline]
     pub fn upcall_due(&self, v: u32) -> bool {
@@ -341,31 +368,20 @@ impl Domain {
 
     /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
     pub fn vi_byte(&self, v: u32, off: usize) -> u8 {
-        self.vi_at(v).and_then(|at| DirectMap.load_u8(at.frame, at.offset + off)).unwrap_or(0)
+        self.shared.vcpu_info.byte(v, off)
     }
 
     pub fn set_vi_byte(&self, v: u32, off: usize, val: u8) {
-        if let Some(at) = self.vi_at(v) {
-            DirectMap.store_u8(at.frame, at.offset + off, val);
-        }
+        self.shared.vcpu_info.set_byte(v, off, val)
     }
 
     /// Sets bits of a byte of vCPU `v`'s `vcpu_info`; the old byte (0xFF if it has none).
     pub fn vi_fetch_or(&self, v: u32, off: usize, m: u8) -> u8 {
-        self.vi_at(v).and_then(|at| DirectMap.fetch_or_u8(at.frame, at.offset + off, m)).unwrap_or(0xFF)
-    }
-
-    /// Writes `data` at `off` of vCPU `v`'s `vcpu_info`.
-    pub fn vi_write(&self, v: u32, off: usize, data: &[u8]) {
-        if let Some(at) = self.vi_at(v) {
-            if off + data.len() <= vi::SIZE {
-                DirectMap.write(at.frame, at.offset + off, data);
-            }
-        }
+        self.shared.vcpu_info.fetch_or(v, off, m)
     }
 
     pub fn set_vi_u64(&self, v: u32, off: usize, val: u64) {
-        self.vi_write(v, off, &val.to_le_bytes());
+        self.shared.vcpu_info.write(v, off, &val.to_le_bytes());
     }
 
     /// vCPU `v`'s virtual interrupt mask.

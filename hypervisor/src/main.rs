@@ -151,8 +151,13 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
     schedule::enter(pc);
     // Hypercalls that need only this CPU's structure run without the hypervisor lock, and so
     // does the way back when there is nothing else to do on it.
-    // Page-table hypercalls run under the current domain's memory lock alone.
-    let local = f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 && (hypercall::local(pc, f) || hypercall::on_domain(pc, f));
+    // Page-table hypercalls and exceptions bounced to the guest's own handlers run under the
+    // current domain's memory lock alone.
+    let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
+        hypercall::local(pc, f) || hypercall::on_domain(pc, f)
+    } else {
+        traps::local_bounce(pc, f)
+    };
     if local && schedule::may_resume_locally(pc, f) {
         schedule::leave_cpu(pc);
         return true;

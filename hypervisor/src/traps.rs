@@ -1,14 +1,14 @@
 //! Exceptions and interrupts: bouncing a guest's faults to its own handlers, crashing a
 //! domain that cannot take them, and fatal traps inside the hypervisor.
 
-use crate::domain::{vi, with_view, Domain, Vcpu};
+use crate::domain::{vi, Vcpu};
+use crate::hypercall::OnCpu;
+use guest_abi::errno::Errno;
 use crate::Hv;
 use guest_abi::harness::ExitCode;
 use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use guest_abi::traps::{has_error_code, vector, TI_MASK_EVENTS};
 use hv_arch::entry::TrapFrame;
-use hv_arch::physmem::DirectMap;
-use hv_core::guest_access::copy_to_guest;
 
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_IOPL: u64 = 3 << 12;
@@ -102,10 +102,19 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
 /// selectors of a failsafe frame. Optionally masks events. A stack that cannot take the frame
 /// crashes the domain.
 pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool, what: &str) {
-    let (d, v): (&Domain, &Vcpu) = (hv.dom(), &hv.pc.cur);
+    if let Err((sp, e)) = push_handler_frame(hv, f, handler, below, mask_events) {
+        crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, sp, e));
+    }
+}
+
+/// [`enter_guest_handler`] without the crash: a stack that cannot take the frame is the
+/// error (the stack pointer tried, and why), and `f` is left as it was.
+fn push_handler_frame(c: &impl OnCpu, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool) -> Result<(), (u64, Errno)> {
+    let v: &Vcpu = &c.pc().cur;
+    let infos = &v.shared.vcpu_info;
     let from_user = f.cs & 3 == 3;
     let sp = if from_user { v.kernel_sp } else { f.rsp };
-    let mask = d.upcall_mask(v.id);
+    let mask = infos.byte(v.id, vi::UPCALL_MASK);
     let mut words = [0u64; 9];
     let mut n = 0;
     for &w in below.iter().take(4) {
@@ -122,19 +131,48 @@ pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: 
     for (i, w) in words[..n].iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
-    // No memory lock here: the copy holds its frames.
-    let res = with_view(d.id, v.l4, false, Some(&v.xlat), |g| copy_to_guest(&mut DirectMap, g, new_sp, &bytes[..8 * n]));
-    if let Err(e) = res {
-        return crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, new_sp, e));
-    }
+    crate::hypercall::write_guest(c, new_sp, &bytes[..8 * n]).map_err(|e| (new_sp, e))?;
     if mask_events {
-        d.set_vi_byte(v.id, vi::UPCALL_MASK, 1);
+        infos.set_byte(v.id, vi::UPCALL_MASK, 1);
     }
     f.rip = handler;
     f.cs = FLAT_KERNEL_CS as u64;
     f.ss = FLAT_KERNEL_SS as u64;
     f.rsp = new_sp;
     f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
+    Ok(())
+}
+
+/// An exception the current vCPU takes to its own handler, bounced without the hypervisor
+/// lock: under its domain's memory lock (the frame goes onto its kernel stack). Returns
+/// false, having changed nothing, for everything else (no handler, a stack that cannot
+/// take the frame, NMI, #DF, #MC, a user-mode `syscall`): the locked path handles those.
+pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
+    let v = f.vector;
+    let cur = &pc.cur;
+    if v >= 32 || cur.is_placeholder() || matches!(v as u8, vector::NMI | vector::DF | vector::MC) {
+        return false;
+    }
+    if v == vector::UD as u64 && f.cs & 3 == 3 && cur.callbacks.syscall != 0 {
+        return false;
+    }
+    let ti = cur.traps[v as usize];
+    if ti.address == 0 {
+        return false;
+    }
+    let shared = cur.shared.clone();
+    let mut mm = shared.mm();
+    let mx = crate::hypercall::Mx { pc, mm: &mut mm };
+    let vec = v as u8;
+    let err = [f.error_code];
+    let below = if has_error_code(vec) { &err[..] } else { &[] };
+    if push_handler_frame(&mx, f, ti.address, below, ti.flags & TI_MASK_EVENTS != 0).is_err() {
+        return false;
+    }
+    if vec == vector::PF {
+        shared.vcpu_info.write(mx.pc.cur.id, vi::CR2, &hv_arch::cpu::read_cr2().to_le_bytes());
+    }
+    true
 }
 
 /// The CPU refused to resume the current vCPU with `f` (its exit `iretq` faulted: a selector

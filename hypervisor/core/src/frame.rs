@@ -41,7 +41,7 @@
 //! went.)
 
 use crate::mem::Mfn;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::errno::Errno;
 use guest_abi::DomId;
 
@@ -274,8 +274,8 @@ fn is_protected_bits(t: u64) -> bool {
 /// not count: a CPU it had already passed may have cached the mapping again before it went.
 #[derive(Copy, Clone, Debug)]
 struct Clock {
-    started: u32,
-    done: u32,
+    started: u64,
+    done: u64,
 }
 
 /// Is `a` later than `b` modulo 2^31 (by less than half the range)?
@@ -287,7 +287,8 @@ impl Clock {
     /// Has every CPU flushed since a frame was stamped `stamp`? A stamp half the range
     /// behind the begun count is that old: long flushed.
     fn flushed_since(self, stamp: u32) -> bool {
-        later(self.done, stamp) || self.started.wrapping_sub(stamp) & STAMP_MASK >= HALF
+        let (started, done) = (self.started as u32 & STAMP_MASK, self.done as u32 & STAMP_MASK);
+        later(done, stamp) || started.wrapping_sub(stamp) & STAMP_MASK >= HALF
     }
 }
 
@@ -312,12 +313,12 @@ fn type_taken(cur: u64, ty: u64, clock: Clock) -> Result<u64, FrameError> {
     Ok(cur + 1)
 }
 
-/// The type word after dropping a reference (stamped with `stamp` at zero).
+/// The type word after dropping a reference (stamped with `stamp()` at zero).
 #[inline]
-fn type_dropped(cur: u64, stamp: u32) -> Result<u64, FrameError> {
+fn type_dropped(cur: u64, stamp: &impl Fn() -> u32) -> Result<u64, FrameError> {
     match cur & TCOUNT {
         0 => Err(FrameError::Underflow),
-        1 => Ok((cur & TY_BITS) | (((stamp & STAMP_MASK) as u64) << STAMP_SHIFT)),
+        1 => Ok((cur & TY_BITS) | (((stamp() & STAMP_MASK) as u64) << STAMP_SHIFT)),
         _ => Ok(cur - 1),
     }
 }
@@ -328,8 +329,8 @@ pub struct FrameTable<S> {
     frames: S,
     /// The TLB clock ([`Clock`]): flushes everywhere begun and the newest ticket completed
     /// plus one. Both start at 1, so a fresh frame (stamp 0) counts as flushed.
-    started: AtomicU32,
-    done: AtomicU32,
+    started: AtomicU64,
+    done: AtomicU64,
     /// The translation generation (never 0): moves on every hypervisor write into a
     /// page-table frame ([`crate::pt`]), every change of owner, and whenever a frame's last
     /// type reference goes (a table leaving every validated tree may then be rewritten, and
@@ -340,7 +341,7 @@ pub struct FrameTable<S> {
 
 impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        FrameTable { frames, started: AtomicU32::new(1), done: AtomicU32::new(1), xlat_gen: AtomicU64::new(1) }
+        FrameTable { frames, started: AtomicU64::new(1), done: AtomicU64::new(1), xlat_gen: AtomicU64::new(1) }
     }
 
     /// The translation generation now.
@@ -384,20 +385,19 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
 
     /// Flushes everywhere begun so far (modulo 2^31; for tests and statistics).
     pub fn tlb_clock(&self) -> u32 {
-        self.started.load(Ordering::SeqCst).wrapping_sub(1) & STAMP_MASK
+        self.started.load(Ordering::SeqCst).wrapping_sub(1) as u32 & STAMP_MASK
     }
 
     /// A flush of every CPU's guest TLB begins now: its ticket, for [`Self::flush_done`].
     /// Call it before asking any CPU to flush.
-    pub fn flush_begin(&self) -> u32 {
-        core::sync::atomic::fence(Ordering::SeqCst);
-        self.started.fetch_add(1, Ordering::SeqCst) & STAMP_MASK
+    pub fn flush_begin(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::SeqCst)
     }
 
-    /// The flush with ticket `t` has completed on every CPU.
-    pub fn flush_done(&self, t: u32) {
-        let end = t.wrapping_add(1) & STAMP_MASK;
-        let _ = self.done.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| later(end, d).then_some(end));
+    /// The flush with ticket `t` has completed on every CPU. (The counters are 64-bit and
+    /// only grow; stamps are their low 31 bits.)
+    pub fn flush_done(&self, t: u64) {
+        self.done.fetch_max(t + 1, Ordering::SeqCst);
     }
 
     /// Records a flush everywhere that begins and ends now (a caller that flushed with
@@ -501,11 +501,14 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
 
     /// Drops a type reference. Returns `true` when it was the last one.
     pub fn put_type(&self, mfn: Mfn) -> Result<bool, FrameError> {
-        // The stamp is read after a full barrier: the mapping that held this reference is
-        // gone (written) before any flush that takes this ticket begins.
-        core::sync::atomic::fence(Ordering::SeqCst);
-        let stamp = self.started.load(Ordering::SeqCst) & STAMP_MASK;
-        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_dropped(cur, stamp))?;
+        // The stamp (when this is the last reference) is read after a full barrier: the
+        // mapping that held the reference is gone (written) before any flush that takes this
+        // ticket begins.
+        let stamp = || {
+            core::sync::atomic::fence(Ordering::SeqCst);
+            self.started.load(Ordering::SeqCst) as u32 & STAMP_MASK
+        };
+        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_dropped(cur, &stamp))?;
         let last = old & TCOUNT == 1;
         if last {
             self.invalidate_translations();
@@ -713,16 +716,17 @@ mod tests {
         assert_eq!(ft.get_type(Mfn(0), PageType::L1), Ok(true));
     }
 
-    /// The counters wrap at 2^31: stamps from before the wrap compare right, and a stamp half
-    /// the range old counts as flushed.
+    /// Stamps are 31 bits of 64-bit counters: they compare right across the wrap, and a stamp
+    /// half the range old counts as flushed.
     #[test]
     fn clock_wraps() {
-        let c = |started: u32, done: u32| Clock { started, done };
+        let c = |started: u64, done: u64| Clock { started, done };
+        let wrap = 1u64 << 31;
         assert!(c(5, 5).flushed_since(4));
         assert!(!c(5, 4).flushed_since(4));
-        assert!(c(2, 2).flushed_since(STAMP_MASK), "across the wrap");
-        assert!(!c(1, STAMP_MASK).flushed_since(STAMP_MASK));
-        assert!(c(HALF + 10, 0).flushed_since(5), "ancient");
+        assert!(c(wrap + 2, wrap + 2).flushed_since(STAMP_MASK), "across the wrap");
+        assert!(!c(wrap + 1, wrap - 1).flushed_since(STAMP_MASK));
+        assert!(c(HALF as u64 + 10, 0).flushed_since(5), "ancient");
     }
 
     #[test]

@@ -74,6 +74,10 @@ impl<S: AsRef<[crate::frame::FrameSlot]>> Pins for FramePins<'_, S> {
     }
 }
 
+/// Pages a held multi-page write holds at once (larger writes hold one page at a time and
+/// are then not all-or-nothing against a concurrent retype).
+const MAX_HELD: usize = 4;
+
 /// Copies between guest frame `mfn` and the hypervisor with the frame held (if `pins`).
 fn held<R>(pins: Option<&dyn Pins>, mfn: Mfn, write: bool, f: impl FnOnce() -> Option<R>) -> Result<R, GuestFault> {
     if let Some(p) = pins {
@@ -242,6 +246,36 @@ pub fn copy_to_guest<M: PhysMem + ?Sized>(
         return held(view.pins, mfn, true, || mem.write(mfn, (va & 0xFFF) as usize, data));
     }
     check_range(va, data.len())?;
+    if let Some(p) = view.pins.filter(|_| data.len() <= 4096 * (MAX_HELD - 1)) {
+        // Every page translated and held before any byte is written.
+        let mut frames = [Mfn(0); MAX_HELD];
+        let mut n_held = 0;
+        let mut r = Ok(());
+        for (cur, ..) in pieces(va, data.len()) {
+            match translate(mem, view, cur, true) {
+                Ok(m) if p.hold(m, true) => {
+                    frames[n_held] = m;
+                    n_held += 1;
+                }
+                Ok(_) => r = Err(GuestFault::NotOwned),
+                Err(e) => r = Err(e),
+            }
+            if r.is_err() {
+                break;
+            }
+        }
+        if r.is_ok() {
+            for (i, (_, off, n, done)) in pieces(va, data.len()).enumerate() {
+                if mem.write(frames[i], off, &data[done..done + n]).is_none() {
+                    r = Err(GuestFault::NotOwned);
+                }
+            }
+        }
+        for &m in &frames[..n_held] {
+            p.release(m, true);
+        }
+        return r;
+    }
     // Check first, so a fault leaves guest memory untouched.
     for (cur, ..) in pieces(va, data.len()) {
         translate(mem, view, cur, true)?;
@@ -316,6 +350,15 @@ mod tests {
         // Without pins the stale walk would have written into it.
         let unpinned = GuestView { pins: None, ..v };
         assert_eq!(copy_to_guest(&mut m, &unpinned, 0x40_0010, &[9; 8]), Ok(()));
+        // A write across two pages is all or nothing: the second page refused, the first
+        // keeps its bytes.
+        ft.put_type(Mfn(4)).unwrap();
+        ft.flushed();
+        copy_to_guest(&mut m, &v, 0x40_0FF8, &[1; 8]).unwrap();
+        assert_eq!(copy_to_guest(&mut m, &v, 0x40_0FFC, &[2; 8]), Err(GuestFault::ReadOnly), "page 5 is read-only");
+        assert_eq!(m.read_u64(Mfn(4), 511), Some(u64::from_le_bytes([1; 8])));
+        ft.flushed();
+        ft.get_type(Mfn(4), PageType::L1).unwrap();
         // A frame given away: a read is refused too.
         ft.put_type(Mfn(4)).unwrap();
         ft.set_owner(Mfn(4), Owner::Dom(5)).unwrap();

@@ -261,8 +261,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         if !self.ft.owned_by(mfn, dom) {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
-        self.prepare(mfn, PageType::Writable);
-        self.ft.get_type(mfn, PageType::Writable)?;
+        self.take_type(mfn, PageType::Writable, None)?;
         Ok(())
     }
 
@@ -270,9 +269,30 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// the hypervisor keeps writing for the guest (a registered `vcpu_info`), flushing first
     /// if the frame was a table until now.
     pub fn get_writable_page(&mut self, mfn: Mfn, dom: DomId) -> Res {
-        self.prepare(mfn, PageType::Writable);
-        self.ft.get_page_and_type(mfn, dom, Some(PageType::Writable))?;
+        if !self.ft.owned_by(mfn, dom) {
+            return Err(PtError::Frame(FrameError::NotOwner));
+        }
+        self.take_type(mfn, PageType::Writable, Some(dom))?;
         Ok(())
+    }
+
+    /// Takes a type reference of `ty` on `mfn` (and a general one for `page`, if given),
+    /// flushing first if the frame changes kind ([`Self::prepare`]). Tried again if the
+    /// frame went stale in between (a hold of another CPU's guest copy ending right then
+    /// stamps it afresh).
+    fn take_type(&mut self, mfn: Mfn, ty: PageType, page: Option<DomId>) -> Result<bool, FrameError> {
+        let mut tries = 0;
+        loop {
+            self.prepare(mfn, ty);
+            let r = match page {
+                Some(d) => self.ft.get_page_and_type(mfn, d, Some(ty)),
+                None => self.ft.get_type(mfn, ty),
+            };
+            match r {
+                Err(FrameError::StaleTlb) if tries < 2 => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     fn read(&self, t: Mfn, i: usize) -> Res<Pte> {
@@ -305,11 +325,11 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         self.check_flags(level, e)?;
         let mfn = e.mfn();
         if level == 1 {
-            let ty = e.writable().then_some(PageType::Writable);
-            if let Some(t) = ty {
-                self.prepare(mfn, t);
+            if e.writable() {
+                self.take_type(mfn, PageType::Writable, Some(fd))?;
+            } else {
+                self.ft.get_page(mfn, fd)?;
             }
-            self.ft.get_page_and_type(mfn, fd, ty)?;
             return Ok(());
         }
         self.get_table_ref(mfn, level - 1, fd)
@@ -387,8 +407,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     fn take_table_ref(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Result<bool, PtError> {
         let ty = PageType::table(level).ok_or(PtError::NotATable)?;
         self.ft.get_page(mfn, dom)?;
-        self.prepare(mfn, ty);
-        match self.ft.get_type(mfn, ty) {
+        match self.take_type(mfn, ty, None) {
             Ok(true) => Ok(true),
             Ok(false) if self.ft.get(mfn).is_some_and(|f| f.validated) => Ok(false),
             r => {
@@ -612,8 +631,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             (PageType::SegDesc, n) if n > 0 => return Err(PtError::NotATable),
             _ => {
                 // Plain memory: a writable type reference for the duration of the write.
-                self.prepare(table, PageType::Writable);
-                self.ft.get_type(table, PageType::Writable)?;
+                self.take_type(table, PageType::Writable, None)?;
                 let r = self.write(table, idx, new);
                 let _ = self.ft.put_type(table);
                 return r;
@@ -690,8 +708,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// every descriptor the first time.
     pub fn get_segdesc(&mut self, mfn: Mfn, dom: DomId) -> Res {
         self.ft.get_page(mfn, dom)?;
-        self.prepare(mfn, PageType::SegDesc);
-        let first = match self.ft.get_type(mfn, PageType::SegDesc) {
+        let first = match self.take_type(mfn, PageType::SegDesc, None) {
             Ok(f) => f,
             Err(e) => {
                 let _ = self.ft.put_page(mfn);
@@ -741,8 +758,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         if f.ty == PageType::SegDesc && f.type_count > 0 {
             return self.write(mfn, idx, Pte(d));
         }
-        self.prepare(mfn, PageType::Writable);
-        self.ft.get_type(mfn, PageType::Writable)?;
+        self.take_type(mfn, PageType::Writable, None)?;
         let r = self.write(mfn, idx, Pte(d));
         let _ = self.ft.put_type(mfn);
         r

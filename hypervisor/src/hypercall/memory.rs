@@ -179,7 +179,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             break;
         }
         let slot = out.extent_start.wrapping_add(8 * done);
-        if let Err(e) = super::translate(hv, slot, true).and_then(|_| hv_core::guest_access::check_range(slot, 8).map_err(Errno::from)) {
+        if let Err(e) = super::check_translates(hv, slot, true).and_then(|_| hv_core::guest_access::check_range(slot, 8).map_err(Errno::from)) {
             result = Err(e);
             break;
         }
@@ -187,10 +187,16 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             result = Err(Errno::ENOMEM);
             break;
         };
-        write_guest(hv, slot, &new.0.to_le_bytes())?;
         let pfn = hv.g.mm.m2p.get(old);
-        let _ = free_from_guest(hv, old);
+        // The old frame goes first: a copy on another vCPU may hold it for a moment (it was
+        // checked unreferenced, but holds need no lock); then the new one goes back too.
+        if let Err(e) = free_from_guest(hv, old) {
+            let _ = free_from_guest(hv, new);
+            result = Err(e);
+            break;
+        }
         hv.g.mm.set_m2p(new, pfn);
+        write_guest(hv, slot, &new.0.to_le_bytes())?;
         done += 1;
     }
     super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);

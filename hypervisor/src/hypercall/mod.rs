@@ -279,13 +279,17 @@ pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
     }
 }
 
-/// Translates a guest address through the current tables.
-pub fn translate(c: &impl OnCpu, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
-    translate_in(c, c.pc().cur.l4, va, write)
+/// Checks that a guest address translates through the current tables (for a write, to a
+/// writable mapping). Nothing is held: the answer may be stale by the time it is used.
+pub fn check_translates(c: &impl OnCpu, va: u64, write: bool) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map(|_| ()).map_err(Errno::from)
 }
 
-/// Translates a guest address of the current domain through root `l4`.
-pub fn translate_in(c: &impl OnCpu, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
+/// Translates a guest address of the current domain through root `l4`. Only under the
+/// domain's memory lock: the frame returned stays the domain's, of the same kind, while it
+/// is held.
+pub fn translate_in(c: &Mx<'_>, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
     let cur = &c.pc().cur;
     let cache = (l4 == cur.l4).then_some(&cur.xlat);
     with_view(cur.dom, l4, c.mm_held(), cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
