@@ -16,6 +16,8 @@ pub struct Machine {
     pub apic_ids: alloc::vec::Vec<u32>,
     /// Domains built (at boot, for now: ids below this exist).
     pub nr_domains: usize,
+    /// The hypervisor's command line (`XENVER_commandline`).
+    pub cmdline: &'static str,
 }
 
 static MACHINE: spin::Once<Machine> = spin::Once::new();

@@ -336,7 +336,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     for (k, t) in tables.iter().enumerate() {
         percpu::install(percpu::PerCpu::new(k, *t));
     }
-    machine::init(machine::Machine { ft: mm.ft, max_mfn: mm.max_mfn, m2p: mm.m2p.clone(), cpus: tables.clone(), apic_ids: cpu_apics.clone(), nr_domains: domains.len() });
+    machine::init(machine::Machine { ft: mm.ft, max_mfn: mm.max_mfn, m2p: mm.m2p.clone(), cpus: tables.clone(), apic_ids: cpu_apics.clone(), nr_domains: domains.len(), cmdline: hv_cmdline });
     let mut guard = global();
     *guard = Some(Global {
         mm,

@@ -409,7 +409,7 @@ fn load_state(hv: &mut Hv<'_>) -> u8 {
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
     paging::sync_guest_slots(&hv.pc.tables, v.l4);
     paging::set_rsp1(&hv.pc.tables, v.kernel_sp);
-    load_direct_gates(hv);
+    load_direct_gates(hv.pc);
     refused
 }
 
@@ -418,11 +418,11 @@ pub const DIRECT_VECTORS: [u8; 1] = [0x80];
 
 /// Programs this CPU's direct gates for the current vCPU's trap table: a vector registered
 /// with DPL 3 goes straight to the guest kernel.
-pub fn load_direct_gates(hv: &Hv<'_>) {
+pub fn load_direct_gates(pc: &PerCpu) {
     for v in DIRECT_VECTORS {
-        let t = hv.pc.cur.traps[v as usize];
+        let t = pc.cur.traps[v as usize];
         let direct = (t.address != 0 && t.flags & guest_abi::traps::TI_DPL_MASK == 3).then_some(t.address);
-        paging::set_direct_gate(&hv.pc.tables, v, direct);
+        paging::set_direct_gate(&pc.tables, v, direct);
     }
 }
 

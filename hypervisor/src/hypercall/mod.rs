@@ -40,11 +40,22 @@ fn touches_page_tables(n: u64, a1: u64) -> bool {
         || (n == nr::VCPU_OP && a1 == vcpu::VCPUOP_INITIALISE)
 }
 
-/// Hypercalls that work on the current domain's memory alone: they run under its memory
-/// lock, without the hypervisor lock ([`on_domain`]), so different domains' page-table
-/// work runs at once.
+/// Hypercalls that need nothing but the current vCPU and its domain's memory (page tables,
+/// guest copies): they run under the domain's memory lock, without the hypervisor lock
+/// ([`on_domain`]), so different domains' page-table work runs at once.
 fn domain_class(n: u64) -> bool {
-    matches!(n, nr::MMU_UPDATE | nr::MMUEXT_OP | nr::UPDATE_VA_MAPPING | nr::UPDATE_VA_MAPPING_OTHERDOMAIN | nr::SET_GDT | nr::UPDATE_DESCRIPTOR)
+    matches!(
+        n,
+        nr::MMU_UPDATE
+            | nr::MMUEXT_OP
+            | nr::UPDATE_VA_MAPPING
+            | nr::UPDATE_VA_MAPPING_OTHERDOMAIN
+            | nr::SET_GDT
+            | nr::UPDATE_DESCRIPTOR
+            | nr::XEN_VERSION
+            | nr::SET_TRAP_TABLE
+            | nr::CALLBACK_OP
+    )
 }
 
 /// A page-table hypercall's context: this CPU's structure and the current domain's memory,
@@ -121,6 +132,9 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
             nr::UPDATE_VA_MAPPING_OTHERDOMAIN => mmu::update_va_mapping_otherdomain(mx, a1, a2, a3, a4),
             nr::SET_GDT => desc::set_gdt(mx, a1, a2),
             nr::UPDATE_DESCRIPTOR => desc::update_descriptor(mx, a1, a2),
+            nr::XEN_VERSION => version::xen_version(mx, a1, a2),
+            nr::SET_TRAP_TABLE => traps::set_trap_table(mx, a1),
+            nr::CALLBACK_OP => traps::callback_op(mx, a1, a2),
             _ => Err(Errno::ENOSYS),
         }
     };
@@ -133,7 +147,6 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     let [a1, a2, a3, _a4, _a5] = a.0;
     match n {
-        nr::SET_TRAP_TABLE => traps::set_trap_table(hv, a1),
         nr::FPU_TASKSWITCH => desc::fpu_taskswitch(hv.pc, a1),
         nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
         nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
@@ -145,11 +158,9 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         nr::STACK_SWITCH => traps::stack_switch(hv.pc, a1, a2),
         nr::SET_CALLBACKS => traps::set_callbacks(hv.pc, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
-        nr::XEN_VERSION => version::xen_version(hv, a1, a2),
         nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
         nr::VM_ASSIST => vm_assist(hv, a1, a2),
         nr::SCHED_OP => sched::sched_op(hv, f, a1, a2),
-        nr::CALLBACK_OP => traps::callback_op(hv, a1, a2),
         _ => Err(Errno::ENOSYS),
     }
 }

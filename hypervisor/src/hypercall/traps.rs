@@ -1,7 +1,6 @@
 //! `set_trap_table`, `stack_switch`, `set_callbacks`, `callback_op`.
 
 use super::{read_guest, HcResult};
-use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::layout::is_guest_va;
 use guest_abi::selectors::{self, FLAT_KERNEL_CS, GUEST_KERNEL_RPL};
@@ -30,16 +29,16 @@ pub(super) fn fixup_cs(cs: u16) -> Result<u16, Errno> {
     }
 }
 
-pub fn set_trap_table(hv: &mut Hv, list: u64) -> HcResult {
+pub fn set_trap_table(hv: &mut impl super::OnCpu, list: u64) -> HcResult {
     let r = update_trap_table(hv, list);
     // Entries before a refused one did change: reprogram the direct gates either way.
-    crate::schedule::load_direct_gates(hv);
+    crate::schedule::load_direct_gates(hv.pc());
     r
 }
 
-fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
+fn update_trap_table(hv: &mut impl super::OnCpu, list: u64) -> HcResult {
     if list == 0 {
-        hv.pc.cur.traps = [TrapInfo::default(); 256];
+        hv.pc_mut().cur.traps = [TrapInfo::default(); 256];
         return Ok(0);
     }
     for i in 0..MAX_TRAPS {
@@ -57,7 +56,7 @@ fn update_trap_table(hv: &mut Hv, list: u64) -> HcResult {
         }
         check_handler(t.address)?;
         let cs = fixup_cs(t.cs)?;
-        hv.pc.cur.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
+        hv.pc_mut().cur.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
     }
     Ok(0)
 }
@@ -96,7 +95,7 @@ pub fn set_callbacks(pc: &mut crate::percpu::PerCpu, event: u64, failsafe: u64, 
     Ok(0)
 }
 
-pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+pub fn callback_op(hv: &mut impl super::OnCpu, cmd: u64, arg: u64) -> HcResult {
     match cmd {
         CALLBACKOP_REGISTER => {
             let mut b = [0u8; 16];
@@ -104,7 +103,7 @@ pub fn callback_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
             let ty = u16::from_le_bytes([b[0], b[1]]);
             let address = u64::from_le_bytes(b[8..16].try_into().map_err(|_| Errno::EFAULT)?);
             check_handler(address)?;
-            let cb = &mut hv.pc.cur.callbacks;
+            let cb = &mut hv.pc_mut().cur.callbacks;
             let slot = match ty {
                 CALLBACKTYPE_EVENT => &mut cb.event,
                 CALLBACKTYPE_FAILSAFE => &mut cb.failsafe,

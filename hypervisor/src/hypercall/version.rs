@@ -1,7 +1,6 @@
 //! `xen_version`. Fixed-size outputs are zero-filled after their text (no stale bytes).
 
 use super::{write_guest, HcResult};
-use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::version::*;
 
@@ -16,7 +15,9 @@ fn text<const N: usize>(s: &str) -> [u8; N] {
     b
 }
 
-pub fn xen_version(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+/// `xen_version(cmd, arg)`: the numbers without any lock ([`local`]), the rest under the
+/// domain's memory lock (they copy into guest memory).
+pub fn xen_version(hv: &impl super::OnCpu, cmd: u64, arg: u64) -> HcResult {
     match local(cmd) {
         Some(r) => r,
         None => xen_version_copying(hv, cmd, arg),
@@ -34,7 +35,8 @@ pub fn local(cmd: u64) -> Option<HcResult> {
 }
 
 #[inline(never)]
-fn xen_version_copying(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
+fn xen_version_copying(hv: &impl super::OnCpu, cmd: u64, arg: u64) -> HcResult {
+    let privileged = hv.pc().cur.shared.privileged;
     match cmd {
         XENVER_EXTRAVERSION => write_guest(hv, arg, &text::<EXTRAVERSION_LEN>(EXTRAVERSION)).map(|_| 0),
         XENVER_COMPILE_INFO => {
@@ -61,7 +63,7 @@ fn xen_version_copying(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
                 return Err(Errno::EINVAL);
             }
             let mut map = 0u32;
-            if hv.dom().privileged {
+            if privileged {
                 map |= 1 << feat::DOM0;
             }
             b[4..8].copy_from_slice(&map.to_le_bytes());
@@ -69,10 +71,10 @@ fn xen_version_copying(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
         }
         XENVER_GUEST_HANDLE => write_guest(hv, arg, &[0u8; GUEST_HANDLE_LEN]).map(|_| 0),
         XENVER_COMMANDLINE => {
-            if !hv.dom().privileged {
+            if !privileged {
                 return Err(Errno::EPERM);
             }
-            write_guest(hv, arg, &text::<COMMANDLINE_LEN>(hv.g.cmdline)).map(|_| 0)
+            write_guest(hv, arg, &text::<COMMANDLINE_LEN>(crate::machine::get().cmdline)).map(|_| 0)
         }
         _ => Err(Errno::ENOSYS),
     }
