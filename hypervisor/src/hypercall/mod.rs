@@ -106,6 +106,9 @@ pub fn with_mm<R>(hv: &mut Hv<'_>, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
 /// The hypercall table. A handler's `-ERESTART` without a continuation of its own means
 /// "re-issue me unchanged".
 pub(crate) fn call(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    if let Some(r) = local_call(hv.pc, n, [a.0[0], a.0[1], a.0[2]]) {
+        return r;
+    }
     if domain_class(n) {
         return with_mm(hv, |mx| call_mm(mx, f, n, a));
     }
@@ -147,16 +150,12 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     let [a1, a2, a3, _a4, _a5] = a.0;
     match n {
-        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(hv.pc, a1),
         nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
         nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
-        nr::SET_SEGMENT_BASE => desc::set_segment_base(a1, a2),
         nr::EVENT_CHANNEL_OP => evtchn::event_channel_op(hv, a1, a2),
         nr::EVENT_CHANNEL_OP_COMPAT => evtchn::event_channel_op_compat(hv, a1),
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
         nr::SET_TIMER_OP => vcpu::set_timer_op(hv, a1),
-        nr::STACK_SWITCH => traps::stack_switch(hv.pc, a1, a2),
-        nr::SET_CALLBACKS => traps::set_callbacks(hv.pc, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
         nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
         nr::VM_ASSIST => vm_assist(hv, a1, a2),
@@ -170,22 +169,29 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
 /// different CPUs run at once. Returns false, having done nothing, for every other one.
 #[inline]
 pub fn local(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
-    let r = match f.rax {
-        nr::XEN_VERSION => match version::local(f.rdi) {
-            Some(r) => r,
-            None => return false,
-        },
-        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(pc, f.rdi),
-        nr::STACK_SWITCH => traps::stack_switch(pc, f.rdi, f.rsi),
-        nr::SET_CALLBACKS => traps::set_callbacks(pc, f.rdi, f.rsi, f.rdx),
-        nr::SET_SEGMENT_BASE => desc::set_segment_base(f.rdi, f.rsi),
-        _ => return false,
-    };
-    f.rax = match r {
-        Ok(v) => v as u64,
-        Err(e) => e.to_ret() as u64,
-    };
-    true
+    match local_call(pc, f.rax, [f.rdi, f.rsi, f.rdx]) {
+        Some(r) => {
+            f.rax = match r {
+                Ok(v) => v as u64,
+                Err(e) => e.to_ret() as u64,
+            };
+            true
+        }
+        None => false,
+    }
+}
+
+/// Hypercall `n` if it needs only this CPU's structure (see [`local`]).
+#[inline]
+fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResult> {
+    Some(match n {
+        nr::XEN_VERSION => return version::local(a1),
+        nr::FPU_TASKSWITCH => desc::fpu_taskswitch(pc, a1),
+        nr::STACK_SWITCH => traps::stack_switch(pc, a1, a2),
+        nr::SET_CALLBACKS => traps::set_callbacks(pc, a1, a2, a3),
+        nr::SET_SEGMENT_BASE => desc::set_segment_base(a1, a2),
+        _ => return None,
+    })
 }
 
 /// Runs the hypercall in `f` if it is a domain-class one ([`domain_class`]): under the
