@@ -46,10 +46,12 @@ pub struct Global {
 }
 
 /// What a hypervisor entry works with: this CPU's structure (the current vCPU in it) and
-/// the shared state.
+/// the shared state; and the current domain's memory, when its lock is held for a stretch
+/// (a multicall).
 pub struct Hv<'a> {
     pub pc: &'a mut percpu::PerCpu,
     pub g: &'a mut Global,
+    pub mm: Option<&'a mut domain::DomMm>,
 }
 
 /// The hypervisor lock: a ticket lock, so CPUs get it in the order they asked (a plain spin
@@ -164,7 +166,7 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
     }
     let mut gg = global();
     let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
-    let mut hv = Hv { pc, g };
+    let mut hv = Hv { pc, g, mm: None };
     let resume = if local { traps::exit(&mut hv, f) } else { traps::guest_trap(&mut hv, f) };
     schedule::leave_cpu(hv.pc);
     resume

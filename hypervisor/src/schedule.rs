@@ -536,7 +536,7 @@ pub fn idle_loop() -> ! {
             let mut gg = crate::global();
             if let (Some(pc), Some(g)) = (pg.as_mut(), gg.as_mut()) {
                 enter(pc);
-                let mut hv = Hv { pc, g };
+                let mut hv = Hv { pc, g, mm: None };
                 events::process_timers(&mut hv); // also wakes sleepers
                 if reschedule(&mut hv, &mut frame, false) {
                     events::deliver_upcall(&mut hv, &mut frame);

@@ -209,7 +209,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
     // guest copies on other CPUs (which run without the hypervisor lock) never see a frame
     // leave it halfway.
     let shared = hv.pc.cur.shared.clone();
-    let _mm = shared.mm();
+    let _mm = if hv.mm.is_none() { Some(shared.mm()) } else { None };
     let op = cmd & 0x3F;
     let start = cmd >> 6;
     match op {

@@ -82,6 +82,9 @@ impl OnCpu for Hv<'_> {
     fn pc_mut(&mut self) -> &mut PerCpu {
         self.pc
     }
+    fn mm_held(&self) -> bool {
+        self.mm.is_some()
+    }
 }
 
 impl OnCpu for Mx<'_> {
@@ -96,8 +99,12 @@ impl OnCpu for Mx<'_> {
     }
 }
 
-/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock).
+/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock, unless
+/// the caller holds it already).
 pub fn with_mm<R>(hv: &mut Hv<'_>, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
+    if let Some(mm) = hv.mm.as_deref_mut() {
+        return f(&mut Mx { pc: hv.pc, mm });
+    }
     let shared = hv.pc.cur.shared.clone();
     let mut mm = shared.mm();
     f(&mut Mx { pc: hv.pc, mm: &mut mm })

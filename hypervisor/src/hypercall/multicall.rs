@@ -25,6 +25,11 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcRes
     if hv.pc.in_multicall {
         return Err(Errno::EINVAL);
     }
+    // The domain's memory lock for the whole batch: its entries and the copies of the list
+    // then need no frame holds (every entry acts on the current vCPU and its domain).
+    let shared = hv.pc.cur.shared.clone();
+    let mut mm = shared.mm();
+    let hv = &mut Hv { pc: &mut *hv.pc, g: &mut *hv.g, mm: Some(&mut mm) };
     for i in 0..count {
         let at = list.wrapping_add(ENTRY * i);
         if i > 0 && super::preempt(hv, 1) {
