@@ -478,5 +478,5 @@ pub fn with_view<R>(
     let owns = |m: Mfn| ft.owned_by(m, dom);
     let pins = hv_core::guest_access::FramePins { ft, dom };
     let pins: Option<&dyn hv_core::guest_access::Pins> = if mm_held { None } else { Some(&pins) };
-    f(&GuestView { l4, owns: &owns, cache: cache.map(|c| (c, ft.xlat_gen())), pins })
+    f(&GuestView { l4, owns: &owns, cache: cache.map(|c| (c, ft.xlat_gen(dom))), pins })
 }

@@ -331,28 +331,46 @@ pub struct FrameTable<S> {
     /// plus one. Both start at 1, so a fresh frame (stamp 0) counts as flushed.
     started: AtomicU64,
     done: AtomicU64,
-    /// The translation generation (never 0): moves on every hypervisor write into a
-    /// page-table frame ([`crate::pt`]), every change of owner, and whenever a frame's last
-    /// type reference goes (a table leaving every validated tree may then be rewritten, and
-    /// a root frame number reused with other contents; a writable frame may become a
-    /// table): what makes a cached guest translation stale (`guest_access::XlatCache`).
-    xlat_gen: AtomicU64,
+    /// The translation generations (never 0), per domain (ids modulo [`GENS`]): one moves
+    /// on every hypervisor write into a page-table frame of the domain ([`crate::pt`]), when
+    /// a frame leaves or joins the domain, and whenever a frame of the domain loses its last
+    /// type reference (a table leaving every validated tree may then be rewritten, and a
+    /// root frame number reused with other contents; a writable frame may become a table):
+    /// what makes the domain's cached guest translations stale (`guest_access::XlatCache`
+    /// caches walks of a domain's own tables to its own frames only).
+    xlat_gens: [Gen; GENS],
 }
+
+/// Translation generations kept (domains share one modulo this: more invalidation, never
+/// less).
+pub const GENS: usize = 64;
+
+/// One generation, on a cache line of its own (domains bump theirs on every table write).
+#[repr(align(64))]
+struct Gen(AtomicU64);
 
 impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        FrameTable { frames, started: AtomicU64::new(1), done: AtomicU64::new(1), xlat_gen: AtomicU64::new(1) }
+        let xlat_gens = core::array::from_fn(|_| Gen(AtomicU64::new(1)));
+        FrameTable { frames, started: AtomicU64::new(1), done: AtomicU64::new(1), xlat_gens }
     }
 
-    /// The translation generation now.
+    /// Domain `dom`'s translation generation now.
     #[inline]
-    pub fn xlat_gen(&self) -> u64 {
-        self.xlat_gen.load(Ordering::Acquire)
+    pub fn xlat_gen(&self, dom: DomId) -> u64 {
+        self.xlat_gens[dom as usize % GENS].0.load(Ordering::Acquire)
     }
 
-    /// Makes every cached guest translation stale (a table entry or an owner changed).
-    pub fn invalidate_translations(&self) {
-        let _ = self.xlat_gen.fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| Some(g.wrapping_add(1).max(1)));
+    /// Makes `dom`'s cached guest translations stale (a table entry or an owner changed).
+    pub fn invalidate_translations(&self, dom: DomId) {
+        let _ = self.xlat_gens[dom as usize % GENS].0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| Some(g.wrapping_add(1).max(1)));
+    }
+
+    /// Makes the cached translations of `mfn`'s owner stale (it wrote an entry of `mfn`).
+    pub fn invalidate_translations_through(&self, mfn: Mfn) {
+        if let Owner::Dom(d) = self.owner(mfn) {
+            self.invalidate_translations(d);
+        }
     }
 
     /// Must every CPU's guest TLB be flushed before `mfn` may take type `ty`?
@@ -431,13 +449,18 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     /// and release). The type and TLB stamp survive a change of hands: stale translations
     /// do too.
     pub fn set_owner(&self, mfn: Mfn, owner: Owner) -> Result<(), FrameError> {
-        self.invalidate_translations();
         let s = self.slot(mfn)?;
         let cur = s.refs.load(Ordering::Acquire);
         if cur as u32 != 0 || s.types.load(Ordering::Acquire) & TCOUNT != 0 {
             return Err(FrameError::InUse);
         }
         s.refs.compare_exchange(cur, owner_bits(owner), Ordering::AcqRel, Ordering::Acquire).map_err(|_| FrameError::InUse)?;
+        // After the change: a walk that saw the old owner cached it under the old generation.
+        for o in [owner_of(cur), owner] {
+            if let Owner::Dom(d) = o {
+                self.invalidate_translations(d);
+            }
+        }
         let _ = FrameSlot::update(&s.types, |cur| Ok(cur & !(VALIDATED | PINNED)));
         Ok(())
     }
@@ -508,10 +531,11 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
             core::sync::atomic::fence(Ordering::SeqCst);
             self.started.load(Ordering::SeqCst) as u32 & STAMP_MASK
         };
-        let old = FrameSlot::update(&self.slot(mfn)?.types, |cur| type_dropped(cur, &stamp))?;
+        let slot = self.slot(mfn)?;
+        let old = FrameSlot::update(&slot.types, |cur| type_dropped(cur, &stamp))?;
         let last = old & TCOUNT == 1;
-        if last {
-            self.invalidate_translations();
+        if let (true, Owner::Dom(d)) = (last, slot.owner()) {
+            self.invalidate_translations(d);
         }
         Ok(last)
     }
@@ -569,20 +593,28 @@ mod tests {
     fn translation_generation_moves_when_a_type_goes() {
         let ft = table(4);
         ft.set_owner(Mfn(1), Owner::Dom(0)).unwrap();
-        let g = ft.xlat_gen();
+        let g = ft.xlat_gen(0);
         ft.get_page_and_type(Mfn(1), 0, Some(PageType::L4)).unwrap();
         ft.mark_validated(Mfn(1)).unwrap();
         ft.get_page_and_type(Mfn(1), 0, Some(PageType::L4)).unwrap();
-        assert_eq!(ft.xlat_gen(), g, "taking references keeps cached walks valid");
+        assert_eq!(ft.xlat_gen(0), g, "taking references keeps cached walks valid");
         assert_eq!(ft.put_page_and_type(Mfn(1), true), Ok(false));
-        assert_eq!(ft.xlat_gen(), g, "a type reference that is not the last");
+        assert_eq!(ft.xlat_gen(0), g, "a type reference that is not the last");
         assert_eq!(ft.put_page_and_type(Mfn(1), true), Ok(true));
-        let g2 = ft.xlat_gen();
+        let g2 = ft.xlat_gen(0);
         assert_ne!(g2, g, "the root lost its type: it may be rewritten now");
         ft.flushed(); // the TLB clock: a former table needs a flush before it is writable
         ft.get_type(Mfn(1), PageType::Writable).unwrap();
         assert_eq!(ft.put_type(Mfn(1)), Ok(true));
-        assert_ne!(ft.xlat_gen(), g2, "a writable frame lost its type: it may become a table");
+        assert_ne!(ft.xlat_gen(0), g2, "a writable frame lost its type: it may become a table");
+        // Per domain: another domain's changes leave domain 0's walks valid.
+        ft.set_owner(Mfn(2), Owner::Dom(1)).unwrap();
+        let g3 = ft.xlat_gen(0);
+        ft.get_type(Mfn(2), PageType::Writable).unwrap();
+        ft.put_type(Mfn(2)).unwrap();
+        assert_eq!(ft.xlat_gen(0), g3, "domain 1's frame");
+        ft.set_owner(Mfn(1), Owner::Free).unwrap();
+        assert_ne!(ft.xlat_gen(0), g3, "a frame left domain 0");
     }
 
     /// Records change with compare-and-swap: CPUs taking and dropping references on the same

@@ -304,7 +304,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     fn write(&mut self, t: Mfn, i: usize, e: Pte) -> Res {
         let r = self.mem.write_u64(t, i, e.0).ok_or(PtError::NotATable);
         // After the write: a walk that read the old entry cached it under the old generation.
-        self.ft.invalidate_translations();
+        self.ft.invalidate_translations_through(t);
         r
     }
 
