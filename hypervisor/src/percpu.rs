@@ -68,7 +68,7 @@ impl PerCpu {
 /// the exclusive access checkable), before anything else (see `locks`).
 static CPUS: [spin::Mutex<Option<PerCpu>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 /// Per CPU: another CPU asked it to look again (it then sends `IPI_VECTOR`).
-static RESCHED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+static RESCHED: [crate::schedule::Line<AtomicBool>; MAX_CPUS] = [const { crate::schedule::Line(AtomicBool::new(false)) }; MAX_CPUS];
 
 /// Installs CPU `k`'s structure (at boot, before that CPU runs guests).
 pub fn install(pc: PerCpu) {
@@ -95,6 +95,8 @@ pub fn poke(k: usize, apic: u32) {
 }
 
 /// Takes the reschedule request other CPUs left for CPU `k`.
+#[inline]
 pub fn take_resched(k: usize) -> bool {
-    RESCHED[k].swap(false, Ordering::AcqRel)
+    // Looked at first: the line is written only when a request is there.
+    RESCHED[k].load(Ordering::Acquire) && RESCHED[k].swap(false, Ordering::AcqRel)
 }

@@ -82,7 +82,7 @@ fn parallel(imgs: &images::Images, hv: &str, results: &mut Vec<(String, f64)>) -
     let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|x| x.1);
     for op in ["null", "mmu512"] {
         let (mut alone, mut both) = (Vec::new(), Vec::new());
-        for r in 0..3 {
+        for r in 0..5 {
             let (a, w1, w2) = (get(&format!("par_{op}_alone_r{r}")), get(&format!("par_{op}_both_w1_r{r}")), get(&format!("par_{op}_both_w2_r{r}")));
             let (Some(a), Some(w1), Some(w2)) = (a, w1, w2) else {
                 return Err(format!("parallel {op}: numbers missing\n{}", o.output));

@@ -2,7 +2,7 @@
 //! one of them alone in the same boot (`cargo xtask bench`, plain TCG: MTTCG runs the two
 //! CPUs on two host threads).
 //!
-//! - `worker <k>` (a domU): runs each operation in timed windows of system time, three rounds
+//! - `worker <k>` (a domU): runs each operation in timed windows of system time, five rounds
 //!   of two: worker 1 alone, then every worker. Prints `BENCH par_<op>_alone_r<n>=<units per
 //!   ms>` (worker 1) and `BENCH par_<op>_both_w<k>_r<n>=...`.
 //!   Operations: `null` (`xen_version`, one unit per call) and `mmu512` (`mmu_update` of
@@ -26,7 +26,7 @@ const STEP: u64 = 500 * MS;
 const OPS: [&str; 2] = ["null", "mmu512"];
 /// Alone and together, this many times in turn for each operation (the host's threads
 /// drift: the bench takes the median of each).
-const ROUNDS: u64 = 3;
+const ROUNDS: u64 = 5;
 
 /// Sleeps until system time `t` (the periodic timer wakes the vCPU every 10 ms).
 fn sleep_until(t: u64) {
