@@ -1,25 +1,29 @@
-//! Thin wrappers over privileged instructions.
+//! Thin wrappers over privileged instructions: the `x86_64` crate's typed registers,
+//! MSRs, port I/O and TLB instructions where they fit; inline assembly only where the crate
+//! has no equivalent (CR3 loads carrying the PCID no-flush bit, `clts`, `wbinvd`,
+//! XSAVE/FXSAVE, XSETBV, selector loads with fault fix-ups).
 
 use core::arch::asm;
+use x86_64::instructions::port::Port;
+use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
+use x86_64::registers::model_specific::Msr;
 
 /// Writes a byte to an I/O port.
 pub fn outb(port: u16, v: u8) {
     // SAFETY: port I/O has no memory effects visible to Rust; callers name device ports.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe { Port::<u8>::new(port).write(v) }
 }
 
 /// Reads a byte from an I/O port.
 pub fn inb(port: u16) -> u8 {
-    let v: u8;
     // SAFETY: as for `outb`.
-    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
-    v
+    unsafe { Port::<u8>::new(port).read() }
 }
 
 /// Writes a 32-bit value to an I/O port.
 pub fn outl(port: u16, v: u32) {
     // SAFETY: as for `outb`.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) }
+    unsafe { Port::<u32>::new(port).write(v) }
 }
 
 /// Reads the time-stamp counter.
@@ -37,34 +41,25 @@ pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
 }
 
 pub fn read_cr0() -> u64 {
-    let v;
-    // SAFETY: reading a control register has no side effects.
-    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)) }
-    v
+    Cr0::read_raw()
 }
 
 pub fn read_cr2() -> u64 {
-    let v;
-    // SAFETY: reading a control register has no side effects.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack)) }
-    v
+    Cr2::read_raw()
 }
 
+/// CR3 as loaded: root address and PCID.
 pub fn read_cr3() -> u64 {
-    let v;
-    // SAFETY: reading a control register has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)) }
-    v
+    let (frame, pcid) = Cr3::read_raw();
+    frame.start_address().as_u64() | u64::from(pcid)
 }
 
 pub fn read_cr4() -> u64 {
-    let v;
-    // SAFETY: reading a control register has no side effects.
-    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)) }
-    v
+    Cr4::read_raw()
 }
 
-/// Loads CR3.
+/// Loads CR3 (assembly: bit 63, keep the PCID's translations, is not expressible through
+/// the crate's `Cr3`).
 ///
 /// # Safety
 /// `v` must be the address of a root table that maps all code and data in use.
@@ -79,7 +74,7 @@ pub unsafe fn write_cr3(v: u64) {
 /// The bits must be supported and consistent with the rest of the CPU state.
 pub unsafe fn write_cr4(v: u64) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack)) }
+    unsafe { Cr4::write_raw(v) }
 }
 
 /// Reads an MSR.
@@ -87,10 +82,8 @@ pub unsafe fn write_cr4(v: u64) {
 /// # Safety
 /// The MSR must exist.
 pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) }
-    ((hi as u64) << 32) | lo as u64
+    unsafe { Msr::new(msr).read() }
 }
 
 /// Writes an MSR.
@@ -99,16 +92,14 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 /// The MSR must exist and the value must not break the hypervisor's invariants.
 pub unsafe fn wrmsr(msr: u32, v: u64) {
     // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nostack))
-    }
+    unsafe { Msr::new(msr).write(v) }
 }
 
 /// Halts forever with interrupts disabled.
 pub fn halt_forever() -> ! {
     loop {
-        // SAFETY: cli; hlt stops this CPU and touches no memory.
-        unsafe { asm!("cli; hlt", options(nomem, nostack)) }
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
     }
 }
 
@@ -233,17 +224,19 @@ pub fn measure_cr3_pair(n: usize) -> u64 {
 
 /// INVPCID type 1: drops every non-global TLB entry tagged `pcid` on this CPU.
 pub fn invpcid_single(pcid: u64) {
-    let desc: [u64; 2] = [pcid, 0];
+    use x86_64::instructions::tlb::{flush_pcid, InvPcidCommand, Pcid};
+    let Ok(p) = Pcid::new(pcid as u16) else { return };
     // SAFETY: only called when INVPCID exists (see `paging::enable_pcid`); invalidating TLB
     // entries never breaks memory safety.
-    unsafe { asm!("invpcid {0}, [{1}]", in(reg) 1u64, in(reg) &desc, options(nostack)) }
+    unsafe { flush_pcid(InvPcidCommand::Single(p)) }
 }
 
 /// INVPCID type 0: drops the translation of `va` tagged `pcid`.
 pub fn invpcid_address(pcid: u64, va: u64) {
-    let desc: [u64; 2] = [pcid, va];
+    use x86_64::instructions::tlb::{flush_pcid, InvPcidCommand, Pcid};
+    let (Ok(p), Ok(a)) = (Pcid::new(pcid as u16), x86_64::VirtAddr::try_new(va)) else { return };
     // SAFETY: as for `invpcid_single`; the address is only a lookup key.
-    unsafe { asm!("invpcid {0}, [{1}]", in(reg) 0u64, in(reg) &desc, options(nostack)) }
+    unsafe { flush_pcid(InvPcidCommand::Address(a, p)) }
 }
 
 /// MSRs a guest may set through `set_segment_base`.
@@ -298,8 +291,8 @@ pub fn wbinvd() {
 /// Waits for an interrupt with interrupts enabled just for the wait (`sti; hlt` cannot lose
 /// a wake-up: interrupts open only after `hlt` has begun), then disables them again.
 pub fn wait_for_interrupt() {
-    // SAFETY: the hypervisor's interrupt handlers run on the current stack and return here.
-    unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) }
+    x86_64::instructions::interrupts::enable_and_hlt();
+    x86_64::instructions::interrupts::disable();
 }
 
 /// Is a byte waiting in COM1's receive buffer (line status, without reading it)?

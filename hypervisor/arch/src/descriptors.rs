@@ -5,7 +5,6 @@
 //! preset so the CPU never needs to write the read-only GDT.
 
 use crate::layout::{self, ENTRY_GDT, ENTRY_IDT};
-use core::arch::asm;
 use guest_abi::selectors::{self, FIRST_RESERVED_GDT_ENTRY};
 
 /// Descriptors of the reserved GDT page, by entry index minus 7168.
@@ -68,12 +67,6 @@ pub fn guest_trap_gate(handler: u64, sel: u16, dpl: u8) -> [u64; 2] {
     [lo, handler >> 32]
 }
 
-#[repr(C, packed)]
-struct DescPtr {
-    limit: u16,
-    base: u64,
-}
-
 /// Loads this CPU's descriptor tables: first the GDT through the writable alias at
 /// `writable_base` (so `ltr` can mark the TSS busy), then the read-only entry-area GDT and
 /// IDT, and reloads the segment registers.
@@ -82,28 +75,23 @@ struct DescPtr {
 /// The entry-area GDT/IDT/TSS must be mapped and filled, and `writable_base` must be a
 /// writable mapping whose page `FIRST_RESERVED_GDT_PAGE` is the reserved GDT page.
 pub unsafe fn load(writable_base: u64) {
-    let rw = DescPtr { limit: GDT_LIMIT, base: writable_base };
-    let ro = DescPtr { limit: GDT_LIMIT, base: ENTRY_GDT };
-    let idt = DescPtr { limit: 4095, base: ENTRY_IDT };
+    use x86_64::instructions::tables::{lgdt, lidt, load_tss};
+    use x86_64::structures::DescriptorTablePointer;
+    use x86_64::VirtAddr;
+    let ptr = |limit: u16, base: u64| DescriptorTablePointer { limit, base: VirtAddr::new_truncate(base) };
+    let (rw, ro, idt) = (ptr(GDT_LIMIT, writable_base), ptr(GDT_LIMIT, ENTRY_GDT), ptr(4095, ENTRY_IDT));
     // SAFETY: guaranteed by the caller; the selectors exist in the reserved page.
     unsafe {
-        asm!("lgdt [{}]", in(reg) &rw, options(nostack));
-        asm!("ltr {0:x}", in(reg) selectors::TSS_SELECTOR, options(nostack));
-        asm!("lgdt [{}]", in(reg) &ro, options(nostack));
-        asm!("lidt [{}]", in(reg) &idt, options(nostack));
-        asm!(
-            "push {cs}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov ds, {ds:x}",
-            "mov es, {ds:x}",
-            "mov ss, {ds:x}",
-            cs = in(reg) selectors::HYPERVISOR_CS as u64,
-            ds = in(reg) selectors::HYPERVISOR_DS as u64,
-            tmp = out(reg) _,
-        );
+        lgdt(&rw);
+        load_tss(x86_64::structures::gdt::SegmentSelector(selectors::TSS_SELECTOR));
+        lgdt(&ro);
+        lidt(&idt);
+        use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+        use x86_64::structures::gdt::SegmentSelector;
+        CS::set_reg(SegmentSelector(selectors::HYPERVISOR_CS));
+        for set in [DS::set_reg, ES::set_reg, SS::set_reg] {
+            set(SegmentSelector(selectors::HYPERVISOR_DS));
+        }
     }
     let _ = layout::ENTRY_TSS;
 }

@@ -440,8 +440,7 @@ fn remap_entry_page(t: &CpuTables, va: u64, mfn: Mfn) {
         table = e.mfn();
     }
     write_entry(table, pte::index(va, 1), Pte::new(mfn, PteFlags::P | PteFlags::NX));
-    // SAFETY: invlpg only drops a translation.
-    unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack)) };
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
     flush_guest_tlb();
 }
 

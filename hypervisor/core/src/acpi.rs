@@ -2,6 +2,13 @@
 //!
 //! Firmware tables are read through a callback, every length and offset is bounds-checked
 //! and every checksum verified, so a broken table is an error, never a panic.
+//!
+//! Why not the `acpi` crate: the hypervisor needs only the MADT's processor entries, before
+//! its heap exists, from tables copied by the boot loader or found in low memory. The crate
+//! wants an `AcpiHandler` that maps arbitrary physical ranges and an allocator for its
+//! platform description; this parser is a few hundred host-tested lines read through a
+//! bounded copy. When ACPI power management (the FADT, sleep states, AML) is needed, that
+//! is where the `acpi` and `aml` crates pay off, and this parser should give way to them.
 
 /// Largest table read (on the boot stack: RSDTs and MADTs are far smaller).
 pub const TABLE_MAX: usize = 8192;
