@@ -362,14 +362,18 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     }
 
     /// Makes `dom`'s cached guest translations stale (a table entry or an owner changed).
+    /// (Generations start at 1 and only count up: 0, the mark of an empty cache slot, would
+    /// take 2^64 bumps.)
+    #[inline]
     pub fn invalidate_translations(&self, dom: DomId) {
-        let _ = self.xlat_gens[dom as usize % GENS].0.fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| Some(g.wrapping_add(1).max(1)));
+        self.xlat_gens[dom as usize % GENS].0.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Makes the cached translations of `mfn`'s owner stale (it wrote an entry of `mfn`).
-    pub fn invalidate_translations_through(&self, mfn: Mfn) {
-        if let Owner::Dom(d) = self.owner(mfn) {
-            self.invalidate_translations(d);
+    /// Bumps the generation of the domain in the general word `refs`, if a domain owns it.
+    #[inline]
+    fn invalidate_owner(&self, refs: u64) {
+        if (refs >> OWNER_SHIFT) & 7 == 3 {
+            self.invalidate_translations((refs >> DOM_SHIFT) as DomId);
         }
     }
 
@@ -534,8 +538,8 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
         let slot = self.slot(mfn)?;
         let old = FrameSlot::update(&slot.types, |cur| type_dropped(cur, &stamp))?;
         let last = old & TCOUNT == 1;
-        if let (true, Owner::Dom(d)) = (last, slot.owner()) {
-            self.invalidate_translations(d);
+        if last {
+            self.invalidate_owner(slot.refs.load(Ordering::Acquire));
         }
         Ok(last)
     }

@@ -301,10 +301,11 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
 
     /// Every write the hypervisor makes into a guest table (or a plain frame through
     /// `update_entry`) goes through here, and makes cached guest translations stale.
-    fn write(&mut self, t: Mfn, i: usize, e: Pte) -> Res {
+    /// `owner` owns `t` (every caller checked).
+    fn write(&mut self, t: Mfn, i: usize, e: Pte, owner: DomId) -> Res {
         let r = self.mem.write_u64(t, i, e.0).ok_or(PtError::NotATable);
         // After the write: a walk that read the old entry cached it under the old generation.
-        self.ft.invalidate_translations_through(t);
+        self.ft.invalidate_translations(owner);
         r
     }
 
@@ -632,7 +633,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             _ => {
                 // Plain memory: a writable type reference for the duration of the write.
                 self.take_type(table, PageType::Writable, None)?;
-                let r = self.write(table, idx, new);
+                let r = self.write(table, idx, new, pfd);
                 let _ = self.ft.put_type(table);
                 return r;
             }
@@ -654,10 +655,10 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             && (old.0 ^ new.0) & !FAST_BITS == 0
         {
             self.check_flags(level, new)?;
-            return self.write(table, idx, new);
+            return self.write(table, idx, new, pfd);
         }
         self.get_entry(level, new, fd)?;
-        if let Err(e) = self.write(table, idx, new) {
+        if let Err(e) = self.write(table, idx, new, pfd) {
             self.put_entry(level, new);
             return Err(e);
         }
@@ -730,7 +731,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
                 return Err(PtError::BadDescriptor);
             }
             for (i, d) in fixed.iter().enumerate() {
-                self.write(mfn, i, Pte(*d))?;
+                self.write(mfn, i, Pte(*d), dom)?;
             }
             self.ft.mark_validated(mfn)?;
         }
@@ -756,10 +757,10 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             return Err(PtError::Frame(FrameError::NotOwner));
         }
         if f.ty == PageType::SegDesc && f.type_count > 0 {
-            return self.write(mfn, idx, Pte(d));
+            return self.write(mfn, idx, Pte(d), dom);
         }
         self.take_type(mfn, PageType::Writable, None)?;
-        let r = self.write(mfn, idx, Pte(d));
+        let r = self.write(mfn, idx, Pte(d), dom);
         let _ = self.ft.put_type(mfn);
         r
     }
