@@ -77,16 +77,10 @@ pub struct VcpuState {
     /// The CPU running it, if any.
     pub on_cpu: Option<usize>,
     /// Runstate (`RUNSTATE_*`), when it was entered, and the time spent in each state.
-    pub runstate: u32,
-    pub runstate_entry: u64,
-    pub runstate_time: [u64; 4],
+    pub runstate: hv_core::runstate::Runstate,
 }
 
-/// `RUNSTATE_*` values (`public/vcpu.h`).
-pub const RUNSTATE_RUNNING: u32 = 0;
-pub const RUNSTATE_RUNNABLE: u32 = 1;
-pub const RUNSTATE_BLOCKED: u32 = 2;
-pub const RUNSTATE_OFFLINE: u32 = 3;
+pub use hv_core::runstate::{BLOCKED as RUNSTATE_BLOCKED, OFFLINE as RUNSTATE_OFFLINE, RUNNABLE as RUNSTATE_RUNNABLE, RUNNING as RUNSTATE_RUNNING};
 
 impl Vcpu {
     /// vCPU `id` of the domain `shared`: vCPU 0 runs on `l4`, the others have no context
@@ -143,9 +137,7 @@ impl VcpuState {
             poll_ports: alloc::vec::Vec::new(),
             poll_deadline: 0,
             on_cpu: None,
-            runstate: if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE },
-            runstate_entry: now,
-            runstate_time: [0; 4],
+            runstate: hv_core::runstate::Runstate::new(if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE }, now),
         }
     }
 
@@ -156,17 +148,12 @@ impl VcpuState {
 
     /// Moves to runstate `to` at time `now`, charging the time spent in the old one.
     pub fn set_runstate(&mut self, to: u32, now: u64) {
-        let s = self.runstate as usize & 3;
-        self.runstate_time[s] += now.saturating_sub(self.runstate_entry);
-        self.runstate = to;
-        self.runstate_entry = now;
+        self.runstate.set(to, now);
     }
 
     /// (state, entry time, times) as of `now`, the current state's time included.
     pub fn runstate_at(&self, now: u64) -> (u32, u64, [u64; 4]) {
-        let mut t = self.runstate_time;
-        t[self.runstate as usize & 3] += now.saturating_sub(self.runstate_entry);
-        (self.runstate, self.runstate_entry, t)
+        self.runstate.at(now)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod pt;
 pub mod pte;
 pub mod pv_image;
 pub mod ratelimit;
+pub mod runstate;
 pub mod sched;
 pub mod shootdown;
 pub mod time;
