@@ -35,12 +35,10 @@ pub struct PerCpu {
     pub need_resched: bool,
     /// The current vCPU yielded.
     pub yielded: bool,
-    /// The current hypercall: inside a multicall (nested ones are refused), its start (TSC),
-    /// the work units done (see `hypercall::preempt`) and the page-table entries it may
-    /// still (de)validate.
+    /// The current hypercall: inside a multicall (nested ones are refused), its work budget
+    /// (`hypercall::preempt`) and the page-table entries it may still (de)validate.
     pub in_multicall: bool,
-    pub hc_start: u64,
-    pub work: u64,
+    pub budget: hv_core::budget::Budget,
     pub pt_budget: u64,
 }
 
@@ -57,8 +55,7 @@ impl PerCpu {
             need_resched: false,
             yielded: false,
             in_multicall: false,
-            hc_start: 0,
-            work: 0,
+            budget: hv_core::budget::Budget::default(),
             pt_budget: 0,
         }
     }

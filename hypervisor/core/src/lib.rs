@@ -11,6 +11,7 @@ extern crate std;
 
 pub mod acpi;
 pub mod audit;
+pub mod budget;
 pub mod builder;
 pub mod cmdline;
 pub mod evtchn;

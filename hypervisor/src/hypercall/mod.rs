@@ -220,8 +220,7 @@ pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
 
 /// A new hypercall on this CPU: its work and time budgets start.
 fn begin(pc: &mut PerCpu) {
-    pc.work = 0;
-    pc.hc_start = hv_arch::cpu::rdtsc();
+    pc.budget = hv_core::budget::Budget::begin(hv_arch::cpu::rdtsc());
     pc.pt_budget = PT_BUDGET;
 }
 
@@ -234,35 +233,13 @@ fn store_result(f: &mut TrapFrame, r: HcResult) {
     }
 }
 
-/// Work units one hypercall may do before it continues later: page-table entries, mmuext
-/// operations, extents, multicall entries, console chunks.
-pub const WORK_LIMIT: u64 = 256;
-/// Time one hypercall may take before it continues later (whatever its units cost).
-pub const TIME_LIMIT_NS: u64 = 1_000_000;
-
 /// Records `units` of work done by the current hypercall and says whether it should stop
-/// here and continue later (a continuation, or a multicall continuing at this entry).
-/// Callers ask only after making progress, so every call moves forward. The clock is read
-/// every 8 units (raw TSC: this runs once per page-table entry); slow work (a console chunk)
-/// counts 8 units, so the clock is read after each. Once it says stop, it keeps saying so
-/// for the rest of the hypercall (a multicall stops after an entry that ran out of time).
+/// here and continue later (`hv_core::budget`: at most 256 units or 1 ms, the clock read
+/// every 8 units).
 pub fn preempt(c: &mut impl OnCpu, units: u64) -> bool {
-    let pc = c.pc_mut();
-    let before = pc.work;
-    pc.work = pc.work.saturating_add(units);
-    if pc.work >= WORK_LIMIT {
-        return true;
-    }
-    if before / 8 == pc.work / 8 {
-        return false;
-    }
     // tsc_khz is ticks per millisecond.
-    let limit = hv_arch::time::tsc_khz().saturating_mul(TIME_LIMIT_NS) / 1_000_000;
-    if hv_arch::cpu::rdtsc().saturating_sub(pc.hc_start) < limit {
-        return false;
-    }
-    pc.work = WORK_LIMIT;
-    true
+    let limit = hv_arch::time::tsc_khz().saturating_mul(hv_core::budget::TIME_LIMIT_NS) / 1_000_000;
+    c.pc_mut().budget.spend(units, hv_arch::cpu::rdtsc, limit)
 }
 
 /// Runs the hypercall in `f` and stores its result in RAX.
