@@ -197,6 +197,11 @@ impl DomShared {
         crate::locks::Ordered::new(crate::locks::Level::DomainMm, || self.mm.lock())
     }
 
+    /// Takes the domain's memory lock if it is free.
+    pub fn try_mm(&self) -> Option<crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, DomMm>>> {
+        crate::locks::Ordered::try_new(crate::locks::Level::DomainMm, || self.mm.try_lock())
+    }
+
     /// Is vCPU `v` up?
     pub fn is_up(&self, v: u32) -> bool {
         v < 64 && self.up.load(core::sync::atomic::Ordering::Acquire) & (1 << v) != 0

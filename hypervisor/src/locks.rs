@@ -41,15 +41,25 @@ impl<G> Ordered<G> {
     /// Checks that this CPU holds no lock at `level` or above, then runs `take`.
     #[inline]
     pub fn new(level: Level, take: impl FnOnce() -> G) -> Ordered<G> {
+        match Self::try_new(level, || Some(take())) {
+            Some(o) => o,
+            None => unreachable!(),
+        }
+    }
+
+    /// As [`Ordered::new`], for a lock taken only if it is free (`take` returns `None`
+    /// when not).
+    #[inline]
+    pub fn try_new(level: Level, take: impl FnOnce() -> Option<G>) -> Option<Ordered<G>> {
         let h = held();
         let bits = h.load(Ordering::Relaxed);
         let bit = 1u8 << level as u8;
         if bits & !(bit - 1) != 0 {
             panic!("lock order: taking {:?} while holding levels {:#b}", level, bits);
         }
-        let guard = take();
+        let guard = take()?;
         h.store(bits | bit, Ordering::Relaxed);
-        Ordered { level, guard }
+        Some(Ordered { level, guard })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Thin wrappers over privileged instructions: the `x86_64` crate's typed registers,
 //! MSRs, port I/O and TLB instructions where they fit; inline assembly only where the crate
-//! has no equivalent (CR3 loads carrying the PCID no-flush bit, `clts`, `wbinvd`,
-//! XSAVE/FXSAVE, XSETBV, selector loads with fault fix-ups).
+//! has no equivalent (`clts`, `wbinvd`, XSAVE/FXSAVE, XSETBV, selector loads with fault
+//! fix-ups) or takes apart what `paging` computes as one value (the raw CR3 load).
 
 use core::arch::asm;
 use x86_64::instructions::port::Port;
@@ -58,8 +58,8 @@ pub fn read_cr4() -> u64 {
     Cr4::read_raw()
 }
 
-/// Loads CR3 (assembly: bit 63, keep the PCID's translations, is not expressible through
-/// the crate's `Cr3`).
+/// Loads CR3 from one raw value (root, PCID and the bit-63 no-flush flag as computed by
+/// `paging`; the crate's `Cr3` takes them as separate typed arguments).
 ///
 /// # Safety
 /// `v` must be the address of a root table that maps all code and data in use.
@@ -225,7 +225,7 @@ pub fn measure_cr3_pair(n: usize) -> u64 {
 /// INVPCID type 1: drops every non-global TLB entry tagged `pcid` on this CPU.
 pub fn invpcid_single(pcid: u64) {
     use x86_64::instructions::tlb::{flush_pcid, InvPcidCommand, Pcid};
-    let Ok(p) = Pcid::new(pcid as u16) else { return };
+    let Ok(p) = Pcid::new(pcid as u16) else { panic!("PCID {pcid} out of range") };
     // SAFETY: only called when INVPCID exists (see `paging::enable_pcid`); invalidating TLB
     // entries never breaks memory safety.
     unsafe { flush_pcid(InvPcidCommand::Single(p)) }
@@ -234,7 +234,9 @@ pub fn invpcid_single(pcid: u64) {
 /// INVPCID type 0: drops the translation of `va` tagged `pcid`.
 pub fn invpcid_address(pcid: u64, va: u64) {
     use x86_64::instructions::tlb::{flush_pcid, InvPcidCommand, Pcid};
-    let (Ok(p), Ok(a)) = (Pcid::new(pcid as u16), x86_64::VirtAddr::try_new(va)) else { return };
+    // Callers pass the hypervisor's PCIDs and addresses checked canonical (XSA-279); the
+    // instruction itself would fault on anything else.
+    let (Ok(p), Ok(a)) = (Pcid::new(pcid as u16), x86_64::VirtAddr::try_new(va)) else { panic!("INVPCID of PCID {pcid}, {va:#x}") };
     // SAFETY: as for `invpcid_single`; the address is only a lookup key.
     unsafe { flush_pcid(InvPcidCommand::Address(a, p)) }
 }

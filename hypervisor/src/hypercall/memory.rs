@@ -179,7 +179,12 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             break;
         }
         let slot = out.extent_start.wrapping_add(8 * done);
-        if let Err(e) = super::check_translates(hv, slot, true).and_then(|_| hv_core::guest_access::check_range(slot, 8).map_err(Errno::from)) {
+        // Both ends of the 8-byte slot (it may straddle a page), before anything changes hands.
+        let checked = hv_core::guest_access::check_range(slot, 8)
+            .map_err(Errno::from)
+            .and_then(|_| super::check_translates(hv, slot, true))
+            .and_then(|_| super::check_translates(hv, slot.wrapping_add(7), true));
+        if let Err(e) = checked {
             result = Err(e);
             break;
         }
@@ -196,8 +201,13 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             break;
         }
         hv.g.mm.set_m2p(new, pfn);
-        write_guest(hv, slot, &new.0.to_le_bytes())?;
         done += 1;
+        if let Err(e) = write_guest(hv, slot, &new.0.to_le_bytes()) {
+            // Checked above; a sibling vCPU unmapped it since. The exchange stands (the
+            // count below says so).
+            result = Err(e);
+            break;
+        }
     }
     super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
     write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;

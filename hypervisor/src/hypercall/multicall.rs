@@ -25,11 +25,13 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcRes
     if hv.pc.in_multicall {
         return Err(Errno::EINVAL);
     }
-    // The domain's memory lock for the whole batch: its entries and the copies of the list
-    // then need no frame holds (every entry acts on the current vCPU and its domain).
+    // The domain's memory lock for the whole batch if it is free: its entries and the
+    // copies of the list then need no frame holds (every entry acts on the current vCPU and
+    // its domain). Never waited for here, under the hypervisor lock: a sibling vCPU's
+    // page-table work may hold it for a while; the batch then runs with holds instead.
     let shared = hv.pc.cur.shared.clone();
-    let mut mm = shared.mm();
-    let hv = &mut Hv { pc: &mut *hv.pc, g: &mut *hv.g, mm: Some(&mut mm) };
+    let mut mm = shared.try_mm();
+    let hv = &mut Hv { pc: &mut *hv.pc, g: &mut *hv.g, mm: mm.as_deref_mut() };
     for i in 0..count {
         let at = list.wrapping_add(ENTRY * i);
         if i > 0 && super::preempt(hv, 1) {

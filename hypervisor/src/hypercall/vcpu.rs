@@ -141,19 +141,26 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     }
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
-    super::with_mm(hv, |mx| super::mmu::pt!(mx, dm).get_writable_page(mfn, dom)).map_err(|_| Errno::EINVAL)?;
-    // Carry the current contents over; then mark everything pending so that nothing raised
-    // around the move is lost (as Xen does).
-    let mut c = [0u8; vi::SIZE];
-    if let Some(at) = hv.dom().vi_at(id) {
-        DirectMap.read(at.frame, at.offset, &mut c);
-    }
-    c[vi::UPCALL_PENDING] = 1;
-    c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-    DirectMap.write(mfn, offset, &c);
-    let d = hv.dom_mut();
-    d.shared.vcpu_info.set(id, VcpuInfoAt { frame: mfn, offset });
-    d.vcpu_info_registered |= 1 << id;
+    // The move happens under the memory lock: a bounce of vCPU `id` on another CPU writes its
+    // vcpu_info (event mask, CR2) under that lock alone, and must land in the area that is
+    // current.
+    super::with_mm(hv, |mx| {
+        super::mmu::pt!(mx, dm).get_writable_page(mfn, dom)?;
+        // Carry the current contents over; then mark everything pending so that nothing
+        // raised around the move is lost (as Xen does).
+        let infos = &mx.pc.cur.shared.vcpu_info;
+        let mut c = [0u8; vi::SIZE];
+        if let Some(at) = infos.get(id) {
+            DirectMap.read(at.frame, at.offset, &mut c);
+        }
+        c[vi::UPCALL_PENDING] = 1;
+        c[vi::PENDING_SEL..vi::PENDING_SEL + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        DirectMap.write(mfn, offset, &c);
+        infos.set(id, VcpuInfoAt { frame: mfn, offset });
+        Ok::<(), hv_core::pt::PtError>(())
+    })
+    .map_err(|_| Errno::EINVAL)?;
+    hv.dom_mut().vcpu_info_registered |= 1 << id;
     crate::schedule::wake(hv, dom, id);
     Ok(0)
 }
