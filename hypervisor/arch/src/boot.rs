@@ -159,11 +159,15 @@ early_l2:     .fill 4 * 4096, 1, 0
     .fill 1024, 1, 0
 boot32_stack_top:
 
+    // The boot CPU's stack: hv_main and then its idle loop run on it for good (guest
+    // entries switch to the guarded per-CPU stack). 64 KiB proved too small once bring-up
+    // was split into functions: the overflow silently cleared the statics below it
+    // (DEBUG_EXIT), so runs no longer ended. No guard page: keep it generous.
     .section .bss.boot_stack, "aw", @nobits
     .balign 16
     .global boot_stack_top
 boot_stack_bottom:
-    .fill 65536, 1, 0
+    .fill 262144, 1, 0
 boot_stack_top:
 "#,
     PHYS32_ENTRY = const guest_abi::elfnote::PHYS32_ENTRY,
