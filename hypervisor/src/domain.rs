@@ -293,7 +293,6 @@ pub mod vi {
 /// A domain: what its vCPUs share.
 pub struct Domain {
     pub id: DomId,
-    pub privileged: bool,
     /// Pages the domain owns now, and the most it may own (`maximum_reservation`).
     pub tot_pages: u64,
     pub max_pages: u64,
@@ -322,7 +321,6 @@ impl Domain {
         let n = (nr_vcpus as usize).clamp(1, MAX_VCPUS);
         Domain {
             id,
-            privileged,
             tot_pages: nr_pages,
             max_pages: nr_pages,
             sched_dom: usize::MAX,

@@ -213,18 +213,17 @@ pub fn upcall_due(d: &Domain, v: u32) -> bool {
 /// masked on delivery, as Xen does).
 #[inline]
 pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
-    if f.cs & 3 != 0 && hv.pc.cur.callbacks.event != 0 {
-        deliver_upcall_if_due(hv, f);
+    if upcall_owed(&hv.pc.cur, f) {
+        let cb = hv.pc.cur.callbacks.event;
+        crate::traps::enter_guest_handler(hv, f, cb, &[], true, "event upcall");
     }
 }
 
-#[inline(never)]
-fn deliver_upcall_if_due(hv: &mut Hv, f: &mut TrapFrame) {
-    if !upcall_due(hv.dom(), hv.pc.cur.id) {
-        return;
-    }
-    let cb = hv.pc.cur.callbacks.event;
-    crate::traps::enter_guest_handler(hv, f, cb, &[], true, "event upcall");
+/// Must vCPU `v`, about to resume with `f`, first take an upcall (it has an event callback,
+/// it resumes in the guest, and an upcall is pending and not masked)? Needs no lock.
+#[inline]
+pub fn upcall_owed(v: &crate::domain::Vcpu, f: &TrapFrame) -> bool {
+    f.cs & 3 != 0 && v.callbacks.event != 0 && v.shared.vcpu_info.upcall_due(v.id)
 }
 
 /// Sets vCPU `v`'s upcall mask.

@@ -18,6 +18,8 @@ pub struct Machine {
     pub nr_domains: usize,
     /// The hypervisor's command line (`XENVER_commandline`).
     pub cmdline: &'static str,
+    /// Audit dead domains' frames (the `audit` option; `schedule::park`).
+    pub audit: bool,
 }
 
 static MACHINE: spin::Once<Machine> = spin::Once::new();

@@ -25,21 +25,17 @@ use guest_abi::harness::ExitCode;
 use hv_arch::boot::{BootInfo, BootInfoError};
 use hv_arch::cpu::{self, Features};
 use hv_arch::entry::TrapFrame;
-use hv_arch::paging::{self, CpuTables};
+use hv_arch::paging;
 
 
 /// The hypervisor's shared state, under the hypervisor lock (see `locks` for the order).
 /// What belongs to one CPU is in its `percpu::PerCpu` instead.
 pub struct Global {
     pub mm: mm::Mm,
-    /// Every CPU's tables and APIC id.
-    pub cpus: alloc::vec::Vec<CpuTables>,
-    pub apic_ids: alloc::vec::Vec<u32>,
     /// Every vCPU context that is not on a CPU: runnable, blocked or down.
     pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     /// Every domain, by id, and the idle domain behind placeholders.
     pub domains: domain::Domains,
-    pub cmdline: &'static str,
     /// The console rate limit all unprivileged domains share.
     pub console_all: hv_core::ratelimit::TokenBucket,
     pub events: hv_core::evtchn::Events,
@@ -152,10 +148,10 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
     let mut pg = percpu::this();
     let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
     schedule::enter(pc);
-    // Hypercalls that need only this CPU's structure run without the hypervisor lock, and so
-    // does the way back when there is nothing else to do on it.
-    // Page-table hypercalls and exceptions bounced to the guest's own handlers run under the
-    // current domain's memory lock alone.
+    // Hypercalls that need only this CPU's structure run without the hypervisor lock;
+    // page-table hypercalls and exceptions bounced to the guest's own handlers under the
+    // current domain's memory lock alone; and so does the way back when there is nothing
+    // else to do on this CPU.
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
         hypercall::local(pc, f) || hypercall::on_domain(pc, f)
     } else {
@@ -203,15 +199,13 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         apic_ids: cpus.apic_ids.clone(),
         nr_domains: domains.len(),
         cmdline: hv_cmdline,
+        audit: opts.audit,
     });
     let mut guard = global();
     *guard = Some(Global {
         mm,
-        cpus: cpus.tables.clone(),
-        apic_ids: cpus.apic_ids.clone(),
         others: vcpus,
         domains,
-        cmdline: hv_cmdline,
         console_all: hypercall::console::all_domu_bucket(),
         events,
         sched,
@@ -225,7 +219,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         for v in g.domains.iter().flat_map(|d| d.vcpus.iter()).filter(|v| v.runnable()) {
             g.sched.wake(v.sched_id, now);
         }
-        for (k, &apic) in g.apic_ids.iter().enumerate().skip(1) {
+        for (k, &apic) in machine::get().apic_ids.iter().enumerate().skip(1) {
             percpu::poke(k, apic);
         }
     }

@@ -231,9 +231,7 @@ pub fn leave_cpu(pc: &mut PerCpu) {
 /// hypercalls neither block nor yield.
 #[inline]
 pub fn may_resume_locally(pc: &PerCpu, f: &TrapFrame) -> bool {
-    let v = &pc.cur;
-    let upcall = f.cs & 3 != 0 && v.callbacks.event != 0 && v.shared.vcpu_info.upcall_due(v.id);
-    !pc.need_resched && !upcall && crate::traps::resumable(f)
+    !pc.need_resched && !events::upcall_owed(&pc.cur, f) && crate::traps::resumable(f)
 }
 
 /// The current vCPU switched to root `l4` (other CPUs' shootdowns copy from it).
@@ -259,7 +257,7 @@ fn running_on(hv: &Hv<'_>, dom: DomId, vcpu: u32) -> Option<usize> {
 fn poke(hv: &mut Hv<'_>, cpu: usize) {
     if cpu == hv.pc.id {
         hv.pc.need_resched = true;
-    } else if let Some(&apic) = hv.g.apic_ids.get(cpu) {
+    } else if let Some(&apic) = crate::machine::get().apic_ids.get(cpu) {
         crate::percpu::poke(cpu, apic);
     }
 }
@@ -490,7 +488,9 @@ fn park(hv: &mut Hv<'_>, mut v: Box<Vcpu>, f: &TrapFrame) {
     if dead && !(0..crate::machine::get().cpus.len()).any(|k| running(k).is_some_and(|r| r.dom == dom)) {
         // The domain is fully stopped: now tell dom0 (Xen's shutdown finalisation).
         log::info!("d{}: every vCPU is off the CPUs", dom);
-        audit(hv.g, dom);
+        if crate::machine::get().audit {
+            audit(hv.g, dom);
+        }
         events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
     }
 }
@@ -514,7 +514,9 @@ fn audit(g: &Global, dom: DomId) {
         holds.extend(v.gdt.iter().chain(v.ldt.iter()).flatten().map(|&mfn| Hold { mfn, typed: true }));
     }
     let r = hv_core::audit::audit(&hv_arch::physmem::DirectMap, crate::machine::frames(), dom, &holds);
-    if r.consistent() {
+    if r.no_memory {
+        log::warn!("audit d{}: skipped (no memory for the recomputed counts)", dom);
+    } else if r.consistent() {
         log::info!("audit d{}: {} frames, {} tables: counts consistent", dom, r.frames, r.tables);
     } else {
         log::error!("audit d{}: INCONSISTENT: {:?}", dom, r);

@@ -7,7 +7,6 @@
 use crate::frame::{FrameSlot, FrameTable, Owner, PageType};
 use crate::mem::{Mfn, PhysMem};
 use crate::pte::Pte;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use guest_abi::layout::is_reserved_l4_slot;
 use guest_abi::DomId;
@@ -38,11 +37,13 @@ pub struct Report {
     /// Tables with type references that are not validated (a job in progress): the counts
     /// below them cannot be recomputed.
     pub busy: usize,
+    /// The recomputed counts did not fit in memory: nothing was checked.
+    pub no_memory: bool,
 }
 
 impl Report {
     pub fn consistent(&self) -> bool {
-        self.mismatches.is_empty() && self.misuse.is_empty() && self.busy == 0
+        self.mismatches.is_empty() && self.misuse.is_empty() && self.busy == 0 && !self.no_memory
     }
 }
 
@@ -52,18 +53,27 @@ const MAX_LISTED: usize = 8;
 /// hypervisor's own references for it.
 pub fn audit<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>>(mem: &M, ft: &FrameTable<S>, dom: DomId, holds: &[Hold]) -> Report {
     let mut r = Report::default();
-    let mut want: BTreeMap<u64, Counts> = BTreeMap::new();
+    // The domain's frames in order, with their recomputed counts: one fallible allocation
+    // (a large domain must not take the heap down with it).
+    let mut want: Vec<(u64, Counts)> = Vec::new();
+    let n = ft.iter().filter(|(_, f)| f.owner == Owner::Dom(dom)).count();
+    if want.try_reserve_exact(n).is_err() {
+        r.no_memory = true;
+        return r;
+    }
+    want.extend(ft.iter().filter(|(_, f)| f.owner == Owner::Dom(dom)).map(|(m, _)| (m.0, (0, 0))));
+    r.frames = want.len();
     let mut add = |m: Mfn, typed: bool| {
-        let w = want.entry(m.0).or_insert((0, 0));
-        w.0 += 1;
-        w.1 += typed as u32;
+        if let Ok(i) = want.binary_search_by_key(&m.0, |w| w.0) {
+            want[i].1 .0 += 1;
+            want[i].1 .1 += typed as u32;
+        }
     };
     let mut misuse = Vec::new();
     for (mfn, f) in ft.iter() {
         if f.owner != Owner::Dom(dom) {
             continue;
         }
-        r.frames += 1;
         if f.pinned {
             add(mfn, true);
         }
@@ -90,12 +100,12 @@ pub fn audit<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>>(mem: &M, ft: &FrameTabl
             }
             let t = ft.get(e.mfn()).unwrap_or_default();
             let typed = if level > 1 {
-                if Some(t.ty) != PageType::table(level - 1) {
+                if Some(t.ty) != PageType::table(level - 1) && misuse.len() < MAX_LISTED {
                     misuse.push(e.mfn());
                 }
                 true
             } else if e.writable() {
-                if t.ty != PageType::Writable {
+                if t.ty != PageType::Writable && misuse.len() < MAX_LISTED {
                     misuse.push(e.mfn());
                 }
                 true
@@ -108,18 +118,14 @@ pub fn audit<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>>(mem: &M, ft: &FrameTabl
     for h in holds {
         add(h.mfn, h.typed);
     }
-    for (mfn, f) in ft.iter() {
-        if f.owner != Owner::Dom(dom) {
-            continue;
-        }
-        let w = want.get(&mfn.0).copied().unwrap_or((0, 0));
+    for &(m, w) in &want {
+        let f = ft.get(Mfn(m)).unwrap_or_default();
         if w != (f.count, f.type_count) && r.mismatches.len() < MAX_LISTED {
-            r.mismatches.push((mfn, w, (f.count, f.type_count)));
+            r.mismatches.push((Mfn(m), w, (f.count, f.type_count)));
         }
     }
     misuse.sort_unstable_by_key(|m| m.0);
     misuse.dedup();
-    misuse.truncate(MAX_LISTED);
     r.misuse = misuse;
     r
 }

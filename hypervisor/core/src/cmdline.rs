@@ -36,6 +36,9 @@ pub struct Options<'a> {
     pub dom0_mem: u64,
     pub debug_exit: bool,
     pub bench: bool,
+    /// Audit every dead domain's frame counts once its vCPUs are off the CPUs (a scan of
+    /// the whole frame table under the hypervisor lock: for tests and debugging).
+    pub audit: bool,
     /// Most CPUs to use (0 = all).
     pub cpus: usize,
     /// dom0's vCPUs (0 = one per CPU).
@@ -80,6 +83,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         dom0_mem: DEFAULT_DOM0_MEM,
         debug_exit: false,
         bench: false,
+        audit: false,
         cpus: 0,
         dom0_max_vcpus: 0,
         ap_late: 0,
@@ -113,6 +117,10 @@ pub fn parse(cmdline: &str) -> Options<'_> {
             }
             ("bench", None) => {
                 o.bench = true;
+                true
+            }
+            ("audit", None) => {
+                o.audit = true;
                 true
             }
             _ => false,

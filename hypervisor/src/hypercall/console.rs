@@ -103,13 +103,13 @@ fn flush_domu_line(hv: &mut Hv) {
 /// `console_io`: a privileged domain's bytes go straight to the console; other domains may
 /// write (prefixed with their id, rate-limited) but not read.
 pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64) -> HcResult {
-    if cmd == READ && !hv.dom().privileged {
+    if cmd == READ && !hv.pc.cur.shared.privileged {
         return Err(Errno::EPERM);
     }
     match cmd {
         WRITE => {
             let count = count.min(u32::MAX as u64);
-            let privileged = hv.dom().privileged;
+            let privileged = hv.pc.cur.shared.privileged;
             let size = if privileged { CHUNK } else { DOMU_CHUNK };
             let mut chunk = [0u8; CHUNK];
             let mut done = 0;

@@ -357,7 +357,8 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.input = s.input;
     cfg.smp = s.smp;
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
-    let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M {}", s.hv_opts);
+    // `audit`: every domain that dies is audited (the stress scenarios check the verdict).
+    let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M audit {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
         let mut mods: Vec<(&str, &str)> = vec![("dom0", s.dom0_args)];
