@@ -85,207 +85,146 @@ pub struct Status {
     pub b: u32,
 }
 
-impl Events {
-    /// Registers a domain with ports `1..=max_port` (at most the 2-level limit).
-    pub fn add_domain(&mut self, dom: DomId, max_port: Port, nr_vcpus: u32) {
-        let max_port = max_port.clamp(1, NR_EVTCHN_2L - 1);
-        self.doms.insert(
-            dom,
-            DomainEvents { chans: Vec::new(), max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new() },
-        );
-    }
+/// The domains an operation reaches: every domain (host tests, [`Events`]) or just the one
+/// or two whose locks the caller holds ([`Pair`]). An operation that needs a domain the
+/// table does not hold fails with -ESRCH, so a caller must lock every domain the
+/// operation names: the port's own domain and, for interdomain work, the peer
+/// ([`DomainEvents::peer`] tells which).
+pub trait Table {
+    fn ports(&self, dom: DomId) -> Option<&DomainEvents>;
+    fn ports_mut(&mut self, dom: DomId) -> Option<&mut DomainEvents>;
 
-    /// Forgets a domain, closing its ports first (peers return to unbound).
-    pub fn remove_domain(&mut self, dom: DomId, bits: &mut dyn Bits) {
-        let _ = self.reset(dom, bits);
-        self.doms.remove(&dom);
-    }
-
-    fn d(&self, dom: DomId) -> Result<&DomainEvents, Errno> {
-        self.doms.get(&dom).ok_or(Errno::ESRCH)
-    }
-
-    fn dm(&mut self, dom: DomId) -> Result<&mut DomainEvents, Errno> {
-        self.doms.get_mut(&dom).ok_or(Errno::ESRCH)
-    }
-
-    fn chan(&self, dom: DomId, port: Port) -> Result<Chan, Errno> {
-        let d = self.d(dom)?;
-        if port == 0 || port > d.max_port {
-            return Err(Errno::EINVAL);
-        }
-        Ok(d.chans.get(port as usize).copied().unwrap_or(Chan { state: State::Free, vcpu: 0 }))
-    }
-
-    fn set(&mut self, dom: DomId, port: Port, c: Chan) -> Result<(), Errno> {
-        let d = self.dm(dom)?;
-        if d.chans.len() <= port as usize {
-            d.chans.resize(port as usize + 1, Chan { state: State::Free, vcpu: 0 });
-        }
-        d.chans[port as usize] = c;
-        Ok(())
-    }
-
-    /// The lowest free port, or -ENOSPC.
-    fn free_port(&self, dom: DomId) -> Result<Port, Errno> {
-        let d = self.d(dom)?;
-        (1..=d.max_port)
-            .find(|&p| d.chans.get(p as usize).is_none_or(|c| c.state == State::Free))
-            .ok_or(Errno::ENOSPC)
-    }
-
-    fn check_vcpu(&self, dom: DomId, vcpu: u32) -> Result<(), Errno> {
-        if vcpu < self.d(dom)?.nr_vcpus {
-            Ok(())
-        } else {
-            Err(Errno::ENOENT)
-        }
-    }
 
     /// `alloc_unbound`: a port in `dom` that `remote` may bind to.
-    pub fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<Port, Errno> {
-        self.d(remote)?;
-        let p = self.free_port(dom)?;
-        self.set(dom, p, Chan { state: State::Unbound { remote }, vcpu: 0 })?;
+    fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<Port, Errno> {
+        d(self, remote)?;
+        let p = free_port(self, dom)?;
+        set(self, dom, p, Chan { state: State::Unbound { remote }, vcpu: 0 })?;
         Ok(p)
     }
 
     /// `bind_interdomain`: connects a new port of `dom` to `remote`'s unbound `remote_port`
     /// (which must accept `dom`). The new local port is set pending at once, as Xen does.
-    pub fn bind_interdomain(
+    fn bind_interdomain(
         &mut self,
         dom: DomId,
         remote: DomId,
         remote_port: Port,
         bits: &mut dyn Bits,
     ) -> Result<(Port, Option<Kick>), Errno> {
-        self.d(dom)?;
-        let rc = self.chan(remote, remote_port)?;
+        d(self, dom)?;
+        let rc = chan(self, remote, remote_port)?;
         if rc.state != (State::Unbound { remote: dom }) {
             return Err(Errno::EINVAL);
         }
-        let p = self.free_port(dom)?;
+        let p = free_port(self, dom)?;
         if dom == remote && p == remote_port {
             return Err(Errno::EINVAL);
         }
-        self.set(dom, p, Chan { state: State::Interdomain { remote, remote_port }, vcpu: 0 })?;
-        self.set(remote, remote_port, Chan { state: State::Interdomain { remote: dom, remote_port: p }, vcpu: rc.vcpu })?;
-        let kick = self.raise(dom, p, bits)?;
+        set(self, dom, p, Chan { state: State::Interdomain { remote, remote_port }, vcpu: 0 })?;
+        set(self, remote, remote_port, Chan { state: State::Interdomain { remote: dom, remote_port: p }, vcpu: rc.vcpu })?;
+        let kick = raise(self, dom, p, bits)?;
         Ok((p, kick))
     }
 
     /// `bind_virq`.
-    pub fn bind_virq(&mut self, dom: DomId, virq: u32, vcpu: u32) -> Result<Port, Errno> {
+    fn bind_virq(&mut self, dom: DomId, virq: u32, vcpu: u32) -> Result<Port, Errno> {
         if virq >= NR_VIRQS {
             return Err(Errno::EINVAL);
         }
         if !virq_is_per_vcpu(virq) && vcpu != 0 {
             return Err(Errno::EINVAL);
         }
-        self.check_vcpu(dom, vcpu)?;
-        if self.d(dom)?.virqs.contains_key(&(virq, vcpu)) {
+        check_vcpu(self, dom, vcpu)?;
+        if d(self, dom)?.virqs.contains_key(&(virq, vcpu)) {
             return Err(Errno::EEXIST);
         }
-        let p = self.free_port(dom)?;
-        self.set(dom, p, Chan { state: State::Virq { virq }, vcpu })?;
-        self.dm(dom)?.virqs.insert((virq, vcpu), p);
+        let p = free_port(self, dom)?;
+        set(self, dom, p, Chan { state: State::Virq { virq }, vcpu })?;
+        dm(self, dom)?.virqs.insert((virq, vcpu), p);
         Ok(p)
     }
 
     /// `bind_ipi`.
-    pub fn bind_ipi(&mut self, dom: DomId, vcpu: u32) -> Result<Port, Errno> {
-        self.check_vcpu(dom, vcpu)?;
-        let p = self.free_port(dom)?;
-        self.set(dom, p, Chan { state: State::Ipi, vcpu })?;
+    fn bind_ipi(&mut self, dom: DomId, vcpu: u32) -> Result<Port, Errno> {
+        check_vcpu(self, dom, vcpu)?;
+        let p = free_port(self, dom)?;
+        set(self, dom, p, Chan { state: State::Ipi, vcpu })?;
         Ok(p)
     }
 
     /// `close`. The peer of an interdomain port goes back to unbound.
-    pub fn close(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<(), Errno> {
-        let c = self.chan(dom, port)?;
+    fn close(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<(), Errno> {
+        let c = chan(self, dom, port)?;
         match c.state {
             State::Free => return Err(Errno::EINVAL),
             State::Interdomain { remote, remote_port } => {
-                if let Ok(rc) = self.chan(remote, remote_port) {
-                    self.set(remote, remote_port, Chan { state: State::Unbound { remote: dom }, vcpu: rc.vcpu })?;
-                }
+                // The peer is always there (a domain is removed only after its ports are
+                // closed); a table without it is a caller that did not lock it: refused
+                // before anything changes.
+                let rc = chan(self, remote, remote_port)?;
+                set(self, remote, remote_port, Chan { state: State::Unbound { remote: dom }, vcpu: rc.vcpu })?;
             }
             State::Virq { virq } => {
-                self.dm(dom)?.virqs.remove(&(virq, c.vcpu));
+                dm(self, dom)?.virqs.remove(&(virq, c.vcpu));
             }
             _ => {}
         }
-        self.set(dom, port, Chan { state: State::Free, vcpu: 0 })?;
+        set(self, dom, port, Chan { state: State::Free, vcpu: 0 })?;
         bits.clear_pending(dom, port);
         Ok(())
     }
 
-    /// Marks `port` of `dom` pending and works out whom to notify (Xen's 2-level order).
-    fn raise(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
-        let c = self.chan(dom, port)?;
-        if bits.test_and_set_pending(dom, port) || bits.is_masked(dom, port) {
-            return Ok(None);
-        }
-        Ok(self.notify(dom, c.vcpu, port, bits))
-    }
-
-    fn notify(&self, dom: DomId, vcpu: u32, port: Port, bits: &mut dyn Bits) -> Option<Kick> {
-        if bits.test_and_set_sel(dom, vcpu, port / 64) {
-            return None;
-        }
-        bits.set_upcall_pending(dom, vcpu);
-        Some(Kick { dom, vcpu })
-    }
 
     /// `send` on `port` of `dom`.
-    pub fn send(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
-        match self.chan(dom, port)?.state {
-            State::Interdomain { remote, remote_port } => self.raise(remote, remote_port, bits),
-            State::Ipi => self.raise(dom, port, bits),
+    fn send(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        match chan(self, dom, port)?.state {
+            State::Interdomain { remote, remote_port } => raise(self, remote, remote_port, bits),
+            State::Ipi => raise(self, dom, port, bits),
             State::Unbound { .. } => Ok(None),
             _ => Err(Errno::EINVAL),
         }
     }
 
     /// Raises a VIRQ (from the hypervisor). Unbound VIRQs are dropped.
-    pub fn send_virq(&mut self, dom: DomId, virq: u32, vcpu: u32, bits: &mut dyn Bits) -> Option<Kick> {
-        let p = *self.d(dom).ok()?.virqs.get(&(virq, vcpu))?;
-        self.raise(dom, p, bits).ok().flatten()
+    fn send_virq(&mut self, dom: DomId, virq: u32, vcpu: u32, bits: &mut dyn Bits) -> Option<Kick> {
+        let p = *d(self, dom).ok()?.virqs.get(&(virq, vcpu))?;
+        raise(self, dom, p, bits).ok().flatten()
     }
 
     /// `unmask`: clears the mask and, if the port is pending, raises the upcall.
-    pub fn unmask(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
-        let c = self.chan(dom, port)?;
+    fn unmask(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        let c = chan(self, dom, port)?;
         if bits.test_and_clear_mask(dom, port) && bits.is_pending(dom, port) {
-            return Ok(self.notify(dom, c.vcpu, port, bits));
+            return Ok(notify(self, dom, c.vcpu, port, bits));
         }
         Ok(None)
     }
 
     /// `bind_vcpu`: retargets notifications (not for per-vCPU VIRQs or IPIs). An event
     /// already pending and unmasked is re-announced on the new vCPU, so none is lost.
-    pub fn bind_vcpu(&mut self, dom: DomId, port: Port, vcpu: u32, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
-        self.check_vcpu(dom, vcpu)?;
-        let c = self.chan(dom, port)?;
+    fn bind_vcpu(&mut self, dom: DomId, port: Port, vcpu: u32, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+        check_vcpu(self, dom, vcpu)?;
+        let c = chan(self, dom, port)?;
         match c.state {
             State::Unbound { .. } | State::Interdomain { .. } => {}
             State::Virq { virq } if !virq_is_per_vcpu(virq) => {
-                let d = self.dm(dom)?;
+                let d = dm(self, dom)?;
                 d.virqs.remove(&(virq, c.vcpu));
                 d.virqs.insert((virq, vcpu), port);
             }
             _ => return Err(Errno::EINVAL),
         }
-        self.set(dom, port, Chan { vcpu, ..c })?;
+        set(self, dom, port, Chan { vcpu, ..c })?;
         if bits.is_pending(dom, port) && !bits.is_masked(dom, port) {
-            return Ok(self.notify(dom, vcpu, port, bits));
+            return Ok(notify(self, dom, vcpu, port, bits));
         }
         Ok(None)
     }
 
     /// `status` of `port` in `dom`.
-    pub fn status(&self, dom: DomId, port: Port) -> Result<Status, Errno> {
-        let c = self.chan(dom, port)?;
+    fn status(&self, dom: DomId, port: Port) -> Result<Status, Errno> {
+        let c = chan(self, dom, port)?;
         let (status, a, b) = match c.state {
             State::Free => (EVTCHNSTAT_CLOSED, 0, 0),
             State::Unbound { remote } => (EVTCHNSTAT_UNBOUND, remote as u32, 0),
@@ -297,14 +236,138 @@ impl Events {
     }
 
     /// `reset`: closes every port of `dom`.
-    pub fn reset(&mut self, dom: DomId, bits: &mut dyn Bits) -> Result<(), Errno> {
-        let n = self.d(dom)?.chans.len() as Port;
+    fn reset(&mut self, dom: DomId, bits: &mut dyn Bits) -> Result<(), Errno> {
+        let n = d(self, dom)?.chans.len() as Port;
         for p in 1..n {
-            if self.chan(dom, p)?.state != State::Free {
+            if chan(self, dom, p)?.state != State::Free {
                 self.close(dom, p, bits)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Domain `dom`'s ports, or -ESRCH.
+fn d<T: Table + ?Sized>(t: &T, dom: DomId) -> Result<&DomainEvents, Errno> {
+    t.ports(dom).ok_or(Errno::ESRCH)
+}
+
+fn dm<T: Table + ?Sized>(t: &mut T, dom: DomId) -> Result<&mut DomainEvents, Errno> {
+    t.ports_mut(dom).ok_or(Errno::ESRCH)
+}
+
+fn chan<T: Table + ?Sized>(t: &T, dom: DomId, port: Port) -> Result<Chan, Errno> {
+    let d = d(t, dom)?;
+    if port == 0 || port > d.max_port {
+        return Err(Errno::EINVAL);
+    }
+    Ok(d.chans.get(port as usize).copied().unwrap_or(Chan { state: State::Free, vcpu: 0 }))
+}
+
+fn set<T: Table + ?Sized>(t: &mut T, dom: DomId, port: Port, c: Chan) -> Result<(), Errno> {
+    let d = dm(t, dom)?;
+    if d.chans.len() <= port as usize {
+        d.chans.resize(port as usize + 1, Chan { state: State::Free, vcpu: 0 });
+    }
+    d.chans[port as usize] = c;
+    Ok(())
+}
+
+/// The lowest free port, or -ENOSPC.
+fn free_port<T: Table + ?Sized>(t: &T, dom: DomId) -> Result<Port, Errno> {
+    let d = d(t, dom)?;
+    (1..=d.max_port)
+        .find(|&p| d.chans.get(p as usize).is_none_or(|c| c.state == State::Free))
+        .ok_or(Errno::ENOSPC)
+}
+
+fn check_vcpu<T: Table + ?Sized>(t: &T, dom: DomId, vcpu: u32) -> Result<(), Errno> {
+    if vcpu < d(t, dom)?.nr_vcpus {
+        Ok(())
+    } else {
+        Err(Errno::ENOENT)
+    }
+}
+
+/// Marks `port` of `dom` pending and works out whom to notify (Xen's 2-level order).
+fn raise<T: Table + ?Sized>(t: &mut T, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
+    let c = chan(t, dom, port)?;
+    if bits.test_and_set_pending(dom, port) || bits.is_masked(dom, port) {
+        return Ok(None);
+    }
+    Ok(notify(t, dom, c.vcpu, port, bits))
+}
+
+fn notify<T: Table + ?Sized>(_: &T, dom: DomId, vcpu: u32, port: Port, bits: &mut dyn Bits) -> Option<Kick> {
+    if bits.test_and_set_sel(dom, vcpu, port / 64) {
+        return None;
+    }
+    bits.set_upcall_pending(dom, vcpu);
+    Some(Kick { dom, vcpu })
+}
+
+impl DomainEvents {
+    /// A domain's table with ports `1..=max_port` (at most the 2-level limit), all free.
+    pub fn new(max_port: Port, nr_vcpus: u32) -> DomainEvents {
+        let max_port = max_port.clamp(1, NR_EVTCHN_2L - 1);
+        DomainEvents { chans: Vec::new(), max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new() }
+    }
+
+    /// The other domain an operation on `port` reaches: the peer of an interdomain port,
+    /// the domain an unbound port waits for (None for any other port, or a bad one).
+    pub fn peer(&self, port: Port) -> Option<DomId> {
+        match self.chans.get(port as usize)?.state {
+            State::Interdomain { remote, .. } | State::Unbound { remote } => Some(remote),
+            _ => None,
+        }
+    }
+
+    /// The ports in use, lowest first.
+    pub fn used(&self) -> impl Iterator<Item = Port> + '_ {
+        self.chans.iter().enumerate().filter(|(_, c)| c.state != State::Free).map(|(p, _)| p as Port)
+    }
+}
+
+impl Table for Events {
+    fn ports(&self, dom: DomId) -> Option<&DomainEvents> {
+        self.doms.get(&dom)
+    }
+    fn ports_mut(&mut self, dom: DomId) -> Option<&mut DomainEvents> {
+        self.doms.get_mut(&dom)
+    }
+}
+
+/// One domain's table, or two (in any order): what a caller holding their locks reaches.
+pub struct Pair<'a> {
+    pub a: (DomId, &'a mut DomainEvents),
+    pub b: Option<(DomId, &'a mut DomainEvents)>,
+}
+
+impl Table for Pair<'_> {
+    fn ports(&self, dom: DomId) -> Option<&DomainEvents> {
+        if self.a.0 == dom {
+            return Some(&*self.a.1);
+        }
+        self.b.as_ref().filter(|b| b.0 == dom).map(|b| &*b.1)
+    }
+    fn ports_mut(&mut self, dom: DomId) -> Option<&mut DomainEvents> {
+        if self.a.0 == dom {
+            return Some(&mut *self.a.1);
+        }
+        self.b.as_mut().filter(|b| b.0 == dom).map(|b| &mut *b.1)
+    }
+}
+
+impl Events {
+    /// Registers a domain with ports `1..=max_port` (at most the 2-level limit).
+    pub fn add_domain(&mut self, dom: DomId, max_port: Port, nr_vcpus: u32) {
+        self.doms.insert(dom, DomainEvents::new(max_port, nr_vcpus));
+    }
+
+    /// Forgets a domain, closing its ports first (peers return to unbound).
+    pub fn remove_domain(&mut self, dom: DomId, bits: &mut dyn Bits) {
+        let _ = self.reset(dom, bits);
+        self.doms.remove(&dom);
     }
 
     /// Checks the cross-domain invariants (for tests and debug builds).
@@ -313,7 +376,7 @@ impl Events {
             for (p, c) in d.chans.iter().enumerate() {
                 match c.state {
                     State::Interdomain { remote, remote_port } => {
-                        let back = self.chan(remote, remote_port).map_err(|_| "dangling peer")?;
+                        let back = chan(self, remote, remote_port).map_err(|_| "dangling peer")?;
                         if back.state != (State::Interdomain { remote: dom, remote_port: p as Port }) {
                             return Err("peer does not point back");
                         }
@@ -333,6 +396,7 @@ impl Events {
         Ok(())
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -491,6 +555,29 @@ mod tests {
         ]
     }
 
+    /// Runs `f` on a [`Pair`] of `a` (and `b`) taken out of `m`, as the hypervisor does
+    /// with the two domains' locks held.
+    fn on_pair<R>(m: &mut Map<DomId, DomainEvents>, a: DomId, b: Option<DomId>, f: impl FnOnce(&mut Pair<'_>) -> R) -> Option<R> {
+        let mut da = m.remove(&a)?;
+        let b = b.filter(|&b| b != a);
+        let mut db = match b {
+            Some(b) => match m.remove(&b) {
+                Some(d) => Some(d),
+                None => {
+                    m.insert(a, da);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let r = f(&mut Pair { a: (a, &mut da), b: b.zip(db.as_mut()) });
+        m.insert(a, da);
+        if let (Some(b), Some(d)) = (b, db) {
+            m.insert(b, d);
+        }
+        Some(r)
+    }
+
     proptest! {
         /// Random operation sequences keep the bindings consistent, and no unmasked pending
         /// event is ever left without a pending upcall on its vCPU (no lost wake-up).
@@ -534,6 +621,52 @@ mod tests {
                     prop_assert!(b.sel.contains(&(d, s.vcpu, p / 64)), "sel bit missing for port {} of d{}", p, d);
                     prop_assert_eq!(b.upcall.get(&(d, s.vcpu)), Some(&true), "no upcall for port {} of d{}", p, d);
                 }
+            }
+        }
+
+        /// Each operation on just the domains it names (its own, the other domain of its
+        /// arguments, and the peer of its port, as [`DomainEvents::peer`] reports) gives the
+        /// same result as on every domain: locking those is enough.
+        #[test]
+        fn pairs_reach_enough(ops in prop::collection::vec(op(), 1..200)) {
+            let mut e = Events::default();
+            let mut m = Map::new();
+            for (d, n) in [(0u16, 2u32), (1, 2), (2, 1)] {
+                e.add_domain(d, 10, n);
+                m.insert(d, DomainEvents::new(10, n));
+            }
+            let (mut b1, mut b2) = (FakeBits::default(), FakeBits::default());
+            for o in ops {
+                let peer = |m: &Map<DomId, DomainEvents>, a: DomId, p: Port| m.get(&a).and_then(|d| d.peer(p));
+                let (want, got) = match o {
+                    Op::Alloc(a, r) => (e.alloc_unbound(a, r).map(|_| ()), on_pair(&mut m, a, Some(r), |t| t.alloc_unbound(a, r).map(|_| ()))),
+                    Op::Bind(a, r, p) => (e.bind_interdomain(a, r, p, &mut b1).map(|_| ()), on_pair(&mut m, a, Some(r), |t| t.bind_interdomain(a, r, p, &mut b2).map(|_| ()))),
+                    Op::Virq(a, v, c) => (e.bind_virq(a, v, c).map(|_| ()), on_pair(&mut m, a, None, |t| t.bind_virq(a, v, c).map(|_| ()))),
+                    Op::Ipi(a, c) => (e.bind_ipi(a, c).map(|_| ()), on_pair(&mut m, a, None, |t| t.bind_ipi(a, c).map(|_| ()))),
+                    Op::Close(a, p) => { let q = peer(&m, a, p); (e.close(a, p, &mut b1), on_pair(&mut m, a, q, |t| t.close(a, p, &mut b2))) }
+                    Op::Send(a, p) => { let q = peer(&m, a, p); (e.send(a, p, &mut b1).map(|_| ()), on_pair(&mut m, a, q, |t| t.send(a, p, &mut b2).map(|_| ()))) }
+                    Op::Unmask(a, p) => (e.unmask(a, p, &mut b1).map(|_| ()), on_pair(&mut m, a, None, |t| t.unmask(a, p, &mut b2).map(|_| ()))),
+                    Op::BindVcpu(a, p, v) => (e.bind_vcpu(a, p, v, &mut b1).map(|_| ()), on_pair(&mut m, a, None, |t| t.bind_vcpu(a, p, v, &mut b2).map(|_| ()))),
+                    Op::Reset(a) => {
+                        let ports: Vec<Port> = m.get(&a).map(|d| d.used().collect()).unwrap_or_default();
+                        let mut r = Ok(());
+                        for p in ports {
+                            let q = peer(&m, a, p);
+                            if let Some(Err(x)) = on_pair(&mut m, a, q, |t| t.close(a, p, &mut b2)) { r = Err(x); }
+                        }
+                        (e.reset(a, &mut b1), Some(r))
+                    }
+                    Op::Mask(a, p) => { b1.masked.insert((a, p)); b2.masked.insert((a, p)); continue }
+                    Op::Ack(..) => continue,
+                };
+                prop_assert_eq!(Some(want), got);
+                for d in 0u16..3 {
+                    for p in 0..12 {
+                        prop_assert_eq!(e.status(d, p), on_pair(&mut m, d, None, |t| t.status(d, p)).unwrap());
+                    }
+                }
+                prop_assert_eq!(&b1.pending, &b2.pending);
+                prop_assert_eq!(&b1.upcall, &b2.upcall);
             }
         }
     }
