@@ -113,7 +113,7 @@ impl Vcpu {
     /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
     /// never given events (see [`Vcpu::is_placeholder`]).
     pub fn placeholder() -> Vcpu {
-        Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, VcpuInfos::legacy(Mfn(0), 0))))
+        Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, Mfn(0), 0)))
     }
 
     pub fn is_placeholder(&self) -> bool {
@@ -178,6 +178,17 @@ pub struct DomShared {
     /// lock and waits for it is served in turn, however busy the domain's other vCPUs keep
     /// it.
     mm: spin::mutex::TicketMutex<DomMm>,
+    /// Its shared_info frame (held for the domain's life).
+    pub shared_info: Mfn,
+    /// Its event channels, under the domain's event lock (`ports::Locked` takes it).
+    pub ports: spin::Mutex<hv_core::evtchn::DomainEvents>,
+    /// Bit n set while vCPU n sleeps in `SCHEDOP_block` or `SCHEDOP_poll` (set before the
+    /// sleeper's last look for events, cleared when it is woken), and while it polls: an
+    /// event sent without the hypervisor lock takes it only to wake such a vCPU.
+    pub sleeping: core::sync::atomic::AtomicU64,
+    pub polling: core::sync::atomic::AtomicU64,
+    /// Shut down or crashed (mirrors `Domain::dead`).
+    pub dead: core::sync::atomic::AtomicBool,
 }
 
 /// What the domain's memory lock guards.
@@ -188,8 +199,20 @@ pub struct DomMm {
 }
 
 impl DomShared {
-    pub fn new(id: DomId, privileged: bool, vcpu_info: VcpuInfos) -> DomShared {
-        DomShared { id, privileged, vcpu_info, up: core::sync::atomic::AtomicU64::new(1), mm: spin::mutex::TicketMutex::new(DomMm::default()) }
+    pub fn new(id: DomId, privileged: bool, shared_info: Mfn, nr_vcpus: usize) -> DomShared {
+        use core::sync::atomic::{AtomicBool, AtomicU64};
+        DomShared {
+            id,
+            privileged,
+            vcpu_info: VcpuInfos::legacy(shared_info, nr_vcpus),
+            up: AtomicU64::new(1),
+            mm: spin::mutex::TicketMutex::new(DomMm::default()),
+            shared_info,
+            ports: spin::Mutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
+            sleeping: AtomicU64::new(0),
+            polling: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+        }
     }
 
     /// Takes the domain's memory lock.
@@ -302,7 +325,6 @@ pub struct Domain {
     pub dead: Option<guest_abi::sched::ShutdownReason>,
     /// An unprivileged domain's console (line buffer, rate limit).
     pub console: crate::hypercall::console::GuestConsole,
-    pub shared_info: Mfn,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
     /// What its vCPUs reach without the hypervisor lock: each vCPU's `vcpu_info` (its legacy
@@ -326,9 +348,8 @@ impl Domain {
             sched_dom: usize::MAX,
             dead: None,
             console: Default::default(),
-            shared_info,
             vm_assist: 0,
-            shared: alloc::sync::Arc::new(DomShared::new(id, privileged, VcpuInfos::legacy(shared_info, n))),
+            shared: alloc::sync::Arc::new(DomShared::new(id, privileged, shared_info, n)),
             vcpu_info_registered: 0,
             vcpus: (0..n as u32).map(VcpuState::new).collect(),
         }
@@ -337,7 +358,7 @@ impl Domain {
     /// Stands in for "no domain" behind the placeholder vCPU of an idle CPU.
     pub fn idle() -> Domain {
         let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
-        d.shared = alloc::sync::Arc::new(DomShared::new(d.id, false, VcpuInfos::legacy(Mfn(0), 0)));
+        d.shared = alloc::sync::Arc::new(DomShared::new(d.id, false, Mfn(0), 0));
         d.vcpus.clear();
         d
     }
@@ -395,6 +416,7 @@ impl Domains {
     /// Adds a domain; its id must be the next one.
     pub fn push(&mut self, d: Domain) {
         assert_eq!(d.id as usize, self.list.len(), "domain ids are handed out in order");
+        register(d.shared.clone());
         self.list.push(d);
     }
 
@@ -445,6 +467,22 @@ impl Domains {
     pub fn vcpu_mut(&mut self, dom: DomId, vcpu: u32) -> Option<&mut VcpuState> {
         self.list.get_mut(dom as usize)?.vcpus.get_mut(vcpu as usize)
     }
+}
+
+/// What every CPU reaches of each domain without the hypervisor lock, by id: written when a
+/// domain is made (read-mostly: a leaf lock, held for a lookup).
+static REGISTRY: spin::RwLock<alloc::vec::Vec<alloc::sync::Arc<DomShared>>> = spin::RwLock::new(alloc::vec::Vec::new());
+
+/// Makes domain `d` reachable by id; ids are handed out in order.
+pub fn register(d: alloc::sync::Arc<DomShared>) {
+    let mut r = REGISTRY.write();
+    assert_eq!(d.id as usize, r.len(), "domain ids are handed out in order");
+    r.push(d);
+}
+
+/// Domain `id` as every CPU reaches it (none for a bad id or the idle domain).
+pub fn shared_of(id: DomId) -> Option<alloc::sync::Arc<DomShared>> {
+    REGISTRY.read().get(id as usize).cloned()
 }
 
 /// Most vCPUs per domain: the legacy `vcpu_info` slots of shared_info (every vCPU then has

@@ -3,78 +3,17 @@
 
 use crate::domain::{vi, Domain};
 use crate::Hv;
-use guest_abi::evtchn::{Port, VIRQ_CONSOLE, VIRQ_TIMER};
+use guest_abi::evtchn::{VIRQ_CONSOLE, VIRQ_TIMER};
 use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
-use hv_core::evtchn::Bits;
+use hv_core::evtchn::Table;
 use hv_core::mem::{Mfn, PhysMem};
 
 /// Default periodic timer of a new vCPU (as Xen: 10 ms).
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
 /// Housekeeping period (console input polling).
 const HOUSEKEEPING_NS: u64 = 10_000_000;
-
-const PENDING: usize = 2048;
-const MASK: usize = 2560;
-
-/// The 2-level bits of every domain's shared_info page and its vCPUs' `vcpu_info`.
-pub struct SharedBits<'a> {
-    pub doms: &'a crate::domain::Domains,
-}
-
-impl SharedBits<'_> {
-    /// The shared_info frame of `dom` (none for the idle domain).
-    fn page(&self, dom: DomId) -> Option<Mfn> {
-        self.doms.get(dom).filter(|d| !d.is_idle()).map(|d| d.shared_info)
-    }
-    fn test_and_set(&self, dom: DomId, off: usize, m: u8) -> bool {
-        self.page(dom).and_then(|p| DirectMap.fetch_or_u8(p, off, m)).is_none_or(|old| old & m != 0)
-    }
-}
-
-fn bit(base: usize, port: Port) -> (usize, u8) {
-    (base + (port / 8) as usize, 1 << (port % 8))
-}
-
-impl Bits for SharedBits<'_> {
-    fn test_and_set_pending(&mut self, d: DomId, port: Port) -> bool {
-        let (o, m) = bit(PENDING, port);
-        self.test_and_set(d, o, m)
-    }
-    fn clear_pending(&mut self, d: DomId, port: Port) {
-        let (o, m) = bit(PENDING, port);
-        if let Some(p) = self.page(d) {
-            DirectMap.fetch_and_u8(p, o, !m);
-        }
-    }
-    fn is_pending(&self, d: DomId, port: Port) -> bool {
-        let (o, m) = bit(PENDING, port);
-        self.page(d).and_then(|p| DirectMap.load_u8(p, o)).is_some_and(|b| b & m != 0)
-    }
-    fn is_masked(&self, d: DomId, port: Port) -> bool {
-        let (o, m) = bit(MASK, port);
-        self.page(d).and_then(|p| DirectMap.load_u8(p, o)).is_none_or(|b| b & m != 0)
-    }
-    fn test_and_clear_mask(&mut self, d: DomId, port: Port) -> bool {
-        let (o, m) = bit(MASK, port);
-        self.page(d).and_then(|p| DirectMap.fetch_and_u8(p, o, !m)).is_some_and(|old| old & m != 0)
-    }
-    fn test_and_set_sel(&mut self, d: DomId, vcpu: u32, word: u32) -> bool {
-        let (o, m) = (vi::PENDING_SEL + (word / 8) as usize, 1u8 << (word % 8));
-        self.doms.get(d).is_none_or(|dom| dom.vi_fetch_or(vcpu, o, m) & m != 0)
-    }
-    fn set_upcall_pending(&mut self, d: DomId, vcpu: u32) {
-        if let Some(dom) = self.doms.get(d) {
-            dom.set_vi_byte(vcpu, vi::UPCALL_PENDING, 1);
-        }
-    }
-}
-
-/// The shared-info bits of every domain.
-pub fn bits<'a>(hv: &'a Hv<'_>) -> SharedBits<'a> {
-    SharedBits { doms: &hv.g.domains }
-}
 
 /// Nanoseconds since boot.
 pub fn now() -> u64 {
@@ -116,13 +55,17 @@ pub fn set_wallclock(d: &Domain, boot_unix: u64) {
     let mut f = [0u8; 12];
     f[..4].copy_from_slice(&(boot_unix as u32).to_le_bytes());
     f[8..12].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
-    write_versioned(d.shared_info, 3072, 3076, &f);
+    write_versioned(d.shared.shared_info, 3072, 3076, &f);
 }
 
-/// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound).
+/// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound), under `dom`'s event lock.
 pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
-    let mut b = SharedBits { doms: &hv.g.domains };
-    let k = hv.g.events.send_virq(dom, virq, vcpu, &mut b);
+    let Some(d) = hv.g.domains.get(dom).filter(|d| !d.is_idle()).map(|d| d.shared.clone()) else { return };
+    let k = {
+        let mut l = crate::ports::Locked::new(&d, None);
+        let mut bits = l.bits();
+        l.pair().send_virq(dom, virq, vcpu, &mut bits)
+    };
     kick(hv, k);
 }
 

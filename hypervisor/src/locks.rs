@@ -1,8 +1,10 @@
 //! The hypervisor's locks, their order, and its check.
 //!
 //! A CPU takes locks only in increasing [`Level`]: its own [`crate::percpu::PerCpu`], then
-//! the hypervisor lock (`Global`), then one domain's memory lock (`DomShared::mm`). The
-//! page-table hypercalls take the memory lock without the hypervisor lock. Leaf locks inside the layers below (the console's) are
+//! the hypervisor lock (`Global`), then one domain's memory lock (`DomShared::mm`), then
+//! one or two domains' event-channel locks (`DomShared::ports`, lower id first). The
+//! page-table hypercalls take the memory lock and the event-channel operations their
+//! domains' event locks without the hypervisor lock. Leaf locks inside the layers below (the console's) are
 //! taken last and hold nothing else. Every CPU keeps a record of the levels it holds; taking
 //! a level at or below one already held panics, so an order violation shows on the first
 //! run that reaches it rather than as a rare deadlock (a few instructions per lock: the check
@@ -21,6 +23,11 @@ pub enum Level {
     Global = 1,
     /// A domain's memory lock (`DomShared::mm`): page-table operations, owner changes.
     DomainMm = 2,
+    /// A domain's event-channel lock (`DomShared::ports`); when two are held (an
+    /// interdomain operation), the lower domain id's first at this level ...
+    Events = 3,
+    /// ... and the higher one's at this (`ports::Locked`).
+    Events2 = 4,
 }
 
 /// Per CPU: bit n set while level n is held.

@@ -16,6 +16,7 @@ mod locks;
 mod machine;
 mod mm;
 mod percpu;
+mod ports;
 mod schedule;
 mod setup;
 mod traps;
@@ -38,7 +39,6 @@ pub struct Global {
     pub domains: domain::Domains,
     /// The console rate limit all unprivileged domains share.
     pub console_all: hv_core::ratelimit::TokenBucket,
-    pub events: hv_core::evtchn::Events,
     pub sched: hv_core::sched::Credit,
 }
 
@@ -153,17 +153,20 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
     // current domain's memory lock alone; and so does the way back when there is nothing
     // else to do on this CPU.
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        hypercall::local(pc, f) || hypercall::on_domain(pc, f)
+        hypercall::local(pc, f) || hypercall::on_domain(pc, f) || hypercall::events_local(pc, f)
     } else {
         traps::local_bounce(pc, f)
     };
-    if local && schedule::may_resume_locally(pc, f) {
+    if local && traps::exit_locally(pc, f) {
         schedule::leave_cpu(pc);
         return true;
     }
     let mut gg = global();
     let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
     let mut hv = Hv { pc, g, mm: None };
+    if core::mem::take(&mut hv.pc.wake_pass) {
+        schedule::check_sleepers(&mut hv);
+    }
     let resume = if local { traps::exit(&mut hv, f) } else { traps::guest_trap(&mut hv, f) };
     schedule::leave_cpu(hv.pc);
     resume
@@ -185,7 +188,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     log::info!("TSC {} kHz; CPU features {:?}", hv_arch::time::tsc_khz(), feat);
     let mut mm = setup::memory(&boot);
     let cpus = setup::cpus(&mut mm, &boot, &opts, &feat);
-    let (domains, vcpus, events, sched) = setup::domains(&mut mm, &boot, &opts, cpus.tables.len());
+    let (domains, vcpus, sched) = setup::domains(&mut mm, &boot, &opts, cpus.tables.len());
     let ncpus = cpus.tables.len();
     log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", vcpus[0].frame.rip, domains.len(), ncpus);
     for (k, t) in cpus.tables.iter().enumerate() {
@@ -207,7 +210,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         others: vcpus,
         domains,
         console_all: hypercall::console::all_domu_bucket(),
-        events,
         sched,
     });
     drop(guard);

@@ -33,6 +33,9 @@ pub struct PerCpu {
     pub next_tick: u64,
     /// Pick again before resuming (a higher-priority vCPU woke, the current one stopped).
     pub need_resched: bool,
+    /// A hypercall made without the hypervisor lock may have to wake a sleeper: the way
+    /// back takes the lock and looks (`schedule::check_sleepers`).
+    pub wake_pass: bool,
     /// The current vCPU yielded.
     pub yielded: bool,
     /// The current hypercall: inside a multicall (nested ones are refused), its work budget
@@ -53,6 +56,7 @@ impl PerCpu {
             slice_until: 0,
             next_tick: hv_core::sched::TICK_NS,
             need_resched: false,
+            wake_pass: false,
             yielded: false,
             in_multicall: false,
             budget: hv_core::budget::Budget::default(),

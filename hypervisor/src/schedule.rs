@@ -45,6 +45,12 @@ pub fn running(k: usize) -> Option<Running> {
     (w != 0).then(|| Running { dom: ((w >> 48) - 1) as DomId, id: ((w >> 40) & 0xFF) as u32, l4: hv_core::mem::Mfn(w & ((1 << 40) - 1)) })
 }
 
+/// The CPU running vCPU `vcpu` of `dom` now, from the `RUNNING` records (no lock: the
+/// answer may be stale by the time it is used).
+pub fn cpu_running(dom: DomId, vcpu: u32) -> Option<usize> {
+    (0..crate::machine::get().cpus.len()).find(|&k| running(k).is_some_and(|r| r.dom == dom && r.id == vcpu))
+}
+
 /// Records what this CPU (`k`) runs. A full barrier: whatever page tables the CPU reads
 /// after this (its root's slots, its TLB refill), a shootdown that missed the record was
 /// ordered before it (see [`shootdown`]).
@@ -224,16 +230,6 @@ pub fn leave_cpu(pc: &mut PerCpu) {
     pc.need_resched = false;
 }
 
-/// After a hypercall handled without the hypervisor lock: can `f` resume the current vCPU
-/// as it is? Not when another CPU asked this one to pick again (a wakeup, the vCPU stopped
-/// or its domain died: those come with a reschedule request), an upcall is due, or the
-/// frame needs the refusal path. The vCPU was runnable when it entered and such
-/// hypercalls neither block nor yield.
-#[inline]
-pub fn may_resume_locally(pc: &PerCpu, f: &TrapFrame) -> bool {
-    !pc.need_resched && !events::upcall_owed(&pc.cur, f) && crate::traps::resumable(f)
-}
-
 /// The current vCPU switched to root `l4` (other CPUs' shootdowns copy from it).
 pub fn set_root(pc: &PerCpu) {
     let (dom, id, l4) = (pc.cur.dom, pc.cur.id, pc.cur.l4);
@@ -274,12 +270,17 @@ pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
     let alive = hv.g.domains.get(dom).is_some_and(|d| d.dead.is_none());
     let running = running_on(hv, dom, vcpu);
     let here = hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu;
+    let shared = hv.g.domains.get(dom).map(|d| d.shared.clone());
     let Some(v) = hv.g.domains.vcpu_mut(dom, vcpu) else { return };
     if !alive || v.down {
         return;
     }
     v.blocked = false;
     v.poll_ports.clear();
+    if let Some(d) = &shared {
+        d.sleeping.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
+        d.polling.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
+    }
     if running.is_none() && !here {
         v.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
     }
@@ -328,8 +329,8 @@ pub fn stop(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
 pub fn check_sleepers(hv: &mut Hv<'_>) {
     let now = events::now();
     let mut to_wake = alloc::vec::Vec::new();
-    let bits = events::bits(hv);
     for d in hv.g.domains.iter().filter(|d| d.dead.is_none()) {
+        let bits = crate::ports::PortBits::one(&d.shared);
         for (id, v) in d.vcpus.iter().enumerate() {
             if !v.blocked || v.down {
                 continue;
@@ -501,7 +502,7 @@ fn audit(g: &Global, dom: DomId) {
     use hv_core::audit::Hold;
     let Some(d) = g.domains.get(dom) else { return };
     let _mm = d.shared.mm();
-    let mut holds = alloc::vec![Hold { mfn: d.shared_info, typed: true }];
+    let mut holds = alloc::vec![Hold { mfn: d.shared.shared_info, typed: true }];
     for v in 0..d.nr_vcpus() {
         if d.vcpu_info_registered & (1 << v) != 0 {
             holds.extend(d.vi_at(v).map(|at| Hold { mfn: at.frame, typed: true }));

@@ -124,13 +124,13 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
 }
 
 /// The boot-time domains: dom0 from the first module, domUs from the others; their event
-/// channels and scheduler entries. Refusing dom0 ends the run.
+/// scheduler entries (each domain's event channels come with it: `DomShared::ports`). Refusing dom0 ends the run.
 pub fn domains(
     mm: &mut mm::Mm,
     boot: &BootInfo,
     opts: &Options<'_>,
     ncpus: usize,
-) -> (domain::Domains, alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>, hv_core::evtchn::Events, hv_core::sched::Credit) {
+) -> (domain::Domains, alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>, hv_core::sched::Credit) {
     // dom0: the first module; its string, else the text after " -- ".
     let refuse = |name: &str, why: &dyn core::fmt::Display| -> ! {
         log::error!("dom0 module {}: refused: {}", name, why);
@@ -166,13 +166,11 @@ pub fn domains(
             }
         }
     }
-    let mut events = hv_core::evtchn::Events::default();
     let mut sched = hv_core::sched::Credit::new(ncpus);
     let boot_unix = hv_arch::time::rtc_unix_seconds();
     let mut domains = domain::Domains::new();
     let mut vcpus = alloc::vec::Vec::new();
     for (mut d, v0, weight, cap) in doms {
-        events.add_domain(d.id, guest_abi::evtchn::NR_EVTCHN_2L - 1, d.nr_vcpus());
         d.sched_dom = sched.add_domain(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
@@ -187,7 +185,7 @@ pub fn domains(
         }
         domains.push(d);
     }
-    (domains, vcpus, events, sched)
+    (domains, vcpus, sched)
 }
 
 /// Starts the application processors (each runs `ap_main`) and waits a moment for each to

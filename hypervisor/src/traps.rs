@@ -75,6 +75,7 @@ pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
     }
     log::info!("d{} is dead ({}); the others carry on", dom, why.name());
     hv.dom_mut().dead = Some(why);
+    hv.dom().shared.dead.store(true, core::sync::atomic::Ordering::SeqCst);
     for v in 0..hv.dom().nr_vcpus() {
         crate::schedule::stop(hv, dom, v);
     }
@@ -173,6 +174,29 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
         shared.vcpu_info.write(mx.pc.cur.id, vi::CR2, &hv_arch::cpu::read_cr2().to_le_bytes());
     }
     true
+}
+
+/// After an entry handled without the hypervisor lock: resumes the current vCPU with `f`,
+/// first delivering an owed upcall to its event callback (under its domain's memory lock:
+/// the frame goes onto its kernel stack). Returns false, for the locked path, when another
+/// CPU asked this one to pick again (a wakeup, the vCPU stopped or its domain died: those
+/// come with a reschedule request), a sleeper may need waking, the upcall's stack cannot
+/// take the frame (nothing changed: the locked path crashes the domain), or the frame needs
+/// the refusal path. The vCPU was runnable when it entered, and such entries neither block
+/// nor yield.
+#[inline]
+pub fn exit_locally(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
+    if pc.need_resched || pc.wake_pass || !resumable(f) {
+        return false;
+    }
+    if !crate::events::upcall_owed(&pc.cur, f) {
+        return true;
+    }
+    let shared = pc.cur.shared.clone();
+    let mut mm = shared.mm();
+    let mx = crate::hypercall::Mx { pc, mm: &mut mm };
+    let cb = mx.pc.cur.callbacks.event;
+    push_handler_frame(&mx, f, cb, &[], true).is_ok() && resumable(f)
 }
 
 /// The CPU refused to resume the current vCPU with `f` (its exit `iretq` faulted: a selector

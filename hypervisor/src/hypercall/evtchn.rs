@@ -1,9 +1,12 @@
-//! `event_channel_op` (and the legacy `event_channel_op_compat`).
+//! `event_channel_op` (and the legacy `event_channel_op_compat`), without the hypervisor
+//! lock: each operation holds the event locks of the domains it names (`crate::ports`).
 
-use super::{read_guest, resolve_dom, write_guest, HcResult};
-use crate::Hv;
+use super::{read_guest, resolve_dom, write_guest, HcResult, OnCpu};
+use crate::domain::DomShared;
+use crate::ports::{self, Locked};
 use guest_abi::errno::Errno;
 use guest_abi::evtchn::*;
+use hv_core::evtchn::{Kick, Table};
 
 fn u32at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
@@ -25,72 +28,133 @@ fn arg_size(cmd: u64) -> Option<usize> {
     })
 }
 
-pub fn event_channel_op(hv: &mut Hv, cmd: u64, arg: u64) -> HcResult {
-    let n = arg_size(cmd).ok_or(Errno::ENOSYS)?;
+/// `event_channel_op(cmd, arg)`. Runs with whatever locks the caller holds besides this
+/// CPU's structure (none on the way from a guest: `super::events_local`); returns whether
+/// a sleeper may need waking, which takes the hypervisor lock (`ports::notify_lockfree`).
+pub fn event_channel_op(c: &impl OnCpu, cmd: u64, arg: u64) -> (HcResult, bool) {
+    let Some(n) = arg_size(cmd) else { return (Err(Errno::ENOSYS), false) };
     let mut b = [0u8; 24];
-    read_guest(hv, arg, &mut b[..n])?;
-    run(hv, cmd, arg, &mut b, 0)
+    if let Err(e) = read_guest(c, arg, &mut b[..n]) {
+        return (Err(e), false);
+    }
+    run(c, cmd, arg, &b, 0)
 }
 
 /// Legacy #16: `{cmd u32, pad, union}` in one structure.
-pub fn event_channel_op_compat(hv: &mut Hv, arg: u64) -> HcResult {
-    let mut c = [0u8; 4];
-    read_guest(hv, arg, &mut c)?;
-    let cmd = u32::from_le_bytes(c) as u64;
-    let n = arg_size(cmd).ok_or(Errno::ENOSYS)?;
+pub fn event_channel_op_compat(c: &impl OnCpu, arg: u64) -> (HcResult, bool) {
+    let mut w = [0u8; 4];
+    if let Err(e) = read_guest(c, arg, &mut w) {
+        return (Err(e), false);
+    }
+    let cmd = u32::from_le_bytes(w) as u64;
+    let Some(n) = arg_size(cmd) else { return (Err(Errno::ENOSYS), false) };
     let mut b = [0u8; 24];
-    read_guest(hv, arg.wrapping_add(8), &mut b[..n])?;
-    run(hv, cmd, arg, &mut b, 8)
+    if let Err(e) = read_guest(c, arg.wrapping_add(8), &mut b[..n]) {
+        return (Err(e), false);
+    }
+    run(c, cmd, arg, &b, 8)
 }
 
-/// Runs `cmd` with its argument bytes in `b`; outputs go back to `arg + base + offset`.
-fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult {
-    let me = hv.pc.cur.dom;
-    let mut bits = crate::events::SharedBits { doms: &hv.g.domains };
-    let out = |hv: &Hv, off: u64, v: u32| write_guest(hv, arg.wrapping_add(base).wrapping_add(off), &v.to_le_bytes());
-    match cmd {
-        EVTCHNOP_ALLOC_UNBOUND => {
-            let dom = resolve_dom(hv, u16at(b, 0))?;
-            let remote = match u16at(b, 2) {
-                guest_abi::DOMID_SELF => me,
-                r => r,
-            };
-            let p = hv.g.events.alloc_unbound(dom, remote)?;
-            out(hv, 4, p)?;
+/// An operation's outcome under the event locks: a value to return (a port, or a status
+/// to copy out) and the vCPU to notify.
+enum Out {
+    None,
+    Port(Port),
+    Status(hv_core::evtchn::Status),
+}
+
+/// Runs `cmd` with its argument bytes in `b`; outputs go back to `arg + base + offset`
+/// (after the event locks are dropped: a copy may wait for frames).
+fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult, bool) {
+    let me: &DomShared = &c.pc().cur.shared;
+    let cpu = c.pc().id;
+    let myid = me.id;
+    let self_or = |d: u16| if d == guest_abi::DOMID_SELF { myid } else { d };
+    // Each arm: the operation on the tables it locked, then the notice while they are
+    // still held (their domains' sleepers are looked at).
+    let done = |l: &mut Locked<'_>, r: Result<(Out, Option<Kick>), Errno>| -> (Result<Out, Errno>, bool) {
+        match r {
+            Ok((o, k)) => {
+                let bits = l.bits();
+                let doms = [bits.a, bits.b.unwrap_or(bits.a)];
+                (Ok(o), ports::notify_lockfree(cpu, k, &doms))
+            }
+            Err(e) => (Err(e), false),
         }
+    };
+    let (r, need) = match cmd {
+        EVTCHNOP_ALLOC_UNBOUND => match resolve_dom(c, u16at(b, 0)) {
+            Err(e) => (Err(e), false),
+            Ok(dom) => {
+                let remote = self_or(u16at(b, 2));
+                ports::on_domains(me, remote, |l| {
+                    let r = l.pair().alloc_unbound(dom, remote).map(|p| (Out::Port(p), None));
+                    done(l, r)
+                })
+            }
+        },
         EVTCHNOP_BIND_INTERDOMAIN => {
-            let remote = match u16at(b, 0) {
-                guest_abi::DOMID_SELF => me,
-                r => r,
+            let remote = self_or(u16at(b, 0));
+            ports::on_domains(me, remote, |l| {
+                let mut bits = l.bits();
+                let r = l.pair().bind_interdomain(myid, remote, u32at(b, 4), &mut bits).map(|(p, k)| (Out::Port(p), k));
+                done(l, r)
+            })
+        }
+        EVTCHNOP_BIND_VIRQ => ports::on_domains(me, myid, |l| {
+            let r = l.pair().bind_virq(myid, u32at(b, 0), u32at(b, 4)).map(|p| (Out::Port(p), None));
+            done(l, r)
+        }),
+        EVTCHNOP_BIND_IPI => ports::on_domains(me, myid, |l| {
+            let r = l.pair().bind_ipi(myid, u32at(b, 0)).map(|p| (Out::Port(p), None));
+            done(l, r)
+        }),
+        EVTCHNOP_CLOSE => ports::on_port(me, u32at(b, 0), |l| {
+            let mut bits = l.bits();
+            let r = l.pair().close(myid, u32at(b, 0), &mut bits).map(|()| (Out::None, None));
+            done(l, r)
+        }),
+        EVTCHNOP_SEND => ports::on_port(me, u32at(b, 0), |l| {
+            let mut bits = l.bits();
+            let r = l.pair().send(myid, u32at(b, 0), &mut bits).map(|k| (Out::None, k));
+            done(l, r)
+        }),
+        EVTCHNOP_UNMASK => ports::on_domains(me, myid, |l| {
+            let mut bits = l.bits();
+            let r = l.pair().unmask(myid, u32at(b, 0), &mut bits).map(|k| (Out::None, k));
+            done(l, r)
+        }),
+        EVTCHNOP_BIND_VCPU => ports::on_domains(me, myid, |l| {
+            let mut bits = l.bits();
+            let r = l.pair().bind_vcpu(myid, u32at(b, 0), u32at(b, 4), &mut bits).map(|k| (Out::None, k));
+            done(l, r)
+        }),
+        EVTCHNOP_STATUS => match resolve_dom(c, u16at(b, 0)) {
+            Err(e) => (Err(e), false),
+            Ok(dom) => ports::on_domains(me, dom, |l| {
+                let r = l.pair().status(dom, u32at(b, 4)).map(|s| (Out::Status(s), None));
+                done(l, r)
+            }),
+        },
+        EVTCHNOP_RESET => match resolve_dom(c, u16at(b, 0)) {
+            Err(e) => (Err(e), false),
+            Ok(_) => reset(me, cpu),
+        },
+        _ => (Err(Errno::ENOSYS), false),
+    };
+    let out = |off: u64, data: &[u8]| write_guest(c, arg.wrapping_add(base).wrapping_add(off), data);
+    let r = match r {
+        Err(e) => Err(e),
+        Ok(Out::None) => Ok(0),
+        Ok(Out::Port(p)) => {
+            // Where each op returns its port.
+            let off = match cmd {
+                EVTCHNOP_ALLOC_UNBOUND | EVTCHNOP_BIND_IPI => 4,
+                _ => 8,
             };
-            let (p, k) = hv.g.events.bind_interdomain(me, remote, u32at(b, 4), &mut bits)?;
-            crate::events::kick(hv, k);
-            out(hv, 8, p)?;
+            out(off, &p.to_le_bytes()).map(|()| 0)
         }
-        EVTCHNOP_BIND_VIRQ => {
-            let p = hv.g.events.bind_virq(me, u32at(b, 0), u32at(b, 4))?;
-            out(hv, 8, p)?;
-        }
-        EVTCHNOP_BIND_IPI => {
-            let p = hv.g.events.bind_ipi(me, u32at(b, 0))?;
-            out(hv, 4, p)?;
-        }
-        EVTCHNOP_CLOSE => hv.g.events.close(me, u32at(b, 0), &mut bits)?,
-        EVTCHNOP_SEND => {
-            let k = hv.g.events.send(me, u32at(b, 0), &mut bits)?;
-            crate::events::kick(hv, k);
-        }
-        EVTCHNOP_UNMASK => {
-            let k = hv.g.events.unmask(me, u32at(b, 0), &mut bits)?;
-            crate::events::kick(hv, k);
-        }
-        EVTCHNOP_BIND_VCPU => {
-            let k = hv.g.events.bind_vcpu(me, u32at(b, 0), u32at(b, 4), &mut bits)?;
-            crate::events::kick(hv, k);
-        }
-        EVTCHNOP_STATUS => {
-            let dom = resolve_dom(hv, u16at(b, 0))?;
-            let s = hv.g.events.status(dom, u32at(b, 4))?;
+        Ok(Out::Status(s)) => {
             let mut o = [0u8; 16];
             o[..4].copy_from_slice(&s.status.to_le_bytes());
             o[4..8].copy_from_slice(&s.vcpu.to_le_bytes());
@@ -103,15 +167,25 @@ fn run(hv: &mut Hv, cmd: u64, arg: u64, b: &mut [u8; 24], base: u64) -> HcResult
                 EVTCHNSTAT_VIRQ => o[8..12].copy_from_slice(&s.a.to_le_bytes()),
                 _ => {}
             }
-            write_guest(hv, arg.wrapping_add(base).wrapping_add(8), &o)?;
+            out(8, &o).map(|()| 0)
         }
-        EVTCHNOP_RESET => {
-            let dom = resolve_dom(hv, u16at(b, 0))?;
-            hv.g.events.reset(dom, &mut bits)?;
-        }
-        _ => return Err(Errno::ENOSYS),
+    };
+    (r, need)
+}
+
+/// `EVTCHNOP_reset` of the caller's own domain: closes its ports one at a time, each with
+/// the locks its peer needs.
+fn reset(me: &DomShared, cpu: usize) -> (Result<Out, Errno>, bool) {
+    let used: alloc::vec::Vec<Port> = ports::Locked::new(me, None).ports(me.id).map(|t| t.used().collect()).unwrap_or_default();
+    let mut need = false;
+    for p in used {
+        ports::on_port(me, p, |l| {
+            let mut bits = l.bits();
+            // A port closed meanwhile by another vCPU is no error here.
+            let _ = l.pair().close(me.id, p, &mut bits);
+            let d = [bits.a, bits.b.unwrap_or(bits.a)];
+            need |= ports::notify_lockfree(cpu, None, &d);
+        });
     }
-    // A poller may wait on the port that just became pending.
-    crate::schedule::check_sleepers(hv);
-    Ok(0)
+    (Ok(Out::None), need)
 }

@@ -87,6 +87,15 @@ impl OnCpu for Hv<'_> {
     }
 }
 
+impl OnCpu for PerCpu {
+    fn pc(&self) -> &PerCpu {
+        self
+    }
+    fn pc_mut(&mut self) -> &mut PerCpu {
+        self
+    }
+}
+
 impl OnCpu for Mx<'_> {
     fn pc(&self) -> &PerCpu {
         self.pc
@@ -159,8 +168,13 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     match n {
         nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
         nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
-        nr::EVENT_CHANNEL_OP => evtchn::event_channel_op(hv, a1, a2),
-        nr::EVENT_CHANNEL_OP_COMPAT => evtchn::event_channel_op_compat(hv, a1),
+        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT => {
+            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*hv, a1, a2) } else { evtchn::event_channel_op_compat(&*hv, a1) };
+            if wake {
+                crate::schedule::check_sleepers(hv);
+            }
+            r
+        }
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
         nr::SET_TIMER_OP => vcpu::set_timer_op(hv, a1),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
@@ -215,6 +229,22 @@ pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     let mut mm = shared.mm();
     let r = call_mm(&mut Mx { pc, mm: &mut mm }, f, n, args);
     store_result(f, r);
+    true
+}
+
+/// Runs the hypercall in `f` if it is an event-channel operation: with the event locks of
+/// the domains it names, without the hypervisor lock (`crate::ports`). A sleeper it may
+/// have to wake is left for the hypervisor lock's path (`PerCpu::wake_pass`). Returns
+/// false, having done nothing, for every other hypercall.
+pub fn events_local(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
+    let n = f.rax;
+    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT) || pc.cur.is_placeholder() {
+        return false;
+    }
+    begin(pc);
+    let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*pc, f.rdi, f.rsi) } else { evtchn::event_channel_op_compat(&*pc, f.rdi) };
+    store_result(f, r);
+    pc.wake_pass |= wake;
     true
 }
 

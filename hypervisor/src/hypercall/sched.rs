@@ -5,7 +5,9 @@ use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::harness::ExitCode;
 use guest_abi::sched::*;
+use core::sync::atomic::Ordering;
 use hv_arch::entry::TrapFrame;
+use hv_core::evtchn::{Bits, Table};
 
 fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
     let r = u32::try_from(reason).ok().and_then(ShutdownReason::from_u32).ok_or(Errno::EINVAL)?;
@@ -32,8 +34,14 @@ const MAX_POLL_PORTS: u32 = 128;
 /// `SCHEDOP_block`: re-enables events and sleeps until one is pending (returns at once if
 /// one already is: no lost wake-up).
 fn block(hv: &mut Hv) -> HcResult {
-    crate::events::set_upcall_mask(hv.dom(), hv.pc.cur.id, 0);
-    if !crate::events::upcall_due(hv.dom(), hv.pc.cur.id) {
+    let (d, v) = (hv.pc.cur.shared.clone(), hv.pc.cur.id);
+    crate::events::set_upcall_mask(hv.dom(), v, 0);
+    // Announced before the last look: an event sent without the hypervisor lock sees the
+    // bit, or this sees the event (`ports::notify_lockfree`).
+    d.sleeping.fetch_or(1 << v, Ordering::SeqCst);
+    if crate::events::upcall_due(hv.dom(), v) {
+        d.sleeping.fetch_and(!(1 << v), Ordering::SeqCst);
+    } else {
         crate::schedule::block_current(hv);
     }
     Ok(0)
@@ -51,16 +59,24 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
         return Err(Errno::EINVAL);
     }
     let mut list = alloc::vec::Vec::with_capacity(nr as usize);
+    let (d, me, v) = (hv.pc.cur.shared.clone(), hv.pc.cur.dom, hv.pc.cur.id);
     for i in 0..nr as u64 {
         let mut w = [0u8; 4];
         read_guest(hv, ports.wrapping_add(4 * i), &mut w)?;
         let p = u32::from_le_bytes(w);
-        hv.g.events.status(hv.pc.cur.dom, p)?;
+        crate::ports::Locked::new(&d, None).pair().status(me, p)?;
         list.push(p);
     }
-    let bits = crate::events::bits(hv);
-    let pending = list.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, hv.pc.cur.dom, p));
-    if pending || list.is_empty() || (timeout != 0 && crate::events::now() >= timeout) {
+    if list.is_empty() || (timeout != 0 && crate::events::now() >= timeout) {
+        return Ok(0);
+    }
+    // Announced before the last look (see `block`).
+    d.polling.fetch_or(1 << v, Ordering::SeqCst);
+    d.sleeping.fetch_or(1 << v, Ordering::SeqCst);
+    let bits = crate::ports::PortBits::one(&d);
+    if list.iter().any(|&p| bits.is_pending(me, p)) {
+        d.polling.fetch_and(!(1 << v), Ordering::SeqCst);
+        d.sleeping.fetch_and(!(1 << v), Ordering::SeqCst);
         return Ok(0);
     }
     if let Some(v) = hv.vs() {
