@@ -8,6 +8,9 @@ use hv_arch::physmem::DirectMap;
 use hv_core::guest_access::GuestView;
 use hv_core::mem::{Mfn, PhysMem};
 
+/// Default periodic timer of a new vCPU (as Xen: 10 ms).
+pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
+
 /// Guest callbacks registered with `set_callbacks` / `callback_op`.
 #[derive(Copy, Clone, Debug, Default)]
 pub struct Callbacks {
@@ -125,11 +128,11 @@ impl VcpuState {
     /// vCPU `id`: vCPU 0 starts initialised and up, the others down and without a context.
     pub fn new(id: u32) -> VcpuState {
         let first = id == 0;
-        let now = crate::events::now();
+        let now = hv_arch::time::now_ns();
         VcpuState {
             single_deadline: None,
-            period_ns: crate::events::DEFAULT_PERIOD_NS,
-            period_next: now + crate::events::DEFAULT_PERIOD_NS,
+            period_ns: DEFAULT_PERIOD_NS,
+            period_next: now + DEFAULT_PERIOD_NS,
             sched_id: usize::MAX,
             blocked: false,
             initialised: first,
@@ -324,7 +327,7 @@ pub struct Domain {
     /// Shut down or crashed (a zombie until a toolstack destroys it).
     pub dead: Option<guest_abi::sched::ShutdownReason>,
     /// An unprivileged domain's console (line buffer, rate limit).
-    pub console: crate::hypercall::console::GuestConsole,
+    pub console: crate::guest_console::GuestConsole,
     /// Enabled `vm_assist` types.
     pub vm_assist: u64,
     /// What its vCPUs reach without the hypervisor lock: each vCPU's `vcpu_info` (its legacy

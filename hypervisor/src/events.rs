@@ -10,8 +10,6 @@ use hv_arch::physmem::DirectMap;
 use hv_core::evtchn::Table;
 use hv_core::mem::{Mfn, PhysMem};
 
-/// Default periodic timer of a new vCPU (as Xen: 10 ms).
-pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
 /// Housekeeping period (console input polling).
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 

@@ -31,7 +31,7 @@ pub enum Level {
 }
 
 /// Per CPU: bit n set while level n is held.
-static HELD: [crate::schedule::Line<AtomicU8>; MAX_CPUS] = [const { crate::schedule::Line(AtomicU8::new(0)) }; MAX_CPUS];
+static HELD: [crate::line::Line<AtomicU8>; MAX_CPUS] = [const { crate::line::Line(AtomicU8::new(0)) }; MAX_CPUS];
 
 #[inline]
 fn held() -> &'static AtomicU8 {

@@ -19,47 +19,21 @@ mod percpu;
 mod ports;
 mod schedule;
 mod setup;
+mod state;
+mod guest;
+mod guest_console;
+mod halt;
+pub use halt::{end, panic_exit};
+pub use state::{global, Global, Hv};
+mod shootdown;
+mod line;
 mod traps;
 
-use core::sync::atomic::{AtomicBool, Ordering};
-use guest_abi::harness::ExitCode;
+use core::sync::atomic::Ordering;
 use hv_arch::boot::{BootInfo, BootInfoError};
 use hv_arch::cpu::{self, Features};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
-
-
-/// The hypervisor's shared state, under the hypervisor lock (see `locks` for the order).
-/// What belongs to one CPU is in its `percpu::PerCpu` instead.
-pub struct Global {
-    pub mm: mm::Mm,
-    /// Every vCPU context that is not on a CPU: runnable, blocked or down.
-    pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
-    /// Every domain, by id, and the idle domain behind placeholders.
-    pub domains: domain::Domains,
-    /// The console rate limit all unprivileged domains share.
-    pub console_all: hv_core::ratelimit::TokenBucket,
-    pub sched: hv_core::sched::Credit,
-}
-
-/// What a hypervisor entry works with: this CPU's structure (the current vCPU in it) and
-/// the shared state; and the current domain's memory, when its lock is held for a stretch
-/// (a multicall).
-pub struct Hv<'a> {
-    pub pc: &'a mut percpu::PerCpu,
-    pub g: &'a mut Global,
-    pub mm: Option<&'a mut domain::DomMm>,
-}
-
-/// The hypervisor lock: a ticket lock, so CPUs get it in the order they asked (a plain spin
-/// lock let a CPU re-issuing continuations back to back starve the others for hundreds of
-/// milliseconds under TCG).
-static HV: spin::mutex::TicketMutex<Option<Global>> = spin::mutex::TicketMutex::new(None);
-
-/// Takes the hypervisor lock (after this CPU's own structure, if at all: `locks`).
-pub fn global() -> locks::Ordered<spin::mutex::TicketMutexGuard<'static, Option<Global>>> {
-    locks::Ordered::new(locks::Level::Global, || HV.lock())
-}
 
 /// CPUs that have come up (the BSP included).
 static CPUS_ONLINE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
@@ -77,48 +51,6 @@ fn ap_main(cpu: u32) -> ! {
     log::info!("CPU {} up (APIC id {})", cpu, hv_arch::lapic::id());
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     schedule::idle_loop()
-}
-static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
-
-impl Hv<'_> {
-    /// The current vCPU's domain.
-    pub fn dom(&self) -> &domain::Domain {
-        self.g.domains.of(self.pc.cur.dom)
-    }
-
-    pub fn dom_mut(&mut self) -> &mut domain::Domain {
-        self.g.domains.of_mut(self.pc.cur.dom)
-    }
-
-    /// What the rest of the hypervisor sees of the current vCPU (`None` when idle).
-    pub fn vs(&mut self) -> Option<&mut domain::VcpuState> {
-        self.g.domains.vcpu_mut(self.pc.cur.dom, self.pc.cur.id)
-    }
-
-    /// Ends the run: under QEMU with `debug-exit`, through isa-debug-exit with `code`.
-    pub fn end_run(&self, why: &str, code: ExitCode) -> ! {
-        end(why, code)
-    }
-}
-
-fn end(why: &str, code: ExitCode) -> ! {
-    // A guest system call through a direct gate never enters: with a DPL-0 gate `int 0x80`
-    // from ring 3 would arrive as #GP, with a hypervisor DPL-3 gate as vector 0x80.
-    let (total, gp, v80) = schedule::entries();
-    log::info!("hypervisor entries from guests: total={} gp={} int80={}", total, gp, v80);
-    log::info!("{}: halting ({:?})", why, code);
-    if DEBUG_EXIT.load(Ordering::Relaxed) {
-        cpu::debug_exit(code);
-    }
-    cpu::halt_forever()
-}
-
-/// After a fatal hypervisor error.
-pub fn panic_exit() -> ! {
-    if DEBUG_EXIT.load(Ordering::Relaxed) {
-        cpu::debug_exit(ExitCode::HypervisorPanic);
-    }
-    cpu::halt_forever()
 }
 
 #[panic_handler]
@@ -138,16 +70,16 @@ fn strip_path(s: &str) -> &str {
 }
 
 fn guest_trap(f: &mut TrapFrame) -> bool {
-    schedule::count_entry(f.vector);
+    crate::shootdown::count_entry(f.vector);
     if f.vector == hv_arch::lapic::FLUSH_VECTOR as u64 {
         // Takes no lock: the CPU that sent it (perhaps holding locks) waits until this flushed.
-        schedule::flush_ipi();
+        crate::shootdown::flush_ipi();
         return true;
     }
-    schedule::left_guest();
+    crate::shootdown::left_guest();
     let mut pg = percpu::this();
     let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
-    schedule::enter(pc);
+    crate::shootdown::enter(pc);
     // Hypercalls that need only this CPU's structure run without the hypervisor lock;
     // page-table hypercalls and exceptions bounced to the guest's own handlers under the
     // current domain's memory lock alone; and so does the way back when there is nothing
@@ -158,7 +90,7 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
         traps::local_bounce(pc, f)
     };
     if local && traps::exit_locally(pc, f) {
-        schedule::leave_cpu(pc);
+        crate::shootdown::leave_cpu(pc);
         return true;
     }
     let mut gg = global();
@@ -168,7 +100,7 @@ fn guest_trap(f: &mut TrapFrame) -> bool {
         schedule::check_sleepers(&mut hv);
     }
     let resume = if local { traps::exit(&mut hv, f) } else { traps::guest_trap(&mut hv, f) };
-    schedule::leave_cpu(hv.pc);
+    crate::shootdown::leave_cpu(hv.pc);
     resume
 }
 

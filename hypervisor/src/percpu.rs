@@ -69,7 +69,7 @@ impl PerCpu {
 /// the exclusive access checkable), before anything else (see `locks`).
 static CPUS: [spin::Mutex<Option<PerCpu>>; MAX_CPUS] = [const { spin::Mutex::new(None) }; MAX_CPUS];
 /// Per CPU: another CPU asked it to look again (it then sends `IPI_VECTOR`).
-static RESCHED: [crate::schedule::Line<AtomicBool>; MAX_CPUS] = [const { crate::schedule::Line(AtomicBool::new(false)) }; MAX_CPUS];
+static RESCHED: [crate::line::Line<AtomicBool>; MAX_CPUS] = [const { crate::line::Line(AtomicBool::new(false)) }; MAX_CPUS];
 
 /// Installs CPU `k`'s structure (at boot, before that CPU runs guests).
 pub fn install(pc: PerCpu) {

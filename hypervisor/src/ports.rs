@@ -168,7 +168,7 @@ pub fn notify_lockfree(this_cpu: usize, k: Option<Kick>, doms: &[&DomShared]) ->
         let Some(d) = doms.iter().find(|d| d.id == k.dom) else { return true };
         if k.vcpu >= 64 || d.sleeping.load(Ordering::Relaxed) & (1 << k.vcpu) != 0 {
             need = true;
-        } else if let Some(cpu) = crate::schedule::cpu_running(k.dom, k.vcpu) {
+        } else if let Some(cpu) = crate::shootdown::cpu_running(k.dom, k.vcpu) {
             if cpu != this_cpu {
                 crate::percpu::poke(cpu, crate::machine::get().apic_ids[cpu]);
             }

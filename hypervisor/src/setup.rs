@@ -16,7 +16,7 @@ use hv_core::cmdline::{self, LogLevel, Options};
 pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
     let hv_cmdline = strip_path(boot.cmdline);
     let opts = cmdline::parse(hv_cmdline);
-    crate::DEBUG_EXIT.store(opts.debug_exit, Ordering::Relaxed);
+    crate::halt::DEBUG_EXIT.store(opts.debug_exit, Ordering::Relaxed);
     log::set_max_level(match opts.loglvl {
         LogLevel::Error => log::LevelFilter::Error,
         LogLevel::Warn => log::LevelFilter::Warn,

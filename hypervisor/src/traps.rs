@@ -2,7 +2,7 @@
 //! domain that cannot take them, and fatal traps inside the hypervisor.
 
 use crate::domain::{vi, Vcpu};
-use crate::hypercall::OnCpu;
+use crate::guest::OnCpu;
 use guest_abi::errno::Errno;
 use crate::Hv;
 use guest_abi::harness::ExitCode;
@@ -132,7 +132,7 @@ fn push_handler_frame(c: &impl OnCpu, f: &mut TrapFrame, handler: u64, below: &[
     for (i, w) in words[..n].iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
-    crate::hypercall::write_guest(c, new_sp, &bytes[..8 * n]).map_err(|e| (new_sp, e))?;
+    crate::guest::write_guest(c, new_sp, &bytes[..8 * n]).map_err(|e| (new_sp, e))?;
     if mask_events {
         infos.set_byte(v.id, vi::UPCALL_MASK, 1);
     }
@@ -163,7 +163,7 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     }
     let shared = cur.shared.clone();
     let mut mm = shared.mm();
-    let mx = crate::hypercall::Mx { pc, mm: &mut mm };
+    let mx = crate::guest::Mx { pc, mm: &mut mm };
     let vec = v as u8;
     let err = [f.error_code];
     let below = if has_error_code(vec) { &err[..] } else { &[] };
@@ -194,7 +194,7 @@ pub fn exit_locally(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     }
     let shared = pc.cur.shared.clone();
     let mut mm = shared.mm();
-    let mx = crate::hypercall::Mx { pc, mm: &mut mm };
+    let mx = crate::guest::Mx { pc, mm: &mut mm };
     let cb = mx.pc.cur.callbacks.event;
     push_handler_frame(&mx, f, cb, &[], true).is_ok() && resumable(f)
 }
@@ -227,7 +227,7 @@ pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelector
 /// Is the instruction at `rip` a `syscall` (0F 05)?
 fn is_syscall_at(hv: &Hv, rip: u64) -> bool {
     let mut b = [0u8; 2];
-    crate::hypercall::read_guest(hv, rip, &mut b).is_ok() && b == [0x0F, 0x05]
+    crate::guest::read_guest(hv, rip, &mut b).is_ok() && b == [0x0F, 0x05]
 }
 
 /// A guest's `syscall` from user mode (EFER.SCE is off, so it arrives as #UD): delivered to
@@ -346,7 +346,7 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
     match f.vector {
         2 => nmi("hypervisor"),
         // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
-        // A flush owed is done before this CPU next resumes a guest (`schedule::leave_cpu`).
+        // A flush owed is done before this CPU next resumes a guest (`crate::shootdown::leave_cpu`).
         v if v == hv_arch::lapic::TIMER_VECTOR as u64
             || v == hv_arch::lapic::IPI_VECTOR as u64
             || v == hv_arch::lapic::FLUSH_VECTOR as u64 =>

@@ -4,7 +4,7 @@
 //! go out in small chunks and continue later (a domU's after every chunk, dom0's once the
 //! hypercall's budget is spent), so no write holds the hypervisor for more than about 11 ms
 //! of UART time. Unprivileged domains are rate-limited on top (a token bucket of
-//! [`DOMU_BURST`] bytes refilled at [`DOMU_RATE`] bytes/s, charged with what reaches the UART,
+//! [`crate::guest_console::DOMU_BURST`] bytes refilled at [`crate::guest_console::DOMU_RATE`] bytes/s, charged with what reaches the UART,
 //! prefixes and CRs included), and their output goes out a whole line at a time (Xen
 //! buffers guest lines the same way), so lines of different domains never mix; lines over
 //! the rate are dropped and counted, as Xen drops guest output beyond its rate limit.
@@ -15,6 +15,7 @@ use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use guest_abi::hypercall::console_io::{READ, WRITE};
 use hv_arch::entry::TrapFrame;
+use crate::guest_console::DOMU_LINE;
 use hv_core::ratelimit::TokenBucket;
 
 /// Bytes per chunk (one work unit): at most 128 bytes reach the UART per chunk for dom0
@@ -23,35 +24,13 @@ const CHUNK: usize = 64;
 /// A domU's chunk: it completes at most one full line buffer plus 15 short lines (each with
 /// its prefix and CR): at most about 260 bytes, 23 ms at 115200 baud, per hypercall.
 const DOMU_CHUNK: usize = 16;
-/// A domU's console burst and sustained rate (bytes that reach the UART, bytes per second).
-const DOMU_BURST: u64 = 4096;
-const DOMU_RATE: u64 = 4096;
 /// All unprivileged domains together may send this many bytes per second to the UART (about
 /// half of 115200 baud), beside their own buckets: several domUs cannot fill it either.
 const ALL_DOMU_RATE: u64 = 6144;
-/// Longest line a domU's output is gathered into before it goes out.
-const DOMU_LINE: usize = 128;
 
 /// The bucket all unprivileged domains share.
 pub fn all_domu_bucket() -> TokenBucket {
     TokenBucket::new(ALL_DOMU_RATE, ALL_DOMU_RATE)
-}
-
-/// An unprivileged domain's console: the line being gathered, its rate limit, what was
-/// dropped (and when the hypervisor last said so).
-#[derive(Debug)]
-pub struct GuestConsole {
-    line: [u8; DOMU_LINE + 1],
-    len: usize,
-    bucket: TokenBucket,
-    dropped: u64,
-    noted: Option<u64>,
-}
-
-impl Default for GuestConsole {
-    fn default() -> GuestConsole {
-        GuestConsole { line: [0; DOMU_LINE + 1], len: 0, bucket: TokenBucket::new(DOMU_BURST, DOMU_RATE), dropped: 0, noted: None }
-    }
 }
 
 /// Takes a domU's bytes into its line buffer; each complete (or full) line goes to the UART

@@ -31,7 +31,7 @@ macro_rules! pt {
             ft: $crate::machine::frames(),
             ram_end: Mfn($crate::machine::get().max_mfn),
             io_allowed: false,
-            tlb: &mut $crate::schedule::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $mx.pc.id },
+            tlb: &mut $crate::shootdown::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $mx.pc.id },
             jobs: &mut $mx.mm.jobs,
             vcpu: $mx.pc.cur.id,
             budget: &mut $mx.pc.pt_budget,
@@ -68,7 +68,7 @@ pub fn resync_root(hv: &impl super::OnCpu) {
 /// CPU keeps using a mapping that is gone before the next guest instruction anywhere.
 pub fn tables_changed(hv: &impl super::OnCpu, doms: &[DomId]) {
     paging::flush_guest_tlb();
-    crate::schedule::shootdown(hv.pc().id, doms);
+    crate::shootdown::shootdown(hv.pc().id, doms);
 }
 
 /// Splits `foreigndom` into (data owner FD, page-table owner PFD).
@@ -206,7 +206,7 @@ fn new_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
     let mut dm = DirectMap;
     pt!(hv, dm).get_root(mfn, dom)?;
     let old = core::mem::replace(&mut hv.pc.cur.l4, mfn);
-    crate::schedule::set_root(hv.pc);
+    crate::shootdown::set_root(hv.pc);
     pt!(hv, dm).put_root(old);
     resync_root(hv);
     Ok(())

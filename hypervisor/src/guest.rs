@@ -1,0 +1,98 @@
+//! Guest memory as hypercalls and bounces reach it: through the current vCPU's tables
+//! (`hv_core::guest_access`), with whatever lock the caller holds ([`OnCpu`]).
+
+use crate::domain::{with_view, DomMm};
+use crate::percpu::PerCpu;
+use crate::Hv;
+use guest_abi::errno::Errno;
+use hv_arch::physmem::DirectMap;
+use hv_core::guest_access::{copy_from_guest, copy_to_guest};
+
+/// A page-table hypercall's context: this CPU's structure and the current domain's memory,
+/// its lock held.
+pub struct Mx<'a> {
+    pub pc: &'a mut PerCpu,
+    pub mm: &'a mut DomMm,
+}
+
+/// What hypercall helpers run on: this CPU's structure, whatever lock is held besides.
+pub trait OnCpu {
+    fn pc(&self) -> &PerCpu;
+    fn pc_mut(&mut self) -> &mut PerCpu;
+    /// Is the current domain's memory lock held (guest copies then need no frame holds)?
+    fn mm_held(&self) -> bool {
+        false
+    }
+}
+
+impl OnCpu for Hv<'_> {
+    fn pc(&self) -> &PerCpu {
+        self.pc
+    }
+    fn pc_mut(&mut self) -> &mut PerCpu {
+        self.pc
+    }
+    fn mm_held(&self) -> bool {
+        self.mm.is_some()
+    }
+}
+
+impl OnCpu for PerCpu {
+    fn pc(&self) -> &PerCpu {
+        self
+    }
+    fn pc_mut(&mut self) -> &mut PerCpu {
+        self
+    }
+}
+
+impl OnCpu for Mx<'_> {
+    fn pc(&self) -> &PerCpu {
+        self.pc
+    }
+    fn pc_mut(&mut self) -> &mut PerCpu {
+        self.pc
+    }
+    fn mm_held(&self) -> bool {
+        true
+    }
+}
+
+/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock, unless
+/// the caller holds it already).
+pub fn with_mm<R>(hv: &mut Hv<'_>, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
+    if let Some(mm) = hv.mm.as_deref_mut() {
+        return f(&mut Mx { pc: hv.pc, mm });
+    }
+    let shared = hv.pc.cur.shared.clone();
+    let mut mm = shared.mm();
+    f(&mut Mx { pc: hv.pc, mm: &mut mm })
+}
+
+/// Checks that a guest address translates through the current tables (for a write, to a
+/// writable mapping). Nothing is held: the answer may be stale by the time it is used.
+pub fn check_translates(c: &impl OnCpu, va: u64, write: bool) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map(|_| ()).map_err(Errno::from)
+}
+
+/// Translates a guest address of the current domain through root `l4`. Only under the
+/// domain's memory lock: the frame returned stays the domain's, of the same kind, while it
+/// is held.
+pub fn translate_in(c: &Mx<'_>, l4: hv_core::mem::Mfn, va: u64, write: bool) -> Result<hv_core::mem::Mfn, Errno> {
+    let cur = &c.pc().cur;
+    let cache = (l4 == cur.l4).then_some(&cur.xlat);
+    with_view(cur.dom, l4, c.mm_held(), cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
+}
+
+/// Copies bytes from the current domain's memory.
+pub fn read_guest(c: &impl OnCpu, va: u64, out: &mut [u8]) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+}
+
+/// Copies bytes into the current domain's memory.
+pub fn write_guest(c: &impl OnCpu, va: u64, data: &[u8]) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
+}

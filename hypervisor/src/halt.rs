@@ -1,0 +1,28 @@
+//! Ending the run: through isa-debug-exit under QEMU (the `debug-exit` option), else by
+//! halting.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use guest_abi::harness::ExitCode;
+use hv_arch::cpu;
+
+pub static DEBUG_EXIT: AtomicBool = AtomicBool::new(false);
+
+pub fn end(why: &str, code: ExitCode) -> ! {
+    // A guest system call through a direct gate never enters: with a DPL-0 gate `int 0x80`
+    // from ring 3 would arrive as #GP, with a hypervisor DPL-3 gate as vector 0x80.
+    let (total, gp, v80) = crate::shootdown::entries();
+    log::info!("hypervisor entries from guests: total={} gp={} int80={}", total, gp, v80);
+    log::info!("{}: halting ({:?})", why, code);
+    if DEBUG_EXIT.load(Ordering::Relaxed) {
+        cpu::debug_exit(code);
+    }
+    cpu::halt_forever()
+}
+
+/// After a fatal hypervisor error.
+pub fn panic_exit() -> ! {
+    if DEBUG_EXIT.load(Ordering::Relaxed) {
+        cpu::debug_exit(ExitCode::HypervisorPanic);
+    }
+    cpu::halt_forever()
+}
