@@ -96,3 +96,20 @@ pub fn write_guest(c: &impl OnCpu, va: u64, data: &[u8]) -> Result<(), Errno> {
     let cur = &c.pc().cur;
     with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
+
+/// A page-table context over the direct map, for the current domain (`$mx`: an [`Mx`]): page-table hypercalls build one per operation.
+macro_rules! pt {
+    ($mx:expr, $dm:ident) => {
+        hv_core::pt::Pt {
+            mem: &mut $dm,
+            ft: $crate::machine::frames(),
+            ram_end: hv_core::mem::Mfn($crate::machine::get().max_mfn),
+            io_allowed: false,
+            tlb: &mut $crate::shootdown::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $mx.pc.id },
+            jobs: &mut $mx.mm.jobs,
+            vcpu: $mx.pc.cur.id,
+            budget: &mut $mx.pc.pt_budget,
+        }
+    };
+}
+pub(crate) use pt;

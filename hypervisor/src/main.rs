@@ -27,12 +27,13 @@ pub use halt::{end, panic_exit};
 pub use state::{global, Global, Hv};
 mod shootdown;
 mod line;
-mod traps;
+mod bounce;
+mod entry;
+mod timers;
 
 use core::sync::atomic::Ordering;
 use hv_arch::boot::{BootInfo, BootInfoError};
 use hv_arch::cpu::{self, Features};
-use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 
 /// CPUs that have come up (the BSP included).
@@ -50,7 +51,7 @@ fn ap_main(cpu: u32) -> ! {
     hv_arch::lapic::init();
     log::info!("CPU {} up (APIC id {})", cpu, hv_arch::lapic::id());
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
-    schedule::idle_loop()
+    entry::idle_loop()
 }
 
 #[panic_handler]
@@ -67,41 +68,6 @@ fn strip_path(s: &str) -> &str {
     } else {
         s
     }
-}
-
-fn guest_trap(f: &mut TrapFrame) -> bool {
-    crate::shootdown::count_entry(f.vector);
-    if f.vector == hv_arch::lapic::FLUSH_VECTOR as u64 {
-        // Takes no lock: the CPU that sent it (perhaps holding locks) waits until this flushed.
-        crate::shootdown::flush_ipi();
-        return true;
-    }
-    crate::shootdown::left_guest();
-    let mut pg = percpu::this();
-    let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
-    crate::shootdown::enter(pc);
-    // Hypercalls that need only this CPU's structure run without the hypervisor lock;
-    // page-table hypercalls and exceptions bounced to the guest's own handlers under the
-    // current domain's memory lock alone; and so does the way back when there is nothing
-    // else to do on this CPU.
-    let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        hypercall::local(pc, f) || hypercall::on_domain(pc, f) || hypercall::events_local(pc, f)
-    } else {
-        traps::local_bounce(pc, f)
-    };
-    if local && traps::exit_locally(pc, f) {
-        crate::shootdown::leave_cpu(pc);
-        return true;
-    }
-    let mut gg = global();
-    let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
-    let mut hv = Hv { pc, g, mm: None };
-    if core::mem::take(&mut hv.pc.wake_pass) {
-        schedule::check_sleepers(&mut hv);
-    }
-    let resume = if local { traps::exit(&mut hv, f) } else { traps::guest_trap(&mut hv, f) };
-    crate::shootdown::leave_cpu(hv.pc);
-    resume
 }
 
 #[no_mangle]
@@ -157,5 +123,5 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
             percpu::poke(k, apic);
         }
     }
-    schedule::idle_loop()
+    entry::idle_loop()
 }

@@ -21,7 +21,7 @@ use guest_abi::DomId;
 use hv_arch::cpu::{self, SegBase};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
-use crate::shootdown::{enter, leave_cpu, running, set_running, Running};
+use crate::shootdown::{running, set_running, Running};
 
 /// The context of vCPU `vcpu` of `dom` if it is on this CPU or waiting (a vCPU running on
 /// another CPU belongs to that CPU).
@@ -212,9 +212,11 @@ pub fn load_direct_gates(pc: &PerCpu) {
     }
 }
 
-/// Chooses what this CPU runs next and makes `f` resume it. Returns false when there is
-/// nothing to run: the caller leaves the section and idles.
-pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> bool {
+/// Chooses what this CPU runs next and makes `f` resume it. Returns `None` when there is
+/// nothing to run (the caller leaves the section and idles), else the data selectors of the
+/// incoming vCPU the CPU refused (a mask, 0 for none: `bounce::switch` gives them to the
+/// guest's failsafe callback, as Xen's `load_segments`).
+pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<u8> {
     hv.pc.need_resched = false;
     let idle = hv.pc.cur.is_placeholder();
     if !idle && !can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
@@ -222,6 +224,7 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> bool {
         hv.g.sched.block(hv.pc.id, events::now());
     }
     let d = hv.g.sched.schedule(hv.pc.id, events::now(), yielding, false);
+    let mut refused = 0;
     let sched_id = |g: &Global, v: &Vcpu| g.domains.vcpu(v.dom, v.id).map(|s| s.sched_id);
     match d.next {
         Some(next) if !idle && Some(next) == sched_id(hv.g, &hv.pc.cur) => {}
@@ -229,21 +232,13 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> bool {
             let g = &*hv.g;
             let Some(i) = g.others.iter().position(|o| sched_id(g, o) == Some(next)) else {
                 log::error!("scheduler chose vCPU {} that is not waiting", next);
-                return !idle;
+                return (!idle).then_some(0);
             };
             let incoming = hv.g.others.swap_remove(i);
             let outgoing = core::mem::replace(&mut hv.pc.cur, incoming);
             park(hv, outgoing, f);
-            let refused = load_state(hv);
+            refused = load_state(hv);
             *f = hv.pc.cur.frame;
-            if refused != 0 {
-                // As Xen's load_segments: the failsafe callback hears of the selectors.
-                let sels = hv.pc.cur.sel;
-                crate::traps::failsafe(hv, f, sels, format_args!("data selectors {:x?} refused (mask {:#x})", sels, refused));
-                if !can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
-                    return reschedule(hv, f, false);
-                }
-            }
             log::trace!("CPU {} runs d{}v{}", hv.pc.id, hv.pc.cur.dom, hv.pc.cur.id);
         }
         None => {
@@ -253,12 +248,12 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> bool {
                 park(hv, outgoing, f);
             }
             hv.pc.slice_until = 0;
-            return false;
+            return None;
         }
     }
     hv.pc.slice_until = d.until;
     events::arm(hv, None);
-    true
+    Some(refused)
 }
 
 /// Puts the vCPU that was running into the waiting list (its registers are `f`).
@@ -279,7 +274,7 @@ fn park(hv: &mut Hv<'_>, mut v: Box<Vcpu>, f: &TrapFrame) {
         if crate::machine::get().audit {
             audit(hv.g, dom);
         }
-        events::send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
+        send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
     }
 }
 
@@ -315,33 +310,15 @@ fn placeholder(hv: &mut Hv<'_>) -> Box<Vcpu> {
     hv.pc.spare.take().unwrap_or_else(|| Box::new(Vcpu::placeholder()))
 }
 
-/// This CPU's idle loop: halts until an interrupt, then looks for work; resumes the chosen
-/// vCPU. Holds no lock while halted.
-pub fn idle_loop() -> ! {
-    loop {
-        let mut frame = TrapFrame::default();
-        let mut resume = false;
-        {
-            let mut pg = crate::percpu::this();
-            let mut gg = crate::global();
-            if let (Some(pc), Some(g)) = (pg.as_mut(), gg.as_mut()) {
-                enter(pc);
-                let mut hv = Hv { pc, g, mm: None };
-                events::process_timers(&mut hv); // also wakes sleepers
-                if reschedule(&mut hv, &mut frame, false) {
-                    events::deliver_upcall(&mut hv, &mut frame);
-                    resume = crate::traps::check_resume(&mut hv, &mut frame);
-                }
-                if !resume {
-                    let t = if hv.pc.slice_until != 0 { hv.pc.slice_until } else { events::now() + hv_core::sched::TICK_NS };
-                    events::arm(&hv, Some(t));
-                }
-                leave_cpu(hv.pc);
-            }
-        }
-        if resume {
-            hv_arch::entry::exit_to_guest(&frame);
-        }
-        cpu::wait_for_interrupt();
+/// Acts on a vCPU that has a new event: wakes it if it sleeps.
+pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
+    if let Some(k) = k {
+        wake(hv, k.dom, k.vcpu);
     }
+}
+
+/// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound), under `dom`'s event lock.
+pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
+    let k = events::virq(&hv.g.domains, dom, virq, vcpu);
+    kick(hv, k);
 }

@@ -103,7 +103,7 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
     }
     hv_arch::lapic::init();
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
-    entry::set_handlers(entry::Handlers { guest: crate::guest_trap, hypervisor: crate::traps::hypervisor_trap, idle: crate::schedule::idle_loop });
+    entry::set_handlers(entry::Handlers { guest: crate::entry::from_guest, hypervisor: crate::entry::hypervisor_trap, idle: crate::entry::idle_loop });
     cpu::enable_features(feat);
     let xcr0 = cpu::enable_xsave(feat);
     log::info!("vCPU state: {}", if xcr0 != 0 { "XSAVE" } else { "FXSAVE" });

@@ -1,7 +1,7 @@
 //! `set_gdt`, `update_descriptor`, `set_segment_base`, `fpu_taskswitch`.
 
 use super::{read_guest, HcResult};
-use crate::hypercall::mmu::pt;
+use crate::guest::pt;
 use super::Mx;
 use guest_abi::errno::Errno;
 use guest_abi::selectors::FIRST_RESERVED_GDT_ENTRY;
@@ -9,7 +9,6 @@ use hv_arch::cpu::{self, SegBase};
 use hv_arch::paging;
 use hv_arch::physmem::DirectMap;
 use hv_core::mem::Mfn;
-use hv_core::pt::Pt;
 
 /// `set_gdt(frame_list, entries)`: the guest's own GDT, at most 7168 entries, in frames that
 /// pass the descriptor checks and are never writable while in use.

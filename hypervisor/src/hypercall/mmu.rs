@@ -16,29 +16,13 @@ use hv_arch::paging;
 use hv_arch::physmem::DirectMap;
 use hv_core::frame::Owner;
 use hv_core::mem::{Mfn, PhysMem};
-use hv_core::pt::Pt;
 use hv_core::pte::Pte;
 
 /// Requests copied from the guest at a time.
 const CHUNK: usize = 32;
 pub use guest_abi::mm::{ext, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD, MMU_UPDATE_PREEMPTED};
 
-/// A page-table context over the direct map, for the current domain (`$mx`: an [`Mx`]).
-macro_rules! pt {
-    ($mx:expr, $dm:ident) => {
-        Pt {
-            mem: &mut $dm,
-            ft: $crate::machine::frames(),
-            ram_end: Mfn($crate::machine::get().max_mfn),
-            io_allowed: false,
-            tlb: &mut $crate::shootdown::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $mx.pc.id },
-            jobs: &mut $mx.mm.jobs,
-            vcpu: $mx.pc.cur.id,
-            budget: &mut $mx.pc.pt_budget,
-        }
-    };
-}
-pub(crate) use pt;
+use crate::guest::pt;
 
 /// Advances the current domain's preempted page-table work (`Err`: not done yet). A pending
 /// validation whose vCPU went down is taken over by the caller (nobody else would finish it).

@@ -20,11 +20,11 @@ fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
     };
     if r == ShutdownReason::Crash {
         log::error!("d{}v{} requested a crash shutdown", hv.pc.cur.dom, hv.pc.cur.id);
-        crate::traps::dump(f, 0);
+        crate::bounce::dump(f, 0);
     }
     log::info!("d{}: shutdown: reason {}", hv.pc.cur.dom, r.name());
     let _ = code;
-    crate::traps::domain_ended(hv, r);
+    crate::bounce::domain_ended(hv, r);
     Ok(0)
 }
 

@@ -12,7 +12,6 @@ use guest_abi::traps::TrapInfo;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::mem::{Mfn, PhysMem};
-use hv_core::pt::Pt;
 pub use guest_abi::vcpu::*;
 
 /// `VCPU_SSHOTTMR_future`: fail with -ETIME if the deadline has passed.
@@ -54,7 +53,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             let others_up = hv.dom().vcpus.iter().enumerate().any(|(n, v)| n as u32 != id && !v.down);
             if !others_up {
                 // The last vCPU going down: the domain powers off (as Xen).
-                crate::traps::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff);
+                crate::bounce::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff);
                 return Ok(0);
             }
             target(hv, dom, id)?.down = true;
@@ -104,7 +103,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if let Some(v) = hv.vs() {
                 v.single_deadline = Some(t);
             }
-            crate::events::process_timers(hv);
+            crate::timers::process_timers(hv);
             Ok(0)
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
@@ -124,7 +123,7 @@ pub fn set_timer_op(hv: &mut Hv, timeout: u64) -> HcResult {
     if let Some(v) = hv.vs() {
         v.single_deadline = (timeout != 0).then_some(timeout);
     }
-    crate::events::process_timers(hv);
+    crate::timers::process_timers(hv);
     Ok(0)
 }
 
@@ -145,7 +144,7 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     // vcpu_info (event mask, CR2) under that lock alone, and must land in the area that is
     // current.
     super::with_mm(hv, |mx| {
-        super::mmu::pt!(mx, dm).get_writable_page(mfn, dom)?;
+        crate::guest::pt!(mx, dm).get_writable_page(mfn, dom)?;
         // Carry the current contents over; then mark everything pending so that nothing
         // raised around the move is lost (as Xen does).
         let infos = &mx.pc.cur.shared.vcpu_info;
@@ -313,11 +312,11 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     let l4 = Mfn(cr3 >> 12);
     let (gdt, ldt) = super::with_mm(hv, |mx| {
         let mut dm = DirectMap;
-        super::mmu::pt!(mx, dm).get_root(l4, dom)?;
+        crate::guest::pt!(mx, dm).get_root(l4, dom)?;
         let gdt = match super::desc::acquire_gdt(mx, &gdt_frames[..gdt_ents.div_ceil(512) as usize]) {
             Ok(g) => g,
             Err(e) => {
-                super::mmu::pt!(mx, dm).put_root(l4);
+                crate::guest::pt!(mx, dm).put_root(l4);
                 return Err(e);
             }
         };
@@ -325,7 +324,7 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
             Ok(l) => Ok((gdt, l)),
             Err(e) => {
                 super::desc::release(mx, &gdt);
-                super::mmu::pt!(mx, dm).put_root(l4);
+                crate::guest::pt!(mx, dm).put_root(l4);
                 Err(e)
             }
         }

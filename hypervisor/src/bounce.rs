@@ -1,5 +1,5 @@
-//! Exceptions and interrupts: bouncing a guest's faults to its own handlers, crashing a
-//! domain that cannot take them, and fatal traps inside the hypervisor.
+//! Delivering to a guest: its faults to its own handlers, upcalls to its event callback,
+//! failed returns to its failsafe callback; crashing a domain that cannot take them.
 
 use crate::domain::{vi, Vcpu};
 use crate::guest::OnCpu;
@@ -225,7 +225,7 @@ pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelector
 }
 
 /// Is the instruction at `rip` a `syscall` (0F 05)?
-fn is_syscall_at(hv: &Hv, rip: u64) -> bool {
+pub fn is_syscall_at(hv: &Hv, rip: u64) -> bool {
     let mut b = [0u8; 2];
     crate::guest::read_guest(hv, rip, &mut b).is_ok() && b == [0x0F, 0x05]
 }
@@ -233,7 +233,7 @@ fn is_syscall_at(hv: &Hv, rip: u64) -> bool {
 /// A guest's `syscall` from user mode (EFER.SCE is off, so it arrives as #UD): delivered to
 /// the kernel's syscall callback with RCX and R11 as the instruction sets them (return RIP,
 /// RFLAGS) and the usual hardware-shaped frame returning after the `syscall`.
-fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
+pub fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
     f.rip = f.rip.wrapping_add(2);
     f.rcx = f.rip;
     f.r11 = f.rflags;
@@ -241,68 +241,8 @@ fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
     enter_guest_handler(hv, f, cb, &[], false, "syscall");
 }
 
-/// A trap from guest context. Returns false when this CPU has nothing left to run.
-pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    let v = f.vector;
-    match v {
-        v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
-        v if v & hv_arch::entry::FAILED_RETURN != 0 => failed_return(hv, f),
-        v if v == vector::NMI as u64 => nmi("guest"),
-        v if v == vector::MC as u64 => {
-            hv_arch::console::emergency_write_fmt(format_args!("(XEN) machine check in guest context\n"));
-            dump(f, 0);
-            crate::panic_exit()
-        }
-        v if v == vector::DF as u64 => {
-            crash_domain(hv, f, format_args!("double fault"));
-        }
-        v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
-            syscall_bounce(hv, f)
-        }
-        v if v < 32 => {
-            let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
-            bounce(hv, f, v as u8, f.error_code, cr2)
-        }
-        v if v == hv_arch::lapic::TIMER_VECTOR as u64 => {
-            hv_arch::lapic::eoi();
-            crate::events::process_timers(hv);
-        }
-        v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
-        v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
-        _ => hv_arch::cpu::ack_legacy_irq(v as u8),
-    }
-    exit(hv, f)
-}
 
-/// The way back to the guest after an entry: picks again if asked to (or if the current
-/// vCPU cannot go on), delivers a due upcall and checks the frame. Returns false when this
-/// CPU has nothing left to run.
-pub fn exit(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    // Sleepers are woken where that can change (timer ticks, event-channel operations) and
-    // the end of a slice arrives as a timer interrupt, so this path only tests flags.
-    let yielded = core::mem::take(&mut hv.pc.yielded);
-    let runnable = hv.g.domains.vcpu(hv.pc.cur.dom, hv.pc.cur.id).is_some_and(|v| v.runnable());
-    if (hv.pc.need_resched || yielded || !runnable) && !crate::schedule::reschedule(hv, f, yielded) {
-        return false;
-    }
-    crate::events::deliver_upcall(hv, f);
-    check_resume(hv, f)
-}
 
-/// The last check before `f` is resumed: a RIP that is not canonical cannot be returned to
-/// (real CPUs fault on the `iretq`, which the exit path catches as well; QEMU's TCG resumes and
-/// faults at the guest's first fetch), so it is a failed return right away. Returns false
-/// when this CPU has nothing left to run.
-#[inline]
-pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    // (A frame returning to ring 0 would be a hypervisor bug: treated as a failed return,
-    // before `exit_to_guest`'s last-resort refusal.) The common case costs a few
-    // instructions on every exit; the rest is out of line.
-    if resumable(f) {
-        return true;
-    }
-    refuse_resume(hv, f)
-}
 
 /// Can `f` be resumed as it is (canonical RIP, CS and SS not ring 0)? Branch-free.
 #[inline]
@@ -311,62 +251,33 @@ pub fn resumable(f: &TrapFrame) -> bool {
     canonical & (f.cs & 3 != 0) & (f.ss & 3 != 0)
 }
 
-#[inline(never)]
-fn refuse_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
-    while !resumable(f) {
-        f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
-        f.error_code = 0;
-        failed_return(hv, f);
-        if !crate::schedule::can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
-            if !crate::schedule::reschedule(hv, f, false) {
-                return false;
+/// On the way back to the guest: delivers a due upcall to the event callback (events are
+/// masked on delivery, as Xen does).
+#[inline]
+pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
+    if crate::events::upcall_owed(&hv.pc.cur, f) {
+        let cb = hv.pc.cur.callbacks.event;
+        enter_guest_handler(hv, f, cb, &[], true, "event upcall");
+    }
+}
+
+/// Picks what this CPU runs next ([`crate::schedule::reschedule`]) and, when the incoming
+/// vCPU's data selectors were refused, gives them to its failsafe callback (which may
+/// crash it: then picks again). Returns false when there is nothing to run.
+pub fn switch(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
+    let mut yielding = yielding;
+    loop {
+        match crate::schedule::reschedule(hv, f, yielding) {
+            None => return false,
+            Some(0) => return true,
+            Some(refused) => {
+                let sels = hv.pc.cur.sel;
+                failsafe(hv, f, sels, format_args!("data selectors {:x?} refused (mask {:#x})", sels, refused));
+                if crate::schedule::can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
+                    return true;
+                }
+                yielding = false;
             }
-            crate::events::deliver_upcall(hv, f);
-        }
-    }
-    true
-}
-
-/// NMIs seen (any CPU, any context).
-static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-/// An NMI: counted, and reported (at the 1st, 2nd, 4th, 8th, ...) without blocking on the
-/// console lock, which the interrupted code may hold. NMIs are not delivered to guests
-/// (`CALLBACKTYPE_NMI` is refused).
-fn nmi(context: &str) {
-    let n = NMIS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
-    if n.is_power_of_two() {
-        hv_arch::console::emergency_write_fmt(format_args!("(XEN) NMI in {} context ({} so far)\n", context, n));
-    }
-}
-
-/// A trap while the hypervisor itself runs: fatal unless it is an NMI or a stray interrupt.
-/// Runs with whatever locks the interrupted code holds: nothing here may take one.
-pub fn hypervisor_trap(f: &mut TrapFrame) {
-    match f.vector {
-        2 => nmi("hypervisor"),
-        // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
-        // A flush owed is done before this CPU next resumes a guest (`crate::shootdown::leave_cpu`).
-        v if v == hv_arch::lapic::TIMER_VECTOR as u64
-            || v == hv_arch::lapic::IPI_VECTOR as u64
-            || v == hv_arch::lapic::FLUSH_VECTOR as u64 =>
-        {
-            hv_arch::lapic::eoi()
-        }
-        v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
-        v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
-        // A guest selector the CPU refused while the hypervisor loaded it for the guest.
-        v if (10..=13).contains(&v) && hv_arch::cpu::fixup(f.rip).is_some() => {
-            f.rip = hv_arch::cpu::fixup(f.rip).unwrap_or(f.rip);
-        }
-        _ => {
-            let cr2 = hv_arch::cpu::read_cr2();
-            hv_arch::console::emergency_write_fmt(format_args!(
-                "(XEN) ----[ FATAL TRAP {} in hypervisor ]----\n",
-                vector_name(f.vector)
-            ));
-            dump(f, cr2);
-            crate::panic_exit()
         }
     }
 }

@@ -1,0 +1,198 @@
+//! Entry dispatch: what happens when a guest traps into the hypervisor (a hypercall, an
+//! exception, an interrupt), the way back to it, the idle loop, and traps inside the
+//! hypervisor itself. The top layer: it calls the hypercall handlers, the bounces and the
+//! scheduler; nothing calls it but the arch layer's entry stubs.
+
+use crate::bounce::{self, crash_domain, dump, failed_return, is_syscall_at, resumable, syscall_bounce, vector_name};
+use crate::Hv;
+use guest_abi::traps::vector;
+use hv_arch::entry::TrapFrame;
+
+pub fn from_guest(f: &mut TrapFrame) -> bool {
+    crate::shootdown::count_entry(f.vector);
+    if f.vector == hv_arch::lapic::FLUSH_VECTOR as u64 {
+        // Takes no lock: the CPU that sent it (perhaps holding locks) waits until this flushed.
+        crate::shootdown::flush_ipi();
+        return true;
+    }
+    crate::shootdown::left_guest();
+    let mut pg = crate::percpu::this();
+    let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
+    crate::shootdown::enter(pc);
+    // Hypercalls that need only this CPU's structure run without the hypervisor lock;
+    // page-table hypercalls and exceptions bounced to the guest's own handlers under the
+    // current domain's memory lock alone; and so does the way back when there is nothing
+    // else to do on this CPU.
+    let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
+        crate::hypercall::local(pc, f) || crate::hypercall::on_domain(pc, f) || crate::hypercall::events_local(pc, f)
+    } else {
+        bounce::local_bounce(pc, f)
+    };
+    if local && bounce::exit_locally(pc, f) {
+        crate::shootdown::leave_cpu(pc);
+        return true;
+    }
+    let mut gg = crate::global();
+    let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
+    let mut hv = Hv { pc, g, mm: None };
+    if core::mem::take(&mut hv.pc.wake_pass) {
+        crate::schedule::check_sleepers(&mut hv);
+    }
+    let resume = if local { exit(&mut hv, f) } else { guest_trap(&mut hv, f) };
+    crate::shootdown::leave_cpu(hv.pc);
+    resume
+}
+
+/// A trap from guest context. Returns false when this CPU has nothing left to run.
+pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    let v = f.vector;
+    match v {
+        v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
+        v if v & hv_arch::entry::FAILED_RETURN != 0 => failed_return(hv, f),
+        v if v == vector::NMI as u64 => nmi("guest"),
+        v if v == vector::MC as u64 => {
+            hv_arch::console::emergency_write_fmt(format_args!("(XEN) machine check in guest context\n"));
+            dump(f, 0);
+            crate::panic_exit()
+        }
+        v if v == vector::DF as u64 => {
+            crash_domain(hv, f, format_args!("double fault"));
+        }
+        v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
+            syscall_bounce(hv, f)
+        }
+        v if v < 32 => {
+            let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
+            bounce::bounce(hv, f, v as u8, f.error_code, cr2)
+        }
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64 => {
+            hv_arch::lapic::eoi();
+            crate::timers::process_timers(hv);
+        }
+        v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
+        v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
+        _ => hv_arch::cpu::ack_legacy_irq(v as u8),
+    }
+    exit(hv, f)
+}
+
+/// The way back to the guest after an entry: picks again if asked to (or if the current
+/// vCPU cannot go on), delivers a due upcall and checks the frame. Returns false when this
+/// CPU has nothing left to run.
+pub fn exit(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    // Sleepers are woken where that can change (timer ticks, event-channel operations) and
+    // the end of a slice arrives as a timer interrupt, so this path only tests flags.
+    let yielded = core::mem::take(&mut hv.pc.yielded);
+    let runnable = hv.g.domains.vcpu(hv.pc.cur.dom, hv.pc.cur.id).is_some_and(|v| v.runnable());
+    if (hv.pc.need_resched || yielded || !runnable) && !bounce::switch(hv, f, yielded) {
+        return false;
+    }
+    bounce::deliver_upcall(hv, f);
+    check_resume(hv, f)
+}
+
+/// The last check before `f` is resumed: a RIP that is not canonical cannot be returned to
+/// (real CPUs fault on the `iretq`, which the exit path catches as well; QEMU's TCG resumes and
+/// faults at the guest's first fetch), so it is a failed return right away. Returns false
+/// when this CPU has nothing left to run.
+#[inline]
+pub fn check_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    // (A frame returning to ring 0 would be a hypervisor bug: treated as a failed return,
+    // before `exit_to_guest`'s last-resort refusal.) The common case costs a few
+    // instructions on every exit; the rest is out of line.
+    if resumable(f) {
+        return true;
+    }
+    refuse_resume(hv, f)
+}
+
+#[inline(never)]
+fn refuse_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    while !resumable(f) {
+        f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
+        f.error_code = 0;
+        failed_return(hv, f);
+        if !crate::schedule::can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
+            if !bounce::switch(hv, f, false) {
+                return false;
+            }
+            bounce::deliver_upcall(hv, f);
+        }
+    }
+    true
+}
+
+/// NMIs seen (any CPU, any context).
+static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// An NMI: counted, and reported (at the 1st, 2nd, 4th, 8th, ...) without blocking on the
+/// console lock, which the interrupted code may hold. NMIs are not delivered to guests
+/// (`CALLBACKTYPE_NMI` is refused).
+fn nmi(context: &str) {
+    let n = NMIS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        hv_arch::console::emergency_write_fmt(format_args!("(XEN) NMI in {} context ({} so far)\n", context, n));
+    }
+}
+
+/// A trap while the hypervisor itself runs: fatal unless it is an NMI or a stray interrupt.
+/// Runs with whatever locks the interrupted code holds: nothing here may take one.
+pub fn hypervisor_trap(f: &mut TrapFrame) {
+    match f.vector {
+        2 => nmi("hypervisor"),
+        // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
+        // A flush owed is done before this CPU next resumes a guest (`crate::shootdown::leave_cpu`).
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64
+            || v == hv_arch::lapic::IPI_VECTOR as u64
+            || v == hv_arch::lapic::FLUSH_VECTOR as u64 =>
+        {
+            hv_arch::lapic::eoi()
+        }
+        v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
+        v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
+        // A guest selector the CPU refused while the hypervisor loaded it for the guest.
+        v if (10..=13).contains(&v) && hv_arch::cpu::fixup(f.rip).is_some() => {
+            f.rip = hv_arch::cpu::fixup(f.rip).unwrap_or(f.rip);
+        }
+        _ => {
+            let cr2 = hv_arch::cpu::read_cr2();
+            hv_arch::console::emergency_write_fmt(format_args!(
+                "(XEN) ----[ FATAL TRAP {} in hypervisor ]----\n",
+                vector_name(f.vector)
+            ));
+            dump(f, cr2);
+            crate::panic_exit()
+        }
+    }
+}
+
+/// This CPU's idle loop: halts until an interrupt, then looks for work; resumes the chosen
+/// vCPU. Holds no lock while halted.
+pub fn idle_loop() -> ! {
+    loop {
+        let mut frame = TrapFrame::default();
+        let mut resume = false;
+        {
+            let mut pg = crate::percpu::this();
+            let mut gg = crate::global();
+            if let (Some(pc), Some(g)) = (pg.as_mut(), gg.as_mut()) {
+                crate::shootdown::enter(pc);
+                let mut hv = Hv { pc, g, mm: None };
+                crate::timers::process_timers(&mut hv); // also wakes sleepers
+                if bounce::switch(&mut hv, &mut frame, false) {
+                    bounce::deliver_upcall(&mut hv, &mut frame);
+                    resume = check_resume(&mut hv, &mut frame);
+                }
+                if !resume {
+                    let t = if hv.pc.slice_until != 0 { hv.pc.slice_until } else { crate::events::now() + hv_core::sched::TICK_NS };
+                    crate::events::arm(&hv, Some(t));
+                }
+                crate::shootdown::leave_cpu(hv.pc);
+            }
+        }
+        if resume {
+            hv_arch::entry::exit_to_guest(&frame);
+        }
+        hv_arch::cpu::wait_for_interrupt();
+    }
+}
