@@ -116,7 +116,7 @@ impl Vcpu {
     /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
     /// never given events (see [`Vcpu::is_placeholder`]).
     pub fn placeholder() -> Vcpu {
-        Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, Mfn(0), 0)))
+        Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, Mfn(0), 0, 0)))
     }
 
     pub fn is_placeholder(&self) -> bool {
@@ -192,6 +192,14 @@ pub struct DomShared {
     pub polling: core::sync::atomic::AtomicU64,
     /// Shut down or crashed (mirrors `Domain::dead`).
     pub dead: core::sync::atomic::AtomicBool,
+    /// Pages the domain owns now, and the most it may own (`maximum_reservation`): changed
+    /// under its memory lock (with the frames' owners), read anywhere.
+    pub tot_pages: core::sync::atomic::AtomicU64,
+    pub max_pages: core::sync::atomic::AtomicU64,
+    /// An unprivileged domain's console (line buffer, rate limit), under its console lock.
+    pub console: spin::Mutex<crate::guest_console::GuestConsole>,
+    /// Enabled `vm_assist` types (a bit each).
+    pub vm_assist: core::sync::atomic::AtomicU64,
 }
 
 /// What the domain's memory lock guards.
@@ -202,7 +210,7 @@ pub struct DomMm {
 }
 
 impl DomShared {
-    pub fn new(id: DomId, privileged: bool, shared_info: Mfn, nr_vcpus: usize) -> DomShared {
+    pub fn new(id: DomId, privileged: bool, shared_info: Mfn, nr_vcpus: usize, nr_pages: u64) -> DomShared {
         use core::sync::atomic::{AtomicBool, AtomicU64};
         DomShared {
             id,
@@ -215,6 +223,10 @@ impl DomShared {
             sleeping: AtomicU64::new(0),
             polling: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            tot_pages: AtomicU64::new(nr_pages),
+            max_pages: AtomicU64::new(nr_pages),
+            console: spin::Mutex::new(Default::default()),
+            vm_assist: AtomicU64::new(0),
         }
     }
 
@@ -319,17 +331,10 @@ pub mod vi {
 /// A domain: what its vCPUs share.
 pub struct Domain {
     pub id: DomId,
-    /// Pages the domain owns now, and the most it may own (`maximum_reservation`).
-    pub tot_pages: u64,
-    pub max_pages: u64,
     /// The scheduler's handle for this domain.
     pub sched_dom: usize,
     /// Shut down or crashed (a zombie until a toolstack destroys it).
     pub dead: Option<guest_abi::sched::ShutdownReason>,
-    /// An unprivileged domain's console (line buffer, rate limit).
-    pub console: crate::guest_console::GuestConsole,
-    /// Enabled `vm_assist` types.
-    pub vm_assist: u64,
     /// What its vCPUs reach without the hypervisor lock: each vCPU's `vcpu_info` (its legacy
     /// slot in shared_info, or where `VCPUOP_register_vcpu_info` moved it; the length is the
     /// domain's vCPU count), which vCPUs are up, the memory lock.
@@ -346,13 +351,9 @@ impl Domain {
         let n = (nr_vcpus as usize).clamp(1, MAX_VCPUS);
         Domain {
             id,
-            tot_pages: nr_pages,
-            max_pages: nr_pages,
             sched_dom: usize::MAX,
             dead: None,
-            console: Default::default(),
-            vm_assist: 0,
-            shared: alloc::sync::Arc::new(DomShared::new(id, privileged, shared_info, n)),
+            shared: alloc::sync::Arc::new(DomShared::new(id, privileged, shared_info, n, nr_pages)),
             vcpu_info_registered: 0,
             vcpus: (0..n as u32).map(VcpuState::new).collect(),
         }
@@ -361,7 +362,7 @@ impl Domain {
     /// Stands in for "no domain" behind the placeholder vCPU of an idle CPU.
     pub fn idle() -> Domain {
         let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
-        d.shared = alloc::sync::Arc::new(DomShared::new(d.id, false, Mfn(0), 0));
+        d.shared = alloc::sync::Arc::new(DomShared::new(d.id, false, Mfn(0), 0, 0));
         d.vcpus.clear();
         d
     }

@@ -24,7 +24,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     // current domain's memory lock alone; and so does the way back when there is nothing
     // else to do on this CPU.
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        crate::hypercall::local(pc, f) || crate::hypercall::on_domain(pc, f) || crate::hypercall::events_local(pc, f)
+        crate::hypercall::local(pc, f) || crate::hypercall::on_domain(pc, f) || crate::hypercall::unlocked(pc, f)
     } else {
         bounce::local_bounce(pc, f)
     };

@@ -28,6 +28,9 @@ pub enum Level {
     Events = 3,
     /// ... and the higher one's at this (`ports::Locked`).
     Events2 = 4,
+    /// A domU's console (`DomShared::console`): inside it only the shared rate limit and
+    /// the UART, leaf locks.
+    Console = 5,
 }
 
 /// Per CPU: bit n set while level n is held.

@@ -103,11 +103,10 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         audit: opts.audit,
     });
     let mut guard = global();
+    mm::install(mm);
     *guard = Some(Global {
-        mm,
         others: vcpus,
         domains,
-        console_all: hypercall::console::all_domu_bucket(),
         sched,
     });
     drop(guard);

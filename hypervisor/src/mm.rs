@@ -9,6 +9,20 @@ use hv_core::mem::Mfn;
 use hv_arch::physmem::{carve_static, claim_private, M2p, PrivateFrame};
 use hv_core::memmap::{Range, RangeSet};
 
+/// Machine memory once the hypervisor runs: a leaf lock (taken last, holding nothing else)
+/// over the frame allocator; the frame table and the M2P are reached through `machine`.
+static MM: spin::Mutex<Option<Mm>> = spin::Mutex::new(None);
+
+/// Hands boot's memory to the running hypervisor.
+pub fn install(mm: Mm) {
+    *MM.lock() = Some(mm);
+}
+
+/// Runs `f` on the frame allocator (under its lock); `None` before `install`.
+pub fn with<R>(f: impl FnOnce(&mut Mm) -> R) -> Option<R> {
+    MM.lock().as_mut().map(f)
+}
+
 /// Size of the hypervisor heap.
 pub const HEAP_SIZE: u64 = 4 << 20;
 

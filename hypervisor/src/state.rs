@@ -1,18 +1,16 @@
 //! The hypervisor's shared state under the hypervisor lock, and what an entry works with.
 
-use crate::{domain, locks, mm, percpu};
+use crate::{domain, locks, percpu};
 use guest_abi::harness::ExitCode;
 
 /// The hypervisor's shared state, under the hypervisor lock (see `locks` for the order).
 /// What belongs to one CPU is in its `percpu::PerCpu` instead.
 pub struct Global {
-    pub mm: mm::Mm,
     /// Every vCPU context that is not on a CPU: runnable, blocked or down.
     pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     /// Every domain, by id, and the idle domain behind placeholders.
     pub domains: domain::Domains,
     /// The console rate limit all unprivileged domains share.
-    pub console_all: hv_core::ratelimit::TokenBucket,
     pub sched: hv_core::sched::Credit,
 }
 

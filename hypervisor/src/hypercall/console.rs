@@ -9,8 +9,8 @@
 //! buffers guest lines the same way), so lines of different domains never mix; lines over
 //! the rate are dropped and counted, as Xen drops guest output beyond its rate limit.
 
-use super::{continuation, read_guest, write_guest, HcResult};
-use crate::Hv;
+use super::{continuation, read_guest, write_guest, HcResult, OnCpu};
+use crate::guest_console::GuestConsole;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use guest_abi::hypercall::console_io::{READ, WRITE};
@@ -28,30 +28,27 @@ const DOMU_CHUNK: usize = 16;
 /// half of 115200 baud), beside their own buckets: several domUs cannot fill it either.
 const ALL_DOMU_RATE: u64 = 6144;
 
-/// The bucket all unprivileged domains share.
-pub fn all_domu_bucket() -> TokenBucket {
-    TokenBucket::new(ALL_DOMU_RATE, ALL_DOMU_RATE)
-}
+/// The bucket all unprivileged domains share (a leaf lock, taken under a domain's console
+/// lock).
+static ALL_DOMU: spin::Mutex<Option<TokenBucket>> = spin::Mutex::new(None);
 
 /// Takes a domU's bytes into its line buffer; each complete (or full) line goes to the UART
 /// at once, as `(dN) line`, so lines of different domains never mix. Lines over the rate
 /// limit are dropped and counted.
-fn domu_bytes(hv: &mut Hv, bytes: &[u8]) {
+fn domu_bytes(d: &crate::domain::DomShared, bytes: &[u8]) {
+    let mut guard = crate::locks::Ordered::new(crate::locks::Level::Console, || d.console.lock());
+    let con: &mut GuestConsole = &mut guard;
     for &c in bytes {
-        let con = &mut hv.dom_mut().console;
         con.line[con.len] = c;
         con.len += 1;
         if c == b'\n' || con.len == DOMU_LINE {
-            flush_domu_line(hv);
+            flush_domu_line(d.id, con);
         }
     }
 }
 
-fn flush_domu_line(hv: &mut Hv) {
+fn flush_domu_line(dom: guest_abi::DomId, con: &mut GuestConsole) {
     let now = crate::events::now();
-    let dom = hv.pc.cur.dom;
-    let crate::Global { domains, console_all, .. } = &mut *hv.g;
-    let con = &mut domains.of_mut(dom).console;
     let mut n = core::mem::take(&mut con.len);
     if con.line[n - 1] != b'\n' {
         con.line[n] = b'\n';
@@ -66,7 +63,12 @@ fn flush_domu_line(hv: &mut Hv) {
     }
     // What reaches the UART: the prefix (up to 9 bytes), the line, a CR for its LF.
     let cost = 10 + n as u64;
-    if TokenBucket::take_all(&mut [&mut con.bucket, console_all], now, cost) {
+    let passed = {
+        let mut all = ALL_DOMU.lock();
+        let all = all.get_or_insert_with(|| TokenBucket::new(ALL_DOMU_RATE, ALL_DOMU_RATE));
+        TokenBucket::take_all(&mut [&mut con.bucket, all], now, cost)
+    };
+    if passed {
         hv_arch::console::write_fmt(format_args!("(d{}) ", dom));
         hv_arch::console::write_bytes(&con.line[..n]);
         return;
@@ -81,14 +83,17 @@ fn flush_domu_line(hv: &mut Hv) {
 
 /// `console_io`: a privileged domain's bytes go straight to the console; other domains may
 /// write (prefixed with their id, rate-limited) but not read.
-pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64) -> HcResult {
-    if cmd == READ && !hv.pc.cur.shared.privileged {
+/// Runs without the hypervisor lock (`super::unlocked`): a domU's line buffer has its own
+/// lock, the UART its own.
+pub fn console_io(hv: &mut impl OnCpu, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64) -> HcResult {
+    if cmd == READ && !hv.pc().cur.shared.privileged {
         return Err(Errno::EPERM);
     }
     match cmd {
         WRITE => {
             let count = count.min(u32::MAX as u64);
-            let privileged = hv.pc.cur.shared.privileged;
+            let shared = hv.pc().cur.shared.clone();
+            let privileged = shared.privileged;
             let size = if privileged { CHUNK } else { DOMU_CHUNK };
             let mut chunk = [0u8; CHUNK];
             let mut done = 0;
@@ -98,7 +103,7 @@ pub fn console_io(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64
                 if privileged {
                     hv_arch::console::write_bytes(&chunk[..n]);
                 } else {
-                    domu_bytes(hv, &chunk[..n]);
+                    domu_bytes(&shared, &chunk[..n]);
                 }
                 done += n as u64;
                 // UART time is slow work (8 units: the clock is read). A domU's write goes out

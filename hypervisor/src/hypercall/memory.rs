@@ -6,7 +6,8 @@
 //! through `cmd >> 6` (the start extent), exchanges through `nr_exchanged`, as in Xen.
 
 use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
-use crate::Hv;
+use super::Mx;
+use core::sync::atomic::Ordering;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use hv_arch::entry::TrapFrame;
@@ -26,7 +27,7 @@ struct Reservation {
     domid: u16,
 }
 
-fn read_reservation(hv: &Hv, p: u64) -> Result<Reservation, Errno> {
+fn read_reservation(hv: &Mx, p: u64) -> Result<Reservation, Errno> {
     let mut b = [0u8; 32];
     read_guest(hv, p, &mut b)?;
     let u64at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
@@ -51,39 +52,44 @@ fn check_flags(r: &Reservation) -> Result<u64, Errno> {
 
 /// A zeroed frame for the domain, counted in `tot_pages`. `replacing` says one of its frames
 /// is about to be given back (exchange), so the maximum does not stand in the way.
-fn alloc_for_guest(hv: &mut Hv, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
-    if hv.dom().tot_pages >= hv.dom().max_pages + u64::from(replacing) {
+fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
+    let d = &hv.pc.cur.shared;
+    if d.tot_pages.load(Ordering::Relaxed) >= d.max_pages.load(Ordering::Relaxed) + u64::from(replacing) {
         return None;
     }
-    let m = hv.g.mm.alloc.alloc()?;
-    if m.0 >= mfn_limit {
-        hv.g.mm.alloc.free(m);
-        return None;
-    }
+    let m = crate::mm::with(|mm| {
+        let m = mm.alloc.alloc()?;
+        if m.0 >= mfn_limit {
+            mm.alloc.free(m);
+            return None;
+        }
+        Some(m)
+    })??;
     DirectMap.zero(m);
-    let _ = hv.g.mm.ft.set_owner(m, Owner::Dom(hv.pc.cur.dom));
-    hv.dom_mut().tot_pages += 1;
+    let _ = crate::machine::frames().set_owner(m, Owner::Dom(d.id));
+    d.tot_pages.fetch_add(1, Ordering::Relaxed);
     Some(m)
 }
 
 /// Gives a frame back: only if the domain owns it and nothing references it.
-fn free_from_guest(hv: &mut Hv, m: Mfn) -> Result<(), Errno> {
+fn free_from_guest(hv: &mut Mx, m: Mfn) -> Result<(), Errno> {
     let id = hv.pc.cur.dom;
-    let f = hv.g.mm.ft.get(m).ok_or(Errno::EINVAL)?;
+    let ft = crate::machine::frames();
+    let f = ft.get(m).ok_or(Errno::EINVAL)?;
     if f.owner != Owner::Dom(id) {
         return Err(Errno::EINVAL);
     }
     if f.count != 0 || f.type_count != 0 {
         return Err(Errno::EBUSY);
     }
-    hv.g.mm.ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
-    hv.g.mm.set_m2p(m, guest_abi::layout::INVALID_M2P_ENTRY);
-    hv.g.mm.alloc.free(m);
-    hv.dom_mut().tot_pages -= 1;
+    ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
+    crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
+    crate::mm::with(|mm| mm.alloc.free(m));
+    hv.pc.cur.shared.tot_pages.fetch_sub(1, Ordering::Relaxed);
     Ok(())
 }
 
-fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64) -> HcResult {
+fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64) -> HcResult {
     let r = read_reservation(hv, arg)?;
     resolve_dom(hv, r.domid)?;
     let limit = check_flags(&r)?;
@@ -122,7 +128,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
                     }
                 }
                 if let Some(p) = gpfn {
-                    hv.g.mm.set_m2p(m, p);
+                    crate::machine::get().m2p.set(m, p);
                 }
             }
             _ => {
@@ -144,7 +150,7 @@ fn reservation_op(hv: &mut Hv, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
 
 /// `XENMEM_exchange`: trades the caller's frames for new ones. Every array element address
 /// is checked as it is used (XSA-212); `nr_exchanged` makes it restartable.
-fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
+fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
     let inr = read_reservation(hv, arg)?;
     let out = read_reservation(hv, arg.wrapping_add(32))?;
     let mut b = [0u8; 8];
@@ -173,7 +179,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
         }
         let old = Mfn(u64::from_le_bytes(g));
         // Check the old frame and the output slot before anything changes hands.
-        let f = hv.g.mm.ft.get(old);
+        let f = crate::machine::frames().get(old);
         if f.is_none_or(|f| f.owner != Owner::Dom(hv.pc.cur.dom) || f.count != 0 || f.type_count != 0) {
             result = Err(Errno::EINVAL);
             break;
@@ -192,7 +198,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             result = Err(Errno::ENOMEM);
             break;
         };
-        let pfn = hv.g.mm.m2p.get(old);
+        let pfn = crate::machine::get().m2p.get(old);
         // The old frame goes first: a copy on another vCPU may hold it for a moment (it was
         // checked unreferenced, but holds need no lock); then the new one goes back too.
         if let Err(e) = free_from_guest(hv, old) {
@@ -200,7 +206,7 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             result = Err(e);
             break;
         }
-        hv.g.mm.set_m2p(new, pfn);
+        crate::machine::get().m2p.set(new, pfn);
         done += 1;
         if let Err(e) = write_guest(hv, slot, &new.0.to_le_bytes()) {
             // Checked above; a sibling vCPU unmapped it since. The exchange stands (the
@@ -214,30 +220,30 @@ fn exchange(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
     result
 }
 
-pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult {
-    // Frames change hands only under the domain's memory lock: its page-table hypercalls and
-    // guest copies on other CPUs (which run without the hypervisor lock) never see a frame
-    // leave it halfway.
-    let shared = hv.pc.cur.shared.clone();
-    let _mm = if hv.mm.is_none() { Some(shared.mm()) } else { None };
+/// `memory_op`, under the domain's memory lock (without the hypervisor lock): frames change
+/// hands only under it, so its page-table hypercalls and guest copies on other CPUs never
+/// see a frame leave it halfway. The allocator has a lock of its own (`crate::mm`).
+pub fn memory_op(hv: &mut Mx, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult {
+    let max_mfn = crate::machine::get().max_mfn;
     let op = cmd & 0x3F;
     let start = cmd >> 6;
     match op {
         XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
             reservation_op(hv, f, op, start, arg)
         }
-        XENMEM_MAXIMUM_RAM_PAGE => Ok(hv.g.mm.max_mfn as i64 - 1),
+        XENMEM_MAXIMUM_RAM_PAGE => Ok(max_mfn as i64 - 1),
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
             let mut b = [0u8; 2];
             read_guest(hv, arg, &mut b)?;
             resolve_dom(hv, u16::from_le_bytes(b))?;
-            Ok(if op == XENMEM_CURRENT_RESERVATION { hv.dom().tot_pages } else { hv.dom().max_pages } as i64)
+            let d = &hv.pc.cur.shared;
+            Ok(if op == XENMEM_CURRENT_RESERVATION { d.tot_pages.load(Ordering::Relaxed) } else { d.max_pages.load(Ordering::Relaxed) } as i64)
         }
         XENMEM_MACHPHYS_MAPPING => {
             let mut b = [0u8; 24];
             b[..8].copy_from_slice(&guest_abi::layout::MACH2PHYS_VIRT_START.to_le_bytes());
-            b[8..16].copy_from_slice(&(guest_abi::layout::MACH2PHYS_VIRT_START + 8 * hv.g.mm.max_mfn).to_le_bytes());
-            b[16..].copy_from_slice(&(hv.g.mm.max_mfn - 1).to_le_bytes());
+            b[8..16].copy_from_slice(&(guest_abi::layout::MACH2PHYS_VIRT_START + 8 * max_mfn).to_le_bytes());
+            b[16..].copy_from_slice(&(max_mfn - 1).to_le_bytes());
             write_guest(hv, arg, &b)?;
             Ok(0)
         }
@@ -250,7 +256,7 @@ pub fn memory_op(hv: &mut Hv, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
                 return Err(Errno::EINVAL);
             }
             let mut e = [0u8; 20];
-            e[8..16].copy_from_slice(&(hv.dom().max_pages * 4096).to_le_bytes());
+            e[8..16].copy_from_slice(&(hv.pc.cur.shared.max_pages.load(Ordering::Relaxed) * 4096).to_le_bytes());
             e[16..20].copy_from_slice(&1u32.to_le_bytes());
             write_guest(hv, buf, &e)?;
             write_guest(hv, arg, &1u32.to_le_bytes())?;

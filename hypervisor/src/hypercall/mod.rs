@@ -53,6 +53,7 @@ fn domain_class(n: u64) -> bool {
             | nr::XEN_VERSION
             | nr::SET_TRAP_TABLE
             | nr::CALLBACK_OP
+            | nr::MEMORY_OP
     )
 }
 
@@ -91,6 +92,7 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
             nr::XEN_VERSION => version::xen_version(mx, a1, a2),
             nr::SET_TRAP_TABLE => traps::set_trap_table(mx, a1),
             nr::CALLBACK_OP => traps::callback_op(mx, a1, a2),
+            nr::MEMORY_OP => memory::memory_op(mx, f, a1, a2),
             _ => Err(Errno::ENOSYS),
         }
     };
@@ -103,7 +105,6 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     let [a1, a2, a3, _a4, _a5] = a.0;
     match n {
-        nr::MEMORY_OP => memory::memory_op(hv, f, a1, a2),
         nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
         nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT => {
             let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*hv, a1, a2) } else { evtchn::event_channel_op_compat(&*hv, a1) };
@@ -116,7 +117,6 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         nr::SET_TIMER_OP => vcpu::set_timer_op(hv, a1),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
         nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
-        nr::VM_ASSIST => vm_assist(hv, a1, a2),
         nr::SCHED_OP => sched::sched_op(hv, f, a1, a2),
         _ => Err(Errno::ENOSYS),
     }
@@ -148,6 +148,7 @@ fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResul
         nr::STACK_SWITCH => traps::stack_switch(pc, a1, a2),
         nr::SET_CALLBACKS => traps::set_callbacks(pc, a1, a2, a3),
         nr::SET_SEGMENT_BASE => desc::set_segment_base(a1, a2),
+        nr::VM_ASSIST => vm_assist(pc, a1, a2),
         _ => return None,
     })
 }
@@ -169,19 +170,27 @@ pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     true
 }
 
-/// Runs the hypercall in `f` if it is an event-channel operation: with the event locks of
-/// the domains it names, without the hypervisor lock (`crate::ports`). A sleeper it may
-/// have to wake is left for the hypervisor lock's path (`PerCpu::wake_pass`). Returns
-/// false, having done nothing, for every other hypercall.
-pub fn events_local(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
+/// Runs the hypercall in `f` if it needs neither the hypervisor lock nor its domain's
+/// memory lock: event-channel operations (with the event locks of the domains they name,
+/// `crate::ports`; a sleeper one may have to wake is left for the hypervisor lock's path,
+/// `PerCpu::wake_pass`) and `console_io` (a domU's console lock, the UART's). Their guest
+/// copies hold each frame they touch. Returns false, having done nothing, for every other
+/// hypercall.
+pub fn unlocked(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     let n = f.rax;
-    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT) || pc.cur.is_placeholder() {
+    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO) || pc.cur.is_placeholder() {
         return false;
     }
     begin(pc);
-    let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*pc, f.rdi, f.rsi) } else { evtchn::event_channel_op_compat(&*pc, f.rdi) };
+    let r = match n {
+        nr::CONSOLE_IO => console::console_io(pc, f, f.rdi, f.rsi, f.rdx),
+        _ => {
+            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*pc, f.rdi, f.rsi) } else { evtchn::event_channel_op_compat(&*pc, f.rdi) };
+            pc.wake_pass |= wake;
+            r
+        }
+    };
     store_result(f, r);
-    pc.wake_pass |= wake;
     true
 }
 
@@ -248,15 +257,15 @@ pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
 }
 
 /// `vm_assist(cmd, type)`.
-fn vm_assist(hv: &mut Hv, cmd: u64, ty: u64) -> HcResult {
+fn vm_assist(pc: &PerCpu, cmd: u64, ty: u64) -> HcResult {
     use guest_abi::hypercall::vm_assist::*;
     if ty >= 64 || VALID_MASK & (1 << ty) == 0 {
         return Err(Errno::EINVAL);
     }
     match cmd {
-        ENABLE => hv.dom_mut().vm_assist |= 1 << ty,
-        DISABLE => hv.dom_mut().vm_assist &= !(1 << ty),
+        ENABLE => pc.cur.shared.vm_assist.fetch_or(1 << ty, core::sync::atomic::Ordering::Relaxed),
+        DISABLE => pc.cur.shared.vm_assist.fetch_and(!(1 << ty), core::sync::atomic::Ordering::Relaxed),
         _ => return Err(Errno::ENOSYS),
-    }
+    };
     Ok(0)
 }
