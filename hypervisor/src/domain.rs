@@ -62,10 +62,6 @@ pub struct Vcpu {
 /// What the scheduler, timers and events need of a vCPU, wherever its context is: kept in
 /// its domain (`Domain::vcpus`), under the hypervisor lock.
 pub struct VcpuState {
-    /// One-shot timer (system time, ns), and the periodic timer (0 = off).
-    pub single_deadline: Option<u64>,
-    pub period_ns: u64,
-    pub period_next: u64,
     /// The scheduler's handle for this vCPU.
     pub sched_id: usize,
     /// Sleeping in SCHEDOP_block or SCHEDOP_poll.
@@ -74,9 +70,8 @@ pub struct VcpuState {
     pub initialised: bool,
     /// Offline (`VCPUOP_down`, or never brought up).
     pub down: bool,
-    /// SCHEDOP_poll: the ports and the deadline (0 = none).
+    /// SCHEDOP_poll: the ports (its deadline is `VcpuTimer::poll`).
     pub poll_ports: alloc::vec::Vec<u32>,
-    pub poll_deadline: u64,
     /// The CPU running it, if any.
     pub on_cpu: Option<usize>,
     /// Runstate (`RUNSTATE_*`), when it was entered, and the time spent in each state.
@@ -128,19 +123,14 @@ impl VcpuState {
     /// vCPU `id`: vCPU 0 starts initialised and up, the others down and without a context.
     pub fn new(id: u32) -> VcpuState {
         let first = id == 0;
-        let now = hv_arch::time::now_ns();
         VcpuState {
-            single_deadline: None,
-            period_ns: DEFAULT_PERIOD_NS,
-            period_next: now + DEFAULT_PERIOD_NS,
             sched_id: usize::MAX,
             blocked: false,
             initialised: first,
             down: !first,
             poll_ports: alloc::vec::Vec::new(),
-            poll_deadline: 0,
             on_cpu: None,
-            runstate: hv_core::runstate::Runstate::new(if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE }, now),
+            runstate: hv_core::runstate::Runstate::new(if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE }, hv_arch::time::now_ns()),
         }
     }
 
@@ -200,6 +190,37 @@ pub struct DomShared {
     pub console: spin::Mutex<crate::guest_console::GuestConsole>,
     /// Enabled `vm_assist` types (a bit each).
     pub vm_assist: core::sync::atomic::AtomicU64,
+    /// Each vCPU's timers.
+    pub timers: alloc::vec::Vec<VcpuTimer>,
+}
+
+/// A vCPU's timers, reached without the hypervisor lock: the CPU it last ran on (its
+/// `home`) fires them and arms its LAPIC for them (`timers`). Deadlines are system time in
+/// ns, 0 for none; a firing CPU clears or advances one with a compare-and-swap, so each
+/// expiry raises VIRQ_TIMER once.
+pub struct VcpuTimer {
+    pub single: core::sync::atomic::AtomicU64,
+    /// The periodic timer's period (0 = off) and next expiry.
+    pub period: core::sync::atomic::AtomicU64,
+    pub period_next: core::sync::atomic::AtomicU64,
+    /// The timeout of a `SCHEDOP_poll` in progress.
+    pub poll: core::sync::atomic::AtomicU64,
+    pub home: core::sync::atomic::AtomicUsize,
+}
+
+impl VcpuTimer {
+    /// No one-shot timer, Xen's default 10 ms period from `now`, fired by CPU 0 until the vCPU
+    /// first runs.
+    pub fn new(now: u64) -> VcpuTimer {
+        use core::sync::atomic::{AtomicU64, AtomicUsize};
+        VcpuTimer {
+            single: AtomicU64::new(0),
+            period: AtomicU64::new(DEFAULT_PERIOD_NS),
+            period_next: AtomicU64::new(now + DEFAULT_PERIOD_NS),
+            poll: AtomicU64::new(0),
+            home: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// What the domain's memory lock guards.
@@ -227,6 +248,7 @@ impl DomShared {
             max_pages: AtomicU64::new(nr_pages),
             console: spin::Mutex::new(Default::default()),
             vm_assist: AtomicU64::new(0),
+            timers: (0..nr_vcpus).map(|_| VcpuTimer::new(hv_arch::time::now_ns())).collect(),
         }
     }
 

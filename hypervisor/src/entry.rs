@@ -23,12 +23,20 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     // page-table hypercalls and exceptions bounced to the guest's own handlers under the
     // current domain's memory lock alone; and so does the way back when there is nothing
     // else to do on this CPU.
+    // A timer interrupt fires this CPU's guest timers without the lock, and takes it for
+    // the scheduler's tick (`crate::timers`).
+    let mut tick = false;
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
         crate::hypercall::local(pc, f) || crate::hypercall::on_domain(pc, f) || crate::hypercall::unlocked(pc, f)
+    } else if f.vector == hv_arch::lapic::TIMER_VECTOR as u64 {
+        hv_arch::lapic::eoi();
+        pc.wake_pass |= crate::timers::fire(pc);
+        tick = crate::timers::tick_due(pc);
+        true
     } else {
         bounce::local_bounce(pc, f)
     };
-    if local && bounce::exit_locally(pc, f) {
+    if local && !tick && bounce::exit_locally(pc, f) {
         crate::shootdown::leave_cpu(pc);
         return true;
     }
@@ -37,6 +45,9 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     let mut hv = Hv { pc, g, mm: None };
     if core::mem::take(&mut hv.pc.wake_pass) {
         crate::schedule::check_sleepers(&mut hv);
+    }
+    if tick {
+        crate::timers::tick(&mut hv);
     }
     let resume = if local { exit(&mut hv, f) } else { guest_trap(&mut hv, f) };
     crate::shootdown::leave_cpu(hv.pc);
@@ -185,7 +196,7 @@ pub fn idle_loop() -> ! {
                 }
                 if !resume {
                     let t = if hv.pc.slice_until != 0 { hv.pc.slice_until } else { crate::events::now() + hv_core::sched::TICK_NS };
-                    crate::events::arm(&hv, Some(t));
+                    crate::timers::arm(hv.pc, Some(t));
                 }
                 crate::shootdown::leave_cpu(hv.pc);
             }

@@ -3,15 +3,12 @@
 //! wake, `schedule::send_virq` wakes it).
 
 use crate::domain::{vi, Domain};
-use crate::Hv;
 use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::evtchn::Table;
 use hv_core::mem::{Mfn, PhysMem};
 
-/// Housekeeping period (console input polling).
-const HOUSEKEEPING_NS: u64 = 10_000_000;
 
 /// Nanoseconds since boot.
 pub fn now() -> u64 {
@@ -34,10 +31,10 @@ fn write_versioned(page: Mfn, ver: usize, at: usize, fields: &[u8]) {
 }
 
 /// Writes vCPU `v`'s `vcpu_time_info` (pvclock).
-pub fn update_time(d: &Domain, v: u32) {
+pub fn update_time(d: &crate::domain::DomShared, v: u32) {
     let (tsc, ns) = hv_arch::time::now_pair();
     let (mul, shift) = hv_arch::time::scale();
-    let Some(at) = d.vi_at(v) else { return };
+    let Some(at) = d.vcpu_info.get(v) else { return };
     let mut f = [0u8; 22];
     f[..8].copy_from_slice(&tsc.to_le_bytes());
     f[8..16].copy_from_slice(&ns.to_le_bytes());
@@ -56,30 +53,6 @@ pub fn set_wallclock(d: &Domain, boot_unix: u64) {
     write_versioned(d.shared.shared_info, 3072, 3076, &f);
 }
 
-
-
-/// Programs the LAPIC for the earliest of: any guest timer or poll deadline, the end of the
-/// current slice, `extra`, and one housekeeping period from now.
-pub fn arm(hv: &Hv<'_>, extra: Option<u64>) {
-    let mut next = now() + HOUSEKEEPING_NS;
-    // Timers of down vCPUs and dead domains never fire (their deadlines are not advanced):
-    // they must not arm the LAPIC either.
-    let live = hv.g.domains.iter().filter(|d| d.dead.is_none()).flat_map(|d| d.vcpus.iter()).filter(|v| !v.down);
-    for v in live {
-        let poll = (v.blocked && v.poll_deadline != 0).then_some(v.poll_deadline);
-        for t in [v.single_deadline, (v.period_ns != 0).then_some(v.period_next), poll].into_iter().flatten() {
-            next = next.min(t);
-        }
-    }
-    if hv.pc.slice_until != 0 {
-        next = next.min(hv.pc.slice_until);
-    }
-    next = next.min(hv.pc.next_tick.max(now() + 1));
-    if let Some(t) = extra {
-        next = next.min(t);
-    }
-    hv_arch::lapic::arm(hv_arch::time::ns_to_tsc(next));
-}
 
 
 /// Is an upcall due for vCPU `v` (pending and not masked)?

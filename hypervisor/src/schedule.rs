@@ -67,6 +67,9 @@ pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
     if let Some(d) = &shared {
         d.sleeping.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
         d.polling.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = d.timers.get(vcpu as usize) {
+            t.poll.store(0, core::sync::atomic::Ordering::Relaxed);
+        }
     }
     if running.is_none() && !here {
         v.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
@@ -127,7 +130,10 @@ pub fn check_sleepers(hv: &mut Hv<'_>) {
                 events::upcall_due(d, id)
             } else {
                 v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
-                    || (v.poll_deadline != 0 && now >= v.poll_deadline)
+                    || d.shared.timers.get(id as usize).is_some_and(|t| {
+                        let p = t.poll.load(core::sync::atomic::Ordering::Relaxed);
+                        p != 0 && now >= p
+                    })
             };
             if ready {
                 to_wake.push((d.id, id));
@@ -186,6 +192,11 @@ fn load_state(hv: &mut Hv<'_>) -> u8 {
     }
     set_running(k, Some(Running { dom, id, l4 }));
     let v = &hv.pc.cur;
+    // Its timers are fired here from now on; its time record is fresh.
+    if let Some(t) = v.shared.timers.get(id as usize) {
+        t.home.store(k, core::sync::atomic::Ordering::Relaxed);
+    }
+    events::update_time(&v.shared, id);
     cpu::fxrstor(&v.fpu);
     cpu::set_ts(v.fpu_ts);
     // Selectors first: loading FS or GS overwrites its base. The LDT is loaded already.
@@ -252,7 +263,7 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
         }
     }
     hv.pc.slice_until = d.until;
-    events::arm(hv, None);
+    crate::timers::arm(hv.pc, None);
     Some(refused)
 }
 

@@ -176,7 +176,7 @@ pub fn domains(
         for n in 0..d.nr_vcpus() {
             let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(n, hv_core::mem::Mfn(0), d.shared.clone()));
             d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
-            events::update_time(&d, n);
+            events::update_time(&d.shared, n);
             vcpus.push(alloc::boxed::Box::new(v));
         }
         events::set_wallclock(&d, boot_unix);

@@ -1,55 +1,155 @@
-//! Guest timers firing: on this CPU's timer interrupt (and `set_timer_op`), every due
-//! one-shot and periodic timer raises VIRQ_TIMER, pvclock records are refreshed, sleepers
-//! whose time came are woken, and the scheduler's tick runs.
+//! Guest timers, per CPU and without the hypervisor lock: each vCPU's one-shot and periodic
+//! timers (and a poll's timeout) are atomics in its domain (`domain::VcpuTimer`), fired by
+//! the CPU the vCPU last ran on (its home), which also arms its LAPIC for them. A timer
+//! interrupt fires what is due on this CPU (VIRQ_TIMER through the event locks), refreshes
+//! the running vCPU's pvclock record and polls console input on CPU 0; the hypervisor lock
+//! is taken only when that is not all: a sleeper to wake, the scheduler's tick, the end of
+//! a slice.
 
+use crate::domain::{shared_of, DomShared};
 use crate::events;
+use crate::percpu::PerCpu;
 use crate::Hv;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 use guest_abi::evtchn::{VIRQ_CONSOLE, VIRQ_TIMER};
 
-/// Fires due guest timers of every domain, polls console input, refreshes time, wakes
-/// sleepers and re-arms the LAPIC.
-pub fn process_timers(hv: &mut Hv) {
+/// Housekeeping period (console input polling).
+const HOUSEKEEPING_NS: u64 = 10_000_000;
+
+/// Every live domain (a snapshot: domains are only added).
+fn domains() -> impl Iterator<Item = Arc<DomShared>> {
+    (0u16..).map_while(shared_of).filter(|d| !d.dead.load(Ordering::Relaxed))
+}
+
+/// The vCPUs of `d` whose timers this CPU fires (up, and last run here).
+fn homed<'a>(d: &'a DomShared, cpu: usize) -> impl Iterator<Item = (u32, &'a crate::domain::VcpuTimer)> + 'a {
+    d.timers.iter().enumerate().map(|(v, t)| (v as u32, t)).filter(move |&(v, t)| t.home.load(Ordering::Relaxed) == cpu && d.is_up(v))
+}
+
+/// Did this CPU win expiry `t` of one-shot timer `w` (clearing it)?
+fn take_single(w: &core::sync::atomic::AtomicU64, now: u64) -> bool {
+    let t = w.load(Ordering::Acquire);
+    t != 0 && t <= now && w.compare_exchange(t, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+}
+
+/// Did this CPU win the due expiry of periodic timer `t` (moving it past `now` in one step:
+/// no loop a guest could stretch)?
+fn take_period(t: &crate::domain::VcpuTimer, now: u64) -> bool {
+    let p = t.period.load(Ordering::Relaxed);
+    let next = t.period_next.load(Ordering::Acquire);
+    if p == 0 || next > now {
+        return false;
+    }
+    let missed = (now - next) / p + 1;
+    let to = next.saturating_add(missed.saturating_mul(p));
+    t.period_next.compare_exchange(next, to, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+}
+
+/// Raises `virq` on vCPU `v` of `d` without the hypervisor lock; whether a sleeper may need
+/// waking (`ports::notify_lockfree`).
+pub fn raise(cpu: usize, d: &DomShared, virq: u32, v: u32) -> bool {
+    let k = {
+        let mut l = crate::ports::Locked::new(d, None);
+        let mut bits = l.bits();
+        hv_core::evtchn::Table::send_virq(&mut l.pair(), d.id, virq, v, &mut bits)
+    };
+    crate::ports::notify_lockfree(cpu, k, &[d])
+}
+
+/// On this CPU's timer interrupt (or after `set_timer_op`), without the hypervisor lock:
+/// fires the due timers of the vCPUs homed here, refreshes the running vCPU's time record,
+/// polls console input (CPU 0), marks the end of the slice, and re-arms the LAPIC. Returns
+/// whether a sleeper may need waking (or a poll timed out): that takes the hypervisor lock
+/// (`schedule::check_sleepers`).
+pub fn fire(pc: &mut PerCpu) -> bool {
     let now = events::now();
-    let mut fired = alloc::vec::Vec::new();
-    for d in hv.g.domains.iter_mut().filter(|d| d.dead.is_none()) {
-        let (dom, vcpus) = (d.id, &mut d.vcpus);
-        for (id, v) in vcpus.iter_mut().enumerate().filter(|(_, v)| !v.down) {
-            let id = id as u32;
-            let mut fire = false;
-            if v.single_deadline.is_some_and(|t| t <= now) {
-                v.single_deadline = None;
-                fire = true;
+    let mut need = false;
+    for d in domains() {
+        for (v, t) in homed(&d, pc.id) {
+            let single = take_single(&t.single, now);
+            if take_period(t, now) | single {
+                need |= raise(pc.id, &d, VIRQ_TIMER, v);
             }
-            if v.period_ns != 0 && v.period_next <= now {
-                fire = true;
-                // Skip missed periods in one step (no loop a guest could stretch).
-                let missed = (now - v.period_next) / v.period_ns + 1;
-                v.period_next = v.period_next.saturating_add(missed.saturating_mul(v.period_ns));
-            }
-            if fire {
-                fired.push((dom, id));
-            }
-        }
-        for id in 0..d.nr_vcpus() {
-            if !d.vcpus[id as usize].down {
-                events::update_time(d, id);
-            }
+            let poll = t.poll.load(Ordering::Relaxed);
+            need |= poll != 0 && poll <= now;
         }
     }
-    for (dom, vcpu) in fired {
-        crate::schedule::send_virq(hv, dom, VIRQ_TIMER, vcpu);
+    if !pc.cur.is_placeholder() {
+        events::update_time(&pc.cur.shared, pc.cur.id);
     }
-    if hv.pc.id == 0 && hv_arch::cpu::serial_has_input() {
-        crate::schedule::send_virq(hv, 0, VIRQ_CONSOLE, 0);
+    if pc.id == 0 && hv_arch::cpu::serial_has_input() {
+        if let Some(d0) = shared_of(0) {
+            need |= raise(pc.id, &d0, VIRQ_CONSOLE, 0);
+        }
     }
+    if pc.slice_until != 0 && now >= pc.slice_until {
+        pc.need_resched = true;
+    }
+    arm(pc, None);
+    need
+}
+
+/// Is the scheduler's tick due on this CPU (it takes the hypervisor lock)?
+pub fn tick_due(pc: &PerCpu) -> bool {
+    events::now() >= pc.next_tick
+}
+
+/// [`fire`], then what needs the hypervisor lock: waking sleepers and the scheduler's tick.
+pub fn process_timers(hv: &mut Hv) {
+    fire(hv.pc);
     crate::schedule::check_sleepers(hv);
+    tick(hv);
+}
+
+/// The scheduler's tick if it is due, and the end of the slice; re-arms the LAPIC.
+pub fn tick(hv: &mut Hv) {
+    let now = events::now();
     if now >= hv.pc.next_tick {
         // The scheduler's tick: charges the running vCPU, ends a boost, runs accounting.
         hv.g.sched.tick(hv.pc.id, now);
         hv.pc.next_tick = now + hv_core::sched::TICK_NS;
     }
-    if now >= hv.pc.slice_until {
+    if hv.pc.slice_until != 0 && now >= hv.pc.slice_until {
         hv.pc.need_resched = true;
     }
-    events::arm(hv, None);
+    arm(hv.pc, None);
+}
+
+/// Programs this CPU's LAPIC for the earliest of: a timer or poll timeout of a vCPU homed
+/// here, the end of the current slice, the scheduler's next tick, `extra`, and one
+/// housekeeping period from now. (Timers of down vCPUs and dead domains never fire: they
+/// arm nothing either.)
+pub fn arm(pc: &PerCpu, extra: Option<u64>) {
+    let now = events::now();
+    let mut next = now + HOUSEKEEPING_NS;
+    for d in domains() {
+        for (_, t) in homed(&d, pc.id) {
+            let period = (t.period.load(Ordering::Relaxed) != 0).then(|| t.period_next.load(Ordering::Relaxed));
+            let single = Some(t.single.load(Ordering::Relaxed)).filter(|&x| x != 0);
+            let poll = Some(t.poll.load(Ordering::Relaxed)).filter(|&x| x != 0);
+            for x in [single, period, poll].into_iter().flatten() {
+                next = next.min(x);
+            }
+        }
+    }
+    if pc.slice_until != 0 {
+        next = next.min(pc.slice_until);
+    }
+    next = next.min(pc.next_tick.max(now + 1));
+    if let Some(t) = extra {
+        next = next.min(t);
+    }
+    hv_arch::lapic::arm(hv_arch::time::ns_to_tsc(next));
+}
+
+/// Asks vCPU `v`'s home CPU to arm its LAPIC again (its timers changed from another CPU).
+pub fn rearm_home(pc: &PerCpu, d: &DomShared, v: u32) {
+    let Some(t) = d.timers.get(v as usize) else { return };
+    let home = t.home.load(Ordering::Relaxed);
+    if home == pc.id {
+        arm(pc, None);
+    } else if let Some(&apic) = crate::machine::get().apic_ids.get(home) {
+        crate::percpu::poke(home, apic);
+    }
 }

@@ -114,9 +114,15 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
             r
         }
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
-        nr::SET_TIMER_OP => vcpu::set_timer_op(hv, a1),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
         nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
+        nr::SET_TIMER_OP => {
+            let (r, wake) = vcpu::set_timer_op(hv.pc, a1);
+            if wake {
+                crate::schedule::check_sleepers(hv);
+            }
+            r
+        }
         nr::SCHED_OP => sched::sched_op(hv, f, a1, a2),
         _ => Err(Errno::ENOSYS),
     }
@@ -178,12 +184,17 @@ pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
 /// hypercall.
 pub fn unlocked(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     let n = f.rax;
-    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO) || pc.cur.is_placeholder() {
+    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP) || pc.cur.is_placeholder() {
         return false;
     }
     begin(pc);
     let r = match n {
         nr::CONSOLE_IO => console::console_io(pc, f, f.rdi, f.rsi, f.rdx),
+        nr::SET_TIMER_OP => {
+            let (r, wake) = vcpu::set_timer_op(pc, f.rdi);
+            pc.wake_pass |= wake;
+            r
+        }
         _ => {
             let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*pc, f.rdi, f.rsi) } else { evtchn::event_channel_op_compat(&*pc, f.rdi) };
             pc.wake_pass |= wake;

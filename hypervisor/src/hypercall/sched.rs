@@ -79,9 +79,11 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
         d.sleeping.fetch_and(!(1 << v), Ordering::SeqCst);
         return Ok(0);
     }
+    if let Some(t) = d.timers.get(v as usize) {
+        t.poll.store(timeout, Ordering::Relaxed);
+    }
     if let Some(v) = hv.vs() {
         v.poll_ports = list;
-        v.poll_deadline = timeout;
     }
     crate::schedule::block_current(hv);
     Ok(0)

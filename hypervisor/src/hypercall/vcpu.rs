@@ -3,7 +3,8 @@
 
 use super::{read_guest, write_guest, HcResult};
 use crate::domain::{vi, VcpuInfoAt, VcpuState};
-use crate::events::{arm, now};
+use crate::events::now;
+use core::sync::atomic::Ordering;
 use crate::Hv;
 use guest_abi::errno::Errno;
 use guest_abi::layout::is_canonical;
@@ -80,14 +81,21 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&p) {
                 return Err(Errno::EINVAL);
             }
-            let v = target(hv, dom, id)?;
-            v.period_ns = p;
-            v.period_next = now() + p;
-            arm(hv, None);
+            target(hv, dom, id)?;
+            let d = hv.pc.cur.shared.clone();
+            if let Some(t) = d.timers.get(id as usize) {
+                t.period.store(0, Ordering::SeqCst);
+                t.period_next.store(now() + p, Ordering::SeqCst);
+                t.period.store(p, Ordering::SeqCst);
+            }
+            crate::timers::rearm_home(hv.pc, &d, id);
             Ok(0)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            target(hv, dom, id)?.period_ns = 0;
+            target(hv, dom, id)?;
+            if let Some(t) = hv.pc.cur.shared.timers.get(id as usize) {
+                t.period.store(0, Ordering::SeqCst);
+            }
             Ok(0)
         }
         // As Xen: one-shot timers only on the calling vCPU.
@@ -100,16 +108,13 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             if flags & SSHOT_FUTURE != 0 && t < now() {
                 return Err(Errno::ETIME);
             }
-            if let Some(v) = hv.vs() {
-                v.single_deadline = Some(t);
+            if set_timer(hv.pc, t.max(1)) {
+                crate::schedule::check_sleepers(hv);
             }
-            crate::timers::process_timers(hv);
             Ok(0)
         }
         VCPUOP_STOP_SINGLESHOT_TIMER => {
-            if let Some(v) = hv.vs() {
-                v.single_deadline = None;
-            }
+            set_timer(hv.pc, 0);
             Ok(0)
         }
         VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(hv, id, arg),
@@ -118,13 +123,24 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
 }
 
 /// `set_timer_op(timeout)`: a one-shot VIRQ_TIMER at absolute system time; 0 cancels; a time
-/// in the past fires at once.
-pub fn set_timer_op(hv: &mut Hv, timeout: u64) -> HcResult {
-    if let Some(v) = hv.vs() {
-        v.single_deadline = (timeout != 0).then_some(timeout);
+/// in the past fires at once. Needs no lock (`crate::timers`); returns whether a sleeper may
+/// need waking.
+pub fn set_timer_op(pc: &mut crate::percpu::PerCpu, timeout: u64) -> (HcResult, bool) {
+    (Ok(0), set_timer(pc, timeout))
+}
+
+/// Sets the current vCPU's one-shot timer (0: none) and fires it if due.
+fn set_timer(pc: &mut crate::percpu::PerCpu, deadline: u64) -> bool {
+    let (d, v) = (pc.cur.shared.clone(), pc.cur.id);
+    let Some(t) = d.timers.get(v as usize) else { return false };
+    t.home.store(pc.id, Ordering::Relaxed);
+    t.single.store(deadline, Ordering::Release);
+    if deadline != 0 && deadline <= now() {
+        crate::timers::fire(pc)
+    } else {
+        crate::timers::arm(pc, None);
+        false
     }
-    crate::timers::process_timers(hv);
-    Ok(0)
 }
 
 /// `VCPUOP_register_vcpu_info {mfn, offset}`: moves vCPU `id`'s `vcpu_info` into a page of
