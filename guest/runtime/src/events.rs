@@ -252,6 +252,27 @@ pub fn block() -> i64 {
     unsafe { hypercall5(nr::SCHED_OP, guest_abi::sched::SCHEDOP_BLOCK, 0, 0, 0, 0) }
 }
 
+/// Sleeps until `done()` holds, without losing a wake-up: events are masked while `done` is
+/// looked at (an event arriving then stays pending), and `SCHEDOP_block` unmasks them and
+/// returns at once if one is pending (Xen's idiom: `local_irq_disable(); if (!cond)
+/// HYPERVISOR_block()`). A plain `while !done() { block() }` can take the event's upcall
+/// between the look and the block, and then sleeps through it. Events end up enabled; one
+/// left pending is delivered before this returns.
+pub fn block_until(mut done: impl FnMut() -> bool) {
+    loop {
+        disable();
+        if done() {
+            break;
+        }
+        block();
+    }
+    enable();
+    if byte(0).load(Ordering::SeqCst) != 0 {
+        // Any hypercall's way back delivers the owed upcall.
+        let _ = crate::hypercall::xen_version_number();
+    }
+}
+
 /// `SCHEDOP_poll` on `ports` until one is pending or `timeout` (absolute ns, 0 = none).
 pub fn poll(ports: &[Port], timeout: u64) -> i64 {
     #[repr(C)]

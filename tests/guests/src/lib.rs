@@ -152,9 +152,7 @@ pub fn watch_domain_exits(si: &pv_runtime::StartInfo) -> u32 {
 
 /// Sleeps until the VIRQ_DOM_EXC port `p` has fired at least once.
 pub fn wait_domain_exit(p: u32) {
-    while p != 0 && pv_runtime::events::count(p) == 0 {
-        pv_runtime::events::block();
-    }
+    pv_runtime::events::block_until(|| p == 0 || pv_runtime::events::count(p) != 0);
 }
 
 /// The guest's own page tables, read through the read-only M2P and the bootstrap region

@@ -60,9 +60,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let before = ev::count(tp);
     let deadline = system_time() + 5 * MS;
     expect_ret("set_timer_op", ev::set_timer(deadline), 0);
-    while ev::count(tp) == before {
-        ev::block();
-    }
+    ev::block_until(|| ev::count(tp) != before);
     let now = system_time();
     check("one-shot fired, not early", now >= deadline);
     // Lateness depends on the host (TCG threads can be descheduled): only gross delays fail.
@@ -75,9 +73,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         let d = system_time() + k * MS;
         let c = ev::count(tp);
         ev::set_timer(d);
-        while ev::count(tp) == c {
-            ev::block();
-        }
+        ev::block_until(|| ev::count(tp) != c);
         let t = system_time();
         in_order &= t >= d && t > last;
         last = t;
@@ -90,9 +86,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_ret("set_periodic_timer 2 ms", unsafe { ev::vcpu_op(6, 0, &p as *const u64 as u64) }, 0);
     let c0 = ev::count(tp);
     let s = system_time();
-    while ev::count(tp) < c0 + 5 {
-        ev::block();
-    }
+    ev::block_until(|| ev::count(tp) >= c0 + 5);
     check("periodic ticks not early", system_time() - s >= 5 * p - p / 2);
     // SAFETY: as above.
     expect_ret("stop_periodic_timer", unsafe { ev::vcpu_op(7, 0, 0) }, 0);

@@ -44,9 +44,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             expect_err("alloc_unbound in the domU", ev::alloc_unbound(1, 0).err().unwrap_or(0), EOPNOTSUPP);
             let t = ev::count(tmr);
             ev::set_timer(ev::system_time() + 5000 * MS);
-            while ev::count(exc) == 0 && ev::count(tmr) == t {
-                ev::block();
-            }
+            ev::block_until(|| ev::count(exc) != 0 || ev::count(tmr) != t);
             check("VIRQ_DOM_EXC arrived before the 5 s timeout", ev::count(exc) > 0);
         }
         "slices" => {
@@ -55,9 +53,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
                 let t = ev::count(tmr);
                 let d = ev::system_time() + 10 * MS;
                 ev::set_timer(d);
-                while ev::count(tmr) == t {
-                    ev::block();
-                }
+                ev::block_until(|| ev::count(tmr) != t);
                 check("woke no earlier than asked", ev::system_time() >= d);
             }
             let took = ev::system_time() - start_t;
@@ -68,9 +64,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             // Sleep 3 s while the hog domUs compete, then end the run.
             let t = ev::count(tmr);
             ev::set_timer(ev::system_time() + 3000 * MS);
-            while ev::count(tmr) == t {
-                ev::block();
-            }
+            ev::block_until(|| ev::count(tmr) != t);
         }
         _ => check("known mode", false),
     }
