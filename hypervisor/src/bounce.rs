@@ -180,13 +180,13 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
 /// first delivering an owed upcall to its event callback (under its domain's memory lock:
 /// the frame goes onto its kernel stack). Returns false, for the locked path, when another
 /// CPU asked this one to pick again (a wakeup, the vCPU stopped or its domain died: those
-/// come with a reschedule request), a sleeper may need waking, the upcall's stack cannot
+/// come with a reschedule request), the vCPU yielded or blocked (a multicall entry), a
+/// sleeper may need waking, the upcall's stack cannot
 /// take the frame (nothing changed: the locked path crashes the domain), or the frame needs
-/// the refusal path. The vCPU was runnable when it entered, and such entries neither block
-/// nor yield.
+/// the refusal path.
 #[inline]
 pub fn exit_locally(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
-    if pc.need_resched || pc.wake_pass || !resumable(f) {
+    if pc.need_resched || pc.yielded || pc.wake_pass || !resumable(f) {
         return false;
     }
     if !crate::events::upcall_owed(&pc.cur, f) {

@@ -102,30 +102,52 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     r
 }
 
+/// Hypercalls that need the hypervisor lock: they change what the scheduler knows of a vCPU
+/// (blocking, yielding, shutting down, bringing vCPUs up and down, their contexts).
+pub fn needs_global(n: u64) -> bool {
+    matches!(n, nr::VCPU_OP | nr::SCHED_OP | nr::SCHED_OP_COMPAT)
+}
+
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     let [a1, a2, a3, _a4, _a5] = a.0;
     match n {
-        nr::MULTICALL => multicall::multicall(hv, f, a1, a2),
-        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT => {
-            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*hv, a1, a2) } else { evtchn::event_channel_op_compat(&*hv, a1) };
-            if wake {
-                crate::schedule::check_sleepers(hv);
-            }
-            r
-        }
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
-        nr::CONSOLE_IO => console::console_io(hv, f, a1, a2, a3),
-        nr::SET_TIMER_OP => {
-            let (r, wake) = vcpu::set_timer_op(hv.pc, a1);
-            if wake {
-                crate::schedule::check_sleepers(hv);
-            }
-            r
-        }
         nr::SCHED_OP => sched::sched_op(hv, f, a1, a2),
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// A hypercall that needs no hypervisor lock, its domain's memory lock held (a multicall
+/// entry): the local, domain-class and lock-free kinds.
+fn call_unlocked(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    let [a1, a2, a3, _a4, _a5] = a.0;
+    if let Some(r) = local_call(mx.pc, n, [a1, a2, a3]) {
+        return r;
+    }
+    if domain_class(n) {
+        return call_mm(mx, f, n, a);
+    }
+    lock_free(mx, f, n, a).unwrap_or(Err(Errno::ENOSYS))
+}
+
+/// The lock-free kinds (see [`unlocked`]), on whatever `c` holds; `None` for any other.
+fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<HcResult> {
+    let [a1, a2, a3, _a4, _a5] = a.0;
+    Some(match n {
+        nr::CONSOLE_IO => console::console_io(c, f, a1, a2, a3),
+        nr::SET_TIMER_OP => {
+            let (r, wake) = vcpu::set_timer_op(c.pc_mut(), a1);
+            c.pc_mut().wake_pass |= wake;
+            r
+        }
+        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT => {
+            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*c, a1, a2) } else { evtchn::event_channel_op_compat(&*c, a1) };
+            c.pc_mut().wake_pass |= wake;
+            r
+        }
+        _ => return None,
+    })
 }
 
 /// Runs the hypercall in `f` if it needs nothing but this CPU's structure (the current
@@ -184,23 +206,12 @@ pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
 /// hypercall.
 pub fn unlocked(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     let n = f.rax;
-    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP) || pc.cur.is_placeholder() {
+    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL) || pc.cur.is_placeholder() {
         return false;
     }
     begin(pc);
-    let r = match n {
-        nr::CONSOLE_IO => console::console_io(pc, f, f.rdi, f.rsi, f.rdx),
-        nr::SET_TIMER_OP => {
-            let (r, wake) = vcpu::set_timer_op(pc, f.rdi);
-            pc.wake_pass |= wake;
-            r
-        }
-        _ => {
-            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*pc, f.rdi, f.rsi) } else { evtchn::event_channel_op_compat(&*pc, f.rdi) };
-            pc.wake_pass |= wake;
-            r
-        }
-    };
+    let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
+    let r = if n == nr::MULTICALL { multicall::multicall(pc, f, args.0[0], args.0[1]) } else { lock_free(pc, f, n, args).unwrap_or(Err(Errno::ENOSYS)) };
     store_result(f, r);
     true
 }

@@ -9,8 +9,9 @@
 //! inner call is preempted itself: its continuation arguments are written back into its
 //! entry, which the continued multicall then runs again.
 
-use super::{continuation, read_guest, write_guest, Args, HcResult};
-use crate::Hv;
+use super::{continuation, read_guest, write_guest, Args, HcResult, Mx};
+use crate::domain::DomShared;
+use crate::percpu::PerCpu;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
 use hv_arch::entry::TrapFrame;
@@ -21,24 +22,29 @@ fn ends_batch(op: u64) -> bool {
     matches!(op, nr::IRET | nr::SCHED_OP | nr::SCHED_OP_COMPAT | nr::STACK_SWITCH)
 }
 
-pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcResult {
-    if hv.pc.in_multicall {
+/// The domain's memory lock, when a batch holds it.
+type MmGuard<'a> = crate::locks::Ordered<spin::mutex::TicketMutexGuard<'a, crate::domain::DomMm>>;
+
+/// Runs without the hypervisor lock (`super::unlocked`). The batch holds the domain's memory
+/// lock (its entries and the copies of the list then need no frame holds: every entry acts
+/// on the current vCPU and its domain) except around an entry that needs the hypervisor
+/// lock (`vcpu_op`, `sched_op`), which is taken for that entry alone, the memory lock let go
+/// first (the hypervisor lock comes before it).
+pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> HcResult {
+    if pc.in_multicall {
         return Err(Errno::EINVAL);
     }
-    // The domain's memory lock for the whole batch if it is free: its entries and the
-    // copies of the list then need no frame holds (every entry acts on the current vCPU and
-    // its domain). Never waited for here, under the hypervisor lock: a sibling vCPU's
-    // page-table work may hold it for a while; the batch then runs with holds instead.
-    let shared = hv.pc.cur.shared.clone();
-    let mut mm = shared.try_mm();
-    let hv = &mut Hv { pc: &mut *hv.pc, g: &mut *hv.g, mm: mm.as_deref_mut() };
+    let shared = pc.cur.shared.clone();
+    let mut mm: Option<MmGuard<'_>> = None;
     for i in 0..count {
         let at = list.wrapping_add(ENTRY * i);
-        if i > 0 && super::preempt(hv, 1) {
+        let g = mm.get_or_insert_with(|| shared.mm());
+        let mx = &mut Mx { pc: &mut *pc, mm: g };
+        if i > 0 && super::preempt(mx, 1) {
             return continuation(f, nr::MULTICALL, [at, count - i, 0, 0]);
         }
         let mut b = [0u8; 64];
-        read_guest(hv, at, &mut b)?;
+        read_guest(mx, at, &mut b)?;
         let word = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap_or_default());
         let op = word(0);
         let args = Args([word(2), word(3), word(4), word(5), word(6)]);
@@ -46,16 +52,17 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcRes
             Err(Errno::EINVAL)
         } else {
             // The inner call's own frame: a continuation it makes lands here, not in `f`.
-            let mut g = *f;
-            hv.pc.in_multicall = true;
-            let r = super::call(hv, &mut g, op, args);
-            hv.pc.in_multicall = false;
+            let mut inner = *f;
+            pc.in_multicall = true;
+            let r = entry(pc, &mut mm, &shared, &mut inner, op, args);
+            pc.in_multicall = false;
             if r == Err(Errno::ERESTART) {
                 let mut a = [0u8; 32];
-                for (k, v) in [g.rdi, g.rsi, g.rdx, g.r10].iter().enumerate() {
+                for (k, v) in [inner.rdi, inner.rsi, inner.rdx, inner.r10].iter().enumerate() {
                     a[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
                 }
-                write_guest(hv, at.wrapping_add(16), &a)?;
+                let g = mm.get_or_insert_with(|| shared.mm());
+                write_guest(&Mx { pc: &mut *pc, mm: g }, at.wrapping_add(16), &a)?;
                 return continuation(f, nr::MULTICALL, [at, count - i, 0, 0]);
             }
             r
@@ -64,10 +71,24 @@ pub fn multicall(hv: &mut Hv, f: &mut TrapFrame, list: u64, count: u64) -> HcRes
             Ok(v) => v,
             Err(e) => e.to_ret(),
         };
-        write_guest(hv, at.wrapping_add(8), &v.to_le_bytes())?;
+        let g = mm.get_or_insert_with(|| shared.mm());
+        write_guest(&Mx { pc: &mut *pc, mm: g }, at.wrapping_add(8), &v.to_le_bytes())?;
         if ends_batch(op) {
             break;
         }
     }
     Ok(0)
+}
+
+/// One entry of a batch: with the memory lock (`mm`, taken if the batch let it go) for the
+/// domain-class and lock-free kinds, with the hypervisor lock instead for the others.
+fn entry<'s>(pc: &mut PerCpu, mm: &mut Option<MmGuard<'s>>, shared: &'s DomShared, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
+    if super::needs_global(n) {
+        *mm = None;
+        let mut gg = crate::global();
+        let Some(g) = gg.as_mut() else { return Err(Errno::EINVAL) };
+        return super::call(&mut crate::Hv { pc, g, mm: None }, f, n, a);
+    }
+    let g = mm.get_or_insert_with(|| shared.mm());
+    super::call_unlocked(&mut Mx { pc, mm: g }, f, n, a)
 }
