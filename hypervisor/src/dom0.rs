@@ -50,6 +50,8 @@ pub struct DomUOpts<'a> {
     pub weight: u32,
     pub cap: u32,
     pub vcpus: u32,
+    /// The CPUs its vCPUs may run on (xl's `cpus=`, hard affinity; all by default).
+    pub cpus: u64,
     pub cmdline: &'a str,
 }
 
@@ -64,12 +66,13 @@ pub fn parse_domu(s: &str) -> Option<Result<DomUOpts<'_>, &str>> {
         Some(i) => (&rest[..i], rest[i + 4..].trim()),
         None => (rest, ""),
     };
-    let mut o = DomUOpts { mem: 16 << 20, weight: hv_core::sched::DEFAULT_WEIGHT, cap: 0, vcpus: 1, cmdline };
+    let mut o = DomUOpts { mem: 16 << 20, weight: hv_core::sched::DEFAULT_WEIGHT, cap: 0, vcpus: 1, cpus: u64::MAX, cmdline };
     for w in opts.split_ascii_whitespace() {
         let ok = match w.split_once('=') {
             Some(("mem", v)) => hv_core::cmdline::parse_size(v).map(|m| o.mem = m).is_some(),
             Some(("weight", v)) => v.parse().ok().filter(|&x: &u32| (1..=65535).contains(&x)).map(|x| o.weight = x).is_some(),
             Some(("cap", v)) => v.parse().ok().filter(|&x: &u32| x <= 100).map(|x| o.cap = x).is_some(),
+            Some(("cpus", v)) => hv_core::cmdline::parse_cpu_list(v).map(|m| o.cpus = m).is_some(),
             Some(("vcpus", v)) => {
                 v.parse().ok().filter(|&x: &u32| (1..=crate::domain::MAX_VCPUS as u32).contains(&x)).map(|x| o.vcpus = x).is_some()
             }

@@ -152,7 +152,8 @@ pub fn domains(
         Ok(x) => x,
         Err(e) => refuse(name, &e),
     };
-    let mut doms = alloc::vec![(dom, vcpu, hv_core::sched::DEFAULT_WEIGHT, 0u32)];
+    // dom0_vcpus_pin: vCPU n on CPU n alone (`None`: any CPU); a domU's `cpus=` list.
+    let mut doms = alloc::vec![(dom, vcpu, hv_core::sched::DEFAULT_WEIGHT, 0u32, None::<u64>)];
     for (i, m) in boot.modules[1..boot.nr_modules].iter().enumerate() {
         match dom0::parse_domu(strip_path(m.cmdline)) {
             None => log::warn!("module {} ('{}') is not a domU: ignored", i + 1, m.cmdline),
@@ -160,7 +161,7 @@ pub fn domains(
             Some(Ok(o)) => {
                 let id = doms.len() as u16;
                 match dom0::build(mm, id, m.bytes(), o.mem / 4096, o.cmdline, o.vcpus) {
-                    Ok((d, v)) => doms.push((d, v, o.weight, o.cap)),
+                    Ok((d, v)) => doms.push((d, v, o.weight, o.cap, Some(o.cpus))),
                     Err(e) => log::error!("domU module {}: refused: {}", i + 1, e),
                 }
             }
@@ -170,12 +171,17 @@ pub fn domains(
     let boot_unix = hv_arch::time::rtc_unix_seconds();
     let mut domains = domain::Domains::new();
     let mut vcpus = alloc::vec::Vec::new();
-    for (mut d, v0, weight, cap) in doms {
+    for (mut d, v0, weight, cap, cpus) in doms {
         d.sched_dom = sched.add_domain(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
             let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(n, hv_core::mem::Mfn(0), d.shared.clone()));
-            d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, u64::MAX);
+            let affinity = match cpus {
+                Some(mask) => mask,
+                None if opts.dom0_vcpus_pin => 1u64.checked_shl(n).unwrap_or(0),
+                None => u64::MAX,
+            };
+            d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, affinity);
             events::update_time(&d.shared, n);
             vcpus.push(alloc::boxed::Box::new(v));
         }

@@ -9,6 +9,7 @@
 //! - `debug-exit`: under QEMU, end the run through isa-debug-exit when dom0 shuts down.
 //! - `cpus=<n>`: use at most `n` CPUs (default: every CPU the ACPI MADT lists).
 //! - `dom0_max_vcpus=<n>`: dom0's vCPU count (as Xen; default: one per CPU in use).
+//! - `dom0_vcpus_pin`: dom0's vCPU n runs only on CPU n (as Xen's option of that name).
 //! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gates
 //!   (vectors [`BENCH_VECTOR`] at DPL 1 and `BENCH_VECTOR + 1` at DPL 3, each a lone
 //!   `iretq`) for `cargo xtask bench`.
@@ -43,6 +44,8 @@ pub struct Options<'a> {
     pub cpus: usize,
     /// dom0's vCPUs (0 = one per CPU).
     pub dom0_max_vcpus: u32,
+    /// Pin dom0's vCPU n to CPU n.
+    pub dom0_vcpus_pin: bool,
     /// Test only: abandon the start of this CPU at once, as after a timeout, so that the AP
     /// arrives late (0 = none).
     pub ap_late: usize,
@@ -86,6 +89,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         audit: false,
         cpus: 0,
         dom0_max_vcpus: 0,
+        dom0_vcpus_pin: false,
         ap_late: 0,
         dom0_cmdline: dom0,
         unknown: None,
@@ -108,6 +112,10 @@ pub fn parse(cmdline: &str) -> Options<'_> {
                 l.map(|l| o.loglvl = l).is_some()
             }
             ("dom0_mem", Some(v)) => parse_size(v).map(|s| o.dom0_mem = s).is_some(),
+            ("dom0_vcpus_pin", None) => {
+                o.dom0_vcpus_pin = true;
+                true
+            }
             ("dom0_max_vcpus", Some(v)) => v.parse().ok().filter(|&n: &u32| n >= 1).map(|n| o.dom0_max_vcpus = n).is_some(),
             ("cpus", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.cpus = n).is_some(),
             ("debug-ap-late", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.ap_late = n).is_some(),
@@ -132,9 +140,42 @@ pub fn parse(cmdline: &str) -> Options<'_> {
     o
 }
 
+/// Parses a CPU list such as `0`, `0-2`, `1,3` or `0-1,4` into a bit mask (CPUs 0-63);
+/// `None` for anything else, an empty list, or a CPU above 63.
+pub fn parse_cpu_list(s: &str) -> Option<u64> {
+    let mut mask = 0u64;
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = part.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        if a > b || b > 63 {
+            return None;
+        }
+        for c in a..=b {
+            mask |= 1 << c;
+        }
+    }
+    (mask != 0).then_some(mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-2"), Some(0b111));
+        assert_eq!(parse_cpu_list("1,3"), Some(0b1010));
+        assert_eq!(parse_cpu_list("0-1,4"), Some(0b10011));
+        for bad in ["", "x", "2-1", "64", "0-64", "1,", "-1", "0--1"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn options() {
@@ -146,6 +187,8 @@ mod tests {
         assert_eq!(o.unknown, None);
         assert_eq!(parse("cpus=2").cpus, 2);
         assert_eq!(parse("dom0_max_vcpus=3").dom0_max_vcpus, 3);
+        assert!(parse("dom0_vcpus_pin").dom0_vcpus_pin);
+        assert_eq!(parse("dom0_vcpus_pin=1").unknown, Some("dom0_vcpus_pin=1"));
         assert_eq!(parse("dom0_max_vcpus=0").unknown, Some("dom0_max_vcpus=0"));
         assert_eq!(parse("cpus=0").unknown, Some("cpus=0"));
         let o = parse("loglvl=loud frobnicate");
