@@ -196,7 +196,7 @@ pub fn idle_loop() -> ! {
                 }
                 if !resume {
                     let t = if hv.pc.slice_until != 0 { hv.pc.slice_until } else { crate::events::now() + hv_core::sched::TICK_NS };
-                    crate::timers::arm(hv.pc, Some(t));
+                    crate::events::arm(hv.pc, Some(t));
                 }
                 crate::shootdown::leave_cpu(hv.pc);
             }

@@ -263,7 +263,7 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
         }
     }
     hv.pc.slice_until = d.until;
-    crate::timers::arm(hv.pc, None);
+    crate::events::arm(hv.pc, None);
     Some(refused)
 }
 

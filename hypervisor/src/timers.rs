@@ -7,25 +7,15 @@
 //! a slice.
 
 use crate::domain::{shared_of, DomShared};
+use crate::events::{arm, domains, homed};
 use crate::events;
 use crate::percpu::PerCpu;
 use crate::Hv;
-use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use guest_abi::evtchn::{VIRQ_CONSOLE, VIRQ_TIMER};
 
-/// Housekeeping period (console input polling).
-const HOUSEKEEPING_NS: u64 = 10_000_000;
 
-/// Every live domain (a snapshot: domains are only added).
-fn domains() -> impl Iterator<Item = Arc<DomShared>> {
-    (0u16..).map_while(shared_of).filter(|d| !d.dead.load(Ordering::Relaxed))
-}
 
-/// The vCPUs of `d` whose timers this CPU fires (up, and last run here).
-fn homed<'a>(d: &'a DomShared, cpu: usize) -> impl Iterator<Item = (u32, &'a crate::domain::VcpuTimer)> + 'a {
-    d.timers.iter().enumerate().map(|(v, t)| (v as u32, t)).filter(move |&(v, t)| t.home.load(Ordering::Relaxed) == cpu && d.is_up(v))
-}
 
 /// Did this CPU win expiry `t` of one-shot timer `w` (clearing it)?
 fn take_single(w: &core::sync::atomic::AtomicU64, now: u64) -> bool {
@@ -116,32 +106,6 @@ pub fn tick(hv: &mut Hv) {
     arm(hv.pc, None);
 }
 
-/// Programs this CPU's LAPIC for the earliest of: a timer or poll timeout of a vCPU homed
-/// here, the end of the current slice, the scheduler's next tick, `extra`, and one
-/// housekeeping period from now. (Timers of down vCPUs and dead domains never fire: they
-/// arm nothing either.)
-pub fn arm(pc: &PerCpu, extra: Option<u64>) {
-    let now = events::now();
-    let mut next = now + HOUSEKEEPING_NS;
-    for d in domains() {
-        for (_, t) in homed(&d, pc.id) {
-            let period = (t.period.load(Ordering::Relaxed) != 0).then(|| t.period_next.load(Ordering::Relaxed));
-            let single = Some(t.single.load(Ordering::Relaxed)).filter(|&x| x != 0);
-            let poll = Some(t.poll.load(Ordering::Relaxed)).filter(|&x| x != 0);
-            for x in [single, period, poll].into_iter().flatten() {
-                next = next.min(x);
-            }
-        }
-    }
-    if pc.slice_until != 0 {
-        next = next.min(pc.slice_until);
-    }
-    next = next.min(pc.next_tick.max(now + 1));
-    if let Some(t) = extra {
-        next = next.min(t);
-    }
-    hv_arch::lapic::arm(hv_arch::time::ns_to_tsc(next));
-}
 
 /// Asks vCPU `v`'s home CPU to arm its LAPIC again (its timers changed from another CPU).
 pub fn rearm_home(pc: &PerCpu, d: &DomShared, v: u32) {

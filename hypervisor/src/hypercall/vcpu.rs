@@ -138,7 +138,7 @@ fn set_timer(pc: &mut crate::percpu::PerCpu, deadline: u64) -> bool {
     if deadline != 0 && deadline <= now() {
         crate::timers::fire(pc)
     } else {
-        crate::timers::arm(pc, None);
+        crate::events::arm(pc, None);
         false
     }
 }

@@ -3,13 +3,15 @@
 //! - `build`: every bare-metal image, and the GRUB ISO at `target/hypervisor.iso`.
 //! - `run [--pvh] [--kvm] [--smp N] [-- <hypervisor options>]`: boot the ISO (or PVH) in
 //!   QEMU (2 CPUs by default) with the serial console on the terminal.
-//! - `test [--only NAME]`: clippy on every crate, host tests, then every QEMU scenario.
+//! - `test [--only NAME]`: clippy on every crate, the layering check (`layers`: no import
+//!   circle in `hypervisor/src`), host tests, then every QEMU scenario.
 //! - `clippy`: clippy with warnings denied on every crate (host and bare metal).
 //! - `bench [--only hotpaths]`: boot-time, hypercall and hot-path benchmarks, printed and
 //!   written to `target/bench.json`.
 
 mod bench;
 mod images;
+mod layers;
 mod qemu;
 mod scenarios;
 

@@ -465,6 +465,7 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
     let smp: Option<u32> = args.iter().position(|a| a == "--smp").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok());
     if !args.iter().any(|a| a == "--no-host") && only.is_none() {
         clippy()?;
+        crate::layers::check(&images::root())?;
         host_tests()?;
     }
     let imgs = images::build_all()?;
