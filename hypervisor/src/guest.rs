@@ -86,9 +86,31 @@ pub fn translate_in(c: &Mx<'_>, l4: hv_core::mem::Mfn, va: u64, write: bool) -> 
 }
 
 /// Copies bytes from the current domain's memory.
+///
+/// Without the domain's memory lock the copy is first made optimistically, holding no frame:
+/// it stands if the domain's translation generation did not move meanwhile. Every change
+/// that could make the bytes another domain's (a frame leaving the domain, a table entry
+/// written) moves the generation before the frame can reach anyone else, so bytes that came
+/// from a frame no longer the domain's are never kept: the copy is made again, each frame
+/// held (`hv_core::guest_access::Pins`), and on failure `out` is cleared. (A write cannot
+/// be taken back, so writes always hold their frames.)
 pub fn read_guest(c: &impl OnCpu, va: u64, out: &mut [u8]) -> Result<(), Errno> {
     let cur = &c.pc().cur;
-    with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from)
+    if c.mm_held() {
+        return with_view(cur.dom, cur.l4, true, Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from);
+    }
+    let ft = crate::machine::frames();
+    let before = ft.xlat_gen(cur.dom);
+    let fast = with_view(cur.dom, cur.l4, true, Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out));
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    if ft.xlat_gen(cur.dom) == before {
+        return fast.map_err(Errno::from);
+    }
+    let r = with_view(cur.dom, cur.l4, false, Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out));
+    if r.is_err() {
+        out.fill(0);
+    }
+    r.map_err(Errno::from)
 }
 
 /// Copies bytes into the current domain's memory.

@@ -188,23 +188,32 @@ impl PhysMem for DirectMap {
 
     fn read(&self, mfn: Mfn, off: usize, out: &mut [u8]) -> Option<()> {
         let a = Self::at(mfn, off, out.len())?;
+        let (n, dst) = (out.len(), out.as_mut_ptr());
         let mut i = 0;
-        while i < out.len() {
-            let p = a + i as u64;
-            if p.is_multiple_of(8) && out.len() - i >= 8 {
-                // SAFETY: in a non-private, mapped frame (checked above); volatile: the guest
-                // may write it concurrently.
-                let w = unsafe { (p as *const u64).read_volatile() };
-                out[i..i + 8].copy_from_slice(&w.to_le_bytes());
+        // SAFETY (every access below): `a..a + n` lies in a non-private, mapped frame (checked
+        // by `at`) and `dst..dst + n` is `out`; reads of the frame are volatile (the guest may
+        // write it concurrently), each word aligned; stores into `out` may be unaligned.
+        unsafe {
+            while i < n && !(a + i as u64).is_multiple_of(8) {
+                if (a + i as u64).is_multiple_of(4) && n - i >= 4 {
+                    // An aligned 32-bit word in one load (pvclock and wallclock versions).
+                    dst.add(i).cast::<u32>().write_unaligned(((a + i as u64) as *const u32).read_volatile());
+                    i += 4;
+                } else {
+                    *dst.add(i) = ((a + i as u64) as *const u8).read_volatile();
+                    i += 1;
+                }
+            }
+            while n - i >= 8 {
+                dst.add(i).cast::<u64>().write_unaligned(((a + i as u64) as *const u64).read_volatile());
                 i += 8;
-            } else if p.is_multiple_of(4) && out.len() - i >= 4 {
-                // SAFETY: as above.
-                let w = unsafe { (p as *const u32).read_volatile() };
-                out[i..i + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            if n - i >= 4 {
+                dst.add(i).cast::<u32>().write_unaligned(((a + i as u64) as *const u32).read_volatile());
                 i += 4;
-            } else {
-                // SAFETY: as above.
-                out[i] = unsafe { (p as *const u8).read_volatile() };
+            }
+            while i < n {
+                *dst.add(i) = ((a + i as u64) as *const u8).read_volatile();
                 i += 1;
             }
         }
@@ -213,23 +222,31 @@ impl PhysMem for DirectMap {
 
     fn write(&mut self, mfn: Mfn, off: usize, data: &[u8]) -> Option<()> {
         let a = Self::at(mfn, off, data.len())?;
+        let (n, src) = (data.len(), data.as_ptr());
         let mut i = 0;
-        while i < data.len() {
-            let p = a + i as u64;
-            if p.is_multiple_of(8) && data.len() - i >= 8 {
-                let w = u64::from_le_bytes(data[i..i + 8].try_into().ok()?);
-                // SAFETY: as for `read`.
-                unsafe { (p as *mut u64).write_volatile(w) };
+        // SAFETY (every access below): as for `read`, with the roles swapped: volatile aligned
+        // stores into the frame, possibly unaligned loads from `data`.
+        unsafe {
+            while i < n && !(a + i as u64).is_multiple_of(8) {
+                if (a + i as u64).is_multiple_of(4) && n - i >= 4 {
+                    // Aligned 32-bit words in one store (pvclock and wallclock versions).
+                    ((a + i as u64) as *mut u32).write_volatile(src.add(i).cast::<u32>().read_unaligned());
+                    i += 4;
+                } else {
+                    ((a + i as u64) as *mut u8).write_volatile(*src.add(i));
+                    i += 1;
+                }
+            }
+            while n - i >= 8 {
+                ((a + i as u64) as *mut u64).write_volatile(src.add(i).cast::<u64>().read_unaligned());
                 i += 8;
-            } else if p.is_multiple_of(4) && data.len() - i >= 4 {
-                // Aligned 32-bit words in one store (pvclock and wallclock versions).
-                let w = u32::from_le_bytes(data[i..i + 4].try_into().ok()?);
-                // SAFETY: as for `read`.
-                unsafe { (p as *mut u32).write_volatile(w) };
+            }
+            if n - i >= 4 {
+                ((a + i as u64) as *mut u32).write_volatile(src.add(i).cast::<u32>().read_unaligned());
                 i += 4;
-            } else {
-                // SAFETY: as for `read`.
-                unsafe { (p as *mut u8).write_volatile(data[i]) };
+            }
+            while i < n {
+                ((a + i as u64) as *mut u8).write_volatile(*src.add(i));
                 i += 1;
             }
         }

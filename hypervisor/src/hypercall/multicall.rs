@@ -36,6 +36,7 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
     }
     let shared = pc.cur.shared.clone();
     let mut mm: Option<MmGuard<'_>> = None;
+    let mut inner = *f;
     for i in 0..count {
         let at = list.wrapping_add(ENTRY * i);
         let g = mm.get_or_insert_with(|| shared.mm());
@@ -51,8 +52,10 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
         let r = if op == nr::MULTICALL {
             Err(Errno::EINVAL)
         } else {
-            // The inner call's own frame: a continuation it makes lands here, not in `f`.
-            let mut inner = *f;
+            // The inner call's own frame: a continuation it makes lands here, not in `f`
+            // (what a call reads or rewrites of it is reset for each entry).
+            inner.rip = f.rip;
+            (inner.rax, inner.rdi, inner.rsi, inner.rdx, inner.r10, inner.r8) = (op, args.0[0], args.0[1], args.0[2], args.0[3], args.0[4]);
             pc.in_multicall = true;
             let r = entry(pc, &mut mm, &shared, &mut inner, op, args);
             pc.in_multicall = false;
