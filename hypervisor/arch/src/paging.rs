@@ -48,7 +48,7 @@ fn write_entry(table: Mfn, idx: usize, e: Pte) {
     unsafe { entry_ptr(table, idx).write_volatile(e.0) }
 }
 
-const TABLE: PteFlags = PteFlags::P.union(PteFlags::RW);
+const TABLE: PteFlags = PteFlags::PRESENT.union(PteFlags::WRITABLE);
 
 /// Walks to the table at `level` for `va`, creating tables on the way.
 fn table_for(
@@ -81,7 +81,7 @@ fn map_4k(
     src: &mut dyn FrameSource,
 ) -> Result<(), OutOfFrames> {
     let t = table_for(root, va, 1, src)?;
-    write_entry(t, pte::index(va, 1), Pte::new(Mfn::of(pa), flags | PteFlags::P));
+    write_entry(t, pte::index(va, 1), Pte::new(Mfn::of(pa), flags | PteFlags::PRESENT));
     Ok(())
 }
 
@@ -99,7 +99,7 @@ fn map_range(
         let (v, p) = (va + off, pa + off);
         if v % (2 << 20) == 0 && p % (2 << 20) == 0 && len - off >= (2 << 20) {
             let t = table_for(root, v, 2, src)?;
-            write_entry(t, pte::index(v, 2), Pte::new(Mfn::of(p), flags | PteFlags::P | PteFlags::PSE));
+            write_entry(t, pte::index(v, 2), Pte::new(Mfn::of(p), flags | PteFlags::PRESENT | PteFlags::HUGE_PAGE));
             off += 2 << 20;
         } else {
             map_4k(root, v, p, flags, src)?;
@@ -122,7 +122,7 @@ fn addr(s: &u8) -> u64 {
     s as *const u8 as u64
 }
 
-const RW_NX: PteFlags = PteFlags::RW.union(PteFlags::NX);
+const RW_NX: PteFlags = PteFlags::WRITABLE.union(PteFlags::NO_EXECUTE);
 
 /// Mappings every CPU's hypervisor root shares.
 pub struct Shared {
@@ -160,7 +160,7 @@ pub fn build_shared(
             addr(&__image_end),
         )
     };
-    for (s, e, f) in [(ts, te, PteFlags::empty()), (rs, re, PteFlags::NX), (ds, ie, RW_NX)] {
+    for (s, e, f) in [(ts, te, PteFlags::empty()), (rs, re, PteFlags::NO_EXECUTE), (ds, ie, RW_NX)] {
         let mut va = s & !0xFFF;
         while va < e {
             map_4k(template, va, image_to_phys(va), f, src)?;
@@ -168,7 +168,7 @@ pub fn build_shared(
         }
     }
     for i in 0..m2p_frames {
-        map_4k(template, M2P_BASE + i * 4096, m2p.maddr() + i * 4096, PteFlags::NX, src)?;
+        map_4k(template, M2P_BASE + i * 4096, m2p.maddr() + i * 4096, PteFlags::NO_EXECUTE, src)?;
     }
     let zero = frame_of(src)?;
     let mut slots = [Pte::default(); 16];
@@ -295,17 +295,17 @@ pub fn build_cpu(
         map_4k(hv_root, HV_STACK_BOTTOM + 4096 * i as u64, s.maddr(), RW_NX, src)?;
     }
     for p in 0..14 {
-        map_4k(hv_root, ENTRY_GDT + 4096 * p, shared.zero.maddr(), PteFlags::NX, src)?;
+        map_4k(hv_root, ENTRY_GDT + 4096 * p, shared.zero.maddr(), PteFlags::NO_EXECUTE, src)?;
     }
-    map_4k(hv_root, ENTRY_GDT + 14 * 4096, gdt.maddr(), PteFlags::NX, src)?;
+    map_4k(hv_root, ENTRY_GDT + 14 * 4096, gdt.maddr(), PteFlags::NO_EXECUTE, src)?;
     for p in 0..LDT_PAGES {
-        map_4k(hv_root, ENTRY_LDT + 4096 * p, shared.zero.maddr(), PteFlags::NX, src)?;
+        map_4k(hv_root, ENTRY_LDT + 4096 * p, shared.zero.maddr(), PteFlags::NO_EXECUTE, src)?;
     }
-    map_4k(hv_root, ENTRY_IDT, idt.maddr(), PteFlags::NX, src)?;
+    map_4k(hv_root, ENTRY_IDT, idt.maddr(), PteFlags::NO_EXECUTE, src)?;
     for p in 0..TSS_PAGES {
-        map_4k(hv_root, ENTRY_TSS + 4096 * p, tss.maddr() + 4096 * p, PteFlags::NX, src)?;
+        map_4k(hv_root, ENTRY_TSS + 4096 * p, tss.maddr() + 4096 * p, PteFlags::NO_EXECUTE, src)?;
     }
-    map_4k(hv_root, ENTRY_RO, entry_ro.maddr(), PteFlags::NX, src)?;
+    map_4k(hv_root, ENTRY_RO, entry_ro.maddr(), PteFlags::NO_EXECUTE, src)?;
     let (ets, ete) = crate::entry::entry_text_range();
     assert!(ete - ets <= ENTRY_TEXT_MAX_PAGES * 4096, "entry text too large");
     let mut va = ets;
@@ -439,7 +439,7 @@ fn remap_entry_page(t: &CpuTables, va: u64, mfn: Mfn) {
         assert!(e.present(), "entry-area page {va:#x} is not mapped");
         table = e.mfn();
     }
-    write_entry(table, pte::index(va, 1), Pte::new(mfn, PteFlags::P | PteFlags::NX));
+    write_entry(table, pte::index(va, 1), Pte::new(mfn, PteFlags::PRESENT | PteFlags::NO_EXECUTE));
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
     flush_guest_tlb();
 }
@@ -503,7 +503,7 @@ pub fn invlpg_guest(va: u64) {
 /// hypervisor slots of `template` (its upper-level tables are shared by every CPU's
 /// hypervisor root).
 pub fn map_lapic(template: PrivateFrame, src: &mut dyn FrameSource) -> Result<(), OutOfFrames> {
-    map_4k(template.mfn(), LAPIC_VA, crate::lapic::phys_base(), RW_NX | PteFlags::PCD | PteFlags::PWT, src)
+    map_4k(template.mfn(), LAPIC_VA, crate::lapic::phys_base(), RW_NX | PteFlags::NO_CACHE | PteFlags::WRITE_THROUGH, src)
 }
 
 /// Points IDT vector `v` of this CPU straight at guest code: a DPL-3 trap gate to `handler`
@@ -534,6 +534,6 @@ pub fn build_ap_boot_root(template: PrivateFrame, src: &mut dyn FrameSource) -> 
     let l2 = frame_of(src)?;
     write_entry(root, 0, Pte::new(l3, TABLE));
     write_entry(l3, 0, Pte::new(l2, TABLE));
-    write_entry(l2, 0, Pte::new(Mfn(0), PteFlags::P | PteFlags::RW | PteFlags::PSE));
+    write_entry(l2, 0, Pte::new(Mfn(0), PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::HUGE_PAGE));
     Ok(root)
 }

@@ -255,7 +255,7 @@ where
     let pt_range = pt_pfn0..pt_pfn0 + l.nr_pt_frames;
     let l4 = p2m[pt_pfn0 as usize];
     let mut next_pt = pt_pfn0 + 1;
-    let inner = PteFlags::P | PteFlags::RW | PteFlags::A;
+    let inner = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::ACCESSED;
     for pfn in 0..l.region_pages() {
         let va = l.virt_base + pfn * PAGE;
         let mut table = l4;
@@ -276,9 +276,9 @@ where
                 child
             };
         }
-        let mut flags = PteFlags::P | PteFlags::A | PteFlags::D;
+        let mut flags = PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY;
         if !pt_range.contains(&pfn) {
-            flags |= PteFlags::RW;
+            flags |= PteFlags::WRITABLE;
         }
         let e = Pte::new(p2m[pfn as usize], flags);
         mem.write_u64(table, pte::index(va, 1), e.0).ok_or(BuildError::NoMemory)?;

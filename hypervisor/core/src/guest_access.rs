@@ -146,7 +146,7 @@ fn walk<M: PhysMem + ?Sized>(mem: &M, view: &GuestView<'_>, va: u64) -> Result<(
             return Err(GuestFault::NotPresent);
         }
         writable &= e.writable();
-        if level > 1 && e.flags().contains(PteFlags::PSE) {
+        if level > 1 && e.flags().contains(PteFlags::HUGE_PAGE) {
             return Err(GuestFault::Superpage);
         }
         table = e.mfn();
@@ -296,13 +296,13 @@ mod tests {
     /// and 0x40_1000; mfn 6 mapped but not owned at 0x40_2000; 7 = a superpage L2 entry.
     fn setup() -> VecMem {
         let mut m = VecMem::new(0, 8);
-        let t = PteFlags::P | PteFlags::RW;
+        let t = PteFlags::PRESENT | PteFlags::WRITABLE;
         m.write_u64(Mfn(0), 0, Pte::new(Mfn(1), t).0);
         m.write_u64(Mfn(1), 0, Pte::new(Mfn(2), t).0);
         m.write_u64(Mfn(2), 2, Pte::new(Mfn(3), t).0);
-        m.write_u64(Mfn(2), 3, Pte::new(Mfn(0), t | PteFlags::PSE).0);
+        m.write_u64(Mfn(2), 3, Pte::new(Mfn(0), t | PteFlags::HUGE_PAGE).0);
         m.write_u64(Mfn(3), 0, Pte::new(Mfn(4), t).0);
-        m.write_u64(Mfn(3), 1, Pte::new(Mfn(5), PteFlags::P).0);
+        m.write_u64(Mfn(3), 1, Pte::new(Mfn(5), PteFlags::PRESENT).0);
         m.write_u64(Mfn(3), 2, Pte::new(Mfn(6), t).0);
         m
     }
@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(translate(&m, &v, 0x40_1000, true), Err(GuestFault::ReadOnly), "cached read-only entry");
         // The L1 entry changes: a cache at the old generation still has the old answer (which
         // is why every table write moves the generation), the new generation sees the change.
-        m.write_u64(Mfn(3), 0, Pte::new(Mfn(5), PteFlags::P | PteFlags::RW).0);
+        m.write_u64(Mfn(3), 0, Pte::new(Mfn(5), PteFlags::PRESENT | PteFlags::WRITABLE).0);
         assert_eq!(translate(&m, &v, 0x40_0000, false), Ok(Mfn(4)));
         let v2 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 2)), pins: None };
         assert_eq!(translate(&m, &v2, 0x40_0000, false), Ok(Mfn(5)));
@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(translate(&m, &v3, 0x40_0000, false), Err(GuestFault::NotPresent));
         // Failed walks are not cached.
         assert_eq!(translate(&m, &v2, 0x40_3000, false), Err(GuestFault::NotPresent));
-        m.write_u64(Mfn(3), 3, Pte::new(Mfn(4), PteFlags::P).0);
+        m.write_u64(Mfn(3), 3, Pte::new(Mfn(4), PteFlags::PRESENT).0);
         let v4 = GuestView { l4: Mfn(0), owns: &owns, cache: Some((&c, 3)), pins: None };
         assert_eq!(translate(&m, &v4, 0x40_3000, false), Ok(Mfn(4)));
     }

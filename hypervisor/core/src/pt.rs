@@ -84,20 +84,20 @@ impl From<PtError> for Errno {
 type Res<T = ()> = Result<T, PtError>;
 
 const SOFT_BITS: u64 = 0x0E00 | (0x3FF << 52); // bits 9-11 and 52-61
-const BASE: u64 = PteFlags::P.bits()
-    | PteFlags::RW.bits()
-    | PteFlags::US.bits()
-    | PteFlags::A.bits()
-    | PteFlags::D.bits()
-    | PteFlags::NX.bits()
+const BASE: u64 = PteFlags::PRESENT.bits()
+    | PteFlags::WRITABLE.bits()
+    | PteFlags::USER_ACCESSIBLE.bits()
+    | PteFlags::ACCESSED.bits()
+    | PteFlags::DIRTY.bits()
+    | PteFlags::NO_EXECUTE.bits()
     | SOFT_BITS;
-const CACHE: u64 = PteFlags::PWT.bits() | PteFlags::PCD.bits() | PteFlags::PSE.bits(); // PSE = PAT at L1
+const CACHE: u64 = PteFlags::WRITE_THROUGH.bits() | PteFlags::NO_CACHE.bits() | PteFlags::HUGE_PAGE.bits(); // PSE = PAT at L1
 /// Flags an L1 entry may carry (cache bits only with I/O permission).
-const L1_ALLOWED: u64 = BASE | PteFlags::G.bits();
+const L1_ALLOWED: u64 = BASE | PteFlags::GLOBAL.bits();
 /// Flags an L2–L4 entry may carry.
 const UPPER_ALLOWED: u64 = BASE;
 /// Flags whose change needs no revalidation (same frame, same presence and writability).
-const FAST_BITS: u64 = PteFlags::A.bits() | PteFlags::D.bits() | PteFlags::NX.bits() | PteFlags::G.bits() | PteFlags::US.bits() | SOFT_BITS;
+const FAST_BITS: u64 = PteFlags::ACCESSED.bits() | PteFlags::DIRTY.bits() | PteFlags::NO_EXECUTE.bits() | PteFlags::GLOBAL.bits() | PteFlags::USER_ACCESSIBLE.bits() | SOFT_BITS;
 
 /// Drops every CPU's guest translations (and waits until they are gone): what a frame
 /// whose type count fell to zero needs before it takes another kind of type (see the TLB
@@ -646,7 +646,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         }
         let old = self.read(table, idx)?;
         let new = if preserve_ad {
-            Pte(new.0 | (old.0 & (PteFlags::A.bits() | PteFlags::D.bits())))
+            Pte(new.0 | (old.0 & (PteFlags::ACCESSED.bits() | PteFlags::DIRTY.bits())))
         } else {
             new
         };
@@ -774,7 +774,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         let mut t = l4;
         for level in (2..=4).rev() {
             let e = self.read(t, crate::pte::index(va, level)).ok()?;
-            if !e.present() || e.flags().contains(PteFlags::PSE) {
+            if !e.present() || e.flags().contains(PteFlags::HUGE_PAGE) {
                 return None;
             }
             t = e.mfn();

@@ -2,37 +2,16 @@
 
 use crate::mem::Mfn;
 
-bitflags::bitflags! {
-    /// Flag bits of a 4-level page-table entry.
-    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-    pub struct PteFlags: u64 {
-        /// Present.
-        const P = 1 << 0;
-        /// Writable.
-        const RW = 1 << 1;
-        /// User-accessible (CPL 3).
-        const US = 1 << 2;
-        /// Write-through.
-        const PWT = 1 << 3;
-        /// Cache disable.
-        const PCD = 1 << 4;
-        /// Accessed.
-        const A = 1 << 5;
-        /// Dirty.
-        const D = 1 << 6;
-        /// Page size (L2/L3) or PAT (L1).
-        const PSE = 1 << 7;
-        /// Global.
-        const G = 1 << 8;
-        /// No-execute.
-        const NX = 1 << 63;
-    }
-}
+/// Flag bits of a 4-level page-table entry: the `x86_64` crate's (`PRESENT`, `WRITABLE`,
+/// `USER_ACCESSIBLE`, `HUGE_PAGE` for PSE/PAT, `NO_EXECUTE`, ...).
+pub use x86_64::structures::paging::PageTableFlags as PteFlags;
 
 /// Bits 12..51: the frame address.
 pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
-/// A page-table entry.
+/// A page-table entry. Kept a plain word (not `x86_64`'s `PageTableEntry`, which is neither
+/// `Copy` nor made from raw bits): entries of guest tables are read, validated and written
+/// as whole words, and compared as such.
 #[derive(Copy, Clone, PartialEq, Eq, Debug, Default)]
 pub struct Pte(pub u64);
 
@@ -47,10 +26,10 @@ impl Pte {
         PteFlags::from_bits_retain(self.0 & !ADDR_MASK)
     }
     pub const fn present(self) -> bool {
-        self.0 & PteFlags::P.bits() != 0
+        self.0 & PteFlags::PRESENT.bits() != 0
     }
     pub const fn writable(self) -> bool {
-        self.0 & PteFlags::RW.bits() != 0
+        self.0 & PteFlags::WRITABLE.bits() != 0
     }
 }
 
@@ -69,10 +48,10 @@ mod tests {
     use super::*;
     #[test]
     fn pte_roundtrip() {
-        let p = Pte::new(Mfn(0x1234), PteFlags::P | PteFlags::RW | PteFlags::NX);
+        let p = Pte::new(Mfn(0x1234), PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::NO_EXECUTE);
         assert_eq!(p.mfn(), Mfn(0x1234));
         assert!(p.present() && p.writable());
-        assert!(p.flags().contains(PteFlags::NX));
+        assert!(p.flags().contains(PteFlags::NO_EXECUTE));
         assert_eq!(index(0xFFFF_8000_0000_0000, 4), 256);
         assert_eq!(index(0x20_0000, 2), 1);
         assert_eq!(entry_span(2), 2 << 20);
