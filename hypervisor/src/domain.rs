@@ -173,8 +173,10 @@ pub struct DomShared {
     mm: spin::mutex::TicketMutex<DomMm>,
     /// Its shared_info frame (held for the domain's life).
     pub shared_info: Mfn,
-    /// Its event channels, under the domain's event lock (`ports::Locked` takes it).
-    pub ports: spin::Mutex<hv_core::evtchn::DomainEvents>,
+    /// Its event channels, under the domain's event lock (`ports::Locked` takes it). A
+    /// ticket lock: other domains take it too (interdomain operations), and none of them may
+    /// keep the domain's own vCPUs from it.
+    pub ports: spin::mutex::TicketMutex<hv_core::evtchn::DomainEvents>,
     /// Bit n set while vCPU n sleeps in `SCHEDOP_block` or `SCHEDOP_poll` (set before the
     /// sleeper's last look for events, cleared when it is woken), and while it polls: an
     /// event sent without the hypervisor lock takes it only to wake such a vCPU.
@@ -240,7 +242,7 @@ impl DomShared {
             up: AtomicU64::new(1),
             mm: spin::mutex::TicketMutex::new(DomMm::default()),
             shared_info,
-            ports: spin::Mutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
+            ports: spin::mutex::TicketMutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
             sleeping: AtomicU64::new(0),
             polling: AtomicU64::new(0),
             dead: AtomicBool::new(false),
@@ -334,9 +336,17 @@ impl VcpuInfos {
     /// Is an upcall due for vCPU `v` (pending and not masked)?
     #[inline]
     pub fn upcall_due(&self, v: u32) -> bool {
+        // `evtchn_upcall_pending` and `evtchn_upcall_mask` are bytes 0 and 1: one load.
         let Some(at) = self.get(v) else { return false };
-        let byte = |off: usize| DirectMap.load_u8(at.frame, at.offset + off).unwrap_or(0);
-        byte(vi::UPCALL_PENDING) != 0 && byte(vi::UPCALL_MASK) == 0
+        let w = match DirectMap.load_u16(at.frame, at.offset + vi::UPCALL_PENDING) {
+            Some(w) => w,
+            // An odd offset (`register_vcpu_info` allows any that fits): byte by byte.
+            None => {
+                let byte = |off: usize| DirectMap.load_u8(at.frame, at.offset + off).unwrap_or(0) as u16;
+                byte(vi::UPCALL_PENDING) | byte(vi::UPCALL_MASK) << 8
+            }
+        };
+        w & 0xFF != 0 && w >> 8 == 0
     }
 }
 

@@ -15,7 +15,7 @@ use guest_abi::DomId;
 use hv_arch::physmem::DirectMap;
 use hv_core::evtchn::{Bits, DomainEvents, Kick, Pair};
 
-type Guard<'a> = Ordered<spin::MutexGuard<'a, DomainEvents>>;
+type Guard<'a> = Ordered<spin::mutex::TicketMutexGuard<'a, DomainEvents>>;
 
 /// One or two domains' event locks, held.
 pub struct Locked<'a> {

@@ -58,19 +58,15 @@ pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
     let running = running_on(hv, dom, vcpu);
     let here = hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu;
     let shared = hv.g.domains.get(dom).map(|d| d.shared.clone());
+    if let Some(d) = &shared {
+        not_sleeping(d, vcpu);
+    }
     let Some(v) = hv.g.domains.vcpu_mut(dom, vcpu) else { return };
     if !alive || v.down {
         return;
     }
     v.blocked = false;
     v.poll_ports.clear();
-    if let Some(d) = &shared {
-        d.sleeping.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
-        d.polling.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = d.timers.get(vcpu as usize) {
-            t.poll.store(0, core::sync::atomic::Ordering::Relaxed);
-        }
-    }
     if running.is_none() && !here {
         v.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
     }
@@ -96,7 +92,22 @@ pub fn block_current(hv: &mut Hv<'_>) {
 
 /// Stops vCPU `vcpu` of `dom` wherever it is (it went down, or its domain died): off the
 /// run queues, and the CPU running it is interrupted to deschedule it.
+/// vCPU `vcpu` of `d` neither sleeps nor polls (woken, taken down, or its domain died): its
+/// bits go, so that senders stop taking the scheduler lock for it.
+fn not_sleeping(d: &crate::domain::DomShared, vcpu: u32) {
+    if vcpu < 64 {
+        d.sleeping.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
+        d.polling.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
+    }
+    if let Some(t) = d.timers.get(vcpu as usize) {
+        t.poll.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub fn stop(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
+    if let Some(d) = hv.g.domains.get(dom) {
+        not_sleeping(&d.shared, vcpu);
+    }
     if hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu {
         return block_current(hv);
     }
@@ -242,7 +253,13 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
         Some(next) => {
             let g = &*hv.g;
             let Some(i) = g.others.iter().position(|o| sched_id(g, o) == Some(next)) else {
-                log::error!("scheduler chose vCPU {} that is not waiting", next);
+                // Never expected (a vCPU woken before its CPU switched away stays that
+                // CPU's): this CPU runs nothing rather than the wrong vCPU, said once.
+                static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, core::sync::atomic::Ordering::Relaxed) {
+                    log::error!("scheduler chose vCPU {} that is not waiting", next);
+                }
+                hv.g.sched.unpick(hv.pc.id);
                 return (!idle).then_some(0);
             };
             let incoming = hv.g.others.swap_remove(i);
@@ -332,4 +349,8 @@ pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
 pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
     let k = events::virq(&hv.g.domains, dom, virq, vcpu);
     kick(hv, k);
+    // A poller may wait on the port even when it is masked (no kick then).
+    if hv.g.domains.get(dom).is_some_and(|d| d.shared.polling.load(core::sync::atomic::Ordering::SeqCst) != 0) {
+        check_sleepers(hv);
+    }
 }

@@ -149,6 +149,16 @@ impl DirectMap {
         Some(unsafe { AtomicU8::from_ptr(a as *mut u8) })
     }
 
+    /// Reads an aligned 16-bit word of a guest frame in one load (`None` if unaligned).
+    pub fn load_u16(&self, mfn: Mfn, off: usize) -> Option<u16> {
+        if !off.is_multiple_of(2) {
+            return None;
+        }
+        let a = Self::at(mfn, off, 2)?;
+        // SAFETY: as for `byte`, an aligned word.
+        Some(unsafe { core::sync::atomic::AtomicU16::from_ptr(a as *mut u16) }.load(Ordering::SeqCst))
+    }
+
     /// Reads a byte of a guest frame.
     pub fn load_u8(&self, mfn: Mfn, off: usize) -> Option<u8> {
         Some(Self::byte(mfn, off)?.load(Ordering::SeqCst))
@@ -190,7 +200,7 @@ impl PhysMem for DirectMap {
         let a = Self::at(mfn, off, out.len())?;
         let (n, dst) = (out.len(), out.as_mut_ptr());
         let mut i = 0;
-        // SAFETY (every access below): `a..a + n` lies in a non-private, mapped frame (checked
+        // SAFETY: (every access below) `a..a + n` lies in a non-private, mapped frame (checked
         // by `at`) and `dst..dst + n` is `out`; reads of the frame are volatile (the guest may
         // write it concurrently), each word aligned; stores into `out` may be unaligned.
         unsafe {
@@ -224,7 +234,7 @@ impl PhysMem for DirectMap {
         let a = Self::at(mfn, off, data.len())?;
         let (n, src) = (data.len(), data.as_ptr());
         let mut i = 0;
-        // SAFETY (every access below): as for `read`, with the roles swapped: volatile aligned
+        // SAFETY: (every access below) as for `read`, with the roles swapped: volatile aligned
         // stores into the frame, possibly unaligned loads from `data`.
         unsafe {
             while i < n && !(a + i as u64).is_multiple_of(8) {

@@ -184,6 +184,14 @@ impl Credit {
         if self.vcpus[v].runnable {
             return None;
         }
+        if self.cpus.iter().any(|c| c.current == Some(v)) {
+            // Blocked or put to sleep but not switched away from yet (its CPU reschedules
+            // soon): runnable again where it is, never queued for a second CPU.
+            let vc = &mut self.vcpus[v];
+            vc.runnable = true;
+            vc.active = true;
+            return None;
+        }
         let vc = &mut self.vcpus[v];
         vc.runnable = true;
         vc.active = true;
@@ -203,6 +211,12 @@ impl Credit {
                 (self.vcpus[v].prio > self.vcpus[cur].prio).then_some(cpu)
             }
         }
+    }
+
+    /// `cpu` could not run the vCPU [`Credit::schedule`] chose for it (its context was not
+    /// to be had): it runs nothing now.
+    pub fn unpick(&mut self, cpu: usize) {
+        self.cpus[cpu].current = None;
     }
 
     /// The running vCPU of `cpu` blocks (it is no longer runnable).
@@ -561,6 +575,22 @@ mod tests {
         let fa = ta as f64 / (20 * SEC) as f64;
         assert!((fa - 0.25).abs() < 0.02, "domain a got {fa:.4} of two CPUs");
         assert!(((tb as f64 / (20 * SEC) as f64) - 0.75).abs() < 0.02);
+    }
+
+    /// A vCPU that blocks and is woken before its CPU switched away from it (a multicall's
+    /// `VCPUOP_down` then `VCPUOP_up` on itself) stays that CPU's: another CPU never picks it.
+    #[test]
+    fn woken_before_switching_away_stays_on_its_cpu() {
+        let mut c = Credit::new(2);
+        let d = c.add_domain(256, 0);
+        let v = c.add_vcpu(d, u64::MAX);
+        c.wake(v, 0);
+        assert_eq!(c.schedule(0, 0, false, false).next, Some(v));
+        c.block(0, 10);
+        assert_eq!(c.wake(v, 20), None, "no other CPU is tickled for it");
+        assert_eq!(c.schedule(1, 30, false, false).next, None, "CPU 1 must not take CPU 0's vCPU");
+        assert_eq!(c.schedule(0, 40, false, false).next, Some(v), "it goes on where it was");
+        assert_eq!(c.current(1), None);
     }
 
     #[test]

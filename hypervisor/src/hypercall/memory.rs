@@ -66,7 +66,12 @@ fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
         Some(m)
     })??;
     DirectMap.zero(m);
-    let _ = crate::machine::frames().set_owner(m, Owner::Dom(d.id));
+    if crate::machine::frames().set_owner(m, Owner::Dom(d.id)).is_err() {
+        // Cannot happen for a frame fresh from the allocator (nothing references it); if it
+        // did, the frame is not the domain's: back it goes.
+        crate::mm::with(|mm| mm.alloc.free(m));
+        return None;
+    }
     d.tot_pages.fetch_add(1, Ordering::Relaxed);
     Some(m)
 }

@@ -2,7 +2,10 @@
 //!
 //! Nested multicalls get `-EINVAL`. An entry that changes the vCPU's privilege or stack
 //! context (`iret`, `sched_op`, `stack_switch`) ends the batch after it runs (the XSA-213
-//! lesson: later entries must not run in a context the guest no longer has).
+//! lesson: later entries must not run in a context the guest no longer has), and so does a
+//! `vcpu_op` that leaves the vCPU to be switched away from (it took itself down, or its
+//! domain ended): the hypervisor lock is let go between entries, and a later entry must not
+//! run, or wake the vCPU, while the scheduler is already moving it off this CPU.
 //!
 //! Preemption, as Xen: the batch continues later (a continuation of `multicall` at the
 //! current entry) when the hypercall's work budget is spent between entries, and when an
@@ -76,7 +79,9 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
         };
         let g = mm.get_or_insert_with(|| shared.mm());
         write_guest(&Mx { pc: &mut *pc, mm: g }, at.wrapping_add(8), &v.to_le_bytes())?;
-        if ends_batch(op) {
+        // An entry that took the vCPU down, blocked it, made it yield or ended its domain
+        // ends the batch too: the rest must not run for a vCPU the scheduler no longer runs.
+        if ends_batch(op) || (super::needs_global(op) && (pc.need_resched || pc.yielded)) {
             break;
         }
     }
