@@ -13,6 +13,12 @@
 //!   them, moves them back and asks their status.
 //! - `crash`: vCPU 1 runs 512-entry `mmu_update` batches and pin/unpin back to back while
 //!   vCPU 0 crashes the domain: it dies with vCPU 1 inside hypercalls on another CPU.
+//! - `updown`: vCPU 1 takes itself down and up again inside one multicall (`VCPUOP_down`,
+//!   `VCPUOP_up`, then lock-free entries: an event send and a timer in the past), while
+//!   vCPU 0 brings it back up whenever it is down and sends it events. The hypervisor lock is
+//!   let go between a batch's entries; the batch must end after the down, and the vCPU must
+//!   never be scheduled on two CPUs at once (the scenario fails on the hypervisor's "not
+//!   waiting" complaint).
 //!
 //! Every hypercall result is allowed to be an error (the two vCPUs undo each other's work);
 //! what must hold is that the hypervisor stays up and the counts stay exact.
@@ -35,6 +41,7 @@ static MODE: AtomicU32 = AtomicU32::new(0);
 const TABLES: u32 = 1;
 const EVTCHN: u32 = 2;
 const CRASH: u32 = 3;
+const UPDOWN: u32 = 4;
 static STARTED: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -45,6 +52,8 @@ static L1: AtomicU64 = AtomicU64::new(0);
 static DATA: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static BATCH_PTE: AtomicU64 = AtomicU64::new(0);
 static PORTS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+/// `updown`: batches that ran an entry after the vCPU took itself down.
+static BAD: AtomicU64 = AtomicU64::new(0);
 
 static mut AP_STACK: [u8; 16384] = [0; 16384];
 static mut CTX: [u8; 5168] = [0; 5168];
@@ -104,6 +113,38 @@ fn evtchn_round(me: usize, i: u64) {
     }
 }
 
+/// One round of the `updown` race from vCPU `me`.
+fn updown_round(me: usize) {
+    use guest_abi::hypercall as nr;
+    use guest_abi::vcpu::{VCPUOP_DOWN, VCPUOP_IS_UP, VCPUOP_UP};
+    let ipi = PORTS[1 - me].load(SeqCst);
+    if me == 1 {
+        // Results the hypervisor never writes: an entry that did not run keeps it.
+        const UNRUN: i64 = 0x5A5A;
+        let e = |op: u64, args: [u64; 6]| hc::MulticallEntry { op, result: UNRUN, args };
+        let mut batch = [
+            e(nr::VCPU_OP, [VCPUOP_DOWN, 1, 0, 0, 0, 0]),
+            e(nr::VCPU_OP, [VCPUOP_UP, 1, 0, 0, 0, 0]),
+            e(nr::EVENT_CHANNEL_OP, [guest_abi::evtchn::EVTCHNOP_SEND, 0, 0, 0, 0, 0]),
+            e(nr::SET_TIMER_OP, [1, 0, 0, 0, 0, 0]),
+        ];
+        let send = [ipi, 0u32];
+        batch[2].args[1] = send.as_ptr() as u64;
+        hc::multicall(&mut batch);
+        // Back up (vCPU 0 did it): the batch ended after the down.
+        if batch[0].result != 0 || batch[1].result != UNRUN || batch[2].result != UNRUN {
+            BAD.fetch_add(1, SeqCst);
+        }
+    } else {
+        // SAFETY: takes no pointer.
+        if unsafe { vcpu_op(VCPUOP_IS_UP, 1, 0) } == 0 {
+            // SAFETY: as above.
+            unsafe { vcpu_op(VCPUOP_UP, 1, 0) };
+        }
+        ev::send(ipi);
+    }
+}
+
 /// The `crash` load: a validated 512-entry batch, then a pin and unpin.
 fn crash_round() {
     // SAFETY: vCPU 1 alone uses the requests once vCPU 0 wrote them.
@@ -119,6 +160,7 @@ fn race(me: usize) {
         match MODE.load(SeqCst) {
             TABLES => tables_round(me, i),
             EVTCHN => evtchn_round(me, i),
+            UPDOWN => updown_round(me),
             _ => crash_round(),
         }
         i += 1;
@@ -154,6 +196,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         "tables" => TABLES,
         "evtchn" => EVTCHN,
         "crash" => CRASH,
+        "updown" => UPDOWN,
         _ => {
             println!("smpstress: unknown mode '{}'", mode);
             hc::shutdown(guest_abi::sched::ShutdownReason::Crash)
@@ -183,6 +226,12 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         *r = MmuUpdate { ptr: pte, val: (if i % 2 == 0 { slack(6).1 } else { fa }) << 12 | P | RW | A | D };
     }
 
+    if m == UPDOWN {
+        // An IPI port for each vCPU, each sent to by the other.
+        for v in 0..2 {
+            PORTS[v].store(ev::bind_ipi(v as u32).unwrap_or(0), SeqCst);
+        }
+    }
     // vCPU 1.
     // SAFETY: vCPU 1 is not running; the buffer is used only here.
     let c = unsafe { &mut *core::ptr::addr_of_mut!(CTX) };
@@ -202,9 +251,21 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     }
     race(0);
     STOP.store(true, SeqCst);
-    check("vCPU 1 done", wait(|| STOPPED.load(SeqCst)));
+    let up_again = || {
+        // `updown`: vCPU 1 may be down at the stop; it needs bringing up to see it.
+        // SAFETY: takes no pointer.
+        if m == UPDOWN && unsafe { vcpu_op(guest_abi::vcpu::VCPUOP_IS_UP, 1, 0) } == 0 {
+            // SAFETY: as above.
+            unsafe { vcpu_op(guest_abi::vcpu::VCPUOP_UP, 1, 0) };
+        }
+        STOPPED.load(SeqCst)
+    };
+    check("vCPU 1 done", wait(up_again));
     println!("smpstress {}: {} and {} rounds on the two vCPUs", mode, OPS[0].load(SeqCst), OPS[1].load(SeqCst));
     check("both vCPUs raced", OPS[0].load(SeqCst) > 10 && OPS[1].load(SeqCst) > 10);
+    if m == UPDOWN {
+        check("every batch ended after its vCPU took itself down", BAD.load(SeqCst) == 0);
+    }
     if m == TABLES {
         // End with the L1 pinned and populated: the audit then recomputes through it.
         mmuext(ext::UNPIN_TABLE, l1);
