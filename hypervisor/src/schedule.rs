@@ -81,17 +81,21 @@ pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
 /// Takes the current vCPU off the CPU (it blocks, polls, went down or died).
 pub fn block_current(hv: &mut Hv<'_>) {
     let alive = hv.dom().dead.is_none();
+    let mut sleeps = false;
     if let Some(v) = hv.vs() {
         if !v.down && alive {
             v.blocked = true;
+            sleeps = true;
         }
+    }
+    if !sleeps {
+        // Down or dead: it will not be woken as a sleeper, so it is not one.
+        not_sleeping(&hv.pc.cur.shared, hv.pc.cur.id);
     }
     hv.g.sched.block(hv.pc.id, events::now());
     hv.pc.need_resched = true;
 }
 
-/// Stops vCPU `vcpu` of `dom` wherever it is (it went down, or its domain died): off the
-/// run queues, and the CPU running it is interrupted to deschedule it.
 /// vCPU `vcpu` of `d` neither sleeps nor polls (woken, taken down, or its domain died): its
 /// bits go, so that senders stop taking the scheduler lock for it.
 fn not_sleeping(d: &crate::domain::DomShared, vcpu: u32) {
@@ -104,6 +108,8 @@ fn not_sleeping(d: &crate::domain::DomShared, vcpu: u32) {
     }
 }
 
+/// Stops vCPU `vcpu` of `dom` wherever it is (it went down, or its domain died): off the
+/// run queues, and the CPU running it is interrupted to deschedule it.
 pub fn stop(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
     if let Some(d) = hv.g.domains.get(dom) {
         not_sleeping(&d.shared, vcpu);
@@ -254,13 +260,15 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
             let g = &*hv.g;
             let Some(i) = g.others.iter().position(|o| sched_id(g, o) == Some(next)) else {
                 // Never expected (a vCPU woken before its CPU switched away stays that
-                // CPU's): this CPU runs nothing rather than the wrong vCPU, said once.
+                // CPU's): the choice goes back to the scheduler and this CPU idles (the vCPU
+                // it ran waits, queued if runnable), said once.
                 static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
                 if !SAID.swap(true, core::sync::atomic::Ordering::Relaxed) {
                     log::error!("scheduler chose vCPU {} that is not waiting", next);
                 }
-                hv.g.sched.unpick(hv.pc.id);
-                return (!idle).then_some(0);
+                hv.g.sched.unpick(hv.pc.id, next);
+                go_idle(hv, f, idle);
+                return None;
             };
             let incoming = hv.g.others.swap_remove(i);
             let outgoing = core::mem::replace(&mut hv.pc.cur, incoming);
@@ -270,18 +278,23 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
             log::trace!("CPU {} runs d{}v{}", hv.pc.id, hv.pc.cur.dom, hv.pc.cur.id);
         }
         None => {
-            if !idle {
-                let ph = placeholder(hv);
-                let outgoing = core::mem::replace(&mut hv.pc.cur, ph);
-                park(hv, outgoing, f);
-            }
-            hv.pc.slice_until = 0;
+            go_idle(hv, f, idle);
             return None;
         }
     }
     hv.pc.slice_until = d.until;
     crate::events::arm(hv.pc, None);
     Some(refused)
+}
+
+/// This CPU runs nothing from now: the vCPU it ran (unless `idle`) waits with the others.
+fn go_idle(hv: &mut Hv<'_>, f: &TrapFrame, idle: bool) {
+    if !idle {
+        let ph = placeholder(hv);
+        let outgoing = core::mem::replace(&mut hv.pc.cur, ph);
+        park(hv, outgoing, f);
+    }
+    hv.pc.slice_until = 0;
 }
 
 /// Puts the vCPU that was running into the waiting list (its registers are `f`).

@@ -213,10 +213,15 @@ impl Credit {
         }
     }
 
-    /// `cpu` could not run the vCPU [`Credit::schedule`] chose for it (its context was not
-    /// to be had): it runs nothing now.
-    pub fn unpick(&mut self, cpu: usize) {
-        self.cpus[cpu].current = None;
+    /// `cpu` could not run `v`, the vCPU [`Credit::schedule`] chose for it (its context was
+    /// not to be had): it runs nothing now, and `v`, if still runnable, is queued again.
+    pub fn unpick(&mut self, cpu: usize, v: VcpuId) {
+        if self.cpus[cpu].current == Some(v) {
+            self.cpus[cpu].current = None;
+        }
+        if self.vcpus[v].runnable {
+            self.enqueue(v);
+        }
     }
 
     /// The running vCPU of `cpu` blocks (it is no longer runnable).
@@ -591,6 +596,14 @@ mod tests {
         assert_eq!(c.schedule(1, 30, false, false).next, None, "CPU 1 must not take CPU 0's vCPU");
         assert_eq!(c.schedule(0, 40, false, false).next, Some(v), "it goes on where it was");
         assert_eq!(c.current(1), None);
+        // A choice a CPU could not take goes back to the queue: chosen again later.
+        c.block(0, 50);
+        let _ = c.schedule(0, 60, false, false);
+        c.wake(v, 70);
+        assert_eq!(c.schedule(0, 80, false, false).next, Some(v));
+        c.unpick(0, v);
+        assert_eq!(c.current(0), None);
+        assert_eq!(c.schedule(0, 90, false, false).next, Some(v), "an unpicked vCPU is not lost");
     }
 
     #[test]

@@ -67,9 +67,10 @@ fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
     })??;
     DirectMap.zero(m);
     if crate::machine::frames().set_owner(m, Owner::Dom(d.id)).is_err() {
-        // Cannot happen for a frame fresh from the allocator (nothing references it); if it
-        // did, the frame is not the domain's: back it goes.
-        crate::mm::with(|mm| mm.alloc.free(m));
+        // Cannot happen for a frame fresh from the allocator (nothing references it). If it
+        // did, something still holds the frame: it stays out of the allocator (which would
+        // hand the same frame out again), and the domain gets none.
+        log::error!("frame {:#x} from the allocator is still referenced: kept out of use", m.0);
         return None;
     }
     d.tot_pages.fetch_add(1, Ordering::Relaxed);

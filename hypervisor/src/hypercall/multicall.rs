@@ -2,15 +2,15 @@
 //!
 //! Nested multicalls get `-EINVAL`. An entry that changes the vCPU's privilege or stack
 //! context (`iret`, `sched_op`, `stack_switch`) ends the batch after it runs (the XSA-213
-//! lesson: later entries must not run in a context the guest no longer has), and so does a
-//! `vcpu_op` that leaves the vCPU to be switched away from (it took itself down, or its
-//! domain ended): the hypervisor lock is let go between entries, and a later entry must not
-//! run, or wake the vCPU, while the scheduler is already moving it off this CPU.
+//! lesson: later entries must not run in a context the guest no longer has).
 //!
 //! Preemption, as Xen: the batch continues later (a continuation of `multicall` at the
-//! current entry) when the hypercall's work budget is spent between entries, and when an
-//! inner call is preempted itself: its continuation arguments are written back into its
-//! entry, which the continued multicall then runs again.
+//! current entry) when the hypercall's work budget is spent between entries or this CPU
+//! must pick again (an entry took the vCPU down or ended its domain, a wake-up asked for the
+//! CPU: the hypervisor lock is let go between entries, and a later entry must not run while
+//! the scheduler moves the vCPU off this CPU), and when an inner call is preempted itself:
+//! its continuation arguments are written back into its entry, which the continued
+//! multicall then runs again.
 
 use super::{continuation, read_guest, write_guest, Args, HcResult, Mx};
 use crate::domain::DomShared;
@@ -44,7 +44,10 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
         let at = list.wrapping_add(ENTRY * i);
         let g = mm.get_or_insert_with(|| shared.mm());
         let mx = &mut Mx { pc: &mut *pc, mm: g };
-        if i > 0 && super::preempt(mx, 1) {
+        // As Xen's hypercall_preempt_check: the budget is spent, or this CPU must pick again
+        // (an entry took the vCPU down or ended its domain, a wake-up asked for the CPU): the
+        // rest of the batch is re-issued when the vCPU next runs.
+        if i > 0 && (mx.pc.need_resched || mx.pc.yielded || super::preempt(mx, 1)) {
             return continuation(f, nr::MULTICALL, [at, count - i, 0, 0]);
         }
         let mut b = [0u8; 64];
@@ -79,9 +82,7 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
         };
         let g = mm.get_or_insert_with(|| shared.mm());
         write_guest(&Mx { pc: &mut *pc, mm: g }, at.wrapping_add(8), &v.to_le_bytes())?;
-        // An entry that took the vCPU down, blocked it, made it yield or ended its domain
-        // ends the batch too: the rest must not run for a vCPU the scheduler no longer runs.
-        if ends_batch(op) || (super::needs_global(op) && (pc.need_resched || pc.yielded)) {
+        if ends_batch(op) {
             break;
         }
     }

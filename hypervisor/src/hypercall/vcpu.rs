@@ -180,29 +180,6 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     Ok(0)
 }
 
-/// `vcpu_guest_context` (x86_64) field offsets.
-mod ctx {
-    pub const SIZE: usize = 5168;
-    pub const FLAGS: usize = 512;
-    pub const USER_REGS: usize = 520;
-    pub const TRAP_CTXT: usize = 720;
-    pub const LDT_BASE: usize = 4816;
-    pub const LDT_ENTS: usize = 4824;
-    pub const GDT_FRAMES: usize = 4832;
-    pub const GDT_ENTS: usize = 4960;
-    pub const KERNEL_SS: usize = 4968;
-    pub const KERNEL_SP: usize = 4976;
-    pub const CTRLREG: usize = 4984;
-    pub const DEBUGREG: usize = 5048;
-    pub const EVENT_CALLBACK: usize = 5112;
-    pub const FAILSAFE_CALLBACK: usize = 5120;
-    pub const SYSCALL_CALLBACK: usize = 5128;
-    pub const FS_BASE: usize = 5144;
-    pub const GS_BASE_KERNEL: usize = 5152;
-    pub const GS_BASE_USER: usize = 5160;
-    /// `VGCF_i387_valid`.
-    pub const VGCF_I387_VALID: u64 = 1;
-}
 
 fn u64at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
@@ -214,10 +191,11 @@ const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 
 /// The registers of a `cpu_user_regs` image, checked: canonical RIP/RSP, the flat kernel or
 /// user selectors (a kernel selector's RPL 0 is raised to 1), safe RFLAGS.
 fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
+    use guest_abi::vcpu::regs as g;
     let at = |o: usize| u64at(r, o);
-    let (rip, rsp) = (at(128), at(152));
-    let mut cs = at(136) as u16;
-    let mut ss = at(160) as u16;
+    let (rip, rsp) = (at(g::RIP), at(g::RSP));
+    let mut cs = at(g::CS) as u16;
+    let mut ss = at(g::SS) as u16;
     if cs & 3 == 0 {
         cs |= 1;
     }
@@ -229,26 +207,26 @@ fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
         return Err(Errno::EINVAL);
     }
     Ok(TrapFrame {
-        r15: at(0),
-        r14: at(8),
-        r13: at(16),
-        r12: at(24),
-        rbp: at(32),
-        rbx: at(40),
-        r11: at(48),
-        r10: at(56),
-        r9: at(64),
-        r8: at(72),
-        rax: at(80),
-        rcx: at(88),
-        rdx: at(96),
-        rsi: at(104),
-        rdi: at(112),
+        r15: at(g::R15),
+        r14: at(g::R14),
+        r13: at(g::R13),
+        r12: at(g::R12),
+        rbp: at(g::RBP),
+        rbx: at(g::RBX),
+        r11: at(g::R11),
+        r10: at(g::R10),
+        r9: at(g::R9),
+        r8: at(g::R8),
+        rax: at(g::RAX),
+        rcx: at(g::RCX),
+        rdx: at(g::RDX),
+        rsi: at(g::RSI),
+        rdi: at(g::RDI),
         vector: 0,
         error_code: 0,
         rip,
         cs: cs as u64,
-        rflags: (at(144) & RFLAGS_GUEST) | 0x202,
+        rflags: (at(g::RFLAGS) & RFLAGS_GUEST) | 0x202,
         rsp,
         ss: ss as u64,
     })
@@ -299,8 +277,8 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     if (0..4).any(|n| dr(n) != 0) || dr(7) & 0xFF != 0 {
         return Err(Errno::EINVAL);
     }
-    let cr3 = u64at(&c, ctx::CTRLREG + 8 * 3);
-    let user_cr3 = u64at(&c, ctx::CTRLREG + 8);
+    let cr3 = u64at(&c, ctx::CR3);
+    let user_cr3 = u64at(&c, ctx::USER_CR3);
     if cr3 & 0xFFF != 0 {
         return Err(Errno::EINVAL);
     }

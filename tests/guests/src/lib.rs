@@ -227,15 +227,16 @@ pub fn data_selectors() -> [u16; 4] {
 /// Fills `c` (a `vcpu_guest_context`, 5168 bytes) for a vCPU that starts at `entry` in the
 /// guest kernel with stack `stack_top` (also its kernel stack) on root `l4_mfn`.
 pub fn vcpu_context(c: &mut [u8], entry: u64, stack_top: u64, l4_mfn: u64) {
+    use guest_abi::vcpu::{ctx, regs};
     let put = |c: &mut [u8], off: usize, v: u64| c[off..off + 8].copy_from_slice(&v.to_le_bytes());
     c.fill(0);
-    let regs = 520;
-    put(c, regs + 128, entry);
-    put(c, regs + 136, guest_abi::selectors::FLAT_KERNEL_CS as u64);
-    put(c, regs + 144, 0x202);
-    put(c, regs + 152, stack_top);
-    put(c, regs + 160, guest_abi::selectors::FLAT_KERNEL_SS as u64);
-    put(c, 4968, guest_abi::selectors::FLAT_KERNEL_SS as u64);
-    put(c, 4976, stack_top);
-    put(c, 4984 + 24, l4_mfn << 12);
+    let r = ctx::USER_REGS;
+    put(c, r + regs::RIP, entry);
+    put(c, r + regs::CS, guest_abi::selectors::FLAT_KERNEL_CS as u64);
+    put(c, r + regs::RFLAGS, 0x202);
+    put(c, r + regs::RSP, stack_top);
+    put(c, r + regs::SS, guest_abi::selectors::FLAT_KERNEL_SS as u64);
+    put(c, ctx::KERNEL_SS, guest_abi::selectors::FLAT_KERNEL_SS as u64);
+    put(c, ctx::KERNEL_SP, stack_top);
+    put(c, ctx::CR3, l4_mfn << 12);
 }

@@ -53,7 +53,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     // Timer VIRQ: a one-shot 5 ms ahead, then block.
     let tp = port("bind VIRQ_TIMER", ev::bind_virq(VIRQ_TIMER, 0));
     // SAFETY: stop_periodic_timer takes no argument.
-    expect_ret("stop the default periodic timer", unsafe { ev::vcpu_op(7, 0, 0) }, 0);
+    expect_ret("stop the default periodic timer", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER, 0, 0) }, 0);
     ev::enable();
     // A tick of the default periodic timer may have been pending: let it arrive first.
     pv_runtime::hypercall::yield_now();
@@ -82,37 +82,39 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
 
     // Periodic timer: 2 ms period, five ticks at least 2 ms apart on average.
     let p = 2 * MS;
-    // SAFETY: set_periodic_timer reads a u64 period.
-    expect_ret("set_periodic_timer 2 ms", unsafe { ev::vcpu_op(6, 0, &p as *const u64 as u64) }, 0);
+    // Time taken before the timer is set: the first tick comes one period after that at
+    // the earliest, however long the host keeps this vCPU from running in between.
     let c0 = ev::count(tp);
     let s = system_time();
+    // SAFETY: set_periodic_timer reads a u64 period.
+    expect_ret("set_periodic_timer 2 ms", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER, 0, &p as *const u64 as u64) }, 0);
     ev::block_until(|| ev::count(tp) >= c0 + 5);
     check("periodic ticks not early", system_time() - s >= 5 * p - p / 2);
     // SAFETY: as above.
-    expect_ret("stop_periodic_timer", unsafe { ev::vcpu_op(7, 0, 0) }, 0);
+    expect_ret("stop_periodic_timer", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER, 0, 0) }, 0);
     let tiny = 10_000u64;
     // SAFETY: as above.
-    e("periodic timer of 10 us", unsafe { ev::vcpu_op(6, 0, &tiny as *const u64 as u64) }, EINVAL);
+    e("periodic timer of 10 us", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER, 0, &tiny as *const u64 as u64) }, EINVAL);
     let huge = u64::MAX;
     // SAFETY: as above.
-    e("periodic timer of 2^64-1 ns", unsafe { ev::vcpu_op(6, 0, &huge as *const u64 as u64) }, EINVAL);
+    e("periodic timer of 2^64-1 ns", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_SET_PERIODIC_TIMER, 0, &huge as *const u64 as u64) }, EINVAL);
     // A far-future one-shot is accepted and simply never fires; the hypervisor stays alive.
     let far = [u64::MAX, 0u64];
     // SAFETY: set_singleshot_timer reads {u64 timeout, u32 flags}.
-    expect_ret("singleshot at 2^64-1 ns", unsafe { ev::vcpu_op(8, 0, far.as_ptr() as u64) }, 0);
+    expect_ret("singleshot at 2^64-1 ns", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_SET_SINGLESHOT_TIMER, 0, far.as_ptr() as u64) }, 0);
     expect_ret("set_timer_op 2^64-1", ev::set_timer(u64::MAX), 0);
     check("hypervisor alive after absurd timers", pv_runtime::hypercall::yield_now() == 0);
     let past = [system_time() - MS, 1u64];
     // SAFETY: set_singleshot_timer reads {u64 timeout, u32 flags}.
-    e("singleshot in the past with FUTURE", unsafe { ev::vcpu_op(8, 0, past.as_ptr() as u64) }, ETIME);
+    e("singleshot in the past with FUTURE", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_SET_SINGLESHOT_TIMER, 0, past.as_ptr() as u64) }, ETIME);
     // SAFETY: vcpu 5 does not exist; nothing is read.
-    e("vcpu_op on vCPU 5", unsafe { ev::vcpu_op(3, 5, 0) }, ENOENT);
+    e("vcpu_op on vCPU 5", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_IS_UP, 5, 0) }, ENOENT);
     // SAFETY: is_up takes no argument.
-    expect_ret("vCPU 0 is up", unsafe { ev::vcpu_op(3, 0, 0) }, 1);
+    expect_ret("vCPU 0 is up", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_IS_UP, 0, 0) }, 1);
     // Runstate: we are running, and the sleeps above count as blocked time.
     let mut rs = [0u64; 6];
     // SAFETY: get_runstate_info writes 48 bytes.
-    expect_ret("get_runstate_info", unsafe { ev::vcpu_op(4, 0, rs.as_mut_ptr() as u64) }, 0);
+    expect_ret("get_runstate_info", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_GET_RUNSTATE_INFO, 0, rs.as_mut_ptr() as u64) }, 0);
     check("runstate: running", rs[0] as u32 == 0);
     check("runstate: blocked time from the timer waits (> 10 ms)", rs[4] > 10 * MS);
     check("runstate: running time counted", rs[2] > 0);

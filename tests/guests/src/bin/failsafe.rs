@@ -86,7 +86,7 @@ fn ldt_up(mem: &mut GuestMem, t: &Tables, va: u64) {
     let m = mem.alloc_mfn().unwrap_or(0);
     expect_ret("write the descriptor", mmu1(m << 12, LDT_DATA), 0);
     expect_ret("map it read-only", mmu1(t.entry_maddr(va, 1), m << 12 | P | A), 0);
-    expect_ret("SET_LDT", hc::mmuext1(13, va, 1), 0);
+    expect_ret("SET_LDT", hc::mmuext1(guest_abi::mm::ext::SET_LDT, va, 1), 0);
 }
 
 /// `mmuext_op(SET_LDT(0, 0))` through the hypercall page with SS = the LDT selector: the
@@ -258,7 +258,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             check("dom0's null selectors survive switches to domUs with FLAT_USER_DS", kept);
             ldt_up(&mut mem, &t, scratch_va);
             load_data_selectors(LDT_SEL as u16);
-            expect_ret("drop the LDT under the loaded selectors", hc::mmuext1(13, 0, 0), 0);
+            expect_ret("drop the LDT under the loaded selectors", hc::mmuext1(guest_abi::mm::ext::SET_LDT, 0, 0), 0);
             let mut n = 0;
             while COUNT.load(Ordering::SeqCst) == 0 && n < 5000 {
                 hc::yield_now();

@@ -411,7 +411,7 @@ fn run(env: &mut Env, case: &str) -> bool {
                 let m = env.mem.alloc_mfn().unwrap_or(0);
                 let area = [m, 0u64];
                 // SAFETY: register_vcpu_info reads a {mfn, offset} pair from `area`.
-                let r = unsafe { pv_runtime::events::vcpu_op(10, 0, area.as_ptr() as u64) };
+                let r = unsafe { pv_runtime::events::vcpu_op(guest_abi::vcpu::VCPUOP_REGISTER_VCPU_INFO, 0, area.as_ptr() as u64) };
                 ok("register vcpu_info in an own page", r);
                 m
             };

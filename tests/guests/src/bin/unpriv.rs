@@ -25,7 +25,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let req = [0u64; 2];
     expect_err("mmu_update on dom0's behalf", raw(nr::MMU_UPDATE, req.as_ptr() as u64, 1, 0, 0), EPERM);
     expect_err("xen_version commandline", raw(nr::XEN_VERSION, 9, buf.as_mut_ptr() as u64, 0, 0), EPERM);
-    expect_err("FLUSH_CACHE", hc::mmuext1(12, 0, 0), EACCES);
+    expect_err("FLUSH_CACHE", hc::mmuext1(guest_abi::mm::ext::FLUSH_CACHE, 0, 0), EACCES);
     expect_err("console_io read", hc::console_read(&mut buf[..8]), EPERM);
     let mut a = [(guest_abi::DOMID_SELF as u32) << 16, 0];
     expect_err("alloc_unbound in dom0", raw(nr::EVENT_CHANNEL_OP, 6, a.as_mut_ptr() as u64, 0, 0), EPERM);

@@ -9,6 +9,7 @@
 #![no_std]
 #![no_main]
 
+use guest_abi::vcpu::{ctx, regs};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use guest_abi::errno::Errno;
 use pv_runtime::events::vcpu_op;
@@ -24,7 +25,7 @@ const RUNSTATE: u64 = 4;
 const SINGLESHOT: u64 = 8;
 const REGISTER_VCPU_INFO: u64 = 10;
 const TLB_FLUSH_ALL: u32 = 10;
-const CTX_SIZE: usize = 5168;
+const CTX_SIZE: usize = ctx::SIZE;
 
 /// What vCPU 1 does (set by vCPU 0).
 static CMD: AtomicU32 = AtomicU32::new(SPIN);
@@ -207,13 +208,13 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_err("initialise: context unmapped", op(INITIALISE, 1, 0xdead_0000_0000), Errno::EFAULT);
     expect_err("initialise: context straddles the hypervisor", op(INITIALISE, 1, 0xFFFF_8000_0000_0000 - 100), Errno::EFAULT);
     expect_err("initialise: no vCPU 5", op(INITIALISE, 5, ctx().as_ptr() as u64), Errno::ENOENT);
-    init_with("initialise: non-canonical rip", l4, |c| put(c, 520 + 128, 0x0000_8000_0000_0000), Errno::EINVAL);
-    init_with("initialise: hypervisor CS", l4, |c| put(c, 520 + 136, 0xE008), Errno::EINVAL);
-    init_with("initialise: user CS with kernel SS", l4, |c| put(c, 520 + 136, 0xE033), Errno::EINVAL);
-    init_with("initialise: root is a data page", l4, |c| put(c, 4984 + 24, slack(4).1 << 12), Errno::EINVAL);
-    init_with("initialise: root not ours", l4, |c| put(c, 4984 + 24, 0x1000), Errno::EINVAL);
-    init_with("initialise: user root differs", l4, |c| put(c, 4984 + 8, slack(4).1 << 12), Errno::EOPNOTSUPP);
-    init_with("initialise: breakpoint enabled in DR7", l4, |c| put(c, 5048 + 56, 1), Errno::EINVAL);
+    init_with("initialise: non-canonical rip", l4, |c| put(c, ctx::USER_REGS + regs::RIP, 0x0000_8000_0000_0000), Errno::EINVAL);
+    init_with("initialise: hypervisor CS", l4, |c| put(c, ctx::USER_REGS + regs::CS, 0xE008), Errno::EINVAL);
+    init_with("initialise: user CS with kernel SS", l4, |c| put(c, ctx::USER_REGS + regs::CS, 0xE033), Errno::EINVAL);
+    init_with("initialise: root is a data page", l4, |c| put(c, ctx::CR3, slack(4).1 << 12), Errno::EINVAL);
+    init_with("initialise: root not ours", l4, |c| put(c, ctx::CR3, 0x1000), Errno::EINVAL);
+    init_with("initialise: user root differs", l4, |c| put(c, ctx::USER_CR3, slack(4).1 << 12), Errno::EOPNOTSUPP);
+    init_with("initialise: breakpoint enabled in DR7", l4, |c| put(c, ctx::DEBUGREG + 7 * 8, 1), Errno::EINVAL);
     init_with(
         "initialise: MXCSR reserved bits",
         l4,
@@ -223,18 +224,18 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         },
         Errno::EINVAL,
     );
-    init_with("initialise: 8000 GDT entries", l4, |c| put(c, 4960, 8000), Errno::EINVAL);
+    init_with("initialise: 8000 GDT entries", l4, |c| put(c, ctx::GDT_ENTS, 8000), Errno::EINVAL);
     init_with("initialise: GDT frame is a page table", l4, |c| {
-        put(c, 4960, 16);
-        put(c, 4832, l4);
+        put(c, ctx::GDT_ENTS, 16);
+        put(c, ctx::GDT_FRAMES, l4);
     }, Errno::EINVAL);
     init_with("initialise: LDT base unaligned", l4, |c| {
-        put(c, 4816, 0x1008);
-        put(c, 4824, 4);
+        put(c, ctx::LDT_BASE, 0x1008);
+        put(c, ctx::LDT_ENTS, 4);
     }, Errno::EINVAL);
     init_with("initialise: non-canonical trap handler", l4, |c| put(c, 720 + 16 * 14 + 8, 0x0000_9000_0000_0000), Errno::EINVAL);
-    init_with("initialise: event callback in the hypervisor", l4, |c| put(c, 5112, 0xFFFF_8300_0000_0000), Errno::EINVAL);
-    init_with("initialise: non-canonical FS base", l4, |c| put(c, 5144, 0x0001_0000_0000_0000), Errno::EINVAL);
+    init_with("initialise: event callback in the hypervisor", l4, |c| put(c, ctx::EVENT_CALLBACK, 0xFFFF_8300_0000_0000), Errno::EINVAL);
+    init_with("initialise: non-canonical FS base", l4, |c| put(c, ctx::FS_BASE, 0x0001_0000_0000_0000), Errno::EINVAL);
     expect_ret("vCPU 1 still not up", op(IS_UP, 1, 0), 0);
 
     // The real thing.

@@ -22,7 +22,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let tmr = ev::bind_virq(VIRQ_TIMER, 0).unwrap_or(0);
     check("VIRQs bound", exc != 0 && tmr != 0);
     // SAFETY: stop_periodic_timer takes no argument.
-    unsafe { ev::vcpu_op(7, 0, 0) };
+    unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER, 0, 0) };
     ev::enable();
     // A tick of the default periodic timer may already be pending: let it arrive first.
     pv_runtime::hypercall::yield_now();
