@@ -266,8 +266,18 @@ pub fn deliver_upcall(hv: &mut Hv, f: &mut TrapFrame) {
 /// crash it: then picks again). Returns false when there is nothing to run.
 pub fn switch(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
     let mut yielding = yielding;
+    // Switching may itself wake a vCPU for this CPU (dom0 hears of a domain's death as the
+    // domain's last vCPU is parked here): then pick again at once, a few times at most,
+    // rather than leave it waiting for the next interrupt.
+    let mut again = 0;
     loop {
-        match crate::schedule::reschedule(hv, f, yielding) {
+        let r = crate::schedule::reschedule(hv, f, yielding);
+        if matches!(r, None | Some(0)) && hv.pc.need_resched && again < 4 {
+            again += 1;
+            yielding = false;
+            continue;
+        }
+        match r {
             None => return false,
             Some(0) => return true,
             Some(refused) => {
