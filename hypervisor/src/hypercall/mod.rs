@@ -103,9 +103,10 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
 }
 
 /// Hypercalls that need the hypervisor lock: they change what the scheduler knows of a vCPU
-/// (blocking, yielding, shutting down, bringing vCPUs up and down, their contexts).
-pub fn needs_global(n: u64) -> bool {
-    matches!(n, nr::VCPU_OP | nr::SCHED_OP | nr::SCHED_OP_COMPAT)
+/// (blocking, yielding, shutting down, bringing vCPUs up and down, their contexts, their
+/// runstate); `vcpu_op`'s timer and `is_up` commands do not.
+pub fn needs_global(n: u64, a1: u64) -> bool {
+    matches!(n, nr::SCHED_OP | nr::SCHED_OP_COMPAT) || (n == nr::VCPU_OP && !vcpu::is_local_op(a1))
 }
 
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
@@ -143,6 +144,11 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
         }
         nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT => {
             let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*c, a1, a2) } else { evtchn::event_channel_op_compat(&*c, a1) };
+            c.pc_mut().wake_pass |= wake;
+            r
+        }
+        nr::VCPU_OP if vcpu::is_local_op(a1) => {
+            let (r, wake) = vcpu::local_op(c.pc_mut(), a1, a2, a3)?;
             c.pc_mut().wake_pass |= wake;
             r
         }
@@ -201,12 +207,16 @@ pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
 /// Runs the hypercall in `f` if it needs neither the hypervisor lock nor its domain's
 /// memory lock: event-channel operations (with the event locks of the domains they name,
 /// `crate::ports`; a sleeper one may have to wake is left for the hypervisor lock's path,
-/// `PerCpu::wake_pass`) and `console_io` (a domU's console lock, the UART's). Their guest
-/// copies hold each frame they touch. Returns false, having done nothing, for every other
-/// hypercall.
+/// `PerCpu::wake_pass`), `console_io` (a domU's console lock, the UART's), `set_timer_op`,
+/// the timer and `is_up` commands of `vcpu_op` (`vcpu::local_op`), and `multicall` (under
+/// its domain's memory lock). Their guest writes hold each frame they touch; their reads
+/// are optimistic (`guest::read_guest`). Returns false, having done nothing, for every
+/// other hypercall.
 pub fn unlocked(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     let n = f.rax;
-    if !matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL) || pc.cur.is_placeholder() {
+    let ours = matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL)
+        || (n == nr::VCPU_OP && vcpu::is_local_op(f.rdi));
+    if !ours || pc.cur.is_placeholder() {
         return false;
     }
     begin(pc);

@@ -92,7 +92,7 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
 /// One entry of a batch: with the memory lock (`mm`, taken if the batch let it go) for the
 /// domain-class and lock-free kinds, with the hypervisor lock instead for the others.
 fn entry<'s>(pc: &mut PerCpu, mm: &mut Option<MmGuard<'s>>, shared: &'s DomShared, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
-    if super::needs_global(n) {
+    if super::needs_global(n, a.0[0]) {
         *mm = None;
         let mut gg = crate::global();
         let Some(g) = gg.as_mut() else { return Err(Errno::EINVAL) };

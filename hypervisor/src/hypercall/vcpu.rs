@@ -28,7 +28,6 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
         return Err(Errno::ENOENT);
     }
     let id = vcpu as u32;
-    let is_me = id == hv.pc.cur.id;
     fn target<'a>(hv: &'a mut Hv<'_>, dom: guest_abi::DomId, id: u32) -> Result<&'a mut VcpuState, Errno> {
         hv.g.domains.vcpu_mut(dom, id).ok_or(Errno::ENOENT)
     }
@@ -62,7 +61,6 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             crate::schedule::stop(hv, dom, id);
             Ok(0)
         }
-        VCPUOP_IS_UP => Ok(i64::from(!target(hv, dom, id)?.down)),
         VCPUOP_GET_RUNSTATE_INFO => {
             let (state, entry, times) = target(hv, dom, id)?.runstate_at(now());
             let mut b = [0u8; 48];
@@ -74,52 +72,81 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             write_guest(hv, arg, &b)?;
             Ok(0)
         }
+        VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(hv, id, arg),
+        _ => match local_op(hv.pc, cmd, vcpu, arg) {
+            Some((r, wake)) => {
+                if wake {
+                    crate::schedule::check_sleepers(hv);
+                }
+                r
+            }
+            None => Err(Errno::ENOSYS),
+        },
+    }
+}
+
+/// Does `vcpu_op(cmd, ..)` run without the scheduler lock ([`local_op`])?
+pub fn is_local_op(cmd: u64) -> bool {
+    matches!(
+        cmd,
+        VCPUOP_IS_UP | VCPUOP_SET_PERIODIC_TIMER | VCPUOP_STOP_PERIODIC_TIMER | VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER
+    )
+}
+
+/// The `vcpu_op` commands that need no scheduler lock: timers (atomics in the domain,
+/// `crate::timers`) and `is_up` (the domain's up mask). `None` for the others. With the
+/// result, whether a sleeper may need waking.
+pub fn local_op(pc: &mut crate::percpu::PerCpu, cmd: u64, vcpu: u64, arg: u64) -> Option<(HcResult, bool)> {
+    if !is_local_op(cmd) {
+        return None;
+    }
+    let d = pc.cur.shared.clone();
+    if vcpu >= d.vcpu_info.len() as u64 {
+        return Some((Err(Errno::ENOENT), false));
+    }
+    let id = vcpu as u32;
+    let is_me = id == pc.cur.id;
+    Some(match cmd {
+        VCPUOP_IS_UP => (Ok(i64::from(d.is_up(id))), false),
         VCPUOP_SET_PERIODIC_TIMER => {
             let mut b = [0u8; 8];
-            read_guest(hv, arg, &mut b)?;
+            if let Err(e) = read_guest(&*pc, arg, &mut b) {
+                return Some((Err(e), false));
+            }
             let p = u64::from_le_bytes(b);
             if !(MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&p) {
-                return Err(Errno::EINVAL);
+                return Some((Err(Errno::EINVAL), false));
             }
-            target(hv, dom, id)?;
-            let d = hv.pc.cur.shared.clone();
             if let Some(t) = d.timers.get(id as usize) {
                 t.period.store(0, Ordering::SeqCst);
                 t.period_next.store(now() + p, Ordering::SeqCst);
                 t.period.store(p, Ordering::SeqCst);
             }
-            crate::timers::rearm_home(hv.pc, &d, id);
-            Ok(0)
+            crate::timers::rearm_home(pc, &d, id);
+            (Ok(0), false)
         }
         VCPUOP_STOP_PERIODIC_TIMER => {
-            target(hv, dom, id)?;
-            if let Some(t) = hv.pc.cur.shared.timers.get(id as usize) {
+            if let Some(t) = d.timers.get(id as usize) {
                 t.period.store(0, Ordering::SeqCst);
             }
-            Ok(0)
+            (Ok(0), false)
         }
         // As Xen: one-shot timers only on the calling vCPU.
-        VCPUOP_SET_SINGLESHOT_TIMER | VCPUOP_STOP_SINGLESHOT_TIMER if !is_me => Err(Errno::EINVAL),
+        _ if !is_me => (Err(Errno::EINVAL), false),
         VCPUOP_SET_SINGLESHOT_TIMER => {
             let mut b = [0u8; 16];
-            read_guest(hv, arg, &mut b[..12])?;
+            if let Err(e) = read_guest(&*pc, arg, &mut b[..12]) {
+                return Some((Err(e), false));
+            }
             let t = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
             let flags = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
             if flags & SSHOT_FUTURE != 0 && t < now() {
-                return Err(Errno::ETIME);
+                return Some((Err(Errno::ETIME), false));
             }
-            if set_timer(hv.pc, t.max(1)) {
-                crate::schedule::check_sleepers(hv);
-            }
-            Ok(0)
+            (Ok(0), set_timer(pc, t.max(1)))
         }
-        VCPUOP_STOP_SINGLESHOT_TIMER => {
-            set_timer(hv.pc, 0);
-            Ok(0)
-        }
-        VCPUOP_REGISTER_VCPU_INFO => register_vcpu_info(hv, id, arg),
-        _ => Err(Errno::ENOSYS),
-    }
+        _ => (Ok(0), set_timer(pc, 0)),
+    })
 }
 
 /// `set_timer_op(timeout)`: a one-shot VIRQ_TIMER at absolute system time; 0 cancels; a time
