@@ -14,6 +14,7 @@ pub mod audit;
 pub mod budget;
 pub mod builder;
 pub mod cmdline;
+pub mod continuation;
 pub mod evtchn;
 pub mod frame;
 pub mod frame_alloc;

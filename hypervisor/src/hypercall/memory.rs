@@ -114,7 +114,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
             if freed {
                 super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
             }
-            return continuation(f, nr::MEMORY_OP, [op | (i << 6), arg, 0, 0]);
+            return continuation(f, nr::MEMORY_OP, [hv_core::continuation::memop_join(op, i), arg, 0, 0]);
         }
         let slot = r.extent_start.wrapping_add(8 * i);
         match op {
@@ -231,8 +231,7 @@ fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
 /// see a frame leave it halfway. The allocator has a lock of its own (`crate::mm`).
 pub fn memory_op(hv: &mut Mx, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult {
     let max_mfn = crate::machine::get().max_mfn;
-    let op = cmd & 0x3F;
-    let start = cmd >> 6;
+    let (op, start) = hv_core::continuation::memop_split(cmd);
     match op {
         XENMEM_INCREASE_RESERVATION | XENMEM_DECREASE_RESERVATION | XENMEM_POPULATE_PHYSMAP => {
             reservation_op(hv, f, op, start, arg)

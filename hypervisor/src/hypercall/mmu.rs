@@ -16,11 +16,12 @@ use hv_arch::paging;
 use hv_arch::physmem::DirectMap;
 use hv_core::frame::Owner;
 use hv_core::mem::{Mfn, PhysMem};
+use hv_core::continuation::{batch_count, batch_rest};
 use hv_core::pte::Pte;
 
 /// Requests copied from the guest at a time.
 const CHUNK: usize = 32;
-pub use guest_abi::mm::{ext, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD, MMU_UPDATE_PREEMPTED};
+pub use guest_abi::mm::{ext, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD};
 
 use crate::guest::pt;
 
@@ -66,8 +67,8 @@ fn foreign(hv: &Mx, fdom: u64) -> Result<(DomId, DomId), Errno> {
 }
 
 /// Reads the `done` carried over a continuation.
-fn done_so_far(hv: &Mx, count: u64, pdone: u64) -> Result<u64, Errno> {
-    if count & MMU_UPDATE_PREEMPTED == 0 || pdone == 0 {
+fn done_so_far(hv: &Mx, preempted: bool, pdone: u64) -> Result<u64, Errno> {
+    if !preempted || pdone == 0 {
         return Ok(0);
     }
     let mut b = [0u8; 4];
@@ -83,11 +84,8 @@ fn put_done(hv: &Mx, pdone: u64, done: u64) -> Result<(), Errno> {
 }
 
 pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
-    let base = done_so_far(hv, count, pdone)?;
-    let count = count & !MMU_UPDATE_PREEMPTED;
-    if count > u32::MAX as u64 {
-        return Err(Errno::EINVAL);
-    }
+    let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
+    let base = done_so_far(hv, preempted, pdone)?;
     let (fd, pfd) = foreign(hv, fdom)?;
     let mut resync = false;
     let mut result = Ok(0);
@@ -165,7 +163,8 @@ fn mmu_update_later(hv: &mut Mx, f: &mut TrapFrame, (reqs, count, pdone, fdom): 
     }
     tables_changed(hv, &[hv.pc.cur.dom, doms[0], doms[1]]);
     put_done(hv, pdone, base + i)?;
-    continuation(f, nr::MMU_UPDATE, [reqs.wrapping_add(16 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
+    let (rest, left) = batch_rest(reqs, 16, count, i);
+    continuation(f, nr::MMU_UPDATE, [rest, left, pdone, fdom])
 }
 
 
@@ -305,11 +304,8 @@ fn one_ext(hv: &mut Mx, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
 }
 
 pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
-    let base = done_so_far(hv, count, pdone)?;
-    let count = count & !MMU_UPDATE_PREEMPTED;
-    if count > u32::MAX as u64 {
-        return Err(Errno::EINVAL);
-    }
+    let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
+    let base = done_so_far(hv, preempted, pdone)?;
     let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
     let mut result = Ok(0);
     let mut i = 0;
@@ -349,7 +345,8 @@ pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
 fn mmuext_later(hv: &mut Mx, f: &mut TrapFrame, (ops, count, pdone, fdom): (u64, u64, u64, u64), fd: DomId, base: u64, i: u64) -> HcResult {
     tables_changed(hv, &[hv.pc.cur.dom, fd]);
     put_done(hv, pdone, base + i)?;
-    continuation(f, nr::MMUEXT_OP, [ops.wrapping_add(24 * i), (count - i) | MMU_UPDATE_PREEMPTED, pdone, fdom])
+    let (rest, left) = batch_rest(ops, 24, count, i);
+    continuation(f, nr::MMUEXT_OP, [rest, left, pdone, fdom])
 }
 
 /// `UVMF_*` flags.
