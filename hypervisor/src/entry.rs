@@ -42,7 +42,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     }
     let mut gg = crate::global();
     let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
-    let mut hv = Hv { pc, g, mm: None };
+    let mut hv = Hv { pc, g };
     if core::mem::take(&mut hv.pc.wake_pass) {
         crate::schedule::check_sleepers(&mut hv);
     }
@@ -188,7 +188,7 @@ pub fn idle_loop() -> ! {
             let mut gg = crate::global();
             if let (Some(pc), Some(g)) = (pg.as_mut(), gg.as_mut()) {
                 crate::shootdown::enter(pc);
-                let mut hv = Hv { pc, g, mm: None };
+                let mut hv = Hv { pc, g };
                 crate::timers::process_timers(&mut hv); // also wakes sleepers
                 if bounce::switch(&mut hv, &mut frame, false) {
                     bounce::deliver_upcall(&mut hv, &mut frame);

@@ -32,9 +32,6 @@ impl OnCpu for Hv<'_> {
     fn pc_mut(&mut self) -> &mut PerCpu {
         self.pc
     }
-    fn mm_held(&self) -> bool {
-        self.mm.is_some()
-    }
 }
 
 impl OnCpu for PerCpu {
@@ -58,12 +55,8 @@ impl OnCpu for Mx<'_> {
     }
 }
 
-/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock, unless
-/// the caller holds it already).
+/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock).
 pub fn with_mm<R>(hv: &mut Hv<'_>, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
-    if let Some(mm) = hv.mm.as_deref_mut() {
-        return f(&mut Mx { pc: hv.pc, mm });
-    }
     let shared = hv.pc.cur.shared.clone();
     let mut mm = shared.mm();
     f(&mut Mx { pc: hv.pc, mm: &mut mm })

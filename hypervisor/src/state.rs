@@ -1,26 +1,27 @@
-//! The hypervisor's shared state under the hypervisor lock, and what an entry works with.
+//! The scheduler's state under the hypervisor lock (what is left of it: see `locks`), and
+//! what an entry that takes it works with.
 
 use crate::{domain, locks, percpu};
 use guest_abi::harness::ExitCode;
 
-/// The hypervisor's shared state, under the hypervisor lock (see `locks` for the order).
-/// What belongs to one CPU is in its `percpu::PerCpu` instead.
+/// What the hypervisor lock guards (see `locks` for the order): the credit scheduler, every
+/// vCPU's scheduling state and the contexts of the vCPUs no CPU runs. What belongs to one
+/// CPU is in its `percpu::PerCpu`; what a domain's vCPUs reach without this lock is in its
+/// `domain::DomShared`.
 pub struct Global {
     /// Every vCPU context that is not on a CPU: runnable, blocked or down.
     pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
     /// Every domain, by id, and the idle domain behind placeholders.
     pub domains: domain::Domains,
-    /// The console rate limit all unprivileged domains share.
+    /// The credit scheduler (run queues per CPU, all under this lock).
     pub sched: hv_core::sched::Credit,
 }
 
-/// What a hypervisor entry works with: this CPU's structure (the current vCPU in it) and
-/// the shared state; and the current domain's memory, when its lock is held for a stretch
-/// (a multicall).
+/// What an entry under the hypervisor lock works with: this CPU's structure (the current
+/// vCPU in it) and the lock's state.
 pub struct Hv<'a> {
     pub pc: &'a mut percpu::PerCpu,
     pub g: &'a mut Global,
-    pub mm: Option<&'a mut domain::DomMm>,
 }
 
 /// The hypervisor lock: a ticket lock, so CPUs get it in the order they asked (a plain spin

@@ -96,7 +96,7 @@ fn entry<'s>(pc: &mut PerCpu, mm: &mut Option<MmGuard<'s>>, shared: &'s DomShare
         *mm = None;
         let mut gg = crate::global();
         let Some(g) = gg.as_mut() else { return Err(Errno::EINVAL) };
-        return super::call(&mut crate::Hv { pc, g, mm: None }, f, n, a);
+        return super::call(&mut crate::Hv { pc, g }, f, n, a);
     }
     let g = mm.get_or_insert_with(|| shared.mm());
     super::call_unlocked(&mut Mx { pc, mm: g }, f, n, a)
