@@ -161,10 +161,9 @@ pub fn system_time() -> u64 {
         if v1 & 1 != 0 || v1 != v2 {
             continue;
         }
-        let (lo, hi): (u32, u32);
-        // SAFETY: rdtsc is allowed at CPL 1.
-        unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-        let d = (((hi as u64) << 32) | lo as u64).saturating_sub(tsc0);
+        // SAFETY: rdtsc is allowed at CPL 1 (CR4.TSD is clear) and has no other effect.
+        let now = unsafe { core::arch::x86_64::_rdtsc() };
+        let d = now.saturating_sub(tsc0);
         let d = if shift >= 0 { d << shift } else { d >> (-shift) };
         return sys + ((d as u128 * mul as u128) >> 32) as u64;
     }

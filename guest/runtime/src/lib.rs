@@ -18,10 +18,8 @@ pub use guest_abi::start_info::StartInfo;
 
 /// The current privilege level (CPL), from CS.
 pub fn cpl() -> u16 {
-    let cs: u16;
-    // SAFETY: reading CS has no side effects.
-    unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack)) };
-    cs & 3
+    use x86_64::instructions::segmentation::{Segment, CS};
+    CS::get_reg().0 & 3
 }
 
 #[panic_handler]
