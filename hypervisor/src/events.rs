@@ -9,7 +9,6 @@ use core::sync::atomic::Ordering;
 use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
-use hv_core::evtchn::Table;
 use hv_core::mem::{Mfn, PhysMem};
 
 
@@ -80,9 +79,7 @@ pub fn set_upcall_mask(d: &Domain, v: u32, val: u8) {
 /// returns the vCPU to notify.
 pub fn virq(doms: &crate::domain::Domains, dom: DomId, virq: u32, vcpu: u32) -> Option<hv_core::evtchn::Kick> {
     let d = doms.get(dom).filter(|d| !d.is_idle())?;
-    let mut l = crate::ports::Locked::new(&d.shared, None);
-    let mut bits = l.bits();
-    l.pair().send_virq(dom, virq, vcpu, &mut bits)
+    crate::ports::send_virq(&d.shared, virq, vcpu)
 }
 
 /// Housekeeping period (console input polling).

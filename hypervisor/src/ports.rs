@@ -41,6 +41,11 @@ impl<'a> Locked<'a> {
         Pair { a: (self.a.0.id, &mut *self.a.1), b: self.b.as_mut().map(|(d, g)| (d.id, &mut **g)) }
     }
 
+    /// The locked domains (the first twice when only one is).
+    pub fn domains(&self) -> [&'a DomShared; 2] {
+        [self.a.0, self.b.as_ref().map_or(self.a.0, |b| b.0)]
+    }
+
     /// The locked domains' bits.
     pub fn bits(&self) -> PortBits<'a> {
         PortBits { a: self.a.0, b: self.b.as_ref().map(|b| b.0) }
@@ -86,6 +91,14 @@ pub fn on_domains<R>(me: &DomShared, other: DomId, op: impl FnOnce(&mut Locked<'
     let o: Option<Arc<DomShared>> = if other == me.id { None } else { shared_of(other) };
     let mut l = Locked::new(me, o.as_deref());
     op(&mut l)
+}
+
+/// Raises VIRQ `virq` on vCPU `vcpu` of `d` under `d`'s event lock (dropped if unbound);
+/// the vCPU to notify.
+pub fn send_virq(d: &DomShared, virq: u32, vcpu: u32) -> Option<Kick> {
+    let mut l = Locked::new(d, None);
+    let mut bits = l.bits();
+    hv_core::evtchn::Table::send_virq(&mut l.pair(), d.id, virq, vcpu, &mut bits)
 }
 
 /// The 2-level bits of one or two domains.
@@ -168,9 +181,9 @@ pub fn notify_lockfree(this_cpu: usize, k: Option<Kick>, doms: &[&DomShared]) ->
         let Some(d) = doms.iter().find(|d| d.id == k.dom) else { return true };
         if k.vcpu >= 64 || d.sleeping.load(Ordering::Relaxed) & (1 << k.vcpu) != 0 {
             need = true;
-        } else if let Some(cpu) = crate::shootdown::cpu_running(k.dom, k.vcpu) {
-            if cpu != this_cpu {
-                crate::percpu::poke(cpu, crate::machine::get().apic_ids[cpu]);
+        } else if let Some(cpu) = crate::shootdown::cpu_running(k.dom, k.vcpu).filter(|&c| c != this_cpu) {
+            if let Some(&apic) = crate::machine::get().apic_ids.get(cpu) {
+                crate::percpu::poke(cpu, apic);
             }
         }
     }

@@ -136,7 +136,10 @@ pub fn stop(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
 pub fn check_sleepers(hv: &mut Hv<'_>) {
     let now = events::now();
     let mut to_wake = alloc::vec::Vec::new();
-    for d in hv.g.domains.iter().filter(|d| d.dead.is_none()) {
+    // A domain with no sleeping bit has no vCPU blocked or polling (the bit is set before a
+    // vCPU blocks and cleared only once it is woken or stopped): not looked at.
+    let sleeps = |d: &crate::domain::Domain| d.shared.sleeping.load(core::sync::atomic::Ordering::SeqCst) != 0;
+    for d in hv.g.domains.iter().filter(|d| d.dead.is_none() && sleeps(d)) {
         let bits = crate::ports::PortBits::one(&d.shared);
         for (id, v) in d.vcpus.iter().enumerate() {
             if !v.blocked || v.down {

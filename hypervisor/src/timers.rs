@@ -39,11 +39,7 @@ fn take_period(t: &crate::domain::VcpuTimer, now: u64) -> bool {
 /// Raises `virq` on vCPU `v` of `d` without the hypervisor lock; whether a sleeper may need
 /// waking (`ports::notify_lockfree`).
 pub fn raise(cpu: usize, d: &DomShared, virq: u32, v: u32) -> bool {
-    let k = {
-        let mut l = crate::ports::Locked::new(d, None);
-        let mut bits = l.bits();
-        hv_core::evtchn::Table::send_virq(&mut l.pair(), d.id, virq, v, &mut bits)
-    };
+    let k = crate::ports::send_virq(d, virq, v);
     crate::ports::notify_lockfree(cpu, k, &[d])
 }
 

@@ -75,9 +75,7 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
     let done = |l: &mut Locked<'_>, r: Result<(Out, Option<Kick>), Errno>| -> (Result<Out, Errno>, bool) {
         match r {
             Ok((o, k)) => {
-                let bits = l.bits();
-                let doms = [bits.a, bits.b.unwrap_or(bits.a)];
-                (Ok(o), ports::notify_lockfree(cpu, k, &doms))
+                (Ok(o), ports::notify_lockfree(cpu, k, &l.domains()))
             }
             Err(e) => (Err(e), false),
         }
@@ -183,8 +181,7 @@ fn reset(me: &DomShared, cpu: usize) -> (Result<Out, Errno>, bool) {
             let mut bits = l.bits();
             // A port closed meanwhile by another vCPU is no error here.
             let _ = l.pair().close(me.id, p, &mut bits);
-            let d = [bits.a, bits.b.unwrap_or(bits.a)];
-            need |= ports::notify_lockfree(cpu, None, &d);
+            need |= ports::notify_lockfree(cpu, None, &l.domains());
         });
     }
     (Ok(Out::None), need)
