@@ -27,7 +27,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     // the scheduler's tick (`crate::timers`).
     let mut tick = false;
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        crate::hypercall::local(pc, f) || crate::hypercall::on_domain(pc, f) || crate::hypercall::unlocked(pc, f)
+        crate::hypercall::without_global(pc, f)
     } else if f.vector == hv_arch::lapic::TIMER_VECTOR as u64 {
         hv_arch::lapic::eoi();
         pc.wake_pass |= crate::timers::fire(pc);

@@ -102,11 +102,70 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     r
 }
 
-/// Hypercalls that need the hypervisor lock: they change what the scheduler knows of a vCPU
-/// (blocking, yielding, shutting down, bringing vCPUs up and down, their contexts, their
-/// runstate); `vcpu_op`'s timer and `is_up` commands do not.
-pub fn needs_global(n: u64, a1: u64) -> bool {
-    matches!(n, nr::SCHED_OP | nr::SCHED_OP_COMPAT) || (n == nr::VCPU_OP && !vcpu::is_local_op(a1))
+/// Which locks hypercall `n` (first argument `a1`) needs besides this CPU's structure.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Class {
+    /// None ([`local_call`]): the current vCPU's own settings, its domain's atomics.
+    Local,
+    /// The domain's memory lock ([`domain_class`]).
+    Domain,
+    /// None of its own (event, console, timer locks inside; guest copies hold frames):
+    /// event channels, `console_io`, `set_timer_op`, `vcpu_op`'s timer and `is_up`
+    /// commands, and `multicall` (which takes the memory lock for its batch).
+    LockFree,
+    /// The hypervisor lock: what changes the scheduler's view of a vCPU (`sched_op`, the
+    /// rest of `vcpu_op`), and unknown numbers (`-ENOSYS` there).
+    Global,
+}
+
+/// The class of hypercall `n` with first argument `a1`.
+#[inline]
+pub fn class(n: u64, a1: u64) -> Class {
+    match n {
+        nr::XEN_VERSION if version::local(a1).is_some() => Class::Local,
+        nr::FPU_TASKSWITCH | nr::STACK_SWITCH | nr::SET_CALLBACKS | nr::SET_SEGMENT_BASE | nr::VM_ASSIST => Class::Local,
+        _ if domain_class(n) => Class::Domain,
+        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL => Class::LockFree,
+        nr::VCPU_OP if vcpu::is_local_op(a1) => Class::LockFree,
+        _ => Class::Global,
+    }
+}
+
+/// Runs the hypercall in `f` if it needs no hypervisor lock (any [`Class`] but `Global`),
+/// with the locks its class takes, and stores its result in RAX. Returns false, having done
+/// nothing, for the others. A sleeper a lock-free one may have to wake is left for the
+/// hypervisor lock's path (`PerCpu::wake_pass`).
+#[inline]
+pub fn without_global(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
+    let n = f.rax;
+    // The cheapest first: the null hypercalls need no class and no budget.
+    if let Some(r) = local_call(pc, n, [f.rdi, f.rsi, f.rdx]) {
+        store_result(f, r);
+        return true;
+    }
+    if pc.cur.is_placeholder() {
+        return false;
+    }
+    let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
+    let r = match class(n, f.rdi) {
+        Class::Domain => {
+            begin(pc);
+            let shared = pc.cur.shared.clone();
+            let mut mm = shared.mm();
+            call_mm(&mut Mx { pc, mm: &mut mm }, f, n, args)
+        }
+        Class::LockFree => {
+            begin(pc);
+            if n == nr::MULTICALL {
+                multicall::multicall(pc, f, args.0[0], args.0[1])
+            } else {
+                lock_free(pc, f, n, args).unwrap_or(Err(Errno::ENOSYS))
+            }
+        }
+        Class::Local | Class::Global => return false,
+    };
+    store_result(f, r);
+    true
 }
 
 fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
@@ -156,24 +215,8 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
     })
 }
 
-/// Runs the hypercall in `f` if it needs nothing but this CPU's structure (the current
-/// vCPU's own registers and settings): without the hypervisor lock, so such hypercalls of
-/// different CPUs run at once. Returns false, having done nothing, for every other one.
-#[inline]
-pub fn local(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
-    match local_call(pc, f.rax, [f.rdi, f.rsi, f.rdx]) {
-        Some(r) => {
-            f.rax = match r {
-                Ok(v) => v as u64,
-                Err(e) => e.to_ret() as u64,
-            };
-            true
-        }
-        None => false,
-    }
-}
 
-/// Hypercall `n` if it needs only this CPU's structure (see [`local`]).
+/// Hypercall `n` if it needs only this CPU's structure ([`Class::Local`]; see [`without_global`]).
 #[inline]
 fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResult> {
     Some(match n {
@@ -187,44 +230,7 @@ fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResul
     })
 }
 
-/// Runs the hypercall in `f` if it is a domain-class one ([`domain_class`]): under the
-/// current domain's memory lock, without the hypervisor lock. Returns false, having done
-/// nothing, for every other one.
-pub fn on_domain(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
-    let n = f.rax;
-    if !domain_class(n) || pc.cur.is_placeholder() {
-        return false;
-    }
-    begin(pc);
-    let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
-    let shared = pc.cur.shared.clone();
-    let mut mm = shared.mm();
-    let r = call_mm(&mut Mx { pc, mm: &mut mm }, f, n, args);
-    store_result(f, r);
-    true
-}
 
-/// Runs the hypercall in `f` if it needs neither the hypervisor lock nor its domain's
-/// memory lock: event-channel operations (with the event locks of the domains they name,
-/// `crate::ports`; a sleeper one may have to wake is left for the hypervisor lock's path,
-/// `PerCpu::wake_pass`), `console_io` (a domU's console lock, the UART's), `set_timer_op`,
-/// the timer and `is_up` commands of `vcpu_op` (`vcpu::local_op`), and `multicall` (under
-/// its domain's memory lock). Their guest writes hold each frame they touch; their reads
-/// are optimistic (`guest::read_guest`). Returns false, having done nothing, for every
-/// other hypercall.
-pub fn unlocked(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
-    let n = f.rax;
-    let ours = matches!(n, nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL)
-        || (n == nr::VCPU_OP && vcpu::is_local_op(f.rdi));
-    if !ours || pc.cur.is_placeholder() {
-        return false;
-    }
-    begin(pc);
-    let args = Args([f.rdi, f.rsi, f.rdx, f.r10, f.r8]);
-    let r = if n == nr::MULTICALL { multicall::multicall(pc, f, args.0[0], args.0[1]) } else { lock_free(pc, f, n, args).unwrap_or(Err(Errno::ENOSYS)) };
-    store_result(f, r);
-    true
-}
 
 /// A new hypercall on this CPU: its work and time budgets start.
 fn begin(pc: &mut PerCpu) {

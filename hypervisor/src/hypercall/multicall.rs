@@ -28,7 +28,7 @@ fn ends_batch(op: u64) -> bool {
 /// The domain's memory lock, when a batch holds it.
 type MmGuard<'a> = crate::locks::Ordered<spin::mutex::TicketMutexGuard<'a, crate::domain::DomMm>>;
 
-/// Runs without the hypervisor lock (`super::unlocked`). The batch holds the domain's memory
+/// Runs without the hypervisor lock (`super::without_global`). The batch holds the domain's memory
 /// lock (its entries and the copies of the list then need no frame holds: every entry acts
 /// on the current vCPU and its domain) except around an entry that needs the hypervisor
 /// lock (`vcpu_op`, `sched_op`), which is taken for that entry alone, the memory lock let go
@@ -92,7 +92,7 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
 /// One entry of a batch: with the memory lock (`mm`, taken if the batch let it go) for the
 /// domain-class and lock-free kinds, with the hypervisor lock instead for the others.
 fn entry<'s>(pc: &mut PerCpu, mm: &mut Option<MmGuard<'s>>, shared: &'s DomShared, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
-    if super::needs_global(n, a.0[0]) {
+    if super::class(n, a.0[0]) == super::Class::Global {
         *mm = None;
         let mut gg = crate::global();
         let Some(g) = gg.as_mut() else { return Err(Errno::EINVAL) };
