@@ -70,14 +70,13 @@ pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
         let msg = if why == Crash { "Domain 0 crashed" } else { "Domain 0 shut down" };
         hv.end_run(msg, code)
     }
-    if hv.dom().dead.is_some() {
+    let d = hv.pc.cur.shared.clone();
+    if !d.end(why) {
         return;
     }
     log::info!("d{} is dead ({}); the others carry on", dom, why.name());
-    hv.dom_mut().dead = Some(why);
-    hv.dom().shared.dead.store(true, core::sync::atomic::Ordering::SeqCst);
-    for v in 0..hv.dom().nr_vcpus() {
-        crate::schedule::stop(hv, dom, v);
+    for v in 0..d.nr_vcpus() {
+        crate::schedule::stop(hv, &d, v);
     }
 }
 
@@ -90,7 +89,7 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
         return crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
     if vec == vector::PF {
-        hv.dom().set_vi_u64(hv.pc.cur.id, vi::CR2, cr2);
+        hv.dom().vcpu_info.write(hv.pc.cur.id, vi::CR2, &cr2.to_le_bytes());
     }
     let err = [error_code];
     let below = if has_error_code(vec) { &err[..] } else { &[] };
@@ -283,7 +282,7 @@ pub fn switch(hv: &mut Hv, f: &mut TrapFrame, yielding: bool) -> bool {
             Some(refused) => {
                 let sels = hv.pc.cur.sel;
                 failsafe(hv, f, sels, format_args!("data selectors {:x?} refused (mask {:#x})", sels, refused));
-                if crate::schedule::can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
+                if crate::schedule::current_can_run(hv.pc) {
                     return true;
                 }
                 yielding = false;

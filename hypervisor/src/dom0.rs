@@ -2,7 +2,7 @@
 //! spirit of Xen's dom0less/hyperlaunch) from further modules whose string starts with
 //! `domU`: `domU [mem=<size>] [vcpus=<n>] [weight=<n>] [cap=<pct>] [-- <guest command line>]`.
 
-use crate::domain::{Domain, Vcpu};
+use crate::domain::{DomShared, Vcpu};
 use crate::mm::Mm;
 use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use guest_abi::shared_info;
@@ -95,7 +95,7 @@ pub fn build(
     nr_pages: u64,
     cmdline: &str,
     nr_vcpus: u32,
-) -> Result<(Domain, Vcpu), Dom0Error> {
+) -> Result<(alloc::sync::Arc<DomShared>, Vcpu), Dom0Error> {
     let privileged = id == 0;
     let img = pv_image::parse(image).map_err(Dom0Error::Image)?;
     let free = mm.free_frames();
@@ -155,8 +155,9 @@ pub fn build(
         built.stack_top
     );
 
-    let dom = Domain::new(id, privileged, nr_pages, si, nr_vcpus);
-    let mut vcpu = Vcpu::new(0, built.l4, dom.shared.clone());
+    let n = (nr_vcpus as usize).clamp(1, crate::domain::MAX_VCPUS);
+    let dom = alloc::sync::Arc::new(DomShared::new(id, privileged, si, n, nr_pages));
+    let mut vcpu = Vcpu::new(0, built.l4, dom.clone());
     vcpu.frame = TrapFrame {
         rip: built.entry,
         cs: FLAT_KERNEL_CS as u64,

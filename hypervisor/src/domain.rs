@@ -59,11 +59,9 @@ pub struct Vcpu {
     pub shared: alloc::sync::Arc<DomShared>,
 }
 
-/// What the scheduler, timers and events need of a vCPU, wherever its context is: kept in
-/// its domain (`Domain::vcpus`), under the hypervisor lock.
+/// What the scheduler, timers and events need of a vCPU, wherever its context is: kept
+/// with it in the run queue that owns it ([`Slot`]), under that queue's lock.
 pub struct VcpuState {
-    /// The scheduler's handle for this vCPU.
-    pub sched_id: usize,
     /// Sleeping in SCHEDOP_block or SCHEDOP_poll.
     pub blocked: bool,
     /// Has a context (vCPU 0 from the builder, others from `VCPUOP_initialise`).
@@ -124,7 +122,6 @@ impl VcpuState {
     pub fn new(id: u32) -> VcpuState {
         let first = id == 0;
         VcpuState {
-            sched_id: usize::MAX,
             blocked: false,
             initialised: first,
             down: !first,
@@ -182,8 +179,19 @@ pub struct DomShared {
     /// event sent without the hypervisor lock takes it only to wake such a vCPU.
     pub sleeping: core::sync::atomic::AtomicU64,
     pub polling: core::sync::atomic::AtomicU64,
-    /// Shut down or crashed (mirrors `Domain::dead`).
-    pub dead: core::sync::atomic::AtomicBool,
+    /// Shut down or crashed: the `ShutdownReason` + 1 (0 while alive); set once.
+    ended: core::sync::atomic::AtomicU8,
+    /// dom0 was told (VIRQ_DOM_EXC) that every vCPU of the dead domain is off the CPUs.
+    pub exc_sent: core::sync::atomic::AtomicBool,
+    /// Its scheduling parameters (weight, cap), shared by the run queues.
+    pub sched: alloc::sync::Arc<hv_core::sched::DomSched>,
+    /// Per vCPU: the CPU whose run queue owns it (`state::with_owner`); changes only with
+    /// both queues' locks held.
+    pub owner: alloc::vec::Vec<core::sync::atomic::AtomicUsize>,
+    /// vCPUs that moved their `vcpu_info` (once each, as Xen), and vCPUs a
+    /// `VCPUOP_initialise` claimed (it then runs without locks, then installs the context).
+    pub vcpu_info_registered: core::sync::atomic::AtomicU64,
+    pub claimed: core::sync::atomic::AtomicU64,
     /// Pages the domain owns now, and the most it may own (`maximum_reservation`): changed
     /// under its memory lock (with the frames' owners), read anywhere.
     pub tot_pages: core::sync::atomic::AtomicU64,
@@ -234,7 +242,7 @@ pub struct DomMm {
 
 impl DomShared {
     pub fn new(id: DomId, privileged: bool, shared_info: Mfn, nr_vcpus: usize, nr_pages: u64) -> DomShared {
-        use core::sync::atomic::{AtomicBool, AtomicU64};
+        use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
         DomShared {
             id,
             privileged,
@@ -245,7 +253,12 @@ impl DomShared {
             ports: spin::mutex::TicketMutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
             sleeping: AtomicU64::new(0),
             polling: AtomicU64::new(0),
-            dead: AtomicBool::new(false),
+            ended: AtomicU8::new(0),
+            exc_sent: AtomicBool::new(false),
+            sched: hv_core::sched::DomSched::new(hv_core::sched::DEFAULT_WEIGHT, 0),
+            owner: (0..nr_vcpus).map(|_| AtomicUsize::new(0)).collect(),
+            vcpu_info_registered: AtomicU64::new(0),
+            claimed: AtomicU64::new(1),
             tot_pages: AtomicU64::new(nr_pages),
             max_pages: AtomicU64::new(nr_pages),
             console: spin::Mutex::new(Default::default()),
@@ -262,6 +275,33 @@ impl DomShared {
     /// Takes the domain's memory lock if it is free.
     pub fn try_mm(&self) -> Option<crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, DomMm>>> {
         crate::locks::Ordered::try_new(crate::locks::Level::DomainMm, || self.mm.try_lock())
+    }
+
+    /// Has it shut down or crashed?
+    #[inline]
+    pub fn is_dead(&self) -> bool {
+        self.ended.load(core::sync::atomic::Ordering::Acquire) != 0
+    }
+
+    /// Why it ended, if it did.
+    pub fn ended(&self) -> Option<guest_abi::sched::ShutdownReason> {
+        let e = self.ended.load(core::sync::atomic::Ordering::Acquire);
+        e.checked_sub(1).and_then(|r| guest_abi::sched::ShutdownReason::from_u32(r as u32))
+    }
+
+    /// Records that it ended for `why`; false if it had already.
+    pub fn end(&self, why: guest_abi::sched::ShutdownReason) -> bool {
+        let code = (why as u32 as u8).saturating_add(1);
+        self.ended.compare_exchange(0, code, core::sync::atomic::Ordering::AcqRel, core::sync::atomic::Ordering::Acquire).is_ok()
+    }
+
+    pub fn nr_vcpus(&self) -> u32 {
+        self.vcpu_info.len() as u32
+    }
+
+    /// vCPU `v`'s virtual interrupt mask.
+    pub fn upcall_mask(&self, v: u32) -> u8 {
+        self.vcpu_info.byte(v, vi::UPCALL_MASK)
     }
 
     /// Is vCPU `v` up?
@@ -360,149 +400,19 @@ pub mod vi {
     pub const SIZE: usize = 64;
 }
 
-/// A domain: what its vCPUs share.
-pub struct Domain {
-    pub id: DomId,
-    /// The scheduler's handle for this domain.
-    pub sched_dom: usize,
-    /// Shut down or crashed (a zombie until a toolstack destroys it).
-    pub dead: Option<guest_abi::sched::ShutdownReason>,
-    /// What its vCPUs reach without the hypervisor lock: each vCPU's `vcpu_info` (its legacy
-    /// slot in shared_info, or where `VCPUOP_register_vcpu_info` moved it; the length is the
-    /// domain's vCPU count), which vCPUs are up, the memory lock.
+/// A vCPU in the run queue that owns it (`state`): its domain, its number, what the
+/// scheduler and timers need of it, and its context while no CPU runs it.
+pub struct Slot {
     pub shared: alloc::sync::Arc<DomShared>,
-    /// Which vCPUs moved their `vcpu_info` (once each, as Xen).
-    pub vcpu_info_registered: u64,
-    /// What the rest of the hypervisor sees of each vCPU, by vCPU number.
-    pub vcpus: alloc::vec::Vec<VcpuState>,
+    pub vcpu: u32,
+    pub state: VcpuState,
+    pub ctx: Option<alloc::boxed::Box<Vcpu>>,
 }
 
-impl Domain {
-    /// A domain with `nr_vcpus` vCPUs (at most [`MAX_VCPUS`]), vCPU 0 online.
-    pub fn new(id: DomId, privileged: bool, nr_pages: u64, shared_info: Mfn, nr_vcpus: u32) -> Domain {
-        let n = (nr_vcpus as usize).clamp(1, MAX_VCPUS);
-        Domain {
-            id,
-            sched_dom: usize::MAX,
-            dead: None,
-            shared: alloc::sync::Arc::new(DomShared::new(id, privileged, shared_info, n, nr_pages)),
-            vcpu_info_registered: 0,
-            vcpus: (0..n as u32).map(VcpuState::new).collect(),
-        }
-    }
-
-    /// Stands in for "no domain" behind the placeholder vCPU of an idle CPU.
-    pub fn idle() -> Domain {
-        let mut d = Domain::new(guest_abi::DOMID_IDLE, false, 0, Mfn(0), 1);
-        d.shared = alloc::sync::Arc::new(DomShared::new(d.id, false, Mfn(0), 0, 0));
-        d.vcpus.clear();
-        d
-    }
-
-    pub fn is_idle(&self) -> bool {
-        self.id == guest_abi::DOMID_IDLE
-    }
-
-    pub fn nr_vcpus(&self) -> u32 {
-        self.shared.vcpu_info.len() as u32
-    }
-
-    /// Where vCPU `v`'s `vcpu_info` is (a guest-shared page: accessed by copies and atomic
-    /// byte operations only, never through references).
-    pub fn vi_at(&self, v: u32) -> Option<VcpuInfoAt> {
-        self.shared.vcpu_info.get(v)
-    }
-
-    /// The byte at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
-    pub fn vi_byte(&self, v: u32, off: usize) -> u8 {
-        self.shared.vcpu_info.byte(v, off)
-    }
-
-    pub fn set_vi_byte(&self, v: u32, off: usize, val: u8) {
-        self.shared.vcpu_info.set_byte(v, off, val)
-    }
-
-    /// Sets bits of a byte of vCPU `v`'s `vcpu_info`; the old byte (0xFF if it has none).
-    pub fn vi_fetch_or(&self, v: u32, off: usize, m: u8) -> u8 {
-        self.shared.vcpu_info.fetch_or(v, off, m)
-    }
-
-    pub fn set_vi_u64(&self, v: u32, off: usize, val: u64) {
-        self.shared.vcpu_info.write(v, off, &val.to_le_bytes());
-    }
-
-    /// vCPU `v`'s virtual interrupt mask.
-    pub fn upcall_mask(&self, v: u32) -> u8 {
-        self.vi_byte(v, vi::UPCALL_MASK)
-    }
-}
-
-/// Every domain, indexed by id (ids are handed out in order), and the idle domain behind
-/// placeholder vCPUs: O(1) lookups on the hypercall path.
-pub struct Domains {
-    list: alloc::vec::Vec<Domain>,
-    idle: Domain,
-}
-
-impl Domains {
-    pub fn new() -> Domains {
-        Domains { list: alloc::vec::Vec::new(), idle: Domain::idle() }
-    }
-
-    /// Adds a domain; its id must be the next one.
-    pub fn push(&mut self, d: Domain) {
-        assert_eq!(d.id as usize, self.list.len(), "domain ids are handed out in order");
-        register(d.shared.clone());
-        self.list.push(d);
-    }
-
-    pub fn get(&self, id: DomId) -> Option<&Domain> {
-        if id == guest_abi::DOMID_IDLE {
-            Some(&self.idle)
-        } else {
-            self.list.get(id as usize)
-        }
-    }
-
-    /// Domain `id`, or the idle domain if there is none such (never the case for the domain
-    /// of an existing vCPU). Panic-free for the hypercall path.
-    pub fn of(&self, id: DomId) -> &Domain {
-        match self.list.get(id as usize) {
-            Some(d) => d,
-            None => &self.idle,
-        }
-    }
-
-    pub fn of_mut(&mut self, id: DomId) -> &mut Domain {
-        let Domains { list, idle } = self;
-        match list.get_mut(id as usize) {
-            Some(d) => d,
-            None => idle,
-        }
-    }
-
-    /// Real domains (not the idle one).
-    pub fn len(&self) -> usize {
-        self.list.len()
-    }
-
-    /// Every real domain.
-    pub fn iter(&self) -> impl Iterator<Item = &Domain> {
-        self.list.iter()
-    }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Domain> {
-        self.list.iter_mut()
-    }
-
-    /// What the hypervisor sees of vCPU `vcpu` of `dom` (none for the idle domain).
-    pub fn vcpu(&self, dom: DomId, vcpu: u32) -> Option<&VcpuState> {
-        self.list.get(dom as usize)?.vcpus.get(vcpu as usize)
-    }
-
-    pub fn vcpu_mut(&mut self, dom: DomId, vcpu: u32) -> Option<&mut VcpuState> {
-        self.list.get_mut(dom as usize)?.vcpus.get_mut(vcpu as usize)
-    }
+/// The scheduler's handle for vCPU `vcpu` of `dom`.
+#[inline]
+pub fn sched_id(dom: DomId, vcpu: u32) -> usize {
+    dom as usize * MAX_VCPUS + vcpu as usize
 }
 
 /// What every CPU reaches of each domain without the hypervisor lock, by id: written when a

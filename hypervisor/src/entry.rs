@@ -23,8 +23,9 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     // page-table hypercalls and exceptions bounced to the guest's own handlers under the
     // current domain's memory lock alone; and so does the way back when there is nothing
     // else to do on this CPU.
-    // A timer interrupt fires this CPU's guest timers without the lock, and takes it for
-    // the scheduler's tick (`crate::timers`).
+    // A timer interrupt fires this CPU's guest timers without any lock, and takes this
+    // CPU's run-queue lock for the scheduler's tick (`crate::timers`). What is not local
+    // takes the locks it needs on its own (there is no global lock).
     let mut tick = false;
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
         crate::hypercall::without_global(pc, f)
@@ -40,9 +41,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
         crate::shootdown::leave_cpu(pc);
         return true;
     }
-    let mut gg = crate::global();
-    let Some(g) = gg.as_mut() else { panic!("guest trap before the hypervisor is up") };
-    let mut hv = Hv { pc, g };
+    let mut hv = Hv { pc };
     if core::mem::take(&mut hv.pc.wake_pass) {
         crate::schedule::check_sleepers(&mut hv);
     }
@@ -93,9 +92,10 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 pub fn exit(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     // Sleepers are woken where that can change (timer ticks, event-channel operations) and
     // the end of a slice arrives as a timer interrupt, so this path only tests flags.
+    // A vCPU that blocks, goes down or dies here asks for the switch (`need_resched`); one
+    // stopped from another CPU gets a reschedule request with it.
     let yielded = core::mem::take(&mut hv.pc.yielded);
-    let runnable = hv.g.domains.vcpu(hv.pc.cur.dom, hv.pc.cur.id).is_some_and(|v| v.runnable());
-    if (hv.pc.need_resched || yielded || !runnable) && !bounce::switch(hv, f, yielded) {
+    if (hv.pc.need_resched || yielded || hv.pc.cur.shared.is_dead()) && !bounce::switch(hv, f, yielded) {
         return false;
     }
     bounce::deliver_upcall(hv, f);
@@ -123,7 +123,7 @@ fn refuse_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         f.vector = vector::GP as u64 | hv_arch::entry::FAILED_RETURN;
         f.error_code = 0;
         failed_return(hv, f);
-        if !crate::schedule::can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
+        if !crate::schedule::current_can_run(hv.pc) {
             if !bounce::switch(hv, f, false) {
                 return false;
             }
@@ -185,10 +185,9 @@ pub fn idle_loop() -> ! {
         let mut resume = false;
         {
             let mut pg = crate::percpu::this();
-            let mut gg = crate::global();
-            if let (Some(pc), Some(g)) = (pg.as_mut(), gg.as_mut()) {
+            if let Some(pc) = pg.as_mut() {
                 crate::shootdown::enter(pc);
-                let mut hv = Hv { pc, g };
+                let mut hv = Hv { pc };
                 crate::timers::process_timers(&mut hv); // also wakes sleepers
                 if bounce::switch(&mut hv, &mut frame, false) {
                     bounce::deliver_upcall(&mut hv, &mut frame);

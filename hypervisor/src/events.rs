@@ -2,11 +2,10 @@
 //! deadline from guest timers, whether an upcall is due, and VIRQs (which return the vCPU to
 //! wake, `schedule::send_virq` wakes it).
 
-use crate::domain::{shared_of, vi, DomShared, Domain};
+use crate::domain::{shared_of, vi, DomShared};
 use crate::percpu::PerCpu;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use guest_abi::DomId;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::mem::{Mfn, PhysMem};
@@ -48,18 +47,18 @@ pub fn update_time(d: &crate::domain::DomShared, v: u32) {
 }
 
 /// Writes the wallclock (Unix time of system time 0) into shared_info.
-pub fn set_wallclock(d: &Domain, boot_unix: u64) {
+pub fn set_wallclock(d: &DomShared, boot_unix: u64) {
     let mut f = [0u8; 12];
     f[..4].copy_from_slice(&(boot_unix as u32).to_le_bytes());
     f[8..12].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
-    write_versioned(d.shared.shared_info, 3072, 3076, &f);
+    write_versioned(d.shared_info, 3072, 3076, &f);
 }
 
 
 
 /// Is an upcall due for vCPU `v` (pending and not masked)?
-pub fn upcall_due(d: &Domain, v: u32) -> bool {
-    d.shared.vcpu_info.upcall_due(v)
+pub fn upcall_due(d: &DomShared, v: u32) -> bool {
+    d.vcpu_info.upcall_due(v)
 }
 
 
@@ -71,15 +70,8 @@ pub fn upcall_owed(v: &crate::domain::Vcpu, f: &TrapFrame) -> bool {
 }
 
 /// Sets vCPU `v`'s upcall mask.
-pub fn set_upcall_mask(d: &Domain, v: u32, val: u8) {
-    d.set_vi_byte(v, vi::UPCALL_MASK, val);
-}
-
-/// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound), under `dom`'s event lock;
-/// returns the vCPU to notify.
-pub fn virq(doms: &crate::domain::Domains, dom: DomId, virq: u32, vcpu: u32) -> Option<hv_core::evtchn::Kick> {
-    let d = doms.get(dom).filter(|d| !d.is_idle())?;
-    crate::ports::send_virq(&d.shared, virq, vcpu)
+pub fn set_upcall_mask(d: &DomShared, v: u32, val: u8) {
+    d.vcpu_info.set_byte(v, vi::UPCALL_MASK, val);
 }
 
 /// Housekeeping period (console input polling).
@@ -87,7 +79,7 @@ const HOUSEKEEPING_NS: u64 = 10_000_000;
 
 /// Every live domain (a snapshot: domains are only added).
 pub fn domains() -> impl Iterator<Item = Arc<DomShared>> {
-    (0u16..).map_while(shared_of).filter(|d| !d.dead.load(Ordering::Relaxed))
+    (0u16..).map_while(shared_of).filter(|d| !d.is_dead())
 }
 
 /// The vCPUs of `d` whose timers this CPU fires (up, and last run here).

@@ -1,11 +1,12 @@
 //! The hypervisor's locks, their order, and its check.
 //!
 //! A CPU takes locks only in increasing [`Level`]: its own [`crate::percpu::PerCpu`], then
-//! the hypervisor lock (`Global`), then one domain's memory lock (`DomShared::mm`), then
-//! one or two domains' event-channel locks (`DomShared::ports`, lower id first). The
-//! page-table hypercalls take the memory lock and the event-channel operations their
-//! domains' event locks without the hypervisor lock. Leaf locks inside the layers below (the console's) are
-//! taken last and hold nothing else. Every CPU keeps a record of the levels it holds; taking
+//! one run queue's lock (`state`: its own when it schedules, the owner's of a vCPU it wakes
+//! or changes) and, only when stealing, a second one by try-lock; then one domain's memory
+//! lock (`DomShared::mm`), then one or two domains' event-channel locks
+//! (`DomShared::ports`, lower id first), then a console lock. There is no global lock.
+//! Leaf locks inside the layers below (the frame allocator's, the domain registry, the
+//! UART) are taken last and hold nothing else. Every CPU keeps a record of the levels it holds; taking
 //! a level at or below one already held panics, so an order violation shows on the first
 //! run that reaches it rather than as a rare deadlock (a few instructions per lock: the check
 //! is always on).
@@ -19,18 +20,20 @@ use hv_core::acpi::MAX_CPUS;
 pub enum Level {
     /// A CPU's own structure (`percpu`).
     PerCpu = 0,
-    /// The hypervisor lock over the shared state (`Global`).
-    Global = 1,
+    /// A CPU's run queue (`state::lock`) ...
+    RunQueue = 1,
+    /// ... and a second one, only ever try-locked (`state::try_lock_other`: a steal).
+    RunQueue2 = 2,
     /// A domain's memory lock (`DomShared::mm`): page-table operations, owner changes.
-    DomainMm = 2,
+    DomainMm = 3,
     /// A domain's event-channel lock (`DomShared::ports`); when two are held (an
     /// interdomain operation), the lower domain id's first at this level ...
-    Events = 3,
+    Events = 4,
     /// ... and the higher one's at this (`ports::Locked`).
-    Events2 = 4,
+    Events2 = 5,
     /// A domU's console (`DomShared::console`): inside it only the shared rate limit and
     /// the UART, leaf locks.
-    Console = 5,
+    Console = 6,
 }
 
 /// Per CPU: bit n set while level n is held.

@@ -24,7 +24,7 @@ mod guest;
 mod guest_console;
 mod halt;
 pub use halt::{end, panic_exit};
-pub use state::{global, Global, Hv};
+pub use state::Hv;
 mod shootdown;
 mod line;
 mod bounce;
@@ -86,11 +86,15 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     log::info!("TSC {} kHz; CPU features {:?}", hv_arch::time::tsc_khz(), feat);
     let mut mm = setup::memory(&boot);
     let cpus = setup::cpus(&mut mm, &boot, &opts, &feat);
-    let (domains, vcpus, sched) = setup::domains(&mut mm, &boot, &opts, cpus.tables.len());
+    let vcpus = setup::domains(&mut mm, &boot, &opts, cpus.tables.len());
     let ncpus = cpus.tables.len();
-    log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", vcpus[0].frame.rip, domains.len(), ncpus);
+    let nr_domains = vcpus.iter().map(|(_, s)| s.shared.id as usize + 1).max().unwrap_or(0);
+    if let Some((_, s)) = vcpus.first() {
+        log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", s.ctx.as_ref().map_or(0, |c| c.frame.rip), nr_domains, ncpus);
+    }
     for (k, t) in cpus.tables.iter().enumerate() {
         percpu::install(percpu::PerCpu::new(k, *t));
+        state::init_queue(k);
     }
     machine::init(machine::Machine {
         ft: mm.ft,
@@ -98,29 +102,29 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         m2p: mm.m2p.clone(),
         cpus: cpus.tables.clone(),
         apic_ids: cpus.apic_ids.clone(),
-        nr_domains: domains.len(),
+        nr_domains,
         cmdline: hv_cmdline,
         audit: opts.audit,
     });
-    let mut guard = global();
     mm::install(mm);
-    *guard = Some(Global {
-        others: vcpus,
-        domains,
-        sched,
-    });
-    drop(guard);
-    // The application processors start after the global state exists: they lock it.
+    // Each vCPU starts in the queue of the first CPU of its affinity.
+    let mut ready = alloc::vec::Vec::new();
+    for (s, slot) in vcpus {
+        if slot.state.runnable() {
+            ready.push((slot.shared.clone(), slot.vcpu));
+        }
+        state::lock(s.first_cpu()).adopt(s, slot);
+    }
+    // The application processors start after the queues exist: they lock them.
     setup::start_aps(&cpus, &opts, ap_main, &CPUS_ONLINE);
     // Every CPU is up: make the domains runnable.
-    if let Some(g) = global().as_mut() {
-        let now = events::now();
-        for v in g.domains.iter().flat_map(|d| d.vcpus.iter()).filter(|v| v.runnable()) {
-            g.sched.wake(v.sched_id, now);
+    if let Some(pc) = percpu::this().as_mut() {
+        for (d, v) in ready {
+            schedule::wake_shared(pc, &d, v);
         }
-        for (k, &apic) in machine::get().apic_ids.iter().enumerate().skip(1) {
-            percpu::poke(k, apic);
-        }
+    }
+    for (k, &apic) in machine::get().apic_ids.iter().enumerate().skip(1) {
+        percpu::poke(k, apic);
     }
     entry::idle_loop()
 }

@@ -12,156 +12,207 @@
 //! After a change to a domain's tables, `shootdown::shootdown` makes the other CPUs
 //! running it resynchronise.
 
-use crate::domain::{Vcpu, VcpuState};
+use crate::domain::{sched_id, DomShared, Vcpu, VcpuState};
 use crate::events;
 use crate::percpu::PerCpu;
-use crate::{Global, Hv};
+use crate::state::{self, Rq};
+use crate::Hv;
 use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 use guest_abi::DomId;
 use hv_arch::cpu::{self, SegBase};
 use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 use crate::shootdown::{running, set_running, Running};
 
-/// The context of vCPU `vcpu` of `dom` if it is on this CPU or waiting (a vCPU running on
-/// another CPU belongs to that CPU).
-pub fn ctx_mut<'a>(hv: &'a mut Hv<'_>, dom: DomId, vcpu: u32) -> Option<&'a mut Vcpu> {
-    core::iter::once(&mut *hv.pc.cur)
-        .chain(hv.g.others.iter_mut().map(|v| &mut **v))
-        .find(|v| v.dom == dom && v.id == vcpu && !v.is_placeholder())
-}
-
-/// The CPU (other than this one) running vCPU `vcpu` of `dom`, if any.
-fn running_on(hv: &Hv<'_>, dom: DomId, vcpu: u32) -> Option<usize> {
-    hv.g.domains.vcpu(dom, vcpu)?.on_cpu.filter(|&c| c != hv.pc.id)
-}
-
 /// Asks CPU `cpu` to look again (reschedule, deliver upcalls).
-fn poke(hv: &mut Hv<'_>, cpu: usize) {
-    if cpu == hv.pc.id {
-        hv.pc.need_resched = true;
+fn poke(pc: &mut PerCpu, cpu: usize) {
+    if cpu == pc.id {
+        pc.need_resched = true;
     } else if let Some(&apic) = crate::machine::get().apic_ids.get(cpu) {
         crate::percpu::poke(cpu, apic);
     }
 }
 
-/// Can vCPU `vcpu` of `dom` run (it is runnable and its domain alive)? Never a placeholder.
-pub fn can_run(g: &Global, dom: DomId, vcpu: u32) -> bool {
-    g.domains.vcpu(dom, vcpu).is_some_and(VcpuState::runnable) && g.domains.get(dom).is_some_and(|d| d.dead.is_none())
+/// Can the current vCPU of this CPU go on running (up, not blocked, its domain alive)?
+pub fn current_can_run(pc: &PerCpu) -> bool {
+    if pc.cur.is_placeholder() || pc.cur.shared.is_dead() {
+        return false;
+    }
+    let id = sched_id(pc.cur.dom, pc.cur.id);
+    state::lock(pc.id).payload(id).is_some_and(|s| s.state.runnable())
 }
 
 /// A vCPU has a new event or was brought up: wakes it if it sleeps, or interrupts the CPU
 /// it runs on so the upcall is delivered now.
 pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
-    let now = events::now();
-    let alive = hv.g.domains.get(dom).is_some_and(|d| d.dead.is_none());
-    let running = running_on(hv, dom, vcpu);
-    let here = hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu;
-    let shared = hv.g.domains.get(dom).map(|d| d.shared.clone());
-    if let Some(d) = &shared {
-        not_sleeping(d, vcpu);
-    }
-    let Some(v) = hv.g.domains.vcpu_mut(dom, vcpu) else { return };
-    if !alive || v.down {
-        return;
-    }
-    v.blocked = false;
-    v.poll_ports.clear();
-    if running.is_none() && !here {
-        v.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
-    }
-    let id = v.sched_id;
-    // A no-op for the scheduler if it already counts the vCPU runnable.
-    let tickle = hv.g.sched.wake(id, now);
-    if let Some(cpu) = running.or(tickle) {
-        poke(hv, cpu);
+    if let Some(d) = crate::domain::shared_of(dom) {
+        wake_shared(hv.pc, &d, vcpu);
     }
 }
 
-/// Takes the current vCPU off the CPU (it blocks, polls, went down or died).
-pub fn block_current(hv: &mut Hv<'_>) {
-    let alive = hv.dom().dead.is_none();
-    let mut sleeps = false;
-    if let Some(v) = hv.vs() {
-        if !v.down && alive {
-            v.blocked = true;
-            sleeps = true;
+/// [`wake`] for a domain at hand.
+pub fn wake_shared(pc: &mut PerCpu, d: &DomShared, vcpu: u32) {
+    not_sleeping(d, vcpu);
+    if d.is_dead() {
+        return;
+    }
+    let (me, now) = (pc.id, events::now());
+    if let Some(Some(cpu)) = state::with_owner(d, vcpu, |rq| wake_locked(rq, sched_id(d.id, vcpu), me, now)) {
+        poke(pc, cpu);
+    }
+}
+
+/// The wake-up itself, under the lock of the queue owning the vCPU: the CPU to poke, if
+/// any (the one running it, when not this one; its queue's CPU when it should preempt
+/// there; else an idle CPU of its affinity, which will steal it).
+fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Option<usize> {
+    let cpu = rq.cpu();
+    let running = rq.current() == Some(id);
+    let slot = rq.payload_mut(id)?;
+    if slot.state.down {
+        return None;
+    }
+    slot.state.blocked = false;
+    slot.state.poll_ports.clear();
+    if !running {
+        slot.state.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
+    }
+    // A no-op for the scheduler if it already counts the vCPU runnable.
+    let tickle = rq.wake(id, now);
+    if running {
+        return (cpu != me).then_some(cpu);
+    }
+    if tickle {
+        return Some(cpu);
+    }
+    state::idle_cpu_in(rq.queued_affinity(id)?, cpu)
+}
+
+/// How the current vCPU sleeps ([`block_current`]).
+pub enum Sleep {
+    /// `SCHEDOP_block`: until an upcall is due.
+    Block,
+    /// `SCHEDOP_poll`: until one of the ports is pending or the poll's deadline passes.
+    Poll(alloc::vec::Vec<u32>),
+}
+
+/// Is a sleeper of `d` (vCPU `v`, polling `ports` if any) ready to be woken?
+fn sleeper_ready(d: &DomShared, v: u32, ports: &[u32], now: u64) -> bool {
+    if ports.is_empty() {
+        return events::upcall_due(d, v);
+    }
+    let bits = crate::ports::PortBits::one(d);
+    ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
+        || d.timers.get(v as usize).is_some_and(|t| {
+            let p = t.poll.load(Ordering::Relaxed);
+            p != 0 && now >= p
+        })
+}
+
+/// Takes the current vCPU off the CPU to sleep (it blocks or polls). It has
+/// announced itself in its domain's sleeping mask already; the last look for its wake-up
+/// condition is made here, under the lock a waker takes too (`check_sleepers`), so that a
+/// wake-up cannot fall between the look and the sleep.
+pub fn block_current(hv: &mut Hv<'_>, how: Sleep) {
+    let (d, v) = (hv.pc.cur.shared.clone(), hv.pc.cur.id);
+    let id = sched_id(d.id, v);
+    let now = events::now();
+    let mut rq = state::lock(hv.pc.id);
+    let sleeps = !d.is_dead() && rq.payload(id).is_some_and(|s| !s.state.down);
+    if sleeps {
+        let ports: &[u32] = if let Sleep::Poll(p) = &how { p } else { &[] };
+        if sleeper_ready(&d, v, ports, now) {
+            drop(rq);
+            return not_sleeping(&d, v);
+        }
+        if let Some(s) = rq.payload_mut(id) {
+            s.state.blocked = true;
+            if let Sleep::Poll(p) = how {
+                s.state.poll_ports = p;
+            }
         }
     }
+    rq.block(now);
+    drop(rq);
     if !sleeps {
         // Down or dead: it will not be woken as a sleeper, so it is not one.
-        not_sleeping(&hv.pc.cur.shared, hv.pc.cur.id);
+        not_sleeping(&d, v);
     }
-    hv.g.sched.block(hv.pc.id, events::now());
     hv.pc.need_resched = true;
 }
 
 /// vCPU `vcpu` of `d` neither sleeps nor polls (woken, taken down, or its domain died): its
-/// bits go, so that senders stop taking the scheduler lock for it.
-fn not_sleeping(d: &crate::domain::DomShared, vcpu: u32) {
+/// bits go, so that senders stop looking for it.
+fn not_sleeping(d: &DomShared, vcpu: u32) {
     if vcpu < 64 {
-        d.sleeping.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
-        d.polling.fetch_and(!(1 << vcpu), core::sync::atomic::Ordering::SeqCst);
+        d.sleeping.fetch_and(!(1 << vcpu), Ordering::SeqCst);
+        d.polling.fetch_and(!(1 << vcpu), Ordering::SeqCst);
     }
     if let Some(t) = d.timers.get(vcpu as usize) {
-        t.poll.store(0, core::sync::atomic::Ordering::Relaxed);
+        t.poll.store(0, Ordering::Relaxed);
     }
 }
 
-/// Stops vCPU `vcpu` of `dom` wherever it is (it went down, or its domain died): off the
-/// run queues, and the CPU running it is interrupted to deschedule it.
-pub fn stop(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
-    if let Some(d) = hv.g.domains.get(dom) {
-        not_sleeping(&d.shared, vcpu);
-    }
-    if hv.pc.cur.dom == dom && hv.pc.cur.id == vcpu {
-        return block_current(hv);
-    }
+/// Stops vCPU `vcpu` of `d` wherever it is (it went down, or its domain died): off its run
+/// queue, and the CPU running it (this one included) is asked to deschedule it.
+pub fn stop(hv: &mut Hv<'_>, d: &DomShared, vcpu: u32) {
     let now = events::now();
-    let running = running_on(hv, dom, vcpu);
-    let Some(v) = hv.g.domains.vcpu_mut(dom, vcpu) else { return };
-    let id = v.sched_id;
-    if running.is_none() {
-        v.set_runstate(crate::domain::RUNSTATE_OFFLINE, now);
+    if let Some(Some(cpu)) = state::with_owner(d, vcpu, |rq| stop_locked(rq, sched_id(d.id, vcpu), now)) {
+        stopped_on(hv.pc, d, vcpu, cpu);
     }
-    hv.g.sched.sleep(id);
-    if let Some(cpu) = running {
-        log::info!("d{}v{}: taken off CPU {}", dom, vcpu, cpu);
-        poke(hv, cpu);
+}
+
+/// [`stop`] under the lock of the queue owning the vCPU (`VCPUOP_down` changes its state
+/// and stops it in one go, so that an up from another CPU comes before or after, never in
+/// between): the CPU running it, if any.
+pub fn stop_locked(rq: &mut Rq, id: usize, now: u64) -> Option<usize> {
+    let running = rq.current() == Some(id);
+    if let Some(s) = rq.payload_mut(id) {
+        not_sleeping(&s.shared, s.vcpu);
+        s.state.blocked = false;
+        if !running {
+            s.state.set_runstate(crate::domain::RUNSTATE_OFFLINE, now);
+        }
+    }
+    rq.sleep(id);
+    running.then(|| rq.cpu())
+}
+
+/// After [`stop_locked`] found vCPU `vcpu` of `d` running on `cpu`: that CPU picks again.
+pub fn stopped_on(pc: &mut PerCpu, d: &DomShared, vcpu: u32, cpu: usize) {
+    if cpu == pc.id && pc.cur.dom == d.id && pc.cur.id == vcpu {
+        pc.need_resched = true;
+    } else {
+        log::info!("d{}v{}: taken off CPU {}", d.id, vcpu, cpu);
+        poke(pc, cpu);
     }
 }
 
 /// Wakes pollers whose port became pending or whose deadline passed, and blocked vCPUs with
-/// a due upcall.
+/// a due upcall: only those with a bit in their domain's sleeping mask (set before a vCPU
+/// blocks, cleared once it is woken or stopped), each under its owner queue's lock.
 pub fn check_sleepers(hv: &mut Hv<'_>) {
-    let now = events::now();
-    let mut to_wake = alloc::vec::Vec::new();
-    // A domain with no sleeping bit has no vCPU blocked or polling (the bit is set before a
-    // vCPU blocks and cleared only once it is woken or stopped): not looked at.
-    let sleeps = |d: &crate::domain::Domain| d.shared.sleeping.load(core::sync::atomic::Ordering::SeqCst) != 0;
-    for d in hv.g.domains.iter().filter(|d| d.dead.is_none() && sleeps(d)) {
-        let bits = crate::ports::PortBits::one(&d.shared);
-        for (id, v) in d.vcpus.iter().enumerate() {
-            if !v.blocked || v.down {
-                continue;
-            }
-            let id = id as u32;
-            let ready = if v.poll_ports.is_empty() {
-                events::upcall_due(d, id)
-            } else {
-                v.poll_ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
-                    || d.shared.timers.get(id as usize).is_some_and(|t| {
-                        let p = t.poll.load(core::sync::atomic::Ordering::Relaxed);
-                        p != 0 && now >= p
-                    })
-            };
-            if ready {
-                to_wake.push((d.id, id));
+    let (me, now) = (hv.pc.id, events::now());
+    for d in events::domains() {
+        let mut bits = d.sleeping.load(Ordering::SeqCst);
+        while bits != 0 {
+            let v = bits.trailing_zeros();
+            bits &= bits - 1;
+            let id = sched_id(d.id, v);
+            let poke_cpu = state::with_owner(&d, v, |rq| {
+                let s = rq.payload(id)?;
+                if !s.state.blocked || s.state.down || !sleeper_ready(&d, v, &s.state.poll_ports, now) {
+                    return None;
+                }
+                not_sleeping(&d, v);
+                wake_locked(rq, id, me, now)
+            });
+            if let Some(Some(cpu)) = poke_cpu {
+                poke(hv.pc, cpu);
             }
         }
-    }
-    for (dom, vcpu) in to_wake {
-        wake(hv, dom, vcpu);
     }
 }
 
@@ -185,36 +236,37 @@ fn save_state(v: &mut Vcpu, vs: Option<&mut VcpuState>, dead: bool) {
     cpu::fxsave(&mut v.fpu);
 }
 
-/// Loads the current vCPU's state onto this CPU. Returns the data selectors the CPU refused
-/// (bit n for DS, ES, FS, GS; those were replaced by the null selector).
-fn load_state(hv: &mut Hv<'_>) -> u8 {
+/// Loads the current vCPU's state onto this CPU (its slot, `vs`, in this CPU's queue).
+/// Returns the data selectors the CPU refused (bit n for DS, ES, FS, GS; those were
+/// replaced by the null selector).
+fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
     // Descriptor-table windows: remap only the pages that differ from what this CPU maps.
-    let want = crate::percpu::MappedDesc { gdt: hv.pc.cur.gdt, ldt: hv.pc.cur.ldt, ldt_ents: hv.pc.cur.ldt_ents };
-    let have = hv.pc.mapped_desc;
+    let want = crate::percpu::MappedDesc { gdt: pc.cur.gdt, ldt: pc.cur.ldt, ldt_ents: pc.cur.ldt_ents };
+    let have = pc.mapped_desc;
     for i in 0..want.gdt.len() {
         if want.gdt[i] != have.gdt[i] {
-            paging::map_gdt_page(&hv.pc.tables, i, want.gdt[i]);
+            paging::map_gdt_page(&pc.tables, i, want.gdt[i]);
         }
     }
     for i in 0..want.ldt.len() {
         if want.ldt[i] != have.ldt[i] {
-            paging::map_ldt_page(&hv.pc.tables, i, want.ldt[i]);
+            paging::map_ldt_page(&pc.tables, i, want.ldt[i]);
         }
     }
     if want.ldt_ents != have.ldt_ents || want.ldt != have.ldt {
-        paging::load_ldt(&hv.pc.tables, want.ldt_ents);
+        paging::load_ldt(&pc.tables, want.ldt_ents);
     }
-    hv.pc.mapped_desc = want;
-    let (k, dom, id, l4) = (hv.pc.id, hv.pc.cur.dom, hv.pc.cur.id, hv.pc.cur.l4);
-    if let Some(vs) = hv.vs() {
+    pc.mapped_desc = want;
+    let (k, dom, id, l4) = (pc.id, pc.cur.dom, pc.cur.id, pc.cur.l4);
+    if let Some(vs) = vs {
         vs.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
         vs.on_cpu = Some(k);
     }
     set_running(k, Some(Running { dom, id, l4 }));
-    let v = &hv.pc.cur;
+    let v = &pc.cur;
     // Its timers are fired here from now on; its time record is fresh.
     if let Some(t) = v.shared.timers.get(id as usize) {
-        t.home.store(k, core::sync::atomic::Ordering::Relaxed);
+        t.home.store(k, Ordering::Relaxed);
     }
     events::update_time(&v.shared, id);
     cpu::fxrstor(&v.fpu);
@@ -224,9 +276,9 @@ fn load_state(hv: &mut Hv<'_>) -> u8 {
     cpu::set_segment_base(SegBase::Fs, v.fs_base);
     cpu::set_segment_base(SegBase::Gs, v.gs_base);
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
-    paging::sync_guest_slots(&hv.pc.tables, v.l4);
-    paging::set_rsp1(&hv.pc.tables, v.kernel_sp);
-    load_direct_gates(hv.pc);
+    paging::sync_guest_slots(&pc.tables, v.l4);
+    paging::set_rsp1(&pc.tables, v.kernel_sp);
+    load_direct_gates(pc);
     refused
 }
 
@@ -243,115 +295,183 @@ pub fn load_direct_gates(pc: &PerCpu) {
     }
 }
 
+/// Shares out the credit of the accounting periods that ended, if this CPU is the first to
+/// see them end: each queue visited in turn under its own lock (`hv_core::sched::Shareout`).
+fn account(now: u64) {
+    let (periods, period) = state::ACCT.claim(now);
+    if periods == 0 {
+        return;
+    }
+    let ncpus = crate::machine::get().cpus.len();
+    let mut out = hv_core::sched::Shareout { total_ns: hv_core::sched::TSLICE_NS * ncpus as u64, period, periods, weight_total: 0 };
+    for k in 0..ncpus {
+        state::lock(k).weigh(&mut out);
+    }
+    for k in 0..ncpus {
+        state::lock(k).share(&out);
+    }
+}
+
+/// The scheduler's tick on this CPU: charges the running vCPU, ends a boost, and runs the
+/// share-out when a period ended.
+pub fn tick(pc: &PerCpu, now: u64) {
+    account(now);
+    state::lock(pc.id).tick(now);
+}
+
+/// Steals for CPU `me` (its queue's lock held) a queued vCPU of at least `min` from another
+/// CPU's queue that is free right now (a try-lock: never waiting with a queue held).
+fn steal(me: usize, min: hv_core::sched::Prio) -> Option<(hv_core::sched::VcpuSched, crate::domain::Slot)> {
+    let n = crate::machine::get().cpus.len();
+    for k in (1..n).map(|i| (me + i) % n) {
+        let Some(mut other) = state::try_lock_other(k) else { continue };
+        if let Some((s, slot)) = other.take_for(me, min) {
+            if let Some(o) = slot.shared.owner.get(slot.vcpu as usize) {
+                o.store(me, Ordering::Release);
+            }
+            return Some((s, slot));
+        }
+    }
+    None
+}
+
 /// Chooses what this CPU runs next and makes `f` resume it. Returns `None` when there is
 /// nothing to run (the caller leaves the section and idles), else the data selectors of the
 /// incoming vCPU the CPU refused (a mask, 0 for none: `bounce::switch` gives them to the
 /// guest's failsafe callback, as Xen's `load_segments`).
 pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<u8> {
     hv.pc.need_resched = false;
+    let now = events::now();
+    account(now);
+    let me = hv.pc.id;
     let idle = hv.pc.cur.is_placeholder();
-    if !idle && !can_run(hv.g, hv.pc.cur.dom, hv.pc.cur.id) {
-        // Blocked, down, or its domain died (perhaps on another CPU): off the CPU.
-        hv.g.sched.block(hv.pc.id, events::now());
+    let cur_id = (!idle).then(|| sched_id(hv.pc.cur.dom, hv.pc.cur.id));
+    let mut rq = state::lock(me);
+    if let Some(c) = cur_id {
+        if hv.pc.cur.shared.is_dead() || !rq.payload(c).is_some_and(|s| s.state.runnable()) {
+            // Blocked, down, or its domain died (perhaps on another CPU): off the CPU.
+            rq.block(now);
+        }
     }
-    let d = hv.g.sched.schedule(hv.pc.id, events::now(), yielding, false);
+    let d = rq.schedule(now, yielding, false, state::ACCT.next(), &mut |min| steal(me, min));
     let mut refused = 0;
-    let sched_id = |g: &Global, v: &Vcpu| g.domains.vcpu(v.dom, v.id).map(|s| s.sched_id);
+    let mut stopped = None;
     match d.next {
-        Some(next) if !idle && Some(next) == sched_id(hv.g, &hv.pc.cur) => {}
+        Some(next) if Some(next) == cur_id => {}
         Some(next) => {
-            let g = &*hv.g;
-            let Some(i) = g.others.iter().position(|o| sched_id(g, o) == Some(next)) else {
-                // Never expected (a vCPU woken before its CPU switched away stays that
-                // CPU's): the choice goes back to the scheduler and this CPU idles (the vCPU
-                // it ran waits, queued if runnable), said once.
+            let Some(incoming) = rq.payload_mut(next).and_then(|s| s.ctx.take()) else {
+                // Never expected (a queued vCPU's context waits in its slot): the choice goes
+                // back to the scheduler and this CPU idles (the vCPU it ran waits, queued if
+                // runnable), said once.
                 static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-                if !SAID.swap(true, core::sync::atomic::Ordering::Relaxed) {
+                if !SAID.swap(true, Ordering::Relaxed) {
                     log::error!("scheduler chose vCPU {} that is not waiting", next);
                 }
-                hv.g.sched.unpick(hv.pc.id, next);
-                go_idle(hv, f, idle);
+                rq.unpick(next);
+                let stopped = go_idle(hv.pc, &mut rq, f, idle);
+                drop(rq);
+                finish(hv, stopped);
                 return None;
             };
-            let incoming = hv.g.others.swap_remove(i);
+            state::set_idle(me, false);
             let outgoing = core::mem::replace(&mut hv.pc.cur, incoming);
-            park(hv, outgoing, f);
-            refused = load_state(hv);
+            stopped = park(hv.pc, &mut rq, outgoing, f);
+            refused = load_state(hv.pc, rq.payload_mut(next).map(|s| &mut s.state));
             *f = hv.pc.cur.frame;
-            log::trace!("CPU {} runs d{}v{}", hv.pc.id, hv.pc.cur.dom, hv.pc.cur.id);
+            log::trace!("CPU {} runs d{}v{}", me, hv.pc.cur.dom, hv.pc.cur.id);
         }
         None => {
-            go_idle(hv, f, idle);
+            let stopped = go_idle(hv.pc, &mut rq, f, idle);
+            drop(rq);
+            finish(hv, stopped);
             return None;
         }
     }
+    drop(rq);
     hv.pc.slice_until = d.until;
     crate::events::arm(hv.pc, None);
+    finish(hv, stopped);
     Some(refused)
 }
 
-/// This CPU runs nothing from now: the vCPU it ran (unless `idle`) waits with the others.
-fn go_idle(hv: &mut Hv<'_>, f: &TrapFrame, idle: bool) {
-    if !idle {
-        let ph = placeholder(hv);
-        let outgoing = core::mem::replace(&mut hv.pc.cur, ph);
-        park(hv, outgoing, f);
+/// After a switch, outside the queue lock: a domain whose last vCPU just left the CPUs is
+/// audited (if asked) and dom0 hears of it (Xen's shutdown finalisation).
+fn finish(hv: &mut Hv<'_>, stopped: Option<Arc<DomShared>>) {
+    let Some(d) = stopped else { return };
+    log::info!("d{}: every vCPU is off the CPUs", d.id);
+    if crate::machine::get().audit {
+        audit(&d);
     }
-    hv.pc.slice_until = 0;
+    send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
 }
 
-/// Puts the vCPU that was running into the waiting list (its registers are `f`).
-fn park(hv: &mut Hv<'_>, mut v: Box<Vcpu>, f: &TrapFrame) {
+/// This CPU runs nothing from now: the vCPU it ran (unless `idle`) waits in its slot.
+fn go_idle(pc: &mut PerCpu, rq: &mut Rq, f: &TrapFrame, idle: bool) -> Option<Arc<DomShared>> {
+    state::set_idle(pc.id, true);
+    pc.slice_until = 0;
+    if idle {
+        return None;
+    }
+    let ph = pc.spare.take().unwrap_or_else(|| Box::new(Vcpu::placeholder()));
+    let outgoing = core::mem::replace(&mut pc.cur, ph);
+    park(pc, rq, outgoing, f)
+}
+
+/// Puts the vCPU that was running back into its slot in this CPU's queue (its registers
+/// are `f`). Returns its domain if that is dead and this was the last of its vCPUs on a CPU.
+fn park(pc: &mut PerCpu, rq: &mut Rq, mut v: Box<Vcpu>, f: &TrapFrame) -> Option<Arc<DomShared>> {
     if v.is_placeholder() {
-        hv.pc.spare = Some(v);
-        return;
+        pc.spare = Some(v);
+        return None;
     }
-    set_running(hv.pc.id, None);
+    set_running(pc.id, None);
     v.frame = *f;
-    let dead = hv.g.domains.get(v.dom).is_none_or(|d| d.dead.is_some());
-    let (dom, id) = (v.dom, v.id);
-    save_state(&mut v, hv.g.domains.vcpu_mut(dom, id), dead);
-    hv.g.others.push(v);
-    if dead && !(0..crate::machine::get().cpus.len()).any(|k| running(k).is_some_and(|r| r.dom == dom)) {
-        // The domain is fully stopped: now tell dom0 (Xen's shutdown finalisation).
-        log::info!("d{}: every vCPU is off the CPUs", dom);
-        if crate::machine::get().audit {
-            audit(hv.g, dom);
-        }
-        send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
+    let dead = v.shared.is_dead();
+    let d = v.shared.clone();
+    let Some(slot) = rq.payload_mut(sched_id(v.dom, v.id)) else {
+        // Never expected: the running vCPU is its CPU's queue's.
+        log::error!("d{}v{}: not in CPU {}'s queue; its context is lost", v.dom, v.id, pc.id);
+        return None;
+    };
+    save_state(&mut v, Some(&mut slot.state), dead);
+    slot.ctx = Some(v);
+    let ncpus = crate::machine::get().cpus.len();
+    if dead && !(0..ncpus).any(|k| running(k).is_some_and(|r| r.dom == d.id)) && !d.exc_sent.swap(true, Ordering::SeqCst) {
+        return Some(d);
     }
+    None
 }
 
 /// Recomputes every count of a stopped domain's frames from its tables and the references
 /// the hypervisor holds for it (`hv_core::audit`), and logs the verdict.
-fn audit(g: &Global, dom: DomId) {
+fn audit(d: &DomShared) {
     use hv_core::audit::Hold;
-    let Some(d) = g.domains.get(dom) else { return };
-    let _mm = d.shared.mm();
-    let mut holds = alloc::vec![Hold { mfn: d.shared.shared_info, typed: true }];
+    let mut holds = alloc::vec![Hold { mfn: d.shared_info, typed: true }];
+    let registered = d.vcpu_info_registered.load(Ordering::Acquire);
     for v in 0..d.nr_vcpus() {
-        if d.vcpu_info_registered & (1 << v) != 0 {
-            holds.extend(d.vi_at(v).map(|at| Hold { mfn: at.frame, typed: true }));
+        if registered & (1 << v) != 0 {
+            holds.extend(d.vcpu_info.get(v).map(|at| Hold { mfn: at.frame, typed: true }));
         }
+        // Every vCPU is off the CPUs: each context waits in its slot.
+        let id = sched_id(d.id, v);
+        state::with_owner(d, v, |rq| {
+            let Some(s) = rq.payload(id) else { return };
+            let Some(c) = &s.ctx else { return };
+            if s.state.initialised {
+                holds.push(Hold { mfn: c.l4, typed: true });
+            }
+            holds.extend(c.gdt.iter().chain(c.ldt.iter()).flatten().map(|&mfn| Hold { mfn, typed: true }));
+        });
     }
-    for v in g.others.iter().filter(|v| v.dom == dom) {
-        if d.vcpus.get(v.id as usize).is_some_and(|s| s.initialised) {
-            holds.push(Hold { mfn: v.l4, typed: true });
-        }
-        holds.extend(v.gdt.iter().chain(v.ldt.iter()).flatten().map(|&mfn| Hold { mfn, typed: true }));
-    }
-    let r = hv_core::audit::audit(&hv_arch::physmem::DirectMap, crate::machine::frames(), dom, &holds);
+    let _mm = d.mm();
+    let r = hv_core::audit::audit(&hv_arch::physmem::DirectMap, crate::machine::frames(), d.id, &holds);
     if r.no_memory {
-        log::warn!("audit d{}: skipped (no memory for the recomputed counts)", dom);
+        log::warn!("audit d{}: skipped (no memory for the recomputed counts)", d.id);
     } else if r.consistent() {
-        log::info!("audit d{}: {} frames, {} tables: counts consistent", dom, r.frames, r.tables);
+        log::info!("audit d{}: {} frames, {} tables: counts consistent", d.id, r.frames, r.tables);
     } else {
-        log::error!("audit d{}: INCONSISTENT: {:?}", dom, r);
+        log::error!("audit d{}: INCONSISTENT: {:?}", d.id, r);
     }
-}
-
-fn placeholder(hv: &mut Hv<'_>) -> Box<Vcpu> {
-    hv.pc.spare.take().unwrap_or_else(|| Box::new(Vcpu::placeholder()))
 }
 
 /// Acts on a vCPU that has a new event: wakes it if it sleeps.
@@ -363,10 +483,11 @@ pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
 
 /// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound), under `dom`'s event lock.
 pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
-    let k = events::virq(&hv.g.domains, dom, virq, vcpu);
+    let Some(d) = crate::domain::shared_of(dom) else { return };
+    let k = crate::ports::send_virq(&d, virq, vcpu);
     kick(hv, k);
     // A poller may wait on the port even when it is masked (no kick then).
-    if hv.g.domains.get(dom).is_some_and(|d| d.shared.polling.load(core::sync::atomic::Ordering::SeqCst) != 0) {
+    if d.polling.load(Ordering::SeqCst) != 0 {
         check_sleepers(hv);
     }
 }

@@ -123,14 +123,16 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
     Cpus { tables, apic_ids, firmware_ids, ap_boot, ap_stacks }
 }
 
-/// The boot-time domains: dom0 from the first module, domUs from the others; their event
-/// scheduler entries (each domain's event channels come with it: `DomShared::ports`). Refusing dom0 ends the run.
+/// The boot-time domains (registered: `domain::shared_of`): dom0 from the first module,
+/// domUs from the others (each domain's event channels come with it: `DomShared::ports`);
+/// returns every vCPU with its scheduling state, for the run queues. Refusing dom0 ends the
+/// run.
 pub fn domains(
     mm: &mut mm::Mm,
     boot: &BootInfo,
     opts: &Options<'_>,
     ncpus: usize,
-) -> (domain::Domains, alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>, hv_core::sched::Credit) {
+) -> alloc::vec::Vec<(hv_core::sched::VcpuSched, domain::Slot)> {
     // dom0: the first module; its string, else the text after " -- ".
     let refuse = |name: &str, why: &dyn core::fmt::Display| -> ! {
         log::error!("dom0 module {}: refused: {}", name, why);
@@ -167,31 +169,33 @@ pub fn domains(
             }
         }
     }
-    let mut sched = hv_core::sched::Credit::new(ncpus);
     let boot_unix = hv_arch::time::rtc_unix_seconds();
-    let mut domains = domain::Domains::new();
     let mut vcpus = alloc::vec::Vec::new();
-    for (mut d, v0, weight, cap, cpus) in doms {
-        d.sched_dom = sched.add_domain(weight, cap);
+    for (d, v0, weight, cap, cpus) in doms {
+        d.sched.set_params(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
-            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(n, hv_core::mem::Mfn(0), d.shared.clone()));
+            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(n, hv_core::mem::Mfn(0), d.clone()));
             let affinity = match cpus {
                 Some(mask) => mask,
                 None if opts.dom0_vcpus_pin => 1u64.checked_shl(n).unwrap_or(0),
                 None => u64::MAX,
             };
-            d.vcpus[n as usize].sched_id = sched.add_vcpu(d.sched_dom, affinity);
-            events::update_time(&d.shared, n);
-            vcpus.push(alloc::boxed::Box::new(v));
+            let s = hv_core::sched::VcpuSched::new(domain::sched_id(d.id, n), d.sched.clone(), affinity, ncpus);
+            if let Some(o) = d.owner.get(n as usize) {
+                o.store(s.first_cpu(), core::sync::atomic::Ordering::Relaxed);
+            }
+            events::update_time(&d, n);
+            let state = domain::VcpuState::new(n);
+            vcpus.push((s, domain::Slot { shared: d.clone(), vcpu: n, state, ctx: Some(alloc::boxed::Box::new(v)) }));
         }
         events::set_wallclock(&d, boot_unix);
         if d.nr_vcpus() > 1 {
             log::info!("d{}: {} vCPUs (vCPU 0 up)", d.id, d.nr_vcpus());
         }
-        domains.push(d);
+        domain::register(d);
     }
-    (domains, vcpus, sched)
+    vcpus
 }
 
 /// Starts the application processors (each runs `ap_main`) and waits a moment for each to

@@ -1,52 +1,94 @@
-//! The scheduler's state under the hypervisor lock (what is left of it: see `locks`), and
-//! what an entry that takes it works with.
+//! The scheduler's shared state: one run queue per CPU, each under its own lock, owning
+//! the vCPUs that queue there (their scheduling state, runstate and saved context: a
+//! `domain::Slot` each), the idle CPUs' mask, and the accounting period. Nothing else is
+//! shared between CPUs here: what belongs to one CPU is its `percpu::PerCpu`, what a
+//! domain's vCPUs reach is its `domain::DomShared`.
 
-use crate::{domain, locks, percpu};
+use crate::domain::{DomShared, Slot};
+use crate::{locks, percpu};
+use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::harness::ExitCode;
+use hv_core::acpi::MAX_CPUS;
+use hv_core::sched::{Acct, RunQueue};
 
-/// What the hypervisor lock guards (see `locks` for the order): the credit scheduler, every
-/// vCPU's scheduling state and the contexts of the vCPUs no CPU runs. What belongs to one
-/// CPU is in its `percpu::PerCpu`; what a domain's vCPUs reach without this lock is in its
-/// `domain::DomShared`.
-pub struct Global {
-    /// Every vCPU context that is not on a CPU: runnable, blocked or down.
-    pub others: alloc::vec::Vec<alloc::boxed::Box<domain::Vcpu>>,
-    /// Every domain, by id, and the idle domain behind placeholders.
-    pub domains: domain::Domains,
-    /// The credit scheduler (run queues per CPU, all under this lock).
-    pub sched: hv_core::sched::Credit,
+/// A CPU's run queue, as the hypervisor keeps it.
+pub type Rq = RunQueue<Slot>;
+
+/// Every CPU's run queue. A ticket lock each: a CPU reschedules under its own; a wake-up,
+/// a `VCPUOP_up`/`down` or a sleeper check takes the lock of the queue owning the vCPU
+/// ([`with_owner`]); a CPU that steals holds its own and try-locks the other's.
+static RQS: [crate::line::Line<spin::mutex::TicketMutex<Rq>>; MAX_CPUS] =
+    [const { crate::line::Line(spin::mutex::TicketMutex::new(RunQueue::new(0))) }; MAX_CPUS];
+
+/// CPUs that run nothing (a bit each): a wake-up that queues a vCPU pokes one of them in its
+/// affinity, which then steals it.
+static IDLE: AtomicU64 = AtomicU64::new(0);
+
+/// The credit accounting period (an atomic deadline: no lock).
+pub static ACCT: Acct = Acct::new();
+
+pub type RqGuard = locks::Ordered<spin::mutex::TicketMutexGuard<'static, Rq>>;
+
+/// Sets up CPU `k`'s queue (at boot, before any CPU schedules).
+pub fn init_queue(k: usize) {
+    *lock(k) = RunQueue::new(k);
 }
 
-/// What an entry under the hypervisor lock works with: this CPU's structure (the current
-/// vCPU in it) and the lock's state.
+/// Takes CPU `k`'s run-queue lock.
+pub fn lock(k: usize) -> RqGuard {
+    locks::Ordered::new(locks::Level::RunQueue, || RQS[k % MAX_CPUS].lock())
+}
+
+/// Takes CPU `k`'s run-queue lock if it is free, while holding this CPU's own (a steal).
+pub fn try_lock_other(k: usize) -> Option<locks::Ordered<spin::mutex::TicketMutexGuard<'static, Rq>>> {
+    locks::Ordered::try_new(locks::Level::RunQueue2, || RQS[k % MAX_CPUS].try_lock())
+}
+
+/// Runs `f` on the run queue owning vCPU `v` of `d`, with its lock held (the owner may
+/// change until the lock is held: looked up again then). `None` for no such vCPU.
+pub fn with_owner<R>(d: &DomShared, v: u32, f: impl FnOnce(&mut Rq) -> R) -> Option<R> {
+    let owner = d.owner.get(v as usize)?;
+    let id = crate::domain::sched_id(d.id, v);
+    // A vCPU moves only to the stealing CPU, under both locks: a few tries at most.
+    loop {
+        let k = owner.load(Ordering::Acquire);
+        let mut rq = lock(k);
+        if rq.owns(id) {
+            return Some(f(&mut rq));
+        }
+        if owner.load(Ordering::Acquire) == k {
+            // Owned by no queue: never the case for a vCPU of a built domain.
+            return None;
+        }
+    }
+}
+
+/// Records whether CPU `k` runs nothing.
+pub fn set_idle(k: usize, idle: bool) {
+    let bit = 1u64 << (k % 64);
+    if idle {
+        IDLE.fetch_or(bit, Ordering::SeqCst);
+    } else if IDLE.load(Ordering::Relaxed) & bit != 0 {
+        IDLE.fetch_and(!bit, Ordering::SeqCst);
+    }
+}
+
+/// An idle CPU in `affinity` other than `not`, if any.
+pub fn idle_cpu_in(affinity: u64, not: usize) -> Option<usize> {
+    let m = IDLE.load(Ordering::SeqCst) & affinity & !(1u64.checked_shl(not as u32).unwrap_or(0));
+    (m != 0).then(|| m.trailing_zeros() as usize)
+}
+
+/// What an entry works with: this CPU's structure (the current vCPU in it). Every other
+/// lock is taken where it is needed, in the order of `locks`.
 pub struct Hv<'a> {
     pub pc: &'a mut percpu::PerCpu,
-    pub g: &'a mut Global,
-}
-
-/// The hypervisor lock: a ticket lock, so CPUs get it in the order they asked (a plain spin
-/// lock let a CPU re-issuing continuations back to back starve the others for hundreds of
-/// milliseconds under TCG).
-static HV: spin::mutex::TicketMutex<Option<Global>> = spin::mutex::TicketMutex::new(None);
-
-/// Takes the hypervisor lock (after this CPU's own structure, if at all: `locks`).
-pub fn global() -> locks::Ordered<spin::mutex::TicketMutexGuard<'static, Option<Global>>> {
-    locks::Ordered::new(locks::Level::Global, || HV.lock())
 }
 
 impl Hv<'_> {
     /// The current vCPU's domain.
-    pub fn dom(&self) -> &domain::Domain {
-        self.g.domains.of(self.pc.cur.dom)
-    }
-
-    pub fn dom_mut(&mut self) -> &mut domain::Domain {
-        self.g.domains.of_mut(self.pc.cur.dom)
-    }
-
-    /// What the rest of the hypervisor sees of the current vCPU (`None` when idle).
-    pub fn vs(&mut self) -> Option<&mut domain::VcpuState> {
-        self.g.domains.vcpu_mut(self.pc.cur.dom, self.pc.cur.id)
+    pub fn dom(&self) -> &DomShared {
+        &self.pc.cur.shared
     }
 
     /// Ends the run: under QEMU with `debug-exit`, through isa-debug-exit with `code`.

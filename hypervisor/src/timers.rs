@@ -93,7 +93,7 @@ pub fn tick(hv: &mut Hv) {
     let now = events::now();
     if now >= hv.pc.next_tick {
         // The scheduler's tick: charges the running vCPU, ends a boost, runs accounting.
-        hv.g.sched.tick(hv.pc.id, now);
+        crate::schedule::tick(hv.pc, now);
         hv.pc.next_tick = now + hv_core::sched::TICK_NS;
     }
     if hv.pc.slice_until != 0 && now >= hv.pc.slice_until {

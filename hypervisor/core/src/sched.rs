@@ -1,4 +1,4 @@
-//! The credit scheduler (Xen's credit1 semantics) as pure logic.
+//! The credit scheduler (Xen's credit1 semantics) as pure logic, in pieces a CPU can own.
 //!
 //! - Each domain has a **weight** (default 256) and an optional **cap** (% of one CPU).
 //! - Every accounting period (one 30 ms time slice) the CPUs' time is shared out as credit
@@ -11,15 +11,27 @@
 //!   tick), UNDER (credit left), OVER (none), IDLE (the idle vCPU). Within a priority,
 //!   round robin.
 //! - A capped domain that used its cap in a period is parked until the next period.
-//! - Per-CPU run queues; an idle CPU (or one with only OVER work) steals UNDER/BOOST work
-//!   from other CPUs, within each vCPU's hard affinity.
+//! - Per-CPU run queues; an idle CPU steals any work, a CPU with only OVER work steals
+//!   UNDER/BOOST work, from other CPUs, within each vCPU's hard affinity.
 //! - A running vCPU keeps the CPU for at least the rate limit (1 ms) against a preemption.
 //!
+//! The state is split the way the hypervisor locks it (as Xen's credit1):
+//! - a [`RunQueue`] per CPU **owns** its vCPUs: their scheduling state ([`VcpuSched`]) and
+//!   whatever the hypervisor keeps with each (the payload `P`: saved registers, runstate).
+//!   The hypervisor puts each queue under its own lock; a vCPU moves between queues only
+//!   when a CPU steals it, holding both;
+//! - a domain's weight and cap state ([`DomSched`]) are atomics every queue shares;
+//! - the accounting period ([`Acct`]) is an atomic deadline: the CPU that moves it past a
+//!   period's end shares that period out, visiting the queues one at a time.
+//!
 //! The arch layer supplies time (`now` in ns) and performs the context switches this
-//! module decides on; a deterministic simulator drives it in the tests.
+//! module decides on; [`Credit`] runs every queue in one structure for the deterministic
+//! simulator of the tests.
 
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 /// Length of a time slice and of the accounting period.
 pub const TSLICE_NS: u64 = 30_000_000;
@@ -38,36 +50,173 @@ pub enum Prio {
     Boost = 3,
 }
 
-/// A vCPU's handle.
+/// A vCPU's handle (unique among all vCPUs; the hypervisor derives it from the domain and
+/// vCPU ids).
 pub type VcpuId = usize;
 
+/// A domain's weight and cap state, shared by every CPU's queue.
+#[derive(Debug)]
+pub struct DomSched {
+    weight: AtomicU32,
+    cap: AtomicU32,
+    /// CPU time left under the cap in this period (may go negative: the debt carries over).
+    cap_budget: AtomicI64,
+    parked: AtomicBool,
+    /// The accounting period whose cap budget it has (refilled once per period).
+    period: AtomicU64,
+}
+
+impl DomSched {
+    /// A domain of `weight` (clamped to 1..=65535) and `cap`, a percentage of one CPU (0 =
+    /// none).
+    pub fn new(weight: u32, cap: u32) -> Arc<DomSched> {
+        let d = DomSched {
+            weight: AtomicU32::new(weight.clamp(1, 65535)),
+            cap: AtomicU32::new(cap),
+            cap_budget: AtomicI64::new(0),
+            parked: AtomicBool::new(false),
+            period: AtomicU64::new(0),
+        };
+        d.refill_cap();
+        Arc::new(d)
+    }
+
+    /// Sets weight and cap (`sched-credit`).
+    pub fn set_params(&self, weight: u32, cap: u32) {
+        self.weight.store(weight.clamp(1, 65535), Ordering::Relaxed);
+        self.cap.store(cap, Ordering::Relaxed);
+        self.refill_cap();
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    fn refill_cap(&self) {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap == 0 {
+            self.parked.store(false, Ordering::Relaxed);
+            return;
+        }
+        let per_period = (TSLICE_NS * cap as u64 / 100) as i64;
+        let b = self.cap_budget.load(Ordering::Relaxed).min(0) + per_period;
+        self.cap_budget.store(b, Ordering::Relaxed);
+        self.parked.store(b <= 0, Ordering::Relaxed);
+    }
+
+    /// Refills the cap budget for `period` unless that was done already (several queues
+    /// hold vCPUs of the domain: the first to get there refills).
+    fn refill_for(&self, period: u64) {
+        let seen = self.period.load(Ordering::Relaxed);
+        if seen < period && self.period.compare_exchange(seen, period, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.refill_cap();
+        }
+    }
+
+    fn charge(&self, ran: u64) {
+        if self.cap.load(Ordering::Relaxed) != 0 && self.cap_budget.fetch_sub(ran as i64, Ordering::Relaxed) - ran as i64 <= 0 {
+            self.parked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn parked(&self) -> bool {
+        self.parked.load(Ordering::Relaxed)
+    }
+}
+
+/// What the scheduler knows of one vCPU; kept by the queue that owns it.
 #[derive(Clone, Debug)]
-struct Vcpu {
-    dom: usize,
+pub struct VcpuSched {
+    id: VcpuId,
+    dom: Arc<DomSched>,
     credit: i64,
     prio: Prio,
     runnable: bool,
     affinity: u64,
-    cpu: usize,
     /// Takes part in the credit share-out (it used credit and has not saturated).
     active: bool,
     queued: bool,
 }
 
-#[derive(Clone, Debug)]
-struct Dom {
-    weight: u32,
-    cap: u32,
-    /// CPU time left under the cap in this period (may go negative: the debt carries over).
-    cap_budget: i64,
-    parked: bool,
+impl VcpuSched {
+    /// A blocked vCPU of `dom` that may run on the CPUs in `affinity` (a bit mask) of
+    /// `nr_cpus`; an affinity naming none of them means all.
+    pub fn new(id: VcpuId, dom: Arc<DomSched>, affinity: u64, nr_cpus: usize) -> VcpuSched {
+        let mask = if nr_cpus >= 64 { u64::MAX } else { (1u64 << nr_cpus) - 1 };
+        let affinity = if affinity & mask == 0 { mask } else { affinity & mask };
+        VcpuSched { id, dom, credit: 0, prio: Prio::Under, runnable: false, affinity, active: false, queued: false }
+    }
+
+    /// The CPU whose queue it starts on: the first of its affinity.
+    pub fn first_cpu(&self) -> usize {
+        self.affinity.trailing_zeros() as usize
+    }
+
+    pub fn id(&self) -> VcpuId {
+        self.id
+    }
+
+    pub fn affinity(&self) -> u64 {
+        self.affinity
+    }
+
+    pub fn runnable(&self) -> bool {
+        self.runnable
+    }
+
+    fn eligible(&self) -> bool {
+        self.runnable && !self.dom.parked()
+    }
 }
 
-#[derive(Clone, Debug, Default)]
-struct Cpu {
-    runq: VecDeque<VcpuId>,
-    current: Option<VcpuId>,
-    since: u64,
+/// The accounting period: its end, moved on by whichever CPU gets there first.
+#[derive(Debug)]
+pub struct Acct {
+    next: AtomicU64,
+}
+
+impl Default for Acct {
+    fn default() -> Acct {
+        Acct::new()
+    }
+}
+
+impl Acct {
+    pub const fn new() -> Acct {
+        Acct { next: AtomicU64::new(TSLICE_NS) }
+    }
+
+    /// The end of the current period.
+    pub fn next(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// Claims the share-out of the periods that ended by `now`: how many (0 when none ended
+    /// or another CPU claimed them), and the number of the last one.
+    pub fn claim(&self, now: u64) -> (u64, u64) {
+        loop {
+            let next = self.next.load(Ordering::Acquire);
+            if now < next {
+                return (0, 0);
+            }
+            let n = (now - next) / TSLICE_NS + 1;
+            let to = next + n * TSLICE_NS;
+            if self.next.compare_exchange(next, to, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return (n, to / TSLICE_NS);
+            }
+        }
+    }
+}
+
+/// One period's share-out, in two visits of every queue: [`RunQueue::weigh`] sums the
+/// weights of the active vCPUs, [`RunQueue::share`] gives each its part (a vCPU that moves
+/// between the visits may miss or get one period's credit twice; credit is bounded anyway).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct Shareout {
+    pub weight_total: u64,
+    pub total_ns: u64,
+    pub period: u64,
+    pub periods: u64,
 }
 
 /// What a CPU should run next, and until when at the latest (absolute ns).
@@ -77,295 +226,472 @@ pub struct Decision {
     pub until: u64,
 }
 
-/// The scheduler.
-#[derive(Clone, Debug)]
+/// One CPU's run queue and the vCPUs it owns (queued, running, or not runnable), each with
+/// the hypervisor's payload.
+#[derive(Debug)]
+pub struct RunQueue<P> {
+    cpu: usize,
+    owned: Vec<(VcpuSched, P)>,
+    runq: VecDeque<VcpuId>,
+    current: Option<VcpuId>,
+    since: u64,
+}
+
+impl<P> RunQueue<P> {
+    pub const fn new(cpu: usize) -> RunQueue<P> {
+        RunQueue { cpu, owned: Vec::new(), runq: VecDeque::new(), current: None, since: 0 }
+    }
+
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+
+    /// Takes ownership of vCPU `s` (at creation, or after stealing it: queued if runnable).
+    pub fn adopt(&mut self, s: VcpuSched, p: P) {
+        let (runnable, id) = (s.runnable, s.id);
+        self.owned.push((s, p));
+        if let Some(i) = self.index(id) {
+            self.owned[i].0.queued = false;
+        }
+        if runnable {
+            self.enqueue(id);
+        }
+    }
+
+    fn index(&self, v: VcpuId) -> Option<usize> {
+        self.owned.iter().position(|(s, _)| s.id == v)
+    }
+
+    fn s(&self, v: VcpuId) -> Option<&VcpuSched> {
+        self.owned.iter().find(|(s, _)| s.id == v).map(|(s, _)| s)
+    }
+
+    fn s_mut(&mut self, v: VcpuId) -> Option<&mut VcpuSched> {
+        self.owned.iter_mut().find(|(s, _)| s.id == v).map(|(s, _)| s)
+    }
+
+    /// Does this queue own `v`?
+    pub fn owns(&self, v: VcpuId) -> bool {
+        self.index(v).is_some()
+    }
+
+    pub fn payload(&self, v: VcpuId) -> Option<&P> {
+        self.owned.iter().find(|(s, _)| s.id == v).map(|(_, p)| p)
+    }
+
+    pub fn payload_mut(&mut self, v: VcpuId) -> Option<&mut P> {
+        self.owned.iter_mut().find(|(s, _)| s.id == v).map(|(_, p)| p)
+    }
+
+    /// Every owned vCPU's handle and payload.
+    pub fn payloads(&self) -> impl Iterator<Item = (VcpuId, &P)> {
+        self.owned.iter().map(|(s, p)| (s.id, p))
+    }
+
+    /// The vCPU this CPU runs.
+    pub fn current(&self) -> Option<VcpuId> {
+        self.current
+    }
+
+    /// The priority of what this CPU runs (IDLE when nothing).
+    pub fn current_prio(&self) -> Prio {
+        self.current.and_then(|v| self.s(v)).map_or(Prio::Idle, |s| s.prio)
+    }
+
+    pub fn prio(&self, v: VcpuId) -> Option<Prio> {
+        self.s(v).map(|s| s.prio)
+    }
+
+    pub fn credit(&self, v: VcpuId) -> Option<i64> {
+        self.s(v).map(|s| s.credit)
+    }
+
+    fn enqueue(&mut self, v: VcpuId) {
+        let Some(s) = self.s_mut(v) else { return };
+        if s.queued {
+            return;
+        }
+        s.queued = true;
+        self.runq.push_back(v);
+    }
+
+    fn dequeue(&mut self, v: VcpuId) {
+        if let Some(s) = self.s_mut(v) {
+            if core::mem::take(&mut s.queued) {
+                self.runq.retain(|&q| q != v);
+            }
+        }
+    }
+
+    /// Charges the running vCPU for the time since it started or was last charged.
+    fn burn(&mut self, now: u64) {
+        let ran = now.saturating_sub(self.since);
+        self.since = now;
+        let Some(v) = self.current else { return };
+        let Some(vc) = self.s_mut(v) else { return };
+        vc.credit -= ran as i64;
+        vc.active = true;
+        vc.dom.charge(ran);
+        // Out of credit means OVER, boosted or not: a vCPU that blocks before every tick
+        // must not keep the boost it woke with.
+        if vc.credit <= 0 {
+            vc.prio = Prio::Over;
+        } else if vc.prio != Prio::Boost {
+            vc.prio = Prio::Under;
+        }
+    }
+
+    /// Owned vCPU `v` became runnable. Returns whether this CPU should reschedule now (a
+    /// "tickle": it is idle, or `v` should preempt what runs). When it returns false and `v`
+    /// was queued, an idle CPU of its affinity could take it: [`RunQueue::queued_affinity`].
+    pub fn wake(&mut self, v: VcpuId, now: u64) -> bool {
+        let current = self.current;
+        let Some(vc) = self.s_mut(v) else { return false };
+        if vc.runnable {
+            return false;
+        }
+        vc.runnable = true;
+        vc.active = true;
+        if current == Some(v) {
+            // Blocked or put to sleep but not switched away from yet (its CPU reschedules
+            // soon): runnable again where it is, never queued for a second CPU.
+            return false;
+        }
+        // As in Xen: an UNDER vCPU (credit left, or new) is boosted on wake.
+        vc.prio = if vc.prio >= Prio::Under { Prio::Boost } else { Prio::Over };
+        let prio = vc.prio;
+        self.enqueue(v);
+        match current {
+            None => true,
+            Some(_) => {
+                self.burn(now);
+                prio > self.current_prio()
+            }
+        }
+    }
+
+    /// The affinity of `v` if it waits in this queue (for the caller to tickle an idle CPU
+    /// that may steal it).
+    pub fn queued_affinity(&self, v: VcpuId) -> Option<u64> {
+        self.s(v).filter(|s| s.queued).map(|s| s.affinity)
+    }
+
+    /// This CPU could not run `v`, the vCPU [`RunQueue::schedule`] chose (its context was not
+    /// to be had): it runs nothing now, and `v`, if still runnable, is queued again.
+    pub fn unpick(&mut self, v: VcpuId) {
+        if self.current == Some(v) {
+            self.current = None;
+        }
+        if self.s(v).is_some_and(|s| s.runnable) {
+            self.enqueue(v);
+        }
+    }
+
+    /// The running vCPU blocks (it is no longer runnable).
+    pub fn block(&mut self, now: u64) {
+        self.burn(now);
+        if let Some(v) = self.current {
+            if let Some(vc) = self.s_mut(v) {
+                vc.runnable = false;
+                // A boost lasts until the vCPU stops running.
+                if vc.prio == Prio::Boost {
+                    vc.prio = Prio::Under;
+                }
+            }
+        }
+    }
+
+    /// Owned vCPU `v` stops being runnable wherever it is (taken down, or its domain died):
+    /// off the run queue; if this CPU runs it, it must call [`RunQueue::schedule`] soon (the
+    /// caller asks it).
+    pub fn sleep(&mut self, v: VcpuId) {
+        let Some(vc) = self.s_mut(v) else { return };
+        vc.runnable = false;
+        if vc.prio == Prio::Boost {
+            vc.prio = Prio::Under;
+        }
+        self.dequeue(v);
+    }
+
+    /// The best eligible queued vCPU of at least `min` that may run on `for_cpu`, by
+    /// priority then FIFO: its place in the run queue.
+    fn best(&self, min: Prio, for_cpu: usize) -> Option<usize> {
+        let mut best: Option<(usize, Prio)> = None;
+        for (i, &v) in self.runq.iter().enumerate() {
+            let Some(s) = self.s(v) else { continue };
+            if !s.eligible() || s.affinity & (1 << for_cpu) == 0 {
+                continue;
+            }
+            if s.prio >= min && best.is_none_or(|(_, bp)| s.prio > bp) {
+                best = Some((i, s.prio));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn take_best(&mut self, min: Prio) -> Option<VcpuId> {
+        let i = self.best(min, self.cpu)?;
+        let v = self.runq.remove(i)?;
+        if let Some(s) = self.s_mut(v) {
+            s.queued = false;
+        }
+        Some(v)
+    }
+
+    /// Gives up the best queued vCPU of at least `min` that may run on CPU `thief` (a steal):
+    /// it leaves this queue with its payload.
+    pub fn take_for(&mut self, thief: usize, min: Prio) -> Option<(VcpuSched, P)> {
+        let i = self.best(min, thief)?;
+        let v = self.runq.remove(i)?;
+        let at = self.index(v)?;
+        let (mut s, p) = self.owned.swap_remove(at);
+        s.queued = false;
+        Some((s, p))
+    }
+
+    /// Chooses what this CPU runs from `now`. `yield_current` puts the running vCPU behind
+    /// its peers; `preempt` is a tickle (subject to the rate limit). `steal(min)` offers a
+    /// vCPU of at least `min` from another CPU's queue (taken with [`RunQueue::take_for`])
+    /// when the local choice is worse than UNDER; `acct_next` is the end of the accounting
+    /// period ([`Acct::next`]).
+    pub fn schedule(
+        &mut self,
+        now: u64,
+        yield_current: bool,
+        preempt: bool,
+        acct_next: u64,
+        steal: &mut dyn FnMut(Prio) -> Option<(VcpuSched, P)>,
+    ) -> Decision {
+        let started = self.since;
+        self.burn(now);
+        let cur = self.current;
+        if let Some(c) = cur {
+            let ran = now.saturating_sub(started);
+            let (eligible, runnable) = self.s(c).map_or((false, false), |s| (s.eligible(), s.runnable));
+            if preempt && !yield_current && eligible && ran < RATELIMIT_NS {
+                self.since = now;
+                return Decision { next: Some(c), until: now + (RATELIMIT_NS - ran) };
+            }
+            self.current = None;
+            if eligible || runnable {
+                self.enqueue(c);
+            }
+        }
+        // Local best; then steal UNDER/BOOST work if the local choice is worse (any work
+        // when there is none here).
+        let mut next = self.take_best(Prio::Over);
+        let local_prio = next.and_then(|v| self.prio(v)).unwrap_or(Prio::Idle);
+        if local_prio < Prio::Under {
+            let min = if next.is_none() { Prio::Over } else { Prio::Under };
+            if let Some((s, p)) = steal(min) {
+                if let Some(n) = next.take() {
+                    self.enqueue(n);
+                }
+                let id = s.id;
+                self.owned.push((s, p));
+                next = Some(id);
+            }
+        }
+        // A yielding vCPU that is the only candidate runs again.
+        if next.is_none() && yield_current {
+            if let Some(c) = cur.filter(|&c| self.s(c).is_some_and(VcpuSched::eligible)) {
+                next = self.take_best(Prio::Over).or_else(|| {
+                    self.dequeue(c);
+                    Some(c)
+                });
+            }
+        }
+        self.current = next;
+        self.since = now;
+        let until = (now + TSLICE_NS).min(acct_next.max(now + RATELIMIT_NS));
+        Decision { next, until }
+    }
+
+    /// The periodic tick: a running BOOST vCPU drops to UNDER/OVER.
+    pub fn tick(&mut self, now: u64) {
+        self.burn(now);
+        if let Some(v) = self.current {
+            if let Some(vc) = self.s_mut(v) {
+                if vc.prio == Prio::Boost {
+                    vc.prio = if vc.credit > 0 { Prio::Under } else { Prio::Over };
+                }
+            }
+        }
+    }
+
+    /// First visit of a share-out: adds the weights of this queue's active vCPUs.
+    pub fn weigh(&self, out: &mut Shareout) {
+        for (v, _) in &self.owned {
+            if v.active || v.runnable {
+                out.weight_total += v.dom.weight() as u64;
+            }
+        }
+    }
+
+    /// Second visit: each active vCPU gets its part of `out.periods` periods, and each
+    /// domain's cap budget is refilled (once).
+    pub fn share(&mut self, out: &Shareout) {
+        for (v, _) in self.owned.iter_mut() {
+            v.dom.refill_for(out.period);
+            if !(v.active || v.runnable) || out.weight_total == 0 {
+                continue;
+            }
+            let share = out.total_ns as i128 * v.dom.weight() as i128 / out.weight_total as i128;
+            for _ in 0..out.periods.min(2) {
+                v.credit = (v.credit + share as i64).clamp(-(TSLICE_NS as i64), TSLICE_NS as i64);
+            }
+            if v.prio != Prio::Boost {
+                v.prio = if v.credit > 0 { Prio::Under } else { Prio::Over };
+            }
+            // As in Xen: a vCPU leaves the share-out only once its credit is full (it is
+            // not using its share); running again makes it active.
+            if v.credit >= TSLICE_NS as i64 && !v.runnable {
+                v.active = false;
+            }
+        }
+    }
+}
+
+/// Every CPU's queue in one structure, as the tests' simulator drives them (the hypervisor
+/// locks each queue instead, and steals with a try-lock).
+#[derive(Debug)]
 pub struct Credit {
-    vcpus: Vec<Vcpu>,
-    doms: Vec<Dom>,
-    cpus: Vec<Cpu>,
-    next_acct: u64,
+    rqs: Vec<RunQueue<()>>,
+    doms: Vec<Arc<DomSched>>,
+    acct: Acct,
+    /// Per vCPU: the CPU whose queue owns it.
+    home: Vec<usize>,
 }
 
 impl Credit {
     pub fn new(nr_cpus: usize) -> Credit {
-        Credit { vcpus: Vec::new(), doms: Vec::new(), cpus: alloc::vec![Cpu::default(); nr_cpus], next_acct: TSLICE_NS }
+        Credit { rqs: (0..nr_cpus).map(RunQueue::new).collect(), doms: Vec::new(), acct: Acct::new(), home: Vec::new() }
     }
 
     /// Adds a domain; `cap` is a percentage of one CPU (0 = none).
     pub fn add_domain(&mut self, weight: u32, cap: u32) -> usize {
-        self.doms.push(Dom { weight: weight.clamp(1, 65535), cap, cap_budget: 0, parked: false });
-        let d = self.doms.len() - 1;
-        self.refill_cap(d);
-        d
+        self.doms.push(DomSched::new(weight, cap));
+        self.doms.len() - 1
     }
 
-    /// Sets weight and cap (`sched-credit`).
     pub fn set_params(&mut self, dom: usize, weight: u32, cap: u32) {
-        if let Some(d) = self.doms.get_mut(dom) {
-            d.weight = weight.clamp(1, 65535);
-            d.cap = cap;
+        if let Some(d) = self.doms.get(dom) {
+            d.set_params(weight, cap);
         }
     }
 
     /// Adds a blocked vCPU of `dom` that may run on the CPUs in `affinity` (bit mask).
     pub fn add_vcpu(&mut self, dom: usize, affinity: u64) -> VcpuId {
-        let mask = if self.cpus.len() >= 64 { u64::MAX } else { (1u64 << self.cpus.len()) - 1 };
-        let affinity = if affinity & mask == 0 { mask } else { affinity & mask };
-        let cpu = affinity.trailing_zeros() as usize;
-        self.vcpus.push(Vcpu { dom, credit: 0, prio: Prio::Under, runnable: false, affinity, cpu, active: false, queued: false });
-        self.vcpus.len() - 1
+        let id = self.home.len();
+        let s = VcpuSched::new(id, self.doms[dom].clone(), affinity, self.rqs.len());
+        let cpu = s.first_cpu();
+        self.rqs[cpu].adopt(s, ());
+        self.home.push(cpu);
+        id
     }
 
     pub fn current(&self, cpu: usize) -> Option<VcpuId> {
-        self.cpus[cpu].current
+        self.rqs[cpu].current()
     }
 
     pub fn prio(&self, v: VcpuId) -> Prio {
-        self.vcpus[v].prio
+        self.rqs[self.home[v]].prio(v).unwrap_or(Prio::Idle)
     }
 
     pub fn credit(&self, v: VcpuId) -> i64 {
-        self.vcpus[v].credit
+        self.rqs[self.home[v]].credit(v).unwrap_or(0)
     }
 
-    fn refill_cap(&mut self, d: usize) {
-        let dom = &mut self.doms[d];
-        if dom.cap == 0 {
-            dom.parked = false;
-            return;
-        }
-        let per_period = (TSLICE_NS * dom.cap as u64 / 100) as i64;
-        dom.cap_budget = dom.cap_budget.min(0) + per_period;
-        dom.parked = dom.cap_budget <= 0;
-    }
-
-    fn eligible(&self, v: VcpuId) -> bool {
-        self.vcpus[v].runnable && !self.doms[self.vcpus[v].dom].parked
-    }
-
-    fn enqueue(&mut self, v: VcpuId) {
-        if self.vcpus[v].queued {
-            return;
-        }
-        let cpu = self.vcpus[v].cpu;
-        self.vcpus[v].queued = true;
-        self.cpus[cpu].runq.push_back(v);
-    }
-
-    /// Charges the running vCPU of `cpu` for the time since it started or was last charged.
-    fn burn(&mut self, cpu: usize, now: u64) {
-        let c = &mut self.cpus[cpu];
-        let ran = now.saturating_sub(c.since);
-        c.since = now;
-        if let Some(v) = c.current {
-            let vc = &mut self.vcpus[v];
-            vc.credit -= ran as i64;
-            vc.active = true;
-            let d = &mut self.doms[vc.dom];
-            if d.cap != 0 {
-                d.cap_budget -= ran as i64;
-                if d.cap_budget <= 0 {
-                    d.parked = true;
-                }
-            }
-            // Out of credit means OVER, boosted or not: a vCPU that blocks before every tick
-            // must not keep the boost it woke with.
-            if vc.credit <= 0 {
-                vc.prio = Prio::Over;
-            } else if vc.prio != Prio::Boost {
-                vc.prio = Prio::Under;
-            }
-        }
-    }
-
-    /// A vCPU became runnable. Returns the CPU to reschedule now (a "tickle") if the vCPU
-    /// should preempt what runs there.
+    /// A vCPU became runnable. Returns the CPU to reschedule now (a "tickle"): its own if it
+    /// should preempt there, else an idle CPU of its affinity that will steal it.
     pub fn wake(&mut self, v: VcpuId, now: u64) -> Option<usize> {
-        if self.vcpus[v].runnable {
-            return None;
+        let h = self.home[v];
+        if self.rqs[h].wake(v, now) {
+            return Some(h);
         }
-        if self.cpus.iter().any(|c| c.current == Some(v)) {
-            // Blocked or put to sleep but not switched away from yet (its CPU reschedules
-            // soon): runnable again where it is, never queued for a second CPU.
-            let vc = &mut self.vcpus[v];
-            vc.runnable = true;
-            vc.active = true;
-            return None;
-        }
-        let vc = &mut self.vcpus[v];
-        vc.runnable = true;
-        vc.active = true;
-        // As in Xen: an UNDER vCPU (credit left, or new) is boosted on wake.
-        vc.prio = if vc.prio >= Prio::Under { Prio::Boost } else { Prio::Over };
-        // Prefer an idle CPU in the affinity mask, else the last one.
-        let aff = vc.affinity;
-        if let Some(idle) = (0..self.cpus.len()).find(|&c| aff & (1 << c) != 0 && self.cpus[c].current.is_none()) {
-            self.vcpus[v].cpu = idle;
-        }
-        self.enqueue(v);
-        let cpu = self.vcpus[v].cpu;
-        match self.cpus[cpu].current {
-            None => Some(cpu),
-            Some(cur) => {
-                self.burn(cpu, now);
-                (self.vcpus[v].prio > self.vcpus[cur].prio).then_some(cpu)
-            }
-        }
+        let aff = self.rqs[h].queued_affinity(v)?;
+        (0..self.rqs.len()).find(|&c| aff & (1 << c) != 0 && self.rqs[c].current().is_none())
     }
 
-    /// `cpu` could not run `v`, the vCPU [`Credit::schedule`] chose for it (its context was
-    /// not to be had): it runs nothing now, and `v`, if still runnable, is queued again.
     pub fn unpick(&mut self, cpu: usize, v: VcpuId) {
-        if self.cpus[cpu].current == Some(v) {
-            self.cpus[cpu].current = None;
-        }
-        if self.vcpus[v].runnable {
-            self.enqueue(v);
-        }
+        self.rqs[cpu].unpick(v)
     }
 
-    /// The running vCPU of `cpu` blocks (it is no longer runnable).
     pub fn block(&mut self, cpu: usize, now: u64) {
-        self.burn(cpu, now);
-        if let Some(v) = self.cpus[cpu].current {
-            let vc = &mut self.vcpus[v];
-            vc.runnable = false;
-            // A boost lasts until the vCPU stops running.
-            if vc.prio == Prio::Boost {
-                vc.prio = Prio::Under;
-            }
-        }
+        self.rqs[cpu].block(now)
     }
 
-    /// A vCPU stops being runnable wherever it is (taken down, or its domain died): off its
-    /// run queue; a CPU running it must call [`Credit::schedule`] soon (the caller asks it).
     pub fn sleep(&mut self, v: VcpuId) {
-        let vc = &mut self.vcpus[v];
-        vc.runnable = false;
-        if vc.prio == Prio::Boost {
-            vc.prio = Prio::Under;
+        let h = self.home[v];
+        self.rqs[h].sleep(v)
+    }
+
+    /// Runs the share-out of the periods that ended by `now`, if any.
+    fn account_if_due(&mut self, now: u64) {
+        let (periods, period) = self.acct.claim(now);
+        if periods == 0 {
+            return;
         }
-        if vc.queued {
-            vc.queued = false;
-            for c in self.cpus.iter_mut() {
-                c.runq.retain(|&q| q != v);
-            }
+        let mut out = Shareout { total_ns: TSLICE_NS * self.rqs.len() as u64, period, periods, weight_total: 0 };
+        for rq in &self.rqs {
+            rq.weigh(&mut out);
+        }
+        for rq in self.rqs.iter_mut() {
+            rq.share(&out);
         }
     }
 
-    /// Picks the best eligible vCPU from `cpu`'s queue (removing it), by priority then FIFO.
-    fn take_best(&mut self, cpu: usize, min: Prio, for_cpu: usize) -> Option<VcpuId> {
-        let mut best: Option<(usize, Prio)> = None;
-        for (i, &v) in self.cpus[cpu].runq.iter().enumerate() {
-            if !self.eligible(v) || self.vcpus[v].affinity & (1 << for_cpu) == 0 {
-                continue;
-            }
-            let p = self.vcpus[v].prio;
-            if p >= min && best.is_none_or(|(_, bp)| p > bp) {
-                best = Some((i, p));
-            }
-        }
-        let (i, _) = best?;
-        let v = self.cpus[cpu].runq.remove(i)?;
-        self.vcpus[v].queued = false;
-        Some(v)
-    }
-
-    /// Chooses what `cpu` runs from `now`. `yield_current` puts the running vCPU behind its
-    /// peers; `preempt` is a tickle (subject to the rate limit).
     pub fn schedule(&mut self, cpu: usize, now: u64, yield_current: bool, preempt: bool) -> Decision {
         self.account_if_due(now);
-        let started = self.cpus[cpu].since;
-        self.burn(cpu, now);
-        let cur = self.cpus[cpu].current;
-        if let Some(c) = cur {
-            let ran = now.saturating_sub(started);
-            if preempt && !yield_current && self.eligible(c) && ran < RATELIMIT_NS {
-                self.cpus[cpu].since = now;
-                return Decision { next: Some(c), until: now + (RATELIMIT_NS - ran) };
-            }
-            self.cpus[cpu].current = None;
-            if self.eligible(c) || self.vcpus[c].runnable {
-                self.vcpus[c].cpu = cpu;
-                self.enqueue(c);
-            }
-        }
-        // Local best; then steal UNDER/BOOST work if the local choice is worse.
-        let mut next = self.take_best(cpu, Prio::Over, cpu);
-        let local_prio = next.map(|v| self.vcpus[v].prio).unwrap_or(Prio::Idle);
-        if local_prio < Prio::Under {
-            for other in (0..self.cpus.len()).filter(|&o| o != cpu) {
-                if let Some(v) = self.take_best(other, Prio::Under, cpu) {
-                    if let Some(n) = next.take() {
-                        self.enqueue(n);
-                    }
-                    self.vcpus[v].cpu = cpu;
-                    next = Some(v);
-                    break;
+        let mut mine = core::mem::replace(&mut self.rqs[cpu], RunQueue::new(cpu));
+        let acct_next = self.acct.next();
+        let (rqs, home) = (&mut self.rqs, &mut self.home);
+        let d = mine.schedule(now, yield_current, preempt, acct_next, &mut |min| {
+            for other in (0..rqs.len()).filter(|&o| o != cpu) {
+                if let Some((s, p)) = rqs[other].take_for(cpu, min) {
+                    home[s.id()] = cpu;
+                    return Some((s, p));
                 }
             }
-        }
-        // A yielding vCPU that is the only candidate runs again.
-        if next.is_none() && yield_current {
-            if let Some(c) = cur.filter(|&c| self.eligible(c)) {
-                next = self.take_best(cpu, Prio::Over, cpu).or(Some(c));
-            }
-        }
-        self.cpus[cpu].current = next;
-        self.cpus[cpu].since = now;
-        let until = (now + TSLICE_NS).min(self.next_acct.max(now + RATELIMIT_NS));
-        Decision { next, until }
+            None
+        });
+        self.rqs[cpu] = mine;
+        d
     }
 
-    /// The periodic tick of `cpu`: a running BOOST vCPU drops to UNDER/OVER.
     pub fn tick(&mut self, cpu: usize, now: u64) {
-        self.burn(cpu, now);
-        if let Some(v) = self.cpus[cpu].current {
-            let vc = &mut self.vcpus[v];
-            if vc.prio == Prio::Boost {
-                vc.prio = if vc.credit > 0 { Prio::Under } else { Prio::Over };
-            }
-        }
+        self.rqs[cpu].tick(now);
         self.account_if_due(now);
     }
 
-    /// Shares out one period of credit if the period has ended.
-    fn account_if_due(&mut self, now: u64) {
-        while now >= self.next_acct {
-            self.next_acct += TSLICE_NS;
-            self.account();
-        }
-    }
-
-    fn account(&mut self) {
-        let total = (TSLICE_NS * self.cpus.len() as u64) as i64;
-        let mut active_per_dom = alloc::vec![0u64; self.doms.len()];
-        for v in &self.vcpus {
-            if v.active || v.runnable {
-                active_per_dom[v.dom] += 1;
+    /// The structure's invariants (for the tests): every vCPU is owned by exactly the queue
+    /// its home names; a queue's run queue holds exactly its queued vCPUs, once each; a
+    /// running vCPU is not queued.
+    pub fn check(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        for (v, &h) in self.home.iter().enumerate() {
+            let owners: Vec<usize> = (0..self.rqs.len()).filter(|&c| self.rqs[c].owns(v)).collect();
+            if owners != [h] {
+                return Err(format!("vCPU {v}: home {h}, owned by {owners:?}"));
             }
         }
-        let weight_total: u64 = self.doms.iter().enumerate().map(|(d, dom)| dom.weight as u64 * active_per_dom[d]).sum();
-        if weight_total > 0 {
-            for v in self.vcpus.iter_mut() {
-                if !(v.active || v.runnable) {
-                    continue;
+        for rq in &self.rqs {
+            for (s, _) in &rq.owned {
+                let n = rq.runq.iter().filter(|&&q| q == s.id).count();
+                if n != usize::from(s.queued) {
+                    return Err(format!("CPU {}: vCPU {} queued {} but {} times in the queue", rq.cpu, s.id, s.queued, n));
                 }
-                let share = total as i128 * self.doms[v.dom].weight as i128 / weight_total as i128;
-                v.credit = (v.credit + share as i64).clamp(-(TSLICE_NS as i64), TSLICE_NS as i64);
-                if v.prio != Prio::Boost {
-                    v.prio = if v.credit > 0 { Prio::Under } else { Prio::Over };
-                }
-                // As in Xen: a vCPU leaves the share-out only once its credit is full (it is
-                // not using its share); running again makes it active.
-                if v.credit >= TSLICE_NS as i64 && !v.runnable {
-                    v.active = false;
+            }
+            if rq.runq.iter().any(|&q| !rq.owns(q)) {
+                return Err(format!("CPU {}: queues a vCPU it does not own", rq.cpu));
+            }
+            if let Some(c) = rq.current {
+                if !rq.owns(c) || rq.s(c).is_some_and(|s| s.queued) {
+                    return Err(format!("CPU {}: runs vCPU {c}, not owned or also queued", rq.cpu));
                 }
             }
         }
-        for d in 0..self.doms.len() {
-            self.refill_cap(d);
-        }
+        Ok(())
     }
 }
 
@@ -690,6 +1016,58 @@ mod tests {
             assert!(s.ran[v] > 0, "vCPU {v} never ran");
             assert!(s.max_gap[v] < 2 * SEC, "vCPU {v} waited {} ms", s.max_gap[v] / 1_000_000);
         }
+    }
+
+    /// Random wakes, blocks, sleeps, schedules (with and without yields, steals) and ticks on
+    /// 1-4 CPUs keep the queues' structure sound, and every runnable vCPU is somewhere a CPU
+    /// can find it (running or queued).
+    #[test]
+    fn random_operations_keep_the_queues_sound() {
+        use proptest::prelude::*;
+        proptest!(ProptestConfig::with_cases(256), |(cpus in 1usize..5, affs in proptest::collection::vec(any::<u64>(), 1..8),
+            ops in proptest::collection::vec((0u8..6, any::<usize>(), any::<bool>()), 1..200))| {
+            let mut c = Credit::new(cpus);
+            let d = c.add_domain(256, 0);
+            let e = c.add_domain(512, 30);
+            let vs: Vec<_> = affs.iter().enumerate().map(|(i, &a)| c.add_vcpu(if i % 2 == 0 { d } else { e }, a)).collect();
+            let mut now = 0;
+            for (op, x, b) in ops {
+                now += 700_000;
+                let v = vs[x % vs.len()];
+                let cpu = x % cpus;
+                match op {
+                    0 | 1 => { c.wake(v, now); }
+                    2 => c.block(cpu, now),
+                    3 => c.sleep(v),
+                    4 => { c.schedule(cpu, now, b, !b); }
+                    _ => c.tick(cpu, now),
+                }
+                prop_assert!(c.check().is_ok(), "{:?}", c.check());
+            }
+            // Nothing runnable is lost: every runnable vCPU runs or waits in a queue.
+            for &v in &vs {
+                let rq = &c.rqs[c.home[v]];
+                let s = rq.s(v).unwrap();
+                prop_assert!(!s.runnable || s.queued || rq.current == Some(v), "vCPU {} runnable but nowhere", v);
+            }
+        });
+    }
+
+    /// A CPU with nothing of its own steals queued work within the vCPU's affinity, and the
+    /// payload moves with it.
+    #[test]
+    fn an_idle_cpu_steals_within_affinity() {
+        let mut c = Credit::new(3);
+        let d = c.add_domain(256, 0);
+        let a = c.add_vcpu(d, 0b001);
+        let b = c.add_vcpu(d, 0b011);
+        c.wake(a, 0);
+        assert_eq!(c.schedule(0, 0, false, false).next, Some(a));
+        c.wake(b, 10);
+        assert_eq!(c.schedule(2, 20, false, false).next, None, "CPU 2 is outside b's affinity");
+        assert_eq!(c.schedule(1, 30, false, false).next, Some(b));
+        assert_eq!(c.home[b], 1);
+        c.check().unwrap();
     }
 
     #[test]

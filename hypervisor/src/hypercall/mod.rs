@@ -113,9 +113,10 @@ pub enum Class {
     /// event channels, `console_io`, `set_timer_op`, `vcpu_op`'s timer and `is_up`
     /// commands, and `multicall` (which takes the memory lock for its batch).
     LockFree,
-    /// The hypervisor lock: what changes the scheduler's view of a vCPU (`sched_op`, the
-    /// rest of `vcpu_op`), and unknown numbers (`-ENOSYS` there).
-    Global,
+    /// Run-queue locks (of this CPU, or of the queue owning the vCPU named): what changes
+    /// the scheduler's view of a vCPU (`sched_op`, the rest of `vcpu_op`), and unknown
+    /// numbers (`-ENOSYS` there). No lock is held on entry.
+    Sched,
 }
 
 /// The class of hypercall `n` with first argument `a1`.
@@ -127,7 +128,7 @@ pub fn class(n: u64, a1: u64) -> Class {
         _ if domain_class(n) => Class::Domain,
         nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL => Class::LockFree,
         nr::VCPU_OP if vcpu::is_local_op(a1) => Class::LockFree,
-        _ => Class::Global,
+        _ => Class::Sched,
     }
 }
 
@@ -162,7 +163,7 @@ pub fn without_global(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
                 lock_free(pc, f, n, args).unwrap_or(Err(Errno::ENOSYS))
             }
         }
-        Class::Local | Class::Global => return false,
+        Class::Local | Class::Sched => return false,
     };
     store_result(f, r);
     true

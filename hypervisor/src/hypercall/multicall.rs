@@ -90,13 +90,12 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
 }
 
 /// One entry of a batch: with the memory lock (`mm`, taken if the batch let it go) for the
-/// domain-class and lock-free kinds, with the hypervisor lock instead for the others.
+/// domain-class and lock-free kinds; without it for the scheduler kind (whose run-queue
+/// locks come before the memory lock).
 fn entry<'s>(pc: &mut PerCpu, mm: &mut Option<MmGuard<'s>>, shared: &'s DomShared, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
-    if super::class(n, a.0[0]) == super::Class::Global {
+    if super::class(n, a.0[0]) == super::Class::Sched {
         *mm = None;
-        let mut gg = crate::global();
-        let Some(g) = gg.as_mut() else { return Err(Errno::EINVAL) };
-        return super::call(&mut crate::Hv { pc, g }, f, n, a);
+        return super::call(&mut crate::Hv { pc }, f, n, a);
     }
     let g = mm.get_or_insert_with(|| shared.mm());
     super::call_unlocked(&mut Mx { pc, mm: g }, f, n, a)

@@ -35,15 +35,12 @@ const MAX_POLL_PORTS: u32 = 128;
 /// one already is: no lost wake-up).
 fn block(hv: &mut Hv) -> HcResult {
     let (d, v) = (hv.pc.cur.shared.clone(), hv.pc.cur.id);
-    crate::events::set_upcall_mask(hv.dom(), v, 0);
-    // Announced before the last look: an event sent without the hypervisor lock sees the
-    // bit, or this sees the event (`ports::notify_lockfree`).
+    crate::events::set_upcall_mask(&d, v, 0);
+    // Announced before the last look (made under the run-queue lock a waker takes:
+    // `schedule::block_current`): an event sent without that lock sees the bit, or the
+    // look sees the event (`ports::notify_lockfree`).
     d.sleeping.fetch_or(1 << v, Ordering::SeqCst);
-    if crate::events::upcall_due(hv.dom(), v) {
-        d.sleeping.fetch_and(!(1 << v), Ordering::SeqCst);
-    } else {
-        crate::schedule::block_current(hv);
-    }
+    crate::schedule::block_current(hv, crate::schedule::Sleep::Block);
     Ok(0)
 }
 
@@ -82,10 +79,7 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
     if let Some(t) = d.timers.get(v as usize) {
         t.poll.store(timeout, Ordering::Relaxed);
     }
-    if let Some(v) = hv.vs() {
-        v.poll_ports = list;
-    }
-    crate::schedule::block_current(hv);
+    crate::schedule::block_current(hv, crate::schedule::Sleep::Poll(list));
     Ok(0)
 }
 

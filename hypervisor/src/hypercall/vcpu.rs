@@ -2,7 +2,7 @@
 //! runstate) and `set_timer_op`.
 
 use super::{read_guest, write_guest, HcResult};
-use crate::domain::{vi, VcpuInfoAt, VcpuState};
+use crate::domain::{vi, VcpuInfoAt};
 use crate::events::now;
 use core::sync::atomic::Ordering;
 use crate::Hv;
@@ -23,46 +23,71 @@ const MIN_PERIOD_NS: u64 = 1_000_000;
 const MAX_PERIOD_NS: u64 = 86_400 * 1_000_000_000;
 
 pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
-    let dom = hv.pc.cur.dom;
-    if vcpu >= hv.dom().nr_vcpus() as u64 {
+    let d = hv.pc.cur.shared.clone();
+    if vcpu >= d.nr_vcpus() as u64 {
         return Err(Errno::ENOENT);
     }
     let id = vcpu as u32;
-    fn target<'a>(hv: &'a mut Hv<'_>, dom: guest_abi::DomId, id: u32) -> Result<&'a mut VcpuState, Errno> {
-        hv.g.domains.vcpu_mut(dom, id).ok_or(Errno::ENOENT)
-    }
+    let sid = crate::domain::sched_id(d.id, id);
     match cmd {
         VCPUOP_INITIALISE => initialise(hv, id, arg),
         VCPUOP_UP => {
-            let v = target(hv, dom, id)?;
-            if !v.initialised {
-                return Err(Errno::EINVAL);
-            }
-            if v.down {
-                v.down = false;
-                hv.dom().shared.set_up(id, true);
-                crate::schedule::wake(hv, dom, id);
+            // Under the lock of the queue owning the vCPU: an up and a down of one vCPU
+            // from two CPUs happen one after the other.
+            let r = crate::state::with_owner(&d, id, |rq| {
+                let s = rq.payload_mut(sid).ok_or(Errno::ENOENT)?;
+                if !s.state.initialised {
+                    return Err(Errno::EINVAL);
+                }
+                if !s.state.down {
+                    return Ok(false);
+                }
+                s.state.down = false;
+                d.set_up(id, true);
+                Ok(true)
+            })
+            .ok_or(Errno::ENOENT)??;
+            if r {
+                crate::schedule::wake_shared(hv.pc, &d, id);
             }
             Ok(0)
         }
         VCPUOP_DOWN => {
-            let v = target(hv, dom, id)?;
-            if v.down {
-                return Ok(0);
+            // The last vCPU up going down powers the domain off (as Xen): the up mask loses
+            // the bit only while another bit remains, so two vCPUs downing each other from
+            // two CPUs cannot both go.
+            enum Down {
+                Already,
+                Last,
+                Stopped(Option<usize>),
             }
-            let others_up = hv.dom().vcpus.iter().enumerate().any(|(n, v)| n as u32 != id && !v.down);
-            if !others_up {
-                // The last vCPU going down: the domain powers off (as Xen).
-                crate::bounce::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff);
-                return Ok(0);
+            let t = now();
+            let r = crate::state::with_owner(&d, id, |rq| {
+                let s = rq.payload_mut(sid).ok_or(Errno::ENOENT)?;
+                if s.state.down {
+                    return Ok::<_, Errno>(Down::Already);
+                }
+                let bit = 1u64 << id;
+                let cleared = d.up.fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| (m & !bit != 0).then_some(m & !bit));
+                if cleared.is_err() {
+                    return Ok(Down::Last);
+                }
+                s.state.down = true;
+                Ok(Down::Stopped(crate::schedule::stop_locked(rq, sid, t)))
+            })
+            .ok_or(Errno::ENOENT)??;
+            match r {
+                Down::Already | Down::Stopped(None) => {}
+                Down::Last => crate::bounce::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff),
+                Down::Stopped(Some(cpu)) => crate::schedule::stopped_on(hv.pc, &d, id, cpu),
             }
-            target(hv, dom, id)?.down = true;
-            hv.dom().shared.set_up(id, false);
-            crate::schedule::stop(hv, dom, id);
             Ok(0)
         }
         VCPUOP_GET_RUNSTATE_INFO => {
-            let (state, entry, times) = target(hv, dom, id)?.runstate_at(now());
+            let t = now();
+            let (state, entry, times) = crate::state::with_owner(&d, id, |rq| rq.payload(sid).map(|s| s.state.runstate_at(t)))
+                .flatten()
+                .ok_or(Errno::ENOENT)?;
             let mut b = [0u8; 48];
             b[..4].copy_from_slice(&state.to_le_bytes());
             b[8..16].copy_from_slice(&entry.to_le_bytes());
@@ -178,7 +203,9 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     read_guest(hv, arg, &mut b)?;
     let mfn = Mfn(u64::from_le_bytes(b[..8].try_into().unwrap_or_default()));
     let offset = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default()) as usize;
-    if offset > 4096 - vi::SIZE || hv.dom().vcpu_info_registered & (1 << id) != 0 {
+    // Claimed once (as Xen): a second call, or one racing it from another CPU, fails.
+    let bit = 1u64 << id;
+    if offset > 4096 - vi::SIZE || hv.dom().vcpu_info_registered.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
         return Err(Errno::EINVAL);
     }
     let dom = hv.pc.cur.dom;
@@ -201,8 +228,10 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
         infos.set(id, VcpuInfoAt { frame: mfn, offset });
         Ok::<(), hv_core::pt::PtError>(())
     })
-    .map_err(|_| Errno::EINVAL)?;
-    hv.dom_mut().vcpu_info_registered |= 1 << id;
+    .map_err(|_| {
+        hv.dom().vcpu_info_registered.fetch_and(!bit, Ordering::AcqRel);
+        Errno::EINVAL
+    })?;
     crate::schedule::wake(hv, dom, id);
     Ok(0)
 }
@@ -266,10 +295,22 @@ fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
 /// trap table must not enlarge the stack frame of the hypercall dispatch.
 #[inline(never)]
 fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
-    let dom = hv.pc.cur.dom;
-    if hv.g.domains.vcpu(dom, id).ok_or(Errno::ENOENT)?.initialised {
+    // Claimed once: a second call, or one racing it from another CPU, gets -EEXIST; a
+    // failure below gives the claim back.
+    let d = hv.pc.cur.shared.clone();
+    let bit = 1u64 << id;
+    if d.claimed.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
         return Err(Errno::EEXIST);
     }
+    let r = initialise_claimed(hv, id, arg);
+    if r.is_err() {
+        d.claimed.fetch_and(!bit, Ordering::AcqRel);
+    }
+    r
+}
+
+fn initialise_claimed(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
+    let dom = hv.pc.cur.dom;
     let mut c = alloc::vec![0u8; ctx::SIZE];
     read_guest(hv, arg, &mut c)?;
     let frame = user_regs(&c[ctx::USER_REGS..ctx::TRAP_CTXT])?;
@@ -350,28 +391,42 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
             }
         }
     })?;
-    // Never initialised, so never run: its context waits here.
-    let v = crate::schedule::ctx_mut(hv, dom, id).ok_or(Errno::ENOENT)?;
-    v.frame = frame;
-    v.traps = traps;
-    v.callbacks = callbacks;
-    v.kernel_ss = super::traps::fixup_ss(u64at(&c, ctx::KERNEL_SS) as u16);
-    v.kernel_sp = kernel_sp;
-    v.l4 = l4;
-    v.gdt = gdt;
-    v.ldt = ldt;
-    v.ldt_ents = ldt_ents as u32;
-    v.fpu_ts = false;
-    *v.fpu = fpu;
-    // DS, ES, FS, GS of cpu_user_regs: loaded (and refused to the failsafe callback, as
-    // Xen) when the vCPU first runs.
-    let r = &c[ctx::USER_REGS..ctx::TRAP_CTXT];
-    v.sel = [176, 168, 184, 192].map(|o| u64at(r, o) as u16);
-    v.fs_base = fs;
-    v.gs_base = gs_kernel;
-    v.kernel_gs_base = gs_user;
-    if let Some(s) = hv.g.domains.vcpu_mut(dom, id) {
-        s.initialised = true;
+    // Never initialised, so never run: its context waits in its slot.
+    let d = hv.pc.cur.shared.clone();
+    let installed = crate::state::with_owner(&d, id, |rq| {
+        let s = rq.payload_mut(crate::domain::sched_id(dom, id))?;
+        let v = s.ctx.as_mut()?;
+        v.frame = frame;
+        v.traps = traps;
+        v.callbacks = callbacks;
+        v.kernel_ss = super::traps::fixup_ss(u64at(&c, ctx::KERNEL_SS) as u16);
+        v.kernel_sp = kernel_sp;
+        v.l4 = l4;
+        v.gdt = gdt;
+        v.ldt = ldt;
+        v.ldt_ents = ldt_ents as u32;
+        v.fpu_ts = false;
+        *v.fpu = fpu;
+        // DS, ES, FS, GS of cpu_user_regs: loaded (and refused to the failsafe callback, as
+        // Xen) when the vCPU first runs.
+        let r = &c[ctx::USER_REGS..ctx::TRAP_CTXT];
+        v.sel = [176, 168, 184, 192].map(|o| u64at(r, o) as u16);
+        v.fs_base = fs;
+        v.gs_base = gs_kernel;
+        v.kernel_gs_base = gs_user;
+        s.state.initialised = true;
+        Some(())
+    })
+    .flatten();
+    if installed.is_none() {
+        // Never expected (an uninitialised vCPU never ran): the references go back.
+        super::with_mm(hv, |mx| {
+            let mut dm = DirectMap;
+            super::desc::release(mx, &gdt);
+            super::desc::release(mx, &ldt);
+            crate::guest::pt!(mx, dm).put_root(l4);
+        });
+        return Err(Errno::ENOENT);
     }
     log::debug!("d{}v{} initialised: rip {:#x} rsp {:#x} root {:?}", dom, id, frame.rip, frame.rsp, l4);
     Ok(0)
