@@ -146,7 +146,7 @@ fn push_handler_frame(c: &impl OnCpu, f: &mut TrapFrame, handler: u64, below: &[
 /// An exception the current vCPU takes to its own handler, bounced without the hypervisor
 /// lock: under its domain's memory lock (the frame goes onto its kernel stack). Returns
 /// false, having changed nothing, for everything else (no handler, a stack that cannot
-/// take the frame, NMI, #DF, #MC, a user-mode `syscall`): the locked path handles those.
+/// take the frame, NMI, #DF, #MC, a user-mode `syscall`): the slow path handles those.
 pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     let v = f.vector;
     let cur = &pc.cur;
@@ -175,13 +175,13 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     true
 }
 
-/// After an entry handled without the hypervisor lock: resumes the current vCPU with `f`,
+/// After an entry handled on the fast path: resumes the current vCPU with `f`,
 /// first delivering an owed upcall to its event callback (under its domain's memory lock:
-/// the frame goes onto its kernel stack). Returns false, for the locked path, when another
+/// the frame goes onto its kernel stack). Returns false, for the slow path, when another
 /// CPU asked this one to pick again (a wakeup, the vCPU stopped or its domain died: those
 /// come with a reschedule request), the vCPU yielded or blocked (a multicall entry), a
 /// sleeper may need waking, the upcall's stack cannot
-/// take the frame (nothing changed: the locked path crashes the domain), or the frame needs
+/// take the frame (nothing changed: the slow path crashes the domain), or the frame needs
 /// the refusal path.
 #[inline]
 pub fn exit_locally(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {

@@ -22,9 +22,10 @@ pub struct Callbacks {
 }
 
 /// A virtual CPU's context: what it runs with. It lives in exactly one place: the
-/// per-CPU structure of the CPU running it (`PerCpu::cur`, owned by that CPU alone) or the
-/// hypervisor's waiting list (`Global::others`). What other CPUs need to see of a vCPU
-/// (whether it sleeps, its timers, its runstate) is its [`VcpuState`], kept in its domain.
+/// per-CPU structure of the CPU running it (`PerCpu::cur`, owned by that CPU alone) or its
+/// [`Slot`] in the run queue that owns it (`state`). What other CPUs need to see of a vCPU
+/// (whether it sleeps, its runstate) is its [`VcpuState`], in that slot; its timers are in
+/// its domain.
 pub struct Vcpu {
     /// Its domain and its number in that domain.
     pub dom: DomId,
@@ -55,7 +56,7 @@ pub struct Vcpu {
     pub sel: hv_arch::cpu::DataSelectors,
     /// Recent guest translations through `l4` (see `hv_core::guest_access`).
     pub xlat: hv_core::guest_access::XlatCache,
-    /// What of its domain it reaches without the hypervisor lock.
+    /// What of its domain it reaches without a lock of the scheduler's.
     pub shared: alloc::sync::Arc<DomShared>,
 }
 
@@ -154,19 +155,18 @@ pub struct VcpuInfoAt {
     pub offset: usize,
 }
 
-/// What of a domain its vCPUs reach without the hypervisor lock: shared (through an `Arc`)
-/// by the domain and its vCPUs' contexts.
+/// A domain: what its vCPUs and every CPU reach of it, shared (through an `Arc`) by the
+/// domain registry, its vCPUs' contexts and their slots. There is no other domain object.
 pub struct DomShared {
     pub id: DomId,
     pub privileged: bool,
     pub vcpu_info: VcpuInfos,
-    /// Bit n set while vCPU n is up (mirrors `VcpuState::down`, which changes under the
-    /// hypervisor lock).
+    /// Bit n set while vCPU n is up (mirrors `VcpuState::down`: both change under the lock
+    /// of the queue owning the vCPU).
     pub up: core::sync::atomic::AtomicU64,
     /// The domain's memory lock (see `locks`): its page-table operations and every change of
-    /// its frames' owners happen under it. A ticket lock: a CPU that holds the hypervisor
-    /// lock and waits for it is served in turn, however busy the domain's other vCPUs keep
-    /// it.
+    /// its frames' owners happen under it. A ticket lock: a CPU that waits for it is
+    /// served in turn, however busy the domain's other vCPUs keep it.
     mm: spin::mutex::TicketMutex<DomMm>,
     /// Its shared_info frame (held for the domain's life).
     pub shared_info: Mfn,
@@ -176,7 +176,7 @@ pub struct DomShared {
     pub ports: spin::mutex::TicketMutex<hv_core::evtchn::DomainEvents>,
     /// Bit n set while vCPU n sleeps in `SCHEDOP_block` or `SCHEDOP_poll` (set before the
     /// sleeper's last look for events, cleared when it is woken), and while it polls: an
-    /// event sent without the hypervisor lock takes it only to wake such a vCPU.
+    /// event sent looks at a run queue only to wake such a vCPU.
     pub sleeping: core::sync::atomic::AtomicU64,
     pub polling: core::sync::atomic::AtomicU64,
     /// Shut down or crashed: the `ShutdownReason` + 1 (0 while alive); set once.
@@ -204,7 +204,7 @@ pub struct DomShared {
     pub timers: alloc::vec::Vec<VcpuTimer>,
 }
 
-/// A vCPU's timers, reached without the hypervisor lock: the CPU it last ran on (its
+/// A vCPU's timers, reached without locks: the CPU it last ran on (its
 /// `home`) fires them and arms its LAPIC for them (`timers`). Deadlines are system time in
 /// ns, 0 for none; a firing CPU clears or advances one with a compare-and-swap, so each
 /// expiry raises VIRQ_TIMER once.
@@ -321,7 +321,7 @@ impl DomShared {
 }
 
 /// Where each vCPU of a domain has its `vcpu_info`, so that the CPU running a vCPU reads it
-/// without the hypervisor lock. Each entry is one atomic word: the machine address of the
+/// without a lock. Each entry is one atomic word: the machine address of the
 /// area.
 pub struct VcpuInfos(alloc::vec::Vec<core::sync::atomic::AtomicU64>);
 
@@ -415,7 +415,7 @@ pub fn sched_id(dom: DomId, vcpu: u32) -> usize {
     dom as usize * MAX_VCPUS + vcpu as usize
 }
 
-/// What every CPU reaches of each domain without the hypervisor lock, by id: written when a
+/// Every domain, by id, as every CPU reaches it: written when a
 /// domain is made (read-mostly: a leaf lock, held for a lookup).
 static REGISTRY: spin::RwLock<alloc::vec::Vec<alloc::sync::Arc<DomShared>>> = spin::RwLock::new(alloc::vec::Vec::new());
 

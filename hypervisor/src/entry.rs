@@ -19,7 +19,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     let mut pg = crate::percpu::this();
     let Some(pc) = pg.as_mut() else { panic!("guest trap on a CPU without its structure") };
     crate::shootdown::enter(pc);
-    // Hypercalls that need only this CPU's structure run without the hypervisor lock;
+    // The fast path: hypercalls that need only this CPU's structure run without a lock;
     // page-table hypercalls and exceptions bounced to the guest's own handlers under the
     // current domain's memory lock alone; and so does the way back when there is nothing
     // else to do on this CPU.
@@ -28,7 +28,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     // takes the locks it needs on its own (there is no global lock).
     let mut tick = false;
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        crate::hypercall::without_global(pc, f)
+        crate::hypercall::fast_path(pc, f)
     } else if f.vector == hv_arch::lapic::TIMER_VECTOR as u64 {
         hv_arch::lapic::eoi();
         pc.wake_pass |= crate::timers::fire(pc);

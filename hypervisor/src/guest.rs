@@ -55,7 +55,7 @@ impl OnCpu for Mx<'_> {
     }
 }
 
-/// Runs `f` with the current domain's memory lock (taken after the hypervisor lock).
+/// Runs `f` with the current domain's memory lock (no run-queue lock may be held).
 pub fn with_mm<R>(hv: &mut Hv<'_>, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
     let shared = hv.pc.cur.shared.clone();
     let mut mm = shared.mm();

@@ -19,7 +19,7 @@ pub struct MappedDesc {
 }
 
 pub struct PerCpu {
-    /// The CPU's number (its index in `Global::cpus`).
+    /// The CPU's number (its index in `Machine::cpus`).
     pub id: usize,
     pub tables: CpuTables,
     /// The vCPU it runs (or last ran), or a placeholder when idle; and a spare placeholder.
@@ -33,8 +33,8 @@ pub struct PerCpu {
     pub next_tick: u64,
     /// Pick again before resuming (a higher-priority vCPU woke, the current one stopped).
     pub need_resched: bool,
-    /// A hypercall made without the hypervisor lock may have to wake a sleeper: the way
-    /// back takes the lock and looks (`schedule::check_sleepers`).
+    /// A fast-path hypercall may have to wake a sleeper: the way back takes the slow path,
+    /// which looks (`schedule::check_sleepers`).
     pub wake_pass: bool,
     /// The current vCPU yielded.
     pub yielded: bool,

@@ -1,10 +1,10 @@
-//! Event channels without the hypervisor lock: each domain's ports sit under its own event
+//! Event channels: each domain's ports sit under its own event
 //! lock (`DomShared::ports`), and an operation holds the locks of exactly the domains it
 //! names (its own, the other domain of its arguments, the peer of its port: see
 //! `hv_core::evtchn::Table`), two of them lower id first. The pending, mask and selector
 //! bits live in the domains' shared_info and `vcpu_info` pages and change by atomic byte
 //! operations ([`PortBits`]). An operation returns the vCPU to notify ([`Kick`]); what it
-//! takes to notify it without the hypervisor lock is [`notify_lockfree`].
+//! takes to notify it without a run-queue lock is [`notify_lockfree`].
 
 use crate::domain::{shared_of, vi, DomShared};
 use crate::locks::{Level, Ordered};
@@ -167,10 +167,10 @@ impl Bits for PortBits<'_> {
     }
 }
 
-/// After an event operation made without the hypervisor lock, on the domains `doms` it
+/// After an event operation on the domains `doms` it
 /// held: makes the kicked vCPU notice (a CPU running it gets the reschedule IPI; the
-/// current vCPU takes its upcall on the way out) and says whether the hypervisor lock is
-/// needed after all: a vCPU of one of them sleeps and might be waiting for this (the
+/// current vCPU takes its upcall on the way out) and says whether a sleeper check
+/// (`schedule::check_sleepers`, under run-queue locks) is needed after all: a vCPU of one of them sleeps and might be waiting for this (the
 /// kicked one in `SCHEDOP_block`, or any poller). The sleepers set their bit before they
 /// last look for events, and the operation set its bits before this looks at theirs
 /// (a full fence between): one of the two sees the other.

@@ -2,9 +2,10 @@
 //! pure policy) and the CPUs (saving and loading vCPU state).
 //!
 //! Each CPU keeps the vCPU it runs in its own structure (`percpu::PerCpu::cur`); the
-//! others wait in `Global::others`. What other CPUs need of a vCPU (asleep or not, its
-//! timers, the CPU it is on) is its `VcpuState` in its domain, and each CPU's `RUNNING`
-//! record says what it runs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in
+//! others wait in their slots in the run queues that own them (`state`: a queue per CPU,
+//! each under its own lock; a CPU with nothing better steals from another's by try-lock).
+//! What other CPUs need of a vCPU (asleep or not, the CPU it is on) is its `VcpuState` in
+//! its slot, and each CPU's `RUNNING` record says what it runs. An idle CPU holds a placeholder vCPU. A switch swaps another vCPU in
 //! and loads its registers into the trap frame the exit path resumes. Per-vCPU state
 //! switched: registers, XSAVE state, FS/GS bases, CR0.TS, the guest slots of this CPU's
 //! roots, TSS.RSP1, the GDT/LDT frames mapped in the entry area, and the direct `int 0x80`

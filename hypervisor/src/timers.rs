@@ -1,10 +1,10 @@
-//! Guest timers, per CPU and without the hypervisor lock: each vCPU's one-shot and periodic
+//! Guest timers, per CPU and without locks: each vCPU's one-shot and periodic
 //! timers (and a poll's timeout) are atomics in its domain (`domain::VcpuTimer`), fired by
 //! the CPU the vCPU last ran on (its home), which also arms its LAPIC for them. A timer
 //! interrupt fires what is due on this CPU (VIRQ_TIMER through the event locks), refreshes
-//! the running vCPU's pvclock record and polls console input on CPU 0; the hypervisor lock
-//! is taken only when that is not all: a sleeper to wake, the scheduler's tick, the end of
-//! a slice.
+//! the running vCPU's pvclock record and polls console input on CPU 0; run-queue locks are
+//! taken only when that is not all: a sleeper to wake (its owner queue's), the scheduler's
+//! tick (this CPU's), the end of a slice.
 
 use crate::domain::{shared_of, DomShared};
 use crate::events::{arm, domains, homed};
@@ -36,17 +36,17 @@ fn take_period(t: &crate::domain::VcpuTimer, now: u64) -> bool {
     t.period_next.compare_exchange(next, to, Ordering::AcqRel, Ordering::Relaxed).is_ok()
 }
 
-/// Raises `virq` on vCPU `v` of `d` without the hypervisor lock; whether a sleeper may need
+/// Raises `virq` on vCPU `v` of `d` (under its event lock alone); whether a sleeper may need
 /// waking (`ports::notify_lockfree`).
 pub fn raise(cpu: usize, d: &DomShared, virq: u32, v: u32) -> bool {
     let k = crate::ports::send_virq(d, virq, v);
     crate::ports::notify_lockfree(cpu, k, &[d])
 }
 
-/// On this CPU's timer interrupt (or after `set_timer_op`), without the hypervisor lock:
+/// On this CPU's timer interrupt (or after `set_timer_op`), without a run-queue lock:
 /// fires the due timers of the vCPUs homed here, refreshes the running vCPU's time record,
 /// polls console input (CPU 0), marks the end of the slice, and re-arms the LAPIC. Returns
-/// whether a sleeper may need waking (or a poll timed out): that takes the hypervisor lock
+/// whether a sleeper may need waking (or a poll timed out): that takes run-queue locks
 /// (`schedule::check_sleepers`).
 pub fn fire(pc: &mut PerCpu) -> bool {
     let now = events::now();
@@ -76,12 +76,12 @@ pub fn fire(pc: &mut PerCpu) -> bool {
     need
 }
 
-/// Is the scheduler's tick due on this CPU (it takes the hypervisor lock)?
+/// Is the scheduler's tick due on this CPU (it takes this CPU's run-queue lock)?
 pub fn tick_due(pc: &PerCpu) -> bool {
     events::now() >= pc.next_tick
 }
 
-/// [`fire`], then what needs the hypervisor lock: waking sleepers and the scheduler's tick.
+/// [`fire`], then what needs run-queue locks: waking sleepers and the scheduler's tick.
 pub fn process_timers(hv: &mut Hv) {
     fire(hv.pc);
     crate::schedule::check_sleepers(hv);

@@ -83,7 +83,7 @@ fn flush_domu_line(dom: guest_abi::DomId, con: &mut GuestConsole) {
 
 /// `console_io`: a privileged domain's bytes go straight to the console; other domains may
 /// write (prefixed with their id, rate-limited) but not read.
-/// Runs without the hypervisor lock (`super::without_global`): a domU's line buffer has its own
+/// Runs on the fast path (`super::fast_path`): a domU's line buffer has its own
 /// lock, the UART its own.
 pub fn console_io(hv: &mut impl OnCpu, f: &mut TrapFrame, cmd: u64, count: u64, buf: u64) -> HcResult {
     if cmd == READ && !hv.pc().cur.shared.privileged {

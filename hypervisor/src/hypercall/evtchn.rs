@@ -29,8 +29,8 @@ fn arg_size(cmd: u64) -> Option<usize> {
 }
 
 /// `event_channel_op(cmd, arg)`. Runs with whatever locks the caller holds besides this
-/// CPU's structure (none on the way from a guest: `super::without_global`); returns whether
-/// a sleeper may need waking, which takes the hypervisor lock (`ports::notify_lockfree`).
+/// CPU's structure (none on the way from a guest: `super::fast_path`); returns whether
+/// a sleeper may need waking, which takes a run-queue lock (`ports::notify_lockfree`).
 pub fn event_channel_op(c: &impl OnCpu, cmd: u64, arg: u64) -> (HcResult, bool) {
     let Some(n) = arg_size(cmd) else { return (Err(Errno::ENOSYS), false) };
     let mut b = [0u8; 24];

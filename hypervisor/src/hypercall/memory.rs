@@ -226,7 +226,7 @@ fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
     result
 }
 
-/// `memory_op`, under the domain's memory lock (without the hypervisor lock): frames change
+/// `memory_op`, under the domain's memory lock: frames change
 /// hands only under it, so its page-table hypercalls and guest copies on other CPUs never
 /// see a frame leave it halfway. The allocator has a lock of its own (`crate::mm`).
 pub fn memory_op(hv: &mut Mx, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult {

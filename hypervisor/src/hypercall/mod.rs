@@ -39,8 +39,8 @@ fn touches_page_tables(n: u64, a1: u64) -> bool {
 }
 
 /// Hypercalls that need nothing but the current vCPU and its domain's memory (page tables,
-/// guest copies): they run under the domain's memory lock, without the hypervisor lock
-/// ([`on_domain`]), so different domains' page-table work runs at once.
+/// guest copies): they run under the domain's memory lock alone ([`Class::Domain`]), so
+/// different domains' page-table work runs at once.
 fn domain_class(n: u64) -> bool {
     matches!(
         n,
@@ -132,12 +132,12 @@ pub fn class(n: u64, a1: u64) -> Class {
     }
 }
 
-/// Runs the hypercall in `f` if it needs no hypervisor lock (any [`Class`] but `Global`),
-/// with the locks its class takes, and stores its result in RAX. Returns false, having done
-/// nothing, for the others. A sleeper a lock-free one may have to wake is left for the
-/// hypervisor lock's path (`PerCpu::wake_pass`).
+/// The fast path: runs the hypercall in `f` unless it is of the scheduler kind (any
+/// [`Class`] but `Sched`), with the locks its class takes, and stores its result in RAX.
+/// Returns false, having done nothing, for the others. A sleeper a lock-free one may have
+/// to wake is left for the slow path (`PerCpu::wake_pass`).
 #[inline]
-pub fn without_global(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
+pub fn fast_path(pc: &mut PerCpu, f: &mut TrapFrame) -> bool {
     let n = f.rax;
     // The cheapest first: the null hypercalls need no class and no budget.
     if let Some(r) = local_call(pc, n, [f.rdi, f.rsi, f.rdx]) {
@@ -179,7 +179,7 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     }
 }
 
-/// A hypercall that needs no hypervisor lock, its domain's memory lock held (a multicall
+/// A hypercall not of the scheduler kind, its domain's memory lock held (a multicall
 /// entry): the local, domain-class and lock-free kinds.
 fn call_unlocked(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
     let [a1, a2, a3, _a4, _a5] = a.0;
@@ -217,7 +217,7 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
 }
 
 
-/// Hypercall `n` if it needs only this CPU's structure ([`Class::Local`]; see [`without_global`]).
+/// Hypercall `n` if it needs only this CPU's structure ([`Class::Local`]; see [`fast_path`]).
 #[inline]
 fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResult> {
     Some(match n {

@@ -7,8 +7,7 @@
 //! Preemption, as Xen: the batch continues later (a continuation of `multicall` at the
 //! current entry) when the hypercall's work budget is spent between entries or this CPU
 //! must pick again (an entry took the vCPU down or ended its domain, a wake-up asked for the
-//! CPU: the hypervisor lock is let go between entries, and a later entry must not run while
-//! the scheduler moves the vCPU off this CPU), and when an inner call is preempted itself:
+//! CPU: a later entry must not run while the scheduler moves the vCPU off this CPU), and when an inner call is preempted itself:
 //! its continuation arguments are written back into its entry, which the continued
 //! multicall then runs again.
 
@@ -28,11 +27,11 @@ fn ends_batch(op: u64) -> bool {
 /// The domain's memory lock, when a batch holds it.
 type MmGuard<'a> = crate::locks::Ordered<spin::mutex::TicketMutexGuard<'a, crate::domain::DomMm>>;
 
-/// Runs without the hypervisor lock (`super::without_global`). The batch holds the domain's memory
-/// lock (its entries and the copies of the list then need no frame holds: every entry acts
-/// on the current vCPU and its domain) except around an entry that needs the hypervisor
-/// lock (`vcpu_op`, `sched_op`), which is taken for that entry alone, the memory lock let go
-/// first (the hypervisor lock comes before it).
+/// Runs on the fast path (`super::fast_path`). The batch holds the domain's memory lock (its
+/// entries and the copies of the list then need no frame holds: every entry acts on the
+/// current vCPU and its domain) except around an entry of the scheduler kind (`vcpu_op`,
+/// `sched_op`), which takes run-queue locks: the memory lock is let go first (run-queue
+/// locks come before it).
 pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> HcResult {
     if pc.in_multicall {
         return Err(Errno::EINVAL);

@@ -110,7 +110,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
     }
 }
 
-/// Does `vcpu_op(cmd, ..)` run without the scheduler lock ([`local_op`])?
+/// Does `vcpu_op(cmd, ..)` run without a run-queue lock ([`local_op`])?
 pub fn is_local_op(cmd: u64) -> bool {
     matches!(
         cmd,
@@ -118,7 +118,7 @@ pub fn is_local_op(cmd: u64) -> bool {
     )
 }
 
-/// The `vcpu_op` commands that need no scheduler lock: timers (atomics in the domain,
+/// The `vcpu_op` commands that need no run-queue lock: timers (atomics in the domain,
 /// `crate::timers`) and `is_up` (the domain's up mask). `None` for the others. With the
 /// result, whether a sleeper may need waking.
 pub fn local_op(pc: &mut crate::percpu::PerCpu, cmd: u64, vcpu: u64, arg: u64) -> Option<(HcResult, bool)> {
