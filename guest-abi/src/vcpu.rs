@@ -11,6 +11,12 @@ pub const VCPUOP_SET_SINGLESHOT_TIMER: u64 = 8;
 pub const VCPUOP_STOP_SINGLESHOT_TIMER: u64 = 9;
 pub const VCPUOP_REGISTER_VCPU_INFO: u64 = 10;
 
+/// `RUNSTATE_*`: the states of `vcpu_runstate_info.state`.
+pub const RUNSTATE_RUNNING: u32 = 0;
+pub const RUNSTATE_RUNNABLE: u32 = 1;
+pub const RUNSTATE_BLOCKED: u32 = 2;
+pub const RUNSTATE_OFFLINE: u32 = 3;
+
 /// `struct vcpu_guest_context` (x86_64) byte offsets, as `VCPUOP_initialise` reads it.
 pub mod ctx {
     pub const SIZE: usize = 5168;

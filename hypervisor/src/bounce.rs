@@ -1,7 +1,8 @@
 //! Delivering to a guest: its faults to its own handlers, upcalls to its event callback,
 //! failed returns to its failsafe callback; crashing a domain that cannot take them.
 
-use crate::domain::{vi, Vcpu};
+use crate::domain::vi;
+use crate::vcpu::Vcpu;
 use crate::guest::OnCpu;
 use guest_abi::errno::Errno;
 use crate::Hv;
@@ -48,8 +49,15 @@ pub fn dump(f: &TrapFrame, cr2: u64) {
 /// the other domains carry on. dom0 crashing ends the run.
 pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
     log::error!("d{}v{} crashed: {}", hv.pc.cur.dom, hv.pc.cur.id, why);
-    dump(f, hv_arch::cpu::read_cr2());
+    let cr2 = hv_arch::cpu::read_cr2();
+    if hv.pc.cur.dom == 0 {
+        // dom0 ends the run: its dump is the last thing said.
+        dump(f, cr2);
+    }
+    // A domU's dump (slow: the serial line) comes after it is stopped on every CPU, so that
+    // its other vCPUs do not run on meanwhile.
     domain_ended(hv, guest_abi::sched::ShutdownReason::Crash);
+    dump(f, cr2);
 }
 
 /// The current domain shut down or crashed: dom0 ends the run; a domU becomes a zombie (all

@@ -2,7 +2,8 @@
 //! spirit of Xen's dom0less/hyperlaunch) from further modules whose string starts with
 //! `domU`: `domU [mem=<size>] [vcpus=<n>] [weight=<n>] [cap=<pct>] [-- <guest command line>]`.
 
-use crate::domain::{DomShared, Vcpu};
+use crate::domain::DomShared;
+use crate::vcpu::Vcpu;
 use crate::mm::Mm;
 use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use guest_abi::shared_info;

@@ -1,152 +1,14 @@
-//! Domains and vCPUs: what the hypervisor remembers about each guest.
+//! Domains: what the hypervisor remembers about each guest ([`DomShared`]) and the
+//! registry that finds them by id. vCPUs are `crate::vcpu`.
 
 use guest_abi::shared_info;
-use guest_abi::traps::TrapInfo;
 use guest_abi::DomId;
-use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::guest_access::GuestView;
 use hv_core::mem::{Mfn, PhysMem};
 
 /// Default periodic timer of a new vCPU (as Xen: 10 ms).
 pub const DEFAULT_PERIOD_NS: u64 = 10_000_000;
-
-/// Guest callbacks registered with `set_callbacks` / `callback_op`.
-#[derive(Copy, Clone, Debug, Default)]
-pub struct Callbacks {
-    pub event: u64,
-    pub failsafe: u64,
-    pub syscall: u64,
-    pub syscall32: u64,
-    pub sysenter: u64,
-}
-
-/// A virtual CPU's context: what it runs with. It lives in exactly one place: the
-/// per-CPU structure of the CPU running it (`PerCpu::cur`, owned by that CPU alone) or its
-/// [`Slot`] in the run queue that owns it (`state`). What other CPUs need to see of a vCPU
-/// (whether it sleeps, its runstate) is its [`VcpuState`], in that slot; its timers are in
-/// its domain.
-pub struct Vcpu {
-    /// Its domain and its number in that domain.
-    pub dom: DomId,
-    pub id: u32,
-    /// Root of the guest's page tables (its CR3); `Mfn(0)` before `VCPUOP_initialise`.
-    pub l4: Mfn,
-    /// The virtual IDT.
-    pub traps: [TrapInfo; 256],
-    /// Kernel stack for entries from guest user mode (`stack_switch`).
-    pub kernel_ss: u16,
-    pub kernel_sp: u64,
-    pub callbacks: Callbacks,
-    /// Frames of the guest's own GDT (`set_gdt`), by GDT page.
-    pub gdt: [Option<Mfn>; 14],
-    /// Frames of the LDT (`MMUEXT_SET_LDT`) and its size in descriptors.
-    pub ldt: [Option<Mfn>; 16],
-    pub ldt_ents: u32,
-    /// Virtual CR0.TS (`fpu_taskswitch`).
-    pub fpu_ts: bool,
-    /// Saved registers while the vCPU is not running.
-    pub frame: TrapFrame,
-    /// Saved while another vCPU runs.
-    pub fpu: alloc::boxed::Box<hv_arch::cpu::FxArea>,
-    pub fs_base: u64,
-    pub gs_base: u64,
-    pub kernel_gs_base: u64,
-    /// DS, ES, FS, GS selectors (loaded before the bases on a switch).
-    pub sel: hv_arch::cpu::DataSelectors,
-    /// Recent guest translations through `l4` (see `hv_core::guest_access`).
-    pub xlat: hv_core::guest_access::XlatCache,
-    /// What of its domain it reaches without a lock of the scheduler's.
-    pub shared: alloc::sync::Arc<DomShared>,
-}
-
-/// What the scheduler, timers and events need of a vCPU, wherever its context is: kept
-/// with it in the run queue that owns it ([`Slot`]), under that queue's lock.
-pub struct VcpuState {
-    /// Sleeping in SCHEDOP_block or SCHEDOP_poll.
-    pub blocked: bool,
-    /// Has a context (vCPU 0 from the builder, others from `VCPUOP_initialise`).
-    pub initialised: bool,
-    /// Offline (`VCPUOP_down`, or never brought up).
-    pub down: bool,
-    /// SCHEDOP_poll: the ports (its deadline is `VcpuTimer::poll`).
-    pub poll_ports: alloc::vec::Vec<u32>,
-    /// The CPU running it, if any.
-    pub on_cpu: Option<usize>,
-    /// Runstate (`RUNSTATE_*`), when it was entered, and the time spent in each state.
-    pub runstate: hv_core::runstate::Runstate,
-}
-
-pub use hv_core::runstate::{BLOCKED as RUNSTATE_BLOCKED, OFFLINE as RUNSTATE_OFFLINE, RUNNABLE as RUNSTATE_RUNNABLE, RUNNING as RUNSTATE_RUNNING};
-
-impl Vcpu {
-    /// vCPU `id` of the domain `shared`: vCPU 0 runs on `l4`, the others have no context
-    /// until `VCPUOP_initialise`.
-    pub fn new(id: u32, l4: Mfn, shared: alloc::sync::Arc<DomShared>) -> Vcpu {
-        let dom = shared.id;
-        Vcpu {
-            dom,
-            id,
-            l4: if id == 0 { l4 } else { Mfn(0) },
-            traps: [TrapInfo::default(); 256],
-            kernel_ss: 0,
-            kernel_sp: 0,
-            callbacks: Callbacks::default(),
-            gdt: [None; 14],
-            ldt: [None; 16],
-            ldt_ents: 0,
-            fpu_ts: false,
-            frame: TrapFrame::default(),
-            fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
-            fs_base: 0,
-            gs_base: 0,
-            kernel_gs_base: 0,
-            sel: [0; 4],
-            xlat: Default::default(),
-            shared,
-        }
-    }
-
-    /// Stands in for "no vCPU" in a CPU's slot while that CPU is idle. Never scheduled,
-    /// never given events (see [`Vcpu::is_placeholder`]).
-    pub fn placeholder() -> Vcpu {
-        Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, Mfn(0), 0, 0)))
-    }
-
-    pub fn is_placeholder(&self) -> bool {
-        self.dom == guest_abi::DOMID_IDLE
-    }
-}
-
-impl VcpuState {
-    /// vCPU `id`: vCPU 0 starts initialised and up, the others down and without a context.
-    pub fn new(id: u32) -> VcpuState {
-        let first = id == 0;
-        VcpuState {
-            blocked: false,
-            initialised: first,
-            down: !first,
-            poll_ports: alloc::vec::Vec::new(),
-            on_cpu: None,
-            runstate: hv_core::runstate::Runstate::new(if first { RUNSTATE_RUNNABLE } else { RUNSTATE_OFFLINE }, hv_arch::time::now_ns()),
-        }
-    }
-
-    /// Can the scheduler run it (given that its domain is alive)?
-    pub fn runnable(&self) -> bool {
-        !self.blocked && !self.down
-    }
-
-    /// Moves to runstate `to` at time `now`, charging the time spent in the old one.
-    pub fn set_runstate(&mut self, to: u32, now: u64) {
-        self.runstate.set(to, now);
-    }
-
-    /// (state, entry time, times) as of `now`, the current state's time included.
-    pub fn runstate_at(&self, now: u64) -> (u32, u64, [u64; 4]) {
-        self.runstate.at(now)
-    }
-}
 
 /// Where a vCPU's `vcpu_info` lives: a frame and the byte offset in it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -398,21 +260,6 @@ pub mod vi {
     pub const CR2: usize = 16;
     pub const TIME: usize = 32;
     pub const SIZE: usize = 64;
-}
-
-/// A vCPU in the run queue that owns it (`state`): its domain, its number, what the
-/// scheduler and timers need of it, and its context while no CPU runs it.
-pub struct Slot {
-    pub shared: alloc::sync::Arc<DomShared>,
-    pub vcpu: u32,
-    pub state: VcpuState,
-    pub ctx: Option<alloc::boxed::Box<Vcpu>>,
-}
-
-/// The scheduler's handle for vCPU `vcpu` of `dom`.
-#[inline]
-pub fn sched_id(dom: DomId, vcpu: u32) -> usize {
-    dom as usize * MAX_VCPUS + vcpu as usize
 }
 
 /// Every domain, by id, as every CPU reaches it: written when a

@@ -65,7 +65,7 @@ pub fn upcall_due(d: &DomShared, v: u32) -> bool {
 /// Must vCPU `v`, about to resume with `f`, first take an upcall (it has an event callback,
 /// it resumes in the guest, and an upcall is pending and not masked)? Needs no lock.
 #[inline]
-pub fn upcall_owed(v: &crate::domain::Vcpu, f: &TrapFrame) -> bool {
+pub fn upcall_owed(v: &crate::vcpu::Vcpu, f: &TrapFrame) -> bool {
     f.cs & 3 != 0 && v.callbacks.event != 0 && v.shared.vcpu_info.upcall_due(v.id)
 }
 

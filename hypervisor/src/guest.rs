@@ -7,6 +7,7 @@ use crate::Hv;
 use guest_abi::errno::Errno;
 use hv_arch::physmem::DirectMap;
 use hv_core::guest_access::{copy_from_guest, copy_to_guest};
+use hv_core::mem::PhysMem;
 
 /// A page-table hypercall's context: this CPU's structure and the current domain's memory,
 /// its lock held.
@@ -78,6 +79,19 @@ pub fn translate_in(c: &Mx<'_>, l4: hv_core::mem::Mfn, va: u64, write: bool) -> 
     with_view(cur.dom, l4, c.mm_held(), cache, |v| hv_core::guest_access::translate(&DirectMap, v, va, write)).map_err(Errno::from)
 }
 
+/// A copy of `len` bytes at `va` within one page whose walk the current vCPU's translation
+/// cache holds at the domain's current generation: the frame, the offset in it, and that
+/// generation (`None`: take the general path).
+#[inline]
+fn cached(cur: &crate::vcpu::Vcpu, va: u64, len: usize, write: bool) -> Option<(hv_core::mem::Mfn, usize, u64)> {
+    let off = (va & 0xFFF) as usize;
+    if off + len > 4096 {
+        return None;
+    }
+    let gen = crate::machine::frames().xlat_gen(cur.dom);
+    Some((cur.xlat.hit(gen, cur.l4, va, write)?, off, gen))
+}
+
 /// Copies bytes from the current domain's memory.
 ///
 /// Without the domain's memory lock the copy is first made optimistically, holding no frame:
@@ -89,6 +103,19 @@ pub fn translate_in(c: &Mx<'_>, l4: hv_core::mem::Mfn, va: u64, write: bool) -> 
 /// be taken back, so writes always hold their frames.)
 pub fn read_guest(c: &impl OnCpu, va: u64, out: &mut [u8]) -> Result<(), Errno> {
     let cur = &c.pc().cur;
+    if let Some((mfn, off, gen)) = cached(cur, va, out.len(), false) {
+        // The walk is cached at the current generation: one read, and (without the memory
+        // lock) the generation looked at again, as below.
+        if DirectMap.read(mfn, off, out).is_some() {
+            if c.mm_held() {
+                return Ok(());
+            }
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+            if crate::machine::frames().xlat_gen(cur.dom) == gen {
+                return Ok(());
+            }
+        }
+    }
     if c.mm_held() {
         return with_view(cur.dom, cur.l4, true, Some(&cur.xlat), |v| copy_from_guest(&DirectMap, v, va, out)).map_err(Errno::from);
     }
@@ -109,6 +136,15 @@ pub fn read_guest(c: &impl OnCpu, va: u64, out: &mut [u8]) -> Result<(), Errno> 
 /// Copies bytes into the current domain's memory.
 pub fn write_guest(c: &impl OnCpu, va: u64, data: &[u8]) -> Result<(), Errno> {
     let cur = &c.pc().cur;
+    if c.mm_held() {
+        // Under the memory lock no frame of the domain changes hands or kind and no table
+        // entry changes: a cached walk stays true for the write.
+        if let Some((mfn, off, _)) = cached(cur, va, data.len(), true) {
+            if DirectMap.write(mfn, off, data).is_some() {
+                return Ok(());
+            }
+        }
+    }
     with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 

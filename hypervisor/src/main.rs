@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod dom0;
 mod domain;
+mod vcpu;
 mod events;
 mod hypercall;
 mod locks;

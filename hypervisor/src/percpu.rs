@@ -3,7 +3,7 @@
 //! fixed per-CPU area's CPU number); other CPUs talk to it through atomics (a reschedule
 //! request, the TLB-shootdown handshake) and interrupts, never through its structure.
 
-use crate::domain::Vcpu;
+use crate::vcpu::Vcpu;
 use crate::locks::{Level, Ordered};
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -13,7 +13,8 @@
 //! After a change to a domain's tables, `shootdown::shootdown` makes the other CPUs
 //! running it resynchronise.
 
-use crate::domain::{sched_id, DomShared, Vcpu, VcpuState};
+use crate::domain::DomShared;
+use crate::vcpu::{sched_id, Vcpu, VcpuState};
 use crate::events;
 use crate::percpu::PerCpu;
 use crate::state::{self, Rq};
@@ -55,40 +56,69 @@ pub fn wake(hv: &mut Hv<'_>, dom: DomId, vcpu: u32) {
 
 /// [`wake`] for a domain at hand.
 pub fn wake_shared(pc: &mut PerCpu, d: &DomShared, vcpu: u32) {
-    not_sleeping(d, vcpu);
     if d.is_dead() {
         return;
     }
     let (me, now) = (pc.id, events::now());
-    if let Some(Some(cpu)) = state::with_owner(d, vcpu, |rq| wake_locked(rq, sched_id(d.id, vcpu), me, now)) {
+    if let Some(cpus) = state::with_owner(d, vcpu, |rq| wake_locked(rq, sched_id(d.id, vcpu), me, now)) {
+        pokes(pc, cpus);
+    }
+}
+
+/// CPUs to poke after a wake-up (at most two).
+type Pokes = [Option<usize>; 2];
+
+fn pokes(pc: &mut PerCpu, cpus: Pokes) {
+    for cpu in cpus.into_iter().flatten() {
         poke(pc, cpu);
     }
 }
 
-/// The wake-up itself, under the lock of the queue owning the vCPU: the CPU to poke, if
-/// any (the one running it, when not this one; its queue's CPU when it should preempt
-/// there; else an idle CPU of its affinity, which will steal it).
-fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Option<usize> {
+/// The wake-up itself, under the lock of the queue owning the vCPU: the CPUs to poke (the
+/// one running it, when not this one; its queue's CPU when it should preempt there; and,
+/// as Xen's tickle, an idle CPU of its affinity, which will steal it or the vCPU it
+/// preempts).
+fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Pokes {
+    let none = [None, None];
     let cpu = rq.cpu();
     let running = rq.current() == Some(id);
-    let slot = rq.payload_mut(id)?;
-    if slot.state.down {
-        return None;
+    let Some(slot) = rq.payload_mut(id) else { return none };
+    // The sleeping bits go under this lock only, where the sleeper makes its last look
+    // (`block_current`): a vCPU woken between its announcement and its sleep sees its bit
+    // gone there and does not sleep.
+    not_sleeping(&slot.shared, slot.vcpu);
+    // Looked at under the lock: a domain's death stops each vCPU under this lock after it
+    // is recorded, so a wake-up either comes before that stop or sees the death.
+    if slot.state.down || slot.shared.is_dead() {
+        return none;
     }
     slot.state.blocked = false;
     slot.state.poll_ports.clear();
     if !running {
-        slot.state.set_runstate(crate::domain::RUNSTATE_RUNNABLE, now);
+        slot.state.set_runstate(crate::vcpu::RUNSTATE_RUNNABLE, now);
     }
     // A no-op for the scheduler if it already counts the vCPU runnable.
     let tickle = rq.wake(id, now);
     if running {
-        return (cpu != me).then_some(cpu);
+        return [(cpu != me).then_some(cpu), None];
     }
-    if tickle {
-        return Some(cpu);
+    let Some(idler) = rq.queued_affinity(id).and_then(|aff| state::idle_cpu_in(aff, cpu)) else {
+        return [tickle.then_some(cpu), None];
+    };
+    if rq.current().is_some() {
+        // Its CPU is busy and an idle one may run it: it moves there now (that queue taken
+        // by try-lock; if it is busy, the idle CPU is poked and steals instead).
+        if let Some(mut other) = state::try_lock_other(idler) {
+            if let Some((s, slot)) = rq.take(id, idler) {
+                if let Some(o) = slot.shared.owner.get(slot.vcpu as usize) {
+                    o.store(idler, Ordering::Release);
+                }
+                other.adopt(s, slot);
+                return [Some(idler), None];
+            }
+        }
     }
-    state::idle_cpu_in(rq.queued_affinity(id)?, cpu)
+    [tickle.then_some(cpu), Some(idler)]
 }
 
 /// How the current vCPU sleeps ([`block_current`]).
@@ -99,10 +129,14 @@ pub enum Sleep {
     Poll(alloc::vec::Vec<u32>),
 }
 
-/// Is a sleeper of `d` (vCPU `v`, polling `ports` if any) ready to be woken?
+/// Is a sleeper of `d` (vCPU `v`, polling `ports` if any) ready to be woken? A due upcall
+/// wakes a poller too (as Xen, whose poller is a blocked vCPU that any event kick unblocks).
 fn sleeper_ready(d: &DomShared, v: u32, ports: &[u32], now: u64) -> bool {
+    if events::upcall_due(d, v) {
+        return true;
+    }
     if ports.is_empty() {
-        return events::upcall_due(d, v);
+        return false;
     }
     let bits = crate::ports::PortBits::one(d);
     ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
@@ -124,7 +158,11 @@ pub fn block_current(hv: &mut Hv<'_>, how: Sleep) {
     let sleeps = !d.is_dead() && rq.payload(id).is_some_and(|s| !s.state.down);
     if sleeps {
         let ports: &[u32] = if let Sleep::Poll(p) = &how { p } else { &[] };
-        if sleeper_ready(&d, v, ports, now) {
+        // A waker clears the sleeping bit under this lock (`wake_locked`): a bit gone means
+        // the vCPU was woken since it announced itself (an up, a VIRQ), and it does not
+        // sleep.
+        let woken = v >= 64 || d.sleeping.load(Ordering::SeqCst) & (1 << v) == 0;
+        if woken || sleeper_ready(&d, v, ports, now) {
             drop(rq);
             return not_sleeping(&d, v);
         }
@@ -174,7 +212,7 @@ pub fn stop_locked(rq: &mut Rq, id: usize, now: u64) -> Option<usize> {
         not_sleeping(&s.shared, s.vcpu);
         s.state.blocked = false;
         if !running {
-            s.state.set_runstate(crate::domain::RUNSTATE_OFFLINE, now);
+            s.state.set_runstate(crate::vcpu::RUNSTATE_OFFLINE, now);
         }
     }
     rq.sleep(id);
@@ -203,22 +241,21 @@ pub fn check_sleepers(hv: &mut Hv<'_>) {
             bits &= bits - 1;
             let id = sched_id(d.id, v);
             let poke_cpu = state::with_owner(&d, v, |rq| {
-                let s = rq.payload(id)?;
+                let Some(s) = rq.payload(id) else { return [None, None] };
                 if !s.state.blocked || s.state.down || !sleeper_ready(&d, v, &s.state.poll_ports, now) {
-                    return None;
+                    return [None, None];
                 }
-                not_sleeping(&d, v);
                 wake_locked(rq, id, me, now)
             });
-            if let Some(Some(cpu)) = poke_cpu {
-                poke(hv.pc, cpu);
+            if let Some(cpus) = poke_cpu {
+                pokes(hv.pc, cpus);
             }
         }
     }
 }
 
 fn save_state(v: &mut Vcpu, vs: Option<&mut VcpuState>, dead: bool) {
-    use crate::domain::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE};
+    use crate::vcpu::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE};
     if let Some(vs) = vs {
         let state = if dead || vs.down {
             RUNSTATE_OFFLINE
@@ -260,7 +297,7 @@ fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
     pc.mapped_desc = want;
     let (k, dom, id, l4) = (pc.id, pc.cur.dom, pc.cur.id, pc.cur.l4);
     if let Some(vs) = vs {
-        vs.set_runstate(crate::domain::RUNSTATE_RUNNING, events::now());
+        vs.set_runstate(crate::vcpu::RUNSTATE_RUNNING, events::now());
         vs.on_cpu = Some(k);
     }
     set_running(k, Some(Running { dom, id, l4 }));
@@ -322,10 +359,17 @@ pub fn tick(pc: &PerCpu, now: u64) {
 
 /// Steals for CPU `me` (its queue's lock held) a queued vCPU of at least `min` from another
 /// CPU's queue that is free right now (a try-lock: never waiting with a queue held).
-fn steal(me: usize, min: hv_core::sched::Prio) -> Option<(hv_core::sched::VcpuSched, crate::domain::Slot)> {
+fn steal(me: usize, min: hv_core::sched::Prio) -> Option<(hv_core::sched::VcpuSched, crate::vcpu::Slot)> {
     let n = crate::machine::get().cpus.len();
     for k in (1..n).map(|i| (me + i) % n) {
-        let Some(mut other) = state::try_lock_other(k) else { continue };
+        // A queue busy right now (its CPU rescheduling, a wake-up) is tried a few times:
+        // bounded, so two CPUs trying each other's queue never wait for each other.
+        let Some(mut other) = (0..64).find_map(|_| state::try_lock_other(k).or_else(|| {
+            core::hint::spin_loop();
+            None
+        })) else {
+            continue;
+        };
         if let Some((s, slot)) = other.take_for(me, min) {
             if let Some(o) = slot.shared.owner.get(slot.vcpu as usize) {
                 o.store(me, Ordering::Release);
@@ -348,17 +392,24 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
     let idle = hv.pc.cur.is_placeholder();
     let cur_id = (!idle).then(|| sched_id(hv.pc.cur.dom, hv.pc.cur.id));
     let mut rq = state::lock(me);
+    let mut going = idle;
     if let Some(c) = cur_id {
         if hv.pc.cur.shared.is_dead() || !rq.payload(c).is_some_and(|s| s.state.runnable()) {
             // Blocked, down, or its domain died (perhaps on another CPU): off the CPU.
             rq.block(now);
+            going = true;
         }
+    }
+    if going {
+        // Counted idle before it tries to steal: a waker that queues work on a queue whose
+        // try-lock fails below then pokes this CPU rather than nobody.
+        state::set_idle(me, true);
     }
     let d = rq.schedule(now, yielding, false, state::ACCT.next(), &mut |min| steal(me, min));
     let mut refused = 0;
     let mut stopped = None;
     match d.next {
-        Some(next) if Some(next) == cur_id => {}
+        Some(next) if Some(next) == cur_id => state::set_idle(me, false),
         Some(next) => {
             let Some(incoming) = rq.payload_mut(next).and_then(|s| s.ctx.take()) else {
                 // Never expected (a queued vCPU's context waits in its slot): the choice goes
@@ -388,7 +439,13 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
             return None;
         }
     }
+    // Work left queued here that an idle CPU could run: it is told (it steals), rather
+    // than finding it at its next tick.
+    let idler = state::idle_cpu_in(rq.waiting_affinity(), me);
     drop(rq);
+    if let Some(k) = idler {
+        poke(hv.pc, k);
+    }
     hv.pc.slice_until = d.until;
     crate::events::arm(hv.pc, None);
     finish(hv, stopped);

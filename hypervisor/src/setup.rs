@@ -2,7 +2,7 @@
 //! LAPIC, features, the application processors' boot state), the boot-time domains, and
 //! finally starting the application processors.
 
-use crate::{dom0, domain, end, events, mm, panic_exit, strip_path};
+use crate::{dom0, domain, end, events, mm, panic_exit, strip_path, vcpu};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use guest_abi::harness::ExitCode;
 use hv_arch::boot::BootInfo;
@@ -132,7 +132,7 @@ pub fn domains(
     boot: &BootInfo,
     opts: &Options<'_>,
     ncpus: usize,
-) -> alloc::vec::Vec<(hv_core::sched::VcpuSched, domain::Slot)> {
+) -> alloc::vec::Vec<(hv_core::sched::VcpuSched, vcpu::Slot)> {
     // dom0: the first module; its string, else the text after " -- ".
     let refuse = |name: &str, why: &dyn core::fmt::Display| -> ! {
         log::error!("dom0 module {}: refused: {}", name, why);
@@ -175,19 +175,19 @@ pub fn domains(
         d.sched.set_params(weight, cap);
         let mut v0 = Some(v0);
         for n in 0..d.nr_vcpus() {
-            let v = v0.take().unwrap_or_else(|| domain::Vcpu::new(n, hv_core::mem::Mfn(0), d.clone()));
+            let v = v0.take().unwrap_or_else(|| vcpu::Vcpu::new(n, hv_core::mem::Mfn(0), d.clone()));
             let affinity = match cpus {
                 Some(mask) => mask,
                 None if opts.dom0_vcpus_pin => 1u64.checked_shl(n).unwrap_or(0),
                 None => u64::MAX,
             };
-            let s = hv_core::sched::VcpuSched::new(domain::sched_id(d.id, n), d.sched.clone(), affinity, ncpus);
+            let s = hv_core::sched::VcpuSched::new(vcpu::sched_id(d.id, n), d.sched.clone(), affinity, ncpus);
             if let Some(o) = d.owner.get(n as usize) {
                 o.store(s.first_cpu(), core::sync::atomic::Ordering::Relaxed);
             }
             events::update_time(&d, n);
-            let state = domain::VcpuState::new(n);
-            vcpus.push((s, domain::Slot { shared: d.clone(), vcpu: n, state, ctx: Some(alloc::boxed::Box::new(v)) }));
+            let state = vcpu::VcpuState::new(n);
+            vcpus.push((s, vcpu::Slot { shared: d.clone(), vcpu: n, state, ctx: Some(alloc::boxed::Box::new(v)) }));
         }
         events::set_wallclock(&d, boot_unix);
         if d.nr_vcpus() > 1 {

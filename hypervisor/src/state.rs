@@ -1,10 +1,11 @@
 //! The scheduler's shared state: one run queue per CPU, each under its own lock, owning
 //! the vCPUs that queue there (their scheduling state, runstate and saved context: a
-//! `domain::Slot` each), the idle CPUs' mask, and the accounting period. Nothing else is
+//! `vcpu::Slot` each), the idle CPUs' mask, and the accounting period. Nothing else is
 //! shared between CPUs here: what belongs to one CPU is its `percpu::PerCpu`, what a
 //! domain's vCPUs reach is its `domain::DomShared`.
 
-use crate::domain::{DomShared, Slot};
+use crate::domain::DomShared;
+use crate::vcpu::Slot;
 use crate::{locks, percpu};
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::harness::ExitCode;
@@ -48,7 +49,7 @@ pub fn try_lock_other(k: usize) -> Option<locks::Ordered<spin::mutex::TicketMute
 /// change until the lock is held: looked up again then). `None` for no such vCPU.
 pub fn with_owner<R>(d: &DomShared, v: u32, f: impl FnOnce(&mut Rq) -> R) -> Option<R> {
     let owner = d.owner.get(v as usize)?;
-    let id = crate::domain::sched_id(d.id, v);
+    let id = crate::vcpu::sched_id(d.id, v);
     // A vCPU moves only to the stealing CPU, under both locks: a few tries at most.
     loop {
         let k = owner.load(Ordering::Acquire);

@@ -29,7 +29,7 @@ impl Budget {
     /// `limit_ticks` is [`TIME_LIMIT_NS`] in clock ticks. Once it says stop, it keeps saying
     /// so for the rest of the hypercall (a multicall stops after an entry that ran out of
     /// time).
-    pub fn spend(&mut self, units: u64, clock: impl FnOnce() -> u64, limit_ticks: u64) -> bool {
+    pub fn spend(&mut self, units: u64, clock: impl FnOnce() -> u64, limit_ticks: impl FnOnce() -> u64) -> bool {
         let before = self.work;
         self.work = self.work.saturating_add(units);
         if self.work >= WORK_LIMIT {
@@ -38,7 +38,7 @@ impl Budget {
         if before / CLOCK_EVERY == self.work / CLOCK_EVERY {
             return false;
         }
-        if clock().saturating_sub(self.start) < limit_ticks {
+        if clock().saturating_sub(self.start) < limit_ticks() {
             return false;
         }
         self.work = WORK_LIMIT;
@@ -61,13 +61,13 @@ mod tests {
             10
         };
         for _ in 0..WORK_LIMIT - 1 {
-            assert!(!b.spend(1, clock, 1000));
+            assert!(!b.spend(1, clock, || 1000));
         }
-        assert!(b.spend(1, clock, 1000), "the 256th unit");
+        assert!(b.spend(1, clock, || 1000), "the 256th unit");
         assert_eq!(reads.get(), (WORK_LIMIT / CLOCK_EVERY - 1) as u32, "the clock read once per 8 units");
         let mut b = Budget::begin(0);
-        assert!(b.spend(8, || 1000, 1000), "out of time at the first clock read");
-        assert!(b.spend(1, || 0, 1000), "and it stays stopped");
+        assert!(b.spend(8, || 1000, || 1000), "out of time at the first clock read");
+        assert!(b.spend(1, || 0, || 1000), "and it stays stopped");
     }
 
     proptest! {
@@ -82,7 +82,7 @@ mod tests {
             for u in units {
                 now += tick;
                 total += u;
-                let s = b.spend(u, || now, limit);
+                let s = b.spend(u, || now, || limit);
                 prop_assert!(!stopped || s, "stays stopped");
                 if total >= WORK_LIMIT {
                     prop_assert!(s);

@@ -131,6 +131,19 @@ impl XlatCache {
         (e.gen == gen && e.l4 == l4 && e.vpn == vpn).then_some((e.mfn, e.writable))
     }
 
+    /// The frame holding `va` through root `l4` if this cache has the walk at generation
+    /// `gen` (and, for a write, a writable one): what [`translate`] would return, without
+    /// the walk. `None` means "walk": a miss, a stale entry, a read-only page for a write, or
+    /// an address outside the guest range.
+    #[inline]
+    pub fn hit(&self, gen: u64, l4: Mfn, va: u64, write: bool) -> Option<Mfn> {
+        if !layout::is_guest_va(va) {
+            return None;
+        }
+        let (mfn, writable) = self.lookup(gen, l4, va >> 12)?;
+        (writable || !write).then_some(mfn)
+    }
+
     fn fill(&self, e: XlatEntry) {
         self.slots[e.vpn as usize % XLAT_SLOTS].set(e);
     }

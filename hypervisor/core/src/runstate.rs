@@ -1,11 +1,8 @@
 //! A vCPU's runstate accounting (`VCPUOP_get_runstate_info`): the state it is in, since
 //! when, and the time spent in each state so far.
 
-/// `RUNSTATE_*` values (`public/vcpu.h`).
-pub const RUNNING: u32 = 0;
-pub const RUNNABLE: u32 = 1;
-pub const BLOCKED: u32 = 2;
-pub const OFFLINE: u32 = 3;
+/// `RUNSTATE_*` values (`public/vcpu.h`, in `guest_abi::vcpu`).
+pub use guest_abi::vcpu::{RUNSTATE_BLOCKED as BLOCKED, RUNSTATE_OFFLINE as OFFLINE, RUNSTATE_RUNNABLE as RUNNABLE, RUNSTATE_RUNNING as RUNNING};
 
 /// Runstate and accumulated times (nanoseconds of system time).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

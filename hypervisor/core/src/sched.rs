@@ -99,9 +99,10 @@ impl DomSched {
             return;
         }
         let per_period = (TSLICE_NS * cap as u64 / 100) as i64;
-        let b = self.cap_budget.load(Ordering::Relaxed).min(0) + per_period;
-        self.cap_budget.store(b, Ordering::Relaxed);
-        self.parked.store(b <= 0, Ordering::Relaxed);
+        // One atomic update: a charge on another CPU meanwhile is not lost.
+        let refill = |b: i64| Some(b.min(0) + per_period);
+        let old = self.cap_budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, refill).unwrap_or(0);
+        self.parked.store(old.min(0) + per_period <= 0, Ordering::Relaxed);
     }
 
     /// Refills the cap budget for `period` unless that was done already (several queues
@@ -325,8 +326,10 @@ impl<P> RunQueue<P> {
 
     /// Charges the running vCPU for the time since it started or was last charged.
     fn burn(&mut self, now: u64) {
+        // `now` may be older than `since` (read before the caller got the lock): never
+        // backwards, so no time is charged twice.
         let ran = now.saturating_sub(self.since);
-        self.since = now;
+        self.since = self.since.max(now);
         let Some(v) = self.current else { return };
         let Some(vc) = self.s_mut(v) else { return };
         vc.credit -= ran as i64;
@@ -374,6 +377,12 @@ impl<P> RunQueue<P> {
     /// that may steal it).
     pub fn queued_affinity(&self, v: VcpuId) -> Option<u64> {
         self.s(v).filter(|s| s.queued).map(|s| s.affinity)
+    }
+
+    /// The CPUs some queued, eligible vCPU may run on (an OR of their affinities): after a
+    /// decision, an idle one of them should come and steal.
+    pub fn waiting_affinity(&self) -> u64 {
+        self.runq.iter().filter_map(|&v| self.s(v)).filter(|s| s.eligible()).fold(0, |m, s| m | s.affinity)
     }
 
     /// This CPU could not run `v`, the vCPU [`RunQueue::schedule`] chose (its context was not
@@ -449,6 +458,18 @@ impl<P> RunQueue<P> {
         Some((s, p))
     }
 
+    /// Gives up queued vCPU `v` if it may run on CPU `to` (a wake-up placing it on an idle
+    /// CPU, as Xen's wake prefers an idle CPU): it leaves this queue with its payload.
+    pub fn take(&mut self, v: VcpuId, to: usize) -> Option<(VcpuSched, P)> {
+        let s = self.s(v)?;
+        if !s.queued || s.affinity & (1u64.checked_shl(to as u32).unwrap_or(0)) == 0 {
+            return None;
+        }
+        self.dequeue(v);
+        let at = self.index(v)?;
+        Some(self.owned.swap_remove(at))
+    }
+
     /// Chooses what this CPU runs from `now`. `yield_current` puts the running vCPU behind
     /// its peers; `preempt` is a tickle (subject to the rate limit). `steal(min)` offers a
     /// vCPU of at least `min` from another CPU's queue (taken with [`RunQueue::take_for`])
@@ -469,7 +490,7 @@ impl<P> RunQueue<P> {
             let ran = now.saturating_sub(started);
             let (eligible, runnable) = self.s(c).map_or((false, false), |s| (s.eligible(), s.runnable));
             if preempt && !yield_current && eligible && ran < RATELIMIT_NS {
-                self.since = now;
+                self.since = self.since.max(now);
                 return Decision { next: Some(c), until: now + (RATELIMIT_NS - ran) };
             }
             self.current = None;
@@ -502,7 +523,7 @@ impl<P> RunQueue<P> {
             }
         }
         self.current = next;
-        self.since = now;
+        self.since = self.since.max(now);
         let until = (now + TSLICE_NS).min(acct_next.max(now + RATELIMIT_NS));
         Decision { next, until }
     }

@@ -20,11 +20,20 @@ fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
     };
     if r == ShutdownReason::Crash {
         log::error!("d{}v{} requested a crash shutdown", hv.pc.cur.dom, hv.pc.cur.id);
-        crate::bounce::dump(f, 0);
     }
     log::info!("d{}: shutdown: reason {}", hv.pc.cur.dom, r.name());
     let _ = code;
+    // The register dump (slow: the serial line) comes after the domain is stopped on every
+    // CPU, so that its other vCPUs do not run on meanwhile.
+    let crash = r == ShutdownReason::Crash;
+    if crash && hv.pc.cur.dom == 0 {
+        // dom0 ends the run: its dump is the last thing said.
+        crate::bounce::dump(f, 0);
+    }
     crate::bounce::domain_ended(hv, r);
+    if crash {
+        crate::bounce::dump(f, 0);
+    }
     Ok(0)
 }
 

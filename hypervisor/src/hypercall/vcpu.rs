@@ -28,7 +28,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
         return Err(Errno::ENOENT);
     }
     let id = vcpu as u32;
-    let sid = crate::domain::sched_id(d.id, id);
+    let sid = crate::vcpu::sched_id(d.id, id);
     match cmd {
         VCPUOP_INITIALISE => initialise(hv, id, arg),
         VCPUOP_UP => {
@@ -325,7 +325,7 @@ fn initialise_claimed(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
         let cs = super::traps::fixup_cs(u16::from_le_bytes([e[2], e[3]]))?;
         *t = TrapInfo { vector: i as u8, flags: e[1], cs, _pad: 0, address };
     }
-    let callbacks = crate::domain::Callbacks {
+    let callbacks = crate::vcpu::Callbacks {
         event: u64at(&c, ctx::EVENT_CALLBACK),
         failsafe: u64at(&c, ctx::FAILSAFE_CALLBACK),
         syscall: u64at(&c, ctx::SYSCALL_CALLBACK),
@@ -394,7 +394,7 @@ fn initialise_claimed(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     // Never initialised, so never run: its context waits in its slot.
     let d = hv.pc.cur.shared.clone();
     let installed = crate::state::with_owner(&d, id, |rq| {
-        let s = rq.payload_mut(crate::domain::sched_id(dom, id))?;
+        let s = rq.payload_mut(crate::vcpu::sched_id(dom, id))?;
         let v = s.ctx.as_mut()?;
         v.frame = frame;
         v.traps = traps;

@@ -20,6 +20,10 @@
 //!   re-issued once the vCPU runs again, as Xen's preempted multicall: every entry runs,
 //!   once), and the vCPU must never be scheduled on two CPUs at once (the scenario fails on
 //!   the hypervisor's "not waiting" complaint).
+//! - `pollwake`: vCPU 1 polls an IPI port with a 2 ms timeout, over and over, while vCPU 0
+//!   takes it down and brings it up again and now and then sends to the port: an up that
+//!   wakes the poller between its announcement and its sleep must not leave it asleep with
+//!   nobody to wake it (it must keep polling, and see the stop at the end).
 //!
 //! Every hypercall result is allowed to be an error (the two vCPUs undo each other's work);
 //! what must hold is that the hypervisor stays up and the counts stay exact.
@@ -43,6 +47,7 @@ const TABLES: u32 = 1;
 const EVTCHN: u32 = 2;
 const CRASH: u32 = 3;
 const UPDOWN: u32 = 4;
+const POLLWAKE: u32 = 5;
 static STARTED: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicBool = AtomicBool::new(false);
@@ -146,6 +151,40 @@ fn updown_round(me: usize) {
     }
 }
 
+/// One round of the `pollwake` race from vCPU `me`.
+fn pollwake_round(me: usize, i: u64) {
+    use guest_abi::vcpu::{VCPUOP_DOWN, VCPUOP_UP};
+    let port = PORTS[0].load(SeqCst);
+    if me == 1 {
+        // The most ports a poll may name (the same one): the hypervisor's last looks at them
+        // take long enough for vCPU 0's down and up to land in between.
+        ev::poll(&[port; 128], ev::system_time() + 2 * MS);
+        return;
+    }
+    let before = OPS[1].load(SeqCst);
+    // A delay that sweeps the down and up across vCPU 1's poll, round after round.
+    for _ in 0..(i * 997) % 16384 {
+        core::hint::spin_loop();
+    }
+    // SAFETY: take no pointer.
+    unsafe {
+        vcpu_op(VCPUOP_DOWN, 1, 0);
+        vcpu_op(VCPUOP_UP, 1, 0);
+    }
+    ev::send(port);
+    // vCPU 1 is up, its port pending: its poll ends within its 2 ms timeout at the latest.
+    // A wake-up lost between its announcement and its sleep leaves it asleep for good.
+    let end = ev::system_time() + 100 * MS;
+    while OPS[1].load(SeqCst) == before {
+        if ev::system_time() > end {
+            BAD.fetch_add(1, SeqCst);
+            STOP.store(true, SeqCst);
+            return;
+        }
+        hc::yield_now();
+    }
+}
+
 /// The `crash` load: a validated 512-entry batch, then a pin and unpin.
 fn crash_round() {
     // SAFETY: vCPU 1 alone uses the requests once vCPU 0 wrote them.
@@ -162,6 +201,7 @@ fn race(me: usize) {
             TABLES => tables_round(me, i),
             EVTCHN => evtchn_round(me, i),
             UPDOWN => updown_round(me),
+            POLLWAKE => pollwake_round(me, i),
             _ => crash_round(),
         }
         i += 1;
@@ -198,6 +238,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         "evtchn" => EVTCHN,
         "crash" => CRASH,
         "updown" => UPDOWN,
+        "pollwake" => POLLWAKE,
         _ => {
             println!("smpstress: unknown mode '{}'", mode);
             hc::shutdown(guest_abi::sched::ShutdownReason::Crash)
@@ -227,6 +268,10 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         *r = MmuUpdate { ptr: pte, val: (if i % 2 == 0 { slack(6).1 } else { fa }) << 12 | P | RW | A | D };
     }
 
+    if m == POLLWAKE {
+        // The port vCPU 1 polls.
+        PORTS[0].store(ev::bind_ipi(1).unwrap_or(0), SeqCst);
+    }
     if m == UPDOWN {
         // An IPI port for each vCPU, each sent to by the other.
         for (v, slot) in PORTS.iter().take(2).enumerate() {
@@ -255,7 +300,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let up_again = || {
         // `updown`: vCPU 1 may be down at the stop; it needs bringing up to see it.
         // SAFETY: takes no pointer.
-        if m == UPDOWN && unsafe { vcpu_op(guest_abi::vcpu::VCPUOP_IS_UP, 1, 0) } == 0 {
+        if (m == UPDOWN || m == POLLWAKE) && unsafe { vcpu_op(guest_abi::vcpu::VCPUOP_IS_UP, 1, 0) } == 0 {
             // SAFETY: as above.
             unsafe { vcpu_op(guest_abi::vcpu::VCPUOP_UP, 1, 0) };
         }
@@ -263,9 +308,14 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     };
     check("vCPU 1 done", wait(up_again));
     println!("smpstress {}: {} and {} rounds on the two vCPUs", mode, OPS[0].load(SeqCst), OPS[1].load(SeqCst));
-    check("both vCPUs raced", OPS[0].load(SeqCst) > 10 && OPS[1].load(SeqCst) > 10);
+    // (A `pollwake` round of vCPU 0 waits for a whole poll of vCPU 1: few on one CPU.)
+    let min0 = if m == POLLWAKE { 2 } else { 10 };
+    check("both vCPUs raced", OPS[0].load(SeqCst) > min0 && OPS[1].load(SeqCst) > 10);
     if m == UPDOWN {
         check("every batch ran each entry once, the rest after the vCPU came back", BAD.load(SeqCst) == 0);
+    }
+    if m == POLLWAKE {
+        check("the poller always woke (no lost wake-up)", BAD.load(SeqCst) == 0);
     }
     if m == TABLES {
         // End with the L1 pinned and populated: the audit then recomputes through it.

@@ -182,6 +182,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         expect_ret("up(1)", op(UP, 1, 0), 0);
         let c0 = COUNTER.load(SeqCst);
         check("vCPU 1 spins", wait(|| COUNTER.load(SeqCst) > c0 + 1000));
+        // On a CPU right now (not waiting in a queue, e.g. behind dom0 for a moment): the
+        // crash then finds it running.
+        check("vCPU 1 on a CPU", wait(|| runstate(1) == guest_abi::vcpu::RUNSTATE_RUNNING as i32));
         println!("vcpus: crashing with vCPU 1 running");
         hc::shutdown(guest_abi::sched::ShutdownReason::Crash)
     }
