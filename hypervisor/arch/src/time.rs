@@ -33,6 +33,9 @@ pub fn calibrate(ms: u64) {
     let per_us_x1024 = ((t1 - t0) * 1024) / (ms * 1000).max(1);
     TSC_PER_US_X1024.store(per_us_x1024.max(1), Ordering::Relaxed);
     let (mul, shift) = hv_core::time::scale(tsc_khz() * 1000);
+    let (hi, lo) = hv_core::time::inverse_factor(mul);
+    INV_HI.store(hi, Ordering::Relaxed);
+    INV_LO.store(lo, Ordering::Relaxed);
     SCALE.store(mul as u64 | ((shift as u8 as u64) << 32), Ordering::Relaxed);
     BOOT_TSC.compare_exchange(0, t0, Ordering::Relaxed, Ordering::Relaxed).ok();
 }
@@ -50,6 +53,9 @@ pub fn tsc_khz() -> u64 {
 /// (mul, shift) converting TSC ticks to ns: the same scale guests get in their pvclock, so
 /// the hypervisor's and the guests' system time agree.
 static SCALE: AtomicU64 = AtomicU64::new(0);
+/// `hv_core::time::inverse_factor` of the scale (for [`ns_to_tsc`]).
+static INV_HI: AtomicU64 = AtomicU64::new(0);
+static INV_LO: AtomicU64 = AtomicU64::new(0);
 
 /// The pvclock scale of the calibrated TSC.
 pub fn scale() -> (u32, i8) {
@@ -65,7 +71,8 @@ pub fn now_ns() -> u64 {
 /// The first TSC value at which the system clock ([`now_ns`]) reads at least `ns`.
 pub fn ns_to_tsc(ns: u64) -> u64 {
     let (mul, shift) = scale();
-    BOOT_TSC.load(Ordering::Relaxed).saturating_add(hv_core::time::inverse_delta(ns, mul, shift))
+    let factor = (INV_HI.load(Ordering::Relaxed), INV_LO.load(Ordering::Relaxed));
+    BOOT_TSC.load(Ordering::Relaxed).saturating_add(hv_core::time::inverse_delta_fast(ns, mul, shift, factor))
 }
 
 /// (TSC, ns since boot) read together.

@@ -37,9 +37,46 @@ pub fn inverse_delta(ns: u64, mul: u32, shift: i8) -> u64 {
     d.min(u64::MAX as u128) as u64
 }
 
+/// The factor [`inverse_delta_fast`] multiplies by for scale `mul`: 2^96 / `mul` rounded
+/// up, as (high 64 bits, low 64 bits). Computed once per scale.
+pub fn inverse_factor(mul: u32) -> (u64, u64) {
+    if mul == 0 {
+        return (0, 0);
+    }
+    let f = (1u128 << 96).div_ceil(mul as u128);
+    ((f >> 64) as u64, f as u64)
+}
+
+/// [`inverse_delta`] with multiplications only (`factor` from [`inverse_factor`] of the same
+/// `mul`): the same result.
+pub fn inverse_delta_fast(ns: u64, mul: u32, shift: i8, factor: (u64, u64)) -> u64 {
+    if mul == 0 {
+        return 0;
+    }
+    // ceil(ns * 2^32 / mul): the product with the factor is at most one below it (the
+    // factor's rounding adds under 1, the truncation drops under 1), and one exact check
+    // tells.
+    let mut ds = ns as u128 * factor.0 as u128 + ((ns as u128 * factor.1 as u128) >> 64);
+    if ds * (mul as u128) < (ns as u128) << 32 {
+        ds += 1;
+    }
+    // Rounding up by shifts, not a division.
+    let d = if shift >= 0 { (ds + (1u128 << shift) - 1) >> shift } else { ds << (-shift) };
+    d.min(u64::MAX as u128) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn fast_inverse_is_the_inverse(hz in 1_000_000u64..8_000_000_000, ns in 0u64..(1 << 52)) {
+            let (mul, shift) = scale(hz);
+            let d = inverse_delta_fast(ns, mul, shift, inverse_factor(mul));
+            proptest::prop_assert_eq!(d, inverse_delta(ns, mul, shift));
+        }
+    }
 
     #[test]
     fn one_second_is_one_second() {

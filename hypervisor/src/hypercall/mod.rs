@@ -218,7 +218,7 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
 
 
 /// Hypercall `n` if it needs only this CPU's structure ([`Class::Local`]; see [`fast_path`]).
-#[inline]
+#[inline(always)]
 fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResult> {
     Some(match n {
         nr::XEN_VERSION => return version::local(a1),

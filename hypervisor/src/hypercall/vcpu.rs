@@ -186,13 +186,16 @@ fn set_timer(pc: &mut crate::percpu::PerCpu, deadline: u64) -> bool {
     let (d, v) = (pc.cur.shared.clone(), pc.cur.id);
     let Some(t) = d.timers.get(v as usize) else { return false };
     t.home.store(pc.id, Ordering::Relaxed);
-    t.single.store(deadline, Ordering::Release);
     if deadline != 0 && deadline <= now() {
-        crate::timers::fire(pc)
-    } else {
-        crate::events::arm(pc, None);
-        false
+        // Due already: it fires here and now (as Xen's `set_timer` of a past time), and
+        // is not left set. The LAPIC keeps whatever it was armed for (a deadline that
+        // passes with nothing due just re-arms it).
+        t.single.store(0, Ordering::Release);
+        return crate::timers::raise(pc.id, &d, guest_abi::evtchn::VIRQ_TIMER, v);
     }
+    t.single.store(deadline, Ordering::Release);
+    crate::events::arm(pc, None);
+    false
 }
 
 /// `VCPUOP_register_vcpu_info {mfn, offset}`: moves vCPU `id`'s `vcpu_info` into a page of
