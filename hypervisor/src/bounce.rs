@@ -135,11 +135,7 @@ fn push_handler_frame(c: &impl OnCpu, f: &mut TrapFrame, handler: u64, below: &[
         n += 1;
     }
     let new_sp = (sp & !15).wrapping_sub(8 * n as u64);
-    let mut bytes = [0u8; 72];
-    for (i, w) in words[..n].iter().enumerate() {
-        bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    crate::guest::write_guest(c, new_sp, &bytes[..8 * n]).map_err(|e| (new_sp, e))?;
+    crate::guest::write_guest_words(c, new_sp, &words[..n]).map_err(|e| (new_sp, e))?;
     if mask_events {
         infos.set_byte(v.id, vi::UPCALL_MASK, 1);
     }

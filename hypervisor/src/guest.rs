@@ -148,6 +148,29 @@ pub fn write_guest(c: &impl OnCpu, va: u64, data: &[u8]) -> Result<(), Errno> {
     with_view(cur.dom, cur.l4, c.mm_held(), Some(&cur.xlat), |v| copy_to_guest(&mut DirectMap, v, va, data)).map_err(Errno::from)
 }
 
+/// Writes 64-bit words into the current domain's memory at `va` (8-aligned): a frame a
+/// bounce pushes onto a guest stack. Under the memory lock with a cached walk, one checked
+/// store of the words; otherwise as [`write_guest`].
+pub fn write_guest_words(c: &impl OnCpu, va: u64, words: &[u64]) -> Result<(), Errno> {
+    let cur = &c.pc().cur;
+    if c.mm_held() {
+        if let Some((mfn, off, _)) = cached(cur, va, 8 * words.len(), true) {
+            if DirectMap.write_words(mfn, off, words).is_some() {
+                return Ok(());
+            }
+        }
+    }
+    let mut bytes = [0u8; 8 * MAX_WORDS];
+    let n = words.len().min(MAX_WORDS);
+    for (i, w) in words[..n].iter().enumerate() {
+        bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    write_guest(c, va, &bytes[..8 * n])
+}
+
+/// Most words [`write_guest_words`] takes (a bounce frame: four below RIP, five above).
+pub const MAX_WORDS: usize = 9;
+
 /// A page-table context over the direct map, for the current domain (`$mx`: an [`Mx`]): page-table hypercalls build one per operation.
 macro_rules! pt {
     ($mx:expr, $dm:ident) => {

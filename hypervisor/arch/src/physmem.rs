@@ -149,6 +149,22 @@ impl DirectMap {
         Some(unsafe { AtomicU8::from_ptr(a as *mut u8) })
     }
 
+    /// Writes aligned 64-bit words at `off` (a multiple of 8) of a frame `DirectMap` may
+    /// reach: one check for them all (`None`, nothing written, if unaligned, private or
+    /// crossing the frame's end).
+    pub fn write_words(&mut self, mfn: Mfn, off: usize, words: &[u64]) -> Option<()> {
+        if !off.is_multiple_of(8) {
+            return None;
+        }
+        let a = Self::at(mfn, off, words.len().checked_mul(8)?)?;
+        for (i, &w) in words.iter().enumerate() {
+            // SAFETY: `a..a + 8 * len` lies in a non-private, mapped frame (checked by `at`),
+            // each word aligned; volatile: the guest may read it concurrently.
+            unsafe { ((a + 8 * i as u64) as *mut u64).write_volatile(w) };
+        }
+        Some(())
+    }
+
     /// Reads an aligned 16-bit word of a guest frame in one load (`None` if unaligned).
     pub fn load_u16(&self, mfn: Mfn, off: usize) -> Option<u16> {
         if !off.is_multiple_of(2) {

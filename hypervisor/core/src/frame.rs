@@ -329,8 +329,10 @@ pub struct FrameTable<S> {
     frames: S,
     /// The TLB clock ([`Clock`]): flushes everywhere begun and the newest ticket completed
     /// plus one. Both start at 1, so a fresh frame (stamp 0) counts as flushed.
-    started: AtomicU64,
-    done: AtomicU64,
+    /// (Each on a cache line of its own: every frame operation reads `frames`, and CPUs
+    /// bump these.)
+    started: Line,
+    done: Line,
     /// The translation generations (never 0), per domain (ids modulo [`GENS`]): one moves
     /// on every hypervisor write into a page-table frame of the domain ([`crate::pt`]), when
     /// a frame leaves or joins the domain, and whenever a frame of the domain loses its last
@@ -338,21 +340,22 @@ pub struct FrameTable<S> {
     /// root frame number reused with other contents; a writable frame may become a table):
     /// what makes the domain's cached guest translations stale (`guest_access::XlatCache`
     /// caches walks of a domain's own tables to its own frames only).
-    xlat_gens: [Gen; GENS],
+    xlat_gens: [Line; GENS],
 }
 
 /// Translation generations kept (domains share one modulo this: more invalidation, never
 /// less).
 pub const GENS: usize = 64;
 
-/// One generation, on a cache line of its own (domains bump theirs on every table write).
+/// An atomic word on a cache line of its own (domains bump their generations on every table
+/// write; the TLB clock moves on flushes).
 #[repr(align(64))]
-struct Gen(AtomicU64);
+struct Line(AtomicU64);
 
 impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     pub fn new(frames: S) -> Self {
-        let xlat_gens = core::array::from_fn(|_| Gen(AtomicU64::new(1)));
-        FrameTable { frames, started: AtomicU64::new(1), done: AtomicU64::new(1), xlat_gens }
+        let xlat_gens = core::array::from_fn(|_| Line(AtomicU64::new(1)));
+        FrameTable { frames, started: Line(AtomicU64::new(1)), done: Line(AtomicU64::new(1)), xlat_gens }
     }
 
     /// Domain `dom`'s translation generation now.
@@ -402,24 +405,24 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
     }
 
     fn clock(&self) -> Clock {
-        Clock { started: self.started.load(Ordering::SeqCst), done: self.done.load(Ordering::SeqCst) }
+        Clock { started: self.started.0.load(Ordering::SeqCst), done: self.done.0.load(Ordering::SeqCst) }
     }
 
     /// Flushes everywhere begun so far (modulo 2^31; for tests and statistics).
     pub fn tlb_clock(&self) -> u32 {
-        self.started.load(Ordering::SeqCst).wrapping_sub(1) as u32 & STAMP_MASK
+        self.started.0.load(Ordering::SeqCst).wrapping_sub(1) as u32 & STAMP_MASK
     }
 
     /// A flush of every CPU's guest TLB begins now: its ticket, for [`Self::flush_done`].
     /// Call it before asking any CPU to flush.
     pub fn flush_begin(&self) -> u64 {
-        self.started.fetch_add(1, Ordering::SeqCst)
+        self.started.0.fetch_add(1, Ordering::SeqCst)
     }
 
     /// The flush with ticket `t` has completed on every CPU. (The counters are 64-bit and
     /// only grow; stamps are their low 31 bits.)
     pub fn flush_done(&self, t: u64) {
-        self.done.fetch_max(t + 1, Ordering::SeqCst);
+        self.done.0.fetch_max(t + 1, Ordering::SeqCst);
     }
 
     /// Records a flush everywhere that begins and ends now (a caller that flushed with
@@ -533,7 +536,7 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
         // ticket begins.
         let stamp = || {
             core::sync::atomic::fence(Ordering::SeqCst);
-            self.started.load(Ordering::SeqCst) as u32 & STAMP_MASK
+            self.started.0.load(Ordering::SeqCst) as u32 & STAMP_MASK
         };
         let slot = self.slot(mfn)?;
         let old = FrameSlot::update(&slot.types, |cur| type_dropped(cur, &stamp))?;
