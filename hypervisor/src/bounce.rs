@@ -97,7 +97,7 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
         return crash_domain(hv, f, format_args!("{} with no handler registered", vector_name(vec as u64)));
     }
     if vec == vector::PF {
-        hv.dom().vcpu_info.write(hv.pc.cur.id, vi::CR2, &cr2.to_le_bytes());
+        hv.dom().vcpu_info.write_u64(hv.pc.cur.id, vi::CR2, cr2);
     }
     let err = [error_code];
     let below = if has_error_code(vec) { &err[..] } else { &[] };
@@ -174,7 +174,7 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
         return false;
     }
     if vec == vector::PF {
-        shared.vcpu_info.write(mx.pc.cur.id, vi::CR2, &hv_arch::cpu::read_cr2().to_le_bytes());
+        shared.vcpu_info.write_u64(mx.pc.cur.id, vi::CR2, hv_arch::cpu::read_cr2());
     }
     true
 }

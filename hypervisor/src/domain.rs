@@ -235,6 +235,18 @@ impl VcpuInfos {
         }
     }
 
+    /// Writes the aligned word at `off` of vCPU `v`'s `vcpu_info` (CR2) in one store.
+    pub fn write_u64(&self, v: u32, off: usize, val: u64) {
+        if let Some(at) = self.get(v) {
+            let o = at.offset + off;
+            if off + 8 <= vi::SIZE && o.is_multiple_of(8) {
+                DirectMap.write_u64(at.frame, o / 8, val);
+            } else {
+                self.write(v, off, &val.to_le_bytes());
+            }
+        }
+    }
+
     /// Is an upcall due for vCPU `v` (pending and not masked)?
     #[inline]
     pub fn upcall_due(&self, v: u32) -> bool {
