@@ -17,6 +17,7 @@
 pub mod elfnote;
 pub mod errno;
 pub mod evtchn;
+pub mod grant;
 pub mod harness;
 pub mod hypercall;
 pub mod layout;

@@ -18,6 +18,7 @@ pub mod continuation;
 pub mod evtchn;
 pub mod frame;
 pub mod frame_alloc;
+pub mod grant;
 pub mod guest_access;
 pub mod mem;
 pub mod memmap;

@@ -1,0 +1,523 @@
+//! Grant tables v1 as pure logic: mapping another domain's granted frame and unmapping it
+//! (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`), with Xen's rules and status codes.
+//!
+//! Three records take part:
+//! - the granter's **shared entries** ([`SharedEntries`]): guest-writable memory, read and
+//!   changed with atomic operations only, never trusted: the granter may rewrite an entry at
+//!   any moment;
+//! - the granter's **active entries** ([`Granter`], under its grant lock in the
+//!   hypervisor): for each ref in use, the grantee, the frame and the pin counts of each
+//!   kind (host/device × read/write). While any pin exists the shared entry carries
+//!   `GTF_reading`, and while a write pin exists `GTF_writing`, so that the granter can see
+//!   the grant is in use (and revoke it only once both are clear);
+//! - each mapping domain's **maptrack** ([`Maptrack`]): handle → (granter, ref, frame,
+//!   kinds). An unmap releases what the maptrack recorded, never what the caller claims
+//!   (XSA-234).
+//!
+//! Every mapping kind holds, on the granted frame, a general reference and, when writable,
+//! a writable type reference (so a frame mapped writable elsewhere can never become a page
+//! table or descriptor page of its owner, and a page-table frame can never be mapped
+//! writable: XSA-214's lesson, types do not travel with the page). Counts are exact: the
+//! property test below recomputes them after every step of random sequences.
+//!
+//! A dying mapping domain releases every handle of its maptrack with [`unmap`].
+//!
+//! Not here yet: `copy`, `transfer`, `setup_table`, versions, and the hypervisor side (the
+//! hypercall, the PTE written for a host mapping, domain teardown).
+
+use crate::frame::{FrameTable, FrameSlot, PageType};
+use crate::mem::Mfn;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use guest_abi::grant::*;
+use guest_abi::DomId;
+
+/// A granter's shared v1 entries, as the hypervisor reaches them (the grant frames).
+pub trait SharedEntries {
+    /// Number of entries.
+    fn entries(&self) -> u32;
+    /// Entry `r`: (flags, grantee, frame) read in one go (`None` out of range).
+    fn read(&self, r: u32) -> Option<(u16, DomId, u32)>;
+    /// Compare-and-swap of entry `r`'s flags: `Err(current)` if they were not `old`.
+    fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16>;
+    /// Clears `bits` of entry `r`'s flags (atomically).
+    fn clear_flags(&self, r: u32, bits: u16);
+}
+
+/// Pin counts of an active entry, per kind.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pins {
+    pub host_ro: u32,
+    pub host_rw: u32,
+    pub dev_ro: u32,
+    pub dev_rw: u32,
+}
+
+impl Pins {
+    fn any(&self) -> bool {
+        self.host_ro + self.host_rw + self.dev_ro + self.dev_rw != 0
+    }
+
+    fn writers(&self) -> u32 {
+        self.host_rw + self.dev_rw
+    }
+
+    fn slot(&mut self, host: bool, writable: bool) -> &mut u32 {
+        match (host, writable) {
+            (true, false) => &mut self.host_ro,
+            (true, true) => &mut self.host_rw,
+            (false, false) => &mut self.dev_ro,
+            (false, true) => &mut self.dev_rw,
+        }
+    }
+}
+
+/// A ref in use: who maps it, which frame, how.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Active {
+    pub grantee: DomId,
+    pub frame: Mfn,
+    pub pins: Pins,
+}
+
+/// A granting domain's active entries.
+#[derive(Debug, Default)]
+pub struct Granter {
+    pub active: BTreeMap<u32, Active>,
+}
+
+/// One mapping a domain holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub granter: DomId,
+    pub gref: u32,
+    pub frame: Mfn,
+    pub host: bool,
+    pub device: bool,
+    pub writable: bool,
+}
+
+/// A mapping domain's handles.
+#[derive(Debug)]
+pub struct Maptrack {
+    entries: Vec<Option<Mapping>>,
+    limit: usize,
+}
+
+impl Maptrack {
+    /// At most `limit` mappings at once.
+    pub fn new(limit: usize) -> Maptrack {
+        Maptrack { entries: Vec::new(), limit }
+    }
+
+    pub fn get(&self, handle: u32) -> Option<&Mapping> {
+        self.entries.get(handle as usize)?.as_ref()
+    }
+
+    /// Every live mapping with its handle.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Mapping)> {
+        self.entries.iter().enumerate().filter_map(|(h, m)| m.as_ref().map(|m| (h as u32, m)))
+    }
+
+    fn alloc(&mut self, m: Mapping) -> Option<u32> {
+        if let Some(h) = self.entries.iter().position(Option::is_none) {
+            self.entries[h] = Some(m);
+            return Some(h as u32);
+        }
+        if self.entries.len() >= self.limit {
+            return None;
+        }
+        self.entries.push(Some(m));
+        Some(self.entries.len() as u32 - 1)
+    }
+}
+
+/// How often a map retries when the granter keeps changing the entry's flags under it
+/// before it gives up (as Xen).
+const FLAG_RETRIES: u32 = 4;
+
+/// Sets `GTF_reading` (and `GTF_writing` for `writable`) on entry `r` if it still grants
+/// `grantee` access of that kind; the frame it names.
+fn take_flags(e: &impl SharedEntries, r: u32, grantee: DomId, writable: bool) -> Result<u32, GntSt> {
+    for _ in 0..FLAG_RETRIES {
+        let (flags, dom, frame) = e.read(r).ok_or(GntSt::BadGntref)?;
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || dom != grantee {
+            return Err(GntSt::PermissionDenied);
+        }
+        if writable && flags & GTF_READONLY != 0 {
+            return Err(GntSt::PermissionDenied);
+        }
+        let new = flags | GTF_READING | if writable { GTF_WRITING } else { 0 };
+        if e.cas_flags(r, flags, new).is_ok() {
+            return Ok(frame);
+        }
+    }
+    Err(GntSt::GeneralError)
+}
+
+/// Drops the in-use flags the pins no longer need.
+fn settle_flags(e: &impl SharedEntries, r: u32, pins: &Pins) {
+    if !pins.any() {
+        e.clear_flags(r, GTF_READING | GTF_WRITING);
+    } else if pins.writers() == 0 {
+        e.clear_flags(r, GTF_WRITING);
+    }
+}
+
+/// `GNTTABOP_map_grant_ref` of `gref` of domain `granter` (its shared entries `shared`, its
+/// active entries `g`, `gfn_to_mfn` its physical-to-machine lookup) by domain `mapper`
+/// (its maptrack `mt`), with `GNTMAP_*` `flags`. Returns the handle and the frame. On any
+/// failure nothing is kept.
+#[allow(clippy::too_many_arguments)]
+pub fn map<S: AsRef<[FrameSlot]>>(
+    ft: &FrameTable<S>,
+    g: &mut Granter,
+    shared: &impl SharedEntries,
+    granter: DomId,
+    gfn_to_mfn: impl Fn(u32) -> Option<Mfn>,
+    mt: &mut Maptrack,
+    mapper: DomId,
+    gref: u32,
+    flags: u32,
+) -> Result<(u32, Mfn), GntSt> {
+    let (host, device) = (flags & GNTMAP_HOST_MAP != 0, flags & GNTMAP_DEVICE_MAP != 0);
+    if !host && !device {
+        return Err(GntSt::BadGntref);
+    }
+    if gref >= shared.entries() {
+        return Err(GntSt::BadGntref);
+    }
+    let writable = flags & GNTMAP_READONLY == 0;
+    // The entry: taken from the shared table when the ref is not in use yet; otherwise the
+    // active entry says who may map it, and a first writer must still be allowed to write.
+    let (frame, fresh_flags) = match g.active.get(&gref) {
+        Some(a) => {
+            if a.grantee != mapper {
+                return Err(GntSt::PermissionDenied);
+            }
+            if writable && a.pins.writers() == 0 {
+                take_flags(shared, gref, mapper, true)?;
+                (a.frame, true)
+            } else {
+                (a.frame, false)
+            }
+        }
+        None => {
+            let gfn = take_flags(shared, gref, mapper, writable)?;
+            match gfn_to_mfn(gfn).filter(|&m| ft.owned_by(m, granter)) {
+                Some(m) => (m, true),
+                None => {
+                    shared.clear_flags(gref, GTF_READING | GTF_WRITING);
+                    return Err(GntSt::BadPage);
+                }
+            }
+        }
+    };
+    let undo_flags = |g: &Granter| {
+        if fresh_flags {
+            let pins = g.active.get(&gref).map(|a| a.pins).unwrap_or_default();
+            settle_flags(shared, gref, &pins);
+        }
+    };
+    // The references each kind holds on the frame.
+    let kinds = [(true, host), (false, device)];
+    let mut taken = 0;
+    for &(_, want) in &kinds {
+        if !want {
+            continue;
+        }
+        let ty = writable.then_some(PageType::Writable);
+        if ft.get_page_and_type(frame, granter, ty).is_err() {
+            for _ in 0..taken {
+                let _ = ft.put_page_and_type(frame, writable);
+            }
+            undo_flags(g);
+            return Err(GntSt::BadPage);
+        }
+        taken += 1;
+    }
+    let m = Mapping { granter, gref, frame, host, device, writable };
+    let Some(handle) = mt.alloc(m) else {
+        for _ in 0..taken {
+            let _ = ft.put_page_and_type(frame, writable);
+        }
+        undo_flags(g);
+        return Err(GntSt::NoDeviceSpace);
+    };
+    let a = g.active.entry(gref).or_insert(Active { grantee: mapper, frame, pins: Pins::default() });
+    for &(is_host, want) in &kinds {
+        if want {
+            *a.pins.slot(is_host, writable) += 1;
+        }
+    }
+    Ok((handle, frame))
+}
+
+/// `GNTTABOP_unmap_grant_ref` of `handle` of domain `mt`'s owner: releases its host kind
+/// (`host`) and/or device kind (`device`), as the mapping recorded them (its writability
+/// is the maptrack's, never the caller's). A kind the mapping does not hold is
+/// `GNTST_general_error`, a handle not in use `GNTST_bad_handle`; nothing changes then.
+/// The caller looks up the mapping's granter first ([`Maptrack::get`]) and passes its
+/// active entries `g` and shared entries (`granter` must be that domain).
+#[allow(clippy::too_many_arguments)]
+pub fn unmap<S: AsRef<[FrameSlot]>>(
+    ft: &FrameTable<S>,
+    mt: &mut Maptrack,
+    handle: u32,
+    host: bool,
+    device: bool,
+    granter: DomId,
+    g: &mut Granter,
+    shared: &impl SharedEntries,
+) -> Result<(), GntSt> {
+    let m = *mt.get(handle).ok_or(GntSt::BadHandle)?;
+    if (!host && !device) || (host && !m.host) || (device && !m.device) || m.granter != granter {
+        return Err(GntSt::GeneralError);
+    }
+    let Some(a) = g.active.get_mut(&m.gref) else { return Err(GntSt::GeneralError) };
+    for (is_host, release) in [(true, host), (false, device)] {
+        if release {
+            let p = a.pins.slot(is_host, m.writable);
+            *p = p.saturating_sub(1);
+            let _ = ft.put_page_and_type(m.frame, m.writable);
+        }
+    }
+    let pins = a.pins;
+    settle_flags(shared, m.gref, &pins);
+    if !pins.any() {
+        g.active.remove(&m.gref);
+    }
+    let left = Mapping { host: m.host && !host, device: m.device && !device, ..m };
+    mt.entries[handle as usize] = (left.host || left.device).then_some(left);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{slots, Owner};
+    use core::cell::RefCell;
+    use proptest::prelude::*;
+    use std::vec;
+
+    /// Shared entries in a vector (the granter's grant frames).
+    struct VecEntries(RefCell<Vec<(u16, DomId, u32)>>);
+
+    impl SharedEntries for VecEntries {
+        fn entries(&self) -> u32 {
+            self.0.borrow().len() as u32
+        }
+        fn read(&self, r: u32) -> Option<(u16, DomId, u32)> {
+            self.0.borrow().get(r as usize).copied()
+        }
+        fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16> {
+            let mut v = self.0.borrow_mut();
+            let e = &mut v[r as usize];
+            if e.0 != old {
+                return Err(e.0);
+            }
+            e.0 = new;
+            Ok(())
+        }
+        fn clear_flags(&self, r: u32, bits: u16) {
+            self.0.borrow_mut()[r as usize].0 &= !bits;
+        }
+    }
+
+    const DOMS: usize = 3;
+    const ENTRIES: u32 = 8;
+    /// Frames per domain; domain d owns frames 1 + d*FRAMES ..; the last of each is an L1.
+    const FRAMES: u64 = 4;
+
+    struct World {
+        ft: FrameTable<Vec<FrameSlot>>,
+        granters: Vec<Granter>,
+        shared: Vec<VecEntries>,
+        mts: Vec<Maptrack>,
+        /// Entries the granter rewrote with arbitrary flags (their in-use bits are the
+        /// guest's, not ours).
+        scribbled: Vec<[bool; ENTRIES as usize]>,
+    }
+
+    fn mfn_of(d: usize, gfn: u32) -> Option<Mfn> {
+        (u64::from(gfn) < FRAMES).then(|| Mfn(1 + d as u64 * FRAMES + u64::from(gfn)))
+    }
+
+    impl World {
+        fn new() -> World {
+            let ft = FrameTable::new(slots(1 + DOMS * FRAMES as usize));
+            for d in 0..DOMS {
+                for f in 0..FRAMES as u32 {
+                    let m = mfn_of(d, f).unwrap();
+                    ft.set_owner(m, Owner::Dom(d as DomId)).unwrap();
+                }
+                // The granter's own use of its last frame as a page table.
+                let l1 = mfn_of(d, FRAMES as u32 - 1).unwrap();
+                ft.get_page_and_type(l1, d as DomId, Some(PageType::L1)).unwrap();
+                ft.mark_validated(l1).unwrap();
+            }
+            World {
+                ft,
+                granters: (0..DOMS).map(|_| Granter::default()).collect(),
+                shared: (0..DOMS).map(|_| VecEntries(RefCell::new(vec![(0, 0, 0); ENTRIES as usize]))).collect(),
+                mts: (0..DOMS).map(|_| Maptrack::new(6)).collect(),
+                scribbled: vec![[false; ENTRIES as usize]; DOMS],
+            }
+        }
+
+        fn map(&mut self, mapper: usize, granter: usize, gref: u32, flags: u32) -> Result<(u32, Mfn), GntSt> {
+            let World { ft, granters, shared, mts, .. } = self;
+            map(ft, &mut granters[granter], &shared[granter], granter as DomId, |gfn| mfn_of(granter, gfn), &mut mts[mapper], mapper as DomId, gref, flags)
+        }
+
+        fn unmap(&mut self, mapper: usize, handle: u32, host: bool, device: bool) -> Result<(), GntSt> {
+            let World { ft, granters, shared, mts, .. } = self;
+            let d = mts[mapper].get(handle).ok_or(GntSt::BadHandle)?.granter as usize;
+            unmap(ft, &mut mts[mapper], handle, host, device, d as DomId, &mut granters[d], &shared[d])
+        }
+
+        /// A dying mapper: every mapping released.
+        fn release_all(&mut self, mapper: usize) {
+            let all: Vec<(u32, Mapping)> = self.mts[mapper].iter().map(|(h, m)| (h, *m)).collect();
+            for (h, m) in all {
+                self.unmap(mapper, h, m.host, m.device).unwrap();
+            }
+        }
+
+        /// Recomputes every count from the maptracks and compares.
+        fn check(&self) -> Result<(), std::string::String> {
+            for d in 0..DOMS {
+                for f in 0..FRAMES as u32 {
+                    let m = mfn_of(d, f).unwrap();
+                    let info = self.ft.get(m).unwrap();
+                    let maps: Vec<&Mapping> = self.mts.iter().flat_map(|t| t.iter().map(|(_, m)| m)).filter(|x| x.frame == m).collect();
+                    let kinds = |w: Option<bool>| maps.iter().map(|x| (x.host as u32 + x.device as u32) * u32::from(w.is_none_or(|w| x.writable == w))).sum::<u32>();
+                    let own = u32::from(f == FRAMES as u32 - 1);
+                    if info.count != own + kinds(None) {
+                        return Err(std::format!("frame {m:?}: {} general refs, {} expected", info.count, own + kinds(None)));
+                    }
+                    let want_type = own + kinds(Some(true));
+                    if info.type_count != want_type {
+                        return Err(std::format!("frame {m:?}: {} type refs, {want_type} expected", info.type_count));
+                    }
+                }
+                for (&r, a) in &self.granters[d].active {
+                    let maps: Vec<&Mapping> =
+                        self.mts.iter().flat_map(|t| t.iter().map(|(_, m)| m)).filter(|x| x.granter as usize == d && x.gref == r).collect();
+                    let mut p = Pins::default();
+                    for x in &maps {
+                        if x.host {
+                            *p.slot(true, x.writable) += 1;
+                        }
+                        if x.device {
+                            *p.slot(false, x.writable) += 1;
+                        }
+                    }
+                    if p != a.pins || !p.any() {
+                        return Err(std::format!("d{d} ref {r}: pins {:?}, maps give {p:?}", a.pins));
+                    }
+                    if !self.scribbled[d][r as usize] {
+                        let flags = self.shared[d].read(r).unwrap().0;
+                        if flags & GTF_READING == 0 || (flags & GTF_WRITING != 0) != (p.writers() != 0) {
+                            return Err(std::format!("d{d} ref {r}: flags {flags:#x} for pins {p:?}"));
+                        }
+                    }
+                }
+                for r in 0..ENTRIES {
+                    let in_use = self.granters[d].active.contains_key(&r);
+                    let flags = self.shared[d].read(r).unwrap().0;
+                    if !in_use && !self.scribbled[d][r as usize] && flags & (GTF_READING | GTF_WRITING) != 0 {
+                        return Err(std::format!("d{d} ref {r}: in-use flags {flags:#x} with no pin"));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn hostile_maps_are_refused() {
+        let mut w = World::new();
+        // d1 grants frame 0 read-only to d0, frame 3 (its L1) writable to d0.
+        w.shared[1].0.borrow_mut()[2] = (GTF_PERMIT_ACCESS | GTF_READONLY, 0, 0);
+        w.shared[1].0.borrow_mut()[3] = (GTF_PERMIT_ACCESS, 0, 3);
+        w.shared[1].0.borrow_mut()[4] = (GTF_PERMIT_ACCESS, 2, 1);
+        assert_eq!(w.map(0, 1, 2, GNTMAP_HOST_MAP), Err(GntSt::PermissionDenied), "read-only grant mapped writable");
+        assert_eq!(w.map(0, 1, 3, GNTMAP_HOST_MAP), Err(GntSt::BadPage), "a page table mapped writable");
+        assert_eq!(w.map(0, 1, 4, GNTMAP_HOST_MAP), Err(GntSt::PermissionDenied), "granted to another domain");
+        assert_eq!(w.map(0, 1, 99, GNTMAP_HOST_MAP), Err(GntSt::BadGntref), "out of range");
+        assert_eq!(w.map(0, 1, 2, GNTMAP_READONLY), Err(GntSt::BadGntref), "neither host nor device");
+        assert_eq!(w.unmap(0, 0, true, false), Err(GntSt::BadHandle));
+        w.check().unwrap();
+        // XSA-224: host + device writable map, then two unmaps; the frame is plain again.
+        w.shared[1].0.borrow_mut()[5] = (GTF_PERMIT_ACCESS, 0, 1);
+        let (h, m) = w.map(0, 1, 5, GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP).unwrap();
+        w.check().unwrap();
+        assert_eq!(w.ft.get(m).unwrap().type_count, 2);
+        w.unmap(0, h, true, false).unwrap();
+        assert_eq!(w.unmap(0, h, true, false), Err(GntSt::GeneralError), "the host kind is gone already");
+        w.unmap(0, h, false, true).unwrap();
+        assert_eq!(w.unmap(0, h, false, true), Err(GntSt::BadHandle), "double unmap");
+        assert_eq!(w.ft.get(m).unwrap().type_count, 0);
+        w.ft.flushed(); // the TLB clock: a frame that was writable needs a flush first
+        assert!(w.ft.get_type(m, PageType::L1).is_ok(), "with no writable reference left the frame may become a table");
+        w.ft.put_type(m).unwrap();
+        // XSA-234: a read-only map released as what it is, whatever the unmap says.
+        let (h, m) = w.map(0, 1, 2, GNTMAP_HOST_MAP | GNTMAP_READONLY).unwrap();
+        w.unmap(0, h, true, false).unwrap();
+        assert_eq!(w.ft.get(m).unwrap().count, 0);
+        w.check().unwrap();
+        assert_eq!(w.shared[1].read(2).unwrap().0, GTF_PERMIT_ACCESS | GTF_READONLY, "in-use flags cleared");
+    }
+
+    proptest! {
+        /// Random grants, revokes, hostile flag scribbles, maps, unmaps and mapper deaths:
+        /// after every step every frame's counts, every active entry's pins and every in-use
+        /// flag match what the maptracks hold; in the end everything is back to zero.
+        #[test]
+        fn counts_stay_exact(ops in proptest::collection::vec((0u8..7, 0usize..DOMS, 0usize..DOMS, 0u32..ENTRIES + 1, any::<u16>()), 1..300)) {
+            let mut w = World::new();
+            for (op, a, b, r, x) in ops {
+                let r = r.min(ENTRIES - 1);
+                match op {
+                    // Granter a grants ref r to b: frame x % (FRAMES + 1) (one past the end:
+                    // a frame it does not own), read-only or not.
+                    0 => {
+                        let ro = if x & 1 != 0 { GTF_READONLY } else { 0 };
+                        let mut v = w.shared[a].0.borrow_mut();
+                        let keep = v[r as usize].0 & (GTF_READING | GTF_WRITING);
+                        v[r as usize] = (GTF_PERMIT_ACCESS | ro | keep, b as DomId, u32::from(x) % (FRAMES as u32 + 1));
+                    }
+                    // Revoke as a guest does: only when not in use.
+                    1 => {
+                        let f = w.shared[a].read(r).unwrap().0;
+                        if f & (GTF_READING | GTF_WRITING) == 0 {
+                            let _ = w.shared[a].cas_flags(r, f, 0);
+                        }
+                    }
+                    // A hostile granter writes anything.
+                    2 => {
+                        w.shared[a].0.borrow_mut()[r as usize].0 = x;
+                        w.scribbled[a][r as usize] = true;
+                    }
+                    3 | 4 => {
+                        let flags = u32::from(x) & (GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP | GNTMAP_READONLY);
+                        let _ = w.map(b, a, r, flags);
+                    }
+                    5 => {
+                        let _ = w.unmap(b, u32::from(x) % 8, x & 0x100 != 0, x & 0x200 != 0);
+                    }
+                    _ => w.release_all(b),
+                }
+                prop_assert!(w.check().is_ok(), "{:?}", w.check());
+            }
+            for d in 0..DOMS {
+                w.release_all(d);
+            }
+            prop_assert!(w.check().is_ok(), "{:?}", w.check());
+            for d in 0..DOMS {
+                prop_assert!(w.granters[d].active.is_empty(), "d{} keeps active entries", d);
+            }
+        }
+    }
+}
