@@ -36,6 +36,8 @@ pub struct DomShared {
     /// ticket lock: other domains take it too (interdomain operations), and none of them may
     /// keep the domain's own vCPUs from it.
     pub ports: spin::mutex::TicketMutex<hv_core::evtchn::DomainEvents>,
+    /// Its grant table (`hypercall::grant`), under its grant lock.
+    grant: spin::mutex::TicketMutex<GrantTable>,
     /// Bit n set while vCPU n sleeps in `SCHEDOP_block` or `SCHEDOP_poll` (set before the
     /// sleeper's last look for events, cleared when it is woken), and while it polls: an
     /// event sent looks at a run queue only to wake such a vCPU.
@@ -95,6 +97,21 @@ impl VcpuTimer {
     }
 }
 
+/// A domain's grant table: its v1 grant frames (hypervisor-allocated, owned by the domain
+/// and held with a writable type reference for its life, so they can never become page
+/// tables or descriptor pages), its limit, and the active entries of its grants.
+pub struct GrantTable {
+    pub frames: alloc::vec::Vec<Mfn>,
+    pub max_frames: u32,
+    pub active: hv_core::grant::Granter,
+}
+
+impl GrantTable {
+    pub fn new() -> GrantTable {
+        GrantTable { frames: alloc::vec::Vec::new(), max_frames: guest_abi::grant::DEFAULT_MAX_GRANT_FRAMES, active: Default::default() }
+    }
+}
+
 /// What the domain's memory lock guards.
 #[derive(Default)]
 pub struct DomMm {
@@ -113,6 +130,7 @@ impl DomShared {
             mm: spin::mutex::TicketMutex::new(DomMm::default()),
             shared_info,
             ports: spin::mutex::TicketMutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
+            grant: spin::mutex::TicketMutex::new(GrantTable::new()),
             sleeping: AtomicU64::new(0),
             polling: AtomicU64::new(0),
             ended: AtomicU8::new(0),
@@ -132,6 +150,11 @@ impl DomShared {
     /// Takes the domain's memory lock.
     pub fn mm(&self) -> crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, DomMm>> {
         crate::locks::Ordered::new(crate::locks::Level::DomainMm, || self.mm.lock())
+    }
+
+    /// Takes the domain's grant-table lock.
+    pub fn grant(&self) -> crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, GrantTable>> {
+        crate::locks::Ordered::new(crate::locks::Level::Grant, || self.grant.lock())
     }
 
     /// Takes the domain's memory lock if it is free.

@@ -3,7 +3,8 @@
 //! A CPU takes locks only in increasing [`Level`]: its own [`crate::percpu::PerCpu`], then
 //! one run queue's lock (`state`: its own when it schedules, the owner's of a vCPU it wakes
 //! or changes) and, only when stealing, a second one by try-lock; then one domain's memory
-//! lock (`DomShared::mm`), then one or two domains' event-channel locks
+//! lock (`DomShared::mm`), then one domain's grant-table lock, then one or two domains'
+//! event-channel locks
 //! (`DomShared::ports`, lower id first), then a console lock. There is no global lock.
 //! Leaf locks inside the layers below (the frame allocator's, the domain registry, the
 //! UART) are taken last and hold nothing else. Every CPU keeps a record of the levels it holds; taking
@@ -26,14 +27,16 @@ pub enum Level {
     RunQueue2 = 2,
     /// A domain's memory lock (`DomShared::mm`): page-table operations, owner changes.
     DomainMm = 3,
+    /// A domain's grant table (`DomShared::grant`): its grant frames and active entries.
+    Grant = 4,
     /// A domain's event-channel lock (`DomShared::ports`); when two are held (an
     /// interdomain operation), the lower domain id's first at this level ...
-    Events = 4,
+    Events = 5,
     /// ... and the higher one's at this (`ports::Locked`).
-    Events2 = 5,
+    Events2 = 6,
     /// A domU's console (`DomShared::console`): inside it only the shared rate limit and
     /// the UART, leaf locks.
-    Console = 6,
+    Console = 7,
 }
 
 /// Per CPU: bit n set while level n is held.

@@ -505,6 +505,8 @@ fn park(pc: &mut PerCpu, rq: &mut Rq, mut v: Box<Vcpu>, f: &TrapFrame) -> Option
 fn audit(d: &DomShared) {
     use hv_core::audit::Hold;
     let mut holds = alloc::vec![Hold { mfn: d.shared_info, typed: true }];
+    // Its grant frames (each held with a writable type reference).
+    holds.extend(d.grant().frames.iter().map(|&mfn| Hold { mfn, typed: true }));
     let registered = d.vcpu_info_registered.load(Ordering::Acquire);
     for v in 0..d.nr_vcpus() {
         if registered & (1 << v) != 0 {

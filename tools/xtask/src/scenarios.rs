@@ -236,6 +236,7 @@ fn scenarios() -> Vec<Scenario> {
         sc("hypercalls", Image::Guest("hypercalls"), Expect::Success),
         sc("console-fault", Image::Guest("console_fault"), Expect::Success),
         sc("hv-memory", Image::Guest("hv_memory"), Expect::Success),
+        sc("grant-setup", Image::Guest("grants"), Expect::Success),
         sc("privileged", Image::Guest("privileged"), Expect::Success),
         sc("ring3-hypercall", Image::Guest("ring3"), Expect::Success),
         sc("events-timers", Image::Guest("events"), Expect::Success),
