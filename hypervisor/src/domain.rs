@@ -287,14 +287,16 @@ impl VcpuInfos {
     }
 }
 
-/// `vcpu_info` field offsets.
+/// Byte offsets in a `vcpu_info` (`guest_abi::shared_info::VcpuInfo`).
 pub mod vi {
-    pub const UPCALL_PENDING: usize = 0;
-    pub const UPCALL_MASK: usize = 1;
-    pub const PENDING_SEL: usize = 8;
-    pub const CR2: usize = 16;
-    pub const TIME: usize = 32;
-    pub const SIZE: usize = 64;
+    use core::mem::{offset_of, size_of};
+    use guest_abi::shared_info::{ArchVcpuInfo, VcpuInfo};
+    pub const UPCALL_PENDING: usize = offset_of!(VcpuInfo, evtchn_upcall_pending);
+    pub const UPCALL_MASK: usize = offset_of!(VcpuInfo, evtchn_upcall_mask);
+    pub const PENDING_SEL: usize = offset_of!(VcpuInfo, evtchn_pending_sel);
+    pub const CR2: usize = offset_of!(VcpuInfo, arch) + offset_of!(ArchVcpuInfo, cr2);
+    pub const TIME: usize = offset_of!(VcpuInfo, time);
+    pub const SIZE: usize = size_of::<VcpuInfo>();
 }
 
 /// Every domain, by id, as every CPU reaches it: written when a

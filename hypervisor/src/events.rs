@@ -51,7 +51,9 @@ pub fn set_wallclock(d: &DomShared, boot_unix: u64) {
     let mut f = [0u8; 12];
     f[..4].copy_from_slice(&(boot_unix as u32).to_le_bytes());
     f[8..12].copy_from_slice(&((boot_unix >> 32) as u32).to_le_bytes());
-    write_versioned(d.shared_info, 3072, 3076, &f);
+    use guest_abi::shared_info::SharedInfo;
+    let (version, data) = (core::mem::offset_of!(SharedInfo, wc_version), core::mem::offset_of!(SharedInfo, wc_sec));
+    write_versioned(d.shared_info, version, data, &f);
 }
 
 
