@@ -49,25 +49,22 @@ pub fn dump(f: &TrapFrame, cr2: u64) {
 /// the other domains carry on. dom0 crashing ends the run.
 pub fn crash_domain(hv: &mut Hv, f: &TrapFrame, why: core::fmt::Arguments<'_>) {
     log::error!("d{}v{} crashed: {}", hv.pc.cur.dom, hv.pc.cur.id, why);
-    let cr2 = hv_arch::cpu::read_cr2();
-    if hv.pc.cur.dom == 0 {
-        // dom0 ends the run: its dump is the last thing said.
-        dump(f, cr2);
-    }
-    // A domU's dump (slow: the serial line) comes after it is stopped on every CPU, so that
-    // its other vCPUs do not run on meanwhile.
-    domain_ended(hv, guest_abi::sched::ShutdownReason::Crash);
-    dump(f, cr2);
+    domain_ended(hv, guest_abi::sched::ShutdownReason::Crash, Some((f, hv_arch::cpu::read_cr2())));
 }
 
 /// The current domain shut down or crashed: dom0 ends the run; a domU becomes a zombie (all
 /// its vCPUs stop, on every CPU) and, as in Xen, dom0 hears of it through VIRQ_DOM_EXC once
 /// the last of them is off its CPU (`schedule::park`; the current one is parked before this
-/// section ends).
-pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
+/// section ends). `regs` (a frame and CR2) are dumped: for dom0 before the run ends, for a
+/// domU once it is stopped on every CPU (the dump is slow, the serial line, and its other
+/// vCPUs must not run on meanwhile).
+pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason, regs: Option<(&TrapFrame, u64)>) {
     use guest_abi::sched::ShutdownReason::*;
     let dom = hv.pc.cur.dom;
     if dom == 0 {
+        if let Some((f, cr2)) = regs {
+            dump(f, cr2);
+        }
         let code = match why {
             Poweroff => ExitCode::Poweroff,
             Reboot => ExitCode::Reboot,
@@ -79,12 +76,14 @@ pub fn domain_ended(hv: &mut Hv, why: guest_abi::sched::ShutdownReason) {
         hv.end_run(msg, code)
     }
     let d = hv.pc.cur.shared.clone();
-    if !d.end(why) {
-        return;
+    if d.end(why) {
+        log::info!("d{} is dead ({}); the others carry on", dom, why.name());
+        for v in 0..d.nr_vcpus() {
+            crate::schedule::stop(hv, &d, v);
+        }
     }
-    log::info!("d{} is dead ({}); the others carry on", dom, why.name());
-    for v in 0..d.nr_vcpus() {
-        crate::schedule::stop(hv, &d, v);
+    if let Some((f, cr2)) = regs {
+        dump(f, cr2);
     }
 }
 

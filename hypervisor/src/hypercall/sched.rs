@@ -3,7 +3,6 @@
 use super::{read_guest, HcResult};
 use crate::Hv;
 use guest_abi::errno::Errno;
-use guest_abi::harness::ExitCode;
 use guest_abi::sched::*;
 use core::sync::atomic::Ordering;
 use hv_arch::entry::TrapFrame;
@@ -11,29 +10,12 @@ use hv_core::evtchn::{Bits, Table};
 
 fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
     let r = u32::try_from(reason).ok().and_then(ShutdownReason::from_u32).ok_or(Errno::EINVAL)?;
-    let code = match r {
-        ShutdownReason::Poweroff => ExitCode::Poweroff,
-        ShutdownReason::Reboot => ExitCode::Reboot,
-        ShutdownReason::Suspend => ExitCode::Suspend,
-        ShutdownReason::Crash => ExitCode::Crash,
-        _ => ExitCode::OtherShutdown,
-    };
-    if r == ShutdownReason::Crash {
+    let crash = r == ShutdownReason::Crash;
+    if crash {
         log::error!("d{}v{} requested a crash shutdown", hv.pc.cur.dom, hv.pc.cur.id);
     }
     log::info!("d{}: shutdown: reason {}", hv.pc.cur.dom, r.name());
-    let _ = code;
-    // The register dump (slow: the serial line) comes after the domain is stopped on every
-    // CPU, so that its other vCPUs do not run on meanwhile.
-    let crash = r == ShutdownReason::Crash;
-    if crash && hv.pc.cur.dom == 0 {
-        // dom0 ends the run: its dump is the last thing said.
-        crate::bounce::dump(f, 0);
-    }
-    crate::bounce::domain_ended(hv, r);
-    if crash {
-        crate::bounce::dump(f, 0);
-    }
+    crate::bounce::domain_ended(hv, r, crash.then_some((f, 0)));
     Ok(0)
 }
 

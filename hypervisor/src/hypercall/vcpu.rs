@@ -78,7 +78,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             .ok_or(Errno::ENOENT)??;
             match r {
                 Down::Already | Down::Stopped(None) => {}
-                Down::Last => crate::bounce::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff),
+                Down::Last => crate::bounce::domain_ended(hv, guest_abi::sched::ShutdownReason::Poweroff, None),
                 Down::Stopped(Some(cpu)) => crate::schedule::stopped_on(hv.pc, &d, id, cpu),
             }
             Ok(0)
