@@ -160,12 +160,14 @@ pub fn write_guest_words(c: &impl OnCpu, va: u64, words: &[u64]) -> Result<(), E
             }
         }
     }
+    if words.len() > MAX_WORDS {
+        return Err(Errno::EINVAL);
+    }
     let mut bytes = [0u8; 8 * MAX_WORDS];
-    let n = words.len().min(MAX_WORDS);
-    for (i, w) in words[..n].iter().enumerate() {
+    for (i, w) in words.iter().enumerate() {
         bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
     }
-    write_guest(c, va, &bytes[..8 * n])
+    write_guest(c, va, &bytes[..8 * words.len()])
 }
 
 /// Most words [`write_guest_words`] takes (a bounce frame: four below RIP, five above).

@@ -110,9 +110,7 @@ fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Pokes {
         // by try-lock; if it is busy, the idle CPU is poked and steals instead).
         if let Some(mut other) = state::try_lock_other(idler) {
             if let Some((s, slot)) = rq.take(id, idler) {
-                if let Some(o) = slot.shared.owner.get(slot.vcpu as usize) {
-                    o.store(idler, Ordering::Release);
-                }
+                slot.moved_to(idler);
                 other.adopt(s, slot);
                 return [Some(idler), None];
             }
@@ -371,9 +369,7 @@ fn steal(me: usize, min: hv_core::sched::Prio) -> Option<(hv_core::sched::VcpuSc
             continue;
         };
         if let Some((s, slot)) = other.take_for(me, min) {
-            if let Some(o) = slot.shared.owner.get(slot.vcpu as usize) {
-                o.store(me, Ordering::Release);
-            }
+            slot.moved_to(me);
             return Some((s, slot));
         }
     }

@@ -153,6 +153,15 @@ pub struct Slot {
     pub ctx: Option<alloc::boxed::Box<Vcpu>>,
 }
 
+impl Slot {
+    /// Records that CPU `cpu`'s queue owns this vCPU now (with both queues' locks held).
+    pub fn moved_to(&self, cpu: usize) {
+        if let Some(o) = self.shared.owner.get(self.vcpu as usize) {
+            o.store(cpu, core::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// The scheduler's handle for vCPU `vcpu` of `dom`.
 #[inline]
 pub fn sched_id(dom: DomId, vcpu: u32) -> usize {

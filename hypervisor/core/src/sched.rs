@@ -248,12 +248,10 @@ impl<P> RunQueue<P> {
     }
 
     /// Takes ownership of vCPU `s` (at creation, or after stealing it: queued if runnable).
-    pub fn adopt(&mut self, s: VcpuSched, p: P) {
+    pub fn adopt(&mut self, mut s: VcpuSched, p: P) {
         let (runnable, id) = (s.runnable, s.id);
+        s.queued = false;
         self.owned.push((s, p));
-        if let Some(i) = self.index(id) {
-            self.owned[i].0.queued = false;
-        }
         if runnable {
             self.enqueue(id);
         }

@@ -40,23 +40,27 @@ fn u64at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
 }
 
-/// Grows `d`'s grant table to `n` frames (it never shrinks): each new frame zeroed, owned
-/// by `d`, and held with a writable type reference. False if memory ran out (the frames
+/// Grows `d`'s grant table to `n` frames (within its limit; it never shrinks) and returns
+/// its first `n`: each new frame zeroed, owned by `d`, and held with a writable type
+/// reference. `GNTST_general_error` beyond the limit or when memory runs out (the frames
 /// added so far stay).
-fn grow(d: &DomShared, n: u32) -> bool {
+fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
     let ft = crate::machine::frames();
     let mut g = d.grant();
+    if n > g.max_frames {
+        return Err(GntSt::GeneralError);
+    }
     while (g.frames.len() as u32) < n {
-        let Some(Some(m)) = crate::mm::with(|mm| mm.alloc.alloc()) else { return false };
+        let Some(Some(m)) = crate::mm::with(|mm| mm.alloc.alloc()) else { return Err(GntSt::GeneralError) };
         DirectMap.zero(m);
         if ft.set_owner(m, Owner::Dom(d.id)).is_err() || ft.get_page_and_type(m, d.id, Some(PageType::Writable)).is_err() {
             // Cannot happen for a fresh frame; if it did, the frame stays out of use.
             log::error!("grant frame {:#x} from the allocator is still referenced: kept out of use", m.0);
-            return false;
+            return Err(GntSt::GeneralError);
         }
         g.frames.push(m);
     }
-    true
+    Ok(g.frames.iter().take(n as usize).copied().collect())
 }
 
 /// `GNTTABOP_setup_table {dom u16 @0, nr_frames u32 @4; OUT status i16 @8; frame_list
@@ -66,15 +70,9 @@ fn setup_table(c: &impl OnCpu, uop: u64) -> Result<(), Errno> {
     read_guest(c, uop, &mut b)?;
     let (dom, nr, list) = (u16at(&b, 0), u32at(&b, 4), u64at(&b, 16));
     let status = (|| {
+        // The guest copies are made after the grant lock is let go.
         let d = target(c, dom)?;
-        let max = d.grant().max_frames;
-        if nr > max {
-            return Err(GntSt::GeneralError);
-        }
-        if !grow(&d, nr) {
-            return Err(GntSt::GeneralError);
-        }
-        let frames: alloc::vec::Vec<Mfn> = d.grant().frames[..nr as usize].to_vec();
+        let frames = grow(&d, nr)?;
         for (i, m) in frames.iter().enumerate() {
             write_guest(c, list.wrapping_add(8 * i as u64), &m.0.to_le_bytes()).map_err(|_| GntSt::BadVirtAddr)?;
         }
@@ -125,7 +123,7 @@ pub fn grant_table_op(c: &impl OnCpu, cmd: u64, uop: u64, count: u64) -> HcResul
             one()?;
             let mut b = [0u8; 2];
             read_guest(c, uop, &mut b)?;
-            target(c, u16::from_le_bytes(b)).map_err(|_| Errno::ESRCH)?;
+            target(c, u16::from_le_bytes(b)).map_err(|e| if e == GntSt::PermissionDenied { Errno::EPERM } else { Errno::ESRCH })?;
             write_guest(c, uop.wrapping_add(4), &1u32.to_le_bytes())?;
         }
         // {version u32}: 1 is kept; 2 is not supported (docs/abi-deviations.md); the
