@@ -65,8 +65,15 @@ pub struct DomainEvents {
     chans: Vec<Chan>,
     max_port: Port,
     nr_vcpus: u32,
-    /// VIRQ → port, per vCPU.
+    /// (VIRQ, vCPU) → port: a per-vCPU VIRQ under the vCPU it is bound to, a global one
+    /// always under vCPU 0 (as Xen's `virq_to_evtchn` of vCPU 0), whichever vCPU
+    /// `bind_vcpu` moved its notification to ([`virq_key`]).
     virqs: BTreeMap<(u32, u32), Port>,
+}
+
+/// The `virqs` key of `virq` notified on `vcpu`.
+fn virq_key(virq: u32, vcpu: u32) -> (u32, u32) {
+    (virq, if virq_is_per_vcpu(virq) { vcpu } else { 0 })
 }
 
 /// Event-channel state of every domain.
@@ -136,12 +143,12 @@ pub trait Table {
             return Err(Errno::EINVAL);
         }
         check_vcpu(self, dom, vcpu)?;
-        if d(self, dom)?.virqs.contains_key(&(virq, vcpu)) {
+        if d(self, dom)?.virqs.contains_key(&virq_key(virq, vcpu)) {
             return Err(Errno::EEXIST);
         }
         let p = free_port(self, dom)?;
         set(self, dom, p, Chan { state: State::Virq { virq }, vcpu })?;
-        dm(self, dom)?.virqs.insert((virq, vcpu), p);
+        dm(self, dom)?.virqs.insert(virq_key(virq, vcpu), p);
         Ok(p)
     }
 
@@ -166,7 +173,7 @@ pub trait Table {
                 set(self, remote, remote_port, Chan { state: State::Unbound { remote: dom }, vcpu: rc.vcpu })?;
             }
             State::Virq { virq } => {
-                dm(self, dom)?.virqs.remove(&(virq, c.vcpu));
+                dm(self, dom)?.virqs.remove(&virq_key(virq, c.vcpu));
             }
             _ => {}
         }
@@ -188,7 +195,7 @@ pub trait Table {
 
     /// Raises a VIRQ (from the hypervisor). Unbound VIRQs are dropped.
     fn send_virq(&mut self, dom: DomId, virq: u32, vcpu: u32, bits: &mut dyn Bits) -> Option<Kick> {
-        let p = *d(self, dom).ok()?.virqs.get(&(virq, vcpu))?;
+        let p = *d(self, dom).ok()?.virqs.get(&virq_key(virq, vcpu))?;
         raise(self, dom, p, bits).ok().flatten()
     }
 
@@ -208,11 +215,8 @@ pub trait Table {
         let c = chan(self, dom, port)?;
         match c.state {
             State::Unbound { .. } | State::Interdomain { .. } => {}
-            State::Virq { virq } if !virq_is_per_vcpu(virq) => {
-                let d = dm(self, dom)?;
-                d.virqs.remove(&(virq, c.vcpu));
-                d.virqs.insert((virq, vcpu), port);
-            }
+            // A global VIRQ stays under vCPU 0's key: only its notification moves.
+            State::Virq { virq } if !virq_is_per_vcpu(virq) => {}
             _ => return Err(Errno::EINVAL),
         }
         set(self, dom, port, Chan { vcpu, ..c })?;
@@ -381,14 +385,14 @@ impl Events {
                             return Err("peer does not point back");
                         }
                     }
-                    State::Virq { virq } if d.virqs.get(&(virq, c.vcpu)) != Some(&(p as Port)) => {
+                    State::Virq { virq } if d.virqs.get(&virq_key(virq, c.vcpu)) != Some(&(p as Port)) => {
                         return Err("VIRQ table disagrees");
                     }
                     _ => {}
                 }
             }
-            for (&(_, vcpu), &p) in &d.virqs {
-                if !matches!(d.chans.get(p as usize), Some(Chan { state: State::Virq { .. }, vcpu: v }) if *v == vcpu) {
+            for (&(virq, vcpu), &p) in &d.virqs {
+                if !matches!(d.chans.get(p as usize), Some(Chan { state: State::Virq { virq: w }, vcpu: v }) if *w == virq && virq_key(virq, *v) == (virq, vcpu)) {
                     return Err("VIRQ entry without a bound port");
                 }
             }
@@ -479,6 +483,22 @@ mod tests {
         assert_eq!(e.unmask(0, p, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 1 }));
         assert_eq!(b.upcall.get(&(0, 1)), Some(&true));
         assert!(b.sel.contains(&(0, 1, p / 64)));
+    }
+
+    /// A global VIRQ moved to another vCPU by `bind_vcpu` is still the one binding: raised
+    /// as the hypervisor raises it (naming vCPU 0) it reaches the new vCPU, and it cannot be
+    /// bound a second time.
+    #[test]
+    fn a_moved_global_virq_stays_bound_once() {
+        let (mut e, mut b) = two();
+        let c = e.bind_virq(0, VIRQ_DOM_EXC, 0).unwrap();
+        e.bind_vcpu(0, c, 1, &mut b).unwrap();
+        assert_eq!(e.bind_virq(0, VIRQ_DOM_EXC, 0), Err(Errno::EEXIST));
+        assert_eq!(e.send_virq(0, VIRQ_DOM_EXC, 0, &mut b), Some(Kick { dom: 0, vcpu: 1 }));
+        e.check().unwrap();
+        e.close(0, c, &mut b).unwrap();
+        assert!(e.bind_virq(0, VIRQ_DOM_EXC, 0).is_ok(), "bindable again once closed");
+        e.check().unwrap();
     }
 
     #[test]
