@@ -25,8 +25,8 @@
 //!   period's end shares that period out, visiting the queues one at a time.
 //!
 //! The arch layer supplies time (`now` in ns) and performs the context switches this
-//! module decides on; [`Credit`] runs every queue in one structure for the deterministic
-//! simulator of the tests.
+//! module decides on; `Credit` (test builds) runs every queue in one structure for the
+//! deterministic simulator of the tests.
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -573,6 +573,7 @@ impl<P> RunQueue<P> {
 
 /// Every CPU's queue in one structure, as the tests' simulator drives them (the hypervisor
 /// locks each queue instead, and steals with a try-lock).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Credit {
     rqs: Vec<RunQueue<()>>,
@@ -582,6 +583,7 @@ pub struct Credit {
     home: Vec<usize>,
 }
 
+#[cfg(test)]
 impl Credit {
     pub fn new(nr_cpus: usize) -> Credit {
         Credit { rqs: (0..nr_cpus).map(RunQueue::new).collect(), doms: Vec::new(), acct: Acct::new(), home: Vec::new() }
