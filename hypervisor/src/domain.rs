@@ -113,10 +113,19 @@ impl GrantTable {
 }
 
 /// What the domain's memory lock guards.
-#[derive(Default)]
 pub struct DomMm {
     /// Preempted page-table (de)validation (see `hv_core::pt`).
     pub jobs: hv_core::pt::Jobs,
+    /// The grants it maps (`hypercall::grant`).
+    pub maptrack: hv_core::grant::Maptrack,
+}
+
+impl DomMm {
+    /// With room for `maptrack_frames` maptrack frames (Xen's count: 512 handles each).
+    pub fn new(maptrack_frames: u32) -> DomMm {
+        let limit = maptrack_frames as usize * hv_core::grant::MAPTRACK_CHUNK;
+        DomMm { jobs: Default::default(), maptrack: hv_core::grant::Maptrack::new(limit, crate::hypercall::maptrack_grow) }
+    }
 }
 
 impl DomShared {
@@ -127,7 +136,7 @@ impl DomShared {
             privileged,
             vcpu_info: VcpuInfos::legacy(shared_info, nr_vcpus),
             up: AtomicU64::new(1),
-            mm: spin::mutex::TicketMutex::new(DomMm::default()),
+            mm: spin::mutex::TicketMutex::new(DomMm::new(guest_abi::grant::DEFAULT_MAX_MAPTRACK_FRAMES)),
             shared_info,
             ports: spin::mutex::TicketMutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
             grant: spin::mutex::TicketMutex::new(GrantTable::new()),

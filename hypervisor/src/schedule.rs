@@ -453,6 +453,10 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
 fn finish(hv: &mut Hv<'_>, stopped: Option<Arc<DomShared>>) {
     let Some(d) = stopped else { return };
     log::info!("d{}: every vCPU is off the CPUs", d.id);
+    let n = crate::hypercall::grant::release_maps(&d);
+    if n > 0 {
+        log::info!("d{}: {n} grant mapping(s) released", d.id);
+    }
     if crate::machine::get().audit {
         audit(&d);
     }
@@ -501,8 +505,6 @@ fn park(pc: &mut PerCpu, rq: &mut Rq, mut v: Box<Vcpu>, f: &TrapFrame) -> Option
 fn audit(d: &DomShared) {
     use hv_core::audit::Hold;
     let mut holds = alloc::vec![Hold { mfn: d.shared_info, typed: true }];
-    // Its grant frames (each held with a writable type reference).
-    holds.extend(d.grant().frames.iter().map(|&mfn| Hold { mfn, typed: true }));
     let registered = d.vcpu_info_registered.load(Ordering::Acquire);
     for v in 0..d.nr_vcpus() {
         if registered & (1 << v) != 0 {
@@ -520,6 +522,11 @@ fn audit(d: &DomShared) {
         });
     }
     let _mm = d.mm();
+    // Its grant frames (each held with a writable type reference), and the pins of its
+    // grants mapped or being copied by any domain: under its grant lock, as they change.
+    let g = d.grant();
+    holds.extend(g.frames.iter().map(|&mfn| Hold { mfn, typed: true }));
+    holds.extend(g.active.holds().map(|(mfn, typed)| Hold { mfn, typed }));
     let r = hv_core::audit::audit(&hv_arch::physmem::DirectMap, crate::machine::frames(), d.id, &holds);
     if r.no_memory {
         log::warn!("audit d{}: skipped (no memory for the recomputed counts)", d.id);

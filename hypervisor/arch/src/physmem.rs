@@ -167,12 +167,29 @@ impl DirectMap {
 
     /// Reads an aligned 16-bit word of a guest frame in one load (`None` if unaligned).
     pub fn load_u16(&self, mfn: Mfn, off: usize) -> Option<u16> {
+        Some(Self::word16(mfn, off)?.load(Ordering::SeqCst))
+    }
+
+    /// The aligned 16-bit word at `off` of a frame shared with a guest, as an atomic
+    /// (`None` if unaligned or not reachable).
+    fn word16(mfn: Mfn, off: usize) -> Option<&'static core::sync::atomic::AtomicU16> {
         if !off.is_multiple_of(2) {
             return None;
         }
         let a = Self::at(mfn, off, 2)?;
         // SAFETY: as for `byte`, an aligned word.
-        Some(unsafe { core::sync::atomic::AtomicU16::from_ptr(a as *mut u16) }.load(Ordering::SeqCst))
+        Some(unsafe { core::sync::atomic::AtomicU16::from_ptr(a as *mut u16) })
+    }
+
+    /// Compare-and-swap of an aligned 16-bit word of a guest frame (a grant entry's flags):
+    /// `Some(Err(current))` if it was not `old`.
+    pub fn cas_u16(&self, mfn: Mfn, off: usize, old: u16, new: u16) -> Option<Result<(), u16>> {
+        Some(Self::word16(mfn, off)?.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).map(|_| ()))
+    }
+
+    /// Clears `bits` of an aligned 16-bit word of a guest frame; returns the old word.
+    pub fn fetch_clear_u16(&self, mfn: Mfn, off: usize, bits: u16) -> Option<u16> {
+        Some(Self::word16(mfn, off)?.fetch_and(!bits, Ordering::SeqCst))
     }
 
     /// Reads a byte of a guest frame.

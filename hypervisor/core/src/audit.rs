@@ -1,6 +1,7 @@
 //! The consistency audit of one domain's frames: every general and type count recomputed
 //! from what should hold it (the entries of its validated tables, pins, and the references
-//! the hypervisor holds for it: roots, descriptor pages, `vcpu_info` and shared_info pages)
+//! the hypervisor holds for it: roots, descriptor pages, `vcpu_info` and shared_info pages,
+//! grant frames, and the pins of its grants mapped or being copied by any domain)
 //! and compared with the frame table. Run on a domain whose vCPUs are all off the CPUs
 //! (nothing changes under it); the same rules as the host property tests of `pt`.
 
@@ -95,7 +96,9 @@ pub fn audit<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>>(mem: &M, ft: &FrameTabl
                 continue;
             }
             let Some(e) = mem.read_u64(mfn, i).map(Pte) else { continue };
-            if !e.present() || ft.owner(e.mfn()) != Owner::Dom(dom) {
+            // A grant mapping's entry holds nothing itself: the granter's active entry does
+            // (its holds).
+            if !e.present() || e.granted() || ft.owner(e.mfn()) != Owner::Dom(dom) {
                 continue;
             }
             let t = ft.get(e.mfn()).unwrap_or_default();

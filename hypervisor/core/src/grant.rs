@@ -1,5 +1,7 @@
 //! Grant tables v1 as pure logic: mapping another domain's granted frame and unmapping it
-//! (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`), with Xen's rules and status codes.
+//! (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`), pinning it for a copy
+//! (`GNTTABOP_copy`) and swapping unused entries (`GNTTABOP_swap_grant_ref`), with Xen's
+//! rules and status codes.
 //!
 //! Three records take part:
 //! - the granter's **shared entries** ([`SharedEntries`]): guest-writable memory, read and
@@ -14,16 +16,20 @@
 //!   kinds). An unmap releases what the maptrack recorded, never what the caller claims
 //!   (XSA-234).
 //!
-//! Every mapping kind holds, on the granted frame, a general reference and, when writable,
-//! a writable type reference (so a frame mapped writable elsewhere can never become a page
+//! Every pin holds, on the granted frame, a general reference and, when writable, a
+//! writable type reference (so a frame mapped writable elsewhere can never become a page
 //! table or descriptor page of its owner, and a page-table frame can never be mapped
-//! writable: XSA-214's lesson, types do not travel with the page). Counts are exact: the
-//! property test below recomputes them after every step of random sequences.
+//! writable: XSA-214's lesson, types do not travel with the page). A copy pins its grant
+//! as a host kind for the length of the copy. Counts are exact: the property test below
+//! recomputes them after every step of random sequences, and [`Granter::holds`] lists
+//! them for the hypervisor's audit.
 //!
-//! A dying mapping domain releases every handle of its maptrack with [`unmap`].
+//! A dying granter ([`Granter::dying`]) grants nothing new; what is mapped stays mapped
+//! (the frames stay referenced) until the mappers unmap. A dying mapping domain releases
+//! every handle of its maptrack with [`unmap`].
 //!
-//! Not here yet: `copy`, `transfer`, `setup_table`, versions, and the hypervisor side (the
-//! hypercall, the PTE written for a host mapping, domain teardown).
+//! Not here: `transfer` (`-ENOSYS`), versions (v1 only), and the hypervisor side (the
+//! hypercall, the PTE written for a host mapping).
 
 use crate::frame::{FrameTable, FrameSlot, PageType};
 use crate::mem::Mfn;
@@ -42,6 +48,8 @@ pub trait SharedEntries {
     fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16>;
     /// Clears `bits` of entry `r`'s flags (atomically).
     fn clear_flags(&self, r: u32, bits: u16);
+    /// Writes entry `r` whole (one store).
+    fn write(&self, r: u32, e: (u16, DomId, u32));
 }
 
 /// Pin counts of an active entry, per kind.
@@ -84,6 +92,25 @@ pub struct Active {
 #[derive(Debug, Default)]
 pub struct Granter {
     pub active: BTreeMap<u32, Active>,
+    /// The domain is dying: no new pin (`GNTST_bad_domain`); releases go on.
+    pub dying: bool,
+}
+
+impl Granter {
+    /// The references the pins hold: per pin, the frame and whether a writable type
+    /// reference comes with the general one.
+    pub fn holds(&self) -> impl Iterator<Item = (Mfn, bool)> + '_ {
+        self.active.values().flat_map(|a| {
+            let p = a.pins;
+            let ro = core::iter::repeat_n((a.frame, false), (p.host_ro + p.dev_ro) as usize);
+            ro.chain(core::iter::repeat_n((a.frame, true), (p.host_rw + p.dev_rw) as usize))
+        })
+    }
+
+    /// Is any ref in use?
+    pub fn in_use(&self) -> bool {
+        !self.active.is_empty()
+    }
 }
 
 /// One mapping a domain holds.
@@ -95,19 +122,35 @@ pub struct Mapping {
     pub host: bool,
     pub device: bool,
     pub writable: bool,
+    /// The host mapping was made with `GNTMAP_contains_pte` (its unmap names the PTE's
+    /// machine address, not a linear address).
+    pub contains_pte: bool,
 }
+
+/// Handles a maptrack grows by at a time (one "maptrack frame", as Xen counts them).
+pub const MAPTRACK_CHUNK: usize = 512;
 
 /// A mapping domain's handles.
 #[derive(Debug)]
 pub struct Maptrack {
     entries: Vec<Option<Mapping>>,
+    /// The lowest free handle below `entries.len()` is at or after this one.
+    free_from: usize,
     limit: usize,
+    /// Asked before the maptrack grows by a chunk (the hypervisor's share of memory for
+    /// all maptracks): false refuses the growth.
+    grow: fn() -> bool,
 }
 
 impl Maptrack {
-    /// At most `limit` mappings at once.
-    pub fn new(limit: usize) -> Maptrack {
-        Maptrack { entries: Vec::new(), limit }
+    /// At most `limit` mappings at once; `grow` allows each growth by [`MAPTRACK_CHUNK`].
+    pub fn new(limit: usize, grow: fn() -> bool) -> Maptrack {
+        Maptrack { entries: Vec::new(), free_from: 0, limit, grow }
+    }
+
+    /// The handles it has room for now (a multiple of [`MAPTRACK_CHUNK`]).
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
     }
 
     pub fn get(&self, handle: u32) -> Option<&Mapping> {
@@ -119,20 +162,45 @@ impl Maptrack {
         self.entries.iter().enumerate().filter_map(|(h, m)| m.as_ref().map(|m| (h as u32, m)))
     }
 
+    /// Live mappings.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(Option::is_none)
+    }
+
     fn alloc(&mut self, m: Mapping) -> Option<u32> {
-        if let Some(h) = self.entries.iter().position(Option::is_none) {
+        if let Some(h) = self.entries.iter().skip(self.free_from).position(Option::is_none) {
+            let h = h + self.free_from;
             self.entries[h] = Some(m);
+            self.free_from = h + 1;
             return Some(h as u32);
         }
         if self.entries.len() >= self.limit {
             return None;
         }
+        if self.entries.len() == self.entries.capacity()
+            && (!(self.grow)() || self.entries.try_reserve_exact(MAPTRACK_CHUNK).is_err())
+        {
+            return None;
+        }
         self.entries.push(Some(m));
+        self.free_from = self.entries.len();
         Some(self.entries.len() as u32 - 1)
+    }
+
+    fn set(&mut self, handle: u32, m: Option<Mapping>) {
+        let h = handle as usize;
+        self.entries[h] = m;
+        if m.is_none() {
+            self.free_from = self.free_from.min(h);
+        }
     }
 }
 
-/// How often a map retries when the granter keeps changing the entry's flags under it
+/// How often a pin retries when the granter keeps changing the entry's flags under it
 /// before it gives up (as Xen).
 const FLAG_RETRIES: u32 = 4;
 
@@ -164,47 +232,58 @@ fn settle_flags(e: &impl SharedEntries, r: u32, pins: &Pins) {
     }
 }
 
-/// `GNTTABOP_map_grant_ref` of `gref` of domain `granter` (its shared entries `shared`, its
-/// active entries `g`, `gfn_to_mfn` its physical-to-machine lookup) by domain `mapper`
-/// (its maptrack `mt`), with `GNTMAP_*` `flags`. Returns the handle and the frame. On any
-/// failure nothing is kept.
+/// A granter as a pin reaches it: its active entries (under its grant lock), its shared
+/// entries, its id, its physical-to-machine lookup, and the TLB flush a frame needs before
+/// it becomes writable again after being a table (the TLB clock of [`crate::frame`]).
+pub struct GranterRef<'a, S, F> {
+    pub g: &'a mut Granter,
+    pub shared: &'a S,
+    pub id: DomId,
+    pub gfn_to_mfn: F,
+    pub tlb: &'a mut dyn crate::pt::TlbFlush,
+}
+
+/// Pins `gref` of the granter `gr` for `user`: one pin of the host kind and/or one of the
+/// device kind, for writing or only reading, each holding a general reference on the frame
+/// (and a writable type reference for writing). Returns the frame. On failure nothing is
+/// kept.
 #[allow(clippy::too_many_arguments)]
-pub fn map<S: AsRef<[FrameSlot]>>(
+pub fn pin<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
     ft: &FrameTable<S>,
-    g: &mut Granter,
-    shared: &impl SharedEntries,
-    granter: DomId,
-    gfn_to_mfn: impl Fn(u32) -> Option<Mfn>,
-    mt: &mut Maptrack,
-    mapper: DomId,
+    gr: &mut GranterRef<'_, E, F>,
+    user: DomId,
     gref: u32,
-    flags: u32,
-) -> Result<(u32, Mfn), GntSt> {
-    let (host, device) = (flags & GNTMAP_HOST_MAP != 0, flags & GNTMAP_DEVICE_MAP != 0);
+    host: bool,
+    device: bool,
+    writable: bool,
+) -> Result<Mfn, GntSt> {
+    let (shared, granter) = (gr.shared, gr.id);
     if !host && !device {
         return Err(GntSt::BadGntref);
+    }
+    if gr.g.dying {
+        return Err(GntSt::BadDomain);
     }
     if gref >= shared.entries() {
         return Err(GntSt::BadGntref);
     }
-    let writable = flags & GNTMAP_READONLY == 0;
     // The entry: taken from the shared table when the ref is not in use yet; otherwise the
     // active entry says who may map it, and a first writer must still be allowed to write.
-    let (frame, fresh_flags) = match g.active.get(&gref) {
+    let (frame, fresh_flags) = match gr.g.active.get(&gref) {
         Some(a) => {
-            if a.grantee != mapper {
+            if a.grantee != user {
                 return Err(GntSt::PermissionDenied);
             }
             if writable && a.pins.writers() == 0 {
-                take_flags(shared, gref, mapper, true)?;
+                take_flags(shared, gref, user, true)?;
                 (a.frame, true)
             } else {
                 (a.frame, false)
             }
         }
         None => {
-            let gfn = take_flags(shared, gref, mapper, writable)?;
-            match gfn_to_mfn(gfn).filter(|&m| ft.owned_by(m, granter)) {
+            let gfn = take_flags(shared, gref, user, writable)?;
+            match (gr.gfn_to_mfn)(gfn).filter(|&m| ft.owned_by(m, granter)) {
                 Some(m) => (m, true),
                 None => {
                     shared.clear_flags(gref, GTF_READING | GTF_WRITING);
@@ -213,43 +292,78 @@ pub fn map<S: AsRef<[FrameSlot]>>(
             }
         }
     };
-    let undo_flags = |g: &Granter| {
-        if fresh_flags {
-            let pins = g.active.get(&gref).map(|a| a.pins).unwrap_or_default();
-            settle_flags(shared, gref, &pins);
-        }
-    };
-    // The references each kind holds on the frame.
     let kinds = [(true, host), (false, device)];
+    let ty = writable.then_some(PageType::Writable);
+    if writable && ft.needs_flush(frame, PageType::Writable) {
+        let t = ft.flush_begin();
+        gr.tlb.flush_all();
+        ft.flush_done(t);
+    }
     let mut taken = 0;
     for &(_, want) in &kinds {
-        if !want {
-            continue;
-        }
-        let ty = writable.then_some(PageType::Writable);
-        if ft.get_page_and_type(frame, granter, ty).is_err() {
-            for _ in 0..taken {
-                let _ = ft.put_page_and_type(frame, writable);
+        if want {
+            if ft.get_page_and_type(frame, granter, ty).is_err() {
+                for _ in 0..taken {
+                    let _ = ft.put_page_and_type(frame, writable);
+                }
+                if fresh_flags {
+                    let pins = gr.g.active.get(&gref).map(|a| a.pins).unwrap_or_default();
+                    settle_flags(shared, gref, &pins);
+                }
+                return Err(GntSt::BadPage);
             }
-            undo_flags(g);
-            return Err(GntSt::BadPage);
+            taken += 1;
         }
-        taken += 1;
     }
-    let m = Mapping { granter, gref, frame, host, device, writable };
-    let Some(handle) = mt.alloc(m) else {
-        for _ in 0..taken {
-            let _ = ft.put_page_and_type(frame, writable);
-        }
-        undo_flags(g);
-        return Err(GntSt::NoDeviceSpace);
-    };
-    let a = g.active.entry(gref).or_insert(Active { grantee: mapper, frame, pins: Pins::default() });
+    let a = gr.g.active.entry(gref).or_insert(Active { grantee: user, frame, pins: Pins::default() });
     for &(is_host, want) in &kinds {
         if want {
             *a.pins.slot(is_host, writable) += 1;
         }
     }
+    Ok(frame)
+}
+
+/// Releases pins [`pin`] took on `gref` (the kinds named, `writable` as they were taken):
+/// their references, and the in-use flags no pin needs any more. Nothing happens for a ref
+/// that holds no such pin.
+pub fn unpin<S: AsRef<[FrameSlot]>>(ft: &FrameTable<S>, g: &mut Granter, shared: &impl SharedEntries, gref: u32, host: bool, device: bool, writable: bool) {
+    let Some(a) = g.active.get_mut(&gref) else { return };
+    for (is_host, release) in [(true, host), (false, device)] {
+        if release {
+            let p = a.pins.slot(is_host, writable);
+            if *p > 0 {
+                *p -= 1;
+                let _ = ft.put_page_and_type(a.frame, writable);
+            }
+        }
+    }
+    let pins = a.pins;
+    settle_flags(shared, gref, &pins);
+    if !pins.any() {
+        g.active.remove(&gref);
+    }
+}
+
+/// `GNTTABOP_map_grant_ref` of `gref` of the granter `gr` by domain `mapper` (its maptrack
+/// `mt`), with `GNTMAP_*` `flags`. Returns the handle and the frame. On any failure
+/// nothing is kept.
+pub fn map<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
+    ft: &FrameTable<S>,
+    gr: &mut GranterRef<'_, E, F>,
+    mt: &mut Maptrack,
+    mapper: DomId,
+    gref: u32,
+    flags: u32,
+) -> Result<(u32, Mfn), GntSt> {
+    let (host, device) = (flags & GNTMAP_HOST_MAP != 0, flags & GNTMAP_DEVICE_MAP != 0);
+    let writable = flags & GNTMAP_READONLY == 0;
+    let frame = pin(ft, gr, mapper, gref, host, device, writable)?;
+    let m = Mapping { granter: gr.id, gref, frame, host, device, writable, contains_pte: host && flags & GNTMAP_CONTAINS_PTE != 0 };
+    let Some(handle) = mt.alloc(m) else {
+        unpin(ft, gr.g, gr.shared, gref, host, device, writable);
+        return Err(GntSt::NoDeviceSpace);
+    };
     Ok((handle, frame))
 }
 
@@ -274,21 +388,24 @@ pub fn unmap<S: AsRef<[FrameSlot]>>(
     if (!host && !device) || (host && !m.host) || (device && !m.device) || m.granter != granter {
         return Err(GntSt::GeneralError);
     }
-    let Some(a) = g.active.get_mut(&m.gref) else { return Err(GntSt::GeneralError) };
-    for (is_host, release) in [(true, host), (false, device)] {
-        if release {
-            let p = a.pins.slot(is_host, m.writable);
-            *p = p.saturating_sub(1);
-            let _ = ft.put_page_and_type(m.frame, m.writable);
-        }
+    if g.active.get(&m.gref).is_none_or(|a| a.frame != m.frame) {
+        return Err(GntSt::GeneralError);
     }
-    let pins = a.pins;
-    settle_flags(shared, m.gref, &pins);
-    if !pins.any() {
-        g.active.remove(&m.gref);
-    }
+    unpin(ft, g, shared, m.gref, host, device, m.writable);
     let left = Mapping { host: m.host && !host, device: m.device && !device, ..m };
-    mt.entries[handle as usize] = (left.host || left.device).then_some(left);
+    mt.set(handle, (left.host || left.device).then_some(left));
+    Ok(())
+}
+
+/// `GNTTABOP_swap_grant_ref`: swaps entries `a` and `b` of a granter's own table, neither
+/// of them in use (`GNTST_eagain` otherwise; `GNTST_bad_gntref` out of range).
+pub fn swap(g: &Granter, shared: &impl SharedEntries, a: u32, b: u32) -> Result<(), GntSt> {
+    let (Some(ea), Some(eb)) = (shared.read(a), shared.read(b)) else { return Err(GntSt::BadGntref) };
+    if g.active.contains_key(&a) || g.active.contains_key(&b) {
+        return Err(GntSt::Eagain);
+    }
+    shared.write(a, eb);
+    shared.write(b, ea);
     Ok(())
 }
 
@@ -321,6 +438,9 @@ mod tests {
         }
         fn clear_flags(&self, r: u32, bits: u16) {
             self.0.borrow_mut()[r as usize].0 &= !bits;
+        }
+        fn write(&self, r: u32, e: (u16, DomId, u32)) {
+            self.0.borrow_mut()[r as usize] = e;
         }
     }
 
@@ -360,14 +480,36 @@ mod tests {
                 ft,
                 granters: (0..DOMS).map(|_| Granter::default()).collect(),
                 shared: (0..DOMS).map(|_| VecEntries(RefCell::new(vec![(0, 0, 0); ENTRIES as usize]))).collect(),
-                mts: (0..DOMS).map(|_| Maptrack::new(6)).collect(),
+                mts: (0..DOMS).map(|_| Maptrack::new(6, || true)).collect(),
                 scribbled: vec![[false; ENTRIES as usize]; DOMS],
             }
         }
 
         fn map(&mut self, mapper: usize, granter: usize, gref: u32, flags: u32) -> Result<(u32, Mfn), GntSt> {
             let World { ft, granters, shared, mts, .. } = self;
-            map(ft, &mut granters[granter], &shared[granter], granter as DomId, |gfn| mfn_of(granter, gfn), &mut mts[mapper], mapper as DomId, gref, flags)
+            let mut tlb = crate::pt::CountFlushes::default();
+            let mut gr = GranterRef { g: &mut granters[granter], shared: &shared[granter], id: granter as DomId, gfn_to_mfn: |gfn| mfn_of(granter, gfn), tlb: &mut tlb };
+            map(ft, &mut gr, &mut mts[mapper], mapper as DomId, gref, flags)
+        }
+
+        /// A copy by `user` from or to `gref` of `granter`: pinned, checked, released.
+        fn copy(&mut self, user: usize, granter: usize, gref: u32, writable: bool) -> Result<(), std::string::String> {
+            let World { ft, granters, shared, .. } = self;
+            let mut tlb = crate::pt::CountFlushes::default();
+            let mut gr = GranterRef { g: &mut granters[granter], shared: &shared[granter], id: granter as DomId, gfn_to_mfn: |gfn| mfn_of(granter, gfn), tlb: &mut tlb };
+            let Ok(frame) = pin(ft, &mut gr, user as DomId, gref, true, false, writable) else { return Ok(()) };
+            let f = ft.get(frame).unwrap();
+            if f.count == 0 || (writable && (f.ty != PageType::Writable || f.type_count == 0)) {
+                return Err(std::format!("a copy's pin holds nothing: {f:?}"));
+            }
+            if !self.scribbled[granter][gref as usize] {
+                let flags = self.shared[granter].read(gref).unwrap().0;
+                if flags & GTF_READING == 0 || (writable && flags & GTF_WRITING == 0) {
+                    return Err(std::format!("a copy's pin without its in-use flags: {flags:#x}"));
+                }
+            }
+            unpin(&self.ft, &mut self.granters[granter], &self.shared[granter], gref, true, false, writable);
+            Ok(())
         }
 
         fn unmap(&mut self, mapper: usize, handle: u32, host: bool, device: bool) -> Result<(), GntSt> {
@@ -475,7 +617,7 @@ mod tests {
         /// after every step every frame's counts, every active entry's pins and every in-use
         /// flag match what the maptracks hold; in the end everything is back to zero.
         #[test]
-        fn counts_stay_exact(ops in proptest::collection::vec((0u8..7, 0usize..DOMS, 0usize..DOMS, 0u32..ENTRIES + 1, any::<u16>()), 1..300)) {
+        fn counts_stay_exact(ops in proptest::collection::vec((0u8..10, 0usize..DOMS, 0usize..DOMS, 0u32..ENTRIES + 1, any::<u16>()), 1..300)) {
             let mut w = World::new();
             for (op, a, b, r, x) in ops {
                 let r = r.min(ENTRIES - 1);
@@ -507,6 +649,32 @@ mod tests {
                     5 => {
                         let _ = w.unmap(b, u32::from(x) % 8, x & 0x100 != 0, x & 0x200 != 0);
                     }
+                    // A copy from (or to) a grant.
+                    6 => {
+                        let r = w.copy(b, a, r, x & 1 != 0);
+                        prop_assert!(r.is_ok(), "{:?}", r);
+                    }
+                    // The granter dies: nothing new is pinned; what is mapped stays.
+                    7 => {
+                        w.granters[a].dying = true;
+                        prop_assert_eq!(w.map(b, a, r, GNTMAP_HOST_MAP), Err(GntSt::BadDomain));
+                    }
+                    // The granter swaps two entries: only unused ones move.
+                    8 => {
+                        let other = u32::from(x) % ENTRIES;
+                        let before = (w.shared[a].read(r), w.shared[a].read(other));
+                        let busy = w.granters[a].active.contains_key(&r) || w.granters[a].active.contains_key(&other);
+                        let res = swap(&w.granters[a], &w.shared[a], r, other);
+                        prop_assert_eq!(res.is_err(), busy);
+                        if busy {
+                            prop_assert_eq!(before, (w.shared[a].read(r), w.shared[a].read(other)));
+                        } else {
+                            let (sr, so) = (w.scribbled[a][r as usize], w.scribbled[a][other as usize]);
+                            w.scribbled[a][r as usize] = so;
+                            w.scribbled[a][other as usize] = sr;
+                        }
+                    }
+                    // The mapper dies: every mapping released.
                     _ => w.release_all(b),
                 }
                 prop_assert!(w.check().is_ok(), "{:?}", w.check());

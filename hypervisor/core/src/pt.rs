@@ -37,7 +37,7 @@
 
 use crate::frame::{FrameError, FrameSlot, FrameTable, Owner, PageType};
 use crate::mem::{Mfn, PhysMem};
-use crate::pte::{Pte, PteFlags, ADDR_MASK};
+use crate::pte::{Pte, PteFlags, ADDR_MASK, GRANT_BIT};
 use guest_abi::errno::Errno;
 use guest_abi::layout::is_reserved_l4_slot;
 use guest_abi::DomId;
@@ -63,6 +63,9 @@ pub enum PtError {
     Preempted,
     /// The table is being validated or devalidated by a pending job.
     Busy,
+    /// The entry is a grant mapping (only the grant-table operations change it), or not the
+    /// grant mapping the operation names.
+    Granted,
 }
 
 impl From<FrameError> for PtError {
@@ -355,7 +358,10 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         }
         let mfn = e.mfn();
         if level == 1 {
-            let _ = self.ft.put_page_and_type(mfn, e.writable());
+            // A grant mapping's entry holds nothing itself (the maptrack does).
+            if !e.granted() {
+                let _ = self.ft.put_page_and_type(mfn, e.writable());
+            }
             return;
         }
         self.release_table(mfn, level - 1);
@@ -645,6 +651,9 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             return Err(PtError::ReservedSlot);
         }
         let old = self.read(table, idx)?;
+        if old.granted() {
+            return Err(PtError::Granted);
+        }
         let new = if preserve_ad {
             Pte(new.0 | (old.0 & (PteFlags::ACCESSED.bits() | PteFlags::DIRTY.bits())))
         } else {
@@ -664,6 +673,52 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         }
         self.put_entry(level, old);
         Ok(())
+    }
+
+    /// A validated L1 of `dom`, entry `idx` of it: what the grant-table operations write.
+    fn grant_slot(&self, table: Mfn, idx: usize, dom: DomId) -> Res<Pte> {
+        if idx >= 512 || self.table_level(table, dom) != Some(1) {
+            return Err(PtError::NotATable);
+        }
+        self.read(table, idx)
+    }
+
+    /// Writes a grant mapping's entry `new` (carrying [`GRANT_BIT`]; its references are held
+    /// by the mapping domain's maptrack) at entry `idx` of `table`, a validated L1 of `dom`.
+    /// The entry there before drops its references; `Granted` if it is a grant mapping.
+    /// Returns whether that entry was present (the TLBs then need a flush).
+    pub fn install_grant(&mut self, table: Mfn, idx: usize, new: Pte, dom: DomId) -> Res<bool> {
+        let old = self.grant_slot(table, idx, dom)?;
+        if old.granted() {
+            return Err(PtError::Granted);
+        }
+        self.write(table, idx, Pte(new.0 | GRANT_BIT), dom)?;
+        self.put_entry(1, old);
+        Ok(old.present())
+    }
+
+    /// Replaces the grant mapping of `frame` at entry `idx` of `table` (a validated L1 of
+    /// `dom`) with `new`, an entry that is not a grant mapping and brings its own references
+    /// (one [`Self::steal_entry`] took out) or none. `Granted` if the entry there is not a
+    /// grant mapping of `frame`.
+    pub fn remove_grant(&mut self, table: Mfn, idx: usize, frame: Mfn, new: Pte, dom: DomId) -> Res {
+        let old = self.grant_slot(table, idx, dom)?;
+        if !old.granted() || old.mfn() != frame || new.granted() {
+            return Err(PtError::Granted);
+        }
+        self.write(table, idx, new, dom)
+    }
+
+    /// Clears entry `idx` of `table` (a validated L1 of `dom`) and returns what it held,
+    /// with its references, for another L1 entry of `dom` to take over (`unmap_and_replace`).
+    /// `Granted` for a grant mapping.
+    pub fn steal_entry(&mut self, table: Mfn, idx: usize, dom: DomId) -> Res<Pte> {
+        let old = self.grant_slot(table, idx, dom)?;
+        if old.granted() {
+            return Err(PtError::Granted);
+        }
+        self.write(table, idx, Pte(0), dom)?;
+        Ok(old)
     }
 
     /// `MMUEXT_PIN_Ln_TABLE`.

@@ -9,6 +9,12 @@ pub use x86_64::structures::paging::PageTableFlags as PteFlags;
 /// Bits 12..51: the frame address.
 pub const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
+/// Bit 62 (ignored by the CPU; reserved for guests, who may never set it): marks an L1
+/// entry the hypervisor wrote for a grant mapping (Xen's `_PAGE_GNTTAB`). Such an entry
+/// holds no reference of its own (the mapping domain's maptrack holds them) and only the
+/// grant-table operations change it.
+pub const GRANT_BIT: u64 = 1 << 62;
+
 /// A page-table entry. Kept a plain word (not `x86_64`'s `PageTableEntry`, which is neither
 /// `Copy` nor made from raw bits): entries of guest tables are read, validated and written
 /// as whole words, and compared as such.
@@ -30,6 +36,10 @@ impl Pte {
     }
     pub const fn writable(self) -> bool {
         self.0 & PteFlags::WRITABLE.bits() != 0
+    }
+    /// A grant mapping's entry ([`GRANT_BIT`]).
+    pub const fn granted(self) -> bool {
+        self.0 & GRANT_BIT != 0 && self.present()
     }
 }
 

@@ -1,22 +1,87 @@
-//! `grant_table_op(cmd, uop, count)`: the grant-table set-up and queries of v1
-//! (`setup_table`, `query_size`, `get_version`, `set_version`). Per-operation results go to
-//! the operation's `status` with `GNTST_*` codes; the hypercall returns 0 for a
-//! well-formed call (XSA-316), `-EINVAL` for a count other than 1, `-EFAULT` when the
-//! operation cannot be read, `-ENOSYS` for the operations not implemented yet (map, unmap,
-//! copy, transfer: `hv_core::grant` has the map/unmap state machine; see
-//! docs/abi-deviations.md).
+//! `grant_table_op(cmd, uop, count)`: grant tables v1. Set-up and queries (`setup_table`,
+//! `query_size`, `get_version`, `set_version`), mappings (`map_grant_ref`,
+//! `unmap_grant_ref`, `unmap_and_replace`), `copy` and `swap_grant_ref`; the state machine
+//! is `hv_core::grant`, the PTEs of host mappings `hv_core::pt` (`install_grant` and
+//! friends: a grant PTE carries `GRANT_BIT` and holds no reference itself).
+//!
+//! Runs under the caller's memory lock (the mapping domain's maptrack and page tables),
+//! taking one granter's grant lock at a time, never two. Per-operation results go to each
+//! operation's `status` with `GNTST_*` codes; the hypercall returns 0 for a well-formed
+//! batch (XSA-316), `-EFAULT` when an operation cannot be read or its results written,
+//! `-EINVAL` for a count other than 1 for the set-up and query commands, `-ENOSYS` for
+//! `transfer`, `dump_table` and `get_status_frames` (docs/abi-deviations.md). Batches are
+//! preemptible: a continuation re-issues the rest.
+//!
+//! An unmap clears the PTE, flushes the TLBs of every CPU running the mapper, and only then
+//! releases the pins: no CPU can still reach the frame once the granter may reuse it.
 
-use super::{read_guest, write_guest, HcResult, OnCpu};
-use crate::domain::DomShared;
+use super::{continuation, read_guest, write_guest, HcResult, Mx, OnCpu};
+use crate::domain::{DomShared, GrantTable};
+use crate::guest::pt;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use guest_abi::errno::Errno;
 use guest_abi::grant::*;
+use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::frame::{Owner, PageType};
+use hv_core::grant::{GranterRef, Mapping, SharedEntries};
 use hv_core::mem::{Mfn, PhysMem};
+use hv_core::pte::{Pte, PteFlags, GRANT_BIT};
+
+/// A domain's shared v1 entries: its grant frames, reached through the direct map with
+/// atomic accesses only (the guest writes them concurrently).
+pub struct Entries<'a>(pub &'a [Mfn]);
+
+impl Entries<'_> {
+    fn at(&self, r: u32) -> Option<(Mfn, usize)> {
+        let f = *self.0.get((r / ENTRIES_PER_FRAME_V1) as usize)?;
+        Some((f, (r % ENTRIES_PER_FRAME_V1) as usize))
+    }
+}
+
+impl SharedEntries for Entries<'_> {
+    fn entries(&self) -> u32 {
+        self.0.len() as u32 * ENTRIES_PER_FRAME_V1
+    }
+
+    fn read(&self, r: u32) -> Option<(u16, u16, u32)> {
+        let (f, i) = self.at(r)?;
+        let w = DirectMap.read_u64(f, i)?;
+        Some((w as u16, (w >> 16) as u16, (w >> 32) as u32))
+    }
+
+    fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16> {
+        let (f, i) = self.at(r).ok_or(old ^ 1)?;
+        DirectMap.cas_u16(f, i * ENTRY_V1_SIZE, old, new).unwrap_or(Err(old ^ 1))
+    }
+
+    fn clear_flags(&self, r: u32, bits: u16) {
+        if let Some((f, i)) = self.at(r) {
+            DirectMap.fetch_clear_u16(f, i * ENTRY_V1_SIZE, bits);
+        }
+    }
+
+    fn write(&self, r: u32, (flags, dom, frame): (u16, u16, u32)) {
+        if let Some((f, i)) = self.at(r) {
+            DirectMap.write_u64(f, i, u64::from(flags) | u64::from(dom) << 16 | u64::from(frame) << 32);
+        }
+    }
+}
+
+/// Maptrack chunks all domains may hold at once: a quarter of the hypervisor heap, so that
+/// no guest can exhaust it by mapping grants.
+const MAPTRACK_CHUNKS: usize = crate::mm::HEAP_SIZE as usize / 4 / (hv_core::grant::MAPTRACK_CHUNK * core::mem::size_of::<Option<Mapping>>());
+static CHUNKS_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// May a maptrack grow by a chunk?
+pub fn maptrack_grow() -> bool {
+    CHUNKS_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAPTRACK_CHUNKS).then_some(n + 1)).is_ok()
+}
 
 /// The domain an operation names: the caller for `DOMID_SELF` or its own id; another
 /// existing domain only for a privileged caller.
-fn target(c: &impl OnCpu, dom: u16) -> Result<alloc::sync::Arc<DomShared>, GntSt> {
+fn target(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
     let cur = &c.pc().cur;
     if dom == guest_abi::DOMID_SELF || dom == cur.dom {
         return Ok(cur.shared.clone());
@@ -26,6 +91,16 @@ fn target(c: &impl OnCpu, dom: u16) -> Result<alloc::sync::Arc<DomShared>, GntSt
         return Err(GntSt::PermissionDenied);
     }
     Ok(d)
+}
+
+/// The granting domain a map or copy names (any domain: the grant itself says who may use
+/// it).
+fn granter(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
+    let cur = &c.pc().cur;
+    if dom == guest_abi::DOMID_SELF || dom == cur.dom {
+        return Ok(cur.shared.clone());
+    }
+    crate::domain::shared_of(dom).ok_or(GntSt::BadDomain)
 }
 
 fn u16at(b: &[u8], o: usize) -> u16 {
@@ -38,6 +113,19 @@ fn u32at(b: &[u8], o: usize) -> u32 {
 
 fn u64at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
+}
+
+/// Runs `f` on domain `d`'s grant table as a granter (its grant lock held): a dead domain
+/// grants nothing new.
+fn with_granter<R>(cpu: usize, d: &DomShared, f: impl FnOnce(&mut GranterRef<'_, Entries<'_>, fn(u32) -> Option<Mfn>>) -> R) -> R {
+    let mut g = d.grant();
+    let GrantTable { frames, active, .. } = &mut *g;
+    active.dying |= d.is_dead();
+    let e = Entries(frames);
+    let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: cpu };
+    // PV: a grant names the machine frame itself.
+    let identity: fn(u32) -> Option<Mfn> = |gfn| Some(Mfn(u64::from(gfn)));
+    f(&mut GranterRef { g: active, shared: &e, id: d.id, gfn_to_mfn: identity, tlb: &mut tlb })
 }
 
 /// Grows `d`'s grant table to `n` frames (within its limit; it never shrinks) and returns
@@ -65,7 +153,7 @@ fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
 
 /// `GNTTABOP_setup_table {dom u16 @0, nr_frames u32 @4; OUT status i16 @8; frame_list
 /// u64* @16}`: grows the table to `nr_frames` and writes the frames' MFNs.
-fn setup_table(c: &impl OnCpu, uop: u64) -> Result<(), Errno> {
+fn setup_table(c: &Mx<'_>, uop: u64) -> Result<(), Errno> {
     let mut b = [0u8; 24];
     read_guest(c, uop, &mut b)?;
     let (dom, nr, list) = (u16at(&b, 0), u32at(&b, 4), u64at(&b, 16));
@@ -83,7 +171,7 @@ fn setup_table(c: &impl OnCpu, uop: u64) -> Result<(), Errno> {
 
 /// `GNTTABOP_query_size {dom u16 @0; OUT nr_frames u32 @4, max_nr_frames u32 @8, status
 /// i16 @12}`.
-fn query_size(c: &impl OnCpu, uop: u64) -> Result<(), Errno> {
+fn query_size(c: &Mx<'_>, uop: u64) -> Result<(), Errno> {
     let mut b = [0u8; 16];
     read_guest(c, uop, &mut b)?;
     match target(c, u16at(&b, 0)) {
@@ -107,9 +195,278 @@ fn put_status(c: &impl OnCpu, uop: u64, off: u64, status: Result<(), GntSt>) -> 
     write_guest(c, uop.wrapping_add(off), &s.to_le_bytes())
 }
 
-pub fn grant_table_op(c: &impl OnCpu, cmd: u64, uop: u64, count: u64) -> HcResult {
+/// The L1 entry a host mapping's `host_addr` names: with `contains_pte` the machine address
+/// of the PTE (8-aligned: XSA-227), otherwise a linear address in the caller's current
+/// address space; either way in a validated L1 of the caller. `GNTST_general_error` if not.
+fn host_slot(c: &mut Mx<'_>, host_addr: u64, contains_pte: bool) -> Result<(Mfn, usize), GntSt> {
+    let me = c.pc.cur.dom;
+    let mut dm = DirectMap;
+    let p = pt!(c, dm);
+    let slot = if contains_pte {
+        if !host_addr.is_multiple_of(8) {
+            return Err(GntSt::GeneralError);
+        }
+        let t = Mfn::of(host_addr);
+        (p.table_level(t, me) == Some(1)).then_some((t, ((host_addr & 0xFFF) / 8) as usize))
+    } else {
+        p.l1_for_va(c.pc.cur.l4, host_addr, me)
+    };
+    slot.ok_or(GntSt::GeneralError)
+}
+
+/// The PTE of a host mapping of `frame` made with `flags` (Xen's grant PTE: present,
+/// accessed, dirty, not executable, writable unless read-only, user-accessible for
+/// `GNTMAP_application_map`; WB caching).
+fn grant_pte(frame: Mfn, flags: u32) -> Pte {
+    let mut f = PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY | PteFlags::NO_EXECUTE;
+    if flags & GNTMAP_READONLY == 0 {
+        f |= PteFlags::WRITABLE;
+    }
+    if flags & GNTMAP_APPLICATION_MAP != 0 {
+        f |= PteFlags::USER_ACCESSIBLE;
+    }
+    Pte(Pte::new(frame, f).0 | GRANT_BIT)
+}
+
+/// One `GNTTABOP_map_grant_ref {host_addr u64 @0, flags u32 @8, ref u32 @12, dom u16 @16;
+/// OUT status i16 @18, handle u32 @20, dev_bus_addr u64 @24}`: the handle and the device
+/// address. `replaced`: a host mapping took the place of a present entry (whose references
+/// it dropped: the TLBs need a flush).
+fn map_one(c: &mut Mx<'_>, b: &[u8; 32], replaced: &mut bool) -> Result<(u32, u64), GntSt> {
+    let (host_addr, flags, gref, dom) = (u64at(b, 0), u32at(b, 8), u32at(b, 12), u16at(b, 16));
+    let (host, device) = (flags & GNTMAP_HOST_MAP != 0, flags & GNTMAP_DEVICE_MAP != 0);
+    if !host && !device {
+        return Err(GntSt::BadGntref);
+    }
+    let me = c.pc.cur.dom;
+    // Where the host mapping goes, before anything is pinned: a validated L1 entry of the
+    // caller that is not a grant mapping already.
+    let slot = if host {
+        let (t, i) = host_slot(c, host_addr, flags & GNTMAP_CONTAINS_PTE != 0)?;
+        if DirectMap.read_u64(t, i).map(Pte).is_none_or(|e| e.granted()) {
+            return Err(GntSt::GeneralError);
+        }
+        Some((t, i))
+    } else {
+        None
+    };
+    let d = granter(c, dom)?;
+    let ft = crate::machine::frames();
+    let (handle, frame) = with_granter(c.pc.id, &d, |gr| hv_core::grant::map(ft, gr, &mut c.mm.maptrack, me, gref, flags))?;
+    if let Some((t, i)) = slot {
+        let mut dm = DirectMap;
+        match pt!(c, dm).install_grant(t, i, grant_pte(frame, flags), me) {
+            Ok(was_present) => *replaced |= was_present,
+            Err(_) => {
+                // Not expected (the slot was checked under the same memory lock): undone.
+                with_granter(c.pc.id, &d, |gr| hv_core::grant::unmap(ft, &mut c.mm.maptrack, handle, host, device, gr.id, gr.g, gr.shared)).ok();
+                return Err(GntSt::GeneralError);
+            }
+        }
+    }
+    Ok((handle, if device { frame.maddr() } else { 0 }))
+}
+
+/// The host mapping of `m` at `host_addr` replaced by `new` (what `new_addr` held, or
+/// nothing): checked first, so that a refusal leaves everything as it was.
+fn take_host_pte(c: &mut Mx<'_>, m: &Mapping, host_addr: u64, new_addr: u64) -> Result<(), GntSt> {
+    let me = c.pc.cur.dom;
+    let (t, i) = host_slot(c, host_addr, m.contains_pte)?;
+    if !DirectMap.read_u64(t, i).map(Pte).is_some_and(|e| e.granted() && e.mfn() == m.frame) {
+        return Err(GntSt::GeneralError);
+    }
+    let mut dm = DirectMap;
+    let new = if new_addr != 0 {
+        if m.contains_pte {
+            return Err(GntSt::GeneralError);
+        }
+        let (t2, i2) = pt!(c, dm).l1_for_va(c.pc.cur.l4, new_addr, me).ok_or(GntSt::GeneralError)?;
+        pt!(c, dm).steal_entry(t2, i2, me).map_err(|_| GntSt::GeneralError)?
+    } else {
+        Pte(0)
+    };
+    pt!(c, dm).remove_grant(t, i, m.frame, new, me).map_err(|_| GntSt::GeneralError)
+}
+
+/// One unmap of `handle`: the host kind at `host_addr` (when non-zero; its PTE replaced by
+/// what `new_addr` held, for `unmap_and_replace`) and the device kind when `dev_bus_addr`
+/// is non-zero (it must be the frame's address).
+fn unmap_one(c: &mut Mx<'_>, handle: u32, host_addr: u64, dev_bus_addr: u64, new_addr: u64) -> Result<(), GntSt> {
+    let m = *c.mm.maptrack.get(handle).ok_or(GntSt::BadHandle)?;
+    let (host, device) = (host_addr != 0, dev_bus_addr != 0);
+    if (!host && !device) || (host && !m.host) || (device && !m.device) {
+        return Err(GntSt::GeneralError);
+    }
+    if device && dev_bus_addr != m.frame.maddr() {
+        return Err(GntSt::BadDevAddr);
+    }
+    let d = crate::domain::shared_of(m.granter).ok_or(GntSt::BadDomain)?;
+    if host {
+        take_host_pte(c, &m, host_addr, new_addr)?;
+        // No CPU may reach the frame through the old entry once the pins go.
+        super::mmu::tables_changed(c, &[c.pc.cur.dom]);
+    }
+    let ft = crate::machine::frames();
+    with_granter(c.pc.id, &d, |gr| hv_core::grant::unmap(ft, &mut c.mm.maptrack, handle, host, device, gr.id, gr.g, gr.shared))
+}
+
+/// One side of a copy: a grant of another domain (or of the caller) pinned for the copy, or
+/// a frame of the caller's held.
+enum Side {
+    Grant(Arc<DomShared>, u32),
+    Frame,
+}
+
+/// `{u: ref u32 or gmfn u64 @0, domid u16 @8, offset u16 @10}` of a copy, pinned for
+/// reading or (`write`) writing: the frame and what holds it.
+fn copy_side(c: &mut Mx<'_>, b: &[u8], is_gref: bool, write: bool) -> Result<(Mfn, Side), GntSt> {
+    let (u, dom) = (u64at(b, 0), u16at(b, 8));
+    let me = c.pc.cur.dom;
+    if is_gref {
+        let d = granter(c, dom)?;
+        let gref = u as u32;
+        let ft = crate::machine::frames();
+        let frame = with_granter(c.pc.id, &d, |gr| hv_core::grant::pin(ft, gr, me, gref, true, false, write))?;
+        return Ok((frame, Side::Grant(d, gref)));
+    }
+    // A frame by number: the caller's own only.
+    if dom != guest_abi::DOMID_SELF && dom != me {
+        return Err(GntSt::PermissionDenied);
+    }
+    let m = Mfn(u);
+    let mut dm = DirectMap;
+    let r = if write { pt!(c, dm).get_writable_page(m, me).map_err(|_| ()) } else { crate::machine::frames().get_page(m, me).map_err(|_| ()) };
+    r.map_err(|()| GntSt::BadPage)?;
+    Ok((m, Side::Frame))
+}
+
+fn release_side(c: &Mx<'_>, frame: Mfn, side: Side, write: bool) {
+    let ft = crate::machine::frames();
+    match side {
+        Side::Grant(d, gref) => with_granter(c.pc.id, &d, |gr| hv_core::grant::unpin(ft, gr.g, gr.shared, gref, true, false, write)),
+        Side::Frame => {
+            let _ = ft.put_page_and_type(frame, write);
+        }
+    }
+}
+
+const GNTCOPY_SOURCE_GREF: u16 = 1;
+const GNTCOPY_DEST_GREF: u16 = 2;
+
+/// One `GNTTABOP_copy {source @0, dest @16, len u16 @32, flags u16 @34; OUT status i16
+/// @36}`: within one page on each side.
+fn copy_one(c: &mut Mx<'_>, b: &[u8; 40]) -> Result<(), GntSt> {
+    let (soff, doff, len, flags) = (u16at(b, 10) as usize, u16at(b, 26) as usize, u16at(b, 32) as usize, u16at(b, 34));
+    if soff + len > 4096 || doff + len > 4096 {
+        return Err(GntSt::BadCopyArg);
+    }
+    let (src, sside) = copy_side(c, &b[0..16], flags & GNTCOPY_SOURCE_GREF != 0, false)?;
+    let (dst, dside) = match copy_side(c, &b[16..32], flags & GNTCOPY_DEST_GREF != 0, true) {
+        Ok(x) => x,
+        Err(e) => {
+            release_side(c, src, sside, false);
+            return Err(e);
+        }
+    };
+    let mut buf = [0u8; 512];
+    let mut done = 0;
+    let mut ok = true;
+    while done < len && ok {
+        let n = (len - done).min(buf.len());
+        ok = DirectMap.read(src, soff + done, &mut buf[..n]).is_some() && DirectMap.write(dst, doff + done, &buf[..n]).is_some();
+        done += n;
+    }
+    release_side(c, dst, dside, true);
+    release_side(c, src, sside, false);
+    if ok { Ok(()) } else { Err(GntSt::BadPage) }
+}
+
+/// Runs `count` operations of `size` bytes at `uop` with `one`, writing each one's
+/// results; a spent budget continues the rest later (`cmd` re-issued at the next one).
+fn batch<const N: usize>(
+    c: &mut Mx<'_>,
+    f: &mut TrapFrame,
+    cmd: u64,
+    uop: u64,
+    count: u64,
+    mut one: impl FnMut(&mut Mx<'_>, &mut [u8; N]) -> Result<(), Errno>,
+) -> HcResult {
+    for i in 0..count {
+        let at = uop.wrapping_add(N as u64 * i);
+        if i > 0 && super::preempt(c, 1) {
+            return continuation(f, guest_abi::hypercall::GRANT_TABLE_OP, [cmd, at, count - i, 0]);
+        }
+        let mut b = [0u8; N];
+        read_guest(c, at, &mut b)?;
+        one(c, &mut b)?;
+        write_guest(c, at, &b)?;
+    }
+    Ok(0)
+}
+
+fn set_st(b: &mut [u8], off: usize, r: Result<(), GntSt>) {
+    let s = match r {
+        Ok(()) => 0,
+        Err(e) => e as i16,
+    };
+    b[off..off + 2].copy_from_slice(&s.to_le_bytes());
+}
+
+pub fn grant_table_op(c: &mut Mx<'_>, f: &mut TrapFrame, cmd: u64, uop: u64, count: u64) -> HcResult {
     let one = || if count == 1 { Ok(()) } else { Err(Errno::EINVAL) };
+    if count > u32::MAX as u64 {
+        return Err(Errno::EINVAL);
+    }
     match cmd {
+        GNTTABOP_MAP_GRANT_REF => {
+            let mut replaced = false;
+            let r = batch::<32>(c, f, cmd, uop, count, |c, b| {
+                let r = map_one(c, b, &mut replaced);
+                let (h, dev) = r.unwrap_or((u32::MAX, 0));
+                set_st(b, 18, r.map(|_| ()));
+                b[20..24].copy_from_slice(&h.to_le_bytes());
+                b[24..32].copy_from_slice(&dev.to_le_bytes());
+                Ok(())
+            });
+            if replaced {
+                super::mmu::tables_changed(c, &[c.pc.cur.dom]);
+            }
+            return r;
+        }
+        // {host_addr u64 @0, dev_bus_addr u64 @8, handle u32 @16; OUT status i16 @20}
+        GNTTABOP_UNMAP_GRANT_REF => {
+            return batch::<24>(c, f, cmd, uop, count, |c, b| {
+                let r = unmap_one(c, u32at(b, 16), u64at(b, 0), u64at(b, 8), 0);
+                set_st(b, 20, r);
+                Ok(())
+            });
+        }
+        // {host_addr u64 @0, new_addr u64 @8, handle u32 @16; OUT status i16 @20}
+        GNTTABOP_UNMAP_AND_REPLACE => {
+            return batch::<24>(c, f, cmd, uop, count, |c, b| {
+                let host_addr = u64at(b, 0);
+                let r = if host_addr == 0 { Err(GntSt::GeneralError) } else { unmap_one(c, u32at(b, 16), host_addr, 0, u64at(b, 8)) };
+                set_st(b, 20, r);
+                Ok(())
+            });
+        }
+        GNTTABOP_COPY => {
+            return batch::<40>(c, f, cmd, uop, count, |c, b| {
+                let r = copy_one(c, b);
+                set_st(b, 36, r);
+                Ok(())
+            });
+        }
+        // {ref_a u32 @0, ref_b u32 @4; OUT status i16 @8}: entries of the caller's table.
+        GNTTABOP_SWAP_GRANT_REF => {
+            return batch::<12>(c, f, cmd, uop, count, |c, b| {
+                let d = c.pc.cur.shared.clone();
+                let g = d.grant();
+                let r = hv_core::grant::swap(&g.active, &Entries(&g.frames), u32at(b, 0), u32at(b, 4));
+                set_st(b, 8, r);
+                Ok(())
+            });
+        }
         GNTTABOP_SETUP_TABLE => {
             one()?;
             setup_table(c, uop)?;
@@ -126,8 +483,8 @@ pub fn grant_table_op(c: &impl OnCpu, cmd: u64, uop: u64, count: u64) -> HcResul
             target(c, u16::from_le_bytes(b)).map_err(|e| if e == GntSt::PermissionDenied { Errno::EPERM } else { Errno::ESRCH })?;
             write_guest(c, uop.wrapping_add(4), &1u32.to_le_bytes())?;
         }
-        // {version u32}: 1 is kept; 2 is not supported (docs/abi-deviations.md); the
-        // version in force is written back.
+        // {version u32}: 1 is kept (grants in use or not); 2 is not supported
+        // (docs/abi-deviations.md); the version in force is written back.
         GNTTABOP_SET_VERSION => {
             one()?;
             let mut b = [0u8; 4];
@@ -143,4 +500,23 @@ pub fn grant_table_op(c: &impl OnCpu, cmd: u64, uop: u64, count: u64) -> HcResul
         _ => return Err(Errno::ENOSYS),
     }
     Ok(0)
+}
+
+/// A dead domain's mappings of grants, released (its vCPUs are all off the CPUs: no CPU
+/// runs its tables, and loading any vCPU flushes). Its PTEs stay, marked as grants: they
+/// hold nothing and are refused if the domain ever validated them again.
+pub fn release_maps(d: &DomShared) -> usize {
+    let ft = crate::machine::frames();
+    let mut mm = d.mm();
+    let maps: alloc::vec::Vec<(u32, Mapping)> = mm.maptrack.iter().map(|(h, m)| (h, *m)).collect();
+    let mut n = 0;
+    for (h, m) in maps {
+        let Some(gd) = crate::domain::shared_of(m.granter) else { continue };
+        let mut g = gd.grant();
+        let GrantTable { frames, active, .. } = &mut *g;
+        if hv_core::grant::unmap(ft, &mut mm.maptrack, h, m.host, m.device, gd.id, active, &Entries(frames)).is_ok() {
+            n += 1;
+        }
+    }
+    n
 }

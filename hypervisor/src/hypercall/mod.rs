@@ -6,7 +6,8 @@
 pub mod console;
 mod desc;
 mod evtchn;
-mod grant;
+pub mod grant;
+pub use grant::maptrack_grow;
 mod memory;
 pub mod mmu;
 mod multicall;
@@ -55,6 +56,7 @@ fn domain_class(n: u64) -> bool {
             | nr::SET_TRAP_TABLE
             | nr::CALLBACK_OP
             | nr::MEMORY_OP
+            | nr::GRANT_TABLE_OP
     )
 }
 
@@ -94,6 +96,7 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
             nr::SET_TRAP_TABLE => traps::set_trap_table(mx, a1),
             nr::CALLBACK_OP => traps::callback_op(mx, a1, a2),
             nr::MEMORY_OP => memory::memory_op(mx, f, a1, a2),
+            nr::GRANT_TABLE_OP => grant::grant_table_op(mx, f, a1, a2, a3),
             _ => Err(Errno::ENOSYS),
         }
     };
@@ -111,7 +114,7 @@ pub enum Class {
     /// The domain's memory lock ([`domain_class`]).
     Domain,
     /// None of its own (event, console, timer locks inside; guest copies hold frames):
-    /// event channels, `console_io`, `set_timer_op`, `grant_table_op`, `vcpu_op`'s timer and `is_up`
+    /// event channels, `console_io`, `set_timer_op`, `vcpu_op`'s timer and `is_up`
     /// commands, and `multicall` (which takes the memory lock for its batch).
     LockFree,
     /// Run-queue locks (of this CPU, or of the queue owning the vCPU named): what changes
@@ -127,7 +130,7 @@ pub fn class(n: u64, a1: u64) -> Class {
         nr::XEN_VERSION if version::local(a1).is_some() => Class::Local,
         nr::FPU_TASKSWITCH | nr::STACK_SWITCH | nr::SET_CALLBACKS | nr::SET_SEGMENT_BASE | nr::VM_ASSIST => Class::Local,
         _ if domain_class(n) => Class::Domain,
-        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL | nr::GRANT_TABLE_OP => {
+        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL => {
             Class::LockFree
         }
         nr::VCPU_OP if vcpu::is_local_op(a1) => Class::LockFree,
@@ -200,7 +203,6 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
     let [a1, a2, a3, _a4, _a5] = a.0;
     Some(match n {
         nr::CONSOLE_IO => console::console_io(c, f, a1, a2, a3),
-        nr::GRANT_TABLE_OP => grant::grant_table_op(&*c, a1, a2, a3),
         nr::SET_TIMER_OP => {
             let (r, wake) = vcpu::set_timer_op(c.pc_mut(), a1);
             c.pc_mut().wake_pass |= wake;
