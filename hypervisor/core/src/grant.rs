@@ -205,15 +205,14 @@ impl Maptrack {
 const FLAG_RETRIES: u32 = 4;
 
 /// Sets `GTF_reading` (and `GTF_writing` for `writable`) on entry `r` if it still grants
-/// `grantee` access of that kind; the frame it names.
+/// `grantee` access of that kind; the frame it names. As Xen, a grant of the wrong type,
+/// to another domain, read-only for a writer, or changing under every retry is
+/// `GNTST_general_error`.
 fn take_flags(e: &impl SharedEntries, r: u32, grantee: DomId, writable: bool) -> Result<u32, GntSt> {
     for _ in 0..FLAG_RETRIES {
         let (flags, dom, frame) = e.read(r).ok_or(GntSt::BadGntref)?;
-        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || dom != grantee {
-            return Err(GntSt::PermissionDenied);
-        }
-        if writable && flags & GTF_READONLY != 0 {
-            return Err(GntSt::PermissionDenied);
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || dom != grantee || (writable && flags & GTF_READONLY != 0) {
+            return Err(GntSt::GeneralError);
         }
         let new = flags | GTF_READING | if writable { GTF_WRITING } else { 0 };
         if e.cas_flags(r, flags, new).is_ok() {
@@ -246,7 +245,8 @@ pub struct GranterRef<'a, S, F> {
 /// Pins `gref` of the granter `gr` for `user`: one pin of the host kind and/or one of the
 /// device kind, for writing or only reading, each holding a general reference on the frame
 /// (and a writable type reference for writing). Returns the frame. On failure nothing is
-/// kept.
+/// kept: `GNTST_bad_page` for a frame the granter does not own, `GNTST_general_error` for
+/// one that cannot take the pin's type (a writable pin of a page table or descriptor page).
 #[allow(clippy::too_many_arguments)]
 pub fn pin<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
     ft: &FrameTable<S>,
@@ -272,7 +272,7 @@ pub fn pin<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
     let (frame, fresh_flags) = match gr.g.active.get(&gref) {
         Some(a) => {
             if a.grantee != user {
-                return Err(GntSt::PermissionDenied);
+                return Err(GntSt::GeneralError);
             }
             if writable && a.pins.writers() == 0 {
                 take_flags(shared, gref, user, true)?;
@@ -310,7 +310,7 @@ pub fn pin<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
                     let pins = gr.g.active.get(&gref).map(|a| a.pins).unwrap_or_default();
                     settle_flags(shared, gref, &pins);
                 }
-                return Err(GntSt::BadPage);
+                return Err(GntSt::GeneralError);
             }
             taken += 1;
         }
@@ -584,9 +584,12 @@ mod tests {
         w.shared[1].0.borrow_mut()[2] = (GTF_PERMIT_ACCESS | GTF_READONLY, 0, 0);
         w.shared[1].0.borrow_mut()[3] = (GTF_PERMIT_ACCESS, 0, 3);
         w.shared[1].0.borrow_mut()[4] = (GTF_PERMIT_ACCESS, 2, 1);
-        assert_eq!(w.map(0, 1, 2, GNTMAP_HOST_MAP), Err(GntSt::PermissionDenied), "read-only grant mapped writable");
-        assert_eq!(w.map(0, 1, 3, GNTMAP_HOST_MAP), Err(GntSt::BadPage), "a page table mapped writable");
-        assert_eq!(w.map(0, 1, 4, GNTMAP_HOST_MAP), Err(GntSt::PermissionDenied), "granted to another domain");
+        assert_eq!(w.map(0, 1, 2, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "read-only grant mapped writable");
+        assert_eq!(w.map(0, 1, 3, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "a page table mapped writable");
+        assert_eq!(w.map(0, 1, 4, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "granted to another domain");
+        w.shared[1].0.borrow_mut()[6] = (GTF_PERMIT_ACCESS, 0, 99);
+        assert_eq!(w.map(0, 1, 6, GNTMAP_HOST_MAP), Err(GntSt::BadPage), "a frame the granter does not own");
+        assert_eq!(w.shared[1].read(6).unwrap().0, GTF_PERMIT_ACCESS, "in-use flags taken back");
         assert_eq!(w.map(0, 1, 99, GNTMAP_HOST_MAP), Err(GntSt::BadGntref), "out of range");
         assert_eq!(w.map(0, 1, 2, GNTMAP_READONLY), Err(GntSt::BadGntref), "neither host nor device");
         assert_eq!(w.unmap(0, 0, true, false), Err(GntSt::BadHandle));

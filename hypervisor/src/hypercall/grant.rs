@@ -335,8 +335,13 @@ fn copy_side(c: &mut Mx<'_>, b: &[u8], is_gref: bool, write: bool) -> Result<(Mf
     }
     let m = Mfn(u);
     let mut dm = DirectMap;
+    // As Xen: a frame not the caller's is `GNTST_bad_page`, one that cannot be written (a
+    // page table, a descriptor page) `GNTST_general_error`.
+    if !crate::machine::frames().owned_by(m, me) {
+        return Err(GntSt::BadPage);
+    }
     let r = if write { pt!(c, dm).get_writable_page(m, me).map_err(|_| ()) } else { crate::machine::frames().get_page(m, me).map_err(|_| ()) };
-    r.map_err(|()| GntSt::BadPage)?;
+    r.map_err(|()| GntSt::GeneralError)?;
     Ok((m, Side::Frame))
 }
 

@@ -210,6 +210,37 @@ fn scenarios() -> Vec<Scenario> {
             }
         })
     });
+    // Grant mappings (tests/guests/src/bin/grant_hostile.rs): a domU attacking its own
+    // grants, then dying with one mapped (released, audited); and a granter dying while dom0
+    // maps its page. On 1 and 2 CPUs.
+    let grants = [1u32, 2].into_iter().flat_map(|smp| {
+        let sfx = if smp == 1 { "" } else { "-smp2" };
+        [
+            Scenario {
+                smp,
+                dom0_args: "domexc",
+                domus: &[("grant_hostile", "domU mem=8M -- self 1")],
+                ..sc(Box::leak(format!("grant-self{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
+                    "(d1) Test result: SUCCESS",
+                    "d1: 1 grant mapping(s) released",
+                    "audit d1: ",
+                    "counts consistent",
+                    "Test result: SUCCESS",
+                ]))
+            },
+            Scenario {
+                smp,
+                dom0_args: "mapper",
+                domus: &[("grant_hostile", "domU mem=8M -- granter")],
+                ..sc(Box::leak(format!("grant-cross{sfx}").into_boxed_str()), Image::Guest("grant_hostile"), Expect::Exit(ExitCode::Poweroff, &[
+                    "(d1) granter: crashing with the page mapped by dom0",
+                    "audit d1: ",
+                    "counts consistent",
+                    "Test result: SUCCESS",
+                ]))
+            },
+        ]
+    });
     let mut v = vec![
         Scenario {
             grub: true,
@@ -332,6 +363,7 @@ fn scenarios() -> Vec<Scenario> {
     v.extend(gaps);
     v.extend(smp);
     v.extend(stress);
+    v.extend(grants);
     v
 }
 

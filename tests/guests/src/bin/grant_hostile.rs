@@ -1,0 +1,493 @@
+//! Grant mappings, copies and swaps (v1), and their hostile uses, Xen's advisories among
+//! them. Modes (the command line):
+//!
+//! - `self D` (run as domain D): the domain grants pages to itself and attacks its own
+//!   grants: bad and out-of-range refs, grants of the wrong type, to another domain,
+//!   read-only ones mapped writable, of frames it does not own, of a page table and of a
+//!   descriptor page (XSA-214: types do not travel with the page), host addresses with no
+//!   L1, misaligned `contains_pte` (XSA-227), wrong, stale and double unmaps, host+device
+//!   writable maps unmapped twice (XSA-224) and read-only ones (XSA-234) with pinning as an
+//!   L1 afterwards, page-table updates over a grant PTE, revocation while mapped, copies out
+//!   of range or into a page table, swaps of refs in use, `set_version` while mapped, and a
+//!   batch with a bad operation in the middle (XSA-316). It ends holding one mapping: the
+//!   hypervisor must release it when the domain is gone (the audit then checks every count).
+//! - `granter` (domain 1) / `mapper` (dom0): across domains. d1 grants a page to dom0 and
+//!   dies while dom0 maps it; the page must stay readable to dom0 until it unmaps, new maps
+//!   of the dead domain's grants are refused, and the unmap works.
+#![no_std]
+#![no_main]
+
+use guest_abi::errno::Errno;
+use guest_abi::grant::*;
+use guest_abi::mm::ext;
+use pv_runtime::hypercall::{self as hc, MmuUpdate};
+use pv_runtime::mm::{GuestMem, A, D, P, RW};
+use test_guests::*;
+
+fn op(cmd: u64, uop: u64, count: u64) -> i64 {
+    // SAFETY: every caller passes a pointer to `count` operations of the size `cmd` uses.
+    unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::GRANT_TABLE_OP, cmd, uop, count, 0, 0) }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+struct Map {
+    host_addr: u64,
+    flags: u32,
+    gref: u32,
+    dom: u16,
+    status: i16,
+    handle: u32,
+    dev_bus_addr: u64,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+struct Unmap {
+    host_addr: u64,
+    dev_bus_addr: u64,
+    handle: u32,
+    status: i16,
+    _pad: u16,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+struct CopyPtr {
+    u: u64,
+    dom: u16,
+    offset: u16,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Default)]
+struct Copy {
+    src: CopyPtr,
+    dst: CopyPtr,
+    len: u16,
+    flags: u16,
+    status: i16,
+    _pad: u16,
+}
+
+const SELF: u16 = guest_abi::DOMID_SELF;
+const GEN: i16 = GntSt::GeneralError as i16;
+/// A hypervisor frame (its image is loaded at 1 MiB).
+const HV_MFN: u64 = 0x100;
+
+fn map(host_addr: u64, flags: u32, gref: u32, dom: u16) -> (i64, Map) {
+    let mut m = Map { host_addr, flags, gref, dom, status: 0x5A5A, handle: 0xDEAD, ..Default::default() };
+    let r = op(GNTTABOP_MAP_GRANT_REF, &mut m as *mut Map as u64, 1);
+    (r, m)
+}
+
+fn map_st(host_addr: u64, flags: u32, gref: u32, dom: u16) -> i16 {
+    map(host_addr, flags, gref, dom).1.status
+}
+
+fn unmap(host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16 {
+    let mut u = Unmap { host_addr, dev_bus_addr, handle, status: 0x5A5A, _pad: 0 };
+    let r = op(GNTTABOP_UNMAP_GRANT_REF, &mut u as *mut Unmap as u64, 1);
+    if r != 0 {
+        return 0x7777;
+    }
+    u.status
+}
+
+fn copy(src: CopyPtr, dst: CopyPtr, len: u16, flags: u16) -> i16 {
+    let mut c = Copy { src, dst, len, flags, status: 0x5A5A, _pad: 0 };
+    let r = op(GNTTABOP_COPY, &mut c as *mut Copy as u64, 1);
+    if r != 0 {
+        return 0x7777;
+    }
+    c.status
+}
+
+fn gref_ptr(gref: u32, dom: u16, offset: u16) -> CopyPtr {
+    CopyPtr { u: gref as u64, dom, offset, _pad: 0 }
+}
+
+fn frame_ptr(mfn: u64, dom: u16, offset: u16) -> CopyPtr {
+    CopyPtr { u: mfn, dom, offset, _pad: 0 }
+}
+
+/// The page at slot `k` from the end of the bootstrap region's slack.
+fn slot(mem: &GuestMem, k: u64) -> u64 {
+    pv_runtime::virt_base() + (mem.region_end_pfn - k) * 4096
+}
+
+fn read64(va: u64) -> u64 {
+    // SAFETY: callers pass addresses mapped in this domain.
+    unsafe { (va as *const u64).read_volatile() }
+}
+
+fn write64(va: u64, v: u64) {
+    // SAFETY: callers pass addresses mapped writable in this domain.
+    unsafe { (va as *mut u64).write_volatile(v) }
+}
+
+fn write_faults(va: u64) -> bool {
+    probe!("mov qword ptr [{a}], 1"; a = in(reg) va).is_some_and(|f| f.vector == 14)
+}
+
+fn read_faults(va: u64) -> bool {
+    probe!("mov {t}, qword ptr [{a}]"; a = in(reg) va, t = out(reg) _).is_some_and(|f| f.vector == 14)
+}
+
+/// The grant table, mapped at `va`: entry `r` written as a guest does (frame and domain,
+/// then the flags).
+struct Table {
+    va: u64,
+}
+
+impl Table {
+    fn grant(&self, r: u32, flags: u16, dom: u16, frame: u64) {
+        let e = (self.va + 8 * r as u64) as *mut u32;
+        // SAFETY: the grant frame is mapped writable at `va`; entries are 8 bytes.
+        unsafe {
+            e.add(1).write_volatile(frame as u32);
+            (e as *mut u16).add(1).write_volatile(dom);
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            (e as *mut u16).write_volatile(flags);
+        }
+    }
+    fn flags(&self, r: u32) -> u16 {
+        // SAFETY: as above.
+        unsafe { ((self.va + 8 * r as u64) as *const u16).read_volatile() }
+    }
+    fn word(&self, r: u32) -> u64 {
+        read64(self.va + 8 * r as u64)
+    }
+}
+
+/// Sets up a one-frame grant table and maps it writable at `va`.
+fn table_at(va: u64) -> Table {
+    let mut frame = [0u64; 1];
+    #[repr(C)]
+    struct Setup {
+        dom: u16,
+        _pad: u16,
+        nr_frames: u32,
+        status: i16,
+        _pad2: [u8; 6],
+        frame_list: u64,
+    }
+    let mut s = Setup { dom: SELF, _pad: 0, nr_frames: 1, status: 0x5A5A, _pad2: [0; 6], frame_list: frame.as_mut_ptr() as u64 };
+    let r = op(GNTTABOP_SETUP_TABLE, &mut s as *mut Setup as u64, 1);
+    check("setup_table of one frame", r == 0 && s.status == 0);
+    expect_ret("map the grant frame", hc::update_va_mapping(va, frame[0] << 12 | P | RW | A | D, 2), 0);
+    Table { va }
+}
+
+fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {
+    let mem = GuestMem::new(si, pv_runtime::virt_base());
+    let t = Tables::new(si);
+    let gt = table_at(slot(&mem, 2));
+    let (m1, m2, m3, m4) = (slot(&mem, 3), slot(&mem, 4), slot(&mem, 5), slot(&mem, 6));
+    let (d_rw, d_ro, d_plain, d_dst) = (slot(&mem, 20), slot(&mem, 21), slot(&mem, 22), slot(&mem, 23));
+    let mfn = |va: u64| t.mfn_of_va(va);
+    let (f_rw, f_ro, f_plain, f_dst) = (mfn(d_rw), mfn(d_ro), mfn(d_plain), mfn(d_dst));
+    let l1 = t.table(d_rw, 1);
+    write64(d_rw, 0x1111_2222_3333_4444);
+    write64(d_ro, 0x5555_6666_7777_8888);
+    // The slots the grants are mapped at must map something first (their old frames come
+    // back afterwards).
+    let m_old = [m1, m2, m3, m4].map(|va| t.entry(t.table(va, 1), (va >> 12) & 511));
+    let restore = |k: usize, va: u64| {
+        hc::update_va_mapping(va, m_old[k], 2);
+    };
+
+    // A descriptor page: a fresh frame, read-only, made the GDT.
+    let gdt_va = slot(&mem, 24);
+    let f_gdt = mfn(gdt_va);
+    // SAFETY: the slot is mapped writable until the next line remaps it.
+    unsafe { core::ptr::write_bytes(gdt_va as *mut u8, 0, 4096) };
+    expect_ret("remap the GDT page read-only", hc::update_va_mapping(gdt_va, f_gdt << 12 | P | A, 2), 0);
+    expect_ret("the page becomes the GDT", hc::set_gdt(&[f_gdt], 512), 0);
+    // A plain page mapped only read-only here (so nothing else holds a writable type on it).
+    // SAFETY: the slot is mapped writable until the next line remaps it.
+    unsafe { core::ptr::write_bytes(d_plain as *mut u8, 0, 4096) };
+    expect_ret("remap the plain page read-only", hc::update_va_mapping(d_plain, f_plain << 12 | P | A, 2), 0);
+
+    gt.grant(8, GTF_PERMIT_ACCESS, me, f_rw);
+    gt.grant(9, GTF_PERMIT_ACCESS | GTF_READONLY, me, f_ro);
+    gt.grant(10, GTF_PERMIT_ACCESS, me, l1);
+    gt.grant(11, GTF_PERMIT_ACCESS, me, HV_MFN);
+    gt.grant(12, GTF_PERMIT_ACCESS, 7, f_rw);
+    gt.grant(13, GTF_PERMIT_ACCESS, me, f_gdt);
+    gt.grant(14, GTF_ACCEPT_TRANSFER, me, f_rw);
+    gt.grant(16, GTF_PERMIT_ACCESS, me, f_plain);
+    let h = GNTMAP_HOST_MAP;
+
+    // Bad refs and grants.
+    check("a ref beyond the table: GNTST_bad_gntref", map_st(m1, h, 512, SELF) == GntSt::BadGntref as i16);
+    check("a huge ref: GNTST_bad_gntref", map_st(m1, h, u32::MAX, SELF) == GntSt::BadGntref as i16);
+    check("an unused ref: GNTST_general_error", map_st(m1, h, 15, SELF) == GEN);
+    check("a grant to another domain: GNTST_general_error", map_st(m1, h, 12, SELF) == GEN);
+    check("a transfer grant mapped: GNTST_general_error", map_st(m1, h, 14, SELF) == GEN);
+    check("a read-only grant mapped writable: GNTST_general_error", map_st(m1, h, 9, SELF) == GEN);
+    check("... leaves no in-use flag", gt.flags(9) == GTF_PERMIT_ACCESS | GTF_READONLY);
+    check("a frame the granter does not own: GNTST_bad_page", map_st(m1, h, 11, SELF) == GntSt::BadPage as i16);
+    check("... leaves no in-use flag", gt.flags(11) == GTF_PERMIT_ACCESS);
+    check("XSA-214: a page table mapped writable: GNTST_general_error", map_st(m1, h, 10, SELF) == GEN);
+    check("XSA-214: a descriptor page mapped writable: GNTST_general_error", map_st(m1, h, 13, SELF) == GEN);
+    check("... leave no in-use flag", gt.flags(10) == GTF_PERMIT_ACCESS && gt.flags(13) == GTF_PERMIT_ACCESS);
+    check("neither host nor device map: GNTST_bad_gntref", map_st(m1, GNTMAP_READONLY, 8, SELF) == GntSt::BadGntref as i16);
+    check("no such domain: GNTST_bad_domain", map_st(m1, h, 8, 0x7FEE) == GntSt::BadDomain as i16);
+    // Bad host addresses.
+    check("a host address with no L1: GNTST_general_error", map_st(0x7FFF_0000_0000, h, 8, SELF) == GEN);
+    check("a host address in the hypervisor: GNTST_general_error", map_st(0xFFFF_8300_0000_0000, h, 8, SELF) == GEN);
+    let pte_m1 = t.entry_maddr(m1, 1);
+    check("XSA-227: a misaligned contains_pte: GNTST_general_error", map_st(pte_m1 + 3, h | GNTMAP_CONTAINS_PTE, 8, SELF) == GEN);
+    check("contains_pte in a frame that is no L1: GNTST_general_error", map_st(f_rw << 12, h | GNTMAP_CONTAINS_PTE, 8, SELF) == GEN);
+    check("... none of them left an in-use flag", gt.flags(8) == GTF_PERMIT_ACCESS);
+    let mut bad = Map { host_addr: m1, flags: h, gref: 8, dom: SELF, ..Default::default() };
+    expect_err("a map op in hypervisor memory", op(GNTTABOP_MAP_GRANT_REF, 0xFFFF_8300_0000_0000, 1), Errno::EFAULT);
+    expect_ret("a batch of 0 maps", op(GNTTABOP_MAP_GRANT_REF, &mut bad as *mut Map as u64, 0), 0);
+
+    // A good writable host map: the data is shared both ways, the entry shows it in use.
+    let (r, a) = map(m1, h, 8, SELF);
+    check("map ref 8 writable at a linear address", r == 0 && a.status == 0);
+    check("the mapping shows the granted page", read64(m1) == 0x1111_2222_3333_4444);
+    write64(m1, 0xABCD);
+    check("writes through it land in the page", read64(d_rw) == 0xABCD);
+    check("the entry is GTF_reading|GTF_writing", gt.flags(8) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+    let pte = t.entry(t.table(m1, 1), (m1 >> 12) & 511);
+    check("the grant PTE is writable, not executable, bit 62 set", pte & RW != 0 && pte >> 63 == 1 && pte >> 62 & 1 == 1);
+    expect_err("mmu_update over a grant PTE", hc::mmu_update(&[MmuUpdate { ptr: pte_m1, val: f_rw << 12 | P | RW | A | D }]).0, Errno::EINVAL);
+    expect_err("update_va_mapping over a grant PTE", hc::update_va_mapping(m1, 0, 2), Errno::EINVAL);
+    check("a map onto a grant PTE: GNTST_general_error", map_st(m1, h | GNTMAP_READONLY, 9, SELF) == GEN);
+    check("the frame mapped writable cannot be pinned as an L1", hc::mmuext1(ext::PIN_L1_TABLE, f_rw, 0) == Errno::EINVAL.to_ret());
+    // The granter revokes while mapped (the flags it may not clear stay Xen's to clear):
+    // the mapping stays until unmapped, a new map of the revoked ref is refused.
+    gt.grant(8, GTF_INVALID, 0, 0);
+    // (As Xen: while a ref is pinned its active entry, not the shared one, decides.)
+    let (_, again) = map(m2, h, 8, SELF);
+    check("a revoked ref still pinned maps again (the active entry decides)", again.status == 0 && read64(m2) == 0xABCD);
+    check("... and unmaps", unmap(m2, 0, again.handle) == 0);
+    restore(1, m2);
+    // Wrong and stale handles.
+    check("an unmap of a handle never used: GNTST_bad_handle", unmap(m1, 0, 999) == GntSt::BadHandle as i16);
+    check("an unmap with no address: GNTST_general_error", unmap(0, 0, a.handle) == GEN);
+    check("an unmap at an address that maps no grant: GNTST_general_error", unmap(m2, 0, a.handle) == GEN);
+    check("an unmap of a device mapping the handle lacks: GNTST_general_error", unmap(0, f_rw << 12, a.handle) == GEN);
+    check("the unmap", unmap(m1, 0, a.handle) == 0);
+    check("the mapping is gone", read_faults(m1));
+    check("the in-use flags are cleared", gt.flags(8) == 0);
+    check("a revoked ref no longer pinned maps no more", map_st(m2, h, 8, SELF) == GEN);
+    check("double unmap: GNTST_bad_handle", unmap(m1, 0, a.handle) == GntSt::BadHandle as i16);
+    restore(0, m1);
+    gt.grant(8, GTF_PERMIT_ACCESS, me, f_rw);
+
+    // XSA-224: host + device writable map, then two unmaps.
+    let (r, a) = map(m2, h | GNTMAP_DEVICE_MAP, 8, SELF);
+    check("XSA-224: a host + device writable map", r == 0 && a.status == 0 && a.dev_bus_addr == f_rw << 12);
+    check("XSA-224: unmap the host kind", unmap(m2, 0, a.handle) == 0);
+    check("XSA-224: the host kind twice: GNTST_general_error", unmap(m2, 0, a.handle) == GEN);
+    check("XSA-224: still GTF_writing for the device kind", gt.flags(8) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+    check("a device unmap at a wrong bus address: GNTST_bad_dev_addr", unmap(0, (f_rw + 1) << 12, a.handle) == GntSt::BadDevAddr as i16);
+    check("XSA-224: unmap the device kind", unmap(0, f_rw << 12, a.handle) == 0);
+    check("XSA-224: the handle is gone", unmap(0, f_rw << 12, a.handle) == GntSt::BadHandle as i16);
+    check("XSA-224: afterwards pinning the frame as an L1 fails (its own writable mapping)", hc::mmuext1(ext::PIN_L1_TABLE, f_rw, 0) == Errno::EINVAL.to_ret());
+    restore(1, m2);
+
+    // XSA-234: read-only maps released as what they are.
+    let (r, a) = map(m3, h | GNTMAP_READONLY, 9, SELF);
+    check("XSA-234: a read-only map of a read-only grant", r == 0 && a.status == 0 && gt.flags(9) == GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+    check("XSA-234: reads work, writes fault", read64(m3) == 0x5555_6666_7777_8888 && write_faults(m3));
+    check("XSA-234: a writable map of the same ref: GNTST_general_error", map_st(m4, h, 9, SELF) == GEN);
+    check("XSA-234: unmap", unmap(m3, 0, a.handle) == 0);
+    check("XSA-234: afterwards pinning the frame as an L1 fails", hc::mmuext1(ext::PIN_L1_TABLE, f_ro, 0) == Errno::EINVAL.to_ret());
+    check("XSA-234: flags clear", gt.flags(9) == GTF_PERMIT_ACCESS | GTF_READONLY);
+    restore(2, m3);
+    // Mixed pins of one ref: the writer's flag goes with the last writer.
+    let (_, ro) = map(m3, h | GNTMAP_READONLY, 16, SELF);
+    let (_, rw) = map(m4, h, 16, SELF);
+    check("a read-only and a writable map of one ref", ro.status == 0 && rw.status == 0 && gt.flags(16) & GTF_WRITING != 0);
+    check("... the writer unmapped first", unmap(m4, 0, rw.handle) == 0 && gt.flags(16) == GTF_PERMIT_ACCESS | GTF_READING);
+    check("... then the reader", unmap(m3, 0, ro.handle) == 0 && gt.flags(16) == GTF_PERMIT_ACCESS);
+    // With no writable reference left anywhere, the frame may become a table again: the
+    // counts came back to exactly what the domain itself holds.
+    expect_ret("the plain page pinned as an L1 after its writable grant map went", hc::mmuext1(ext::PIN_L1_TABLE, f_plain, 0), 0);
+    expect_ret("... and unpinned", hc::mmuext1(ext::UNPIN_TABLE, f_plain, 0), 0);
+    check("a page that is an L1 now maps writable no more", {
+        hc::mmuext1(ext::PIN_L1_TABLE, f_plain, 0);
+        let s = map_st(m4, h, 16, SELF);
+        hc::mmuext1(ext::UNPIN_TABLE, f_plain, 0);
+        s == GEN
+    });
+    restore(2, m3);
+    restore(3, m4);
+
+    // contains_pte: the PTE named by its machine address.
+    let (r, a) = map(pte_m1, h | GNTMAP_CONTAINS_PTE | GNTMAP_READONLY, 9, SELF);
+    check("a contains_pte map", r == 0 && a.status == 0 && read64(m1) == 0x5555_6666_7777_8888);
+    check("its unmap by a linear address: GNTST_general_error", unmap(m1, 0, a.handle) == GEN);
+    check("its unmap by the PTE's address", unmap(pte_m1, 0, a.handle) == 0);
+    restore(0, m1);
+
+    // Wrong handle for the address.
+    let (_, a8) = map(m1, h, 8, SELF);
+    let (_, a9) = map(m3, h | GNTMAP_READONLY, 9, SELF);
+    check("an unmap naming another mapping's address: GNTST_general_error", unmap(m1, 0, a9.handle) == GEN);
+    check("... both mappings stay", read64(m1) == 0xABCD && read64(m3) == 0x5555_6666_7777_8888);
+
+    // Copies.
+    write64(d_dst, 0);
+    let me_gref = |r: u32, off: u16| gref_ptr(r, SELF, off);
+    check("copy from a grant to an own frame", copy(me_gref(8, 0), frame_ptr(f_dst, SELF, 8), 8, 1) == 0 && read64(d_dst + 8) == 0xABCD);
+    check("copy past the page's end: GNTST_bad_copy_arg", copy(me_gref(8, 4090), frame_ptr(f_dst, SELF, 0), 8, 1) == GntSt::BadCopyArg as i16);
+    check("copy to past the page's end: GNTST_bad_copy_arg", copy(me_gref(8, 0), frame_ptr(f_dst, SELF, 4095), 2, 1) == GntSt::BadCopyArg as i16);
+    check("copy by frame number of another domain: GNTST_permission_denied", copy(frame_ptr(f_rw, 0, 0), frame_ptr(f_dst, SELF, 0), 8, 0) == GntSt::PermissionDenied as i16);
+    check("copy from a frame not the caller's: GNTST_bad_page", copy(frame_ptr(HV_MFN, SELF, 0), frame_ptr(f_dst, SELF, 0), 8, 0) == GntSt::BadPage as i16);
+    check("copy into a page table: GNTST_general_error", copy(me_gref(8, 0), frame_ptr(l1, SELF, 0), 8, 1) == GEN);
+    check("copy into a read-only grant: GNTST_general_error", copy(frame_ptr(f_dst, SELF, 0), me_gref(9, 0), 8, 2) == GEN);
+    check("copy into a descriptor page's grant: GNTST_general_error", copy(frame_ptr(f_dst, SELF, 0), me_gref(13, 0), 8, 2) == GEN);
+    check("copy from a bad ref: GNTST_bad_gntref", copy(me_gref(5000, 0), frame_ptr(f_dst, SELF, 0), 8, 1) == GntSt::BadGntref as i16);
+    check("copy between two grants", copy(me_gref(9, 0), me_gref(8, 16), 8, 3) == 0 && read64(d_rw + 16) == 0x5555_6666_7777_8888);
+    check("after copies the in-use flags are the mappings' only", gt.flags(8) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING && gt.flags(9) == GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+
+    // Swaps.
+    #[repr(C)]
+    struct Swap {
+        a: u32,
+        b: u32,
+        status: i16,
+        _pad: u16,
+    }
+    let mut s = Swap { a: 8, b: 15, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
+    check("a swap of a ref in use: GNTST_eagain", s.status == GntSt::Eagain as i16);
+    let (w14, w15) = (gt.word(14), gt.word(15));
+    let mut s = Swap { a: 14, b: 15, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
+    check("a swap of two unused refs", s.status == 0 && gt.word(14) == w15 && gt.word(15) == w14);
+    let mut s = Swap { a: 14, b: 9999, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
+    check("a swap with a bad ref: GNTST_bad_gntref", s.status == GntSt::BadGntref as i16);
+
+    // Versions while grants are in use.
+    let mut v = [1u32];
+    expect_ret("set_version 1 while mapped", op(GNTTABOP_SET_VERSION, v.as_mut_ptr() as u64, 1), 0);
+    v[0] = 2;
+    expect_err("set_version 2 while mapped", op(GNTTABOP_SET_VERSION, v.as_mut_ptr() as u64, 1), Errno::EOPNOTSUPP);
+    check("... the mappings are untouched", read64(m1) == 0xABCD);
+
+    // unmap_and_replace: the grant PTE at m1 takes what m2 mapped; m2 is left empty.
+    #[repr(C)]
+    struct Replace {
+        host_addr: u64,
+        new_addr: u64,
+        handle: u32,
+        status: i16,
+        _pad: u16,
+    }
+    let m2_frame = mfn(m2);
+    let mut rp = Replace { host_addr: m1, new_addr: m2, handle: a8.handle, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_UNMAP_AND_REPLACE, &mut rp as *mut Replace as u64, 1);
+    check("unmap_and_replace", rp.status == 0 && mfn(m1) == m2_frame && read_faults(m2));
+    check("... and the grant is free", gt.flags(8) == GTF_PERMIT_ACCESS);
+    let mut rp = Replace { host_addr: m3, new_addr: m3, handle: a9.handle, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_UNMAP_AND_REPLACE, &mut rp as *mut Replace as u64, 1);
+    check("unmap_and_replace with its own grant PTE as the new address: GNTST_general_error", rp.status == GEN && read64(m3) == 0x5555_6666_7777_8888);
+    check("unmap of the read-only map", unmap(m3, 0, a9.handle) == 0);
+    restore(0, m1);
+    restore(1, m2);
+    restore(2, m3);
+
+    // XSA-316: a batch with a bad operation in the middle: rc 0, each status its own.
+    let mut batch = [
+        Map { host_addr: m1, flags: h, gref: 8, dom: SELF, ..Default::default() },
+        Map { host_addr: m2, flags: h, gref: 12, dom: SELF, ..Default::default() },
+        Map { host_addr: m3, flags: h | GNTMAP_READONLY, gref: 9, dom: SELF, ..Default::default() },
+    ];
+    let r = op(GNTTABOP_MAP_GRANT_REF, batch.as_mut_ptr() as u64, 3);
+    check("XSA-316: a batch of three, the middle one bad: rc 0", r == 0);
+    check("XSA-316: statuses okay, general_error, okay", batch[0].status == 0 && batch[1].status == GEN && batch[2].status == 0);
+    let mut un = [
+        Unmap { host_addr: m3, handle: batch[2].handle, ..Default::default() },
+        Unmap { host_addr: m3, handle: batch[2].handle, ..Default::default() },
+    ];
+    let r = op(GNTTABOP_UNMAP_GRANT_REF, un.as_mut_ptr() as u64, 2);
+    check("a batch unmapping one handle twice: okay then bad_handle", r == 0 && un[0].status == 0 && un[1].status == GntSt::BadHandle as i16);
+    restore(2, m3);
+
+    // The end: ref 8 stays mapped at m1. The hypervisor releases it once this domain is
+    // gone, and audits every count.
+    check("one mapping left for the hypervisor to release", read64(m1) == 0xABCD);
+}
+
+/// The granter (d1): grants a page to dom0 through ref 8, tells dom0, and dies with it
+/// mapped.
+fn granter(si: &'static pv_runtime::StartInfo) -> ! {
+    use pv_runtime::events as ev;
+    let mem = GuestMem::new(si, pv_runtime::virt_base());
+    let t = Tables::new(si);
+    check("events up", events_up(si));
+    ev::enable();
+    let mut port = Err(0);
+    for _ in 0..10_000 {
+        port = ev::bind_interdomain(0, 1);
+        if port.is_ok() {
+            break;
+        }
+        hc::yield_now();
+    }
+    check("bound to dom0's port 1", port.is_ok());
+    let port = port.unwrap_or(0);
+    let gt = table_at(slot(&mem, 2));
+    let page = slot(&mem, 20);
+    write64(page, 0xD1D1_D1D1);
+    gt.grant(8, GTF_PERMIT_ACCESS, 0, t.mfn_of_va(page));
+    ev::send(port);
+    // Wait for dom0 to map it (the entry shows it in use), then die with it mapped.
+    let mut tries = 0;
+    while gt.flags(8) & GTF_READING == 0 && tries < 1_000_000 {
+        hc::yield_now();
+        tries += 1;
+    }
+    check("dom0 has it mapped", gt.flags(8) & GTF_READING != 0);
+    println!("granter: crashing with the page mapped by dom0");
+    pv_runtime::hypercall::shutdown(guest_abi::sched::ShutdownReason::Crash)
+}
+
+/// The mapper (dom0): maps d1's grant, sees d1 die, still reads the page, unmaps.
+fn mapper(si: &'static pv_runtime::StartInfo) {
+    use pv_runtime::events as ev;
+    let mem = GuestMem::new(si, pv_runtime::virt_base());
+    check("events up", events_up(si));
+    let p = ev::alloc_unbound(SELF, 1);
+    check("alloc_unbound for d1 is port 1", p == Ok(1));
+    let p = p.unwrap_or(1);
+    let exc = ev::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0).unwrap_or(0);
+    check("VIRQ_DOM_EXC bound", exc != 0);
+    ev::enable();
+    ev::block_until(|| ev::count(p) != 0);
+    let va = slot(&mem, 3);
+    let (r, a) = map(va, GNTMAP_HOST_MAP | GNTMAP_READONLY, 8, 1);
+    check("map d1's grant", r == 0 && a.status == 0);
+    check("the page reads d1's data", read64(va) == 0xD1D1_D1D1);
+    wait_domain_exit(exc);
+    settle();
+    check("d1 is dead: its page is still mapped and readable here", read64(va) == 0xD1D1_D1D1);
+    check("a new map of the dead domain's grant: GNTST_bad_domain", map_st(slot(&mem, 4), GNTMAP_HOST_MAP | GNTMAP_READONLY, 8, 1) == GntSt::BadDomain as i16);
+    check("a copy from it: GNTST_bad_domain", copy(gref_ptr(8, 1, 0), frame_ptr(mem.mfn(mem.region_end_pfn - 20), SELF, 0), 8, 1) == GntSt::BadDomain as i16);
+    check("the unmap works", unmap(va, 0, a.handle) == 0);
+    check("the page is gone from here", read_faults(va));
+}
+
+#[no_mangle]
+fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
+    let line = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
+    let mut words = line.split_whitespace();
+    let mode = words.next().unwrap_or("");
+    start(mode);
+    match mode {
+        "self" => self_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+        "granter" => granter(si),
+        "mapper" => mapper(si),
+        _ => check("a known mode", false),
+    }
+    finish(mode)
+}
