@@ -240,3 +240,132 @@ pub fn vcpu_context(c: &mut [u8], entry: u64, stack_top: u64, l4_mfn: u64) {
     put(c, ctx::KERNEL_SP, stack_top);
     put(c, ctx::CR3, l4_mfn << 12);
 }
+
+/// Grant-table operations as guests issue them (v1 layouts of `public/grant_table.h`).
+pub mod grant {
+    use guest_abi::grant::*;
+    use pv_runtime::hypercall as hc;
+    use pv_runtime::mm::{A, D, P, RW};
+
+    pub fn op(cmd: u64, uop: u64, count: u64) -> i64 {
+        // SAFETY: every caller passes a pointer to `count` operations of the size `cmd` uses
+        // (or a deliberately bad one, which the hypervisor must refuse).
+        unsafe { hc::hypercall5(guest_abi::hypercall::GRANT_TABLE_OP, cmd, uop, count, 0, 0) }
+    }
+
+    #[repr(C)]
+    #[derive(Copy, Clone, Default)]
+    pub struct Map {
+        pub host_addr: u64,
+        pub flags: u32,
+        pub gref: u32,
+        pub dom: u16,
+        pub status: i16,
+        pub handle: u32,
+        pub dev_bus_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Copy, Clone, Default)]
+    pub struct Unmap {
+        pub host_addr: u64,
+        pub dev_bus_addr: u64,
+        pub handle: u32,
+        pub status: i16,
+        pub _pad: u16,
+    }
+
+    #[repr(C)]
+    #[derive(Copy, Clone, Default)]
+    pub struct CopyPtr {
+        pub u: u64,
+        pub dom: u16,
+        pub offset: u16,
+        pub _pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Copy, Clone, Default)]
+    pub struct Copy {
+        pub src: CopyPtr,
+        pub dst: CopyPtr,
+        pub len: u16,
+        pub flags: u16,
+        pub status: i16,
+        pub _pad: u16,
+    }
+
+    /// One map: the call's return and the operation as the hypervisor left it.
+    pub fn map(host_addr: u64, flags: u32, gref: u32, dom: u16) -> (i64, Map) {
+        let mut m = Map { host_addr, flags, gref, dom, status: 0x5A5A, handle: 0xDEAD, ..Default::default() };
+        let r = op(GNTTABOP_MAP_GRANT_REF, &mut m as *mut Map as u64, 1);
+        (r, m)
+    }
+
+    /// One unmap's status (0x7777 if the call itself failed).
+    pub fn unmap(host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16 {
+        let mut u = Unmap { host_addr, dev_bus_addr, handle, status: 0x5A5A, _pad: 0 };
+        if op(GNTTABOP_UNMAP_GRANT_REF, &mut u as *mut Unmap as u64, 1) != 0 {
+            return 0x7777;
+        }
+        u.status
+    }
+
+    /// One copy's status (0x7777 if the call itself failed).
+    pub fn copy(src: CopyPtr, dst: CopyPtr, len: u16, flags: u16) -> i16 {
+        let mut c = Copy { src, dst, len, flags, status: 0x5A5A, _pad: 0 };
+        if op(GNTTABOP_COPY, &mut c as *mut Copy as u64, 1) != 0 {
+            return 0x7777;
+        }
+        c.status
+    }
+
+    /// The grant table, mapped at `va`: entry `r` written as a guest does (frame and
+    /// domain, then the flags).
+    pub struct Table {
+        pub va: u64,
+    }
+
+    impl Table {
+        /// Sets up a one-frame grant table and maps it writable at `va` (`None` on failure).
+        pub fn at(va: u64) -> Option<Table> {
+            #[repr(C)]
+            struct Setup {
+                dom: u16,
+                _pad: u16,
+                nr_frames: u32,
+                status: i16,
+                _pad2: [u8; 6],
+                frame_list: u64,
+            }
+            let mut frame = [0u64; 1];
+            let mut s = Setup { dom: guest_abi::DOMID_SELF, _pad: 0, nr_frames: 1, status: 0x5A5A, _pad2: [0; 6], frame_list: frame.as_mut_ptr() as u64 };
+            if op(GNTTABOP_SETUP_TABLE, &mut s as *mut Setup as u64, 1) != 0 || s.status != 0 {
+                return None;
+            }
+            (hc::update_va_mapping(va, frame[0] << 12 | P | RW | A | D, 2) == 0).then_some(Table { va })
+        }
+
+        pub fn grant(&self, r: u32, flags: u16, dom: u16, frame: u64) {
+            let e = (self.va + 8 * r as u64) as *mut u32;
+            // SAFETY: the grant frame is mapped writable at `va`; entries are 8 bytes.
+            unsafe {
+                e.add(1).write_volatile(frame as u32);
+                (e as *mut u16).add(1).write_volatile(dom);
+                core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+                (e as *mut u16).write_volatile(flags);
+            }
+        }
+
+        pub fn flags(&self, r: u32) -> u16 {
+            // SAFETY: as above.
+            unsafe { ((self.va + 8 * r as u64) as *const u16).read_volatile() }
+        }
+
+        /// Entry `r` as one word.
+        pub fn word(&self, r: u32) -> u64 {
+            // SAFETY: as above.
+            unsafe { ((self.va + 8 * r as u64) as *const u64).read_volatile() }
+        }
+    }
+}

@@ -22,86 +22,16 @@ use guest_abi::grant::*;
 use guest_abi::mm::ext;
 use pv_runtime::hypercall::{self as hc, MmuUpdate};
 use pv_runtime::mm::{GuestMem, A, D, P, RW};
+use test_guests::grant::*;
 use test_guests::*;
-
-fn op(cmd: u64, uop: u64, count: u64) -> i64 {
-    // SAFETY: every caller passes a pointer to `count` operations of the size `cmd` uses.
-    unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::GRANT_TABLE_OP, cmd, uop, count, 0, 0) }
-}
-
-#[repr(C)]
-#[derive(Copy, Clone, Default)]
-struct Map {
-    host_addr: u64,
-    flags: u32,
-    gref: u32,
-    dom: u16,
-    status: i16,
-    handle: u32,
-    dev_bus_addr: u64,
-}
-
-#[repr(C)]
-#[derive(Copy, Clone, Default)]
-struct Unmap {
-    host_addr: u64,
-    dev_bus_addr: u64,
-    handle: u32,
-    status: i16,
-    _pad: u16,
-}
-
-#[repr(C)]
-#[derive(Copy, Clone, Default)]
-struct CopyPtr {
-    u: u64,
-    dom: u16,
-    offset: u16,
-    _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Copy, Clone, Default)]
-struct Copy {
-    src: CopyPtr,
-    dst: CopyPtr,
-    len: u16,
-    flags: u16,
-    status: i16,
-    _pad: u16,
-}
 
 const SELF: u16 = guest_abi::DOMID_SELF;
 const GEN: i16 = GntSt::GeneralError as i16;
 /// A hypervisor frame (its image is loaded at 1 MiB).
 const HV_MFN: u64 = 0x100;
 
-fn map(host_addr: u64, flags: u32, gref: u32, dom: u16) -> (i64, Map) {
-    let mut m = Map { host_addr, flags, gref, dom, status: 0x5A5A, handle: 0xDEAD, ..Default::default() };
-    let r = op(GNTTABOP_MAP_GRANT_REF, &mut m as *mut Map as u64, 1);
-    (r, m)
-}
-
 fn map_st(host_addr: u64, flags: u32, gref: u32, dom: u16) -> i16 {
     map(host_addr, flags, gref, dom).1.status
-}
-
-fn unmap(host_addr: u64, dev_bus_addr: u64, handle: u32) -> i16 {
-    let mut u = Unmap { host_addr, dev_bus_addr, handle, status: 0x5A5A, _pad: 0 };
-    let r = op(GNTTABOP_UNMAP_GRANT_REF, &mut u as *mut Unmap as u64, 1);
-    if r != 0 {
-        return 0x7777;
-    }
-    u.status
-}
-
-fn copy(src: CopyPtr, dst: CopyPtr, len: u16, flags: u16) -> i16 {
-    let mut c = Copy { src, dst, len, flags, status: 0x5A5A, _pad: 0 };
-    let r = op(GNTTABOP_COPY, &mut c as *mut Copy as u64, 1);
-    if r != 0 {
-        return 0x7777;
-    }
-    c.status
 }
 
 fn gref_ptr(gref: u32, dom: u16, offset: u16) -> CopyPtr {
@@ -135,49 +65,10 @@ fn read_faults(va: u64) -> bool {
     probe!("mov {t}, qword ptr [{a}]"; a = in(reg) va, t = out(reg) _).is_some_and(|f| f.vector == 14)
 }
 
-/// The grant table, mapped at `va`: entry `r` written as a guest does (frame and domain,
-/// then the flags).
-struct Table {
-    va: u64,
-}
-
-impl Table {
-    fn grant(&self, r: u32, flags: u16, dom: u16, frame: u64) {
-        let e = (self.va + 8 * r as u64) as *mut u32;
-        // SAFETY: the grant frame is mapped writable at `va`; entries are 8 bytes.
-        unsafe {
-            e.add(1).write_volatile(frame as u32);
-            (e as *mut u16).add(1).write_volatile(dom);
-            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-            (e as *mut u16).write_volatile(flags);
-        }
-    }
-    fn flags(&self, r: u32) -> u16 {
-        // SAFETY: as above.
-        unsafe { ((self.va + 8 * r as u64) as *const u16).read_volatile() }
-    }
-    fn word(&self, r: u32) -> u64 {
-        read64(self.va + 8 * r as u64)
-    }
-}
-
-/// Sets up a one-frame grant table and maps it writable at `va`.
 fn table_at(va: u64) -> Table {
-    let mut frame = [0u64; 1];
-    #[repr(C)]
-    struct Setup {
-        dom: u16,
-        _pad: u16,
-        nr_frames: u32,
-        status: i16,
-        _pad2: [u8; 6],
-        frame_list: u64,
-    }
-    let mut s = Setup { dom: SELF, _pad: 0, nr_frames: 1, status: 0x5A5A, _pad2: [0; 6], frame_list: frame.as_mut_ptr() as u64 };
-    let r = op(GNTTABOP_SETUP_TABLE, &mut s as *mut Setup as u64, 1);
-    check("setup_table of one frame", r == 0 && s.status == 0);
-    expect_ret("map the grant frame", hc::update_va_mapping(va, frame[0] << 12 | P | RW | A | D, 2), 0);
-    Table { va }
+    let t = Table::at(va);
+    check("a one-frame grant table set up and mapped", t.is_some());
+    t.unwrap_or(Table { va })
 }
 
 fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {

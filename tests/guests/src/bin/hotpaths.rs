@@ -185,6 +185,39 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         fail("multicall entry", mc[0].result);
     }
 
+    // Grants: a page of ours granted to ourselves (dom0), mapped writable and unmapped (one
+    // call each), and copied whole from the grant into another page of ours.
+    {
+        use guest_abi::grant::*;
+        use test_guests::grant::{self as g, CopyPtr};
+        let slot = |k: u64| vb + (mem.region_end_pfn - k) * 4096;
+        let gt = g::Table::at(slot(10)).unwrap_or_else(|| fail("grant table", -1));
+        let (target, src, dst) = (slot(11), tables.mfn_of_va(slot(12)), tables.mfn_of_va(slot(13)));
+        gt.grant(8, GTF_PERMIT_ACCESS, 0, src);
+        measure("grant_map_unmap", ops(BATCH), || {
+            for _ in 0..ops(BATCH) {
+                let (r, m) = g::map(target, GNTMAP_HOST_MAP, 8, guest_abi::DOMID_SELF);
+                if r != 0 || m.status != 0 {
+                    fail("grant map", m.status as i64);
+                }
+                let s = g::unmap(target, 0, m.handle);
+                if s != 0 {
+                    fail("grant unmap", s as i64);
+                }
+            }
+        });
+        let from = CopyPtr { u: 8, dom: guest_abi::DOMID_SELF, ..Default::default() };
+        let to = CopyPtr { u: dst, dom: guest_abi::DOMID_SELF, ..Default::default() };
+        measure("grant_copy_4k", ops(BATCH), || {
+            for _ in 0..ops(BATCH) {
+                let s = g::copy(from, to, 4096, 1);
+                if s != 0 {
+                    fail("grant copy", s as i64);
+                }
+            }
+        });
+    }
+
     // Exceptions bounced to minimal handlers.
     ok("int3 handler", pv_runtime::traps::install_vector(3, hp_int3 as *const () as u64, 3));
     ok("#PF handler", pv_runtime::traps::install_vector(14, hp_pf as *const () as u64, 0));
