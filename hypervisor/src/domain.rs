@@ -124,7 +124,7 @@ impl DomMm {
     /// With room for `maptrack_frames` maptrack frames (Xen's count: 512 handles each).
     pub fn new(maptrack_frames: u32) -> DomMm {
         let limit = maptrack_frames as usize * hv_core::grant::MAPTRACK_CHUNK;
-        DomMm { jobs: Default::default(), maptrack: hv_core::grant::Maptrack::new(limit, crate::hypercall::maptrack_grow) }
+        DomMm { jobs: Default::default(), maptrack: hv_core::grant::Maptrack::new(limit, crate::grants::maptrack_grow) }
     }
 }
 
@@ -211,6 +211,29 @@ impl DomShared {
                 self.up.fetch_and(!(1 << v), core::sync::atomic::Ordering::AcqRel);
             }
         }
+    }
+}
+
+impl DomShared {
+    /// This dead domain's mappings of grants, released (its vCPUs are all off the CPUs: no
+    /// CPU runs its tables, and loading any vCPU flushes). Its PTEs stay, marked as grants:
+    /// they hold nothing and are refused if the domain ever validated them again. Returns
+    /// how many were released.
+    pub fn release_grant_maps(&self) -> usize {
+        let ft = crate::machine::frames();
+        let mut mm = self.mm();
+        let maps: alloc::vec::Vec<(u32, hv_core::grant::Mapping)> = mm.maptrack.iter().map(|(h, m)| (h, *m)).collect();
+        let mut n = 0;
+        for (h, m) in maps {
+            let Some(gd) = shared_of(m.granter) else { continue };
+            let mut g = gd.grant();
+            let GrantTable { frames, active, .. } = &mut *g;
+            let shared = crate::grants::Entries(frames);
+            if hv_core::grant::unmap(ft, &mut mm.maptrack, h, m.host, m.device, gd.id, active, &shared).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 }
 

@@ -12,6 +12,7 @@ mod dom0;
 mod domain;
 mod vcpu;
 mod events;
+mod grants;
 mod hypercall;
 mod locks;
 mod machine;

@@ -453,7 +453,7 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
 fn finish(hv: &mut Hv<'_>, stopped: Option<Arc<DomShared>>) {
     let Some(d) = stopped else { return };
     log::info!("d{}: every vCPU is off the CPUs", d.id);
-    let n = crate::hypercall::grant::release_maps(&d);
+    let n = d.release_grant_maps();
     if n > 0 {
         log::info!("d{}: {n} grant mapping(s) released", d.id);
     }

@@ -19,65 +19,15 @@ use super::{continuation, read_guest, write_guest, HcResult, Mx, OnCpu};
 use crate::domain::{DomShared, GrantTable};
 use crate::guest::pt;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicUsize, Ordering};
 use guest_abi::errno::Errno;
 use guest_abi::grant::*;
 use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::frame::{Owner, PageType};
-use hv_core::grant::{GranterRef, Mapping, SharedEntries};
+use crate::grants::Entries;
+use hv_core::grant::{GranterRef, Mapping};
 use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pte::{Pte, PteFlags, GRANT_BIT};
-
-/// A domain's shared v1 entries: its grant frames, reached through the direct map with
-/// atomic accesses only (the guest writes them concurrently).
-pub struct Entries<'a>(pub &'a [Mfn]);
-
-impl Entries<'_> {
-    fn at(&self, r: u32) -> Option<(Mfn, usize)> {
-        let f = *self.0.get((r / ENTRIES_PER_FRAME_V1) as usize)?;
-        Some((f, (r % ENTRIES_PER_FRAME_V1) as usize))
-    }
-}
-
-impl SharedEntries for Entries<'_> {
-    fn entries(&self) -> u32 {
-        self.0.len() as u32 * ENTRIES_PER_FRAME_V1
-    }
-
-    fn read(&self, r: u32) -> Option<(u16, u16, u32)> {
-        let (f, i) = self.at(r)?;
-        let w = DirectMap.read_u64(f, i)?;
-        Some((w as u16, (w >> 16) as u16, (w >> 32) as u32))
-    }
-
-    fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16> {
-        let (f, i) = self.at(r).ok_or(old ^ 1)?;
-        DirectMap.cas_u16(f, i * ENTRY_V1_SIZE, old, new).unwrap_or(Err(old ^ 1))
-    }
-
-    fn clear_flags(&self, r: u32, bits: u16) {
-        if let Some((f, i)) = self.at(r) {
-            DirectMap.fetch_clear_u16(f, i * ENTRY_V1_SIZE, bits);
-        }
-    }
-
-    fn write(&self, r: u32, (flags, dom, frame): (u16, u16, u32)) {
-        if let Some((f, i)) = self.at(r) {
-            DirectMap.write_u64(f, i, u64::from(flags) | u64::from(dom) << 16 | u64::from(frame) << 32);
-        }
-    }
-}
-
-/// Maptrack chunks all domains may hold at once: a quarter of the hypervisor heap, so that
-/// no guest can exhaust it by mapping grants.
-const MAPTRACK_CHUNKS: usize = crate::mm::HEAP_SIZE as usize / 4 / (hv_core::grant::MAPTRACK_CHUNK * core::mem::size_of::<Option<Mapping>>());
-static CHUNKS_USED: AtomicUsize = AtomicUsize::new(0);
-
-/// May a maptrack grow by a chunk?
-pub fn maptrack_grow() -> bool {
-    CHUNKS_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAPTRACK_CHUNKS).then_some(n + 1)).is_ok()
-}
 
 /// The domain an operation names: the caller for `DOMID_SELF` or its own id; another
 /// existing domain only for a privileged caller.
@@ -505,23 +455,4 @@ pub fn grant_table_op(c: &mut Mx<'_>, f: &mut TrapFrame, cmd: u64, uop: u64, cou
         _ => return Err(Errno::ENOSYS),
     }
     Ok(0)
-}
-
-/// A dead domain's mappings of grants, released (its vCPUs are all off the CPUs: no CPU
-/// runs its tables, and loading any vCPU flushes). Its PTEs stay, marked as grants: they
-/// hold nothing and are refused if the domain ever validated them again.
-pub fn release_maps(d: &DomShared) -> usize {
-    let ft = crate::machine::frames();
-    let mut mm = d.mm();
-    let maps: alloc::vec::Vec<(u32, Mapping)> = mm.maptrack.iter().map(|(h, m)| (h, *m)).collect();
-    let mut n = 0;
-    for (h, m) in maps {
-        let Some(gd) = crate::domain::shared_of(m.granter) else { continue };
-        let mut g = gd.grant();
-        let GrantTable { frames, active, .. } = &mut *g;
-        if hv_core::grant::unmap(ft, &mut mm.maptrack, h, m.host, m.device, gd.id, active, &Entries(frames)).is_ok() {
-            n += 1;
-        }
-    }
-    n
 }

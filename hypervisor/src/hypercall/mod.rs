@@ -6,8 +6,7 @@
 pub mod console;
 mod desc;
 mod evtchn;
-pub mod grant;
-pub use grant::maptrack_grow;
+mod grant;
 mod memory;
 pub mod mmu;
 mod multicall;

@@ -295,6 +295,25 @@ pub mod grant {
         pub _pad: u16,
     }
 
+    #[repr(C)]
+    #[derive(Copy, Clone, Default)]
+    pub struct Setup {
+        pub dom: u16,
+        pub _pad: u16,
+        pub nr_frames: u32,
+        pub status: i16,
+        pub _pad2: [u8; 6],
+        pub frame_list: u64,
+    }
+
+    /// `setup_table` of `n` frames for `dom`, their numbers written at `list`: the call's
+    /// return and the status.
+    pub fn setup(dom: u16, n: u32, list: u64) -> (i64, i16) {
+        let mut s = Setup { dom, nr_frames: n, status: 0x5A5A, frame_list: list, ..Default::default() };
+        let r = op(GNTTABOP_SETUP_TABLE, &mut s as *mut Setup as u64, 1);
+        (r, s.status)
+    }
+
     /// One map: the call's return and the operation as the hypervisor left it.
     pub fn map(host_addr: u64, flags: u32, gref: u32, dom: u16) -> (i64, Map) {
         let mut m = Map { host_addr, flags, gref, dom, status: 0x5A5A, handle: 0xDEAD, ..Default::default() };
@@ -329,18 +348,8 @@ pub mod grant {
     impl Table {
         /// Sets up a one-frame grant table and maps it writable at `va` (`None` on failure).
         pub fn at(va: u64) -> Option<Table> {
-            #[repr(C)]
-            struct Setup {
-                dom: u16,
-                _pad: u16,
-                nr_frames: u32,
-                status: i16,
-                _pad2: [u8; 6],
-                frame_list: u64,
-            }
             let mut frame = [0u64; 1];
-            let mut s = Setup { dom: guest_abi::DOMID_SELF, _pad: 0, nr_frames: 1, status: 0x5A5A, _pad2: [0; 6], frame_list: frame.as_mut_ptr() as u64 };
-            if op(GNTTABOP_SETUP_TABLE, &mut s as *mut Setup as u64, 1) != 0 || s.status != 0 {
+            if setup(guest_abi::DOMID_SELF, 1, frame.as_mut_ptr() as u64) != (0, 0) {
                 return None;
             }
             (hc::update_va_mapping(va, frame[0] << 12 | P | RW | A | D, 2) == 0).then_some(Table { va })

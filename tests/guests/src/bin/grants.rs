@@ -10,24 +10,8 @@ use guest_abi::grant::*;
 use guest_abi::mm::ext;
 use pv_runtime::mm::{GuestMem, A, D, P, RW};
 use pv_runtime::hypercall as hc;
+use test_guests::grant::{op, Setup};
 use test_guests::*;
-
-fn op(cmd: u64, uop: u64, count: u64) -> i64 {
-    // SAFETY: every caller passes a pointer to a buffer of the size `cmd` reads and writes
-    // (or a deliberately bad one, which the hypervisor must refuse).
-    unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::GRANT_TABLE_OP, cmd, uop, count, 0, 0) }
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct Setup {
-    dom: u16,
-    _pad: u16,
-    nr_frames: u32,
-    status: i16,
-    _pad2: [u8; 6],
-    frame_list: u64,
-}
 
 #[repr(C)]
 #[derive(Default)]
@@ -41,9 +25,7 @@ struct Query {
 }
 
 fn setup(dom: u16, n: u32, list: u64) -> (i64, i16) {
-    let mut s = Setup { dom, nr_frames: n, status: 0x5A5A, frame_list: list, ..Default::default() };
-    let r = op(GNTTABOP_SETUP_TABLE, &mut s as *mut Setup as u64, 1);
-    (r, s.status)
+    test_guests::grant::setup(dom, n, list)
 }
 
 fn query(dom: u16) -> (i64, Query) {
