@@ -125,6 +125,8 @@ pub struct Mapping {
     /// The host mapping was made with `GNTMAP_contains_pte` (its unmap names the PTE's
     /// machine address, not a linear address).
     pub contains_pte: bool,
+    /// `GNTMAP_application_map`: the host PTE is user-accessible.
+    pub app: bool,
 }
 
 /// Handles a maptrack grows by at a time (one "maptrack frame", as Xen counts them).
@@ -359,7 +361,7 @@ pub fn map<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
     let (host, device) = (flags & GNTMAP_HOST_MAP != 0, flags & GNTMAP_DEVICE_MAP != 0);
     let writable = flags & GNTMAP_READONLY == 0;
     let frame = pin(ft, gr, mapper, gref, host, device, writable)?;
-    let m = Mapping { granter: gr.id, gref, frame, host, device, writable, contains_pte: host && flags & GNTMAP_CONTAINS_PTE != 0 };
+    let m = Mapping { granter: gr.id, gref, frame, host, device, writable, contains_pte: host && flags & GNTMAP_CONTAINS_PTE != 0, app: flags & GNTMAP_APPLICATION_MAP != 0 };
     let Some(handle) = mt.alloc(m) else {
         unpin(ft, gr.g, gr.shared, gref, host, device, writable);
         return Err(GntSt::NoDeviceSpace);

@@ -697,13 +697,14 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         Ok(old.present())
     }
 
-    /// Replaces the grant mapping of `frame` at entry `idx` of `table` (a validated L1 of
-    /// `dom`) with `new`, an entry that is not a grant mapping and brings its own references
-    /// (one [`Self::steal_entry`] took out) or none. `Granted` if the entry there is not a
-    /// grant mapping of `frame`.
-    pub fn remove_grant(&mut self, table: Mfn, idx: usize, frame: Mfn, new: Pte, dom: DomId) -> Res {
+    /// Replaces the grant mapping `expected` (exactly that entry: its frame, writability and
+    /// user bit are what the unmapped handle's references stand for) at entry `idx` of
+    /// `table` (a validated L1 of `dom`) with `new`, an entry that is not a grant mapping and
+    /// brings its own references (one [`Self::steal_entry`] took out) or none. `Granted` if
+    /// the entry there is anything else.
+    pub fn remove_grant(&mut self, table: Mfn, idx: usize, expected: Pte, new: Pte, dom: DomId) -> Res {
         let old = self.grant_slot(table, idx, dom)?;
-        if !old.granted() || old.mfn() != frame || new.granted() {
+        if !old.granted() || old != expected || new.granted() {
             return Err(PtError::Granted);
         }
         self.write(table, idx, new, dom)

@@ -218,11 +218,17 @@ fn map_one(c: &mut Mx<'_>, b: &[u8; 32], replaced: &mut bool) -> Result<(u32, u6
 }
 
 /// The host mapping of `m` at `host_addr` replaced by `new` (what `new_addr` held, or
-/// nothing): checked first, so that a refusal leaves everything as it was.
+/// nothing): checked first, so that a refusal leaves everything as it was. The PTE there
+/// must be exactly the one `m` made (its frame, and its writability and user bit: a
+/// handle's references stand for its own PTE; unmapping a read-only handle through a
+/// writable mapping's PTE would leave that writable PTE behind with no writable
+/// reference).
 fn take_host_pte(c: &mut Mx<'_>, m: &Mapping, host_addr: u64, new_addr: u64) -> Result<(), GntSt> {
     let me = c.pc.cur.dom;
     let (t, i) = host_slot(c, host_addr, m.contains_pte)?;
-    if !DirectMap.read_u64(t, i).map(Pte).is_some_and(|e| e.granted() && e.mfn() == m.frame) {
+    let flags = if m.writable { 0 } else { GNTMAP_READONLY } | if m.app { GNTMAP_APPLICATION_MAP } else { 0 };
+    let expected = grant_pte(m.frame, flags);
+    if DirectMap.read_u64(t, i).map(Pte) != Some(expected) {
         return Err(GntSt::GeneralError);
     }
     let mut dm = DirectMap;
@@ -235,7 +241,7 @@ fn take_host_pte(c: &mut Mx<'_>, m: &Mapping, host_addr: u64, new_addr: u64) -> 
     } else {
         Pte(0)
     };
-    pt!(c, dm).remove_grant(t, i, m.frame, new, me).map_err(|_| GntSt::GeneralError)
+    pt!(c, dm).remove_grant(t, i, expected, new, me).map_err(|_| GntSt::GeneralError)
 }
 
 /// One unmap of `handle`: the host kind at `host_addr` (when non-zero; its PTE replaced by

@@ -196,6 +196,13 @@ fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {
     let (_, ro) = map(m3, h | GNTMAP_READONLY, 16, SELF);
     let (_, rw) = map(m4, h, 16, SELF);
     check("a read-only and a writable map of one ref", ro.status == 0 && rw.status == 0 && gt.flags(16) & GTF_WRITING != 0);
+    // The writable handle unmapped through the read-only mapping's PTE would leave the
+    // writable PTE with no writable reference (then the frame could become a page table
+    // still mapped writable): a handle unmaps only its own kind of PTE.
+    check("the writable handle unmapped at the read-only PTE: GNTST_general_error", unmap(m3, 0, rw.handle) == GEN);
+    check("the read-only handle unmapped at the writable PTE: GNTST_general_error", unmap(m4, 0, ro.handle) == GEN);
+    check("... both mappings stay", read64(m3) == read64(m4));
+    check("... and the frame still cannot become an L1", hc::mmuext1(ext::PIN_L1_TABLE, f_plain, 0) == Errno::EINVAL.to_ret());
     check("... the writer unmapped first", unmap(m4, 0, rw.handle) == 0 && gt.flags(16) == GTF_PERMIT_ACCESS | GTF_READING);
     check("... then the reader", unmap(m3, 0, ro.handle) == 0 && gt.flags(16) == GTF_PERMIT_ACCESS);
     // With no writable reference left anywhere, the frame may become a table again: the
