@@ -218,13 +218,14 @@ impl DomShared {
     /// This dead domain's mappings of grants, released (its vCPUs are all off the CPUs: no
     /// CPU runs its tables, and loading any vCPU flushes). Its PTEs stay, marked as grants:
     /// they hold nothing and are refused if the domain ever validated them again. Returns
-    /// how many were released.
+    /// how many were released. (Handle by handle, allocating nothing: a full maptrack is
+    /// tens of thousands of them.)
     pub fn release_grant_maps(&self) -> usize {
         let ft = crate::machine::frames();
         let mut mm = self.mm();
-        let maps: alloc::vec::Vec<(u32, hv_core::grant::Mapping)> = mm.maptrack.iter().map(|(h, m)| (h, *m)).collect();
         let mut n = 0;
-        for (h, m) in maps {
+        for h in 0..mm.maptrack.handles() {
+            let Some(m) = mm.maptrack.get(h).copied() else { continue };
             let Some(gd) = shared_of(m.granter) else { continue };
             let mut g = gd.grant();
             let GrantTable { frames, active, .. } = &mut *g;

@@ -29,9 +29,8 @@ impl SharedEntries for Entries<'_> {
         Some((w as u16, (w >> 16) as u16, (w >> 32) as u32))
     }
 
-    fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16> {
-        let (f, i) = self.at(r).ok_or(old ^ 1)?;
-        DirectMap.cas_u16(f, i * ENTRY_V1_SIZE, old, new).unwrap_or(Err(old ^ 1))
+    fn cas_flags(&self, r: u32, old: u16, new: u16) -> bool {
+        self.at(r).and_then(|(f, i)| DirectMap.cas_u16(f, i * ENTRY_V1_SIZE, old, new)).is_some_and(|r| r.is_ok())
     }
 
     fn clear_flags(&self, r: u32, bits: u16) {

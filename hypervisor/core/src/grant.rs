@@ -44,8 +44,9 @@ pub trait SharedEntries {
     fn entries(&self) -> u32;
     /// Entry `r`: (flags, grantee, frame) read in one go (`None` out of range).
     fn read(&self, r: u32) -> Option<(u16, DomId, u32)>;
-    /// Compare-and-swap of entry `r`'s flags: `Err(current)` if they were not `old`.
-    fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16>;
+    /// Compare-and-swap of entry `r`'s flags: false if they were not `old` (or `r` is out
+    /// of range).
+    fn cas_flags(&self, r: u32, old: u16, new: u16) -> bool;
     /// Clears `bits` of entry `r`'s flags (atomically).
     fn clear_flags(&self, r: u32, bits: u16);
     /// Writes entry `r` whole (one store).
@@ -107,10 +108,6 @@ impl Granter {
         })
     }
 
-    /// Is any ref in use?
-    pub fn in_use(&self) -> bool {
-        !self.active.is_empty()
-    }
 }
 
 /// One mapping a domain holds.
@@ -150,9 +147,9 @@ impl Maptrack {
         Maptrack { entries: Vec::new(), free_from: 0, limit, grow }
     }
 
-    /// The handles it has room for now (a multiple of [`MAPTRACK_CHUNK`]).
-    pub fn capacity(&self) -> usize {
-        self.entries.capacity()
+    /// One past the highest handle ever handed out (handles are below it).
+    pub fn handles(&self) -> u32 {
+        self.entries.len() as u32
     }
 
     pub fn get(&self, handle: u32) -> Option<&Mapping> {
@@ -162,15 +159,6 @@ impl Maptrack {
     /// Every live mapping with its handle.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Mapping)> {
         self.entries.iter().enumerate().filter_map(|(h, m)| m.as_ref().map(|m| (h as u32, m)))
-    }
-
-    /// Live mappings.
-    pub fn len(&self) -> usize {
-        self.iter().count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.iter().all(Option::is_none)
     }
 
     fn alloc(&mut self, m: Mapping) -> Option<u32> {
@@ -217,7 +205,7 @@ fn take_flags(e: &impl SharedEntries, r: u32, grantee: DomId, writable: bool) ->
             return Err(GntSt::GeneralError);
         }
         let new = flags | GTF_READING | if writable { GTF_WRITING } else { 0 };
-        if e.cas_flags(r, flags, new).is_ok() {
+        if e.cas_flags(r, flags, new) {
             return Ok(frame);
         }
     }
@@ -429,14 +417,14 @@ mod tests {
         fn read(&self, r: u32) -> Option<(u16, DomId, u32)> {
             self.0.borrow().get(r as usize).copied()
         }
-        fn cas_flags(&self, r: u32, old: u16, new: u16) -> Result<(), u16> {
+        fn cas_flags(&self, r: u32, old: u16, new: u16) -> bool {
             let mut v = self.0.borrow_mut();
             let e = &mut v[r as usize];
             if e.0 != old {
-                return Err(e.0);
+                return false;
             }
             e.0 = new;
-            Ok(())
+            true
         }
         fn clear_flags(&self, r: u32, bits: u16) {
             self.0.borrow_mut()[r as usize].0 &= !bits;
@@ -639,7 +627,7 @@ mod tests {
                     1 => {
                         let f = w.shared[a].read(r).unwrap().0;
                         if f & (GTF_READING | GTF_WRITING) == 0 {
-                            let _ = w.shared[a].cas_flags(r, f, 0);
+                            w.shared[a].cas_flags(r, f, 0);
                         }
                     }
                     // A hostile granter writes anything.

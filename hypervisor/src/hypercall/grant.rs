@@ -29,28 +29,25 @@ use hv_core::grant::{GranterRef, Mapping};
 use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pte::{Pte, PteFlags, GRANT_BIT};
 
-/// The domain an operation names: the caller for `DOMID_SELF` or its own id; another
-/// existing domain only for a privileged caller.
-fn target(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
-    let cur = &c.pc().cur;
-    if dom == guest_abi::DOMID_SELF || dom == cur.dom {
-        return Ok(cur.shared.clone());
-    }
-    let d = crate::domain::shared_of(dom).ok_or(GntSt::BadDomain)?;
-    if !cur.shared.privileged {
-        return Err(GntSt::PermissionDenied);
-    }
-    Ok(d)
-}
-
-/// The granting domain a map or copy names (any domain: the grant itself says who may use
-/// it).
+/// The granting domain a map or copy names: the caller for `DOMID_SELF` or its own id, or
+/// any existing domain (the grant itself says who may use it).
 fn granter(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
     let cur = &c.pc().cur;
     if dom == guest_abi::DOMID_SELF || dom == cur.dom {
         return Ok(cur.shared.clone());
     }
     crate::domain::shared_of(dom).ok_or(GntSt::BadDomain)
+}
+
+/// The domain a set-up or query names: as [`granter`], another domain only for a
+/// privileged caller.
+fn target(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
+    let d = granter(c, dom)?;
+    let cur = &c.pc().cur;
+    if d.id != cur.dom && !cur.shared.privileged {
+        return Err(GntSt::PermissionDenied);
+    }
+    Ok(d)
 }
 
 fn u16at(b: &[u8], o: usize) -> u16 {
