@@ -158,6 +158,9 @@ pub fn build(
 
     let n = (nr_vcpus as usize).clamp(1, crate::domain::MAX_VCPUS);
     let dom = alloc::sync::Arc::new(DomShared::new(id, privileged, si, n, nr_pages));
+    for &m in p2m.iter().chain([&si]) {
+        dom.note_frame(m);
+    }
     let mut vcpu = Vcpu::new(0, built.l4, dom.clone());
     vcpu.frame = TrapFrame {
         rip: built.entry,

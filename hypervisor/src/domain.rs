@@ -43,8 +43,30 @@ pub struct DomShared {
     /// event sent looks at a run queue only to wake such a vCPU.
     pub sleeping: core::sync::atomic::AtomicU64,
     pub polling: core::sync::atomic::AtomicU64,
-    /// Shut down or crashed: the `ShutdownReason` + 1 (0 while alive); set once.
+    /// Shut down or crashed: the `ShutdownReason` + 1 in bits 0–6 (0 while alive), set
+    /// once; bit 7 ([`DYING`]) once `destroydomain` began tearing it down.
     ended: core::sync::atomic::AtomicU8,
+    /// The toolstack's pauses (`pausedomain`; a created domain starts with one): its
+    /// vCPUs run only while this is 0. Changed under [`DomShared::pause_lock`].
+    pause: core::sync::atomic::AtomicU32,
+    pub pause_lock: spin::Mutex<()>,
+    /// The lowest and highest frame the domain ever owned (every frame that becomes its
+    /// own is noted here): teardown looks for its frames in this range alone.
+    frames_lo: core::sync::atomic::AtomicU64,
+    frames_hi: core::sync::atomic::AtomicU64,
+    /// Its limits, as `createdomain` set them.
+    pub limits: Limits,
+    /// What the toolstack set: the domain handle (a UUID), the wallclock offset in
+    /// seconds (`settimeoffset`), and the I/O resources it may be given (recorded now,
+    /// enforced once domains drive devices). Leaf locks.
+    pub handle: spin::Mutex<[u8; 16]>,
+    pub time_offset: core::sync::atomic::AtomicI64,
+    pub perms: spin::Mutex<Perms>,
+    /// `destroydomain`'s progress (`hypercall::domctl`).
+    pub teardown: Teardown,
+    /// Set once the work done when its last vCPU left the CPUs (`schedule::finish`) is
+    /// over: teardown waits for it.
+    pub finished: core::sync::atomic::AtomicBool,
     /// dom0 was told (VIRQ_DOM_EXC) that every vCPU of the dead domain is off the CPUs.
     pub exc_sent: core::sync::atomic::AtomicBool,
     /// Its scheduling parameters (weight, cap), shared by the run queues.
@@ -112,6 +134,89 @@ impl GrantTable {
     }
 }
 
+/// Where a domain's teardown is: taken by one CPU at a time (`busy`, a try-lock: a second
+/// `destroydomain` is re-issued until the first lets go), its step, and the next frame of
+/// a step that walks the domain's frames.
+#[derive(Default)]
+pub struct Teardown {
+    pub busy: core::sync::atomic::AtomicBool,
+    pub step: core::sync::atomic::AtomicU32,
+    pub cursor: core::sync::atomic::AtomicU64,
+    /// A foreign reference to one of its frames went: the frames are to be looked at again.
+    pub reap: core::sync::atomic::AtomicBool,
+}
+
+/// `ended`'s bit for a domain being destroyed.
+const DYING: u8 = 0x80;
+
+/// A domain's limits (`createdomain`; boot-time domains get Xen's defaults).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_vcpus: u32,
+    pub max_evtchn_port: u32,
+    pub max_grant_frames: u32,
+    pub max_maptrack_frames: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_vcpus: 1,
+            max_evtchn_port: guest_abi::evtchn::NR_EVTCHN_2L - 1,
+            max_grant_frames: guest_abi::grant::DEFAULT_MAX_GRANT_FRAMES,
+            max_maptrack_frames: guest_abi::grant::DEFAULT_MAX_MAPTRACK_FRAMES,
+        }
+    }
+}
+
+/// I/O resources a domain may be given (`*_permission`): inclusive ranges.
+#[derive(Clone, Debug, Default)]
+pub struct Perms {
+    pub ioports: alloc::vec::Vec<(u64, u64)>,
+    pub iomem: alloc::vec::Vec<(u64, u64)>,
+    pub irqs: alloc::vec::Vec<(u64, u64)>,
+}
+
+impl Perms {
+    /// Most ranges of one kind (each grant or revoke is one range).
+    pub const MAX_RANGES: usize = 64;
+
+    /// Grants (`allow`) or revokes the range `first..=last` in `set`: revoking cuts it out
+    /// of every range it overlaps. `false` when the set is full.
+    pub fn change(set: &mut alloc::vec::Vec<(u64, u64)>, first: u64, last: u64, allow: bool) -> bool {
+        let mut out = alloc::vec::Vec::new();
+        for &(a, b) in set.iter() {
+            if b < first || a > last {
+                out.push((a, b));
+                continue;
+            }
+            if allow {
+                out.push((a, b));
+                continue;
+            }
+            if a < first {
+                out.push((a, first - 1));
+            }
+            if b > last {
+                out.push((last + 1, b));
+            }
+        }
+        if allow && !out.iter().any(|&(a, b)| a <= first && last <= b) {
+            out.push((first, last));
+        }
+        if out.len() > Self::MAX_RANGES {
+            return false;
+        }
+        *set = out;
+        true
+    }
+
+    /// Is `first..=last` wholly granted in `set`?
+    pub fn allows(set: &[(u64, u64)], first: u64, last: u64) -> bool {
+        set.iter().any(|&(a, b)| a <= first && last <= b)
+    }
+}
+
 /// What the domain's memory lock guards.
 pub struct DomMm {
     /// Preempted page-table (de)validation (see `hv_core::pt`).
@@ -130,19 +235,37 @@ impl DomMm {
 
 impl DomShared {
     pub fn new(id: DomId, privileged: bool, shared_info: Mfn, nr_vcpus: usize, nr_pages: u64) -> DomShared {
+        DomShared::with_limits(id, privileged, shared_info, Limits { max_vcpus: nr_vcpus as u32, ..Limits::default() }, nr_pages)
+    }
+
+    /// A domain with the limits `limits` (its vCPU count is `limits.max_vcpus`).
+    pub fn with_limits(id: DomId, privileged: bool, shared_info: Mfn, limits: Limits, nr_pages: u64) -> DomShared {
         use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+        let nr_vcpus = limits.max_vcpus as usize;
+        let mut grant = GrantTable::new();
+        grant.max_frames = limits.max_grant_frames;
         DomShared {
             id,
             privileged,
             vcpu_info: VcpuInfos::legacy(shared_info, nr_vcpus),
             up: AtomicU64::new(1),
-            mm: spin::mutex::TicketMutex::new(DomMm::new(guest_abi::grant::DEFAULT_MAX_MAPTRACK_FRAMES)),
+            mm: spin::mutex::TicketMutex::new(DomMm::new(limits.max_maptrack_frames)),
             shared_info,
-            ports: spin::mutex::TicketMutex::new(hv_core::evtchn::DomainEvents::new(guest_abi::evtchn::NR_EVTCHN_2L - 1, nr_vcpus as u32)),
-            grant: spin::mutex::TicketMutex::new(GrantTable::new()),
+            ports: spin::mutex::TicketMutex::new(hv_core::evtchn::DomainEvents::new(limits.max_evtchn_port, nr_vcpus as u32)),
+            grant: spin::mutex::TicketMutex::new(grant),
             sleeping: AtomicU64::new(0),
             polling: AtomicU64::new(0),
             ended: AtomicU8::new(0),
+            pause: core::sync::atomic::AtomicU32::new(0),
+            pause_lock: spin::Mutex::new(()),
+            frames_lo: AtomicU64::new(u64::MAX),
+            frames_hi: AtomicU64::new(0),
+            limits,
+            handle: spin::Mutex::new([0; 16]),
+            time_offset: core::sync::atomic::AtomicI64::new(0),
+            perms: spin::Mutex::new(Perms::default()),
+            teardown: Default::default(),
+            finished: AtomicBool::new(false),
             exc_sent: AtomicBool::new(false),
             sched: hv_core::sched::DomSched::new(hv_core::sched::DEFAULT_WEIGHT, 0),
             owner: (0..nr_vcpus).map(|_| AtomicUsize::new(0)).collect(),
@@ -171,21 +294,53 @@ impl DomShared {
         crate::locks::Ordered::try_new(crate::locks::Level::DomainMm, || self.mm.try_lock())
     }
 
-    /// Has it shut down or crashed?
+    /// Has it shut down or crashed, or is it being destroyed? (Its vCPUs never run again.)
     #[inline]
     pub fn is_dead(&self) -> bool {
         self.ended.load(core::sync::atomic::Ordering::Acquire) != 0
     }
 
-    /// Why it ended, if it did.
+    /// Why it ended, if it shut down or crashed.
     pub fn ended(&self) -> Option<guest_abi::sched::ShutdownReason> {
-        let e = self.ended.load(core::sync::atomic::Ordering::Acquire);
+        let e = self.ended.load(core::sync::atomic::Ordering::Acquire) & !DYING;
         e.checked_sub(1).and_then(|r| guest_abi::sched::ShutdownReason::from_u32(r as u32))
+    }
+
+    /// Is it being destroyed (`destroydomain` began)?
+    pub fn is_dying(&self) -> bool {
+        self.ended.load(core::sync::atomic::Ordering::Acquire) & DYING != 0
+    }
+
+    /// Marks it dying; false if it already was.
+    pub fn set_dying(&self) -> bool {
+        self.ended.fetch_or(DYING, core::sync::atomic::Ordering::AcqRel) & DYING == 0
+    }
+
+    /// Is it paused by the toolstack?
+    #[inline]
+    pub fn is_paused(&self) -> bool {
+        self.pause.load(core::sync::atomic::Ordering::Acquire) != 0
+    }
+
+    /// The toolstack's pause count (see `pause`).
+    pub fn pause_count(&self) -> &core::sync::atomic::AtomicU32 {
+        &self.pause
+    }
+
+    /// Notes that frame `m` became the domain's (see `frames_lo`).
+    pub fn note_frame(&self, m: Mfn) {
+        self.frames_lo.fetch_min(m.0, core::sync::atomic::Ordering::AcqRel);
+        self.frames_hi.fetch_max(m.0, core::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The frames the domain may own: every one of them is in `lo..=hi` (empty: `lo > hi`).
+    pub fn frame_range(&self) -> (u64, u64) {
+        (self.frames_lo.load(core::sync::atomic::Ordering::Acquire), self.frames_hi.load(core::sync::atomic::Ordering::Acquire))
     }
 
     /// Records that it ended for `why`; false if it had already.
     pub fn end(&self, why: guest_abi::sched::ShutdownReason) -> bool {
-        let code = (why as u32 as u8).saturating_add(1);
+        let code = (why as u32 as u8).saturating_add(1).min(DYING - 1);
         self.ended.compare_exchange(0, code, core::sync::atomic::Ordering::AcqRel, core::sync::atomic::Ordering::Acquire).is_ok()
     }
 
@@ -332,20 +487,66 @@ pub mod vi {
     pub const SIZE: usize = size_of::<VcpuInfo>();
 }
 
-/// Every domain, by id, as every CPU reaches it: written when a
-/// domain is made (read-mostly: a leaf lock, held for a lookup).
-static REGISTRY: spin::RwLock<alloc::vec::Vec<alloc::sync::Arc<DomShared>>> = spin::RwLock::new(alloc::vec::Vec::new());
+/// Every domain, by id, as every CPU reaches it: written when a domain is made and when
+/// its teardown is complete (read-mostly: a leaf lock, held for a lookup). A free slot's
+/// id is handed out again.
+static REGISTRY: spin::RwLock<alloc::vec::Vec<Option<alloc::sync::Arc<DomShared>>>> = spin::RwLock::new(alloc::vec::Vec::new());
 
-/// Makes domain `d` reachable by id; ids are handed out in order.
+/// Most domains at once (ids 0 to `MAX_DOMAINS - 1`).
+pub const MAX_DOMAINS: usize = 1024;
+
+/// Makes boot-time domain `d` reachable by id.
 pub fn register(d: alloc::sync::Arc<DomShared>) {
     let mut r = REGISTRY.write();
-    assert_eq!(d.id as usize, r.len(), "domain ids are handed out in order");
-    r.push(d);
+    let i = d.id as usize;
+    if r.len() <= i {
+        r.resize(i + 1, None);
+    }
+    assert!(r[i].is_none(), "domain id {} registered twice", i);
+    r[i] = Some(d);
+}
+
+/// Makes a new domain with `make(id)` under id `want` if that is free, or the lowest free
+/// id from 1 (`want` = None), and registers it. `Err(true)`: the id is taken or none is
+/// left; `Err(false)`: `make` failed.
+pub fn create(want: Option<DomId>, make: impl FnOnce(DomId) -> Option<alloc::sync::Arc<DomShared>>) -> Result<alloc::sync::Arc<DomShared>, bool> {
+    let mut r = REGISTRY.write();
+    let free = |i: usize| r.get(i).is_none_or(|s| s.is_none());
+    let id = match want {
+        Some(id) if (id as usize) < MAX_DOMAINS && free(id as usize) => id as usize,
+        Some(_) => return Err(true),
+        None => (1..MAX_DOMAINS).find(|&i| free(i)).ok_or(true)?,
+    };
+    let d = make(id as DomId).ok_or(false)?;
+    if r.len() <= id {
+        r.resize(id + 1, None);
+    }
+    r[id] = Some(d.clone());
+    Ok(d)
+}
+
+/// Forgets domain `id` (its teardown is complete): the id may be handed out again.
+pub fn unregister(id: DomId) {
+    if let Some(s) = REGISTRY.write().get_mut(id as usize) {
+        *s = None;
+    }
 }
 
 /// Domain `id` as every CPU reaches it (none for a bad id or the idle domain).
 pub fn shared_of(id: DomId) -> Option<alloc::sync::Arc<DomShared>> {
-    REGISTRY.read().get(id as usize).cloned()
+    REGISTRY.read().get(id as usize).cloned().flatten()
+}
+
+/// Every registered domain (a snapshot taken one id at a time, lowest first).
+pub fn all() -> impl Iterator<Item = alloc::sync::Arc<DomShared>> {
+    let n = REGISTRY.read().len();
+    (0..n).filter_map(|i| shared_of(i as DomId))
+}
+
+/// The first registered domain with an id at or above `id`.
+pub fn next_from(id: DomId) -> Option<alloc::sync::Arc<DomShared>> {
+    let r = REGISTRY.read();
+    r.iter().skip(id as usize).flatten().next().cloned()
 }
 
 /// Most vCPUs per domain: the legacy `vcpu_info` slots of shared_info (every vCPU then has

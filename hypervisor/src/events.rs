@@ -2,7 +2,7 @@
 //! deadline from guest timers, whether an upcall is due, and VIRQs (which return the vCPU to
 //! wake, `schedule::send_virq` wakes it).
 
-use crate::domain::{shared_of, vi, DomShared};
+use crate::domain::{vi, DomShared};
 use crate::percpu::PerCpu;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -79,9 +79,9 @@ pub fn set_upcall_mask(d: &DomShared, v: u32, val: u8) {
 /// Housekeeping period (console input polling).
 const HOUSEKEEPING_NS: u64 = 10_000_000;
 
-/// Every live domain (a snapshot: domains are only added).
+/// Every live domain (a snapshot).
 pub fn domains() -> impl Iterator<Item = Arc<DomShared>> {
-    (0u16..).map_while(shared_of).filter(|d| !d.is_dead())
+    crate::domain::all().filter(|d| !d.is_dead())
 }
 
 /// The vCPUs of `d` whose timers this CPU fires (up, and last run here).

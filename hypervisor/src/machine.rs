@@ -14,8 +14,6 @@ pub struct Machine {
     pub m2p: M2p,
     pub cpus: alloc::vec::Vec<CpuTables>,
     pub apic_ids: alloc::vec::Vec<u32>,
-    /// Domains built (at boot, for now: ids below this exist).
-    pub nr_domains: usize,
     /// The hypervisor's command line (`XENVER_commandline`).
     pub cmdline: &'static str,
     /// Audit dead domains' frames (the `audit` option; `schedule::park`).

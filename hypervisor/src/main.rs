@@ -104,7 +104,6 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         m2p: mm.m2p.clone(),
         cpus: cpus.tables.clone(),
         apic_ids: cpus.apic_ids.clone(),
-        nr_domains,
         cmdline: hv_cmdline,
         audit: opts.audit,
     });

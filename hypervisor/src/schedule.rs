@@ -39,7 +39,7 @@ fn poke(pc: &mut PerCpu, cpu: usize) {
 
 /// Can the current vCPU of this CPU go on running (up, not blocked, its domain alive)?
 pub fn current_can_run(pc: &PerCpu) -> bool {
-    if pc.cur.is_placeholder() || pc.cur.shared.is_dead() {
+    if pc.cur.is_placeholder() || pc.cur.shared.is_dead() || pc.cur.shared.is_paused() {
         return false;
     }
     let id = sched_id(pc.cur.dom, pc.cur.id);
@@ -80,7 +80,6 @@ fn pokes(pc: &mut PerCpu, cpus: Pokes) {
 /// preempts).
 fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Pokes {
     let none = [None, None];
-    let cpu = rq.cpu();
     let running = rq.current() == Some(id);
     let Some(slot) = rq.payload_mut(id) else { return none };
     // The sleeping bits go under this lock only, where the sleeper makes its last look
@@ -94,8 +93,22 @@ fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Pokes {
     }
     slot.state.blocked = false;
     slot.state.poll_ports.clear();
+    // A paused domain's vCPU is woken (no longer blocked) but runs only once unpaused
+    // (`unpause`, which looks at it under this lock too).
+    if slot.shared.is_paused() {
+        return none;
+    }
+    place(rq, id, me, now, running)
+}
+
+/// Makes vCPU `id` (runnable, its domain alive and not paused) run: queued here or moved
+/// to an idle CPU of its affinity. The CPUs to poke.
+fn place(rq: &mut Rq, id: usize, me: usize, now: u64, running: bool) -> Pokes {
+    let cpu = rq.cpu();
     if !running {
-        slot.state.set_runstate(crate::vcpu::RUNSTATE_RUNNABLE, now);
+        if let Some(slot) = rq.payload_mut(id) {
+            slot.state.set_runstate(crate::vcpu::RUNSTATE_RUNNABLE, now);
+        }
     }
     // A no-op for the scheduler if it already counts the vCPU runnable.
     let tickle = rq.wake(id, now);
@@ -117,6 +130,70 @@ fn wake_locked(rq: &mut Rq, id: usize, me: usize, now: u64) -> Pokes {
         }
     }
     [tickle.then_some(cpu), Some(idler)]
+}
+
+/// `pausedomain`: a pause more of domain `d` (not the caller's). The first one takes each
+/// of its vCPUs off the run queues and off the CPUs (each under its queue's lock, so a
+/// wake-up comes before and is undone, or after and sees the pause) and waits until no
+/// CPU runs any of them, as Xen's `domain_pause` does. False when the count would
+/// overflow.
+pub fn pause(hv: &mut Hv<'_>, d: &DomShared) -> bool {
+    {
+        let _g = d.pause_lock.lock();
+        let n = d.pause_count().load(Ordering::Acquire);
+        if n == u32::MAX {
+            return false;
+        }
+        d.pause_count().store(n + 1, Ordering::Release);
+        if n == 0 {
+            for v in 0..d.nr_vcpus() {
+                let id = sched_id(d.id, v);
+                let on = state::with_owner(d, v, |rq| {
+                    let running = rq.current() == Some(id);
+                    rq.sleep(id);
+                    running.then(|| rq.cpu())
+                });
+                if let Some(Some(cpu)) = on {
+                    stopped_on(hv.pc, d, v, cpu);
+                }
+            }
+        }
+    }
+    // The CPUs running it were poked: each takes it off at its next entry, which no lock
+    // of this CPU's holds up.
+    let ncpus = crate::machine::get().cpus.len();
+    while (0..ncpus).any(|k| k != hv.pc.id && running(k).is_some_and(|r| r.dom == d.id)) {
+        core::hint::spin_loop();
+    }
+    true
+}
+
+/// `unpausedomain`: a pause less of domain `d`; the last one makes its runnable vCPUs run.
+/// False when it was not paused.
+pub fn unpause(hv: &mut Hv<'_>, d: &DomShared) -> bool {
+    let _g = d.pause_lock.lock();
+    let n = d.pause_count().load(Ordering::Acquire);
+    if n == 0 {
+        return false;
+    }
+    d.pause_count().store(n - 1, Ordering::Release);
+    if n == 1 {
+        let (me, now) = (hv.pc.id, events::now());
+        for v in 0..d.nr_vcpus() {
+            let id = sched_id(d.id, v);
+            let cpus = state::with_owner(d, v, |rq| {
+                let go = rq.payload(id).is_some_and(|s| s.state.runnable() && !s.shared.is_dead());
+                if !go {
+                    return [None, None];
+                }
+                place(rq, id, me, now, rq.current() == Some(id))
+            });
+            if let Some(cpus) = cpus {
+                pokes(hv.pc, cpus);
+            }
+        }
+    }
+    true
 }
 
 /// How the current vCPU sleeps ([`block_current`]).
@@ -390,8 +467,9 @@ pub fn reschedule(hv: &mut Hv<'_>, f: &mut TrapFrame, yielding: bool) -> Option<
     let mut rq = state::lock(me);
     let mut going = idle;
     if let Some(c) = cur_id {
-        if hv.pc.cur.shared.is_dead() || !rq.payload(c).is_some_and(|s| s.state.runnable()) {
-            // Blocked, down, or its domain died (perhaps on another CPU): off the CPU.
+        let d = &hv.pc.cur.shared;
+        if d.is_dead() || d.is_paused() || !rq.payload(c).is_some_and(|s| s.state.runnable()) {
+            // Blocked, down, paused, or its domain died (perhaps on another CPU): off the CPU.
             rq.block(now);
             going = true;
         }
@@ -460,6 +538,7 @@ fn finish(hv: &mut Hv<'_>, stopped: Option<Arc<DomShared>>) {
     if crate::machine::get().audit {
         audit(&d);
     }
+    d.finished.store(true, Ordering::Release);
     send_virq(hv, 0, guest_abi::evtchn::VIRQ_DOM_EXC, 0);
 }
 
@@ -472,6 +551,11 @@ fn go_idle(pc: &mut PerCpu, rq: &mut Rq, f: &TrapFrame, idle: bool) -> Option<Ar
     }
     let ph = pc.spare.take().unwrap_or_else(|| Box::new(Vcpu::placeholder()));
     let outgoing = core::mem::replace(&mut pc.cur, ph);
+    if outgoing.shared.is_dead() {
+        // Its tables will be freed: this CPU's roots keep no copy of its slots (loading a
+        // vCPU copies that vCPU's anyway).
+        paging::clear_guest_slots(&pc.tables);
+    }
     park(pc, rq, outgoing, f)
 }
 

@@ -406,6 +406,16 @@ pub fn sync_guest_slots(t: &CpuTables, guest_l4: Mfn) {
     flush_guest_tlb();
 }
 
+/// Empties the guest slots of this CPU's roots (it runs no guest now; the tables it ran
+/// may be freed) and drops its guest translations.
+pub fn clear_guest_slots(t: &CpuTables) {
+    for i in (0..256).chain(272..512) {
+        write_entry(t.hv_root, i, Pte::default());
+        write_entry(t.guest_root, i, Pte::default());
+    }
+    flush_guest_tlb();
+}
+
 /// Copies the guest's L4 slots into both roots of any CPU (`t` may be another CPU's: that
 /// CPU must then flush its TLB before running guest code again).
 pub fn copy_guest_slots(t: &CpuTables, guest_l4: Mfn) {

@@ -722,6 +722,20 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         Ok(old)
     }
 
+    /// Finishes the domain's pending work and gives back an outcome nobody will claim (its
+    /// domain is torn down: no operation will be re-issued). `vcpu` takes over a pending
+    /// validation of any vCPU. Within the budget; `Preempted` when work remains.
+    pub fn finish_all(&mut self) -> Res {
+        self.jobs.adopt(self.vcpu);
+        self.drive()?;
+        if let Some(old) = self.jobs.parked.take() {
+            if old.result.is_ok() {
+                self.release_table(old.mfn, old.level);
+            }
+        }
+        self.drive()
+    }
+
     /// `MMUEXT_PIN_Ln_TABLE`.
     pub fn pin(&mut self, mfn: Mfn, level: u32, dom: DomId) -> Res {
         let f = self.ft.get(mfn).ok_or(PtError::Frame(FrameError::NoSuchFrame))?;

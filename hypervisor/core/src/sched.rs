@@ -92,6 +92,11 @@ impl DomSched {
         self.weight.load(Ordering::Relaxed)
     }
 
+    /// The cap (a percentage of one CPU; 0 = none).
+    pub fn cap(&self) -> u32 {
+        self.cap.load(Ordering::Relaxed)
+    }
+
     fn refill_cap(&self) {
         let cap = self.cap.load(Ordering::Relaxed);
         if cap == 0 {
@@ -420,6 +425,28 @@ impl<P> RunQueue<P> {
         self.dequeue(v);
     }
 
+    /// Gives up owned vCPU `v` for good (its domain is torn down): it must not be the one
+    /// this CPU runs. Its scheduling state and payload leave the queue.
+    pub fn remove(&mut self, v: VcpuId) -> Option<(VcpuSched, P)> {
+        if self.current == Some(v) {
+            return None;
+        }
+        self.dequeue(v);
+        let at = self.index(v)?;
+        Some(self.owned.swap_remove(at))
+    }
+
+    /// Sets owned vCPU `v`'s hard affinity (a CPU mask; never empty: a mask with no CPU
+    /// of the machine is refused by the caller). A queued vCPU that may no longer run here
+    /// stays queued until a CPU of its affinity steals it; the running one moves at its
+    /// next reschedule (the caller asks for it). Returns whether this CPU is outside it.
+    pub fn set_affinity(&mut self, v: VcpuId, affinity: u64) -> bool {
+        let cpu = self.cpu;
+        let Some(s) = self.s_mut(v) else { return false };
+        s.affinity = affinity;
+        affinity & (1u64.checked_shl(cpu as u32).unwrap_or(0)) == 0
+    }
+
     /// The best eligible queued vCPU of at least `min` that may run on `for_cpu`, by
     /// priority then FIFO: its place in the run queue.
     fn best(&self, min: Prio, for_cpu: usize) -> Option<usize> {
@@ -513,7 +540,8 @@ impl<P> RunQueue<P> {
         }
         // A yielding vCPU that is the only candidate runs again.
         if next.is_none() && yield_current {
-            if let Some(c) = cur.filter(|&c| self.s(c).is_some_and(VcpuSched::eligible)) {
+            let here = 1u64.checked_shl(self.cpu as u32).unwrap_or(0);
+            if let Some(c) = cur.filter(|&c| self.s(c).is_some_and(|s| s.eligible() && s.affinity & here != 0)) {
                 next = self.take_best(Prio::Over).or_else(|| {
                     self.dequeue(c);
                     Some(c)

@@ -93,6 +93,7 @@ fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
             log::error!("grant frame {:#x} from the allocator is still referenced: kept out of use", m.0);
             return Err(GntSt::GeneralError);
         }
+        d.note_frame(m);
         g.frames.push(m);
     }
     Ok(g.frames.iter().take(n as usize).copied().collect())
@@ -260,7 +261,12 @@ fn unmap_one(c: &mut Mx<'_>, handle: u32, host_addr: u64, dev_bus_addr: u64, new
         super::mmu::tables_changed(c, &[c.pc.cur.dom]);
     }
     let ft = crate::machine::frames();
-    with_granter(c.pc.id, &d, |gr| hv_core::grant::unmap(ft, &mut c.mm.maptrack, handle, host, device, gr.id, gr.g, gr.shared))
+    let r = with_granter(c.pc.id, &d, |gr| hv_core::grant::unmap(ft, &mut c.mm.maptrack, handle, host, device, gr.id, gr.g, gr.shared));
+    if d.is_dying() {
+        // Perhaps its last frame held from outside: the dying granter may go now.
+        super::domctl::reap(&d);
+    }
+    r
 }
 
 /// One side of a copy: a grant of another domain (or of the caller) pinned for the copy, or

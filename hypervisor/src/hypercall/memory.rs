@@ -53,7 +53,14 @@ fn check_flags(r: &Reservation) -> Result<u64, Errno> {
 /// A zeroed frame for the domain, counted in `tot_pages`. `replacing` says one of its frames
 /// is about to be given back (exchange), so the maximum does not stand in the way.
 fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
-    let d = &hv.pc.cur.shared;
+    let d = hv.pc.cur.shared.clone();
+    alloc_for(&d, mfn_limit, replacing)
+}
+
+/// [`alloc_for_guest`] for domain `d` (the caller's, or one a privileged caller names). A
+/// domain being destroyed gets none: a frame given to it after its teardown looked is
+/// taken back (its teardown sets `dying` before it looks at its frames).
+fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
     if d.tot_pages.load(Ordering::Relaxed) >= d.max_pages.load(Ordering::Relaxed) + u64::from(replacing) {
         return None;
     }
@@ -73,13 +80,28 @@ fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
         log::error!("frame {:#x} from the allocator is still referenced: kept out of use", m.0);
         return None;
     }
+    d.note_frame(m);
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if d.is_dying() {
+        if crate::machine::frames().set_owner(m, Owner::Free).is_ok() {
+            crate::mm::with(|mm| mm.alloc.free(m));
+        }
+        return None;
+    }
     d.tot_pages.fetch_add(1, Ordering::Relaxed);
     Some(m)
 }
 
 /// Gives a frame back: only if the domain owns it and nothing references it.
 fn free_from_guest(hv: &mut Mx, m: Mfn) -> Result<(), Errno> {
-    let id = hv.pc.cur.dom;
+    let d = hv.pc.cur.shared.clone();
+    free_from(&d, m)
+}
+
+/// [`free_from_guest`] for a frame of domain `d` that nothing can have seen yet (just
+/// given to it) or whose memory lock is held.
+fn free_from(d: &crate::domain::DomShared, m: Mfn) -> Result<(), Errno> {
+    let id = d.id;
     let ft = crate::machine::frames();
     let f = ft.get(m).ok_or(Errno::EINVAL)?;
     if f.owner != Owner::Dom(id) {
@@ -91,14 +113,33 @@ fn free_from_guest(hv: &mut Mx, m: Mfn) -> Result<(), Errno> {
     ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
     crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
     crate::mm::with(|mm| mm.alloc.free(m));
-    hv.pc.cur.shared.tot_pages.fetch_sub(1, Ordering::Relaxed);
+    d.tot_pages.fetch_sub(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// The domain a reservation names: the caller's own, or (for a privileged caller) any
+/// other domain that is not being destroyed.
+fn target_dom(hv: &Mx, d: u16) -> Result<alloc::sync::Arc<crate::domain::DomShared>, Errno> {
+    let cur = &hv.pc.cur;
+    if d == guest_abi::DOMID_SELF || d == cur.dom {
+        return Ok(cur.shared.clone());
+    }
+    if !cur.shared.privileged {
+        return Err(Errno::EPERM);
+    }
+    crate::domain::shared_of(d).filter(|t| !t.is_dying()).ok_or(Errno::ESRCH)
 }
 
 fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64) -> HcResult {
     let r = read_reservation(hv, arg)?;
-    resolve_dom(hv, r.domid)?;
+    let target = target_dom(hv, r.domid)?;
     let limit = check_flags(&r)?;
+    let foreign = target.id != hv.pc.cur.dom;
+    if foreign && op == XENMEM_DECREASE_RESERVATION {
+        // Taking frames from another domain needs its memory lock as well as the caller's:
+        // not yet (docs/abi-deviations.md).
+        return Err(Errno::EOPNOTSUPP);
+    }
     if r.extent_order != 0 {
         // Only single pages; larger extents are reported as not done (as Xen does for an
         // order above its maximum).
@@ -126,10 +167,10 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
                 } else {
                     None
                 };
-                let Some(m) = alloc_for_guest(hv, limit, false) else { break };
+                let Some(m) = alloc_for(&target, limit, false) else { break };
                 if r.extent_start != 0 || gpfn.is_some() {
                     if let Err(e) = write_guest(hv, slot, &m.0.to_le_bytes()) {
-                        let _ = free_from_guest(hv, m);
+                        let _ = free_from(&target, m);
                         return Err(e);
                     }
                 }
@@ -240,8 +281,7 @@ pub fn memory_op(hv: &mut Mx, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
             let mut b = [0u8; 2];
             read_guest(hv, arg, &mut b)?;
-            resolve_dom(hv, u16::from_le_bytes(b))?;
-            let d = &hv.pc.cur.shared;
+            let d = target_dom(hv, u16::from_le_bytes(b))?;
             Ok(if op == XENMEM_CURRENT_RESERVATION { d.tot_pages.load(Ordering::Relaxed) } else { d.max_pages.load(Ordering::Relaxed) } as i64)
         }
         XENMEM_MACHPHYS_MAPPING => {

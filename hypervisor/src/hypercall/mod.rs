@@ -5,6 +5,7 @@
 
 pub mod console;
 mod desc;
+pub mod domctl;
 mod evtchn;
 mod grant;
 mod memory;
@@ -180,6 +181,8 @@ fn call_one(hv: &mut Hv, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         nr::VCPU_OP => vcpu::vcpu_op(hv, a1, a2, a3),
         nr::SCHED_OP_COMPAT => sched::sched_op_compat(hv, f, a1, a2),
         nr::SCHED_OP => sched::sched_op(hv, f, a1, a2),
+        nr::DOMCTL => domctl::domctl(hv, f, a1),
+        nr::SYSCTL => domctl::sysctl(hv, a1),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -284,16 +287,17 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
 }
 
 /// The domain a hypercall names: `DOMID_SELF` or the caller's id. Acting on another domain
-/// (foreign page-table updates, another domain's reservation or event channels) needs
-/// privilege and is not implemented yet: `-EOPNOTSUPP` for an existing domain, `-ESRCH`
-/// for none, `-EPERM` without privilege (docs/abi-deviations.md).
+/// (foreign page-table updates, another domain's event channels) needs privilege and is
+/// not implemented yet: `-EOPNOTSUPP` for an existing domain, `-ESRCH` for none, `-EPERM`
+/// without privilege (docs/abi-deviations.md). (A privileged domain's reservations for
+/// another domain are `memory::target_dom`'s.)
 pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
     let cur = &c.pc().cur;
     if d == guest_abi::DOMID_SELF || d == cur.dom {
         Ok(cur.dom)
     } else if !cur.shared.privileged {
         Err(Errno::EPERM)
-    } else if (d as usize) < crate::machine::get().nr_domains {
+    } else if crate::domain::shared_of(d).is_some() {
         Err(Errno::EOPNOTSUPP)
     } else {
         Err(Errno::ESRCH)

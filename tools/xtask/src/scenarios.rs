@@ -241,6 +241,26 @@ fn scenarios() -> Vec<Scenario> {
             },
         ]
     });
+    // The toolstack hypercalls (tests/guests/src/bin/toolstack.rs): dom0 creates, limits,
+    // populates, pauses, queries and destroys domains, 1000 cycles without a leaked frame;
+    // and destroys a running domU. On 1 and 2 CPUs.
+    let toolstack = [1u32, 2].into_iter().flat_map(|smp| {
+        let sfx = if smp == 1 { "" } else { "-smp2" };
+        [
+            Scenario { smp, dom0_args: "cycles 1000", ..sc(Box::leak(format!("toolstack{sfx}").into_boxed_str()), Image::Guest("toolstack"), Expect::Success) },
+            Scenario {
+                smp,
+                dom0_args: "kill",
+                domus: &[("spinner", "domU mem=8M")],
+                ..sc(Box::leak(format!("toolstack-kill{sfx}").into_boxed_str()), Image::Guest("toolstack"), Expect::Exit(ExitCode::Poweroff, &[
+                    "d1: destroyed by d0",
+                    "d1: torn down; its id is free",
+                    "d1: created by d0",
+                    "Test result: SUCCESS",
+                ]))
+            },
+        ]
+    });
     let mut v = vec![
         Scenario {
             grub: true,
@@ -364,6 +384,7 @@ fn scenarios() -> Vec<Scenario> {
     v.extend(smp);
     v.extend(stress);
     v.extend(grants);
+    v.extend(toolstack);
     v
 }
 

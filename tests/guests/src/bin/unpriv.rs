@@ -29,6 +29,19 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_err("console_io read", hc::console_read(&mut buf[..8]), EPERM);
     let mut a = [(guest_abi::DOMID_SELF as u32) << 16, 0];
     expect_err("alloc_unbound in dom0", raw(nr::EVENT_CHANNEL_OP, 6, a.as_mut_ptr() as u64, 0, 0), EPERM);
+    // Every domctl and sysctl, with a well-formed op: refused before anything is read.
+    let mut op = [0u8; 144];
+    for cmd in [1u32, 2, 3, 4, 5, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 99] {
+        op[..4].copy_from_slice(&cmd.to_le_bytes());
+        op[4..8].copy_from_slice(&guest_abi::domctl::DOMCTL_INTERFACE_VERSION.to_le_bytes());
+        expect_err("domctl", raw(nr::DOMCTL, op.as_mut_ptr() as u64, 0, 0, 0), EPERM);
+    }
+    for cmd in [1u32, 3, 4, 6, 8, 99] {
+        op[..4].copy_from_slice(&cmd.to_le_bytes());
+        op[4..8].copy_from_slice(&guest_abi::domctl::SYSCTL_INTERFACE_VERSION.to_le_bytes());
+        expect_err("sysctl", raw(nr::SYSCTL, op.as_mut_ptr() as u64, 0, 0, 0), EPERM);
+    }
+    expect_err("domctl with a bad pointer", raw(nr::DOMCTL, 0xFFFF_8000_0000_0000, 0, 0, 0), EPERM);
     let mut fi = [0u32; 2];
     expect_ret("get_features", raw(nr::XEN_VERSION, 6, fi.as_mut_ptr() as u64, 0, 0), 0);
     check("no dom0 feature bit", fi[1] & (1 << 11) == 0);

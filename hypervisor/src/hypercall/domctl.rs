@@ -1,0 +1,569 @@
+//! The toolstack hypercalls of a privileged domain: `domctl` (#36: make, pause, query,
+//! limit and destroy domains) and `sysctl` (#35: the machine). Layouts are Xen 4.17's
+//! (`guest_abi::domctl`); every other domain gets `-EPERM`, a wrong interface version
+//! `-EACCES`, an unknown command `-ENOSYS`.
+//!
+//! Destruction ([`destroy`]) is the domain's whole teardown, in steps that each CPU may
+//! resume (a continuation re-issues `destroydomain` until it returns 0): its vCPUs off the
+//! CPUs, its grant mappings and event channels gone, its vCPUs' and pinned tables'
+//! references dropped, then every frame it owns scrubbed and freed. A frame another domain
+//! still holds (a grant it maps) keeps the domain registered, dying, until the last
+//! reference goes ([`reap`]); then its id is free for the next `createdomain`.
+
+use super::{continuation, read_guest, write_guest, HcResult};
+use crate::domain::{self, DomShared, Limits};
+use crate::vcpu::{sched_id, Slot, Vcpu, VcpuState};
+use crate::Hv;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+use guest_abi::domctl::*;
+use guest_abi::errno::Errno;
+use guest_abi::hypercall as nr;
+use hv_arch::entry::TrapFrame;
+use hv_arch::physmem::DirectMap;
+use hv_core::frame::{Owner, PageType};
+use hv_core::mem::{Mfn, PhysMem};
+
+fn u16at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
+}
+fn u64at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
+}
+fn put16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put64(b: &mut [u8], o: usize, v: u64) {
+    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// `domctl(op)`.
+pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
+    if !hv.dom().privileged {
+        return Err(Errno::EPERM);
+    }
+    let mut b = [0u8; DOMCTL_SIZE];
+    read_guest(hv, arg, &mut b)?;
+    if u32at(&b, 4) != DOMCTL_INTERFACE_VERSION {
+        return Err(Errno::EACCES);
+    }
+    let (cmd, id) = (u32at(&b, 0), u16at(&b, 8));
+    if cmd == CREATEDOMAIN {
+        let d = create(hv, id, &b[U_OFFSET..])?;
+        put16(&mut b, 8, d);
+        write_guest(hv, arg, &b)?;
+        return Ok(0);
+    }
+    if cmd == GETDOMAININFO {
+        if id >= guest_abi::DOMID_SELF {
+            return Err(Errno::EINVAL);
+        }
+        let d = domain::next_from(id).ok_or(Errno::ESRCH)?;
+        put16(&mut b, 8, d.id);
+        info(&d, &mut b[U_OFFSET..U_OFFSET + info::SIZE]);
+        write_guest(hv, arg, &b)?;
+        return Ok(0);
+    }
+    let d = domain::shared_of(id).ok_or(Errno::ESRCH)?;
+    let me = d.id == hv.pc.cur.dom;
+    let u = &b[U_OFFSET..];
+    match cmd {
+        DESTROYDOMAIN if me || d.id == 0 => Err(Errno::EINVAL),
+        DESTROYDOMAIN => match destroy(hv, &d)? {
+            true => Ok(0),
+            false => continuation(f, nr::DOMCTL, [arg, 0, 0, 0]),
+        },
+        PAUSEDOMAIN if me => Err(Errno::EINVAL),
+        PAUSEDOMAIN if d.is_dying() => Err(Errno::EINVAL),
+        PAUSEDOMAIN => crate::schedule::pause(hv, &d).then_some(0).ok_or(Errno::EOVERFLOW),
+        UNPAUSEDOMAIN => crate::schedule::unpause(hv, &d).then_some(0).ok_or(Errno::EINVAL),
+        MAX_MEM => {
+            d.max_pages.store((u64at(u, 0) >> 2).min(u32::MAX as u64), Ordering::Relaxed);
+            Ok(0)
+        }
+        MAX_VCPUS if me || u32at(u, 0) != d.nr_vcpus() => Err(Errno::EINVAL),
+        MAX_VCPUS => Ok(0),
+        SETDOMAINHANDLE => {
+            d.handle.lock().copy_from_slice(&u[..16]);
+            Ok(0)
+        }
+        SETTIMEOFFSET => {
+            d.time_offset.store(u64at(u, 0) as i64, Ordering::Relaxed);
+            Ok(0)
+        }
+        SCHEDULER_OP => {
+            if u32at(u, sched::SCHED_ID) != sched::CREDIT {
+                return Err(Errno::EINVAL);
+            }
+            match u32at(u, sched::CMD) {
+                sched::GETINFO => {
+                    put16(&mut b, U_OFFSET + sched::WEIGHT, d.sched.weight() as u16);
+                    put16(&mut b, U_OFFSET + sched::CAP, d.sched.cap() as u16);
+                    write_guest(hv, arg, &b)?;
+                    Ok(0)
+                }
+                sched::PUTINFO => {
+                    let (w, c) = (u16at(u, sched::WEIGHT) as u32, u16at(u, sched::CAP) as u32);
+                    let weight = if w == 0 { d.sched.weight() } else { w };
+                    let cap = if c == 0xFFFF { d.sched.cap() } else { c };
+                    if cap > 100 * d.nr_vcpus() {
+                        return Err(Errno::EINVAL);
+                    }
+                    d.sched.set_params(weight, cap);
+                    Ok(0)
+                }
+                _ => Err(Errno::EINVAL),
+            }
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `createdomain`: a paused PV domain with no memory (`max_mem` and a foreign
+/// `populate_physmap` give it some), its shared_info page, and its vCPUs, all down and
+/// without context. `want`: the id asked for (0 or reserved: the lowest free).
+fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
+    let flags = u32at(u, create::FLAGS);
+    let max_vcpus = u32at(u, create::MAX_VCPUS);
+    if flags != 0 || u32at(u, create::IOMMU_OPTS) != 0 || u32at(u, create::GRANT_OPTS) & !0xF > 1 || u32at(u, create::VMTRACE_SIZE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if max_vcpus == 0 || max_vcpus as usize > domain::MAX_VCPUS || u32at(u, create::EMULATION_FLAGS) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let dflt = Limits::default();
+    let or_default = |v: u32, d: u32| if (v as i32) < 0 { d } else { v };
+    let limits = Limits {
+        max_vcpus,
+        max_evtchn_port: u32at(u, create::MAX_EVTCHN_PORT).min(dflt.max_evtchn_port),
+        max_grant_frames: or_default(u32at(u, create::MAX_GRANT_FRAMES), dflt.max_grant_frames),
+        max_maptrack_frames: or_default(u32at(u, create::MAX_MAPTRACK_FRAMES), dflt.max_maptrack_frames),
+    };
+    // The heap holds every domain's records: keep room for the rest of the hypervisor.
+    if hv_arch::heap::usage().1 < 512 << 10 {
+        return Err(Errno::ENOMEM);
+    }
+    let want = (want != 0 && want < guest_abi::DOMID_SELF).then_some(want);
+    let si = crate::mm::with(|mm| mm.alloc.alloc()).flatten().ok_or(Errno::ENOMEM)?;
+    let ft = crate::machine::frames();
+    let give_back = |si: Mfn| {
+        let _ = ft.put_page_and_type(si, true);
+        if ft.set_owner(si, Owner::Free).is_ok() {
+            crate::mm::with(|mm| mm.alloc.free(si));
+        }
+    };
+    let mut handle = [0u8; 16];
+    handle.copy_from_slice(&u[create::HANDLE..create::HANDLE + 16]);
+    let made = domain::create(want, |id| {
+        if ft.set_owner(si, Owner::Dom(id)).is_err() || ft.get_page_and_type(si, id, Some(PageType::Writable)).is_err() {
+            return None;
+        }
+        DirectMap.zero(si)?;
+        for v in 0..guest_abi::shared_info::MAX_VIRT_CPUS {
+            DirectMap.store_u8(si, guest_abi::shared_info::upcall_mask_offset(v), 1);
+        }
+        let d = DomShared::with_limits(id, false, si, limits, 0);
+        d.max_pages.store(0, Ordering::Relaxed);
+        d.up.store(0, Ordering::Relaxed);
+        d.claimed.store(0, Ordering::Relaxed);
+        d.pause_count().store(1, Ordering::Relaxed);
+        *d.handle.lock() = handle;
+        d.note_frame(si);
+        Some(Arc::new(d))
+    });
+    let d = match made {
+        Ok(d) => d,
+        Err(taken) => {
+            give_back(si);
+            return Err(if taken { if want.is_some() { Errno::EEXIST } else { Errno::ENOMEM } } else { Errno::ENOMEM });
+        }
+    };
+    let ncpus = crate::machine::get().cpus.len();
+    for n in 0..d.nr_vcpus() {
+        let s = hv_core::sched::VcpuSched::new(sched_id(d.id, n), d.sched.clone(), u64::MAX, ncpus);
+        let first = s.first_cpu();
+        if let Some(o) = d.owner.get(n as usize) {
+            o.store(first, Ordering::Relaxed);
+        }
+        crate::events::update_time(&d, n);
+        let mut state = VcpuState::new(n);
+        state.initialised = false;
+        state.down = true;
+        state.set_runstate(crate::vcpu::RUNSTATE_OFFLINE, crate::events::now());
+        let ctx = alloc::boxed::Box::new(Vcpu::new(n, Mfn(0), d.clone()));
+        crate::state::lock(first).adopt(s, Slot { shared: d.clone(), vcpu: n, state, ctx: Some(ctx) });
+    }
+    crate::events::set_wallclock(&d, hv_arch::time::rtc_unix_seconds());
+    log::info!("d{}: created by d{} ({} vCPU(s), paused)", d.id, hv.pc.cur.dom, d.nr_vcpus());
+    Ok(d.id)
+}
+
+/// Fills a `xen_domctl_getdomaininfo_t` for `d`.
+fn info(d: &DomShared, o: &mut [u8]) {
+    let now = crate::events::now();
+    let (mut cpu_time, mut all_blocked, mut online) = (0u64, true, 0u32);
+    let mut running = false;
+    for v in 0..d.nr_vcpus() {
+        let id = sched_id(d.id, v);
+        crate::state::with_owner(d, v, |rq| {
+            let Some(s) = rq.payload(id) else { return };
+            cpu_time += s.state.runstate_at(now).2[crate::vcpu::RUNSTATE_RUNNING as usize];
+            if !s.state.down {
+                online += 1;
+                all_blocked &= s.state.blocked;
+                running |= s.state.on_cpu.is_some();
+            }
+        });
+    }
+    let mut flags = 0;
+    if d.is_dying() {
+        flags |= info::DYING;
+    }
+    if d.is_paused() {
+        flags |= info::PAUSED;
+    }
+    if online > 0 && all_blocked {
+        flags |= info::BLOCKED;
+    }
+    if running {
+        flags |= info::RUNNING;
+    }
+    // As Xen: the shutdown code of a domain that never shut down is ~0.
+    flags |= match d.ended() {
+        Some(r) => info::SHUTDOWN | (r as u32) << info::SHUTDOWN_SHIFT,
+        None => 0xFFFF << info::SHUTDOWN_SHIFT,
+    };
+    o.fill(0);
+    put16(o, info::DOMAIN, d.id);
+    put32(o, info::FLAGS, flags);
+    put64(o, info::TOT_PAGES, d.tot_pages.load(Ordering::Relaxed));
+    put64(o, info::MAX_PAGES, d.max_pages.load(Ordering::Relaxed));
+    put64(o, info::SHARED_INFO_FRAME, d.shared_info.0);
+    put64(o, info::CPU_TIME, cpu_time);
+    put32(o, info::NR_ONLINE_VCPUS, online);
+    put32(o, info::MAX_VCPU_ID, d.nr_vcpus().wrapping_sub(1));
+    o[info::HANDLE..info::HANDLE + 16].copy_from_slice(&*d.handle.lock());
+    o[info::GPADDR_BITS] = 52;
+}
+
+/// The teardown steps ([`destroy`]).
+const STOP: u32 = 0;
+const WAIT: u32 = 1;
+const PORTS: u32 = 2;
+const VCPUS: u32 = 3;
+const UNPIN: u32 = 4;
+const HELD: u32 = 5;
+const FREE: u32 = 6;
+const DONE: u32 = 7;
+
+/// Frames looked at per unit of the hypercall's budget.
+const FRAMES_PER_UNIT: u64 = 16;
+
+/// Advances domain `d`'s teardown as far as this hypercall's budget goes: true once its
+/// resources are relinquished (it may stay registered, dying, while another domain holds
+/// one of its frames), false to be re-issued.
+fn destroy(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
+    let t = &d.teardown;
+    if t.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return Ok(false);
+    }
+    let r = steps(hv, d);
+    t.busy.store(false, Ordering::Release);
+    // A foreign reference that went while this CPU held the teardown: look again.
+    if matches!(r, Ok(true)) && t.reap.swap(false, Ordering::AcqRel) {
+        reap(d);
+    }
+    r
+}
+
+fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
+    let t = &d.teardown;
+    loop {
+        let step = t.step.load(Ordering::Acquire);
+        let next = match step {
+            STOP => {
+                if d.set_dying() {
+                    log::info!("d{}: destroyed by d{}", d.id, hv.pc.cur.dom);
+                }
+                for v in 0..d.nr_vcpus() {
+                    crate::schedule::stop(hv, d, v);
+                }
+                WAIT
+            }
+            WAIT => {
+                // Every vCPU off the CPUs, and what the last one's CPU does then (release
+                // its grant maps, audit) done; if none ever ran, that is done here.
+                let ncpus = crate::machine::get().cpus.len();
+                if (0..ncpus).any(|k| crate::shootdown::running(k).is_some_and(|r| r.dom == d.id)) {
+                    return Ok(false);
+                }
+                if !d.exc_sent.swap(true, Ordering::SeqCst) {
+                    d.release_grant_maps();
+                    d.finished.store(true, Ordering::Release);
+                } else if !d.finished.load(Ordering::Acquire) {
+                    return Ok(false);
+                }
+                PORTS
+            }
+            PORTS => {
+                close_ports(d);
+                VCPUS
+            }
+            VCPUS => {
+                drop_vcpus(hv, d);
+                t.cursor.store(d.frame_range().0, Ordering::Relaxed);
+                UNPIN
+            }
+            UNPIN => {
+                if !walk(hv, d, |pt, m, f| {
+                    if f.pinned {
+                        let _ = pt.unpin(m, d.id);
+                    }
+                }) {
+                    return Ok(false);
+                }
+                HELD
+            }
+            HELD => {
+                let ft = crate::machine::frames();
+                let mut g = d.grant();
+                for m in core::mem::take(&mut g.frames) {
+                    let _ = ft.put_page_and_type(m, true);
+                }
+                drop(g);
+                let _ = ft.put_page_and_type(d.shared_info, true);
+                // Frames the hypervisor handed out to its tables may sit in other CPUs'
+                // TLBs no longer (every CPU flushes when it loads a vCPU; this covers
+                // translations cached since): one flush before any frame is freed.
+                use hv_core::pt::TlbFlush;
+                crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: hv.pc.id }.flush_all();
+                t.cursor.store(d.frame_range().0, Ordering::Relaxed);
+                FREE
+            }
+            FREE => {
+                if !walk(hv, d, |_, m, f| {
+                    if f.count == 0 && f.type_count == 0 {
+                        free_frame(d, m);
+                    }
+                }) {
+                    return Ok(false);
+                }
+                DONE
+            }
+            _ => {
+                finish_if_free(d);
+                return Ok(true);
+            }
+        };
+        t.step.store(next, Ordering::Release);
+        if super::preempt(hv, 1) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Closes every port of `d` (the remote ends of its interdomain channels return to
+/// unbound, as Xen's).
+fn close_ports(d: &DomShared) {
+    let used: alloc::vec::Vec<u32> = d.ports.lock().used().collect();
+    for p in used {
+        crate::ports::on_port(d, p, |l| {
+            let mut bits = l.bits();
+            let _ = hv_core::evtchn::Table::close(&mut l.pair(), d.id, p, &mut bits);
+        });
+    }
+}
+
+/// Takes `d`'s vCPUs out of the run queues for good and drops what their contexts hold:
+/// the root of an initialised vCPU, its GDT and LDT frames, a registered `vcpu_info`.
+fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
+    let ft = crate::machine::frames();
+    let registered = d.vcpu_info_registered.load(Ordering::Acquire);
+    for v in 0..d.nr_vcpus() {
+        let id = sched_id(d.id, v);
+        let Some(Some((_, slot))) = crate::state::with_owner(d, v, |rq| rq.remove(id)) else { continue };
+        let mut mm = d.mm();
+        let mut dm = DirectMap;
+        let mut budget = u64::MAX;
+        let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: hv.pc.id };
+        let mut pt = hv_core::pt::Pt {
+            mem: &mut dm,
+            ft,
+            ram_end: Mfn(crate::machine::get().max_mfn),
+            io_allowed: false,
+            tlb: &mut tlb,
+            jobs: &mut mm.jobs,
+            vcpu: v,
+            budget: &mut budget,
+        };
+        if let Some(c) = &slot.ctx {
+            if slot.state.initialised && c.l4 != Mfn(0) {
+                pt.put_root(c.l4);
+            }
+            for m in c.gdt.iter().chain(c.ldt.iter()).flatten() {
+                pt.put_segdesc(*m);
+            }
+        }
+        let _ = pt.finish_all();
+        if registered & (1 << v) != 0 {
+            if let Some(at) = d.vcpu_info.get(v) {
+                let _ = ft.put_page_and_type(at.frame, true);
+            }
+        }
+    }
+}
+
+/// Runs `f` on each frame `d` owns from the teardown's cursor on, with a page-table view
+/// of `d` (unbounded: a table's devalidation finishes in one go). False when the budget
+/// ran out first (the cursor says where to go on).
+fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut hv_core::pt::Pt<'_, DirectMap, &'static [hv_core::frame::FrameSlot]>, Mfn, hv_core::frame::FrameInfo)) -> bool {
+    let ft = crate::machine::frames();
+    let (_, hi) = d.frame_range();
+    let t = &d.teardown;
+    let mut m = t.cursor.load(Ordering::Relaxed);
+    let mut mm = d.mm();
+    let mut dm = DirectMap;
+    let mut budget = u64::MAX;
+    let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: hv.pc.id };
+    let mut pt = hv_core::pt::Pt {
+        mem: &mut dm,
+        ft,
+        ram_end: Mfn(crate::machine::get().max_mfn),
+        io_allowed: false,
+        tlb: &mut tlb,
+        jobs: &mut mm.jobs,
+        vcpu: 0,
+        budget: &mut budget,
+    };
+    while m <= hi {
+        if let Some(info) = ft.get(Mfn(m)) {
+            if info.owner == Owner::Dom(d.id) {
+                f(&mut pt, Mfn(m), info);
+            }
+        }
+        m += 1;
+        if m.is_multiple_of(FRAMES_PER_UNIT) && super::preempt(hv.pc, 1) {
+            let _ = pt.finish_all();
+            t.cursor.store(m, Ordering::Relaxed);
+            return false;
+        }
+    }
+    let _ = pt.finish_all();
+    t.cursor.store(m, Ordering::Relaxed);
+    true
+}
+
+/// Scrubs frame `m` of dying domain `d` (nothing references it) and returns it to the
+/// allocator.
+fn free_frame(d: &DomShared, m: Mfn) {
+    let ft = crate::machine::frames();
+    DirectMap.zero(m);
+    if ft.set_owner(m, Owner::Free).is_err() {
+        return;
+    }
+    crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
+    crate::mm::with(|mm| mm.alloc.free(m));
+    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+}
+
+/// Forgets `d` (its id becomes free) if it owns no frame any more and none of its grants
+/// is in use.
+fn finish_if_free(d: &DomShared) {
+    let ft = crate::machine::frames();
+    let (lo, hi) = d.frame_range();
+    let left = (lo..=hi).filter(|&m| ft.owner(Mfn(m)) == Owner::Dom(d.id)).count();
+    if left == 0 && d.grant().active.holds().next().is_none() {
+        d.tot_pages.store(0, Ordering::Relaxed);
+        domain::unregister(d.id);
+        log::info!("d{}: torn down; its id is free", d.id);
+    } else {
+        log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
+    }
+}
+
+/// A reference another domain held on a frame of dying domain `d` went: frees what is
+/// unreferenced now (the teardown does it if it holds `d` at the moment).
+pub fn reap(d: &Arc<DomShared>) {
+    let t = &d.teardown;
+    if t.step.load(Ordering::Acquire) != DONE {
+        return;
+    }
+    t.reap.store(true, Ordering::Release);
+    while t.reap.swap(false, Ordering::AcqRel) {
+        if t.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            // The CPU holding it looks again when it lets go.
+            t.reap.store(true, Ordering::Release);
+            return;
+        }
+        let ft = crate::machine::frames();
+        let (lo, hi) = d.frame_range();
+        for m in lo..=hi {
+            if ft.get(Mfn(m)).is_some_and(|f| f.owner == Owner::Dom(d.id) && f.count == 0 && f.type_count == 0) {
+                free_frame(d, Mfn(m));
+            }
+        }
+        if domain::shared_of(d.id).is_some_and(|x| Arc::ptr_eq(&x, d)) {
+            finish_if_free(d);
+        }
+        t.busy.store(false, Ordering::Release);
+    }
+}
+
+/// `sysctl(op)`.
+pub fn sysctl(hv: &mut Hv, arg: u64) -> HcResult {
+    if !hv.dom().privileged {
+        return Err(Errno::EPERM);
+    }
+    let mut b = [0u8; SYSCTL_SIZE];
+    read_guest(hv, arg, &mut b)?;
+    if u32at(&b, 4) != SYSCTL_INTERFACE_VERSION {
+        return Err(Errno::EACCES);
+    }
+    const U: usize = SYSCTL_U_OFFSET;
+    match u32at(&b, 0) {
+        sys::PHYSINFO => {
+            let m = crate::machine::get();
+            let ncpus = m.cpus.len() as u32;
+            let u = &mut b[U..U + 112];
+            u.fill(0);
+            put32(u, physinfo::THREADS_PER_CORE, 1);
+            put32(u, physinfo::CORES_PER_SOCKET, ncpus);
+            put32(u, physinfo::NR_CPUS, ncpus);
+            put32(u, physinfo::MAX_CPU_ID, ncpus - 1);
+            put32(u, physinfo::NR_NODES, 1);
+            put32(u, physinfo::CPU_KHZ, hv_arch::time::tsc_khz() as u32);
+            put32(u, physinfo::CAPABILITIES, physinfo::CAP_PV | physinfo::CAP_GNTTAB_V1);
+            let ft = crate::machine::frames();
+            let total = (0..m.max_mfn).filter(|&i| ft.owner(Mfn(i)) != Owner::None).count() as u64;
+            put64(u, physinfo::TOTAL_PAGES, total);
+            put64(u, physinfo::FREE_PAGES, crate::mm::with(|mm| mm.free_frames()).unwrap_or(0));
+            put64(u, physinfo::MAX_MFN, m.max_mfn - 1);
+        }
+        sys::SCHED_ID => put32(&mut b, U, sched::CREDIT),
+        sys::GETDOMAININFOLIST => {
+            let first = u16at(&b, U + infolist::FIRST_DOMAIN);
+            let max = u32at(&b, U + infolist::MAX_DOMAINS);
+            let buf = u64at(&b, U + infolist::BUFFER);
+            let mut n = 0u32;
+            let mut rec = [0u8; info::SIZE];
+            for d in domain::all().filter(|d| d.id >= first) {
+                if n >= max {
+                    break;
+                }
+                info(&d, &mut rec);
+                write_guest(hv, buf.wrapping_add(n as u64 * info::SIZE as u64), &rec)?;
+                n += 1;
+            }
+            put32(&mut b, U + infolist::NUM_DOMAINS, n);
+        }
+        _ => return Err(Errno::ENOSYS),
+    }
+    write_guest(hv, arg, &b)?;
+    Ok(0)
+}
