@@ -144,6 +144,10 @@ pub struct Teardown {
     pub cursor: core::sync::atomic::AtomicU64,
     /// A foreign reference to one of its frames went: the frames are to be looked at again.
     pub reap: core::sync::atomic::AtomicBool,
+    /// How many hypercalls it took and the longest of them, in TSC ticks (logged at the
+    /// end: `cargo xtask bench` reads it).
+    pub stretches: core::sync::atomic::AtomicU32,
+    pub longest: core::sync::atomic::AtomicU64,
 }
 
 /// `ended`'s bit for a domain being destroyed.

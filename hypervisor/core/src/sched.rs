@@ -519,6 +519,16 @@ impl<P> RunQueue<P> {
                 return Decision { next: Some(c), until: now + (RATELIMIT_NS - ran) };
             }
             self.current = None;
+            if yield_current {
+                // A vCPU that yields asks for nothing urgent: it gives up a boost, so that
+                // a peer of its credit runs before it (a boosted yielder would otherwise
+                // be picked again until the next tick).
+                if let Some(s) = self.s_mut(c) {
+                    if s.prio == Prio::Boost {
+                        s.prio = Prio::Under;
+                    }
+                }
+            }
             if eligible || runnable {
                 self.enqueue(c);
             }

@@ -273,7 +273,19 @@ fn destroy(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
     if t.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
         return Ok(false);
     }
+    let t0 = hv_arch::cpu::rdtsc();
     let r = steps(hv, d);
+    t.stretches.fetch_add(1, Ordering::Relaxed);
+    t.longest.fetch_max(hv_arch::cpu::rdtsc().wrapping_sub(t0), Ordering::Relaxed);
+    if matches!(r, Ok(true)) {
+        log::info!(
+            "d{}: relinquished in {} hypercall stretch(es), the longest {} TSC ticks",
+            d.id,
+            t.stretches.load(Ordering::Relaxed),
+            t.longest.load(Ordering::Relaxed)
+        );
+        finish_if_free(d);
+    }
     t.busy.store(false, Ordering::Release);
     // A foreign reference that went while this CPU held the teardown: look again.
     if matches!(r, Ok(true)) && t.reap.swap(false, Ordering::AcqRel) {
@@ -356,10 +368,7 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
                 }
                 DONE
             }
-            _ => {
-                finish_if_free(d);
-                return Ok(true);
-            }
+            _ => return Ok(true),
         };
         t.step.store(next, Ordering::Release);
         if super::preempt(hv, 1) {

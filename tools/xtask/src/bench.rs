@@ -105,6 +105,44 @@ fn parallel(imgs: &images::Images, hv: &str, results: &mut Vec<(String, f64)>) -
     Ok(())
 }
 
+/// Domain lifecycle (tests/guests/src/bin/toolstack.rs `bench`): createdomain + max_mem +
+/// populate + destroydomain of a 16 MiB domain, and the destroy of a 256 MiB one with its
+/// longest non-preemptible stretch (the hypervisor logs it), in instructions (icount) and
+/// in ms (plain TCG, from the hypervisor's TSC rate).
+fn toolstack(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
+    for (suffix, icount) in [("icount", true), ("tcg", false)] {
+        let mut c = Config::new(Accel::Tcg);
+        c.icount = icount;
+        c.memory_mb = 640;
+        c.timeout = Duration::from_secs(300);
+        c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("toolstack"), cmdline: "debug-exit loglvl=info dom0_mem=16M -- bench".into() };
+        let o = qemu::run(&c, None)?;
+        std::fs::write(images::target().join(format!("bench-toolstack-{suffix}.log")), &o.output).map_err(|e| e.to_string())?;
+        let vals = bench_values(&o.output);
+        if vals.len() < 2 || !o.output.contains("Test result: SUCCESS") {
+            return Err(format!("toolstack bench failed:\n{}", o.output));
+        }
+        let khz = o.output.lines().find_map(|l| l.split_once("TSC ")?.1.split_once(" kHz")?.0.trim().parse::<f64>().ok()).unwrap_or(1.0);
+        // The 256 MiB domain's teardown is the last one logged.
+        let longest = o.output.lines().rev().find_map(|l| l.split_once("the longest ")?.1.split_once(" TSC")?.0.trim().parse::<f64>().ok());
+        let stretches = o.output.lines().rev().find_map(|l| l.split_once("relinquished in ")?.1.split_once(' ')?.0.trim().parse::<f64>().ok());
+        let mut all = vals;
+        all.extend(longest.map(|v| ("ts_destroy_256m_longest_stretch_tsc".to_string(), v)));
+        for (k, v) in all {
+            let k = k.strip_suffix("_tsc").unwrap_or(&k).to_string();
+            if icount {
+                results.push((format!("{k}_instructions"), v));
+            } else {
+                results.push((format!("{k}_ms_tcg"), v / khz));
+            }
+        }
+        if let (true, Some(n)) = (icount, stretches) {
+            results.push(("ts_destroy_256m_hypercall_stretches".to_string(), n));
+        }
+    }
+    Ok(())
+}
+
 fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
@@ -128,6 +166,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return write_results(&results);
     }
     let hv = "debug-exit loglvl=info dom0_mem=16M";
+    if only == Some("toolstack") {
+        toolstack(&imgs, &mut results)?;
+        return write_results(&results);
+    }
     if only == Some("parallel") {
         parallel(&imgs, hv, &mut results)?;
         return write_results(&results);
@@ -333,5 +375,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     hotpaths(&imgs, &mut results)?;
+    toolstack(&imgs, &mut results)?;
     write_results(&results)
 }

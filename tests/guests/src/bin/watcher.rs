@@ -42,10 +42,15 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             expect_err("update_va_mapping_otherdomain of the domU", uvmo(1), EOPNOTSUPP);
             expect_err("update_va_mapping_otherdomain of domain 9", uvmo(9), ESRCH);
             expect_err("alloc_unbound in the domU", ev::alloc_unbound(1, 0).err().unwrap_or(0), EOPNOTSUPP);
+            // On one CPU the domU may have run to its end before this domain bound the VIRQ.
+            let ended_before = domain_has_ended(1);
+            if ended_before {
+                println!("the domU had ended before VIRQ_DOM_EXC was bound");
+            }
             let t = ev::count(tmr);
             ev::set_timer(ev::system_time() + 5000 * MS);
-            ev::block_until(|| ev::count(exc) != 0 || ev::count(tmr) != t);
-            check("VIRQ_DOM_EXC arrived before the 5 s timeout", ev::count(exc) > 0);
+            ev::block_until(|| ended_before || ev::count(exc) != 0 || ev::count(tmr) != t);
+            check("VIRQ_DOM_EXC arrived before the 5 s timeout", ended_before || ev::count(exc) > 0);
         }
         "slices" => {
             let start_t = ev::system_time();
