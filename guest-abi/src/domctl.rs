@@ -91,6 +91,17 @@ pub mod affinity {
     pub const SOFT_FLAG: u32 = 1 << 1;
 }
 
+/// `xen_domctl_ioport_permission` (first u32 @0, nr u32 @4, allow u8 @8),
+/// `xen_domctl_iomem_permission` (first_mfn u64 @0, nr_mfns u64 @8, allow u8 @16),
+/// `xen_domctl_irq_permission` (pirq u32 @0, allow u8 @4).
+pub mod perm {
+    pub const IOPORT_ALLOW: usize = 8;
+    pub const IOMEM_ALLOW: usize = 16;
+    pub const IRQ_ALLOW: usize = 4;
+    /// PIRQs a domain may be given (dom0's `nr_pirqs` here).
+    pub const NR_PIRQS: u32 = 256;
+}
+
 /// `xen_domctl_getvcpuinfo` (24 bytes).
 pub mod vcpuinfo {
     pub const VCPU: usize = 0;

@@ -37,6 +37,11 @@ fn poke(pc: &mut PerCpu, cpu: usize) {
     }
 }
 
+/// Asks CPU `cpu` to look again (an affinity change).
+pub fn poke_cpu(pc: &mut PerCpu, cpu: usize) {
+    poke(pc, cpu);
+}
+
 /// Can the current vCPU of this CPU go on running (up, not blocked, its domain alive)?
 pub fn current_can_run(pc: &PerCpu) -> bool {
     if pc.cur.is_placeholder() || pc.cur.shared.is_dead() || pc.cur.shared.is_paused() {

@@ -436,6 +436,11 @@ impl<P> RunQueue<P> {
         Some(self.owned.swap_remove(at))
     }
 
+    /// Owned vCPU `v`'s hard affinity.
+    pub fn affinity_of(&self, v: VcpuId) -> Option<u64> {
+        self.s(v).map(|s| s.affinity)
+    }
+
     /// Sets owned vCPU `v`'s hard affinity (a CPU mask; never empty: a mask with no CPU
     /// of the machine is refused by the caller). A queued vCPU that may no longer run here
     /// stays queued until a CPU of its affinity steals it; the running one moves at its

@@ -10,6 +10,7 @@
 //! still holds (a grant it maps) keeps the domain registered, dying, until the last
 //! reference goes ([`reap`]); then its id is free for the next `createdomain`.
 
+use super::bytes::{put16, put32, put64, u16at, u32at, u64at};
 use super::{continuation, read_guest, write_guest, HcResult};
 use crate::domain::{self, DomShared, Limits};
 use crate::vcpu::{sched_id, Slot, Vcpu, VcpuState};
@@ -24,24 +25,6 @@ use hv_arch::physmem::DirectMap;
 use hv_core::frame::{Owner, PageType};
 use hv_core::mem::{Mfn, PhysMem};
 
-fn u16at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
-}
-fn u64at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
-}
-fn put16(b: &mut [u8], o: usize, v: u16) {
-    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
-}
-fn put32(b: &mut [u8], o: usize, v: u32) {
-    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
-}
-fn put64(b: &mut [u8], o: usize, v: u64) {
-    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
-}
 
 /// `domctl(op)`.
 pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
@@ -121,8 +104,124 @@ pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
                 _ => Err(Errno::EINVAL),
             }
         }
+        GETVCPUINFO => {
+            let v = u32at(u, vcpuinfo::VCPU);
+            if v >= d.nr_vcpus() {
+                return Err(Errno::EINVAL);
+            }
+            let now = crate::events::now();
+            let id = sched_id(d.id, v);
+            let got = crate::state::with_owner(&d, v, |rq| {
+                let cpu = rq.cpu();
+                rq.payload(id).map(|s| (!s.state.down, s.state.blocked, s.state.on_cpu, s.state.runstate_at(now).2[crate::vcpu::RUNSTATE_RUNNING as usize], cpu))
+            });
+            let (online, blocked, on_cpu, time, cpu) = got.flatten().ok_or(Errno::ESRCH)?;
+            let o = U_OFFSET;
+            b[o + vcpuinfo::ONLINE] = online as u8;
+            b[o + vcpuinfo::BLOCKED] = blocked as u8;
+            b[o + vcpuinfo::RUNNING] = on_cpu.is_some() as u8;
+            put64(&mut b, o + vcpuinfo::CPU_TIME, time);
+            put32(&mut b, o + vcpuinfo::CPU, on_cpu.unwrap_or(cpu) as u32);
+            write_guest(hv, arg, &b)?;
+            Ok(0)
+        }
+        SETVCPUAFFINITY | GETVCPUAFFINITY => affinity(hv, &d, cmd == SETVCPUAFFINITY, u),
+        IOPORT_PERMISSION => {
+            let (first, n) = (u32at(u, 0) as u64, u32at(u, 4) as u64);
+            if first + n <= first || first + n > 65536 {
+                return Err(Errno::EINVAL);
+            }
+            permit(&mut d.perms.lock().ioports, first, first + n - 1, u[perm::IOPORT_ALLOW] != 0)
+        }
+        IOMEM_PERMISSION => {
+            let (first, n) = (u64at(u, 0), u64at(u, 8));
+            let last = first.checked_add(n.wrapping_sub(1)).filter(|_| n != 0).ok_or(Errno::EINVAL)?;
+            permit(&mut d.perms.lock().iomem, first, last, u[perm::IOMEM_ALLOW] != 0)
+        }
+        IRQ_PERMISSION => {
+            let pirq = u32at(u, 0);
+            if pirq >= perm::NR_PIRQS {
+                return Err(Errno::EINVAL);
+            }
+            permit(&mut d.perms.lock().irqs, pirq as u64, pirq as u64, u[perm::IRQ_ALLOW] != 0)
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Records an I/O permission (`*_permission`): granted or revoked.
+fn permit(set: &mut alloc::vec::Vec<(u64, u64)>, first: u64, last: u64, allow: bool) -> HcResult {
+    if crate::domain::Perms::change(set, first, last, allow) {
+        Ok(0)
+    } else {
+        Err(Errno::ENOMEM)
+    }
+}
+
+/// `setvcpuaffinity` / `getvcpuaffinity`: the hard affinity (a CPU bitmap, bit n for CPU
+/// n) reaches the scheduler; a soft one is accepted and reported as hard ∩ soft, and not
+/// used. The effective masks are written back, as Xen.
+fn affinity(hv: &mut Hv, d: &DomShared, set: bool, u: &[u8]) -> HcResult {
+    let (v, flags) = (u32at(u, affinity::VCPU), u32at(u, affinity::FLAGS));
+    if v >= d.nr_vcpus() {
+        return Err(Errno::EINVAL);
+    }
+    let maps: [(u32, usize); 2] = [(affinity::HARD_FLAG, affinity::HARD), (affinity::SOFT_FLAG, affinity::SOFT)];
+    if flags & (affinity::HARD_FLAG | affinity::SOFT_FLAG) == 0 || maps.iter().any(|&(fl, o)| flags & fl != 0 && u64at(u, o) == 0) {
+        return Err(Errno::EINVAL);
+    }
+    let ncpus = crate::machine::get().cpus.len();
+    let online = if ncpus >= 64 { u64::MAX } else { (1u64 << ncpus) - 1 };
+    let read_map = |hv: &Hv, o: usize| -> Result<u64, Errno> {
+        let (ptr, bits) = (u64at(u, o), u32at(u, o + 8));
+        let n = (bits as usize).div_ceil(8).min(8);
+        let mut b = [0u8; 8];
+        read_guest(hv, ptr, &mut b[..n])?;
+        let m = u64::from_le_bytes(b);
+        Ok(if bits >= 64 { m } else { m & ((1u64 << bits) - 1) })
+    };
+    let write_map = |hv: &Hv, o: usize, m: u64| -> Result<(), Errno> {
+        let (ptr, bits) = (u64at(u, o), u32at(u, o + 8));
+        let n = (bits as usize).div_ceil(8);
+        let mut chunk = [0u8; 64];
+        chunk[..8].copy_from_slice(&m.to_le_bytes());
+        let mut off = 0;
+        while off < n {
+            let k = (n - off).min(64);
+            write_guest(hv, ptr.wrapping_add(off as u64), &chunk[..k])?;
+            chunk[..8].fill(0);
+            off += k;
+        }
+        Ok(())
+    };
+    let id = sched_id(d.id, v);
+    let hard = crate::state::with_owner(d, v, |rq| rq.affinity_of(id)).flatten().ok_or(Errno::ESRCH)?;
+    let mut hard = hard;
+    if set && flags & affinity::HARD_FLAG != 0 {
+        let want = read_map(hv, affinity::HARD)? & online;
+        if want == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let moved = crate::state::with_owner(d, v, |rq| {
+            let away = rq.set_affinity(id, want);
+            (away && rq.current() == Some(id)).then(|| rq.cpu())
+        });
+        if let Some(Some(cpu)) = moved {
+            crate::schedule::stopped_on(hv.pc, d, v, cpu);
+        }
+        if let Some(k) = crate::state::idle_cpu_in(want, hv.pc.id) {
+            crate::schedule::poke_cpu(hv.pc, k);
+        }
+        hard = want;
+    }
+    if flags & affinity::HARD_FLAG != 0 {
+        write_map(hv, affinity::HARD, hard)?;
+    }
+    if flags & affinity::SOFT_FLAG != 0 {
+        let soft = if set { read_map(hv, affinity::SOFT)? & online & hard } else { hard };
+        write_map(hv, affinity::SOFT, soft)?;
+    }
+    Ok(0)
 }
 
 /// `createdomain`: a paused PV domain with no memory (`max_mem` and a foreign
@@ -397,29 +496,17 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
     for v in 0..d.nr_vcpus() {
         let id = sched_id(d.id, v);
         let Some(Some((_, slot))) = crate::state::with_owner(d, v, |rq| rq.remove(id)) else { continue };
-        let mut mm = d.mm();
-        let mut dm = DirectMap;
-        let mut budget = u64::MAX;
-        let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: hv.pc.id };
-        let mut pt = hv_core::pt::Pt {
-            mem: &mut dm,
-            ft,
-            ram_end: Mfn(crate::machine::get().max_mfn),
-            io_allowed: false,
-            tlb: &mut tlb,
-            jobs: &mut mm.jobs,
-            vcpu: v,
-            budget: &mut budget,
-        };
-        if let Some(c) = &slot.ctx {
-            if slot.state.initialised && c.l4 != Mfn(0) {
-                pt.put_root(c.l4);
+        with_pt(hv.pc.id, d, v, |pt| {
+            if let Some(c) = &slot.ctx {
+                if slot.state.initialised && c.l4 != Mfn(0) {
+                    pt.put_root(c.l4);
+                }
+                for m in c.gdt.iter().chain(c.ldt.iter()).flatten() {
+                    pt.put_segdesc(*m);
+                }
             }
-            for m in c.gdt.iter().chain(c.ldt.iter()).flatten() {
-                pt.put_segdesc(*m);
-            }
-        }
-        let _ = pt.finish_all();
+            let _ = pt.finish_all();
+        });
         if registered & (1 << v) != 0 {
             if let Some(at) = d.vcpu_info.get(v) {
                 let _ = ft.put_page_and_type(at.frame, true);
@@ -428,44 +515,55 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
     }
 }
 
-/// Runs `f` on each frame `d` owns from the teardown's cursor on, with a page-table view
-/// of `d` (unbounded: a table's devalidation finishes in one go). False when the budget
-/// ran out first (the cursor says where to go on).
-fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut hv_core::pt::Pt<'_, DirectMap, &'static [hv_core::frame::FrameSlot]>, Mfn, hv_core::frame::FrameInfo)) -> bool {
-    let ft = crate::machine::frames();
-    let (_, hi) = d.frame_range();
-    let t = &d.teardown;
-    let mut m = t.cursor.load(Ordering::Relaxed);
+type DomPt<'a> = hv_core::pt::Pt<'a, DirectMap, &'static [hv_core::frame::FrameSlot]>;
+
+/// Runs `f` on dying domain `d`'s page tables as its vCPU `vcpu` would, under its memory
+/// lock, with no budget (a devalidation finishes in one go); `cpu` is this CPU.
+fn with_pt<R>(cpu: usize, d: &DomShared, vcpu: u32, f: impl FnOnce(&mut DomPt<'_>) -> R) -> R {
     let mut mm = d.mm();
     let mut dm = DirectMap;
     let mut budget = u64::MAX;
-    let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: hv.pc.id };
+    let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: cpu };
     let mut pt = hv_core::pt::Pt {
         mem: &mut dm,
-        ft,
+        ft: crate::machine::frames(),
         ram_end: Mfn(crate::machine::get().max_mfn),
         io_allowed: false,
         tlb: &mut tlb,
         jobs: &mut mm.jobs,
-        vcpu: 0,
+        vcpu,
         budget: &mut budget,
     };
-    while m <= hi {
-        if let Some(info) = ft.get(Mfn(m)) {
-            if info.owner == Owner::Dom(d.id) {
-                f(&mut pt, Mfn(m), info);
+    f(&mut pt)
+}
+
+/// Runs `f` on each frame `d` owns from the teardown's cursor on, with a page-table view
+/// of `d` (unbounded: a table's devalidation finishes in one go). False when the budget
+/// ran out first (the cursor says where to go on).
+fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut DomPt<'_>, Mfn, hv_core::frame::FrameInfo)) -> bool {
+    let ft = crate::machine::frames();
+    let (_, hi) = d.frame_range();
+    let t = &d.teardown;
+    let mut m = t.cursor.load(Ordering::Relaxed);
+    let cpu = hv.pc.id;
+    let done = with_pt(cpu, d, 0, |pt| {
+        while m <= hi {
+            if let Some(info) = ft.get(Mfn(m)) {
+                if info.owner == Owner::Dom(d.id) {
+                    f(pt, Mfn(m), info);
+                }
+            }
+            m += 1;
+            if m.is_multiple_of(FRAMES_PER_UNIT) && super::preempt(hv.pc, 1) {
+                let _ = pt.finish_all();
+                return false;
             }
         }
-        m += 1;
-        if m.is_multiple_of(FRAMES_PER_UNIT) && super::preempt(hv.pc, 1) {
-            let _ = pt.finish_all();
-            t.cursor.store(m, Ordering::Relaxed);
-            return false;
-        }
-    }
-    let _ = pt.finish_all();
+        let _ = pt.finish_all();
+        true
+    });
     t.cursor.store(m, Ordering::Relaxed);
-    true
+    done
 }
 
 /// Scrubs frame `m` of dying domain `d` (nothing references it) and returns it to the

@@ -1,6 +1,7 @@
 //! `event_channel_op` (and the legacy `event_channel_op_compat`), without the hypervisor
 //! lock: each operation holds the event locks of the domains it names (`crate::ports`).
 
+use super::bytes::{u16at, u32at};
 use super::{read_guest, resolve_dom, write_guest, HcResult, OnCpu};
 use crate::domain::DomShared;
 use crate::ports::{self, Locked};
@@ -8,13 +9,7 @@ use guest_abi::errno::Errno;
 use guest_abi::evtchn::*;
 use hv_core::evtchn::{Kick, Table};
 
-fn u32at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
-}
 
-fn u16at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
 
 /// Size of each op's argument structure.
 fn arg_size(cmd: u64) -> Option<usize> {

@@ -15,6 +15,7 @@
 //! An unmap clears the PTE, flushes the TLBs of every CPU running the mapper, and only then
 //! releases the pins: no CPU can still reach the frame once the granter may reuse it.
 
+use super::bytes::{u16at, u32at, u64at};
 use super::{continuation, read_guest, write_guest, HcResult, Mx, OnCpu};
 use crate::domain::{DomShared, GrantTable};
 use crate::guest::pt;
@@ -50,17 +51,8 @@ fn target(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
     Ok(d)
 }
 
-fn u16at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
 
-fn u32at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
-}
 
-fn u64at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
-}
 
 /// Runs `f` on domain `d`'s grant table as a granter (its grant lock held): a dead domain
 /// grants nothing new.

@@ -3,6 +3,7 @@
 //! Every argument is hostile. Guest pointers go through `hv_core::guest_access` (→ `-EFAULT`),
 //! unknown numbers and sub-ops return `-ENOSYS`.
 
+mod bytes;
 pub mod console;
 mod desc;
 pub mod domctl;

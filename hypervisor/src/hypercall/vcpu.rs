@@ -1,6 +1,7 @@
 //! `vcpu_op` (bringing vCPUs up and down, their context, `vcpu_info` placement, timers,
 //! runstate) and `set_timer_op`.
 
+use super::bytes::u64at;
 use super::{read_guest, write_guest, HcResult};
 use crate::domain::{vi, VcpuInfoAt};
 use crate::events::now;
@@ -240,9 +241,6 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
 }
 
 
-fn u64at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
-}
 
 /// Status flags a guest may set; IF is always on (events are masked virtually), IOPL 0.
 const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0400 | 0x0800 | (1 << 18) | (1 << 21);

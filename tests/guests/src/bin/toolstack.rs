@@ -179,6 +179,33 @@ fn cycles(n: u32) {
     h.0[U_OFFSET..U_OFFSET + 16].copy_from_slice(b"0123456789abcdef");
     expect_ret("setdomainhandle", h.call(), 0);
     check("the handle reads back", &info_of(d).1 .0[U_OFFSET + info::HANDLE..U_OFFSET + info::HANDLE + 16] == b"0123456789abcdef");
+    // vCPUs: their state, and hard affinity.
+    let mut vi = Op::new(GETVCPUINFO, d).u32(vcpuinfo::VCPU, 1);
+    expect_ret("getvcpuinfo", vi.call(), 0);
+    check("vCPU 1 offline, not running", vi.0[U_OFFSET + vcpuinfo::ONLINE] == 0 && vi.0[U_OFFSET + vcpuinfo::RUNNING] == 0);
+    expect("getvcpuinfo of vCPU 2 (max_vcpus 2)", Op::new(GETVCPUINFO, d).u32(vcpuinfo::VCPU, 2).call(), EINVAL);
+    let mut map = [1u8, 0, 0, 0, 0, 0, 0, 0];
+    let aff = |cmd: u32, flags: u32, map: &mut [u8; 8], bits: u32| {
+        Op::new(cmd, d).u32(affinity::VCPU, 0).u32(affinity::FLAGS, flags).u64(affinity::HARD, map.as_mut_ptr() as u64).u32(affinity::HARD + 8, bits).call()
+    };
+    expect_ret("setvcpuaffinity to CPU 0", aff(SETVCPUAFFINITY, affinity::HARD_FLAG, &mut map, 8), 0);
+    map = [0xFF; 8];
+    expect_ret("getvcpuaffinity", aff(GETVCPUAFFINITY, affinity::HARD_FLAG, &mut map, 64), 0);
+    check("CPU 0 alone, the rest zeroed", map == [1, 0, 0, 0, 0, 0, 0, 0]);
+    map = [0; 8];
+    expect("an empty affinity", aff(SETVCPUAFFINITY, affinity::HARD_FLAG, &mut map, 64), EINVAL);
+    expect("no flags", aff(SETVCPUAFFINITY, 0, &mut map, 64), EINVAL);
+    expect("no bitmap", Op::new(SETVCPUAFFINITY, d).u32(affinity::FLAGS, affinity::HARD_FLAG).call(), EINVAL);
+    // I/O permissions (recorded).
+    let mut io = Op::new(IOPORT_PERMISSION, d).u32(0, 0x3F8).u32(4, 8);
+    io.0[U_OFFSET + perm::IOPORT_ALLOW] = 1;
+    expect_ret("ioport_permission 0x3f8-0x3ff", io.call(), 0);
+    expect("ioport_permission past 0xffff", Op::new(IOPORT_PERMISSION, d).u32(0, 0xFFF8).u32(4, 9).call(), EINVAL);
+    expect("ioport_permission of none", Op::new(IOPORT_PERMISSION, d).u32(0, 0x60).u32(4, 0).call(), EINVAL);
+    expect("iomem_permission wrapping", Op::new(IOMEM_PERMISSION, d).u64(0, u64::MAX).u64(8, 2).call(), EINVAL);
+    expect_ret("iomem_permission", Op::new(IOMEM_PERMISSION, d).u64(0, 0xFEE00).u64(8, 1).call(), 0);
+    expect("irq_permission of pirq 256", Op::new(IRQ_PERMISSION, d).u32(0, 256).call(), EINVAL);
+    expect_ret("irq_permission of pirq 4", Op::new(IRQ_PERMISSION, d).u32(0, 4).call(), 0);
     let mut list_b = [0u8; SYSCTL_SIZE];
     let mut recs = [0u8; 4 * info::SIZE];
     let o = SYSCTL_U_OFFSET;
