@@ -154,6 +154,22 @@ pub fn watch_domain_exits(si: &pv_runtime::StartInfo) -> u32 {
 /// ended before dom0 bound VIRQ_DOM_EXC raised it unbound: dom0 looks, as a toolstack does
 /// when it starts.
 pub fn domain_has_ended(dom: u16) -> bool {
+    domain_flags(dom).is_some_and(|f| f & guest_abi::domctl::info::SHUTDOWN != 0)
+}
+
+/// `destroydomain` of `dom` (dom0 only): 0 once its resources are relinquished.
+pub fn destroy_domain(dom: u16) -> i64 {
+    use guest_abi::domctl::*;
+    let mut b = [0u8; DOMCTL_SIZE];
+    b[..4].copy_from_slice(&DESTROYDOMAIN.to_le_bytes());
+    b[4..8].copy_from_slice(&DOMCTL_INTERFACE_VERSION.to_le_bytes());
+    b[8..10].copy_from_slice(&dom.to_le_bytes());
+    // SAFETY: `b` is a local buffer of the op's size.
+    unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::DOMCTL, b.as_mut_ptr() as u64, 0, 0, 0, 0) }
+}
+
+/// `getdomaininfo` of exactly `dom`: its flags, or None if it is gone.
+pub fn domain_flags(dom: u16) -> Option<u32> {
     use guest_abi::domctl::*;
     let mut b = [0u8; DOMCTL_SIZE];
     b[..4].copy_from_slice(&GETDOMAININFO.to_le_bytes());
@@ -162,7 +178,7 @@ pub fn domain_has_ended(dom: u16) -> bool {
     // SAFETY: `b` is a local buffer of the op's size.
     let r = unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::DOMCTL, b.as_mut_ptr() as u64, 0, 0, 0, 0) };
     let flags = u32::from_le_bytes(b[U_OFFSET + info::FLAGS..U_OFFSET + info::FLAGS + 4].try_into().unwrap_or_default());
-    r == 0 && u16::from_le_bytes([b[8], b[9]]) == dom && flags & info::SHUTDOWN != 0
+    (r == 0 && u16::from_le_bytes([b[8], b[9]]) == dom).then_some(flags)
 }
 
 /// Sleeps until the VIRQ_DOM_EXC port `p` has fired at least once.

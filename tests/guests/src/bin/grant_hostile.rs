@@ -371,7 +371,12 @@ fn mapper(si: &'static pv_runtime::StartInfo) {
     check("d1 is dead: its page is still mapped and readable here", read64(va) == 0xD1D1_D1D1);
     check("a new map of the dead domain's grant: GNTST_bad_domain", map_st(slot(&mem, 4), GNTMAP_HOST_MAP | GNTMAP_READONLY, 8, 1) == GntSt::BadDomain as i16);
     check("a copy from it: GNTST_bad_domain", copy(gref_ptr(8, 1, 0), frame_ptr(mem.mfn(mem.region_end_pfn - 20), SELF, 0), 8, 1) == GntSt::BadDomain as i16);
+    // Destroyed while its page is mapped here: it stays, dying, until the unmap.
+    expect_ret("destroydomain of d1", destroy_domain(1), 0);
+    check("d1 dying while its page is mapped here", domain_flags(1).is_some_and(|f| f & guest_abi::domctl::info::DYING != 0));
+    check("its page still readable", read64(va) == 0xD1D1_D1D1);
     check("the unmap works", unmap(va, 0, a.handle) == 0);
+    check("d1 gone after the last unmap", domain_flags(1).is_none());
     check("the page is gone from here", read_faults(va));
 }
 

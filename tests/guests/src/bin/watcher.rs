@@ -51,6 +51,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             ev::set_timer(ev::system_time() + 5000 * MS);
             ev::block_until(|| ended_before || ev::count(exc) != 0 || ev::count(tmr) != t);
             check("VIRQ_DOM_EXC arrived before the 5 s timeout", ended_before || ev::count(exc) > 0);
+            // The dead domU is torn down: every frame back, its id free.
+            expect_ret("destroydomain of the dead domU", destroy_domain(1), 0);
+            check("the domU is gone", domain_flags(1).is_none());
         }
         "slices" => {
             let start_t = ev::system_time();
