@@ -529,11 +529,19 @@ pub fn create(want: Option<DomId>, make: impl FnOnce(DomId) -> Option<alloc::syn
     Ok(d)
 }
 
-/// Forgets domain `id` (its teardown is complete): the id may be handed out again.
-pub fn unregister(id: DomId) {
-    if let Some(s) = REGISTRY.write().get_mut(id as usize) {
-        *s = None;
+/// Forgets domain `d` (its teardown is complete) if it is still the one registered under
+/// its id: the id may be handed out again.
+pub fn unregister(d: &alloc::sync::Arc<DomShared>) {
+    if let Some(s) = REGISTRY.write().get_mut(d.id as usize) {
+        if s.as_ref().is_some_and(|x| alloc::sync::Arc::ptr_eq(x, d)) {
+            *s = None;
+        }
     }
+}
+
+/// Is `d` the domain registered under its id (not one torn down whose id went to another)?
+pub fn is_registered(d: &alloc::sync::Arc<DomShared>) -> bool {
+    REGISTRY.read().get(d.id as usize).and_then(|s| s.as_ref()).is_some_and(|x| alloc::sync::Arc::ptr_eq(x, d))
 }
 
 /// Domain `id` as every CPU reaches it (none for a bad id or the idle domain).

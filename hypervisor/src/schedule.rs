@@ -167,7 +167,8 @@ pub fn pause(hv: &mut Hv<'_>, d: &DomShared) -> bool {
     // The CPUs running it were poked: each takes it off at its next entry, which no lock
     // of this CPU's holds up.
     let ncpus = crate::machine::get().cpus.len();
-    while (0..ncpus).any(|k| k != hv.pc.id && running(k).is_some_and(|r| r.dom == d.id)) {
+    // (Until an unpause from another vCPU of the caller's makes it run again.)
+    while d.is_paused() && (0..ncpus).any(|k| k != hv.pc.id && running(k).is_some_and(|r| r.dom == d.id)) {
         core::hint::spin_loop();
     }
     true
@@ -556,11 +557,9 @@ fn go_idle(pc: &mut PerCpu, rq: &mut Rq, f: &TrapFrame, idle: bool) -> Option<Ar
     }
     let ph = pc.spare.take().unwrap_or_else(|| Box::new(Vcpu::placeholder()));
     let outgoing = core::mem::replace(&mut pc.cur, ph);
-    if outgoing.shared.is_dead() {
-        // Its tables will be freed: this CPU's roots keep no copy of its slots (loading a
-        // vCPU copies that vCPU's anyway).
-        paging::clear_guest_slots(&pc.tables);
-    }
+    // Its tables may be freed while this CPU idles (its domain destroyed): the roots keep
+    // no copy of its slots (loading a vCPU copies that vCPU's anyway).
+    paging::clear_guest_slots(&pc.tables);
     park(pc, rq, outgoing, f)
 }
 

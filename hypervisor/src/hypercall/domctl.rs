@@ -182,7 +182,8 @@ fn affinity(hv: &mut Hv, d: &DomShared, set: bool, u: &[u8]) -> HcResult {
     };
     let write_map = |hv: &Hv, o: usize, m: u64| -> Result<(), Errno> {
         let (ptr, bits) = (u64at(u, o), u32at(u, o + 8));
-        let n = (bits as usize).div_ceil(8);
+        // At most the bytes of 4096 CPUs (Xen copies what its CPU count needs).
+        let n = (bits as usize).div_ceil(8).min(512);
         let mut chunk = [0u8; 64];
         chunk[..8].copy_from_slice(&m.to_le_bytes());
         let mut off = 0;
@@ -238,6 +239,12 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
     }
     let dflt = Limits::default();
     let or_default = |v: u32, d: u32| if (v as i32) < 0 { d } else { v };
+    // Above the hypervisor's maxima (Xen's `gnttab_max_frames`, `max_maptrack_frames`):
+    // -EINVAL, as Xen.
+    let (gf, mf) = (u32at(u, create::MAX_GRANT_FRAMES), u32at(u, create::MAX_MAPTRACK_FRAMES));
+    if or_default(gf, 0) > dflt.max_grant_frames || or_default(mf, 0) > dflt.max_maptrack_frames {
+        return Err(Errno::EINVAL);
+    }
     let limits = Limits {
         max_vcpus,
         max_evtchn_port: u32at(u, create::MAX_EVTCHN_PORT).min(dflt.max_evtchn_port),
@@ -386,8 +393,8 @@ fn destroy(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
         finish_if_free(d);
     }
     t.busy.store(false, Ordering::Release);
-    // A foreign reference that went while this CPU held the teardown: look again.
-    if matches!(r, Ok(true)) && t.reap.swap(false, Ordering::AcqRel) {
+    // A foreign reference that went during the teardown: look again.
+    if matches!(r, Ok(true)) && t.reap.load(Ordering::Acquire) {
         reap(d);
     }
     r
@@ -581,13 +588,16 @@ fn free_frame(d: &DomShared, m: Mfn) {
 
 /// Forgets `d` (its id becomes free) if it owns no frame any more and none of its grants
 /// is in use.
-fn finish_if_free(d: &DomShared) {
+fn finish_if_free(d: &Arc<DomShared>) {
+    if !domain::is_registered(d) {
+        return;
+    }
     let ft = crate::machine::frames();
     let (lo, hi) = d.frame_range();
     let left = (lo..=hi).filter(|&m| ft.owner(Mfn(m)) == Owner::Dom(d.id)).count();
     if left == 0 && d.grant().active.holds().next().is_none() {
         d.tot_pages.store(0, Ordering::Relaxed);
-        domain::unregister(d.id);
+        domain::unregister(d);
         log::info!("d{}: torn down; its id is free", d.id);
     } else {
         log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
@@ -598,10 +608,12 @@ fn finish_if_free(d: &DomShared) {
 /// unreferenced now (the teardown does it if it holds `d` at the moment).
 pub fn reap(d: &Arc<DomShared>) {
     let t = &d.teardown;
-    if t.step.load(Ordering::Acquire) != DONE {
+    // Set first: a teardown walking the frames now (FREE, busy or preempted) looks again
+    // when it is done (`destroy`).
+    t.reap.store(true, Ordering::Release);
+    if t.step.load(Ordering::Acquire) != DONE || !domain::is_registered(d) {
         return;
     }
-    t.reap.store(true, Ordering::Release);
     while t.reap.swap(false, Ordering::AcqRel) {
         if t.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             // The CPU holding it looks again when it lets go.
@@ -615,9 +627,7 @@ pub fn reap(d: &Arc<DomShared>) {
                 free_frame(d, Mfn(m));
             }
         }
-        if domain::shared_of(d.id).is_some_and(|x| Arc::ptr_eq(&x, d)) {
-            finish_if_free(d);
-        }
+        finish_if_free(d);
         t.busy.store(false, Ordering::Release);
     }
 }

@@ -299,7 +299,12 @@ fn copy_side(c: &mut Mx<'_>, b: &[u8], is_gref: bool, write: bool) -> Result<(Mf
 fn release_side(c: &Mx<'_>, frame: Mfn, side: Side, write: bool) {
     let ft = crate::machine::frames();
     match side {
-        Side::Grant(d, gref) => with_granter(c.pc.id, &d, |gr| hv_core::grant::unpin(ft, gr.g, gr.shared, gref, true, false, write)),
+        Side::Grant(d, gref) => {
+            with_granter(c.pc.id, &d, |gr| hv_core::grant::unpin(ft, gr.g, gr.shared, gref, true, false, write));
+            if d.is_dying() {
+                super::domctl::reap(&d);
+            }
+        }
         Side::Frame => {
             let _ = ft.put_page_and_type(frame, write);
         }
