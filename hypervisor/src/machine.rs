@@ -11,6 +11,8 @@ pub type Frames = FrameTable<&'static [FrameSlot]>;
 pub struct Machine {
     pub ft: &'static Frames,
     pub max_mfn: u64,
+    /// RAM frames (below the direct map's end): physinfo's total.
+    pub ram_pages: u64,
     pub m2p: M2p,
     pub cpus: alloc::vec::Vec<CpuTables>,
     pub apic_ids: alloc::vec::Vec<u32>,

@@ -101,6 +101,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     machine::init(machine::Machine {
         ft: mm.ft,
         max_mfn: mm.max_mfn,
+        ram_pages: mm.ram_pages,
         m2p: mm.m2p.clone(),
         cpus: cpus.tables.clone(),
         apic_ids: cpus.apic_ids.clone(),

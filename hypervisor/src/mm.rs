@@ -30,6 +30,8 @@ pub struct Mm {
     pub alloc: FrameAllocator<&'static mut [u64]>,
     pub ft: &'static FrameTable<&'static [FrameSlot]>,
     pub max_mfn: u64,
+    /// RAM frames (owned by anything but `Owner::None`).
+    pub ram_pages: u64,
     /// The M2P (read-only to guests at slot 256).
     pub m2p: M2p,
 }
@@ -61,9 +63,11 @@ impl Mm {
 
         let mut alloc = FrameAllocator::new(bitmap, max_mfn);
         let ft: &'static FrameTable<&'static [FrameSlot]> = alloc::boxed::Box::leak(alloc::boxed::Box::new(FrameTable::new(frames)));
+        let mut ram_pages = 0;
         for r in ram.as_slice() {
             for m in Mfn::of(r.start).0..Mfn::of(r.end).0.min(max_mfn) {
                 let _ = ft.set_owner(Mfn(m), Owner::Xen);
+                ram_pages += 1;
             }
         }
         for r in usable.as_slice() {
@@ -72,7 +76,7 @@ impl Mm {
                 let _ = ft.set_owner(Mfn(m), Owner::Free);
             }
         }
-        let mut mm = Mm { alloc, ft, max_mfn, m2p };
+        let mut mm = Mm { alloc, ft, max_mfn, ram_pages, m2p };
         for i in 0..max_mfn {
             mm.set_m2p(Mfn(i), guest_abi::layout::INVALID_M2P_ENTRY);
         }

@@ -26,16 +26,24 @@ use hv_core::frame::{Owner, PageType};
 use hv_core::mem::{Mfn, PhysMem};
 
 
-/// `domctl(op)`.
-pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
+/// A toolstack op of `N` bytes at `arg` with interface version `version` (at offset 4):
+/// `-EPERM` for an unprivileged caller (before anything is read), `-EACCES` for another
+/// version.
+fn read_op<const N: usize>(hv: &Hv, arg: u64, version: u32) -> Result<[u8; N], Errno> {
     if !hv.dom().privileged {
         return Err(Errno::EPERM);
     }
-    let mut b = [0u8; DOMCTL_SIZE];
+    let mut b = [0u8; N];
     read_guest(hv, arg, &mut b)?;
-    if u32at(&b, 4) != DOMCTL_INTERFACE_VERSION {
+    if u32at(&b, 4) != version {
         return Err(Errno::EACCES);
     }
+    Ok(b)
+}
+
+/// `domctl(op)`.
+pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
+    let mut b: [u8; DOMCTL_SIZE] = read_op(hv, arg, DOMCTL_INTERFACE_VERSION)?;
     let (cmd, id) = (u32at(&b, 0), u16at(&b, 8));
     if cmd == CREATEDOMAIN {
         let d = create(hv, id, &b[U_OFFSET..])?;
@@ -287,7 +295,8 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
         Ok(d) => d,
         Err(taken) => {
             give_back(si);
-            return Err(if taken { if want.is_some() { Errno::EEXIST } else { Errno::ENOMEM } } else { Errno::ENOMEM });
+            // A taken id asked for is -EEXIST; no id left, or no memory, -ENOMEM.
+            return Err(if taken && want.is_some() { Errno::EEXIST } else { Errno::ENOMEM });
         }
     };
     let ncpus = crate::machine::get().cpus.len();
@@ -465,11 +474,7 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
                 FREE
             }
             FREE => {
-                if !walk(hv, d, |_, m, f| {
-                    if f.count == 0 && f.type_count == 0 {
-                        free_frame(d, m);
-                    }
-                }) {
+                if !walk(hv, d, |_, m, f| free_frame(d, m, f)) {
                     return Ok(false);
                 }
                 DONE
@@ -486,7 +491,7 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
 /// Closes every port of `d` (the remote ends of its interdomain channels return to
 /// unbound, as Xen's).
 fn close_ports(d: &DomShared) {
-    let used: alloc::vec::Vec<u32> = d.ports.lock().used().collect();
+    let used: alloc::vec::Vec<u32> = crate::ports::Locked::new(d, None).ports(d.id).map(|t| t.used().collect()).unwrap_or_default();
     for p in used {
         crate::ports::on_port(d, p, |l| {
             let mut bits = l.bits();
@@ -573,10 +578,14 @@ fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut DomPt<'_>, Mfn, hv_co
     done
 }
 
-/// Scrubs frame `m` of dying domain `d` (nothing references it) and returns it to the
+/// Frame `m` of dying domain `d` (its record `f`), if nothing references it: taken from
+/// the domain (so nothing can reference it any more), scrubbed and returned to the
 /// allocator.
-fn free_frame(d: &DomShared, m: Mfn) {
+fn free_frame(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) {
     let ft = crate::machine::frames();
+    if f.count != 0 || f.type_count != 0 || ft.set_owner(m, Owner::Xen).is_err() {
+        return;
+    }
     DirectMap.zero(m);
     if ft.set_owner(m, Owner::Free).is_err() {
         return;
@@ -623,8 +632,8 @@ pub fn reap(d: &Arc<DomShared>) {
         let ft = crate::machine::frames();
         let (lo, hi) = d.frame_range();
         for m in lo..=hi {
-            if ft.get(Mfn(m)).is_some_and(|f| f.owner == Owner::Dom(d.id) && f.count == 0 && f.type_count == 0) {
-                free_frame(d, Mfn(m));
+            if let Some(f) = ft.get(Mfn(m)).filter(|f| f.owner == Owner::Dom(d.id)) {
+                free_frame(d, Mfn(m), f);
             }
         }
         finish_if_free(d);
@@ -634,14 +643,7 @@ pub fn reap(d: &Arc<DomShared>) {
 
 /// `sysctl(op)`.
 pub fn sysctl(hv: &mut Hv, arg: u64) -> HcResult {
-    if !hv.dom().privileged {
-        return Err(Errno::EPERM);
-    }
-    let mut b = [0u8; SYSCTL_SIZE];
-    read_guest(hv, arg, &mut b)?;
-    if u32at(&b, 4) != SYSCTL_INTERFACE_VERSION {
-        return Err(Errno::EACCES);
-    }
+    let mut b: [u8; SYSCTL_SIZE] = read_op(hv, arg, SYSCTL_INTERFACE_VERSION)?;
     const U: usize = SYSCTL_U_OFFSET;
     match u32at(&b, 0) {
         sys::PHYSINFO => {
@@ -656,9 +658,7 @@ pub fn sysctl(hv: &mut Hv, arg: u64) -> HcResult {
             put32(u, physinfo::NR_NODES, 1);
             put32(u, physinfo::CPU_KHZ, hv_arch::time::tsc_khz() as u32);
             put32(u, physinfo::CAPABILITIES, physinfo::CAP_PV | physinfo::CAP_GNTTAB_V1);
-            let ft = crate::machine::frames();
-            let total = (0..m.max_mfn).filter(|&i| ft.owner(Mfn(i)) != Owner::None).count() as u64;
-            put64(u, physinfo::TOTAL_PAGES, total);
+            put64(u, physinfo::TOTAL_PAGES, m.ram_pages);
             put64(u, physinfo::FREE_PAGES, crate::mm::with(|mm| mm.free_frames()).unwrap_or(0));
             put64(u, physinfo::MAX_MFN, m.max_mfn - 1);
         }
