@@ -34,6 +34,13 @@ pub const IOPORT_PERMISSION: u32 = 21;
 pub const HYPERCALL_INIT: u32 = 22;
 pub const SETTIMEOFFSET: u32 = 24;
 pub const GETVCPUAFFINITY: u32 = 25;
+pub const SET_MAX_EVTCHN: u32 = 70;
+/// `vcpucontext` {vcpu u32 @0, ctxt ptr @8}; `hypercall_init` {gmfn u64 @0};
+/// `set_max_evtchn` {max_port u32 @0}.
+pub mod vcpucontext {
+    pub const VCPU: usize = 0;
+    pub const CTXT: usize = 8;
+}
 
 /// `xen_domctl_createdomain` (64 bytes).
 pub mod create {

@@ -38,6 +38,8 @@ pub enum Errno {
     ERANGE = 34,
     /// Function not implemented (unknown hypercall or sub-op).
     ENOSYS = 38,
+    /// No data available (a vCPU without a context, for `getvcpucontext`).
+    ENODATA = 61,
     /// Timer expired.
     ETIME = 62,
     /// Value too large.
@@ -57,9 +59,9 @@ impl Errno {
     /// Decodes a negative hypercall return value.
     pub fn from_ret(ret: i64) -> Option<Errno> {
         use Errno::*;
-        const ALL: [Errno; 21] = [
+        const ALL: [Errno; 22] = [
             EPERM, ENOENT, ESRCH, EIO, E2BIG, ENOEXEC, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY,
-            EEXIST, ENODEV, EINVAL, ENOSPC, ERANGE, ENOSYS, ETIME, EOVERFLOW, ERESTART, EOPNOTSUPP,
+            EEXIST, ENODEV, EINVAL, ENOSPC, ERANGE, ENOSYS, ENODATA, ETIME, EOVERFLOW, ERESTART, EOPNOTSUPP,
         ];
         ALL.into_iter().find(|e| e.to_ret() == ret)
     }

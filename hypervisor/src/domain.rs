@@ -148,7 +148,15 @@ pub struct Teardown {
     /// end: `cargo xtask bench` reads it).
     pub stretches: core::sync::atomic::AtomicU32,
     pub longest: core::sync::atomic::AtomicU64,
+    /// Counted in [`LINGERING`]: relinquished, but frames still referenced elsewhere.
+    pub lingering: core::sync::atomic::AtomicBool,
 }
+
+/// Dying domains whose teardown is done but whose frames other domains still reference (a
+/// grant or foreign mapping): while any exist, a privileged domain's page-table operations
+/// look at them again (`hypercall::domctl::reap_lingering`), since such an operation may
+/// have dropped the last reference.
+pub static LINGERING: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// `ended`'s bit for a domain being destroyed.
 const DYING: u8 = 0x80;
@@ -291,6 +299,13 @@ impl DomShared {
     /// Takes the domain's grant-table lock.
     pub fn grant(&self) -> crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, GrantTable>> {
         crate::locks::Ordered::new(crate::locks::Level::Grant, || self.grant.lock())
+    }
+
+    /// Takes an unprivileged domain's memory lock as the second one of a privileged caller
+    /// (a foreign page-table operation; see `locks`).
+    pub fn foreign_mm(&self) -> crate::locks::Ordered<spin::mutex::TicketMutexGuard<'_, DomMm>> {
+        debug_assert!(!self.privileged);
+        crate::locks::Ordered::new(crate::locks::Level::ForeignMm, || self.mm.lock())
     }
 
     /// Takes the domain's memory lock if it is free.

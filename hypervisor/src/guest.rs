@@ -173,19 +173,32 @@ pub fn write_guest_words(c: &impl OnCpu, va: u64, words: &[u64]) -> Result<(), E
 /// Most words [`write_guest_words`] takes (a bounce frame: four below RIP, five above).
 pub const MAX_WORDS: usize = 9;
 
+/// A page-table context over the direct map (what [`pt!`] builds).
+pub type DomPt<'a> = hv_core::pt::Pt<'a, DirectMap, &'static [hv_core::frame::FrameSlot]>;
+
 /// A page-table context over the direct map, for the current domain (`$mx`: an [`Mx`]): page-table hypercalls build one per operation.
 macro_rules! pt {
     ($mx:expr, $dm:ident) => {
+        $crate::guest::pt!($mx.pc, $dm, $mx.mm.jobs, $mx.pc.cur.id)
+    };
+    // Over another domain's preempted work (`$jobs`), for an operation of owner `$owner`.
+    ($pc:expr, $dm:ident, $jobs:expr, $owner:expr) => {
         hv_core::pt::Pt {
             mem: &mut $dm,
             ft: $crate::machine::frames(),
             ram_end: hv_core::mem::Mfn($crate::machine::get().max_mfn),
             io_allowed: false,
-            tlb: &mut $crate::shootdown::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $mx.pc.id },
-            jobs: &mut $mx.mm.jobs,
-            vcpu: $mx.pc.cur.id,
-            budget: &mut $mx.pc.pt_budget,
+            tlb: &mut $crate::shootdown::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $pc.id },
+            jobs: &mut $jobs,
+            vcpu: $owner,
+            budget: &mut $pc.pt_budget,
         }
     };
 }
 pub(crate) use pt;
+
+/// The owner a foreign page-table operation's preempted validation is recorded under in the
+/// target domain's jobs: never one of the target's vCPU ids (those are below 64).
+pub fn foreign_owner(caller: guest_abi::DomId, vcpu: u32) -> u32 {
+    0x8000_0000 | (u32::from(caller) << 6) | vcpu
+}

@@ -64,13 +64,55 @@ pub fn with_owner<R>(d: &DomShared, v: u32, f: impl FnOnce(&mut Rq) -> R) -> Opt
     }
 }
 
-/// Records whether CPU `k` runs nothing.
+/// Records whether CPU `k` runs nothing (only CPU `k` itself calls this), and accounts the
+/// time it spends so (`sysctl getcpuinfo`).
 pub fn set_idle(k: usize, idle: bool) {
     let bit = 1u64 << (k % 64);
+    let was = IDLE.load(Ordering::Relaxed) & bit != 0;
+    if idle == was {
+        return;
+    }
+    let t = &IDLE_TIME[k % MAX_CPUS].0;
+    let now = crate::events::now();
+    // A sequence count makes the two words one reading for `idle_ns` (a single writer).
+    t.seq.fetch_add(1, Ordering::AcqRel);
     if idle {
+        t.since.store(now, Ordering::Release);
         IDLE.fetch_or(bit, Ordering::SeqCst);
-    } else if IDLE.load(Ordering::Relaxed) & bit != 0 {
+    } else {
+        let since = t.since.load(Ordering::Acquire);
+        t.total.fetch_add(now.saturating_sub(since), Ordering::AcqRel);
         IDLE.fetch_and(!bit, Ordering::SeqCst);
+    }
+    t.seq.fetch_add(1, Ordering::AcqRel);
+}
+
+/// A CPU's idle time: the sum of its finished idle stretches and when the current one (if
+/// it idles) began; `seq` is odd while CPU k changes them.
+struct IdleTime {
+    seq: AtomicU64,
+    total: AtomicU64,
+    since: AtomicU64,
+}
+
+static IDLE_TIME: [crate::line::Line<IdleTime>; MAX_CPUS] =
+    [const { crate::line::Line(IdleTime { seq: AtomicU64::new(0), total: AtomicU64::new(0), since: AtomicU64::new(0) }) }; MAX_CPUS];
+
+/// Nanoseconds CPU `k` has spent with nothing to run since boot (its current idle stretch
+/// included).
+pub fn idle_ns(k: usize) -> u64 {
+    let t = &IDLE_TIME[k % MAX_CPUS].0;
+    loop {
+        let s = t.seq.load(Ordering::Acquire);
+        if s % 2 == 1 {
+            core::hint::spin_loop();
+            continue;
+        }
+        let (total, since) = (t.total.load(Ordering::Acquire), t.since.load(Ordering::Acquire));
+        let idle = IDLE.load(Ordering::Acquire) & (1u64 << (k % 64)) != 0;
+        if t.seq.load(Ordering::Acquire) == s {
+            return total + if idle { crate::events::now().saturating_sub(since) } else { 0 };
+        }
     }
 }
 

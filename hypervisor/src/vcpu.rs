@@ -36,8 +36,11 @@ pub struct Vcpu {
     pub callbacks: Callbacks,
     /// Frames of the guest's own GDT (`set_gdt`), by GDT page.
     pub gdt: [Option<Mfn>; 14],
-    /// Frames of the LDT (`MMUEXT_SET_LDT`) and its size in descriptors.
+    /// Its size in descriptors (as set: reported by `getvcpucontext`).
+    pub gdt_ents: u32,
+    /// Frames of the LDT (`MMUEXT_SET_LDT`), its linear address and size in descriptors.
     pub ldt: [Option<Mfn>; 16],
+    pub ldt_base: u64,
     pub ldt_ents: u32,
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
@@ -89,7 +92,9 @@ impl Vcpu {
             kernel_sp: 0,
             callbacks: Callbacks::default(),
             gdt: [None; 14],
+            gdt_ents: 0,
             ldt: [None; 16],
+            ldt_base: 0,
             ldt_ents: 0,
             fpu_ts: false,
             frame: TrapFrame::default(),

@@ -13,6 +13,24 @@ pub const COM1: u16 = 0x3F8;
 
 static PORT: Mutex<Option<SerialPort>> = Mutex::new(None);
 
+/// Size of the console ring (`sysctl readconsole`).
+pub const RING_SIZE: usize = 16384;
+
+/// Everything written to the console, newest last (a leaf lock, taken inside `PORT`'s).
+static RING: Mutex<hv_core::conring::ConRing<RING_SIZE>> = Mutex::new(hv_core::conring::ConRing::new());
+
+/// Reads the console ring from the oldest byte it holds, or from index `from` when that is
+/// newer (an incremental reader), into `out`; with `clear`, what was read is forgotten.
+/// Returns the bytes read and the index after them.
+pub fn read_ring(from: Option<u32>, clear: bool, out: &mut [u8]) -> (usize, u32) {
+    let mut r = RING.lock();
+    let (n, end) = r.read(r.start(from), out);
+    if clear {
+        r.clear_to(end);
+    }
+    (n, end)
+}
+
 /// Initialises COM1 (115200 8N1).
 pub fn init() {
     // SAFETY: COM1 is a standard 16550 at 0x3F8 that only this module drives.
@@ -31,19 +49,24 @@ fn crlf(b: &[u8], mut send: impl FnMut(u8)) {
     }
 }
 
-/// A `fmt::Write` over a byte sender (with [`crlf`]).
-struct Sink<F: FnMut(u8)>(F);
+/// A `fmt::Write` over a byte sender (with [`crlf`]); with `ring`, the text also goes
+/// into the console ring.
+struct Sink<F: FnMut(u8)>(F, bool);
 
 impl<F: FnMut(u8)> Write for Sink<F> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.1 {
+            RING.lock().put(s.as_bytes());
+        }
         crlf(s.as_bytes(), &mut self.0);
         Ok(())
     }
 }
 
-/// Writes raw bytes (`\n` becomes `\r\n`).
+/// Writes raw bytes (`\n` becomes `\r\n`), kept in the console ring too.
 pub fn write_bytes(b: &[u8]) {
     if let Some(p) = PORT.lock().as_mut() {
+        RING.lock().put(b);
         crlf(b, |c| p.send(c));
     }
 }
@@ -56,13 +79,13 @@ pub fn emergency_write_fmt(args: fmt::Arguments<'_>) {
     for _ in 0..100_000 {
         if let Some(mut g) = PORT.try_lock() {
             if let Some(p) = g.as_mut() {
-                let _ = Sink(|c| p.send(c)).write_fmt(args);
+                let _ = Sink(|c| p.send(c), false).write_fmt(args);
             }
             return;
         }
         core::hint::spin_loop();
     }
-    let _ = Sink(raw_send).write_fmt(args);
+    let _ = Sink(raw_send, false).write_fmt(args);
 }
 
 /// COM1 without the lock: polls the line status (bounded) and writes the data register.
@@ -79,7 +102,7 @@ fn raw_send(c: u8) {
 /// Writes formatted text without a log prefix.
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     if let Some(p) = PORT.lock().as_mut() {
-        let _ = Sink(|c| p.send(c)).write_fmt(args);
+        let _ = Sink(|c| p.send(c), true).write_fmt(args);
     }
 }
 

@@ -63,7 +63,10 @@ pub struct Kick {
 #[derive(Clone, Debug)]
 pub struct DomainEvents {
     chans: Vec<Chan>,
+    /// Ports `1..=max_port` exist: at least every port allocated so far ...
     max_port: Port,
+    /// ... and new ones are allocated up to `limit` (`set_max_port`).
+    limit: Port,
     nr_vcpus: u32,
     /// (VIRQ, vCPU) → port: a per-vCPU VIRQ under the vCPU it is bound to, a global one
     /// always under vCPU 0 (as Xen's `virq_to_evtchn` of vCPU 0), whichever vCPU
@@ -280,7 +283,7 @@ fn set<T: Table + ?Sized>(t: &mut T, dom: DomId, port: Port, c: Chan) -> Result<
 /// The lowest free port, or -ENOSPC.
 fn free_port<T: Table + ?Sized>(t: &T, dom: DomId) -> Result<Port, Errno> {
     let d = d(t, dom)?;
-    (1..=d.max_port)
+    (1..=d.limit)
         .find(|&p| d.chans.get(p as usize).is_none_or(|c| c.state == State::Free))
         .ok_or(Errno::ENOSPC)
 }
@@ -314,7 +317,16 @@ impl DomainEvents {
     /// A domain's table with ports `1..=max_port` (at most the 2-level limit), all free.
     pub fn new(max_port: Port, nr_vcpus: u32) -> DomainEvents {
         let max_port = max_port.clamp(1, NR_EVTCHN_2L - 1);
-        DomainEvents { chans: Vec::new(), max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new() }
+        DomainEvents { chans: Vec::new(), max_port, limit: max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new() }
+    }
+
+    /// `DOMCTL_set_max_evtchn`: new ports are allocated up to `max_port` (at most the
+    /// 2-level limit) from now on; ports in use above it stay usable until closed (as Xen:
+    /// the limit bounds allocation only).
+    pub fn set_max_port(&mut self, max_port: Port) {
+        self.limit = max_port.clamp(1, NR_EVTCHN_2L - 1);
+        let highest = self.used().last().unwrap_or(0);
+        self.max_port = self.limit.max(highest);
     }
 
     /// The other domain an operation on `port` reaches: the peer of an interdomain port,
@@ -470,6 +482,28 @@ mod tests {
         e.close(0, p0, &mut b).unwrap();
         assert_eq!(e.status(1, p1).unwrap(), Status { status: EVTCHNSTAT_UNBOUND, vcpu: 0, a: 0, b: 0 });
         assert_eq!(e.close(0, p0, &mut b), Err(Errno::EINVAL));
+        e.check().unwrap();
+    }
+
+    /// `set_max_port` bounds allocation only: ports in use above the new limit stay usable
+    /// (and closable); raising it lets allocation go higher.
+    #[test]
+    fn max_port_bounds_allocation_only() {
+        let (mut e, mut b) = two();
+        for want in 1..=3 {
+            assert_eq!(e.alloc_unbound(1, 0), Ok(want));
+        }
+        e.doms.get_mut(&1).unwrap().set_max_port(2);
+        assert_eq!(e.alloc_unbound(1, 0), Err(Errno::ENOSPC));
+        assert_eq!(e.status(1, 3).unwrap().status, EVTCHNSTAT_UNBOUND, "port 3 in use stays valid");
+        e.close(1, 3, &mut b).unwrap();
+        e.close(1, 1, &mut b).unwrap();
+        assert_eq!(e.alloc_unbound(1, 0), Ok(1));
+        assert_eq!(e.alloc_unbound(1, 0), Err(Errno::ENOSPC));
+        e.doms.get_mut(&1).unwrap().set_max_port(100);
+        assert_eq!(e.alloc_unbound(1, 0), Ok(3));
+        assert_eq!(e.status(1, 100).unwrap().status, guest_abi::evtchn::EVTCHNSTAT_CLOSED);
+        assert_eq!(e.status(1, 101), Err(Errno::EINVAL));
         e.check().unwrap();
     }
 

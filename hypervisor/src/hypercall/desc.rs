@@ -1,7 +1,8 @@
 //! `set_gdt`, `update_descriptor`, `set_segment_base`, `fpu_taskswitch`.
 
 use super::{read_guest, HcResult};
-use crate::guest::pt;
+use crate::guest::{pt, DomPt};
+use guest_abi::DomId;
 use super::Mx;
 use guest_abi::errno::Errno;
 use guest_abi::selectors::FIRST_RESERVED_GDT_ENTRY;
@@ -31,6 +32,7 @@ pub fn set_gdt(hv: &mut Mx, list: u64, entries: u64) -> HcResult {
         }
     }
     release(hv, &old);
+    hv.pc.cur.gdt_ents = entries as u32;
     hv.pc.mapped_desc.gdt = new;
     Ok(0)
 }
@@ -39,10 +41,15 @@ pub fn set_gdt(hv: &mut Mx, list: u64, entries: u64) -> HcResult {
 pub fn acquire_gdt(hv: &mut Mx, frames: &[u64]) -> Result<[Option<Mfn>; 14], Errno> {
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
+    acquire_gdt_in(&mut pt!(hv, dm), dom, frames)
+}
+
+/// [`acquire_gdt`] for frames of `dom`, through a page-table context of that domain.
+pub fn acquire_gdt_in(pt: &mut DomPt<'_>, dom: DomId, frames: &[u64]) -> Result<[Option<Mfn>; 14], Errno> {
     let mut new = [None; 14];
     for (i, &f) in frames.iter().enumerate().take(14) {
-        if let Err(e) = pt!(hv, dm).get_segdesc(Mfn(f), dom) {
-            release(hv, &new);
+        if let Err(e) = pt.get_segdesc(Mfn(f), dom) {
+            release_in(pt, &new);
             return Err(e.into());
         }
         new[i] = Some(Mfn(f));
@@ -53,8 +60,13 @@ pub fn acquire_gdt(hv: &mut Mx, frames: &[u64]) -> Result<[Option<Mfn>; 14], Err
 /// Drops the descriptor-page references on GDT or LDT frames.
 pub fn release(hv: &mut Mx, frames: &[Option<Mfn>]) {
     let mut dm = DirectMap;
+    release_in(&mut pt!(hv, dm), frames)
+}
+
+/// [`release`] through a page-table context.
+pub fn release_in(pt: &mut DomPt<'_>, frames: &[Option<Mfn>]) {
     for m in frames.iter().flatten() {
-        pt!(hv, dm).put_segdesc(*m);
+        pt.put_segdesc(*m);
     }
 }
 

@@ -134,6 +134,29 @@ pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             Ok(0)
         }
         SETVCPUAFFINITY | GETVCPUAFFINITY => affinity(hv, &d, cmd == SETVCPUAFFINITY, u),
+        SETVCPUCONTEXT | GETVCPUCONTEXT if me || d.is_dying() => Err(Errno::EINVAL),
+        SETVCPUCONTEXT | GETVCPUCONTEXT if u32at(u, vcpucontext::VCPU) >= d.nr_vcpus() => Err(Errno::EINVAL),
+        SETVCPUCONTEXT => set_context(hv, &d, u32at(u, vcpucontext::VCPU), u64at(u, vcpucontext::CTXT)),
+        GETVCPUCONTEXT => get_context(hv, &d, u32at(u, vcpucontext::VCPU), u64at(u, vcpucontext::CTXT)),
+        HYPERCALL_INIT if d.is_dying() => Err(Errno::EINVAL),
+        HYPERCALL_INIT => {
+            // As Xen: a frame of the domain that can take a writable type (never one of its
+            // page tables or descriptor pages), filled with the stubs.
+            let m = Mfn(u64at(u, 0));
+            let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
+            with_pt(hv.pc.id, &d, owner, |pt| pt.get_writable_page(m, d.id)).map_err(|_| Errno::EINVAL)?;
+            for n in 0..nr::NR_STUBS {
+                DirectMap.write(m, n * nr::STUB_SIZE, &nr::stub(n as u32));
+            }
+            let _ = crate::machine::frames().put_page_and_type(m, true);
+            Ok(0)
+        }
+        SET_MAX_EVTCHN => {
+            if let Some(t) = crate::ports::Locked::new(&d, None).ports_mut(d.id) {
+                t.set_max_port(u32at(u, 0));
+            }
+            Ok(0)
+        }
         IOPORT_PERMISSION => {
             let (first, n) = (u32at(u, 0) as u64, u32at(u, 4) as u64);
             if first + n <= first || first + n > 65536 {
@@ -155,6 +178,58 @@ pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `setvcpucontext`: gives vCPU `v` of `d` (not the caller's domain) its first context,
+/// checked as `VCPUOP_initialise` checks it; `VGCF_online` also brings it up (it runs once
+/// the domain is unpaused). A vCPU that has a context already: -EEXIST (Xen allows
+/// re-setting one's registers; docs/abi-deviations.md). A null context (Xen: reset the
+/// vCPU): -EOPNOTSUPP.
+fn set_context(hv: &mut Hv, d: &Arc<DomShared>, v: u32, ptr: u64) -> HcResult {
+    if ptr == 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let mut c = alloc::vec![0u8; guest_abi::vcpu::ctx::SIZE];
+    read_guest(hv, ptr, &mut c)?;
+    let k = super::context::parse(&c)?;
+    let bit = 1u64 << v;
+    if d.claimed.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+        return Err(Errno::EEXIST);
+    }
+    let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
+    if let Err(e) = super::context::install(hv, d, v, owner, &k) {
+        d.claimed.fetch_and(!bit, Ordering::AcqRel);
+        return Err(e);
+    }
+    if k.flags & super::context::VGCF_ONLINE != 0 {
+        super::vcpu::up(hv, d, v)?;
+    }
+    Ok(0)
+}
+
+/// `getvcpucontext`: vCPU `v`'s context as a `vcpu_guest_context` (-ENODATA before it has
+/// one). The domain is paused meanwhile, so the registers are those it stopped with.
+fn get_context(hv: &mut Hv, d: &Arc<DomShared>, v: u32, ptr: u64) -> HcResult {
+    if !crate::schedule::pause(hv, d) {
+        return Err(Errno::EOVERFLOW);
+    }
+    let mut c = alloc::vec![0u8; guest_abi::vcpu::ctx::SIZE];
+    let got = crate::state::with_owner(d, v, |rq| {
+        let s = rq.payload(sched_id(d.id, v))?;
+        if !s.state.initialised {
+            return Some(Err(Errno::ENODATA));
+        }
+        // Paused: its context is back in its slot.
+        let ctx = s.ctx.as_ref()?;
+        super::context::write(ctx, !s.state.down, &mut c);
+        Some(Ok(()))
+    })
+    .flatten()
+    .unwrap_or(Err(Errno::EBUSY));
+    crate::schedule::unpause(hv, d);
+    got?;
+    write_guest(hv, ptr, &c)?;
+    Ok(0)
 }
 
 /// Records an I/O permission (`*_permission`): granted or revoked.
@@ -527,7 +602,7 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
     }
 }
 
-type DomPt<'a> = hv_core::pt::Pt<'a, DirectMap, &'static [hv_core::frame::FrameSlot]>;
+use crate::guest::DomPt;
 
 /// Runs `f` on dying domain `d`'s page tables as its vCPU `vcpu` would, under its memory
 /// lock, with no budget (a devalidation finishes in one go); `cpu` is this CPU.
@@ -604,12 +679,32 @@ fn finish_if_free(d: &Arc<DomShared>) {
     let ft = crate::machine::frames();
     let (lo, hi) = d.frame_range();
     let left = (lo..=hi).filter(|&m| ft.owner(Mfn(m)) == Owner::Dom(d.id)).count();
+    let lingering = &d.teardown.lingering;
     if left == 0 && d.grant().active.holds().next().is_none() {
         d.tot_pages.store(0, Ordering::Relaxed);
         domain::unregister(d);
+        if lingering.swap(false, Ordering::AcqRel) {
+            domain::LINGERING.fetch_sub(1, Ordering::AcqRel);
+        }
         log::info!("d{}: torn down; its id is free", d.id);
     } else {
-        log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
+        if !lingering.swap(true, Ordering::AcqRel) {
+            domain::LINGERING.fetch_add(1, Ordering::AcqRel);
+            log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
+        }
+    }
+}
+
+/// After a privileged domain's page-table operation: it may have dropped the last foreign
+/// reference to a frame of a dying domain (a mapping of another domain's frame in its own
+/// tables): the lingering domains are looked at again. Nothing to do, one load, while none
+/// linger.
+pub fn reap_lingering() {
+    if domain::LINGERING.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    for d in domain::all().filter(|d| d.teardown.lingering.load(Ordering::Acquire)) {
+        reap(&d);
     }
 }
 
@@ -646,6 +741,28 @@ pub fn sysctl(hv: &mut Hv, arg: u64) -> HcResult {
     let mut b: [u8; SYSCTL_SIZE] = read_op(hv, arg, SYSCTL_INTERFACE_VERSION)?;
     const U: usize = SYSCTL_U_OFFSET;
     match u32at(&b, 0) {
+        sys::READCONSOLE => {
+            // {clear u8, incremental u8, index u32 @4, buffer @8, count u32 @16}
+            let u = &b[U..];
+            let (clear, incremental, index) = (u[0] != 0, u[1] != 0, u32at(u, 4));
+            let (buf, count) = (u64at(u, 8), (u32at(u, 16) as usize).min(hv_arch::console::RING_SIZE));
+            let mut out = alloc::vec![0u8; count];
+            let (n, end) = hv_arch::console::read_ring(incremental.then_some(index), clear, &mut out);
+            write_guest(hv, buf, &out[..n])?;
+            put32(&mut b, U + 4, end);
+            put32(&mut b, U + 16, n as u32);
+        }
+        sys::GETCPUINFO => {
+            // {max_cpus u32, info @8 (idletime u64 each), nr_cpus u32 @16}
+            let u = &b[U..];
+            let ncpus = crate::machine::get().cpus.len();
+            let (max, info) = (u32at(u, 0) as usize, u64at(u, 8));
+            let n = max.min(ncpus);
+            for k in 0..n {
+                write_guest(hv, info.wrapping_add(8 * k as u64), &crate::state::idle_ns(k).to_le_bytes())?;
+            }
+            put32(&mut b, U + 16, n as u32);
+        }
         sys::PHYSINFO => {
             let m = crate::machine::get();
             let ncpus = m.cpus.len() as u32;

@@ -76,12 +76,14 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
         }
     };
     let (r, need) = match cmd {
-        EVTCHNOP_ALLOC_UNBOUND => match resolve_dom(c, u16at(b, 0)) {
+        // A privileged caller may allocate in another domain (a builder's console and
+        // store ports): that domain's and the remote's event locks are taken.
+        EVTCHNOP_ALLOC_UNBOUND => match super::foreign_dom(c, u16at(b, 0)) {
             Err(e) => (Err(e), false),
-            Ok(dom) => {
+            Ok(d) => {
                 let remote = self_or(u16at(b, 2));
-                ports::on_domains(me, remote, |l| {
-                    let r = l.pair().alloc_unbound(dom, remote).map(|p| (Out::Port(p), None));
+                ports::on_domains(&d, remote, |l| {
+                    let r = l.pair().alloc_unbound(d.id, remote).map(|p| (Out::Port(p), None));
                     done(l, r)
                 })
             }
@@ -129,9 +131,9 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
                 done(l, r)
             }),
         },
-        EVTCHNOP_RESET => match resolve_dom(c, u16at(b, 0)) {
+        EVTCHNOP_RESET => match super::foreign_dom(c, u16at(b, 0)) {
             Err(e) => (Err(e), false),
-            Ok(_) => reset(me, cpu),
+            Ok(d) => reset(&d, cpu),
         },
         _ => (Err(Errno::ENOSYS), false),
     };

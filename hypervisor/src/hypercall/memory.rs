@@ -117,22 +117,9 @@ fn free_from(d: &crate::domain::DomShared, m: Mfn) -> Result<(), Errno> {
     Ok(())
 }
 
-/// The domain a reservation names: the caller's own, or (for a privileged caller) any
-/// other domain that is not being destroyed.
-fn target_dom(hv: &Mx, d: u16) -> Result<alloc::sync::Arc<crate::domain::DomShared>, Errno> {
-    let cur = &hv.pc.cur;
-    if d == guest_abi::DOMID_SELF || d == cur.dom {
-        return Ok(cur.shared.clone());
-    }
-    if !cur.shared.privileged {
-        return Err(Errno::EPERM);
-    }
-    crate::domain::shared_of(d).filter(|t| !t.is_dying()).ok_or(Errno::ESRCH)
-}
-
 fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64) -> HcResult {
     let r = read_reservation(hv, arg)?;
-    let target = target_dom(hv, r.domid)?;
+    let target = super::foreign_dom(hv, r.domid)?;
     let limit = check_flags(&r)?;
     let foreign = target.id != hv.pc.cur.dom;
     if foreign && op == XENMEM_DECREASE_RESERVATION {
@@ -203,8 +190,11 @@ fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
     let mut b = [0u8; 8];
     read_guest(hv, arg.wrapping_add(64), &mut b)?;
     let mut done = u64::from_le_bytes(b);
-    resolve_dom(hv, inr.domid)?;
-    resolve_dom(hv, out.domid)?;
+    // Only the caller's own frames are exchanged (a foreign exchange: docs/abi-deviations.md).
+    let me = hv.pc.cur.dom;
+    if resolve_dom(hv, inr.domid)? != me || resolve_dom(hv, out.domid)? != me {
+        return Err(Errno::EOPNOTSUPP);
+    }
     let limit = check_flags(&out)?;
     check_flags(&inr)?;
     if inr.extent_order != 0 || out.extent_order != 0 || inr.nr_extents != out.nr_extents || done > inr.nr_extents {
@@ -281,7 +271,7 @@ pub fn memory_op(hv: &mut Mx, f: &mut TrapFrame, cmd: u64, arg: u64) -> HcResult
         XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
             let mut b = [0u8; 2];
             read_guest(hv, arg, &mut b)?;
-            let d = target_dom(hv, u16::from_le_bytes(b))?;
+            let d = super::foreign_dom(hv, u16::from_le_bytes(b))?;
             Ok(if op == XENMEM_CURRENT_RESERVATION { d.tot_pages.load(Ordering::Relaxed) } else { d.max_pages.load(Ordering::Relaxed) } as i64)
         }
         XENMEM_MACHPHYS_MAPPING => {

@@ -6,7 +6,9 @@
 //! (`count | MMU_UPDATE_PREEMPTED`, `done` carried in the guest's `done` word), so a long
 //! batch gives the same result as an uninterrupted one.
 
-use super::{continuation, read_guest, resolve_dom, write_guest, HcResult};
+use super::{continuation, foreign_dom, read_guest, write_guest, HcResult};
+use crate::domain::DomShared;
+use alloc::sync::Arc;
 use super::Mx;
 use guest_abi::errno::Errno;
 use guest_abi::hypercall as nr;
@@ -23,7 +25,7 @@ use hv_core::pte::Pte;
 const CHUNK: usize = 32;
 pub use guest_abi::mm::{ext, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD};
 
-use crate::guest::pt;
+use crate::guest::{pt, DomPt};
 
 /// Advances the current domain's preempted page-table work (`Err`: not done yet). A pending
 /// validation whose vCPU went down is taken over by the caller (nobody else would finish it).
@@ -56,13 +58,59 @@ pub fn tables_changed(hv: &impl super::OnCpu, doms: &[DomId]) {
     crate::shootdown::shootdown(hv.pc().id, doms);
 }
 
-/// Splits `foreigndom` into (data owner FD, page-table owner PFD).
-fn foreign(hv: &Mx, fdom: u64) -> Result<(DomId, DomId), Errno> {
-    let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
+/// The memory lock of a foreign page-table owner, held for the operation.
+type ForeignMm<'g> = crate::locks::Ordered<spin::mutex::TicketMutexGuard<'g, crate::domain::DomMm>>;
+
+/// Whose page tables an operation changes: the caller's (the dispatch holds its memory
+/// lock) or, for a privileged caller, an unprivileged domain's, whose memory lock is taken
+/// here as the second one (`DomShared::foreign_mm`). A foreign operation's preempted
+/// validation is recorded in the target's jobs under [`crate::guest::foreign_owner`].
+struct Tables<'g> {
+    foreign: Option<ForeignMm<'g>>,
+    owner: u32,
+}
+
+impl<'g> Tables<'g> {
+    /// The tables of `target` (the caller's own when it is the caller). A foreign target's
+    /// pending work is driven first (adopted, whoever began it: a paused or dead vCPU of
+    /// the target would never finish it); `Err(ERESTART)` while some remains.
+    fn of(hv: &mut Mx, target: &'g DomShared) -> Result<Tables<'g>, Errno> {
+        if target.id == hv.pc.cur.dom {
+            return Ok(Tables { foreign: None, owner: hv.pc.cur.id });
+        }
+        let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
+        let mut g = target.foreign_mm();
+        if g.jobs.is_pending() {
+            g.jobs.adopt(owner);
+            let mut dm = DirectMap;
+            pt!(hv.pc, dm, g.jobs, owner).drive().map_err(Errno::from)?;
+        }
+        Ok(Tables { foreign: Some(g), owner })
+    }
+}
+
+/// A page-table context over `$t`'s tables (a [`Tables`]) for the operation of `$hv`.
+macro_rules! pt_in {
+    ($hv:expr, $t:expr, $dm:ident) => {{
+        let jobs = match $t.foreign.as_mut() {
+            Some(g) => &mut g.jobs,
+            None => &mut $hv.mm.jobs,
+        };
+        pt!($hv.pc, $dm, *jobs, $t.owner)
+    }};
+}
+
+/// Splits `foreigndom` into (data owner FD, page-table owner PFD). A foreign PFD's entries
+/// may only name its own frames (FD = PFD).
+fn foreign(hv: &Mx, fdom: u64) -> Result<(Arc<DomShared>, Arc<DomShared>), Errno> {
+    let fd = foreign_dom(hv, (fdom & 0xFFFF) as u16)?;
     let pfd = match fdom >> 16 {
-        0 => hv.pc.cur.dom,
-        n => resolve_dom(hv, (n - 1) as u16)?,
+        0 => hv.pc.cur.shared.clone(),
+        n => foreign_dom(hv, (n - 1) as u16)?,
     };
+    if pfd.id != hv.pc.cur.dom && fd.id != pfd.id {
+        return Err(Errno::EINVAL);
+    }
     Ok((fd, pfd))
 }
 
@@ -86,7 +134,9 @@ fn put_done(hv: &Mx, pdone: u64, done: u64) -> Result<(), Errno> {
 pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
     let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
     let base = done_so_far(hv, preempted, pdone)?;
-    let (fd, pfd) = foreign(hv, fdom)?;
+    let (fdd, pfdd) = foreign(hv, fdom)?;
+    let (fd, pfd) = (fdd.id, pfdd.id);
+    let mut tables = Tables::of(hv, &pfdd)?;
     let mut resync = false;
     let mut result = Ok(0);
     let mut i = 0;
@@ -113,7 +163,7 @@ pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
                 let table = Mfn::of(ptr);
                 let idx = ((ptr & 0xFFF) >> 3) as usize;
                 let mut dm = DirectMap;
-                let r = pt!(hv, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
+                let r = pt_in!(hv, tables, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
                 if r.is_ok() && table == hv.pc.cur.l4 {
                     resync = true;
                 }
@@ -141,7 +191,7 @@ pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
             Ok(()) => i += 1,
         }
         // A devalidation left pending: the rest of the batch waits for it.
-        if i < count && hv.mm.jobs.is_pending() {
+        if i < count && (hv.mm.jobs.is_pending() || tables.foreign.as_ref().is_some_and(|g| g.jobs.is_pending())) {
             return mmu_update_later(hv, f, (reqs, count, pdone, fdom), &[fd, pfd], base, i, resync);
         }
     }
@@ -198,25 +248,51 @@ fn new_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
 /// Takes descriptor-page references on the frames behind an LDT of `ents` descriptors at
 /// `base`, translated through root `l4` (all or none).
 pub fn acquire_ldt(hv: &mut Mx, l4: Mfn, base: u64, ents: u64) -> Result<[Option<Mfn>; 16], Errno> {
+    check_ldt(base, ents)?;
+    let dom = hv.pc.cur.dom;
+    let mut frames = [None; 16];
+    for (i, slot) in frames.iter_mut().enumerate().take(ldt_pages(ents)) {
+        *slot = Some(super::translate_in(hv, l4, base + 4096 * i as u64, false)?);
+    }
+    let mut dm = DirectMap;
+    acquire_ldt_frames(&mut pt!(hv, dm), dom, &frames)
+}
+
+/// [`acquire_ldt`] for vCPU of another domain `dom` (its memory lock held: `pt` is over its
+/// jobs), translated without the caller's cache.
+pub fn acquire_ldt_in(pt: &mut DomPt<'_>, dom: DomId, l4: Mfn, base: u64, ents: u64) -> Result<[Option<Mfn>; 16], Errno> {
+    check_ldt(base, ents)?;
+    let mut frames = [None; 16];
+    for (i, slot) in frames.iter_mut().enumerate().take(ldt_pages(ents)) {
+        let va = base + 4096 * i as u64;
+        let m = crate::domain::with_view(dom, l4, true, None, |v| hv_core::guest_access::translate(&DirectMap, v, va, false));
+        *slot = Some(m.map_err(Errno::from)?);
+    }
+    acquire_ldt_frames(pt, dom, &frames)
+}
+
+fn check_ldt(base: u64, ents: u64) -> Result<(), Errno> {
     let end = base.checked_add(ents * 8).ok_or(Errno::EINVAL)?;
     if ents > 8192 || !base.is_multiple_of(4096) || (ents > 0 && !hv_core::pv_image::is_guest_range(base, end)) {
         return Err(Errno::EINVAL);
     }
-    let pages = (ents * 8).div_ceil(4096) as usize;
-    let dom = hv.pc.cur.dom;
+    Ok(())
+}
+
+fn ldt_pages(ents: u64) -> usize {
+    (ents * 8).div_ceil(4096) as usize
+}
+
+/// Descriptor-page references on LDT frames (all or none).
+fn acquire_ldt_frames(pt: &mut DomPt<'_>, dom: DomId, frames: &[Option<Mfn>; 16]) -> Result<[Option<Mfn>; 16], Errno> {
     let mut new = [None; 16];
-    let mut dm = DirectMap;
-    for (i, slot) in new.iter_mut().enumerate().take(pages) {
-        let va = base + 4096 * i as u64;
-        let mfn = super::translate_in(hv, l4, va, false);
-        let r = mfn.and_then(|m| pt!(hv, dm).get_segdesc(m, dom).map(|_| m).map_err(Errno::from));
-        match r {
-            Ok(m) => *slot = Some(m),
-            Err(e) => {
-                super::desc::release(hv, &new);
-                return Err(e);
-            }
+    for (slot, m) in new.iter_mut().zip(frames) {
+        let Some(m) = *m else { break };
+        if let Err(e) = pt.get_segdesc(m, dom) {
+            super::desc::release_in(pt, &new);
+            return Err(e.into());
         }
+        *slot = Some(m);
     }
     Ok(new)
 }
@@ -231,25 +307,26 @@ fn set_ldt(hv: &mut Mx, base: u64, ents: u64) -> Result<(), Errno> {
     }
     super::desc::release(hv, &old);
     hv.pc.cur.ldt_ents = ents as u32;
+    hv.pc.cur.ldt_base = base;
     paging::load_ldt(&hv.pc.tables, ents as u32);
     hv.pc.mapped_desc.ldt = new;
     hv.pc.mapped_desc.ldt_ents = ents as u32;
     Ok(())
 }
 
-fn one_ext(hv: &mut Mx, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
+fn one_ext(hv: &mut Mx, t: &mut Tables, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(), Errno> {
     use ext::*;
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
+    // On another domain (as Xen): its tables pinned or unpinned, its frames cleared or
+    // copied; everything else concerns the caller's own vCPU.
+    if fd != dom && !matches!(cmd, PIN_L1_TABLE..=PIN_L4_TABLE | UNPIN_TABLE | CLEAR_PAGE | COPY_PAGE) {
+        return Err(Errno::EPERM);
+    }
     match cmd {
-        PIN_L1_TABLE..=PIN_L4_TABLE => pt!(hv, dm).pin(Mfn(arg1), cmd + 1, fd).map_err(Errno::from),
-        UNPIN_TABLE => pt!(hv, dm).unpin(Mfn(arg1), fd).map_err(Errno::from),
-        NEW_BASEPTR => {
-            if fd != dom {
-                return Err(Errno::EINVAL);
-            }
-            new_baseptr(hv, Mfn(arg1))
-        }
+        PIN_L1_TABLE..=PIN_L4_TABLE => pt_in!(hv, t, dm).pin(Mfn(arg1), cmd + 1, fd).map_err(Errno::from),
+        UNPIN_TABLE => pt_in!(hv, t, dm).unpin(Mfn(arg1), fd).map_err(Errno::from),
+        NEW_BASEPTR => new_baseptr(hv, Mfn(arg1)),
         TLB_FLUSH_LOCAL | TLB_FLUSH_ALL => {
             paging::flush_local(&hv.pc.tables);
             Ok(())
@@ -287,7 +364,7 @@ fn one_ext(hv: &mut Mx, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
             if cmd == COPY_PAGE && crate::machine::frames().owner(src) != Owner::Dom(fd) {
                 return Err(Errno::EINVAL);
             }
-            pt!(hv, dm).get_writable(dst, fd).map_err(|_| Errno::EINVAL)?;
+            pt_in!(hv, t, dm).get_writable(dst, fd).map_err(|_| Errno::EINVAL)?;
             if cmd == COPY_PAGE {
                 dm.copy_frame(dst, src);
             } else {
@@ -306,7 +383,9 @@ fn one_ext(hv: &mut Mx, cmd: u32, arg1: u64, arg2: u64, fd: DomId) -> Result<(),
 pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
     let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
     let base = done_so_far(hv, preempted, pdone)?;
-    let fd = resolve_dom(hv, (fdom & 0xFFFF) as u16)?;
+    let fdd = foreign_dom(hv, (fdom & 0xFFFF) as u16)?;
+    let fd = fdd.id;
+    let mut tables = Tables::of(hv, &fdd)?;
     let mut result = Ok(0);
     let mut i = 0;
     while i < count {
@@ -321,7 +400,7 @@ pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
         let cmd = u32::from_le_bytes(b[..4].try_into().unwrap_or_default());
         let a1 = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
         let a2 = u64::from_le_bytes(b[16..24].try_into().unwrap_or_default());
-        match one_ext(hv, cmd, a1, a2, fd) {
+        match one_ext(hv, &mut tables, cmd, a1, a2, fd) {
             Err(Errno::ERESTART) => return mmuext_later(hv, f, (ops, count, pdone, fdom), fd, base, i),
             Err(e) => {
                 result = Err(e);
@@ -329,7 +408,7 @@ pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u6
             }
             Ok(()) => i += 1,
         }
-        if i < count && hv.mm.jobs.is_pending() {
+        if i < count && (hv.mm.jobs.is_pending() || tables.foreign.as_ref().is_some_and(|g| g.jobs.is_pending())) {
             return mmuext_later(hv, f, (ops, count, pdone, fdom), fd, base, i);
         }
     }
@@ -383,12 +462,13 @@ pub fn update_va_mapping(hv: &mut Mx, va: u64, val: u64, flags: u64) -> HcResult
     uvm(hv, va, val, flags, me)
 }
 
-/// `update_va_mapping_otherdomain`: only the caller itself can be named until foreign
-/// mappings come with the toolstack (see `resolve_dom`).
+/// `update_va_mapping_otherdomain`: a privileged caller maps a frame of domain `domid` at
+/// `va` in its own tables (a foreign mapping: the frame's general reference keeps it from
+/// being freed, even when its domain is destroyed, until the mapping goes).
 pub fn update_va_mapping_otherdomain(hv: &mut Mx, va: u64, val: u64, flags: u64, domid: u64) -> HcResult {
     if !hv.pc.cur.shared.privileged {
         return Err(Errno::EPERM);
     }
-    let fd = resolve_dom(hv, domid as u16)?;
+    let fd = foreign_dom(hv, domid as u16)?.id;
     uvm(hv, va, val, flags, fd)
 }

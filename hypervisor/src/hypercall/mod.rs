@@ -5,6 +5,7 @@
 
 mod bytes;
 pub mod console;
+mod context;
 mod desc;
 pub mod domctl;
 mod evtchn;
@@ -101,6 +102,9 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
             _ => Err(Errno::ENOSYS),
         }
     };
+    if mx.pc.cur.shared.privileged && touches_page_tables(n, a1) {
+        domctl::reap_lingering();
+    }
     if r == Err(Errno::ERESTART) && f.rip == rip {
         return continuation(f, n, [a1, a2, a3, a4]);
     }
@@ -287,22 +291,29 @@ pub fn continuation(f: &mut TrapFrame, n: u64, a: [u64; 4]) -> HcResult {
     Err(Errno::ERESTART)
 }
 
-/// The domain a hypercall names: `DOMID_SELF` or the caller's id. Acting on another domain
-/// (foreign page-table updates, another domain's event channels) needs privilege and is
-/// not implemented yet: `-EOPNOTSUPP` for an existing domain, `-ESRCH` for none, `-EPERM`
-/// without privilege (docs/abi-deviations.md). (A privileged domain's reservations for
-/// another domain are `memory::target_dom`'s.)
-pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
+/// The domain an argument names: the caller itself (its id or `DOMID_SELF`) or, for a
+/// privileged caller, another domain that exists, is not being destroyed and is not
+/// privileged itself (-EPERM for an unprivileged caller or a privileged target, -ESRCH for
+/// a missing or dying one). Operations on such a domain's page tables take its memory lock
+/// as a second one (`DomShared::foreign_mm`), which these rules keep deadlock-free.
+pub fn foreign_dom(c: &impl OnCpu, d: u16) -> Result<alloc::sync::Arc<crate::domain::DomShared>, Errno> {
     let cur = &c.pc().cur;
     if d == guest_abi::DOMID_SELF || d == cur.dom {
-        Ok(cur.dom)
-    } else if !cur.shared.privileged {
-        Err(Errno::EPERM)
-    } else if crate::domain::shared_of(d).is_some() {
-        Err(Errno::EOPNOTSUPP)
-    } else {
-        Err(Errno::ESRCH)
+        return Ok(cur.shared.clone());
     }
+    if !cur.shared.privileged {
+        return Err(Errno::EPERM);
+    }
+    let t = crate::domain::shared_of(d).filter(|t| !t.is_dying()).ok_or(Errno::ESRCH)?;
+    if t.privileged {
+        return Err(Errno::EPERM);
+    }
+    Ok(t)
+}
+
+/// [`foreign_dom`]'s id.
+pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
+    foreign_dom(c, d).map(|t| t.id)
 }
 
 /// `vm_assist(cmd, type)`.

@@ -1,17 +1,12 @@
 //! `vcpu_op` (bringing vCPUs up and down, their context, `vcpu_info` placement, timers,
 //! runstate) and `set_timer_op`.
 
-use super::bytes::u64at;
 use super::{read_guest, write_guest, HcResult};
 use crate::domain::{vi, VcpuInfoAt};
 use crate::events::now;
 use core::sync::atomic::Ordering;
 use crate::Hv;
 use guest_abi::errno::Errno;
-use guest_abi::layout::is_canonical;
-use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS, FLAT_USER_CS, FLAT_USER_SS};
-use guest_abi::traps::TrapInfo;
-use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::mem::{Mfn, PhysMem};
 pub use guest_abi::vcpu::*;
@@ -32,27 +27,7 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
     let sid = crate::vcpu::sched_id(d.id, id);
     match cmd {
         VCPUOP_INITIALISE => initialise(hv, id, arg),
-        VCPUOP_UP => {
-            // Under the lock of the queue owning the vCPU: an up and a down of one vCPU
-            // from two CPUs happen one after the other.
-            let r = crate::state::with_owner(&d, id, |rq| {
-                let s = rq.payload_mut(sid).ok_or(Errno::ENOENT)?;
-                if !s.state.initialised {
-                    return Err(Errno::EINVAL);
-                }
-                if !s.state.down {
-                    return Ok(false);
-                }
-                s.state.down = false;
-                d.set_up(id, true);
-                Ok(true)
-            })
-            .ok_or(Errno::ENOENT)??;
-            if r {
-                crate::schedule::wake_shared(hv.pc, &d, id);
-            }
-            Ok(0)
-        }
+        VCPUOP_UP => up(hv, &d, id).map(|()| 0),
         VCPUOP_DOWN => {
             // The last vCPU up going down powers the domain off (as Xen): the up mask loses
             // the bit only while another bit remains, so two vCPUs downing each other from
@@ -109,6 +84,30 @@ pub fn vcpu_op(hv: &mut Hv, cmd: u64, vcpu: u64, arg: u64) -> HcResult {
             None => Err(Errno::ENOSYS),
         },
     }
+}
+
+/// Brings up vCPU `id` of `d`, which has a context (-EINVAL if not); nothing if it is up.
+pub fn up(hv: &mut Hv, d: &crate::domain::DomShared, id: u32) -> Result<(), Errno> {
+    let sid = crate::vcpu::sched_id(d.id, id);
+    // Under the lock of the queue owning the vCPU: an up and a down of one vCPU from two
+    // CPUs happen one after the other.
+    let r = crate::state::with_owner(d, id, |rq| {
+        let s = rq.payload_mut(sid).ok_or(Errno::ENOENT)?;
+        if !s.state.initialised {
+            return Err(Errno::EINVAL);
+        }
+        if !s.state.down {
+            return Ok(false);
+        }
+        s.state.down = false;
+        d.set_up(id, true);
+        Ok(true)
+    })
+    .ok_or(Errno::ENOENT)??;
+    if r {
+        crate::schedule::wake_shared(hv.pc, d, id);
+    }
+    Ok(())
 }
 
 /// Does `vcpu_op(cmd, ..)` run without a run-queue lock ([`local_op`])?
@@ -242,53 +241,6 @@ fn register_vcpu_info(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
 
 
 
-/// Status flags a guest may set; IF is always on (events are masked virtually), IOPL 0.
-const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0400 | 0x0800 | (1 << 18) | (1 << 21);
-
-/// The registers of a `cpu_user_regs` image, checked: canonical RIP/RSP, the flat kernel or
-/// user selectors (a kernel selector's RPL 0 is raised to 1), safe RFLAGS.
-fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
-    use guest_abi::vcpu::regs as g;
-    let at = |o: usize| u64at(r, o);
-    let (rip, rsp) = (at(g::RIP), at(g::RSP));
-    let mut cs = at(g::CS) as u16;
-    let mut ss = at(g::SS) as u16;
-    if cs & 3 == 0 {
-        cs |= 1;
-    }
-    if ss & 3 == 0 {
-        ss |= 1;
-    }
-    let ok_sel = (cs == FLAT_KERNEL_CS && ss == FLAT_KERNEL_SS) || (cs == FLAT_USER_CS && ss == FLAT_USER_SS);
-    if !ok_sel || !is_canonical(rip) || !is_canonical(rsp) {
-        return Err(Errno::EINVAL);
-    }
-    Ok(TrapFrame {
-        r15: at(g::R15),
-        r14: at(g::R14),
-        r13: at(g::R13),
-        r12: at(g::R12),
-        rbp: at(g::RBP),
-        rbx: at(g::RBX),
-        r11: at(g::R11),
-        r10: at(g::R10),
-        r9: at(g::R9),
-        r8: at(g::R8),
-        rax: at(g::RAX),
-        rcx: at(g::RCX),
-        rdx: at(g::RDX),
-        rsi: at(g::RSI),
-        rdi: at(g::RDI),
-        vector: 0,
-        error_code: 0,
-        rip,
-        cs: cs as u64,
-        rflags: (at(g::RFLAGS) & RFLAGS_GUEST) | 0x202,
-        rsp,
-        ss: ss as u64,
-    })
-}
-
 /// `VCPUOP_initialise(vcpu, vcpu_guest_context)`: gives a vCPU that has never run its
 /// registers, trap table, callbacks, kernel stack, page-table root, GDT and LDT; it stays
 /// down until `VCPUOP_up`. Once only (-EEXIST). Every field is checked as the hypercall
@@ -311,124 +263,10 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
 }
 
 fn initialise_claimed(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
-    let dom = hv.pc.cur.dom;
     let mut c = alloc::vec![0u8; ctx::SIZE];
     read_guest(hv, arg, &mut c)?;
-    let frame = user_regs(&c[ctx::USER_REGS..ctx::TRAP_CTXT])?;
-    let mut traps = [TrapInfo::default(); 256];
-    for (i, t) in traps.iter_mut().enumerate() {
-        let e = &c[ctx::TRAP_CTXT + 16 * i..][..16];
-        let address = u64at(e, 8);
-        if address == 0 {
-            continue;
-        }
-        super::traps::check_handler(address)?;
-        let cs = super::traps::fixup_cs(u16::from_le_bytes([e[2], e[3]]))?;
-        *t = TrapInfo { vector: i as u8, flags: e[1], cs, _pad: 0, address };
-    }
-    let callbacks = crate::vcpu::Callbacks {
-        event: u64at(&c, ctx::EVENT_CALLBACK),
-        failsafe: u64at(&c, ctx::FAILSAFE_CALLBACK),
-        syscall: u64at(&c, ctx::SYSCALL_CALLBACK),
-        ..Default::default()
-    };
-    for a in [callbacks.event, callbacks.failsafe, callbacks.syscall] {
-        super::traps::check_handler(a)?;
-    }
-    let (fs, gs_kernel, gs_user) = (u64at(&c, ctx::FS_BASE), u64at(&c, ctx::GS_BASE_KERNEL), u64at(&c, ctx::GS_BASE_USER));
-    let kernel_sp = u64at(&c, ctx::KERNEL_SP);
-    // The kernel stack becomes TSS.RSP1 (as `stack_switch`): a guest address.
-    if ![fs, gs_kernel, gs_user].iter().all(|&a| is_canonical(a)) || !guest_abi::layout::is_guest_va(kernel_sp) {
-        return Err(Errno::EINVAL);
-    }
-    // Debug registers are not virtualised: no breakpoint may be enabled.
-    let dr = |n: usize| u64at(&c, ctx::DEBUGREG + 8 * n);
-    if (0..4).any(|n| dr(n) != 0) || dr(7) & 0xFF != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let cr3 = u64at(&c, ctx::CR3);
-    let user_cr3 = u64at(&c, ctx::USER_CR3);
-    if cr3 & 0xFFF != 0 {
-        return Err(Errno::EINVAL);
-    }
-    // Guest kernel and user share one root in the ring-1 model (as NEW_USER_BASEPTR).
-    if user_cr3 != 0 && user_cr3 != cr3 {
-        return Err(Errno::EOPNOTSUPP);
-    }
-    let fpu = if u64at(&c, ctx::FLAGS) & ctx::VGCF_I387_VALID != 0 {
-        let img: &[u8; 512] = c[..512].try_into().map_err(|_| Errno::EINVAL)?;
-        hv_arch::cpu::FxArea::from_legacy(img).ok_or(Errno::EINVAL)?
-    } else {
-        hv_arch::cpu::FxArea::initial()
-    };
-    let gdt_ents = u64at(&c, ctx::GDT_ENTS);
-    if gdt_ents > guest_abi::selectors::FIRST_RESERVED_GDT_ENTRY as u64 {
-        return Err(Errno::EINVAL);
-    }
-    let mut gdt_frames = [0u64; 14];
-    for (i, f) in gdt_frames.iter_mut().enumerate() {
-        *f = u64at(&c, ctx::GDT_FRAMES + 8 * i);
-    }
-    let (ldt_base, ldt_ents) = (u64at(&c, ctx::LDT_BASE), u64at(&c, ctx::LDT_ENTS));
-
-    // Take the references: root, GDT frames, LDT frames (through the new root).
-    let l4 = Mfn(cr3 >> 12);
-    let (gdt, ldt) = super::with_mm(hv, |mx| {
-        let mut dm = DirectMap;
-        crate::guest::pt!(mx, dm).get_root(l4, dom)?;
-        let gdt = match super::desc::acquire_gdt(mx, &gdt_frames[..gdt_ents.div_ceil(512) as usize]) {
-            Ok(g) => g,
-            Err(e) => {
-                crate::guest::pt!(mx, dm).put_root(l4);
-                return Err(e);
-            }
-        };
-        match super::mmu::acquire_ldt(mx, l4, ldt_base, ldt_ents) {
-            Ok(l) => Ok((gdt, l)),
-            Err(e) => {
-                super::desc::release(mx, &gdt);
-                crate::guest::pt!(mx, dm).put_root(l4);
-                Err(e)
-            }
-        }
-    })?;
-    // Never initialised, so never run: its context waits in its slot.
+    let k = super::context::parse(&c)?;
     let d = hv.pc.cur.shared.clone();
-    let installed = crate::state::with_owner(&d, id, |rq| {
-        let s = rq.payload_mut(crate::vcpu::sched_id(dom, id))?;
-        let v = s.ctx.as_mut()?;
-        v.frame = frame;
-        v.traps = traps;
-        v.callbacks = callbacks;
-        v.kernel_ss = super::traps::fixup_ss(u64at(&c, ctx::KERNEL_SS) as u16);
-        v.kernel_sp = kernel_sp;
-        v.l4 = l4;
-        v.gdt = gdt;
-        v.ldt = ldt;
-        v.ldt_ents = ldt_ents as u32;
-        v.fpu_ts = false;
-        *v.fpu = fpu;
-        // DS, ES, FS, GS of cpu_user_regs: loaded (and refused to the failsafe callback, as
-        // Xen) when the vCPU first runs.
-        let r = &c[ctx::USER_REGS..ctx::TRAP_CTXT];
-        v.sel = [176, 168, 184, 192].map(|o| u64at(r, o) as u16);
-        v.fs_base = fs;
-        v.gs_base = gs_kernel;
-        v.kernel_gs_base = gs_user;
-        s.state.initialised = true;
-        Some(())
-    })
-    .flatten();
-    if installed.is_none() {
-        // Never expected (an uninitialised vCPU never ran): the references go back.
-        super::with_mm(hv, |mx| {
-            let mut dm = DirectMap;
-            super::desc::release(mx, &gdt);
-            super::desc::release(mx, &ldt);
-            crate::guest::pt!(mx, dm).put_root(l4);
-        });
-        return Err(Errno::ENOENT);
-    }
-    log::debug!("d{}v{} initialised: rip {:#x} rsp {:#x} root {:?}", dom, id, frame.rip, frame.rsp, l4);
-    Ok(0)
+    let owner = hv.pc.cur.id;
+    super::context::install(hv, &d, id, owner, &k)
 }

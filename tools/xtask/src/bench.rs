@@ -105,7 +105,7 @@ fn parallel(imgs: &images::Images, hv: &str, results: &mut Vec<(String, f64)>) -
     Ok(())
 }
 
-/// Domain lifecycle (tests/guests/src/bin/toolstack.rs `bench`): createdomain + max_mem +
+/// Domain lifecycle (tests/guests/src/bin/toolstack/ `bench`): createdomain + max_mem +
 /// populate + destroydomain of a 16 MiB domain, and the destroy of a 256 MiB one with its
 /// longest non-preemptible stretch (the hypervisor logs it), in instructions (icount) and
 /// in ms (plain TCG, from the hypervisor's TSC rate).

@@ -241,13 +241,22 @@ fn scenarios() -> Vec<Scenario> {
             },
         ]
     });
-    // The toolstack hypercalls (tests/guests/src/bin/toolstack.rs): dom0 creates, limits,
+    // The toolstack hypercalls (tests/guests/src/bin/toolstack/): dom0 creates, limits,
     // populates, pauses, queries and destroys domains, 1000 cycles without a leaked frame;
     // and destroys a running domU. On 1 and 2 CPUs.
     let toolstack = [1u32, 2].into_iter().flat_map(|smp| {
         let sfx = if smp == 1 { "" } else { "-smp2" };
         [
             Scenario { smp, dom0_args: "cycles 1000", ..sc(Box::leak(format!("toolstack{sfx}").into_boxed_str()), Image::Guest("toolstack"), Expect::Success) },
+            Scenario {
+                smp,
+                dom0_args: "build",
+                ..sc(Box::leak(format!("toolstack-build{sfx}").into_boxed_str()), Image::Guest("toolstack"), Expect::Exit(ExitCode::Poweroff, &[
+                    "(d1) hello from a domain dom0 built",
+                    "d1: torn down; its id is free",
+                    "Test result: SUCCESS",
+                ]))
+            },
             Scenario {
                 smp,
                 dom0_args: "kill",

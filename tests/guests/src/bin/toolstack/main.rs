@@ -10,6 +10,16 @@
 //!   256 MiB domain (the hypervisor logs its longest stretch).
 //! - `kill`: a boot-time domU (domain 1) runs; dom0 destroys it while it runs: it is gone,
 //!   its frames back in the free pool, and its id is handed out by the next createdomain.
+//! - `build`: dom0 builds domains itself, as a toolstack's domain builder does: creates
+//!   and populates one, writes its page tables and a small kernel ([`mini`]) into its frames
+//!   through foreign mappings (`update_va_mapping_otherdomain`, `mmu_update` with a
+//!   foreign domain), pins its L4 (`mmuext_op` for it), fills its hypercall page
+//!   (`hypercall_init`), gives it a vCPU context (`setvcpucontext`, read back with
+//!   `getvcpucontext`) and unpauses it. The kernel prints a line (dom0 finds it with
+//!   `readconsole`) and counts its timer ticks, which dom0 watches stop under
+//!   `pausedomain` and resume after `unpausedomain`. Two spinning domains pinned to one
+//!   CPU then share it as their credit weights and caps say. Everything is destroyed and
+//!   physinfo shows every page back.
 #![no_std]
 #![no_main]
 
@@ -297,7 +307,10 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         Some(("cycles", n)) => cycles(n.parse().unwrap_or(10)),
         _ if cmd == "kill" => kill(),
         _ if cmd == "bench" => bench(),
+        _ if cmd == "build" => build::run(si),
         _ => check("a known mode", false),
     }
     finish("toolstack")
 }
+
+mod build;
