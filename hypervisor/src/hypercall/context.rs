@@ -210,10 +210,14 @@ pub fn install(hv: &mut Hv, d: &DomShared, id: u32, owner: u32, k: &Context) -> 
     let (gdt, ldt) = {
         let mut mm = d.mm();
         let mut dm = DirectMap;
+        // Under its lock: a domain being torn down takes no new references.
+        if d.is_dying() {
+            return Err(Errno::ESRCH);
+        }
         let mut pt = pt!(hv.pc, dm, mm.jobs, owner);
         if dom != hv.pc.cur.dom && pt.jobs.is_pending() {
             // Another operation's work on this domain's tables: finished first.
-            pt.jobs.adopt(owner);
+            super::mmu::adopt_if_stalled(d, pt.jobs, owner);
             pt.drive().map_err(Errno::from)?;
         }
         acquire(&mut pt, dom, k)?

@@ -144,7 +144,7 @@ pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             // page tables or descriptor pages), filled with the stubs.
             let m = Mfn(u64at(u, 0));
             let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
-            with_pt(hv.pc.id, &d, owner, |pt| pt.get_writable_page(m, d.id)).map_err(|_| Errno::EINVAL)?;
+            with_pt(hv.pc.id, &d, owner, |pt| if d.is_dying() { Err(Errno::ESRCH) } else { pt.get_writable_page(m, d.id).map_err(|_| Errno::EINVAL) })?;
             for n in 0..nr::NR_STUBS {
                 DirectMap.write(m, n * nr::STUB_SIZE, &nr::stub(n as u32));
             }
@@ -699,14 +699,27 @@ fn finish_if_free(d: &Arc<DomShared>) {
 /// reference to a frame of a dying domain (a mapping of another domain's frame in its own
 /// tables): the lingering domains are looked at again. Nothing to do, one load, while none
 /// linger.
+///
+/// A walk costs a look at every frame the domains ever owned: it is made at most once per
+/// [`REAP_INTERVAL_NS`] (by one CPU at a time), so a mapping dom0 keeps for long costs its
+/// page-table operations nothing in between.
 pub fn reap_lingering() {
     if domain::LINGERING.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    static LAST: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    let now = crate::events::now();
+    let last = LAST.load(Ordering::Acquire);
+    if now.saturating_sub(last) < REAP_INTERVAL_NS || LAST.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err() {
         return;
     }
     for d in domain::all().filter(|d| d.teardown.lingering.load(Ordering::Acquire)) {
         reap(&d);
     }
 }
+
+/// Shortest time between two walks of [`reap_lingering`].
+const REAP_INTERVAL_NS: u64 = 10_000_000;
 
 /// A reference another domain held on a frame of dying domain `d` went: frees what is
 /// unreferenced now (the teardown does it if it holds `d` at the moment).

@@ -83,7 +83,8 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
             Ok(d) => {
                 let remote = self_or(u16at(b, 2));
                 ports::on_domains(&d, remote, |l| {
-                    let r = l.pair().alloc_unbound(d.id, remote).map(|p| (Out::Port(p), None));
+                    // Under its event lock: a teardown's port sweep cannot miss a port made here.
+                    let r = if d.is_dying() { Err(Errno::ESRCH) } else { l.pair().alloc_unbound(d.id, remote).map(|p| (Out::Port(p), None)) };
                     done(l, r)
                 })
             }

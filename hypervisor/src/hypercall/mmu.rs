@@ -80,12 +80,30 @@ impl<'g> Tables<'g> {
         }
         let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
         let mut g = target.foreign_mm();
+        // Looked at again under its lock: a teardown sets the flag before any step that
+        // takes this lock, so nothing done from here can slip past its walks.
+        if target.is_dying() {
+            return Err(Errno::ESRCH);
+        }
         if g.jobs.is_pending() {
-            g.jobs.adopt(owner);
+            adopt_if_stalled(target, &mut g.jobs, owner);
             let mut dm = DirectMap;
             pt!(hv.pc, dm, g.jobs, owner).drive().map_err(Errno::from)?;
         }
         Ok(Tables { foreign: Some(g), owner })
+    }
+}
+
+/// A foreign caller (`owner`) takes over `target`'s pending validation only when nobody
+/// else will finish it: it belongs to another foreign caller, or to a vCPU of the target
+/// that is down, or the target is paused. A running vCPU's own validation is left to it
+/// (the caller's operation is re-issued until it is done), so the two never throw away
+/// each other's finished work.
+pub fn adopt_if_stalled(target: &DomShared, jobs: &mut hv_core::pt::Jobs, owner: u32) {
+    if let Some(o) = jobs.validation_owner() {
+        if o != owner && (o >= 64 || !target.is_up(o) || target.is_paused()) {
+            jobs.adopt(owner);
+        }
     }
 }
 
@@ -272,8 +290,11 @@ pub fn acquire_ldt_in(pt: &mut DomPt<'_>, dom: DomId, l4: Mfn, base: u64, ents: 
 }
 
 fn check_ldt(base: u64, ents: u64) -> Result<(), Errno> {
+    if ents > 8192 {
+        return Err(Errno::EINVAL);
+    }
     let end = base.checked_add(ents * 8).ok_or(Errno::EINVAL)?;
-    if ents > 8192 || !base.is_multiple_of(4096) || (ents > 0 && !hv_core::pv_image::is_guest_range(base, end)) {
+    if !base.is_multiple_of(4096) || (ents > 0 && !hv_core::pv_image::is_guest_range(base, end)) {
         return Err(Errno::EINVAL);
     }
     Ok(())

@@ -282,6 +282,12 @@ fn build(w: &mut Window, t: &Tables, mode: u64, msg: &str, checks: bool) -> Buil
             // SAFETY: the request and `done` are valid for the call.
             unsafe { hypercall5(nr::MMU_UPDATE, req.as_ptr() as u64, 1, &mut done as *mut u32 as u64, pfd, 0) }
         };
+        // Its tables written with dom0 as the data owner (FD = dom0, PFD = it): refused.
+        let req = [MmuUpdate { ptr, val: 0 }];
+        let mixed = (dom as u64 + 1) << 16 | guest_abi::DOMID_SELF as u64;
+        // SAFETY: the request and `done` are valid for the call.
+        let r = unsafe { hypercall5(nr::MMU_UPDATE, req.as_ptr() as u64, 1, &mut done as *mut u32 as u64, mixed, 0) };
+        expect("its tables with another data owner (FD != PFD)", r, EINVAL);
         expect_ret("a plain write into its unpinned L1", upd(t.l4 << 12 | P | A), 0);
         expect("pin its L4 while an L1 entry names a dom0 frame", mmuext_for(dom, ext::PIN_L4_TABLE, mfns[L4]), EINVAL);
         expect_ret("the entry cleared", upd(0), 0);
@@ -464,6 +470,10 @@ pub fn run(si: &pv_runtime::StartInfo) {
     check("the frame still readable", w.get64(TICKS) >= t4);
     check("no new foreign mapping of a dying domain", !w.map(a.dom, a.mfns[CODE]));
     expect_ret("the window back", w.restore(), 0);
+    // The lingering domain is looked at by dom0's page-table operations, at most every
+    // 10 ms: one after a short sleep finds it unreferenced and frees it.
+    sleep_ms(20);
+    expect_ret("a page-table operation of dom0's", w.restore(), 0);
     check("gone once the mapping went", domain_flags(a.dom).is_none());
 
     // CPU shares: two spinners on CPU 0.
