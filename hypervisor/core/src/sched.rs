@@ -170,6 +170,17 @@ impl VcpuSched {
         self.runnable
     }
 
+    /// Does it take part in a share-out? Active or runnable, and not holding more than half
+    /// a period's credit: such a vCPU is not using its share (a mostly idle dom0 woken by
+    /// its timer every few ms, often runnable just when the tick shares out, since the same
+    /// interrupt woke it), and its weight would take the busy vCPUs' credit only to lose it
+    /// at the ceiling, leaving them all OVER and sharing the CPU round robin whatever their
+    /// weights. It takes part again once it has spent it (Xen likewise drops a vCPU whose
+    /// credit passed the ceiling from its active list).
+    fn takes_part(&self) -> bool {
+        (self.active || self.runnable) && self.credit <= TSLICE_NS as i64 / 2
+    }
+
     fn eligible(&self) -> bool {
         self.runnable && !self.dom.parked()
     }
@@ -584,7 +595,7 @@ impl<P> RunQueue<P> {
     /// First visit of a share-out: adds the weights of this queue's active vCPUs.
     pub fn weigh(&self, out: &mut Shareout) {
         for (v, _) in &self.owned {
-            if v.active || v.runnable {
+            if v.takes_part() {
                 out.weight_total += v.dom.weight() as u64;
             }
         }
@@ -595,7 +606,7 @@ impl<P> RunQueue<P> {
     pub fn share(&mut self, out: &Shareout) {
         for (v, _) in self.owned.iter_mut() {
             v.dom.refill_for(out.period);
-            if !(v.active || v.runnable) || out.weight_total == 0 {
+            if !v.takes_part() || out.weight_total == 0 {
                 continue;
             }
             let share = out.total_ns as i128 * v.dom.weight() as i128 / out.weight_total as i128;
@@ -955,6 +966,23 @@ mod tests {
             let got = share(&s, v[i], 10 * SEC);
             assert!((got - want).abs() < 0.02, "domain {i}: share {got:.4}, want {want:.4}");
         }
+    }
+
+    /// What `toolstack-build` measures: two hogs of weights 512 and 256 on one CPU beside
+    /// a dom0 that wakes every 10 ms for a few microseconds (its periodic timer). The
+    /// almost idle domain must not soak up a weight's worth of credit it never uses.
+    #[test]
+    fn weights_hold_beside_a_mostly_idle_domain() {
+        let mut s = Sim::new(1);
+        let idle = s.s.add_domain(256, 0);
+        // Awake for 20 us of every 10 ms, so often just when a tick shares out.
+        s.vcpu(idle, Io { run: 20_000, sleep: 9_980_000 });
+        let a = s.s.add_domain(512, 0);
+        let b = s.s.add_domain(256, 0);
+        let (va, vb) = (s.vcpu(a, Hog), s.vcpu(b, Hog));
+        s.run(10 * SEC);
+        let (fa, fb) = (share(&s, va, 10 * SEC), share(&s, vb, 10 * SEC));
+        assert!((fa / fb - 2.0).abs() < 0.2, "weights 512:256 gave {fa:.4} : {fb:.4}");
     }
 
     #[test]

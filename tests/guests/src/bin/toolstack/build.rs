@@ -491,10 +491,11 @@ pub fn run(si: &pv_runtime::StartInfo) {
     expect_ret("weight 512 for the first", set_sched(x.dom, 512, 0xFFFF), 0);
     let (sx, sy) = shares(&mut w, &x, &y, 600);
     println!("weights 512:256: {} / {} spins (ratio {}.{:02})", sx, sy, sx / sy.max(1), (sx * 100 / sy.max(1)) % 100);
-    // Not checked: on this run the shares did not follow the weights (see the issue's
-    // closing note); the figures are printed for that investigation.
-    if sx * 10 < sy * 13 {
-        println!("NOTE: weight 512:256 did not give the first domain more of the CPU");
+    // Credit is shared out machine-wide (as Xen's credit1): with more CPUs than these two
+    // pinned vCPUs use, both stay in credit and split CPU 0 round robin, so the weights
+    // show only on one CPU.
+    if ncpus == 1 {
+        check("weights 512:256: about 2:1 (1.5..3)", sx * 2 >= sy * 3 && sx <= sy * 3);
     }
     expect_ret("equal weights, cap 10% for the second", set_sched(x.dom, 256, 0xFFFF) | set_sched(y.dom, 0, 10), 0);
     let (sx, sy) = shares(&mut w, &x, &y, 600);
