@@ -122,11 +122,17 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
     let target = super::foreign_dom(hv, r.domid)?;
     let limit = check_flags(&r)?;
     let foreign = target.id != hv.pc.cur.dom;
-    if foreign && op == XENMEM_DECREASE_RESERVATION {
-        // Taking frames from another domain needs its memory lock as well as the caller's:
-        // not yet (docs/abi-deviations.md).
-        return Err(Errno::EOPNOTSUPP);
-    }
+    // Taking frames from another domain holds its memory lock as well (the second level,
+    // `DomShared::foreign_mm`): no table of its can take one of them meanwhile.
+    let _target_mm = if foreign && op == XENMEM_DECREASE_RESERVATION {
+        let g = target.foreign_mm();
+        if target.is_dying() {
+            return Err(Errno::ESRCH);
+        }
+        Some(g)
+    } else {
+        None
+    };
     if r.extent_order != 0 {
         // Only single pages; larger extents are reported as not done (as Xen does for an
         // order above its maximum).
@@ -140,7 +146,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
     while i < r.nr_extents {
         if i > start && super::preempt(hv, 1) {
             if freed {
-                super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
+                super::mmu::tables_changed(hv, &[hv.pc.cur.dom, target.id]);
             }
             return continuation(f, nr::MEMORY_OP, [hv_core::continuation::memop_join(op, i), arg, 0, 0]);
         }
@@ -168,7 +174,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
             _ => {
                 let mut b = [0u8; 8];
                 read_guest(hv, slot, &mut b)?;
-                if free_from_guest(hv, Mfn(u64::from_le_bytes(b))).is_err() {
+                if free_from(&target, Mfn(u64::from_le_bytes(b))).is_err() {
                     break;
                 }
                 freed = true;
@@ -177,7 +183,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
         i += 1;
     }
     if freed {
-        super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
+        super::mmu::tables_changed(hv, &[hv.pc.cur.dom, target.id]);
     }
     Ok(i as i64)
 }

@@ -2,7 +2,7 @@
 //! documentation), as a toolstack's domain builder does.
 
 use super::*;
-use guest_abi::domctl::{info, sched, vcpucontext};
+use guest_abi::domctl::{info, sched, vcpucontext, vcpuinfo};
 use guest_abi::mm::ext;
 use pv_runtime::hypercall::{MmuUpdate, MmuextOp};
 use pv_runtime::mm::{A, D, P, RW};
@@ -215,6 +215,15 @@ fn build(w: &mut Window, t: &Tables, mode: u64, msg: &str, checks: bool) -> Buil
     let mut list = [0u64; PAGES];
     expect_ret("populate the new domain", populate(dom, PAGES, &mut list), PAGES as i64);
     let mfns = list;
+    if checks {
+        // One more page, taken back by dom0 (decrease_reservation for the domain).
+        let mut extra = [0u64; 1];
+        expect_ret("max_mem one page more", Op::new(MAX_MEM, dom).u64(0, 4 * (PAGES as u64 + 1)).call(), 0);
+        expect_ret("populate one more page", populate(dom, 1, &mut extra), 1);
+        expect_ret("decrease_reservation of it, for the domain", decrease(dom, extra[0]), 1);
+        expect_ret("decrease_reservation of a frame it does not own: none done", decrease(dom, t.l4), 0);
+        check("its pages: as populated", info_of(dom).1.get64(info::TOT_PAGES) == PAGES as u64);
+    }
     let (r, i) = info_of(dom);
     let si_mfn = i.get64(info::SHARED_INFO_FRAME);
     check("its shared_info frame", r == 0 && si_mfn != 0);
@@ -310,6 +319,9 @@ fn build(w: &mut Window, t: &Tables, mode: u64, msg: &str, checks: bool) -> Buil
         check("a pinned table of its cannot be mapped writable by dom0", !w.map(dom, mfns[L1]));
         expect_ret("the window back", w.restore(), 0);
     }
+    if checks {
+        expect_ret("decrease_reservation of its pinned L4: none done", decrease(dom, mfns[L4]), 0);
+    }
     expect_ret("hypercall_init", Op::new(HYPERCALL_INIT, dom).u64(0, mfns[HCALL]).call(), 0);
 
     let mut c = [0u8; guest_abi::vcpu::ctx::SIZE];
@@ -344,6 +356,17 @@ fn build(w: &mut Window, t: &Tables, mode: u64, msg: &str, checks: bool) -> Buil
         expect_ret("setvcpucontext", set(0, &mut c), 0);
     }
     Built { dom, mfns }
+}
+
+/// `decrease_reservation` of frame `mfn` of domain `dom`: how many were given back.
+fn decrease(dom: u16, mfn: u64) -> i64 {
+    let mut list = [mfn];
+    let mut r = [0u8; 32];
+    r[..8].copy_from_slice(&(list.as_mut_ptr() as u64).to_le_bytes());
+    r[8..16].copy_from_slice(&1u64.to_le_bytes());
+    r[24..26].copy_from_slice(&dom.to_le_bytes());
+    // SAFETY: the reservation and its extent list are local buffers.
+    unsafe { pv_runtime::hypercall::memory_op(guest_abi::memory::XENMEM_DECREASE_RESERVATION, r.as_mut_ptr() as u64) }
 }
 
 /// `sysctl readconsole`: (rc, bytes read, index after).
@@ -387,12 +410,24 @@ fn data_word(w: &mut Window, b: &Built, off: usize) -> u64 {
     w.get64(off)
 }
 
-/// How far each spinner counted over `ms` of dom0's sleep.
+/// vCPU 0's CPU time (`getvcpuinfo`), ns.
+fn cpu_time(dom: u16) -> u64 {
+    let mut op = Op::new(GETVCPUINFO, dom).u32(vcpuinfo::VCPU, 0);
+    check("getvcpuinfo", op.call() == 0);
+    op.get64(vcpuinfo::CPU_TIME)
+}
+
+/// How much CPU time each spinner got over `ms` of dom0's sleep (µs), as the scheduler
+/// accounted it (`getvcpuinfo`: what it divides by weight and cap; host stalls under TCG
+/// do not skew it), and how far each counted meanwhile (printed).
 fn shares(w: &mut Window, x: &Built, y: &Built, ms: u64) -> (u64, u64) {
     let (x0, y0) = (data_word(w, x, SPINS), data_word(w, y, SPINS));
+    let (tx0, ty0) = (cpu_time(x.dom), cpu_time(y.dom));
     sleep_ms(ms);
+    let (tx1, ty1) = (cpu_time(x.dom), cpu_time(y.dom));
     let (x1, y1) = (data_word(w, x, SPINS), data_word(w, y, SPINS));
-    (x1 - x0, y1 - y0)
+    println!("  spins {} / {}", x1 - x0, y1 - y0);
+    ((tx1 - tx0) / 1000, (ty1 - ty0) / 1000)
 }
 
 fn set_sched(dom: u16, weight: u16, cap: u16) -> i64 {
@@ -485,12 +520,12 @@ pub fn run(si: &pv_runtime::StartInfo) {
     }
     sleep_ms(100);
     let (sx, sy) = shares(&mut w, &x, &y, 600);
-    println!("equal weights: {} / {} spins", sx, sy);
+    println!("equal weights: {} / {} us of CPU", sx, sy);
     check("both run", sx > 0 && sy > 0);
     check("equal weights: equal shares (within 2x)", sx * 2 >= sy && sy * 2 >= sx);
     expect_ret("weight 512 for the first", set_sched(x.dom, 512, 0xFFFF), 0);
     let (sx, sy) = shares(&mut w, &x, &y, 600);
-    println!("weights 512:256: {} / {} spins (ratio {}.{:02})", sx, sy, sx / sy.max(1), (sx * 100 / sy.max(1)) % 100);
+    println!("weights 512:256: {} / {} us of CPU (ratio {}.{:02})", sx, sy, sx / sy.max(1), (sx * 100 / sy.max(1)) % 100);
     // Credit is shared out machine-wide (as Xen's credit1): with more CPUs than these two
     // pinned vCPUs use, both stay in credit and split CPU 0 round robin, so the weights
     // show only on one CPU.
@@ -499,7 +534,7 @@ pub fn run(si: &pv_runtime::StartInfo) {
     }
     expect_ret("equal weights, cap 10% for the second", set_sched(x.dom, 256, 0xFFFF) | set_sched(y.dom, 0, 10), 0);
     let (sx, sy) = shares(&mut w, &x, &y, 600);
-    println!("cap 10% on the second: {} / {} spins", sx, sy);
+    println!("cap 10% on the second: {} / {} us of CPU", sx, sy);
     check("capped at 10%: under a quarter of the CPU", sy * 3 < sx);
     for b in [&x, &y] {
         expect_ret("destroy it", destroy(b.dom), 0);
