@@ -144,7 +144,14 @@ pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
             // page tables or descriptor pages), filled with the stubs.
             let m = Mfn(u64at(u, 0));
             let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
-            with_pt(hv.pc.id, &d, owner, |pt| if d.is_dying() { Err(Errno::ESRCH) } else { pt.get_writable_page(m, d.id).map_err(|_| Errno::EINVAL) })?;
+            {
+                let mut mm = d.mm();
+                if d.is_dying() {
+                    return Err(Errno::ESRCH);
+                }
+                let mut dm = DirectMap;
+                crate::guest::pt!(hv.pc, dm, mm.jobs, owner).get_writable_page(m, d.id).map_err(|_| Errno::EINVAL)?;
+            }
             for n in 0..nr::NR_STUBS {
                 DirectMap.write(m, n * nr::STUB_SIZE, &nr::stub(n as u32));
             }
@@ -518,7 +525,9 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
                 VCPUS
             }
             VCPUS => {
-                drop_vcpus(hv, d);
+                if !drop_vcpus(hv, d) {
+                    return Ok(false);
+                }
                 t.cursor.store(d.frame_range().0, Ordering::Relaxed);
                 UNPIN
             }
@@ -577,13 +586,18 @@ fn close_ports(d: &DomShared) {
 
 /// Takes `d`'s vCPUs out of the run queues for good and drops what their contexts hold:
 /// the root of an initialised vCPU, its GDT and LDT frames, a registered `vcpu_info`.
-fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
+fn drop_vcpus(hv: &mut Hv, d: &DomShared) -> bool {
     let ft = crate::machine::frames();
     let registered = d.vcpu_info_registered.load(Ordering::Acquire);
     for v in 0..d.nr_vcpus() {
+        // The devalidation the last root left pending is done first (within the budget).
+        if teardown_pt(hv, d, true, |_| ()).is_none() {
+            return false;
+        }
         let id = sched_id(d.id, v);
         let Some(Some((_, slot))) = crate::state::with_owner(d, v, |rq| rq.remove(id)) else { continue };
-        with_pt(hv.pc.id, d, v, |pt| {
+        // Its references go now; a long devalidation of its root stays pending (above).
+        teardown_pt(hv, d, false, |pt| {
             if let Some(c) = &slot.ctx {
                 if slot.state.initialised && c.l4 != Mfn(0) {
                     pt.put_root(c.l4);
@@ -592,7 +606,6 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
                     pt.put_segdesc(*m);
                 }
             }
-            let _ = pt.finish_all();
         });
         if registered & (1 << v) != 0 {
             if let Some(at) = d.vcpu_info.get(v) {
@@ -600,57 +613,57 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) {
             }
         }
     }
+    teardown_pt(hv, d, true, |_| ()).is_some()
 }
 
 use crate::guest::DomPt;
 
-/// Runs `f` on dying domain `d`'s page tables as its vCPU `vcpu` would, under its memory
-/// lock, with no budget (a devalidation finishes in one go); `cpu` is this CPU.
-fn with_pt<R>(cpu: usize, d: &DomShared, vcpu: u32, f: impl FnOnce(&mut DomPt<'_>) -> R) -> R {
+/// Runs `f` on dying domain `d`'s page tables under its memory lock, within this
+/// hypercall's page-table budget: a devalidation that does not fit stays the domain's
+/// pending job (nobody else touches a dying domain's tables), driven at the next call.
+/// With `drain`, that pending work is driven first and `f` runs only once none is left
+/// (`None`: the budget ran out first; the step is to be re-issued).
+fn teardown_pt<R>(hv: &mut Hv, d: &DomShared, drain: bool, f: impl FnOnce(&mut DomPt<'_>) -> R) -> Option<R> {
     let mut mm = d.mm();
     let mut dm = DirectMap;
-    let mut budget = u64::MAX;
-    let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: cpu };
-    let mut pt = hv_core::pt::Pt {
-        mem: &mut dm,
-        ft: crate::machine::frames(),
-        ram_end: Mfn(crate::machine::get().max_mfn),
-        io_allowed: false,
-        tlb: &mut tlb,
-        jobs: &mut mm.jobs,
-        vcpu,
-        budget: &mut budget,
-    };
-    f(&mut pt)
+    let mut pt = crate::guest::pt!(hv.pc, dm, mm.jobs, 0);
+    // `finish_all` also gives back a validation outcome no vCPU of it will claim now.
+    if drain && pt.finish_all().is_err() {
+        return None;
+    }
+    let r = f(&mut pt);
+    let _ = pt.finish_all();
+    Some(r)
 }
 
 /// Runs `f` on each frame `d` owns from the teardown's cursor on, with a page-table view
-/// of `d` (unbounded: a table's devalidation finishes in one go). False when the budget
-/// ran out first (the cursor says where to go on).
+/// of `d`. False when the budget ran out first, or when `f` left a devalidation pending
+/// (the cursor says where to go on; the pending work is driven first then).
 fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut DomPt<'_>, Mfn, hv_core::frame::FrameInfo)) -> bool {
     let ft = crate::machine::frames();
     let (_, hi) = d.frame_range();
     let t = &d.teardown;
     let mut m = t.cursor.load(Ordering::Relaxed);
-    let cpu = hv.pc.id;
-    let done = with_pt(cpu, d, 0, |pt| {
-        while m <= hi {
-            if let Some(info) = ft.get(Mfn(m)) {
-                if info.owner == Owner::Dom(d.id) {
-                    f(pt, Mfn(m), info);
-                }
-            }
-            m += 1;
-            if m.is_multiple_of(FRAMES_PER_UNIT) && super::preempt(hv.pc, 1) {
-                let _ = pt.finish_all();
-                return false;
+    let mut mm = d.mm();
+    let mut dm = DirectMap;
+    let pc = &mut *hv.pc;
+    let mut pt = crate::guest::pt!(pc, dm, mm.jobs, 0);
+    // Pending work first (and an outcome no vCPU of it will claim now).
+    let mut done = pt.finish_all().is_ok();
+    while done && m <= hi {
+        if let Some(info) = ft.get(Mfn(m)) {
+            if info.owner == Owner::Dom(d.id) {
+                f(&mut pt, Mfn(m), info);
             }
         }
-        let _ = pt.finish_all();
-        true
-    });
+        m += 1;
+        if pt.jobs.is_pending() || (m.is_multiple_of(FRAMES_PER_UNIT) && super::spend(&mut pc.budget, 1)) {
+            done = false;
+        }
+    }
+    let _ = pt.finish_all();
     t.cursor.store(m, Ordering::Relaxed);
-    done
+    done && m > hi
 }
 
 /// Frame `m` of dying domain `d` (its record `f`), if nothing references it: taken from

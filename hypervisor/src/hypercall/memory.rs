@@ -122,9 +122,12 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
     let target = super::foreign_dom(hv, r.domid)?;
     let limit = check_flags(&r)?;
     let foreign = target.id != hv.pc.cur.dom;
-    // Taking frames from another domain holds its memory lock as well (the second level,
-    // `DomShared::foreign_mm`): no table of its can take one of them meanwhile.
-    let _target_mm = if foreign && op == XENMEM_DECREASE_RESERVATION {
+    // Changing another domain's memory holds its memory lock as well (the second level,
+    // `DomShared::foreign_mm`): no table of its can take a frame being taken from it, and,
+    // the dying flag looked at again under the lock, no frame reaches a domain whose
+    // teardown has begun (its walks take that lock, so they come after this call and see
+    // every frame it gave).
+    let _target_mm = if foreign {
         let g = target.foreign_mm();
         if target.is_dying() {
             return Err(Errno::ESRCH);

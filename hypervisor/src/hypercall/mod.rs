@@ -265,9 +265,15 @@ fn store_result(f: &mut TrapFrame, r: HcResult) {
 /// here and continue later (`hv_core::budget`: at most 256 units or 1 ms, the clock read
 /// every 8 units).
 pub fn preempt(c: &mut impl OnCpu, units: u64) -> bool {
+    spend(&mut c.pc_mut().budget, units)
+}
+
+/// [`preempt`] on a budget itself (for a caller that holds other parts of the CPU's
+/// structure borrowed).
+pub fn spend(b: &mut hv_core::budget::Budget, units: u64) -> bool {
     // tsc_khz is ticks per millisecond (worked out only when the clock is read).
     let limit = || hv_arch::time::tsc_khz().saturating_mul(hv_core::budget::TIME_LIMIT_NS) / 1_000_000;
-    c.pc_mut().budget.spend(units, hv_arch::cpu::rdtsc, limit)
+    b.spend(units, hv_arch::cpu::rdtsc, limit)
 }
 
 /// Runs the hypercall in `f` and stores its result in RAX.
