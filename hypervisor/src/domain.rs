@@ -237,6 +237,13 @@ pub struct DomMm {
     pub maptrack: hv_core::grant::Maptrack,
 }
 
+/// A domain's maptrack budget goes back with it (the last reference to the domain).
+impl Drop for DomMm {
+    fn drop(&mut self) {
+        crate::grants::maptrack_release(self.maptrack.chunks_held());
+    }
+}
+
 impl DomMm {
     /// With room for `maptrack_frames` maptrack frames (Xen's count: 512 handles each).
     pub fn new(maptrack_frames: u32) -> DomMm {

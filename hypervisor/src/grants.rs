@@ -55,3 +55,8 @@ static CHUNKS_USED: AtomicUsize = AtomicUsize::new(0);
 pub fn maptrack_grow() -> bool {
     CHUNKS_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAPTRACK_CHUNKS).then_some(n + 1)).is_ok()
 }
+
+/// Gives back `n` chunks of the budget (a maptrack that went, with its domain).
+pub fn maptrack_release(n: usize) {
+    let _ = CHUNKS_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
+}

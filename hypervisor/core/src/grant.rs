@@ -139,12 +139,19 @@ pub struct Maptrack {
     /// Asked before the maptrack grows by a chunk (the hypervisor's share of memory for
     /// all maptracks): false refuses the growth.
     grow: fn() -> bool,
+    /// Growths `grow` allowed (to be given back when the maptrack goes).
+    grown: usize,
 }
 
 impl Maptrack {
     /// At most `limit` mappings at once; `grow` allows each growth by [`MAPTRACK_CHUNK`].
     pub fn new(limit: usize, grow: fn() -> bool) -> Maptrack {
-        Maptrack { entries: Vec::new(), free_from: 0, limit, grow }
+        Maptrack { entries: Vec::new(), free_from: 0, limit, grow, grown: 0 }
+    }
+
+    /// How many growths `grow` allowed: the share of the budget this maptrack holds.
+    pub fn chunks_held(&self) -> usize {
+        self.grown
     }
 
     /// One past the highest handle ever handed out (handles are below it).
@@ -171,10 +178,15 @@ impl Maptrack {
         if self.entries.len() >= self.limit {
             return None;
         }
-        if self.entries.len() == self.entries.capacity()
-            && (!(self.grow)() || self.entries.try_reserve_exact(MAPTRACK_CHUNK).is_err())
-        {
-            return None;
+        if self.entries.len() == self.entries.capacity() {
+            if !(self.grow)() {
+                return None;
+            }
+            // Allowed: held (and given back with the rest) even if the memory is not there.
+            self.grown += 1;
+            if self.entries.try_reserve_exact(MAPTRACK_CHUNK).is_err() {
+                return None;
+            }
         }
         self.entries.push(Some(m));
         self.free_from = self.entries.len();
@@ -406,6 +418,25 @@ mod tests {
     use core::cell::RefCell;
     use proptest::prelude::*;
     use std::vec;
+
+    /// Every growth the budget allowed is counted (to be given back when the maptrack
+    /// goes), and a refusal stops the growth.
+    #[test]
+    fn maptrack_counts_the_chunks_it_holds() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static LEFT: AtomicUsize = AtomicUsize::new(2);
+        fn grow() -> bool {
+            LEFT.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        }
+        let mut mt = Maptrack::new(3 * MAPTRACK_CHUNK, grow);
+        let m = Mapping { granter: 1, gref: 0, frame: Mfn(5), host: true, device: false, writable: false, contains_pte: false, app: false };
+        for _ in 0..2 * MAPTRACK_CHUNK {
+            assert!(mt.alloc(m).is_some());
+        }
+        assert_eq!(mt.chunks_held(), 2);
+        assert_eq!(mt.alloc(m), None, "the budget refused a third chunk");
+        assert_eq!(mt.chunks_held(), 2);
+    }
 
     /// Shared entries in a vector (the granter's grant frames).
     struct VecEntries(RefCell<Vec<(u16, DomId, u32)>>);
