@@ -150,6 +150,10 @@ pub struct Teardown {
     pub longest: core::sync::atomic::AtomicU64,
     /// Counted in [`LINGERING`]: relinquished, but frames still referenced elsewhere.
     pub lingering: core::sync::atomic::AtomicBool,
+    /// The frames the FREE walk found still referenced (what `reap` looks at), unless
+    /// there were too many to list (`overflow`: `reap` walks every frame then).
+    pub stuck: spin::Mutex<alloc::vec::Vec<Mfn>>,
+    pub overflow: core::sync::atomic::AtomicBool,
 }
 
 /// Dying domains whose teardown is done but whose frames other domains still reference (a

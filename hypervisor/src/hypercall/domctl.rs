@@ -558,7 +558,7 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
                 FREE
             }
             FREE => {
-                if !walk(hv, d, |_, m, f| free_frame(d, m, f)) {
+                if !walk(hv, d, |_, m, f| free_or_note(d, m, f)) {
                     return Ok(false);
                 }
                 DONE
@@ -669,42 +669,59 @@ fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut DomPt<'_>, Mfn, hv_co
 /// Frame `m` of dying domain `d` (its record `f`), if nothing references it: taken from
 /// the domain (so nothing can reference it any more), scrubbed and returned to the
 /// allocator.
-fn free_frame(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) {
+fn free_frame(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) -> bool {
     let ft = crate::machine::frames();
     if f.count != 0 || f.type_count != 0 || ft.set_owner(m, Owner::Xen).is_err() {
-        return;
+        return false;
     }
     DirectMap.zero(m);
     if ft.set_owner(m, Owner::Free).is_err() {
-        return;
+        return false;
     }
     crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
     crate::mm::with(|mm| mm.alloc.free(m));
     let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    true
 }
 
-/// Forgets `d` (its id becomes free) if it owns no frame any more and none of its grants
-/// is in use.
+/// [`free_frame`] in the FREE walk: a frame still referenced (by another domain's mapping)
+/// is noted in the teardown's stuck list, which is all a later [`reap`] looks at (up to
+/// [`STUCK_MAX`] frames; past that it walks every frame the domain ever owned).
+fn free_or_note(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) {
+    if free_frame(d, m, f) {
+        return;
+    }
+    let mut stuck = d.teardown.stuck.lock();
+    if stuck.len() >= STUCK_MAX || stuck.try_reserve(1).is_err() {
+        d.teardown.overflow.store(true, Ordering::Release);
+    } else {
+        stuck.push(m);
+    }
+}
+
+/// Frames a teardown notes as still referenced before it falls back to whole walks.
+const STUCK_MAX: usize = 4096;
+
+/// Forgets `d` (its id becomes free) if it owns no frame any more (its stuck list is empty
+/// and nothing overflowed it: every frame the FREE walk met was freed or noted) and none
+/// of its grants is in use; otherwise it lingers, dying.
 fn finish_if_free(d: &Arc<DomShared>) {
     if !domain::is_registered(d) {
         return;
     }
-    let ft = crate::machine::frames();
-    let (lo, hi) = d.frame_range();
-    let left = (lo..=hi).filter(|&m| ft.owner(Mfn(m)) == Owner::Dom(d.id)).count();
-    let lingering = &d.teardown.lingering;
-    if left == 0 && d.grant().active.holds().next().is_none() {
+    let t = &d.teardown;
+    let left = t.stuck.lock().len();
+    let lingering = &t.lingering;
+    if left == 0 && !t.overflow.load(Ordering::Acquire) && d.grant().active.holds().next().is_none() {
         d.tot_pages.store(0, Ordering::Relaxed);
         domain::unregister(d);
         if lingering.swap(false, Ordering::AcqRel) {
             domain::LINGERING.fetch_sub(1, Ordering::AcqRel);
         }
         log::info!("d{}: torn down; its id is free", d.id);
-    } else {
-        if !lingering.swap(true, Ordering::AcqRel) {
-            domain::LINGERING.fetch_add(1, Ordering::AcqRel);
-            log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
-        }
+    } else if !lingering.swap(true, Ordering::AcqRel) {
+        domain::LINGERING.fetch_add(1, Ordering::AcqRel);
+        log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
     }
 }
 
@@ -712,27 +729,15 @@ fn finish_if_free(d: &Arc<DomShared>) {
 /// reference to a frame of a dying domain (a mapping of another domain's frame in its own
 /// tables): the lingering domains are looked at again. Nothing to do, one load, while none
 /// linger.
-///
-/// A walk costs a look at every frame the domains ever owned: it is made at most once per
-/// [`REAP_INTERVAL_NS`] (by one CPU at a time), so a mapping dom0 keeps for long costs its
-/// page-table operations nothing in between.
+/// A look costs one frame-table read per stuck frame.
 pub fn reap_lingering() {
     if domain::LINGERING.load(Ordering::Acquire) == 0 {
-        return;
-    }
-    static LAST: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-    let now = crate::events::now();
-    let last = LAST.load(Ordering::Acquire);
-    if now.saturating_sub(last) < REAP_INTERVAL_NS || LAST.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err() {
         return;
     }
     for d in domain::all().filter(|d| d.teardown.lingering.load(Ordering::Acquire)) {
         reap(&d);
     }
 }
-
-/// Shortest time between two walks of [`reap_lingering`].
-const REAP_INTERVAL_NS: u64 = 10_000_000;
 
 /// A reference another domain held on a frame of dying domain `d` went: frees what is
 /// unreferenced now (the teardown does it if it holds `d` at the moment).
@@ -751,11 +756,21 @@ pub fn reap(d: &Arc<DomShared>) {
             return;
         }
         let ft = crate::machine::frames();
-        let (lo, hi) = d.frame_range();
-        for m in lo..=hi {
-            if let Some(f) = ft.get(Mfn(m)).filter(|f| f.owner == Owner::Dom(d.id)) {
-                free_frame(d, Mfn(m), f);
+        let owned = |m: Mfn| ft.get(m).filter(|f| f.owner == Owner::Dom(d.id));
+        if t.overflow.load(Ordering::Acquire) {
+            // Too many were stuck to list: every frame it ever owned is looked at, and the
+            // list made again.
+            t.overflow.store(false, Ordering::Release);
+            t.stuck.lock().clear();
+            let (lo, hi) = d.frame_range();
+            for m in lo..=hi {
+                if let Some(f) = owned(Mfn(m)) {
+                    free_or_note(d, Mfn(m), f);
+                }
             }
+        } else {
+            let mut stuck = t.stuck.lock();
+            stuck.retain(|&m| owned(m).is_some_and(|f| !free_frame(d, m, f)));
         }
         finish_if_free(d);
         t.busy.store(false, Ordering::Release);
