@@ -323,6 +323,17 @@ fn build(w: &mut Window, t: &Tables, mode: u64, msg: &str, checks: bool) -> Buil
         expect_ret("decrease_reservation of its pinned L4: none done", decrease(dom, mfns[L4]), 0);
     }
     expect_ret("hypercall_init", Op::new(HYPERCALL_INIT, dom).u64(0, mfns[HCALL]).call(), 0);
+    if checks {
+        // set_max_evtchn bounds the ports allocated from now on.
+        expect_ret("set_max_evtchn 2", Op::new(SET_MAX_EVTCHN, dom).u32(0, 2).call(), 0);
+        let p1 = pv_runtime::events::alloc_unbound(dom, 0);
+        let p2 = pv_runtime::events::alloc_unbound(dom, 0);
+        check("two ports for it", p1.is_ok() && p2.is_ok());
+        let p3 = pv_runtime::events::alloc_unbound(dom, 0);
+        check("a third past its limit: ENOSPC", p3.err() == Some(ENOSPC.to_ret()));
+        expect_ret("set_max_evtchn 1023", Op::new(SET_MAX_EVTCHN, dom).u32(0, 1023).call(), 0);
+        check("and then a third", pv_runtime::events::alloc_unbound(dom, 0).is_ok());
+    }
 
     let mut c = [0u8; guest_abi::vcpu::ctx::SIZE];
     vcpu_context(&mut c, CODE_VA, STACK_VA + 4096, mfns[L4]);
@@ -464,6 +475,9 @@ pub fn run(si: &pv_runtime::StartInfo) {
     println!("readconsole: {} bytes, index {}", n, end);
     let (r, n2, _) = readconsole(con, false, Some(end));
     check("readconsole from the last index: only what came since", r == 0 && n2 < n && contains(&con[..n2], b"readconsole: "));
+    let (r, _, _) = readconsole(con, true, None);
+    let (r2, n3, _) = readconsole(con, false, None);
+    check("readconsole with clear: the boot log is gone", r == 0 && r2 == 0 && n3 < n && !contains(&con[..n3], b"CPU features"));
     let mut idle0 = [0u64; 8];
     let mut idle1 = [0u64; 8];
     let (r, ncpus) = idle_times(&mut idle0);
