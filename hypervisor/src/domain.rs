@@ -154,11 +154,13 @@ pub struct Teardown {
     /// there were too many to list (`overflow`: `reap` walks every frame then).
     pub stuck: spin::Mutex<alloc::vec::Vec<Mfn>>,
     pub overflow: core::sync::atomic::AtomicBool,
+    /// The next maptrack handle of its own grant mappings to release (`teardown`).
+    pub release_at: core::sync::atomic::AtomicU32,
 }
 
 /// Dying domains whose teardown is done but whose frames other domains still reference (a
 /// grant or foreign mapping): while any exist, a privileged domain's page-table operations
-/// look at them again (`hypercall::domctl::reap_lingering`), since such an operation may
+/// look at them again (`teardown::reap_lingering`), since such an operation may
 /// have dropped the last reference.
 pub static LINGERING: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
@@ -400,27 +402,6 @@ impl DomShared {
 }
 
 impl DomShared {
-    /// This dead domain's mappings of grants, released (its vCPUs are all off the CPUs: no
-    /// CPU runs its tables, and loading any vCPU flushes). Its PTEs stay, marked as grants:
-    /// they hold nothing and are refused if the domain ever validated them again. Returns
-    /// how many were released. (Handle by handle, allocating nothing: a full maptrack is
-    /// tens of thousands of them.)
-    pub fn release_grant_maps(&self) -> usize {
-        let ft = crate::machine::frames();
-        let mut mm = self.mm();
-        let mut n = 0;
-        for h in 0..mm.maptrack.handles() {
-            let Some(m) = mm.maptrack.get(h).copied() else { continue };
-            let Some(gd) = shared_of(m.granter) else { continue };
-            let mut g = gd.grant();
-            let GrantTable { frames, active, .. } = &mut *g;
-            let shared = crate::grants::Entries(frames);
-            if hv_core::grant::unmap(ft, &mut mm.maptrack, h, m.host, m.device, gd.id, active, &shared).is_ok() {
-                n += 1;
-            }
-        }
-        n
-    }
 }
 
 /// Where each vCPU of a domain has its `vcpu_info`, so that the CPU running a vCPU reads it

@@ -22,6 +22,7 @@ mod ports;
 mod schedule;
 mod setup;
 mod state;
+mod teardown;
 mod guest;
 mod guest_console;
 mod halt;

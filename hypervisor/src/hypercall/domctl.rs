@@ -449,15 +449,10 @@ fn info(d: &DomShared, o: &mut [u8]) {
     o[info::GPADDR_BITS] = 52;
 }
 
-/// The teardown steps ([`destroy`]).
-const STOP: u32 = 0;
-const WAIT: u32 = 1;
-const PORTS: u32 = 2;
-const VCPUS: u32 = 3;
-const UNPIN: u32 = 4;
-const HELD: u32 = 5;
-const FREE: u32 = 6;
-const DONE: u32 = 7;
+use crate::teardown::{finish_if_free, free_or_note, reap, DONE, FREE, HELD, PORTS, STOP, UNPIN, VCPUS, WAIT};
+
+/// Maptrack handles looked at per unit of the hypercall's budget.
+const RELEASES_PER_UNIT: u32 = 64;
 
 /// Frames looked at per unit of the hypercall's budget.
 const FRAMES_PER_UNIT: u64 = 16;
@@ -513,7 +508,6 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
                     return Ok(false);
                 }
                 if !d.exc_sent.swap(true, Ordering::SeqCst) {
-                    d.release_grant_maps();
                     d.finished.store(true, Ordering::Release);
                 } else if !d.finished.load(Ordering::Acquire) {
                     return Ok(false);
@@ -521,6 +515,12 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
                 PORTS
             }
             PORTS => {
+                // Its grant mappings first, a chunk per unit of the budget.
+                while !crate::teardown::release_grant_maps(d, RELEASES_PER_UNIT).1 {
+                    if super::preempt(hv, 1) {
+                        return Ok(false);
+                    }
+                }
                 close_ports(d);
                 VCPUS
             }
@@ -664,117 +664,6 @@ fn walk(hv: &mut Hv, d: &DomShared, mut f: impl FnMut(&mut DomPt<'_>, Mfn, hv_co
     let _ = pt.finish_all();
     t.cursor.store(m, Ordering::Relaxed);
     done && m > hi
-}
-
-/// Frame `m` of dying domain `d` (its record `f`), if nothing references it: taken from
-/// the domain (so nothing can reference it any more), scrubbed and returned to the
-/// allocator.
-fn free_frame(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) -> bool {
-    let ft = crate::machine::frames();
-    if f.count != 0 || f.type_count != 0 || ft.set_owner(m, Owner::Xen).is_err() {
-        return false;
-    }
-    DirectMap.zero(m);
-    if ft.set_owner(m, Owner::Free).is_err() {
-        return false;
-    }
-    crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
-    crate::mm::with(|mm| mm.alloc.free(m));
-    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    true
-}
-
-/// [`free_frame`] in the FREE walk: a frame still referenced (by another domain's mapping)
-/// is noted in the teardown's stuck list, which is all a later [`reap`] looks at (up to
-/// [`STUCK_MAX`] frames; past that it walks every frame the domain ever owned).
-fn free_or_note(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) {
-    if free_frame(d, m, f) {
-        return;
-    }
-    let mut stuck = d.teardown.stuck.lock();
-    if stuck.len() >= STUCK_MAX || stuck.try_reserve(1).is_err() {
-        d.teardown.overflow.store(true, Ordering::Release);
-    } else {
-        stuck.push(m);
-    }
-}
-
-/// Frames a teardown notes as still referenced before it falls back to whole walks.
-const STUCK_MAX: usize = 4096;
-
-/// Forgets `d` (its id becomes free) if it owns no frame any more (its stuck list is empty
-/// and nothing overflowed it: every frame the FREE walk met was freed or noted) and none
-/// of its grants is in use; otherwise it lingers, dying.
-fn finish_if_free(d: &Arc<DomShared>) {
-    if !domain::is_registered(d) {
-        return;
-    }
-    let t = &d.teardown;
-    let left = t.stuck.lock().len();
-    let lingering = &t.lingering;
-    if left == 0 && !t.overflow.load(Ordering::Acquire) && d.grant().active.holds().next().is_none() {
-        d.tot_pages.store(0, Ordering::Relaxed);
-        domain::unregister(d);
-        if lingering.swap(false, Ordering::AcqRel) {
-            domain::LINGERING.fetch_sub(1, Ordering::AcqRel);
-        }
-        log::info!("d{}: torn down; its id is free", d.id);
-    } else if !lingering.swap(true, Ordering::AcqRel) {
-        domain::LINGERING.fetch_add(1, Ordering::AcqRel);
-        log::info!("d{}: dying: {} frame(s) still referenced by other domains", d.id, left);
-    }
-}
-
-/// After a privileged domain's page-table operation: it may have dropped the last foreign
-/// reference to a frame of a dying domain (a mapping of another domain's frame in its own
-/// tables): the lingering domains are looked at again. Nothing to do, one load, while none
-/// linger.
-/// A look costs one frame-table read per stuck frame.
-pub fn reap_lingering() {
-    if domain::LINGERING.load(Ordering::Acquire) == 0 {
-        return;
-    }
-    for d in domain::all().filter(|d| d.teardown.lingering.load(Ordering::Acquire)) {
-        reap(&d);
-    }
-}
-
-/// A reference another domain held on a frame of dying domain `d` went: frees what is
-/// unreferenced now (the teardown does it if it holds `d` at the moment).
-pub fn reap(d: &Arc<DomShared>) {
-    let t = &d.teardown;
-    // Set first: a teardown walking the frames now (FREE, busy or preempted) looks again
-    // when it is done (`destroy`).
-    t.reap.store(true, Ordering::Release);
-    if t.step.load(Ordering::Acquire) != DONE || !domain::is_registered(d) {
-        return;
-    }
-    while t.reap.swap(false, Ordering::AcqRel) {
-        if t.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            // The CPU holding it looks again when it lets go.
-            t.reap.store(true, Ordering::Release);
-            return;
-        }
-        let ft = crate::machine::frames();
-        let owned = |m: Mfn| ft.get(m).filter(|f| f.owner == Owner::Dom(d.id));
-        if t.overflow.load(Ordering::Acquire) {
-            // Too many were stuck to list: every frame it ever owned is looked at, and the
-            // list made again.
-            t.overflow.store(false, Ordering::Release);
-            t.stuck.lock().clear();
-            let (lo, hi) = d.frame_range();
-            for m in lo..=hi {
-                if let Some(f) = owned(Mfn(m)) {
-                    free_or_note(d, Mfn(m), f);
-                }
-            }
-        } else {
-            let mut stuck = t.stuck.lock();
-            stuck.retain(|&m| owned(m).is_some_and(|f| !free_frame(d, m, f)));
-        }
-        finish_if_free(d);
-        t.busy.store(false, Ordering::Release);
-    }
 }
 
 /// `sysctl(op)`.

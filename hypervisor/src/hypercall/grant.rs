@@ -256,7 +256,7 @@ fn unmap_one(c: &mut Mx<'_>, handle: u32, host_addr: u64, dev_bus_addr: u64, new
     let r = with_granter(c.pc.id, &d, |gr| hv_core::grant::unmap(ft, &mut c.mm.maptrack, handle, host, device, gr.id, gr.g, gr.shared));
     if d.is_dying() {
         // Perhaps its last frame held from outside: the dying granter may go now.
-        super::domctl::reap(&d);
+        crate::teardown::reap(&d);
     }
     r
 }
@@ -302,7 +302,7 @@ fn release_side(c: &Mx<'_>, frame: Mfn, side: Side, write: bool) {
         Side::Grant(d, gref) => {
             with_granter(c.pc.id, &d, |gr| hv_core::grant::unpin(ft, gr.g, gr.shared, gref, true, false, write));
             if d.is_dying() {
-                super::domctl::reap(&d);
+                crate::teardown::reap(&d);
             }
         }
         Side::Frame => {

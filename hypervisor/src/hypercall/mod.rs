@@ -103,7 +103,7 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
         }
     };
     if mx.pc.cur.shared.privileged && touches_page_tables(n, a1) {
-        domctl::reap_lingering();
+        crate::teardown::reap_lingering();
     }
     if r == Err(Errno::ERESTART) && f.rip == rip {
         return continuation(f, n, [a1, a2, a3, a4]);
