@@ -154,6 +154,8 @@ pub struct Teardown {
     /// there were too many to list (`overflow`: `reap` walks every frame then).
     pub stuck: spin::Mutex<alloc::vec::Vec<Mfn>>,
     pub overflow: core::sync::atomic::AtomicBool,
+    /// When `reap` last walked every frame (an overflowed stuck list).
+    pub last_walk: core::sync::atomic::AtomicU64,
     /// The next maptrack handle of its own grant mappings to release (`teardown`).
     pub release_at: core::sync::atomic::AtomicU32,
 }

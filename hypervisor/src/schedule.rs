@@ -422,7 +422,7 @@ fn account(now: u64) {
         return;
     }
     let ncpus = crate::machine::get().cpus.len();
-    let mut out = hv_core::sched::Shareout { total_ns: hv_core::sched::TSLICE_NS * ncpus as u64, period, periods, weight_total: 0 };
+    let mut out = hv_core::sched::Shareout { total_ns: hv_core::sched::TSLICE_NS * ncpus as u64, period, periods, weight_total: 0, now };
     for k in 0..ncpus {
         state::lock(k).weigh(&mut out);
     }

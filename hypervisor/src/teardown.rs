@@ -96,6 +96,17 @@ pub fn reap_lingering() {
 /// A reference another domain held on a frame of dying domain `d` went: frees what is
 /// unreferenced now (the teardown does it if it holds `d` at the moment).
 pub fn reap(d: &Arc<DomShared>) {
+    reap_with(d, true)
+}
+
+/// Shortest time between two whole walks of one domain's frames by [`reap`] (its stuck
+/// list overflowed): a dom0 holding thousands of mappings of a dead domain does not pay a
+/// walk on every page-table operation.
+const WALK_INTERVAL_NS: u64 = 10_000_000;
+
+/// [`reap`]; with `may_walk` false (the scheduler's path) an overflowed domain is left to
+/// a later caller rather than walked here.
+fn reap_with(d: &Arc<DomShared>, may_walk: bool) {
     let t = &d.teardown;
     // Set first: a teardown walking the frames now (FREE, busy or preempted) looks again
     // when it is done (`destroy`).
@@ -112,6 +123,14 @@ pub fn reap(d: &Arc<DomShared>) {
         let ft = crate::machine::frames();
         let owned = |m: Mfn| ft.get(m).filter(|f| f.owner == Owner::Dom(d.id));
         if t.overflow.load(Ordering::Acquire) {
+            let now = crate::events::now();
+            if !may_walk || now.saturating_sub(t.last_walk.load(Ordering::Acquire)) < WALK_INTERVAL_NS {
+                // Later (the flag stays set for whoever comes next).
+                t.reap.store(true, Ordering::Release);
+                t.busy.store(false, Ordering::Release);
+                return;
+            }
+            t.last_walk.store(now, Ordering::Release);
             // Too many were stuck to list: every frame it ever owned is looked at, and the
             // list made again.
             t.overflow.store(false, Ordering::Release);
@@ -172,7 +191,7 @@ pub fn release_grant_maps(d: &DomShared, max: u32) -> (usize, bool) {
         (n, h >= end)
     };
     for gd in dying.iter().flatten().filter_map(|&id| crate::domain::shared_of(id)) {
-        reap(&gd);
+        reap_with(&gd, false);
     }
     (n, done)
 }

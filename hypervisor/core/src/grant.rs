@@ -179,11 +179,15 @@ impl Maptrack {
             return None;
         }
         if self.entries.len() == self.entries.capacity() {
-            if !(self.grow)() {
-                return None;
+            // A chunk of the budget is asked for only when every chunk allowed so far is in
+            // use: one allowed whose memory was not there is tried again, not asked again.
+            if self.grown * MAPTRACK_CHUNK <= self.entries.capacity() {
+                if !(self.grow)() {
+                    return None;
+                }
+                // Held (and given back with the rest) even if the memory is not there.
+                self.grown += 1;
             }
-            // Allowed: held (and given back with the rest) even if the memory is not there.
-            self.grown += 1;
             if self.entries.try_reserve_exact(MAPTRACK_CHUNK).is_err() {
                 return None;
             }

@@ -177,8 +177,8 @@ impl VcpuSched {
     /// at the ceiling, leaving them all OVER and sharing the CPU round robin whatever their
     /// weights. It takes part again once it has spent it (Xen likewise drops a vCPU whose
     /// credit passed the ceiling from its active list).
-    fn takes_part(&self) -> bool {
-        (self.active || self.runnable) && self.credit <= TSLICE_NS as i64 / 2
+    fn takes_part(&self, unbilled: u64) -> bool {
+        (self.active || self.runnable) && self.credit.saturating_sub(unbilled as i64) <= TSLICE_NS as i64 / 2
     }
 
     fn eligible(&self) -> bool {
@@ -234,6 +234,9 @@ pub struct Shareout {
     pub total_ns: u64,
     pub period: u64,
     pub periods: u64,
+    /// When it runs: a running vCPU's credit is judged net of the time it ran since it was
+    /// last charged.
+    pub now: u64,
 }
 
 /// What a CPU should run next, and until when at the latest (absolute ns).
@@ -592,10 +595,19 @@ impl<P> RunQueue<P> {
         }
     }
 
+    /// Run time of `v` not charged yet at `now` (it is the running vCPU).
+    fn unbilled(&self, v: VcpuId, now: u64) -> u64 {
+        if self.current == Some(v) {
+            now.saturating_sub(self.since)
+        } else {
+            0
+        }
+    }
+
     /// First visit of a share-out: adds the weights of this queue's active vCPUs.
     pub fn weigh(&self, out: &mut Shareout) {
         for (v, _) in &self.owned {
-            if v.takes_part() {
+            if v.takes_part(self.unbilled(v.id, out.now)) {
                 out.weight_total += v.dom.weight() as u64;
             }
         }
@@ -604,9 +616,11 @@ impl<P> RunQueue<P> {
     /// Second visit: each active vCPU gets its part of `out.periods` periods, and each
     /// domain's cap budget is refilled (once).
     pub fn share(&mut self, out: &Shareout) {
+        let (current, since) = (self.current, self.since);
         for (v, _) in self.owned.iter_mut() {
             v.dom.refill_for(out.period);
-            if !v.takes_part() || out.weight_total == 0 {
+            let unbilled = if current == Some(v.id) { out.now.saturating_sub(since) } else { 0 };
+            if !v.takes_part(unbilled) || out.weight_total == 0 {
                 continue;
             }
             let share = out.total_ns as i128 * v.dom.weight() as i128 / out.weight_total as i128;
@@ -707,7 +721,7 @@ impl Credit {
         if periods == 0 {
             return;
         }
-        let mut out = Shareout { total_ns: TSLICE_NS * self.rqs.len() as u64, period, periods, weight_total: 0 };
+        let mut out = Shareout { total_ns: TSLICE_NS * self.rqs.len() as u64, period, periods, weight_total: 0, now };
         for rq in &self.rqs {
             rq.weigh(&mut out);
         }

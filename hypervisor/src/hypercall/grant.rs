@@ -77,6 +77,11 @@ fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
     if n > g.max_frames {
         return Err(GntSt::GeneralError);
     }
+    // Under its grant lock: a domain being destroyed gets no new frame (its teardown drops
+    // the grant frames under this lock after setting the flag).
+    if d.is_dying() && (g.frames.len() as u32) < n {
+        return Err(GntSt::BadDomain);
+    }
     while (g.frames.len() as u32) < n {
         let Some(Some(m)) = crate::mm::with(|mm| mm.alloc.alloc()) else { return Err(GntSt::GeneralError) };
         DirectMap.zero(m);
