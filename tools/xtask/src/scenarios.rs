@@ -228,6 +228,19 @@ fn scenarios() -> Vec<Scenario> {
                     "Test result: SUCCESS",
                 ]))
             },
+            // The granter's vCPU 1 rewrites the entry while its vCPU 0 maps and unmaps it.
+            Scenario {
+                smp,
+                dom0_args: "domexc",
+                domus: &[("grant_hostile", "domU mem=8M vcpus=2 -- race 1")],
+                ..sc(Box::leak(format!("grant-race{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
+                    "(d1) race: ",
+                    "(d1) Test result: SUCCESS",
+                    "audit d1: ",
+                    "counts consistent",
+                    "Test result: SUCCESS",
+                ]))
+            },
             Scenario {
                 smp,
                 dom0_args: "mapper",

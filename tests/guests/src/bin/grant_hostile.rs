@@ -11,6 +11,12 @@
 //!   of range or into a page table, swaps of refs in use, `set_version` while mapped, and a
 //!   batch with a bad operation in the middle (XSA-316). It ends holding one mapping: the
 //!   hypervisor must release it when the domain is gone (the audit then checks every count).
+//! - `race D` (run as domain D, two vCPUs): vCPU 1 rewrites a grant entry as fast as it
+//!   can (writable, read-only, invalid, for another domain: plain stores, clobbering the
+//!   in-use flags as a hostile granter may) while vCPU 0 maps and unmaps it. Every map must
+//!   either be refused with a status or give a mapping that reads (and writes, if
+//!   writable) and unmaps; afterwards the frame holds no reference (it pins as an L1 and
+//!   unpins), and the audit of the dead domain checks every count.
 //! - `granter` (domain 1) / `mapper` (dom0): across domains. d1 grants a page to dom0 and
 //!   dies while dom0 maps it; the page must stay readable to dom0 until it unmaps, new maps
 //!   of the dead domain's grants are refused, and the unmap works.
@@ -24,6 +30,7 @@ use pv_runtime::hypercall::{self as hc, MmuUpdate};
 use pv_runtime::mm::{GuestMem, A, D, P, RW};
 use test_guests::grant::*;
 use test_guests::*;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 const SELF: u16 = guest_abi::DOMID_SELF;
 const GEN: i16 = GntSt::GeneralError as i16;
@@ -380,6 +387,112 @@ fn mapper(si: &'static pv_runtime::StartInfo) {
     check("the page is gone from here", read_faults(va));
 }
 
+static STARTED: AtomicBool = AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
+static STOPPED: AtomicBool = AtomicBool::new(false);
+static FLIPS: AtomicU64 = AtomicU64::new(0);
+/// The grant table's address, the granted frame, this domain's id (for vCPU 1).
+static RACE: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static mut AP_STACK: [u8; 16384] = [0; 16384];
+static mut CTX: [u8; guest_abi::vcpu::ctx::SIZE] = [0; guest_abi::vcpu::ctx::SIZE];
+
+/// vCPU 1 of `race`: rewrites entry 8 until told to stop.
+extern "C" fn flipper() -> ! {
+    STARTED.store(true, SeqCst);
+    let gt = Table { va: RACE[0].load(SeqCst) };
+    let (f, me) = (RACE[1].load(SeqCst), RACE[2].load(SeqCst) as u16);
+    let patterns = [(GTF_PERMIT_ACCESS, me), (GTF_PERMIT_ACCESS | GTF_READONLY, me), (GTF_INVALID, me), (GTF_PERMIT_ACCESS, 7)];
+    let mut i = 0;
+    while !STOP.load(SeqCst) {
+        let (flags, dom) = patterns[i % patterns.len()];
+        gt.grant(8, flags, dom, f);
+        i += 1;
+        FLIPS.store(i as u64, SeqCst);
+        // On one CPU the two vCPUs take turns: a yield every 1001 rewrites leaves vCPU 0 a
+        // different entry each turn.
+        if i % 1001 == 0 {
+            hc::yield_now();
+        }
+    }
+    STOPPED.store(true, SeqCst);
+    loop {
+        hc::yield_now();
+    }
+}
+
+fn race_test(si: &'static pv_runtime::StartInfo, me: u16) {
+    use guest_abi::vcpu::{VCPUOP_INITIALISE, VCPUOP_UP};
+    let vb = pv_runtime::virt_base();
+    let mem = GuestMem::new(si, vb);
+    let t = Tables::new(si);
+    let gt = table_at(slot(&mem, 2));
+    let m1 = slot(&mem, 3);
+    let page = slot(&mem, 20);
+    let f = t.mfn_of_va(page);
+    // A zeroed frame: a valid L1 once nothing maps it writable.
+    // SAFETY: the slot is this domain's page, mapped writable.
+    unsafe { core::ptr::write_bytes(page as *mut u8, 0, 4096) };
+    let m1_old = t.entry(t.table(m1, 1), (m1 >> 12) & 511);
+    gt.grant(8, GTF_PERMIT_ACCESS, me, f);
+    for (slot, v) in RACE.iter().zip([gt.va, f, me as u64]) {
+        slot.store(v, SeqCst);
+    }
+    // SAFETY: vCPU 1 is not running; the buffer is used only here.
+    let c = unsafe { &mut *core::ptr::addr_of_mut!(CTX) };
+    let stack_top = core::ptr::addr_of_mut!(AP_STACK) as u64 + 16384 - 8;
+    vcpu_context(c, flipper as *const () as u64, stack_top, mem.mfn((si.pt_base - vb) / 4096));
+    // SAFETY: the context is valid for the call; up takes no pointer.
+    unsafe {
+        expect_ret("initialise vCPU 1", pv_runtime::events::vcpu_op(VCPUOP_INITIALISE, 1, c.as_ptr() as u64), 0);
+        expect_ret("up(1)", pv_runtime::events::vcpu_op(VCPUOP_UP, 1, 0), 0);
+    }
+    let mut tries = 0;
+    while !STARTED.load(SeqCst) && tries < 100_000 {
+        hc::yield_now();
+        tries += 1;
+    }
+    check("vCPU 1 flips the entry", STARTED.load(SeqCst));
+    let (mut mapped, mut refused, mut bad) = (0u32, 0u32, 0u32);
+    for i in 0..3000u32 {
+        let ro = i % 2 == 1;
+        let flags = GNTMAP_HOST_MAP | if ro { GNTMAP_READONLY } else { 0 };
+        let (r, m) = map(m1, flags, 8, SELF);
+        if r != 0 {
+            bad += 1;
+            continue;
+        }
+        if m.status != 0 {
+            refused += 1;
+            continue;
+        }
+        mapped += 1;
+        // It reads; a writable one takes a (zero) store; a read-only one refuses it.
+        let wrote = probe!("mov qword ptr [{a}], 0"; a = in(reg) m1).is_none();
+        if read_faults(m1) || wrote == ro || unmap(m1, 0, m.handle) != 0 {
+            bad += 1;
+        }
+        if i % 64 == 0 {
+            hc::yield_now();
+        }
+    }
+    STOP.store(true, SeqCst);
+    while !STOPPED.load(SeqCst) {
+        hc::yield_now();
+    }
+    println!("race: {} maps, {} refused, {} entry rewrites meanwhile", mapped, refused, FLIPS.load(SeqCst));
+    check("every map mapped what it said, or was refused; every unmap worked", bad == 0 && mapped > 0);
+    gt.grant(8, GTF_PERMIT_ACCESS, me, f);
+    let (r, m) = map(m1, GNTMAP_HOST_MAP, 8, SELF);
+    check("afterwards a map of the entry works", r == 0 && m.status == 0 && unmap(m1, 0, m.handle) == 0);
+    check("and leaves no in-use flag", gt.flags(8) == GTF_PERMIT_ACCESS);
+    expect_ret("the slot's own page back", hc::update_va_mapping(m1, m1_old, 2), 0);
+    // No reference of the race is left on the frame: with its own mapping made read-only
+    // it pins as an L1 (a leaked writable reference would refuse that) and unpins.
+    expect_ret("the page mapped read-only", hc::update_va_mapping(page, f << 12 | P | A, 2), 0);
+    expect_ret("it pins as an L1", hc::mmuext1(ext::PIN_L1_TABLE, f, 0), 0);
+    expect_ret("and unpins", hc::mmuext1(ext::UNPIN_TABLE, f, 0), 0);
+}
+
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let line = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
@@ -388,6 +501,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     start(mode);
     match mode {
         "self" => self_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+        "race" => race_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
         "granter" => granter(si),
         "mapper" => mapper(si),
         _ => check("a known mode", false),
