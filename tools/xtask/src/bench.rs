@@ -143,6 +143,29 @@ fn toolstack(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<
     Ok(())
 }
 
+/// The destroy of a 4 GiB domain (`toolstack big 4096`, icount): its total and longest
+/// non-preemptible stretch in instructions. Not part of the full run (it needs a 5 GiB
+/// guest and a few minutes): `cargo xtask bench --only destroy-4g`.
+fn destroy_4g(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
+    let mut c = Config::new(Accel::Tcg);
+    c.icount = true;
+    c.memory_mb = 5120;
+    c.timeout = Duration::from_secs(1200);
+    c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.guest("toolstack"), cmdline: "debug-exit loglvl=info dom0_mem=16M -- big 4096".into() };
+    let o = qemu::run(&c, None)?;
+    std::fs::write(images::target().join("bench-destroy-4g.log"), &o.output).map_err(|e| e.to_string())?;
+    let vals = bench_values(&o.output);
+    if vals.is_empty() || !o.output.contains("Test result: SUCCESS") {
+        return Err(format!("destroy-4g bench failed:\n{}", o.output));
+    }
+    let longest = o.output.lines().rev().find_map(|l| l.split_once("the longest ")?.1.split_once(" TSC")?.0.trim().parse::<f64>().ok());
+    let stretches = o.output.lines().rev().find_map(|l| l.split_once("relinquished in ")?.1.split_once(' ')?.0.trim().parse::<f64>().ok());
+    results.extend(vals.into_iter().map(|(k, v)| (format!("{}_instructions", k.strip_suffix("_tsc").unwrap_or(&k)), v)));
+    results.extend(longest.map(|v| ("ts_destroy_4g_longest_stretch_instructions".to_string(), v)));
+    results.extend(stretches.map(|v| ("ts_destroy_4g_hypercall_stretches".to_string(), v)));
+    Ok(())
+}
+
 fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
@@ -156,7 +179,8 @@ fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     Ok(())
 }
 
-/// `--only hotpaths` runs just the hot-path section, `--only parallel` the parallelism one.
+/// `--only hotpaths` runs just the hot-path section, `--only parallel` the parallelism one,
+/// `--only toolstack` the domain lifecycle, `--only destroy-4g` a 4 GiB domain's destroy.
 pub fn run(args: &[String]) -> Result<(), String> {
     let imgs = images::build_all()?;
     let mut results: Vec<(String, f64)> = Vec::new();
@@ -172,6 +196,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if only == Some("parallel") {
         parallel(&imgs, hv, &mut results)?;
+        return write_results(&results);
+    }
+    if only == Some("destroy-4g") {
+        destroy_4g(&imgs, &mut results)?;
         return write_results(&results);
     }
 

@@ -299,6 +299,29 @@ fn bench() {
     println!("BENCH ts_destroy_256m_tsc={}", rdtsc() - t0);
 }
 
+/// `big N`: an N MiB domain created, populated and destroyed (`cargo xtask bench --only
+/// destroy-4g`: the teardown's longest stretch for a large domain).
+fn big(mib: u64) {
+    // SAFETY: dom0 runs this on one vCPU; nothing else uses the list.
+    let list = unsafe { &mut *core::ptr::addr_of_mut!(LIST) };
+    let pages = mib << 8;
+    let (r, id) = create(0, 1);
+    let m = Op::new(MAX_MEM, id).u64(0, mib << 10).call();
+    let mut got = 0;
+    while got < pages {
+        let n = populate(id, 4096.min((pages - got) as usize), list);
+        if n <= 0 {
+            break;
+        }
+        got += n as u64;
+    }
+    check("the domain populated", r == 0 && m == 0 && got == pages);
+    println!("{} MiB domain populated", mib);
+    let t0 = rdtsc();
+    expect_ret("the domain destroyed", destroy(id), 0);
+    println!("BENCH ts_destroy_big_tsc={}", rdtsc() - t0);
+}
+
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let cmd = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim();
@@ -307,6 +330,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         Some(("cycles", n)) => cycles(n.parse().unwrap_or(10)),
         _ if cmd == "kill" => kill(),
         _ if cmd == "bench" => bench(),
+        Some(("big", n)) => big(n.parse().unwrap_or(64)),
         _ if cmd == "build" => build::run(si),
         _ => check("a known mode", false),
     }
