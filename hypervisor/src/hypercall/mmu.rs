@@ -71,13 +71,13 @@ struct Tables<'g> {
 }
 
 impl<'g> Tables<'g> {
-    /// The tables of `target` (the caller's own when it is the caller). A foreign target's
-    /// pending work is driven first (adopted, whoever began it: a paused or dead vCPU of
-    /// the target would never finish it); `Err(ERESTART)` while some remains.
-    fn of(hv: &mut Mx, target: &'g DomShared) -> Result<Tables<'g>, Errno> {
-        if target.id == hv.pc.cur.dom {
+    /// The tables of `target` (the caller's own when it is `None` or the caller). A
+    /// foreign target's pending work is driven first (see [`adopt_if_stalled`]);
+    /// `Err(ERESTART)` while some remains.
+    fn of(hv: &mut Mx, target: Option<&'g DomShared>) -> Result<Tables<'g>, Errno> {
+        let Some(target) = target.filter(|t| t.id != hv.pc.cur.dom) else {
             return Ok(Tables { foreign: None, owner: hv.pc.cur.id });
-        }
+        };
         let owner = crate::guest::foreign_owner(hv.pc.cur.dom, hv.pc.cur.id);
         let mut g = target.foreign_mm();
         // Looked at again under its lock: a teardown sets the flag before any step that
@@ -118,18 +118,24 @@ macro_rules! pt_in {
     }};
 }
 
-/// Splits `foreigndom` into (data owner FD, page-table owner PFD). A foreign PFD's entries
-/// may only name its own frames (FD = PFD).
-fn foreign(hv: &Mx, fdom: u64) -> Result<(Arc<DomShared>, Arc<DomShared>), Errno> {
-    let fd = foreign_dom(hv, (fdom & 0xFFFF) as u16)?;
-    let pfd = match fdom >> 16 {
-        0 => hv.pc.cur.shared.clone(),
-        n => foreign_dom(hv, (n - 1) as u16)?,
-    };
-    if pfd.id != hv.pc.cur.dom && fd.id != pfd.id {
-        return Err(Errno::EINVAL);
+/// Splits `foreigndom` into (data owner FD, page-table owner PFD), and the PFD itself when
+/// it is not the caller. A foreign PFD's entries may only name its own frames (FD = PFD).
+fn foreign(hv: &Mx, fdom: u64) -> Result<(DomId, DomId, Option<Arc<DomShared>>), Errno> {
+    let me = hv.pc.cur.dom;
+    // The usual case, without touching the registry: the caller's own tables and frames.
+    if fdom == guest_abi::DOMID_SELF as u64 || fdom == me as u64 {
+        return Ok((me, me, None));
     }
-    Ok((fd, pfd))
+    let fd = foreign_dom(hv, (fdom & 0xFFFF) as u16)?.id;
+    let pfd = match fdom >> 16 {
+        0 => None,
+        n => Some(foreign_dom(hv, (n - 1) as u16)?).filter(|p| p.id != me),
+    };
+    match pfd {
+        Some(p) if fd != p.id => Err(Errno::EINVAL),
+        Some(p) => Ok((fd, p.id, Some(p))),
+        None => Ok((fd, me, None)),
+    }
 }
 
 /// Reads the `done` carried over a continuation.
@@ -152,9 +158,8 @@ fn put_done(hv: &Mx, pdone: u64, done: u64) -> Result<(), Errno> {
 pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
     let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
     let base = done_so_far(hv, preempted, pdone)?;
-    let (fdd, pfdd) = foreign(hv, fdom)?;
-    let (fd, pfd) = (fdd.id, pfdd.id);
-    let mut tables = Tables::of(hv, &pfdd)?;
+    let (fd, pfd, pfdd) = foreign(hv, fdom)?;
+    let mut tables = Tables::of(hv, pfdd.as_deref())?;
     let mut resync = false;
     let mut result = Ok(0);
     let mut i = 0;
@@ -404,9 +409,10 @@ fn one_ext(hv: &mut Mx, t: &mut Tables, cmd: u32, arg1: u64, arg2: u64, fd: DomI
 pub fn mmuext_op(hv: &mut Mx, f: &mut TrapFrame, ops: u64, count: u64, pdone: u64, fdom: u64) -> HcResult {
     let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
     let base = done_so_far(hv, preempted, pdone)?;
-    let fdd = foreign_dom(hv, (fdom & 0xFFFF) as u16)?;
-    let fd = fdd.id;
-    let mut tables = Tables::of(hv, &fdd)?;
+    let me = hv.pc.cur.dom;
+    let fdd = if fdom == guest_abi::DOMID_SELF as u64 || fdom == me as u64 { None } else { Some(foreign_dom(hv, (fdom & 0xFFFF) as u16)?) };
+    let fd = fdd.as_ref().map_or(me, |d| d.id);
+    let mut tables = Tables::of(hv, fdd.as_deref())?;
     let mut result = Ok(0);
     let mut i = 0;
     while i < count {

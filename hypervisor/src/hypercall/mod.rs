@@ -102,7 +102,8 @@ fn call_mm(mx: &mut Mx, f: &mut TrapFrame, n: u64, a: Args) -> HcResult {
             _ => Err(Errno::ENOSYS),
         }
     };
-    if mx.pc.cur.shared.privileged && touches_page_tables(n, a1) {
+    // One load of a global while no domain lingers (the usual case).
+    if crate::domain::LINGERING.load(core::sync::atomic::Ordering::Relaxed) != 0 && mx.pc.cur.shared.privileged && touches_page_tables(n, a1) {
         crate::teardown::reap_lingering();
     }
     if r == Err(Errno::ERESTART) && f.rip == rip {
