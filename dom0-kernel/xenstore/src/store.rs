@@ -1,0 +1,732 @@
+//! The store: connections, the operations of every request type, watches, transactions and
+//! quotas.
+
+use crate::path::{self, canonical, is_under, parent};
+use crate::perms::{Access, Perms};
+use crate::tree::Tree;
+use crate::wire::{strings, Msg, MsgType, PAYLOAD_MAX};
+use crate::{DomId, Error};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// A client connection (a domain's ring, or a socket).
+pub type ConnId = u32;
+
+/// Per-domain limits (Xen 4.17's defaults); privileged clients have none.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Nodes a domain may own (`-ENOSPC` past it).
+    pub entries_per_domain: usize,
+    /// Longest value a domain may write (`-ENOSPC`).
+    pub entry_size: usize,
+    /// Watches per connection (`-E2BIG`).
+    pub watches: usize,
+    /// Open transactions per connection (`-ENOSPC`).
+    pub transactions: usize,
+    /// Permission entries per node (`-ENOSPC`).
+    pub perms_per_node: usize,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota { entries_per_domain: 1000, entry_size: 2048, watches: 128, transactions: 10, perms_per_node: 5 }
+    }
+}
+
+/// A message for a connection: the reply to its request, or a watch event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub conn: ConnId,
+    pub msg: Msg,
+}
+
+#[derive(Clone, Debug)]
+struct Watch {
+    /// Absolute, or special (`@...`).
+    path: String,
+    token: String,
+    /// Registered with a relative path: its events carry relative paths.
+    relative: bool,
+}
+
+/// A change a watch may see: the node's path, its permissions (after the change, or before
+/// it went), and for a removal every node that went.
+struct Change {
+    path: String,
+    perms: Perms,
+    removed: Vec<(String, Perms)>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(String, Vec<u8>),
+    Mkdir(String),
+    Rm(String),
+    SetPerms(String, Perms),
+}
+
+#[derive(Clone, Debug)]
+struct Tx {
+    tree: Tree,
+    counts: BTreeMap<DomId, usize>,
+    /// Every node the transaction looked at or changed, with its generation when it first
+    /// did (`None`: absent).
+    accessed: BTreeMap<String, Option<u64>>,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    dom: DomId,
+    privileged: bool,
+    watches: Vec<Watch>,
+    txs: BTreeMap<u32, Tx>,
+    next_tx: u32,
+}
+
+/// Who makes an operation.
+#[derive(Copy, Clone)]
+struct Who {
+    dom: DomId,
+    privileged: bool,
+    target: Option<DomId>,
+}
+
+impl Who {
+    fn may(&self, p: &Perms, a: Access) -> bool {
+        self.privileged || p.allows(self.dom, self.target, a)
+    }
+}
+
+/// The state an operation works on: the live tree, or a transaction's copy (which then
+/// records what it looks at).
+struct View<'a> {
+    tree: &'a mut Tree,
+    counts: &'a mut BTreeMap<DomId, usize>,
+    gen: &'a mut u64,
+    accessed: Option<&'a mut BTreeMap<String, Option<u64>>>,
+    changes: &'a mut Vec<Change>,
+    quota: Quota,
+}
+
+impl View<'_> {
+    /// Notes `path` as looked at (first time only) and returns its node's generation.
+    fn touch(&mut self, path: &str) {
+        if let Some(a) = self.accessed.as_mut() {
+            if !a.contains_key(path) {
+                a.insert(path.to_string(), self.tree.get(path).map(|n| n.gen));
+            }
+        }
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        *self.gen += 1;
+        *self.gen
+    }
+
+    fn read(&mut self, who: Who, p: &str) -> Result<Vec<u8>, Error> {
+        self.touch(p);
+        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        if !who.may(&n.perms, Access::Read) {
+            return Err(Error::EACCES);
+        }
+        Ok(n.value.clone())
+    }
+
+    fn directory(&mut self, who: Who, p: &str) -> Result<(u64, Vec<String>), Error> {
+        self.touch(p);
+        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        if !who.may(&n.perms, Access::Read) {
+            return Err(Error::EACCES);
+        }
+        Ok((n.gen, n.children.keys().cloned().collect()))
+    }
+
+    fn get_perms(&mut self, who: Who, p: &str) -> Result<Perms, Error> {
+        self.touch(p);
+        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        if !who.may(&n.perms, Access::Read) {
+            return Err(Error::EACCES);
+        }
+        Ok(n.perms.clone())
+    }
+
+    /// Creates `p` and its missing ancestors (the last with `value`): each inherits its
+    /// parent's permissions, owned by the creator if it is unprivileged. The nearest
+    /// existing ancestor must be writable.
+    fn create(&mut self, who: Who, p: &str, value: &[u8]) -> Result<(), Error> {
+        // The missing part of the path, top first.
+        let mut missing = Vec::new();
+        let mut at = p;
+        while self.tree.get(at).is_none() {
+            missing.push(at);
+            at = parent(at);
+        }
+        self.touch(at);
+        let base = self.tree.get(at).ok_or(Error::ENOENT)?;
+        if !who.may(&base.perms, Access::Write) {
+            return Err(Error::EACCES);
+        }
+        let mut perms = base.perms.clone();
+        if !who.privileged {
+            perms.0[0].dom = who.dom;
+        }
+        let owner = perms.owner();
+        if !who.privileged && self.counts.get(&owner).copied().unwrap_or(0) + missing.len() > self.quota.entries_per_domain {
+            return Err(Error::ENOSPC);
+        }
+        for (i, node) in missing.iter().rev().enumerate() {
+            self.touch(node);
+            let gen = self.next_gen();
+            let name = node.rsplit('/').next().unwrap_or("");
+            let last = i + 1 == missing.len();
+            self.tree.create(parent(node), name, if last { value } else { b"" }, perms.clone(), gen);
+            *self.counts.entry(owner).or_insert(0) += 1;
+        }
+        // One change, the node asked for (as Xen): watches above see it once.
+        self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
+        Ok(())
+    }
+
+    fn write(&mut self, who: Who, p: &str, value: &[u8]) -> Result<(), Error> {
+        if !who.privileged && value.len() > self.quota.entry_size {
+            return Err(Error::ENOSPC);
+        }
+        self.touch(p);
+        match self.tree.get(p) {
+            Some(n) => {
+                if !who.may(&n.perms, Access::Write) {
+                    return Err(Error::EACCES);
+                }
+                let perms = n.perms.clone();
+                let gen = self.next_gen();
+                self.tree.set_value(p, value, gen);
+                self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
+                Ok(())
+            }
+            None => self.create(who, p, value),
+        }
+    }
+
+    fn mkdir(&mut self, who: Who, p: &str) -> Result<(), Error> {
+        self.touch(p);
+        match self.tree.get(p) {
+            // As Xen: an existing node is no error, if the caller may write it.
+            Some(n) => {
+                if who.may(&n.perms, Access::Write) {
+                    Ok(())
+                } else {
+                    Err(Error::EACCES)
+                }
+            }
+            None => self.create(who, p, b""),
+        }
+    }
+
+    fn rm(&mut self, who: Who, p: &str) -> Result<(), Error> {
+        if p == "/" {
+            return Err(Error::EINVAL);
+        }
+        self.touch(p);
+        let Some(n) = self.tree.get(p) else {
+            // As Xen: removing what is not there is fine if its parent is.
+            self.touch(parent(p));
+            return if self.tree.get(parent(p)).is_some() { Ok(()) } else { Err(Error::ENOENT) };
+        };
+        if !who.may(&n.perms, Access::Write) {
+            return Err(Error::EACCES);
+        }
+        let perms = n.perms.clone();
+        self.touch(parent(p));
+        let gen = self.next_gen();
+        let name = p.rsplit('/').next().unwrap_or("");
+        let removed = self.tree.remove(parent(p), name, gen);
+        for (q, rp) in &removed {
+            // Everything under it was looked at: a transaction that removed it conflicts
+            // with a change anywhere below.
+            if let Some(a) = self.accessed.as_mut() {
+                a.entry(q.clone()).or_insert(None);
+            }
+            if let Some(c) = self.counts.get_mut(&rp.owner()) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        self.changes.push(Change { path: p.to_string(), perms, removed });
+        Ok(())
+    }
+
+    fn set_perms(&mut self, who: Who, p: &str, perms: Perms) -> Result<(), Error> {
+        self.touch(p);
+        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        if !who.may(&n.perms, Access::Owner) {
+            return Err(Error::EACCES);
+        }
+        let old = n.perms.owner();
+        // As Xen: an unprivileged domain may not give its nodes away.
+        if !who.privileged && perms.owner() != old {
+            return Err(Error::EPERM);
+        }
+        if perms.owner() != old {
+            if let Some(c) = self.counts.get_mut(&old) {
+                *c = c.saturating_sub(1);
+            }
+            *self.counts.entry(perms.owner()).or_insert(0) += 1;
+        }
+        let gen = self.next_gen();
+        self.tree.set_perms(p, perms.clone(), gen);
+        self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
+        Ok(())
+    }
+
+    fn apply(&mut self, who: Who, op: &Op) -> Result<(), Error> {
+        match op {
+            Op::Write(p, v) => self.write(who, p, v),
+            Op::Mkdir(p) => self.mkdir(who, p),
+            Op::Rm(p) => self.rm(who, p),
+            Op::SetPerms(p, perms) => self.set_perms(who, p, perms.clone()),
+        }
+    }
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    tree: Tree,
+    /// Nodes owned, per domain.
+    counts: BTreeMap<DomId, usize>,
+    gen: u64,
+    conns: BTreeMap<ConnId, Conn>,
+    next_conn: ConnId,
+    /// Introduced domains: their ring's frame and event channel.
+    introduced: BTreeMap<DomId, (u64, u32)>,
+    /// `SET_TARGET`: a domain acting for another (a device model for its guest).
+    targets: BTreeMap<DomId, DomId>,
+    released: Vec<DomId>,
+    pub quota: Quota,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+fn ok() -> Vec<u8> {
+    b"OK\0".to_vec()
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn num<T: core::str::FromStr>(s: &str) -> Result<T, Error> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return Err(Error::EINVAL);
+    }
+    s.parse().map_err(|_| Error::EINVAL)
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            tree: Tree::new(),
+            counts: BTreeMap::new(),
+            gen: 0,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            introduced: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            released: Vec::new(),
+            quota: Quota::default(),
+        }
+    }
+
+    /// A new connection of domain `dom` (`privileged`: dom0's own clients, the toolstack).
+    pub fn connect(&mut self, dom: DomId, privileged: bool) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn = self.next_conn.wrapping_add(1).max(1);
+        self.conns.insert(id, Conn { dom, privileged, watches: Vec::new(), txs: BTreeMap::new(), next_tx: 1 });
+        id
+    }
+
+    /// A connection went: its watches and transactions with it.
+    pub fn disconnect(&mut self, c: ConnId) {
+        self.conns.remove(&c);
+    }
+
+    /// Domain `dom`'s ring frame and event channel, if it was introduced.
+    pub fn introduced(&self, dom: DomId) -> Option<(u64, u32)> {
+        self.introduced.get(&dom).copied()
+    }
+
+    /// The domains released since the last call (their transports are to go).
+    pub fn take_released(&mut self) -> Vec<DomId> {
+        core::mem::take(&mut self.released)
+    }
+
+    /// Nodes in the tree (for tests and leak checks).
+    pub fn node_count(&self) -> usize {
+        self.counts.values().sum::<usize>() + 1
+    }
+
+    /// Handles request `m` of connection `c`: the reply to `c` first, then the watch
+    /// events its changes fire. A connection that does not exist gets nothing.
+    pub fn handle(&mut self, c: ConnId, m: &Msg) -> Vec<Event> {
+        let Some(conn) = self.conns.get(&c) else { return Vec::new() };
+        let who = Who { dom: conn.dom, privileged: conn.privileged, target: self.targets.get(&conn.dom).copied() };
+        let mut changes = Vec::new();
+        let mut specials = Vec::new();
+        let mut out = Vec::new();
+        let r = self.request(c, who, m, &mut changes, &mut specials, &mut out);
+        let (ty, payload) = match r {
+            Ok((ty, payload)) => (ty, payload),
+            Err(e) => (MsgType::Error as u32, cstr(e.name())),
+        };
+        let mut events = alloc::vec![Event { conn: c, msg: Msg { ty, req_id: m.req_id, tx_id: m.tx_id, payload } }];
+        events.extend(out);
+        events.extend(self.fire(&changes));
+        for s in specials {
+            events.extend(self.fire_special(s));
+        }
+        events
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(&mut self, c: ConnId, who: Who, m: &Msg, changes: &mut Vec<Change>, specials: &mut Vec<&'static str>, out: &mut Vec<Event>) -> Result<(u32, Vec<u8>), Error> {
+        let Some(ty) = MsgType::from_u32(m.ty) else { return Err(Error::ENOSYS) };
+        let tx = m.tx_id;
+        // WRITE's value is the rest of the payload after the path's NUL (no NUL of its own).
+        let args: Vec<&str> = if ty == MsgType::Write {
+            let i = m.payload.iter().position(|&b| b == 0).ok_or(Error::EINVAL)?;
+            alloc::vec![core::str::from_utf8(&m.payload[..i]).map_err(|_| Error::EINVAL)?]
+        } else {
+            strings(&m.payload).ok_or(Error::EINVAL)?
+        };
+        let arg = |i: usize| args.get(i).copied().ok_or(Error::EINVAL);
+        let path = |i: usize| canonical(who.dom, arg(i)?, false);
+        let reply = |t: MsgType, p: Vec<u8>| Ok((t as u32, p));
+        match ty {
+            MsgType::Read => {
+                let p = path(0)?;
+                let v = self.on(c, tx, who, changes, |v| v.read(who, &p))?;
+                reply(ty, v)
+            }
+            MsgType::Directory => {
+                let p = path(0)?;
+                let (_, kids) = self.on(c, tx, who, changes, |v| v.directory(who, &p))?;
+                let mut b = Vec::new();
+                for k in kids {
+                    b.extend_from_slice(k.as_bytes());
+                    b.push(0);
+                }
+                reply(ty, b)
+            }
+            MsgType::DirectoryPart => {
+                // `path|offset|` → `generation|child|...|`, what fits; an empty string ends
+                // the list.
+                let p = path(0)?;
+                let off: usize = num(arg(1)?)?;
+                let (gen, kids) = self.on(c, tx, who, changes, |v| v.directory(who, &p))?;
+                let mut b = cstr(&format!("{}", gen));
+                let mut all = Vec::new();
+                for k in kids {
+                    all.extend_from_slice(k.as_bytes());
+                    all.push(0);
+                }
+                let rest = all.get(off..).unwrap_or(&[]);
+                let room = PAYLOAD_MAX - b.len() - 1;
+                if rest.len() <= room {
+                    b.extend_from_slice(rest);
+                    b.push(0);
+                } else {
+                    // Whole names only.
+                    let cut = rest[..room].iter().rposition(|&x| x == 0).map_or(0, |i| i + 1);
+                    b.extend_from_slice(&rest[..cut]);
+                }
+                reply(ty, b)
+            }
+            MsgType::GetPerms => {
+                let p = path(0)?;
+                let perms = self.on(c, tx, who, changes, |v| v.get_perms(who, &p))?;
+                let mut b = Vec::new();
+                for e in perms.0 {
+                    b.extend_from_slice(&cstr(&e.format()));
+                }
+                reply(ty, b)
+            }
+            MsgType::Write => {
+                let p = path(0)?;
+                let value = m.payload[args[0].len() + 1..].to_vec();
+                self.change(c, tx, who, changes, Op::Write(p, value))?;
+                reply(ty, ok())
+            }
+            MsgType::Mkdir => {
+                let op = Op::Mkdir(path(0)?);
+                self.change(c, tx, who, changes, op)?;
+                reply(ty, ok())
+            }
+            MsgType::Rm => {
+                let op = Op::Rm(path(0)?);
+                self.change(c, tx, who, changes, op)?;
+                reply(ty, ok())
+            }
+            MsgType::SetPerms => {
+                let p = path(0)?;
+                let max = if who.privileged { usize::MAX } else { self.quota.perms_per_node };
+                let perms = Perms::parse_list(args[1..].iter().copied(), max)?;
+                self.change(c, tx, who, changes, Op::SetPerms(p, perms))?;
+                reply(ty, ok())
+            }
+            MsgType::Watch => {
+                let raw = arg(0)?;
+                let p = canonical(who.dom, raw, true)?;
+                let token = arg(1)?.to_string();
+                let quota = self.quota.watches;
+                let conn = self.conns.get_mut(&c).ok_or(Error::EINVAL)?;
+                if conn.watches.iter().any(|w| w.path == p && w.token == token) {
+                    return Err(Error::EEXIST);
+                }
+                if !who.privileged && conn.watches.len() >= quota {
+                    return Err(Error::E2BIG);
+                }
+                let relative = !raw.starts_with('/') && !raw.starts_with('@');
+                let w = Watch { path: p, token, relative };
+                // As Xen: a new watch fires once at once (after the reply).
+                out.push(Event { conn: c, msg: watch_event(who.dom, &w, &w.path) });
+                conn.watches.push(w);
+                reply(ty, ok())
+            }
+            MsgType::Unwatch => {
+                let p = canonical(who.dom, arg(0)?, true)?;
+                let token = arg(1)?;
+                let conn = self.conns.get_mut(&c).ok_or(Error::EINVAL)?;
+                let n = conn.watches.len();
+                conn.watches.retain(|w| !(w.path == p && w.token == token));
+                if conn.watches.len() == n {
+                    return Err(Error::ENOENT);
+                }
+                reply(ty, ok())
+            }
+            MsgType::TransactionStart => {
+                if tx != 0 {
+                    return Err(Error::EBUSY);
+                }
+                let quota = self.quota.transactions;
+                let snapshot = Tx { tree: self.tree.clone(), counts: self.counts.clone(), accessed: BTreeMap::new(), ops: Vec::new() };
+                let conn = self.conns.get_mut(&c).ok_or(Error::EINVAL)?;
+                if !who.privileged && conn.txs.len() >= quota {
+                    return Err(Error::ENOSPC);
+                }
+                let mut id = conn.next_tx;
+                while id == 0 || conn.txs.contains_key(&id) {
+                    id = id.wrapping_add(1);
+                }
+                conn.next_tx = id.wrapping_add(1);
+                conn.txs.insert(id, snapshot);
+                reply(ty, cstr(&format!("{}", id)))
+            }
+            MsgType::TransactionEnd => {
+                let commit = match arg(0)? {
+                    "T" => true,
+                    "F" => false,
+                    _ => return Err(Error::EINVAL),
+                };
+                let t = self.conns.get_mut(&c).and_then(|conn| conn.txs.remove(&tx)).ok_or(Error::ENOENT)?;
+                if commit {
+                    self.commit(who, t, changes)?;
+                }
+                reply(ty, ok())
+            }
+            MsgType::Introduce => {
+                if !who.privileged {
+                    return Err(Error::EACCES);
+                }
+                let dom: DomId = num(arg(0)?)?;
+                let gfn: i64 = num(arg(1)?)?;
+                let port: u32 = num(arg(2)?)?;
+                if dom == 0 || dom >= 0x7FF0 {
+                    return Err(Error::EINVAL);
+                }
+                self.introduced.insert(dom, (gfn as u64, port));
+                specials.push("@introduceDomain");
+                reply(ty, ok())
+            }
+            MsgType::Release => {
+                if !who.privileged {
+                    return Err(Error::EACCES);
+                }
+                let dom: DomId = num(arg(0)?)?;
+                if self.introduced.remove(&dom).is_none() {
+                    return Err(Error::ENOENT);
+                }
+                // Its connections go, with their watches and transactions.
+                self.conns.retain(|_, k| k.privileged || k.dom != dom);
+                self.targets.remove(&dom);
+                self.released.push(dom);
+                specials.push("@releaseDomain");
+                reply(ty, ok())
+            }
+            MsgType::GetDomainPath => {
+                let dom: DomId = num(arg(0)?)?;
+                reply(ty, cstr(&path::domain_path(dom)))
+            }
+            MsgType::IsDomainIntroduced => {
+                if !who.privileged {
+                    return Err(Error::EACCES);
+                }
+                let dom: DomId = num(arg(0)?)?;
+                reply(ty, cstr(if self.introduced.contains_key(&dom) || dom == 0 { "T" } else { "F" }))
+            }
+            MsgType::Resume => {
+                if !who.privileged {
+                    return Err(Error::EACCES);
+                }
+                let dom: DomId = num(arg(0)?)?;
+                if !self.introduced.contains_key(&dom) {
+                    return Err(Error::ENOENT);
+                }
+                reply(ty, ok())
+            }
+            MsgType::SetTarget => {
+                if !who.privileged {
+                    return Err(Error::EACCES);
+                }
+                let (dom, target): (DomId, DomId) = (num(arg(0)?)?, num(arg(1)?)?);
+                self.targets.insert(dom, target);
+                reply(ty, ok())
+            }
+            MsgType::ResetWatches => {
+                let conn = self.conns.get_mut(&c).ok_or(Error::EINVAL)?;
+                conn.watches.clear();
+                conn.txs.clear();
+                reply(ty, ok())
+            }
+            MsgType::Control | MsgType::WatchEvent | MsgType::Error => Err(Error::ENOSYS),
+        }
+    }
+
+    /// Runs a read-only `f` on the live tree or on transaction `tx` of `c`.
+    fn on<R>(&mut self, c: ConnId, tx: u32, _who: Who, changes: &mut Vec<Change>, f: impl FnOnce(&mut View<'_>) -> Result<R, Error>) -> Result<R, Error> {
+        let quota = self.quota;
+        if tx == 0 {
+            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, accessed: None, changes, quota };
+            return f(&mut v);
+        }
+        let gen = &mut self.gen;
+        let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
+        let mut scratch = Vec::new();
+        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, accessed: Some(&mut t.accessed), changes: &mut scratch, quota };
+        f(&mut v)
+    }
+
+    /// Applies a change to the live tree (its watches fire) or records it in transaction
+    /// `tx` of `c` (applied to its copy; replayed at commit).
+    fn change(&mut self, c: ConnId, tx: u32, who: Who, changes: &mut Vec<Change>, op: Op) -> Result<(), Error> {
+        let quota = self.quota;
+        if tx == 0 {
+            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, accessed: None, changes, quota };
+            return v.apply(who, &op);
+        }
+        let gen = &mut self.gen;
+        let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
+        let mut scratch = Vec::new();
+        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, accessed: Some(&mut t.accessed), changes: &mut scratch, quota };
+        v.apply(who, &op)?;
+        t.ops.push(op);
+        Ok(())
+    }
+
+    /// Commits transaction `t`: `EAGAIN` if anything it looked at changed since it did;
+    /// otherwise its operations are replayed on the live tree, all or nothing.
+    fn commit(&mut self, who: Who, t: Tx, changes: &mut Vec<Change>) -> Result<(), Error> {
+        for (p, g) in &t.accessed {
+            if self.tree.get(p).map(|n| n.gen) != *g {
+                return Err(Error::EAGAIN);
+            }
+        }
+        let mut tree = self.tree.clone();
+        let mut counts = self.counts.clone();
+        let mut gen = self.gen;
+        let mut done = Vec::new();
+        {
+            let mut v = View { tree: &mut tree, counts: &mut counts, gen: &mut gen, accessed: None, changes: &mut done, quota: self.quota };
+            for op in &t.ops {
+                v.apply(who, op)?;
+            }
+        }
+        self.tree = tree;
+        self.counts = counts;
+        self.gen = gen;
+        changes.extend(done);
+        Ok(())
+    }
+
+    /// The watch events `changes` fire: a watch sees a change at or below its path, and,
+    /// for a removal, the removal of its own path from above; only if its connection may
+    /// read the node.
+    fn fire(&self, changes: &[Change]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for ch in changes {
+            for (&id, conn) in &self.conns {
+                let who = Who { dom: conn.dom, privileged: conn.privileged, target: self.targets.get(&conn.dom).copied() };
+                for w in &conn.watches {
+                    if w.path.starts_with('@') {
+                        continue;
+                    }
+                    let hit = if is_under(&ch.path, &w.path) {
+                        Some((ch.path.as_str(), &ch.perms))
+                    } else if is_under(&w.path, &ch.path) && !ch.removed.is_empty() {
+                        let perms = ch.removed.iter().find(|(q, _)| *q == w.path).map_or(&ch.perms, |(_, p)| p);
+                        Some((w.path.as_str(), perms))
+                    } else {
+                        None
+                    };
+                    if let Some((p, perms)) = hit {
+                        if who.may(perms, Access::Read) {
+                            out.push(Event { conn: id, msg: watch_event(conn.dom, w, p) });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `@introduceDomain` / `@releaseDomain`: to privileged watchers only.
+    fn fire_special(&self, name: &str) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (&id, conn) in &self.conns {
+            for w in conn.watches.iter().filter(|w| conn.privileged && w.path == name) {
+                out.push(Event { conn: id, msg: watch_event(conn.dom, w, name) });
+            }
+        }
+        out
+    }
+
+    /// The absolute paths of every node (for tests).
+    pub fn paths(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut stack = alloc::vec![String::from("/")];
+        while let Some(p) = stack.pop() {
+            if let Some(n) = self.tree.get(&p) {
+                for k in n.children.keys() {
+                    stack.push(if p == "/" { format!("/{}", k) } else { format!("{}/{}", p, k) });
+                }
+            }
+            v.push(p);
+        }
+        v.sort();
+        v
+    }
+}
+
+fn watch_event(dom: DomId, w: &Watch, p: &str) -> Msg {
+    let shown = if w.relative { path::relative_to(dom, p) } else { p.to_string() };
+    let mut b = cstr(&shown);
+    b.extend_from_slice(&cstr(&w.token));
+    Msg::new(MsgType::WatchEvent, 0, 0, b)
+}
