@@ -4,12 +4,14 @@
 # toolchain's bare-metal target and components (idempotent, ~1 s when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(qemu-system-x86 grub-pc-bin grub-common xorriso)
+pkgs=(qemu-system-x86 grub-pc-bin grub-common xorriso xenstore-utils)
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
 command -v grub-mkrescue >/dev/null || missing+=(grub-common)
 command -v xorriso >/dev/null || missing+=(xorriso)
+# Debian's Xen client tools, pointed at `cargo xtask xenstored` by the host tests.
+command -v xenstore-write >/dev/null || missing+=(xenstore-utils)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive

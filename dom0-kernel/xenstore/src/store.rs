@@ -6,7 +6,7 @@ use crate::perms::{Access, Perms};
 use crate::tree::Tree;
 use crate::wire::{strings, Msg, MsgType, PAYLOAD_MAX};
 use crate::{DomId, Error};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -74,7 +74,17 @@ struct Tx {
     /// Every node the transaction looked at or changed, with its generation when it first
     /// did (`None`: absent).
     accessed: BTreeMap<String, Option<u64>>,
+    /// What its own operations decide, whatever the live tree holds: nodes it wrote or
+    /// whose permissions it set (`.0`), and subtrees it created or removed (`.1`). A look
+    /// at those is not noted.
+    own: (BTreeSet<String>, BTreeSet<String>),
     ops: Vec<Op>,
+}
+
+/// What a transaction records while it works.
+struct Record<'a> {
+    accessed: &'a mut BTreeMap<String, Option<u64>>,
+    own: &'a mut (BTreeSet<String>, BTreeSet<String>),
 }
 
 #[derive(Debug)]
@@ -106,17 +116,29 @@ struct View<'a> {
     tree: &'a mut Tree,
     counts: &'a mut BTreeMap<DomId, usize>,
     gen: &'a mut u64,
-    accessed: Option<&'a mut BTreeMap<String, Option<u64>>>,
+    rec: Option<Record<'a>>,
     changes: &'a mut Vec<Change>,
     quota: Quota,
 }
 
 impl View<'_> {
-    /// Notes `path` as looked at (first time only) and returns its node's generation.
+    /// Notes `path` as looked at (the first time, unless the transaction's own operations
+    /// decide it) with its node's generation.
     fn touch(&mut self, path: &str) {
-        if let Some(a) = self.accessed.as_mut() {
-            if !a.contains_key(path) {
-                a.insert(path.to_string(), self.tree.get(path).map(|n| n.gen));
+        let Some(r) = self.rec.as_mut() else { return };
+        if r.accessed.contains_key(path) || r.own.0.contains(path) || r.own.1.iter().any(|t| is_under(path, t)) {
+            return;
+        }
+        r.accessed.insert(path.to_string(), self.tree.get(path).map(|n| n.gen));
+    }
+
+    /// Marks `path` (`subtree`: and everything below it) as decided by the transaction.
+    fn own(&mut self, path: &str, subtree: bool) {
+        if let Some(r) = self.rec.as_mut() {
+            if subtree {
+                r.own.1.insert(path.to_string());
+            } else {
+                r.own.0.insert(path.to_string());
             }
         }
     }
@@ -177,8 +199,13 @@ impl View<'_> {
         if !who.privileged && self.counts.get(&owner).copied().unwrap_or(0) + missing.len() > self.quota.entries_per_domain {
             return Err(Error::ENOSPC);
         }
-        for (i, node) in missing.iter().rev().enumerate() {
+        for node in missing.iter() {
             self.touch(node);
+        }
+        if let Some(top) = missing.last() {
+            self.own(top, true);
+        }
+        for (i, node) in missing.iter().rev().enumerate() {
             let gen = self.next_gen();
             let name = node.rsplit('/').next().unwrap_or("");
             let last = i + 1 == missing.len();
@@ -203,6 +230,7 @@ impl View<'_> {
                 let perms = n.perms.clone();
                 let gen = self.next_gen();
                 self.tree.set_value(p, value, gen);
+                self.own(p, false);
                 self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
                 Ok(())
             }
@@ -243,12 +271,10 @@ impl View<'_> {
         let gen = self.next_gen();
         let name = p.rsplit('/').next().unwrap_or("");
         let removed = self.tree.remove(parent(p), name, gen);
-        for (q, rp) in &removed {
-            // Everything under it was looked at: a transaction that removed it conflicts
-            // with a change anywhere below.
-            if let Some(a) = self.accessed.as_mut() {
-                a.entry(q.clone()).or_insert(None);
-            }
+        self.own(p, true);
+        for (_, rp) in &removed {
+            // (What was below it need not be noted: the commit replays the removal on the
+            // live tree, whatever is below it then.)
             if let Some(c) = self.counts.get_mut(&rp.owner()) {
                 *c = c.saturating_sub(1);
             }
@@ -276,6 +302,7 @@ impl View<'_> {
         }
         let gen = self.next_gen();
         self.tree.set_perms(p, perms.clone(), gen);
+        self.own(p, false);
         self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
         Ok(())
     }
@@ -361,6 +388,11 @@ impl Store {
     /// Domain `dom`'s ring frame and event channel, if it was introduced.
     pub fn introduced(&self, dom: DomId) -> Option<(u64, u32)> {
         self.introduced.get(&dom).copied()
+    }
+
+    /// The domains introduced (and not released).
+    pub fn introduced_domains(&self) -> Vec<DomId> {
+        self.introduced.keys().copied().collect()
     }
 
     /// The domains released since the last call (their transports are to go).
@@ -516,7 +548,7 @@ impl Store {
                     return Err(Error::EBUSY);
                 }
                 let quota = self.quota.transactions;
-                let snapshot = Tx { tree: self.tree.clone(), counts: self.counts.clone(), accessed: BTreeMap::new(), ops: Vec::new() };
+                let snapshot = Tx { tree: self.tree.clone(), counts: self.counts.clone(), accessed: BTreeMap::new(), own: Default::default(), ops: Vec::new() };
                 let conn = self.conns.get_mut(&c).ok_or(Error::EINVAL)?;
                 if !who.privileged && conn.txs.len() >= quota {
                     return Err(Error::ENOSPC);
@@ -613,13 +645,13 @@ impl Store {
     fn on<R>(&mut self, c: ConnId, tx: u32, _who: Who, changes: &mut Vec<Change>, f: impl FnOnce(&mut View<'_>) -> Result<R, Error>) -> Result<R, Error> {
         let quota = self.quota;
         if tx == 0 {
-            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, accessed: None, changes, quota };
+            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, rec: None, changes, quota };
             return f(&mut v);
         }
         let gen = &mut self.gen;
         let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
         let mut scratch = Vec::new();
-        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, accessed: Some(&mut t.accessed), changes: &mut scratch, quota };
+        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own }), changes: &mut scratch, quota };
         f(&mut v)
     }
 
@@ -628,13 +660,13 @@ impl Store {
     fn change(&mut self, c: ConnId, tx: u32, who: Who, changes: &mut Vec<Change>, op: Op) -> Result<(), Error> {
         let quota = self.quota;
         if tx == 0 {
-            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, accessed: None, changes, quota };
+            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, rec: None, changes, quota };
             return v.apply(who, &op);
         }
         let gen = &mut self.gen;
         let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
         let mut scratch = Vec::new();
-        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, accessed: Some(&mut t.accessed), changes: &mut scratch, quota };
+        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own }), changes: &mut scratch, quota };
         v.apply(who, &op)?;
         t.ops.push(op);
         Ok(())
@@ -653,7 +685,7 @@ impl Store {
         let mut gen = self.gen;
         let mut done = Vec::new();
         {
-            let mut v = View { tree: &mut tree, counts: &mut counts, gen: &mut gen, accessed: None, changes: &mut done, quota: self.quota };
+            let mut v = View { tree: &mut tree, counts: &mut counts, gen: &mut gen, rec: None, changes: &mut done, quota: self.quota };
             for op in &t.ops {
                 v.apply(who, op)?;
             }

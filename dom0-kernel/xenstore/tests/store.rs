@@ -270,13 +270,16 @@ proptest! {
         let mut s = Store::new();
         let conns: Vec<ConnId> = (0..3).map(|_| s.connect(0, true)).collect();
         let mut model = Model::new();
-        let mut open: Vec<Option<(u32, Vec<Logged>)>> = vec![None, None, None];
+        let mut open: Vec<Option<(u32, Vec<Logged>, u64)>> = vec![None, None, None];
+        // Changes made to the live store so far: a transaction during which none happened
+        // must commit.
+        let mut epoch = 0u64;
         for st in steps {
             match st {
                 Step::Write(c, p, v) => {
                     let v = format!("{v}");
                     match &mut open[c] {
-                        Some((t, log)) => {
+                        Some((t, log, _)) => {
                             if write(&mut s, conns[c], *t, PATHS[p], &v).is_ok() {
                                 log.push(Logged::Write(PATHS[p].into(), v));
                             }
@@ -284,11 +287,12 @@ proptest! {
                         None => {
                             prop_assert!(write(&mut s, conns[c], 0, PATHS[p], &v).is_ok());
                             m_write(&mut model, PATHS[p], &v);
+                            epoch += 1;
                         }
                     }
                 }
                 Step::Rm(c, p) => match &mut open[c] {
-                    Some((t, log)) => {
+                    Some((t, log, _)) => {
                         if req(&mut s, conns[c], MsgType::Rm, *t, &z(&[PATHS[p]])).0.is_ok() {
                             log.push(Logged::Rm(PATHS[p].into()));
                         }
@@ -298,10 +302,11 @@ proptest! {
                         let parent_there = PATHS[p].rfind('/').map(|i| &PATHS[p][..i]).is_some_and(|q| q.is_empty() || model.contains_key(q));
                         prop_assert_eq!(r.is_ok(), model.contains_key(PATHS[p]) || parent_there);
                         m_rm(&mut model, PATHS[p]);
+                        epoch += 1;
                     }
                 },
                 Step::Read(c, p) => match &mut open[c] {
-                    Some((t, log)) => {
+                    Some((t, log, _)) => {
                         let r = read(&mut s, conns[c], *t, PATHS[p]);
                         log.push(Logged::Read(PATHS[p].into(), r));
                     }
@@ -314,13 +319,17 @@ proptest! {
                     if open[c].is_none() {
                         let r = req(&mut s, conns[c], MsgType::TransactionStart, 0, &z(&[""])).0.unwrap();
                         let t: u32 = String::from_utf8(r).unwrap().trim_end_matches('\0').parse().unwrap();
-                        open[c] = Some((t, Vec::new()));
+                        open[c] = Some((t, Vec::new(), epoch));
                     }
                 }
                 Step::End(c, commit) => {
-                    if let Some((t, log)) = open[c].take() {
+                    if let Some((t, log, began)) = open[c].take() {
                         let r = req(&mut s, conns[c], MsgType::TransactionEnd, t, &z(&[if commit { "T" } else { "F" }])).0;
+                        if commit && began == epoch {
+                            prop_assert!(r.is_ok(), "nothing changed meanwhile: it commits ({:?})", r);
+                        }
                         if commit && r.is_ok() {
+                            epoch += 1;
                             for l in log {
                                 match l {
                                     Logged::Write(p, v) => m_write(&mut model, &p, &v),

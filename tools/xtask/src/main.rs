@@ -6,6 +6,8 @@
 //! - `test [--only NAME]`: clippy on every crate, the layering check (`layers`: no import
 //!   circle in `hypervisor/src`), host tests, then every QEMU scenario.
 //! - `clippy`: clippy with warnings denied on every crate (host and bare metal).
+//! - `xenstored --socket PATH [--domu-socket-template 'DIR/domu{domid}.sock']`: the XenStore
+//!   core behind unix sockets on the host (for Xen's client tools; runs until killed).
 //! - `bench [--only hotpaths]`: boot-time, hypercall and hot-path benchmarks, printed and
 //!   written to `target/bench.json`.
 
@@ -18,7 +20,8 @@ mod scenarios;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <build|run|test|clippy|bench> [options]");
+    eprintln!("usage: cargo xtask <build|run|test|clippy|bench|xenstored> [options]");
+    eprintln!("  xenstored --socket PATH [--domu-socket-template DIR/domu{{domid}}.sock]");
     eprintln!("  run [--pvh] [--kvm] [--smp N] [-- hypervisor options]");
     eprintln!("  test [--only NAME] [--no-host]");
     ExitCode::from(2)
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         "test" => scenarios::run_all(rest),
         "clippy" => scenarios::clippy(),
         "bench" => bench::run(rest),
+        "xenstored" => xenstored(rest),
         _ => return usage(),
     };
     match r {
@@ -67,4 +71,16 @@ fn run(args: &[String]) -> Result<(), String> {
         cfg.boot = qemu::Boot::Iso(images::iso(&imgs, &grub, "hypervisor")?);
     }
     qemu::interactive(&cfg)
+}
+
+/// `xenstored --socket PATH [--domu-socket-template T]`: serves until killed.
+fn xenstored(args: &[String]) -> Result<(), String> {
+    let opt = |name: &str| args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone());
+    let socket = opt("--socket").ok_or("xenstored: --socket PATH is required")?;
+    let d = xenstored::Daemon::start(std::path::Path::new(&socket), opt("--domu-socket-template")).map_err(|e| format!("xenstored: {socket}: {e}"))?;
+    println!("xenstored: listening on {socket}");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+        let _ = &d;
+    }
 }
