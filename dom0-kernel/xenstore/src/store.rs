@@ -415,6 +415,9 @@ impl Store {
         let mut out = Vec::new();
         let r = self.request(c, who, m, &mut changes, &mut specials, &mut out);
         let (ty, payload) = match r {
+            // A reply that would not fit a message (a long directory, many permissions):
+            // E2BIG, as Xen (clients then page through DIRECTORY_PART).
+            Ok((_, payload)) if payload.len() > PAYLOAD_MAX => (MsgType::Error as u32, cstr(Error::E2BIG.name())),
             Ok((ty, payload)) => (ty, payload),
             Err(e) => (MsgType::Error as u32, cstr(e.name())),
         };

@@ -77,6 +77,39 @@ fn basic_operations() {
     assert_eq!(unknown[0].msg.payload, z(&["ENOSYS"]));
 }
 
+/// A directory too long for one reply: E2BIG, and DIRECTORY_PART pages through it (whole
+/// names, the generation first, an empty string at the end).
+#[test]
+fn long_directories() {
+    let mut s = Store::new();
+    let d0 = s.connect(0, true);
+    let names: Vec<String> = (0..200).map(|i| format!("child-with-a-long-name-{i:04}")).collect();
+    for n in &names {
+        write(&mut s, d0, 0, &format!("/d/{n}"), "").unwrap();
+    }
+    assert_eq!(req(&mut s, d0, MsgType::Directory, 0, &z(&["/d"])).0, err("E2BIG"));
+    let mut got = Vec::new();
+    let mut off = 0usize;
+    loop {
+        let r = req(&mut s, d0, MsgType::DirectoryPart, 0, &z(&["/d", &off.to_string()])).0.unwrap();
+        assert!(r.len() <= 4096);
+        let parts: Vec<&[u8]> = r.split(|&b| b == 0).collect();
+        assert!(std::str::from_utf8(parts[0]).unwrap().parse::<u64>().is_ok(), "the generation first");
+        let kids: Vec<String> = parts[1..parts.len() - 1].iter().map(|p| String::from_utf8(p.to_vec()).unwrap()).collect();
+        let end = kids.last().is_some_and(|k| k.is_empty()) || kids.is_empty();
+        for k in kids.into_iter().filter(|k| !k.is_empty()) {
+            off += k.len() + 1;
+            got.push(k);
+        }
+        if end {
+            break;
+        }
+    }
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn permissions() {
     let mut s = Store::new();
