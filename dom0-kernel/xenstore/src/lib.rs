@@ -23,6 +23,7 @@ extern crate alloc;
 extern crate std;
 
 mod path;
+pub mod ring;
 mod perms;
 mod store;
 mod tree;
