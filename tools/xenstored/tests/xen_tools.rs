@@ -89,6 +89,19 @@ fn debian_xenstore_utils() {
     let r = tool(&sock, "xenstore-read", &["/vm/b"]);
     assert!(!r.ok && r.err.contains("/vm/b"), "{}", r.err);
 
+    // A directory too long for one reply: libxenstore pages through DIRECTORY_PART.
+    let names: Vec<String> = (0..200).map(|i| format!("/big/child-with-a-rather-long-name-{i:04}")).collect();
+    let mut args = Vec::new();
+    for n in &names {
+        args.push(n.as_str());
+        args.push("");
+    }
+    assert!(tool(&sock, "xenstore-write", &args).ok);
+    let r = tool(&sock, "xenstore-list", &["/big"]);
+    assert!(r.ok, "{}", r.err);
+    assert_eq!(r.out.lines().count(), 200, "every child listed");
+    assert!(tool(&sock, "xenstore-rm", &["/big"]).ok);
+
     // Watch events: the first at once, then one per change below the path.
     let mut w = Command::new("xenstore-watch")
         .args(["-n", "3", "/w"])
