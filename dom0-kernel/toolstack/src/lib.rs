@@ -1,0 +1,11 @@
+//! dom0's toolstack logic, independent of the machine and host-tested: so far the `xl.cfg`
+//! parser ([`xlcfg`]).
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod xlcfg;
