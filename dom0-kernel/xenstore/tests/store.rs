@@ -456,3 +456,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Hostile requests (any type, any bytes, relative and absolute paths, transaction ids
+    /// that do or do not exist) from privileged and unprivileged connections never panic,
+    /// and every one gets exactly one reply first, with its request id.
+    #[test]
+    fn hostile_requests_never_panic(reqs in proptest::collection::vec((0u32..30, 0usize..3, 0u32..4, proptest::collection::vec(prop_oneof![Just(0u8), Just(b'/'), Just(b'a'), Just(b'@'), Just(b'5'), any::<u8>()], 0..40)), 1..60)) {
+        let mut s = Store::new();
+        let conns = [s.connect(0, true), s.connect(5, false), s.connect(6, false)];
+        for (ty, c, tx, payload) in reqs {
+            let ev = s.handle(conns[c], &Msg { ty, req_id: 77, tx_id: tx, payload });
+            if !ev.is_empty() {
+                prop_assert_eq!(ev[0].conn, conns[c]);
+                prop_assert_eq!(ev[0].msg.req_id, 77);
+                prop_assert!(ev[1..].iter().all(|e| e.msg.ty == MsgType::WatchEvent as u32));
+                prop_assert!(ev.iter().all(|e| e.msg.payload.len() <= 4096));
+            }
+        }
+    }
+}
