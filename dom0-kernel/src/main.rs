@@ -8,7 +8,12 @@
 #![no_main]
 #![deny(unsafe_code)]
 
+extern crate alloc;
+// The heap behind `alloc` (its global allocator).
+extern crate pv_heap;
+
 mod memory;
+mod xl;
 
 use guest_abi::sched::ShutdownReason;
 use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
@@ -44,7 +49,7 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
     if sleeping {
         events::enable();
     }
-    println!("dom0: commands: help, info, poweroff, reboot, crash");
+    println!("dom0: commands: help, info, xl <verb> ..., poweroff, reboot, crash");
     let mut line = [0u8; 128];
     let mut n = 0;
     print!("dom0> ");
@@ -83,9 +88,13 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
 }
 
 fn run(cmd: &str) {
+    let words: alloc::vec::Vec<&str> = cmd.split_ascii_whitespace().collect();
+    if words.first() == Some(&"xl") {
+        return xl::run(&words[1..]);
+    }
     match cmd {
         "" => {}
-        "help" => println!("help, info, poweroff, reboot, crash"),
+        "help" => println!("help, info, xl <verb> ... (xl help), poweroff, reboot, crash"),
         "info" => {
             let (v, extra) = version();
             let e = core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0');

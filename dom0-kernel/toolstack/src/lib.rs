@@ -1,5 +1,5 @@
-//! dom0's toolstack logic, independent of the machine and host-tested: so far the `xl.cfg`
-//! parser ([`xlcfg`]).
+//! dom0's toolstack logic, independent of the machine and host-tested: so far `xl`'s verbs
+//! as the shell parses and prints them ([`xl`]) and the `xl.cfg` parser ([`xlcfg`]).
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -8,4 +8,5 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod xl;
 pub mod xlcfg;

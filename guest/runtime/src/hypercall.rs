@@ -217,6 +217,14 @@ pub fn xen_extraversion() -> [u8; 16] {
     b
 }
 
+/// `XENVER_commandline`: the hypervisor's command line (NUL-padded), or `None` if refused.
+pub fn xen_commandline() -> Option<[u8; guest_abi::version::COMMANDLINE_LEN]> {
+    let mut b = [0u8; guest_abi::version::COMMANDLINE_LEN];
+    // SAFETY: XENVER_commandline writes COMMANDLINE_LEN bytes into `b`.
+    let rc = unsafe { xen_version(guest_abi::version::XENVER_COMMANDLINE, b.as_mut_ptr() as u64) };
+    (rc == 0).then_some(b)
+}
+
 /// `XENMEM_increase_reservation` (0) or `decrease_reservation` (1) of order-0 extents for
 /// this domain: `frames` holds the MFNs to give back, or receives the new ones.
 pub fn reservation(op: u64, frames: &mut [u64]) -> i64 {

@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod console;
+pub mod ctl;
 pub mod entry;
 pub mod events;
 pub mod hypercall;

@@ -1,0 +1,250 @@
+//! `xl` in dom0's shell: the toolstack crate parses the command and draws the tables;
+//! this carries it out with `domctl` / `sysctl`.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use guest_abi::domctl::*;
+use pv_runtime::ctl::{sysctl, Domctl};
+use pv_runtime::{hypercall, print, println};
+use toolstack::xl::{self, Cmd, DomRef, DomRow, VcpuRow};
+
+/// Runs `xl` with `words` (the words after it).
+pub fn run(words: &[&str]) {
+    let r = xl::parse(words).and_then(exec);
+    if let Err(e) = r {
+        println!("{}", e);
+    }
+}
+
+/// Every domain's `getdomaininfo`, lowest id first.
+fn domains() -> Vec<Domctl> {
+    let mut out = Vec::new();
+    let mut id = 0u16;
+    loop {
+        let mut op = Domctl::new(GETDOMAININFO, id);
+        if op.call() != 0 {
+            break;
+        }
+        id = op.dom().wrapping_add(1);
+        out.push(op);
+        if id == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// A domain's name: dom0's is Xen's `Domain-0`; others are named by the toolstack that
+/// creates them (none yet for boot-time domains: `(null)`, as xl shows an unnamed one).
+fn name(id: u16) -> String {
+    if id == 0 { "Domain-0".into() } else { "(null)".into() }
+}
+
+fn resolve(r: &DomRef) -> Result<u16, String> {
+    let id = match r {
+        DomRef::Id(id) => Some(*id),
+        DomRef::Name(n) if n == "Domain-0" => Some(0),
+        DomRef::Name(_) => None,
+    };
+    let shown = match r {
+        DomRef::Id(id) => id.to_string(),
+        DomRef::Name(n) => n.clone(),
+    };
+    id.filter(|&id| domains().iter().any(|d| d.dom() == id)).ok_or_else(|| format!("'{}' is an invalid domain identifier (rc=-6)", shown))
+}
+
+fn check(what: &str, dom: u16, rc: i64) -> Result<(), String> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("libxl: error: {} of domain {} failed: {}", what, dom, errno(rc)))
+    }
+}
+
+fn errno(rc: i64) -> String {
+    match guest_abi::errno::Errno::from_ret(rc) {
+        Some(e) => format!("{:?}", e),
+        None => format!("{}", rc),
+    }
+}
+
+fn physinfo() -> Result<[u8; SYSCTL_SIZE], String> {
+    let mut b = [0u8; SYSCTL_SIZE];
+    match sysctl(sys::PHYSINFO, &mut b) {
+        0 => Ok(b),
+        rc => Err(format!("libxl: error: physinfo failed: {}", errno(rc))),
+    }
+}
+
+fn field32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[SYSCTL_U_OFFSET + off..SYSCTL_U_OFFSET + off + 4].try_into().unwrap_or_default())
+}
+
+fn field64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[SYSCTL_U_OFFSET + off..SYSCTL_U_OFFSET + off + 8].try_into().unwrap_or_default())
+}
+
+fn vcpu_rows(d: &Domctl, ncpus: u32) -> Vec<VcpuRow> {
+    let id = d.dom();
+    (0..=d.get32(info::MAX_VCPU_ID))
+        .filter_map(|v| {
+            let mut op = Domctl::new(GETVCPUINFO, id).u32(vcpuinfo::VCPU, v);
+            if op.call() != 0 {
+                return None;
+            }
+            let mut map = [0u8; 8];
+            let hard = Domctl::new(GETVCPUAFFINITY, id)
+                .u32(affinity::VCPU, v)
+                .u32(affinity::FLAGS, affinity::HARD_FLAG)
+                .u64(affinity::HARD, map.as_mut_ptr() as u64)
+                .u32(affinity::HARD + 8, 64)
+                .call();
+            let hard = if hard == 0 { u64::from_le_bytes(map) } else { u64::MAX };
+            let b = |o: usize| op.0[U_OFFSET + o] != 0;
+            Some(VcpuRow {
+                name: name(id),
+                dom: id,
+                vcpu: v,
+                cpu: Some(op.get32(vcpuinfo::CPU)),
+                running: b(vcpuinfo::RUNNING),
+                blocked: b(vcpuinfo::BLOCKED),
+                online: b(vcpuinfo::ONLINE),
+                cpu_time_ns: op.get64(vcpuinfo::CPU_TIME),
+                hard,
+                ncpus,
+            })
+        })
+        .collect()
+}
+
+fn sched_get(id: u16) -> Result<(u16, u16), String> {
+    let mut op = Domctl::new(SCHEDULER_OP, id).u32(sched::SCHED_ID, sched::CREDIT).u32(sched::CMD, sched::GETINFO);
+    check("sched-credit", id, op.call())?;
+    Ok((op.get16(sched::WEIGHT), op.get16(sched::CAP)))
+}
+
+fn exec(cmd: Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Help => print!("{}", xl::help()),
+        Cmd::List => {
+            let rows: Vec<DomRow> = domains()
+                .iter()
+                .map(|d| DomRow {
+                    id: d.dom(),
+                    name: name(d.dom()),
+                    mem_mib: d.get64(info::TOT_PAGES) / 256,
+                    vcpus: d.get32(info::NR_ONLINE_VCPUS),
+                    flags: d.get32(info::FLAGS),
+                    cpu_time_ns: d.get64(info::CPU_TIME),
+                })
+                .collect();
+            print!("{}", xl::list(&rows));
+        }
+        Cmd::Info => {
+            let p = physinfo()?;
+            let v = hypercall::xen_version_number();
+            let extra = hypercall::xen_extraversion();
+            let extra = core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0').to_string();
+            let cmdline = hypercall::xen_commandline().map(|l| core::str::from_utf8(&l).unwrap_or("").trim_end_matches('\0').to_string()).unwrap_or_default();
+            let mib = |pages: u64| format!("{}", pages / 256);
+            let items = [
+                ("host", "rxen".to_string()),
+                ("nr_cpus", format!("{}", field32(&p, physinfo::NR_CPUS))),
+                ("max_cpu_id", format!("{}", field32(&p, physinfo::MAX_CPU_ID))),
+                ("nr_nodes", format!("{}", field32(&p, physinfo::NR_NODES))),
+                ("cores_per_socket", format!("{}", field32(&p, physinfo::CORES_PER_SOCKET))),
+                ("threads_per_core", format!("{}", field32(&p, physinfo::THREADS_PER_CORE))),
+                ("cpu_mhz", format!("{}.{:03}", field32(&p, physinfo::CPU_KHZ) / 1000, field32(&p, physinfo::CPU_KHZ) % 1000)),
+                ("virt_caps", "pv".to_string()),
+                ("total_memory", mib(field64(&p, physinfo::TOTAL_PAGES))),
+                ("free_memory", mib(field64(&p, physinfo::FREE_PAGES))),
+                ("xen_major", format!("{}", v >> 16)),
+                ("xen_minor", format!("{}", v & 0xFFFF)),
+                ("xen_extra", extra),
+                ("xen_scheduler", "credit".to_string()),
+                ("xen_commandline", cmdline),
+            ];
+            print!("{}", xl::info(&items));
+        }
+        Cmd::Dmesg { clear } => {
+            let mut buf = alloc::vec![0u8; 16384];
+            let mut b = [0u8; SYSCTL_SIZE];
+            let u = SYSCTL_U_OFFSET;
+            b[u] = clear as u8;
+            b[u + 8..u + 16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
+            b[u + 16..u + 20].copy_from_slice(&(buf.len() as u32).to_le_bytes());
+            let rc = sysctl(sys::READCONSOLE, &mut b);
+            if rc != 0 {
+                return Err(format!("libxl: error: reading the console ring failed: {}", errno(rc)));
+            }
+            let n = (field32(&b, 16) as usize).min(buf.len());
+            hypercall::console_write(&buf[..n]);
+        }
+        Cmd::Pause(d) => {
+            let id = resolve(&d)?;
+            check("pause", id, Domctl::new(PAUSEDOMAIN, id).call())?;
+        }
+        Cmd::Unpause(d) => {
+            let id = resolve(&d)?;
+            check("unpause", id, Domctl::new(UNPAUSEDOMAIN, id).call())?;
+        }
+        Cmd::Destroy(d) => {
+            let id = resolve(&d)?;
+            if id == 0 {
+                return Err("libxl: error: cannot destroy Domain-0".into());
+            }
+            check("destroy", id, Domctl::new(DESTROYDOMAIN, id).call())?;
+        }
+        Cmd::VcpuList(d) => {
+            let ncpus = field32(&physinfo()?, physinfo::NR_CPUS);
+            let only = d.as_ref().map(resolve).transpose()?;
+            let rows: Vec<VcpuRow> = domains().iter().filter(|x| only.is_none_or(|o| x.dom() == o)).flat_map(|x| vcpu_rows(x, ncpus)).collect();
+            print!("{}", xl::vcpu_list(&rows));
+        }
+        Cmd::VcpuPin(d, vcpu, cpus) => {
+            let id = resolve(&d)?;
+            let info = domains().into_iter().find(|x| x.dom() == id).ok_or("gone")?;
+            let all: Vec<u32> = match vcpu {
+                Some(v) if v > info.get32(info::MAX_VCPU_ID) => return Err(format!("Invalid vcpu {} for domain {}.", v, id)),
+                Some(v) => alloc::vec![v],
+                None => (0..=info.get32(info::MAX_VCPU_ID)).collect(),
+            };
+            for v in all {
+                let mut map = cpus.to_le_bytes();
+                let rc = Domctl::new(SETVCPUAFFINITY, id)
+                    .u32(affinity::VCPU, v)
+                    .u32(affinity::FLAGS, affinity::HARD_FLAG)
+                    .u64(affinity::HARD, map.as_mut_ptr() as u64)
+                    .u32(affinity::HARD + 8, 64)
+                    .call();
+                check("vcpu-pin", id, rc)?;
+            }
+        }
+        Cmd::SchedCredit { dom, weight, cap } => match dom {
+            Some(d) if weight.is_some() || cap.is_some() => {
+                let id = resolve(&d)?;
+                let mut op = Domctl::new(SCHEDULER_OP, id)
+                    .u32(sched::SCHED_ID, sched::CREDIT)
+                    .u32(sched::CMD, sched::PUTINFO)
+                    .u16(sched::WEIGHT, weight.unwrap_or(0))
+                    .u16(sched::CAP, cap.unwrap_or(0xFFFF));
+                check("sched-credit", id, op.call())?;
+            }
+            only => {
+                let only = only.as_ref().map(resolve).transpose()?;
+                let mut rows = Vec::new();
+                for x in domains().iter().filter(|x| only.is_none_or(|o| x.dom() == o)) {
+                    let (w, c) = sched_get(x.dom())?;
+                    rows.push((name(x.dom()), x.dom(), w, c));
+                }
+                print!("{}", xl::sched_credit(&rows));
+            }
+        },
+        Cmd::MemMax(d, kib) => {
+            let id = resolve(&d)?;
+            check("mem-max", id, Domctl::new(MAX_MEM, id).u64(0, kib).call())?;
+        }
+    }
+    Ok(())
+}

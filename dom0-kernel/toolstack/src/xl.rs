@@ -1,0 +1,329 @@
+//! `xl`'s verbs as dom0's shell takes them: the command line parsed (errors in xl's words,
+//! nothing done), and the tables printed in xl's shapes. The hypercalls are the caller's.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// A domain named on the command line: its id, or its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomRef {
+    Id(u16),
+    Name(String),
+}
+
+/// A parsed `xl` command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    List,
+    Info,
+    Dmesg { clear: bool },
+    Pause(DomRef),
+    Unpause(DomRef),
+    Destroy(DomRef),
+    VcpuList(Option<DomRef>),
+    /// `vcpu-pin <dom> <vcpu|all> <cpus>`: a hard affinity bitmap.
+    VcpuPin(DomRef, Option<u32>, u64),
+    /// `sched-credit [-d dom [-w weight] [-c cap]]`.
+    SchedCredit { dom: Option<DomRef>, weight: Option<u16>, cap: Option<u16> },
+    /// `mem-max <dom> <size>`: KiB.
+    MemMax(DomRef, u64),
+    Help,
+}
+
+/// The verbs (for `xl help`).
+pub const VERBS: &[(&str, &str)] = &[
+    ("list", "List information about all domains"),
+    ("info", "Get information about Xen host"),
+    ("dmesg", "Read and/or clear dmesg buffer"),
+    ("pause", "Pause execution of a domain"),
+    ("unpause", "Unpause a paused domain"),
+    ("destroy", "Terminate a domain immediately"),
+    ("vcpu-list", "List the VCPUs for all/some domains"),
+    ("vcpu-pin", "Set which CPUs a VCPU can use"),
+    ("sched-credit", "Get/set credit scheduler parameters"),
+    ("mem-max", "Set the maximum amount reservation for a domain"),
+];
+
+fn dom(s: &str) -> DomRef {
+    match s.parse::<u16>() {
+        Ok(id) => DomRef::Id(id),
+        Err(_) => DomRef::Name(s.to_string()),
+    }
+}
+
+fn need(verb: &str, args: &[&str], n: usize) -> Result<(), String> {
+    if args.len() < n {
+        return Err(format!("'xl {}' requires at least {} argument{}.", verb, n, if n == 1 { "" } else { "s" }));
+    }
+    Ok(())
+}
+
+/// A CPU list (`all`, `3`, `0-2,5`) as a bitmap of up to 64 CPUs.
+pub fn cpu_map(s: &str) -> Option<u64> {
+    if s == "all" {
+        return Some(u64::MAX);
+    }
+    let mut m = 0u64;
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = part.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        if a > b || b >= 64 {
+            return None;
+        }
+        for c in a..=b {
+            m |= 1 << c;
+        }
+    }
+    Some(m)
+}
+
+/// A memory size as xl takes it: a number with an optional `k`/`m`/`g` suffix (default
+/// MiB), in KiB.
+pub fn mem_kib(s: &str) -> Option<u64> {
+    let (n, mul) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1),
+        b'm' | b'M' => (&s[..s.len() - 1], 1024),
+        b'g' | b'G' => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1024),
+    };
+    n.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// Parses `xl`'s arguments (the words after `xl`).
+pub fn parse(words: &[&str]) -> Result<Cmd, String> {
+    let Some((&verb, args)) = words.split_first() else { return Ok(Cmd::Help) };
+    Ok(match verb {
+        "help" => Cmd::Help,
+        "list" => Cmd::List,
+        "info" => Cmd::Info,
+        "dmesg" => match args {
+            [] => Cmd::Dmesg { clear: false },
+            ["-c"] => Cmd::Dmesg { clear: true },
+            _ => return Err("usage: xl dmesg [-c]".into()),
+        },
+        "pause" | "unpause" | "destroy" => {
+            need(verb, args, 1)?;
+            let d = dom(args[0]);
+            match verb {
+                "pause" => Cmd::Pause(d),
+                "unpause" => Cmd::Unpause(d),
+                _ => Cmd::Destroy(d),
+            }
+        }
+        "vcpu-list" => Cmd::VcpuList(args.first().map(|a| dom(a))),
+        "vcpu-pin" => {
+            need(verb, args, 3)?;
+            let vcpu = match args[1] {
+                "all" => None,
+                v => Some(v.parse::<u32>().map_err(|_| format!("Invalid vcpu '{}'.", v))?),
+            };
+            let cpus = cpu_map(args[2]).filter(|&m| m != 0).ok_or_else(|| format!("Invalid cpu list '{}'.", args[2]))?;
+            Cmd::VcpuPin(dom(args[0]), vcpu, cpus)
+        }
+        "sched-credit" => {
+            let (mut d, mut weight, mut cap) = (None, None, None);
+            let mut it = args.iter();
+            while let Some(&a) = it.next() {
+                let mut val = || it.next().copied().ok_or_else(|| format!("option '{}' requires an argument", a));
+                match a {
+                    "-d" | "--domain" => d = Some(dom(val()?)),
+                    "-w" | "--weight" => {
+                        let v = val()?;
+                        weight = Some(v.parse::<u16>().ok().filter(|&w| w > 0).ok_or_else(|| format!("Invalid weight '{}': 1..65535.", v))?);
+                    }
+                    "-c" | "--cap" => {
+                        let v = val()?;
+                        cap = Some(v.parse::<u16>().map_err(|_| format!("Invalid cap '{}'.", v))?);
+                    }
+                    _ => return Err(format!("sched-credit: unknown option '{}'", a)),
+                }
+            }
+            if (weight.is_some() || cap.is_some()) && d.is_none() {
+                return Err("Must specify a domain.".into());
+            }
+            Cmd::SchedCredit { dom: d, weight, cap }
+        }
+        "mem-max" => {
+            need(verb, args, 2)?;
+            let kib = mem_kib(args[1]).ok_or_else(|| format!("invalid memory size: {}", args[1]))?;
+            Cmd::MemMax(dom(args[0]), kib)
+        }
+        other => return Err(format!("command not implemented: {}", other)),
+    })
+}
+
+/// What `list` shows of a domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomRow {
+    pub id: u16,
+    pub name: String,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    /// `getdomaininfo` flags (dying 0, shutdown 2, paused 3, blocked 4, running 5; the
+    /// shutdown reason in bits 16–23).
+    pub flags: u32,
+    pub cpu_time_ns: u64,
+}
+
+/// The `r b p s c d` state column (`-` for a letter that does not hold): a crash is `c`
+/// rather than `s`.
+pub fn state(flags: u32) -> String {
+    let shutdown = flags & (1 << 2) != 0;
+    let crashed = shutdown && (flags >> 16) & 0xFF == 2;
+    let bit = |b: u32, c: char| if flags & (1 << b) != 0 { c } else { '-' };
+    let mut s = String::new();
+    s.push(bit(5, 'r'));
+    s.push(bit(4, 'b'));
+    s.push(bit(3, 'p'));
+    s.push(if shutdown && !crashed { 's' } else { '-' });
+    s.push(if crashed { 'c' } else { '-' });
+    s.push(bit(0, 'd'));
+    s
+}
+
+fn secs(ns: u64) -> String {
+    format!("{}.{}", ns / 1_000_000_000, (ns / 100_000_000) % 10)
+}
+
+/// `xl list`.
+pub fn list(rows: &[DomRow]) -> String {
+    let mut t = String::from("Name                                        ID   Mem VCPUs\tState\tTime(s)\n");
+    for r in rows {
+        t.push_str(&format!("{:<40} {:>5} {:>5} {:>5}     {}  {:>8}\n", r.name, r.id, r.mem_mib, r.vcpus, state(r.flags), secs(r.cpu_time_ns)));
+    }
+    t
+}
+
+/// A vCPU of `vcpu-list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VcpuRow {
+    pub name: String,
+    pub dom: u16,
+    pub vcpu: u32,
+    pub cpu: Option<u32>,
+    pub running: bool,
+    pub blocked: bool,
+    pub online: bool,
+    pub cpu_time_ns: u64,
+    pub hard: u64,
+    pub ncpus: u32,
+}
+
+fn affinity(m: u64, ncpus: u32) -> String {
+    let all = if ncpus >= 64 { u64::MAX } else { (1u64 << ncpus) - 1 };
+    if m & all == all {
+        return "all".into();
+    }
+    let mut parts = Vec::new();
+    let mut c = 0;
+    while c < ncpus.min(64) {
+        if m & (1 << c) == 0 {
+            c += 1;
+            continue;
+        }
+        let start = c;
+        while c + 1 < ncpus.min(64) && m & (1 << (c + 1)) != 0 {
+            c += 1;
+        }
+        parts.push(if start == c { format!("{}", c) } else { format!("{}-{}", start, c) });
+        c += 1;
+    }
+    parts.join(",")
+}
+
+/// `xl vcpu-list`.
+pub fn vcpu_list(rows: &[VcpuRow]) -> String {
+    let mut t = String::from("Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)\n");
+    for r in rows {
+        let state = match (r.online, r.running, r.blocked) {
+            (false, _, _) => "--p",
+            (true, true, _) => "r--",
+            (true, false, true) => "-b-",
+            _ => "---",
+        };
+        let cpu = r.cpu.filter(|_| r.online).map_or("-".to_string(), |c| c.to_string());
+        t.push_str(&format!("{:<32} {:>5} {:>5} {:>5}   {}  {:>8}  {} / all\n", r.name, r.dom, r.vcpu, cpu, state, secs(r.cpu_time_ns), affinity(r.hard, r.ncpus)));
+    }
+    t
+}
+
+/// `xl sched-credit`'s table: (name, id, weight, cap).
+pub fn sched_credit(rows: &[(String, u16, u16, u16)]) -> String {
+    let mut t = String::from("Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us\nName                                ID Weight  Cap\n");
+    for (name, id, w, c) in rows {
+        t.push_str(&format!("{:<32} {:>5} {:>6} {:>4}\n", name, id, w, c));
+    }
+    t
+}
+
+/// `xl info`: (key, value) lines.
+pub fn info(items: &[(&str, String)]) -> String {
+    let mut t = String::new();
+    for (k, v) in items {
+        t.push_str(&format!("{:<23}: {}\n", k, v));
+    }
+    t
+}
+
+/// `xl help`.
+pub fn help() -> String {
+    let mut t = String::from("Usage xl [-v] [-f] [-N] [-t] <subcommand> [args]\n\nxl full list of subcommands:\n\n");
+    for (v, d) in VERBS {
+        t.push_str(&format!(" {:<20}{}\n", v, d));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse(&["list"]), Ok(Cmd::List));
+        assert_eq!(parse(&["pause", "3"]), Ok(Cmd::Pause(DomRef::Id(3))));
+        assert_eq!(parse(&["destroy", "guest1"]), Ok(Cmd::Destroy(DomRef::Name("guest1".into()))));
+        assert_eq!(parse(&["pause"]), Err("'xl pause' requires at least 1 argument.".into()));
+        assert_eq!(parse(&["vcpu-pin", "1", "all", "0-1"]), Ok(Cmd::VcpuPin(DomRef::Id(1), None, 3)));
+        assert_eq!(parse(&["vcpu-pin", "1", "x", "0"]), Err("Invalid vcpu 'x'.".into()));
+        assert_eq!(parse(&["vcpu-pin", "1", "0", "70"]), Err("Invalid cpu list '70'.".into()));
+        assert_eq!(parse(&["sched-credit", "-d", "1", "-w", "512"]), Ok(Cmd::SchedCredit { dom: Some(DomRef::Id(1)), weight: Some(512), cap: None }));
+        assert_eq!(parse(&["sched-credit", "-w", "512"]), Err("Must specify a domain.".into()));
+        assert_eq!(parse(&["sched-credit", "-d", "1", "-w", "0"]), Err("Invalid weight '0': 1..65535.".into()));
+        assert_eq!(parse(&["sched-credit", "-d"]), Err("option '-d' requires an argument".into()));
+        assert_eq!(parse(&["mem-max", "1", "64m"]), Ok(Cmd::MemMax(DomRef::Id(1), 65536)));
+        assert_eq!(parse(&["mem-max", "1", "lots"]), Err("invalid memory size: lots".into()));
+        assert_eq!(parse(&["dmesg", "-c"]), Ok(Cmd::Dmesg { clear: true }));
+        assert_eq!(parse(&["frobnicate"]), Err("command not implemented: frobnicate".into()));
+        assert_eq!(parse(&[]), Ok(Cmd::Help));
+    }
+
+    #[test]
+    fn tables() {
+        let rows = vec![
+            DomRow { id: 0, name: "Domain-0".into(), mem_mib: 64, vcpus: 1, flags: 1 << 5, cpu_time_ns: 1_234_000_000 },
+            DomRow { id: 1, name: "guest".into(), mem_mib: 16, vcpus: 2, flags: (1 << 3) | (1 << 4), cpu_time_ns: 0 },
+        ];
+        let t = list(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "Name                                        ID   Mem VCPUs\tState\tTime(s)");
+        assert_eq!(lines[1], "Domain-0                                     0    64     1     r-----       1.2");
+        assert_eq!(lines[2], "guest                                        1    16     2     -bp---       0.0");
+        assert_eq!(state((1 << 2) | (2 << 16)), "----c-");
+        assert_eq!(state((1 << 2) | (1 << 0)), "---s-d");
+        assert_eq!(affinity(0b1011, 4), "0-1,3");
+        assert_eq!(affinity(0b11, 2), "all");
+        let v = vcpu_list(&[VcpuRow { name: "guest".into(), dom: 1, vcpu: 0, cpu: Some(1), running: true, blocked: false, online: true, cpu_time_ns: 5_000_000_000, hard: 0b10, ncpus: 2 }]);
+        assert_eq!(v.lines().nth(1), Some("guest                                1     0     1   r--       5.0  1 / all"));
+        assert!(sched_credit(&[("Domain-0".into(), 0, 256, 0)]).ends_with("Domain-0                             0    256    0\n"));
+        assert_eq!(info(&[("nr_cpus", "2".into())]), "nr_cpus                : 2\n");
+        assert!(help().contains(" list                List information about all domains\n"));
+    }
+}

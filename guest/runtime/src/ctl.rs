@@ -1,0 +1,67 @@
+//! The toolstack hypercalls as dom0 issues them: `domctl` and `sysctl` requests built in a
+//! buffer of Xen's layout (`guest_abi::domctl`).
+
+use crate::hypercall::hypercall5;
+use guest_abi::domctl::*;
+use guest_abi::hypercall as nr;
+
+/// A `xen_domctl` for one command on one domain; fields of the union set and read by
+/// their offsets in it.
+pub struct Domctl(pub [u8; DOMCTL_SIZE]);
+
+impl Domctl {
+    pub fn new(cmd: u32, dom: u16) -> Domctl {
+        let mut b = [0u8; DOMCTL_SIZE];
+        b[..4].copy_from_slice(&cmd.to_le_bytes());
+        b[4..8].copy_from_slice(&DOMCTL_INTERFACE_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&dom.to_le_bytes());
+        Domctl(b)
+    }
+
+    pub fn u16(mut self, off: usize, v: u16) -> Domctl {
+        self.0[U_OFFSET + off..U_OFFSET + off + 2].copy_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub fn u32(mut self, off: usize, v: u32) -> Domctl {
+        self.0[U_OFFSET + off..U_OFFSET + off + 4].copy_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub fn u64(mut self, off: usize, v: u64) -> Domctl {
+        self.0[U_OFFSET + off..U_OFFSET + off + 8].copy_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Issues it (pointer fields set by the caller must point at buffers that live through
+    /// the call); the result, and the buffer as the hypervisor left it.
+    pub fn call(&mut self) -> i64 {
+        // SAFETY: the request is a local buffer of the size the hypervisor reads and writes.
+        unsafe { hypercall5(nr::DOMCTL, self.0.as_mut_ptr() as u64, 0, 0, 0, 0) }
+    }
+
+    /// The domain field (set by createdomain, getdomaininfo).
+    pub fn dom(&self) -> u16 {
+        u16::from_le_bytes([self.0[8], self.0[9]])
+    }
+
+    pub fn get16(&self, off: usize) -> u16 {
+        u16::from_le_bytes([self.0[U_OFFSET + off], self.0[U_OFFSET + off + 1]])
+    }
+
+    pub fn get32(&self, off: usize) -> u32 {
+        u32::from_le_bytes(self.0[U_OFFSET + off..U_OFFSET + off + 4].try_into().unwrap_or_default())
+    }
+
+    pub fn get64(&self, off: usize) -> u64 {
+        u64::from_le_bytes(self.0[U_OFFSET + off..U_OFFSET + off + 8].try_into().unwrap_or_default())
+    }
+}
+
+/// A `xen_sysctl`: the command and version are filled in.
+pub fn sysctl(cmd: u32, b: &mut [u8; SYSCTL_SIZE]) -> i64 {
+    b[..4].copy_from_slice(&cmd.to_le_bytes());
+    b[4..8].copy_from_slice(&SYSCTL_INTERFACE_VERSION.to_le_bytes());
+    // SAFETY: the request is a buffer of the size the hypervisor reads and writes.
+    unsafe { hypercall5(nr::SYSCTL, b.as_mut_ptr() as u64, 0, 0, 0, 0) }
+}
