@@ -14,6 +14,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod cpulist;
 pub mod domctl;
 pub mod elfnote;
 pub mod errno;

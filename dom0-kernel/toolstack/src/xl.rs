@@ -64,23 +64,7 @@ pub fn cpu_map(s: &str) -> Option<u64> {
     if s == "all" {
         return Some(u64::MAX);
     }
-    let mut m = 0u64;
-    for part in s.split(',') {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
-            None => {
-                let a = part.parse::<u32>().ok()?;
-                (a, a)
-            }
-        };
-        if a > b || b >= 64 {
-            return None;
-        }
-        for c in a..=b {
-            m |= 1 << c;
-        }
-    }
-    Some(m)
+    guest_abi::cpulist::parse(s)
 }
 
 /// A memory size as xl takes it: a number with an optional `k`/`m`/`g` suffix (default

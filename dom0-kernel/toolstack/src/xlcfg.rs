@@ -193,26 +193,7 @@ pub fn settings(text: &str) -> Result<BTreeMap<String, (usize, Value)>, ParseErr
 }
 
 fn cpu_list(s: &str) -> Option<u64> {
-    if s == "all" {
-        return Some(u64::MAX);
-    }
-    let mut m = 0u64;
-    for part in s.split(',') {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
-            None => {
-                let a = part.trim().parse::<u32>().ok()?;
-                (a, a)
-            }
-        };
-        if a > b || b >= 64 {
-            return None;
-        }
-        for c in a..=b {
-            m |= 1 << c;
-        }
-    }
-    Some(m)
+    crate::xl::cpu_map(s)
 }
 
 /// Parses and checks a config.

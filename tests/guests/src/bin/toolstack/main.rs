@@ -34,47 +34,8 @@ fn raw(n: u64, a1: u64) -> i64 {
     unsafe { hypercall5(n, a1, 0, 0, 0, 0) }
 }
 
-/// A `xen_domctl` for `cmd` on `dom`.
-struct Op([u8; DOMCTL_SIZE]);
-
-impl Op {
-    fn new(cmd: u32, dom: u16) -> Op {
-        let mut b = [0u8; DOMCTL_SIZE];
-        b[..4].copy_from_slice(&cmd.to_le_bytes());
-        b[4..8].copy_from_slice(&DOMCTL_INTERFACE_VERSION.to_le_bytes());
-        b[8..10].copy_from_slice(&dom.to_le_bytes());
-        Op(b)
-    }
-    fn u32(mut self, off: usize, v: u32) -> Op {
-        self.0[U_OFFSET + off..U_OFFSET + off + 4].copy_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(mut self, off: usize, v: u64) -> Op {
-        self.0[U_OFFSET + off..U_OFFSET + off + 8].copy_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn call(&mut self) -> i64 {
-        raw(nr::DOMCTL, self.0.as_mut_ptr() as u64)
-    }
-    fn dom(&self) -> u16 {
-        u16::from_le_bytes([self.0[8], self.0[9]])
-    }
-    fn get32(&self, off: usize) -> u32 {
-        u32::from_le_bytes(self.0[U_OFFSET + off..U_OFFSET + off + 4].try_into().unwrap())
-    }
-    fn get64(&self, off: usize) -> u64 {
-        u64::from_le_bytes(self.0[U_OFFSET + off..U_OFFSET + off + 8].try_into().unwrap())
-    }
-    fn get16(&self, off: usize) -> u16 {
-        u16::from_le_bytes([self.0[U_OFFSET + off], self.0[U_OFFSET + off + 1]])
-    }
-}
-
-fn sysctl(cmd: u32, b: &mut [u8; SYSCTL_SIZE]) -> i64 {
-    b[..4].copy_from_slice(&cmd.to_le_bytes());
-    b[4..8].copy_from_slice(&SYSCTL_INTERFACE_VERSION.to_le_bytes());
-    raw(nr::SYSCTL, b.as_mut_ptr() as u64)
-}
+/// A `xen_domctl` for `cmd` on `dom` (and `sysctl`), as dom0 builds them.
+use pv_runtime::ctl::{sysctl, Domctl as Op};
 
 fn free_pages() -> u64 {
     let mut b = [0u8; SYSCTL_SIZE];
