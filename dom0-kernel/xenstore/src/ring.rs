@@ -60,7 +60,13 @@ pub struct Ring {
     partial: Vec<u8>,
     out: Vec<u8>,
     broken: Option<RingError>,
+    dropped: u64,
 }
+
+/// Replies waiting for room past which no further request is taken.
+pub const OUT_LIMIT: usize = 16 * 1024;
+/// Bytes waiting past which watch events are dropped.
+pub const EVENT_LIMIT: usize = 64 * 1024;
 
 impl Ring {
     pub fn new() -> Ring {
@@ -73,11 +79,17 @@ impl Ring {
 
     /// Takes what the guest produced and returns the whole requests in it (at most
     /// `max`; the rest stay for the next call). A broken ring yields nothing more, and
-    /// its `error` field says why.
+    /// its `error` field says why. Nothing is read while whole requests are still waiting,
+    /// or while more than [`OUT_LIMIT`] bytes of replies wait for the guest to make room:
+    /// a guest cannot make the daemon hold more than a request and a ring's worth of its
+    /// input, nor pile up replies it does not read.
     pub fn take(&mut self, page: &mut impl Page, max: usize) -> Vec<Msg> {
-        let mut msgs = Vec::new();
-        if self.broken.is_some() {
+        let msgs = Vec::new();
+        if self.broken.is_some() || self.out.len() > OUT_LIMIT {
             return msgs;
+        }
+        if matches!(Msg::parse(&self.partial), Parsed::Msg(..)) {
+            return self.parse(page, max);
         }
         let (cons, prod) = (page.read_u32(REQ_CONS), page.read_u32(REQ_PROD));
         let avail = prod.wrapping_sub(cons);
@@ -94,10 +106,13 @@ impl Ring {
             c = c.wrapping_add(n as u32);
         }
         page.write_u32(REQ_CONS, c);
-        loop {
-            if msgs.len() == max {
-                break;
-            }
+        self.parse(page, max)
+    }
+
+    /// The whole requests waiting in `partial` (at most `max`).
+    fn parse(&mut self, page: &mut impl Page, max: usize) -> Vec<Msg> {
+        let mut msgs = Vec::new();
+        while msgs.len() < max {
             match Msg::parse(&self.partial) {
                 Parsed::More => break,
                 Parsed::TooLong => return self.fail(page, RingError::Protocol),
@@ -118,11 +133,27 @@ impl Ring {
         Vec::new()
     }
 
-    /// Queues a message for the guest.
+    /// Queues a reply for the guest (requests stop being taken while too many wait).
     pub fn send(&mut self, m: &Msg) {
         if self.broken.is_none() {
             self.out.extend_from_slice(&m.encode());
         }
+    }
+
+    /// Queues a watch event; dropped (and counted) while more than [`EVENT_LIMIT`] bytes
+    /// wait already: a guest that does not read cannot make the daemon hold events without
+    /// bound (Xen drops them too).
+    pub fn send_event(&mut self, m: &Msg) {
+        if self.out.len() > EVENT_LIMIT {
+            self.dropped += 1;
+        } else {
+            self.send(m);
+        }
+    }
+
+    /// Watch events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Bytes queued but not in the ring yet.
@@ -253,6 +284,33 @@ mod tests {
                 None => prop_assert!(prod.wrapping_sub(cons) <= RING_SIZE),
             }
         }
+    }
+
+    /// A guest that floods small requests while the daemon takes few at a time, and never
+    /// reads its replies, makes it hold a bounded amount.
+    #[test]
+    fn a_flooding_guest_is_bounded() {
+        let mut p = Arr(vec![0; 4096]);
+        let mut r = Ring::new();
+        let req = Msg::new(MsgType::Read, 1, 0, b"a\0".to_vec()).encode();
+        let room = |p: &Arr| (RING_SIZE - p.read_u32(REQ_PROD).wrapping_sub(p.read_u32(REQ_CONS))) as usize;
+        for _ in 0..10_000 {
+            while room(&p) >= req.len() {
+                produce(&mut p, &req);
+            }
+            for m in r.take(&mut p, 2) {
+                r.send(&m);
+                r.send_event(&m);
+            }
+            r.flush(&mut p);
+            assert!(r.partial.len() <= 4112 + 1024, "input held: {}", r.partial.len());
+            assert!(r.pending() <= EVENT_LIMIT + 2 * 4112 + OUT_LIMIT, "output held: {}", r.pending());
+        }
+        // Events from others' changes, to a guest that never reads: dropped past the limit.
+        for _ in 0..10_000 {
+            r.send_event(&Msg::new(MsgType::WatchEvent, 0, 0, b"/x\0t\0".to_vec()));
+        }
+        assert!(r.dropped() > 0 && r.pending() <= EVENT_LIMIT + 4112, "dropped {} pending {} broken {:?}", r.dropped(), r.pending(), r.broken());
     }
 
     #[test]

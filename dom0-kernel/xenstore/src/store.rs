@@ -27,11 +27,13 @@ pub struct Quota {
     pub transactions: usize,
     /// Permission entries per node (`-ENOSPC`).
     pub perms_per_node: usize,
+    /// Nodes a transaction may look at plus operations it may make (`-ENOSPC`).
+    pub transaction_nodes: usize,
 }
 
 impl Default for Quota {
     fn default() -> Quota {
-        Quota { entries_per_domain: 1000, entry_size: 2048, watches: 128, transactions: 10, perms_per_node: 5 }
+        Quota { entries_per_domain: 1000, entry_size: 2048, watches: 128, transactions: 10, perms_per_node: 5, transaction_nodes: 1024 }
     }
 }
 
@@ -148,9 +150,31 @@ impl View<'_> {
         *self.gen
     }
 
-    fn read(&mut self, who: Who, p: &str) -> Result<Vec<u8>, Error> {
+    /// The error for a node that is not there: `ENOENT` if the caller may read its nearest
+    /// existing ancestor, else `EACCES` (as Xen's `errno_from_parents`: what a domain may
+    /// not read, it may not learn the absence of either).
+    fn absent(&mut self, who: Who, p: &str) -> Error {
+        let mut at = p;
+        while self.tree.get(at).is_none() {
+            at = parent(at);
+        }
+        self.touch(at);
+        match self.tree.get(at) {
+            Some(n) if who.may(&n.perms, Access::Read) => Error::ENOENT,
+            _ => Error::EACCES,
+        }
+    }
+
+    fn node_or_absent(&mut self, who: Who, p: &str) -> Result<&crate::tree::Node, Error> {
         self.touch(p);
-        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        if self.tree.get(p).is_none() {
+            return Err(self.absent(who, p));
+        }
+        self.tree.get(p).ok_or(Error::ENOENT)
+    }
+
+    fn read(&mut self, who: Who, p: &str) -> Result<Vec<u8>, Error> {
+        let n = self.node_or_absent(who, p)?;
         if !who.may(&n.perms, Access::Read) {
             return Err(Error::EACCES);
         }
@@ -158,8 +182,7 @@ impl View<'_> {
     }
 
     fn directory(&mut self, who: Who, p: &str) -> Result<(u64, Vec<String>), Error> {
-        self.touch(p);
-        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        let n = self.node_or_absent(who, p)?;
         if !who.may(&n.perms, Access::Read) {
             return Err(Error::EACCES);
         }
@@ -167,8 +190,7 @@ impl View<'_> {
     }
 
     fn get_perms(&mut self, who: Who, p: &str) -> Result<Perms, Error> {
-        self.touch(p);
-        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        let n = self.node_or_absent(who, p)?;
         if !who.may(&n.perms, Access::Read) {
             return Err(Error::EACCES);
         }
@@ -259,9 +281,13 @@ impl View<'_> {
         }
         self.touch(p);
         let Some(n) = self.tree.get(p) else {
-            // As Xen: removing what is not there is fine if its parent is.
+            // As Xen: removing what is not there is fine if its parent is (and may be read).
             self.touch(parent(p));
-            return if self.tree.get(parent(p)).is_some() { Ok(()) } else { Err(Error::ENOENT) };
+            return match self.tree.get(parent(p)) {
+                Some(q) if who.may(&q.perms, Access::Read) => Ok(()),
+                Some(_) => Err(Error::EACCES),
+                None => Err(self.absent(who, p)),
+            };
         };
         if !who.may(&n.perms, Access::Write) {
             return Err(Error::EACCES);
@@ -284,8 +310,7 @@ impl View<'_> {
     }
 
     fn set_perms(&mut self, who: Who, p: &str, perms: Perms) -> Result<(), Error> {
-        self.touch(p);
-        let n = self.tree.get(p).ok_or(Error::ENOENT)?;
+        let n = self.node_or_absent(who, p)?;
         if !who.may(&n.perms, Access::Owner) {
             return Err(Error::EACCES);
         }
@@ -294,7 +319,8 @@ impl View<'_> {
         if !who.privileged && perms.owner() != old {
             return Err(Error::EPERM);
         }
-        if perms.owner() != old {
+        // (The root is nobody's count.)
+        if perms.owner() != old && p != "/" {
             if let Some(c) = self.counts.get_mut(&old) {
                 *c = c.saturating_sub(1);
             }
@@ -374,8 +400,11 @@ impl Store {
 
     /// A new connection of domain `dom` (`privileged`: dom0's own clients, the toolstack).
     pub fn connect(&mut self, dom: DomId, privileged: bool) -> ConnId {
-        let id = self.next_conn;
-        self.next_conn = self.next_conn.wrapping_add(1).max(1);
+        let mut id = self.next_conn;
+        while id == 0 || self.conns.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_conn = id.wrapping_add(1);
         self.conns.insert(id, Conn { dom, privileged, watches: Vec::new(), txs: BTreeMap::new(), next_tx: 1 });
         id
     }
@@ -441,6 +470,10 @@ impl Store {
         } else {
             strings(&m.payload).ok_or(Error::EINVAL)?
         };
+        // As Xen's `onearg`: the one-argument requests take exactly one string.
+        if matches!(ty, MsgType::Read | MsgType::Directory | MsgType::GetPerms | MsgType::Mkdir | MsgType::Rm | MsgType::Release | MsgType::GetDomainPath | MsgType::IsDomainIntroduced | MsgType::Resume | MsgType::TransactionEnd) && args.len() != 1 {
+            return Err(Error::EINVAL);
+        }
         let arg = |i: usize| args.get(i).copied().ok_or(Error::EINVAL);
         let path = |i: usize| canonical(who.dom, arg(i)?, false);
         let reply = |t: MsgType, p: Vec<u8>| Ok((t as u32, p));
@@ -586,8 +619,10 @@ impl Store {
                 if dom == 0 || dom >= 0x7FF0 {
                     return Err(Error::EINVAL);
                 }
-                self.introduced.insert(dom, (gfn as u64, port));
-                specials.push("@introduceDomain");
+                // Introduced again: its ring and port replaced, nobody told (as Xen).
+                if self.introduced.insert(dom, (gfn as u64, port)).is_none() {
+                    specials.push("@introduceDomain");
+                }
                 reply(ty, ok())
             }
             MsgType::Release => {
@@ -598,9 +633,17 @@ impl Store {
                 if self.introduced.remove(&dom).is_none() {
                     return Err(Error::ENOENT);
                 }
-                // Its connections go, with their watches and transactions.
+                // Its connections go, with their watches and transactions; what it owned
+                // passes to dom0 and its permission entries go (XSA-322: the next domain
+                // with its id inherits nothing).
                 self.conns.retain(|_, k| k.privileged || k.dom != dom);
-                self.targets.remove(&dom);
+                self.targets.retain(|&d, &mut t| d != dom && t != dom);
+                let gen = self.gen + 1;
+                let moved = self.tree.forget_domain(dom, gen);
+                self.gen = gen;
+                if let Some(n) = self.counts.remove(&dom) {
+                    *self.counts.entry(0).or_insert(0) += n.min(moved);
+                }
                 self.released.push(dom);
                 specials.push("@releaseDomain");
                 reply(ty, ok())
@@ -631,6 +674,9 @@ impl Store {
                     return Err(Error::EACCES);
                 }
                 let (dom, target): (DomId, DomId) = (num(arg(0)?)?, num(arg(1)?)?);
+                if !self.introduced.contains_key(&dom) {
+                    return Err(Error::ENOENT);
+                }
                 self.targets.insert(dom, target);
                 reply(ty, ok())
             }
@@ -645,7 +691,7 @@ impl Store {
     }
 
     /// Runs a read-only `f` on the live tree or on transaction `tx` of `c`.
-    fn on<R>(&mut self, c: ConnId, tx: u32, _who: Who, changes: &mut Vec<Change>, f: impl FnOnce(&mut View<'_>) -> Result<R, Error>) -> Result<R, Error> {
+    fn on<R>(&mut self, c: ConnId, tx: u32, who: Who, changes: &mut Vec<Change>, f: impl FnOnce(&mut View<'_>) -> Result<R, Error>) -> Result<R, Error> {
         let quota = self.quota;
         if tx == 0 {
             let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, rec: None, changes, quota };
@@ -653,6 +699,9 @@ impl Store {
         }
         let gen = &mut self.gen;
         let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
+        if !who.privileged && t.accessed.len() + t.ops.len() >= quota.transaction_nodes {
+            return Err(Error::ENOSPC);
+        }
         let mut scratch = Vec::new();
         let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own }), changes: &mut scratch, quota };
         f(&mut v)
@@ -668,6 +717,10 @@ impl Store {
         }
         let gen = &mut self.gen;
         let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
+        // A transaction's record is bounded (Xen's `quota-trans-nodes`).
+        if !who.privileged && t.accessed.len() + t.ops.len() >= quota.transaction_nodes {
+            return Err(Error::ENOSPC);
+        }
         let mut scratch = Vec::new();
         let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own }), changes: &mut scratch, quota };
         v.apply(who, &op)?;

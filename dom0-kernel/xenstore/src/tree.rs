@@ -83,15 +83,63 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// A released domain leaves nothing: nodes it owned pass to dom0 and its permission
+    /// entries go. Returns how many nodes changed hands.
+    pub fn forget_domain(&mut self, dom: crate::DomId, gen: u64) -> usize {
+        let mut moved = 0;
+        let mut stack: Vec<String> = alloc::vec![String::from("/")];
+        while let Some(p) = stack.pop() {
+            let Some(n) = self.get(&p) else { continue };
+            for c in n.children.keys() {
+                stack.push(if p == "/" { alloc::format!("/{}", c) } else { alloc::format!("{}/{}", p, c) });
+            }
+            let owns = n.perms.owner() == dom;
+            let listed = n.perms.0[1..].iter().any(|e| e.dom == dom);
+            if owns || listed {
+                let mut perms = n.perms.clone();
+                if owns && p != "/" {
+                    perms.0[0].dom = 0;
+                    moved += 1;
+                }
+                let first = perms.0[0];
+                perms.0.retain(|e| e.dom != dom);
+                if perms.0.is_empty() || perms.0[0] != first {
+                    perms.0.insert(0, first);
+                }
+                self.set_perms(&p, perms, gen);
+            }
+        }
+        moved
+    }
+}
+
 impl Default for Tree {
     fn default() -> Self {
         Tree::new()
     }
 }
 
+/// Every node of the subtree `n` at `path`, with its permissions (iterative: a tree as deep
+/// as paths allow must not exhaust a small stack).
 fn collect(path: &str, n: &Node, out: &mut Vec<(String, Perms)>) {
-    out.push((path.to_string(), n.perms.clone()));
-    for (c, child) in &n.children {
-        collect(&alloc::format!("{}/{}", path, c), child, out);
+    let mut stack = alloc::vec![(path.to_string(), n)];
+    while let Some((p, n)) = stack.pop() {
+        for (c, child) in &n.children {
+            stack.push((alloc::format!("{}/{}", p, c), child));
+        }
+        out.push((p, n.perms.clone()));
+    }
+}
+
+/// Dropping a node drops its subtree one node at a time (not by recursion).
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut stack: Vec<Arc<Node>> = core::mem::take(&mut self.children).into_values().collect();
+        while let Some(n) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(n) {
+                stack.extend(core::mem::take(&mut inner.children).into_values());
+            }
+        }
     }
 }

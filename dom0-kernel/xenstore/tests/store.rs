@@ -476,3 +476,43 @@ proptest! {
         }
     }
 }
+
+/// Review fixes: what a domain may not read it may not learn the absence of; a released
+/// domain leaves no ownership or permission behind; a transaction's record is bounded; a
+/// deep tree goes without recursion; one-argument requests take one argument.
+#[test]
+fn hardening() {
+    let mut s = Store::new();
+    let d0 = s.connect(0, true);
+    let d5 = s.connect(5, false);
+    write(&mut s, d0, 0, "/local/domain/5/mine", "x").unwrap();
+    req(&mut s, d0, MsgType::SetPerms, 0, &z(&["/local/domain/5", "n5"])).0.unwrap();
+    req(&mut s, d0, MsgType::SetPerms, 0, &z(&["/local/domain/5/mine", "n5"])).0.unwrap();
+    write(&mut s, d0, 0, "/tool/secret", "x").unwrap();
+    assert_eq!(read(&mut s, d5, 0, "/tool/absent"), Err("EACCES".into()), "absence under an unreadable node");
+    assert_eq!(read(&mut s, d5, 0, "nothing"), Err("ENOENT".into()), "absence under its own home");
+    assert_eq!(req(&mut s, d5, MsgType::Rm, 0, &z(&["/tool/absent"])).0, err("EACCES"));
+    assert_eq!(req(&mut s, d5, MsgType::Read, 0, &z(&["mine", "extra"])).0, err("EINVAL"), "one argument");
+    // A bounded transaction.
+    let t: u32 = String::from_utf8(req(&mut s, d5, MsgType::TransactionStart, 0, &z(&[""])).0.unwrap()).unwrap().trim_end_matches('\0').parse().unwrap();
+    let mut last = Ok(String::new());
+    for i in 0..1100 {
+        last = read(&mut s, d5, t, &format!("n{i}"));
+        if last == Err("ENOSPC".into()) {
+            break;
+        }
+    }
+    assert_eq!(last, Err("ENOSPC".into()), "1024 nodes looked at, then ENOSPC");
+    // Released: its node passes to dom0; a new domain 5 cannot touch it.
+    s.handle(d0, &Msg::new(MsgType::Introduce, 1, 0, z(&["5", "1", "1"])));
+    req(&mut s, d0, MsgType::SetPerms, 0, &z(&["/tool/secret", "n0", "b5"])).0.unwrap();
+    req(&mut s, d0, MsgType::Release, 0, &z(&["5"])).0.unwrap();
+    assert_eq!(req(&mut s, d0, MsgType::GetPerms, 0, &z(&["/local/domain/5/mine"])).0, Ok(z(&["n0"])));
+    assert_eq!(req(&mut s, d0, MsgType::GetPerms, 0, &z(&["/tool/secret"])).0, Ok(z(&["n0"])), "its entries went");
+    let again = s.connect(5, false);
+    assert_eq!(write(&mut s, again, 0, "mine", "y"), err("EACCES"));
+    // A tree as deep as a path allows.
+    let deep = "/d".to_string() + &"/a".repeat(1500);
+    write(&mut s, d0, 0, &deep, "v").unwrap();
+    assert!(req(&mut s, d0, MsgType::Rm, 0, &z(&["/d"])).0.is_ok());
+}

@@ -36,9 +36,16 @@ pub struct Daemon {
     socket: PathBuf,
 }
 
+/// How long a write to a client may block before the client is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Every client's reader ends with its stream.
+        for (_, (_, s)) in self.shared.writers.lock().unwrap().drain() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         for (_, (p, stop)) in self.shared.domains.lock().unwrap().drain() {
             stop.store(true, Ordering::SeqCst);
             let _ = std::fs::remove_file(p);
@@ -77,13 +84,17 @@ fn accept_loop(l: UnixListener, dom: DomId, privileged: bool, sh: Arc<Shared>, s
         match l.accept() {
             Ok((s, _)) => {
                 let _ = s.set_nonblocking(false);
-                let conn = sh.store.lock().unwrap().connect(dom, privileged);
-                match s.try_clone() {
-                    Ok(w) => {
-                        sh.writers.lock().unwrap().insert(conn, (dom, w));
+                let _ = s.set_write_timeout(Some(WRITE_TIMEOUT));
+                let Ok(w) = s.try_clone() else { continue };
+                let conn = {
+                    let mut st = sh.store.lock().unwrap();
+                    // A domain released meanwhile gets no new connection.
+                    if !privileged && st.introduced(dom).is_none() {
+                        continue;
                     }
-                    Err(_) => continue,
-                }
+                    st.connect(dom, privileged)
+                };
+                sh.writers.lock().unwrap().insert(conn, (dom, w));
                 let sh = sh.clone();
                 std::thread::spawn(move || client(s, conn, sh));
             }
@@ -109,7 +120,11 @@ fn client(mut s: UnixStream, conn: ConnId, sh: Arc<Shared>) {
                 Parsed::TooLong => break 'conn,
                 Parsed::Msg(m, used) => {
                     buf.drain(..used);
-                    let events = sh.store.lock().unwrap().handle(conn, &m);
+                    // Delivered under the store's lock, so every connection sees replies
+                    // and events in the order the store made them. (A client that does not
+                    // read stalls the others for at most its write timeout, then goes.)
+                    let mut st = sh.store.lock().unwrap();
+                    let events = st.handle(conn, &m);
                     if std::env::var_os("XENSTORED_TRACE").is_some() {
                         eprintln!("xenstored: conn {conn} -> {:?}", m);
                         for e in &events {
@@ -121,6 +136,7 @@ fn client(mut s: UnixStream, conn: ConnId, sh: Arc<Shared>) {
                         break 'conn;
                     }
                     deliver(&sh, events);
+                    drop(st);
                     domains_changed(&sh);
                 }
             }
@@ -132,11 +148,15 @@ fn client(mut s: UnixStream, conn: ConnId, sh: Arc<Shared>) {
     }
 }
 
+/// Sends each event to its connection; one whose writes fail (or time out: it does not
+/// read) is shut down, and its reader then ends it.
 fn deliver(sh: &Shared, events: Vec<xenstore::Event>) {
     let mut w = sh.writers.lock().unwrap();
     for e in events {
         if let Some((_, s)) = w.get_mut(&e.conn) {
-            let _ = s.write_all(&e.msg.encode());
+            if s.write_all(&e.msg.encode()).is_err() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 }
