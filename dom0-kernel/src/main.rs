@@ -12,6 +12,7 @@ extern crate alloc;
 // The heap behind `alloc` (its global allocator).
 extern crate pv_heap;
 
+mod bundle;
 mod memory;
 mod xl;
 
@@ -49,7 +50,7 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
     if sleeping {
         events::enable();
     }
-    println!("dom0: commands: help, info, xl <verb> ..., poweroff, reboot, crash");
+    println!("dom0: commands: help, info, ls, cat, xl <verb> ..., poweroff, reboot, crash");
     let mut line = [0u8; 128];
     let mut n = 0;
     print!("dom0> ");
@@ -87,14 +88,24 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
     }
 }
 
+/// The boot bundle's files (set once at start).
+static FILES: spin::Once<alloc::vec::Vec<(alloc::string::String, &'static [u8])>> = spin::Once::new();
+
+fn files() -> &'static [(alloc::string::String, &'static [u8])] {
+    FILES.get().map_or(&[], |v| v.as_slice())
+}
+
 fn run(cmd: &str) {
     let words: alloc::vec::Vec<&str> = cmd.split_ascii_whitespace().collect();
-    if words.first() == Some(&"xl") {
-        return xl::run(&words[1..]);
+    match words.as_slice() {
+        ["xl", rest @ ..] => return xl::run(rest),
+        ["ls", rest @ ..] => return bundle::ls(files(), rest.first().copied().unwrap_or("")),
+        ["cat", path] => return bundle::cat(files(), path),
+        _ => {}
     }
     match cmd {
         "" => {}
-        "help" => println!("help, info, xl <verb> ... (xl help), poweroff, reboot, crash"),
+        "help" => println!("help, info, ls [dir], cat <file>, xl <verb> ... (xl help), poweroff, reboot, crash"),
         "info" => {
             let (v, extra) = version();
             let e = core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0');
@@ -133,6 +144,11 @@ fn guest_main(si: &'static StartInfo) -> ! {
         println!("dom0: memory bring-up failed");
         hypercall::shutdown(ShutdownReason::Crash)
     };
+    let files = bundle::files(pv_runtime::boot_module(si));
+    if si.mod_len > 0 {
+        println!("dom0: boot bundle: {} KiB, {} file(s)", si.mod_len / 1024, files.len());
+    }
+    FILES.call_once(|| files);
     if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)

@@ -96,6 +96,7 @@ pub fn build(
     nr_pages: u64,
     cmdline: &str,
     nr_vcpus: u32,
+    module: &[u8],
 ) -> Result<(alloc::sync::Arc<DomShared>, Vcpu), Dom0Error> {
     let privileged = id == 0;
     let img = pv_image::parse(image).map_err(Dom0Error::Image)?;
@@ -103,7 +104,7 @@ pub fn build(
     if nr_pages + HYPERVISOR_RESERVE_PAGES > free {
         return Err(Dom0Error::TooMuchMemory { want: nr_pages, free: free.saturating_sub(HYPERVISOR_RESERVE_PAGES) });
     }
-    let layout = builder::compute_layout(&img, nr_pages).map_err(Dom0Error::Build)?;
+    let layout = builder::compute_layout_with_module(&img, nr_pages, module.len() as u64).map_err(Dom0Error::Build)?;
     log::info!(
         "d{}: {} '{}' virt_base {:#x} image {:#x}-{:#x} entry {:#x}, {} MiB",
         id,
@@ -140,6 +141,7 @@ pub fn build(
         flags: if privileged { SIF_PRIVILEGED | SIF_INITDOMAIN } else { 0 },
         cmdline: cmdline.as_bytes(),
         shared_info_maddr: si.maddr(),
+        module,
     };
     let built = builder::build(&mut DirectMap, mm.ft, &img, &layout, &p2m, &params)
         .map_err(Dom0Error::Build)?;

@@ -150,7 +150,14 @@ pub fn domains(
     // dom0 gets a vCPU per CPU unless told (as Xen's dom0_max_vcpus), vCPU 0 up.
     let want_vcpus = if opts.dom0_max_vcpus == 0 { ncpus as u32 } else { opts.dom0_max_vcpus };
     let dom0_vcpus = want_vcpus.min(domain::MAX_VCPUS as u32);
-    let (dom, vcpu) = match dom0::build(mm, 0, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline, dom0_vcpus) {
+    // dom0's boot module (its initrd, as Xen's): the first further module that is not a
+    // domU's.
+    let initrd = boot.modules[1..boot.nr_modules].iter().position(|x| dom0::parse_domu(strip_path(x.cmdline)).is_none()).map(|i| i + 1);
+    let module = initrd.map_or(&[][..], |i| boot.modules[i].bytes());
+    if let Some(i) = initrd {
+        log::info!("dom0: module {} ('{}', {} KiB) is its boot module", i, boot.modules[i].cmdline, module.len() / 1024);
+    }
+    let (dom, vcpu) = match dom0::build(mm, 0, m.bytes(), opts.dom0_mem / 4096, dom0_cmdline, dom0_vcpus, module) {
         Ok(x) => x,
         Err(e) => refuse(name, &e),
     };
@@ -158,11 +165,12 @@ pub fn domains(
     let mut doms = alloc::vec![(dom, vcpu, hv_core::sched::DEFAULT_WEIGHT, 0u32, None::<u64>)];
     for (i, m) in boot.modules[1..boot.nr_modules].iter().enumerate() {
         match dom0::parse_domu(strip_path(m.cmdline)) {
+            None if Some(i + 1) == initrd => {}
             None => log::warn!("module {} ('{}') is not a domU: ignored", i + 1, m.cmdline),
             Some(Err(w)) => log::error!("domU module {}: bad option '{}': not built", i + 1, w),
             Some(Ok(o)) => {
                 let id = doms.len() as u16;
-                match dom0::build(mm, id, m.bytes(), o.mem / 4096, o.cmdline, o.vcpus) {
+                match dom0::build(mm, id, m.bytes(), o.mem / 4096, o.cmdline, o.vcpus, &[]) {
                     Ok((d, v)) => doms.push((d, v, o.weight, o.cap, Some(o.cpus))),
                     Err(e) => log::error!("domU module {}: refused: {}", i + 1, e),
                 }

@@ -33,6 +33,18 @@ extern "C" {
     static __virt_base: u8;
 }
 
+/// The boot module the builder mapped for this domain (`start_info.mod_start` /
+/// `mod_len`: dom0's initrd), if any.
+pub fn boot_module(si: &StartInfo) -> Option<&'static [u8]> {
+    if si.mod_start == 0 || si.mod_len == 0 || si.mod_start.checked_add(si.mod_len).is_none() {
+        return None;
+    }
+    // SAFETY: the builder maps the module at mod_start for mod_len bytes in the bootstrap
+    // region (Xen's start-of-day contract), writable memory of this domain that nothing
+    // else of the runtime uses; it stays mapped.
+    Some(unsafe { core::slice::from_raw_parts(si.mod_start as *const u8, si.mod_len as usize) })
+}
+
 /// This guest's `VIRT_BASE` (from its linker script).
 pub fn virt_base() -> u64 {
     core::ptr::addr_of!(__virt_base) as u64

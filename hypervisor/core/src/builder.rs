@@ -3,7 +3,9 @@
 //!
 //! One contiguous virtual region starting at `VIRT_BASE` is a 1:1 map of the domain's first
 //! pseudo-physical frames (`va = virt_base + pfn * 4096`). In it, each item 4 KiB aligned:
-//! the kernel image, the P2M list, `start_info`, the bootstrap page tables, the boot stack.
+//! the kernel image, the boot module (dom0's initrd, if any: `start_info.mod_start` is its
+//! address, `mod_len` its length, as Xen), the P2M list, `start_info`, the bootstrap page
+//! tables, the boot stack.
 //! The region ends on a 4 MiB boundary with at least 512 KiB of slack. Everything is mapped
 //! writable except the page-table frames, which are read-only. Remaining pages of the domain
 //! are listed in the P2M but not mapped.
@@ -31,6 +33,9 @@ pub const REGION_ALIGN: u64 = 4 << 20;
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub virt_base: u64,
+    /// The boot module (0 bytes: none).
+    pub mod_va: u64,
+    pub mod_len: u64,
     pub p2m_va: u64,
     pub p2m_pages: u64,
     pub start_info_va: u64,
@@ -116,9 +121,15 @@ pub fn tables_needed(start: u64, end: u64) -> u64 {
 
 /// Computes the layout for an image and a domain of `nr_pages` pages.
 pub fn compute_layout(img: &PvImage<'_>, nr_pages: u64) -> Result<Layout, BuildError> {
+    compute_layout_with_module(img, nr_pages, 0)
+}
+
+/// [`compute_layout`] with a boot module of `mod_len` bytes after the image.
+pub fn compute_layout_with_module(img: &PvImage<'_>, nr_pages: u64, mod_len: u64) -> Result<Layout, BuildError> {
     let bad = BuildError::ReservedAddress;
     let vb = img.virt_base;
-    let p2m_va = round_up(img.vend, PAGE).ok_or(bad)?;
+    let mod_va = round_up(img.vend, PAGE).ok_or(bad)?;
+    let p2m_va = round_up(mod_va.checked_add(mod_len).ok_or(bad)?, PAGE).ok_or(bad)?;
     let p2m_pages = nr_pages.checked_mul(8).ok_or(bad)?.div_ceil(PAGE);
     let start_info_va = p2m_va.checked_add(p2m_pages * PAGE).ok_or(bad)?;
     let pt_va = start_info_va.checked_add(PAGE).ok_or(bad)?;
@@ -138,6 +149,8 @@ pub fn compute_layout(img: &PvImage<'_>, nr_pages: u64) -> Result<Layout, BuildE
     }
     let layout = Layout {
         virt_base: vb,
+        mod_va,
+        mod_len,
         p2m_va,
         p2m_pages,
         start_info_va,
@@ -164,6 +177,8 @@ pub struct BuildParams<'a> {
     pub cmdline: &'a [u8],
     /// Machine address of the domain's shared-info page.
     pub shared_info_maddr: u64,
+    /// The boot module's bytes (its length is the layout's `mod_len`).
+    pub module: &'a [u8],
 }
 
 /// The result: what the vCPU starts with.
@@ -232,6 +247,9 @@ where
     if params.cmdline.len() >= start_info::MAX_GUEST_CMDLINE {
         return Err(BuildError::CmdlineTooLong);
     }
+    if params.module.len() as u64 != l.mod_len {
+        return Err(BuildError::BadP2m);
+    }
     let dom = params.domid;
     for &mfn in p2m {
         ft.set_owner(mfn, Owner::Dom(dom))?;
@@ -243,6 +261,9 @@ where
         let bytes = &img.data[s.file_offset..s.file_offset + s.filesz];
         write_va(mem, l, p2m, s.vaddr, bytes)?;
     }
+
+    // The boot module.
+    write_va(mem, l, p2m, l.mod_va, params.module)?;
 
     // The P2M list.
     for (pfn, mfn) in p2m.iter().enumerate() {
@@ -313,8 +334,8 @@ where
         pt_base: l.pt_va,
         nr_pt_frames: l.nr_pt_frames,
         mfn_list: l.p2m_va,
-        mod_start: 0,
-        mod_len: 0,
+        mod_start: if l.mod_len > 0 { l.mod_va } else { 0 },
+        mod_len: l.mod_len,
         cmd_line: [0; start_info::MAX_GUEST_CMDLINE],
         first_p2m_pfn: 0,
         nr_p2m_frames: 0,
@@ -409,13 +430,40 @@ mod tests {
         assert_eq!(compute_layout(&img, 4096), Err(BuildError::ReservedAddress));
     }
 
+    /// A boot module lands after the image, mapped, and start_info names it.
+    #[test]
+    fn builds_with_a_module() {
+        let data = image(BASE, BASE);
+        let img = parse(&data).unwrap();
+        let nr = 2048;
+        let module: std::vec::Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = world(100 + 2 * nr as usize, nr);
+        let l = compute_layout_with_module(&img, nr, module.len() as u64).unwrap();
+        assert!(l.mod_va >= img.vend && l.p2m_va >= l.mod_va + module.len() as u64);
+        let params = BuildParams { domid: 0, flags: 3, cmdline: b"", shared_info_maddr: 0x5000, module: &module };
+        let b = build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &params).unwrap();
+        let ft = &w.ft;
+        let owns = |m: Mfn| ft.owner(m) == Owner::Dom(0);
+        let view = GuestView { l4: b.l4, owns: &owns, cache: None, pins: None };
+        let mut back = std::vec![0u8; module.len()];
+        copy_from_guest(&w.mem, &view, l.mod_va, &mut back).unwrap();
+        assert_eq!(back, module);
+        let mut si = [0u8; 1168];
+        copy_from_guest(&w.mem, &view, b.start_info_va, &mut si).unwrap();
+        assert_eq!(u64::from_le_bytes(si[112..120].try_into().unwrap()), l.mod_va);
+        assert_eq!(u64::from_le_bytes(si[120..128].try_into().unwrap()), module.len() as u64);
+        let short = BuildParams { module: &module[..5], ..params };
+        let mut w = world(100 + 2 * nr as usize, nr);
+        assert_eq!(build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &short), Err(BuildError::BadP2m), "a module of another length");
+    }
+
     fn check_built(base: u64, load: u64) {
         let data = image(base, load);
         let img = parse(&data).unwrap();
         let nr = 2048;
         let mut w = world(100 + 2 * nr as usize, nr);
         let l = compute_layout(&img, nr).unwrap();
-        let params = BuildParams { domid: 0, flags: 3, cmdline: b"hello dom0", shared_info_maddr: 0x5000 };
+        let params = BuildParams { domid: 0, flags: 3, cmdline: b"hello dom0", shared_info_maddr: 0x5000, module: b"" };
         let b = build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &params).unwrap();
         assert_eq!(b.l4, w.p2m[l.pfn(l.pt_va) as usize]);
         let ft = &w.ft;
@@ -503,9 +551,9 @@ mod tests {
         let mut w = world(100 + 2 * 2048, 2048);
         let l = compute_layout(&img, 2048).unwrap();
         let long = [b'x'; 1024];
-        let p = BuildParams { domid: 0, flags: 0, cmdline: &long, shared_info_maddr: 0 };
+        let p = BuildParams { domid: 0, flags: 0, cmdline: &long, shared_info_maddr: 0, module: b"" };
         assert_eq!(build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &p), Err(BuildError::CmdlineTooLong));
-        let p = BuildParams { domid: 0, flags: 0, cmdline: b"", shared_info_maddr: 0 };
+        let p = BuildParams { domid: 0, flags: 0, cmdline: b"", shared_info_maddr: 0, module: b"" };
         let short = &w.p2m[..10].to_vec();
         assert_eq!(build(&mut w.mem, &w.ft, &img, &l, short, &p), Err(BuildError::BadP2m));
     }

@@ -56,12 +56,48 @@ pub fn build_all() -> Result<Images, String> {
     Ok(Images { hypervisor: dir.join("hypervisor"), dom0: dir.join("dom0"), guest_dir: dir })
 }
 
-/// grub.cfg for the hypervisor with `hv_opts` and the dom0 module with `dom0_args`.
+/// grub.cfg for the hypervisor with `hv_opts`, the dom0 module with `dom0_args` and dom0's
+/// boot bundle.
 pub fn grub_cfg(hv_opts: &str, dom0_args: &str) -> String {
     format!(
         "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
-         menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n    module2 /boot/dom0 {dom0_args}\n    boot\n}}\n"
+         menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n    module2 /boot/dom0 {dom0_args}\n    module2 /boot/bundle bundle\n    boot\n}}\n"
     )
+}
+
+/// dom0's boot bundle, `target/bundle.tar`: `dom0-kernel/bundle/` (configs under `etc/xen/`)
+/// and, as `boot/<name>`, the test guests the configs name as their kernel.
+pub fn bundle(i: &Images) -> Result<PathBuf, String> {
+    let src = root().join("dom0-kernel/bundle");
+    let out = target().join("bundle.tar");
+    let f = std::fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut t = tar::Builder::new(f);
+    t.mode(tar::HeaderMode::Deterministic);
+    let mut kernels = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = p.strip_prefix(&src).map_err(|e| e.to_string())?;
+            if p.extension().is_some_and(|x| x == "cfg") {
+                let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+                kernels.extend(text.lines().filter_map(|l| l.trim().strip_prefix("kernel")).filter_map(|l| l.split('"').nth(1)).filter_map(|k| k.strip_prefix("/boot/")).map(String::from));
+            }
+            t.append_path_with_name(&p, name).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    kernels.sort();
+    kernels.dedup();
+    for k in kernels {
+        t.append_path_with_name(i.guest(&k), format!("boot/{k}")).map_err(|e| format!("bundle: guest {k}: {e}"))?;
+    }
+    t.finish().map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// grub.cfg with several modules: `(file in /boot, module string)`, dom0 first.
@@ -106,11 +142,9 @@ pub fn default_grub_cfg() -> String {
     grub_cfg("loglvl=info", "interactive")
 }
 
-/// Builds `target/<name>.iso` holding the hypervisor, `dom0` (the dom0 module) and `cfg`.
-pub fn iso_with(hypervisor: &Path, dom0: &Path, cfg: &str, name: &str) -> Result<PathBuf, String> {
-    iso_files(hypervisor, &[(dom0, "dom0")], cfg, name)
-}
-
+/// `target/<name>.iso` with the hypervisor, dom0 and dom0's boot bundle (`/boot/bundle`),
+/// booted by `cfg`.
 pub fn iso(i: &Images, cfg: &str, name: &str) -> Result<PathBuf, String> {
-    iso_with(&i.hypervisor, &i.dom0, cfg, name)
+    let b = bundle(i)?;
+    iso_files(&i.hypervisor, &[(&i.dom0, "dom0"), (&b, "bundle")], cfg, name)
 }

@@ -30,6 +30,8 @@ enum Expect {
 #[derive(Clone, Debug)]
 struct Scenario {
     name: &'static str,
+    /// dom0 gets its boot bundle (`images::bundle`) as the module after it.
+    bundle: bool,
     image: Image,
     grub: bool,
     hv_opts: &'static str,
@@ -45,7 +47,7 @@ struct Scenario {
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -383,11 +385,18 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             dom0_args: "interactive",
             domus: &[("spinner", "domU mem=8M")],
+            bundle: true,
             input: Some((
                 "dom0> ",
-                "xl list\rxl info\rxl pause 1\rxl list\rxl unpause 1\rxl sched-credit -d 1 -w 512 -c 50\rxl sched-credit\rxl vcpu-pin 1 0 0\rxl vcpu-list 1\rxl mem-max 1 16m\rxl pause 9\rxl frob\rxl dmesg\rxl destroy 1\rxl list\rpoweroff\r",
+                "ls\rcat /etc/xen/spinner.cfg\rcat /etc/xen/nope.cfg\rxl list\rxl info\rxl pause 1\rxl list\rxl unpause 1\rxl sched-credit -d 1 -w 512 -c 50\rxl sched-credit\rxl vcpu-pin 1 0 0\rxl vcpu-list 1\rxl mem-max 1 16m\rxl pause 9\rxl frob\rxl dmesg\rxl destroy 1\rxl list\rpoweroff\r",
             )),
             ..sc("dom0-xl", Image::Dom0, Expect::Exit(Poweroff, &[
+                "dom0: module 1 ('bundle",
+                "dom0: boot bundle: ",
+                "  /etc/xen/spinner.cfg",
+                "  /boot/spinner",
+                "kernel = \"/boot/spinner\"",
+                "cat: /etc/xen/nope.cfg: no such file",
                 "dom0> xl list",
                 "Name                                        ID   Mem VCPUs\tState\tTime(s)",
                 "Domain-0                                     0",
@@ -467,19 +476,27 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     // `audit`: every domain that dies is audited (the stress scenarios check the verdict).
     let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M audit {}", s.hv_opts);
-    cfg.boot = if !s.domus.is_empty() {
+    cfg.boot = if !s.domus.is_empty() || s.bundle {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
+        let bundle = if s.bundle { Some(images::bundle(i)?) } else { None };
         let mut mods: Vec<(&str, &str)> = vec![("dom0", s.dom0_args)];
+        if bundle.is_some() {
+            mods.push(("bundle", "bundle"));
+        }
         for (k, (_, args)) in s.domus.iter().enumerate() {
             mods.push((paths[k].1.as_str(), args));
         }
         let grub = images::grub_cfg_modules(&hv_opts, &mods);
         let mut files: Vec<(&std::path::Path, &str)> = vec![(module.as_path(), "dom0")];
+        if let Some(b) = &bundle {
+            files.push((b.as_path(), "bundle"));
+        }
         files.extend(paths.iter().map(|(p, n)| (p.as_path(), n.as_str())));
         Boot::Iso(images::iso_files(&i.hypervisor, &files, &grub, &format!("test-{}", s.name))?)
     } else if s.grub {
         let grub = images::grub_cfg(&hv_opts, s.dom0_args);
-        Boot::Iso(images::iso_with(&i.hypervisor, &module, &grub, &format!("test-{}", s.name))?)
+        let bundle = images::bundle(i)?;
+        Boot::Iso(images::iso_files(&i.hypervisor, &[(module.as_path(), "dom0"), (bundle.as_path(), "bundle")], &grub, &format!("test-{}", s.name))?)
     } else {
         let cmdline = if s.dom0_args.is_empty() { hv_opts } else { format!("{hv_opts} -- {}", s.dom0_args) };
         Boot::Pvh { kernel: i.hypervisor.clone(), module, cmdline }
