@@ -12,6 +12,7 @@ extern crate alloc;
 // The heap behind `alloc` (its global allocator).
 extern crate pv_heap;
 
+mod build;
 mod bundle;
 mod memory;
 mod xl;
@@ -95,6 +96,13 @@ fn files() -> &'static [(alloc::string::String, &'static [u8])] {
     FILES.get().map_or(&[], |v| v.as_slice())
 }
 
+/// dom0's start_info (set once at start).
+static START_INFO: spin::Once<&'static StartInfo> = spin::Once::new();
+
+fn start_info() -> Option<&'static StartInfo> {
+    START_INFO.get().copied()
+}
+
 fn run(cmd: &str) {
     let words: alloc::vec::Vec<&str> = cmd.split_ascii_whitespace().collect();
     match words.as_slice() {
@@ -149,6 +157,7 @@ fn guest_main(si: &'static StartInfo) -> ! {
         println!("dom0: boot bundle: {} KiB, {} file(s)", si.mod_len / 1024, files.len());
     }
     FILES.call_once(|| files);
+    START_INFO.call_once(|| si);
     if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)

@@ -35,17 +35,24 @@ fn domains() -> Vec<Domctl> {
     out
 }
 
-/// A domain's name: dom0's is Xen's `Domain-0`; others are named by the toolstack that
-/// creates them (none yet for boot-time domains: `(null)`, as xl shows an unnamed one).
+/// The names of the domains `xl create` made (until destroyed).
+static NAMES: spin::Mutex<alloc::collections::BTreeMap<u16, String>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
+
+/// A domain's name: dom0's is Xen's `Domain-0`; others carry their config's name when
+/// `xl create` made them; boot-time domains have none (`(null)`, as xl shows an unnamed
+/// one).
 fn name(id: u16) -> String {
-    if id == 0 { "Domain-0".into() } else { "(null)".into() }
+    if id == 0 {
+        return "Domain-0".into();
+    }
+    NAMES.lock().get(&id).cloned().unwrap_or_else(|| "(null)".into())
 }
 
 fn resolve(r: &DomRef) -> Result<u16, String> {
     let id = match r {
         DomRef::Id(id) => Some(*id),
         DomRef::Name(n) if n == "Domain-0" => Some(0),
-        DomRef::Name(_) => None,
+        DomRef::Name(n) => NAMES.lock().iter().find(|(_, v)| *v == n).map(|(k, _)| *k),
     };
     let shown = match r {
         DomRef::Id(id) => id.to_string(),
@@ -195,6 +202,26 @@ fn exec(cmd: Cmd) -> Result<(), String> {
                 return Err("libxl: error: cannot destroy Domain-0".into());
             }
             check("destroy", id, Domctl::new(DESTROYDOMAIN, id).call())?;
+            NAMES.lock().remove(&id);
+        }
+        Cmd::Create { config, console } => {
+            let files = crate::files();
+            let path = config.trim_start_matches('/');
+            let (_, text) = files.iter().find(|(n, _)| n == path).ok_or_else(|| format!("Failed to read config file: {}: No such file or directory", config))?;
+            println!("Parsing config from {}", config);
+            let text = core::str::from_utf8(text).map_err(|_| format!("{}: not a text file", config))?;
+            let cfg = toolstack::xlcfg::parse(text).map_err(|e| e.show(&config))?;
+            if NAMES.lock().values().any(|n| *n == cfg.name) {
+                return Err(format!("libxl: error: domain with name \"{}\" already exists.", cfg.name));
+            }
+            let kernel = cfg.kernel.trim_start_matches('/');
+            let (_, image) = files.iter().find(|(n, _)| n == kernel).ok_or_else(|| format!("libxl: error: kernel {}: No such file or directory", cfg.kernel))?;
+            let si = crate::start_info().ok_or("dom0: no start_info")?;
+            let dom = crate::build::create(si, &cfg, image)?;
+            NAMES.lock().insert(dom, cfg.name.clone());
+            if console {
+                println!("xl: -c: no console backend yet (the domain's console_io output shows on the hypervisor's console)");
+            }
         }
         Cmd::VcpuList(d) => {
             let ncpus = field32(&physinfo()?, physinfo::NR_CPUS);

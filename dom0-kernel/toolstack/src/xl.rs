@@ -28,11 +28,14 @@ pub enum Cmd {
     SchedCredit { dom: Option<DomRef>, weight: Option<u16>, cap: Option<u16> },
     /// `mem-max <dom> <size>`: KiB.
     MemMax(DomRef, u64),
+    /// `create <config> [-c]`.
+    Create { config: String, console: bool },
     Help,
 }
 
 /// The verbs (for `xl help`).
 pub const VERBS: &[(&str, &str)] = &[
+    ("create", "Create a domain from config file <filename>"),
     ("list", "List information about all domains"),
     ("info", "Get information about Xen host"),
     ("dmesg", "Read and/or clear dmesg buffer"),
@@ -132,6 +135,18 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
                 return Err("Must specify a domain.".into());
             }
             Cmd::SchedCredit { dom: d, weight, cap }
+        }
+        "create" => {
+            let console = args.contains(&"-c");
+            let files: Vec<&&str> = args.iter().filter(|a| !a.starts_with('-')).collect();
+            if let Some(bad) = args.iter().find(|a| a.starts_with('-') && **a != "-c") {
+                return Err(format!("create: unknown option '{}'", bad));
+            }
+            match files.as_slice() {
+                [f] => Cmd::Create { config: f.to_string(), console },
+                [] => return Err("'xl create' requires a config file.".into()),
+                _ => return Err("create: one config file only".into()),
+            }
         }
         "mem-max" => {
             need(verb, args, 2)?;
@@ -285,6 +300,9 @@ mod tests {
         assert_eq!(parse(&["mem-max", "1", "64m"]), Ok(Cmd::MemMax(DomRef::Id(1), 65536)));
         assert_eq!(parse(&["mem-max", "1", "lots"]), Err("invalid memory size: lots".into()));
         assert_eq!(parse(&["dmesg", "-c"]), Ok(Cmd::Dmesg { clear: true }));
+        assert_eq!(parse(&["create", "/etc/xen/a.cfg", "-c"]), Ok(Cmd::Create { config: "/etc/xen/a.cfg".into(), console: true }));
+        assert_eq!(parse(&["create"]), Err("'xl create' requires a config file.".into()));
+        assert_eq!(parse(&["create", "-q", "x"]), Err("create: unknown option '-q'".into()));
         assert_eq!(parse(&["frobnicate"]), Err("command not implemented: frobnicate".into()));
         assert_eq!(parse(&[]), Ok(Cmd::Help));
     }

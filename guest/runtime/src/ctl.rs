@@ -65,3 +65,27 @@ pub fn sysctl(cmd: u32, b: &mut [u8; SYSCTL_SIZE]) -> i64 {
     // SAFETY: the request is a buffer of the size the hypervisor reads and writes.
     unsafe { hypercall5(nr::SYSCTL, b.as_mut_ptr() as u64, 0, 0, 0, 0) }
 }
+
+/// `populate_physmap` of order-0 extents for domain `dom`: `frames` holds the PFNs and gets
+/// the MFNs; how many were populated.
+pub fn populate(dom: u16, frames: &mut [u64]) -> i64 {
+    let mut r = [0u8; 32];
+    r[..8].copy_from_slice(&(frames.as_mut_ptr() as u64).to_le_bytes());
+    r[8..16].copy_from_slice(&(frames.len() as u64).to_le_bytes());
+    r[24..26].copy_from_slice(&dom.to_le_bytes());
+    // SAFETY: the reservation and its extent list are valid for the call.
+    unsafe { crate::hypercall::memory_op(guest_abi::memory::XENMEM_POPULATE_PHYSMAP, r.as_mut_ptr() as u64) }
+}
+
+/// One `mmuext_op` on domain `dom`'s behalf (`foreigndom`).
+pub fn mmuext_for(dom: u16, cmd: u32, arg1: u64) -> i64 {
+    let op = [crate::hypercall::MmuextOp { cmd, _pad: 0, arg1, arg2: 0 }];
+    let mut done = 0u32;
+    // SAFETY: the op and `done` are valid for the call.
+    unsafe { hypercall5(nr::MMUEXT_OP, op.as_ptr() as u64, 1, &mut done as *mut u32 as u64, dom as u64, 0) }
+}
+
+/// `setvcpucontext` of vCPU `vcpu` of `dom` with the `vcpu_guest_context` image `ctx`.
+pub fn set_vcpu_context(dom: u16, vcpu: u32, ctx: &mut [u8]) -> i64 {
+    Domctl::new(SETVCPUCONTEXT, dom).u32(vcpucontext::VCPU, vcpu).u64(vcpucontext::CTXT, ctx.as_mut_ptr() as u64).call()
+}

@@ -10,6 +10,7 @@ pub mod console;
 pub mod ctl;
 pub mod entry;
 pub mod events;
+pub mod foreign;
 pub mod hypercall;
 pub mod mm;
 pub mod traps;

@@ -388,7 +388,7 @@ fn scenarios() -> Vec<Scenario> {
             bundle: true,
             input: Some((
                 "dom0> ",
-                "ls\rcat /etc/xen/spinner.cfg\rcat /etc/xen/nope.cfg\rxl list\rxl info\rxl pause 1\rxl list\rxl unpause 1\rxl sched-credit -d 1 -w 512 -c 50\rxl sched-credit\rxl vcpu-pin 1 0 0\rxl vcpu-list 1\rxl mem-max 1 16m\rxl pause 9\rxl frob\rxl dmesg\rxl destroy 1\rxl list\rpoweroff\r",
+                "ls\rcat /etc/xen/spinner.cfg\rcat /etc/xen/nope.cfg\rxl create /etc/xen/nope.cfg\rxl create /etc/xen/spinner.cfg\rxl create /etc/xen/spinner.cfg\rxl list\rxl destroy spinner\rxl list\rxl info\rxl pause 1\rxl list\rxl unpause 1\rxl sched-credit -d 1 -w 512 -c 50\rxl sched-credit\rxl vcpu-pin 1 0 0\rxl vcpu-list 1\rxl mem-max 1 16m\rxl pause 9\rxl frob\rxl dmesg\rxl destroy 1\rxl list\rpoweroff\r",
             )),
             ..sc("dom0-xl", Image::Dom0, Expect::Exit(Poweroff, &[
                 "dom0: module 1 ('bundle",
@@ -397,6 +397,14 @@ fn scenarios() -> Vec<Scenario> {
                 "  /boot/spinner",
                 "kernel = \"/boot/spinner\"",
                 "cat: /etc/xen/nope.cfg: no such file",
+                "Failed to read config file: /etc/xen/nope.cfg: No such file or directory",
+                "Parsing config from /etc/xen/spinner.cfg",
+                "d2: created by d0",
+                "(d2) spinner: ",
+                "libxl: error: domain with name \"spinner\" already exists.",
+                "spinner                                      2     8     1",
+                "d2: destroyed by d0",
+                "d2: torn down; its id is free",
                 "dom0> xl list",
                 "Name                                        ID   Mem VCPUs\tState\tTime(s)",
                 "Domain-0                                     0",

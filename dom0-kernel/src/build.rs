@@ -1,0 +1,249 @@
+//! The domain builder in dom0 (`xl create`): Xen's 64-bit PV build sequence from dom0's
+//! hypercalls, with the layout arithmetic of the hypervisor's own builder
+//! (`hv_core::builder`, one host-tested crate for both).
+//!
+//! createdomain, max_mem, populate; the image's segments, the P2M list, start_info and the
+//! bootstrap page tables (the region 1:1, every table frame read-only) written into the new
+//! domain's frames through a foreign mapping; its L4 pinned for it; its hypercall page
+//! filled; vCPU 0's context set (entry, boot stack, RSI = start_info); scheduler
+//! parameters and affinity; unpaused.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use guest_abi::domctl::*;
+use guest_abi::mm::ext;
+use hv_core::builder::{compute_layout, start_info_bytes, Layout};
+use pv_runtime::ctl::{mmuext_for, populate, set_vcpu_context, Domctl};
+use pv_runtime::foreign::Window;
+use pv_runtime::mm::{A, D, P, RW};
+use pv_runtime::StartInfo;
+use toolstack::xlcfg::Config;
+
+const PAGE: u64 = 4096;
+
+/// A domain being built: destroyed unless [`Building::done`] is reached.
+struct Building {
+    dom: u16,
+    ok: bool,
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if !self.ok {
+            let _ = Domctl::new(DESTROYDOMAIN, self.dom).call();
+        }
+    }
+}
+
+fn fail(what: &str, rc: i64) -> String {
+    format!("libxl: error: {} failed: {}", what, guest_abi::errno::Errno::from_ret(rc).map_or(format!("{}", rc), |e| format!("{:?}", e)))
+}
+
+/// The bootstrap page tables of `l` over frames `p2m`: (PFN, contents) of each table
+/// frame, L4 first, as the hypervisor's builder lays them out.
+fn tables(l: &Layout, p2m: &[u64]) -> Vec<(u64, Vec<u64>)> {
+    let pt0 = l.pfn(l.pt_va);
+    let mut frames: Vec<(u64, Vec<u64>)> = vec![(pt0, vec![0; 512])];
+    let mut next = pt0 + 1;
+    let pt_range = pt0..pt0 + l.nr_pt_frames;
+    let inner = P | RW | A;
+    for pfn in 0..l.region_pages() {
+        let va = l.virt_base + pfn * PAGE;
+        let mut t = 0usize; // index into `frames`
+        for level in (2..=4u32).rev() {
+            let idx = ((va >> (12 + 9 * (level - 1))) & 511) as usize;
+            let e = frames[t].1[idx];
+            t = if e & P != 0 {
+                let child = (e >> 12) & 0xF_FFFF_FFFF;
+                frames.iter().position(|(q, _)| p2m[*q as usize] == child).unwrap_or(0)
+            } else {
+                let child = next;
+                next += 1;
+                frames[t].1[idx] = p2m[child as usize] << 12 | inner;
+                frames.push((child, vec![0; 512]));
+                frames.len() - 1
+            };
+        }
+        let flags = if pt_range.contains(&pfn) { P | A | D } else { P | RW | A | D };
+        frames[t].1[((va >> 12) & 511) as usize] = p2m[pfn as usize] << 12 | flags;
+    }
+    frames
+}
+
+/// Builds and starts the domain of config `cfg` from PV image `image`; its id.
+pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String> {
+    let img = hv_core::pv_image::parse(image).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
+    let nr_pages = cfg.memory * 256;
+    let l = compute_layout(&img, nr_pages).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
+    let mut op = Domctl::new(CREATEDOMAIN, 0)
+        .u32(create::MAX_VCPUS, cfg.maxvcpus)
+        .u32(create::MAX_EVTCHN_PORT, 1023)
+        .u32(create::MAX_GRANT_FRAMES, u32::MAX)
+        .u32(create::MAX_MAPTRACK_FRAMES, u32::MAX);
+    let rc = op.call();
+    if rc != 0 {
+        return Err(fail("createdomain", rc));
+    }
+    let mut b = Building { dom: op.dom(), ok: false };
+    let dom = b.dom;
+    let rc = Domctl::new(MAX_MEM, dom).u64(0, cfg.maxmem * 1024).call();
+    if rc != 0 {
+        return Err(fail("max_mem", rc));
+    }
+    let mut p2m: Vec<u64> = (0..nr_pages).collect();
+    for chunk in p2m.chunks_mut(4096) {
+        let n = populate(dom, chunk);
+        if n != chunk.len() as i64 {
+            return Err(fail("populate_physmap", n.min(-12)));
+        }
+    }
+    let mut info = Domctl::new(GETDOMAININFO, dom);
+    info.call();
+    let shared_info = info.get64(info::SHARED_INFO_FRAME) << 12;
+
+    // Every frame of the region, written once through the window.
+    let mut w = Window::new(si);
+    let mut page = vec![0u8; PAGE as usize];
+    let region = l.region_pages();
+    let tabs = tables(&l, &p2m);
+    let start_info = StartInfoImage::new(&l, nr_pages, shared_info, &cfg.cmdline);
+    for pfn in 0..region {
+        page.fill(0);
+        let va = l.virt_base + pfn * PAGE;
+        for s in img.segments() {
+            let (lo, hi) = (s.vaddr.max(va), (s.vaddr + s.filesz as u64).min(va + PAGE));
+            if lo < hi {
+                let src = s.file_offset + (lo - s.vaddr) as usize;
+                page[(lo - va) as usize..(hi - va) as usize].copy_from_slice(&img.data[src..src + (hi - lo) as usize]);
+            }
+        }
+        if (l.p2m_va..l.p2m_va + l.p2m_pages * PAGE).contains(&va) {
+            let first = ((va - l.p2m_va) / 8) as usize;
+            for (i, m) in p2m.iter().skip(first).take(512).enumerate() {
+                page[8 * i..8 * i + 8].copy_from_slice(&m.to_le_bytes());
+            }
+        }
+        if va == l.start_info_va {
+            let bytes = start_info.bytes();
+            page[..bytes.len()].copy_from_slice(&bytes);
+        }
+        if let Some((_, words)) = tabs.iter().find(|(q, _)| *q == pfn) {
+            for (i, e) in words.iter().enumerate() {
+                page[8 * i..8 * i + 8].copy_from_slice(&e.to_le_bytes());
+            }
+        }
+        if page.iter().all(|&x| x == 0) {
+            continue; // populated frames are zeroed already
+        }
+        w.map(dom, p2m[pfn as usize]).map_err(|e| fail("mapping a frame of the new domain", e))?;
+        w.write(0, &page);
+    }
+    w.restore();
+
+    let l4 = p2m[l.pfn(l.pt_va) as usize];
+    let rc = mmuext_for(dom, ext::PIN_L4_TABLE, l4);
+    if rc != 0 {
+        return Err(fail("pinning the bootstrap tables", rc));
+    }
+    if let Some(hp) = img.hypercall_page {
+        let rc = Domctl::new(HYPERCALL_INIT, dom).u64(0, p2m[l.pfn(hp) as usize]).call();
+        if rc != 0 {
+            return Err(fail("hypercall_init", rc));
+        }
+    }
+    let mut ctx = vec![0u8; guest_abi::vcpu::ctx::SIZE];
+    context(&mut ctx, img.entry, l.stack_top(), l.start_info_va, l4);
+    let rc = set_vcpu_context(dom, 0, &mut ctx);
+    if rc != 0 {
+        return Err(fail("setvcpucontext", rc));
+    }
+    let mut op = Domctl::new(SCHEDULER_OP, dom)
+        .u32(sched::SCHED_ID, sched::CREDIT)
+        .u32(sched::CMD, sched::PUTINFO)
+        .u16(sched::WEIGHT, cfg.weight as u16)
+        .u16(sched::CAP, cfg.cap as u16);
+    let rc = op.call();
+    if rc != 0 {
+        return Err(fail("sched-credit", rc));
+    }
+    if let Some(cpus) = cfg.cpus {
+        for v in 0..cfg.maxvcpus {
+            let mut map = cpus.to_le_bytes();
+            let rc = Domctl::new(SETVCPUAFFINITY, dom)
+                .u32(affinity::VCPU, v)
+                .u32(affinity::FLAGS, affinity::HARD_FLAG)
+                .u64(affinity::HARD, map.as_mut_ptr() as u64)
+                .u32(affinity::HARD + 8, 64)
+                .call();
+            if rc != 0 {
+                return Err(fail("vcpu affinity", rc));
+            }
+        }
+    }
+    let rc = Domctl::new(UNPAUSEDOMAIN, dom).call();
+    if rc != 0 {
+        return Err(fail("unpause", rc));
+    }
+    b.ok = true;
+    Ok(dom)
+}
+
+/// The new domain's start_info, as the hypervisor's builder writes it.
+struct StartInfoImage {
+    si: StartInfo,
+}
+
+impl StartInfoImage {
+    fn new(l: &Layout, nr_pages: u64, shared_info: u64, cmdline: &str) -> StartInfoImage {
+        let mut si = StartInfo {
+            magic: [0; 32],
+            nr_pages,
+            shared_info,
+            flags: 0,
+            _pad0: 0,
+            store_mfn: 0,
+            store_evtchn: 0,
+            _pad1: 0,
+            console: Default::default(),
+            pt_base: l.pt_va,
+            nr_pt_frames: l.nr_pt_frames,
+            mfn_list: l.p2m_va,
+            mod_start: 0,
+            mod_len: 0,
+            cmd_line: [0; guest_abi::start_info::MAX_GUEST_CMDLINE],
+            first_p2m_pfn: 0,
+            nr_p2m_frames: 0,
+        };
+        si.magic[..guest_abi::start_info::MAGIC.len()].copy_from_slice(guest_abi::start_info::MAGIC);
+        let c = cmdline.as_bytes();
+        let n = c.len().min(guest_abi::start_info::MAX_GUEST_CMDLINE - 1);
+        si.cmd_line[..n].copy_from_slice(&c[..n]);
+        StartInfoImage { si }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        start_info_bytes(&self.si).to_vec()
+    }
+}
+
+/// vCPU 0's first context: the entry in the guest kernel, its boot stack (also the kernel
+/// stack), RSI = start_info, root `l4`; online.
+fn context(c: &mut [u8], entry: u64, stack_top: u64, start_info: u64, l4: u64) {
+    use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+    use guest_abi::vcpu::{ctx, regs};
+    let put = |c: &mut [u8], off: usize, v: u64| c[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    let r = ctx::USER_REGS;
+    put(c, r + regs::RIP, entry);
+    put(c, r + regs::CS, FLAT_KERNEL_CS as u64);
+    put(c, r + regs::RFLAGS, 0x202);
+    put(c, r + regs::RSP, stack_top);
+    put(c, r + regs::SS, FLAT_KERNEL_SS as u64);
+    put(c, r + regs::RSI, start_info);
+    put(c, ctx::KERNEL_SS, FLAT_KERNEL_SS as u64);
+    put(c, ctx::KERNEL_SP, stack_top);
+    put(c, ctx::CR3, l4 << 12);
+    // VGCF_online | VGCF_in_kernel.
+    put(c, ctx::FLAGS, 1 << 5 | 1 << 2);
+}

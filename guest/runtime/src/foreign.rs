@@ -1,0 +1,77 @@
+//! A privileged guest's view of another domain's frames: one page of its own image whose
+//! mapping is pointed at a foreign frame (`update_va_mapping_otherdomain`) while it reads or
+//! writes it, and given back afterwards.
+
+use crate::hypercall::{self as hc, hypercall5};
+use crate::mm::{A, D, P, RW};
+use crate::StartInfo;
+use guest_abi::hypercall as nr;
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut WINDOW: Page = Page([0; 4096]);
+
+fn va() -> u64 {
+    core::ptr::addr_of!(WINDOW) as u64
+}
+
+/// The window, with its own frame's PTE (restored by [`Window::restore`] and on drop).
+pub struct Window {
+    own: u64,
+}
+
+impl Window {
+    /// The window of a guest whose image holds it in the bootstrap region.
+    pub fn new(si: &StartInfo) -> Window {
+        let pfn = (va() - crate::virt_base()) / 4096;
+        // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries (Xen's start-of-day
+        // contract) and the window is in the image, so its PFN is within it.
+        let mfn = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
+        Window { own: mfn << 12 | P | RW | A | D }
+    }
+
+    /// Maps frame `mfn` of domain `dom` writable at the window (-errno on refusal).
+    pub fn map(&mut self, dom: u16, mfn: u64) -> Result<(), i64> {
+        // SAFETY: takes no pointer.
+        match unsafe { hypercall5(nr::UPDATE_VA_MAPPING_OTHERDOMAIN, va(), mfn << 12 | P | RW | A | D, 2, dom as u64, 0) } {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    /// Writes `bytes` at `off` of the frame mapped now.
+    pub fn write(&mut self, off: usize, bytes: &[u8]) {
+        let n = bytes.len().min(4096usize.saturating_sub(off));
+        // SAFETY: the window is one page of this image, mapped writable (to whichever frame
+        // `map` put there); the range is inside it; the volatile copy keeps the compiler
+        // from assuming anything about the static's contents.
+        unsafe {
+            let dst = (va() as *mut u8).add(off);
+            for (i, &b) in bytes[..n].iter().enumerate() {
+                dst.add(i).write_volatile(b);
+            }
+        }
+    }
+
+    /// Zeroes the frame mapped now.
+    pub fn zero(&mut self) {
+        self.write(0, &[0u8; 4096]);
+    }
+
+    /// Reads a word at `off` (8-aligned) of the frame mapped now.
+    pub fn read_u64(&self, off: usize) -> u64 {
+        // SAFETY: as for `write`; `off` is kept inside the page and aligned.
+        unsafe { ((va() + (off as u64 & 0xFF8)) as *const u64).read_volatile() }
+    }
+
+    /// Gives the window its own frame back.
+    pub fn restore(&mut self) -> i64 {
+        hc::update_va_mapping(va(), self.own, 2)
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
