@@ -109,9 +109,16 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     let region = l.region_pages();
     let tabs = tables(&l, &p2m);
     let start_info = StartInfoImage::new(&l, nr_pages, shared_info, &cfg.cmdline);
+    let in_segment = |va: u64| img.segments().iter().any(|s| s.filesz > 0 && s.vaddr < va + PAGE && va < s.vaddr + s.filesz as u64);
     for pfn in 0..region {
-        page.fill(0);
         let va = l.virt_base + pfn * PAGE;
+        let table = tabs.iter().find(|(q, _)| *q == pfn);
+        let p2m_page = (l.p2m_va..l.p2m_va + l.p2m_pages * PAGE).contains(&va);
+        // Only what holds something is written: populated frames are zeroed already.
+        if !(table.is_some() || p2m_page || va == l.start_info_va || in_segment(va)) {
+            continue;
+        }
+        page.fill(0);
         for s in img.segments() {
             let (lo, hi) = (s.vaddr.max(va), (s.vaddr + s.filesz as u64).min(va + PAGE));
             if lo < hi {
@@ -119,7 +126,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
                 page[(lo - va) as usize..(hi - va) as usize].copy_from_slice(&img.data[src..src + (hi - lo) as usize]);
             }
         }
-        if (l.p2m_va..l.p2m_va + l.p2m_pages * PAGE).contains(&va) {
+        if p2m_page {
             let first = ((va - l.p2m_va) / 8) as usize;
             for (i, m) in p2m.iter().skip(first).take(512).enumerate() {
                 page[8 * i..8 * i + 8].copy_from_slice(&m.to_le_bytes());
@@ -129,13 +136,10 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
             let bytes = start_info.bytes();
             page[..bytes.len()].copy_from_slice(&bytes);
         }
-        if let Some((_, words)) = tabs.iter().find(|(q, _)| *q == pfn) {
+        if let Some((_, words)) = table {
             for (i, e) in words.iter().enumerate() {
                 page[8 * i..8 * i + 8].copy_from_slice(&e.to_le_bytes());
             }
-        }
-        if page.iter().all(|&x| x == 0) {
-            continue; // populated frames are zeroed already
         }
         w.map(dom, p2m[pfn as usize]).map_err(|e| fail("mapping a frame of the new domain", e))?;
         w.write(0, &page);

@@ -158,6 +158,11 @@ fn guest_main(si: &'static StartInfo) -> ! {
     }
     FILES.call_once(|| files);
     START_INFO.call_once(|| si);
+    let mut words = cmdline.split_ascii_whitespace();
+    if words.by_ref().any(|w| w == "bench-create") {
+        xl::bench_create(words.next().and_then(|n| n.parse().ok()).unwrap_or(10).max(1));
+        hypercall::shutdown(ShutdownReason::Poweroff)
+    }
     if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)

@@ -204,25 +204,7 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             check("destroy", id, Domctl::new(DESTROYDOMAIN, id).call())?;
             NAMES.lock().remove(&id);
         }
-        Cmd::Create { config, console } => {
-            let files = crate::files();
-            let path = config.trim_start_matches('/');
-            let (_, text) = files.iter().find(|(n, _)| n == path).ok_or_else(|| format!("Failed to read config file: {}: No such file or directory", config))?;
-            println!("Parsing config from {}", config);
-            let text = core::str::from_utf8(text).map_err(|_| format!("{}: not a text file", config))?;
-            let cfg = toolstack::xlcfg::parse(text).map_err(|e| e.show(&config))?;
-            if NAMES.lock().values().any(|n| *n == cfg.name) {
-                return Err(format!("libxl: error: domain with name \"{}\" already exists.", cfg.name));
-            }
-            let kernel = cfg.kernel.trim_start_matches('/');
-            let (_, image) = files.iter().find(|(n, _)| n == kernel).ok_or_else(|| format!("libxl: error: kernel {}: No such file or directory", cfg.kernel))?;
-            let si = crate::start_info().ok_or("dom0: no start_info")?;
-            let dom = crate::build::create(si, &cfg, image)?;
-            NAMES.lock().insert(dom, cfg.name.clone());
-            if console {
-                println!("xl: -c: no console backend yet (the domain's console_io output shows on the hypervisor's console)");
-            }
-        }
+        Cmd::Create { config, console } => create_from(&config, console, false)?,
         Cmd::VcpuList(d) => {
             let ncpus = field32(&physinfo()?, physinfo::NR_CPUS);
             let only = d.as_ref().map(resolve).transpose()?;
@@ -274,4 +256,98 @@ fn exec(cmd: Cmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `xl create <config> [-c]`; `quiet` leaves out xl's "Parsing config" line (the benchmark:
+/// a line on the emulated serial port costs more than building the domain).
+fn create_from(config: &str, console: bool, quiet: bool) -> Result<(), String> {
+    let files = crate::files();
+    let path = config.trim_start_matches('/');
+    let (_, text) = files.iter().find(|(n, _)| n == path).ok_or_else(|| format!("Failed to read config file: {}: No such file or directory", config))?;
+    if !quiet {
+        println!("Parsing config from {}", config);
+    }
+    let text = core::str::from_utf8(text).map_err(|_| format!("{}: not a text file", config))?;
+    let cfg = toolstack::xlcfg::parse(text).map_err(|e| e.show(config))?;
+    if NAMES.lock().values().any(|n| *n == cfg.name) {
+        return Err(format!("libxl: error: domain with name \"{}\" already exists.", cfg.name));
+    }
+    let kernel = cfg.kernel.trim_start_matches('/');
+    let (_, image) = files.iter().find(|(n, _)| n == kernel).ok_or_else(|| format!("libxl: error: kernel {}: No such file or directory", cfg.kernel))?;
+    let si = crate::start_info().ok_or("dom0: no start_info")?;
+    let dom = crate::build::create(si, &cfg, image)?;
+    NAMES.lock().insert(dom, cfg.name.clone());
+    if console {
+        println!("xl: -c: no console backend yet (the domain's console_io output shows on the hypervisor's console)");
+    }
+    Ok(())
+}
+
+/// The console ring from index `at` on (`sysctl readconsole`, incremental): the bytes and
+/// the index after them.
+fn ring_since(at: u32, buf: &mut [u8]) -> (usize, u32) {
+    let mut b = [0u8; SYSCTL_SIZE];
+    let u = SYSCTL_U_OFFSET;
+    b[u + 1] = 1;
+    b[u + 4..u + 8].copy_from_slice(&at.to_le_bytes());
+    b[u + 8..u + 16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
+    b[u + 16..u + 20].copy_from_slice(&(buf.len() as u32).to_le_bytes());
+    if sysctl(sys::READCONSOLE, &mut b) != 0 {
+        return (0, at);
+    }
+    (field32(&b, 16) as usize, field32(&b, 4))
+}
+
+
+/// `bench-create N` (dom0's command line, for `cargo xtask bench --only xl`): N times
+/// `xl create /etc/xen/tiny.cfg` until the domain's first console line is in the ring,
+/// then `xl destroy` until it is gone; prints the 1st, 10th and Nth of each (TSC ticks).
+pub fn bench_create(n: u32) {
+    let mut buf = alloc::vec![0u8; 16384];
+    let mut create = Vec::new();
+    let mut destroy = Vec::new();
+    for _ in 0..n {
+        let (_, mut at) = ring_since(u32::MAX, &mut buf);
+        let t0 = pv_runtime::rdtsc();
+        if let Err(e) = create_from("/etc/xen/tiny.cfg", false, true) {
+            println!("bench-create: {}", e);
+            return;
+        }
+        let Some(id) = NAMES.lock().iter().find(|(_, v)| *v == "tiny").map(|(k, _)| *k) else {
+            println!("bench-create: the domain was not created");
+            return;
+        };
+        let want = format!("(d{}) ", id);
+        let mut seen = String::new();
+        while !seen.contains(&want) {
+            let (got, next) = ring_since(at, &mut buf);
+            at = next;
+            seen.push_str(core::str::from_utf8(&buf[..got]).unwrap_or(""));
+            if seen.len() > 8192 {
+                seen = seen.split_off(seen.len() - 4096);
+            }
+            if got == 0 {
+                hypercall::yield_now();
+            }
+        }
+        let t1 = pv_runtime::rdtsc();
+        run(&["destroy", "tiny"]);
+        while domains().iter().any(|d| d.dom() == id) {
+            hypercall::yield_now();
+        }
+        let t2 = pv_runtime::rdtsc();
+        create.push(t1 - t0);
+        destroy.push(t2 - t1);
+    }
+    for (i, tag) in [(0usize, "1"), (9, "10"), (n as usize - 1, "n")] {
+        if let (Some(c), Some(d)) = (create.get(i), destroy.get(i)) {
+            println!("BENCH xl_create_to_console_{}_tsc={}", tag, c);
+            println!("BENCH xl_destroy_{}_tsc={}", tag, d);
+        }
+    }
+    if let Ok(p) = physinfo() {
+        println!("BENCH tsc_khz={}", field32(&p, physinfo::CPU_KHZ));
+    }
+    println!("bench-create: {} create/destroy cycles", n);
+
 }

@@ -43,14 +43,13 @@ impl Window {
     pub fn write(&mut self, off: usize, bytes: &[u8]) {
         let n = bytes.len().min(4096usize.saturating_sub(off));
         // SAFETY: the window is one page of this image, mapped writable (to whichever frame
-        // `map` put there); the range is inside it; the volatile copy keeps the compiler
-        // from assuming anything about the static's contents.
+        // `map` put there); the range is inside it. The copy goes through a raw pointer
+        // derived from the address (not the static), between hypercalls (asm with memory
+        // clobbers), so the compiler assumes nothing about what the page holds.
         unsafe {
-            let dst = (va() as *mut u8).add(off);
-            for (i, &b) in bytes[..n].iter().enumerate() {
-                dst.add(i).write_volatile(b);
-            }
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), (va() as *mut u8).add(off), n);
         }
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     }
 
     /// Zeroes the frame mapped now.

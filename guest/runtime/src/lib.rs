@@ -34,6 +34,12 @@ extern "C" {
     static __virt_base: u8;
 }
 
+/// The TSC (rdtsc is allowed at CPL 1: CR4.TSD is clear).
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc reads the counter and has no other effect.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// The boot module the builder mapped for this domain (`start_info.mod_start` /
 /// `mod_len`: dom0's initrd), if any.
 pub fn boot_module(si: &StartInfo) -> Option<&'static [u8]> {
