@@ -443,5 +443,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     hotpaths(&imgs, &mut results)?;
     toolstack(&imgs, &mut results)?;
+    xl_create(&imgs, &mut results)?;
     write_results(&results)
 }
