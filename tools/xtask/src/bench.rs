@@ -226,7 +226,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let hv = "debug-exit loglvl=info dom0_mem=16M";
     if only == Some("toolstack") {
         toolstack(&imgs, &mut results)?;
-    xl_create(&imgs, &mut results)?;
         return write_results(&results);
     }
     if only == Some("parallel") {
