@@ -48,6 +48,8 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
     use pv_runtime::events;
     let sleeping = events::init(shared) == 0
         && events::bind_virq(guest_abi::evtchn::VIRQ_CONSOLE, 0).is_ok();
+    // Domains ending (their xl on_* actions, `xl::on_exits`) wake the shell too.
+    let _ = events::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0);
     if sleeping {
         events::enable();
     }
@@ -58,6 +60,7 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
     loop {
         let mut b = [0u8; 16];
         let got = hypercall::console_read(&mut b);
+        xl::on_exits();
         if got <= 0 {
             if sleeping {
                 events::block();

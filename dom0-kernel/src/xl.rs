@@ -35,8 +35,20 @@ fn domains() -> Vec<Domctl> {
     out
 }
 
-/// The names of the domains `xl create` made (until destroyed).
-static NAMES: spin::Mutex<alloc::collections::BTreeMap<u16, String>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
+/// A domain `xl create` made (until destroyed): its config, and how many times in a row it
+/// was restarted.
+struct Created {
+    name: String,
+    cfg: toolstack::xlcfg::Config,
+    restarts: u32,
+}
+
+/// The domains `xl create` made, by id.
+static NAMES: spin::Mutex<alloc::collections::BTreeMap<u16, Created>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
+
+/// Restarts in a row after which a crashing domain is destroyed instead (xl's guard against
+/// a restart loop).
+const MAX_RESTARTS: u32 = 2;
 
 /// A domain's name: dom0's is Xen's `Domain-0`; others carry their config's name when
 /// `xl create` made them; boot-time domains have none (`(null)`, as xl shows an unnamed
@@ -45,14 +57,14 @@ fn name(id: u16) -> String {
     if id == 0 {
         return "Domain-0".into();
     }
-    NAMES.lock().get(&id).cloned().unwrap_or_else(|| "(null)".into())
+    NAMES.lock().get(&id).map(|c| c.name.clone()).unwrap_or_else(|| "(null)".into())
 }
 
 fn resolve(r: &DomRef) -> Result<u16, String> {
     let id = match r {
         DomRef::Id(id) => Some(*id),
         DomRef::Name(n) if n == "Domain-0" => Some(0),
-        DomRef::Name(n) => NAMES.lock().iter().find(|(_, v)| *v == n).map(|(k, _)| *k),
+        DomRef::Name(n) => NAMES.lock().iter().find(|(_, v)| v.name == *n).map(|(k, _)| *k),
     };
     let shown = match r {
         DomRef::Id(id) => id.to_string(),
@@ -203,6 +215,7 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             }
             check("destroy", id, Domctl::new(DESTROYDOMAIN, id).call())?;
             NAMES.lock().remove(&id);
+            PRESERVED.lock().retain(|&p| p != id);
         }
         Cmd::Create { config, console } => create_from(&config, console, false)?,
         Cmd::VcpuList(d) => {
@@ -269,19 +282,79 @@ fn create_from(config: &str, console: bool, quiet: bool) -> Result<(), String> {
     }
     let text = core::str::from_utf8(text).map_err(|_| format!("{}: not a text file", config))?;
     let cfg = toolstack::xlcfg::parse(text).map_err(|e| e.show(config))?;
-    if NAMES.lock().values().any(|n| *n == cfg.name) {
+    if NAMES.lock().values().any(|n| n.name == cfg.name) {
         return Err(format!("libxl: error: domain with name \"{}\" already exists.", cfg.name));
     }
     let kernel = cfg.kernel.trim_start_matches('/');
     let (_, image) = files.iter().find(|(n, _)| n == kernel).ok_or_else(|| format!("libxl: error: kernel {}: No such file or directory", cfg.kernel))?;
-    let si = crate::start_info().ok_or("dom0: no start_info")?;
-    let dom = crate::build::create(si, &cfg, image)?;
-    NAMES.lock().insert(dom, cfg.name.clone());
+    let dom = start(&cfg, image)?;
+    NAMES.lock().insert(dom, Created { name: cfg.name.clone(), cfg, restarts: 0 });
     if console {
         println!("xl: -c: no console backend yet (the domain's console_io output shows on the hypervisor's console)");
     }
     Ok(())
 }
+
+/// Builds and starts a domain of `cfg` from `image`.
+fn start(cfg: &toolstack::xlcfg::Config, image: &[u8]) -> Result<u16, String> {
+    let si = crate::start_info().ok_or("dom0: no start_info")?;
+    crate::build::create(si, cfg, image)
+}
+
+/// After `VIRQ_DOM_EXC`: a created domain that shut down or crashed gets its config's
+/// action (`on_poweroff`, `on_reboot`, `on_crash`): destroyed, restarted (built again
+/// under its name; after [`MAX_RESTARTS`] crashes in a row, destroyed), or preserved.
+pub fn on_exits() {
+    use toolstack::xlcfg::Action;
+    let ended: Vec<(u16, u32)> = domains()
+        .iter()
+        .filter(|d| d.get32(info::FLAGS) & info::SHUTDOWN != 0 && d.get32(info::FLAGS) & info::DYING == 0)
+        .map(|d| (d.dom(), (d.get32(info::FLAGS) >> info::SHUTDOWN_SHIFT) & info::SHUTDOWN_MASK))
+        .collect();
+    for (id, reason) in ended {
+        if PRESERVED.lock().contains(&id) {
+            continue;
+        }
+        let Some(c) = NAMES.lock().remove(&id) else { continue };
+        let (what, mut action) = match reason {
+            0 => ("powered off", c.cfg.on_poweroff),
+            1 => ("rebooted", c.cfg.on_reboot),
+            _ => ("crashed", c.cfg.on_crash),
+        };
+        if action == Action::Restart && reason != 1 && c.restarts >= MAX_RESTARTS {
+            println!("xl: domain '{}' ({}) {} again after {} restarts in a row: giving up", c.name, id, what, c.restarts);
+            action = Action::Destroy;
+        }
+        match action {
+            Action::Preserve => {
+                println!("xl: domain '{}' ({}) {}: preserved", c.name, id, what);
+                NAMES.lock().insert(id, c);
+                // Kept as it is; it stays listed (shut down) until `xl destroy`.
+                PRESERVED.lock().push(id);
+            }
+            Action::Destroy => {
+                let _ = Domctl::new(DESTROYDOMAIN, id).call();
+                println!("xl: domain '{}' ({}) {}: destroyed", c.name, id, what);
+            }
+            Action::Restart => {
+                let _ = Domctl::new(DESTROYDOMAIN, id).call();
+                let kernel = c.cfg.kernel.trim_start_matches('/');
+                let image = crate::files().iter().find(|(n, _)| n == kernel).map(|(_, d)| *d);
+                match image.ok_or_else(|| format!("kernel {} is gone", c.cfg.kernel)).and_then(|img| start(&c.cfg, img)) {
+                    Ok(new) => {
+                        println!("xl: domain '{}' ({}) {}: restarted as domain {}", c.name, id, what, new);
+                        let restarts = if reason == 1 { 0 } else { c.restarts + 1 };
+                        NAMES.lock().insert(new, Created { restarts, ..c });
+                    }
+                    Err(e) => println!("xl: domain '{}' ({}) {}: restart failed: {}", c.name, id, what, e),
+                }
+            }
+        }
+    }
+}
+
+/// Preserved domains: their exit was handled once.
+static PRESERVED: spin::Mutex<Vec<u16>> = spin::Mutex::new(Vec::new());
 
 /// The console ring from index `at` on (`sysctl readconsole`, incremental): the bytes and
 /// the index after them.
@@ -313,7 +386,7 @@ pub fn bench_create(n: u32) {
             println!("bench-create: {}", e);
             return;
         }
-        let Some(id) = NAMES.lock().iter().find(|(_, v)| *v == "tiny").map(|(k, _)| *k) else {
+        let Some(id) = NAMES.lock().iter().find(|(_, v)| v.name == "tiny").map(|(k, _)| *k) else {
             println!("bench-create: the domain was not created");
             return;
         };
