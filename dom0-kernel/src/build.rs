@@ -14,7 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use guest_abi::domctl::*;
 use guest_abi::mm::ext;
-use hv_core::builder::{compute_layout, start_info_bytes, Layout};
+use hv_core::builder::{compute_layout, start_info_bytes, start_info_for, Layout};
 use pv_runtime::ctl::{mmuext_for, populate, set_vcpu_context, Domctl};
 use pv_runtime::foreign::Window;
 use pv_runtime::mm::{A, D, P, RW};
@@ -108,7 +108,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     let mut page = vec![0u8; PAGE as usize];
     let region = l.region_pages();
     let tabs = tables(&l, &p2m);
-    let start_info = StartInfoImage::new(&l, nr_pages, shared_info, &cfg.cmdline);
+    let start_info = start_info_bytes(&start_info_for(&l, shared_info, 0, cfg.cmdline.as_bytes()));
     let in_segment = |va: u64| img.segments().iter().any(|s| s.filesz > 0 && s.vaddr < va + PAGE && va < s.vaddr + s.filesz as u64);
     for pfn in 0..region {
         let va = l.virt_base + pfn * PAGE;
@@ -133,8 +133,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
             }
         }
         if va == l.start_info_va {
-            let bytes = start_info.bytes();
-            page[..bytes.len()].copy_from_slice(&bytes);
+            page[..start_info.len()].copy_from_slice(&start_info);
         }
         if let Some((_, words)) = table {
             for (i, e) in words.iter().enumerate() {
@@ -192,44 +191,6 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     }
     b.ok = true;
     Ok(dom)
-}
-
-/// The new domain's start_info, as the hypervisor's builder writes it.
-struct StartInfoImage {
-    si: StartInfo,
-}
-
-impl StartInfoImage {
-    fn new(l: &Layout, nr_pages: u64, shared_info: u64, cmdline: &str) -> StartInfoImage {
-        let mut si = StartInfo {
-            magic: [0; 32],
-            nr_pages,
-            shared_info,
-            flags: 0,
-            _pad0: 0,
-            store_mfn: 0,
-            store_evtchn: 0,
-            _pad1: 0,
-            console: Default::default(),
-            pt_base: l.pt_va,
-            nr_pt_frames: l.nr_pt_frames,
-            mfn_list: l.p2m_va,
-            mod_start: 0,
-            mod_len: 0,
-            cmd_line: [0; guest_abi::start_info::MAX_GUEST_CMDLINE],
-            first_p2m_pfn: 0,
-            nr_p2m_frames: 0,
-        };
-        si.magic[..guest_abi::start_info::MAGIC.len()].copy_from_slice(guest_abi::start_info::MAGIC);
-        let c = cmdline.as_bytes();
-        let n = c.len().min(guest_abi::start_info::MAX_GUEST_CMDLINE - 1);
-        si.cmd_line[..n].copy_from_slice(&c[..n]);
-        StartInfoImage { si }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        start_info_bytes(&self.si).to_vec()
-    }
 }
 
 /// vCPU 0's first context: the entry in the guest kernel, its boot stack (also the kernel

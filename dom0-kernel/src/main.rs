@@ -60,8 +60,12 @@ fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
     loop {
         let mut b = [0u8; 16];
         let got = hypercall::console_read(&mut b);
-        xl::on_exits();
         if got <= 0 {
+            // Idle: domains that ended get their actions; what that printed comes on lines
+            // of its own, and the prompt (with what was typed so far) again after it.
+            if xl::on_exits() {
+                print!("dom0> {}", core::str::from_utf8(&line[..n]).unwrap_or(""));
+            }
             if sleeping {
                 events::block();
             } else {

@@ -304,8 +304,9 @@ fn start(cfg: &toolstack::xlcfg::Config, image: &[u8]) -> Result<u16, String> {
 /// After `VIRQ_DOM_EXC`: a created domain that shut down or crashed gets its config's
 /// action (`on_poweroff`, `on_reboot`, `on_crash`): destroyed, restarted (built again
 /// under its name; after [`MAX_RESTARTS`] crashes in a row, destroyed), or preserved.
-pub fn on_exits() {
+pub fn on_exits() -> bool {
     use toolstack::xlcfg::Action;
+    let mut said = false;
     let ended: Vec<(u16, u32)> = domains()
         .iter()
         .filter(|d| d.get32(info::FLAGS) & info::SHUTDOWN != 0 && d.get32(info::FLAGS) & info::DYING == 0)
@@ -316,6 +317,11 @@ pub fn on_exits() {
             continue;
         }
         let Some(c) = NAMES.lock().remove(&id) else { continue };
+        if !said {
+            // Off the prompt's line.
+            println!();
+            said = true;
+        }
         let (what, mut action) = match reason {
             0 => ("powered off", c.cfg.on_poweroff),
             1 => ("rebooted", c.cfg.on_reboot),
@@ -351,6 +357,7 @@ pub fn on_exits() {
             }
         }
     }
+    said
 }
 
 /// Preserved domains: their exit was handled once.

@@ -690,7 +690,8 @@ impl Store {
         }
     }
 
-    /// Runs a read-only `f` on the live tree or on transaction `tx` of `c`.
+    /// Runs `f` on the live tree or on transaction `tx` of `c` (whose record is bounded:
+    /// Xen's `quota-trans-nodes`).
     fn on<R>(&mut self, c: ConnId, tx: u32, who: Who, changes: &mut Vec<Change>, f: impl FnOnce(&mut View<'_>) -> Result<R, Error>) -> Result<R, Error> {
         let quota = self.quota;
         if tx == 0 {
@@ -710,21 +711,12 @@ impl Store {
     /// Applies a change to the live tree (its watches fire) or records it in transaction
     /// `tx` of `c` (applied to its copy; replayed at commit).
     fn change(&mut self, c: ConnId, tx: u32, who: Who, changes: &mut Vec<Change>, op: Op) -> Result<(), Error> {
-        let quota = self.quota;
-        if tx == 0 {
-            let mut v = View { tree: &mut self.tree, counts: &mut self.counts, gen: &mut self.gen, rec: None, changes, quota };
-            return v.apply(who, &op);
+        self.on(c, tx, who, changes, |v| v.apply(who, &op))?;
+        if tx != 0 {
+            if let Some(t) = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)) {
+                t.ops.push(op);
+            }
         }
-        let gen = &mut self.gen;
-        let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
-        // A transaction's record is bounded (Xen's `quota-trans-nodes`).
-        if !who.privileged && t.accessed.len() + t.ops.len() >= quota.transaction_nodes {
-            return Err(Error::ENOSPC);
-        }
-        let mut scratch = Vec::new();
-        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own }), changes: &mut scratch, quota };
-        v.apply(who, &op)?;
-        t.ops.push(op);
         Ok(())
     }
 

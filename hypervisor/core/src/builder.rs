@@ -321,11 +321,21 @@ where
     }
 
     // start_info.
+    let si = start_info_for(l, params.shared_info_maddr, params.flags, params.cmdline);
+    write_va(mem, l, p2m, l.start_info_va, &start_info_bytes(&si))?;
+
+    Ok(Built { entry: img.entry, stack_top: l.stack_top(), start_info_va: l.start_info_va, l4 })
+}
+
+/// The start_info of a domain laid out as `l` (with its boot module, if any): its
+/// shared_info's machine address, `SIF_*` flags and command line (cut to what fits). Both
+/// builders use it: the hypervisor's and dom0's (`xl create`).
+pub fn start_info_for(l: &Layout, shared_info: u64, flags: u32, cmdline: &[u8]) -> StartInfo {
     let mut si = StartInfo {
         magic: [0; 32],
         nr_pages: l.nr_pages,
-        shared_info: params.shared_info_maddr,
-        flags: params.flags,
+        shared_info,
+        flags,
         _pad0: 0,
         store_mfn: 0,
         store_evtchn: 0,
@@ -341,10 +351,9 @@ where
         nr_p2m_frames: 0,
     };
     si.magic[..start_info::MAGIC.len()].copy_from_slice(start_info::MAGIC);
-    si.cmd_line[..params.cmdline.len()].copy_from_slice(params.cmdline);
-    write_va(mem, l, p2m, l.start_info_va, &start_info_bytes(&si))?;
-
-    Ok(Built { entry: img.entry, stack_top: l.stack_top(), start_info_va: l.start_info_va, l4 })
+    let n = cmdline.len().min(start_info::MAX_GUEST_CMDLINE - 1);
+    si.cmd_line[..n].copy_from_slice(&cmdline[..n]);
+    si
 }
 
 /// Serialises `start_info` field by field (little-endian, Xen's offsets).
