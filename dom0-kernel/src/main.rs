@@ -9,8 +9,6 @@
 #![deny(unsafe_code)]
 
 extern crate alloc;
-// The heap behind `alloc` (its global allocator).
-extern crate pv_heap;
 
 mod build;
 mod bundle;
@@ -136,6 +134,8 @@ fn run(cmd: &str) {
 #[no_mangle]
 #[allow(unsafe_code)] // the symbol the runtime's entry calls
 fn guest_main(si: &'static StartInfo) -> ! {
+    // The heap behind `alloc`, before anything allocates.
+    pv_heap::init();
     pv_runtime::traps::on_unexpected(report_fault);
     let traps = pv_runtime::traps::install();
     let cmdline = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("<not UTF-8>");
