@@ -5,6 +5,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use guest_abi::domctl::*;
+use guest_abi::sched::ShutdownReason;
 use pv_runtime::ctl::{sysctl, Domctl};
 use pv_runtime::{hypercall, print, println};
 use toolstack::xl::{self, Cmd, DomRef, DomRow, VcpuRow};
@@ -41,6 +42,8 @@ struct Created {
     name: String,
     cfg: toolstack::xlcfg::Config,
     restarts: u32,
+    /// Its exit was handled by keeping it (`on_* = "preserve"`).
+    preserved: bool,
 }
 
 /// The domains `xl create` made, by id.
@@ -81,7 +84,7 @@ fn check(what: &str, dom: u16, rc: i64) -> Result<(), String> {
     }
 }
 
-fn errno(rc: i64) -> String {
+pub(crate) fn errno(rc: i64) -> String {
     match guest_abi::errno::Errno::from_ret(rc) {
         Some(e) => format!("{:?}", e),
         None => format!("{}", rc),
@@ -112,14 +115,7 @@ fn vcpu_rows(d: &Domctl, ncpus: u32) -> Vec<VcpuRow> {
             if op.call() != 0 {
                 return None;
             }
-            let mut map = [0u8; 8];
-            let hard = Domctl::new(GETVCPUAFFINITY, id)
-                .u32(affinity::VCPU, v)
-                .u32(affinity::FLAGS, affinity::HARD_FLAG)
-                .u64(affinity::HARD, map.as_mut_ptr() as u64)
-                .u32(affinity::HARD + 8, 64)
-                .call();
-            let hard = if hard == 0 { u64::from_le_bytes(map) } else { u64::MAX };
+            let hard = pv_runtime::ctl::get_affinity(id, v).unwrap_or(u64::MAX);
             let b = |o: usize| op.0[U_OFFSET + o] != 0;
             Some(VcpuRow {
                 name: name(id),
@@ -188,16 +184,10 @@ fn exec(cmd: Cmd) -> Result<(), String> {
         }
         Cmd::Dmesg { clear } => {
             let mut buf = alloc::vec![0u8; 16384];
-            let mut b = [0u8; SYSCTL_SIZE];
-            let u = SYSCTL_U_OFFSET;
-            b[u] = clear as u8;
-            b[u + 8..u + 16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
-            b[u + 16..u + 20].copy_from_slice(&(buf.len() as u32).to_le_bytes());
-            let rc = sysctl(sys::READCONSOLE, &mut b);
+            let (rc, n, _) = pv_runtime::ctl::readconsole(&mut buf, clear, None);
             if rc != 0 {
                 return Err(format!("libxl: error: reading the console ring failed: {}", errno(rc)));
             }
-            let n = (field32(&b, 16) as usize).min(buf.len());
             hypercall::console_write(&buf[..n]);
         }
         Cmd::Pause(d) => {
@@ -215,7 +205,6 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             }
             check("destroy", id, Domctl::new(DESTROYDOMAIN, id).call())?;
             NAMES.lock().remove(&id);
-            PRESERVED.lock().retain(|&p| p != id);
         }
         Cmd::Create { config, console } => create_from(&config, console, false)?,
         Cmd::VcpuList(d) => {
@@ -233,25 +222,13 @@ fn exec(cmd: Cmd) -> Result<(), String> {
                 None => (0..=info.get32(info::MAX_VCPU_ID)).collect(),
             };
             for v in all {
-                let mut map = cpus.to_le_bytes();
-                let rc = Domctl::new(SETVCPUAFFINITY, id)
-                    .u32(affinity::VCPU, v)
-                    .u32(affinity::FLAGS, affinity::HARD_FLAG)
-                    .u64(affinity::HARD, map.as_mut_ptr() as u64)
-                    .u32(affinity::HARD + 8, 64)
-                    .call();
-                check("vcpu-pin", id, rc)?;
+                check("vcpu-pin", id, pv_runtime::ctl::set_affinity(id, v, cpus))?;
             }
         }
         Cmd::SchedCredit { dom, weight, cap } => match dom {
             Some(d) if weight.is_some() || cap.is_some() => {
                 let id = resolve(&d)?;
-                let mut op = Domctl::new(SCHEDULER_OP, id)
-                    .u32(sched::SCHED_ID, sched::CREDIT)
-                    .u32(sched::CMD, sched::PUTINFO)
-                    .u16(sched::WEIGHT, weight.unwrap_or(0))
-                    .u16(sched::CAP, cap.unwrap_or(0xFFFF));
-                check("sched-credit", id, op.call())?;
+                check("sched-credit", id, pv_runtime::ctl::sched_credit_put(id, weight.unwrap_or(0), cap.unwrap_or(0xFFFF)))?;
             }
             only => {
                 let only = only.as_ref().map(resolve).transpose()?;
@@ -288,7 +265,7 @@ fn create_from(config: &str, console: bool, quiet: bool) -> Result<(), String> {
     let kernel = cfg.kernel.trim_start_matches('/');
     let (_, image) = files.iter().find(|(n, _)| n == kernel).ok_or_else(|| format!("libxl: error: kernel {}: No such file or directory", cfg.kernel))?;
     let dom = start(&cfg, image)?;
-    NAMES.lock().insert(dom, Created { name: cfg.name.clone(), cfg, restarts: 0 });
+    NAMES.lock().insert(dom, Created { name: cfg.name.clone(), cfg, restarts: 0, preserved: false });
     if console {
         println!("xl: -c: no console backend yet (the domain's console_io output shows on the hypervisor's console)");
     }
@@ -307,36 +284,39 @@ fn start(cfg: &toolstack::xlcfg::Config, image: &[u8]) -> Result<u16, String> {
 pub fn on_exits() -> bool {
     use toolstack::xlcfg::Action;
     let mut said = false;
-    let ended: Vec<(u16, u32)> = domains()
+    let ended: Vec<(u16, ShutdownReason)> = domains()
         .iter()
-        .filter(|d| d.get32(info::FLAGS) & info::SHUTDOWN != 0 && d.get32(info::FLAGS) & info::DYING == 0)
-        .map(|d| (d.dom(), (d.get32(info::FLAGS) >> info::SHUTDOWN_SHIFT) & info::SHUTDOWN_MASK))
+        .filter(|d| d.get32(info::FLAGS) & info::DYING == 0)
+        .filter_map(|d| Some((d.dom(), xl::shutdown_reason(d.get32(info::FLAGS))?)))
         .collect();
     for (id, reason) in ended {
-        if PRESERVED.lock().contains(&id) {
+        if NAMES.lock().get(&id).is_none_or(|c| c.preserved) {
             continue;
         }
-        let Some(c) = NAMES.lock().remove(&id) else { continue };
+        let Some(mut c) = NAMES.lock().remove(&id) else { continue };
         if !said {
             // Off the prompt's line.
             println!();
             said = true;
         }
+        // As xl: a watchdog's is a crash's action; a suspend or soft reset is left alone.
         let (what, mut action) = match reason {
-            0 => ("powered off", c.cfg.on_poweroff),
-            1 => ("rebooted", c.cfg.on_reboot),
-            _ => ("crashed", c.cfg.on_crash),
+            ShutdownReason::Poweroff => ("powered off", c.cfg.on_poweroff),
+            ShutdownReason::Reboot => ("rebooted", c.cfg.on_reboot),
+            ShutdownReason::Crash | ShutdownReason::Watchdog => ("crashed", c.cfg.on_crash),
+            ShutdownReason::Suspend | ShutdownReason::SoftReset => ("suspended", Action::Preserve),
         };
-        if action == Action::Restart && reason != 1 && c.restarts >= MAX_RESTARTS {
+        let rebooted = reason == ShutdownReason::Reboot;
+        if action == Action::Restart && !rebooted && c.restarts >= MAX_RESTARTS {
             println!("xl: domain '{}' ({}) {} again after {} restarts in a row: giving up", c.name, id, what, c.restarts);
             action = Action::Destroy;
         }
         match action {
             Action::Preserve => {
                 println!("xl: domain '{}' ({}) {}: preserved", c.name, id, what);
-                NAMES.lock().insert(id, c);
                 // Kept as it is; it stays listed (shut down) until `xl destroy`.
-                PRESERVED.lock().push(id);
+                c.preserved = true;
+                NAMES.lock().insert(id, c);
             }
             Action::Destroy => {
                 let _ = Domctl::new(DESTROYDOMAIN, id).call();
@@ -349,7 +329,7 @@ pub fn on_exits() -> bool {
                 match image.ok_or_else(|| format!("kernel {} is gone", c.cfg.kernel)).and_then(|img| start(&c.cfg, img)) {
                     Ok(new) => {
                         println!("xl: domain '{}' ({}) {}: restarted as domain {}", c.name, id, what, new);
-                        let restarts = if reason == 1 { 0 } else { c.restarts + 1 };
+                        let restarts = if rebooted { 0 } else { c.restarts + 1 };
                         NAMES.lock().insert(new, Created { restarts, ..c });
                     }
                     Err(e) => println!("xl: domain '{}' ({}) {}: restart failed: {}", c.name, id, what, e),
@@ -360,25 +340,6 @@ pub fn on_exits() -> bool {
     said
 }
 
-/// Preserved domains: their exit was handled once.
-static PRESERVED: spin::Mutex<Vec<u16>> = spin::Mutex::new(Vec::new());
-
-/// The console ring from index `at` on (`sysctl readconsole`, incremental): the bytes and
-/// the index after them.
-fn ring_since(at: u32, buf: &mut [u8]) -> (usize, u32) {
-    let mut b = [0u8; SYSCTL_SIZE];
-    let u = SYSCTL_U_OFFSET;
-    b[u + 1] = 1;
-    b[u + 4..u + 8].copy_from_slice(&at.to_le_bytes());
-    b[u + 8..u + 16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
-    b[u + 16..u + 20].copy_from_slice(&(buf.len() as u32).to_le_bytes());
-    if sysctl(sys::READCONSOLE, &mut b) != 0 {
-        return (0, at);
-    }
-    (field32(&b, 16) as usize, field32(&b, 4))
-}
-
-
 /// `bench-create N` (dom0's command line, for `cargo xtask bench --only xl`): N times
 /// `xl create /etc/xen/tiny.cfg` until the domain's first console line is in the ring,
 /// then `xl destroy` until it is gone; prints the 1st, 10th and Nth of each (TSC ticks).
@@ -387,7 +348,7 @@ pub fn bench_create(n: u32) {
     let mut create = Vec::new();
     let mut destroy = Vec::new();
     for _ in 0..n {
-        let (_, mut at) = ring_since(u32::MAX, &mut buf);
+        let (_, _, mut at) = pv_runtime::ctl::readconsole(&mut buf, false, Some(u32::MAX));
         let t0 = pv_runtime::rdtsc();
         if let Err(e) = create_from("/etc/xen/tiny.cfg", false, true) {
             println!("bench-create: {}", e);
@@ -399,20 +360,32 @@ pub fn bench_create(n: u32) {
         };
         let want = format!("(d{}) ", id);
         let mut seen = String::new();
+        let mut waits = 0u32;
         while !seen.contains(&want) {
-            let (got, next) = ring_since(at, &mut buf);
+            let (rc, got, next) = pv_runtime::ctl::readconsole(&mut buf, false, Some(at));
+            if rc != 0 || waits > 1_000_000 {
+                println!("bench-create: d{} wrote no console line", id);
+                return;
+            }
             at = next;
             seen.push_str(core::str::from_utf8(&buf[..got]).unwrap_or(""));
             if seen.len() > 8192 {
                 seen = seen.split_off(seen.len() - 4096);
             }
             if got == 0 {
+                waits += 1;
                 hypercall::yield_now();
             }
         }
         let t1 = pv_runtime::rdtsc();
         run(&["destroy", "tiny"]);
+        let mut waits = 0u32;
         while domains().iter().any(|d| d.dom() == id) {
+            if waits > 1_000_000 {
+                println!("bench-create: d{} was not destroyed", id);
+                return;
+            }
+            waits += 1;
             hypercall::yield_now();
         }
         let t2 = pv_runtime::rdtsc();
@@ -429,5 +402,4 @@ pub fn bench_create(n: u32) {
         println!("BENCH tsc_khz={}", field32(&p, physinfo::CPU_KHZ));
     }
     println!("bench-create: {} create/destroy cycles", n);
-
 }

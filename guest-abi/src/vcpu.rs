@@ -45,6 +45,9 @@ pub mod ctx {
     pub const GS_BASE_USER: usize = 5160;
     /// `VGCF_i387_valid`.
     pub const VGCF_I387_VALID: u64 = 1;
+    /// `VGCF_in_kernel`, `VGCF_online` (public/arch-x86/xen.h).
+    pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+    pub const VGCF_ONLINE: u64 = 1 << 5;
 }
 
 /// `struct cpu_user_regs` (x86_64) byte offsets.

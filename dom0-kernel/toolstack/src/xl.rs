@@ -4,6 +4,8 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use guest_abi::domctl::info;
+use guest_abi::sched::ShutdownReason;
 
 /// A domain named on the command line: its id, or its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,25 +166,32 @@ pub struct DomRow {
     pub name: String,
     pub mem_mib: u64,
     pub vcpus: u32,
-    /// `getdomaininfo` flags (dying 0, shutdown 2, paused 3, blocked 4, running 5; the
-    /// shutdown reason in bits 16–23).
+    /// `getdomaininfo` flags (`guest_abi::domctl::info`).
     pub flags: u32,
     pub cpu_time_ns: u64,
+}
+
+/// The shutdown reason in `getdomaininfo` flags, if the domain shut down.
+pub fn shutdown_reason(flags: u32) -> Option<ShutdownReason> {
+    if flags & info::SHUTDOWN == 0 {
+        return None;
+    }
+    ShutdownReason::from_u32((flags >> info::SHUTDOWN_SHIFT) & info::SHUTDOWN_MASK)
 }
 
 /// The `r b p s c d` state column (`-` for a letter that does not hold): a crash is `c`
 /// rather than `s`.
 pub fn state(flags: u32) -> String {
-    let shutdown = flags & (1 << 2) != 0;
-    let crashed = shutdown && (flags >> 16) & 0xFF == 2;
-    let bit = |b: u32, c: char| if flags & (1 << b) != 0 { c } else { '-' };
+    let reason = shutdown_reason(flags);
+    let crashed = reason == Some(ShutdownReason::Crash);
+    let bit = |b: u32, c: char| if flags & b != 0 { c } else { '-' };
     let mut s = String::new();
-    s.push(bit(5, 'r'));
-    s.push(bit(4, 'b'));
-    s.push(bit(3, 'p'));
-    s.push(if shutdown && !crashed { 's' } else { '-' });
+    s.push(bit(info::RUNNING, 'r'));
+    s.push(bit(info::BLOCKED, 'b'));
+    s.push(bit(info::PAUSED, 'p'));
+    s.push(if flags & info::SHUTDOWN != 0 && !crashed { 's' } else { '-' });
     s.push(if crashed { 'c' } else { '-' });
-    s.push(bit(0, 'd'));
+    s.push(bit(info::DYING, 'd'));
     s
 }
 
@@ -318,7 +327,8 @@ mod tests {
         assert_eq!(lines[0], "Name                                        ID   Mem VCPUs\tState\tTime(s)");
         assert_eq!(lines[1], "Domain-0                                     0    64     1     r-----       1.2");
         assert_eq!(lines[2], "guest                                        1    16     2     -bp---       0.0");
-        assert_eq!(state((1 << 2) | (2 << 16)), "----c-");
+        assert_eq!(state((1 << 2) | (3 << 16)), "----c-", "reason 3: a crash");
+        assert_eq!(state((1 << 2) | (2 << 16)), "---s--", "reason 2: a suspend");
         assert_eq!(state((1 << 2) | (1 << 0)), "---s-d");
         assert_eq!(affinity(0b1011, 4), "0-1,3");
         assert_eq!(affinity(0b11, 2), "all");

@@ -89,3 +89,72 @@ pub fn mmuext_for(dom: u16, cmd: u32, arg1: u64) -> i64 {
 pub fn set_vcpu_context(dom: u16, vcpu: u32, ctx: &mut [u8]) -> i64 {
     Domctl::new(SETVCPUCONTEXT, dom).u32(vcpucontext::VCPU, vcpu).u64(vcpucontext::CTXT, ctx.as_mut_ptr() as u64).call()
 }
+
+/// `sysctl readconsole` into `buf`: from the oldest byte the ring holds, or from index
+/// `from` (incremental); `clear` forgets what was read. (rc, bytes read, index after).
+pub fn readconsole(buf: &mut [u8], clear: bool, from: Option<u32>) -> (i64, usize, u32) {
+    let mut b = [0u8; SYSCTL_SIZE];
+    let u = SYSCTL_U_OFFSET;
+    b[u] = clear as u8;
+    b[u + 1] = from.is_some() as u8;
+    b[u + 4..u + 8].copy_from_slice(&from.unwrap_or(0).to_le_bytes());
+    b[u + 8..u + 16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
+    b[u + 16..u + 20].copy_from_slice(&(buf.len().min(u32::MAX as usize) as u32).to_le_bytes());
+    let rc = sysctl(sys::READCONSOLE, &mut b);
+    let n = u32::from_le_bytes(b[u + 16..u + 20].try_into().unwrap_or_default()) as usize;
+    (rc, n.min(buf.len()), u32::from_le_bytes(b[u + 4..u + 8].try_into().unwrap_or_default()))
+}
+
+/// vCPU `vcpu` of `dom`'s hard affinity set to the CPU bitmap `mask` (64 CPUs).
+pub fn set_affinity(dom: u16, vcpu: u32, mask: u64) -> i64 {
+    let mut map = mask.to_le_bytes();
+    Domctl::new(SETVCPUAFFINITY, dom)
+        .u32(affinity::VCPU, vcpu)
+        .u32(affinity::FLAGS, affinity::HARD_FLAG)
+        .u64(affinity::HARD, map.as_mut_ptr() as u64)
+        .u32(affinity::HARD + 8, 64)
+        .call()
+}
+
+/// vCPU `vcpu` of `dom`'s hard affinity (64 CPUs).
+pub fn get_affinity(dom: u16, vcpu: u32) -> Result<u64, i64> {
+    let mut map = [0u8; 8];
+    let rc = Domctl::new(GETVCPUAFFINITY, dom)
+        .u32(affinity::VCPU, vcpu)
+        .u32(affinity::FLAGS, affinity::HARD_FLAG)
+        .u64(affinity::HARD, map.as_mut_ptr() as u64)
+        .u32(affinity::HARD + 8, 64)
+        .call();
+    if rc == 0 { Ok(u64::from_le_bytes(map)) } else { Err(rc) }
+}
+
+/// The credit scheduler's weight and cap for `dom` (weight 0 / cap 0xFFFF: keep).
+pub fn sched_credit_put(dom: u16, weight: u16, cap: u16) -> i64 {
+    Domctl::new(SCHEDULER_OP, dom)
+        .u32(sched::SCHED_ID, sched::CREDIT)
+        .u32(sched::CMD, sched::PUTINFO)
+        .u16(sched::WEIGHT, weight)
+        .u16(sched::CAP, cap)
+        .call()
+}
+
+/// A `vcpu_guest_context` for a vCPU starting in the guest kernel at `entry` with stack
+/// `stack_top` (also its kernel stack), RSI = `rsi` (start_info, for a domain's first vCPU),
+/// on root `l4_mfn`, online.
+pub fn boot_context(c: &mut [u8], entry: u64, stack_top: u64, rsi: u64, l4_mfn: u64) {
+    use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+    use guest_abi::vcpu::{ctx, regs};
+    let put = |c: &mut [u8], off: usize, v: u64| c[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    c.fill(0);
+    let r = ctx::USER_REGS;
+    put(c, r + regs::RIP, entry);
+    put(c, r + regs::CS, FLAT_KERNEL_CS as u64);
+    put(c, r + regs::RFLAGS, 0x202);
+    put(c, r + regs::RSP, stack_top);
+    put(c, r + regs::SS, FLAT_KERNEL_SS as u64);
+    put(c, r + regs::RSI, rsi);
+    put(c, ctx::KERNEL_SS, FLAT_KERNEL_SS as u64);
+    put(c, ctx::KERNEL_SP, stack_top);
+    put(c, ctx::CR3, l4_mfn << 12);
+    put(c, ctx::FLAGS, ctx::VGCF_ONLINE | ctx::VGCF_IN_KERNEL);
+}

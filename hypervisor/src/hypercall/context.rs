@@ -16,9 +16,7 @@ use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::mem::Mfn;
 
-/// `VGCF_in_kernel`, `VGCF_online` (public/arch-x86/xen.h).
-pub const VGCF_IN_KERNEL: u64 = 1 << 2;
-pub const VGCF_ONLINE: u64 = 1 << 5;
+pub use guest_abi::vcpu::ctx::{VGCF_IN_KERNEL, VGCF_ONLINE};
 
 /// Status flags a guest may set; IF is always on (events are masked virtually), IOPL 0.
 const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0400 | 0x0800 | (1 << 18) | (1 << 21);

@@ -159,26 +159,15 @@ pub fn domain_has_ended(dom: u16) -> bool {
 
 /// `destroydomain` of `dom` (dom0 only): 0 once its resources are relinquished.
 pub fn destroy_domain(dom: u16) -> i64 {
-    use guest_abi::domctl::*;
-    let mut b = [0u8; DOMCTL_SIZE];
-    b[..4].copy_from_slice(&DESTROYDOMAIN.to_le_bytes());
-    b[4..8].copy_from_slice(&DOMCTL_INTERFACE_VERSION.to_le_bytes());
-    b[8..10].copy_from_slice(&dom.to_le_bytes());
-    // SAFETY: `b` is a local buffer of the op's size.
-    unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::DOMCTL, b.as_mut_ptr() as u64, 0, 0, 0, 0) }
+    pv_runtime::ctl::Domctl::new(guest_abi::domctl::DESTROYDOMAIN, dom).call()
 }
 
 /// `getdomaininfo` of exactly `dom`: its flags, or None if it is gone.
 pub fn domain_flags(dom: u16) -> Option<u32> {
     use guest_abi::domctl::*;
-    let mut b = [0u8; DOMCTL_SIZE];
-    b[..4].copy_from_slice(&GETDOMAININFO.to_le_bytes());
-    b[4..8].copy_from_slice(&DOMCTL_INTERFACE_VERSION.to_le_bytes());
-    b[8..10].copy_from_slice(&dom.to_le_bytes());
-    // SAFETY: `b` is a local buffer of the op's size.
-    let r = unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::DOMCTL, b.as_mut_ptr() as u64, 0, 0, 0, 0) };
-    let flags = u32::from_le_bytes(b[U_OFFSET + info::FLAGS..U_OFFSET + info::FLAGS + 4].try_into().unwrap_or_default());
-    (r == 0 && u16::from_le_bytes([b[8], b[9]]) == dom).then_some(flags)
+    let mut op = pv_runtime::ctl::Domctl::new(GETDOMAININFO, dom);
+    let r = op.call();
+    (r == 0 && op.dom() == dom).then(|| op.get32(info::FLAGS))
 }
 
 /// Sleeps until the VIRQ_DOM_EXC port `p` has fired at least once.
@@ -258,18 +247,7 @@ pub fn data_selectors() -> [u16; 4] {
 /// Fills `c` (a `vcpu_guest_context`, 5168 bytes) for a vCPU that starts at `entry` in the
 /// guest kernel with stack `stack_top` (also its kernel stack) on root `l4_mfn`.
 pub fn vcpu_context(c: &mut [u8], entry: u64, stack_top: u64, l4_mfn: u64) {
-    use guest_abi::vcpu::{ctx, regs};
-    let put = |c: &mut [u8], off: usize, v: u64| c[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    c.fill(0);
-    let r = ctx::USER_REGS;
-    put(c, r + regs::RIP, entry);
-    put(c, r + regs::CS, guest_abi::selectors::FLAT_KERNEL_CS as u64);
-    put(c, r + regs::RFLAGS, 0x202);
-    put(c, r + regs::RSP, stack_top);
-    put(c, r + regs::SS, guest_abi::selectors::FLAT_KERNEL_SS as u64);
-    put(c, ctx::KERNEL_SS, guest_abi::selectors::FLAT_KERNEL_SS as u64);
-    put(c, ctx::KERNEL_SP, stack_top);
-    put(c, ctx::CR3, l4_mfn << 12);
+    pv_runtime::ctl::boot_context(c, entry, stack_top, 0, l4_mfn)
 }
 
 /// Grant-table operations as guests issue them (v1 layouts of `public/grant_table.h`).
