@@ -20,15 +20,16 @@ pub const RING_SIZE: usize = 16384;
 static RING: Mutex<hv_core::conring::ConRing<RING_SIZE>> = Mutex::new(hv_core::conring::ConRing::new());
 
 /// Reads the console ring from the oldest byte it holds, or from index `from` when that is
-/// newer (an incremental reader), into `out`; with `clear`, what was read is forgotten.
-/// Returns the bytes read and the index after them.
-pub fn read_ring(from: Option<u32>, clear: bool, out: &mut [u8]) -> (usize, u32) {
-    let mut r = RING.lock();
-    let (n, end) = r.read(r.start(from), out);
-    if clear {
-        r.clear_to(end);
-    }
-    (n, end)
+/// newer (an incremental reader), into `out`. Returns the bytes read and the index after them.
+pub fn read_ring(from: Option<u32>, out: &mut [u8]) -> (usize, u32) {
+    let r = RING.lock();
+    r.read(r.start(from), out)
+}
+
+/// Forgets the ring's bytes before index `end` (a `read_ring`'s end, once its bytes
+/// reached their reader).
+pub fn clear_ring_to(end: u32) {
+    RING.lock().clear_to(end);
 }
 
 /// Initialises COM1 (115200 8N1).

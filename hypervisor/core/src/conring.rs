@@ -60,9 +60,12 @@ impl<const N: usize> ConRing<N> {
     }
 
     /// "Clear": forget everything before index `upto` (as Xen: never further back than
-    /// the ring holds).
+    /// the ring holds, and never back past an earlier clear).
     pub fn clear_to(&mut self, upto: u32) {
-        self.cons = if self.prod.wrapping_sub(upto) as usize > N { self.prod.wrapping_sub(N as u32) } else { upto };
+        let to = if self.prod.wrapping_sub(upto) as usize > N { self.prod.wrapping_sub(N as u32) } else { upto };
+        if self.prod.wrapping_sub(to) < self.prod.wrapping_sub(self.cons) {
+            self.cons = to;
+        }
     }
 
     /// The producer index (bytes ever written, modulo 2^32).
@@ -98,6 +101,12 @@ mod tests {
         assert_eq!(r.start(Some(end)), end);
         assert_eq!(r.start(Some(end2)), end2);
         r.clear_to(r.producer());
+        assert_eq!(r.read(r.start(None), &mut out).0, 0);
+        // A late clear (a reader that read before another cleared) does not bring bytes back.
+        r.put(b"ab");
+        let before = r.producer() - 2;
+        r.clear_to(r.producer());
+        r.clear_to(before);
         assert_eq!(r.read(r.start(None), &mut out).0, 0);
     }
 

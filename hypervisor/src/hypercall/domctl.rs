@@ -677,8 +677,12 @@ pub fn sysctl(hv: &mut Hv, arg: u64) -> HcResult {
             let (clear, incremental, index) = (u[0] != 0, u[1] != 0, u32at(u, 4));
             let (buf, count) = (u64at(u, 8), (u32at(u, 16) as usize).min(hv_arch::console::RING_SIZE));
             let mut out = alloc::vec![0u8; count];
-            let (n, end) = hv_arch::console::read_ring(incremental.then_some(index), clear, &mut out);
+            let (n, end) = hv_arch::console::read_ring(incremental.then_some(index), &mut out);
             write_guest(hv, buf, &out[..n])?;
+            if clear {
+                // Only once the bytes reached the reader: a faulting buffer loses nothing.
+                hv_arch::console::clear_ring_to(end);
+            }
             put32(&mut b, U + 4, end);
             put32(&mut b, U + 16, n as u32);
         }
