@@ -135,8 +135,9 @@ impl GrantTable {
 }
 
 /// Where a domain's teardown is: taken by one CPU at a time (`busy`, a try-lock: a second
-/// `destroydomain` is re-issued until the first lets go), its step, and the next frame of
-/// a step that walks the domain's frames.
+/// `destroydomain` is re-issued until the first lets go; `createdomain` holds it until
+/// the new domain's vCPUs are in the run queues), its step, and the next frame of a step
+/// that walks the domain's frames.
 #[derive(Default)]
 pub struct Teardown {
     pub busy: core::sync::atomic::AtomicBool,
@@ -560,8 +561,13 @@ pub fn shared_of(id: DomId) -> Option<alloc::sync::Arc<DomShared>> {
 
 /// Every registered domain (a snapshot taken one id at a time, lowest first).
 pub fn all() -> impl Iterator<Item = alloc::sync::Arc<DomShared>> {
+    all_from(0)
+}
+
+/// The registered domains with an id at or above `first`, lowest id first.
+pub fn all_from(first: DomId) -> impl Iterator<Item = alloc::sync::Arc<DomShared>> {
     let n = REGISTRY.read().len();
-    (0..n).filter_map(|i| shared_of(i as DomId))
+    (first as usize..n).filter_map(|i| shared_of(i as DomId))
 }
 
 /// The first registered domain with an id at or above `id`.

@@ -371,6 +371,9 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
         d.pause_count().store(1, Ordering::Relaxed);
         *d.handle.lock() = handle;
         d.note_frame(si);
+        // A `destroydomain` from another CPU waits until its vCPUs are in the run queues
+        // (it would find no slots to drop, and the ones adopted after would leak).
+        d.teardown.busy.store(true, Ordering::Relaxed);
         Some(Arc::new(d))
     });
     let d = match made {
@@ -397,6 +400,7 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
         crate::state::lock(first).adopt(s, Slot { shared: d.clone(), vcpu: n, state, ctx: Some(ctx) });
     }
     crate::events::set_wallclock(&d, hv_arch::time::rtc_unix_seconds());
+    d.teardown.busy.store(false, Ordering::Release);
     log::info!("d{}: created by d{} ({} vCPU(s), paused)", d.id, hv.pc.cur.dom, d.nr_vcpus());
     Ok(d.id)
 }
@@ -720,7 +724,7 @@ pub fn sysctl(hv: &mut Hv, arg: u64) -> HcResult {
             let buf = u64at(&b, U + infolist::BUFFER);
             let mut n = 0u32;
             let mut rec = [0u8; info::SIZE];
-            for d in domain::all().filter(|d| d.id >= first) {
+            for d in domain::all_from(first) {
                 if n >= max {
                     break;
                 }
