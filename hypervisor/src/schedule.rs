@@ -28,18 +28,13 @@ use hv_arch::entry::TrapFrame;
 use hv_arch::paging;
 use crate::shootdown::{running, set_running, Running};
 
-/// Asks CPU `cpu` to look again (reschedule, deliver upcalls).
-fn poke(pc: &mut PerCpu, cpu: usize) {
+/// Asks CPU `cpu` to look again (reschedule, deliver upcalls; an affinity change).
+pub(crate) fn poke(pc: &mut PerCpu, cpu: usize) {
     if cpu == pc.id {
         pc.need_resched = true;
     } else if let Some(&apic) = crate::machine::get().apic_ids.get(cpu) {
         crate::percpu::poke(cpu, apic);
     }
-}
-
-/// Asks CPU `cpu` to look again (an affinity change).
-pub fn poke_cpu(pc: &mut PerCpu, cpu: usize) {
-    poke(pc, cpu);
 }
 
 /// Can the current vCPU of this CPU go on running (up, not blocked, its domain alive)?

@@ -597,11 +597,7 @@ impl<P> RunQueue<P> {
 
     /// Run time of `v` not charged yet at `now` (it is the running vCPU).
     fn unbilled(&self, v: VcpuId, now: u64) -> u64 {
-        if self.current == Some(v) {
-            now.saturating_sub(self.since)
-        } else {
-            0
-        }
+        unbilled(self.current, self.since, v, now)
     }
 
     /// First visit of a share-out: adds the weights of this queue's active vCPUs.
@@ -619,8 +615,7 @@ impl<P> RunQueue<P> {
         let (current, since) = (self.current, self.since);
         for (v, _) in self.owned.iter_mut() {
             v.dom.refill_for(out.period);
-            let unbilled = if current == Some(v.id) { out.now.saturating_sub(since) } else { 0 };
-            if !v.takes_part(unbilled) || out.weight_total == 0 {
+            if !v.takes_part(unbilled(current, since, v.id, out.now)) || out.weight_total == 0 {
                 continue;
             }
             let share = out.total_ns as i128 * v.dom.weight() as i128 / out.weight_total as i128;
@@ -954,6 +949,16 @@ pub mod sim {
                 }
             }
         }
+    }
+}
+
+/// The time vCPU `v` ran on a queue whose current vCPU is `current` since `since`, not yet
+/// billed at `now`.
+fn unbilled(current: Option<VcpuId>, since: u64, v: VcpuId, now: u64) -> u64 {
+    if current == Some(v) {
+        now.saturating_sub(since)
+    } else {
+        0
     }
 }
 

@@ -151,7 +151,8 @@ pub fn parse(c: &[u8]) -> Result<alloc::boxed::Box<Context>, Errno> {
         *f = u64at(c, ctx::GDT_FRAMES + 8 * i);
     }
     let r = &c[ctx::USER_REGS..ctx::TRAP_CTXT];
-    // Boxed: the trap table and FPU image are 8 KiB, too much for a hypercall's stack.
+    // Boxed: the callers pass around a pointer, not 8 KiB of trap table and FPU image (it
+    // is built on this stack first: the hypervisor stacks have 64 KiB).
     Ok(alloc::boxed::Box::new(Context {
         frame,
         traps,

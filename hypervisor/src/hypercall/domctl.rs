@@ -301,7 +301,7 @@ fn affinity(hv: &mut Hv, d: &DomShared, set: bool, u: &[u8]) -> HcResult {
             crate::schedule::stopped_on(hv.pc, d, v, cpu);
         }
         if let Some(k) = crate::state::idle_cpu_in(want, hv.pc.id) {
-            crate::schedule::poke_cpu(hv.pc, k);
+            crate::schedule::poke(hv.pc, k);
         }
         hard = want;
     }
