@@ -38,7 +38,7 @@ impl Drop for Building {
 }
 
 fn fail(what: &str, rc: i64) -> String {
-    format!("libxl: error: {} failed: {}", what, guest_abi::errno::Errno::from_ret(rc).map_or(format!("{}", rc), |e| format!("{:?}", e)))
+    format!("libxl: error: {} failed: {}", what, crate::xl::errno(rc))
 }
 
 /// The bootstrap page tables of `l` over frames `p2m`: (PFN, contents) of each table
@@ -96,11 +96,15 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     for chunk in p2m.chunks_mut(4096) {
         let n = populate(dom, chunk);
         if n != chunk.len() as i64 {
-            return Err(fail("populate_physmap", n.min(-12)));
+            // A short count is the allocator running dry: -ENOMEM.
+            return Err(fail("populate_physmap", if n < 0 { n } else { -12 }));
         }
     }
     let mut info = Domctl::new(GETDOMAININFO, dom);
-    info.call();
+    let rc = info.call();
+    if rc != 0 {
+        return Err(fail("getdomaininfo", rc));
+    }
     let shared_info = info.get64(info::SHARED_INFO_FRAME) << 12;
 
     // Every frame of the region, written once through the window.
