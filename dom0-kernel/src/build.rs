@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use guest_abi::domctl::*;
 use guest_abi::mm::ext;
 use hv_core::builder::{compute_layout, start_info_bytes, start_info_for, Layout};
-use pv_runtime::ctl::{mmuext_for, populate, set_vcpu_context, Domctl};
+use pv_runtime::ctl::{boot_context, mmuext_for, populate, set_vcpu_context, Domctl};
 use pv_runtime::foreign::Window;
 use pv_runtime::mm::{A, D, P, RW};
 use pv_runtime::StartInfo;
@@ -161,7 +161,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
         }
     }
     let mut ctx = vec![0u8; guest_abi::vcpu::ctx::SIZE];
-    context(&mut ctx, img.entry, l.stack_top(), l.start_info_va, l4);
+    boot_context(&mut ctx, img.entry, l.stack_top(), l.start_info_va, l4);
     let rc = set_vcpu_context(dom, 0, &mut ctx);
     if rc != 0 {
         return Err(fail("setvcpucontext", rc));
@@ -195,24 +195,4 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     }
     b.ok = true;
     Ok(dom)
-}
-
-/// vCPU 0's first context: the entry in the guest kernel, its boot stack (also the kernel
-/// stack), RSI = start_info, root `l4`; online.
-fn context(c: &mut [u8], entry: u64, stack_top: u64, start_info: u64, l4: u64) {
-    use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
-    use guest_abi::vcpu::{ctx, regs};
-    let put = |c: &mut [u8], off: usize, v: u64| c[off..off + 8].copy_from_slice(&v.to_le_bytes());
-    let r = ctx::USER_REGS;
-    put(c, r + regs::RIP, entry);
-    put(c, r + regs::CS, FLAT_KERNEL_CS as u64);
-    put(c, r + regs::RFLAGS, 0x202);
-    put(c, r + regs::RSP, stack_top);
-    put(c, r + regs::SS, FLAT_KERNEL_SS as u64);
-    put(c, r + regs::RSI, start_info);
-    put(c, ctx::KERNEL_SS, FLAT_KERNEL_SS as u64);
-    put(c, ctx::KERNEL_SP, stack_top);
-    put(c, ctx::CR3, l4 << 12);
-    // VGCF_online | VGCF_in_kernel.
-    put(c, ctx::FLAGS, 1 << 5 | 1 << 2);
 }

@@ -4,6 +4,7 @@
 use super::*;
 use guest_abi::domctl::{info, sched, vcpucontext, vcpuinfo};
 use guest_abi::mm::ext;
+use pv_runtime::ctl::readconsole;
 use pv_runtime::hypercall::{MmuUpdate, MmuextOp};
 use pv_runtime::mm::{A, D, P, RW};
 
@@ -378,20 +379,6 @@ fn decrease(dom: u16, mfn: u64) -> i64 {
     r[24..26].copy_from_slice(&dom.to_le_bytes());
     // SAFETY: the reservation and its extent list are local buffers.
     unsafe { pv_runtime::hypercall::memory_op(guest_abi::memory::XENMEM_DECREASE_RESERVATION, r.as_mut_ptr() as u64) }
-}
-
-/// `sysctl readconsole`: (rc, bytes read, index after).
-fn readconsole(buf: &mut [u8], clear: bool, incremental: Option<u32>) -> (i64, usize, u32) {
-    let mut b = [0u8; SYSCTL_SIZE];
-    let u = SYSCTL_U_OFFSET;
-    b[u] = clear as u8;
-    b[u + 1] = incremental.is_some() as u8;
-    b[u + 4..u + 8].copy_from_slice(&incremental.unwrap_or(0).to_le_bytes());
-    b[u + 8..u + 16].copy_from_slice(&(buf.as_mut_ptr() as u64).to_le_bytes());
-    b[u + 16..u + 20].copy_from_slice(&(buf.len() as u32).to_le_bytes());
-    let r = sysctl(sys::READCONSOLE, &mut b);
-    let n = u32::from_le_bytes(b[u + 16..u + 20].try_into().unwrap()) as usize;
-    (r, n, u32::from_le_bytes(b[u + 4..u + 8].try_into().unwrap()))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
