@@ -7,6 +7,12 @@
 //! domain's frames through a foreign mapping; its L4 pinned for it; its hypercall page
 //! filled; vCPU 0's context set (entry, boot stack, RSI = start_info); scheduler
 //! parameters and affinity; unpaused.
+//!
+//! Like libxenguest it gives the domain a XenStore and a console ring page (after
+//! start_info) with an event channel each, unbound for dom0, and seeds grant references 0
+//! and 1 (`GNTTAB_RESERVED_CONSOLE`, `_XENSTORE`) for those pages; like libxl it writes the
+//! domain's XenStore entries, introduces it to the XenStore daemon and hands its console to
+//! the console backend before it runs.
 
 use alloc::format;
 use alloc::string::String;
@@ -14,7 +20,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use guest_abi::domctl::*;
 use guest_abi::mm::ext;
-use hv_core::builder::{compute_layout, start_info_bytes, start_info_for, Layout};
+use hv_core::builder::{compute_layout_domu, start_info_bytes, start_info_for, Layout};
 use pv_runtime::ctl::{boot_context, mmuext_for, populate, set_vcpu_context, Domctl};
 use pv_runtime::foreign::Window;
 use pv_runtime::mm::{A, D, P, RW};
@@ -32,9 +38,18 @@ struct Building {
 impl Drop for Building {
     fn drop(&mut self) {
         if !self.ok {
-            let _ = Domctl::new(DESTROYDOMAIN, self.dom).call();
+            destroy(self.dom);
         }
     }
+}
+
+/// Destroys `dom` as the toolstack does: its console and XenStore connection let go (dom0
+/// maps none of its frames any more, so nothing of it lingers), its XenStore subtree
+/// removed, then `destroydomain`.
+pub fn destroy(dom: u16) -> i64 {
+    crate::consoled::remove(dom);
+    crate::xs::release(dom);
+    Domctl::new(DESTROYDOMAIN, dom).call()
 }
 
 fn fail(what: &str, rc: i64) -> String {
@@ -76,7 +91,7 @@ fn tables(l: &Layout, p2m: &[u64]) -> Vec<(u64, Vec<u64>)> {
 pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String> {
     let img = hv_core::pv_image::parse(image).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
     let nr_pages = cfg.memory * 256;
-    let l = compute_layout(&img, nr_pages).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
+    let l = compute_layout_domu(&img, nr_pages).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
     let mut op = Domctl::new(CREATEDOMAIN, 0)
         .u32(create::MAX_VCPUS, cfg.maxvcpus)
         .u32(create::MAX_EVTCHN_PORT, 1023)
@@ -106,13 +121,22 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
         return Err(fail("getdomaininfo", rc));
     }
     let shared_info = info.get64(info::SHARED_INFO_FRAME) << 12;
+    let store_port = pv_runtime::events::alloc_unbound(dom, 0).map_err(|e| fail("allocating the XenStore event channel", e))?;
+    let console_port = pv_runtime::events::alloc_unbound(dom, 0).map_err(|e| fail("allocating the console event channel", e))?;
+    let (store_mfn, console_mfn) = (p2m[l.pfn(l.store_va) as usize], p2m[l.pfn(l.console_va) as usize]);
+    let gnttab = pv_runtime::ctl::grant_frame(dom).map_err(|e| fail("setting up the grant table", e))?;
 
     // Every frame of the region, written once through the window.
     let mut w = Window::new(si);
     let mut page = vec![0u8; PAGE as usize];
     let region = l.region_pages();
     let tabs = tables(&l, &p2m);
-    let start_info = start_info_bytes(&start_info_for(&l, shared_info, 0, cfg.cmdline.as_bytes()));
+    let mut si_new = start_info_for(&l, shared_info, 0, cfg.cmdline.as_bytes());
+    si_new.store_mfn = store_mfn;
+    si_new.store_evtchn = store_port;
+    si_new.console.mfn_or_info = console_mfn;
+    si_new.console.evtchn = console_port;
+    let start_info = start_info_bytes(&si_new);
     let in_segment = |va: u64| img.segments().iter().any(|s| s.filesz > 0 && s.vaddr < va + PAGE && va < s.vaddr + s.filesz as u64);
     for pfn in 0..region {
         let va = l.virt_base + pfn * PAGE;
@@ -146,6 +170,14 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
         }
         w.map(dom, p2m[pfn as usize]).map_err(|e| fail("mapping a frame of the new domain", e))?;
         w.write(0, &page);
+    }
+    // Grant references 0 and 1: the console and XenStore pages, for dom0's backends.
+    w.map(dom, gnttab).map_err(|e| fail("mapping the grant table", e))?;
+    for (gref, mfn) in [(guest_abi::grant::GNTTAB_RESERVED_CONSOLE, console_mfn), (guest_abi::grant::GNTTAB_RESERVED_XENSTORE, store_mfn)] {
+        let mut e = [0u8; 8];
+        e[..2].copy_from_slice(&guest_abi::grant::GTF_PERMIT_ACCESS.to_le_bytes());
+        e[4..].copy_from_slice(&(mfn as u32).to_le_bytes());
+        w.write(8 * gref as usize, &e);
     }
     w.restore();
 
@@ -189,10 +221,78 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
             }
         }
     }
+    announce(dom, cfg, &l, (store_mfn, store_port), (console_mfn, console_port))?;
     let rc = Domctl::new(UNPAUSEDOMAIN, dom).call();
     if rc != 0 {
         return Err(fail("unpause", rc));
     }
     b.ok = true;
     Ok(dom)
+}
+
+/// Ids handed out for `/vm/<uuid>` paths.
+static VM_SEQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
+
+/// libxl's part before a domain runs: its XenStore entries (in one transaction), its
+/// introduction to the XenStore daemon, its console to the console backend.
+fn announce(dom: u16, cfg: &Config, l: &Layout, store: (u64, u32), console: (u64, u32)) -> Result<(), String> {
+    use crate::xs;
+    let base = format!("/local/domain/{}", dom);
+    let seq = VM_SEQ.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let uuid = format!("00000000-0000-4000-8000-{:08x}{:04x}", seq, dom);
+    let vm = format!("/vm/{}", uuid);
+    let (me, ro) = (format!("n{}", dom), format!("r{}", dom));
+    let kib = |pages: u64| format!("{}", pages * 4);
+    // Read-only for the domain (dom0 owns them): what describes it.
+    let ro_keys: Vec<(String, String)> = vec![
+        ("name".into(), cfg.name.clone()),
+        ("domid".into(), format!("{}", dom)),
+        ("vm".into(), vm.clone()),
+        ("memory/static-max".into(), format!("{}", cfg.maxmem * 1024)),
+        ("memory/target".into(), kib(l.nr_pages)),
+        ("cpu/0/availability".into(), "online".into()),
+        ("store/ring-ref".into(), format!("{}", store.0)),
+        ("store/port".into(), format!("{}", store.1)),
+        ("console/ring-ref".into(), format!("{}", console.0)),
+        ("console/port".into(), format!("{}", console.1)),
+        ("console/type".into(), "xenconsoled".into()),
+        ("console/limit".into(), format!("{}", crate::consoled::BUFFER)),
+        ("console/output".into(), "pty".into()),
+    ];
+    // Writable by the domain (it owns them), as libxl makes them.
+    let rw_keys = ["control/shutdown", "control/feature-poweroff", "control/feature-reboot", "data", "drivers", "attr", "error", "device"];
+    let fail = |e: String| format!("libxl: error: writing the XenStore entries of domain {} failed: {}", dom, e);
+    for attempt in 0.. {
+        let tx = xs::transaction_start().map_err(fail)?;
+        let r = (|| {
+            xs::write(tx, &base, b"")?;
+            xs::set_perms(tx, &base, &["n0", &ro])?;
+            for (k, v) in &ro_keys {
+                xs::write(tx, &format!("{}/{}", base, k), v.as_bytes())?;
+            }
+            xs::write(tx, &format!("{}/control", base), b"")?;
+            for k in rw_keys {
+                let p = format!("{}/{}", base, k);
+                xs::write(tx, &p, b"")?;
+                xs::set_perms(tx, &p, &[&me])?;
+            }
+            xs::write(tx, &format!("{}/name", vm), cfg.name.as_bytes())?;
+            xs::write(tx, &format!("{}/uuid", vm), uuid.as_bytes())?;
+            Ok::<(), String>(())
+        })();
+        match r {
+            Ok(()) => match xs::transaction_end(tx, true) {
+                Ok(()) => break,
+                Err(e) if e == "EAGAIN" && attempt < 8 => continue,
+                Err(e) => return Err(fail(e)),
+            },
+            Err(e) => {
+                let _ = xs::transaction_end(tx, false);
+                return Err(fail(e));
+            }
+        }
+    }
+    xs::introduce(dom, store.0, store.1).map_err(|e| format!("libxl: error: {}", e))?;
+    crate::consoled::add(dom, console.0, console.1).map_err(|e| format!("libxl: error: {}", e))?;
+    Ok(())
 }

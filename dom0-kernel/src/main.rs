@@ -1,9 +1,12 @@
 //! dom0: the privileged Rust PV kernel, running in ring 1.
 //!
-//! For now it proves the platform: it parses `start_info`, prints a banner with its command
-//! line, memory, flags and privilege level, installs its trap table (printing any fault it
-//! receives), then either shuts down (`shutdown` on its command line, for tests) or offers a
-//! tiny console prompt.
+//! It parses `start_info`, prints a banner with its command line, memory, flags and
+//! privilege level, installs its trap table (printing any fault it receives), brings up its
+//! memory, then either shuts down (`shutdown` on its command line, for tests) or runs its
+//! services as tasks of a small executor woken by event channels ([`executor`]): the shell
+//! on the serial console (with `xl`), the XenStore daemon ([`xs`]) and the console backend
+//! ([`consoled`]) for the domains it builds ([`build`]). Configs in the boot bundle's
+//! `etc/xen/auto/` are started at boot, as `xendomains` does.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -12,8 +15,12 @@ extern crate alloc;
 
 mod build;
 mod bundle;
+mod consoled;
+mod executor;
 mod memory;
+mod rings;
 mod xl;
+mod xs;
 
 use guest_abi::sched::ShutdownReason;
 use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
@@ -41,56 +48,123 @@ fn version() -> (i64, [u8; 16]) {
     (hypercall::xen_version_number(), hypercall::xen_extraversion())
 }
 
-/// The console prompt: sleeps in SCHEDOP_block until VIRQ_CONSOLE says input arrived.
-fn prompt(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
-    use pv_runtime::events;
-    let sleeping = events::init(shared) == 0
-        && events::bind_virq(guest_abi::evtchn::VIRQ_CONSOLE, 0).is_ok();
-    // Domains ending (their xl on_* actions, `xl::on_exits`) wake the shell too.
-    let _ = events::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0);
-    if sleeping {
-        events::enable();
+/// The shell's line being typed.
+struct Line {
+    b: [u8; 128],
+    n: usize,
+}
+
+static LINE: spin::Mutex<Line> = spin::Mutex::new(Line { b: [0; 128], n: 0 });
+
+/// `Ctrl-]`: leaves `xl console`, as xl's escape character.
+const ESCAPE: u8 = 0x1d;
+
+/// The prompt, with what was typed so far (unless `xl console` holds the terminal).
+fn prompt() {
+    if consoled::attached().is_none() {
+        let l = LINE.lock();
+        print!("dom0> {}", core::str::from_utf8(&l.b[..l.n]).unwrap_or(""));
     }
-    println!("dom0: commands: help, info, ls, cat, xl <verb> ..., poweroff, reboot, crash");
-    let mut line = [0u8; 128];
-    let mut n = 0;
-    print!("dom0> ");
+}
+
+/// Serial input: typed into the shell, or into the domain `xl console` is attached to
+/// until `Ctrl-]`.
+fn shell_input() -> bool {
+    let mut b = [0u8; 64];
     loop {
-        let mut b = [0u8; 16];
         let got = hypercall::console_read(&mut b);
         if got <= 0 {
-            // Idle: domains that ended get their actions; what that printed comes on lines
-            // of its own, and the prompt (with what was typed so far) again after it.
-            if xl::on_exits() {
-                print!("dom0> {}", core::str::from_utf8(&line[..n]).unwrap_or(""));
-            }
-            if sleeping {
-                events::block();
-            } else {
-                hypercall::yield_now();
-            }
-            continue;
+            return false;
         }
+        let mut to_guest = alloc::vec::Vec::new();
         for &c in &b[..got as usize] {
+            if consoled::attached().is_some() {
+                if c == ESCAPE {
+                    consoled::input(&to_guest);
+                    to_guest.clear();
+                    consoled::detach();
+                    println!();
+                    prompt();
+                } else {
+                    to_guest.push(c);
+                }
+                continue;
+            }
+            let mut l = LINE.lock();
             match c {
                 b'\r' | b'\n' => {
+                    let cmd = alloc::string::String::from_utf8_lossy(&l.b[..l.n]).into_owned();
+                    l.n = 0;
+                    drop(l);
                     println!();
-                    run(core::str::from_utf8(&line[..n]).unwrap_or("").trim());
-                    n = 0;
-                    print!("dom0> ");
+                    run(cmd.trim());
+                    prompt();
                 }
-                0x7F | 0x08 if n > 0 => {
-                    n -= 1;
+                0x7F | 0x08 if l.n > 0 => {
+                    l.n -= 1;
                     print!("\x08 \x08");
                 }
-                c if (0x20..0x7F).contains(&c) && n < line.len() => {
-                    line[n] = c;
-                    n += 1;
+                c if (0x20..0x7F).contains(&c) && l.n < l.b.len() => {
+                    let n = l.n;
+                    l.b[n] = c;
+                    l.n += 1;
                     hypercall::console_write(&[c]);
                 }
                 _ => {}
             }
         }
+        consoled::input(&to_guest);
+    }
+}
+
+/// dom0's services until it powers off: tasks woken by their event channels.
+fn serve(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
+    use executor::Task;
+    use pv_runtime::events;
+    if events::init(shared) != 0 {
+        println!("dom0: the event upcall was refused");
+        hypercall::shutdown(ShutdownReason::Crash)
+    }
+    executor::init();
+    match events::bind_virq(guest_abi::evtchn::VIRQ_CONSOLE, 0) {
+        Ok(p) => executor::register(p, Task::Shell),
+        Err(e) => println!("dom0: binding VIRQ_CONSOLE failed ({}): no shell input", e),
+    }
+    // Domains ending (their xl on_* actions, `xl::on_exits`).
+    if let Ok(p) = events::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0) {
+        executor::register(p, Task::DomainExit);
+    }
+    if let Err(e) = xs::watch_release() {
+        println!("dom0: watching @releaseDomain failed: {}", e);
+    }
+    xs::take_local_events();
+    events::enable();
+    autostart();
+    println!("dom0: commands: help, info, ls, cat, xl <verb> ..., xenstore-ls/-read/-write/-rm, poweroff, reboot, crash");
+    prompt();
+    // Input typed before the port was bound.
+    shell_input();
+    executor::run(|t| match t {
+        Task::Shell => shell_input(),
+        Task::DomainExit => {
+            // The daemon fires @releaseDomain; the toolstack's watch on it runs the
+            // actions. What they printed comes on lines of its own, the prompt after.
+            if xs::domain_exited() && xl::on_exits() {
+                prompt();
+            }
+            false
+        }
+        Task::Store(d) => xs::on_event(d),
+        Task::Console(d) => consoled::on_event(d),
+    })
+}
+
+/// `etc/xen/auto/*.cfg` created at boot, as `xendomains` does.
+fn autostart() {
+    let auto: alloc::vec::Vec<alloc::string::String> =
+        files().iter().filter(|(n, _)| n.starts_with("etc/xen/auto/") && n.ends_with(".cfg")).map(|(n, _)| alloc::format!("/{}", n)).collect();
+    for cfg in auto {
+        xl::run(&["create", &cfg]);
     }
 }
 
@@ -112,13 +186,14 @@ fn run(cmd: &str) {
     let words: alloc::vec::Vec<&str> = cmd.split_ascii_whitespace().collect();
     match words.as_slice() {
         ["xl", rest @ ..] => return xl::run(rest),
+        [tool, rest @ ..] if tool.starts_with("xenstore-") => return xl::xenstore(&tool["xenstore-".len()..], rest),
         ["ls", rest @ ..] => return bundle::ls(files(), rest.first().copied().unwrap_or("")),
         ["cat", path] => return bundle::cat(files(), path),
         _ => {}
     }
     match cmd {
         "" => {}
-        "help" => println!("help, info, ls [dir], cat <file>, xl <verb> ... (xl help), poweroff, reboot, crash"),
+        "help" => println!("help, info, ls [dir], cat <file>, xl <verb> ... (xl help), xenstore-ls [path], xenstore-read <path>, xenstore-write <path> <value>, xenstore-rm <path>, poweroff, reboot, crash"),
         "info" => {
             let (v, extra) = version();
             let e = core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0');
@@ -165,6 +240,8 @@ fn guest_main(si: &'static StartInfo) -> ! {
     }
     FILES.call_once(|| files);
     START_INFO.call_once(|| si);
+    rings::init(si);
+    xs::init();
     let mut words = cmdline.split_ascii_whitespace();
     if words.by_ref().any(|w| w == "bench-create") {
         xl::bench_create(words.next().and_then(|n| n.parse().ok()).unwrap_or(10).max(1));
@@ -174,5 +251,5 @@ fn guest_main(si: &'static StartInfo) -> ! {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)
     }
-    prompt(&shared)
+    serve(&shared)
 }

@@ -46,6 +46,12 @@ struct Created {
     preserved: bool,
 }
 
+/// Domains `xl shutdown -w` waits for.
+static WAITING: spin::Mutex<Vec<u16>> = spin::Mutex::new(Vec::new());
+
+/// When each domain `xl create` made was started (system time, ns); others count from boot.
+static STARTED: spin::Mutex<alloc::collections::BTreeMap<u16, u64>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
+
 /// The domains `xl create` made, by id.
 static NAMES: spin::Mutex<alloc::collections::BTreeMap<u16, Created>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
 
@@ -203,10 +209,57 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             if id == 0 {
                 return Err("libxl: error: cannot destroy Domain-0".into());
             }
-            check("destroy", id, Domctl::new(DESTROYDOMAIN, id).call())?;
+            check("destroy", id, crate::build::destroy(id))?;
             NAMES.lock().remove(&id);
         }
         Cmd::Create { config, console } => create_from(&config, console, false)?,
+        Cmd::Console(d) => {
+            let id = resolve(&d)?;
+            if id == 0 {
+                return Err("libxl: error: dom0's console is the hypervisor's: it is already here".into());
+            }
+            crate::consoled::attach(id)?;
+        }
+        Cmd::Shutdown { dom, reboot, wait } => {
+            let id = resolve(&dom)?;
+            let base = format!("/local/domain/{}/control", id);
+            let feature = if reboot { "feature-reboot" } else { "feature-poweroff" };
+            let has = crate::xs::read(&format!("{}/{}", base, feature)).is_ok_and(|v| v == b"1");
+            if id == 0 || !has {
+                return Err(format!("libxl: error: domain {}: PV control interface not available", id));
+            }
+            let what: &[u8] = if reboot { b"reboot" } else { b"poweroff" };
+            crate::xs::write(0, &format!("{}/shutdown", base), what).map_err(|e| format!("libxl: error: writing control/shutdown of domain {} failed: {}", id, e))?;
+            if wait {
+                println!("Waiting for 1 domains");
+                WAITING.lock().push(id);
+            }
+        }
+        Cmd::MemSet(d, kib) => {
+            let id = resolve(&d)?;
+            let base = format!("/local/domain/{}/memory", id);
+            let max = crate::xs::read(&format!("{}/static-max", base))
+                .ok()
+                .and_then(|v| core::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok()))
+                .ok_or_else(|| format!("libxl: error: cannot get memory info from {}/static-max", base))?;
+            if kib > max {
+                return Err(format!("libxl: error: memory_static_max must be greater than or equal to memory_dynamic_max ({} > {})", kib, max));
+            }
+            crate::xs::write(0, &format!("{}/target", base), format!("{}", kib).as_bytes()).map_err(|e| format!("libxl: error: setting memory/target of domain {} failed: {}", id, e))?;
+        }
+        Cmd::Uptime(d) => {
+            let only = d.as_ref().map(resolve).transpose()?;
+            let now = pv_runtime::events::system_time();
+            let rows: Vec<(String, u16, u64)> = domains()
+                .iter()
+                .filter(|x| only.is_none_or(|o| x.dom() == o))
+                .map(|x| {
+                    let since = STARTED.lock().get(&x.dom()).copied().unwrap_or(0);
+                    (name(x.dom()), x.dom(), now.saturating_sub(since) / 1_000_000_000)
+                })
+                .collect();
+            print!("{}", xl::uptime(&rows));
+        }
         Cmd::VcpuList(d) => {
             let ncpus = field32(&physinfo()?, physinfo::NR_CPUS);
             let only = d.as_ref().map(resolve).transpose()?;
@@ -266,8 +319,9 @@ fn create_from(config: &str, console: bool, quiet: bool) -> Result<(), String> {
     let (_, image) = files.iter().find(|(n, _)| n == kernel).ok_or_else(|| format!("libxl: error: kernel {}: No such file or directory", cfg.kernel))?;
     let dom = start(&cfg, image)?;
     NAMES.lock().insert(dom, Created { name: cfg.name.clone(), cfg, restarts: 0, preserved: false });
+    STARTED.lock().insert(dom, pv_runtime::events::system_time());
     if console {
-        println!("xl: -c: no console backend yet (the domain's console_io output shows on the hypervisor's console)");
+        crate::consoled::attach(dom)?;
     }
     Ok(())
 }
@@ -289,6 +343,17 @@ pub fn on_exits() -> bool {
         .filter(|d| d.get32(info::FLAGS) & info::DYING == 0)
         .filter_map(|d| Some((d.dom(), xl::shutdown_reason(d.get32(info::FLAGS))?)))
         .collect();
+    for &(id, reason) in &ended {
+        let mut w = WAITING.lock();
+        if let Some(i) = w.iter().position(|&x| x == id) {
+            w.remove(i);
+            if !said {
+                println!();
+                said = true;
+            }
+            println!("Domain {} has been shut down, reason code {}", id, reason as u32);
+        }
+    }
     for (id, reason) in ended {
         if NAMES.lock().get(&id).is_none_or(|c| c.preserved) {
             continue;
@@ -319,16 +384,17 @@ pub fn on_exits() -> bool {
                 NAMES.lock().insert(id, c);
             }
             Action::Destroy => {
-                let _ = Domctl::new(DESTROYDOMAIN, id).call();
+                crate::build::destroy(id);
                 println!("xl: domain '{}' ({}) {}: destroyed", c.name, id, what);
             }
             Action::Restart => {
-                let _ = Domctl::new(DESTROYDOMAIN, id).call();
+                crate::build::destroy(id);
                 let kernel = c.cfg.kernel.trim_start_matches('/');
                 let image = crate::files().iter().find(|(n, _)| n == kernel).map(|(_, d)| *d);
                 match image.ok_or_else(|| format!("kernel {} is gone", c.cfg.kernel)).and_then(|img| start(&c.cfg, img)) {
                     Ok(new) => {
                         println!("xl: domain '{}' ({}) {}: restarted as domain {}", c.name, id, what, new);
+                        STARTED.lock().insert(new, pv_runtime::events::system_time());
                         let restarts = if rebooted { 0 } else { c.restarts + 1 };
                         NAMES.lock().insert(new, Created { restarts, ..c });
                     }
@@ -341,14 +407,14 @@ pub fn on_exits() -> bool {
 }
 
 /// `bench-create N` (dom0's command line, for `cargo xtask bench --only xl`): N times
-/// `xl create /etc/xen/tiny.cfg` until the domain's first console line is in the ring,
-/// then `xl destroy` until it is gone; prints the 1st, 10th and Nth of each (TSC ticks).
+/// `xl create /etc/xen/tiny.cfg` until the domain's first console line reached dom0's
+/// console backend, then `xl destroy` until it is gone; prints the 1st, 10th and Nth of
+/// each (TSC ticks), and the XenStore's node count before and after.
 pub fn bench_create(n: u32) {
-    let mut buf = alloc::vec![0u8; 16384];
     let mut create = Vec::new();
     let mut destroy = Vec::new();
+    let nodes_before = crate::xs::nodes();
     for _ in 0..n {
-        let (_, _, mut at) = pv_runtime::ctl::readconsole(&mut buf, false, Some(u32::MAX));
         let t0 = pv_runtime::rdtsc();
         if let Err(e) = create_from("/etc/xen/tiny.cfg", false, true) {
             println!("bench-create: {}", e);
@@ -358,24 +424,15 @@ pub fn bench_create(n: u32) {
             println!("bench-create: the domain was not created");
             return;
         };
-        let want = format!("(d{}) ", id);
-        let mut seen = String::new();
         let mut waits = 0u32;
-        while !seen.contains(&want) {
-            let (rc, got, next) = pv_runtime::ctl::readconsole(&mut buf, false, Some(at));
-            if rc != 0 || waits > 1_000_000 {
+        while !crate::consoled::has_line(id) {
+            crate::consoled::on_event(id);
+            if waits > 1_000_000 {
                 println!("bench-create: d{} wrote no console line", id);
                 return;
             }
-            at = next;
-            seen.push_str(core::str::from_utf8(&buf[..got]).unwrap_or(""));
-            if seen.len() > 8192 {
-                seen = seen.split_off(seen.len() - 4096);
-            }
-            if got == 0 {
-                waits += 1;
-                hypercall::yield_now();
-            }
+            waits += 1;
+            hypercall::yield_now();
         }
         let t1 = pv_runtime::rdtsc();
         run(&["destroy", "tiny"]);
@@ -401,5 +458,46 @@ pub fn bench_create(n: u32) {
     if let Ok(p) = physinfo() {
         println!("BENCH tsc_khz={}", field32(&p, physinfo::CPU_KHZ));
     }
-    println!("bench-create: {} create/destroy cycles", n);
+    println!("bench-create: {} create/destroy cycles; XenStore nodes {} before, {} after", n, nodes_before, crate::xs::nodes());
+}
+
+/// `xenstore-ls [path]`, `-read <path>...`, `-write <path> <value>...`, `-rm <path>...` in
+/// dom0's shell (as the tools of xenstore-utils print them), on dom0's own connection.
+pub fn xenstore(tool: &str, args: &[&str]) {
+    let r = match (tool, args) {
+        ("ls", []) => ls("/", 0),
+        ("ls", [p]) => ls(p, 0),
+        ("read", ps) if !ps.is_empty() => ps.iter().try_for_each(|p| {
+            let v = crate::xs::read(p).map_err(|e| format!("xenstore-read: couldn't read path {}: {}", p, e))?;
+            println!("{}", String::from_utf8_lossy(&v));
+            Ok(())
+        }),
+        ("write", kv) if !kv.is_empty() && kv.len() % 2 == 0 => {
+            kv.chunks(2).try_for_each(|w| crate::xs::write(0, w[0], w[1].as_bytes()).map_err(|e| format!("xenstore-write: could not write path {}: {}", w[0], e)))
+        }
+        ("rm", ps) if !ps.is_empty() => ps.iter().try_for_each(|p| crate::xs::rm(0, p).map_err(|e| format!("xenstore-rm: could not remove path {}: {}", p, e))),
+        ("ls" | "read" | "write" | "rm", _) => Err(format!("usage: xenstore-{} {}", tool, match tool {
+            "ls" => "[path]",
+            "write" => "<path> <value> [...]",
+            _ => "<path> [...]",
+        })),
+        _ => Err(format!("unknown command 'xenstore-{}'", tool)),
+    };
+    if let Err(e) = r {
+        println!("{}", e);
+    }
+}
+
+/// A subtree as `xenstore-ls` prints it: `name = "value"`, children one space further in.
+fn ls(path: &str, depth: usize) -> Result<(), String> {
+    let kids = crate::xs::directory(path).map_err(|e| format!("xenstore-ls: xs_directory ({}): {}", path, e))?;
+    for k in kids {
+        let child = if path.ends_with('/') { format!("{}{}", path, k) } else { format!("{}/{}", path, k) };
+        let v = crate::xs::read(&child).unwrap_or_default();
+        println!("{:width$}{} = \"{}\"", "", k, String::from_utf8_lossy(&v).escape_debug(), width = depth);
+        if depth < 32 {
+            ls(&child, depth + 1)?;
+        }
+    }
+    Ok(())
 }

@@ -31,13 +31,19 @@ pub enum Errno {
     /// No such device.
     ENODEV = 19,
     /// Invalid argument.
+    /// Is a directory.
+    EISDIR = 21,
     EINVAL = 22,
     /// No space.
     ENOSPC = 28,
     /// Out of range.
+    /// Read-only file system.
+    EROFS = 30,
     ERANGE = 34,
     /// Function not implemented (unknown hypercall or sub-op).
     ENOSYS = 38,
+    /// Directory not empty.
+    ENOTEMPTY = 39,
     /// No data available (a vCPU without a context, for `getvcpucontext`).
     ENODATA = 61,
     /// Timer expired.
@@ -48,6 +54,8 @@ pub enum Errno {
     ERESTART = 85,
     /// Operation not supported.
     EOPNOTSUPP = 95,
+    /// Already connected.
+    EISCONN = 106,
 }
 
 impl Errno {
@@ -58,12 +66,53 @@ impl Errno {
 
     /// Decodes a negative hypercall return value.
     pub fn from_ret(ret: i64) -> Option<Errno> {
+        Errno::ALL.into_iter().find(|e| e.to_ret() == ret)
+    }
+
+    const ALL: [Errno; 26] = {
         use Errno::*;
-        const ALL: [Errno; 22] = [
-            EPERM, ENOENT, ESRCH, EIO, E2BIG, ENOEXEC, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY,
-            EEXIST, ENODEV, EINVAL, ENOSPC, ERANGE, ENOSYS, ENODATA, ETIME, EOVERFLOW, ERESTART, EOPNOTSUPP,
-        ];
-        ALL.into_iter().find(|e| e.to_ret() == ret)
+        [
+            EPERM, ENOENT, ESRCH, EIO, E2BIG, ENOEXEC, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST, ENODEV, EISDIR,
+            EINVAL, ENOSPC, EROFS, ERANGE, ENOSYS, ENOTEMPTY, ENODATA, ETIME, EOVERFLOW, ERESTART, EOPNOTSUPP, EISCONN,
+        ]
+    };
+
+    /// The symbolic name (what XenStore's error replies carry).
+    pub fn name(self) -> &'static str {
+        use Errno::*;
+        match self {
+            EPERM => "EPERM",
+            ENOENT => "ENOENT",
+            ESRCH => "ESRCH",
+            EIO => "EIO",
+            E2BIG => "E2BIG",
+            ENOEXEC => "ENOEXEC",
+            EAGAIN => "EAGAIN",
+            ENOMEM => "ENOMEM",
+            EACCES => "EACCES",
+            EFAULT => "EFAULT",
+            EBUSY => "EBUSY",
+            EEXIST => "EEXIST",
+            ENODEV => "ENODEV",
+            EISDIR => "EISDIR",
+            EINVAL => "EINVAL",
+            ENOSPC => "ENOSPC",
+            EROFS => "EROFS",
+            ERANGE => "ERANGE",
+            ENOSYS => "ENOSYS",
+            ENOTEMPTY => "ENOTEMPTY",
+            ENODATA => "ENODATA",
+            ETIME => "ETIME",
+            EOVERFLOW => "EOVERFLOW",
+            ERESTART => "ERESTART",
+            EOPNOTSUPP => "EOPNOTSUPP",
+            EISCONN => "EISCONN",
+        }
+    }
+
+    /// The error of a symbolic name.
+    pub fn from_name(n: &str) -> Option<Errno> {
+        Errno::ALL.into_iter().find(|e| e.name() == n)
     }
 }
 
@@ -80,5 +129,10 @@ mod tests {
         assert_eq!(Errno::from_ret(-22), Some(Errno::EINVAL));
         assert_eq!(Errno::from_ret(-4), None);
         assert_eq!(Errno::from_ret(0), None);
+        for e in Errno::ALL {
+            assert_eq!(Errno::from_name(e.name()), Some(e));
+            assert_eq!(Errno::from_ret(e.to_ret()), Some(e));
+        }
+        assert_eq!(Errno::from_name("ENOTEMPTY"), Some(Errno::ENOTEMPTY));
     }
 }

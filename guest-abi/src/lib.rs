@@ -22,6 +22,7 @@ pub mod evtchn;
 pub mod grant;
 pub mod harness;
 pub mod hypercall;
+pub mod io;
 pub mod layout;
 pub mod memory;
 pub mod mm;

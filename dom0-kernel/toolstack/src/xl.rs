@@ -30,8 +30,15 @@ pub enum Cmd {
     SchedCredit { dom: Option<DomRef>, weight: Option<u16>, cap: Option<u16> },
     /// `mem-max <dom> <size>`: KiB.
     MemMax(DomRef, u64),
+    /// `mem-set <dom> <size>`: KiB (the balloon target, `memory/target`).
+    MemSet(DomRef, u64),
     /// `create <config> [-c]`.
     Create { config: String, console: bool },
+    /// `console <dom>`.
+    Console(DomRef),
+    /// `shutdown [-w] <dom>` / `reboot [-w] <dom>`: asked through `control/shutdown`.
+    Shutdown { dom: DomRef, reboot: bool, wait: bool },
+    Uptime(Option<DomRef>),
     Help,
 }
 
@@ -48,6 +55,11 @@ pub const VERBS: &[(&str, &str)] = &[
     ("vcpu-pin", "Set which CPUs a VCPU can use"),
     ("sched-credit", "Get/set credit scheduler parameters"),
     ("mem-max", "Set the maximum amount reservation for a domain"),
+    ("mem-set", "Set the current memory usage for a domain"),
+    ("console", "Attach to domain's console"),
+    ("shutdown", "Issue a shutdown signal to a domain"),
+    ("reboot", "Issue a reboot signal to a domain"),
+    ("uptime", "Print uptime for all/some domains"),
 ];
 
 fn dom(s: &str) -> DomRef {
@@ -150,11 +162,29 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
                 _ => return Err("create: one config file only".into()),
             }
         }
-        "mem-max" => {
+        "mem-max" | "mem-set" => {
             need(verb, args, 2)?;
             let kib = mem_kib(args[1]).ok_or_else(|| format!("invalid memory size: {}", args[1]))?;
-            Cmd::MemMax(dom(args[0]), kib)
+            if verb == "mem-max" { Cmd::MemMax(dom(args[0]), kib) } else { Cmd::MemSet(dom(args[0]), kib) }
         }
+        "console" => match args {
+            [d] => Cmd::Console(dom(d)),
+            [] => return Err("'xl console' requires at least 1 argument.".into()),
+            _ => return Err("usage: xl console <Domain>".into()),
+        },
+        "shutdown" | "reboot" => {
+            let wait = args.iter().any(|a| *a == "-w" || *a == "--wait");
+            if let Some(bad) = args.iter().find(|a| a.starts_with('-') && !matches!(**a, "-w" | "--wait")) {
+                return Err(format!("{}: unknown option '{}'", verb, bad));
+            }
+            let doms: Vec<&&str> = args.iter().filter(|a| !a.starts_with('-')).collect();
+            match doms.as_slice() {
+                [d] => Cmd::Shutdown { dom: dom(d), reboot: verb == "reboot", wait },
+                [] => return Err(format!("'xl {}' requires at least 1 argument.", verb)),
+                _ => return Err(format!("usage: xl {} [-w] <Domain>", verb)),
+            }
+        }
+        "uptime" => Cmd::Uptime(args.first().map(|a| dom(a))),
         other => return Err(format!("command not implemented: {}", other)),
     })
 }
@@ -193,6 +223,17 @@ pub fn state(flags: u32) -> String {
     s.push(if crashed { 'c' } else { '-' });
     s.push(bit(info::DYING, 'd'));
     s
+}
+
+/// `uptime`'s table: (name, id, seconds up).
+pub fn uptime(rows: &[(String, u16, u64)]) -> String {
+    let mut t = format!("{:<33}{:>5} {}\n", "Name", "ID", "Uptime");
+    for (name, id, s) in rows {
+        let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+        let up = if d > 0 { format!("{} day{}, {:2}:{:02}:{:02}", d, if d == 1 { "" } else { "s" }, h, m, sec) } else { format!("{:2}:{:02}:{:02}", h, m, sec) };
+        t.push_str(&format!("{:<33}{:>5} {}\n", name, id, up));
+    }
+    t
 }
 
 fn secs(ns: u64) -> String {
@@ -312,6 +353,14 @@ mod tests {
         assert_eq!(parse(&["create", "/etc/xen/a.cfg", "-c"]), Ok(Cmd::Create { config: "/etc/xen/a.cfg".into(), console: true }));
         assert_eq!(parse(&["create"]), Err("'xl create' requires a config file.".into()));
         assert_eq!(parse(&["create", "-q", "x"]), Err("create: unknown option '-q'".into()));
+        assert_eq!(parse(&["mem-set", "2", "8m"]), Ok(Cmd::MemSet(DomRef::Id(2), 8192)));
+        assert_eq!(parse(&["console", "web"]), Ok(Cmd::Console(DomRef::Name("web".into()))));
+        assert_eq!(parse(&["console"]), Err("'xl console' requires at least 1 argument.".into()));
+        assert_eq!(parse(&["shutdown", "-w", "3"]), Ok(Cmd::Shutdown { dom: DomRef::Id(3), reboot: false, wait: true }));
+        assert_eq!(parse(&["reboot", "a"]), Ok(Cmd::Shutdown { dom: DomRef::Name("a".into()), reboot: true, wait: false }));
+        assert_eq!(parse(&["shutdown", "-x", "3"]), Err("shutdown: unknown option '-x'".into()));
+        assert_eq!(parse(&["shutdown"]), Err("'xl shutdown' requires at least 1 argument.".into()));
+        assert_eq!(parse(&["uptime"]), Ok(Cmd::Uptime(None)));
         assert_eq!(parse(&["frobnicate"]), Err("command not implemented: frobnicate".into()));
         assert_eq!(parse(&[]), Ok(Cmd::Help));
     }
@@ -335,6 +384,8 @@ mod tests {
         let v = vcpu_list(&[VcpuRow { name: "guest".into(), dom: 1, vcpu: 0, cpu: Some(1), running: true, blocked: false, online: true, cpu_time_ns: 5_000_000_000, hard: 0b10, ncpus: 2 }]);
         assert_eq!(v.lines().nth(1), Some("guest                                1     0     1   r--       5.0  1 / all"));
         assert!(sched_credit(&[("Domain-0".into(), 0, 256, 0)]).ends_with("Domain-0                             0    256    0\n"));
+        assert_eq!(uptime(&[("Domain-0".into(), 0, 3725)]).lines().nth(1), Some("Domain-0                             0  1:02:05"));
+        assert_eq!(uptime(&[("a".into(), 1, 90061)]).lines().nth(1), Some("a                                    1 1 day,  1:01:01"));
         assert_eq!(info(&[("nr_cpus", "2".into())]), "nr_cpus                : 2\n");
         assert!(help().contains(" list                List information about all domains\n"));
     }

@@ -9,21 +9,7 @@
 use crate::wire::{Msg, Parsed};
 use alloc::vec::Vec;
 
-pub const RING_SIZE: u32 = 1024;
-pub const REQ: usize = 0;
-pub const RSP: usize = 1024;
-pub const REQ_CONS: usize = 2048;
-pub const REQ_PROD: usize = 2052;
-pub const RSP_CONS: usize = 2056;
-pub const RSP_PROD: usize = 2060;
-pub const SERVER_FEATURES: usize = 2064;
-pub const CONNECTION: usize = 2068;
-pub const ERROR: usize = 2072;
-
-/// `XENSTORE_ERROR_*`.
-pub const ERROR_COMM: u32 = 1;
-pub const ERROR_RINGIDX: u32 = 2;
-pub const ERROR_PROTO: u32 = 3;
+pub use guest_abi::io::xs::{CONNECTION, ERROR, ERROR_COMM, ERROR_PROTO, ERROR_RINGIDX, REQ, REQ_CONS, REQ_PROD, RING_SIZE, RSP, RSP_CONS, RSP_PROD, SERVER_FEATURES};
 
 /// The ring page as the daemon reaches it (a mapped frame in dom0, an array in tests):
 /// byte and u32 accesses at offsets within the page. Reads of guest-written words must be

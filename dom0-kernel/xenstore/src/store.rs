@@ -787,6 +787,12 @@ impl Store {
         out
     }
 
+    /// A domain shut down or died (the daemon saw `VIRQ_DOM_EXC`): the `@releaseDomain`
+    /// watch events, as Xen's daemon fires them then (privileged watchers only).
+    pub fn domain_exited(&self) -> Vec<Event> {
+        self.fire_special("@releaseDomain")
+    }
+
     /// The absolute paths of every node (for tests).
     pub fn paths(&self) -> Vec<String> {
         let mut v = Vec::new();

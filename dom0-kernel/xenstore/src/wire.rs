@@ -3,68 +3,7 @@
 
 use alloc::vec::Vec;
 
-pub const HEADER: usize = 16;
-/// `XENSTORE_PAYLOAD_MAX`: a longer message ends the connection (as Xen).
-pub const PAYLOAD_MAX: usize = 4096;
-
-/// `xsd_sockmsg_type`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum MsgType {
-    Control = 0,
-    Directory = 1,
-    Read = 2,
-    GetPerms = 3,
-    Watch = 4,
-    Unwatch = 5,
-    TransactionStart = 6,
-    TransactionEnd = 7,
-    Introduce = 8,
-    Release = 9,
-    GetDomainPath = 10,
-    Write = 11,
-    Mkdir = 12,
-    Rm = 13,
-    SetPerms = 14,
-    WatchEvent = 15,
-    Error = 16,
-    IsDomainIntroduced = 17,
-    Resume = 18,
-    SetTarget = 19,
-    ResetWatches = 21,
-    DirectoryPart = 22,
-}
-
-impl MsgType {
-    pub fn from_u32(t: u32) -> Option<MsgType> {
-        use MsgType::*;
-        Some(match t {
-            0 => Control,
-            1 => Directory,
-            2 => Read,
-            3 => GetPerms,
-            4 => Watch,
-            5 => Unwatch,
-            6 => TransactionStart,
-            7 => TransactionEnd,
-            8 => Introduce,
-            9 => Release,
-            10 => GetDomainPath,
-            11 => Write,
-            12 => Mkdir,
-            13 => Rm,
-            14 => SetPerms,
-            15 => WatchEvent,
-            16 => Error,
-            17 => IsDomainIntroduced,
-            18 => Resume,
-            19 => SetTarget,
-            21 => ResetWatches,
-            22 => DirectoryPart,
-            _ => return None,
-        })
-    }
-}
+pub use guest_abi::io::xs::{MsgType, HEADER, PAYLOAD_MAX};
 
 /// One message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Console output through `console_io` (dom0 and test guests).
+//! Console output: through the PV console ring once [`crate::xencons`] took it (a domU
+//! built by a toolstack), else through `console_io` (dom0, boot-time domUs).
 
 use core::fmt::{self, Write};
 
@@ -7,8 +8,16 @@ pub struct Console;
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        crate::hypercall::console_write(s.as_bytes());
+        out(s.as_bytes());
         Ok(())
+    }
+}
+
+fn out(b: &[u8]) {
+    if crate::xencons::active() {
+        crate::xencons::write(b)
+    } else {
+        crate::hypercall::console_write(b);
     }
 }
 
@@ -22,7 +31,7 @@ pub fn print_fmt(args: fmt::Arguments<'_>) {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             for &c in s.as_bytes() {
                 if self.n == self.b.len() {
-                    crate::hypercall::console_write(&self.b);
+                    out(&self.b);
                     self.n = 0;
                 }
                 self.b[self.n] = c;
@@ -33,7 +42,7 @@ pub fn print_fmt(args: fmt::Arguments<'_>) {
     }
     let mut b = Buf { b: [0; 512], n: 0 };
     let _ = b.write_fmt(args);
-    crate::hypercall::console_write(&b.b[..b.n]);
+    out(&b.b[..b.n]);
 }
 
 #[macro_export]

@@ -77,6 +77,25 @@ pub fn populate(dom: u16, frames: &mut [u64]) -> i64 {
     unsafe { crate::hypercall::memory_op(guest_abi::memory::XENMEM_POPULATE_PHYSMAP, r.as_mut_ptr() as u64) }
 }
 
+/// `GNTTABOP_setup_table` for domain `dom` (a privileged caller may name another domain):
+/// its first grant-table frame's MFN, or the hypercall's error or the operation's negative
+/// `GNTST_*` status.
+pub fn grant_frame(dom: u16) -> Result<u64, i64> {
+    let mut frame = 0u64;
+    let mut op = [0u8; 24];
+    op[..2].copy_from_slice(&dom.to_le_bytes());
+    op[4..8].copy_from_slice(&1u32.to_le_bytes());
+    op[16..24].copy_from_slice(&(&mut frame as *mut u64 as u64).to_le_bytes());
+    // SAFETY: the operation and the one-entry frame list are valid for the call.
+    let rc = unsafe { hypercall5(nr::GRANT_TABLE_OP, guest_abi::grant::GNTTABOP_SETUP_TABLE, op.as_mut_ptr() as u64, 1, 0, 0) };
+    let status = i16::from_le_bytes([op[8], op[9]]);
+    match (rc, status) {
+        (0, 0) => Ok(frame),
+        (0, s) => Err(s as i64),
+        (e, _) => Err(e),
+    }
+}
+
 /// One `mmuext_op` on domain `dom`'s behalf (`foreigndom`).
 pub fn mmuext_for(dom: u16, cmd: u32, arg1: u64) -> i64 {
     let op = [crate::hypercall::MmuextOp { cmd, _pad: 0, arg1, arg2: 0 }];

@@ -106,6 +106,8 @@ extern "C" fn pv_runtime_start(si: *const StartInfo) -> ! {
     // SAFETY: the builder passes the address of start_info, mapped writable in the bootstrap
     // region for the guest's lifetime.
     let si = unsafe { &*si };
+    // A domU a toolstack built prints through its console ring from the start.
+    crate::xencons::init(si);
     // SAFETY: `guest_main` is defined by the guest binary with this signature.
     unsafe { guest_main(si) }
 }

@@ -106,6 +106,17 @@ pub fn init(shared: &SharedInfoMap) -> i64 {
     unsafe { hypercall5(nr::CALLBACK_OP, 0, &cb as *const _ as u64, 0, 0, 0) }
 }
 
+/// Makes the mapped shared_info known without registering the upcall (the frontends poll
+/// their ports; [`init`] does both).
+pub fn attach(shared: &SharedInfoMap) {
+    SHARED.store(shared.va(), Ordering::SeqCst);
+}
+
+/// Clears `port`'s pending bit (an event consumed by polling rather than by the upcall).
+pub fn clear_pending(port: Port) {
+    word(PENDING + 8 * (port as u64 / 64)).fetch_and(!(1 << (port % 64)), Ordering::SeqCst);
+}
+
 /// Calls `f(port)` for every delivered event.
 pub fn set_handler(f: fn(Port)) {
     HANDLER.store(f as *const () as u64, Ordering::SeqCst);

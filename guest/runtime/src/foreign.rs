@@ -74,3 +74,72 @@ impl Drop for Window {
         self.restore();
     }
 }
+
+/// Pages of this image that [`Slots`] points at other domains' frames for as long as a
+/// backend needs them (two per domain: its console and XenStore rings).
+pub const SLOTS: usize = 128;
+
+#[repr(C, align(4096))]
+struct SlotPages([[u8; 4096]; SLOTS]);
+static mut SLOT_PAGES: SlotPages = SlotPages([[0; 4096]; SLOTS]);
+
+fn slot_va(i: usize) -> u64 {
+    core::ptr::addr_of!(SLOT_PAGES) as u64 + 4096 * i as u64
+}
+
+/// Long-lived mappings of other domains' frames, each at a page of this image. A slot not
+/// in use maps its own page, so a [`crate::pvio::RingPage`] of a slot is always backed by
+/// writable memory: after [`Slots::unmap`] it reaches this guest's own (unused) page, never
+/// a frame the domain gave back.
+pub struct Slots {
+    own: [u64; SLOTS],
+    used: [bool; SLOTS],
+}
+
+impl Slots {
+    /// The slots of a guest whose image holds them in the bootstrap region.
+    pub fn new(si: &StartInfo) -> Slots {
+        let mut own = [0u64; SLOTS];
+        for (i, o) in own.iter_mut().enumerate() {
+            let pfn = (slot_va(i) - crate::virt_base()) / 4096;
+            // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries and the slots
+            // are in the image, so their PFNs are within it.
+            let mfn = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
+            *o = mfn << 12 | P | RW | A | D;
+        }
+        Slots { own, used: [false; SLOTS] }
+    }
+
+    /// Maps frame `mfn` of domain `dom` writable in a free slot: its index (-ENOSPC when all
+    /// are taken, -errno when refused).
+    pub fn map(&mut self, dom: u16, mfn: u64) -> Result<usize, i64> {
+        let i = self.used.iter().position(|u| !u).ok_or(-28)?;
+        // SAFETY: takes no pointer.
+        match unsafe { hypercall5(nr::UPDATE_VA_MAPPING_OTHERDOMAIN, slot_va(i), mfn << 12 | P | RW | A | D, 2, dom as u64, 0) } {
+            0 => {
+                self.used[i] = true;
+                Ok(i)
+            }
+            e => Err(e),
+        }
+    }
+
+    /// The page of slot `i` (its mapped frame, or this guest's own page if unmapped).
+    pub fn page(&self, i: usize) -> crate::pvio::RingPage {
+        // SAFETY: every slot address is a page of this image, mapped writable at all times
+        // (to a foreign frame by `map`, else to its own frame), and used by nothing else.
+        unsafe { crate::pvio::RingPage::new(slot_va(i % SLOTS)) }
+    }
+
+    /// Gives slot `i` its own frame back (the foreign frame's reference goes with it).
+    pub fn unmap(&mut self, i: usize) -> i64 {
+        if i >= SLOTS || !self.used[i] {
+            return 0;
+        }
+        let r = hc::update_va_mapping(slot_va(i), self.own[i], 2);
+        if r == 0 {
+            self.used[i] = false;
+        }
+        r
+    }
+}

@@ -13,7 +13,10 @@ pub mod events;
 pub mod foreign;
 pub mod hypercall;
 pub mod mm;
+pub mod pvio;
 pub mod traps;
+pub mod xenbus;
+pub mod xencons;
 
 pub use guest_abi;
 pub use guest_abi::start_info::StartInfo;

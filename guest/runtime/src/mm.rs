@@ -38,9 +38,7 @@ impl GuestMem {
         // SAFETY: the builder maps the P2M list writable at `mfn_list` for `nr_pages` entries
         // (Xen's start-of-day contract), and nothing else in the runtime refers to it.
         let p2m = unsafe { core::slice::from_raw_parts_mut(si.mfn_list as *mut u64, si.nr_pages as usize) };
-        let end = si.pt_base + (si.nr_pt_frames + 1) * 4096 + (512 << 10);
-        let end = (end + (4 << 20) - 1) & !((4 << 20) - 1);
-        let region_end_pfn = (end - virt_base) / 4096;
+        let region_end_pfn = crate::pvio::region_end_pfn(si);
         GuestMem { virt_base, p2m, region_end_pfn, next_pfn: region_end_pfn }
     }
 

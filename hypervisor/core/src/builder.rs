@@ -4,8 +4,9 @@
 //! One contiguous virtual region starting at `VIRT_BASE` is a 1:1 map of the domain's first
 //! pseudo-physical frames (`va = virt_base + pfn * 4096`). In it, each item 4 KiB aligned:
 //! the kernel image, the boot module (dom0's initrd, if any: `start_info.mod_start` is its
-//! address, `mod_len` its length, as Xen), the P2M list, `start_info`, the bootstrap page
-//! tables, the boot stack.
+//! address, `mod_len` its length, as Xen), the P2M list, `start_info`, for a domU built by
+//! the toolstack its XenStore and console ring pages (libxenguest's "magic pages"), the
+//! bootstrap page tables, the boot stack.
 //! The region ends on a 4 MiB boundary with at least 512 KiB of slack. Everything is mapped
 //! writable except the page-table frames, which are read-only. Remaining pages of the domain
 //! are listed in the P2M but not mapped.
@@ -39,6 +40,10 @@ pub struct Layout {
     pub p2m_va: u64,
     pub p2m_pages: u64,
     pub start_info_va: u64,
+    /// The XenStore ring page (`start_info.store_mfn`), 0 if none (dom0).
+    pub store_va: u64,
+    /// The console ring page (`start_info.console.domU.mfn`), 0 if none (dom0).
+    pub console_va: u64,
     pub pt_va: u64,
     pub nr_pt_frames: u64,
     pub stack_va: u64,
@@ -121,18 +126,29 @@ pub fn tables_needed(start: u64, end: u64) -> u64 {
 
 /// Computes the layout for an image and a domain of `nr_pages` pages.
 pub fn compute_layout(img: &PvImage<'_>, nr_pages: u64) -> Result<Layout, BuildError> {
-    compute_layout_with_module(img, nr_pages, 0)
+    layout(img, nr_pages, 0, false)
 }
 
-/// [`compute_layout`] with a boot module of `mod_len` bytes after the image.
+/// [`compute_layout`] with a boot module of `mod_len` bytes after the image (dom0's).
 pub fn compute_layout_with_module(img: &PvImage<'_>, nr_pages: u64, mod_len: u64) -> Result<Layout, BuildError> {
+    layout(img, nr_pages, mod_len, false)
+}
+
+/// [`compute_layout`] for a domU the toolstack builds: with its XenStore and console ring
+/// pages after `start_info`, as libxenguest places them.
+pub fn compute_layout_domu(img: &PvImage<'_>, nr_pages: u64) -> Result<Layout, BuildError> {
+    layout(img, nr_pages, 0, true)
+}
+
+fn layout(img: &PvImage<'_>, nr_pages: u64, mod_len: u64, rings: bool) -> Result<Layout, BuildError> {
     let bad = BuildError::ReservedAddress;
     let vb = img.virt_base;
     let mod_va = round_up(img.vend, PAGE).ok_or(bad)?;
     let p2m_va = round_up(mod_va.checked_add(mod_len).ok_or(bad)?, PAGE).ok_or(bad)?;
     let p2m_pages = nr_pages.checked_mul(8).ok_or(bad)?.div_ceil(PAGE);
     let start_info_va = p2m_va.checked_add(p2m_pages * PAGE).ok_or(bad)?;
-    let pt_va = start_info_va.checked_add(PAGE).ok_or(bad)?;
+    let (store_va, console_va) = if rings { (start_info_va + PAGE, start_info_va + 2 * PAGE) } else { (0, 0) };
+    let pt_va = start_info_va.checked_add(if rings { 3 * PAGE } else { PAGE }).ok_or(bad)?;
     let mut nr_pt = 1;
     let (stack_va, v_end) = loop {
         let stack_va = pt_va.checked_add(nr_pt * PAGE).ok_or(bad)?;
@@ -154,6 +170,8 @@ pub fn compute_layout_with_module(img: &PvImage<'_>, nr_pages: u64, mod_len: u64
         p2m_va,
         p2m_pages,
         start_info_va,
+        store_va,
+        console_va,
         pt_va,
         nr_pt_frames: nr_pt,
         stack_va,
@@ -421,7 +439,12 @@ mod tests {
         assert_eq!(l.p2m_pages, 8);
         assert_eq!(l.start_info_va, l.p2m_va + 8 * 4096);
         assert_eq!(l.pt_va, l.start_info_va + 4096);
+        assert_eq!((l.store_va, l.console_va), (0, 0), "dom0 has no ring pages");
         assert_eq!(l.nr_pt_frames, 5, "L4 + L3 + L2 + two L1s for 4 MiB");
+        let d = compute_layout_domu(&img, 4096).unwrap();
+        assert_eq!((d.store_va, d.console_va), (d.start_info_va + 4096, d.start_info_va + 2 * 4096));
+        assert_eq!(d.pt_va, d.console_va + 4096);
+        assert!(d.v_end - d.stack_top() >= MIN_SLACK);
         assert_eq!(l.v_end % REGION_ALIGN, 0);
         assert!(l.v_end - l.stack_top() >= MIN_SLACK);
         assert_eq!(

@@ -1,0 +1,144 @@
+//! The console backend (xenconsoled's job): each domain's console ring is drained into a
+//! buffer in dom0 when its event channel fires; `xl console` shows what is buffered and
+//! then the live output, and sends dom0's serial input into the ring's `in` half. Output
+//! of a domain that died stays readable until the domain is destroyed.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use guest_abi::evtchn::Port;
+use guest_abi::io::console::*;
+use pv_runtime::events;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Output kept per domain while nobody is attached (older bytes are dropped first).
+pub const BUFFER: usize = 64 * 1024;
+
+struct Cons {
+    slot: usize,
+    port: Port,
+    buf: VecDeque<u8>,
+    /// The guest set its indexes to nonsense: nothing more is read.
+    broken: bool,
+    /// Bytes dropped for want of room.
+    dropped: u64,
+}
+
+static CONS: spin::Mutex<BTreeMap<u16, Cons>> = spin::Mutex::new(BTreeMap::new());
+/// The domain `xl console` is attached to, plus one (0: none).
+static ATTACHED: AtomicU32 = AtomicU32::new(0);
+
+/// Serves `dom`'s console ring (machine frame `mfn`, its unbound port `remote_port`).
+pub fn add(dom: u16, mfn: u64, remote_port: Port) -> Result<(), String> {
+    let port = events::bind_interdomain(dom, remote_port).map_err(|e| format!("binding d{}'s console port failed: {}", dom, crate::xl::errno(e)))?;
+    let slot = match crate::rings::map(dom, mfn) {
+        Ok(s) => s,
+        Err(e) => {
+            events::close(port);
+            return Err(format!("mapping d{}'s console ring failed: {}", dom, crate::xl::errno(e)));
+        }
+    };
+    CONS.lock().insert(dom, Cons { slot, port, buf: VecDeque::new(), broken: false, dropped: 0 });
+    crate::executor::register(port, crate::executor::Task::Console(dom));
+    on_event(dom);
+    Ok(())
+}
+
+/// Stops serving `dom` (at destroy): its ring unmapped, its port closed, its output gone.
+pub fn remove(dom: u16) {
+    if ATTACHED.load(Ordering::SeqCst) == dom as u32 + 1 {
+        detach();
+    }
+    if let Some(c) = CONS.lock().remove(&dom) {
+        crate::executor::unregister(c.port);
+        events::close(c.port);
+        crate::rings::unmap(c.slot);
+    }
+}
+
+/// The ring of `dom` had an event: its new output taken (and shown if attached).
+pub fn on_event(dom: u16) -> bool {
+    let mut out = alloc::vec::Vec::new();
+    let mut all = CONS.lock();
+    let Some(c) = all.get_mut(&dom) else { return false };
+    if c.broken {
+        return false;
+    }
+    let page = crate::rings::page(c.slot);
+    let (cons, prod) = (page.u32(OUT_CONS), page.u32(OUT_PROD));
+    let avail = prod.wrapping_sub(cons);
+    if avail > OUT_SIZE {
+        c.broken = true;
+        drop(all);
+        pv_runtime::println!("xenconsoled: d{}: console ring indexes out of range; its output is ignored from now on", dom);
+        return false;
+    }
+    for i in 0..avail {
+        out.push(page.u8(OUT + (cons.wrapping_add(i) % OUT_SIZE) as usize));
+    }
+    if avail > 0 {
+        page.set_u32(OUT_CONS, prod);
+        events::send(c.port);
+    }
+    if ATTACHED.load(Ordering::SeqCst) == dom as u32 + 1 {
+        drop(all);
+        pv_runtime::hypercall::console_write(&out);
+    } else {
+        c.buf.extend(out);
+        let over = c.buf.len().saturating_sub(BUFFER);
+        if over > 0 {
+            c.buf.drain(..over);
+            c.dropped += over as u64;
+        }
+    }
+    false
+}
+
+/// `xl console dom`: what is buffered is shown, then live output until [`detach`].
+pub fn attach(dom: u16) -> Result<(), String> {
+    let buffered: alloc::vec::Vec<u8> = {
+        let mut all = CONS.lock();
+        let c = all.get_mut(&dom).ok_or_else(|| format!("libxl: error: domain {} has no console", dom))?;
+        c.buf.drain(..).collect()
+    };
+    ATTACHED.store(dom as u32 + 1, Ordering::SeqCst);
+    pv_runtime::hypercall::console_write(&buffered);
+    Ok(())
+}
+
+pub fn detach() {
+    ATTACHED.store(0, Ordering::SeqCst);
+}
+
+/// The domain attached to, if any.
+pub fn attached() -> Option<u16> {
+    match ATTACHED.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some((n - 1) as u16),
+    }
+}
+
+/// Typed input for the attached domain: into its ring's `in` half as far as there is room
+/// (the rest is dropped, as a full serial line drops it).
+pub fn input(bytes: &[u8]) {
+    let Some(dom) = attached() else { return };
+    let all = CONS.lock();
+    let Some(c) = all.get(&dom) else { return };
+    let page = crate::rings::page(c.slot);
+    let (cons, prod) = (page.u32(IN_CONS), page.u32(IN_PROD));
+    let used = prod.wrapping_sub(cons);
+    if used > IN_SIZE {
+        return;
+    }
+    let n = (IN_SIZE - used).min(bytes.len() as u32);
+    for i in 0..n {
+        page.set_u8(IN + (prod.wrapping_add(i) % IN_SIZE) as usize, bytes[i as usize]);
+    }
+    page.set_u32(IN_PROD, prod.wrapping_add(n));
+    events::send(c.port);
+}
+
+/// Has `dom` written a whole line that is still buffered?
+pub fn has_line(dom: u16) -> bool {
+    CONS.lock().get(&dom).is_some_and(|c| c.buf.contains(&b'\n'))
+}

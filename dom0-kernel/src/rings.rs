@@ -1,0 +1,70 @@
+//! Other domains' ring pages as dom0's backends reach them: long-lived foreign mappings
+//! (`pv_runtime::foreign::Slots`), shared by the XenStore daemon and the console backend.
+
+use pv_runtime::foreign::Slots;
+use pv_runtime::pvio::RingPage;
+
+static SLOTS: spin::Mutex<Option<Slots>> = spin::Mutex::new(None);
+
+/// Sets the slots up (once, at start).
+pub fn init(si: &pv_runtime::StartInfo) {
+    *SLOTS.lock() = Some(Slots::new(si));
+}
+
+/// Maps frame `mfn` of `dom`: the slot (-errno when refused or full).
+pub fn map(dom: u16, mfn: u64) -> Result<usize, i64> {
+    SLOTS.lock().as_mut().ok_or(-19)?.map(dom, mfn)
+}
+
+/// Unmaps slot `i` (the domain's frame is no longer referenced by dom0).
+pub fn unmap(i: usize) {
+    if let Some(s) = SLOTS.lock().as_mut() {
+        s.unmap(i);
+    }
+}
+
+/// Slot `i`'s page.
+pub fn page(i: usize) -> Page {
+    Page(SLOTS.lock().as_ref().map(|s| s.page(i)))
+}
+
+/// A mapped ring page (as `xenstore::ring::Page`); an absent one reads as zeroes.
+pub struct Page(Option<RingPage>);
+
+impl Page {
+    pub fn u32(&self, off: usize) -> u32 {
+        self.0.map_or(0, |p| p.read_u32(off))
+    }
+    pub fn set_u32(&self, off: usize, v: u32) {
+        if let Some(p) = self.0 {
+            p.write_u32(off, v)
+        }
+    }
+    pub fn u8(&self, off: usize) -> u8 {
+        self.0.map_or(0, |p| p.read_u8(off))
+    }
+    pub fn set_u8(&self, off: usize, v: u8) {
+        if let Some(p) = self.0 {
+            p.write_u8(off, v)
+        }
+    }
+}
+
+impl xenstore::ring::Page for Page {
+    fn read_u32(&self, off: usize) -> u32 {
+        self.u32(off)
+    }
+    fn write_u32(&mut self, off: usize, v: u32) {
+        self.set_u32(off, v)
+    }
+    fn read(&self, off: usize, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.u8(off + i);
+        }
+    }
+    fn write(&mut self, off: usize, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            self.set_u8(off + i, b);
+        }
+    }
+}

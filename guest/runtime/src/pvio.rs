@@ -1,0 +1,106 @@
+//! What the PV frontends share: finding a ring page the toolstack placed in the bootstrap
+//! region, reaching shared_info for its event port, and waiting on that port.
+//!
+//! A frontend masks its port: its events are never taken by the upcall (a guest may have
+//! its own handler), only seen by `SCHEDOP_poll`, which works with events masked.
+
+use crate::events;
+use crate::StartInfo;
+use core::sync::atomic::{AtomicU64, Ordering};
+use guest_abi::evtchn::Port;
+
+/// First PFN past the bootstrap region (Xen's start-of-day layout: the tables, one stack
+/// page, at least 512 KiB of slack, rounded up to 4 MiB).
+pub fn region_end_pfn(si: &StartInfo) -> u64 {
+    let end = si.pt_base + (si.nr_pt_frames + 1) * 4096 + (512 << 10);
+    let end = (end + (4 << 20) - 1) & !((4 << 20) - 1);
+    (end - crate::virt_base()) / 4096
+}
+
+/// shared_info's address once mapped here (0: not yet).
+static SHARED_VA: AtomicU64 = AtomicU64::new(0);
+
+/// shared_info mapped at the last page of the bootstrap region (where the test guests and
+/// dom0 keep it too) and known to [`events`]; false if the mapping was refused.
+pub fn shared_up(si: &StartInfo) -> bool {
+    if SHARED_VA.load(Ordering::SeqCst) != 0 {
+        return true;
+    }
+    let va = crate::virt_base() + (region_end_pfn(si) - 1) * 4096;
+    match crate::mm::map_shared_info(si, va) {
+        Ok(map) => {
+            events::attach(&map);
+            SHARED_VA.store(va, Ordering::SeqCst);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The address of machine frame `mfn` if it is one of the bootstrap region's (found in the
+/// P2M list).
+pub fn region_va(si: &StartInfo, mfn: u64) -> Option<u64> {
+    let n = region_end_pfn(si).min(si.nr_pages);
+    (0..n).find(|&pfn| {
+        // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries (Xen's start-of-day
+        // contract); `pfn` is below nr_pages. A plain read of a word the guest owns.
+        let m = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
+        m == mfn
+    })
+    .map(|pfn| crate::virt_base() + pfn * 4096)
+}
+
+/// Sleeps until one of `ports` is pending, then clears them (their events are consumed
+/// here, never by the upcall: [`take_port`] masked them).
+pub fn wait(ports: &[Port]) {
+    if !ports.iter().any(|&p| events::is_pending(p)) {
+        events::poll(ports, 0);
+    }
+    for &p in ports {
+        events::clear_pending(p);
+    }
+}
+
+/// Keeps `port`'s events from the upcall: masked, and polled by its frontend.
+pub fn take_port(port: Port) {
+    events::set_port_mask(port, true);
+}
+
+/// A ring page: volatile word and byte accesses at offsets within it.
+#[derive(Copy, Clone)]
+pub struct RingPage(u64);
+
+impl RingPage {
+    /// The page at `va`.
+    ///
+    /// # Safety
+    /// `va` must be a page mapped writable for the guest's lifetime that nothing but this
+    /// frontend (and its backend, through its own mapping) uses.
+    pub unsafe fn new(va: u64) -> RingPage {
+        RingPage(va)
+    }
+
+    pub fn read_u32(&self, off: usize) -> u32 {
+        core::sync::atomic::fence(Ordering::SeqCst);
+        // SAFETY: `new`'s contract; callers pass offsets of the ring's index words (4-aligned,
+        // inside the page).
+        unsafe { ((self.0 + (off as u64 & 0xFFC)) as *const u32).read_volatile() }
+    }
+
+    pub fn write_u32(&self, off: usize, v: u32) {
+        core::sync::atomic::fence(Ordering::SeqCst);
+        // SAFETY: as for `read_u32`.
+        unsafe { ((self.0 + (off as u64 & 0xFFC)) as *mut u32).write_volatile(v) };
+        core::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    pub fn read_u8(&self, off: usize) -> u8 {
+        // SAFETY: `new`'s contract; the offset is kept inside the page.
+        unsafe { ((self.0 + (off as u64 & 0xFFF)) as *const u8).read_volatile() }
+    }
+
+    pub fn write_u8(&self, off: usize, v: u8) {
+        // SAFETY: as for `read_u8`.
+        unsafe { ((self.0 + (off as u64 & 0xFFF)) as *mut u8).write_volatile(v) }
+    }
+}

@@ -1,0 +1,264 @@
+//! The XenStore client over the domain's ring (`io/xs_wire.h`), with no heap: requests are
+//! written whole into `req`, replies read from `rsp` as they arrive; watch events that come
+//! while a reply is awaited are kept (a few) for [`next_watch`]. Also the shutdown protocol:
+//! `control/shutdown` watched, acknowledged, then `SCHEDOP_shutdown`.
+
+use crate::events;
+use crate::pvio::{self, RingPage};
+use crate::StartInfo;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use guest_abi::errno::Errno;
+use guest_abi::io::xs::*;
+
+static RING: AtomicU64 = AtomicU64::new(0);
+static PORT: AtomicU32 = AtomicU32::new(0);
+static REQ_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Longest watch event kept while a reply is awaited; events kept at most.
+const EVENT_MAX: usize = 256;
+const EVENTS_KEPT: usize = 8;
+
+/// Watch events that arrived while a reply was awaited, and the client's lock (one request
+/// at a time: replies come back in order on the one ring).
+struct Client {
+    kept: [([u8; EVENT_MAX], usize); EVENTS_KEPT],
+    n: usize,
+    /// Events dropped because `kept` was full.
+    dropped: u32,
+}
+
+static CLIENT: spin::Mutex<Client> = spin::Mutex::new(Client { kept: [([0; EVENT_MAX], 0); EVENTS_KEPT], n: 0, dropped: 0 });
+
+/// Takes the XenStore ring of a domU built by a toolstack (`start_info.store_mfn`). True
+/// if the client can be used.
+pub fn init(si: &StartInfo) -> bool {
+    let (mfn, port) = (si.store_mfn, si.store_evtchn);
+    if mfn == 0 || port == 0 || !pvio::shared_up(si) {
+        return false;
+    }
+    let Some(va) = pvio::region_va(si, mfn) else { return false };
+    pvio::take_port(port);
+    PORT.store(port, Ordering::SeqCst);
+    RING.store(va, Ordering::SeqCst);
+    true
+}
+
+fn ring() -> Option<(RingPage, u32)> {
+    let va = RING.load(Ordering::SeqCst);
+    // SAFETY: `init` stored the address of the XenStore page, mapped writable in the
+    // bootstrap region for the domain's lifetime and used by nothing else of the guest.
+    (va != 0).then(|| (unsafe { RingPage::new(va) }, PORT.load(Ordering::SeqCst)))
+}
+
+/// The ring's event port (0 before [`init`]).
+pub fn port() -> u32 {
+    PORT.load(Ordering::SeqCst)
+}
+
+fn put(r: RingPage, port: u32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let (cons, prod) = (r.read_u32(REQ_CONS), r.read_u32(REQ_PROD));
+        let room = RING_SIZE.saturating_sub(prod.wrapping_sub(cons)) as usize;
+        if room == 0 {
+            events::send(port);
+            pvio::wait(&[port]);
+            continue;
+        }
+        let n = room.min(bytes.len());
+        for (i, &b) in bytes[..n].iter().enumerate() {
+            r.write_u8(REQ + (prod.wrapping_add(i as u32) % RING_SIZE) as usize, b);
+        }
+        r.write_u32(REQ_PROD, prod.wrapping_add(n as u32));
+        bytes = &bytes[n..];
+    }
+    events::send(port);
+}
+
+/// Bytes of a reply waiting in `rsp`.
+fn available(r: RingPage) -> u32 {
+    r.read_u32(RSP_PROD).wrapping_sub(r.read_u32(RSP_CONS)).min(RING_SIZE)
+}
+
+/// Takes `out.len()` bytes of `rsp`, waiting for them; bytes past `keep` are dropped.
+fn get(r: RingPage, port: u32, out: &mut [u8], len: usize) {
+    let mut got = 0;
+    while got < len {
+        let avail = available(r) as usize;
+        if avail == 0 {
+            pvio::wait(&[port]);
+            continue;
+        }
+        let cons = r.read_u32(RSP_CONS);
+        let n = avail.min(len - got);
+        for i in 0..n {
+            let b = r.read_u8(RSP + (cons.wrapping_add(i as u32) % RING_SIZE) as usize);
+            if let Some(slot) = out.get_mut(got + i) {
+                *slot = b;
+            }
+        }
+        r.write_u32(RSP_CONS, cons.wrapping_add(n as u32));
+        events::send(port);
+        got += n;
+    }
+}
+
+/// The next message header from `rsp`: (type, request id, payload length).
+fn header(r: RingPage, port: u32) -> (u32, u32, usize) {
+    let mut h = [0u8; HEADER];
+    get(r, port, &mut h, HEADER);
+    let w = |i: usize| u32::from_le_bytes([h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]]);
+    (w(0), w(1), (w(3) as usize).min(PAYLOAD_MAX))
+}
+
+impl Client {
+    fn keep(&mut self, ev: &[u8]) {
+        if self.n == EVENTS_KEPT {
+            self.dropped += 1;
+            return;
+        }
+        let n = ev.len().min(EVENT_MAX);
+        self.kept[self.n].0[..n].copy_from_slice(&ev[..n]);
+        self.kept[self.n].1 = n;
+        self.n += 1;
+    }
+}
+
+/// Sends request `ty` (payload: `parts` one after the other) in transaction `tx` (0: none)
+/// and waits for its reply: the reply's payload length in `out` (cut to fit), or the error
+/// the daemon answered.
+pub fn request(ty: MsgType, tx: u32, parts: &[&[u8]], out: &mut [u8]) -> Result<usize, Errno> {
+    let (r, port) = ring().ok_or(Errno::ENODEV)?;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > PAYLOAD_MAX {
+        return Err(Errno::E2BIG);
+    }
+    let mut c = CLIENT.lock();
+    let id = REQ_ID.fetch_add(1, Ordering::SeqCst);
+    let mut h = [0u8; HEADER];
+    for (i, v) in [ty as u32, id, tx, len as u32].into_iter().enumerate() {
+        h[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    put(r, port, &h);
+    for p in parts {
+        put(r, port, p);
+    }
+    loop {
+        let (t, rid, n) = header(r, port);
+        if t == MsgType::WatchEvent as u32 {
+            let mut ev = [0u8; EVENT_MAX];
+            get(r, port, &mut ev, n);
+            c.keep(&ev[..n.min(EVENT_MAX)]);
+            continue;
+        }
+        if rid != id {
+            get(r, port, &mut [], n);
+            continue;
+        }
+        if t == MsgType::Error as u32 {
+            let mut e = [0u8; 16];
+            get(r, port, &mut e, n);
+            let name = e.split(|&b| b == 0).next().unwrap_or(&[]);
+            return Err(core::str::from_utf8(name).ok().and_then(Errno::from_name).unwrap_or(Errno::EIO));
+        }
+        get(r, port, out, n);
+        return Ok(n.min(out.len()));
+    }
+}
+
+/// `READ path`: the value's length in `out`.
+pub fn read(path: &str, out: &mut [u8]) -> Result<usize, Errno> {
+    request(MsgType::Read, 0, &[path.as_bytes(), b"\0"], out)
+}
+
+/// `WRITE path value`.
+pub fn write(path: &str, value: &[u8]) -> Result<(), Errno> {
+    request(MsgType::Write, 0, &[path.as_bytes(), b"\0", value], &mut [0u8; 4]).map(|_| ())
+}
+
+/// `WRITE path value` inside transaction `tx`.
+pub fn write_tx(tx: u32, path: &str, value: &[u8]) -> Result<(), Errno> {
+    request(MsgType::Write, tx, &[path.as_bytes(), b"\0", value], &mut [0u8; 4]).map(|_| ())
+}
+
+/// `RM path`.
+pub fn rm(path: &str) -> Result<(), Errno> {
+    request(MsgType::Rm, 0, &[path.as_bytes(), b"\0"], &mut [0u8; 4]).map(|_| ())
+}
+
+/// `DIRECTORY path`: the children's names, each NUL-terminated, in `out`.
+pub fn directory(path: &str, out: &mut [u8]) -> Result<usize, Errno> {
+    request(MsgType::Directory, 0, &[path.as_bytes(), b"\0"], out)
+}
+
+/// `WATCH path token`.
+pub fn watch(path: &str, token: &str) -> Result<(), Errno> {
+    request(MsgType::Watch, 0, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"], &mut [0u8; 4]).map(|_| ())
+}
+
+/// `TRANSACTION_START`: the transaction's id.
+pub fn transaction_start() -> Result<u32, Errno> {
+    let mut b = [0u8; 16];
+    let n = request(MsgType::TransactionStart, 0, &[b"\0"], &mut b)?;
+    core::str::from_utf8(&b[..n]).ok().and_then(|s| s.trim_end_matches('\0').parse().ok()).ok_or(Errno::EIO)
+}
+
+/// `TRANSACTION_END`: committed (`commit`) or abandoned; `EAGAIN` on a conflict.
+pub fn transaction_end(tx: u32, commit: bool) -> Result<(), Errno> {
+    request(MsgType::TransactionEnd, tx, &[if commit { b"T\0" } else { b"F\0" }], &mut [0u8; 4]).map(|_| ())
+}
+
+/// The next watch event (`path\0token\0`) without waiting: one kept while a reply was
+/// awaited, else one waiting in the ring. Its length in `out`.
+pub fn next_watch(out: &mut [u8]) -> Option<usize> {
+    let (r, port) = ring()?;
+    let mut c = CLIENT.lock();
+    if c.n > 0 {
+        let (ev, n) = c.kept[0];
+        c.kept.copy_within(1.., 0);
+        c.n -= 1;
+        let n = n.min(out.len());
+        out[..n].copy_from_slice(&ev[..n]);
+        return Some(n);
+    }
+    while available(r) as usize >= HEADER {
+        let (t, _, n) = header(r, port);
+        if t == MsgType::WatchEvent as u32 {
+            get(r, port, out, n);
+            return Some(n.min(out.len()));
+        }
+        // A reply nobody waits for (cannot happen: requests wait for theirs).
+        get(r, port, &mut [], n);
+    }
+    None
+}
+
+/// Watch events dropped because too many arrived while replies were awaited.
+pub fn dropped_events() -> u32 {
+    CLIENT.lock().dropped
+}
+
+/// The token of the watch on `control/shutdown` ([`watch_shutdown`]).
+pub const SHUTDOWN_TOKEN: &str = "shutdown";
+
+/// Starts the shutdown protocol: `control/shutdown` watched, and the `feature-poweroff` /
+/// `feature-reboot` keys a toolstack looks for.
+pub fn watch_shutdown() -> Result<(), Errno> {
+    write("control/feature-poweroff", b"1")?;
+    write("control/feature-reboot", b"1")?;
+    watch("control/shutdown", SHUTDOWN_TOKEN)
+}
+
+/// After a watch event on `control/shutdown`: the request it holds, acknowledged (the node
+/// emptied, as Linux does); `None` if it holds none.
+pub fn take_shutdown_request() -> Option<guest_abi::sched::ShutdownReason> {
+    use guest_abi::sched::ShutdownReason;
+    let mut b = [0u8; 32];
+    let n = read("control/shutdown", &mut b).ok()?;
+    let reason = match &b[..n] {
+        b"poweroff" | b"halt" => ShutdownReason::Poweroff,
+        b"reboot" => ShutdownReason::Reboot,
+        _ => return None,
+    };
+    write("control/shutdown", b"").ok()?;
+    Some(reason)
+}

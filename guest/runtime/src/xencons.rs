@@ -1,0 +1,86 @@
+//! The PV console frontend (`io/console.h`): output into the ring's `out` half, input from
+//! its `in` half, one event channel both ways. Once [`init`] found the ring the toolstack
+//! gave the domain (`start_info.console.domU`), `print!` goes here instead of
+//! `console_io`: the domain's output then reaches dom0's console backend (`xl console`).
+
+use crate::events;
+use crate::pvio::{self, RingPage};
+use crate::StartInfo;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use guest_abi::io::console::*;
+
+static RING: AtomicU64 = AtomicU64::new(0);
+static PORT: AtomicU32 = AtomicU32::new(0);
+
+/// Takes the console ring of a domU built by a toolstack (dom0 and boot-time domUs have
+/// none and keep `console_io`). True if the ring is in use from now on.
+pub fn init(si: &StartInfo) -> bool {
+    use guest_abi::start_info::SIF_INITDOMAIN;
+    let (mfn, port) = (si.console.mfn_or_info, si.console.evtchn);
+    if si.flags & SIF_INITDOMAIN != 0 || mfn == 0 || port == 0 || !pvio::shared_up(si) {
+        return false;
+    }
+    let Some(va) = pvio::region_va(si, mfn) else { return false };
+    pvio::take_port(port);
+    PORT.store(port, Ordering::SeqCst);
+    RING.store(va, Ordering::SeqCst);
+    true
+}
+
+/// The ring, once [`init`] took it.
+fn ring() -> Option<(RingPage, u32)> {
+    let va = RING.load(Ordering::SeqCst);
+    // SAFETY: `init` stored the address of the console page, mapped writable in the
+    // bootstrap region for the domain's lifetime and used by nothing else of the guest.
+    (va != 0).then(|| (unsafe { RingPage::new(va) }, PORT.load(Ordering::SeqCst)))
+}
+
+/// Is the PV console in use?
+pub fn active() -> bool {
+    RING.load(Ordering::SeqCst) != 0
+}
+
+/// Writes `bytes` into the ring, waiting for the backend to make room when it is full.
+pub fn write(bytes: &[u8]) {
+    let Some((r, port)) = ring() else { return };
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (cons, prod) = (r.read_u32(OUT_CONS), r.read_u32(OUT_PROD));
+        let used = prod.wrapping_sub(cons);
+        // A backend that set the indexes to nonsense gets a full ring (nothing written).
+        let room = OUT_SIZE.saturating_sub(used) as usize;
+        if room == 0 {
+            events::send(port);
+            pvio::wait(&[port]);
+            continue;
+        }
+        let n = room.min(rest.len());
+        for (i, &b) in rest[..n].iter().enumerate() {
+            r.write_u8(OUT + (prod.wrapping_add(i as u32) % OUT_SIZE) as usize, b);
+        }
+        r.write_u32(OUT_PROD, prod.wrapping_add(n as u32));
+        rest = &rest[n..];
+    }
+    events::send(port);
+}
+
+/// Takes what input the ring holds (at most `buf.len()` bytes) without waiting.
+pub fn read(buf: &mut [u8]) -> usize {
+    let Some((r, port)) = ring() else { return 0 };
+    let (cons, prod) = (r.read_u32(IN_CONS), r.read_u32(IN_PROD));
+    let avail = prod.wrapping_sub(cons).min(IN_SIZE) as usize;
+    let n = avail.min(buf.len());
+    for (i, b) in buf[..n].iter_mut().enumerate() {
+        *b = r.read_u8(IN + (cons.wrapping_add(i as u32) % IN_SIZE) as usize);
+    }
+    if n > 0 {
+        r.write_u32(IN_CONS, cons.wrapping_add(n as u32));
+        events::send(port);
+    }
+    n
+}
+
+/// The console's event port (0 before [`init`]), for a guest that waits on several.
+pub fn port() -> u32 {
+    PORT.load(Ordering::SeqCst)
+}
