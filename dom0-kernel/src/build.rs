@@ -293,6 +293,6 @@ fn announce(dom: u16, cfg: &Config, l: &Layout, store: (u64, u32), console: (u64
         }
     }
     xs::introduce(dom, store.0, store.1).map_err(|e| format!("libxl: error: {}", e))?;
-    crate::consoled::add(dom, console.0, console.1).map_err(|e| format!("libxl: error: {}", e))?;
+    crate::consoled::add(dom, console.1).map_err(|e| format!("libxl: error: {}", e))?;
     Ok(())
 }

@@ -28,10 +28,11 @@ static CONS: spin::Mutex<BTreeMap<u16, Cons>> = spin::Mutex::new(BTreeMap::new()
 /// The domain `xl console` is attached to, plus one (0: none).
 static ATTACHED: AtomicU32 = AtomicU32::new(0);
 
-/// Serves `dom`'s console ring (machine frame `mfn`, its unbound port `remote_port`).
-pub fn add(dom: u16, mfn: u64, remote_port: Port) -> Result<(), String> {
+/// Serves `dom`'s console ring (grant reference `GNTTAB_RESERVED_CONSOLE`, its unbound port
+/// `remote_port`).
+pub fn add(dom: u16, remote_port: Port) -> Result<(), String> {
     let port = events::bind_interdomain(dom, remote_port).map_err(|e| format!("binding d{}'s console port failed: {}", dom, crate::xl::errno(e)))?;
-    let slot = match crate::rings::map(dom, mfn) {
+    let slot = match crate::rings::map(dom, guest_abi::grant::GNTTAB_RESERVED_CONSOLE) {
         Ok(s) => s,
         Err(e) => {
             events::close(port);
@@ -44,8 +45,10 @@ pub fn add(dom: u16, mfn: u64, remote_port: Port) -> Result<(), String> {
     Ok(())
 }
 
-/// Stops serving `dom` (at destroy): its ring unmapped, its port closed, its output gone.
+/// Stops serving `dom` (at destroy): what it wrote last taken (and shown if attached),
+/// then its ring unmapped, its port closed, its output gone.
 pub fn remove(dom: u16) {
+    on_event(dom);
     if ATTACHED.load(Ordering::SeqCst) == dom as u32 + 1 {
         detach();
     }

@@ -1,5 +1,5 @@
-//! Other domains' ring pages as dom0's backends reach them: long-lived foreign mappings
-//! (`pv_runtime::foreign::Slots`), shared by the XenStore daemon and the console backend.
+//! Other domains' ring pages as dom0's backends reach them: long-lived grant mappings of
+//! the references the builder seeded (`pv_runtime::foreign::Slots`), shared by the XenStore daemon and the console backend.
 
 use pv_runtime::foreign::Slots;
 use pv_runtime::pvio::RingPage;
@@ -11,9 +11,9 @@ pub fn init(si: &pv_runtime::StartInfo) {
     *SLOTS.lock() = Some(Slots::new(si));
 }
 
-/// Maps frame `mfn` of `dom`: the slot (-errno when refused or full).
-pub fn map(dom: u16, mfn: u64) -> Result<usize, i64> {
-    SLOTS.lock().as_mut().ok_or(-19)?.map(dom, mfn)
+/// Maps grant `gref` of `dom`: the slot (-errno or -GNTST when refused, or full).
+pub fn map(dom: u16, gref: u32) -> Result<usize, i64> {
+    SLOTS.lock().as_mut().ok_or(-19)?.map(dom, gref)
 }
 
 /// Unmaps slot `i` (the domain's frame is no longer referenced by dom0).

@@ -176,11 +176,12 @@ pub fn transaction_end(tx: u32, commit: bool) -> Result<(), String> {
     request(MsgType::TransactionEnd, tx, &[if commit { b"T" } else { b"F" }], None).map(|_| ())
 }
 
-/// `XS_INTRODUCE`: `dom`'s ring (machine frame `mfn`, its unbound port `remote_port` for
-/// dom0) is served from now on.
+/// `XS_INTRODUCE`: `dom`'s ring (machine frame `mfn`, granted to dom0 as reference
+/// `GNTTAB_RESERVED_XENSTORE`; its unbound port `remote_port` for dom0) is served from now
+/// on.
 pub fn introduce(dom: DomId, mfn: u64, remote_port: Port) -> Result<(), String> {
     let port = events::bind_interdomain(dom, remote_port).map_err(|e| format!("binding d{}'s XenStore port failed: {}", dom, crate::xl::errno(e)))?;
-    let slot = match crate::rings::map(dom, mfn) {
+    let slot = match crate::rings::map(dom, guest_abi::grant::GNTTAB_RESERVED_XENSTORE) {
         Ok(s) => s,
         Err(e) => {
             events::close(port);

@@ -75,8 +75,8 @@ impl Drop for Window {
     }
 }
 
-/// Pages of this image that [`Slots`] points at other domains' frames for as long as a
-/// backend needs them (two per domain: its console and XenStore rings).
+/// Pages of this image that [`Slots`] points at other domains' granted frames for as long
+/// as a backend needs them (two per domain: its console and XenStore rings).
 pub const SLOTS: usize = 128;
 
 #[repr(C, align(4096))]
@@ -87,13 +87,21 @@ fn slot_va(i: usize) -> u64 {
     core::ptr::addr_of!(SLOT_PAGES) as u64 + 4096 * i as u64
 }
 
-/// Long-lived mappings of other domains' frames, each at a page of this image. A slot not
-/// in use maps its own page, so a [`crate::pvio::RingPage`] of a slot is always backed by
-/// writable memory: after [`Slots::unmap`] it reaches this guest's own (unused) page, never
-/// a frame the domain gave back.
+/// Long-lived grant mappings of other domains' pages (`GNTTABOP_map_grant_ref` with
+/// `GNTMAP_host_map`), each at a page of this image. A slot not in use maps its own page,
+/// so a [`crate::pvio::RingPage`] of a slot is always backed by writable memory: after
+/// [`Slots::unmap`] it reaches this guest's own (unused) page, never a page the granter
+/// took back.
 pub struct Slots {
     own: [u64; SLOTS],
-    used: [bool; SLOTS],
+    /// The grant handle of each slot in use.
+    handle: [Option<u32>; SLOTS],
+}
+
+/// `grant_table_op(cmd, op, 1)` on one operation.
+fn grant_op(cmd: u64, op: &mut [u8]) -> i64 {
+    // SAFETY: `op` is valid for reads and writes of the operation's size during the call.
+    unsafe { hypercall5(nr::GRANT_TABLE_OP, cmd, op.as_mut_ptr() as u64, 1, 0, 0) }
 }
 
 impl Slots {
@@ -107,39 +115,50 @@ impl Slots {
             let mfn = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
             *o = mfn << 12 | P | RW | A | D;
         }
-        Slots { own, used: [false; SLOTS] }
+        Slots { own, handle: [None; SLOTS] }
     }
 
-    /// Maps frame `mfn` of domain `dom` writable in a free slot: its index (-ENOSPC when all
-    /// are taken, -errno when refused).
-    pub fn map(&mut self, dom: u16, mfn: u64) -> Result<usize, i64> {
-        let i = self.used.iter().position(|u| !u).ok_or(-28)?;
-        // SAFETY: takes no pointer.
-        match unsafe { hypercall5(nr::UPDATE_VA_MAPPING_OTHERDOMAIN, slot_va(i), mfn << 12 | P | RW | A | D, 2, dom as u64, 0) } {
-            0 => {
-                self.used[i] = true;
+    /// Maps grant `gref` of domain `dom` writable in a free slot: its index (-ENOSPC when all
+    /// are taken, the hypercall's -errno, or the negative `GNTST_*` status when refused).
+    pub fn map(&mut self, dom: u16, gref: u32) -> Result<usize, i64> {
+        let i = self.handle.iter().position(|h| h.is_none()).ok_or(-28)?;
+        let mut op = [0u8; 32];
+        op[..8].copy_from_slice(&slot_va(i).to_le_bytes());
+        op[8..12].copy_from_slice(&guest_abi::grant::GNTMAP_HOST_MAP.to_le_bytes());
+        op[12..16].copy_from_slice(&gref.to_le_bytes());
+        op[16..18].copy_from_slice(&dom.to_le_bytes());
+        let rc = grant_op(guest_abi::grant::GNTTABOP_MAP_GRANT_REF, &mut op);
+        let status = i16::from_le_bytes([op[18], op[19]]);
+        match (rc, status) {
+            (0, 0) => {
+                self.handle[i] = Some(u32::from_le_bytes([op[20], op[21], op[22], op[23]]));
                 Ok(i)
             }
-            e => Err(e),
+            (0, s) => Err(s as i64),
+            (e, _) => Err(e),
         }
     }
 
     /// The page of slot `i` (its mapped frame, or this guest's own page if unmapped).
     pub fn page(&self, i: usize) -> crate::pvio::RingPage {
         // SAFETY: every slot address is a page of this image, mapped writable at all times
-        // (to a foreign frame by `map`, else to its own frame), and used by nothing else.
+        // (to a granted frame by `map`, else to its own frame), and used by nothing else.
         unsafe { crate::pvio::RingPage::new(slot_va(i % SLOTS)) }
     }
 
-    /// Gives slot `i` its own frame back (the foreign frame's reference goes with it).
+    /// Unmaps slot `i`'s grant and gives the slot its own frame back.
     pub fn unmap(&mut self, i: usize) -> i64 {
-        if i >= SLOTS || !self.used[i] {
-            return 0;
+        let Some(Some(h)) = self.handle.get(i).copied() else { return 0 };
+        let mut op = [0u8; 24];
+        op[..8].copy_from_slice(&slot_va(i).to_le_bytes());
+        op[16..20].copy_from_slice(&h.to_le_bytes());
+        let rc = grant_op(guest_abi::grant::GNTTABOP_UNMAP_GRANT_REF, &mut op);
+        let status = i16::from_le_bytes([op[20], op[21]]);
+        // The slot's own frame back, whatever the unmap said (the page must stay mapped).
+        let back = hc::update_va_mapping(slot_va(i), self.own[i], 2);
+        if rc == 0 && status == 0 && back == 0 {
+            self.handle[i] = None;
         }
-        let r = hc::update_va_mapping(slot_va(i), self.own[i], 2);
-        if r == 0 {
-            self.used[i] = false;
-        }
-        r
+        if rc != 0 { rc } else if status != 0 { status as i64 } else { back }
     }
 }
