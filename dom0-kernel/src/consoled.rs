@@ -145,3 +145,8 @@ pub fn input(bytes: &[u8]) {
 pub fn has_line(dom: u16) -> bool {
     CONS.lock().get(&dom).is_some_and(|c| c.buf.contains(&b'\n'))
 }
+
+/// dom0's port for `dom`'s console.
+pub fn port(dom: u16) -> Option<Port> {
+    CONS.lock().get(&dom).map(|c| c.port)
+}

@@ -118,13 +118,9 @@ fn shell_input() -> bool {
 }
 
 /// dom0's services until it powers off: tasks woken by their event channels.
-fn serve(shared: &pv_runtime::mm::SharedInfoMap) -> ! {
+fn serve() -> ! {
     use executor::Task;
     use pv_runtime::events;
-    if events::init(shared) != 0 {
-        println!("dom0: the event upcall was refused");
-        hypercall::shutdown(ShutdownReason::Crash)
-    }
     executor::init();
     match events::bind_virq(guest_abi::evtchn::VIRQ_CONSOLE, 0) {
         Ok(p) => executor::register(p, Task::Shell),
@@ -238,6 +234,12 @@ fn guest_main(si: &'static StartInfo) -> ! {
     if si.mod_len > 0 {
         println!("dom0: boot bundle: {} KiB, {} file(s)", si.mod_len / 1024, files.len());
     }
+    // Events (and pvclock time) for everything below; the upcall stays masked until the
+    // executor runs.
+    if pv_runtime::events::init(&shared) != 0 {
+        println!("dom0: the event upcall was refused");
+        hypercall::shutdown(ShutdownReason::Crash)
+    }
     FILES.call_once(|| files);
     START_INFO.call_once(|| si);
     rings::init(si);
@@ -251,5 +253,5 @@ fn guest_main(si: &'static StartInfo) -> ! {
         println!("dom0: shutting down as asked");
         hypercall::shutdown(ShutdownReason::Poweroff)
     }
-    serve(&shared)
+    serve()
 }

@@ -414,6 +414,7 @@ pub fn bench_create(n: u32) {
     let mut create = Vec::new();
     let mut destroy = Vec::new();
     let nodes_before = crate::xs::nodes();
+    let free_before = physinfo().map(|p| field64(&p, physinfo::FREE_PAGES)).unwrap_or(0);
     for _ in 0..n {
         let t0 = pv_runtime::rdtsc();
         if let Err(e) = create_from("/etc/xen/tiny.cfg", false, true) {
@@ -424,15 +425,21 @@ pub fn bench_create(n: u32) {
             println!("bench-create: the domain was not created");
             return;
         };
-        let mut waits = 0u32;
-        while !crate::consoled::has_line(id) {
+        // Asleep on the console's port, as `xl create -c` would be: the guest's notify
+        // wakes dom0.
+        let port = crate::consoled::port(id).unwrap_or(0);
+        let deadline = pv_runtime::events::system_time() + 10_000_000_000;
+        loop {
             crate::consoled::on_event(id);
-            if waits > 1_000_000 {
+            if crate::consoled::has_line(id) {
+                break;
+            }
+            if pv_runtime::events::system_time() > deadline {
                 println!("bench-create: d{} wrote no console line", id);
                 return;
             }
-            waits += 1;
-            hypercall::yield_now();
+            pv_runtime::events::poll(&[port], deadline);
+            pv_runtime::events::clear_pending(port);
         }
         let t1 = pv_runtime::rdtsc();
         run(&["destroy", "tiny"]);
@@ -449,7 +456,7 @@ pub fn bench_create(n: u32) {
         create.push(t1 - t0);
         destroy.push(t2 - t1);
     }
-    for (i, tag) in [(0usize, "1"), (9, "10"), (n as usize - 1, "n")] {
+    for (i, tag) in [(0usize, "1"), (9, "10"), (99, "100"), (n as usize - 1, "n")] {
         if let (Some(c), Some(d)) = (create.get(i), destroy.get(i)) {
             println!("BENCH xl_create_to_console_{}_tsc={}", tag, c);
             println!("BENCH xl_destroy_{}_tsc={}", tag, d);
@@ -458,7 +465,13 @@ pub fn bench_create(n: u32) {
     if let Ok(p) = physinfo() {
         println!("BENCH tsc_khz={}", field32(&p, physinfo::CPU_KHZ));
     }
-    println!("bench-create: {} create/destroy cycles; XenStore nodes {} before, {} after", n, nodes_before, crate::xs::nodes());
+    let (nodes_after, free_after) = (crate::xs::nodes(), physinfo().map(|p| field64(&p, physinfo::FREE_PAGES)).unwrap_or(0));
+    println!("bench-create: {} create/destroy cycles; free pages {} before, {} after; XenStore nodes {} before, {} after", n, free_before, free_after, nodes_before, nodes_after);
+    if (free_before, nodes_before) == (free_after, nodes_after) {
+        println!("bench-create: no pages and no XenStore nodes leaked");
+    } else {
+        println!("bench-create: LEAK");
+    }
 }
 
 /// `xenstore-ls [path]`, `-read <path>...`, `-write <path> <value>...`, `-rm <path>...` in

@@ -44,6 +44,8 @@ pub fn init() {
     // dom0's own entries, as xen-init-dom0 writes them.
     let _ = write(0, "/local/domain/0/name", b"Domain-0");
     let _ = write(0, "/local/domain/0/domid", b"0");
+    // Where the toolstack keeps each domain's /vm/<uuid> entries.
+    let _ = write(0, "/vm", b"");
 }
 
 fn with<T>(f: impl FnOnce(&mut Daemon) -> T) -> Option<T> {

@@ -167,7 +167,7 @@ fn destroy_4g(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result
 }
 
 /// `xl create` → the domU's first console line, and `xl destroy` → gone, for a 16 MiB domU
-/// (`/etc/xen/tiny.cfg` in dom0's bundle): the 1st, 10th and 100th of 100 in a row (the cost
+/// (`/etc/xen/tiny.cfg` in dom0's bundle): the 1st, 10th, 100th and 1000th of 1000 in a row (the cost
 /// must stay flat), in ms of plain TCG (dom0's TSC, at the hypervisor's calibrated rate),
 /// without xl's "Parsing config" line and the hypervisor's info lines (serial output under
 /// TCG costs about 0.3 ms a byte).
@@ -175,7 +175,7 @@ fn destroy_4g(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result
 fn xl_create(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
     // loglvl=warn: the hypervisor's info lines (created, destroyed, torn down) on the
     // emulated serial port would cost more than the work measured.
-    let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", "bench-create 100");
+    let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", "bench-create 1000");
     let iso = images::iso(imgs, &grub, "bench-xl")?;
     let mut c = Config::new(Accel::Tcg);
     c.memory_mb = 512;
@@ -184,12 +184,12 @@ fn xl_create(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<
     let o = qemu::run(&c, None)?;
     std::fs::write(images::target().join("bench-xl.log"), &o.output).map_err(|e| e.to_string())?;
     let vals = bench_values(&o.output);
-    if vals.len() < 6 {
+    if vals.len() < 9 {
         return Err(format!("xl bench failed:\n{}", o.output));
     }
     let khz = vals.iter().find(|(k, _)| k == "tsc_khz").map(|(_, v)| *v).ok_or("xl bench: no TSC rate")?;
     for (k, v) in vals.into_iter().filter(|(k, _)| k != "tsc_khz") {
-        let k = k.strip_suffix("_tsc").unwrap_or(&k).replace("_n", "_100");
+        let k = k.strip_suffix("_tsc").unwrap_or(&k).replace("_n", "_1000");
         results.push((format!("{k}_ms_tcg"), v / khz));
     }
     results.push(("xl_create_to_console_goal_ms".into(), 11.0));

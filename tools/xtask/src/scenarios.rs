@@ -44,10 +44,12 @@ struct Scenario {
     smp: u32,
     /// NMIs injected through QEMU's monitor every 2 ms.
     nmis: bool,
+    /// Seconds before the run counts as hung.
+    timeout_s: u64,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60 }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -424,6 +426,18 @@ fn scenarios() -> Vec<Scenario> {
                 "dom0> poweroff",
             ]))
         },
+        // 1000 `xl create` / `xl destroy` cycles of a 16 MiB domU with console and XenStore
+        // rings: no page and no XenStore node leaks.
+        Scenario {
+            dom0_args: "bench-create 1000",
+            hv_opts: "loglvl=warn",
+            timeout_s: 240,
+            bundle: true,
+            ..sc("dom0-xl-cycles", Image::Dom0, Expect::Exit(Poweroff, &[
+                "bench-create: 1000 create/destroy cycles; free pages ",
+                "bench-create: no pages and no XenStore nodes leaked",
+            ]))
+        },
         // The toolstack end to end: domUs with console and XenStore rings, `xl console`,
         // the shutdown protocol, on_crash restart, XenStore from dom0's shell.
         Scenario {
@@ -528,7 +542,7 @@ fn image_path(i: &Images, img: &Image) -> Result<PathBuf, String> {
 fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     let module = image_path(i, &s.image)?;
     let mut cfg = Config::new(Accel::Tcg);
-    cfg.timeout = Duration::from_secs(60);
+    cfg.timeout = Duration::from_secs(s.timeout_s);
     cfg.input = s.input;
     cfg.smp = s.smp;
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
