@@ -114,7 +114,13 @@ impl Daemon {
         if r.ring.flush(&mut page) {
             events::send(r.port);
         }
+        let cons = xenstore::ring::Page::read_u32(&page, xenstore::ring::REQ_CONS);
         let msgs = r.ring.take(&mut page, BUDGET);
+        // Room made in `req`: a guest waiting to write the rest of a request is told (even
+        // when no reply can move, its `rsp` being full).
+        if xenstore::ring::Page::read_u32(&page, xenstore::ring::REQ_CONS) != cons {
+            events::send(r.port);
+        }
         if !was_broken {
             if let Some(e) = r.ring.broken() {
                 pv_runtime::println!("xenstored: d{}: ring broken ({:?}); its requests are ignored from now on", dom, e);

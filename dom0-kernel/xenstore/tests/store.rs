@@ -516,3 +516,36 @@ fn hardening() {
     write(&mut s, d0, 0, &deep, "v").unwrap();
     assert!(req(&mut s, d0, MsgType::Rm, 0, &z(&["/d"])).0.is_ok());
 }
+
+/// A domain's flood of its own nodes under watches, removed in one request: answered at
+/// once, with one event per watch (what `dom0-xs-hostile` does over the ring).
+#[test]
+fn removing_a_flooded_subtree_under_many_watches() {
+    let mut s = Store::new();
+    let d0 = s.connect(0, true);
+    let base = "/local/domain/2";
+    req(&mut s, d0, MsgType::Write, 0, &z(&[&format!("{base}/data")]));
+    req(&mut s, d0, MsgType::SetPerms, 0, &z(&[&format!("{base}/data"), "n2"]));
+    req(&mut s, d0, MsgType::Introduce, 0, &z(&["2", "100", "1"]));
+    let c = s.connect(2, false);
+    for i in 0..128 {
+        let p = format!("data/w{i}");
+        assert!(req(&mut s, c, MsgType::Watch, 0, &z(&[&p, &p])).0.is_ok());
+    }
+    let mut made = 0;
+    for i in 0..1100 {
+        let mut p = format!("data/n{i}").into_bytes();
+        p.push(0);
+        p.push(b'v');
+        if req(&mut s, c, MsgType::Write, 0, &p).0.is_err() {
+            break;
+        }
+        made += 1;
+    }
+    assert!(made > 900 && made < 1000, "{made}");
+    let t = std::time::Instant::now();
+    let (r, fired) = req(&mut s, c, MsgType::Rm, 0, &z(&["data"]));
+    assert_eq!(r, Ok(b"OK\0".to_vec()));
+    assert!(t.elapsed().as_millis() < 500, "{:?}", t.elapsed());
+    assert_eq!(fired.len(), 128, "each watch once");
+}

@@ -53,8 +53,13 @@ pub fn region_va(si: &StartInfo, mfn: u64) -> Option<u64> {
 /// Sleeps until one of `ports` is pending, then clears them (their events are consumed
 /// here, never by the upcall: [`take_port`] masked them).
 pub fn wait(ports: &[Port]) {
+    wait_until(ports, 0)
+}
+
+/// [`wait`] until `deadline` (absolute system time, ns) at the latest.
+pub fn wait_until(ports: &[Port], deadline: u64) {
     if !ports.iter().any(|&p| events::is_pending(p)) {
-        events::poll(ports, 0);
+        events::poll(ports, deadline);
     }
     for &p in ports {
         events::clear_pending(p);

@@ -438,6 +438,22 @@ fn scenarios() -> Vec<Scenario> {
                 "bench-create: no pages and no XenStore nodes leaked",
             ]))
         },
+        // A hostile domU against dom0's XenStore daemon: refused, quota-limited, its broken
+        // ring closed (an oversize request, then garbage indexes), while the benign domU
+        // beside it is still served (its shutdown goes through XenStore).
+        Scenario {
+            dom0_args: "interactive",
+            bundle: true,
+            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
+            ..sc("dom0-xs-hostile", Image::Dom0, Expect::Exit(Poweroff, &XS_HOSTILE))
+        },
+        Scenario {
+            dom0_args: "interactive",
+            bundle: true,
+            smp: 2,
+            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
+            ..sc("dom0-xs-hostile-smp2", Image::Dom0, Expect::Exit(Poweroff, &XS_HOSTILE))
+        },
         // The toolstack end to end: domUs with console and XenStore rings, `xl console`,
         // the shutdown protocol, on_crash restart, XenStore from dom0's shell.
         Scenario {
@@ -506,6 +522,10 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
     ];
+    // The toolstack end to end on 2 CPUs too.
+    if let Some(one) = v.iter().find(|x| x.name == "dom0-console").cloned() {
+        v.push(Scenario { name: "dom0-console-smp2", smp: 2, ..one });
+    }
     v.extend(mm);
     v.extend(failsafe);
     v.extend(gaps);
@@ -603,6 +623,21 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
         }
     }
 }
+
+/// What `dom0-xs-hostile` must show.
+const XS_HOSTILE: [&str; 11] = [
+    "xshostile: domain 2 (oversize)",
+    "xshostile: watches refused from #Some((128, E2BIG))",
+    "xshostile: transactions refused from #Some((10, ENOSPC))",
+    "xshostile: ring error 3 (want 3)",
+    "xenstored: d2: ring broken (Protocol)",
+    "xshostile: domain 2 (indexes)",
+    "xshostile: ring error 2 (want 2)",
+    "xenstored: d2: ring broken (BadIndex)",
+    "dom0> xenstore-read /local/domain/1/data/hello\nworld\n",
+    "xl: domain 'echo' (1) powered off: destroyed",
+    "dom0> xenstore-ls /local/domain\n0 = \"\"\n domid = \"0\"\n name = \"Domain-0\"\ndom0> ",
+];
 
 /// Lines no scenario may print: hypervisor complaints that mean its own state went wrong.
 const FORBIDDEN: &[&str] = &["is not waiting"];
