@@ -524,9 +524,9 @@ fn removing_a_flooded_subtree_under_many_watches() {
     let mut s = Store::new();
     let d0 = s.connect(0, true);
     let base = "/local/domain/2";
-    req(&mut s, d0, MsgType::Write, 0, &z(&[&format!("{base}/data")]));
-    req(&mut s, d0, MsgType::SetPerms, 0, &z(&[&format!("{base}/data"), "n2"]));
-    req(&mut s, d0, MsgType::Introduce, 0, &z(&["2", "100", "1"]));
+    assert!(req(&mut s, d0, MsgType::Write, 0, &z(&[&format!("{base}/data")])).0.is_ok());
+    assert!(req(&mut s, d0, MsgType::SetPerms, 0, &z(&[&format!("{base}/data"), "n2"])).0.is_ok());
+    assert!(req(&mut s, d0, MsgType::Introduce, 0, &z(&["2", "100", "1"])).0.is_ok());
     let c = s.connect(2, false);
     for i in 0..128 {
         let p = format!("data/w{i}");
