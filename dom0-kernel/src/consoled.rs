@@ -31,14 +31,7 @@ static ATTACHED: AtomicU32 = AtomicU32::new(0);
 /// Serves `dom`'s console ring (grant reference `GNTTAB_RESERVED_CONSOLE`, its unbound port
 /// `remote_port`).
 pub fn add(dom: u16, remote_port: Port) -> Result<(), String> {
-    let port = events::bind_interdomain(dom, remote_port).map_err(|e| format!("binding d{}'s console port failed: {}", dom, crate::xl::errno(e)))?;
-    let slot = match crate::rings::map(dom, guest_abi::grant::GNTTAB_RESERVED_CONSOLE) {
-        Ok(s) => s,
-        Err(e) => {
-            events::close(port);
-            return Err(format!("mapping d{}'s console ring failed: {}", dom, crate::xl::errno(e)));
-        }
-    };
+    let (slot, port) = crate::rings::connect(dom, guest_abi::grant::GNTTAB_RESERVED_CONSOLE, remote_port, "console")?;
     CONS.lock().insert(dom, Cons { slot, port, buf: VecDeque::new(), broken: false, dropped: 0 });
     crate::executor::register(port, crate::executor::Task::Console(dom));
     on_event(dom);

@@ -16,6 +16,20 @@ pub fn map(dom: u16, gref: u32) -> Result<usize, i64> {
     SLOTS.lock().as_mut().ok_or(-19)?.map(dom, gref)
 }
 
+/// A backend's connection to `dom`'s ring: the interdomain port bound to the domain's
+/// unbound `remote_port` and grant `gref` mapped (what `what` names, for errors); both
+/// undone if either fails.
+pub fn connect(dom: u16, gref: u32, remote_port: u32, what: &str) -> Result<(usize, u32), alloc::string::String> {
+    let port = pv_runtime::events::bind_interdomain(dom, remote_port).map_err(|e| alloc::format!("binding d{}'s {} port failed: {}", dom, what, crate::xl::errno(e)))?;
+    match map(dom, gref) {
+        Ok(slot) => Ok((slot, port)),
+        Err(e) => {
+            pv_runtime::events::close(port);
+            Err(alloc::format!("mapping d{}'s {} ring failed: {}", dom, what, crate::xl::errno(e)))
+        }
+    }
+}
+
 /// Unmaps slot `i` (the domain's frame is no longer referenced by dom0).
 pub fn unmap(i: usize) {
     if let Some(s) = SLOTS.lock().as_mut() {

@@ -188,14 +188,7 @@ pub fn transaction_end(tx: u32, commit: bool) -> Result<(), String> {
 /// `GNTTAB_RESERVED_XENSTORE`; its unbound port `remote_port` for dom0) is served from now
 /// on.
 pub fn introduce(dom: DomId, mfn: u64, remote_port: Port) -> Result<(), String> {
-    let port = events::bind_interdomain(dom, remote_port).map_err(|e| format!("binding d{}'s XenStore port failed: {}", dom, crate::xl::errno(e)))?;
-    let slot = match crate::rings::map(dom, guest_abi::grant::GNTTAB_RESERVED_XENSTORE) {
-        Ok(s) => s,
-        Err(e) => {
-            events::close(port);
-            return Err(format!("mapping d{}'s XenStore ring failed: {}", dom, crate::xl::errno(e)));
-        }
-    };
+    let (slot, port) = crate::rings::connect(dom, guest_abi::grant::GNTTAB_RESERVED_XENSTORE, remote_port, "XenStore")?;
     let (d, m, p) = (format!("{}", dom), format!("{}", mfn), format!("{}", remote_port));
     if let Err(e) = request(MsgType::Introduce, 0, &[d.as_bytes(), m.as_bytes(), p.as_bytes()], None) {
         crate::rings::unmap(slot);

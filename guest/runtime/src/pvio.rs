@@ -6,7 +6,7 @@
 
 use crate::events;
 use crate::StartInfo;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guest_abi::evtchn::Port;
 
 /// First PFN past the bootstrap region (Xen's start-of-day layout: the tables, one stack
@@ -107,5 +107,51 @@ impl RingPage {
     pub fn write_u8(&self, off: usize, v: u8) {
         // SAFETY: as for `read_u8`.
         unsafe { ((self.0 + (off as u64 & 0xFFF)) as *mut u8).write_volatile(v) }
+    }
+}
+
+/// A frontend's ring: the page the toolstack gave the domain (found in the bootstrap
+/// region) and its event port, masked and left to `SCHEDOP_poll`.
+pub struct Frontend {
+    va: AtomicU64,
+    port: AtomicU32,
+}
+
+impl Frontend {
+    pub const fn new() -> Frontend {
+        Frontend { va: AtomicU64::new(0), port: AtomicU32::new(0) }
+    }
+
+    /// Takes the ring in machine frame `mfn` with event port `port` (both from
+    /// start_info); false if there is none or it is not in the bootstrap region.
+    pub fn take(&self, si: &StartInfo, mfn: u64, port: Port) -> bool {
+        if mfn == 0 || port == 0 || !shared_up(si) {
+            return false;
+        }
+        let Some(va) = region_va(si, mfn) else { return false };
+        take_port(port);
+        self.port.store(port, Ordering::SeqCst);
+        self.va.store(va, Ordering::SeqCst);
+        true
+    }
+
+    /// The ring page and port, once taken.
+    pub fn get(&self) -> Option<(RingPage, Port)> {
+        let va = self.va.load(Ordering::SeqCst);
+        // SAFETY: `take` stored the address of a ring page the toolstack placed in the
+        // bootstrap region, mapped writable for the domain's lifetime and used by nothing
+        // else of the guest.
+        (va != 0).then(|| (unsafe { RingPage::new(va) }, self.port.load(Ordering::SeqCst)))
+    }
+
+    /// The event port (0 before [`Frontend::take`]).
+    pub fn port(&self) -> Port {
+        self.port.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for Frontend {
+    fn default() -> Frontend {
+        Frontend::new()
     }
 }

@@ -6,12 +6,11 @@
 use crate::events;
 use crate::pvio::{self, RingPage};
 use crate::StartInfo;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use guest_abi::errno::Errno;
 use guest_abi::io::xs::*;
 
-static RING: AtomicU64 = AtomicU64::new(0);
-static PORT: AtomicU32 = AtomicU32::new(0);
+static RING: pvio::Frontend = pvio::Frontend::new();
 static REQ_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Longest watch event kept while a reply is awaited; events kept at most.
@@ -32,27 +31,16 @@ static CLIENT: spin::Mutex<Client> = spin::Mutex::new(Client { kept: [([0; EVENT
 /// Takes the XenStore ring of a domU built by a toolstack (`start_info.store_mfn`). True
 /// if the client can be used.
 pub fn init(si: &StartInfo) -> bool {
-    let (mfn, port) = (si.store_mfn, si.store_evtchn);
-    if mfn == 0 || port == 0 || !pvio::shared_up(si) {
-        return false;
-    }
-    let Some(va) = pvio::region_va(si, mfn) else { return false };
-    pvio::take_port(port);
-    PORT.store(port, Ordering::SeqCst);
-    RING.store(va, Ordering::SeqCst);
-    true
+    RING.take(si, si.store_mfn, si.store_evtchn)
 }
 
 fn ring() -> Option<(RingPage, u32)> {
-    let va = RING.load(Ordering::SeqCst);
-    // SAFETY: `init` stored the address of the XenStore page, mapped writable in the
-    // bootstrap region for the domain's lifetime and used by nothing else of the guest.
-    (va != 0).then(|| (unsafe { RingPage::new(va) }, PORT.load(Ordering::SeqCst)))
+    RING.get()
 }
 
 /// The ring's event port (0 before [`init`]).
 pub fn port() -> u32 {
-    PORT.load(Ordering::SeqCst)
+    RING.port()
 }
 
 fn put(r: RingPage, port: u32, mut bytes: &[u8]) {

@@ -6,38 +6,23 @@
 use crate::events;
 use crate::pvio::{self, RingPage};
 use crate::StartInfo;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guest_abi::io::console::*;
 
-static RING: AtomicU64 = AtomicU64::new(0);
-static PORT: AtomicU32 = AtomicU32::new(0);
+static RING: pvio::Frontend = pvio::Frontend::new();
 
 /// Takes the console ring of a domU built by a toolstack (dom0 and boot-time domUs have
 /// none and keep `console_io`). True if the ring is in use from now on.
 pub fn init(si: &StartInfo) -> bool {
-    use guest_abi::start_info::SIF_INITDOMAIN;
-    let (mfn, port) = (si.console.mfn_or_info, si.console.evtchn);
-    if si.flags & SIF_INITDOMAIN != 0 || mfn == 0 || port == 0 || !pvio::shared_up(si) {
-        return false;
-    }
-    let Some(va) = pvio::region_va(si, mfn) else { return false };
-    pvio::take_port(port);
-    PORT.store(port, Ordering::SeqCst);
-    RING.store(va, Ordering::SeqCst);
-    true
+    si.flags & guest_abi::start_info::SIF_INITDOMAIN == 0 && RING.take(si, si.console.mfn_or_info, si.console.evtchn)
 }
 
-/// The ring, once [`init`] took it.
 fn ring() -> Option<(RingPage, u32)> {
-    let va = RING.load(Ordering::SeqCst);
-    // SAFETY: `init` stored the address of the console page, mapped writable in the
-    // bootstrap region for the domain's lifetime and used by nothing else of the guest.
-    (va != 0).then(|| (unsafe { RingPage::new(va) }, PORT.load(Ordering::SeqCst)))
+    RING.get()
 }
 
 /// Is the PV console in use?
 pub fn active() -> bool {
-    RING.load(Ordering::SeqCst) != 0
+    RING.get().is_some()
 }
 
 /// Writes `bytes` into the ring, waiting for the backend to make room when it is full.
@@ -82,5 +67,5 @@ pub fn read(buf: &mut [u8]) -> usize {
 
 /// The console's event port (0 before [`init`]), for a guest that waits on several.
 pub fn port() -> u32 {
-    PORT.load(Ordering::SeqCst)
+    RING.port()
 }
