@@ -43,10 +43,13 @@ impl Drop for Building {
     }
 }
 
-/// Destroys `dom` as the toolstack does: its console and XenStore connection let go (dom0
+/// Destroys `dom` as libxl does: paused, its console and XenStore connection let go (dom0
 /// maps none of its frames any more, so nothing of it lingers), its XenStore subtree
 /// removed, then `destroydomain`.
 pub fn destroy(dom: u16) -> i64 {
+    // A domain that shut down or is dying already may refuse the pause: it runs no more.
+    let _ = Domctl::new(PAUSEDOMAIN, dom).call();
+    crate::xl::forget(dom);
     crate::consoled::remove(dom);
     crate::xs::release(dom);
     Domctl::new(DESTROYDOMAIN, dom).call()

@@ -12,14 +12,14 @@ use pv_runtime::events;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Output kept per domain while nobody is attached (older bytes are dropped first).
-pub const BUFFER: usize = 64 * 1024;
+pub const BUFFER: usize = 16 * 1024;
 
 struct Cons {
     slot: usize,
     port: Port,
     buf: VecDeque<u8>,
-    /// The guest set its indexes to nonsense: nothing more is read.
-    broken: bool,
+    /// The guest set its indexes to nonsense (said once).
+    warned: bool,
     /// Bytes dropped for want of room.
     dropped: u64,
 }
@@ -32,8 +32,11 @@ static ATTACHED: AtomicU32 = AtomicU32::new(0);
 /// `remote_port`).
 pub fn add(dom: u16, remote_port: Port) -> Result<(), String> {
     let (slot, port) = crate::rings::connect(dom, guest_abi::grant::GNTTAB_RESERVED_CONSOLE, remote_port, "console")?;
-    CONS.lock().insert(dom, Cons { slot, port, buf: VecDeque::new(), broken: false, dropped: 0 });
-    crate::executor::register(port, crate::executor::Task::Console(dom));
+    CONS.lock().insert(dom, Cons { slot, port, buf: VecDeque::new(), warned: false, dropped: 0 });
+    if !crate::executor::register(port, crate::executor::Task::Console(dom)) {
+        remove(dom);
+        return Err(format!("d{}'s console port {} is past what dom0 serves", dom, port));
+    }
     on_event(dom);
     Ok(())
 }
@@ -48,7 +51,10 @@ pub fn remove(dom: u16) {
     if let Some(c) = CONS.lock().remove(&dom) {
         crate::executor::unregister(c.port);
         events::close(c.port);
-        crate::rings::unmap(c.slot);
+        let rc = crate::rings::unmap(c.slot);
+        if rc != 0 {
+            pv_runtime::println!("xenconsoled: d{}: unmapping its ring failed ({}): it lingers once destroyed", dom, rc);
+        }
     }
 }
 
@@ -57,17 +63,18 @@ pub fn on_event(dom: u16) -> bool {
     let mut out = alloc::vec::Vec::new();
     let mut all = CONS.lock();
     let Some(c) = all.get_mut(&dom) else { return false };
-    if c.broken {
-        return false;
-    }
     let page = crate::rings::page(c.slot);
-    let (cons, prod) = (page.u32(OUT_CONS), page.u32(OUT_PROD));
-    let avail = prod.wrapping_sub(cons);
+    let (mut cons, prod) = (page.u32(OUT_CONS), page.u32(OUT_PROD));
+    let mut avail = prod.wrapping_sub(cons);
     if avail > OUT_SIZE {
-        c.broken = true;
-        drop(all);
-        pv_runtime::println!("xenconsoled: d{}: console ring indexes out of range; its output is ignored from now on", dom);
-        return false;
+        // Indexes claiming more than the ring: only its last ring's worth is read (as
+        // xenconsoled does), and the backend carries on.
+        cons = prod.wrapping_sub(OUT_SIZE);
+        avail = OUT_SIZE;
+        if !c.warned {
+            c.warned = true;
+            pv_runtime::println!("xenconsoled: d{}: console ring indexes out of range", dom);
+        }
     }
     for i in 0..avail {
         out.push(page.u8(OUT + (cons.wrapping_add(i) % OUT_SIZE) as usize));

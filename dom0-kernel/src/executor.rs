@@ -36,9 +36,15 @@ fn any_ready() -> bool {
     READY.iter().any(|w| w.load(Ordering::SeqCst) != 0)
 }
 
-/// Port `port` wakes `task` from now on (its events mark it ready).
-pub fn register(port: Port, task: Task) {
+/// Port `port` wakes `task` from now on (its events mark it ready); false for a port past
+/// the ones the executor tracks.
+#[must_use]
+pub fn register(port: Port, task: Task) -> bool {
+    if port as usize >= WORDS * 64 {
+        return false;
+    }
     TASKS.lock().insert(port, task);
+    true
 }
 
 pub fn unregister(port: Port) {

@@ -123,12 +123,13 @@ fn serve() -> ! {
     use pv_runtime::events;
     executor::init();
     match events::bind_virq(guest_abi::evtchn::VIRQ_CONSOLE, 0) {
-        Ok(p) => executor::register(p, Task::Shell),
+        Ok(p) if executor::register(p, Task::Shell) => {}
+        Ok(p) => println!("dom0: VIRQ_CONSOLE came on port {}, past what the executor tracks: no shell input", p),
         Err(e) => println!("dom0: binding VIRQ_CONSOLE failed ({}): no shell input", e),
     }
     // Domains ending (their xl on_* actions, `xl::on_exits`).
-    if let Ok(p) = events::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0) {
-        executor::register(p, Task::DomainExit);
+    if !events::bind_virq(guest_abi::evtchn::VIRQ_DOM_EXC, 0).is_ok_and(|p| executor::register(p, Task::DomainExit)) {
+        println!("dom0: VIRQ_DOM_EXC not bound: domains that end get no on_* action");
     }
     if let Err(e) = xs::watch_release() {
         println!("dom0: watching @releaseDomain failed: {}", e);

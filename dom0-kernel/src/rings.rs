@@ -30,11 +30,10 @@ pub fn connect(dom: u16, gref: u32, remote_port: u32, what: &str) -> Result<(usi
     }
 }
 
-/// Unmaps slot `i` (the domain's frame is no longer referenced by dom0).
-pub fn unmap(i: usize) {
-    if let Some(s) = SLOTS.lock().as_mut() {
-        s.unmap(i);
-    }
+/// Unmaps slot `i` (the domain's frame is no longer referenced by dom0): 0, or why the
+/// unmap was refused (the mapping then stays, and the domain lingers once destroyed).
+pub fn unmap(i: usize) -> i64 {
+    SLOTS.lock().as_mut().map_or(0, |s| s.unmap(i))
 }
 
 /// Slot `i`'s page.

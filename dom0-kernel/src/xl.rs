@@ -52,6 +52,12 @@ static WAITING: spin::Mutex<Vec<u16>> = spin::Mutex::new(Vec::new());
 /// When each domain `xl create` made was started (system time, ns); others count from boot.
 static STARTED: spin::Mutex<alloc::collections::BTreeMap<u16, u64>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
 
+/// A domain is destroyed: nothing of it stays (its id is handed out again).
+pub fn forget(dom: u16) {
+    WAITING.lock().retain(|&d| d != dom);
+    STARTED.lock().remove(&dom);
+}
+
 /// The domains `xl create` made, by id.
 static NAMES: spin::Mutex<alloc::collections::BTreeMap<u16, Created>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
 
@@ -222,11 +228,15 @@ fn exec(cmd: Cmd) -> Result<(), String> {
         }
         Cmd::Shutdown { dom, reboot, wait } => {
             let id = resolve(&dom)?;
+            if id == 0 {
+                return Err("libxl: error: domain 0 cannot be shut down with xl (use poweroff)".into());
+            }
+            // A PV guest's control interface is XenStore (libxl writes the request whether or
+            // not the guest advertised `control/feature-*`); a domain this toolstack did not
+            // build has no XenStore entries to write it to.
             let base = format!("/local/domain/{}/control", id);
-            let feature = if reboot { "feature-reboot" } else { "feature-poweroff" };
-            let has = crate::xs::read(&format!("{}/{}", base, feature)).is_ok_and(|v| v == b"1");
-            if id == 0 || !has {
-                return Err(format!("libxl: error: domain {}: PV control interface not available", id));
+            if crate::xs::read(&format!("/local/domain/{}", id)).is_err() {
+                return Err(format!("libxl: error: domain {}: no XenStore entries (not built by this toolstack): PV control interface not available", id));
             }
             let what: &[u8] = if reboot { b"reboot" } else { b"poweroff" };
             crate::xs::write(0, &format!("{}/shutdown", base), what).map_err(|e| format!("libxl: error: writing control/shutdown of domain {} failed: {}", id, e))?;

@@ -195,11 +195,18 @@ pub fn introduce(dom: DomId, mfn: u64, remote_port: Port) -> Result<(), String> 
         events::close(port);
         return Err(format!("introducing d{} failed: {}", dom, e));
     }
+    // What the daemon offers (`XENSTORE_SERVER_FEATURE_ERROR`: a broken ring is reported in
+    // `error`); no reconnection.
+    let mut page = crate::rings::page(slot);
+    xenstore::ring::Page::write_u32(&mut page, xenstore::ring::SERVER_FEATURES, guest_abi::io::xs::SERVER_FEATURE_ERROR);
     with(|x| {
         let conn = x.store.connect(dom, false);
         x.rings.insert(dom, DomRing { conn, slot, port, ring: Ring::new() });
     });
-    crate::executor::register(port, crate::executor::Task::Store(dom));
+    if !crate::executor::register(port, crate::executor::Task::Store(dom)) {
+        release(dom);
+        return Err(format!("d{}'s XenStore port {} is past what dom0 serves", dom, port));
+    }
     // Anything it wrote before its port was bound.
     with(|x| x.serve(dom));
     Ok(())
@@ -217,10 +224,16 @@ pub fn release(dom: DomId) {
         }
     }
     let _ = request(MsgType::Release, 0, &[d.as_bytes()], None);
+    // The store's list of released domains is for transports that close sockets; here the
+    // ring goes below.
+    with(|x| x.store.take_released());
     if let Some(Some(r)) = with(|x| x.rings.remove(&dom)) {
         crate::executor::unregister(r.port);
         events::close(r.port);
-        crate::rings::unmap(r.slot);
+        let rc = crate::rings::unmap(r.slot);
+        if rc != 0 {
+            pv_runtime::println!("xenstored: d{}: unmapping its ring failed ({}): it lingers once destroyed", dom, rc);
+        }
     }
     let _ = rm(0, &format!("/local/domain/{}", dom));
 }

@@ -27,6 +27,10 @@ pub mod xs {
     pub const CONNECTION: usize = 2068;
     pub const ERROR: usize = 2072;
 
+    /// `XENSTORE_SERVER_FEATURE_*` (in `server_features`).
+    pub const SERVER_FEATURE_RECONNECTION: u32 = 1;
+    pub const SERVER_FEATURE_ERROR: u32 = 2;
+
     /// `XENSTORE_ERROR_*`.
     pub const ERROR_COMM: u32 = 1;
     pub const ERROR_RINGIDX: u32 = 2;

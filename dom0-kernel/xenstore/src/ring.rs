@@ -65,33 +65,41 @@ impl Ring {
 
     /// Takes what the guest produced and returns the whole requests in it (at most
     /// `max`; the rest stay for the next call). A broken ring yields nothing more, and
-    /// its `error` field says why. Nothing is read while whole requests are still waiting,
-    /// or while more than [`OUT_LIMIT`] bytes of replies wait for the guest to make room:
-    /// a guest cannot make the daemon hold more than a request and a ring's worth of its
-    /// input, nor pile up replies it does not read.
+    /// its `error` field says why. Nothing is read while a whole request is still
+    /// waiting, and no request is handed out while more than [`OUT_LIMIT`] bytes of
+    /// replies wait for the guest to make room: a guest cannot make the daemon hold more
+    /// than a request and a ring's worth of its input, nor pile up replies it does not
+    /// read. Input is still read then, up to the end of the request it is writing: a guest
+    /// waiting for room in `req` to finish a request is never left waiting while the daemon
+    /// waits for it to read `rsp`.
     pub fn take(&mut self, page: &mut impl Page, max: usize) -> Vec<Msg> {
-        let msgs = Vec::new();
-        if self.broken.is_some() || self.out.len() > OUT_LIMIT {
-            return msgs;
+        if self.broken.is_some() {
+            return Vec::new();
         }
-        if matches!(Msg::parse(&self.partial), Parsed::Msg(..)) {
-            return self.parse(page, max);
+        let paused = self.out.len() > OUT_LIMIT;
+        if !matches!(Msg::parse(&self.partial), Parsed::Msg(..)) {
+            let (cons, prod) = (page.read_u32(REQ_CONS), page.read_u32(REQ_PROD));
+            let avail = prod.wrapping_sub(cons);
+            if avail > RING_SIZE {
+                return self.fail(page, RingError::BadIndex);
+            }
+            let mut c = cons;
+            while c != prod {
+                let at = (c % RING_SIZE) as usize;
+                let n = ((prod.wrapping_sub(c)) as usize).min(RING_SIZE as usize - at);
+                let start = self.partial.len();
+                self.partial.resize(start + n, 0);
+                page.read(REQ + at, &mut self.partial[start..]);
+                c = c.wrapping_add(n as u32);
+            }
+            page.write_u32(REQ_CONS, c);
         }
-        let (cons, prod) = (page.read_u32(REQ_CONS), page.read_u32(REQ_PROD));
-        let avail = prod.wrapping_sub(cons);
-        if avail > RING_SIZE {
-            return self.fail(page, RingError::BadIndex);
+        if paused {
+            if Msg::parse(&self.partial) == Parsed::TooLong {
+                return self.fail(page, RingError::Protocol);
+            }
+            return Vec::new();
         }
-        let mut c = cons;
-        while c != prod {
-            let at = (c % RING_SIZE) as usize;
-            let n = ((prod.wrapping_sub(c)) as usize).min(RING_SIZE as usize - at);
-            let start = self.partial.len();
-            self.partial.resize(start + n, 0);
-            page.read(REQ + at, &mut self.partial[start..]);
-            c = c.wrapping_add(n as u32);
-        }
-        page.write_u32(REQ_CONS, c);
         self.parse(page, max)
     }
 
@@ -270,6 +278,34 @@ mod tests {
                 None => prop_assert!(prod.wrapping_sub(cons) <= RING_SIZE),
             }
         }
+    }
+
+    /// A guest whose `rsp` is full of events it has not read yet, writing a request longer
+    /// than the room left in `req`: its bytes are still taken (it is waiting for room, not
+    /// reading `rsp`), and the request is handed out once the replies drained.
+    #[test]
+    fn a_long_request_is_read_while_replies_wait() {
+        let mut p = Arr(vec![0; 4096]);
+        let mut r = Ring::new();
+        for _ in 0..1000 {
+            r.send_event(&Msg::new(MsgType::WatchEvent, 0, 0, b"/some/path\0tok\0".to_vec()));
+        }
+        r.flush(&mut p);
+        assert!(r.pending() > OUT_LIMIT);
+        let long = Msg::new(MsgType::Write, 9, 0, vec![b'x'; 3000]).encode();
+        let mut sent = 0;
+        for _ in 0..8 {
+            sent += produce(&mut p, &long[sent..]);
+            assert!(r.take(&mut p, 8).is_empty(), "no request while the replies wait");
+        }
+        assert_eq!(sent, long.len(), "the guest could write all of it");
+        while r.pending() > 0 {
+            consume(&mut p);
+            r.flush(&mut p);
+        }
+        let got = r.take(&mut p, 8);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload.len(), 3000);
     }
 
     /// A guest that floods small requests while the daemon takes few at a time, and never

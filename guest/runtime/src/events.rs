@@ -43,15 +43,30 @@ fn si() -> u64 {
     SHARED.load(Ordering::Relaxed)
 }
 
+/// What `byte` and `word` give before shared_info is known (or for an offset outside it):
+/// harmless scratch, so every safe caller stays safe.
+static SCRATCH_BYTE: AtomicU8 = AtomicU8::new(0);
+static SCRATCH_WORD: AtomicU64 = AtomicU64::new(0);
+
 fn byte(off: u64) -> &'static AtomicU8 {
-    // SAFETY: `init` stored the address of the mapped shared_info page; offsets are inside it.
+    if si() == 0 || off >= 4096 {
+        return &SCRATCH_BYTE;
+    }
+    // SAFETY: `init`/`attach` stored the address of the mapped shared_info page (mapped for
+    // the guest's lifetime); the offset is inside it.
     unsafe { AtomicU8::from_ptr((si() + off) as *mut u8) }
 }
 
 fn word(off: u64) -> &'static AtomicU64 {
-    // SAFETY: as for `byte`; the offsets used are 8-aligned.
+    if si() == 0 || off > 4096 - 8 || !off.is_multiple_of(8) {
+        return &SCRATCH_WORD;
+    }
+    // SAFETY: as for `byte`; the offset is 8-aligned and the word inside the page.
     unsafe { AtomicU64::from_ptr((si() + off) as *mut u64) }
 }
+
+/// 2-level event channels have 4096 ports (64 words of 64 bits).
+const PORTS: u32 = 4096;
 
 const PENDING: u64 = 2048;
 const MASK: u64 = 2560;
@@ -114,6 +129,9 @@ pub fn attach(shared: &SharedInfoMap) {
 
 /// Clears `port`'s pending bit (an event consumed by polling rather than by the upcall).
 pub fn clear_pending(port: Port) {
+    if port >= PORTS {
+        return;
+    }
     word(PENDING + 8 * (port as u64 / 64)).fetch_and(!(1 << (port % 64)), Ordering::SeqCst);
 }
 
@@ -140,6 +158,9 @@ pub fn disable() {
 /// Masks or unmasks one port in the shared bitmap (unmask should then go through
 /// [`unmask`] so a pending event is re-announced).
 pub fn set_port_mask(port: Port, masked: bool) {
+    if port >= PORTS {
+        return;
+    }
     let w = word(MASK + 8 * (port as u64 / 64));
     let m = 1u64 << (port % 64);
     if masked {
@@ -151,11 +172,15 @@ pub fn set_port_mask(port: Port, masked: bool) {
 
 /// Is `port` pending in the shared bitmap?
 pub fn is_pending(port: Port) -> bool {
-    word(PENDING + 8 * (port as u64 / 64)).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+    port < PORTS
+        && word(PENDING + 8 * (port as u64 / 64)).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
 }
 
-/// System time in ns from vCPU 0's pvclock.
+/// System time in ns from vCPU 0's pvclock (0 before shared_info is known).
 pub fn system_time() -> u64 {
+    if si() == 0 {
+        return 0;
+    }
     loop {
         let base = si() + 32;
         // SAFETY: vcpu_time_info of vCPU 0 lies inside the mapped shared_info page.

@@ -146,7 +146,9 @@ impl Slots {
         unsafe { crate::pvio::RingPage::new(slot_va(i % SLOTS)) }
     }
 
-    /// Unmaps slot `i`'s grant and gives the slot its own frame back.
+    /// Unmaps slot `i`'s grant and gives the slot its own frame back. If the unmap is
+    /// refused the mapping stays as it is (the slot still in use): its -errno or negative
+    /// `GNTST_*` status.
     pub fn unmap(&mut self, i: usize) -> i64 {
         let Some(Some(h)) = self.handle.get(i).copied() else { return 0 };
         let mut op = [0u8; 24];
@@ -154,11 +156,19 @@ impl Slots {
         op[16..20].copy_from_slice(&h.to_le_bytes());
         let rc = grant_op(guest_abi::grant::GNTTABOP_UNMAP_GRANT_REF, &mut op);
         let status = i16::from_le_bytes([op[20], op[21]]);
-        // The slot's own frame back, whatever the unmap said (the page must stay mapped).
-        let back = hc::update_va_mapping(slot_va(i), self.own[i], 2);
-        if rc == 0 && status == 0 && back == 0 {
-            self.handle[i] = None;
+        if rc != 0 {
+            return rc;
         }
-        if rc != 0 { rc } else if status != 0 { status as i64 } else { back }
+        if status != 0 {
+            return status as i64;
+        }
+        self.handle[i] = None;
+        // The unmap cleared the entry: the slot's own frame goes back in (it must stay
+        // mapped). If even that were refused the slot is kept out of use.
+        let back = hc::update_va_mapping(slot_va(i), self.own[i], 2);
+        if back != 0 {
+            self.handle[i] = Some(u32::MAX);
+        }
+        back
     }
 }

@@ -120,7 +120,9 @@ pub fn request(ty: MsgType, tx: u32, parts: &[&[u8]], out: &mut [u8]) -> Result<
     if len > PAYLOAD_MAX {
         return Err(Errno::E2BIG);
     }
-    let mut c = CLIENT.lock();
+    // One request at a time (replies come back in order); a handler that interrupted a
+    // request of its own vCPU gets EBUSY rather than a deadlock.
+    let Some(mut c) = CLIENT.try_lock() else { return Err(Errno::EBUSY) };
     let id = REQ_ID.fetch_add(1, Ordering::SeqCst);
     let mut h = [0u8; HEADER];
     for (i, v) in [ty as u32, id, tx, len as u32].into_iter().enumerate() {
@@ -199,7 +201,7 @@ pub fn transaction_end(tx: u32, commit: bool) -> Result<(), Errno> {
 /// awaited, else one waiting in the ring. Its length in `out`.
 pub fn next_watch(out: &mut [u8]) -> Option<usize> {
     let (r, port) = ring()?;
-    let mut c = CLIENT.lock();
+    let mut c = CLIENT.try_lock()?;
     if c.n > 0 {
         let (ev, n) = c.kept[0];
         c.kept.copy_within(1.., 0);

@@ -6,6 +6,7 @@
 use crate::events;
 use crate::pvio::{self, RingPage};
 use crate::StartInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
 use guest_abi::io::console::*;
 
 static RING: pvio::Frontend = pvio::Frontend::new();
@@ -25,20 +26,42 @@ pub fn active() -> bool {
     RING.get().is_some()
 }
 
-/// Writes `bytes` into the ring, waiting for the backend to make room when it is full.
+/// One writer at a time: a print that finds the ring busy (another vCPU's, or a trap or
+/// upcall handler interrupting a print) goes through `console_io` instead.
+static WRITING: AtomicBool = AtomicBool::new(false);
+
+/// How long a write waits for the backend to make room before it gives up on the ring.
+const STALL_NS: u64 = 1_000_000_000;
+
+/// Writes `bytes` into the ring, waiting for the backend to make room when it is full (a
+/// backend that makes none for a second gets the rest through `console_io`, so a guest
+/// whose backend is gone, e.g. on its way to a crash, still gets its last words out).
 pub fn write(bytes: &[u8]) {
     let Some((r, port)) = ring() else { return };
+    if WRITING.swap(true, Ordering::Acquire) {
+        crate::hypercall::console_write(bytes);
+        return;
+    }
     let mut rest = bytes;
+    let mut deadline = 0;
     while !rest.is_empty() {
         let (cons, prod) = (r.read_u32(OUT_CONS), r.read_u32(OUT_PROD));
         let used = prod.wrapping_sub(cons);
         // A backend that set the indexes to nonsense gets a full ring (nothing written).
         let room = OUT_SIZE.saturating_sub(used) as usize;
         if room == 0 {
+            let now = events::system_time();
+            if deadline == 0 {
+                deadline = now + STALL_NS;
+            } else if now >= deadline {
+                crate::hypercall::console_write(rest);
+                break;
+            }
             events::send(port);
-            pvio::wait(&[port]);
+            pvio::wait_until(&[port], deadline);
             continue;
         }
+        deadline = 0;
         let n = room.min(rest.len());
         for (i, &b) in rest[..n].iter().enumerate() {
             r.write_u8(OUT + (prod.wrapping_add(i as u32) % OUT_SIZE) as usize, b);
@@ -46,6 +69,7 @@ pub fn write(bytes: &[u8]) {
         r.write_u32(OUT_PROD, prod.wrapping_add(n as u32));
         rest = &rest[n..];
     }
+    WRITING.store(false, Ordering::Release);
     events::send(port);
 }
 

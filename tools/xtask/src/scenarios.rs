@@ -491,7 +491,7 @@ fn scenarios() -> Vec<Scenario> {
                 "xl: domain 'echo' (1) powered off: destroyed",
                 "dom0> xenstore-read /local/domain/2/memory/target\n4096\n",
                 "libxl: error: memory_static_max must be greater than or equal to memory_dynamic_max (65536 > 8192)",
-                "libxl: error: domain 0: PV control interface not available",
+                "libxl: error: domain 0 cannot be shut down with xl (use poweroff)",
                 "Name                                ID Uptime",
                 "d2: torn down; its id is free",
                 "dom0> xenstore-ls /local/domain\n0 = \"\"\n domid = \"0\"\n name = \"Domain-0\"\ndom0> ",
