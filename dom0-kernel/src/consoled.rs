@@ -86,6 +86,9 @@ pub fn on_event(dom: u16) -> bool {
     if ATTACHED.load(Ordering::SeqCst) == dom as u32 + 1 {
         drop(all);
         pv_runtime::hypercall::console_write(&out);
+    } else if pv_heap::free() < crate::xs::reserve() {
+        // dom0 is short of memory: the output is dropped rather than kept.
+        c.dropped += out.len() as u64;
     } else {
         c.buf.extend(out);
         let over = c.buf.len().saturating_sub(BUFFER);

@@ -18,6 +18,14 @@ use xenstore::{ConnId, DomId, Event, Msg, MsgType, Store};
 /// Requests taken from one ring per round.
 pub const BUDGET: usize = 16;
 
+/// Heap kept for dom0's own work: while less than this is free, a domain's requests get
+/// `ENOMEM` (what Xen's daemon answers when an allocation fails) instead of being handled,
+/// so no guest can run dom0 out of memory; those that free memory (ending a transaction,
+/// removing nodes, dropping watches) are still handled.
+pub fn reserve() -> usize {
+    (pv_heap::size() / 4).max(512 << 10)
+}
+
 struct DomRing {
     conn: ConnId,
     slot: usize,
@@ -130,6 +138,13 @@ impl Daemon {
         let more = msgs.len() == BUDGET;
         let conn = r.conn;
         for m in msgs {
+            // Requests that let go of memory are always handled.
+            let frees = [MsgType::TransactionEnd, MsgType::Rm, MsgType::Unwatch, MsgType::ResetWatches].iter().any(|&t| t as u32 == m.ty);
+            if !frees && pv_heap::free() < reserve() {
+                let e = Msg { ty: MsgType::Error as u32, req_id: m.req_id, tx_id: m.tx_id, payload: b"ENOMEM\0".to_vec() };
+                self.deliver(alloc::vec![Event { conn, msg: e }], None);
+                continue;
+            }
             let ev = self.store.handle(conn, &m);
             self.deliver(ev, None);
         }

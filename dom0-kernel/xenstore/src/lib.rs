@@ -31,7 +31,7 @@ pub mod wire;
 
 pub use path::{canonical, ABS_PATH_MAX, REL_PATH_MAX};
 pub use perms::{Perm, Perms};
-pub use store::{ConnId, Event, Quota, Store};
+pub use store::{ConnId, Event, Quota, Store, EVENT_BYTES_PER_REQUEST};
 pub use wire::{Msg, MsgType, HEADER, PAYLOAD_MAX};
 
 /// A domain id.

@@ -343,6 +343,11 @@ impl View<'_> {
     }
 }
 
+/// Bytes of watch events one request may fire for one connection; the rest are dropped
+/// (and counted): a domain's watches times a transaction's changes must not turn one
+/// request into an unbounded amount of daemon memory.
+pub const EVENT_BYTES_PER_REQUEST: usize = 128 << 10;
+
 /// The store.
 #[derive(Debug)]
 pub struct Store {
@@ -357,6 +362,7 @@ pub struct Store {
     /// `SET_TARGET`: a domain acting for another (a device model for its guest).
     targets: BTreeMap<DomId, DomId>,
     released: Vec<DomId>,
+    dropped_events: u64,
     pub quota: Quota,
 }
 
@@ -394,6 +400,7 @@ impl Store {
             introduced: BTreeMap::new(),
             targets: BTreeMap::new(),
             released: Vec::new(),
+            dropped_events: 0,
             quota: Quota::default(),
         }
     }
@@ -748,8 +755,10 @@ impl Store {
     /// The watch events `changes` fire: a watch sees a change at or below its path, and,
     /// for a removal, the removal of its own path from above; only if its connection may
     /// read the node.
-    fn fire(&self, changes: &[Change]) -> Vec<Event> {
+    fn fire(&mut self, changes: &[Change]) -> Vec<Event> {
         let mut out = Vec::new();
+        let mut per_conn: BTreeMap<ConnId, usize> = BTreeMap::new();
+        let mut dropped = 0u64;
         for ch in changes {
             for (&id, conn) in &self.conns {
                 let who = Who { dom: conn.dom, privileged: conn.privileged, target: self.targets.get(&conn.dom).copied() };
@@ -767,13 +776,27 @@ impl Store {
                     };
                     if let Some((p, perms)) = hit {
                         if who.may(perms, Access::Read) {
-                            out.push(Event { conn: id, msg: watch_event(conn.dom, w, p) });
+                            let msg = watch_event(conn.dom, w, p);
+                            let n = per_conn.entry(id).or_insert(0);
+                            if *n + crate::HEADER + msg.payload.len() <= EVENT_BYTES_PER_REQUEST {
+                                *n += crate::HEADER + msg.payload.len();
+                                out.push(Event { conn: id, msg });
+                            } else {
+                                dropped += 1;
+                            }
                         }
                     }
                 }
             }
         }
+        self.dropped_events += dropped;
         out
+    }
+
+    /// Watch events not kept because one request fired more than
+    /// [`EVENT_BYTES_PER_REQUEST`] of them for a connection.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
     }
 
     /// `@introduceDomain` / `@releaseDomain`: to privileged watchers only.

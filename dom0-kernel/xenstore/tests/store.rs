@@ -549,3 +549,27 @@ fn removing_a_flooded_subtree_under_many_watches() {
     assert!(t.elapsed().as_millis() < 500, "{:?}", t.elapsed());
     assert_eq!(fired.len(), 128, "each watch once");
 }
+
+/// One committed transaction of many writes under many watches: the events one request
+/// builds for one connection are capped in bytes, the rest counted as dropped.
+#[test]
+fn one_request_fires_a_bounded_number_of_events() {
+    let mut s = Store::new();
+    let d0 = s.connect(0, true);
+    for i in 0..64 {
+        assert!(req(&mut s, d0, MsgType::Watch, 0, &z(&["/data", &format!("t{i}")])).0.is_ok());
+    }
+    let tx: u32 = String::from_utf8(req(&mut s, d0, MsgType::TransactionStart, 0, &z(&[""])).0.unwrap()).unwrap().trim_end_matches('\0').parse().unwrap();
+    for i in 0..200 {
+        let mut p = format!("/data/n{i}").into_bytes();
+        p.push(0);
+        p.push(b'v');
+        assert!(req(&mut s, d0, MsgType::Write, tx, &p).0.is_ok());
+    }
+    let (r, fired) = req(&mut s, d0, MsgType::TransactionEnd, tx, &z(&["T"]));
+    assert_eq!(r, Ok(b"OK\0".to_vec()));
+    let bytes: usize = fired.iter().map(|(_, p, t)| 16 + p.len() + t.len() + 2).sum();
+    assert!(bytes <= xenstore::EVENT_BYTES_PER_REQUEST && bytes > xenstore::EVENT_BYTES_PER_REQUEST - 64, "{bytes}");
+    assert!(s.dropped_events() > 0);
+    assert_eq!(fired.len() as u64 + s.dropped_events(), 64 * 200);
+}

@@ -28,3 +28,13 @@ pub fn init() {
     // flag above), and stays valid for the program's life.
     unsafe { HEAP.lock().init(core::ptr::addr_of_mut!(REGION) as *mut u8, HEAP_SIZE) };
 }
+
+/// Bytes of heap not allocated now.
+pub fn free() -> usize {
+    HEAP.lock().free()
+}
+
+/// Bytes of heap in all (0 before [`init`]).
+pub fn size() -> usize {
+    HEAP.lock().size()
+}

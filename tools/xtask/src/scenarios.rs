@@ -625,8 +625,11 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
 }
 
 /// What `dom0-xs-hostile` must show.
-const XS_HOSTILE: [&str; 11] = [
+const XS_HOSTILE: [&str; 14] = [
     "xshostile: domain 2 (oversize)",
+    "xshostile-oversize: 15 checks, 0 failed",
+    "xshostile-indexes: 15 checks, 0 failed",
+    "transactional writes of 2 KiB, then Some(ENOMEM)",
     "xshostile: watches refused from #Some((128, E2BIG))",
     "xshostile: transactions refused from #Some((10, ENOSPC))",
     "xshostile: ring error 3 (want 3)",

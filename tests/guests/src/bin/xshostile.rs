@@ -82,6 +82,34 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     println!("xshostile: {} nodes written, then {:?}", made, err);
     check("node quota", err == Some(Errno::ENOSPC) && made < 1000 && made > 900);
     expect("the node flood removed", xenbus::rm("data"), Ok(()));
+
+    // Memory: ten transactions, each writing 2 KiB values until refused (20 MiB if nothing
+    // stopped it, several times dom0's heap): dom0 answers ENOMEM once its reserve is
+    // reached, stays up, and has the memory back once they are abandoned.
+    let mut txs = [0u32; 10];
+    let mut mem_err = None;
+    let mut writes = 0u32;
+    'flood: for t in txs.iter_mut() {
+        let Ok(id) = xenbus::transaction_start() else { break };
+        *t = id;
+        for i in 0..1100u32 {
+            let mut path = [0u8; 16];
+            match xenbus::write_tx(id, fmt(&mut path, b"attr/m", i), &[b'm'; 2048]) {
+                Ok(()) => writes += 1,
+                Err(Errno::ENOSPC) => break,
+                Err(e) => {
+                    mem_err = Some(e);
+                    break 'flood;
+                }
+            }
+        }
+    }
+    println!("xshostile: {} transactional writes of 2 KiB, then {:?}", writes, mem_err);
+    check("dom0's memory reserve", mem_err == Some(Errno::ENOMEM));
+    for &t in txs.iter().filter(|&&t| t != 0) {
+        let _ = xenbus::transaction_end(t, false);
+    }
+    expect("served again once they are abandoned", xenbus::write("attr/after", b"ok"), Ok(()));
     expect("an oversize value", xenbus::write("attr/big", &[b'x'; 3000]), Err(Errno::ENOSPC));
 
     // Break the ring: the daemon marks it broken (`error`) and serves it no more.
@@ -113,7 +141,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     }
     println!("xshostile: ring error {} (want {})", r.read_u32(xs::ERROR), want);
     check("the daemon closed the broken ring", r.read_u32(xs::ERROR) == want);
-    finish("xshostile")
+    finish(if how == "indexes" { "xshostile-indexes" } else { "xshostile-oversize" })
 }
 
 /// `prefix` and `n` in decimal, in `buf`.
