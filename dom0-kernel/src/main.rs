@@ -136,6 +136,14 @@ fn serve() -> ! {
     }
     xs::take_local_events();
     events::enable();
+    if bench_xs() {
+        // `bench-xs`: the XenStore benchmark's domU, its console shown; dom0 powers off
+        // when it is gone.
+        if let Ok(p) = xl::physinfo_khz() {
+            println!("BENCH tsc_khz={}", p);
+        }
+        xl::run(&["create", "/etc/xen/xsbench.cfg", "-c"]);
+    }
     autostart();
     println!("dom0: commands: help, info, ls, cat, xl <verb> ..., xenstore-ls/-read/-write/-rm, poweroff, reboot, crash");
     prompt();
@@ -149,11 +157,19 @@ fn serve() -> ! {
             if xs::domain_exited() && xl::on_exits() {
                 prompt();
             }
+            if bench_xs() && !xl::any_created() {
+                hypercall::shutdown(ShutdownReason::Poweroff)
+            }
             false
         }
         Task::Store(d) => xs::on_event(d),
         Task::Console(d) => consoled::on_event(d),
     })
+}
+
+/// `bench-xs` on the command line (`cargo xtask bench --only xenstore`).
+fn bench_xs() -> bool {
+    start_info().is_some_and(|si| core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").split_ascii_whitespace().any(|w| w == "bench-xs"))
 }
 
 /// `etc/xen/auto/*.cfg` created at boot, as `xendomains` does.

@@ -52,6 +52,16 @@ static WAITING: spin::Mutex<Vec<u16>> = spin::Mutex::new(Vec::new());
 /// When each domain `xl create` made was started (system time, ns); others count from boot.
 static STARTED: spin::Mutex<alloc::collections::BTreeMap<u16, u64>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
 
+/// The TSC rate (kHz) the hypervisor calibrated.
+pub fn physinfo_khz() -> Result<u32, String> {
+    Ok(field32(&physinfo()?, physinfo::CPU_KHZ))
+}
+
+/// Are there domains `xl create` made (not destroyed yet)?
+pub fn any_created() -> bool {
+    !NAMES.lock().is_empty()
+}
+
 /// A domain is destroyed: nothing of it stays (its id is handed out again).
 pub fn forget(dom: u16) {
     WAITING.lock().retain(|&d| d != dom);

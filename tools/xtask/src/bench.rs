@@ -199,6 +199,29 @@ fn xl_create(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<
     Ok(())
 }
 
+/// XenStore through a domU's ring: reads, writes and transactions (start, two writes,
+/// commit) per second, the domU (`/etc/xen/xsbench.cfg`) timing them with the TSC, dom0's
+/// daemon serving them; plain TCG, one CPU.
+fn xenstore_rates(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
+    let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", "bench-xs");
+    let iso = images::iso(imgs, &grub, "bench-xs")?;
+    let mut c = Config::new(Accel::Tcg);
+    c.memory_mb = 512;
+    c.timeout = Duration::from_secs(300);
+    c.boot = Boot::Iso(iso);
+    let o = qemu::run(&c, None)?;
+    std::fs::write(images::target().join("bench-xs.log"), &o.output).map_err(|e| e.to_string())?;
+    let vals = bench_values(&o.output);
+    let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let khz = get("tsc_khz").ok_or_else(|| format!("xenstore bench: no TSC rate\n{}", o.output))?;
+    for what in ["read", "write", "transaction"] {
+        let t = get(&format!("xs_{what}_tsc")).ok_or_else(|| format!("xenstore bench: no {what} figure\n{}", o.output))?;
+        results.push((format!("xenstore_{what}s_per_s_tcg"), khz * 1000.0 / t));
+        results.push((format!("xenstore_{what}_us_tcg"), t / khz * 1000.0));
+    }
+    Ok(())
+}
+
 fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
@@ -214,7 +237,8 @@ fn write_results(results: &[(String, f64)]) -> Result<(), String> {
 
 /// `--only hotpaths` runs just the hot-path section, `--only parallel` the parallelism one,
 /// `--only toolstack` the domain lifecycle, `--only destroy-4g` a 4 GiB domain's destroy,
-/// `--only xl` dom0's `xl create` / `xl destroy`.
+/// `--only xl` dom0's `xl create` / `xl destroy`, `--only xenstore` XenStore rates through
+/// a domU's ring.
 pub fn run(args: &[String]) -> Result<(), String> {
     let imgs = images::build_all()?;
     let mut results: Vec<(String, f64)> = Vec::new();
@@ -238,6 +262,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if only == Some("xl") {
         xl_create(&imgs, &mut results)?;
+        return write_results(&results);
+    }
+    if only == Some("xenstore") {
+        xenstore_rates(&imgs, &mut results)?;
         return write_results(&results);
     }
 
@@ -443,5 +471,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     hotpaths(&imgs, &mut results)?;
     toolstack(&imgs, &mut results)?;
     xl_create(&imgs, &mut results)?;
+    xenstore_rates(&imgs, &mut results)?;
     write_results(&results)
 }
