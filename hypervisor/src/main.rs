@@ -25,6 +25,7 @@ mod state;
 mod teardown;
 mod guest;
 mod guest_console;
+mod serial_input;
 mod halt;
 pub use halt::{end, panic_exit};
 pub use state::Hv;

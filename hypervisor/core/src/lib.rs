@@ -12,6 +12,7 @@ extern crate std;
 pub mod acpi;
 pub mod audit;
 pub mod budget;
+pub mod conin;
 pub mod conring;
 pub mod builder;
 pub mod cmdline;

@@ -117,7 +117,7 @@ pub fn console_io(hv: &mut impl OnCpu, f: &mut TrapFrame, cmd: u64, count: u64, 
         }
         READ => {
             let mut chunk = [0u8; 256];
-            let n = hv_arch::console::read_available(&mut chunk[..(count as usize).min(256)]);
+            let n = crate::serial_input::read(&mut chunk[..(count as usize).min(256)]);
             write_guest(hv, buf, &chunk[..n])?;
             Ok(n as i64)
         }

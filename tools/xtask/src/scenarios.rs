@@ -461,7 +461,7 @@ fn scenarios() -> Vec<Scenario> {
             bundle: true,
             input: Some((
                 "dom0> ",
-                "xl create /etc/xen/echo.cfg -c\rhello there\r\x1dxl list\rxl create /etc/xen/echo2.cfg\rxl list\rxenstore-read /local/domain/1/data/hello /local/domain/1/name\rxenstore-ls /local/domain/2\rxl console echo2\rcrash\rxl list\rxl console echo2\r\x1dxl shutdown -w echo\rxl list\rxl mem-set echo2 4m\rxenstore-read /local/domain/2/memory/target\rxl mem-set echo2 64m\rxl shutdown 0\rxl uptime\rxl destroy echo2\rxl list\rxenstore-ls /local/domain\rxenstore-ls /vm\rxenstore-write /local/domain/0/x y\rxenstore-read /local/domain/0/x\rxenstore-rm /local/domain/0/x\rxenstore-read /local/domain/0/x\rpoweroff\r",
+                "xl create /etc/xen/echo.cfg -c\rhello there\r\x1dxl list\r\x01\x01\x01hq\x01\x01\x01\rxl create /etc/xen/echo2.cfg\rxl list\rxenstore-read /local/domain/1/data/hello /local/domain/1/name\rxenstore-ls /local/domain/2\rxl console echo2\rcrash\rxl list\rxl console echo2\r\x1dxl shutdown -w echo\rxl list\rxl mem-set echo2 4m\rxenstore-read /local/domain/2/memory/target\rxl mem-set echo2 64m\rxl shutdown 0\rxl uptime\rxl destroy echo2\rxl list\rxenstore-ls /local/domain\rxenstore-ls /vm\rxenstore-write /local/domain/0/x y\rxenstore-read /local/domain/0/x\rxenstore-rm /local/domain/0/x\rxenstore-read /local/domain/0/x\rpoweroff\r",
             )),
             ..sc("dom0-console", Image::Dom0, Expect::Exit(Poweroff, &[
                 "Parsing config from /etc/xen/echo.cfg",
@@ -473,6 +473,13 @@ fn scenarios() -> Vec<Scenario> {
                 "xlguest: write my name: Err(EACCES)",
                 "xlguest: you typed 'hello there'",
                 "\necho                                         1     8     1",
+                // Ctrl-A x3: input to the hypervisor (its debug keys), and back.
+                "*** Serial input to Xen (type 'CTRL-a' three times to switch input)",
+                " key 'q' (ascii '71') => dump domain (and guest debug) info",
+                "'q' pressed -> dumping domain info",
+                "(XEN) INF d0: 4096 pages (max 4096), ",
+                "(XEN) INF d1: 2048 pages",
+                "*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)",
                 "\necho2                                        2     8     1",
                 "dom0> xenstore-read /local/domain/1/data/hello /local/domain/1/name\nworld\necho\n",
                 "store = \"\"",

@@ -1,0 +1,102 @@
+//! Serial input: taken from the UART by CPU 0's housekeeping (and by `CONSOLEIO_read`),
+//! routed by `hv_core::conin` (Xen's `Ctrl-A` ×3 switch) to dom0's input buffer, which
+//! `CONSOLEIO_read` drains, or to the hypervisor's debug keys.
+
+use core::sync::atomic::Ordering;
+use hv_core::conin::{Out, Router, Target};
+
+/// Bytes for dom0 not read yet (older input is kept; bytes past this are dropped, as a
+/// full UART FIFO drops them).
+const BUFFER: usize = 512;
+
+struct Input {
+    router: Router,
+    buf: [u8; BUFFER],
+    head: usize,
+    len: usize,
+}
+
+static INPUT: spin::Mutex<Input> = spin::Mutex::new(Input { router: Router::new(), buf: [0; BUFFER], head: 0, len: 0 });
+
+/// Takes what the UART holds; true if dom0 got bytes (it is then to get `VIRQ_CONSOLE`).
+pub fn pump() -> bool {
+    let mut chunk = [0u8; 64];
+    let mut for_dom0 = false;
+    loop {
+        let n = hv_arch::console::read_available(&mut chunk);
+        if n == 0 {
+            return for_dom0;
+        }
+        // The hypervisor's share, in order, acted on with the input lock let go (the log
+        // takes the UART's).
+        let mut mine = [Out::Key(0); 64 * 3];
+        let mut nmine = 0;
+        {
+            let mut i = INPUT.lock();
+            let inp = &mut *i;
+            for &b in &chunk[..n] {
+                inp.router.feed(b, |o| match o {
+                    Out::Dom0(c) => {
+                        if inp.len < BUFFER {
+                            inp.buf[(inp.head + inp.len) % BUFFER] = c;
+                            inp.len += 1;
+                            for_dom0 = true;
+                        }
+                    }
+                    other => {
+                        if nmine < mine.len() {
+                            mine[nmine] = other;
+                            nmine += 1;
+                        }
+                    }
+                });
+            }
+        }
+        for o in &mine[..nmine] {
+            match *o {
+                Out::Switched(Target::Hypervisor) => log::info!("*** Serial input to Xen (type 'CTRL-a' three times to switch input)"),
+                Out::Switched(Target::Dom0) => log::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)"),
+                Out::Key(k) => debug_key(k),
+                Out::Dom0(_) => {}
+            }
+        }
+    }
+}
+
+/// dom0's `CONSOLEIO_read`: up to `out.len()` bytes of its input.
+pub fn read(out: &mut [u8]) -> usize {
+    pump();
+    let mut i = INPUT.lock();
+    let n = i.len.min(out.len());
+    for (k, b) in out[..n].iter_mut().enumerate() {
+        *b = i.buf[(i.head + k) % BUFFER];
+    }
+    i.head = (i.head + n) % BUFFER;
+    i.len -= n;
+    n
+}
+
+/// A debug key typed while input goes to the hypervisor (Xen's `h` and `q`).
+fn debug_key(k: u8) {
+    match k {
+        b'h' => {
+            log::info!("'h' pressed -> showing installed handlers");
+            log::info!(" key 'h' (ascii '68') => show this message");
+            log::info!(" key 'q' (ascii '71') => dump domain (and guest debug) info");
+        }
+        b'q' => {
+            log::info!("'q' pressed -> dumping domain info");
+            for d in crate::domain::all() {
+                let state = match (d.is_dying(), d.ended(), d.is_paused()) {
+                    (true, _, _) => "dying".into(),
+                    (_, Some(r), _) => alloc::format!("shut down ({:?})", r),
+                    (_, None, true) => "paused".into(),
+                    _ => alloc::string::String::from("running"),
+                };
+                log::info!("d{}: {} pages (max {}), {} vCPU(s), {}", d.id, d.tot_pages.load(Ordering::Relaxed), d.max_pages.load(Ordering::Relaxed), d.nr_vcpus(), state);
+            }
+        }
+        b'\r' | b'\n' => {}
+        k => log::info!("key '{}' (ascii '{:02x}'): no handler ('h' lists them)", if k.is_ascii_graphic() { k as char } else { '?' }, k),
+    }
+}
