@@ -6,9 +6,8 @@
 use crate::domain::DomShared;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use hv_arch::physmem::DirectMap;
 use hv_core::frame::Owner;
-use hv_core::mem::{Mfn, PhysMem};
+use hv_core::mem::Mfn;
 
 /// The teardown steps (`hypercall::domctl`'s `destroy`).
 pub const STOP: u32 = 0;
@@ -20,22 +19,13 @@ pub const HELD: u32 = 5;
 pub const FREE: u32 = 6;
 pub const DONE: u32 = 7;
 
-/// Frame `m` of dying domain `d` (its record `f`), if nothing references it: taken from
-/// the domain (so nothing can reference it any more), scrubbed and returned to the
-/// allocator.
+/// Frame `m` of dying domain `d` (its record `f`), if nothing references it: returned to
+/// the allocator with its M2P entry invalidated (`memory::free_from`). It is not scrubbed
+/// here: every path that hands a frame out again zeroes it first (a guest's
+/// `alloc_for_guest`, grant frames, shared_info, the hypervisor's private frames), as for
+/// frames a guest gives back with `decrease_reservation`; one scrub per frame, not two.
 pub fn free_frame(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) -> bool {
-    let ft = crate::machine::frames();
-    if f.count != 0 || f.type_count != 0 || ft.set_owner(m, Owner::Xen).is_err() {
-        return false;
-    }
-    DirectMap.zero(m);
-    if ft.set_owner(m, Owner::Free).is_err() {
-        return false;
-    }
-    crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
-    crate::mm::with(|mm| mm.alloc.free(m));
-    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    true
+    f.count == 0 && f.type_count == 0 && crate::hypercall::memory::free_from(d, m).is_ok()
 }
 
 /// [`free_frame`] in the FREE walk: a frame still referenced (by another domain's mapping)

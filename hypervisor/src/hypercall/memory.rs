@@ -99,8 +99,9 @@ fn free_from_guest(hv: &mut Mx, m: Mfn) -> Result<(), Errno> {
 }
 
 /// [`free_from_guest`] for a frame of domain `d` that nothing can have seen yet (just
-/// given to it) or whose memory lock is held.
-fn free_from(d: &crate::domain::DomShared, m: Mfn) -> Result<(), Errno> {
+/// given to it), whose memory lock is held, or that is dying (its teardown's FREE walk).
+/// The frame is not scrubbed: whoever is handed it next zeroes it first.
+pub fn free_from(d: &crate::domain::DomShared, m: Mfn) -> Result<(), Errno> {
     let id = d.id;
     let ft = crate::machine::frames();
     let f = ft.get(m).ok_or(Errno::EINVAL)?;
@@ -113,7 +114,7 @@ fn free_from(d: &crate::domain::DomShared, m: Mfn) -> Result<(), Errno> {
     ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
     crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
     crate::mm::with(|mm| mm.alloc.free(m));
-    d.tot_pages.fetch_sub(1, Ordering::Relaxed);
+    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     Ok(())
 }
 
