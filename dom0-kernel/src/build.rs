@@ -176,7 +176,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     }
     // Grant references 0 and 1: the console and XenStore pages, for dom0's backends.
     w.map(dom, gnttab).map_err(|e| fail("mapping the grant table", e))?;
-    for (gref, mfn) in [(guest_abi::grant::GNTTAB_RESERVED_CONSOLE, console_mfn), (guest_abi::grant::GNTTAB_RESERVED_XENSTORE, store_mfn)] {
+    for (gref, mfn) in [(guest_abi::grant::RESERVED_CONSOLE, console_mfn), (guest_abi::grant::RESERVED_XENSTORE, store_mfn)] {
         let mut e = [0u8; 8];
         e[..2].copy_from_slice(&guest_abi::grant::GTF_PERMIT_ACCESS.to_le_bytes());
         e[4..].copy_from_slice(&(mfn as u32).to_le_bytes());

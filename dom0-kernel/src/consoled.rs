@@ -31,7 +31,7 @@ static ATTACHED: AtomicU32 = AtomicU32::new(0);
 /// Serves `dom`'s console ring (grant reference `GNTTAB_RESERVED_CONSOLE`, its unbound port
 /// `remote_port`).
 pub fn add(dom: u16, remote_port: Port) -> Result<(), String> {
-    let (slot, port) = crate::rings::connect(dom, guest_abi::grant::GNTTAB_RESERVED_CONSOLE, remote_port, "console")?;
+    let (slot, port) = crate::rings::connect(dom, guest_abi::grant::RESERVED_CONSOLE, remote_port, "console")?;
     CONS.lock().insert(dom, Cons { slot, port, buf: VecDeque::new(), warned: false, dropped: 0 });
     if !crate::executor::register(port, crate::executor::Task::Console(dom)) {
         remove(dom);

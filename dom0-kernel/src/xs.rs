@@ -203,7 +203,7 @@ pub fn transaction_end(tx: u32, commit: bool) -> Result<(), String> {
 /// `GNTTAB_RESERVED_XENSTORE`; its unbound port `remote_port` for dom0) is served from now
 /// on.
 pub fn introduce(dom: DomId, mfn: u64, remote_port: Port) -> Result<(), String> {
-    let (slot, port) = crate::rings::connect(dom, guest_abi::grant::GNTTAB_RESERVED_XENSTORE, remote_port, "XenStore")?;
+    let (slot, port) = crate::rings::connect(dom, guest_abi::grant::RESERVED_XENSTORE, remote_port, "XenStore")?;
     let (d, m, p) = (format!("{}", dom), format!("{}", mfn), format!("{}", remote_port));
     if let Err(e) = request(MsgType::Introduce, 0, &[d.as_bytes(), m.as_bytes(), p.as_bytes()], None) {
         crate::rings::unmap(slot);

@@ -23,11 +23,6 @@ pub const NR_RESERVED_ENTRIES: u32 = 8;
 pub const RESERVED_CONSOLE: u32 = 0;
 pub const RESERVED_XENSTORE: u32 = 1;
 
-/// Grant references the toolstack seeds for the console and XenStore pages
-/// (`GNTTAB_RESERVED_CONSOLE`, `GNTTAB_RESERVED_XENSTORE`), granted to the backends' domain.
-pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
-pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
-
 /// Entry flags (`GTF_*`): the type in bits 0-1, then subflags.
 pub const GTF_INVALID: u16 = 0;
 pub const GTF_PERMIT_ACCESS: u16 = 1;

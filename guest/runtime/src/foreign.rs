@@ -98,12 +98,6 @@ pub struct Slots {
     handle: [Option<u32>; SLOTS],
 }
 
-/// `grant_table_op(cmd, op, 1)` on one operation.
-fn grant_op(cmd: u64, op: &mut [u8]) -> i64 {
-    // SAFETY: `op` is valid for reads and writes of the operation's size during the call.
-    unsafe { hypercall5(nr::GRANT_TABLE_OP, cmd, op.as_mut_ptr() as u64, 1, 0, 0) }
-}
-
 impl Slots {
     /// The slots of a guest whose image holds them in the bootstrap region.
     pub fn new(si: &StartInfo) -> Slots {
@@ -122,21 +116,9 @@ impl Slots {
     /// are taken, the hypercall's -errno, or the negative `GNTST_*` status when refused).
     pub fn map(&mut self, dom: u16, gref: u32) -> Result<usize, i64> {
         let i = self.handle.iter().position(|h| h.is_none()).ok_or(-28)?;
-        let mut op = [0u8; 32];
-        op[..8].copy_from_slice(&slot_va(i).to_le_bytes());
-        op[8..12].copy_from_slice(&guest_abi::grant::GNTMAP_HOST_MAP.to_le_bytes());
-        op[12..16].copy_from_slice(&gref.to_le_bytes());
-        op[16..18].copy_from_slice(&dom.to_le_bytes());
-        let rc = grant_op(guest_abi::grant::GNTTABOP_MAP_GRANT_REF, &mut op);
-        let status = i16::from_le_bytes([op[18], op[19]]);
-        match (rc, status) {
-            (0, 0) => {
-                self.handle[i] = Some(u32::from_le_bytes([op[20], op[21], op[22], op[23]]));
-                Ok(i)
-            }
-            (0, s) => Err(s as i64),
-            (e, _) => Err(e),
-        }
+        let h = crate::gnttab::map(dom, gref, slot_va(i), false)?;
+        self.handle[i] = Some(h);
+        Ok(i)
     }
 
     /// The page of slot `i` (its mapped frame, or this guest's own page if unmapped).
@@ -151,16 +133,8 @@ impl Slots {
     /// `GNTST_*` status.
     pub fn unmap(&mut self, i: usize) -> i64 {
         let Some(Some(h)) = self.handle.get(i).copied() else { return 0 };
-        let mut op = [0u8; 24];
-        op[..8].copy_from_slice(&slot_va(i).to_le_bytes());
-        op[16..20].copy_from_slice(&h.to_le_bytes());
-        let rc = grant_op(guest_abi::grant::GNTTABOP_UNMAP_GRANT_REF, &mut op);
-        let status = i16::from_le_bytes([op[20], op[21]]);
-        if rc != 0 {
-            return rc;
-        }
-        if status != 0 {
-            return status as i64;
+        if let Err(e) = crate::gnttab::unmap(slot_va(i), h) {
+            return e;
         }
         self.handle[i] = None;
         // The unmap cleared the entry: the slot's own frame goes back in (it must stay

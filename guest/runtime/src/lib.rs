@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod entry;
 pub mod events;
 pub mod foreign;
+pub mod gnttab;
 pub mod hypercall;
 pub mod mm;
 pub mod pvio;

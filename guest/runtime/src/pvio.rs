@@ -50,6 +50,16 @@ pub fn region_va(si: &StartInfo, mfn: u64) -> Option<u64> {
     .map(|pfn| crate::virt_base() + pfn * 4096)
 }
 
+/// The machine frame behind address `va` of the bootstrap region (from the P2M list).
+pub fn region_mfn(si: &StartInfo, va: u64) -> Option<u64> {
+    let pfn = va.checked_sub(crate::virt_base())? / 4096;
+    if pfn >= region_end_pfn(si).min(si.nr_pages) {
+        return None;
+    }
+    // SAFETY: as in `region_va`: the P2M list is mapped for nr_pages entries.
+    Some(unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() })
+}
+
 /// Sleeps until one of `ports` is pending, then clears them (their events are consumed
 /// here, never by the upcall: [`take_port`] masked them).
 pub fn wait(ports: &[Port]) {

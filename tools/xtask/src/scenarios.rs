@@ -471,6 +471,7 @@ fn scenarios() -> Vec<Scenario> {
                 "xlguest: write data/hello: Ok(())",
                 "xlguest: write outside my subtree: Err(EACCES)",
                 "xlguest: write my name: Err(EACCES)",
+                "xlguest: grant to myself: table true, ref Some(8), read back 0x5eedf00d, end while mapped refused true, unmapped true, ended true",
                 "xlguest: you typed 'hello there'",
                 "\necho                                         1     8     1",
                 // Ctrl-A x3: input to the hypervisor (its debug keys), and back.

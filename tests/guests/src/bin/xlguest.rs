@@ -13,6 +13,38 @@ fn text(b: &[u8]) -> &str {
     core::str::from_utf8(b).unwrap_or("?")
 }
 
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut SHARED: Page = Page([0; 4096]);
+
+/// The grant client end to end on itself: a page granted to its own domain id, mapped
+/// elsewhere, read back; ending the access is refused while mapped and works after.
+fn grant_to_myself(si: &pv_runtime::StartInfo, me: u16) {
+    use pv_runtime::gnttab;
+    let page = core::ptr::addr_of_mut!(SHARED) as u64;
+    let at = pv_runtime::virt_base() + (pvio::region_end_pfn(si) - 3) * 4096;
+    // SAFETY: a static page of this guest nothing else touches.
+    unsafe { (page as *mut u64).write_volatile(0x5EED_F00D) };
+    let ok = gnttab::init(si);
+    let gref = pvio::region_mfn(si, page).and_then(|mfn| gnttab::grant_access(me, mfn, true));
+    let mapped = gref.map(|g| gnttab::map(me, g, at, true));
+    // SAFETY: `at` is a slack page of the bootstrap region; the grant mapping (if made) is
+    // read-only and maps the page above.
+    let seen = matches!(mapped, Some(Ok(_))).then(|| unsafe { (at as *const u64).read_volatile() });
+    let busy = gref.is_some_and(|g| !gnttab::end_access(g));
+    let unmapped = matches!(mapped, Some(Ok(h)) if gnttab::unmap(at, h).is_ok());
+    let ended = gref.is_some_and(gnttab::end_access);
+    println!(
+        "xlguest: grant to myself: table {}, ref {:?}, read back {:#x}, end while mapped refused {}, unmapped {}, ended {}",
+        ok,
+        gref,
+        seen.unwrap_or(0),
+        busy,
+        unmapped,
+        ended
+    );
+}
+
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     if !xencons::active() {
@@ -38,6 +70,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     println!("xlguest: write data/hello: {:?}", xenbus::write("data/hello", b"world"));
     println!("xlguest: write outside my subtree: {:?}", xenbus::write("/local/domain/0/mine", b"x"));
     println!("xlguest: write my name: {:?}", xenbus::write("name", b"other"));
+    grant_to_myself(si, domid.parse().unwrap_or(0));
     if let Err(e) = xenbus::watch_shutdown() {
         println!("xlguest: watching control/shutdown failed: {:?}", e);
     }
