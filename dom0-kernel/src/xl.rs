@@ -62,6 +62,9 @@ pub fn any_created() -> bool {
     !NAMES.lock().is_empty()
 }
 
+/// The last `xl top` screen's samples: (system time, CPU time) per domain.
+static LAST_TOP: spin::Mutex<alloc::collections::BTreeMap<u16, (u64, u64)>> = spin::Mutex::new(alloc::collections::BTreeMap::new());
+
 /// A domain is destroyed: nothing of it stays (its id is handed out again).
 pub fn forget(dom: u16) {
     WAITING.lock().retain(|&d| d != dom);
@@ -266,6 +269,39 @@ fn exec(cmd: Cmd) -> Result<(), String> {
                 return Err(format!("libxl: error: memory_static_max must be greater than or equal to memory_dynamic_max ({} > {})", kib, max));
             }
             crate::xs::write(0, &format!("{}/target", base), format!("{}", kib).as_bytes()).map_err(|e| format!("libxl: error: setting memory/target of domain {} failed: {}", id, e))?;
+        }
+        Cmd::Top => {
+            let p = physinfo()?;
+            let now = pv_runtime::events::system_time();
+            let (v, extra) = (hypercall::xen_version_number(), hypercall::xen_extraversion());
+            let version = format!("{}.{}{}", v >> 16, v & 0xFFFF, core::str::from_utf8(&extra).unwrap_or("").trim_end_matches('\0'));
+            let mut last = LAST_TOP.lock();
+            let rows: Vec<xl::TopRow> = domains()
+                .iter()
+                .map(|d| {
+                    let id = d.dom();
+                    let cpu = d.get64(info::CPU_TIME);
+                    // Since the last screen, or since it started (dom0 and boot-time domains:
+                    // since boot).
+                    let (t0, c0) = last.get(&id).copied().unwrap_or((STARTED.lock().get(&id).copied().unwrap_or(0), 0));
+                    let dt = now.saturating_sub(t0).max(1);
+                    xl::TopRow {
+                        name: name(id),
+                        flags: d.get32(info::FLAGS),
+                        cpu_ns: cpu,
+                        cpu_pct: cpu.saturating_sub(c0) as f64 * 100.0 / dt as f64,
+                        mem_kib: d.get64(info::TOT_PAGES) * 4,
+                        max_kib: d.get64(info::MAX_PAGES) * 4,
+                        vcpus: d.get32(info::NR_ONLINE_VCPUS),
+                    }
+                })
+                .collect();
+            last.clear();
+            for d in domains() {
+                last.insert(d.dom(), (now, d.get64(info::CPU_TIME)));
+            }
+            let khz = field32(&p, physinfo::CPU_KHZ);
+            print!("{}", xl::top(&version, field32(&p, physinfo::NR_CPUS), khz / 1000, field64(&p, physinfo::TOTAL_PAGES) * 4, field64(&p, physinfo::FREE_PAGES) * 4, &rows));
         }
         Cmd::Uptime(d) => {
             let only = d.as_ref().map(resolve).transpose()?;

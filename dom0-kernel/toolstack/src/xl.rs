@@ -39,6 +39,8 @@ pub enum Cmd {
     /// `shutdown [-w] <dom>` / `reboot [-w] <dom>`: asked through `control/shutdown`.
     Shutdown { dom: DomRef, reboot: bool, wait: bool },
     Uptime(Option<DomRef>),
+    /// `top`: one `xentop` screen.
+    Top,
     Help,
 }
 
@@ -60,6 +62,7 @@ pub const VERBS: &[(&str, &str)] = &[
     ("shutdown", "Issue a shutdown signal to a domain"),
     ("reboot", "Issue a reboot signal to a domain"),
     ("uptime", "Print uptime for all/some domains"),
+    ("top", "Monitor a host and the domains in real time"),
 ];
 
 fn dom(s: &str) -> DomRef {
@@ -185,6 +188,7 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
             }
         }
         "uptime" => Cmd::Uptime(args.first().map(|a| dom(a))),
+        "top" => Cmd::Top,
         other => return Err(format!("command not implemented: {}", other)),
     })
 }
@@ -223,6 +227,57 @@ pub fn state(flags: u32) -> String {
     s.push(if crashed { 'c' } else { '-' });
     s.push(bit(info::DYING, 'd'));
     s
+}
+
+/// One domain on the `top` screen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopRow {
+    pub name: String,
+    /// `getdomaininfo` flags.
+    pub flags: u32,
+    pub cpu_ns: u64,
+    /// CPU use since the last screen (or since it started), percent of one CPU.
+    pub cpu_pct: f64,
+    pub mem_kib: u64,
+    pub max_kib: u64,
+    pub vcpus: u32,
+}
+
+/// `top`: xentop's summary lines and its table (the columns up to VCPUS; this host has no
+/// network or block backends yet).
+pub fn top(version: &str, ncpus: u32, mhz: u32, total_kib: u64, free_kib: u64, rows: &[TopRow]) -> String {
+    let count = |f: &dyn Fn(u32) -> bool| rows.iter().filter(|r| f(r.flags)).count();
+    let ended = |f: u32| shutdown_reason(f);
+    let mut t = format!("xentop - Xen {}\n", version);
+    t.push_str(&format!(
+        "{} domains: {} running, {} blocked, {} paused, {} crashed, {} dying, {} shutdown \n",
+        rows.len(),
+        count(&|f| f & info::RUNNING != 0),
+        count(&|f| f & info::BLOCKED != 0),
+        count(&|f| f & info::PAUSED != 0),
+        count(&|f| ended(f) == Some(ShutdownReason::Crash)),
+        count(&|f| f & info::DYING != 0),
+        count(&|f| ended(f).is_some_and(|r| r != ShutdownReason::Crash)),
+    ));
+    t.push_str(&format!("Mem: {}k total, {}k used, {}k free    CPUs: {} @ {}MHz\n", total_kib, total_kib - free_kib.min(total_kib), free_kib, ncpus, mhz));
+    t.push_str(&format!("{:>10} {:>6} {:>10} {:>6} {:>10} {:>6} {:>10} {:>9} {:>5}\n", "NAME", "STATE", "CPU(sec)", "CPU(%)", "MEM(k)", "MEM(%)", "MAXMEM(k)", "MAXMEM(%)", "VCPUS"));
+    let pct = |k: u64| if total_kib == 0 { 0.0 } else { k as f64 * 100.0 / total_kib as f64 };
+    for r in rows {
+        let name: String = r.name.chars().take(10).collect();
+        t.push_str(&format!(
+            "{:>10} {:>6} {:>10} {:>6.1} {:>10} {:>6.1} {:>10} {:>9.1} {:>5}\n",
+            name,
+            state(r.flags),
+            r.cpu_ns / 1_000_000_000,
+            r.cpu_pct,
+            r.mem_kib,
+            pct(r.mem_kib),
+            r.max_kib,
+            pct(r.max_kib),
+            r.vcpus
+        ));
+    }
+    t
 }
 
 /// `uptime`'s table: (name, id, seconds up).
@@ -386,6 +441,17 @@ mod tests {
         assert!(sched_credit(&[("Domain-0".into(), 0, 256, 0)]).ends_with("Domain-0                             0    256    0\n"));
         assert_eq!(uptime(&[("Domain-0".into(), 0, 3725)]).lines().nth(1), Some("Domain-0                             0  1:02:05"));
         assert_eq!(uptime(&[("a".into(), 1, 90061)]).lines().nth(1), Some("a                                    1 1 day,  1:01:01"));
+        let screen = top("4.19.0-rxen", 2, 2611, 1_000_000, 600_000, &[
+            TopRow { name: "Domain-0".into(), flags: 1 << 5, cpu_ns: 3_500_000_000, cpu_pct: 12.34, mem_kib: 65536, max_kib: 65536, vcpus: 2 },
+            TopRow { name: "a-very-long-name".into(), flags: (1 << 2) | (3 << 16), cpu_ns: 0, cpu_pct: 0.0, mem_kib: 16384, max_kib: 32768, vcpus: 1 },
+        ]);
+        let l: Vec<&str> = screen.lines().collect();
+        assert_eq!(l[1], "2 domains: 1 running, 0 blocked, 0 paused, 1 crashed, 0 dying, 0 shutdown ");
+        assert_eq!(l[2], "Mem: 1000000k total, 400000k used, 600000k free    CPUs: 2 @ 2611MHz");
+        assert_eq!(l[3], "      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS");
+        assert_eq!(l[4], "  Domain-0 r-----          3   12.3      65536    6.6      65536       6.6     2");
+        assert_eq!(l[5], "a-very-lon ----c-          0    0.0      16384    1.6      32768       3.3     1");
+        assert_eq!(parse(&["top"]), Ok(Cmd::Top));
         assert_eq!(info(&[("nr_cpus", "2".into())]), "nr_cpus                : 2\n");
         assert!(help().contains(" list                List information about all domains\n"));
     }

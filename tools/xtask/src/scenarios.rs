@@ -25,6 +25,8 @@ enum Expect {
     Success,
     /// This exit code, and each string somewhere in the output.
     Exit(ExitCode, &'static [&'static str]),
+    /// As `Exit`, and a check of the output's figures.
+    ExitCheck(ExitCode, &'static [&'static str], fn(&str) -> Result<(), String>),
 }
 
 #[derive(Clone, Debug)]
@@ -454,6 +456,20 @@ fn scenarios() -> Vec<Scenario> {
             input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
             ..sc("dom0-xs-hostile-smp2", Image::Dom0, Expect::Exit(Poweroff, &XS_HOSTILE))
         },
+        // Weights set by the configs (and by `xl sched-credit`) are what the CPU splits by:
+        // two spinners at 256 and 512 on one CPU, measured by `xl top`. (On more CPUs,
+        // credit1 shares out the whole pool: two vCPUs pinned to one CPU of two each get
+        // at least what that CPU gives, and split it evenly, as on Xen.)
+        Scenario {
+            dom0_args: "interactive",
+            bundle: true,
+            input: Some(("dom0> ", "xl create /etc/xen/share1.cfg\rxl create /etc/xen/share2.cfg\rxl sched-credit\rxl top\r\r\r\r\r\r\r\r\r\r\r\r\r\r\rxl top\rxl destroy share1\rxl destroy share2\rpoweroff\r")),
+            ..sc("dom0-xl-shares", Image::Dom0, Expect::ExitCheck(Poweroff, &[
+                "share2                               2    512    0",
+                "      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS",
+                "3 domains: ",
+            ], shares_follow_weights))
+        },
         // The toolstack end to end: domUs with console and XenStore rings, `xl console`,
         // the shutdown protocol, on_crash restart, XenStore from dom0's shell.
         Scenario {
@@ -620,7 +636,12 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
                 (v, c) => Err(format!("verdict {:?}, exit {:?} (status {:?})", v, c, o.status)),
             }
         }
-        Expect::Exit(code, needles) => {
+        Expect::Exit(code, needles) | Expect::ExitCheck(code, needles, _) => {
+            if let Expect::ExitCheck(_, _, check) = &s.expect {
+                if o.code == Some(*code) {
+                    check(&o.output)?;
+                }
+            }
             if o.code != Some(*code) {
                 return Err(format!("exit {:?} (status {:?}), want {:?}", o.code, o.status, code));
             }
@@ -630,6 +651,27 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
             }
         }
     }
+}
+
+/// `dom0-xl-shares`: on the last `xl top` screen, share2 (weight 512) had about twice the
+/// CPU of share1 (weight 256), both pinned to CPU 0 (the scheduler's own CPU-time
+/// accounting, which host stalls under TCG do not skew).
+fn shares_follow_weights(out: &str) -> Result<(), String> {
+    let screen = out.rsplit("dom0> xl top").next().unwrap_or("");
+    let pct = |name: &str| {
+        screen
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| format!("no CPU(%) of {name} on the last xl top screen"))
+    };
+    let (a, b) = (pct("share1")?, pct("share2")?);
+    let ratio = b / a.max(0.1);
+    if !(1.4..=2.8).contains(&ratio) || a + b < 60.0 {
+        return Err(format!("shares do not follow weights 256:512: share1 {a}%, share2 {b}% (ratio {ratio:.2})"));
+    }
+    Ok(())
 }
 
 /// What `dom0-xs-hostile` must show.
