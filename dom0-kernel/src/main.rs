@@ -172,10 +172,17 @@ fn bench_xs() -> bool {
     start_info().is_some_and(|si| core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").split_ascii_whitespace().any(|w| w == "bench-xs"))
 }
 
-/// `etc/xen/auto/*.cfg` created at boot, as `xendomains` does.
+/// The configs in `/etc/xen/auto/` (or the directory `xendomains=<dir>` on dom0's command
+/// line names, as `XENDOMAINS_AUTO`) created at boot, in name order, as `xendomains` does.
 fn autostart() {
-    let auto: alloc::vec::Vec<alloc::string::String> =
-        files().iter().filter(|(n, _)| n.starts_with("etc/xen/auto/") && n.ends_with(".cfg")).map(|(n, _)| alloc::format!("/{}", n)).collect();
+    let cmdline = start_info().map(|si| core::str::from_utf8(si.cmdline_bytes()).unwrap_or("")).unwrap_or("");
+    let dir = cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix("xendomains=")).unwrap_or("/etc/xen/auto");
+    let dir = alloc::format!("{}/", dir.trim_start_matches('/').trim_end_matches('/'));
+    let auto: alloc::vec::Vec<alloc::string::String> = files()
+        .iter()
+        .filter(|(n, _)| n.strip_prefix(dir.as_str()).is_some_and(|rest| !rest.contains('/') && rest.ends_with(".cfg")))
+        .map(|(n, _)| alloc::format!("/{}", n))
+        .collect();
     for cfg in auto {
         xl::run(&["create", &cfg]);
     }

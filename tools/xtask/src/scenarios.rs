@@ -456,6 +456,28 @@ fn scenarios() -> Vec<Scenario> {
             input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
             ..sc("dom0-xs-hostile-smp2", Image::Dom0, Expect::Exit(Poweroff, &XS_HOSTILE))
         },
+        // xendomains: configs of the autostart directory start at boot. A preserved domain's
+        // output stays readable after it shut down, until it is destroyed; `xl reboot` goes
+        // through the guest (it acknowledges) and on_reboot restarts it.
+        Scenario {
+            dom0_args: "interactive xendomains=/etc/xen/auto-test",
+            bundle: true,
+            input: Some(("dom0> ", "xl list\rxl shutdown -w hello-auto\r\r\r\rxl list\rxl console hello-auto\r\x1dxl destroy hello-auto\rxl create /etc/xen/echo.cfg\rxl reboot echo\r\r\r\rxl list\rxl console echo\r\x1dxl destroy echo\rxl list\rpoweroff\r")),
+            ..sc("dom0-autostart", Image::Dom0, Expect::Exit(Poweroff, &[
+                "Parsing config from /etc/xen/auto-test/hello-auto.cfg",
+                "\nhello-auto                                   1     8     1",
+                "Domain 1 has been shut down, reason code 0",
+                "xl: domain 'hello-auto' (1) powered off: preserved",
+                "\nhello-auto                                   1     8     1     ---s--",
+                // Its output after it shut down, while it is not destroyed yet.
+                "dom0> xl console hello-auto\nxlguest: up on its console ring\nxlguest: I am 'hello-auto', domain 1\n",
+                "xlguest: shutdown request (Poweroff) acknowledged",
+                "d1: torn down; its id is free",
+                "xl: domain 'echo' (1) rebooted: restarted as domain 1",
+                "INF d1: shutdown: reason reboot",
+                "dom0> xl list\nName                                        ID   Mem VCPUs\tState\tTime(s)\nDomain-0                                     0    16     1     r-----",
+            ]))
+        },
         // Weights set by the configs (and by `xl sched-credit`) are what the CPU splits by:
         // two spinners at 256 and 512 on one CPU, measured by `xl top`. (On more CPUs,
         // credit1 shares out the whole pool: two vCPUs pinned to one CPU of two each get
