@@ -65,6 +65,28 @@ pub fn grub_cfg(hv_opts: &str, dom0_args: &str) -> String {
     )
 }
 
+/// An ELF64 image cut to what a PV builder reads: the ELF header, the program headers and
+/// the segments' bytes (the debug sections after them go, with the section headers), so
+/// the bundle carries a few KiB per guest rather than most of a MiB.
+fn loadable_only(elf: &[u8]) -> Option<Vec<u8>> {
+    let u16at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u64at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64at(0x20)? as usize, u16at(0x36)? as usize, u16at(0x38)? as usize);
+    let mut end = phoff.checked_add(phentsize.checked_mul(phnum)?)?;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        end = end.max(u64at(ph + 8)?.checked_add(u64at(ph + 32)?)? as usize);
+    }
+    let mut out = elf.get(..end)?.to_vec();
+    // No section headers: e_shoff, e_shnum and e_shstrndx cleared.
+    out[0x28..0x30].fill(0);
+    out[0x3C..0x40].fill(0);
+    Some(out)
+}
+
 /// dom0's boot bundle, `target/bundle.tar`: `dom0-kernel/bundle/` (configs under `etc/xen/`)
 /// and, as `boot/<name>`, the test guests the configs name as their kernel.
 pub fn bundle(i: &Images) -> Result<PathBuf, String> {
@@ -94,7 +116,13 @@ pub fn bundle(i: &Images) -> Result<PathBuf, String> {
     kernels.sort();
     kernels.dedup();
     for k in kernels {
-        t.append_path_with_name(i.guest(&k), format!("boot/{k}")).map_err(|e| format!("bundle: guest {k}: {e}"))?;
+        let image = std::fs::read(i.guest(&k)).map_err(|e| format!("bundle: guest {k}: {e}"))?;
+        let image = loadable_only(&image).ok_or_else(|| format!("bundle: guest {k}: not an ELF64 image"))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(image.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        t.append_data(&mut h, format!("boot/{k}"), image.as_slice()).map_err(|e| format!("bundle: guest {k}: {e}"))?;
     }
     t.finish().map_err(|e| e.to_string())?;
     Ok(out)
