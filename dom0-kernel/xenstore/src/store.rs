@@ -29,11 +29,15 @@ pub struct Quota {
     pub perms_per_node: usize,
     /// Nodes a transaction may look at plus operations it may make (`-ENOSPC`).
     pub transaction_nodes: usize,
+    /// Bytes of values and paths a transaction's operations may carry (`-ENOSPC`; not a
+    /// quota of Xen's: an open transaction holds its writes twice, in its record and in its
+    /// copy of the tree, and the daemon's memory is dom0's).
+    pub transaction_bytes: usize,
 }
 
 impl Default for Quota {
     fn default() -> Quota {
-        Quota { entries_per_domain: 1000, entry_size: 2048, watches: 128, transactions: 10, perms_per_node: 5, transaction_nodes: 1024 }
+        Quota { entries_per_domain: 1000, entry_size: 2048, watches: 128, transactions: 10, perms_per_node: 5, transaction_nodes: 1024, transaction_bytes: 32 << 10 }
     }
 }
 
@@ -81,6 +85,8 @@ struct Tx {
     /// at those is not noted.
     own: (BTreeSet<String>, BTreeSet<String>),
     ops: Vec<Op>,
+    /// Bytes its operations carry (values and paths).
+    op_bytes: usize,
 }
 
 /// What a transaction records while it works.
@@ -591,7 +597,7 @@ impl Store {
                     return Err(Error::EBUSY);
                 }
                 let quota = self.quota.transactions;
-                let snapshot = Tx { tree: self.tree.clone(), counts: self.counts.clone(), accessed: BTreeMap::new(), own: Default::default(), ops: Vec::new() };
+                let snapshot = Tx { tree: self.tree.clone(), counts: self.counts.clone(), accessed: BTreeMap::new(), own: Default::default(), ops: Vec::new(), op_bytes: 0 };
                 let conn = self.conns.get_mut(&c).ok_or(Error::EINVAL)?;
                 if !who.privileged && conn.txs.len() >= quota {
                     return Err(Error::ENOSPC);
@@ -718,9 +724,21 @@ impl Store {
     /// Applies a change to the live tree (its watches fire) or records it in transaction
     /// `tx` of `c` (applied to its copy; replayed at commit).
     fn change(&mut self, c: ConnId, tx: u32, who: Who, changes: &mut Vec<Change>, op: Op) -> Result<(), Error> {
+        let bytes = match &op {
+            Op::Write(p, v) => p.len() + v.len(),
+            Op::Mkdir(p) | Op::Rm(p) => p.len(),
+            Op::SetPerms(p, perms) => p.len() + 8 * perms.0.len(),
+        };
+        if tx != 0 && !who.privileged {
+            let t = self.conns.get(&c).and_then(|k| k.txs.get(&tx)).ok_or(Error::ENOENT)?;
+            if t.op_bytes + bytes > self.quota.transaction_bytes {
+                return Err(Error::ENOSPC);
+            }
+        }
         self.on(c, tx, who, changes, |v| v.apply(who, &op))?;
         if tx != 0 {
             if let Some(t) = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)) {
+                t.op_bytes += bytes;
                 t.ops.push(op);
             }
         }

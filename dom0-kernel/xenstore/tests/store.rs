@@ -573,3 +573,32 @@ fn one_request_fires_a_bounded_number_of_events() {
     assert!(s.dropped_events() > 0);
     assert_eq!(fired.len() as u64 + s.dropped_events(), 64 * 200);
 }
+
+/// A domain's transaction carries at most `transaction_bytes` of values and paths: past
+/// that, ENOSPC; what fit still commits.
+#[test]
+fn a_transaction_carries_a_bounded_number_of_bytes() {
+    let mut s = Store::new();
+    let d0 = s.connect(0, true);
+    assert!(req(&mut s, d0, MsgType::Write, 0, &z(&["/local/domain/4/data"])).0.is_ok());
+    assert!(req(&mut s, d0, MsgType::SetPerms, 0, &z(&["/local/domain/4/data", "n4"])).0.is_ok());
+    assert!(req(&mut s, d0, MsgType::Introduce, 0, &z(&["4", "100", "1"])).0.is_ok());
+    let c = s.connect(4, false);
+    let tx: u32 = String::from_utf8(req(&mut s, c, MsgType::TransactionStart, 0, &z(&[""])).0.unwrap()).unwrap().trim_end_matches('\0').parse().unwrap();
+    let mut fit = 0;
+    for i in 0..100 {
+        let mut p = format!("data/v{i}").into_bytes();
+        p.push(0);
+        p.extend_from_slice(&[b'x'; 2048]);
+        match req(&mut s, c, MsgType::Write, tx, &p).0 {
+            Ok(_) => fit += 1,
+            Err(e) => {
+                assert_eq!(e, "ENOSPC");
+                break;
+            }
+        }
+    }
+    assert!(fit > 10 && fit < 17, "{fit} writes of 2 KiB fit");
+    assert_eq!(req(&mut s, c, MsgType::TransactionEnd, tx, &z(&["T"])).0, Ok(b"OK\0".to_vec()));
+    assert!(req(&mut s, c, MsgType::Read, 0, &z(&[&format!("data/v{}", fit - 1)])).0.is_ok());
+}

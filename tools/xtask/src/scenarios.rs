@@ -492,6 +492,20 @@ fn scenarios() -> Vec<Scenario> {
                 "3 domains: ",
             ], shares_follow_weights))
         },
+        // Two domUs that each hold all the XenStore memory their quotas allow: the second
+        // runs into dom0's reserve (ENOMEM), dom0 stays up, and once they are destroyed the
+        // others are served again.
+        Scenario {
+            dom0_args: "interactive",
+            bundle: true,
+            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsmem1.cfg\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xsmem2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\x1dxl console xsmem1\r\x1dxl destroy xsmem1\rxl destroy xsmem2\rxl shutdown -w echo\r\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
+            ..sc("dom0-xs-memory", Image::Dom0, Expect::Exit(Poweroff, &[
+                "xshostile: domain 3 (memory)",
+                "then Some(ENOMEM); holding them",
+                "xl: domain 'echo' (1) powered off: destroyed",
+                "dom0> xenstore-ls /local/domain\n0 = \"\"\n domid = \"0\"\n name = \"Domain-0\"\ndom0> ",
+            ]))
+        },
         // The toolstack end to end: domUs with console and XenStore rings, `xl console`,
         // the shutdown protocol, on_crash restart, XenStore from dom0's shell.
         Scenario {
@@ -713,7 +727,7 @@ const XS_HOSTILE: [&str; 14] = [
     "xshostile: domain 3 (oversize)",
     "xshostile-oversize: 15 checks, 0 failed",
     "xshostile-indexes: 15 checks, 0 failed",
-    "transactional writes of 2 KiB, then Some(ENOMEM)",
+    "transactional writes of 2 KiB in 10 transactions, then None",
     "xshostile: watches refused from #Some((128, E2BIG))",
     "xshostile: transactions refused from #Some((10, ENOSPC))",
     "xshostile: ring error 3 (want 3)",
