@@ -20,12 +20,35 @@ pub const FREE: u32 = 6;
 pub const DONE: u32 = 7;
 
 /// Frame `m` of dying domain `d` (its record `f`), if nothing references it: returned to
-/// the allocator with its M2P entry invalidated (`memory::free_from`). It is not scrubbed
+/// the allocator with its M2P entry invalidated ([`free_from`]). It is not scrubbed
 /// here: every path that hands a frame out again zeroes it first (a guest's
 /// `alloc_for_guest`, grant frames, shared_info, the hypervisor's private frames), as for
 /// frames a guest gives back with `decrease_reservation`; one scrub per frame, not two.
 pub fn free_frame(d: &DomShared, m: Mfn, f: hv_core::frame::FrameInfo) -> bool {
-    f.count == 0 && f.type_count == 0 && crate::hypercall::memory::free_from(d, m).is_ok()
+    f.count == 0 && f.type_count == 0 && free_from(d, m).is_ok()
+}
+
+/// Gives frame `m` of domain `d` back to the allocator (`decrease_reservation`, and the
+/// teardown): only if `d` owns it and nothing references it; for a frame nothing can have
+/// seen yet (just given to it), whose domain's memory lock is held, or whose domain is
+/// dying (the teardown's FREE walk). The frame is not scrubbed: whoever is handed it next
+/// zeroes it first.
+pub fn free_from(d: &DomShared, m: Mfn) -> Result<(), guest_abi::errno::Errno> {
+    use guest_abi::errno::Errno;
+    let id = d.id;
+    let ft = crate::machine::frames();
+    let f = ft.get(m).ok_or(Errno::EINVAL)?;
+    if f.owner != Owner::Dom(id) {
+        return Err(Errno::EINVAL);
+    }
+    if f.count != 0 || f.type_count != 0 {
+        return Err(Errno::EBUSY);
+    }
+    ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
+    crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
+    crate::mm::with(|mm| mm.alloc.free(m));
+    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    Ok(())
 }
 
 /// [`free_frame`] in the FREE walk: a frame still referenced (by another domain's mapping)

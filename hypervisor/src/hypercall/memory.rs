@@ -95,27 +95,7 @@ fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: bool) -> O
 /// Gives a frame back: only if the domain owns it and nothing references it.
 fn free_from_guest(hv: &mut Mx, m: Mfn) -> Result<(), Errno> {
     let d = hv.pc.cur.shared.clone();
-    free_from(&d, m)
-}
-
-/// [`free_from_guest`] for a frame of domain `d` that nothing can have seen yet (just
-/// given to it), whose memory lock is held, or that is dying (its teardown's FREE walk).
-/// The frame is not scrubbed: whoever is handed it next zeroes it first.
-pub fn free_from(d: &crate::domain::DomShared, m: Mfn) -> Result<(), Errno> {
-    let id = d.id;
-    let ft = crate::machine::frames();
-    let f = ft.get(m).ok_or(Errno::EINVAL)?;
-    if f.owner != Owner::Dom(id) {
-        return Err(Errno::EINVAL);
-    }
-    if f.count != 0 || f.type_count != 0 {
-        return Err(Errno::EBUSY);
-    }
-    ft.set_owner(m, Owner::Free).map_err(|_| Errno::EBUSY)?;
-    crate::machine::get().m2p.set(m, guest_abi::layout::INVALID_M2P_ENTRY);
-    crate::mm::with(|mm| mm.alloc.free(m));
-    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    Ok(())
+    crate::teardown::free_from(&d, m)
 }
 
 fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64) -> HcResult {
@@ -167,7 +147,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
                 let Some(m) = alloc_for(&target, limit, false) else { break };
                 if r.extent_start != 0 || gpfn.is_some() {
                     if let Err(e) = write_guest(hv, slot, &m.0.to_le_bytes()) {
-                        let _ = free_from(&target, m);
+                        let _ = crate::teardown::free_from(&target, m);
                         return Err(e);
                     }
                 }
@@ -178,7 +158,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
             _ => {
                 let mut b = [0u8; 8];
                 read_guest(hv, slot, &mut b)?;
-                if free_from(&target, Mfn(u64::from_le_bytes(b))).is_err() {
+                if crate::teardown::free_from(&target, Mfn(u64::from_le_bytes(b))).is_err() {
                     break;
                 }
                 freed = true;

@@ -10,7 +10,7 @@ mod desc;
 pub mod domctl;
 mod evtchn;
 mod grant;
-pub mod memory;
+mod memory;
 pub mod mmu;
 mod multicall;
 mod sched;
