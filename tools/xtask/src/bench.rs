@@ -175,14 +175,7 @@ fn destroy_4g(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result
 fn xl_create(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
     // loglvl=warn: the hypervisor's info lines (created, destroyed, torn down) on the
     // emulated serial port would cost more than the work measured.
-    let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", "bench-create 1000");
-    let iso = images::iso(imgs, &grub, "bench-xl")?;
-    let mut c = Config::new(Accel::Tcg);
-    c.memory_mb = 512;
-    c.timeout = Duration::from_secs(600);
-    c.boot = Boot::Iso(iso);
-    let o = qemu::run(&c, None)?;
-    std::fs::write(images::target().join("bench-xl.log"), &o.output).map_err(|e| e.to_string())?;
+    let o = dom0_run(imgs, "bench-create 1000", "bench-xl", 600)?;
     let vals = bench_values(&o.output);
     if vals.len() < 9 {
         return Err(format!("xl bench failed:\n{}", o.output));
@@ -199,18 +192,25 @@ fn xl_create(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<
     Ok(())
 }
 
+/// One TCG run of dom0 (64 MiB, `loglvl=warn`) with its boot bundle and `dom0_args` (a
+/// benchmark mode of dom0's): its output, also written to `target/<name>.log`.
+fn dom0_run(imgs: &images::Images, dom0_args: &str, name: &str, timeout_s: u64) -> Result<qemu::Outcome, String> {
+    let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", dom0_args);
+    let iso = images::iso(imgs, &grub, name)?;
+    let mut c = Config::new(Accel::Tcg);
+    c.memory_mb = 512;
+    c.timeout = Duration::from_secs(timeout_s);
+    c.boot = Boot::Iso(iso);
+    let o = qemu::run(&c, None)?;
+    std::fs::write(images::target().join(format!("{name}.log")), &o.output).map_err(|e| e.to_string())?;
+    Ok(o)
+}
+
 /// XenStore through a domU's ring: reads, writes and transactions (start, two writes,
 /// commit) per second, the domU (`/etc/xen/xsbench.cfg`) timing them with the TSC, dom0's
 /// daemon serving them; plain TCG, one CPU.
 fn xenstore_rates(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
-    let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", "bench-xs");
-    let iso = images::iso(imgs, &grub, "bench-xs")?;
-    let mut c = Config::new(Accel::Tcg);
-    c.memory_mb = 512;
-    c.timeout = Duration::from_secs(300);
-    c.boot = Boot::Iso(iso);
-    let o = qemu::run(&c, None)?;
-    std::fs::write(images::target().join("bench-xs.log"), &o.output).map_err(|e| e.to_string())?;
+    let o = dom0_run(imgs, "bench-xs", "bench-xs", 300)?;
     let vals = bench_values(&o.output);
     let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     let khz = get("tsc_khz").ok_or_else(|| format!("xenstore bench: no TSC rate\n{}", o.output))?;
