@@ -20,8 +20,8 @@ pub const BUDGET: usize = 16;
 
 /// Heap kept for dom0's own work: while less than this is free, a domain's requests get
 /// `ENOMEM` (what Xen's daemon answers when an allocation fails) instead of being handled,
-/// so no guest can run dom0 out of memory; those that free memory (ending a transaction,
-/// removing nodes, dropping watches) are still handled.
+/// so no guest can run dom0 out of memory; those that free memory (abandoning a
+/// transaction, removing nodes outside one, dropping watches) are still handled.
 pub fn reserve() -> usize {
     (pv_heap::size() / 4).max(512 << 10)
 }
@@ -139,7 +139,11 @@ impl Daemon {
         let conn = r.conn;
         for m in msgs {
             // Requests that let go of memory are always handled.
-            let frees = [MsgType::TransactionEnd, MsgType::Rm, MsgType::Unwatch, MsgType::ResetWatches].iter().any(|&t| t as u32 == m.ty);
+            // (A removal inside a transaction and a commit allocate: they must wait.)
+            let frees = (m.ty == MsgType::Rm as u32 && m.tx_id == 0)
+                || (m.ty == MsgType::TransactionEnd as u32 && m.payload.first() != Some(&b'T'))
+                || m.ty == MsgType::Unwatch as u32
+                || m.ty == MsgType::ResetWatches as u32;
             if !frees && pv_heap::free() < reserve() {
                 let e = Msg { ty: MsgType::Error as u32, req_id: m.req_id, tx_id: m.tx_id, payload: b"ENOMEM\0".to_vec() };
                 self.deliver(alloc::vec![Event { conn, msg: e }], None);

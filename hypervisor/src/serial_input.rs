@@ -19,20 +19,22 @@ struct Input {
 static INPUT: spin::Mutex<Input> = spin::Mutex::new(Input { router: Router::new(), buf: [0; BUFFER], head: 0, len: 0 });
 
 /// Takes what the UART holds; true if dom0 got bytes (it is then to get `VIRQ_CONSOLE`).
+/// The UART is read under the input lock (input, then UART: nothing takes them the other
+/// way round), so two CPUs pumping at once cannot reorder the bytes.
 pub fn pump() -> bool {
     let mut chunk = [0u8; 64];
     let mut for_dom0 = false;
     loop {
-        let n = hv_arch::console::read_available(&mut chunk);
-        if n == 0 {
-            return for_dom0;
-        }
         // The hypervisor's share, in order, acted on with the input lock let go (the log
         // takes the UART's).
         let mut mine = [Out::Key(0); 64 * 3];
         let mut nmine = 0;
         {
             let mut i = INPUT.lock();
+            let n = hv_arch::console::read_available(&mut chunk);
+            if n == 0 {
+                return for_dom0;
+            }
             let inp = &mut *i;
             for &b in &chunk[..n] {
                 inp.router.feed(b, |o| match o {
@@ -63,17 +65,19 @@ pub fn pump() -> bool {
     }
 }
 
-/// dom0's `CONSOLEIO_read`: up to `out.len()` bytes of its input.
-pub fn read(out: &mut [u8]) -> usize {
+/// dom0's `CONSOLEIO_read`: up to `out.len()` bytes of its input, handed to `deliver`; they
+/// leave the buffer only if `deliver` took them (a copy to a bad guest buffer loses none).
+pub fn read<E>(out: &mut [u8], deliver: impl FnOnce(&[u8]) -> Result<(), E>) -> Result<usize, E> {
     pump();
     let mut i = INPUT.lock();
     let n = i.len.min(out.len());
     for (k, b) in out[..n].iter_mut().enumerate() {
         *b = i.buf[(i.head + k) % BUFFER];
     }
+    deliver(&out[..n])?;
     i.head = (i.head + n) % BUFFER;
     i.len -= n;
-    n
+    Ok(n)
 }
 
 /// A debug key typed while input goes to the hypervisor (Xen's `h` and `q`).

@@ -29,9 +29,9 @@ pub struct Quota {
     pub perms_per_node: usize,
     /// Nodes a transaction may look at plus operations it may make (`-ENOSPC`).
     pub transaction_nodes: usize,
-    /// Bytes of values and paths a transaction's operations may carry (`-ENOSPC`; not a
-    /// quota of Xen's: an open transaction holds its writes twice, in its record and in its
-    /// copy of the tree, and the daemon's memory is dom0's).
+    /// Bytes of values and paths a transaction may hold: its operations' and the paths it
+    /// looked at (`-ENOSPC`; not a quota of Xen's: an open transaction holds its writes
+    /// twice, in its record and in its copy of the tree, and the daemon's memory is dom0's).
     pub transaction_bytes: usize,
 }
 
@@ -58,11 +58,11 @@ struct Watch {
 }
 
 /// A change a watch may see: the node's path, its permissions (after the change, or before
-/// it went), and for a removal every node that went.
+/// it went), and for a removal the subtree that went.
 struct Change {
     path: String,
     perms: Perms,
-    removed: Vec<(String, Perms)>,
+    removed: Option<alloc::sync::Arc<crate::tree::Node>>,
 }
 
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ struct Tx {
     /// at those is not noted.
     own: (BTreeSet<String>, BTreeSet<String>),
     ops: Vec<Op>,
-    /// Bytes its operations carry (values and paths).
+    /// Bytes it holds: its operations' values and paths, and the paths it noted.
     op_bytes: usize,
 }
 
@@ -93,6 +93,8 @@ struct Tx {
 struct Record<'a> {
     accessed: &'a mut BTreeMap<String, Option<u64>>,
     own: &'a mut (BTreeSet<String>, BTreeSet<String>),
+    /// The transaction's byte count (`Tx::op_bytes`): each path noted adds its length.
+    bytes: &'a mut usize,
 }
 
 #[derive(Debug)]
@@ -138,15 +140,15 @@ impl View<'_> {
             return;
         }
         r.accessed.insert(path.to_string(), self.tree.get(path).map(|n| n.gen));
+        *r.bytes += path.len();
     }
 
     /// Marks `path` (`subtree`: and everything below it) as decided by the transaction.
     fn own(&mut self, path: &str, subtree: bool) {
         if let Some(r) = self.rec.as_mut() {
-            if subtree {
-                r.own.1.insert(path.to_string());
-            } else {
-                r.own.0.insert(path.to_string());
+            let new = if subtree { r.own.1.insert(path.to_string()) } else { r.own.0.insert(path.to_string()) };
+            if new {
+                *r.bytes += path.len();
             }
         }
     }
@@ -187,12 +189,35 @@ impl View<'_> {
         Ok(n.value.clone())
     }
 
-    fn directory(&mut self, who: Who, p: &str) -> Result<(u64, Vec<String>), Error> {
+    /// The children's names, NUL-terminated, from byte `skip` of that list, at most `room`
+    /// bytes of whole names (`None` for no limit: then `E2BIG` if the whole list would not
+    /// fit a message). Nothing is built past what is returned: a node with many long
+    /// children costs the daemon no more than one message per request.
+    fn directory(&mut self, who: Who, p: &str, skip: usize, room: Option<usize>) -> Result<(u64, Vec<u8>, bool), Error> {
         let n = self.node_or_absent(who, p)?;
         if !who.may(&n.perms, Access::Read) {
             return Err(Error::EACCES);
         }
-        Ok((n.gen, n.children.keys().cloned().collect()))
+        if room.is_none() && n.children.keys().map(|k| k.len() + 1).sum::<usize>() > PAYLOAD_MAX {
+            return Err(Error::E2BIG);
+        }
+        let mut out = Vec::new();
+        let (mut at, mut complete) = (0usize, true);
+        for k in n.children.keys() {
+            let len = k.len() + 1;
+            if at + len <= skip {
+                at += len;
+                continue;
+            }
+            if room.is_some_and(|r| out.len() + len > r) {
+                complete = false;
+                break;
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            at += len;
+        }
+        Ok((n.gen, out, complete))
     }
 
     fn get_perms(&mut self, who: Who, p: &str) -> Result<Perms, Error> {
@@ -241,7 +266,7 @@ impl View<'_> {
             *self.counts.entry(owner).or_insert(0) += 1;
         }
         // One change, the node asked for (as Xen): watches above see it once.
-        self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
+        self.changes.push(Change { path: p.to_string(), perms, removed: None });
         Ok(())
     }
 
@@ -259,7 +284,7 @@ impl View<'_> {
                 let gen = self.next_gen();
                 self.tree.set_value(p, value, gen);
                 self.own(p, false);
-                self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
+                self.changes.push(Change { path: p.to_string(), perms, removed: None });
                 Ok(())
             }
             None => self.create(who, p, value),
@@ -304,12 +329,15 @@ impl View<'_> {
         let name = p.rsplit('/').next().unwrap_or("");
         let removed = self.tree.remove(parent(p), name, gen);
         self.own(p, true);
-        for (_, rp) in &removed {
+        if let Some(r) = &removed {
             // (What was below it need not be noted: the commit replays the removal on the
             // live tree, whatever is below it then.)
-            if let Some(c) = self.counts.get_mut(&rp.owner()) {
-                *c = c.saturating_sub(1);
-            }
+            let counts = &mut *self.counts;
+            r.each(|n| {
+                if let Some(c) = counts.get_mut(&n.perms.owner()) {
+                    *c = c.saturating_sub(1);
+                }
+            });
         }
         self.changes.push(Change { path: p.to_string(), perms, removed });
         Ok(())
@@ -335,7 +363,7 @@ impl View<'_> {
         let gen = self.next_gen();
         self.tree.set_perms(p, perms.clone(), gen);
         self.own(p, false);
-        self.changes.push(Change { path: p.to_string(), perms, removed: Vec::new() });
+        self.changes.push(Change { path: p.to_string(), perms, removed: None });
         Ok(())
     }
 
@@ -349,9 +377,10 @@ impl View<'_> {
     }
 }
 
-/// Bytes of watch events one request may fire for one connection; the rest are dropped
-/// (and counted): a domain's watches times a transaction's changes must not turn one
-/// request into an unbounded amount of daemon memory.
+/// Bytes of watch events one request may fire for one unprivileged connection; the rest are
+/// dropped (and counted): a domain's watches times a transaction's changes must not turn
+/// one request into an unbounded amount of daemon memory. (dom0's own connections get every
+/// event: they have no watch quota to bound them, and they are trusted.)
 pub const EVENT_BYTES_PER_REQUEST: usize = 128 << 10;
 
 /// The store.
@@ -498,35 +527,21 @@ impl Store {
             }
             MsgType::Directory => {
                 let p = path(0)?;
-                let (_, kids) = self.on(c, tx, who, changes, |v| v.directory(who, &p))?;
-                let mut b = Vec::new();
-                for k in kids {
-                    b.extend_from_slice(k.as_bytes());
-                    b.push(0);
-                }
-                reply(ty, b)
+                let (_, kids, _) = self.on(c, tx, who, changes, |v| v.directory(who, &p, 0, None))?;
+                reply(ty, kids)
             }
             MsgType::DirectoryPart => {
                 // `path|offset|` → `generation|child|...|`, what fits; an empty string ends
                 // the list.
                 let p = path(0)?;
                 let off: usize = num(arg(1)?)?;
-                let (gen, kids) = self.on(c, tx, who, changes, |v| v.directory(who, &p))?;
+                // The generation first: 20 digits at most, then its NUL.
+                let room = PAYLOAD_MAX - 21 - 1;
+                let (gen, kids, complete) = self.on(c, tx, who, changes, |v| v.directory(who, &p, off, Some(room)))?;
                 let mut b = cstr(&format!("{}", gen));
-                let mut all = Vec::new();
-                for k in kids {
-                    all.extend_from_slice(k.as_bytes());
-                    all.push(0);
-                }
-                let rest = all.get(off..).unwrap_or(&[]);
-                let room = PAYLOAD_MAX - b.len() - 1;
-                if rest.len() <= room {
-                    b.extend_from_slice(rest);
+                b.extend_from_slice(&kids);
+                if complete {
                     b.push(0);
-                } else {
-                    // Whole names only.
-                    let cut = rest[..room].iter().rposition(|&x| x == 0).map_or(0, |i| i + 1);
-                    b.extend_from_slice(&rest[..cut]);
                 }
                 reply(ty, b)
             }
@@ -713,11 +728,11 @@ impl Store {
         }
         let gen = &mut self.gen;
         let t = self.conns.get_mut(&c).and_then(|k| k.txs.get_mut(&tx)).ok_or(Error::ENOENT)?;
-        if !who.privileged && t.accessed.len() + t.ops.len() >= quota.transaction_nodes {
+        if !who.privileged && (t.accessed.len() + t.ops.len() >= quota.transaction_nodes || t.op_bytes >= quota.transaction_bytes) {
             return Err(Error::ENOSPC);
         }
         let mut scratch = Vec::new();
-        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own }), changes: &mut scratch, quota };
+        let mut v = View { tree: &mut t.tree, counts: &mut t.counts, gen, rec: Some(Record { accessed: &mut t.accessed, own: &mut t.own, bytes: &mut t.op_bytes }), changes: &mut scratch, quota };
         f(&mut v)
     }
 
@@ -786,8 +801,9 @@ impl Store {
                     }
                     let hit = if is_under(&ch.path, &w.path) {
                         Some((ch.path.as_str(), &ch.perms))
-                    } else if is_under(&w.path, &ch.path) && !ch.removed.is_empty() {
-                        let perms = ch.removed.iter().find(|(q, _)| *q == w.path).map_or(&ch.perms, |(_, p)| p);
+                    } else if let Some(gone) = ch.removed.as_ref().filter(|_| is_under(&w.path, &ch.path)) {
+                        let rel = w.path.get(ch.path.len()..).unwrap_or("").trim_start_matches('/');
+                        let perms = gone.find(rel).map_or(&ch.perms, |n| &n.perms);
                         Some((w.path.as_str(), perms))
                     } else {
                         None
@@ -796,7 +812,7 @@ impl Store {
                         if who.may(perms, Access::Read) {
                             let msg = watch_event(conn.dom, w, p);
                             let n = per_conn.entry(id).or_insert(0);
-                            if *n + crate::HEADER + msg.payload.len() <= EVENT_BYTES_PER_REQUEST {
+                            if conn.privileged || *n + crate::HEADER + msg.payload.len() <= EVENT_BYTES_PER_REQUEST {
                                 *n += crate::HEADER + msg.payload.len();
                                 out.push(Event { conn: id, msg });
                             } else {

@@ -68,18 +68,35 @@ impl Tree {
         }
     }
 
-    /// Removes node `name` of `parent` and everything below it; returns what went, each
-    /// with its path and permissions.
-    pub fn remove(&mut self, parent: &str, name: &str, gen: u64) -> Vec<(String, Perms)> {
-        let mut gone = Vec::new();
-        if let Some(p) = self.get_mut(parent) {
-            if let Some(n) = p.children.remove(name) {
-                p.gen = gen;
-                let base = if parent == "/" { alloc::format!("/{}", name) } else { alloc::format!("{}/{}", parent, name) };
-                collect(&base, &n, &mut gone);
-            }
+    /// Removes node `name` of `parent` and everything below it; returns the subtree that
+    /// went (nothing is copied: what went stays reachable through it as long as it is
+    /// held).
+    pub fn remove(&mut self, parent: &str, name: &str, gen: u64) -> Option<Arc<Node>> {
+        let p = self.get_mut(parent)?;
+        let n = p.children.remove(name)?;
+        p.gen = gen;
+        Some(n)
+    }
+}
+
+impl Node {
+    /// The node at `rel` (a path relative to this one, `a/b`) in its subtree.
+    pub fn find(&self, rel: &str) -> Option<&Node> {
+        let mut n = self;
+        for c in components(rel) {
+            n = n.children.get(c)?;
         }
-        gone
+        Some(n)
+    }
+
+    /// Every node of its subtree, itself included (iterative: a tree as deep as paths allow
+    /// must not exhaust a small stack).
+    pub fn each(&self, mut f: impl FnMut(&Node)) {
+        let mut stack = alloc::vec![self];
+        while let Some(n) = stack.pop() {
+            stack.extend(n.children.values().map(|c| &**c));
+            f(n);
+        }
     }
 }
 
@@ -117,18 +134,6 @@ impl Tree {
 impl Default for Tree {
     fn default() -> Self {
         Tree::new()
-    }
-}
-
-/// Every node of the subtree `n` at `path`, with its permissions (iterative: a tree as deep
-/// as paths allow must not exhaust a small stack).
-fn collect(path: &str, n: &Node, out: &mut Vec<(String, Perms)>) {
-    let mut stack = alloc::vec![(path.to_string(), n)];
-    while let Some((p, n)) = stack.pop() {
-        for (c, child) in &n.children {
-            stack.push((alloc::format!("{}/{}", p, c), child));
-        }
-        out.push((p, n.perms.clone()));
     }
 }
 

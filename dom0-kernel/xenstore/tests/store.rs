@@ -556,9 +556,14 @@ fn removing_a_flooded_subtree_under_many_watches() {
 fn one_request_fires_a_bounded_number_of_events() {
     let mut s = Store::new();
     let d0 = s.connect(0, true);
+    assert!(req(&mut s, d0, MsgType::Introduce, 0, &z(&["4", "100", "1"])).0.is_ok());
+    let w = s.connect(4, false);
+    assert!(req(&mut s, d0, MsgType::Write, 0, &z(&["/data"])).0.is_ok());
+    assert!(req(&mut s, d0, MsgType::SetPerms, 0, &z(&["/data", "n0", "r4"])).0.is_ok());
     for i in 0..64 {
-        assert!(req(&mut s, d0, MsgType::Watch, 0, &z(&["/data", &format!("t{i}")])).0.is_ok());
+        assert!(req(&mut s, w, MsgType::Watch, 0, &z(&["/data", &format!("t{i}")])).0.is_ok());
     }
+    let _ = w;
     let tx: u32 = String::from_utf8(req(&mut s, d0, MsgType::TransactionStart, 0, &z(&[""])).0.unwrap()).unwrap().trim_end_matches('\0').parse().unwrap();
     for i in 0..200 {
         let mut p = format!("/data/n{i}").into_bytes();
@@ -568,6 +573,7 @@ fn one_request_fires_a_bounded_number_of_events() {
     }
     let (r, fired) = req(&mut s, d0, MsgType::TransactionEnd, tx, &z(&["T"]));
     assert_eq!(r, Ok(b"OK\0".to_vec()));
+    assert!(fired.iter().all(|(c, _, _)| *c == w));
     let bytes: usize = fired.iter().map(|(_, p, t)| 16 + p.len() + t.len() + 2).sum();
     assert!(bytes <= xenstore::EVENT_BYTES_PER_REQUEST && bytes > xenstore::EVENT_BYTES_PER_REQUEST - 64, "{bytes}");
     assert!(s.dropped_events() > 0);
@@ -601,4 +607,23 @@ fn a_transaction_carries_a_bounded_number_of_bytes() {
     assert!(fit > 10 && fit < 17, "{fit} writes of 2 KiB fit");
     assert_eq!(req(&mut s, c, MsgType::TransactionEnd, tx, &z(&["T"])).0, Ok(b"OK\0".to_vec()));
     assert!(req(&mut s, c, MsgType::Read, 0, &z(&[&format!("data/v{}", fit - 1)])).0.is_ok());
+}
+
+/// Reads of long absent paths count against a transaction's bytes too.
+#[test]
+fn a_transaction_that_only_looks_is_bounded_too() {
+    let mut s = Store::new();
+    let d0 = s.connect(0, true);
+    assert!(req(&mut s, d0, MsgType::Introduce, 0, &z(&["4", "100", "1"])).0.is_ok());
+    let c = s.connect(4, false);
+    let tx: u32 = String::from_utf8(req(&mut s, c, MsgType::TransactionStart, 0, &z(&[""])).0.unwrap()).unwrap().trim_end_matches('\0').parse().unwrap();
+    let long = "x".repeat(1500);
+    let mut looked = 0;
+    for i in 0..1000 {
+        match req(&mut s, c, MsgType::Read, tx, &z(&[&format!("/local/domain/4/{long}{i}")])).0 {
+            Err(e) if e == "ENOSPC" => break,
+            _ => looked += 1,
+        }
+    }
+    assert!(looked < 30, "{looked} reads of 1.5 KiB paths");
 }

@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use linked_list_allocator::LockedHeap;
 
 /// Bytes of heap.
-pub const HEAP_SIZE: usize = 4 << 20;
+pub const HEAP_SIZE: usize = 8 << 20;
 
 #[repr(C, align(4096))]
 struct Region([u8; HEAP_SIZE]);

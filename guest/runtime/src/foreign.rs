@@ -116,7 +116,9 @@ impl Slots {
     /// are taken, the hypercall's -errno, or the negative `GNTST_*` status when refused).
     pub fn map(&mut self, dom: u16, gref: u32) -> Result<usize, i64> {
         let i = self.handle.iter().position(|h| h.is_none()).ok_or(-28)?;
-        let h = crate::gnttab::map(dom, gref, slot_va(i), false)?;
+        // SAFETY: slot pages are this image's own, mapped in the bootstrap region, and no
+        // Rust object lives in them (they are only reached as `RingPage`s).
+        let h = unsafe { crate::gnttab::map(dom, gref, slot_va(i), false) }?;
         self.handle[i] = Some(h);
         Ok(i)
     }
@@ -133,7 +135,9 @@ impl Slots {
     /// `GNTST_*` status.
     pub fn unmap(&mut self, i: usize) -> i64 {
         let Some(Some(h)) = self.handle.get(i).copied() else { return 0 };
-        if let Err(e) = crate::gnttab::unmap(slot_va(i), h) {
+        // SAFETY: the slot's own frame goes back at once below; nothing reaches the page in
+        // between (the caller holds the slots mutably).
+        if let Err(e) = unsafe { crate::gnttab::unmap(slot_va(i), h) } {
             return e;
         }
         self.handle[i] = None;

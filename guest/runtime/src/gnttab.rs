@@ -14,6 +14,20 @@ use guest_abi::hypercall as nr;
 
 /// Where the table's frame is mapped (0: not yet).
 static TABLE: AtomicU64 = AtomicU64::new(0);
+/// `init` ran (or runs): it sets up the table once.
+static INIT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A reference this guest granted: ended (and freed) only through [`end_access`], which
+/// takes it, so a reference cannot be ended twice or after it was handed out again.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grant(u32);
+
+impl Grant {
+    /// The reference number, for the grantee.
+    pub fn gref(&self) -> u32 {
+        self.0
+    }
+}
 /// Free references (bit set = free), 512 of them.
 static FREE: [AtomicU64; 8] = [const { AtomicU64::new(!0) }; 8];
 
@@ -24,10 +38,11 @@ fn op(cmd: u64, arg: &mut [u8], count: u64) -> i64 {
 }
 
 /// Sets the table up (`GNTTABOP_setup_table`, one frame) and maps it at the bootstrap
-/// region's second-to-last page (shared_info has the last). True if the client can be used.
+/// region's second-to-last page (shared_info has the last; a guest using the client leaves
+/// that slack page to it). True if the client can be used.
 pub fn init(si: &StartInfo) -> bool {
-    if TABLE.load(Ordering::SeqCst) != 0 {
-        return true;
+    if INIT.swap(true, Ordering::SeqCst) {
+        return TABLE.load(Ordering::SeqCst) != 0;
     }
     let Ok(frame) = crate::ctl::grant_frame(guest_abi::DOMID_SELF) else { return false };
     let va = crate::virt_base() + (crate::pvio::region_end_pfn(si) - 2) * 4096;
@@ -52,7 +67,11 @@ fn flags(gref: u32) -> Option<&'static AtomicU16> {
 
 /// Grants domain `dom` access to machine frame `mfn` (read-only if `readonly`): the
 /// reference, or `None` when all are in use (or before [`init`]).
-pub fn grant_access(dom: u16, mfn: u64, readonly: bool) -> Option<u32> {
+///
+/// # Safety
+/// `mfn` must be a frame of this guest that `dom` may see (and, unless `readonly`, change)
+/// until [`end_access`] succeeds: no Rust object may rely on its contents meanwhile.
+pub unsafe fn grant_access(dom: u16, mfn: u64, readonly: bool) -> Option<Grant> {
     let va = TABLE.load(Ordering::SeqCst);
     if va == 0 || mfn > u32::MAX as u64 {
         return None;
@@ -67,7 +86,7 @@ pub fn grant_access(dom: u16, mfn: u64, readonly: bool) -> Option<u32> {
     // The grantee may look once the flags say so: after domid and frame.
     let f = flags(gref)?;
     f.store(GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 }, Ordering::SeqCst);
-    Some(gref)
+    Some(Grant(gref))
 }
 
 fn take_free() -> Option<u32> {
@@ -84,17 +103,15 @@ fn take_free() -> Option<u32> {
     None
 }
 
-/// Ends access through `gref` if the grantee has it mapped no more (`GTF_reading` /
-/// `GTF_writing` clear), and frees the reference. False while it is still in use.
-pub fn end_access(gref: u32) -> bool {
-    if gref < NR_RESERVED_ENTRIES {
-        return false;
-    }
-    let Some(f) = flags(gref) else { return false };
+/// Ends access through `g` if the grantee has it mapped no more (`GTF_reading` /
+/// `GTF_writing` clear), and frees the reference; while it is still in use, `g` comes back.
+pub fn end_access(g: Grant) -> Result<(), Grant> {
+    let gref = g.0;
+    let Some(f) = flags(gref) else { return Err(g) };
     let mut cur = f.load(Ordering::SeqCst);
     loop {
         if cur & (GTF_READING | GTF_WRITING) != 0 {
-            return false;
+            return Err(g);
         }
         match f.compare_exchange(cur, 0, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => break,
@@ -102,12 +119,16 @@ pub fn end_access(gref: u32) -> bool {
         }
     }
     FREE[(gref / 64) as usize].fetch_or(1 << (gref % 64), Ordering::SeqCst);
-    true
+    Ok(())
 }
 
-/// Maps grant `gref` of domain `dom` at `va` (a page of this guest whose L1 exists;
-/// read-only if `readonly`): the handle, or the -errno / negative `GNTST_*` status.
-pub fn map(dom: u16, gref: u32, va: u64, readonly: bool) -> Result<u32, i64> {
+/// Maps grant `gref` of domain `dom` at `va` (read-only if `readonly`): the handle, or the
+/// -errno / negative `GNTST_*` status.
+///
+/// # Safety
+/// `va` must be a page of this guest whose L1 exists and in which no Rust object lives: its
+/// mapping is replaced by the other domain's page, which that domain may change at any time.
+pub unsafe fn map(dom: u16, gref: u32, va: u64, readonly: bool) -> Result<u32, i64> {
     let mut m = [0u8; 32];
     m[..8].copy_from_slice(&va.to_le_bytes());
     m[8..12].copy_from_slice(&(GNTMAP_HOST_MAP | if readonly { GNTMAP_READONLY } else { 0 }).to_le_bytes());
@@ -122,7 +143,10 @@ pub fn map(dom: u16, gref: u32, va: u64, readonly: bool) -> Result<u32, i64> {
 }
 
 /// Unmaps the grant mapped at `va` with `handle` (the entry is left empty).
-pub fn unmap(va: u64, handle: u32) -> Result<(), i64> {
+///
+/// # Safety
+/// Nothing may use `va` afterwards until it is mapped again (the page is gone).
+pub unsafe fn unmap(va: u64, handle: u32) -> Result<(), i64> {
     let mut u = [0u8; 24];
     u[..8].copy_from_slice(&va.to_le_bytes());
     u[16..20].copy_from_slice(&handle.to_le_bytes());

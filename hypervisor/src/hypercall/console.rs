@@ -117,8 +117,7 @@ pub fn console_io(hv: &mut impl OnCpu, f: &mut TrapFrame, cmd: u64, count: u64, 
         }
         READ => {
             let mut chunk = [0u8; 256];
-            let n = crate::serial_input::read(&mut chunk[..(count as usize).min(256)]);
-            write_guest(hv, buf, &chunk[..n])?;
+            let n = crate::serial_input::read(&mut chunk[..(count as usize).min(256)], |b| write_guest(hv, buf, b))?;
             Ok(n as i64)
         }
         _ => Err(Errno::ENOSYS),

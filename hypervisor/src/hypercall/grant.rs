@@ -84,7 +84,11 @@ fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
     }
     while (g.frames.len() as u32) < n {
         let Some(Some(m)) = crate::mm::with(|mm| mm.alloc.alloc()) else { return Err(GntSt::GeneralError) };
-        DirectMap.zero(m);
+        // The only scrub a frame gets: one that cannot be zeroed stays out of use.
+        if DirectMap.zero(m).is_none() {
+            log::error!("grant frame {:#x} from the allocator cannot be zeroed: kept out of use", m.0);
+            return Err(GntSt::GeneralError);
+        }
         if ft.set_owner(m, Owner::Dom(d.id)).is_err() || ft.get_page_and_type(m, d.id, Some(PageType::Writable)).is_err() {
             // Cannot happen for a fresh frame; if it did, the frame stays out of use.
             log::error!("grant frame {:#x} from the allocator is still referenced: kept out of use", m.0);

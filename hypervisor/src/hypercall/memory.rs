@@ -72,7 +72,12 @@ fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: bool) -> O
         }
         Some(m)
     })??;
-    DirectMap.zero(m);
+    // The only scrub a frame gets (frees do not scrub): one that cannot be zeroed (not
+    // direct-mapped, or the hypervisor's own) stays out of use.
+    if DirectMap.zero(m).is_none() {
+        log::error!("frame {:#x} from the allocator cannot be zeroed: kept out of use", m.0);
+        return None;
+    }
     if crate::machine::frames().set_owner(m, Owner::Dom(d.id)).is_err() {
         // Cannot happen for a frame fresh from the allocator (nothing references it). If it
         // did, something still holds the frame: it stays out of the allocator (which would

@@ -492,15 +492,15 @@ fn scenarios() -> Vec<Scenario> {
                 "3 domains: ",
             ], shares_follow_weights))
         },
-        // Two domUs that each hold all the XenStore memory their quotas allow: the second
+        // Three domUs that each hold all the XenStore memory their quotas allow: the third
         // runs into dom0's reserve (ENOMEM), dom0 stays up, and once they are destroyed the
         // others are served again.
         Scenario {
             dom0_args: "interactive",
             bundle: true,
-            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsmem1.cfg\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xsmem2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\x1dxl console xsmem1\r\x1dxl destroy xsmem1\rxl destroy xsmem2\rxl shutdown -w echo\r\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
+            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsmem1.cfg\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xsmem2.cfg\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xsmem3.cfg -c\r\r\r\r\r\r\r\r\r\r\r\x1dxl console xsmem1\r\x1dxl destroy xsmem1\rxl destroy xsmem2\rxl destroy xsmem3\rxl shutdown -w echo\r\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
             ..sc("dom0-xs-memory", Image::Dom0, Expect::Exit(Poweroff, &[
-                "xshostile: domain 3 (memory)",
+                "xshostile: domain 4 (memory)",
                 "then Some(ENOMEM); holding them",
                 "xl: domain 'echo' (1) powered off: destroyed",
                 "dom0> xenstore-ls /local/domain\n0 = \"\"\n domid = \"0\"\n name = \"Domain-0\"\ndom0> ",

@@ -26,14 +26,20 @@ fn grant_to_myself(si: &pv_runtime::StartInfo, me: u16) {
     // SAFETY: a static page of this guest nothing else touches.
     unsafe { (page as *mut u64).write_volatile(0x5EED_F00D) };
     let ok = gnttab::init(si);
-    let gref = pvio::region_mfn(si, page).and_then(|mfn| gnttab::grant_access(me, mfn, true));
-    let mapped = gref.map(|g| gnttab::map(me, g, at, true));
-    // SAFETY: `at` is a slack page of the bootstrap region; the grant mapping (if made) is
-    // read-only and maps the page above.
+    // SAFETY: SHARED is only read back through the grant; it is granted read-only.
+    let grant = pvio::region_mfn(si, page).and_then(|mfn| unsafe { gnttab::grant_access(me, mfn, true) });
+    let gref = grant.as_ref().map(|g| g.gref());
+    // SAFETY: `at` is a slack page of the bootstrap region no Rust object uses.
+    let mapped = gref.map(|g| unsafe { gnttab::map(me, g, at, true) });
+    // SAFETY: the grant mapping (if made) is read-only and maps the page above.
     let seen = matches!(mapped, Some(Ok(_))).then(|| unsafe { (at as *const u64).read_volatile() });
-    let busy = gref.is_some_and(|g| !gnttab::end_access(g));
-    let unmapped = matches!(mapped, Some(Ok(h)) if gnttab::unmap(at, h).is_ok());
-    let ended = gref.is_some_and(gnttab::end_access);
+    let (busy, grant) = match grant.map(gnttab::end_access) {
+        Some(Err(g)) => (true, Some(g)),
+        _ => (false, None),
+    };
+    // SAFETY: `at` is not used after the unmap.
+    let unmapped = matches!(mapped, Some(Ok(h)) if unsafe { gnttab::unmap(at, h) }.is_ok());
+    let ended = grant.is_some_and(|g| gnttab::end_access(g).is_ok());
     println!(
         "xlguest: grant to myself: table {}, ref {:?}, read back {:#x}, end while mapped refused {}, unmapped {}, ended {}",
         ok,

@@ -148,7 +148,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
 }
 
 /// `extra = "memory"`: 2 KiB values in as many nodes as it is let write, kept until the
-/// domain is destroyed (two of these side by side reach dom0's memory reserve).
+/// domain is destroyed (three of these side by side reach dom0's memory reserve).
 fn hold_memory() -> ! {
     let mut n = 0u32;
     let mut err = None;
