@@ -1,8 +1,9 @@
 //! A hostile domU for dom0's XenStore daemon, created by `xl create`: writes outside its
 //! subtree, floods watches, transactions and nodes past their quotas, writes an oversize
 //! value, then breaks its own ring (an oversize request with `extra = "oversize"`, garbage
-//! indexes with `extra = "indexes"`) and checks the daemon closed it. Its verdict goes
-//! through its console ring (`xl console`).
+//! indexes with `extra = "indexes"`) and checks the daemon closed it, then garbles its
+//! console ring's indexes (the backend must carry on). Its verdict goes through its console
+//! ring (`xl console`).
 #![no_std]
 #![no_main]
 
@@ -144,6 +145,25 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     }
     println!("xshostile: ring error {} (want {})", r.read_u32(xs::ERROR), want);
     check("the daemon closed the broken ring", r.read_u32(xs::ERROR) == want);
+
+    // Its console ring's indexes set to nonsense: the backend says so, reads the last ring's
+    // worth, and carries on (what follows still reaches it).
+    let cva = pvio::region_va(si, si.console.mfn_or_info).unwrap_or(0);
+    check("console page found", cva != 0);
+    // SAFETY: the console page is mapped writable in the bootstrap region for the domain's
+    // lifetime; nothing prints while its indexes are garbage (the next print comes after
+    // the backend caught up).
+    let cr = unsafe { pvio::RingPage::new(cva) };
+    use guest_abi::io::console::{OUT_CONS, OUT_PROD};
+    let cons = cr.read_u32(OUT_CONS);
+    cr.write_u32(OUT_PROD, cons.wrapping_add(0x10_0000));
+    events::send(pv_runtime::xencons::port());
+    let deadline = events::system_time() + 2_000_000_000;
+    while cr.read_u32(OUT_CONS) == cons && events::system_time() < deadline {
+        pvio::wait_until(&[pv_runtime::xencons::port()], deadline);
+    }
+    check("the console backend caught up past garbage indexes", cr.read_u32(OUT_CONS) == cr.read_u32(OUT_PROD));
+    println!("xshostile: console ring indexes garbled: the backend carried on");
     finish(if how == "indexes" { "xshostile-indexes" } else { "xshostile-oversize" })
 }
 
