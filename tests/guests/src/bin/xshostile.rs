@@ -159,7 +159,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     cr.write_u32(OUT_PROD, cons.wrapping_add(0x10_0000));
     events::send(pv_runtime::xencons::port());
     let deadline = events::system_time() + 2_000_000_000;
-    while cr.read_u32(OUT_CONS) == cons && events::system_time() < deadline {
+    // (The backend may still be taking the last print when the indexes change: wait until
+    // it has caught up with the garbage producer index itself.)
+    while cr.read_u32(OUT_CONS) != cr.read_u32(OUT_PROD) && events::system_time() < deadline {
         pvio::wait_until(&[pv_runtime::xencons::port()], deadline);
     }
     check("the console backend caught up past garbage indexes", cr.read_u32(OUT_CONS) == cr.read_u32(OUT_PROD));
