@@ -61,9 +61,15 @@ fn with<T>(f: impl FnOnce(&mut Daemon) -> T) -> Option<T> {
 }
 
 impl Daemon {
-    /// Routes what the store answered: dom0's reply back, the rest into the rings (each
-    /// notified once).
+    /// Routes what the store answered: dom0's reply back, the rest into the rings, each
+    /// flushed and notified once.
     fn deliver(&mut self, events: Vec<Event>, reply_for: Option<u32>) -> Option<Msg> {
+        self.deliver_but(events, reply_for, None)
+    }
+
+    /// [`Daemon::deliver`], except for `serving` (the ring a round is serving): it is
+    /// flushed and notified once at the round's end.
+    fn deliver_but(&mut self, events: Vec<Event>, reply_for: Option<u32>, serving: Option<DomId>) -> Option<Msg> {
         let mut reply = None;
         let mut touched = Vec::new();
         for e in events {
@@ -86,7 +92,7 @@ impl Daemon {
                 }
             }
         }
-        for dom in touched {
+        for dom in touched.into_iter().filter(|&d| Some(d) != serving) {
             self.flush(dom);
         }
         reply
@@ -119,20 +125,18 @@ impl Daemon {
         let Some(r) = self.rings.get_mut(&dom) else { return false };
         let mut page = crate::rings::page(r.slot);
         let was_broken = r.ring.broken().is_some();
-        if r.ring.flush(&mut page) {
-            events::send(r.port);
-        }
+        // The guest is told once, at the end of the round, of everything it did: replies
+        // moved, room made in `req` (a guest waiting to write the rest of a request needs
+        // that even when no reply can move, its `rsp` being full), or its ring broken. One
+        // notification, not one per step: each wakes the guest.
+        let mut notify = r.ring.flush(&mut page);
         let cons = xenstore::ring::Page::read_u32(&page, xenstore::ring::REQ_CONS);
         let msgs = r.ring.take(&mut page, BUDGET);
-        // Room made in `req`: a guest waiting to write the rest of a request is told (even
-        // when no reply can move, its `rsp` being full).
-        if xenstore::ring::Page::read_u32(&page, xenstore::ring::REQ_CONS) != cons {
-            events::send(r.port);
-        }
+        notify |= xenstore::ring::Page::read_u32(&page, xenstore::ring::REQ_CONS) != cons;
         if !was_broken {
             if let Some(e) = r.ring.broken() {
                 pv_runtime::println!("xenstored: d{}: ring broken ({:?}); its requests are ignored from now on", dom, e);
-                events::send(r.port);
+                notify = true;
             }
         }
         let more = msgs.len() == BUDGET;
@@ -146,13 +150,19 @@ impl Daemon {
                 || m.ty == MsgType::ResetWatches as u32;
             if !frees && pv_heap::free() < reserve() {
                 let e = Msg { ty: MsgType::Error as u32, req_id: m.req_id, tx_id: m.tx_id, payload: b"ENOMEM\0".to_vec() };
-                self.deliver(alloc::vec![Event { conn, msg: e }], None);
+                self.deliver_but(alloc::vec![Event { conn, msg: e }], None, Some(dom));
                 continue;
             }
             let ev = self.store.handle(conn, &m);
-            self.deliver(ev, None);
+            self.deliver_but(ev, None, Some(dom));
         }
-        self.flush(dom);
+        if let Some(r) = self.rings.get_mut(&dom) {
+            let mut page = crate::rings::page(r.slot);
+            notify |= r.ring.flush(&mut page);
+            if notify {
+                events::send(r.port);
+            }
+        }
         more
     }
 }

@@ -43,6 +43,8 @@ pub fn port() -> u32 {
     RING.port()
 }
 
+/// Writes `bytes` into `req`; the daemon is told only when the ring is full (to make room)
+/// — the caller tells it once the whole request is in.
 fn put(r: RingPage, port: u32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         let (cons, prod) = (r.read_u32(REQ_CONS), r.read_u32(REQ_PROD));
@@ -59,7 +61,6 @@ fn put(r: RingPage, port: u32, mut bytes: &[u8]) {
         r.write_u32(REQ_PROD, prod.wrapping_add(n as u32));
         bytes = &bytes[n..];
     }
-    events::send(port);
 }
 
 /// Bytes of a reply waiting in `rsp`.
@@ -85,7 +86,10 @@ fn get(r: RingPage, port: u32, out: &mut [u8], len: usize) {
             }
         }
         r.write_u32(RSP_CONS, cons.wrapping_add(n as u32));
-        events::send(port);
+        // The daemon waits for room only when `rsp` was full (as Linux's xenbus tells it).
+        if avail == RING_SIZE as usize {
+            events::send(port);
+        }
         got += n;
     }
 }
@@ -132,6 +136,8 @@ pub fn request(ty: MsgType, tx: u32, parts: &[&[u8]], out: &mut [u8]) -> Result<
     for p in parts {
         put(r, port, p);
     }
+    // One notification for the whole request (each wakes the daemon).
+    events::send(port);
     loop {
         let (t, rid, n) = header(r, port);
         if t == MsgType::WatchEvent as u32 {
