@@ -40,6 +40,9 @@ struct Daemon {
     local_events: Vec<Msg>,
     rings: BTreeMap<DomId, DomRing>,
     next_req: u32,
+    /// Introduced domains `@releaseDomain` already fired for (they shut down or died);
+    /// forgotten at their release.
+    reported: alloc::collections::BTreeSet<DomId>,
 }
 
 static XS: spin::Mutex<Option<Daemon>> = spin::Mutex::new(None);
@@ -48,7 +51,7 @@ static XS: spin::Mutex<Option<Daemon>> = spin::Mutex::new(None);
 pub fn init() {
     let mut store = Store::new();
     let local = store.connect(0, true);
-    *XS.lock() = Some(Daemon { store, local, local_events: Vec::new(), rings: BTreeMap::new(), next_req: 1 });
+    *XS.lock() = Some(Daemon { store, local, local_events: Vec::new(), rings: BTreeMap::new(), next_req: 1, reported: Default::default() });
     // dom0's own entries, as xen-init-dom0 writes them.
     let _ = write(0, "/local/domain/0/name", b"Domain-0");
     let _ = write(0, "/local/domain/0/domid", b"0");
@@ -254,8 +257,11 @@ pub fn release(dom: DomId) {
     }
     let _ = request(MsgType::Release, 0, &[d.as_bytes()], None);
     // The store's list of released domains is for transports that close sockets; here the
-    // ring goes below.
-    with(|x| x.store.take_released());
+    // ring goes below. A later domain with its id may be reported again.
+    with(|x| {
+        x.store.take_released();
+        x.reported.remove(&dom);
+    });
     if let Some(Some(r)) = with(|x| x.rings.remove(&dom)) {
         crate::executor::unregister(r.port);
         events::close(r.port);
@@ -285,12 +291,27 @@ pub fn watch_release() -> Result<(), String> {
     request(MsgType::Watch, 0, &[b"@releaseDomain", RELEASE_TOKEN.as_bytes()], None).map(|_| ())
 }
 
-/// `VIRQ_DOM_EXC` reached the daemon: `@releaseDomain` fires. True if dom0's toolstack
-/// watch saw it (its first event, the one at registration, included).
+/// `VIRQ_DOM_EXC` reached the daemon: as Xen's, it looks for introduced domains that shut
+/// down or died (or are gone) since it last looked, and fires `@releaseDomain` once if there
+/// is one. True if dom0's toolstack watch saw an event (its first, the one at registration,
+/// included).
 pub fn domain_exited() -> bool {
+    use guest_abi::domctl::{info, GETDOMAININFO};
+    let doms = with(|x| x.store.introduced_domains()).unwrap_or_default();
+    let ended: Vec<DomId> = doms
+        .into_iter()
+        .filter(|&d| {
+            let mut op = pv_runtime::ctl::Domctl::new(GETDOMAININFO, d);
+            op.call() != 0 || op.dom() != d || op.get32(info::FLAGS) & (info::SHUTDOWN | info::DYING) != 0
+        })
+        .collect();
     with(|x| {
-        let ev = x.store.domain_exited();
-        x.deliver(ev, None);
+        let new: Vec<DomId> = ended.iter().copied().filter(|d| !x.reported.contains(d)).collect();
+        if !new.is_empty() {
+            x.reported.extend(new);
+            let ev = x.store.domain_exited();
+            x.deliver(ev, None);
+        }
     });
     take_local_events().iter().any(|m| m.ty == MsgType::WatchEvent as u32 && m.payload.ends_with(alloc::format!("{}\0", RELEASE_TOKEN).as_bytes()))
 }

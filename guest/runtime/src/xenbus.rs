@@ -86,8 +86,11 @@ fn get(r: RingPage, port: u32, out: &mut [u8], len: usize) {
             }
         }
         r.write_u32(RSP_CONS, cons.wrapping_add(n as u32));
-        // The daemon waits for room only when `rsp` was full (as Linux's xenbus tells it).
-        if avail == RING_SIZE as usize {
+        // The daemon waits for room only when it found `rsp` full: tell it if the ring was
+        // full before this read as far as it may have seen, its producer index read again
+        // after the consumer moved (Linux's xenbus does the same). Looking at `avail` alone
+        // misses a daemon that filled the ring while this read was under way.
+        if r.read_u32(RSP_PROD).wrapping_sub(cons) >= RING_SIZE {
             events::send(port);
         }
         got += n;

@@ -446,14 +446,14 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             dom0_args: "interactive",
             bundle: true,
-            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsprobe.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\rxl console xsprobe\r\x1dxl destroy xsprobe\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
+            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsprobe.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\rxl console xsprobe\r\x1dxl destroy xsprobe\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
             ..sc("dom0-xs-hostile", Image::Dom0, Expect::ExitCheck(Poweroff, &XS_HOSTILE, probe_latency_bounded))
         },
         Scenario {
             dom0_args: "interactive",
             bundle: true,
             smp: 2,
-            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsprobe.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\rxl console xsprobe\r\x1dxl destroy xsprobe\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
+            input: Some(("dom0> ", "xl create /etc/xen/echo.cfg\rxl create /etc/xen/xsprobe.cfg\rxl create /etc/xen/xshostile.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\rxl create /etc/xen/xshostile2.cfg -c\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\r\rxl console xsprobe\r\x1dxl destroy xsprobe\rxenstore-read /local/domain/1/data/hello\rxl shutdown -w echo\r\r\rxl list\rxenstore-ls /local/domain\rpoweroff\r")),
             ..sc("dom0-xs-hostile-smp2", Image::Dom0, Expect::ExitCheck(Poweroff, &XS_HOSTILE, probe_latency_bounded))
         },
         // xendomains: configs of the autostart directory start at boot. A preserved domain's
