@@ -130,17 +130,7 @@ pub fn input(bytes: &[u8]) {
     let Some(dom) = attached() else { return };
     let all = CONS.lock();
     let Some(c) = all.get(&dom) else { return };
-    let page = crate::rings::page(c.slot);
-    let (cons, prod) = (page.u32(IN_CONS), page.u32(IN_PROD));
-    let used = prod.wrapping_sub(cons);
-    if used > IN_SIZE {
-        return;
-    }
-    let n = (IN_SIZE - used).min(bytes.len() as u32);
-    for i in 0..n {
-        page.set_u8(IN + (prod.wrapping_add(i) % IN_SIZE) as usize, bytes[i as usize]);
-    }
-    page.set_u32(IN_PROD, prod.wrapping_add(n));
+    crate::rings::page(c.slot).produce(IN, IN_SIZE, IN_PROD, IN_CONS, bytes);
     events::send(c.port);
 }
 

@@ -61,6 +61,10 @@ impl Page {
             p.write_u8(off, v)
         }
     }
+    /// [`RingPage::produce`] (nothing goes into an absent page).
+    pub fn produce(&self, data: usize, size: u32, prod_off: usize, cons_off: usize, bytes: &[u8]) -> usize {
+        self.0.map_or(0, |p| p.produce(data, size, prod_off, cons_off, bytes))
+    }
 }
 
 impl xenstore::ring::Page for Page {

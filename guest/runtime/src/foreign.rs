@@ -23,10 +23,7 @@ pub struct Window {
 impl Window {
     /// The window of a guest whose image holds it in the bootstrap region.
     pub fn new(si: &StartInfo) -> Window {
-        let pfn = (va() - crate::virt_base()) / 4096;
-        // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries (Xen's start-of-day
-        // contract) and the window is in the image, so its PFN is within it.
-        let mfn = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
+        let mfn = crate::pvio::region_mfn(si, va()).unwrap_or(0);
         Window { own: mfn << 12 | P | RW | A | D }
     }
 
@@ -103,11 +100,7 @@ impl Slots {
     pub fn new(si: &StartInfo) -> Slots {
         let mut own = [0u64; SLOTS];
         for (i, o) in own.iter_mut().enumerate() {
-            let pfn = (slot_va(i) - crate::virt_base()) / 4096;
-            // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries and the slots
-            // are in the image, so their PFNs are within it.
-            let mfn = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
-            *o = mfn << 12 | P | RW | A | D;
+            *o = crate::pvio::region_mfn(si, slot_va(i)).unwrap_or(0) << 12 | P | RW | A | D;
         }
         Slots { own, handle: [None; SLOTS] }
     }

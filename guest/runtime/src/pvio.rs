@@ -37,27 +37,30 @@ pub fn shared_up(si: &StartInfo) -> bool {
     }
 }
 
+/// Entry `pfn` of the P2M list (the machine frame of pseudo-physical frame `pfn`), if the
+/// domain has that frame.
+pub fn p2m(si: &StartInfo, pfn: u64) -> Option<u64> {
+    if pfn >= si.nr_pages {
+        return None;
+    }
+    // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries (Xen's start-of-day
+    // contract) and `pfn` is below nr_pages. A plain read of a word the guest owns.
+    Some(unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() })
+}
+
 /// The address of machine frame `mfn` if it is one of the bootstrap region's (found in the
 /// P2M list).
 pub fn region_va(si: &StartInfo, mfn: u64) -> Option<u64> {
-    let n = region_end_pfn(si).min(si.nr_pages);
-    (0..n).find(|&pfn| {
-        // SAFETY: the P2M list is mapped at mfn_list for nr_pages entries (Xen's start-of-day
-        // contract); `pfn` is below nr_pages. A plain read of a word the guest owns.
-        let m = unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() };
-        m == mfn
-    })
-    .map(|pfn| crate::virt_base() + pfn * 4096)
+    (0..region_end_pfn(si)).find(|&pfn| p2m(si, pfn) == Some(mfn)).map(|pfn| crate::virt_base() + pfn * 4096)
 }
 
 /// The machine frame behind address `va` of the bootstrap region (from the P2M list).
 pub fn region_mfn(si: &StartInfo, va: u64) -> Option<u64> {
     let pfn = va.checked_sub(crate::virt_base())? / 4096;
-    if pfn >= region_end_pfn(si).min(si.nr_pages) {
+    if pfn >= region_end_pfn(si) {
         return None;
     }
-    // SAFETY: as in `region_va`: the P2M list is mapped for nr_pages entries.
-    Some(unsafe { ((si.mfn_list + 8 * pfn) as *const u64).read_volatile() })
+    p2m(si, pfn)
 }
 
 /// Sleeps until one of `ports` is pending, then clears them (their events are consumed
@@ -107,6 +110,22 @@ impl RingPage {
         // SAFETY: as for `read_u32`.
         unsafe { ((self.0 + (off as u64 & 0xFFC)) as *mut u32).write_volatile(v) };
         core::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Produces as much of `bytes` as there is room for into the ring of `size` bytes at
+    /// `data` whose free-running indexes are at `prod_off` (ours) and `cons_off` (the other
+    /// side's): how many went in. Indexes claiming more than the ring holds leave no room.
+    pub fn produce(&self, data: usize, size: u32, prod_off: usize, cons_off: usize, bytes: &[u8]) -> usize {
+        let (cons, prod) = (self.read_u32(cons_off), self.read_u32(prod_off));
+        let room = size.saturating_sub(prod.wrapping_sub(cons)) as usize;
+        let n = room.min(bytes.len());
+        for (i, &b) in bytes[..n].iter().enumerate() {
+            self.write_u8(data + (prod.wrapping_add(i as u32) % size) as usize, b);
+        }
+        if n > 0 {
+            self.write_u32(prod_off, prod.wrapping_add(n as u32));
+        }
+        n
     }
 
     pub fn read_u8(&self, off: usize) -> u8 {

@@ -47,18 +47,11 @@ pub fn port() -> u32 {
 /// — the caller tells it once the whole request is in.
 fn put(r: RingPage, port: u32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        let (cons, prod) = (r.read_u32(REQ_CONS), r.read_u32(REQ_PROD));
-        let room = RING_SIZE.saturating_sub(prod.wrapping_sub(cons)) as usize;
-        if room == 0 {
+        let n = r.produce(REQ, RING_SIZE, REQ_PROD, REQ_CONS, bytes);
+        if n == 0 {
             events::send(port);
             pvio::wait(&[port]);
-            continue;
         }
-        let n = room.min(bytes.len());
-        for (i, &b) in bytes[..n].iter().enumerate() {
-            r.write_u8(REQ + (prod.wrapping_add(i as u32) % RING_SIZE) as usize, b);
-        }
-        r.write_u32(REQ_PROD, prod.wrapping_add(n as u32));
         bytes = &bytes[n..];
     }
 }

@@ -45,11 +45,9 @@ pub fn write(bytes: &[u8]) {
     let mut rest = bytes;
     let mut deadline = 0;
     while !rest.is_empty() {
-        let (cons, prod) = (r.read_u32(OUT_CONS), r.read_u32(OUT_PROD));
-        let used = prod.wrapping_sub(cons);
         // A backend that set the indexes to nonsense gets a full ring (nothing written).
-        let room = OUT_SIZE.saturating_sub(used) as usize;
-        if room == 0 {
+        let n = r.produce(OUT, OUT_SIZE, OUT_PROD, OUT_CONS, rest);
+        if n == 0 {
             let now = events::system_time();
             if deadline == 0 {
                 deadline = now + STALL_NS;
@@ -62,11 +60,6 @@ pub fn write(bytes: &[u8]) {
             continue;
         }
         deadline = 0;
-        let n = room.min(rest.len());
-        for (i, &b) in rest[..n].iter().enumerate() {
-            r.write_u8(OUT + (prod.wrapping_add(i as u32) % OUT_SIZE) as usize, b);
-        }
-        r.write_u32(OUT_PROD, prod.wrapping_add(n as u32));
         rest = &rest[n..];
     }
     WRITING.store(false, Ordering::Release);
