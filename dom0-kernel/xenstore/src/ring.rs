@@ -158,29 +158,40 @@ impl Ring {
     /// Moves queued bytes into `rsp` as far as the guest has made room; true if any moved
     /// (the guest is then to be notified).
     pub fn flush(&mut self, page: &mut impl Page) -> bool {
-        if self.broken.is_some() || self.out.is_empty() {
-            return false;
+        let mut moved = false;
+        // Until everything is out, or the ring is full as of a consumer index the guest has
+        // not moved since: a guest that read while this wrote (its consumer index moved after
+        // it was read here) may not have seen the ring full, and would not say it made room.
+        // The guest only notifies after reading a ring this left full.
+        for _ in 0..RING_SIZE {
+            if self.broken.is_some() || self.out.is_empty() {
+                break;
+            }
+            let (cons, prod) = (page.read_u32(RSP_CONS), page.read_u32(RSP_PROD));
+            let used = prod.wrapping_sub(cons);
+            if used > RING_SIZE {
+                self.fail(page, RingError::BadIndex);
+                return false;
+            }
+            let mut room = (RING_SIZE - used) as usize;
+            let mut p = prod;
+            let mut sent = 0;
+            while room > 0 && sent < self.out.len() {
+                let at = (p % RING_SIZE) as usize;
+                let n = room.min(RING_SIZE as usize - at).min(self.out.len() - sent);
+                page.write(RSP + at, &self.out[sent..sent + n]);
+                sent += n;
+                room -= n;
+                p = p.wrapping_add(n as u32);
+            }
+            self.out.drain(..sent);
+            page.write_u32(RSP_PROD, p);
+            moved |= sent > 0;
+            if page.read_u32(RSP_CONS) == cons {
+                break;
+            }
         }
-        let (cons, prod) = (page.read_u32(RSP_CONS), page.read_u32(RSP_PROD));
-        let used = prod.wrapping_sub(cons);
-        if used > RING_SIZE {
-            self.fail(page, RingError::BadIndex);
-            return false;
-        }
-        let mut room = (RING_SIZE - used) as usize;
-        let mut p = prod;
-        let mut sent = 0;
-        while room > 0 && sent < self.out.len() {
-            let at = (p % RING_SIZE) as usize;
-            let n = room.min(RING_SIZE as usize - at).min(self.out.len() - sent);
-            page.write(RSP + at, &self.out[sent..sent + n]);
-            sent += n;
-            room -= n;
-            p = p.wrapping_add(n as u32);
-        }
-        self.out.drain(..sent);
-        page.write_u32(RSP_PROD, p);
-        sent > 0
+        moved
     }
 }
 
