@@ -178,16 +178,21 @@ pub type DomPt<'a> = hv_core::pt::Pt<'a, DirectMap, &'static [hv_core::frame::Fr
 
 /// A page-table context over the direct map, for the current domain (`$mx`: an [`Mx`]): page-table hypercalls build one per operation.
 macro_rules! pt {
+    // The current domain's own tables: MMIO if it has I/O rights.
     ($mx:expr, $dm:ident) => {
-        $crate::guest::pt!($mx.pc, $dm, $mx.mm.jobs, $mx.pc.cur.id)
+        $crate::guest::pt!(@ $mx.pc, $dm, $mx.mm.jobs, $mx.pc.cur.id, $mx.pc.cur.shared.privileged.then(|| &$crate::machine::get().iomem))
     };
-    // Over another domain's preempted work (`$jobs`), for an operation of owner `$owner`.
+    // Over another domain's preempted work (`$jobs`), for an operation of owner `$owner`
+    // (no MMIO: the tables may be another domain's).
     ($pc:expr, $dm:ident, $jobs:expr, $owner:expr) => {
+        $crate::guest::pt!(@ $pc, $dm, $jobs, $owner, None)
+    };
+    (@ $pc:expr, $dm:ident, $jobs:expr, $owner:expr, $io:expr) => {
         hv_core::pt::Pt {
             mem: &mut $dm,
             ft: $crate::machine::frames(),
             ram_end: hv_core::mem::Mfn($crate::machine::get().max_mfn),
-            io_allowed: false,
+            io: $io,
             tlb: &mut $crate::shootdown::FlushAll { apic_ids: &$crate::machine::get().apic_ids, this: $pc.id },
             jobs: &mut $jobs,
             vcpu: $owner,

@@ -20,6 +20,8 @@ pub struct Machine {
     pub cmdline: &'static str,
     /// Audit dead domains' frames (the `audit` option; `schedule::park`).
     pub audit: bool,
+    /// The MMIO a domain with I/O rights may map (`hv_core::ioperm`).
+    pub iomem: hv_core::ioperm::IoMem,
 }
 
 static MACHINE: spin::Once<Machine> = spin::Once::new();

@@ -109,6 +109,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         apic_ids: cpus.apic_ids.clone(),
         cmdline: hv_cmdline,
         audit: opts.audit,
+        iomem: setup::iomem(&boot, mm.max_mfn),
     });
     mm::install(mm);
     // Each vCPU starts in the queue of the first CPU of its affinity.

@@ -392,6 +392,8 @@ fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
     paging::sync_guest_slots(&pc.tables, v.l4);
     paging::set_rsp1(&pc.tables, v.kernel_sp);
+    // Only the privileged domain has I/O rights (ports; its MMIO is checked per mapping).
+    paging::set_io_ports(&pc.tables, v.shared.privileged);
     load_direct_gates(pc);
     refused
 }

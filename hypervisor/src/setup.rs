@@ -33,6 +33,24 @@ pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
     (hv_cmdline, opts)
 }
 
+/// The MMIO a domain with I/O rights may map: everything that is not RAM but the local and
+/// I/O APICs, the MSI window and the HPET (`hv_core::ioperm`).
+pub fn iomem(boot: &BootInfo, table_end: u64) -> hv_core::ioperm::IoMem {
+    use hv_core::mem::Mfn;
+    let ram_top = boot.ram.as_slice().last().map_or(0, |r| r.end.div_ceil(4096));
+    let mut io = hv_core::ioperm::IoMem::new(Mfn(table_end), Mfn(ram_top));
+    let (lapic, ioapics) = match &boot.madt {
+        Some(m) => (m.lapic_addr, m.ioapics().iter().map(|a| a.addr).collect::<alloc::vec::Vec<_>>()),
+        None => (0xFEE0_0000, alloc::vec![0xFEC0_0000]),
+    };
+    for a in core::iter::once(lapic).chain(ioapics) {
+        if !io.deny(Mfn::of(a), Mfn::of(a)) {
+            log::warn!("too many hypervisor MMIO ranges: no MMIO for dom0");
+        }
+    }
+    io
+}
+
 /// Machine memory: the frame allocator, frame table, heap and M2P.
 pub fn memory(boot: &BootInfo) -> mm::Mm {
     for r in boot.ram.as_slice() {

@@ -341,14 +341,18 @@ pub fn build_cpu(
             idt_maddr: idt.maddr(),
         });
         let t = phys_to_virt(tss.maddr()) as *mut u8;
-        let mut hdr = Tss { iomap_base: descriptors::TSS_HEADER as u16, ..Tss::default() };
+        let mut hdr = Tss { iomap_base: IOMAP_NONE, ..Tss::default() };
         hdr.rsp[0] = ENTRY_STACK_TOP;
         for n in 0..NR_IST {
             hdr.ist[n] = ist_top(n + 1);
         }
         (t as *mut Tss).write_unaligned(hdr);
-        // I/O bitmap: every port denied, plus the terminating byte.
-        core::ptr::write_bytes(t.add(descriptors::TSS_HEADER), 0xFF, 8192 + 1);
+        // The I/O bitmap of a domain with I/O rights (in force only while one runs, see
+        // `set_io_ports`), plus the terminating byte.
+        let mut bitmap = [0u8; hv_core::ioperm::BITMAP_BYTES];
+        hv_core::ioperm::fill_port_bitmap(&mut bitmap);
+        core::ptr::copy_nonoverlapping(bitmap.as_ptr(), t.add(descriptors::TSS_HEADER), bitmap.len());
+        t.add(descriptors::TSS_HEADER + bitmap.len()).write(0xFF);
         let g = phys_to_virt(gdt.maddr()) as *mut u64;
         for (i, d) in descriptors::reserved_gdt(ENTRY_TSS, descriptors::TSS_LIMIT).iter().enumerate() {
             g.add(i).write(*d);
@@ -425,6 +429,22 @@ pub fn copy_guest_slots(t: &CpuTables, guest_l4: Mfn) {
         let e = if private { Pte::default() } else { read_entry(guest_l4, i) };
         write_entry(t.hv_root, i, e);
         write_entry(t.guest_root, i, e);
+    }
+}
+
+/// The TSS's I/O map base when no port is allowed: beyond the TSS limit, so every `in`/`out`
+/// from rings 1 and 3 raises #GP.
+const IOMAP_NONE: u16 = u16::MAX;
+
+/// Puts this CPU's I/O bitmap (every port but the hypervisor's, `hv_core::ioperm`) in force
+/// for the guest about to run (`on`: it has I/O rights), or takes it out.
+pub fn set_io_ports(t: &CpuTables, on: bool) {
+    let base = if on { descriptors::TSS_HEADER as u16 } else { IOMAP_NONE };
+    // SAFETY: the TSS frame belongs to this CPU; the I/O map base is a plain u16 in its
+    // header, read by the CPU at each I/O instruction of a guest.
+    unsafe {
+        let p = phys_to_virt(t.tss.maddr()) as *mut Tss;
+        core::ptr::addr_of_mut!((*p).iomap_base).write_unaligned(base);
     }
 }
 

@@ -29,7 +29,7 @@ fn main() {
     let mut tlb = hv_core::pt::CountFlushes::default();
     let mut jobs = hv_core::pt::Jobs::default();
     let mut budget = u64::MAX;
-    let mut pt = Pt { mem: &mut mem, ft: &ft, ram_end: Mfn(16), io_allowed: false, tlb: &mut tlb, jobs: &mut jobs, vcpu: 0, budget: &mut budget };
+    let mut pt = Pt { mem: &mut mem, ft: &ft, ram_end: Mfn(16), io: None, tlb: &mut tlb, jobs: &mut jobs, vcpu: 0, budget: &mut budget };
     pt.pin(Mfn(1), 1, D).unwrap();
     for i in 0..n {
         let target = if i % 2 == 0 { 5 } else { 6 };

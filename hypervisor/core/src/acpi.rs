@@ -1,4 +1,5 @@
-//! Just enough ACPI to find the CPUs: RSDP → RSDT/XSDT → MADT local-APIC entries.
+//! Just enough ACPI to find the CPUs and the interrupt controllers: RSDP → RSDT/XSDT → MADT
+//! local-APIC, I/O APIC and interrupt-source-override entries.
 //!
 //! Firmware tables are read through a callback, every length and offset is bounds-checked
 //! and every checksum verified, so a broken table is an error, never a panic.
@@ -23,11 +24,46 @@ pub struct Madt {
     /// APIC ids of the usable (enabled) processors, in table order.
     pub apic_ids: [u32; MAX_CPUS],
     pub nr_cpus: usize,
+    pub ioapics: [IoApic; MAX_IOAPICS],
+    pub nr_ioapics: usize,
+    /// Interrupt source overrides (ISA IRQ → GSI), in table order.
+    pub overrides: [Override; MAX_OVERRIDES],
+    pub nr_overrides: usize,
+}
+
+/// Most I/O APICs and interrupt source overrides recorded.
+pub const MAX_IOAPICS: usize = 8;
+pub const MAX_OVERRIDES: usize = 16;
+
+/// An I/O APIC: its id, registers' physical address and first GSI.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoApic {
+    pub id: u8,
+    pub addr: u64,
+    pub gsi_base: u32,
+}
+
+/// An interrupt source override: ISA IRQ `source` arrives at `gsi`, with MPS INTI `flags`
+/// (bits 0–1 polarity: 0 bus default, 1 high, 3 low; bits 2–3 trigger: 0 bus default,
+/// 1 edge, 3 level).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Override {
+    pub source: u8,
+    pub gsi: u32,
+    pub flags: u16,
 }
 
 impl Madt {
     pub fn cpus(&self) -> &[u32] {
         &self.apic_ids[..self.nr_cpus]
+    }
+
+    pub fn ioapics(&self) -> &[IoApic] {
+        &self.ioapics[..self.nr_ioapics]
+    }
+
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides[..self.nr_overrides]
     }
 }
 
@@ -118,7 +154,15 @@ pub fn parse(read: Reader<'_>, rsdp: u64) -> Result<Madt, AcpiError> {
         if n < 44 {
             return Err(AcpiError::Malformed);
         }
-        let mut m = Madt { lapic_addr: u32le(&buf, 36) as u64, apic_ids: [0; MAX_CPUS], nr_cpus: 0 };
+        let mut m = Madt {
+            lapic_addr: u32le(&buf, 36) as u64,
+            apic_ids: [0; MAX_CPUS],
+            nr_cpus: 0,
+            ioapics: [IoApic::default(); MAX_IOAPICS],
+            nr_ioapics: 0,
+            overrides: [Override::default(); MAX_OVERRIDES],
+            nr_overrides: 0,
+        };
         let mut o = 44;
         while o + 2 <= n {
             let (ty, len) = (buf[o], buf[o + 1] as usize);
@@ -131,6 +175,20 @@ pub fn parse(read: Reader<'_>, rsdp: u64) -> Result<Madt, AcpiError> {
                 (9, 16) => Some((u32le(e, 4), u32le(e, 8))),
                 (5, 12) => {
                     m.lapic_addr = u64le(e, 4);
+                    None
+                }
+                (1, 12) => {
+                    if m.nr_ioapics < MAX_IOAPICS {
+                        m.ioapics[m.nr_ioapics] = IoApic { id: e[2], addr: u32le(e, 4) as u64, gsi_base: u32le(e, 8) };
+                        m.nr_ioapics += 1;
+                    }
+                    None
+                }
+                (2, 10) => {
+                    if m.nr_overrides < MAX_OVERRIDES {
+                        m.overrides[m.nr_overrides] = Override { source: e[3], gsi: u32le(e, 4), flags: u16::from_le_bytes([e[8], e[9]]) };
+                        m.nr_overrides += 1;
+                    }
                     None
                 }
                 _ => None,
@@ -196,6 +254,8 @@ mod tests {
             b.extend_from_slice(&flags.to_le_bytes());
         }
         b.extend_from_slice(&[1, 12, 0, 0, 0, 0, 0xC0, 0xFE, 0, 0, 0, 0]); // an I/O APIC
+        b.extend_from_slice(&[2, 10, 0, 0, 2, 0, 0, 0, 0, 0]); // IRQ 0 -> GSI 2
+        b.extend_from_slice(&[2, 10, 0, 9, 9, 0, 0, 0, 0x0D, 0]); // IRQ 9 -> GSI 9, level, high
         b
     }
 
@@ -220,6 +280,8 @@ mod tests {
         let m = parse(&r, 0x1000).unwrap();
         assert_eq!(m.cpus(), &[0, 1, 6]);
         assert_eq!(m.lapic_addr, 0xFEE0_0000);
+        assert_eq!(m.ioapics(), &[IoApic { id: 0, addr: 0xFEC0_0000, gsi_base: 0 }]);
+        assert_eq!(m.overrides(), &[Override { source: 0, gsi: 2, flags: 0 }, Override { source: 9, gsi: 9, flags: 0x0D }]);
     }
 
     #[test]
@@ -234,7 +296,8 @@ mod tests {
         // An entry whose length runs past the table.
         let at = 0x3000 + 44;
         mem[at + 1] = 200;
-        let mut t = mem[0x3000..0x3000 + 44 + 8 + 12].to_vec();
+        let len = u32le(&mem, 0x3004) as usize;
+        let mut t = mem[0x3000..0x3000 + len].to_vec();
         fix(&mut t, 9);
         mem[0x3000..0x3000 + t.len()].copy_from_slice(&t);
         assert_eq!(parse(&reader(&mem), 0x1000), Err(AcpiError::Malformed));

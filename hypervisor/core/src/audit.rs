@@ -153,7 +153,7 @@ mod tests {
             ft.set_owner(Mfn(m), Owner::Dom(1)).unwrap();
         }
         let (mut tlb, mut jobs, mut budget) = (CountFlushes::default(), Jobs::default(), u64::MAX);
-        let mut p = Pt { mem: &mut mem, ft: &ft, ram_end: Mfn(16), io_allowed: false, tlb: &mut tlb, jobs: &mut jobs, vcpu: 0, budget: &mut budget };
+        let mut p = Pt { mem: &mut mem, ft: &ft, ram_end: Mfn(16), io: None, tlb: &mut tlb, jobs: &mut jobs, vcpu: 0, budget: &mut budget };
         let e = |m: u64, f: u64| Pte(m << 12 | f);
         p.mem.write_u64(Mfn(4), 0, e(3, P | RW).0);
         p.mem.write_u64(Mfn(3), 0, e(2, P | RW).0);

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod frame_alloc;
 pub mod grant;
 pub mod guest_access;
+pub mod ioperm;
 pub mod mem;
 pub mod memmap;
 pub mod pt;

@@ -36,6 +36,7 @@
 //! job are typed but not validated: busy, never updated, mapped writable or retyped.
 
 use crate::frame::{FrameError, FrameSlot, FrameTable, Owner, PageType};
+use crate::ioperm::IoMem;
 use crate::mem::{Mfn, PhysMem};
 use crate::pte::{Pte, PteFlags, ADDR_MASK, GRANT_BIT};
 use guest_abi::errno::Errno;
@@ -49,6 +50,8 @@ pub enum PtError {
     Frame(FrameError),
     /// A flag not allowed at this level.
     BadFlags,
+    /// MMIO the domain has no rights to (none at all, or the hypervisor's own devices).
+    NoIoAccess,
     /// An entry in the hypervisor's L4 slots.
     ReservedSlot,
     /// A non-present entry whose address points into RAM (L1TF).
@@ -79,6 +82,8 @@ impl From<PtError> for Errno {
         match e {
             PtError::Frame(FrameError::Overflow) => Errno::EOVERFLOW,
             PtError::Preempted => Errno::ERESTART,
+            // As Xen's get_page_from_l1e for MMIO without iomem permission.
+            PtError::NoIoAccess => Errno::EPERM,
             _ => Errno::EINVAL,
         }
     }
@@ -95,7 +100,7 @@ const BASE: u64 = PteFlags::PRESENT.bits()
     | PteFlags::NO_EXECUTE.bits()
     | SOFT_BITS;
 const CACHE: u64 = PteFlags::WRITE_THROUGH.bits() | PteFlags::NO_CACHE.bits() | PteFlags::HUGE_PAGE.bits(); // PSE = PAT at L1
-/// Flags an L1 entry may carry (cache bits only with I/O permission).
+/// Flags an L1 entry may carry (cache bits only on I/O frames, see `Pt::io`).
 const L1_ALLOWED: u64 = BASE | PteFlags::GLOBAL.bits();
 /// Flags an L2–L4 entry may carry.
 const UPPER_ALLOWED: u64 = BASE;
@@ -216,8 +221,10 @@ pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub ft: &'a FrameTable<S>,
     /// One past the highest RAM frame (the L1TF boundary).
     pub ram_end: Mfn,
-    /// May the domain use cache-attribute bits (it has I/O resources)?
-    pub io_allowed: bool,
+    /// The MMIO a domain with I/O rights may map (`None`: the tables' owner has none): only
+    /// such frames may carry cache-attribute bits (PWT, PCD, PAT), and they hold no
+    /// references (they are not RAM).
+    pub io: Option<&'a IoMem>,
     /// Flushes every CPU when a type change needs it.
     pub tlb: &'a mut dyn TlbFlush,
     /// The domain's preempted work, the calling vCPU, and the entries this call may still
@@ -326,9 +333,17 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         if !e.present() {
             return self.check_non_present(e);
         }
-        self.check_flags(level, e)?;
         let mfn = e.mfn();
         if level == 1 {
+            let owner = self.ft.owner(mfn);
+            if matches!(owner, Owner::None | Owner::Io) {
+                // MMIO: only with I/O rights, never the hypervisor's devices, no references.
+                if !self.io.is_some_and(|io| io.permits(mfn, owner)) {
+                    return Err(PtError::NoIoAccess);
+                }
+                return self.check_flags(level, e, true);
+            }
+            self.check_flags(level, e, false)?;
             if e.writable() {
                 self.take_type(mfn, PageType::Writable, Some(fd))?;
             } else {
@@ -336,12 +351,13 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             }
             return Ok(());
         }
+        self.check_flags(level, e, false)?;
         self.get_table_ref(mfn, level - 1, fd)
     }
 
-    fn check_flags(&self, level: u32, e: Pte) -> Res {
+    fn check_flags(&self, level: u32, e: Pte, io: bool) -> Res {
         let allowed = if level == 1 {
-            L1_ALLOWED | if self.io_allowed { CACHE } else { 0 }
+            L1_ALLOWED | if io { CACHE } else { 0 }
         } else {
             UPPER_ALLOWED
         };
@@ -358,8 +374,9 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         }
         let mfn = e.mfn();
         if level == 1 {
-            // A grant mapping's entry holds nothing itself (the maptrack does).
-            if !e.granted() {
+            // A grant mapping's entry holds nothing itself (the maptrack does), nor does an
+            // MMIO mapping (whether a frame is RAM never changes).
+            if !e.granted() && !matches!(self.ft.owner(mfn), Owner::None | Owner::Io) {
                 let _ = self.ft.put_page_and_type(mfn, e.writable());
             }
             return;
@@ -548,7 +565,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         if !e.present() || t.level == 1 {
             return self.get_entry(t.level, e, dom).map(|_| Step::Next);
         }
-        self.check_flags(t.level, e)?;
+        self.check_flags(t.level, e, false)?;
         let child = e.mfn();
         Ok(if self.take_table_ref(child, t.level - 1, dom)? { Step::Push(child) } else { Step::Next })
     }
@@ -663,7 +680,9 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         if old.present() && new.present() && old.mfn() == new.mfn() && old.writable() == new.writable()
             && (old.0 ^ new.0) & !FAST_BITS == 0
         {
-            self.check_flags(level, new)?;
+            // (An MMIO entry's cache bits are unchanged: they are not harmless bits.)
+            let io = level == 1 && matches!(self.ft.owner(new.mfn()), Owner::None | Owner::Io);
+            self.check_flags(level, new, io)?;
             return self.write(table, idx, new, pfd);
         }
         self.get_entry(level, new, fd)?;
@@ -890,7 +909,7 @@ mod tests {
     }
 
     fn pt<'a>(m: &'a mut VecMem, ft: &'a FrameTable<Vec<FrameSlot>>, x: &'a mut Extra) -> Pt<'a, VecMem, Vec<FrameSlot>> {
-        Pt { mem: m, ft, ram_end: Mfn(N), io_allowed: false, tlb: &mut x.tlb, jobs: &mut x.jobs, vcpu: 0, budget: &mut x.budget }
+        Pt { mem: m, ft, ram_end: Mfn(N), io: None, tlb: &mut x.tlb, jobs: &mut x.jobs, vcpu: 0, budget: &mut x.budget }
     }
 
     const P: u64 = 1;
@@ -920,7 +939,7 @@ mod tests {
         assert_eq!(p.update_entry(Mfn(1), 3, e(20, P), 0, 0, false), Err(PtError::Frame(FrameError::NotOwner)));
         assert_eq!(p.update_entry(Mfn(1), 3, e(22, P), 0, 0, false), Err(PtError::Frame(FrameError::NotOwner)));
         assert!(p.update_entry(Mfn(1), 3, e(500, P), 0, 0, false).is_err());
-        // Cache bits need I/O permission; bit 62 is reserved.
+        // Cache bits only on MMIO; bit 62 is reserved.
         assert_eq!(p.update_entry(Mfn(1), 3, e(7, P | 0x10), 0, 0, false), Err(PtError::BadFlags));
         assert_eq!(p.update_entry(Mfn(1), 3, e(7, P | 1 << 62), 0, 0, false), Err(PtError::BadFlags));
         // L1TF: non-present entries must not point into RAM.
@@ -937,6 +956,47 @@ mod tests {
         assert_eq!(p.pin(Mfn(5), 1, 0), Err(PtError::PinState), "double pin");
         p.unpin(Mfn(5), 0).unwrap();
         assert_eq!(p.unpin(Mfn(5), 0), Err(PtError::PinState));
+    }
+
+    #[test]
+    fn io_frames() {
+        let (mut m, ft) = world();
+        let mut x = Extra::default();
+        let mut io = IoMem::new(Mfn(N), Mfn(N));
+        io.deny(Mfn(600), Mfn(600));
+        const PCD_PWT: u64 = 0x18;
+        {
+            // Without I/O rights: no MMIO, in an update or in a table being validated.
+            let mut p = pt(&mut m, &ft, &mut x);
+            assert_eq!(p.update_entry(Mfn(1), 0, e(500, P | RW), 0, 0, false), Ok(()), "plain memory write before the pin");
+            assert_eq!(p.pin(Mfn(1), 1, 0), Err(PtError::NoIoAccess));
+            p.update_entry(Mfn(1), 0, Pte(0), 0, 0, false).unwrap();
+            p.pin(Mfn(1), 1, 0).unwrap();
+            assert_eq!(p.update_entry(Mfn(1), 0, e(500, P), 0, 0, false), Err(PtError::NoIoAccess));
+        }
+        let counts = |ft: &FrameTable<Vec<FrameSlot>>| (0..N).map(|i| ft.get(Mfn(i)).map(|f| (f.count, f.type_count))).collect::<Vec<_>>();
+        let before = counts(&ft);
+        let mut p = pt(&mut m, &ft, &mut x);
+        p.io = Some(&io);
+        // MMIO, writable, uncached: allowed, and holds no reference.
+        p.update_entry(Mfn(1), 0, e(500, P | RW | PCD_PWT), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 1, e(501, P | 0x80), 0, 0, false).unwrap(); // PAT
+        // The hypervisor's device, RAM with cache bits, another domain's RAM, free RAM.
+        assert_eq!(p.update_entry(Mfn(1), 2, e(600, P), 0, 0, false), Err(PtError::NoIoAccess));
+        assert_eq!(p.update_entry(Mfn(1), 2, e(7, P | PCD_PWT), 0, 0, false), Err(PtError::BadFlags));
+        assert_eq!(p.update_entry(Mfn(1), 2, e(20, P), 0, 0, false), Err(PtError::Frame(FrameError::NotOwner)));
+        assert_eq!(p.update_entry(Mfn(1), 2, e(22, P), 0, 0, false), Err(PtError::Frame(FrameError::NotOwner)));
+        // MMIO is never a table.
+        assert!(p.update_entry(Mfn(2), 0, e(500, P), 0, 0, false).is_ok(), "plain memory write");
+        assert!(p.pin(Mfn(2), 2, 0).is_err());
+        p.update_entry(Mfn(2), 0, Pte(0), 0, 0, false).unwrap();
+        // Flag changes and removal.
+        p.update_entry(Mfn(1), 0, e(500, P | PCD_PWT | 0x20), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 0, Pte(0), 0, 0, false).unwrap();
+        p.update_entry(Mfn(1), 1, Pte(0), 0, 0, false).unwrap();
+        let after = counts(p.ft);
+        assert_eq!(before, after, "MMIO mappings took or dropped references");
+        p.unpin(Mfn(1), 0).unwrap();
     }
 
     #[test]

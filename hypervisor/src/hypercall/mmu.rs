@@ -107,14 +107,15 @@ pub fn adopt_if_stalled(target: &DomShared, jobs: &mut hv_core::pt::Jobs, owner:
     }
 }
 
-/// A page-table context over `$t`'s tables (a [`Tables`]) for the operation of `$hv`.
+/// A page-table context over `$t`'s tables (a [`Tables`]) for the operation of `$hv`: MMIO
+/// only in the caller's own tables, if it has I/O rights.
 macro_rules! pt_in {
     ($hv:expr, $t:expr, $dm:ident) => {{
-        let jobs = match $t.foreign.as_mut() {
-            Some(g) => &mut g.jobs,
-            None => &mut $hv.mm.jobs,
+        let (jobs, io) = match $t.foreign.as_mut() {
+            Some(g) => (&mut g.jobs, None),
+            None => (&mut $hv.mm.jobs, $hv.pc.cur.shared.privileged.then(|| &crate::machine::get().iomem)),
         };
-        pt!($hv.pc, $dm, *jobs, $t.owner)
+        pt!(@ $hv.pc, $dm, *jobs, $t.owner, io)
     }};
 }
 
@@ -125,6 +126,11 @@ fn foreign(hv: &Mx, fdom: u64) -> Result<(DomId, DomId, Option<Arc<DomShared>>),
     // The usual case, without touching the registry: the caller's own tables and frames.
     if fdom == guest_abi::DOMID_SELF as u64 || fdom == me as u64 {
         return Ok((me, me, None));
+    }
+    // MMIO named through DOMID_IO, as Xen allows any domain (the rights are checked per
+    // frame: `hv_core::ioperm`); it owns no RAM, so RAM entries are refused.
+    if fdom == guest_abi::DOMID_IO as u64 {
+        return Ok((guest_abi::DOMID_IO, me, None));
     }
     let fd = foreign_dom(hv, (fdom & 0xFFFF) as u16)?.id;
     let pfd = match fdom >> 16 {

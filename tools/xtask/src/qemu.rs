@@ -36,6 +36,10 @@ pub struct Config {
     pub interactive: bool,
     /// Inject an NMI into every CPU through the monitor this often (scenario runs only).
     pub nmi_every: Option<Duration>,
+    /// `-machine` (QEMU's default, i440FX `pc`, when `None`).
+    pub machine: Option<&'static str>,
+    /// A raw disk image attached as a virtio-blk PCI device.
+    pub disk: Option<PathBuf>,
 }
 
 impl Config {
@@ -50,6 +54,8 @@ impl Config {
             smp: 1,
             interactive: false,
             nmi_every: None,
+            machine: None,
+            disk: None,
         }
     }
 
@@ -63,6 +69,13 @@ impl Config {
         c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
         c.args(["-nodefaults", "-vga", "none"]);
+        if let Some(m) = self.machine {
+            c.args(["-machine", m]);
+        }
+        if let Some(d) = &self.disk {
+            c.arg("-drive").arg(format!("file={},if=none,id=disk0,format=raw,cache=writeback", d.display()));
+            c.args(["-device", "virtio-blk-pci,drive=disk0"]);
+        }
         if !self.interactive && self.nmi_every.is_none() {
             c.args(["-monitor", "none"]);
         }

@@ -48,10 +48,14 @@ struct Scenario {
     nmis: bool,
     /// Seconds before the run counts as hung.
     timeout_s: u64,
+    /// QEMU's `-machine` (`None`: i440FX `pc`).
+    machine: Option<&'static str>,
+    /// A fresh 1 MiB raw disk image attached as virtio-blk.
+    disk: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60 }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -317,6 +321,23 @@ fn scenarios() -> Vec<Scenario> {
         sc("hv-memory", Image::Guest("hv_memory"), Expect::Success),
         sc("grant-setup", Image::Guest("grants"), Expect::Success),
         sc("privileged", Image::Guest("privileged"), Expect::Success),
+        // dom0's device access (ports, MMIO) on both QEMU chipsets, with a virtio disk.
+        Scenario { disk: true, ..sc("iodev-dom0", Image::Guest("iodev"), Expect::Success) },
+        Scenario { disk: true, machine: Some("q35"), ..sc("iodev-dom0-q35", Image::Guest("iodev"), Expect::Success) },
+        // ... and none of it for a domU (the same guest, unprivileged).
+        Scenario {
+            disk: true,
+            dom0_args: "domexc",
+            domus: &[("iodev", "domU mem=8M")],
+            ..sc("iodev-domu", Image::Guest("watcher"), Expect::Exit(Poweroff, &["(d1) Test result: SUCCESS", "d1 is dead (poweroff)", "Test result: SUCCESS"]))
+        },
+        Scenario {
+            disk: true,
+            smp: 2,
+            dom0_args: "domexc",
+            domus: &[("iodev", "domU mem=8M")],
+            ..sc("iodev-domu-smp2", Image::Guest("watcher"), Expect::Exit(Poweroff, &["(d1) Test result: SUCCESS", "d1 is dead (poweroff)", "Test result: SUCCESS"]))
+        },
         sc("ring3-hypercall", Image::Guest("ring3"), Expect::Success),
         sc("events-timers", Image::Guest("events"), Expect::Success),
         Scenario { hv_opts: "dom0_max_vcpus=2", ..sc("vcpus", Image::Guest("vcpus"), Expect::Exit(Poweroff, VCPUS_EXPECT)) },
@@ -626,6 +647,14 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.input = s.input;
     cfg.smp = s.smp;
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
+    cfg.machine = s.machine;
+    if s.disk {
+        let dir = images::target().join("scenario-disks");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let p = dir.join(format!("{}.img", s.name));
+        std::fs::write(&p, vec![0u8; 1 << 20]).map_err(|e| e.to_string())?;
+        cfg.disk = Some(p);
+    }
     // `audit`: every domain that dies is audited (the stress scenarios check the verdict).
     let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M audit {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() || s.bundle {

@@ -25,10 +25,10 @@ fn guest_main(_si: &'static pv_runtime::StartInfo) -> ! {
     expect_fault("wbinvd", probe!("wbinvd"), GP, Some(0));
     expect_fault("clts", probe!("clts"), GP, Some(0));
     expect_fault("swapgs", probe!("swapgs"), GP, Some(0));
-    expect_fault("out 0x80", probe!("mov al, 1", "out 0x80, al"), GP, Some(0));
+    // dom0 has the machine's ports but the hypervisor's (the `iodev` guest tests the rest).
     expect_fault("out COM1", probe!("mov dx, 0x3F8", "mov al, 0x41", "out dx, al"), GP, Some(0));
-    expect_fault("in PCI config", probe!("mov dx, 0xCFC", "in eax, dx"), GP, Some(0));
     expect_fault("out isa-debug-exit", probe!("mov dx, 0xF4", "xor eax, eax", "out dx, eax"), GP, Some(0));
+    expect_fault("out PIT", probe!("mov al, 0x30", "out 0x43, al"), GP, Some(0));
     // int n through a DPL-0 gate: #GP with an IDT error code naming the vector, passed
     // through as the CPU reported it (hardware: vector << 3 | 2; QEMU TCG: vector << 4 | 2).
     for (what, f, v) in [
