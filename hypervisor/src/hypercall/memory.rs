@@ -47,12 +47,12 @@ fn check_flags(r: &Reservation) -> Result<u64, Errno> {
         return Err(Errno::EINVAL);
     }
     let bits = r.mem_flags & 0xFF;
-    Ok(if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << (bits - 12).min(52) })
+    Ok(if bits == 0 || bits >= 64 { u64::MAX } else { 1u64 << bits.saturating_sub(12).min(52) })
 }
 
-/// A zeroed frame for the domain, counted in `tot_pages`. `replacing` says one of its frames
-/// is about to be given back (exchange), so the maximum does not stand in the way.
-fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
+/// A zeroed frame for the domain, counted in `tot_pages`. `replacing` frames of its are
+/// about to be given back (exchange), so the maximum may be passed by that many meanwhile.
+fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: u64) -> Option<Mfn> {
     let d = hv.pc.cur.shared.clone();
     alloc_for(&d, mfn_limit, replacing)
 }
@@ -60,8 +60,8 @@ fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: bool) -> Option<Mfn> 
 /// [`alloc_for_guest`] for domain `d` (the caller's, or one a privileged caller names). A
 /// domain being destroyed gets none: a frame given to it after its teardown looked is
 /// taken back (its teardown sets `dying` before it looks at its frames).
-fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: bool) -> Option<Mfn> {
-    if d.tot_pages.load(Ordering::Relaxed) >= d.max_pages.load(Ordering::Relaxed) + u64::from(replacing) {
+fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: u64) -> Option<Mfn> {
+    if d.tot_pages.load(Ordering::Relaxed) >= d.max_pages.load(Ordering::Relaxed) + replacing {
         return None;
     }
     let m = crate::mm::with(|mm| {
@@ -149,7 +149,7 @@ fn reservation_op(hv: &mut Mx, f: &mut TrapFrame, op: u64, start: u64, arg: u64)
                 } else {
                     None
                 };
-                let Some(m) = alloc_for(&target, limit, false) else { break };
+                let Some(m) = alloc_for(&target, limit, 0) else { break };
                 if r.extent_start != 0 || gpfn.is_some() {
                     if let Err(e) = write_guest(hv, slot, &m.0.to_le_bytes()) {
                         let _ = crate::teardown::free_from(&target, m);
@@ -192,7 +192,10 @@ fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
     }
     let limit = check_flags(&out)?;
     check_flags(&inr)?;
-    if inr.extent_order != 0 || out.extent_order != 0 || inr.nr_extents != out.nr_extents || done > inr.nr_extents {
+    if inr.extent_order != 0 || out.extent_order != 0 {
+        return exchange_orders(hv, f, arg, &inr, &out, done, limit);
+    }
+    if inr.nr_extents != out.nr_extents || done > inr.nr_extents {
         return Err(Errno::EINVAL);
     }
     let mut result = Ok(0);
@@ -226,7 +229,7 @@ fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
             result = Err(e);
             break;
         }
-        let Some(new) = alloc_for_guest(hv, limit, true) else {
+        let Some(new) = alloc_for_guest(hv, limit, 1) else {
             result = Err(Errno::ENOMEM);
             break;
         };
@@ -250,6 +253,191 @@ fn exchange(hv: &mut Mx, f: &mut TrapFrame, arg: u64) -> HcResult {
     super::mmu::tables_changed(hv, &[hv.pc.cur.dom]);
     write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
     result
+}
+
+/// Largest extent order an exchange takes (64 frames, 256 KiB: Linux's swiotlb-xen asks for
+/// up to 256 KiB machine-contiguous).
+pub const MAX_EXCHANGE_ORDER: u32 = 6;
+
+/// [`exchange`] with extents larger than a frame: Linux's `xen_create_contiguous_region`
+/// (2^n single frames for one machine-contiguous extent of order n, below `address_bits`)
+/// and `xen_destroy_contiguous_region` (the reverse). The work goes in chunks of
+/// 2^max(in, out order) frames, each all or nothing: every old frame of a chunk is the
+/// caller's, unreferenced and listed once, and the new frames are allocated, before anything
+/// changes hands. As in Xen, `out.extent_start` holds the pseudo-physical frame each output
+/// extent is to fill on input (the M2P of its frames is set from it), its MFN on return;
+/// `nr_exchanged` counts input extents done.
+fn exchange_orders(hv: &mut Mx, f: &mut TrapFrame, arg: u64, inr: &Reservation, out: &Reservation, mut done: u64, limit: u64) -> HcResult {
+    let (io, oo) = (inr.extent_order, out.extent_order);
+    if io > MAX_EXCHANGE_ORDER || oo > MAX_EXCHANGE_ORDER {
+        return Err(Errno::EINVAL);
+    }
+    let chunk = 1u64 << io.max(oo);
+    let (in_per, out_per) = (chunk >> io, chunk >> oo);
+    // Both lists describe the same number of frames, in whole chunks.
+    let frames = inr.nr_extents.checked_shl(io).filter(|&n| n >> io == inr.nr_extents);
+    if frames.is_none() || frames != out.nr_extents.checked_shl(oo).filter(|&n| n >> oo == out.nr_extents)
+        || !inr.nr_extents.is_multiple_of(in_per) || done > inr.nr_extents || !done.is_multiple_of(in_per)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let me = hv.pc.cur.shared.clone();
+    let ft = crate::machine::frames();
+    let m2p = &crate::machine::get().m2p;
+    let mut result = Ok(0);
+    let first = done;
+    while done < inr.nr_extents {
+        if done > first && super::preempt(hv, chunk) {
+            super::mmu::tables_changed(hv, &[me.id]);
+            write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
+            return continuation(f, nr::MEMORY_OP, [XENMEM_EXCHANGE, arg, 0, 0]);
+        }
+        let c = done / in_per;
+        // The chunk's old frames: each input extent is 2^io machine-contiguous frames.
+        let mut old = [0u64; 1 << MAX_EXCHANGE_ORDER];
+        let mut bad = None;
+        for k in 0..in_per {
+            let mut g = [0u8; 8];
+            if let Err(e) = read_guest(hv, inr.extent_start.wrapping_add(8 * (done + k)), &mut g) {
+                bad = Some(e);
+                break;
+            }
+            let base = u64::from_le_bytes(g);
+            if base & ((1 << io) - 1) != 0 {
+                bad = Some(Errno::EINVAL);
+                break;
+            }
+            for j in 0..(1u64 << io) {
+                old[(k << io | j) as usize] = base.wrapping_add(j);
+            }
+        }
+        let old = &mut old[..chunk as usize];
+        if bad.is_none() {
+            let unusable = |m: u64| ft.get(Mfn(m)).is_none_or(|f| f.owner != Owner::Dom(me.id) || f.count != 0 || f.type_count != 0);
+            old.sort_unstable();
+            if old.windows(2).any(|w| w[0] == w[1]) || old.iter().any(|&m| unusable(m)) {
+                bad = Some(Errno::EINVAL);
+            }
+        }
+        // The output slots (pseudo-physical frames in, MFNs out), checked writable.
+        let mut gpfn = [0u64; 1 << MAX_EXCHANGE_ORDER];
+        for k in 0..out_per {
+            if bad.is_some() {
+                break;
+            }
+            let slot = out.extent_start.wrapping_add(8 * (c * out_per + k));
+            let mut g = [0u8; 8];
+            let r = hv_core::guest_access::check_range(slot, 8)
+                .map_err(Errno::from)
+                .and_then(|_| super::check_translates(hv, slot, true))
+                .and_then(|_| super::check_translates(hv, slot.wrapping_add(7), true))
+                .and_then(|_| read_guest(hv, slot, &mut g));
+            match r {
+                Ok(()) => gpfn[k as usize] = u64::from_le_bytes(g),
+                Err(e) => bad = Some(e),
+            }
+        }
+        if let Some(e) = bad {
+            result = Err(e);
+            break;
+        }
+        // The new frames, before anything is given back: `out_per` extents of 2^oo frames.
+        let mut new = [Mfn(0); 1 << MAX_EXCHANGE_ORDER];
+        let mut got = 0;
+        while got < out_per {
+            match alloc_extent(&me, oo, limit, chunk) {
+                Some(m) => {
+                    new[got as usize] = m;
+                    got += 1;
+                }
+                None => break,
+            }
+        }
+        if got < out_per {
+            for &m in &new[..got as usize] {
+                for j in 0..(1u64 << oo) {
+                    let _ = crate::teardown::free_from(&me, Mfn(m.0 + j));
+                }
+            }
+            result = Err(Errno::ENOMEM);
+            break;
+        }
+        // The old frames go (checked unreferenced under the memory lock: only a grant copy
+        // on another vCPU could hold one for a moment, and then the exchange stops there,
+        // the frames already given back being the guest's loss).
+        if let Some(e) = old.iter().find_map(|&m| crate::teardown::free_from(&me, Mfn(m)).err()) {
+            for &m in &new[..got as usize] {
+                for j in 0..(1u64 << oo) {
+                    let _ = crate::teardown::free_from(&me, Mfn(m.0 + j));
+                }
+            }
+            result = Err(e);
+            break;
+        }
+        for k in 0..out_per as usize {
+            for j in 0..(1u64 << oo) {
+                m2p.set(Mfn(new[k].0 + j), gpfn[k].wrapping_add(j));
+            }
+            let slot = out.extent_start.wrapping_add(8 * (c * out_per + k as u64));
+            if let Err(e) = write_guest(hv, slot, &new[k].0.to_le_bytes()) {
+                result = Err(e);
+            }
+        }
+        done += in_per;
+        if result.is_err() {
+            break;
+        }
+    }
+    super::mmu::tables_changed(hv, &[me.id]);
+    write_guest(hv, arg.wrapping_add(64), &done.to_le_bytes())?;
+    result
+}
+
+/// 2^`order` machine-contiguous zeroed frames below `limit` for `d`, aligned to their size
+/// and counted in `tot_pages`; `replacing` frames are about to be given back (as in
+/// [`alloc_for`]).
+fn alloc_extent(d: &crate::domain::DomShared, order: u32, limit: u64, replacing: u64) -> Option<Mfn> {
+    if order == 0 {
+        return alloc_for(d, limit, replacing);
+    }
+    let n = 1u64 << order;
+    if d.tot_pages.load(Ordering::Relaxed) + n > d.max_pages.load(Ordering::Relaxed) + replacing {
+        return None;
+    }
+    let m = crate::mm::with(|mm| {
+        let m = mm.alloc.alloc_contig(n, n)?;
+        if m.0 + n > limit {
+            mm.alloc.free_range(m, Mfn(m.0 + n));
+            return None;
+        }
+        Some(m)
+    })??;
+    let ft = crate::machine::frames();
+    for j in 0..n {
+        let f = Mfn(m.0 + j);
+        if DirectMap.zero(f).is_none() || ft.set_owner(f, Owner::Dom(d.id)).is_err() {
+            // As in `alloc_for`: a frame that cannot be zeroed or is still referenced stays
+            // out of use; the ones before it go back to the domain's count and then to the
+            // allocator, the rest of the range straight back.
+            log::error!("frame {:#x} from the allocator is unusable: kept out of use", f.0);
+            for i in 0..j {
+                d.tot_pages.fetch_add(1, Ordering::Relaxed);
+                let _ = crate::teardown::free_from(d, Mfn(m.0 + i));
+            }
+            crate::mm::with(|mm| mm.alloc.free_range(Mfn(f.0 + 1), Mfn(m.0 + n)));
+            return None;
+        }
+        d.note_frame(f);
+    }
+    core::sync::atomic::fence(Ordering::SeqCst);
+    d.tot_pages.fetch_add(n, Ordering::Relaxed);
+    if d.is_dying() {
+        for j in 0..n {
+            let _ = crate::teardown::free_from(d, Mfn(m.0 + j));
+        }
+        return None;
+    }
+    Some(m)
 }
 
 /// `memory_op`, under the domain's memory lock: frames change

@@ -63,7 +63,7 @@ const MM_CASES: &[&str] = &[
     "l1-writable", "l2-writable", "l3-writable", "l4-writable", "pt-readonly-ok", "linear-l4",
     "linear-l2-xsa182", "pse-xsa148", "map-hypervisor-frame", "map-free-frame",
     "reserved-l4-slots", "l1tf", "cache-bits", "reserved-bit62", "gdt-dpl0", "gdt-call-gate",
-    "gdt-tss", "gdt-limits", "gdt-no-writable-alias", "ldt-writable", "exchange-xsa212",
+    "gdt-tss", "gdt-limits", "gdt-no-writable-alias", "ldt-writable", "exchange-xsa212", "exchange-contiguous",
     "multicall-xsa213", "invlpg-xsa279", "mixed-xsa286", "unpin-cr3", "decrease-cr3",
     "double-pin", "continuation", "uvm-bad", "clear-copy-page", "memop-xsa231", "machphys",
     "new-baseptr", "shinfo-typed", "vcpuinfo-typed", "xlat-stale",

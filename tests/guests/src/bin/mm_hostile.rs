@@ -225,6 +225,66 @@ fn run(env: &mut Env, case: &str) -> bool {
             e("exchange away a page table", memop(11, ex.as_mut_ptr() as u64), EINVAL);
             check("no frames lost or gained", cur_res() == before);
         }
+        "exchange-contiguous" => {
+            // Linux's xen_create_contiguous_region and back (xen_destroy_contiguous_region).
+            let before = cur_res();
+            let mut frames = [0u64; 8];
+            for f in frames.iter_mut() {
+                *f = env.mem.alloc_mfn().unwrap_or(0);
+            }
+            let r = |p: *mut u64, n: u64, order: u32, bits: u32| Reservation { extent_start: p as u64, nr_extents: n, extent_order: order, mem_flags: bits, domid: guest_abi::DOMID_SELF, ..Reservation::default() };
+            let mut ex = [0u64; 9];
+            let setx = |ex: &mut [u64; 9], i: Reservation, o: Reservation| {
+                let w = |r: Reservation| [r.extent_start, r.nr_extents, r.extent_order as u64 | (r.mem_flags as u64) << 32, r.domid as u64];
+                ex[..4].copy_from_slice(&w(i));
+                ex[4..8].copy_from_slice(&w(o));
+                ex[8] = 0;
+            };
+            let mine = |m: u64| m2p(m) < 0x10_0000;
+            // Refusals first: nothing may change hands.
+            let mut inl = [frames[0], frames[0], frames[1], frames[2]];
+            let mut o = [0x4_0000u64];
+            setx(&mut ex, r(inl.as_mut_ptr(), 4, 0, 0), r(o.as_mut_ptr(), 1, 2, 32));
+            e("a frame listed twice", memop(11, ex.as_mut_ptr() as u64), EINVAL);
+            check("nothing exchanged", ex[8] == 0 && mine(frames[0]) && mine(frames[1]));
+            inl[1] = l1;
+            setx(&mut ex, r(inl.as_mut_ptr(), 4, 0, 0), r(o.as_mut_ptr(), 1, 2, 32));
+            e("a page table among them", memop(11, ex.as_mut_ptr() as u64), EINVAL);
+            inl[1] = HV_MFN;
+            setx(&mut ex, r(inl.as_mut_ptr(), 4, 0, 0), r(o.as_mut_ptr(), 1, 2, 32));
+            e("a hypervisor frame among them", memop(11, ex.as_mut_ptr() as u64), EINVAL);
+            inl = [frames[0], frames[1], frames[2], frames[3]];
+            setx(&mut ex, r(inl.as_mut_ptr(), 3, 0, 0), r(o.as_mut_ptr(), 1, 2, 32));
+            e("3 frames for 4", memop(11, ex.as_mut_ptr() as u64), EINVAL);
+            setx(&mut ex, r(inl.as_mut_ptr(), 4, 0, 0), r(o.as_mut_ptr(), 1, 7, 32));
+            e("order 7", memop(11, ex.as_mut_ptr() as u64), EINVAL);
+            setx(&mut ex, r(inl.as_mut_ptr(), 1, 2, 0), r(o.as_mut_ptr(), 4, 0, 0));
+            let aligned = frames[0] & 3 == 0;
+            if !aligned {
+                e("an order-2 input extent not aligned", memop(11, ex.as_mut_ptr() as u64), EINVAL);
+            }
+            setx(&mut ex, r(inl.as_mut_ptr(), 4, 0, 0), r(o.as_mut_ptr(), 1, 2, 14));
+            e("below 16 KiB: no room", memop(11, ex.as_mut_ptr() as u64), ENOMEM);
+            check("no frames lost or gained", cur_res() == before && ex[8] == 0 && inl.iter().all(|&m| mine(m)));
+            // Four single frames for one order-2 extent below 4 GiB.
+            setx(&mut ex, r(inl.as_mut_ptr(), 4, 0, 0), r(o.as_mut_ptr(), 1, 2, 32));
+            ok("4 frames for one contiguous extent", memop(11, ex.as_mut_ptr() as u64));
+            let c = o[0];
+            println!("  contiguous extent at mfn {:#x}", c);
+            check("nr_exchanged = 4", ex[8] == 4);
+            check("aligned and below 4 GiB", c & 3 == 0 && c + 4 <= 1 << 20 && !inl.contains(&c));
+            check("the M2P says where it goes", (0..4).all(|k| m2p(c + k) == 0x4_0000 + k));
+            check("the old frames are gone", inl.iter().all(|&m| !mine(m)));
+            check("tot_pages unchanged", cur_res() == before);
+            // And back to single frames.
+            let mut back = [0x5_0000u64, 0x5_0001, 0x5_0002, 0x5_0003];
+            setx(&mut ex, r(o.as_mut_ptr(), 1, 2, 0), r(back.as_mut_ptr(), 4, 0, 0));
+            ok("one contiguous extent for 4 frames", memop(11, ex.as_mut_ptr() as u64));
+            check("nr_exchanged = 1", ex[8] == 1);
+            check("4 frames of ours, the M2P set", (0..4).all(|k| m2p(back[k]) == 0x5_0000 + k as u64) && !back.contains(&c));
+            check("the extent is gone", (0..4).all(|k| !mine(c + k)));
+            check("tot_pages unchanged", cur_res() == before);
+        }
         "multicall-xsa213" => {
             let mut mc = [
                 MulticallEntry { op: nr::IRET, result: 0x5555, args: [0; 6] },
