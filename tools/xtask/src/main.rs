@@ -70,8 +70,19 @@ fn run(args: &[String]) -> Result<(), String> {
         let grub = images::grub_cfg(&hv_opts, "interactive");
         cfg.boot = qemu::Boot::Iso(images::iso(&imgs, &grub, "hypervisor")?);
     }
+    // A raw disk image for dom0's virtio-blk driver, made on the first run and kept.
+    let disk = images::target().join("disk.img");
+    if !disk.exists() {
+        let f = std::fs::File::create(&disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+        f.set_len(DISK_BYTES).map_err(|e| format!("{}: {e}", disk.display()))?;
+        println!("xtask: created {} ({} MiB, sparse)", disk.display(), DISK_BYTES >> 20);
+    }
+    cfg.disk = Some(disk);
     qemu::interactive(&cfg)
 }
+
+/// Size of the disk image `cargo xtask run` attaches.
+const DISK_BYTES: u64 = 256 << 20;
 
 /// `xenstored --socket PATH [--domu-socket-template T]`: serves until killed.
 fn xenstored(args: &[String]) -> Result<(), String> {
