@@ -20,6 +20,8 @@ pub enum Task {
     Store(u16),
     /// A domain's console ring.
     Console(u16),
+    /// The virtio disk's interrupt.
+    Disk,
 }
 
 const WORDS: usize = 16;
@@ -49,6 +51,16 @@ pub fn register(port: Port, task: Task) -> bool {
 
 pub fn unregister(port: Port) {
     TASKS.lock().remove(&port);
+}
+
+/// Takes `port`'s readiness: was it marked since the last take?
+pub fn take(port: Port) -> bool {
+    READY.get(port as usize / 64).is_some_and(|w| w.fetch_and(!(1 << (port % 64)), Ordering::SeqCst) & (1 << (port % 64)) != 0)
+}
+
+/// Is `port` marked ready?
+pub fn is_ready(port: Port) -> bool {
+    READY.get(port as usize / 64).is_some_and(|w| w.load(Ordering::SeqCst) & (1 << (port % 64)) != 0)
 }
 
 /// Takes the upcall (events enabled by the caller once the first ports are registered).

@@ -16,6 +16,7 @@ extern crate alloc;
 mod build;
 mod bundle;
 mod consoled;
+mod disk;
 mod executor;
 mod memory;
 mod rings;
@@ -164,6 +165,7 @@ fn serve() -> ! {
         }
         Task::Store(d) => xs::on_event(d),
         Task::Console(d) => consoled::on_event(d),
+        Task::Disk => disk::on_event(),
     })
 }
 
@@ -250,7 +252,7 @@ fn guest_main(si: &'static StartInfo) -> ! {
         "dom0: page tables at {:#x} ({} frames), P2M at {:#x}, shared_info at machine {:#x}",
         si.pt_base, si.nr_pt_frames, si.mfn_list, si.shared_info
     );
-    let Ok(shared) = memory::bring_up(si) else {
+    let Ok((shared, mut mem)) = memory::bring_up(si) else {
         println!("dom0: memory bring-up failed");
         hypercall::shutdown(ShutdownReason::Crash)
     };
@@ -266,12 +268,16 @@ fn guest_main(si: &'static StartInfo) -> ! {
     }
     FILES.call_once(|| files);
     START_INFO.call_once(|| si);
+    disk::init(si, &mut mem);
     rings::init(si);
     xs::init();
     let mut words = cmdline.split_ascii_whitespace();
     if words.by_ref().any(|w| w == "bench-create") {
         xl::bench_create(words.next().and_then(|n| n.parse().ok()).unwrap_or(10).max(1));
         hypercall::shutdown(ShutdownReason::Poweroff)
+    }
+    if let Some(w) = cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix("disk-test=")) {
+        disk::self_test(w);
     }
     if cmdline.split_ascii_whitespace().any(|w| w == "shutdown") {
         println!("dom0: shutting down as asked");

@@ -13,7 +13,9 @@ fn fail<T>(what: &str, r: i64) -> Result<T, ()> {
     Err(())
 }
 
-pub fn bring_up(si: &StartInfo) -> Result<mm::SharedInfoMap, ()> {
+/// Returns shared_info's mapping and the memory past what the bring-up used (the frames
+/// mapped nowhere, for DMA).
+pub fn bring_up(si: &StartInfo) -> Result<(mm::SharedInfoMap, GuestMem), ()> {
     let vb = pv_runtime::virt_base();
     let mut mem = GuestMem::new(si, vb);
     let region = mem.region_end_pfn;
@@ -93,5 +95,5 @@ pub fn bring_up(si: &StartInfo) -> Result<mm::SharedInfoMap, ()> {
         now,
         if batch.failed == 0 { "all updates accepted" } else { "SOME UPDATES FAILED" }
     );
-    Ok(shared)
+    Ok((shared, mem))
 }

@@ -26,6 +26,7 @@ pub mod io;
 pub mod layout;
 pub mod memory;
 pub mod mm;
+pub mod physdev;
 pub mod sched;
 pub mod selectors;
 pub mod shared_info;

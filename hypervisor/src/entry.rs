@@ -81,7 +81,10 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
-        _ => hv_arch::cpu::ack_legacy_irq(v as u8),
+        v => match hv_core::irq::gsi_of_vector(v) {
+            Some(gsi) => crate::irq::interrupt(hv, gsi),
+            None => hv_arch::cpu::ack_legacy_irq(v as u8),
+        },
     }
     exit(hv, f)
 }
@@ -160,6 +163,8 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
             hv_arch::lapic::eoi()
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
+        // A device interrupt: handled by the idle loop once it wakes (its EOI held back).
+        v if hv_core::irq::gsi_of_vector(v).is_some() => crate::irq::defer(hv_core::irq::gsi_of_vector(v).unwrap_or(0)),
         v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
         // A guest selector the CPU refused while the hypervisor loaded it for the guest.
         v if (10..=13).contains(&v) && hv_arch::cpu::fixup(f.rip).is_some() => {
@@ -188,6 +193,7 @@ pub fn idle_loop() -> ! {
             if let Some(pc) = pg.as_mut() {
                 crate::shootdown::enter(pc);
                 let mut hv = Hv { pc };
+                crate::irq::service_deferred(&mut hv);
                 crate::timers::process_timers(&mut hv); // also wakes sleepers
                 if bounce::switch(&mut hv, &mut frame, false) {
                     bounce::deliver_upcall(&mut hv, &mut frame);

@@ -43,6 +43,8 @@ pub enum Level {
     /// A domU's console (`DomShared::console`): inside it only the shared rate limit and
     /// the UART, leaf locks.
     Console = 8,
+    /// The PIRQ mappings (`crate::irq`): inside it only the I/O APIC's leaf lock.
+    Irq = 9,
 }
 
 /// Per CPU: bit n set while level n is held.

@@ -14,6 +14,7 @@ mod vcpu;
 mod events;
 mod grants;
 mod hypercall;
+mod irq;
 mod locks;
 mod machine;
 mod mm;

@@ -101,6 +101,15 @@ pub fn on_domains<R>(me: &DomShared, other: DomId, op: impl FnOnce(&mut Locked<'
     op(&mut l)
 }
 
+/// Closes `port` of `dom` (a domain `l` holds). Returns the PIRQ it was bound to, if any:
+/// the caller closes its pin (`crate::irq::unbound`).
+pub fn close(l: &mut Locked<'_>, dom: DomId, port: Port) -> Result<Option<u32>, guest_abi::errno::Errno> {
+    let pirq = l.ports(dom).and_then(|t| t.pirq_of(port));
+    let mut bits = l.bits();
+    hv_core::evtchn::Table::close(&mut l.pair(), dom, port, &mut bits)?;
+    Ok(pirq)
+}
+
 /// Raises VIRQ `virq` on vCPU `vcpu` of `d` under `d`'s event lock (dropped if unbound);
 /// the vCPU to notify.
 pub fn send_virq(d: &DomShared, virq: u32, vcpu: u32) -> Option<Kick> {

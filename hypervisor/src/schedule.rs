@@ -644,3 +644,17 @@ pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
         check_sleepers(hv);
     }
 }
+
+/// Raises PIRQ `pirq` of `dom` (a device interrupt; dropped if no port is bound to it).
+pub fn send_pirq(hv: &mut Hv, dom: DomId, pirq: u32) {
+    let Some(d) = crate::domain::shared_of(dom) else { return };
+    let k = {
+        let mut l = crate::ports::Locked::new(&d, None);
+        let mut bits = l.bits();
+        hv_core::evtchn::Table::send_pirq(&mut l.pair(), d.id, pirq, &mut bits)
+    };
+    kick(hv, k);
+    if d.polling.load(Ordering::SeqCst) != 0 {
+        check_sleepers(hv);
+    }
+}

@@ -120,6 +120,7 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
         panic!("out of memory mapping the local APIC");
     }
     hv_arch::lapic::init();
+    crate::irq::init(root, mm, boot.madt.as_ref());
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
     entry::set_handlers(entry::Handlers { guest: crate::entry::from_guest, hypervisor: crate::entry::hypervisor_trap, idle: crate::entry::idle_loop });
     cpu::enable_features(feat);

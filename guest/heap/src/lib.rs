@@ -38,3 +38,10 @@ pub fn free() -> usize {
 pub fn size() -> usize {
     HEAP.lock().size()
 }
+
+/// The heap's addresses (its region of this image, never remapped: the device layer gives
+/// devices the machine addresses of heap buffers from the P2M).
+pub fn range() -> core::ops::Range<u64> {
+    let start = core::ptr::addr_of!(REGION) as u64;
+    start..start + HEAP_SIZE as u64
+}

@@ -224,6 +224,14 @@ pub fn bind_virq(virq: u32, vcpu: u32) -> PortResult {
     port_or(r, a[2])
 }
 
+/// `bind_pirq`: a port for PIRQ `pirq` (mapped with `physdev::map_gsi`), `flags` as Xen's
+/// (`BIND_PIRQ__WILL_SHARE`).
+pub fn bind_pirq(pirq: u32, flags: u32) -> PortResult {
+    let mut a = [pirq, flags, 0];
+    let r = evtchn_op(EVTCHNOP_BIND_PIRQ, &mut a);
+    port_or(r, a[2])
+}
+
 pub fn bind_ipi(vcpu: u32) -> PortResult {
     let mut a = [vcpu, 0];
     let r = evtchn_op(EVTCHNOP_BIND_IPI, &mut a);

@@ -14,6 +14,7 @@ pub mod foreign;
 pub mod gnttab;
 pub mod hypercall;
 pub mod mm;
+pub mod physdev;
 pub mod pvio;
 pub mod traps;
 pub mod xenbus;

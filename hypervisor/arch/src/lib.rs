@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod descriptors;
 pub mod entry;
 pub mod heap;
+pub mod ioapic;
 pub mod lapic;
 pub mod layout;
 pub mod paging;

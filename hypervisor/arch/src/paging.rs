@@ -536,6 +536,12 @@ pub fn map_lapic(template: PrivateFrame, src: &mut dyn FrameSource) -> Result<()
     map_4k(template.mfn(), LAPIC_VA, crate::lapic::phys_base(), RW_NX | PteFlags::NO_CACHE | PteFlags::WRITE_THROUGH, src)
 }
 
+/// Maps I/O APIC `i`'s register page (uncached, no-execute) at `ioapic::va(i)` in the
+/// shared hypervisor slots of `template`.
+pub fn map_ioapic(template: PrivateFrame, src: &mut dyn FrameSource, i: usize, phys: u64) -> Result<(), OutOfFrames> {
+    map_4k(template.mfn(), crate::ioapic::va(i), phys & !0xFFF, RW_NX | PteFlags::NO_CACHE | PteFlags::WRITE_THROUGH, src)
+}
+
 /// Points IDT vector `v` of this CPU straight at guest code: a DPL-3 trap gate to `handler`
 /// in the guest kernel's ring-1 code segment, so `int v` from guest user mode enters the
 /// guest kernel on TSS.RSP1 without entering the hypervisor. `None` restores the

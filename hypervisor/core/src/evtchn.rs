@@ -29,6 +29,8 @@ pub enum State {
     Interdomain { remote: DomId, remote_port: Port },
     Virq { virq: u32 },
     Ipi,
+    /// A physical interrupt (`bind_pirq`), notified on vCPU 0 until moved.
+    Pirq { pirq: u32 },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub struct DomainEvents {
     /// always under vCPU 0 (as Xen's `virq_to_evtchn` of vCPU 0), whichever vCPU
     /// `bind_vcpu` moved its notification to ([`virq_key`]).
     virqs: BTreeMap<(u32, u32), Port>,
+    /// PIRQ → port.
+    pirqs: BTreeMap<u32, Port>,
 }
 
 /// The `virqs` key of `virq` notified on `vcpu`.
@@ -155,6 +159,24 @@ pub trait Table {
         Ok(p)
     }
 
+    /// `bind_pirq` of a PIRQ the caller checked is mapped to `dom` (-EEXIST: already bound).
+    fn bind_pirq(&mut self, dom: DomId, pirq: u32) -> Result<Port, Errno> {
+        if d(self, dom)?.pirqs.contains_key(&pirq) {
+            return Err(Errno::EEXIST);
+        }
+        let p = free_port(self, dom)?;
+        set(self, dom, p, Chan { state: State::Pirq { pirq }, vcpu: 0 })?;
+        dm(self, dom)?.pirqs.insert(pirq, p);
+        Ok(p)
+    }
+
+    /// Raises PIRQ `pirq` of `dom` (from the hypervisor's interrupt handler); dropped if
+    /// no port is bound to it.
+    fn send_pirq(&mut self, dom: DomId, pirq: u32, bits: &mut dyn Bits) -> Option<Kick> {
+        let p = *d(self, dom).ok()?.pirqs.get(&pirq)?;
+        raise(self, dom, p, bits).ok().flatten()
+    }
+
     /// `bind_ipi`.
     fn bind_ipi(&mut self, dom: DomId, vcpu: u32) -> Result<Port, Errno> {
         check_vcpu(self, dom, vcpu)?;
@@ -177,6 +199,9 @@ pub trait Table {
             }
             State::Virq { virq } => {
                 dm(self, dom)?.virqs.remove(&virq_key(virq, c.vcpu));
+            }
+            State::Pirq { pirq } => {
+                dm(self, dom)?.pirqs.remove(&pirq);
             }
             _ => {}
         }
@@ -217,7 +242,7 @@ pub trait Table {
         check_vcpu(self, dom, vcpu)?;
         let c = chan(self, dom, port)?;
         match c.state {
-            State::Unbound { .. } | State::Interdomain { .. } => {}
+            State::Unbound { .. } | State::Interdomain { .. } | State::Pirq { .. } => {}
             // A global VIRQ stays under vCPU 0's key: only its notification moves.
             State::Virq { virq } if !virq_is_per_vcpu(virq) => {}
             _ => return Err(Errno::EINVAL),
@@ -238,6 +263,7 @@ pub trait Table {
             State::Interdomain { remote, remote_port } => (EVTCHNSTAT_INTERDOMAIN, remote as u32, remote_port),
             State::Virq { virq } => (EVTCHNSTAT_VIRQ, virq, 0),
             State::Ipi => (EVTCHNSTAT_IPI, 0, 0),
+            State::Pirq { pirq } => (EVTCHNSTAT_PIRQ, pirq, 0),
         };
         Ok(Status { status, vcpu: c.vcpu, a, b })
     }
@@ -317,7 +343,7 @@ impl DomainEvents {
     /// A domain's table with ports `1..=max_port` (at most the 2-level limit), all free.
     pub fn new(max_port: Port, nr_vcpus: u32) -> DomainEvents {
         let max_port = max_port.clamp(1, NR_EVTCHN_2L - 1);
-        DomainEvents { chans: Vec::new(), max_port, limit: max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new() }
+        DomainEvents { chans: Vec::new(), max_port, limit: max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new(), pirqs: BTreeMap::new() }
     }
 
     /// `DOMCTL_set_max_evtchn`: new ports are allocated up to `max_port` (at most the
@@ -334,6 +360,14 @@ impl DomainEvents {
     pub fn peer(&self, port: Port) -> Option<DomId> {
         match self.chans.get(port as usize)?.state {
             State::Interdomain { remote, .. } | State::Unbound { remote } => Some(remote),
+            _ => None,
+        }
+    }
+
+    /// The PIRQ bound to `port`, if it is a PIRQ port.
+    pub fn pirq_of(&self, port: Port) -> Option<u32> {
+        match self.chans.get(port as usize)?.state {
+            State::Pirq { pirq } => Some(pirq),
             _ => None,
         }
     }
@@ -401,6 +435,11 @@ impl Events {
                         return Err("VIRQ table disagrees");
                     }
                     _ => {}
+                }
+            }
+            for (&pirq, &p) in &d.pirqs {
+                if d.chans.get(p as usize).map(|c| c.state) != Some(State::Pirq { pirq }) {
+                    return Err("PIRQ entry without a bound port");
                 }
             }
             for (&(virq, vcpu), &p) in &d.virqs {
@@ -532,6 +571,24 @@ mod tests {
         e.check().unwrap();
         e.close(0, c, &mut b).unwrap();
         assert!(e.bind_virq(0, VIRQ_DOM_EXC, 0).is_ok(), "bindable again once closed");
+        e.check().unwrap();
+    }
+
+    #[test]
+    fn pirq_ports() {
+        let (mut e, mut b) = two();
+        let p = e.bind_pirq(0, 10).unwrap();
+        assert_eq!(e.bind_pirq(0, 10), Err(Errno::EEXIST));
+        assert_eq!(e.status(0, p).unwrap(), Status { status: EVTCHNSTAT_PIRQ, vcpu: 0, a: 10, b: 0 });
+        assert_eq!(e.ports(0).unwrap().pirq_of(p), Some(10));
+        assert_eq!(e.send(0, p, &mut b), Err(Errno::EINVAL), "PIRQ ports cannot be sent");
+        assert_eq!(e.send_pirq(0, 11, &mut b), None, "unbound PIRQ dropped");
+        assert_eq!(e.send_pirq(0, 10, &mut b), Some(Kick { dom: 0, vcpu: 0 }));
+        e.bind_vcpu(0, p, 1, &mut b).unwrap();
+        e.check().unwrap();
+        e.close(0, p, &mut b).unwrap();
+        assert_eq!(e.send_pirq(0, 10, &mut b), None);
+        assert!(e.bind_pirq(0, 10).is_ok(), "bindable again once closed");
         e.check().unwrap();
     }
 

@@ -23,6 +23,7 @@ pub mod frame_alloc;
 pub mod grant;
 pub mod guest_access;
 pub mod ioperm;
+pub mod irq;
 pub mod mem;
 pub mod memmap;
 pub mod pt;

@@ -582,10 +582,11 @@ fn close_ports(d: &DomShared) {
     let used: alloc::vec::Vec<u32> = crate::ports::Locked::new(d, None).ports(d.id).map(|t| t.used().collect()).unwrap_or_default();
     for p in used {
         crate::ports::on_port(d, p, |l| {
-            let mut bits = l.bits();
-            let _ = hv_core::evtchn::Table::close(&mut l.pair(), d.id, p, &mut bits);
+            let _ = crate::ports::close(l, d.id, p);
         });
+        // (Its PIRQ lines, if any, all go below.)
     }
+    crate::irq::release_domain(d.id);
 }
 
 /// Takes `d`'s vCPUs out of the run queues for good and drops what their contexts hold:

@@ -15,7 +15,7 @@ use hv_core::evtchn::{Kick, Table};
 fn arg_size(cmd: u64) -> Option<usize> {
     Some(match cmd {
         EVTCHNOP_ALLOC_UNBOUND | EVTCHNOP_BIND_IPI | EVTCHNOP_BIND_VCPU => 8,
-        EVTCHNOP_BIND_INTERDOMAIN | EVTCHNOP_BIND_VIRQ => 12,
+        EVTCHNOP_BIND_INTERDOMAIN | EVTCHNOP_BIND_VIRQ | EVTCHNOP_BIND_PIRQ => 12,
         EVTCHNOP_CLOSE | EVTCHNOP_SEND | EVTCHNOP_UNMASK => 4,
         EVTCHNOP_STATUS => 24,
         EVTCHNOP_RESET => 2,
@@ -105,11 +105,21 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
             let r = l.pair().bind_ipi(myid, u32at(b, 0)).map(|p| (Out::Port(p), None));
             done(l, r)
         }),
-        EVTCHNOP_CLOSE => ports::on_port(me, u32at(b, 0), |l| {
-            let mut bits = l.bits();
-            let r = l.pair().close(myid, u32at(b, 0), &mut bits).map(|()| (Out::None, None));
-            done(l, r)
-        }),
+        EVTCHNOP_BIND_PIRQ => (super::physdev::bind_pirq(me, u32at(b, 0)).map(Out::Port), false),
+        EVTCHNOP_CLOSE => {
+            let mut pirq = None;
+            let r = ports::on_port(me, u32at(b, 0), |l| {
+                let r = ports::close(l, myid, u32at(b, 0)).map(|p| {
+                    pirq = p;
+                    (Out::None, None)
+                });
+                done(l, r)
+            });
+            if let Some(p) = pirq {
+                crate::irq::unbound(myid, p);
+            }
+            r
+        }
         EVTCHNOP_SEND => ports::on_port(me, u32at(b, 0), |l| {
             let mut bits = l.bits();
             let r = l.pair().send(myid, u32at(b, 0), &mut bits).map(|k| (Out::None, k));
@@ -160,7 +170,7 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
                     o[8..10].copy_from_slice(&(s.a as u16).to_le_bytes());
                     o[12..16].copy_from_slice(&s.b.to_le_bytes());
                 }
-                EVTCHNSTAT_VIRQ => o[8..12].copy_from_slice(&s.a.to_le_bytes()),
+                EVTCHNSTAT_VIRQ | EVTCHNSTAT_PIRQ => o[8..12].copy_from_slice(&s.a.to_le_bytes()),
                 _ => {}
             }
             out(8, &o).map(|()| 0)
@@ -176,9 +186,10 @@ fn reset(me: &DomShared, cpu: usize) -> (Result<Out, Errno>, bool) {
     let mut need = false;
     for p in used {
         ports::on_port(me, p, |l| {
-            let mut bits = l.bits();
             // A port closed meanwhile by another vCPU is no error here.
-            let _ = l.pair().close(me.id, p, &mut bits);
+            if let Ok(Some(pirq)) = ports::close(l, me.id, p) {
+                crate::irq::unbound(me.id, pirq);
+            }
             need |= ports::notify_lockfree(cpu, None, &l.domains());
         });
     }

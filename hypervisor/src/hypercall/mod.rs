@@ -13,6 +13,7 @@ mod grant;
 mod memory;
 pub mod mmu;
 mod multicall;
+mod physdev;
 mod sched;
 mod traps;
 pub mod vcpu;
@@ -136,7 +137,7 @@ pub fn class(n: u64, a1: u64) -> Class {
         nr::XEN_VERSION if version::local(a1).is_some() => Class::Local,
         nr::FPU_TASKSWITCH | nr::STACK_SWITCH | nr::SET_CALLBACKS | nr::SET_SEGMENT_BASE | nr::VM_ASSIST => Class::Local,
         _ if domain_class(n) => Class::Domain,
-        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL => {
+        nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL | nr::PHYSDEV_OP => {
             Class::LockFree
         }
         nr::VCPU_OP if vcpu::is_local_op(a1) => Class::LockFree,
@@ -221,6 +222,7 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
             c.pc_mut().wake_pass |= wake;
             r
         }
+        nr::PHYSDEV_OP => physdev::physdev_op(&*c, a1, a2),
         nr::VCPU_OP if vcpu::is_local_op(a1) => {
             let (r, wake) = vcpu::local_op(c.pc_mut(), a1, a2, a3)?;
             c.pc_mut().wake_pass |= wake;
