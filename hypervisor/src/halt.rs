@@ -12,6 +12,12 @@ pub fn end(why: &str, code: ExitCode) -> ! {
     // from ring 3 would arrive as #GP, with a hypervisor DPL-3 gate as vector 0x80.
     let (total, gp, v80) = crate::shootdown::entries();
     log::info!("hypervisor entries from guests: total={} gp={} int80={}", total, gp, v80);
+    for (gsi, n) in hv_core::irq::TAKEN.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        if n != 0 {
+            log::info!("device interrupts: GSI {}: {}", gsi, n);
+        }
+    }
     log::info!("{}: halting ({:?})", why, code);
     if DEBUG_EXIT.load(Ordering::Relaxed) {
         cpu::debug_exit(code);

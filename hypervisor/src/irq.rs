@@ -55,6 +55,9 @@ fn apply(p: Pin) {
 /// An interrupt on `gsi`, in guest context (or from [`service_deferred`]): a level line is
 /// masked until its EOI, the LAPIC acknowledged, the event raised.
 pub fn interrupt(hv: &mut Hv, gsi: u32) {
+    if let Some(n) = hv_core::irq::TAKEN.get(gsi as usize) {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
     let to = lines().and_then(|mut l| {
         let d = l.fire(gsi);
         // A level line, or one nobody is bound to (it raced its unbinding): closed.

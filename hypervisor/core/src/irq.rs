@@ -36,6 +36,9 @@ pub fn gsi_of_vector(v: u64) -> Option<u32> {
     (b..b + MAX_GSI as u64).contains(&v).then(|| (v - b) as u32)
 }
 
+/// Device interrupts taken per GSI (reported when the hypervisor stops).
+pub static TAKEN: [core::sync::atomic::AtomicU64; MAX_GSI as usize] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_GSI as usize];
+
 /// How a GSI signals: level-triggered? active low?
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Mode {

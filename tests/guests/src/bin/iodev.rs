@@ -2,7 +2,8 @@
 //! 0xCF8/0xCFC, a virtio disk's I/O BAR, and its MMIO BAR mapped uncached through
 //! `update_va_mapping` and `mmu_update` with `DOMID_IO`, with the device answering; the
 //! hypervisor's ports and MMIO (PIC, PIT, RTC, ELCR, COM1, debug-exit; local APIC, MSI
-//! window, I/O APIC, HPET), RAM as MMIO and cache bits on RAM refused. As a domU: none of it.
+//! window, I/O APIC, HPET), RAM as MMIO and cache bits on RAM refused; PIRQs mapped, bound,
+//! EOI'd and unmapped by Xen's rules, the hypervisor's GSIs refused. As a domU: none of it.
 #![no_std]
 #![no_main]
 
@@ -10,6 +11,7 @@ use guest_abi::errno::Errno::*;
 use pv_runtime::hypercall::{self as hc, hypercall5};
 use pv_runtime::mm::GuestMem;
 use pv_runtime::traps::Fault;
+use pv_runtime::{events, physdev};
 use test_guests::*;
 
 const GP: u8 = 13;
@@ -85,6 +87,75 @@ fn find_virtio_blk() -> Option<(u8, u64, u16)> {
     None
 }
 
+/// `map_pirq` with any type (the GSI wrapper covers type 1).
+fn map_typed(dom: u16, ty: u32, index: i32, pirq: i32) -> i64 {
+    use guest_abi::physdev::map_pirq as m;
+    let mut a = [0u32; m::SIZE / 4];
+    a[m::DOMID / 4] = dom as u32;
+    a[m::TYPE / 4] = ty;
+    a[m::INDEX / 4] = index as u32;
+    a[m::PIRQ / 4] = pirq as u32;
+    physdev::op(guest_abi::physdev::PHYSDEVOP_MAP_PIRQ, &mut a)
+}
+
+fn err(r: Result<u32, i64>) -> i64 {
+    r.err().unwrap_or(0)
+}
+
+/// PIRQs as dom0: the hypervisor's GSIs and bad arguments refused, one line through its
+/// whole life (map, bind, status, EOI, unmap), each step's misuse refused.
+fn pirqs_dom0() {
+    use guest_abi::physdev::*;
+    const SELF: u16 = guest_abi::DOMID_SELF;
+    for (what, gsi) in [("GSI 0 (the 8259's)", 0), ("GSI 2 (the PIT's)", 2), ("GSI 4 (COM1's)", 4), ("GSI 8 (the RTC's)", 8)] {
+        expect_err(what, err(physdev::map_gsi(SELF, gsi, -1)), EPERM);
+    }
+    expect_err("GSI past the I/O APICs", err(physdev::map_gsi(SELF, 24, -1)), EINVAL);
+    expect_err("GSI 200", err(physdev::map_gsi(SELF, 200, -1)), EINVAL);
+    expect_err("GSI -1", err(physdev::map_gsi(SELF, -1, -1)), EINVAL);
+    expect_err("PIRQ 256", err(physdev::map_gsi(SELF, 5, 256)), EINVAL);
+    expect_err("MSI", map_typed(SELF, MAP_PIRQ_TYPE_MSI, -1, -1), EOPNOTSUPP);
+    expect_err("type 7", map_typed(SELF, 7, 5, -1), EINVAL);
+    expect_err("for another domain", err(physdev::map_gsi(1, 5, -1)), EPERM);
+    check("GSI 5 as PIRQ 5", physdev::map_gsi(SELF, 5, -1) == Ok(5));
+    check("the same mapping again", physdev::map_gsi(SELF, 5, -1) == Ok(5) && physdev::map_gsi(SELF, 5, 5) == Ok(5));
+    expect_err("GSI 5 as another PIRQ", err(physdev::map_gsi(SELF, 5, 6)), EEXIST);
+    expect_err("PIRQ 5 for another GSI", err(physdev::map_gsi(SELF, 6, 5)), EEXIST);
+    check("GSI 5 is level (its MADT override)", physdev::status(5) == Ok(XENIRQSTAT_NEEDS_EOI));
+    expect_err("status of PIRQ 7 (unmapped)", err(physdev::status(7)), EINVAL);
+    expect_err("EOI of PIRQ 7", physdev::eoi(7), EINVAL);
+    expect_err("bind PIRQ 7", err(events::bind_pirq(7, 0)), EINVAL);
+    let port = events::bind_pirq(5, 0);
+    check("bind PIRQ 5", port.is_ok());
+    let port = port.unwrap_or(0);
+    expect_err("bind it again", err(events::bind_pirq(5, 0)), EEXIST);
+    check("its port says PIRQ 5", events::status(guest_abi::DOMID_SELF, port).is_ok_and(|(st, _, p, _)| st == guest_abi::evtchn::EVTCHNSTAT_PIRQ && p == 5));
+    expect_err("send on it", events::send(port), EINVAL);
+    expect_ret("EOI with nothing in flight", physdev::eoi(5), 0);
+    expect_err("unmap while bound", physdev::unmap(SELF, 5), EBUSY);
+    expect_ret("close its port", events::close(port), 0);
+    expect_ret("unmap", physdev::unmap(SELF, 5), 0);
+    expect_err("unmap again", physdev::unmap(SELF, 5), EINVAL);
+    expect_err("bind it unmapped", err(events::bind_pirq(5, 0)), EINVAL);
+    check("GSI 3 (edge) as any PIRQ", physdev::map_gsi(SELF, 3, -1) == Ok(3));
+    check("needs no EOI", physdev::status(3) == Ok(0));
+    let p3 = events::bind_pirq(3, 0).unwrap_or(0);
+    check("bound", p3 != 0);
+    expect_ret("close", events::close(p3), 0);
+    expect_ret("unmap", physdev::unmap(SELF, 3), 0);
+}
+
+/// PIRQs as a domU: none.
+fn pirqs_domu() {
+    const SELF: u16 = guest_abi::DOMID_SELF;
+    expect_err("map_pirq", err(physdev::map_gsi(SELF, 5, -1)), EPERM);
+    expect_err("map_pirq of dom0's", err(physdev::map_gsi(0, 5, -1)), EPERM);
+    expect_err("bind_pirq", err(events::bind_pirq(5, 0)), EPERM);
+    expect_err("unmap_pirq", physdev::unmap(SELF, 5), EPERM);
+    expect_err("EOI", physdev::eoi(5), EINVAL);
+    expect_err("status", err(physdev::status(5)), EINVAL);
+}
+
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     settle();
@@ -123,6 +194,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         expect_err("VGA memory", map(0xA0, P | RW | A | D), EPERM);
         expect_err("MMIO below 4 GiB", map(0xFEB00, mmio), EPERM);
         expect_err("MMIO through DOMID_IO", map_io(0xFEB00, mmio), EPERM);
+        pirqs_domu();
         check("still at CPL 1", pv_runtime::cpl() == 1);
         finish("iodev")
     }
@@ -166,6 +238,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_ret("unmap", map(0, 0), 0);
     expect_ret("VGA memory (a hole below 1 MiB)", map(0xA0, P | RW | A | D), 0);
     expect_ret("unmap", map(0, 0), 0);
+    pirqs_dom0();
     check("still at CPL 1", pv_runtime::cpl() == 1);
     finish("iodev")
 }
