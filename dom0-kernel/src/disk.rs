@@ -188,3 +188,47 @@ pub fn self_test(arg: &str) {
         (w, f, r) => println!("dom0: disk test FAILED: write {:?}, flush {:?}, read {:?}", w.err(), f.err(), r.map(|b| b == data)),
     }
 }
+
+/// `bench-disk` on dom0's command line: dom0 reading and writing its disk directly, one
+/// request at a time: sequential reads and writes of 4 KiB and 64 KiB requests over the
+/// first 16 MiB, and 4 KiB reads at random places. Prints TSC ticks per request
+/// (`BENCH disk_dom0_<what>_tsc=`).
+pub fn bench() {
+    let Some(cap) = DISK.lock().as_ref().map(|s| s.disk.capacity) else {
+        println!("dom0: disk bench: no disk");
+        return;
+    };
+    let span = (16u64 << 11).min(cap);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for (what, op, kib, random) in [
+        ("seq_write_4k", Op::Write, 4u64, false),
+        ("seq_read_4k", Op::Read, 4, false),
+        ("seq_write_64k", Op::Write, 64, false),
+        ("seq_read_64k", Op::Read, 64, false),
+        ("rand_read_4k", Op::Read, 4, true),
+    ] {
+        let sectors = kib * 2;
+        let n = (span / sectors).min(1024);
+        let mut buf = alloc::vec![0x5Au8; (kib << 10) as usize];
+        let t0 = pv_runtime::rdtsc();
+        for i in 0..n {
+            let at = if random {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % (span / sectors)) * sectors
+            } else {
+                i * sectors
+            };
+            match io(op, at, buf) {
+                Ok(b) => buf = b,
+                Err(e) => {
+                    println!("dom0: disk bench: {} failed at sector {}: {:?}", what, at, e);
+                    return;
+                }
+            }
+        }
+        let per = (pv_runtime::rdtsc() - t0) / n.max(1);
+        println!("BENCH disk_dom0_{}_tsc={}", what, per);
+    }
+}

@@ -276,6 +276,13 @@ fn guest_main(si: &'static StartInfo) -> ! {
         xl::bench_create(words.next().and_then(|n| n.parse().ok()).unwrap_or(10).max(1));
         hypercall::shutdown(ShutdownReason::Poweroff)
     }
+    if cmdline.split_ascii_whitespace().any(|w| w == "bench-disk") {
+        if let Ok(k) = xl::physinfo_khz() {
+            println!("BENCH tsc_khz={}", k);
+        }
+        disk::bench();
+        hypercall::shutdown(ShutdownReason::Poweroff)
+    }
     if let Some(w) = cmdline.split_ascii_whitespace().find_map(|w| w.strip_prefix("disk-test=")) {
         disk::self_test(w);
     }
