@@ -100,3 +100,88 @@ pub mod xs {
         }
     }
 }
+
+/// The PV block protocol (`io/blkif.h`, 64-bit layout) and the XenBus states
+/// (`io/xenbus.h`).
+pub mod blkif {
+    /// Requests (`operation`).
+    pub const OP_READ: u8 = 0;
+    pub const OP_WRITE: u8 = 1;
+    pub const OP_WRITE_BARRIER: u8 = 2;
+    pub const OP_FLUSH_DISKCACHE: u8 = 3;
+    pub const OP_DISCARD: u8 = 5;
+    pub const OP_INDIRECT: u8 = 6;
+
+    /// Response `status`.
+    pub const RSP_OKAY: i16 = 0;
+    pub const RSP_ERROR: i16 = -1;
+    pub const RSP_EOPNOTSUPP: i16 = -2;
+
+    /// Segments in a direct request, and their sectors per page.
+    pub const MAX_SEGMENTS_PER_REQUEST: usize = 11;
+    pub const SECTORS_PER_PAGE: u8 = 8;
+    /// Indirect requests: pages of segments, segments per page.
+    pub const MAX_INDIRECT_PAGES: usize = 8;
+    pub const SEGS_PER_INDIRECT_FRAME: usize = 4096 / 8;
+
+    /// The shared ring page: `req_prod`, `req_event`, `rsp_prod`, `rsp_event`, 48 bytes of
+    /// padding, then the entries (a request or a response each).
+    pub const REQ_PROD: usize = 0;
+    pub const REQ_EVENT: usize = 4;
+    pub const RSP_PROD: usize = 8;
+    pub const RSP_EVENT: usize = 12;
+    pub const RING_HEADER: usize = 64;
+    pub const ENTRY_SIZE: usize = 112;
+    /// Entries of a one-page ring: the largest power of two that fits.
+    pub const RING_SIZE: u32 = 32;
+    const _: () = assert!(RING_HEADER + ENTRY_SIZE * RING_SIZE as usize <= 4096);
+    const _: () = assert!(RING_HEADER + ENTRY_SIZE * 2 * RING_SIZE as usize > 4096);
+
+    /// `struct blkif_request`: operation u8 @0, nr_segments u8 @1, handle u16 @2, id u64
+    /// @8, sector_number u64 @16, seg[11] @24 (gref u32, first_sect u8, last_sect u8, pad).
+    pub mod req {
+        pub const OPERATION: usize = 0;
+        pub const NR_SEGMENTS: usize = 1;
+        pub const HANDLE: usize = 2;
+        pub const ID: usize = 8;
+        pub const SECTOR: usize = 16;
+        pub const SEG: usize = 24;
+        pub const SEG_SIZE: usize = 8;
+    }
+
+    /// `struct blkif_request_indirect`: operation u8 @0 (`OP_INDIRECT`), indirect_op u8 @1,
+    /// nr_segments u16 @2, id u64 @8, sector_number u64 @16, handle u16 @24,
+    /// indirect_grefs[8] u32 @28.
+    pub mod indirect {
+        pub const OP: usize = 1;
+        pub const NR_SEGMENTS: usize = 2;
+        pub const ID: usize = 8;
+        pub const SECTOR: usize = 16;
+        pub const HANDLE: usize = 24;
+        pub const GREFS: usize = 28;
+    }
+
+    /// `struct blkif_response`: id u64 @0, operation u8 @8, status i16 @10.
+    pub mod rsp {
+        pub const ID: usize = 0;
+        pub const OPERATION: usize = 8;
+        pub const STATUS: usize = 10;
+    }
+
+    /// `info` bits.
+    pub const VDISK_CDROM: u32 = 1;
+    pub const VDISK_REMOVABLE: u32 = 2;
+    pub const VDISK_READONLY: u32 = 4;
+
+    /// `XenbusState*`.
+    pub const STATE_UNKNOWN: u32 = 0;
+    pub const STATE_INITIALISING: u32 = 1;
+    pub const STATE_INIT_WAIT: u32 = 2;
+    pub const STATE_INITIALISED: u32 = 3;
+    pub const STATE_CONNECTED: u32 = 4;
+    pub const STATE_CLOSING: u32 = 5;
+    pub const STATE_CLOSED: u32 = 6;
+
+    /// The protocol a 64-bit frontend names.
+    pub const PROTOCOL_X86_64: &str = "x86_64-abi";
+}

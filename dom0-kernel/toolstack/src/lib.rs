@@ -8,5 +8,6 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod blkif;
 pub mod xl;
 pub mod xlcfg;
