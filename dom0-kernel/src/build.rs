@@ -51,6 +51,7 @@ pub fn destroy(dom: u16) -> i64 {
     let _ = Domctl::new(PAUSEDOMAIN, dom).call();
     crate::xl::forget(dom);
     crate::consoled::remove(dom);
+    crate::blkback::remove(dom);
     crate::xs::release(dom);
     Domctl::new(DESTROYDOMAIN, dom).call()
 }
@@ -225,6 +226,9 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
         }
     }
     announce(dom, cfg, &l, (store_mfn, store_port), (console_mfn, console_port))?;
+    for d in &cfg.disks {
+        crate::blkback::attach(dom, d)?;
+    }
     let rc = Domctl::new(UNPAUSEDOMAIN, dom).call();
     if rc != 0 {
         return Err(fail("unpause", rc));

@@ -95,12 +95,43 @@ fn service(s: &mut State) {
     }
 }
 
-/// The disk's event (its task in the executor).
+/// Tags of the block backend's requests: their completions go to it
+/// ([`crate::blkback::completed`]).
+pub const BACKEND_TAG: u64 = 1 << 63;
+
+/// The disk's event (its task in the executor): the backend's completions handed to it,
+/// then it may queue what waited for room.
 pub fn on_event() -> bool {
-    if let Some(s) = DISK.lock().as_mut() {
+    let backend: Vec<Done> = {
+        let mut g = DISK.lock();
+        let Some(s) = g.as_mut() else { return false };
         service(s);
+        let (b, rest): (VecDeque<Done>, VecDeque<Done>) = s.done.drain(..).partition(|d| d.tag & BACKEND_TAG != 0);
+        s.done = rest;
+        b.into_iter().collect()
+    };
+    let any = !backend.is_empty();
+    for d in backend {
+        crate::blkback::completed(d);
+    }
+    if any {
+        crate::blkback::retry();
     }
     false
+}
+
+/// Queues a request of the block backend (`tag` with [`BACKEND_TAG`]); its completion
+/// comes through [`on_event`].
+pub fn submit(op: Op, sector: u64, data: Vec<u8>, tag: u64) -> Result<(), SubmitError> {
+    match DISK.lock().as_mut() {
+        Some(s) => s.disk.submit(op, sector, data, tag | BACKEND_TAG),
+        None => Err(SubmitError::Invalid(data)),
+    }
+}
+
+/// The disk's size in sectors, whether it flushes and is read-only (`None`: no disk).
+pub fn geometry() -> Option<(u64, bool, bool)> {
+    DISK.lock().as_ref().map(|s| (s.disk.capacity, s.disk.can_flush(), s.disk.readonly()))
 }
 
 /// Why [`io`] failed.
@@ -191,8 +222,8 @@ pub fn self_test(arg: &str) {
 
 /// `bench-disk` on dom0's command line: dom0 reading and writing its disk directly, one
 /// request at a time: sequential reads and writes of 4 KiB and 64 KiB requests over the
-/// first 16 MiB, and 4 KiB reads at random places. Prints TSC ticks per request
-/// (`BENCH disk_dom0_<what>_tsc=`).
+/// first 16 MiB, and 4 KiB reads at random places. Prints ns per request (from the
+/// pvclock, as the domU's `blk bench` does: `BENCH disk_dom0_<what>_ns=`).
 pub fn bench() {
     let Some(cap) = DISK.lock().as_ref().map(|s| s.disk.capacity) else {
         println!("dom0: disk bench: no disk");
@@ -210,7 +241,7 @@ pub fn bench() {
         let sectors = kib * 2;
         let n = (span / sectors).min(1024);
         let mut buf = alloc::vec![0x5Au8; (kib << 10) as usize];
-        let t0 = pv_runtime::rdtsc();
+        let t0 = events::system_time();
         for i in 0..n {
             let at = if random {
                 seed ^= seed << 13;
@@ -228,7 +259,7 @@ pub fn bench() {
                 }
             }
         }
-        let per = (pv_runtime::rdtsc() - t0) / n.max(1);
-        println!("BENCH disk_dom0_{}_tsc={}", what, per);
+        let per = (events::system_time() - t0) / n.max(1);
+        println!("BENCH disk_dom0_{}_ns={}", what, per);
     }
 }

@@ -22,6 +22,8 @@ pub enum Task {
     Console(u16),
     /// The virtio disk's interrupt.
     Disk,
+    /// A domain's block device ring (domain, virtual device number).
+    Blk(u16, u32),
 }
 
 const WORDS: usize = 16;

@@ -14,12 +14,14 @@
 extern crate alloc;
 
 mod build;
+mod blkback;
 mod bundle;
 mod consoled;
 mod disk;
 mod executor;
 mod memory;
 mod rings;
+mod script;
 mod xl;
 mod xs;
 
@@ -135,7 +137,7 @@ fn serve() -> ! {
     if let Err(e) = xs::watch_release() {
         println!("dom0: watching @releaseDomain failed: {}", e);
     }
-    xs::take_local_events();
+    xs::take_events(xs::RELEASE_TOKEN);
     events::enable();
     if bench_xs() {
         // `bench-xs`: the XenStore benchmark's domU, its console shown; dom0 powers off
@@ -146,6 +148,12 @@ fn serve() -> ! {
         xl::run(&["create", "/etc/xen/xsbench.cfg", "-c"]);
     }
     autostart();
+    if let Some(f) = start_info().and_then(|si| core::str::from_utf8(si.cmdline_bytes()).ok()).and_then(|c| c.split_ascii_whitespace().find_map(|w| w.strip_prefix("run="))) {
+        match files().iter().find(|(n, _)| n.as_str() == f.trim_start_matches('/')) {
+            Some((_, text)) => script::start(core::str::from_utf8(text).unwrap_or("")),
+            None => println!("dom0: run={}: no such file in the boot bundle", f),
+        }
+    }
     println!("dom0: commands: help, info, ls, cat, xl <verb> ..., xenstore-ls/-read/-write/-rm, poweroff, reboot, crash");
     prompt();
     // Input typed before the port was bound.
@@ -158,12 +166,20 @@ fn serve() -> ! {
             if xs::domain_exited() && xl::on_exits() {
                 prompt();
             }
+            script::resume();
             if bench_xs() && !xl::any_created() {
                 hypercall::shutdown(ShutdownReason::Poweroff)
             }
             false
         }
-        Task::Store(d) => xs::on_event(d),
+        Task::Store(d) => {
+            let more = xs::on_event(d);
+            // Frontends change their XenStore state through their rings.
+            blkback::on_watches();
+            script::resume();
+            more
+        }
+        Task::Blk(d, dev) => blkback::on_event(d, dev),
         Task::Console(d) => consoled::on_event(d),
         Task::Disk => disk::on_event(),
     })
@@ -204,7 +220,7 @@ fn start_info() -> Option<&'static StartInfo> {
     START_INFO.get().copied()
 }
 
-fn run(cmd: &str) {
+pub(crate) fn run(cmd: &str) {
     let words: alloc::vec::Vec<&str> = cmd.split_ascii_whitespace().collect();
     match words.as_slice() {
         ["xl", rest @ ..] => return xl::run(rest),
@@ -270,6 +286,7 @@ fn guest_main(si: &'static StartInfo) -> ! {
     START_INFO.call_once(|| si);
     disk::init(si, &mut mem);
     rings::init(si);
+    blkback::init(si);
     xs::init();
     let mut words = cmdline.split_ascii_whitespace();
     if words.by_ref().any(|w| w == "bench-create") {
@@ -277,9 +294,6 @@ fn guest_main(si: &'static StartInfo) -> ! {
         hypercall::shutdown(ShutdownReason::Poweroff)
     }
     if cmdline.split_ascii_whitespace().any(|w| w == "bench-disk") {
-        if let Ok(k) = xl::physinfo_khz() {
-            println!("BENCH tsc_khz={}", k);
-        }
         disk::bench();
         hypercall::shutdown(ShutdownReason::Poweroff)
     }

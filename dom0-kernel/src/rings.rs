@@ -36,6 +36,21 @@ pub fn unmap(i: usize) -> i64 {
     SLOTS.lock().as_mut().map_or(0, |s| s.unmap(i))
 }
 
+/// Copies bytes out of slot `i`'s page (a request entry, before it is looked at).
+pub fn read(i: usize, off: usize, out: &mut [u8]) {
+    match SLOTS.lock().as_ref() {
+        Some(s) => s.page(i).read(off, out),
+        None => out.fill(0),
+    }
+}
+
+/// Copies bytes into slot `i`'s page.
+pub fn write(i: usize, off: usize, data: &[u8]) {
+    if let Some(s) = SLOTS.lock().as_ref() {
+        s.page(i).write(off, data)
+    }
+}
+
 /// Slot `i`'s page.
 pub fn page(i: usize) -> Page {
     Page(SLOTS.lock().as_ref().map(|s| s.page(i)))

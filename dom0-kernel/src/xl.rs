@@ -88,6 +88,11 @@ fn name(id: u16) -> String {
     NAMES.lock().get(&id).map(|c| c.name.clone()).unwrap_or_else(|| "(null)".into())
 }
 
+/// The id of the domain named `name` that `xl` made, if one lives.
+pub fn id_of(name: &str) -> Option<u16> {
+    NAMES.lock().iter().find(|(_, v)| v.name == name).map(|(k, _)| *k)
+}
+
 fn resolve(r: &DomRef) -> Result<u16, String> {
     let id = match r {
         DomRef::Id(id) => Some(*id),
@@ -232,6 +237,27 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             NAMES.lock().remove(&id);
         }
         Cmd::Create { config, console } => create_from(&config, console, false)?,
+        Cmd::BlockList(d) => {
+            let id = resolve(&d)?;
+            let devs = crate::blkback::list(id);
+            let rows: alloc::vec::Vec<_> =
+                devs.iter().map(|l| xl::BlockRow { devid: l.devid, backend: 0, state: l.state, port: l.port, ring_ref: l.ring_ref, path: l.be.clone() }).collect();
+            print!("{}", xl::block_table(&rows));
+            for l in devs.iter().filter(|l| l.errors != 0) {
+                println!("({}: {} request(s) refused or failed)", l.vdev, l.errors);
+            }
+        }
+        Cmd::BlockAttach(d, spec) => {
+            let id = resolve(&d)?;
+            if id == 0 {
+                return Err("libxl: error: dom0's disks are its own".into());
+            }
+            crate::blkback::attach(id, &spec)?;
+        }
+        Cmd::BlockDetach(d, devid) => {
+            let id = resolve(&d)?;
+            crate::blkback::detach(id, devid)?;
+        }
         Cmd::Console(d) => {
             let id = resolve(&d)?;
             if id == 0 {

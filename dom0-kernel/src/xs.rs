@@ -313,10 +313,28 @@ pub fn domain_exited() -> bool {
             x.deliver(ev, None);
         }
     });
-    take_local_events().iter().any(|m| m.ty == MsgType::WatchEvent as u32 && m.payload.ends_with(alloc::format!("{}\0", RELEASE_TOKEN).as_bytes()))
+    !take_events(RELEASE_TOKEN).is_empty()
 }
 
-/// Watch events for dom0's own watches since the last call.
-pub fn take_local_events() -> Vec<Msg> {
-    with(|x| core::mem::take(&mut x.local_events)).unwrap_or_default()
+/// `WATCH path token` for dom0's own connection.
+pub fn watch(path: &str, token: &str) -> Result<(), String> {
+    request(MsgType::Watch, 0, &[path.as_bytes(), token.as_bytes()], None).map(|_| ())
 }
+
+pub fn unwatch(path: &str, token: &str) -> Result<(), String> {
+    request(MsgType::Unwatch, 0, &[path.as_bytes(), token.as_bytes()], None).map(|_| ())
+}
+
+/// The paths of dom0's own watch events with `token` since the last call (other events
+/// stay for their takers).
+pub fn take_events(token: &str) -> Vec<String> {
+    let tail = format!("\0{}\0", token);
+    with(|x| {
+        let (mine, rest): (Vec<Msg>, Vec<Msg>) =
+            core::mem::take(&mut x.local_events).into_iter().partition(|m| m.ty == MsgType::WatchEvent as u32 && m.payload.ends_with(tail.as_bytes()));
+        x.local_events = rest;
+        mine.iter().filter_map(|m| m.payload.split(|&b| b == 0).next().map(|p| String::from_utf8_lossy(p).into_owned())).collect()
+    })
+    .unwrap_or_default()
+}
+

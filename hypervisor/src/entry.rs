@@ -83,7 +83,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
         v => match hv_core::irq::gsi_of_vector(v) {
             Some(gsi) => crate::irq::interrupt(hv, gsi),
-            None => hv_arch::cpu::ack_legacy_irq(v as u8),
+            None => ack_other(v),
         },
     }
     exit(hv, f)
@@ -136,6 +136,17 @@ fn refuse_resume(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     true
 }
 
+/// An interrupt nobody asked for: a legacy PIC's (masked, so spurious), or a vector a device
+/// was pointed at behind the hypervisor's back (dom0 owns PCI configuration space): the
+/// LAPIC is acknowledged, so the vector cannot block the ones below it.
+fn ack_other(v: u64) {
+    if (hv_arch::cpu::PIC_VECTOR_BASE as u64..hv_arch::cpu::PIC_VECTOR_BASE as u64 + 16).contains(&v) {
+        hv_arch::cpu::ack_legacy_irq(v as u8)
+    } else {
+        hv_arch::lapic::eoi()
+    }
+}
+
 /// NMIs seen (any CPU, any context).
 static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -165,7 +176,7 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         // A device interrupt: handled by the idle loop once it wakes (its EOI held back).
         v if hv_core::irq::gsi_of_vector(v).is_some() => crate::irq::defer(hv_core::irq::gsi_of_vector(v).unwrap_or(0)),
-        v if v >= 32 => hv_arch::cpu::ack_legacy_irq(v as u8),
+        v if v >= 32 => ack_other(v),
         // A guest selector the CPU refused while the hypervisor loaded it for the guest.
         v if (10..=13).contains(&v) && hv_arch::cpu::fixup(f.rip).is_some() => {
             f.rip = hv_arch::cpu::fixup(f.rip).unwrap_or(f.rip);

@@ -85,12 +85,14 @@ pub fn defer(gsi: u32) {
 /// Handles the interrupts [`defer`] noted on this CPU (each acknowledged once: every one
 /// holds its in-service bit until then).
 pub fn service_deferred(hv: &mut Hv) {
+    // Highest vector first: a LAPIC EOI retires the highest-priority vector in service, so
+    // each EOI goes with the interrupt whose pin was just masked.
     let w = &DEFERRED[hv_arch::percpu::cpu_id() % hv_core::acpi::MAX_CPUS];
-    for (k, word) in w.iter().enumerate() {
+    for (k, word) in w.iter().enumerate().rev() {
         let mut bits = word.swap(0, Ordering::Relaxed);
         while bits != 0 {
-            let b = bits.trailing_zeros();
-            bits &= bits - 1;
+            let b = 63 - bits.leading_zeros();
+            bits &= !(1 << b);
             interrupt(hv, 64 * k as u32 + b);
         }
     }

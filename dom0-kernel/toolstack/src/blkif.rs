@@ -52,7 +52,7 @@ pub fn target_disk(target: &str) -> Option<(usize, usize)> {
         return None;
     }
     let part = &t[1..];
-    let p = if part.is_empty() { 0 } else { part.parse::<usize>().ok().filter(|&p| p >= 1 && p <= 128)? };
+    let p = if part.is_empty() { 0 } else { part.parse::<usize>().ok().filter(|p| (1..=128).contains(p))? };
     Some(((letter - b'a') as usize, p))
 }
 
@@ -209,13 +209,17 @@ pub fn check(vbd: &Vbd, write: bool, sector: u64, segs: &[Seg], indirect: bool) 
     }
 }
 
+/// A frontend's ring indexes that no ring can have.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BadIndexes;
+
 /// New requests between the backend's `req_cons` and the frontend's `req_prod`, or `Err`
 /// when the frontend claims more than the ring holds beyond the responses not yet pushed
 /// (`rsp_prod_pvt`): garbage indexes, and the ring is not read any further.
-pub fn pending(req_prod: u32, req_cons: u32, rsp_prod_pvt: u32) -> Result<u32, ()> {
+pub fn pending(req_prod: u32, req_cons: u32, rsp_prod_pvt: u32) -> Result<u32, BadIndexes> {
     let n = req_prod.wrapping_sub(req_cons);
     if n > RING_SIZE || req_prod.wrapping_sub(rsp_prod_pvt) > RING_SIZE {
-        return Err(());
+        return Err(BadIndexes);
     }
     Ok(n)
 }
@@ -406,10 +410,10 @@ mod tests {
     fn ring_indexes() {
         assert_eq!(pending(5, 5, 5), Ok(0));
         assert_eq!(pending(37, 5, 5), Ok(32));
-        assert_eq!(pending(38, 5, 5), Err(()));
+        assert_eq!(pending(38, 5, 5), Err(BadIndexes));
         assert_eq!(pending(3, u32::MAX - 2, u32::MAX - 2), Ok(6), "wrapping");
-        assert_eq!(pending(4, 5, 5), Err(()), "req_prod behind req_cons");
-        assert_eq!(pending(40, 30, 5), Err(()), "more than the ring beyond the unanswered");
+        assert_eq!(pending(4, 5, 5), Err(BadIndexes), "req_prod behind req_cons");
+        assert_eq!(pending(40, 30, 5), Err(BadIndexes), "more than the ring beyond the unanswered");
         assert_eq!(entry_offset(33), 64 + 112);
         let r = response(0x1122, OP_READ, RSP_ERROR);
         assert_eq!(&r[10..12], &(-1i16).to_le_bytes());

@@ -41,6 +41,12 @@ pub enum Cmd {
     Uptime(Option<DomRef>),
     /// `top`: one `xentop` screen.
     Top,
+    /// `block-list <dom>`.
+    BlockList(DomRef),
+    /// `block-attach <dom> <disk spec>` (the spec's fields may be given as separate words).
+    BlockAttach(DomRef, String),
+    /// `block-detach <dom> <vdev|devid>`: the virtual device number.
+    BlockDetach(DomRef, u32),
     Help,
 }
 
@@ -63,6 +69,9 @@ pub const VERBS: &[(&str, &str)] = &[
     ("reboot", "Issue a reboot signal to a domain"),
     ("uptime", "Print uptime for all/some domains"),
     ("top", "Monitor a host and the domains in real time"),
+    ("block-attach", "Create a new virtual block device"),
+    ("block-detach", "Destroy a domain's virtual block device"),
+    ("block-list", "List virtual block devices for a domain"),
 ];
 
 fn dom(s: &str) -> DomRef {
@@ -170,6 +179,23 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
             let kib = mem_kib(args[1]).ok_or_else(|| format!("invalid memory size: {}", args[1]))?;
             if verb == "mem-max" { Cmd::MemMax(dom(args[0]), kib) } else { Cmd::MemSet(dom(args[0]), kib) }
         }
+        "block-list" => match args {
+            [d] => Cmd::BlockList(dom(d)),
+            _ => return Err("usage: xl block-list <Domain>".into()),
+        },
+        "block-attach" => {
+            need(verb, args, 2)?;
+            let spec = args[1..].join(",");
+            crate::blkif::parse_disk(&spec)?;
+            Cmd::BlockAttach(dom(args[0]), spec)
+        }
+        "block-detach" => match args {
+            [d, dev] => {
+                let devid = dev.parse::<u32>().ok().or_else(|| crate::blkif::vdev_devid(dev)).ok_or_else(|| format!("Error: Device {} not connected.", dev))?;
+                Cmd::BlockDetach(dom(d), devid)
+            }
+            _ => return Err("usage: xl block-detach <Domain> <DevId>".into()),
+        },
         "console" => match args {
             [d] => Cmd::Console(dom(d)),
             [] => return Err("'xl console' requires at least 1 argument.".into()),
@@ -394,6 +420,13 @@ mod tests {
         assert_eq!(parse(&["list"]), Ok(Cmd::List));
         assert_eq!(parse(&["pause", "3"]), Ok(Cmd::Pause(DomRef::Id(3))));
         assert_eq!(parse(&["destroy", "guest1"]), Ok(Cmd::Destroy(DomRef::Name("guest1".into()))));
+        assert_eq!(parse(&["block-list", "3"]), Ok(Cmd::BlockList(DomRef::Id(3))));
+        assert_eq!(parse(&["block-attach", "g", "vda2,xvdb,r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));
+        assert_eq!(parse(&["block-attach", "g", "vda2", "xvdb", "r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));
+        assert!(parse(&["block-attach", "g", "nonsense"]).is_err());
+        assert_eq!(parse(&["block-detach", "g", "xvdb"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51728)));
+        assert_eq!(parse(&["block-detach", "g", "51712"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51712)));
+        assert!(parse(&["block-detach", "g", "hda"]).is_err());
         assert_eq!(parse(&["pause"]), Err("'xl pause' requires at least 1 argument.".into()));
         assert_eq!(parse(&["vcpu-pin", "1", "all", "0-1"]), Ok(Cmd::VcpuPin(DomRef::Id(1), None, 3)));
         assert_eq!(parse(&["vcpu-pin", "1", "x", "0"]), Err("Invalid vcpu 'x'.".into()));
@@ -455,4 +488,25 @@ mod tests {
         assert_eq!(info(&[("nr_cpus", "2".into())]), "nr_cpus                : 2\n");
         assert!(help().contains(" list                List information about all domains\n"));
     }
+}
+
+/// One device of `xl block-list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRow {
+    pub devid: u32,
+    pub backend: u16,
+    pub state: u32,
+    pub port: Option<u32>,
+    pub ring_ref: Option<u32>,
+    pub path: String,
+}
+
+/// `xl block-list`'s table.
+pub fn block_table(rows: &[BlockRow]) -> String {
+    let mut s = String::from("Vdev  BE  handle state evt-ch ring-ref BE-path\n");
+    let opt = |v: Option<u32>| v.map_or("-1".to_string(), |v| v.to_string());
+    for r in rows {
+        s.push_str(&format!("{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {}\n", r.devid, r.backend, 0, r.state, opt(r.port), opt(r.ring_ref), r.path));
+    }
+    s
 }

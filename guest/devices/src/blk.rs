@@ -21,7 +21,6 @@ bitflags::bitflags! {
     #[derive(Copy, Clone, Debug, PartialEq, Eq)]
     pub struct Features: u64 {
         const RO = 1 << 5;
-        const BLK_SIZE = 1 << 6;
         const FLUSH = 1 << 9;
         const VERSION_1 = 1 << 32;
     }
@@ -50,10 +49,14 @@ pub struct Done {
     pub data: Vec<u8>,
 }
 
+/// The request header, aligned so it never straddles a page (no bounce needed).
+#[repr(C, align(16))]
+struct Hdr([u8; 16]);
+
 struct Req {
     tag: u64,
     op: Op,
-    hdr: Box<[u8; 16]>,
+    hdr: Box<Hdr>,
     data: Vec<u8>,
     status: Box<[u8; 1]>,
 }
@@ -77,6 +80,8 @@ pub struct Disk {
     pub features: Features,
     pub device: DeviceFunction,
     inflight: Vec<(u16, Req)>,
+    /// Data bytes of the requests in flight (at most `dma::INFLIGHT_BYTES`).
+    inflight_bytes: usize,
     /// Interrupts the device raised (for reports).
     pub interrupts: u64,
 }
@@ -118,7 +123,7 @@ impl Disk {
         let hi: u32 = transport.read_config_space(4).map_err(|_| ProbeError::Transport)?;
         let queue = VirtQueue::new(&mut transport, 0, false, false).map_err(|_| ProbeError::Queue)?;
         transport.finish_init();
-        Ok(Disk { transport, queue, capacity: (hi as u64) << 32 | lo as u64, features, device: df, inflight: Vec::new(), interrupts: 0 })
+        Ok(Disk { transport, queue, capacity: (hi as u64) << 32 | lo as u64, features, device: df, inflight: Vec::new(), inflight_bytes: 0, interrupts: 0 })
     }
 
     pub fn readonly(&self) -> bool {
@@ -141,6 +146,7 @@ impl Disk {
         let valid = match op {
             Op::Read | Op::Write => {
                 !data.is_empty()
+                    && data.len() <= crate::dma::MAX_REQUEST
                     && data.len().is_multiple_of(SECTOR)
                     && sector.checked_add(sectors).is_some_and(|end| end <= self.capacity)
                     && !(op == Op::Write && self.readonly())
@@ -150,14 +156,17 @@ impl Disk {
         if !valid {
             return Err(SubmitError::Invalid(data));
         }
+        if self.inflight_bytes + data.len() > crate::dma::INFLIGHT_BYTES {
+            return Err(SubmitError::Full(data));
+        }
         let ty: u32 = match op {
             Op::Read => 0,
             Op::Write => 1,
             Op::Flush => 4,
         };
-        let mut hdr = Box::new([0u8; 16]);
-        hdr[..4].copy_from_slice(&ty.to_le_bytes());
-        hdr[8..].copy_from_slice(&sector.to_le_bytes());
+        let mut hdr = Box::new(Hdr([0u8; 16]));
+        hdr.0[..4].copy_from_slice(&ty.to_le_bytes());
+        hdr.0[8..].copy_from_slice(&sector.to_le_bytes());
         let mut req = Req { tag, op, hdr, data, status: Box::new([0xFF]) };
         // SAFETY: the header, data and status buffers are heap allocations owned by `req`,
         // which stays in `inflight` (its allocations never move) until `complete` pops this
@@ -165,13 +174,14 @@ impl Disk {
         // dropped disk resets the device before they are freed.
         let r = unsafe {
             match op {
-                Op::Read => self.queue.add(&[&req.hdr[..]], &mut [&mut req.data[..], &mut req.status[..]]),
-                Op::Write => self.queue.add(&[&req.hdr[..], &req.data[..]], &mut [&mut req.status[..]]),
-                Op::Flush => self.queue.add(&[&req.hdr[..]], &mut [&mut req.status[..]]),
+                Op::Read => self.queue.add(&[&req.hdr.0[..]], &mut [&mut req.data[..], &mut req.status[..]]),
+                Op::Write => self.queue.add(&[&req.hdr.0[..], &req.data[..]], &mut [&mut req.status[..]]),
+                Op::Flush => self.queue.add(&[&req.hdr.0[..]], &mut [&mut req.status[..]]),
             }
         };
         match r {
             Ok(token) => {
+                self.inflight_bytes += req.data.len();
                 self.inflight.push((token, req));
                 if self.queue.should_notify() {
                     self.transport.notify(0);
@@ -185,14 +195,17 @@ impl Disk {
     /// The next request the device finished, if any.
     pub fn complete(&mut self) -> Option<Done> {
         let token = self.queue.peek_used()?;
+        // A token the driver never issued (a broken device) cannot be popped without its
+        // buffers: the queue stops there.
         let i = self.inflight.iter().position(|(t, _)| *t == token)?;
         let (_, mut req) = self.inflight.swap_remove(i);
+        self.inflight_bytes -= req.data.len();
         // SAFETY: the same buffers `submit` added under this token.
         let r = unsafe {
             match req.op {
-                Op::Read => self.queue.pop_used(token, &[&req.hdr[..]], &mut [&mut req.data[..], &mut req.status[..]]),
-                Op::Write => self.queue.pop_used(token, &[&req.hdr[..], &req.data[..]], &mut [&mut req.status[..]]),
-                Op::Flush => self.queue.pop_used(token, &[&req.hdr[..]], &mut [&mut req.status[..]]),
+                Op::Read => self.queue.pop_used(token, &[&req.hdr.0[..]], &mut [&mut req.data[..], &mut req.status[..]]),
+                Op::Write => self.queue.pop_used(token, &[&req.hdr.0[..], &req.data[..]], &mut [&mut req.status[..]]),
+                Op::Flush => self.queue.pop_used(token, &[&req.hdr.0[..]], &mut [&mut req.status[..]]),
             }
         };
         let status = match (r, req.status[0]) {

@@ -16,7 +16,7 @@ pub const EXTENT_PAGES: usize = 64;
 pub const EXTENTS: usize = 4;
 const POOL_PAGES: usize = EXTENT_PAGES * EXTENTS;
 /// Pages of the MMIO window (BARs mapped uncached).
-const MMIO_PAGES: usize = 64;
+const MMIO_PAGES: usize = 32;
 
 const P: u64 = 1;
 const RW: u64 = 2;
@@ -115,8 +115,12 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut GuestMem) -> usize {
         // The extent takes the first PFN's place in the P2M and M2P, the rest of the input
         // PFNs are left without a frame.
         let Ok(first) = exchange(&mut input, pfns[0]) else { break };
-        for (k, &p) in pfns.iter().enumerate() {
-            mem.p2m[p as usize] = if k == 0 { first } else { u64::MAX };
+        // The hypervisor's M2P gives frame first + k to PFN pfns[0] + k (the PFNs are
+        // consecutive: `alloc_pfn` hands them out in order).
+        for k in 0..EXTENT_PAGES {
+            if let Some(e) = mem.p2m.get_mut(pfns[0] as usize + k) {
+                *e = first + k as u64;
+            }
         }
         let mut mapped = true;
         for k in 0..EXTENT_PAGES {
@@ -192,8 +196,12 @@ fn direct(st: &State, va: u64, len: usize) -> Option<u64> {
 /// window is an error: nothing of the range stays mapped.
 pub fn map_mmio(paddr: u64, size: usize) -> Result<u64, i64> {
     let mut st = STATE.lock();
-    let (f0, f1) = (paddr >> 12, (paddr + size.max(1) as u64 - 1) >> 12);
+    let end = paddr.checked_add(size.max(1) as u64 - 1).ok_or(-22i64)?;
+    let (f0, f1) = (paddr >> 12, end >> 12);
     let n = (f1 - f0 + 1) as usize;
+    if n > MMIO_PAGES {
+        return Err(-28);
+    }
     if let Some(i) = (0..=MMIO_PAGES.saturating_sub(n)).find(|&i| (0..n).all(|k| st.mmio[i + k] == f0 + k as u64)) {
         return Ok(mmio_va(i) + (paddr & 0xFFF));
     }
@@ -211,6 +219,11 @@ pub fn map_mmio(paddr: u64, size: usize) -> Result<u64, i64> {
     }
     Ok(mmio_va(i) + (paddr & 0xFFF))
 }
+
+/// Bytes of requests a driver keeps in flight at most, and the largest request: the bounce
+/// pages they could need always fit in the pool beside its queues.
+pub const INFLIGHT_BYTES: usize = 384 << 10;
+pub const MAX_REQUEST: usize = 128 << 10;
 
 /// Pool pages free now (for reports).
 pub fn free_pages() -> usize {
@@ -269,6 +282,10 @@ unsafe impl Hal for XenHal {
         if dir != BufferDirection::DeviceToDriver {
             // SAFETY: the caller's buffer is valid for `len` bytes; the bounce pages are ours.
             unsafe { core::ptr::copy_nonoverlapping(va as *const u8, pool_va(first) as *mut u8, len) };
+        } else {
+            // What the device does not write comes back as zeroes, not an older request's.
+            // SAFETY: the bounce pages are ours.
+            unsafe { core::ptr::write_bytes(pool_va(first) as *mut u8, 0, len) };
         }
         st.bounces.push(Bounce { paddr, first, pages });
         paddr

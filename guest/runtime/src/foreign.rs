@@ -73,16 +73,15 @@ impl Drop for Window {
 }
 
 /// Pages of this image that [`Slots`] points at other domains' granted frames for as long
-/// as a backend needs them (two per domain: its console and XenStore rings).
+/// as a backend needs them (two per domain: its console and XenStore rings) ...
 pub const SLOTS: usize = 128;
+/// ... and those of the data slots ([`Slots::new_data`]: a block backend's grants).
+pub const DATA_SLOTS: usize = 128;
 
 #[repr(C, align(4096))]
-struct SlotPages([[u8; 4096]; SLOTS]);
-static mut SLOT_PAGES: SlotPages = SlotPages([[0; 4096]; SLOTS]);
-
-fn slot_va(i: usize) -> u64 {
-    core::ptr::addr_of!(SLOT_PAGES) as u64 + 4096 * i as u64
-}
+struct SlotPages<const N: usize>([[u8; 4096]; N]);
+static mut SLOT_PAGES: SlotPages<SLOTS> = SlotPages([[0; 4096]; SLOTS]);
+static mut DATA_PAGES: SlotPages<DATA_SLOTS> = SlotPages([[0; 4096]; DATA_SLOTS]);
 
 /// Long-lived grant mappings of other domains' pages (`GNTTABOP_map_grant_ref` with
 /// `GNTMAP_host_map`), each at a page of this image. A slot not in use maps its own page,
@@ -90,28 +89,58 @@ fn slot_va(i: usize) -> u64 {
 /// [`Slots::unmap`] it reaches this guest's own (unused) page, never a page the granter
 /// took back.
 pub struct Slots {
-    own: [u64; SLOTS],
+    /// The first slot page, and how many there are.
+    base: u64,
+    n: usize,
+    own: [u64; DATA_SLOTS],
     /// The grant handle of each slot in use.
-    handle: [Option<u32>; SLOTS],
+    handle: [Option<u32>; DATA_SLOTS],
 }
 
 impl Slots {
-    /// The slots of a guest whose image holds them in the bootstrap region.
+    /// The ring slots of a guest whose image holds them in the bootstrap region (made once:
+    /// two `Slots` over the same pages would hand out the same page twice).
     pub fn new(si: &StartInfo) -> Slots {
-        let mut own = [0u64; SLOTS];
-        for (i, o) in own.iter_mut().enumerate() {
-            *o = crate::pvio::region_mfn(si, slot_va(i)).unwrap_or(0) << 12 | P | RW | A | D;
+        Slots::over(si, core::ptr::addr_of!(SLOT_PAGES) as u64, SLOTS)
+    }
+
+    /// The data slots (made once, as [`Slots::new`]).
+    pub fn new_data(si: &StartInfo) -> Slots {
+        Slots::over(si, core::ptr::addr_of!(DATA_PAGES) as u64, DATA_SLOTS)
+    }
+
+    fn over(si: &StartInfo, base: u64, n: usize) -> Slots {
+        let mut own = [0u64; DATA_SLOTS];
+        for (i, o) in own.iter_mut().enumerate().take(n) {
+            *o = crate::pvio::region_mfn(si, base + 4096 * i as u64).unwrap_or(0) << 12 | P | RW | A | D;
         }
-        Slots { own, handle: [None; SLOTS] }
+        let mut handle = [None; DATA_SLOTS];
+        // Slots past `n` are never handed out.
+        handle.iter_mut().skip(n).for_each(|h| *h = Some(u32::MAX));
+        Slots { base, n, own, handle }
+    }
+
+    fn va(&self, i: usize) -> u64 {
+        self.base + 4096 * (i % self.n) as u64
+    }
+
+    /// Slots free now.
+    pub fn free(&self) -> usize {
+        self.handle.iter().filter(|h| h.is_none()).count()
     }
 
     /// Maps grant `gref` of domain `dom` writable in a free slot: its index (-ENOSPC when all
     /// are taken, the hypercall's -errno, or the negative `GNTST_*` status when refused).
     pub fn map(&mut self, dom: u16, gref: u32) -> Result<usize, i64> {
+        self.map_with(dom, gref, false)
+    }
+
+    /// [`Slots::map`], read-only if `readonly`.
+    pub fn map_with(&mut self, dom: u16, gref: u32, readonly: bool) -> Result<usize, i64> {
         let i = self.handle.iter().position(|h| h.is_none()).ok_or(-28)?;
         // SAFETY: slot pages are this image's own, mapped in the bootstrap region, and no
         // Rust object lives in them (they are only reached as `RingPage`s).
-        let h = unsafe { crate::gnttab::map(dom, gref, slot_va(i), false) }?;
+        let h = unsafe { crate::gnttab::map(dom, gref, self.va(i), readonly) }?;
         self.handle[i] = Some(h);
         Ok(i)
     }
@@ -120,7 +149,9 @@ impl Slots {
     pub fn page(&self, i: usize) -> crate::pvio::RingPage {
         // SAFETY: every slot address is a page of this image, mapped writable at all times
         // (to a granted frame by `map`, else to its own frame), and used by nothing else.
-        unsafe { crate::pvio::RingPage::new(slot_va(i % SLOTS)) }
+        // A slot mapped read-only faults on a write: its user writes only to pages it
+        // mapped writable.
+        unsafe { crate::pvio::RingPage::new(self.va(i)) }
     }
 
     /// Unmaps slot `i`'s grant and gives the slot its own frame back. If the unmap is
@@ -130,13 +161,13 @@ impl Slots {
         let Some(Some(h)) = self.handle.get(i).copied() else { return 0 };
         // SAFETY: the slot's own frame goes back at once below; nothing reaches the page in
         // between (the caller holds the slots mutably).
-        if let Err(e) = unsafe { crate::gnttab::unmap(slot_va(i), h) } {
+        if let Err(e) = unsafe { crate::gnttab::unmap(self.va(i), h) } {
             return e;
         }
         self.handle[i] = None;
         // The unmap cleared the entry: the slot's own frame goes back in (it must stay
         // mapped). If even that were refused the slot is kept out of use.
-        let back = hc::update_va_mapping(slot_va(i), self.own[i], 2);
+        let back = hc::update_va_mapping(self.va(i), self.own[i], 2);
         if back != 0 {
             self.handle[i] = Some(u32::MAX);
         }

@@ -128,6 +128,26 @@ impl RingPage {
         n
     }
 
+    /// Copies `out.len()` bytes from offset `off` (kept inside the page).
+    pub fn read(&self, off: usize, out: &mut [u8]) {
+        let off = off.min(4096);
+        let n = out.len().min(4096 - off);
+        // SAFETY: `new`'s contract; the range is inside the page. The other side may change
+        // the bytes meanwhile: they are copied as they are, nothing is assumed of them.
+        unsafe { core::ptr::copy_nonoverlapping((self.0 + off as u64) as *const u8, out.as_mut_ptr(), n) };
+        core::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Copies `data` to offset `off` (kept inside the page).
+    pub fn write(&self, off: usize, data: &[u8]) {
+        let off = off.min(4096);
+        let n = data.len().min(4096 - off);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        // SAFETY: as for `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), (self.0 + off as u64) as *mut u8, n) };
+        core::sync::atomic::fence(Ordering::SeqCst);
+    }
+
     pub fn read_u8(&self, off: usize) -> u8 {
         // SAFETY: `new`'s contract; the offset is kept inside the page.
         unsafe { ((self.0 + (off as u64 & 0xFFF)) as *const u8).read_volatile() }

@@ -54,7 +54,8 @@ fn write(c: &Chip, i: usize, reg: u32, v: u32) {
 /// Takes I/O APIC number `i` (registers at `phys`, first GSI `gsi_base`), mapped at `va(i)`
 /// by `paging::map_ioapic`, and masks every pin. Returns its pin count.
 pub fn add(i: usize, phys: u64, gsi_base: u32) -> u32 {
-    if i >= MAX {
+    // Both registers must lie in the one page mapped.
+    if i >= MAX || phys & 0xFFF > 0x1000 - 0x20 {
         return 0;
     }
     let mut g = LOCK.lock();

@@ -53,10 +53,12 @@ struct Scenario {
     machine: Option<&'static str>,
     /// A fresh 1 MiB raw disk image attached as virtio-blk.
     disk: bool,
+    /// ... an 8 MiB one with a GPT of two partitions instead ([`gpt_image`]).
+    gpt: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -69,6 +71,42 @@ const MM_CASES: &[&str] = &[
     "double-pin", "continuation", "uvm-bad", "clear-copy-page", "memop-xsa231", "machphys",
     "new-baseptr", "shinfo-typed", "vcpuinfo-typed", "xlat-stale",
 ];
+
+/// The PV block scenario's verdicts.
+const BLK_EXPECT: &[&str] = &[
+    "blk: persist: 256 KiB written at sector 12288: Ok(()), marker Ok(()), flush Ok(()); rebooting",
+    "restarted as domain",
+    "blk: persist: after the reboot, 256 KiB read back at sector 12288: equal",
+    "blk: persist: SUCCESS",
+    "blk: ro: a write: Err(-1)",
+    "blk: ro: SUCCESS",
+    "blk: part 1: 4096 sectors written and read back, all mine: true; past the end: Err(-1)",
+    "blk: part 2: 4096 sectors written and read back, all mine: true; past the end: Err(-1)",
+    "blk: hostile: still served: 0",
+    "blk: hostile: SUCCESS",
+    "xvda: ring indexes out of range",
+    "blk: hostile: after the garbage indexes the backend closed the device: state 5",
+    "blk: closemid: SUCCESS",
+    "blk: hot: xvda appeared: true",
+    "blk: hot: read Ok(()), partition 1's data: true",
+    "BE-path",
+    "blk: hot: SUCCESS",
+];
+
+/// [`BLK_EXPECT`]'s lines, no domain failed, the second run of partition 1 too, and the
+/// image as [`blk_image_as_written`] wants it.
+fn blk_output_and_image(out: &str, disk: Option<&std::path::Path>) -> Result<(), String> {
+    if out.contains(": FAILURE") {
+        return Err("a domain failed".into());
+    }
+    if out.matches("blk: part 1: 4096 sectors written and read back, all mine: true").count() != 2 {
+        return Err("partition 1's second domain did not finish".into());
+    }
+    if out.contains("INCONSISTENT") {
+        return Err("an audit found inconsistent counts".into());
+    }
+    blk_image_as_written(out, disk)
+}
 
 /// dom0's disk came up with its interrupt, and the self-test's data came back.
 const DISK_TEST: &[&str] = &["dom0: disk: virtio-blk at 00:", "(level: EOI after each)", "read back equal", "a read past the end: Some(Invalid)"];
@@ -347,6 +385,18 @@ fn scenarios() -> Vec<Scenario> {
             hv_opts: "dom0_max_vcpus=2",
             dom0_args: "disk-test=7 shutdown",
             ..sc("dom0-disk-smp2", Image::Dom0, Expect::ExitCheck(Poweroff, DISK_TEST, disk_holds_pattern))
+        },
+        // PV block end to end (dom0-kernel/bundle/etc/xen/blk/test.sh): persistence across a
+        // domain's destroy and re-creation, a read-only device, two domains on two GPT
+        // partitions of one disk, hostile frontends beside a benign one, block-attach /
+        // -list / -detach; the image file checked afterwards.
+        Scenario {
+            disk: true,
+            gpt: true,
+            bundle: true,
+            timeout_s: 180,
+            dom0_args: "interactive run=/etc/xen/blk/test.sh",
+            ..sc("blk", Image::Dom0, Expect::ExitCheck(Poweroff, BLK_EXPECT, blk_output_and_image))
         },
         // ... and none of it for a domU (the same guest, unprivileged).
         Scenario {
@@ -695,6 +745,72 @@ fn disk_holds_pattern(out: &str, disk: Option<&std::path::Path>) -> Result<(), S
     Ok(())
 }
 
+/// Sectors of the PV block scenario's disk and its partitions (first, last).
+const GPT_SECTORS: u64 = 16384;
+const GPT_PARTS: [(u64, u64); 2] = [(2048, 6143), (6144, 10239)];
+
+/// An 8 MiB disk with a protective MBR and a GPT (primary only) of two 2 MiB partitions.
+fn gpt_image() -> Vec<u8> {
+    use toolstack::blkif::crc32;
+    let mut img = vec![0u8; GPT_SECTORS as usize * 512];
+    // Protective MBR: one partition of type 0xEE over the disk.
+    img[446 + 4] = 0xEE;
+    img[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+    img[446 + 12..446 + 16].copy_from_slice(&((GPT_SECTORS - 1) as u32).to_le_bytes());
+    img[510] = 0x55;
+    img[511] = 0xAA;
+    let mut arr = vec![0u8; 128 * 128];
+    for (k, &(first, last)) in GPT_PARTS.iter().enumerate() {
+        let e = &mut arr[k * 128..(k + 1) * 128];
+        e[..16].copy_from_slice(&[0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4]);
+        e[16..32].copy_from_slice(&[k as u8 + 1; 16]);
+        e[32..40].copy_from_slice(&first.to_le_bytes());
+        e[40..48].copy_from_slice(&last.to_le_bytes());
+    }
+    let mut h = vec![0u8; 92];
+    h[..8].copy_from_slice(b"EFI PART");
+    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    h[12..16].copy_from_slice(&92u32.to_le_bytes());
+    h[24..32].copy_from_slice(&1u64.to_le_bytes());
+    h[32..40].copy_from_slice(&(GPT_SECTORS - 1).to_le_bytes());
+    h[40..48].copy_from_slice(&34u64.to_le_bytes());
+    h[48..56].copy_from_slice(&(GPT_SECTORS - 34).to_le_bytes());
+    h[72..80].copy_from_slice(&2u64.to_le_bytes());
+    h[80..84].copy_from_slice(&128u32.to_le_bytes());
+    h[84..88].copy_from_slice(&128u32.to_le_bytes());
+    h[88..92].copy_from_slice(&crc32(&arr).to_le_bytes());
+    let c = crc32(&h);
+    h[16..20].copy_from_slice(&c.to_le_bytes());
+    img[512..512 + 92].copy_from_slice(&h);
+    img[1024..1024 + arr.len()].copy_from_slice(&arr);
+    img
+}
+
+/// The PV block scenario's disk afterwards: the partition table as written, each partition
+/// holding exactly its domain's pattern, the persisted 256 KiB and its marker at sector
+/// 12288, zeroes everywhere else (the read-only device's write and the hostile
+/// frontend's changed nothing).
+fn blk_image_as_written(_: &str, disk: Option<&std::path::Path>) -> Result<(), String> {
+    let img = std::fs::read(disk.ok_or("no disk")?).map_err(|e| e.to_string())?;
+    let fresh = gpt_image();
+    let pattern = |seed: u8, off: u64| (off.wrapping_mul(13) ^ (off >> 11)) as u8 ^ seed;
+    for (i, &b) in img.iter().enumerate() {
+        let sector = i as u64 / 512;
+        let want = match sector {
+            0..=33 => fresh[i],
+            s if (GPT_PARTS[0].0..=GPT_PARTS[0].1).contains(&s) => pattern(b'1', i as u64 - GPT_PARTS[0].0 * 512),
+            s if (GPT_PARTS[1].0..=GPT_PARTS[1].1).contains(&s) => pattern(b'2', i as u64 - GPT_PARTS[1].0 * 512),
+            12288..=12799 => pattern(b'P', i as u64),
+            12800 => *b"RXENBLK1".get(i - 12800 * 512).unwrap_or(&0),
+            _ => 0,
+        };
+        if b != want {
+            return Err(format!("image byte {i:#x} (sector {sector}) is {b:#x}, want {want:#x}"));
+        }
+    }
+    Ok(())
+}
+
 /// The config for a scenario.
 fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     let module = image_path(i, &s.image)?;
@@ -707,7 +823,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     if s.disk {
         let p = disk_path(s.name);
         std::fs::create_dir_all(p.parent().unwrap_or(&p)).map_err(|e| e.to_string())?;
-        std::fs::write(&p, vec![0u8; 1 << 20]).map_err(|e| e.to_string())?;
+        std::fs::write(&p, if s.gpt { gpt_image() } else { vec![0u8; 1 << 20] }).map_err(|e| e.to_string())?;
         cfg.disk = Some(p);
     }
     // `audit`: every domain that dies is audited (the stress scenarios check the verdict).

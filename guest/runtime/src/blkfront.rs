@@ -1,0 +1,345 @@
+//! The PV block frontend (Xen's blkif, `io/blkif.h`), with no heap: one device per guest,
+//! a one-page ring and 32 data pages of this image granted to the backend once
+//! (`feature-persistent`), so a request only copies. Requests of up to 11 segments go in
+//! the ring entry, longer ones (up to the backend's `feature-max-indirect-segments`, at
+//! most 32) through an indirect page. Calls wait for their response on the device's event
+//! channel (`SCHEDOP_poll`); XenStore states are awaited through a watch.
+
+use crate::pvio::{self, RingPage};
+use crate::{events, gnttab, xenbus, StartInfo};
+use core::fmt::Write;
+use guest_abi::io::blkif::*;
+
+/// Data pages (each a segment of 8 sectors).
+pub const DATA_PAGES: usize = 32;
+const SECTOR: usize = 512;
+
+#[repr(C, align(4096))]
+struct Pages<const N: usize>([[u8; 4096]; N]);
+static mut RING_PAGE: Pages<1> = Pages([[0; 4096]; 1]);
+static mut DATA: Pages<DATA_PAGES> = Pages([[0; 4096]; DATA_PAGES]);
+static mut INDIRECT: Pages<1> = Pages([[0; 4096]; 1]);
+static TAKEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn data_va(i: usize) -> u64 {
+    core::ptr::addr_of!(DATA) as u64 + 4096 * (i % DATA_PAGES) as u64
+}
+
+fn data(i: usize) -> RingPage {
+    // SAFETY: the data pages are this image's, used by nothing but the one frontend
+    // (`TAKEN`) and the backend it granted them to.
+    unsafe { RingPage::new(data_va(i)) }
+}
+
+/// A XenStore path built without a heap.
+struct Path {
+    b: [u8; 128],
+    n: usize,
+}
+
+impl Write for Path {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.n + s.len();
+        if end > self.b.len() {
+            return Err(core::fmt::Error);
+        }
+        self.b[self.n..end].copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
+    }
+}
+
+impl Path {
+    fn of(args: core::fmt::Arguments<'_>) -> Path {
+        let mut p = Path { b: [0; 128], n: 0 };
+        let _ = p.write_fmt(args);
+        p
+    }
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.b[..self.n]).unwrap_or("")
+    }
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    let mut b = [0u8; 32];
+    let n = xenbus::read(path, &mut b).ok()?;
+    core::str::from_utf8(&b[..n]).ok()?.trim_end_matches('\0').parse().ok()
+}
+
+/// Why the frontend could not connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The device is used already (one per guest).
+    Taken,
+    NoXenStore,
+    NoDevice,
+    NoGrants,
+    NoPort,
+    Refused(&'static str),
+}
+
+/// A connected block device.
+pub struct Blkfront {
+    devid: u32,
+    be: Path,
+    ring: RingPage,
+    port: u32,
+    data_grefs: [u32; DATA_PAGES],
+    indirect_gref: u32,
+    req_prod_pvt: u32,
+    rsp_cons: u32,
+    next_id: u64,
+    pub sectors: u64,
+    pub readonly: bool,
+    pub flush: bool,
+    /// Segments an indirect request may carry (0: the backend has none).
+    pub max_indirect: u32,
+}
+
+impl Blkfront {
+    /// Connects to virtual device `devid` (`device/vbd/<devid>`): ring and data pages
+    /// granted, an event channel for the backend, `Initialised`, then the backend's
+    /// `Connected` awaited and the disk's size read.
+    pub fn connect(si: &StartInfo, devid: u32) -> Result<Blkfront, ConnectError> {
+        if TAKEN.swap(true, core::sync::atomic::Ordering::SeqCst) {
+            return Err(ConnectError::Taken);
+        }
+        if !xenbus::init(si) {
+            return Err(ConnectError::NoXenStore);
+        }
+        if !gnttab::init(si) {
+            return Err(ConnectError::NoGrants);
+        }
+        let fe = Path::of(format_args!("device/vbd/{devid}"));
+        let mut be = Path { b: [0; 128], n: 0 };
+        be.n = xenbus::read(Path::of(format_args!("{}/backend", fe.as_str())).as_str(), &mut be.b).map_err(|_| ConnectError::NoDevice)?;
+        while be.n > 0 && be.b[be.n - 1] == 0 {
+            be.n -= 1;
+        }
+        let backend = read_u64(Path::of(format_args!("{}/backend-id", fe.as_str())).as_str()).unwrap_or(0) as u16;
+        let mfn = |va: u64| pvio::region_mfn(si, va).ok_or(ConnectError::NoGrants);
+        let ring_va = core::ptr::addr_of!(RING_PAGE) as u64;
+        // SAFETY: the pages are this image's and nothing else uses them (`TAKEN`); the
+        // backend may change them while granted, and they are only reached as `RingPage`s.
+        let ring_g = unsafe { gnttab::grant_access(backend, mfn(ring_va)?, false) }.ok_or(ConnectError::NoGrants)?;
+        let mut data_grefs = [0u32; DATA_PAGES];
+        for (i, g) in data_grefs.iter_mut().enumerate() {
+            // SAFETY: as above.
+            *g = unsafe { gnttab::grant_access(backend, mfn(data_va(i))?, false) }.ok_or(ConnectError::NoGrants)?.gref();
+        }
+        let ind_va = core::ptr::addr_of!(INDIRECT) as u64;
+        // SAFETY: as above (read-only for the backend).
+        let indirect_gref = unsafe { gnttab::grant_access(backend, mfn(ind_va)?, true) }.ok_or(ConnectError::NoGrants)?.gref();
+        let port = events::alloc_unbound(guest_abi::DOMID_SELF, backend).map_err(|_| ConnectError::NoPort)?;
+        pvio::take_port(port);
+        // SAFETY: as above.
+        let ring = unsafe { RingPage::new(ring_va) };
+        for o in [REQ_PROD, REQ_EVENT, RSP_PROD, RSP_EVENT] {
+            ring.write_u32(o, 0);
+        }
+        ring.write_u32(RSP_EVENT, 1);
+        let w = |k: &str, v: core::fmt::Arguments<'_>| xenbus::write(Path::of(format_args!("{}/{}", fe.as_str(), k)).as_str(), Path::of(v).as_str().as_bytes());
+        let ok = w("ring-ref", format_args!("{}", ring_g.gref())).is_ok()
+            && w("event-channel", format_args!("{port}")).is_ok()
+            && w("protocol", format_args!("{PROTOCOL_X86_64}")).is_ok()
+            && w("feature-persistent", format_args!("1")).is_ok();
+        if !ok {
+            return Err(ConnectError::Refused("writing the frontend's keys"));
+        }
+        let mut f = Blkfront { devid, be, ring, port, data_grefs, indirect_gref, req_prod_pvt: 0, rsp_cons: 0, next_id: 1, sectors: 0, readonly: false, flush: false, max_indirect: 0 };
+        let _ = xenbus::watch(Path::of(format_args!("{}/state", f.be.as_str())).as_str(), "blkfront");
+        f.set_state(STATE_INITIALISED)?;
+        match f.await_backend(|s| s == STATE_CONNECTED || s >= STATE_CLOSING) {
+            STATE_CONNECTED => {}
+            _ => return Err(ConnectError::Refused("the backend did not connect")),
+        }
+        let rd = |k: &str| read_u64(Path::of(format_args!("{}/{}", f.be.as_str(), k)).as_str());
+        f.sectors = rd("sectors").unwrap_or(0);
+        f.readonly = rd("info").unwrap_or(0) as u32 & VDISK_READONLY != 0;
+        f.flush = rd("feature-flush-cache") == Some(1);
+        f.max_indirect = (rd("feature-max-indirect-segments").unwrap_or(0) as u32).min(DATA_PAGES as u32);
+        f.set_state(STATE_CONNECTED)?;
+        Ok(f)
+    }
+
+    fn set_state(&self, s: u32) -> Result<(), ConnectError> {
+        xenbus::write(Path::of(format_args!("device/vbd/{}/state", self.devid)).as_str(), Path::of(format_args!("{s}")).as_str().as_bytes())
+            .map_err(|_| ConnectError::Refused("writing the frontend's state"))
+    }
+
+    /// The backend's state once `done` holds for it (woken by the watch on it).
+    fn await_backend(&self, done: impl Fn(u32) -> bool) -> u32 {
+        let path = Path::of(format_args!("{}/state", self.be.as_str()));
+        loop {
+            let s = read_u64(path.as_str()).unwrap_or(0) as u32;
+            if done(s) {
+                return s;
+            }
+            let mut ev = [0u8; 160];
+            if xenbus::next_watch(&mut ev).is_none() {
+                pvio::wait(&[xenbus::port()]);
+            }
+        }
+    }
+
+    /// The event channel (for tests that drive the ring themselves).
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Grant reference of data page `i`.
+    pub fn data_gref(&self, i: usize) -> u32 {
+        self.data_grefs[i % DATA_PAGES]
+    }
+
+    /// The ring page (for tests that write it themselves).
+    pub fn ring(&self) -> RingPage {
+        self.ring
+    }
+
+    /// Puts `entry` on the ring (its id replaced by a fresh one), tells the backend and
+    /// waits for the response: its status.
+    pub fn raw(&mut self, entry: &[u8; ENTRY_SIZE]) -> i16 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut e = *entry;
+        let at = if e[0] == OP_INDIRECT { indirect::ID } else { req::ID };
+        e[at..at + 8].copy_from_slice(&id.to_le_bytes());
+        self.ring.write(RING_HEADER + ENTRY_SIZE * (self.req_prod_pvt % RING_SIZE) as usize, &e);
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        self.ring.write_u32(REQ_PROD, self.req_prod_pvt);
+        events::send(self.port);
+        self.response(id)
+    }
+
+    /// Waits for the response to request `id` (responses to others are dropped).
+    fn response(&mut self, id: u64) -> i16 {
+        loop {
+            while self.ring.read_u32(RSP_PROD) != self.rsp_cons {
+                let mut r = [0u8; 16];
+                self.ring.read(RING_HEADER + ENTRY_SIZE * (self.rsp_cons % RING_SIZE) as usize, &mut r);
+                self.rsp_cons = self.rsp_cons.wrapping_add(1);
+                self.ring.write_u32(RSP_EVENT, self.rsp_cons.wrapping_add(1));
+                if u64::from_le_bytes(r[..8].try_into().unwrap_or([0; 8])) == id {
+                    return i16::from_le_bytes([r[rsp::STATUS], r[rsp::STATUS + 1]]);
+                }
+            }
+            pvio::wait(&[self.port]);
+        }
+    }
+
+    /// A read or write of `sectors` sectors at `sector` through data pages 0.. (direct up
+    /// to 11 pages, indirect beyond).
+    fn io(&mut self, write: bool, sector: u64, sectors: usize) -> i16 {
+        let pages = sectors.div_ceil(8);
+        let seg = |k: usize| {
+            let last = if k + 1 == pages && !sectors.is_multiple_of(8) { (sectors % 8 - 1) as u8 } else { 7 };
+            let mut s = [0u8; 8];
+            s[..4].copy_from_slice(&self.data_grefs[k].to_le_bytes());
+            s[5] = last;
+            s
+        };
+        let op = if write { OP_WRITE } else { OP_READ };
+        let mut e = [0u8; ENTRY_SIZE];
+        if pages <= MAX_SEGMENTS_PER_REQUEST {
+            e[req::OPERATION] = op;
+            e[req::NR_SEGMENTS] = pages as u8;
+            e[req::SECTOR..req::SECTOR + 8].copy_from_slice(&sector.to_le_bytes());
+            for k in 0..pages {
+                e[req::SEG + 8 * k..req::SEG + 8 * k + 8].copy_from_slice(&seg(k));
+            }
+        } else {
+            // SAFETY: the indirect page is this image's, granted read-only to the backend.
+            let ind = unsafe { RingPage::new(core::ptr::addr_of!(INDIRECT) as u64) };
+            for k in 0..pages {
+                ind.write(8 * k, &seg(k));
+            }
+            e[0] = OP_INDIRECT;
+            e[indirect::OP] = op;
+            e[indirect::NR_SEGMENTS..indirect::NR_SEGMENTS + 2].copy_from_slice(&(pages as u16).to_le_bytes());
+            e[indirect::SECTOR..indirect::SECTOR + 8].copy_from_slice(&sector.to_le_bytes());
+            e[indirect::GREFS..indirect::GREFS + 4].copy_from_slice(&self.indirect_gref.to_le_bytes());
+        }
+        self.raw(&e)
+    }
+
+    /// The most sectors one request carries.
+    pub fn max_sectors(&self) -> usize {
+        8 * (self.max_indirect as usize).max(MAX_SEGMENTS_PER_REQUEST)
+    }
+
+    /// Reads `buf.len()` bytes (whole sectors) from `sector`: the first failing
+    /// response's status, if any.
+    pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), i16> {
+        let per = self.max_sectors() * SECTOR;
+        for (k, chunk) in buf.chunks_mut(per).enumerate() {
+            let st = self.io(false, sector + (k * per / SECTOR) as u64, chunk.len().div_ceil(SECTOR));
+            if st != RSP_OKAY {
+                return Err(st);
+            }
+            for (p, part) in chunk.chunks_mut(4096).enumerate() {
+                data(p).read(0, part);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` (whole sectors) at `sector`.
+    pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), i16> {
+        let per = self.max_sectors() * SECTOR;
+        for (k, chunk) in buf.chunks(per).enumerate() {
+            for (p, part) in chunk.chunks(4096).enumerate() {
+                data(p).write(0, part);
+            }
+            let st = self.io(true, sector + (k * per / SECTOR) as u64, chunk.len().div_ceil(SECTOR));
+            if st != RSP_OKAY {
+                return Err(st);
+            }
+        }
+        Ok(())
+    }
+
+    /// `BLKIF_OP_FLUSH_DISKCACHE`.
+    pub fn flush(&mut self) -> Result<(), i16> {
+        let mut e = [0u8; ENTRY_SIZE];
+        e[req::OPERATION] = OP_FLUSH_DISKCACHE;
+        match self.raw(&e) {
+            RSP_OKAY => Ok(()),
+            st => Err(st),
+        }
+    }
+
+    /// Waits until the backend asks to close (`xl block-detach`), then closes.
+    pub fn await_close(&mut self) -> u32 {
+        let s = self.await_backend(|s| s >= STATE_CLOSING);
+        let _ = self.set_state(STATE_CLOSING);
+        let _ = self.set_state(STATE_CLOSED);
+        s
+    }
+
+    /// Waits until `device/vbd/<devid>` exists (a device attached while the guest runs).
+    pub fn await_device(si: &StartInfo, devid: u32) -> bool {
+        if !xenbus::init(si) {
+            return false;
+        }
+        let path = Path::of(format_args!("device/vbd/{devid}/backend"));
+        let _ = xenbus::watch("device/vbd", "blkfront-new");
+        loop {
+            if xenbus::read(path.as_str(), &mut [0u8; 128]).is_ok() {
+                return true;
+            }
+            let mut ev = [0u8; 160];
+            if xenbus::next_watch(&mut ev).is_none() {
+                pvio::wait(&[xenbus::port()]);
+            }
+        }
+    }
+
+    /// Closes the device: `Closing`, the backend's `Closing` or `Closed` awaited, `Closed`.
+    pub fn close(&mut self) -> u32 {
+        let _ = self.set_state(STATE_CLOSING);
+        let s = self.await_backend(|s| s >= STATE_CLOSING);
+        let _ = self.set_state(STATE_CLOSED);
+        s
+    }
+}
