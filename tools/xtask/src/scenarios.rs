@@ -398,6 +398,24 @@ fn scenarios() -> Vec<Scenario> {
             dom0_args: "interactive run=/etc/xen/blk/test.sh",
             ..sc("blk", Image::Dom0, Expect::ExitCheck(Poweroff, BLK_EXPECT, blk_output_and_image))
         },
+        Scenario {
+            disk: true,
+            gpt: true,
+            bundle: true,
+            smp: 2,
+            timeout_s: 180,
+            dom0_args: "interactive run=/etc/xen/blk/test.sh",
+            ..sc("blk-smp2", Image::Dom0, Expect::ExitCheck(Poweroff, BLK_EXPECT, blk_output_and_image))
+        },
+        Scenario {
+            disk: true,
+            gpt: true,
+            bundle: true,
+            machine: Some("q35"),
+            timeout_s: 180,
+            dom0_args: "interactive run=/etc/xen/blk/test.sh",
+            ..sc("blk-q35", Image::Dom0, Expect::ExitCheck(Poweroff, BLK_EXPECT, blk_output_and_image))
+        },
         // ... and none of it for a domU (the same guest, unprivileged).
         Scenario {
             disk: true,
