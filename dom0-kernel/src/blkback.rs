@@ -64,6 +64,8 @@ struct Dev {
     stalled: bool,
     /// Requests refused, for `xl block-list`'s report and the tests.
     errors: u64,
+    /// Responses written but not yet published (`push_all`).
+    unpushed: bool,
 }
 
 /// A request at the disk.
@@ -185,7 +187,7 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
             }
         }
     }
-    DEVS.lock().insert((dom, devid), Dev { dom, devid, spec, vbd, fe: fe.clone(), be, conn: None, inflight: 0, detaching: false, stalled: false, errors: 0 });
+    DEVS.lock().insert((dom, devid), Dev { dom, devid, spec, vbd, fe: fe.clone(), be, conn: None, inflight: 0, detaching: false, stalled: false, errors: 0, unpushed: false });
     xs::watch(&format!("{fe}/state"), TOKEN).map_err(err)?;
     on_watches();
     Ok(devid)
@@ -506,11 +508,17 @@ fn respond(c: &mut Conn, id: u64, op: u8, status: i16) {
     c.rsp_prod_pvt = c.rsp_prod_pvt.wrapping_add(1);
 }
 
-/// Publishes the responses written and notifies the frontend.
+/// Publishes the responses written and notifies the frontend if it asked to be
+/// (`rsp_event` among the new ones: `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
 fn push(c: &Conn) {
     let page = crate::rings::page(c.ring);
-    page.set_u32(RSP_PROD, c.rsp_prod_pvt);
-    events::send(c.port);
+    let old = page.u32(RSP_PROD);
+    let new = c.rsp_prod_pvt;
+    page.set_u32(RSP_PROD, new);
+    let ev = page.u32(RSP_EVENT);
+    if new.wrapping_sub(ev) < new.wrapping_sub(old) {
+        events::send(c.port);
+    }
 }
 
 /// A request of the backend's finished at the disk: a read's data copied into the
@@ -540,7 +548,18 @@ pub fn completed(done: Done) {
             println!("blkback: d{} {}: the disk failed a request (status {})", d.dom, d.spec.vdev, done.status);
         }
         respond(c, p.id, p.op, st);
-        push(c);
+        d.unpushed = true;
+    }
+}
+
+/// After a round of completions: each device's responses published at once.
+pub fn push_all() {
+    let mut devs = DEVS.lock();
+    for d in devs.values_mut().filter(|d| d.unpushed) {
+        d.unpushed = false;
+        if let Some(c) = d.conn.as_ref() {
+            push(c);
+        }
     }
 }
 

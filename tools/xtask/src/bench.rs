@@ -225,7 +225,8 @@ fn xenstore_rates(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Re
 /// PV block against dom0's own access, in one run on a 64 MiB virtio disk, one request at a
 /// time: dom0 reading and writing the disk directly (`bench-disk`), then a domU doing the
 /// same through blkfront and blkback (`etc/xen/blk/bench.sh`): sequential 4 KiB and 64 KiB
-/// MiB/s, 4 KiB random-read IOPS, and the domU's share of dom0's (goal: at least 90%).
+/// MiB/s, 4 KiB random-read IOPS, one request at a time (`qd1`) and with 8 (4 KiB) or 2
+/// (64 KiB) in flight, and the domU's share of dom0's (goal: at least 90%).
 /// Plain TCG, times from the guests' pvclocks.
 fn disk(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
     disk_on(imgs, results, 1)?;
@@ -250,17 +251,23 @@ fn disk_on(imgs: &images::Images, results: &mut Vec<(String, f64)>, smp: u32) ->
     std::fs::write(images::target().join(format!("bench-disk{tail}.log")), &o.output).map_err(|e| e.to_string())?;
     let vals = bench_values(&o.output);
     let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    for (what, kib) in [("seq_write_4k", 4.0), ("seq_read_4k", 4.0), ("seq_write_64k", 64.0), ("seq_read_64k", 64.0), ("rand_read_4k", 4.0)] {
-        let mut rate = |who: &str| -> Result<f64, String> {
-            let ns = get(&format!("disk_{who}_{what}_ns")).ok_or_else(|| format!("disk bench: no {who} {what} figure\n{}", o.output))?;
-            let per_s = 1e9 / ns.max(1.0);
-            let (name, v) = if what.starts_with("rand") { (format!("disk_{who}_{what}_iops_tcg{tail}"), per_s) } else { (format!("disk_{who}_{what}_mib_s_tcg{tail}"), per_s * kib / 1024.0) };
-            results.push((name, v));
-            Ok(v)
-        };
-        let dom0 = rate("dom0")?;
-        let domu = rate("domu")?;
-        results.push((format!("disk_domu_over_dom0_{what}_pct{tail}"), 100.0 * domu / dom0.max(f64::MIN_POSITIVE)));
+    for (what, kib, qd) in [("seq_write_4k", 4.0, 8), ("seq_read_4k", 4.0, 8), ("seq_write_64k", 64.0, 2), ("seq_read_64k", 64.0, 2), ("rand_read_4k", 4.0, 8)] {
+        for qd in [1, qd] {
+            let mut rate = |who: &str| -> Result<f64, String> {
+                let ns = get(&format!("disk_{who}_{what}_qd{qd}_ns")).ok_or_else(|| format!("disk bench: no {who} {what} qd{qd} figure\n{}", o.output))?;
+                let per_s = 1e9 / ns.max(1.0);
+                let (name, v) = if what.starts_with("rand") {
+                    (format!("disk_{who}_{what}_qd{qd}_iops_tcg{tail}"), per_s)
+                } else {
+                    (format!("disk_{who}_{what}_qd{qd}_mib_s_tcg{tail}"), per_s * kib / 1024.0)
+                };
+                results.push((name, v));
+                Ok(v)
+            };
+            let dom0 = rate("dom0")?;
+            let domu = rate("domu")?;
+            results.push((format!("disk_domu_over_dom0_{what}_qd{qd}_pct{tail}"), 100.0 * domu / dom0.max(f64::MIN_POSITIVE)));
+        }
     }
     Ok(())
 }
