@@ -160,33 +160,20 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         ("state", format!("{STATE_INITIALISING}")),
     ];
     let (me, ro) = (format!("n{dom}"), format!("r{dom}"));
-    for attempt in 0.. {
-        let tx = xs::transaction_start().map_err(err)?;
-        let r = (|| {
-            xs::write(tx, &be, b"")?;
-            xs::set_perms(tx, &be, &["n0", &ro])?;
-            for (k, v) in &be_keys {
-                xs::write(tx, &format!("{be}/{k}"), v.as_bytes())?;
-            }
-            xs::write(tx, &fe, b"")?;
-            xs::set_perms(tx, &fe, &[&me, "r0"])?;
-            for (k, v) in &fe_keys {
-                xs::write(tx, &format!("{fe}/{k}"), v.as_bytes())?;
-            }
-            Ok::<(), String>(())
-        })();
-        match r {
-            Ok(()) => match xs::transaction_end(tx, true) {
-                Ok(()) => break,
-                Err(e) if e == "EAGAIN" && attempt < 8 => continue,
-                Err(e) => return Err(err(e)),
-            },
-            Err(e) => {
-                let _ = xs::transaction_end(tx, false);
-                return Err(err(e));
-            }
+    xs::in_transaction(|tx| {
+        xs::write(tx, &be, b"")?;
+        xs::set_perms(tx, &be, &["n0", &ro])?;
+        for (k, v) in &be_keys {
+            xs::write(tx, &format!("{be}/{k}"), v.as_bytes())?;
         }
-    }
+        xs::write(tx, &fe, b"")?;
+        xs::set_perms(tx, &fe, &[&me, "r0"])?;
+        for (k, v) in &fe_keys {
+            xs::write(tx, &format!("{fe}/{k}"), v.as_bytes())?;
+        }
+        Ok(())
+    })
+    .map_err(err)?;
     DEVS.lock().insert((dom, devid), Dev { dom, devid, spec, vbd, fe: fe.clone(), be, conn: None, inflight: 0, detaching: false, stalled: false, errors: 0, unpushed: false });
     xs::watch(&format!("{fe}/state"), TOKEN).map_err(err)?;
     on_watches();

@@ -269,36 +269,23 @@ fn announce(dom: u16, cfg: &Config, l: &Layout, store: (u64, u32), console: (u64
     // Writable by the domain (it owns them), as libxl makes them.
     let rw_keys = ["control/shutdown", "control/feature-poweroff", "control/feature-reboot", "data", "drivers", "attr", "error", "device"];
     let fail = |e: String| format!("libxl: error: writing the XenStore entries of domain {} failed: {}", dom, e);
-    for attempt in 0.. {
-        let tx = xs::transaction_start().map_err(fail)?;
-        let r = (|| {
-            xs::write(tx, &base, b"")?;
-            xs::set_perms(tx, &base, &["n0", &ro])?;
-            for (k, v) in &ro_keys {
-                xs::write(tx, &format!("{}/{}", base, k), v.as_bytes())?;
-            }
-            xs::write(tx, &format!("{}/control", base), b"")?;
-            for k in rw_keys {
-                let p = format!("{}/{}", base, k);
-                xs::write(tx, &p, b"")?;
-                xs::set_perms(tx, &p, &[&me])?;
-            }
-            xs::write(tx, &format!("{}/name", vm), cfg.name.as_bytes())?;
-            xs::write(tx, &format!("{}/uuid", vm), uuid.as_bytes())?;
-            Ok::<(), String>(())
-        })();
-        match r {
-            Ok(()) => match xs::transaction_end(tx, true) {
-                Ok(()) => break,
-                Err(e) if e == "EAGAIN" && attempt < 8 => continue,
-                Err(e) => return Err(fail(e)),
-            },
-            Err(e) => {
-                let _ = xs::transaction_end(tx, false);
-                return Err(fail(e));
-            }
+    xs::in_transaction(|tx| {
+        xs::write(tx, &base, b"")?;
+        xs::set_perms(tx, &base, &["n0", &ro])?;
+        for (k, v) in &ro_keys {
+            xs::write(tx, &format!("{}/{}", base, k), v.as_bytes())?;
         }
-    }
+        xs::write(tx, &format!("{}/control", base), b"")?;
+        for k in rw_keys {
+            let p = format!("{}/{}", base, k);
+            xs::write(tx, &p, b"")?;
+            xs::set_perms(tx, &p, &[&me])?;
+        }
+        xs::write(tx, &format!("{}/name", vm), cfg.name.as_bytes())?;
+        xs::write(tx, &format!("{}/uuid", vm), uuid.as_bytes())?;
+        Ok(())
+    })
+    .map_err(fail)?;
     xs::introduce(dom, store.0, store.1).map_err(|e| format!("libxl: error: {}", e))?;
     crate::consoled::add(dom, console.1).map_err(|e| format!("libxl: error: {}", e))?;
     Ok(())

@@ -212,6 +212,24 @@ pub fn transaction_start() -> Result<u32, String> {
     core::str::from_utf8(&b).ok().and_then(|s| s.trim_end_matches('\0').parse().ok()).ok_or_else(|| "EIO".into())
 }
 
+/// Runs `body` in a transaction, committed; a conflict (`EAGAIN`) runs it again, up to 8
+/// times. An error of `body` abandons the transaction.
+pub fn in_transaction(mut body: impl FnMut(u32) -> Result<(), String>) -> Result<(), String> {
+    for attempt in 0.. {
+        let tx = transaction_start()?;
+        if let Err(e) = body(tx) {
+            let _ = transaction_end(tx, false);
+            return Err(e);
+        }
+        match transaction_end(tx, true) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == "EAGAIN" && attempt < 8 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub fn transaction_end(tx: u32, commit: bool) -> Result<(), String> {
     request(MsgType::TransactionEnd, tx, &[if commit { b"T" } else { b"F" }], None).map(|_| ())
 }

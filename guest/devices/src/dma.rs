@@ -18,12 +18,9 @@ const POOL_PAGES: usize = EXTENT_PAGES * EXTENTS;
 /// Pages of the MMIO window (BARs mapped uncached).
 const MMIO_PAGES: usize = 32;
 
-const P: u64 = 1;
-const RW: u64 = 2;
+use pv_runtime::mm::{A, D, P, RW};
 const PWT: u64 = 1 << 3;
 const PCD: u64 = 1 << 4;
-const A: u64 = 1 << 5;
-const D: u64 = 1 << 6;
 const NX: u64 = 1 << 63;
 const UVMF_INVLPG: u64 = 2;
 

@@ -416,6 +416,16 @@ fn scenarios() -> Vec<Scenario> {
             dom0_args: "interactive run=/etc/xen/blk/test.sh",
             ..sc("blk-q35", Image::Dom0, Expect::ExitCheck(Poweroff, BLK_EXPECT, blk_output_and_image))
         },
+        // The disk demo of the README (etc/xen/disk.cfg) twice: its counter survives.
+        Scenario {
+            disk: true,
+            bundle: true,
+            dom0_args: "interactive run=/etc/xen/blk/demo.sh",
+            ..sc("blk-demo", Image::Dom0, Expect::Exit(Poweroff, &[
+                "blk: xvda (1 MiB): this is run 1 of the disk demo (read Ok(()), write and flush Ok(()))",
+                "blk: xvda (1 MiB): this is run 2 of the disk demo (read Ok(()), write and flush Ok(()))",
+            ]))
+        },
         // ... and none of it for a domU (the same guest, unprivileged).
         Scenario {
             disk: true,

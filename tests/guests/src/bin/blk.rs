@@ -12,6 +12,8 @@
 //! - `closemid`: closes the device with a request in flight, powers off with another.
 //! - `hot`: no device at first: waits for one to be attached, reads partition 1's
 //!   pattern from it, writes `data/blk`, and closes when the backend asks (detach).
+//! - `count`: the demo of `etc/xen/disk.cfg`: a counter in the device's first sector
+//!   counted up (written and flushed), so each run of the demo says how many came before.
 //! - `bench`: sequential 4 KiB and 64 KiB writes and reads, random 4 KiB reads, each as
 //!   `BENCH disk_domu_<what>_ns=` (ns per request, from the pvclock).
 #![no_std]
@@ -317,6 +319,16 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         "hostile" => hostile(&mut f),
         "closemid" => close_mid(&mut f),
         "bench" => bench(&mut f),
+        "count" => {
+            let mut s0 = [0u8; 512];
+            let r = f.read(0, &mut s0);
+            let n = if &s0[..8] == b"RXENCNT1" { u64::from_le_bytes(s0[8..16].try_into().unwrap_or([0; 8])) } else { 0 } + 1;
+            s0[..8].copy_from_slice(b"RXENCNT1");
+            s0[8..16].copy_from_slice(&n.to_le_bytes());
+            let w = if f.readonly { Err(RSP_ERROR) } else { f.write(0, &s0).and_then(|()| f.flush()) };
+            println!("blk: xvda ({} MiB): this is run {} of the disk demo (read {:?}, write and flush {:?})", f.sectors >> 11, n, r, w);
+            end(r.is_ok() && w.is_ok(), "count")
+        }
         "hot" => {
             let b = buf();
             let r = f.read(0, &mut b[..64 << 10]);
