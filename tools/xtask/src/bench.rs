@@ -251,6 +251,10 @@ fn disk_on(imgs: &images::Images, results: &mut Vec<(String, f64)>, smp: u32) ->
     std::fs::write(images::target().join(format!("bench-disk{tail}.log")), &o.output).map_err(|e| e.to_string())?;
     let vals = bench_values(&o.output);
     let get = |k: &str| vals.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    // A request the backend answers without the disk: the ring's round trip between the
+    // domains (events, scheduling) that every domU request pays on top of dom0's.
+    let null = get("disk_domu_null_ns").ok_or_else(|| format!("disk bench: no null round trip\n{}", o.output))?;
+    results.push((format!("disk_domu_ring_round_trip_us_tcg{tail}"), null / 1000.0));
     for (what, kib, qd) in [("seq_write_4k", 4.0, 8), ("seq_read_4k", 4.0, 8), ("seq_write_64k", 64.0, 2), ("seq_read_64k", 64.0, 2), ("rand_read_4k", 4.0, 8)] {
         for qd in [1, qd] {
             let mut rate = |who: &str| -> Result<f64, String> {
