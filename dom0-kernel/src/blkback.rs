@@ -27,8 +27,16 @@ use pv_runtime::{events, println};
 use toolstack::blkif::{self as bif, Request, Vbd};
 
 const TOKEN: &str = "blkback";
-/// Grants kept mapped per device when the frontend offers `feature-persistent`.
-pub const MAX_PERSISTENT: usize = 64;
+/// Grants kept mapped per device when the frontend offers `feature-persistent`, and for
+/// all devices together (half the data slots: the rest serve one-off mappings, freed as
+/// requests complete, so a device waiting for a slot always gets one in the end).
+pub const MAX_PERSISTENT: usize = 36;
+const PERSISTENT_TOTAL: usize = pv_runtime::foreign::DATA_SLOTS / 2;
+/// Requests taken from one ring per run of its task (the others are served in between).
+const BUDGET: usize = 32;
+/// One device's share of the disk: requests and data bytes in flight at most.
+const DEV_INFLIGHT: usize = 8;
+const DEV_INFLIGHT_BYTES: usize = 128 << 10;
 /// `feature-max-indirect-segments`: 128 KiB requests.
 pub const MAX_INDIRECT_SEGMENTS: u32 = 32;
 
@@ -40,8 +48,8 @@ struct Conn {
     req_cons: u32,
     rsp_prod_pvt: u32,
     persistent: bool,
-    /// Persistent grants: reference → data slot.
-    grants: BTreeMap<u32, usize>,
+    /// Persistent grants: reference → (data slot, mapped writable).
+    grants: BTreeMap<u32, (usize, bool)>,
     /// The ring's indexes made no sense: it is read no more.
     broken: bool,
     /// Tells completions of this connection from those of an earlier one.
@@ -56,8 +64,16 @@ struct Dev {
     fe: String,
     be: String,
     conn: Option<Conn>,
-    /// Requests at the disk.
+    /// Tells this device from a later one of the same domain and number.
+    uid: u64,
+    /// Requests at the disk, and their data bytes.
     inflight: usize,
+    inflight_bytes: usize,
+    /// The frontend closed (or the device is detached by force): no more requests are
+    /// read, and the state goes (`Closing` / `Closed`) once the disk has none in flight.
+    close_to: Option<u32>,
+    /// A connect failure was reported (once: a frontend flapping cannot flood the console).
+    warned: bool,
     /// `xl block-detach` asked: removed once the frontend closed.
     detaching: bool,
     /// A request waits for room at the disk: the ring is read again after a completion.
@@ -71,7 +87,9 @@ struct Dev {
 /// A request at the disk.
 struct Pending {
     key: (u16, u32),
+    uid: u64,
     gen: u64,
+    bytes: usize,
     id: u64,
     op: u8,
     write: bool,
@@ -83,6 +101,10 @@ static DEVS: spin::Mutex<BTreeMap<(u16, u32), Dev>> = spin::Mutex::new(BTreeMap:
 static DATA: spin::Mutex<Option<Slots>> = spin::Mutex::new(None);
 static PENDING: spin::Mutex<BTreeMap<u64, Pending>> = spin::Mutex::new(BTreeMap::new());
 static NEXT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+/// Persistent grants held by all devices.
+static PERSISTENT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// The device `retry` served first last time (it starts after it: round robin).
+static LAST: spin::Mutex<(u16, u32)> = spin::Mutex::new((0, 0));
 
 fn next() -> u64 {
     NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
@@ -130,6 +152,12 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         return Err(err(format!("domain {dom} has {} already", spec.vdev)));
     }
     let vbd = resolve(&spec).map_err(err)?;
+    // A range another device has too, where either may write: refused (libxl's "in use").
+    if let Some(o) = DEVS.lock().values().find(|o| {
+        o.vbd.start < vbd.start + vbd.sectors && vbd.start < o.vbd.start + o.vbd.sectors && !(o.vbd.readonly && vbd.readonly)
+    }) {
+        return Err(err(format!("{} overlaps domain {}'s {} ({}), and one of them may write", spec.target, o.dom, o.spec.vdev, o.spec.target)));
+    }
     let (fe, be) = (fe_path(dom, devid), be_path(dom, devid));
     let info = if vbd.readonly { VDISK_READONLY } else { 0 };
     let be_keys: Vec<(&str, String)> = alloc::vec![
@@ -174,8 +202,29 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         Ok(())
     })
     .map_err(err)?;
-    DEVS.lock().insert((dom, devid), Dev { dom, devid, spec, vbd, fe: fe.clone(), be, conn: None, inflight: 0, detaching: false, stalled: false, errors: 0, unpushed: false });
-    xs::watch(&format!("{fe}/state"), TOKEN).map_err(err)?;
+    let dev = Dev {
+        dom,
+        devid,
+        spec,
+        vbd,
+        fe: fe.clone(),
+        be,
+        conn: None,
+        uid: next(),
+        inflight: 0,
+        inflight_bytes: 0,
+        close_to: None,
+        warned: false,
+        detaching: false,
+        stalled: false,
+        errors: 0,
+        unpushed: false,
+    };
+    if let Err(e) = xs::watch(&format!("{fe}/state"), TOKEN) {
+        forget(&dev);
+        return Err(err(e));
+    }
+    DEVS.lock().insert((dom, devid), dev);
     on_watches();
     Ok(devid)
 }
@@ -204,22 +253,21 @@ fn frontend_changed(key: (u16, u32)) {
     let Some(d) = devs.get_mut(&key) else { return };
     let Some(fs) = read_u32(&format!("{}/state", d.fe)) else { return };
     match fs {
-        STATE_INITIALISED | STATE_CONNECTED if d.conn.is_none() && !d.detaching => match connect(d) {
+        STATE_INITIALISED | STATE_CONNECTED if d.conn.is_none() && !d.detaching && d.close_to.is_none() && d.inflight == 0 => match connect(d) {
             Ok(()) => set_state(d, STATE_CONNECTED),
             Err(e) => {
-                println!("blkback: d{} {}: {}", d.dom, d.spec.vdev, e);
+                if !core::mem::replace(&mut d.warned, true) {
+                    println!("blkback: d{} {}: {}", d.dom, d.spec.vdev, e);
+                }
                 let _ = xs::write(0, &format!("{}/error", d.be), e.as_bytes());
                 set_state(d, STATE_CLOSING);
             }
         },
-        STATE_CLOSING => {
-            disconnect(d);
-            set_state(d, STATE_CLOSING);
-        }
-        STATE_CLOSED => {
-            disconnect(d);
-            set_state(d, STATE_CLOSED);
-            if d.detaching {
+        STATE_CLOSING | STATE_CLOSED => {
+            // No more requests are read; the state follows once the disk is done with
+            // the ones in flight (`settle`).
+            d.close_to = Some(fs);
+            if settle(d) {
                 let d = devs.remove(&key);
                 drop(devs);
                 if let Some(d) = d {
@@ -228,7 +276,7 @@ fn frontend_changed(key: (u16, u32)) {
             }
         }
         // A frontend that starts again after closing: the backend waits for it anew.
-        STATE_INITIALISING if d.conn.is_none() && !d.detaching => {
+        STATE_INITIALISING if d.conn.is_none() && !d.detaching && d.close_to.is_none() => {
             let be = read_u32(&format!("{}/state", d.be));
             if be == Some(STATE_CLOSED) || be == Some(STATE_CLOSING) {
                 set_state(d, STATE_INIT_WAIT);
@@ -236,6 +284,19 @@ fn frontend_changed(key: (u16, u32)) {
         }
         _ => {}
     }
+}
+
+/// A closing device with nothing in flight: disconnected, its state set. True if it is
+/// to be forgotten (detached and closed).
+fn settle(d: &mut Dev) -> bool {
+    let Some(to) = d.close_to else { return false };
+    if d.inflight != 0 {
+        return false;
+    }
+    disconnect(d);
+    set_state(d, to);
+    d.close_to = None;
+    d.detaching && to == STATE_CLOSED
 }
 
 /// Maps the frontend's ring and binds its event channel (its `ring-ref`,
@@ -246,7 +307,7 @@ fn connect(d: &mut Dev) -> Result<(), String> {
     if let Ok(p) = xs::read(&format!("{}/protocol", d.fe)) {
         let p = String::from_utf8_lossy(&p);
         if p.trim_end_matches('\0') != PROTOCOL_X86_64 {
-            return Err(format!("protocol '{}' not served (only {})", p, PROTOCOL_X86_64));
+            return Err(format!("protocol {:?} not served (only {})", p.chars().take(32).collect::<String>(), PROTOCOL_X86_64));
         }
     }
     if read_u32(&format!("{}/ring-page-order", d.fe)).is_some_and(|o| o != 0) {
@@ -269,8 +330,9 @@ fn disconnect(d: &mut Dev) {
     let Some(c) = d.conn.take() else { return };
     executor::unregister(c.port);
     events::close(c.port);
+    PERSISTENT.fetch_sub(c.grants.len(), core::sync::atomic::Ordering::Relaxed);
     if let Some(s) = DATA.lock().as_mut() {
-        for (_, slot) in c.grants {
+        for (_, (slot, _)) in c.grants {
             if s.unmap(slot) != 0 {
                 println!("blkback: d{}: unmapping a persistent grant failed: the domain lingers once destroyed", d.dom);
             }
@@ -289,24 +351,35 @@ fn forget(d: &Dev) {
 }
 
 /// The frontend's ring of `dom`'s device `devid` had an event: its new requests taken.
+/// True if it left requests for the next run (its budget was spent).
 pub fn on_event(dom: u16, devid: u32) -> bool {
     let mut devs = DEVS.lock();
-    if let Some(d) = devs.get_mut(&(dom, devid)) {
-        serve(d);
-    }
-    false
+    devs.get_mut(&(dom, devid)).is_some_and(serve)
 }
 
-/// Reads the ring until it is empty (or the disk is full).
-fn serve(d: &mut Dev) {
+/// Reads the ring until it is empty, the device has its share of the disk, or the budget
+/// is spent (then true: run again).
+fn serve(d: &mut Dev) -> bool {
     let be = d.be.clone();
-    let Some(c) = d.conn.as_mut() else { return };
+    if d.close_to.is_some() {
+        return false;
+    }
+    let Some(c) = d.conn.as_mut() else { return false };
     if c.broken {
-        return;
+        return false;
     }
     let page = crate::rings::page(c.ring);
     let mut answered = false;
-    loop {
+    let mut more = false;
+    for taken in 0.. {
+        if taken == BUDGET {
+            more = true;
+            break;
+        }
+        if d.inflight >= DEV_INFLIGHT || d.inflight_bytes >= DEV_INFLIGHT_BYTES {
+            d.stalled = true;
+            break;
+        }
         let rp = page.u32(REQ_PROD);
         let n = match bif::pending(rp, c.req_cons, c.rsp_prod_pvt) {
             Ok(n) => n,
@@ -330,7 +403,7 @@ fn serve(d: &mut Dev) {
         }
         let mut e = [0u8; ENTRY_SIZE];
         crate::rings::read(c.ring, bif::entry_offset(c.req_cons), &mut e);
-        match take(d.dom, d.devid, &d.vbd, c, &e) {
+        match take(d.dom, d.devid, d.uid, &d.vbd, c, &e) {
             Taken::Answered(id, op, st) => {
                 if st != RSP_OKAY {
                     d.errors += 1;
@@ -338,7 +411,10 @@ fn serve(d: &mut Dev) {
                 respond(c, id, op, st);
                 answered = true;
             }
-            Taken::Submitted => d.inflight += 1,
+            Taken::Submitted(bytes) => {
+                d.inflight += 1;
+                d.inflight_bytes += bytes;
+            }
             Taken::Full => {
                 d.stalled = true;
                 break;
@@ -349,17 +425,20 @@ fn serve(d: &mut Dev) {
     if answered {
         push(c);
     }
+    more
 }
 
 enum Taken {
     Answered(u64, u8, i16),
-    Submitted,
-    /// The disk has no room: the request stays on the ring for later.
+    /// At the disk, with this many data bytes.
+    Submitted(usize),
+    /// No room (at the disk, or no free grant slot): the request stays on the ring for
+    /// later.
     Full,
 }
 
 /// One request: checked, its pages mapped, sent to the disk (or answered at once).
-fn take(dom: u16, devid: u32, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> Taken {
+fn take(dom: u16, devid: u32, uid: u64, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> Taken {
     let (id, op, r) = bif::parse(e);
     let (write, sector, segs, indirect) = match r {
         Err(st) => return Taken::Answered(id, op, st),
@@ -371,8 +450,8 @@ fn take(dom: u16, devid: u32, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> 
             let tag = next();
             return match crate::disk::submit(Op::Flush, 0, Vec::new(), tag) {
                 Ok(()) => {
-                    PENDING.lock().insert(tag, Pending { key: (dom, devid), gen: c.gen, id, op, write: false, segs: Vec::new() });
-                    Taken::Submitted
+                    PENDING.lock().insert(tag, Pending { key: (dom, devid), uid, gen: c.gen, bytes: 0, id, op, write: false, segs: Vec::new() });
+                    Taken::Submitted(0)
                 }
                 Err(SubmitError::Full(_)) => Taken::Full,
                 Err(SubmitError::Invalid(_)) => Taken::Answered(id, op, RSP_ERROR),
@@ -385,8 +464,8 @@ fn take(dom: u16, devid: u32, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> 
             }
             let mut bytes: Vec<Vec<u8>> = Vec::new();
             for g in pages {
-                match map(dom, c, g, true) {
-                    Some((slot, temp)) => {
+                match map(dom, c, g, false) {
+                    Ok((slot, temp)) => {
                         let mut b = alloc::vec![0u8; 4096];
                         page_of(slot).read(0, &mut b);
                         bytes.push(b);
@@ -394,7 +473,8 @@ fn take(dom: u16, devid: u32, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> 
                             unmap(slot);
                         }
                     }
-                    None => return Taken::Answered(id, op, RSP_ERROR),
+                    Err(MapErr::NoSlot) => return Taken::Full,
+                    Err(MapErr::Refused) => return Taken::Answered(id, op, RSP_ERROR),
                 }
             }
             let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
@@ -407,11 +487,12 @@ fn take(dom: u16, devid: u32, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> 
     };
     let mut mapped: Vec<(usize, u8, u8, bool)> = Vec::new();
     for s in &segs {
-        match map(dom, c, s.gref, write) {
-            Some((slot, temp)) => mapped.push((slot, s.first, s.last, temp)),
-            None => {
+        // A read writes into the frontend's page; a write only reads it.
+        match map(dom, c, s.gref, !write) {
+            Ok((slot, temp)) => mapped.push((slot, s.first, s.last, temp)),
+            Err(e) => {
                 release(&mapped);
-                return Taken::Answered(id, op, RSP_ERROR);
+                return if e == MapErr::NoSlot { Taken::Full } else { Taken::Answered(id, op, RSP_ERROR) };
             }
         }
     }
@@ -425,10 +506,11 @@ fn take(dom: u16, devid: u32, vbd: &Vbd, c: &mut Conn, e: &[u8; ENTRY_SIZE]) -> 
         }
     }
     let tag = next();
+    let bytes = data.len();
     match crate::disk::submit(if write { Op::Write } else { Op::Read }, at, data, tag) {
         Ok(()) => {
-            PENDING.lock().insert(tag, Pending { key: (dom, devid), gen: c.gen, id, op, write, segs: mapped });
-            Taken::Submitted
+            PENDING.lock().insert(tag, Pending { key: (dom, devid), uid, gen: c.gen, bytes, id, op, write, segs: mapped });
+            Taken::Submitted(bytes)
         }
         Err(SubmitError::Full(_)) => {
             release(&mapped);
@@ -449,27 +531,44 @@ fn page_of(slot: usize) -> pv_runtime::pvio::RingPage {
     }
 }
 
-/// Grant `gref` of `dom` mapped: the persistent mapping if there is one (or room for a new
-/// one), else one for this request alone (`true`). A grant refused (or no free slot) is
-/// `None`. `readonly_ok`: the request only reads the page (a write, or an indirect page),
-/// so a read-only grant will do.
-fn map(dom: u16, c: &mut Conn, gref: u32, readonly_ok: bool) -> Option<(usize, bool)> {
-    if let Some(&slot) = c.grants.get(&gref) {
-        return Some((slot, false));
+/// Why a grant could not be mapped.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum MapErr {
+    /// Every data slot is taken: wait for requests to complete.
+    NoSlot,
+    /// The hypervisor refused it (no such grant, not for dom0, read-only for a write).
+    Refused,
+}
+
+/// Grant `gref` of `dom` mapped (writable if `need_write`): the persistent mapping if there
+/// is one that will do, or a new one kept if the device and everyone together are under
+/// their share, else one for this request alone (`true`). A page only read from may be
+/// granted read-only.
+fn map(dom: u16, c: &mut Conn, gref: u32, need_write: bool) -> Result<(usize, bool), MapErr> {
+    if let Some(&(slot, w)) = c.grants.get(&gref) {
+        if w || !need_write {
+            return Ok((slot, false));
+        }
     }
     let mut g = DATA.lock();
-    let s = g.as_mut()?;
-    // A persistent grant is mapped writable (it may serve reads later); the one-off
-    // mapping of a page only read from may be read-only.
-    match s.map_with(dom, gref, false) {
-        Ok(slot) if c.persistent && c.grants.len() < MAX_PERSISTENT => {
-            c.grants.insert(gref, slot);
-            Some((slot, false))
-        }
-        Ok(slot) => Some((slot, true)),
-        Err(_) if readonly_ok => s.map_with(dom, gref, true).ok().map(|slot| (slot, true)),
-        Err(_) => None,
+    let s = g.as_mut().ok_or(MapErr::NoSlot)?;
+    if s.free() == 0 {
+        return Err(MapErr::NoSlot);
     }
+    // Writable when it can be (a persistent mapping may serve reads later); read-only when
+    // only that is granted and it will do.
+    let (slot, writable) = match s.map_with(dom, gref, false) {
+        Ok(slot) => (slot, true),
+        Err(_) if !need_write => (s.map_with(dom, gref, true).map_err(|_| MapErr::Refused)?, false),
+        Err(_) => return Err(MapErr::Refused),
+    };
+    let total = PERSISTENT.load(core::sync::atomic::Ordering::Relaxed);
+    if c.persistent && !c.grants.contains_key(&gref) && c.grants.len() < MAX_PERSISTENT && total < PERSISTENT_TOTAL {
+        c.grants.insert(gref, (slot, writable));
+        PERSISTENT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        return Ok((slot, false));
+    }
+    Ok((slot, true))
 }
 
 fn unmap(slot: usize) {
@@ -514,7 +613,7 @@ pub fn completed(done: Done) {
     let Some(p) = PENDING.lock().remove(&(done.tag & !crate::disk::BACKEND_TAG)) else { return };
     let mut devs = DEVS.lock();
     let d = devs.get_mut(&p.key);
-    let live = d.as_ref().and_then(|d| d.conn.as_ref()).is_some_and(|c| c.gen == p.gen);
+    let live = d.as_ref().filter(|d| d.uid == p.uid && d.close_to.is_none()).and_then(|d| d.conn.as_ref()).is_some_and(|c| c.gen == p.gen);
     if live && !p.write && done.status == S_OK {
         let mut o = 0;
         for &(slot, f, l, _) in &p.segs {
@@ -526,8 +625,20 @@ pub fn completed(done: Done) {
         }
     }
     release(&p.segs);
-    let Some(d) = d else { return };
+    let Some(d) = d.filter(|d| d.uid == p.uid) else { return };
     d.inflight = d.inflight.saturating_sub(1);
+    d.inflight_bytes = d.inflight_bytes.saturating_sub(p.bytes);
+    if d.close_to.is_some() {
+        // The frontend closed meanwhile: no answer; the close completes with the last one.
+        if settle(d) {
+            let k = p.key;
+            if let Some(d) = devs.remove(&k) {
+                drop(devs);
+                forget(&d);
+            }
+        }
+        return;
+    }
     if let Some(c) = d.conn.as_mut().filter(|c| c.gen == p.gen) {
         let st = if done.status == S_OK { RSP_OKAY } else { RSP_ERROR };
         if st != RSP_OKAY {
@@ -553,9 +664,18 @@ pub fn push_all() {
 /// After completions: rings that waited for room at the disk are read again.
 pub fn retry() {
     let mut devs = DEVS.lock();
-    for d in devs.values_mut().filter(|d| d.stalled) {
-        d.stalled = false;
-        serve(d);
+    let mut last = LAST.lock();
+    let keys: Vec<(u16, u32)> = devs.iter().filter(|(_, d)| d.stalled).map(|(k, _)| *k).collect();
+    // Round robin: the one after the device served first last time goes first.
+    let split = keys.iter().position(|k| *k > *last).unwrap_or(0);
+    for k in keys[split..].iter().chain(&keys[..split]) {
+        if let Some(d) = devs.get_mut(k) {
+            d.stalled = false;
+            serve(d);
+        }
+    }
+    if let Some(&k) = keys.get(split) {
+        *last = k;
     }
 }
 
@@ -570,14 +690,29 @@ pub fn remove(dom: u16) {
         disconnect(&mut d);
         forget(&d);
     }
+    // Its writes at the disk land before anything else may use those sectors (a
+    // re-created domain, another device): the destroy waits for them.
+    crate::disk::wait_until(|| !PENDING.lock().values().any(|p| p.key.0 == dom));
 }
 
 /// `xl block-detach`: the backend asks the frontend to close (`Closing`); the device goes
 /// when it has (at once if it never connected).
-pub fn detach(dom: u16, devid: u32) -> Result<(), String> {
+pub fn detach(dom: u16, devid: u32, force: bool) -> Result<(), String> {
     let mut devs = DEVS.lock();
     let d = devs.get_mut(&(dom, devid)).ok_or_else(|| format!("libxl: error: domain {dom} has no device {devid}"))?;
     d.detaching = true;
+    if force {
+        // As if the frontend had closed: gone once the disk is done with its requests.
+        d.close_to = Some(STATE_CLOSED);
+        if settle(d) {
+            let d = devs.remove(&(dom, devid));
+            drop(devs);
+            if let Some(d) = d {
+                forget(&d);
+            }
+        }
+        return Ok(());
+    }
     if d.conn.is_none() {
         let d = devs.remove(&(dom, devid));
         drop(devs);

@@ -182,6 +182,15 @@ pub fn io(op: Op, sector: u64, data: Vec<u8>) -> Result<Vec<u8>, IoError> {
     }
 }
 
+/// Sleeps on the disk's interrupt until `done` holds (the disk's events handled meanwhile).
+pub fn wait_until(mut done: impl FnMut() -> bool) {
+    let Some(port) = DISK.lock().as_ref().map(|s| s.port) else { return };
+    while !done() {
+        wait(port);
+        on_event();
+    }
+}
+
 /// Sleeps until the disk's port has an event (taking it).
 fn wait(port: Port) {
     events::block_until(|| executor::is_ready(port));

@@ -254,9 +254,9 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             }
             crate::blkback::attach(id, &spec)?;
         }
-        Cmd::BlockDetach(d, devid) => {
+        Cmd::BlockDetach(d, devid, force) => {
             let id = resolve(&d)?;
-            crate::blkback::detach(id, devid)?;
+            crate::blkback::detach(id, devid, force)?;
         }
         Cmd::Console(d) => {
             let id = resolve(&d)?;

@@ -269,7 +269,13 @@ pub fn gpt(header: &[u8], entries: &[u8], sectors: u64) -> Result<Vec<Option<Par
     if crc32(&entries[..n * size]) != u32le(header, 88) {
         return Err("partition array CRC mismatch".into());
     }
-    let mut out = Vec::new();
+    // Partitions lie in the header's usable LBAs (after the table, before the backup) and
+    // do not overlap: a partition's domain cannot reach the table or another partition.
+    let (usable_first, usable_last) = (u64le(header, 40), u64le(header, 48));
+    if usable_first < 2 || usable_first > usable_last || usable_last >= sectors {
+        return Err("bad usable LBAs in the GPT header".into());
+    }
+    let mut out: Vec<Option<Partition>> = Vec::new();
     for k in 0..n {
         let e = &entries[k * size..(k + 1) * size];
         if e[..16].iter().all(|&b| b == 0) {
@@ -277,8 +283,11 @@ pub fn gpt(header: &[u8], entries: &[u8], sectors: u64) -> Result<Vec<Option<Par
             continue;
         }
         let (first, last) = (u64le(e, 32), u64le(e, 40));
-        if first > last || last >= sectors || first < 2 {
-            return Err(format!("partition {} out of the disk", k + 1));
+        if first > last || first < usable_first || last > usable_last {
+            return Err(format!("partition {} out of the disk's usable sectors", k + 1));
+        }
+        if let Some(j) = out.iter().position(|p| p.is_some_and(|p| p.first <= last && first <= p.last)) {
+            return Err(format!("partitions {} and {} overlap", j + 1, k + 1));
         }
         out.push(Some(Partition { first, last }));
     }
@@ -435,6 +444,8 @@ mod tests {
         h[12..16].copy_from_slice(&92u32.to_le_bytes());
         h[24..32].copy_from_slice(&1u64.to_le_bytes());
         h[32..40].copy_from_slice(&(sectors - 1).to_le_bytes());
+        h[40..48].copy_from_slice(&34u64.to_le_bytes());
+        h[48..56].copy_from_slice(&(sectors - 34).to_le_bytes());
         h[72..80].copy_from_slice(&2u64.to_le_bytes());
         h[80..84].copy_from_slice(&128u32.to_le_bytes());
         h[84..88].copy_from_slice(&128u32.to_le_bytes());
@@ -452,7 +463,13 @@ mod tests {
         assert_eq!(p[0], Some(Partition { first: 34, last: 1000 }));
         assert_eq!(p[1], Some(Partition { first: 1001, last: 2000 }));
         assert_eq!(p[2], None);
-        assert!(gpt(&h, &a, 1500).is_err(), "partition 2 past the disk");
+        let (h2, a2) = make_gpt(&[(34, 1000), (1001, 2000)], 1500);
+        assert!(gpt(&h2, &a2, 1500).is_err(), "partition 2 past the usable sectors");
+        let (h3, a3) = make_gpt(&[(34, 1000), (900, 2000)], 2048);
+        assert!(gpt(&h3, &a3, 2048).is_err(), "overlapping partitions");
+        let (h4, a4) = make_gpt(&[(2, 1000)], 2048);
+        assert!(gpt(&h4, &a4, 2048).is_err(), "a partition over the table");
+        assert!(gpt(&h, &a, 1500).is_err(), "the header's usable range past the disk");
         let mut bad = h.clone();
         bad[40] ^= 1;
         assert!(gpt(&bad, &a, 2048).is_err(), "header CRC");

@@ -45,8 +45,9 @@ pub enum Cmd {
     BlockList(DomRef),
     /// `block-attach <dom> <disk spec>` (the spec's fields may be given as separate words).
     BlockAttach(DomRef, String),
-    /// `block-detach <dom> <vdev|devid>`: the virtual device number.
-    BlockDetach(DomRef, u32),
+    /// `block-detach [-f] <dom> <vdev|devid>`: the virtual device number; `-f` detaches
+    /// without waiting for the frontend.
+    BlockDetach(DomRef, u32, bool),
     Help,
 }
 
@@ -189,13 +190,17 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
             crate::blkif::parse_disk(&spec)?;
             Cmd::BlockAttach(dom(args[0]), spec)
         }
-        "block-detach" => match args {
-            [d, dev] => {
-                let devid = dev.parse::<u32>().ok().or_else(|| crate::blkif::vdev_devid(dev)).ok_or_else(|| format!("Error: Device {} not connected.", dev))?;
-                Cmd::BlockDetach(dom(d), devid)
+        "block-detach" => {
+            let force = args.iter().any(|a| *a == "-f" || *a == "--force");
+            let rest: Vec<&&str> = args.iter().filter(|a| !matches!(**a, "-f" | "--force")).collect();
+            match rest.as_slice() {
+                [d, dev] => {
+                    let devid = dev.parse::<u32>().ok().or_else(|| crate::blkif::vdev_devid(dev)).ok_or_else(|| format!("Error: Device {} not connected.", dev))?;
+                    Cmd::BlockDetach(dom(d), devid, force)
+                }
+                _ => return Err("usage: xl block-detach [-f] <Domain> <DevId>".into()),
             }
-            _ => return Err("usage: xl block-detach <Domain> <DevId>".into()),
-        },
+        }
         "console" => match args {
             [d] => Cmd::Console(dom(d)),
             [] => return Err("'xl console' requires at least 1 argument.".into()),
@@ -424,8 +429,8 @@ mod tests {
         assert_eq!(parse(&["block-attach", "g", "vda2,xvdb,r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));
         assert_eq!(parse(&["block-attach", "g", "vda2", "xvdb", "r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));
         assert!(parse(&["block-attach", "g", "nonsense"]).is_err());
-        assert_eq!(parse(&["block-detach", "g", "xvdb"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51728)));
-        assert_eq!(parse(&["block-detach", "g", "51712"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51712)));
+        assert_eq!(parse(&["block-detach", "g", "xvdb"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51728, false)));
+        assert_eq!(parse(&["block-detach", "-f", "g", "51712"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51712, true)));
         assert!(parse(&["block-detach", "g", "hda"]).is_err());
         assert_eq!(parse(&["pause"]), Err("'xl pause' requires at least 1 argument.".into()));
         assert_eq!(parse(&["vcpu-pin", "1", "all", "0-1"]), Ok(Cmd::VcpuPin(DomRef::Id(1), None, 3)));

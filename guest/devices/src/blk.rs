@@ -156,7 +156,7 @@ impl Disk {
         if !valid {
             return Err(SubmitError::Invalid(data));
         }
-        if self.inflight_bytes + data.len() > crate::dma::INFLIGHT_BYTES {
+        if self.inflight_bytes + data.len() > crate::dma::INFLIGHT_BYTES || !crate::dma::shareable(data.as_ptr() as u64, data.len()) {
             return Err(SubmitError::Full(data));
         }
         let ty: u32 = match op {

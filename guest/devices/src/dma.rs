@@ -222,6 +222,25 @@ pub fn map_mmio(paddr: u64, size: usize) -> Result<u64, i64> {
 pub const INFLIGHT_BYTES: usize = 384 << 10;
 pub const MAX_REQUEST: usize = 128 << 10;
 
+/// Can `[va, va + len)` be shared right now: given to the device directly, or bounced
+/// through a free run of pool pages? (The driver asks before queueing, so `share` never
+/// finds the pool without room: dom0's driver runs on one thread.)
+pub fn shareable(va: u64, len: usize) -> bool {
+    let st = STATE.lock();
+    if direct(&st, va, len).is_some() {
+        return true;
+    }
+    let n = len.div_ceil(4096);
+    (0..EXTENTS).filter(|&e| st.extent[e] != 0).any(|e| {
+        let base = e * EXTENT_PAGES;
+        let mut run = 0;
+        (0..EXTENT_PAGES).any(|k| {
+            run = if st.used[base + k] { 0 } else { run + 1 };
+            run >= n
+        })
+    })
+}
+
 /// Pool pages free now (for reports).
 pub fn free_pages() -> usize {
     let st = STATE.lock();

@@ -82,6 +82,8 @@ const BLK_EXPECT: &[&str] = &[
     "blk: ro: SUCCESS",
     "blk: part 1: 4096 sectors written and read back, all mine: true; past the end: Err(-1)",
     "blk: part 2: 4096 sectors written and read back, all mine: true; past the end: Err(-1)",
+    "libxl: error: disk 'vda2,xvdb,r': vda2 overlaps domain 1's xvda (vda2), and one of them may write",
+    "libxl: error: disk 'vda,xvdc,r': vda overlaps domain",
     "blk: hostile: still served: 0",
     "blk: hostile: SUCCESS",
     "xvda: ring indexes out of range",

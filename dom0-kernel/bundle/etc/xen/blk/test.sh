@@ -9,6 +9,9 @@ wait-gone blkpart1
 wait-gone blkpart2
 xl create /etc/xen/blk/hostile.cfg
 xl create /etc/xen/blk/part1.cfg
+# Partition 2 is the hostile domain's, writable: nobody else gets it, nor the whole disk.
+xl block-attach blkpart1 vda2,xvdb,r
+xl block-attach blkpart1 vda,xvdc,r
 wait-gone blkhostile
 xl create /etc/xen/blk/closemid.cfg
 wait-gone blkclosemid
