@@ -38,8 +38,10 @@ pub struct Config {
     pub nmi_every: Option<Duration>,
     /// `-machine` (QEMU's default, i440FX `pc`, when `None`).
     pub machine: Option<&'static str>,
-    /// A raw disk image attached as a virtio-blk PCI device.
+    /// A raw disk image attached as a virtio-blk PCI device ...
     pub disk: Option<PathBuf>,
+    /// ... behind QEMU's `blkdebug` driver with this rules file (injected I/O errors).
+    pub disk_errors: Option<PathBuf>,
 }
 
 impl Config {
@@ -56,6 +58,7 @@ impl Config {
             nmi_every: None,
             machine: None,
             disk: None,
+            disk_errors: None,
         }
     }
 
@@ -73,7 +76,11 @@ impl Config {
             c.args(["-machine", m]);
         }
         if let Some(d) = &self.disk {
-            c.arg("-drive").arg(format!("file={},if=none,id=disk0,format=raw,cache=writeback", d.display()));
+            let file = match &self.disk_errors {
+                Some(rules) => format!("blkdebug:{}:{}", rules.display(), d.display()),
+                None => d.display().to_string(),
+            };
+            c.arg("-drive").arg(format!("file={file},if=none,id=disk0,format=raw,cache=writeback"));
             c.args(["-device", "virtio-blk-pci,drive=disk0"]);
         }
         if !self.interactive && self.nmi_every.is_none() {

@@ -55,10 +55,12 @@ struct Scenario {
     disk: bool,
     /// ... an 8 MiB one with a GPT of two partitions instead ([`gpt_image`]).
     gpt: bool,
+    /// ... with reads of sector 1000 failing with EIO (QEMU's `blkdebug`).
+    disk_eio: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -417,6 +419,19 @@ fn scenarios() -> Vec<Scenario> {
             timeout_s: 180,
             dom0_args: "interactive run=/etc/xen/blk/test.sh",
             ..sc("blk-q35", Image::Dom0, Expect::ExitCheck(Poweroff, BLK_EXPECT, blk_output_and_image))
+        },
+        // The disk fails reads of sector 1000 (blkdebug): the domU's read there is answered
+        // BLKIF_RSP_ERROR and dom0 says why; the rest of the disk is served.
+        Scenario {
+            disk: true,
+            disk_eio: true,
+            bundle: true,
+            dom0_args: "interactive run=/etc/xen/blk/eio.sh",
+            ..sc("blk-eio", Image::Dom0, Expect::Exit(Poweroff, &[
+                "blkback: d1 xvda: the disk failed a request (status 1)",
+                "blk: eio: sector 1000: Err(-1); sector 0: Ok(()); sector 2000: Ok(())",
+                "blk: eio: SUCCESS",
+            ]))
         },
         // The disk demo of the README (etc/xen/disk.cfg) twice: its counter survives.
         Scenario {
@@ -854,6 +869,11 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
         let p = disk_path(s.name);
         std::fs::create_dir_all(p.parent().unwrap_or(&p)).map_err(|e| e.to_string())?;
         std::fs::write(&p, if s.gpt { gpt_image() } else { vec![0u8; 1 << 20] }).map_err(|e| e.to_string())?;
+        if s.disk_eio {
+            let rules = p.with_extension("blkdebug");
+            std::fs::write(&rules, "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nsector = \"1000\"\nonce = \"off\"\n").map_err(|e| e.to_string())?;
+            cfg.disk_errors = Some(rules);
+        }
         cfg.disk = Some(p);
     }
     // `audit`: every domain that dies is audited (the stress scenarios check the verdict).

@@ -12,6 +12,8 @@
 //! - `closemid`: closes the device with a request in flight, powers off with another.
 //! - `hot`: no device at first: waits for one to be attached, reads partition 1's
 //!   pattern from it, writes `data/blk`, and closes when the backend asks (detach).
+//! - `eio`: the disk fails reads of sector 1000 (the blk-eio scenario): that read is
+//!   answered with an error, the others are served.
 //! - `count`: the demo of `etc/xen/disk.cfg`: a counter in the device's first sector
 //!   counted up (written and flushed), so each run of the demo says how many came before.
 //! - `bench`: sequential 4 KiB and 64 KiB writes and reads, random 4 KiB reads, each as
@@ -325,6 +327,14 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         "hostile" => hostile(&mut f),
         "closemid" => close_mid(&mut f),
         "bench" => bench(&mut f),
+        "eio" => {
+            let b = buf();
+            let bad = f.read(1000, &mut b[..4096]);
+            let good = f.read(0, &mut b[..4096]);
+            let after = f.read(2000, &mut b[..4096]);
+            println!("blk: eio: sector 1000: {:?}; sector 0: {:?}; sector 2000: {:?}", bad, good, after);
+            end(bad == Err(RSP_ERROR) && good.is_ok() && after.is_ok(), "eio")
+        }
         "count" => {
             let mut s0 = [0u8; 512];
             let r = f.read(0, &mut s0);
