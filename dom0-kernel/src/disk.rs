@@ -241,14 +241,9 @@ pub fn bench() {
         return;
     };
     let span = (16u64 << 11).min(cap);
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for (what, op, kib, random) in [
-        ("seq_write_4k", Op::Write, 4u64, false),
-        ("seq_read_4k", Op::Read, 4, false),
-        ("seq_write_64k", Op::Write, 64, false),
-        ("seq_read_64k", Op::Read, 64, false),
-        ("rand_read_4k", Op::Read, 4, true),
-    ] {
+    let mut seed = guest_abi::harness::DISK_BENCH_SEED;
+    for (what, write, kib, random) in guest_abi::harness::DISK_BENCH {
+        let op = if write { Op::Write } else { Op::Read };
         let sectors = kib * 2;
         let n = (span / sectors).min(1024);
         for qd in [1usize, (32 / (kib as usize / 4)).min(8)] {
@@ -275,14 +270,7 @@ pub fn bench() {
                     }
                     while issued < n && (issued - done) < qd as u64 {
                         let Some(b) = bufs.pop() else { break };
-                        let at = if random {
-                            seed ^= seed << 13;
-                            seed ^= seed >> 7;
-                            seed ^= seed << 17;
-                            (seed % (span / sectors)) * sectors
-                        } else {
-                            issued * sectors
-                        };
+                        let at = guest_abi::harness::disk_bench_sector(random, &mut seed, issued, sectors, span);
                         match s.disk.submit(op, at, b, issued) {
                             Ok(()) => issued += 1,
                             Err(SubmitError::Full(b)) => {

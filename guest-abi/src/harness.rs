@@ -45,6 +45,31 @@ impl ExitCode {
 /// The XTF-style verdict a test guest prints as its last line: `Test result: <VERDICT>`.
 pub const VERDICT_PREFIX: &str = "Test result: ";
 
+/// The disk benchmark's passes (`cargo xtask bench --only disk`), the same for dom0 on its
+/// disk and for the domU through PV block: (name, write, KiB per request, random places).
+pub const DISK_BENCH: [(&str, bool, u64, bool); 5] = [
+    ("seq_write_4k", true, 4, false),
+    ("seq_read_4k", false, 4, false),
+    ("seq_write_64k", true, 64, false),
+    ("seq_read_64k", false, 64, false),
+    ("rand_read_4k", false, 4, true),
+];
+
+/// The sector of request `i` of `sectors` sectors in a pass over `span` sectors: in order,
+/// or at a place drawn from `seed` (xorshift) for a random pass.
+pub fn disk_bench_sector(random: bool, seed: &mut u64, i: u64, sectors: u64, span: u64) -> u64 {
+    if !random {
+        return i * sectors;
+    }
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    (*seed % (span / sectors).max(1)) * sectors
+}
+
+/// The seed of the random pass.
+pub const DISK_BENCH_SEED: u64 = 0x2545_F491_4F6C_DD1D;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,3 +81,4 @@ mod tests {
         assert_eq!(ExitCode::from_qemu_status(0), None);
     }
 }
+

@@ -246,14 +246,8 @@ fn bench(f: &mut Blkfront) -> ! {
     println!("BENCH disk_domu_null_ns={}", (pv_runtime::events::system_time() - t0) / 200);
     let b = buf();
     let span: u64 = (16u64 << 11).min(f.sectors);
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for (what, write, kib, random) in [
-        ("seq_write_4k", true, 4u64, false),
-        ("seq_read_4k", false, 4, false),
-        ("seq_write_64k", true, 64, false),
-        ("seq_read_64k", false, 64, false),
-        ("rand_read_4k", false, 4, true),
-    ] {
+    let mut seed = guest_abi::harness::DISK_BENCH_SEED;
+    for (what, write, kib, random) in guest_abi::harness::DISK_BENCH {
         let sectors = kib * 2;
         let n = (span / sectors).min(1024);
         let len = (kib << 10) as usize;
@@ -275,14 +269,7 @@ fn bench(f: &mut Blkfront) -> ! {
                 k
             };
             for i in 0..n {
-                let at = if random {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed % (span / sectors)) * sectors
-                } else {
-                    i * sectors
-                };
+                let at = guest_abi::harness::disk_bench_sector(random, &mut seed, i, sectors, span);
                 let k = match slots[..qd].iter().position(|s| s.is_none()) {
                     Some(k) => k,
                     None => finish(f, &mut slots, b),
