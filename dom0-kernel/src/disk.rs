@@ -95,6 +95,11 @@ fn service(s: &mut State) {
     }
 }
 
+/// The disk's event channel, if it is up.
+pub fn port() -> Option<Port> {
+    DISK.lock().as_ref().map(|s| s.port)
+}
+
 /// Tags of the block backend's requests: their completions go to it
 /// ([`crate::blkback::completed`]).
 pub const BACKEND_TAG: u64 = 1 << 63;
@@ -102,6 +107,9 @@ pub const BACKEND_TAG: u64 = 1 << 63;
 /// The disk's event (its task in the executor): the backend's completions handed to it,
 /// then it may queue what waited for room.
 pub fn on_event() -> bool {
+    if crate::net::shared() {
+        crate::net::on_event();
+    }
     let backend: Vec<Done> = {
         let mut g = DISK.lock();
         let Some(s) = g.as_mut() else { return false };

@@ -22,6 +22,8 @@ pub enum Task {
     Console(u16),
     /// The virtio disk's interrupt.
     Disk,
+    /// The virtio network device's interrupt.
+    Net,
     /// A domain's block device ring (domain, virtual device number).
     Blk(u16, u32),
 }

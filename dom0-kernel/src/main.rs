@@ -20,6 +20,7 @@ mod consoled;
 mod disk;
 mod executor;
 mod memory;
+mod net;
 mod rings;
 mod script;
 mod xl;
@@ -182,6 +183,7 @@ fn serve() -> ! {
         Task::Blk(d, dev) => blkback::on_event(d, dev),
         Task::Console(d) => consoled::on_event(d),
         Task::Disk => disk::on_event(),
+        Task::Net => net::on_event(),
     })
 }
 
@@ -285,6 +287,7 @@ fn guest_main(si: &'static StartInfo) -> ! {
     FILES.call_once(|| files);
     START_INFO.call_once(|| si);
     disk::init(si, &mut mem);
+    net::init(si, &mut mem);
     rings::init(si);
     blkback::init(si);
     xs::init();
@@ -292,6 +295,9 @@ fn guest_main(si: &'static StartInfo) -> ! {
     if words.by_ref().any(|w| w == "bench-create") {
         xl::bench_create(words.next().and_then(|n| n.parse().ok()).unwrap_or(10).max(1));
         hypercall::shutdown(ShutdownReason::Poweroff)
+    }
+    if cmdline.split_ascii_whitespace().any(|w| w == "net-test") {
+        net::self_test();
     }
     if cmdline.split_ascii_whitespace().any(|w| w == "bench-disk") {
         // dom0's own pass; a `run=` script then does the domU's.

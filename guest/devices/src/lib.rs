@@ -16,4 +16,5 @@ extern crate alloc;
 
 pub mod blk;
 pub mod dma;
+pub mod net;
 pub mod pci;

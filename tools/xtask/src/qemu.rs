@@ -42,6 +42,8 @@ pub struct Config {
     pub disk: Option<PathBuf>,
     /// ... behind QEMU's `blkdebug` driver with this rules file (injected I/O errors).
     pub disk_errors: Option<PathBuf>,
+    /// A virtio-net PCI device on QEMU's user network (10.0.2.0/24, gateway 10.0.2.2).
+    pub net: bool,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             machine: None,
             disk: None,
             disk_errors: None,
+            net: false,
         }
     }
 
@@ -82,6 +85,9 @@ impl Config {
             };
             c.arg("-drive").arg(format!("file={file},if=none,id=disk0,format=raw,cache=writeback"));
             c.args(["-device", "virtio-blk-pci,drive=disk0"]);
+        }
+        if self.net {
+            c.args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
         }
         if !self.interactive && self.nmi_every.is_none() {
             c.args(["-monitor", "none"]);

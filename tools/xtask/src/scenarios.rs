@@ -57,10 +57,12 @@ struct Scenario {
     gpt: bool,
     /// ... with reads of sector 1000 failing with EIO (QEMU's `blkdebug`).
     disk_eio: bool,
+    /// A virtio-net device on QEMU's user network.
+    net: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -73,6 +75,9 @@ const MM_CASES: &[&str] = &[
     "double-pin", "continuation", "uvm-bad", "clear-copy-page", "memop-xsa231", "machphys",
     "new-baseptr", "shinfo-typed", "vcpuinfo-typed", "xlat-stale",
 ];
+
+/// dom0's network device came up, and the gateway answered.
+const NET_TEST: &[&str] = &["dom0: net: virtio-net at 00:", "dom0: net test: ARP request sent: true; 10.0.2.2 is at 52:55:0a:00:02:02"];
 
 /// The PV block scenario's verdicts.
 const BLK_EXPECT: &[&str] = &[
@@ -442,6 +447,27 @@ fn scenarios() -> Vec<Scenario> {
                 "blk: xvda (1 MiB): this is run 1 of the disk demo (read Ok(()), write and flush Ok(()))",
                 "blk: xvda (1 MiB): this is run 2 of the disk demo (read Ok(()), write and flush Ok(()))",
             ]))
+        },
+        // dom0's virtio-net device (interrupts as a PIRQ, its own line or the disk's): an
+        // ARP request to QEMU's user-network gateway, and its answer.
+        Scenario {
+            net: true,
+            dom0_args: "net-test shutdown",
+            ..sc("dom0-net", Image::Dom0, Expect::Exit(Poweroff, NET_TEST))
+        },
+        Scenario {
+            net: true,
+            disk: true,
+            machine: Some("q35"),
+            dom0_args: "net-test disk-test=64 shutdown",
+            ..sc("dom0-net-disk-q35", Image::Dom0, Expect::Exit(Poweroff, NET_TEST))
+        },
+        Scenario {
+            net: true,
+            disk: true,
+            smp: 2,
+            dom0_args: "net-test disk-test=64 shutdown",
+            ..sc("dom0-net-disk-smp2", Image::Dom0, Expect::Exit(Poweroff, NET_TEST))
         },
         // ... and none of it for a domU (the same guest, unprivileged).
         Scenario {
@@ -865,6 +891,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.smp = s.smp;
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     cfg.machine = s.machine;
+    cfg.net = s.net;
     if s.disk {
         let p = disk_path(s.name);
         std::fs::create_dir_all(p.parent().unwrap_or(&p)).map_err(|e| e.to_string())?;

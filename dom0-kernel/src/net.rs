@@ -1,0 +1,140 @@
+//! dom0's network device: the first virtio-net device on PCI bus 0, driven through
+//! `pv_devices::net` with its interrupt as a PIRQ (as the disk's, `crate::disk`). The
+//! network issue's backend will sit on it; for now dom0 brings it up and, with `net-test`
+//! on its command line, asks the network for the gateway's address (ARP) and waits for the
+//! answer.
+
+use crate::executor::{self, Task};
+use alloc::vec::Vec;
+use guest_abi::evtchn::Port;
+use pv_devices::net::Nic;
+use pv_runtime::{events, physdev, println};
+
+struct State {
+    nic: Nic,
+    pirq: u32,
+    port: Port,
+    rx: Vec<Vec<u8>>,
+}
+
+static NET: spin::Mutex<Option<State>> = spin::Mutex::new(None);
+/// The line is the disk's too: the disk's event serves this device as well.
+static SHARED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Finds and brings up the device (the DMA pool made if the disk did not).
+pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut pv_runtime::mm::GuestMem) {
+    let mut root = pv_devices::pci::root();
+    let Some(&df) = pv_devices::net::find(&root).first() else { return };
+    if pv_devices::dma::init(si, mem) == 0 {
+        println!("dom0: net: no DMA memory");
+        return;
+    }
+    let nic = match Nic::probe(&mut root, df) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("dom0: net: virtio-net at {:02x}:{:02x}.{} not usable: {:?}", df.bus, df.device, df.function, e);
+            return;
+        }
+    };
+    let Some(line) = pv_devices::pci::interrupt_line(df) else {
+        println!("dom0: net: the firmware routed no interrupt line to the device");
+        return;
+    };
+    let pirq = match physdev::map_gsi(guest_abi::DOMID_SELF, line as i32, -1) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("dom0: net: map_pirq of GSI {} refused ({})", line, e);
+            return;
+        }
+    };
+    executor::init();
+    let port = match events::bind_pirq(pirq, 0) {
+        Ok(p) if executor::register(p, Task::Net) => p,
+        Ok(p) => {
+            println!("dom0: net: port {} is past what the executor tracks", p);
+            return;
+        }
+        // The disk has this line already: its event serves both.
+        Err(-17) => {
+            SHARED.store(true, core::sync::atomic::Ordering::SeqCst);
+            0
+        }
+        Err(e) => {
+            println!("dom0: net: bind_pirq {} refused ({})", pirq, e);
+            return;
+        }
+    };
+    let m = nic.mac;
+    println!(
+        "dom0: net: virtio-net at {:02x}:{:02x}.{}: MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}; GSI {} as PIRQ {}{}",
+        df.bus, df.device, df.function, m[0], m[1], m[2], m[3], m[4], m[5], line, pirq,
+        if port == 0 { ", shared with the disk".into() } else { alloc::format!(" on port {}", port) }
+    );
+    *NET.lock() = Some(State { nic, pirq, port, rx: Vec::new() });
+}
+
+/// Is the device's line the disk's?
+pub fn shared() -> bool {
+    SHARED.load(core::sync::atomic::Ordering::SeqCst)
+}
+
+/// The device's interrupt: acknowledged, frames sent let go, frames received kept (the
+/// last 64), the line EOI'd.
+pub fn on_event() -> bool {
+    let mut g = NET.lock();
+    let Some(s) = g.as_mut() else { return false };
+    s.nic.ack_interrupt();
+    s.nic.sent();
+    while let Some(f) = s.nic.recv() {
+        if s.rx.len() == 64 {
+            s.rx.remove(0);
+        }
+        s.rx.push(f);
+    }
+    if s.port != 0 {
+        physdev::eoi(s.pirq);
+    }
+    false
+}
+
+/// `net-test`: an ARP request for QEMU's user-network gateway (10.0.2.2) from 10.0.2.15;
+/// waits (on the device's interrupt) for the reply and prints who answered.
+pub fn self_test() {
+    let (mac, port) = match NET.lock().as_ref() {
+        Some(s) => (s.nic.mac, s.port),
+        None => {
+            println!("dom0: net test: no network device");
+            return;
+        }
+    };
+    let mut f = Vec::with_capacity(42);
+    f.extend_from_slice(&[0xFF; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[10, 0, 2, 15]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 2, 2]);
+    let sent = NET.lock().as_mut().is_some_and(|s| s.nic.send(&f));
+    let is_reply = |fr: &Vec<u8>| fr.len() >= 42 && fr[12..14] == [0x08, 0x06] && fr[20..22] == [0, 2] && fr[28..32] == [10, 0, 2, 2];
+    loop {
+        if let Some(s) = NET.lock().as_mut() {
+            if let Some(r) = s.rx.iter().find(|fr| is_reply(fr)) {
+                let m = &r[22..28];
+                println!(
+                    "dom0: net test: ARP request sent: {}; 10.0.2.2 is at {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}; {} interrupts",
+                    sent, m[0], m[1], m[2], m[3], m[4], m[5], s.nic.interrupts
+                );
+                return;
+            }
+        }
+        // Sleep until the device's (or the shared disk's) event.
+        let p = if port != 0 { port } else { crate::disk::port().unwrap_or(0) };
+        events::block_until(|| executor::is_ready(p));
+        executor::take(p);
+        on_event();
+        if port == 0 {
+            crate::disk::on_event();
+        }
+    }
+}
