@@ -8,7 +8,7 @@ use crate::pci::PortCam;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use virtio_drivers::queue::VirtQueue;
-use virtio_drivers::transport::pci::bus::{BarInfo, Command, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 
@@ -94,33 +94,22 @@ pub fn find(root: &PciRoot<PortCam>) -> Vec<DeviceFunction> {
 /// Why a disk could not be brought up.
 #[derive(Debug)]
 pub enum ProbeError {
-    Bar(u64, i64),
-    Transport,
+    Transport(crate::pci::TransportError),
     Queue,
     NotBlock,
 }
 
 impl Disk {
-    /// Brings up the virtio disk at `df`: decoding and bus mastering on, its memory BARs
-    /// mapped (a refusal is an error here, not in the transport), features negotiated, one
-    /// queue.
+    /// Brings up the virtio disk at `df` (`pci::virtio_transport`), features negotiated,
+    /// one queue.
     pub fn probe(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Result<Disk, ProbeError> {
-        let bars = root.bars(df).map_err(|_| ProbeError::Transport)?;
-        for b in bars.iter().flatten() {
-            if let BarInfo::Memory { address, size, .. } = *b {
-                if address != 0 && size != 0 && size <= 16 * 4096 {
-                    crate::dma::map_mmio(address, size as usize).map_err(|e| ProbeError::Bar(address, e))?;
-                }
-            }
-        }
-        root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
-        let mut transport = PciTransport::new::<XenHal, PortCam>(root, df).map_err(|_| ProbeError::Transport)?;
+        let mut transport = crate::pci::virtio_transport(root, df).map_err(ProbeError::Transport)?;
         if transport.device_type() != DeviceType::Block {
             return Err(ProbeError::NotBlock);
         }
         let features = transport.begin_init(Features::all());
-        let lo: u32 = transport.read_config_space(0).map_err(|_| ProbeError::Transport)?;
-        let hi: u32 = transport.read_config_space(4).map_err(|_| ProbeError::Transport)?;
+        let lo: u32 = transport.read_config_space(0).map_err(|_| ProbeError::Queue)?;
+        let hi: u32 = transport.read_config_space(4).map_err(|_| ProbeError::Queue)?;
         let queue = VirtQueue::new(&mut transport, 0, false, false).map_err(|_| ProbeError::Queue)?;
         transport.finish_init();
         Ok(Disk { transport, queue, capacity: (hi as u64) << 32 | lo as u64, features, device: df, inflight: Vec::new(), inflight_bytes: 0, interrupts: 0 })

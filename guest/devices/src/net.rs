@@ -8,7 +8,7 @@ use crate::pci::PortCam;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use virtio_drivers::device::net::VirtIONetRaw;
-use virtio_drivers::transport::pci::bus::{BarInfo, Command, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::{DeviceType, InterruptStatus};
 
@@ -25,8 +25,7 @@ pub fn find(root: &PciRoot<PortCam>) -> Vec<DeviceFunction> {
 /// Why a network device could not be brought up.
 #[derive(Debug)]
 pub enum ProbeError {
-    Bar(u64, i64),
-    Transport,
+    Transport(crate::pci::TransportError),
     Device,
 }
 
@@ -46,19 +45,10 @@ pub struct Nic {
 }
 
 impl Nic {
-    /// Brings up the device at `df`: decoding and bus mastering on, its BARs mapped, the
-    /// queues made and the receive buffers posted.
+    /// Brings up the device at `df` (`pci::virtio_transport`): the queues made and the
+    /// receive buffers posted.
     pub fn probe(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Result<Nic, ProbeError> {
-        let bars = root.bars(df).map_err(|_| ProbeError::Transport)?;
-        for b in bars.iter().flatten() {
-            if let BarInfo::Memory { address, size, .. } = *b {
-                if address != 0 && size != 0 && size <= 16 * 4096 {
-                    crate::dma::map_mmio(address, size as usize).map_err(|e| ProbeError::Bar(address, e))?;
-                }
-            }
-        }
-        root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
-        let transport = PciTransport::new::<XenHal, PortCam>(root, df).map_err(|_| ProbeError::Transport)?;
+        let transport = crate::pci::virtio_transport(root, df).map_err(ProbeError::Transport)?;
         let raw = VirtIONetRaw::new(transport).map_err(|_| ProbeError::Device)?;
         let mac = raw.mac_address();
         let mut n = Nic { raw, mac, device: df, rx: Vec::new(), tx: Vec::new(), interrupts: 0 };

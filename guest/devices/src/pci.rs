@@ -1,6 +1,7 @@
 //! PCI configuration mechanism #1: ports 0xCF8 (address) and 0xCFC (data).
 
-use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::PciTransport;
 use x86_64::instructions::port::Port;
 
 /// The address/data pair is one access at a time.
@@ -50,4 +51,28 @@ pub fn root() -> PciRoot<PortCam> {
 pub fn interrupt_line(df: DeviceFunction) -> Option<u8> {
     let l = PortCam.read_word(df, 0x3C) as u8;
     (l != 0 && l != 0xFF).then_some(l)
+}
+
+/// Why a virtio device's transport could not be had.
+#[derive(Debug)]
+pub enum TransportError {
+    /// A memory BAR the hypervisor would not map (its address and the error).
+    Bar(u64, i64),
+    /// The configuration space or the virtio capabilities are not usable.
+    Transport,
+}
+
+/// A virtio device's PCI transport: its memory BARs mapped first (a refusal is an error
+/// here, not a panic in the transport), decoding and bus mastering on.
+pub fn virtio_transport(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Result<PciTransport, TransportError> {
+    let bars = root.bars(df).map_err(|_| TransportError::Transport)?;
+    for b in bars.iter().flatten() {
+        if let BarInfo::Memory { address, size, .. } = *b {
+            if address != 0 && size != 0 && size <= 16 * 4096 {
+                crate::dma::map_mmio(address, size as usize).map_err(|e| TransportError::Bar(address, e))?;
+            }
+        }
+    }
+    root.set_command(df, Command::IO_SPACE | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    PciTransport::new::<crate::dma::XenHal, PortCam>(root, df).map_err(|_| TransportError::Transport)
 }
