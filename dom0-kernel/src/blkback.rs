@@ -74,6 +74,8 @@ struct Dev {
     close_to: Option<u32>,
     /// A connect failure was reported (once: a frontend flapping cannot flood the console).
     warned: bool,
+    /// A failure of the disk was reported (once, likewise).
+    told_disk: bool,
     /// `xl block-detach` asked: removed once the frontend closed.
     detaching: bool,
     /// A request waits for room at the disk: the ring is read again after a completion.
@@ -215,6 +217,7 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         inflight_bytes: 0,
         close_to: None,
         warned: false,
+        told_disk: false,
         detaching: false,
         stalled: false,
         errors: 0,
@@ -642,8 +645,12 @@ pub fn completed(done: Done) {
     if let Some(c) = d.conn.as_mut().filter(|c| c.gen == p.gen) {
         let st = if done.status == S_OK { RSP_OKAY } else { RSP_ERROR };
         if st != RSP_OKAY {
+            // Said once per device (a frontend reading a bad sector in a loop cannot flood
+            // dom0's console); `xl block-list` counts them all.
+            if !core::mem::replace(&mut d.told_disk, true) {
+                println!("blkback: d{} {}: the disk failed a request (status {}); further failures are counted in xl block-list", d.dom, d.spec.vdev, done.status);
+            }
             d.errors += 1;
-            println!("blkback: d{} {}: the disk failed a request (status {})", d.dom, d.spec.vdev, done.status);
         }
         respond(c, p.id, p.op, st);
         d.unpushed = true;

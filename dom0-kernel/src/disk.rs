@@ -45,17 +45,10 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut pv_runtime::mm::GuestM
         println!("dom0: disk: the firmware routed no interrupt line to the disk");
         return;
     };
-    let pirq = match physdev::map_gsi(guest_abi::DOMID_SELF, line as i32, -1) {
-        Ok(p) => p,
+    let (pirq, port) = match physdev::bind_gsi(line as i32) {
+        Ok(x) => x,
         Err(e) => {
-            println!("dom0: disk: map_pirq of GSI {} refused ({})", line, e);
-            return;
-        }
-    };
-    let port = match events::bind_pirq(pirq, 0) {
-        Ok(p) => p,
-        Err(e) => {
-            println!("dom0: disk: bind_pirq {} refused ({})", pirq, e);
+            println!("dom0: disk: GSI {}'s PIRQ refused: {:?}", line, e);
             return;
         }
     };

@@ -40,27 +40,20 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut pv_runtime::mm::GuestM
         println!("dom0: net: the firmware routed no interrupt line to the device");
         return;
     };
-    let pirq = match physdev::map_gsi(guest_abi::DOMID_SELF, line as i32, -1) {
-        Ok(p) => p,
-        Err(e) => {
-            println!("dom0: net: map_pirq of GSI {} refused ({})", line, e);
-            return;
-        }
-    };
     executor::init();
-    let port = match events::bind_pirq(pirq, 0) {
-        Ok(p) if executor::register(p, Task::Net) => p,
-        Ok(p) => {
+    let (pirq, port) = match physdev::bind_gsi(line as i32) {
+        Ok((pirq, p)) if executor::register(p, Task::Net) => (pirq, p),
+        Ok((_, p)) => {
             println!("dom0: net: port {} is past what the executor tracks", p);
             return;
         }
         // The disk has this line already: its event serves both.
-        Err(-17) => {
+        Err(physdev::BindError::Bind(pirq, -17)) => {
             SHARED.store(true, core::sync::atomic::Ordering::SeqCst);
-            0
+            (pirq, 0)
         }
         Err(e) => {
-            println!("dom0: net: bind_pirq {} refused ({})", pirq, e);
+            println!("dom0: net: GSI {}'s PIRQ refused: {:?}", line, e);
             return;
         }
     };

@@ -175,8 +175,10 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         // A device interrupt: handled by the idle loop once it wakes (its EOI held back).
-        v if hv_core::irq::gsi_of_vector(v).is_some() => crate::irq::defer(hv_core::irq::gsi_of_vector(v).unwrap_or(0)),
-        v if v >= 32 => ack_other(v),
+        v if v >= 32 => match hv_core::irq::gsi_of_vector(v) {
+            Some(gsi) => crate::irq::defer(gsi),
+            None => ack_other(v),
+        },
         // A guest selector the CPU refused while the hypervisor loaded it for the guest.
         v if (10..=13).contains(&v) && hv_arch::cpu::fixup(f.rip).is_some() => {
             f.rip = hv_arch::cpu::fixup(f.rip).unwrap_or(f.rip);

@@ -110,12 +110,22 @@ pub fn close(l: &mut Locked<'_>, dom: DomId, port: Port) -> Result<Option<u32>, 
     Ok(pirq)
 }
 
-/// Raises VIRQ `virq` on vCPU `vcpu` of `d` under `d`'s event lock (dropped if unbound);
-/// the vCPU to notify.
-pub fn send_virq(d: &DomShared, virq: u32, vcpu: u32) -> Option<Kick> {
+/// What the hypervisor raises in a domain on its own: a VIRQ on a vCPU, or a PIRQ.
+#[derive(Copy, Clone, Debug)]
+pub enum Source {
+    Virq { virq: u32, vcpu: u32 },
+    Pirq(u32),
+}
+
+/// Raises `what` in `d` under `d`'s event lock (dropped if no port is bound to it); the
+/// vCPU to notify.
+pub fn raise(d: &DomShared, what: Source) -> Option<Kick> {
     let mut l = Locked::new(d, None);
     let mut bits = l.bits();
-    hv_core::evtchn::Table::send_virq(&mut l.pair(), d.id, virq, vcpu, &mut bits)
+    match what {
+        Source::Virq { virq, vcpu } => hv_core::evtchn::Table::send_virq(&mut l.pair(), d.id, virq, vcpu, &mut bits),
+        Source::Pirq(p) => hv_core::evtchn::Table::send_pirq(&mut l.pair(), d.id, p, &mut bits),
+    }
 }
 
 /// The 2-level bits of one or two domains.

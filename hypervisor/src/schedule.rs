@@ -636,24 +636,19 @@ pub fn kick(hv: &mut Hv, k: Option<hv_core::evtchn::Kick>) {
 
 /// Raises a VIRQ on vCPU `vcpu` of `dom` (dropped if unbound), under `dom`'s event lock.
 pub fn send_virq(hv: &mut Hv, dom: DomId, virq: u32, vcpu: u32) {
-    let Some(d) = crate::domain::shared_of(dom) else { return };
-    let k = crate::ports::send_virq(&d, virq, vcpu);
-    kick(hv, k);
-    // A poller may wait on the port even when it is masked (no kick then).
-    if d.polling.load(Ordering::SeqCst) != 0 {
-        check_sleepers(hv);
-    }
+    raise(hv, dom, crate::ports::Source::Virq { virq, vcpu });
 }
 
 /// Raises PIRQ `pirq` of `dom` (a device interrupt; dropped if no port is bound to it).
 pub fn send_pirq(hv: &mut Hv, dom: DomId, pirq: u32) {
+    raise(hv, dom, crate::ports::Source::Pirq(pirq));
+}
+
+fn raise(hv: &mut Hv, dom: DomId, what: crate::ports::Source) {
     let Some(d) = crate::domain::shared_of(dom) else { return };
-    let k = {
-        let mut l = crate::ports::Locked::new(&d, None);
-        let mut bits = l.bits();
-        hv_core::evtchn::Table::send_pirq(&mut l.pair(), d.id, pirq, &mut bits)
-    };
+    let k = crate::ports::raise(&d, what);
     kick(hv, k);
+    // A poller may wait on the port even when it is masked (no kick then).
     if d.polling.load(Ordering::SeqCst) != 0 {
         check_sleepers(hv);
     }

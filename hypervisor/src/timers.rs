@@ -39,7 +39,7 @@ fn take_period(t: &crate::domain::VcpuTimer, now: u64) -> bool {
 /// Raises `virq` on vCPU `v` of `d` (under its event lock alone); whether a sleeper may need
 /// waking (`ports::notify_lockfree`).
 pub fn raise(cpu: usize, d: &DomShared, virq: u32, v: u32) -> bool {
-    let k = crate::ports::send_virq(d, virq, v);
+    let k = crate::ports::raise(d, crate::ports::Source::Virq { virq, vcpu: v });
     crate::ports::notify_lockfree(cpu, k, &[d])
 }
 

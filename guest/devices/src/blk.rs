@@ -9,7 +9,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 
 /// Descriptors in the queue (a request takes 2 or 3).
@@ -88,7 +88,7 @@ pub struct Disk {
 
 /// The virtio block devices on bus 0.
 pub fn find(root: &PciRoot<PortCam>) -> Vec<DeviceFunction> {
-    root.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Block)).map(|(df, _)| df).collect()
+    crate::pci::virtio_devices(root, DeviceType::Block)
 }
 
 /// Why a disk could not be brought up.

@@ -7,7 +7,7 @@
 //! bounced through the pool otherwise (copied in before, out after, as swiotlb-xen).
 
 use core::ptr::NonNull;
-use pv_runtime::hypercall::{self as hc, hypercall5};
+use pv_runtime::hypercall as hc;
 use pv_runtime::mm::GuestMem;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
@@ -61,31 +61,6 @@ static SI: spin::Once<&'static pv_runtime::StartInfo> = spin::Once::new();
 static STATE: spin::Mutex<State> =
     spin::Mutex::new(State { extent: [0; EXTENTS], used: [true; POOL_PAGES], bounces: alloc::vec::Vec::new(), mmio: [0; MMIO_PAGES] });
 
-/// `XENMEM_exchange` of `input` (single frames of ours, mapped nowhere) for one extent of
-/// `input.len()` frames (a power of two) below 4 GiB, to be known as PFNs from `gpfn`: its
-/// first machine frame.
-fn exchange(input: &mut [u64], gpfn: u64) -> Result<u64, i64> {
-    let order = input.len().trailing_zeros() as u64;
-    let mut out = [gpfn];
-    let ex: [u64; 9] = [
-        input.as_mut_ptr() as u64,
-        input.len() as u64,
-        32 << 32,
-        guest_abi::DOMID_SELF as u64,
-        out.as_mut_ptr() as u64,
-        1,
-        order | 32 << 32,
-        guest_abi::DOMID_SELF as u64,
-        0,
-    ];
-    // SAFETY: `ex` is a `xen_memory_exchange` whose arrays are valid for the call.
-    let r = unsafe { hypercall5(guest_abi::hypercall::MEMORY_OP, 11, ex.as_ptr() as u64, 0, 0, 0) };
-    match r {
-        0 => Ok(out[0]),
-        e => Err(e),
-    }
-}
-
 /// Builds the pool: each extent exchanged for frames of `mem` mapped nowhere, then mapped
 /// at the pool's pages (whose own frames stay where they are). Returns the extents made;
 /// the pool works with fewer, smaller with each one missing.
@@ -116,7 +91,7 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut GuestMem) -> usize {
         }
         // The extent takes the first PFN's place in the P2M and M2P, the rest of the input
         // PFNs are left without a frame.
-        let Ok(first) = exchange(&mut input, pfns[0]) else { break };
+        let Ok(first) = hc::exchange_for_extent(&mut input, pfns[0], 32) else { break };
         // The hypervisor's M2P gives frame first + k to PFN pfns[0] + k (the PFNs are
         // consecutive: `alloc_pfn` hands them out in order).
         for k in 0..EXTENT_PAGES {

@@ -9,7 +9,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, InterruptStatus};
 
 const QUEUE: usize = 16;
@@ -19,7 +19,7 @@ const RX_LEN: usize = 2048;
 
 /// The virtio-net devices on bus 0.
 pub fn find(root: &PciRoot<PortCam>) -> Vec<DeviceFunction> {
-    root.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network)).map(|(df, _)| df).collect()
+    crate::pci::virtio_devices(root, DeviceType::Network)
 }
 
 /// Why a network device could not be brought up.

@@ -53,6 +53,11 @@ pub fn interrupt_line(df: DeviceFunction) -> Option<u8> {
     (l != 0 && l != 0xFF).then_some(l)
 }
 
+/// The virtio devices of type `ty` on bus 0.
+pub fn virtio_devices(root: &PciRoot<PortCam>, ty: virtio_drivers::transport::DeviceType) -> alloc::vec::Vec<DeviceFunction> {
+    root.enumerate_bus(0).filter(|(_, info)| virtio_drivers::transport::pci::virtio_device_type(info) == Some(ty)).map(|(df, _)| df).collect()
+}
+
 /// Why a virtio device's transport could not be had.
 #[derive(Debug)]
 pub enum TransportError {

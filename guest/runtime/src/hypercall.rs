@@ -239,6 +239,31 @@ pub fn reservation(op: u64, frames: &mut [u64]) -> i64 {
 }
 
 /// `XENMEM_current_reservation` for this domain, in pages.
+/// `XENMEM_exchange` of `input` (single frames of this domain, mapped nowhere) for one
+/// machine-contiguous extent of `input.len()` frames (a power of two) below
+/// 2^`address_bits`, to be known as PFNs from `gpfn`: its first machine frame, or the error.
+pub fn exchange_for_extent(input: &mut [u64], gpfn: u64, address_bits: u32) -> Result<u64, i64> {
+    let order = input.len().trailing_zeros() as u64;
+    let mut out = [gpfn];
+    let self_ = guest_abi::DOMID_SELF as u64;
+    let ex: [u64; 9] = [
+        input.as_mut_ptr() as u64,
+        input.len() as u64,
+        (address_bits as u64) << 32,
+        self_,
+        out.as_mut_ptr() as u64,
+        1,
+        order | (address_bits as u64) << 32,
+        self_,
+        0,
+    ];
+    // SAFETY: `ex` is a `xen_memory_exchange` whose two arrays are valid for the call.
+    match unsafe { hypercall5(nr::MEMORY_OP, 11, ex.as_ptr() as u64, 0, 0, 0) } {
+        0 => Ok(out[0]),
+        e => Err(e),
+    }
+}
+
 pub fn current_reservation() -> i64 {
     let d = guest_abi::DOMID_SELF;
     // SAFETY: current_reservation reads one domid.

@@ -29,6 +29,21 @@ pub fn unmap(dom: u16, pirq: u32) -> i64 {
     op(PHYSDEVOP_UNMAP_PIRQ, &mut [dom as u32, pirq])
 }
 
+/// Why [`bind_gsi`] failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BindError {
+    /// `map_pirq` refused the GSI.
+    Map(i64),
+    /// `bind_pirq` refused the PIRQ mapped (-EEXIST: another driver of this domain has it).
+    Bind(u32, i64),
+}
+
+/// A device's GSI as this domain's PIRQ on an event channel: (PIRQ, port).
+pub fn bind_gsi(gsi: i32) -> Result<(u32, u32), BindError> {
+    let pirq = map_gsi(guest_abi::DOMID_SELF, gsi, -1).map_err(BindError::Map)?;
+    crate::events::bind_pirq(pirq, 0).map(|port| (pirq, port)).map_err(|e| BindError::Bind(pirq, e))
+}
+
 /// `PHYSDEVOP_eoi`: a level-triggered line may interrupt again.
 pub fn eoi(pirq: u32) -> i64 {
     op(PHYSDEVOP_EOI, &mut [pirq])
