@@ -117,14 +117,6 @@ pub fn init(si: &pv_runtime::StartInfo) {
     *DATA.lock() = Some(Slots::new_data(si));
 }
 
-fn fe_path(dom: u16, devid: u32) -> String {
-    format!("/local/domain/{dom}/device/vbd/{devid}")
-}
-
-fn be_path(dom: u16, devid: u32) -> String {
-    format!("/local/domain/0/backend/vbd/{dom}/{devid}")
-}
-
 /// The sectors a target names: the whole disk, or a GPT partition of it.
 fn resolve(spec: &bif::DiskSpec) -> Result<Vbd, String> {
     let (disk, part) = bif::target_disk(&spec.target).ok_or("bad target")?;
@@ -160,7 +152,7 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
     }) {
         return Err(err(format!("{} overlaps domain {}'s {} ({}), and one of them may write", spec.target, o.dom, o.spec.vdev, o.spec.target)));
     }
-    let (fe, be) = (fe_path(dom, devid), be_path(dom, devid));
+    let (fe, be) = crate::backend::paths("vbd", dom, devid);
     let info = if vbd.readonly { VDISK_READONLY } else { 0 };
     let be_keys: Vec<(&str, String)> = alloc::vec![
         ("frontend", fe.clone()),
@@ -189,21 +181,7 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         ("device-type", "disk".into()),
         ("state", format!("{STATE_INITIALISING}")),
     ];
-    let (me, ro) = (format!("n{dom}"), format!("r{dom}"));
-    xs::in_transaction(|tx| {
-        xs::write(tx, &be, b"")?;
-        xs::set_perms(tx, &be, &["n0", &ro])?;
-        for (k, v) in &be_keys {
-            xs::write(tx, &format!("{be}/{k}"), v.as_bytes())?;
-        }
-        xs::write(tx, &fe, b"")?;
-        xs::set_perms(tx, &fe, &[&me, "r0"])?;
-        for (k, v) in &fe_keys {
-            xs::write(tx, &format!("{fe}/{k}"), v.as_bytes())?;
-        }
-        Ok(())
-    })
-    .map_err(err)?;
+    crate::backend::create(dom, &fe, &be, &be_keys, &fe_keys, TOKEN).map_err(err)?;
     let dev = Dev {
         dom,
         devid,
@@ -223,22 +201,17 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         errors: 0,
         unpushed: false,
     };
-    if let Err(e) = xs::watch(&format!("{fe}/state"), TOKEN) {
-        forget(&dev);
-        return Err(err(e));
-    }
     DEVS.lock().insert((dom, devid), dev);
     on_watches();
     Ok(devid)
 }
 
 fn read_u32(path: &str) -> Option<u32> {
-    let v = xs::read(path).ok()?;
-    core::str::from_utf8(&v).ok()?.trim_end_matches('\0').trim().parse().ok()
+    crate::backend::read_u32(path)
 }
 
 fn set_state(d: &Dev, s: u32) {
-    let _ = xs::write(0, &format!("{}/state", d.be), format!("{s}").as_bytes());
+    crate::backend::set_state(&d.be, s)
 }
 
 /// The frontends' state changes since the last call.
@@ -348,9 +321,7 @@ fn disconnect(d: &mut Dev) {
 
 /// Removes what the toolstack wrote for a device gone.
 fn forget(d: &Dev) {
-    let _ = xs::unwatch(&format!("{}/state", d.fe), TOKEN);
-    let _ = xs::rm(0, &d.be);
-    let _ = xs::rm(0, &d.fe);
+    crate::backend::remove(&d.fe, &d.be, TOKEN);
 }
 
 /// The frontend's ring of `dom`'s device `devid` had an event: its new requests taken.
@@ -391,8 +362,7 @@ fn serve(d: &mut Dev) -> bool {
                 d.errors += 1;
                 println!("blkback: d{} {}: ring indexes out of range (req_prod {}, req_cons {}): the ring is read no more", d.dom, d.spec.vdev, rp, c.req_cons);
                 // The frontend is told: the backend closes the device.
-                let _ = xs::write(0, &format!("{be}/error"), b"ring indexes out of range");
-                let _ = xs::write(0, &format!("{be}/state"), format!("{STATE_CLOSING}").as_bytes());
+                crate::backend::fail(&be, "ring indexes out of range");
                 break;
             }
         };

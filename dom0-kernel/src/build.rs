@@ -52,6 +52,7 @@ pub fn destroy(dom: u16) -> i64 {
     crate::xl::forget(dom);
     crate::consoled::remove(dom);
     crate::blkback::remove(dom);
+    crate::netback::remove(dom);
     crate::xs::release(dom);
     Domctl::new(DESTROYDOMAIN, dom).call()
 }
@@ -228,6 +229,9 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     announce(dom, cfg, &l, (store_mfn, store_port), (console_mfn, console_port))?;
     for d in &cfg.disks {
         crate::blkback::attach(dom, d)?;
+    }
+    for v in &cfg.vifs {
+        crate::netback::attach(dom, v)?;
     }
     let rc = Domctl::new(UNPAUSEDOMAIN, dom).call();
     if rc != 0 {

@@ -26,6 +26,8 @@ pub enum Task {
     Net,
     /// A domain's block device ring (domain, virtual device number).
     Blk(u16, u32),
+    /// A domain's network interface rings (domain, device number).
+    Vif(u16, u32),
 }
 
 const WORDS: usize = 16;

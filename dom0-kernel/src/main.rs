@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+mod backend;
 mod build;
 mod blkback;
 mod bundle;
@@ -21,6 +22,7 @@ mod disk;
 mod executor;
 mod memory;
 mod net;
+mod netback;
 mod rings;
 mod script;
 mod xl;
@@ -177,10 +179,12 @@ fn serve() -> ! {
             let more = xs::on_event(d);
             // Frontends change their XenStore state through their rings.
             blkback::on_watches();
+            netback::on_watches();
             script::resume();
             more
         }
         Task::Blk(d, dev) => blkback::on_event(d, dev),
+        Task::Vif(d, dev) => netback::on_event(d, dev),
         Task::Console(d) => consoled::on_event(d),
         Task::Disk => disk::on_event(),
         Task::Net => net::on_event(),
@@ -290,6 +294,7 @@ fn guest_main(si: &'static StartInfo) -> ! {
     net::init(si, &mut mem);
     rings::init(si);
     blkback::init(si);
+    netback::init(si);
     xs::init();
     let mut words = cmdline.split_ascii_whitespace();
     if words.by_ref().any(|w| w == "bench-create") {

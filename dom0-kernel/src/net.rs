@@ -1,8 +1,8 @@
 //! dom0's network device: the first virtio-net device on PCI bus 0, driven through
 //! `pv_devices::net` with its interrupt as a PIRQ (as the disk's, `crate::disk`). The
-//! network issue's backend will sit on it; for now dom0 brings it up and, with `net-test`
-//! on its command line, asks the network for the gateway's address (ARP) and waits for the
-//! answer.
+//! switch's uplink (`crate::netback`): frames it receives go into the switch, frames the
+//! switch sends out go through [`send`]. With `net-test` on dom0's command line it first
+//! asks the network for the gateway's address (ARP) and waits for the answer.
 
 use crate::executor::{self, Task};
 use alloc::vec::Vec;
@@ -15,6 +15,8 @@ struct State {
     pirq: u32,
     port: Port,
     rx: Vec<Vec<u8>>,
+    /// `net-test` waits for frames: they are kept in `rx` too.
+    keep: bool,
 }
 
 static NET: spin::Mutex<Option<State>> = spin::Mutex::new(None);
@@ -63,7 +65,7 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut pv_runtime::mm::GuestM
         df.bus, df.device, df.function, m[0], m[1], m[2], m[3], m[4], m[5], line, pirq,
         if port == 0 { ", shared with the disk".into() } else { alloc::format!(" on port {}", port) }
     );
-    *NET.lock() = Some(State { nic, pirq, port, rx: Vec::new() });
+    *NET.lock() = Some(State { nic, pirq, port, rx: Vec::new(), keep: false });
 }
 
 /// Is the device's line the disk's?
@@ -78,23 +80,43 @@ pub fn on_event() -> bool {
     let Some(s) = g.as_mut() else { return false };
     s.nic.ack_interrupt();
     s.nic.sent();
+    let mut frames = Vec::new();
     while let Some(f) = s.nic.recv() {
-        if s.rx.len() == 64 {
-            s.rx.remove(0);
+        if s.keep {
+            if s.rx.len() == 64 {
+                s.rx.remove(0);
+            }
+            s.rx.push(f.clone());
         }
-        s.rx.push(f);
+        frames.push(f);
     }
     if s.port != 0 {
         physdev::eoi(s.pirq);
     }
+    drop(g);
+    // Into the switch, to the vifs (without the device's lock held: the switch sends
+    // floods back out through `send`).
+    crate::netback::from_uplink(frames);
     false
+}
+
+/// Sends `frame` out of the device (the switch's uplink): false if there is no device or
+/// its queue is full.
+pub fn send(frame: &[u8]) -> bool {
+    let mut g = NET.lock();
+    let Some(s) = g.as_mut() else { return false };
+    s.nic.sent();
+    s.nic.send(frame)
 }
 
 /// `net-test`: an ARP request for QEMU's user-network gateway (10.0.2.2) from 10.0.2.15;
 /// waits (on the device's interrupt) for the reply and prints who answered.
 pub fn self_test() {
-    let (mac, port) = match NET.lock().as_ref() {
-        Some(s) => (s.nic.mac, s.port),
+    let (mac, port) = match NET.lock().as_mut() {
+        Some(s) => {
+            s.keep = true;
+            (s.nic.mac, s.port)
+        }
         None => {
             println!("dom0: net test: no network device");
             return;
@@ -118,6 +140,8 @@ pub fn self_test() {
                     "dom0: net test: ARP request sent: {}; 10.0.2.2 is at {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}; {} interrupts",
                     sent, m[0], m[1], m[2], m[3], m[4], m[5], s.nic.interrupts
                 );
+                s.keep = false;
+                s.rx.clear();
                 return;
             }
         }

@@ -258,6 +258,28 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             let id = resolve(&d)?;
             crate::blkback::detach(id, devid, force)?;
         }
+        Cmd::NetworkList(d) => {
+            let id = resolve(&d)?;
+            let vifs = crate::netback::list(id);
+            let rows: alloc::vec::Vec<_> =
+                vifs.iter().map(|l| xl::NetRow { idx: l.devid, backend: 0, mac: l.mac.clone(), state: l.state, port: l.port, refs: l.refs, path: l.be.clone() }).collect();
+            print!("{}", xl::network_table(&rows));
+            for l in &vifs {
+                let (tx, rx, refused, dropped) = l.counters;
+                println!("(vif{}: {} frames sent, {} received, {} refused, {} dropped)", l.devid, tx, rx, refused, dropped);
+            }
+        }
+        Cmd::NetworkAttach(d, spec) => {
+            let id = resolve(&d)?;
+            if id == 0 {
+                return Err("libxl: error: dom0's network device is its own (the switch's uplink)".into());
+            }
+            crate::netback::attach(id, &spec)?;
+        }
+        Cmd::NetworkDetach(d, which) => {
+            let id = resolve(&d)?;
+            crate::netback::detach(id, &which, false)?;
+        }
         Cmd::Console(d) => {
             let id = resolve(&d)?;
             if id == 0 {

@@ -185,3 +185,74 @@ pub mod blkif {
     /// The protocol a 64-bit frontend names.
     pub const PROTOCOL_X86_64: &str = "x86_64-abi";
 }
+
+/// The PV network protocol (`io/netif.h`): a transmit and a receive ring of one page each
+/// (the generic 64-byte header, then 256 entries), one event channel for both.
+pub mod netif {
+    pub use super::blkif::{REQ_EVENT, REQ_PROD, RING_HEADER, RSP_EVENT, RSP_PROD};
+
+    /// Entries of each ring (TX: 12-byte slots, RX: 8-byte slots; 256 of either fit).
+    pub const RING_SIZE: u32 = 256;
+    pub const TX_ENTRY: usize = 12;
+    pub const RX_ENTRY: usize = 8;
+    const _: () = assert!(RING_HEADER + TX_ENTRY * RING_SIZE as usize <= 4096);
+    const _: () = assert!(RING_HEADER + TX_ENTRY * 2 * RING_SIZE as usize > 4096);
+    const _: () = assert!(RING_HEADER + RX_ENTRY * RING_SIZE as usize <= 4096);
+
+    /// `struct netif_tx_request`: gref u32 @0, offset u16 @4, flags u16 @6, id u16 @8,
+    /// size u16 @10 (the first slot of a packet: the whole packet's size).
+    pub mod tx_req {
+        pub const GREF: usize = 0;
+        pub const OFFSET: usize = 4;
+        pub const FLAGS: usize = 6;
+        pub const ID: usize = 8;
+        pub const SIZE: usize = 10;
+    }
+    /// `struct netif_tx_response`: id u16 @0, status i16 @2.
+    pub mod tx_rsp {
+        pub const ID: usize = 0;
+        pub const STATUS: usize = 2;
+    }
+    /// `struct netif_rx_request`: id u16 @0, gref u32 @4.
+    pub mod rx_req {
+        pub const ID: usize = 0;
+        pub const GREF: usize = 4;
+    }
+    /// `struct netif_rx_response`: id u16 @0, offset u16 @2, flags u16 @4, status i16 @6
+    /// (the byte count when not negative).
+    pub mod rx_rsp {
+        pub const ID: usize = 0;
+        pub const OFFSET: usize = 2;
+        pub const FLAGS: usize = 4;
+        pub const STATUS: usize = 6;
+    }
+
+    /// TX request flags.
+    pub const NETTXF_CSUM_BLANK: u16 = 1;
+    pub const NETTXF_DATA_VALIDATED: u16 = 2;
+    pub const NETTXF_MORE_DATA: u16 = 4;
+    pub const NETTXF_EXTRA_INFO: u16 = 8;
+    /// RX response flags.
+    pub const NETRXF_DATA_VALIDATED: u16 = 1;
+    pub const NETRXF_CSUM_BLANK: u16 = 2;
+    pub const NETRXF_MORE_DATA: u16 = 4;
+    pub const NETRXF_EXTRA_INFO: u16 = 8;
+
+    /// `struct netif_extra_info` (a slot of its own): type u8 @0, flags u8 @1.
+    pub const EXTRA_TYPE_GSO: u8 = 1;
+    pub const EXTRA_FLAG_MORE: u8 = 1;
+
+    /// Response status.
+    pub const RSP_DROPPED: i16 = -2;
+    pub const RSP_ERROR: i16 = -1;
+    pub const RSP_OKAY: i16 = 0;
+    /// A slot that held extra info.
+    pub const RSP_NULL: i16 = 1;
+
+    /// The fewest slots of one packet a backend must take (`XEN_NETIF_NR_SLOTS_MIN`).
+    pub const NR_SLOTS_MIN: usize = 18;
+    /// The largest Ethernet frame without GSO: 1500 bytes of payload, the 14-byte header.
+    pub const MAX_FRAME: usize = 1514;
+    /// The smallest: an Ethernet header.
+    pub const MIN_FRAME: usize = 14;
+}

@@ -9,5 +9,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod blkif;
+pub mod netif;
 pub mod xl;
 pub mod xlcfg;

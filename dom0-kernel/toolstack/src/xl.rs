@@ -48,6 +48,12 @@ pub enum Cmd {
     /// `block-detach [-f] <dom> <vdev|devid>`: the virtual device number; `-f` detaches
     /// without waiting for the frontend.
     BlockDetach(DomRef, u32, bool),
+    /// `network-list <dom>`.
+    NetworkList(DomRef),
+    /// `network-attach <dom> <vif spec>` (its `key=value` fields may be separate words).
+    NetworkAttach(DomRef, String),
+    /// `network-detach <dom> <devid|mac>`.
+    NetworkDetach(DomRef, String),
     Help,
 }
 
@@ -73,6 +79,9 @@ pub const VERBS: &[(&str, &str)] = &[
     ("block-attach", "Create a new virtual block device"),
     ("block-detach", "Destroy a domain's virtual block device"),
     ("block-list", "List virtual block devices for a domain"),
+    ("network-attach", "Create a new virtual network device"),
+    ("network-list", "List virtual network interfaces for a domain"),
+    ("network-detach", "Destroy a domain's virtual network device"),
 ];
 
 fn dom(s: &str) -> DomRef {
@@ -201,6 +210,22 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
                 _ => return Err("usage: xl block-detach [-f] <Domain> <DevId>".into()),
             }
         }
+        "network-list" => match args {
+            [d] => Cmd::NetworkList(dom(d)),
+            _ => return Err("usage: xl network-list <Domain>".into()),
+        },
+        "network-attach" => {
+            if args.is_empty() {
+                return Err("usage: xl network-attach <Domain> [type=<type>] [mac=<mac>] [bridge=<bridge>] ...".into());
+            }
+            let spec = args[1..].join(",");
+            crate::netif::parse_vif(&spec)?;
+            Cmd::NetworkAttach(dom(args[0]), spec)
+        }
+        "network-detach" => match args {
+            [d, which] => Cmd::NetworkDetach(dom(d), which.to_string()),
+            _ => return Err("usage: xl network-detach <Domain> <DevId|mac>".into()),
+        },
         "console" => match args {
             [d] => Cmd::Console(dom(d)),
             [] => return Err("'xl console' requires at least 1 argument.".into()),
@@ -426,6 +451,12 @@ mod tests {
         assert_eq!(parse(&["pause", "3"]), Ok(Cmd::Pause(DomRef::Id(3))));
         assert_eq!(parse(&["destroy", "guest1"]), Ok(Cmd::Destroy(DomRef::Name("guest1".into()))));
         assert_eq!(parse(&["block-list", "3"]), Ok(Cmd::BlockList(DomRef::Id(3))));
+        assert_eq!(parse(&["network-list", "g"]), Ok(Cmd::NetworkList(DomRef::Name("g".into()))));
+        assert_eq!(parse(&["network-attach", "g", "mac=00:16:3e:00:00:09", "bridge=xenbr0"]), Ok(Cmd::NetworkAttach(DomRef::Name("g".into()), "mac=00:16:3e:00:00:09,bridge=xenbr0".into())));
+        assert!(parse(&["network-attach", "g", "bridge=br7"]).is_err());
+        assert_eq!(parse(&["network-detach", "g", "0"]), Ok(Cmd::NetworkDetach(DomRef::Name("g".into()), "0".into())));
+        let t = network_table(&[NetRow { idx: 0, backend: 0, mac: "00:16:3e:00:01:00".into(), state: 4, port: Some(12), refs: Some((8, 9)), path: "/local/domain/0/backend/vif/1/0".into() }]);
+        assert_eq!(t.lines().nth(1), Some("0   0  00:16:3e:00:01:00 0      4     12         8/9     /local/domain/0/backend/vif/1/0"));
         assert_eq!(parse(&["block-attach", "g", "vda2,xvdb,r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));
         assert_eq!(parse(&["block-attach", "g", "vda2", "xvdb", "r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));
         assert!(parse(&["block-attach", "g", "nonsense"]).is_err());
@@ -504,6 +535,29 @@ pub struct BlockRow {
     pub port: Option<u32>,
     pub ring_ref: Option<u32>,
     pub path: String,
+}
+
+/// One device of `xl network-list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetRow {
+    pub idx: u32,
+    pub backend: u16,
+    pub mac: String,
+    pub state: u32,
+    pub port: Option<u32>,
+    pub refs: Option<(u32, u32)>,
+    pub path: String,
+}
+
+/// `xl network-list`'s table (xl's columns).
+pub fn network_table(rows: &[NetRow]) -> String {
+    let mut s = format!("{:<3} {:<2} {:<17} {:<6} {:<5} {:<6} {:>5}/{:<5} {:<30}\n", "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path");
+    let opt = |v: Option<u32>| v.map_or(-1, |v| v as i64);
+    for r in rows {
+        let (t, x) = r.refs.map_or((-1, -1), |(t, x)| (t as i64, x as i64));
+        s.push_str(&format!("{:<3} {:<2} {:<17} {:<6} {:<5} {:<6} {:>5}/{:<5} {:<30}\n", r.idx, r.backend, r.mac, r.idx, r.state, opt(r.port), t, x, r.path));
+    }
+    s
 }
 
 /// `xl block-list`'s table.

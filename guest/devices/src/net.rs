@@ -12,9 +12,9 @@ use virtio_drivers::transport::pci::bus::{DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, InterruptStatus};
 
-const QUEUE: usize = 16;
+const QUEUE: usize = 32;
 /// Receive buffers posted (each a page: header and a full Ethernet frame).
-const RX_BUFFERS: usize = 8;
+const RX_BUFFERS: usize = 32;
 const RX_LEN: usize = 2048;
 
 /// The virtio-net devices on bus 0.
@@ -70,6 +70,10 @@ impl Nic {
     /// Queues `frame` (an Ethernet frame) for sending; false if the queue is full.
     pub fn send(&mut self, frame: &[u8]) -> bool {
         let mut buf = alloc::vec![0u8; frame.len() + 12];
+        // A buffer the DMA layer could not bounce is not queued (`share` must not fail).
+        if !crate::dma::shareable(buf.as_ptr() as u64, buf.len()) {
+            return false;
+        }
         let Ok(h) = self.raw.fill_buffer_header(&mut buf) else { return false };
         buf.truncate(h + frame.len());
         buf[h..].copy_from_slice(frame);

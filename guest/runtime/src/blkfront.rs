@@ -8,8 +8,8 @@
 //! a watch.
 
 use crate::pvio::{self, RingPage};
+use crate::xenbus::{read_u64, Path};
 use crate::{events, gnttab, xenbus, StartInfo};
-use core::fmt::Write;
 use guest_abi::io::blkif::*;
 
 /// Data pages (each a segment of 8 sectors).
@@ -33,41 +33,6 @@ fn data(i: usize) -> RingPage {
     // SAFETY: the data pages are this image's, used by nothing but the one frontend
     // (`TAKEN`) and the backend it granted them to.
     unsafe { RingPage::new(data_va(i)) }
-}
-
-/// A XenStore path built without a heap.
-struct Path {
-    b: [u8; 128],
-    n: usize,
-}
-
-impl Write for Path {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.n + s.len();
-        if end > self.b.len() {
-            return Err(core::fmt::Error);
-        }
-        self.b[self.n..end].copy_from_slice(s.as_bytes());
-        self.n = end;
-        Ok(())
-    }
-}
-
-impl Path {
-    fn of(args: core::fmt::Arguments<'_>) -> Path {
-        let mut p = Path { b: [0; 128], n: 0 };
-        let _ = p.write_fmt(args);
-        p
-    }
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.b[..self.n]).unwrap_or("")
-    }
-}
-
-fn read_u64(path: &str) -> Option<u64> {
-    let mut b = [0u8; 32];
-    let n = xenbus::read(path, &mut b).ok()?;
-    core::str::from_utf8(&b[..n]).ok()?.trim_end_matches('\0').parse().ok()
 }
 
 /// Why the frontend could not connect.
@@ -115,11 +80,7 @@ impl Blkfront {
             return Err(ConnectError::NoGrants);
         }
         let fe = Path::of(format_args!("device/vbd/{devid}"));
-        let mut be = Path { b: [0; 128], n: 0 };
-        be.n = xenbus::read(Path::of(format_args!("{}/backend", fe.as_str())).as_str(), &mut be.b).map_err(|_| ConnectError::NoDevice)?;
-        while be.n > 0 && be.b[be.n - 1] == 0 {
-            be.n -= 1;
-        }
+        let be = xenbus::read_path(Path::of(format_args!("{}/backend", fe.as_str())).as_str()).ok_or(ConnectError::NoDevice)?;
         let backend = read_u64(Path::of(format_args!("{}/backend-id", fe.as_str())).as_str()).unwrap_or(0) as u16;
         let mfn = |va: u64| pvio::region_mfn(si, va).ok_or(ConnectError::NoGrants);
         let ring_va = core::ptr::addr_of!(RING_PAGE) as u64;
@@ -176,17 +137,7 @@ impl Blkfront {
 
     /// The backend's state once `done` holds for it (woken by the watch on it).
     fn await_backend(&self, done: impl Fn(u32) -> bool) -> u32 {
-        let path = Path::of(format_args!("{}/state", self.be.as_str()));
-        loop {
-            let s = read_u64(path.as_str()).unwrap_or(0) as u32;
-            if done(s) {
-                return s;
-            }
-            let mut ev = [0u8; 160];
-            if xenbus::next_watch(&mut ev).is_none() {
-                pvio::wait(&[xenbus::port()]);
-            }
-        }
+        xenbus::await_state(Path::of(format_args!("{}/state", self.be.as_str())).as_str(), done)
     }
 
     /// The event channel (for tests that drive the ring themselves).
@@ -387,20 +338,7 @@ impl Blkfront {
 
     /// Waits until `device/vbd/<devid>` exists (a device attached while the guest runs).
     pub fn await_device(si: &StartInfo, devid: u32) -> bool {
-        if !xenbus::init(si) {
-            return false;
-        }
-        let path = Path::of(format_args!("device/vbd/{devid}/backend"));
-        let _ = xenbus::watch("device/vbd", "blkfront-new");
-        loop {
-            if xenbus::read(path.as_str(), &mut [0u8; 128]).is_ok() {
-                return true;
-            }
-            let mut ev = [0u8; 160];
-            if xenbus::next_watch(&mut ev).is_none() {
-                pvio::wait(&[xenbus::port()]);
-            }
-        }
+        xenbus::await_device(si, "vbd", devid)
     }
 
     /// Closes the device: `Closing`, the backend's `Closing` or `Closed` awaited, `Closed`.

@@ -33,7 +33,7 @@ static FREE: [AtomicU64; 8] = [const { AtomicU64::new(!0) }; 8];
 
 fn op(cmd: u64, arg: &mut [u8], count: u64) -> i64 {
     // SAFETY: `arg` is valid for reads and writes of `count` operations of the command's
-    // size (every caller passes one operation in a buffer of its size).
+    // size (every caller passes a buffer of `count` operations of that size).
     unsafe { hypercall5(nr::GRANT_TABLE_OP, cmd, arg.as_mut_ptr() as u64, count, 0, 0) }
 }
 
@@ -156,4 +156,62 @@ pub unsafe fn unmap(va: u64, handle: u32) -> Result<(), i64> {
         (0, s) => Err(s as i64),
         (e, _) => Err(e),
     }
+}
+
+/// One side of a grant copy: another domain's grant, or a frame of this guest's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Grant { dom: u16, gref: u32, offset: u16 },
+    Local { mfn: u64, offset: u16 },
+}
+
+impl Side {
+    fn encode(&self, b: &mut [u8]) -> u16 {
+        let (u, dom, off, is_gref) = match *self {
+            Side::Grant { dom, gref, offset } => (gref as u64, dom, offset, true),
+            Side::Local { mfn, offset } => (mfn, guest_abi::DOMID_SELF, offset, false),
+        };
+        b[0..8].copy_from_slice(&u.to_le_bytes());
+        b[8..10].copy_from_slice(&dom.to_le_bytes());
+        b[10..12].copy_from_slice(&off.to_le_bytes());
+        is_gref as u16
+    }
+}
+
+/// A copy of `len` bytes from `src` to `dst`, each within one page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copy {
+    pub src: Side,
+    pub dst: Side,
+    pub len: u16,
+}
+
+/// Copies per hypercall.
+const COPY_BATCH: usize = 32;
+
+/// `GNTTABOP_copy` of every operation in `ops`, `status[i]` set to operation `i`'s
+/// `GNTST_*` (0: done): 0, or the -errno of a batch the hypervisor refused as a whole (its
+/// operations' status then reads -1).
+pub fn copy(ops: &[Copy], status: &mut [i16]) -> i64 {
+    let mut rc = 0;
+    for (k, chunk) in ops.chunks(COPY_BATCH).enumerate() {
+        let mut b = [0u8; 40 * COPY_BATCH];
+        for (i, c) in chunk.iter().enumerate() {
+            let e = &mut b[40 * i..40 * i + 40];
+            let mut flags = c.src.encode(&mut e[0..16]);
+            flags |= c.dst.encode(&mut e[16..32]) << 1;
+            e[32..34].copy_from_slice(&c.len.to_le_bytes());
+            e[34..36].copy_from_slice(&flags.to_le_bytes());
+        }
+        let r = op(GNTTABOP_COPY, &mut b[..40 * chunk.len()], chunk.len() as u64);
+        for i in 0..chunk.len() {
+            if let Some(s) = status.get_mut(k * COPY_BATCH + i) {
+                *s = if r == 0 { i16::from_le_bytes([b[40 * i + 36], b[40 * i + 37]]) } else { -1 };
+            }
+        }
+        if r != 0 {
+            rc = r;
+        }
+    }
+    rc
 }

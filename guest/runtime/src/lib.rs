@@ -15,6 +15,7 @@ pub mod foreign;
 pub mod gnttab;
 pub mod hypercall;
 pub mod mm;
+pub mod netfront;
 pub mod physdev;
 pub mod pvio;
 pub mod traps;

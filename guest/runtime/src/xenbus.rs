@@ -3,6 +3,7 @@
 //! while a reply is awaited are kept (a few) for [`next_watch`]. Also the shutdown protocol:
 //! `control/shutdown` watched, acknowledged, then `SCHEDOP_shutdown`.
 
+use core::fmt::Write;
 use crate::events;
 use crate::pvio::{self, RingPage};
 use crate::StartInfo;
@@ -253,4 +254,83 @@ pub fn take_shutdown_request() -> Option<guest_abi::sched::ShutdownReason> {
     };
     write("control/shutdown", b"").ok()?;
     Some(reason)
+}
+
+/// A XenStore path built without a heap.
+pub struct Path {
+    pub b: [u8; 128],
+    pub n: usize,
+}
+
+impl Write for Path {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.n + s.len();
+        if end > self.b.len() {
+            return Err(core::fmt::Error);
+        }
+        self.b[self.n..end].copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
+    }
+}
+
+impl Path {
+    pub fn of(args: core::fmt::Arguments<'_>) -> Path {
+        let mut p = Path { b: [0; 128], n: 0 };
+        let _ = p.write_fmt(args);
+        p
+    }
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.b[..self.n]).unwrap_or("")
+    }
+}
+
+/// A number XenStore holds at `path`.
+pub fn read_u64(path: &str) -> Option<u64> {
+    let mut b = [0u8; 32];
+    let n = read(path, &mut b).ok()?;
+    core::str::from_utf8(&b[..n]).ok()?.trim_end_matches('\0').parse().ok()
+}
+
+/// A device's peer `state` (at `path`) once `done` holds for it, woken by a watch on it
+/// (set by the caller).
+pub fn await_state(path: &str, done: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let s = read_u64(path).unwrap_or(0) as u32;
+        if done(s) {
+            return s;
+        }
+        let mut ev = [0u8; 160];
+        if next_watch(&mut ev).is_none() {
+            crate::pvio::wait(&[port()]);
+        }
+    }
+}
+
+/// Reads the path a device directory's `backend` key names (trailing NULs dropped).
+pub fn read_path(path: &str) -> Option<Path> {
+    let mut p = Path { b: [0; 128], n: 0 };
+    p.n = read(path, &mut p.b).ok()?;
+    while p.n > 0 && p.b[p.n - 1] == 0 {
+        p.n -= 1;
+    }
+    Some(p)
+}
+
+/// Waits until `device/<class>/<devid>` exists (a device attached while the guest runs).
+pub fn await_device(si: &StartInfo, class: &str, devid: u32) -> bool {
+    if !init(si) {
+        return false;
+    }
+    let path = Path::of(format_args!("device/{class}/{devid}/backend"));
+    let _ = watch(Path::of(format_args!("device/{class}")).as_str(), "device-new");
+    loop {
+        if read(path.as_str(), &mut [0u8; 128]).is_ok() {
+            return true;
+        }
+        let mut ev = [0u8; 160];
+        if next_watch(&mut ev).is_none() {
+            crate::pvio::wait(&[port()]);
+        }
+    }
 }
