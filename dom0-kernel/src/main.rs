@@ -219,6 +219,13 @@ fn files() -> &'static [(alloc::string::String, &'static [u8])] {
     FILES.get().map_or(&[], |v| v.as_slice())
 }
 
+/// The value of `key=` on dom0's command line.
+pub(crate) fn cmdline_value(key: &str) -> Option<&'static str> {
+    let si = start_info()?;
+    let c = core::str::from_utf8(si.cmdline_bytes()).ok()?;
+    c.split_ascii_whitespace().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
 /// dom0's start_info (set once at start).
 static START_INFO: spin::Once<&'static StartInfo> = spin::Once::new();
 
@@ -227,7 +234,8 @@ fn start_info() -> Option<&'static StartInfo> {
 }
 
 pub(crate) fn run(cmd: &str) {
-    let words: alloc::vec::Vec<&str> = cmd.split_ascii_whitespace().collect();
+    let owned = toolstack::xl::words(cmd);
+    let words: alloc::vec::Vec<&str> = owned.iter().map(|w| w.as_str()).collect();
     match words.as_slice() {
         ["xl", rest @ ..] => return xl::run(rest),
         [tool, rest @ ..] if tool.starts_with("xenstore-") => return xl::xenstore(&tool["xenstore-".len()..], rest),

@@ -2,7 +2,10 @@
 //! commands, run in order once the autostart domains are up (for scenarios that need
 //! domains one after another). Two more commands wait, dom0 serving meanwhile:
 //! `wait-gone <name>` until no domain of `xl`'s has that name (a domain that reboots keeps
-//! it), `wait-data <name> <key>` until that domain wrote `data/<key>`.
+//! it), `wait-data <name> <key>` until that domain wrote `data/<key>`. In the other lines,
+//! `${<name>/<key>}` stands for what domain `<name>` wrote at `data/<key>` (an address it
+//! got, say), and `${host-port}` for dom0's `host-port=` argument (a port the test harness
+//! serves on the host's loopback).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -46,8 +49,30 @@ pub fn resume() {
             l
         };
         if !line.starts_with("wait-") {
+            let line = substitute(&line);
             pv_runtime::println!("dom0# {}", line);
             crate::run(&line);
         }
     }
+}
+
+/// `${name/key}` replaced by domain `name`'s `data/key` (empty if it has none).
+fn substitute(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find('}') else { break };
+        let var = &rest[i + 2..i + j];
+        if var == "host-port" {
+            out.push_str(crate::cmdline_value("host-port").unwrap_or(""));
+        } else if let Some((name, key)) = var.split_once('/') {
+            if let Some(v) = crate::xl::id_of(name).and_then(|id| crate::xs::read(&alloc::format!("/local/domain/{id}/data/{key}")).ok()) {
+                out.push_str(String::from_utf8_lossy(&v).trim_end_matches('\0'));
+            }
+        }
+        rest = &rest[i + j + 1..];
+    }
+    out.push_str(rest);
+    out
 }

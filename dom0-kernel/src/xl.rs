@@ -236,7 +236,7 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             check("destroy", id, crate::build::destroy(id))?;
             NAMES.lock().remove(&id);
         }
-        Cmd::Create { config, console } => create_from(&config, console, false)?,
+        Cmd::Create { config, console, overrides } => create_from(&config, console, false, &overrides)?,
         Cmd::BlockList(d) => {
             let id = resolve(&d)?;
             let devs = crate::blkback::list(id);
@@ -407,7 +407,7 @@ fn exec(cmd: Cmd) -> Result<(), String> {
 
 /// `xl create <config> [-c]`; `quiet` leaves out xl's "Parsing config" line (the benchmark:
 /// a line on the emulated serial port costs more than building the domain).
-fn create_from(config: &str, console: bool, quiet: bool) -> Result<(), String> {
+fn create_from(config: &str, console: bool, quiet: bool, overrides: &[String]) -> Result<(), String> {
     let files = crate::files();
     let path = config.trim_start_matches('/');
     let (_, text) = files.iter().find(|(n, _)| n == path).ok_or_else(|| format!("Failed to read config file: {}: No such file or directory", config))?;
@@ -415,7 +415,7 @@ fn create_from(config: &str, console: bool, quiet: bool) -> Result<(), String> {
         println!("Parsing config from {}", config);
     }
     let text = core::str::from_utf8(text).map_err(|_| format!("{}: not a text file", config))?;
-    let cfg = toolstack::xlcfg::parse(text).map_err(|e| e.show(config))?;
+    let cfg = toolstack::xlcfg::parse(&toolstack::xlcfg::with_overrides(text, overrides)).map_err(|e| e.show(config))?;
     if NAMES.lock().values().any(|n| n.name == cfg.name) {
         return Err(format!("libxl: error: domain with name \"{}\" already exists.", cfg.name));
     }
@@ -521,7 +521,7 @@ pub fn bench_create(n: u32) {
     let free_before = physinfo().map(|p| field64(&p, physinfo::FREE_PAGES)).unwrap_or(0);
     for _ in 0..n {
         let t0 = pv_runtime::rdtsc();
-        if let Err(e) = create_from("/etc/xen/tiny.cfg", false, true) {
+        if let Err(e) = create_from("/etc/xen/tiny.cfg", false, true, &[]) {
             println!("bench-create: {}", e);
             return;
         }

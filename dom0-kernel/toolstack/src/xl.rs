@@ -32,8 +32,8 @@ pub enum Cmd {
     MemMax(DomRef, u64),
     /// `mem-set <dom> <size>`: KiB (the balloon target, `memory/target`).
     MemSet(DomRef, u64),
-    /// `create <config> [-c]`.
-    Create { config: String, console: bool },
+    /// `create <config> [-c] [Variable=Value ...]`.
+    Create { config: String, console: bool, overrides: Vec<String> },
     /// `console <dom>`.
     Console(DomRef),
     /// `shutdown [-w] <dom>` / `reboot [-w] <dom>`: asked through `control/shutdown`.
@@ -174,12 +174,13 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
         }
         "create" => {
             let console = args.contains(&"-c");
-            let files: Vec<&&str> = args.iter().filter(|a| !a.starts_with('-')).collect();
+            let files: Vec<&&str> = args.iter().filter(|a| !a.starts_with('-') && !a.contains('=')).collect();
+            let overrides: Vec<String> = args.iter().filter(|a| !a.starts_with('-') && a.contains('=')).map(|a| a.to_string()).collect();
             if let Some(bad) = args.iter().find(|a| a.starts_with('-') && **a != "-c") {
                 return Err(format!("create: unknown option '{}'", bad));
             }
             match files.as_slice() {
-                [f] => Cmd::Create { config: f.to_string(), console },
+                [f] => Cmd::Create { config: f.to_string(), console, overrides },
                 [] => return Err("'xl create' requires a config file.".into()),
                 _ => return Err("create: one config file only".into()),
             }
@@ -474,7 +475,12 @@ mod tests {
         assert_eq!(parse(&["mem-max", "1", "64m"]), Ok(Cmd::MemMax(DomRef::Id(1), 65536)));
         assert_eq!(parse(&["mem-max", "1", "lots"]), Err("invalid memory size: lots".into()));
         assert_eq!(parse(&["dmesg", "-c"]), Ok(Cmd::Dmesg { clear: true }));
-        assert_eq!(parse(&["create", "/etc/xen/a.cfg", "-c"]), Ok(Cmd::Create { config: "/etc/xen/a.cfg".into(), console: true }));
+        assert_eq!(parse(&["create", "/etc/xen/a.cfg", "-c"]), Ok(Cmd::Create { config: "/etc/xen/a.cfg".into(), console: true, overrides: Vec::new() }));
+        assert_eq!(
+            parse(&["create", "/etc/xen/a.cfg", "extra=source 1 2"]),
+            Ok(Cmd::Create { config: "/etc/xen/a.cfg".into(), console: false, overrides: alloc::vec!["extra=source 1 2".into()] })
+        );
+        assert_eq!(words("xl create a.cfg 'extra=\"x y\"' b=\"c d\"  e"), ["xl", "create", "a.cfg", "extra=\"x y\"", "b=c d", "e"]);
         assert_eq!(parse(&["create"]), Err("'xl create' requires a config file.".into()));
         assert_eq!(parse(&["create", "-q", "x"]), Err("create: unknown option '-q'".into()));
         assert_eq!(parse(&["mem-set", "2", "8m"]), Ok(Cmd::MemSet(DomRef::Id(2), 8192)));
@@ -535,6 +541,36 @@ pub struct BlockRow {
     pub port: Option<u32>,
     pub ring_ref: Option<u32>,
     pub path: String,
+}
+
+/// A shell line's words: split at blanks, except inside '...' or "..." (the quotes
+/// removed, as a shell does).
+pub fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut any = false;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_ascii_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(core::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// One device of `xl network-list`.

@@ -197,6 +197,25 @@ fn cpu_list(s: &str) -> Option<u64> {
 }
 
 /// Parses and checks a config.
+/// `xl create <config> [Variable=Value ...]`: the config's text with each assignment after
+/// it (a later one wins). A value that is not already in config syntax (a quoted string, a
+/// number, a list) is taken as a string, as after the shell removed its quotes.
+pub fn with_overrides(text: &str, overrides: &[String]) -> String {
+    let mut t = String::from(text);
+    for o in overrides {
+        let Some((k, v)) = o.split_once('=') else { continue };
+        let v = v.trim();
+        let literal = v.starts_with('"') || v.starts_with('\'') || v.starts_with('[') || (!v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()));
+        t.push('\n');
+        if literal {
+            t.push_str(&alloc::format!("{} = {}\n", k.trim(), v));
+        } else {
+            t.push_str(&alloc::format!("{} = \"{}\"\n", k.trim(), v.replace('\\', "\\\\").replace('"', "\\\"")));
+        }
+    }
+    t
+}
+
 pub fn parse(text: &str) -> Result<Config, ParseError> {
     let set = settings(text)?;
     let line = |k: &str| set.get(k).map_or(0, |(l, _)| *l);
@@ -361,6 +380,14 @@ disk = [ 'phy:/dev/vg/guest1,xvda,w',
 vif = [ "mac=00:16:3e:00:00:01,bridge=xenbr0" ]
 unknown_key = 7
 "#;
+
+    #[test]
+    fn overrides() {
+        let t = with_overrides("name = 'a'\nkernel = 'k'\nextra = 'x'\n", &["extra=source 10.0.2.16 5001".into(), "memory=32".into(), "name=\"b\"".into()]);
+        let c = parse(&t).unwrap();
+        assert_eq!(c.cmdline, "source 10.0.2.16 5001");
+        assert_eq!((c.name.as_str(), c.memory), ("b", 32));
+    }
 
     #[test]
     fn a_full_config() {

@@ -44,6 +44,12 @@ pub struct Config {
     pub disk_errors: Option<PathBuf>,
     /// A virtio-net PCI device on QEMU's user network (10.0.2.0/24, gateway 10.0.2.2).
     pub net: bool,
+    /// ... with this host port (on 127.0.0.1) forwarded to port 80 of the network's first
+    /// DHCP client (10.0.2.15) ...
+    pub forward: Option<u16>,
+    /// ... and fetched once (`GET /`) when this text first appears on the serial line; the
+    /// answer is added to the output as `[host] ` lines.
+    pub get_after: Option<&'static str>,
 }
 
 impl Config {
@@ -62,6 +68,8 @@ impl Config {
             disk: None,
             disk_errors: None,
             net: false,
+            forward: None,
+            get_after: None,
         }
     }
 
@@ -87,7 +95,8 @@ impl Config {
             c.args(["-device", "virtio-blk-pci,drive=disk0"]);
         }
         if self.net {
-            c.args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+            let fwd = self.forward.map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-:80")).unwrap_or_default();
+            c.args(["-netdev", &format!("user,id=net0{fwd}"), "-device", "virtio-net-pci,netdev=net0"]);
         }
         if !self.interactive && self.nmi_every.is_none() {
             c.args(["-monitor", "none"]);
@@ -144,7 +153,10 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     let booted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let booted_w = booted.clone();
     let input = cfg.input;
+    let host_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let get = cfg.get_after.zip(cfg.forward).map(|g| (g, host_lines.clone()));
     let reader = std::thread::spawn(move || {
+        let mut get = get;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let mut seen = None;
@@ -165,6 +177,18 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
                         std::thread::sleep(Duration::from_millis(200));
                     }
                     stdin = None;
+                }
+            }
+            if let Some(((after, port), lines)) = get.as_ref() {
+                if String::from_utf8_lossy(&buf).contains(after) {
+                    let (port, lines) = (*port, lines.clone());
+                    std::thread::spawn(move || {
+                        let r = http_get(port);
+                        if let Ok(mut l) = lines.lock() {
+                            l.extend(r.lines().map(|x| format!("[host] {x}")));
+                        }
+                    });
+                    get = None;
                 }
             }
             if seen.is_none() {
@@ -222,8 +246,72 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     if let Some(n) = nmis {
         output.push_str(&format!("\n[runner] {n} NMIs injected through the monitor"));
     }
+    if let Ok(l) = host_lines.lock() {
+        for x in l.iter() {
+            output.push('\n');
+            output.push_str(x);
+        }
+    }
     let code = status.code().and_then(ExitCode::from_qemu_status);
     Ok(Outcome { output, code, status: status.code(), timed_out, wall, marker_at })
+}
+
+/// `GET /` from 127.0.0.1:`port` (a port QEMU forwards into the guest network): the
+/// answer, or what went wrong.
+fn http_get(port: u16) -> String {
+    use std::io::Write;
+    let t0 = Instant::now();
+    let go = || -> std::io::Result<String> {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(60)))?;
+        c.write_all(b"GET / HTTP/1.0\r\nHost: domu\r\n\r\n")?;
+        let mut r = String::new();
+        c.read_to_string(&mut r)?;
+        Ok(r)
+    };
+    match go() {
+        Ok(r) => format!("GET / through the port forward in {} ms:\n{}", t0.elapsed().as_millis(), r.replace('\r', "")),
+        Err(e) => format!("GET / through the port forward failed: {e}"),
+    }
+}
+
+/// A TCP server on the host's loopback for the guests (QEMU's user network reaches it as
+/// 10.0.2.2): every connection's request is answered with `/pattern`, `bytes` bytes of
+/// `pattern`. Its port; it serves until the process ends.
+pub fn pattern_server(bytes: usize, pattern: fn(u64) -> u8) -> Result<u16, String> {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+    let port = l.local_addr().map_err(|e| e.to_string())?.port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
+                let mut req = Vec::new();
+                let mut b = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let body: Vec<u8> = (0..bytes as u64).map(pattern).collect();
+                let found = req.starts_with(b"GET /pattern ");
+                let head = if found { format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()) } else { "HTTP/1.0 404 Not Found\r\n\r\n".into() };
+                let _ = c.write_all(head.as_bytes());
+                if found {
+                    let _ = c.write_all(&body);
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// A free port on the host's loopback (for a forward).
+pub fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// Runs with the serial console on this terminal.

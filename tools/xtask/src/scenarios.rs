@@ -59,10 +59,14 @@ struct Scenario {
     disk_eio: bool,
     /// A virtio-net device on QEMU's user network.
     net: bool,
+    /// ... with a host port forwarded to the first DHCP client's port 80 and fetched once
+    /// the guest says it listens, and a pattern server on the host's loopback (its port
+    /// given to dom0 as `host-port=`).
+    host_net: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -78,6 +82,49 @@ const MM_CASES: &[&str] = &[
 
 /// dom0's network device came up, and the gateway answered.
 const NET_TEST: &[&str] = &["dom0: net: virtio-net at 00:", "dom0: net test: ARP request sent: true; 10.0.2.2 is at 52:55:0a:00:02:02"];
+
+/// The network test guest says this when its web server listens (the host then fetches).
+const HTTP_LISTENING: &str = "net: http: listening on port 80";
+/// What the host's pattern server sends (`net fetch`).
+const FETCH_BYTES: usize = 1 << 20;
+
+/// The pattern of `tests/guests/src/bin/net.rs`.
+fn net_pattern(i: u64) -> u8 {
+    (i.wrapping_mul(7) ^ (i >> 10) ^ (i >> 19)) as u8
+}
+
+/// The PV network scenario's verdicts (`dom0-kernel/bundle/etc/xen/net/test.sh`).
+const NET_EXPECT: &[&str] = &[
+    "net: http: answered 'GET / HTTP/1.0' (1 of 1)",
+    "[host] HTTP/1.0 200 OK",
+    "[host] hello from an rxen domU, over netfront, dom0's switch and smoltcp",
+    "net: http: SUCCESS",
+    "net: source: ping 10.0.2.16: 4 of 4 replies",
+    "net: sink: 10485760 of 10485760 bytes",
+    "0 bytes wrong",
+    "net: sink: SUCCESS",
+    "net: source: SUCCESS",
+    "net: hostile: a zero-length packet: [(500, -1)] (want [-1]): ok",
+    "net: hostile: a grant that does not exist: [(500, -1)] (want [-1]): ok",
+    "net: hostile: GSO extra info the backend did not offer: [(500, -1), (0, 1)] (want [-1, 1]): ok",
+    "net: hostile: a good frame after all that: [(500, 0)] (want [0]): ok",
+    "vif0: a packet in more slots than allowed: the ring is read no more",
+    "net: hostile: SUCCESS",
+    "net: flood: the backend closed the device after",
+    "net: flood: SUCCESS",
+    "net: fetch: 'HTTP/1.0 200 OK' from 10.0.2.2:",
+    "net: fetch: 1048576 of 1048576 bytes",
+    "net: fetch: SUCCESS",
+];
+
+/// Both ends of the domU-to-domU transfer saw the same bytes (their Fletcher-64s agree).
+fn net_sums_agree(out: &str, _: Option<&std::path::Path>) -> Result<(), String> {
+    let sum = |who: &str| out.lines().find(|l| l.contains(who) && l.contains("Fletcher-64")).and_then(|l| l.rsplit(' ').next()).map(str::to_string);
+    match (sum("net: sink: "), sum("net: source: ")) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        (a, b) => Err(format!("the sink's Fletcher-64 {a:?} is not the source's {b:?}")),
+    }
+}
 
 /// The PV block scenario's verdicts.
 const BLK_EXPECT: &[&str] = &[
@@ -468,6 +515,17 @@ fn scenarios() -> Vec<Scenario> {
             smp: 2,
             dom0_args: "net-test disk-test=64 shutdown",
             ..sc("dom0-net-disk-smp2", Image::Dom0, Expect::Exit(Poweroff, NET_TEST))
+        },
+        // PV networking end to end (dom0-kernel/bundle/etc/xen/net/test.sh): a domU's web
+        // page fetched from the host through the port forward; 10 MiB over TCP from one
+        // domU to another through the switch; hostile and flooding frontends beside them;
+        // network-detach of the flooding one; a file fetched from a server on the host.
+        Scenario {
+            host_net: true,
+            bundle: true,
+            timeout_s: 300,
+            dom0_args: "interactive run=/etc/xen/net/test.sh",
+            ..sc("net", Image::Dom0, Expect::ExitCheck(Poweroff, NET_EXPECT, net_sums_agree))
         },
         // ... and none of it for a domU (the same guest, unprivileged).
         Scenario {
@@ -891,7 +949,15 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.smp = s.smp;
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     cfg.machine = s.machine;
-    cfg.net = s.net;
+    cfg.net = s.net || s.host_net;
+    let mut dom0_args = s.dom0_args.to_string();
+    if s.host_net {
+        cfg.forward = Some(qemu::free_port()?);
+        cfg.get_after = Some(HTTP_LISTENING);
+        let port = qemu::pattern_server(FETCH_BYTES, net_pattern)?;
+        dom0_args = format!("{dom0_args} host-port={port}");
+    }
+    let dom0_args = dom0_args.as_str();
     if s.disk {
         let p = disk_path(s.name);
         std::fs::create_dir_all(p.parent().unwrap_or(&p)).map_err(|e| e.to_string())?;
@@ -904,11 +970,14 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
         cfg.disk = Some(p);
     }
     // `audit`: every domain that dies is audited (the stress scenarios check the verdict).
-    let hv_opts = format!("debug-exit loglvl=info dom0_mem=16M audit {}", s.hv_opts);
+    // dom0's own kernel (its image is ~11.5 MiB: heap, grant and DMA windows) gets 32 MiB;
+    // a test guest as dom0 16 MiB.
+    let mem = if matches!(s.image, Image::Dom0) { "32M" } else { "16M" };
+    let hv_opts = format!("debug-exit loglvl=info dom0_mem={mem} audit {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() || s.bundle {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
         let bundle = if s.bundle { Some(images::bundle(i)?) } else { None };
-        let mut mods: Vec<(&str, &str)> = vec![("dom0", s.dom0_args)];
+        let mut mods: Vec<(&str, &str)> = vec![("dom0", dom0_args)];
         if bundle.is_some() {
             mods.push(("bundle", "bundle"));
         }
@@ -923,11 +992,11 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
         files.extend(paths.iter().map(|(p, n)| (p.as_path(), n.as_str())));
         Boot::Iso(images::iso_files(&i.hypervisor, &files, &grub, &format!("test-{}", s.name))?)
     } else if s.grub {
-        let grub = images::grub_cfg(&hv_opts, s.dom0_args);
+        let grub = images::grub_cfg(&hv_opts, dom0_args);
         let bundle = images::bundle(i)?;
         Boot::Iso(images::iso_files(&i.hypervisor, &[(module.as_path(), "dom0"), (bundle.as_path(), "bundle")], &grub, &format!("test-{}", s.name))?)
     } else {
-        let cmdline = if s.dom0_args.is_empty() { hv_opts } else { format!("{hv_opts} -- {}", s.dom0_args) };
+        let cmdline = if dom0_args.is_empty() { hv_opts } else { format!("{hv_opts} -- {dom0_args}") };
         Boot::Pvh { kernel: i.hypervisor.clone(), module, cmdline }
     };
     Ok(cfg)

@@ -26,28 +26,9 @@ use guest_abi::sched::ShutdownReason;
 use pv_runtime::blkfront::Blkfront;
 use pv_runtime::hypercall;
 
-/// A line on the hypervisor's console (`console_io`: shown as `(dN) ...` at once, while the
+/// Lines on the hypervisor's console (`console_io`: shown as `(dN) ...` at once, while the
 /// PV console ring's output stays in dom0 until someone attaches).
-macro_rules! println {
-    ($($a:tt)*) => { say(format_args!($($a)*)) };
-}
-
-fn say(args: core::fmt::Arguments<'_>) {
-    use core::fmt::Write;
-    struct B([u8; 256], usize);
-    impl Write for B {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            let n = s.len().min(self.0.len() - self.1);
-            self.0[self.1..self.1 + n].copy_from_slice(&s.as_bytes()[..n]);
-            self.1 += n;
-            Ok(())
-        }
-    }
-    let mut b = B([0; 256], 0);
-    let _ = b.write_fmt(args);
-    let _ = b.write_str("\n");
-    hypercall::console_write(&b.0[..b.1]);
-}
+use pv_runtime::hvprintln as println;
 
 const XVDA: u32 = 51712;
 const MARK: &[u8; 8] = b"RXENBLK1";

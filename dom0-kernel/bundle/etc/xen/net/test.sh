@@ -1,0 +1,21 @@
+# The PV network scenario (`cargo xtask test --only net`), run by dom0 with run=/etc/xen/net/test.sh.
+# The host fetches nethttp's page through QEMU's port forward to 10.0.2.15:80 (the first lease).
+xl create /etc/xen/net/http.cfg
+wait-gone nethttp
+xl create /etc/xen/net/sink.cfg
+wait-data netsink sink
+xl network-list netsink
+xl create /etc/xen/net/hostile.cfg
+xl create /etc/xen/net/flood.cfg
+wait-data netflood flood
+xl create /etc/xen/net/source.cfg 'extra=source ${netsink/ip} 5001 10485760'
+wait-gone netsource
+wait-gone netsink
+wait-gone nethostile
+xl network-list netflood
+xl network-detach netflood 0
+wait-gone netflood
+xl create /etc/xen/net/fetch.cfg 'extra=fetch ${host-port} 1048576'
+wait-gone netfetch
+xl list
+poweroff
