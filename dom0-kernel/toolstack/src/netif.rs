@@ -271,6 +271,9 @@ pub enum Out<P> {
     Drop(&'static str),
 }
 
+/// Why a frame from a port bound to a MAC is dropped when its source is another.
+pub const SPOOFED: &str = "source is not the port's MAC";
+
 /// The software switch: a learning L2 bridge. A port may be bound to one MAC (a vif: it
 /// may send with that source only, and that MAC is never learned elsewhere, so no port can
 /// take another's traffic); the others (the uplink) learn the sources they bring, in a
@@ -325,7 +328,7 @@ impl<P: Copy + Ord> Bridge<P> {
             return Out::Drop("multicast or zero source");
         }
         match self.bound_of.get(&from) {
-            Some(m) if *m != src => return Out::Drop("source is not the port's MAC"),
+            Some(m) if *m != src => return Out::Drop(SPOOFED),
             Some(_) => {}
             None => {
                 if self.bound.contains_key(&src) {

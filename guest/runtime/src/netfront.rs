@@ -263,6 +263,11 @@ impl Netfront {
         self.tx
     }
 
+    /// The receive ring (likewise).
+    pub fn rx_ring(&self) -> RingPage {
+        self.rx
+    }
+
     /// Grant of transmit page `i` (for the hostile tests).
     pub fn tx_gref(&self, i: usize) -> u32 {
         self.tx_grefs[i % TX_BUFFERS]

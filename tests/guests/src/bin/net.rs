@@ -11,8 +11,10 @@
 //!   (QEMU's user network: the host's loopback) and checks its `bytes` bytes.
 //! - `flood`: sends frames as fast as the ring takes them until the device is detached.
 //! - `hostile`: transmit requests no frontend should send, each answered with an error
-//!   while a good frame still goes; then a packet in more slots than allowed, and the
-//!   backend closes the device.
+//!   while a good frame still goes, a frame with another vif's MAC; then a packet in more
+//!   slots than allowed, and the backend closes the device.
+//! - `indexes tx|rx`: a transmit (or receive) ring whose `req_prod` claims more than the
+//!   ring holds: the backend closes the device.
 //!
 //! Every verdict line says `SUCCESS` or `FAILURE`; the domain powers off (or crashes on a
 //! failure).
@@ -394,6 +396,12 @@ fn hostile(nf: &mut Netfront) -> ! {
         ok &= good;
         at += want.len() as u32;
     }
+    // A frame with another vif's source MAC (netsink's): taken off the ring (OKAY), but the
+    // switch drops it (dom0 says so).
+    let mut spoof = f;
+    spoof[6..12].copy_from_slice(&[0x00, 0x16, 0x3e, 0x00, 0x00, 0x02]);
+    ok &= nf.send(&spoof);
+    nf.drain_tx(system_time() + 5 * SEC);
     // A packet in 19 slots (more than XEN_NETIF_NR_SLOTS_MIN): the backend stops reading
     // the ring and closes the device.
     for k in 0..19u16 {
@@ -408,6 +416,35 @@ fn hostile(nf: &mut Netfront) -> ! {
     ok &= nf.closed;
     nf.close();
     end(ok, "hostile")
+}
+
+/// `indexes tx|rx`.
+fn indexes(nf: &mut Netfront, which: &str) -> ! {
+    if which == "tx" {
+        let r = nf.tx_ring();
+        r.write_u32(REQ_PROD, r.read_u32(REQ_PROD).wrapping_add(1000));
+        pv_runtime::events::send(nf.port());
+    } else {
+        let r = nf.rx_ring();
+        r.write_u32(REQ_PROD, r.read_u32(REQ_PROD).wrapping_add(5000));
+        // An ARP request for the gateway: its answer comes to this vif's receive ring.
+        let mut f = [0u8; 42];
+        f[0..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&nf.mac);
+        f[12..22].copy_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f[22..28].copy_from_slice(&nf.mac);
+        f[28..32].copy_from_slice(&[10, 0, 2, 99]);
+        f[38..42].copy_from_slice(&[10, 0, 2, 2]);
+        nf.send(&f);
+    }
+    let t0 = system_time();
+    while !nf.closed && system_time() - t0 < 20 * SEC {
+        nf.wait(system_time() + SEC);
+    }
+    println!("net: indexes {}: the backend closed the device: {}", which, nf.closed);
+    let ok = nf.closed;
+    nf.close();
+    end(ok, "indexes")
 }
 
 #[no_mangle]
@@ -428,6 +465,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     match mode {
         "hostile" => hostile(&mut nf),
         "flood" => flood(&mut nf),
+        "indexes" => indexes(&mut nf, args[0]),
         _ => {}
     }
     // SAFETY: taken once, here.

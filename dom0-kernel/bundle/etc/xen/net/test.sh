@@ -6,15 +6,23 @@ xl create /etc/xen/net/sink.cfg
 wait-data netsink sink
 xl network-list netsink
 xl create /etc/xen/net/hostile.cfg
+xl create /etc/xen/net/idxtx.cfg
+xl create /etc/xen/net/idxrx.cfg
 xl create /etc/xen/net/flood.cfg
 wait-data netflood flood
 xl create /etc/xen/net/source.cfg 'extra=source ${netsink/ip} 5001 10485760'
 wait-gone netsource
 wait-gone netsink
 wait-gone nethostile
+wait-gone netidxtx
+wait-gone netidxrx
 xl network-list netflood
 xl network-detach netflood 0
 wait-gone netflood
+# A domain destroyed while it floods: its vif goes with it, the switch carries on.
+xl create /etc/xen/net/flood2.cfg
+wait-data netflood2 flood
+xl destroy netflood2
 xl create /etc/xen/net/fetch.cfg 'extra=fetch ${host-port} 1048576'
 wait-gone netfetch
 xl list
