@@ -36,6 +36,14 @@ impl Window {
         }
     }
 
+    /// Maps frame `mfn` of this guest writable at the window (-errno on refusal).
+    pub fn map_own(&mut self, mfn: u64) -> Result<(), i64> {
+        match hc::update_va_mapping(va(), mfn << 12 | P | RW | A | D, 2) {
+            0 => Ok(()),
+            e => Err(e),
+        }
+    }
+
     /// Writes `bytes` at `off` of the frame mapped now.
     pub fn write(&mut self, off: usize, bytes: &[u8]) {
         let n = bytes.len().min(4096usize.saturating_sub(off));

@@ -6,6 +6,7 @@
 //! `guest-high.ld` (VIRT_BASE −2 GiB) or `guest-low.ld` (VIRT_BASE 0, image at 1 MiB).
 #![no_std]
 
+pub mod balloon;
 pub mod blkfront;
 pub mod console;
 pub mod ctl;

@@ -30,6 +30,9 @@ pub struct GuestMem {
     pub region_end_pfn: u64,
     /// Next free PFN for [`GuestMem::alloc_pfn`].
     next_pfn: u64,
+    /// PFNs from here up are the balloon's (given back to the hypervisor): `p2m.len()`
+    /// while nothing is ballooned ([`crate::balloon`]).
+    pub(crate) limit: u64,
 }
 
 impl GuestMem {
@@ -39,13 +42,13 @@ impl GuestMem {
         // (Xen's start-of-day contract), and nothing else in the runtime refers to it.
         let p2m = unsafe { core::slice::from_raw_parts_mut(si.mfn_list as *mut u64, si.nr_pages as usize) };
         let region_end_pfn = crate::pvio::region_end_pfn(si);
-        GuestMem { virt_base, p2m, region_end_pfn, next_pfn: region_end_pfn }
+        GuestMem { virt_base, p2m, region_end_pfn, next_pfn: region_end_pfn, limit: si.nr_pages }
     }
 
     /// A PFN past the bootstrap region, never handed out before. Its frame is zeroed with
     /// `MMUEXT_CLEAR_PAGE`.
     pub fn alloc_pfn(&mut self) -> Option<u64> {
-        if self.next_pfn as usize >= self.p2m.len() {
+        if self.next_pfn >= self.limit {
             return None;
         }
         let pfn = self.next_pfn;
@@ -65,7 +68,7 @@ impl GuestMem {
 
     /// Frames left for [`GuestMem::alloc_pfn`].
     pub fn free_pfns(&self) -> u64 {
-        self.p2m.len() as u64 - self.next_pfn
+        self.limit.saturating_sub(self.next_pfn)
     }
 }
 

@@ -330,7 +330,7 @@ impl Netfront {
         if self.tx_cons != self.tx_prod {
             self.tx.write_u32(RSP_EVENT, self.tx_cons.wrapping_add(1));
         }
-        if self.rx.read_u32(RSP_PROD) == self.rx_cons && !self.backend_changed() {
+        if self.rx.read_u32(RSP_PROD) == self.rx_cons && !self.backend_changed() && !xenbus::watch_pending() {
             pvio::wait_until(&[self.port, xenbus::port()], deadline);
         }
         self.backend_changed();

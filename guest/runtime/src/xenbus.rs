@@ -225,6 +225,20 @@ pub fn next_watch(out: &mut [u8]) -> Option<usize> {
     None
 }
 
+/// Is a watch event waiting (kept, or in the ring)? A guest that sleeps on the XenStore
+/// port must ask this first: an event kept while it awaited a reply left the port quiet.
+pub fn watch_pending() -> bool {
+    let Some((r, _)) = ring() else { return false };
+    CLIENT.try_lock().is_none_or(|c| c.n > 0) || available(r) as usize >= HEADER
+}
+
+/// Sleeps on the XenStore port unless a watch event is waiting already.
+pub fn wait_for_watch() {
+    if !watch_pending() {
+        crate::pvio::wait(&[port()]);
+    }
+}
+
 /// Watch events dropped because too many arrived while replies were awaited.
 pub fn dropped_events() -> u32 {
     CLIENT.lock().dropped
@@ -302,7 +316,7 @@ pub fn await_state(path: &str, done: impl Fn(u32) -> bool) -> u32 {
         }
         let mut ev = [0u8; 160];
         if next_watch(&mut ev).is_none() {
-            crate::pvio::wait(&[port()]);
+            wait_for_watch();
         }
     }
 }
@@ -330,7 +344,7 @@ pub fn await_device(si: &StartInfo, class: &str, devid: u32) -> bool {
         }
         let mut ev = [0u8; 160];
         if next_watch(&mut ev).is_none() {
-            crate::pvio::wait(&[port()]);
+            wait_for_watch();
         }
     }
 }

@@ -138,6 +138,32 @@ fn net_sums_agree(out: &str, _: Option<&std::path::Path>) -> Result<(), String> 
     }
 }
 
+/// The balloon scenario's verdicts.
+const BALLOON_EXPECT: &[&str] = &[
+    "balloon: 512 pages taken and written",
+    "balloon: shrink from 32768 to 12288 KiB",
+    "balloon: grow from 12288 to 32768 KiB",
+    "balloon: shrink from 32768 to 6144 KiB in",
+    "balloon: grow from 6144 to 32768 KiB",
+    "balloon: shutdown (Poweroff): 512 pages held, 0 changed",
+    "balloon: SUCCESS",
+];
+
+/// The balloon's frames went back to the hypervisor and came again: `xl info`'s free
+/// memory up by the 20 MiB shrink, down again after the grow; `xl list` shows the sizes.
+fn balloon_frees(out: &str, _: Option<&std::path::Path>) -> Result<(), String> {
+    let free: Vec<i64> = out.lines().filter_map(|l| l.strip_prefix("free_memory")).filter_map(|r| r.trim_start_matches([' ', ':']).trim().parse().ok()).collect();
+    let [before, shrunk, grown] = free[..] else { return Err(format!("want three xl info free_memory figures, got {free:?}")) };
+    if !(19..=21).contains(&(shrunk - before)) || (grown - before).abs() > 1 {
+        return Err(format!("free memory {before} -> {shrunk} -> {grown} MiB does not follow the 32 -> 12 -> 32 MiB balloon"));
+    }
+    let mem: Vec<&str> = out.lines().filter(|l| l.starts_with("balloon ")).filter_map(|l| l.split_whitespace().nth(2)).collect();
+    if mem != ["12", "32", "6"] {
+        return Err(format!("xl list shows the balloon with {mem:?} MiB, want 12, 32, 6"));
+    }
+    Ok(())
+}
+
 /// The PV block scenario's verdicts.
 const BLK_EXPECT: &[&str] = &[
     "blk: persist: 256 KiB written at sector 12288: Ok(()), marker Ok(()), flush Ok(()); rebooting",
@@ -555,6 +581,11 @@ fn scenarios() -> Vec<Scenario> {
             dom0_args: "interactive run=/etc/xen/net/test.sh",
             ..sc("net-q35", Image::Dom0, Expect::ExitCheck(Poweroff, NET_EXPECT, net_sums_agree))
         },
+        // The balloon (dom0-kernel/bundle/etc/xen/balloon/test.sh): a domU shrunk to 12 MiB,
+        // grown back to 32, shrunk below what it uses, grown again, while it takes and
+        // writes pages; its frames go back to the hypervisor (xl info's free memory).
+        Scenario { bundle: true, timeout_s: 120, dom0_args: "interactive run=/etc/xen/balloon/test.sh", ..sc("balloon", Image::Dom0, Expect::ExitCheck(Poweroff, BALLOON_EXPECT, balloon_frees)) },
+        Scenario { bundle: true, smp: 2, timeout_s: 120, dom0_args: "interactive run=/etc/xen/balloon/test.sh", ..sc("balloon-smp2", Image::Dom0, Expect::ExitCheck(Poweroff, BALLOON_EXPECT, balloon_frees)) },
         // ... and none of it for a domU (the same guest, unprivileged).
         Scenario {
             disk: true,
