@@ -367,7 +367,7 @@ fn take_tx(v: &mut Vif) -> (Vec<Box<Frame>>, bool) {
     let mut refused = 0u64;
     loop {
         // One batch: up to BATCH packets' pieces in one copy.
-        let mut batch: Vec<(Box<Frame>, Vec<(u16, bool)>)> = Vec::new();
+        let mut batch: Vec<(Box<Frame>, nif::SlotIds)> = Vec::new();
         let mut ops: Vec<Copy> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         while batch.len() < BATCH {

@@ -140,14 +140,17 @@ pub struct Piece {
     pub len: u16,
 }
 
+/// The ids of a packet's slots, each with whether it held extra info.
+pub type SlotIds = Vec<(u16, bool)>;
+
 /// What the slots at the head of the transmit ring hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxPacket {
     /// A packet of `len` bytes in `pieces`; `slots` slots taken, each answered with the
     /// packet's status except the extra-info ones (`extras`: answered `RSP_NULL`).
-    Frame { pieces: Vec<Piece>, len: usize, ids: Vec<(u16, bool)> },
+    Frame { pieces: Vec<Piece>, len: usize, ids: SlotIds },
     /// A packet refused (`why`): its slots answered `RSP_ERROR` (extras `RSP_NULL`).
-    Refused { ids: Vec<(u16, bool)>, why: &'static str },
+    Refused { ids: SlotIds, why: &'static str },
     /// Not all of the packet's slots are on the ring yet.
     Incomplete,
     /// Slots no frontend can mean (a chain too long, sizes that cannot add up): the ring
@@ -175,7 +178,7 @@ pub fn tx_packet(avail: u32, slot: impl Fn(u32) -> TxSlot) -> TxPacket {
         return TxPacket::Incomplete;
     }
     let first = slot(0);
-    let mut ids: Vec<(u16, bool)> = alloc::vec![(first.id, false)];
+    let mut ids: SlotIds = alloc::vec![(first.id, false)];
     let mut at = 1u32;
     let mut refuse: Option<&'static str> = None;
     if first.flags & NETTXF_EXTRA_INFO != 0 {

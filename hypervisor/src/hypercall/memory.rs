@@ -61,21 +61,26 @@ fn alloc_for_guest(hv: &mut Mx, mfn_limit: u64, replacing: u64) -> Option<Mfn> {
 /// domain being destroyed gets none: a frame given to it after its teardown looked is
 /// taken back (its teardown sets `dying` before it looks at its frames).
 fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: u64) -> Option<Mfn> {
-    if d.tot_pages.load(Ordering::Relaxed) >= d.max_pages.load(Ordering::Relaxed) + replacing {
+    if !reserve(d, 1, replacing) {
         return None;
     }
-    let m = crate::mm::with(|mm| {
+    let Some(m) = crate::mm::with(|mm| {
         let m = mm.alloc.alloc()?;
         if m.0 >= mfn_limit {
             mm.alloc.free(m);
             return None;
         }
         Some(m)
-    })??;
+    })
+    .flatten() else {
+        unreserve(d, 1);
+        return None;
+    };
     // The only scrub a frame gets (frees do not scrub): one that cannot be zeroed (not
     // direct-mapped, or the hypervisor's own) stays out of use.
     if DirectMap.zero(m).is_none() {
         log::error!("frame {:#x} from the allocator cannot be zeroed: kept out of use", m.0);
+        unreserve(d, 1);
         return None;
     }
     if crate::machine::frames().set_owner(m, Owner::Dom(d.id)).is_err() {
@@ -83,6 +88,7 @@ fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: u64) -> Op
         // did, something still holds the frame: it stays out of the allocator (which would
         // hand the same frame out again), and the domain gets none.
         log::error!("frame {:#x} from the allocator is still referenced: kept out of use", m.0);
+        unreserve(d, 1);
         return None;
     }
     d.note_frame(m);
@@ -91,10 +97,24 @@ fn alloc_for(d: &crate::domain::DomShared, mfn_limit: u64, replacing: u64) -> Op
         if crate::machine::frames().set_owner(m, Owner::Free).is_ok() {
             crate::mm::with(|mm| mm.alloc.free(m));
         }
+        unreserve(d, 1);
         return None;
     }
-    d.tot_pages.fetch_add(1, Ordering::Relaxed);
     Some(m)
+}
+
+/// Counts `n` more frames in `d`'s `tot_pages` if they fit under `max_pages` (plus the
+/// `replacing` frames about to go): one atomic step, so vCPUs allocating at once cannot
+/// together pass the limit.
+fn reserve(d: &crate::domain::DomShared, n: u64, replacing: u64) -> bool {
+    let max = d.max_pages.load(Ordering::Relaxed) + replacing;
+    d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_add(n).filter(|&v| v <= max)).is_ok()
+}
+
+/// Takes back a [`reserve`] of frames that did not come (never below zero: a teardown may
+/// have cleared the count meanwhile).
+fn unreserve(d: &crate::domain::DomShared, n: u64) {
+    let _ = d.tot_pages.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(t.saturating_sub(n)));
 }
 
 /// Gives a frame back: only if the domain owns it and nothing references it.
@@ -401,17 +421,21 @@ fn alloc_extent(d: &crate::domain::DomShared, order: u32, limit: u64, replacing:
         return alloc_for(d, limit, replacing);
     }
     let n = 1u64 << order;
-    if d.tot_pages.load(Ordering::Relaxed) + n > d.max_pages.load(Ordering::Relaxed) + replacing {
+    if !reserve(d, n, replacing) {
         return None;
     }
-    let m = crate::mm::with(|mm| {
+    let Some(m) = crate::mm::with(|mm| {
         let m = mm.alloc.alloc_contig(n, n)?;
         if m.0 + n > limit {
             mm.alloc.free_range(m, Mfn(m.0 + n));
             return None;
         }
         Some(m)
-    })??;
+    })
+    .flatten() else {
+        unreserve(d, n);
+        return None;
+    };
     let ft = crate::machine::frames();
     for j in 0..n {
         let f = Mfn(m.0 + j);
@@ -420,17 +444,17 @@ fn alloc_extent(d: &crate::domain::DomShared, order: u32, limit: u64, replacing:
             // out of use; the ones before it go back to the domain's count and then to the
             // allocator, the rest of the range straight back.
             log::error!("frame {:#x} from the allocator is unusable: kept out of use", f.0);
+            // The ones before it were counted (the reservation): freeing them uncounts.
             for i in 0..j {
-                d.tot_pages.fetch_add(1, Ordering::Relaxed);
                 let _ = crate::teardown::free_from(d, Mfn(m.0 + i));
             }
+            unreserve(d, n - j);
             crate::mm::with(|mm| mm.alloc.free_range(Mfn(f.0 + 1), Mfn(m.0 + n)));
             return None;
         }
         d.note_frame(f);
     }
     core::sync::atomic::fence(Ordering::SeqCst);
-    d.tot_pages.fetch_add(n, Ordering::Relaxed);
     if d.is_dying() {
         for j in 0..n {
             let _ = crate::teardown::free_from(d, Mfn(m.0 + j));

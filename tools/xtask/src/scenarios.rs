@@ -1152,10 +1152,10 @@ const XS_HOSTILE: [&str; 16] = [
 const FORBIDDEN: &[&str] = &["is not waiting"];
 
 /// The host crates (tested and linted for the host) and the bare-metal ones.
-const HOST_EXCLUDES: [&str; 14] = [
-    "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "pv-heap", "--exclude", "pv-devices", "--exclude", "dom0-kernel", "--exclude", "test-guests",
+const HOST_EXCLUDES: [&str; 16] = [
+    "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "pv-heap", "--exclude", "pv-devices", "--exclude", "pv-net", "--exclude", "dom0-kernel", "--exclude", "test-guests",
 ];
-const BARE_METAL: [&str; 14] = ["-p", "hypervisor", "-p", "hv-arch", "-p", "pv-runtime", "-p", "pv-heap", "-p", "pv-devices", "-p", "dom0-kernel", "-p", "test-guests"];
+const BARE_METAL: [&str; 16] = ["-p", "hypervisor", "-p", "hv-arch", "-p", "pv-runtime", "-p", "pv-heap", "-p", "pv-devices", "-p", "pv-net", "-p", "dom0-kernel", "-p", "test-guests"];
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

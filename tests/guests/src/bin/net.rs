@@ -359,12 +359,15 @@ fn tx_status(nf: &Netfront, i: u32) -> (u16, i16) {
     (u16::from_le_bytes([r[0], r[1]]), i16::from_le_bytes([r[2], r[3]]))
 }
 
+/// A hostile transmit request: what it is, gref, offset, flags, size, and the statuses
+/// its slots must get.
+type Case = (&'static str, u32, u16, u16, u16, &'static [i16]);
+
 /// `hostile`: bad transmit requests.
 fn hostile(nf: &mut Netfront) -> ! {
     let g = nf.tx_gref(0);
     let mut ok = true;
-    // (what, gref, offset, flags, size, expected statuses of its slots)
-    let cases: &[(&str, u32, u16, u16, u16, &[i16])] = &[
+    let cases: &[Case] = &[
         ("a zero-length packet", g, 0, 0, 0, &[RSP_ERROR]),
         ("a packet shorter than an Ethernet header", g, 0, 0, 13, &[RSP_ERROR]),
         ("a packet longer than the MTU", g, 0, 0, 2000, &[RSP_ERROR]),
