@@ -575,7 +575,7 @@ fn push(c: &Conn) {
     let new = c.rsp_prod_pvt;
     page.set_u32(RSP_PROD, new);
     let ev = page.u32(RSP_EVENT);
-    if new.wrapping_sub(ev) < new.wrapping_sub(old) {
+    if pv_runtime::pvio::needs_notify(new, old, ev) {
         events::send(c.port);
     }
 }

@@ -268,6 +268,8 @@ fn exec(cmd: Cmd) -> Result<(), String> {
                 let (tx, rx, refused, dropped) = l.counters;
                 println!("(vif{}: {} frames sent, {} received, {} refused, {} dropped)", l.devid, tx, rx, refused, dropped);
             }
+            let ((tt, tn), (rt, rn)) = crate::netback::costs();
+            println!("(switch: {} frames taken at {} TSC ticks each, {} delivered at {} each)", tn, tt / tn.max(1), rn, rt / rn.max(1));
         }
         Cmd::NetworkAttach(d, spec) => {
             let id = resolve(&d)?;

@@ -217,8 +217,13 @@ pub struct BadIndexes;
 /// when the frontend claims more than the ring holds beyond the responses not yet pushed
 /// (`rsp_prod_pvt`): garbage indexes, and the ring is not read any further.
 pub fn pending(req_prod: u32, req_cons: u32, rsp_prod_pvt: u32) -> Result<u32, BadIndexes> {
+    ring_pending(RING_SIZE, req_prod, req_cons, rsp_prod_pvt)
+}
+
+/// [`pending`] for a ring of `size` entries (every `io/ring.h` ring).
+pub fn ring_pending(size: u32, req_prod: u32, req_cons: u32, rsp_prod_pvt: u32) -> Result<u32, BadIndexes> {
     let n = req_prod.wrapping_sub(req_cons);
-    if n > RING_SIZE || req_prod.wrapping_sub(rsp_prod_pvt) > RING_SIZE {
+    if n > size || req_prod.wrapping_sub(rsp_prod_pvt) > size {
         return Err(BadIndexes);
     }
     Ok(n)

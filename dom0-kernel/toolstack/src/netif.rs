@@ -75,18 +75,12 @@ pub fn default_mac(dom: u16, devid: u32) -> Mac {
     [0x00, 0x16, 0x3e, (dom >> 8) as u8 & 0x7f, dom as u8, devid as u8]
 }
 
-/// The ring's indexes made no sense.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadIndexes;
+pub use crate::blkif::BadIndexes;
 
 /// Requests between `req_cons` and the frontend's `req_prod`, or `Err` when the frontend
 /// claims more than the ring can hold beyond the responses not yet pushed.
 pub fn pending(req_prod: u32, req_cons: u32, rsp_prod_pvt: u32) -> Result<u32, BadIndexes> {
-    let n = req_prod.wrapping_sub(req_cons);
-    if n > RING_SIZE || req_prod.wrapping_sub(rsp_prod_pvt) > RING_SIZE {
-        return Err(BadIndexes);
-    }
-    Ok(n)
+    crate::blkif::ring_pending(RING_SIZE, req_prod, req_cons, rsp_prod_pvt)
 }
 
 pub fn tx_offset(idx: u32) -> usize {

@@ -1,9 +1,10 @@
-//! TCP/IP for PV domUs: `smoltcp` (the standard no_std TCP/IP stack) over the runtime's
-//! netfront, with its address from DHCP. No heap: the caller gives the socket storage.
+//! TCP/IP for PV guests: `smoltcp` (the standard no_std TCP/IP stack) over the runtime's
+//! netfront (a domU) or any other `smoltcp` device (dom0's port on its own switch), with
+//! its address from DHCP. No heap: the caller gives the socket storage.
 //!
 //! [`Stack::poll`] moves frames between the device and the sockets and follows the DHCP
-//! lease; [`Stack::wait`] sleeps on the device's event channel until a frame comes or the
-//! stack's next timer (a retransmission, the DHCP renewal) is due.
+//! lease; on a netfront, [`Stack::wait`] sleeps on the device's event channel until a frame
+//! comes or the stack's next timer (a retransmission, the DHCP renewal) is due.
 #![no_std]
 
 pub use smoltcp;
@@ -72,8 +73,8 @@ pub fn now() -> Instant {
 }
 
 /// An interface, its sockets and its DHCP client.
-pub struct Stack<'a> {
-    pub nic: Nic,
+pub struct Stack<'a, D: Device = Nic> {
+    pub nic: D,
     pub iface: Interface,
     pub sockets: SocketSet<'a>,
     dhcp: SocketHandle,
@@ -85,8 +86,15 @@ pub struct Stack<'a> {
 impl<'a> Stack<'a> {
     /// The stack over `nf`, its DHCP client started (one socket of `storage` is its).
     pub fn new(nf: Netfront, storage: &'a mut [SocketStorage<'a>]) -> Stack<'a> {
-        let mut nic = Nic { nf, rx: [0; MTU] };
-        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.nf.mac)));
+        let mac = nf.mac;
+        Stack::on(Nic { nf, rx: [0; MTU] }, mac, storage)
+    }
+}
+
+impl<'a, D: Device> Stack<'a, D> {
+    /// The stack over device `dev` with MAC `mac`, its DHCP client started.
+    pub fn on(mut nic: D, mac: [u8; 6], storage: &'a mut [SocketStorage<'a>]) -> Stack<'a, D> {
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = pv_runtime::rdtsc();
         let iface = Interface::new(config, &mut nic, now());
         let mut sockets = SocketSet::new(storage);
@@ -125,11 +133,17 @@ impl<'a> Stack<'a> {
         changed
     }
 
+    /// When the stack next wants to be polled (system time, ns), if it has a timer.
+    pub fn next_poll(&mut self) -> Option<u64> {
+        self.iface.poll_delay(now(), &self.sockets).map(|d| events::system_time() + d.total_micros() * 1000)
+    }
+}
+
+impl<'a> Stack<'a> {
     /// Sleeps until a frame comes, the stack has a timer due, or `deadline` (system
     /// time, ns) passes.
     pub fn wait(&mut self, deadline: u64) {
-        let next = self.iface.poll_delay(now(), &self.sockets).map(|d| events::system_time() + d.total_micros() * 1000);
-        let until = match next {
+        let until = match self.next_poll() {
             Some(n) if n < deadline => n,
             _ => deadline,
         };

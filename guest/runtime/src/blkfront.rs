@@ -35,17 +35,7 @@ fn data(i: usize) -> RingPage {
     unsafe { RingPage::new(data_va(i)) }
 }
 
-/// Why the frontend could not connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectError {
-    /// The device is used already (one per guest).
-    Taken,
-    NoXenStore,
-    NoDevice,
-    NoGrants,
-    NoPort,
-    Refused(&'static str),
-}
+pub use crate::pvio::ConnectError;
 
 /// A connected block device.
 pub struct Blkfront {
@@ -70,18 +60,7 @@ impl Blkfront {
     /// granted, an event channel for the backend, `Initialised`, then the backend's
     /// `Connected` awaited and the disk's size read.
     pub fn connect(si: &StartInfo, devid: u32) -> Result<Blkfront, ConnectError> {
-        if TAKEN.swap(true, core::sync::atomic::Ordering::SeqCst) {
-            return Err(ConnectError::Taken);
-        }
-        if !xenbus::init(si) {
-            return Err(ConnectError::NoXenStore);
-        }
-        if !gnttab::init(si) {
-            return Err(ConnectError::NoGrants);
-        }
-        let fe = Path::of(format_args!("device/vbd/{devid}"));
-        let be = xenbus::read_path(Path::of(format_args!("{}/backend", fe.as_str())).as_str()).ok_or(ConnectError::NoDevice)?;
-        let backend = read_u64(Path::of(format_args!("{}/backend-id", fe.as_str())).as_str()).unwrap_or(0) as u16;
+        let pvio::Device { fe, be, backend } = pvio::open_device(si, &TAKEN, "vbd", devid)?;
         let mfn = |va: u64| pvio::region_mfn(si, va).ok_or(ConnectError::NoGrants);
         let ring_va = core::ptr::addr_of!(RING_PAGE) as u64;
         // SAFETY: the pages are this image's and nothing else uses them (`TAKEN`); the
@@ -191,7 +170,7 @@ impl Blkfront {
         }
         self.ring.write_u32(REQ_PROD, new);
         let ev = self.ring.read_u32(REQ_EVENT);
-        if new.wrapping_sub(ev) < new.wrapping_sub(old) {
+        if pvio::needs_notify(new, old, ev) {
             events::send(self.port);
         }
     }

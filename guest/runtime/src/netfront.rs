@@ -34,16 +34,7 @@ fn page(va: u64) -> RingPage {
     unsafe { RingPage::new(va) }
 }
 
-/// Why the frontend could not connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectError {
-    Taken,
-    NoXenStore,
-    NoDevice,
-    NoGrants,
-    NoPort,
-    Refused(&'static str),
-}
+pub use crate::pvio::ConnectError;
 
 /// A connected network device.
 pub struct Netfront {
@@ -85,18 +76,7 @@ impl Netfront {
     /// granted, an event channel for the backend, receive pages posted, `Initialised`, then
     /// the backend's `Connected` awaited.
     pub fn connect(si: &StartInfo, devid: u32) -> Result<Netfront, ConnectError> {
-        if TAKEN.swap(true, core::sync::atomic::Ordering::SeqCst) {
-            return Err(ConnectError::Taken);
-        }
-        if !xenbus::init(si) {
-            return Err(ConnectError::NoXenStore);
-        }
-        if !gnttab::init(si) {
-            return Err(ConnectError::NoGrants);
-        }
-        let fe = Path::of(format_args!("device/vif/{devid}"));
-        let be = xenbus::read_path(Path::of(format_args!("{}/backend", fe.as_str())).as_str()).ok_or(ConnectError::NoDevice)?;
-        let backend = read_u64(Path::of(format_args!("{}/backend-id", fe.as_str())).as_str()).unwrap_or(0) as u16;
+        let pvio::Device { fe, be, backend } = pvio::open_device(si, &TAKEN, "vif", devid)?;
         let mut mb = [0u8; 32];
         let n = xenbus::read(Path::of(format_args!("{}/mac", fe.as_str())).as_str(), &mut mb).map_err(|_| ConnectError::Refused("no mac"))?;
         let mac = parse_mac(&mb[..n]).ok_or(ConnectError::Refused("a mac that is not one"))?;
@@ -195,7 +175,7 @@ impl Netfront {
         }
         ring.write_u32(REQ_PROD, prod);
         let ev = ring.read_u32(REQ_EVENT);
-        if prod.wrapping_sub(ev) < prod.wrapping_sub(old) {
+        if pvio::needs_notify(prod, old, ev) {
             events::send(self.port);
         }
     }

@@ -204,3 +204,48 @@ impl Default for Frontend {
         Frontend::new()
     }
 }
+
+/// Why a frontend could not connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The device is used already (one per guest).
+    Taken,
+    NoXenStore,
+    NoDevice,
+    NoGrants,
+    NoPort,
+    Refused(&'static str),
+}
+
+/// A device a frontend found in XenStore: its directory, its backend's, the backend domain.
+pub struct Device {
+    pub fe: crate::xenbus::Path,
+    pub be: crate::xenbus::Path,
+    pub backend: u16,
+}
+
+/// What every frontend does first: takes the one device of its kind (`taken`), brings up
+/// the XenStore and grant-table clients, and reads `device/<class>/<devid>`'s `backend`
+/// and `backend-id`.
+pub fn open_device(si: &StartInfo, taken: &core::sync::atomic::AtomicBool, class: &str, devid: u32) -> Result<Device, ConnectError> {
+    use crate::xenbus::{self, Path};
+    if taken.swap(true, Ordering::SeqCst) {
+        return Err(ConnectError::Taken);
+    }
+    if !xenbus::init(si) {
+        return Err(ConnectError::NoXenStore);
+    }
+    if !crate::gnttab::init(si) {
+        return Err(ConnectError::NoGrants);
+    }
+    let fe = Path::of(format_args!("device/{class}/{devid}"));
+    let be = xenbus::read_path(Path::of(format_args!("{}/backend", fe.as_str())).as_str()).ok_or(ConnectError::NoDevice)?;
+    let backend = xenbus::read_u64(Path::of(format_args!("{}/backend-id", fe.as_str())).as_str()).unwrap_or(0) as u16;
+    Ok(Device { fe, be, backend })
+}
+
+/// After a producer moved from `old` to `new`: does the other side want an event (its
+/// `event` index among the new entries: `RING_PUSH_*_AND_CHECK_NOTIFY`)?
+pub fn needs_notify(new: u32, old: u32, event: u32) -> bool {
+    new.wrapping_sub(event) < new.wrapping_sub(old)
+}

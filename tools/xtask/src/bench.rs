@@ -276,6 +276,54 @@ fn disk_on(imgs: &images::Images, results: &mut Vec<(String, f64)>, smp: u32) ->
     Ok(())
 }
 
+/// PV networking (`etc/xen/net/bench.sh`): TCP between two domUs through dom0's switch
+/// (32 MiB), from a server on the host to a domU and back (16 MiB each way), the ping round
+/// trip between the domUs, and the balloon shrinking a 96 MiB domU by 64 MiB and growing it
+/// again; plain TCG on 1 and 2 CPUs, times from the guests' pvclocks. Then once under
+/// `-icount` for the switch's cost per frame in instructions: taking a frame off a transmit
+/// ring (checks, `GNTTABOP_copy`, response) and putting one into a receive page. dom0 has
+/// no TCP/IP stack of its own, so there is no domU-to-dom0 figure.
+fn net(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
+    for (smp, icount) in [(1, false), (2, false), (1, true)] {
+        let tail = match (smp, icount) {
+            (_, true) => "_icount".to_string(),
+            (1, _) => "_tcg".to_string(),
+            (n, _) => format!("_tcg_smp{n}"),
+        };
+        let port = qemu::pattern_server(crate::scenarios::net_pattern)?;
+        let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", &format!("interactive run=/etc/xen/net/bench.sh host-port={port}"));
+        let iso = images::iso(imgs, &grub, "bench-net")?;
+        let mut c = Config::new(Accel::Tcg);
+        c.memory_mb = 512;
+        c.timeout = Duration::from_secs(600);
+        c.smp = smp;
+        c.icount = icount;
+        c.net = true;
+        c.boot = Boot::Iso(iso);
+        let o = qemu::run(&c, None)?;
+        std::fs::write(images::target().join(format!("bench-net{tail}.log")), &o.output).map_err(|e| e.to_string())?;
+        if icount {
+            // "(switch: N frames taken at T TSC ticks each, M delivered at R each)"; under
+            // icount the TSC runs at the calibrated rate, one instruction a nanosecond.
+            let mhz = o.output.lines().find_map(|l| l.strip_prefix("cpu_mhz")).and_then(|r| r.trim_start_matches([' ', ':']).trim().parse::<f64>().ok());
+            let khz = mhz.ok_or_else(|| format!("net bench: no xl info cpu_mhz\n{}", o.output))? * 1000.0;
+            let line = o.output.lines().find(|l| l.starts_with("(switch: ")).ok_or_else(|| format!("net bench: no switch figures\n{}", o.output))?;
+            let nums: Vec<f64> = line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).filter_map(|w| w.parse().ok()).collect();
+            if let [_, tx, _, rx, ..] = nums[..] {
+                results.push(("net_switch_tx_instructions_per_frame_icount".into(), tx * 1e6 / khz));
+                results.push(("net_switch_rx_instructions_per_frame_icount".into(), rx * 1e6 / khz));
+            }
+            continue;
+        }
+        let vals = bench_values(&o.output);
+        for k in ["net_tcp_domu_domu_kib_s", "net_ping_domu_domu_us", "net_tcp_host_domu_kib_s", "net_tcp_domu_host_kib_s", "balloon_shrink_64m_ms", "balloon_grow_64m_ms"] {
+            let v = vals.iter().find(|(n, _)| n == k).map(|(_, v)| *v).ok_or_else(|| format!("net bench: no {k}\n{}", o.output))?;
+            results.push((format!("{k}{tail}"), v));
+        }
+    }
+    Ok(())
+}
+
 fn write_results(results: &[(String, f64)]) -> Result<(), String> {
     let mut json = String::from("{\n");
     for (i, (k, v)) in results.iter().enumerate() {
@@ -292,7 +340,8 @@ fn write_results(results: &[(String, f64)]) -> Result<(), String> {
 /// `--only hotpaths` runs just the hot-path section, `--only parallel` the parallelism one,
 /// `--only toolstack` the domain lifecycle, `--only destroy-4g` a 4 GiB domain's destroy,
 /// `--only xl` dom0's `xl create` / `xl destroy`, `--only xenstore` XenStore rates through
-/// a domU's ring, `--only disk` dom0's disk throughput.
+/// a domU's ring, `--only disk` dom0's disk throughput, `--only net` PV networking and the
+/// balloon.
 pub fn run(args: &[String]) -> Result<(), String> {
     let imgs = images::build_all()?;
     let mut results: Vec<(String, f64)> = Vec::new();
@@ -324,6 +373,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     if only == Some("disk") {
         disk(&imgs, &mut results)?;
+        return write_results(&results);
+    }
+    if only == Some("net") {
+        net(&imgs, &mut results)?;
         return write_results(&results);
     }
 
@@ -531,5 +584,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     xl_create(&imgs, &mut results)?;
     xenstore_rates(&imgs, &mut results)?;
     disk(&imgs, &mut results)?;
+    net(&imgs, &mut results)?;
     write_results(&results)
 }

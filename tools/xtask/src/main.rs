@@ -78,6 +78,13 @@ fn run(args: &[String]) -> Result<(), String> {
         println!("xtask: created {} ({} MiB, sparse)", disk.display(), DISK_BYTES >> 20);
     }
     cfg.disk = Some(disk);
+    // A network for dom0's switch (QEMU's user network), with the host's port 8080 (or a
+    // free one) forwarded to port 80 of the first domU that takes a DHCP lease
+    // (`xl create /etc/xen/web.cfg`).
+    cfg.net = true;
+    let port = if std::net::TcpListener::bind(("127.0.0.1", 8080)).is_ok() { 8080 } else { qemu::free_port()? };
+    cfg.forward = Some(port);
+    println!("xtask: the guests' network is QEMU's user network; http://127.0.0.1:{port}/ reaches port 80 of the first domU on it");
     qemu::interactive(&cfg)
 }
 

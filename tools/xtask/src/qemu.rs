@@ -276,36 +276,77 @@ fn http_get(port: u16) -> String {
 }
 
 /// A TCP server on the host's loopback for the guests (QEMU's user network reaches it as
-/// 10.0.2.2): every connection's request is answered with `/pattern`, `bytes` bytes of
-/// `pattern`. Its port; it serves until the process ends.
-pub fn pattern_server(bytes: usize, pattern: fn(u64) -> u8) -> Result<u16, String> {
-    use std::io::Write;
+/// 10.0.2.2): `GET /pattern/<n>` is answered with `n` bytes (at most 256 MiB) of
+/// `pattern`; `PUT /sink` with a `Content-Length` takes that many bytes, checks them
+/// against `pattern` and answers `received <n> bytes, <k> wrong`. Its port; it serves until
+/// the process ends.
+pub fn pattern_server(pattern: fn(u64) -> u8) -> Result<u16, String> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| e.to_string())?;
     let port = l.local_addr().map_err(|e| e.to_string())?.port();
     std::thread::spawn(move || {
         for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            std::thread::spawn(move || {
-                let _ = c.set_read_timeout(Some(Duration::from_secs(60)));
-                let mut req = Vec::new();
-                let mut b = [0u8; 512];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                let body: Vec<u8> = (0..bytes as u64).map(pattern).collect();
-                let found = req.starts_with(b"GET /pattern ");
-                let head = if found { format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()) } else { "HTTP/1.0 404 Not Found\r\n\r\n".into() };
-                let _ = c.write_all(head.as_bytes());
-                if found {
-                    let _ = c.write_all(&body);
-                }
-            });
+            let Ok(c) = c else { continue };
+            std::thread::spawn(move || serve_one(c, pattern));
         }
     });
     Ok(port)
+}
+
+fn serve_one(mut c: std::net::TcpStream, pattern: fn(u64) -> u8) {
+    use std::io::Write;
+    let _ = c.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut req = Vec::new();
+    let mut b = [0u8; 4096];
+    let end = loop {
+        if let Some(e) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+            break e + 4;
+        }
+        if req.len() > 8192 {
+            return;
+        }
+        match c.read(&mut b) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&b[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&req[..end]).into_owned();
+    let first = head.lines().next().unwrap_or("");
+    if let Some(n) = first.strip_prefix("GET /pattern/").and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok()).filter(|&n| n <= 256 << 20) {
+        let _ = c.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {n}\r\n\r\n").as_bytes());
+        let mut at = 0u64;
+        while at < n {
+            let k = (n - at).min(b.len() as u64) as usize;
+            for (i, x) in b[..k].iter_mut().enumerate() {
+                *x = pattern(at + i as u64);
+            }
+            if c.write_all(&b[..k]).is_err() {
+                return;
+            }
+            at += k as u64;
+        }
+    } else if first.starts_with("PUT /sink ") {
+        let want = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        let (mut got, mut wrong) = (0u64, 0u64);
+        let mut check = |data: &[u8], got: &mut u64| {
+            for &x in data {
+                if x != pattern(*got) {
+                    wrong += 1;
+                }
+                *got += 1;
+            }
+        };
+        check(&req[end..], &mut got);
+        while got < want {
+            match c.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => check(&b[..n], &mut got),
+            }
+        }
+        let body = format!("received {got} bytes, {wrong} wrong\n");
+        let _ = c.write_all(format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    } else {
+        let _ = c.write_all(b"HTTP/1.0 404 Not Found\r\n\r\n");
+    }
 }
 
 /// A free port on the host's loopback (for a forward).

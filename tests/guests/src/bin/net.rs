@@ -7,8 +7,12 @@
 //!   bytes of the pattern arrive, in order.
 //! - `source <ip> <port> <bytes>`: pings `ip`, then sends it `bytes` bytes of the pattern
 //!   over TCP to `port`.
-//! - `fetch <port> <bytes>`: fetches `/pattern` over HTTP from the DHCP router's `port`
-//!   (QEMU's user network: the host's loopback) and checks its `bytes` bytes.
+//! - `fetch <port> <bytes>`: fetches `/pattern/<bytes>` over HTTP from the DHCP router's
+//!   `port` (QEMU's user network: the host's loopback) and checks every byte.
+//! - `post <port> <bytes>`: sends `bytes` bytes of the pattern to the same server
+//!   (`PUT /sink`), which checks them and says how many it got.
+//! - `hot <port> <bytes>`: no interface at first: waits for one (`xl network-attach`),
+//!   then fetches as `fetch` does.
 //! - `flood`: sends frames as fast as the ring takes them until the device is detached.
 //! - `hostile`: transmit requests no frontend should send, each answered with an error
 //!   while a good frame still goes, a frame with another vif's MAC; then a packet in more
@@ -41,6 +45,15 @@ fn end(ok: bool, what: &str) -> ! {
 /// Byte `i` of the pattern every transfer carries.
 fn pattern(i: u64) -> u8 {
     (i.wrapping_mul(7) ^ (i >> 10) ^ (i >> 19)) as u8
+}
+
+/// `buf` filled with the pattern from byte `at` on (no further than `total`): how many.
+fn fill(buf: &mut [u8], at: u64, total: u64) -> usize {
+    let k = (total - at).min(buf.len() as u64) as usize;
+    for (i, b) in buf[..k].iter_mut().enumerate() {
+        *b = pattern(at + i as u64);
+    }
+    k
 }
 
 /// A running Fletcher-64 of what went by (printed by both ends).
@@ -250,10 +263,7 @@ fn source(st: &mut Stack<'static>, ip: Ipv4Address, port: u16, total: u64) -> ! 
     let ok = st.run_until(t0 + 300 * SEC, |st| {
         let s = st.sockets.get_mut::<tcp::Socket>(h);
         while s.can_send() && sent < total {
-            let k = (total - sent).min(buf.len() as u64) as usize;
-            for (i, b) in buf[..k].iter_mut().enumerate() {
-                *b = pattern(sent + i as u64);
-            }
+            let k = fill(&mut buf, sent, total);
             let Ok(n) = s.send_slice(&buf[..k]) else { break };
             if n == 0 {
                 break;
@@ -276,7 +286,8 @@ fn source(st: &mut Stack<'static>, ip: Ipv4Address, port: u16, total: u64) -> ! 
 fn fetch(st: &mut Stack<'static>, port: u16, total: u64) -> ! {
     let Some(router) = st.router else { end(false, "fetch: no router") };
     let h = connect(st, router, port);
-    let _ = st.sockets.get_mut::<tcp::Socket>(h).send_slice(b"GET /pattern HTTP/1.0\r\nHost: host\r\n\r\n");
+    let req = xenbus::Path::of(format_args!("GET /pattern/{total} HTTP/1.0\r\nHost: host\r\n\r\n"));
+    let _ = st.sockets.get_mut::<tcp::Socket>(h).send_slice(req.as_str().as_bytes());
     let t0 = system_time();
     let mut head = [0u8; 512];
     let mut hn = 0;
@@ -322,6 +333,46 @@ fn fetch(st: &mut Stack<'static>, port: u16, total: u64) -> ! {
     println!("net: fetch: {} of {} bytes in {} ms ({} KiB/s), {} bytes wrong, Fletcher-64 {:#018x}", got, total, us / 1000, got * 1_000_000 / 1024 / us.max(1), bad, sum.value());
     println!("BENCH net_tcp_host_domu_kib_s={}", got * 1_000_000 / 1024 / us.max(1));
     end(ok && got == total && bad == 0 && status.contains(" 200 "), "fetch")
+}
+
+/// `post <port> <bytes>`: the pattern uploaded to the host's server, which checks it.
+fn post(st: &mut Stack<'static>, port: u16, total: u64) -> ! {
+    let Some(router) = st.router else { end(false, "post: no router") };
+    let h = connect(st, router, port);
+    let head = xenbus::Path::of(format_args!("PUT /sink HTTP/1.0\r\nContent-Length: {total}\r\n\r\n"));
+    let _ = st.sockets.get_mut::<tcp::Socket>(h).send_slice(head.as_str().as_bytes());
+    let t0 = system_time();
+    let mut sent = 0u64;
+    let mut buf = [0u8; 4096];
+    let mut answer = [0u8; 256];
+    let mut an = 0;
+    let ok = st.run_until(t0 + 300 * SEC, |st| {
+        let s = st.sockets.get_mut::<tcp::Socket>(h);
+        while s.can_send() && sent < total {
+            let k = fill(&mut buf, sent, total);
+            let Ok(n) = s.send_slice(&buf[..k]) else { break };
+            if n == 0 {
+                break;
+            }
+            sent += n as u64;
+        }
+        while s.can_recv() && an < answer.len() {
+            let Ok(k) = s.recv_slice(&mut answer[an..]) else { break };
+            if k == 0 {
+                break;
+            }
+            an += k;
+        }
+        !s.may_recv() && sent == total
+    });
+    let us = (system_time() - t0) / 1000;
+    let text = core::str::from_utf8(&answer[..an]).unwrap_or("");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    println!("net: post: {} of {} bytes to {}:{} in {} ms ({} KiB/s)", sent, total, router, port, us / 1000, sent * 1_000_000 / 1024 / us.max(1));
+    println!("net: post: the host says '{}'", body);
+    println!("BENCH net_tcp_domu_host_kib_s={}", sent * 1_000_000 / 1024 / us.max(1));
+    let want = xenbus::Path::of(format_args!("received {total} bytes, 0 wrong"));
+    end(ok && body == want.as_str(), "post")
 }
 
 /// `flood`: frames to this interface's own MAC (the switch drops them after taking them
@@ -456,6 +507,10 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let mut w = cmd.split_ascii_whitespace();
     let mode = w.next().unwrap_or("");
     let args: [&str; 3] = [w.next().unwrap_or(""), w.next().unwrap_or(""), w.next().unwrap_or("")];
+    if mode == "hot" {
+        let up = Netfront::await_device(si, 0);
+        println!("net: hot: vif 0 appeared: {}", up);
+    }
     let mut nf = match Netfront::connect(si, 0) {
         Ok(f) => f,
         Err(e) => {
@@ -490,7 +545,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
             Ok(ip) => source(&mut st, ip, num(args[1]) as u16, num(args[2])),
             Err(_) => end(false, "source: bad address"),
         },
-        "fetch" => fetch(&mut st, num(args[0]) as u16, num(args[1])),
+        "fetch" | "hot" => fetch(&mut st, num(args[0]) as u16, num(args[1])),
+        "post" => post(&mut st, num(args[0]) as u16, num(args[1])),
         _ => {
             println!("net: unknown mode '{}'", mode);
             end(false, "net")

@@ -25,5 +25,12 @@ wait-data netflood2 flood
 xl destroy netflood2
 xl create /etc/xen/net/fetch.cfg 'extra=fetch ${host-port} 1048576'
 wait-gone netfetch
+xl create /etc/xen/net/post.cfg 'extra=post ${host-port} 1048576'
+wait-gone netpost
+# A vif attached to a running domain.
+xl create /etc/xen/net/hot.cfg 'extra=hot ${host-port} 65536'
+xl network-attach nethot mac=00:16:3e:00:00:0b
+xl network-list nethot
+wait-gone nethot
 xl list
 poweroff
