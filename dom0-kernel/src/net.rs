@@ -17,6 +17,23 @@ struct State {
     rx: Vec<Vec<u8>>,
     /// `net-test` waits for frames: they are kept in `rx` too.
     keep: bool,
+    /// Frames for the device while its transmit queue is full, sent as it frees up (at most
+    /// [`BACKLOG`]: past that the switch's frames to the uplink are dropped).
+    backlog: alloc::collections::VecDeque<Vec<u8>>,
+}
+
+/// Frames waiting for the device's transmit queue at most (a TCP window and more).
+const BACKLOG: usize = 256;
+
+/// Frames from the backlog into the device's queue while it has room.
+fn drain(s: &mut State) {
+    s.nic.sent();
+    while let Some(f) = s.backlog.front() {
+        if !s.nic.send(f) {
+            break;
+        }
+        s.backlog.pop_front();
+    }
 }
 
 static NET: spin::Mutex<Option<State>> = spin::Mutex::new(None);
@@ -65,7 +82,7 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut pv_runtime::mm::GuestM
         df.bus, df.device, df.function, m[0], m[1], m[2], m[3], m[4], m[5], line, pirq,
         if port == 0 { ", shared with the disk".into() } else { alloc::format!(" on port {}", port) }
     );
-    *NET.lock() = Some(State { nic, pirq, port, rx: Vec::new(), keep: false });
+    *NET.lock() = Some(State { nic, pirq, port, rx: Vec::new(), keep: false, backlog: alloc::collections::VecDeque::new() });
 }
 
 /// Is the device's line the disk's?
@@ -73,13 +90,13 @@ pub fn shared() -> bool {
     SHARED.load(core::sync::atomic::Ordering::SeqCst)
 }
 
-/// The device's interrupt: acknowledged, frames sent let go, frames received kept (the
-/// last 64), the line EOI'd.
+/// The device's interrupt: acknowledged, frames sent let go (and the backlog sent in
+/// their place), frames received handed to the switch, the line EOI'd.
 pub fn on_event() -> bool {
     let mut g = NET.lock();
     let Some(s) = g.as_mut() else { return false };
     s.nic.ack_interrupt();
-    s.nic.sent();
+    drain(s);
     let mut frames = Vec::new();
     while let Some(f) = s.nic.recv() {
         if s.keep {
@@ -100,13 +117,20 @@ pub fn on_event() -> bool {
     false
 }
 
-/// Sends `frame` out of the device (the switch's uplink): false if there is no device or
-/// its queue is full.
+/// Sends `frame` out of the device (the switch's uplink), or queues it until the device
+/// has room: false if there is no device or the backlog is full too.
 pub fn send(frame: &[u8]) -> bool {
     let mut g = NET.lock();
     let Some(s) = g.as_mut() else { return false };
-    s.nic.sent();
-    s.nic.send(frame)
+    drain(s);
+    if s.backlog.is_empty() && s.nic.send(frame) {
+        return true;
+    }
+    if s.backlog.len() >= BACKLOG {
+        return false;
+    }
+    s.backlog.push_back(frame.to_vec());
+    true
 }
 
 /// `net-test`: an ARP request for QEMU's user-network gateway (10.0.2.2) from 10.0.2.15;
