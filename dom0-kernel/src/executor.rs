@@ -28,6 +28,8 @@ pub enum Task {
     Blk(u16, u32),
     /// A domain's network interface rings (domain, device number).
     Vif(u16, u32),
+    /// dom0's timer (`VIRQ_TIMER`): its own IP interface's deadlines.
+    Timer,
 }
 
 const WORDS: usize = 16;

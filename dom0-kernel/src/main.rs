@@ -15,6 +15,7 @@ extern crate alloc;
 
 mod backend;
 mod build;
+mod ip;
 mod blkback;
 mod bundle;
 mod consoled;
@@ -184,10 +185,22 @@ fn serve() -> ! {
             more
         }
         Task::Blk(d, dev) => blkback::on_event(d, dev),
-        Task::Vif(d, dev) => netback::on_event(d, dev),
+        Task::Vif(d, dev) => {
+            let more = netback::on_event(d, dev);
+            ip::poll();
+            more
+        }
+        Task::Timer => {
+            ip::poll();
+            false
+        }
         Task::Console(d) => consoled::on_event(d),
         Task::Disk => disk::on_event(),
-        Task::Net => net::on_event(),
+        Task::Net => {
+            net::on_event();
+            ip::poll();
+            false
+        }
     })
 }
 
@@ -217,6 +230,11 @@ static FILES: spin::Once<alloc::vec::Vec<(alloc::string::String, &'static [u8])>
 
 fn files() -> &'static [(alloc::string::String, &'static [u8])] {
     FILES.get().map_or(&[], |v| v.as_slice())
+}
+
+/// The words of dom0's command line.
+pub(crate) fn cmdline_words() -> impl Iterator<Item = &'static str> {
+    start_info().and_then(|si| core::str::from_utf8(si.cmdline_bytes()).ok()).unwrap_or("").split_ascii_whitespace()
 }
 
 /// The value of `key=` on dom0's command line.
@@ -303,6 +321,9 @@ fn guest_main(si: &'static StartInfo) -> ! {
     rings::init(si);
     blkback::init(si);
     netback::init(si);
+    if let Some(mac) = net::mac() {
+        ip::init(mac);
+    }
     xs::init();
     let mut words = cmdline.split_ascii_whitespace();
     if words.by_ref().any(|w| w == "bench-create") {

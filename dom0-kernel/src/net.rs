@@ -85,6 +85,11 @@ pub fn init(si: &'static pv_runtime::StartInfo, mem: &mut pv_runtime::mm::GuestM
     *NET.lock() = Some(State { nic, pirq, port, rx: Vec::new(), keep: false, backlog: alloc::collections::VecDeque::new() });
 }
 
+/// The device's MAC, if dom0 has one.
+pub fn mac() -> Option<[u8; 6]> {
+    NET.lock().as_ref().map(|s| s.nic.mac)
+}
+
 /// Is the device's line the disk's?
 pub fn shared() -> bool {
     SHARED.load(core::sync::atomic::Ordering::SeqCst)

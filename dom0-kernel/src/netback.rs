@@ -77,6 +77,8 @@ impl Frame {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SwitchPort {
     Uplink,
+    /// dom0's own interface (`crate::ip`).
+    Local,
     Vif(u16, u32),
 }
 
@@ -300,6 +302,23 @@ pub fn from_uplink(frames: Vec<Vec<u8>>) {
     deliver(&mut vifs, SwitchPort::Uplink, frames);
 }
 
+/// dom0's own interface joins the switch with MAC `mac`.
+pub fn bind_local(mac: Mac) {
+    if let Some(b) = BRIDGE.lock().as_mut() {
+        b.bind(SwitchPort::Local, mac);
+    }
+}
+
+/// Frames from dom0's own interface into the switch.
+pub fn from_local(frames: Vec<Vec<u8>>) {
+    let frames: Vec<Box<Frame>> = frames.iter().filter_map(|f| Frame::from(f)).collect();
+    if frames.is_empty() {
+        return;
+    }
+    let mut vifs = VIFS.lock();
+    deliver(&mut vifs, SwitchPort::Local, frames);
+}
+
 /// Switches `frames` (from port `from`) to their ports.
 fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<Box<Frame>>) {
     let now = events::system_time();
@@ -311,10 +330,14 @@ fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<B
         };
         match out {
             Out::To(SwitchPort::Uplink) => uplink_send(&f),
+            Out::To(SwitchPort::Local) => crate::ip::input(f.bytes()),
             Out::To(SwitchPort::Vif(d, n)) => to_vif(vifs, (d, n), f, &mut touched),
             Out::Flood => {
                 if from != SwitchPort::Uplink {
                     uplink_send(&f);
+                }
+                if from != SwitchPort::Local && crate::ip::on() {
+                    crate::ip::input(f.bytes());
                 }
                 let keys: Vec<(u16, u32)> = vifs.keys().copied().filter(|k| SwitchPort::Vif(k.0, k.1) != from).collect();
                 for k in keys {

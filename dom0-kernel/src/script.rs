@@ -23,12 +23,20 @@ fn waiting(line: &str) -> bool {
     let w: Vec<&str> = line.split_ascii_whitespace().collect();
     match w.as_slice() {
         ["wait-gone", name] => crate::xl::id_of(name).is_some(),
-        ["wait-data", name, key] => match crate::xl::id_of(name) {
+        ["wait-data", name, key] => match id(name) {
             Some(id) => crate::xs::read(&alloc::format!("/local/domain/{id}/data/{key}")).is_err(),
             None => false,
         },
         _ => false,
     }
+}
+
+/// A domain's id by name (`Domain-0` is dom0).
+fn id(name: &str) -> Option<u16> {
+    if name == "Domain-0" {
+        return Some(0);
+    }
+    crate::xl::id_of(name)
 }
 
 /// Runs lines until one waits for what has not happened yet (called again after the
@@ -67,7 +75,7 @@ fn substitute(line: &str) -> String {
         if var == "host-port" {
             out.push_str(crate::cmdline_value("host-port").unwrap_or(""));
         } else if let Some((name, key)) = var.split_once('/') {
-            if let Some(v) = crate::xl::id_of(name).and_then(|id| crate::xs::read(&alloc::format!("/local/domain/{id}/data/{key}")).ok()) {
+            if let Some(v) = id(name).and_then(|id| crate::xs::read(&alloc::format!("/local/domain/{id}/data/{key}")).ok()) {
                 out.push_str(String::from_utf8_lossy(&v).trim_end_matches('\0'));
             }
         }

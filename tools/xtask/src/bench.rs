@@ -279,10 +279,10 @@ fn disk_on(imgs: &images::Images, results: &mut Vec<(String, f64)>, smp: u32) ->
 /// PV networking (`etc/xen/net/bench.sh`): TCP between two domUs through dom0's switch
 /// (32 MiB), from a server on the host to a domU and back (16 MiB each way), the ping round
 /// trip between the domUs, and the balloon shrinking a 96 MiB domU by 64 MiB and growing it
-/// again; plain TCG on 1 and 2 CPUs, times from the guests' pvclocks. Then once under
-/// `-icount` for the switch's cost per frame in instructions: taking a frame off a transmit
-/// ring (checks, `GNTTABOP_copy`, response) and putting one into a receive page. dom0 has
-/// no TCP/IP stack of its own, so there is no domU-to-dom0 figure.
+/// again, and a domU sending 32 MiB to dom0's own interface (`dom0-ip`, its TCP sink);
+/// plain TCG on 1 and 2 CPUs, times from the guests' pvclocks. Then once under `-icount`
+/// for the switch's cost per frame in instructions: taking a frame off a transmit ring
+/// (checks, `GNTTABOP_copy`, response) and putting one into a receive page.
 fn net(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), String> {
     for (smp, icount) in [(1, false), (2, false), (1, true)] {
         let tail = match (smp, icount) {
@@ -290,8 +290,8 @@ fn net(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), St
             (1, _) => "_tcg".to_string(),
             (n, _) => format!("_tcg_smp{n}"),
         };
-        let port = qemu::pattern_server(crate::scenarios::net_pattern)?;
-        let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", &format!("interactive run=/etc/xen/net/bench.sh host-port={port}"));
+        let port = qemu::pattern_server(guest_abi::harness::net_pattern)?;
+        let grub = images::grub_cfg("debug-exit loglvl=warn dom0_mem=64M", &format!("interactive dom0-ip run=/etc/xen/net/bench.sh host-port={port}"));
         let iso = images::iso(imgs, &grub, "bench-net")?;
         let mut c = Config::new(Accel::Tcg);
         c.memory_mb = 512;
@@ -316,7 +316,7 @@ fn net(imgs: &images::Images, results: &mut Vec<(String, f64)>) -> Result<(), St
             continue;
         }
         let vals = bench_values(&o.output);
-        for k in ["net_tcp_domu_domu_kib_s", "net_ping_domu_domu_us", "net_tcp_host_domu_kib_s", "net_tcp_domu_host_kib_s", "balloon_shrink_64m_ms", "balloon_grow_64m_ms"] {
+        for k in ["net_tcp_domu_domu_kib_s", "net_tcp_domu_dom0_kib_s", "net_ping_domu_domu_us", "net_tcp_host_domu_kib_s", "net_tcp_domu_host_kib_s", "balloon_shrink_64m_ms", "balloon_grow_64m_ms"] {
             let v = vals.iter().find(|(n, _)| n == k).map(|(_, v)| *v).ok_or_else(|| format!("net bench: no {k}\n{}", o.output))?;
             results.push((format!("{k}{tail}"), v));
         }

@@ -85,11 +85,6 @@ const NET_TEST: &[&str] = &["dom0: net: virtio-net at 00:", "dom0: net test: ARP
 
 /// The network test guest says this when its web server listens (the host then fetches).
 const HTTP_LISTENING: &str = "net: http: listening on port 80";
-/// The pattern of `tests/guests/src/bin/net.rs`.
-pub fn net_pattern(i: u64) -> u8 {
-    (i.wrapping_mul(7) ^ (i >> 10) ^ (i >> 19)) as u8
-}
-
 /// The PV network scenario's verdicts (`dom0-kernel/bundle/etc/xen/net/test.sh`).
 const NET_EXPECT: &[&str] = &[
     "net: http: answered 'GET / HTTP/1.0' (1 of 1)",
@@ -582,6 +577,32 @@ fn scenarios() -> Vec<Scenario> {
             dom0_args: "interactive run=/etc/xen/net/test.sh",
             ..sc("net-q35", Image::Dom0, Expect::ExitCheck(Poweroff, NET_EXPECT, net_sums_agree))
         },
+        // dom0's own interface on the switch (dom0-kernel/bundle/etc/xen/net/dom0.sh).
+        Scenario {
+            net: true,
+            bundle: true,
+            dom0_args: "interactive dom0-ip run=/etc/xen/net/dom0.sh",
+            ..sc("net-dom0", Image::Dom0, Expect::Exit(Poweroff, &[
+                "dom0: ip: DHCP: 10.0.2.15/24 via Some(10.0.2.2)",
+                "net: source: ping 10.0.2.15: 4 of 4 replies",
+                "dom0: sink: 4194304 bytes in",
+                "KiB/s), 0 wrong",
+                "net: source: SUCCESS",
+            ]))
+        },
+        Scenario {
+            net: true,
+            bundle: true,
+            smp: 2,
+            dom0_args: "interactive dom0-ip run=/etc/xen/net/dom0.sh",
+            ..sc("net-dom0-smp2", Image::Dom0, Expect::Exit(Poweroff, &[
+                "dom0: ip: DHCP: 10.0.2.15/24 via Some(10.0.2.2)",
+                "net: source: ping 10.0.2.15: 4 of 4 replies",
+                "dom0: sink: 4194304 bytes in",
+                "KiB/s), 0 wrong",
+                "net: source: SUCCESS",
+            ]))
+        },
         // The balloon (dom0-kernel/bundle/etc/xen/balloon/test.sh): a domU shrunk to 12 MiB,
         // grown back to 32, shrunk below what it uses, grown again, while it takes and
         // writes pages; its frames go back to the hypervisor (xl info's free memory).
@@ -1014,7 +1035,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     if s.host_net {
         cfg.forward = Some(qemu::free_port()?);
         cfg.get_after = Some(HTTP_LISTENING);
-        let port = qemu::pattern_server(net_pattern)?;
+        let port = qemu::pattern_server(guest_abi::harness::net_pattern)?;
         dom0_args = format!("{dom0_args} host-port={port}");
     }
     let dom0_args = dom0_args.as_str();

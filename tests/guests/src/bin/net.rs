@@ -43,9 +43,7 @@ fn end(ok: bool, what: &str) -> ! {
 }
 
 /// Byte `i` of the pattern every transfer carries.
-fn pattern(i: u64) -> u8 {
-    (i.wrapping_mul(7) ^ (i >> 10) ^ (i >> 19)) as u8
-}
+use guest_abi::harness::net_pattern as pattern;
 
 /// `buf` filled with the pattern from byte `at` on (no further than `total`): how many.
 fn fill(buf: &mut [u8], at: u64, total: u64) -> usize {
