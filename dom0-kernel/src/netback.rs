@@ -17,7 +17,8 @@
 //! mean, and ring indexes out of range, stop that ring (the device is closed). Each run of
 //! a vif's task takes at most [`BUDGET`] packets, so a flooding frontend gets its share of
 //! dom0 and no more; a vif whose frontend posts no receive pages has at most
-//! [`RX_QUEUE`] frames queued, the rest dropped and counted.
+//! [`RX_QUEUE`] frames queued (and all vifs together [`QUEUED_MAX`]), the rest dropped
+//! and counted.
 
 use crate::executor::{self, Task};
 use alloc::boxed::Box;
@@ -37,39 +38,57 @@ const TOKEN: &str = "netback";
 /// Packets taken from one transmit ring per run of its task.
 pub const BUDGET: usize = 64;
 /// Frames waiting for a vif's receive pages at most.
-pub const RX_QUEUE: usize = 256;
+pub const RX_QUEUE: usize = 128;
 /// Packets copied per batch (one `GNTTABOP_copy` for all their pieces).
 const BATCH: usize = 16;
 
-/// A frame in a buffer that never crosses a page (2 KiB-aligned), so each copy touches
-/// one page of dom0's.
 #[repr(C, align(2048))]
+struct Buf([u8; 2048]);
+
+/// A frame in a buffer that never crosses a page (2 KiB, 2 KiB-aligned), so each copy
+/// touches one page of dom0's.
 pub struct Frame {
-    b: [u8; 2048],
+    b: Box<Buf>,
     len: usize,
 }
 
 impl Frame {
-    pub fn new() -> Box<Frame> {
-        Box::new(Frame { b: [0; 2048], len: 0 })
+    pub fn new() -> Frame {
+        Frame { b: Box::new(Buf([0; 2048])), len: 0 }
     }
-    pub fn from(data: &[u8]) -> Option<Box<Frame>> {
+    pub fn from(data: &[u8]) -> Option<Frame> {
         if data.len() > MAX_FRAME {
             return None;
         }
         let mut f = Frame::new();
-        f.b[..data.len()].copy_from_slice(data);
+        f.b.0[..data.len()].copy_from_slice(data);
         f.len = data.len();
         Some(f)
     }
     pub fn bytes(&self) -> &[u8] {
-        &self.b[..self.len]
+        &self.b.0[..self.len]
     }
-    /// The machine frame and offset of byte `off`.
-    fn local(&self, off: usize) -> Side {
-        let va = self.b.as_ptr() as u64 + off as u64;
-        let mfn = START.get().and_then(|si| pv_runtime::pvio::region_mfn(si, va & !0xFFF)).unwrap_or(0);
-        Side::Local { mfn, offset: (va & 0xFFF) as u16 }
+    /// The machine frame and offset of byte `off` (`None` if the buffer is not in the
+    /// bootstrap region, which holds dom0's heap: then the frame is not copied).
+    fn local(&self, off: usize) -> Option<Side> {
+        let va = self.b.0.as_ptr() as u64 + off as u64;
+        let mfn = START.get().and_then(|si| pv_runtime::pvio::region_mfn(si, va & !0xFFF))?;
+        Some(Side::Local { mfn, offset: (va & 0xFFF) as u16 })
+    }
+}
+
+/// Frames waiting in all vifs' receive queues at most (2 KiB each: 1.5 MiB of dom0's 8 MiB
+/// heap), so frontends that post no receive pages cannot run dom0 out of memory.
+pub const QUEUED_MAX: usize = 768;
+static QUEUED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// A frame in a vif's receive queue: counted in [`QUEUED`] until it is dropped (delivered,
+/// or its queue gone).
+struct Queued(Frame);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -92,7 +111,7 @@ struct Conn {
     rx_cons: u32,
     rx_rsp: u32,
     broken: bool,
-    queue: VecDeque<Box<Frame>>,
+    queue: VecDeque<Queued>,
 }
 
 struct Vif {
@@ -149,6 +168,9 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
     let v = nif::parse_vif(spec).map_err(|e| format!("libxl: error: {e}"))?;
     let devid = (0..).find(|d| !VIFS.lock().contains_key(&(dom, *d))).unwrap_or(0);
     let mac = v.mac.unwrap_or_else(|| nif::default_mac(dom, devid));
+    if mac == [0; 6] || crate::net::mac() == Some(mac) {
+        return Err(format!("libxl: error: vif '{spec}': MAC {} cannot be a vif's", nif::mac_text(&mac)));
+    }
     if VIFS.lock().values().any(|o| o.mac == mac) {
         return Err(format!("libxl: error: vif '{spec}': MAC {} is another vif's", nif::mac_text(&mac)));
     }
@@ -201,11 +223,14 @@ fn frontend_changed(key: (u16, u32)) {
     let Some(fs) = crate::backend::read_u32(&format!("{}/state", v.fe)) else { return };
     match fs {
         STATE_INITIALISED | STATE_CONNECTED if v.conn.is_none() && !v.detaching => match connect(v) {
-            Ok(()) => {
+            Ok(()) if BRIDGE.lock().as_mut().is_some_and(|b| b.bind(SwitchPort::Vif(v.dom, v.devid), v.mac)) => {
                 crate::backend::set_state(&v.be, STATE_CONNECTED);
-                if let Some(b) = BRIDGE.lock().as_mut() {
-                    b.bind(SwitchPort::Vif(v.dom, v.devid), v.mac);
-                }
+            }
+            Ok(()) => {
+                // Not reached (`attach` keeps MACs unique): an unbound port would be open to
+                // spoofing, so it is not connected.
+                disconnect(v);
+                crate::backend::fail(&v.be, "its MAC is another port's on the switch");
             }
             Err(e) => {
                 if !core::mem::replace(&mut v.warned, true) {
@@ -294,7 +319,7 @@ pub fn on_event(dom: u16, devid: u32) -> bool {
 
 /// Frames from the uplink (dom0's NIC) into the switch.
 pub fn from_uplink(frames: Vec<Vec<u8>>) {
-    let frames: Vec<Box<Frame>> = frames.iter().filter_map(|f| Frame::from(f)).collect();
+    let frames: Vec<Frame> = frames.iter().filter_map(|f| Frame::from(f)).collect();
     if frames.is_empty() {
         return;
     }
@@ -311,7 +336,7 @@ pub fn bind_local(mac: Mac) {
 
 /// Frames from dom0's own interface into the switch.
 pub fn from_local(frames: Vec<Vec<u8>>) {
-    let frames: Vec<Box<Frame>> = frames.iter().filter_map(|f| Frame::from(f)).collect();
+    let frames: Vec<Frame> = frames.iter().filter_map(|f| Frame::from(f)).collect();
     if frames.is_empty() {
         return;
     }
@@ -320,7 +345,7 @@ pub fn from_local(frames: Vec<Vec<u8>>) {
 }
 
 /// Switches `frames` (from port `from`) to their ports.
-fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<Box<Frame>>) {
+fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<Frame>) {
     let now = events::system_time();
     let mut touched: Vec<(u16, u32)> = Vec::new();
     for f in frames {
@@ -369,14 +394,17 @@ fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<B
 }
 
 /// Queues `f` for vif `k` (dropped, and counted, when its queue is full).
-fn to_vif(vifs: &mut BTreeMap<(u16, u32), Vif>, k: (u16, u32), f: Box<Frame>, touched: &mut Vec<(u16, u32)>) {
+fn to_vif(vifs: &mut BTreeMap<(u16, u32), Vif>, k: (u16, u32), f: Frame, touched: &mut Vec<(u16, u32)>) {
     let Some(v) = vifs.get_mut(&k) else { return };
     let Some(c) = v.conn.as_mut() else { return };
-    if c.queue.len() >= RX_QUEUE || c.broken {
+    if c.queue.len() >= RX_QUEUE || c.broken || QUEUED.fetch_add(1, Ordering::Relaxed) >= QUEUED_MAX {
+        if !(c.queue.len() >= RX_QUEUE || c.broken) {
+            QUEUED.fetch_sub(1, Ordering::Relaxed);
+        }
         v.dropped += 1;
         return;
     }
-    c.queue.push_back(f);
+    c.queue.push_back(Queued(f));
     if !touched.contains(&k) {
         touched.push(k);
     }
@@ -392,6 +420,7 @@ fn uplink_send(f: &Frame) {
 fn broke(v: &mut Vif, why: &str) {
     if let Some(c) = v.conn.as_mut() {
         c.broken = true;
+        c.queue.clear();
     }
     v.refused += 1;
     println!("netback: d{} vif{}: {}: the ring is read no more", v.dom, v.devid, why);
@@ -400,7 +429,7 @@ fn broke(v: &mut Vif, why: &str) {
 
 /// Takes up to [`BUDGET`] packets off the transmit ring, copies them into dom0's frames
 /// and answers their slots: the good frames, and whether the budget ran out.
-fn take_tx(v: &mut Vif) -> (Vec<Box<Frame>>, bool) {
+fn take_tx(v: &mut Vif) -> (Vec<Frame>, bool) {
     let mut out = Vec::new();
     let dom = v.dom;
     let Some(c) = v.conn.as_mut().filter(|c| !c.broken) else { return (out, false) };
@@ -410,9 +439,10 @@ fn take_tx(v: &mut Vif) -> (Vec<Box<Frame>>, bool) {
     let mut more = false;
     let mut fatal: Option<String> = None;
     let mut refused = 0u64;
+    let mut rechecks = 0;
     loop {
         // One batch: up to BATCH packets' pieces in one copy.
-        let mut batch: Vec<(Box<Frame>, nif::SlotIds)> = Vec::new();
+        let mut batch: Vec<(Frame, nif::SlotIds)> = Vec::new();
         let mut ops: Vec<Copy> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         while batch.len() < BATCH {
@@ -429,8 +459,16 @@ fn take_tx(v: &mut Vif) -> (Vec<Box<Frame>>, bool) {
                 }
             };
             if avail == 0 {
+                // Ask for an event at the next request, then look once more; a producer
+                // that moves again after that is served at the next run (a frontend
+                // flipping `req_prod` cannot hold dom0 here).
                 page.set_u32(REQ_EVENT, c.tx_cons.wrapping_add(1));
                 if page.u32(REQ_PROD) == c.tx_cons {
+                    break;
+                }
+                rechecks += 1;
+                if rechecks > 2 {
+                    more = true;
                     break;
                 }
                 continue;
@@ -442,8 +480,10 @@ fn take_tx(v: &mut Vif) -> (Vec<Box<Frame>>, bool) {
             };
             match nif::tx_packet(avail, slot) {
                 TxPacket::Incomplete => {
-                    // Told when the rest of the packet is there.
+                    // Told when the rest of the packet is there; if it came meanwhile, the
+                    // next run takes it.
                     page.set_u32(REQ_EVENT, c.tx_cons.wrapping_add(avail + 1));
+                    more = page.u32(REQ_PROD) != rp;
                     break;
                 }
                 TxPacket::Fatal(why) => {
@@ -460,11 +500,26 @@ fn take_tx(v: &mut Vif) -> (Vec<Box<Frame>>, bool) {
                     c.tx_cons = c.tx_cons.wrapping_add(ids.len() as u32);
                     let mut f = Frame::new();
                     f.len = len;
+                    // Where each piece lands in dom0's buffer (the heap is in the bootstrap
+                    // region, so this is never `None`; if it were, the packet is refused).
                     let mut at = 0;
-                    for p in pieces {
-                        ops.push(Copy { src: Side::Grant { dom, gref: p.gref, offset: p.offset }, dst: f.local(at), len: p.len });
+                    let dsts: Option<Vec<Side>> = pieces
+                        .iter()
+                        .map(|p| {
+                            let d = f.local(at);
+                            at += p.len as usize;
+                            d
+                        })
+                        .collect();
+                    let Some(dsts) = dsts else {
+                        respond_tx(c, &ids, RSP_ERROR);
+                        refused += 1;
+                        taken += 1;
+                        continue;
+                    };
+                    for (p, dst) in pieces.iter().zip(dsts) {
+                        ops.push(Copy { src: Side::Grant { dom, gref: p.gref, offset: p.offset }, dst, len: p.len });
                         owner.push(batch.len());
-                        at += p.len as usize;
                     }
                     batch.push((f, ids));
                     taken += 1;
@@ -530,6 +585,7 @@ fn flush_rx(v: &mut Vif) {
     let page = crate::rings::page(c.rx);
     let mut delivered = 0u64;
     let mut fatal = None;
+    let mut rechecks = 0;
     while !c.queue.is_empty() {
         let rp = page.u32(REQ_PROD);
         let avail = match nif::pending(rp, c.rx_cons, c.rx_rsp) {
@@ -540,9 +596,11 @@ fn flush_rx(v: &mut Vif) {
             }
         };
         if avail == 0 {
-            // Told when the frontend posts its next page.
+            // Told when the frontend posts its next page (looked at once more, at most
+            // twice: the next delivery or event tries again).
             page.set_u32(REQ_EVENT, c.rx_cons.wrapping_add(1));
-            if page.u32(REQ_PROD) == c.rx_cons {
+            rechecks += 1;
+            if page.u32(REQ_PROD) == c.rx_cons || rechecks > 2 {
                 break;
             }
             continue;
@@ -550,18 +608,22 @@ fn flush_rx(v: &mut Vif) {
         let n = avail.min(c.queue.len()).min(BATCH);
         let mut ops = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
-        let frames: Vec<Box<Frame>> = c.queue.drain(..n).collect();
-        for f in &frames {
+        let frames: Vec<Queued> = c.queue.drain(..n).filter(|q| q.0.local(0).is_some()).collect();
+        let n = frames.len();
+        for q in &frames {
+            let f = &q.0;
             let mut e = [0u8; RX_ENTRY];
             crate::rings::read(c.rx, nif::rx_offset(c.rx_cons), &mut e);
             c.rx_cons = c.rx_cons.wrapping_add(1);
             let (id, gref) = nif::rx_request(&e);
             ids.push(id);
-            ops.push(Copy { src: f.local(0), dst: Side::Grant { dom, gref, offset: 0 }, len: f.len as u16 });
+            let Some(src) = f.local(0) else { continue };
+            ops.push(Copy { src, dst: Side::Grant { dom, gref, offset: 0 }, len: f.len as u16 });
         }
         let mut st = alloc::vec![0i16; n];
         let rc = gnttab::copy(&ops, &mut st);
-        for (i, f) in frames.iter().enumerate() {
+        for (i, q) in frames.iter().enumerate() {
+            let f = &q.0;
             let ok = rc == 0 && st[i] == 0;
             let r = nif::rx_response(ids[i], 0, 0, if ok { f.len as i16 } else { RSP_ERROR });
             crate::rings::write(c.rx, nif::rx_offset(c.rx_rsp), &r);

@@ -76,7 +76,15 @@ fn substitute(line: &str) -> String {
             out.push_str(crate::cmdline_value("host-port").unwrap_or(""));
         } else if let Some((name, key)) = var.split_once('/') {
             if let Some(v) = id(name).and_then(|id| crate::xs::read(&alloc::format!("/local/domain/{id}/data/{key}")).ok()) {
-                out.push_str(String::from_utf8_lossy(&v).trim_end_matches('\0'));
+                // A domain writes its `data/` itself: only a plain word (an address, a
+                // number) is put into the line, so none can add words or quotes to it.
+                let v = String::from_utf8_lossy(&v);
+                let v = v.trim_end_matches('\0');
+                if v.bytes().all(|c| c.is_ascii_alphanumeric() || b".:_-/".contains(&c)) {
+                    out.push_str(v);
+                } else {
+                    pv_runtime::println!("dom0: script: {name}'s data/{key} is not a plain word: left out");
+                }
             }
         }
         rest = &rest[i + j + 1..];

@@ -278,9 +278,9 @@ fn exec(cmd: Cmd) -> Result<(), String> {
             }
             crate::netback::attach(id, &spec)?;
         }
-        Cmd::NetworkDetach(d, which) => {
+        Cmd::NetworkDetach(d, which, force) => {
             let id = resolve(&d)?;
-            crate::netback::detach(id, &which, false)?;
+            crate::netback::detach(id, &which, force)?;
         }
         Cmd::Console(d) => {
             let id = resolve(&d)?;

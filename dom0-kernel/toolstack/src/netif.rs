@@ -57,6 +57,9 @@ pub fn parse_vif(s: &str) -> Result<VifSpec, String> {
                 if mac[0] & 1 != 0 {
                     return Err(format!("vif '{s}': {m} is a multicast address"));
                 }
+                if mac == [0; 6] {
+                    return Err(format!("vif '{s}': {m} is no address"));
+                }
                 v.mac = Some(mac);
             }
             ("bridge", b) if b == BRIDGE => {}

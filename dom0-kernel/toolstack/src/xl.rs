@@ -52,8 +52,9 @@ pub enum Cmd {
     NetworkList(DomRef),
     /// `network-attach <dom> <vif spec>` (its `key=value` fields may be separate words).
     NetworkAttach(DomRef, String),
-    /// `network-detach <dom> <devid|mac>`.
-    NetworkDetach(DomRef, String),
+    /// `network-detach [-f] <dom> <devid|mac>`: `-f` removes it without waiting for the
+    /// frontend (as `block-detach -f`).
+    NetworkDetach(DomRef, String, bool),
     Help,
 }
 
@@ -223,10 +224,14 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
             crate::netif::parse_vif(&spec)?;
             Cmd::NetworkAttach(dom(args[0]), spec)
         }
-        "network-detach" => match args {
-            [d, which] => Cmd::NetworkDetach(dom(d), which.to_string()),
-            _ => return Err("usage: xl network-detach <Domain> <DevId|mac>".into()),
-        },
+        "network-detach" => {
+            let force = args.iter().any(|a| *a == "-f" || *a == "--force");
+            let rest: Vec<&&str> = args.iter().filter(|a| !matches!(**a, "-f" | "--force")).collect();
+            match rest.as_slice() {
+                [d, which] => Cmd::NetworkDetach(dom(d), which.to_string(), force),
+                _ => return Err("usage: xl network-detach [-f] <Domain> <DevId|mac>".into()),
+            }
+        }
         "console" => match args {
             [d] => Cmd::Console(dom(d)),
             [] => return Err("'xl console' requires at least 1 argument.".into()),
@@ -455,7 +460,8 @@ mod tests {
         assert_eq!(parse(&["network-list", "g"]), Ok(Cmd::NetworkList(DomRef::Name("g".into()))));
         assert_eq!(parse(&["network-attach", "g", "mac=00:16:3e:00:00:09", "bridge=xenbr0"]), Ok(Cmd::NetworkAttach(DomRef::Name("g".into()), "mac=00:16:3e:00:00:09,bridge=xenbr0".into())));
         assert!(parse(&["network-attach", "g", "bridge=br7"]).is_err());
-        assert_eq!(parse(&["network-detach", "g", "0"]), Ok(Cmd::NetworkDetach(DomRef::Name("g".into()), "0".into())));
+        assert_eq!(parse(&["network-detach", "g", "0"]), Ok(Cmd::NetworkDetach(DomRef::Name("g".into()), "0".into(), false)));
+        assert_eq!(parse(&["network-detach", "-f", "g", "0"]), Ok(Cmd::NetworkDetach(DomRef::Name("g".into()), "0".into(), true)));
         let t = network_table(&[NetRow { idx: 0, backend: 0, mac: "00:16:3e:00:01:00".into(), state: 4, port: Some(12), refs: Some((8, 9)), path: "/local/domain/0/backend/vif/1/0".into() }]);
         assert_eq!(t.lines().nth(1), Some("0   0  00:16:3e:00:01:00 0      4     12         8/9     /local/domain/0/backend/vif/1/0"));
         assert_eq!(parse(&["block-attach", "g", "vda2,xvdb,r"]), Ok(Cmd::BlockAttach(DomRef::Name("g".into()), "vda2,xvdb,r".into())));

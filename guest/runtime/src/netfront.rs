@@ -61,6 +61,9 @@ pub struct Netfront {
 
 const _: () = assert!(TX_BUFFERS <= 64);
 
+/// The token of the watch on the backend's state.
+const TOKEN: &str = "netfront";
+
 fn parse_mac(b: &[u8]) -> Option<[u8; 6]> {
     let s = core::str::from_utf8(b).ok()?.trim_end_matches('\0');
     let mut m = [0u8; 6];
@@ -139,7 +142,7 @@ impl Netfront {
         if !ok {
             return Err(ConnectError::Refused("writing the frontend's keys"));
         }
-        let _ = xenbus::watch(Path::of(format_args!("{}/state", f.be.as_str())).as_str(), "netfront");
+        let _ = xenbus::watch(Path::of(format_args!("{}/state", f.be.as_str())).as_str(), TOKEN);
         f.set_state(STATE_INITIALISED)?;
         match xenbus::await_state(Path::of(format_args!("{}/state", f.be.as_str())).as_str(), |s| s == STATE_CONNECTED || s >= STATE_CLOSING) {
             STATE_CONNECTED => {}
@@ -195,7 +198,8 @@ impl Netfront {
             if st != RSP_OKAY && st != RSP_NULL {
                 self.tx_errors += 1;
             }
-            if (id as usize) < TX_BUFFERS {
+            // Only a page on the ring comes back (a repeated or made-up id frees nothing).
+            if (id as usize) < TX_BUFFERS && self.tx_free & (1 << id) == 0 {
                 self.tx_free |= 1 << id;
             }
         }
@@ -273,9 +277,11 @@ impl Netfront {
     /// Copies the next frame received into `out`: its length (cut to `out`'s), or `None`
     /// when none is waiting. Its page goes back on the ring.
     pub fn recv(&mut self, out: &mut [u8]) -> Option<usize> {
-        loop {
+        // At most a ring's worth of responses per call, and none past the requests posted:
+        // a backend writing endless errors cannot keep the guest here.
+        for _ in 0..RING_SIZE {
             let prod = self.rx.read_u32(RSP_PROD);
-            if prod == self.rx_cons || prod.wrapping_sub(self.rx_cons) > RING_SIZE {
+            if prod == self.rx_cons || prod.wrapping_sub(self.rx_cons) > self.rx_prod.wrapping_sub(self.rx_cons) {
                 return None;
             }
             let mut r = [0u8; RX_ENTRY];
@@ -300,6 +306,7 @@ impl Netfront {
                 return got;
             }
         }
+        None
     }
 
     /// Sleeps until the backend has news (a frame, a transmit page back, a state change)
@@ -316,13 +323,10 @@ impl Netfront {
         self.backend_changed();
     }
 
-    /// A watch event came: the backend's state read; true if the device is closing.
+    /// A watch event on the backend's state came (others are left to their drivers): the
+    /// state read, the device marked closed if it is closing. Whether one came.
     fn backend_changed(&mut self) -> bool {
-        let mut ev = [0u8; 160];
-        let mut any = false;
-        while xenbus::next_watch(&mut ev).is_some() {
-            any = true;
-        }
+        let any = xenbus::take_watch(TOKEN);
         if any && read_u64(Path::of(format_args!("{}/state", self.be.as_str())).as_str()).is_none_or(|s| s as u32 >= STATE_CLOSING) {
             self.closed = true;
         }

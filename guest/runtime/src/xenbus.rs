@@ -225,6 +225,38 @@ pub fn next_watch(out: &mut [u8]) -> Option<usize> {
     None
 }
 
+/// Takes the watch events of `token` (kept, or waiting in the ring), leaving the others
+/// for [`next_watch`]: whether there was one. A driver that shares the client with others
+/// (netfront beside the balloon, say) looks for its own events only.
+pub fn take_watch(token: &str) -> bool {
+    let Some((r, port)) = ring() else { return false };
+    let Some(mut c) = CLIENT.try_lock() else { return false };
+    while available(r) as usize >= HEADER {
+        let (t, _, n) = header(r, port);
+        if t != MsgType::WatchEvent as u32 {
+            get(r, port, &mut [], n);
+            continue;
+        }
+        let mut ev = [0u8; EVENT_MAX];
+        get(r, port, &mut ev, n);
+        c.keep(&ev[..n.min(EVENT_MAX)]);
+    }
+    let mine = |ev: &[u8]| ev.split(|&b| b == 0).nth(1) == Some(token.as_bytes());
+    let mut found = false;
+    let mut i = 0;
+    while i < c.n {
+        let (ev, n) = c.kept[i];
+        if mine(&ev[..n]) {
+            c.kept.copy_within(i + 1.., i);
+            c.n -= 1;
+            found = true;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
 /// Is a watch event waiting (kept, or in the ring)? A guest that sleeps on the XenStore
 /// port must ask this first: an event kept while it awaited a reply left the port quiet.
 pub fn watch_pending() -> bool {

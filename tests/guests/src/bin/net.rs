@@ -17,6 +17,8 @@
 //! - `hostile`: transmit requests no frontend should send, each answered with an error
 //!   while a good frame still goes, a frame with another vif's MAC; then a packet in more
 //!   slots than allowed, and the backend closes the device.
+//! - `stall`: never takes a frame off its receive ring (the backend queues some for it,
+//!   then drops), until it is destroyed.
 //! - `indexes tx|rx`: a transmit (or receive) ring whose `req_prod` claims more than the
 //!   ring holds: the backend closes the device.
 //!
@@ -448,6 +450,17 @@ fn hostile(nf: &mut Netfront) -> ! {
         ok &= good;
         at += want.len() as u32;
     }
+    // 300 broadcasts (an unused ethertype): every other vif gets them, a stalled one
+    // (`stall`) has them queued and then dropped.
+    let mut sent = 0;
+    for _ in 0..300 {
+        while !nf.send(&f) {
+            nf.wait(system_time() + SEC / 10);
+        }
+        sent += 1;
+    }
+    nf.drain_tx(system_time() + 5 * SEC);
+    println!("net: hostile: {} broadcasts sent", sent);
     // A frame with another vif's source MAC (netsink's): taken off the ring (OKAY), but the
     // switch drops it (dom0 says so).
     let mut spoof = f;
@@ -522,6 +535,15 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         "hostile" => hostile(&mut nf),
         "flood" => flood(&mut nf),
         "indexes" => indexes(&mut nf, args[0]),
+        "stall" => {
+            write_data("stall", "ready");
+            println!("net: stall: connected; taking no frames");
+            loop {
+                xenbus::wait_for_watch();
+                let mut ev = [0u8; 160];
+                while xenbus::next_watch(&mut ev).is_some() {}
+            }
+        }
         _ => {}
     }
     // SAFETY: taken once, here.

@@ -5,6 +5,8 @@ wait-gone nethttp
 xl create /etc/xen/net/sink.cfg
 wait-data netsink sink
 xl network-list netsink
+xl create /etc/xen/net/stall.cfg
+wait-data netstall stall
 xl create /etc/xen/net/hostile.cfg
 xl create /etc/xen/net/idxtx.cfg
 xl create /etc/xen/net/idxrx.cfg
@@ -14,6 +16,8 @@ xl create /etc/xen/net/source.cfg 'extra=source ${netsink/ip} 5001 10485760'
 wait-gone netsource
 wait-gone netsink
 wait-gone nethostile
+xl network-list netstall
+xl destroy netstall
 wait-gone netidxtx
 wait-gone netidxrx
 xl network-list netflood
