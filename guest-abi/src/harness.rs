@@ -70,6 +70,12 @@ pub fn disk_bench_sector(random: bool, seed: &mut u64, i: u64, sectors: u64, spa
 /// The seed of the random pass.
 pub const DISK_BENCH_SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
+/// Byte `i` of the data the network tests move (the test guests, dom0's TCP sink and the
+/// host's test server all make and check it), so every byte is checked where it lands.
+pub fn net_pattern(i: u64) -> u8 {
+    (i.wrapping_mul(7) ^ (i >> 10) ^ (i >> 19)) as u8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,9 +88,3 @@ mod tests {
     }
 }
 
-
-/// Byte `i` of the data the network tests move (the test guests, dom0's TCP sink and the
-/// host's test server all make and check it), so every byte is checked where it lands.
-pub fn net_pattern(i: u64) -> u8 {
-    (i.wrapping_mul(7) ^ (i >> 10) ^ (i >> 19)) as u8
-}
