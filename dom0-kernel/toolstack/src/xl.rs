@@ -202,8 +202,7 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
             Cmd::BlockAttach(dom(args[0]), spec)
         }
         "block-detach" => {
-            let force = args.iter().any(|a| *a == "-f" || *a == "--force");
-            let rest: Vec<&&str> = args.iter().filter(|a| !matches!(**a, "-f" | "--force")).collect();
+            let (force, rest) = force_flag(args);
             match rest.as_slice() {
                 [d, dev] => {
                     let devid = dev.parse::<u32>().ok().or_else(|| crate::blkif::vdev_devid(dev)).ok_or_else(|| format!("Error: Device {} not connected.", dev))?;
@@ -225,8 +224,7 @@ pub fn parse(words: &[&str]) -> Result<Cmd, String> {
             Cmd::NetworkAttach(dom(args[0]), spec)
         }
         "network-detach" => {
-            let force = args.iter().any(|a| *a == "-f" || *a == "--force");
-            let rest: Vec<&&str> = args.iter().filter(|a| !matches!(**a, "-f" | "--force")).collect();
+            let (force, rest) = force_flag(args);
             match rest.as_slice() {
                 [d, which] => Cmd::NetworkDetach(dom(d), which.to_string(), force),
                 _ => return Err("usage: xl network-detach [-f] <Domain> <DevId|mac>".into()),
@@ -547,6 +545,12 @@ pub struct BlockRow {
     pub port: Option<u32>,
     pub ring_ref: Option<u32>,
     pub path: String,
+}
+
+/// `-f` / `--force` among `args`, and the other arguments.
+fn force_flag<'a>(args: &'a [&'a str]) -> (bool, Vec<&'a &'a str>) {
+    let force = args.iter().any(|a| *a == "-f" || *a == "--force");
+    (force, args.iter().filter(|a| !matches!(**a, "-f" | "--force")).collect())
 }
 
 /// A shell line's words: split at blanks, except inside '...' or "..." (the quotes

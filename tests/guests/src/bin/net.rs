@@ -56,6 +56,20 @@ fn fill(buf: &mut [u8], at: u64, total: u64) -> usize {
     k
 }
 
+/// Queues as much of the pattern from byte `*sent` on (up to `total`) as the socket takes.
+fn send_pattern(s: &mut tcp::Socket<'_>, sent: &mut u64, total: u64, sum: &mut Sum) {
+    let mut buf = [0u8; 4096];
+    while s.can_send() && *sent < total {
+        let k = fill(&mut buf, *sent, total);
+        let Ok(n) = s.send_slice(&buf[..k]) else { break };
+        if n == 0 {
+            break;
+        }
+        sum.add(&buf[..n]);
+        *sent += n as u64;
+    }
+}
+
 /// A running Fletcher-64 of what went by (printed by both ends).
 #[derive(Default)]
 struct Sum(u64, u64);
@@ -259,18 +273,9 @@ fn source(st: &mut Stack<'static>, ip: Ipv4Address, port: u16, total: u64) -> ! 
     let t0 = system_time();
     let mut sent = 0u64;
     let mut sum = Sum::default();
-    let mut buf = [0u8; 4096];
     let ok = st.run_until(t0 + 300 * SEC, |st| {
         let s = st.sockets.get_mut::<tcp::Socket>(h);
-        while s.can_send() && sent < total {
-            let k = fill(&mut buf, sent, total);
-            let Ok(n) = s.send_slice(&buf[..k]) else { break };
-            if n == 0 {
-                break;
-            }
-            sum.add(&buf[..n]);
-            sent += n as u64;
-        }
+        send_pattern(s, &mut sent, total, &mut sum);
         if sent == total {
             s.close();
         }
@@ -343,19 +348,11 @@ fn post(st: &mut Stack<'static>, port: u16, total: u64) -> ! {
     let _ = st.sockets.get_mut::<tcp::Socket>(h).send_slice(head.as_str().as_bytes());
     let t0 = system_time();
     let mut sent = 0u64;
-    let mut buf = [0u8; 4096];
     let mut answer = [0u8; 256];
     let mut an = 0;
     let ok = st.run_until(t0 + 300 * SEC, |st| {
         let s = st.sockets.get_mut::<tcp::Socket>(h);
-        while s.can_send() && sent < total {
-            let k = fill(&mut buf, sent, total);
-            let Ok(n) = s.send_slice(&buf[..k]) else { break };
-            if n == 0 {
-                break;
-            }
-            sent += n as u64;
-        }
+        send_pattern(s, &mut sent, total, &mut Sum::default());
         while s.can_recv() && an < answer.len() {
             let Ok(k) = s.recv_slice(&mut answer[an..]) else { break };
             if k == 0 {
