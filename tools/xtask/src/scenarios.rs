@@ -104,6 +104,7 @@ const NET_EXPECT: &[&str] = &[
     "vif0: a packet in more slots than allowed: the ring is read no more",
     "Domain-0                                     0",
     "net: hostile: 300 broadcasts sent",
+    "dom0: script: netstall's data/evil is not a plain word: left out",
     "net: hostile: SUCCESS",
     "vif0: transmit ring indexes out of range (req_prod 1000, req_cons 0): the ring is read no more",
     "net: indexes tx: the backend closed the device: true",

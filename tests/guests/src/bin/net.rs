@@ -533,6 +533,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         "flood" => flood(&mut nf),
         "indexes" => indexes(&mut nf, args[0]),
         "stall" => {
+            // Words a hostile domain would like dom0's scripts to run (`${netstall/evil}`).
+            write_data("evil", "x' 'kernel=/boot/other");
             write_data("stall", "ready");
             println!("net: stall: connected; taking no frames");
             loop {

@@ -17,6 +17,8 @@ wait-gone netsource
 wait-gone netsink
 wait-gone nethostile
 xl network-list netstall
+# A domain's data/ is its own: only plain words go into a script line.
+xl list ${netstall/evil}
 xl destroy netstall
 wait-gone netidxtx
 wait-gone netidxrx
