@@ -20,7 +20,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use guest_abi::domctl::*;
 use guest_abi::mm::ext;
-use hv_core::builder::{compute_layout_domu, start_info_bytes, start_info_for, Layout};
+use hv_core::builder::{compute_layout_domu_max, start_info_bytes, start_info_for, Layout};
 use pv_runtime::ctl::{boot_context, mmuext_for, populate, set_vcpu_context, Domctl};
 use pv_runtime::foreign::Window;
 use pv_runtime::mm::{A, D, P, RW};
@@ -96,7 +96,8 @@ fn tables(l: &Layout, p2m: &[u64]) -> Vec<(u64, Vec<u64>)> {
 pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String> {
     let img = hv_core::pv_image::parse(image).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
     let nr_pages = cfg.memory * 256;
-    let l = compute_layout_domu(&img, nr_pages).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
+    // The P2M list has room for `maxmem`: the guest's balloon may grow it that far.
+    let l = compute_layout_domu_max(&img, nr_pages, cfg.maxmem * 256).map_err(|e| format!("libxl: error: {}: {}", cfg.kernel, e))?;
     let mut op = Domctl::new(CREATEDOMAIN, 0)
         .u32(create::MAX_VCPUS, cfg.maxvcpus)
         .u32(create::MAX_EVTCHN_PORT, 1023)
@@ -160,9 +161,15 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
             }
         }
         if p2m_page {
+            // Entries past the domain's pages (room to grow into) hold no frame.
             let first = ((va - l.p2m_va) / 8) as usize;
-            for (i, m) in p2m.iter().skip(first).take(512).enumerate() {
-                page[8 * i..8 * i + 8].copy_from_slice(&m.to_le_bytes());
+            for i in 0..512 {
+                let e = match p2m.get(first + i) {
+                    Some(m) => *m,
+                    None if ((first + i) as u64) < l.p2m_entries => !0,
+                    None => 0,
+                };
+                page[8 * i..8 * i + 8].copy_from_slice(&e.to_le_bytes());
             }
         }
         if va == l.start_info_va {

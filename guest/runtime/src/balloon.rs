@@ -3,8 +3,9 @@
 //! (`XENMEM_decrease_reservation`) from the top of the guest's pseudo-physical memory down,
 //! taking only frames [`GuestMem`] has not handed out; growing asks for frames again
 //! (`XENMEM_increase_reservation`), puts them in the P2M and tells the hypervisor's M2P
-//! (`MMU_MACHPHYS_UPDATE`). The domain can grow back to the size it was built with (its
-//! P2M list has no room beyond); a target above that, or below what the guest uses, is
+//! (`MMU_MACHPHYS_UPDATE`). The domain can grow up to `memory/static-max` (its `maxmem`)
+//! when the toolstack left room for that in its P2M list (dom0's builder does), else back
+//! to the size it was built with; a target above that, or below what the guest uses, is
 //! followed as far as it can be.
 
 use crate::hypercall::{self as hc, MmuUpdate};
@@ -18,9 +19,19 @@ const BATCH: usize = 256;
 /// A P2M entry with no frame behind it.
 pub const INVALID: u64 = !0;
 
-/// Watches `memory/target` (the runtime's XenStore client must be up).
-pub fn watch() -> bool {
+/// Starts the driver: `memory/target` watched, the P2M widened to `memory/static-max`
+/// ([`GuestMem::widen`]). The runtime's XenStore client must be up. False if the watch
+/// was refused.
+pub fn init(si: &crate::StartInfo, mem: &mut GuestMem) -> bool {
+    if let Some(kib) = xenbus::read_u64("memory/static-max") {
+        mem.widen(si, kib / 4);
+    }
     xenbus::watch("memory/target", TOKEN).is_ok()
+}
+
+/// Pages the domain can grow to.
+pub fn max_pages(mem: &GuestMem) -> u64 {
+    mem.p2m.len() as u64
 }
 
 /// The target in pages (`memory/target` is in KiB).

@@ -66,6 +66,24 @@ impl GuestMem {
         self.p2m[pfn as usize]
     }
 
+    /// Makes the P2M `pages` entries long (the domain's maximum, so the balloon may grow it
+    /// that far) if the builder left the room: in Xen's layout `start_info` follows the P2M
+    /// list, so the room is there when the longer list still ends before `si`. The entries
+    /// past the domain's pages hold no frame until the balloon fills them. The P2M's
+    /// length after.
+    pub fn widen(&mut self, si: &StartInfo, pages: u64) -> u64 {
+        let si_va = si as *const StartInfo as u64;
+        let fits = pages.checked_mul(8).and_then(|b| si.mfn_list.checked_add(b)).is_some_and(|end| end <= si_va);
+        if pages > self.p2m.len() as u64 && fits {
+            // SAFETY: the builder maps the P2M list writable at `mfn_list`, and everything
+            // from there to `start_info` is the list's (its pages, Xen's start-of-day
+            // layout), so `pages` entries are mapped for the guest's lifetime. The old
+            // slice is replaced here and not used again; nothing else refers to the list.
+            self.p2m = unsafe { core::slice::from_raw_parts_mut(si.mfn_list as *mut u64, pages as usize) };
+        }
+        self.p2m.len() as u64
+    }
+
     /// Frames left for [`GuestMem::alloc_pfn`].
     pub fn free_pfns(&self) -> u64 {
         self.limit.saturating_sub(self.next_pfn)

@@ -39,6 +39,9 @@ pub struct Layout {
     pub mod_len: u64,
     pub p2m_va: u64,
     pub p2m_pages: u64,
+    /// Entries the P2M list has room for: `nr_pages`, or more for a domU that may grow
+    /// (its `maxmem`; the entries past `nr_pages` hold no frame, `!0`).
+    pub p2m_entries: u64,
     pub start_info_va: u64,
     /// The XenStore ring page (`start_info.store_mfn`), 0 if none (dom0).
     pub store_va: u64,
@@ -126,26 +129,34 @@ pub fn tables_needed(start: u64, end: u64) -> u64 {
 
 /// Computes the layout for an image and a domain of `nr_pages` pages.
 pub fn compute_layout(img: &PvImage<'_>, nr_pages: u64) -> Result<Layout, BuildError> {
-    layout(img, nr_pages, 0, false)
+    layout(img, nr_pages, nr_pages, 0, false)
 }
 
 /// [`compute_layout`] with a boot module of `mod_len` bytes after the image (dom0's).
 pub fn compute_layout_with_module(img: &PvImage<'_>, nr_pages: u64, mod_len: u64) -> Result<Layout, BuildError> {
-    layout(img, nr_pages, mod_len, false)
+    layout(img, nr_pages, nr_pages, mod_len, false)
 }
 
 /// [`compute_layout`] for a domU the toolstack builds: with its XenStore and console ring
 /// pages after `start_info`, as libxenguest places them.
 pub fn compute_layout_domu(img: &PvImage<'_>, nr_pages: u64) -> Result<Layout, BuildError> {
-    layout(img, nr_pages, 0, true)
+    layout(img, nr_pages, nr_pages, 0, true)
 }
 
-fn layout(img: &PvImage<'_>, nr_pages: u64, mod_len: u64, rings: bool) -> Result<Layout, BuildError> {
+/// [`compute_layout_domu`] with a P2M list that has room for `max_pages` entries (the
+/// domain's `maxmem`), so that its balloon can grow it past `nr_pages`. As in Xen's
+/// layout, `start_info` follows the P2M list: a guest knows the room is there when
+/// `mfn_list + 8 * max_pages` does not pass its `start_info`.
+pub fn compute_layout_domu_max(img: &PvImage<'_>, nr_pages: u64, max_pages: u64) -> Result<Layout, BuildError> {
+    layout(img, nr_pages, max_pages.max(nr_pages), 0, true)
+}
+
+fn layout(img: &PvImage<'_>, nr_pages: u64, p2m_entries: u64, mod_len: u64, rings: bool) -> Result<Layout, BuildError> {
     let bad = BuildError::ReservedAddress;
     let vb = img.virt_base;
     let mod_va = round_up(img.vend, PAGE).ok_or(bad)?;
     let p2m_va = round_up(mod_va.checked_add(mod_len).ok_or(bad)?, PAGE).ok_or(bad)?;
-    let p2m_pages = nr_pages.checked_mul(8).ok_or(bad)?.div_ceil(PAGE);
+    let p2m_pages = p2m_entries.checked_mul(8).ok_or(bad)?.div_ceil(PAGE);
     let start_info_va = p2m_va.checked_add(p2m_pages * PAGE).ok_or(bad)?;
     let (store_va, console_va) = if rings { (start_info_va + PAGE, start_info_va + 2 * PAGE) } else { (0, 0) };
     let pt_va = start_info_va.checked_add(if rings { 3 * PAGE } else { PAGE }).ok_or(bad)?;
@@ -169,6 +180,7 @@ fn layout(img: &PvImage<'_>, nr_pages: u64, mod_len: u64, rings: bool) -> Result
         mod_len,
         p2m_va,
         p2m_pages,
+        p2m_entries,
         start_info_va,
         store_va,
         console_va,
@@ -442,6 +454,11 @@ mod tests {
         assert_eq!((l.store_va, l.console_va), (0, 0), "dom0 has no ring pages");
         assert_eq!(l.nr_pt_frames, 5, "L4 + L3 + L2 + two L1s for 4 MiB");
         let d = compute_layout_domu(&img, 4096).unwrap();
+        // Room for a balloon to grow the domain to 8192 pages: the P2M twice as long,
+        // start_info still right after it.
+        let m = compute_layout_domu_max(&img, 4096, 8192).unwrap();
+        assert_eq!((m.p2m_entries, m.p2m_pages, m.start_info_va), (8192, 16, m.p2m_va + 16 * PAGE));
+        assert_eq!(compute_layout_domu_max(&img, 4096, 100).unwrap(), d);
         assert_eq!((d.store_va, d.console_va), (d.start_info_va + 4096, d.start_info_va + 2 * 4096));
         assert_eq!(d.pt_va, d.console_va + 4096);
         assert!(d.v_end - d.stack_top() >= MIN_SLACK);

@@ -151,12 +151,16 @@ const BALLOON_EXPECT: &[&str] = &[
     "balloon: grow from 12288 to 32768 KiB",
     "balloon: shrink from 32768 to 6144 KiB in",
     "balloon: grow from 6144 to 32768 KiB",
+    "balloon: 32768 KiB (up to 49152 KiB), target 32768 KiB, holding 512 pages",
+    "balloon: grow from 32768 to 49152 KiB",
+    "libxl: error: memory_static_max must be greater than or equal to memory_dynamic_max (65536 > 49152)",
     "balloon: shutdown (Poweroff): 512 pages held, 0 changed",
     "balloon: SUCCESS",
 ];
 
 /// The balloon's frames went back to the hypervisor and came again: `xl info`'s free
-/// memory up by the 20 MiB shrink, down again after the grow; `xl list` shows the sizes.
+/// memory up by the 20 MiB shrink, down again after the grow; `xl list` shows the sizes
+/// (the last one past the 32 MiB the domain was built with, its maxmem).
 fn balloon_frees(out: &str, _: Option<&std::path::Path>) -> Result<(), String> {
     let free: Vec<i64> = out.lines().filter_map(|l| l.strip_prefix("free_memory")).filter_map(|r| r.trim_start_matches([' ', ':']).trim().parse().ok()).collect();
     let [before, shrunk, grown] = free[..] else { return Err(format!("want three xl info free_memory figures, got {free:?}")) };
@@ -164,8 +168,8 @@ fn balloon_frees(out: &str, _: Option<&std::path::Path>) -> Result<(), String> {
         return Err(format!("free memory {before} -> {shrunk} -> {grown} MiB does not follow the 32 -> 12 -> 32 MiB balloon"));
     }
     let mem: Vec<&str> = out.lines().filter(|l| l.starts_with("balloon ")).filter_map(|l| l.split_whitespace().nth(2)).collect();
-    if mem != ["12", "32", "6"] {
-        return Err(format!("xl list shows the balloon with {mem:?} MiB, want 12, 32, 6"));
+    if mem != ["12", "32", "6", "48"] {
+        return Err(format!("xl list shows the balloon with {mem:?} MiB, want 12, 32, 6, 48"));
     }
     Ok(())
 }
@@ -614,8 +618,9 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
         // The balloon (dom0-kernel/bundle/etc/xen/balloon/test.sh): a domU shrunk to 12 MiB,
-        // grown back to 32, shrunk below what it uses, grown again, while it takes and
-        // writes pages; its frames go back to the hypervisor (xl info's free memory).
+        // grown back to 32, shrunk below what it uses, grown again and on to its maxmem of
+        // 48, while it takes and writes pages; its frames go back to the hypervisor (xl
+        // info's free memory).
         Scenario { bundle: true, timeout_s: 120, dom0_args: "interactive run=/etc/xen/balloon/test.sh", ..sc("balloon", Image::Dom0, Expect::ExitCheck(Poweroff, BALLOON_EXPECT, balloon_frees)) },
         Scenario { bundle: true, smp: 2, timeout_s: 120, dom0_args: "interactive run=/etc/xen/balloon/test.sh", ..sc("balloon-smp2", Image::Dom0, Expect::ExitCheck(Poweroff, BALLOON_EXPECT, balloon_frees)) },
         // ... and none of it for a domU (the same guest, unprivileged).

@@ -51,7 +51,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let hold = core::str::from_utf8(si.cmdline_bytes()).unwrap_or("").trim().parse::<usize>().unwrap_or(512).min(HOLD_MAX);
     let mut mem = GuestMem::new(si, pv_runtime::virt_base());
     let mut win = Window::new(si);
-    if !xenbus::init(si) || !balloon::watch() || xenbus::watch_shutdown().is_err() {
+    if !xenbus::init(si) || !balloon::init(si, &mut mem) || xenbus::watch_shutdown().is_err() {
         println!("balloon: no XenStore");
         end(false)
     }
@@ -62,7 +62,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     let mut started: Option<(u64, u64)> = None;
     // Sizes reached so far (each written as `data/at-<KiB>-<n>`).
     let mut reached = 0;
-    println!("balloon: {} KiB, target {} KiB, holding {} pages", said * 4, target * 4, hold);
+    println!("balloon: {} KiB (up to {} KiB), target {} KiB, holding {} pages", said * 4, balloon::max_pages(&mem) * 4, target * 4, hold);
     loop {
         // The work: one more page taken and written, while the guest wants more.
         if n < hold {

@@ -16,6 +16,11 @@ wait-data balloon at-6144-3
 xl list
 xl mem-set balloon 32m
 wait-data balloon at-32768-4
+# Past the size it was built with, up to maxmem; above that xl refuses.
+xl mem-set balloon 48m
+wait-data balloon at-49152-5
+xl list
+xl mem-set balloon 64m
 xl shutdown balloon
 wait-gone balloon
 poweroff
