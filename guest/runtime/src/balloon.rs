@@ -3,9 +3,9 @@
 //! (`XENMEM_decrease_reservation`) from the top of the guest's pseudo-physical memory down,
 //! taking only frames [`GuestMem`] has not handed out; growing asks for frames again
 //! (`XENMEM_increase_reservation`), puts them in the P2M and tells the hypervisor's M2P
-//! (`MMU_MACHPHYS_UPDATE`). The domain can grow up to `memory/static-max` (its `maxmem`)
-//! when the toolstack left room for that in its P2M list (dom0's builder does), else back
-//! to the size it was built with; a target above that, or below what the guest uses, is
+//! (`MMU_MACHPHYS_UPDATE`). The domain can grow up to its maximum (`XENMEM_memory_map`:
+//! its `maxmem`) when the toolstack left room for that in its P2M list (dom0's builder
+//! does), else back to the size it was built with; a target above that, or below what the guest uses, is
 //! followed as far as it can be.
 
 use crate::hypercall::{self as hc, MmuUpdate};
@@ -19,12 +19,12 @@ const BATCH: usize = 256;
 /// A P2M entry with no frame behind it.
 pub const INVALID: u64 = !0;
 
-/// Starts the driver: `memory/target` watched, the P2M widened to `memory/static-max`
-/// ([`GuestMem::widen`]). The runtime's XenStore client must be up. False if the watch
-/// was refused.
+/// Starts the driver: `memory/target` watched, the P2M widened to the domain's maximum
+/// (`XENMEM_memory_map`, [`GuestMem::widen`]). The runtime's XenStore client must be up.
+/// False if the watch was refused.
 pub fn init(si: &crate::StartInfo, mem: &mut GuestMem) -> bool {
-    if let Some(kib) = xenbus::read_u64("memory/static-max") {
-        mem.widen(si, kib / 4);
+    if let Some(pages) = hc::memory_map_pages() {
+        mem.widen(si, pages);
     }
     xenbus::watch("memory/target", TOKEN).is_ok()
 }

@@ -238,6 +238,27 @@ pub fn reservation(op: u64, frames: &mut [u64]) -> i64 {
     unsafe { memory_op(op & 1, &r as *const Reservation as u64) }
 }
 
+/// `XENMEM_memory_map`: the pages the domain's RAM (E820 type 1) entries cover, up to the
+/// end of the last one (its maximum: Xen gives a PV domain with no map set one entry of
+/// its `max_pages`). `None` if refused.
+pub fn memory_map_pages() -> Option<u64> {
+    let mut e = [0u8; 20 * 8];
+    let mut m = [0u8; 16];
+    m[..4].copy_from_slice(&8u32.to_le_bytes());
+    m[8..].copy_from_slice(&(e.as_mut_ptr() as u64).to_le_bytes());
+    // SAFETY: `m` is a `xen_memory_map` naming `e`, room for 8 entries; both live across
+    // the call.
+    if unsafe { memory_op(guest_abi::memory::XENMEM_MEMORY_MAP, m.as_mut_ptr() as u64) } != 0 {
+        return None;
+    }
+    let n = u32::from_le_bytes([m[0], m[1], m[2], m[3]]).min(8) as usize;
+    let end = e.chunks(20).take(n).filter(|c| u32::from_le_bytes([c[16], c[17], c[18], c[19]]) == 1).map(|c| {
+        let at = |o: usize| u64::from_le_bytes(c[o..o + 8].try_into().unwrap_or([0; 8]));
+        at(0).saturating_add(at(8))
+    });
+    end.max().map(|b| b / 4096)
+}
+
 /// `XENMEM_current_reservation` for this domain, in pages.
 /// `XENMEM_exchange` of `input` (single frames of this domain, mapped nowhere) for one
 /// machine-contiguous extent of `input.len()` frames (a power of two) below
