@@ -91,7 +91,7 @@ const NET_EXPECT: &[&str] = &[
     "[host] HTTP/1.0 200 OK",
     "[host] hello from an rxen domU, over netfront, dom0's switch and smoltcp",
     "net: http: SUCCESS",
-    "net: source: ping 10.0.2.16: 4 of 4 replies",
+    "net: source: ping 10.0.2.16: 8 of 8 replies",
     "net: sink: 10485760 of 10485760 bytes",
     "0 bytes wrong",
     "net: sink: SUCCESS",
@@ -598,7 +598,7 @@ fn scenarios() -> Vec<Scenario> {
             dom0_args: "interactive dom0-ip run=/etc/xen/net/dom0.sh",
             ..sc("net-dom0", Image::Dom0, Expect::Exit(Poweroff, &[
                 "dom0: ip: DHCP: 10.0.2.15/24 via Some(10.0.2.2)",
-                "net: source: ping 10.0.2.15: 4 of 4 replies",
+                "net: source: ping 10.0.2.15: 8 of 8 replies",
                 "dom0: sink: 4194304 bytes in",
                 "KiB/s), 0 wrong",
                 "net: source: SUCCESS",
@@ -611,7 +611,7 @@ fn scenarios() -> Vec<Scenario> {
             dom0_args: "interactive dom0-ip run=/etc/xen/net/dom0.sh",
             ..sc("net-dom0-smp2", Image::Dom0, Expect::Exit(Poweroff, &[
                 "dom0: ip: DHCP: 10.0.2.15/24 via Some(10.0.2.2)",
-                "net: source: ping 10.0.2.15: 4 of 4 replies",
+                "net: source: ping 10.0.2.15: 8 of 8 replies",
                 "dom0: sink: 4194304 bytes in",
                 "KiB/s), 0 wrong",
                 "net: source: SUCCESS",
