@@ -81,7 +81,8 @@ struct Sink {
 struct Ip {
     stack: Stack<'static, Port>,
     sink: Sink,
-    said_addr: bool,
+    /// The address last said and written to `data/ip`.
+    said: Option<pv_net::smoltcp::wire::Ipv4Cidr>,
 }
 
 static IP: spin::Mutex<Option<Ip>> = spin::Mutex::new(None);
@@ -109,9 +110,9 @@ pub fn init(mac: [u8; 6]) {
     let mut stack = Stack::on(Port { rx: VecDeque::new(), out: Vec::new() }, mac, storage);
     let rx: &'static mut [u8] = Box::leak(alloc::vec![0u8; 65535].into_boxed_slice());
     let tx: &'static mut [u8] = Box::leak(alloc::vec![0u8; 4096].into_boxed_slice());
-    let h = stack.sockets.add(tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx)));
+    let h = stack.sockets.add(sink_socket(rx, tx));
     let _ = stack.sockets.get_mut::<tcp::Socket>(h).listen(SINK_PORT);
-    *IP.lock() = Some(Ip { stack, sink: Sink { h, got: 0, wrong: 0, t0: 0 }, said_addr: false });
+    *IP.lock() = Some(Ip { stack, sink: Sink { h, got: 0, wrong: 0, t0: 0 }, said: None });
     ON.store(true, core::sync::atomic::Ordering::Relaxed);
     crate::netback::bind_local(mac);
     println!("dom0: ip: an interface on xenbr0 (DHCP), a TCP sink on port {}", SINK_PORT);
@@ -139,10 +140,19 @@ pub fn poll() {
             ip.stack.nic.rx.extend(INPUT.lock().drain(..));
             ip.stack.poll();
             serve_sink(ip);
-            if let (Some(a), false) = (ip.stack.addr, ip.said_addr) {
-                ip.said_addr = true;
-                println!("dom0: ip: DHCP: {} via {:?}", a, ip.stack.router);
-                let _ = crate::xs::write(0, "/local/domain/0/data/ip", alloc::format!("{}", a.address()).as_bytes());
+            if ip.stack.addr != ip.said {
+                // Every change of the lease is said and written (a new address, or none).
+                ip.said = ip.stack.addr;
+                match ip.said {
+                    Some(a) => {
+                        println!("dom0: ip: DHCP: {} via {:?}", a, ip.stack.router);
+                        let _ = crate::xs::write(0, "/local/domain/0/data/ip", alloc::format!("{}", a.address()).as_bytes());
+                    }
+                    None => {
+                        println!("dom0: ip: the DHCP lease is gone");
+                        let _ = crate::xs::rm(0, "/local/domain/0/data/ip");
+                    }
+                }
                 crate::script::resume();
             }
             let next = ip.stack.next_poll().unwrap_or(events::system_time() + 1_000_000_000);
@@ -155,6 +165,15 @@ pub fn poll() {
             return;
         }
     }
+}
+
+/// The sink's socket: a connection quiet for 10 s (or a handshake that never completes)
+/// is dropped, so no sender can hold the one sink.
+fn sink_socket(rx: &'static mut [u8], tx: &'static mut [u8]) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
+    s.set_timeout(Some(pv_net::smoltcp::time::Duration::from_secs(10)));
+    s.set_keep_alive(Some(pv_net::smoltcp::time::Duration::from_secs(2)));
+    s
 }
 
 fn serve_sink(ip: &mut Ip) {

@@ -124,6 +124,7 @@ struct Vif {
     detaching: bool,
     warned: bool,
     told_spoof: bool,
+    told_dhcp: bool,
     /// Counters for `xl network-list` and the tests.
     tx_packets: u64,
     rx_packets: u64,
@@ -201,7 +202,7 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         ("state", format!("{STATE_INITIALISING}")),
     ];
     crate::backend::create(dom, &fe, &be, &be_keys, &fe_keys, TOKEN).map_err(|e| format!("libxl: error: vif '{spec}': {e}"))?;
-    let vif = Vif { dom, devid, mac, fe, be, conn: None, detaching: false, warned: false, told_spoof: false, tx_packets: 0, rx_packets: 0, refused: 0, dropped: 0 };
+    let vif = Vif { dom, devid, mac, fe, be, conn: None, detaching: false, warned: false, told_spoof: false, told_dhcp: false, tx_packets: 0, rx_packets: 0, refused: 0, dropped: 0 };
     VIFS.lock().insert((dom, devid), vif);
     on_watches();
     Ok(devid)
@@ -375,11 +376,14 @@ fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<F
                 if let SwitchPort::Vif(d, n) = from {
                     if let Some(v) = vifs.get_mut(&(d, n)) {
                         v.dropped += 1;
-                        // A frame not from the vif's own MAC is said once per vif (the rest
-                        // are counted in `xl network-list`).
+                        // A frame not from the vif's own MAC, or a DHCP server's, is said
+                        // once per vif (the rest are counted in `xl network-list`).
                         if why == nif::SPOOFED && !core::mem::replace(&mut v.told_spoof, true) {
                             let src: Mac = f.bytes()[6..12].try_into().unwrap_or([0; 6]);
                             println!("netback: d{d} vif{n}: a frame from {}, not the vif's MAC: dropped", nif::mac_text(&src));
+                        }
+                        if why == nif::ROGUE_DHCP && !core::mem::replace(&mut v.told_dhcp, true) {
+                            println!("netback: d{d} vif{n}: {}: dropped", nif::ROGUE_DHCP);
                         }
                     }
                 }

@@ -80,7 +80,7 @@ fn substitute(line: &str) -> String {
                 // number) is put into the line, so none can add words or quotes to it.
                 let v = String::from_utf8_lossy(&v);
                 let v = v.trim_end_matches('\0');
-                if v.bytes().all(|c| c.is_ascii_alphanumeric() || b".:_-/".contains(&c)) {
+                if !v.is_empty() && !v.starts_with('-') && v.bytes().all(|c| c.is_ascii_alphanumeric() || b".:_-/".contains(&c)) {
                     out.push_str(v);
                 } else {
                     pv_runtime::println!("dom0: script: {name}'s data/{key} is not a plain word: left out");

@@ -402,6 +402,11 @@ fn exec(cmd: Cmd) -> Result<(), String> {
         Cmd::MemMax(d, kib) => {
             let id = resolve(&d)?;
             check("mem-max", id, Domctl::new(MAX_MEM, id).u64(0, kib).call())?;
+            // As libxl: `xl mem-set` checks its targets against the new maximum.
+            let p = format!("/local/domain/{}/memory/static-max", id);
+            if id != 0 && crate::xs::read(&p).is_ok() {
+                let _ = crate::xs::write(0, &p, format!("{}", kib).as_bytes());
+            }
         }
     }
     Ok(())

@@ -273,10 +273,22 @@ pub enum Out<P> {
 
 /// Why a frame from a port bound to a MAC is dropped when its source is another.
 pub const SPOOFED: &str = "source is not the port's MAC";
+/// Why a DHCP server's frame from a bound port (a vif) is dropped.
+pub const ROGUE_DHCP: &str = "a DHCP server's answer from a vif";
+
+/// Is `frame` an IPv4 UDP datagram from port 67 (a DHCP server's offer or ack)?
+pub fn is_dhcp_server(frame: &[u8]) -> bool {
+    if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 || frame[23] != 17 {
+        return false;
+    }
+    let ihl = (frame[14] & 0x0F) as usize * 4;
+    let udp = 14 + ihl;
+    ihl >= 20 && frame.len() >= udp + 8 && frame[udp..udp + 2] == [0, 67]
+}
 
 /// The software switch: a learning L2 bridge. A port may be bound to one MAC (a vif: it
 /// may send with that source only, and that MAC is never learned elsewhere, so no port can
-/// take another's traffic); the others (the uplink) learn the sources they bring, in a
+/// take another's traffic; nor may it answer as a DHCP server); the others (the uplink) learn the sources they bring, in a
 /// table of at most [`Bridge::CAPACITY`] entries where the oldest goes first and entries
 /// older than [`Bridge::AGE_NS`] do not count.
 #[derive(Debug)]
@@ -329,6 +341,8 @@ impl<P: Copy + Ord> Bridge<P> {
         }
         match self.bound_of.get(&from) {
             Some(m) if *m != src => return Out::Drop(SPOOFED),
+            // Addresses come from the uplink's network: a vif cannot hand them out.
+            Some(_) if is_dhcp_server(frame) => return Out::Drop(ROGUE_DHCP),
             Some(_) => {}
             None => {
                 if self.bound.contains_key(&src) {
@@ -434,6 +448,16 @@ mod tests {
         assert!(matches!(br.forward(1, &frame(gw, b), 2), Out::Drop(_)));
         assert!(matches!(br.forward(0, &frame(b, a), 2), Out::Drop(_)));
         assert_eq!(br.forward(2, &frame(a, b), 3), Out::To(1));
+        // A DHCP offer from a vif: dropped; from the uplink: switched.
+        let mut offer = frame([0xff; 6], a);
+        offer[12..14].copy_from_slice(&[0x08, 0x00]);
+        offer[14] = 0x45;
+        offer[23] = 17;
+        offer[34..36].copy_from_slice(&[0, 67]);
+        assert!(is_dhcp_server(&offer));
+        assert_eq!(br.forward(1, &offer, 3), Out::Drop(ROGUE_DHCP));
+        offer[6..12].copy_from_slice(&gw);
+        assert_eq!(br.forward(0, &offer, 3), Out::Flood);
         // Aged out: flooded again.
         assert_eq!(br.forward(1, &frame(gw, a), Bridge::<u32>::AGE_NS + 10), Out::Flood);
         br.remove(1);

@@ -216,6 +216,9 @@ pub fn with_overrides(text: &str, overrides: &[String]) -> String {
     t
 }
 
+/// The most `memory` / `maxmem` a config may give (MiB).
+pub const MAX_MIB: u64 = 16 << 20;
+
 pub fn parse(text: &str) -> Result<Config, ParseError> {
     let set = settings(text)?;
     let line = |k: &str| set.get(k).map_or(0, |(l, _)| *l);
@@ -269,6 +272,10 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
     let maxmem = number("maxmem")?.unwrap_or(memory);
     if memory == 0 || maxmem < memory {
         return Err(ParseError::at(line("maxmem").max(line("memory")), format!("maxmem ({} MiB) must be at least memory ({} MiB), and memory more than 0", maxmem, memory)));
+    }
+    // 16 TiB: far past any machine here, and no page count overflows.
+    if maxmem > MAX_MIB {
+        return Err(ParseError::at(line("maxmem").max(line("memory")), format!("maxmem ({} MiB) is more than {} MiB", maxmem, MAX_MIB)));
     }
     let vcpus = number("vcpus")?.unwrap_or(1);
     let maxvcpus = number("maxvcpus")?.unwrap_or(vcpus);
@@ -413,6 +420,7 @@ unknown_key = 7
         assert_eq!(e("kernel='k'"), "x.cfg: domain name must be specified");
         assert_eq!(e("name='a'"), "x.cfg: no kernel specified");
         assert_eq!(e("name='a'\nkernel='k'\nmemory = \"lots\""), "x.cfg:3: config parsing error: 'memory' must be a number");
+        assert!(e("name='a'\nkernel='k'\nmaxmem=99999999999999").contains("is more than"));
         assert_eq!(e("name='a'\nkernel='k'\nmemory=64\nmaxmem=32"), "x.cfg:4: config parsing error: maxmem (32 MiB) must be at least memory (64 MiB), and memory more than 0");
         assert_eq!(e("name='a\nkernel='k'"), "x.cfg:1: config parsing error: unterminated string");
         assert_eq!(e("name='a'\nkernel='k'\nvcpus=3\nmaxvcpus=2"), "x.cfg:4: config parsing error: vcpus (3) must be 1..=maxvcpus (2), at most 32");

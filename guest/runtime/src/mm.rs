@@ -67,14 +67,15 @@ impl GuestMem {
     }
 
     /// Makes the P2M `pages` entries long (the domain's maximum, so the balloon may grow it
-    /// that far) if the builder left the room: in Xen's layout `start_info` follows the P2M
+    /// that far), or as long as the builder left room for: in Xen's layout `start_info` follows the P2M
     /// list, so the room is there when the longer list still ends before `si`. The entries
     /// past the domain's pages hold no frame until the balloon fills them. The P2M's
     /// length after.
     pub fn widen(&mut self, si: &StartInfo, pages: u64) -> u64 {
         let si_va = si as *const StartInfo as u64;
-        let fits = pages.checked_mul(8).and_then(|b| si.mfn_list.checked_add(b)).is_some_and(|end| end <= si_va);
-        if pages > self.p2m.len() as u64 && fits {
+        // As far as the room goes (a maximum raised after the build finds less room).
+        let pages = pages.min(si_va.saturating_sub(si.mfn_list) / 8);
+        if pages > self.p2m.len() as u64 && si.mfn_list < si_va {
             // SAFETY: the builder maps the P2M list writable at `mfn_list`, and everything
             // from there to `start_info` is the list's (its pages, Xen's start-of-day
             // layout), so `pages` entries are mapped for the guest's lifetime. The old

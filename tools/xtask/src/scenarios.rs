@@ -101,6 +101,7 @@ const NET_EXPECT: &[&str] = &[
     "net: hostile: GSO extra info the backend did not offer: [(500, -1), (0, 1)] (want [-1, 1]): ok",
     "net: hostile: a good frame after all that: [(500, 0)] (want [0]): ok",
     "vif0: a frame from 00:16:3e:00:00:02, not the vif's MAC: dropped",
+    "vif0: a DHCP server's answer from a vif: dropped",
     "vif0: a packet in more slots than allowed: the ring is read no more",
     "Domain-0                                     0",
     "net: hostile: 300 broadcasts sent",

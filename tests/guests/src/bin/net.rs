@@ -469,6 +469,17 @@ fn hostile(nf: &mut Netfront) -> ! {
     spoof[6..12].copy_from_slice(&[0x00, 0x16, 0x3e, 0x00, 0x00, 0x02]);
     ok &= nf.send(&spoof);
     nf.drain_tx(system_time() + 5 * SEC);
+    // A DHCP server's answer (UDP from port 67, broadcast): a vif may not hand out
+    // addresses; the switch drops it (dom0 says so).
+    let mut offer = [0u8; 60];
+    offer[0..6].copy_from_slice(&[0xff; 6]);
+    offer[6..12].copy_from_slice(&nf.mac);
+    offer[12..14].copy_from_slice(&[0x08, 0x00]);
+    offer[14] = 0x45;
+    offer[23] = 17;
+    offer[34..38].copy_from_slice(&[0, 67, 0, 68]);
+    ok &= nf.send(&offer);
+    nf.drain_tx(system_time() + 5 * SEC);
     // A packet in 19 slots (more than XEN_NETIF_NR_SLOTS_MIN): the backend stops reading
     // the ring and closes the device.
     for k in 0..19u16 {
