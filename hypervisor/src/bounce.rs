@@ -156,7 +156,9 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     if v >= 32 || cur.is_placeholder() || matches!(v as u8, vector::NMI | vector::DF | vector::MC) {
         return false;
     }
-    if v == vector::UD as u64 && f.cs & 3 == 3 && cur.callbacks.syscall != 0 {
+    // A #UD may be a user-mode `syscall` or the forced-emulation `cpuid`: the slow path
+    // looks at its bytes.
+    if v == vector::UD as u64 {
         return false;
     }
     let ti = cur.traps[v as usize];

@@ -71,6 +71,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
             syscall_bounce(hv, f)
         }
+        v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}
         v if v < 32 => {
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
             bounce::bounce(hv, f, v as u8, f.error_code, cr2)
@@ -87,6 +88,21 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         },
     }
     exit(hv, f)
+}
+
+/// A #UD at Xen's forced-emulation `cpuid` (`ud2; .ascii "xen"; cpuid`, its bytes read
+/// through the checked guest access path): emulated with the PV policy
+/// (`hv_core::cpuid`), RIP past the seven bytes. False for any other #UD (bounced).
+fn forced_cpuid(hv: &Hv, f: &mut TrapFrame) -> bool {
+    let mut b = [0u8; hv_core::cpuid::FORCED_CPUID.len()];
+    if crate::guest::read_guest(hv, f.rip, &mut b).is_err() || !hv_core::cpuid::is_forced_cpuid(&b) {
+        return false;
+    }
+    let version = guest_abi::version::VERSION_MAJOR << 16 | guest_abi::version::VERSION_MINOR;
+    let (a, bx, c, d) = hv_core::cpuid::pv_leaf(f.rax as u32, f.rcx as u32, version, hv_arch::cpu::cpuid);
+    (f.rax, f.rbx, f.rcx, f.rdx) = (a as u64, bx as u64, c as u64, d as u64);
+    f.rip = f.rip.wrapping_add(b.len() as u64);
+    true
 }
 
 /// The way back to the guest after an entry: picks again if asked to (or if the current

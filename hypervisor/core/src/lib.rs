@@ -14,6 +14,7 @@ pub mod audit;
 pub mod budget;
 pub mod conin;
 pub mod conring;
+pub mod cpuid;
 pub mod builder;
 pub mod cmdline;
 pub mod continuation;

@@ -468,6 +468,9 @@ fn scenarios() -> Vec<Scenario> {
         sc("hv-memory", Image::Guest("hv_memory"), Expect::Success),
         sc("grant-setup", Image::Guest("grants"), Expect::Success),
         sc("privileged", Image::Guest("privileged"), Expect::Success),
+        // Xen's forced-emulation CPUID (issue 14's first blocker for XTF and Linux PV).
+        sc("cpuid", Image::Guest("cpuid"), Expect::Success),
+        Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("cpuid-smp2", Image::Guest("cpuid"), Expect::Success) },
         // dom0's device access (ports, MMIO) on both QEMU chipsets, with a virtio disk.
         Scenario { disk: true, ..sc("iodev-dom0", Image::Guest("iodev"), Expect::Success) },
         Scenario { disk: true, machine: Some("q35"), ..sc("iodev-dom0-q35", Image::Guest("iodev"), Expect::Success) },
