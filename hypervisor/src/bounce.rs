@@ -161,6 +161,10 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     if v == vector::UD as u64 {
         return false;
     }
+    // A kernel-mode #GP may be a privileged instruction the hypervisor emulates.
+    if v == vector::GP as u64 && f.cs & 3 == 1 && f.error_code == 0 {
+        return false;
+    }
     let ti = cur.traps[v as usize];
     if ti.address == 0 {
         return false;

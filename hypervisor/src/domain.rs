@@ -460,6 +460,18 @@ impl VcpuInfos {
         }
     }
 
+    /// The word at `off` of vCPU `v`'s `vcpu_info` (0 if it has none).
+    pub fn read_u64(&self, v: u32, off: usize) -> u64 {
+        let mut b = [0u8; 8];
+        match self.get(v) {
+            Some(at) if off + 8 <= vi::SIZE => {
+                let _ = hv_core::mem::PhysMem::read(&DirectMap, at.frame, at.offset + off, &mut b);
+            }
+            _ => {}
+        }
+        u64::from_le_bytes(b)
+    }
+
     /// Writes the aligned word at `off` of vCPU `v`'s `vcpu_info` (CR2) in one store.
     pub fn write_u64(&self, v: u32, off: usize, val: u64) {
         if let Some(at) = self.get(v) {

@@ -72,6 +72,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}
+        v if v == vector::GP as u64 && f.cs & 3 == 1 && f.error_code == 0 && privileged_op(hv, f) => {}
         v if v < 32 => {
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
             bounce::bounce(hv, f, v as u8, f.error_code, cr2)
@@ -103,6 +104,88 @@ fn forced_cpuid(hv: &Hv, f: &mut TrapFrame) -> bool {
     (f.rax, f.rbx, f.rcx, f.rdx) = (a as u64, bx as u64, c as u64, d as u64);
     f.rip = f.rip.wrapping_add(b.len() as u64);
     true
+}
+
+/// A #GP from guest kernel mode at a privileged instruction the hypervisor emulates
+/// (`hv_core::emul`: control-register reads, a CR0 write of TS, a CR3 write as
+/// `MMUEXT_NEW_BASEPTR`, the segment-base MSRs and EFER), decoded from its bytes read
+/// through the checked guest access path: done, RIP past it. False for everything else (the
+/// #GP is bounced as before), including an operand the operation refuses.
+fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    use hv_core::emul::{self, Op};
+    // An instruction at the end of a page may have fewer bytes readable after it.
+    let mut b = [0u8; 4];
+    let n = (2..=4).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
+    let Some((op, len)) = emul::decode(&b[..n]) else { return false };
+    let done = match op {
+        Op::ReadCr { cr, gpr } => {
+            let v = match cr {
+                0 => emul::cr0_view(hv.pc.cur.fpu_ts),
+                2 => hv.dom().vcpu_info.read_u64(hv.pc.cur.id, crate::domain::vi::CR2),
+                3 => hv.pc.cur.l4.0 << 12,
+                4 => emul::cr4_view(hv_arch::cpu::read_cr4()),
+                _ => return false,
+            };
+            *reg(f, gpr) = v;
+            true
+        }
+        Op::WriteCr { cr: 0, gpr } => match emul::cr0_write(hv.pc.cur.fpu_ts, *reg(f, gpr)) {
+            Some(ts) => crate::hypercall::desc::fpu_taskswitch(hv.pc, ts as u64).is_ok(),
+            None => false,
+        },
+        Op::WriteCr { cr: 3, gpr } => {
+            let mfn = hv_core::mem::Mfn(*reg(f, gpr) >> 12);
+            let shared = hv.pc.cur.shared.clone();
+            let mut mm = shared.mm();
+            crate::hypercall::mmu::new_baseptr(&mut crate::guest::Mx { pc: hv.pc, mm: &mut mm }, mfn).is_ok()
+        }
+        Op::WriteCr { .. } => false,
+        Op::Rdmsr => {
+            let msr = f.rcx as u32;
+            let v = match msr {
+                emul::MSR_EFER => emul::EFER_VIEW,
+                m => match emul::base_msr(m) {
+                    Some(0) => hv_arch::cpu::segment_base(hv_arch::cpu::SegBase::Fs),
+                    Some(1) => hv_arch::cpu::segment_base(hv_arch::cpu::SegBase::KernelGs),
+                    Some(_) => hv_arch::cpu::segment_base(hv_arch::cpu::SegBase::Gs),
+                    None => return false,
+                },
+            };
+            (f.rax, f.rdx) = (v & 0xFFFF_FFFF, v >> 32);
+            true
+        }
+        Op::Wrmsr => match emul::base_msr(f.rcx as u32) {
+            Some(which) => crate::hypercall::desc::set_segment_base(which, (f.rdx & 0xFFFF_FFFF) << 32 | (f.rax & 0xFFFF_FFFF)).is_ok(),
+            None => false,
+        },
+    };
+    if done {
+        f.rip = f.rip.wrapping_add(len as u64);
+    }
+    done
+}
+
+/// General-purpose register `i` (the ModRM numbering: RAX, RCX, RDX, RBX, RSP, RBP, RSI,
+/// RDI, R8–R15) of the trapped context.
+fn reg(f: &mut TrapFrame, i: u8) -> &mut u64 {
+    match i & 15 {
+        0 => &mut f.rax,
+        1 => &mut f.rcx,
+        2 => &mut f.rdx,
+        3 => &mut f.rbx,
+        4 => &mut f.rsp,
+        5 => &mut f.rbp,
+        6 => &mut f.rsi,
+        7 => &mut f.rdi,
+        8 => &mut f.r8,
+        9 => &mut f.r9,
+        10 => &mut f.r10,
+        11 => &mut f.r11,
+        12 => &mut f.r12,
+        13 => &mut f.r13,
+        14 => &mut f.r14,
+        _ => &mut f.r15,
+    }
 }
 
 /// The way back to the guest after an entry: picks again if asked to (or if the current

@@ -197,6 +197,18 @@ pub struct Reservation {
 
 const _: () = assert!(core::mem::size_of::<Reservation>() == 32);
 
+/// `fpu_taskswitch(set)`: CR0.TS set (1) or clear (0) for this vCPU.
+pub fn fpu_taskswitch(set: u64) -> i64 {
+    // SAFETY: takes no pointer.
+    unsafe { hypercall5(nr::FPU_TASKSWITCH, set, 0, 0, 0, 0) }
+}
+
+/// `set_segment_base(which, base)`: 0 FS, 1 the shadow GS, 2 GS.
+pub fn set_segment_base(which: u64, base: u64) -> i64 {
+    // SAFETY: takes no pointer.
+    unsafe { hypercall5(nr::SET_SEGMENT_BASE, which, base, 0, 0, 0) }
+}
+
 /// `set_gdt(frames, entries)`.
 pub fn set_gdt(frames: &[u64], entries: u64) -> i64 {
     // SAFETY: the frame list is valid for reads.

@@ -15,6 +15,7 @@ pub mod budget;
 pub mod conin;
 pub mod conring;
 pub mod cpuid;
+pub mod emul;
 pub mod builder;
 pub mod cmdline;
 pub mod continuation;

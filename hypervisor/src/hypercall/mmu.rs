@@ -263,7 +263,7 @@ fn check_invlpg_va(va: u64) -> Result<(), Errno> {
     }
 }
 
-fn new_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
+pub(crate) fn new_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
     let dom = hv.pc.cur.dom;
     let mut dm = DirectMap;
     pt!(hv, dm).get_root(mfn, dom)?;

@@ -6,7 +6,7 @@
 mod bytes;
 pub mod console;
 mod context;
-mod desc;
+pub mod desc;
 pub mod domctl;
 mod evtchn;
 mod grant;

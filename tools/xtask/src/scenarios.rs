@@ -471,6 +471,9 @@ fn scenarios() -> Vec<Scenario> {
         // Xen's forced-emulation CPUID (issue 14's first blocker for XTF and Linux PV).
         sc("cpuid", Image::Guest("cpuid"), Expect::Success),
         Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("cpuid-smp2", Image::Guest("cpuid"), Expect::Success) },
+        // The privileged instructions the hypervisor emulates, good and hostile operands.
+        sc("emulate", Image::Guest("emulate"), Expect::Success),
+        Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("emulate-smp2", Image::Guest("emulate"), Expect::Success) },
         // dom0's device access (ports, MMIO) on both QEMU chipsets, with a virtio disk.
         Scenario { disk: true, ..sc("iodev-dom0", Image::Guest("iodev"), Expect::Success) },
         Scenario { disk: true, machine: Some("q35"), ..sc("iodev-dom0-q35", Image::Guest("iodev"), Expect::Success) },

@@ -1,0 +1,137 @@
+//! The privileged instructions a PV kernel may issue that the hypervisor emulates (Xen's
+//! `arch/x86/pv/emul-priv-op.c`, a subset): on a #GP from guest kernel mode the bytes at RIP
+//! (read through the checked guest access path: the error code says nothing of the
+//! instruction) are decoded here; anything not recognised exactly is bounced as the #GP
+//! it was.
+//!
+//! - `mov r64, crN` for CR0, CR2, CR3 and CR4: the guest's view of each (its CR0 with its
+//!   own TS, the CR2 of its last page fault, its root as a machine address, a CR4 of the
+//!   features it may rely on);
+//! - `mov cr0, r64` that changes TS only (as `fpu_taskswitch`) and `mov cr3, r64` (as
+//!   `MMUEXT_NEW_BASEPTR`, the frame validated as an L4); other CR writes are refused;
+//! - `rdmsr` / `wrmsr` of the FS, GS and shadow GS bases (as `set_segment_base`) and a
+//!   read of EFER; every other MSR is refused.
+
+/// A decoded instruction and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `mov gpr, crN`.
+    ReadCr { cr: u8, gpr: u8 },
+    /// `mov crN, gpr`.
+    WriteCr { cr: u8, gpr: u8 },
+    Rdmsr,
+    Wrmsr,
+}
+
+/// Decodes the instruction at the start of `b`: the operation and its length. Only a REX
+/// prefix is taken (no operand-size, segment, lock or repeat prefix), and control-register
+/// moves only with a register operand (`mod` = 3), as the CPU encodes them.
+pub fn decode(b: &[u8]) -> Option<(Op, usize)> {
+    let (rex, at) = match b.first()? {
+        r @ 0x40..=0x4F => (*r, 1),
+        _ => (0, 0),
+    };
+    if *b.get(at)? != 0x0F {
+        return None;
+    }
+    match *b.get(at + 1)? {
+        0x30 if rex == 0 => Some((Op::Wrmsr, at + 2)),
+        0x32 if rex == 0 => Some((Op::Rdmsr, at + 2)),
+        op @ (0x20 | 0x22) => {
+            let m = *b.get(at + 2)?;
+            if m >> 6 != 3 {
+                return None;
+            }
+            let cr = (m >> 3 & 7) | (rex >> 2 & 1) << 3;
+            let gpr = (m & 7) | (rex & 1) << 3;
+            let op = if op == 0x20 { Op::ReadCr { cr, gpr } } else { Op::WriteCr { cr, gpr } };
+            Some((op, at + 3))
+        }
+        _ => None,
+    }
+}
+
+/// CR0 bits a PV guest sees set: PE, MP, ET, NE, WP, AM, PG (TS is its own).
+pub const CR0_VIEW: u64 = 1 | 1 << 1 | 1 << 4 | 1 << 5 | 1 << 16 | 1 << 18 | 1 << 31;
+pub const CR0_TS: u64 = 1 << 3;
+/// CR4 bits of the machine's a PV guest may see: PSE, PAE, PGE, OSFXSR, OSXMMEXCPT,
+/// OSXSAVE.
+pub const CR4_VISIBLE: u64 = 1 << 4 | 1 << 5 | 1 << 7 | 1 << 9 | 1 << 10 | 1 << 18;
+
+/// The guest's CR0, with its TS.
+pub fn cr0_view(ts: bool) -> u64 {
+    CR0_VIEW | if ts { CR0_TS } else { 0 }
+}
+
+/// The guest's CR4 from the machine's.
+pub fn cr4_view(machine: u64) -> u64 {
+    machine & CR4_VISIBLE
+}
+
+/// A CR0 write: the new TS, or `None` when another bit would change (refused, as Xen).
+pub fn cr0_write(ts: bool, new: u64) -> Option<bool> {
+    ((new ^ cr0_view(ts)) & !CR0_TS == 0).then_some(new & CR0_TS != 0)
+}
+
+pub const MSR_EFER: u32 = 0xC000_0080;
+pub const MSR_FS_BASE: u32 = 0xC000_0100;
+pub const MSR_GS_BASE: u32 = 0xC000_0101;
+pub const MSR_SHADOW_GS_BASE: u32 = 0xC000_0102;
+/// EFER as a 64-bit PV guest sees it: SCE, LME, LMA, NXE.
+pub const EFER_VIEW: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11;
+
+/// The segment base an MSR names: `set_segment_base`'s 0 (FS), 1 (shadow GS) or 2 (GS).
+pub fn base_msr(msr: u32) -> Option<u64> {
+    match msr {
+        MSR_FS_BASE => Some(0),
+        MSR_SHADOW_GS_BASE => Some(1),
+        MSR_GS_BASE => Some(2),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes() {
+        assert_eq!(decode(&[0x0F, 0x20, 0xC0]), Some((Op::ReadCr { cr: 0, gpr: 0 }, 3))); // mov rax, cr0
+        assert_eq!(decode(&[0x0F, 0x20, 0xD8]), Some((Op::ReadCr { cr: 3, gpr: 0 }, 3))); // mov rax, cr3
+        assert_eq!(decode(&[0x41, 0x0F, 0x20, 0xE3]), Some((Op::ReadCr { cr: 4, gpr: 11 }, 4))); // mov r11, cr4
+        assert_eq!(decode(&[0x44, 0x0F, 0x20, 0xC0]), Some((Op::ReadCr { cr: 8, gpr: 0 }, 4))); // mov rax, cr8
+        assert_eq!(decode(&[0x0F, 0x22, 0xDF]), Some((Op::WriteCr { cr: 3, gpr: 7 }, 3))); // mov cr3, rdi
+        assert_eq!(decode(&[0x0F, 0x32]), Some((Op::Rdmsr, 2)));
+        assert_eq!(decode(&[0x0F, 0x30, 0x90]), Some((Op::Wrmsr, 2)));
+        // A memory operand, a prefix, another instruction, too few bytes: not emulated.
+        assert_eq!(decode(&[0x0F, 0x20, 0x00]), None);
+        assert_eq!(decode(&[0x66, 0x0F, 0x20, 0xC0]), None);
+        assert_eq!(decode(&[0xFA]), None);
+        assert_eq!(decode(&[0x0F, 0x20]), None);
+        assert_eq!(decode(&[0x48, 0x0F, 0x32]), None);
+    }
+
+    #[test]
+    fn control_registers() {
+        assert_eq!(cr0_view(false) & CR0_TS, 0);
+        assert_eq!(cr0_write(false, cr0_view(false) | CR0_TS), Some(true));
+        assert_eq!(cr0_write(true, cr0_view(false)), Some(false));
+        assert_eq!(cr0_write(false, 0), None);
+        assert_eq!(cr0_write(false, cr0_view(false) & !(1 << 16)), None);
+        assert_eq!(cr4_view(!0), CR4_VISIBLE);
+        assert_eq!(base_msr(MSR_GS_BASE), Some(2));
+        assert_eq!(base_msr(0xC000_0082), None);
+    }
+
+    proptest! {
+        /// No bytes make the decoder panic; what it takes is at most 4 bytes long and lies
+        /// inside what it was given.
+        #[test]
+        fn any_bytes(b in proptest::collection::vec(any::<u8>(), 0..16)) {
+            if let Some((_, n)) = decode(&b) {
+                prop_assert!(n <= b.len() && n <= 4);
+            }
+        }
+    }
+}
