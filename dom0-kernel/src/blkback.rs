@@ -570,14 +570,7 @@ fn respond(c: &mut Conn, id: u64, op: u8, status: i16) {
 /// Publishes the responses written and notifies the frontend if it asked to be
 /// (`rsp_event` among the new ones: `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
 fn push(c: &Conn) {
-    let page = crate::rings::page(c.ring);
-    let old = page.u32(RSP_PROD);
-    let new = c.rsp_prod_pvt;
-    page.set_u32(RSP_PROD, new);
-    let ev = page.u32(RSP_EVENT);
-    if pv_runtime::pvio::needs_notify(new, old, ev) {
-        events::send(c.port);
-    }
+    crate::rings::push_responses(c.ring, c.rsp_prod_pvt, c.port);
 }
 
 /// A request of the backend's finished at the disk: a read's data copied into the

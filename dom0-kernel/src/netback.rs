@@ -122,14 +122,26 @@ struct Vif {
     be: String,
     conn: Option<Conn>,
     detaching: bool,
-    warned: bool,
-    told_spoof: bool,
-    told_dhcp: bool,
+    /// What dom0 said about this vif already ([`TOLD_CONNECT`], ...): each once, so a
+    /// frontend that keeps doing it cannot flood dom0's console (the counters count).
+    told: u8,
     /// Counters for `xl network-list` and the tests.
     tx_packets: u64,
     rx_packets: u64,
     refused: u64,
     dropped: u64,
+}
+
+const TOLD_CONNECT: u8 = 1;
+const TOLD_SPOOF: u8 = 2;
+const TOLD_DHCP: u8 = 4;
+const TOLD_BROKEN: u8 = 8;
+
+/// First time `what` happens to `v`: to be said.
+fn first(v: &mut Vif, what: u8) -> bool {
+    let new = v.told & what == 0;
+    v.told |= what;
+    new
 }
 
 static VIFS: spin::Mutex<BTreeMap<(u16, u32), Vif>> = spin::Mutex::new(BTreeMap::new());
@@ -202,7 +214,7 @@ pub fn attach(dom: u16, spec: &str) -> Result<u32, String> {
         ("state", format!("{STATE_INITIALISING}")),
     ];
     crate::backend::create(dom, &fe, &be, &be_keys, &fe_keys, TOKEN).map_err(|e| format!("libxl: error: vif '{spec}': {e}"))?;
-    let vif = Vif { dom, devid, mac, fe, be, conn: None, detaching: false, warned: false, told_spoof: false, told_dhcp: false, tx_packets: 0, rx_packets: 0, refused: 0, dropped: 0 };
+    let vif = Vif { dom, devid, mac, fe, be, conn: None, detaching: false, told: 0, tx_packets: 0, rx_packets: 0, refused: 0, dropped: 0 };
     VIFS.lock().insert((dom, devid), vif);
     on_watches();
     Ok(devid)
@@ -234,7 +246,7 @@ fn frontend_changed(key: (u16, u32)) {
                 crate::backend::fail(&v.be, "its MAC is another port's on the switch");
             }
             Err(e) => {
-                if !core::mem::replace(&mut v.warned, true) {
+                if first(v, TOLD_CONNECT) {
                     println!("netback: d{} vif{}: {}", v.dom, v.devid, e);
                 }
                 crate::backend::fail(&v.be, &e);
@@ -378,11 +390,11 @@ fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<F
                         v.dropped += 1;
                         // A frame not from the vif's own MAC, or a DHCP server's, is said
                         // once per vif (the rest are counted in `xl network-list`).
-                        if why == nif::SPOOFED && !core::mem::replace(&mut v.told_spoof, true) {
+                        if why == nif::SPOOFED && first(v, TOLD_SPOOF) {
                             let src: Mac = f.bytes()[6..12].try_into().unwrap_or([0; 6]);
                             println!("netback: d{d} vif{n}: a frame from {}, not the vif's MAC: dropped", nif::mac_text(&src));
                         }
-                        if why == nif::ROGUE_DHCP && !core::mem::replace(&mut v.told_dhcp, true) {
+                        if why == nif::ROGUE_DHCP && first(v, TOLD_DHCP) {
                             println!("netback: d{d} vif{n}: {}: dropped", nif::ROGUE_DHCP);
                         }
                     }
@@ -427,7 +439,9 @@ fn broke(v: &mut Vif, why: &str) {
         c.queue.clear();
     }
     v.refused += 1;
-    println!("netback: d{} vif{}: {}: the ring is read no more", v.dom, v.devid, why);
+    if first(v, TOLD_BROKEN) {
+        println!("netback: d{} vif{}: {}: the ring is read no more", v.dom, v.devid, why);
+    }
     crate::backend::fail(&v.be, why);
 }
 
@@ -569,16 +583,7 @@ fn respond_tx(c: &mut Conn, ids: &[(u16, bool)], status: i16) {
 /// Publishes responses up to `rsp` on ring slot `ring` and notifies the frontend if it
 /// asked to be (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
 fn push(c: &Conn, ring: usize, rsp: u32) {
-    let page = crate::rings::page(ring);
-    let old = page.u32(RSP_PROD);
-    if old == rsp {
-        return;
-    }
-    page.set_u32(RSP_PROD, rsp);
-    let ev = page.u32(RSP_EVENT);
-    if pv_runtime::pvio::needs_notify(rsp, old, ev) {
-        events::send(c.port);
-    }
+    crate::rings::push_responses(ring, rsp, c.port);
 }
 
 /// Frames queued for `v` copied into the receive pages its frontend posted.

@@ -51,6 +51,22 @@ pub fn write(i: usize, off: usize, data: &[u8]) {
     }
 }
 
+/// Publishes a backend's responses up to `rsp` on slot `i`'s ring and tells the frontend
+/// (on `port`) if it asked to be told (`rsp_event` among the new ones:
+/// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`).
+pub fn push_responses(i: usize, rsp: u32, port: u32) {
+    use guest_abi::io::blkif::{RSP_EVENT, RSP_PROD};
+    let page = page(i);
+    let old = page.u32(RSP_PROD);
+    if old == rsp {
+        return;
+    }
+    page.set_u32(RSP_PROD, rsp);
+    if pv_runtime::pvio::needs_notify(rsp, old, page.u32(RSP_EVENT)) {
+        pv_runtime::events::send(port);
+    }
+}
+
 /// Slot `i`'s page.
 pub fn page(i: usize) -> Page {
     Page(SLOTS.lock().as_ref().map(|s| s.page(i)))

@@ -110,7 +110,8 @@ fn forced_cpuid(hv: &Hv, f: &mut TrapFrame) -> bool {
 /// (`hv_core::emul`: control-register reads, a CR0 write of TS, a CR3 write as
 /// `MMUEXT_NEW_BASEPTR`, the segment-base MSRs and EFER), decoded from its bytes read
 /// through the checked guest access path: done, RIP past it. False for everything else (the
-/// #GP is bounced as before), including an operand the operation refuses.
+/// #GP is bounced as before), including an operand the operation refuses. True with RIP
+/// unchanged when a CR3 load must go on (its validation preempted).
 fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     use hv_core::emul::{self, Op};
     // An instruction at the end of a page may have fewer bytes readable after it.
@@ -137,7 +138,15 @@ fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             let mfn = hv_core::mem::Mfn(*reg(f, gpr) >> 12);
             let shared = hv.pc.cur.shared.clone();
             let mut mm = shared.mm();
-            crate::hypercall::mmu::new_baseptr(&mut crate::guest::Mx { pc: hv.pc, mm: &mut mm }, mfn).is_ok()
+            // A fresh page-table budget, as a hypercall gets: validating a new tree may take
+            // more than one; then the instruction is run again (RIP unchanged) and the
+            // validation goes on where it stopped, as Xen retries it.
+            crate::hypercall::begin(hv.pc);
+            match crate::hypercall::mmu::new_baseptr(&mut crate::guest::Mx { pc: hv.pc, mm: &mut mm }, mfn) {
+                Ok(()) => true,
+                Err(guest_abi::errno::Errno::ERESTART) => return true,
+                Err(_) => false,
+            }
         }
         Op::WriteCr { .. } => false,
         Op::Rdmsr => {

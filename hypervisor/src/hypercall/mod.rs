@@ -250,7 +250,7 @@ fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResul
 
 
 /// A new hypercall on this CPU: its work and time budgets start.
-fn begin(pc: &mut PerCpu) {
+pub(crate) fn begin(pc: &mut PerCpu) {
     pc.budget = hv_core::budget::Budget::begin(hv_arch::cpu::rdtsc());
     pc.pt_budget = PT_BUDGET;
 }

@@ -37,6 +37,7 @@ fn wrmsr(msr: u32, v: u64) -> Option<pv_runtime::traps::Fault> {
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 static DATA: Page = Page([0; 4096]);
+static mut BATCH: pv_runtime::mm::Batch = pv_runtime::mm::Batch::new();
 
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
@@ -67,6 +68,20 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_fault("mov cr3 of a data frame", probe!("mov cr3, {v}"; v = in(reg) data), GP, Some(0));
     expect_fault("mov cr3 of frame 0", probe!("xor eax, eax", "mov cr3, rax"), GP, Some(0));
     check("still on the same root", read_cr(3).1 == root);
+    // A fresh tree (built with mmu_update, never pinned): `mov cr3` validates it as a
+    // hypercall would, and the guest runs on it; then back to the boot tables.
+    let vb = pv_runtime::virt_base();
+    let mut mem = pv_runtime::mm::GuestMem::new(si, vb);
+    // SAFETY: taken once, here.
+    let batch = unsafe { &mut *core::ptr::addr_of_mut!(BATCH) };
+    let pt0 = (si.pt_base - vb) / 4096;
+    let region = mem.region_end_pfn;
+    let built = pv_runtime::mm::build_tables(&mut mem, batch, vb, 0, region, pt0..pt0 + si.nr_pt_frames);
+    batch.flush();
+    let new = built.map_or(0, |(l4, _)| l4 << 12);
+    check("a fresh tree built", built.is_some() && batch.failed == 0);
+    check("mov cr3 of the fresh tree", probe!("mov cr3, {v}"; v = in(reg) new).is_none() && read_cr(3).1 == new);
+    check("mov cr3 back to the boot tables", probe!("mov cr3, {v}"; v = in(reg) root).is_none() && read_cr(3).1 == root);
     // CR4: the guest's view, unchangeable; CR8 and debug registers not emulated.
     let (f, cr4) = read_cr(4);
     check("mov rax, cr4: PAE, nothing hidden", f.is_none() && cr4 & 1 << 5 != 0 && cr4 & !hv_visible_cr4() == 0);
