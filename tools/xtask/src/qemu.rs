@@ -28,7 +28,8 @@ pub struct Config {
     pub memory_mb: u32,
     pub timeout: Duration,
     pub icount: bool,
-    /// Serial input typed once `input_after` first appears on the output.
+    /// Serial input (`.1`) typed once `.0` first appears on the output, a line every 200 ms;
+    /// a line starting with `\x01` is text to wait for instead (see [`type_input`]).
     pub input: Option<(&'static str, &'static str)>,
     /// Number of CPUs (`-smp`).
     pub smp: u32,
@@ -147,40 +148,41 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
         .map_err(|e| format!("qemu-system-x86_64: {e} (run scripts/setup.sh)"))?;
     let mut out = child.stdout.take().ok_or("no stdout")?;
     let marker = marker.map(str::to_owned);
-    let mut stdin = child.stdin.take();
+    let stdin = child.stdin.take();
     // NMIs start once the hypervisor runs its first guest (before its IDT exists an NMI would
     // triple-fault the machine, as on hardware).
     let booted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let booted_w = booted.clone();
-    let input = cfg.input;
     let host_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let get = cfg.get_after.zip(cfg.forward).map(|g| (g, host_lines.clone()));
+    // Everything read so far, shared with the typist (which must never hold up the reading:
+    // QEMU drops serial output it cannot write).
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let typist = match (cfg.input, stdin) {
+        (Some((after, text)), Some(w)) => {
+            let (shared, ended) = (shared.clone(), ended.clone());
+            Some(std::thread::spawn(move || type_input(w, after, text, &shared, &ended)))
+        }
+        _ => None,
+    };
+    let shared_w = shared.clone();
     let reader = std::thread::spawn(move || {
         let mut get = get;
-        let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let mut seen = None;
         while let Ok(n) = out.read(&mut chunk) {
             if n == 0 {
                 break;
             }
+            let Ok(mut buf) = shared_w.lock() else { break };
+            let from = buf.len();
             buf.extend_from_slice(&chunk[..n]);
-            if !booted_w.load(std::sync::atomic::Ordering::Relaxed) && String::from_utf8_lossy(&buf).contains("entering ring 1") {
+            if !booted_w.load(std::sync::atomic::Ordering::Relaxed) && appeared(&buf, from, "entering ring 1") {
                 booted_w.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            if let (Some((after, text)), Some(w)) = (input, stdin.as_mut()) {
-                if String::from_utf8_lossy(&buf).contains(after) {
-                    use std::io::Write;
-                    for line in text.split_inclusive('\r') {
-                        let _ = w.write_all(line.as_bytes());
-                        let _ = w.flush();
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    stdin = None;
-                }
-            }
             if let Some(((after, port), lines)) = get.as_ref() {
-                if String::from_utf8_lossy(&buf).contains(after) {
+                if appeared(&buf, from, after) {
                     let (port, lines) = (*port, lines.clone());
                     std::thread::spawn(move || {
                         let r = http_get(port);
@@ -193,13 +195,13 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
             }
             if seen.is_none() {
                 if let Some(m) = &marker {
-                    if String::from_utf8_lossy(&buf).contains(m.as_str()) {
+                    if appeared(&buf, from, m) {
                         seen = Some(start.elapsed());
                     }
                 }
             }
         }
-        (buf, seen)
+        seen
     });
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let injector = match (monitor.clone(), cfg.nmi_every) {
@@ -233,7 +235,12 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     if let Some(p) = &monitor {
         let _ = std::fs::remove_file(p);
     }
-    let (buf, marker_at) = reader.join().map_err(|_| "serial reader panicked")?;
+    let marker_at = reader.join().map_err(|_| "serial reader panicked")?;
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(t) = typist {
+        let _ = t.join();
+    }
+    let buf = std::mem::take(&mut *shared.lock().map_err(|_| "serial buffer poisoned")?);
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
@@ -254,6 +261,49 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     }
     let code = status.code().and_then(ExitCode::from_qemu_status);
     Ok(Outcome { output, code, status: status.code(), timed_out, wall, marker_at })
+}
+
+/// Has `needle` appeared in `buf` with bytes from `from` on (the bytes just read)?
+fn appeared(buf: &[u8], from: usize, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    let tail = &buf[from.saturating_sub(n.len().saturating_sub(1))..];
+    !n.is_empty() && tail.windows(n.len()).any(|w| w == n)
+}
+
+/// Types `text` on QEMU's serial input once `after` appears in the output: a line (ended by
+/// `\r`) every 200 ms, except that a line starting with `\x01` is not typed but waited for:
+/// the rest of it must appear in the output written after the previous line was typed
+/// (until QEMU ends). Stops when QEMU ends.
+fn type_input(mut w: std::process::ChildStdin, after: &str, text: &str, out: &std::sync::Mutex<Vec<u8>>, ended: &std::sync::atomic::AtomicBool) {
+    use std::io::Write;
+    let wait_for = |needle: &str, from: usize| -> bool {
+        loop {
+            if out.lock().map(|b| b.len() >= from && appeared(&b, from, needle)).unwrap_or(true) {
+                return true;
+            }
+            if ended.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    if !wait_for(after, 0) {
+        return;
+    }
+    let mut mark = 0;
+    for line in text.split_inclusive('\r') {
+        if let Some(needle) = line.strip_prefix('\x01') {
+            if !wait_for(needle.trim_end_matches('\r'), mark) {
+                return;
+            }
+            continue;
+        }
+        mark = out.lock().map(|b| b.len()).unwrap_or(0);
+        if w.write_all(line.as_bytes()).and_then(|_| w.flush()).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// `GET /` from 127.0.0.1:`port` (a port QEMU forwards into the guest network): the
