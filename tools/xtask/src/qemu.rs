@@ -29,7 +29,8 @@ pub struct Config {
     pub timeout: Duration,
     pub icount: bool,
     /// Serial input (`.1`) typed once `.0` first appears on the output, a line every 200 ms;
-    /// a line starting with `\x01` is text to wait for instead (see [`type_input`]).
+    /// a line starting with `\x1e` (ASCII RS, never typed) is text to wait for instead (see
+    /// [`type_input`]).
     pub input: Option<(&'static str, &'static str)>,
     /// Number of CPUs (`-smp`).
     pub smp: u32,
@@ -271,7 +272,8 @@ fn appeared(buf: &[u8], from: usize, needle: &str) -> bool {
 }
 
 /// Types `text` on QEMU's serial input once `after` appears in the output: a line (ended by
-/// `\r`) every 200 ms, except that a line starting with `\x01` is not typed but waited for:
+/// `\r`) every 200 ms, except that a line starting with `\x1e` (ASCII RS, never typed: `\x01`
+/// is Ctrl-A, which scenarios type) is not typed but waited for:
 /// the rest of it must appear in the output written after the previous line was typed
 /// (until QEMU ends). Stops when QEMU ends.
 fn type_input(mut w: std::process::ChildStdin, after: &str, text: &str, out: &std::sync::Mutex<Vec<u8>>, ended: &std::sync::atomic::AtomicBool) {
@@ -292,7 +294,7 @@ fn type_input(mut w: std::process::ChildStdin, after: &str, text: &str, out: &st
     }
     let mut mark = 0;
     for line in text.split_inclusive('\r') {
-        if let Some(needle) = line.strip_prefix('\x01') {
+        if let Some(needle) = line.strip_prefix('\x1e') {
             if !wait_for(needle.trim_end_matches('\r'), mark) {
                 return;
             }

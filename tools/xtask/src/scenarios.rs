@@ -721,7 +721,7 @@ fn scenarios() -> Vec<Scenario> {
             bundle: true,
             input: Some((
                 "dom0> ",
-                "ls\rcat /etc/xen/spinner.cfg\rcat /etc/xen/nope.cfg\rxl create /etc/xen/nope.cfg\rxl create /etc/xen/crashloop.cfg\r\x01giving up\rxl create /etc/xen/hello.cfg\rxl create /etc/xen/spinner.cfg\rxl create /etc/xen/spinner.cfg\rxl list\rxl destroy spinner\rxl list\rxl info\rxl pause 1\rxl list\rxl unpause 1\rxl sched-credit -d 1 -w 512 -c 50\rxl sched-credit\rxl vcpu-pin 1 0 0\rxl vcpu-list 1\rxl mem-max 1 16m\rxl pause 9\rxl frob\rxl dmesg\rxl destroy 1\rxl list\rpoweroff\r",
+                "ls\rcat /etc/xen/spinner.cfg\rcat /etc/xen/nope.cfg\rxl create /etc/xen/nope.cfg\rxl create /etc/xen/crashloop.cfg\r\x1egiving up\rxl create /etc/xen/hello.cfg\rxl create /etc/xen/spinner.cfg\rxl create /etc/xen/spinner.cfg\rxl list\rxl destroy spinner\rxl list\rxl info\rxl pause 1\rxl list\rxl unpause 1\rxl sched-credit -d 1 -w 512 -c 50\rxl sched-credit\rxl vcpu-pin 1 0 0\rxl vcpu-list 1\rxl mem-max 1 16m\rxl pause 9\rxl frob\rxl dmesg\rxl destroy 1\rxl list\rpoweroff\r",
             )),
             ..sc("dom0-xl", Image::Dom0, Expect::Exit(Poweroff, &[
                 "dom0: module 1 ('bundle",
