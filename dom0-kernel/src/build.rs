@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use guest_abi::domctl::*;
 use guest_abi::mm::ext;
 use hv_core::builder::{compute_layout_domu_max, start_info_bytes, start_info_for, Layout};
-use pv_runtime::ctl::{boot_context, mmuext_for, populate, set_vcpu_context, Domctl};
+use pv_runtime::ctl::{boot_context_in, mmuext_for, populate, set_vcpu_context, Domctl};
 use pv_runtime::foreign::Window;
 use pv_runtime::mm::{A, D, P, RW};
 use pv_runtime::StartInfo;
@@ -63,12 +63,14 @@ fn fail(what: &str, rc: i64) -> String {
 
 /// The bootstrap page tables of `l` over frames `p2m`: (PFN, contents) of each table
 /// frame, L4 first, as the hypervisor's builder lays them out.
-fn tables(l: &Layout, p2m: &[u64]) -> Vec<(u64, Vec<u64>)> {
+/// In the Xen pv64 mode (`user`) every entry carries the User bit (the kernel runs in ring 3).
+fn tables(l: &Layout, p2m: &[u64], user: bool) -> Vec<(u64, Vec<u64>)> {
     let pt0 = l.pfn(l.pt_va);
     let mut frames: Vec<(u64, Vec<u64>)> = vec![(pt0, vec![0; 512])];
     let mut next = pt0 + 1;
     let pt_range = pt0..pt0 + l.nr_pt_frames;
-    let inner = P | RW | A;
+    let u = if user { 1 << 2 } else { 0 };
+    let inner = P | RW | A | u;
     for pfn in 0..l.region_pages() {
         let va = l.virt_base + pfn * PAGE;
         let mut t = 0usize; // index into `frames`
@@ -86,7 +88,7 @@ fn tables(l: &Layout, p2m: &[u64]) -> Vec<(u64, Vec<u64>)> {
                 frames.len() - 1
             };
         }
-        let flags = if pt_range.contains(&pfn) { P | A | D } else { P | RW | A | D };
+        let flags = u | if pt_range.contains(&pfn) { P | A | D } else { P | RW | A | D };
         frames[t].1[((va >> 12) & 511) as usize] = p2m[pfn as usize] << 12 | flags;
     }
     frames
@@ -102,7 +104,8 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
         .u32(create::MAX_VCPUS, cfg.maxvcpus)
         .u32(create::MAX_EVTCHN_PORT, 1023)
         .u32(create::MAX_GRANT_FRAMES, u32::MAX)
-        .u32(create::MAX_MAPTRACK_FRAMES, u32::MAX);
+        .u32(create::MAX_MAPTRACK_FRAMES, u32::MAX)
+        .u32(create::FLAGS, if img.ring1 { create::CDF_RXEN_RING1 } else { 0 });
     let rc = op.call();
     if rc != 0 {
         return Err(fail("createdomain", rc));
@@ -136,7 +139,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
     let mut w = Window::new(si);
     let mut page = vec![0u8; PAGE as usize];
     let region = l.region_pages();
-    let tabs = tables(&l, &p2m);
+    let tabs = tables(&l, &p2m, !img.ring1);
     let mut si_new = start_info_for(&l, shared_info, 0, cfg.cmdline.as_bytes());
     si_new.store_mfn = store_mfn;
     si_new.store_evtchn = store_port;
@@ -205,7 +208,7 @@ pub fn create(si: &StartInfo, cfg: &Config, image: &[u8]) -> Result<u16, String>
         }
     }
     let mut ctx = vec![0u8; guest_abi::vcpu::ctx::SIZE];
-    boot_context(&mut ctx, img.entry, l.stack_top(), l.start_info_va, l4);
+    boot_context_in(&mut ctx, img.entry, l.stack_top(), l.start_info_va, l4, !img.ring1);
     let rc = set_vcpu_context(dom, 0, &mut ctx);
     if rc != 0 {
         return Err(fail("setvcpucontext", rc));

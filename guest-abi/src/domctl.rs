@@ -60,6 +60,9 @@ pub mod create {
     /// `XEN_DOMCTL_CDF_*` bits (any set is refused here: only plain PV domains exist).
     pub const CDF_HVM: u32 = 1 << 0;
     pub const CDF_MASK: u32 = 0xFF;
+    /// rxen's own bit: the domain runs in rxen's ring-1 model (its image carries the
+    /// `rxen` ABI note); without it a PV domain runs in the Xen pv64 mode, as on Xen.
+    pub const CDF_RXEN_RING1: u32 = 1 << 31;
 }
 
 /// `xen_domctl_getdomaininfo_t` (112 bytes; also the element of `getdomaininfolist`).

@@ -22,3 +22,11 @@ pub const MOD_START_PFN: u32 = 16;
 pub const SUPPORTED_FEATURES: u32 = 17;
 /// PVH 32-bit physical entry point (used by QEMU `-kernel` to boot the hypervisor itself).
 pub const PHYS32_ENTRY: u32 = 18;
+
+/// rxen's own note: name [`RXEN_NAME`], type [`RXEN_ABI`], a 4-byte value. [`RXEN_ABI_RING1`]
+/// declares that the kernel is written for rxen's ring-1 model (kernel at CPL 1,
+/// `int 0x82` hypercalls, direct gates); an image without it runs in the Xen pv64 mode
+/// (kernel at CPL 3 with Xen's flat ring-3 selectors, `syscall` hypercalls), as on Xen.
+pub const RXEN_NAME: &[u8] = b"rxen";
+pub const RXEN_ABI: u32 = 1;
+pub const RXEN_ABI_RING1: u32 = 1;

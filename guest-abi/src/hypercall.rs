@@ -55,6 +55,37 @@ pub fn stub(nr: u32) -> [u8; STUB_SIZE] {
     s
 }
 
+/// The bytes of Xen's 64-bit PV stub `nr` (the Xen pv64 mode): `push rcx; push r11;
+/// mov eax, nr; syscall; pop r11; pop rcx; ret`; the `iret` stub (jumped to, never
+/// called) is `push rcx; push r11; push rax; mov eax, 23; syscall`. Padded with `int3`.
+pub fn stub_pv64(nr: u32) -> [u8; STUB_SIZE] {
+    let mut s = [0xCCu8; STUB_SIZE];
+    let mov = |s: &mut [u8], at: usize| {
+        s[at] = 0xB8;
+        s[at + 1..at + 5].copy_from_slice(&nr.to_le_bytes());
+    };
+    if nr as u64 == IRET {
+        s[..3].copy_from_slice(&[0x51, 0x41, 0x53]);
+        s[3] = 0x50;
+        mov(&mut s, 4);
+        s[9..11].copy_from_slice(&[0x0F, 0x05]);
+    } else {
+        s[..3].copy_from_slice(&[0x51, 0x41, 0x53]);
+        mov(&mut s, 3);
+        s[8..10].copy_from_slice(&[0x0F, 0x05]);
+        s[10..14].copy_from_slice(&[0x41, 0x5B, 0x59, 0xC3]);
+    }
+    s
+}
+
+/// `iret_context` (the `iret` hypercall's frame at the guest's RSP): RAX, R11, RCX, flags,
+/// RIP, CS, RFLAGS, RSP, SS, 8 bytes each.
+pub mod iret {
+    pub const WORDS: usize = 9;
+    /// `VGCF_in_syscall`: R11 and RCX are not restored (a return from a system call).
+    pub const VGCF_IN_SYSCALL: u64 = 1 << 8;
+}
+
 /// `console_io` commands.
 pub mod console_io {
     pub const WRITE: u64 = 0;
@@ -83,5 +114,14 @@ mod tests {
         let s = super::stub(17);
         assert_eq!(&s[..8], &[0xB8, 17, 0, 0, 0, 0xCD, 0x82, 0xC3]);
         assert!(s[8..].iter().all(|&b| b == 0xCC));
+    }
+
+    #[test]
+    fn pv64_stub_bytes() {
+        let s = super::stub_pv64(29);
+        assert_eq!(&s[..14], &[0x51, 0x41, 0x53, 0xB8, 29, 0, 0, 0, 0x0F, 0x05, 0x41, 0x5B, 0x59, 0xC3]);
+        let i = super::stub_pv64(23);
+        assert_eq!(&i[..11], &[0x51, 0x41, 0x53, 0x50, 0xB8, 23, 0, 0, 0, 0x0F, 0x05]);
+        assert!(i[11..].iter().all(|&b| b == 0xCC));
     }
 }

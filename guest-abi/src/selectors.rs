@@ -33,6 +33,24 @@ pub const TSS_SELECTOR: u16 = 0xE040;
 /// LDT descriptor (16 bytes).
 pub const LDT_SELECTOR: u16 = 0xE050;
 
+/// Xen's 64-bit PV kernel selectors (the Xen pv64 mode: kernel and user both in ring 3).
+pub const FLAT_RING3_CS64: u16 = FLAT_USER_CS;
+pub const FLAT_RING3_SS64: u16 = FLAT_USER_SS;
+/// Xen's `FLAT_RING3_DS64`: the null selector.
+pub const FLAT_RING3_DS64: u16 = 0;
+
+/// The guest kernel's flat code and stack selectors in each mode (`pv64`: Xen's).
+pub const fn kernel_cs(pv64: bool) -> u16 {
+    if pv64 { FLAT_RING3_CS64 } else { FLAT_KERNEL_CS }
+}
+pub const fn kernel_ss(pv64: bool) -> u16 {
+    if pv64 { FLAT_RING3_SS64 } else { FLAT_KERNEL_SS }
+}
+/// The ring guest kernels run in, in each mode.
+pub const fn kernel_rpl(pv64: bool) -> u8 {
+    if pv64 { 3 } else { GUEST_KERNEL_RPL }
+}
+
 /// Requested privilege level of a selector.
 pub const fn rpl(sel: u16) -> u8 {
     (sel & 3) as u8

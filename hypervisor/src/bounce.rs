@@ -7,7 +7,7 @@ use crate::guest::OnCpu;
 use guest_abi::errno::Errno;
 use crate::Hv;
 use guest_abi::harness::ExitCode;
-use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+use guest_abi::selectors::{kernel_cs, kernel_ss};
 use guest_abi::traps::{has_error_code, vector, TI_MASK_EVENTS};
 use hv_arch::entry::TrapFrame;
 
@@ -15,6 +15,22 @@ const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_IOPL: u64 = 3 << 12;
 /// TF, NT, RF, VM, AC: cleared on delivery, as hardware does for an interrupt gate.
 const RFLAGS_CLEAR_ON_ENTRY: u64 = (1 << 8) | (1 << 14) | (1 << 16) | (1 << 17) | (1 << 18);
+
+/// Switches the current vCPU of a Xen pv64 domain between guest kernel and user mode: the
+/// other root (its slots copied into this CPU's roots, the guest translations dropped) and
+/// the GS bases swapped (the guest's kernel GS base is active in kernel mode, its user one
+/// in user mode), as Xen's `toggle_guest_mode`.
+pub fn toggle(pc: &mut crate::percpu::PerCpu) {
+    use hv_arch::cpu::SegBase;
+    let v = &mut pc.cur;
+    core::mem::swap(&mut v.l4, &mut v.other_l4);
+    v.user_mode = !v.user_mode;
+    let (gs, shadow) = (hv_arch::cpu::segment_base(SegBase::Gs), hv_arch::cpu::segment_base(SegBase::KernelGs));
+    hv_arch::cpu::set_segment_base(SegBase::Gs, shadow);
+    hv_arch::cpu::set_segment_base(SegBase::KernelGs, gs);
+    crate::shootdown::set_root(pc);
+    hv_arch::paging::sync_guest_slots(&pc.tables, pc.cur.l4);
+}
 
 /// Exception names for messages.
 pub fn vector_name(v: u64) -> &'static str {
@@ -98,49 +114,76 @@ pub fn bounce(hv: &mut Hv, f: &mut TrapFrame, vec: u8, error_code: u64, cr2: u64
     if vec == vector::PF {
         hv.dom().vcpu_info.write_u64(hv.pc.cur.id, vi::CR2, cr2);
     }
-    let err = [error_code];
+    let err = [guest_error_code(&hv.pc.cur, f, vec, error_code)];
     let below = if has_error_code(vec) { &err[..] } else { &[] };
     enter_guest_handler(hv, f, ti.address, below, ti.flags & TI_MASK_EVENTS != 0, vector_name(vec as u64));
 }
 
+/// The error code the guest sees: a #PF's User bit says guest user mode, not the CPU's ring
+/// (a Xen pv64 kernel runs in ring 3, so the CPU sets it for the kernel's faults too).
+fn guest_error_code(v: &Vcpu, f: &TrapFrame, vec: u8, code: u64) -> u64 {
+    const PF_USER: u64 = 1 << 2;
+    if vec == vector::PF && v.shared.pv64 && !v.in_user(f) {
+        code & !PF_USER
+    } else {
+        code
+    }
+}
+
 /// Builds a hardware-shaped frame (`[below...], RIP, CS, RFLAGS, RSP, SS`, with the saved
 /// upcall mask in CS bits 32–39 and RFLAGS.IF = !mask) on the guest kernel stack and points
-/// `f` at `handler` in ring 1. `below` holds the words under RIP: an error code, or the data
-/// selectors of a failsafe frame. Optionally masks events. A stack that cannot take the frame
-/// crashes the domain.
+/// `f` at `handler` in the kernel. `below` holds the words under RIP: an error code, or the
+/// data selectors of a failsafe frame. Optionally masks events. A stack that cannot take the
+/// frame crashes the domain. In the Xen pv64 mode the frame is Xen's: RCX and R11 below the
+/// rest, CS with RPL 0 when kernel mode was interrupted; from user mode the vCPU first
+/// switches to kernel mode (its root) and the kernel stack of `stack_switch`.
 pub fn enter_guest_handler(hv: &mut Hv, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool, what: &str) {
-    if let Err((sp, e)) = push_handler_frame(hv, f, handler, below, mask_events) {
+    if let Err((sp, e)) = push_handler_frame(&mut *hv, f, handler, below, mask_events) {
         crash_domain(hv, f, format_args!("cannot deliver {}: kernel stack {:#x} unusable ({:?})", what, sp, e));
     }
 }
 
 /// [`enter_guest_handler`] without the crash: a stack that cannot take the frame is the
-/// error (the stack pointer tried, and why), and `f` is left as it was.
-fn push_handler_frame(c: &impl OnCpu, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool) -> Result<(), (u64, Errno)> {
+/// error (the stack pointer tried, and why), and `f` (and the vCPU's mode) is left as it was.
+fn push_handler_frame(c: &mut impl OnCpu, f: &mut TrapFrame, handler: u64, below: &[u64], mask_events: bool) -> Result<(), (u64, Errno)> {
+    let pv64 = c.pc().cur.shared.pv64;
+    let from_user = c.pc().cur.in_user(f);
+    if pv64 && from_user {
+        toggle(c.pc_mut());
+    }
     let v: &Vcpu = &c.pc().cur;
     let infos = &v.shared.vcpu_info;
-    let from_user = f.cs & 3 == 3;
     let sp = if from_user { v.kernel_sp } else { f.rsp };
     let mask = infos.byte(v.id, vi::UPCALL_MASK);
-    let mut words = [0u64; 9];
+    let mut words = [0u64; 11];
     let mut n = 0;
-    for &w in below.iter().take(4) {
+    // Xen shows an interrupted pv64 kernel its CS with RPL 0 (SS as it was).
+    let cs = if pv64 && !from_user { f.cs & 0xFFFC } else { f.cs & 0xFFFF };
+    let ss = f.ss;
+    let xen = if pv64 { &[f.rcx, f.r11][..] } else { &[] };
+    for &w in xen.iter().chain(below.iter().take(4)) {
         words[n] = w;
         n += 1;
     }
     let rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
-    for w in [f.rip, (f.cs & 0xFFFF) | ((mask as u64) << 32), rflags, f.rsp, f.ss] {
+    for w in [f.rip, cs | ((mask as u64) << 32), rflags, f.rsp, ss] {
         words[n] = w;
         n += 1;
     }
     let new_sp = (sp & !15).wrapping_sub(8 * n as u64);
-    crate::guest::write_guest_words(c, new_sp, &words[..n]).map_err(|e| (new_sp, e))?;
+    if let Err(e) = crate::guest::write_guest_words(c, new_sp, &words[..n]) {
+        if pv64 && from_user {
+            toggle(c.pc_mut());
+        }
+        return Err((new_sp, e));
+    }
+    let v: &Vcpu = &c.pc().cur;
     if mask_events {
-        infos.set_byte(v.id, vi::UPCALL_MASK, 1);
+        v.shared.vcpu_info.set_byte(v.id, vi::UPCALL_MASK, 1);
     }
     f.rip = handler;
-    f.cs = FLAT_KERNEL_CS as u64;
-    f.ss = FLAT_KERNEL_SS as u64;
+    f.cs = kernel_cs(pv64) as u64;
+    f.ss = kernel_ss(pv64) as u64;
     f.rsp = new_sp;
     f.rflags = (f.rflags & !(RFLAGS_CLEAR_ON_ENTRY | RFLAGS_IOPL)) | RFLAGS_IF;
     Ok(())
@@ -161,8 +204,10 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     if v == vector::UD as u64 {
         return false;
     }
-    // A kernel-mode #GP may be a privileged instruction the hypervisor emulates.
-    if v == vector::GP as u64 && f.cs & 3 == 1 && f.error_code == 0 {
+    // A kernel-mode #GP may be a privileged instruction the hypervisor emulates; one with
+    // an IDT error code may be a software `int N` to a vector the guest lets its caller
+    // raise.
+    if v == vector::GP as u64 && ((f.error_code == 0 && !cur.in_user(f)) || f.error_code & 7 == 2) {
         return false;
     }
     let ti = cur.traps[v as usize];
@@ -171,11 +216,11 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     }
     let shared = cur.shared.clone();
     let mut mm = shared.mm();
-    let mx = crate::guest::Mx { pc, mm: &mut mm };
+    let mut mx = crate::guest::Mx { pc, mm: &mut mm };
     let vec = v as u8;
-    let err = [f.error_code];
+    let err = [guest_error_code(&mx.pc.cur, f, vec, f.error_code)];
     let below = if has_error_code(vec) { &err[..] } else { &[] };
-    if push_handler_frame(&mx, f, ti.address, below, ti.flags & TI_MASK_EVENTS != 0).is_err() {
+    if push_handler_frame(&mut mx, f, ti.address, below, ti.flags & TI_MASK_EVENTS != 0).is_err() {
         return false;
     }
     if vec == vector::PF {
@@ -202,9 +247,9 @@ pub fn exit_locally(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     }
     let shared = pc.cur.shared.clone();
     let mut mm = shared.mm();
-    let mx = crate::guest::Mx { pc, mm: &mut mm };
+    let mut mx = crate::guest::Mx { pc, mm: &mut mm };
     let cb = mx.pc.cur.callbacks.event;
-    push_handler_frame(&mx, f, cb, &[], true).is_ok() && resumable(f)
+    push_handler_frame(&mut mx, f, cb, &[], true).is_ok() && resumable(f)
 }
 
 /// The CPU refused to resume the current vCPU with `f` (its exit `iretq` faulted: a selector
@@ -220,11 +265,11 @@ pub fn failed_return(hv: &mut Hv, f: &mut TrapFrame) {
 }
 
 /// Delivers the failsafe callback (frame `DS, ES, FS, GS, RIP, CS, RFLAGS, RSP, SS`: Xen's
-/// without RCX/R11, as rxen's other frames), or crashes the domain when it has none or when
-/// the failure is the failsafe handler's own.
+/// without RCX/R11 in the ring-1 mode, as rxen's other frames; Xen's own in the pv64 mode),
+/// or crashes the domain when it has none or when the failure is the failsafe handler's own.
 pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelectors, why: core::fmt::Arguments<'_>) {
     let cb = hv.pc.cur.callbacks.failsafe;
-    if cb == 0 || (f.rip == cb && f.cs == FLAT_KERNEL_CS as u64) {
+    if cb == 0 || (f.rip == cb && f.cs == kernel_cs(hv.pc.cur.shared.pv64) as u64) {
         return crash_domain(hv, f, format_args!("{} (no failsafe callback)", why));
     }
     log::warn!("d{}v{}: {}: failsafe callback", hv.pc.cur.dom, hv.pc.cur.id, why);
@@ -233,7 +278,7 @@ pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelector
 }
 
 /// Is the instruction at `rip` a `syscall` (0F 05)?
-pub fn is_syscall_at(hv: &Hv, rip: u64) -> bool {
+pub fn is_syscall_at(hv: &impl OnCpu, rip: u64) -> bool {
     let mut b = [0u8; 2];
     crate::guest::read_guest(hv, rip, &mut b).is_ok() && b == [0x0F, 0x05]
 }

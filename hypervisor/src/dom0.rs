@@ -5,7 +5,6 @@
 use crate::domain::DomShared;
 use crate::vcpu::Vcpu;
 use crate::mm::Mm;
-use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use guest_abi::shared_info;
 use guest_abi::start_info::{SIF_INITDOMAIN, SIF_PRIVILEGED};
 use hv_arch::entry::TrapFrame;
@@ -159,17 +158,20 @@ pub fn build(
     );
 
     let n = (nr_vcpus as usize).clamp(1, crate::domain::MAX_VCPUS);
-    let dom = alloc::sync::Arc::new(DomShared::new(id, privileged, si, n, nr_pages));
+    let mut d = DomShared::new(id, privileged, si, n, nr_pages);
+    d.pv64 = !img.ring1;
+    log::info!("d{}: {}", id, if d.pv64 { "Xen pv64 mode (kernel in ring 3)" } else { "ring-1 mode (rxen's own ABI note)" });
+    let dom = alloc::sync::Arc::new(d);
     for &m in p2m.iter().chain([&si]) {
         dom.note_frame(m);
     }
     let mut vcpu = Vcpu::new(0, built.l4, dom.clone());
     vcpu.frame = TrapFrame {
         rip: built.entry,
-        cs: FLAT_KERNEL_CS as u64,
+        cs: guest_abi::selectors::kernel_cs(!img.ring1) as u64,
         rflags: 0x202,
         rsp: built.stack_top,
-        ss: FLAT_KERNEL_SS as u64,
+        ss: guest_abi::selectors::kernel_ss(!img.ring1) as u64,
         rsi: built.start_info_va,
         ..TrapFrame::default()
     };

@@ -22,6 +22,10 @@ pub struct VcpuInfoAt {
 pub struct DomShared {
     pub id: DomId,
     pub privileged: bool,
+    /// Runs in the Xen pv64 mode (kernel in ring 3 with Xen's selectors, kernel and user
+    /// roots, `syscall` hypercalls, Xen's frames); else in rxen's ring-1 model. Chosen at
+    /// creation from the image's notes, never changed.
+    pub pv64: bool,
     pub vcpu_info: VcpuInfos,
     /// Bit n set while vCPU n is up (mirrors `VcpuState::down`: both change under the lock
     /// of the queue owning the vCPU).
@@ -275,6 +279,7 @@ impl DomShared {
         DomShared {
             id,
             privileged,
+            pv64: false,
             vcpu_info: VcpuInfos::legacy(shared_info, nr_vcpus),
             up: AtomicU64::new(1),
             mm: spin::mutex::TicketMutex::new(DomMm::new(limits.max_maptrack_frames)),

@@ -27,8 +27,11 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
     // CPU's run-queue lock for the scheduler's tick (`crate::timers`). What is not local
     // takes the locks it needs on its own (there is no global lock).
     let mut tick = false;
+    if f.vector == vector::UD as u64 && pc.cur.shared.pv64 && !pc.cur.user_mode && is_syscall_at(&*pc, f.rip) {
+        crate::pv64::as_hypercall(f);
+    }
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        crate::hypercall::fast_path(pc, f)
+        f.rax != guest_abi::hypercall::IRET && crate::hypercall::fast_path(pc, f)
     } else if f.vector == hv_arch::lapic::TIMER_VECTOR as u64 {
         hv_arch::lapic::eoi();
         pc.wake_pass |= crate::timers::fire(pc);
@@ -57,6 +60,7 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
 pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let v = f.vector;
     match v {
+        v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 && hv.pc.cur.shared.pv64 && f.rax == guest_abi::hypercall::IRET => crate::pv64::iret(hv, f),
         v if v == guest_abi::hypercall::HYPERCALL_VECTOR as u64 => crate::hypercall::dispatch(hv, f),
         v if v & hv_arch::entry::FAILED_RETURN != 0 => failed_return(hv, f),
         v if v == vector::NMI as u64 => nmi("guest"),
@@ -68,11 +72,13 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == vector::DF as u64 => {
             crash_domain(hv, f, format_args!("double fault"));
         }
+        v if v == vector::UD as u64 && hv.pc.cur.shared.pv64 && hv.pc.cur.user_mode && is_syscall_at(hv, f.rip) => crate::pv64::user_syscall(hv, f),
         v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}
-        v if v == vector::GP as u64 && f.cs & 3 == 1 && f.error_code == 0 && privileged_op(hv, f) => {}
+        v if v == vector::GP as u64 && f.error_code == 0 && !hv.pc.cur.in_user(f) && privileged_op(hv, f) => {}
+        v if v == vector::GP as u64 && f.error_code & 7 == 2 && soft_int(hv, f) => {}
         v if v < 32 => {
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
             bounce::bounce(hv, f, v as u8, f.error_code, cr2)
@@ -103,6 +109,33 @@ fn forced_cpuid(hv: &Hv, f: &mut TrapFrame) -> bool {
     let (a, bx, c, d) = hv_core::cpuid::pv_leaf(f.rax as u32, f.rcx as u32, version, hv_arch::cpu::cpuid);
     (f.rax, f.rbx, f.rcx, f.rdx) = (a as u64, bx as u64, c as u64, d as u64);
     f.rip = f.rip.wrapping_add(b.len() as u64);
+    true
+}
+
+/// A #GP at a software `int N` (the IDT gate's DPL refused it: the bytes at RIP, read
+/// through the checked guest access path, are `CD N`, and the error code names N)
+/// to a vector whose trap-table entry lets the caller raise it (DPL 3 from user mode; 1 or
+/// more from kernel mode, as Xen): delivered to that handler, returning after the
+/// instruction. False otherwise (the #GP is bounced).
+fn soft_int(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    let mut b = [0u8; 2];
+    if crate::guest::read_guest(hv, f.rip, &mut b).is_err() || b[0] != 0xCD {
+        return false;
+    }
+    // The vector is the instruction's; the error code must name it (QEMU 7.2's TCG gives
+    // vector × 16 + 2 instead of vector × 8 + 2: both are taken).
+    let vec = b[1];
+    if f.error_code != (vec as u64) << 3 | 2 && f.error_code != (vec as u64) << 4 | 2 {
+        return false;
+    }
+    let ti = hv.pc.cur.traps[vec as usize];
+    let need = if hv.pc.cur.in_user(f) { 3 } else { 1 };
+    if ti.address == 0 || ti.flags & guest_abi::traps::TI_DPL_MASK < need {
+        return false;
+    }
+    f.rip = f.rip.wrapping_add(2);
+    let mask = ti.flags & guest_abi::traps::TI_MASK_EVENTS != 0;
+    bounce::enter_guest_handler(hv, f, ti.address, &[], mask, "int N");
     true
 }
 

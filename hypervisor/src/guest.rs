@@ -170,8 +170,9 @@ pub fn write_guest_words(c: &impl OnCpu, va: u64, words: &[u64]) -> Result<(), E
     write_guest(c, va, &bytes[..8 * words.len()])
 }
 
-/// Most words [`write_guest_words`] takes (a bounce frame: four below RIP, five above).
-pub const MAX_WORDS: usize = 9;
+/// Most words [`write_guest_words`] takes (a bounce frame: four below RIP, five above, and
+/// RCX and R11 below them all in the Xen pv64 mode).
+pub const MAX_WORDS: usize = 11;
 
 /// A page-table context over the direct map (what [`pt!`] builds).
 pub type DomPt<'a> = hv_core::pt::Pt<'a, DirectMap, &'static [hv_core::frame::FrameSlot]>;

@@ -33,6 +33,7 @@ pub use state::Hv;
 mod shootdown;
 mod line;
 mod bounce;
+mod pv64;
 mod entry;
 mod timers;
 
@@ -95,7 +96,8 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     let ncpus = cpus.tables.len();
     let nr_domains = vcpus.iter().map(|(_, s)| s.shared.id as usize + 1).max().unwrap_or(0);
     if let Some((_, s)) = vcpus.first() {
-        log::info!("d0: entering ring 1 at {:#x} ({} domain(s), {} CPU(s))", s.ctx.as_ref().map_or(0, |c| c.frame.rip), nr_domains, ncpus);
+        let ring = if s.shared.pv64 { 3 } else { 1 };
+        log::info!("d0: entering ring {} at {:#x} ({} domain(s), {} CPU(s))", ring, s.ctx.as_ref().map_or(0, |c| c.frame.rip), nr_domains, ncpus);
     }
     for (k, t) in cpus.tables.iter().enumerate() {
         percpu::install(percpu::PerCpu::new(k, *t));

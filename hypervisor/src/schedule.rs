@@ -402,11 +402,12 @@ fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
 pub const DIRECT_VECTORS: [u8; 1] = [0x80];
 
 /// Programs this CPU's direct gates for the current vCPU's trap table: a vector registered
-/// with DPL 3 goes straight to the guest kernel.
+/// with DPL 3 goes straight to the guest kernel. None in the Xen pv64 mode: entering its
+/// kernel from user mode switches roots (its `int N` goes through the hypervisor).
 pub fn load_direct_gates(pc: &PerCpu) {
     for v in DIRECT_VECTORS {
         let t = pc.cur.traps[v as usize];
-        let direct = (t.address != 0 && t.flags & guest_abi::traps::TI_DPL_MASK == 3).then_some(t.address);
+        let direct = (t.address != 0 && t.flags & guest_abi::traps::TI_DPL_MASK == 3 && !pc.cur.shared.pv64).then_some(t.address);
         paging::set_direct_gate(&pc.tables, v, direct);
     }
 }

@@ -26,8 +26,14 @@ pub struct Vcpu {
     /// Its domain and its number in that domain.
     pub dom: DomId,
     pub id: u32,
-    /// Root of the guest's page tables (its CR3); `Mfn(0)` before `VCPUOP_initialise`.
+    /// Root of the guest's page tables (its CR3); `Mfn(0)` before `VCPUOP_initialise`. In
+    /// the Xen pv64 mode, the root of the mode it is in (kernel or user).
     pub l4: Mfn,
+    /// The Xen pv64 mode: the root of the other mode (the user root, `NEW_USER_BASEPTR`,
+    /// while in kernel mode; the kernel root while in user mode), `Mfn(0)` for none; and
+    /// whether it is in guest user mode. Both roots hold a root reference.
+    pub other_l4: Mfn,
+    pub user_mode: bool,
     /// The virtual IDT.
     pub traps: [TrapInfo; 256],
     /// Kernel stack for entries from guest user mode (`stack_switch`).
@@ -87,6 +93,8 @@ impl Vcpu {
             dom,
             id,
             l4: if id == 0 { l4 } else { Mfn(0) },
+            other_l4: Mfn(0),
+            user_mode: false,
             traps: [TrapInfo::default(); 256],
             kernel_ss: 0,
             kernel_sp: 0,
@@ -112,6 +120,17 @@ impl Vcpu {
     /// never given events (see [`Vcpu::is_placeholder`]).
     pub fn placeholder() -> Vcpu {
         Vcpu::new(0, Mfn(0), alloc::sync::Arc::new(DomShared::new(guest_abi::DOMID_IDLE, false, Mfn(0), 0, 0)))
+    }
+
+    /// Is it, trapped with `f`, in guest user mode? (Ring-1 mode: ring 3; Xen pv64 mode:
+    /// the mode it tracks, the CPU runs both in ring 3.)
+    #[inline]
+    pub fn in_user(&self, f: &TrapFrame) -> bool {
+        if self.shared.pv64 {
+            self.user_mode
+        } else {
+            f.cs & 3 == 3
+        }
     }
 
     pub fn is_placeholder(&self) -> bool {

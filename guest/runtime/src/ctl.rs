@@ -161,18 +161,26 @@ pub fn sched_credit_put(dom: u16, weight: u16, cap: u16) -> i64 {
 /// `stack_top` (also its kernel stack), RSI = `rsi` (start_info, for a domain's first vCPU),
 /// on root `l4_mfn`, online.
 pub fn boot_context(c: &mut [u8], entry: u64, stack_top: u64, rsi: u64, l4_mfn: u64) {
-    use guest_abi::selectors::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
+    boot_context_in(c, entry, stack_top, rsi, l4_mfn, false)
+}
+
+/// [`boot_context`] for a kernel of either mode (`pv64`: the Xen pv64 mode, Xen's ring-3
+/// kernel selectors; the user root is the kernel's until the kernel sets its own, as XTF
+/// does).
+pub fn boot_context_in(c: &mut [u8], entry: u64, stack_top: u64, rsi: u64, l4_mfn: u64, pv64: bool) {
+    use guest_abi::selectors::{kernel_cs, kernel_ss};
     use guest_abi::vcpu::{ctx, regs};
+    let (cs, ss) = (kernel_cs(pv64), kernel_ss(pv64));
     let put = |c: &mut [u8], off: usize, v: u64| c[off..off + 8].copy_from_slice(&v.to_le_bytes());
     c.fill(0);
     let r = ctx::USER_REGS;
     put(c, r + regs::RIP, entry);
-    put(c, r + regs::CS, FLAT_KERNEL_CS as u64);
+    put(c, r + regs::CS, cs as u64);
     put(c, r + regs::RFLAGS, 0x202);
     put(c, r + regs::RSP, stack_top);
-    put(c, r + regs::SS, FLAT_KERNEL_SS as u64);
+    put(c, r + regs::SS, ss as u64);
     put(c, r + regs::RSI, rsi);
-    put(c, ctx::KERNEL_SS, FLAT_KERNEL_SS as u64);
+    put(c, ctx::KERNEL_SS, ss as u64);
     put(c, ctx::KERNEL_SP, stack_top);
     put(c, ctx::CR3, l4_mfn << 12);
     put(c, ctx::FLAGS, ctx::VGCF_ONLINE | ctx::VGCF_IN_KERNEL);

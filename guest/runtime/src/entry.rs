@@ -79,6 +79,14 @@ hypercall_page:
     .asciz "Xen"
 22: .quad hypercall_page
 23:
+    /* rxen's own note: this kernel is written for the ring-1 model. */
+    .balign 4
+    .long 5
+    .long 4
+    .long {RXEN_ABI}
+    .asciz "rxen"
+    .balign 4
+    .long {RXEN_ABI_RING1}
 
     .section .bss.guest_stack, "aw", @nobits
     .balign 16
@@ -93,6 +101,8 @@ guest_stack_top:
     VIRT_BASE = const guest_abi::elfnote::VIRT_BASE,
     ENTRY = const guest_abi::elfnote::ENTRY,
     HYPERCALL_PAGE = const guest_abi::elfnote::HYPERCALL_PAGE,
+    RXEN_ABI = const guest_abi::elfnote::RXEN_ABI,
+    RXEN_ABI_RING1 = const guest_abi::elfnote::RXEN_ABI_RING1,
     options(att_syntax)
 );
 

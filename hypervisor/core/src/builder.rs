@@ -306,7 +306,10 @@ where
     let pt_range = pt_pfn0..pt_pfn0 + l.nr_pt_frames;
     let l4 = p2m[pt_pfn0 as usize];
     let mut next_pt = pt_pfn0 + 1;
-    let inner = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::ACCESSED;
+    // The Xen pv64 mode runs the kernel in ring 3: every entry carries the User bit, as
+    // Xen's builder and its entry adjustments give them.
+    let user = if img.ring1 { PteFlags::empty() } else { PteFlags::USER_ACCESSIBLE };
+    let inner = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::ACCESSED | user;
     for pfn in 0..l.region_pages() {
         let va = l.virt_base + pfn * PAGE;
         let mut table = l4;
@@ -327,7 +330,7 @@ where
                 child
             };
         }
-        let mut flags = PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY;
+        let mut flags = PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY | user;
         if !pt_range.contains(&pfn) {
             flags |= PteFlags::WRITABLE;
         }
@@ -345,7 +348,7 @@ where
     // Hypercall page.
     if let Some(hp) = img.hypercall_page {
         for nr in 0..hypercall::NR_STUBS {
-            let stub = hypercall::stub(nr as u32);
+            let stub = if img.ring1 { hypercall::stub(nr as u32) } else { hypercall::stub_pv64(nr as u32) };
             write_va(mem, l, p2m, hp + (nr * hypercall::STUB_SIZE) as u64, &stub)?;
         }
     }
@@ -420,10 +423,20 @@ mod tests {
 
     const BASE: u64 = 0xFFFF_FFFF_8000_0000;
 
+    /// An image of rxen's ring-1 model.
     fn image(base: u64, load: u64) -> Vec<u8> {
+        image_in(base, load, true)
+    }
+
+    /// An image of either mode (`ring1`: with rxen's ABI note, else a Xen pv64 image).
+    fn image_in(base: u64, load: u64, ring1: bool) -> Vec<u8> {
         let mut code = vec![0x90u8; 0x3000];
         code[0x2000] = 0xAB;
-        testelf::build(load, &[(load, code, 0x5000, true)], &testelf::std_notes(base, load + 0x1000))
+        let mut notes = testelf::std_notes(base, load + 0x1000);
+        if ring1 {
+            notes.push(testelf::ring1_note());
+        }
+        testelf::build(load, &[(load, code, 0x5000, true)], &notes)
     }
 
     struct World {
@@ -506,8 +519,8 @@ mod tests {
         assert_eq!(build(&mut w.mem, &w.ft, &img, &l, &w.p2m, &short), Err(BuildError::BadP2m), "a module of another length");
     }
 
-    fn check_built(base: u64, load: u64) {
-        let data = image(base, load);
+    fn check_built(base: u64, load: u64, ring1: bool) {
+        let data = image_in(base, load, ring1);
         let img = parse(&data).unwrap();
         let nr = 2048;
         let mut w = world(100 + 2 * nr as usize, nr);
@@ -529,9 +542,13 @@ mod tests {
         assert_eq!(u64::from_le_bytes(si[32..40].try_into().unwrap()), nr);
         assert_eq!(u64::from_le_bytes(si[88..96].try_into().unwrap()), l.pt_va);
         assert_eq!(&si[128..139], b"hello dom0\0");
-        let mut stub = [0u8; 8];
+        let mut stub = [0u8; 32];
         copy_from_guest(&w.mem, &view, load + 0x1000 + 17 * 32, &mut stub).unwrap();
-        assert_eq!(stub, [0xB8, 17, 0, 0, 0, 0xCD, 0x82, 0xC3]);
+        if ring1 {
+            assert_eq!(stub[..8], [0xB8, 17, 0, 0, 0, 0xCD, 0x82, 0xC3]);
+        } else {
+            assert_eq!(stub, guest_abi::hypercall::stub_pv64(17), "Xen's syscall stubs");
+        }
         let mut p2m0 = [0u8; 8];
         copy_from_guest(&w.mem, &view, l.p2m_va + 8 * 5, &mut p2m0).unwrap();
         assert_eq!(u64::from_le_bytes(p2m0), w.p2m[5].0);
@@ -559,6 +576,9 @@ mod tests {
                 if !e.present() {
                     continue;
                 }
+                // A Xen pv64 kernel runs in ring 3: every entry has the User bit (none in
+                // the ring-1 model).
+                assert_eq!(e.flags().contains(PteFlags::USER_ACCESSIBLE), !ring1, "level {level} entry {i}");
                 let r = refs.entry(e.mfn().0).or_default();
                 r.0 += 1;
                 if level > 1 {
@@ -585,12 +605,18 @@ mod tests {
 
     #[test]
     fn builds_upper_half_image() {
-        check_built(BASE, BASE);
+        check_built(BASE, BASE, true);
     }
 
     #[test]
     fn builds_low_image_with_zero_virt_base() {
-        check_built(0, 0x10_0000);
+        check_built(0, 0x10_0000, true);
+    }
+
+    #[test]
+    fn builds_xen_pv64_images() {
+        check_built(BASE, BASE, false);
+        check_built(0, 0x10_0000, false);
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct PvImage<'a> {
     pub guest_version: &'a str,
     pub xen_version: &'a str,
     pub loader: &'a str,
+    /// It carries rxen's ring-1 ABI note: it runs in the ring-1 model, else in the Xen
+    /// pv64 mode.
+    pub ring1: bool,
 }
 
 impl PvImage<'_> {
@@ -178,6 +181,7 @@ pub fn parse(data: &[u8]) -> Result<PvImage<'_>, ImageError> {
         guest_version: "",
         xen_version: "",
         loader: "",
+        ring1: false,
     };
     let mut entry_note = None;
     let mut saw_xen_note = false;
@@ -218,7 +222,12 @@ pub fn parse(data: &[u8]) -> Result<PvImage<'_>, ImageError> {
                     file.segment_data_as_notes(&ph).map_err(|_| ImageError::BadNote("segment"))?;
                 for note in notes {
                     let Note::Unknown(n) = note else { continue };
-                    if n.name.strip_suffix(b"\0").unwrap_or(n.name) != elfnote::NAME {
+                    let name = n.name.strip_suffix(b"\0").unwrap_or(n.name);
+                    if name == elfnote::RXEN_NAME && n.n_type as u32 == elfnote::RXEN_ABI {
+                        img.ring1 = note_num(n.desc, "rxen ABI")? == elfnote::RXEN_ABI_RING1 as u64;
+                        continue;
+                    }
+                    if name != elfnote::NAME {
                         continue;
                     }
                     saw_xen_note = true;
@@ -298,16 +307,24 @@ pub mod testelf {
     pub struct Note {
         pub ty: u32,
         pub desc: Vec<u8>,
+        /// The owner's name (`Xen`, or `rxen` for rxen's own).
+        pub name: &'static [u8],
     }
 
     pub fn str_note(ty: u32, s: &str) -> Note {
         let mut d = s.as_bytes().to_vec();
         d.push(0);
-        Note { ty, desc: d }
+        Note { ty, desc: d, name: b"Xen" }
     }
 
     pub fn num_note(ty: u32, v: u64) -> Note {
-        Note { ty, desc: v.to_le_bytes().to_vec() }
+        Note { ty, desc: v.to_le_bytes().to_vec(), name: b"Xen" }
+    }
+
+    /// rxen's ring-1 ABI note (4-byte value).
+    pub fn ring1_note() -> Note {
+        use guest_abi::elfnote::*;
+        Note { ty: RXEN_ABI, desc: RXEN_ABI_RING1.to_le_bytes().to_vec(), name: RXEN_NAME }
     }
 
     /// The standard notes plus the given extras.
@@ -326,10 +343,14 @@ pub mod testelf {
     pub fn build(entry: u64, segs: &[(u64, Vec<u8>, u64, bool)], notes: &[Note]) -> Vec<u8> {
         let mut note_blob = Vec::new();
         for n in notes {
-            note_blob.extend_from_slice(&4u32.to_le_bytes());
+            note_blob.extend_from_slice(&(n.name.len() as u32 + 1).to_le_bytes());
             note_blob.extend_from_slice(&(n.desc.len() as u32).to_le_bytes());
             note_blob.extend_from_slice(&n.ty.to_le_bytes());
-            note_blob.extend_from_slice(b"Xen\0");
+            note_blob.extend_from_slice(n.name);
+            note_blob.push(0);
+            while note_blob.len() % 4 != 0 {
+                note_blob.push(0);
+            }
             note_blob.extend_from_slice(&n.desc);
             while note_blob.len() % 4 != 0 {
                 note_blob.push(0);
@@ -390,6 +411,22 @@ mod tests {
             &[(BASE, vec![0x90; 0x2000], 0x3000, true), (BASE + 0x3000, vec![1; 16], 0x1000, false)],
             &std_notes(BASE, BASE + 0x1000),
         )
+    }
+
+    #[test]
+    fn the_ring1_note_chooses_the_mode() {
+        assert!(!parse(&good()).unwrap().ring1, "a Xen image runs in the pv64 mode");
+        let seg = [(BASE, vec![0x90; 0x2000], 0x3000, true)];
+        let mut notes = std_notes(BASE, BASE + 0x1000);
+        notes.push(ring1_note());
+        assert!(parse(&build(BASE + 0x1000, &seg, &notes)).unwrap().ring1);
+        // Another value is not the ring-1 ABI.
+        let mut other = std_notes(BASE, BASE + 0x1000);
+        other.push(testelf::Note { ty: guest_abi::elfnote::RXEN_ABI, desc: 2u32.to_le_bytes().to_vec(), name: b"rxen" });
+        assert!(!parse(&build(BASE + 0x1000, &seg, &other)).unwrap().ring1);
+        let mut bad = std_notes(BASE, BASE + 0x1000);
+        bad.push(testelf::Note { ty: guest_abi::elfnote::RXEN_ABI, desc: vec![1, 0, 0], name: b"rxen" });
+        assert_eq!(parse(&build(BASE + 0x1000, &seg, &bad)).unwrap_err(), ImageError::BadNote("rxen ABI"));
     }
 
     #[test]

@@ -46,19 +46,21 @@ pub struct Context {
 }
 
 /// The registers of a `cpu_user_regs` image, checked: canonical RIP/RSP, the flat kernel or
-/// user selectors (a kernel selector's RPL 0 is raised to 1), safe RFLAGS.
-fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
+/// user selectors (a kernel selector's RPL 0 is raised to the kernel's: 1, or 3 in the Xen
+/// pv64 mode, whose kernel and user share Xen's ring-3 selectors), safe RFLAGS.
+fn user_regs(r: &[u8], pv64: bool) -> Result<TrapFrame, Errno> {
     let at = |o: usize| u64at(r, o);
     let (rip, rsp) = (at(g::RIP), at(g::RSP));
     let mut cs = at(g::CS) as u16;
     let mut ss = at(g::SS) as u16;
+    let rpl = guest_abi::selectors::kernel_rpl(pv64) as u16;
     if cs & 3 == 0 {
-        cs |= 1;
+        cs |= rpl;
     }
     if ss & 3 == 0 {
-        ss |= 1;
+        ss |= rpl;
     }
-    let ok_sel = (cs == FLAT_KERNEL_CS && ss == FLAT_KERNEL_SS) || (cs == FLAT_USER_CS && ss == FLAT_USER_SS);
+    let ok_sel = (cs == FLAT_KERNEL_CS && ss == FLAT_KERNEL_SS && !pv64) || (cs == FLAT_USER_CS && ss == FLAT_USER_SS);
     if !ok_sel || !is_canonical(rip) || !is_canonical(rsp) {
         return Err(Errno::EINVAL);
     }
@@ -90,11 +92,15 @@ fn user_regs(r: &[u8]) -> Result<TrapFrame, Errno> {
 
 /// Checks a `vcpu_guest_context` image (`ctx::SIZE` bytes): every field as the hypercall
 /// that would set it checks it.
-pub fn parse(c: &[u8]) -> Result<alloc::boxed::Box<Context>, Errno> {
+pub fn parse(c: &[u8], pv64: bool) -> Result<alloc::boxed::Box<Context>, Errno> {
     if c.len() < ctx::SIZE {
         return Err(Errno::EINVAL);
     }
-    let frame = user_regs(&c[ctx::USER_REGS..ctx::TRAP_CTXT])?;
+    let frame = user_regs(&c[ctx::USER_REGS..ctx::TRAP_CTXT], pv64)?;
+    // A Xen pv64 vCPU starts in kernel mode (its user root comes with NEW_USER_BASEPTR).
+    if pv64 && u64at(c, ctx::FLAGS) & VGCF_IN_KERNEL == 0 {
+        return Err(Errno::EINVAL);
+    }
     let mut traps = [TrapInfo::default(); 256];
     for (i, t) in traps.iter_mut().enumerate() {
         let e = &c[ctx::TRAP_CTXT + 16 * i..][..16];
@@ -103,7 +109,7 @@ pub fn parse(c: &[u8]) -> Result<alloc::boxed::Box<Context>, Errno> {
             continue;
         }
         super::traps::check_handler(address)?;
-        let cs = super::traps::fixup_cs(u16::from_le_bytes([e[2], e[3]]))?;
+        let cs = super::traps::fixup_cs(u16::from_le_bytes([e[2], e[3]]), pv64)?;
         *t = TrapInfo { vector: i as u8, flags: e[1], cs, _pad: 0, address };
     }
     let callbacks = crate::vcpu::Callbacks {
@@ -132,7 +138,8 @@ pub fn parse(c: &[u8]) -> Result<alloc::boxed::Box<Context>, Errno> {
         return Err(Errno::EINVAL);
     }
     // Guest kernel and user share one root in the ring-1 model (as NEW_USER_BASEPTR).
-    if user_cr3 != 0 && user_cr3 != cr3 {
+    // A Xen pv64 context's user root is not taken here (NEW_USER_BASEPTR sets it).
+    if user_cr3 != 0 && (user_cr3 != cr3 || pv64) {
         return Err(Errno::EOPNOTSUPP);
     }
     let flags = u64at(c, ctx::FLAGS);
@@ -157,7 +164,7 @@ pub fn parse(c: &[u8]) -> Result<alloc::boxed::Box<Context>, Errno> {
         frame,
         traps,
         callbacks,
-        kernel_ss: super::traps::fixup_ss(u64at(c, ctx::KERNEL_SS) as u16),
+        kernel_ss: super::traps::fixup_ss(u64at(c, ctx::KERNEL_SS) as u16, pv64),
         kernel_sp,
         fs_base,
         gs_kernel,
@@ -269,7 +276,7 @@ pub fn write(v: &crate::vcpu::Vcpu, online: bool, c: &mut [u8]) {
     c[..512].copy_from_slice(&v.fpu.0[..512]);
     let f = &v.frame;
     let mut flags = ctx::VGCF_I387_VALID;
-    if f.cs & 3 != 3 {
+    if !v.in_user(f) {
         flags |= VGCF_IN_KERNEL;
     }
     if online {
@@ -319,7 +326,10 @@ pub fn write(v: &crate::vcpu::Vcpu, online: bool, c: &mut [u8]) {
     put64(c, ctx::GDT_ENTS, v.gdt_ents as u64);
     put64(c, ctx::KERNEL_SS, v.kernel_ss as u64);
     put64(c, ctx::KERNEL_SP, v.kernel_sp);
-    put64(c, ctx::CR3, v.l4.0 << 12);
+    // The kernel root in ctrlreg[3], the user root (Xen pv64 mode) in ctrlreg[1].
+    let (kernel, user) = if v.user_mode { (v.other_l4, v.l4) } else { (v.l4, v.other_l4) };
+    put64(c, ctx::CR3, kernel.0 << 12);
+    put64(c, ctx::USER_CR3, user.0 << 12);
     put64(c, ctx::EVENT_CALLBACK, v.callbacks.event);
     put64(c, ctx::FAILSAFE_CALLBACK, v.callbacks.failsafe);
     put64(c, ctx::SYSCALL_CALLBACK, v.callbacks.syscall);

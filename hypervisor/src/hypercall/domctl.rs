@@ -153,7 +153,8 @@ pub fn domctl(hv: &mut Hv, f: &mut TrapFrame, arg: u64) -> HcResult {
                 crate::guest::pt!(hv.pc, dm, mm.jobs, owner).get_writable_page(m, d.id).map_err(|_| Errno::EINVAL)?;
             }
             for n in 0..nr::NR_STUBS {
-                DirectMap.write(m, n * nr::STUB_SIZE, &nr::stub(n as u32));
+                let stub = if d.pv64 { nr::stub_pv64(n as u32) } else { nr::stub(n as u32) };
+                DirectMap.write(m, n * nr::STUB_SIZE, &stub);
             }
             let _ = crate::machine::frames().put_page_and_type(m, true);
             Ok(0)
@@ -198,7 +199,7 @@ fn set_context(hv: &mut Hv, d: &Arc<DomShared>, v: u32, ptr: u64) -> HcResult {
     }
     let mut c = alloc::vec![0u8; guest_abi::vcpu::ctx::SIZE];
     read_guest(hv, ptr, &mut c)?;
-    let k = super::context::parse(&c)?;
+    let k = super::context::parse(&c, d.pv64)?;
     let bit = 1u64 << v;
     if d.claimed.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
         return Err(Errno::EEXIST);
@@ -321,7 +322,7 @@ fn affinity(hv: &mut Hv, d: &DomShared, set: bool, u: &[u8]) -> HcResult {
 fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
     let flags = u32at(u, create::FLAGS);
     let max_vcpus = u32at(u, create::MAX_VCPUS);
-    if flags != 0 || u32at(u, create::IOMMU_OPTS) != 0 || u32at(u, create::GRANT_OPTS) & !0xF > 1 || u32at(u, create::VMTRACE_SIZE) != 0 {
+    if flags & !create::CDF_RXEN_RING1 != 0 || u32at(u, create::IOMMU_OPTS) != 0 || u32at(u, create::GRANT_OPTS) & !0xF > 1 || u32at(u, create::VMTRACE_SIZE) != 0 {
         return Err(Errno::EINVAL);
     }
     if max_vcpus == 0 || max_vcpus as usize > domain::MAX_VCPUS || u32at(u, create::EMULATION_FLAGS) != 0 {
@@ -364,7 +365,8 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
         for v in 0..guest_abi::shared_info::MAX_VIRT_CPUS {
             DirectMap.store_u8(si, guest_abi::shared_info::upcall_mask_offset(v), 1);
         }
-        let d = DomShared::with_limits(id, false, si, limits, 0);
+        let mut d = DomShared::with_limits(id, false, si, limits, 0);
+        d.pv64 = flags & create::CDF_RXEN_RING1 == 0;
         d.max_pages.store(0, Ordering::Relaxed);
         d.up.store(0, Ordering::Relaxed);
         d.claimed.store(0, Ordering::Relaxed);
@@ -401,7 +403,7 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
     }
     crate::events::set_wallclock(&d, hv_arch::time::rtc_unix_seconds());
     d.teardown.busy.store(false, Ordering::Release);
-    log::info!("d{}: created by d{} ({} vCPU(s), paused)", d.id, hv.pc.cur.dom, d.nr_vcpus());
+    log::info!("d{}: created by d{} ({} vCPU(s), paused, {})", d.id, hv.pc.cur.dom, d.nr_vcpus(), if d.pv64 { "Xen pv64 mode" } else { "ring-1 mode" });
     Ok(d.id)
 }
 
@@ -606,6 +608,9 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) -> bool {
             if let Some(c) = &slot.ctx {
                 if slot.state.initialised && c.l4 != Mfn(0) {
                     pt.put_root(c.l4);
+                }
+                if slot.state.initialised && c.other_l4 != Mfn(0) {
+                    pt.put_root(c.other_l4);
                 }
                 for m in c.gdt.iter().chain(c.ldt.iter()).flatten() {
                     pt.put_segdesc(*m);

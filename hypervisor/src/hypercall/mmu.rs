@@ -165,6 +165,7 @@ pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
     let base = done_so_far(hv, preempted, pdone)?;
     let (fd, pfd, pfdd) = foreign(hv, fdom)?;
+    let pv64 = pfdd.as_ref().map_or(hv.pc.cur.shared.pv64, |d| d.pv64);
     let mut tables = Tables::of(hv, pfdd.as_deref())?;
     let mut resync = false;
     let mut result = Ok(0);
@@ -192,6 +193,9 @@ pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
                 let table = Mfn::of(ptr);
                 let idx = ((ptr & 0xFFF) >> 3) as usize;
                 let mut dm = DirectMap;
+                // A Xen pv64 domain's table entries get the User bit (its kernel runs in
+                // ring 3), as Xen adjusts them; plain memory is written as given.
+                let val = if pv64 && pt_in!(hv, tables, dm).table_level(table, pfd).is_some() { user_entry(val) } else { val };
                 let r = pt_in!(hv, tables, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
                 if r.is_ok() && table == hv.pc.cur.l4 {
                     resync = true;
@@ -254,6 +258,15 @@ fn read_vcpumask(hv: &Mx, p: u64) -> Result<u64, Errno> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// A present page-table entry of a Xen pv64 domain with the User bit, as Xen's
+/// `adjust_guest_l*e` give it (its kernel runs in ring 3; guest kernel and user are kept
+/// apart by their roots).
+fn user_entry(val: u64) -> u64 {
+    const PRESENT: u64 = 1;
+    const USER: u64 = 1 << 2;
+    if val & PRESENT != 0 { val | USER } else { val }
+}
+
 fn check_invlpg_va(va: u64) -> Result<(), Errno> {
     // XSA-279: never hand a non-canonical address to a TLB instruction.
     if guest_abi::layout::is_canonical(va) {
@@ -271,6 +284,22 @@ pub(crate) fn new_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
     crate::shootdown::set_root(hv.pc);
     pt!(hv, dm).put_root(old);
     resync_root(hv);
+    Ok(())
+}
+
+/// `MMUEXT_NEW_USER_BASEPTR` (Xen pv64 mode, from kernel mode: the user root is the other
+/// one): a validated L4 of the caller's (a root reference, as `NEW_BASEPTR`), or frame 0
+/// for none.
+fn new_user_baseptr(hv: &mut Mx, mfn: Mfn) -> Result<(), Errno> {
+    let dom = hv.pc.cur.dom;
+    let mut dm = DirectMap;
+    if mfn != Mfn(0) {
+        pt!(hv, dm).get_root(mfn, dom)?;
+    }
+    let old = core::mem::replace(&mut hv.pc.cur.other_l4, mfn);
+    if old != Mfn(0) {
+        pt!(hv, dm).put_root(old);
+    }
     Ok(())
 }
 
@@ -407,7 +436,8 @@ fn one_ext(hv: &mut Mx, t: &mut Tables, cmd: u32, arg1: u64, arg2: u64, fd: DomI
         }
         MARK_SUPER | UNMARK_SUPER => Err(Errno::EOPNOTSUPP),
         // Guest kernel and user share one root in the ring-1 model.
-        NEW_USER_BASEPTR => Err(Errno::EOPNOTSUPP),
+        NEW_USER_BASEPTR if !hv.pc.cur.shared.pv64 => Err(Errno::EOPNOTSUPP),
+        NEW_USER_BASEPTR => new_user_baseptr(hv, Mfn(arg1)),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -480,6 +510,7 @@ fn uvm(hv: &mut Mx, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if flags & UVMF_ALL == 0 && flags & !7 != 0 {
         read_vcpumask(hv, flags & !7)?;
     }
+    let val = if hv.pc.cur.shared.pv64 { user_entry(val) } else { val };
     pt!(hv, dm).update_entry(l1, idx, Pte(val), dom, fd, false)?;
     match ty {
         UVMF_TLB_FLUSH => paging::flush_local(&hv.pc.tables),

@@ -3,7 +3,7 @@
 use super::{read_guest, HcResult};
 use guest_abi::errno::Errno;
 use guest_abi::layout::is_guest_va;
-use guest_abi::selectors::{self, FLAT_KERNEL_CS, GUEST_KERNEL_RPL};
+use guest_abi::selectors;
 use guest_abi::traps::*;
 
 /// Largest trap table accepted in one call.
@@ -18,11 +18,13 @@ pub(super) fn check_handler(a: u64) -> Result<(), Errno> {
     }
 }
 
-/// Raises a selector's RPL to the guest kernel's ring; only the flat kernel code selector is
-/// usable until guests can load GDTs of their own.
-pub(super) fn fixup_cs(cs: u16) -> Result<u16, Errno> {
-    let cs = if selectors::rpl(cs) < GUEST_KERNEL_RPL { (cs & !3) | GUEST_KERNEL_RPL as u16 } else { cs };
-    if cs == FLAT_KERNEL_CS {
+/// Raises a selector's RPL to the guest kernel's ring (3 in the Xen pv64 mode, as Xen's
+/// `fixup_guest_code_selector`, so Xen's `0xE030` is `FLAT_RING3_CS64`); only the flat
+/// kernel code selector of the mode is usable until guests can load GDTs of their own.
+pub(super) fn fixup_cs(cs: u16, pv64: bool) -> Result<u16, Errno> {
+    let rpl = selectors::kernel_rpl(pv64);
+    let cs = if selectors::rpl(cs) < rpl { (cs & !3) | rpl as u16 } else { cs };
+    if cs == selectors::kernel_cs(pv64) {
         Ok(cs)
     } else {
         Err(Errno::EINVAL)
@@ -55,16 +57,17 @@ fn update_trap_table(hv: &mut impl super::OnCpu, list: u64) -> HcResult {
             break;
         }
         check_handler(t.address)?;
-        let cs = fixup_cs(t.cs)?;
+        let cs = fixup_cs(t.cs, hv.pc().cur.shared.pv64)?;
         hv.pc_mut().cur.traps[t.vector as usize] = TrapInfo { cs, _pad: 0, ..t };
     }
     Ok(0)
 }
 
-/// Raises a stack selector's RPL to the guest kernel's ring.
-pub(super) fn fixup_ss(ss: u16) -> u16 {
-    if selectors::rpl(ss) < GUEST_KERNEL_RPL {
-        (ss & !3) | GUEST_KERNEL_RPL as u16
+/// Raises a stack selector's RPL to the guest kernel's ring (of the mode).
+pub(super) fn fixup_ss(ss: u16, pv64: bool) -> u16 {
+    let rpl = selectors::kernel_rpl(pv64);
+    if selectors::rpl(ss) < rpl {
+        (ss & !3) | rpl as u16
     } else {
         ss
     }
@@ -77,7 +80,7 @@ pub fn stack_switch(pc: &mut crate::percpu::PerCpu, ss: u64, sp: u64) -> HcResul
     if !is_guest_va(sp) {
         return Err(Errno::EINVAL);
     }
-    let ss = fixup_ss(ss as u16);
+    let ss = fixup_ss(ss as u16, pc.cur.shared.pv64);
     pc.cur.kernel_ss = ss;
     pc.cur.kernel_sp = sp;
     hv_arch::paging::set_rsp1(&pc.tables, sp);

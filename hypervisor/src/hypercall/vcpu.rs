@@ -265,7 +265,7 @@ fn initialise(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
 fn initialise_claimed(hv: &mut Hv, id: u32, arg: u64) -> HcResult {
     let mut c = alloc::vec![0u8; ctx::SIZE];
     read_guest(hv, arg, &mut c)?;
-    let k = super::context::parse(&c)?;
+    let k = super::context::parse(&c, hv.pc.cur.shared.pv64)?;
     let d = hv.pc.cur.shared.clone();
     let owner = hv.pc.cur.id;
     super::context::install(hv, &d, id, owner, &k)

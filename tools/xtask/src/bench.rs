@@ -405,7 +405,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     c.timeout = Duration::from_secs(60);
     c.boot = Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv} -- shutdown") };
     let o = qemu::run(&c, None)?;
-    if let (Some(entry), Some(first)) = (log_time_ns(&o.output, "booting via"), log_time_ns(&o.output, "entering ring 1")) {
+    if let (Some(entry), Some(first)) = (log_time_ns(&o.output, "booting via"), log_time_ns(&o.output, "d0: entering ring ")) {
         results.push(("icount_ns_boot_log_to_dom0_entry".into(), first - entry));
     }
 

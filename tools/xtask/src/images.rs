@@ -45,7 +45,7 @@ pub fn build_all() -> Result<Images, String> {
         .env("RXEN_CHANGESET", changeset())
         .args([
             "build", "--release", "--target", "x86_64-unknown-none",
-            "-p", "hypervisor", "-p", "dom0-kernel", "-p", "test-guests",
+            "-p", "hypervisor", "-p", "dom0-kernel", "-p", "test-guests", "-p", "test-pv64",
         ])
         .status()
         .map_err(|e| format!("cargo: {e}"))?;

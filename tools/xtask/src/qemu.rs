@@ -179,7 +179,7 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
             let Ok(mut buf) = shared_w.lock() else { break };
             let from = buf.len();
             buf.extend_from_slice(&chunk[..n]);
-            if !booted_w.load(std::sync::atomic::Ordering::Relaxed) && appeared(&buf, from, "entering ring 1") {
+            if !booted_w.load(std::sync::atomic::Ordering::Relaxed) && appeared(&buf, from, "d0: entering ring ") {
                 booted_w.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             if let Some(((after, port), lines)) = get.as_ref() {

@@ -471,6 +471,19 @@ fn scenarios() -> Vec<Scenario> {
         // Xen's forced-emulation CPUID (issue 14's first blocker for XTF and Linux PV).
         sc("cpuid", Image::Guest("cpuid"), Expect::Success),
         Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("cpuid-smp2", Image::Guest("cpuid"), Expect::Success) },
+        // The Xen pv64 mode (a kernel without rxen's ABI note, as XTF's): ring-3 kernel,
+        // `syscall` hypercalls, its own user root, Xen's frames, HYPERVISOR_iret, events
+        // from user mode, the failsafe callback; and the returns that must crash it.
+        sc("pv64", Image::Guest("pv64"), Expect::Success),
+        Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("pv64-smp2", Image::Guest("pv64"), Expect::Success) },
+        Scenario {
+            dom0_args: "noroot",
+            ..sc("pv64-noroot", Image::Guest("pv64"), Expect::Exit(Crash, &["d0: Xen pv64 mode", "iret to user mode without a user root", "Domain 0 crashed"]))
+        },
+        Scenario {
+            dom0_args: "badframe",
+            ..sc("pv64-badframe", Image::Guest("pv64"), Expect::Exit(Crash, &["unreadable", "iret: frame at 0x", "Domain 0 crashed"]))
+        },
         // The privileged instructions the hypervisor emulates, good and hostile operands.
         sc("emulate", Image::Guest("emulate"), Expect::Success),
         Scenario { smp: 2, hv_opts: "dom0_max_vcpus=2", ..sc("emulate-smp2", Image::Guest("emulate"), Expect::Success) },
@@ -1198,10 +1211,10 @@ const XS_HOSTILE: [&str; 16] = [
 const FORBIDDEN: &[&str] = &["is not waiting"];
 
 /// The host crates (tested and linted for the host) and the bare-metal ones.
-const HOST_EXCLUDES: [&str; 16] = [
-    "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "pv-heap", "--exclude", "pv-devices", "--exclude", "pv-net", "--exclude", "dom0-kernel", "--exclude", "test-guests",
+const HOST_EXCLUDES: [&str; 18] = [
+    "--exclude", "hypervisor", "--exclude", "hv-arch", "--exclude", "pv-runtime", "--exclude", "pv-heap", "--exclude", "pv-devices", "--exclude", "pv-net", "--exclude", "dom0-kernel", "--exclude", "test-guests", "--exclude", "test-pv64",
 ];
-const BARE_METAL: [&str; 16] = ["-p", "hypervisor", "-p", "hv-arch", "-p", "pv-runtime", "-p", "pv-heap", "-p", "pv-devices", "-p", "pv-net", "-p", "dom0-kernel", "-p", "test-guests"];
+const BARE_METAL: [&str; 18] = ["-p", "hypervisor", "-p", "hv-arch", "-p", "pv-runtime", "-p", "pv-heap", "-p", "pv-devices", "-p", "pv-net", "-p", "dom0-kernel", "-p", "test-guests", "-p", "test-pv64"];
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -45,8 +45,14 @@ fn free_pages() -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
+/// A domain of rxen's ring-1 model (what this toolstack builds: rxen's own guests).
 fn create(want: u16, vcpus: u32) -> (i64, u16) {
-    let mut op = Op::new(CREATEDOMAIN, want).u32(create::MAX_VCPUS, vcpus).u32(create::MAX_EVTCHN_PORT, 1023).u32(create::MAX_GRANT_FRAMES, u32::MAX).u32(create::MAX_MAPTRACK_FRAMES, u32::MAX);
+    let mut op = Op::new(CREATEDOMAIN, want)
+        .u32(create::MAX_VCPUS, vcpus)
+        .u32(create::MAX_EVTCHN_PORT, 1023)
+        .u32(create::MAX_GRANT_FRAMES, u32::MAX)
+        .u32(create::MAX_MAPTRACK_FRAMES, u32::MAX)
+        .u32(create::FLAGS, create::CDF_RXEN_RING1);
     let r = op.call();
     (r, op.dom())
 }

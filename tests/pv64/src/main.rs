@@ -1,0 +1,621 @@
+//! A test kernel for the Xen pv64 mode, written the way Xen's own test kernels (XTF) are:
+//! its ELF notes are Xen's alone (no rxen ABI note), so it runs with its kernel in ring 3 on
+//! Xen's flat selectors, makes hypercalls with the `syscall` stubs of its hypercall page,
+//! takes Xen's frames (RCX and R11 below the hardware frame, CS with RPL 0 for kernel mode),
+//! returns with `HYPERVISOR_iret`, and runs user code on a user root of its own
+//! (`MMUEXT_NEW_USER_BASEPTR`) that does not map the kernel.
+//!
+//! Command line: nothing for the checks; `noroot` returns to user mode without a user root
+//! and `badframe` gives `HYPERVISOR_iret` an unmapped frame (both must crash the domain).
+//! Ends with `Test result: SUCCESS` (or `FAILURE`) and a poweroff.
+#![no_std]
+#![no_main]
+
+use core::arch::{asm, global_asm};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use guest_abi::hypercall as nr;
+use guest_abi::start_info::StartInfo;
+
+global_asm!(
+    r#"
+    .section .text.entry, "ax"
+    .global _start
+_start:
+    mov %rsi, %rdi
+    lea boot_stack_top(%rip), %rsp
+    call pv64_main
+    ud2
+
+    .section .text.hypercall_page, "ax"
+    .balign 4096
+    .global hypercall_page
+hypercall_page:
+    .fill 4096, 1, 0xC3
+
+    /* Trap stubs: vector (0x100 syscall callback, 0x101 event, 0x102 failsafe) and the
+       number of words the frame holds between R11 and RIP (error code, selectors). */
+    .text
+    .macro stub name, vec, below
+    .global \name
+\name:
+    pushq $\below
+    pushq $\vec
+    jmp trap_common
+    .endm
+    stub trap_bp, 3, 0
+    stub trap_ud, 6, 0
+    stub trap_gp, 13, 1
+    stub trap_pf, 14, 1
+    stub trap_20, 0x20, 0
+    stub trap_21, 0x21, 0
+    stub trap_80, 0x80, 0
+    stub trap_81, 0x81, 0
+    stub cb_syscall, 0x100, 0
+    stub cb_event, 0x101, 0
+    stub cb_failsafe, 0x102, 4
+
+trap_common:
+    push %rax; push %rbx; push %rcx; push %rdx; push %rsi; push %rdi; push %rbp
+    push %r8; push %r9; push %r10; push %r11; push %r12; push %r13; push %r14; push %r15
+    mov %rsp, %rdi
+    mov %rsp, %rbx
+    and $-16, %rsp
+    cld
+    call pv64_trap
+    mov %rbx, %rsp
+    pop %r15; pop %r14; pop %r13; pop %r12; pop %r11; pop %r10; pop %r9; pop %r8
+    pop %rbp; pop %rdi; pop %rsi; pop %rdx; pop %rcx; pop %rbx; pop %rax
+    /* Return through HYPERVISOR_iret with the frame the handler left in iret_area: the
+       stub pushes RCX, R11 and RAX below it. */
+    lea iret_area+24(%rip), %rsp
+    jmp hypercall_page + 23 * 32
+
+    /* enter_user(rip, rsp, rflags): to user mode through HYPERVISOR_iret; comes back when
+       the user code ends (the syscall callback resumes user_done). */
+    .global enter_user
+enter_user:
+    push %rbx; push %rbp; push %r12; push %r13; push %r14; push %r15
+    mov %rsp, kernel_saved_sp(%rip)
+    lea iret_area+24(%rip), %rax
+    movq $0, 0(%rax)
+    mov %rdi, 8(%rax)
+    movq ${USER_CS}, 16(%rax)
+    mov %rdx, 24(%rax)
+    mov %rsi, 32(%rax)
+    movq ${USER_SS}, 40(%rax)
+    mov %rax, %rsp
+    xor %eax, %eax
+    jmp hypercall_page + 23 * 32
+    .global user_done
+user_done:
+    mov kernel_saved_sp(%rip), %rsp
+    pop %r15; pop %r14; pop %r13; pop %r12; pop %rbp; pop %rbx
+    ret
+
+    /* iret_to(frame): HYPERVISOR_iret with the 6-word frame given (flags, RIP, CS, RFLAGS,
+       RSP, SS) copied to iret_area. */
+    .global iret_to
+iret_to:
+    lea iret_area+24(%rip), %rax
+    .set i, 0
+    .rept 6
+    mov i(%rdi), %rcx
+    mov %rcx, i(%rax)
+    .set i, i + 8
+    .endr
+    mov %rax, %rsp
+    xor %eax, %eax
+    jmp hypercall_page + 23 * 32
+
+    .section .bss.pv64, "aw", @nobits
+    .balign 16
+    .global iret_area
+iret_area: .fill 16, 8, 0
+kernel_saved_sp: .quad 0
+    .balign 16
+    .fill 32768, 1, 0
+boot_stack_top:
+    .fill 32768, 1, 0
+    .global kernel_stack_top
+kernel_stack_top:
+
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 11f - 10f
+    .long {GUEST_OS}
+    .asciz "Xen"
+10: .asciz "pv64-test"
+11:
+    .balign 4
+    .long 4
+    .long 15f - 14f
+    .long {XEN_VERSION}
+    .asciz "Xen"
+14: .asciz "xen-3.0"
+15:
+    .balign 4
+    .long 4
+    .long 17f - 16f
+    .long {LOADER}
+    .asciz "Xen"
+16: .asciz "generic"
+17:
+    .balign 4
+    .long 4
+    .long 19f - 18f
+    .long {VIRT_BASE}
+    .asciz "Xen"
+18: .quad __virt_base
+19:
+    .balign 4
+    .long 4
+    .long 21f - 20f
+    .long {ENTRY}
+    .asciz "Xen"
+20: .quad _start
+21:
+    .balign 4
+    .long 4
+    .long 23f - 22f
+    .long {HYPERCALL_PAGE}
+    .asciz "Xen"
+22: .quad hypercall_page
+23:
+"#,
+    GUEST_OS = const guest_abi::elfnote::GUEST_OS,
+    XEN_VERSION = const guest_abi::elfnote::XEN_VERSION,
+    LOADER = const guest_abi::elfnote::LOADER,
+    VIRT_BASE = const guest_abi::elfnote::VIRT_BASE,
+    ENTRY = const guest_abi::elfnote::ENTRY,
+    HYPERCALL_PAGE = const guest_abi::elfnote::HYPERCALL_PAGE,
+    USER_CS = const USER_CS,
+    USER_SS = const USER_SS,
+    options(att_syntax)
+);
+
+extern "C" {
+    static hypercall_page: u8;
+    static iret_area: u8;
+    static kernel_stack_top: u8;
+    fn trap_bp();
+    fn trap_ud();
+    fn trap_gp();
+    fn trap_pf();
+    fn trap_20();
+    fn trap_21();
+    fn trap_80();
+    fn trap_81();
+    fn cb_syscall();
+    fn cb_event();
+    fn cb_failsafe();
+    fn enter_user(rip: u64, rsp: u64, rflags: u64);
+    fn user_done();
+    fn iret_to(frame: &[u64; 6]) -> !;
+}
+
+/// Xen's 64-bit PV selectors: kernel and user share them (ring 3); frames show the kernel's
+/// with RPL 0.
+const USER_CS: u64 = 0xE033;
+const USER_SS: u64 = 0xE02B;
+const KERNEL_CS_RPL0: u64 = 0xE030;
+
+/// Where the user root maps its code and stack (L4 slot 1: nothing of the kernel's).
+const USER_VA: u64 = 0x80_0000_0000;
+
+fn addr(f: unsafe extern "C" fn()) -> u64 {
+    f as usize as u64
+}
+
+/// A hypercall through the hypercall page (Xen's `syscall` stubs).
+fn hypercall(n: u64, a: [u64; 5]) -> i64 {
+    // SAFETY: the stub at `hypercall_page + 32 n` is the hypervisor's; it preserves every
+    // register but RAX and the argument registers, which are declared clobbered.
+    unsafe {
+        let page = &hypercall_page as *const u8 as u64;
+        let r: i64;
+        asm!("call {s}", s = in(reg) page + 32 * n, inlateout("rax") n as i64 => r,
+             inlateout("rdi") a[0] => _, inlateout("rsi") a[1] => _, inlateout("rdx") a[2] => _,
+             inlateout("r10") a[3] => _, inlateout("r8") a[4] => _);
+        r
+    }
+}
+
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        hypercall(nr::CONSOLE_IO, [nr::console_io::WRITE, s.len() as u64, s.as_ptr() as u64, 0, 0]);
+        Ok(())
+    }
+}
+
+macro_rules! say {
+    ($($t:tt)*) => {{ let _ = writeln!(Console, $($t)*); }};
+}
+
+static CHECKS: AtomicUsize = AtomicUsize::new(0);
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+
+fn check(what: &str, ok: bool) {
+    CHECKS.fetch_add(1, SeqCst);
+    if !ok {
+        FAILED.fetch_add(1, SeqCst);
+        say!("FAIL: {}", what);
+    }
+}
+
+fn expect(what: &str, got: i64, want: i64) {
+    if got != want {
+        say!("  {}: got {} want {}", what, got, want);
+    }
+    check(what, got == want);
+}
+
+fn shutdown(reason: u32) -> ! {
+    let r = reason;
+    loop {
+        hypercall(nr::SCHED_OP, [guest_abi::sched::SCHEDOP_SHUTDOWN, &r as *const u32 as u64, 0, 0, 0]);
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    say!("pv64 panic: {}", info);
+    shutdown(guest_abi::sched::ShutdownReason::Crash as u32)
+}
+
+/// What the trap stubs saved: the registers, then the vector and the count of words
+/// between the frame's R11 and RIP, then Xen's frame.
+#[repr(C)]
+struct Saved {
+    r15: u64, r14: u64, r13: u64, r12: u64, r11: u64, r10: u64, r9: u64, r8: u64,
+    rbp: u64, rdi: u64, rsi: u64, rdx: u64, rcx: u64, rbx: u64, rax: u64,
+    vec: u64,
+    below: u64,
+    frame: [u64; 11],
+}
+
+/// One trap as a handler saw it.
+#[derive(Copy, Clone, Default, Debug)]
+struct Trap {
+    vec: u64,
+    below: [u64; 4],
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+    /// The frame's RCX and R11 words, and RAX/RDI as the handler found them.
+    rcx: u64,
+    r11: u64,
+    rax: u64,
+    rdi: u64,
+    cr2: u64,
+}
+
+const LOG_LEN: usize = 32;
+static mut LOG: [Trap; LOG_LEN] = [Trap { vec: 0, below: [0; 4], rip: 0, cs: 0, rflags: 0, rsp: 0, ss: 0, rcx: 0, r11: 0, rax: 0, rdi: 0, cr2: 0 }; LOG_LEN];
+static LOGGED: AtomicUsize = AtomicUsize::new(0);
+/// The shared_info page, once mapped (vcpu_info 0 at its start).
+static SHARED: AtomicU64 = AtomicU64::new(0);
+
+fn logged(i: usize) -> Trap {
+    // SAFETY: entries below LOGGED are written once, before LOGGED moves past them.
+    unsafe { (*core::ptr::addr_of!(LOG))[i] }
+}
+
+fn cr2() -> u64 {
+    match SHARED.load(SeqCst) {
+        0 => 0,
+        // SAFETY: the shared_info page is mapped at this address; vcpu_info 0's arch.cr2.
+        s => unsafe { ((s + 16) as *const u64).read_volatile() },
+    }
+}
+
+/// Every trap and callback lands here (events masked: the vectors are registered so, and
+/// the callbacks mask them). Logs the trap and chooses how to go on: the syscall with the
+/// end marker goes back to the kernel (`user_done`); anything else resumes where it was,
+/// `R12` bytes further (the code under test sets R12 to the trapping instruction's length
+/// when the frame points at it); the failsafe callback resumes with a good SS.
+#[no_mangle]
+extern "C" fn pv64_trap(s: &mut Saved) {
+    let n = s.below as usize;
+    let f = &s.frame;
+    let t = Trap {
+        vec: s.vec,
+        below: core::array::from_fn(|i| if i < n { f[2 + i] } else { 0 }),
+        rip: f[2 + n],
+        cs: f[3 + n],
+        rflags: f[4 + n],
+        rsp: f[5 + n],
+        ss: f[6 + n],
+        rcx: f[0],
+        r11: f[1],
+        rax: s.rax,
+        rdi: s.rdi,
+        cr2: cr2(),
+    };
+    let i = LOGGED.load(SeqCst);
+    if i < LOG_LEN {
+        // SAFETY: one handler runs at a time (events are masked in all of them).
+        unsafe { (*core::ptr::addr_of_mut!(LOG))[i] = t };
+        LOGGED.store(i + 1, SeqCst);
+    }
+    // The interrupted RCX and R11 are the frame's.
+    s.rcx = t.rcx;
+    s.r11 = t.r11;
+    let mut out = [0, t.rip.wrapping_add(s.r12), t.cs & 0xFFFF, t.rflags & !(1 << 9), t.rsp, t.ss];
+    if s.vec == 0x100 && s.rax == 0xD0DE {
+        out = [0, addr(user_done), KERNEL_CS_RPL0, 0x2, t.rsp, USER_SS];
+    }
+    if s.vec == 0x101 {
+        // The event: acknowledged (upcall_pending and the selector word cleared); resumed
+        // exactly where it was.
+        if let Some(sh) = core::num::NonZeroU64::new(SHARED.load(SeqCst)) {
+            // SAFETY: the mapped shared_info page (vcpu_info 0 and the pending bitmap).
+            unsafe {
+                (sh.get() as *mut u8).write_volatile(0);
+                ((sh.get() + 8) as *mut u64).write_volatile(0);
+                for w in 0..8 {
+                    ((sh.get() + 2048 + 8 * w) as *mut u64).write_volatile(0);
+                }
+            }
+        }
+        out[1] = t.rip;
+    }
+    if s.vec == 0x102 {
+        out = [0, t.rip, t.cs & 0xFFFF, t.rflags & !(1 << 9), t.rsp, USER_SS];
+    }
+    s.r12 = 0;
+    // SAFETY: iret_area has 16 words; the return stub reads words 3..9 and pushes 3 below.
+    unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), (&iret_area as *const u8 as *mut u64).add(3), 6) };
+}
+
+/// `mmu_update` of one entry.
+fn mmu_update(ptr: u64, val: u64) -> i64 {
+    let req = [ptr, val];
+    hypercall(nr::MMU_UPDATE, [req.as_ptr() as u64, 1, 0, guest_abi::DOMID_SELF as u64, 0])
+}
+
+fn mmuext(cmd: u32, arg1: u64) -> i64 {
+    let op = [cmd as u64, arg1, 0];
+    hypercall(nr::MMUEXT_OP, [op.as_ptr() as u64, 1, 0, guest_abi::DOMID_SELF as u64, 0])
+}
+
+/// Writes `words` into frame `mfn` as plain memory (it is no table).
+fn fill(mfn: u64, words: &[u64]) -> bool {
+    words.iter().enumerate().all(|(i, &w)| mmu_update((mfn << 12) + 8 * i as u64, w) == 0)
+}
+
+/// The user program (see the module's checks): a `syscall` carrying a would-be
+/// `sched_op(shutdown)`, a read of the kernel's image (not mapped here), `int 0x80` (DPL 3),
+/// `int 0x81` (DPL 1), `ud2`, and the end marker's `syscall`.
+const USER_CODE: [u8; 64] = {
+    let mut c = [0xCCu8; 64];
+    let code: [u8; 58] = [
+        0xB8, 29, 0, 0, 0, // mov eax, 29 (sched_op)
+        0xBF, 2, 0, 0, 0, // mov edi, 2 (shutdown)
+        0x0F, 0x05, // syscall
+        0x41, 0xBC, 10, 0, 0, 0, // mov r12d, 10
+        0x48, 0xA1, 0, 0, 0x10, 0, 0, 0, 0, 0, // mov rax, [0x100000]
+        0x45, 0x31, 0xE4, // xor r12d, r12d
+        0xCD, 0x80, // int 0x80
+        0x41, 0xBC, 2, 0, 0, 0, // mov r12d, 2
+        0xCD, 0x81, // int 0x81
+        0x41, 0xBC, 2, 0, 0, 0, // mov r12d, 2
+        0x0F, 0x0B, // ud2
+        0xB8, 0xDE, 0xD0, 0, 0, // mov eax, 0xD0DE
+        0x0F, 0x05, // syscall
+        0xEB, 0xFE, // jmp .
+    ];
+    let mut i = 0;
+    while i < code.len() {
+        c[i] = code[i];
+        i += 1;
+    }
+    c
+};
+
+/// A user root of its own: L4 slot 1 → L3 → L2 → L1 mapping the user code (read-only) at
+/// `USER_VA` and a stack page after it; nothing of the kernel. Built in the domain's last
+/// frames as plain memory, then pinned. Its L4's machine frame.
+fn user_root(si: &StartInfo) -> Option<u64> {
+    // SAFETY: the P2M list the builder mapped (one MFN per PFN).
+    let p2m = |pfn: u64| unsafe { (si.mfn_list as *const u64).add(pfn as usize).read_volatile() };
+    let [l4, l3, l2, l1, code, stack] = core::array::from_fn(|i| p2m(si.nr_pages - 1 - i as u64));
+    const TABLE: u64 = 0x27; // P | RW | U | A
+    let mut words = [0u64; 8];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = u64::from_le_bytes(USER_CODE[8 * i..8 * i + 8].try_into().ok()?);
+    }
+    let ok = fill(code, &words)
+        && fill(stack, &[0])
+        && fill(l1, &[code << 12 | 0x25, stack << 12 | 0x67])
+        && fill(l2, &[l1 << 12 | TABLE])
+        && fill(l3, &[l2 << 12 | TABLE])
+        && fill(l4, &[0, l3 << 12 | TABLE]);
+    (ok && mmuext(guest_abi::mm::ext::PIN_L4_TABLE, l4) == 0).then_some(l4)
+}
+
+fn trap_table(entries: &[(u8, u8, u64)]) -> i64 {
+    let mut t = [[0u64; 2]; 16];
+    for (slot, &(vec, flags, a)) in t.iter_mut().zip(entries) {
+        slot[0] = vec as u64 | (flags as u64) << 8 | KERNEL_CS_RPL0 << 16;
+        slot[1] = a;
+    }
+    hypercall(nr::SET_TRAP_TABLE, [t.as_ptr() as u64, 0, 0, 0, 0])
+}
+
+fn cs_now() -> u64 {
+    let cs: u64;
+    // SAFETY: reads CS.
+    unsafe { asm!("mov {:r}, cs", out(reg) cs) };
+    cs
+}
+
+/// Runs `ud2` with RCX/R11 set (the frame must carry them) and R12 = 2; returns the RCX and
+/// R11 the handler's return left.
+fn kernel_ud2() -> (u64, u64) {
+    let (c, e): (u64, u64);
+    // SAFETY: the #UD handler resumes 2 bytes on (R12) with every register restored.
+    unsafe {
+        asm!("mov r12, 2", "ud2", inlateout("rcx") 0x1111u64 => c, inlateout("r11") 0x2222u64 => e, out("r12") _);
+    }
+    (c, e)
+}
+
+#[no_mangle]
+extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
+    let cmd = si.cmdline_bytes();
+    say!("--- pv64 (CS {:#x}) ---", cs_now());
+    check("the kernel runs on Xen's FLAT_RING3_CS64", cs_now() == USER_CS);
+    let version = (guest_abi::version::VERSION_MAJOR << 16 | guest_abi::version::VERSION_MINOR) as i64;
+    expect("xen_version through a syscall stub", hypercall(nr::XEN_VERSION, [0; 5]), version);
+    // SAFETY: the hypercall page is part of the image, readable.
+    let page = unsafe { core::slice::from_raw_parts(&hypercall_page as *const u8, 4096) };
+    check("the hypercall page holds Xen's 64-bit PV stubs", (0..128).all(|n| page[32 * n..32 * n + 32] == nr::stub_pv64(n as u32)));
+
+    // Trap table: Xen's kernel selector given with RPL 0 is taken (as 0xE033); the ring-1
+    // model's kernel selector is not this mode's.
+    let ring1 = [[0x20 | 1 << 8 | 0xE019 << 16, addr(trap_20)], [0, 0]];
+    expect("set_trap_table with the ring-1 kernel selector", hypercall(nr::SET_TRAP_TABLE, [ring1.as_ptr() as u64, 0, 0, 0, 0]), -22);
+    const MASK: u8 = guest_abi::traps::TI_MASK_EVENTS;
+    let table = [
+        (3, 3 | MASK, addr(trap_bp)),
+        (6, MASK, addr(trap_ud)),
+        (13, MASK, addr(trap_gp)),
+        (14, MASK, addr(trap_pf)),
+        (0x20, 1 | MASK, addr(trap_20)),
+        (0x21, MASK, addr(trap_21)),
+        (0x80, 3 | MASK, addr(trap_80)),
+        (0x81, 1 | MASK, addr(trap_81)),
+    ];
+    expect("set_trap_table (CS 0xE030)", trap_table(&table), 0);
+    // SAFETY: only the address of the stack's top is taken.
+    let ksp = unsafe { &kernel_stack_top as *const u8 as u64 };
+    expect("stack_switch (SS 0xE028)", hypercall(nr::STACK_SWITCH, [0xE028, ksp, 0, 0, 0]), 0);
+    expect("set_callbacks", hypercall(nr::SET_CALLBACKS, [addr(cb_event), addr(cb_failsafe), addr(cb_syscall), 0, 0]), 0);
+
+    if cmd == b"noroot" {
+        say!("pv64: to user mode without a user root");
+        // SAFETY: the hypervisor refuses this return and crashes the domain.
+        unsafe { enter_user(USER_VA, USER_VA + 0x2000, 0x2) };
+        say!("pv64: came back from user mode");
+        shutdown(0)
+    }
+    if cmd == b"badframe" {
+        // The stub's three pushes land at the end of a mapped page; the rest of the frame
+        // would be in the next one, unmapped here.
+        #[repr(align(4096))]
+        #[allow(dead_code)]
+        struct Two([u8; 8192]);
+        static mut TWO: Two = Two([0; 8192]);
+        let edge = core::ptr::addr_of!(TWO) as u64 + 4096;
+        expect("unmap a page", hypercall(nr::UPDATE_VA_MAPPING, [edge, 0, guest_abi::mm::UVMF_INVLPG, 0, 0]), 0);
+        say!("pv64: HYPERVISOR_iret with a frame reaching into an unmapped page");
+        // SAFETY: the hypervisor cannot read the frame and crashes the domain.
+        unsafe { asm!("mov rsp, rdi", "xor eax, eax", "jmp rsi", in("rdi") edge, in("rsi") &hypercall_page as *const u8 as u64 + 23 * 32, options(noreturn)) }
+    }
+
+    // Kernel-mode traps: Xen's frame with RCX/R11, CS with RPL 0.
+    let (rcx, r11) = kernel_ud2();
+    let t = logged(0);
+    check("kernel ud2 reaches #UD", t.vec == 6);
+    check("its frame's CS is the kernel's with RPL 0", t.cs & 0xFFFF == KERNEL_CS_RPL0);
+    check("its frame carries RCX and R11", t.rcx == 0x1111 && t.r11 == 0x2222);
+    check("HYPERVISOR_iret restored RCX and R11", rcx == 0x1111 && r11 == 0x2222);
+    // SAFETY: int3 and the int N below trap to handlers that resume after them (R12 0) or
+    // skip them (R12 2).
+    unsafe { asm!("xor r12d, r12d", "int3", out("r12") _) };
+    check("kernel int3 reaches #BP", logged(1).vec == 3);
+    // SAFETY: as above.
+    unsafe { asm!("xor r12d, r12d", "int 0x20", out("r12") _) };
+    check("kernel int 0x20 (DPL 1) reaches its handler after the instruction", logged(2).vec == 0x20);
+    // SAFETY: as above.
+    unsafe { asm!("mov r12, 2", "int 0x21", out("r12") _) };
+    let t = logged(3);
+    check("kernel int 0x21 (DPL 0) is #GP with its IDT error code", t.vec == 13 && (t.below[0] == 0x21 << 3 | 2 || t.below[0] == 0x21 << 4 | 2));
+    // A kernel #PF: the error code's User bit says kernel mode (the CPU ran ring 3).
+    // SAFETY: the #PF handler skips the 10-byte load (`mov rax, [0x7000_0000_0000]`).
+    unsafe { asm!("mov r12, 10", ".byte 0x48, 0xA1, 0, 0, 0, 0, 0, 0x70, 0, 0", out("r12") _, out("rax") _) };
+    let t = logged(4);
+    check("a kernel #PF's error code has no User bit", t.vec == 14 && t.below[0] & 4 == 0);
+
+    // The shared_info page over a page of ours (for vcpu_info: CR2, the upcall mask).
+    #[repr(align(4096))]
+    #[allow(dead_code)]
+    struct Page([u8; 4096]);
+    static mut SHARED_PAGE: Page = Page([0; 4096]);
+    let va = core::ptr::addr_of!(SHARED_PAGE) as u64;
+    expect("map shared_info", hypercall(nr::UPDATE_VA_MAPPING, [va, si.shared_info | 0x67, guest_abi::mm::UVMF_INVLPG, 0, 0]), 0);
+    SHARED.store(va, SeqCst);
+
+    // NEW_USER_BASEPTR: a frame that is no L4 is refused; the user root is taken.
+    // SAFETY: the P2M list the builder mapped.
+    let data_mfn = unsafe { (si.mfn_list as *const u64).add(0x100).read_volatile() };
+    expect("NEW_USER_BASEPTR of a data frame", mmuext(guest_abi::mm::ext::NEW_USER_BASEPTR, data_mfn), -22);
+    let Some(user_l4) = user_root(si) else {
+        check("build and pin the user root", false);
+        finish()
+    };
+    expect("NEW_USER_BASEPTR of the user root", mmuext(guest_abi::mm::ext::NEW_USER_BASEPTR, user_l4), 0);
+
+    // An event made pending while masked is delivered the moment user mode unmasks it:
+    // from user mode, on the kernel root and stack.
+    let mut bind = [guest_abi::evtchn::VIRQ_TIMER, 0, 0];
+    expect("bind VIRQ_TIMER", hypercall(nr::EVENT_CHANNEL_OP, [guest_abi::evtchn::EVTCHNOP_BIND_VIRQ, bind.as_mut_ptr() as u64, 0, 0, 0]), 0);
+    let mut port = bind[2];
+    expect("unmask it", hypercall(nr::EVENT_CHANNEL_OP, [guest_abi::evtchn::EVTCHNOP_UNMASK, &mut port as *mut u32 as u64, 0, 0, 0]), 0);
+    expect("set_timer_op (due now)", hypercall(nr::SET_TIMER_OP, [1, 0, 0, 0, 0]), 0);
+    // SAFETY: vcpu_info 0's evtchn_upcall_pending, in the mapped shared_info.
+    let pending = unsafe { (va as *const u8).read_volatile() };
+    check("the timer event is pending (masked)", pending == 1);
+
+    let before = LOGGED.load(SeqCst);
+    // SAFETY: the user code ends with the end marker's syscall, which returns here.
+    unsafe { enter_user(USER_VA, USER_VA + 0x2000, 0x202) };
+    say!("pv64: back from user mode ({} traps)", LOGGED.load(SeqCst) - before);
+    check("back in kernel mode on the kernel's CS", cs_now() == USER_CS);
+    let u = |k: usize| logged(before + k);
+    let ev = u(0);
+    check("the event came from user mode", ev.vec == 0x101 && ev.cs & 0xFFFF == USER_CS && ev.rip == USER_VA);
+    check("its saved upcall mask was 0", (ev.cs >> 32) & 0xFF == 0);
+    let sc = u(1);
+    check("user syscall goes to the syscall callback, not to a hypercall", sc.vec == 0x100 && sc.rax == 29 && sc.rdi == 2);
+    // (The frame's RFLAGS.IF is the virtual one: events were masked by then.)
+    check("its frame: CS RPL 3, RIP after the syscall, RCX = RIP, R11 = RFLAGS", sc.cs & 0xFFFF == USER_CS && sc.rip == USER_VA + 12 && sc.rcx == sc.rip && (sc.r11 ^ sc.rflags) & !(1 << 9 | 1 << 16) == 0);
+    check("its frame: the user stack", sc.rsp == USER_VA + 0x2000 && sc.ss == USER_SS);
+    let pf = u(2);
+    check("the kernel's image is not mapped in the user root: #PF", pf.vec == 14 && pf.rip == USER_VA + 18);
+    check("its error code has the User bit, CR2 the address", pf.below[0] == 4 && pf.cr2 == 0x10_0000);
+    check("user int 0x80 (DPL 3) reaches its handler", u(3).vec == 0x80 && u(3).rip == USER_VA + 33);
+    let gp = u(4);
+    check("user int 0x81 (DPL 1) is #GP", gp.vec == 13 && (gp.below[0] == 0x81 << 3 | 2 || gp.below[0] == 0x81 << 4 | 2) && gp.rip == USER_VA + 39);
+    check("user ud2 is #UD from user mode", u(5).vec == 6 && u(5).cs & 3 == 3);
+    check("the end marker's syscall", u(6).vec == 0x100 && u(6).rax == 0xD0DE);
+
+    // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
+    // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
+    let resume = after_failsafe as *const () as u64;
+    let rsp: u64;
+    // SAFETY: reads RSP.
+    unsafe { asm!("mov {}, rsp", out(reg) rsp) };
+    // SAFETY: the failsafe handler resumes `after_failsafe` with a good SS on this stack.
+    unsafe { iret_to(&[0, resume, KERNEL_CS_RPL0, 0x2, (rsp - 256) & !15, 0x000F]) }
+
+    extern "C" fn after_failsafe() -> ! {
+        let t = logged(LOGGED.load(SeqCst) - 1);
+        check("a refused return reaches the failsafe callback", t.vec == 0x102);
+        check("its frame: the refused SS and RIP", t.ss & 0xFFFF == 0x000F && t.rip == after_failsafe as *const () as u64);
+        finish()
+    }
+}
+
+fn finish() -> ! {
+    let (n, f) = (CHECKS.load(SeqCst), FAILED.load(SeqCst));
+    say!("pv64: {} checks, {} failed", n, f);
+    say!("Test result: {}", if f == 0 { "SUCCESS" } else { "FAILURE" });
+    shutdown(guest_abi::sched::ShutdownReason::Poweroff as u32)
+}
