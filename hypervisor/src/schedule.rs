@@ -608,6 +608,10 @@ fn audit(d: &DomShared) {
             let Some(c) = &s.ctx else { return };
             if s.state.initialised {
                 holds.push(Hold { mfn: c.l4, typed: true });
+                // A Xen pv64 vCPU's other root (user or kernel) holds one too.
+                if c.other_l4 != hv_core::mem::Mfn(0) {
+                    holds.push(Hold { mfn: c.other_l4, typed: true });
+                }
             }
             holds.extend(c.gdt.iter().chain(c.ldt.iter()).flatten().map(|&mfn| Hold { mfn, typed: true }));
         });
