@@ -551,6 +551,17 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     let va = core::ptr::addr_of!(SHARED_PAGE) as u64;
     expect("map shared_info", hypercall(nr::UPDATE_VA_MAPPING, [va, si.shared_info | 0x67, guest_abi::mm::UVMF_INVLPG, 0, 0]), 0);
     SHARED.store(va, SeqCst);
+    // An entry written without the User bit gets it (the kernel runs in ring 3): a page of
+    // ours mapped again so still reads (it would #PF, with no handler skipping it).
+    static mut SCRATCH: Page = Page([0; 4096]);
+    let sva = core::ptr::addr_of!(SCRATCH) as u64;
+    // SAFETY: our own page, written before and read after its mapping changed.
+    unsafe { (sva as *mut u64).write_volatile(0x5EED) };
+    // SAFETY: the P2M list the builder mapped; virt_base is 0, so the PFN is va >> 12.
+    let smfn = unsafe { (si.mfn_list as *const u64).add((sva >> 12) as usize).read_volatile() };
+    expect("map a page without the User bit", hypercall(nr::UPDATE_VA_MAPPING, [sva, smfn << 12 | 0x63, guest_abi::mm::UVMF_INVLPG, 0, 0]), 0);
+    // SAFETY: as above.
+    check("it reads from the ring-3 kernel (the hypervisor added the User bit)", unsafe { (sva as *const u64).read_volatile() } == 0x5EED);
 
     // NEW_USER_BASEPTR: a frame that is no L4 is refused; the user root is taken.
     // SAFETY: the P2M list the builder mapped.
