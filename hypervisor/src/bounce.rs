@@ -269,7 +269,7 @@ pub fn failed_return(hv: &mut Hv, f: &mut TrapFrame) {
 /// or crashes the domain when it has none or when the failure is the failsafe handler's own.
 pub fn failsafe(hv: &mut Hv, f: &mut TrapFrame, sels: hv_arch::cpu::DataSelectors, why: core::fmt::Arguments<'_>) {
     let cb = hv.pc.cur.callbacks.failsafe;
-    if cb == 0 || (f.rip == cb && f.cs == kernel_cs(hv.pc.cur.shared.pv64) as u64) {
+    if cb == 0 || (f.rip == cb && f.cs == kernel_cs(hv.pc.cur.shared.pv64) as u64 && !hv.pc.cur.in_user(f)) {
         return crash_domain(hv, f, format_args!("{} (no failsafe callback)", why));
     }
     log::warn!("d{}v{}: {}: failsafe callback", hv.pc.cur.dom, hv.pc.cur.id, why);

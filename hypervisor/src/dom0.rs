@@ -159,7 +159,7 @@ pub fn build(
 
     let n = (nr_vcpus as usize).clamp(1, crate::domain::MAX_VCPUS);
     let mut d = DomShared::new(id, privileged, si, n, nr_pages);
-    d.pv64 = !img.ring1;
+    d.set_pv64(!img.ring1);
     log::info!("d{}: {}", id, if d.pv64 { "Xen pv64 mode (kernel in ring 3)" } else { "ring-1 mode (rxen's own ABI note)" });
     let dom = alloc::sync::Arc::new(d);
     for &m in p2m.iter().chain([&si]) {

@@ -270,6 +270,13 @@ impl DomShared {
         DomShared::with_limits(id, privileged, shared_info, Limits { max_vcpus: nr_vcpus as u32, ..Limits::default() }, nr_pages)
     }
 
+    /// Chooses the Xen pv64 mode (before the domain is shared): also its tables' entries
+    /// get the User bit (`hv_core::pt::Jobs::user_entries`).
+    pub fn set_pv64(&mut self, pv64: bool) {
+        self.pv64 = pv64;
+        self.mm.get_mut().jobs.user_entries = pv64;
+    }
+
     /// A domain with the limits `limits` (its vCPU count is `limits.max_vcpus`).
     pub fn with_limits(id: DomId, privileged: bool, shared_info: Mfn, limits: Limits, nr_pages: u64) -> DomShared {
         use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};

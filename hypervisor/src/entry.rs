@@ -73,7 +73,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             crash_domain(hv, f, format_args!("double fault"));
         }
         v if v == vector::UD as u64 && hv.pc.cur.shared.pv64 && hv.pc.cur.user_mode && is_syscall_at(hv, f.rip) => crate::pv64::user_syscall(hv, f),
-        v if v == vector::UD as u64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
+        v if v == vector::UD as u64 && !hv.pc.cur.shared.pv64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}

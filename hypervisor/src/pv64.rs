@@ -48,7 +48,8 @@ pub fn user_syscall(hv: &mut Hv, f: &mut TrapFrame) {
 /// `HYPERVISOR_iret`: the guest's `iret_context` at RSP (RAX, R11, RCX, flags, RIP, CS,
 /// RFLAGS, RSP, SS). To user mode when CS has RPL 3 (a user root is required), else to
 /// kernel mode; CS and SS get RPL 3, RFLAGS loses IOPL and VM and gets IF; R11 and RCX are
-/// restored unless `VGCF_in_syscall`; the upcall mask follows the frame's IF. A frame that
+/// restored, or with `VGCF_in_syscall` set as SYSRET leaves them (RIP, RFLAGS); the upcall
+/// mask follows the frame's IF. A frame that
 /// cannot be read, or a return to user mode without a user root, crashes the domain (as
 /// Xen). Never returns to the caller's stub: RAX is the frame's.
 pub fn iret(hv: &mut Hv, f: &mut TrapFrame) {
@@ -72,6 +73,10 @@ pub fn iret(hv: &mut Hv, f: &mut TrapFrame) {
     if flags & VGCF_IN_SYSCALL == 0 {
         f.r11 = r11;
         f.rcx = rcx;
+    } else {
+        // A return from a system call, as SYSRET leaves them (nothing of the kernel's).
+        f.rcx = f.rip;
+        f.r11 = f.rflags;
     }
     f.rax = rax;
     let v = &hv.pc.cur;

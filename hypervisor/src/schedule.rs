@@ -390,6 +390,7 @@ fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
     cpu::set_segment_base(SegBase::Fs, v.fs_base);
     cpu::set_segment_base(SegBase::Gs, v.gs_base);
     cpu::set_segment_base(SegBase::KernelGs, v.kernel_gs_base);
+    paging::set_m2p_user(&pc.tables, v.shared.pv64);
     paging::sync_guest_slots(&pc.tables, v.l4);
     paging::set_rsp1(&pc.tables, v.kernel_sp);
     // Only the privileged domain has I/O rights (ports; its MMIO is checked per mapping).

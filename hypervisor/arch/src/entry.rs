@@ -81,6 +81,12 @@ global_asm!(
     push %rcx
     movabs {HV_CR3}, %rax
     mov %rax, %cr3
+    /* RFLAGS.AC is the guest's (an exception leaves it): cleared, so SMAP holds in the
+       hypervisor (every page of a Xen pv64 guest is a User page). `clac` would #UD
+       without SMAP; IF is kept. */
+    pushfq
+    andq $~(1 << 18), (%rsp)
+    popfq
     mov %rsp, %rcx
     movabs {HV_STACK}, %rax
     mov %rax, %rsp

@@ -167,8 +167,20 @@ pub fn build_shared(
             va += 4096;
         }
     }
+    // The read-only M2P: its L3, L2 and L1 entries carry the User bit, and the guest root's
+    // L4 entry (slot 256, which holds nothing else) does too while a Xen pv64 domain runs
+    // ([`set_m2p_user`]: its kernel runs in ring 3); in the ring-1 model it stays a
+    // supervisor mapping (SMAP would fault ring-1 reads of a User page). The hypervisor
+    // itself reads and writes the M2P through the direct map, never here.
     for i in 0..m2p_frames {
-        map_4k(template, M2P_BASE + i * 4096, m2p.maddr() + i * 4096, PteFlags::NO_EXECUTE, src)?;
+        let va = M2P_BASE + i * 4096;
+        map_4k(template, va, m2p.maddr() + i * 4096, PteFlags::NO_EXECUTE | PteFlags::USER_ACCESSIBLE, src)?;
+        let mut t = read_entry(template, pte::index(va, 4)).mfn();
+        for l in (2..=3).rev() {
+            let e = read_entry(t, pte::index(va, l));
+            write_entry(t, pte::index(va, l), Pte(e.0 | PteFlags::USER_ACCESSIBLE.bits()));
+            t = e.mfn();
+        }
     }
     let zero = frame_of(src)?;
     let mut slots = [Pte::default(); 16];
@@ -446,6 +458,16 @@ pub fn set_io_ports(t: &CpuTables, on: bool) {
         let p = phys_to_virt(t.tss.maddr()) as *mut Tss;
         core::ptr::addr_of_mut!((*p).iomap_base).write_unaligned(base);
     }
+}
+
+/// Makes the read-only M2P readable from ring 3 in this CPU's guest root (`user`: a Xen
+/// pv64 domain runs) or from rings 0–2 only (the ring-1 model: a supervisor mapping, which
+/// its ring-1 kernel reads under SMAP). The guest TLB is flushed by the root switch after.
+pub fn set_m2p_user(t: &CpuTables, user: bool) {
+    let i = pte::index(M2P_BASE, 4);
+    let e = read_entry(t.guest_root, i);
+    let u = PteFlags::USER_ACCESSIBLE.bits();
+    write_entry(t.guest_root, i, Pte(if user { e.0 | u } else { e.0 & !u }));
 }
 
 /// Sets TSS.RSP1 (the guest kernel stack for ring 3 → ring 1 gates) on this CPU.

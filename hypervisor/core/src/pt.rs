@@ -173,6 +173,11 @@ struct Parked {
 pub struct Jobs {
     pending: Option<Job>,
     parked: Option<Parked>,
+    /// The domain's kernel runs in ring 3 (the Xen pv64 mode): every present entry of its
+    /// tables carries the User bit, added where it is missing as the entry is validated
+    /// (a table being pinned, an `mmu_update`), as Xen's `adjust_guest_l*e`; kernel and
+    /// user are kept apart by their roots instead. Fixed when the domain is created.
+    pub user_entries: bool,
 }
 
 impl Jobs {
@@ -558,9 +563,14 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
     /// Takes the references of entry `t.next` of table `t` (frames of `dom`).
     fn validate_entry(&mut self, t: Level, dom: DomId) -> Result<Step, PtError> {
         let i = t.next as usize;
-        let e = self.read(t.mfn, i)?;
+        let mut e = self.read(t.mfn, i)?;
         if t.level == 4 && is_reserved_l4_slot(i) {
             return if e.0 == 0 { Ok(Step::Next) } else { Err(PtError::ReservedSlot) };
+        }
+        if self.jobs.user_entries && e.present() && !e.flags().contains(PteFlags::USER_ACCESSIBLE) {
+            // The table is typed already: the guest cannot write it meanwhile.
+            e = Pte(e.0 | PteFlags::USER_ACCESSIBLE.bits());
+            self.write(t.mfn, i, e, dom)?;
         }
         if !e.present() || t.level == 1 {
             return self.get_entry(t.level, e, dom).map(|_| Step::Next);
@@ -676,6 +686,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         } else {
             new
         };
+        let new = if self.jobs.user_entries && new.present() { Pte(new.0 | PteFlags::USER_ACCESSIBLE.bits()) } else { new };
         // Fast path: same frame, same presence and writability, only harmless bits differ.
         if old.present() && new.present() && old.mfn() == new.mfn() && old.writable() == new.writable()
             && (old.0 ^ new.0) & !FAST_BITS == 0
@@ -956,6 +967,36 @@ mod tests {
         assert_eq!(p.pin(Mfn(5), 1, 0), Err(PtError::PinState), "double pin");
         p.unpin(Mfn(5), 0).unwrap();
         assert_eq!(p.unpin(Mfn(5), 0), Err(PtError::PinState));
+    }
+
+    /// The Xen pv64 mode: entries of validated tables get the User bit, whether they were
+    /// there before the pin or come through an update; plain memory is written as given,
+    /// and a domain of the ring-1 model keeps its entries as they are.
+    #[test]
+    fn user_entries() {
+        const U: u64 = 4;
+        for user in [true, false] {
+            let (mut m, ft) = world();
+            let mut x = Extra::default();
+            x.jobs.user_entries = user;
+            let mut p = pt(&mut m, &ft, &mut x);
+            // An L2 → L1 tree written as plain memory, without User bits, then pinned.
+            p.update_entry(Mfn(2), 0, e(1, P | RW), 0, 0, false).unwrap();
+            p.update_entry(Mfn(1), 0, e(5, P | RW), 0, 0, false).unwrap();
+            assert_eq!(p.read(Mfn(1), 0), Ok(e(5, P | RW)), "plain memory is written as given");
+            p.update_entry(Mfn(1), 1, Pte(0x2), 0, 0, false).unwrap();
+            p.pin(Mfn(2), 2, 0).unwrap();
+            let want = |f: u64| if user { f | U } else { f };
+            assert_eq!(p.read(Mfn(2), 0), Ok(e(1, want(P | RW))));
+            assert_eq!(p.read(Mfn(1), 0), Ok(e(5, want(P | RW))));
+            assert_eq!(p.read(Mfn(1), 1), Ok(Pte(0x2)), "non-present entries are left alone");
+            // Updates of the validated tables.
+            p.update_entry(Mfn(1), 2, e(6, P), 0, 0, false).unwrap();
+            assert_eq!(p.read(Mfn(1), 2), Ok(e(6, want(P))));
+            p.update_entry(Mfn(1), 0, e(5, P | RW | 0x20), 0, 0, false).unwrap();
+            assert_eq!(p.read(Mfn(1), 0), Ok(e(5, want(P | RW | 0x20))), "the fast path too");
+            p.unpin(Mfn(2), 0).unwrap();
+        }
     }
 
     #[test]

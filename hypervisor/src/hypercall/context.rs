@@ -334,6 +334,9 @@ pub fn write(v: &crate::vcpu::Vcpu, online: bool, c: &mut [u8]) {
     put64(c, ctx::FAILSAFE_CALLBACK, v.callbacks.failsafe);
     put64(c, ctx::SYSCALL_CALLBACK, v.callbacks.syscall);
     put64(c, ctx::FS_BASE, v.fs_base);
-    put64(c, ctx::GS_BASE_KERNEL, v.gs_base);
-    put64(c, ctx::GS_BASE_USER, v.kernel_gs_base);
+    // The active GS base is the kernel's in kernel mode; a Xen pv64 vCPU in user mode has
+    // the two swapped.
+    let (gs_kernel, gs_user) = if v.user_mode { (v.kernel_gs_base, v.gs_base) } else { (v.gs_base, v.kernel_gs_base) };
+    put64(c, ctx::GS_BASE_KERNEL, gs_kernel);
+    put64(c, ctx::GS_BASE_USER, gs_user);
 }

@@ -366,7 +366,7 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
             DirectMap.store_u8(si, guest_abi::shared_info::upcall_mask_offset(v), 1);
         }
         let mut d = DomShared::with_limits(id, false, si, limits, 0);
-        d.pv64 = flags & create::CDF_RXEN_RING1 == 0;
+        d.set_pv64(flags & create::CDF_RXEN_RING1 == 0);
         d.max_pages.store(0, Ordering::Relaxed);
         d.up.store(0, Ordering::Relaxed);
         d.claimed.store(0, Ordering::Relaxed);
@@ -602,15 +602,24 @@ fn drop_vcpus(hv: &mut Hv, d: &DomShared) -> bool {
             return false;
         }
         let id = sched_id(d.id, v);
+        // A Xen pv64 vCPU's other root goes first, in a step of its own: each root's
+        // devalidation may be long and is left pending, and only one may be.
+        let other = crate::state::with_owner(d, v, |rq| {
+            let c = rq.payload_mut(id)?.ctx.as_mut()?;
+            Some(core::mem::replace(&mut c.other_l4, Mfn(0)))
+        });
+        if let Some(m) = other.flatten().filter(|&m| m != Mfn(0)) {
+            teardown_pt(hv, d, false, |pt| pt.put_root(m));
+            if teardown_pt(hv, d, true, |_| ()).is_none() {
+                return false;
+            }
+        }
         let Some(Some((_, slot))) = crate::state::with_owner(d, v, |rq| rq.remove(id)) else { continue };
         // Its references go now; a long devalidation of its root stays pending (above).
         teardown_pt(hv, d, false, |pt| {
             if let Some(c) = &slot.ctx {
                 if slot.state.initialised && c.l4 != Mfn(0) {
                     pt.put_root(c.l4);
-                }
-                if slot.state.initialised && c.other_l4 != Mfn(0) {
-                    pt.put_root(c.other_l4);
                 }
                 for m in c.gdt.iter().chain(c.ldt.iter()).flatten() {
                     pt.put_segdesc(*m);

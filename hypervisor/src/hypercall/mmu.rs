@@ -165,7 +165,6 @@ pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
     let (count, preempted) = batch_count(count).ok_or(Errno::EINVAL)?;
     let base = done_so_far(hv, preempted, pdone)?;
     let (fd, pfd, pfdd) = foreign(hv, fdom)?;
-    let pv64 = pfdd.as_ref().map_or(hv.pc.cur.shared.pv64, |d| d.pv64);
     let mut tables = Tables::of(hv, pfdd.as_deref())?;
     let mut resync = false;
     let mut result = Ok(0);
@@ -193,9 +192,6 @@ pub fn mmu_update(hv: &mut Mx, f: &mut TrapFrame, reqs: u64, count: u64, pdone: 
                 let table = Mfn::of(ptr);
                 let idx = ((ptr & 0xFFF) >> 3) as usize;
                 let mut dm = DirectMap;
-                // A Xen pv64 domain's table entries get the User bit (its kernel runs in
-                // ring 3), as Xen adjusts them; plain memory is written as given.
-                let val = if pv64 && pt_in!(hv, tables, dm).table_level(table, pfd).is_some() { user_entry(val) } else { val };
                 let r = pt_in!(hv, tables, dm).update_entry(table, idx, Pte(val), pfd, fd, cmd == MMU_PT_UPDATE_PRESERVE_AD);
                 if r.is_ok() && table == hv.pc.cur.l4 {
                     resync = true;
@@ -256,15 +252,6 @@ fn read_vcpumask(hv: &Mx, p: u64) -> Result<u64, Errno> {
     let mut b = [0u8; 8];
     read_guest(hv, p, &mut b)?;
     Ok(u64::from_le_bytes(b))
-}
-
-/// A present page-table entry of a Xen pv64 domain with the User bit, as Xen's
-/// `adjust_guest_l*e` give it (its kernel runs in ring 3; guest kernel and user are kept
-/// apart by their roots).
-fn user_entry(val: u64) -> u64 {
-    const PRESENT: u64 = 1;
-    const USER: u64 = 1 << 2;
-    if val & PRESENT != 0 { val | USER } else { val }
 }
 
 fn check_invlpg_va(va: u64) -> Result<(), Errno> {
@@ -510,7 +497,6 @@ fn uvm(hv: &mut Mx, va: u64, val: u64, flags: u64, fd: DomId) -> HcResult {
     if flags & UVMF_ALL == 0 && flags & !7 != 0 {
         read_vcpumask(hv, flags & !7)?;
     }
-    let val = if hv.pc.cur.shared.pv64 { user_entry(val) } else { val };
     pt!(hv, dm).update_entry(l1, idx, Pte(val), dom, fd, false)?;
     match ty {
         UVMF_TLB_FLUSH => paging::flush_local(&hv.pc.tables),

@@ -6,6 +6,8 @@ use guest_abi::version::*;
 
 /// Capabilities: 64-bit PV with ring-1 kernels (a deviation, see docs/abi-deviations.md).
 pub const CAPABILITIES: &str = "xen-3.0-x86_64r1";
+/// What a Xen pv64 domain is told: Xen's own 64-bit PV ABI.
+pub const CAPABILITIES_PV64: &str = "xen-3.0-x86_64";
 pub const EXTRAVERSION: &str = ".0-rxen";
 
 fn text<const N: usize>(s: &str) -> [u8; N] {
@@ -47,7 +49,10 @@ fn xen_version_copying(hv: &impl super::OnCpu, cmd: u64, arg: u64) -> HcResult {
             b[112..144].copy_from_slice(&text::<32>(option_env!("RXEN_BUILD_DATE").unwrap_or("unknown")));
             write_guest(hv, arg, &b).map(|_| 0)
         }
-        XENVER_CAPABILITIES => write_guest(hv, arg, &text::<CAPABILITIES_LEN>(CAPABILITIES)).map(|_| 0),
+        XENVER_CAPABILITIES => {
+            let caps = if hv.pc().cur.shared.pv64 { CAPABILITIES_PV64 } else { CAPABILITIES };
+            write_guest(hv, arg, &text::<CAPABILITIES_LEN>(caps)).map(|_| 0)
+        }
         XENVER_CHANGESET => {
             let cs = option_env!("RXEN_CHANGESET").unwrap_or("unavailable");
             write_guest(hv, arg, &text::<CHANGESET_LEN>(cs)).map(|_| 0)

@@ -473,6 +473,9 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     check("the kernel runs on Xen's FLAT_RING3_CS64", cs_now() == USER_CS);
     let version = (guest_abi::version::VERSION_MAJOR << 16 | guest_abi::version::VERSION_MINOR) as i64;
     expect("xen_version through a syscall stub", hypercall(nr::XEN_VERSION, [0; 5]), version);
+    let mut caps = [0u8; 1024];
+    expect("xen_version capabilities", hypercall(nr::XEN_VERSION, [guest_abi::version::XENVER_CAPABILITIES, caps.as_mut_ptr() as u64, 0, 0, 0]), 0);
+    check("Xen's 64-bit PV ABI is offered", caps.starts_with(b"xen-3.0-x86_64\0"));
     // SAFETY: the hypercall page is part of the image, readable.
     let page = unsafe { core::slice::from_raw_parts(&hypercall_page as *const u8, 4096) };
     check("the hypercall page holds Xen's 64-bit PV stubs", (0..128).all(|n| page[32 * n..32 * n + 32] == nr::stub_pv64(n as u32)));
@@ -562,6 +565,12 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     expect("map a page without the User bit", hypercall(nr::UPDATE_VA_MAPPING, [sva, smfn << 12 | 0x63, guest_abi::mm::UVMF_INVLPG, 0, 0]), 0);
     // SAFETY: as above.
     check("it reads from the ring-3 kernel (the hypervisor added the User bit)", unsafe { (sva as *const u64).read_volatile() } == 0x5EED);
+
+    // The read-only M2P at Xen's address, readable by the ring-3 kernel (XTF's
+    // `mfn_to_virt` reads it): the entry of our own frame names its PFN.
+    // SAFETY: the M2P is mapped read-only in every guest root; the entry is in range.
+    let m2p = unsafe { ((guest_abi::layout::MACH2PHYS_VIRT_START + 8 * smfn) as *const u64).read_volatile() };
+    check("the M2P is readable and maps our frame back to its PFN", m2p == sva >> 12);
 
     // NEW_USER_BASEPTR: a frame that is no L4 is refused; the user root is taken.
     // SAFETY: the P2M list the builder mapped.
