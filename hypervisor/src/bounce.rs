@@ -285,7 +285,8 @@ pub fn is_syscall_at(hv: &impl OnCpu, rip: u64) -> bool {
 
 /// A guest's `syscall` from user mode (EFER.SCE is off, so it arrives as #UD): delivered to
 /// the kernel's syscall callback with RCX and R11 as the instruction sets them (return RIP,
-/// RFLAGS) and the usual hardware-shaped frame returning after the `syscall`.
+/// RFLAGS) and the mode's frame returning after the `syscall` (a Xen pv64 vCPU switches to
+/// its kernel root and stack first, as for any entry from user mode).
 pub fn syscall_bounce(hv: &mut Hv, f: &mut TrapFrame) {
     f.rip = f.rip.wrapping_add(2);
     f.rcx = f.rip;

@@ -31,7 +31,8 @@ pub fn from_guest(f: &mut TrapFrame) -> bool {
         crate::pv64::as_hypercall(f);
     }
     let local = if f.vector == guest_abi::hypercall::HYPERCALL_VECTOR as u64 {
-        f.rax != guest_abi::hypercall::IRET && crate::hypercall::fast_path(pc, f)
+        // (`HYPERVISOR_iret` is of the scheduler kind: the slow path takes it.)
+        crate::hypercall::fast_path(pc, f)
     } else if f.vector == hv_arch::lapic::TIMER_VECTOR as u64 {
         hv_arch::lapic::eoi();
         pc.wake_pass |= crate::timers::fire(pc);
@@ -72,8 +73,9 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == vector::DF as u64 => {
             crash_domain(hv, f, format_args!("double fault"));
         }
-        v if v == vector::UD as u64 && hv.pc.cur.shared.pv64 && hv.pc.cur.user_mode && is_syscall_at(hv, f.rip) => crate::pv64::user_syscall(hv, f),
-        v if v == vector::UD as u64 && !hv.pc.cur.shared.pv64 && f.cs & 3 == 3 && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
+        // A user-mode `syscall` (both modes: a pv64 kernel's is a hypercall already) goes
+        // to the syscall callback; without one it stays a #UD.
+        v if v == vector::UD as u64 && hv.pc.cur.in_user(f) && hv.pc.cur.callbacks.syscall != 0 && is_syscall_at(hv, f.rip) => {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}

@@ -18,8 +18,6 @@ use guest_abi::hypercall::iret::{VGCF_IN_SYSCALL, WORDS};
 use hv_arch::entry::TrapFrame;
 
 const RFLAGS_IF: u64 = 1 << 9;
-const RFLAGS_IOPL: u64 = 3 << 12;
-const RFLAGS_VM: u64 = 1 << 17;
 
 /// A `syscall` (a #UD at `0F 05`) of a Xen pv64 vCPU in kernel mode: a hypercall. RIP goes
 /// past it and RCX and R11 are set as the instruction sets them; the frame then stands for
@@ -32,22 +30,10 @@ pub fn as_hypercall(f: &mut TrapFrame) {
     f.vector = guest_abi::hypercall::HYPERCALL_VECTOR as u64;
 }
 
-/// A `syscall` of a Xen pv64 vCPU in user mode: to the syscall callback on the kernel root
-/// and stack, never a hypercall (Xen delivers #UD when there is no callback).
-pub fn user_syscall(hv: &mut Hv, f: &mut TrapFrame) {
-    let cb = hv.pc.cur.callbacks.syscall;
-    if cb == 0 {
-        return crate::bounce::bounce(hv, f, guest_abi::traps::vector::UD, 0, 0);
-    }
-    f.rip = f.rip.wrapping_add(2);
-    f.rcx = f.rip;
-    f.r11 = f.rflags;
-    crate::bounce::enter_guest_handler(hv, f, cb, &[], false, "syscall");
-}
-
 /// `HYPERVISOR_iret`: the guest's `iret_context` at RSP (RAX, R11, RCX, flags, RIP, CS,
 /// RFLAGS, RSP, SS). To user mode when CS has RPL 3 (a user root is required), else to
-/// kernel mode; CS and SS get RPL 3, RFLAGS loses IOPL and VM and gets IF; R11 and RCX are
+/// kernel mode; CS and SS get RPL 3, RFLAGS keeps only what a guest may set (as a vCPU
+/// context's: no IOPL, VM, NT, RF or VIF/VIP) and gets IF; R11 and RCX are
 /// restored, or with `VGCF_in_syscall` set as SYSRET leaves them (RIP, RFLAGS); the upcall
 /// mask follows the frame's IF. A frame that
 /// cannot be read, or a return to user mode without a user root, crashes the domain (as
@@ -67,7 +53,7 @@ pub fn iret(hv: &mut Hv, f: &mut TrapFrame) {
     }
     f.rip = rip;
     f.cs = (cs & 0xFFFF) | 3;
-    f.rflags = (rflags & !(RFLAGS_IOPL | RFLAGS_VM)) | RFLAGS_IF;
+    f.rflags = (rflags & crate::hypercall::RFLAGS_GUEST) | RFLAGS_IF | 2;
     f.rsp = rsp;
     f.ss = (ss & 0xFFFF) | 3;
     if flags & VGCF_IN_SYSCALL == 0 {

@@ -19,7 +19,7 @@ use hv_core::mem::Mfn;
 pub use guest_abi::vcpu::ctx::{VGCF_IN_KERNEL, VGCF_ONLINE};
 
 /// Status flags a guest may set; IF is always on (events are masked virtually), IOPL 0.
-const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0400 | 0x0800 | (1 << 18) | (1 << 21);
+pub(crate) const RFLAGS_GUEST: u64 = 0x0001 | 0x0004 | 0x0010 | 0x0040 | 0x0080 | 0x0100 | 0x0400 | 0x0800 | (1 << 18) | (1 << 21);
 
 /// Offsets of DS, ES, FS, GS in `cpu_user_regs`.
 const SEL_OFFSETS: [usize; 4] = [176, 168, 184, 192];

@@ -19,6 +19,7 @@ mod traps;
 pub mod vcpu;
 mod version;
 
+pub(crate) use context::RFLAGS_GUEST;
 pub use crate::guest::{check_translates, read_guest, translate_in, with_mm, write_guest, Mx, OnCpu};
 use crate::percpu::PerCpu;
 use crate::Hv;
