@@ -78,8 +78,11 @@ impl Frame {
 }
 
 /// Frames waiting in all vifs' receive queues at most (2 KiB each: 1.5 MiB of dom0's 8 MiB
-/// heap), so frontends that post no receive pages cannot run dom0 out of memory.
+/// heap), so frontends that post no receive pages cannot run dom0 out of memory ...
 pub const QUEUED_MAX: usize = 768;
+/// ... beyond a reserve of this many per vif, which the cap never takes: vifs that post no
+/// pages cannot take receive away from the others.
+const RX_RESERVE: usize = 16;
 static QUEUED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// A frame in a vif's receive queue: counted in [`QUEUED`] until it is dropped (delivered,
@@ -413,13 +416,13 @@ fn deliver(vifs: &mut BTreeMap<(u16, u32), Vif>, from: SwitchPort, frames: Vec<F
 fn to_vif(vifs: &mut BTreeMap<(u16, u32), Vif>, k: (u16, u32), f: Frame, touched: &mut Vec<(u16, u32)>) {
     let Some(v) = vifs.get_mut(&k) else { return };
     let Some(c) = v.conn.as_mut() else { return };
-    if c.queue.len() >= RX_QUEUE || c.broken || QUEUED.fetch_add(1, Ordering::Relaxed) >= QUEUED_MAX {
-        if !(c.queue.len() >= RX_QUEUE || c.broken) {
-            QUEUED.fetch_sub(1, Ordering::Relaxed);
-        }
+    // (Under the VIFS lock: the count cannot move between the test and the add.)
+    let full = c.queue.len() >= RX_QUEUE || c.broken || (c.queue.len() >= RX_RESERVE && QUEUED.load(Ordering::Relaxed) >= QUEUED_MAX);
+    if full {
         v.dropped += 1;
         return;
     }
+    QUEUED.fetch_add(1, Ordering::Relaxed);
     c.queue.push_back(Queued(f));
     if !touched.contains(&k) {
         touched.push(k);
@@ -614,24 +617,25 @@ fn flush_rx(v: &mut Vif) {
             }
             continue;
         }
+        // Progress: the frontend posting pages as they are filled is not a recheck.
+        rechecks = 0;
         let n = avail.min(c.queue.len()).min(BATCH);
         let mut ops = Vec::with_capacity(n);
         let mut ids = Vec::with_capacity(n);
-        let frames: Vec<Queued> = c.queue.drain(..n).filter(|q| q.0.local(0).is_some()).collect();
+        // Each frame with its buffer (a frame without one, never expected, is dropped).
+        let frames: Vec<(Queued, Side)> = c.queue.drain(..n).filter_map(|q| q.0.local(0).map(|src| (q, src))).collect();
         let n = frames.len();
-        for q in &frames {
-            let f = &q.0;
+        for (q, src) in &frames {
             let mut e = [0u8; RX_ENTRY];
             crate::rings::read(c.rx, nif::rx_offset(c.rx_cons), &mut e);
             c.rx_cons = c.rx_cons.wrapping_add(1);
             let (id, gref) = nif::rx_request(&e);
             ids.push(id);
-            let Some(src) = f.local(0) else { continue };
-            ops.push(Copy { src, dst: Side::Grant { dom, gref, offset: 0 }, len: f.len as u16 });
+            ops.push(Copy { src: *src, dst: Side::Grant { dom, gref, offset: 0 }, len: q.0.len as u16 });
         }
         let mut st = alloc::vec![0i16; n];
         let rc = gnttab::copy(&ops, &mut st);
-        for (i, q) in frames.iter().enumerate() {
+        for (i, (q, _)) in frames.iter().enumerate() {
             let f = &q.0;
             let ok = rc == 0 && st[i] == 0;
             let r = nif::rx_response(ids[i], 0, 0, if ok { f.len as i16 } else { RSP_ERROR });

@@ -69,8 +69,8 @@ fn substitute(line: &str) -> String {
     let mut out = String::new();
     let mut rest = line;
     while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
         let Some(j) = rest[i..].find('}') else { break };
+        out.push_str(&rest[..i]);
         let var = &rest[i + 2..i + j];
         if var == "host-port" {
             out.push_str(crate::cmdline_value("host-port").unwrap_or(""));
