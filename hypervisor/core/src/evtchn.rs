@@ -12,8 +12,12 @@
 //! binding and the VIRQ table agree; a closed interdomain peer returns to unbound (remote =
 //! the closer), as in Xen.
 
+use crate::mem::Mfn;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+
+mod fifo;
+pub use fifo::check_control;
 use guest_abi::errno::Errno;
 use guest_abi::evtchn::*;
 use guest_abi::DomId;
@@ -37,6 +41,18 @@ pub enum State {
 struct Chan {
     state: State,
     vcpu: u32,
+    /// FIFO ABI: its priority (0 highest to 15) ...
+    prio: u8,
+    /// ... the queue (vCPU, priority) it was last linked on (kept while it is free: it
+    /// may still be that queue's tail) ...
+    last: (u8, u8),
+    /// ... and an event raised while no event-array page held its word, raised again
+    /// when one does.
+    saved: bool,
+}
+
+impl Chan {
+    const FREE: Chan = Chan { state: State::Free, vcpu: 0, prio: guest_abi::evtchn::fifo::PRIORITY_DEFAULT, last: (0, 0), saved: false };
 }
 
 /// The 2-level ABI bits in a domain's shared_info.
@@ -52,6 +68,16 @@ pub trait Bits {
     fn test_and_set_sel(&mut self, dom: DomId, vcpu: u32, word: u32) -> bool;
     /// Sets the vCPU's `evtchn_upcall_pending`.
     fn set_upcall_pending(&mut self, dom: DomId, vcpu: u32);
+
+    /// FIFO ABI: atomic operations on the aligned 32-bit word at byte `off` of guest frame
+    /// `m`, one the domain's FIFO state holds (a control block's page or an event-array
+    /// page, each held with a writable type reference). `fetch_and` keeps the bits of `mask`.
+    fn word_fetch_or(&mut self, m: Mfn, off: usize, bits: u32) -> u32;
+    fn word_fetch_and(&mut self, m: Mfn, off: usize, mask: u32) -> u32;
+    fn word_load(&self, m: Mfn, off: usize) -> u32;
+    /// Compare-and-swap: `Err(current)` if the word was not `old`.
+    fn word_cas(&mut self, m: Mfn, off: usize, old: u32, new: u32) -> Result<(), u32>;
+    fn word_store(&mut self, m: Mfn, off: usize, v: u32);
 }
 
 /// A vCPU that must be woken or interrupted (it has a new unmasked event).
@@ -76,6 +102,8 @@ pub struct DomainEvents {
     virqs: BTreeMap<(u32, u32), Port>,
     /// PIRQ → port.
     pirqs: BTreeMap<u32, Port>,
+    /// The FIFO ABI's state once `init_control` switched the domain to it (2-level: None).
+    fifo: Option<fifo::Fifo>,
 }
 
 /// The `virqs` key of `virq` notified on `vcpu`.
@@ -113,7 +141,7 @@ pub trait Table {
     fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<Port, Errno> {
         d(self, remote)?;
         let p = free_port(self, dom)?;
-        set(self, dom, p, Chan { state: State::Unbound { remote }, vcpu: 0 })?;
+        fresh(self, dom, p, State::Unbound { remote }, 0)?;
         Ok(p)
     }
 
@@ -135,8 +163,8 @@ pub trait Table {
         if dom == remote && p == remote_port {
             return Err(Errno::EINVAL);
         }
-        set(self, dom, p, Chan { state: State::Interdomain { remote, remote_port }, vcpu: 0 })?;
-        set(self, remote, remote_port, Chan { state: State::Interdomain { remote: dom, remote_port: p }, vcpu: rc.vcpu })?;
+        fresh(self, dom, p, State::Interdomain { remote, remote_port }, 0)?;
+        set(self, remote, remote_port, Chan { state: State::Interdomain { remote: dom, remote_port: p }, ..rc })?;
         let kick = raise(self, dom, p, bits)?;
         Ok((p, kick))
     }
@@ -154,7 +182,7 @@ pub trait Table {
             return Err(Errno::EEXIST);
         }
         let p = free_port(self, dom)?;
-        set(self, dom, p, Chan { state: State::Virq { virq }, vcpu })?;
+        fresh(self, dom, p, State::Virq { virq }, vcpu)?;
         dm(self, dom)?.virqs.insert(virq_key(virq, vcpu), p);
         Ok(p)
     }
@@ -165,7 +193,7 @@ pub trait Table {
             return Err(Errno::EEXIST);
         }
         let p = free_port(self, dom)?;
-        set(self, dom, p, Chan { state: State::Pirq { pirq }, vcpu: 0 })?;
+        fresh(self, dom, p, State::Pirq { pirq }, 0)?;
         dm(self, dom)?.pirqs.insert(pirq, p);
         Ok(p)
     }
@@ -181,7 +209,7 @@ pub trait Table {
     fn bind_ipi(&mut self, dom: DomId, vcpu: u32) -> Result<Port, Errno> {
         check_vcpu(self, dom, vcpu)?;
         let p = free_port(self, dom)?;
-        set(self, dom, p, Chan { state: State::Ipi, vcpu })?;
+        fresh(self, dom, p, State::Ipi, vcpu)?;
         Ok(p)
     }
 
@@ -195,7 +223,7 @@ pub trait Table {
                 // closed); a table without it is a caller that did not lock it: refused
                 // before anything changes.
                 let rc = chan(self, remote, remote_port)?;
-                set(self, remote, remote_port, Chan { state: State::Unbound { remote: dom }, vcpu: rc.vcpu })?;
+                set(self, remote, remote_port, Chan { state: State::Unbound { remote: dom }, ..rc })?;
             }
             State::Virq { virq } => {
                 dm(self, dom)?.virqs.remove(&virq_key(virq, c.vcpu));
@@ -205,8 +233,11 @@ pub trait Table {
             }
             _ => {}
         }
-        set(self, dom, port, Chan { state: State::Free, vcpu: 0 })?;
-        bits.clear_pending(dom, port);
+        set(self, dom, port, Chan { state: State::Free, vcpu: 0, saved: false, ..c })?;
+        match &d(self, dom)?.fifo {
+            Some(f) => f.clear_pending(port, bits),
+            None => bits.clear_pending(dom, port),
+        }
         Ok(())
     }
 
@@ -230,6 +261,9 @@ pub trait Table {
     /// `unmask`: clears the mask and, if the port is pending, raises the upcall.
     fn unmask(&mut self, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
         let c = chan(self, dom, port)?;
+        if d(self, dom)?.fifo.is_some() {
+            return Ok(fifo::unmask(dm(self, dom)?, dom, port, bits));
+        }
         if bits.test_and_clear_mask(dom, port) && bits.is_pending(dom, port) {
             return Ok(notify(self, dom, c.vcpu, port, bits));
         }
@@ -248,6 +282,13 @@ pub trait Table {
             _ => return Err(Errno::EINVAL),
         }
         set(self, dom, port, Chan { vcpu, ..c })?;
+        if let Some(f) = &d(self, dom)?.fifo {
+            // Linked already: it stays on the old vCPU's queue (as Xen); otherwise queued here.
+            if f.is_pending(port, bits) && !f.is_masked(port, bits) {
+                return Ok(fifo::set_pending(dm(self, dom)?, dom, port, bits));
+            }
+            return Ok(None);
+        }
         if bits.is_pending(dom, port) && !bits.is_masked(dom, port) {
             return Ok(notify(self, dom, vcpu, port, bits));
         }
@@ -266,6 +307,78 @@ pub trait Table {
             State::Pirq { pirq } => (EVTCHNSTAT_PIRQ, pirq, 0),
         };
         Ok(Status { status, vcpu: c.vcpu, a, b })
+    }
+
+    /// `EVTCHNOP_init_control`: registers vCPU `vcpu`'s FIFO control block at byte `offset`
+    /// of `page` (a frame of `dom` the caller holds a writable type reference to, kept by
+    /// the FIFO state from now on; on an error it is not kept). The first one switches the
+    /// domain to the FIFO ABI: each port's priority becomes the default and a port pending
+    /// in the 2-level bitmap is pending again once an array page holds its word. -ENOENT: no
+    /// such vCPU; -EINVAL: a bad offset, or the vCPU has its block already.
+    fn init_control(&mut self, dom: DomId, vcpu: u32, page: Mfn, offset: u32, bits: &mut dyn Bits) -> Result<(), Errno> {
+        let de = dm(self, dom)?;
+        check_control(de.nr_vcpus, vcpu, offset)?;
+        if de.fifo.as_ref().is_some_and(|f| f.has_control(vcpu)) {
+            return Err(Errno::EINVAL);
+        }
+        if de.fifo.is_none() {
+            let mut f = fifo::Fifo::new(de.nr_vcpus);
+            for (p, c) in de.chans.iter_mut().enumerate().skip(1) {
+                c.prio = guest_abi::evtchn::fifo::PRIORITY_DEFAULT;
+                c.saved = c.state != State::Free && bits.is_pending(dom, p as Port);
+                c.last = (0, 0);
+            }
+            f.set_control(vcpu, page, offset);
+            de.fifo = Some(f);
+        } else if let Some(f) = de.fifo.as_mut() {
+            f.set_control(vcpu, page, offset);
+        }
+        Ok(())
+    }
+
+    /// Whether `EVTCHNOP_expand_array` may add a page: -EOPNOTSUPP under the 2-level ABI,
+    /// -ENOSPC once every port the ABI can name has its word.
+    fn can_expand(&self, dom: DomId) -> Result<(), Errno> {
+        match &d(self, dom)?.fifo {
+            None => Err(Errno::EOPNOTSUPP),
+            Some(f) if f.pages() >= guest_abi::evtchn::fifo::MAX_ARRAY_PAGES => Err(Errno::ENOSPC),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// `EVTCHNOP_expand_array`: `page` (held as for [`Table::init_control`]) becomes the
+    /// next event-array page; events saved for its ports are raised now. The vCPUs to
+    /// notify.
+    fn expand_array(&mut self, dom: DomId, page: Mfn, bits: &mut dyn Bits) -> Result<Vec<Kick>, Errno> {
+        self.can_expand(dom)?;
+        let de = dm(self, dom)?;
+        let first = de.fifo.as_mut().map(|f| f.add_page(page)).ok_or(Errno::EOPNOTSUPP)?;
+        let mut kicks = Vec::new();
+        let end = (first + guest_abi::evtchn::fifo::WORDS_PER_PAGE).min(de.chans.len() as Port);
+        for p in first..end {
+            if de.chans[p as usize].saved {
+                de.chans[p as usize].saved = false;
+                if let Some(k) = fifo::set_pending(de, dom, p, bits) {
+                    if !kicks.contains(&k) {
+                        kicks.push(k);
+                    }
+                }
+            }
+        }
+        Ok(kicks)
+    }
+
+    /// `EVTCHNOP_set_priority`: -EINVAL for a bad port or priority, -ENOSYS under the
+    /// 2-level ABI (which has none). Events already queued stay where they are.
+    fn set_priority(&mut self, dom: DomId, port: Port, prio: u32) -> Result<(), Errno> {
+        let c = chan(self, dom, port)?;
+        if d(self, dom)?.fifo.is_none() {
+            return Err(Errno::ENOSYS);
+        }
+        if prio > guest_abi::evtchn::fifo::PRIORITY_MIN {
+            return Err(Errno::EINVAL);
+        }
+        set(self, dom, port, Chan { prio: prio as u8, ..c })
     }
 
     /// `reset`: closes every port of `dom`.
@@ -294,16 +407,23 @@ fn chan<T: Table + ?Sized>(t: &T, dom: DomId, port: Port) -> Result<Chan, Errno>
     if port == 0 || port > d.max_port {
         return Err(Errno::EINVAL);
     }
-    Ok(d.chans.get(port as usize).copied().unwrap_or(Chan { state: State::Free, vcpu: 0 }))
+    Ok(d.chans.get(port as usize).copied().unwrap_or(Chan::FREE))
 }
 
 fn set<T: Table + ?Sized>(t: &mut T, dom: DomId, port: Port, c: Chan) -> Result<(), Errno> {
     let d = dm(t, dom)?;
     if d.chans.len() <= port as usize {
-        d.chans.resize(port as usize + 1, Chan { state: State::Free, vcpu: 0 });
+        d.chans.resize(port as usize + 1, Chan::FREE);
     }
     d.chans[port as usize] = c;
     Ok(())
+}
+
+/// Makes free port `p` of `dom` a new `state` notifying `vcpu`: default priority, nothing
+/// saved (the queue it was last linked on is kept: it may still be that queue's tail).
+fn fresh<T: Table + ?Sized>(t: &mut T, dom: DomId, p: Port, state: State, vcpu: u32) -> Result<(), Errno> {
+    let old = chan(t, dom, p)?;
+    set(t, dom, p, Chan { state, vcpu, saved: false, prio: guest_abi::evtchn::fifo::PRIORITY_DEFAULT, last: old.last })
 }
 
 /// The lowest free port, or -ENOSPC.
@@ -325,6 +445,9 @@ fn check_vcpu<T: Table + ?Sized>(t: &T, dom: DomId, vcpu: u32) -> Result<(), Err
 /// Marks `port` of `dom` pending and works out whom to notify (Xen's 2-level order).
 fn raise<T: Table + ?Sized>(t: &mut T, dom: DomId, port: Port, bits: &mut dyn Bits) -> Result<Option<Kick>, Errno> {
     let c = chan(t, dom, port)?;
+    if d(t, dom)?.fifo.is_some() {
+        return Ok(fifo::set_pending(dm(t, dom)?, dom, port, bits));
+    }
     if bits.test_and_set_pending(dom, port) || bits.is_masked(dom, port) {
         return Ok(None);
     }
@@ -343,7 +466,7 @@ impl DomainEvents {
     /// A domain's table with ports `1..=max_port` (at most the 2-level limit), all free.
     pub fn new(max_port: Port, nr_vcpus: u32) -> DomainEvents {
         let max_port = max_port.clamp(1, NR_EVTCHN_2L - 1);
-        DomainEvents { chans: Vec::new(), max_port, limit: max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new(), pirqs: BTreeMap::new() }
+        DomainEvents { chans: Vec::new(), max_port, limit: max_port, nr_vcpus: nr_vcpus.min(MAX_VCPUS as u32), virqs: BTreeMap::new(), pirqs: BTreeMap::new(), fifo: None }
     }
 
     /// `DOMCTL_set_max_evtchn`: new ports are allocated up to `max_port` (at most the
@@ -370,6 +493,37 @@ impl DomainEvents {
             State::Pirq { pirq } => Some(pirq),
             _ => None,
         }
+    }
+
+    /// Is `port` pending, in the ABI the domain uses (a poller's wake-up condition)?
+    pub fn is_pending(&self, dom: DomId, port: Port, bits: &dyn Bits) -> bool {
+        match &self.fifo {
+            Some(f) => f.is_pending(port, bits),
+            None => bits.is_pending(dom, port),
+        }
+    }
+
+    /// Does the domain use the FIFO ABI?
+    pub fn is_fifo(&self) -> bool {
+        self.fifo.is_some()
+    }
+
+    /// The frames the FIFO state holds (control blocks' pages, event-array pages): one
+    /// writable type reference each, once per time listed.
+    pub fn fifo_frames(&self) -> Vec<Mfn> {
+        self.fifo.as_ref().map(|f| f.frames()).unwrap_or_default()
+    }
+
+    /// Back to the 2-level ABI (`EVTCHNOP_reset`, a domain's teardown): the frames whose
+    /// references the caller now drops ([`DomainEvents::fifo_frames`]).
+    pub fn fifo_destroy(&mut self) -> Vec<Mfn> {
+        let frames = self.fifo_frames();
+        self.fifo = None;
+        for c in &mut self.chans {
+            c.saved = false;
+            c.last = (0, 0);
+        }
+        frames
     }
 
     /// The ports in use, lowest first.
@@ -423,6 +577,9 @@ impl Events {
     /// Checks the cross-domain invariants (for tests and debug builds).
     pub fn check(&self) -> Result<(), &'static str> {
         for (&dom, d) in &self.doms {
+            if let Some(f) = &d.fifo {
+                f.check()?;
+            }
             for (p, c) in d.chans.iter().enumerate() {
                 match c.state {
                     State::Interdomain { remote, remote_port } => {
@@ -443,7 +600,7 @@ impl Events {
                 }
             }
             for (&(virq, vcpu), &p) in &d.virqs {
-                if !matches!(d.chans.get(p as usize), Some(Chan { state: State::Virq { virq: w }, vcpu: v }) if *w == virq && virq_key(virq, *v) == (virq, vcpu)) {
+                if !matches!(d.chans.get(p as usize), Some(Chan { state: State::Virq { virq: w }, vcpu: v, .. }) if *w == virq && virq_key(virq, *v) == (virq, vcpu)) {
                     return Err("VIRQ entry without a bound port");
                 }
             }
@@ -467,6 +624,8 @@ mod tests {
         masked: BTreeSet<(DomId, Port)>,
         sel: BTreeSet<(DomId, u32, u32)>,
         upcall: Map<(DomId, u32), bool>,
+        /// Guest frames' 32-bit words (FIFO), by (frame, byte offset).
+        words: Map<(u64, usize), u32>,
     }
 
     impl Bits for FakeBits {
@@ -490,6 +649,32 @@ mod tests {
         }
         fn set_upcall_pending(&mut self, d: DomId, v: u32) {
             self.upcall.insert((d, v), true);
+        }
+        fn word_fetch_or(&mut self, m: Mfn, off: usize, bits: u32) -> u32 {
+            let w = self.words.entry((m.0, off)).or_insert(0);
+            let old = *w;
+            *w |= bits;
+            old
+        }
+        fn word_fetch_and(&mut self, m: Mfn, off: usize, mask: u32) -> u32 {
+            let w = self.words.entry((m.0, off)).or_insert(0);
+            let old = *w;
+            *w &= mask;
+            old
+        }
+        fn word_load(&self, m: Mfn, off: usize) -> u32 {
+            self.words.get(&(m.0, off)).copied().unwrap_or(0)
+        }
+        fn word_cas(&mut self, m: Mfn, off: usize, old: u32, new: u32) -> Result<(), u32> {
+            let w = self.words.entry((m.0, off)).or_insert(0);
+            if *w != old {
+                return Err(*w);
+            }
+            *w = new;
+            Ok(())
+        }
+        fn word_store(&mut self, m: Mfn, off: usize, v: u32) {
+            self.words.insert((m.0, off), v);
         }
     }
 
@@ -779,6 +964,346 @@ mod tests {
                 prop_assert_eq!(&b1.pending, &b2.pending);
                 prop_assert_eq!(&b1.upcall, &b2.upcall);
             }
+        }
+    }
+
+    /// FIFO: the guest's side, as Linux's `events_fifo.c` consumes its queues.
+    mod fifo_guest {
+        use super::*;
+        use guest_abi::evtchn::fifo::*;
+
+        /// Control blocks are at frame 100 + vCPU, offset 64; array page i is frame 200 + i.
+        pub const CTL_OFF: u32 = 64;
+        pub fn ctl(v: u32) -> Mfn {
+            Mfn(100 + v as u64)
+        }
+        pub fn page(i: usize) -> Mfn {
+            Mfn(200 + i as u64)
+        }
+        pub fn word(p: Port) -> (Mfn, usize) {
+            (page((p / WORDS_PER_PAGE) as usize), (p % WORDS_PER_PAGE) as usize * 4)
+        }
+        pub fn get(b: &FakeBits, p: Port) -> u32 {
+            let (m, o) = word(p);
+            b.word_load(m, o)
+        }
+        pub fn set_masked(b: &mut FakeBits, p: Port, on: bool) {
+            let (m, o) = word(p);
+            if on {
+                b.word_fetch_or(m, o, MASKED);
+            } else {
+                b.word_fetch_and(m, o, !MASKED);
+            }
+        }
+
+        /// One vCPU's consumer: its local queue heads.
+        #[derive(Default, Clone)]
+        pub struct Consumer {
+            pub head: [Port; MAX_QUEUES],
+        }
+
+        impl Consumer {
+            /// The upcall: takes `ready`, walks each ready queue from the highest priority,
+            /// handles (clears PENDING of) each pending unmasked port. The ports handled, in
+            /// order. Bounded, so garbage links cannot hang a test.
+            pub fn run(&mut self, b: &mut FakeBits, dom: DomId, v: u32) -> Vec<Port> {
+                b.upcall.remove(&(dom, v));
+                let (cm, co) = (ctl(v), CTL_OFF as usize);
+                let mut ready = b.word_fetch_and(cm, co + CONTROL_READY, 0);
+                let mut out = Vec::new();
+                for _ in 0..10_000 {
+                    if ready == 0 {
+                        break;
+                    }
+                    let q = ready.trailing_zeros() as usize;
+                    let mut head = self.head[q];
+                    if head == 0 {
+                        head = b.word_load(cm, co + CONTROL_HEAD + 4 * q);
+                    }
+                    let port = head;
+                    let (m, o) = word(port);
+                    // clear_linked
+                    let w = b.word_load(m, o);
+                    b.word_store(m, o, w & !(LINKED | LINK_MASK));
+                    let next = w & LINK_MASK;
+                    if next == 0 {
+                        ready &= !(1 << q);
+                    }
+                    if w & PENDING != 0 && w & MASKED == 0 {
+                        b.word_fetch_and(m, o, !PENDING);
+                        out.push(port);
+                    }
+                    self.head[q] = next;
+                    ready |= b.word_fetch_and(cm, co + CONTROL_READY, 0);
+                }
+                out
+            }
+        }
+
+        /// Switches `dom` to FIFO with every vCPU's block and `pages` array pages.
+        pub fn setup(e: &mut Events, b: &mut FakeBits, dom: DomId, vcpus: u32, pages: usize) -> Vec<Kick> {
+            for v in 0..vcpus {
+                e.init_control(dom, v, ctl(v), CTL_OFF, b).unwrap();
+            }
+            let mut k = Vec::new();
+            for i in 0..pages {
+                k.extend(e.expand_array(dom, page(i), b).unwrap());
+            }
+            k
+        }
+    }
+
+    #[test]
+    fn fifo_init_control_errors() {
+        use fifo_guest::*;
+        use guest_abi::evtchn::fifo::*;
+        let (mut e, mut b) = two();
+        let p = e.bind_ipi(1, 0).unwrap();
+        assert_eq!(e.set_priority(1, p, 3), Err(Errno::ENOSYS), "2-level: no priorities");
+        assert_eq!(e.can_expand(1), Err(Errno::EOPNOTSUPP));
+        assert_eq!(e.expand_array(1, page(0), &mut b), Err(Errno::EOPNOTSUPP));
+        assert_eq!(e.init_control(1, 1, ctl(1), 0, &mut b), Err(Errno::ENOENT), "dom 1 has one vCPU");
+        assert_eq!(e.init_control(1, u32::MAX, ctl(1), 0, &mut b), Err(Errno::ENOENT));
+        for off in [4, 4096 - 64, 4096, u32::MAX] {
+            assert_eq!(e.init_control(1, 0, ctl(0), off, &mut b), Err(Errno::EINVAL), "offset {off}");
+        }
+        assert!(!e.doms[&1].is_fifo(), "still 2-level after the errors");
+        e.init_control(1, 0, ctl(0), 4096 - 72, &mut b).unwrap();
+        assert!(e.doms[&1].is_fifo());
+        assert_eq!(e.init_control(1, 0, ctl(0), 0, &mut b), Err(Errno::EINVAL), "a second block");
+        assert_eq!(e.set_priority(1, p, 16), Err(Errno::EINVAL));
+        assert_eq!(e.set_priority(1, 60, 3), Ok(()), "a closed port in range (as Xen: a valid port)");
+        assert_eq!(e.set_priority(1, 65, 3), Err(Errno::EINVAL), "past the limit");
+        assert_eq!(e.set_priority(1, p, 15), Ok(()));
+        assert_eq!(e.doms[&1].fifo_frames(), vec![ctl(0)]);
+        for i in 0..MAX_ARRAY_PAGES {
+            assert_eq!(e.expand_array(1, page(i), &mut b), Ok(vec![]));
+        }
+        assert_eq!(e.can_expand(1), Err(Errno::ENOSPC));
+        assert_eq!(e.expand_array(1, page(999), &mut b), Err(Errno::ENOSPC));
+        assert_eq!(e.doms[&1].fifo_frames().len(), 1 + MAX_ARRAY_PAGES);
+        let frames = e.doms.get_mut(&1).unwrap().fifo_destroy();
+        assert_eq!(frames.len(), 1 + MAX_ARRAY_PAGES);
+        assert!(!e.doms[&1].is_fifo() && e.doms[&1].fifo_frames().is_empty());
+        // 2-level again.
+        assert_eq!(e.send(1, p, &mut b).unwrap(), Some(Kick { dom: 1, vcpu: 0 }));
+        assert!(b.is_pending(1, p));
+        e.check().unwrap();
+    }
+
+    /// A port pending in the 2-level bitmap at the switch is pending again once an array
+    /// page holds its word; one raised before that page exists likewise.
+    #[test]
+    fn fifo_carries_pending_events() {
+        use fifo_guest::*;
+        let (mut e, mut b) = two();
+        let p = e.bind_ipi(0, 1).unwrap();
+        e.send(0, p, &mut b).unwrap();
+        for v in 0..2 {
+            e.init_control(0, v, ctl(v), CTL_OFF, &mut b).unwrap();
+        }
+        let q = e.bind_ipi(0, 0).unwrap();
+        assert_eq!(e.send(0, q, &mut b).unwrap(), None, "no word yet: saved");
+        assert!(!e.doms[&0].is_pending(0, q, &b));
+        let mut kicks = e.expand_array(0, page(0), &mut b).unwrap();
+        kicks.sort_by_key(|k| k.vcpu);
+        assert_eq!(kicks, vec![Kick { dom: 0, vcpu: 0 }, Kick { dom: 0, vcpu: 1 }]);
+        assert!(e.doms[&0].is_pending(0, p, &b) && e.doms[&0].is_pending(0, q, &b));
+        assert_eq!(Consumer::default().run(&mut b, 0, 1), vec![p]);
+        assert_eq!(Consumer::default().run(&mut b, 0, 0), vec![q]);
+        assert!(!e.doms[&0].is_pending(0, p, &b));
+        e.check().unwrap();
+    }
+
+    /// Queues are taken highest priority first and in raise order within one.
+    #[test]
+    fn fifo_priority_and_order() {
+        use fifo_guest::*;
+        let (mut e, mut b) = two();
+        setup(&mut e, &mut b, 0, 2, 1);
+        let ports: Vec<Port> = (0..6).map(|_| e.bind_ipi(0, 0).unwrap()).collect();
+        e.set_priority(0, ports[4], 2).unwrap();
+        e.set_priority(0, ports[5], 2).unwrap();
+        e.set_priority(0, ports[0], 12).unwrap();
+        let mut kicks = 0;
+        for &p in &[ports[0], ports[3], ports[1], ports[5], ports[2], ports[4]] {
+            kicks += e.send(0, p, &mut b).unwrap().is_some() as u32;
+        }
+        assert_eq!(kicks, 3, "one upcall per queue becoming ready");
+        assert_eq!(b.upcall.get(&(0, 0)), Some(&true));
+        assert_eq!(e.send(0, ports[3], &mut b).unwrap(), None, "pending already: no relink");
+        let mut c = Consumer::default();
+        assert_eq!(c.run(&mut b, 0, 0), vec![ports[5], ports[4], ports[3], ports[1], ports[2], ports[0]]);
+        assert!(c.run(&mut b, 0, 0).is_empty());
+        // A queue emptied by the guest takes events again (its stale tail is not linked).
+        assert_eq!(e.send(0, ports[1], &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 0 }));
+        assert_eq!(e.send(0, ports[3], &mut b).unwrap(), None);
+        assert_eq!(c.run(&mut b, 0, 0), vec![ports[1], ports[3]]);
+        e.check().unwrap();
+    }
+
+    #[test]
+    fn fifo_mask_and_unmask() {
+        use fifo_guest::*;
+        use guest_abi::evtchn::fifo::*;
+        let (mut e, mut b) = two();
+        setup(&mut e, &mut b, 0, 2, 1);
+        let p = e.bind_ipi(0, 1).unwrap();
+        set_masked(&mut b, p, true);
+        assert_eq!(e.send(0, p, &mut b).unwrap(), None, "masked: pending only");
+        assert!(e.doms[&0].is_pending(0, p, &b) && get(&b, p) & LINKED == 0);
+        assert_eq!(e.unmask(0, p, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 1 }));
+        assert_eq!(get(&b, p) & (MASKED | LINKED), LINKED);
+        // Masked while queued: the guest drops it from its queue, leaving it pending;
+        // unmasking queues it again.
+        let mut c = Consumer::default();
+        set_masked(&mut b, p, true);
+        assert!(c.run(&mut b, 0, 1).is_empty());
+        assert_eq!(get(&b, p) & (PENDING | LINKED), PENDING);
+        assert_eq!(e.unmask(0, p, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 1 }));
+        assert_eq!(c.run(&mut b, 0, 1), vec![p]);
+        // Closing clears the word's PENDING.
+        set_masked(&mut b, p, true);
+        e.send(0, p, &mut b).unwrap();
+        e.close(0, p, &mut b).unwrap();
+        assert_eq!(get(&b, p) & PENDING, 0);
+        e.check().unwrap();
+    }
+
+    /// A port linked on one vCPU's queue then moved to another vCPU: raised after the guest
+    /// took it, it goes to the new vCPU's queue, and the old queue's tail is let go.
+    #[test]
+    fn fifo_moved_port() {
+        use fifo_guest::*;
+        let (mut e, mut b) = two();
+        setup(&mut e, &mut b, 0, 2, 1);
+        let p = e.alloc_unbound(0, 1).unwrap();
+        let (r, _) = e.bind_interdomain(1, 0, p, &mut b).unwrap();
+        let q = e.alloc_unbound(0, 1).unwrap();
+        let (rq, _) = e.bind_interdomain(1, 0, q, &mut b).unwrap();
+        assert_eq!(e.send(1, r, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 0 }));
+        e.bind_vcpu(0, p, 1, &mut b).unwrap();
+        let (mut c0, mut c1) = (Consumer::default(), Consumer::default());
+        assert_eq!(c0.run(&mut b, 0, 0), vec![p], "linked before the move: stays on vCPU 0");
+        assert_eq!(e.send(1, r, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 1 }));
+        // vCPU 0's queue 7 is empty; q raised there must not be linked behind p.
+        assert_eq!(e.send(1, rq, &mut b).unwrap(), Some(Kick { dom: 0, vcpu: 0 }));
+        assert_eq!(c1.run(&mut b, 0, 1), vec![p]);
+        assert_eq!(c0.run(&mut b, 0, 0), vec![q]);
+        e.check().unwrap();
+    }
+
+    /// Garbage the guest writes into its words and control blocks (every flag, links to
+    /// anywhere) costs it its events but never hangs or confuses the hypervisor; once it
+    /// cleans up, events flow again.
+    #[test]
+    fn fifo_hostile_words() {
+        use fifo_guest::*;
+        use guest_abi::evtchn::fifo::*;
+        let (mut e, mut b) = two();
+        setup(&mut e, &mut b, 0, 2, 2);
+        let ports: Vec<Port> = (0..40).map(|i| e.bind_ipi(0, i % 2).unwrap()).collect();
+        for pat in [LINKED | BUSY | 0x1ffff, LINKED | 5, BUSY, LINKED, u32::MAX, LINKED | MASKED | 3] {
+            for i in 0..2048 {
+                let (m, o) = word(i);
+                b.word_store(m, o, pat);
+            }
+            for v in 0..2 {
+                b.word_store(ctl(v), CTL_OFF as usize, 0xffff_ffff);
+            }
+            for &p in &ports {
+                let _ = e.send(0, p, &mut b).unwrap();
+                let _ = e.unmask(0, p, &mut b).unwrap();
+                let _ = e.bind_vcpu(0, p, 1, &mut b);
+            }
+            e.check().unwrap();
+        }
+        // The guest resets its side: everything zero, local heads forgotten.
+        b.words.clear();
+        let mut c = Consumer::default();
+        for &p in &ports[..4] {
+            e.send(0, p, &mut b).unwrap();
+        }
+        let mut got = c.run(&mut b, 0, 0);
+        got.extend(c.run(&mut b, 0, 1));
+        got.sort();
+        assert_eq!(got, ports[..4].to_vec());
+        e.check().unwrap();
+    }
+
+    #[derive(Clone, Debug)]
+    enum FOp {
+        Send(usize),
+        Consume(u32),
+        Mask(usize),
+        Unmask(usize),
+        Prio(usize, u32),
+        Move(usize, u32),
+    }
+
+    fn fop() -> impl Strategy<Value = FOp> {
+        let i = 0usize..8;
+        prop_oneof![
+            3 => i.clone().prop_map(FOp::Send),
+            2 => (0u32..2).prop_map(FOp::Consume),
+            1 => i.clone().prop_map(FOp::Mask),
+            1 => i.clone().prop_map(FOp::Unmask),
+            1 => (i.clone(), 0u32..16).prop_map(|(a, b)| FOp::Prio(a, b)),
+            1 => (i, 0u32..2).prop_map(|(a, b)| FOp::Move(a, b)),
+        ]
+    }
+
+    proptest! {
+        /// Random FIFO traffic against Linux's consumer: every event raised on a port is
+        /// handled exactly once (none lost, none twice), once the port is unmasked and its
+        /// vCPU consumes; a queue made ready always comes with an upcall.
+        #[test]
+        fn fifo_random_traffic(ops in prop::collection::vec(fop(), 1..300)) {
+            use fifo_guest::*;
+            use guest_abi::evtchn::fifo::*;
+            let (mut e, mut b) = two();
+            setup(&mut e, &mut b, 0, 2, 1);
+            let mut ports = Vec::new();
+            for _ in 0..8 {
+                let p = e.alloc_unbound(0, 1).unwrap();
+                let (r, _) = e.bind_interdomain(1, 0, p, &mut b).unwrap();
+                Consumer::default().run(&mut b, 0, 0);
+                ports.push((p, r));
+            }
+            let mut cons = [Consumer::default(), Consumer::default()];
+            // Ports raised and not handled yet.
+            let mut owed: BTreeSet<Port> = BTreeSet::new();
+            let handle = |got: Vec<Port>, owed: &mut BTreeSet<Port>| -> Result<(), TestCaseError> {
+                for p in got {
+                    prop_assert!(owed.remove(&p), "port {} handled without an event", p);
+                }
+                Ok(())
+            };
+            for o in ops {
+                match o {
+                    FOp::Send(i) => { e.send(1, ports[i].1, &mut b).unwrap(); owed.insert(ports[i].0); }
+                    FOp::Consume(v) => { let got = cons[v as usize].run(&mut b, 0, v); handle(got, &mut owed)?; }
+                    FOp::Mask(i) => set_masked(&mut b, ports[i].0, true),
+                    FOp::Unmask(i) => { e.unmask(0, ports[i].0, &mut b).unwrap(); }
+                    FOp::Prio(i, p) => e.set_priority(0, ports[i].0, p).unwrap(),
+                    FOp::Move(i, v) => { e.bind_vcpu(0, ports[i].0, v, &mut b).unwrap(); }
+                }
+                prop_assert!(e.check().is_ok());
+                for v in 0..2u32 {
+                    let ready = b.word_load(ctl(v), CTL_OFF as usize + CONTROL_READY);
+                    prop_assert!(ready == 0 || b.upcall.get(&(0, v)) == Some(&true), "vCPU {} ready without an upcall", v);
+                }
+            }
+            for &(p, _) in &ports {
+                e.unmask(0, p, &mut b).unwrap();
+            }
+            for _ in 0..4 {
+                for v in 0..2u32 {
+                    let got = cons[v as usize].run(&mut b, 0, v);
+                    handle(got, &mut owed)?;
+                }
+            }
+            prop_assert!(owed.is_empty(), "events lost: {:?}", owed);
         }
     }
 }
