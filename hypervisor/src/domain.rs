@@ -47,6 +47,9 @@ pub struct DomShared {
     /// event sent looks at a run queue only to wake such a vCPU.
     pub sleeping: core::sync::atomic::AtomicU64,
     pub polling: core::sync::atomic::AtomicU64,
+    /// Whether its event channels use the FIFO ABI (changed under its event lock): a
+    /// poller's pending check reads the 2-level bitmap lock-free, FIFO words under the lock.
+    pub fifo_on: core::sync::atomic::AtomicBool,
     /// Shut down or crashed: the `ShutdownReason` + 1 in bits 0–6 (0 while alive), set
     /// once; bit 7 ([`DYING`]) once `destroydomain` began tearing it down.
     ended: core::sync::atomic::AtomicU8,
@@ -295,6 +298,7 @@ impl DomShared {
             grant: spin::mutex::TicketMutex::new(grant),
             sleeping: AtomicU64::new(0),
             polling: AtomicU64::new(0),
+            fifo_on: core::sync::atomic::AtomicBool::new(false),
             ended: AtomicU8::new(0),
             pause: core::sync::atomic::AtomicU32::new(0),
             pause_lock: spin::Mutex::new(()),

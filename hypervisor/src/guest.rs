@@ -24,6 +24,8 @@ pub trait OnCpu {
     fn mm_held(&self) -> bool {
         false
     }
+    /// Runs `f` with the current domain's memory lock, taking it unless it is held.
+    fn with_mx<R>(&mut self, f: impl FnOnce(&mut Mx<'_>) -> R) -> R;
 }
 
 impl OnCpu for Hv<'_> {
@@ -33,6 +35,9 @@ impl OnCpu for Hv<'_> {
     fn pc_mut(&mut self) -> &mut PerCpu {
         self.pc
     }
+    fn with_mx<R>(&mut self, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
+        with_mm(self, f)
+    }
 }
 
 impl OnCpu for PerCpu {
@@ -41,6 +46,11 @@ impl OnCpu for PerCpu {
     }
     fn pc_mut(&mut self) -> &mut PerCpu {
         self
+    }
+    fn with_mx<R>(&mut self, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
+        let shared = self.cur.shared.clone();
+        let mut mm = shared.mm();
+        f(&mut Mx { pc: self, mm: &mut mm })
     }
 }
 
@@ -53,6 +63,9 @@ impl OnCpu for Mx<'_> {
     }
     fn mm_held(&self) -> bool {
         true
+    }
+    fn with_mx<R>(&mut self, f: impl FnOnce(&mut Mx<'_>) -> R) -> R {
+        f(self)
     }
 }
 

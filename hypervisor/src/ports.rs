@@ -14,6 +14,7 @@ use guest_abi::evtchn::Port;
 use guest_abi::DomId;
 use hv_arch::physmem::DirectMap;
 use hv_core::evtchn::{Bits, DomainEvents, Kick, Pair};
+use hv_core::mem::Mfn;
 
 type Guard<'a> = Ordered<spin::mutex::TicketMutexGuard<'a, DomainEvents>>;
 
@@ -110,6 +111,36 @@ pub fn close(l: &mut Locked<'_>, dom: DomId, port: Port) -> Result<Option<u32>, 
     Ok(pirq)
 }
 
+/// Returns `d` to the 2-level ABI (`EVTCHNOP_reset`, a teardown), dropping the references
+/// its FIFO state held.
+pub fn fifo_destroy(d: &DomShared) {
+    let frames = {
+        let mut l = Locked::new(d, None);
+        let mut bits = l.bits();
+        let f = l.ports_mut(d.id).map(|t| t.fifo_destroy(d.id, &mut bits)).unwrap_or_default();
+        d.fifo_on.store(false, Ordering::SeqCst);
+        f
+    };
+    let ft = crate::machine::frames();
+    for m in frames {
+        let _ = ft.put_page_and_type(m, true);
+    }
+}
+
+/// Is one of `ports` of `d` pending, in the ABI `d` uses (a poller's wake-up condition)?
+/// The 2-level bitmap is read lock-free; a FIFO domain's words are found under its event
+/// lock (which ranks above the run-queue locks a sleeper check holds). A switch of ABI
+/// between the flag's load and the look is caught by the sleeper check the switch's
+/// next event triggers.
+pub fn any_pending(d: &DomShared, ports: &[Port]) -> bool {
+    let bits = PortBits::one(d);
+    if d.fifo_on.load(Ordering::SeqCst) {
+        let l = Locked::new(d, None);
+        return l.ports(d.id).is_some_and(|t| ports.iter().any(|&p| t.is_pending(d.id, p, &bits)));
+    }
+    ports.iter().any(|&p| bits.is_pending(d.id, p))
+}
+
 /// What the hypervisor raises in a domain on its own: a VIRQ on a vCPU, or a PIRQ.
 #[derive(Copy, Clone, Debug)]
 pub enum Source {
@@ -191,6 +222,29 @@ impl Bits for PortBits<'_> {
         if let Some(dom) = self.dom(d) {
             dom.vcpu_info.set_byte(vcpu, vi::UPCALL_PENDING, 1);
         }
+    }
+    fn clear_sel(&mut self, d: DomId, vcpu: u32) {
+        if let Some(dom) = self.dom(d) {
+            dom.vcpu_info.write(vcpu, vi::PENDING_SEL, &[0; 8]);
+        }
+    }
+    // FIFO words live in frames the domain's FIFO state holds with writable type references
+    // (never private, always direct-mapped): the `None` arms cannot happen, and answer as
+    // if the word had every bit set, which links and announces nothing.
+    fn word_fetch_or(&mut self, m: Mfn, off: usize, bits: u32) -> u32 {
+        DirectMap.fetch_or_u32(m, off, bits).unwrap_or(u32::MAX)
+    }
+    fn word_fetch_and(&mut self, m: Mfn, off: usize, mask: u32) -> u32 {
+        DirectMap.fetch_and_u32(m, off, mask).unwrap_or(u32::MAX)
+    }
+    fn word_load(&self, m: Mfn, off: usize) -> u32 {
+        DirectMap.load_u32(m, off).unwrap_or(u32::MAX)
+    }
+    fn word_cas(&mut self, m: Mfn, off: usize, old: u32, new: u32) -> Result<(), u32> {
+        DirectMap.cas_u32(m, off, old, new).unwrap_or(Ok(()))
+    }
+    fn word_store(&mut self, m: Mfn, off: usize, v: u32) {
+        DirectMap.store_u32(m, off, v);
     }
 }
 

@@ -214,8 +214,7 @@ fn sleeper_ready(d: &DomShared, v: u32, ports: &[u32], now: u64) -> bool {
     if ports.is_empty() {
         return false;
     }
-    let bits = crate::ports::PortBits::one(d);
-    ports.iter().any(|&p| hv_core::evtchn::Bits::is_pending(&bits, d.id, p))
+    crate::ports::any_pending(d, ports)
         || d.timers.get(v as usize).is_some_and(|t| {
             let p = t.poll.load(Ordering::Relaxed);
             p != 0 && now >= p
@@ -617,6 +616,9 @@ fn audit(d: &DomShared) {
             holds.extend(c.gdt.iter().chain(c.ldt.iter()).flatten().map(|&mfn| Hold { mfn, typed: true }));
         });
     }
+    // The FIFO event-channel frames (control blocks, event-array pages): writable references.
+    let fifo = crate::ports::Locked::new(d, None).ports(d.id).map(|t| t.fifo_frames()).unwrap_or_default();
+    holds.extend(fifo.into_iter().map(|mfn| Hold { mfn, typed: true }));
     let _mm = d.mm();
     // Its grant frames (each held with a writable type reference), and the pins of its
     // grants mapped or being copied by any domain: under its grant lock, as they change.

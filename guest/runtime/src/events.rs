@@ -5,6 +5,10 @@
 //! events masked. The handler clears `evtchn_upcall_pending`, takes the selector word, and for
 //! each pending and unmasked port clears the pending bit, counts it and calls the
 //! registered handler; then it unmasks events and loops if more arrived meanwhile.
+//!
+//! Once [`use_fifo`] switched the domain to the FIFO ABI, the upcall takes vCPU 0's ready
+//! queues instead, highest priority first, as Linux's `events_fifo.c` does, and the port
+//! helpers work on the FIFO event words.
 
 use crate::hypercall::hypercall5;
 use crate::mm::SharedInfoMap;
@@ -71,31 +75,39 @@ const PORTS: u32 = 4096;
 const PENDING: u64 = 2048;
 const MASK: u64 = 2560;
 
+/// One delivered event: counted, then handed to the handler.
+fn deliver(port: Port) {
+    if (port as usize) < COUNTED_PORTS {
+        COUNTS[port as usize].fetch_add(1, Ordering::SeqCst);
+    }
+    let h = HANDLER.load(Ordering::SeqCst);
+    if h != 0 {
+        // SAFETY: only `set_handler` stores here, from a `fn(Port)`.
+        let f: fn(Port) = unsafe { core::mem::transmute(h as usize) };
+        f(port);
+    }
+}
+
 /// The event upcall (called by the trap path for [`crate::traps::UPCALL_VECTOR`]).
 pub(crate) fn upcall() {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
     loop {
         byte(0).store(0, Ordering::SeqCst); // evtchn_upcall_pending (vCPU 0)
-        let sel = word(8).swap(0, Ordering::SeqCst);
-        let mut s = sel;
-        while s != 0 {
-            let w = s.trailing_zeros() as u64;
-            s &= s - 1;
-            let ready = word(PENDING + 8 * w).load(Ordering::SeqCst) & !word(MASK + 8 * w).load(Ordering::SeqCst);
-            let mut r = ready;
-            while r != 0 {
-                let b = r.trailing_zeros() as u64;
-                r &= r - 1;
-                word(PENDING + 8 * w).fetch_and(!(1 << b), Ordering::SeqCst);
-                let port = (w * 64 + b) as usize;
-                if port < COUNTED_PORTS {
-                    COUNTS[port].fetch_add(1, Ordering::SeqCst);
-                }
-                let h = HANDLER.load(Ordering::SeqCst);
-                if h != 0 {
-                    // SAFETY: only `set_handler` stores here, from a `fn(Port)`.
-                    let f: fn(Port) = unsafe { core::mem::transmute(h as usize) };
-                    f(port as Port);
+        if FIFO_CTL.load(Ordering::SeqCst) != 0 {
+            fifo_scan();
+        } else {
+            let sel = word(8).swap(0, Ordering::SeqCst);
+            let mut s = sel;
+            while s != 0 {
+                let w = s.trailing_zeros() as u64;
+                s &= s - 1;
+                let ready = word(PENDING + 8 * w).load(Ordering::SeqCst) & !word(MASK + 8 * w).load(Ordering::SeqCst);
+                let mut r = ready;
+                while r != 0 {
+                    let b = r.trailing_zeros() as u64;
+                    r &= r - 1;
+                    word(PENDING + 8 * w).fetch_and(!(1 << b), Ordering::SeqCst);
+                    deliver((w * 64 + b) as Port);
                 }
             }
         }
@@ -106,6 +118,158 @@ pub(crate) fn upcall() {
         }
         byte(1).store(1, Ordering::SeqCst);
     }
+}
+
+/// FIFO mode: vCPU 0's control block and the first event-array page (0 while 2-level),
+/// and the queue heads the consumer is at (0: take the control block's).
+static FIFO_CTL: AtomicU64 = AtomicU64::new(0);
+static FIFO_ARRAY: AtomicU64 = AtomicU64::new(0);
+static FIFO_HEADS: [AtomicU32; fifo::MAX_QUEUES] = [const { AtomicU32::new(0) }; fifo::MAX_QUEUES];
+/// Events handled per upcall at most: a queue the guest itself corrupted cannot loop.
+const FIFO_BUDGET: u32 = 4096;
+
+/// A 4 KiB page, aligned, for the FIFO control block and event array.
+#[repr(C, align(4096))]
+pub struct Page(pub [u8; 4096]);
+
+impl Page {
+    pub const fn new() -> Page {
+        Page([0; 4096])
+    }
+}
+
+impl Default for Page {
+    fn default() -> Page {
+        Page::new()
+    }
+}
+
+/// The 32-bit word at `off` of the FIFO page at `base` (scratch when FIFO is off).
+fn fifo_at(base: u64, off: usize) -> &'static AtomicU32 {
+    static SCRATCH: AtomicU32 = AtomicU32::new(0);
+    if base == 0 || off > 4096 - 4 || !off.is_multiple_of(4) {
+        return &SCRATCH;
+    }
+    // SAFETY: `use_fifo` stored the address of a page the caller gave for the guest's
+    // lifetime; the offset is aligned and inside it.
+    unsafe { AtomicU32::from_ptr((base + off as u64) as *mut u32) }
+}
+
+/// `port`'s event word (ports past the first array page have none here).
+fn fifo_word(port: Port) -> Option<&'static AtomicU32> {
+    let a = FIFO_ARRAY.load(Ordering::SeqCst);
+    (a != 0 && port < fifo::WORDS_PER_PAGE).then(|| fifo_at(a, port as usize * 4))
+}
+
+/// Takes vCPU 0's ready queues: Linux's `__evtchn_fifo_handle_events`.
+fn fifo_scan() {
+    let ctl = FIFO_CTL.load(Ordering::SeqCst);
+    let ready = fifo_at(ctl, fifo::CONTROL_READY);
+    let mut r = ready.swap(0, Ordering::SeqCst);
+    let mut budget = FIFO_BUDGET;
+    while r != 0 && budget > 0 {
+        budget -= 1;
+        let q = r.trailing_zeros() as usize;
+        let mut head = FIFO_HEADS[q].load(Ordering::SeqCst);
+        if head == 0 {
+            // Reached the tail last time: the hypervisor's head for the queue.
+            head = fifo_at(ctl, fifo::CONTROL_HEAD + 4 * q).load(Ordering::SeqCst);
+        }
+        let mut next = 0;
+        if let Some(w) = fifo_word(head) {
+            // Unlink it, keeping the link to the next one (the hypervisor may be setting it).
+            let mut old = w.load(Ordering::SeqCst);
+            while let Err(cur) = w.compare_exchange(old, old & !(fifo::LINKED | fifo::LINK_MASK), Ordering::SeqCst, Ordering::SeqCst) {
+                old = cur;
+            }
+            next = old & fifo::LINK_MASK;
+            if old & fifo::PENDING != 0 && old & fifo::MASKED == 0 {
+                w.fetch_and(!fifo::PENDING, Ordering::SeqCst);
+                deliver(head);
+            }
+        }
+        if next == 0 {
+            r &= !(1 << q);
+        }
+        FIFO_HEADS[q].store(next, Ordering::SeqCst);
+        r |= ready.swap(0, Ordering::SeqCst);
+    }
+}
+
+/// Switches the domain to FIFO event channels with `ctl` as vCPU 0's control block and
+/// `array` as the first event-array page (ports 1-1023), every port masked first (as
+/// Linux: unmask the ports in use with [`unmask`]). A 2-level event pending at the switch
+/// stays pending. The link width the hypervisor reports, or the error (the domain stays
+/// 2-level if `init_control` failed).
+///
+/// # Safety
+/// `ctl_mfn` and `array_mfn` must be the frames of `ctl` and `array`: the hypervisor
+/// writes those frames from now on.
+pub unsafe fn use_fifo(ctl: &'static mut Page, ctl_mfn: u64, array: &'static mut Page, array_mfn: u64) -> Result<u8, i64> {
+    ctl.0.fill(0);
+    for w in array.0.chunks_exact_mut(4) {
+        w.copy_from_slice(&fifo::MASKED.to_le_bytes());
+    }
+    let bits = init_control(ctl_mfn, 0, 0)?;
+    for h in &FIFO_HEADS {
+        h.store(0, Ordering::SeqCst);
+    }
+    FIFO_ARRAY.store(array.0.as_mut_ptr() as u64, Ordering::SeqCst);
+    FIFO_CTL.store(ctl.0.as_mut_ptr() as u64, Ordering::SeqCst);
+    match expand_array(array_mfn) {
+        0 => Ok(bits),
+        r => Err(r),
+    }
+}
+
+/// Forgets the consumer's queue positions (after the guest rewrote its control block).
+pub fn fifo_restart() {
+    for h in &FIFO_HEADS {
+        h.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Back to 2-level mode after `EVTCHNOP_reset` (which ends the FIFO ABI).
+pub fn fifo_off() {
+    FIFO_CTL.store(0, Ordering::SeqCst);
+    FIFO_ARRAY.store(0, Ordering::SeqCst);
+    fifo_restart();
+}
+
+/// Sets the raw 32-bit word `port` in FIFO mode (a test's hostile writes).
+pub fn fifo_write_word(port: Port, v: u32) {
+    if let Some(w) = fifo_word(port) {
+        w.store(v, Ordering::SeqCst);
+    }
+}
+
+/// Sets the raw control-block word at byte `off` (a test's hostile writes).
+pub fn fifo_write_control(off: usize, v: u32) {
+    fifo_at(FIFO_CTL.load(Ordering::SeqCst), off).store(v, Ordering::SeqCst);
+}
+
+/// `EVTCHNOP_init_control {gfn, offset, vcpu}`: the link width, or the error.
+pub fn init_control(gfn: u64, offset: u32, vcpu: u32) -> Result<u8, i64> {
+    let mut a = [gfn as u32, (gfn >> 32) as u32, offset, vcpu, 0, 0];
+    match evtchn_op(EVTCHNOP_INIT_CONTROL, &mut a) {
+        0 => Ok(a[4] as u8),
+        r => Err(r),
+    }
+}
+
+/// `EVTCHNOP_expand_array {gfn}`.
+pub fn expand_array(gfn: u64) -> i64 {
+    evtchn_op(EVTCHNOP_EXPAND_ARRAY, &mut [gfn as u32, (gfn >> 32) as u32])
+}
+
+/// `EVTCHNOP_set_priority {port, priority}`.
+pub fn set_priority(port: Port, priority: u32) -> i64 {
+    evtchn_op(EVTCHNOP_SET_PRIORITY, &mut [port, priority])
+}
+
+/// `EVTCHNOP_reset` of the caller's own domain: every port closed, back to 2-level.
+pub fn reset() -> i64 {
+    evtchn_op(EVTCHNOP_RESET, &mut [guest_abi::DOMID_SELF as u32])
 }
 
 /// Registers the upcall with the hypervisor; events stay masked until [`enable`].
@@ -129,6 +293,12 @@ pub fn attach(shared: &SharedInfoMap) {
 
 /// Clears `port`'s pending bit (an event consumed by polling rather than by the upcall).
 pub fn clear_pending(port: Port) {
+    if FIFO_CTL.load(Ordering::SeqCst) != 0 {
+        if let Some(w) = fifo_word(port) {
+            w.fetch_and(!fifo::PENDING, Ordering::SeqCst);
+        }
+        return;
+    }
     if port >= PORTS {
         return;
     }
@@ -155,9 +325,19 @@ pub fn disable() {
     byte(1).store(1, Ordering::SeqCst);
 }
 
-/// Masks or unmasks one port in the shared bitmap (unmask should then go through
+/// Masks or unmasks one port in the shared bitmap (or its FIFO word) (unmask should then go through
 /// [`unmask`] so a pending event is re-announced).
 pub fn set_port_mask(port: Port, masked: bool) {
+    if FIFO_CTL.load(Ordering::SeqCst) != 0 {
+        if let Some(w) = fifo_word(port) {
+            if masked {
+                w.fetch_or(fifo::MASKED, Ordering::SeqCst);
+            } else {
+                w.fetch_and(!fifo::MASKED, Ordering::SeqCst);
+            }
+        }
+        return;
+    }
     if port >= PORTS {
         return;
     }
@@ -170,8 +350,11 @@ pub fn set_port_mask(port: Port, masked: bool) {
     }
 }
 
-/// Is `port` pending in the shared bitmap?
+/// Is `port` pending in the shared bitmap (or its FIFO word)?
 pub fn is_pending(port: Port) -> bool {
+    if FIFO_CTL.load(Ordering::SeqCst) != 0 {
+        return fifo_word(port).is_some_and(|w| w.load(Ordering::SeqCst) & fifo::PENDING != 0);
+    }
     port < PORTS
         && word(PENDING + 8 * (port as u64 / 64)).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
 }

@@ -192,6 +192,44 @@ impl DirectMap {
         Some(Self::word16(mfn, off)?.fetch_and(!bits, Ordering::SeqCst))
     }
 
+    /// The aligned 32-bit word at `off` of a frame shared with a guest, as an atomic
+    /// (`None` if unaligned or not reachable): FIFO event words and control blocks.
+    fn word32(mfn: Mfn, off: usize) -> Option<&'static core::sync::atomic::AtomicU32> {
+        if !off.is_multiple_of(4) {
+            return None;
+        }
+        let a = Self::at(mfn, off, 4)?;
+        // SAFETY: as for `byte`, an aligned word.
+        Some(unsafe { core::sync::atomic::AtomicU32::from_ptr(a as *mut u32) })
+    }
+
+    /// Reads an aligned 32-bit word of a guest frame in one load.
+    pub fn load_u32(&self, mfn: Mfn, off: usize) -> Option<u32> {
+        Some(Self::word32(mfn, off)?.load(Ordering::SeqCst))
+    }
+
+    /// Writes an aligned 32-bit word of a guest frame in one store.
+    pub fn store_u32(&self, mfn: Mfn, off: usize, v: u32) -> Option<()> {
+        Self::word32(mfn, off)?.store(v, Ordering::SeqCst);
+        Some(())
+    }
+
+    /// Sets bits of an aligned 32-bit word of a guest frame; returns the old word.
+    pub fn fetch_or_u32(&self, mfn: Mfn, off: usize, m: u32) -> Option<u32> {
+        Some(Self::word32(mfn, off)?.fetch_or(m, Ordering::SeqCst))
+    }
+
+    /// Clears the bits not in `m` of an aligned 32-bit word of a guest frame; the old word.
+    pub fn fetch_and_u32(&self, mfn: Mfn, off: usize, m: u32) -> Option<u32> {
+        Some(Self::word32(mfn, off)?.fetch_and(m, Ordering::SeqCst))
+    }
+
+    /// Compare-and-swap of an aligned 32-bit word of a guest frame: `Some(Err(current))`
+    /// if it was not `old`.
+    pub fn cas_u32(&self, mfn: Mfn, off: usize, old: u32, new: u32) -> Option<Result<(), u32>> {
+        Some(Self::word32(mfn, off)?.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).map(|_| ()))
+    }
+
     /// Reads a byte of a guest frame.
     pub fn load_u8(&self, mfn: Mfn, off: usize) -> Option<u8> {
         Some(Self::byte(mfn, off)?.load(Ordering::SeqCst))

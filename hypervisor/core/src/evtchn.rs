@@ -68,6 +68,8 @@ pub trait Bits {
     fn test_and_set_sel(&mut self, dom: DomId, vcpu: u32, word: u32) -> bool;
     /// Sets the vCPU's `evtchn_upcall_pending`.
     fn set_upcall_pending(&mut self, dom: DomId, vcpu: u32);
+    /// Clears the vCPU's whole `evtchn_pending_sel`.
+    fn clear_sel(&mut self, dom: DomId, vcpu: u32);
 
     /// FIFO ABI: atomic operations on the aligned 32-bit word at byte `off` of guest frame
     /// `m`, one the domain's FIFO state holds (a control block's page or an event-array
@@ -313,7 +315,7 @@ pub trait Table {
     /// of `page` (a frame of `dom` the caller holds a writable type reference to, kept by
     /// the FIFO state from now on; on an error it is not kept). The first one switches the
     /// domain to the FIFO ABI: each port's priority becomes the default and a port pending
-    /// in the 2-level bitmap is pending again once an array page holds its word. -ENOENT: no
+    /// in the 2-level bitmap moves out of it, pending again once an array page holds its word. -ENOENT: no
     /// such vCPU; -EINVAL: a bad offset, or the vCPU has its block already.
     fn init_control(&mut self, dom: DomId, vcpu: u32, page: Mfn, offset: u32, bits: &mut dyn Bits) -> Result<(), Errno> {
         let de = dm(self, dom)?;
@@ -325,7 +327,12 @@ pub trait Table {
             let mut f = fifo::Fifo::new(de.nr_vcpus);
             for (p, c) in de.chans.iter_mut().enumerate().skip(1) {
                 c.prio = guest_abi::evtchn::fifo::PRIORITY_DEFAULT;
+                // Moved, not copied: left set, the bit would hold off the port's next
+                // event after a return to the 2-level ABI.
                 c.saved = c.state != State::Free && bits.is_pending(dom, p as Port);
+                if c.saved {
+                    bits.clear_pending(dom, p as Port);
+                }
                 c.last = (0, 0);
             }
             f.set_control(vcpu, page, offset);
@@ -515,10 +522,16 @@ impl DomainEvents {
     }
 
     /// Back to the 2-level ABI (`EVTCHNOP_reset`, a domain's teardown): the frames whose
-    /// references the caller now drops ([`DomainEvents::fifo_frames`]).
-    pub fn fifo_destroy(&mut self) -> Vec<Mfn> {
+    /// references the caller now drops ([`DomainEvents::fifo_frames`]). Every vCPU's
+    /// selector is cleared: under FIFO the guest never consumed it, and a bit left set would
+    /// keep the next 2-level event in its word from raising an upcall.
+    pub fn fifo_destroy(&mut self, dom: DomId, bits: &mut dyn Bits) -> Vec<Mfn> {
         let frames = self.fifo_frames();
-        self.fifo = None;
+        if self.fifo.take().is_some() {
+            for v in 0..self.nr_vcpus {
+                bits.clear_sel(dom, v);
+            }
+        }
         for c in &mut self.chans {
             c.saved = false;
             c.last = (0, 0);
@@ -649,6 +662,9 @@ mod tests {
         }
         fn set_upcall_pending(&mut self, d: DomId, v: u32) {
             self.upcall.insert((d, v), true);
+        }
+        fn clear_sel(&mut self, d: DomId, v: u32) {
+            self.sel.retain(|&(dd, vv, _)| !(dd == d && vv == v));
         }
         fn word_fetch_or(&mut self, m: Mfn, off: usize, bits: u32) -> u32 {
             let w = self.words.entry((m.0, off)).or_insert(0);
@@ -1082,7 +1098,10 @@ mod tests {
         assert_eq!(e.can_expand(1), Err(Errno::ENOSPC));
         assert_eq!(e.expand_array(1, page(999), &mut b), Err(Errno::ENOSPC));
         assert_eq!(e.doms[&1].fifo_frames().len(), 1 + MAX_ARRAY_PAGES);
-        let frames = e.doms.get_mut(&1).unwrap().fifo_destroy();
+        // A selector bit the 2-level guest left set before the switch goes with the switch
+        // back: the next 2-level event raises its upcall.
+        b.sel.insert((1, 0, p / 64));
+        let frames = e.doms.get_mut(&1).unwrap().fifo_destroy(1, &mut b);
         assert_eq!(frames.len(), 1 + MAX_ARRAY_PAGES);
         assert!(!e.doms[&1].is_fifo() && e.doms[&1].fifo_frames().is_empty());
         // 2-level again.
@@ -1102,6 +1121,7 @@ mod tests {
         for v in 0..2 {
             e.init_control(0, v, ctl(v), CTL_OFF, &mut b).unwrap();
         }
+        assert!(!b.is_pending(0, p), "moved out of the 2-level bitmap");
         let q = e.bind_ipi(0, 0).unwrap();
         assert_eq!(e.send(0, q, &mut b).unwrap(), None, "no word yet: saved");
         assert!(!e.doms[&0].is_pending(0, q, &b));

@@ -19,6 +19,8 @@ fn arg_size(cmd: u64) -> Option<usize> {
         EVTCHNOP_CLOSE | EVTCHNOP_SEND | EVTCHNOP_UNMASK => 4,
         EVTCHNOP_STATUS => 24,
         EVTCHNOP_RESET => 2,
+        EVTCHNOP_INIT_CONTROL => 24,
+        EVTCHNOP_EXPAND_ARRAY | EVTCHNOP_SET_PRIORITY => 8,
         _ => return None,
     })
 }
@@ -26,28 +28,95 @@ fn arg_size(cmd: u64) -> Option<usize> {
 /// `event_channel_op(cmd, arg)`. Runs with whatever locks the caller holds besides this
 /// CPU's structure (none on the way from a guest: `super::fast_path`); returns whether
 /// a sleeper may need waking, which takes a run-queue lock (`ports::notify_lockfree`).
-pub fn event_channel_op(c: &impl OnCpu, cmd: u64, arg: u64) -> (HcResult, bool) {
+pub fn event_channel_op(c: &mut impl OnCpu, cmd: u64, arg: u64) -> (HcResult, bool) {
     let Some(n) = arg_size(cmd) else { return (Err(Errno::ENOSYS), false) };
     let mut b = [0u8; 24];
-    if let Err(e) = read_guest(c, arg, &mut b[..n]) {
+    if let Err(e) = read_guest(&*c, arg, &mut b[..n]) {
         return (Err(e), false);
     }
-    run(c, cmd, arg, &b, 0)
+    if matches!(cmd, EVTCHNOP_INIT_CONTROL | EVTCHNOP_EXPAND_ARRAY) {
+        return fifo_setup(c, cmd, arg, &b, 0);
+    }
+    run(&*c, cmd, arg, &b, 0)
 }
 
 /// Legacy #16: `{cmd u32, pad, union}` in one structure.
-pub fn event_channel_op_compat(c: &impl OnCpu, arg: u64) -> (HcResult, bool) {
+pub fn event_channel_op_compat(c: &mut impl OnCpu, arg: u64) -> (HcResult, bool) {
     let mut w = [0u8; 4];
-    if let Err(e) = read_guest(c, arg, &mut w) {
+    if let Err(e) = read_guest(&*c, arg, &mut w) {
         return (Err(e), false);
     }
     let cmd = u32::from_le_bytes(w) as u64;
     let Some(n) = arg_size(cmd) else { return (Err(Errno::ENOSYS), false) };
     let mut b = [0u8; 24];
-    if let Err(e) = read_guest(c, arg.wrapping_add(8), &mut b[..n]) {
+    if let Err(e) = read_guest(&*c, arg.wrapping_add(8), &mut b[..n]) {
         return (Err(e), false);
     }
-    run(c, cmd, arg, &b, 8)
+    if matches!(cmd, EVTCHNOP_INIT_CONTROL | EVTCHNOP_EXPAND_ARRAY) {
+        return fifo_setup(c, cmd, arg, &b, 8);
+    }
+    run(&*c, cmd, arg, &b, 8)
+}
+
+/// The FIFO operations that hand the hypervisor a frame of the caller: `init_control
+/// {control_gfn u64, offset u32, vcpu u32; OUT link_bits u8 @16}` and `expand_array
+/// {array_gfn u64}`. The frame is held with a writable type reference (so it can never
+/// become a page table or descriptor page while the event words live there), taken under
+/// the memory lock before the event lock; an operation refused under the event lock gives
+/// it back. Arguments are checked in Xen's order: -ENOENT for a vCPU the domain lacks,
+/// -EINVAL for a bad offset, -EOPNOTSUPP (`expand_array` before `init_control`) or -ENOSPC
+/// (the array full) before the frame, -EINVAL for a frame the caller may not give.
+fn fifo_setup(c: &mut impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult, bool) {
+    let me = c.pc().cur.shared.clone();
+    let cpu = c.pc().id;
+    let gfn = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let init = cmd == EVTCHNOP_INIT_CONTROL;
+    let (offset, vcpu) = (u32at(b, 8), u32at(b, 12));
+    let early = if init { hv_core::evtchn::check_control(me.nr_vcpus(), vcpu, offset) } else { Locked::new(&me, None).pair().can_expand(me.id) };
+    if let Err(e) = early {
+        return (Err(e), false);
+    }
+    let m = hv_core::mem::Mfn(gfn);
+    let held = c.with_mx(|mx| {
+        let dom = mx.pc.cur.dom;
+        let mut dm = hv_arch::physmem::DirectMap;
+        crate::guest::pt!(mx, dm).get_writable_page(m, dom)
+    });
+    if held.is_err() {
+        return (Err(Errno::EINVAL), false);
+    }
+    let (r, need) = {
+        let mut l = Locked::new(&me, None);
+        let mut bits = l.bits();
+        // Under the event lock: a teardown's sweep of the FIFO frames cannot miss this one.
+        let r = if me.is_dying() {
+            Err(Errno::ESRCH)
+        } else if init {
+            l.pair().init_control(me.id, vcpu, m, offset, &mut bits).map(|()| alloc::vec::Vec::new())
+        } else {
+            l.pair().expand_array(me.id, m, &mut bits)
+        };
+        me.fifo_on.store(l.ports(me.id).is_some_and(|t| t.is_fifo()), core::sync::atomic::Ordering::SeqCst);
+        let mut need = false;
+        if let Ok(kicks) = &r {
+            let doms = l.domains();
+            for &k in kicks {
+                need |= ports::notify_lockfree(cpu, Some(k), &doms);
+            }
+        }
+        (r, need)
+    };
+    if let Err(e) = r {
+        let _ = crate::machine::frames().put_page_and_type(m, true);
+        return (Err(e), false);
+    }
+    if init {
+        // As Xen: the link width back to the caller (a failed copy is -EFAULT; the block
+        // stays registered).
+        let r = write_guest(&*c, arg.wrapping_add(base).wrapping_add(16), &[guest_abi::evtchn::fifo::LINK_BITS]).map(|()| 0);
+        return (r, need);
+    }
+    (Ok(0), need)
 }
 
 /// An operation's outcome under the event locks: a value to return (a port, or a status
@@ -142,6 +211,10 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
                 done(l, r)
             }),
         },
+        EVTCHNOP_SET_PRIORITY => ports::on_domains(me, myid, |l| {
+            let r = l.pair().set_priority(myid, u32at(b, 0), u32at(b, 4)).map(|()| (Out::None, None));
+            done(l, r)
+        }),
         EVTCHNOP_RESET => match super::foreign_dom(c, u16at(b, 0)) {
             Err(e) => (Err(e), false),
             Ok(d) => reset(&d, cpu),
@@ -193,5 +266,6 @@ fn reset(me: &DomShared, cpu: usize) -> (Result<Out, Errno>, bool) {
             need |= ports::notify_lockfree(cpu, None, &l.domains());
         });
     }
+    ports::fifo_destroy(me);
     (Ok(Out::None), need)
 }

@@ -219,7 +219,7 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
             r
         }
         nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT => {
-            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(&*c, a1, a2) } else { evtchn::event_channel_op_compat(&*c, a1) };
+            let (r, wake) = if n == nr::EVENT_CHANNEL_OP { evtchn::event_channel_op(c, a1, a2) } else { evtchn::event_channel_op_compat(c, a1) };
             c.pc_mut().wake_pass |= wake;
             r
         }

@@ -6,7 +6,7 @@ use guest_abi::errno::Errno;
 use guest_abi::sched::*;
 use core::sync::atomic::Ordering;
 use hv_arch::entry::TrapFrame;
-use hv_core::evtchn::{Bits, Table};
+use hv_core::evtchn::Table;
 
 fn shutdown(hv: &mut Hv, f: &TrapFrame, reason: u64) -> HcResult {
     let r = u32::try_from(reason).ok().and_then(ShutdownReason::from_u32).ok_or(Errno::EINVAL)?;
@@ -61,8 +61,7 @@ fn poll(hv: &mut Hv, arg: u64) -> HcResult {
     // Announced before the last look (see `block`).
     d.polling.fetch_or(1 << v, Ordering::SeqCst);
     d.sleeping.fetch_or(1 << v, Ordering::SeqCst);
-    let bits = crate::ports::PortBits::one(&d);
-    if list.iter().any(|&p| bits.is_pending(me, p)) {
+    if crate::ports::any_pending(&d, &list) {
         d.polling.fetch_and(!(1 << v), Ordering::SeqCst);
         d.sleeping.fetch_and(!(1 << v), Ordering::SeqCst);
         return Ok(0);

@@ -367,6 +367,26 @@ fn scenarios() -> Vec<Scenario> {
             }
         })
     });
+    // FIFO event channels (tests/guests/src/bin/fifo.rs) in a domU that ends with FIFO on
+    // (its frames audited, then given back by the teardown); on 2 CPUs with a second vCPU
+    // writing garbage into the event words while the first raises events.
+    let fifo = [1u32, 2].into_iter().map(|smp| {
+        let (sfx, domu): (&str, &'static [(&'static str, &'static str)]) =
+            if smp == 1 { ("", &[("fifo", "domU mem=8M")]) } else { ("-smp2", &[("fifo", "domU mem=8M vcpus=2")]) };
+        Scenario {
+            smp,
+            dom0_args: "domexc",
+            domus: domu,
+            ..sc(Box::leak(format!("fifo{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
+                "(d1) --- fifo (CPL 1) ---",
+                "(d1) garbage: 60 rounds of 10 ports raised",
+                "(d1) Test result: SUCCESS",
+                "audit d1: ",
+                "counts consistent",
+                "Test result: SUCCESS",
+            ]))
+        }
+    });
     // Grant mappings (tests/guests/src/bin/grant_hostile.rs): a domU attacking its own
     // grants, then dying with one mapped (released, audited); and a granter dying while dom0
     // maps its page. On 1 and 2 CPUs.
@@ -949,6 +969,7 @@ fn scenarios() -> Vec<Scenario> {
     v.extend(smp);
     v.extend(stress);
     v.extend(grants);
+    v.extend(fifo);
     v.extend(toolstack);
     v
 }
