@@ -83,7 +83,7 @@ extern "C" fn scribbler() -> ! {
         ev::fifo_write_control(8 + 4 * 7, pat & 0x1ffff);
         i += 1;
         SCRIBBLES.store(i, SeqCst);
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             yield_now();
         }
     }
