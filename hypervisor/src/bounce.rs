@@ -165,7 +165,11 @@ fn push_handler_frame(c: &mut impl OnCpu, f: &mut TrapFrame, handler: u64, below
         words[n] = w;
         n += 1;
     }
-    let rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
+    let mut rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
+    if pv64 && crate::pv64::architectural_iopl(&v.shared) {
+        // Xen shows the virtual IOPL in the frame when the guest takes it from its iret.
+        rflags = (rflags & !RFLAGS_IOPL) | (v.iopl as u64) << 12;
+    }
     for w in [f.rip, cs | ((mask as u64) << 32), rflags, f.rsp, ss] {
         words[n] = w;
         n += 1;

@@ -79,6 +79,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}
+        v if v == vector::GP as u64 && f.error_code == 0 && hv.pc.cur.shared.pv64 && io_op(hv, f) => {}
         v if v == vector::GP as u64 && f.error_code == 0 && !hv.pc.cur.in_user(f) && privileged_op(hv, f) => {}
         v if v == vector::GP as u64 && f.error_code & 7 == 2 && soft_int(hv, f) => {}
         v if v < 32 => {
@@ -138,6 +139,46 @@ fn soft_int(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     f.rip = f.rip.wrapping_add(2);
     let mask = ti.flags & guest_abi::traps::TI_MASK_EVENTS != 0;
     bounce::enter_guest_handler(hv, f, ti.address, &[], mask, "int N");
+    true
+}
+
+/// A #GP from a Xen pv64 vCPU (kernel or user mode) at `cli`, `sti`, `in` or `out` that its
+/// virtual IOPL allows (`hv_core::emul::iopl_ok`): `cli`/`sti` set or clear its upcall
+/// mask; port I/O reaches a port the domain has rights to (the privileged domain's, all but
+/// the hypervisor's), anything else reads as all ones and drops writes (Xen's behaviour
+/// without `ioports_access_permitted`). RIP past it. False otherwise (the #GP is bounced).
+fn io_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    use hv_core::emul::{self, IoOp};
+    let mut b = [0u8; 3];
+    let n = (1..=3).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
+    let Some((op, len)) = emul::decode_io(&b[..n]) else { return false };
+    let v = &hv.pc.cur;
+    if !emul::iopl_ok(v.iopl, v.in_user(f), crate::pv64::architectural_iopl(&v.shared)) {
+        return false;
+    }
+    let rights = |port: u16, size: u8| {
+        v.shared.privileged && (0..size as u16).all(|i| port.checked_add(i).is_some_and(hv_core::ioperm::port_permitted))
+    };
+    match op {
+        IoOp::Cli | IoOp::Sti => v.shared.vcpu_info.set_byte(v.id, crate::domain::vi::UPCALL_MASK, (op == IoOp::Cli) as u8),
+        IoOp::In { size, port } => {
+            let port = port.map_or(f.rdx as u16, u16::from);
+            let val = if rights(port, size) { hv_arch::cpu::port_in(port, size) } else { u32::MAX };
+            // As the CPU writes them: AL and AX keep the rest of RAX, EAX zero-extends.
+            f.rax = match size {
+                1 => (f.rax & !0xFF) | (val as u64 & 0xFF),
+                2 => (f.rax & !0xFFFF) | (val as u64 & 0xFFFF),
+                _ => val as u64,
+            };
+        }
+        IoOp::Out { size, port } => {
+            let port = port.map_or(f.rdx as u16, u16::from);
+            if rights(port, size) {
+                hv_arch::cpu::port_out(port, size, f.rax as u32);
+            }
+        }
+    }
+    f.rip = f.rip.wrapping_add(len as u64);
     true
 }
 

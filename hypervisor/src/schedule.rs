@@ -393,7 +393,8 @@ fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
     paging::sync_guest_slots(&pc.tables, v.l4);
     paging::set_rsp1(&pc.tables, v.kernel_sp);
     // Only the privileged domain has I/O rights (ports; its MMIO is checked per mapping).
-    paging::set_io_ports(&pc.tables, v.shared.privileged);
+    // A Xen pv64 domain's port I/O always traps, for its virtual IOPL (`entry::io_op`).
+    paging::set_io_ports(&pc.tables, v.shared.privileged && !v.shared.pv64);
     load_direct_gates(pc);
     refused
 }

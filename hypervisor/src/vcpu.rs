@@ -50,6 +50,9 @@ pub struct Vcpu {
     pub ldt_ents: u32,
     /// Virtual CR0.TS (`fpu_taskswitch`).
     pub fpu_ts: bool,
+    /// The Xen pv64 mode's virtual IOPL (0–3: `PHYSDEVOP_set_iopl`, or the RFLAGS of
+    /// `HYPERVISOR_iret` under `VMASST_TYPE_architectural_iopl`); the real IOPL stays 0.
+    pub iopl: u8,
     /// Saved registers while the vCPU is not running.
     pub frame: TrapFrame,
     /// Saved while another vCPU runs.
@@ -105,6 +108,7 @@ impl Vcpu {
             ldt_base: 0,
             ldt_ents: 0,
             fpu_ts: false,
+            iopl: 0,
             frame: TrapFrame::default(),
             fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
             fs_base: 0,

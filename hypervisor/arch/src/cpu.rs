@@ -26,6 +26,32 @@ pub fn outl(port: u16, v: u32) {
     unsafe { Port::<u32>::new(port).write(v) }
 }
 
+/// Reads `size` (1, 2 or 4) bytes from an I/O port (other sizes read nothing: all ones).
+pub fn port_in(port: u16, size: u8) -> u32 {
+    // SAFETY: as for `outb`.
+    unsafe {
+        match size {
+            1 => Port::<u8>::new(port).read() as u32,
+            2 => Port::<u16>::new(port).read() as u32,
+            4 => Port::<u32>::new(port).read(),
+            _ => u32::MAX,
+        }
+    }
+}
+
+/// Writes the low `size` (1, 2 or 4) bytes of `v` to an I/O port (other sizes: nothing).
+pub fn port_out(port: u16, size: u8, v: u32) {
+    // SAFETY: as for `outb`.
+    unsafe {
+        match size {
+            1 => Port::<u8>::new(port).write(v as u8),
+            2 => Port::<u16>::new(port).write(v as u16),
+            4 => Port::<u32>::new(port).write(v),
+            _ => {}
+        }
+    }
+}
+
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

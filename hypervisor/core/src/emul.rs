@@ -10,7 +10,12 @@
 //! - `mov cr0, r64` that changes TS only (as `fpu_taskswitch`) and `mov cr3, r64` (as
 //!   `MMUEXT_NEW_BASEPTR`, the frame validated as an L4); other CR writes are refused;
 //! - `rdmsr` / `wrmsr` of the FS, GS and shadow GS bases (as `set_segment_base`) and a
-//!   read of EFER; every other MSR is refused.
+//!   read of EFER; every other MSR is refused;
+//! - in the Xen pv64 mode, from guest kernel and user mode: `cli`, `sti`, and `in` / `out`
+//!   with an immediate port or DX ([`decode_io`]), allowed by the vCPU's virtual IOPL
+//!   ([`iopl_ok`], Xen's `iopl_ok`): `cli`/`sti` set and clear the upcall mask, port I/O
+//!   reaches the ports the domain has rights to (others read as all ones and ignore
+//!   writes, as Xen's `admin_io_okay` failing).
 
 /// A decoded instruction and its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,10 +95,87 @@ pub fn base_msr(msr: u32) -> Option<u64> {
     }
 }
 
+/// An instruction the virtual IOPL governs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    Cli,
+    Sti,
+    /// `in` (into AL, AX or EAX) of `size` bytes from the immediate port or, for `None`, DX.
+    In { size: u8, port: Option<u8> },
+    /// `out` (from AL, AX or EAX).
+    Out { size: u8, port: Option<u8> },
+}
+
+/// Decodes `cli`, `sti` (no prefix) or a non-string `in`/`out` (an operand-size prefix
+/// only) at the start of `b`: the operation and its length.
+pub fn decode_io(b: &[u8]) -> Option<(IoOp, usize)> {
+    match *b.first()? {
+        0xFA => return Some((IoOp::Cli, 1)),
+        0xFB => return Some((IoOp::Sti, 1)),
+        _ => {}
+    }
+    let (wide16, at) = if b[0] == 0x66 { (true, 1) } else { (false, 0) };
+    let op = *b.get(at)?;
+    let size = if op & 1 == 0 { 1 } else if wide16 { 2 } else { 4 };
+    let (out, imm) = match op {
+        0xE4 | 0xE5 => (false, true),
+        0xE6 | 0xE7 => (true, true),
+        0xEC | 0xED => (false, false),
+        0xEE | 0xEF => (true, false),
+        _ => return None,
+    };
+    let port = if imm { Some(*b.get(at + 1)?) } else { None };
+    let len = at + 1 + imm as usize;
+    Some((if out { IoOp::Out { size, port } } else { IoOp::In { size, port } }, len))
+}
+
+/// Xen's `iopl_ok`: the virtual IOPL lets the vCPU's virtual CPL run an IOPL-sensitive
+/// instruction. Guest user mode counts as CPL 3; the kernel as CPL 1 (`PHYSDEVOP_set_iopl`'s
+/// ABI), or 0 under `VMASST_TYPE_architectural_iopl`.
+pub fn iopl_ok(viopl: u8, user: bool, architectural: bool) -> bool {
+    let cpl = if user {
+        3
+    } else if architectural {
+        0
+    } else {
+        1
+    };
+    viopl >= cpl
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn decodes_io() {
+        assert_eq!(decode_io(&[0xFA]), Some((IoOp::Cli, 1)));
+        assert_eq!(decode_io(&[0xFB, 0x90]), Some((IoOp::Sti, 1)));
+        assert_eq!(decode_io(&[0xE6, 0x80]), Some((IoOp::Out { size: 1, port: Some(0x80) }, 2))); // out 0x80, al
+        assert_eq!(decode_io(&[0x66, 0xE5, 0x71]), Some((IoOp::In { size: 2, port: Some(0x71) }, 3))); // in ax, 0x71
+        assert_eq!(decode_io(&[0xED]), Some((IoOp::In { size: 4, port: None }, 1))); // in eax, dx
+        assert_eq!(decode_io(&[0x66, 0xEE]), Some((IoOp::Out { size: 1, port: None }, 2))); // out dx, al
+        // String forms, other prefixes, a missing immediate, other instructions: not here.
+        assert_eq!(decode_io(&[0x6E]), None);
+        assert_eq!(decode_io(&[0xF3, 0xEE]), None);
+        assert_eq!(decode_io(&[0x66, 0xFA]), None);
+        assert_eq!(decode_io(&[0xE4]), None);
+        assert_eq!(decode_io(&[0x0F, 0x32]), None);
+        assert_eq!(decode_io(&[]), None);
+    }
+
+    /// XTF's `pv-iopl` expectations: with `PHYSDEVOP_set_iopl` the kernel is CPL 1, with the
+    /// architectural IOPL CPL 0; user mode needs IOPL 3 either way.
+    #[test]
+    fn virtual_iopl() {
+        for (iopl, kern, user) in [(0, false, false), (1, true, false), (2, true, false), (3, true, true)] {
+            assert_eq!(iopl_ok(iopl, false, false), kern, "hypercall ABI, kernel, vIOPL {iopl}");
+            assert_eq!(iopl_ok(iopl, true, false), user, "hypercall ABI, user, vIOPL {iopl}");
+            assert!(iopl_ok(iopl, false, true), "architectural, kernel, vIOPL {iopl}");
+            assert_eq!(iopl_ok(iopl, true, true), iopl == 3, "architectural, user, vIOPL {iopl}");
+        }
+    }
 
     #[test]
     fn decodes() {
@@ -131,6 +213,12 @@ mod tests {
         fn any_bytes(b in proptest::collection::vec(any::<u8>(), 0..16)) {
             if let Some((_, n)) = decode(&b) {
                 prop_assert!(n <= b.len() && n <= 4);
+            }
+            if let Some((op, n)) = decode_io(&b) {
+                prop_assert!(n <= b.len() && n <= 3);
+                if let IoOp::In { size, .. } | IoOp::Out { size, .. } = op {
+                    prop_assert!(matches!(size, 1 | 2 | 4));
+                }
             }
         }
     }

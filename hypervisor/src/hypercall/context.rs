@@ -42,6 +42,9 @@ pub struct Context {
     ldt_base: u64,
     ldt_ents: u64,
     sel: [u16; 4],
+    /// The Xen pv64 mode's virtual IOPL, from the context's RFLAGS (as Xen's
+    /// `arch_set_info_guest`); 0 in the ring-1 model.
+    iopl: u8,
     pub flags: u64,
 }
 
@@ -160,7 +163,9 @@ pub fn parse(c: &[u8], pv64: bool) -> Result<alloc::boxed::Box<Context>, Errno> 
     let r = &c[ctx::USER_REGS..ctx::TRAP_CTXT];
     // Boxed: the callers pass around a pointer, not 8 KiB of trap table and FPU image (it
     // is built on this stack first: the hypervisor stacks have 64 KiB).
+    let iopl = if pv64 { (u64at(r, g::RFLAGS) >> 12 & 3) as u8 } else { 0 };
     Ok(alloc::boxed::Box::new(Context {
+        iopl,
         frame,
         traps,
         callbacks,
@@ -244,6 +249,7 @@ pub fn install(hv: &mut Hv, d: &DomShared, id: u32, owner: u32, k: &Context) -> 
         v.ldt_base = k.ldt_base;
         v.ldt_ents = k.ldt_ents as u32;
         v.fpu_ts = false;
+        v.iopl = k.iopl;
         *v.fpu = hv_arch::cpu::FxArea(k.fpu.0);
         // DS, ES, FS, GS of cpu_user_regs: loaded (and refused to the failsafe callback, as
         // Xen) when the vCPU first runs.

@@ -223,7 +223,7 @@ fn lock_free(c: &mut impl OnCpu, f: &mut TrapFrame, n: u64, a: Args) -> Option<H
             c.pc_mut().wake_pass |= wake;
             r
         }
-        nr::PHYSDEV_OP => physdev::physdev_op(&*c, a1, a2),
+        nr::PHYSDEV_OP => physdev::physdev_op(c, a1, a2),
         nr::VCPU_OP if vcpu::is_local_op(a1) => {
             let (r, wake) = vcpu::local_op(c.pc_mut(), a1, a2, a3)?;
             c.pc_mut().wake_pass |= wake;

@@ -8,7 +8,11 @@ use guest_abi::errno::Errno;
 use guest_abi::physdev::*;
 
 /// `physdev_op(cmd, arg)`.
-pub fn physdev_op(c: &impl OnCpu, cmd: u64, arg: u64) -> HcResult {
+pub fn physdev_op(c: &mut impl OnCpu, cmd: u64, arg: u64) -> HcResult {
+    if cmd == PHYSDEVOP_SET_IOPL {
+        return set_iopl(c, arg);
+    }
+    let c = &*c;
     let me = &c.pc().cur.shared;
     let n = match cmd {
         PHYSDEVOP_MAP_PIRQ => map_pirq::SIZE,
@@ -66,4 +70,20 @@ pub fn bind_pirq(me: &DomShared, pirq: u32) -> Result<guest_abi::evtchn::Port, E
     });
     crate::irq::after_bind(me.id, pirq, r.is_ok());
     r
+}
+
+/// `PHYSDEVOP_set_iopl {iopl u32}`: the calling vCPU's virtual IOPL (Xen pv64 mode; the
+/// ring-1 model has none: -ENOSYS). -EINVAL above 3.
+fn set_iopl(c: &mut impl OnCpu, arg: u64) -> HcResult {
+    if !c.pc().cur.shared.pv64 {
+        return Err(Errno::ENOSYS);
+    }
+    let mut b = [0u8; 4];
+    read_guest(&*c, arg, &mut b)?;
+    let iopl = u32::from_le_bytes(b);
+    if iopl > 3 {
+        return Err(Errno::EINVAL);
+    }
+    c.pc_mut().cur.iopl = iopl as u8;
+    Ok(0)
 }

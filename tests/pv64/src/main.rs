@@ -397,8 +397,8 @@ fn fill(mfn: u64, words: &[u64]) -> bool {
 /// The user program (see the module's checks): a `syscall` carrying a would-be
 /// `sched_op(shutdown)`, a read of the kernel's image (not mapped here), `int 0x80` (DPL 3),
 /// `int 0x81` (DPL 1), `ud2`, and the end marker's `syscall`.
-const USER_CODE: [u8; 64] = {
-    let mut c = [0xCCu8; 64];
+const USER_CODE: [u8; 128] = {
+    let mut c = [0xCCu8; 128];
     let code: [u8; 58] = [
         0xB8, 29, 0, 0, 0, // mov eax, 29 (sched_op)
         0xBF, 2, 0, 0, 0, // mov edi, 2 (shutdown)
@@ -420,8 +420,30 @@ const USER_CODE: [u8; 64] = {
         c[i] = code[i];
         i += 1;
     }
+    // At USER_IO: the virtual IOPL's instructions, each skipped if it faults (R12).
+    let io: [u8; 31] = [
+        0x41, 0xBC, 1, 0, 0, 0, // mov r12d, 1
+        0xFA, // cli
+        0x41, 0xBC, 2, 0, 0, 0, // mov r12d, 2
+        0xE6, 0x80, // out 0x80, al
+        0x41, 0xBC, 1, 0, 0, 0, // mov r12d, 1
+        0xFB, // sti
+        0xB8, 0xDE, 0xD0, 0, 0, // mov eax, 0xD0DE
+        0x0F, 0x05, // syscall
+        0xEB, 0xFE, // jmp .
+    ];
+    let mut i = 0;
+    while i < io.len() {
+        c[64 + i] = io[i];
+        i += 1;
+    }
     c
 };
+
+/// The user program of the virtual IOPL checks, and its `cli` and `out`.
+const USER_IO: u64 = USER_VA + 64;
+const USER_CLI: u64 = USER_IO + 6;
+const USER_OUT: u64 = USER_IO + 13;
 
 /// A user root of its own: L4 slot 1 → L3 → L2 → L1 mapping the user code (read-only) at
 /// `USER_VA` and a stack page after it; nothing of the kernel. Built in the domain's last
@@ -431,7 +453,7 @@ fn user_root(si: &StartInfo) -> Option<u64> {
     let p2m = |pfn: u64| unsafe { (si.mfn_list as *const u64).add(pfn as usize).read_volatile() };
     let [l4, l3, l2, l1, code, stack] = core::array::from_fn(|i| p2m(si.nr_pages - 1 - i as u64));
     const TABLE: u64 = 0x27; // P | RW | U | A
-    let mut words = [0u64; 8];
+    let mut words = [0u64; 16];
     for (i, w) in words.iter_mut().enumerate() {
         *w = u64::from_le_bytes(USER_CODE[8 * i..8 * i + 8].try_into().ok()?);
     }
@@ -644,6 +666,8 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     check("user ud2 is #UD from user mode", u(5).vec == 6 && u(5).cs & 3 == 3);
     check("the end marker's syscall", u(6).vec == 0x100 && u(6).rax == 0xD0DE);
 
+    virtual_iopl();
+
     // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
     // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
     let resume = after_failsafe as *const () as u64;
@@ -659,6 +683,64 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
         check("its frame: the refused SS and RIP", t.ss & 0xFFFF == 0x000F && t.rip == after_failsafe as *const () as u64);
         finish()
     }
+}
+
+/// Runs `cli` (then `sti`, if it was let through) and `out 0x80, al` in kernel mode, then
+/// the user program at `USER_IO` with `rflags`: which of the four faulted with #GP, as
+/// (kernel cli, kernel out, user cli, user out), and the user #GP frames' RFLAGS.IOPL.
+fn io_faults(rflags: u64) -> ([bool; 4], u64) {
+    let gp_since = |n: usize, rip: Option<u64>| (n..LOGGED.load(SeqCst)).any(|i| logged(i).vec == 13 && rip.is_none_or(|r| logged(i).rip == r));
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: a #GP handler skips the instruction (R12 bytes); a `cli` let through is
+    // undone by the `sti` after it (as allowed as it was).
+    unsafe { asm!("mov r12, 1", "cli", out("r12") _) };
+    let kcli = gp_since(n, None);
+    if !kcli {
+        // SAFETY: as above.
+        unsafe { asm!("mov r12, 1", "sti", out("r12") _) };
+    }
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: as above; AL is written to the POST port.
+    unsafe { asm!("mov r12, 2", "out 0x80, al", out("r12") _, in("al") 0u8) };
+    let kout = gp_since(n, None);
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: the user program ends with the end marker's syscall, which returns here.
+    unsafe { enter_user(USER_IO, USER_VA + 0x2000, rflags) };
+    let iopl = (n..LOGGED.load(SeqCst)).find(|&i| logged(i).vec == 13).map_or(0, |i| logged(i).rflags >> 12 & 3);
+    ([kcli, kout, gp_since(n, Some(USER_CLI)), gp_since(n, Some(USER_OUT))], iopl)
+}
+
+/// Xen's virtual IOPL (XTF `pv-iopl`): `PHYSDEVOP_set_iopl` with the kernel as CPL 1, then
+/// `VMASST_TYPE_architectural_iopl`, the kernel as CPL 0 and the IOPL taken from
+/// `HYPERVISOR_iret`'s RFLAGS (and shown in bounce frames).
+fn virtual_iopl() {
+    let set_iopl = |iopl: u32| hypercall(nr::PHYSDEV_OP, [guest_abi::physdev::PHYSDEVOP_SET_IOPL, &iopl as *const u32 as u64, 0, 0, 0]);
+    for (iopl, want) in [(0, [true; 4]), (1, [false, false, true, true]), (2, [false, false, true, true]), (3, [false; 4])] {
+        expect("PHYSDEVOP_set_iopl", set_iopl(iopl), 0);
+        let (got, _) = io_faults(0x202);
+        if got != want {
+            say!("  vIOPL {}: #GP (kernel cli, out, user cli, out) {:?}, want {:?}", iopl, got, want);
+        }
+        check("set_iopl: cli and out fault as the virtual IOPL says", got == want);
+    }
+    expect("PHYSDEVOP_set_iopl 4", set_iopl(4), -22);
+    expect("set_iopl 0", set_iopl(0), 0);
+    use guest_abi::hypercall::vm_assist;
+    let assist = |cmd: u64| hypercall(nr::VM_ASSIST, [cmd, vm_assist::TYPE_ARCHITECTURAL_IOPL, 0, 0, 0]);
+    expect("enable VMASST_TYPE_architectural_iopl", assist(vm_assist::ENABLE), 0);
+    for (iopl, want) in [(0, [false, false, true, true]), (1, [false, false, true, true]), (3, [false; 4])] {
+        let (got, shown) = io_faults(0x202 | iopl << 12);
+        if got != want {
+            say!("  architectural vIOPL {}: #GP {:?}, want {:?}", iopl, got, want);
+        }
+        check("architectural IOPL from the iret: cli and out fault as it says", got == want);
+        if got[2] {
+            check("the user #GP frame shows the virtual IOPL", shown == iopl);
+        }
+    }
+    expect("disable it", assist(vm_assist::DISABLE), 0);
+    let (got, _) = io_faults(0x202 | 3 << 12);
+    check("without the assist the iret's IOPL is ignored (vIOPL 0: all fault)", got == [true; 4]);
 }
 
 fn finish() -> ! {

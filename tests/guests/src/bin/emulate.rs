@@ -101,6 +101,12 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_fault("wrmsr EFER", wrmsr(0xC000_0080, efer), GP, Some(0));
     expect_fault("rdmsr LSTAR", rdmsr(0xC000_0082).0, GP, Some(0));
     expect_fault("wrmsr SYSENTER_EIP", wrmsr(0x176, 0), GP, Some(0));
+    // The virtual IOPL is the Xen pv64 mode's: none here.
+    let iopl = 3u32;
+    // SAFETY: the argument is a u32 the call reads.
+    let r = unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::PHYSDEV_OP, guest_abi::physdev::PHYSDEVOP_SET_IOPL, &iopl as *const u32 as u64, 0, 0, 0) };
+    expect_err("PHYSDEVOP_set_iopl in the ring-1 model", r, guest_abi::errno::Errno::ENOSYS);
+    expect_fault("cli in the ring-1 model", probe!("cli"), GP, Some(0));
     finish("emulate")
 }
 
