@@ -200,6 +200,7 @@ fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                 0 => emul::cr0_view(hv.pc.cur.fpu_ts),
                 2 => hv.dom().vcpu_info.read_u64(hv.pc.cur.id, crate::domain::vi::CR2),
                 3 => hv.pc.cur.l4.0 << 12,
+                4 if hv.pc.cur.shared.pv64 => emul::cr4_view_pv64(hv_arch::cpu::read_cr4(), hv.pc.cur.fsgsbase),
                 4 => emul::cr4_view(hv_arch::cpu::read_cr4()),
                 _ => return false,
             };
@@ -223,6 +224,14 @@ fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
                 Err(guest_abi::errno::Errno::ERESTART) => return true,
                 Err(_) => false,
             }
+        }
+        Op::WriteCr { cr: 4, gpr } if hv.pc.cur.shared.pv64 => {
+            let on = emul::cr4_write_pv64(crate::machine::get().fsgsbase, *reg(f, gpr));
+            hv.pc.cur.fsgsbase = on;
+            if crate::machine::get().fsgsbase {
+                hv_arch::cpu::set_fsgsbase(on);
+            }
+            true
         }
         Op::WriteCr { .. } => false,
         Op::Rdmsr => {

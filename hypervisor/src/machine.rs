@@ -22,6 +22,8 @@ pub struct Machine {
     pub audit: bool,
     /// The MMIO a domain with I/O rights may map (`hv_core::ioperm`).
     pub iomem: hv_core::ioperm::IoMem,
+    /// The CPUs have FSGSBASE (on while ring-1 vCPUs run; a Xen pv64 vCPU's own choice).
+    pub fsgsbase: bool,
 }
 
 static MACHINE: spin::Once<Machine> = spin::Once::new();

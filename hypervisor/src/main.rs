@@ -113,6 +113,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
         cmdline: hv_cmdline,
         audit: opts.audit,
         iomem: setup::iomem(&boot, mm.max_mfn),
+        fsgsbase: feat.fsgsbase,
     });
     mm::install(mm);
     // Each vCPU starts in the queue of the first CPU of its affinity.

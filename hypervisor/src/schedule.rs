@@ -384,6 +384,9 @@ fn load_state(pc: &mut PerCpu, vs: Option<&mut VcpuState>) -> u8 {
     events::update_time(&v.shared, id);
     cpu::fxrstor(&v.fpu);
     cpu::set_ts(v.fpu_ts);
+    if crate::machine::get().fsgsbase {
+        cpu::set_fsgsbase(!v.shared.pv64 || v.fsgsbase);
+    }
     // Selectors first: loading FS or GS overwrites its base. The LDT is loaded already.
     let refused = cpu::load_data_selectors(v.sel);
     cpu::set_segment_base(SegBase::Fs, v.fs_base);

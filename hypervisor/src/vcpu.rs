@@ -53,6 +53,9 @@ pub struct Vcpu {
     /// The Xen pv64 mode's virtual IOPL (0–3: `PHYSDEVOP_set_iopl`, or the RFLAGS of
     /// `HYPERVISOR_iret` under `VMASST_TYPE_architectural_iopl`); the real IOPL stays 0.
     pub iopl: u8,
+    /// The Xen pv64 mode's virtual CR4.FSGSBASE (clear at start, as Xen's): the real bit
+    /// follows it while the vCPU runs. Ring-1 vCPUs always have the instructions.
+    pub fsgsbase: bool,
     /// Saved registers while the vCPU is not running.
     pub frame: TrapFrame,
     /// Saved while another vCPU runs.
@@ -109,6 +112,7 @@ impl Vcpu {
             ldt_ents: 0,
             fpu_ts: false,
             iopl: 0,
+            fsgsbase: false,
             frame: TrapFrame::default(),
             fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
             fs_base: 0,

@@ -103,6 +103,17 @@ pub unsafe fn write_cr4(v: u64) {
     unsafe { Cr4::write_raw(v) }
 }
 
+/// Sets or clears CR4.FSGSBASE (a vCPU's choice; only on CPUs that have it), writing CR4
+/// only when it changes.
+pub fn set_fsgsbase(on: bool) {
+    let c = read_cr4();
+    if (c & cr4::FSGSBASE != 0) != on {
+        // SAFETY: the caller checked the CPU has FSGSBASE; the hypervisor itself never uses
+        // the instructions, so only what guest code may do changes.
+        unsafe { write_cr4(c ^ cr4::FSGSBASE) }
+    }
+}
+
 /// Reads an MSR.
 ///
 /// # Safety

@@ -8,7 +8,9 @@
 //!   own TS, the CR2 of its last page fault, its root as a machine address, a CR4 of the
 //!   features it may rely on);
 //! - `mov cr0, r64` that changes TS only (as `fpu_taskswitch`) and `mov cr3, r64` (as
-//!   `MMUEXT_NEW_BASEPTR`, the frame validated as an L4); other CR writes are refused;
+//!   `MMUEXT_NEW_BASEPTR`, the frame validated as an L4); in the Xen pv64 mode `mov cr4,
+//!   r64` sets the vCPU's own FSGSBASE (the rest dropped, as Xen); other CR writes are
+//!   refused;
 //! - `rdmsr` / `wrmsr` of the FS, GS and shadow GS bases (as `set_segment_base`) and a
 //!   read of EFER; every other MSR is refused;
 //! - in the Xen pv64 mode, from guest kernel and user mode: `cli`, `sti`, and `in` / `out`
@@ -71,6 +73,20 @@ pub fn cr0_view(ts: bool) -> u64 {
 /// The guest's CR4 from the machine's.
 pub fn cr4_view(machine: u64) -> u64 {
     machine & CR4_VISIBLE
+}
+
+pub const CR4_FSGSBASE: u64 = 1 << 16;
+
+/// A Xen pv64 vCPU's CR4: the machine's visible bits and its own FSGSBASE.
+pub fn cr4_view_pv64(machine: u64, fsgsbase: bool) -> u64 {
+    cr4_view(machine) | if fsgsbase { CR4_FSGSBASE } else { 0 }
+}
+
+/// A Xen pv64 CR4 write, never refused (Xen's `pv_fixup_guest_cr4`): the vCPU's new
+/// FSGSBASE, set only where the machine has the instructions; every other bit is the
+/// hypervisor's choice and is dropped.
+pub fn cr4_write_pv64(machine_fsgsbase: bool, new: u64) -> bool {
+    machine_fsgsbase && new & CR4_FSGSBASE != 0
 }
 
 /// A CR0 write: the new TS, or `None` when another bit would change (refused, as Xen).
@@ -202,6 +218,11 @@ mod tests {
         assert_eq!(cr0_write(false, 0), None);
         assert_eq!(cr0_write(false, cr0_view(false) & !(1 << 16)), None);
         assert_eq!(cr4_view(!0), CR4_VISIBLE);
+        assert_eq!(cr4_view_pv64(!0, false) & CR4_FSGSBASE, 0, "the machine's FSGSBASE is not the guest's");
+        assert_eq!(cr4_view_pv64(0, true), CR4_FSGSBASE);
+        assert!(cr4_write_pv64(true, cr4_view_pv64(!0, false) | CR4_FSGSBASE));
+        assert!(!cr4_write_pv64(false, CR4_FSGSBASE), "not on a CPU without it");
+        assert!(!cr4_write_pv64(true, !CR4_FSGSBASE));
         assert_eq!(base_msr(MSR_GS_BASE), Some(2));
         assert_eq!(base_msr(0xC000_0082), None);
     }

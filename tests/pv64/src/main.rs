@@ -667,6 +667,7 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     check("the end marker's syscall", u(6).vec == 0x100 && u(6).rax == 0xD0DE);
 
     virtual_iopl();
+    fsgsbase();
 
     // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
     // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
@@ -741,6 +742,54 @@ fn virtual_iopl() {
     expect("disable it", assist(vm_assist::DISABLE), 0);
     let (got, _) = io_faults(0x202 | 3 << 12);
     check("without the assist the iret's IOPL is ignored (vIOPL 0: all fault)", got == [true; 4]);
+}
+
+/// Virtual CR4.FSGSBASE (XTF `pv-fsgsbase`): clear at start, so the instructions are #UD;
+/// set through `mov cr4` (emulated), they work; cleared again, #UD again.
+fn fsgsbase() {
+    let cr4 = || {
+        let v: u64;
+        // SAFETY: emulated: the guest's CR4 view.
+        unsafe { asm!("mov {}, cr4", out(reg) v) };
+        v
+    };
+    let write_cr4 = |v: u64| {
+        // SAFETY: emulated: only FSGSBASE is the guest's.
+        unsafe { asm!("mov cr4, {}", in(reg) v) };
+    };
+    let has = core::arch::x86_64::__cpuid_count(7, 0).ebx & 1 != 0;
+    if !has {
+        say!("pv64: no FSGSBASE on this CPU");
+        return;
+    }
+    const FSGSBASE: u64 = 1 << 16;
+    let ud = |f: &dyn Fn()| {
+        let n = LOGGED.load(SeqCst);
+        f();
+        (n..LOGGED.load(SeqCst)).any(|i| logged(i).vec == 6)
+    };
+    // SAFETY (the closures below): a #UD handler skips the 5-byte instruction (R12).
+    let wr = |v: u64| unsafe { asm!("mov r12, 5", "wrfsbase {}", in(reg) v, out("r12") _) };
+    let rd = || {
+        let v: u64;
+        // SAFETY: as above.
+        unsafe { asm!("mov r12, 5", "xor {0:e}, {0:e}", "rdfsbase {0}", out(reg) v, out("r12") _) };
+        v
+    };
+    let c0 = cr4();
+    check("CR4.FSGSBASE starts clear", c0 & FSGSBASE == 0);
+    check("wrfsbase is #UD while it is", ud(&|| wr(0)));
+    write_cr4(c0 | FSGSBASE);
+    check("mov cr4 sets it", cr4() == c0 | FSGSBASE);
+    let base = 0x1234_5000u64;
+    check("wrfsbase works once it is set", !ud(&|| wr(base)));
+    check("rdfsbase reads it back", rd() == base);
+    // A switch away and back keeps the choice (yield: the scheduler reloads CR4).
+    hypercall(nr::SCHED_OP, [guest_abi::sched::SCHEDOP_YIELD, 0, 0, 0, 0]);
+    check("still set after a yield", cr4() & FSGSBASE != 0 && !ud(&|| wr(0)));
+    write_cr4(c0);
+    check("mov cr4 clears it", cr4() == c0);
+    check("wrfsbase is #UD again", ud(&|| wr(0)));
 }
 
 fn finish() -> ! {
