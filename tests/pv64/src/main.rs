@@ -373,6 +373,9 @@ extern "C" fn pv64_trap(s: &mut Saved) {
     if s.vec == 0x102 {
         out = [0, t.rip, t.cs & 0xFFFF, t.rflags & !(1 << 9), t.rsp, USER_SS];
     }
+    if s.vec == 13 && t.rip == NONCANONICAL {
+        out[1] = RECOVER.load(SeqCst);
+    }
     s.r12 = 0;
     // SAFETY: iret_area has 16 words; the return stub reads words 3..9 and pushes 3 below.
     unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), (&iret_area as *const u8 as *mut u64).add(3), 6) };
@@ -668,6 +671,7 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
 
     virtual_iopl();
     fsgsbase();
+    noncanonical_return(si);
 
     // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
     // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
@@ -742,6 +746,63 @@ fn virtual_iopl() {
     expect("disable it", assist(vm_assist::DISABLE), 0);
     let (got, _) = io_faults(0x202 | 3 << 12);
     check("without the assist the iret's IOPL is ignored (vIOPL 0: all fault)", got == [true; 4]);
+}
+
+/// The first non-canonical address, and where the #GP there resumes.
+const NONCANONICAL: u64 = 0x0000_8000_0000_0000;
+static RECOVER: AtomicU64 = AtomicU64::new(0);
+
+/// XSA-7: a hypercall `syscall` in the last two bytes below the canonical boundary returns
+/// to 0x800000000000, which the CPU refuses: as Xen, the kernel gets #GP(0) at that RIP
+/// (not a crash). A page of ours holding the `syscall` there is mapped at 0x7FFFFFFFF000
+/// through tables built in three spare frames and hooked into L4 slot 255.
+fn noncanonical_return(si: &StartInfo) {
+    #[repr(align(4096))]
+    #[allow(dead_code)]
+    struct Stub([u8; 4096]);
+    static mut STUB: Stub = Stub([0xCC; 4096]);
+    // SAFETY: our own page, written before it is mapped elsewhere.
+    unsafe {
+        let p = core::ptr::addr_of_mut!(STUB) as *mut u8;
+        p.add(4094).write_volatile(0x0F);
+        p.add(4095).write_volatile(0x05);
+    }
+    // SAFETY: the P2M list the builder mapped; virt_base is 0.
+    let p2m = |pfn: u64| unsafe { (si.mfn_list as *const u64).add(pfn as usize).read_volatile() };
+    let stub = p2m(core::ptr::addr_of!(STUB) as u64 >> 12);
+    let kl4 = p2m(si.pt_base >> 12);
+    // The frames before the user root's six.
+    let [l3, l2, l1] = core::array::from_fn(|i| p2m(si.nr_pages - 7 - i as u64));
+    const TABLE: u64 = 0x27;
+    let ok = mmu_update((l1 << 12) + 8 * 511, stub << 12 | 0x25) == 0
+        && mmu_update((l2 << 12) + 8 * 511, l1 << 12 | TABLE) == 0
+        && mmu_update((l3 << 12) + 8 * 511, l2 << 12 | TABLE) == 0
+        && mmu_update((kl4 << 12) + 8 * 255, l3 << 12 | TABLE) == 0;
+    check("map a syscall at the end of the lower half", ok);
+    if !ok {
+        return;
+    }
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: the `syscall` is xen_version(0) (RAX 17, RDI 0); its return to
+    // 0x800000000000 takes #GP, whose handler resumes at label 2 with every register but
+    // RCX and R11 (the frame's) as they were.
+    unsafe {
+        asm!(
+            "lea {t}, [rip + 2f]",
+            "mov [{rec}], {t}",
+            "mov eax, 17",
+            "xor edi, edi",
+            "jmp {stub}",
+            "2:",
+            t = out(reg) _,
+            rec = in(reg) RECOVER.as_ptr(),
+            stub = in(reg) NONCANONICAL - 2,
+            out("rax") _, out("rdi") _, out("rcx") _, out("r11") _, out("rsi") _, out("rdx") _, out("r10") _, out("r8") _,
+        )
+    };
+    let gp = (n..LOGGED.load(SeqCst)).map(logged).find(|t| t.vec == 13);
+    check("the return to 0x800000000000 is #GP(0) at that RIP", gp.is_some_and(|t| t.rip == NONCANONICAL && t.below[0] == 0 && t.cs & 0xFFFF == KERNEL_CS_RPL0));
+    check("and the domain carries on", hypercall(nr::XEN_VERSION, [0; 5]) > 0);
 }
 
 /// Virtual CR4.FSGSBASE (XTF `pv-fsgsbase`): clear at start, so the instructions are #UD;
