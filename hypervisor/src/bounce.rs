@@ -208,10 +208,10 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
     if v == vector::UD as u64 {
         return false;
     }
-    // A kernel-mode #GP may be a privileged instruction the hypervisor emulates; one with
-    // an IDT error code may be a software `int N` to a vector the guest lets its caller
-    // raise.
-    if v == vector::GP as u64 && ((f.error_code == 0 && !cur.in_user(f)) || f.error_code & 7 == 2) {
+    // A kernel-mode #GP may be a privileged instruction the hypervisor emulates (in the
+    // Xen pv64 mode also a user-mode one: the virtual IOPL's); one with an IDT error code
+    // may be a software `int N` to a vector the guest lets its caller raise.
+    if v == vector::GP as u64 && ((f.error_code == 0 && (!cur.in_user(f) || cur.shared.pv64)) || f.error_code & 7 == 2) {
         return false;
     }
     let ti = cur.traps[v as usize];

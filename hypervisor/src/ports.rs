@@ -112,10 +112,14 @@ pub fn close(l: &mut Locked<'_>, dom: DomId, port: Port) -> Result<Option<u32>, 
 }
 
 /// Returns `d` to the 2-level ABI (`EVTCHNOP_reset`, a teardown), dropping the references
-/// its FIFO state held.
-pub fn fifo_destroy(d: &DomShared) {
+/// its FIFO state held. With `if_closed` (a reset), only if no port is in use once its
+/// event lock is held: false (nothing changed) otherwise.
+pub fn fifo_destroy(d: &DomShared, if_closed: bool) -> bool {
     let frames = {
         let mut l = Locked::new(d, None);
+        if if_closed && l.ports(d.id).is_some_and(|t| t.used().next().is_some()) {
+            return false;
+        }
         let mut bits = l.bits();
         let f = l.ports_mut(d.id).map(|t| t.fifo_destroy(d.id, &mut bits)).unwrap_or_default();
         d.fifo_on.store(false, Ordering::SeqCst);
@@ -125,6 +129,7 @@ pub fn fifo_destroy(d: &DomShared) {
     for m in frames {
         let _ = ft.put_page_and_type(m, true);
     }
+    true
 }
 
 /// Is one of `ports` of `d` pending, in the ABI `d` uses (a poller's wake-up condition)?

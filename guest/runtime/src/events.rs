@@ -94,7 +94,12 @@ pub(crate) fn upcall() {
     loop {
         byte(0).store(0, Ordering::SeqCst); // evtchn_upcall_pending (vCPU 0)
         if FIFO_CTL.load(Ordering::SeqCst) != 0 {
-            fifo_scan();
+            if !fifo_scan() {
+                // Out of budget with queues left: they are ready again and the upcall is
+                // owed, taken at the next return from the hypervisor (not in this loop).
+                byte(1).store(0, Ordering::SeqCst);
+                break;
+            }
         } else {
             let sel = word(8).swap(0, Ordering::SeqCst);
             let mut s = sel;
@@ -161,8 +166,9 @@ fn fifo_word(port: Port) -> Option<&'static AtomicU32> {
     (a != 0 && port < fifo::WORDS_PER_PAGE).then(|| fifo_at(a, port as usize * 4))
 }
 
-/// Takes vCPU 0's ready queues: Linux's `__evtchn_fifo_handle_events`.
-fn fifo_scan() {
+/// Takes vCPU 0's ready queues: Linux's `__evtchn_fifo_handle_events`. False when the
+/// budget ran out first: the queues left are put back in `ready` and the upcall marked due.
+fn fifo_scan() -> bool {
     let ctl = FIFO_CTL.load(Ordering::SeqCst);
     let ready = fifo_at(ctl, fifo::CONTROL_READY);
     let mut r = ready.swap(0, Ordering::SeqCst);
@@ -194,6 +200,12 @@ fn fifo_scan() {
         FIFO_HEADS[q].store(next, Ordering::SeqCst);
         r |= ready.swap(0, Ordering::SeqCst);
     }
+    if r != 0 {
+        ready.fetch_or(r, Ordering::SeqCst);
+        byte(0).store(1, Ordering::SeqCst);
+        return false;
+    }
+    true
 }
 
 /// Switches the domain to FIFO event channels with `ctl` as vCPU 0's control block and

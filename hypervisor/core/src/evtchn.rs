@@ -284,11 +284,10 @@ pub trait Table {
             _ => return Err(Errno::EINVAL),
         }
         set(self, dom, port, Chan { vcpu, ..c })?;
-        if let Some(f) = &d(self, dom)?.fifo {
-            // Linked already: it stays on the old vCPU's queue (as Xen); otherwise queued here.
-            if f.is_pending(port, bits) && !f.is_masked(port, bits) {
-                return Ok(fifo::set_pending(dm(self, dom)?, dom, port, bits));
-            }
+        if d(self, dom)?.fifo.is_some() {
+            // Only the vCPU changes (as Xen): a queued event stays on the old vCPU's queue,
+            // and one pending but unlinked is one its consumer is handling right now
+            // (queueing it here too would deliver it twice). The next event goes here.
             return Ok(None);
         }
         if bits.is_pending(dom, port) && !bits.is_masked(dom, port) {
@@ -1211,6 +1210,25 @@ mod tests {
         assert_eq!(c1.run(&mut b, 0, 1), vec![p]);
         assert_eq!(c0.run(&mut b, 0, 0), vec![q]);
         e.check().unwrap();
+    }
+
+    /// A port its consumer has unlinked but not yet handled (PENDING, not LINKED) moved to
+    /// another vCPU is not queued there too: it would be delivered twice.
+    #[test]
+    fn fifo_move_while_handled() {
+        use fifo_guest::*;
+        use guest_abi::evtchn::fifo::*;
+        let (mut e, mut b) = two();
+        setup(&mut e, &mut b, 0, 2, 1);
+        let p = e.alloc_unbound(0, 1).unwrap();
+        let (r, _) = e.bind_interdomain(1, 0, p, &mut b).unwrap();
+        Consumer::default().run(&mut b, 0, 0);
+        e.send(1, r, &mut b).unwrap();
+        let (m, o) = word(p);
+        b.word_fetch_and(m, o, !LINKED);
+        assert_eq!(e.bind_vcpu(0, p, 1, &mut b).unwrap(), None);
+        assert_eq!(get(&b, p) & LINKED, 0);
+        assert_eq!(b.word_load(ctl(1), CTL_OFF as usize + CONTROL_READY), 0, "nothing queued on vCPU 1");
     }
 
     /// Garbage the guest writes into its words and control blocks (every flag, links to

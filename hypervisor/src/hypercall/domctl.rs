@@ -588,7 +588,7 @@ fn close_ports(d: &DomShared) {
         });
         // (Its PIRQ lines, if any, all go below.)
     }
-    crate::ports::fifo_destroy(d);
+    crate::ports::fifo_destroy(d, false);
     crate::irq::release_domain(d.id);
 }
 

@@ -100,6 +100,9 @@ fn fifo_setup(c: &mut impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -
         let mut need = false;
         if let Ok(kicks) = &r {
             let doms = l.domains();
+            // A poller of a replayed port may sleep with no kick for it (masked, or no
+            // control block on its vCPU): its sleeper check is due anyway.
+            need = ports::notify_lockfree(cpu, None, &doms);
             for &k in kicks {
                 need |= ports::notify_lockfree(cpu, Some(k), &doms);
             }
@@ -217,6 +220,9 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
         }),
         EVTCHNOP_RESET => match super::foreign_dom(c, u16at(b, 0)) {
             Err(e) => (Err(e), false),
+            // Another domain's only while it is paused (as Xen): its vCPUs must not be
+            // binding ports or using its FIFO state meanwhile.
+            Ok(d) if d.id != myid && !d.is_paused() => (Err(Errno::EINVAL), false),
             Ok(d) => reset(&d, cpu),
         },
         _ => (Err(Errno::ENOSYS), false),
@@ -266,6 +272,10 @@ fn reset(me: &DomShared, cpu: usize) -> (Result<Out, Errno>, bool) {
             need |= ports::notify_lockfree(cpu, None, &l.domains());
         });
     }
-    ports::fifo_destroy(me);
+    // As Xen: a port bound meanwhile (another vCPU) leaves the domain as it is (-EAGAIN);
+    // otherwise a FIFO domain is 2-level again.
+    if !ports::fifo_destroy(me, true) {
+        return (Err(Errno::EAGAIN), need);
+    }
     (Ok(Out::None), need)
 }

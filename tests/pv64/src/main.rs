@@ -295,7 +295,7 @@ struct Trap {
     cr2: u64,
 }
 
-const LOG_LEN: usize = 32;
+const LOG_LEN: usize = 128;
 static mut LOG: [Trap; LOG_LEN] = [Trap { vec: 0, below: [0; 4], rip: 0, cs: 0, rflags: 0, rsp: 0, ss: 0, rcx: 0, r11: 0, rax: 0, rdi: 0, cr2: 0 }; LOG_LEN];
 static LOGGED: AtomicUsize = AtomicUsize::new(0);
 /// The shared_info page, once mapped (vcpu_info 0 at its start).

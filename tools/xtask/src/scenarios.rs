@@ -1246,7 +1246,7 @@ const XS_HOSTILE: [&str; 16] = [
 /// `pv64-domu`: the Xen pv64 test kernel built by dom0's toolstack passes all its checks.
 const PV64_DOMU: [&str; 6] = [
     "d1: created by d0 (1 vCPU(s), paused, Xen pv64 mode)",
-    "audit d1: 2050 frames, 9 tables: counts consistent",
+    "audit d1: 2050 frames, 12 tables: counts consistent",
     "(d1) --- pv64 (CS 0xe033) ---",
     "(d1) pv64: back from user mode (7 traps)",
     "(d1) Test result: SUCCESS",

@@ -86,11 +86,6 @@ impl Fifo {
         self.word(port).is_some_and(|(m, o)| bits.word_load(m, o) & PENDING != 0)
     }
 
-    /// A port without a word counts as masked (as Xen).
-    pub(super) fn is_masked(&self, port: Port, bits: &dyn Bits) -> bool {
-        self.word(port).is_none_or(|(m, o)| bits.word_load(m, o) & MASKED != 0)
-    }
-
     /// Clears PENDING only: the guest unlinks a port it finds not pending and drops it.
     pub(super) fn clear_pending(&self, port: Port, bits: &mut dyn Bits) {
         if let Some((m, o)) = self.word(port) {
