@@ -829,8 +829,10 @@ fn fsgsbase() {
         f();
         (n..LOGGED.load(SeqCst)).any(|i| logged(i).vec == 6)
     };
-    // SAFETY (the closures below): a #UD handler skips the 5-byte instruction (R12).
-    let wr = |v: u64| unsafe { asm!("mov r12, 5", "wrfsbase {}", in(reg) v, out("r12") _) };
+    let wr = |v: u64| {
+        // SAFETY: a #UD handler skips the 5-byte instruction (R12).
+        unsafe { asm!("mov r12, 5", "wrfsbase {}", in(reg) v, out("r12") _) }
+    };
     let rd = || {
         let v: u64;
         // SAFETY: as above.
