@@ -33,6 +33,16 @@ pub fn expect_err(what: &str, got: i64, want: Errno) {
     check(what, ok);
 }
 
+/// Expects an event-channel call to give a port: the port (0 after a failure, which is
+/// printed).
+pub fn expect_port(what: &str, r: pv_runtime::events::PortResult) -> guest_abi::evtchn::Port {
+    check(what, r.is_ok());
+    if let Err(x) = r {
+        println!("  {}: {}", what, x);
+    }
+    r.unwrap_or(0)
+}
+
 /// Expects a hypercall result to be `want`.
 pub fn expect_ret(what: &str, got: i64, want: i64) {
     if got != want {

@@ -17,13 +17,6 @@ fn e(what: &str, got: i64, want: Errno) {
     expect_err(what, got, want)
 }
 
-fn port(what: &str, r: ev::PortResult) -> Port {
-    check(what, r.is_ok());
-    if let Err(x) = r {
-        println!("  {}: {}", what, x);
-    }
-    r.unwrap_or(0)
-}
 
 #[no_mangle]
 fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
@@ -51,7 +44,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("system time runs", t1 > t0);
 
     // Timer VIRQ: a one-shot 5 ms ahead, then block.
-    let tp = port("bind VIRQ_TIMER", ev::bind_virq(VIRQ_TIMER, 0));
+    let tp = expect_port("bind VIRQ_TIMER", ev::bind_virq(VIRQ_TIMER, 0));
     // SAFETY: stop_periodic_timer takes no argument.
     expect_ret("stop the default periodic timer", unsafe { ev::vcpu_op(guest_abi::vcpu::VCPUOP_STOP_PERIODIC_TIMER, 0, 0) }, 0);
     ev::enable();
@@ -121,7 +114,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("runstate: entry time not in the future", rs[1] <= system_time());
 
     // No lost wake-up: an event already pending makes block return at once.
-    let ipi = port("bind_ipi", ev::bind_ipi(0));
+    let ipi = expect_port("bind_ipi", ev::bind_ipi(0));
     ev::disable();
     let c = ev::count(ipi);
     expect_ret("send IPI to self", ev::send(ipi), 0);
@@ -139,9 +132,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("delivered after unmask", ev::count(ipi) == c + 2);
 
     // Loopback interdomain channel.
-    let a = port("alloc_unbound(self, self)", ev::alloc_unbound(guest_abi::DOMID_SELF, guest_abi::DOMID_SELF));
+    let a = expect_port("alloc_unbound(self, self)", ev::alloc_unbound(guest_abi::DOMID_SELF, guest_abi::DOMID_SELF));
     check("status unbound", ev::status(guest_abi::DOMID_SELF, a).map(|s| s.0) == Ok(EVTCHNSTAT_UNBOUND));
-    let b = port("bind_interdomain to it", ev::bind_interdomain(guest_abi::DOMID_SELF, a));
+    let b = expect_port("bind_interdomain to it", ev::bind_interdomain(guest_abi::DOMID_SELF, a));
     pv_runtime::hypercall::yield_now();
     let ca = ev::count(a);
     expect_ret("send on b", ev::send(b), 0);
@@ -155,7 +148,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
 
     // SCHEDOP_poll: a timeout with events masked, and an already-pending port.
     ev::disable();
-    let q = port("bind a second IPI", ev::bind_ipi(0));
+    let q = expect_port("bind a second IPI", ev::bind_ipi(0));
     let t = system_time();
     expect_ret("poll with timeout", ev::poll(&[q], t + 4 * MS), 0);
     check("poll waited for the timeout", system_time() >= t + 4 * MS);

@@ -10,7 +10,7 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use guest_abi::errno::Errno::{self, *};
+use guest_abi::errno::Errno::*;
 use guest_abi::evtchn::fifo::{BUSY, LINKED, MASKED, MAX_ARRAY_PAGES};
 use guest_abi::evtchn::*;
 use guest_abi::mm::ext::{PIN_L1_TABLE, UNPIN_TABLE};
@@ -40,17 +40,6 @@ fn seen() -> ([u32; 16], usize) {
     (core::array::from_fn(|i| if i < n { ORDER[i].load(SeqCst) } else { 0 }), n)
 }
 
-fn e(what: &str, got: i64, want: Errno) {
-    expect_err(what, got, want)
-}
-
-fn port(what: &str, r: ev::PortResult) -> Port {
-    check(what, r.is_ok());
-    if let Err(x) = r {
-        println!("  {}: {}", what, x);
-    }
-    r.unwrap_or(0)
-}
 
 fn init_err(r: Result<u8, i64>) -> i64 {
     r.err().unwrap_or(0)
@@ -127,27 +116,27 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("the spare frame can be pinned as an L1", pin_l1(spare));
 
     // 2-level: no priorities, no array.
-    let ipi = port("bind_ipi", ev::bind_ipi(0));
-    e("set_priority under 2-level", ev::set_priority(ipi, 3), ENOSYS);
-    e("expand_array before init_control", ev::expand_array(arr_mfn), EOPNOTSUPP);
+    let ipi = expect_port("bind_ipi", ev::bind_ipi(0));
+    expect_err("set_priority under 2-level", ev::set_priority(ipi, 3), ENOSYS);
+    expect_err("expand_array before init_control", ev::expand_array(arr_mfn), EOPNOTSUPP);
     // An event pending at the switch must survive it.
     ev::disable();
     expect_ret("send IPI (events masked)", ev::send(ipi), 0);
     check("pending in the 2-level bitmap", ev::is_pending(ipi));
 
     // init_control's refusals leave the domain 2-level.
-    e("init_control for vCPU 5", init_err(ev::init_control(ctl_mfn, 0, 5)), ENOENT);
-    e("init_control for vCPU 2^32-1", init_err(ev::init_control(ctl_mfn, 0, u32::MAX)), ENOENT);
-    e("init_control at offset 4 (unaligned)", init_err(ev::init_control(ctl_mfn, 4, 0)), EINVAL);
-    e("init_control at offset 4096-64 (crosses the page)", init_err(ev::init_control(ctl_mfn, 4096 - 64, 0)), EINVAL);
-    e("init_control of a frame past RAM", init_err(ev::init_control(1 << 40, 0, 0)), EINVAL);
-    e("init_control of a hypervisor frame", init_err(ev::init_control(0x100, 0, 0)), EINVAL);
+    expect_err("init_control for vCPU 5", init_err(ev::init_control(ctl_mfn, 0, 5)), ENOENT);
+    expect_err("init_control for vCPU 2^32-1", init_err(ev::init_control(ctl_mfn, 0, u32::MAX)), ENOENT);
+    expect_err("init_control at offset 4 (unaligned)", init_err(ev::init_control(ctl_mfn, 4, 0)), EINVAL);
+    expect_err("init_control at offset 4096-64 (crosses the page)", init_err(ev::init_control(ctl_mfn, 4096 - 64, 0)), EINVAL);
+    expect_err("init_control of a frame past RAM", init_err(ev::init_control(1 << 40, 0, 0)), EINVAL);
+    expect_err("init_control of a hypervisor frame", init_err(ev::init_control(0x100, 0, 0)), EINVAL);
     check("pin the spare frame as an L1", hc::mmuext1(PIN_L1_TABLE, spare, 0) == 0);
-    e("init_control of a pinned page table", init_err(ev::init_control(spare, 0, 0)), EINVAL);
+    expect_err("init_control of a pinned page table", init_err(ev::init_control(spare, 0, 0)), EINVAL);
     expect_ret("unpin it", hc::mmuext1(UNPIN_TABLE, spare, 0), 0);
-    e("init_control of the bootstrap L4", init_err(ev::init_control(t.l4, 0, 0)), EINVAL);
-    e("still 2-level: set_priority", ev::set_priority(ipi, 3), ENOSYS);
-    e("still 2-level: expand_array", ev::expand_array(arr_mfn), EOPNOTSUPP);
+    expect_err("init_control of the bootstrap L4", init_err(ev::init_control(t.l4, 0, 0)), EINVAL);
+    expect_err("still 2-level: set_priority", ev::set_priority(ipi, 3), ENOSYS);
+    expect_err("still 2-level: expand_array", ev::expand_array(arr_mfn), EOPNOTSUPP);
 
     // The switch.
     // SAFETY: the two statics are used only through the runtime from here on; the MFNs are
@@ -158,7 +147,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         println!("  use_fifo: {:?}", r);
         finish("fifo")
     }
-    e("a second init_control for vCPU 0", init_err(ev::init_control(ctl_mfn, 128, 0)), EINVAL);
+    expect_err("a second init_control for vCPU 0", init_err(ev::init_control(ctl_mfn, 128, 0)), EINVAL);
     if two_vcpus {
         // vCPU 1's block in the same page (Xen allows it; the page is held twice).
         check("init_control for vCPU 1 in the same page", ev::init_control(ctl_mfn, 128, 1) == Ok(17));
@@ -187,8 +176,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("five IPIs while masked, one delivery", ev::count(ipi) == 7);
 
     // A loopback interdomain channel.
-    let a = port("alloc_unbound(self, self)", ev::alloc_unbound(guest_abi::DOMID_SELF, guest_abi::DOMID_SELF));
-    let b = port("bind_interdomain to it", ev::bind_interdomain(guest_abi::DOMID_SELF, a));
+    let a = expect_port("alloc_unbound(self, self)", ev::alloc_unbound(guest_abi::DOMID_SELF, guest_abi::DOMID_SELF));
+    let b = expect_port("bind_interdomain to it", ev::bind_interdomain(guest_abi::DOMID_SELF, a));
     ev::unmask(a);
     ev::unmask(b);
     yield_now();
@@ -198,7 +187,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("the event arrives on a", ev::count(a) == ca + 1);
 
     // The timer VIRQ.
-    let tp = port("bind VIRQ_TIMER", ev::bind_virq(VIRQ_TIMER, 0));
+    let tp = expect_port("bind VIRQ_TIMER", ev::bind_virq(VIRQ_TIMER, 0));
     ev::unmask(tp);
     let c = ev::count(tp);
     let deadline = system_time() + 3 * MS;
@@ -209,7 +198,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     // SCHEDOP_poll: a timeout, a pending port, and a wake-up by the timer with the upcall
     // masked (only the FIFO word says it is pending).
     ev::disable();
-    let q = port("bind a second IPI", ev::bind_ipi(0));
+    let q = expect_port("bind a second IPI", ev::bind_ipi(0));
     let t0 = system_time();
     expect_ret("poll with timeout", ev::poll(&[q], t0 + 4 * MS), 0);
     check("poll waited for the timeout", system_time() >= t0 + 4 * MS);
@@ -229,7 +218,7 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     seen();
 
     // Priorities: highest first; within one, in raise order.
-    let ps: [Port; 6] = core::array::from_fn(|_| port("bind an IPI", ev::bind_ipi(0)));
+    let ps: [Port; 6] = core::array::from_fn(|_| expect_port("bind an IPI", ev::bind_ipi(0)));
     for &p in &ps {
         ev::unmask(p);
     }
@@ -249,9 +238,9 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         println!("  order {:?}, want {:?}", &order[..n], want);
     }
     check("priority order, FIFO within a priority", order[..n] == want);
-    e("set_priority 16", ev::set_priority(ps[0], 16), EINVAL);
-    e("set_priority of port 0", ev::set_priority(0, 3), EINVAL);
-    e("set_priority of port 5000", ev::set_priority(5000, 3), EINVAL);
+    expect_err("set_priority 16", ev::set_priority(ps[0], 16), EINVAL);
+    expect_err("set_priority of port 0", ev::set_priority(0, 3), EINVAL);
+    expect_err("set_priority of port 5000", ev::set_priority(5000, 3), EINVAL);
 
     // Masking.
     ev::set_port_mask(ipi, true);
@@ -333,10 +322,10 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
 
     // The array: bad frames refused, the spare frame held (no page table while it is),
     // then up to the limit.
-    e("expand_array with a frame past RAM", ev::expand_array(1 << 40), EINVAL);
-    e("expand_array with a hypervisor frame", ev::expand_array(0x100), EINVAL);
+    expect_err("expand_array with a frame past RAM", ev::expand_array(1 << 40), EINVAL);
+    expect_err("expand_array with a hypervisor frame", ev::expand_array(0x100), EINVAL);
     check("pin the spare frame as an L1", hc::mmuext1(PIN_L1_TABLE, spare, 0) == 0);
-    e("expand_array with a pinned page table", ev::expand_array(spare), EINVAL);
+    expect_err("expand_array with a pinned page table", ev::expand_array(spare), EINVAL);
     expect_ret("unpin it", hc::mmuext1(UNPIN_TABLE, spare, 0), 0);
     expect_ret("expand_array with the spare frame", ev::expand_array(spare), 0);
     check("a held array page cannot be pinned as a page table", !pin_l1(spare));
@@ -348,14 +337,14 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
         added += 1;
     }
     check("128 array pages", added == MAX_ARRAY_PAGES);
-    e("a 129th array page", ev::expand_array(spare), ENOSPC);
+    expect_err("a 129th array page", ev::expand_array(spare), ENOSPC);
 
     // Reset: back to 2-level, every frame given back.
     expect_ret("EVTCHNOP_reset", ev::reset(), 0);
     ev::fifo_off();
-    let p = port("bind_ipi after reset", ev::bind_ipi(0));
-    e("2-level again: set_priority of a bound port", ev::set_priority(p, 3), ENOSYS);
-    e("2-level again: expand_array", ev::expand_array(arr_mfn), EOPNOTSUPP);
+    let p = expect_port("bind_ipi after reset", ev::bind_ipi(0));
+    expect_err("2-level again: set_priority of a bound port", ev::set_priority(p, 3), ENOSYS);
+    expect_err("2-level again: expand_array", ev::expand_array(arr_mfn), EOPNOTSUPP);
     check("the spare frame can be pinned again", pin_l1(spare));
     ev::send(p);
     yield_now();
