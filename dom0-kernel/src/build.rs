@@ -53,6 +53,11 @@ pub fn destroy(dom: u16) -> i64 {
     crate::consoled::remove(dom);
     crate::blkback::remove(dom);
     crate::netback::remove(dom);
+    // The backends removed their devices' nodes; the per-domain directories above them
+    // go too (as libxl), also those of devices no backend here serves.
+    for class in ["vbd", "vif", "console", "vfb", "vkbd"] {
+        let _ = crate::xs::rm(0, &format!("/local/domain/0/backend/{class}/{dom}"));
+    }
     crate::xs::release(dom);
     Domctl::new(DESTROYDOMAIN, dom).call()
 }

@@ -20,9 +20,23 @@ pub struct DiskSpec {
     pub readonly: bool,
 }
 
-/// `xvd<letters>` → its Xen virtual device number (`xen-vbd-interface`: 202 << 8 | disk << 4
-/// below disk 16, the extended form above).
+/// The IDE majors of `hda`–`hdd` (two disks each, minor 0 and 64), as `xen-vbd-interface`.
+const HD_MAJORS: [u32; 2] = [3, 22];
+const SD_MAJOR: u32 = 8;
+
+/// A virtual device name → its Xen virtual device number (`xen-vbd-interface`): `xvd<letters>`
+/// (202 << 8 | disk << 4 below disk 16, the extended form above), `hda`–`hdd` (majors 3 and
+/// 22, minor 0 or 64; Mini-OS's blkfront asks for 768, `hda`) and `sda`–`sdp` (8 << 8 |
+/// disk << 4).
 pub fn vdev_devid(vdev: &str) -> Option<u32> {
+    let one = |s: &str, n: u8| s.len() == 1 && (b'a'..b'a' + n).contains(&s.as_bytes()[0]);
+    if let Some(l) = vdev.strip_prefix("hd").filter(|l| one(l, 4)) {
+        let d = (l.as_bytes()[0] - b'a') as u32;
+        return Some(HD_MAJORS[d as usize / 2] << 8 | (d % 2) * 64);
+    }
+    if let Some(l) = vdev.strip_prefix("sd").filter(|l| one(l, 16)) {
+        return Some(SD_MAJOR << 8 | ((l.as_bytes()[0] - b'a') as u32) << 4);
+    }
     let letters = vdev.strip_prefix("xvd")?;
     if letters.is_empty() || letters.len() > 2 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
         return None;
@@ -31,8 +45,18 @@ pub fn vdev_devid(vdev: &str) -> Option<u32> {
     Some(if idx < 16 { 202 << 8 | idx << 4 } else { 1 << 28 | idx << 8 })
 }
 
-/// The `xvd` name of a virtual device number.
+/// The name of a virtual device number (`xvd`, or `hd`/`sd` in their ranges).
 pub fn devid_name(devid: u32) -> String {
+    let letter = |i: u32| (b'a' + i as u8) as char;
+    let (major, minor) = (devid >> 8, devid & 0xFF);
+    if devid & (1 << 28) == 0 {
+        if let Some(k) = HD_MAJORS.iter().position(|&m| m == major).filter(|_| minor == 0 || minor == 64) {
+            return format!("hd{}", letter(2 * k as u32 + minor / 64));
+        }
+        if major == SD_MAJOR && minor & 15 == 0 {
+            return format!("sd{}", letter(minor >> 4));
+        }
+    }
     let idx = if devid & (1 << 28) != 0 { (devid >> 8) & 0xFFFFF } else { (devid >> 4) & 15 };
     let mut s = String::new();
     let mut n = idx + 1;
@@ -82,7 +106,7 @@ pub fn parse_disk(spec: &str) -> Result<DiskSpec, String> {
     let target = target.strip_prefix("phy:").unwrap_or(target);
     target_disk(target).ok_or_else(|| bad("the target must be one of dom0's disks (vda, vdb, ...) or a partition of one (vda1, ...)"))?;
     let vdev = vdev.ok_or_else(|| bad("no vdev"))?;
-    let devid = vdev_devid(vdev).ok_or_else(|| bad("the vdev must be xvda, xvdb, ..."))?;
+    let devid = vdev_devid(vdev).ok_or_else(|| bad("the vdev must be xvda, xvdb, ..., hda-hdd or sda-sdp"))?;
     let readonly = match mode.unwrap_or("w") {
         "w" | "rw" => false,
         "r" | "ro" => true,
@@ -333,9 +357,16 @@ mod tests {
         assert_eq!(vdev_devid("xvdp"), Some(202 << 8 | 15 << 4));
         assert_eq!(vdev_devid("xvdq"), Some(1 << 28 | 16 << 8));
         assert_eq!(vdev_devid("xvd"), None);
-        assert_eq!(vdev_devid("sda"), None);
+        assert_eq!(vdev_devid("hda"), Some(768), "Mini-OS's blkfront device");
+        assert_eq!(vdev_devid("hdb"), Some(832));
+        assert_eq!(vdev_devid("hdd"), Some(22 << 8 | 64));
+        assert_eq!(vdev_devid("sdb"), Some(8 << 8 | 16));
+        assert_eq!(vdev_devid("hde"), None);
+        assert_eq!(vdev_devid("sdq"), None);
+        assert_eq!(vdev_devid("hd"), None);
+        assert_eq!(vdev_devid("sdaa"), None);
         assert_eq!(vdev_devid("xvdA"), None);
-        for n in ["xvda", "xvdb", "xvdp", "xvdq", "xvdz", "xvdaa", "xvdzz"] {
+        for n in ["xvda", "xvdb", "xvdp", "xvdq", "xvdz", "xvdaa", "xvdzz", "hda", "hdb", "hdc", "hdd", "sda", "sdp"] {
             assert_eq!(devid_name(vdev_devid(n).unwrap()), n);
         }
     }
@@ -347,7 +378,8 @@ mod tests {
         assert!(parse_disk("phy:vda2,xvdb,r").unwrap().readonly);
         assert_eq!(parse_disk("phy:vda2,xvdb").unwrap().target, "vda2");
         assert_eq!(parse_disk("target=vdb1,vdev=xvdc,access=ro").unwrap(), DiskSpec { target: "vdb1".into(), vdev: "xvdc".into(), devid: 51744, readonly: true });
-        for bad in ["", "vda", "vda,hda,w", "/img/x.img,xvda,w", "vda,xvda,x", "vda,xvda,w,extra", "vda0,xvda", "vda129,xvda", "color=red,vda,xvda"] {
+        assert_eq!(parse_disk("vda,hda,w").unwrap().devid, 768);
+        for bad in ["", "vda", "vda,hde,w", "/img/x.img,xvda,w", "vda,xvda,x", "vda,xvda,w,extra", "vda0,xvda", "vda129,xvda", "color=red,vda,xvda"] {
             assert!(parse_disk(bad).is_err(), "{bad}");
         }
         assert_eq!(target_disk("vda"), Some((0, 0)));

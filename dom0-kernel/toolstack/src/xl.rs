@@ -467,7 +467,8 @@ mod tests {
         assert!(parse(&["block-attach", "g", "nonsense"]).is_err());
         assert_eq!(parse(&["block-detach", "g", "xvdb"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51728, false)));
         assert_eq!(parse(&["block-detach", "-f", "g", "51712"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 51712, true)));
-        assert!(parse(&["block-detach", "g", "hda"]).is_err());
+        assert_eq!(parse(&["block-detach", "g", "hda"]), Ok(Cmd::BlockDetach(DomRef::Name("g".into()), 768, false)));
+        assert!(parse(&["block-detach", "g", "hde"]).is_err());
         assert_eq!(parse(&["pause"]), Err("'xl pause' requires at least 1 argument.".into()));
         assert_eq!(parse(&["vcpu-pin", "1", "all", "0-1"]), Ok(Cmd::VcpuPin(DomRef::Id(1), None, 3)));
         assert_eq!(parse(&["vcpu-pin", "1", "x", "0"]), Err("Invalid vcpu 'x'.".into()));

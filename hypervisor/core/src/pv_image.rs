@@ -4,7 +4,7 @@
 //! either a checked [`PvImage`] or an [`ImageError`] that names the reason, never a panic.
 
 use core::fmt;
-use elf::abi::{EM_X86_64, ET_EXEC, PF_X, PT_LOAD, PT_NOTE};
+use elf::abi::{EM_X86_64, ET_EXEC, PF_X, PT_LOAD, PT_NOTE, SHT_NOTE};
 use elf::endian::LittleEndian;
 use elf::file::Class;
 use elf::note::Note;
@@ -145,6 +145,43 @@ pub fn is_guest_range(start: u64, end: u64) -> bool {
         && !(start < layout::HYPERVISOR_VIRT_START && last >= layout::HYPERVISOR_VIRT_START)
 }
 
+/// The notes [`parse`] collects (those it keeps go straight into the image).
+#[derive(Default)]
+struct Notes<'a> {
+    entry: Option<u64>,
+    saw_xen_note: bool,
+    guest_os: Option<&'a str>,
+    xen_version: Option<&'a str>,
+    loader: Option<&'a str>,
+}
+
+impl<'a> Notes<'a> {
+    /// Takes one note of the image: rxen's ABI note, or a Xen note.
+    fn take(&mut self, img: &mut PvImage<'a>, note: Note<'a>) -> Result<(), ImageError> {
+        let Note::Unknown(n) = note else { return Ok(()) };
+        let name = n.name.strip_suffix(b"\0").unwrap_or(n.name);
+        if name == elfnote::RXEN_NAME && n.n_type as u32 == elfnote::RXEN_ABI {
+            img.ring1 = note_num(n.desc, "rxen ABI")? == elfnote::RXEN_ABI_RING1 as u64;
+            return Ok(());
+        }
+        if name != elfnote::NAME {
+            return Ok(());
+        }
+        self.saw_xen_note = true;
+        match n.n_type as u32 {
+            elfnote::ENTRY => self.entry = Some(note_num(n.desc, "ENTRY")?),
+            elfnote::VIRT_BASE => img.virt_base = note_num(n.desc, "VIRT_BASE")?,
+            elfnote::HYPERCALL_PAGE => img.hypercall_page = Some(note_num(n.desc, "HYPERCALL_PAGE")?),
+            elfnote::GUEST_OS => self.guest_os = Some(note_str(n.desc, "GUEST_OS")?),
+            elfnote::GUEST_VERSION => img.guest_version = note_str(n.desc, "GUEST_VERSION")?,
+            elfnote::XEN_VERSION => self.xen_version = Some(note_str(n.desc, "XEN_VERSION")?),
+            elfnote::LOADER => self.loader = Some(note_str(n.desc, "LOADER")?),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// Parses and checks a PV image.
 pub fn parse(data: &[u8]) -> Result<PvImage<'_>, ImageError> {
     if data.len() < 16 || &data[..4] != b"\x7fELF" {
@@ -183,9 +220,7 @@ pub fn parse(data: &[u8]) -> Result<PvImage<'_>, ImageError> {
         loader: "",
         ring1: false,
     };
-    let mut entry_note = None;
-    let mut saw_xen_note = false;
-    let (mut guest_os, mut xen_version, mut loader) = (None, None, None);
+    let mut n = Notes::default();
 
     for ph in phdrs.iter() {
         match ph.p_type {
@@ -221,46 +256,34 @@ pub fn parse(data: &[u8]) -> Result<PvImage<'_>, ImageError> {
                 let notes =
                     file.segment_data_as_notes(&ph).map_err(|_| ImageError::BadNote("segment"))?;
                 for note in notes {
-                    let Note::Unknown(n) = note else { continue };
-                    let name = n.name.strip_suffix(b"\0").unwrap_or(n.name);
-                    if name == elfnote::RXEN_NAME && n.n_type as u32 == elfnote::RXEN_ABI {
-                        img.ring1 = note_num(n.desc, "rxen ABI")? == elfnote::RXEN_ABI_RING1 as u64;
-                        continue;
-                    }
-                    if name != elfnote::NAME {
-                        continue;
-                    }
-                    saw_xen_note = true;
-                    match n.n_type as u32 {
-                        elfnote::ENTRY => entry_note = Some(note_num(n.desc, "ENTRY")?),
-                        elfnote::VIRT_BASE => img.virt_base = note_num(n.desc, "VIRT_BASE")?,
-                        elfnote::HYPERCALL_PAGE => {
-                            img.hypercall_page = Some(note_num(n.desc, "HYPERCALL_PAGE")?)
-                        }
-                        elfnote::GUEST_OS => guest_os = Some(note_str(n.desc, "GUEST_OS")?),
-                        elfnote::GUEST_VERSION => {
-                            img.guest_version = note_str(n.desc, "GUEST_VERSION")?
-                        }
-                        elfnote::XEN_VERSION => {
-                            xen_version = Some(note_str(n.desc, "XEN_VERSION")?)
-                        }
-                        elfnote::LOADER => loader = Some(note_str(n.desc, "LOADER")?),
-                        _ => {}
-                    }
+                    n.take(&mut img, note)?;
                 }
             }
             _ => {}
         }
     }
+    // As Xen's libelf: without Xen notes in a PT_NOTE segment, those of the SHT_NOTE
+    // sections (Mini-OS's image has no PT_NOTE).
+    if !n.saw_xen_note {
+        if let Some(shdrs) = file.section_headers() {
+            for sh in shdrs.iter().filter(|s| s.sh_type == SHT_NOTE) {
+                let notes = file.section_data_as_notes(&sh).map_err(|_| ImageError::BadNote("section"))?;
+                for note in notes {
+                    n.take(&mut img, note)?;
+                }
+            }
+        }
+    }
     if img.nr_segments == 0 {
         return Err(ImageError::NoLoadableSegments);
     }
-    if !saw_xen_note {
+    if !n.saw_xen_note {
         return Err(ImageError::NoXenNotes);
     }
-    img.guest_os = guest_os.ok_or(ImageError::MissingNote("GUEST_OS"))?;
-    img.xen_version = xen_version.ok_or(ImageError::MissingNote("XEN_VERSION"))?;
-    img.loader = loader.ok_or(ImageError::MissingNote("LOADER"))?;
+    let entry_note = n.entry;
+    img.guest_os = n.guest_os.ok_or(ImageError::MissingNote("GUEST_OS"))?;
+    img.xen_version = n.xen_version.ok_or(ImageError::MissingNote("XEN_VERSION"))?;
+    img.loader = n.loader.ok_or(ImageError::MissingNote("LOADER"))?;
     if img.xen_version != "xen-3.0" {
         return Err(ImageError::UnsupportedXenVersion);
     }
@@ -339,8 +362,31 @@ pub mod testelf {
         ]
     }
 
-    /// Segment: (vaddr, contents, memsz, executable).
-    pub fn build(entry: u64, segs: &[(u64, Vec<u8>, u64, bool)], notes: &[Note]) -> Vec<u8> {
+    /// [`build`] with no PT_NOTE segment: the notes in an SHT_NOTE section instead (after a
+    /// null section header, as the ELF format wants).
+    pub fn build_section_notes(entry: u64, segs: &[(u64, Vec<u8>, u64, bool)], notes: &[Note]) -> Vec<u8> {
+        let mut out = build(entry, segs, &[]);
+        let blob = note_blob(notes);
+        let off = out.len() as u64;
+        out.extend_from_slice(&blob);
+        while out.len() % 8 != 0 {
+            out.push(0);
+        }
+        let shoff = out.len() as u64;
+        out.extend_from_slice(&[0; 64]);
+        let mut sh = [0u8; 64];
+        sh[4..8].copy_from_slice(&elf::abi::SHT_NOTE.to_le_bytes());
+        sh[24..32].copy_from_slice(&off.to_le_bytes());
+        sh[32..40].copy_from_slice(&(blob.len() as u64).to_le_bytes());
+        sh[48..56].copy_from_slice(&4u64.to_le_bytes());
+        out.extend_from_slice(&sh);
+        out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+        out[0x3C..0x3E].copy_from_slice(&2u16.to_le_bytes());
+        out
+    }
+
+    fn note_blob(notes: &[Note]) -> Vec<u8> {
         let mut note_blob = Vec::new();
         for n in notes {
             note_blob.extend_from_slice(&(n.name.len() as u32 + 1).to_le_bytes());
@@ -356,6 +402,12 @@ pub mod testelf {
                 note_blob.push(0);
             }
         }
+        note_blob
+    }
+
+    /// Segment: (vaddr, contents, memsz, executable).
+    pub fn build(entry: u64, segs: &[(u64, Vec<u8>, u64, bool)], notes: &[Note]) -> Vec<u8> {
+        let note_blob = note_blob(notes);
         let nph = segs.len() + usize::from(!notes.is_empty());
         let mut out = std::vec![0u8; 64 + 56 * nph];
         out[..4].copy_from_slice(b"\x7fELF");
@@ -427,6 +479,17 @@ mod tests {
         let mut bad = std_notes(BASE, BASE + 0x1000);
         bad.push(testelf::Note { ty: guest_abi::elfnote::RXEN_ABI, desc: vec![1, 0, 0], name: b"rxen" });
         assert_eq!(parse(&build(BASE + 0x1000, &seg, &bad)).unwrap_err(), ImageError::BadNote("rxen ABI"));
+    }
+
+    /// Notes in an SHT_NOTE section only (no PT_NOTE segment, as Mini-OS's image) are
+    /// read, as Xen's libelf falls back to them.
+    #[test]
+    fn section_notes() {
+        let seg = [(BASE, vec![0x90; 0x2000], 0x3000, true)];
+        let img = testelf::build_section_notes(BASE + 0x1000, &seg, &std_notes(BASE, BASE + 0x1000));
+        let p = parse(&img).unwrap();
+        assert_eq!((p.virt_base, p.hypercall_page, p.guest_os), (BASE, Some(BASE + 0x1000), "test"));
+        assert_eq!(parse(&testelf::build_section_notes(BASE, &seg, &[])).unwrap_err(), ImageError::NoXenNotes);
     }
 
     #[test]

@@ -149,12 +149,13 @@ fn run(c: &impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult
     };
     let (r, need) = match cmd {
         // A privileged caller may allocate in another domain (a builder's console and
-        // store ports): that domain's and the remote's event locks are taken.
+        // store ports): that domain's event lock is taken (the remote's table is not
+        // touched; it need not even exist, as in Xen).
         EVTCHNOP_ALLOC_UNBOUND => match super::foreign_dom(c, u16at(b, 0)) {
             Err(e) => (Err(e), false),
             Ok(d) => {
                 let remote = self_or(u16at(b, 2));
-                ports::on_domains(&d, remote, |l| {
+                ports::on_domains(&d, d.id, |l| {
                     // Under its event lock: a teardown's port sweep cannot miss a port made here.
                     let r = if d.is_dying() { Err(Errno::ESRCH) } else { l.pair().alloc_unbound(d.id, remote).map(|p| (Out::Port(p), None)) };
                     done(l, r)

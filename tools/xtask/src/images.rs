@@ -88,7 +88,8 @@ fn loadable_only(elf: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// dom0's boot bundle, `target/bundle.tar`: `dom0-kernel/bundle/` (configs under `etc/xen/`)
-/// and, as `boot/<name>`, the test guests the configs name as their kernel.
+/// and, as `boot/<name>`, the test guests the configs name as their kernel, unless
+/// `dom0-kernel/bundle/boot/<name>` is there (a kernel of the user's own, taken as it is).
 pub fn bundle(i: &Images) -> Result<PathBuf, String> {
     let src = root().join("dom0-kernel/bundle");
     let out = target().join("bundle.tar");
@@ -115,7 +116,7 @@ pub fn bundle(i: &Images) -> Result<PathBuf, String> {
     }
     kernels.sort();
     kernels.dedup();
-    for k in kernels {
+    for k in kernels.into_iter().filter(|k| !src.join("boot").join(k).exists()) {
         let image = std::fs::read(i.guest(&k)).map_err(|e| format!("bundle: guest {k}: {e}"))?;
         let image = loadable_only(&image).ok_or_else(|| format!("bundle: guest {k}: not an ELF64 image"))?;
         let mut h = tar::Header::new_gnu();

@@ -63,6 +63,9 @@ fn run(args: &[String]) -> Result<(), String> {
     let hv_opts = format!("debug-exit {}", extra.join(" "));
     let mut cfg = qemu::Config::new(if kvm { qemu::Accel::Kvm } else { qemu::Accel::Tcg });
     cfg.interactive = true;
+    // E.g. `--cpu max,-smap` for Mini-OS under QEMU before 9.1, whose TCG faults a
+    // ring-3 `iretq`'s stack reads on user pages when SMAP is on (README).
+    cfg.cpu = args.iter().position(|a| a == "--cpu").and_then(|i| args.get(i + 1)).cloned();
     cfg.smp = args.iter().position(|a| a == "--smp").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(2);
     if pvh {
         cfg.boot = qemu::Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv_opts} -- interactive") };

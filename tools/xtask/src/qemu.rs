@@ -24,6 +24,8 @@ pub enum Boot {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub accel: Accel,
+    /// TCG's `-cpu` model (`max` when `None`).
+    pub cpu: Option<String>,
     pub boot: Boot,
     pub memory_mb: u32,
     pub timeout: Duration,
@@ -72,13 +74,14 @@ impl Config {
             net: false,
             forward: None,
             get_after: None,
+            cpu: None,
         }
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
         match self.accel {
-            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", self.cpu.as_deref().unwrap_or("max")]),
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
         };
         let serial = if self.interactive { "mon:stdio" } else { "stdio" };

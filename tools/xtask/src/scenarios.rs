@@ -134,6 +134,12 @@ fn net_sums_agree(out: &str, _: Option<&std::path::Path>) -> Result<(), String> 
         [0, 0, 64, 0, d] if d >= 300 - 128 - 64 => {}
         _ => return Err(format!("the stalled vif's counters are not 64 received and the rest dropped: {stall}")),
     }
+    // Each domain's backend directory went with it (as libxl removes them).
+    let left = out.split("dom0# xenstore-ls /local/domain/0/backend/vif").nth(1).ok_or("no xenstore-ls of the vif backends")?;
+    let left: Vec<&str> = left.split("dom0#").next().unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("(XEN)")).collect();
+    if !left.is_empty() {
+        return Err(format!("backend nodes left after every domain went: {left:?}"));
+    }
     let after = out.split("dom0# xl destroy netflood2").nth(1).ok_or("no xl destroy netflood2")?;
     if !after.split("dom0#").next().unwrap_or("").contains("torn down; its id is free") {
         return Err("netflood2 was not torn down after xl destroy".into());

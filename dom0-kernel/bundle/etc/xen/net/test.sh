@@ -38,5 +38,7 @@ xl create /etc/xen/net/hot.cfg 'extra=hot ${host-port} 65536'
 xl network-attach nethot mac=00:16:3e:00:00:0b
 xl network-list nethot
 wait-gone nethot
+# Every domain is gone: nothing of theirs is left under the backend directory.
+xenstore-ls /local/domain/0/backend/vif
 xl list
 poweroff
