@@ -166,7 +166,7 @@ fn push_handler_frame(c: &mut impl OnCpu, f: &mut TrapFrame, handler: u64, below
         n += 1;
     }
     let mut rflags = (f.rflags & !RFLAGS_IF) | if mask == 0 { RFLAGS_IF } else { 0 };
-    if pv64 && crate::pv64::architectural_iopl(&v.shared) {
+    if pv64 && v.shared.architectural_iopl() {
         // Xen shows the virtual IOPL in the frame when the guest takes it from its iret.
         rflags = (rflags & !RFLAGS_IOPL) | (v.iopl as u64) << 12;
     }

@@ -367,6 +367,12 @@ impl DomShared {
         self.ended.fetch_or(DYING, core::sync::atomic::Ordering::AcqRel) & DYING == 0
     }
 
+    /// Has it enabled `VMASST_TYPE_architectural_iopl` (its kernel counts as CPL 0 for the
+    /// virtual IOPL, which `HYPERVISOR_iret` sets and bounce frames show)?
+    pub fn architectural_iopl(&self) -> bool {
+        self.vm_assist.load(core::sync::atomic::Ordering::Relaxed) & (1 << guest_abi::hypercall::vm_assist::TYPE_ARCHITECTURAL_IOPL) != 0
+    }
+
     /// Is it paused by the toolstack?
     #[inline]
     pub fn is_paused(&self) -> bool {

@@ -153,7 +153,7 @@ fn io_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let n = (1..=3).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
     let Some((op, len)) = emul::decode_io(&b[..n]) else { return false };
     let v = &hv.pc.cur;
-    if !emul::iopl_ok(v.iopl, v.in_user(f), crate::pv64::architectural_iopl(&v.shared)) {
+    if !emul::iopl_ok(v.iopl, v.in_user(f), v.shared.architectural_iopl()) {
         return false;
     }
     let rights = |port: u16, size: u8| {

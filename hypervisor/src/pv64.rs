@@ -54,7 +54,7 @@ pub fn iret(hv: &mut Hv, f: &mut TrapFrame) {
     f.rip = rip;
     f.cs = (cs & 0xFFFF) | 3;
     f.rflags = (rflags & crate::hypercall::RFLAGS_GUEST) | RFLAGS_IF | 2;
-    if architectural_iopl(&hv.pc.cur.shared) {
+    if hv.pc.cur.shared.architectural_iopl() {
         hv.pc.cur.iopl = (rflags >> 12 & 3) as u8;
     }
     f.rsp = rsp;
@@ -70,10 +70,4 @@ pub fn iret(hv: &mut Hv, f: &mut TrapFrame) {
     f.rax = rax;
     let v = &hv.pc.cur;
     v.shared.vcpu_info.set_byte(v.id, vi::UPCALL_MASK, (rflags & RFLAGS_IF == 0) as u8);
-}
-
-/// Has the domain enabled `VMASST_TYPE_architectural_iopl` (its kernel counts as CPL 0 for
-/// the virtual IOPL, which `HYPERVISOR_iret` sets and bounce frames show)?
-pub fn architectural_iopl(d: &crate::domain::DomShared) -> bool {
-    d.vm_assist.load(core::sync::atomic::Ordering::Relaxed) & (1 << guest_abi::hypercall::vm_assist::TYPE_ARCHITECTURAL_IOPL) != 0
 }

@@ -32,7 +32,7 @@ pub fn vdev_devid(vdev: &str) -> Option<u32> {
     let one = |s: &str, n: u8| s.len() == 1 && (b'a'..b'a' + n).contains(&s.as_bytes()[0]);
     if let Some(l) = vdev.strip_prefix("hd").filter(|l| one(l, 4)) {
         let d = (l.as_bytes()[0] - b'a') as u32;
-        return Some(HD_MAJORS[d as usize / 2] << 8 | (d % 2) * 64);
+        return Some((HD_MAJORS[d as usize / 2] << 8) | ((d % 2) * 64));
     }
     if let Some(l) = vdev.strip_prefix("sd").filter(|l| one(l, 16)) {
         return Some(SD_MAJOR << 8 | ((l.as_bytes()[0] - b'a') as u32) << 4);
