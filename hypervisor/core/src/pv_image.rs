@@ -369,7 +369,7 @@ pub mod testelf {
         let blob = note_blob(notes);
         let off = out.len() as u64;
         out.extend_from_slice(&blob);
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
         let shoff = out.len() as u64;
