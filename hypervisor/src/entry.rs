@@ -79,7 +79,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}
-        v if v == vector::GP as u64 && f.error_code == 0 && hv.pc.cur.shared.pv64 && io_op(hv, f) => {}
+        v if v == vector::GP as u64 && f.error_code == 0 && hv.pc.cur.shared.pv64 && (io_op(hv, f) || umip_op(hv, f)) => {}
         v if v == vector::GP as u64 && f.error_code == 0 && !hv.pc.cur.in_user(f) && privileged_op(hv, f) => {}
         v if v == vector::GP as u64 && f.error_code & 7 == 2 && soft_int(hv, f) => {}
         v if v < 32 => {
@@ -134,6 +134,9 @@ fn soft_int(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     let ti = hv.pc.cur.traps[vec as usize];
     let need = if hv.pc.cur.in_user(f) { 3 } else { 1 };
     if ti.address == 0 || ti.flags & guest_abi::traps::TI_DPL_MASK < need {
+        // Bounced as the #GP it is, with the architectural error code (vector × 8 + 2,
+        // whichever form the CPU reported), as Xen shows it.
+        f.error_code = (vec as u64) << 3 | 2;
         return false;
     }
     f.rip = f.rip.wrapping_add(2);
@@ -175,6 +178,69 @@ fn io_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             let port = port.map_or(f.rdx as u16, u16::from);
             if rights(port, size) {
                 hv_arch::cpu::port_out(port, size, f.rax as u32);
+            }
+        }
+    }
+    f.rip = f.rip.wrapping_add(len as u64);
+    true
+}
+
+/// A #GP from a Xen pv64 vCPU (kernel or user mode) at `sgdt`, `sidt`, `sldt`, `str` or
+/// `smsw`, which UMIP makes fault (Xen leaves UMIP off, so its PV guests run them): done
+/// as the CPU would, with this CPU's descriptor-table registers and the guest's CR0 view,
+/// a memory operand written through the current root (user mode writes only where it
+/// could itself). RIP past it. False otherwise (a write that fails included: the #GP is
+/// bounced).
+fn umip_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    use hv_core::emul::{self, Operand, UmipOp};
+    let mut b = [0u8; 15];
+    let n = (3..=15).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
+    let Some((op, operand, len)) = emul::decode_umip(&b[..n]) else { return false };
+    let ([gdtr, idtr], ldt, tr) = hv_arch::cpu::descriptor_registers();
+    let msw = emul::cr0_view(hv.pc.cur.fpu_ts);
+    let (value, table) = match op {
+        UmipOp::Sgdt => (0, Some(gdtr)),
+        UmipOp::Sidt => (0, Some(idtr)),
+        UmipOp::Sldt => (ldt as u64, None),
+        UmipOp::Str => (tr as u64, None),
+        UmipOp::Smsw => (msw, None),
+    };
+    match operand {
+        Operand::Reg { reg: r, size } => {
+            let dst = reg(f, r);
+            *dst = match size {
+                2 => (*dst & !0xFFFF) | (value & 0xFFFF),
+                // A 32-bit write zero-extends; SMSW r32/r64 stores CR0 (its low word is the
+                // machine status word).
+                4 => value & 0xFFFF_FFFF,
+                _ => value,
+            };
+        }
+        Operand::Mem { base, index, disp, rip_relative } => {
+            let mut ea = disp as u64;
+            if rip_relative {
+                ea = ea.wrapping_add(f.rip).wrapping_add(len as u64);
+            }
+            if let Some(b) = base {
+                ea = ea.wrapping_add(*reg(f, b));
+            }
+            if let Some((i, s)) = index {
+                ea = ea.wrapping_add(reg(f, i).wrapping_mul(s as u64));
+            }
+            let mut out = [0u8; 10];
+            let bytes = match table {
+                Some((limit, base)) => {
+                    out[..2].copy_from_slice(&limit.to_le_bytes());
+                    out[2..].copy_from_slice(&base.to_le_bytes());
+                    &out[..10]
+                }
+                None => {
+                    out[..2].copy_from_slice(&(value as u16).to_le_bytes());
+                    &out[..2]
+                }
+            };
+            if crate::guest::write_guest(hv, ea, bytes).is_err() {
+                return false;
             }
         }
     }

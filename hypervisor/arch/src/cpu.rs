@@ -52,6 +52,21 @@ pub fn port_out(port: u16, size: u8, v: u32) {
     }
 }
 
+/// This CPU's GDTR and IDTR (limit, base), LDTR and TR selectors: what `sgdt`, `sidt`,
+/// `sldt` and `str` give (for a Xen pv64 guest's, which UMIP makes fault).
+pub fn descriptor_registers() -> ([(u16, u64); 2], u16, u16) {
+    let (mut g, mut i) = ([0u8; 10], [0u8; 10]);
+    let (ldt, tr): (u16, u16);
+    // SAFETY: the stores write 10 bytes each into the local buffers; sldt/str only read.
+    unsafe {
+        asm!("sgdt [{}]", in(reg) g.as_mut_ptr(), options(nostack, preserves_flags));
+        asm!("sidt [{}]", in(reg) i.as_mut_ptr(), options(nostack, preserves_flags));
+        asm!("sldt {0:x}", "str {1:x}", out(reg) ldt, out(reg) tr, options(nomem, nostack, preserves_flags));
+    }
+    let split = |b: [u8; 10]| (u16::from_le_bytes([b[0], b[1]]), u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]));
+    ([split(g), split(i)], ldt, tr)
+}
+
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

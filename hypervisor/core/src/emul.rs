@@ -17,7 +17,10 @@
 //!   with an immediate port or DX ([`decode_io`]), allowed by the vCPU's virtual IOPL
 //!   ([`iopl_ok`], Xen's `iopl_ok`): `cli`/`sti` set and clear the upcall mask, port I/O
 //!   reaches the ports the domain has rights to (others read as all ones and ignore
-//!   writes, as Xen's `admin_io_okay` failing).
+//!   writes, as Xen's `admin_io_okay` failing);
+//! - in the Xen pv64 mode, on CPUs with UMIP (which the hypervisor turns on), `sgdt`,
+//!   `sidt`, `sldt`, `str` and `smsw` from kernel and user mode ([`decode_umip`]), as a PV
+//!   guest on Xen (which leaves UMIP off) runs them natively.
 
 /// A decoded instruction and its length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +148,97 @@ pub fn decode_io(b: &[u8]) -> Option<(IoOp, usize)> {
     Some((if out { IoOp::Out { size, port } } else { IoOp::In { size, port } }, len))
 }
 
+/// A descriptor-table or machine-status store that UMIP makes fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UmipOp {
+    Sgdt,
+    Sidt,
+    Sldt,
+    Str,
+    Smsw,
+}
+
+/// Where such a store goes: general-purpose register `reg` (written with `size` bytes: 2,
+/// 4 or 8), or memory at `base + index * scale + disp` (`rip_relative`: from the end of
+/// the instruction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    Reg { reg: u8, size: u8 },
+    Mem { base: Option<u8>, index: Option<(u8, u8)>, disp: i64, rip_relative: bool },
+}
+
+/// Decodes `sgdt`/`sidt m` (0F 01 /0, /1), `smsw r/m` (0F 01 /4), `sldt`/`str r/m`
+/// (0F 00 /0, /1) at the start of `b`, with at most an operand-size prefix and a REX
+/// prefix after it (no segment, address-size, lock or repeat prefix): the operation, its
+/// operand and the instruction's length.
+pub fn decode_umip(b: &[u8]) -> Option<(UmipOp, Operand, usize)> {
+    let mut at = 0;
+    let o16 = *b.first()? == 0x66;
+    if o16 {
+        at += 1;
+    }
+    let rex = match *b.get(at)? {
+        r @ 0x40..=0x4F => {
+            at += 1;
+            r
+        }
+        _ => 0,
+    };
+    if *b.get(at)? != 0x0F {
+        return None;
+    }
+    let group = *b.get(at + 1)?;
+    let m = *b.get(at + 2)?;
+    at += 3;
+    let (md, reg, rm) = (m >> 6, m >> 3 & 7, m & 7);
+    let op = match (group, reg) {
+        (0x01, 0) if md != 3 => UmipOp::Sgdt,
+        (0x01, 1) if md != 3 => UmipOp::Sidt,
+        (0x01, 4) => UmipOp::Smsw,
+        (0x00, 0) => UmipOp::Sldt,
+        (0x00, 1) => UmipOp::Str,
+        _ => return None,
+    };
+    if md == 3 {
+        let size = if rex & 8 != 0 { 8 } else if o16 { 2 } else { 4 };
+        return Some((op, Operand::Reg { reg: rm | (rex & 1) << 3, size }, at));
+    }
+    let rd = |at: usize, n: usize| -> Option<i64> {
+        let s = b.get(at..at + n)?;
+        Some(match n {
+            1 => s[0] as i8 as i64,
+            _ => i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64,
+        })
+    };
+    let (mut base, mut index, mut rip_relative) = (Some(rm | (rex & 1) << 3), None, false);
+    let mut no_base_disp32 = false;
+    if rm == 4 {
+        let sib = *b.get(at)?;
+        at += 1;
+        let (ss, idx, bs) = (sib >> 6, (sib >> 3 & 7) | (rex >> 1 & 1) << 3, sib & 7);
+        if idx != 4 {
+            index = Some((idx, 1 << ss));
+        }
+        base = Some(bs | (rex & 1) << 3);
+        if bs == 5 && md == 0 {
+            base = None;
+            no_base_disp32 = true;
+        }
+    } else if rm == 5 && md == 0 {
+        base = None;
+        rip_relative = true;
+    }
+    let dlen = match md {
+        1 => 1,
+        2 => 4,
+        _ if rip_relative || no_base_disp32 => 4,
+        _ => 0,
+    };
+    let disp = if dlen == 0 { 0 } else { rd(at, dlen)? };
+    at += dlen;
+    Some((op, Operand::Mem { base, index, disp, rip_relative }, at))
+}
+
 /// Xen's `iopl_ok`: the virtual IOPL lets the vCPU's virtual CPL run an IOPL-sensitive
 /// instruction. Guest user mode counts as CPL 3; the kernel as CPL 1 (`PHYSDEVOP_set_iopl`'s
 /// ABI), or 0 under `VMASST_TYPE_architectural_iopl`.
@@ -179,6 +273,34 @@ mod tests {
         assert_eq!(decode_io(&[0xE4]), None);
         assert_eq!(decode_io(&[0x0F, 0x32]), None);
         assert_eq!(decode_io(&[]), None);
+    }
+
+    #[test]
+    fn decodes_umip() {
+        use Operand::*;
+        // sidt [rsp + 6]: 0F 01 4C 24 06
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0x4C, 0x24, 0x06]), Some((UmipOp::Sidt, Mem { base: Some(4), index: None, disp: 6, rip_relative: false }, 5)));
+        // sgdt [rax]: 0F 01 00
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0x00]), Some((UmipOp::Sgdt, Mem { base: Some(0), index: None, disp: 0, rip_relative: false }, 3)));
+        // sgdt [rip - 16]: 0F 01 05 F0 FF FF FF
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0x05, 0xF0, 0xFF, 0xFF, 0xFF]), Some((UmipOp::Sgdt, Mem { base: None, index: None, disp: -16, rip_relative: true }, 7)));
+        // sidt [r9 + r10*8 + 0x100]: 43 0F 01 8C D1 00 01 00 00
+        assert_eq!(decode_umip(&[0x43, 0x0F, 0x01, 0x8C, 0xD1, 0x00, 0x01, 0, 0]), Some((UmipOp::Sidt, Mem { base: Some(9), index: Some((10, 8)), disp: 0x100, rip_relative: false }, 9)));
+        // sgdt [0x1000] (SIB, no base, no index): 0F 01 04 25 00 10 00 00
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0x04, 0x25, 0, 0x10, 0, 0]), Some((UmipOp::Sgdt, Mem { base: None, index: None, disp: 0x1000, rip_relative: false }, 8)));
+        // sldt eax: 0F 00 C0; str r11d: 41 0F 00 CB; smsw ax: 66 0F 01 E0; smsw rdx: 48 0F 01 E2
+        assert_eq!(decode_umip(&[0x0F, 0x00, 0xC0]), Some((UmipOp::Sldt, Reg { reg: 0, size: 4 }, 3)));
+        assert_eq!(decode_umip(&[0x41, 0x0F, 0x00, 0xCB]), Some((UmipOp::Str, Reg { reg: 11, size: 4 }, 4)));
+        assert_eq!(decode_umip(&[0x66, 0x0F, 0x01, 0xE0]), Some((UmipOp::Smsw, Reg { reg: 0, size: 2 }, 4)));
+        assert_eq!(decode_umip(&[0x48, 0x0F, 0x01, 0xE2]), Some((UmipOp::Smsw, Reg { reg: 2, size: 8 }, 4)));
+        // Register forms of 0F 01 /0 and /1 are other instructions (vmcall, monitor, ...);
+        // lgdt (/2), a segment prefix, a truncated displacement: not these.
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0xC1]), None);
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0xC8]), None);
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0x10]), None);
+        assert_eq!(decode_umip(&[0x64, 0x0F, 0x01, 0x00]), None);
+        assert_eq!(decode_umip(&[0x0F, 0x01, 0x80, 0, 0]), None);
+        assert_eq!(decode_umip(&[0x0F, 0x00, 0xD0]), None, "lldt");
     }
 
     /// XTF's `pv-iopl` expectations: with `PHYSDEVOP_set_iopl` the kernel is CPL 1, with the
@@ -234,6 +356,12 @@ mod tests {
         fn any_bytes(b in proptest::collection::vec(any::<u8>(), 0..16)) {
             if let Some((_, n)) = decode(&b) {
                 prop_assert!(n <= b.len() && n <= 4);
+            }
+            if let Some((_, o, n)) = decode_umip(&b) {
+                prop_assert!(n <= b.len() && n <= 10);
+                if let Operand::Reg { reg, size } = o {
+                    prop_assert!(reg < 16 && matches!(size, 2 | 4 | 8));
+                }
             }
             if let Some((op, n)) = decode_io(&b) {
                 prop_assert!(n <= b.len() && n <= 3);

@@ -440,8 +440,26 @@ const USER_CODE: [u8; 128] = {
         c[64 + i] = io[i];
         i += 1;
     }
+    // At USER_UMIP: `sgdt [rsp - 16]` and `str eax` (UMIP makes them fault; emulated).
+    let umip: [u8; 29] = [
+        0x41, 0xBC, 5, 0, 0, 0, // mov r12d, 5
+        0x0F, 0x01, 0x44, 0x24, 0xF0, // sgdt [rsp - 16]
+        0x41, 0xBC, 3, 0, 0, 0, // mov r12d, 3
+        0x0F, 0x00, 0xC8, // str eax
+        0xB8, 0xDE, 0xD0, 0, 0, // mov eax, 0xD0DE
+        0x0F, 0x05, // syscall
+        0xEB, 0xFE, // jmp .
+    ];
+    let mut i = 0;
+    while i < umip.len() {
+        c[96 + i] = umip[i];
+        i += 1;
+    }
     c
 };
+
+/// The user program of the UMIP checks.
+const USER_UMIP: u64 = USER_VA + 96;
 
 /// The user program of the virtual IOPL checks, and its `cli` and `out`.
 const USER_IO: u64 = USER_VA + 64;
@@ -672,6 +690,7 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     virtual_iopl();
     fsgsbase();
     noncanonical_return(si);
+    umip();
 
     // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
     // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
@@ -746,6 +765,40 @@ fn virtual_iopl() {
     expect("disable it", assist(vm_assist::DISABLE), 0);
     let (got, _) = io_faults(0x202 | 3 << 12);
     check("without the assist the iret's IOPL is ignored (vIOPL 0: all fault)", got == [true; 4]);
+}
+
+/// `sgdt`, `sidt`, `sldt`, `str`, `smsw` from kernel and user mode (XTF `umip`, `xsa-212`):
+/// they work as on Xen (which leaves UMIP off), emulated where UMIP makes them fault.
+fn umip() {
+    let n = LOGGED.load(SeqCst);
+    let (mut gdt, mut idt) = ([0u8; 10], [0u8; 10]);
+    let (ldt, tr, msw): (u64, u64, u64);
+    // SAFETY: each store writes 10 bytes into its buffer; a #GP handler would skip the
+    // 3-byte instruction (R12), none is expected.
+    unsafe {
+        asm!("mov r12, 3", "sgdt [rax]", in("rax") gdt.as_mut_ptr(), out("r12") _);
+        asm!("mov r12, 3", "sidt [rax]", in("rax") idt.as_mut_ptr(), out("r12") _);
+        asm!("mov r12, 3", "mov rax, -1", "sldt eax", out("rax") ldt, out("r12") _);
+        asm!("mov r12, 3", "str eax", out("rax") tr, out("r12") _);
+        asm!("mov r12, 4", "smsw rax", out("rax") msw, out("r12") _);
+    }
+    check("kernel sgdt/sidt/sldt/str/smsw do not fault", (n..LOGGED.load(SeqCst)).all(|i| logged(i).vec != 13));
+    let limit = |b: &[u8; 10]| u16::from_le_bytes([b[0], b[1]]);
+    check("sgdt and sidt give tables with limits", limit(&gdt) >= 7 && limit(&idt) >= 255 * 16 + 15);
+    check("sldt zero-extends the selector", ldt <= 0xFFFF);
+    check("str gives the TSS selector", tr != 0 && tr <= 0xFFFF);
+    check("smsw gives CR0 with PE and the guest's PG", msw & 1 != 0 && msw & 1 << 31 != 0);
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: the user program ends with the end marker's syscall, which returns here.
+    unsafe { enter_user(USER_UMIP, USER_VA + 0x2000, 0x202) };
+    // (An event may come in between: its callback is 0x101.)
+    let ok = (n..LOGGED.load(SeqCst)).all(|i| matches!(logged(i).vec, 0x100 | 0x101));
+    if !ok {
+        for i in n..LOGGED.load(SeqCst) {
+            say!("  user trap {:x?}", logged(i));
+        }
+    }
+    check("user sgdt and str do not fault either", ok);
 }
 
 /// The first non-canonical address, and where the #GP there resumes.
