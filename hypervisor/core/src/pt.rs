@@ -729,25 +729,24 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
 
     /// Replaces the grant mapping `expected` (exactly that entry: its frame, writability and
     /// user bit are what the unmapped handle's references stand for) at entry `idx` of
-    /// `table` (a validated L1 of `dom`) with `new`, an entry that is not a grant mapping and
-    /// brings its own references (one [`Self::steal_entry`] took out) or none. `Granted` if
-    /// the entry there is anything else.
+    /// `table` (a validated L1 of `dom`) with `new`: an entry [`Self::steal_entry`] took
+    /// out of another L1 entry of `dom`, with its references (or, for a grant mapping, its
+    /// handle's, which stay with that handle: only where its PTE lives changes), or none.
+    /// `Granted` if the entry there is anything else.
     pub fn remove_grant(&mut self, table: Mfn, idx: usize, expected: Pte, new: Pte, dom: DomId) -> Res {
         let old = self.grant_slot(table, idx, dom)?;
-        if !old.granted() || old != expected || new.granted() {
+        if !old.granted() || old != expected {
             return Err(PtError::Granted);
         }
         self.write(table, idx, new, dom)
     }
 
     /// Clears entry `idx` of `table` (a validated L1 of `dom`) and returns what it held,
-    /// with its references, for another L1 entry of `dom` to take over (`unmap_and_replace`).
-    /// `Granted` for a grant mapping.
+    /// with its references, for another L1 entry of `dom` to take over (`unmap_and_replace`;
+    /// a grant mapping's entry moves with its handle's references, as Xen lets it: the
+    /// handle is unmapped at its new place).
     pub fn steal_entry(&mut self, table: Mfn, idx: usize, dom: DomId) -> Res<Pte> {
         let old = self.grant_slot(table, idx, dom)?;
-        if old.granted() {
-            return Err(PtError::Granted);
-        }
         self.write(table, idx, Pte(0), dom)?;
         Ok(old)
     }

@@ -236,6 +236,10 @@ fn take_host_pte(c: &mut Mx<'_>, m: &Mapping, host_addr: u64, new_addr: u64) -> 
             return Err(GntSt::GeneralError);
         }
         let (t2, i2) = pt!(c, dm).l1_for_va(c.pc.cur.l4, new_addr, me).ok_or(GntSt::GeneralError)?;
+        // Its own entry cannot be the one it takes over.
+        if (t2, i2) == (t, i) {
+            return Err(GntSt::GeneralError);
+        }
         pt!(c, dm).steal_entry(t2, i2, me).map_err(|_| GntSt::GeneralError)?
     } else {
         Pte(0)

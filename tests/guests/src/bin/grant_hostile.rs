@@ -301,6 +301,23 @@ fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {
     restore(1, m2);
     restore(2, m3);
 
+    // XSA-234 (XTF's PoC): unmap_and_replace may take over another grant mapping's PTE, as
+    // Xen lets it. That handle's mapping moves: it is unmapped at its new place only, and
+    // its frame keeps its writable type until then.
+    let (r, w) = map(m1, h, 16, SELF);
+    let (r2, ro) = map(m2, h | GNTMAP_READONLY, 9, SELF);
+    check("XSA-234: a writable and a read-only map", r == 0 && w.status == 0 && r2 == 0 && ro.status == 0);
+    let mut rp = Replace { host_addr: m2, new_addr: m1, handle: ro.handle, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_UNMAP_AND_REPLACE, &mut rp as *mut Replace as u64, 1);
+    check("XSA-234: unmap_and_replace onto the other grant's PTE", rp.status == 0 && mfn(m2) == f_plain && read_faults(m1));
+    check("XSA-234: ref 9 is free, ref 16 still mapped writable", gt.flags(9) == GTF_PERMIT_ACCESS | GTF_READONLY && gt.flags(16) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+    restore(0, m1);
+    check("XSA-234: the moved handle is not unmapped where it was", unmap(m1, 0, w.handle) == GEN);
+    check("XSA-234: its frame cannot become a page table while mapped", hc::mmuext1(ext::PIN_L1_TABLE, f_plain, 0) == Errno::EINVAL.to_ret());
+    check("XSA-234: it is unmapped at its new place", unmap(m2, 0, w.handle) == 0);
+    check("XSA-234: then its frame can be pinned", hc::mmuext1(ext::PIN_L1_TABLE, f_plain, 0) == 0 && hc::mmuext1(ext::UNPIN_TABLE, f_plain, 0) == 0);
+    restore(1, m2);
+
     // XSA-316: a batch with a bad operation in the middle: rc 0, each status its own.
     let mut batch = [
         Map { host_addr: m1, flags: h, gref: 8, dom: SELF, ..Default::default() },
