@@ -300,6 +300,17 @@ fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             true
         }
         Op::WriteCr { .. } => false,
+        Op::ReadDr { dr, gpr } => match hv.pc.cur.debug.get(dr) {
+            Ok(v) => {
+                *reg(f, gpr) = v;
+                true
+            }
+            Err(_) => false,
+        },
+        Op::WriteDr { dr, gpr } => {
+            let v = *reg(f, gpr);
+            hv.pc.cur.debug.set(dr, v).is_ok()
+        }
         Op::Rdmsr => {
             let msr = f.rcx as u32;
             let v = match msr {

@@ -56,6 +56,8 @@ pub struct Vcpu {
     /// The Xen pv64 mode's virtual CR4.FSGSBASE (clear at start, as Xen's): the real bit
     /// follows it while the vCPU runs. Ring-1 vCPUs always have the instructions.
     pub fsgsbase: bool,
+    /// Its debug registers (`hv_core::emul::DebugRegs`: kept, never armed).
+    pub debug: hv_core::emul::DebugRegs,
     /// Saved registers while the vCPU is not running.
     pub frame: TrapFrame,
     /// Saved while another vCPU runs.
@@ -113,6 +115,7 @@ impl Vcpu {
             fpu_ts: false,
             iopl: 0,
             fsgsbase: false,
+            debug: Default::default(),
             frame: TrapFrame::default(),
             fpu: alloc::boxed::Box::new(hv_arch::cpu::FxArea::initial()),
             fs_base: 0,

@@ -31,6 +31,9 @@ pub enum Op {
     WriteCr { cr: u8, gpr: u8 },
     Rdmsr,
     Wrmsr,
+    /// `mov gpr, drN` and `mov drN, gpr`.
+    ReadDr { dr: u8, gpr: u8 },
+    WriteDr { dr: u8, gpr: u8 },
 }
 
 /// Decodes the instruction at the start of `b`: the operation and its length. Only a REX
@@ -47,14 +50,19 @@ pub fn decode(b: &[u8]) -> Option<(Op, usize)> {
     match *b.get(at + 1)? {
         0x30 if rex == 0 => Some((Op::Wrmsr, at + 2)),
         0x32 if rex == 0 => Some((Op::Rdmsr, at + 2)),
-        op @ (0x20 | 0x22) => {
+        op @ (0x20 | 0x22 | 0x21 | 0x23) => {
             let m = *b.get(at + 2)?;
             if m >> 6 != 3 {
                 return None;
             }
-            let cr = (m >> 3 & 7) | (rex >> 2 & 1) << 3;
+            let n = (m >> 3 & 7) | (rex >> 2 & 1) << 3;
             let gpr = (m & 7) | (rex & 1) << 3;
-            let op = if op == 0x20 { Op::ReadCr { cr, gpr } } else { Op::WriteCr { cr, gpr } };
+            let op = match op {
+                0x20 => Op::ReadCr { cr: n, gpr },
+                0x22 => Op::WriteCr { cr: n, gpr },
+                0x21 => Op::ReadDr { dr: n, gpr },
+                _ => Op::WriteDr { dr: n, gpr },
+            };
             Some((op, at + 3))
         }
         _ => None,
@@ -111,6 +119,81 @@ pub fn base_msr(msr: u32) -> Option<u64> {
         MSR_SHADOW_GS_BASE => Some(1),
         MSR_GS_BASE => Some(2),
         _ => None,
+    }
+}
+
+/// A vCPU's debug registers as a PV guest sees them (`set_debugreg`, `get_debugreg`,
+/// `mov drN`). Their values are kept and checked as Xen's `set_debugreg` checks them, but
+/// no breakpoint can be armed: a DR7 with an enable bit (L0-3, G0-3, LE, GE) is refused,
+/// so the values stay inert and the machine's DR7 stays clear while guests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebugRegs {
+    pub addr: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+}
+
+/// DR6's reserved bits: read as one (4-11, 16-31), as zero (12, 32-63).
+pub const DR6_DEFAULT: u64 = 0xFFFF_0FF0;
+/// DR7's reserved bit 10 reads as one; 11, 12, 14, 15 and 32-63 as zero.
+pub const DR7_DEFAULT: u64 = 0x400;
+const DR7_ENABLES: u64 = 0x3FF;
+const DR7_GD: u64 = 1 << 13;
+
+impl Default for DebugRegs {
+    fn default() -> DebugRegs {
+        DebugRegs { addr: [0; 4], dr6: DR6_DEFAULT, dr7: DR7_DEFAULT }
+    }
+}
+
+/// Why a debug-register write is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrError {
+    /// Not a register (Xen: -ENODEV; `mov` would be #UD).
+    NoSuchRegister,
+    /// An address the guest may not watch (a hypervisor or non-canonical address), DR7.GD,
+    /// or breakpoints enabled (Xen: -EPERM for the first two; it arms the third).
+    Refused,
+}
+
+impl DebugRegs {
+    /// DR4 and DR5 are DR6 and DR7 (CR4.DE is never set for a PV guest here).
+    fn alias(reg: u8) -> u8 {
+        match reg {
+            4 => 6,
+            5 => 7,
+            r => r,
+        }
+    }
+
+    pub fn get(&self, reg: u8) -> Result<u64, DrError> {
+        match Self::alias(reg) {
+            r @ 0..=3 => Ok(self.addr[r as usize]),
+            6 => Ok(self.dr6),
+            7 => Ok(self.dr7),
+            _ => Err(DrError::NoSuchRegister),
+        }
+    }
+
+    pub fn set(&mut self, reg: u8, v: u64) -> Result<(), DrError> {
+        match Self::alias(reg) {
+            r @ 0..=3 => {
+                if !guest_abi::layout::is_guest_va(v) {
+                    return Err(DrError::Refused);
+                }
+                self.addr[r as usize] = v;
+            }
+            6 => self.dr6 = (v & 0xFFFF_FFFF & !(1 << 12)) | DR6_DEFAULT,
+            7 => {
+                let v = (v & 0xFFFF_FFFF & !(0b1101_1000 << 8)) | DR7_DEFAULT;
+                if v & (DR7_GD | DR7_ENABLES) != 0 {
+                    return Err(DrError::Refused);
+                }
+                self.dr7 = v;
+            }
+            _ => return Err(DrError::NoSuchRegister),
+        }
+        Ok(())
     }
 }
 
@@ -259,6 +342,32 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn debug_registers() {
+        let mut d = DebugRegs::default();
+        assert_eq!((d.get(6), d.get(7), d.get(4), d.get(5)), (Ok(DR6_DEFAULT), Ok(DR7_DEFAULT), Ok(DR6_DEFAULT), Ok(DR7_DEFAULT)));
+        assert_eq!(d.set(0, 0x1000), Ok(()));
+        assert_eq!(d.set(3, 0xFFFF_8800_0000_0000), Ok(()), "the guest half of the upper canonical range");
+        assert_eq!((d.get(0), d.get(3)), (Ok(0x1000), Ok(0xFFFF_8800_0000_0000)));
+        for bad in [0xFFFF_8000_0000_0000, 0xFFFF_87FF_FFFF_FFFF, 0x0000_8000_0000_0000] {
+            assert_eq!(d.set(1, bad), Err(DrError::Refused), "{bad:#x}");
+        }
+        assert_eq!(d.get(1), Ok(0), "a refused write changes nothing");
+        assert_eq!(d.set(6, 0), Ok(()));
+        assert_eq!(d.get(6), Ok(DR6_DEFAULT), "reserved bits forced");
+        assert_eq!(d.set(6, 0xF | 1 << 14 | 1 << 12 | 1 << 40), Ok(()));
+        assert_eq!(d.get(6), Ok(DR6_DEFAULT | 0xF | 1 << 14));
+        assert_eq!(d.set(7, 0), Ok(()));
+        assert_eq!(d.get(7), Ok(DR7_DEFAULT));
+        assert_eq!(d.set(7, 3 << 16), Ok(()), "a condition without an enable is inert");
+        for bad in [1, 1 << 1, 1 << 7, 1 << 8, 1 << 9, DR7_GD] {
+            assert_eq!(d.set(7, bad), Err(DrError::Refused), "{bad:#x}");
+        }
+        assert_eq!(d.get(7), Ok(DR7_DEFAULT | 3 << 16));
+        assert_eq!(d.set(8, 0), Err(DrError::NoSuchRegister));
+        assert_eq!(d.get(15), Err(DrError::NoSuchRegister));
+    }
+
+    #[test]
     fn decodes_io() {
         assert_eq!(decode_io(&[0xFA]), Some((IoOp::Cli, 1)));
         assert_eq!(decode_io(&[0xFB, 0x90]), Some((IoOp::Sti, 1)));
@@ -324,6 +433,9 @@ mod tests {
         assert_eq!(decode(&[0x0F, 0x22, 0xDF]), Some((Op::WriteCr { cr: 3, gpr: 7 }, 3))); // mov cr3, rdi
         assert_eq!(decode(&[0x0F, 0x32]), Some((Op::Rdmsr, 2)));
         assert_eq!(decode(&[0x0F, 0x30, 0x90]), Some((Op::Wrmsr, 2)));
+        assert_eq!(decode(&[0x0F, 0x21, 0xC0]), Some((Op::ReadDr { dr: 0, gpr: 0 }, 3))); // mov rax, dr0
+        assert_eq!(decode(&[0x0F, 0x23, 0xFC]), Some((Op::WriteDr { dr: 7, gpr: 4 }, 3))); // mov dr7, rsp
+        assert_eq!(decode(&[0x44, 0x0F, 0x21, 0xC0]), Some((Op::ReadDr { dr: 8, gpr: 0 }, 4)));
         // A memory operand, a prefix, another instruction, too few bytes: not emulated.
         assert_eq!(decode(&[0x0F, 0x20, 0x00]), None);
         assert_eq!(decode(&[0x66, 0x0F, 0x20, 0xC0]), None);

@@ -136,7 +136,7 @@ pub enum Class {
 pub fn class(n: u64, a1: u64) -> Class {
     match n {
         nr::XEN_VERSION if version::local(a1).is_some() => Class::Local,
-        nr::FPU_TASKSWITCH | nr::STACK_SWITCH | nr::SET_CALLBACKS | nr::SET_SEGMENT_BASE | nr::VM_ASSIST => Class::Local,
+        nr::FPU_TASKSWITCH | nr::STACK_SWITCH | nr::SET_CALLBACKS | nr::SET_SEGMENT_BASE | nr::VM_ASSIST | nr::SET_DEBUGREG | nr::GET_DEBUGREG => Class::Local,
         _ if domain_class(n) => Class::Domain,
         nr::EVENT_CHANNEL_OP | nr::EVENT_CHANNEL_OP_COMPAT | nr::CONSOLE_IO | nr::SET_TIMER_OP | nr::MULTICALL | nr::PHYSDEV_OP => {
             Class::LockFree
@@ -244,6 +244,8 @@ fn local_call(pc: &mut PerCpu, n: u64, [a1, a2, a3]: [u64; 3]) -> Option<HcResul
         nr::SET_CALLBACKS => traps::set_callbacks(pc, a1, a2, a3),
         nr::SET_SEGMENT_BASE => desc::set_segment_base(a1, a2),
         nr::VM_ASSIST => vm_assist(pc, a1, a2),
+        nr::SET_DEBUGREG => set_debugreg(pc, a1, a2),
+        nr::GET_DEBUGREG => get_debugreg(pc, a1),
         _ => return None,
     })
 }
@@ -327,6 +329,25 @@ pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
 }
 
 /// `vm_assist(cmd, type)`.
+/// `set_debugreg(reg, value)` of the current vCPU (`hv_core::emul::DebugRegs`): -ENODEV for
+/// a register that does not exist, -EPERM for a value refused.
+fn set_debugreg(pc: &mut PerCpu, reg: u64, value: u64) -> HcResult {
+    use hv_core::emul::DrError;
+    let reg = u8::try_from(reg).map_err(|_| Errno::ENODEV)?;
+    match pc.cur.debug.set(reg, value) {
+        Ok(()) => Ok(0),
+        Err(DrError::NoSuchRegister) => Err(Errno::ENODEV),
+        Err(DrError::Refused) => Err(Errno::EPERM),
+    }
+}
+
+/// `get_debugreg(reg)`: the value as the result (Xen's ABI: one that looks like an error
+/// number is indistinguishable from one), -ENODEV for a register that does not exist.
+fn get_debugreg(pc: &PerCpu, reg: u64) -> HcResult {
+    let reg = u8::try_from(reg).map_err(|_| Errno::ENODEV)?;
+    pc.cur.debug.get(reg).map(|v| v as i64).map_err(|_| Errno::ENODEV)
+}
+
 fn vm_assist(pc: &PerCpu, cmd: u64, ty: u64) -> HcResult {
     use guest_abi::hypercall::vm_assist::*;
     if ty >= 64 || VALID_MASK & (1 << ty) == 0 {

@@ -2,7 +2,8 @@
 //!
 //! Nested multicalls get `-EINVAL`. An entry that changes the vCPU's privilege or stack
 //! context (`iret`, `sched_op`, `stack_switch`) ends the batch after it runs (the XSA-213
-//! lesson: later entries must not run in a context the guest no longer has).
+//! lesson: later entries must not run in a context the guest no longer has). A Xen pv64
+//! vCPU's `iret` entry returns as `HYPERVISOR_iret` would, there and then.
 //!
 //! Preemption, as Xen: the batch continues later (a continuation of `multicall` at the
 //! current entry) when the hypercall's work budget is spent between entries or this CPU
@@ -54,6 +55,15 @@ pub fn multicall(pc: &mut PerCpu, f: &mut TrapFrame, list: u64, count: u64) -> H
         let word = |k: usize| u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap_or_default());
         let op = word(0);
         let args = Args([word(2), word(3), word(4), word(5), word(6)]);
+        if op == nr::IRET && shared.pv64 {
+            // Xen's `mc_exit`: the iret acts on the vCPU itself (the iret frame at its
+            // stack, as the `iret` stub leaves it) and ends the batch; the multicall's
+            // result is the frame's RAX, left in RAX. The entry's result is not written:
+            // the vCPU may be in user mode now, on its user root.
+            drop(mm);
+            crate::pv64::iret(&mut crate::Hv { pc }, f);
+            return Ok(f.rax as i64);
+        }
         let r = if op == nr::MULTICALL {
             Err(Errno::EINVAL)
         } else {

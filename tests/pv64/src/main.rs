@@ -93,6 +93,28 @@ user_done:
     pop %r15; pop %r14; pop %r13; pop %r12; pop %rbp; pop %rbx
     ret
 
+    /* enter_user_mc(rip, rsp, rflags, list): to user mode through a multicall whose first
+       entry is an iret (the iret frame on the stack, RAX 0xdead in it); comes back as
+       enter_user does. */
+    .global enter_user_mc
+enter_user_mc:
+    push %rbx; push %rbp; push %r12; push %r13; push %r14; push %r15
+    mov %rsp, kernel_saved_sp(%rip)
+    pushq ${USER_SS}
+    push %rsi
+    push %rdx
+    pushq ${USER_CS}
+    push %rdi
+    pushq $0
+    pushq $0
+    pushq $0
+    pushq $0xdead
+    mov %rcx, %rdi
+    mov $2, %esi
+    mov $13, %eax
+    syscall
+    ud2
+
     /* iret_to(frame): HYPERVISOR_iret with the 6-word frame given (flags, RIP, CS, RFLAGS,
        RSP, SS) copied to iret_area. */
     .global iret_to
@@ -191,6 +213,7 @@ extern "C" {
     fn cb_event();
     fn cb_failsafe();
     fn enter_user(rip: u64, rsp: u64, rflags: u64);
+    fn enter_user_mc(rip: u64, rsp: u64, rflags: u64, list: *mut [u64; 16]);
     fn user_done();
     fn iret_to(frame: &[u64; 6]) -> !;
 }
@@ -692,6 +715,8 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     fsgsbase();
     noncanonical_return(si);
     umip();
+    debug_registers();
+    iret_in_multicall();
 
     // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
     // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
@@ -800,6 +825,52 @@ fn umip() {
         }
     }
     check("user sgdt and str do not fault either", ok);
+}
+
+/// Debug registers (XTF `xsa-213` keeps its stack pointer in DR0): values kept and read
+/// back through `mov drN` and the hypercalls; breakpoints cannot be armed.
+fn debug_registers() {
+    let n = LOGGED.load(SeqCst);
+    let (d0, d6, d7): (u64, u64, u64);
+    // SAFETY: emulated moves; a refused one is a #GP whose handler skips 3 bytes (R12).
+    unsafe {
+        asm!("mov r12, 3", "mov dr0, rsp", "mov rax, dr0", out("rax") d0, out("r12") _);
+        asm!("mov r12, 3", "mov rax, dr6", out("rax") d6, out("r12") _);
+        asm!("mov r12, 3", "mov rax, dr7", out("rax") d7, out("r12") _);
+    }
+    let rsp: u64;
+    // SAFETY: reads RSP.
+    unsafe { asm!("mov {}, rsp", out(reg) rsp) };
+    check("mov dr0 keeps a value, mov from dr0 reads it back", d0 == rsp && (n..LOGGED.load(SeqCst)).all(|i| logged(i).vec != 13));
+    check("DR6 and DR7 read their reset values", d6 == 0xFFFF_0FF0 && d7 == 0x400);
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: as above; both are refused.
+    unsafe {
+        asm!("mov r12, 3", "mov dr7, rax", in("rax") 0x401u64, out("r12") _);
+        asm!("mov r12, 3", "mov dr1, rax", in("rax") 0xFFFF_8000_0000_1000u64, out("r12") _);
+    }
+    check("arming a breakpoint, or watching a hypervisor address: #GP", (n..LOGGED.load(SeqCst)).filter(|&i| logged(i).vec == 13).count() == 2);
+    expect("set_debugreg(0, a guest address)", hypercall(nr::SET_DEBUGREG, [0, 0x1000, 0, 0, 0]), 0);
+    expect("get_debugreg(0)", hypercall(nr::GET_DEBUGREG, [0, 0, 0, 0, 0]), 0x1000);
+    expect("set_debugreg(7, L0)", hypercall(nr::SET_DEBUGREG, [7, 1, 0, 0, 0]), -1);
+    expect("set_debugreg(2, a hypervisor address)", hypercall(nr::SET_DEBUGREG, [2, 0xFFFF_8000_0000_0000, 0, 0, 0]), -1);
+    expect("set_debugreg(8, 0)", hypercall(nr::SET_DEBUGREG, [8, 0, 0, 0, 0]), -19);
+    expect("get_debugreg(6)", hypercall(nr::GET_DEBUGREG, [6, 0, 0, 0, 0]), 0xFFFF_0FF0);
+}
+
+/// XSA-213 (XTF's PoC): a multicall whose first entry is an iret returns to user mode
+/// there and then with the frame's RAX, and runs nothing after it.
+fn iret_in_multicall() {
+    let mut list = [0u64; 16];
+    list[0] = nr::IRET;
+    list[8] = nr::XEN_VERSION;
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: the user program (vIOPL 0: its `cli` faults, with RAX as the iret left it)
+    // ends with the end marker's syscall, which returns here.
+    unsafe { enter_user_mc(USER_IO, USER_VA + 0x2000, 0x202, &mut list) };
+    let first = (n..LOGGED.load(SeqCst)).map(logged).find(|t| t.vec == 13);
+    check("the iret entry returned to user mode with the frame's RAX", first.is_some_and(|t| t.rip == USER_CLI && t.rax == 0xdead));
+    check("and the entry after it did not run", list[9] == 0);
 }
 
 /// The first non-canonical address, and where the #GP there resumes.

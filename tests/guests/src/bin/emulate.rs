@@ -2,8 +2,9 @@
 //! `emul-priv-op.c`, a subset), with good and hostile operands: control-register reads
 //! (CR0 with the guest's TS, CR2 of its last page fault, CR3 its root, CR4 its view), a
 //! CR0 write of TS only, CR3 writes (its own root again; a data frame that is no L4), the
-//! segment-base MSRs and EFER; what stays refused (CR0 other bits, CR4 and CR8, the other
-//! MSRs, debug registers) still raises #GP in the guest.
+//! segment-base MSRs and EFER, debug registers (kept, never armed); what stays refused (CR0
+//! other bits, CR4 and CR8, the other MSRs, an armed breakpoint) still raises #GP in the
+//! guest.
 #![no_std]
 #![no_main]
 
@@ -87,7 +88,18 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     check("mov rax, cr4: PAE, nothing hidden", f.is_none() && cr4 & 1 << 5 != 0 && cr4 & !hv_visible_cr4() == 0);
     expect_fault("mov cr4", probe!("mov cr4, {v}"; v = in(reg) cr4), GP, Some(0));
     expect_fault("mov rax, cr8", read_cr(8).0, GP, Some(0));
-    expect_fault("mov rax, dr7", probe!("mov rax, dr7"), GP, Some(0));
+    // Debug registers: values kept (DR7 at its reset value), no breakpoint armed.
+    let mut dr7: u64 = 0;
+    check("mov rax, dr7: its reset value", probe!("mov {v}, dr7"; v = inout(reg) dr7).is_none() && dr7 == 0x400);
+    let va = 0x1234_5000u64;
+    let mut back: u64 = 0;
+    check("mov dr0, a guest address; read back", probe!("mov dr0, {v}"; v = in(reg) va).is_none() && probe!("mov {v}, dr0"; v = inout(reg) back).is_none() && back == va);
+    expect_fault("mov dr1, a hypervisor address", probe!("mov dr1, {v}"; v = in(reg) 0xFFFF_8000_0000_0000u64), GP, Some(0));
+    expect_fault("mov dr7, L0 (arming a breakpoint)", probe!("mov dr7, {v}"; v = in(reg) 1u64), GP, Some(0));
+    // SAFETY: set_debugreg and get_debugreg take no pointer.
+    let (s, g) = unsafe { (pv_runtime::hypercall::hypercall5(guest_abi::hypercall::SET_DEBUGREG, 7, 1 << 13, 0, 0, 0), pv_runtime::hypercall::hypercall5(guest_abi::hypercall::GET_DEBUGREG, 0, 0, 0, 0, 0)) };
+    expect_err("set_debugreg(7, GD)", s, guest_abi::errno::Errno::EPERM);
+    expect_ret("get_debugreg(0)", g, va as i64);
     // MSRs: the segment bases and EFER; nothing else.
     let base = 0x1234_5678_9000u64;
     check("wrmsr FS_BASE", wrmsr(0xC000_0100, base).is_none());
