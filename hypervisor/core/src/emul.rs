@@ -50,7 +50,7 @@ pub fn decode(b: &[u8]) -> Option<(Op, usize)> {
     match *b.get(at + 1)? {
         0x30 if rex == 0 => Some((Op::Wrmsr, at + 2)),
         0x32 if rex == 0 => Some((Op::Rdmsr, at + 2)),
-        op @ (0x20 | 0x22 | 0x21 | 0x23) => {
+        op @ 0x20..=0x23 => {
             let m = *b.get(at + 2)?;
             if m >> 6 != 3 {
                 return None;
