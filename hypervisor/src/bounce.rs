@@ -204,8 +204,8 @@ pub fn local_bounce(pc: &mut crate::percpu::PerCpu, f: &mut TrapFrame) -> bool {
         return false;
     }
     // A #UD may be a user-mode `syscall` or the forced-emulation `cpuid`: the slow path
-    // looks at its bytes.
-    if v == vector::UD as u64 {
+    // looks at its bytes. A #DB's status goes into the vCPU's DR6 there.
+    if v == vector::UD as u64 || v == vector::DB as u64 {
         return false;
     }
     // A kernel-mode #GP may be a privileged instruction the hypervisor emulates (in the

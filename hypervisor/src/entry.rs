@@ -83,6 +83,9 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
         v if v == vector::GP as u64 && f.error_code == 0 && !hv.pc.cur.in_user(f) && privileged_op(hv, f) => {}
         v if v == vector::GP as u64 && f.error_code & 7 == 2 && soft_int(hv, f) => {}
         v if v < 32 => {
+            if v == vector::DB as u64 {
+                hv.pc.cur.debug.note_debug_exception(hv_arch::cpu::take_dr6());
+            }
             let cr2 = if v == vector::PF as u64 { hv_arch::cpu::read_cr2() } else { 0 };
             bounce::bounce(hv, f, v as u8, f.error_code, cr2)
         }

@@ -67,6 +67,18 @@ pub fn descriptor_registers() -> ([(u16, u64); 2], u16, u16) {
     ([split(g), split(i)], ldt, tr)
 }
 
+/// Reads DR6 and puts it back to its reset value (0xFFFF0FF0): the status of the #DB just
+/// taken, for the guest that took it.
+pub fn take_dr6() -> u64 {
+    let v: u64;
+    // SAFETY: DR6 holds only debug status; the hypervisor arms no breakpoint of its own.
+    unsafe {
+        asm!("mov {}, dr6", out(reg) v, options(nomem, nostack, preserves_flags));
+        asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nomem, nostack, preserves_flags));
+    }
+    v
+}
+
 /// Reads the time-stamp counter.
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);

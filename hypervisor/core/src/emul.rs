@@ -166,6 +166,12 @@ impl DebugRegs {
         }
     }
 
+    /// A #DB the CPU raised in the guest (a single step, `icebp`): its DR6 status bits (B0-3,
+    /// BD, BS, BT) are added to the guest's, as Xen's `do_debug` does.
+    pub fn note_debug_exception(&mut self, hw_dr6: u64) {
+        self.dr6 |= hw_dr6 & 0xE00F;
+    }
+
     pub fn get(&self, reg: u8) -> Result<u64, DrError> {
         match Self::alias(reg) {
             r @ 0..=3 => Ok(self.addr[r as usize]),
@@ -363,6 +369,10 @@ mod tests {
             assert_eq!(d.set(7, bad), Err(DrError::Refused), "{bad:#x}");
         }
         assert_eq!(d.get(7), Ok(DR7_DEFAULT | 3 << 16));
+        d.note_debug_exception(DR6_DEFAULT | 1 << 14);
+        assert_eq!(d.get(6), Ok(DR6_DEFAULT | 0xF | 1 << 14), "BS from a single step");
+        d.note_debug_exception(u64::MAX);
+        assert_eq!(d.get(6).map(|v| v & !0xE00F), Ok(DR6_DEFAULT), "status bits only");
         assert_eq!(d.set(8, 0), Err(DrError::NoSuchRegister));
         assert_eq!(d.get(15), Err(DrError::NoSuchRegister));
     }

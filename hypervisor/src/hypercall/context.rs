@@ -250,6 +250,10 @@ pub fn install(hv: &mut Hv, d: &DomShared, id: u32, owner: u32, k: &Context) -> 
         v.ldt_ents = k.ldt_ents as u32;
         v.fpu_ts = false;
         v.iopl = k.iopl;
+        // A vCPU brought up again starts as a new one: CR4.FSGSBASE clear, debug registers
+        // at their reset values (a context's own are refused unless inert: `parse`).
+        v.fsgsbase = false;
+        v.debug = Default::default();
         *v.fpu = hv_arch::cpu::FxArea(k.fpu.0);
         // DS, ES, FS, GS of cpu_user_regs: loaded (and refused to the failsafe callback, as
         // Xen) when the vCPU first runs.

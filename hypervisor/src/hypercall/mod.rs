@@ -328,7 +328,6 @@ pub fn resolve_dom(c: &impl OnCpu, d: u16) -> Result<u16, Errno> {
     foreign_dom(c, d).map(|t| t.id)
 }
 
-/// `vm_assist(cmd, type)`.
 /// `set_debugreg(reg, value)` of the current vCPU (`hv_core::emul::DebugRegs`): -ENODEV for
 /// a register that does not exist, -EPERM for a value refused.
 fn set_debugreg(pc: &mut PerCpu, reg: u64, value: u64) -> HcResult {
@@ -348,6 +347,7 @@ fn get_debugreg(pc: &PerCpu, reg: u64) -> HcResult {
     pc.cur.debug.get(reg).map(|v| v as i64).map_err(|_| Errno::ENODEV)
 }
 
+/// `vm_assist(cmd, type)`.
 fn vm_assist(pc: &PerCpu, cmd: u64, ty: u64) -> HcResult {
     use guest_abi::hypercall::vm_assist::*;
     if ty >= 64 || VALID_MASK & (1 << ty) == 0 {

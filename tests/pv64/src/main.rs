@@ -43,6 +43,7 @@ hypercall_page:
     pushq $\vec
     jmp trap_common
     .endm
+    stub trap_db, 1, 0
     stub trap_bp, 3, 0
     stub trap_ud, 6, 0
     stub trap_gp, 13, 1
@@ -201,6 +202,7 @@ extern "C" {
     static hypercall_page: u8;
     static iret_area: u8;
     static kernel_stack_top: u8;
+    fn trap_db();
     fn trap_bp();
     fn trap_ud();
     fn trap_gp();
@@ -396,6 +398,10 @@ extern "C" fn pv64_trap(s: &mut Saved) {
     if s.vec == 0x102 {
         out = [0, t.rip, t.cs & 0xFFFF, t.rflags & !(1 << 9), t.rsp, USER_SS];
     }
+    if s.vec == 1 {
+        // A single step: once is enough.
+        out[3] &= !(1 << 8);
+    }
     if s.vec == 13 && t.rip == NONCANONICAL {
         out[1] = RECOVER.load(SeqCst);
     }
@@ -580,6 +586,7 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     expect("set_trap_table with the ring-1 kernel selector", hypercall(nr::SET_TRAP_TABLE, [ring1.as_ptr() as u64, 0, 0, 0, 0]), -22);
     const MASK: u8 = guest_abi::traps::TI_MASK_EVENTS;
     let table = [
+        (1, MASK, addr(trap_db)),
         (3, 3 | MASK, addr(trap_bp)),
         (6, MASK, addr(trap_ud)),
         (13, MASK, addr(trap_gp)),
@@ -856,6 +863,14 @@ fn debug_registers() {
     expect("set_debugreg(2, a hypervisor address)", hypercall(nr::SET_DEBUGREG, [2, 0xFFFF_8000_0000_0000, 0, 0, 0]), -1);
     expect("set_debugreg(8, 0)", hypercall(nr::SET_DEBUGREG, [8, 0, 0, 0, 0]), -19);
     expect("get_debugreg(6)", hypercall(nr::GET_DEBUGREG, [6, 0, 0, 0, 0]), 0xFFFF_0FF0);
+    // A single step (TF): #DB, and DR6 says BS, as Xen merges the CPU's status into it.
+    let n = LOGGED.load(SeqCst);
+    // SAFETY: TF traps after the `nop`; the #DB handler clears TF and resumes.
+    unsafe { asm!("xor r12d, r12d", "pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop", out("r12") _) };
+    check("a single step is #DB", (n..LOGGED.load(SeqCst)).any(|i| logged(i).vec == 1));
+    let dr6 = hypercall(nr::GET_DEBUGREG, [6, 0, 0, 0, 0]);
+    check("DR6 has BS after it", dr6 & 1 << 14 != 0);
+    expect("set_debugreg(6) clears it", hypercall(nr::SET_DEBUGREG, [6, 0, 0, 0, 0]), 0);
 }
 
 /// XSA-213 (XTF's PoC): a multicall whose first entry is an iret returns to user mode
