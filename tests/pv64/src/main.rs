@@ -447,11 +447,7 @@ const USER_CODE: [u8; 128] = {
         0x0F, 0x05, // syscall
         0xEB, 0xFE, // jmp .
     ];
-    let mut i = 0;
-    while i < code.len() {
-        c[i] = code[i];
-        i += 1;
-    }
+    c = put(c, 0, &code);
     // At USER_IO: the virtual IOPL's instructions, each skipped if it faults (R12).
     let io: [u8; 31] = [
         0x41, 0xBC, 1, 0, 0, 0, // mov r12d, 1
@@ -464,11 +460,7 @@ const USER_CODE: [u8; 128] = {
         0x0F, 0x05, // syscall
         0xEB, 0xFE, // jmp .
     ];
-    let mut i = 0;
-    while i < io.len() {
-        c[64 + i] = io[i];
-        i += 1;
-    }
+    c = put(c, 64, &io);
     // At USER_UMIP: `sgdt [rsp - 16]` and `str eax` (UMIP makes them fault; emulated).
     let umip: [u8; 29] = [
         0x41, 0xBC, 5, 0, 0, 0, // mov r12d, 5
@@ -479,13 +471,18 @@ const USER_CODE: [u8; 128] = {
         0x0F, 0x05, // syscall
         0xEB, 0xFE, // jmp .
     ];
+    put(c, 96, &umip)
+};
+
+/// `code` copied into `c` at `at` (for the constant above).
+const fn put(mut c: [u8; 128], at: usize, code: &[u8]) -> [u8; 128] {
     let mut i = 0;
-    while i < umip.len() {
-        c[96 + i] = umip[i];
+    while i < code.len() {
+        c[at + i] = code[i];
         i += 1;
     }
     c
-};
+}
 
 /// The user program of the UMIP checks.
 const USER_UMIP: u64 = USER_VA + 96;
