@@ -20,13 +20,17 @@ use hv_arch::entry::TrapFrame;
 const RFLAGS_IF: u64 = 1 << 9;
 
 /// A `syscall` (a #UD at `0F 05`) of a Xen pv64 vCPU in kernel mode: a hypercall. RIP goes
-/// past it and RCX and R11 are set as the instruction sets them; the frame then stands for
-/// an `int 0x82` (its vector too: a continuation rewinds the 2 bytes, as Xen rewinds over
+/// past it, RCX and R11 are set as the instruction sets them, and CS and SS become the flat
+/// ones, as SYSCALL and Xen's SYSRET leave them whatever the guest ran on before (XTF's
+/// `xsa-296` tells whether the hypercall ran from its CS); the frame then stands for an
+/// `int 0x82` (its vector too: a continuation rewinds the 2 bytes, as Xen rewinds over
 /// `syscall`). Taken on the fast path (`crate::entry`) like rxen's own hypercalls.
 pub fn as_hypercall(f: &mut TrapFrame) {
     f.rip = f.rip.wrapping_add(2);
     f.rcx = f.rip;
     f.r11 = f.rflags;
+    f.cs = guest_abi::selectors::FLAT_RING3_CS64 as u64;
+    f.ss = guest_abi::selectors::FLAT_RING3_SS64 as u64;
     f.vector = guest_abi::hypercall::HYPERCALL_VECTOR as u64;
 }
 

@@ -721,6 +721,7 @@ extern "C" fn pv64_main(si: &'static StartInfo) -> ! {
     umip();
     debug_registers();
     iret_in_multicall();
+    hypercall_from_own_cs(si);
 
     // A return the CPU refuses (SS names an LDT descriptor; there is no LDT): the failsafe
     // callback gets Xen's failsafe frame (RCX, R11, DS, ES, FS, GS, RIP, CS, ...).
@@ -868,6 +869,50 @@ fn debug_registers() {
     let dr6 = hypercall(nr::GET_DEBUGREG, [6, 0, 0, 0, 0]);
     check("DR6 has BS after it", dr6 & 1 << 14 != 0);
     expect("set_debugreg(6) clears it", hypercall(nr::SET_DEBUGREG, [6, 0, 0, 0, 0]), 0);
+}
+
+/// XSA-296 (XTF's PoC tells by it whether its hypercall ran): a `syscall` hypercall leaves
+/// CS and SS flat, as SYSCALL and Xen's SYSRET do, whatever the kernel ran on: here a DPL-3
+/// 64-bit code descriptor of its own GDT.
+fn hypercall_from_own_cs(si: &StartInfo) {
+    #[repr(align(4096))]
+    #[allow(dead_code)]
+    struct Gdt([u64; 512]);
+    static mut GDT: Gdt = Gdt([0; 512]);
+    const OWN_CS: u64 = 1 << 3 | 3;
+    // SAFETY: our own page, written before it is mapped read-only: entry 1 is a present
+    // DPL-3 64-bit code descriptor.
+    unsafe { (core::ptr::addr_of_mut!(GDT) as *mut u64).add(1).write_volatile(0x00AF_FA00_0000_FFFF) };
+    let va = core::ptr::addr_of!(GDT) as u64;
+    // SAFETY: the P2M list the builder mapped; virt_base is 0.
+    let mfn = unsafe { (si.mfn_list as *const u64).add((va >> 12) as usize).read_volatile() };
+    expect("map the GDT page read-only", hypercall(nr::UPDATE_VA_MAPPING, [va, mfn << 12 | 0x25, guest_abi::mm::UVMF_INVLPG, 0, 0]), 0);
+    let frames = [mfn];
+    expect("set_gdt with it", hypercall(nr::SET_GDT, [frames.as_ptr() as u64, 2, 0, 0, 0]), 0);
+    // The far pointer (offset, selector) of a `jmp far` (XTF uses `lretq`, whose stack
+    // reads QEMU 7.2's TCG makes supervisor accesses, which SMAP refuses on user pages).
+    static mut FAR: [u64; 2] = [0, OWN_CS];
+    let (before, after): (u64, u64);
+    // SAFETY: a far jump to our own code selector, then xen_version through the hypercall
+    // page (its stub saves RCX and R11); the argument registers are clobbered.
+    unsafe {
+        asm!(
+            "lea rcx, [rip + 2f]",
+            "mov [rax], rcx",
+            ".byte 0x48, 0xFF, 0x28", // rex.w jmp far [rax]
+            "2:",
+            "mov {b:r}, cs",
+            "xor edi, edi",
+            "call {stub}",
+            "mov {a:r}, cs",
+            b = out(reg) before,
+            a = out(reg) after,
+            stub = in(reg) &hypercall_page as *const u8 as u64 + nr::XEN_VERSION * 32,
+            inout("rax") core::ptr::addr_of_mut!(FAR) as u64 => _, out("rcx") _, out("rdi") _, out("rsi") _, out("rdx") _, out("r10") _, out("r8") _,
+        )
+    };
+    check("running on the GDT's own code selector", before & 0xFFFF == OWN_CS);
+    check("after a hypercall CS is the flat one again", after & 0xFFFF == USER_CS);
 }
 
 /// XSA-213 (XTF's PoC): a multicall whose first entry is an iret returns to user mode
