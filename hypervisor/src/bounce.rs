@@ -266,8 +266,7 @@ pub fn failed_return(hv: &mut Hv, f: &mut TrapFrame) {
     // The Xen pv64 mode: a return to a non-canonical RIP (on good selectors) is the guest's
     // own #GP(0) at that RIP, as Xen's fix-up of its faulting `iretq` makes it (XSA-7: a
     // `syscall` at the end of the lower half returns to 0x800000000000).
-    let canonical = ((f.rip as i64) << 16 >> 16) as u64 == f.rip;
-    if hv.pc.cur.shared.pv64 && !canonical && f.cs & 3 == 3 && f.ss & 3 == 3 && hv.pc.cur.traps[vector::GP as usize].address != 0 {
+    if hv.pc.cur.shared.pv64 && !guest_abi::layout::is_canonical(f.rip) && f.cs & 3 == 3 && f.ss & 3 == 3 && hv.pc.cur.traps[vector::GP as usize].address != 0 {
         return bounce(hv, f, vector::GP, 0, 0);
     }
     let (cs, rip, ss, err) = (f.cs & 0xFFFF, f.rip, f.ss & 0xFFFF, f.error_code);

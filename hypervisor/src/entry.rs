@@ -79,8 +79,7 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             syscall_bounce(hv, f)
         }
         v if v == vector::UD as u64 && forced_cpuid(hv, f) => {}
-        v if v == vector::GP as u64 && f.error_code == 0 && hv.pc.cur.shared.pv64 && (io_op(hv, f) || umip_op(hv, f)) => {}
-        v if v == vector::GP as u64 && f.error_code == 0 && !hv.pc.cur.in_user(f) && privileged_op(hv, f) => {}
+        v if v == vector::GP as u64 && f.error_code == 0 && emulate_gp(hv, f) => {}
         v if v == vector::GP as u64 && f.error_code & 7 == 2 && soft_int(hv, f) => {}
         v if v < 32 => {
             if v == vector::DB as u64 {
@@ -148,16 +147,42 @@ fn soft_int(hv: &mut Hv, f: &mut TrapFrame) -> bool {
     true
 }
 
+/// The bytes of the instruction at `rip`, read once through the checked guest access path:
+/// 15 (the longest an instruction can be), or those up to its page's end when the next
+/// page cannot be read (none if even those cannot).
+fn fetch_insn(hv: &Hv, rip: u64, b: &mut [u8; 15]) -> usize {
+    if crate::guest::read_guest(hv, rip, b).is_ok() {
+        return b.len();
+    }
+    let n = (4096 - (rip & 0xFFF)) as usize;
+    if n < b.len() && crate::guest::read_guest(hv, rip, &mut b[..n]).is_ok() {
+        n
+    } else {
+        0
+    }
+}
+
+/// A #GP(0) the hypervisor may emulate, its instruction fetched once: the virtual IOPL's
+/// and UMIP's instructions of a Xen pv64 vCPU (kernel or user mode), the privileged ones
+/// of a guest kernel. False for everything else (the #GP is bounced).
+fn emulate_gp(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+    let mut b = [0u8; 15];
+    let n = fetch_insn(hv, f.rip, &mut b);
+    let b = &b[..n];
+    if hv.pc.cur.shared.pv64 && (io_op(hv, f, b) || umip_op(hv, f, b)) {
+        return true;
+    }
+    !hv.pc.cur.in_user(f) && privileged_op(hv, f, b)
+}
+
 /// A #GP from a Xen pv64 vCPU (kernel or user mode) at `cli`, `sti`, `in` or `out` that its
 /// virtual IOPL allows (`hv_core::emul::iopl_ok`): `cli`/`sti` set or clear its upcall
 /// mask; port I/O reaches a port the domain has rights to (the privileged domain's, all but
 /// the hypervisor's), anything else reads as all ones and drops writes (Xen's behaviour
 /// without `ioports_access_permitted`). RIP past it. False otherwise (the #GP is bounced).
-fn io_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+fn io_op(hv: &mut Hv, f: &mut TrapFrame, b: &[u8]) -> bool {
     use hv_core::emul::{self, IoOp};
-    let mut b = [0u8; 3];
-    let n = (1..=3).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
-    let Some((op, len)) = emul::decode_io(&b[..n]) else { return false };
+    let Some((op, len)) = emul::decode_io(b) else { return false };
     let v = &hv.pc.cur;
     if !emul::iopl_ok(v.iopl, v.in_user(f), v.shared.architectural_iopl()) {
         return false;
@@ -194,11 +219,9 @@ fn io_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 /// a memory operand written through the current root (user mode writes only where it
 /// could itself). RIP past it. False otherwise (a write that fails included: the #GP is
 /// bounced).
-fn umip_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+fn umip_op(hv: &mut Hv, f: &mut TrapFrame, b: &[u8]) -> bool {
     use hv_core::emul::{self, Operand, UmipOp};
-    let mut b = [0u8; 15];
-    let n = (3..=15).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
-    let Some((op, operand, len)) = emul::decode_umip(&b[..n]) else { return false };
+    let Some((op, operand, len)) = emul::decode_umip(b) else { return false };
     let ([gdtr, idtr], ldt, tr) = hv_arch::cpu::descriptor_registers();
     let msw = emul::cr0_view(hv.pc.cur.fpu_ts);
     let (value, table) = match op {
@@ -257,12 +280,9 @@ fn umip_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
 /// through the checked guest access path: done, RIP past it. False for everything else (the
 /// #GP is bounced as before), including an operand the operation refuses. True with RIP
 /// unchanged when a CR3 load must go on (its validation preempted).
-fn privileged_op(hv: &mut Hv, f: &mut TrapFrame) -> bool {
+fn privileged_op(hv: &mut Hv, f: &mut TrapFrame, b: &[u8]) -> bool {
     use hv_core::emul::{self, Op};
-    // An instruction at the end of a page may have fewer bytes readable after it.
-    let mut b = [0u8; 4];
-    let n = (2..=4).rev().find(|&n| crate::guest::read_guest(hv, f.rip, &mut b[..n]).is_ok()).unwrap_or(0);
-    let Some((op, len)) = emul::decode(&b[..n]) else { return false };
+    let Some((op, len)) = emul::decode(b) else { return false };
     let done = match op {
         Op::ReadCr { cr, gpr } => {
             let v = match cr {

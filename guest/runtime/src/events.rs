@@ -223,9 +223,7 @@ pub unsafe fn use_fifo(ctl: &'static mut Page, ctl_mfn: u64, array: &'static mut
         w.copy_from_slice(&fifo::MASKED.to_le_bytes());
     }
     let bits = init_control(ctl_mfn, 0, 0)?;
-    for h in &FIFO_HEADS {
-        h.store(0, Ordering::SeqCst);
-    }
+    fifo_restart();
     FIFO_ARRAY.store(array.0.as_mut_ptr() as u64, Ordering::SeqCst);
     FIFO_CTL.store(ctl.0.as_mut_ptr() as u64, Ordering::SeqCst);
     match expand_array(array_mfn) {

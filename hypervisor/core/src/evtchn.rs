@@ -324,7 +324,6 @@ pub trait Table {
             return Err(Errno::EINVAL);
         }
         if de.fifo.is_none() {
-            let mut f = fifo::Fifo::new(de.nr_vcpus);
             for (p, c) in de.chans.iter_mut().enumerate().skip(1) {
                 c.prio = guest_abi::evtchn::fifo::PRIORITY_DEFAULT;
                 // Moved, not copied: left set, the bit would hold off the port's next
@@ -335,11 +334,9 @@ pub trait Table {
                 }
                 c.last = (0, 0);
             }
-            f.set_control(vcpu, page, offset);
-            de.fifo = Some(f);
-        } else if let Some(f) = de.fifo.as_mut() {
-            f.set_control(vcpu, page, offset);
         }
+        let n = de.nr_vcpus;
+        de.fifo.get_or_insert_with(|| fifo::Fifo::new(n)).set_control(vcpu, page, offset);
         Ok(())
     }
 

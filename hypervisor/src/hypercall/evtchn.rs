@@ -1,7 +1,7 @@
 //! `event_channel_op` (and the legacy `event_channel_op_compat`), without the hypervisor
 //! lock: each operation holds the event locks of the domains it names (`crate::ports`).
 
-use super::bytes::{u16at, u32at};
+use super::bytes::{u16at, u32at, u64at};
 use super::{read_guest, resolve_dom, write_guest, HcResult, OnCpu};
 use crate::domain::DomShared;
 use crate::ports::{self, Locked};
@@ -69,7 +69,7 @@ pub fn event_channel_op_compat(c: &mut impl OnCpu, arg: u64) -> (HcResult, bool)
 fn fifo_setup(c: &mut impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -> (HcResult, bool) {
     let me = c.pc().cur.shared.clone();
     let cpu = c.pc().id;
-    let gfn = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let gfn = u64at(b, 0);
     let init = cmd == EVTCHNOP_INIT_CONTROL;
     let (offset, vcpu) = (u32at(b, 8), u32at(b, 12));
     let early = if init { hv_core::evtchn::check_control(me.nr_vcpus(), vcpu, offset) } else { Locked::new(&me, None).pair().can_expand(me.id) };
@@ -96,7 +96,9 @@ fn fifo_setup(c: &mut impl OnCpu, cmd: u64, arg: u64, b: &[u8; 24], base: u64) -
         } else {
             l.pair().expand_array(me.id, m, &mut bits)
         };
-        me.fifo_on.store(l.ports(me.id).is_some_and(|t| t.is_fifo()), core::sync::atomic::Ordering::SeqCst);
+        if init && r.is_ok() {
+            me.fifo_on.store(true, core::sync::atomic::Ordering::SeqCst);
+        }
         let mut need = false;
         if let Ok(kicks) = &r {
             let doms = l.domains();
