@@ -1,4 +1,4 @@
-//! Grant tables v1 (Xen's `public/grant_table.h`): entry flags, map flags, status codes,
+//! Grant tables v1 and v2 (Xen's `public/grant_table.h`): entry flags, map flags, status codes,
 //! `grant_table_op` commands and defaults.
 
 /// `grant_table_op` commands.
@@ -18,6 +18,20 @@ pub const GNTTABOP_SWAP_GRANT_REF: u64 = 11;
 /// A v1 entry: flags u16 at 0, grantee domid u16 at 2, frame (GFN) u32 at 4.
 pub const ENTRY_V1_SIZE: usize = 8;
 pub const ENTRIES_PER_FRAME_V1: u32 = 4096 / ENTRY_V1_SIZE as u32;
+/// A v2 entry: header (flags u16 at 0, grantee domid u16 at 2), then the frame (GFN) u64
+/// at 8 of a full-page grant (`sub_page`: offset u16 at 4, length u16 at 6; `transitive`:
+/// domid u16 at 4, ref u32 at 8).
+pub const ENTRY_V2_SIZE: usize = 16;
+pub const ENTRIES_PER_FRAME_V2: u32 = 4096 / ENTRY_V2_SIZE as u32;
+/// v2 keeps `GTF_reading`/`GTF_writing` in separate status frames, one u16 per entry.
+pub const STATUS_PER_FRAME: u32 = 4096 / 2;
+
+/// The status frames a v2 table of `grant_frames` grant frames has (Xen's
+/// `grant_to_status_frames`).
+pub const fn status_frames(grant_frames: u32) -> u32 {
+    (grant_frames * ENTRIES_PER_FRAME_V2).div_ceil(STATUS_PER_FRAME)
+}
+
 /// Refs 0-7 are reserved (0: console, 1: XenStore, filled by the domain builder).
 pub const NR_RESERVED_ENTRIES: u32 = 8;
 pub const RESERVED_CONSOLE: u32 = 0;

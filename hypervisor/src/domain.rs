@@ -126,18 +126,35 @@ impl VcpuTimer {
     }
 }
 
-/// A domain's grant table: its v1 grant frames (hypervisor-allocated, owned by the domain
+/// A domain's grant table: its grant frames (hypervisor-allocated, owned by the domain
 /// and held with a writable type reference for its life, so they can never become page
-/// tables or descriptor pages), its limit, and the active entries of its grants.
+/// tables or descriptor pages), in v2 its status frames (likewise, but held with an
+/// untyped type reference: the domain may map them read-only only), its version and
+/// limits, and the active entries of its grants.
 pub struct GrantTable {
     pub frames: alloc::vec::Vec<Mfn>,
+    pub status: alloc::vec::Vec<Mfn>,
+    pub version: u8,
+    pub max_version: u8,
     pub max_frames: u32,
     pub active: hv_core::grant::Granter,
 }
 
 impl GrantTable {
     pub fn new() -> GrantTable {
-        GrantTable { frames: alloc::vec::Vec::new(), max_frames: guest_abi::grant::DEFAULT_MAX_GRANT_FRAMES, active: Default::default() }
+        GrantTable {
+            frames: alloc::vec::Vec::new(),
+            status: alloc::vec::Vec::new(),
+            version: 1,
+            max_version: 2,
+            max_frames: guest_abi::grant::DEFAULT_MAX_GRANT_FRAMES,
+            active: Default::default(),
+        }
+    }
+
+    /// Its shared entries as the hypervisor reaches them.
+    pub fn entries(&self) -> crate::grants::Entries<'_> {
+        crate::grants::Entries::new(&self.frames, &self.status, self.version)
     }
 }
 
@@ -184,6 +201,8 @@ pub struct Limits {
     pub max_evtchn_port: u32,
     pub max_grant_frames: u32,
     pub max_maptrack_frames: u32,
+    /// The highest grant-table version it may switch to (1 or 2).
+    pub max_grant_version: u8,
 }
 
 impl Default for Limits {
@@ -193,6 +212,7 @@ impl Default for Limits {
             max_evtchn_port: guest_abi::evtchn::NR_EVTCHN_2L - 1,
             max_grant_frames: guest_abi::grant::DEFAULT_MAX_GRANT_FRAMES,
             max_maptrack_frames: guest_abi::grant::DEFAULT_MAX_MAPTRACK_FRAMES,
+            max_grant_version: 2,
         }
     }
 }
@@ -286,6 +306,7 @@ impl DomShared {
         let nr_vcpus = limits.max_vcpus as usize;
         let mut grant = GrantTable::new();
         grant.max_frames = limits.max_grant_frames;
+        grant.max_version = limits.max_grant_version;
         DomShared {
             id,
             privileged,

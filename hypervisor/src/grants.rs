@@ -1,47 +1,135 @@
-//! What grant tables need below the hypercalls: a domain's shared v1 entries as the
-//! hypervisor reaches them ([`Entries`]), and the machine-wide budget for maptracks.
+//! What grant tables need below the hypercalls: a domain's shared entries (v1 or v2) as
+//! the hypervisor reaches them ([`Entries`]), and the machine-wide budget for maptracks.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use guest_abi::grant::*;
 use hv_arch::physmem::DirectMap;
 use hv_core::grant::{Mapping, SharedEntries};
+use guest_abi::DomId;
 use hv_core::mem::{Mfn, PhysMem};
 
-/// A domain's shared v1 entries: its grant frames, reached through the direct map with
-/// atomic accesses only (the guest writes them concurrently).
-pub struct Entries<'a>(pub &'a [Mfn]);
+/// A domain's shared entries: its grant frames (v1: 8-byte entries; v2: 16-byte ones and
+/// their status words in the status frames), reached through the direct map with atomic
+/// accesses only (the guest writes the grant frames concurrently; the status frames are
+/// read-only to it, written under its grant lock only).
+pub struct Entries<'a> {
+    frames: &'a [Mfn],
+    status: &'a [Mfn],
+    v2: bool,
+}
 
-impl Entries<'_> {
+const IN_USE: u16 = GTF_READING | GTF_WRITING;
+
+impl<'a> Entries<'a> {
+    /// The entries of a table in `version` (1 or 2) over these frames.
+    pub fn new(frames: &'a [Mfn], status: &'a [Mfn], version: u8) -> Entries<'a> {
+        Entries { frames, status, v2: version == 2 }
+    }
+
+    fn per_frame(&self) -> u32 {
+        if self.v2 { ENTRIES_PER_FRAME_V2 } else { ENTRIES_PER_FRAME_V1 }
+    }
+
+    /// Entry `r`'s frame and byte offset.
     fn at(&self, r: u32) -> Option<(Mfn, usize)> {
-        let f = *self.0.get((r / ENTRIES_PER_FRAME_V1) as usize)?;
-        Some((f, (r % ENTRIES_PER_FRAME_V1) as usize))
+        let f = *self.frames.get((r / self.per_frame()) as usize)?;
+        let size = if self.v2 { ENTRY_V2_SIZE } else { ENTRY_V1_SIZE };
+        Some((f, (r % self.per_frame()) as usize * size))
+    }
+
+    /// v2: entry `r`'s status word (frame, byte offset).
+    fn status_at(&self, r: u32) -> Option<(Mfn, usize)> {
+        let f = *self.status.get((r / STATUS_PER_FRAME) as usize)?;
+        Some((f, (r % STATUS_PER_FRAME) as usize * 2))
+    }
+
+    /// Entry `r` with its in-use flags in its flags, as the other version keeps them (v2:
+    /// a grant that is not a full page's, or transitive, is `None`).
+    pub fn export(&self, r: u32) -> Option<(u16, DomId, u64)> {
+        let (flags, dom, frame) = self.read(r)?;
+        if !self.v2 {
+            return Some((flags, dom, frame));
+        }
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || flags & GTF_SUB_PAGE != 0 {
+            return None;
+        }
+        let (sf, so) = self.status_at(r)?;
+        Some((flags & !IN_USE | DirectMap.load_u16(sf, so)? & IN_USE, dom, frame))
+    }
+
+    /// Writes entry `r` as [`Self::export`] gave it (its in-use flags where this version
+    /// keeps them).
+    pub fn import(&self, r: u32, (flags, dom, frame): (u16, DomId, u64)) {
+        let Some((f, off)) = self.at(r) else { return };
+        if !self.v2 {
+            DirectMap.write_u64(f, off / 8, u64::from(flags) | u64::from(dom) << 16 | (frame & 0xFFFF_FFFF) << 32);
+            return;
+        }
+        DirectMap.write_u64(f, off / 8 + 1, frame);
+        DirectMap.write_u64(f, off / 8, u64::from(flags & !IN_USE) | u64::from(dom) << 16);
+        if let Some((sf, so)) = self.status_at(r) {
+            DirectMap.store_u16(sf, so, flags & IN_USE);
+        }
     }
 }
 
 impl SharedEntries for Entries<'_> {
     fn entries(&self) -> u32 {
-        self.0.len() as u32 * ENTRIES_PER_FRAME_V1
+        self.frames.len() as u32 * self.per_frame()
     }
 
-    fn read(&self, r: u32) -> Option<(u16, u16, u32)> {
-        let (f, i) = self.at(r)?;
-        let w = DirectMap.read_u64(f, i)?;
-        Some((w as u16, (w >> 16) as u16, (w >> 32) as u32))
+    fn read(&self, r: u32) -> Option<(u16, u16, u64)> {
+        let (f, off) = self.at(r)?;
+        if !self.v2 {
+            let w = DirectMap.read_u64(f, off / 8)?;
+            return Some((w as u16, (w >> 16) as u16, w >> 32));
+        }
+        let h = DirectMap.load_u32(f, off)?;
+        Some((h as u16, (h >> 16) as u16, DirectMap.read_u64(f, off / 8 + 1)?))
     }
 
-    fn cas_flags(&self, r: u32, old: u16, new: u16) -> bool {
-        self.at(r).and_then(|(f, i)| DirectMap.cas_u16(f, i * ENTRY_V1_SIZE, old, new)).is_some_and(|r| r.is_ok())
+    fn mark(&self, r: u32, (flags, dom, frame): (u16, u16, u64), bits: u16) -> bool {
+        let Some((f, off)) = self.at(r) else { return false };
+        let hdr = u32::from(flags) | u32::from(dom) << 16;
+        if !self.v2 {
+            // Flags and grantee in one compare-and-swap (Xen's `_set_status_v1`).
+            return DirectMap.cas_u32(f, off, hdr, hdr | u32::from(bits)).is_some_and(|r| r.is_ok());
+        }
+        // The status first, then the entry again (the guest revokes in the other order:
+        // header, then status), as Xen's `_set_status_v2`.
+        let Some((sf, so)) = self.status_at(r) else { return false };
+        // Only the hypervisor writes status words, under the grant lock.
+        let Some(old) = DirectMap.load_u16(sf, so) else { return false };
+        DirectMap.store_u16(sf, so, old | bits);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        if DirectMap.load_u32(f, off) == Some(hdr) && DirectMap.read_u64(f, off / 8 + 1) == Some(frame) {
+            return true;
+        }
+        DirectMap.store_u16(sf, so, old);
+        false
     }
 
     fn clear_flags(&self, r: u32, bits: u16) {
-        if let Some((f, i)) = self.at(r) {
-            DirectMap.fetch_clear_u16(f, i * ENTRY_V1_SIZE, bits);
+        let at = if self.v2 { self.status_at(r) } else { self.at(r) };
+        if let Some((f, off)) = at {
+            DirectMap.fetch_clear_u16(f, off, bits);
         }
     }
 
-    fn write(&self, r: u32, (flags, dom, frame): (u16, u16, u32)) {
-        if let Some((f, i)) = self.at(r) {
-            DirectMap.write_u64(f, i, u64::from(flags) | u64::from(dom) << 16 | u64::from(frame) << 32);
+    fn swap(&self, a: u32, b: u32) {
+        let (Some((fa, oa)), Some((fb, ob))) = (self.at(a), self.at(b)) else { return };
+        let words = if self.v2 { 2 } else { 1 };
+        for w in 0..words {
+            let (x, y) = (DirectMap.read_u64(fa, oa / 8 + w), DirectMap.read_u64(fb, ob / 8 + w));
+            if let (Some(x), Some(y)) = (x, y) {
+                DirectMap.write_u64(fa, oa / 8 + w, y);
+                DirectMap.write_u64(fb, ob / 8 + w, x);
+            }
+        }
+        if let (true, Some((sa, pa)), Some((sb, pb))) = (self.v2, self.status_at(a), self.status_at(b)) {
+            let (x, y) = (DirectMap.load_u16(sa, pa).unwrap_or(0), DirectMap.load_u16(sb, pb).unwrap_or(0));
+            DirectMap.store_u16(sa, pa, y);
+            DirectMap.store_u16(sb, pb, x);
         }
     }
 }

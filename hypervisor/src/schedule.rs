@@ -624,10 +624,10 @@ fn audit(d: &DomShared) {
     let fifo = crate::ports::Locked::new(d, None).ports(d.id).map(|t| t.fifo_frames()).unwrap_or_default();
     holds.extend(fifo.into_iter().map(|mfn| Hold { mfn, typed: true }));
     let _mm = d.mm();
-    // Its grant frames (each held with a writable type reference), and the pins of its
+    // Its grant and status frames (each held with a type reference), and the pins of its
     // grants mapped or being copied by any domain: under its grant lock, as they change.
     let g = d.grant();
-    holds.extend(g.frames.iter().map(|&mfn| Hold { mfn, typed: true }));
+    holds.extend(g.frames.iter().chain(&g.status).map(|&mfn| Hold { mfn, typed: true }));
     holds.extend(g.active.holds().map(|(mfn, typed)| Hold { mfn, typed }));
     let r = hv_core::audit::audit(&hv_arch::physmem::DirectMap, crate::machine::frames(), d.id, &holds);
     if r.no_memory {

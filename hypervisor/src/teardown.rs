@@ -183,8 +183,8 @@ pub fn release_grant_maps(d: &DomShared, max: u32) -> (usize, bool) {
             if let Some(m) = mm.maptrack.get(h).copied() {
                 if let Some(gd) = crate::domain::shared_of(m.granter) {
                     let mut g = gd.grant();
-                    let crate::domain::GrantTable { frames, active, .. } = &mut *g;
-                    let shared = crate::grants::Entries(frames);
+                    let crate::domain::GrantTable { frames, status, version, active, .. } = &mut *g;
+                    let shared = crate::grants::Entries::new(frames, status, *version);
                     if hv_core::grant::unmap(ft, &mut mm.maptrack, h, m.host, m.device, gd.id, active, &shared).is_ok() {
                         n += 1;
                         if gd.is_dying() {

@@ -187,6 +187,12 @@ impl DirectMap {
         Some(Self::word16(mfn, off)?.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).map(|_| ()))
     }
 
+    /// Writes an aligned 16-bit word of a guest frame in one store.
+    pub fn store_u16(&self, mfn: Mfn, off: usize, v: u16) -> Option<()> {
+        Self::word16(mfn, off)?.store(v, Ordering::SeqCst);
+        Some(())
+    }
+
     /// Clears `bits` of an aligned 16-bit word of a guest frame; returns the old word.
     pub fn fetch_clear_u16(&self, mfn: Mfn, off: usize, bits: u16) -> Option<u16> {
         Some(Self::word16(mfn, off)?.fetch_and(!bits, Ordering::SeqCst))

@@ -472,6 +472,30 @@ impl<S: AsRef<[FrameSlot]>> FrameTable<S> {
         Ok(())
     }
 
+    /// Hands a frame whose only general reference the caller holds from `from` to `to` in
+    /// one step (its type references stay): nobody can take a new reference as `from`'s
+    /// meanwhile. `InUse` if anyone else holds one, `NotOwner` if `from` does not own it.
+    /// (The hypervisor takes back a frame it lent a domain, such as a grant status frame,
+    /// only while the domain has no mapping of it.)
+    pub fn hand_over_sole(&self, mfn: Mfn, from: Owner, to: Owner) -> Result<(), FrameError> {
+        let s = self.slot(mfn)?;
+        FrameSlot::update(&s.refs, |cur| {
+            if cur & !COUNT != owner_bits(from) {
+                return Err(FrameError::NotOwner);
+            }
+            if cur & COUNT != 1 {
+                return Err(FrameError::InUse);
+            }
+            Ok(owner_bits(to) | 1)
+        })?;
+        for o in [from, to] {
+            if let Owner::Dom(d) = o {
+                self.invalidate_translations(d);
+            }
+        }
+        Ok(())
+    }
+
     /// The owner of a frame (`Owner::None` beyond the table).
     #[inline]
     pub fn owner(&self, mfn: Mfn) -> Owner {
@@ -622,6 +646,26 @@ mod tests {
         assert_eq!(ft.xlat_gen(0), g3, "domain 1's frame");
         ft.set_owner(Mfn(1), Owner::Free).unwrap();
         assert_ne!(ft.xlat_gen(0), g3, "a frame left domain 0");
+    }
+
+    /// A lent frame goes back only while its lender holds the only reference; once it is
+    /// back nobody can take one as the domain's.
+    #[test]
+    fn hand_over_sole_needs_the_only_reference() {
+        let ft = table(4);
+        ft.set_owner(Mfn(1), Owner::Dom(3)).unwrap();
+        ft.get_page_and_type(Mfn(1), 3, Some(PageType::None)).unwrap();
+        assert_eq!(ft.get_type(Mfn(1), PageType::Writable), Err(FrameError::TypeConflict), "held untyped: never writable");
+        ft.get_page(Mfn(1), 3).unwrap(); // the domain maps it read-only
+        assert_eq!(ft.hand_over_sole(Mfn(1), Owner::Dom(3), Owner::Xen), Err(FrameError::InUse));
+        assert_eq!(ft.hand_over_sole(Mfn(1), Owner::Dom(2), Owner::Xen), Err(FrameError::NotOwner));
+        ft.put_page(Mfn(1)).unwrap();
+        let g = ft.xlat_gen(3);
+        ft.hand_over_sole(Mfn(1), Owner::Dom(3), Owner::Xen).unwrap();
+        assert_ne!(ft.xlat_gen(3), g, "a frame left domain 3");
+        assert_eq!(ft.get_page(Mfn(1), 3), Err(FrameError::NotOwner), "no new reference once it is back");
+        assert_eq!(ft.put_page_and_type(Mfn(1), true), Ok(true));
+        ft.set_owner(Mfn(1), Owner::Free).unwrap();
     }
 
     /// Records change with compare-and-swap: CPUs taking and dropping references on the same

@@ -1,4 +1,4 @@
-//! Grant tables v1 as pure logic: mapping another domain's granted frame and unmapping it
+//! Grant tables (v1 and v2) as pure logic: mapping another domain's granted frame and unmapping it
 //! (`GNTTABOP_map_grant_ref` / `unmap_grant_ref`), pinning it for a copy
 //! (`GNTTABOP_copy`) and swapping unused entries (`GNTTABOP_swap_grant_ref`), with Xen's
 //! rules and status codes.
@@ -6,7 +6,9 @@
 //! Three records take part:
 //! - the granter's **shared entries** ([`SharedEntries`]): guest-writable memory, read and
 //!   changed with atomic operations only, never trusted: the granter may rewrite an entry at
-//!   any moment;
+//!   any moment. Their in-use flags (`GTF_reading`, `GTF_writing`) are in the entry's flags
+//!   in v1 and in a status word of the hypervisor's (read-only to the guest) in v2; either
+//!   way [`SharedEntries::mark`] sets them only while the entry still says what was checked;
 //! - the granter's **active entries** ([`Granter`], under its grant lock in the
 //!   hypervisor): for each ref in use, the grantee, the frame and the pin counts of each
 //!   kind (host/device × read/write). While any pin exists the shared entry carries
@@ -28,8 +30,9 @@
 //! (the frames stay referenced) until the mappers unmap. A dying mapping domain releases
 //! every handle of its maptrack with [`unmap`].
 //!
-//! Not here: `transfer` (`-ENOSYS`), versions (v1 only), and the hypervisor side (the
-//! hypercall, the PTE written for a host mapping).
+//! Not here: `transfer` (`-ENOSYS`), sub-page and transitive v2 grants (refused:
+//! `GNTST_general_error`), and the hypervisor side (the hypercall, the version switch, the
+//! PTE written for a host mapping).
 
 use crate::frame::{FrameTable, FrameSlot, PageType};
 use crate::mem::Mfn;
@@ -38,19 +41,24 @@ use alloc::vec::Vec;
 use guest_abi::grant::*;
 use guest_abi::DomId;
 
-/// A granter's shared v1 entries, as the hypervisor reaches them (the grant frames).
+/// A granter's shared entries, as the hypervisor reaches them (the grant frames, and in v2
+/// the status frames).
 pub trait SharedEntries {
     /// Number of entries.
     fn entries(&self) -> u32;
-    /// Entry `r`: (flags, grantee, frame) read in one go (`None` out of range).
-    fn read(&self, r: u32) -> Option<(u16, DomId, u32)>;
-    /// Compare-and-swap of entry `r`'s flags: false if they were not `old` (or `r` is out
-    /// of range).
-    fn cas_flags(&self, r: u32, old: u16, new: u16) -> bool;
-    /// Clears `bits` of entry `r`'s flags (atomically).
+    /// Entry `r`: (flags, grantee, frame) (`None` out of range). v1 reads it in one go; v2
+    /// reads the header in one go and then the frame, which [`Self::mark`] checks again.
+    fn read(&self, r: u32) -> Option<(u16, DomId, u64)>;
+    /// Sets the in-use `bits` (`GTF_reading`, `GTF_writing`) of entry `r` if its header
+    /// still holds `flags` and `dom` (and, v2, its frame still is `frame`): false (nothing
+    /// set) if it changed or `r` is out of range. v1: one compare-and-swap of flags and
+    /// domid; v2: the status word set, then the entry read again (the status undone if it
+    /// changed), as Xen's `_set_status_v2`.
+    fn mark(&self, r: u32, seen: (u16, DomId, u64), bits: u16) -> bool;
+    /// Clears in-use `bits` of entry `r` (atomically).
     fn clear_flags(&self, r: u32, bits: u16);
-    /// Writes entry `r` whole (one store).
-    fn write(&self, r: u32, e: (u16, DomId, u32));
+    /// Swaps entries `a` and `b` whole (v2: their status words too).
+    fn swap(&self, a: u32, b: u32);
 }
 
 /// Pin counts of an active entry, per kind.
@@ -213,15 +221,16 @@ const FLAG_RETRIES: u32 = 4;
 /// Sets `GTF_reading` (and `GTF_writing` for `writable`) on entry `r` if it still grants
 /// `grantee` access of that kind; the frame it names. As Xen, a grant of the wrong type,
 /// to another domain, read-only for a writer, or changing under every retry is
-/// `GNTST_general_error`.
-fn take_flags(e: &impl SharedEntries, r: u32, grantee: DomId, writable: bool) -> Result<u32, GntSt> {
+/// `GNTST_general_error`; so is a sub-page grant (v2; rxen maps and copies whole pages
+/// only).
+fn take_flags(e: &impl SharedEntries, r: u32, grantee: DomId, writable: bool) -> Result<u64, GntSt> {
     for _ in 0..FLAG_RETRIES {
-        let (flags, dom, frame) = e.read(r).ok_or(GntSt::BadGntref)?;
-        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || dom != grantee || (writable && flags & GTF_READONLY != 0) {
+        let seen = e.read(r).ok_or(GntSt::BadGntref)?;
+        let (flags, dom, frame) = seen;
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || flags & GTF_SUB_PAGE != 0 || dom != grantee || (writable && flags & GTF_READONLY != 0) {
             return Err(GntSt::GeneralError);
         }
-        let new = flags | GTF_READING | if writable { GTF_WRITING } else { 0 };
-        if e.cas_flags(r, flags, new) {
+        if e.mark(r, seen, GTF_READING | if writable { GTF_WRITING } else { 0 }) {
             return Ok(frame);
         }
     }
@@ -254,7 +263,7 @@ pub struct GranterRef<'a, S, F> {
 /// kept: `GNTST_bad_page` for a frame the granter does not own, `GNTST_general_error` for
 /// one that cannot take the pin's type (a writable pin of a page table or descriptor page).
 #[allow(clippy::too_many_arguments)]
-pub fn pin<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
+pub fn pin<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u64) -> Option<Mfn>>(
     ft: &FrameTable<S>,
     gr: &mut GranterRef<'_, E, F>,
     user: DomId,
@@ -354,7 +363,7 @@ pub fn unpin<S: AsRef<[FrameSlot]>>(ft: &FrameTable<S>, g: &mut Granter, shared:
 /// `GNTTABOP_map_grant_ref` of `gref` of the granter `gr` by domain `mapper` (its maptrack
 /// `mt`), with `GNTMAP_*` `flags`. Returns the handle and the frame. On any failure
 /// nothing is kept.
-pub fn map<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u32) -> Option<Mfn>>(
+pub fn map<S: AsRef<[FrameSlot]>, E: SharedEntries, F: Fn(u64) -> Option<Mfn>>(
     ft: &FrameTable<S>,
     gr: &mut GranterRef<'_, E, F>,
     mt: &mut Maptrack,
@@ -406,12 +415,13 @@ pub fn unmap<S: AsRef<[FrameSlot]>>(
 /// `GNTTABOP_swap_grant_ref`: swaps entries `a` and `b` of a granter's own table, neither
 /// of them in use (`GNTST_eagain` otherwise; `GNTST_bad_gntref` out of range).
 pub fn swap(g: &Granter, shared: &impl SharedEntries, a: u32, b: u32) -> Result<(), GntSt> {
-    let (Some(ea), Some(eb)) = (shared.read(a), shared.read(b)) else { return Err(GntSt::BadGntref) };
+    if a >= shared.entries() || b >= shared.entries() {
+        return Err(GntSt::BadGntref);
+    }
     if g.active.contains_key(&a) || g.active.contains_key(&b) {
         return Err(GntSt::Eagain);
     }
-    shared.write(a, eb);
-    shared.write(b, ea);
+    shared.swap(a, b);
     Ok(())
 }
 
@@ -442,30 +452,86 @@ mod tests {
         assert_eq!(mt.chunks_held(), 2);
     }
 
-    /// Shared entries in a vector (the granter's grant frames).
-    struct VecEntries(RefCell<Vec<(u16, DomId, u32)>>);
+    /// Shared entries in a vector (the granter's grant frames), with v2's status words
+    /// beside them (`Some`) or v1's in-use flags in the entries' flags.
+    struct VecEntries {
+        e: RefCell<Vec<(u16, DomId, u64)>>,
+        status: Option<RefCell<Vec<u16>>>,
+        /// The next this many marks see the granter change the entry's flags under them
+        /// (between the check and the in-use flags: `GTF_PWT` flipped).
+        races: core::cell::Cell<u32>,
+    }
+
+    const IN_USE: u16 = GTF_READING | GTF_WRITING;
+
+    impl VecEntries {
+        fn new(n: usize, v2: bool) -> VecEntries {
+            VecEntries { e: RefCell::new(vec![(0, 0, 0); n]), status: v2.then(|| RefCell::new(vec![0; n])), races: Default::default() }
+        }
+        /// The granter writes entry `r` (v1: its in-use flags kept, unless `scribble`).
+        fn grant(&self, r: u32, e: (u16, DomId, u64), scribble: bool) {
+            let mut v = self.e.borrow_mut();
+            let keep = if self.status.is_none() && !scribble { v[r as usize].0 & IN_USE } else { 0 };
+            v[r as usize] = (e.0 | keep, e.1, e.2);
+        }
+        /// The in-use flags of entry `r`, as the granter sees them.
+        fn in_use(&self, r: u32) -> u16 {
+            match &self.status {
+                Some(st) => st.borrow()[r as usize],
+                None => self.e.borrow()[r as usize].0 & IN_USE,
+            }
+        }
+        /// The granter ends a grant not in use, as a guest does.
+        fn revoke(&self, r: u32) {
+            if self.in_use(r) == 0 {
+                self.e.borrow_mut()[r as usize].0 = 0;
+            }
+        }
+    }
 
     impl SharedEntries for VecEntries {
         fn entries(&self) -> u32 {
-            self.0.borrow().len() as u32
+            self.e.borrow().len() as u32
         }
-        fn read(&self, r: u32) -> Option<(u16, DomId, u32)> {
-            self.0.borrow().get(r as usize).copied()
+        fn read(&self, r: u32) -> Option<(u16, DomId, u64)> {
+            self.e.borrow().get(r as usize).copied()
         }
-        fn cas_flags(&self, r: u32, old: u16, new: u16) -> bool {
-            let mut v = self.0.borrow_mut();
-            let e = &mut v[r as usize];
-            if e.0 != old {
+        fn mark(&self, r: u32, seen: (u16, DomId, u64), bits: u16) -> bool {
+            let same = |now: Option<(u16, DomId, u64)>| now.is_some_and(|e| if self.status.is_some() { e == seen } else { (e.0, e.1) == (seen.0, seen.1) });
+            let Some(st) = &self.status else {
+                if self.races.get() > 0 {
+                    self.races.set(self.races.get() - 1);
+                    self.e.borrow_mut()[r as usize].0 ^= GTF_PWT;
+                }
+                if !same(self.read(r)) {
+                    return false;
+                }
+                self.e.borrow_mut()[r as usize].0 |= bits;
+                return true;
+            };
+            let old = st.borrow()[r as usize];
+            st.borrow_mut()[r as usize] = old | bits;
+            if self.races.get() > 0 {
+                self.races.set(self.races.get() - 1);
+                self.e.borrow_mut()[r as usize].0 ^= GTF_PWT;
+            }
+            if !same(self.read(r)) {
+                st.borrow_mut()[r as usize] = old;
                 return false;
             }
-            e.0 = new;
             true
         }
         fn clear_flags(&self, r: u32, bits: u16) {
-            self.0.borrow_mut()[r as usize].0 &= !bits;
+            match &self.status {
+                Some(st) => st.borrow_mut()[r as usize] &= !bits,
+                None => self.e.borrow_mut()[r as usize].0 &= !bits,
+            }
         }
-        fn write(&self, r: u32, e: (u16, DomId, u32)) {
-            self.0.borrow_mut()[r as usize] = e;
+        fn swap(&self, a: u32, b: u32) {
+            self.e.borrow_mut().swap(a as usize, b as usize);
+            if let Some(st) = &self.status {
+                st.borrow_mut().swap(a as usize, b as usize);
+            }
         }
     }
 
@@ -484,27 +550,28 @@ mod tests {
         scribbled: Vec<[bool; ENTRIES as usize]>,
     }
 
-    fn mfn_of(d: usize, gfn: u32) -> Option<Mfn> {
-        (u64::from(gfn) < FRAMES).then(|| Mfn(1 + d as u64 * FRAMES + u64::from(gfn)))
+    fn mfn_of(d: usize, gfn: u64) -> Option<Mfn> {
+        (gfn < FRAMES).then(|| Mfn(1 + d as u64 * FRAMES + gfn))
     }
 
     impl World {
-        fn new() -> World {
+        /// A world whose granters use v2 (`v2`) or v1 entries.
+        fn with_version(v2: bool) -> World {
             let ft = FrameTable::new(slots(1 + DOMS * FRAMES as usize));
             for d in 0..DOMS {
                 for f in 0..FRAMES as u32 {
-                    let m = mfn_of(d, f).unwrap();
+                    let m = mfn_of(d, u64::from(f)).unwrap();
                     ft.set_owner(m, Owner::Dom(d as DomId)).unwrap();
                 }
                 // The granter's own use of its last frame as a page table.
-                let l1 = mfn_of(d, FRAMES as u32 - 1).unwrap();
+                let l1 = mfn_of(d, FRAMES - 1).unwrap();
                 ft.get_page_and_type(l1, d as DomId, Some(PageType::L1)).unwrap();
                 ft.mark_validated(l1).unwrap();
             }
             World {
                 ft,
                 granters: (0..DOMS).map(|_| Granter::default()).collect(),
-                shared: (0..DOMS).map(|_| VecEntries(RefCell::new(vec![(0, 0, 0); ENTRIES as usize]))).collect(),
+                shared: (0..DOMS).map(|_| VecEntries::new(ENTRIES as usize, v2)).collect(),
                 mts: (0..DOMS).map(|_| Maptrack::new(6, || true)).collect(),
                 scribbled: vec![[false; ENTRIES as usize]; DOMS],
             }
@@ -527,8 +594,8 @@ mod tests {
             if f.count == 0 || (writable && (f.ty != PageType::Writable || f.type_count == 0)) {
                 return Err(std::format!("a copy's pin holds nothing: {f:?}"));
             }
-            if !self.scribbled[granter][gref as usize] {
-                let flags = self.shared[granter].read(gref).unwrap().0;
+            if self.trusted(granter, gref) {
+                let flags = self.shared[granter].in_use(gref);
                 if flags & GTF_READING == 0 || (writable && flags & GTF_WRITING == 0) {
                     return Err(std::format!("a copy's pin without its in-use flags: {flags:#x}"));
                 }
@@ -551,11 +618,17 @@ mod tests {
             }
         }
 
+        /// Are entry `r`'s in-use flags the hypervisor's alone? v2's status words always are;
+        /// v1's flags not once the granter scribbled over them.
+        fn trusted(&self, d: usize, r: u32) -> bool {
+            self.shared[d].status.is_some() || !self.scribbled[d][r as usize]
+        }
+
         /// Recomputes every count from the maptracks and compares.
         fn check(&self) -> Result<(), std::string::String> {
             for d in 0..DOMS {
                 for f in 0..FRAMES as u32 {
-                    let m = mfn_of(d, f).unwrap();
+                    let m = mfn_of(d, u64::from(f)).unwrap();
                     let info = self.ft.get(m).unwrap();
                     let maps: Vec<&Mapping> = self.mts.iter().flat_map(|t| t.iter().map(|(_, m)| m)).filter(|x| x.frame == m).collect();
                     let kinds = |w: Option<bool>| maps.iter().map(|x| (x.host as u32 + x.device as u32) * u32::from(w.is_none_or(|w| x.writable == w))).sum::<u32>();
@@ -583,8 +656,8 @@ mod tests {
                     if p != a.pins || !p.any() {
                         return Err(std::format!("d{d} ref {r}: pins {:?}, maps give {p:?}", a.pins));
                     }
-                    if !self.scribbled[d][r as usize] {
-                        let flags = self.shared[d].read(r).unwrap().0;
+                    if self.trusted(d, r) {
+                        let flags = self.shared[d].in_use(r);
                         if flags & GTF_READING == 0 || (flags & GTF_WRITING != 0) != (p.writers() != 0) {
                             return Err(std::format!("d{d} ref {r}: flags {flags:#x} for pins {p:?}"));
                         }
@@ -592,8 +665,8 @@ mod tests {
                 }
                 for r in 0..ENTRIES {
                     let in_use = self.granters[d].active.contains_key(&r);
-                    let flags = self.shared[d].read(r).unwrap().0;
-                    if !in_use && !self.scribbled[d][r as usize] && flags & (GTF_READING | GTF_WRITING) != 0 {
+                    let flags = self.shared[d].in_use(r);
+                    if !in_use && self.trusted(d, r) && flags != 0 {
                         return Err(std::format!("d{d} ref {r}: in-use flags {flags:#x} with no pin"));
                     }
                 }
@@ -602,27 +675,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hostile_maps_are_refused() {
-        let mut w = World::new();
+    /// The refusals and releases of both versions (v2's in-use flags in the status words).
+    fn hostile_maps_are_refused_in(v2: bool) {
+        let mut w = World::with_version(v2);
+        let g = |w: &World, r: u32, e: (u16, DomId, u64)| w.shared[1].grant(r, e, false);
         // d1 grants frame 0 read-only to d0, frame 3 (its L1) writable to d0.
-        w.shared[1].0.borrow_mut()[2] = (GTF_PERMIT_ACCESS | GTF_READONLY, 0, 0);
-        w.shared[1].0.borrow_mut()[3] = (GTF_PERMIT_ACCESS, 0, 3);
-        w.shared[1].0.borrow_mut()[4] = (GTF_PERMIT_ACCESS, 2, 1);
+        g(&w, 2, (GTF_PERMIT_ACCESS | GTF_READONLY, 0, 0));
+        g(&w, 3, (GTF_PERMIT_ACCESS, 0, 3));
+        g(&w, 4, (GTF_PERMIT_ACCESS, 2, 1));
         assert_eq!(w.map(0, 1, 2, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "read-only grant mapped writable");
         assert_eq!(w.map(0, 1, 3, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "a page table mapped writable");
         assert_eq!(w.map(0, 1, 4, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "granted to another domain");
-        w.shared[1].0.borrow_mut()[6] = (GTF_PERMIT_ACCESS, 0, 99);
+        g(&w, 6, (GTF_PERMIT_ACCESS, 0, 99));
         assert_eq!(w.map(0, 1, 6, GNTMAP_HOST_MAP), Err(GntSt::BadPage), "a frame the granter does not own");
-        assert_eq!(w.shared[1].read(6).unwrap().0, GTF_PERMIT_ACCESS, "in-use flags taken back");
+        assert_eq!(w.shared[1].in_use(6), 0, "in-use flags taken back");
+        g(&w, 7, (GTF_PERMIT_ACCESS | GTF_SUB_PAGE, 0, 1));
+        assert_eq!(w.map(0, 1, 7, GNTMAP_HOST_MAP | GNTMAP_READONLY), Err(GntSt::GeneralError), "a sub-page grant");
         assert_eq!(w.map(0, 1, 99, GNTMAP_HOST_MAP), Err(GntSt::BadGntref), "out of range");
         assert_eq!(w.map(0, 1, 2, GNTMAP_READONLY), Err(GntSt::BadGntref), "neither host nor device");
         assert_eq!(w.unmap(0, 0, true, false), Err(GntSt::BadHandle));
         w.check().unwrap();
         // XSA-224: host + device writable map, then two unmaps; the frame is plain again.
-        w.shared[1].0.borrow_mut()[5] = (GTF_PERMIT_ACCESS, 0, 1);
+        g(&w, 5, (GTF_PERMIT_ACCESS, 0, 1));
         let (h, m) = w.map(0, 1, 5, GNTMAP_HOST_MAP | GNTMAP_DEVICE_MAP).unwrap();
         w.check().unwrap();
+        assert_eq!(w.shared[1].in_use(5), IN_USE);
         assert_eq!(w.ft.get(m).unwrap().type_count, 2);
         w.unmap(0, h, true, false).unwrap();
         assert_eq!(w.unmap(0, h, true, false), Err(GntSt::GeneralError), "the host kind is gone already");
@@ -634,10 +711,37 @@ mod tests {
         w.ft.put_type(m).unwrap();
         // XSA-234: a read-only map released as what it is, whatever the unmap says.
         let (h, m) = w.map(0, 1, 2, GNTMAP_HOST_MAP | GNTMAP_READONLY).unwrap();
+        assert_eq!(w.shared[1].in_use(2), GTF_READING);
         w.unmap(0, h, true, false).unwrap();
         assert_eq!(w.ft.get(m).unwrap().count, 0);
         w.check().unwrap();
-        assert_eq!(w.shared[1].read(2).unwrap().0, GTF_PERMIT_ACCESS | GTF_READONLY, "in-use flags cleared");
+        assert_eq!(w.shared[1].in_use(2), 0, "in-use flags cleared");
+        // A granter changing the entry between the check and the in-use flags: retried,
+        // then refused with nothing left set.
+        w.shared[1].races.set(FLAG_RETRIES);
+        assert_eq!(w.map(0, 1, 5, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "the entry changed under every try");
+        assert_eq!(w.shared[1].in_use(5), 0);
+        w.check().unwrap();
+    }
+
+    #[test]
+    fn hostile_maps_are_refused() {
+        hostile_maps_are_refused_in(false);
+        hostile_maps_are_refused_in(true);
+    }
+
+    /// v2: a change between the check and the status write is seen (the status is undone);
+    /// one that stops in time lets the next try through.
+    #[test]
+    fn v2_recheck_undoes_the_status() {
+        let mut w = World::with_version(true);
+        w.shared[1].grant(1, (GTF_PERMIT_ACCESS, 0, 1), false);
+        w.shared[1].races.set(2); // the third try sees no change
+        let (h, _) = w.map(0, 1, 1, GNTMAP_HOST_MAP).unwrap();
+        assert_eq!(w.shared[1].in_use(1), IN_USE);
+        w.check().unwrap();
+        w.unmap(0, h, true, false).unwrap();
+        assert_eq!(w.shared[1].in_use(1), 0);
     }
 
     proptest! {
@@ -645,8 +749,8 @@ mod tests {
         /// after every step every frame's counts, every active entry's pins and every in-use
         /// flag match what the maptracks hold; in the end everything is back to zero.
         #[test]
-        fn counts_stay_exact(ops in proptest::collection::vec((0u8..10, 0usize..DOMS, 0usize..DOMS, 0u32..ENTRIES + 1, any::<u16>()), 1..300)) {
-            let mut w = World::new();
+        fn counts_stay_exact(v2 in any::<bool>(), ops in proptest::collection::vec((0u8..10, 0usize..DOMS, 0usize..DOMS, 0u32..ENTRIES + 1, any::<u16>()), 1..300)) {
+            let mut w = World::with_version(v2);
             for (op, a, b, r, x) in ops {
                 let r = r.min(ENTRIES - 1);
                 match op {
@@ -654,20 +758,16 @@ mod tests {
                     // a frame it does not own), read-only or not.
                     0 => {
                         let ro = if x & 1 != 0 { GTF_READONLY } else { 0 };
-                        let mut v = w.shared[a].0.borrow_mut();
-                        let keep = v[r as usize].0 & (GTF_READING | GTF_WRITING);
-                        v[r as usize] = (GTF_PERMIT_ACCESS | ro | keep, b as DomId, u32::from(x) % (FRAMES as u32 + 1));
+                        w.shared[a].grant(r, (GTF_PERMIT_ACCESS | ro, b as DomId, u64::from(x) % (FRAMES + 1)), false);
                     }
                     // Revoke as a guest does: only when not in use.
-                    1 => {
-                        let f = w.shared[a].read(r).unwrap().0;
-                        if f & (GTF_READING | GTF_WRITING) == 0 {
-                            w.shared[a].cas_flags(r, f, 0);
-                        }
-                    }
-                    // A hostile granter writes anything.
+                    1 => w.shared[a].revoke(r),
+                    // A hostile granter writes anything (its flags, and a grantee that
+                    // changes under every other mark).
                     2 => {
-                        w.shared[a].0.borrow_mut()[r as usize].0 = x;
+                        let (_, dom, frame) = w.shared[a].read(r).unwrap();
+                        w.shared[a].grant(r, (x, dom, frame), true);
+                        w.shared[a].races.set(u32::from(x >> 15));
                         w.scribbled[a][r as usize] = true;
                     }
                     3 | 4 => {

@@ -322,7 +322,7 @@ fn affinity(hv: &mut Hv, d: &DomShared, set: bool, u: &[u8]) -> HcResult {
 fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
     let flags = u32at(u, create::FLAGS);
     let max_vcpus = u32at(u, create::MAX_VCPUS);
-    if flags & !create::CDF_RXEN_RING1 != 0 || u32at(u, create::IOMMU_OPTS) != 0 || u32at(u, create::GRANT_OPTS) & !0xF > 1 || u32at(u, create::VMTRACE_SIZE) != 0 {
+    if flags & !create::CDF_RXEN_RING1 != 0 || u32at(u, create::IOMMU_OPTS) != 0 || u32at(u, create::GRANT_OPTS) & !0xF != 0 || u32at(u, create::GRANT_OPTS) > 2 || u32at(u, create::VMTRACE_SIZE) != 0 {
         return Err(Errno::EINVAL);
     }
     if max_vcpus == 0 || max_vcpus as usize > domain::MAX_VCPUS || u32at(u, create::EMULATION_FLAGS) != 0 {
@@ -341,6 +341,8 @@ fn create(hv: &mut Hv, want: u16, u: &[u8]) -> Result<u16, Errno> {
         max_evtchn_port: u32at(u, create::MAX_EVTCHN_PORT).min(dflt.max_evtchn_port),
         max_grant_frames: or_default(u32at(u, create::MAX_GRANT_FRAMES), dflt.max_grant_frames),
         max_maptrack_frames: or_default(u32at(u, create::MAX_MAPTRACK_FRAMES), dflt.max_maptrack_frames),
+        // `XEN_DOMCTL_GRANT_version`: 0 (which Xen refuses) is the hypervisor's maximum.
+        max_grant_version: match u32at(u, create::GRANT_OPTS) { 1 => 1, _ => 2 },
     };
     // The heap holds every domain's records: keep room for the rest of the hypervisor.
     if hv_arch::heap::usage().1 < 512 << 10 {
@@ -550,7 +552,7 @@ fn steps(hv: &mut Hv, d: &Arc<DomShared>) -> Result<bool, Errno> {
             HELD => {
                 let ft = crate::machine::frames();
                 let mut g = d.grant();
-                for m in core::mem::take(&mut g.frames) {
+                for m in core::mem::take(&mut g.frames).into_iter().chain(core::mem::take(&mut g.status)) {
                     let _ = ft.put_page_and_type(m, true);
                 }
                 drop(g);

@@ -1,16 +1,22 @@
-//! `grant_table_op(cmd, uop, count)`: grant tables v1. Set-up and queries (`setup_table`,
-//! `query_size`, `get_version`, `set_version`), mappings (`map_grant_ref`,
-//! `unmap_grant_ref`, `unmap_and_replace`), `copy` and `swap_grant_ref`; the state machine
-//! is `hv_core::grant`, the PTEs of host mappings `hv_core::pt` (`install_grant` and
-//! friends: a grant PTE carries `GRANT_BIT` and holds no reference itself).
+//! `grant_table_op(cmd, uop, count)`: grant tables v1 and v2. Set-up and queries
+//! (`setup_table`, `query_size`, `get_version`, `set_version`, `get_status_frames`),
+//! mappings (`map_grant_ref`, `unmap_grant_ref`, `unmap_and_replace`), `copy` and
+//! `swap_grant_ref`; the state machine is `hv_core::grant`, the entries of each version
+//! `crate::grants`, the PTEs of host mappings `hv_core::pt` (`install_grant` and friends: a
+//! grant PTE carries `GRANT_BIT` and holds no reference itself).
 //!
 //! Runs under the caller's memory lock (the mapping domain's maptrack and page tables),
 //! taking one granter's grant lock at a time, never two. Per-operation results go to each
 //! operation's `status` with `GNTST_*` codes; the hypercall returns 0 for a well-formed
 //! batch (XSA-316), `-EFAULT` when an operation cannot be read or its results written,
 //! `-EINVAL` for a count other than 1 for the set-up and query commands, `-ENOSYS` for
-//! `transfer`, `dump_table` and `get_status_frames` (docs/abi-deviations.md). Batches are
-//! preemptible: a continuation re-issues the rest.
+//! `transfer` and `dump_table` (docs/abi-deviations.md). Batches are preemptible: a
+//! continuation re-issues the rest.
+//!
+//! A switch of version (`set_version`, Xen's `gnttab_set_version`) needs every ref past the
+//! reserved eight unused (`-EBUSY`), and from v2 the reserved ones representable in v1
+//! (`-ERANGE`) and the status frames unmapped (`-EBUSY`: XSA-255); the reserved entries
+//! are carried over, everything else is cleared.
 //!
 //! An unmap clears the PTE, flushes the TLBs of every CPU running the mapper, and only then
 //! releases the pins: no CPU can still reach the frame once the granter may reuse it.
@@ -26,6 +32,7 @@ use hv_arch::entry::TrapFrame;
 use hv_arch::physmem::DirectMap;
 use hv_core::frame::{Owner, PageType};
 use crate::grants::Entries;
+use hv_core::grant::SharedEntries;
 use hv_core::grant::{GranterRef, Mapping};
 use hv_core::mem::{Mfn, PhysMem};
 use hv_core::pte::{Pte, PteFlags, GRANT_BIT};
@@ -56,23 +63,74 @@ fn target(c: &impl OnCpu, dom: u16) -> Result<Arc<DomShared>, GntSt> {
 
 /// Runs `f` on domain `d`'s grant table as a granter (its grant lock held): a dead domain
 /// grants nothing new.
-fn with_granter<R>(cpu: usize, d: &DomShared, f: impl FnOnce(&mut GranterRef<'_, Entries<'_>, fn(u32) -> Option<Mfn>>) -> R) -> R {
+fn with_granter<R>(cpu: usize, d: &DomShared, f: impl FnOnce(&mut GranterRef<'_, Entries<'_>, fn(u64) -> Option<Mfn>>) -> R) -> R {
     let mut g = d.grant();
-    let GrantTable { frames, active, .. } = &mut *g;
+    let GrantTable { frames, status, version, active, .. } = &mut *g;
     active.dying |= d.is_dead();
-    let e = Entries(frames);
+    let e = Entries::new(frames, status, *version);
     let mut tlb = crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: cpu };
     // PV: a grant names the machine frame itself.
-    let identity: fn(u32) -> Option<Mfn> = |gfn| Some(Mfn(u64::from(gfn)));
+    let identity: fn(u64) -> Option<Mfn> = |gfn| Some(Mfn(gfn));
     f(&mut GranterRef { g: active, shared: &e, id: d.id, gfn_to_mfn: identity, tlb: &mut tlb })
 }
 
-/// Grows `d`'s grant table to `n` frames (within its limit; it never shrinks) and returns
-/// its first `n`: each new frame zeroed, owned by `d`, and held with a writable type
-/// reference. `GNTST_general_error` beyond the limit or when memory runs out (the frames
-/// added so far stay).
-fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
+/// A zeroed frame from the allocator for `d`'s grant table, owned by `d` and held with a
+/// type reference of `ty` (grant frames: writable; status frames: untyped, so `d` can map
+/// them read-only only). Under `d`'s grant lock.
+fn table_frame(d: &DomShared, ty: PageType) -> Option<Mfn> {
     let ft = crate::machine::frames();
+    let m = crate::mm::with(|mm| mm.alloc.alloc()).flatten()?;
+    // The only scrub a frame gets: one that cannot be zeroed stays out of use.
+    if DirectMap.zero(m).is_none() {
+        log::error!("grant frame {:#x} from the allocator cannot be zeroed: kept out of use", m.0);
+        return None;
+    }
+    if ft.set_owner(m, Owner::Dom(d.id)).is_err() || ft.get_page_and_type(m, d.id, Some(ty)).is_err() {
+        // Cannot happen for a fresh frame; if it did, the frame stays out of use.
+        log::error!("grant frame {:#x} from the allocator is still referenced: kept out of use", m.0);
+        return None;
+    }
+    d.note_frame(m);
+    Some(m)
+}
+
+/// Gives `d`'s status frames back to the allocator if `d` maps none of them (nobody but
+/// the hypervisor holds a reference): all or none. Under `d`'s grant lock; the caller
+/// flushes the TLBs of `d`'s CPUs before the frames can be reused.
+fn free_status(d: &DomShared, g: &mut GrantTable) -> Result<(), Errno> {
+    let ft = crate::machine::frames();
+    // Taken back one by one (owned by the hypervisor, no new reference can be taken); a
+    // mapped one gives back those taken so far.
+    for (i, &m) in g.status.iter().enumerate() {
+        if ft.hand_over_sole(m, Owner::Dom(d.id), Owner::Xen).is_err() {
+            for &back in &g.status[..i] {
+                let _ = ft.hand_over_sole(back, Owner::Xen, Owner::Dom(d.id));
+            }
+            return Err(Errno::EBUSY);
+        }
+    }
+    for m in core::mem::take(&mut g.status) {
+        let _ = ft.put_page_and_type(m, true);
+        if ft.set_owner(m, Owner::Free).is_ok() {
+            crate::mm::with(|mm| mm.alloc.free(m));
+        }
+    }
+    Ok(())
+}
+
+/// Grows `d`'s status frames to what its grant frames need (v2). `GNTST_general_error`
+/// when memory runs out (the frames added so far stay).
+fn grow_status(d: &DomShared, g: &mut GrantTable) -> Result<(), GntSt> {
+    while (g.status.len() as u32) < status_frames(g.frames.len() as u32) {
+        g.status.push(table_frame(d, PageType::None).ok_or(GntSt::GeneralError)?);
+    }
+    Ok(())
+}
+
+/// Grows `d`'s grant table to `n` frames (within its limit; it never shrinks), with their
+/// status frames in v2, and returns its first `n` frames. `GNTST_general_error` beyond the
+/// limit or when memory runs out (the frames added so far stay).
+fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
     let mut g = d.grant();
     if n > g.max_frames {
         return Err(GntSt::GeneralError);
@@ -83,19 +141,11 @@ fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
         return Err(GntSt::BadDomain);
     }
     while (g.frames.len() as u32) < n {
-        let Some(Some(m)) = crate::mm::with(|mm| mm.alloc.alloc()) else { return Err(GntSt::GeneralError) };
-        // The only scrub a frame gets: one that cannot be zeroed stays out of use.
-        if DirectMap.zero(m).is_none() {
-            log::error!("grant frame {:#x} from the allocator cannot be zeroed: kept out of use", m.0);
-            return Err(GntSt::GeneralError);
-        }
-        if ft.set_owner(m, Owner::Dom(d.id)).is_err() || ft.get_page_and_type(m, d.id, Some(PageType::Writable)).is_err() {
-            // Cannot happen for a fresh frame; if it did, the frame stays out of use.
-            log::error!("grant frame {:#x} from the allocator is still referenced: kept out of use", m.0);
-            return Err(GntSt::GeneralError);
-        }
-        d.note_frame(m);
+        let m = table_frame(d, PageType::Writable).ok_or(GntSt::GeneralError)?;
         g.frames.push(m);
+    }
+    if g.version == 2 {
+        grow_status(d, &mut g)?;
     }
     Ok(g.frames.iter().take(n as usize).copied().collect())
 }
@@ -116,6 +166,107 @@ fn setup_table(c: &Mx<'_>, uop: u64) -> Result<(), Errno> {
         Ok(())
     })();
     put_status(c, uop, 8, status)
+}
+
+/// `GNTTABOP_set_version {version u32}` of the caller's table; the version in force
+/// afterwards is written back whatever the result.
+fn set_version(c: &mut Mx<'_>, uop: u64) -> Result<(), Errno> {
+    let mut b = [0u8; 4];
+    read_guest(c, uop, &mut b)?;
+    let want = u32::from_le_bytes(b);
+    let d = c.pc.cur.shared.clone();
+    let (r, now, freed) = {
+        let mut g = d.grant();
+        let had = g.status.len();
+        let r = switch_version(&d, &mut g, want);
+        (r, g.version, had != 0 && g.status.is_empty())
+    };
+    if freed {
+        // No CPU may still reach a freed status frame through a stale translation.
+        super::mmu::tables_changed(c, &[c.pc.cur.dom]);
+    }
+    write_guest(c, uop, &u32::from(now).to_le_bytes())?;
+    r
+}
+
+/// Switches `d`'s table (its grant lock held) to version `want`, as Xen's
+/// `gnttab_set_version`: nothing changes on a refusal.
+fn switch_version(d: &DomShared, g: &mut GrantTable, want: u32) -> Result<(), Errno> {
+    let want = match want {
+        1 | 2 => want as u8,
+        _ => return Err(Errno::EINVAL),
+    };
+    if want == g.version {
+        return Ok(());
+    }
+    if want > g.max_version {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    // Every ref past the reserved ones unused (the toolstack's console and XenStore grants
+    // may stay mapped).
+    if g.active.active.range(NR_RESERVED_ENTRIES..).next().is_some() {
+        return Err(Errno::EBUSY);
+    }
+    let old = g.entries();
+    let reserved = NR_RESERVED_ENTRIES.min(old.entries());
+    // The reserved entries, in-use flags included, as v1 holds them: from v2 only full-page
+    // grants of frames v1 can name are carried over.
+    let mut keep = [None; NR_RESERVED_ENTRIES as usize];
+    for r in 0..reserved {
+        let Some(e) = old.read(r) else { continue };
+        let kind = e.0 & GTF_TYPE_MASK;
+        if g.version == 2 && (kind == GTF_TRANSITIVE || (kind == GTF_PERMIT_ACCESS && e.2 >> 32 != 0)) {
+            return Err(Errno::ERANGE);
+        }
+        keep[r as usize] = old.export(r);
+    }
+    if want == 2 {
+        // All or nothing: the status frames exist before anything is cleared.
+        if grow_status(d, g).is_err() {
+            let _ = free_status(d, g);
+            return Err(Errno::ENOMEM);
+        }
+    } else {
+        // XSA-255: a status frame the domain still maps is not freed.
+        free_status(d, g)?;
+    }
+    for &m in &g.frames {
+        let _ = DirectMap.zero(m);
+    }
+    g.version = want;
+    let new = g.entries();
+    for (r, e) in keep.iter().enumerate() {
+        if let Some(e) = *e {
+            new.import(r as u32, e);
+        }
+    }
+    Ok(())
+}
+
+/// `GNTTABOP_get_status_frames {nr_frames u32 @0, dom u16 @4; OUT status i16 @6;
+/// frame_list u64* @8}`: the MFNs of the first `nr_frames` status frames (more than the
+/// table has, which is none in v1, is `GNTST_general_error`).
+fn get_status_frames(c: &Mx<'_>, uop: u64) -> Result<(), Errno> {
+    let mut b = [0u8; 16];
+    read_guest(c, uop, &mut b)?;
+    let (nr, dom, list) = (u32at(&b, 0), u16at(&b, 4), u64at(&b, 8));
+    let status = (|| {
+        let d = target(c, dom)?;
+        // Copied out after the grant lock is let go (a `set_version` of the domain's may
+        // free them meanwhile: the numbers written are then of frames it no longer owns).
+        let frames: alloc::vec::Vec<Mfn> = {
+            let g = d.grant();
+            if nr as usize > g.status.len() {
+                return Err(GntSt::GeneralError);
+            }
+            g.status[..nr as usize].to_vec()
+        };
+        for (i, m) in frames.iter().enumerate() {
+            write_guest(c, list.wrapping_add(8 * i as u64), &m.0.to_le_bytes()).map_err(|_| GntSt::BadVirtAddr)?;
+        }
+        Ok(())
+    })();
+    put_status(c, uop, 6, status)
 }
 
 /// `GNTTABOP_query_size {dom u16 @0; OUT nr_frames u32 @4, max_nr_frames u32 @8, status
@@ -436,7 +587,7 @@ pub fn grant_table_op(c: &mut Mx<'_>, f: &mut TrapFrame, cmd: u64, uop: u64, cou
             return batch::<12>(c, f, cmd, uop, count, |c, b| {
                 let d = c.pc.cur.shared.clone();
                 let g = d.grant();
-                let r = hv_core::grant::swap(&g.active, &Entries(&g.frames), u32at(b, 0), u32at(b, 4));
+                let r = hv_core::grant::swap(&g.active, &g.entries(), u32at(b, 0), u32at(b, 4));
                 set_st(b, 8, r);
                 Ok(())
             });
@@ -449,27 +600,22 @@ pub fn grant_table_op(c: &mut Mx<'_>, f: &mut TrapFrame, cmd: u64, uop: u64, cou
             one()?;
             query_size(c, uop)?;
         }
-        // {dom u16 @0, pad; OUT version u32 @4}: version 1 is the only one.
+        // {dom u16 @0, pad; OUT version u32 @4}
         GNTTABOP_GET_VERSION => {
             one()?;
             let mut b = [0u8; 2];
             read_guest(c, uop, &mut b)?;
-            target(c, u16::from_le_bytes(b)).map_err(|e| if e == GntSt::PermissionDenied { Errno::EPERM } else { Errno::ESRCH })?;
-            write_guest(c, uop.wrapping_add(4), &1u32.to_le_bytes())?;
+            let d = target(c, u16::from_le_bytes(b)).map_err(|e| if e == GntSt::PermissionDenied { Errno::EPERM } else { Errno::ESRCH })?;
+            let v = d.grant().version;
+            write_guest(c, uop.wrapping_add(4), &u32::from(v).to_le_bytes())?;
         }
-        // {version u32}: 1 is kept (grants in use or not); 2 is not supported
-        // (docs/abi-deviations.md); the version in force is written back.
         GNTTABOP_SET_VERSION => {
             one()?;
-            let mut b = [0u8; 4];
-            read_guest(c, uop, &mut b)?;
-            let v = u32::from_le_bytes(b);
-            write_guest(c, uop, &1u32.to_le_bytes())?;
-            match v {
-                1 => {}
-                2 => return Err(Errno::EOPNOTSUPP),
-                _ => return Err(Errno::EINVAL),
-            }
+            return set_version(c, uop).map(|()| 0);
+        }
+        GNTTABOP_GET_STATUS_FRAMES => {
+            one()?;
+            get_status_frames(c, uop)?;
         }
         _ => return Err(Errno::ENOSYS),
     }

@@ -426,6 +426,31 @@ fn scenarios() -> Vec<Scenario> {
             },
             Scenario {
                 smp,
+                dom0_args: "domexc",
+                domus: &[("grant_hostile", "domU mem=8M vcpus=2 -- race 1 2")],
+                ..sc(Box::leak(format!("grant-race-v2{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
+                    "(d1) race: ",
+                    "(d1) Test result: SUCCESS",
+                    "audit d1: ",
+                    "counts consistent",
+                    "Test result: SUCCESS",
+                ]))
+            },
+            // Grant tables v2 and the version switch (XSA-255).
+            Scenario {
+                smp,
+                dom0_args: "domexc",
+                domus: &[("grant_hostile", "domU mem=8M -- v2 1")],
+                ..sc(Box::leak(format!("grant-v2{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
+                    "(d1) Test result: SUCCESS",
+                    "d1: 1 grant mapping(s) released",
+                    "audit d1: ",
+                    "counts consistent",
+                    "Test result: SUCCESS",
+                ]))
+            },
+            Scenario {
+                smp,
                 dom0_args: "mapper",
                 domus: &[("grant_hostile", "domU mem=8M -- granter")],
                 ..sc(Box::leak(format!("grant-cross{sfx}").into_boxed_str()), Image::Guest("grant_hostile"), Expect::Exit(ExitCode::Poweroff, &[

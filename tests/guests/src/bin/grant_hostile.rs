@@ -16,7 +16,16 @@
 //!   in-use flags as a hostile granter may) while vCPU 0 maps and unmaps it. Every map must
 //!   either be refused with a status or give a mapping that reads (and writes, if
 //!   writable) and unmaps; afterwards the frame holds no reference (it pins as an L1 and
-//!   unpins), and the audit of the dead domain checks every count.
+//!   unpins), and the audit of the dead domain checks every count. `race D 2` does it in
+//!   v2, where the in-use flags are in the status frame.
+//! - `v2 D` (run as domain D): grant tables v2. `set_version` refused while refs past the
+//!   reserved eight are in use, with a reserved ref's mapping and in-use flags carried over
+//!   both ways; v2 entries and their status words (`get_status_frames`, the status frame
+//!   mapped read-only and never writable), maps, copies and swaps of v2 entries, sub-page,
+//!   transitive and unrepresentable grants refused; the way back to v1 refused while a
+//!   status frame is mapped (XSA-255) or a reserved entry cannot be held in v1 (-ERANGE),
+//!   then the freed status frame out of reach. It ends in v2 with a grant and the status
+//!   frame mapped: the teardown releases both, and the audit checks every count.
 //! - `granter` (domain 1) / `mapper` (dom0): across domains. d1 grants a page to dom0 and
 //!   dies while dom0 maps it; the page must stay readable to dom0 until it unmaps, new maps
 //!   of the dead domain's grants are refused, and the unmap works.
@@ -276,8 +285,9 @@ fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {
     let mut v = [1u32];
     expect_ret("set_version 1 while mapped", op(GNTTABOP_SET_VERSION, v.as_mut_ptr() as u64, 1), 0);
     v[0] = 2;
-    expect_err("set_version 2 while mapped", op(GNTTABOP_SET_VERSION, v.as_mut_ptr() as u64, 1), Errno::EOPNOTSUPP);
-    check("... the mappings are untouched", read64(m1) == 0xABCD);
+    expect_err("set_version 2 while refs past the reserved ones are mapped", op(GNTTABOP_SET_VERSION, v.as_mut_ptr() as u64, 1), Errno::EBUSY);
+    check("... the version in force is written back", v[0] == 1);
+    check("... the mappings are untouched", read64(m1) == 0xABCD && gt.flags(8) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
 
     // unmap_and_replace: the grant PTE at m1 takes what m2 mapped; m2 is left empty.
     #[repr(C)]
@@ -338,6 +348,189 @@ fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {
     // The end: ref 8 stays mapped at m1. The hypervisor releases it once this domain is
     // gone, and audits every count.
     check("one mapping left for the hypervisor to release", read64(m1) == 0xABCD);
+}
+
+/// `set_version`: the call's return and the version written back.
+fn set_version(v: u32) -> (i64, u32) {
+    let mut b = [v];
+    let r = op(GNTTABOP_SET_VERSION, b.as_mut_ptr() as u64, 1);
+    (r, b[0])
+}
+
+fn get_version() -> u32 {
+    let mut b = [SELF as u32, 0x5A5A];
+    expect_ret("get_version", op(GNTTABOP_GET_VERSION, b.as_mut_ptr() as u64, 1), 0);
+    b[1]
+}
+
+/// `get_status_frames` of `n` frames into `list`: the call's return and the status.
+fn status_frames(dom: u16, n: u32, list: u64) -> (i64, i16) {
+    #[repr(C)]
+    struct Gsf {
+        nr_frames: u32,
+        dom: u16,
+        status: i16,
+        frame_list: u64,
+    }
+    let mut g = Gsf { nr_frames: n, dom, status: 0x5A5A, frame_list: list };
+    let r = op(GNTTABOP_GET_STATUS_FRAMES, &mut g as *mut Gsf as u64, 1);
+    (r, g.status)
+}
+
+/// A v2 entry `r` of the table mapped at `va` written as a guest does (the union, the
+/// domain, then the flags), and its header read back.
+fn grant2(va: u64, r: u32, flags: u16, dom: u16, frame: u64) {
+    let e = va + 16 * r as u64;
+    // SAFETY: the grant frame is mapped writable at `va`; v2 entries are 16 bytes.
+    unsafe {
+        ((e + 8) as *mut u64).write_volatile(frame);
+        ((e + 2) as *mut u16).write_volatile(dom);
+        core::sync::atomic::fence(SeqCst);
+        (e as *mut u16).write_volatile(flags);
+    }
+}
+
+fn flags2(va: u64, r: u32) -> u16 {
+    // SAFETY: as in `grant2`.
+    unsafe { ((va + 16 * r as u64) as *const u16).read_volatile() }
+}
+
+/// Status word `r` of the status frame mapped at `va`.
+fn status2(va: u64, r: u32) -> u16 {
+    // SAFETY: the status frame is mapped (read-only) at `va`.
+    unsafe { ((va + 2 * r as u64) as *const u16).read_volatile() }
+}
+
+fn v2_test(si: &'static pv_runtime::StartInfo, me: u16) {
+    let mem = GuestMem::new(si, pv_runtime::virt_base());
+    let t = Tables::new(si);
+    let mfn = |va: u64| t.mfn_of_va(va);
+    let (m1, m2, m3, st_va) = (slot(&mem, 3), slot(&mem, 4), slot(&mem, 5), slot(&mem, 6));
+    let (d_rw, d_ro, d_dst) = (slot(&mem, 20), slot(&mem, 21), slot(&mem, 22));
+    let (f_rw, f_ro, f_dst) = (mfn(d_rw), mfn(d_ro), mfn(d_dst));
+    let old = [m1, m2, m3, st_va].map(|va| t.entry(t.table(va, 1), (va >> 12) & 511));
+    write64(d_rw, 0x1111_2222_3333_4444);
+    write64(d_ro, 0x5555_6666_7777_8888);
+    let h = GNTMAP_HOST_MAP;
+
+    check("a new table is v1", get_version() == 1);
+    let (r, v) = set_version(3);
+    check("set_version 3: -EINVAL, 1 written back", r == Errno::EINVAL.to_ret() && v == 1);
+    check("set_version 1 in v1: nothing to do", set_version(1) == (0, 1));
+    let mut list = [0u64; 9];
+    check("v1 has no status frames: GNTST_general_error", status_frames(SELF, 1, list.as_mut_ptr() as u64) == (0, GEN));
+    check("... none asked for: okay", status_frames(SELF, 0, list.as_mut_ptr() as u64) == (0, 0));
+
+    // In v1: reserved ref 1 mapped (it may stay so), ref 8 mapped (it may not).
+    let gt = table_at(slot(&mem, 2));
+    gt.grant(1, GTF_PERMIT_ACCESS, me, f_rw);
+    gt.grant(8, GTF_PERMIT_ACCESS | GTF_READONLY, me, f_ro);
+    gt.grant(9, GTF_PERMIT_ACCESS, me, f_ro);
+    let (r1, a1) = map(m1, h, 1, SELF);
+    let (r8, a8) = map(m2, h | GNTMAP_READONLY, 8, SELF);
+    check("v1: reserved ref 1 and ref 8 mapped", r1 == 0 && a1.status == 0 && r8 == 0 && a8.status == 0);
+    let (r, v) = set_version(2);
+    check("set_version 2 with ref 8 mapped: -EBUSY, still v1", r == Errno::EBUSY.to_ret() && v == 1 && get_version() == 1);
+    check("... ref 8 still mapped", unmap(m2, 0, a8.handle) == 0);
+    hc::update_va_mapping(m2, old[1], 2);
+    check("set_version 2 with only a reserved ref in use", set_version(2) == (0, 2) && get_version() == 2);
+    check("... its mapping still works", read64(m1) == 0x1111_2222_3333_4444);
+    check("... the v2 header has no in-use flags", flags2(gt.va, 1) == GTF_PERMIT_ACCESS);
+    check("... the other entries are cleared", flags2(gt.va, 8) == 0 && flags2(gt.va, 9) == 0);
+
+    // The status frame: one for one grant frame.
+    list[0] = 0;
+    check("get_status_frames of 1", status_frames(SELF, 1, list.as_mut_ptr() as u64) == (0, 0) && list[0] != 0);
+    let st = list[0];
+    check("get_status_frames of 2 (there is 1): GNTST_general_error", status_frames(SELF, 2, list.as_mut_ptr() as u64) == (0, GEN));
+    check("get_status_frames to a bad list: GNTST_bad_virt_addr", status_frames(SELF, 1, 0xFFFF_8000_0000_0000) == (0, GntSt::BadVirtAddr as i16));
+    check("get_status_frames of no such domain: GNTST_bad_domain", status_frames(0x7FEE, 1, list.as_mut_ptr() as u64) == (0, GntSt::BadDomain as i16));
+    check("get_status_frames of another domain: GNTST_permission_denied", status_frames(0, 1, list.as_mut_ptr() as u64) == (0, GntSt::PermissionDenied as i16));
+    check("the status frame mapped writable: refused", hc::update_va_mapping(st_va, st << 12 | P | RW | A | D, 2) < 0);
+    check("... nor pinned as a page table", hc::mmuext1(ext::PIN_L1_TABLE, st, 0) < 0);
+    expect_ret("the status frame mapped read-only", hc::update_va_mapping(st_va, st << 12 | P | A, 2), 0);
+    check("ref 1's status word: GTF_reading|GTF_writing (carried over)", status2(st_va, 1) == GTF_READING | GTF_WRITING);
+    check("the status frame is not writable", write_faults(st_va));
+
+    // v2 entries.
+    grant2(gt.va, 10, GTF_PERMIT_ACCESS, me, f_dst);
+    grant2(gt.va, 11, GTF_PERMIT_ACCESS | GTF_READONLY, me, f_ro);
+    grant2(gt.va, 12, GTF_PERMIT_ACCESS | GTF_SUB_PAGE, me, f_ro);
+    grant2(gt.va, 13, GTF_TRANSITIVE, me, 0);
+    grant2(gt.va, 14, GTF_PERMIT_ACCESS, me, 1 << 32 | f_ro);
+    grant2(gt.va, 15, GTF_PERMIT_ACCESS, 7, f_ro);
+    let (r, a10) = map(m2, h, 10, SELF);
+    check("v2: a full-page grant mapped writable", r == 0 && a10.status == 0);
+    write64(m2, 0x9999);
+    check("... writes land in the page", read64(d_dst) == 0x9999);
+    check("... its status word: GTF_reading|GTF_writing; its header untouched", status2(st_va, 10) == GTF_READING | GTF_WRITING && flags2(gt.va, 10) == GTF_PERMIT_ACCESS);
+    check("v2: a read-only grant mapped writable: GNTST_general_error", map_st(m3, h, 11, SELF) == GEN);
+    check("v2: a sub-page grant: GNTST_general_error", map_st(m3, h | GNTMAP_READONLY, 12, SELF) == GEN);
+    check("v2: a transitive grant: GNTST_general_error", map_st(m3, h | GNTMAP_READONLY, 13, SELF) == GEN);
+    check("v2: a frame number past 32 bits: GNTST_bad_page", map_st(m3, h | GNTMAP_READONLY, 14, SELF) == GntSt::BadPage as i16);
+    check("v2: a grant to another domain: GNTST_general_error", map_st(m3, h | GNTMAP_READONLY, 15, SELF) == GEN);
+    check("v2: a ref past the table (256 per frame): GNTST_bad_gntref", map_st(m3, h | GNTMAP_READONLY, 256, SELF) == GntSt::BadGntref as i16);
+    check("... none of them left a status", (11..16).all(|r| status2(st_va, r) == 0));
+    let (r, a11) = map(m3, h | GNTMAP_READONLY, 11, SELF);
+    check("v2: a read-only map: GTF_reading", r == 0 && a11.status == 0 && status2(st_va, 11) == GTF_READING && read64(m3) == 0x5555_6666_7777_8888);
+    check("... unmapped: status clear", unmap(m3, 0, a11.handle) == 0 && status2(st_va, 11) == 0);
+    hc::update_va_mapping(m3, old[2], 2);
+    write64(d_rw + 8, 0);
+    check("v2: a copy from a grant", copy(gref_ptr(11, SELF, 0), frame_ptr(f_rw, SELF, 8), 8, 1) == 0 && read64(d_rw + 8) == 0x5555_6666_7777_8888);
+    check("v2: a copy from a sub-page grant: GNTST_general_error", copy(gref_ptr(12, SELF, 0), frame_ptr(f_rw, SELF, 8), 8, 1) == GEN);
+    check("... the copy left no status", status2(st_va, 11) == 0);
+    #[repr(C)]
+    struct Swap {
+        a: u32,
+        b: u32,
+        status: i16,
+        _pad: u16,
+    }
+    let mut s = Swap { a: 11, b: 20, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
+    check("v2: a swap moves the whole entry", s.status == 0 && flags2(gt.va, 20) == GTF_PERMIT_ACCESS | GTF_READONLY && flags2(gt.va, 11) == 0);
+    let (r, a20) = map(m3, h | GNTMAP_READONLY, 20, SELF);
+    check("... the moved grant maps from its new ref", r == 0 && a20.status == 0 && status2(st_va, 20) == GTF_READING);
+    let mut s = Swap { a: 10, b: 21, status: 0x5A5A, _pad: 0 };
+    op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
+    check("v2: a swap of a ref in use: GNTST_eagain", s.status == GntSt::Eagain as i16);
+
+    // Back to v1: refused while refs past the reserved ones are in use.
+    let (r, v) = set_version(1);
+    check("set_version 1 with refs 10 and 20 mapped: -EBUSY, still v2", r == Errno::EBUSY.to_ret() && v == 2);
+    check("... and unmapped", unmap(m2, 0, a10.handle) == 0 && status2(st_va, 10) == 0);
+    hc::update_va_mapping(m2, old[1], 2);
+    check("... (ref 20 too)", unmap(m3, 0, a20.handle) == 0);
+    hc::update_va_mapping(m3, old[2], 2);
+    // XSA-255: the status frame is still mapped.
+    let (r, v) = set_version(1);
+    check("XSA-255: set_version 1 with the status frame mapped: -EBUSY, still v2", r == Errno::EBUSY.to_ret() && v == 2 && get_version() == 2);
+    check("... the status frame still reads", status2(st_va, 1) == GTF_READING | GTF_WRITING);
+    expect_ret("the status frame unmapped", hc::update_va_mapping(st_va, old[3], 2), 0);
+    // Reserved entries v1 cannot hold.
+    grant2(gt.va, 2, GTF_PERMIT_ACCESS, me, 1 << 32 | f_ro);
+    check("a reserved v2 grant of a frame past 32 bits: -ERANGE", set_version(1) == (Errno::ERANGE.to_ret(), 2));
+    grant2(gt.va, 2, GTF_TRANSITIVE, me, 0);
+    check("a reserved transitive grant: -ERANGE", set_version(1) == (Errno::ERANGE.to_ret(), 2));
+    grant2(gt.va, 2, GTF_PERMIT_ACCESS | GTF_READONLY, me, f_ro);
+    check("set_version 1", set_version(1) == (0, 1) && get_version() == 1);
+    check("... reserved ref 1 carried over mapped: flags with GTF_reading|GTF_writing", gt.flags(1) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING && read64(m1) == 0x1111_2222_3333_4444);
+    check("... reserved ref 2 carried over as v1", gt.word(2) == (f_ro << 32 | (me as u64) << 16 | (GTF_PERMIT_ACCESS | GTF_READONLY) as u64));
+    check("... ref 20 cleared", gt.word(20) == 0);
+    check("the freed status frame can no longer be mapped", hc::update_va_mapping(st_va, st << 12 | P | A, 2) < 0);
+    check("v1 again: no status frames", status_frames(SELF, 1, list.as_mut_ptr() as u64) == (0, GEN));
+    check("ref 1 unmaps in v1, its flags cleared", unmap(m1, 0, a1.handle) == 0 && gt.flags(1) == GTF_PERMIT_ACCESS);
+    hc::update_va_mapping(m1, old[0], 2);
+
+    // v2 again, with a table of 9 frames: 2 status frames. It ends holding a mapping of ref
+    // 30 and the status frame mapped, for the teardown to release.
+    check("set_version 2 again", set_version(2) == (0, 2));
+    check("setup_table of 9 frames in v2", setup(SELF, 9, list.as_mut_ptr() as u64) == (0, 0));
+    check("... 2 status frames", status_frames(SELF, 2, list.as_mut_ptr() as u64) == (0, 0) && list[0] != list[1] && status_frames(SELF, 3, list.as_mut_ptr() as u64) == (0, GEN));
+    expect_ret("the first status frame mapped read-only", hc::update_va_mapping(st_va, list[0] << 12 | P | A, 2), 0);
+    grant2(gt.va, 30, GTF_PERMIT_ACCESS, me, f_dst);
+    let (r, a30) = map(m2, h, 30, SELF);
+    check("a mapping left for the teardown", r == 0 && a30.status == 0 && status2(st_va, 30) == GTF_READING | GTF_WRITING);
 }
 
 /// The granter (d1): grants a page to dom0 through ref 8, tells dom0, and dies with it
@@ -409,7 +602,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static STOPPED: AtomicBool = AtomicBool::new(false);
 static FLIPS: AtomicU64 = AtomicU64::new(0);
 /// The grant table's address, the granted frame, this domain's id (for vCPU 1).
-static RACE: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static RACE: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 static mut AP_STACK: [u8; 16384] = [0; 16384];
 static mut CTX: [u8; guest_abi::vcpu::ctx::SIZE] = [0; guest_abi::vcpu::ctx::SIZE];
 
@@ -419,10 +612,15 @@ extern "C" fn flipper() -> ! {
     let gt = Table { va: RACE[0].load(SeqCst) };
     let (f, me) = (RACE[1].load(SeqCst), RACE[2].load(SeqCst) as u16);
     let patterns = [(GTF_PERMIT_ACCESS, me), (GTF_PERMIT_ACCESS | GTF_READONLY, me), (GTF_INVALID, me), (GTF_PERMIT_ACCESS, 7)];
+    let v2 = RACE[3].load(SeqCst) != 0;
     let mut i = 0;
     while !STOP.load(SeqCst) {
         let (flags, dom) = patterns[i % patterns.len()];
-        gt.grant(8, flags, dom, f);
+        if v2 {
+            grant2(gt.va, 8, flags, dom, f);
+        } else {
+            gt.grant(8, flags, dom, f);
+        }
         i += 1;
         FLIPS.store(i as u64, SeqCst);
         // On one CPU the two vCPUs take turns: a yield every 1001 rewrites leaves vCPU 0 a
@@ -437,7 +635,7 @@ extern "C" fn flipper() -> ! {
     }
 }
 
-fn race_test(si: &'static pv_runtime::StartInfo, me: u16) {
+fn race_test(si: &'static pv_runtime::StartInfo, me: u16, v2: bool) {
     use guest_abi::vcpu::{VCPUOP_INITIALISE, VCPUOP_UP};
     let vb = pv_runtime::virt_base();
     let mem = GuestMem::new(si, vb);
@@ -450,8 +648,20 @@ fn race_test(si: &'static pv_runtime::StartInfo, me: u16) {
     // SAFETY: the slot is this domain's page, mapped writable.
     unsafe { core::ptr::write_bytes(page as *mut u8, 0, 4096) };
     let m1_old = t.entry(t.table(m1, 1), (m1 >> 12) & 511);
-    gt.grant(8, GTF_PERMIT_ACCESS, me, f);
-    for (slot, v) in RACE.iter().zip([gt.va, f, me as u64]) {
+    // v2: the status frame mapped read-only at slot 6, where the in-use flags are.
+    let st_va = slot(&mem, 6);
+    let st_old = t.entry(t.table(st_va, 1), (st_va >> 12) & 511);
+    let in_use = |r: u32| if v2 { status2(st_va, r) } else { gt.flags(r) & (GTF_READING | GTF_WRITING) };
+    if v2 {
+        check("set_version 2", set_version(2) == (0, 2));
+        let mut st = [0u64];
+        check("its status frame", status_frames(SELF, 1, st.as_mut_ptr() as u64) == (0, 0));
+        expect_ret("mapped read-only", hc::update_va_mapping(st_va, st[0] << 12 | P | A, 2), 0);
+        grant2(gt.va, 8, GTF_PERMIT_ACCESS, me, f);
+    } else {
+        gt.grant(8, GTF_PERMIT_ACCESS, me, f);
+    }
+    for (slot, v) in RACE.iter().zip([gt.va, f, me as u64, v2 as u64]) {
         slot.store(v, SeqCst);
     }
     // SAFETY: vCPU 1 is not running; the buffer is used only here.
@@ -498,10 +708,20 @@ fn race_test(si: &'static pv_runtime::StartInfo, me: u16) {
     }
     println!("race: {} maps, {} refused, {} entry rewrites meanwhile", mapped, refused, FLIPS.load(SeqCst));
     check("every map mapped what it said, or was refused; every unmap worked", bad == 0 && mapped > 0);
-    gt.grant(8, GTF_PERMIT_ACCESS, me, f);
+    // (v1's flags are the flipper's to clobber; v2's status words are the hypervisor's.)
+    check("no in-use flag left by the refused maps", !v2 || in_use(8) == 0);
+    if v2 {
+        grant2(gt.va, 8, GTF_PERMIT_ACCESS, me, f);
+    } else {
+        gt.grant(8, GTF_PERMIT_ACCESS, me, f);
+    }
     let (r, m) = map(m1, GNTMAP_HOST_MAP, 8, SELF);
-    check("afterwards a map of the entry works", r == 0 && m.status == 0 && unmap(m1, 0, m.handle) == 0);
-    check("and leaves no in-use flag", gt.flags(8) == GTF_PERMIT_ACCESS);
+    check("afterwards a map of the entry works", r == 0 && m.status == 0 && in_use(8) == GTF_READING | GTF_WRITING && unmap(m1, 0, m.handle) == 0);
+    check("and leaves no in-use flag", in_use(8) == 0);
+    if v2 {
+        expect_ret("the status frame unmapped", hc::update_va_mapping(st_va, st_old, 2), 0);
+        check("back to v1", set_version(1) == (0, 1));
+    }
     expect_ret("the slot's own page back", hc::update_va_mapping(m1, m1_old, 2), 0);
     // No reference of the race is left on the frame: with its own mapping made read-only
     // it pins as an L1 (a leaked writable reference would refuse that) and unpins.
@@ -518,7 +738,8 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     start(mode);
     match mode {
         "self" => self_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
-        "race" => race_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+        "race" => race_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0), words.next() == Some("2")),
+        "v2" => v2_test(si, words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
         "granter" => granter(si),
         "mapper" => mapper(si),
         _ => check("a known mode", false),
