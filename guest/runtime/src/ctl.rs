@@ -161,7 +161,7 @@ pub fn sched_credit_put(dom: u16, weight: u16, cap: u16) -> i64 {
 /// `stack_top` (also its kernel stack), RSI = `rsi` (start_info, for a domain's first vCPU),
 /// on root `l4_mfn`, online.
 pub fn boot_context(c: &mut [u8], entry: u64, stack_top: u64, rsi: u64, l4_mfn: u64) {
-    boot_context_in(c, entry, stack_top, rsi, l4_mfn, false)
+    boot_context_in(c, entry, stack_top, rsi, l4_mfn, crate::PV64)
 }
 
 /// [`boot_context`] for a kernel of either mode (`pv64`: the Xen pv64 mode, Xen's ring-3

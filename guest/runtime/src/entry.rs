@@ -79,7 +79,9 @@ hypercall_page:
     .asciz "Xen"
 22: .quad hypercall_page
 23:
-    /* rxen's own note: this kernel is written for the ring-1 model. */
+    /* rxen's own note (the ring-1 build only): this kernel is written for the ring-1
+       model. Without it the hypervisor runs the kernel in its Xen pv64 mode. */
+    .if {RING1}
     .balign 4
     .long 5
     .long 4
@@ -87,6 +89,7 @@ hypercall_page:
     .asciz "rxen"
     .balign 4
     .long {RXEN_ABI_RING1}
+    .endif
 
     .section .bss.guest_stack, "aw", @nobits
     .balign 16
@@ -103,6 +106,7 @@ guest_stack_top:
     HYPERCALL_PAGE = const guest_abi::elfnote::HYPERCALL_PAGE,
     RXEN_ABI = const guest_abi::elfnote::RXEN_ABI,
     RXEN_ABI_RING1 = const guest_abi::elfnote::RXEN_ABI_RING1,
+    RING1 = const !crate::PV64 as u8,
     options(att_syntax)
 );
 
@@ -116,6 +120,12 @@ extern "C" fn pv_runtime_start(si: *const StartInfo) -> ! {
     // SAFETY: the builder passes the address of start_info, mapped writable in the bootstrap
     // region for the guest's lifetime.
     let si = unsafe { &*si };
+    if crate::PV64 {
+        // A user root (Xen pv64 guests have two): the kernel's own until the guest sets
+        // one of its own, as XTF does, so that user mode can be entered.
+        let l4 = crate::mm::GuestMem::new(si, crate::virt_base()).mfn((si.pt_base - crate::virt_base()) / 4096);
+        crate::hypercall::mmuext1(guest_abi::mm::ext::NEW_USER_BASEPTR, l4, 0);
+    }
     // A domU a toolstack built prints through its console ring from the start.
     crate::xencons::init(si);
     // SAFETY: `guest_main` is defined by the guest binary with this signature.

@@ -30,12 +30,18 @@ global_asm!(
     .section .text.upcall, "ax"
     .global pv_upcall_entry
 pv_upcall_entry:
-    /* Same frame as an exception without error code: reuse the common trap path. */
+    /* Same frame as an exception without error code (pv64: after RCX and R11): reuse the
+       common trap path. */
+    .if {PV64}
+    pop %rcx
+    pop %r11
+    .endif
     pushq $0
     pushq ${UPCALL}
     jmp guest_trap_common
 "#,
     UPCALL = const crate::traps::UPCALL_VECTOR,
+    PV64 = const crate::PV64 as u8,
     options(att_syntax)
 );
 

@@ -20,8 +20,9 @@ pub fn stub_address(n: u64) -> u64 {
 pub unsafe fn hypercall5(n: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
     let ret: i64;
     let stub = stub_address(n & 127);
-    // SAFETY: the stub executes `int 0x82` and returns; the hypervisor may clobber the
-    // argument registers, which are declared as such.
+    // SAFETY: the stub executes `int 0x82` (pv64: `syscall`, saving RCX and R11) and
+    // returns; the hypervisor may clobber the argument registers, which are declared as
+    // such.
     unsafe {
         core::arch::asm!(
             "call {stub}",
@@ -37,13 +38,29 @@ pub unsafe fn hypercall5(n: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) ->
     ret
 }
 
-/// Makes hypercall `n` directly with `int 0x82`, bypassing the hypercall page (so any RAX
-/// value can be tried).
+/// Makes hypercall `n` directly with `int 0x82` (pv64: `syscall`), bypassing the hypercall
+/// page (so any RAX value can be tried).
 ///
 /// # Safety
 /// As for [`hypercall5`].
 pub unsafe fn raw_hypercall(n: u64, a1: u64, a2: u64, a3: u64) -> i64 {
     let ret: i64;
+    if crate::PV64 {
+        // SAFETY: as for `hypercall5`; `syscall` from the kernel is the hypercall, and
+        // clobbers RCX and R11.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") n => ret,
+                inlateout("rdi") a1 => _,
+                inlateout("rsi") a2 => _,
+                inlateout("rdx") a3 => _,
+                out("rcx") _,
+                out("r11") _,
+            );
+        }
+        return ret;
+    }
     // SAFETY: as for `hypercall5`.
     unsafe {
         core::arch::asm!(

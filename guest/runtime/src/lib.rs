@@ -2,7 +2,8 @@
 //!
 //! It provides the ELF notes the builder reads, the entry point (`_start`, RSI = start_info),
 //! the hypercall page and typed wrappers, the console, and exception handling through the
-//! virtual IDT. A guest binary defines `guest_main(&StartInfo) -> !` and links with
+//! virtual IDT, for either of the hypervisor's modes (the ring-1 model by default, the Xen
+//! pv64 mode with the `pv64` feature: [`PV64`]). A guest binary defines `guest_main(&StartInfo) -> !` and links with
 //! `guest-high.ld` (VIRT_BASE −2 GiB) or `guest-low.ld` (VIRT_BASE 0, image at 1 MiB).
 #![no_std]
 
@@ -25,6 +26,12 @@ pub mod xencons;
 
 pub use guest_abi;
 pub use guest_abi::start_info::StartInfo;
+
+/// Built for the Xen pv64 mode (the `pv64` feature) rather than the ring-1 model.
+pub const PV64: bool = cfg!(feature = "pv64");
+/// The kernel's flat code and stack selectors in this build's mode.
+pub const KERNEL_CS: u16 = guest_abi::selectors::kernel_cs(PV64);
+pub const KERNEL_SS: u16 = guest_abi::selectors::kernel_ss(PV64);
 
 /// The current privilege level (CPL), from CS.
 pub fn cpl() -> u16 {

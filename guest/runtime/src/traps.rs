@@ -5,12 +5,18 @@
 //! (`[error code], RIP, CS, RFLAGS, RSP, SS`), so the stubs here look like native ones and
 //! return with `iretq`.
 //!
+//! In the Xen pv64 build ([`crate::PV64`]) the frame starts with the interrupted RCX and
+//! R11, which the stubs pop first (as Linux's Xen entry points do), a kernel-mode frame's CS
+//! and SS have RPL 0, and every return goes through `HYPERVISOR_iret` (as Linux's does):
+//! it switches to the user root for a return to user mode, and avoids a ring-3 `iretq`,
+//! whose stack reads QEMU 7.2's TCG checks as supervisor accesses (SMAP refuses them).
+//!
 //! Tests use [`probe`]-style recovery: before a deliberate fault they store a resume address
 //! in [`RECOVER`]; the handler then records the fault in [`LAST_FAULT`] and resumes there.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use guest_abi::selectors::FLAT_KERNEL_CS;
+use crate::{KERNEL_CS, KERNEL_SS};
 use guest_abi::traps::TrapInfo;
 
 /// Registers as the stubs save them, then the bounce frame.
@@ -50,6 +56,10 @@ guest_trap_stubs:
     .set vec, 0
     .rept 32
     .balign 16
+    .if {PV64}
+    pop %rcx
+    pop %r11
+    .endif
     .if (vec == 8) || ((vec >= 10) && (vec <= 14)) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
     .else
     pushq $0
@@ -61,6 +71,10 @@ guest_trap_stubs:
     /* int 0x80 (system calls): the same frame, vector 0x80. */
     .global guest_int80_stub
 guest_int80_stub:
+    .if {PV64}
+    pop %rcx
+    pop %r11
+    .endif
     pushq $0
     pushq $0x80
     jmp guest_trap_common
@@ -104,8 +118,17 @@ guest_trap_common:
     pop %rbx
     pop %rax
     add $16, %rsp
+    .if {PV64}
+    /* HYPERVISOR_iret, to kernel or user mode as the frame's CS says (flags 0: RCX and R11
+       are restored as they are). */
+    pushq $0
+    jmp hypercall_page + {IRET} * 32
+    .else
     iretq
+    .endif
 "#,
+    PV64 = const crate::PV64 as u8,
+    IRET = const guest_abi::hypercall::IRET,
     options(att_syntax)
 );
 
@@ -129,7 +152,7 @@ pub fn int80_stub_address() -> u64 {
 /// Registers `handler` for `vector` with the given DPL (one-entry `set_trap_table`).
 pub fn install_vector(vector: u8, handler: u64, dpl: u8) -> i64 {
     let table = [
-        TrapInfo { vector, flags: dpl & 3, cs: FLAT_KERNEL_CS, _pad: 0, address: handler },
+        TrapInfo { vector, flags: dpl & 3, cs: KERNEL_CS, _pad: 0, address: handler },
         TrapInfo::default(),
     ];
     // SAFETY: the table ends with a zero entry and stays valid during the call.
@@ -187,9 +210,11 @@ extern "C" fn pv_runtime_trap(f: &mut Frame) {
         LAST_FAULT[2].store(f.rip, Ordering::SeqCst);
         LAST_FAULT[0].store(f.vector, Ordering::SeqCst);
         f.rip = r;
+        // A fault in user mode (pv64: kernel-mode frames have RPL 0) resumes in the kernel.
         if f.cs & 3 == 3 {
-            f.cs = FLAT_KERNEL_CS as u64;
-            f.ss = guest_abi::selectors::FLAT_KERNEL_SS as u64;
+            let rpl = if crate::PV64 { 3 } else { 0 };
+            f.cs = (KERNEL_CS & !rpl) as u64;
+            f.ss = (KERNEL_SS & !rpl) as u64;
             f.rsp = RECOVER_RSP.swap(0, Ordering::SeqCst);
         }
         return;
@@ -223,7 +248,7 @@ pub fn install() -> i64 {
     for (v, t) in table.iter_mut().take(32).enumerate() {
         // #BP and #OF may be raised with int3/into from any ring, like native gates.
         let dpl = if v == 3 || v == 4 { 3 } else { 0 };
-        *t = TrapInfo { vector: v as u8, flags: dpl, cs: FLAT_KERNEL_CS, _pad: 0, address: base + 16 * v as u64 };
+        *t = TrapInfo { vector: v as u8, flags: dpl, cs: KERNEL_CS, _pad: 0, address: base + 16 * v as u64 };
     }
     // SAFETY: the table ends with a zero entry and stays valid during the call.
     unsafe {
@@ -259,8 +284,36 @@ macro_rules! probe {
 }
 
 /// Runs user code at `rip` in ring 3 on `user_rsp` and returns the fault that brought the
-/// CPU back to ring 1 (`None` is impossible: user code can only come back by faulting).
+/// CPU back to the kernel (`None` is impossible: user code can only come back by faulting).
 pub fn run_user(rip: u64, user_rsp: u64) -> Option<Fault> {
+    if crate::PV64 {
+        // SAFETY: enters user mode with HYPERVISOR_iret (frame: flags, RIP, CS, RFLAGS, RSP,
+        // SS; the stub pushes RCX, R11 and RAX below it); the way back is as below.
+        unsafe {
+            core::arch::asm!(
+                "lea rax, [rip + 2f]",
+                "mov qword ptr [rip + {rec}], rax",
+                "mov qword ptr [rip + {rsp}], rsp",
+                "push r8",
+                "push r9",
+                "push 0x202",
+                "push r10",
+                "push r11",
+                "push 0",
+                "jmp {iret}",
+                "2:",
+                rec = sym RECOVER,
+                rsp = sym RECOVER_RSP,
+                iret = in(reg) crate::hypercall::stub_address(guest_abi::hypercall::IRET),
+                in("r8") guest_abi::selectors::FLAT_USER_SS as u64,
+                in("r9") user_rsp,
+                in("r10") guest_abi::selectors::FLAT_USER_CS as u64,
+                in("r11") rip,
+                clobber_abi("C"),
+            );
+        }
+        return take_fault();
+    }
     // SAFETY: enters ring 3 with iretq; the only way back is a fault, which the handler turns
     // into a return to label 2 on the saved kernel stack.
     unsafe {

@@ -239,10 +239,11 @@ pub struct Pt<'a, M: PhysMem + ?Sized, S> {
     pub budget: &'a mut u64,
 }
 
-/// Checks one segment descriptor and returns it fixed up: DPL raised to at least 1, accessed
-/// bit set on code/data. Gates, TSS and LDT descriptors are refused. (`upper` marks the
-/// second half of a 16-byte descriptor: never accepted here, as no system descriptor is.)
-pub fn check_descriptor(d: u64) -> Result<u64, PtError> {
+/// Checks one segment descriptor and returns it fixed up: DPL raised to at least
+/// `min_dpl` (the ring the guest's kernel runs in: 1 in the ring-1 model, 3 in the Xen pv64
+/// mode, as Xen's `__fixup_guest_selector`), accessed bit set on code/data. Gates, TSS and
+/// LDT descriptors are refused.
+pub fn check_descriptor(d: u64, min_dpl: u64) -> Result<u64, PtError> {
     const P: u64 = 1 << 47;
     const S: u64 = 1 << 44;
     const ACCESSED: u64 = 1 << 40;
@@ -255,11 +256,17 @@ pub fn check_descriptor(d: u64) -> Result<u64, PtError> {
         return if (d >> 40) & 0xF == 0 { Ok(d) } else { Err(PtError::BadDescriptor) };
     }
     let dpl = (d >> 45) & 3;
-    let d = if dpl < 1 { (d & !(3 << 45)) | (1 << 45) } else { d };
+    let d = if dpl < min_dpl { (d & !(3 << 45)) | (min_dpl << 45) } else { d };
     Ok(d | ACCESSED)
 }
 
 impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
+    /// The lowest DPL a descriptor of the tables' owner may have: its kernel's ring (the
+    /// Xen pv64 mode's owners are the ones whose entries get the User bit).
+    fn min_dpl(&self) -> u64 {
+        if self.jobs.user_entries { 3 } else { 1 }
+    }
+
     /// Before `mfn` may take type `ty`: flushes everywhere if its last type reference went
     /// away since the last flush and the kind of type changes.
     fn prepare(&mut self, mfn: Mfn, ty: PageType) {
@@ -819,7 +826,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
             let mut fixed = [0u64; 512];
             let mut bad = false;
             for (i, slot) in fixed.iter_mut().enumerate() {
-                match self.read(mfn, i).and_then(|d| check_descriptor(d.0)) {
+                match self.read(mfn, i).and_then(|d| check_descriptor(d.0, self.min_dpl())) {
                     Ok(d) => *slot = d,
                     Err(_) => bad = true,
                 }
@@ -850,7 +857,7 @@ impl<M: PhysMem + ?Sized, S: AsRef<[FrameSlot]>> Pt<'_, M, S> {
         }
         let mfn = Mfn::of(maddr);
         let idx = ((maddr & 0xFFF) / 8) as usize;
-        let d = check_descriptor(desc)?;
+        let d = check_descriptor(desc, self.min_dpl())?;
         let f = self.ft.get(mfn).ok_or(PtError::Frame(FrameError::NoSuchFrame))?;
         if f.owner != Owner::Dom(dom) {
             return Err(PtError::Frame(FrameError::NotOwner));
@@ -1145,13 +1152,15 @@ mod tests {
     fn descriptors() {
         // Flat DPL0 code: raised to DPL1, accessed set.
         let code0 = 0x00AF_9A00_0000_FFFFu64;
-        assert_eq!(check_descriptor(code0), Ok(0x00AF_BB00_0000_FFFF));
-        assert_eq!(check_descriptor(0x00CF_F300_0000_FFFF), Ok(0x00CF_F300_0000_FFFF));
-        assert_eq!(check_descriptor(0), Ok(0));
+        assert_eq!(check_descriptor(code0, 1), Ok(0x00AF_BB00_0000_FFFF));
+        // ... and to DPL3 for a Xen pv64 domain (its kernel runs in ring 3).
+        assert_eq!(check_descriptor(code0, 3), Ok(0x00AF_FB00_0000_FFFF));
+        assert_eq!(check_descriptor(0x00CF_F300_0000_FFFF, 1), Ok(0x00CF_F300_0000_FFFF));
+        assert_eq!(check_descriptor(0, 1), Ok(0));
         // Call gate, interrupt gate, trap gate, TSS, LDT: refused.
         for ty in [0xC, 0xE, 0xF, 0x9, 0xB, 0x2, 0x5] {
             let d = (1u64 << 47) | (ty << 40);
-            assert_eq!(check_descriptor(d), Err(PtError::BadDescriptor), "type {ty:#x}");
+            assert_eq!(check_descriptor(d, 1), Err(PtError::BadDescriptor), "type {ty:#x}");
         }
         let (mut m, ft) = world();
         let mut x = Extra::default();

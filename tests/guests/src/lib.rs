@@ -128,7 +128,7 @@ pub fn user_pages(si: &pv_runtime::StartInfo, code: &[u8]) -> (u64, u64) {
     expect_ret("user code page", hc::update_va_mapping(code_va, code_mfn << 12 | P | US | A, 2), 0);
     expect_ret("user stack page", hc::update_va_mapping(stack_va, stack_mfn << 12 | P | RW | US | A | D, 2), 0);
     let kstack_top = core::ptr::addr_of_mut!(KSTACK) as u64 + 16384;
-    expect_ret("stack_switch", hc::stack_switch(guest_abi::selectors::FLAT_KERNEL_SS, kstack_top), 0);
+    expect_ret("stack_switch", hc::stack_switch(pv_runtime::KERNEL_SS, kstack_top), 0);
     (code_va, stack_va + 4096 - 64)
 }
 

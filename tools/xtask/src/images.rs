@@ -53,7 +53,37 @@ pub fn build_all() -> Result<Images, String> {
         return Err("building the bare-metal images failed".into());
     }
     let dir = target().join("x86_64-unknown-none/release");
+    build_pv64_guests(&dir)?;
     Ok(Images { hypervisor: dir.join("hypervisor"), dom0: dir.join("dom0"), guest_dir: dir })
+}
+
+/// The test guests built again for the hypervisor's Xen pv64 mode (pv-runtime's `pv64`
+/// feature: no rxen ABI note), in a target directory of their own, and copied beside the
+/// others as `<name>-pv64`.
+fn build_pv64_guests(dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tdir = target().join("pv64");
+    let st = Command::new(cargo)
+        .current_dir(root())
+        .env("RXEN_CHANGESET", changeset())
+        .args(["build", "--release", "--target", "x86_64-unknown-none", "-p", "test-guests", "--features", "test-guests/pv64", "--target-dir"])
+        .arg(&tdir)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !st.success() {
+        return Err("building the pv64 test guests failed".into());
+    }
+    let out = tdir.join("x86_64-unknown-none/release");
+    let bins = std::fs::read_dir(root().join("tests/guests/src/bin")).map_err(|e| e.to_string())?;
+    for b in bins.filter_map(|e| e.ok()) {
+        let p = b.path();
+        let Some(name) = p.file_stem().and_then(|n| n.to_str()) else { continue };
+        let from = out.join(name);
+        if from.exists() {
+            std::fs::copy(&from, dir.join(format!("{name}-pv64"))).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// grub.cfg for the hypervisor with `hv_opts`, the dom0 module with `dom0_args` and dom0's

@@ -234,6 +234,14 @@ fn scenarios() -> Vec<Scenario> {
             Scenario { dom0_args: c, smp, ..sc(Box::leak(name.into_boxed_str()), Image::Guest("mm_hostile"), Expect::Success) }
         })
     });
+    // ... and again with the guest in the Xen pv64 mode (its `-pv64` build: ring-3 kernel,
+    // separate roots, `syscall` hypercalls).
+    let mm64 = [1, 2].into_iter().flat_map(|smp| {
+        MM_CASES.iter().map(move |c| {
+            let name = if smp == 1 { format!("pv64-mm-{c}") } else { format!("pv64-mm-{c}-smp{smp}") };
+            Scenario { dom0_args: c, smp, ..sc(Box::leak(name.into_boxed_str()), Image::Guest("mm_hostile-pv64"), Expect::Success) }
+        })
+    });
     // The same scenarios on several CPUs (application processors started, domains spread).
     let smp = [
         Scenario {
@@ -995,6 +1003,7 @@ fn scenarios() -> Vec<Scenario> {
         v.push(Scenario { name: "dom0-console-smp2", smp: 2, ..one });
     }
     v.extend(mm);
+    v.extend(mm64);
     v.extend(failsafe);
     v.extend(gaps);
     v.extend(smp);
