@@ -314,15 +314,16 @@ fn host_slot(c: &mut Mx<'_>, host_addr: u64, contains_pte: bool) -> Result<(Mfn,
     slot.ok_or(GntSt::GeneralError)
 }
 
-/// The PTE of a host mapping of `frame` made with `flags` (Xen's grant PTE: present,
-/// accessed, dirty, not executable, writable unless read-only, user-accessible for
-/// `GNTMAP_application_map`; WB caching).
-fn grant_pte(frame: Mfn, flags: u32) -> Pte {
+/// The PTE of a host mapping of `frame` made with `flags` for a domain of the Xen pv64
+/// mode or not (Xen's grant PTE: present, accessed, dirty, not executable, writable unless
+/// read-only, user-accessible for `GNTMAP_application_map` and for every mapping of a pv64
+/// domain, whose kernel runs in ring 3, as Xen's `adjust_guest_l1e`; WB caching).
+fn grant_pte(frame: Mfn, flags: u32, pv64: bool) -> Pte {
     let mut f = PteFlags::PRESENT | PteFlags::ACCESSED | PteFlags::DIRTY | PteFlags::NO_EXECUTE;
     if flags & GNTMAP_READONLY == 0 {
         f |= PteFlags::WRITABLE;
     }
-    if flags & GNTMAP_APPLICATION_MAP != 0 {
+    if flags & GNTMAP_APPLICATION_MAP != 0 || pv64 {
         f |= PteFlags::USER_ACCESSIBLE;
     }
     Pte(Pte::new(frame, f).0 | GRANT_BIT)
@@ -355,7 +356,7 @@ fn map_one(c: &mut Mx<'_>, b: &[u8; 32], replaced: &mut bool) -> Result<(u32, u6
     let (handle, frame) = with_granter(c.pc.id, &d, |gr| hv_core::grant::map(ft, gr, &mut c.mm.maptrack, me, gref, flags))?;
     if let Some((t, i)) = slot {
         let mut dm = DirectMap;
-        match pt!(c, dm).install_grant(t, i, grant_pte(frame, flags), me) {
+        match pt!(c, dm).install_grant(t, i, grant_pte(frame, flags, c.pc.cur.shared.pv64), me) {
             Ok(was_present) => *replaced |= was_present,
             Err(_) => {
                 // Not expected (the slot was checked under the same memory lock): undone.
@@ -377,7 +378,7 @@ fn take_host_pte(c: &mut Mx<'_>, m: &Mapping, host_addr: u64, new_addr: u64) -> 
     let me = c.pc.cur.dom;
     let (t, i) = host_slot(c, host_addr, m.contains_pte)?;
     let flags = if m.writable { 0 } else { GNTMAP_READONLY } | if m.app { GNTMAP_APPLICATION_MAP } else { 0 };
-    let expected = grant_pte(m.frame, flags);
+    let expected = grant_pte(m.frame, flags, c.pc.cur.shared.pv64);
     if DirectMap.read_u64(t, i).map(Pte) != Some(expected) {
         return Err(GntSt::GeneralError);
     }

@@ -1011,7 +1011,55 @@ fn scenarios() -> Vec<Scenario> {
     v.extend(grants);
     v.extend(fifo);
     v.extend(toolstack);
+    let again: Vec<Scenario> = v.iter().filter(|s| PV64_REPEATS.iter().any(|r| s.name == *r || s.name.strip_prefix(r).is_some_and(|t| t.starts_with("-smp")))).map(in_pv64).collect();
+    v.extend(again);
     v
+}
+
+/// The hostile scenarios repeated with their test guests built for the Xen pv64 mode (each
+/// also on the CPU counts it has, `-smpN`), named `pv64-<name>` (the memory-management
+/// attacks are `mm64` above).
+const PV64_REPEATS: &[&str] = &[
+    "grant-self", "grant-race", "grant-race-v2", "grant-v2", "grant-cross", "hypercalls", "console-fault", "hv-memory",
+    "privileged", "cpuid", "emulate", "events-timers", "vcpus", "multi-domu-crash", "multi-domu-eperm",
+    "multi-stackleak", "multi-fpu-isolation", "multi-pingpong", "no-handler", "bad-stack", "fifo",
+    "multi-masked-spinner", "nmi-console-flood", "toolstack-kill",
+];
+
+/// Of those, the ones whose dom0 stays a ring-1 domain: it looks at what the pv64 domUs
+/// leave behind (the entry stacks, which a ring-3 kernel cannot read at all).
+const PV64_DOMUS_ONLY: &[&str] = &["multi-stackleak"];
+
+/// What a scenario's expected output says differently in the Xen pv64 mode: the kernel's
+/// ring and code selector, and the kernel stack a fault's frame (two words more: RCX, R11)
+/// would have been written at.
+const PV64_OUTPUT: &[(&str, &str)] = &[("(CPL 1)", "(CPL 3)"), ("RIP e019:", "RIP e033:"), ("kernel stack 0xffff8300000fffd8", "kernel stack 0xffff8300000fffc8")];
+
+/// A scenario with its test guests in the Xen pv64 mode (`<name>-pv64` builds): dom0 and
+/// the domUs, but for the `watcher` dom0 and those of [`PV64_DOMUS_ONLY`], which stay
+/// ring-1 domains.
+fn in_pv64(s: &Scenario) -> Scenario {
+    fn leak(x: String) -> &'static str {
+        Box::leak(x.into_boxed_str())
+    }
+    let lines = |l: &'static [&'static str]| -> &'static [&'static str] {
+        Box::leak(l.iter().map(|x| PV64_OUTPUT.iter().fold(x.to_string(), |x, (a, b)| x.replace(a, b))).map(leak).collect::<Vec<_>>().into_boxed_slice())
+    };
+    let mut c = s.clone();
+    c.name = leak(format!("pv64-{}", s.name));
+    c.expect = match s.expect {
+        Expect::Success => Expect::Success,
+        Expect::Exit(code, l) => Expect::Exit(code, lines(l)),
+        Expect::ExitCheck(code, l, f) => Expect::ExitCheck(code, lines(l), f),
+    };
+    let domus_only = PV64_DOMUS_ONLY.iter().any(|r| s.name == *r || s.name.strip_prefix(r).is_some_and(|t| t.starts_with("-smp")));
+    if let Image::Guest(n) = s.image {
+        if n != "watcher" && !domus_only {
+            c.image = Image::Guest(leak(format!("{n}-pv64")));
+        }
+    }
+    c.domus = Box::leak(s.domus.iter().map(|&(k, a)| (leak(format!("{k}-pv64")), a)).collect::<Vec<_>>().into_boxed_slice());
+    c
 }
 
 fn image_path(i: &Images, img: &Image) -> Result<PathBuf, String> {

@@ -86,7 +86,12 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     // CR4: the guest's view, unchangeable; CR8 and debug registers not emulated.
     let (f, cr4) = read_cr(4);
     check("mov rax, cr4: PAE, nothing hidden", f.is_none() && cr4 & 1 << 5 != 0 && cr4 & !hv_visible_cr4() == 0);
-    expect_fault("mov cr4", probe!("mov cr4, {v}"; v = in(reg) cr4), GP, Some(0));
+    if pv_runtime::PV64 {
+        // Xen pv64: written, never refused; only the virtual FSGSBASE follows it.
+        check("mov cr4 (pv64: emulated)", probe!("mov cr4, {v}"; v = in(reg) cr4 | 1 << 7).is_none() && read_cr(4).1 == cr4);
+    } else {
+        expect_fault("mov cr4", probe!("mov cr4, {v}"; v = in(reg) cr4), GP, Some(0));
+    }
     expect_fault("mov rax, cr8", read_cr(8).0, GP, Some(0));
     // Debug registers: values kept (DR7 at its reset value), no breakpoint armed.
     let mut dr7: u64 = 0;
@@ -113,12 +118,20 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_fault("wrmsr EFER", wrmsr(0xC000_0080, efer), GP, Some(0));
     expect_fault("rdmsr LSTAR", rdmsr(0xC000_0082).0, GP, Some(0));
     expect_fault("wrmsr SYSENTER_EIP", wrmsr(0x176, 0), GP, Some(0));
-    // The virtual IOPL is the Xen pv64 mode's: none here.
-    let iopl = 3u32;
-    // SAFETY: the argument is a u32 the call reads.
-    let r = unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::PHYSDEV_OP, guest_abi::physdev::PHYSDEVOP_SET_IOPL, &iopl as *const u32 as u64, 0, 0, 0) };
-    expect_err("PHYSDEVOP_set_iopl in the ring-1 model", r, guest_abi::errno::Errno::ENOSYS);
-    expect_fault("cli in the ring-1 model", probe!("cli"), GP, Some(0));
+    // The virtual IOPL is the Xen pv64 mode's: none in the ring-1 model.
+    let set_iopl = |iopl: u32| {
+        // SAFETY: the argument is a u32 the call reads.
+        unsafe { pv_runtime::hypercall::hypercall5(guest_abi::hypercall::PHYSDEV_OP, guest_abi::physdev::PHYSDEVOP_SET_IOPL, &iopl as *const u32 as u64, 0, 0, 0) }
+    };
+    if pv_runtime::PV64 {
+        expect_ret("PHYSDEVOP_set_iopl 1", set_iopl(1), 0);
+        check("cli and sti with the virtual IOPL", probe!("cli", "sti").is_none());
+        expect_ret("PHYSDEVOP_set_iopl 0", set_iopl(0), 0);
+        expect_fault("cli with IOPL 0", probe!("cli"), GP, Some(0));
+    } else {
+        expect_err("PHYSDEVOP_set_iopl in the ring-1 model", set_iopl(3), guest_abi::errno::Errno::ENOSYS);
+        expect_fault("cli in the ring-1 model", probe!("cli"), GP, Some(0));
+    }
     finish("emulate")
 }
 

@@ -213,9 +213,13 @@ fn guest_main(si: &'static pv_runtime::StartInfo) -> ! {
     expect_err("initialise: no vCPU 5", op(INITIALISE, 5, ctx().as_ptr() as u64), Errno::ENOENT);
     init_with("initialise: non-canonical rip", l4, |c| put(c, ctx::USER_REGS + regs::RIP, 0x0000_8000_0000_0000), Errno::EINVAL);
     init_with("initialise: hypervisor CS", l4, |c| put(c, ctx::USER_REGS + regs::CS, 0xE008), Errno::EINVAL);
-    init_with("initialise: user CS with kernel SS", l4, |c| put(c, ctx::USER_REGS + regs::CS, 0xE033), Errno::EINVAL);
+    // The other mode's kernel CS with this mode's kernel SS (the user CS in the ring-1
+    // model; the ring-1 kernel CS in the Xen pv64 mode).
+    let other_cs = if pv_runtime::PV64 { guest_abi::selectors::FLAT_KERNEL_CS } else { 0xE033 };
+    init_with("initialise: the other mode's kernel CS", l4, |c| put(c, ctx::USER_REGS + regs::CS, other_cs as u64), Errno::EINVAL);
     init_with("initialise: root is a data page", l4, |c| put(c, ctx::CR3, slack(4).1 << 12), Errno::EINVAL);
     init_with("initialise: root not ours", l4, |c| put(c, ctx::CR3, 0x1000), Errno::EINVAL);
+    // A user root of its own (docs/abi-deviations.md: in both modes, a context's is not taken).
     init_with("initialise: user root differs", l4, |c| put(c, ctx::USER_CR3, slack(4).1 << 12), Errno::EOPNOTSUPP);
     init_with("initialise: breakpoint enabled in DR7", l4, |c| put(c, ctx::DEBUGREG + 7 * 8, 1), Errno::EINVAL);
     init_with(
