@@ -1023,7 +1023,8 @@ const PV64_REPEATS: &[&str] = &[
     "grant-self", "grant-race", "grant-race-v2", "grant-v2", "grant-cross", "hypercalls", "console-fault", "hv-memory",
     "privileged", "cpuid", "emulate", "events-timers", "vcpus", "multi-domu-crash", "multi-domu-eperm",
     "multi-stackleak", "multi-fpu-isolation", "multi-pingpong", "no-handler", "bad-stack", "fifo",
-    "multi-masked-spinner", "nmi-console-flood", "toolstack-kill",
+    "multi-masked-spinner", "nmi-console-flood", "toolstack-kill", "smp-stress-tables", "smp-stress-evtchn",
+    "smp-stress-crash", "smp-stress-updown", "smp-stress-pollwake",
 ];
 
 /// Of those, the ones whose dom0 stays a ring-1 domain: it looks at what the pv64 domUs
