@@ -43,22 +43,8 @@ impl<'a> Entries<'a> {
         Some((f, (r % STATUS_PER_FRAME) as usize * 2))
     }
 
-    /// Entry `r` with its in-use flags in its flags, as the other version keeps them (v2:
-    /// a grant that is not a full page's, or transitive, is `None`).
-    pub fn export(&self, r: u32) -> Option<(u16, DomId, u64)> {
-        let (flags, dom, frame) = self.read(r)?;
-        if !self.v2 {
-            return Some((flags, dom, frame));
-        }
-        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || flags & GTF_SUB_PAGE != 0 {
-            return None;
-        }
-        let (sf, so) = self.status_at(r)?;
-        Some((flags & !IN_USE | DirectMap.load_u16(sf, so)? & IN_USE, dom, frame))
-    }
-
-    /// Writes entry `r` as [`Self::export`] gave it (its in-use flags where this version
-    /// keeps them).
+    /// Writes entry `r` whole, its in-use flags (given in `flags`) where this version keeps
+    /// them: a reserved entry carried over a version switch.
     pub fn import(&self, r: u32, (flags, dom, frame): (u16, DomId, u64)) {
         let Some((f, off)) = self.at(r) else { return };
         if !self.v2 {
@@ -92,8 +78,11 @@ impl SharedEntries for Entries<'_> {
         let Some((f, off)) = self.at(r) else { return false };
         let hdr = u32::from(flags) | u32::from(dom) << 16;
         if !self.v2 {
-            // Flags and grantee in one compare-and-swap (Xen's `_set_status_v1`).
-            return DirectMap.cas_u32(f, off, hdr, hdr | u32::from(bits)).is_some_and(|r| r.is_ok());
+            // The whole entry in one compare-and-swap: flags, grantee and the frame used
+            // are those one moment of it held (a grant ended and made again for another
+            // frame in between fails it).
+            let (old, frame) = (u64::from(hdr), frame << 32);
+            return DirectMap.cas_u64(f, off, old | frame, old | u64::from(bits) | frame).is_some_and(|r| r.is_ok());
         }
         // The status first, then the entry again (the guest revokes in the other order:
         // header, then status), as Xen's `_set_status_v2`.
@@ -114,6 +103,10 @@ impl SharedEntries for Entries<'_> {
         if let Some((f, off)) = at {
             DirectMap.fetch_clear_u16(f, off, bits);
         }
+    }
+
+    fn is_v2(&self) -> bool {
+        self.v2
     }
 
     fn swap(&self, a: u32, b: u32) {

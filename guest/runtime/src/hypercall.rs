@@ -45,30 +45,21 @@ pub unsafe fn hypercall5(n: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) ->
 /// As for [`hypercall5`].
 pub unsafe fn raw_hypercall(n: u64, a1: u64, a2: u64, a3: u64) -> i64 {
     let ret: i64;
-    if crate::PV64 {
-        // SAFETY: as for `hypercall5`; `syscall` from the kernel is the hypercall, and
-        // clobbers RCX and R11.
-        unsafe {
-            core::arch::asm!(
-                "syscall",
-                inlateout("rax") n => ret,
-                inlateout("rdi") a1 => _,
-                inlateout("rsi") a2 => _,
-                inlateout("rdx") a3 => _,
-                out("rcx") _,
-                out("r11") _,
-            );
-        }
-        return ret;
-    }
-    // SAFETY: as for `hypercall5`.
+    // SAFETY: as for `hypercall5`; pv64's `syscall` clobbers RCX and R11.
     unsafe {
         core::arch::asm!(
+            ".if {pv64}",
+            "syscall",
+            ".else",
             "int 0x82",
+            ".endif",
+            pv64 = const crate::PV64 as u8,
             inlateout("rax") n => ret,
             inlateout("rdi") a1 => _,
             inlateout("rsi") a2 => _,
             inlateout("rdx") a3 => _,
+            out("rcx") _,
+            out("r11") _,
         );
     }
     ret

@@ -286,36 +286,9 @@ macro_rules! probe {
 /// Runs user code at `rip` in ring 3 on `user_rsp` and returns the fault that brought the
 /// CPU back to the kernel (`None` is impossible: user code can only come back by faulting).
 pub fn run_user(rip: u64, user_rsp: u64) -> Option<Fault> {
-    if crate::PV64 {
-        // SAFETY: enters user mode with HYPERVISOR_iret (frame: flags, RIP, CS, RFLAGS, RSP,
-        // SS; the stub pushes RCX, R11 and RAX below it); the way back is as below.
-        unsafe {
-            core::arch::asm!(
-                "lea rax, [rip + 2f]",
-                "mov qword ptr [rip + {rec}], rax",
-                "mov qword ptr [rip + {rsp}], rsp",
-                "push r8",
-                "push r9",
-                "push 0x202",
-                "push r10",
-                "push r11",
-                "push 0",
-                "jmp {iret}",
-                "2:",
-                rec = sym RECOVER,
-                rsp = sym RECOVER_RSP,
-                iret = in(reg) crate::hypercall::stub_address(guest_abi::hypercall::IRET),
-                in("r8") guest_abi::selectors::FLAT_USER_SS as u64,
-                in("r9") user_rsp,
-                in("r10") guest_abi::selectors::FLAT_USER_CS as u64,
-                in("r11") rip,
-                clobber_abi("C"),
-            );
-        }
-        return take_fault();
-    }
-    // SAFETY: enters ring 3 with iretq; the only way back is a fault, which the handler turns
-    // into a return to label 2 on the saved kernel stack.
+    // SAFETY: enters ring 3 with iretq (pv64: HYPERVISOR_iret, whose frame is the same with
+    // a flags word below; its stub pushes RCX, R11 and RAX under that); the only way back is
+    // a fault, which the handler turns into a return to label 2 on the saved kernel stack.
     unsafe {
         core::arch::asm!(
             "lea rax, [rip + 2f]",
@@ -326,10 +299,17 @@ pub fn run_user(rip: u64, user_rsp: u64) -> Option<Fault> {
             "push 0x202",
             "push r10",
             "push r11",
+            ".if {pv64}",
+            "push 0",
+            "jmp {iret}",
+            ".else",
             "iretq",
+            ".endif",
             "2:",
             rec = sym RECOVER,
             rsp = sym RECOVER_RSP,
+            pv64 = const crate::PV64 as u8,
+            iret = in(reg) crate::hypercall::stub_address(guest_abi::hypercall::IRET),
             in("r8") guest_abi::selectors::FLAT_USER_SS as u64,
             in("r9") user_rsp,
             in("r10") guest_abi::selectors::FLAT_USER_CS as u64,

@@ -230,6 +230,18 @@ impl DirectMap {
         Some(Self::word32(mfn, off)?.fetch_and(m, Ordering::SeqCst))
     }
 
+    /// Compare-and-swap of an aligned 64-bit word of a guest frame (a v1 grant entry whole):
+    /// `Some(Err(current))` if it was not `old`.
+    pub fn cas_u64(&self, mfn: Mfn, off: usize, old: u64, new: u64) -> Option<Result<(), u64>> {
+        if !off.is_multiple_of(8) {
+            return None;
+        }
+        let a = Self::at(mfn, off, 8)?;
+        // SAFETY: as for `byte`, an aligned word.
+        let w = unsafe { core::sync::atomic::AtomicU64::from_ptr(a as *mut u64) };
+        Some(w.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).map(|_| ()))
+    }
+
     /// Compare-and-swap of an aligned 32-bit word of a guest frame: `Some(Err(current))`
     /// if it was not `old`.
     pub fn cas_u32(&self, mfn: Mfn, off: usize, old: u32, new: u32) -> Option<Result<(), u32>> {

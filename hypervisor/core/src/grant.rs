@@ -51,14 +51,16 @@ pub trait SharedEntries {
     fn read(&self, r: u32) -> Option<(u16, DomId, u64)>;
     /// Sets the in-use `bits` (`GTF_reading`, `GTF_writing`) of entry `r` if its header
     /// still holds `flags` and `dom` (and, v2, its frame still is `frame`): false (nothing
-    /// set) if it changed or `r` is out of range. v1: one compare-and-swap of flags and
-    /// domid; v2: the status word set, then the entry read again (the status undone if it
+    /// set) if it changed or `r` is out of range. v1: one compare-and-swap of the whole
+    /// entry; v2: the status word set, then the entry read again (the status undone if it
     /// changed), as Xen's `_set_status_v2`.
     fn mark(&self, r: u32, seen: (u16, DomId, u64), bits: u16) -> bool;
     /// Clears in-use `bits` of entry `r` (atomically).
     fn clear_flags(&self, r: u32, bits: u16);
     /// Swaps entries `a` and `b` whole (v2: their status words too).
     fn swap(&self, a: u32, b: u32);
+    /// Are these v2 entries (whose flags may say `GTF_sub_page`)?
+    fn is_v2(&self) -> bool;
 }
 
 /// Pin counts of an active entry, per kind.
@@ -227,7 +229,8 @@ fn take_flags(e: &impl SharedEntries, r: u32, grantee: DomId, writable: bool) ->
     for _ in 0..FLAG_RETRIES {
         let seen = e.read(r).ok_or(GntSt::BadGntref)?;
         let (flags, dom, frame) = seen;
-        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || flags & GTF_SUB_PAGE != 0 || dom != grantee || (writable && flags & GTF_READONLY != 0) {
+        let sub_page = e.is_v2() && flags & GTF_SUB_PAGE != 0;
+        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS || sub_page || dom != grantee || (writable && flags & GTF_READONLY != 0) {
             return Err(GntSt::GeneralError);
         }
         if e.mark(r, seen, GTF_READING | if writable { GTF_WRITING } else { 0 }) {
@@ -457,16 +460,18 @@ mod tests {
     struct VecEntries {
         e: RefCell<Vec<(u16, DomId, u64)>>,
         status: Option<RefCell<Vec<u16>>>,
-        /// The next this many marks see the granter change the entry's flags under them
-        /// (between the check and the in-use flags: `GTF_PWT` flipped).
+        /// The next this many marks see the granter change the entry under them (between
+        /// the check and the in-use flags): its flags' `GTF_PWT` flipped, or (`frame_races`)
+        /// its frame.
         races: core::cell::Cell<u32>,
+        frame_races: core::cell::Cell<u32>,
     }
 
     const IN_USE: u16 = GTF_READING | GTF_WRITING;
 
     impl VecEntries {
         fn new(n: usize, v2: bool) -> VecEntries {
-            VecEntries { e: RefCell::new(vec![(0, 0, 0); n]), status: v2.then(|| RefCell::new(vec![0; n])), races: Default::default() }
+            VecEntries { e: RefCell::new(vec![(0, 0, 0); n]), status: v2.then(|| RefCell::new(vec![0; n])), races: Default::default(), frame_races: Default::default() }
         }
         /// The granter writes entry `r` (v1: its in-use flags kept, unless `scribble`).
         fn grant(&self, r: u32, e: (u16, DomId, u64), scribble: bool) {
@@ -479,6 +484,17 @@ mod tests {
             match &self.status {
                 Some(st) => st.borrow()[r as usize],
                 None => self.e.borrow()[r as usize].0 & IN_USE,
+            }
+        }
+        /// A granter racing a mark: the entry changed as [`Self::races`] says.
+        fn race(&self, r: u32) {
+            for (n, change) in [(&self.races, (GTF_PWT, 0)), (&self.frame_races, (0, 1))] {
+                if n.get() > 0 {
+                    n.set(n.get() - 1);
+                    let e = &mut self.e.borrow_mut()[r as usize];
+                    e.0 ^= change.0;
+                    e.2 ^= change.1;
+                }
             }
         }
         /// The granter ends a grant not in use, as a guest does.
@@ -497,12 +513,9 @@ mod tests {
             self.e.borrow().get(r as usize).copied()
         }
         fn mark(&self, r: u32, seen: (u16, DomId, u64), bits: u16) -> bool {
-            let same = |now: Option<(u16, DomId, u64)>| now.is_some_and(|e| if self.status.is_some() { e == seen } else { (e.0, e.1) == (seen.0, seen.1) });
+            let same = |now: Option<(u16, DomId, u64)>| now == Some(seen);
             let Some(st) = &self.status else {
-                if self.races.get() > 0 {
-                    self.races.set(self.races.get() - 1);
-                    self.e.borrow_mut()[r as usize].0 ^= GTF_PWT;
-                }
+                self.race(r);
                 if !same(self.read(r)) {
                     return false;
                 }
@@ -511,10 +524,7 @@ mod tests {
             };
             let old = st.borrow()[r as usize];
             st.borrow_mut()[r as usize] = old | bits;
-            if self.races.get() > 0 {
-                self.races.set(self.races.get() - 1);
-                self.e.borrow_mut()[r as usize].0 ^= GTF_PWT;
-            }
+            self.race(r);
             if !same(self.read(r)) {
                 st.borrow_mut()[r as usize] = old;
                 return false;
@@ -526,6 +536,9 @@ mod tests {
                 Some(st) => st.borrow_mut()[r as usize] &= !bits,
                 None => self.e.borrow_mut()[r as usize].0 &= !bits,
             }
+        }
+        fn is_v2(&self) -> bool {
+            self.status.is_some()
         }
         fn swap(&self, a: u32, b: u32) {
             self.e.borrow_mut().swap(a as usize, b as usize);
@@ -690,7 +703,9 @@ mod tests {
         assert_eq!(w.map(0, 1, 6, GNTMAP_HOST_MAP), Err(GntSt::BadPage), "a frame the granter does not own");
         assert_eq!(w.shared[1].in_use(6), 0, "in-use flags taken back");
         g(&w, 7, (GTF_PERMIT_ACCESS | GTF_SUB_PAGE, 0, 1));
-        assert_eq!(w.map(0, 1, 7, GNTMAP_HOST_MAP | GNTMAP_READONLY), Err(GntSt::GeneralError), "a sub-page grant");
+        if v2 {
+            assert_eq!(w.map(0, 1, 7, GNTMAP_HOST_MAP | GNTMAP_READONLY), Err(GntSt::GeneralError), "a sub-page grant");
+        }
         assert_eq!(w.map(0, 1, 99, GNTMAP_HOST_MAP), Err(GntSt::BadGntref), "out of range");
         assert_eq!(w.map(0, 1, 2, GNTMAP_READONLY), Err(GntSt::BadGntref), "neither host nor device");
         assert_eq!(w.unmap(0, 0, true, false), Err(GntSt::BadHandle));
@@ -721,6 +736,16 @@ mod tests {
         w.shared[1].races.set(FLAG_RETRIES);
         assert_eq!(w.map(0, 1, 5, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "the entry changed under every try");
         assert_eq!(w.shared[1].in_use(5), 0);
+        w.check().unwrap();
+        // ... or only its frame (a grant ended and made again for another frame): never a
+        // mapping of the frame it named before.
+        w.shared[1].frame_races.set(FLAG_RETRIES);
+        assert_eq!(w.map(0, 1, 5, GNTMAP_HOST_MAP), Err(GntSt::GeneralError), "the frame changed under every try");
+        assert_eq!(w.shared[1].in_use(5), 0);
+        w.shared[1].frame_races.set(1);
+        let (h, m) = w.map(0, 1, 5, GNTMAP_HOST_MAP).unwrap();
+        assert_eq!(Some(m), mfn_of(1, w.shared[1].read(5).unwrap().2), "the frame the entry names now");
+        w.unmap(0, h, true, false).unwrap();
         w.check().unwrap();
     }
 
@@ -768,6 +793,7 @@ mod tests {
                         let (_, dom, frame) = w.shared[a].read(r).unwrap();
                         w.shared[a].grant(r, (x, dom, frame), true);
                         w.shared[a].races.set(u32::from(x >> 15));
+                        w.shared[a].frame_races.set(u32::from(x >> 14 & 1));
                         w.scribbled[a][r as usize] = true;
                     }
                     3 | 4 => {

@@ -76,8 +76,10 @@ fn with_granter<R>(cpu: usize, d: &DomShared, f: impl FnOnce(&mut GranterRef<'_,
 
 /// A zeroed frame from the allocator for `d`'s grant table, owned by `d` and held with a
 /// type reference of `ty` (grant frames: writable; status frames: untyped, so `d` can map
-/// them read-only only). Under `d`'s grant lock.
-fn table_frame(d: &DomShared, ty: PageType) -> Option<Mfn> {
+/// them read-only only). Under `d`'s grant lock. A frame that was a page table or
+/// descriptor page until lately takes its new type after a flush of every CPU (the TLB
+/// clock); one that cannot be set up goes back to the allocator.
+fn table_frame(cpu: usize, d: &DomShared, ty: PageType) -> Option<Mfn> {
     let ft = crate::machine::frames();
     let m = crate::mm::with(|mm| mm.alloc.alloc()).flatten()?;
     // The only scrub a frame gets: one that cannot be zeroed stays out of use.
@@ -85,32 +87,50 @@ fn table_frame(d: &DomShared, ty: PageType) -> Option<Mfn> {
         log::error!("grant frame {:#x} from the allocator cannot be zeroed: kept out of use", m.0);
         return None;
     }
-    if ft.set_owner(m, Owner::Dom(d.id)).is_err() || ft.get_page_and_type(m, d.id, Some(ty)).is_err() {
-        // Cannot happen for a fresh frame; if it did, the frame stays out of use.
+    if ft.needs_flush(m, ty) {
+        use hv_core::pt::TlbFlush;
+        let t = ft.flush_begin();
+        crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: cpu }.flush_all();
+        ft.flush_done(t);
+    }
+    if ft.set_owner(m, Owner::Dom(d.id)).is_err() {
+        // Cannot happen for a frame fresh from the allocator (nothing references it); if it
+        // did, it stays out of use rather than be handed out twice.
         log::error!("grant frame {:#x} from the allocator is still referenced: kept out of use", m.0);
+        return None;
+    }
+    if ft.get_page_and_type(m, d.id, Some(ty)).is_err() {
+        // Nothing was taken: the frame goes back.
+        if ft.set_owner(m, Owner::Free).is_ok() {
+            crate::mm::with(|mm| mm.alloc.free(m));
+        }
         return None;
     }
     d.note_frame(m);
     Some(m)
 }
 
-/// Gives `d`'s status frames back to the allocator if `d` maps none of them (nobody but
-/// the hypervisor holds a reference): all or none. Under `d`'s grant lock; the caller
-/// flushes the TLBs of `d`'s CPUs before the frames can be reused.
-fn free_status(d: &DomShared, g: &mut GrantTable) -> Result<(), Errno> {
+/// Gives table frames `frames` of `d` that nobody but the hypervisor references back to
+/// the allocator: each is handed from `d` to the hypervisor while the hypervisor holds its
+/// only reference (so no mapping can appear meanwhile), all or none (`-EBUSY`: one is
+/// mapped, XSA-255). Every CPU is flushed before they are freed: no translation of one can
+/// outlive its use. Under `d`'s grant lock.
+fn free_table_frames(cpu: usize, d: &DomShared, frames: &[Mfn]) -> Result<(), Errno> {
     let ft = crate::machine::frames();
-    // Taken back one by one (owned by the hypervisor, no new reference can be taken); a
-    // mapped one gives back those taken so far.
-    for (i, &m) in g.status.iter().enumerate() {
+    for (i, &m) in frames.iter().enumerate() {
         if ft.hand_over_sole(m, Owner::Dom(d.id), Owner::Xen).is_err() {
-            for &back in &g.status[..i] {
+            for &back in &frames[..i] {
                 let _ = ft.hand_over_sole(back, Owner::Xen, Owner::Dom(d.id));
             }
             return Err(Errno::EBUSY);
         }
     }
-    for m in core::mem::take(&mut g.status) {
+    for &m in frames {
         let _ = ft.put_page_and_type(m, true);
+    }
+    use hv_core::pt::TlbFlush;
+    crate::shootdown::FlushAll { apic_ids: &crate::machine::get().apic_ids, this: cpu }.flush_all();
+    for &m in frames {
         if ft.set_owner(m, Owner::Free).is_ok() {
             crate::mm::with(|mm| mm.alloc.free(m));
         }
@@ -120,17 +140,18 @@ fn free_status(d: &DomShared, g: &mut GrantTable) -> Result<(), Errno> {
 
 /// Grows `d`'s status frames to what its grant frames need (v2). `GNTST_general_error`
 /// when memory runs out (the frames added so far stay).
-fn grow_status(d: &DomShared, g: &mut GrantTable) -> Result<(), GntSt> {
+fn grow_status(cpu: usize, d: &DomShared, g: &mut GrantTable) -> Result<(), GntSt> {
     while (g.status.len() as u32) < status_frames(g.frames.len() as u32) {
-        g.status.push(table_frame(d, PageType::None).ok_or(GntSt::GeneralError)?);
+        g.status.push(table_frame(cpu, d, PageType::None).ok_or(GntSt::GeneralError)?);
     }
     Ok(())
 }
 
 /// Grows `d`'s grant table to `n` frames (within its limit; it never shrinks), with their
 /// status frames in v2, and returns its first `n` frames. `GNTST_general_error` beyond the
-/// limit or when memory runs out (the frames added so far stay).
-fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
+/// limit or when memory runs out (the grant frames added by this call go again: nobody
+/// has seen them).
+fn grow(cpu: usize, d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
     let mut g = d.grant();
     if n > g.max_frames {
         return Err(GntSt::GeneralError);
@@ -140,12 +161,24 @@ fn grow(d: &DomShared, n: u32) -> Result<alloc::vec::Vec<Mfn>, GntSt> {
     if d.is_dying() && (g.frames.len() as u32) < n {
         return Err(GntSt::BadDomain);
     }
-    while (g.frames.len() as u32) < n {
-        let m = table_frame(d, PageType::Writable).ok_or(GntSt::GeneralError)?;
-        g.frames.push(m);
+    let had = g.frames.len();
+    let mut r = Ok(());
+    while r.is_ok() && (g.frames.len() as u32) < n {
+        match table_frame(cpu, d, PageType::Writable) {
+            Some(m) => g.frames.push(m),
+            None => r = Err(GntSt::GeneralError),
+        }
     }
-    if g.version == 2 {
-        grow_status(d, &mut g)?;
+    if r.is_ok() && g.version == 2 {
+        r = grow_status(cpu, d, &mut g);
+    }
+    if let Err(e) = r {
+        // (One a privileged domain mapped meanwhile stays, as a frame of the table.)
+        let fresh = g.frames.split_off(had);
+        if free_table_frames(cpu, d, &fresh).is_err() {
+            g.frames.extend(fresh);
+        }
+        return Err(e);
     }
     Ok(g.frames.iter().take(n as usize).copied().collect())
 }
@@ -159,7 +192,7 @@ fn setup_table(c: &Mx<'_>, uop: u64) -> Result<(), Errno> {
     let status = (|| {
         // The guest copies are made after the grant lock is let go.
         let d = target(c, dom)?;
-        let frames = grow(&d, nr)?;
+        let frames = grow(c.pc.id, &d, nr)?;
         for (i, m) in frames.iter().enumerate() {
             write_guest(c, list.wrapping_add(8 * i as u64), &m.0.to_le_bytes()).map_err(|_| GntSt::BadVirtAddr)?;
         }
@@ -175,23 +208,18 @@ fn set_version(c: &mut Mx<'_>, uop: u64) -> Result<(), Errno> {
     read_guest(c, uop, &mut b)?;
     let want = u32::from_le_bytes(b);
     let d = c.pc.cur.shared.clone();
-    let (r, now, freed) = {
+    let (r, now) = {
         let mut g = d.grant();
-        let had = g.status.len();
-        let r = switch_version(&d, &mut g, want);
-        (r, g.version, had != 0 && g.status.is_empty())
+        let r = switch_version(c.pc.id, &d, &mut g, want);
+        (r, g.version)
     };
-    if freed {
-        // No CPU may still reach a freed status frame through a stale translation.
-        super::mmu::tables_changed(c, &[c.pc.cur.dom]);
-    }
     write_guest(c, uop, &u32::from(now).to_le_bytes())?;
     r
 }
 
 /// Switches `d`'s table (its grant lock held) to version `want`, as Xen's
 /// `gnttab_set_version`: nothing changes on a refusal.
-fn switch_version(d: &DomShared, g: &mut GrantTable, want: u32) -> Result<(), Errno> {
+fn switch_version(cpu: usize, d: &DomShared, g: &mut GrantTable, want: u32) -> Result<(), Errno> {
     let want = match want {
         1 | 2 => want as u8,
         _ => return Err(Errno::EINVAL),
@@ -199,8 +227,9 @@ fn switch_version(d: &DomShared, g: &mut GrantTable, want: u32) -> Result<(), Er
     if want == g.version {
         return Ok(());
     }
+    // As Xen when v2 is not allowed: as if `set_version` did not exist.
     if want > g.max_version {
-        return Err(Errno::EOPNOTSUPP);
+        return Err(Errno::ENOSYS);
     }
     // Every ref past the reserved ones unused (the toolstack's console and XenStore grants
     // may stay mapped).
@@ -209,36 +238,53 @@ fn switch_version(d: &DomShared, g: &mut GrantTable, want: u32) -> Result<(), Er
     }
     let old = g.entries();
     let reserved = NR_RESERVED_ENTRIES.min(old.entries());
-    // The reserved entries, in-use flags included, as v1 holds them: from v2 only full-page
-    // grants of frames v1 can name are carried over.
-    let mut keep = [None; NR_RESERVED_ENTRIES as usize];
+    // The reserved entries, each read once: from v2 only full-page grants of frames v1 can
+    // name are carried over (a transitive one or a frame past 32 bits is -ERANGE). Their
+    // in-use flags are the pins' (the hypervisor's record, not what the guest left in its
+    // memory), carried even for an entry that is not.
+    let mut keep = [(0u16, 0u16, 0u64); NR_RESERVED_ENTRIES as usize];
     for r in 0..reserved {
-        let Some(e) = old.read(r) else { continue };
-        let kind = e.0 & GTF_TYPE_MASK;
-        if g.version == 2 && (kind == GTF_TRANSITIVE || (kind == GTF_PERMIT_ACCESS && e.2 >> 32 != 0)) {
+        let Some((flags, dom, frame)) = old.read(r) else { continue };
+        let kind = flags & GTF_TYPE_MASK;
+        if g.version == 2 && (kind == GTF_TRANSITIVE || (kind == GTF_PERMIT_ACCESS && frame >> 32 != 0)) {
             return Err(Errno::ERANGE);
         }
-        keep[r as usize] = old.export(r);
+        let carried = g.version == 1 || (kind == GTF_PERMIT_ACCESS && flags & GTF_SUB_PAGE == 0);
+        let pins = g.active.active.get(&r).map(|a| a.pins).unwrap_or_default();
+        let in_use = if pins.host_ro + pins.host_rw + pins.dev_ro + pins.dev_rw != 0 { GTF_READING } else { 0 }
+            | if pins.host_rw + pins.dev_rw != 0 { GTF_WRITING } else { 0 };
+        let e = if carried { (flags & !(GTF_READING | GTF_WRITING), dom, frame) } else { (0, 0, 0) };
+        keep[r as usize] = (e.0 | in_use, e.1, e.2);
     }
     if want == 2 {
-        // All or nothing: the status frames exist before anything is cleared.
-        if grow_status(d, g).is_err() {
-            let _ = free_status(d, g);
+        // All or nothing: the status frames exist before anything is cleared (any made
+        // here go again if not all could be).
+        let had = g.status.len();
+        if grow_status(cpu, d, g).is_err() {
+            // (Ones a privileged domain mapped meanwhile stay, unused in v1, until the
+            // next switch or the teardown.)
+            let fresh = g.status.split_off(had);
+            if free_table_frames(cpu, d, &fresh).is_err() {
+                g.status.extend(fresh);
+            }
             return Err(Errno::ENOMEM);
+        }
+        // (Status frames kept from an earlier try hold nothing of it.)
+        for &m in &g.status {
+            let _ = DirectMap.zero(m);
         }
     } else {
         // XSA-255: a status frame the domain still maps is not freed.
-        free_status(d, g)?;
+        free_table_frames(cpu, d, &g.status)?;
+        g.status.clear();
     }
     for &m in &g.frames {
         let _ = DirectMap.zero(m);
     }
     g.version = want;
     let new = g.entries();
-    for (r, e) in keep.iter().enumerate() {
-        if let Some(e) = *e {
-            new.import(r as u32, e);
-        }
+    for (r, &e) in keep.iter().enumerate().take(reserved as usize) {
+        new.import(r as u32, e);
     }
     Ok(())
 }
@@ -256,7 +302,8 @@ fn get_status_frames(c: &Mx<'_>, uop: u64) -> Result<(), Errno> {
         // free them meanwhile: the numbers written are then of frames it no longer owns).
         let frames: alloc::vec::Vec<Mfn> = {
             let g = d.grant();
-            if nr as usize > g.status.len() {
+            let have = if g.version == 2 { g.status.len() } else { 0 };
+            if nr as usize > have {
                 return Err(GntSt::GeneralError);
             }
             g.status[..nr as usize].to_vec()

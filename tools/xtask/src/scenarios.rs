@@ -406,69 +406,36 @@ fn scenarios() -> Vec<Scenario> {
     // maps its page. On 1 and 2 CPUs.
     let grants = [1u32, 2].into_iter().flat_map(|smp| {
         let sfx = if smp == 1 { "" } else { "-smp2" };
-        [
-            Scenario {
-                smp,
-                dom0_args: "domexc",
-                domus: &[("grant_hostile", "domU mem=8M -- self 1")],
-                ..sc(Box::leak(format!("grant-self{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
-                    "(d1) Test result: SUCCESS",
-                    "d1: 1 grant mapping(s) released",
-                    "audit d1: ",
-                    "counts consistent",
-                    "Test result: SUCCESS",
-                ]))
-            },
-            // The granter's vCPU 1 rewrites the entry while its vCPU 0 maps and unmaps it.
-            Scenario {
-                smp,
-                dom0_args: "domexc",
-                domus: &[("grant_hostile", "domU mem=8M vcpus=2 -- race 1")],
-                ..sc(Box::leak(format!("grant-race{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
-                    "(d1) race: ",
-                    "(d1) Test result: SUCCESS",
-                    "audit d1: ",
-                    "counts consistent",
-                    "Test result: SUCCESS",
-                ]))
-            },
-            Scenario {
-                smp,
-                dom0_args: "domexc",
-                domus: &[("grant_hostile", "domU mem=8M vcpus=2 -- race 1 2")],
-                ..sc(Box::leak(format!("grant-race-v2{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
-                    "(d1) race: ",
-                    "(d1) Test result: SUCCESS",
-                    "audit d1: ",
-                    "counts consistent",
-                    "Test result: SUCCESS",
-                ]))
-            },
-            // Grant tables v2 and the version switch (XSA-255).
-            Scenario {
-                smp,
-                dom0_args: "domexc",
-                domus: &[("grant_hostile", "domU mem=8M -- v2 1")],
-                ..sc(Box::leak(format!("grant-v2{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, &[
-                    "(d1) Test result: SUCCESS",
-                    "d1: 1 grant mapping(s) released",
-                    "audit d1: ",
-                    "counts consistent",
-                    "Test result: SUCCESS",
-                ]))
-            },
-            Scenario {
-                smp,
-                dom0_args: "mapper",
-                domus: &[("grant_hostile", "domU mem=8M -- granter")],
-                ..sc(Box::leak(format!("grant-cross{sfx}").into_boxed_str()), Image::Guest("grant_hostile"), Expect::Exit(ExitCode::Poweroff, &[
-                    "(d1) granter: crashing with the page mapped by dom0",
-                    "audit d1: ",
-                    "counts consistent",
-                    "Test result: SUCCESS",
-                ]))
-            },
-        ]
+        // The audit of the dead domU, then the watcher's verdict.
+        const AUDITED: [&str; 3] = ["audit d1: ", "counts consistent", "Test result: SUCCESS"];
+        let released: &'static [&'static str] = Box::leak([&["(d1) Test result: SUCCESS", "d1: 1 grant mapping(s) released"][..], &AUDITED].concat().into_boxed_slice());
+        let raced: &'static [&'static str] = Box::leak([&["(d1) race: ", "(d1) Test result: SUCCESS"][..], &AUDITED].concat().into_boxed_slice());
+        // (name, the domU's module line, what the output must hold): a domU attacking its
+        // own grants (v1, then v2 and the version switch: XSA-255) and dying with one
+        // mapped; its second vCPU rewriting the entry while the first maps it (v1, v2).
+        let domu_cases: [(&str, &'static str, &'static [&'static str]); 4] = [
+            ("grant-self", "domU mem=8M -- self 1", released),
+            ("grant-race", "domU mem=8M vcpus=2 -- race 1", raced),
+            ("grant-race-v2", "domU mem=8M vcpus=2 -- race 1 2", raced),
+            ("grant-v2", "domU mem=8M -- v2 1", released),
+        ];
+        let watched = domu_cases.into_iter().map(move |(name, line, expect)| Scenario {
+            smp,
+            dom0_args: "domexc",
+            domus: Box::leak(vec![("grant_hostile", line)].into_boxed_slice()),
+            ..sc(Box::leak(format!("{name}{sfx}").into_boxed_str()), Image::Guest("watcher"), Expect::Exit(ExitCode::Poweroff, expect))
+        });
+        watched.chain([Scenario {
+            smp,
+            dom0_args: "mapper",
+            domus: &[("grant_hostile", "domU mem=8M -- granter")],
+            ..sc(Box::leak(format!("grant-cross{sfx}").into_boxed_str()), Image::Guest("grant_hostile"), Expect::Exit(ExitCode::Poweroff, &[
+                "(d1) granter: crashing with the page mapped by dom0",
+                "audit d1: ",
+                "counts consistent",
+                "Test result: SUCCESS",
+            ]))
+        }])
     });
     // The toolstack hypercalls (tests/guests/src/bin/toolstack/): dom0 creates, limits,
     // populates, pauses, queries and destroys domains, 1000 cycles without a leaked frame;

@@ -46,6 +46,15 @@ const GEN: i16 = GntSt::GeneralError as i16;
 /// A hypervisor frame (its image is loaded at 1 MiB).
 const HV_MFN: u64 = 0x100;
 
+/// `GNTTABOP_swap_grant_ref {ref_a, ref_b; OUT status}`.
+#[repr(C)]
+struct Swap {
+    a: u32,
+    b: u32,
+    status: i16,
+    _pad: u16,
+}
+
 fn map_st(host_addr: u64, flags: u32, gref: u32, dom: u16) -> i16 {
     map(host_addr, flags, gref, dom).1.status
 }
@@ -263,13 +272,6 @@ fn self_test(si: &'static pv_runtime::StartInfo, me: u16) {
     check("after copies the in-use flags are the mappings' only", gt.flags(8) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING && gt.flags(9) == GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
 
     // Swaps.
-    #[repr(C)]
-    struct Swap {
-        a: u32,
-        b: u32,
-        status: i16,
-        _pad: u16,
-    }
     let mut s = Swap { a: 8, b: 15, status: 0x5A5A, _pad: 0 };
     op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
     check("a swap of a ref in use: GNTST_eagain", s.status == GntSt::Eagain as i16);
@@ -433,7 +435,18 @@ fn v2_test(si: &'static pv_runtime::StartInfo, me: u16) {
     check("set_version 2 with ref 8 mapped: -EBUSY, still v1", r == Errno::EBUSY.to_ret() && v == 1 && get_version() == 1);
     check("... ref 8 still mapped", unmap(m2, 0, a8.handle) == 0);
     hc::update_va_mapping(m2, old[1], 2);
+    // A frame that was a page table until lately, given back: the allocator hands it out
+    // next (lowest first), here as the status frame, which takes its type only after a
+    // flush of every CPU (it used to be refused, and the frame kept by the domain uncounted).
+    let mut mem = mem;
+    let x = mem.alloc_mfn().unwrap_or(0);
+    expect_ret("a fresh frame pinned as an L1", hc::mmuext1(ext::PIN_L1_TABLE, x, 0), 0);
+    expect_ret("... unpinned", hc::mmuext1(ext::UNPIN_TABLE, x, 0), 0);
+    expect_ret("... and given back", hc::reservation(1, &mut [x]), 1);
     check("set_version 2 with only a reserved ref in use", set_version(2) == (0, 2) && get_version() == 2);
+    let mut first = [0u64];
+    status_frames(SELF, 1, first.as_mut_ptr() as u64);
+    println!("v2: status frame {:#x}; the former L1 was {:#x}", first[0], x);
     check("... its mapping still works", read64(m1) == 0x1111_2222_3333_4444);
     check("... the v2 header has no in-use flags", flags2(gt.va, 1) == GTF_PERMIT_ACCESS);
     check("... the other entries are cleared", flags2(gt.va, 8) == 0 && flags2(gt.va, 9) == 0);
@@ -479,13 +492,6 @@ fn v2_test(si: &'static pv_runtime::StartInfo, me: u16) {
     check("v2: a copy from a grant", copy(gref_ptr(11, SELF, 0), frame_ptr(f_rw, SELF, 8), 8, 1) == 0 && read64(d_rw + 8) == 0x5555_6666_7777_8888);
     check("v2: a copy from a sub-page grant: GNTST_general_error", copy(gref_ptr(12, SELF, 0), frame_ptr(f_rw, SELF, 8), 8, 1) == GEN);
     check("... the copy left no status", status2(st_va, 11) == 0);
-    #[repr(C)]
-    struct Swap {
-        a: u32,
-        b: u32,
-        status: i16,
-        _pad: u16,
-    }
     let mut s = Swap { a: 11, b: 20, status: 0x5A5A, _pad: 0 };
     op(GNTTABOP_SWAP_GRANT_REF, &mut s as *mut Swap as u64, 1);
     check("v2: a swap moves the whole entry", s.status == 0 && flags2(gt.va, 20) == GTF_PERMIT_ACCESS | GTF_READONLY && flags2(gt.va, 11) == 0);
@@ -502,6 +508,12 @@ fn v2_test(si: &'static pv_runtime::StartInfo, me: u16) {
     hc::update_va_mapping(m2, old[1], 2);
     check("... (ref 20 too)", unmap(m3, 0, a20.handle) == 0);
     hc::update_va_mapping(m3, old[2], 2);
+    // Reserved ref 3 mapped, then its header cleared as a guest ending a grant still in use
+    // would: the switch carries its in-use flags from the pins, not from the header.
+    grant2(gt.va, 3, GTF_PERMIT_ACCESS | GTF_READONLY, me, f_ro);
+    let (r, a3) = map(m3, h | GNTMAP_READONLY, 3, SELF);
+    check("reserved ref 3 mapped read-only", r == 0 && a3.status == 0);
+    grant2(gt.va, 3, GTF_INVALID, 0, 0);
     // XSA-255: the status frame is still mapped.
     let (r, v) = set_version(1);
     check("XSA-255: set_version 1 with the status frame mapped: -EBUSY, still v2", r == Errno::EBUSY.to_ret() && v == 2 && get_version() == 2);
@@ -517,6 +529,9 @@ fn v2_test(si: &'static pv_runtime::StartInfo, me: u16) {
     check("... reserved ref 1 carried over mapped: flags with GTF_reading|GTF_writing", gt.flags(1) == GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING && read64(m1) == 0x1111_2222_3333_4444);
     check("... reserved ref 2 carried over as v1", gt.word(2) == (f_ro << 32 | (me as u64) << 16 | (GTF_PERMIT_ACCESS | GTF_READONLY) as u64));
     check("... ref 20 cleared", gt.word(20) == 0);
+    check("... reserved ref 3: cleared but GTF_reading (still mapped)", gt.word(3) == GTF_READING as u64);
+    check("... and it unmaps", unmap(m3, 0, a3.handle) == 0 && gt.word(3) == 0);
+    hc::update_va_mapping(m3, old[2], 2);
     check("the freed status frame can no longer be mapped", hc::update_va_mapping(st_va, st << 12 | P | A, 2) < 0);
     check("v1 again: no status frames", status_frames(SELF, 1, list.as_mut_ptr() as u64) == (0, GEN));
     check("ref 1 unmaps in v1, its flags cleared", unmap(m1, 0, a1.handle) == 0 && gt.flags(1) == GTF_PERMIT_ACCESS);
