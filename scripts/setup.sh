@@ -4,10 +4,16 @@
 # toolchain's bare-metal target and components (idempotent, ~1 s when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(qemu-system-x86 grub-pc-bin grub-common xorriso xenstore-utils)
+pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xenstore-utils)
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
+# The ISOs are BIOS+UEFI hybrids: grub-mkrescue adds the EFI image when GRUB's x86_64-efi
+# modules are there, and then needs mtools (mformat) to build it.
+[ -d /usr/lib/grub/x86_64-efi ] || missing+=(grub-efi-amd64-bin)
+command -v mformat >/dev/null || missing+=(mtools)
+# UEFI firmware for QEMU (the uefi-* scenarios).
+[ -f /usr/share/ovmf/OVMF.fd ] || missing+=(ovmf)
 command -v grub-mkrescue >/dev/null || missing+=(grub-common)
 command -v xorriso >/dev/null || missing+=(xorriso)
 # Debian's Xen client tools, pointed at `cargo xtask xenstored` by the host tests.

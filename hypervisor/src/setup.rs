@@ -56,6 +56,7 @@ pub fn memory(boot: &BootInfo) -> mm::Mm {
     for r in boot.ram.as_slice() {
         log::debug!("RAM {:#012x}-{:#012x}", r.start, r.end);
     }
+    log::info!("memory map: {}; ACPI RSDP: {}", boot.ram_from, boot.rsdp_from);
     match &boot.madt {
         Some(m) => log::info!("ACPI: {} CPU(s), APIC ids {:?}", m.nr_cpus, m.cpus()),
         None => log::warn!("ACPI: no usable MADT; running on the boot CPU only"),

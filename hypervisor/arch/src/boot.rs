@@ -236,6 +236,10 @@ pub struct BootInfo {
     pub nr_modules: usize,
     /// The CPUs the ACPI MADT lists (`None`: no usable ACPI tables).
     pub madt: Option<hv_core::acpi::Madt>,
+    /// Where `ram` came from (for the boot log).
+    pub ram_from: &'static str,
+    /// Where the ACPI RSDP was found ("none" without one).
+    pub rsdp_from: &'static str,
 }
 
 /// Reads physical memory below 4 GiB through the early map (for firmware tables).
@@ -250,11 +254,16 @@ fn early_read(pa: u64, buf: &mut [u8]) -> bool {
     true
 }
 
-/// Finds the CPUs: through `rsdp` if the bootloader gave one, else by scanning the BIOS area.
-fn find_cpus(rsdp: Option<u64>) -> Option<hv_core::acpi::Madt> {
+/// Finds the CPUs: through the first valid RSDP of `rsdps` (what the bootloader gave, in
+/// order of preference, each with its name), else by scanning the BIOS area. Says where
+/// the RSDP was found.
+fn find_cpus(rsdps: &[(Option<u64>, &'static str)]) -> (Option<hv_core::acpi::Madt>, &'static str) {
     use hv_core::acpi;
-    let rsdp = rsdp.filter(|&p| acpi::check_rsdp(&early_read, p)).or_else(|| acpi::find_rsdp(&early_read, 0xE0000, 0x10_0000))?;
-    acpi::parse(&early_read, rsdp).ok()
+    let given = rsdps.iter().find_map(|&(p, from)| p.filter(|&p| acpi::check_rsdp(&early_read, p)).map(|p| (p, from)));
+    let Some((rsdp, from)) = given.or_else(|| acpi::find_rsdp(&early_read, 0xE0000, 0x10_0000).map(|p| (p, "the BIOS area"))) else {
+        return (None, "none");
+    };
+    (acpi::parse(&early_read, rsdp).ok(), from)
 }
 
 /// Why the boot information could not be used.
@@ -285,6 +294,19 @@ fn read<T: Copy>(pa: u64) -> T {
     unsafe { core::ptr::read_unaligned(phys_to_virt(pa) as *const T) }
 }
 
+/// The usable RAM of the multiboot2 EFI memory-map tag at `tag` (in the MBI: type, size,
+/// descriptor size and version, then the descriptors), if its layout is one we know.
+fn efi_map(tag: *const u8) -> Option<RangeSet> {
+    // SAFETY: `tag` is a tag of the loaded MBI (direct-mapped, reserved, never written):
+    // its 16-byte head, then `size - 16` bytes of descriptors inside it.
+    let (head, descs) = unsafe {
+        let head = core::ptr::read_unaligned(tag as *const [u32; 4]);
+        let len = (head[1] as usize).checked_sub(16)?;
+        (head, core::slice::from_raw_parts(tag.add(16), len))
+    };
+    hv_core::memmap::efi_ram(descs, head[2], head[3]).ok()
+}
+
 fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
     use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
     // SAFETY: EAX held the multiboot2 magic, so EBX is the boot information address; the
@@ -300,15 +322,17 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         modules: [Module::default(); MAX_MODULES],
         nr_modules: 0,
         madt: None,
+        ram_from: "the multiboot2 memory map",
+        rsdp_from: "none",
     };
     let size = (mbi.end_address() - mbi.start_address()) as u64;
-    // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI.
-    let rsdp = mbi
-        .rsdp_v2_tag()
-        .map(|t| t as *const _ as *const u8 as u64)
-        .or_else(|| mbi.rsdp_v1_tag().map(|t| t as *const _ as *const u8 as u64))
-        .map(|va| va - crate::layout::DIRECTMAP_BASE + 8);
-    bi.madt = find_cpus(rsdp);
+    // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI;
+    // under UEFI the firmware's system table names it too.
+    let tag_pa = |va: u64| va - crate::layout::DIRECTMAP_BASE + 8;
+    let v2 = mbi.rsdp_v2_tag().map(|t| tag_pa(t as *const _ as *const u8 as u64));
+    let v1 = mbi.rsdp_v1_tag().map(|t| tag_pa(t as *const _ as *const u8 as u64));
+    let efi = mbi.efi_sdt64_tag().and_then(|t| hv_core::acpi::rsdp_from_efi(&early_read, t.sdt_address() as u64));
+    (bi.madt, bi.rsdp_from) = find_cpus(&[(v2, "multiboot2's ACPI 2.0 tag"), (v1, "multiboot2's ACPI 1.0 tag"), (efi, "the EFI system table")]);
     bi.reserved.add(Range::new(pa, pa + size)).map_err(|_| BootInfoError::TooManyRanges)?;
     // Strings point into the MBI, which stays reserved: extend their lifetime.
     let leak = |s: &str| -> &'static str {
@@ -321,12 +345,19 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
     if let Some(n) = mbi.boot_loader_name_tag().and_then(|t| t.name().ok()) {
         bi.loader = leak(n);
     }
-    let mm = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
-    for a in mm.memory_areas() {
-        if a.typ() == MemoryAreaType::Available {
-            bi.ram
-                .add(Range::new(a.start_address(), a.end_address()))
-                .map_err(|_| BootInfoError::TooManyRanges)?;
+    // Under UEFI (boot services exited), the firmware's own map as GRUB passed it is the
+    // better one (attributes, no conversion); else, or if it cannot be read, GRUB's.
+    if let Some(ram) = mbi.efi_memory_map_tag().and_then(|t| efi_map(t as *const _ as *const u8)) {
+        bi.ram = ram;
+        bi.ram_from = "the EFI memory map";
+    } else {
+        let mm = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
+        for a in mm.memory_areas() {
+            if a.typ() == MemoryAreaType::Available {
+                bi.ram
+                    .add(Range::new(a.start_address(), a.end_address()))
+                    .map_err(|_| BootInfoError::TooManyRanges)?;
+            }
         }
     }
     for m in mbi.module_tags() {
@@ -388,7 +419,9 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         reserved: RangeSet::default(),
         modules: [Module::default(); MAX_MODULES],
         nr_modules: 0,
-        madt: find_cpus((si.rsdp_paddr != 0).then_some(si.rsdp_paddr)),
+        madt: None,
+        ram_from: "the PVH memory map",
+        rsdp_from: "none",
     };
     let e = |_| BootInfoError::TooManyRanges;
     bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;
@@ -415,6 +448,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
     bi.reserved
         .add(Range::new(si.modlist_paddr, si.modlist_paddr + 32 * si.nr_modules as u64))
         .map_err(e)?;
+    (bi.madt, bi.rsdp_from) = find_cpus(&[((si.rsdp_paddr != 0).then_some(si.rsdp_paddr), "the PVH start info")]);
     Ok(bi)
 }
 

@@ -102,6 +102,36 @@ pub fn find_rsdp(read: Reader<'_>, start: u64, end: u64) -> Option<u64> {
     (start..end).step_by(16).find(|&pa| check_rsdp(read, pa))
 }
 
+/// The RSDP through an EFI system table at `systab` (its configuration table's ACPI 2.0
+/// entry, else its ACPI 1.0 one), as firmware hands it to a UEFI boot: the fallback when
+/// the bootloader passed no RSDP of its own and there is no BIOS area to scan. At most 256
+/// configuration entries are looked at.
+pub fn rsdp_from_efi(read: Reader<'_>, systab: u64) -> Option<u64> {
+    const ACPI20: [u8; 16] = [0x71, 0xe8, 0x68, 0x88, 0xf1, 0xe4, 0xd3, 0x11, 0xbc, 0x22, 0x00, 0x80, 0xc7, 0x3c, 0x88, 0x81];
+    const ACPI10: [u8; 16] = [0x30, 0x2d, 0x9d, 0xeb, 0x88, 0x2d, 0xd3, 0x11, 0x9a, 0x16, 0x00, 0x90, 0x27, 0x3f, 0xc1, 0x4d];
+    // EFI_SYSTEM_TABLE: the header's signature "IBI SYST", ..., NumberOfTableEntries at
+    // 104, ConfigurationTable at 112; entries are {GUID, pointer}, 24 bytes.
+    let mut st = [0u8; 120];
+    if !read(systab, &mut st) || &st[..8] != b"IBI SYST" {
+        return None;
+    }
+    let (n, table) = (u64le(&st, 104).min(256), u64le(&st, 112));
+    let mut found = [None, None];
+    for i in 0..n {
+        let mut e = [0u8; 24];
+        if !read(table.checked_add(24 * i)?, &mut e) {
+            return None;
+        }
+        let at = u64le(&e, 16);
+        if e[..16] == ACPI20 {
+            found[0] = found[0].or(Some(at));
+        } else if e[..16] == ACPI10 {
+            found[1] = found[1].or(Some(at));
+        }
+    }
+    found.into_iter().flatten().find(|&pa| check_rsdp(read, pa))
+}
+
 /// Reads a whole table (header length checked, at most [`TABLE_MAX`]) with its checksum verified.
 fn table(read: Reader<'_>, pa: u64, buf: &mut [u8; TABLE_MAX]) -> Result<usize, AcpiError> {
     let mut h = [0u8; 36];
@@ -270,6 +300,31 @@ mod tests {
                 None => false,
             }
         }
+    }
+
+    /// The RSDP through an EFI system table (at 0x3800 of `machine`'s memory, its
+    /// configuration table after it): ACPI 2.0's entry first, a bad one skipped.
+    #[test]
+    fn rsdp_from_the_efi_system_table() {
+        let mut mem = machine(&madt_body(&[(0, 0, 1)]));
+        mem.resize(0x5000, 0);
+        let (st, ct) = (0x3800usize, 0x3900usize);
+        mem[st..st + 8].copy_from_slice(b"IBI SYST");
+        mem[st + 104..st + 112].copy_from_slice(&3u64.to_le_bytes());
+        mem[st + 112..st + 120].copy_from_slice(&(ct as u64).to_le_bytes());
+        let acpi10 = [0x30, 0x2d, 0x9d, 0xeb, 0x88, 0x2d, 0xd3, 0x11, 0x9a, 0x16, 0x00, 0x90, 0x27, 0x3f, 0xc1, 0x4d];
+        let acpi20 = [0x71, 0xe8, 0x68, 0x88, 0xf1, 0xe4, 0xd3, 0x11, 0xbc, 0x22, 0x00, 0x80, 0xc7, 0x3c, 0x88, 0x81];
+        let entries: [([u8; 16], u64); 3] = [([7; 16], 0x1000), (acpi10, 0x1000), (acpi20, 0x1008)];
+        for (i, (g, at)) in entries.iter().enumerate() {
+            mem[ct + 24 * i..ct + 24 * i + 16].copy_from_slice(g);
+            mem[ct + 24 * i + 16..ct + 24 * i + 24].copy_from_slice(&at.to_le_bytes());
+        }
+        // ACPI 2.0's entry names no RSDP: ACPI 1.0's is taken.
+        assert_eq!(rsdp_from_efi(&reader(&mem), st as u64), Some(0x1000));
+        mem[ct + 24 * 2 + 16..ct + 24 * 2 + 24].copy_from_slice(&0x1000u64.to_le_bytes());
+        assert_eq!(rsdp_from_efi(&reader(&mem), st as u64), Some(0x1000));
+        mem[st] = b'X';
+        assert_eq!(rsdp_from_efi(&reader(&mem), st as u64), None, "not a system table");
     }
 
     #[test]

@@ -23,6 +23,41 @@ impl Range {
     }
 }
 
+/// Why an EFI memory map could not be used.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EfiMapError {
+    /// A descriptor version other than 1, or descriptors shorter than version 1's.
+    Layout,
+    TooManyRanges,
+}
+
+/// The usable RAM an EFI memory map (`descriptors`, each `desc_size` bytes of version
+/// `desc_version`, as GRUB's multiboot2 EFI memory-map tag holds them) describes once boot
+/// services are gone, as Xen reads it: loader and boot-services code and data and
+/// conventional memory, when write-back cacheable (`EFI_MEMORY_WB`).
+pub fn efi_ram(descriptors: &[u8], desc_size: u32, desc_version: u32) -> Result<RangeSet, EfiMapError> {
+    const LOADER_CODE: u32 = 1;
+    const CONVENTIONAL: u32 = 7;
+    const MEMORY_WB: u64 = 1 << 3;
+    let size = desc_size as usize;
+    if desc_version != 1 || size < 40 {
+        return Err(EfiMapError::Layout);
+    }
+    let mut ram = RangeSet::default();
+    for d in descriptors.chunks_exact(size) {
+        let u32at = |o: usize| u32::from_le_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]]);
+        let u64at = |o: usize| u64::from(u32at(o)) | u64::from(u32at(o + 4)) << 32;
+        let (ty, start, pages, attr) = (u32at(0), u64at(8), u64at(24), u64at(32));
+        if !(LOADER_CODE..=CONVENTIONAL).contains(&ty) || (5..=6).contains(&ty) || attr & MEMORY_WB == 0 {
+            continue;
+        }
+        // Pages past the physical address space are not RAM anyone can use.
+        let Some(end) = pages.checked_mul(4096).and_then(|l| start.checked_add(l)).filter(|&e| e <= 1 << 52) else { continue };
+        ram.add(Range::new(start, end)).map_err(|_| EfiMapError::TooManyRanges)?;
+    }
+    Ok(ram)
+}
+
 /// Capacity of a [`RangeSet`].
 pub const MAX_RANGES: usize = 128;
 
@@ -158,6 +193,39 @@ mod tests {
             s.as_slice(),
             &[Range::new(0x40_0000, 0x100_0000), Range::new(0x120_0000, 0x800_0000)]
         );
+    }
+
+    /// An EFI map as OVMF gives it: usable types with WB merged, runtime services, MMIO,
+    /// reserved and uncached ranges left out; unknown layouts refused.
+    #[test]
+    fn efi_ram_keeps_what_is_free_after_exit_boot_services() {
+        let desc = |ty: u32, start: u64, pages: u64, attr: u64| {
+            let mut d = std::vec![0u8; 48];
+            d[..4].copy_from_slice(&ty.to_le_bytes());
+            d[8..16].copy_from_slice(&start.to_le_bytes());
+            d[24..32].copy_from_slice(&pages.to_le_bytes());
+            d[32..40].copy_from_slice(&attr.to_le_bytes());
+            d
+        };
+        const WB: u64 = 1 << 3;
+        let map: std::vec::Vec<u8> = [
+            desc(7, 0, 0xA0, WB),              // conventional, 0-640K
+            desc(0, 0xA0000, 0x60, WB),        // reserved
+            desc(2, 0x10_0000, 0x10, WB),      // loader data (GRUB, the MBI)
+            desc(4, 0x11_0000, 0x20, WB),      // boot services data
+            desc(7, 0x13_0000, 0x100, WB),     // conventional, adjacent: merged
+            desc(6, 0x23_0000, 0x10, WB | 1 << 63), // runtime services data
+            desc(7, 0x24_0000, 0x10, 1),       // conventional but uncached only
+            desc(11, 0xFEC0_0000, 1, 1),       // MMIO
+            desc(7, u64::MAX - 4095, 2, WB),   // past the address space
+        ]
+        .concat();
+        let ram = efi_ram(&map, 48, 1).unwrap();
+        assert_eq!(ram.as_slice(), &[Range::new(0, 0xA0000), Range::new(0x10_0000, 0x23_0000)]);
+        assert_eq!(efi_ram(&map, 48, 2).unwrap_err(), EfiMapError::Layout);
+        assert_eq!(efi_ram(&map, 32, 1).unwrap_err(), EfiMapError::Layout);
+        // A trailing partial descriptor is ignored.
+        assert_eq!(efi_ram(&map[..48 + 20], 48, 1).unwrap().as_slice(), &[Range::new(0, 0xA0000)]);
     }
 
     #[test]

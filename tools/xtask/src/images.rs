@@ -184,6 +184,11 @@ pub fn iso_files(hypervisor: &Path, files: &[(&Path, &str)], cfg: &str, name: &s
     }
     std::fs::write(boot.join("grub/grub.cfg"), cfg).map_err(|e| e.to_string())?;
     let out = target().join(format!("{name}.iso"));
+    // Every ISO boots both ways: without GRUB's EFI modules grub-mkrescue would quietly
+    // leave the EFI image out.
+    if !Path::new("/usr/lib/grub/x86_64-efi").is_dir() {
+        return Err("GRUB's x86_64-efi modules are missing (grub-efi-amd64-bin): run scripts/setup.sh".into());
+    }
     let o = Command::new("grub-mkrescue")
         .arg("-o")
         .arg(&out)

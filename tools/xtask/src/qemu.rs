@@ -42,6 +42,8 @@ pub struct Config {
     pub nmi_every: Option<Duration>,
     /// `-machine` (QEMU's default, i440FX `pc`, when `None`).
     pub machine: Option<&'static str>,
+    /// UEFI firmware (OVMF) instead of SeaBIOS.
+    pub uefi: bool,
     /// A raw disk image attached as a virtio-blk PCI device ...
     pub disk: Option<PathBuf>,
     /// ... behind QEMU's `blkdebug` driver with this rules file (injected I/O errors).
@@ -75,6 +77,7 @@ impl Config {
             forward: None,
             get_after: None,
             cpu: None,
+            uefi: false,
         }
     }
 
@@ -90,6 +93,9 @@ impl Config {
         c.args(["-nodefaults", "-vga", "none"]);
         if let Some(m) = self.machine {
             c.args(["-machine", m]);
+        }
+        if self.uefi {
+            c.arg("-bios").arg(ovmf());
         }
         if let Some(d) = &self.disk {
             let file = match &self.disk_errors {
@@ -119,6 +125,12 @@ impl Config {
         }
         c
     }
+}
+
+/// Debian's OVMF image (the `ovmf` package: firmware code and variables in one, for
+/// `-bios`), or where it would be.
+pub fn ovmf() -> &'static str {
+    ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("/usr/share/ovmf/OVMF.fd")
 }
 
 /// What a run produced.

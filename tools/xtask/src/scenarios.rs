@@ -63,10 +63,12 @@ struct Scenario {
     /// the guest says it listens, and a pattern server on the host's loopback (its port
     /// given to dom0 as `host-port=`).
     host_net: bool,
+    /// Booted by UEFI firmware (OVMF) rather than SeaBIOS (GRUB ISOs only).
+    uefi: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -978,10 +980,31 @@ fn scenarios() -> Vec<Scenario> {
     v.extend(grants);
     v.extend(fifo);
     v.extend(toolstack);
+    // The main GRUB-booted scenarios again under UEFI firmware (OVMF), on pc and q35: the
+    // ISO's EFI image, GRUB's EFI memory map and ACPI tags.
+    let uefi: Vec<Scenario> = ["boot-grub", "multi-pingpong", "multi-domu-crash-smp4", "dom0-xl"]
+        .iter()
+        .filter_map(|n| v.iter().find(|s| s.name == *n))
+        .flat_map(|s| {
+            [(None, ""), (Some("q35"), "-q35")].map(|(machine, sfx)| {
+                let lines = |l: &'static [&'static str]| -> &'static [&'static str] { Box::leak([l, UEFI_BOOT].concat().into_boxed_slice()) };
+                let expect = match s.expect {
+                    Expect::Success => Expect::Exit(ExitCode::Poweroff, lines(&["Test result: SUCCESS"])),
+                    Expect::Exit(c, l) => Expect::Exit(c, lines(l)),
+                    Expect::ExitCheck(c, l, f) => Expect::ExitCheck(c, lines(l), f),
+                };
+                Scenario { name: Box::leak(format!("uefi-{}{sfx}", s.name).into_boxed_str()), uefi: true, machine, expect, timeout_s: s.timeout_s + 60, ..s.clone() }
+            })
+        })
+        .collect();
+    v.extend(uefi);
     let again: Vec<Scenario> = v.iter().filter(|s| PV64_REPEATS.iter().any(|r| s.name == *r || s.name.strip_prefix(r).is_some_and(|t| t.starts_with("-smp")))).map(in_pv64).collect();
     v.extend(again);
     v
 }
+
+/// What a UEFI boot logs: the firmware's memory map and GRUB's ACPI tag were used.
+const UEFI_BOOT: &[&str] = &["memory map: the EFI memory map; ACPI RSDP: multiboot2's ACPI 2.0 tag"];
 
 /// The hostile scenarios repeated with their test guests built for the Xen pv64 mode (each
 /// also on the CPU counts it has, `-smpN`), named `pv64-<name>` (the memory-management
@@ -1159,6 +1182,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.smp = s.smp;
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     cfg.machine = s.machine;
+    cfg.uefi = s.uefi;
     cfg.net = s.net || s.host_net;
     let mut dom0_args = s.dom0_args.to_string();
     if s.host_net {
