@@ -129,12 +129,14 @@ impl SharedEntries for Entries<'_> {
 
 /// Maptrack chunks all domains may hold at once: a quarter of the hypervisor heap, so that
 /// no guest can exhaust it by mapping grants.
-const MAPTRACK_CHUNKS: usize = crate::mm::HEAP_SIZE as usize / 4 / (hv_core::grant::MAPTRACK_CHUNK * core::mem::size_of::<Option<Mapping>>());
+fn maptrack_chunks() -> usize {
+    crate::mm::heap_size() as usize / 4 / (hv_core::grant::MAPTRACK_CHUNK * core::mem::size_of::<Option<Mapping>>())
+}
 static CHUNKS_USED: AtomicUsize = AtomicUsize::new(0);
 
 /// May a maptrack grow by a chunk?
 pub fn maptrack_grow() -> bool {
-    CHUNKS_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAPTRACK_CHUNKS).then_some(n + 1)).is_ok()
+    CHUNKS_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < maptrack_chunks()).then_some(n + 1)).is_ok()
 }
 
 /// Gives back `n` chunks of the budget (a maptrack that went, with its domain).

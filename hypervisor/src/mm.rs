@@ -23,8 +23,18 @@ pub fn with<R>(f: impl FnOnce(&mut Mm) -> R) -> Option<R> {
     MM.lock().as_mut().map(f)
 }
 
-/// Size of the hypervisor heap.
-pub const HEAP_SIZE: u64 = 4 << 20;
+/// The hypervisor heap's fixed part; it also gets [`HEAP_PER_PAGE`] bytes per frame of
+/// usable RAM, so that what scales with the machine (a domain builder's table of one word
+/// per page of the domain, maptracks, per-domain records) scales with it.
+pub const HEAP_BASE: u64 = 4 << 20;
+pub const HEAP_PER_PAGE: u64 = 12;
+
+static HEAP_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(HEAP_BASE);
+
+/// The heap's size, as [`Mm::init`] chose it.
+pub fn heap_size() -> u64 {
+    HEAP_BYTES.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 pub struct Mm {
     pub alloc: FrameAllocator<&'static mut [u64]>,
@@ -57,7 +67,12 @@ impl Mm {
         let bitmap = carve_static::<u64>(&mut usable, words).ok_or("no room for the frame bitmap")?;
         let frames: &'static [FrameSlot] = carve_static::<FrameSlot>(&mut usable, max_mfn as usize)
             .ok_or("no room for the frame table")?;
-        hv_arch::heap::init(&mut usable, HEAP_SIZE as usize).ok_or("no room for the heap")?;
+        // Sized from the memory map: HEAP_BASE plus HEAP_PER_PAGE per usable frame (at most
+        // an eighth of what is usable), in whole MiB.
+        let usable_bytes = usable.total();
+        let heap = (HEAP_BASE + (usable_bytes / 4096) * HEAP_PER_PAGE).min(HEAP_BASE.max(usable_bytes / 8)).next_multiple_of(1 << 20);
+        hv_arch::heap::init(&mut usable, heap as usize).ok_or("no room for the heap")?;
+        HEAP_BYTES.store(heap, core::sync::atomic::Ordering::Relaxed);
         let m2p = M2p::carve(&mut usable, max_mfn).ok_or("no room for the M2P")?;
         usable.page_align();
 

@@ -70,9 +70,10 @@ pub fn memory(boot: &BootInfo) -> mm::Mm {
         }
     };
     log::info!(
-        "memory: {} MiB RAM, {} MiB free, image {:#x}-{:#x}, {} module(s)",
+        "memory: {} MiB RAM, {} MiB free, heap {} KiB, image {:#x}-{:#x}, {} module(s)",
         boot.ram.total() >> 20,
         mm.free_frames() >> 8,
+        crate::mm::heap_size() >> 10,
         image.start,
         image.end,
         boot.nr_modules

@@ -65,10 +65,12 @@ struct Scenario {
     host_net: bool,
     /// Booted by UEFI firmware (OVMF) rather than SeaBIOS (GRUB ISOs only).
     uefi: bool,
+    /// The machine's RAM in MiB (0: the runner's default, 256).
+    memory_mb: u32,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false, memory_mb: 0 }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -480,6 +482,14 @@ fn scenarios() -> Vec<Scenario> {
                 "own GDT loaded (code DPL 1, ring-1 data selector usable); balloon -64 pages (8128) +64 pages (8192); all updates accepted",
                 "shutdown: reason poweroff",
             ]))
+        },
+        // Memory scales with the machine: dom0 given 3 GiB of a 4 GiB machine (the heap,
+        // sized from the memory map, holds the builder's word per page).
+        Scenario {
+            memory_mb: 4096,
+            hv_opts: "dom0_mem=3G",
+            timeout_s: 120,
+            ..sc("dom0-3g-of-4g", Image::Guest("hello"), Expect::Exit(Poweroff, &[", 3072 MiB", "hello: up, powering off", "shutdown: reason poweroff"]))
         },
         Scenario {
             dom0_args: "shutdown from-pvh",
@@ -1183,6 +1193,9 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     cfg.machine = s.machine;
     cfg.uefi = s.uefi;
+    if s.memory_mb != 0 {
+        cfg.memory_mb = s.memory_mb;
+    }
     cfg.net = s.net || s.host_net;
     let mut dom0_args = s.dom0_args.to_string();
     if s.host_net {
