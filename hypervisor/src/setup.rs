@@ -24,8 +24,16 @@ pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
         LogLevel::Debug => log::LevelFilter::Debug,
         LogLevel::Trace => log::LevelFilter::Trace,
     });
-    hv_arch::time::calibrate(5);
+    let cal = hv_arch::time::calibrate(10, boot.pm_timer.map(|p| (p.port, p.bits32)));
     log::info!("rxen {} booting via {:?} ({})", env!("CARGO_PKG_VERSION"), boot.kind, boot.loader);
+    match cal.check {
+        Some((by, khz)) if cal.disagrees() => log::warn!("TSC: {} kHz from {}, but {} says {} kHz (more than 1% apart): {} is used", cal.khz, cal.source, by, khz, cal.source),
+        Some((by, khz)) => log::info!("TSC: {} kHz from {} ({} agrees: {} kHz)", cal.khz, cal.source, by, khz),
+        None => log::info!("TSC: {} kHz from {} (no second source to check it)", cal.khz, cal.source),
+    }
+    if !cal.invariant {
+        log::warn!("TSC: CPUID does not say it is invariant: time may drift with power states");
+    }
     log::info!("command line: {}", hv_cmdline);
     if let Some(u) = opts.unknown {
         log::warn!("unknown option '{}' ignored", u);

@@ -240,6 +240,8 @@ pub struct BootInfo {
     pub ram_from: &'static str,
     /// Where the ACPI RSDP was found ("none" without one).
     pub rsdp_from: &'static str,
+    /// The FADT's PM timer, if any.
+    pub pm_timer: Option<hv_core::acpi::PmTimer>,
 }
 
 /// Reads physical memory below 4 GiB through the early map (for firmware tables).
@@ -257,13 +259,15 @@ fn early_read(pa: u64, buf: &mut [u8]) -> bool {
 /// Finds the CPUs: through the first valid RSDP of `rsdps` (what the bootloader gave, in
 /// order of preference, each with its name), else by scanning the BIOS area. Says where
 /// the RSDP was found.
-fn find_cpus(rsdps: &[(Option<u64>, &'static str)]) -> (Option<hv_core::acpi::Madt>, &'static str) {
+fn find_cpus(bi: &mut BootInfo, rsdps: &[(Option<u64>, &'static str)]) {
     use hv_core::acpi;
     let given = rsdps.iter().find_map(|&(p, from)| p.filter(|&p| acpi::check_rsdp(&early_read, p)).map(|p| (p, from)));
     let Some((rsdp, from)) = given.or_else(|| acpi::find_rsdp(&early_read, 0xE0000, 0x10_0000).map(|p| (p, "the BIOS area"))) else {
-        return (None, "none");
+        return;
     };
-    (acpi::parse(&early_read, rsdp).ok(), from)
+    bi.madt = acpi::parse(&early_read, rsdp).ok();
+    bi.pm_timer = acpi::pm_timer(&early_read, rsdp);
+    bi.rsdp_from = from;
 }
 
 /// Why the boot information could not be used.
@@ -324,6 +328,7 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         madt: None,
         ram_from: "the multiboot2 memory map",
         rsdp_from: "none",
+        pm_timer: None,
     };
     let size = (mbi.end_address() - mbi.start_address()) as u64;
     // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI;
@@ -332,7 +337,7 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
     let v2 = mbi.rsdp_v2_tag().map(|t| tag_pa(t as *const _ as *const u8 as u64));
     let v1 = mbi.rsdp_v1_tag().map(|t| tag_pa(t as *const _ as *const u8 as u64));
     let efi = mbi.efi_sdt64_tag().and_then(|t| hv_core::acpi::rsdp_from_efi(&early_read, t.sdt_address() as u64));
-    (bi.madt, bi.rsdp_from) = find_cpus(&[(v2, "multiboot2's ACPI 2.0 tag"), (v1, "multiboot2's ACPI 1.0 tag"), (efi, "the EFI system table")]);
+    find_cpus(&mut bi, &[(v2, "multiboot2's ACPI 2.0 tag"), (v1, "multiboot2's ACPI 1.0 tag"), (efi, "the EFI system table")]);
     bi.reserved.add(Range::new(pa, pa + size)).map_err(|_| BootInfoError::TooManyRanges)?;
     // Strings point into the MBI, which stays reserved: extend their lifetime.
     let leak = |s: &str| -> &'static str {
@@ -422,6 +427,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         madt: None,
         ram_from: "the PVH memory map",
         rsdp_from: "none",
+        pm_timer: None,
     };
     let e = |_| BootInfoError::TooManyRanges;
     bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;
@@ -448,7 +454,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
     bi.reserved
         .add(Range::new(si.modlist_paddr, si.modlist_paddr + 32 * si.nr_modules as u64))
         .map_err(e)?;
-    (bi.madt, bi.rsdp_from) = find_cpus(&[((si.rsdp_paddr != 0).then_some(si.rsdp_paddr), "the PVH start info")]);
+    find_cpus(&mut bi, &[((si.rsdp_paddr != 0).then_some(si.rsdp_paddr), "the PVH start info")]);
     Ok(bi)
 }
 

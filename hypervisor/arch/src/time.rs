@@ -1,6 +1,9 @@
-//! Time since boot, from the TSC calibrated against the PIT.
+//! Time since boot, from the TSC, whose frequency comes from CPUID leaf 0x15 (or 0x16)
+//! when the CPU reports it, else is measured against the ACPI PM timer, else the PIT; a
+//! second source, when there is one, checks the first (many recent boards have no PIT,
+//! where PIT reads give garbage and a lone PIT calibration is silently wrong).
 
-use crate::cpu::{inb, outb, rdtsc};
+use crate::cpu::{cpuid, inb, outb, port_in, rdtsc};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
@@ -12,8 +15,56 @@ const PIT_CH2: u16 = 0x42;
 const PIT_CMD: u16 = 0x43;
 const PIT_GATE: u16 = 0x61;
 
-/// Calibrates the TSC over `ms` milliseconds of PIT channel 2 and records the boot TSC.
-pub fn calibrate(ms: u64) {
+/// The PM timer's rate.
+const PM_HZ: u64 = 3_579_545;
+
+/// TSC Hz from CPUID: leaf 0x15 (crystal × ratio; the crystal from leaf 0x16's base MHz
+/// when 0x15 does not name it), if the CPU reports it.
+fn cpuid_hz() -> Option<u64> {
+    if cpuid(0, 0).0 < 0x15 {
+        return None;
+    }
+    let (den, num, crystal, _) = cpuid(0x15, 0);
+    if den == 0 || num == 0 {
+        return None;
+    }
+    let crystal = if crystal != 0 {
+        u64::from(crystal)
+    } else if cpuid(0, 0).0 >= 0x16 && cpuid(0x16, 0).0 != 0 {
+        // Base MHz = crystal × num / den.
+        return Some(u64::from(cpuid(0x16, 0).0 & 0xFFFF) * 1_000_000);
+    } else {
+        return None;
+    };
+    Some(crystal * u64::from(num) / u64::from(den))
+}
+
+/// TSC Hz measured over `ms` milliseconds of the ACPI PM timer at `port` (24 or 32 bits);
+/// `None` if it does not count.
+fn pm_hz(port: u16, bits32: bool, ms: u64) -> Option<u64> {
+    let mask: u32 = if bits32 { u32::MAX } else { 0xFF_FFFF };
+    let want = (PM_HZ * ms / 1000) as u32;
+    let start = port_in(port, 4) & mask;
+    // Wait for the next tick edge, so the count starts on one.
+    let mut spins = 0u64;
+    let mut c0 = start;
+    while c0 == start && spins < 10_000_000 {
+        c0 = port_in(port, 4) & mask;
+        spins += 1;
+    }
+    let t0 = rdtsc();
+    let (mut c, mut t1) = (c0, t0);
+    while c.wrapping_sub(c0) & mask < want && spins < 100_000_000 {
+        c = port_in(port, 4) & mask;
+        t1 = rdtsc();
+        spins += 1;
+    }
+    let ticks = u64::from(c.wrapping_sub(c0) & mask);
+    (ticks >= u64::from(want)).then(|| (t1 - t0) * PM_HZ / ticks.max(1))
+}
+
+/// TSC Hz measured over `ms` milliseconds of PIT channel 2.
+fn pit_hz(ms: u64) -> u64 {
     let ticks = PIT_HZ * ms / 1000;
     // Gate on, speaker off; channel 2, mode 0, lobyte/hibyte.
     outb(PIT_GATE, (inb(PIT_GATE) & !0x02) | 0x01);
@@ -30,7 +81,42 @@ pub fn calibrate(ms: u64) {
         spins += 1;
     }
     let t1 = rdtsc();
-    let per_us_x1024 = ((t1 - t0) * 1024) / (ms * 1000).max(1);
+    (t1 - t0) * 1000 / ms.max(1)
+}
+
+/// Where the TSC frequency came from, and what checked it.
+#[derive(Copy, Clone, Debug)]
+pub struct Calibration {
+    pub source: &'static str,
+    pub khz: u64,
+    /// The second source and its figure (kHz), when there was one.
+    pub check: Option<(&'static str, u64)>,
+    /// CPUID says the TSC is invariant (constant rate in every P-, C- and T-state).
+    pub invariant: bool,
+}
+
+impl Calibration {
+    /// Do the two sources disagree by more than 1%?
+    pub fn disagrees(&self) -> bool {
+        self.check.is_some_and(|(_, k)| k.abs_diff(self.khz) * 100 > self.khz)
+    }
+}
+
+/// Finds the TSC frequency (CPUID, else the PM timer at `pm` (port, 32 bits) over `ms`
+/// milliseconds, else the PIT), checks it against a second source where there is one, and
+/// records the boot TSC.
+pub fn calibrate(ms: u64, pm: Option<(u16, bool)>) -> Calibration {
+    let t0 = rdtsc();
+    let pm = pm.and_then(|(port, b)| pm_hz(port, b, ms));
+    let cpu = cpuid_hz();
+    let (source, hz, check) = match (cpu, pm) {
+        (Some(c), Some(p)) => ("CPUID leaf 0x15", c, Some(("the ACPI PM timer", p))),
+        (Some(c), None) => ("CPUID leaf 0x15", c, Some(("the PIT", pit_hz(ms)))),
+        (None, Some(p)) => ("the ACPI PM timer", p, Some(("the PIT", pit_hz(ms)))),
+        (None, None) => ("the PIT", pit_hz(ms), None),
+    };
+    let invariant = cpuid(0x8000_0000, 0).0 >= 0x8000_0007 && cpuid(0x8000_0007, 0).3 & (1 << 8) != 0;
+    let per_us_x1024 = hz * 1024 / 1_000_000;
     TSC_PER_US_X1024.store(per_us_x1024.max(1), Ordering::Relaxed);
     let (mul, shift) = hv_core::time::scale(tsc_khz() * 1000);
     let (hi, lo) = hv_core::time::inverse_factor(mul);
@@ -38,6 +124,7 @@ pub fn calibrate(ms: u64) {
     INV_LO.store(lo, Ordering::Relaxed);
     SCALE.store(mul as u64 | ((shift as u8 as u64) << 32), Ordering::Relaxed);
     BOOT_TSC.compare_exchange(0, t0, Ordering::Relaxed, Ordering::Relaxed).ok();
+    Calibration { source, khz: hz / 1000, check: check.map(|(n, h)| (n, h / 1000)), invariant }
 }
 
 /// Marks the boot TSC (before calibration, so early timestamps start at zero).

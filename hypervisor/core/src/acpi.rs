@@ -151,8 +151,38 @@ fn table(read: Reader<'_>, pa: u64, buf: &mut [u8; TABLE_MAX]) -> Result<usize, 
     Ok(len)
 }
 
-/// Finds the MADT through the RSDP at `rsdp` and lists the enabled processors.
-pub fn parse(read: Reader<'_>, rsdp: u64) -> Result<Madt, AcpiError> {
+/// The ACPI PM timer the FADT names: its I/O port and whether it counts 32 bits (else 24).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PmTimer {
+    pub port: u16,
+    pub bits32: bool,
+}
+
+/// The PM timer through the RSDP at `rsdp` (the FADT's `X_PM_TMR_BLK` when it is in I/O
+/// space, else `PM_TMR_BLK`), if the machine has one.
+pub fn pm_timer(read: Reader<'_>, rsdp: u64) -> Option<PmTimer> {
+    let (entries, count) = root_entries(read, rsdp).ok()?;
+    let mut buf = [0u8; TABLE_MAX];
+    for &pa in &entries[..count] {
+        let mut sig = [0u8; 4];
+        if !read(pa, &mut sig) || &sig != b"FACP" {
+            continue;
+        }
+        let n = table(read, pa, &mut buf).ok()?;
+        if n < 116 {
+            return None;
+        }
+        let bits32 = u32le(&buf, 112) & (1 << 8) != 0;
+        // X_PM_TMR_BLK: a generic address (space id at 208, address at 212).
+        let x = (n >= 220 && buf[208] == 1).then(|| u64le(&buf, 212)).filter(|&a| a != 0 && a <= 0xFFFF);
+        let port = x.unwrap_or(u64::from(u32le(&buf, 76)));
+        return (port != 0 && port <= 0xFFFF).then_some(PmTimer { port: port as u16, bits32 });
+    }
+    None
+}
+
+/// The physical addresses the root table (XSDT, else RSDT) of the RSDP at `rsdp` lists.
+fn root_entries(read: Reader<'_>, rsdp: u64) -> Result<([u64; 256], usize), AcpiError> {
     let mut r = [0u8; 36];
     if !read(rsdp, &mut r[..20]) || &r[..8] != b"RSD PTR " {
         return Err(AcpiError::NoRsdp);
@@ -175,6 +205,13 @@ pub fn parse(read: Reader<'_>, rsdp: u64) -> Result<Madt, AcpiError> {
         entries[count] = if entry_size == 8 { u64le(c, 0) } else { u32le(c, 0) as u64 };
         count += 1;
     }
+    Ok((entries, count))
+}
+
+/// Finds the MADT through the RSDP at `rsdp` and lists the enabled processors.
+pub fn parse(read: Reader<'_>, rsdp: u64) -> Result<Madt, AcpiError> {
+    let (entries, count) = root_entries(read, rsdp)?;
+    let mut buf = [0u8; TABLE_MAX];
     for &pa in &entries[..count] {
         let mut sig = [0u8; 4];
         if !read(pa, &mut sig) || &sig != b"APIC" {
@@ -325,6 +362,31 @@ mod tests {
         assert_eq!(rsdp_from_efi(&reader(&mem), st as u64), Some(0x1000));
         mem[st] = b'X';
         assert_eq!(rsdp_from_efi(&reader(&mem), st as u64), None, "not a system table");
+    }
+
+    /// The PM timer from the FADT: `PM_TMR_BLK`, or `X_PM_TMR_BLK` when in I/O space.
+    #[test]
+    fn pm_timer_from_the_fadt() {
+        let mut mem = machine(&madt_body(&[(0, 0, 1)]));
+        assert_eq!(pm_timer(&reader(&mem), 0x1000), None, "no FADT");
+        mem.resize(0x5000, 0);
+        let mut body = std::vec![0u8; 244 - 36];
+        body[76 - 36..80 - 36].copy_from_slice(&0x608u32.to_le_bytes());
+        body[112 - 36..116 - 36].copy_from_slice(&(1u32 << 8).to_le_bytes());
+        let fadt = sdt(b"FACP", &body);
+        mem[0x4000..0x4000 + fadt.len()].copy_from_slice(&fadt);
+        let mut entries = 0x3000u32.to_le_bytes().to_vec();
+        entries.extend_from_slice(&0x4000u32.to_le_bytes());
+        let rsdt = sdt(b"RSDT", &entries);
+        mem[0x2000..0x2000 + rsdt.len()].copy_from_slice(&rsdt);
+        assert_eq!(pm_timer(&reader(&mem), 0x1000), Some(PmTimer { port: 0x608, bits32: true }));
+        // X_PM_TMR_BLK in I/O space wins.
+        body[208 - 36] = 1;
+        body[212 - 36..220 - 36].copy_from_slice(&0xB008u64.to_le_bytes());
+        let fadt = sdt(b"FACP", &body);
+        mem[0x4000..0x4000 + fadt.len()].copy_from_slice(&fadt);
+        assert_eq!(pm_timer(&reader(&mem), 0x1000), Some(PmTimer { port: 0xB008, bits32: true }));
+        assert_eq!(parse(&reader(&mem), 0x1000).map(|m| m.nr_cpus), Ok(1), "the MADT still found");
     }
 
     #[test]

@@ -84,6 +84,22 @@ const MM_CASES: &[&str] = &[
     "new-baseptr", "shinfo-typed", "vcpuinfo-typed", "xlat-stale",
 ];
 
+/// The TSC frequency the hypervisor logged (`TSC: <kHz> kHz from ...`) is within 2% of the
+/// host's, measured here against the host's monotonic clock.
+fn tsc_is_the_hosts(out: &str, _: Option<&std::path::Path>) -> Result<(), String> {
+    let khz: u64 = out.lines().find_map(|l| l.split("TSC: ").nth(1)).and_then(|r| r.split(' ').next()).and_then(|k| k.parse().ok()).ok_or("no 'TSC: <kHz>' line")?;
+    // SAFETY: rdtsc only reads the host's counter.
+    let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (t0, c0) = (std::time::Instant::now(), tsc());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let host_khz = (tsc() - c0) as u128 * 1_000_000 / t0.elapsed().as_micros().max(1) / 1000;
+    let host_khz = host_khz as u64;
+    if khz.abs_diff(host_khz) * 50 > host_khz {
+        return Err(format!("TSC {khz} kHz, the host's {host_khz} kHz"));
+    }
+    Ok(())
+}
+
 /// dom0's network device came up, and the gateway answered.
 const NET_TEST: &[&str] = &["dom0: net: virtio-net at 00:", "dom0: net test: ARP request sent: true; 10.0.2.2 is at 52:55:0a:00:02:02"];
 
@@ -482,6 +498,17 @@ fn scenarios() -> Vec<Scenario> {
                 "own GDT loaded (code DPL 1, ring-1 data selector usable); balloon -64 pages (8128) +64 pages (8192); all updates accepted",
                 "shutdown: reason poweroff",
             ]))
+        },
+        // Timekeeping that cannot be silently wrong: without a PIT (as on many recent
+        // boards), and without an HPET, the TSC still comes out at the host's rate (TCG's
+        // TSC is the host's), from the PM timer.
+        Scenario {
+            machine: Some("pc,pit=off"),
+            ..sc("tsc-no-pit", Image::Guest("hello"), Expect::ExitCheck(Poweroff, &["kHz from the ACPI PM timer, but the PIT says", "hello: up, powering off"], tsc_is_the_hosts))
+        },
+        Scenario {
+            machine: Some("q35,hpet=off"),
+            ..sc("tsc-no-hpet-q35", Image::Guest("hello"), Expect::ExitCheck(Poweroff, &["kHz from the ACPI PM timer (the PIT agrees", "hello: up, powering off"], tsc_is_the_hosts))
         },
         // Memory scales with the machine: dom0 given 3 GiB of a 4 GiB machine (the heap,
         // sized from the memory map, holds the builder's word per page).
