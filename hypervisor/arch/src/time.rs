@@ -18,25 +18,22 @@ const PIT_GATE: u16 = 0x61;
 /// The PM timer's rate.
 const PM_HZ: u64 = 3_579_545;
 
-/// TSC Hz from CPUID: leaf 0x15 (crystal × ratio; the crystal from leaf 0x16's base MHz
-/// when 0x15 does not name it), if the CPU reports it.
+/// TSC Hz from CPUID, if the CPU reports it: leaf 0x15's crystal × ratio, or, when 0x15
+/// gives the ratio but not the crystal, leaf 0x16's base frequency (MHz).
 fn cpuid_hz() -> Option<u64> {
-    if cpuid(0, 0).0 < 0x15 {
+    let max = cpuid(0, 0).0;
+    if max < 0x15 {
         return None;
     }
     let (den, num, crystal, _) = cpuid(0x15, 0);
     if den == 0 || num == 0 {
         return None;
     }
-    let crystal = if crystal != 0 {
-        u64::from(crystal)
-    } else if cpuid(0, 0).0 >= 0x16 && cpuid(0x16, 0).0 != 0 {
-        // Base MHz = crystal × num / den.
-        return Some(u64::from(cpuid(0x16, 0).0 & 0xFFFF) * 1_000_000);
-    } else {
-        return None;
-    };
-    Some(crystal * u64::from(num) / u64::from(den))
+    if crystal != 0 {
+        return Some(u64::from(crystal) * u64::from(num) / u64::from(den));
+    }
+    let base_mhz = if max >= 0x16 { cpuid(0x16, 0).0 & 0xFFFF } else { 0 };
+    (base_mhz != 0).then(|| u64::from(base_mhz) * 1_000_000)
 }
 
 /// TSC Hz measured over `ms` milliseconds of the ACPI PM timer at `port` (24 or 32 bits);
