@@ -1,5 +1,6 @@
-//! Ending the run: through isa-debug-exit under QEMU (the `debug-exit` option), else by
-//! halting.
+//! Ending the run: through isa-debug-exit under QEMU (the `debug-exit` option), else as
+//! dom0 asked: ACPI poweroff, a reboot, or after a crash a reboot five seconds later
+//! (`crate::power`).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use guest_abi::harness::ExitCode;
@@ -22,7 +23,13 @@ pub fn end(why: &str, code: ExitCode) -> ! {
     if DEBUG_EXIT.load(Ordering::Relaxed) {
         cpu::debug_exit(code);
     }
-    cpu::halt_forever()
+    match code {
+        ExitCode::Poweroff => crate::power::poweroff(),
+        ExitCode::Reboot => crate::power::reboot(),
+        // dom0 cannot be suspended: the machine stays as it is.
+        ExitCode::Suspend => cpu::halt_forever(),
+        ExitCode::Crash | ExitCode::OtherShutdown | ExitCode::BootRefused | ExitCode::HypervisorPanic => crate::power::after_crash(),
+    }
 }
 
 /// After a fatal hypervisor error.
@@ -30,5 +37,5 @@ pub fn panic_exit() -> ! {
     if DEBUG_EXIT.load(Ordering::Relaxed) {
         cpu::debug_exit(ExitCode::HypervisorPanic);
     }
-    cpu::halt_forever()
+    crate::power::after_crash()
 }

@@ -28,6 +28,7 @@ mod guest;
 mod guest_console;
 mod serial_input;
 mod halt;
+mod power;
 pub use halt::{end, panic_exit};
 pub use state::Hv;
 mod shootdown;
@@ -91,6 +92,7 @@ fn hv_main(boot: Result<BootInfo, BootInfoError>) -> ! {
     let feat = Features::detect();
     log::info!("TSC {} kHz; CPU features {:?}", hv_arch::time::tsc_khz(), feat);
     let mut mm = setup::memory(&boot);
+    power::init(&boot);
     let cpus = setup::cpus(&mut mm, &boot, &opts, &feat);
     let vcpus = setup::domains(&mut mm, &boot, &opts, cpus.tables.len());
     let ncpus = cpus.tables.len();

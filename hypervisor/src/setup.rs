@@ -17,6 +17,7 @@ pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
     let hv_cmdline = strip_path(boot.cmdline);
     let opts = cmdline::parse(hv_cmdline);
     crate::halt::DEBUG_EXIT.store(opts.debug_exit, Ordering::Relaxed);
+    crate::power::set_options(&opts);
     log::set_max_level(match opts.loglvl {
         LogLevel::Error => log::LevelFilter::Error,
         LogLevel::Warn => log::LevelFilter::Warn,

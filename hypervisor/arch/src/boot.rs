@@ -242,6 +242,23 @@ pub struct BootInfo {
     pub rsdp_from: &'static str,
     /// The FADT's PM timer, if any.
     pub pm_timer: Option<hv_core::acpi::PmTimer>,
+    /// The FADT's power registers and the AML tables' places.
+    pub acpi_power: Option<hv_core::acpi_power::Power>,
+}
+
+/// Whether this CPU still runs on the boot page tables (the early map of [0, 4 GiB)); the
+/// first [`crate::paging::activate`] ends it.
+static EARLY_MAP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// The early map is gone (the boot CPU switched to its own tables).
+pub(crate) fn end_early_map() {
+    EARLY_MAP.store(false, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Reads firmware memory below 4 GiB (ACPI tables) while the early map exists, i.e. until
+/// the boot CPU switches to its own tables; false after that, or out of range.
+pub fn firmware_read(pa: u64, buf: &mut [u8]) -> bool {
+    EARLY_MAP.load(core::sync::atomic::Ordering::SeqCst) && early_read(pa, buf)
 }
 
 /// Reads physical memory below 4 GiB through the early map (for firmware tables).
@@ -267,6 +284,7 @@ fn find_cpus(bi: &mut BootInfo, rsdps: &[(Option<u64>, &'static str)]) {
     };
     bi.madt = acpi::parse(&early_read, rsdp).ok();
     bi.pm_timer = acpi::pm_timer(&early_read, rsdp);
+    bi.acpi_power = hv_core::acpi_power::power(&early_read, rsdp);
     bi.rsdp_from = from;
 }
 
@@ -329,6 +347,7 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         ram_from: "the multiboot2 memory map",
         rsdp_from: "none",
         pm_timer: None,
+        acpi_power: None,
     };
     let size = (mbi.end_address() - mbi.start_address()) as u64;
     // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI;
@@ -428,6 +447,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         ram_from: "the PVH memory map",
         rsdp_from: "none",
         pm_timer: None,
+        acpi_power: None,
     };
     let e = |_| BootInfoError::TooManyRanges;
     bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;

@@ -18,6 +18,7 @@ pub mod lapic;
 pub mod layout;
 pub mod paging;
 pub mod percpu;
+pub mod power;
 pub mod physmem;
 pub mod smp;
 pub mod time;

@@ -407,6 +407,7 @@ pub fn set_gate(t: &CpuTables, v: u8, handler: u64, dpl: u8) {
 /// only comes from [`build_cpu`], whose root holds the shared mappings (image, direct map),
 /// so the running code, stack and data stay mapped.
 pub fn activate(t: &CpuTables) {
+    crate::boot::end_early_map();
     // SAFETY: see above; the GDT alias base puts the reserved page at page 14.
     unsafe {
         let pcid = if pcid_enabled() { PCID_HV } else { 0 };

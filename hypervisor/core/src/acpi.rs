@@ -79,15 +79,15 @@ pub enum AcpiError {
 /// Reads `buf.len()` bytes at physical address `pa`; false if not readable.
 pub type Reader<'a> = &'a dyn Fn(u64, &mut [u8]) -> bool;
 
-fn sum(b: &[u8]) -> u8 {
+pub(crate) fn sum(b: &[u8]) -> u8 {
     b.iter().fold(0u8, |a, &x| a.wrapping_add(x))
 }
 
-fn u32le(b: &[u8], o: usize) -> u32 {
+pub(crate) fn u32le(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
-fn u64le(b: &[u8], o: usize) -> u64 {
+pub(crate) fn u64le(b: &[u8], o: usize) -> u64 {
     u32le(b, o) as u64 | (u32le(b, o + 4) as u64) << 32
 }
 
@@ -182,7 +182,7 @@ pub fn pm_timer(read: Reader<'_>, rsdp: u64) -> Option<PmTimer> {
 }
 
 /// The physical addresses the root table (XSDT, else RSDT) of the RSDP at `rsdp` lists.
-fn root_entries(read: Reader<'_>, rsdp: u64) -> Result<([u64; 256], usize), AcpiError> {
+pub(crate) fn root_entries(read: Reader<'_>, rsdp: u64) -> Result<([u64; 256], usize), AcpiError> {
     let mut r = [0u8; 36];
     if !read(rsdp, &mut r[..20]) || &r[..8] != b"RSD PTR " {
         return Err(AcpiError::NoRsdp);

@@ -10,6 +10,11 @@
 //! - `cpus=<n>`: use at most `n` CPUs (default: every CPU the ACPI MADT lists).
 //! - `dom0_max_vcpus=<n>`: dom0's vCPU count (as Xen; default: one per CPU in use).
 //! - `dom0_vcpus_pin`: dom0's vCPU n runs only on CPU n (as Xen's option of that name).
+//! - `reboot=<acpi|kbd|triple|no>` (or Xen's first letters `a`, `k`, `t`, `n`): the way to
+//!   restart the machine tried first (default `acpi`: the FADT's reset register, then the
+//!   keyboard controller, then a triple fault); `no` halts instead.
+//! - `noreboot`: after a crash of dom0 or of the hypervisor, halt rather than restart the
+//!   machine five seconds later (as Xen's option of that name).
 //! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gates
 //!   (vectors [`BENCH_VECTOR`] at DPL 1 and `BENCH_VECTOR + 1` at DPL 3, each a lone
 //!   `iretq`) for `cargo xtask bench`.
@@ -30,6 +35,40 @@ pub const DEFAULT_DOM0_MEM: u64 = 64 << 20;
 /// Vector of the benchmark-only baseline gate.
 pub const BENCH_VECTOR: u8 = 0x83;
 
+/// The ways to restart the machine, in the order tried by default.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RebootMethod {
+    /// The FADT's reset register.
+    Acpi,
+    /// The i8042 keyboard controller's reset line.
+    Kbd,
+    /// A triple fault.
+    Triple,
+    /// Do not restart: halt.
+    No,
+}
+
+impl RebootMethod {
+    fn parse(v: &str) -> Option<RebootMethod> {
+        match v {
+            "acpi" | "a" => Some(RebootMethod::Acpi),
+            "kbd" | "k" => Some(RebootMethod::Kbd),
+            "triple" | "t" => Some(RebootMethod::Triple),
+            "no" | "n" => Some(RebootMethod::No),
+            _ => None,
+        }
+    }
+
+    /// The methods tried when `self` is the first: `self`, then the rest in the default
+    /// order (`No` alone).
+    pub fn chain(self) -> impl Iterator<Item = RebootMethod> {
+        let all = [RebootMethod::Acpi, RebootMethod::Kbd, RebootMethod::Triple];
+        let first = core::iter::once(self);
+        let rest = all.into_iter().filter(move |&m| m != self && self != RebootMethod::No);
+        first.chain(rest)
+    }
+}
+
 /// Parsed options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options<'a> {
@@ -37,6 +76,10 @@ pub struct Options<'a> {
     pub dom0_mem: u64,
     pub debug_exit: bool,
     pub bench: bool,
+    /// The restart method tried first.
+    pub reboot: RebootMethod,
+    /// Halt, not restart, after a crash.
+    pub noreboot: bool,
     /// Audit every dead domain's frame counts once its vCPUs are off the CPUs (a scan of
     /// the whole frame table under the hypervisor lock: for tests and debugging).
     pub audit: bool,
@@ -86,6 +129,8 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         dom0_mem: DEFAULT_DOM0_MEM,
         debug_exit: false,
         bench: false,
+        reboot: RebootMethod::Acpi,
+        noreboot: false,
         audit: false,
         cpus: 0,
         dom0_max_vcpus: 0,
@@ -121,6 +166,11 @@ pub fn parse(cmdline: &str) -> Options<'_> {
             ("debug-ap-late", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.ap_late = n).is_some(),
             ("debug-exit", None) => {
                 o.debug_exit = true;
+                true
+            }
+            ("reboot", Some(v)) => RebootMethod::parse(v).map(|m| o.reboot = m).is_some(),
+            ("noreboot", None) => {
+                o.noreboot = true;
                 true
             }
             ("bench", None) => {
@@ -191,5 +241,20 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("99999999999T"), None);
         assert_eq!(parse_size("M"), None);
+    }
+
+    #[test]
+    fn reboot_methods() {
+        use RebootMethod::*;
+        assert_eq!(parse("").reboot, Acpi);
+        assert!(!parse("").noreboot && parse("noreboot").noreboot);
+        assert_eq!(parse("reboot=k").reboot, Kbd);
+        assert_eq!(parse("reboot=triple").reboot, Triple);
+        assert_eq!(parse("reboot=bios").unknown, Some("reboot=bios"));
+        let chain = |m: RebootMethod| m.chain().collect::<std::vec::Vec<_>>();
+        assert_eq!(chain(Acpi), [Acpi, Kbd, Triple]);
+        assert_eq!(chain(Kbd), [Kbd, Acpi, Triple]);
+        assert_eq!(chain(Triple), [Triple, Acpi, Kbd]);
+        assert_eq!(chain(No), [No]);
     }
 }

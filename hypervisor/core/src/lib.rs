@@ -10,6 +10,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod acpi;
+pub mod acpi_power;
 pub mod audit;
 pub mod budget;
 pub mod conin;

@@ -28,6 +28,9 @@ enum Expect {
     /// As `Exit`, and a check of the output's figures.
     /// ... and a check of the output and of the scenario's disk image (`None` without one).
     ExitCheck(ExitCode, &'static [&'static str], fn(&str, Option<&std::path::Path>) -> Result<(), String>),
+    /// The hypervisor runs without `debug-exit`: QEMU must end by itself (ACPI S5, or a
+    /// reset under `-no-reboot`) with status 0, each string somewhere in the output.
+    Ended(&'static [&'static str]),
 }
 
 #[derive(Clone, Debug)]
@@ -510,6 +513,29 @@ fn scenarios() -> Vec<Scenario> {
             machine: Some("q35,hpet=off"),
             ..sc("tsc-no-hpet-q35", Image::Guest("hello"), Expect::ExitCheck(Poweroff, &["kHz from the ACPI PM timer", "hello: up, powering off"], tsc_is_the_hosts))
         },
+        // ACPI power with no debug-exit: QEMU ends only if the machine really powers off
+        // (S5 through PM1a with the DSDT's `\_S5`) or resets (under `-no-reboot`).
+        sc("acpi-poweroff", Image::Guest("hello"), Expect::Ended(&["ACPI: poweroff by S5 (SLP_TYP 0/0", "powering off: ACPI S5"])),
+        Scenario { machine: Some("q35"), ..sc("acpi-poweroff-q35", Image::Guest("hello"), Expect::Ended(&["ACPI: poweroff by S5 (SLP_TYP 0/0", "powering off: ACPI S5"])) },
+        Scenario {
+            grub: true,
+            uefi: true,
+            machine: Some("q35"),
+            timeout_s: 120,
+            input: Some(("dom0> ", "poweroff\r")),
+            ..sc("uefi-acpi-poweroff-q35", Image::Dom0, Expect::Ended(&["ACPI: poweroff by S5", "powering off: ACPI S5"]))
+        },
+        Scenario {
+            grub: true,
+            machine: Some("q35"),
+            input: Some(("dom0> ", "reboot\r")),
+            ..sc("reboot-acpi-q35", Image::Dom0, Expect::Ended(&["ACPI: reset register I/O port 0xcf9", "reason reboot", "rebooting: ACPI reset register"]))
+        },
+        // i440FX's FADT (QEMU 7.2) has no reset register: the keyboard controller is next.
+        Scenario { grub: true, input: Some(("dom0> ", "reboot\r")), ..sc("reboot-kbd", Image::Dom0, Expect::Ended(&["ACPI: no reset register", "rebooting: keyboard controller"])) },
+        Scenario { hv_opts: "reboot=triple", machine: Some("q35"), input: Some(("dom0> ", "reboot\r")), ..sc("reboot-triple", Image::Dom0, Expect::Ended(&["rebooting: triple fault"])) },
+        // A dom0 crash restarts the machine five seconds later, as Xen does.
+        Scenario { machine: Some("q35"), input: Some(("dom0> ", "crash\r")), ..sc("crash-reboots-q35", Image::Dom0, Expect::Ended(&["Reboot in five seconds", "rebooting: ACPI reset register"])) },
         // Memory scales with the machine: dom0 given 3 GiB of a 4 GiB machine (the heap,
         // sized from the memory map, holds the builder's word per page).
         Scenario {
@@ -1029,6 +1055,7 @@ fn scenarios() -> Vec<Scenario> {
                     Expect::Success => Expect::Exit(ExitCode::Poweroff, lines(&["Test result: SUCCESS"])),
                     Expect::Exit(c, l) => Expect::Exit(c, lines(l)),
                     Expect::ExitCheck(c, l, f) => Expect::ExitCheck(c, lines(l), f),
+                    Expect::Ended(l) => Expect::Ended(lines(l)),
                 };
                 Scenario { name: Box::leak(format!("uefi-{}{sfx}", s.name).into_boxed_str()), uefi: true, machine, expect, timeout_s: s.timeout_s + 60, ..s.clone() }
             })
@@ -1079,6 +1106,7 @@ fn in_pv64(s: &Scenario) -> Scenario {
         Expect::Success => Expect::Success,
         Expect::Exit(code, l) => Expect::Exit(code, lines(l)),
         Expect::ExitCheck(code, l, f) => Expect::ExitCheck(code, lines(l), f),
+        Expect::Ended(l) => Expect::Ended(lines(l)),
     };
     let domus_only = PV64_DOMUS_ONLY.iter().any(|r| s.name == *r || s.name.strip_prefix(r).is_some_and(|t| t.starts_with("-smp")));
     if let Image::Guest(n) = s.image {
@@ -1247,7 +1275,8 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     // dom0's own kernel (its image is ~11.5 MiB: heap, grant and DMA windows) gets 32 MiB;
     // a test guest as dom0 16 MiB.
     let mem = if matches!(s.image, Image::Dom0) { "32M" } else { "16M" };
-    let hv_opts = format!("debug-exit loglvl=info dom0_mem={mem} audit {}", s.hv_opts);
+    let debug_exit = if matches!(s.expect, Expect::Ended(_)) { "" } else { "debug-exit " };
+    let hv_opts = format!("{debug_exit}loglvl=info dom0_mem={mem} audit {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() || s.bundle {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
         let bundle = if s.bundle { Some(images::bundle(i)?) } else { None };
@@ -1290,6 +1319,15 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
             match (verdict, o.code) {
                 (Some("SUCCESS"), Some(ExitCode::Poweroff)) => Ok(()),
                 (v, c) => Err(format!("verdict {:?}, exit {:?} (status {:?})", v, c, o.status)),
+            }
+        }
+        Expect::Ended(needles) => {
+            if o.code.is_some() || o.status != Some(0) {
+                return Err(format!("QEMU ended with status {:?} ({:?}), want 0: the machine did not power off or reset by itself", o.status, o.code));
+            }
+            match needles.iter().find(|n| !o.output.contains(**n)) {
+                Some(n) => Err(format!("output lacks {n:?}")),
+                None => Ok(()),
             }
         }
         Expect::Exit(code, needles) | Expect::ExitCheck(code, needles, _) => {

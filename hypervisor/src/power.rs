@@ -1,0 +1,131 @@
+//! Turning the machine off and restarting it, as dom0's `poweroff` and `reboot` ask, as
+//! the `R` debug key asks, and after a crash.
+//!
+//! At boot ([`init`], while the firmware's tables are still mapped) the FADT's registers
+//! and the `\_S5` sleep type (the DSDT's and SSDTs' AML, evaluated by the `aml` crate) are
+//! found and logged; ending the run then needs no allocation and no table.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use hv_arch::boot::BootInfo;
+use hv_arch::{cpu, power};
+use hv_core::acpi_power::{self, Gas, Power};
+use hv_core::cmdline::{Options, RebootMethod};
+
+/// What the firmware offers.
+struct Plan {
+    fadt: Option<Power>,
+    /// `\_S5`'s (SLP_TYPa, SLP_TYPb).
+    s5: Option<(u8, u8)>,
+}
+
+static PLAN: spin::Once<Plan> = spin::Once::new();
+static REBOOT: AtomicU8 = AtomicU8::new(RebootMethod::Acpi as u8);
+static NOREBOOT: AtomicBool = AtomicBool::new(false);
+
+/// Records the options (from the command line, before anything can end the run).
+pub fn set_options(opts: &Options<'_>) {
+    REBOOT.store(opts.reboot as u8, Ordering::Relaxed);
+    NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
+}
+
+/// Finds how to power off and reset (the heap must exist, the early map still).
+pub fn init(boot: &BootInfo) {
+    let fadt = boot.acpi_power;
+    let s5 = fadt.as_ref().and_then(|p| {
+        if p.pm1a_cnt == 0 {
+            log::warn!("ACPI: no PM1a control register{}: poweroff halts", if p.hw_reduced { " (hardware-reduced ACPI)" } else { "" });
+            return None;
+        }
+        for &(pa, len) in p.aml() {
+            log::debug!("ACPI: AML table at {:#x}, {} bytes", pa, len);
+        }
+        let tables = acpi_power::aml_tables(&hv_arch::boot::firmware_read, p);
+        let aml: usize = tables.iter().map(|t| t.len()).sum();
+        match acpi_power::sleep_type(&tables, 5) {
+            Ok(t) => {
+                log::info!("ACPI: poweroff by S5 (SLP_TYP {}/{} from {} AML table(s), {} KiB; PM1a control {:#x}, PM1b {:#x})", t.0, t.1, tables.len(), aml.div_ceil(1024), p.pm1a_cnt, p.pm1b_cnt);
+                Some(t)
+            }
+            Err(e) => {
+                log::warn!("ACPI: no S5 sleep type ({:?}): poweroff halts", e);
+                None
+            }
+        }
+    });
+    match fadt.and_then(|p| p.reset) {
+        Some((g, v)) => log::info!("ACPI: reset register {} {:#x} := {:#x}", space_name(g.space), g.addr, v),
+        None => log::info!("ACPI: no reset register: reboot through the keyboard controller, then a triple fault"),
+    }
+    if fadt.is_none() {
+        log::warn!("ACPI: no usable FADT: poweroff halts");
+    }
+    PLAN.call_once(|| Plan { fadt, s5 });
+}
+
+fn space_name(s: u8) -> &'static str {
+    match s {
+        Gas::IO => "I/O port",
+        Gas::MEMORY => "memory",
+        Gas::PCI_CONFIG => "PCI config",
+        _ => "space?",
+    }
+}
+
+/// Powers the machine off through ACPI S5; halts where that is impossible or fails.
+pub fn poweroff() -> ! {
+    if let Some(Plan { fadt: Some(p), s5: Some(t) }) = PLAN.get() {
+        log::info!("powering off: ACPI S5");
+        power::acpi_sleep(p.pm1a_cnt, p.pm1b_cnt, *t);
+        log::warn!("ACPI S5 did not power the machine off");
+    }
+    log::info!("halted: it is safe to switch the machine off");
+    cpu::halt_forever()
+}
+
+/// Restarts the machine: the method the command line names first, then the others
+/// (`reboot=no`: halts).
+pub fn reboot() -> ! {
+    let first = match REBOOT.load(Ordering::Relaxed) {
+        x if x == RebootMethod::Kbd as u8 => RebootMethod::Kbd,
+        x if x == RebootMethod::Triple as u8 => RebootMethod::Triple,
+        x if x == RebootMethod::No as u8 => RebootMethod::No,
+        _ => RebootMethod::Acpi,
+    };
+    for m in first.chain() {
+        match m {
+            RebootMethod::Acpi => {
+                if let Some((g, v)) = PLAN.get().and_then(|p| p.fadt).and_then(|p| p.reset) {
+                    hv_arch::console::emergency_write_fmt(format_args!("(XEN) rebooting: ACPI reset register\n"));
+                    if !power::acpi_reset(g, v) {
+                        hv_arch::console::emergency_write_fmt(format_args!("(XEN) the ACPI reset register is in {}: not reachable\n", space_name(g.space)));
+                    }
+                }
+            }
+            RebootMethod::Kbd => {
+                hv_arch::console::emergency_write_fmt(format_args!("(XEN) rebooting: keyboard controller\n"));
+                power::kbc_reset();
+            }
+            RebootMethod::Triple => {
+                hv_arch::console::emergency_write_fmt(format_args!("(XEN) rebooting: triple fault\n"));
+                power::triple_fault();
+            }
+            RebootMethod::No => {}
+        }
+    }
+    hv_arch::console::emergency_write_fmt(format_args!("(XEN) reboot=no: halted\n"));
+    cpu::halt_forever()
+}
+
+/// After a crash: restarts in five seconds, as Xen does, or halts with `noreboot`.
+pub fn after_crash() -> ! {
+    if NOREBOOT.load(Ordering::Relaxed) {
+        hv_arch::console::emergency_write_fmt(format_args!("(XEN) noreboot: halted\n"));
+        cpu::halt_forever()
+    }
+    hv_arch::console::emergency_write_fmt(format_args!("(XEN) Reboot in five seconds...\n"));
+    let end = cpu::rdtsc().saturating_add(hv_arch::time::tsc_khz().saturating_mul(5000));
+    while cpu::rdtsc() < end {
+        core::hint::spin_loop();
+    }
+    reboot()
+}
