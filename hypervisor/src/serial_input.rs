@@ -1,4 +1,5 @@
-//! Serial input: taken from the UART by CPU 0's housekeeping (and by `CONSOLEIO_read`),
+//! Console input: taken from the UART and the keyboard (`hv_arch::kbd`) by CPU 0's
+//! housekeeping (and by `CONSOLEIO_read`),
 //! routed by `hv_core::conin` (Xen's `Ctrl-A` ×3 switch) to dom0's input buffer, which
 //! `CONSOLEIO_read` drains, or to the hypervisor's debug keys.
 
@@ -31,7 +32,8 @@ pub fn pump() -> bool {
         let mut nmine = 0;
         {
             let mut i = INPUT.lock();
-            let n = hv_arch::console::read_available(&mut chunk);
+            let mut n = hv_arch::console::read_available(&mut chunk);
+            n += hv_arch::kbd::read_available(&mut chunk[n..]);
             if n == 0 {
                 return for_dom0;
             }

@@ -130,6 +130,7 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
     if paging::map_lapic(root, mm).is_err() {
         panic!("out of memory mapping the local APIC");
     }
+    screen(root, mm, boot);
     hv_arch::lapic::init();
     crate::irq::init(root, mm, boot.madt.as_ref());
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
@@ -259,4 +260,36 @@ pub fn start_aps(cpus: &Cpus, opts: &Options<'_>, ap_main: fn(u32) -> !, online:
         core::hint::spin_loop();
     }
     log::info!("{} CPU(s) online", online.load(Ordering::SeqCst));
+}
+
+/// Starts the screen console (mapped into the shared slots of `root`) and the keyboard, and
+/// says what they are.
+fn screen(root: hv_arch::physmem::PrivateFrame, mm: &mut mm::Mm, boot: &BootInfo) {
+    use hv_arch::screen::Mode;
+    match boot.screen {
+        Some(mode) => {
+            let (pa, len) = mode.phys();
+            if paging::map_screen(root, mm, pa, len).is_err() {
+                log::warn!("screen: out of memory mapping it");
+            } else {
+                let mut backlog = alloc::vec![0u8; hv_arch::console::RING_SIZE];
+                let (n, _) = hv_arch::console::read_ring(None, &mut backlog);
+                hv_arch::screen::start(mode, &backlog[..n]);
+                let (cols, rows) = mode.cells();
+                match mode {
+                    Mode::Text { .. } => log::info!("screen: VGA text, {}x{} at {:#x}", cols, rows, pa),
+                    Mode::Rgb { width, height, bpp, .. } => log::info!("screen: framebuffer {}x{}x{} at {:#x}, {}x{} characters", width, height, bpp, pa, cols, rows),
+                }
+            }
+        }
+        None => match boot.screen_refused {
+            Some((ty, w, h, bpp)) => log::warn!("screen: framebuffer type {} {}x{}x{} not supported: serial console only", ty, w, h, bpp),
+            None => log::info!("screen: none (the bootloader set no video mode): serial console only"),
+        },
+    }
+    if hv_arch::kbd::init() {
+        log::info!("keyboard: i8042 (PS/2), US layout; Ctrl-A three times switches input to the hypervisor");
+    } else {
+        log::info!("keyboard: no i8042");
+    }
 }

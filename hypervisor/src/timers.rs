@@ -64,7 +64,7 @@ pub fn fire(pc: &mut PerCpu) -> bool {
     if !pc.cur.is_placeholder() {
         events::update_time(&pc.cur.shared, pc.cur.id);
     }
-    if pc.id == 0 && hv_arch::cpu::serial_has_input() && crate::serial_input::pump() {
+    if pc.id == 0 && (hv_arch::cpu::serial_has_input() || hv_arch::kbd::has_input()) && crate::serial_input::pump() {
         if let Some(d0) = shared_of(0) {
             need |= raise(pc.id, &d0, VIRQ_CONSOLE, 0);
         }

@@ -23,6 +23,18 @@ mb2_header:
     .long 0
     .long mb2_header_end - mb2_header
     .long 0x100000000 - (0xE85250D6 + (mb2_header_end - mb2_header))
+    /* Console flags (type 4, optional): EGA text is supported (else GRUB would set a
+       graphics mode under a BIOS too). */
+    .balign 8
+    .short 4, 1
+    .long 12
+    .long 2
+    /* A framebuffer request (type 5), optional (flags 1), no preferred mode: GRUB then
+       hands over the UEFI framebuffer, or VGA text under a BIOS (`gfxpayload=text`). */
+    .balign 8
+    .short 5, 1
+    .long 20
+    .long 0, 0, 0
     .balign 8
     .short 0, 0
     .long 8
@@ -244,6 +256,10 @@ pub struct BootInfo {
     pub pm_timer: Option<hv_core::acpi::PmTimer>,
     /// The FADT's power registers and the AML tables' places.
     pub acpi_power: Option<hv_core::acpi_power::Power>,
+    /// The screen the bootloader set up (multiboot2's framebuffer tag), if usable.
+    pub screen: Option<crate::screen::Mode>,
+    /// What the framebuffer tag said when it was not usable (for the boot log).
+    pub screen_refused: Option<(u8, u32, u32, u8)>,
 }
 
 /// Whether this CPU still runs on the boot page tables (the early map of [0, 4 GiB)); the
@@ -348,6 +364,8 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         rsdp_from: "none",
         pm_timer: None,
         acpi_power: None,
+        screen: None,
+        screen_refused: None,
     };
     let size = (mbi.end_address() - mbi.start_address()) as u64;
     // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI;
@@ -382,6 +400,28 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
                     .add(Range::new(a.start_address(), a.end_address()))
                     .map_err(|_| BootInfoError::TooManyRanges)?;
             }
+        }
+    }
+    if let Some(Ok(fb)) = mbi.framebuffer_tag() {
+        use crate::screen::Mode;
+        use multiboot2::FramebufferType;
+        let mode = match fb.buffer_type() {
+            Ok(FramebufferType::Text) => Some(Mode::Text { pa: fb.address(), cols: fb.width(), rows: fb.height(), pitch: fb.pitch() }),
+            Ok(FramebufferType::RGB { red, green, blue }) => Some(Mode::Rgb {
+                pa: fb.address(),
+                width: fb.width(),
+                height: fb.height(),
+                pitch: fb.pitch(),
+                bpp: fb.bpp(),
+                red: (red.position, red.size),
+                green: (green.position, green.size),
+                blue: (blue.position, blue.size),
+            }),
+            _ => None,
+        };
+        match mode.filter(|m| m.usable()) {
+            Some(m) => bi.screen = Some(m),
+            None => bi.screen_refused = Some((fb.buffer_type().map_or(9, |t| match t { FramebufferType::Indexed { .. } => 0, FramebufferType::RGB { .. } => 1, FramebufferType::Text => 2 }), fb.width(), fb.height(), fb.bpp())),
         }
     }
     for m in mbi.module_tags() {
@@ -448,6 +488,8 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         rsdp_from: "none",
         pm_timer: None,
         acpi_power: None,
+        screen: None,
+        screen_refused: None,
     };
     let e = |_| BootInfoError::TooManyRanges;
     bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;

@@ -1,4 +1,4 @@
-//! The serial console (COM1) and the `log` backend.
+//! The console: COM1 and the screen (`crate::screen`), and the `log` backend.
 //!
 //! Each log line carries a timestamp (seconds since boot, from the calibrated TSC) and, where
 //! the caller gives one, the domain. Guest console output is written raw through
@@ -58,6 +58,9 @@ impl<F: FnMut(u8)> Write for Sink<F> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if self.1 {
             RING.lock().put(s.as_bytes());
+            crate::screen::write(s.as_bytes());
+        } else {
+            crate::screen::try_write(s.as_bytes());
         }
         crlf(s.as_bytes(), &mut self.0);
         Ok(())
@@ -68,6 +71,7 @@ impl<F: FnMut(u8)> Write for Sink<F> {
 pub fn write_bytes(b: &[u8]) {
     if let Some(p) = PORT.lock().as_mut() {
         RING.lock().put(b);
+        crate::screen::write(b);
         crlf(b, |c| p.send(c));
     }
 }

@@ -16,6 +16,11 @@ pub const PHYS_BASE: u64 = 0x10_0000;
 /// The local APIC's registers (uncached), in slot 261 below the image.
 pub const LAPIC_VA: u64 = 0xFFFF_8280_0000_0000;
 
+/// The screen (VGA text memory or the framebuffer, its first page's offset kept), in slot
+/// 261 above the APICs, at most `SCREEN_MAX` bytes.
+pub const SCREEN_VA: u64 = 0xFFFF_8288_0000_0000;
+pub const SCREEN_MAX: u64 = 64 << 20;
+
 /// Virtual address = physical address + this, for the image.
 pub const IMAGE_BASE: u64 = 0xFFFF_82D0_4000_0000;
 /// Direct map of machine memory.

@@ -19,6 +19,8 @@ pub mod layout;
 pub mod paging;
 pub mod percpu;
 pub mod power;
+pub mod screen;
+pub mod kbd;
 pub mod physmem;
 pub mod smp;
 pub mod time;

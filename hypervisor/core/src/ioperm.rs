@@ -26,7 +26,9 @@ const fn r(first: u64, last: u64, what: &'static str) -> Reserved {
 pub const HYPERVISOR_PORTS: &[Reserved] = &[
     r(0x20, 0x21, "8259A master PIC (masked by the hypervisor)"),
     r(0x40, 0x43, "8254 PIT (TSC calibration)"),
+    r(0x60, 0x60, "i8042 data (the hypervisor's keyboard)"),
     r(0x61, 0x61, "PIT channel 2 gate (TSC calibration)"),
+    r(0x64, 0x64, "i8042 status and command (the keyboard; its reset line reboots)"),
     r(0x70, 0x71, "CMOS RTC (the wallclock of new domains)"),
     r(0xA0, 0xA1, "8259A slave PIC"),
     r(0xF4, 0xF4, "isa-debug-exit (test verdicts)"),
@@ -122,7 +124,7 @@ mod tests {
             let denied = b[p as usize / 8] & (1 << (p % 8)) != 0;
             assert_eq!(denied, !port_permitted(p), "port {p:#x}");
         }
-        for p in [0x20, 0x21, 0x40, 0x43, 0x61, 0x70, 0x71, 0xA1, 0xF4, 0x3F8, 0x3FD, 0x3FF, 0x4D0] {
+        for p in [0x20, 0x21, 0x40, 0x43, 0x60, 0x61, 0x64, 0x70, 0x71, 0xA1, 0xF4, 0x3F8, 0x3FD, 0x3FF, 0x4D0] {
             assert!(!port_permitted(p), "{p:#x}");
         }
         for p in [0x80, 0xCF8, 0xCFC, 0xCFF, 0x3F7, 0x400, 0x2F8, 0xC000, 0xFFFF] {

@@ -35,5 +35,6 @@ pub mod pv_image;
 pub mod ratelimit;
 pub mod runstate;
 pub mod sched;
+pub mod screen;
 pub mod shootdown;
 pub mod time;

@@ -86,12 +86,20 @@ fn build_pv64_guests(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// What every grub.cfg starts with: no menu delay; GRUB's own menu on COM1 and the screen;
+/// the video mode handed over ([`GRUB_VIDEO`]): a UEFI framebuffer (GOP), VGA text under a
+/// BIOS (the hypervisor draws its console on either).
+const GRUB_HEAD: &str = "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
+    insmod all_video\n";
+/// The last line of the menu entry before `boot`: the video mode handed over (after the
+/// `multiboot2` line, which sets `gfxpayload` from the image's framebuffer request).
+const GRUB_VIDEO: &str = "    if [ \"$grub_platform\" != efi ]; then set gfxpayload=text; fi\n";
+
 /// grub.cfg for the hypervisor with `hv_opts`, the dom0 module with `dom0_args` and dom0's
 /// boot bundle.
 pub fn grub_cfg(hv_opts: &str, dom0_args: &str) -> String {
     format!(
-        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
-         menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n    module2 /boot/dom0 {dom0_args}\n    module2 /boot/bundle bundle\n    boot\n}}\n"
+        "{GRUB_HEAD}menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n    module2 /boot/dom0 {dom0_args}\n    module2 /boot/bundle bundle\n{GRUB_VIDEO}    boot\n}}\n"
     )
 }
 
@@ -162,12 +170,12 @@ pub fn bundle(i: &Images) -> Result<PathBuf, String> {
 /// grub.cfg with several modules: `(file in /boot, module string)`, dom0 first.
 pub fn grub_cfg_modules(hv_opts: &str, modules: &[(&str, &str)]) -> String {
     let mut s = format!(
-        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n\
-         menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n"
+        "{GRUB_HEAD}menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n"
     );
     for (file, args) in modules {
         s.push_str(&format!("    module2 /boot/{file} {args}\n"));
     }
+    s.push_str(GRUB_VIDEO);
     s.push_str("    boot\n}\n");
     s
 }

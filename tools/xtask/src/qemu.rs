@@ -56,6 +56,14 @@ pub struct Config {
     /// ... and fetched once (`GET /`) when this text first appears on the serial line; the
     /// answer is added to the output as `[host] ` lines.
     pub get_after: Option<&'static str>,
+    /// A standard VGA adapter (`-vga std`) rather than none: the screen console.
+    pub vga: bool,
+    /// `input` is typed on the PS/2 keyboard (the monitor's `sendkey`) rather than COM1.
+    pub keyboard: bool,
+    /// Where screen captures go: a line of `input` starting with `\x1c` (ASCII FS) takes
+    /// one, `<base>-<n>.ppm` (the monitor's `screendump`) and `<base>-<n>.mon` (its answer
+    /// to `xp` of the VGA text memory), n from 0.
+    pub capture: Option<PathBuf>,
 }
 
 impl Config {
@@ -78,7 +86,15 @@ impl Config {
             get_after: None,
             cpu: None,
             uefi: false,
+            vga: false,
+            keyboard: false,
+            capture: None,
         }
+    }
+
+    /// Does a run need the monitor socket (NMIs, keys, screen captures)?
+    fn wants_monitor(&self) -> bool {
+        self.nmi_every.is_some() || self.keyboard || self.capture.is_some()
     }
 
     fn command(&self) -> Command {
@@ -90,7 +106,7 @@ impl Config {
         let serial = if self.interactive { "mon:stdio" } else { "stdio" };
         c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
-        c.args(["-nodefaults", "-vga", "none"]);
+        c.args(["-nodefaults", "-vga", if self.vga { "std" } else { "none" }]);
         if let Some(m) = self.machine {
             c.args(["-machine", m]);
         }
@@ -109,7 +125,7 @@ impl Config {
             let fwd = self.forward.map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-:80")).unwrap_or_default();
             c.args(["-netdev", &format!("user,id=net0{fwd}"), "-device", "virtio-net-pci,netdev=net0"]);
         }
-        if !self.interactive && self.nmi_every.is_none() {
+        if !self.interactive && !self.wants_monitor() {
             c.args(["-monitor", "none"]);
         }
         if self.icount {
@@ -150,7 +166,7 @@ pub struct Outcome {
 pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     let start = Instant::now();
     let mut cmd = cfg.command();
-    let monitor = cfg.nmi_every.map(|_| {
+    let monitor = cfg.wants_monitor().then(|| {
         let p = std::env::temp_dir().join(format!("rxen-monitor-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&p);
         cmd.arg("-monitor").arg(format!("unix:{},server=on,wait=off", p.display()));
@@ -178,7 +194,14 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
     let typist = match (cfg.input, stdin) {
         (Some((after, text)), Some(w)) => {
             let (shared, ended) = (shared.clone(), ended.clone());
-            Some(std::thread::spawn(move || type_input(w, after, text, &shared, &ended)))
+            let mut t = Typist { serial: w, monitor: None, keyboard: cfg.keyboard, capture: cfg.capture.clone(), captures: 0 };
+            let path = monitor.clone();
+            Some(std::thread::spawn(move || {
+                if let Some(p) = path.filter(|_| t.keyboard || t.capture.is_some()) {
+                    t.monitor = Monitor::connect(&p);
+                }
+                type_input(&mut t, after, text, &shared, &ended)
+            }))
         }
         _ => None,
     };
@@ -291,8 +314,7 @@ fn appeared(buf: &[u8], from: usize, needle: &str) -> bool {
 /// is Ctrl-A, which scenarios type) is not typed but waited for:
 /// the rest of it must appear in the output written after the previous line was typed
 /// (until QEMU ends). Stops when QEMU ends.
-fn type_input(mut w: std::process::ChildStdin, after: &str, text: &str, out: &std::sync::Mutex<Vec<u8>>, ended: &std::sync::atomic::AtomicBool) {
-    use std::io::Write;
+fn type_input(w: &mut Typist, after: &str, text: &str, out: &std::sync::Mutex<Vec<u8>>, ended: &std::sync::atomic::AtomicBool) {
     let wait_for = |needle: &str, from: usize| -> bool {
         loop {
             if out.lock().map(|b| b.len() >= from && appeared(&b, from, needle)).unwrap_or(true) {
@@ -315,11 +337,107 @@ fn type_input(mut w: std::process::ChildStdin, after: &str, text: &str, out: &st
             }
             continue;
         }
+        if line.starts_with('\x1c') {
+            w.capture();
+            continue;
+        }
         mark = out.lock().map(|b| b.len()).unwrap_or(0);
-        if w.write_all(line.as_bytes()).and_then(|_| w.flush()).is_err() {
+        if w.type_line(line).is_err() {
             return;
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The QEMU monitor over its socket, its answers collected by a reader thread.
+struct Monitor {
+    sock: std::os::unix::net::UnixStream,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Monitor {
+    fn connect(path: &std::path::Path) -> Option<Monitor> {
+        let sock = (0..500).find_map(|_| {
+            std::os::unix::net::UnixStream::connect(path).ok().or_else(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            })
+        })?;
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut r, a) = (sock.try_clone().ok()?, answers.clone());
+        std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while let Ok(n) = r.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut v) = a.lock() {
+                    v.extend_from_slice(&b[..n]);
+                }
+            }
+        });
+        Some(Monitor { sock, answers })
+    }
+
+    fn command(&mut self, c: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        self.sock.write_all(c.as_bytes())?;
+        self.sock.write_all(b"\n")
+    }
+}
+
+/// Where scenario input goes: COM1, or the keyboard through the monitor.
+struct Typist {
+    serial: std::process::ChildStdin,
+    monitor: Option<Monitor>,
+    keyboard: bool,
+    capture: Option<PathBuf>,
+    captures: usize,
+}
+
+impl Typist {
+    fn type_line(&mut self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        match (&mut self.monitor, self.keyboard) {
+            (Some(m), true) => {
+                for c in line.chars() {
+                    let Some(k) = qcode(c) else { continue };
+                    m.command(&format!("sendkey {k} 20"))?;
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+                Ok(())
+            }
+            _ => self.serial.write_all(line.as_bytes()).and_then(|_| self.serial.flush()),
+        }
+    }
+
+    /// A screen capture: the framebuffer as a PPM, the VGA text memory as `xp` prints it.
+    fn capture(&mut self) {
+        let (Some(m), Some(base)) = (&mut self.monitor, &self.capture) else { return };
+        let n = self.captures;
+        self.captures += 1;
+        let ppm = format!("{}-{n}.ppm", base.display());
+        let _ = std::fs::remove_file(&ppm);
+        if let Ok(mut a) = m.answers.lock() {
+            a.clear();
+        }
+        let _ = m.command(&format!("screendump {ppm}"));
+        let _ = m.command("xp /2000hx 0xb8000");
+        std::thread::sleep(Duration::from_millis(1500));
+        let text = m.answers.lock().map(|a| a.clone()).unwrap_or_default();
+        let _ = std::fs::write(format!("{}-{n}.mon", base.display()), text);
+    }
+}
+
+/// The monitor's `sendkey` name of `c` (US layout), if it has one.
+fn qcode(c: char) -> Option<String> {
+    const SHIFTED: &[(char, &str)] = &[('!', "1"), ('@', "2"), ('#', "3"), ('$', "4"), ('%', "5"), ('^', "6"), ('&', "7"), ('*', "8"), ('(', "9"), (')', "0"), ('_', "minus"), ('+', "equal"), ('{', "bracket_left"), ('}', "bracket_right"), ('|', "backslash"), (':', "semicolon"), ('"', "apostrophe"), ('<', "comma"), ('>', "dot"), ('?', "slash"), ('~', "grave_accent")];
+    const PLAIN: &[(char, &str)] = &[(' ', "spc"), ('\r', "ret"), ('\n', "ret"), ('\t', "tab"), ('\x7f', "backspace"), ('-', "minus"), ('=', "equal"), ('[', "bracket_left"), (']', "bracket_right"), ('\\', "backslash"), (';', "semicolon"), ('\'', "apostrophe"), (',', "comma"), ('.', "dot"), ('/', "slash"), ('`', "grave_accent")];
+    match c {
+        'a'..='z' | '0'..='9' => Some(c.to_string()),
+        'A'..='Z' => Some(format!("shift-{}", c.to_ascii_lowercase())),
+        '\x01'..='\x1a' if !matches!(c, '\r' | '\n' | '\t') => Some(format!("ctrl-{}", (b'a' + c as u8 - 1) as char)),
+        _ => SHIFTED.iter().find(|x| x.0 == c).map(|x| format!("shift-{}", x.1)).or_else(|| PLAIN.iter().find(|x| x.0 == c).map(|x| x.1.to_string())),
     }
 }
 

@@ -70,10 +70,15 @@ struct Scenario {
     uefi: bool,
     /// The machine's RAM in MiB (0: the runner's default, 256).
     memory_mb: u32,
+    /// A VGA adapter (the screen console), captured by `\x1c` lines of the input
+    /// ([`screen_path`]); the check gets the capture's base path.
+    vga: bool,
+    /// The input is typed on the PS/2 keyboard, not COM1.
+    keyboard: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false, memory_mb: 0 }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false, memory_mb: 0, vga: false, keyboard: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -536,6 +541,28 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { hv_opts: "reboot=triple", machine: Some("q35"), input: Some(("dom0> ", "reboot\r")), ..sc("reboot-triple", Image::Dom0, Expect::Ended(&["rebooting: triple fault"])) },
         // A dom0 crash restarts the machine five seconds later, as Xen does.
         Scenario { machine: Some("q35"), input: Some(("dom0> ", "crash\r")), ..sc("crash-reboots-q35", Image::Dom0, Expect::Ended(&["Reboot in five seconds", "rebooting: ACPI reset register"])) },
+        // The screen console and the keyboard: no serial input at all; `xl list` typed on
+        // the PS/2 keyboard (QEMU's sendkey) reaches the dom0 shell, and the screen (VGA
+        // text under SeaBIOS, GRUB's UEFI framebuffer under OVMF, read back cell by cell)
+        // shows what COM1 shows.
+        Scenario {
+            grub: true,
+            vga: true,
+            keyboard: true,
+            timeout_s: 120,
+            input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\rpoweroff\r")),
+            ..sc("screen-vga-keyboard", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: VGA text, 80x25 at 0xb8000", "keyboard: i8042 (PS/2)"], screen_shows_the_console))
+        },
+        Scenario {
+            grub: true,
+            vga: true,
+            keyboard: true,
+            uefi: true,
+            machine: Some("q35"),
+            timeout_s: 150,
+            input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\rpoweroff\r")),
+            ..sc("uefi-screen-framebuffer-q35", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: framebuffer ", "keyboard: i8042 (PS/2)"], screen_shows_the_console))
+        },
         // Memory scales with the machine: dom0 given 3 GiB of a 4 GiB machine (the heap,
         // sized from the memory map, holds the builder's word per page).
         Scenario {
@@ -1141,6 +1168,72 @@ fn image_path(i: &Images, img: &Image) -> Result<PathBuf, String> {
 }
 
 /// Where a scenario's disk image is (a fresh 1 MiB of zeros at each run).
+/// Where a screen scenario's captures go (`<this>-<n>.ppm`, `.mon`).
+fn screen_path(name: &str) -> PathBuf {
+    images::target().join("scenario-logs").join(format!("{name}-screen"))
+}
+
+/// The text of screen capture `n` at `base`: the framebuffer (PPM) read back cell by cell
+/// with the hypervisor's font (8×16 cells, each glyph row twice; a cell no glyph matches
+/// reads `?`), or, for VGA text mode (QEMU renders it 720×400), the text memory as the
+/// monitor's `xp` printed it.
+fn screen_text(base: &std::path::Path, n: usize) -> Result<Vec<String>, String> {
+    let ppm = std::fs::read(format!("{}-{n}.ppm", base.display())).map_err(|e| format!("no screendump: {e}"))?;
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while ppm.get(at).is_some_and(|c| c.is_ascii_whitespace()) {
+            at += 1;
+        }
+        let start = at;
+        while ppm.get(at).is_some_and(|c| !c.is_ascii_whitespace()) {
+            at += 1;
+        }
+        fields.push(String::from_utf8_lossy(&ppm[start..at]).to_string());
+    }
+    let (w, h): (usize, usize) = (fields[1].parse().map_err(|_| "bad PPM")?, fields[2].parse().map_err(|_| "bad PPM")?);
+    let px = &ppm[at + 1..];
+    if fields[0] != "P6" || px.len() < w * h * 3 {
+        return Err("not a P6 PPM".into());
+    }
+    if (w, h) == (720, 400) {
+        let mon = std::fs::read_to_string(format!("{}-{n}.mon", base.display())).map_err(|e| e.to_string())?;
+        let cells: Vec<u8> = mon
+            .lines()
+            .filter_map(|l| l.split_once(": ").filter(|(a, _)| a.trim_start_matches('0').starts_with("b8") || a.trim_start_matches('0').starts_with("b9")).map(|x| x.1))
+            .flat_map(|words| words.split_whitespace().filter_map(|x| u16::from_str_radix(x.trim_start_matches("0x"), 16).ok()).map(|v| v as u8).collect::<Vec<_>>())
+            .collect();
+        return Ok(cells.chunks(80).map(|r| String::from_utf8_lossy(r).trim_end().to_string()).collect());
+    }
+    let lit = |x: usize, y: usize| px[(y * w + x) * 3..][..3].iter().map(|&c| c as u32).sum::<u32>() > 384;
+    let glyphs = &font8x8::legacy::BASIC_LEGACY;
+    let rows = (0..h / 16)
+        .map(|r| {
+            let line: String = (0..w / 8)
+                .map(|c| {
+                    let cell: Vec<u8> = (0..16).map(|y| (0..8).fold(0u8, |a, x| a | (u8::from(lit(c * 8 + x, r * 16 + y)) << x))).collect();
+                    (0x20u8..0x7F).find(|&g| (0..16).all(|y| glyphs[g as usize][y / 2] == cell[y])).map_or('?', char::from)
+                })
+                .collect();
+            line.trim_end().to_string()
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// The screen scenarios: capture 0 shows the hypervisor's log and the dom0 shell's `xl
+/// list` typed on the keyboard, as COM1 does.
+fn screen_shows_the_console(out: &str, base: Option<&std::path::Path>) -> Result<(), String> {
+    let rows = screen_text(base.ok_or("no capture")?, 0)?;
+    let has = |p: &dyn Fn(&str) -> bool, what: &str| rows.iter().any(|r| p(r)).then_some(()).ok_or_else(|| format!("the screen lacks {what}; it shows:\n{}", rows.join("\n")));
+    has(&|r| r.contains("dom0> xl list"), "the typed 'dom0> xl list'")?;
+    has(&|r| r.starts_with("Domain-0 ") || r.starts_with("Name "), "xl list's table")?;
+    if !out.contains("dom0> xl list") {
+        return Err("COM1 lacks the keyboard's 'xl list'".into());
+    }
+    Ok(())
+}
+
 fn disk_path(name: &str) -> PathBuf {
     images::target().join("scenario-disks").join(format!("{name}.img"))
 }
@@ -1248,6 +1341,9 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.nmi_every = s.nmis.then_some(Duration::from_millis(2));
     cfg.machine = s.machine;
     cfg.uefi = s.uefi;
+    cfg.vga = s.vga;
+    cfg.keyboard = s.keyboard;
+    cfg.capture = s.vga.then(|| screen_path(s.name));
     if s.memory_mb != 0 {
         cfg.memory_mb = s.memory_mb;
     }
@@ -1333,7 +1429,7 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
         Expect::Exit(code, needles) | Expect::ExitCheck(code, needles, _) => {
             if let Expect::ExitCheck(_, _, check) = &s.expect {
                 if o.code == Some(*code) {
-                    let disk = s.disk.then(|| disk_path(s.name));
+                    let disk = s.disk.then(|| disk_path(s.name)).or_else(|| s.vga.then(|| screen_path(s.name)));
                     check(&o.output, disk.as_deref())?;
                 }
             }
