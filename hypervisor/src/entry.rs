@@ -93,7 +93,10 @@ pub fn guest_trap(hv: &mut Hv, f: &mut TrapFrame) -> bool {
             crate::timers::process_timers(hv);
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
-        v if v == hv_arch::lapic::IPI_VECTOR as u64 => hv_arch::lapic::eoi(),
+        v if v == hv_arch::lapic::IPI_VECTOR as u64 => {
+            hv_arch::lapic::eoi();
+            crate::debug_keys::dump_if_asked(hv.pc.id, f, Some((hv.pc.cur.dom, hv.pc.cur.id)));
+        }
         v => match hv_core::irq::gsi_of_vector(v) {
             Some(gsi) => crate::irq::interrupt(hv, gsi),
             None => ack_other(v),
@@ -460,11 +463,10 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
         2 => nmi("hypervisor"),
         // The idle loop (SCHEDOP_block/poll) processes timers itself once it wakes.
         // A flush owed is done before this CPU next resumes a guest (`crate::shootdown::leave_cpu`).
-        v if v == hv_arch::lapic::TIMER_VECTOR as u64
-            || v == hv_arch::lapic::IPI_VECTOR as u64
-            || v == hv_arch::lapic::FLUSH_VECTOR as u64 =>
-        {
-            hv_arch::lapic::eoi()
+        v if v == hv_arch::lapic::TIMER_VECTOR as u64 || v == hv_arch::lapic::FLUSH_VECTOR as u64 => hv_arch::lapic::eoi(),
+        v if v == hv_arch::lapic::IPI_VECTOR as u64 => {
+            hv_arch::lapic::eoi();
+            crate::debug_keys::dump_if_asked(hv_arch::percpu::cpu_id(), f, None);
         }
         v if v == hv_arch::lapic::SPURIOUS_VECTOR as u64 => {}
         // A device interrupt: handled by the idle loop once it wakes (its EOI held back).
@@ -483,6 +485,7 @@ pub fn hypervisor_trap(f: &mut TrapFrame) {
                 vector_name(f.vector)
             ));
             dump(f, cr2);
+            crate::backtrace::print_from(Some(f.rip), f.rbp);
             crate::panic_exit()
         }
     }

@@ -29,6 +29,8 @@ mod guest_console;
 mod serial_input;
 mod halt;
 mod power;
+mod debug_keys;
+mod backtrace;
 pub use halt::{end, panic_exit};
 pub use state::Hv;
 mod shootdown;
@@ -64,6 +66,7 @@ fn ap_main(cpu: u32) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     hv_arch::console::emergency_write_fmt(format_args!("(XEN) PANIC: {}\n", info));
+    backtrace::here();
     panic_exit()
 }
 

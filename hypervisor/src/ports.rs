@@ -52,6 +52,14 @@ impl<'a> Locked<'a> {
         PortBits { a: self.a.0, b: self.b.as_ref().map(|b| b.0) }
     }
 
+    /// Domain `dom`'s table, if it is one of the locked ones.
+    pub fn table(&self, dom: DomId) -> Option<&DomainEvents> {
+        if self.a.0.id == dom {
+            return Some(&self.a.1);
+        }
+        self.b.as_ref().filter(|b| b.0.id == dom).map(|b| &*b.1)
+    }
+
     /// Domain `dom`'s table, if it is one of the locked ones, to change.
     pub fn ports_mut(&mut self, dom: DomId) -> Option<&mut DomainEvents> {
         if self.a.0.id == dom {

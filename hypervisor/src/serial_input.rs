@@ -3,7 +3,6 @@
 //! routed by `hv_core::conin` (Xen's `Ctrl-A` ×3 switch) to dom0's input buffer, which
 //! `CONSOLEIO_read` drains, or to the hypervisor's debug keys.
 
-use core::sync::atomic::Ordering;
 use hv_core::conin::{Out, Router, Target};
 
 /// Bytes for dom0 not read yet (older input is kept; bytes past this are dropped, as a
@@ -60,7 +59,7 @@ pub fn pump() -> bool {
             match *o {
                 Out::Switched(Target::Hypervisor) => log::info!("*** Serial input to Xen (type 'CTRL-a' three times to switch input)"),
                 Out::Switched(Target::Dom0) => log::info!("*** Serial input to DOM0 (type 'CTRL-a' three times to switch input)"),
-                Out::Key(k) => debug_key(k),
+                Out::Key(k) => crate::debug_keys::key(k),
                 Out::Dom0(_) => {}
             }
         }
@@ -80,29 +79,4 @@ pub fn read<E>(out: &mut [u8], deliver: impl FnOnce(&[u8]) -> Result<(), E>) -> 
     i.head = (i.head + n) % BUFFER;
     i.len -= n;
     Ok(n)
-}
-
-/// A debug key typed while input goes to the hypervisor (Xen's `h` and `q`).
-fn debug_key(k: u8) {
-    match k {
-        b'h' => {
-            log::info!("'h' pressed -> showing installed handlers");
-            log::info!(" key 'h' (ascii '68') => show this message");
-            log::info!(" key 'q' (ascii '71') => dump domain (and guest debug) info");
-        }
-        b'q' => {
-            log::info!("'q' pressed -> dumping domain info");
-            for d in crate::domain::all() {
-                let state = match (d.is_dying(), d.ended(), d.is_paused()) {
-                    (true, _, _) => "dying".into(),
-                    (_, Some(r), _) => alloc::format!("shut down ({:?})", r),
-                    (_, None, true) => "paused".into(),
-                    _ => alloc::string::String::from("running"),
-                };
-                log::info!("d{}: {} pages (max {}), {} vCPU(s), {}", d.id, d.tot_pages.load(Ordering::Relaxed), d.max_pages.load(Ordering::Relaxed), d.nr_vcpus(), state);
-            }
-        }
-        b'\r' | b'\n' => {}
-        k => log::info!("key '{}' (ascii '{:02x}'): no handler ('h' lists them)", if k.is_ascii_graphic() { k as char } else { '?' }, k),
-    }
 }

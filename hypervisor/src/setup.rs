@@ -135,6 +135,11 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
     crate::irq::init(root, mm, boot.madt.as_ref());
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
     entry::set_handlers(entry::Handlers { guest: crate::entry::from_guest, hypervisor: crate::entry::hypervisor_trap, idle: crate::entry::idle_loop });
+    match opts.debug_crash {
+        Some("panic") => panic!("debug-crash=panic: a deliberate hypervisor panic"),
+        Some(_) => cpu::fault_on_purpose(),
+        None => {}
+    }
     cpu::enable_features(feat);
     let xcr0 = cpu::enable_xsave(feat);
     log::info!("vCPU state: {}", if xcr0 != 0 { "XSAVE" } else { "FXSAVE" });

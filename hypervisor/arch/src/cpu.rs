@@ -159,6 +159,14 @@ pub unsafe fn wrmsr(msr: u32, v: u64) {
     unsafe { Msr::new(msr).write(v) }
 }
 
+/// Reads address 0, which the hypervisor never maps: a deliberate page fault (the
+/// `debug-crash=fault` test option), whose handler reports it and ends the run.
+#[inline(never)]
+pub fn fault_on_purpose() {
+    // SAFETY: the load faults before it completes; the #PF handler never returns here.
+    unsafe { asm!("mov rax, qword ptr [0]", out("rax") _, options(nostack, readonly)) };
+}
+
 /// Halts forever with interrupts disabled.
 pub fn halt_forever() -> ! {
     loop {

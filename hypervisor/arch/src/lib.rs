@@ -23,4 +23,5 @@ pub mod screen;
 pub mod kbd;
 pub mod physmem;
 pub mod smp;
+pub mod symbols;
 pub mod time;

@@ -559,6 +559,26 @@ pub fn map_lapic(template: PrivateFrame, src: &mut dyn FrameSource) -> Result<()
     map_4k(template.mfn(), LAPIC_VA, crate::lapic::phys_base(), RW_NX | PteFlags::NO_CACHE | PteFlags::WRITE_THROUGH, src)
 }
 
+/// Is `va`, a hypervisor address (L4 slots 256–271, whose tables are the hypervisor's own
+/// in every root), mapped in the tables this CPU runs on? False for any other address.
+pub fn hypervisor_va_mapped(va: u64) -> bool {
+    if !(256..272).contains(&pte::index(va, 4)) || va >> 48 != 0xFFFF {
+        return false;
+    }
+    let mut t = Mfn::of(crate::cpu::read_cr3() & 0x000F_FFFF_FFFF_F000);
+    for level in (1..=4).rev() {
+        let e = read_entry(t, pte::index(va, level));
+        if !e.present() {
+            return false;
+        }
+        if level == 1 || (level <= 3 && e.flags().contains(PteFlags::HUGE_PAGE)) {
+            return true;
+        }
+        t = e.mfn();
+    }
+    false
+}
+
 /// Maps the screen's memory `[pa, pa + len)` (uncached: PAT's UC-, which the MTRRs turn
 /// into write-combining where the firmware set a framebuffer so) at `crate::layout::SCREEN_VA`
 /// in the shared hypervisor slots of `template`; `len` at most `SCREEN_MAX`.

@@ -15,6 +15,8 @@
 //!   keyboard controller, then a triple fault); `no` halts instead.
 //! - `noreboot`: after a crash of dom0 or of the hypervisor, halt rather than restart the
 //!   machine five seconds later (as Xen's option of that name).
+//! - `debug-crash=<panic|fault>` (tests): a deliberate hypervisor panic or page fault once
+//!   the CPUs are up, to show the fatal-error report (registers, symbolised backtrace).
 //! - `bench`: benchmark mode: measure a CR3 switch pair at boot and open the baseline gates
 //!   (vectors [`BENCH_VECTOR`] at DPL 1 and `BENCH_VECTOR + 1` at DPL 3, each a lone
 //!   `iretq`) for `cargo xtask bench`.
@@ -89,6 +91,9 @@ pub struct Options<'a> {
     pub dom0_max_vcpus: u32,
     /// Pin dom0's vCPU n to CPU n.
     pub dom0_vcpus_pin: bool,
+    /// Test only: end the boot with a deliberate hypervisor panic (`debug-crash=panic`) or
+    /// page fault (`debug-crash=fault`), to show the fatal-error report.
+    pub debug_crash: Option<&'a str>,
     /// Test only: abandon the start of this CPU at once, as after a timeout, so that the AP
     /// arrives late (0 = none).
     pub ap_late: usize,
@@ -136,6 +141,7 @@ pub fn parse(cmdline: &str) -> Options<'_> {
         dom0_max_vcpus: 0,
         dom0_vcpus_pin: false,
         ap_late: 0,
+        debug_crash: None,
         dom0_cmdline: dom0,
         unknown: None,
     };
@@ -164,6 +170,10 @@ pub fn parse(cmdline: &str) -> Options<'_> {
             ("dom0_max_vcpus", Some(v)) => v.parse().ok().filter(|&n: &u32| n >= 1).map(|n| o.dom0_max_vcpus = n).is_some(),
             ("cpus", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.cpus = n).is_some(),
             ("debug-ap-late", Some(v)) => v.parse().ok().filter(|&n: &usize| n >= 1).map(|n| o.ap_late = n).is_some(),
+            ("debug-crash", Some(v @ ("panic" | "fault"))) => {
+                o.debug_crash = Some(v);
+                true
+            }
             ("debug-exit", None) => {
                 o.debug_exit = true;
                 true
@@ -256,5 +266,7 @@ mod tests {
         assert_eq!(chain(Kbd), [Kbd, Acpi, Triple]);
         assert_eq!(chain(Triple), [Triple, Acpi, Kbd]);
         assert_eq!(chain(No), [No]);
+        assert_eq!(parse("debug-crash=fault").debug_crash, Some("fault"));
+        assert_eq!(parse("debug-crash=oops").unknown, Some("debug-crash=oops"));
     }
 }

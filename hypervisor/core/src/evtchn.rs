@@ -536,6 +536,11 @@ impl DomainEvents {
         frames
     }
 
+    /// What port `p` is bound to and the vCPU it notifies (`None` past the table).
+    pub fn chan(&self, p: Port) -> Option<(State, u32)> {
+        self.chans.get(p as usize).map(|c| (c.state, c.vcpu))
+    }
+
     /// The ports in use, lowest first.
     pub fn used(&self) -> impl Iterator<Item = Port> + '_ {
         self.chans.iter().enumerate().filter(|(_, c)| c.state != State::Free).map(|(p, _)| p as Port)

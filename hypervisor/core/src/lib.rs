@@ -37,4 +37,5 @@ pub mod runstate;
 pub mod sched;
 pub mod screen;
 pub mod shootdown;
+pub mod symbols;
 pub mod time;

@@ -53,8 +53,51 @@ pub fn build_all() -> Result<Images, String> {
         return Err("building the bare-metal images failed".into());
     }
     let dir = target().join("x86_64-unknown-none/release");
+    embed_symbols(&dir.join("hypervisor"))?;
     build_pv64_guests(&dir)?;
     Ok(Images { hypervisor: dir.join("hypervisor"), dom0: dir.join("dom0"), guest_dir: dir })
+}
+
+/// Writes the hypervisor's function symbols (demangled, without hashes) into its
+/// `RXEN_SYMBOLS` array in the ELF file (`hv_core::symbols`' format), so that a fatal fault
+/// prints a symbolised backtrace from the image alone. The array's place and size come from
+/// its own symbol; nothing else in the file moves. Returns the number of symbols.
+pub fn embed_symbols(path: &Path) -> Result<usize, String> {
+    use elf::{abi, endian::AnyEndian, ElfBytes};
+    let mut data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (table, at, size) = {
+        let file = ElfBytes::<AnyEndian>::minimal_parse(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (symtab, strtab) = file.symbol_table().map_err(|e| e.to_string())?.ok_or("the hypervisor has no symbol table")?;
+        let mut funcs = Vec::new();
+        let mut slot = None;
+        for s in symtab.iter() {
+            let name = strtab.get(s.st_name as usize).map_err(|e| e.to_string())?;
+            if name == "RXEN_SYMBOLS" {
+                slot = Some((s.st_value, s.st_size));
+            } else if s.st_symtype() == abi::STT_FUNC && s.st_value != 0 {
+                let n: String = format!("{:#}", rustc_demangle::demangle(name)).chars().take(160).collect();
+                funcs.push((s.st_value, n));
+            }
+        }
+        let (va, size) = slot.ok_or("no RXEN_SYMBOLS in the hypervisor")?;
+        let segs = file.segments().ok_or("no program headers")?;
+        let at = segs
+            .iter()
+            .find(|p| p.p_type == abi::PT_LOAD && (p.p_vaddr..p.p_vaddr + p.p_filesz).contains(&va) && va + size <= p.p_vaddr + p.p_filesz)
+            .map(|p| (va - p.p_vaddr + p.p_offset) as usize)
+            .ok_or("RXEN_SYMBOLS is not in a loaded segment")?;
+        let refs: Vec<(u64, &str)> = funcs.iter().map(|(a, n)| (*a, n.as_str())).collect();
+        (hv_core::symbols::encode(&refs), at, size as usize)
+    };
+    if table.len() > size {
+        return Err(format!("the symbol table ({} bytes) does not fit RXEN_SYMBOLS ({size} bytes): raise hv_arch::symbols::SYMBOLS_SIZE", table.len()));
+    }
+    let n = u32::from_le_bytes(table[8..12].try_into().map_err(|_| "short table")?) as usize;
+    let region = &mut data[at..at + size];
+    region.fill(0);
+    region[..table.len()].copy_from_slice(&table);
+    std::fs::write(path, &data).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(n)
 }
 
 /// The test guests built again for the hypervisor's Xen pv64 mode (pv-runtime's `pv64`

@@ -550,8 +550,8 @@ fn scenarios() -> Vec<Scenario> {
             vga: true,
             keyboard: true,
             timeout_s: 120,
-            input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\rpoweroff\r")),
-            ..sc("screen-vga-keyboard", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: VGA text, 80x25 at 0xb8000", "keyboard: i8042 (PS/2)"], screen_shows_the_console))
+            input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\r\x01\x01\x01h\r\x1ereboot machine\r\x01\x01\x01\rpoweroff\r")),
+            ..sc("screen-vga-keyboard", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: VGA text, 80x25 at 0xb8000", "keyboard: i8042 (PS/2)", "Serial input to Xen", " key 'R' (ascii '52') => reboot machine", "Serial input to DOM0"], screen_shows_the_console))
         },
         Scenario {
             grub: true,
@@ -563,6 +563,36 @@ fn scenarios() -> Vec<Scenario> {
             input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\rpoweroff\r")),
             ..sc("uefi-screen-framebuffer-q35", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: framebuffer ", "keyboard: i8042 (PS/2)"], screen_shows_the_console))
         },
+        // Xen's debug keys after Ctrl-A three times, each one's output checked.
+        Scenario {
+            smp: 2,
+            input: Some(("dom0> ", "\x01\x01\x01h\r\x1ereboot machine\rq\r\x1ering-1 mode\rr\r\x1ecredit\re\r\x1eport(s) in use\rm\r\x1etypes: writable\rd\r\x1eCPU 1: \r0\r\x1eDom0's registers\r\x01\x01\x01\rpoweroff\r")),
+            timeout_s: 90,
+            ..sc("debug-keys-smp2", Image::Dom0, Expect::ExitCheck(Poweroff, &[
+                "*** Serial input to Xen",
+                " key 'h' (ascii '68') => show this message",
+                " key '0' (ascii '30') => dump Dom0 registers",
+                "'q' pressed -> dumping domain info",
+                "'r' pressed -> dumping run queues",
+                "'e' pressed -> dumping event-channel info",
+                "(2-level ABI)",
+                "Virq { virq: ",
+                "'m' pressed -> memory info",
+                "types: writable ",
+                "'d' pressed -> dumping registers",
+                "'0' pressed -> dumping Dom0's registers",
+                "*** Serial input to DOM0",
+            ], debug_keys_output))
+        },
+        Scenario {
+            machine: Some("q35"),
+            input: Some(("dom0> ", "\x01\x01\x01R\r")),
+            ..sc("debug-key-reboot-q35", Image::Dom0, Expect::Ended(&["'R' pressed -> rebooting machine", "rebooting: ACPI reset register"]))
+        },
+        // A fatal hypervisor error reports the registers and a symbolised backtrace
+        // (frame pointers, the symbol table xtask embeds in the image).
+        Scenario { hv_opts: "debug-crash=panic", ..sc("fatal-panic-backtrace", Image::Guest("hello"), Expect::Exit(HypervisorPanic, &["PANIC: panicked at", "debug-crash=panic", "Xen call trace:", "hypervisor::setup::cpus+0x", "hv_main+0x"])) },
+        Scenario { hv_opts: "debug-crash=fault", ..sc("fatal-fault-backtrace", Image::Guest("hello"), Expect::Exit(HypervisorPanic, &["FATAL TRAP #PF in hypervisor", "CR2 0x0000000000000000", "Xen call trace:", "hv_arch::cpu::fault_on_purpose+0x", "hypervisor::setup::cpus+0x"])) },
         // Memory scales with the machine: dom0 given 3 GiB of a 4 GiB machine (the heap,
         // sized from the memory map, holds the builder's word per page).
         Scenario {
@@ -1168,6 +1198,54 @@ fn image_path(i: &Images, img: &Image) -> Result<PathBuf, String> {
 }
 
 /// Where a scenario's disk image is (a fresh 1 MiB of zeros at each run).
+/// `debug-keys-smp2`: the figures behind the debug keys' headings: `q` lists dom0 with its
+/// pages, `r` both CPUs' queues with dom0's vCPUs and their credit, `m` non-zero frame counts,
+/// `d` a register dump from each CPU (a guest's or the hypervisor's, the latter with a
+/// symbolised backtrace), `0` dom0's two vCPUs.
+fn debug_keys_output(out: &str, _: Option<&std::path::Path>) -> Result<(), String> {
+    let after = |head: &str| out.split_once(head).map(|x| x.1).ok_or_else(|| format!("no {head:?}"));
+    let q = after("'q' pressed")?;
+    if !q.lines().take(3).any(|l| l.contains("d0: ") && l.contains(" pages (max ") && l.contains("2 vCPU(s)")) {
+        return Err("'q' does not list d0 with 2 vCPUs".into());
+    }
+    let r = after("'r' pressed")?;
+    for cpu in ["CPU 0: ", "CPU 1: "] {
+        if !r.lines().take(12).any(|l| l.contains(cpu)) {
+            return Err(format!("'r' lacks {cpu}"));
+        }
+    }
+    if !r.lines().take(12).any(|l| l.contains("d0v0") && l.contains("credit ")) || !r.lines().take(12).any(|l| l.contains("d0v1")) {
+        return Err("'r' does not show dom0's vCPUs with their credit".into());
+    }
+    let m = after("'m' pressed")?;
+    let frames = m.lines().find(|l| l.contains("frames: hypervisor ")).ok_or("'m' has no frame counts")?;
+    let hv: u64 = frames.split("frames: hypervisor ").nth(1).and_then(|x| x.split(',').next()).and_then(|x| x.trim().parse().ok()).ok_or("bad frames line")?;
+    let types = m.lines().find(|l| l.contains("types: writable ")).ok_or("no types line")?;
+    if hv == 0 || !types.contains(", L4 ") || types.contains("L4 0,") {
+        return Err(format!("'m' counts look wrong: {frames} / {types}"));
+    }
+    let d = after("'d' pressed")?;
+    let d = d.split("'0' pressed").next().unwrap_or(d);
+    for cpu in ["*** CPU 0: ", "*** CPU 1: "] {
+        if !d.contains(cpu) {
+            return Err(format!("'d' lacks {cpu}"));
+        }
+    }
+    if !d.contains("RIP ") || !d.contains("rax ") {
+        return Err("'d' printed no registers".into());
+    }
+    if d.contains("hypervisor state") && !d.split("Xen call trace:").nth(1).is_some_and(|t| t.lines().nth(1).is_some_and(|l| l.contains("+0x"))) {
+        return Err("'d': a hypervisor-state dump without a symbolised backtrace".into());
+    }
+    let z = after("'0' pressed")?;
+    for v in ["d0v0", "d0v1"] {
+        if !z.lines().take(40).any(|l| l.contains(v)) {
+            return Err(format!("'0' lacks {v}"));
+        }
+    }
+    Ok(())
+}
+
 /// Where a screen scenario's captures go (`<this>-<n>.ppm`, `.mon`).
 fn screen_path(name: &str) -> PathBuf {
     images::target().join("scenario-logs").join(format!("{name}-screen"))
