@@ -4,7 +4,7 @@
 # toolchain's bare-metal target and components (idempotent, ~1 s when present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xenstore-utils)
+pkgs=(qemu-system-x86 grub-pc-bin grub-efi-amd64-bin grub-common xorriso mtools ovmf xenstore-utils gdb)
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 [ -d /usr/lib/grub/i386-pc ] || missing+=(grub-pc-bin)
@@ -18,6 +18,8 @@ command -v grub-mkrescue >/dev/null || missing+=(grub-common)
 command -v xorriso >/dev/null || missing+=(xorriso)
 # Debian's Xen client tools, pointed at `cargo xtask xenstored` by the host tests.
 command -v xenstore-write >/dev/null || missing+=(xenstore-utils)
+# `cargo xtask gdb` (and its test, gdb-attach).
+command -v gdb >/dev/null || missing+=(gdb)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive

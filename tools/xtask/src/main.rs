@@ -3,6 +3,8 @@
 //! - `build`: every bare-metal image, and the GRUB ISO at `target/hypervisor.iso`.
 //! - `run [--pvh] [--kvm] [--smp N] [-- <hypervisor options>]`: boot the ISO (or PVH) in
 //!   QEMU (2 CPUs by default) with the serial console on the terminal.
+//! - `gdb [run options]`: as `run`, stopped at the first instruction with QEMU's gdb stub,
+//!   and gdb attached with the hypervisor's and dom0's symbols (serial console on a pty).
 //! - `test [--only NAME]`: clippy on every crate, the layering check (`layers`: no import
 //!   circle in `hypervisor/src`), host tests, then every QEMU scenario.
 //! - `clippy`: clippy with warnings denied on every crate (host and bare metal).
@@ -20,7 +22,7 @@ mod scenarios;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <build|run|test|clippy|bench|xenstored> [options]");
+    eprintln!("usage: cargo xtask <build|run|gdb|test|clippy|bench|xenstored> [options]");
     eprintln!("  xenstored --socket PATH [--domu-socket-template DIR/domu{{domid}}.sock]");
     eprintln!("  run [--pvh] [--kvm] [--smp N] [-- hypervisor options]");
     eprintln!("  test [--only NAME] [--no-host]");
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
             println!("ISO: {}", p.display());
         }),
         "run" => run(rest),
+        "gdb" => gdb(rest),
         "test" => scenarios::run_all(rest),
         "clippy" => scenarios::clippy(),
         "bench" => bench::run(rest),
@@ -52,6 +55,25 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
+    let (_, cfg) = run_config(args)?;
+    qemu::interactive(&cfg)
+}
+
+/// `gdb [run options]`: QEMU stopped at its first instruction with its gdb stub, and gdb
+/// attached with the hypervisor's and dom0's symbols; the serial console on a
+/// pseudo-terminal QEMU names (`screen /dev/pts/N`).
+fn gdb(args: &[String]) -> Result<(), String> {
+    let (imgs, mut cfg) = run_config(args)?;
+    cfg.interactive = false;
+    let port = qemu::free_port()?;
+    cfg.gdb_port = Some(port);
+    println!("xtask: QEMU waits for gdb on 127.0.0.1:{port}; its serial console is the pty it names below");
+    println!("xtask: e.g. `hbreak hv_main`, `continue`, `bt`; `hbreak` works before the hypervisor's own page tables too");
+    qemu::with_gdb(&cfg, &imgs.hypervisor, &imgs.dom0, None).map(|_| ())
+}
+
+/// The machine `run` and `gdb` boot.
+fn run_config(args: &[String]) -> Result<(images::Images, qemu::Config), String> {
     let imgs = images::build_all()?;
     let pvh = args.iter().any(|a| a == "--pvh");
     let kvm = args.iter().any(|a| a == "--kvm");
@@ -88,7 +110,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let port = if std::net::TcpListener::bind(("127.0.0.1", 8080)).is_ok() { 8080 } else { qemu::free_port()? };
     cfg.forward = Some(port);
     println!("xtask: the guests' network is QEMU's user network; http://127.0.0.1:{port}/ reaches port 80 of the first domU on it");
-    qemu::interactive(&cfg)
+    Ok((imgs, cfg))
 }
 
 /// Size of the disk image `cargo xtask run` attaches.

@@ -64,6 +64,9 @@ pub struct Config {
     /// one, `<base>-<n>.ppm` (the monitor's `screendump`) and `<base>-<n>.mon` (its answer
     /// to `xp` of the VGA text memory), n from 0.
     pub capture: Option<PathBuf>,
+    /// QEMU's gdb stub on this local port, the machine stopped before its first instruction
+    /// (`cargo xtask gdb`); the serial line then goes to a pseudo-terminal.
+    pub gdb_port: Option<u16>,
 }
 
 impl Config {
@@ -89,6 +92,7 @@ impl Config {
             vga: false,
             keyboard: false,
             capture: None,
+            gdb_port: None,
         }
     }
 
@@ -103,7 +107,11 @@ impl Config {
             Accel::Tcg => c.args(["-accel", "tcg", "-cpu", self.cpu.as_deref().unwrap_or("max")]),
             Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
         };
-        let serial = if self.interactive { "mon:stdio" } else { "stdio" };
+        let serial = match (self.gdb_port, self.interactive) {
+            (Some(_), _) => "pty",
+            (None, true) => "mon:stdio",
+            (None, false) => "stdio",
+        };
         c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
         c.args(["-nodefaults", "-vga", if self.vga { "std" } else { "none" }]);
@@ -127,6 +135,9 @@ impl Config {
         }
         if !self.interactive && !self.wants_monitor() {
             c.args(["-monitor", "none"]);
+        }
+        if let Some(p) = self.gdb_port {
+            c.args(["-gdb", &format!("tcp:127.0.0.1:{p}"), "-S"]);
         }
         if self.icount {
             c.args(["-icount", "shift=0"]);
@@ -541,6 +552,40 @@ pub fn free_port() -> Result<u16, String> {
 }
 
 /// Runs with the serial console on this terminal.
+/// Starts QEMU with its gdb stub (`cfg.gdb_port`) and runs gdb against it with the
+/// hypervisor's and dom0's symbols: interactively, or with `batch` commands (`-batch`),
+/// returning gdb's output then. QEMU is killed when gdb ends.
+pub fn with_gdb(cfg: &Config, hypervisor: &std::path::Path, dom0: &std::path::Path, batch: Option<&[&str]>) -> Result<String, String> {
+    let port = cfg.gdb_port.ok_or("no gdb port")?;
+    let mut q = cfg.command();
+    q.stdin(Stdio::null());
+    if batch.is_some() {
+        q.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    let mut qemu = q.spawn().map_err(|e| format!("qemu-system-x86_64: {e} (run scripts/setup.sh)"))?;
+    let mut g = Command::new("gdb");
+    g.args(["-q", "-nx", "-ex", "set pagination off", "-ex", "set confirm off"]);
+    g.arg("-ex").arg(format!("file {}", hypervisor.display()));
+    g.arg("-ex").arg(format!("add-symbol-file {}", dom0.display()));
+    // The stub listens once QEMU is up: retry the connection for a moment.
+    g.args(["-ex", "set tcp connect-timeout 10"]);
+    g.arg("-ex").arg(format!("target remote 127.0.0.1:{port}"));
+    let out = match batch {
+        Some(cmds) => {
+            g.arg("-batch");
+            for c in cmds {
+                g.arg("-ex").arg(c);
+            }
+            let o = g.output().map_err(|e| format!("gdb: {e} (run scripts/setup.sh)"));
+            o.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+        }
+        None => g.status().map(|_| String::new()).map_err(|e| format!("gdb: {e} (run scripts/setup.sh)")),
+    };
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    out
+}
+
 pub fn interactive(cfg: &Config) -> Result<(), String> {
     let st = cfg.command().status().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
     println!("\nQEMU exited with {:?}", st.code().and_then(ExitCode::from_qemu_status).map(|c| format!("{c:?}")).unwrap_or_else(|| format!("status {:?}", st.code())));

@@ -1479,6 +1479,23 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// `cargo xtask gdb` as a test: gdb attaches to the stopped machine, a hardware breakpoint
+/// on `hv_main` is hit after GRUB's boot, the backtrace names it, and dom0's symbols are
+/// loaded too (its entry point resolves).
+fn gdb_attach(imgs: &Images) -> Result<(), String> {
+    let s = Scenario { grub: true, ..sc("gdb-attach", Image::Dom0, Expect::Exit(ExitCode::Poweroff, &[])) };
+    let mut cfg = config(imgs, &s)?;
+    cfg.gdb_port = Some(qemu::free_port()?);
+    let out = qemu::with_gdb(&cfg, &imgs.hypervisor, &imgs.dom0, Some(&["hbreak hv_main", "continue", "bt 1", "info symbol 0xffffffff80000000"]))?;
+    std::fs::write(images::target().join("scenario-logs/gdb-attach.log"), &out).map_err(|e| e.to_string())?;
+    for want in ["Breakpoint 1, hypervisor::hv_main", "#0  hypervisor::hv_main", "_start in section .text of"] {
+        if !out.contains(want) {
+            return Err(format!("gdb's output lacks {want:?}:\n{out}"));
+        }
+    }
+    Ok(())
+}
+
 /// Judges an outcome; `Err` says why it failed.
 fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
     if o.timed_out {
@@ -1678,6 +1695,19 @@ pub fn run_all(args: &[String]) -> Result<(), String> {
                 for l in o.output.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
                     println!("    | {l}");
                 }
+            }
+        }
+    }
+    if only.as_deref().is_none_or(|o| "gdb-attach".starts_with(o)) && smp.is_none() {
+        let t0 = std::time::Instant::now();
+        match gdb_attach(&imgs) {
+            Ok(()) => {
+                passed += 1;
+                println!("PASS {:<22} {:>6} ms", "gdb-attach", t0.elapsed().as_millis());
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {:<22} {:>6} ms: {}", "gdb-attach", t0.elapsed().as_millis(), why);
             }
         }
     }
