@@ -254,6 +254,8 @@ pub struct BootInfo {
     pub rsdp_from: &'static str,
     /// The FADT's PM timer, if any.
     pub pm_timer: Option<hv_core::acpi::PmTimer>,
+    /// The HPET's register block (from the ACPI HPET table), if any.
+    pub hpet: Option<u64>,
     /// The FADT's power registers and the AML tables' places.
     pub acpi_power: Option<hv_core::acpi_power::Power>,
     /// The screen the bootloader set up (multiboot2's framebuffer tag), if usable.
@@ -269,6 +271,33 @@ static EARLY_MAP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBoo
 /// The early map is gone (the boot CPU switched to its own tables).
 pub(crate) fn end_early_map() {
     EARLY_MAP.store(false, core::sync::atomic::Ordering::SeqCst);
+}
+
+/// Is `pa` an aligned 64-bit register below 4 GiB, with the early map still there?
+fn early_mmio_ok(pa: u64) -> bool {
+    EARLY_MAP.load(core::sync::atomic::Ordering::SeqCst) && pa.is_multiple_of(8) && pa < (1 << 32) - 8
+}
+
+/// Reads a 64-bit device register at `pa` (below 4 GiB) while the early map exists (the
+/// HPET during calibration); `None` after that or out of range.
+pub fn early_mmio_read64(pa: u64) -> Option<u64> {
+    if !early_mmio_ok(pa) {
+        return None;
+    }
+    // SAFETY: the early map covers [0, 4 GiB) (checked above); an aligned 64-bit read of a
+    // device register block the firmware named has no side effect on the HPET's registers.
+    Some(unsafe { (phys_to_virt(pa) as *const u64).read_volatile() })
+}
+
+/// Writes a 64-bit device register at `pa` as [`early_mmio_read64`] reads one; false when
+/// it cannot.
+pub fn early_mmio_write64(pa: u64, v: u64) -> bool {
+    if !early_mmio_ok(pa) {
+        return false;
+    }
+    // SAFETY: as for `early_mmio_read64`; the caller names the HPET's configuration register.
+    unsafe { (phys_to_virt(pa) as *mut u64).write_volatile(v) };
+    true
 }
 
 /// Reads firmware memory below 4 GiB (ACPI tables) while the early map exists, i.e. until
@@ -301,6 +330,7 @@ fn find_cpus(bi: &mut BootInfo, rsdps: &[(Option<u64>, &'static str)]) {
     bi.madt = acpi::parse(&early_read, rsdp).ok();
     bi.pm_timer = acpi::pm_timer(&early_read, rsdp);
     bi.acpi_power = hv_core::acpi_power::power(&early_read, rsdp);
+    bi.hpet = acpi::hpet(&early_read, rsdp);
     bi.rsdp_from = from;
 }
 
@@ -364,6 +394,7 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         rsdp_from: "none",
         pm_timer: None,
         acpi_power: None,
+        hpet: None,
         screen: None,
         screen_refused: None,
     };
@@ -488,6 +519,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         rsdp_from: "none",
         pm_timer: None,
         acpi_power: None,
+        hpet: None,
         screen: None,
         screen_refused: None,
     };

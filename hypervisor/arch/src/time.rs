@@ -1,5 +1,6 @@
 //! Time since boot, from the TSC, whose frequency comes from CPUID leaf 0x15 (or 0x16)
-//! when the CPU reports it, else is measured against the ACPI PM timer, else the PIT; a
+//! when the CPU reports it, else is measured against the HPET, else the ACPI PM timer, else
+//! the PIT; a
 //! second source, when there is one, checks the first (many recent boards have no PIT,
 //! where PIT reads give garbage and a lone PIT calibration is silently wrong).
 
@@ -34,6 +35,32 @@ fn cpuid_hz() -> Option<u64> {
     }
     let base_mhz = if max >= 0x16 { cpuid(0x16, 0).0 & 0xFFFF } else { 0 };
     (base_mhz != 0).then(|| u64::from(base_mhz) * 1_000_000)
+}
+
+/// TSC Hz measured over `ms` milliseconds of the HPET at `base` (its main counter, started
+/// if it was not); `None` if its period is implausible or it does not count.
+fn hpet_hz(base: u64, ms: u64) -> Option<u64> {
+    use crate::boot::{early_mmio_read64 as rd, early_mmio_write64 as wr};
+    // General capabilities: the counter's period in femtoseconds in the upper half.
+    let period_fs = rd(base)? >> 32;
+    if period_fs == 0 || period_fs > 100_000_000 {
+        return None;
+    }
+    let cfg = rd(base + 0x10)?;
+    if cfg & 1 == 0 && !wr(base + 0x10, cfg | 1) {
+        return None;
+    }
+    let want = ms * 1_000_000_000_000 / period_fs;
+    let c0 = rd(base + 0xF0)?;
+    let t0 = rdtsc();
+    let (mut c, mut t1, mut spins) = (c0, t0, 0u64);
+    while c.wrapping_sub(c0) < want && spins < 100_000_000 {
+        c = rd(base + 0xF0)?;
+        t1 = rdtsc();
+        spins += 1;
+    }
+    let ticks = c.wrapping_sub(c0);
+    (ticks >= want).then(|| ((t1 - t0) as u128 * 1_000_000_000_000_000 / (ticks as u128 * period_fs as u128)) as u64)
 }
 
 /// TSC Hz measured over `ms` milliseconds of the ACPI PM timer at `port` (24 or 32 bits);
@@ -99,19 +126,29 @@ impl Calibration {
     }
 }
 
-/// Finds the TSC frequency (CPUID, else the PM timer at `pm` (port, 32 bits) over `ms`
-/// milliseconds, else the PIT), checks it against a second source where there is one, and
-/// records the boot TSC.
-pub fn calibrate(ms: u64, pm: Option<(u16, bool)>) -> Calibration {
+/// Finds the TSC frequency from the first source there is, in this order: CPUID, the
+/// HPET at `hpet`, the ACPI PM timer at `pm` (port, 32 bits), the PIT (each measured over
+/// `ms` milliseconds); the next source there is checks it. Records the boot TSC.
+pub fn calibrate(ms: u64, pm: Option<(u16, bool)>, hpet: Option<u64>) -> Calibration {
     let t0 = rdtsc();
-    let pm = pm.and_then(|(port, b)| pm_hz(port, b, ms));
-    let cpu = cpuid_hz();
-    let (source, hz, check) = match (cpu, pm) {
-        (Some(c), Some(p)) => ("CPUID leaf 0x15", c, Some(("the ACPI PM timer", p))),
-        (Some(c), None) => ("CPUID leaf 0x15", c, Some(("the PIT", pit_hz(ms)))),
-        (None, Some(p)) => ("the ACPI PM timer", p, Some(("the PIT", pit_hz(ms)))),
-        (None, None) => ("the PIT", pit_hz(ms), None),
-    };
+    let mut found: [Option<(&'static str, u64)>; 2] = [None, None];
+    fn note(found: &mut [Option<(&'static str, u64)>; 2], name: &'static str, hz: Option<u64>) {
+        if let (Some(h), Some(slot)) = (hz, found.iter_mut().find(|s| s.is_none())) {
+            *slot = Some((name, h));
+        }
+    }
+    note(&mut found, "CPUID leaf 0x15", cpuid_hz());
+    if let Some(b) = hpet {
+        note(&mut found, "the HPET", hpet_hz(b, ms));
+    }
+    if let (None, Some((port, b))) = (found[1], pm) {
+        note(&mut found, "the ACPI PM timer", pm_hz(port, b, ms));
+    }
+    if found[1].is_none() {
+        note(&mut found, "the PIT", Some(pit_hz(ms)));
+    }
+    let (source, hz) = found[0].unwrap_or(("the PIT", 0));
+    let check = found[1];
     let invariant = cpuid(0x8000_0000, 0).0 >= 0x8000_0007 && cpuid(0x8000_0007, 0).3 & (1 << 8) != 0;
     let per_us_x1024 = hz * 1024 / 1_000_000;
     TSC_PER_US_X1024.store(per_us_x1024.max(1), Ordering::Relaxed);

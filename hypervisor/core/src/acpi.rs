@@ -181,6 +181,24 @@ pub fn pm_timer(read: Reader<'_>, rsdp: u64) -> Option<PmTimer> {
     None
 }
 
+/// The HPET's register block through the RSDP at `rsdp` (the HPET table's base address,
+/// when it is in system memory), if the machine has one.
+pub fn hpet(read: Reader<'_>, rsdp: u64) -> Option<u64> {
+    let (entries, count) = root_entries(read, rsdp).ok()?;
+    let mut buf = [0u8; TABLE_MAX];
+    for &pa in &entries[..count] {
+        let mut sig = [0u8; 4];
+        if !read(pa, &mut sig) || &sig != b"HPET" {
+            continue;
+        }
+        let n = table(read, pa, &mut buf).ok()?;
+        // Event timer block id at 36, then the base address (a GAS) at 40.
+        let addr = (n >= 56 && buf[40] == 0).then(|| u64le(&buf, 44))?;
+        return (addr != 0 && addr.is_multiple_of(1024)).then_some(addr);
+    }
+    None
+}
+
 /// The physical addresses the root table (XSDT, else RSDT) of the RSDP at `rsdp` lists.
 pub(crate) fn root_entries(read: Reader<'_>, rsdp: u64) -> Result<([u64; 256], usize), AcpiError> {
     let mut r = [0u8; 36];
@@ -365,6 +383,25 @@ mod tests {
     }
 
     /// The PM timer from the FADT: `PM_TMR_BLK`, or `X_PM_TMR_BLK` when in I/O space.
+    #[test]
+    fn hpet_base() {
+        let mut mem = machine(&madt_body(&[(0, 0, 1)]));
+        assert_eq!(hpet(&reader(&mem), 0x1000), None, "no HPET table");
+        mem.resize(0x5000, 0);
+        let mut body = std::vec![0u8; 56 - 36];
+        body[44 - 36..52 - 36].copy_from_slice(&0xFED0_0000u64.to_le_bytes());
+        let t = sdt(b"HPET", &body);
+        mem[0x4000..0x4000 + t.len()].copy_from_slice(&t);
+        let rsdt = sdt(b"RSDT", &[0x3000u32.to_le_bytes(), 0x4000u32.to_le_bytes()].concat());
+        mem[0x2000..0x2000 + rsdt.len()].copy_from_slice(&rsdt);
+        assert_eq!(hpet(&reader(&mem), 0x1000), Some(0xFED0_0000));
+        // Not in system memory: not used.
+        body[40 - 36] = 1;
+        let t = sdt(b"HPET", &body);
+        mem[0x4000..0x4000 + t.len()].copy_from_slice(&t);
+        assert_eq!(hpet(&reader(&mem), 0x1000), None);
+    }
+
     #[test]
     fn pm_timer_from_the_fadt() {
         let mut mem = machine(&madt_body(&[(0, 0, 1)]));

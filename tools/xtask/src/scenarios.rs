@@ -508,11 +508,17 @@ fn scenarios() -> Vec<Scenario> {
             ]))
         },
         // Timekeeping that cannot be silently wrong: without a PIT (as on many recent
-        // boards), and without an HPET, the TSC still comes out at the host's rate (TCG's
-        // TSC is the host's), from the PM timer.
+        // boards) the TSC comes out at the host's rate (TCG's TSC is the host's) from the
+        // HPET, checked by the PM timer; without an HPET too, from the PM timer; without
+        // an HPET on q35, from the PM timer checked by the PIT.
         Scenario {
             machine: Some("pc,pit=off"),
-            ..sc("tsc-no-pit", Image::Guest("hello"), Expect::ExitCheck(Poweroff, &["kHz from the ACPI PM timer, but the PIT says", "hello: up, powering off"], tsc_is_the_hosts))
+            ..sc("tsc-no-pit", Image::Guest("hello"), Expect::ExitCheck(Poweroff, &["kHz from the HPET (the ACPI PM timer agrees", "hello: up, powering off"], tsc_is_the_hosts))
+        },
+        // Neither PIT nor HPET: the PM timer, and the PIT's garbage is reported.
+        Scenario {
+            machine: Some("pc,pit=off,hpet=off"),
+            ..sc("tsc-pm-timer-only", Image::Guest("hello"), Expect::ExitCheck(Poweroff, &["kHz from the ACPI PM timer, but the PIT says", "hello: up, powering off"], tsc_is_the_hosts))
         },
         Scenario {
             machine: Some("q35,hpet=off"),
