@@ -3,8 +3,8 @@
 //! event channels, `m` memory and frame types, `d` every CPU's registers, `0` dom0's
 //! registers, `R` reboot.
 //!
-//! A key runs on CPU 0 (its housekeeping, or `CONSOLEIO_read`) holding CPU 0's own
-//! structure. What it reads under another lock (a run queue, a domain's event lock) it
+//! A key runs where console input is taken (CPU 0's housekeeping, or dom0's
+//! `CONSOLEIO_read` on whichever CPU runs it) holding only that CPU's own structure. What it reads under another lock (a run queue, a domain's event lock) it
 //! copies out first and logs after letting go. `d` and `0` ask each CPU for its own state:
 //! a flag and an IPI; the CPU prints the frame it was interrupted in (`dump_if_asked`).
 

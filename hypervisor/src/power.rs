@@ -2,8 +2,10 @@
 //! the `R` debug key asks, and after a crash.
 //!
 //! At boot ([`init`], while the firmware's tables are still mapped) the FADT's registers
-//! and the `\_S5` sleep type (the DSDT's and SSDTs' AML, evaluated by the `aml` crate) are
-//! found and logged; ending the run then needs no allocation and no table.
+//! and the `\_S5` sleep type (read from the DSDT's and SSDTs' AML by
+//! `hv_core::acpi_power::sleep_type`) are found and logged; ending the run then needs no
+//! allocation and no table. Before the machine is switched off or reset, the other CPUs
+//! are stopped (an NMI each, as Xen's `smp_send_stop`).
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use hv_arch::boot::BootInfo;
@@ -39,11 +41,13 @@ pub fn init(boot: &BootInfo) {
         for &(pa, len) in p.aml() {
             log::debug!("ACPI: AML table at {:#x}, {} bytes", pa, len);
         }
-        let tables = acpi_power::aml_tables(&hv_arch::boot::firmware_read, p);
-        let aml: usize = tables.iter().map(|t| t.len()).sum();
-        match acpi_power::sleep_type(&tables, 5) {
+        if !p.fadt_checksum_ok {
+            log::warn!("ACPI: the FADT's checksum is wrong: used anyway");
+        }
+        let aml: u64 = p.aml().iter().map(|&(_, l)| u64::from(l)).sum();
+        match acpi_power::sleep_type(acpi_power::aml_tables(&hv_arch::boot::firmware_read, p), 5) {
             Ok(t) => {
-                log::info!("ACPI: poweroff by S5 (SLP_TYP {}/{} from {} AML table(s), {} KiB; PM1a control {:#x}, PM1b {:#x})", t.0, t.1, tables.len(), aml.div_ceil(1024), p.pm1a_cnt, p.pm1b_cnt);
+                log::info!("ACPI: poweroff by S5 (SLP_TYP {}/{} from {} AML table(s), {} KiB; PM1a control {:#x}, PM1b {:#x})", t.0, t.1, p.aml().len(), aml.div_ceil(1024), p.pm1a_cnt, p.pm1b_cnt);
                 Some(t)
             }
             Err(e) => {
@@ -71,20 +75,42 @@ fn space_name(s: u8) -> &'static str {
     }
 }
 
+/// Set once the machine is being stopped: an NMI then halts the CPU it reaches.
+pub static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stops every other CPU (an NMI each; `crate::entry`'s NMI handling halts once
+/// [`STOPPING`] is set), as Xen's `smp_send_stop`, and waits a moment for them. From here
+/// on only emergency console writes: a stopped CPU may hold the console's lock.
+fn stop_others() {
+    if !STOPPING.swap(true, Ordering::SeqCst) {
+        hv_arch::lapic::send_nmi_to_others();
+        let end = cpu::rdtsc().saturating_add(hv_arch::time::tsc_khz().saturating_mul(10));
+        while cpu::rdtsc() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Powers the machine off through ACPI S5; halts where that is impossible or fails.
 pub fn poweroff() -> ! {
+    stop_others();
     if let Some(Plan { fadt: Some(p), s5: Some(t) }) = PLAN.get() {
-        log::info!("powering off: ACPI S5");
+        say(format_args!("powering off: ACPI S5\n"));
         power::acpi_sleep(p.pm1a_cnt, p.pm1b_cnt, *t);
-        log::warn!("ACPI S5 did not power the machine off");
+        say(format_args!("ACPI S5 did not power the machine off\n"));
     }
-    log::info!("halted: it is safe to switch the machine off");
+    say(format_args!("halted: it is safe to switch the machine off\n"));
     cpu::halt_forever()
+}
+
+fn say(a: core::fmt::Arguments<'_>) {
+    hv_arch::console::emergency_write_fmt(format_args!("(XEN) {}", a));
 }
 
 /// Restarts the machine: the method the command line names first, then the others
 /// (`reboot=no`: halts).
 pub fn reboot() -> ! {
+    stop_others();
     let first = match REBOOT.load(Ordering::Relaxed) {
         x if x == RebootMethod::Kbd as u8 => RebootMethod::Kbd,
         x if x == RebootMethod::Triple as u8 => RebootMethod::Triple,
@@ -95,34 +121,35 @@ pub fn reboot() -> ! {
         match m {
             RebootMethod::Acpi => {
                 if let Some((g, v)) = PLAN.get().and_then(|p| p.fadt).and_then(|p| p.reset) {
-                    hv_arch::console::emergency_write_fmt(format_args!("(XEN) rebooting: ACPI reset register\n"));
+                    say(format_args!("rebooting: ACPI reset register\n"));
                     if !power::acpi_reset(g, v) {
-                        hv_arch::console::emergency_write_fmt(format_args!("(XEN) the ACPI reset register is in {}: not reachable\n", space_name(g.space)));
+                        say(format_args!("the ACPI reset register is in {}: not reachable\n", space_name(g.space)));
                     }
                 }
             }
             RebootMethod::Kbd => {
-                hv_arch::console::emergency_write_fmt(format_args!("(XEN) rebooting: keyboard controller\n"));
+                say(format_args!("rebooting: keyboard controller\n"));
                 power::kbc_reset();
             }
             RebootMethod::Triple => {
-                hv_arch::console::emergency_write_fmt(format_args!("(XEN) rebooting: triple fault\n"));
+                say(format_args!("rebooting: triple fault\n"));
                 power::triple_fault();
             }
             RebootMethod::No => {}
         }
     }
-    hv_arch::console::emergency_write_fmt(format_args!("(XEN) reboot=no: halted\n"));
+    say(format_args!("reboot=no: halted\n"));
     cpu::halt_forever()
 }
 
 /// After a crash: restarts in five seconds, as Xen does, or halts with `noreboot`.
 pub fn after_crash() -> ! {
+    stop_others();
     if NOREBOOT.load(Ordering::Relaxed) {
-        hv_arch::console::emergency_write_fmt(format_args!("(XEN) noreboot: halted\n"));
+        say(format_args!("noreboot: halted\n"));
         cpu::halt_forever()
     }
-    hv_arch::console::emergency_write_fmt(format_args!("(XEN) Reboot in five seconds...\n"));
+    say(format_args!("Reboot in five seconds...\n"));
     let end = cpu::rdtsc().saturating_add(hv_arch::time::tsc_khz().saturating_mul(5000));
     while cpu::rdtsc() < end {
         core::hint::spin_loop();

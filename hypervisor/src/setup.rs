@@ -25,7 +25,7 @@ pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
         LogLevel::Debug => log::LevelFilter::Debug,
         LogLevel::Trace => log::LevelFilter::Trace,
     });
-    let cal = hv_arch::time::calibrate(10, boot.pm_timer.map(|p| (p.port, p.bits32)), boot.hpet);
+    let cal = hv_arch::time::calibrate(10, boot.pm_timer.map(|p| (p.port, p.bits32)), boot.hpet.is_some());
     log::info!("rxen {} booting via {:?} ({})", env!("CARGO_PKG_VERSION"), boot.kind, boot.loader);
     match cal.check {
         Some((by, khz)) if cal.disagrees() => log::warn!("TSC: {} kHz from {}, but {} says {} kHz (more than 1% apart): {} is used", cal.khz, cal.source, by, khz, cal.source),
@@ -43,7 +43,7 @@ pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
 }
 
 /// The MMIO a domain with I/O rights may map: everything that is not RAM but the local and
-/// I/O APICs, the MSI window and the HPET (`hv_core::ioperm`).
+/// I/O APICs, the MSI window and the HPET (`hv_core::ioperm`, and the firmware's HPET page).
 pub fn iomem(boot: &BootInfo, table_end: u64) -> hv_core::ioperm::IoMem {
     use hv_core::mem::Mfn;
     let ram_top = boot.ram.as_slice().last().map_or(0, |r| r.end.div_ceil(4096));
@@ -52,7 +52,7 @@ pub fn iomem(boot: &BootInfo, table_end: u64) -> hv_core::ioperm::IoMem {
         Some(m) => (m.lapic_addr, m.ioapics().iter().map(|a| a.addr).collect::<alloc::vec::Vec<_>>()),
         None => (0xFEE0_0000, alloc::vec![0xFEC0_0000]),
     };
-    for a in core::iter::once(lapic).chain(ioapics) {
+    for a in core::iter::once(lapic).chain(ioapics).chain(boot.hpet) {
         if !io.deny(Mfn::of(a), Mfn::of(a)) {
             log::warn!("too many hypervisor MMIO ranges: no MMIO for dom0");
         }
@@ -274,12 +274,15 @@ fn screen(root: hv_arch::physmem::PrivateFrame, mm: &mut mm::Mm, boot: &BootInfo
     match boot.screen {
         Some(mode) => {
             let (pa, len) = mode.phys();
-            if paging::map_screen(root, mm, pa, len).is_err() {
+            let mut backlog = alloc::vec![0u8; hv_arch::console::RING_SIZE];
+            let (n, _) = hv_arch::console::read_ring(None, &mut backlog);
+            // Screen memory inside RAM the firmware calls usable would be drawn into frames
+            // the allocator hands out: refused.
+            if boot.ram.as_slice().iter().any(|r| r.start < pa + len && pa < r.end) {
+                log::warn!("screen: the framebuffer at {:#x} lies in usable RAM: not used", pa);
+            } else if !hv_arch::screen::start(mode, &backlog[..n], root, mm) {
                 log::warn!("screen: out of memory mapping it");
             } else {
-                let mut backlog = alloc::vec![0u8; hv_arch::console::RING_SIZE];
-                let (n, _) = hv_arch::console::read_ring(None, &mut backlog);
-                hv_arch::screen::start(mode, &backlog[..n]);
                 let (cols, rows) = mode.cells();
                 match mode {
                     Mode::Text { .. } => log::info!("screen: VGA text, {}x{} at {:#x}", cols, rows, pa),

@@ -64,6 +64,10 @@ pub fn fire(pc: &mut PerCpu) -> bool {
     if !pc.cur.is_placeholder() {
         events::update_time(&pc.cur.shared, pc.cur.id);
     }
+    if pc.id == 0 {
+        // What a writer's budget left undrawn (`hv_arch::screen`).
+        hv_arch::console::draw_screen();
+    }
     if pc.id == 0 && (hv_arch::cpu::serial_has_input() || hv_arch::kbd::has_input()) && crate::serial_input::pump() {
         if let Some(d0) = shared_of(0) {
             need |= raise(pc.id, &d0, VIRQ_CONSOLE, 0);

@@ -264,7 +264,7 @@ pub struct BootInfo {
     pub screen_refused: Option<(u8, u32, u32, u8)>,
 }
 
-/// Whether this CPU still runs on the boot page tables (the early map of [0, 4 GiB)); the
+/// Whether the boot CPU still runs on the boot page tables (the early map of [0, 4 GiB)); the
 /// first [`crate::paging::activate`] ends it.
 static EARLY_MAP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
@@ -273,30 +273,29 @@ pub(crate) fn end_early_map() {
     EARLY_MAP.store(false, core::sync::atomic::Ordering::SeqCst);
 }
 
-/// Is `pa` an aligned 64-bit register below 4 GiB, with the early map still there?
-fn early_mmio_ok(pa: u64) -> bool {
-    EARLY_MAP.load(core::sync::atomic::Ordering::SeqCst) && pa.is_multiple_of(8) && pa < (1 << 32) - 8
-}
+/// The HPET's register block as the ACPI HPET table gave it (0: none).
+static HPET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Reads a 64-bit device register at `pa` (below 4 GiB) while the early map exists (the
-/// HPET during calibration); `None` after that or out of range.
-pub fn early_mmio_read64(pa: u64) -> Option<u64> {
-    if !early_mmio_ok(pa) {
+/// The HPET's register at offset `off` (8-aligned, inside its 1 KiB block), while the early
+/// map exists (TSC calibration); `None` after that, without an HPET, or for another offset.
+pub fn hpet_read(off: u64) -> Option<u64> {
+    let base = HPET.load(core::sync::atomic::Ordering::Relaxed);
+    if base == 0 || !off.is_multiple_of(8) || off >= 0x400 || !EARLY_MAP.load(core::sync::atomic::Ordering::SeqCst) {
         return None;
     }
-    // SAFETY: the early map covers [0, 4 GiB) (checked above); an aligned 64-bit read of a
-    // device register block the firmware named has no side effect on the HPET's registers.
-    Some(unsafe { (phys_to_virt(pa) as *const u64).read_volatile() })
+    // SAFETY: the early map covers [0, 4 GiB) and the block is below it (checked when it
+    // was recorded); an aligned 64-bit read of an HPET register has no side effect.
+    Some(unsafe { (phys_to_virt(base + off) as *const u64).read_volatile() })
 }
 
-/// Writes a 64-bit device register at `pa` as [`early_mmio_read64`] reads one; false when
-/// it cannot.
-pub fn early_mmio_write64(pa: u64, v: u64) -> bool {
-    if !early_mmio_ok(pa) {
-        return false;
-    }
-    // SAFETY: as for `early_mmio_read64`; the caller names the HPET's configuration register.
-    unsafe { (phys_to_virt(pa) as *mut u64).write_volatile(v) };
+/// Starts the HPET's main counter (its configuration register's enable bit), as
+/// [`hpet_read`] reads; false when it cannot.
+pub fn hpet_enable() -> bool {
+    let Some(cfg) = hpet_read(0x10) else { return false };
+    let base = HPET.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: as for `hpet_read`: the HPET's general configuration register, with only its
+    // enable bit added (no interrupt is routed: the legacy-replacement bit is kept).
+    unsafe { (phys_to_virt(base + 0x10) as *mut u64).write_volatile(cfg | 1) };
     true
 }
 
@@ -330,7 +329,8 @@ fn find_cpus(bi: &mut BootInfo, rsdps: &[(Option<u64>, &'static str)]) {
     bi.madt = acpi::parse(&early_read, rsdp).ok();
     bi.pm_timer = acpi::pm_timer(&early_read, rsdp);
     bi.acpi_power = hv_core::acpi_power::power(&early_read, rsdp);
-    bi.hpet = acpi::hpet(&early_read, rsdp);
+    bi.hpet = acpi::hpet(&early_read, rsdp).filter(|&b| b < (1 << 32) - 0x400);
+    HPET.store(bi.hpet.unwrap_or(0), core::sync::atomic::Ordering::Relaxed);
     bi.rsdp_from = from;
 }
 

@@ -74,6 +74,13 @@ pub fn write_bytes(b: &[u8]) {
         crate::screen::write(b);
         crlf(b, |c| p.send(c));
     }
+    draw_screen();
+}
+
+/// Draws what the screen is owed, for at most about a millisecond (the rest at the next
+/// write or CPU 0's next tick: `crate::screen::flush`), with the console lock let go.
+pub fn draw_screen() {
+    crate::screen::flush(crate::time::tsc_khz());
 }
 
 /// Writes formatted text from a context that must never block on the console lock: NMI,
@@ -86,11 +93,14 @@ pub fn emergency_write_fmt(args: fmt::Arguments<'_>) {
             if let Some(p) = g.as_mut() {
                 let _ = Sink(|c| p.send(c), false).write_fmt(args);
             }
+            drop(g);
+            crate::screen::flush_emergency();
             return;
         }
         core::hint::spin_loop();
     }
     let _ = Sink(raw_send, false).write_fmt(args);
+    crate::screen::flush_emergency();
 }
 
 /// COM1 without the lock: polls the line status (bounded) and writes the data register.
@@ -109,6 +119,7 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     if let Some(p) = PORT.lock().as_mut() {
         let _ = Sink(|c| p.send(c), true).write_fmt(args);
     }
+    draw_screen();
 }
 
 struct Logger;

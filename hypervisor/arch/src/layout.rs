@@ -5,6 +5,8 @@
 //! | 256 | `0xFFFF8000_00000000` | read-only M2P (Xen's address) | yes, read-only |
 //! | 259 | `0xFFFF8180_00000000` | this CPU's private data and stacks | no |
 //! | 260 | `0xFFFF8200_00000000` | this CPU's entry area | yes |
+//! | 261 | `0xFFFF8280_00000000` | local and I/O APICs (uncached) | no |
+//! | 261 | `0xFFFF8288_00000000` | the screen (VGA text or framebuffer, uncached) | no |
 //! | 261 | `0xFFFF82D0_40000000` | hypervisor image (Xen's text address) | no |
 //! | 262–271 | `0xFFFF8300_00000000` | direct map of RAM | no |
 //!

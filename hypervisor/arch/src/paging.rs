@@ -582,7 +582,7 @@ pub fn hypervisor_va_mapped(va: u64) -> bool {
 /// Maps the screen's memory `[pa, pa + len)` (uncached: PAT's UC-, which the MTRRs turn
 /// into write-combining where the firmware set a framebuffer so) at `crate::layout::SCREEN_VA`
 /// in the shared hypervisor slots of `template`; `len` at most `SCREEN_MAX`.
-pub fn map_screen(template: PrivateFrame, src: &mut dyn FrameSource, pa: u64, len: u64) -> Result<(), OutOfFrames> {
+pub(crate) fn map_screen(template: PrivateFrame, src: &mut dyn FrameSource, pa: u64, len: u64) -> Result<(), OutOfFrames> {
     let (first, end) = (pa & !0xFFF, (pa + len.min(crate::layout::SCREEN_MAX) + 0xFFF) & !0xFFF);
     for p in (first..end).step_by(4096) {
         map_4k(template.mfn(), crate::layout::SCREEN_VA + (p - first), p, RW_NX | PteFlags::NO_CACHE, src)?;

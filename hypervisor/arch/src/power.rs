@@ -1,6 +1,7 @@
 //! Turning the machine off and restarting it: ACPI S5 through the PM1 control registers,
-//! the FADT's reset register, the keyboard controller's reset line, a triple fault. Each
-//! returns when the machine did not react within a moment (the caller tries the next).
+//! the FADT's reset register, the keyboard controller's reset line, a triple fault. Each but
+//! the triple fault (which cannot fail) returns when the machine did not react within a
+//! moment, so that the caller tries the next.
 
 use crate::cpu::{inb, outb, port_in, port_out};
 use hv_core::acpi_power::{pm1_sleep_value, Gas};
@@ -16,21 +17,26 @@ fn settle(ms: u64) {
 /// Enters ACPI sleep type `(a, b)` through the PM1a (and PM1b, if any) control registers.
 pub fn acpi_sleep(pm1a: u16, pm1b: u16, (a, b): (u8, u8)) {
     x86_64::instructions::interrupts::disable();
-    for (port, typ) in [(pm1a, a), (pm1b, b)] {
-        if port != 0 {
-            let cur = port_in(port, 2) as u16;
-            port_out(port, 2, u32::from(pm1_sleep_value(cur, typ)));
+    // As ACPICA: SLP_TYP first, then SLP_TYP with SLP_EN (some chipsets want them apart).
+    for set_en in [false, true] {
+        for (port, typ) in [(pm1a, a), (pm1b, b)] {
+            if port != 0 {
+                let cur = port_in(port, 2) as u16;
+                let v = pm1_sleep_value(cur, typ);
+                port_out(port, 2, u32::from(if set_en { v } else { v & !(1 << 13) }));
+            }
         }
     }
     settle(100);
 }
 
 /// Writes `value` to the FADT's reset register `gas`; false when its address space is not
-/// one the hypervisor can reach (system memory: not in the direct map).
+/// one the hypervisor can reach (system memory: not in the direct map; PCI configuration
+/// space past the 256 bytes the 0xCF8 mechanism reaches).
 pub fn acpi_reset(gas: Gas, value: u8) -> bool {
     match gas.space {
         Gas::IO if gas.addr <= 0xFFFF => outb(gas.addr as u16, value),
-        Gas::PCI_CONFIG => {
+        Gas::PCI_CONFIG if gas.addr & 0xFFFF <= 0xFF => {
             // Bus 0; the address holds the device (bits 32–47), function (16–31) and
             // register (0–15).
             let (dev, func, reg) = ((gas.addr >> 32) as u32 & 0x1F, (gas.addr >> 16) as u32 & 0x7, gas.addr as u32 & 0xFF);

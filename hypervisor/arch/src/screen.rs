@@ -1,11 +1,16 @@
 //! The screen console: VGA text memory (a BIOS boot) or the framebuffer GRUB hands over (a
 //! UEFI boot: multiboot2's framebuffer tag, direct RGB), with `font8x8`'s glyphs drawn in
-//! 8×16 cells (each glyph row twice). The text grid is `hv_core::screen::Grid`; this module
-//! only draws its cells, at `layout::SCREEN_VA`, mapped once the hypervisor has its own
-//! page tables ([`start`]). Everything the serial console prints is drawn here too.
-
+//! 8×16 cells (each glyph row twice). The text grid is `hv_core::screen::Grid`.
+//!
+//! Writing and drawing are apart: [`write`] only updates the grid (memory, under the
+//! console's lock: cheap); [`flush`] draws the cells that differ from what the screen shows,
+//! a row at a time, taking the grid's lock only to copy a row, within a time budget: the
+//! writer calls it after letting go of the console lock, and CPU 0's housekeeping calls it
+//! too, so whatever a budget left undrawn appears within a tick, and a burst of output costs
+//! one redraw of what changed, not one per line. Through uncached framebuffer memory a
+//! full redraw is millions of stores; nothing holds the console lock meanwhile.
 use crate::layout::{SCREEN_MAX, SCREEN_VA};
-use hv_core::screen::Grid;
+use hv_core::screen::{Grid, MAX_COLS, MAX_ROWS};
 use spin::Mutex;
 
 /// What the bootloader described.
@@ -37,9 +42,14 @@ impl Mode {
     pub fn usable(&self) -> bool {
         let (_, len) = self.phys();
         let (cols, rows) = self.cells();
+        // Cells and pixels are written as whole u16/u32 words: their addresses must be
+        // aligned for that, so the base and the pitch must be.
         let ok = match *self {
-            Mode::Text { cols, pitch, .. } => pitch >= 2 * cols,
-            Mode::Rgb { width, pitch, bpp, .. } => matches!(bpp, 16 | 24 | 32) && u64::from(pitch) >= u64::from(width) * u64::from(bpp / 8),
+            Mode::Text { pa, cols, pitch, .. } => pitch >= 2 * cols && pa % 2 == 0 && pitch % 2 == 0,
+            Mode::Rgb { pa, width, pitch, bpp, .. } => {
+                let unit = u64::from(if bpp == 24 { 1 } else { bpp / 8 });
+                matches!(bpp, 16 | 24 | 32) && u64::from(pitch) >= u64::from(width) * u64::from(bpp / 8) && pa % unit == 0 && u64::from(pitch) % unit == 0
+            }
         };
         ok && cols > 0 && rows > 0 && len > 0 && len <= SCREEN_MAX
     }
@@ -50,9 +60,20 @@ struct Screen {
     /// `SCREEN_VA` plus the offset of the memory in its first page.
     base: u64,
     grid: Grid,
+    /// Bumped by every write (the drawer knows whether it caught up).
+    generation: u64,
 }
 
-static SCREEN: Mutex<Screen> = Mutex::new(Screen { mode: None, base: 0, grid: Grid::new(1, 1) });
+/// The text (a leaf lock, taken under the console's).
+static SCREEN: Mutex<Screen> = Mutex::new(Screen { mode: None, base: 0, grid: Grid::new(1, 1), generation: 0 });
+
+/// What the screen shows, per cell: the drawer's own (try-locked: one drawer at a time).
+struct Drawn {
+    cells: [[u8; MAX_COLS]; MAX_ROWS],
+    generation: u64,
+}
+
+static DRAWN: Mutex<Drawn> = Mutex::new(Drawn { cells: [[0; MAX_COLS]; MAX_ROWS], generation: u64::MAX });
 
 /// The colour word of a pixel with every channel at `level` (0 or full).
 fn pixel(mode: &Mode, on: bool) -> u32 {
@@ -101,36 +122,108 @@ fn draw(mode: &Mode, base: u64, col: usize, row: usize, ch: u8) {
         }
 }
 
-/// Starts drawing on `mode` (its memory already mapped at `SCREEN_VA` by
-/// `paging::map_screen`): clears it and draws `backlog` (what the console printed so far).
-pub fn start(mode: Mode, backlog: &[u8]) {
-    let (cols, rows) = mode.cells();
-    let mut s = SCREEN.lock();
-    s.grid.reset(cols, rows);
-    s.base = SCREEN_VA + (mode.phys().0 & 0xFFF);
-    s.mode = Some(mode);
-    let base = s.base;
-    s.grid.redraw(&mut |c, r, ch| draw(&mode, base, c, r, ch));
-    put(&mut s, backlog);
-}
-
-fn put(s: &mut Screen, b: &[u8]) {
-    let (Some(mode), base) = (s.mode, s.base) else { return };
-    for &c in b {
-        s.grid.put(c, &mut |col, row, ch| draw(&mode, base, col, row, ch));
+/// Maps `mode`'s memory at `SCREEN_VA` (its page tables from `src`, in the shared slots of
+/// `template`), then starts the console on it with `backlog` (what the console printed so
+/// far) drawn. False, and no screen, if the mode is not [`Mode::usable`] or mapping fails.
+pub fn start(mode: Mode, backlog: &[u8], template: crate::physmem::PrivateFrame, src: &mut dyn crate::paging::FrameSource) -> bool {
+    let (pa, len) = mode.phys();
+    if !mode.usable() || crate::paging::map_screen(template, src, pa, len).is_err() {
+        return false;
     }
+    let (cols, rows) = mode.cells();
+    {
+        let mut s = SCREEN.lock();
+        s.grid.reset(cols, rows);
+        if let Mode::Rgb { .. } = mode {
+            s.grid.set_jump(rows / 4);
+        }
+        s.base = SCREEN_VA + (pa & 0xFFF);
+        s.mode = Some(mode);
+        s.generation = s.generation.wrapping_add(1);
+        for &c in backlog {
+            s.grid.put(c, &mut |_, _, _| {});
+        }
+    }
+    // Nothing is known of what the screen shows: every cell is drawn once.
+    if let Some(mut d) = DRAWN.try_lock() {
+        for r in d.cells.iter_mut() {
+            r.fill(0);
+        }
+        d.generation = u64::MAX;
+    }
+    draw_changes(u64::MAX, false);
+    true
 }
 
-/// Draws console output (a no-op without a screen). Called under the console's lock.
+/// Puts console output into the grid (a no-op without a screen); drawn by [`flush`].
 pub fn write(b: &[u8]) {
-    put(&mut SCREEN.lock(), b);
+    let mut s = SCREEN.lock();
+    if s.mode.is_some() {
+        for &c in b {
+            s.grid.put(c, &mut |_, _, _| {});
+        }
+        s.generation = s.generation.wrapping_add(1);
+    }
 }
 
 /// As [`write`], but gives up rather than wait for the screen's lock (emergency output).
 pub fn try_write(b: &[u8]) {
-    if let Some(mut g) = SCREEN.try_lock() {
-        put(&mut g, b);
+    if let Some(mut s) = SCREEN.try_lock() {
+        if s.mode.is_some() {
+            for &c in b {
+                s.grid.put(c, &mut |_, _, _| {});
+            }
+            s.generation = s.generation.wrapping_add(1);
+        }
     }
+}
+
+/// Draws what changed since the last flush, for at most `budget` TSC ticks (then the rest
+/// waits for the next flush). Returns at once if another CPU is drawing. Takes the grid's
+/// lock only to copy a row: never call it with the console lock held.
+pub fn flush(budget: u64) {
+    draw_changes(budget, false);
+}
+
+/// As [`flush`], with no time limit, from a context that must not wait for a lock (a fatal
+/// error's report: the interrupted code may hold the grid's); gives up if it would wait.
+pub fn flush_emergency() {
+    draw_changes(u64::MAX, true);
+}
+
+fn draw_changes(budget: u64, no_wait: bool) {
+    let Some(mut d) = DRAWN.try_lock() else { return };
+    let start = crate::cpu::rdtsc();
+    let grid = || if no_wait { SCREEN.try_lock() } else { Some(SCREEN.lock()) };
+    let (mode, base, rows, cols, generation) = {
+        let Some(s) = grid() else { return };
+        let Some(m) = s.mode else { return };
+        let (c, r) = s.grid.size();
+        (m, s.base, r, c, s.generation)
+    };
+    if d.generation == generation {
+        return;
+    }
+    let mut row = [b' '; MAX_COLS];
+    for r in 0..rows {
+        {
+            let Some(s) = grid() else { return };
+            for (c, cell) in row.iter_mut().enumerate().take(cols) {
+                *cell = s.grid.at(c, r);
+            }
+        }
+        for (c, &ch) in row.iter().enumerate().take(cols) {
+            if d.cells[r][c] != ch {
+                draw(&mode, base, c, r, ch);
+                d.cells[r][c] = ch;
+            }
+        }
+        if crate::cpu::rdtsc().wrapping_sub(start) > budget {
+            return;
+        }
+    }
+    // Caught up with the writes seen at the start (later ones flush again).
+    d.generation = generation;
 }
 
 /// The screen's size in cells, if there is one.

@@ -37,29 +37,37 @@ fn cpuid_hz() -> Option<u64> {
     (base_mhz != 0).then(|| u64::from(base_mhz) * 1_000_000)
 }
 
-/// TSC Hz measured over `ms` milliseconds of the HPET at `base` (its main counter, started
-/// if it was not); `None` if its period is implausible or it does not count.
-fn hpet_hz(base: u64, ms: u64) -> Option<u64> {
-    use crate::boot::{early_mmio_read64 as rd, early_mmio_write64 as wr};
-    // General capabilities: the counter's period in femtoseconds in the upper half.
-    let period_fs = rd(base)? >> 32;
+/// Most reads of a timer while measuring: 10 ms of a counter read at about a microsecond
+/// a read (real HPETs and PM timers) is ~10 000; a counter that does not count costs at
+/// most this many before it is given up.
+const MAX_READS: u64 = 2_000_000;
+
+/// TSC Hz measured over `ms` milliseconds of the HPET (`boot::hpet_read`: its main
+/// counter, started if it was not; a 32-bit counter masked); `None` if its period is
+/// implausible or it does not count.
+fn hpet_hz(ms: u64) -> Option<u64> {
+    use crate::boot::{hpet_enable, hpet_read as rd};
+    // General capabilities: the period in femtoseconds in the upper half; bit 13, a 64-bit
+    // main counter.
+    let caps = rd(0)?;
+    let period_fs = caps >> 32;
     if period_fs == 0 || period_fs > 100_000_000 {
         return None;
     }
-    let cfg = rd(base + 0x10)?;
-    if cfg & 1 == 0 && !wr(base + 0x10, cfg | 1) {
+    let mask = if caps & (1 << 13) != 0 { u64::MAX } else { u64::from(u32::MAX) };
+    if rd(0x10)? & 1 == 0 && !hpet_enable() {
         return None;
     }
     let want = ms * 1_000_000_000_000 / period_fs;
-    let c0 = rd(base + 0xF0)?;
+    let c0 = rd(0xF0)? & mask;
     let t0 = rdtsc();
-    let (mut c, mut t1, mut spins) = (c0, t0, 0u64);
-    while c.wrapping_sub(c0) < want && spins < 100_000_000 {
-        c = rd(base + 0xF0)?;
+    let (mut c, mut t1, mut reads) = (c0, t0, 0u64);
+    while c.wrapping_sub(c0) & mask < want && reads < MAX_READS {
+        c = rd(0xF0)? & mask;
         t1 = rdtsc();
-        spins += 1;
+        reads += 1;
     }
-    let ticks = c.wrapping_sub(c0);
+    let ticks = c.wrapping_sub(c0) & mask;
     (ticks >= want).then(|| ((t1 - t0) as u128 * 1_000_000_000_000_000 / (ticks as u128 * period_fs as u128)) as u64)
 }
 
@@ -72,13 +80,13 @@ fn pm_hz(port: u16, bits32: bool, ms: u64) -> Option<u64> {
     // Wait for the next tick edge, so the count starts on one.
     let mut spins = 0u64;
     let mut c0 = start;
-    while c0 == start && spins < 10_000_000 {
+    while c0 == start && spins < MAX_READS {
         c0 = port_in(port, 4) & mask;
         spins += 1;
     }
     let t0 = rdtsc();
     let (mut c, mut t1) = (c0, t0);
-    while c.wrapping_sub(c0) & mask < want && spins < 100_000_000 {
+    while c.wrapping_sub(c0) & mask < want && spins < 2 * MAX_READS {
         c = port_in(port, 4) & mask;
         t1 = rdtsc();
         spins += 1;
@@ -127,9 +135,9 @@ impl Calibration {
 }
 
 /// Finds the TSC frequency from the first source there is, in this order: CPUID, the
-/// HPET at `hpet`, the ACPI PM timer at `pm` (port, 32 bits), the PIT (each measured over
+/// HPET (if `hpet`: the firmware's, `boot::hpet_read`), the ACPI PM timer at `pm` (port, 32 bits), the PIT (each measured over
 /// `ms` milliseconds); the next source there is checks it. Records the boot TSC.
-pub fn calibrate(ms: u64, pm: Option<(u16, bool)>, hpet: Option<u64>) -> Calibration {
+pub fn calibrate(ms: u64, pm: Option<(u16, bool)>, hpet: bool) -> Calibration {
     let t0 = rdtsc();
     let mut found: [Option<(&'static str, u64)>; 2] = [None, None];
     fn note(found: &mut [Option<(&'static str, u64)>; 2], name: &'static str, hz: Option<u64>) {
@@ -138,8 +146,8 @@ pub fn calibrate(ms: u64, pm: Option<(u16, bool)>, hpet: Option<u64>) -> Calibra
         }
     }
     note(&mut found, "CPUID leaf 0x15", cpuid_hz());
-    if let Some(b) = hpet {
-        note(&mut found, "the HPET", hpet_hz(b, ms));
+    if hpet {
+        note(&mut found, "the HPET", hpet_hz(ms));
     }
     if let (None, Some((port, b))) = (found[1], pm) {
         note(&mut found, "the ACPI PM timer", pm_hz(port, b, ms));

@@ -1,5 +1,6 @@
-//! Just enough ACPI to find the CPUs and the interrupt controllers: RSDP → RSDT/XSDT → MADT
-//! local-APIC, I/O APIC and interrupt-source-override entries.
+//! Just enough ACPI to find the CPUs, the interrupt controllers and the timers: RSDP →
+//! RSDT/XSDT → MADT local-APIC, I/O APIC and interrupt-source-override entries; the FADT's
+//! PM timer; the HPET table's base.
 //!
 //! Firmware tables are read through a callback, every length and offset is bounds-checked
 //! and every checksum verified, so a broken table is an error, never a panic.
@@ -8,8 +9,9 @@
 //! its heap exists, from tables copied by the boot loader or found in low memory. The crate
 //! wants an `AcpiHandler` that maps arbitrary physical ranges and an allocator for its
 //! platform description; this parser is a few hundred host-tested lines read through a
-//! bounded copy. When ACPI power management (the FADT, sleep states, AML) is needed, that
-//! is where the `acpi` and `aml` crates pay off, and this parser should give way to them.
+//! bounded copy. The power side (the FADT's sleep and reset registers, `\_S5`) is in
+//! `acpi_power`; rust-osdev's AML interpreter would need nightly Rust (its `aml` crate and
+//! `acpi` 6+ use unstable features), so that reads `\_S5` alone.
 
 /// Largest table read (on the boot stack: RSDTs and MADTs are far smaller).
 pub const TABLE_MAX: usize = 8192;
@@ -382,7 +384,7 @@ mod tests {
         assert_eq!(rsdp_from_efi(&reader(&mem), st as u64), None, "not a system table");
     }
 
-    /// The PM timer from the FADT: `PM_TMR_BLK`, or `X_PM_TMR_BLK` when in I/O space.
+    /// The HPET table's base, when in system memory.
     #[test]
     fn hpet_base() {
         let mut mem = machine(&madt_body(&[(0, 0, 1)]));
@@ -402,6 +404,7 @@ mod tests {
         assert_eq!(hpet(&reader(&mem), 0x1000), None);
     }
 
+    /// The PM timer from the FADT: `PM_TMR_BLK`, or `X_PM_TMR_BLK` when in I/O space.
     #[test]
     fn pm_timer_from_the_fadt() {
         let mut mem = machine(&madt_body(&[(0, 0, 1)]));

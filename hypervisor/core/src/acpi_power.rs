@@ -45,6 +45,8 @@ pub struct Power {
     pub reset: Option<(Gas, u8)>,
     /// A hardware-reduced ACPI platform (no PM1 blocks: sleep control registers instead).
     pub hw_reduced: bool,
+    /// The FADT's checksum was right (a wrong one is reported, and the table used).
+    pub fadt_checksum_ok: bool,
     /// Physical address and length of the DSDT (first) and the SSDTs.
     pub aml: [(u64, u32); MAX_AML],
     pub nr_aml: usize,
@@ -81,7 +83,7 @@ fn io_block(f: &[u8], x: usize, legacy: usize) -> u16 {
 /// The FADT's power registers and the AML tables through the RSDP at `rsdp`.
 pub fn power(read: Reader<'_>, rsdp: u64) -> Option<Power> {
     let (entries, count) = root_entries(read, rsdp).ok()?;
-    let mut p = Power { pm1a_cnt: 0, pm1b_cnt: 0, reset: None, hw_reduced: false, aml: [(0, 0); MAX_AML], nr_aml: 0 };
+    let mut p = Power { pm1a_cnt: 0, pm1b_cnt: 0, reset: None, hw_reduced: false, fadt_checksum_ok: true, aml: [(0, 0); MAX_AML], nr_aml: 0 };
     let mut found = false;
     let mut ssdts = [(0u64, 0u32); MAX_AML];
     let mut nr_ssdts = 0;
@@ -100,9 +102,8 @@ pub fn power(read: Reader<'_>, rsdp: u64) -> Option<Power> {
         if len < 116 || !read(pa, &mut f[..n]) {
             return None;
         }
-        if table_sum(read, pa, len)? != 0 {
-            return None;
-        }
+        // A bad checksum is common on shipped boards: noted, not fatal (as ACPICA).
+        p.fadt_checksum_ok = table_sum(read, pa, len)? == 0;
         let f = &f[..n];
         let flags = u32le(f, 112);
         p.pm1a_cnt = io_block(f, 172, 64);
@@ -150,19 +151,14 @@ fn table_sum(read: Reader<'_>, pa: u64, len: u32) -> Option<u8> {
     Some(s)
 }
 
-/// Copies the AML tables `p` lists (each checksummed; a bad SSDT is left out, a bad DSDT
-/// means none at all).
-pub fn aml_tables(read: Reader<'_>, p: &Power) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for (i, &(pa, len)) in p.aml().iter().enumerate() {
+/// The AML tables `p` lists, read one at a time as the iterator is advanced (the DSDT
+/// first; an unreadable table is left out). A wrong checksum does not drop a table: real
+/// firmware ships them, and ACPICA only warns.
+pub fn aml_tables<'a>(read: Reader<'a>, p: &'a Power) -> impl Iterator<Item = Vec<u8>> + 'a {
+    p.aml().iter().filter_map(move |&(pa, len)| {
         let mut t = alloc::vec![0u8; len as usize];
-        if read(pa, &mut t) && sum(&t) == 0 {
-            out.push(t);
-        } else if i == 0 {
-            return Vec::new();
-        }
-    }
-    out
+        read(pa, &mut t).then_some(t)
+    })
 }
 
 /// Why no sleep type could be found.
@@ -212,8 +208,13 @@ fn package(b: &[u8]) -> Option<(u64, Option<u64>)> {
     let (len, n) = pkg_length(&b[1..])?;
     let body = b.get(1 + n..1 + len)?;
     let (&count, mut rest) = body.split_first()?;
+    // NumElements may exceed the elements written (`Package (4) { 7 }`): the rest are
+    // uninitialized.
     let mut v = [None, None];
     for slot in v.iter_mut().take(usize::from(count)) {
+        if rest.is_empty() {
+            break;
+        }
         let (x, used) = integer(rest)?;
         *slot = Some(x);
         rest = &rest[used..];
@@ -225,20 +226,27 @@ fn package(b: &[u8]) -> Option<(u64, Option<u64>)> {
 /// `tables` (whole tables, headers included; the DSDT first): the `\_Sx` package's first
 /// two integers (one integer: its low two bytes, the old encoding).
 ///
-/// Firmware defines `\_Sx` as `Name (_Sx, Package () {...})` of constants, at the root
-/// or in `\` scope, or (rarely) as a method that returns such a package; both are read
-/// here. This is not an AML interpreter: rust-osdev's (the `aml` crate, and `acpi` 6 and
-/// later, which absorbed it) needs nightly Rust, and this tree builds on stable
-/// (docs/abi-deviations.md). A `\_Sx` that computes its answer is reported as malformed.
-pub fn sleep_type(tables: &[Vec<u8>], state: u8) -> Result<(u8, u8), SleepError> {
-    if tables.first().is_none_or(|d| d.len() <= 36) {
-        return Err(SleepError::NoDsdt);
-    }
+/// Firmware defines `\_Sx` as `Name (_Sx, Package () {...})` of constants at the root, or
+/// (rarely) as a method that returns such a package; both are read here. The scan does not
+/// track scopes: the first such definition in the tables is taken, in whatever scope (no
+/// firmware seen defines `_Sx` anywhere but the root). This is not an AML interpreter:
+/// rust-osdev's (the `aml` crate, and `acpi` 6 and later, which absorbed it) needs nightly
+/// Rust, and this tree builds on stable (docs/abi-deviations.md, 38). A `\_Sx` that
+/// computes its answer is reported as malformed.
+pub fn sleep_type<T: AsRef<[u8]>>(tables: impl IntoIterator<Item = T>, state: u8) -> Result<(u8, u8), SleepError> {
     let name = [b'_', b'S', b'0' + state.min(5), b'_'];
-    let mut seen = false;
-    for t in tables.iter().filter(|t| t.len() > 36) {
+    let (mut seen, mut any) = (false, false);
+    for (i, t) in tables.into_iter().enumerate() {
+        let t = t.as_ref();
+        any = true;
+        if t.len() <= 36 {
+            if i == 0 {
+                return Err(SleepError::NoDsdt);
+            }
+            continue;
+        }
         let aml = &t[36..];
-        for at in (1..aml.len().saturating_sub(4)).filter(|&i| aml[i..i + 4] == name) {
+        for at in (1..=aml.len().saturating_sub(4)).filter(|&i| aml[i..i + 4] == name) {
             // `NameOp [\] _Sx_ Package`, or `MethodOp PkgLength [\] _Sx_ flags ReturnOp Package`.
             let before = if aml[at - 1] == b'\\' { at - 1 } else { at };
             let after = &aml[at + 4..];
@@ -262,7 +270,13 @@ pub fn sleep_type(tables: &[Vec<u8>], state: u8) -> Result<(u8, u8), SleepError>
             }
         }
     }
-    Err(if seen { SleepError::Malformed } else { SleepError::NotDefined })
+    Err(if seen {
+        SleepError::Malformed
+    } else if !any {
+        SleepError::NoDsdt
+    } else {
+        SleepError::NotDefined
+    })
 }
 
 /// The PM1 control value that enters sleep type `typ` from the register's current value
@@ -303,8 +317,18 @@ mod tests {
     }
 
     #[test]
+    fn short_packages() {
+        // Package (4) { 7 }: one element written of four: the old one-integer encoding.
+        let t = [0x08, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x04, 0x0A, 0x07];
+        assert_eq!(sleep_type(&[dsdt(&t)], 5), Ok((7, 0)));
+        // At the very end of the table.
+        let t = [0x00, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x02, 0x0A, 0x03, 0x01];
+        assert_eq!(sleep_type(&[dsdt(&t)], 5), Ok((3, 1)));
+    }
+
+    #[test]
     fn broken_tables_are_errors() {
-        assert_eq!(sleep_type(&[], 5), Err(SleepError::NoDsdt));
+        assert_eq!(sleep_type(&[] as &[Vec<u8>], 5), Err(SleepError::NoDsdt));
         assert!(sleep_type(&[dsdt(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x3F])], 5).is_err());
         // Not a package.
         assert_eq!(sleep_type(&[dsdt(&[0x08, b'_', b'S', b'5', b'_', 0x0A, 0x05])], 5), Err(SleepError::Malformed));
@@ -372,7 +396,7 @@ mod tests {
         assert_eq!((p.pm1a_cnt, p.pm1b_cnt), (0x604, 0x804));
         assert_eq!(p.reset, Some((Gas { space: Gas::IO, width: 8, bit_offset: 0, access: 0, addr: 0xCF9 }, 6)));
         assert_eq!(p.aml().iter().map(|a| a.0).collect::<Vec<_>>(), [0x4000, 0x5000]);
-        let tables = aml_tables(&read, &p);
+        let tables: Vec<Vec<u8>> = aml_tables(&read, &p).collect();
         assert_eq!(tables.len(), 2);
         assert_eq!(sleep_type(&tables, 5), Ok((5, 5)));
 
@@ -388,11 +412,13 @@ mod tests {
         let p = power(&read2, 0x1000).expect("power");
         assert_eq!((p.pm1a_cnt, p.pm1b_cnt), (0xB004, 0));
 
-        // A bad checksum: no FADT at all; no reset flag: no reset register.
+        // A bad checksum is noted, the table still used; no reset flag: no reset register.
         let mut bad = machine(&f);
-        bad[0x3000 + 50] ^= 1;
+        bad[0x3000 + 130] ^= 1;
         let read3 = reader(&bad);
-        assert_eq!(power(&read3, 0x1000), None);
+        let p3 = power(&read3, 0x1000).expect("power");
+        assert!(!p3.fadt_checksum_ok && p.fadt_checksum_ok);
+        assert_eq!(p3.pm1a_cnt, 0x604);
         let mut f4 = f.clone();
         f4[112 - 36..116 - 36].copy_from_slice(&0u32.to_le_bytes());
         let mem4 = machine(&f4);

@@ -61,12 +61,12 @@ impl RebootMethod {
         }
     }
 
-    /// The methods tried when `self` is the first: `self`, then the rest in the default
-    /// order (`No` alone).
+    /// The methods tried when `self` is the first: `self`, then the others in the default
+    /// order, the triple fault (which cannot fail) always last (`No` alone).
     pub fn chain(self) -> impl Iterator<Item = RebootMethod> {
         let all = [RebootMethod::Acpi, RebootMethod::Kbd, RebootMethod::Triple];
         let first = core::iter::once(self);
-        let rest = all.into_iter().filter(move |&m| m != self && self != RebootMethod::No);
+        let rest = all.into_iter().filter(move |&m| m != self && self != RebootMethod::No && self != RebootMethod::Triple);
         first.chain(rest)
     }
 }
@@ -264,7 +264,7 @@ mod tests {
         let chain = |m: RebootMethod| m.chain().collect::<std::vec::Vec<_>>();
         assert_eq!(chain(Acpi), [Acpi, Kbd, Triple]);
         assert_eq!(chain(Kbd), [Kbd, Acpi, Triple]);
-        assert_eq!(chain(Triple), [Triple, Acpi, Kbd]);
+        assert_eq!(chain(Triple), [Triple]);
         assert_eq!(chain(No), [No]);
         assert_eq!(parse("debug-crash=fault").debug_crash, Some("fault"));
         assert_eq!(parse("debug-crash=oops").unknown, Some("debug-crash=oops"));

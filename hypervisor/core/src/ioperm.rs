@@ -72,7 +72,8 @@ pub const MAX_DENIED: usize = 16;
 
 /// The MSI address window (the local APICs answer there): 0xFEE00000–0xFEEFFFFF.
 pub const MSI_WINDOW: (Mfn, Mfn) = (Mfn(0xFEE00), Mfn(0xFEEFF));
-/// The HPET's usual page (the hypervisor does not use it yet, and keeps it).
+/// The HPET's usual page (the hypervisor calibrates the TSC against it at boot, and keeps
+/// it; the page the ACPI HPET table names is denied too, `setup::iomem`).
 pub const HPET_PAGE: Mfn = Mfn(0xFED00);
 
 impl IoMem {

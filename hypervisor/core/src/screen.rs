@@ -26,6 +26,8 @@ pub struct Grid {
     x: usize,
     y: usize,
     esc: Esc,
+    /// Rows a scroll moves at once (1; more where redrawing is dear: a framebuffer).
+    jump: usize,
 }
 
 impl Grid {
@@ -33,7 +35,7 @@ impl Grid {
     pub const fn new(cols: usize, rows: usize) -> Grid {
         let cols = if cols == 0 { 1 } else if cols > MAX_COLS { MAX_COLS } else { cols };
         let rows = if rows == 0 { 1 } else if rows > MAX_ROWS { MAX_ROWS } else { rows };
-        Grid { cols, rows, cells: [[b' '; MAX_COLS]; MAX_ROWS], x: 0, y: 0, esc: Esc::None }
+        Grid { cols, rows, cells: [[b' '; MAX_COLS]; MAX_ROWS], x: 0, y: 0, esc: Esc::None, jump: 1 }
     }
 
     /// Blanks the grid in place and gives it `cols` × `rows` cells (clamped as in [`Grid::new`]).
@@ -43,7 +45,14 @@ impl Grid {
         for r in self.cells.iter_mut() {
             r.fill(b' ');
         }
-        (self.x, self.y, self.esc) = (0, 0, Esc::None);
+        (self.x, self.y, self.esc, self.jump) = (0, 0, Esc::None, 1);
+    }
+
+    /// Scrolls `n` rows at a time (clamped to 1..=rows): on a framebuffer, where a scroll
+    /// redraws most of the screen's pixels through uncached memory, a few rows at once
+    /// cost one redraw where one at a time would cost several.
+    pub fn set_jump(&mut self, n: usize) {
+        self.jump = n.clamp(1, self.rows);
     }
 
     pub fn size(&self) -> (usize, usize) {
@@ -96,16 +105,16 @@ impl Grid {
             self.y += 1;
             return;
         }
-        // Scroll: each cell takes the one below it; only changed cells are redrawn.
-        for row in 0..self.rows - 1 {
+        // Scroll by `jump` rows: each cell takes the one `jump` below it; only changed cells
+        // are redrawn; the cursor goes to the first freed row.
+        let j = self.jump.min(self.rows);
+        for row in 0..self.rows {
             for col in 0..self.cols {
-                let c = self.cells[row + 1][col];
+                let c = if row + j < self.rows { self.cells[row + j][col] } else { b' ' };
                 self.set(col, row, c, draw);
             }
         }
-        for col in 0..self.cols {
-            self.set(col, self.rows - 1, b' ', draw);
-        }
+        self.y = self.rows - j;
     }
 
     /// Feeds one byte of output; `draw(col, row, ch)` is called for each cell that changed.
@@ -194,12 +203,23 @@ mod tests {
         assert_eq!(text(&g)[0], b"z???");
     }
 
+    #[test]
+    fn jump_scroll() {
+        let mut g = Box::new(Grid::new(3, 4));
+        g.set_jump(2);
+        let mut m = std::vec![std::vec![b' '; 3]; 4];
+        feed(&mut g, &mut m, b"a\nb\nc\nd\ne");
+        assert_eq!(text(&g), [&b"c"[..], b"d", b"e", b""]);
+        assert_eq!(g.cursor(), (1, 2));
+    }
+
     proptest! {
         /// Whatever is written, the cells the backend was told about equal the grid, and
         /// the cursor stays inside it.
         #[test]
-        fn drawn_cells_follow_the_grid(cols in 1usize..12, rows in 1usize..6, s in proptest::collection::vec(any::<u8>(), 0..400)) {
+        fn drawn_cells_follow_the_grid(cols in 1usize..12, rows in 1usize..6, jump in 1usize..4, s in proptest::collection::vec(any::<u8>(), 0..400)) {
             let mut g = Box::new(Grid::new(cols, rows));
+            g.set_jump(jump);
             let mut m = std::vec![std::vec![b' '; cols]; rows];
             feed(&mut g, &mut m, &s);
             for (r, row) in m.iter().enumerate() {

@@ -76,7 +76,7 @@ pub fn embed_symbols(path: &Path) -> Result<usize, String> {
                 slot = Some((s.st_value, s.st_size));
             } else if s.st_symtype() == abi::STT_FUNC && s.st_value != 0 {
                 let n: String = format!("{:#}", rustc_demangle::demangle(name)).chars().take(160).collect();
-                funcs.push((s.st_value, n));
+                funcs.push((s.st_value, u32::try_from(s.st_size).unwrap_or(0), n));
             }
         }
         let (va, size) = slot.ok_or("no RXEN_SYMBOLS in the hypervisor")?;
@@ -86,7 +86,7 @@ pub fn embed_symbols(path: &Path) -> Result<usize, String> {
             .find(|p| p.p_type == abi::PT_LOAD && (p.p_vaddr..p.p_vaddr + p.p_filesz).contains(&va) && va + size <= p.p_vaddr + p.p_filesz)
             .map(|p| (va - p.p_vaddr + p.p_offset) as usize)
             .ok_or("RXEN_SYMBOLS is not in a loaded segment")?;
-        let refs: Vec<(u64, &str)> = funcs.iter().map(|(a, n)| (*a, n.as_str())).collect();
+        let refs: Vec<(u64, u32, &str)> = funcs.iter().map(|(a, z, n)| (*a, *z, n.as_str())).collect();
         (hv_core::symbols::encode(&refs), at, size as usize)
     };
     if table.len() > size {

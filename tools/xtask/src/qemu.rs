@@ -551,7 +551,6 @@ pub fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// Runs with the serial console on this terminal.
 /// Starts QEMU with its gdb stub (`cfg.gdb_port`) and runs gdb against it with the
 /// hypervisor's and dom0's symbols: interactively, or with `batch` commands (`-batch`),
 /// returning gdb's output then. QEMU is killed when gdb ends.
@@ -586,6 +585,7 @@ pub fn with_gdb(cfg: &Config, hypervisor: &std::path::Path, dom0: &std::path::Pa
     out
 }
 
+/// Runs with the serial console on this terminal.
 pub fn interactive(cfg: &Config) -> Result<(), String> {
     let st = cfg.command().status().map_err(|e| format!("qemu-system-x86_64: {e}"))?;
     println!("\nQEMU exited with {:?}", st.code().and_then(ExitCode::from_qemu_status).map(|c| format!("{c:?}")).unwrap_or_else(|| format!("status {:?}", st.code())));

@@ -547,6 +547,8 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { hv_opts: "reboot=triple", machine: Some("q35"), input: Some(("dom0> ", "reboot\r")), ..sc("reboot-triple", Image::Dom0, Expect::Ended(&["rebooting: triple fault"])) },
         // A dom0 crash restarts the machine five seconds later, as Xen does.
         Scenario { machine: Some("q35"), input: Some(("dom0> ", "crash\r")), ..sc("crash-reboots-q35", Image::Dom0, Expect::Ended(&["Reboot in five seconds", "rebooting: ACPI reset register"])) },
+        // On 2 CPUs the other is stopped first (an NMI), as Xen's smp_send_stop.
+        Scenario { machine: Some("q35"), smp: 2, input: Some(("dom0> ", "crash\r")), ..sc("crash-reboots-q35-smp2", Image::Dom0, Expect::Ended(&["Reboot in five seconds", "rebooting: ACPI reset register"])) },
         // The screen console and the keyboard: no serial input at all; `xl list` typed on
         // the PS/2 keyboard (QEMU's sendkey) reaches the dom0 shell, and the screen (VGA
         // text under SeaBIOS, GRUB's UEFI framebuffer under OVMF, read back cell by cell)
