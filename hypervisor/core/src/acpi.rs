@@ -163,22 +163,27 @@ pub struct PmTimer {
 /// The PM timer through the RSDP at `rsdp` (the FADT's `X_PM_TMR_BLK` when it is in I/O
 /// space, else `PM_TMR_BLK`), if the machine has one.
 pub fn pm_timer(read: Reader<'_>, rsdp: u64) -> Option<PmTimer> {
-    let (entries, count) = root_entries(read, rsdp).ok()?;
     let mut buf = [0u8; TABLE_MAX];
+    let n = find_table(read, rsdp, b"FACP", &mut buf)?;
+    if n < 116 {
+        return None;
+    }
+    let bits32 = u32le(&buf, 112) & (1 << 8) != 0;
+    // X_PM_TMR_BLK: a generic address (space id at 208, address at 212).
+    let x = (n >= 220 && buf[208] == 1).then(|| u64le(&buf, 212)).filter(|&a| a != 0 && a <= 0xFFFF);
+    let port = x.unwrap_or(u64::from(u32le(&buf, 76)));
+    (port != 0 && port <= 0xFFFF).then_some(PmTimer { port: port as u16, bits32 })
+}
+
+/// The first table with signature `sig` through the RSDP at `rsdp`, read whole into `buf`
+/// (checksummed, at most [`TABLE_MAX`] bytes): its length.
+fn find_table(read: Reader<'_>, rsdp: u64, sig: &[u8; 4], buf: &mut [u8; TABLE_MAX]) -> Option<usize> {
+    let (entries, count) = root_entries(read, rsdp).ok()?;
     for &pa in &entries[..count] {
-        let mut sig = [0u8; 4];
-        if !read(pa, &mut sig) || &sig != b"FACP" {
-            continue;
+        let mut s = [0u8; 4];
+        if read(pa, &mut s) && &s == sig {
+            return table(read, pa, buf).ok();
         }
-        let n = table(read, pa, &mut buf).ok()?;
-        if n < 116 {
-            return None;
-        }
-        let bits32 = u32le(&buf, 112) & (1 << 8) != 0;
-        // X_PM_TMR_BLK: a generic address (space id at 208, address at 212).
-        let x = (n >= 220 && buf[208] == 1).then(|| u64le(&buf, 212)).filter(|&a| a != 0 && a <= 0xFFFF);
-        let port = x.unwrap_or(u64::from(u32le(&buf, 76)));
-        return (port != 0 && port <= 0xFFFF).then_some(PmTimer { port: port as u16, bits32 });
     }
     None
 }
@@ -186,19 +191,11 @@ pub fn pm_timer(read: Reader<'_>, rsdp: u64) -> Option<PmTimer> {
 /// The HPET's register block through the RSDP at `rsdp` (the HPET table's base address,
 /// when it is in system memory), if the machine has one.
 pub fn hpet(read: Reader<'_>, rsdp: u64) -> Option<u64> {
-    let (entries, count) = root_entries(read, rsdp).ok()?;
     let mut buf = [0u8; TABLE_MAX];
-    for &pa in &entries[..count] {
-        let mut sig = [0u8; 4];
-        if !read(pa, &mut sig) || &sig != b"HPET" {
-            continue;
-        }
-        let n = table(read, pa, &mut buf).ok()?;
-        // Event timer block id at 36, then the base address (a GAS) at 40.
-        let addr = (n >= 56 && buf[40] == 0).then(|| u64le(&buf, 44))?;
-        return (addr != 0 && addr.is_multiple_of(1024)).then_some(addr);
-    }
-    None
+    let n = find_table(read, rsdp, b"HPET", &mut buf)?;
+    // Event timer block id at 36, then the base address (a GAS) at 40.
+    let addr = (n >= 56 && buf[40] == 0).then(|| u64le(&buf, 44))?;
+    (addr != 0 && addr.is_multiple_of(1024)).then_some(addr)
 }
 
 /// The physical addresses the root table (XSDT, else RSDT) of the RSDP at `rsdp` lists.
