@@ -1,8 +1,9 @@
 //! `cargo xtask <command>`: the one orchestration program.
 //!
 //! - `build`: every bare-metal image, and the GRUB ISO at `target/hypervisor.iso`.
-//! - `run [--pvh] [--kvm] [--smp N] [-- <hypervisor options>]`: boot the ISO (or PVH) in
-//!   QEMU (2 CPUs by default) with the serial console on the terminal.
+//! - `run [--pvh] [--kvm] [--smp N] [--vnc] [-- <hypervisor options>]`: boot the ISO (or
+//!   PVH) in QEMU (2 CPUs by default) with the serial console on the terminal (`--vnc`: and
+//!   the screen console and keyboard on VNC display 0).
 //! - `gdb [run options]`: as `run`, stopped at the first instruction with QEMU's gdb stub,
 //!   and gdb attached with the hypervisor's and dom0's symbols (serial console on a pty).
 //! - `test [--only NAME]`: clippy on every crate, the layering check (`layers`: no import
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 fn usage() -> ExitCode {
     eprintln!("usage: cargo xtask <build|run|gdb|test|clippy|bench|xenstored> [options]");
     eprintln!("  xenstored --socket PATH [--domu-socket-template DIR/domu{{domid}}.sock]");
-    eprintln!("  run [--pvh] [--kvm] [--smp N] [-- hypervisor options]");
+    eprintln!("  run [--pvh] [--kvm] [--smp N] [--vnc] [-- hypervisor options]");
     eprintln!("  test [--only NAME] [--no-host]");
     ExitCode::from(2)
 }
@@ -88,6 +89,13 @@ fn run_config(args: &[String]) -> Result<(images::Images, qemu::Config), String>
     // E.g. `--cpu max,-smap` for Mini-OS under QEMU before 9.1, whose TCG faults a
     // ring-3 `iretq`'s stack reads on user pages when SMAP is on (README).
     cfg.cpu = args.iter().position(|a| a == "--cpu").and_then(|i| args.get(i + 1)).cloned();
+    // `--vnc`: a VGA adapter whose screen (the hypervisor's screen console) and keyboard
+    // are reachable with a VNC viewer at 127.0.0.1:5900.
+    if args.iter().any(|a| a == "--vnc") {
+        cfg.vga = true;
+        cfg.display = Some("vnc=127.0.0.1:0".into());
+        println!("xtask: the screen and keyboard are at vnc://127.0.0.1:5900");
+    }
     cfg.smp = args.iter().position(|a| a == "--smp").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(2);
     if pvh {
         cfg.boot = qemu::Boot::Pvh { kernel: imgs.hypervisor.clone(), module: imgs.dom0.clone(), cmdline: format!("{hv_opts} -- interactive") };

@@ -58,6 +58,8 @@ pub struct Config {
     pub get_after: Option<&'static str>,
     /// A standard VGA adapter (`-vga std`) rather than none: the screen console.
     pub vga: bool,
+    /// QEMU's `-display` (`none` when `None`), e.g. `vnc=127.0.0.1:0` to see the screen.
+    pub display: Option<String>,
     /// `input` is typed on the PS/2 keyboard (the monitor's `sendkey`) rather than COM1.
     pub keyboard: bool,
     /// Where screen captures go: a line of `input` starting with `\x1c` (ASCII FS) takes
@@ -90,6 +92,7 @@ impl Config {
             cpu: None,
             uefi: false,
             vga: false,
+            display: None,
             keyboard: false,
             capture: None,
             gdb_port: None,
@@ -112,7 +115,7 @@ impl Config {
             (None, true) => "mon:stdio",
             (None, false) => "stdio",
         };
-        c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", "none", "-no-reboot", "-serial", serial]);
+        c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", self.display.as_deref().unwrap_or("none"), "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
         c.args(["-nodefaults", "-vga", if self.vga { "std" } else { "none" }]);
         if let Some(m) = self.machine {
