@@ -92,7 +92,7 @@ fn run_config(args: &[String]) -> Result<(images::Images, qemu::Config), String>
     // `--vnc`: a VGA adapter whose screen (the hypervisor's screen console) and keyboard
     // are reachable with a VNC viewer at 127.0.0.1:5900.
     if args.iter().any(|a| a == "--vnc") {
-        cfg.vga = true;
+        cfg.vga = Some("std");
         cfg.display = Some("vnc=127.0.0.1:0".into());
         println!("xtask: the screen and keyboard are at vnc://127.0.0.1:5900");
     }

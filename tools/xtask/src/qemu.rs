@@ -56,8 +56,9 @@ pub struct Config {
     /// ... and fetched once (`GET /`) when this text first appears on the serial line; the
     /// answer is added to the output as `[host] ` lines.
     pub get_after: Option<&'static str>,
-    /// A standard VGA adapter (`-vga std`) rather than none: the screen console.
-    pub vga: bool,
+    /// A display adapter (`-vga <this>`: `std`, `virtio`, ...) rather than none: the screen
+    /// console.
+    pub vga: Option<&'static str>,
     /// QEMU's `-display` (`none` when `None`), e.g. `vnc=127.0.0.1:0` to see the screen.
     pub display: Option<String>,
     /// `input` is typed on the PS/2 keyboard (the monitor's `sendkey`) rather than COM1.
@@ -91,7 +92,7 @@ impl Config {
             get_after: None,
             cpu: None,
             uefi: false,
-            vga: false,
+            vga: None,
             display: None,
             keyboard: false,
             capture: None,
@@ -117,7 +118,7 @@ impl Config {
         };
         c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.smp.to_string(), "-display", self.display.as_deref().unwrap_or("none"), "-no-reboot", "-serial", serial]);
         c.args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", DEBUG_EXIT_PORT)]);
-        c.args(["-nodefaults", "-vga", if self.vga { "std" } else { "none" }]);
+        c.args(["-nodefaults", "-vga", self.vga.unwrap_or("none")]);
         if let Some(m) = self.machine {
             c.args(["-machine", m]);
         }

@@ -72,15 +72,15 @@ struct Scenario {
     uefi: bool,
     /// The machine's RAM in MiB (0: the runner's default, 256).
     memory_mb: u32,
-    /// A VGA adapter (the screen console), captured by `\x1c` lines of the input
-    /// ([`screen_path`]); the check gets the capture's base path.
-    vga: bool,
+    /// A display adapter (QEMU's `-vga` model: the screen console), captured by `\x1c`
+    /// lines of the input ([`screen_path`]); the check gets the capture's base path.
+    vga: Option<&'static str>,
     /// The input is typed on the PS/2 keyboard, not COM1.
     keyboard: bool,
 }
 
 const fn sc(name: &'static str, image: Image, expect: Expect) -> Scenario {
-    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false, memory_mb: 0, vga: false, keyboard: false }
+    Scenario { name, image, grub: false, hv_opts: "", dom0_args: "", expect, input: None, domus: &[], smp: 1, nmis: false, bundle: false, timeout_s: 60, machine: None, disk: false, gpt: false, disk_eio: false, net: false, host_net: false, uefi: false, memory_mb: 0, vga: None, keyboard: false }
 }
 
 /// The PV memory-management attacks (`tests/guests/src/bin/mm_hostile.rs`), one boot each.
@@ -557,7 +557,7 @@ fn scenarios() -> Vec<Scenario> {
         // shows what COM1 shows.
         Scenario {
             grub: true,
-            vga: true,
+            vga: Some("std"),
             keyboard: true,
             timeout_s: 120,
             input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\r\x01\x01\x01h\r\x1ereboot machine\r\x01\x01\x01\rpoweroff\r")),
@@ -565,13 +565,23 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             grub: true,
-            vga: true,
+            vga: Some("std"),
             keyboard: true,
             uefi: true,
             machine: Some("q35"),
             timeout_s: 150,
             input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\rpoweroff\r")),
             ..sc("uefi-screen-framebuffer-q35", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: framebuffer ", "keyboard: i8042 (PS/2)"], screen_shows_the_console))
+        },
+        // A 32-bit framebuffer (virtio-gpu's GOP under OVMF: 1280x800x32), on i440FX.
+        Scenario {
+            grub: true,
+            vga: Some("virtio"),
+            keyboard: true,
+            uefi: true,
+            timeout_s: 150,
+            input: Some(("dom0> ", "xl list\r\x1eDomain-0\r\x1c\rpoweroff\r")),
+            ..sc("uefi-screen-framebuffer32", Image::Dom0, Expect::ExitCheck(Poweroff, &["screen: framebuffer 1280x800x32", "keyboard: i8042 (PS/2)"], screen_shows_the_console))
         },
         // Xen's debug keys after Ctrl-A three times, each one's output checked.
         Scenario {
@@ -1431,7 +1441,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     cfg.uefi = s.uefi;
     cfg.vga = s.vga;
     cfg.keyboard = s.keyboard;
-    cfg.capture = s.vga.then(|| screen_path(s.name));
+    cfg.capture = s.vga.map(|_| screen_path(s.name));
     if s.memory_mb != 0 {
         cfg.memory_mb = s.memory_mb;
     }
@@ -1539,7 +1549,7 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
         Expect::Exit(code, needles) | Expect::ExitCheck(code, needles, _) => {
             if let Expect::ExitCheck(_, _, check) = &s.expect {
                 if o.code == Some(*code) {
-                    let disk = s.disk.then(|| disk_path(s.name)).or_else(|| s.vga.then(|| screen_path(s.name)));
+                    let disk = s.disk.then(|| disk_path(s.name)).or_else(|| s.vga.map(|_| screen_path(s.name)));
                     check(&o.output, disk.as_deref())?;
                 }
             }
