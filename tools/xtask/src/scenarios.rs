@@ -33,6 +33,9 @@ enum Expect {
     /// starting with `!`: nowhere in it, e.g. the next way to reset after the one that
     /// should have worked).
     Ended(&'static [&'static str]),
+    /// Without `debug-exit` too: the machine must still be up (halted) when the scenario's
+    /// time runs out, each string somewhere in the output (`noreboot`, `reboot=no`).
+    Halts(&'static [&'static str]),
 }
 
 #[derive(Clone, Debug)]
@@ -549,6 +552,9 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { hv_opts: "reboot=triple", machine: Some("q35"), input: Some(("dom0> ", "reboot\r")), ..sc("reboot-triple", Image::Dom0, Expect::Ended(&["rebooting: triple fault"])) },
         // A dom0 crash restarts the machine five seconds later, as Xen does.
         Scenario { machine: Some("q35"), input: Some(("dom0> ", "crash\r")), ..sc("crash-reboots-q35", Image::Dom0, Expect::Ended(&["Reboot in five seconds", "rebooting: ACPI reset register", "!rebooting: keyboard controller"])) },
+        // `noreboot` and `reboot=no`: the machine stays halted (QEMU still runs 12 s on).
+        Scenario { hv_opts: "noreboot", timeout_s: 12, input: Some(("dom0> ", "crash\r")), ..sc("crash-noreboot-halts", Image::Dom0, Expect::Halts(&["d0: shutdown: reason crash", "noreboot: halted"])) },
+        Scenario { hv_opts: "reboot=no", timeout_s: 12, input: Some(("dom0> ", "reboot\r")), ..sc("reboot-no-halts", Image::Dom0, Expect::Halts(&["reason reboot", "reboot=no: halted"])) },
         // On 2 CPUs the other is stopped first (an NMI), as Xen's smp_send_stop.
         Scenario { machine: Some("q35"), smp: 2, input: Some(("dom0> ", "crash\r")), ..sc("crash-reboots-q35-smp2", Image::Dom0, Expect::Ended(&["Reboot in five seconds", "rebooting: ACPI reset register", "!rebooting: keyboard controller"])) },
         // The screen console and the keyboard: no serial input at all; `xl list` typed on
@@ -1133,6 +1139,7 @@ fn scenarios() -> Vec<Scenario> {
                     Expect::Exit(c, l) => Expect::Exit(c, lines(l)),
                     Expect::ExitCheck(c, l, f) => Expect::ExitCheck(c, lines(l), f),
                     Expect::Ended(l) => Expect::Ended(lines(l)),
+                    Expect::Halts(l) => Expect::Halts(lines(l)),
                 };
                 Scenario { name: Box::leak(format!("uefi-{}{sfx}", s.name).into_boxed_str()), uefi: true, machine, expect, timeout_s: s.timeout_s + 60, ..s.clone() }
             })
@@ -1184,6 +1191,7 @@ fn in_pv64(s: &Scenario) -> Scenario {
         Expect::Exit(code, l) => Expect::Exit(code, lines(l)),
         Expect::ExitCheck(code, l, f) => Expect::ExitCheck(code, lines(l), f),
         Expect::Ended(l) => Expect::Ended(lines(l)),
+        Expect::Halts(l) => Expect::Halts(lines(l)),
     };
     let domus_only = PV64_DOMUS_ONLY.iter().any(|r| s.name == *r || s.name.strip_prefix(r).is_some_and(|t| t.starts_with("-smp")));
     if let Image::Guest(n) = s.image {
@@ -1469,7 +1477,7 @@ fn config(i: &Images, s: &Scenario) -> Result<Config, String> {
     // dom0's own kernel (its image is ~11.5 MiB: heap, grant and DMA windows) gets 32 MiB;
     // a test guest as dom0 16 MiB.
     let mem = if matches!(s.image, Image::Dom0) { "32M" } else { "16M" };
-    let debug_exit = if matches!(s.expect, Expect::Ended(_)) { "" } else { "debug-exit " };
+    let debug_exit = if matches!(s.expect, Expect::Ended(_) | Expect::Halts(_)) { "" } else { "debug-exit " };
     let hv_opts = format!("{debug_exit}loglvl=info dom0_mem={mem} audit {}", s.hv_opts);
     cfg.boot = if !s.domus.is_empty() || s.bundle {
         let paths: Vec<(PathBuf, String)> = s.domus.iter().enumerate().map(|(k, (g, _))| (i.guest(g), format!("domu{k}"))).collect();
@@ -1518,7 +1526,7 @@ fn gdb_attach(imgs: &Images) -> Result<(), String> {
 
 /// Judges an outcome; `Err` says why it failed.
 fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
-    if o.timed_out {
+    if o.timed_out && !matches!(s.expect, Expect::Halts(_)) {
         return Err("timed out".into());
     }
     if let Some(bad) = FORBIDDEN.iter().find(|b| o.output.contains(**b)) {
@@ -1530,6 +1538,15 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
             match (verdict, o.code) {
                 (Some("SUCCESS"), Some(ExitCode::Poweroff)) => Ok(()),
                 (v, c) => Err(format!("verdict {:?}, exit {:?} (status {:?})", v, c, o.status)),
+            }
+        }
+        Expect::Halts(needles) => {
+            if !o.timed_out {
+                return Err(format!("QEMU ended (status {:?}): the machine was to stay halted", o.status));
+            }
+            match needles.iter().find(|n| !o.output.contains(**n)) {
+                Some(n) => Err(format!("output lacks {n:?}")),
+                None => Ok(()),
             }
         }
         Expect::Ended(needles) => {
