@@ -4,10 +4,12 @@
 
 use hv_arch::console::emergency_write_fmt as p;
 
-/// Prints one address as `name+0xoff`, or bare when no symbol covers it.
-pub fn line(addr: u64) {
-    match hv_core::symbols::lookup(hv_arch::symbols::table(), addr) {
-        Some((name, off)) => p(format_args!("(XEN)    [<{:#018x}>] {}+{:#x}\n", addr, name, off)),
+/// Prints one address as `name+0xoff`, or bare when no symbol covers it. A return address
+/// (`ret`) is looked up one byte back: a call that ends its function returns just past it.
+pub fn line(addr: u64, ret: bool) {
+    let at = addr.saturating_sub(u64::from(ret));
+    match hv_core::symbols::lookup(hv_arch::symbols::table(), at) {
+        Some((name, off)) => p(format_args!("(XEN)    [<{:#018x}>] {}+{:#x}\n", addr, name, off + u64::from(ret))),
         None => p(format_args!("(XEN)    [<{:#018x}>] ?\n", addr)),
     }
 }
@@ -16,9 +18,9 @@ pub fn line(addr: u64) {
 pub fn print_from(rip: Option<u64>, rbp: u64) {
     p(format_args!("(XEN) Xen call trace:\n"));
     if let Some(r) = rip {
-        line(r);
+        line(r, false);
     }
-    hv_arch::symbols::walk(rbp, 32, line);
+    hv_arch::symbols::walk(rbp, 32, |r| line(r, true));
 }
 
 /// The backtrace of the caller of this function.

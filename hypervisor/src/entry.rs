@@ -451,9 +451,7 @@ static NMIS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(
 /// (`CALLBACKTYPE_NMI` is refused).
 fn nmi(context: &str) {
     // Another CPU is switching the machine off or resetting it (`crate::power`).
-    if crate::power::STOPPING.load(core::sync::atomic::Ordering::SeqCst) {
-        hv_arch::cpu::halt_forever();
-    }
+    hv_arch::stop::on_nmi();
     let n = NMIS.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
     if n.is_power_of_two() {
         hv_arch::console::emergency_write_fmt(format_args!("(XEN) NMI in {} context ({} so far)\n", context, n));

@@ -59,6 +59,7 @@ fn ap_main(cpu: u32) -> ! {
     cpu::enable_xsave(&feat);
     hv_arch::lapic::init();
     log::info!("CPU {} up (APIC id {})", cpu, hv_arch::lapic::id());
+    hv_arch::stop::mark_online(cpu as usize, hv_arch::lapic::id());
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     entry::idle_loop()
 }

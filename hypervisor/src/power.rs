@@ -75,19 +75,12 @@ fn space_name(s: u8) -> &'static str {
     }
 }
 
-/// Set once the machine is being stopped: an NMI then halts the CPU it reaches.
-pub static STOPPING: AtomicBool = AtomicBool::new(false);
-
-/// Stops every other CPU (an NMI each; `crate::entry`'s NMI handling halts once
-/// [`STOPPING`] is set), as Xen's `smp_send_stop`, and waits a moment for them. From here
-/// on only emergency console writes: a stopped CPU may hold the console's lock.
+/// Stops every other CPU (`hv_arch::stop`: an NMI each, as Xen's `smp_send_stop`) and
+/// says how many halted. From here on only emergency console writes.
 fn stop_others() {
-    if !STOPPING.swap(true, Ordering::SeqCst) {
-        hv_arch::lapic::send_nmi_to_others();
-        let end = cpu::rdtsc().saturating_add(hv_arch::time::tsc_khz().saturating_mul(10));
-        while cpu::rdtsc() < end {
-            core::hint::spin_loop();
-        }
+    let (halted, sent) = hv_arch::stop::stop_others();
+    if sent > 0 {
+        say(format_args!("{} of {} other CPU(s) stopped\n", halted, sent));
     }
 }
 

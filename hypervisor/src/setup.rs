@@ -132,6 +132,7 @@ pub fn cpus(mm: &mut mm::Mm, boot: &BootInfo, opts: &Options<'_>, feat: &Feature
     }
     screen(root, mm, boot);
     hv_arch::lapic::init();
+    hv_arch::stop::mark_online(0, hv_arch::lapic::id());
     crate::irq::init(root, mm, boot.madt.as_ref());
     log::info!("LAPIC id {} timer: {}", hv_arch::lapic::id(), if hv_arch::lapic::tsc_deadline_mode() { "TSC deadline" } else { "one-shot" });
     entry::set_handlers(entry::Handlers { guest: crate::entry::from_guest, hypervisor: crate::entry::hypervisor_trap, idle: crate::entry::idle_loop });
@@ -278,7 +279,7 @@ fn screen(root: hv_arch::physmem::PrivateFrame, mm: &mut mm::Mm, boot: &BootInfo
             let (n, _) = hv_arch::console::read_ring(None, &mut backlog);
             // Screen memory inside RAM the firmware calls usable would be drawn into frames
             // the allocator hands out: refused.
-            if boot.ram.as_slice().iter().any(|r| r.start < pa + len && pa < r.end) {
+            if boot.ram.as_slice().iter().any(|r| r.start < pa.saturating_add(len) && pa < r.end) {
                 log::warn!("screen: the framebuffer at {:#x} lies in usable RAM: not used", pa);
             } else if !hv_arch::screen::start(mode, &backlog[..n], root, mm) {
                 log::warn!("screen: out of memory mapping it");

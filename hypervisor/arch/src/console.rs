@@ -32,6 +32,20 @@ pub fn clear_ring_to(end: u32) {
     RING.lock().clear_to(end);
 }
 
+/// Frees the console's locks whoever holds them (`crate::stop`, once every other CPU is
+/// halted).
+///
+/// # Safety
+/// No other CPU may run code that holds or takes them, and no code on this CPU that holds
+/// one may resume.
+pub(crate) unsafe fn force_unlock() {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        PORT.force_unlock();
+        RING.force_unlock();
+    }
+}
+
 /// Initialises COM1 (115200 8N1).
 pub fn init() {
     // SAFETY: COM1 is a standard 16550 at 0x3F8 that only this module drives.
@@ -80,7 +94,7 @@ pub fn write_bytes(b: &[u8]) {
 /// Draws what the screen is owed, for at most about a millisecond (the rest at the next
 /// write or CPU 0's next tick: `crate::screen::flush`), with the console lock let go.
 pub fn draw_screen() {
-    crate::screen::flush(crate::time::tsc_khz());
+    crate::screen::flush(crate::time::tsc_khz().max(1_000_000));
 }
 
 /// Writes formatted text from a context that must never block on the console lock: NMI,

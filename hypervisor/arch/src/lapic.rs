@@ -51,7 +51,6 @@ pub fn phys_base() -> u64 {
 
 /// Enables this CPU's APIC and sets up the timer. The registers must be mapped.
 pub fn init() {
-    MAPPED.store(true, Ordering::SeqCst);
     // SAFETY: enables the xAPIC (bit 11) at its current base; nothing else changes.
     unsafe {
         let b = rdmsr(IA32_APIC_BASE);
@@ -128,16 +127,9 @@ pub fn send_sipi(dest: u32, page: u8) {
     send_ipi(dest, 0x4600 | page as u32);
 }
 
-/// The boot CPU mapped and enabled its LAPIC (`init` ran once).
-static MAPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// An NMI to every CPU but this one (stopping the machine); nothing before the LAPIC is
-/// up (then no other CPU runs either).
-pub fn send_nmi_to_others() {
-    if MAPPED.load(Ordering::SeqCst) {
-        // NMI delivery, level assert, the all-excluding-self shorthand.
-        send_ipi(0, 0xC_4400);
-    }
+/// An NMI to the CPU with APIC id `dest` (stopping the machine).
+pub fn send_nmi(dest: u32) {
+    send_ipi(dest, 0x4400);
 }
 
 /// A fixed-vector interrupt to another CPU.

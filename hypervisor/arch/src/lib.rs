@@ -23,5 +23,6 @@ pub mod screen;
 pub mod kbd;
 pub mod physmem;
 pub mod smp;
+pub mod stop;
 pub mod symbols;
 pub mod time;

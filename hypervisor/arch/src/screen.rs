@@ -51,7 +51,9 @@ impl Mode {
                 matches!(bpp, 16 | 24 | 32) && u64::from(pitch) >= u64::from(width) * u64::from(bpp / 8) && pa % unit == 0 && u64::from(pitch) % unit == 0
             }
         };
-        ok && cols > 0 && rows > 0 && len > 0 && len <= SCREEN_MAX
+        let (pa, _) = self.phys();
+        // Inside the architectural physical address space (52 bits).
+        ok && cols > 0 && rows > 0 && len > 0 && len <= SCREEN_MAX && pa.checked_add(len).is_some_and(|e| e <= 1 << 52)
     }
 }
 
@@ -155,6 +157,22 @@ pub fn start(mode: Mode, backlog: &[u8], template: crate::physmem::PrivateFrame,
     true
 }
 
+/// Frees the screen's locks whoever holds them, and has the next flush look at every row
+/// (`crate::stop`, once every other CPU is halted).
+///
+/// # Safety
+/// As `console::force_unlock`.
+pub(crate) unsafe fn force_unlock() {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        SCREEN.force_unlock();
+        DRAWN.force_unlock();
+    }
+    if let Some(mut d) = DRAWN.try_lock() {
+        d.generation = u64::MAX;
+    }
+}
+
 /// Puts console output into the grid (a no-op without a screen); drawn by [`flush`].
 pub fn write(b: &[u8]) {
     let mut s = SCREEN.lock();
@@ -205,6 +223,7 @@ fn draw_changes(budget: u64, no_wait: bool) {
         return;
     }
     let mut row = [b' '; MAX_COLS];
+    let mut drew = false;
     for r in 0..rows {
         {
             let Some(s) = grid() else { return };
@@ -216,9 +235,12 @@ fn draw_changes(budget: u64, no_wait: bool) {
             if d.cells[r][c] != ch {
                 draw(&mode, base, c, r, ch);
                 d.cells[r][c] = ch;
+                drew = true;
             }
         }
-        if crate::cpu::rdtsc().wrapping_sub(start) > budget {
+        // The budget counts only once something was drawn: every pass makes progress
+        // (rows drawn before are skipped quickly by the next).
+        if drew && crate::cpu::rdtsc().wrapping_sub(start) > budget {
             return;
         }
     }

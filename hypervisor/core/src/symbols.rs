@@ -2,7 +2,7 @@
 //! `RXEN_SYMBOLS` array, `hv_arch::symbols`) so a fatal fault prints a symbolised
 //! backtrace without any file beside the image.
 //!
-//! Layout (little endian): `b"RXSYMS01"`, the entry count (u32), the string area's offset
+//! Layout (little endian): `b"RXSYMS02"`, the entry count (u32), the string area's offset
 //! (u32); then the entries, sorted by address: address (u64), name offset into the string
 //! area (u32), name length (u16), two bytes of padding; then the names (UTF-8).
 
@@ -23,7 +23,8 @@ fn u64_at(t: &[u8], o: usize) -> Option<u64> {
 /// Encodes `(address, size, name)` triples (any order) as a table.
 pub fn encode(syms: &[(u64, u32, &str)]) -> Vec<u8> {
     let mut s: Vec<(u64, u32, &str)> = syms.to_vec();
-    s.sort();
+    // At one address the largest size wins (a size-0 alias must not hide the function).
+    s.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
     s.dedup_by_key(|x| x.0);
     let strings = HEADER + ENTRY * s.len();
     let mut out = Vec::with_capacity(strings + s.iter().map(|x| x.2.len()).sum::<usize>());
@@ -92,6 +93,9 @@ mod tests {
         assert_eq!(lookup(&t, 0x2100), None, "between functions");
         assert_eq!(lookup(&t, 0xfff), None);
         assert_eq!(lookup(&[0u8; 64], 0x1000), None);
+        // An alias of size 0 at a function's address does not hide its size.
+        let t = encode(&[(0x1000, 0, "alias"), (0x1000, 0x40, "real")]);
+        assert_eq!(lookup(&t, 0x1030), Some(("real", 0x30)));
         assert_eq!(lookup(&encode(&[]), 0x1000), None);
     }
 
