@@ -143,9 +143,6 @@ pub fn after_crash() -> ! {
         cpu::halt_forever()
     }
     say(format_args!("Reboot in five seconds...\n"));
-    let end = cpu::rdtsc().saturating_add(hv_arch::time::tsc_khz().saturating_mul(5000));
-    while cpu::rdtsc() < end {
-        core::hint::spin_loop();
-    }
+    hv_arch::time::delay_us(5_000_000);
     reboot()
 }

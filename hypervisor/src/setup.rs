@@ -25,7 +25,7 @@ pub fn options(boot: &BootInfo) -> (&'static str, Options<'static>) {
         LogLevel::Debug => log::LevelFilter::Debug,
         LogLevel::Trace => log::LevelFilter::Trace,
     });
-    let cal = hv_arch::time::calibrate(10, boot.pm_timer.map(|p| (p.port, p.bits32)), boot.hpet.is_some());
+    let cal = hv_arch::time::calibrate(10, boot.pm_timer.map(|p| (p.port, p.bits32)));
     log::info!("rxen {} booting via {:?} ({})", env!("CARGO_PKG_VERSION"), boot.kind, boot.loader);
     match cal.check {
         Some((by, khz)) if cal.disagrees() => log::warn!("TSC: {} kHz from {}, but {} says {} kHz (more than 1% apart): {} is used", cal.khz, cal.source, by, khz, cal.source),

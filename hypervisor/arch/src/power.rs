@@ -6,14 +6,6 @@
 use crate::cpu::{inb, outb, port_in, port_out};
 use hv_core::acpi_power::{pm1_sleep_value, Gas};
 
-/// Waits about `ms` milliseconds by the TSC (the machine may take a moment to act).
-fn settle(ms: u64) {
-    let end = crate::cpu::rdtsc().saturating_add(crate::time::tsc_khz().max(1_000_000) * ms);
-    while crate::cpu::rdtsc() < end {
-        core::hint::spin_loop();
-    }
-}
-
 /// Enters ACPI sleep type `(a, b)` through the PM1a (and PM1b, if any) control registers.
 pub fn acpi_sleep(pm1a: u16, pm1b: u16, (a, b): (u8, u8)) {
     x86_64::instructions::interrupts::disable();
@@ -27,7 +19,8 @@ pub fn acpi_sleep(pm1a: u16, pm1b: u16, (a, b): (u8, u8)) {
             }
         }
     }
-    settle(100);
+    // The machine may take a moment to act.
+    crate::time::delay_us(100_000);
 }
 
 /// Writes `value` to the FADT's reset register `gas`; false when its address space is not
@@ -45,7 +38,8 @@ pub fn acpi_reset(gas: Gas, value: u8) -> bool {
         }
         _ => return false,
     }
-    settle(100);
+    // The machine may take a moment to act.
+    crate::time::delay_us(100_000);
     true
 }
 
@@ -58,7 +52,8 @@ pub fn kbc_reset() {
         core::hint::spin_loop();
     }
     outb(0x64, 0xFE);
-    settle(100);
+    // The machine may take a moment to act.
+    crate::time::delay_us(100_000);
 }
 
 /// Resets the CPU by a triple fault: an empty IDT, then an exception.

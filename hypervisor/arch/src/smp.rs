@@ -121,14 +121,6 @@ pub fn set_ap_main(f: fn(u32) -> !) {
     AP_MAIN.call_once(|| f);
 }
 
-fn delay_us(us: u64) {
-    let t0 = crate::cpu::rdtsc();
-    let ticks = crate::time::tsc_khz().max(1) * us / 1000;
-    while crate::cpu::rdtsc() - t0 < ticks {
-        core::hint::spin_loop();
-    }
-}
-
 /// Starts the AP with `apic_id` as CPU `cpu` on `boot_cr3` (below 4 GiB) with the stack
 /// `stack_top` (direct-mapped). Returns once it runs Rust code, or false after 100 ms (the
 /// start is then abandoned: see the module documentation).
@@ -170,10 +162,10 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64, abandon_a
         word.store(open | CLAIM_ABANDONED, Ordering::SeqCst);
     }
     crate::lapic::send_init(apic_id);
-    delay_us(10_000);
+    crate::time::delay_us(10_000);
     for _ in 0..2 {
         crate::lapic::send_sipi(apic_id, (TRAMPOLINE >> 12) as u8);
-        delay_us(200);
+        crate::time::delay_us(200);
     }
     if abandon_at_once {
         return false;
@@ -182,7 +174,7 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64, abandon_a
         if STARTED.load(Ordering::SeqCst) == cpu {
             return true;
         }
-        delay_us(100);
+        crate::time::delay_us(100);
     }
     // Abandon the start unless the AP claimed it at the last moment (then it is on its way).
     if word.compare_exchange(open, open | CLAIM_ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
@@ -192,7 +184,7 @@ pub fn start_ap(apic_id: u32, cpu: u32, boot_cr3: u64, stack_top: u64, abandon_a
         if STARTED.load(Ordering::SeqCst) == cpu {
             return true;
         }
-        delay_us(100);
+        crate::time::delay_us(100);
     }
     // Claimed but never reached Rust: the page may still be in use, so no other AP starts.
     TRAMPOLINE_STUCK.store(true, Ordering::SeqCst);

@@ -22,7 +22,7 @@ pub fn mark_online(cpu: usize, apic: u32) {
 }
 
 /// Is a stop under way, started by another CPU than this one?
-pub fn stopping_others() -> bool {
+fn stopping_others() -> bool {
     let s = STOPPER.load(Ordering::SeqCst);
     s != 0 && s - 1 != crate::percpu::cpu_id()
 }
@@ -53,8 +53,7 @@ pub fn stop_others() -> (usize, usize) {
             sent += 1;
         }
     }
-    // 100 ms by the TSC (at least 10^8 ticks, should it read 0 kHz).
-    let end = crate::cpu::rdtsc().saturating_add(crate::time::tsc_khz().max(1_000_000).saturating_mul(100));
+    let end = crate::time::tsc_after_us(100_000);
     while HALTED.load(Ordering::SeqCst) < sent && crate::cpu::rdtsc() < end {
         core::hint::spin_loop();
     }

@@ -1,8 +1,7 @@
 //! Time since boot, from the TSC, whose frequency comes from CPUID leaf 0x15 (or 0x16)
 //! when the CPU reports it, else is measured against the HPET, else the ACPI PM timer, else
-//! the PIT; a
-//! second source, when there is one, checks the first (many recent boards have no PIT,
-//! where PIT reads give garbage and a lone PIT calibration is silently wrong).
+//! the PIT; a second source, when there is one, checks the first (many recent boards have
+//! no PIT, where PIT reads give garbage and a lone PIT calibration is silently wrong).
 
 use crate::cpu::{cpuid, inb, outb, port_in, rdtsc};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -135,28 +134,20 @@ impl Calibration {
 }
 
 /// Finds the TSC frequency from the first source there is, in this order: CPUID, the
-/// HPET (if `hpet`: the firmware's, `boot::hpet_read`), the ACPI PM timer at `pm` (port, 32 bits), the PIT (each measured over
-/// `ms` milliseconds); the next source there is checks it. Records the boot TSC.
-pub fn calibrate(ms: u64, pm: Option<(u16, bool)>, hpet: bool) -> Calibration {
+/// firmware's HPET (`boot::hpet_read`), the ACPI PM timer at `pm` (port, 32 bits), the PIT
+/// (each measured over `ms` milliseconds); the next source there is checks it. A source is
+/// measured only while fewer than two were found. Records the boot TSC.
+pub fn calibrate(ms: u64, pm: Option<(u16, bool)>) -> Calibration {
     let t0 = rdtsc();
-    let mut found: [Option<(&'static str, u64)>; 2] = [None, None];
-    fn note(found: &mut [Option<(&'static str, u64)>; 2], name: &'static str, hz: Option<u64>) {
-        if let (Some(h), Some(slot)) = (hz, found.iter_mut().find(|s| s.is_none())) {
-            *slot = Some((name, h));
-        }
-    }
-    note(&mut found, "CPUID leaf 0x15", cpuid_hz());
-    if hpet {
-        note(&mut found, "the HPET", hpet_hz(ms));
-    }
-    if let (None, Some((port, b))) = (found[1], pm) {
-        note(&mut found, "the ACPI PM timer", pm_hz(port, b, ms));
-    }
-    if found[1].is_none() {
-        note(&mut found, "the PIT", Some(pit_hz(ms)));
-    }
-    let (source, hz) = found[0].unwrap_or(("the PIT", 0));
-    let check = found[1];
+    let sources: [(&'static str, &dyn Fn() -> Option<u64>); 4] = [
+        ("CPUID leaf 0x15", &cpuid_hz),
+        ("the HPET", &|| hpet_hz(ms)),
+        ("the ACPI PM timer", &|| pm.and_then(|(port, b)| pm_hz(port, b, ms))),
+        ("the PIT", &|| Some(pit_hz(ms))),
+    ];
+    let mut found = sources.iter().filter_map(|(name, hz)| hz().map(|h| (*name, h)));
+    let (source, hz) = found.next().unwrap_or(("the PIT", 0));
+    let check = found.next();
     let invariant = cpuid(0x8000_0000, 0).0 >= 0x8000_0007 && cpuid(0x8000_0007, 0).3 & (1 << 8) != 0;
     let per_us_x1024 = hz * 1024 / 1_000_000;
     TSC_PER_US_X1024.store(per_us_x1024.max(1), Ordering::Relaxed);
@@ -172,6 +163,19 @@ pub fn calibrate(ms: u64, pm: Option<(u16, bool)>, hpet: bool) -> Calibration {
 /// Marks the boot TSC (before calibration, so early timestamps start at zero).
 pub fn mark_boot() {
     BOOT_TSC.store(rdtsc(), Ordering::Relaxed);
+}
+
+/// The TSC value `us` microseconds from now.
+pub fn tsc_after_us(us: u64) -> u64 {
+    rdtsc().saturating_add(tsc_khz().max(1).saturating_mul(us) / 1000)
+}
+
+/// Spins for `us` microseconds by the TSC.
+pub fn delay_us(us: u64) {
+    let end = tsc_after_us(us);
+    while rdtsc() < end {
+        core::hint::spin_loop();
+    }
 }
 
 /// TSC frequency in kHz (0 before calibration).
