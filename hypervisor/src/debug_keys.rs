@@ -12,7 +12,7 @@ use crate::domain;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hv_arch::entry::TrapFrame;
 
 /// The keys: (key, what it does), as `h` lists them.
@@ -30,6 +30,8 @@ const KEYS: &[(u8, &str)] = &[
 /// CPUs asked to print their registers (`d`), and those asked only if they run dom0 (`0`).
 static DUMP_ALL: AtomicU64 = AtomicU64::new(0);
 static DUMP_DOM0: AtomicU64 = AtomicU64::new(0);
+/// A CPU is printing its dump.
+static DUMPING: AtomicBool = AtomicBool::new(false);
 
 /// Acts on debug key `k`.
 pub fn key(k: u8) {
@@ -207,11 +209,24 @@ fn ask(which: &AtomicU64) {
 /// inside the hypervisor with any held): emergency console writes only.
 pub fn dump_if_asked(cpu: usize, f: &TrapFrame, running: Option<(u16, u32)>) {
     let bit = 1u64 << (cpu % 64);
+    // Every reschedule IPI passes here: shared reads first, the read-modify-writes only
+    // when this CPU was asked.
+    if (DUMP_ALL.load(Ordering::Relaxed) | DUMP_DOM0.load(Ordering::Relaxed)) & bit == 0 {
+        return;
+    }
     let all = DUMP_ALL.fetch_and(!bit, Ordering::AcqRel) & bit != 0;
     let dom0 = DUMP_DOM0.fetch_and(!bit, Ordering::AcqRel) & bit != 0;
     let is_dom0 = running.is_some_and(|(d, _)| d == 0);
     if !(all || (dom0 && is_dom0)) {
         return;
+    }
+    // One CPU's dump at a time (they all get the IPI at once), waiting at most 200 ms for
+    // the one before: no lock a stuck CPU could hold for ever.
+    let end = hv_arch::time::tsc_after_us(200_000);
+    let mut turn = false;
+    while !turn && hv_arch::cpu::rdtsc() < end {
+        turn = DUMPING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        core::hint::spin_loop();
     }
     match running {
         Some((d, v)) => hv_arch::console::emergency_write_fmt(format_args!("(XEN) *** CPU {}: guest state (d{}v{}) ***\n", cpu, d, v)),
@@ -220,5 +235,8 @@ pub fn dump_if_asked(cpu: usize, f: &TrapFrame, running: Option<(u16, u32)>) {
     crate::bounce::dump(f, hv_arch::cpu::read_cr2());
     if running.is_none() {
         crate::backtrace::print_from(Some(f.rip), f.rbp);
+    }
+    if turn {
+        DUMPING.store(false, Ordering::Release);
     }
 }

@@ -7,7 +7,6 @@
 //! allocation and no table. Before the machine is switched off or reset, the other CPUs
 //! are stopped (an NMI each, as Xen's `smp_send_stop`).
 
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use hv_arch::boot::BootInfo;
 use hv_arch::{cpu, power};
 use hv_core::acpi_power::{self, Gas, Power};
@@ -21,13 +20,16 @@ struct Plan {
 }
 
 static PLAN: spin::Once<Plan> = spin::Once::new();
-static REBOOT: AtomicU8 = AtomicU8::new(RebootMethod::Acpi as u8);
-static NOREBOOT: AtomicBool = AtomicBool::new(false);
+/// `reboot=` and `noreboot` (the defaults until the command line is read).
+static POLICY: spin::Once<(RebootMethod, bool)> = spin::Once::new();
 
 /// Records the options (from the command line, before anything can end the run).
 pub fn set_options(opts: &Options<'_>) {
-    REBOOT.store(opts.reboot as u8, Ordering::Relaxed);
-    NOREBOOT.store(opts.noreboot, Ordering::Relaxed);
+    POLICY.call_once(|| (opts.reboot, opts.noreboot));
+}
+
+fn policy() -> (RebootMethod, bool) {
+    POLICY.get().copied().unwrap_or((RebootMethod::Acpi, false))
 }
 
 /// Finds how to power off and reset (the heap must exist, the early map still).
@@ -104,13 +106,7 @@ fn say(a: core::fmt::Arguments<'_>) {
 /// (`reboot=no`: halts).
 pub fn reboot() -> ! {
     stop_others();
-    let first = match REBOOT.load(Ordering::Relaxed) {
-        x if x == RebootMethod::Kbd as u8 => RebootMethod::Kbd,
-        x if x == RebootMethod::Triple as u8 => RebootMethod::Triple,
-        x if x == RebootMethod::No as u8 => RebootMethod::No,
-        _ => RebootMethod::Acpi,
-    };
-    for m in first.chain() {
+    for m in policy().0.chain() {
         match m {
             RebootMethod::Acpi => {
                 if let Some((g, v)) = PLAN.get().and_then(|p| p.fadt).and_then(|p| p.reset) {
@@ -138,7 +134,7 @@ pub fn reboot() -> ! {
 /// After a crash: restarts in five seconds, as Xen does, or halts with `noreboot`.
 pub fn after_crash() -> ! {
     stop_others();
-    if NOREBOOT.load(Ordering::Relaxed) {
+    if policy().1 {
         say(format_args!("noreboot: halted\n"));
         cpu::halt_forever()
     }

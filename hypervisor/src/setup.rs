@@ -282,7 +282,7 @@ fn screen(root: hv_arch::physmem::PrivateFrame, mm: &mut mm::Mm, boot: &BootInfo
             if boot.ram.as_slice().iter().any(|r| r.start < pa.saturating_add(len) && pa < r.end) {
                 log::warn!("screen: the framebuffer at {:#x} lies in usable RAM: not used", pa);
             } else if !hv_arch::screen::start(mode, &backlog[..n], root, mm) {
-                log::warn!("screen: out of memory mapping it");
+                log::warn!("screen: {:?} not usable (unaligned, larger than {} MiB, or out of memory mapping it): serial console only", mode, hv_arch::layout::SCREEN_MAX >> 20);
             } else {
                 let (cols, rows) = mode.cells();
                 match mode {
@@ -291,8 +291,8 @@ fn screen(root: hv_arch::physmem::PrivateFrame, mm: &mut mm::Mm, boot: &BootInfo
                 }
             }
         }
-        None => match boot.screen_refused {
-            Some((ty, w, h, bpp)) => log::warn!("screen: framebuffer type {} {}x{}x{} not supported: serial console only", ty, w, h, bpp),
+        None => match boot.screen_indexed {
+            Some((w, h, bpp)) => log::warn!("screen: indexed-colour framebuffer {}x{}x{} not supported: serial console only", w, h, bpp),
             None => log::info!("screen: none (the bootloader set no video mode): serial console only"),
         },
     }

@@ -258,10 +258,11 @@ pub struct BootInfo {
     pub hpet: Option<u64>,
     /// The FADT's power registers and the AML tables' places.
     pub acpi_power: Option<hv_core::acpi_power::Power>,
-    /// The screen the bootloader set up (multiboot2's framebuffer tag), if usable.
+    /// The screen the bootloader set up (multiboot2's framebuffer tag: text or direct RGB;
+    /// `screen::start` says whether it is usable).
     pub screen: Option<crate::screen::Mode>,
-    /// What the framebuffer tag said when it was not usable (for the boot log).
-    pub screen_refused: Option<(u8, u32, u32, u8)>,
+    /// An indexed-colour framebuffer's size and depth (not supported: for the boot log).
+    pub screen_indexed: Option<(u32, u32, u8)>,
 }
 
 /// Whether the boot CPU still runs on the boot page tables (the early map of [0, 4 GiB)); the
@@ -396,7 +397,7 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
         acpi_power: None,
         hpet: None,
         screen: None,
-        screen_refused: None,
+        screen_indexed: None,
     };
     let size = (mbi.end_address() - mbi.start_address()) as u64;
     // The RSDP tags hold a copy of the RSDP (after the 8-byte tag header) inside the MBI;
@@ -450,9 +451,9 @@ fn parse_multiboot2(pa: u64) -> Result<BootInfo, BootInfoError> {
             }),
             _ => None,
         };
-        match mode.filter(|m| m.usable()) {
-            Some(m) => bi.screen = Some(m),
-            None => bi.screen_refused = Some((fb.buffer_type().map_or(9, |t| match t { FramebufferType::Indexed { .. } => 0, FramebufferType::RGB { .. } => 1, FramebufferType::Text => 2 }), fb.width(), fb.height(), fb.bpp())),
+        bi.screen = mode;
+        if mode.is_none() {
+            bi.screen_indexed = Some((fb.width(), fb.height(), fb.bpp()));
         }
     }
     for m in mbi.module_tags() {
@@ -521,7 +522,7 @@ fn parse_pvh(pa: u64) -> Result<BootInfo, BootInfoError> {
         acpi_power: None,
         hpet: None,
         screen: None,
-        screen_refused: None,
+        screen_indexed: None,
     };
     let e = |_| BootInfoError::TooManyRanges;
     bi.reserved.add(Range::new(pa, pa + core::mem::size_of::<HvmStartInfo>() as u64)).map_err(e)?;

@@ -88,33 +88,32 @@ fn pixel(mode: &Mode, on: bool) -> u32 {
 
 /// Draws character `ch` in cell (`col`, `row`) of the screen memory of `mode` at `base`.
 fn draw(mode: &Mode, base: u64, col: usize, row: usize, ch: u8) {
-        match *mode {
-            Mode::Text { pitch, .. } => {
-                let at = base + row as u64 * u64::from(pitch) + col as u64 * 2;
-                // SAFETY: inside the text memory mapped at SCREEN_VA (`col`, `row` are in the
-                // grid, which is the mode's size); nothing else maps it.
-                unsafe { (at as *mut u16).write_volatile(0x0700 | u16::from(ch)) };
-            }
-            Mode::Rgb { pitch, bpp, .. } => {
-                let glyph = font8x8::legacy::BASIC_LEGACY[usize::from(ch & 0x7F)];
-                let (fg, bg) = (pixel(mode, true), pixel(mode, false));
-                let bytes = u64::from(bpp / 8);
-                for y in 0..16u64 {
-                    let bits = glyph[(y / 2) as usize];
-                    let line = base + (row as u64 * 16 + y) * u64::from(pitch) + col as u64 * 8 * bytes;
-                    for x in 0..8u64 {
-                        let v = if bits & (1 << x) != 0 { fg } else { bg };
-                        let at = line + x * bytes;
-                        // SAFETY: inside the framebuffer mapped at SCREEN_VA: the cell is in
-                        // the grid (width / 8 × height / 16) and `pitch` covers a row.
-                        unsafe {
-                            match bpp {
-                                32 => (at as *mut u32).write_volatile(v),
-                                16 => (at as *mut u16).write_volatile(v as u16),
-                                _ => {
-                                    for k in 0..3 {
-                                        ((at + k) as *mut u8).write_volatile((v >> (8 * k)) as u8);
-                                    }
+    match *mode {
+        Mode::Text { pitch, .. } => {
+            let at = base + row as u64 * u64::from(pitch) + col as u64 * 2;
+            // SAFETY: inside the text memory mapped at SCREEN_VA (`col`, `row` are in the
+            // grid, which is the mode's size); nothing else maps it.
+            unsafe { (at as *mut u16).write_volatile(0x0700 | u16::from(ch)) };
+        }
+        Mode::Rgb { pitch, bpp, .. } => {
+            let glyph = font8x8::legacy::BASIC_LEGACY[usize::from(ch & 0x7F)];
+            let (fg, bg) = (pixel(mode, true), pixel(mode, false));
+            let bytes = u64::from(bpp / 8);
+            for y in 0..16u64 {
+                let bits = glyph[(y / 2) as usize];
+                let line = base + (row as u64 * 16 + y) * u64::from(pitch) + col as u64 * 8 * bytes;
+                for x in 0..8u64 {
+                    let v = if bits & (1 << x) != 0 { fg } else { bg };
+                    let at = line + x * bytes;
+                    // SAFETY: inside the framebuffer mapped at SCREEN_VA: the cell is in
+                    // the grid (width / 8 × height / 16) and `pitch` covers a row.
+                    unsafe {
+                        match bpp {
+                            32 => (at as *mut u32).write_volatile(v),
+                            16 => (at as *mut u16).write_volatile(v as u16),
+                            _ => {
+                                for k in 0..3 {
+                                    ((at + k) as *mut u8).write_volatile((v >> (8 * k)) as u8);
                                 }
                             }
                         }
@@ -122,6 +121,7 @@ fn draw(mode: &Mode, base: u64, col: usize, row: usize, ch: u8) {
                 }
             }
         }
+    }
 }
 
 /// Maps `mode`'s memory at `SCREEN_VA` (its page tables from `src`, in the shared slots of
@@ -141,10 +141,7 @@ pub fn start(mode: Mode, backlog: &[u8], template: crate::physmem::PrivateFrame,
         }
         s.base = SCREEN_VA + (pa & 0xFFF);
         s.mode = Some(mode);
-        s.generation = s.generation.wrapping_add(1);
-        for &c in backlog {
-            s.grid.put(c, &mut |_, _, _| {});
-        }
+        put(&mut s, backlog);
     }
     // Nothing is known of what the screen shows: every cell is drawn once.
     if let Some(mut d) = DRAWN.try_lock() {
@@ -175,24 +172,22 @@ pub(crate) unsafe fn force_unlock() {
 
 /// Puts console output into the grid (a no-op without a screen); drawn by [`flush`].
 pub fn write(b: &[u8]) {
-    let mut s = SCREEN.lock();
-    if s.mode.is_some() {
-        for &c in b {
-            s.grid.put(c, &mut |_, _, _| {});
-        }
-        s.generation = s.generation.wrapping_add(1);
-    }
+    put(&mut SCREEN.lock(), b);
 }
 
 /// As [`write`], but gives up rather than wait for the screen's lock (emergency output).
 pub fn try_write(b: &[u8]) {
     if let Some(mut s) = SCREEN.try_lock() {
-        if s.mode.is_some() {
-            for &c in b {
-                s.grid.put(c, &mut |_, _, _| {});
-            }
-            s.generation = s.generation.wrapping_add(1);
+        put(&mut s, b);
+    }
+}
+
+fn put(s: &mut Screen, b: &[u8]) {
+    if s.mode.is_some() {
+        for &c in b {
+            s.grid.put(c, &mut |_, _, _| {});
         }
+        s.generation = s.generation.wrapping_add(1);
     }
 }
 
@@ -246,10 +241,4 @@ fn draw_changes(budget: u64, no_wait: bool) {
     }
     // Caught up with the writes seen at the start (later ones flush again).
     d.generation = generation;
-}
-
-/// The screen's size in cells, if there is one.
-pub fn size() -> Option<(usize, usize)> {
-    let s = SCREEN.lock();
-    s.mode.map(|_| s.grid.size())
 }

@@ -152,11 +152,14 @@ fn table_sum(read: Reader<'_>, pa: u64, len: u32) -> Option<u8> {
 }
 
 /// The AML tables `p` lists, read one at a time as the iterator is advanced (the DSDT
-/// first; an unreadable table is left out). A wrong checksum does not drop a table: real
+/// first; an unreadable table, or one the heap has no room for, is left out: tables are at
+/// most [`AML_MAX`], the heap may be smaller). A wrong checksum does not drop a table: real
 /// firmware ships them, and ACPICA only warns.
 pub fn aml_tables<'a>(read: Reader<'a>, p: &'a Power) -> impl Iterator<Item = Vec<u8>> + 'a {
     p.aml().iter().filter_map(move |&(pa, len)| {
-        let mut t = alloc::vec![0u8; len as usize];
+        let mut t = Vec::new();
+        t.try_reserve_exact(len as usize).ok()?;
+        t.resize(len as usize, 0);
         read(pa, &mut t).then_some(t)
     })
 }
@@ -236,11 +239,11 @@ fn package(b: &[u8]) -> Option<(u64, Option<u64>)> {
 pub fn sleep_type<T: AsRef<[u8]>>(tables: impl IntoIterator<Item = T>, state: u8) -> Result<(u8, u8), SleepError> {
     let name = [b'_', b'S', b'0' + state.min(5), b'_'];
     let (mut seen, mut any) = (false, false);
-    for (i, t) in tables.into_iter().enumerate() {
+    for (k, t) in tables.into_iter().enumerate() {
         let t = t.as_ref();
         any = true;
         if t.len() <= 36 {
-            if i == 0 {
+            if k == 0 {
                 return Err(SleepError::NoDsdt);
             }
             continue;

@@ -82,15 +82,6 @@ impl Grid {
         }
     }
 
-    /// Redraws every cell (after the backend lost the screen, or at start).
-    pub fn redraw(&self, draw: &mut impl FnMut(usize, usize, u8)) {
-        for row in 0..self.rows {
-            for col in 0..self.cols {
-                draw(col, row, self.cells[row][col]);
-            }
-        }
-    }
-
     fn clear_rows(&mut self, from: usize, draw: &mut impl FnMut(usize, usize, u8)) {
         for row in from..self.rows {
             for col in 0..self.cols {

@@ -61,8 +61,8 @@ pub fn build_all() -> Result<Images, String> {
 /// Writes the hypervisor's function symbols (demangled, without hashes) into its
 /// `RXEN_SYMBOLS` array in the ELF file (`hv_core::symbols`' format), so that a fatal fault
 /// prints a symbolised backtrace from the image alone. The array's place and size come from
-/// its own symbol; nothing else in the file moves. Returns the number of symbols.
-pub fn embed_symbols(path: &Path) -> Result<usize, String> {
+/// its own symbol; nothing else in the file moves.
+pub fn embed_symbols(path: &Path) -> Result<(), String> {
     use elf::{abi, endian::AnyEndian, ElfBytes};
     let mut data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (table, at, size) = {
@@ -92,12 +92,10 @@ pub fn embed_symbols(path: &Path) -> Result<usize, String> {
     if table.len() > size {
         return Err(format!("the symbol table ({} bytes) does not fit RXEN_SYMBOLS ({size} bytes): raise hv_arch::symbols::SYMBOLS_SIZE", table.len()));
     }
-    let n = u32::from_le_bytes(table[8..12].try_into().map_err(|_| "short table")?) as usize;
     let region = &mut data[at..at + size];
     region.fill(0);
     region[..table.len()].copy_from_slice(&table);
-    std::fs::write(path, &data).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(n)
+    std::fs::write(path, &data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The test guests built again for the hypervisor's Xen pv64 mode (pv-runtime's `pv64`
@@ -141,9 +139,7 @@ const GRUB_VIDEO: &str = "    if [ \"$grub_platform\" != efi ]; then set gfxpayl
 /// grub.cfg for the hypervisor with `hv_opts`, the dom0 module with `dom0_args` and dom0's
 /// boot bundle.
 pub fn grub_cfg(hv_opts: &str, dom0_args: &str) -> String {
-    format!(
-        "{GRUB_HEAD}menuentry \"rxen\" {{\n    multiboot2 /boot/hypervisor {hv_opts}\n    module2 /boot/dom0 {dom0_args}\n    module2 /boot/bundle bundle\n{GRUB_VIDEO}    boot\n}}\n"
-    )
+    grub_cfg_modules(hv_opts, &[("dom0", dom0_args), ("bundle", "bundle")])
 }
 
 /// An ELF64 image cut to what a PV builder reads: the ELF header, the program headers and

@@ -213,7 +213,7 @@ pub fn run(cfg: &Config, marker: Option<&str>) -> Result<Outcome, String> {
             let path = monitor.clone();
             Some(std::thread::spawn(move || {
                 if let Some(p) = path.filter(|_| t.keyboard || t.capture.is_some()) {
-                    t.monitor = Monitor::connect(&p);
+                    t.monitor = Monitor::connect(&p, true, &|| false);
                 }
                 type_input(&mut t, after, text, &shared, &ended)
             }))
@@ -364,20 +364,25 @@ fn type_input(w: &mut Typist, after: &str, text: &str, out: &std::sync::Mutex<Ve
     }
 }
 
-/// The QEMU monitor over its socket, its answers collected by a reader thread.
+/// The QEMU monitor over its socket; a reader thread drains its answers (so QEMU never
+/// blocks writing them) and, if asked, keeps them.
 struct Monitor {
     sock: std::os::unix::net::UnixStream,
     answers: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Monitor {
-    fn connect(path: &std::path::Path) -> Option<Monitor> {
+    /// Connects (retrying for up to 5 s, unless `give_up` says to stop first).
+    fn connect(path: &std::path::Path, keep: bool, give_up: &dyn Fn() -> bool) -> Option<Monitor> {
         let sock = (0..500).find_map(|_| {
-            std::os::unix::net::UnixStream::connect(path).ok().or_else(|| {
+            if give_up() {
+                return Some(None);
+            }
+            std::os::unix::net::UnixStream::connect(path).ok().map(Some).or_else(|| {
                 std::thread::sleep(Duration::from_millis(10));
                 None
             })
-        })?;
+        })??;
         let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (mut r, a) = (sock.try_clone().ok()?, answers.clone());
         std::thread::spawn(move || {
@@ -386,7 +391,7 @@ impl Monitor {
                 if n == 0 {
                     break;
                 }
-                if let Ok(mut v) = a.lock() {
+                if let (true, Ok(mut v)) = (keep, a.lock()) {
                     v.extend_from_slice(&b[..n]);
                 }
             }
@@ -599,31 +604,10 @@ pub fn interactive(cfg: &Config) -> Result<(), String> {
 /// Connects to QEMU's monitor socket and sends `nmi` (every CPU) every `every` until `done`;
 /// returns how many were sent.
 fn inject_nmis(path: &std::path::Path, every: Duration, done: &std::sync::atomic::AtomicBool) -> u64 {
-    use std::io::Write;
-    let mut sock = None;
-    for _ in 0..500 {
-        if done.load(std::sync::atomic::Ordering::SeqCst) {
-            return 0;
-        }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(s) => {
-                sock = Some(s);
-                break;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    }
-    let Some(mut s) = sock else { return 0 };
-    // The monitor's output is not needed: drain it so QEMU never blocks writing it.
-    if let Ok(mut r) = s.try_clone() {
-        std::thread::spawn(move || {
-            let mut b = [0u8; 4096];
-            while matches!(r.read(&mut b), Ok(n) if n > 0) {}
-        });
-    }
+    let Some(mut m) = Monitor::connect(path, false, &|| done.load(std::sync::atomic::Ordering::SeqCst)) else { return 0 };
     let mut n = 0;
     while !done.load(std::sync::atomic::Ordering::SeqCst) {
-        if s.write_all(b"nmi\n").is_err() {
+        if m.command("nmi").is_err() {
             break;
         }
         n += 1;
