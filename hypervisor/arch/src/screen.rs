@@ -75,6 +75,10 @@ struct Drawn {
     generation: u64,
 }
 
+/// A screen was started (set once): without one, flushes (CPU 0's every tick, every log
+/// line) return after one load.
+static ACTIVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 static DRAWN: Mutex<Drawn> = Mutex::new(Drawn { cells: [[0; MAX_COLS]; MAX_ROWS], generation: u64::MAX });
 
 /// The colour word of a pixel with every channel at `level` (0 or full).
@@ -143,6 +147,7 @@ pub fn start(mode: Mode, backlog: &[u8], template: crate::physmem::PrivateFrame,
         s.mode = Some(mode);
         put(&mut s, backlog);
     }
+    ACTIVE.store(true, core::sync::atomic::Ordering::Release);
     // Nothing is known of what the screen shows: every cell is drawn once.
     if let Some(mut d) = DRAWN.try_lock() {
         for r in d.cells.iter_mut() {
@@ -172,7 +177,9 @@ pub(crate) unsafe fn force_unlock() {
 
 /// Puts console output into the grid (a no-op without a screen); drawn by [`flush`].
 pub fn write(b: &[u8]) {
-    put(&mut SCREEN.lock(), b);
+    if ACTIVE.load(core::sync::atomic::Ordering::Acquire) {
+        put(&mut SCREEN.lock(), b);
+    }
 }
 
 /// As [`write`], but gives up rather than wait for the screen's lock (emergency output).
@@ -205,6 +212,9 @@ pub fn flush_emergency() {
 }
 
 fn draw_changes(budget: u64, no_wait: bool) {
+    if !ACTIVE.load(core::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     let Some(mut d) = DRAWN.try_lock() else { return };
     let start = crate::cpu::rdtsc();
     let grid = || if no_wait { SCREEN.try_lock() } else { Some(SCREEN.lock()) };
