@@ -23,7 +23,8 @@ enum Image {
 enum Expect {
     /// `Test result: SUCCESS` and a poweroff.
     Success,
-    /// This exit code, and each string somewhere in the output.
+    /// This exit code, and each string somewhere in the output (one starting with `!`:
+    /// nowhere in it; [`lines_present_and_absent`]).
     Exit(ExitCode, &'static [&'static str]),
     /// As `Exit`, and a check of the output's figures.
     /// ... and a check of the output and of the scenario's disk image (`None` without one).
@@ -1572,10 +1573,7 @@ fn judge(s: &Scenario, o: &qemu::Outcome) -> Result<(), String> {
             if o.code != Some(*code) {
                 return Err(format!("exit {:?} (status {:?}), want {:?}", o.code, o.status, code));
             }
-            match needles.iter().find(|n| !o.output.contains(**n)) {
-                Some(n) => Err(format!("output lacks {n:?}")),
-                None => Ok(()),
-            }
+            lines_present_and_absent(&o.output, needles)
         }
     }
 }
