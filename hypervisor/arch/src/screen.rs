@@ -40,7 +40,7 @@ impl Mode {
 
     /// Usable by this module (and small enough to map)?
     pub fn usable(&self) -> bool {
-        let (_, len) = self.phys();
+        let (base, len) = self.phys();
         let (cols, rows) = self.cells();
         // Cells and pixels are written as whole u16/u32 words: their addresses must be
         // aligned for that, so the base and the pitch must be.
@@ -51,9 +51,8 @@ impl Mode {
                 matches!(bpp, 16 | 24 | 32) && u64::from(pitch) >= u64::from(width) * u64::from(bpp / 8) && pa % unit == 0 && u64::from(pitch) % unit == 0
             }
         };
-        let (pa, _) = self.phys();
         // Inside the architectural physical address space (52 bits).
-        ok && cols > 0 && rows > 0 && len > 0 && len <= SCREEN_MAX && pa.checked_add(len).is_some_and(|e| e <= 1 << 52)
+        ok && cols > 0 && rows > 0 && len > 0 && len <= SCREEN_MAX && base.checked_add(len).is_some_and(|e| e <= 1 << 52)
     }
 }
 
